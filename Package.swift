@@ -1,0 +1,70 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Dependency direction: LockstepCore ← LockstepWire ← LockstepStore ← LockstepEngine ← lockstep (CLI).
+// LockstepCore depends on the standard library only.
+let package = Package(
+    name: "Lockstep",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lockstep", targets: ["lockstep"]),
+        .library(name: "LockstepCore", targets: ["LockstepCore"]),
+        .library(name: "LockstepWire", targets: ["LockstepWire"]),
+        .library(name: "LockstepStore", targets: ["LockstepStore"]),
+        .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(name: "LockstepCore"),
+        .target(
+            name: "LockstepWire",
+            dependencies: [
+                "LockstepCore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        .target(
+            name: "LockstepStore",
+            dependencies: [
+                "CSQLite",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "LockstepEngine",
+            dependencies: [
+                "LockstepCore",
+                "LockstepWire",
+                "LockstepStore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .executableTarget(
+            name: "lockstep",
+            dependencies: [
+                "LockstepEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
+        .testTarget(
+            name: "LockstepStoreTests",
+            dependencies: ["LockstepStore", "LockstepEngine", "CSQLite"]
+        ),
+        .testTarget(
+            name: "LockstepEngineTests",
+            dependencies: ["LockstepEngine", "CSQLite"],
+            resources: [.copy("Golden")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,70 @@
+/// A point in time on the coordinator's clock, in milliseconds since the Unix epoch.
+///
+/// The core never reads a clock: every `Instant` it sees came in as a parameter or from an event.
+public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
+    /// Milliseconds since 1970-01-01T00:00:00Z.
+    public var millisecondsSinceEpoch: Int64
+
+    public init(millisecondsSinceEpoch: Int64) {
+        self.millisecondsSinceEpoch = millisecondsSinceEpoch
+    }
+
+    public static func < (lhs: Instant, rhs: Instant) -> Bool {
+        lhs.millisecondsSinceEpoch < rhs.millisecondsSinceEpoch
+    }
+
+    /// This instant moved forward by `milliseconds` (saturating, never traps).
+    public func adding(milliseconds: Int64) -> Instant {
+        let (sum, overflow) = millisecondsSinceEpoch.addingReportingOverflow(milliseconds)
+        return Instant(millisecondsSinceEpoch: overflow ? (milliseconds > 0 ? .max : .min) : sum)
+    }
+
+    public var description: String { "\(millisecondsSinceEpoch)ms" }
+}
+
+/// The identity of one migration (one run of a plan version).
+public struct MigrationID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public static func < (lhs: MigrationID, rhs: MigrationID) -> Bool {
+        lhs.rawValue.utf8.lexicographicallyPrecedes(rhs.rawValue.utf8)
+    }
+    public var description: String { rawValue }
+}
+
+/// The identity of a node inside a plan.
+public struct NodeID: Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: String
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+    public var description: String { rawValue }
+}
+
+/// A fencing token: grows strictly with every lease granted for a node; reports must carry the current one.
+public struct FencingToken: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt64
+    public init(_ rawValue: UInt64) { self.rawValue = rawValue }
+    public static func < (lhs: FencingToken, rhs: FencingToken) -> Bool { lhs.rawValue < rhs.rawValue }
+    /// The token issued after this one.
+    public var next: FencingToken { FencingToken(rawValue &+ 1) }
+    public var description: String { String(rawValue) }
+}
+
+/// Limits the core enforces on what it accepts. Units are in the names.
+public enum CoreLimits {
+    /// Longest identifier (migration, node, service, agent, action), in UTF-8 bytes.
+    public static let identifierBytesMax = 128
+    /// Most nodes in one plan.
+    public static let planNodesMax = 1_000
+    /// Most services one node may transition at once.
+    public static let nodeServicesMax = 16
+    /// Most dependencies one node may list.
+    public static let nodeNeedsMax = 64
+    /// Longest free-text reason (pause, abort, failure), in UTF-8 bytes.
+    public static let reasonBytesMax = 1_024
+    /// Most attempts a retry policy may allow.
+    public static let attemptsMax: UInt32 = 100
+    /// Longest step lease, in milliseconds (one day).
+    public static let leaseTTLMillisMax: Int64 = 86_400_000
+    /// Shortest step lease, in milliseconds.
+    public static let leaseTTLMillisMin: Int64 = 100
+}

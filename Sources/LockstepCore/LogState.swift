@@ -1,0 +1,36 @@
+/// The state of every migration in a log: the fold the coordinator keeps live and replay rebuilds.
+public struct LogState: Hashable, Sendable {
+    /// Migrations by id. Never iterated for anything that matters: use `migrationsInOrder`.
+    public private(set) var migrations: [MigrationID: MigrationState]
+    /// The highest global sequence folded in (0 = nothing yet).
+    public private(set) var lastSequence: UInt64
+
+    public init() {
+        self.migrations = [:]
+        self.lastSequence = 0
+    }
+
+    init(migrations: [MigrationID: MigrationState], lastSequence: UInt64) {
+        self.migrations = migrations
+        self.lastSequence = lastSequence
+    }
+
+    /// Migrations sorted by id (UTF-8 byte order): the one order anything observable uses.
+    public var migrationsInOrder: [MigrationState] {
+        migrations.values.sorted { $0.id < $1.id }
+    }
+
+    /// Folds in one event of migration `id` recorded at global position `sequence`.
+    public mutating func evolve(migration id: MigrationID, sequence: UInt64, _ event: MigrationEvent) {
+        migrations[id] = MigrationState.evolve(migrations[id], event)
+        lastSequence = max(lastSequence, sequence)
+    }
+
+    /// Decides `command` for migration `id` (see `MigrationState.decide`).
+    public func decide(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
+        if case .start = command {} else if migrations[id] == nil {
+            return .rejected(.migrationNotFound(id))
+        }
+        return MigrationState.decide(migrations[id], command, now: now)
+    }
+}

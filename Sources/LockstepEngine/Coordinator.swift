@@ -1,0 +1,181 @@
+import LockstepCore
+import LockstepStore
+import LockstepWire
+
+/// Who is asking, and why: recorded with every event a command produces.
+public struct CommandContext: Hashable, Sendable {
+    /// The authenticated principal (never taken from a request body).
+    public var actor: Actor
+    public var triggeredBy: TriggeredBy
+    public var causationID: String
+    public var correlationID: String
+
+    public init(actor: Actor, triggeredBy: TriggeredBy, causationID: String = "", correlationID: String = "") {
+        self.actor = actor
+        self.triggeredBy = triggeredBy
+        self.causationID = causationID
+        self.correlationID = correlationID
+    }
+}
+
+/// Why a command did not take effect.
+public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The core refused it; nothing was appended.
+    case rejected(Rejection)
+    /// The log refused or failed the append; nothing was acknowledged.
+    case storage(EventLogError)
+
+    public var code: String {
+        switch self {
+        case .rejected(let rejection): rejection.code
+        case .storage(let error): error.code
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .rejected(let rejection): rejection.description
+        case .storage(let error): error.description
+        }
+    }
+}
+
+/// What an accepted command recorded.
+public struct CommandResult: Hashable, Sendable {
+    public var events: [RecordedEvent]
+    public var receipt: AppendReceipt
+}
+
+/// The engine around the pure core: decide → append (expected version checked in the same transaction)
+/// → evolve. One command per migration runs at a time; commands on different migrations overlap, so
+/// their appends share group commits.
+public actor Coordinator {
+    public let log: any EventLog
+    /// The live fold of the log.
+    public private(set) var state: LogState
+    /// A snapshot is saved after this many events since the last one (0 = never).
+    public let snapshotIntervalEvents: UInt64
+
+    private var lastSnapshotSequence: UInt64
+    /// Every event up to here is folded into `state`.
+    private var appliedThrough: UInt64
+    /// Folded ranges beyond `appliedThrough`, waiting for an earlier append to finish (appends on
+    /// different migrations can complete out of order; snapshots wait until there is no gap).
+    private var appliedAhead: [ClosedRange<UInt64>] = []
+    private var busyMigrations: Set<MigrationID> = []
+    private var waiting: [MigrationID: [CheckedContinuation<Void, Never>]] = [:]
+
+    /// Default snapshot interval, in events.
+    public static let defaultSnapshotIntervalEvents: UInt64 = 10_000
+
+    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64) {
+        self.log = log
+        self.state = state
+        self.lastSnapshotSequence = snapshotSequence
+        self.appliedThrough = state.lastSequence
+        self.snapshotIntervalEvents = snapshotIntervalEvents
+    }
+
+    /// Opens a coordinator on `log`: loads the newest snapshot (checking its digest) and replays only
+    /// the tail after it.
+    public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents) async throws(EventLogError) -> Coordinator {
+        var state = LogState()
+        var snapshotSequence: UInt64 = 0
+        if let snapshot = try await log.latestSnapshot() {
+            guard StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
+                throw .corrupted(position: snapshot.sequence, reason: "the snapshot's digest does not match its state bytes")
+            }
+            do {
+                state = try LogState(canonicalBytes: snapshot.state)
+            } catch {
+                throw .corrupted(position: snapshot.sequence, reason: "the snapshot's state does not decode: \(error)")
+            }
+            guard state.lastSequence == snapshot.sequence else {
+                throw .corrupted(position: snapshot.sequence, reason: "the snapshot's state is as of \(state.lastSequence), not \(snapshot.sequence)")
+            }
+            snapshotSequence = snapshot.sequence
+        }
+        try await History.fold(log, into: &state)
+        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents)
+    }
+
+    /// The digest of the live state.
+    public var digest: StateDigest { state.digest }
+
+    /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
+    public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        await acquire(id)
+        defer { release(id) }
+        let events: [MigrationEvent]
+        switch state.decide(migration: id, command, now: now) {
+        case .rejected(let rejection): throw .rejected(rejection)
+        case .accepted(let accepted): events = accepted
+        }
+        let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
+                                     causationID: context.causationID, correlationID: context.correlationID)
+        let base = state.migrations[id]?.version ?? 0
+        let recorded = events.enumerated().map { offset, event in
+            RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: metadata, event: event)
+        }
+        let request = AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: base, records: recorded.map(EventRecordCodec.encode))
+        let receipt: AppendReceipt
+        do {
+            receipt = try await log.append(request)
+        } catch {
+            throw .storage(error)
+        }
+        for (offset, event) in recorded.enumerated() {
+            state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
+        }
+        markApplied(receipt.firstSequence...receipt.lastSequence)
+        await snapshotIfDue()
+        return CommandResult(events: recorded, receipt: receipt)
+    }
+
+    /// Saves a snapshot of the live state now, if every appended event is folded in. Returns its sequence.
+    @discardableResult
+    public func saveSnapshot() async throws(EventLogError) -> UInt64? {
+        guard appliedAhead.isEmpty, appliedThrough > 0, appliedThrough == state.lastSequence else { return nil }
+        let sequence = appliedThrough
+        let bytes = state.canonicalBytes
+        let page = try await log.read(after: sequence - 1, limit: 1)
+        guard let event = page.first, event.sequence == sequence else {
+            throw .corrupted(position: sequence, reason: "event \(sequence) could not be read back for the snapshot")
+        }
+        try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: event.chainHash, state: bytes,
+                                            digest: StateDigest(canonicalBytes: bytes).bytes))
+        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+        return sequence
+    }
+
+    private func snapshotIfDue() async {
+        guard snapshotIntervalEvents > 0, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return }
+        // A failed snapshot costs only start-up time; the events themselves are already durable.
+        _ = try? await saveSnapshot()
+    }
+
+    private func markApplied(_ range: ClosedRange<UInt64>) {
+        appliedAhead.append(range)
+        appliedAhead.sort { $0.lowerBound < $1.lowerBound }
+        while let first = appliedAhead.first, first.lowerBound == appliedThrough + 1 {
+            appliedThrough = first.upperBound
+            appliedAhead.removeFirst()
+        }
+    }
+
+    private func acquire(_ id: MigrationID) async {
+        if busyMigrations.insert(id).inserted { return }
+        await withCheckedContinuation { waiting[id, default: []].append($0) }
+        // Ownership was handed over by `release`; `id` stays in `busyMigrations`.
+    }
+
+    private func release(_ id: MigrationID) {
+        if var queue = waiting[id], !queue.isEmpty {
+            let next = queue.removeFirst()
+            waiting[id] = queue.isEmpty ? nil : queue
+            next.resume()
+        } else {
+            busyMigrations.remove(id)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+import LockstepCore
+import LockstepStore
+import LockstepWire
+
+/// Reads a log from any position, checking every event on the way: the store checks contiguity and
+/// the hash chain; this checks that the stored bytes decode, that they name the stream and version of
+/// their row, and that each stream's versions follow on from the state being folded.
+public enum History {
+    /// Events read per page.
+    public static let pageEventsMax = 4_096
+
+    /// Folds the events after `state.lastSequence` up to `through` (or the end) into `state`.
+    /// `visit` sees each event after it is checked and before it is folded.
+    public static func fold(
+        _ log: any EventLog, into state: inout LogState, through: UInt64? = nil,
+        visit: (StoredEvent, RecordedEvent) throws(EventLogError) -> Void = { _, _ in }
+    ) async throws(EventLogError) {
+        var position = state.lastSequence
+        while through.map({ position < $0 }) ?? true {
+            let wanted = through.map { Int(min(UInt64(pageEventsMax), $0 - position)) } ?? pageEventsMax
+            let page = try await log.read(after: position, limit: wanted)
+            if page.isEmpty { break }
+            for stored in page {
+                let event = try check(stored, against: state)
+                try visit(stored, event)
+                state.evolve(migration: event.migration, sequence: stored.sequence, event.event)
+                position = stored.sequence
+            }
+        }
+        if let through, position < through {
+            throw .invalidRequest("the log ends at sequence \(position); there is no event \(through)")
+        }
+    }
+
+    /// Decodes `stored` and checks it fits the state folded so far.
+    public static func check(_ stored: StoredEvent, against state: LogState) throws(EventLogError) -> RecordedEvent {
+        let event: RecordedEvent
+        do {
+            event = try EventRecordCodec.decode(stored.record)
+        } catch {
+            throw .corrupted(position: stored.sequence, reason: error.description)
+        }
+        let stream = RecordedEvent.stream(of: event.migration)
+        guard stream == stored.stream, event.streamVersion == stored.streamVersion else {
+            throw .corrupted(position: stored.sequence, reason:
+                "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(stream)@\(event.streamVersion)")
+        }
+        let current = state.migrations[event.migration]?.version ?? 0
+        guard event.streamVersion == current + 1 else {
+            throw .corrupted(position: stored.sequence, reason:
+                "stream \(stream) jumps from version \(current) to \(event.streamVersion)")
+        }
+        if case .migrationStarted = event.event {} else if current == 0 {
+            throw .corrupted(position: stored.sequence, reason: "the first event of \(stream) is not migration_started")
+        }
+        return event
+    }
+
+    /// The state as of event `through` (or the end of the log), replayed from the first event.
+    public static func replay(_ log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> LogState {
+        var state = LogState()
+        try await fold(log, into: &state, through: through)
+        return state
+    }
+}

@@ -1,0 +1,137 @@
+/// An append-only, hash-chained event log: the storage port every adapter (in-memory, SQLite) implements.
+///
+/// The log stores opaque record bytes. It assigns the gapless global sequence, enforces the expected
+/// stream version of every append, links every record into the hash chain, and checks both on read.
+public protocol EventLog: Sendable {
+    /// Appends `request.records` to `request.stream` if the stream is at `request.expectedVersion`.
+    /// Returns only once the events are durable. A conflict appends nothing.
+    func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt
+
+    /// Up to `limit` events with sequence greater than `sequence`, in order, with contiguity and the
+    /// hash chain verified from event `sequence` on.
+    func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
+
+    /// The head the log recorded at its last commit (sequence 0 and the genesis hash when empty).
+    func head() async throws(EventLogError) -> LogHead
+
+    /// The current version of `stream` (0 when it has no events).
+    func streamVersion(of stream: String) async throws(EventLogError) -> UInt64
+
+    /// Stores `snapshot`, which must name an event of this log by its sequence and chain hash.
+    func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError)
+
+    /// The newest snapshot, checked against the event it names, or nil when there is none.
+    func latestSnapshot() async throws(EventLogError) -> Snapshot?
+}
+
+/// One atomic append to one stream.
+public struct AppendRequest: Hashable, Sendable {
+    public var stream: String
+    /// The version the stream must be at (0 = the stream must be empty).
+    public var expectedVersion: UInt64
+    /// The record bytes to store, in order; they get versions expectedVersion+1, +2, ...
+    public var records: [[UInt8]]
+
+    public init(stream: String, expectedVersion: UInt64, records: [[UInt8]]) {
+        self.stream = stream
+        self.expectedVersion = expectedVersion
+        self.records = records
+    }
+}
+
+/// Where an acknowledged append landed.
+public struct AppendReceipt: Hashable, Sendable {
+    public var firstSequence: UInt64
+    public var lastSequence: UInt64
+    /// The stream's version after the append.
+    public var streamVersion: UInt64
+    public init(firstSequence: UInt64, lastSequence: UInt64, streamVersion: UInt64) {
+        self.firstSequence = firstSequence
+        self.lastSequence = lastSequence
+        self.streamVersion = streamVersion
+    }
+}
+
+/// One event as read back from the log.
+public struct StoredEvent: Hashable, Sendable {
+    public var sequence: UInt64
+    public var stream: String
+    public var streamVersion: UInt64
+    /// The bytes exactly as stored and hashed.
+    public var record: [UInt8]
+    public var chainHash: ChainHash
+
+    public init(sequence: UInt64, stream: String, streamVersion: UInt64, record: [UInt8], chainHash: ChainHash) {
+        self.sequence = sequence
+        self.stream = stream
+        self.streamVersion = streamVersion
+        self.record = record
+        self.chainHash = chainHash
+    }
+}
+
+/// The newest position of the log and its chain hash.
+public struct LogHead: Hashable, Sendable {
+    public var sequence: UInt64
+    public var chainHash: ChainHash
+    public init(sequence: UInt64, chainHash: ChainHash) {
+        self.sequence = sequence
+        self.chainHash = chainHash
+    }
+    /// The head of an empty log.
+    public static let genesis = LogHead(sequence: 0, chainHash: .genesis)
+}
+
+/// A saved fold of the log up to `sequence`, so start-up replays only the tail.
+public struct Snapshot: Hashable, Sendable {
+    public var sequence: UInt64
+    /// The chain hash of event `sequence`: ties the snapshot to one exact history.
+    public var chainHash: ChainHash
+    /// The canonical state bytes.
+    public var state: [UInt8]
+    /// SHA-256 of `state`.
+    public var digest: [UInt8]
+
+    public init(sequence: UInt64, chainHash: ChainHash, state: [UInt8], digest: [UInt8]) {
+        self.sequence = sequence
+        self.chainHash = chainHash
+        self.state = state
+        self.digest = digest
+    }
+}
+
+/// Limits of the log. Units are in the names.
+public enum EventLogLimits {
+    /// Most events in one append request.
+    public static let appendRequestEventsMax = 1_000
+    /// Largest stored record, in bytes.
+    public static let recordBytesMax = 1 << 20
+    /// Longest stream name, in UTF-8 bytes.
+    public static let streamNameBytesMax = 256
+    /// Most events committed in one group-commit transaction (one fsync).
+    public static let commitBatchEventsMax = 4_096
+    /// Most events one read returns.
+    public static let readPageEventsMax = 10_000
+    /// Largest snapshot state, in bytes.
+    public static let snapshotBytesMax = 256 << 20
+    /// Snapshots kept; older ones are deleted when a new one is saved.
+    public static let snapshotsRetainedMax = 3
+}
+
+extension AppendRequest {
+    /// Checks the request against `EventLogLimits` before anything is queued.
+    public func validate() throws(EventLogError) {
+        if stream.isEmpty { throw .invalidRequest("stream name is empty") }
+        if stream.utf8.count > EventLogLimits.streamNameBytesMax {
+            throw .invalidRequest("stream name is \(stream.utf8.count) bytes; the limit is \(EventLogLimits.streamNameBytesMax) bytes")
+        }
+        if records.isEmpty { throw .invalidRequest("append to \(stream) carries no events") }
+        if records.count > EventLogLimits.appendRequestEventsMax {
+            throw .invalidRequest("append carries \(records.count) events; the limit is \(EventLogLimits.appendRequestEventsMax) events")
+        }
+        if let large = records.firstIndex(where: { $0.count > EventLogLimits.recordBytesMax }) {
+            throw .invalidRequest("event \(large) is \(records[large].count) bytes; the limit is \(EventLogLimits.recordBytesMax) bytes")
+        }
+        if records.contains(where: \.isEmpty) { throw .invalidRequest("an event has no bytes") }
+    }
+}

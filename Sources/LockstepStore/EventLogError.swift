@@ -1,0 +1,48 @@
+/// What can go wrong in the log. Each case has a stable `code` and a sentence a person can act on.
+public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// The stream was not at the expected version; nothing was appended.
+    case versionConflict(stream: String, expected: UInt64, actual: UInt64)
+    /// The stored history is broken at `position` (the first bad sequence).
+    case corrupted(position: UInt64, reason: String)
+    /// An I/O or sync error happened earlier: the log accepts no more writes until restarted and checked.
+    case writesStopped(reason: String)
+    /// The disk is full; nothing was appended, reads keep working.
+    case storageFull
+    /// Another writer holds the database lock past the busy timeout; nothing was appended.
+    case busy
+    /// The request breaks a limit or is malformed; nothing was appended.
+    case invalidRequest(String)
+    /// The database could not be opened or read.
+    case unavailable(String)
+
+    public var code: String {
+        switch self {
+        case .versionConflict: "version_conflict"
+        case .corrupted: "log_corrupted"
+        case .writesStopped: "writes_stopped"
+        case .storageFull: "storage_full"
+        case .busy: "storage_busy"
+        case .invalidRequest: "invalid_request"
+        case .unavailable: "storage_unavailable"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .versionConflict(let stream, let expected, let actual):
+            "\(code): stream \(stream) is at version \(actual), the append expected \(expected); reload and retry"
+        case .corrupted(let position, let reason):
+            "\(code): the log is corrupted at sequence \(position): \(reason)"
+        case .writesStopped(let reason):
+            "\(code): the log stopped accepting writes after a storage error (\(reason)); restart after checking the disk"
+        case .storageFull:
+            "\(code): the disk is full; nothing was written. Free space and retry"
+        case .busy:
+            "\(code): another process holds the database write lock; nothing was written"
+        case .invalidRequest(let why):
+            "\(code): \(why)"
+        case .unavailable(let why):
+            "\(code): \(why)"
+        }
+    }
+}

@@ -1,0 +1,181 @@
+import CSQLite
+
+/// The SQLite schema of the log and the statements that read and write it.
+///
+/// `sequence` is the rowid, assigned by the writer (never AUTOINCREMENT) so it is gapless by
+/// construction; `UNIQUE(stream, stream_version)` backs the expected-version check; `log_head` records
+/// the last committed (sequence, chain hash) in the same transaction, so a truncated tail is detectable.
+enum SQLiteSchema {
+    static let version = 1
+
+    static let create = """
+        CREATE TABLE IF NOT EXISTS meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS events (
+            sequence INTEGER PRIMARY KEY,
+            stream TEXT NOT NULL,
+            stream_version INTEGER NOT NULL,
+            record BLOB NOT NULL,
+            chain_hash BLOB NOT NULL,
+            UNIQUE (stream, stream_version)
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS log_head (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            sequence INTEGER NOT NULL,
+            chain_hash BLOB NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS snapshots (
+            sequence INTEGER PRIMARY KEY,
+            chain_hash BLOB NOT NULL,
+            state BLOB NOT NULL,
+            digest BLOB NOT NULL
+        ) STRICT;
+        """
+
+    /// Creates the schema on a new database, or checks the version of an existing one.
+    static func migrate(_ db: SQLiteConnection) throws {
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            try db.execute(create)
+            let statement = try db.statement("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?1)")
+            try statement.bind(1, String(version))
+            try statement.run()
+            let head = try db.statement("INSERT OR IGNORE INTO log_head (id, sequence, chain_hash) VALUES (1, 0, ?1)")
+            try head.bind(1, ChainHash.genesis.bytes)
+            try head.run()
+            try db.execute("COMMIT")
+        } catch {
+            try? db.execute("ROLLBACK")
+            throw error
+        }
+        try check(db)
+    }
+
+    /// Refuses a database whose schema version this build does not know.
+    static func check(_ db: SQLiteConnection) throws {
+        let found = try db.scalarText("SELECT value FROM meta WHERE key = 'schema_version'")
+        guard found == String(version) else {
+            throw EventLogError.unavailable("database schema version is \(found ?? "missing"); this build reads version \(version)")
+        }
+    }
+
+    /// The head recorded by the last commit.
+    static func recordedHead(_ db: SQLiteConnection) throws -> LogHead {
+        let statement = try db.statement("SELECT sequence, chain_hash FROM log_head WHERE id = 1")
+        guard try statement.step() else { throw EventLogError.corrupted(position: 1, reason: "the log_head row is missing") }
+        let sequence = statement.uint64(0)
+        guard let hash = ChainHash(bytes: statement.blob(1)) else {
+            throw EventLogError.corrupted(position: sequence, reason: "the recorded head hash is not 32 bytes")
+        }
+        return LogHead(sequence: sequence, chainHash: hash)
+    }
+
+    static func streamVersion(_ db: SQLiteConnection, _ stream: String) throws(SQLiteError) -> UInt64 {
+        let statement = try db.statement("SELECT stream_version FROM events WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1")
+        try statement.bind(1, stream)
+        return try statement.step() ? statement.uint64(0) : 0
+    }
+
+    /// Events after `sequence`, checked for contiguity and chain links from event `sequence` on.
+    static func readVerified(_ db: SQLiteConnection, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
+        do {
+            let statement = try db.statement(
+                "SELECT sequence, stream, stream_version, record, chain_hash FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
+            // Read event `sequence` too: its stored link is where the chain check of this page starts.
+            try statement.bind(1, sequence == 0 ? 1 : sequence)
+            try statement.bind(2, Int64(limit) + (sequence == 0 ? 0 : 1))
+            var verifier = ChainVerifier(after: .genesis)
+            var events: [StoredEvent] = []
+            events.reserveCapacity(limit)
+            var first = true
+            while try statement.step() {
+                let event = try storedEvent(statement)
+                if first && sequence > 0 {
+                    first = false
+                    guard event.sequence == sequence else {
+                        throw EventLogError.corrupted(position: sequence, reason: "event \(sequence) is missing")
+                    }
+                    verifier = ChainVerifier(after: LogHead(sequence: event.sequence, chainHash: event.chainHash))
+                    continue
+                }
+                first = false
+                try verifier.check(event)
+                events.append(event)
+            }
+            return events
+        } catch let error as EventLogError {
+            throw error
+        } catch let error as SQLiteError {
+            throw error.primary == SQLITE_CORRUPT || error.primary == SQLITE_NOTADB
+                ? .corrupted(position: sequence + 1, reason: error.description) : .unavailable(error.description)
+        } catch {
+            throw .unavailable(String(describing: error))
+        }
+    }
+
+    /// Decodes one row, checking column types and the hash width (the read side of the disk boundary).
+    private static func storedEvent(_ statement: SQLiteConnection.Statement) throws -> StoredEvent {
+        let sequence = statement.uint64(0)
+        guard statement.type(1) == SQLITE_TEXT, statement.type(2) == SQLITE_INTEGER, statement.type(3) == SQLITE_BLOB else {
+            throw EventLogError.corrupted(position: sequence, reason: "a column has the wrong type")
+        }
+        guard let hash = ChainHash(bytes: statement.blob(4)) else {
+            throw EventLogError.corrupted(position: sequence, reason: "the stored chain hash is not 32 bytes")
+        }
+        return StoredEvent(sequence: sequence, stream: statement.text(1), streamVersion: statement.uint64(2),
+                           record: statement.blob(3), chainHash: hash)
+    }
+
+    static func saveSnapshot(_ db: SQLiteConnection, _ snapshot: Snapshot) throws {
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            let check = try db.statement("SELECT chain_hash FROM events WHERE sequence = ?1")
+            try check.bind(1, snapshot.sequence)
+            guard try check.step(), check.blob(0) == snapshot.chainHash.bytes else {
+                throw EventLogError.invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
+            }
+            let insert = try db.statement(
+                "INSERT OR REPLACE INTO snapshots (sequence, chain_hash, state, digest) VALUES (?1, ?2, ?3, ?4)")
+            try insert.bind(1, snapshot.sequence)
+            try insert.bind(2, snapshot.chainHash.bytes)
+            try insert.bind(3, snapshot.state)
+            try insert.bind(4, snapshot.digest)
+            try insert.run()
+            let prune = try db.statement(
+                "DELETE FROM snapshots WHERE sequence NOT IN (SELECT sequence FROM snapshots ORDER BY sequence DESC LIMIT ?1)")
+            try prune.bind(1, Int64(EventLogLimits.snapshotsRetainedMax))
+            try prune.run()
+            try db.execute("COMMIT")
+        } catch {
+            if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// The newest snapshot, checked against the event it names.
+    static func latestSnapshot(_ db: SQLiteConnection) throws(EventLogError) -> Snapshot? {
+        do {
+            let statement = try db.statement(
+                "SELECT s.sequence, s.chain_hash, s.state, s.digest, e.chain_hash FROM snapshots s "
+                    + "LEFT JOIN events e ON e.sequence = s.sequence ORDER BY s.sequence DESC LIMIT 1")
+            guard try statement.step() else { return nil }
+            let sequence = statement.uint64(0)
+            guard let hash = ChainHash(bytes: statement.blob(1)) else {
+                throw EventLogError.corrupted(position: sequence, reason: "the snapshot's chain hash is not 32 bytes")
+            }
+            guard !statement.isNull(4) else {
+                throw EventLogError.corrupted(position: sequence, reason: "a snapshot names event \(sequence), which is missing (truncated log?)")
+            }
+            guard statement.blob(4) == hash.bytes else {
+                throw EventLogError.corrupted(position: sequence, reason: "the snapshot's chain hash differs from event \(sequence)'s")
+            }
+            return Snapshot(sequence: sequence, chainHash: hash, state: statement.blob(2), digest: statement.blob(3))
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(String(describing: error))
+        }
+    }
+}
