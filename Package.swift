@@ -46,6 +46,7 @@ let package = Package(
                 "LockstepWire",
                 "LockstepStore",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
         .executableTarget(

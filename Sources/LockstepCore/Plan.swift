@@ -45,3 +45,16 @@ public struct PlanSnapshot: Hashable, Sendable {
     /// The node with `id`, if the plan has one.
     public func node(_ id: NodeID) -> NodeSpec? { nodes.first { $0.id == id } }
 }
+
+extension PlanSnapshot {
+    /// The canonical bytes of the plan's content (name and nodes; not version or hash): what its
+    /// content hash is computed over, so the same content always gets the same hash.
+    public var canonicalContentBytes: [UInt8] {
+        var writer = CanonicalWriter()
+        var content = self
+        content.version = 0
+        content.contentHash = ""
+        writer.plan(content)
+        return writer.bytes
+    }
+}

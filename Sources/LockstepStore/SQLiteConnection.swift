@@ -71,6 +71,7 @@ final class SQLiteConnection: @unchecked Sendable {
     /// The first column of the first row of a pragma or query, as text.
     func scalarText(_ sql: String) throws(SQLiteError) -> String? {
         let statement = try statement(sql)
+        defer { statement.reset() }
         return try statement.step() ? statement.text(0) : nil
     }
 
@@ -106,6 +107,9 @@ final class SQLiteConnection: @unchecked Sendable {
             default: throw connection.error(rc)
             }
         }
+
+        /// Ends the current execution so the statement holds no read or write lock (call after partial reads).
+        func reset() { sqlite3_reset(handle) }
 
         /// Runs a statement that returns no rows.
         func run() throws(SQLiteError) {

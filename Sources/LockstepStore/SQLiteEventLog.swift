@@ -236,6 +236,7 @@ public final class SQLiteEventLog: EventLog {
         return try await onQueue(readerQueue) { () throws(EventLogError) in
             do throws(SQLiteError) {
                 let statement = try reader.statement("SELECT COALESCE(MAX(sequence), 0) FROM events")
+                defer { statement.reset() }
                 return try statement.step() ? statement.uint64(0) : 0
             } catch { throw .unavailable(error.description) }
         }

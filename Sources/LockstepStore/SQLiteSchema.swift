@@ -64,6 +64,7 @@ enum SQLiteSchema {
     /// The head recorded by the last commit.
     static func recordedHead(_ db: SQLiteConnection) throws -> LogHead {
         let statement = try db.statement("SELECT sequence, chain_hash FROM log_head WHERE id = 1")
+        defer { statement.reset() }
         guard try statement.step() else { throw EventLogError.corrupted(position: 1, reason: "the log_head row is missing") }
         let sequence = statement.uint64(0)
         guard let hash = ChainHash(bytes: statement.blob(1)) else {
@@ -74,6 +75,7 @@ enum SQLiteSchema {
 
     static func streamVersion(_ db: SQLiteConnection, _ stream: String) throws(SQLiteError) -> UInt64 {
         let statement = try db.statement("SELECT stream_version FROM events WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1")
+        defer { statement.reset() }
         try statement.bind(1, stream)
         return try statement.step() ? statement.uint64(0) : 0
     }
@@ -83,6 +85,7 @@ enum SQLiteSchema {
         do {
             let statement = try db.statement(
                 "SELECT sequence, stream, stream_version, record, chain_hash FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
+            defer { statement.reset() }
             // Read event `sequence` too: its stored link is where the chain check of this page starts.
             try statement.bind(1, sequence == 0 ? 1 : sequence)
             try statement.bind(2, Int64(limit) + (sequence == 0 ? 0 : 1))
@@ -133,7 +136,9 @@ enum SQLiteSchema {
         do {
             let check = try db.statement("SELECT chain_hash FROM events WHERE sequence = ?1")
             try check.bind(1, snapshot.sequence)
-            guard try check.step(), check.blob(0) == snapshot.chainHash.bytes else {
+            let matches = try check.step() && check.blob(0) == snapshot.chainHash.bytes
+            check.reset()
+            guard matches else {
                 throw EventLogError.invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
             }
             let insert = try db.statement(
@@ -160,6 +165,7 @@ enum SQLiteSchema {
             let statement = try db.statement(
                 "SELECT s.sequence, s.chain_hash, s.state, s.digest, e.chain_hash FROM snapshots s "
                     + "LEFT JOIN events e ON e.sequence = s.sequence ORDER BY s.sequence DESC LIMIT 1")
+            defer { statement.reset() }
             guard try statement.step() else { return nil }
             let sequence = statement.uint64(0)
             guard let hash = ChainHash(bytes: statement.blob(1)) else {

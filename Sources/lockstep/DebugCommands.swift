@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import Synchronization
+
+struct DebugCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "debug",
+        abstract: "Tools for testing Lockstep itself.",
+        shouldDisplay: false,
+        subcommands: [AppendLoad.self]
+    )
+}
+
+extension DebugCommand {
+    /// Drives real migrations through the coordinator from several concurrent writers and prints one
+    /// `ack FIRST LAST STREAM VERSION` line per durable append, flushed at once: the crash-durability
+    /// test kills this process at random moments and checks every acknowledged event survived.
+    struct AppendLoad: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "append-load")
+
+        @OptionGroup var data: DataOptions
+        @Option(help: "Concurrent writers (1...256).") var writers: Int = 8
+        @Option(help: "Stop after this many seconds (1...3600).") var seconds: Int = 10
+        @Option(help: "A tag that makes this run's migration ids unique.") var tag: String = "run"
+        @Option(help: "Nodes per migration (1...100).") var nodes: Int = 4
+
+        func validate() throws {
+            guard (1...256).contains(writers) else { throw ValidationError("--writers must be 1...256") }
+            guard (1...3600).contains(seconds) else { throw ValidationError("--seconds must be 1...3600") }
+            guard (1...100).contains(nodes) else { throw ValidationError("--nodes must be 1...100") }
+        }
+
+        func run() async throws {
+            try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
+            let log = try SQLiteEventLog(path: data.databasePath)
+            let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
+            let deadline = ContinuousClock.now + .seconds(seconds)
+            let plan = ExamplePlans.chain(length: nodes)
+            let tag = self.tag
+            AckWriter.write("ready\n")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for writer in 0..<writers {
+                    group.addTask {
+                        let agent = "writer-\(writer)"
+                        let context = CommandContext(actor: Actor(kind: "agent", id: agent), triggeredBy: .agent)
+                        var round = 0
+                        while ContinuousClock.now < deadline {
+                            let id = MigrationID("load-\(tag)-\(writer)-\(round)")
+                            round += 1
+                            var commands: [MigrationCommand] = [.start(id: id, plan: plan)]
+                            for node in plan.nodes {
+                                commands.append(.leaseStep(node: node.id, agent: agent, ttlMillis: 60_000))
+                                commands.append(.completeStep(node: node.id, token: FencingToken(1)))
+                            }
+                            for command in commands {
+                                let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())
+                                AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
+                                    + "\(RecordedEvent.stream(of: id)) \(result.receipt.streamVersion)\n")
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+}
+
+/// Writes whole lines to stdout with one `write(2)` each, so a kill never leaves half a line.
+enum AckWriter {
+    private static let lock = Mutex(())
+    static func write(_ line: String) {
+        lock.withLock { _ in
+            var bytes = Array(line.utf8)
+            var offset = 0
+            while offset < bytes.count {
+                let written = bytes.withUnsafeMutableBytes { Foundation.write(1, $0.baseAddress! + offset, $0.count - offset) }
+                if written <= 0 { return }
+                offset += written
+            }
+        }
+    }
+}

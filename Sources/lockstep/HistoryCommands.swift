@@ -1,0 +1,151 @@
+import ArgumentParser
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+
+struct HistoryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "history",
+        abstract: "Verify, replay and export the event history (for governance and incident review).",
+        subcommands: [Verify.self, Replay.self, Export.self]
+    )
+}
+
+/// Output formats of read commands.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table, json
+}
+
+/// Opens the log under `--data` read-only, so governance commands never alter the evidence.
+func openReadOnly(_ options: DataOptions) throws -> SQLiteEventLog {
+    guard FileManager.default.fileExists(atPath: options.databasePath) else {
+        throw CommandFailure(message: "no event log at \(options.databasePath); check --data", exitCode: 2)
+    }
+    do {
+        return try SQLiteEventLog(path: options.databasePath, mode: .readOnly)
+    } catch {
+        throw CommandFailure(message: "cannot open \(options.databasePath): \(error)", exitCode: 2)
+    }
+}
+
+/// Runs `body`, turning failures into a message on stderr and a non-zero exit code.
+func reportingFailures(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let failure as CommandFailure {
+        FileHandle.standardError.write(Data("error: \(failure.message)\n".utf8))
+        throw ExitCode(failure.exitCode)
+    } catch let error as EventLogError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        if case .corrupted = error { throw ExitCode(1) }
+        throw ExitCode(2)
+    }
+}
+
+extension HistoryCommand {
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Walk the whole log: contiguity, hash chain, records, stream versions, recorded head, snapshot.",
+            discussion: "Prints the head sequence and hash. Exits 1 naming the first bad position, 2 if the log cannot be read.")
+
+        @OptionGroup var data: DataOptions
+
+        func run() async throws {
+            try await reportingFailures {
+                let log = try openReadOnly(data)
+                do {
+                    let report = try await HistoryVerifier.verify(log)
+                    print("ok: \(report.events) events, \(report.migrations) migrations")
+                    print("head sequence: \(report.head.sequence)")
+                    print("head hash: \(report.head.chainHash.hex)")
+                    print("state digest: \(report.digest.hex)")
+                    if let snapshot = report.snapshotChecked { print("snapshot checked at: \(snapshot)") }
+                } catch EventLogError.corrupted(let position, let reason) {
+                    throw CommandFailure(message: "corrupted at sequence \(position): \(reason)", exitCode: 1)
+                }
+            }
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "The state of every migration as of one event, and its digest.")
+
+        @OptionGroup var data: DataOptions
+        @Option(help: "Replay up to and including this sequence (default: the whole log).")
+        var at: UInt64?
+        @Option(help: "Output format: table or json.")
+        var output: OutputFormat = .table
+
+        func run() async throws {
+            try await reportingFailures {
+                let log = try openReadOnly(data)
+                let state = try await History.replay(log, through: at)
+                let report = StateReport(state)
+                switch output {
+                case .json:
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+                    print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                case .table:
+                    print(StateTable.render(report))
+                }
+            }
+        }
+    }
+
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every event as NDJSON, one per line, payload rendered as JSON; stops at the first bad event.")
+
+        @OptionGroup var data: DataOptions
+        @Option(help: "Start after this sequence.")
+        var after: UInt64 = 0
+
+        func run() async throws {
+            try await reportingFailures {
+                let log = try openReadOnly(data)
+                var position = after
+                let out = FileHandle.standardOutput
+                while true {
+                    let page = try await log.read(after: position, limit: History.pageEventsMax)
+                    if page.isEmpty { break }
+                    var chunk = ""
+                    for event in page {
+                        chunk += try HistoryExport.line(event)
+                        chunk += "\n"
+                    }
+                    out.write(Data(chunk.utf8))
+                    position = page[page.count - 1].sequence
+                }
+            }
+        }
+    }
+}
+
+/// Renders a `StateReport` as a table for terminals.
+enum StateTable {
+    static func render(_ report: StateReport) -> String {
+        var lines = ["as of sequence \(report.sequence)", "state digest \(report.digest)"]
+        if report.migrations.isEmpty { lines.append("no migrations") }
+        for migration in report.migrations {
+            lines.append("")
+            var heading = "migration \(migration.id)  plan \(migration.plan.name)@\(migration.plan.version)  \(migration.status)"
+            if let reason = migration.statusReason { heading += " (\(reason))" }
+            lines.append(heading)
+            let header = ["node", "phase", "services", "status", "attempts", "token", "lease"]
+            let rows = migration.nodes.map { node in
+                [node.id, node.phase, node.services.joined(separator: ","),
+                 node.ready ? "ready" : node.status, String(node.attempts), String(node.fencingToken),
+                 node.lease.map { "\($0.agent) until \($0.expiresAtMs)" } ?? "-"]
+            }
+            let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+            for row in [header] + rows {
+                lines.append("  " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+                    .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
