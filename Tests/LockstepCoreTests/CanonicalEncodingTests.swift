@@ -1,0 +1,70 @@
+import LockstepCore
+import Testing
+
+@Suite struct CanonicalEncodingTests {
+    func sampleState() -> LogState {
+        var log = LogState()
+        log.evolve(migration: migrationID, sequence: 1, started)
+        log.evolve(migration: migrationID, sequence: 2, leased("expand", token: 1))
+        let other = MigrationID("a-first")
+        log.evolve(migration: other, sequence: 3, .migrationStarted(MigrationStarted(migration: other, plan: plan, startedAt: t(2))))
+        log.evolve(migration: other, sequence: 4, .migrationPaused(reason: "wait"))
+        return log
+    }
+
+    @Test func roundTripsExactly() throws {
+        let state = sampleState()
+        let decoded = try LogState(canonicalBytes: state.canonicalBytes)
+        #expect(decoded == state)
+        #expect(decoded.canonicalBytes == state.canonicalBytes)
+    }
+
+    @Test func theEmptyStateHasFixedBytes() {
+        // "LSST", format 1, last sequence 0, zero migrations.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+    }
+
+    @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {
+        var forward = LogState()
+        var backward = LogState()
+        let ids = (0..<20).map { MigrationID("m-\($0)") }
+        for (index, id) in ids.enumerated() {
+            forward.evolve(migration: id, sequence: UInt64(index + 1),
+                           .migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0))))
+        }
+        for (index, id) in ids.reversed().enumerated() {
+            backward.evolve(migration: id, sequence: UInt64(index + 1),
+                            .migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0))))
+        }
+        #expect(forward.canonicalBytes == backward.canonicalBytes)
+    }
+
+    @Test func truncatedBytesAreRejected() {
+        let bytes = sampleState().canonicalBytes
+        for cut in [0, 4, 5, 13, bytes.count / 2, bytes.count - 1] {
+            #expect(throws: CanonicalDecodingError.self) { try LogState(canonicalBytes: Array(bytes.prefix(cut))) }
+        }
+    }
+
+    @Test func garbageIsRejectedWithoutTrapping() {
+        #expect(throws: CanonicalDecodingError.badMagic) { try LogState(canonicalBytes: Array("XXXX".utf8) + [1]) }
+        var wrongFormat = LogState().canonicalBytes
+        wrongFormat[4] = 9
+        #expect(throws: CanonicalDecodingError.unsupportedFormat(9)) { try LogState(canonicalBytes: wrongFormat) }
+        #expect(throws: CanonicalDecodingError.trailingBytes(offset: 17)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
+        // A huge element count must not allocate: it is rejected as truncated.
+        var hugeCount = LogState().canonicalBytes
+        hugeCount.replaceSubrange(13..<17, with: [0xFF, 0xFF, 0xFF, 0xFF])
+        #expect(throws: CanonicalDecodingError.truncated(offset: 17)) { try LogState(canonicalBytes: hugeCount) }
+    }
+
+    @Test func everySingleByteFlipIsRejectedOrDecodesToADifferentState() {
+        let state = sampleState()
+        let bytes = state.canonicalBytes
+        for index in bytes.indices {
+            var flipped = bytes
+            flipped[index] ^= 0x01
+            if let decoded = try? LogState(canonicalBytes: flipped) { #expect(decoded != state) }
+        }
+    }
+}
