@@ -1,0 +1,135 @@
+import LockstepStore
+import Testing
+
+/// The contract every `EventLog` keeps; runs against each implementation.
+@Suite struct EventLogConformanceTests {
+    @Test(arguments: LogKind.allCases)
+    func appendAssignsGaplessSequencesAndContiguousVersions(kind: LogKind) async throws {
+        let log = try kind.make()
+        let first = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("a1"), bytes("a2")]))
+        let second = try await log.append(AppendRequest(stream: "b", expectedVersion: 0, records: [bytes("b1")]))
+        let third = try await log.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("a3")]))
+        #expect(first == AppendReceipt(firstSequence: 1, lastSequence: 2, streamVersion: 2))
+        #expect(second == AppendReceipt(firstSequence: 3, lastSequence: 3, streamVersion: 1))
+        #expect(third == AppendReceipt(firstSequence: 4, lastSequence: 4, streamVersion: 3))
+        let events = try await readAll(log)
+        #expect(events.map(\.sequence) == [1, 2, 3, 4])
+        #expect(events.map(\.stream) == ["a", "a", "b", "a"])
+        #expect(events.map(\.streamVersion) == [1, 2, 1, 3])
+        #expect(events.map(\.record) == [bytes("a1"), bytes("a2"), bytes("b1"), bytes("a3")])
+        #expect(try await log.streamVersion(of: "a") == 3)
+        #expect(try await log.streamVersion(of: "nobody") == 0)
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func theChainLinksEveryEventToTheOneBefore(kind: LogKind) async throws {
+        let log = try kind.make()
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("x"), bytes("y")]))
+        let events = try await readAll(log)
+        let first = ChainHash.genesis.next(sequence: 1, record: bytes("x"))
+        #expect(events[0].chainHash == first)
+        #expect(events[1].chainHash == first.next(sequence: 2, record: bytes("y")))
+        #expect(try await log.head() == LogHead(sequence: 2, chainHash: events[1].chainHash))
+        // The link formula is fixed: SHA-256(previous ‖ UInt64 BE sequence ‖ bytes); value computed independently with Python hashlib.
+        #expect(ChainHash.genesis.next(sequence: 1, record: bytes("x")).hex
+            == "01dd2c7811112320cd1c6f939902bcf16eb7ab90d8a4500f9516fc0abc42927a")
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func aVersionConflictAppendsNothing(kind: LogKind) async throws {
+        let log = try kind.make()
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1")]))
+        await #expect(throws: EventLogError.versionConflict(stream: "a", expected: 0, actual: 1)) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("again")]))
+        }
+        await #expect(throws: EventLogError.versionConflict(stream: "a", expected: 5, actual: 1)) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 5, records: [bytes("later")]))
+        }
+        #expect(try await readAll(log).count == 1)
+        #expect(try await log.head().sequence == 1)
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func concurrentAppendsAreEachCheckedAndAllLand(kind: LogKind) async throws {
+        let log = try kind.make()
+        let streams = 64
+        let perStream = 5
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for stream in 0..<streams {
+                group.addTask {
+                    for version in 0..<perStream {
+                        _ = try await log.append(AppendRequest(stream: "s\(stream)", expectedVersion: UInt64(version),
+                                                               records: [bytes("s\(stream)v\(version + 1)")]))
+                    }
+                }
+            }
+            // Writers racing on one stream with the same expected version: exactly one wins each round.
+            for _ in 0..<8 {
+                group.addTask { _ = try? await log.append(AppendRequest(stream: "contended", expectedVersion: 0, records: [bytes("c")])) }
+            }
+            try await group.waitForAll()
+        }
+        let events = try await readAll(log, page: 50)
+        #expect(events.map(\.sequence) == Array(1...UInt64(streams * perStream + 1)))
+        #expect(events.filter { $0.stream == "contended" }.count == 1)
+        for stream in 0..<streams {
+            let versions = events.filter { $0.stream == "s\(stream)" }.map(\.streamVersion)
+            #expect(versions == Array(1...UInt64(perStream)))
+        }
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func requestsBeyondTheLimitsAreRejectedBeforeAnythingIsWritten(kind: LogKind) async throws {
+        let log = try kind.make()
+        await #expect(throws: EventLogError.invalidRequest("append to a carries no events")) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: []))
+        }
+        let tooMany = [[UInt8]](repeating: bytes("e"), count: EventLogLimits.appendRequestEventsMax + 1)
+        await #expect(throws: EventLogError.invalidRequest("append carries 1001 events; the limit is 1000 events")) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: tooMany))
+        }
+        let huge = [UInt8](repeating: 7, count: EventLogLimits.recordBytesMax + 1)
+        await #expect(throws: EventLogError.invalidRequest("event 0 is 1048577 bytes; the limit is 1048576 bytes")) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [huge]))
+        }
+        let longName = String(repeating: "s", count: EventLogLimits.streamNameBytesMax + 1)
+        await #expect(throws: EventLogError.invalidRequest("stream name is 257 bytes; the limit is 256 bytes")) {
+            try await log.append(AppendRequest(stream: longName, expectedVersion: 0, records: [bytes("x")]))
+        }
+        // Exactly at the limits is fine.
+        let atLimit = [[UInt8]](repeating: bytes("e"), count: EventLogLimits.appendRequestEventsMax)
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: atLimit))
+        #expect(try await log.head().sequence == UInt64(EventLogLimits.appendRequestEventsMax))
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func readsArePagedAndCapped(kind: LogKind) async throws {
+        let log = try kind.make()
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...10).map { bytes("\($0)") }))
+        #expect(try await log.read(after: 3, limit: 4).map(\.sequence) == [4, 5, 6, 7])
+        #expect(try await log.read(after: 8, limit: 100).map(\.sequence) == [9, 10])
+        #expect(try await log.read(after: 10, limit: 100).isEmpty)
+        #expect(try await log.read(after: 0, limit: 0).isEmpty)
+        #expect(try await log.read(after: 0, limit: Int.max).count == 10)
+    }
+
+    @Test(arguments: LogKind.allCases)
+    func snapshotsMustNameAnEventOfThisLogAndAreRetainedUpToTheLimit(kind: LogKind) async throws {
+        let log = try kind.make()
+        #expect(try await log.latestSnapshot() == nil)
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...6).map { bytes("\($0)") }))
+        let events = try await readAll(log)
+        for sequence in 1...5 {
+            try await log.saveSnapshot(Snapshot(sequence: UInt64(sequence), chainHash: events[sequence - 1].chainHash,
+                                                state: bytes("state\(sequence)"), digest: [UInt8](repeating: UInt8(sequence), count: 32)))
+        }
+        #expect(try await log.latestSnapshot()?.sequence == 5)
+        #expect(try await log.latestSnapshot()?.state == bytes("state5"))
+        await #expect(throws: EventLogError.invalidRequest("snapshot at 6 does not match an event of this log")) {
+            try await log.saveSnapshot(Snapshot(sequence: 6, chainHash: .genesis, state: [], digest: [UInt8](repeating: 0, count: 32)))
+        }
+        await #expect(throws: EventLogError.invalidRequest("snapshot digest is 3 bytes, not 32")) {
+            try await log.saveSnapshot(Snapshot(sequence: 6, chainHash: events[5].chainHash, state: [], digest: [1, 2, 3]))
+        }
+    }
+}

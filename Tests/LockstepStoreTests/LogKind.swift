@@ -1,0 +1,38 @@
+import Foundation
+import LockstepStore
+
+/// The log implementations the conformance suite runs against.
+enum LogKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case inMemory, sqlite
+
+    var testDescription: String { rawValue }
+
+    /// A new, empty log of this kind.
+    func make() throws -> any EventLog {
+        switch self {
+        case .inMemory: InMemoryEventLog()
+        case .sqlite: try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        }
+    }
+}
+
+import Testing
+
+/// A new directory under the system temporary directory.
+func temporaryDirectory() -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-test-\(UUID().uuidString)").path
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+/// Every event of `log`, read in pages of `page`.
+func readAll(_ log: any EventLog, page: Int = 7) async throws -> [StoredEvent] {
+    var events: [StoredEvent] = []
+    while true {
+        let next = try await log.read(after: events.last?.sequence ?? 0, limit: page)
+        if next.isEmpty { return events }
+        events += next
+    }
+}

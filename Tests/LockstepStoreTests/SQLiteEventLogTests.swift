@@ -1,0 +1,131 @@
+import CSQLite
+import LockstepStore
+import Synchronization
+import Testing
+
+@Suite struct SQLiteEventLogTests {
+    @Test func durabilitySettingsReadBackAsWALAndFull() async throws {
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        let settings = try await log.durabilitySettings()
+        #expect(settings.journalMode == "wal")
+        #expect(settings.synchronous == 2)
+    }
+
+    @Test func eventsSurviveReopening() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        do {
+            let log = try SQLiteEventLog(path: path)
+            _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1"), bytes("2")]))
+        }
+        let reopened = try SQLiteEventLog(path: path)
+        #expect(try await readAll(reopened).map(\.record) == [bytes("1"), bytes("2")])
+        _ = try await reopened.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("3")]))
+        let readOnly = try SQLiteEventLog(path: path, mode: .readOnly)
+        #expect(try await readAll(readOnly).map(\.sequence) == [1, 2, 3])
+        await #expect(throws: EventLogError.writesStopped(reason: "the log was opened read-only")) {
+            try await readOnly.append(AppendRequest(stream: "a", expectedVersion: 3, records: [bytes("4")]))
+        }
+    }
+
+    @Test func concurrentAppendsShareCommits() async throws {
+        let commits = Mutex<[(events: Int, appends: Int)]>([])
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { events, appends in
+            commits.withLock { $0.append((events, appends)) }
+        }
+        let writers = 64
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<writers {
+                group.addTask {
+                    for version in 0..<4 {
+                        _ = try await log.append(AppendRequest(stream: "w\(writer)", expectedVersion: UInt64(version), records: [bytes("e")]))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let recorded = commits.withLock { $0 }
+        #expect(recorded.map(\.events).reduce(0, +) == writers * 4)
+        // With 64 writers in flight, commits must batch: far fewer transactions than appends.
+        #expect(recorded.count < writers * 4 / 2)
+        #expect(recorded.contains { $0.appends > 1 })
+    }
+
+    @Test func aConflictInsideABatchDoesNotFailItsNeighbours() async throws {
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<32 {
+                group.addTask {
+                    // Even tasks use a fresh stream; odd ones race on a shared stream at version 0.
+                    let stream = index.isMultiple(of: 2) ? "own\(index)" : "shared"
+                    do {
+                        _ = try await log.append(AppendRequest(stream: stream, expectedVersion: 0, records: [bytes("x")]))
+                        return true
+                    } catch EventLogError.versionConflict {
+                        return false
+                    }
+                }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 }.count == 16 + 1)
+        #expect(try await log.head().sequence == 17)
+    }
+
+    @Test func aDatabaseFromAnotherSchemaVersionIsRefused() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        _ = try SQLiteEventLog(path: path)
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        #expect(sqlite3_exec(db, "UPDATE meta SET value = '99' WHERE key = 'schema_version'", nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+        #expect(throws: EventLogError.unavailable("database schema version is 99; this build reads version 1")) {
+            try SQLiteEventLog(path: path)
+        }
+    }
+
+    @Test func anUnopenablePathIsAClearError() {
+        #expect(throws: EventLogError.self) { try SQLiteEventLog(path: "/nonexistent-dir/x/events.sqlite") }
+    }
+}
+
+@Suite struct ChainVerifierTests {
+    func chain(_ records: [String]) -> [StoredEvent] {
+        var head = LogHead.genesis
+        return records.enumerated().map { index, text in
+            let sequence = UInt64(index + 1)
+            let link = head.chainHash.next(sequence: sequence, record: bytes(text))
+            head = LogHead(sequence: sequence, chainHash: link)
+            return StoredEvent(sequence: sequence, stream: "s", streamVersion: sequence, record: bytes(text), chainHash: link)
+        }
+    }
+
+    func firstBadPosition(_ events: [StoredEvent]) -> UInt64? {
+        var verifier = ChainVerifier()
+        for event in events {
+            do { try verifier.check(event) } catch { if case .corrupted(let position, _) = error { return position } }
+        }
+        return nil
+    }
+
+    @Test func anIntactChainVerifies() {
+        #expect(firstBadPosition(chain(["a", "b", "c", "d"])) == nil)
+    }
+
+    @Test func eachAlterationIsFoundAtItsPosition() {
+        var flipped = chain(["a", "b", "c", "d"])
+        flipped[2].record[0] ^= 1
+        #expect(firstBadPosition(flipped) == 3)
+
+        var removed = chain(["a", "b", "c", "d"])
+        removed.remove(at: 1)
+        #expect(firstBadPosition(removed) == 2)
+
+        var swapped = chain(["a", "b", "c", "d"])
+        (swapped[1].record, swapped[2].record) = (swapped[2].record, swapped[1].record)
+        #expect(firstBadPosition(swapped) == 2)
+
+        var relinked = chain(["a", "b", "c", "d"])
+        relinked[3].chainHash = relinked[2].chainHash
+        #expect(firstBadPosition(relinked) == 4)
+    }
+}
