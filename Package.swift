@@ -64,7 +64,7 @@ let package = Package(
         .testTarget(
             name: "LockstepEngineTests",
             dependencies: ["LockstepEngine", "CSQLite"],
-            resources: [.copy("Golden")]
+            exclude: ["Golden"]
         ),
     ],
     swiftLanguageModes: [.v6]

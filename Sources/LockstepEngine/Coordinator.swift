@@ -62,6 +62,8 @@ public actor Coordinator {
     /// Folded ranges beyond `appliedThrough`, waiting for an earlier append to finish (appends on
     /// different migrations can complete out of order; snapshots wait until there is no gap).
     private var appliedAhead: [ClosedRange<UInt64>] = []
+    /// A snapshot is being written in the background.
+    private var snapshotInFlight = false
     private var busyMigrations: Set<MigrationID> = []
     private var waiting: [MigrationID: [CheckedContinuation<Void, Never>]] = [:]
 
@@ -128,7 +130,7 @@ public actor Coordinator {
             state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
         }
         markApplied(receipt.firstSequence...receipt.lastSequence)
-        await snapshotIfDue()
+        snapshotIfDue()
         return CommandResult(events: recorded, receipt: receipt)
     }
 
@@ -136,7 +138,34 @@ public actor Coordinator {
     @discardableResult
     public func saveSnapshot() async throws(EventLogError) -> UInt64? {
         guard appliedAhead.isEmpty, appliedThrough > 0, appliedThrough == state.lastSequence else { return nil }
-        let sequence = appliedThrough
+        let sequence = try await Self.writeSnapshot(of: state, to: log)
+        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+        return sequence
+    }
+
+    /// Starts a background snapshot when one is due. It never delays the command that triggered it:
+    /// it encodes a copy of the state (copy-on-write, so taking it is cheap) off the actor.
+    private func snapshotIfDue() {
+        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
+              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return }
+        snapshotInFlight = true
+        let copy = state
+        let log = self.log
+        Task {
+            // A failed snapshot costs only start-up time; the events themselves are already durable.
+            let sequence = try? await Self.writeSnapshot(of: copy, to: log)
+            self.snapshotFinished(at: sequence)
+        }
+    }
+
+    private func snapshotFinished(at sequence: UInt64?) {
+        snapshotInFlight = false
+        if let sequence { lastSnapshotSequence = max(lastSnapshotSequence, sequence) }
+    }
+
+    /// Encodes `state` and stores it as the snapshot at its last sequence.
+    private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> UInt64 {
+        let sequence = state.lastSequence
         let bytes = state.canonicalBytes
         let page = try await log.read(after: sequence - 1, limit: 1)
         guard let event = page.first, event.sequence == sequence else {
@@ -144,14 +173,7 @@ public actor Coordinator {
         }
         try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: event.chainHash, state: bytes,
                                             digest: StateDigest(canonicalBytes: bytes).bytes))
-        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
         return sequence
-    }
-
-    private func snapshotIfDue() async {
-        guard snapshotIntervalEvents > 0, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return }
-        // A failed snapshot costs only start-up time; the events themselves are already durable.
-        _ = try? await saveSnapshot()
     }
 
     private func markApplied(_ range: ClosedRange<UInt64>) {

@@ -1,0 +1,103 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import Testing
+
+@Suite struct ReplayTests {
+    @Test func theLiveDigestEqualsTheReplayedDigest() async throws {
+        for log: any EventLog in [InMemoryEventLog(), try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")] {
+            let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
+            try await recordScenario(on: coordinator)
+            let replayed = try await History.replay(log)
+            #expect(replayed == (await coordinator.state))
+            #expect(replayed.digest == (await coordinator.digest))
+        }
+    }
+
+    @Test func replayingAPrefixGivesTheStateAsOfThatEvent() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
+        let id = MigrationID("m")
+        var digests: [UInt64: StateDigest] = [:]
+        let commands: [MigrationCommand] = [
+            .start(id: id, plan: ExamplePlans.chain(length: 2)),
+            .leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000),
+            .completeStep(node: NodeID("step-0"), token: FencingToken(1)),
+            .leaseStep(node: NodeID("step-1"), agent: "a", ttlMillis: 1_000),
+            .completeStep(node: NodeID("step-1"), token: FencingToken(1)),
+        ]
+        for (index, command) in commands.enumerated() {
+            let result = try await coordinator.execute(command, migration: id, context: agent, now: t(Int64(index)))
+            digests[result.receipt.lastSequence] = await coordinator.digest
+        }
+        #expect(digests.keys.sorted() == [1, 2, 3, 4, 6])
+        for (sequence, digest) in digests {
+            #expect(try await History.replay(log, through: sequence).digest == digest)
+        }
+        await #expect(throws: EventLogError.invalidRequest("the log ends at sequence 6; there is no event 7")) {
+            try await History.replay(log, through: 7)
+        }
+    }
+
+    @Test func aSnapshotPlusTheTailEqualsAFullReplay() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let log = try SQLiteEventLog(path: path)
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        #expect(try await coordinator.saveSnapshot() == 25)
+        // A tail after the snapshot.
+        let id = MigrationID("after-snapshot")
+        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 2)), migration: id, context: user, now: t(100))
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000), migration: id, context: agent, now: t(101))
+        let snapshot = try #require(try await log.latestSnapshot())
+        #expect(snapshot.sequence == 25)
+        #expect(try await log.head().sequence == 27)
+        let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path))
+        let full = try await History.replay(log)
+        #expect(await restarted.digest == full.digest)
+        #expect(await restarted.digest == (await coordinator.digest))
+        #expect(try await HistoryVerifier.verify(log).snapshotChecked == snapshot.sequence)
+    }
+
+    @Test func aSnapshotWhoseStateWasAlteredIsRefused() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        let sequence = try #require(try await coordinator.saveSnapshot())
+        try flipByte(path, table: "snapshots", column: "state", sequence: sequence, offset: 20)
+        await #expect(throws: EventLogError.corrupted(position: sequence, reason: "the snapshot's digest does not match its state bytes")) {
+            try await Coordinator.open(log: try SQLiteEventLog(path: path))
+        }
+    }
+
+    @Test func concurrentLeasesOfOneNodeGrantExactlyOne() async throws {
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite"))
+        let id = MigrationID("race")
+        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        let granted = await withTaskGroup(of: Bool.self) { group in
+            for index in 0..<16 {
+                group.addTask {
+                    (try? await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-\(index)", ttlMillis: 1_000),
+                                                    migration: id, context: agent, now: t(1))) != nil
+                }
+            }
+            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(granted == 1)
+        #expect(await coordinator.state.migrations[id]?.node(NodeID("step-0"))?.lastToken == FencingToken(1))
+    }
+
+    @Test func aRejectedCommandAppendsNothing() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        let id = MigrationID("m")
+        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        await #expect(throws: CommandError.rejected(.staleFencingToken(NodeID("step-0"), current: FencingToken(0), presented: FencingToken(3)))) {
+            try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(3)), migration: id, context: agent, now: t(1))
+        }
+        await #expect(throws: CommandError.rejected(.migrationNotFound(MigrationID("ghost")))) {
+            try await coordinator.execute(.resume, migration: MigrationID("ghost"), context: user, now: t(1))
+        }
+        #expect(await log.head().sequence == 1)
+    }
+}

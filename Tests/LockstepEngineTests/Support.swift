@@ -1,0 +1,205 @@
+import CSQLite
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import Synchronization
+
+/// An instant `seconds` after a fixed epoch: tests never read the wall clock for recorded times.
+func t(_ seconds: Int64) -> Instant { Instant(millisecondsSinceEpoch: 1_700_000_000_000 + seconds * 1_000) }
+
+/// A new directory under the system temporary directory.
+func temporaryDirectory() -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-test-\(UUID().uuidString)").path
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// SplitMix64: a seeded generator, so every random choice in a test reproduces from its seed.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+let user = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+let agent = CommandContext(actor: Actor(kind: "agent", id: "ledger-agent"), triggeredBy: .agent)
+
+/// The `lockstep` executable built next to the test bundle.
+func lockstepBinary() throws -> String {
+    var candidates: [String] = []
+    if let override = ProcessInfo.processInfo.environment["LOCKSTEP_BINARY"] { candidates.append(override) }
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    candidates.append(runner.appendingPathComponent("lockstep").path)
+    candidates.append(runner.deletingLastPathComponent().appendingPathComponent("lockstep").path)
+    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(packageRoot.appendingPathComponent(".build/debug/lockstep").path)
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw TestFailure("the lockstep binary was not found (looked in \(candidates)); run `swift build --build-tests` first")
+    }
+    return found
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The outcome of a finished child process.
+struct ProcessOutput {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// A child process whose stdout and stderr go to files (a kill loses nothing already written, and a
+/// fast child never blocks on a full pipe); always bounded by a deadline.
+final class ChildProcess: @unchecked Sendable {
+    private let process: Process
+    private let outPath: String
+    private let errPath: String
+
+    init(_ executable: String, _ arguments: [String]) throws {
+        let directory = temporaryDirectory()
+        outPath = directory + "/stdout"
+        errPath = directory + "/stderr"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until stdout contains `text`, up to `seconds`.
+    func waitForOutput(_ text: String, seconds: Double) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !stdout.contains(text) {
+            guard Date() < deadline, process.isRunning else {
+                throw TestFailure("child never printed \(text); stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    func kill(_ signal: Int32) { Foundation.kill(process.processIdentifier, signal) }
+
+    /// Waits for exit, killing the child if it outlives `seconds`.
+    @discardableResult
+    func wait(seconds: Double) async throws -> ProcessOutput {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            if Date() > deadline {
+                kill(SIGKILL)
+                process.waitUntilExit()
+                throw TestFailure("child did not exit within \(seconds) s; stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.waitUntilExit()
+        return ProcessOutput(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+}
+
+/// Runs `lockstep` with `arguments` to completion (at most `seconds`).
+func runLockstep(_ arguments: [String], seconds: Double = 60) async throws -> ProcessOutput {
+    try await ChildProcess(try lockstepBinary(), arguments).wait(seconds: seconds)
+}
+
+/// Runs SQL against a database file directly, as an operator editing it by hand would.
+func editDatabase(_ path: String, _ sql: String) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw TestFailure("cannot open \(path)") }
+    defer { sqlite3_close(db) }
+    var message: UnsafeMutablePointer<CChar>?
+    guard sqlite3_exec(db, sql, nil, nil, &message) == SQLITE_OK else {
+        throw TestFailure("SQL failed: \(message.map { String(cString: $0) } ?? "?")")
+    }
+}
+
+/// Replaces byte `offset` (0-based) of a BLOB cell with a different value, as a bit flip on disk would.
+func flipByte(_ path: String, table: String, column: String, sequence: UInt64, offset: Int) throws {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw TestFailure("cannot open \(path)") }
+    defer { sqlite3_close(db) }
+    var select: OpaquePointer?
+    sqlite3_prepare_v2(db, "SELECT \(column) FROM \(table) WHERE sequence = \(sequence)", -1, &select, nil)
+    guard sqlite3_step(select) == SQLITE_ROW, let pointer = sqlite3_column_blob(select, 0) else {
+        sqlite3_finalize(select)
+        throw TestFailure("no \(table) row \(sequence)")
+    }
+    var blob = Array(UnsafeRawBufferPointer(start: pointer, count: Int(sqlite3_column_bytes(select, 0))))
+    sqlite3_finalize(select)
+    guard offset < blob.count else { throw TestFailure("row \(sequence) has only \(blob.count) bytes") }
+    blob[offset] ^= 0x01
+    var update: OpaquePointer?
+    sqlite3_prepare_v2(db, "UPDATE \(table) SET \(column) = ?1 WHERE sequence = \(sequence)", -1, &update, nil)
+    defer { sqlite3_finalize(update) }
+    _ = blob.withUnsafeBytes { sqlite3_bind_blob(update, 1, $0.baseAddress, Int32($0.count), nil) }
+    guard sqlite3_step(update) == SQLITE_DONE else { throw TestFailure("update failed") }
+}
+
+/// The first column of the first row of `sql`, as text.
+func queryText(_ path: String, _ sql: String) throws -> String? {
+    var db: OpaquePointer?
+    guard sqlite3_open(path, &db) == SQLITE_OK else { throw TestFailure("cannot open \(path)") }
+    defer { sqlite3_close(db) }
+    var statement: OpaquePointer?
+    guard sqlite3_prepare_v2(db, sql, -1, &statement, nil) == SQLITE_OK else { throw TestFailure("bad SQL \(sql)") }
+    defer { sqlite3_finalize(statement) }
+    guard sqlite3_step(statement) == SQLITE_ROW, let text = sqlite3_column_text(statement, 0) else { return nil }
+    return String(cString: text)
+}
+
+/// Copies a database (checkpointing it first so the copy is complete) into a new directory; returns the directory.
+func copyDatabase(_ path: String) throws -> String {
+    try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
+    let directory = temporaryDirectory()
+    try FileManager.default.copyItem(atPath: path, toPath: directory + "/events.sqlite")
+    return directory
+}
+
+/// Drives a deterministic history with fixed instants: the scenario behind the golden histories.
+func recordScenario(on coordinator: Coordinator) async throws {
+    let split = MigrationID("ledger-split-1")
+    let side = MigrationID("cache-warmup-1")
+    let doomed = MigrationID("index-rebuild-1")
+    let plan = ExamplePlans.ledgerSplit
+    var clock: Int64 = 0
+    func now() -> Instant { clock += 1; return t(clock) }
+    func run(_ command: MigrationCommand, _ id: MigrationID, _ context: CommandContext) async throws {
+        _ = try await coordinator.execute(command, migration: id, context: context, now: now())
+    }
+    try await run(.start(id: split, plan: plan), split, user)
+    try await run(.start(id: side, plan: ExamplePlans.chain(length: 3, service: "cache")), side, user)
+    try await run(.start(id: doomed, plan: ExamplePlans.chain(length: 2, service: "search")), doomed, user)
+    try await run(.leaseStep(node: NodeID("step-0"), agent: "search-agent", ttlMillis: 10_000), doomed, agent)
+    try await run(.failStep(node: NodeID("step-0"), token: FencingToken(1), reason: "index corrupt", retryable: false), doomed, agent)
+    try await run(.pause(reason: "waiting for the ledger split"), side, user)
+    for node in plan.nodes {
+        try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), split, agent)
+        if node.phase == .backfill {
+            try await run(.failStep(node: node.id, token: FencingToken(1), reason: "shard 3 timed out", retryable: true), split, agent)
+            try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), split, agent)
+            try await run(.completeStep(node: node.id, token: FencingToken(2)), split, agent)
+        } else {
+            try await run(.completeStep(node: node.id, token: FencingToken(1)), split, agent)
+        }
+    }
+    try await run(.resume, side, user)
+    try await run(.leaseStep(node: NodeID("step-0"), agent: "cache-agent", ttlMillis: 5_000), side, agent)
+    try await run(.abort(reason: "superseded by plan v2"), side, user)
+}

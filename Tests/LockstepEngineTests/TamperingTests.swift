@@ -1,0 +1,81 @@
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import Testing
+
+/// An operator edits a copy of the database by hand; `lockstep history verify` must find each
+/// alteration at its exact position and exit 1.
+@Suite(.serialized) struct TamperingTests {
+    static let eventsInScenario: UInt64 = 25
+
+    func tamperedCopy(_ sql: String) async throws -> ProcessOutput {
+        try await tamperedCopy { try editDatabase($0, sql) }
+    }
+
+    @Test func theScenarioHasTheExpectedLength() async throws {
+        let result = try await tamperedCopy("SELECT 1")
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("ok: \(Self.eventsInScenario) events, 3 migrations"))
+    }
+
+    /// A tampered copy of the scenario's database, altered by `edit`, then `lockstep history verify` on it.
+    func tamperedCopy(edit: (String) throws -> Void) async throws -> ProcessOutput {
+        let directory = temporaryDirectory()
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: directory + "/events.sqlite"), snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        let copy = try copyDatabase(directory + "/events.sqlite")
+        try edit(copy + "/events.sqlite")
+        return try await runLockstep(["history", "verify", "--data", copy])
+    }
+
+    @Test(arguments: [(10, 7), (2, 12), (0, 1), (39, 25)])
+    func aFlippedByteIsFoundAtItsEvent(offset: Int, sequence: UInt64) async throws {
+        let result = try await tamperedCopy { try flipByte($0, table: "events", column: "record", sequence: sequence, offset: offset) }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence \(sequence): the chain hash does not match the stored bytes"))
+    }
+
+    @Test func aFlippedByteInAStoredHashIsFound() async throws {
+        let result = try await tamperedCopy { try flipByte($0, table: "events", column: "chain_hash", sequence: 18, offset: 31) }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 18: the chain hash does not match the stored bytes"))
+    }
+
+    @Test func aDeletedRowIsFoundAtItsPosition() async throws {
+        let result = try await tamperedCopy("DELETE FROM events WHERE sequence = 5")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 5: event 5 is missing"))
+    }
+
+    @Test func swappedRowsAreFoundAtTheFirstOfThem() async throws {
+        let result = try await tamperedCopy("""
+            UPDATE events SET sequence = -1 WHERE sequence = 9;
+            UPDATE events SET sequence = 9 WHERE sequence = 10;
+            UPDATE events SET sequence = 10 WHERE sequence = -1;
+            """)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 9: the chain hash does not match"))
+    }
+
+    @Test func aTruncatedTailIsFoundAtTheFirstMissingEvent() async throws {
+        let result = try await tamperedCopy("DELETE FROM events WHERE sequence > 20")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 21: the log ends at event 20 but its last commit recorded event \(Self.eventsInScenario)"))
+    }
+
+    @Test func anEditedVersionColumnIsFound() async throws {
+        let result = try await tamperedCopy("UPDATE events SET stream_version = 99 WHERE sequence = 14")
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 14: the row says"))
+    }
+
+    @Test func aRowAddedAfterTheHeadIsFound() async throws {
+        let result = try await tamperedCopy("""
+            INSERT INTO events (sequence, stream, stream_version, record, chain_hash)
+              SELECT sequence + 1, stream, stream_version + 1, record, chain_hash FROM events WHERE sequence = \(Self.eventsInScenario)
+            """)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence \(Self.eventsInScenario + 1):"))
+    }
+}
