@@ -4,15 +4,27 @@ extension MigrationState {
     /// Facts that do not fit the state (which a valid log never holds) leave the state unchanged
     /// except for its version, so replay of any log always finishes.
     public static func evolve(_ state: MigrationState?, _ event: MigrationEvent) -> MigrationState? {
-        if case .migrationStarted(let started) = event {
-            return MigrationState(
-                id: started.migration, plan: started.plan, status: .running, startedAt: started.startedAt,
-                statusReason: nil, nodes: started.plan.nodes.map { NodeState(id: $0.id) }, version: 1)
-        }
+        if case .migrationStarted(let started) = event { return MigrationState(started: started) }
         guard var state else { return nil }
-        state.apply(event)
-        state.version += 1
+        state.evolve(event)
         return state
+    }
+
+    /// Applies one fact in place (the same fold as the static `evolve`, without copying the state).
+    public mutating func evolve(_ event: MigrationEvent) {
+        if case .migrationStarted(let started) = event {
+            self = MigrationState(started: started)
+            return
+        }
+        apply(event)
+        version += 1
+    }
+
+    /// The state right after `started`.
+    init(started: MigrationStarted) {
+        self.init(
+            id: started.migration, plan: started.plan, status: .running, startedAt: started.startedAt,
+            statusReason: nil, nodes: started.plan.nodes.map { NodeState(id: $0.id) }, version: 1)
     }
 
     private mutating func apply(_ event: MigrationEvent) {

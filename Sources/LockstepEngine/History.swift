@@ -50,8 +50,19 @@ public enum History {
             throw .corrupted(position: stored.sequence, reason:
                 "stream \(stream) jumps from version \(current) to \(event.streamVersion)")
         }
-        if case .migrationStarted = event.event {} else if current == 0 {
-            throw .corrupted(position: stored.sequence, reason: "the first event of \(stream) is not migration_started")
+        let isStart: Bool
+        if case .migrationStarted(let started) = event.event {
+            isStart = true
+            guard started.migration == event.migration else {
+                throw .corrupted(position: stored.sequence, reason: "migration_started in \(stream) names migration \(started.migration)")
+            }
+        } else {
+            isStart = false
+        }
+        guard isStart == (current == 0) else {
+            throw .corrupted(position: stored.sequence, reason: isStart
+                ? "stream \(stream) has a second migration_started at version \(event.streamVersion)"
+                : "the first event of \(stream) is not migration_started")
         }
         return event
     }

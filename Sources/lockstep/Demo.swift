@@ -61,12 +61,13 @@ struct Demo: AsyncParsableCommand {
         print("\nhistory verified: \(report.events) events, head hash \(report.head.chainHash.hex)")
         print("state digest live     \(live.hex)")
         print("state digest replayed \(replayed.digest.hex) \(replayed.digest == live ? "(identical)" : "(DIFFERENT)")")
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
         print("""
 
             Try next:
-              lockstep history verify --data \(directory)
-              lockstep history replay --data \(directory) --at 5
-              lockstep history export --data \(directory)
+              \(binary) history verify --data \(directory)
+              \(binary) history replay --data \(directory) --at 5
+              \(binary) history export --data \(directory)
             """)
         if replayed.digest != live { throw ExitCode(1) }
     }
