@@ -56,6 +56,12 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // `swift build -c release --product lockstep-bench`: figures for docs/benchmarks.md (see ops/bench/run).
+        .executableTarget(
+            name: "lockstep-bench",
+            dependencies: ["LockstepEngine", "LockstepStore", "LockstepWire", "LockstepCore", "CSQLite"],
+            path: "ops/bench/Sources/lockstep-bench"
+        ),
         .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
         .testTarget(
             name: "LockstepStoreTests",

@@ -1,0 +1,82 @@
+import CSQLite
+import Foundation
+
+/// The reference: the same schema and durability driven straight through the SQLite C API, one
+/// thread, no hashing, no version checks, no concurrency machinery. What SQLite alone costs.
+enum RawSQLite {
+    static func open(_ path: String) -> OpaquePointer {
+        var db: OpaquePointer?
+        precondition(sqlite3_open(path, &db) == SQLITE_OK)
+        exec(db!, "PRAGMA journal_mode=WAL")
+        exec(db!, "PRAGMA synchronous=FULL")
+        return db!
+    }
+
+    static func exec(_ db: OpaquePointer, _ sql: String) {
+        var message: UnsafeMutablePointer<CChar>?
+        guard sqlite3_exec(db, sql, nil, nil, &message) == SQLITE_OK else {
+            fatalError("raw SQLite failed: \(String(cString: message!)) in \(sql)")
+        }
+    }
+
+    /// Appends `events` rows of `record` in transactions of `batch` rows (plus the head update each
+    /// commit, as Lockstep does) into a database created by Lockstep (same schema). Returns events/s.
+    static func appends(path: String, events: Int, batch: Int, streams: Int, record: [UInt8]) -> Double {
+        let db = open(path)
+        defer { sqlite3_close(db) }
+        var insert: OpaquePointer?
+        sqlite3_prepare_v2(db, "INSERT INTO events (sequence, stream, stream_version, record, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5)", -1, &insert, nil)
+        var head: OpaquePointer?
+        sqlite3_prepare_v2(db, "UPDATE log_head SET sequence = ?1, chain_hash = ?2 WHERE id = 1", -1, &head, nil)
+        defer { sqlite3_finalize(insert); sqlite3_finalize(head) }
+        let hash = [UInt8](repeating: 0xAB, count: 32)
+        let names = (0..<streams).map { "raw-\($0)" }
+        var versions = [Int64](repeating: 0, count: streams)
+        var sequence: Int64 = 0
+        let start = Date()
+        while sequence < Int64(events) {
+            exec(db, "BEGIN IMMEDIATE")
+            for _ in 0..<batch where sequence < Int64(events) {
+                sequence += 1
+                let stream = Int(sequence) % streams
+                versions[stream] += 1
+                sqlite3_reset(insert)
+                sqlite3_bind_int64(insert, 1, sequence)
+                sqlite3_bind_text(insert, 2, names[stream], -1, nil)
+                sqlite3_bind_int64(insert, 3, versions[stream])
+                record.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 4, $0.baseAddress, Int32($0.count), nil) }
+                hash.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 5, $0.baseAddress, Int32($0.count), nil) }
+                precondition(sqlite3_step(insert) == SQLITE_DONE)
+            }
+            sqlite3_reset(head)
+            sqlite3_bind_int64(head, 1, sequence)
+            hash.withUnsafeBytes { _ = sqlite3_bind_blob(head, 2, $0.baseAddress, Int32($0.count), nil) }
+            precondition(sqlite3_step(head) == SQLITE_DONE)
+            exec(db, "COMMIT")
+        }
+        return Double(events) / Date().timeIntervalSince(start)
+    }
+
+    /// Scans every event row in order, touching every column. Returns rows/s.
+    static func scan(path: String) -> (rows: Int, perSecond: Double) {
+        var db: OpaquePointer?
+        precondition(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, nil) == SQLITE_OK)
+        defer { sqlite3_close(db) }
+        var select: OpaquePointer?
+        sqlite3_prepare_v2(db, "SELECT sequence, stream, stream_version, record, chain_hash FROM events ORDER BY sequence", -1, &select, nil)
+        defer { sqlite3_finalize(select) }
+        var rows = 0
+        var bytes = 0
+        let start = Date()
+        while sqlite3_step(select) == SQLITE_ROW {
+            rows += 1
+            _ = sqlite3_column_int64(select, 0)
+            bytes &+= Int(sqlite3_column_bytes(select, 1))
+            _ = sqlite3_column_int64(select, 2)
+            if sqlite3_column_blob(select, 3) != nil { bytes &+= Int(sqlite3_column_bytes(select, 3)) }
+            if sqlite3_column_blob(select, 4) != nil { bytes &+= Int(sqlite3_column_bytes(select, 4)) }
+        }
+        precondition(bytes > 0)
+        return (rows, Double(rows) / Date().timeIntervalSince(start))
+    }
+}

@@ -1,0 +1,156 @@
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+import Synchronization
+
+// lockstep-bench: durable append throughput (group commit) and replay speed, each against the raw
+// SQLite C API measured in the same run. Usage: lockstep-bench [--quick] [--runs N]
+//   [--seconds S] [--replay-events N] [--dir DIR]
+
+let arguments = CommandLine.arguments
+func option(_ name: String) -> String? {
+    arguments.firstIndex(of: name).flatMap { $0 + 1 < arguments.count ? arguments[$0 + 1] : nil }
+}
+let quick = arguments.contains("--quick")
+let runs = option("--runs").flatMap(Int.init) ?? (quick ? 1 : 3)
+let seconds = option("--seconds").flatMap(Double.init) ?? (quick ? 1 : 3)
+let replayEvents = option("--replay-events").flatMap(Int.init) ?? (quick ? 100_000 : 1_000_000)
+let root = option("--dir") ?? FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-bench-\(getpid())").path
+try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+let runCounter = Mutex(0)
+func freshPath() -> String {
+    let run = runCounter.withLock { $0 += 1; return $0 }
+    let directory = "\(root)/run-\(run)"
+    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    return directory + "/events.sqlite"
+}
+
+/// A realistic stored event: a step completion as the coordinator encodes it.
+let sampleRecord = EventRecordCodec.encode(RecordedEvent(
+    migration: MigrationID("orders-split-1"), streamVersion: 7,
+    metadata: EventMetadata(recordedAt: Instant(millisecondsSinceEpoch: 1_700_000_000_000),
+                            actor: Actor(kind: "agent", id: "orders-agent-1"), triggeredBy: .agent,
+                            causationID: "cmd-1", correlationID: "orders-split-1"),
+    event: .stepCompleted(StepCompleted(node: NodeID("backfill-orders"), attempt: 1, token: FencingToken(7)))))
+
+print("lockstep-bench: \(runs) run(s) per figure, \(seconds) s per append run, \(replayEvents) events replayed")
+print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, record \(sampleRecord.count) bytes, data in \(root)\n")
+
+// MARK: Appends
+
+/// `writers` tasks append one event at a time to their own streams for `seconds`. Returns (events/s, events per commit).
+func lockstepAppends(writers: Int) async throws -> (perSecond: Double, eventsPerCommit: Double) {
+    let commits = Mutex((commits: 0, events: 0))
+    let log = try SQLiteEventLog(path: freshPath()) { events, _ in commits.withLock { $0.commits += 1; $0.events += events } }
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1_000))
+    let (count, elapsed) = try await timed {
+        try await withThrowingTaskGroup(of: Int.self) { group in
+            for writer in 0..<writers {
+                group.addTask {
+                    var version: UInt64 = 0
+                    while ContinuousClock.now < deadline {
+                        _ = try await log.append(AppendRequest(stream: "w\(writer)", expectedVersion: version, records: [sampleRecord]))
+                        version += 1
+                    }
+                    return Int(version)
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+    }
+    let totals = commits.withLock { $0 }
+    return (Double(count) / elapsed, Double(totals.events) / Double(max(1, totals.commits)))
+}
+
+var rows: [Row] = []
+for writers in [1, 16, 64] {
+    var ours: [Double] = []
+    var reference: [Double] = []
+    var batches: [Double] = []
+    for _ in 0..<runs {
+        let (perSecond, batch) = try await lockstepAppends(writers: writers)
+        ours.append(perSecond)
+        batches.append(batch)
+        // The reference commits the same batch size, for about the same number of events.
+        let referencePath = freshPath()
+        _ = try SQLiteEventLog(path: referencePath)  // creates the identical schema, then closes
+        let events = max(200, Int(perSecond * seconds))
+        reference.append(RawSQLite.appends(path: referencePath, events: events, batch: max(1, Int(batch.rounded())),
+                                           streams: writers, record: sampleRecord))
+    }
+    let batch = Figure(samples: batches).median
+    rows.append(Row(name: "durable appends/s, \(writers) writer\(writers == 1 ? "" : "s") (batch \(String(format: "%.1f", batch)))",
+                    ours: Figure(samples: ours), reference: Figure(samples: reference),
+                    referenceName: "raw SQLite, same batch", target: writers == 64 ? 0.8 : nil))
+    print("appends with \(writers) writers: done")
+}
+
+// MARK: Replay
+
+/// Fills a log with `count` valid events: migrations of a 10-node chain, run to success (22 events each).
+func fillForReplay(_ path: String, count: Int) async throws -> Double {
+    let log = try SQLiteEventLog(path: path)
+    let plan = ExamplePlans.chain(length: 10)
+    let perMigration = 2 + plan.nodes.count * 2
+    let migrations = (count + perMigration - 1) / perMigration
+    let metadata = EventMetadata(recordedAt: Instant(millisecondsSinceEpoch: 1_700_000_000_000),
+                                 actor: Actor(kind: "agent", id: "bench"), triggeredBy: .agent)
+    func records(_ index: Int) -> [[UInt8]] {
+        let id = MigrationID("m-\(index)")
+        var events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: metadata.recordedAt))]
+        for node in plan.nodes {
+            events.append(.stepLeased(StepLeased(node: node.id, attempt: 1, token: FencingToken(1), agent: "bench",
+                                                 grantedAt: metadata.recordedAt, expiresAt: metadata.recordedAt.adding(milliseconds: 1_000))))
+            events.append(.stepCompleted(StepCompleted(node: node.id, attempt: 1, token: FencingToken(1))))
+        }
+        events.append(.migrationSucceeded)
+        return events.enumerated().map { offset, event in
+            EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
+        }
+    }
+    let (_, elapsed) = try await timed {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let lanes = 32
+            for lane in 0..<lanes {
+                group.addTask {
+                    for index in stride(from: lane, to: migrations, by: lanes) {
+                        _ = try await log.append(AppendRequest(stream: RecordedEvent.stream(of: MigrationID("m-\(index)")),
+                                                               expectedVersion: 0, records: records(index)))
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+    return Double(migrations * perMigration) / elapsed
+}
+
+let replayPath = freshPath()
+let fillRate = try await fillForReplay(replayPath, count: replayEvents)
+print("filled \(replayEvents) events for replay at \(format(fillRate)) events/s (batched appends)")
+var replay: [Double] = []
+var readVerify: [Double] = []
+var scan: [Double] = []
+var digest = ""
+for _ in 0..<runs {
+    let log = try SQLiteEventLog(path: replayPath, mode: .readOnly)
+    let (state, elapsed) = try await timed { try await History.replay(log) }
+    replay.append(Double(state.lastSequence) / elapsed)
+    digest = state.digest.hex
+    let (read, readElapsed) = try await timed { () async throws -> UInt64 in
+        var position: UInt64 = 0
+        while let last = try await log.read(after: position, limit: History.pageEventsMax).last { position = last.sequence }
+        return position
+    }
+    readVerify.append(Double(read) / readElapsed)
+    scan.append(RawSQLite.scan(path: replayPath).perSecond)
+}
+rows.append(Row(name: "replay events/s from disk (read, verify chain, decode, fold)", ours: Figure(samples: replay),
+                reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: 0.5))
+rows.append(Row(name: "  of which: read + verify chain only", ours: Figure(samples: readVerify),
+                reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: nil))
+print("replay digest \(digest)\n")
+printTable(rows)
+try? FileManager.default.removeItem(atPath: root)
