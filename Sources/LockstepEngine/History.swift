@@ -11,20 +11,37 @@ public enum History {
 
     /// Folds the events after `state.lastSequence` up to `through` (or the end) into `state`.
     /// `visit` sees each event after it is checked and before it is folded.
+    ///
+    /// Pipelined: while this folds one page, the log reads and chain-verifies the next on its own queue.
     public static func fold(
         _ log: any EventLog, into state: inout LogState, through: UInt64? = nil,
         visit: (StoredEvent, RecordedEvent) throws(EventLogError) -> Void = { _, _ in }
     ) async throws(EventLogError) {
         var position = state.lastSequence
-        while through.map({ position < $0 }) ?? true {
-            let wanted = through.map { Int(min(UInt64(pageEventsMax), $0 - position)) } ?? pageEventsMax
-            let page = try await log.read(after: position, limit: wanted)
-            if page.isEmpty { break }
-            for stored in page {
-                let event = try check(stored, against: state)
-                try visit(stored, event)
-                state.evolve(migration: event.migration, sequence: stored.sequence, event.event)
-                position = stored.sequence
+        func prefetch(after sequence: UInt64) -> Task<Result<[StoredEvent], EventLogError>, Never>? {
+            let limit = through.map { $0 > sequence ? Int(min(UInt64(pageEventsMax), $0 - sequence)) : 0 } ?? pageEventsMax
+            guard limit > 0 else { return nil }
+            return Task {
+                do throws(EventLogError) { return .success(try await log.read(after: sequence, limit: limit)) } catch {
+                    return .failure(error)
+                }
+            }
+        }
+        var next = prefetch(after: position)
+        while let pending = next {
+            let page = try await pending.value.get()
+            guard let last = page.last else { break }
+            next = prefetch(after: last.sequence)
+            do throws(EventLogError) {
+                for stored in page {
+                    let event = try check(stored, against: state)
+                    try visit(stored, event)
+                    state.evolve(migration: event.migration, sequence: stored.sequence, event.event)
+                    position = stored.sequence
+                }
+            } catch {
+                next?.cancel()
+                throw error
             }
         }
         if let through, position < through {
