@@ -69,7 +69,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LockstepEngineTests",
-            dependencies: ["LockstepEngine", "CSQLite"],
+            dependencies: ["LockstepEngine", "LockstepWire", "CSQLite"],
             exclude: ["Golden"]
         ),
     ],
