@@ -56,8 +56,8 @@ public struct RecordedEvent: Hashable, Sendable {
 
     /// The migration whose stream is `stream`, or nil when it is not a migration stream.
     public static func migration(ofStream stream: String) -> MigrationID? {
-        let prefix = "migration/"
-        guard stream.hasPrefix(prefix), stream.utf8.count > prefix.utf8.count else { return nil }
-        return MigrationID(String(stream.dropFirst(prefix.count)))
+        let prefix = "migration/".utf8
+        guard stream.utf8.count > prefix.count, stream.utf8.starts(with: prefix) else { return nil }
+        return MigrationID(String(decoding: stream.utf8.dropFirst(prefix.count), as: UTF8.self))
     }
 }

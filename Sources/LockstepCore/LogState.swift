@@ -22,10 +22,8 @@ public struct LogState: Hashable, Sendable {
 
     /// Folds in one event of migration `id` recorded at global position `sequence`.
     public mutating func evolve(migration id: MigrationID, sequence: UInt64, _ event: MigrationEvent) {
-        if migrations[id] != nil {
-            // In place through the dictionary's modify accessor: no copy of the migration's arrays.
-            migrations[id]!.evolve(event)
-        } else if let started = MigrationState.evolve(nil, event) {
+        // In place through the dictionary's modify accessor (no copy of the migration's arrays), one lookup.
+        if migrations[id]?.evolve(event) == nil, let started = MigrationState.evolve(nil, event) {
             migrations[id] = started
         }
         lastSequence = max(lastSequence, sequence)

@@ -53,15 +53,18 @@ public enum History {
     public static func check(_ stored: StoredEvent, against state: LogState) throws(EventLogError) -> RecordedEvent {
         let event: RecordedEvent
         do {
-            event = try EventRecordCodec.decode(stored.record)
+            let record = try EventRecordCodec.decodeRecord(stored.record)
+            guard record.stream == stored.stream, record.streamVersion == stored.streamVersion else {
+                throw EventLogError.corrupted(position: stored.sequence, reason:
+                    "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(record.stream)@\(record.streamVersion)")
+            }
+            event = try EventRecordCodec.domainEvent(record)
+        } catch let error as EventLogError {
+            throw error
         } catch {
-            throw .corrupted(position: stored.sequence, reason: error.description)
+            throw .corrupted(position: stored.sequence, reason: "\(error)")
         }
-        let stream = RecordedEvent.stream(of: event.migration)
-        guard stream == stored.stream, event.streamVersion == stored.streamVersion else {
-            throw .corrupted(position: stored.sequence, reason:
-                "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(stream)@\(event.streamVersion)")
-        }
+        let stream = stored.stream
         let current = state.migrations[event.migration]?.version ?? 0
         guard event.streamVersion == current + 1 else {
             throw .corrupted(position: stored.sequence, reason:

@@ -1,28 +1,55 @@
 import Crypto
 
 /// One link of the log's hash chain: `hash(n) = SHA-256(hash(n-1) ‖ UInt64(n) big-endian ‖ stored bytes of n)`.
+///
+/// The 32 bytes are held inline (four words, no heap allocation): replay computes and compares one
+/// per event.
 public struct ChainHash: Hashable, Sendable, CustomStringConvertible {
-    /// The 32 digest bytes.
-    public let bytes: [UInt8]
+    private var words: (UInt64, UInt64, UInt64, UInt64)
 
     /// Wraps 32 stored bytes; nil when the count is wrong.
     public init?(bytes: [UInt8]) {
         guard bytes.count == 32 else { return nil }
-        self.bytes = bytes
+        self = bytes.withUnsafeBytes { ChainHash(unchecked: $0) }
     }
 
-    private init(unchecked bytes: [UInt8]) { self.bytes = bytes }
+    /// Reads 32 bytes from `buffer`, which must hold exactly 32.
+    init(unchecked buffer: UnsafeRawBufferPointer) {
+        words = (buffer.loadUnaligned(fromByteOffset: 0, as: UInt64.self), buffer.loadUnaligned(fromByteOffset: 8, as: UInt64.self),
+                 buffer.loadUnaligned(fromByteOffset: 16, as: UInt64.self), buffer.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+    }
+
+    /// The 32 digest bytes.
+    public var bytes: [UInt8] {
+        withUnsafeBytes(of: words) { Array($0) }
+    }
 
     /// The link before the first event: 32 zero bytes.
-    public static let genesis = ChainHash(unchecked: [UInt8](repeating: 0, count: 32))
+    public static let genesis = ChainHash(bytes: [UInt8](repeating: 0, count: 32))!
 
     /// The link of event `sequence` whose stored bytes are `record`, following `self`.
     public func next(sequence: UInt64, record: [UInt8]) -> ChainHash {
+        record.withUnsafeBytes { next(sequence: sequence, record: $0) }
+    }
+
+    /// The link of event `sequence` whose stored bytes are in `record`, following `self`.
+    public func next(sequence: UInt64, record: UnsafeRawBufferPointer) -> ChainHash {
         var hasher = SHA256()
-        hasher.update(data: bytes)
+        withUnsafeBytes(of: words) { hasher.update(bufferPointer: $0) }
         withUnsafeBytes(of: sequence.bigEndian) { hasher.update(bufferPointer: $0) }
-        hasher.update(data: record)
-        return ChainHash(unchecked: Array(hasher.finalize()))
+        hasher.update(bufferPointer: record)
+        return hasher.finalize().withUnsafeBytes { ChainHash(unchecked: $0) }
+    }
+
+    public static func == (lhs: ChainHash, rhs: ChainHash) -> Bool {
+        lhs.words.0 == rhs.words.0 && lhs.words.1 == rhs.words.1 && lhs.words.2 == rhs.words.2 && lhs.words.3 == rhs.words.3
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(words.0)
+        hasher.combine(words.1)
+        hasher.combine(words.2)
+        hasher.combine(words.3)
     }
 
     /// Lower-case hex.
@@ -52,16 +79,29 @@ public struct ChainVerifier: Sendable {
 
     /// Checks that `event` is the next one and that its stored link is the one its bytes give.
     public mutating func check(_ event: StoredEvent) throws(EventLogError) {
+        let outcome = event.record.withUnsafeBytes { record -> EventLogError? in
+            do throws(EventLogError) {
+                try check(sequence: event.sequence, record: record, chainHash: event.chainHash)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let outcome { throw outcome }
+    }
+
+    /// Checks event `sequence` with stored bytes `record` and stored link `chainHash`.
+    public mutating func check(sequence: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash) throws(EventLogError) {
         let expected = head.sequence + 1
-        guard event.sequence == expected else {
-            throw event.sequence > expected
-                ? .corrupted(position: expected, reason: "event \(expected) is missing (the next stored event is \(event.sequence))")
-                : .corrupted(position: event.sequence, reason: "event \(event.sequence) is out of order after \(head.sequence)")
+        guard sequence == expected else {
+            throw sequence > expected
+                ? .corrupted(position: expected, reason: "event \(expected) is missing (the next stored event is \(sequence))")
+                : .corrupted(position: sequence, reason: "event \(sequence) is out of order after \(head.sequence)")
         }
-        let link = head.chainHash.next(sequence: event.sequence, record: event.record)
-        guard link == event.chainHash else {
-            throw .corrupted(position: event.sequence, reason: "the chain hash does not match the stored bytes (altered, replaced or reordered)")
+        let link = head.chainHash.next(sequence: sequence, record: record)
+        guard link == chainHash else {
+            throw .corrupted(position: sequence, reason: "the chain hash does not match the stored bytes (altered, replaced or reordered)")
         }
-        head = LogHead(sequence: event.sequence, chainHash: link)
+        head = LogHead(sequence: sequence, chainHash: link)
     }
 }

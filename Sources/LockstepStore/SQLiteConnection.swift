@@ -121,7 +121,14 @@ final class SQLiteConnection: @unchecked Sendable {
         func isNull(_ column: Int32) -> Bool { sqlite3_column_type(handle, column) == SQLITE_NULL }
         func text(_ column: Int32) -> String {
             guard let pointer = sqlite3_column_text(handle, column) else { return "" }
-            return String(cString: pointer)
+            let count = Int(sqlite3_column_bytes(handle, column))
+            return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
+        }
+        /// The bytes of a BLOB column, in SQLite's buffer: valid only until the next step, reset or column call.
+        func blobBuffer(_ column: Int32) -> UnsafeRawBufferPointer {
+            let pointer = sqlite3_column_blob(handle, column)
+            let count = Int(sqlite3_column_bytes(handle, column))
+            return UnsafeRawBufferPointer(start: pointer, count: pointer == nil ? 0 : count)
         }
         func blob(_ column: Int32) -> [UInt8] {
             let count = Int(sqlite3_column_bytes(handle, column))

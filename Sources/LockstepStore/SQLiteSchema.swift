@@ -92,20 +92,22 @@ enum SQLiteSchema {
             var verifier = ChainVerifier(after: .genesis)
             var events: [StoredEvent] = []
             events.reserveCapacity(limit)
-            var first = true
+            var first = sequence > 0
             while try statement.step() {
-                let event = try storedEvent(statement)
-                if first && sequence > 0 {
+                let row = try verifiedRow(statement)
+                if first {
+                    // Event `sequence` itself: its stored link is where this page's chain check starts.
                     first = false
-                    guard event.sequence == sequence else {
+                    guard row.sequence == sequence else {
                         throw EventLogError.corrupted(position: sequence, reason: "event \(sequence) is missing")
                     }
-                    verifier = ChainVerifier(after: LogHead(sequence: event.sequence, chainHash: event.chainHash))
+                    verifier = ChainVerifier(after: LogHead(sequence: row.sequence, chainHash: row.chainHash))
                     continue
                 }
-                first = false
-                try verifier.check(event)
-                events.append(event)
+                // Check the link on SQLite's own buffer, then copy the bytes once.
+                try verifier.check(sequence: row.sequence, record: row.record, chainHash: row.chainHash)
+                events.append(StoredEvent(sequence: row.sequence, stream: statement.text(1), streamVersion: statement.uint64(2),
+                                          record: Array(row.record), chainHash: row.chainHash))
             }
             return events
         } catch let error as EventLogError {
@@ -118,17 +120,20 @@ enum SQLiteSchema {
         }
     }
 
-    /// Decodes one row, checking column types and the hash width (the read side of the disk boundary).
-    private static func storedEvent(_ statement: SQLiteConnection.Statement) throws -> StoredEvent {
+    /// The current row's sequence, record (SQLite's buffer, valid until the next step) and link, with
+    /// column types and the hash width checked: the read side of the disk boundary.
+    private static func verifiedRow(_ statement: SQLiteConnection.Statement) throws(EventLogError)
+        -> (sequence: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash) {
         let sequence = statement.uint64(0)
-        guard statement.type(1) == SQLITE_TEXT, statement.type(2) == SQLITE_INTEGER, statement.type(3) == SQLITE_BLOB else {
-            throw EventLogError.corrupted(position: sequence, reason: "a column has the wrong type")
+        guard statement.type(1) == SQLITE_TEXT, statement.type(2) == SQLITE_INTEGER, statement.type(3) == SQLITE_BLOB,
+              statement.type(4) == SQLITE_BLOB else {
+            throw .corrupted(position: sequence, reason: "a column has the wrong type")
         }
-        guard let hash = ChainHash(bytes: statement.blob(4)) else {
-            throw EventLogError.corrupted(position: sequence, reason: "the stored chain hash is not 32 bytes")
+        let hash = statement.blobBuffer(4)
+        guard hash.count == 32 else {
+            throw .corrupted(position: sequence, reason: "the stored chain hash is not 32 bytes")
         }
-        return StoredEvent(sequence: sequence, stream: statement.text(1), streamVersion: statement.uint64(2),
-                           record: statement.blob(3), chainHash: hash)
+        return (sequence, statement.blobBuffer(3), ChainHash(unchecked: hash))
     }
 
     static func saveSnapshot(_ db: SQLiteConnection, _ snapshot: Snapshot) throws {

@@ -35,6 +35,16 @@ let sampleRecord = EventRecordCodec.encode(RecordedEvent(
                             causationID: "cmd-1", correlationID: "orders-split-1"),
     event: .stepCompleted(StepCompleted(node: NodeID("backfill-orders"), attempt: 1, token: FencingToken(7)))))
 
+if let path = option("--replay-only") {
+    // Profiling aid: replay an existing log `runs` times, nothing else.
+    for _ in 0..<runs {
+        let log = try SQLiteEventLog(path: path, mode: .readOnly)
+        let (state, elapsed) = try await timed { try await History.replay(log) }
+        print("replayed \(state.lastSequence) events at \(format(Double(state.lastSequence) / elapsed)) events/s, digest \(state.digest.hex)")
+    }
+    exit(0)
+}
+
 print("lockstep-bench: \(runs) run(s) per figure, \(seconds) s per append run, \(replayEvents) events replayed")
 print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, record \(sampleRecord.count) bytes, data in \(root)\n")
 
@@ -153,4 +163,4 @@ rows.append(Row(name: "  of which: read + verify chain only", ours: Figure(sampl
                 reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: nil))
 print("replay digest \(digest)\n")
 printTable(rows)
-try? FileManager.default.removeItem(atPath: root)
+if option("--dir") == nil { try? FileManager.default.removeItem(atPath: root) }
