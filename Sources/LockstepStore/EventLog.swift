@@ -114,6 +114,8 @@ public enum EventLogLimits {
     public static let readPageEventsMax = 10_000
     /// Largest snapshot state, in bytes.
     public static let snapshotBytesMax = 256 << 20
+    /// Streams whose versions the SQLite writer remembers between commits (the cache is cleared past it).
+    public static let streamVersionCacheEntriesMax = 100_000
     /// Snapshots kept; older ones are deleted when a new one is saved.
     public static let snapshotsRetainedMax = 3
 }

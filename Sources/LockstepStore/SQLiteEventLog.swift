@@ -26,6 +26,8 @@ public final class SQLiteEventLog: EventLog {
     private let writerQueue = DispatchQueue(label: "lockstep.sqlite.writer")
     private let readerQueue = DispatchQueue(label: "lockstep.sqlite.reader")
     private let pending = Mutex(PendingAppends())
+    /// Touched only on `writerQueue`.
+    private let writerState = WriterState()
     private let observer: CommitObserver?
 
     /// Receives one call per committed transaction: events committed and appends batched together.
@@ -34,6 +36,14 @@ public final class SQLiteEventLog: EventLog {
     private struct PendingAppend {
         var request: AppendRequest
         var continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>
+    }
+
+    /// Stream versions known to the writer, so an append need not query its stream's version. Trusted
+    /// only while the head read at `BEGIN IMMEDIATE` is the head this writer committed last (no other
+    /// process wrote in between); otherwise cleared. Bounded by `EventLogLimits.streamVersionCacheEntriesMax`.
+    private final class WriterState: @unchecked Sendable {
+        var streamVersions: [String: UInt64] = [:]
+        var lastCommittedHead: LogHead?
     }
 
     private struct PendingAppends {
@@ -147,12 +157,17 @@ public final class SQLiteEventLog: EventLog {
         do {
             try db.execute("BEGIN IMMEDIATE")
             var head = try SQLiteSchema.recordedHead(db)
+            if head != writerState.lastCommittedHead { writerState.streamVersions.removeAll() }
             var versions: [String: UInt64] = [:]
             var committedEvents = 0
             let insert = "INSERT INTO events (sequence, stream, stream_version, record, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
             for request in requests {
                 let actual: UInt64
-                if let known = versions[request.stream] { actual = known } else { actual = try SQLiteSchema.streamVersion(db, request.stream) }
+                if let known = versions[request.stream] ?? writerState.streamVersions[request.stream] {
+                    actual = known
+                } else {
+                    actual = try SQLiteSchema.streamVersion(db, request.stream)
+                }
                 guard actual == request.expectedVersion else {
                     results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
                     continue
@@ -185,6 +200,11 @@ public final class SQLiteEventLog: EventLog {
             try update.bind(2, head.chainHash.bytes)
             try update.run()
             try db.execute("COMMIT")
+            if writerState.streamVersions.count + versions.count > EventLogLimits.streamVersionCacheEntriesMax {
+                writerState.streamVersions.removeAll()
+            }
+            writerState.streamVersions.merge(versions) { _, new in new }
+            writerState.lastCommittedHead = head
             observer?(committedEvents, requests.count)
             return results
         } catch {

@@ -71,6 +71,21 @@ import Testing
         #expect(try await log.head().sequence == 17)
     }
 
+    @Test func anotherWriterOnTheSameFileInvalidatesTheVersionCache() async throws {
+        // Two logs on one file stand for two processes: the second writes behind the first one's back.
+        let path = temporaryDirectory() + "/events.sqlite"
+        let first = try SQLiteEventLog(path: path)
+        let second = try SQLiteEventLog(path: path)
+        _ = try await first.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1")]))
+        _ = try await second.append(AppendRequest(stream: "a", expectedVersion: 1, records: [bytes("2")]))
+        // `first` remembers version 1; it must notice the head moved and check the stream again.
+        await #expect(throws: EventLogError.versionConflict(stream: "a", expected: 1, actual: 2)) {
+            try await first.append(AppendRequest(stream: "a", expectedVersion: 1, records: [bytes("stale")]))
+        }
+        #expect(try await first.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("3")])).lastSequence == 3)
+        #expect(try await readAll(first).map(\.record) == [bytes("1"), bytes("2"), bytes("3")])
+    }
+
     @Test func aDatabaseFromAnotherSchemaVersionIsRefused() async throws {
         let path = temporaryDirectory() + "/events.sqlite"
         _ = try SQLiteEventLog(path: path)
