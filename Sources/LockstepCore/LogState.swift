@@ -31,7 +31,13 @@ public struct LogState: Hashable, Sendable {
 
     /// Decides `command` for migration `id` (see `MigrationState.decide`).
     public func decide(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start = command {} else if migrations[id] == nil {
+        if case .start(let started, _) = command {
+            // The events land in `id`'s stream: a start naming another migration would write a log
+            // that replay must refuse.
+            guard started == id else {
+                return .rejected(.invalidArgument("the start command names migration \(started) but targets \(id)"))
+            }
+        } else if migrations[id] == nil {
             return .rejected(.migrationNotFound(id))
         }
         return MigrationState.decide(migrations[id], command, now: now)

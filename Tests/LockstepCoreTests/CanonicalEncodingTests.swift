@@ -37,6 +37,13 @@ import Testing
                             .migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0))))
         }
         #expect(forward.canonicalBytes == backward.canonicalBytes)
+        // The ids appear in the bytes in UTF-8 byte order ("m-10" < "m-2"), whatever the dictionary's order.
+        let bytes = forward.canonicalBytes
+        let positions = ["m-0", "m-1", "m-10", "m-11", "m-19", "m-2", "m-9"].map { id in
+            bytes.indices.first { bytes[$0...].starts(with: [0, 0, 0, UInt8(id.utf8.count)] + Array(id.utf8)) }
+        }
+        #expect(positions.allSatisfy { $0 != nil })
+        #expect(positions.map { $0! } == positions.map { $0! }.sorted())
     }
 
     @Test func truncatedBytesAreRejected() {

@@ -45,7 +45,8 @@ import Testing
         #expect(MigrationState.decide(nil, .start(id: long, plan: plan), now: t(0))
             == .rejected(.invalidArgument("migration id is 129 bytes long; the limit is 128 bytes")))
         let atLimit = MigrationID(String(repeating: "a", count: CoreLimits.identifierBytesMax))
-        #expect(MigrationState.decide(nil, .start(id: atLimit, plan: plan), now: t(0)) != .rejected(.invalidArgument("")))
+        #expect(MigrationState.decide(nil, .start(id: atLimit, plan: plan), now: t(0))
+            == .accepted([.migrationStarted(MigrationStarted(migration: atLimit, plan: plan, startedAt: t(0)))]))
         #expect(MigrationState.decide(nil, .start(id: MigrationID("a b"), plan: plan), now: t(0))
             == .rejected(.invalidArgument("migration id \"a b\" may only contain letters, digits, '-', '_' and '.'")))
     }
@@ -187,13 +188,16 @@ import Testing
         #expect(MigrationState.decide(state, .abort(reason: "again"), now: t(2)) == .rejected(.migrationSettled(migrationID, status: .aborted)))
     }
 
-    @Test func decideIsPure() {
-        let state = MigrationState.given([started, leased("expand", token: 1)])
-        let command = MigrationCommand.completeStep(node: NodeID("expand"), token: FencingToken(1))
-        #expect(MigrationState.decide(state, command, now: t(3)) == MigrationState.decide(state, command, now: t(3)))
-    }
-
     @Test func theLogStateKnowsMissingMigrations() {
         #expect(LogState().decide(migration: migrationID, .resume, now: t(1)) == .rejected(.migrationNotFound(migrationID)))
+    }
+
+    @Test func aStartMustNameTheMigrationItTargets() {
+        var log = LogState()
+        log.evolve(migration: MigrationID("b"), sequence: 1, .migrationStarted(MigrationStarted(migration: MigrationID("b"), plan: plan, startedAt: t(0))))
+        #expect(log.decide(migration: MigrationID("a"), .start(id: MigrationID("b"), plan: plan), now: t(1))
+            == .rejected(.invalidArgument("the start command names migration b but targets a")))
+        #expect(log.decide(migration: MigrationID("b"), .start(id: MigrationID("b"), plan: plan), now: t(1))
+            == .rejected(.migrationAlreadyExists(MigrationID("b"))))
     }
 }
