@@ -22,13 +22,17 @@ public struct CommandContext: Hashable, Sendable {
 public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The core refused it; nothing was appended.
     case rejected(Rejection)
-    /// The log refused or failed the append; nothing was acknowledged.
+    /// The log refused or failed the append; nothing was acknowledged (see the error for whether
+    /// anything may have been written).
     case storage(EventLogError)
+    /// Too many commands are waiting on this migration; nothing was done. Retry later.
+    case overloaded(MigrationID, waitingMax: Int)
 
     public var code: String {
         switch self {
         case .rejected(let rejection): rejection.code
         case .storage(let error): error.code
+        case .overloaded: "migration_overloaded"
         }
     }
 
@@ -36,6 +40,8 @@ public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .rejected(let rejection): rejection.description
         case .storage(let error): error.description
+        case .overloaded(let id, let waitingMax):
+            "migration_overloaded: \(waitingMax) commands are already waiting on migration \(id); retry later"
         }
     }
 }
@@ -67,20 +73,28 @@ public actor Coordinator {
     private var busyMigrations: Set<MigrationID> = []
     private var waiting: [MigrationID: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// Most commands that may wait for their turn on one migration; more are refused as overloaded.
+    public let commandsWaitingPerMigrationMax: Int
+
     /// Default snapshot interval, in events.
     public static let defaultSnapshotIntervalEvents: UInt64 = 10_000
+    /// Default for `commandsWaitingPerMigrationMax`.
+    public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
-    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64) {
+    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64,
+                 commandsWaitingPerMigrationMax: Int) {
         self.log = log
         self.state = state
         self.lastSnapshotSequence = snapshotSequence
         self.appliedThrough = state.lastSequence
         self.snapshotIntervalEvents = snapshotIntervalEvents
+        self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
     }
 
     /// Opens a coordinator on `log`: loads the newest snapshot (checking its digest) and replays only
     /// the tail after it.
-    public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents) async throws(EventLogError) -> Coordinator {
+    public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents,
+                            commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax) async throws(EventLogError) -> Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
         if let snapshot = try await log.latestSnapshot() {
@@ -95,10 +109,17 @@ public actor Coordinator {
             guard state.lastSequence == snapshot.sequence else {
                 throw .corrupted(position: snapshot.sequence, reason: "the snapshot's state is as of \(state.lastSequence), not \(snapshot.sequence)")
             }
+            // The snapshot must belong to this history: its event must exist with the same chain link.
+            let named = try await log.read(after: snapshot.sequence - 1, limit: 1).first
+            guard let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
+                throw .corrupted(position: snapshot.sequence, reason: named == nil
+                    ? "the snapshot names event \(snapshot.sequence), which is missing" : "the snapshot's chain hash differs from event \(snapshot.sequence)'s")
+            }
             snapshotSequence = snapshot.sequence
         }
         try await History.fold(log, into: &state)
-        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents)
+        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents,
+                           commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax)
     }
 
     /// The digest of the live state.
@@ -106,7 +127,7 @@ public actor Coordinator {
 
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
     public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        await acquire(id)
+        guard await acquire(id) else { throw .overloaded(id, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(id) }
         let events: [MigrationEvent]
         switch state.decide(migration: id, command, now: now) {
@@ -153,14 +174,15 @@ public actor Coordinator {
         let log = self.log
         Task {
             // A failed snapshot costs only start-up time; the events themselves are already durable.
-            let sequence = try? await Self.writeSnapshot(of: copy, to: log)
-            self.snapshotFinished(at: sequence)
+            // Either way the next attempt waits another interval, so a failing snapshot is not retried on every command.
+            _ = try? await Self.writeSnapshot(of: copy, to: log)
+            self.snapshotFinished(at: copy.lastSequence)
         }
     }
 
-    private func snapshotFinished(at sequence: UInt64?) {
+    private func snapshotFinished(at sequence: UInt64) {
         snapshotInFlight = false
-        if let sequence { lastSnapshotSequence = max(lastSnapshotSequence, sequence) }
+        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
     }
 
     /// Encodes `state` and stores it as the snapshot at its last sequence.
@@ -185,10 +207,13 @@ public actor Coordinator {
         }
     }
 
-    private func acquire(_ id: MigrationID) async {
-        if busyMigrations.insert(id).inserted { return }
+    /// Waits for `id`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.
+    private func acquire(_ id: MigrationID) async -> Bool {
+        if busyMigrations.insert(id).inserted { return true }
+        guard waiting[id, default: []].count < commandsWaitingPerMigrationMax else { return false }
         await withCheckedContinuation { waiting[id, default: []].append($0) }
         // Ownership was handed over by `release`; `id` stays in `busyMigrations`.
+        return true
     }
 
     private func release(_ id: MigrationID) {

@@ -18,6 +18,9 @@ public enum History {
         visit: (StoredEvent, RecordedEvent) throws(EventLogError) -> Void = { _, _ in }
     ) async throws(EventLogError) {
         var position = state.lastSequence
+        if let through, through < position {
+            throw .invalidRequest("the state is already at sequence \(position), past \(through); fold from an earlier state")
+        }
         func prefetch(after sequence: UInt64) -> Task<Result<[StoredEvent], EventLogError>, Never>? {
             let limit = through.map { $0 > sequence ? Int(min(UInt64(pageEventsMax), $0 - sequence)) : 0 } ?? pageEventsMax
             guard limit > 0 else { return nil }

@@ -20,19 +20,21 @@ public struct VerificationReport: Hashable, Sendable {
 /// exposes a truncated tail), and the newest snapshot against a replay to its position.
 public enum HistoryVerifier {
     public static func verify(_ log: any EventLog) async throws(EventLogError) -> VerificationReport {
+        // The events first, so a damaged log is reported at the first bad event, whatever a snapshot says.
         let snapshot = try await log.latestSnapshot()
         var state = LogState()
         var head = LogHead.genesis
-        var snapshotChecked: UInt64?
-        // Fold up to the snapshot first so its digest can be compared with the replayed state there.
+        var atSnapshot: (link: ChainHash, digest: StateDigest)?
         if let snapshot {
-            try await History.fold(log, into: &state, through: snapshot.sequence) { stored, _ throws(EventLogError) in
-                head = LogHead(sequence: stored.sequence, chainHash: stored.chainHash)
+            // Fold up to the snapshot's event (or as far as the log goes), then the rest.
+            do {
+                try await History.fold(log, into: &state, through: snapshot.sequence) { stored, _ throws(EventLogError) in
+                    head = LogHead(sequence: stored.sequence, chainHash: stored.chainHash)
+                }
+                atSnapshot = (head.chainHash, state.digest)
+            } catch .invalidRequest {
+                // The log ends before the snapshot's event: reported below as a truncated tail.
             }
-            guard state.digest.bytes == snapshot.digest, StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
-                throw .corrupted(position: snapshot.sequence, reason: "the snapshot at \(snapshot.sequence) does not match the replayed state")
-            }
-            snapshotChecked = snapshot.sequence
         }
         try await History.fold(log, into: &state) { stored, _ throws(EventLogError) in
             head = LogHead(sequence: stored.sequence, chainHash: stored.chainHash)
@@ -49,7 +51,19 @@ public enum HistoryVerifier {
         if head.chainHash != recorded.chainHash {
             throw .corrupted(position: head.sequence, reason: "the last event's chain hash differs from the head recorded at commit")
         }
+        if let snapshot {
+            guard let atSnapshot else {
+                throw .corrupted(position: head.sequence + 1, reason:
+                    "the snapshot names event \(snapshot.sequence) but the log ends at \(head.sequence): the tail was truncated")
+            }
+            guard atSnapshot.link == snapshot.chainHash else {
+                throw .corrupted(position: snapshot.sequence, reason: "the snapshot's chain hash differs from event \(snapshot.sequence)'s")
+            }
+            guard atSnapshot.digest.bytes == snapshot.digest, StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
+                throw .corrupted(position: snapshot.sequence, reason: "the snapshot at \(snapshot.sequence) does not match the replayed state")
+            }
+        }
         return VerificationReport(events: head.sequence, head: head, migrations: state.migrations.count,
-                                  snapshotChecked: snapshotChecked, digest: state.digest)
+                                  snapshotChecked: snapshot?.sequence, digest: state.digest)
     }
 }

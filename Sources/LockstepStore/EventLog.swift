@@ -20,7 +20,9 @@ public protocol EventLog: Sendable {
     /// Stores `snapshot`, which must name an event of this log by its sequence and chain hash.
     func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError)
 
-    /// The newest snapshot, checked against the event it names, or nil when there is none.
+    /// The newest snapshot as stored (its own shape checked), or nil when there is none. Callers check
+    /// it against the event it names when they read that event (see `Coordinator.open`, `HistoryVerifier`),
+    /// so a damaged log is reported at the event's position, not the snapshot's.
     func latestSnapshot() async throws(EventLogError) -> Snapshot?
 }
 
@@ -114,6 +116,10 @@ public enum EventLogLimits {
     public static let readPageEventsMax = 10_000
     /// Largest snapshot state, in bytes.
     public static let snapshotBytesMax = 256 << 20
+    /// Most events waiting for a group commit; further appends are refused with `overloaded`.
+    public static let appendQueueEventsMax = 65_536
+    /// Commits between explicit WAL checkpoints of the SQLite log.
+    public static let checkpointIntervalCommits = 1_000
     /// Streams whose versions the SQLite writer remembers between commits (the cache is cleared past it).
     public static let streamVersionCacheEntriesMax = 100_000
     /// Snapshots kept; older ones are deleted when a new one is saved.

@@ -6,6 +6,10 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
     case corrupted(position: UInt64, reason: String)
     /// An I/O or sync error happened earlier: the log accepts no more writes until restarted and checked.
     case writesStopped(reason: String)
+    /// The commit of this append failed with an I/O error: it may or may not be in the log. Writes have stopped.
+    case outcomeUnknown(reason: String)
+    /// Too many appends are waiting for a commit; nothing was appended. Retry later.
+    case overloaded(String)
     /// The disk is full; nothing was appended, reads keep working.
     case storageFull
     /// Another writer holds the database lock past the busy timeout; nothing was appended.
@@ -20,6 +24,8 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
         case .versionConflict: "version_conflict"
         case .corrupted: "log_corrupted"
         case .writesStopped: "writes_stopped"
+        case .outcomeUnknown: "commit_outcome_unknown"
+        case .overloaded: "log_overloaded"
         case .storageFull: "storage_full"
         case .busy: "storage_busy"
         case .invalidRequest: "invalid_request"
@@ -35,6 +41,10 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(code): the log is corrupted at sequence \(position): \(reason)"
         case .writesStopped(let reason):
             "\(code): the log stopped accepting writes after a storage error (\(reason)); restart after checking the disk"
+        case .outcomeUnknown(let reason):
+            "\(code): the commit failed with a storage error (\(reason)) and may or may not have reached the disk; writes have stopped. Restart and read the log to find out"
+        case .overloaded(let why):
+            "\(code): \(why); nothing was written. Retry later"
         case .storageFull:
             "\(code): the disk is full; nothing was written. Free space and retry"
         case .busy:

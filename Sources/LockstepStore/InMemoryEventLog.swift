@@ -59,6 +59,9 @@ public actor InMemoryEventLog: EventLog {
 
     public func latestSnapshot() -> Snapshot? { snapshots.last }
 
+    /// How many snapshots are kept (at most `EventLogLimits.snapshotsRetainedMax`).
+    public var snapshotCount: Int { snapshots.count }
+
     private var currentHead: LogHead {
         events.last.map { LogHead(sequence: $0.sequence, chainHash: $0.chainHash) } ?? .genesis
     }

@@ -22,6 +22,9 @@ private let transientDestructor = unsafeBitCast(-1, to: sqlite3_destructor_type.
 
 /// One SQLite connection. Not thread-safe: each is owned by exactly one serial queue (see `SQLiteEventLog`).
 final class SQLiteConnection: @unchecked Sendable {
+    /// How long a connection waits for another's lock before giving up with SQLITE_BUSY, in milliseconds.
+    static let busyTimeoutMillis: Int32 = 5_000
+
     let handle: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
 
@@ -36,7 +39,7 @@ final class SQLiteConnection: @unchecked Sendable {
         }
         handle = db
         sqlite3_extended_result_codes(db, 1)
-        sqlite3_busy_timeout(db, 5_000)
+        sqlite3_busy_timeout(db, Self.busyTimeoutMillis)
     }
 
     deinit {

@@ -2,6 +2,12 @@ import CSQLite
 import Dispatch
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The durable event log: one SQLite database in WAL mode with `synchronous=FULL`.
 ///
 /// Writes go through one writer connection on one serial queue. Appends that arrive while a commit is
@@ -9,6 +15,8 @@ import Synchronization
 /// `BEGIN IMMEDIATE … COMMIT` and one fsync for the whole batch, with each append's expected version
 /// still checked on its own. The first I/O or sync error stops writes for good (fail-stop): nothing
 /// after it is acknowledged, and nothing is retried. Reads use a separate read-only connection.
+/// One process writes a data directory at a time: a read-write log holds an exclusive lock on
+/// `PATH.lock` for its lifetime.
 public final class SQLiteEventLog: EventLog {
     /// How the database is opened.
     public enum Mode: Sendable {
@@ -18,11 +26,25 @@ public final class SQLiteEventLog: EventLog {
         case readOnly
     }
 
+    /// Settings with defaults; tests lower the limits to exercise them.
+    public struct Options: Sendable {
+        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
+        public var exclusiveWriter = true
+        /// Most events waiting for a commit; beyond it appends are refused with `overloaded`.
+        public var appendQueueEventsMax = EventLogLimits.appendQueueEventsMax
+        /// Commits between explicit WAL checkpoints (SQLite's own auto-checkpoint is off: it would
+        /// swallow a sync error, and a sync error must stop writes).
+        public var checkpointIntervalCommits = EventLogLimits.checkpointIntervalCommits
+        public init() {}
+    }
+
     /// The database file.
     public let path: String
     public let mode: Mode
+    private let options: Options
     private let writer: SQLiteConnection?
     private let reader: SQLiteConnection
+    private let lock: WriterLock?
     private let writerQueue = DispatchQueue(label: "lockstep.sqlite.writer")
     private let readerQueue = DispatchQueue(label: "lockstep.sqlite.reader")
     private let pending = Mutex(PendingAppends())
@@ -38,33 +60,39 @@ public final class SQLiteEventLog: EventLog {
         var continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>
     }
 
-    /// Stream versions known to the writer, so an append need not query its stream's version. Trusted
-    /// only while the head read at `BEGIN IMMEDIATE` is the head this writer committed last (no other
-    /// process wrote in between); otherwise cleared. Bounded by `EventLogLimits.streamVersionCacheEntriesMax`.
-    private final class WriterState: @unchecked Sendable {
-        var streamVersions: [String: UInt64] = [:]
-        var lastCommittedHead: LogHead?
-    }
-
     private struct PendingAppends {
         var queue: [PendingAppend] = []
+        var queuedEvents = 0
         var draining = false
         var stopped: EventLogError?
     }
 
+    /// Writer-side memory. Stream versions spare each append a query; they are trusted only while the
+    /// head read at `BEGIN IMMEDIATE` is the head this writer committed last, and are bounded by
+    /// `EventLogLimits.streamVersionCacheEntriesMax`.
+    private final class WriterState: @unchecked Sendable {
+        var streamVersions: [String: UInt64] = [:]
+        var lastCommittedHead: LogHead?
+        var commitsSinceCheckpoint = 0
+    }
+
     /// Opens (and in `.readWrite` mode creates) the log at `path`, verifying that the durability
-    /// settings took effect.
-    public init(path: String, mode: Mode = .readWrite, observer: CommitObserver? = nil) throws(EventLogError) {
+    /// settings took effect and that the stored tail matches the head recorded at the last commit.
+    public init(path: String, mode: Mode = .readWrite, options: Options = Options(), observer: CommitObserver? = nil) throws(EventLogError) {
         self.path = path
         self.mode = mode
+        self.options = options
         self.observer = observer
         do {
             if mode == .readWrite {
+                lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
                 let writer = try SQLiteConnection(path: path, readOnly: false)
                 try Self.configureDurability(writer)
                 try SQLiteSchema.migrate(writer)
+                try SQLiteSchema.checkTailMatchesHead(writer)
                 self.writer = writer
             } else {
+                lock = nil
                 self.writer = nil
             }
             reader = try SQLiteConnection(path: path, readOnly: true)
@@ -79,6 +107,7 @@ public final class SQLiteEventLog: EventLog {
     }
 
     /// WAL and `synchronous=FULL`, each read back: a setting that did not take is a refusal to start.
+    /// Auto-checkpoints are off; `checkpointIfDue` runs them where a sync error can stop writes.
     private static func configureDurability(_ db: SQLiteConnection) throws {
         let journal = try db.scalarText("PRAGMA journal_mode=WAL")
         guard journal?.lowercased() == "wal" else {
@@ -88,6 +117,11 @@ public final class SQLiteEventLog: EventLog {
         let synchronous = try db.scalarText("PRAGMA synchronous")
         guard synchronous == "2" else {
             throw EventLogError.unavailable("synchronous reads back \(synchronous ?? "nothing"), not 2 (FULL)")
+        }
+        try db.execute("PRAGMA wal_autocheckpoint=0")
+        let autocheckpoint = try db.scalarText("PRAGMA wal_autocheckpoint")
+        guard autocheckpoint == "0" else {
+            throw EventLogError.unavailable("wal_autocheckpoint reads back \(autocheckpoint ?? "nothing"), not 0")
         }
     }
 
@@ -110,10 +144,15 @@ public final class SQLiteEventLog: EventLog {
     public func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
         try request.validate()
         guard writer != nil else { throw .writesStopped(reason: "the log was opened read-only") }
+        let limit = options.appendQueueEventsMax
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>) in
             let action: (startDrain: Bool, refusal: EventLogError?) = pending.withLock { state in
                 if let stopped = state.stopped { return (false, stopped) }
+                if state.queuedEvents + request.records.count > limit {
+                    return (false, .overloaded("\(state.queuedEvents) events are waiting for a commit; the limit is \(limit) events"))
+                }
                 state.queue.append(PendingAppend(request: request, continuation: continuation))
+                state.queuedEvents += request.records.count
                 if state.draining { return (false, nil) }
                 state.draining = true
                 return (true, nil)
@@ -130,22 +169,29 @@ public final class SQLiteEventLog: EventLog {
     /// Commits queued appends, batch after batch, until the queue is empty. Runs on `writerQueue`.
     private func drain() {
         while true {
-            let batch: [PendingAppend] = pending.withLock { state in
-                var events = 0
-                var taken = 0
-                for item in state.queue {
-                    if taken > 0 && events + item.request.records.count > EventLogLimits.commitBatchEventsMax { break }
-                    events += item.request.records.count
-                    taken += 1
-                }
-                let batch = Array(state.queue.prefix(taken))
-                state.queue.removeFirst(taken)
-                if batch.isEmpty { state.draining = false }
-                return batch
-            }
+            let batch = takeBatch()
             if batch.isEmpty { return }
             let results = commit(batch.map(\.request))
             for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
+        }
+    }
+
+    /// The queued appends for the next transaction (at most `commitBatchEventsMax` events, at least one
+    /// append); an empty batch ends the drain.
+    private func takeBatch() -> [PendingAppend] {
+        pending.withLock { state in
+            var events = 0
+            var taken = 0
+            for item in state.queue {
+                if taken > 0 && events + item.request.records.count > EventLogLimits.commitBatchEventsMax { break }
+                events += item.request.records.count
+                taken += 1
+            }
+            let batch = Array(state.queue.prefix(taken))
+            state.queue.removeFirst(taken)
+            state.queuedEvents -= events
+            if batch.isEmpty { state.draining = false }
+            return batch
         }
     }
 
@@ -153,74 +199,110 @@ public final class SQLiteEventLog: EventLog {
     private func commit(_ requests: [AppendRequest]) -> [Result<AppendReceipt, EventLogError>] {
         if let stopped = pending.withLock({ $0.stopped }) { return requests.map { _ in .failure(stopped) } }
         guard let db = writer else { return requests.map { _ in .failure(.writesStopped(reason: "read-only")) } }
+        var committing = false
         var results: [Result<AppendReceipt, EventLogError>] = []
         do {
             try db.execute("BEGIN IMMEDIATE")
-            var head = try SQLiteSchema.recordedHead(db)
-            if head != writerState.lastCommittedHead { writerState.streamVersions.removeAll() }
-            var versions: [String: UInt64] = [:]
-            var committedEvents = 0
-            let insert = "INSERT INTO events (sequence, stream, stream_version, record, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
-            for request in requests {
-                let actual: UInt64
-                if let known = versions[request.stream] ?? writerState.streamVersions[request.stream] {
-                    actual = known
-                } else {
-                    actual = try SQLiteSchema.streamVersion(db, request.stream)
-                }
-                guard actual == request.expectedVersion else {
-                    results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
-                    continue
-                }
-                let first = head.sequence + 1
-                var version = actual
-                for record in request.records {
-                    version += 1
-                    let sequence = head.sequence + 1
-                    let link = head.chainHash.next(sequence: sequence, record: record)
-                    let statement = try db.statement(insert)
-                    try statement.bind(1, sequence)
-                    try statement.bind(2, request.stream)
-                    try statement.bind(3, version)
-                    try statement.bind(4, record)
-                    try statement.bind(5, link.bytes)
-                    try statement.run()
-                    head = LogHead(sequence: sequence, chainHash: link)
-                }
-                versions[request.stream] = version
-                committedEvents += request.records.count
-                results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
-            }
-            if committedEvents == 0 {
+            let written = try insert(requests, into: db)
+            results = written.results
+            if written.events == 0 {
                 try db.execute("ROLLBACK")
                 return results
             }
             let update = try db.statement("UPDATE log_head SET sequence = ?1, chain_hash = ?2 WHERE id = 1")
-            try update.bind(1, head.sequence)
-            try update.bind(2, head.chainHash.bytes)
+            try update.bind(1, written.head.sequence)
+            try update.bind(2, written.head.chainHash.bytes)
             try update.run()
+            committing = true
             try db.execute("COMMIT")
-            if writerState.streamVersions.count + versions.count > EventLogLimits.streamVersionCacheEntriesMax {
-                writerState.streamVersions.removeAll()
-            }
-            writerState.streamVersions.merge(versions) { _, new in new }
-            writerState.lastCommittedHead = head
-            observer?(committedEvents, requests.count)
-            return results
+            remember(written.versions, head: written.head)
+            observer?(written.events, requests.count)
         } catch {
-            let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
-            if case .writesStopped = failure {
-                // Fail-stop: never retry a failed sync and then acknowledge; refuse every later write.
-                let queued: [PendingAppend] = pending.withLock { state in
-                    state.stopped = failure
-                    defer { state.queue.removeAll() }
-                    return state.queue
-                }
-                for item in queued { item.continuation.resume(returning: .failure(failure)) }
+            let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))
+            guard case .writesStopped(let reason) = failure else { return requests.map { _ in .failure(failure) } }
+            stopWrites(failure)
+            guard committing else { return requests.map { _ in .failure(failure) } }
+            // A failed COMMIT may still have reached the disk: say so instead of claiming nothing was written.
+            return results.map { result in
+                if case .failure = result { return result }
+                return .failure(.outcomeUnknown(reason: reason))
             }
-            return requests.map { _ in .failure(failure) }
         }
+        checkpointIfDue(db)
+        return results
+    }
+
+    /// Inserts every request whose expected version holds, chaining each event to the one before.
+    private func insert(_ requests: [AppendRequest], into db: SQLiteConnection) throws
+        -> (results: [Result<AppendReceipt, EventLogError>], head: LogHead, versions: [String: UInt64], events: Int) {
+        var head = try SQLiteSchema.recordedHead(db)
+        if head != writerState.lastCommittedHead { writerState.streamVersions.removeAll() }
+        var versions: [String: UInt64] = [:]
+        var results: [Result<AppendReceipt, EventLogError>] = []
+        var events = 0
+        let sql = "INSERT INTO events (sequence, stream, stream_version, record, chain_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
+        for request in requests {
+            let actual = try versions[request.stream] ?? writerState.streamVersions[request.stream]
+                ?? SQLiteSchema.streamVersion(db, request.stream)
+            guard actual == request.expectedVersion else {
+                results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
+                continue
+            }
+            let first = head.sequence + 1
+            var version = actual
+            for record in request.records {
+                version += 1
+                let sequence = head.sequence + 1
+                let link = head.chainHash.next(sequence: sequence, record: record)
+                let statement = try db.statement(sql)
+                try statement.bind(1, sequence)
+                try statement.bind(2, request.stream)
+                try statement.bind(3, version)
+                try statement.bind(4, record)
+                try statement.bind(5, link.bytes)
+                try statement.run()
+                head = LogHead(sequence: sequence, chainHash: link)
+            }
+            versions[request.stream] = version
+            events += request.records.count
+            results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
+        }
+        return (results, head, versions, events)
+    }
+
+    /// After a commit: remember the stream versions it wrote and the head it left.
+    private func remember(_ versions: [String: UInt64], head: LogHead) {
+        if writerState.streamVersions.count + versions.count > EventLogLimits.streamVersionCacheEntriesMax {
+            writerState.streamVersions.removeAll()
+        }
+        writerState.streamVersions.merge(versions) { _, new in new }
+        writerState.lastCommittedHead = head
+        writerState.commitsSinceCheckpoint += 1
+    }
+
+    /// Moves the WAL into the database every `checkpointIntervalCommits` commits. The commits are
+    /// already durable in the WAL; a sync error here still stops all later writes.
+    private func checkpointIfDue(_ db: SQLiteConnection) {
+        guard writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits else { return }
+        writerState.commitsSinceCheckpoint = 0
+        let rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        if rc != SQLITE_OK && rc != SQLITE_BUSY {
+            stopWrites(.writesStopped(reason: "checkpoint failed: " + SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db.handle))).description))
+        }
+    }
+
+    /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.
+    private func stopWrites(_ failure: EventLogError) {
+        let queued: [PendingAppend] = pending.withLock { state in
+            if state.stopped == nil { state.stopped = failure }
+            defer {
+                state.queue.removeAll()
+                state.queuedEvents = 0
+            }
+            return state.queue
+        }
+        for item in queued { item.continuation.resume(returning: .failure(failure)) }
     }
 
     // MARK: - Reads
@@ -250,32 +332,21 @@ public final class SQLiteEventLog: EventLog {
         }
     }
 
-    /// The sequence of the last stored event (which differs from `head()` only when rows were removed or added by hand).
-    public func lastStoredSequence() async throws(EventLogError) -> UInt64 {
-        let reader = self.reader
-        return try await onQueue(readerQueue) { () throws(EventLogError) in
-            do throws(SQLiteError) {
-                let statement = try reader.statement("SELECT COALESCE(MAX(sequence), 0) FROM events")
-                defer { statement.reset() }
-                return try statement.step() ? statement.uint64(0) : 0
-            } catch { throw .unavailable(error.description) }
-        }
-    }
-
     // MARK: - Snapshots
 
     public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
         try snapshot.validate()
         guard let writer else { throw .writesStopped(reason: "the log was opened read-only") }
-        if let stopped = pending.withLock({ $0.stopped }) { throw stopped }
         try await onQueue(writerQueue) { () throws(EventLogError) in
+            // Checked here, on the writer queue, so a commit that failed just before cannot be followed by this write.
+            if let stopped = self.pending.withLock({ $0.stopped }) { throw stopped }
             do {
                 try SQLiteSchema.saveSnapshot(writer, snapshot)
             } catch let error as EventLogError {
                 throw error
             } catch {
                 let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: "\(error)")
-                if case .writesStopped = failure { self.pending.withLock { $0.stopped = failure } }
+                if case .writesStopped = failure { self.stopWrites(failure) }
                 throw failure
             }
         }
@@ -285,6 +356,16 @@ public final class SQLiteEventLog: EventLog {
         let reader = self.reader
         return try await onQueue(readerQueue) { () throws(EventLogError) in
             try SQLiteSchema.latestSnapshot(reader)
+        }
+    }
+
+    /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
+    public func snapshotCount() async throws(EventLogError) -> Int {
+        let reader = self.reader
+        return try await onQueue(readerQueue) { () throws(EventLogError) in
+            do throws(SQLiteError) { return Int(try reader.scalarText("SELECT COUNT(*) FROM snapshots") ?? "0") ?? 0 } catch {
+                throw .unavailable(error.description)
+            }
         }
     }
 
@@ -298,5 +379,26 @@ public final class SQLiteEventLog: EventLog {
             }
         }
         return try result.get()
+    }
+}
+
+/// An exclusive `flock` on a lock file beside the database, held while the log is open: two processes
+/// writing one data directory would each miss the other's events.
+final class WriterLock: Sendable {
+    private let descriptor: Int32
+
+    init(path: String) throws(EventLogError) {
+        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw .unavailable("cannot open lock file \(path): errno \(errno)") }
+        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
+            close(descriptor)
+            throw .unavailable("another process is writing this log (\(path) is locked); one Lockstep process writes a data directory at a time")
+        }
+        self.descriptor = descriptor
+    }
+
+    deinit {
+        flock(descriptor, LOCK_UN)
+        close(descriptor)
     }
 }

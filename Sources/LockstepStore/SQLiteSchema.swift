@@ -164,23 +164,15 @@ enum SQLiteSchema {
         }
     }
 
-    /// The newest snapshot, checked against the event it names.
+    /// The newest snapshot row, with its own shape checked (not yet against the event it names).
     static func latestSnapshot(_ db: SQLiteConnection) throws(EventLogError) -> Snapshot? {
         do {
-            let statement = try db.statement(
-                "SELECT s.sequence, s.chain_hash, s.state, s.digest, e.chain_hash FROM snapshots s "
-                    + "LEFT JOIN events e ON e.sequence = s.sequence ORDER BY s.sequence DESC LIMIT 1")
+            let statement = try db.statement("SELECT sequence, chain_hash, state, digest FROM snapshots ORDER BY sequence DESC LIMIT 1")
             defer { statement.reset() }
             guard try statement.step() else { return nil }
             let sequence = statement.uint64(0)
             guard let hash = ChainHash(bytes: statement.blob(1)) else {
                 throw EventLogError.corrupted(position: sequence, reason: "the snapshot's chain hash is not 32 bytes")
-            }
-            guard !statement.isNull(4) else {
-                throw EventLogError.corrupted(position: sequence, reason: "a snapshot names event \(sequence), which is missing (truncated log?)")
-            }
-            guard statement.blob(4) == hash.bytes else {
-                throw EventLogError.corrupted(position: sequence, reason: "the snapshot's chain hash differs from event \(sequence)'s")
             }
             return Snapshot(sequence: sequence, chainHash: hash, state: statement.blob(2), digest: statement.blob(3))
         } catch let error as EventLogError {
@@ -188,5 +180,19 @@ enum SQLiteSchema {
         } catch {
             throw .unavailable(String(describing: error))
         }
+    }
+
+    /// Refuses to write on after a tail that differs from the head recorded at the last commit (rows
+    /// removed, added or replaced by hand): appending there would bury the damage.
+    static func checkTailMatchesHead(_ db: SQLiteConnection) throws {
+        let head = try recordedHead(db)
+        let statement = try db.statement("SELECT sequence, chain_hash FROM events ORDER BY sequence DESC LIMIT 1")
+        defer { statement.reset() }
+        let last = try statement.step() ? LogHead(sequence: statement.uint64(0), chainHash: ChainHash(bytes: statement.blob(1)) ?? .genesis) : .genesis
+        guard last != head else { return }
+        let position = min(last.sequence, head.sequence) + (last.sequence == head.sequence ? 0 : 1)
+        throw EventLogError.corrupted(position: position, reason:
+            "the last stored event is \(last.sequence) but the last commit recorded \(head.sequence) (or a different hash); "
+                + "refusing to write. Run `lockstep history verify` on this data directory")
     }
 }

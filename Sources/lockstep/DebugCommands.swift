@@ -56,9 +56,27 @@ extension DebugCommand {
                                 commands.append(.completeStep(node: node.id, token: FencingToken(1)))
                             }
                             for command in commands {
-                                let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())
-                                AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
-                                    + "\(RecordedEvent.stream(of: id)) \(result.receipt.streamVersion)\n")
+                                do throws(CommandError) {
+                                    let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())
+                                    AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
+                                        + "\(RecordedEvent.stream(of: id)) \(result.receipt.streamVersion)\n")
+                                } catch {
+                                    // After a refusal, try a few more appends: with fail-stop every one is refused
+                                    // too, and the crash tests check that no `ack` ever follows a `refused`.
+                                    AckWriter.write("refused \(error.code)\n")
+                                    for probe in 0..<3 {
+                                        let probeID = MigrationID("probe-\(tag)-\(writer)-\(probe)")
+                                        do throws(CommandError) {
+                                            let result = try await coordinator.execute(.start(id: probeID, plan: plan), migration: probeID,
+                                                                                       context: context, now: WallClock.now())
+                                            AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
+                                                + "\(RecordedEvent.stream(of: probeID)) \(result.receipt.streamVersion)\n")
+                                        } catch {
+                                            AckWriter.write("refused \(error.code)\n")
+                                        }
+                                    }
+                                    throw error
+                                }
                             }
                         }
                     }

@@ -52,11 +52,24 @@ import Testing
         let snapshot = try #require(try await log.latestSnapshot())
         #expect(snapshot.sequence == 25)
         #expect(try await log.head().sequence == 27)
-        let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path))
+        let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path, mode: .readOnly))
         let full = try await History.replay(log)
         #expect(await restarted.digest == full.digest)
         #expect(await restarted.digest == (await coordinator.digest))
         #expect(try await HistoryVerifier.verify(log).snapshotChecked == snapshot.sequence)
+    }
+
+    @Test func startUpReadsOnlyTheTailAfterTheSnapshot() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        #expect(try await coordinator.saveSnapshot() == 25)
+        let live = await coordinator.digest
+        // Damage an event before the snapshot: a full replay must fail there; start-up must not read it.
+        try flipByte(path, table: "events", column: "record", sequence: 3, offset: 5)
+        let log = try SQLiteEventLog(path: path, mode: .readOnly)
+        await #expect(throws: EventLogError.self) { try await History.replay(log) }
+        #expect(await (try Coordinator.open(log: log)).digest == live)
     }
 
     @Test func aSnapshotWhoseStateWasAlteredIsRefused() async throws {
@@ -66,7 +79,7 @@ import Testing
         let sequence = try #require(try await coordinator.saveSnapshot())
         try flipByte(path, table: "snapshots", column: "state", sequence: sequence, offset: 20)
         await #expect(throws: EventLogError.corrupted(position: sequence, reason: "the snapshot's digest does not match its state bytes")) {
-            try await Coordinator.open(log: try SQLiteEventLog(path: path))
+            try await Coordinator.open(log: try SQLiteEventLog(path: path, mode: .readOnly))
         }
     }
 
@@ -74,17 +87,62 @@ import Testing
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite"))
         let id = MigrationID("race")
         _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
-        let granted = await withTaskGroup(of: Bool.self) { group in
+        let outcomes = await withTaskGroup(of: CommandError?.self) { group in
             for index in 0..<16 {
                 group.addTask {
-                    (try? await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-\(index)", ttlMillis: 1_000),
-                                                    migration: id, context: agent, now: t(1))) != nil
+                    do throws(CommandError) {
+                        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-\(index)", ttlMillis: 1_000),
+                                                          migration: id, context: agent, now: t(1))
+                        return nil
+                    } catch { return error }
                 }
             }
-            return await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            return await group.reduce(into: [CommandError?]()) { $0.append($1) }
         }
-        #expect(granted == 1)
+        #expect(outcomes.filter { $0 == nil }.count == 1)
+        // Every loser was refused by the state machine, never by an optimistic-concurrency conflict.
+        #expect(outcomes.compactMap { $0 } == Array(repeating: .rejected(.nodeNotReady(NodeID("step-0"), status: .running, waitingOn: [])), count: 15))
         #expect(await coordinator.state.migrations[id]?.node(NodeID("step-0"))?.lastToken == FencingToken(1))
+    }
+
+    @Test func aStartForAnotherMigrationIdIsRejected() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        await #expect(throws: CommandError.rejected(.invalidArgument("the start command names migration b but targets a"))) {
+            try await coordinator.execute(.start(id: MigrationID("b"), plan: ExamplePlans.chain(length: 1)), migration: MigrationID("a"),
+                                          context: user, now: t(0))
+        }
+        #expect(await log.head().sequence == 0)
+    }
+
+    @Test func commandsWaitingOnOneMigrationAreBounded() async throws {
+        let log = GatedEventLog()
+        let coordinator = try await Coordinator.open(log: log, commandsWaitingPerMigrationMax: 1)
+        let id = MigrationID("m")
+        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        await log.close()
+        let finished = Counter()
+        func pause(_ index: Int) -> Task<String, Never> {
+            Task {
+                defer { finished.increment() }
+                do throws(CommandError) {
+                    _ = try await coordinator.execute(.pause(reason: "p\(index)"), migration: id, context: user, now: t(1))
+                    return "ok"
+                } catch { return error.code }
+            }
+        }
+        // The first command holds the migration while its append waits at the gate.
+        let first = pause(0)
+        try await waitUntil { await log.held == 1 }
+        // Of four more, one may wait for its turn; three are refused at once, with the gate still closed.
+        let others = (1...4).map(pause)
+        try await waitUntil { finished.value == 3 }
+        await log.open()
+        var codes = [await first.value]
+        for task in others { codes.append(await task.value) }
+        #expect(codes.filter { $0 == "ok" }.count == 1)
+        #expect(codes.filter { $0 == "migration_overloaded" }.count == 3)
+        #expect(codes.filter { $0 == "already_paused" }.count == 1)
     }
 
     @Test func aRejectedCommandAppendsNothing() async throws {

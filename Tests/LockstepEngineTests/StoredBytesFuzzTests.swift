@@ -35,7 +35,7 @@ import Testing
                 rejected += 1
             }
         }
-        #expect(decoded + rejected == 5_000)
+        #expect(decoded > 100, "some mutations keep a valid record (e.g. a changed string byte)")
         #expect(rejected > 1_000, "the mutations must produce invalid records")
     }
 

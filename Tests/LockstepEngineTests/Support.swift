@@ -164,11 +164,14 @@ func queryText(_ path: String, _ sql: String) throws -> String? {
     return String(cString: text)
 }
 
-/// Copies a database (checkpointing it first so the copy is complete) into a new directory; returns the directory.
+/// Copies a database with its WAL into a new directory, without opening the original (which may be
+/// a fixture in the source tree), then checkpoints the copy so it is one self-contained file.
 func copyDatabase(_ path: String) throws -> String {
-    try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
     let directory = temporaryDirectory()
-    try FileManager.default.copyItem(atPath: path, toPath: directory + "/events.sqlite")
+    for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: path + suffix) {
+        try FileManager.default.copyItem(atPath: path + suffix, toPath: directory + "/events.sqlite" + suffix)
+    }
+    try editDatabase(directory + "/events.sqlite", "PRAGMA wal_checkpoint(TRUNCATE)")
     return directory
 }
 
@@ -202,4 +205,55 @@ func recordScenario(on coordinator: Coordinator) async throws {
     try await run(.resume, side, user)
     try await run(.leaseStep(node: NodeID("step-0"), agent: "cache-agent", ttlMillis: 5_000), side, agent)
     try await run(.abort(reason: "superseded by plan v2"), side, user)
+}
+
+/// An in-memory log whose appends can be held at a gate, so a test can see what happens while a
+/// commit is in flight. Reads pass straight through.
+actor GatedEventLog: EventLog {
+    private let inner = InMemoryEventLog()
+    private var isOpen = true
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    /// Appends currently held at the gate.
+    private(set) var held = 0
+
+    func close() { isOpen = false }
+
+    func open() {
+        isOpen = true
+        for waiter in waiters { waiter.resume() }
+        waiters.removeAll()
+    }
+
+    func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
+        if !isOpen {
+            held += 1
+            await withCheckedContinuation { waiters.append($0) }
+            held -= 1
+        }
+        return try await inner.append(request)
+    }
+
+    func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        try await inner.read(after: sequence, limit: limit)
+    }
+    func head() async throws(EventLogError) -> LogHead { await inner.head() }
+    func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await inner.streamVersion(of: stream) }
+    func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) { try await inner.saveSnapshot(snapshot) }
+    func latestSnapshot() async throws(EventLogError) -> Snapshot? { await inner.latestSnapshot() }
+}
+
+/// Polls `condition` every 5 ms until it holds; fails after `seconds`.
+func waitUntil(seconds: Double = 10, _ condition: () async -> Bool) async throws {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1_000))
+    while !(await condition()) {
+        guard ContinuousClock.now < deadline else { throw TestFailure("condition not met within \(seconds) s") }
+        try await Task.sleep(for: .milliseconds(5))
+    }
+}
+
+/// A thread-safe count, for tasks to report progress to a test.
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func increment() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

@@ -20,10 +20,11 @@ import Testing
     }
 
     /// A tampered copy of the scenario's database, altered by `edit`, then `lockstep history verify` on it.
-    func tamperedCopy(edit: (String) throws -> Void) async throws -> ProcessOutput {
+    func tamperedCopy(snapshotAt snapshot: Bool = false, edit: (String) throws -> Void) async throws -> ProcessOutput {
         let directory = temporaryDirectory()
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: directory + "/events.sqlite"), snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
+        if snapshot { _ = try await coordinator.saveSnapshot() }
         let copy = try copyDatabase(directory + "/events.sqlite")
         try edit(copy + "/events.sqlite")
         return try await runLockstep(["history", "verify", "--data", copy])
@@ -62,6 +63,30 @@ import Testing
         let result = try await tamperedCopy("DELETE FROM events WHERE sequence > 20")
         #expect(result.status == 1)
         #expect(result.stderr.contains("corrupted at sequence 21: the log ends at event 20 but its last commit recorded event \(Self.eventsInScenario)"))
+    }
+
+    @Test func withASnapshotAtTheHeadEachAlterationIsStillFoundAtItsOwnPosition() async throws {
+        // A snapshot at 25 must not move the reported position to 25.
+        let truncated = try await tamperedCopy(snapshotAt: true) { try editDatabase($0, "DELETE FROM events WHERE sequence > 20") }
+        #expect(truncated.status == 1)
+        #expect(truncated.stderr.contains("corrupted at sequence 21:"), "\(truncated.stderr)")
+        let swapped = try await tamperedCopy(snapshotAt: true) {
+            try editDatabase($0, """
+                UPDATE events SET sequence = -1 WHERE sequence = 24;
+                UPDATE events SET sequence = 24 WHERE sequence = 25;
+                UPDATE events SET sequence = 25 WHERE sequence = -1;
+                """)
+        }
+        #expect(swapped.status == 1)
+        #expect(swapped.stderr.contains("corrupted at sequence 24: the chain hash does not match"), "\(swapped.stderr)")
+        let flipped = try await tamperedCopy(snapshotAt: true) { try flipByte($0, table: "events", column: "record", sequence: 2, offset: 4) }
+        #expect(flipped.stderr.contains("corrupted at sequence 2: the chain hash does not match"), "\(flipped.stderr)")
+    }
+
+    @Test func anAlteredSnapshotIsFoundAtItsSequence() async throws {
+        let result = try await tamperedCopy(snapshotAt: true) { try flipByte($0, table: "snapshots", column: "state", sequence: 25, offset: 30) }
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("corrupted at sequence 25: the snapshot at 25 does not match the replayed state"))
     }
 
     @Test func anEditedVersionColumnIsFound() async throws {

@@ -125,6 +125,13 @@ import Testing
         }
         #expect(try await log.latestSnapshot()?.sequence == 5)
         #expect(try await log.latestSnapshot()?.state == bytes("state5"))
+        let kept: Int
+        switch log {
+        case let memory as InMemoryEventLog: kept = await memory.snapshotCount
+        case let sqlite as SQLiteEventLog: kept = try await sqlite.snapshotCount()
+        default: kept = -1
+        }
+        #expect(kept == EventLogLimits.snapshotsRetainedMax)
         await #expect(throws: EventLogError.invalidRequest("snapshot at 6 does not match an event of this log")) {
             try await log.saveSnapshot(Snapshot(sequence: 6, chainHash: .genesis, state: [], digest: [UInt8](repeating: 0, count: 32)))
         }

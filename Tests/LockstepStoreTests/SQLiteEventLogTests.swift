@@ -27,6 +27,17 @@ import Testing
         }
     }
 
+    @Test func readsAreCappedAtTheReadLimit() async throws {
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        var version: UInt64 = 0
+        while version < UInt64(EventLogLimits.readPageEventsMax) + 500 {
+            let records = [[UInt8]](repeating: bytes("e"), count: EventLogLimits.appendRequestEventsMax)
+            version = try await log.append(AppendRequest(stream: "a", expectedVersion: version, records: records)).streamVersion
+        }
+        #expect(try await log.read(after: 0, limit: Int.max).count == EventLogLimits.readPageEventsMax)
+        #expect(try await log.read(after: 0, limit: EventLogLimits.readPageEventsMax - 1).count == EventLogLimits.readPageEventsMax - 1)
+    }
+
     @Test func concurrentAppendsShareCommits() async throws {
         let commits = Mutex<[(events: Int, appends: Int)]>([])
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { events, appends in
@@ -51,7 +62,10 @@ import Testing
     }
 
     @Test func aConflictInsideABatchDoesNotFailItsNeighbours() async throws {
-        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        let batched = Mutex(0)
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { _, appends in
+            if appends > 1 { batched.withLock { $0 += 1 } }
+        }
         let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<32 {
                 group.addTask {
@@ -69,13 +83,81 @@ import Testing
         }
         #expect(outcomes.filter { $0 }.count == 16 + 1)
         #expect(try await log.head().sequence == 17)
+        #expect(batched.withLock { $0 } > 0, "no commit carried more than one append, so nothing was tested")
+    }
+
+    @Test func aSecondWriterOnTheSameDataIsRefused() throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let first = try SQLiteEventLog(path: path)
+        #expect(throws: EventLogError.unavailable(
+            "another process is writing this log (\(path).lock is locked); one Lockstep process writes a data directory at a time")) {
+            try SQLiteEventLog(path: path)
+        }
+        // Readers (governance commands) need no lock.
+        _ = try SQLiteEventLog(path: path, mode: .readOnly)
+        withExtendedLifetime(first) {}
+    }
+
+    @Test func writingIsRefusedWhenTheTailDiffersFromTheRecordedHead() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        do {
+            let log = try SQLiteEventLog(path: path)
+            _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1"), bytes("2"), bytes("3")]))
+        }
+        var db: OpaquePointer?
+        #expect(sqlite3_open(path, &db) == SQLITE_OK)
+        #expect(sqlite3_exec(db, "DELETE FROM events WHERE sequence = 3", nil, nil, nil) == SQLITE_OK)
+        sqlite3_close(db)
+        #expect(throws: EventLogError.corrupted(position: 3, reason:
+            "the last stored event is 2 but the last commit recorded 3 (or a different hash); refusing to write. Run `lockstep history verify` on this data directory")) {
+            try SQLiteEventLog(path: path)
+        }
+        // Still readable, so it can be examined.
+        _ = try SQLiteEventLog(path: path, mode: .readOnly)
+    }
+
+    @Test func theAppendQueueIsBounded() async throws {
+        var options = SQLiteEventLog.Options()
+        options.appendQueueEventsMax = 2
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options)
+        await #expect(throws: EventLogError.overloaded("0 events are waiting for a commit; the limit is 2 events")) {
+            try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1"), bytes("2"), bytes("3")]))
+        }
+        #expect(try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1"), bytes("2")])).lastSequence == 2)
+        // Under a burst, some appends are refused and the rest land; nothing else happens.
+        let outcomes = await withTaskGroup(of: String.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    do throws(EventLogError) {
+                        _ = try await log.append(AppendRequest(stream: "s\(index)", expectedVersion: 0, records: [bytes("x")]))
+                        return "ok"
+                    } catch { return error.code }
+                }
+            }
+            return await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(Set(outcomes).isSubset(of: ["ok", "log_overloaded"]))
+        #expect(try await log.head().sequence == 2 + UInt64(outcomes.filter { $0 == "ok" }.count))
+    }
+
+    @Test func checkpointsRunEveryIntervalAndKeepTheLogWhole() async throws {
+        var options = SQLiteEventLog.Options()
+        options.checkpointIntervalCommits = 3
+        let path = temporaryDirectory() + "/events.sqlite"
+        let log = try SQLiteEventLog(path: path, options: options)
+        for version in 0..<10 {
+            _ = try await log.append(AppendRequest(stream: "a", expectedVersion: UInt64(version), records: [bytes("\(version)")]))
+        }
+        #expect(try await readAll(log).count == 10)
     }
 
     @Test func anotherWriterOnTheSameFileInvalidatesTheVersionCache() async throws {
         // Two logs on one file stand for two processes: the second writes behind the first one's back.
         let path = temporaryDirectory() + "/events.sqlite"
-        let first = try SQLiteEventLog(path: path)
-        let second = try SQLiteEventLog(path: path)
+        var twoWriters = SQLiteEventLog.Options()
+        twoWriters.exclusiveWriter = false
+        let first = try SQLiteEventLog(path: path, options: twoWriters)
+        let second = try SQLiteEventLog(path: path, options: twoWriters)
         _ = try await first.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1")]))
         _ = try await second.append(AppendRequest(stream: "a", expectedVersion: 1, records: [bytes("2")]))
         // `first` remembers version 1; it must notice the head moved and check the stream again.
