@@ -1,8 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Dependency direction: LockstepCore ← LockstepWire ← LockstepStore ← LockstepEngine ← lockstep (CLI).
-// LockstepCore depends on the standard library only.
+// Dependency direction: LockstepCore ← LockstepWire ← LockstepEngine ← lockstep (CLI), and
+// LockstepStore (byte-level, knows no protobuf) ← LockstepEngine. LockstepCore depends on the
+// standard library only. See docs/architecture.md.
 let package = Package(
     name: "Lockstep",
     platforms: [.macOS(.v15)],
