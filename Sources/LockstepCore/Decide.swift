@@ -9,11 +9,11 @@ extension MigrationState {
     ///
     /// Pure: the same arguments always give the same decision. All validation happens here.
     public static func decide(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start(let id, let plan) = command {
+        if case .start(let id, let plan, let startedBy) = command {
             if let state { return .rejected(.migrationAlreadyExists(state.id)) }
             if let problem = validateIdentifier(id.rawValue, what: "migration id") { return .rejected(.invalidArgument(problem)) }
             if let problem = PlanValidation.problem(in: plan) { return .rejected(.invalidPlan(problem)) }
-            return .accepted([.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: now))])
+            return .accepted([.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: now, startedBy: startedBy))])
         }
         guard let state else { return .rejected(.invalidArgument("the migration does not exist")) }
         if state.status.isSettled { return .rejected(.migrationSettled(state.id, status: state.status)) }
@@ -21,64 +21,195 @@ extension MigrationState {
         case .start:
             return .rejected(.migrationAlreadyExists(state.id))
         case .leaseStep(let node, let agent, let ttlMillis):
-            return state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
+            if let problem = validateIdentifier(agent, what: "agent id") { return .rejected(.invalidArgument(problem)) }
+            guard (CoreLimits.leaseTTLMillisMin...CoreLimits.leaseTTLMillisMax).contains(ttlMillis) else {
+                return .rejected(.invalidArgument(
+                    "lease TTL \(ttlMillis) ms is outside \(CoreLimits.leaseTTLMillisMin)...\(CoreLimits.leaseTTLMillisMax) ms"))
+            }
+            return state.status == .aborting
+                ? state.decideRollbackLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
+                : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
         case .completeStep(let node, let token):
-            return state.decideReport(node: node, token: token) { nodeState in
-                var events: [MigrationEvent] = [.stepCompleted(StepCompleted(node: node, attempt: nodeState.attempts, token: token))]
-                let othersDone = state.nodes.allSatisfy { $0.id == node || $0.status == .succeeded }
-                if othersDone { events.append(.migrationSucceeded) }
-                return events
+            return state.decideReport(node: node, token: token) { nodeState, lease in
+                state.completion(of: node, lease: lease, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts)
             }
         case .failStep(let node, let token, let reason, let retryable):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
-            return state.decideReport(node: node, token: token) { nodeState in
-                let failed = StepFailed(node: node, attempt: nodeState.attempts, token: token, reason: reason, retryable: retryable)
-                let maxAttempts = state.plan.node(node)?.maxAttempts ?? 1
-                guard retryable && nodeState.attempts < maxAttempts else {
-                    return [.stepFailed(failed), .migrationFailed(node: node, reason: reason)]
-                }
-                return [.stepFailed(failed)]
+            return state.decideReport(node: node, token: token) { nodeState, lease in
+                state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
+        case .approve(let node, let approver, let groups, let comment):
+            return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: true)
+        case .reject(let node, let approver, let groups, let comment):
+            return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: false)
         case .pause(let reason):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
-            if state.status == .paused { return .rejected(.alreadyPaused(state.id)) }
-            return .accepted([.migrationPaused(reason: reason)])
+            switch state.status {
+            case .paused: return .rejected(.alreadyPaused(state.id))
+            case .aborting: return .rejected(.migrationNotRunning(state.id, status: state.status))
+            default: return .accepted([.migrationPaused(reason: reason)])
+            }
         case .resume:
             guard state.status == .paused else { return .rejected(.notPaused(state.id, status: state.status)) }
             return .accepted([.migrationResumed])
         case .abort(let reason):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
-            return .accepted([.migrationAborted(reason: reason)])
+            guard state.status != .aborting else { return .rejected(.migrationNotRunning(state.id, status: state.status)) }
+            return .accepted(state.abort(reason: reason))
+        case .enforceDeadlines:
+            guard state.status == .running || state.status == .paused, let passed = state.passedDeadline(at: now) else {
+                return .rejected(.noDeadlinePassed(state.id))
+            }
+            return .accepted(state.abort(reason: passed))
         }
     }
 
+    // MARK: - Steps
+
     private func decideLease(node: NodeID, agent: String, ttlMillis: Int64, now: Instant) -> Decision {
-        if let problem = Self.validateIdentifier(agent, what: "agent id") { return .rejected(.invalidArgument(problem)) }
-        guard (CoreLimits.leaseTTLMillisMin...CoreLimits.leaseTTLMillisMax).contains(ttlMillis) else {
-            return .rejected(.invalidArgument(
-                "lease TTL \(ttlMillis) ms is outside \(CoreLimits.leaseTTLMillisMin)...\(CoreLimits.leaseTTLMillisMax) ms"))
-        }
         guard status == .running else { return .rejected(.migrationNotRunning(id, status: status)) }
         guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
-        guard isReady(node) else {
+        guard nodeState.status == .pending, needsSatisfied(node) else {
             let waitingOn = nodeState.status == .pending ? spec.needs.filter { self.node($0)?.status != .succeeded } : []
             return .rejected(.nodeNotReady(node, status: nodeState.status, waitingOn: waitingOn))
         }
-        let leased = StepLeased(
+        if let rejection = nodeState.rejection { return .rejected(.gateRejected(node, by: rejection.approver)) }
+        if let gate = spec.approval, nodeState.approvals.count < Int(gate.minimum) {
+            return .rejected(.awaitingApproval(node, approvals: nodeState.approvals.count, needed: Int(gate.minimum)))
+        }
+        if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
+        return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
-            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis))
-        return .accepted([.stepLeased(leased)])
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward))])
+    }
+
+    private func decideRollbackLease(node: NodeID, agent: String, ttlMillis: Int64, now: Instant) -> Decision {
+        guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
+        guard rollbackQueue.first == node, nodeState.lease == nil else {
+            return .rejected(.noRollbackDue(node, next: nodeState.lease == nil ? rollbackQueue.first : nil))
+        }
+        if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
+        return .accepted([.stepLeased(StepLeased(
+            node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback))])
     }
 
     /// Checks that a report comes from the live lease holder, then lets `events` say what it means.
-    private func decideReport(node: NodeID, token: FencingToken, events: (NodeState) -> [MigrationEvent]) -> Decision {
+    private func decideReport(node: NodeID, token: FencingToken, events: (NodeState, StepLease) -> [MigrationEvent]) -> Decision {
         guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
         guard token == nodeState.lastToken else {
             return .rejected(.staleFencingToken(node, current: nodeState.lastToken, presented: token))
         }
-        guard nodeState.status == .running, nodeState.lease != nil else { return .rejected(.noActiveLease(node)) }
-        return .accepted(events(nodeState))
+        guard let lease = nodeState.lease else { return .rejected(.noActiveLease(node)) }
+        return .accepted(events(nodeState, lease))
     }
+
+    private func completion(of node: NodeID, lease: StepLease, attempt: UInt32) -> [MigrationEvent] {
+        var events: [MigrationEvent] = [.stepCompleted(StepCompleted(node: node, attempt: attempt, token: lease.token, kind: lease.kind))]
+        switch lease.kind {
+        case .forward:
+            if status != .aborting && nodes.allSatisfy({ $0.id == node || $0.status == .succeeded }) { events.append(.migrationSucceeded) }
+        case .rollback:
+            if rollbackQueue == [node] { events.append(.migrationRolledBack) }
+        }
+        return events
+    }
+
+    private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant) -> [MigrationEvent] {
+        let retry = plan.node(node)?.retry ?? RetryPolicy()
+        let attempt = lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts
+        let willRetry = retryable && attempt < retry.maxAttempts
+        let retryAt = willRetry ? now.adding(milliseconds: retry.backoffMillis(afterAttempt: attempt)) : nil
+        let failed = MigrationEvent.stepFailed(StepFailed(
+            node: node, attempt: attempt, token: lease.token, reason: reason, retryable: retryable, kind: lease.kind, retryAt: retryAt))
+        if willRetry { return [failed] }
+        switch lease.kind {
+        case .rollback:
+            return [failed, .migrationFailed(node: node, reason: "its rollback failed: \(reason)")]
+        case .forward:
+            if status == .aborting { return [failed] }  // a step abandoned by the abort reported late: nothing more
+            var after = self
+            after.evolve(failed)
+            let why = "node \(node) failed after \(attempt) attempt\(attempt == 1 ? "" : "s"): \(reason)"
+            return plan.node(node)?.onFailure == .pause ? [failed, .migrationPaused(reason: why)] : [failed] + after.abort(reason: why)
+        }
+    }
+
+    // MARK: - Gates
+
+    private func decideGate(node: NodeID, approver: String, groups: [String], comment: String, now: Instant, approve: Bool) -> Decision {
+        if let problem = Self.validateIdentifier(approver, what: "approver") { return .rejected(.invalidArgument(problem)) }
+        if let problem = Self.validateReason(comment) { return .rejected(.invalidArgument(problem)) }
+        if !approve && comment.isEmpty { return .rejected(.invalidArgument("a rejection needs a comment saying why")) }
+        guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
+        guard spec.approval != nil else { return .rejected(.noGate(node)) }
+        guard status == .running || status == .paused else { return .rejected(.migrationNotRunning(id, status: status)) }
+        guard nodeState.status == .pending else { return .rejected(.gateClosed(node, status: nodeState.status)) }
+        if let rejection = nodeState.rejection { return .rejected(.gateRejected(node, by: rejection.approver)) }
+        guard approver != startedBy else { return .rejected(.requesterCannotApprove(node, approver: approver)) }
+        let allowed = plan.approverGroups(for: spec)
+        guard groups.contains(where: allowed.contains) else { return .rejected(.notAnApprover(node, approver: approver, groups: allowed)) }
+        guard !nodeState.approvals.contains(where: { $0.approver == approver }) else { return .rejected(.alreadyDecided(node, approver: approver)) }
+        let decision = ApprovalDecision(node: node, approver: approver, comment: comment, at: now)
+        guard approve else {
+            let reason = "the gate on \(node) was rejected by \(approver): \(comment)"
+            return .accepted(status == .paused ? [.approvalRejected(decision)] : [.approvalRejected(decision), .migrationPaused(reason: reason)])
+        }
+        return .accepted([.approvalGranted(decision)])
+    }
+
+    // MARK: - Abort and deadlines
+
+    /// The events that begin an abort: the report of what will be undone, and `migrationRolledBack`
+    /// at once when no rollback step is needed.
+    func abort(reason: String) -> [MigrationEvent] {
+        var report = AbortReport(reason: reason)
+        // Steps running now may have done part of their work: undo them first.
+        report.abandoned = nodes.filter { $0.status == .running }.map(\.id)
+        var blocked = false
+        for id in report.abandoned + completionOrder.reversed() {
+            guard let spec = plan.node(id) else { continue }
+            if blocked {
+                report.cannotUndo.append(id)
+            } else if spec.irreversible {
+                report.cannotUndo.append(id)
+                report.blockedBy = id
+                blocked = true
+            } else if spec.rollback == nil {
+                report.nothingToUndo.append(id)
+            } else {
+                report.rollback.append(id)
+            }
+        }
+        report.skipped = nodes.filter { $0.status == .pending }.map(\.id)
+        return report.rollback.isEmpty ? [.migrationAborted(report), .migrationRolledBack] : [.migrationAborted(report)]
+    }
+
+    /// A sentence naming the first deadline (the migration's, then nodes' in plan order) passed at `now`.
+    func passedDeadline(at now: Instant) -> String? {
+        if let millis = plan.deadlineMillis, startedAt.adding(milliseconds: millis) <= now {
+            return "the migration's deadline passed at \(startedAt.adding(milliseconds: millis))"
+        }
+        for spec in plan.nodes {
+            guard let millis = spec.deadlineMillis, startedAt.adding(milliseconds: millis) <= now,
+                  let state = node(spec.id), state.status != .succeeded else { continue }
+            return "node \(spec.id)'s deadline passed at \(startedAt.adding(milliseconds: millis))"
+        }
+        return nil
+    }
+
+    /// The next instant at which `enforceDeadlines` would act, for the engine's timer.
+    public var nextDeadline: Instant? {
+        guard status == .running || status == .paused else { return nil }
+        var candidates: [Instant] = []
+        if let millis = plan.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
+        for spec in plan.nodes where node(spec.id)?.status != .succeeded {
+            if let millis = spec.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
+        }
+        return candidates.min()
+    }
+
+    // MARK: - Input checks
 
     /// A sentence saying what is wrong with `value` as an identifier, or nil when it is fine.
     static func validateIdentifier(_ value: String, what: String) -> String? {
@@ -88,9 +219,9 @@ extension MigrationState {
         }
         let allowed = value.utf8.allSatisfy { byte in
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == 0x2D || byte == 0x5F || byte == 0x2E
+                || byte == 0x2D || byte == 0x5F || byte == 0x2E || byte == 0x40 || byte == 0x3A
         }
-        return allowed ? nil : "\(what) \"\(value)\" may only contain letters, digits, '-', '_' and '.'"
+        return allowed ? nil : "\(what) \"\(value)\" may only contain letters, digits, '-', '_', '.', '@' and ':'"
     }
 
     static func validateReason(_ reason: String) -> String? {

@@ -23,7 +23,7 @@ extension MigrationState {
     /// The state right after `started`.
     init(started: MigrationStarted) {
         self.init(
-            id: started.migration, plan: started.plan, status: .running, startedAt: started.startedAt,
+            id: started.migration, plan: started.plan, status: .running, startedAt: started.startedAt, startedBy: started.startedBy,
             statusReason: nil, nodes: started.plan.nodes.map { NodeState(id: $0.id) }, version: 1)
     }
 
@@ -33,22 +33,48 @@ extension MigrationState {
             break
         case .stepLeased(let leased):
             updateNode(leased.node) { node in
-                node.status = .running
-                node.attempts = max(node.attempts, leased.attempt)
                 node.lastToken = max(node.lastToken, leased.token)
-                node.lease = StepLease(token: leased.token, agent: leased.agent, grantedAt: leased.grantedAt, expiresAt: leased.expiresAt)
+                node.lease = StepLease(token: leased.token, agent: leased.agent, grantedAt: leased.grantedAt,
+                                       expiresAt: leased.expiresAt, kind: leased.kind)
+                node.retryAt = nil
+                switch leased.kind {
+                case .forward:
+                    node.status = .running
+                    node.attempts = max(node.attempts, leased.attempt)
+                case .rollback:
+                    node.status = .rollingBack
+                    node.rollbackAttempts = max(node.rollbackAttempts, leased.attempt)
+                }
             }
         case .stepCompleted(let completed):
+            guard nodeIndex(completed.node) != nil else { break }
             updateNode(completed.node) { node in
-                node.status = .succeeded
                 node.lease = nil
+                node.status = completed.kind == .forward ? .succeeded : .rolledBack
+            }
+            switch completed.kind {
+            case .forward: completionOrder.append(completed.node)
+            case .rollback: rollbackQueue.removeAll { $0 == completed.node }
             }
         case .stepFailed(let failed):
-            let maxAttempts = plan.node(failed.node)?.maxAttempts ?? 1
             updateNode(failed.node) { node in
                 node.lease = nil
                 node.lastFailure = failed.reason
-                node.status = failed.retryable && node.attempts < maxAttempts ? .pending : .failed
+                node.retryAt = failed.retryAt
+                switch failed.kind {
+                // A retry makes the node pending again; otherwise it failed for good.
+                case .forward: node.status = failed.retryAt != nil ? .pending : .failed
+                // It stays at the front of the rollback queue; a retry leases it from there.
+                case .rollback: node.status = .failed
+                }
+            }
+        case .approvalGranted(let decision):
+            updateNode(decision.node) { node in
+                node.approvals.append(GateDecision(approver: decision.approver, comment: decision.comment, at: decision.at))
+            }
+        case .approvalRejected(let decision):
+            updateNode(decision.node) { node in
+                node.rejection = GateDecision(approver: decision.approver, comment: decision.comment, at: decision.at)
             }
         case .migrationPaused(let reason):
             status = .paused
@@ -56,29 +82,38 @@ extension MigrationState {
         case .migrationResumed:
             status = .running
             statusReason = nil
-        case .migrationAborted(let reason):
-            status = .aborted
-            statusReason = reason
-            releaseLeases()
+        case .migrationAborted(let report):
+            status = .aborting
+            statusReason = report.reason
+            rollbackQueue = report.rollback
+            cannotUndo = report.cannotUndo
+            for id in report.abandoned {
+                updateNode(id) { node in
+                    node.lease = nil
+                    node.status = .failed
+                    node.lastFailure = "abandoned by abort"
+                }
+            }
+            for id in report.skipped { updateNode(id) { $0.status = .skipped } }
+            for id in report.nothingToUndo { updateNode(id) { $0.status = .rolledBack } }
+        case .migrationRolledBack:
+            status = .rolledBack
+            rollbackQueue = []
         case .migrationSucceeded:
             status = .succeeded
             statusReason = nil
         case .migrationFailed(let node, let reason):
             status = .failed
             statusReason = "node \(node) failed: \(reason)"
-            releaseLeases()
+            for index in nodes.indices where nodes[index].lease != nil {
+                nodes[index].lease = nil
+                nodes[index].status = .failed
+            }
         }
     }
 
     private mutating func updateNode(_ id: NodeID, _ change: (inout NodeState) -> Void) {
         guard let index = nodeIndex(id) else { return }
         change(&nodes[index])
-    }
-
-    private mutating func releaseLeases() {
-        for index in nodes.indices where nodes[index].status == .running {
-            nodes[index].status = .pending
-            nodes[index].lease = nil
-        }
     }
 }

@@ -67,4 +67,14 @@ public enum CoreLimits {
     public static let leaseTTLMillisMax: Int64 = 86_400_000
     /// Shortest step lease, in milliseconds.
     public static let leaseTTLMillisMin: Int64 = 100
+    /// Largest `params` JSON of one action, in UTF-8 bytes.
+    public static let paramsBytesMax = 65_536
+    /// Most approvals one gate may require.
+    public static let approvalsMax: UInt32 = 16
+    /// Most owner groups one plan, service or gate may list.
+    public static let ownerGroupsMax = 32
+    /// Longest timeout, backoff or deadline, in milliseconds (30 days).
+    public static let durationMillisMax: Int64 = 30 * 86_400_000
+    /// Longest plan description, in UTF-8 bytes.
+    public static let descriptionBytesMax = 4_096
 }

@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 1
+    public static let canonicalFormat: UInt8 = 2
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -37,8 +37,12 @@ extension CanonicalWriter {
         plan(m.plan)
         string(m.status.rawValue)
         i64(m.startedAt.millisecondsSinceEpoch)
+        string(m.startedBy)
         optional(m.statusReason) { $0.string($1) }
         array(m.nodes) { $0.node($1) }
+        array(m.completionOrder) { $0.string($1.rawValue) }
+        array(m.rollbackQueue) { $0.string($1.rawValue) }
+        array(m.cannotUndo) { $0.string($1.rawValue) }
         u64(m.version)
     }
 
@@ -46,69 +50,156 @@ extension CanonicalWriter {
         string(p.name)
         u64(p.version)
         string(p.contentHash)
-        array(p.nodes) { w, n in
-            w.string(n.id.rawValue)
-            w.array(n.services) { $0.string($1) }
-            w.string(n.phase.rawValue)
-            w.string(n.action)
-            w.array(n.needs) { $0.string($1.rawValue) }
-            w.u32(n.maxAttempts)
+        string(p.description)
+        array(p.owners) { $0.string($1) }
+        array(p.services) { w, service in
+            w.string(service.name)
+            w.array(service.owners) { $0.string($1) }
         }
+        optional(p.deadlineMillis) { $0.i64($1) }
+        array(p.nodes) { $0.nodeSpec($1) }
+    }
+
+    mutating func nodeSpec(_ n: NodeSpec) {
+        string(n.id.rawValue)
+        array(n.services) { $0.string($1) }
+        string(n.phase.rawValue)
+        string(n.action)
+        string(n.paramsJSON)
+        array(n.needs) { $0.string($1.rawValue) }
+        optional(n.timeouts.scheduleToStartMillis) { $0.i64($1) }
+        optional(n.timeouts.startToCloseMillis) { $0.i64($1) }
+        optional(n.timeouts.heartbeatMillis) { $0.i64($1) }
+        u32(n.retry.maxAttempts)
+        i64(n.retry.backoffInitialMillis)
+        i64(n.retry.backoffMaxMillis)
+        u32(n.retry.backoffMultiplier)
+        optional(n.rollback) { w, rollback in
+            w.string(rollback.action)
+            w.string(rollback.paramsJSON)
+        }
+        optional(n.approval) { w, gate in
+            w.u32(gate.minimum)
+            w.array(gate.from) { $0.string($1) }
+        }
+        optional(n.deadlineMillis) { $0.i64($1) }
+        bool(n.irreversible)
+        string(n.onFailure.rawValue)
     }
 
     mutating func node(_ n: NodeState) {
         string(n.id.rawValue)
         string(n.status.rawValue)
         u32(n.attempts)
+        u32(n.rollbackAttempts)
         u64(n.lastToken.rawValue)
         optional(n.lease) { w, lease in
             w.u64(lease.token.rawValue)
             w.string(lease.agent)
             w.i64(lease.grantedAt.millisecondsSinceEpoch)
             w.i64(lease.expiresAt.millisecondsSinceEpoch)
+            w.string(lease.kind.rawValue)
         }
         optional(n.lastFailure) { $0.string($1) }
+        optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
+        array(n.approvals) { $0.gateDecision($1) }
+        optional(n.rejection) { $0.gateDecision($1) }
+    }
+
+    mutating func gateDecision(_ d: GateDecision) {
+        string(d.approver)
+        string(d.comment)
+        i64(d.at.millisecondsSinceEpoch)
     }
 }
 
 extension CanonicalReader {
+    mutating func strings() throws(CanonicalDecodingError) -> [String] {
+        try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.string() }
+    }
+    mutating func nodeIDs() throws(CanonicalDecodingError) -> [NodeID] { try strings().map(NodeID.init) }
+    mutating func optionalI64() throws(CanonicalDecodingError) -> Int64? {
+        try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.i64() }
+    }
+    mutating func optionalString() throws(CanonicalDecodingError) -> String? {
+        try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.string() }
+    }
+
     mutating func migration() throws(CanonicalDecodingError) -> MigrationState {
         let id = MigrationID(try string())
         let plan = try plan()
         let status = try enumeration(MigrationStatus.self)
         let startedAt = Instant(millisecondsSinceEpoch: try i64())
-        let reason = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.string() }
+        let startedBy = try string()
+        let reason = try optionalString()
         let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.node() }
+        let completionOrder = try nodeIDs()
+        let rollbackQueue = try nodeIDs()
+        let cannotUndo = try nodeIDs()
         let version = try u64()
-        return MigrationState(id: id, plan: plan, status: status, startedAt: startedAt, statusReason: reason, nodes: nodes, version: version)
+        return MigrationState(id: id, plan: plan, status: status, startedAt: startedAt, startedBy: startedBy, statusReason: reason,
+                              nodes: nodes, completionOrder: completionOrder, rollbackQueue: rollbackQueue, cannotUndo: cannotUndo,
+                              version: version)
     }
 
     mutating func plan() throws(CanonicalDecodingError) -> PlanSnapshot {
         let name = try string()
         let version = try u64()
         let hash = try string()
-        let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> NodeSpec in
-            let id = NodeID(try r.string())
-            let services = try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.string() }
-            let phase = try r.enumeration(Phase.self)
-            let action = try r.string()
-            let needs = try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in NodeID(try r.string()) }
-            let maxAttempts = try r.u32()
-            return NodeSpec(id: id, services: services, phase: phase, action: action, needs: needs, maxAttempts: maxAttempts)
+        let description = try string()
+        let owners = try strings()
+        let services = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ServiceSpec in
+            ServiceSpec(name: try r.string(), owners: try r.strings())
         }
-        return PlanSnapshot(name: name, version: version, contentHash: hash, nodes: nodes)
+        let deadline = try optionalI64()
+        let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.nodeSpec() }
+        return PlanSnapshot(name: name, version: version, contentHash: hash, description: description, owners: owners,
+                            services: services, deadlineMillis: deadline, nodes: nodes)
+    }
+
+    mutating func nodeSpec() throws(CanonicalDecodingError) -> NodeSpec {
+        let id = NodeID(try string())
+        let services = try strings()
+        let phase = try enumeration(Phase.self)
+        let action = try string()
+        let params = try string()
+        let needs = try nodeIDs()
+        let timeouts = Timeouts(scheduleToStartMillis: try optionalI64(), startToCloseMillis: try optionalI64(), heartbeatMillis: try optionalI64())
+        let retry = RetryPolicy(maxAttempts: try u32(), backoffInitialMillis: try i64(), backoffMaxMillis: try i64(), backoffMultiplier: try u32())
+        let rollback = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> RollbackSpec in
+            RollbackSpec(action: try r.string(), paramsJSON: try r.string())
+        }
+        let approval = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ApprovalGate in
+            ApprovalGate(minimum: try r.u32(), from: try r.strings())
+        }
+        let deadline = try optionalI64()
+        let irreversible = try bool()
+        let onFailure = try enumeration(FailurePolicy.self)
+        return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
+                        retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
+                        onFailure: onFailure)
     }
 
     mutating func node() throws(CanonicalDecodingError) -> NodeState {
         let id = NodeID(try string())
         let status = try enumeration(NodeStatus.self)
         let attempts = try u32()
+        let rollbackAttempts = try u32()
         let lastToken = FencingToken(try u64())
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
-                      grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()))
+                      grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()),
+                      kind: try r.enumeration(StepKind.self))
         }
-        let failure = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.string() }
-        return NodeState(id: id, status: status, attempts: attempts, lastToken: lastToken, lease: lease, lastFailure: failure)
+        let failure = try optionalString()
+        let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))
+        let approvals = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.gateDecision() }
+        let rejection = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.gateDecision() }
+        return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
+                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection)
+    }
+
+    mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {
+        GateDecision(approver: try string(), comment: try string(), at: Instant(millisecondsSinceEpoch: try i64()))
     }
 }

@@ -31,7 +31,7 @@ public struct LogState: Hashable, Sendable {
 
     /// Decides `command` for migration `id` (see `MigrationState.decide`).
     public func decide(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start(let started, _) = command {
+        if case .start(let started, _, _) = command {
             // The events land in `id`'s stream: a start naming another migration would write a log
             // that replay must refuse.
             guard started == id else {

@@ -1,17 +1,33 @@
 /// Something a person, an agent or the coordinator asks of one migration. `decide` validates it.
+///
+/// Identities (`startedBy`, `approver`, `groups`) are attested by the engine from authentication,
+/// never taken from a request body.
 public enum MigrationCommand: Hashable, Sendable {
-    /// Start a migration of `plan` under `id`.
-    case start(id: MigrationID, plan: PlanSnapshot)
-    /// Grant `agent` a lease on `node`'s next step for `ttlMillis`.
+    /// Start a migration of `plan` under `id`, on behalf of `startedBy`.
+    case start(id: MigrationID, plan: PlanSnapshot, startedBy: String)
+    /// Grant `agent` a lease on `node`'s next step (forward, or rollback while aborting) for `ttlMillis`.
     case leaseStep(node: NodeID, agent: String, ttlMillis: Int64)
     /// The holder of `token` reports `node`'s step done.
     case completeStep(node: NodeID, token: FencingToken)
     /// The holder of `token` reports `node`'s step failed.
     case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool)
+    /// `approver`, a member of `groups`, approves `node`'s gate.
+    case approve(node: NodeID, approver: String, groups: [String], comment: String)
+    /// `approver`, a member of `groups`, rejects `node`'s gate; one rejection blocks the node.
+    case reject(node: NodeID, approver: String, groups: [String], comment: String)
     /// Stop handing out new steps; running steps may finish.
     case pause(reason: String)
     /// Hand out steps again after a pause.
     case resume
-    /// Stop the migration for good.
+    /// Roll back what completed, in reverse completion order, as far as irreversible nodes allow.
     case abort(reason: String)
+    /// The coordinator's timer: abort into rollback if a deadline has passed at `now`.
+    case enforceDeadlines
+}
+
+extension MigrationCommand {
+    /// `start` on behalf of nobody in particular (tests, generated load).
+    public static func start(id: MigrationID, plan: PlanSnapshot) -> MigrationCommand {
+        .start(id: id, plan: plan, startedBy: "")
+    }
 }

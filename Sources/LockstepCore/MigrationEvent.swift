@@ -1,12 +1,20 @@
+/// Whether a step does a node's work or undoes it.
+public enum StepKind: String, Hashable, Sendable, CaseIterable {
+    case forward, rollback
+}
+
 /// A fact about one migration. Payloads carry everything `evolve` needs, including any time involved.
 public enum MigrationEvent: Hashable, Sendable {
     case migrationStarted(MigrationStarted)
     case stepLeased(StepLeased)
     case stepCompleted(StepCompleted)
     case stepFailed(StepFailed)
+    case approvalGranted(ApprovalDecision)
+    case approvalRejected(ApprovalDecision)
     case migrationPaused(reason: String)
     case migrationResumed
-    case migrationAborted(reason: String)
+    case migrationAborted(AbortReport)
+    case migrationRolledBack
     case migrationSucceeded
     case migrationFailed(node: NodeID, reason: String)
 
@@ -17,9 +25,12 @@ public enum MigrationEvent: Hashable, Sendable {
         case .stepLeased: "step_leased"
         case .stepCompleted: "step_completed"
         case .stepFailed: "step_failed"
+        case .approvalGranted: "approval_granted"
+        case .approvalRejected: "approval_rejected"
         case .migrationPaused: "migration_paused"
         case .migrationResumed: "migration_resumed"
         case .migrationAborted: "migration_aborted"
+        case .migrationRolledBack: "migration_rolled_back"
         case .migrationSucceeded: "migration_succeeded"
         case .migrationFailed: "migration_failed"
         }
@@ -31,10 +42,13 @@ public struct MigrationStarted: Hashable, Sendable {
     public var migration: MigrationID
     public var plan: PlanSnapshot
     public var startedAt: Instant
-    public init(migration: MigrationID, plan: PlanSnapshot, startedAt: Instant) {
+    /// Who started it; they may not approve its gates.
+    public var startedBy: String
+    public init(migration: MigrationID, plan: PlanSnapshot, startedAt: Instant, startedBy: String = "") {
         self.migration = migration
         self.plan = plan
         self.startedAt = startedAt
+        self.startedBy = startedBy
     }
 }
 
@@ -46,13 +60,15 @@ public struct StepLeased: Hashable, Sendable {
     public var agent: String
     public var grantedAt: Instant
     public var expiresAt: Instant
-    public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant) {
+    public var kind: StepKind
+    public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward) {
         self.node = node
         self.attempt = attempt
         self.token = token
         self.agent = agent
         self.grantedAt = grantedAt
         self.expiresAt = expiresAt
+        self.kind = kind
     }
 }
 
@@ -61,10 +77,12 @@ public struct StepCompleted: Hashable, Sendable {
     public var node: NodeID
     public var attempt: UInt32
     public var token: FencingToken
-    public init(node: NodeID, attempt: UInt32, token: FencingToken) {
+    public var kind: StepKind
+    public init(node: NodeID, attempt: UInt32, token: FencingToken, kind: StepKind = .forward) {
         self.node = node
         self.attempt = attempt
         self.token = token
+        self.kind = kind
     }
 }
 
@@ -75,11 +93,58 @@ public struct StepFailed: Hashable, Sendable {
     public var token: FencingToken
     public var reason: String
     public var retryable: Bool
-    public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool) {
+    public var kind: StepKind
+    /// When the next attempt may start; nil when there will be none.
+    public var retryAt: Instant?
+    public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward, retryAt: Instant? = nil) {
         self.node = node
         self.attempt = attempt
         self.token = token
         self.reason = reason
         self.retryable = retryable
+        self.kind = kind
+        self.retryAt = retryAt
+    }
+}
+
+/// An approver's decision on a node's gate, with their comment.
+public struct ApprovalDecision: Hashable, Sendable {
+    public var node: NodeID
+    public var approver: String
+    public var comment: String
+    public var at: Instant
+    public init(node: NodeID, approver: String, comment: String, at: Instant) {
+        self.node = node
+        self.approver = approver
+        self.comment = comment
+        self.at = at
+    }
+}
+
+/// What an abort will undo, in what order, and what it cannot: recorded as evidence when it begins.
+public struct AbortReport: Hashable, Sendable {
+    public var reason: String
+    /// Rollback steps to run, in this order (reverse completion order).
+    public var rollback: [NodeID]
+    /// Completed nodes without a rollback action.
+    public var nothingToUndo: [NodeID]
+    /// An irreversible node and everything completed before it.
+    public var cannotUndo: [NodeID]
+    /// Nodes that never started.
+    public var skipped: [NodeID]
+    /// The irreversible node that stops the rollback.
+    public var blockedBy: NodeID?
+    /// Nodes whose running step the abort abandoned.
+    public var abandoned: [NodeID]
+
+    public init(reason: String, rollback: [NodeID] = [], nothingToUndo: [NodeID] = [], cannotUndo: [NodeID] = [],
+                skipped: [NodeID] = [], blockedBy: NodeID? = nil, abandoned: [NodeID] = []) {
+        self.reason = reason
+        self.rollback = rollback
+        self.nothingToUndo = nothingToUndo
+        self.cannotUndo = cannotUndo
+        self.skipped = skipped
+        self.blockedBy = blockedBy
+        self.abandoned = abandoned
     }
 }

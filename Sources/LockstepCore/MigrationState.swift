@@ -1,14 +1,15 @@
 /// Where a migration as a whole stands.
 public enum MigrationStatus: String, Hashable, Sendable, CaseIterable {
-    case running, paused, succeeded, failed, aborted
+    case running, paused, succeeded, failed, aborting, rolledBack = "rolled_back"
 
     /// A settled migration accepts no further commands.
-    public var isSettled: Bool { self == .succeeded || self == .failed || self == .aborted }
+    public var isSettled: Bool { self == .succeeded || self == .failed || self == .rolledBack }
 }
 
-/// Where one node stands. `ready` is not stored: it is derived from `needs` (see `MigrationState.isReady`).
+/// Where one node stands, as stored. `ready`, `awaiting_approval` and `paused` are derived from these
+/// and the plan (see `MigrationState.displayStatus`), so they can never disagree with the facts.
 public enum NodeStatus: String, Hashable, Sendable, CaseIterable {
-    case pending, running, succeeded, failed
+    case pending, running, succeeded, failed, rollingBack = "rolling_back", rolledBack = "rolled_back", skipped
 }
 
 /// The step lease a node's current attempt runs under.
@@ -17,11 +18,25 @@ public struct StepLease: Hashable, Sendable {
     public var agent: String
     public var grantedAt: Instant
     public var expiresAt: Instant
-    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant) {
+    public var kind: StepKind
+    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward) {
         self.token = token
         self.agent = agent
         self.grantedAt = grantedAt
         self.expiresAt = expiresAt
+        self.kind = kind
+    }
+}
+
+/// One approval or rejection of a node's gate.
+public struct GateDecision: Hashable, Sendable {
+    public var approver: String
+    public var comment: String
+    public var at: Instant
+    public init(approver: String, comment: String, at: Instant) {
+        self.approver = approver
+        self.comment = comment
+        self.at = at
     }
 }
 
@@ -29,23 +44,36 @@ public struct StepLease: Hashable, Sendable {
 public struct NodeState: Hashable, Sendable {
     public var id: NodeID
     public var status: NodeStatus
-    /// Attempts started so far.
+    /// Forward attempts started so far.
     public var attempts: UInt32
-    /// The highest fencing token ever issued for this node (0 = none yet).
+    /// Rollback attempts started so far.
+    public var rollbackAttempts: UInt32
+    /// The highest fencing token ever issued for this node (0 = none yet), forward or rollback.
     public var lastToken: FencingToken
-    /// The live lease while `status == .running`.
+    /// The live lease while a step runs.
     public var lease: StepLease?
     /// Why the last attempt failed, if it did.
     public var lastFailure: String?
+    /// No new attempt before this instant (retry backoff).
+    public var retryAt: Instant?
+    /// Approvals of the node's gate, in the order given.
+    public var approvals: [GateDecision]
+    /// The rejection that blocks the node, if any.
+    public var rejection: GateDecision?
 
-    public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, lastToken: FencingToken = FencingToken(0),
-                lease: StepLease? = nil, lastFailure: String? = nil) {
+    public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
+                lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
+                retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil) {
         self.id = id
         self.status = status
         self.attempts = attempts
+        self.rollbackAttempts = rollbackAttempts
         self.lastToken = lastToken
         self.lease = lease
         self.lastFailure = lastFailure
+        self.retryAt = retryAt
+        self.approvals = approvals
+        self.rejection = rejection
     }
 }
 
@@ -55,21 +83,34 @@ public struct MigrationState: Hashable, Sendable {
     public var plan: PlanSnapshot
     public var status: MigrationStatus
     public var startedAt: Instant
-    /// Why the migration is paused, aborted or failed.
+    /// Who started the migration (may not approve its gates).
+    public var startedBy: String
+    /// Why the migration is paused, aborting, rolled back or failed.
     public var statusReason: String?
     /// Node states in plan order.
     public var nodes: [NodeState]
+    /// Nodes in the order they succeeded: rollback runs in the reverse of it.
+    public var completionOrder: [NodeID]
+    /// While aborting: the rollback steps still to run, next first.
+    public var rollbackQueue: [NodeID]
+    /// What the abort could not undo (an irreversible node and everything completed before it).
+    public var cannotUndo: [NodeID]
     /// Events folded into this migration so far: the version of its stream.
     public var version: UInt64
 
-    public init(id: MigrationID, plan: PlanSnapshot, status: MigrationStatus, startedAt: Instant,
-                statusReason: String?, nodes: [NodeState], version: UInt64) {
+    public init(id: MigrationID, plan: PlanSnapshot, status: MigrationStatus, startedAt: Instant, startedBy: String = "",
+                statusReason: String?, nodes: [NodeState], completionOrder: [NodeID] = [], rollbackQueue: [NodeID] = [],
+                cannotUndo: [NodeID] = [], version: UInt64) {
         self.id = id
         self.plan = plan
         self.status = status
         self.startedAt = startedAt
+        self.startedBy = startedBy
         self.statusReason = statusReason
         self.nodes = nodes
+        self.completionOrder = completionOrder
+        self.rollbackQueue = rollbackQueue
+        self.cannotUndo = cannotUndo
         self.version = version
     }
 
@@ -79,12 +120,39 @@ public struct MigrationState: Hashable, Sendable {
     /// The state of node `id`.
     public func node(_ id: NodeID) -> NodeState? { nodeIndex(id).map { nodes[$0] } }
 
-    /// A node is ready when it is pending and everything it needs has succeeded.
-    public func isReady(_ id: NodeID) -> Bool {
-        guard let index = nodeIndex(id), nodes[index].status == .pending, let spec = plan.node(id) else { return false }
+    /// Whether everything node `id` needs has succeeded.
+    public func needsSatisfied(_ id: NodeID) -> Bool {
+        guard let spec = plan.node(id) else { return false }
         return spec.needs.allSatisfy { node($0)?.status == .succeeded }
+    }
+
+    /// Whether node `id`'s approval gate (if any) is satisfied: enough distinct approvals, no rejection.
+    public func gateSatisfied(_ id: NodeID) -> Bool {
+        guard let spec = plan.node(id), let state = node(id) else { return false }
+        guard let gate = spec.approval else { return true }
+        return state.rejection == nil && state.approvals.count >= Int(gate.minimum)
+    }
+
+    /// A node is ready when it is pending, its needs succeeded and its gate is satisfied.
+    /// (Retry backoff is a matter of time: see `isReady(_:at:)`.)
+    public func isReady(_ id: NodeID) -> Bool {
+        node(id)?.status == .pending && needsSatisfied(id) && gateSatisfied(id)
+    }
+
+    /// Ready, and past any retry backoff at `now`.
+    public func isReady(_ id: NodeID, at now: Instant) -> Bool {
+        isReady(id) && (node(id)?.retryAt.map { $0 <= now } ?? true)
     }
 
     /// Ready nodes, in plan order.
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
+
+    /// The status a person sees: the stored one, or `ready`, `awaiting_approval` or `paused` derived
+    /// for a pending node whose needs have succeeded.
+    public func displayStatus(_ id: NodeID) -> String {
+        guard let state = node(id) else { return "unknown" }
+        guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return state.status.rawValue }
+        if !gateSatisfied(id) { return "awaiting_approval" }
+        return status == .paused ? "paused" : "ready"
+    }
 }

@@ -3,6 +3,95 @@ public enum Phase: String, CaseIterable, Sendable {
     case expand, dualWrite = "dual_write", backfill, verify, shadow, live, rampdown, contract, cleanup, custom
 }
 
+/// A service the plan touches, and the owner groups whose members may approve its gates.
+public struct ServiceSpec: Hashable, Sendable {
+    public var name: String
+    public var owners: [String]
+    public init(name: String, owners: [String]) {
+        self.name = name
+        self.owners = owners
+    }
+}
+
+/// How long a step may take at each stage, in milliseconds (nil = no limit).
+public struct Timeouts: Hashable, Sendable {
+    /// From ready to leased.
+    public var scheduleToStartMillis: Int64?
+    /// From leased to reported.
+    public var startToCloseMillis: Int64?
+    /// Longest gap between heartbeats.
+    public var heartbeatMillis: Int64?
+    public init(scheduleToStartMillis: Int64? = nil, startToCloseMillis: Int64? = nil, heartbeatMillis: Int64? = nil) {
+        self.scheduleToStartMillis = scheduleToStartMillis
+        self.startToCloseMillis = startToCloseMillis
+        self.heartbeatMillis = heartbeatMillis
+    }
+}
+
+/// How often a node's step is tried, and how long to wait between tries.
+public struct RetryPolicy: Hashable, Sendable {
+    /// Attempts allowed (1 = no retry).
+    public var maxAttempts: UInt32
+    /// Wait before the second attempt, in milliseconds.
+    public var backoffInitialMillis: Int64
+    /// Longest wait between attempts, in milliseconds.
+    public var backoffMaxMillis: Int64
+    /// Each wait is the previous one times this (1 = constant).
+    public var backoffMultiplier: UInt32
+
+    public init(maxAttempts: UInt32 = 1, backoffInitialMillis: Int64 = 0, backoffMaxMillis: Int64 = 0, backoffMultiplier: UInt32 = 1) {
+        self.maxAttempts = maxAttempts
+        self.backoffInitialMillis = backoffInitialMillis
+        self.backoffMaxMillis = backoffMaxMillis
+        self.backoffMultiplier = backoffMultiplier
+    }
+
+    /// The wait after failed attempt number `attempt` (1-based): initial × multiplier^(attempt-1), capped
+    /// at the maximum; integer arithmetic that saturates instead of trapping.
+    public func backoffMillis(afterAttempt attempt: UInt32) -> Int64 {
+        var wait = max(0, backoffInitialMillis)
+        let cap = max(wait, backoffMaxMillis)
+        var step: UInt32 = 1
+        while step < attempt && wait < cap {
+            let (product, overflow) = wait.multipliedReportingOverflow(by: Int64(max(1, backoffMultiplier)))
+            wait = overflow ? cap : min(product, cap)
+            step += 1
+        }
+        return min(wait, cap)
+    }
+}
+
+/// The undo of a node: run as a step like any other when the migration rolls back.
+public struct RollbackSpec: Hashable, Sendable {
+    public var action: String
+    /// A JSON object with sorted keys.
+    public var paramsJSON: String
+    public init(action: String, paramsJSON: String = "{}") {
+        self.action = action
+        self.paramsJSON = paramsJSON
+    }
+}
+
+/// People who must agree before a node may start.
+public struct ApprovalGate: Hashable, Sendable {
+    /// Distinct approvers needed.
+    public var minimum: UInt32
+    /// Owner groups whose members may approve; empty means the owners of the node's services.
+    public var from: [String]
+    public init(minimum: UInt32, from: [String] = []) {
+        self.minimum = minimum
+        self.from = from
+    }
+}
+
+/// What happens when a node runs out of attempts.
+public enum FailurePolicy: String, Hashable, Sendable, CaseIterable {
+    /// Abort the migration and roll back what completed.
+    case rollback
+    /// Pause the migration for an operator to decide.
+    case pause
+}
+
 /// One unit of work in a plan, as frozen into a migration when it starts.
 public struct NodeSpec: Hashable, Sendable {
     public var id: NodeID
@@ -11,19 +100,45 @@ public struct NodeSpec: Hashable, Sendable {
     public var phase: Phase
     /// What the agent runs.
     public var action: String
+    /// The action's parameters: a JSON object with sorted keys (opaque to the core).
+    public var paramsJSON: String
     /// Nodes that must succeed before this one may start.
     public var needs: [NodeID]
-    /// Attempts allowed before the node fails for good (1 = no retry).
-    public var maxAttempts: UInt32
+    public var timeouts: Timeouts
+    public var retry: RetryPolicy
+    public var rollback: RollbackSpec?
+    public var approval: ApprovalGate?
+    /// Milliseconds after the migration started by which this node must have succeeded.
+    public var deadlineMillis: Int64?
+    /// A point of no return: once it completed, nothing before it can be rolled back.
+    public var irreversible: Bool
+    public var onFailure: FailurePolicy
 
-    public init(id: NodeID, services: [String], phase: Phase, action: String, needs: [NodeID] = [], maxAttempts: UInt32 = 1) {
+    public init(id: NodeID, services: [String], phase: Phase, action: String, paramsJSON: String = "{}", needs: [NodeID] = [],
+                timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(), rollback: RollbackSpec? = nil,
+                approval: ApprovalGate? = nil, deadlineMillis: Int64? = nil, irreversible: Bool = false, onFailure: FailurePolicy = .rollback) {
         self.id = id
         self.services = services
         self.phase = phase
         self.action = action
+        self.paramsJSON = paramsJSON
         self.needs = needs
-        self.maxAttempts = maxAttempts
+        self.timeouts = timeouts
+        self.retry = retry
+        self.rollback = rollback
+        self.approval = approval
+        self.deadlineMillis = deadlineMillis
+        self.irreversible = irreversible
+        self.onFailure = onFailure
     }
+
+    /// A node with only a retry count (tests and generated load).
+    public init(id: NodeID, services: [String], phase: Phase, action: String, needs: [NodeID] = [], maxAttempts: UInt32) {
+        self.init(id: id, services: services, phase: phase, action: action, needs: needs, retry: RetryPolicy(maxAttempts: maxAttempts))
+    }
+
+    /// Attempts allowed before the node fails for good.
+    public var maxAttempts: UInt32 { retry.maxAttempts }
 }
 
 /// The plan version a migration runs, carried whole in its `migrationStarted` event so replay needs nothing else.
@@ -32,22 +147,44 @@ public struct PlanSnapshot: Hashable, Sendable {
     public var version: UInt64
     /// Content hash of the plan definition (hex SHA-256), computed outside the core.
     public var contentHash: String
+    public var description: String
+    /// Owner groups of the plan as a whole.
+    public var owners: [String]
+    public var services: [ServiceSpec]
+    /// Milliseconds after start by which the whole migration must have succeeded.
+    public var deadlineMillis: Int64?
     /// Nodes in plan order; order is part of the plan and decides tie-breaks.
     public var nodes: [NodeSpec]
 
-    public init(name: String, version: UInt64, contentHash: String, nodes: [NodeSpec]) {
+    public init(name: String, version: UInt64, contentHash: String, description: String = "", owners: [String] = [],
+                services: [ServiceSpec] = [], deadlineMillis: Int64? = nil, nodes: [NodeSpec]) {
         self.name = name
         self.version = version
         self.contentHash = contentHash
+        self.description = description
+        self.owners = owners
+        self.services = services
+        self.deadlineMillis = deadlineMillis
         self.nodes = nodes
     }
 
     /// The node with `id`, if the plan has one.
     public func node(_ id: NodeID) -> NodeSpec? { nodes.first { $0.id == id } }
+
+    /// The owner groups that may approve `node`'s gate: the gate's own list, else the owners of the
+    /// node's services, in plan order without repeats.
+    public func approverGroups(for node: NodeSpec) -> [String] {
+        if let gate = node.approval, !gate.from.isEmpty { return gate.from }
+        var groups: [String] = []
+        for service in services where node.services.contains(service.name) {
+            for owner in service.owners where !groups.contains(owner) { groups.append(owner) }
+        }
+        return groups
+    }
 }
 
 extension PlanSnapshot {
-    /// The canonical bytes of the plan's content (name and nodes; not version or hash): what its
+    /// The canonical bytes of the plan's content (everything but version and hash): what its
     /// content hash is computed over, so the same content always gets the same hash.
     public var canonicalContentBytes: [UInt8] {
         var writer = CanonicalWriter()

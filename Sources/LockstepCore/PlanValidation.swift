@@ -4,6 +4,7 @@ enum PlanValidation {
     static func problem(in plan: PlanSnapshot) -> String? {
         if let problem = MigrationState.validateIdentifier(plan.name, what: "plan name") { return problem }
         if plan.nodes.isEmpty { return "plan \(plan.name) has no nodes" }
+        if let problem = planDetailsProblem(plan) { return problem }
         if plan.nodes.count > CoreLimits.planNodesMax {
             return "plan has \(plan.nodes.count) nodes; the limit is \(CoreLimits.planNodesMax)"
         }
@@ -25,6 +26,7 @@ enum PlanValidation {
             if node.maxAttempts < 1 || node.maxAttempts > CoreLimits.attemptsMax {
                 return "node \(node.id) allows \(node.maxAttempts) attempts; it must be 1...\(CoreLimits.attemptsMax)"
             }
+            if let problem = nodeDetailsProblem(node, plan: plan) { return problem }
         }
         for node in plan.nodes {
             for need in node.needs where !seen.contains(need) {
@@ -32,6 +34,64 @@ enum PlanValidation {
             }
         }
         return cycle(in: plan).map { "dependency cycle: \($0.map(\.rawValue).joined(separator: " -> "))" }
+    }
+
+    /// Problems with a node's params, timeouts, retry policy, rollback, gate and deadline.
+    static func nodeDetailsProblem(_ node: NodeSpec, plan: PlanSnapshot) -> String? {
+        for json in [node.paramsJSON, node.rollback?.paramsJSON ?? "{}"] where json.utf8.count > CoreLimits.paramsBytesMax {
+            return "node \(node.id) has \(json.utf8.count) bytes of params; the limit is \(CoreLimits.paramsBytesMax) bytes"
+        }
+        let durations: [(String, Int64?)] = [
+            ("schedule-to-start timeout", node.timeouts.scheduleToStartMillis), ("start-to-close timeout", node.timeouts.startToCloseMillis),
+            ("heartbeat timeout", node.timeouts.heartbeatMillis), ("deadline", node.deadlineMillis),
+            ("initial backoff", node.retry.backoffInitialMillis), ("maximum backoff", node.retry.backoffMaxMillis),
+        ]
+        for (what, millis) in durations {
+            guard let millis else { continue }
+            if millis < 0 || millis > CoreLimits.durationMillisMax {
+                return "node \(node.id) has a \(what) of \(millis) ms; it must be 0...\(CoreLimits.durationMillisMax) ms"
+            }
+        }
+        if let rollback = node.rollback, let problem = MigrationState.validateIdentifier(rollback.action, what: "rollback action of node \(node.id)") {
+            return problem
+        }
+        if let gate = node.approval {
+            if gate.minimum < 1 || gate.minimum > CoreLimits.approvalsMax {
+                return "node \(node.id) requires \(gate.minimum) approvals; it must be 1...\(CoreLimits.approvalsMax)"
+            }
+            if plan.approverGroups(for: node).isEmpty {
+                return "node \(node.id) has an approval gate but no owner group may approve it (name `from`, or owners for its services)"
+            }
+        }
+        if !plan.services.isEmpty {
+            for service in node.services where !plan.services.contains(where: { $0.name == service }) {
+                return "node \(node.id) names service \(service), which the plan does not declare"
+            }
+        }
+        return nil
+    }
+
+    /// Problems with the plan-level fields.
+    static func planDetailsProblem(_ plan: PlanSnapshot) -> String? {
+        if plan.description.utf8.count > CoreLimits.descriptionBytesMax {
+            return "the description is \(plan.description.utf8.count) bytes; the limit is \(CoreLimits.descriptionBytesMax) bytes"
+        }
+        if plan.owners.count > CoreLimits.ownerGroupsMax || plan.services.contains(where: { $0.owners.count > CoreLimits.ownerGroupsMax }) {
+            return "too many owner groups; the limit is \(CoreLimits.ownerGroupsMax) per plan or service"
+        }
+        if plan.services.count > CoreLimits.planNodesMax { return "plan declares \(plan.services.count) services; the limit is \(CoreLimits.planNodesMax)" }
+        var names = Set<String>()
+        for service in plan.services {
+            if let problem = MigrationState.validateIdentifier(service.name, what: "service name") { return problem }
+            if !names.insert(service.name).inserted { return "service \(service.name) is declared twice" }
+            for owner in service.owners {
+                if let problem = MigrationState.validateIdentifier(owner, what: "owner group of \(service.name)") { return problem }
+            }
+        }
+        if let millis = plan.deadlineMillis, millis <= 0 || millis > CoreLimits.durationMillisMax {
+            return "the migration deadline is \(millis) ms; it must be 1...\(CoreLimits.durationMillisMax) ms"
+        }
+        return nil
     }
 
     /// The first dependency cycle found walking nodes in plan order, or nil.

@@ -6,12 +6,22 @@ public enum Rejection: Error, Hashable, Sendable {
     case invalidArgument(String)
     case unknownNode(NodeID)
     case nodeNotReady(NodeID, status: NodeStatus, waitingOn: [NodeID])
+    case awaitingApproval(NodeID, approvals: Int, needed: Int)
+    case gateRejected(NodeID, by: String)
+    case retryNotDue(NodeID, retryAt: Instant)
     case migrationNotRunning(MigrationID, status: MigrationStatus)
     case migrationSettled(MigrationID, status: MigrationStatus)
     case noActiveLease(NodeID)
     case staleFencingToken(NodeID, current: FencingToken, presented: FencingToken)
     case alreadyPaused(MigrationID)
     case notPaused(MigrationID, status: MigrationStatus)
+    case noGate(NodeID)
+    case requesterCannotApprove(NodeID, approver: String)
+    case notAnApprover(NodeID, approver: String, groups: [String])
+    case alreadyDecided(NodeID, approver: String)
+    case gateClosed(NodeID, status: NodeStatus)
+    case noRollbackDue(NodeID, next: NodeID?)
+    case noDeadlinePassed(MigrationID)
 
     /// The stable, machine-readable code of this rejection.
     public var code: String {
@@ -22,12 +32,22 @@ public enum Rejection: Error, Hashable, Sendable {
         case .invalidArgument: "invalid_argument"
         case .unknownNode: "unknown_node"
         case .nodeNotReady: "node_not_ready"
+        case .awaitingApproval: "awaiting_approval"
+        case .gateRejected: "gate_rejected"
+        case .retryNotDue: "retry_not_due"
         case .migrationNotRunning: "migration_not_running"
         case .migrationSettled: "migration_settled"
         case .noActiveLease: "no_active_lease"
         case .staleFencingToken: "stale_fencing_token"
         case .alreadyPaused: "already_paused"
         case .notPaused: "not_paused"
+        case .noGate: "no_gate"
+        case .requesterCannotApprove: "requester_cannot_approve"
+        case .notAnApprover: "not_an_approver"
+        case .alreadyDecided: "already_decided"
+        case .gateClosed: "gate_closed"
+        case .noRollbackDue: "no_rollback_due"
+        case .noDeadlinePassed: "no_deadline_passed"
         }
     }
 
@@ -43,13 +63,27 @@ public enum Rejection: Error, Hashable, Sendable {
             waitingOn.isEmpty
                 ? "node \(node) is \(status.rawValue), not ready for a new step"
                 : "node \(node) is waiting on \(waitingOn.map(\.rawValue).joined(separator: ", "))"
-        case .migrationNotRunning(let id, let status): "migration \(id) is \(status.rawValue); resume it before handing out steps"
+        case .awaitingApproval(let node, let approvals, let needed):
+            "node \(node) is awaiting approval (\(approvals) of \(needed))"
+        case .gateRejected(let node, let by): "node \(node) is blocked: its gate was rejected by \(by)"
+        case .retryNotDue(let node, let retryAt): "node \(node) may be retried from \(retryAt) on (backoff)"
+        case .migrationNotRunning(let id, let status): "migration \(id) is \(status.rawValue); it hands out no steps now"
         case .migrationSettled(let id, let status): "migration \(id) has already \(status.rawValue) and accepts no more commands"
         case .noActiveLease(let node): "node \(node) has no active step lease"
         case .staleFencingToken(let node, let current, let presented):
             "lease \(node) is at token \(current), report carried \(presented)"
         case .alreadyPaused(let id): "migration \(id) is already paused"
         case .notPaused(let id, let status): "migration \(id) is \(status.rawValue), not paused"
+        case .noGate(let node): "node \(node) has no approval gate"
+        case .requesterCannotApprove(let node, let approver):
+            "\(approver) started this migration and cannot approve or reject its gate on \(node); ask another owner"
+        case .notAnApprover(let node, let approver, let groups):
+            "\(approver) is not in an owner group that may approve \(node) (\(groups.joined(separator: ", ")))"
+        case .alreadyDecided(let node, let approver): "\(approver) has already decided on \(node)'s gate"
+        case .gateClosed(let node, let status): "node \(node) is \(status.rawValue); its gate no longer takes decisions"
+        case .noRollbackDue(let node, let next):
+            next.map { "node \(node) is not next to roll back; \($0) is" } ?? "node \(node) has nothing left to roll back"
+        case .noDeadlinePassed(let id): "no deadline of migration \(id) has passed"
         }
     }
 }

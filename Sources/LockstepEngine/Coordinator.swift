@@ -97,7 +97,8 @@ public actor Coordinator {
                             commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax) async throws(EventLogError) -> Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
-        if let snapshot = try await log.latestSnapshot() {
+        if let snapshot = try await log.latestSnapshot(), snapshot.isCurrentFormat {
+            // (A snapshot written by an older build, in an older canonical format, is skipped: full replay.)
             guard StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
                 throw .corrupted(position: snapshot.sequence, reason: "the snapshot's digest does not match its state bytes")
             }

@@ -7,18 +7,29 @@ public enum ExamplePlans {
     /// contract, across three services.
     public static let ledgerSplit = PlanSnapshot(
         name: "ledger-split", version: 1, contentHash: "",
+        description: "Move ledger entries out of the orders database into the ledger service.",
+        owners: ["platform"],
+        services: [
+            ServiceSpec(name: "payments", owners: ["payments-team"]),
+            ServiceSpec(name: "orders", owners: ["orders-team"]),
+            ServiceSpec(name: "ledger", owners: ["ledger-team"]),
+        ],
         nodes: [
-            NodeSpec(id: NodeID("expand-ledger-schema"), services: ["ledger"], phase: .expand, action: "apply-schema"),
+            NodeSpec(id: NodeID("expand-ledger-schema"), services: ["ledger"], phase: .expand, action: "apply-schema",
+                     rollback: RollbackSpec(action: "drop-schema")),
             NodeSpec(id: NodeID("dual-write-orders"), services: ["orders", "ledger"], phase: .dualWrite, action: "enable-dual-write",
-                     needs: [NodeID("expand-ledger-schema")]),
+                     needs: [NodeID("expand-ledger-schema")], rollback: RollbackSpec(action: "disable-dual-write")),
             NodeSpec(id: NodeID("backfill-ledger"), services: ["ledger"], phase: .backfill, action: "backfill",
-                     needs: [NodeID("dual-write-orders")], maxAttempts: 3),
+                     needs: [NodeID("dual-write-orders")],
+                     retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 1_000, backoffMaxMillis: 30_000, backoffMultiplier: 2),
+                     rollback: RollbackSpec(action: "truncate-ledger")),
             NodeSpec(id: NodeID("verify-ledger"), services: ["ledger"], phase: .verify, action: "compare-rows",
                      needs: [NodeID("backfill-ledger")]),
             NodeSpec(id: NodeID("switch-reads-payments"), services: ["payments"], phase: .live, action: "switch-reads",
-                     needs: [NodeID("verify-ledger")]),
+                     needs: [NodeID("verify-ledger")], rollback: RollbackSpec(action: "switch-reads-back"),
+                     approval: ApprovalGate(minimum: 1)),
             NodeSpec(id: NodeID("contract-orders"), services: ["orders"], phase: .contract, action: "drop-old-columns",
-                     needs: [NodeID("switch-reads-payments")]),
+                     needs: [NodeID("switch-reads-payments")], approval: ApprovalGate(minimum: 1), irreversible: true),
         ]
     ).hashed()
 
@@ -36,15 +47,26 @@ extension MigrationEvent {
     /// A one-line human description (for terminals; exports use the JSON record).
     public var summary: String {
         switch self {
-        case .migrationStarted(let e): "migration \(e.migration) started: plan \(e.plan.name)@\(e.plan.version), \(e.plan.nodes.count) nodes"
-        case .stepLeased(let e): "\(e.node): attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
-        case .stepCompleted(let e): "\(e.node): attempt \(e.attempt) completed (token \(e.token))"
-        case .stepFailed(let e): "\(e.node): attempt \(e.attempt) failed\(e.retryable ? " (retryable)" : ""): \(e.reason)"
+        case .migrationStarted(let e):
+            "migration \(e.migration) started by \(e.startedBy.isEmpty ? "?" : e.startedBy): plan \(e.plan.name)@\(e.plan.version), \(e.plan.nodes.count) nodes"
+        case .stepLeased(let e): "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
+        case .stepCompleted(let e): "\(e.node): \(e.kind == .rollback ? "rolled back" : "completed") (attempt \(e.attempt), token \(e.token))"
+        case .stepFailed(let e):
+            "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) failed\(e.retryAt.map { ", retry from \($0)" } ?? ""): \(e.reason)"
+        case .approvalGranted(let e): "\(e.node): approved by \(e.approver)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
+        case .approvalRejected(let e): "\(e.node): rejected by \(e.approver) (\(e.comment))"
         case .migrationPaused(let reason): "migration paused: \(reason)"
         case .migrationResumed: "migration resumed"
-        case .migrationAborted(let reason): "migration aborted: \(reason)"
+        case .migrationAborted(let r):
+            "abort: \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
+                + (r.blockedBy.map { " (blocked by irreversible \($0))" } ?? "")
+        case .migrationRolledBack: "migration rolled back"
         case .migrationSucceeded: "migration succeeded"
         case .migrationFailed(let node, let reason): "migration failed at \(node): \(reason)"
         }
     }
+}
+
+private func list(_ nodes: [NodeID]) -> String {
+    nodes.isEmpty ? "-" : "[" + nodes.map(\.rawValue).joined(separator: ", ") + "]"
 }

@@ -20,3 +20,12 @@ extension LogState {
     /// The digest of this state's canonical encoding.
     public var digest: StateDigest { StateDigest(canonicalBytes: canonicalBytes) }
 }
+
+extension Snapshot {
+    /// Whether the snapshot's state is in this build's canonical format (older ones are replayed past).
+    public var isCurrentFormat: Bool {
+        state.count > LogState.canonicalMagic.count
+            && Array(state.prefix(LogState.canonicalMagic.count)) == LogState.canonicalMagic
+            && state[LogState.canonicalMagic.count] == LogState.canonicalFormat
+    }
+}

@@ -79,7 +79,7 @@ extension StateReport {
                 startedAtMs: migration.startedAt.millisecondsSinceEpoch, version: migration.version,
                 nodes: zip(migration.plan.nodes, migration.nodes).map { spec, node in
                     Node(id: node.id.rawValue, phase: spec.phase.rawValue, services: spec.services, needs: spec.needs.map(\.rawValue),
-                         status: node.status.rawValue, ready: migration.isReady(node.id), attempts: node.attempts,
+                         status: migration.displayStatus(node.id), ready: migration.isReady(node.id), attempts: node.attempts,
                          fencingToken: node.lastToken.rawValue,
                          lease: node.lease.map { Lease(agent: $0.agent, fencingToken: $0.token.rawValue,
                                                         grantedAtMs: $0.grantedAt.millisecondsSinceEpoch,

@@ -10,6 +10,7 @@ extension Lockstep_V1_EventPayload {
                 $0.migrationID = started.migration.rawValue
                 $0.plan = Lockstep_V1_PlanSnapshot(started.plan)
                 $0.startedAtMs = started.startedAt.millisecondsSinceEpoch
+                $0.startedBy = started.startedBy
             }
         case .stepLeased(let leased):
             stepLeased = .with {
@@ -19,12 +20,14 @@ extension Lockstep_V1_EventPayload {
                 $0.agentID = leased.agent
                 $0.grantedAtMs = leased.grantedAt.millisecondsSinceEpoch
                 $0.expiresAtMs = leased.expiresAt.millisecondsSinceEpoch
+                $0.kind = Lockstep_V1_StepKind(leased.kind)
             }
         case .stepCompleted(let completed):
             stepCompleted = .with {
                 $0.nodeID = completed.node.rawValue
                 $0.attempt = completed.attempt
                 $0.fencingToken = completed.token.rawValue
+                $0.kind = Lockstep_V1_StepKind(completed.kind)
             }
         case .stepFailed(let failed):
             stepFailed = .with {
@@ -33,13 +36,39 @@ extension Lockstep_V1_EventPayload {
                 $0.fencingToken = failed.token.rawValue
                 $0.reason = failed.reason
                 $0.retryable = failed.retryable
+                $0.kind = Lockstep_V1_StepKind(failed.kind)
+                $0.retryAtMs = failed.retryAt?.millisecondsSinceEpoch ?? 0
+            }
+        case .approvalGranted(let decision):
+            approvalGranted = .with {
+                $0.nodeID = decision.node.rawValue
+                $0.approver = decision.approver
+                $0.comment = decision.comment
+                $0.atMs = decision.at.millisecondsSinceEpoch
+            }
+        case .approvalRejected(let decision):
+            approvalRejected = .with {
+                $0.nodeID = decision.node.rawValue
+                $0.approver = decision.approver
+                $0.comment = decision.comment
+                $0.atMs = decision.at.millisecondsSinceEpoch
             }
         case .migrationPaused(let reason):
             migrationPaused = .with { $0.reason = reason }
         case .migrationResumed:
             migrationResumed = .init()
-        case .migrationAborted(let reason):
-            migrationAborted = .with { $0.reason = reason }
+        case .migrationAborted(let report):
+            migrationAborted = .with {
+                $0.reason = report.reason
+                $0.rollback = report.rollback.map(\.rawValue)
+                $0.nothingToUndo = report.nothingToUndo.map(\.rawValue)
+                $0.cannotUndo = report.cannotUndo.map(\.rawValue)
+                $0.skipped = report.skipped.map(\.rawValue)
+                $0.blockedBy = report.blockedBy?.rawValue ?? ""
+                $0.abandoned = report.abandoned.map(\.rawValue)
+            }
+        case .migrationRolledBack:
+            migrationRolledBack = .init()
         case .migrationSucceeded:
             migrationSucceeded = .init()
         case .migrationFailed(let node, let reason):
@@ -58,25 +87,38 @@ extension MigrationEvent {
         case .migrationStarted(let started):
             self = .migrationStarted(MigrationStarted(
                 migration: MigrationID(started.migrationID), plan: try PlanSnapshot(started.plan),
-                startedAt: Instant(millisecondsSinceEpoch: started.startedAtMs)))
+                startedAt: Instant(millisecondsSinceEpoch: started.startedAtMs), startedBy: started.startedBy))
         case .stepLeased(let leased):
             self = .stepLeased(StepLeased(
                 node: NodeID(leased.nodeID), attempt: leased.attempt, token: FencingToken(leased.fencingToken),
                 agent: leased.agentID, grantedAt: Instant(millisecondsSinceEpoch: leased.grantedAtMs),
-                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs)))
+                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind)))
         case .stepCompleted(let completed):
             self = .stepCompleted(StepCompleted(
-                node: NodeID(completed.nodeID), attempt: completed.attempt, token: FencingToken(completed.fencingToken)))
+                node: NodeID(completed.nodeID), attempt: completed.attempt, token: FencingToken(completed.fencingToken),
+                kind: try StepKind(completed.kind)))
         case .stepFailed(let failed):
             self = .stepFailed(StepFailed(
                 node: NodeID(failed.nodeID), attempt: failed.attempt, token: FencingToken(failed.fencingToken),
-                reason: failed.reason, retryable: failed.retryable))
+                reason: failed.reason, retryable: failed.retryable, kind: try StepKind(failed.kind),
+                retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs)))
+        case .approvalGranted(let decision):
+            self = .approvalGranted(ApprovalDecision(node: NodeID(decision.nodeID), approver: decision.approver,
+                                                     comment: decision.comment, at: Instant(millisecondsSinceEpoch: decision.atMs)))
+        case .approvalRejected(let decision):
+            self = .approvalRejected(ApprovalDecision(node: NodeID(decision.nodeID), approver: decision.approver,
+                                                      comment: decision.comment, at: Instant(millisecondsSinceEpoch: decision.atMs)))
+        case .migrationRolledBack:
+            self = .migrationRolledBack
         case .migrationPaused(let paused):
             self = .migrationPaused(reason: paused.reason)
         case .migrationResumed:
             self = .migrationResumed
         case .migrationAborted(let aborted):
-            self = .migrationAborted(reason: aborted.reason)
+            self = .migrationAborted(AbortReport(
+                reason: aborted.reason, rollback: aborted.rollback.map(NodeID.init), nothingToUndo: aborted.nothingToUndo.map(NodeID.init),
+                cannotUndo: aborted.cannotUndo.map(NodeID.init), skipped: aborted.skipped.map(NodeID.init),
+                blockedBy: aborted.blockedBy.isEmpty ? nil : NodeID(aborted.blockedBy), abandoned: aborted.abandoned.map(NodeID.init)))
         case .migrationSucceeded:
             self = .migrationSucceeded
         case .migrationFailed(let failed):
@@ -91,14 +133,32 @@ extension Lockstep_V1_PlanSnapshot {
         name = plan.name
         version = plan.version
         contentHash = plan.contentHash
+        description_p = plan.description
+        owners = plan.owners
+        services = plan.services.map { service in .with { $0.name = service.name; $0.owners = service.owners } }
+        deadlineMs = plan.deadlineMillis ?? 0
         nodes = plan.nodes.map { node in
             .with {
                 $0.id = node.id.rawValue
                 $0.services = node.services
                 $0.phase = Lockstep_V1_Phase(node.phase)
                 $0.action = node.action
+                $0.paramsJson = node.paramsJSON
                 $0.needs = node.needs.map(\.rawValue)
-                $0.maxAttempts = node.maxAttempts
+                $0.maxAttempts = node.retry.maxAttempts
+                $0.backoffInitialMs = node.retry.backoffInitialMillis
+                $0.backoffMaxMs = node.retry.backoffMaxMillis
+                $0.backoffMultiplier = node.retry.backoffMultiplier
+                $0.scheduleToStartMs = node.timeouts.scheduleToStartMillis ?? 0
+                $0.startToCloseMs = node.timeouts.startToCloseMillis ?? 0
+                $0.heartbeatMs = node.timeouts.heartbeatMillis ?? 0
+                $0.rollbackAction = node.rollback?.action ?? ""
+                $0.rollbackParamsJson = node.rollback?.paramsJSON ?? ""
+                $0.approvalMinimum = node.approval?.minimum ?? 0
+                $0.approvalFrom = node.approval?.from ?? []
+                $0.deadlineMs = node.deadlineMillis ?? 0
+                $0.irreversible = node.irreversible
+                $0.onFailure = node.onFailure == .pause ? .pause : .rollback
             }
         }
     }
@@ -106,14 +166,48 @@ extension Lockstep_V1_PlanSnapshot {
 
 extension PlanSnapshot {
     init(_ wire: Lockstep_V1_PlanSnapshot) throws(RecordDecodingError) {
+        func positive(_ millis: Int64) -> Int64? { millis == 0 ? nil : millis }
         var nodes: [NodeSpec] = []
         for node in wire.nodes {
             guard let phase = Phase(node.phase) else { throw .invalidField("phase of node \(node.id)") }
+            let onFailure: FailurePolicy
+            switch node.onFailure {
+            case .rollback: onFailure = .rollback
+            case .pause: onFailure = .pause
+            case .UNRECOGNIZED: throw .invalidField("on_failure of node \(node.id)")
+            }
             nodes.append(NodeSpec(
                 id: NodeID(node.id), services: node.services, phase: phase, action: node.action,
-                needs: node.needs.map(NodeID.init), maxAttempts: node.maxAttempts))
+                // Plans recorded before params existed carry none: an empty object.
+                paramsJSON: node.paramsJson.isEmpty ? "{}" : node.paramsJson, needs: node.needs.map(NodeID.init),
+                timeouts: Timeouts(scheduleToStartMillis: positive(node.scheduleToStartMs), startToCloseMillis: positive(node.startToCloseMs),
+                                   heartbeatMillis: positive(node.heartbeatMs)),
+                retry: RetryPolicy(maxAttempts: node.maxAttempts, backoffInitialMillis: node.backoffInitialMs,
+                                   backoffMaxMillis: node.backoffMaxMs, backoffMultiplier: max(1, node.backoffMultiplier)),
+                rollback: node.rollbackAction.isEmpty ? nil
+                    : RollbackSpec(action: node.rollbackAction, paramsJSON: node.rollbackParamsJson.isEmpty ? "{}" : node.rollbackParamsJson),
+                approval: node.approvalMinimum == 0 ? nil : ApprovalGate(minimum: node.approvalMinimum, from: node.approvalFrom),
+                deadlineMillis: positive(node.deadlineMs), irreversible: node.irreversible, onFailure: onFailure))
         }
-        self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, nodes: nodes)
+        self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, description: wire.description_p,
+                  owners: wire.owners, services: wire.services.map { ServiceSpec(name: $0.name, owners: $0.owners) },
+                  deadlineMillis: positive(wire.deadlineMs), nodes: nodes)
+    }
+}
+
+extension Lockstep_V1_StepKind {
+    public init(_ kind: StepKind) {
+        self = kind == .forward ? .forward : .rollback
+    }
+}
+
+extension StepKind {
+    init(_ wire: Lockstep_V1_StepKind) throws(RecordDecodingError) {
+        switch wire {
+        case .forward: self = .forward
+        case .rollback: self = .rollback
+        case .UNRECOGNIZED: throw .invalidField("step kind")
+        }
     }
 }
 

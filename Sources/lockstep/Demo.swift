@@ -21,12 +21,17 @@ struct Demo: AsyncParsableCommand {
         let plan = ExamplePlans.ledgerSplit
         let migration = MigrationID("ledger-split-\(await coordinator.state.migrations.count + 1)")
         let operator_ = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user, correlationID: migration.rawValue)
+        let clockStart = WallClock.now()
 
         print("Lockstep demo: data in \(directory)")
         print("plan \(plan.name)@\(plan.version) (content hash \(plan.contentHash.prefix(16))…) across payments, orders, ledger\n")
 
+        var elapsedMillis: Int64 = 0
         func run(_ command: MigrationCommand, as context: CommandContext) async throws {
-            let result = try await coordinator.execute(command, migration: migration, context: context, now: WallClock.now())
+            if case .leaseStep = command { elapsedMillis += 60_000 }
+            // The demo's agents finish instantly; step the clock past any retry backoff so the retry can start.
+            let now = max(WallClock.now(), clockStart.adding(milliseconds: elapsedMillis))
+            let result = try await coordinator.execute(command, migration: migration, context: context, now: now)
             for (offset, event) in result.events.enumerated() {
                 let sequence = result.receipt.firstSequence + UInt64(offset)
                 let position = "#\(sequence)".padding(toLength: 5, withPad: " ", startingAt: 0)
@@ -34,12 +39,19 @@ struct Demo: AsyncParsableCommand {
             }
         }
 
-        try await run(.start(id: migration, plan: plan), as: operator_)
+        try await run(.start(id: migration, plan: plan, startedBy: "alice"), as: operator_)
         var failedOnce = false
-        // Bounded: every round settles at least one node, so the plan's node count bounds the rounds.
+        // Bounded: every round settles at least one node or gate, so the plan's node count bounds the rounds.
         for _ in 0..<(plan.nodes.count * 4) {
             let state = await coordinator.state.migrations[migration]
             guard let state, state.status == .running else { break }
+            // Gates: alice started the migration, so a second owner approves.
+            for node in state.nodes where state.displayStatus(node.id) == "awaiting_approval" {
+                let spec = plan.node(node.id)!
+                let approver = CommandContext(actor: Actor(kind: "user", id: "bob"), triggeredBy: .user, correlationID: migration.rawValue)
+                try await run(.approve(node: node.id, approver: "bob", groups: plan.approverGroups(for: spec),
+                                       comment: "checked the dashboards"), as: approver)
+            }
             for node in state.readyNodes {
                 let spec = plan.node(node)!
                 let agentID = "\(spec.services[0])-agent"

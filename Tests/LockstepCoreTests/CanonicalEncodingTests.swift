@@ -20,8 +20,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 1, last sequence 0, zero migrations.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 2, last sequence 0, zero migrations.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {

@@ -48,7 +48,7 @@ import Testing
         #expect(MigrationState.decide(nil, .start(id: atLimit, plan: plan), now: t(0))
             == .accepted([.migrationStarted(MigrationStarted(migration: atLimit, plan: plan, startedAt: t(0)))]))
         #expect(MigrationState.decide(nil, .start(id: MigrationID("a b"), plan: plan), now: t(0))
-            == .rejected(.invalidArgument("migration id \"a b\" may only contain letters, digits, '-', '_' and '.'")))
+            == .rejected(.invalidArgument("migration id \"a b\" may only contain letters, digits, '-', '_', '.', '@' and ':'")))
     }
 
     @Test func thePlanNodeCountIsLimited() {
@@ -128,20 +128,31 @@ import Testing
         let state = MigrationState.given([started, leased("expand", token: 1), completed("expand", token: 1), leased("backfill", token: 1)])
         let decision = MigrationState.decide(
             state, .failStep(node: NodeID("backfill"), token: FencingToken(1), reason: "timeout", retryable: true), now: t(5))
-        #expect(decision == .accepted([failed("backfill", token: 1)]))
+        // Backoff: 2 s after the first failed attempt.
+        #expect(decision == .accepted([failed("backfill", token: 1, retryAt: t(7))]))
         let after = MigrationState.given([started, leased("expand", token: 1), completed("expand", token: 1),
-                                          leased("backfill", token: 1), failed("backfill", token: 1)])
+                                          leased("backfill", token: 1), failed("backfill", token: 1, retryAt: t(7))])
         #expect(after?.readyNodes == [NodeID("backfill")])
+        #expect(MigrationState.decide(after, .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 1_000), now: t(6))
+            == .rejected(.retryNotDue(NodeID("backfill"), retryAt: t(7))))
+        #expect(MigrationState.decide(after, .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 1_000), now: t(7))
+            == .accepted([leased("backfill", attempt: 2, token: 2, at: 7, agent: "a", ttl: 1)]))
     }
 
-    @Test func aNonRetryableFailureFailsTheMigration() {
+    @Test func aNonRetryableFailureAbortsTheMigrationIntoRollback() {
         let state = MigrationState.given([started, leased("expand", token: 1)])
         let decision = MigrationState.decide(
             state, .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "timeout", retryable: false), now: t(5))
-        #expect(decision == .accepted([failed("expand", token: 1, retryable: false), .migrationFailed(node: NodeID("expand"), reason: "timeout")]))
+        // Nothing completed yet: nothing to roll back, so the migration is rolled back at once.
+        #expect(decision == .accepted([
+            failed("expand", token: 1, retryable: false, retryAt: nil),
+            .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: timeout",
+                                          skipped: [NodeID("backfill"), NodeID("contract")])),
+            .migrationRolledBack,
+        ]))
     }
 
-    @Test func exhaustedRetriesFailTheMigration() {
+    @Test func exhaustedRetriesAbortIntoRollbackOfWhatCompleted() {
         let state = MigrationState.given([
             started, leased("expand", token: 1), completed("expand", token: 1),
             leased("backfill", token: 1), failed("backfill", token: 1),
@@ -150,7 +161,11 @@ import Testing
         ])
         let decision = MigrationState.decide(
             state, .failStep(node: NodeID("backfill"), token: FencingToken(3), reason: "timeout", retryable: true), now: t(20))
-        #expect(decision == .accepted([failed("backfill", attempt: 3, token: 3), .migrationFailed(node: NodeID("backfill"), reason: "timeout")]))
+        #expect(decision == .accepted([
+            failed("backfill", attempt: 3, token: 3, retryAt: nil),
+            .migrationAborted(AbortReport(reason: "node backfill failed after 3 attempts: timeout",
+                                          rollback: [NodeID("expand")], skipped: [NodeID("contract")])),
+        ]))
     }
 
     @Test func failureReasonsAreLimited() {
@@ -183,9 +198,9 @@ import Testing
     }
 
     @Test func aSettledMigrationAcceptsNothing() {
-        let state = MigrationState.given([started, .migrationAborted(reason: "wrong plan")])
-        #expect(MigrationState.decide(state, .resume, now: t(2)) == .rejected(.migrationSettled(migrationID, status: .aborted)))
-        #expect(MigrationState.decide(state, .abort(reason: "again"), now: t(2)) == .rejected(.migrationSettled(migrationID, status: .aborted)))
+        let state = MigrationState.given([started, .migrationAborted(AbortReport(reason: "wrong plan")), .migrationRolledBack])
+        #expect(MigrationState.decide(state, .resume, now: t(2)) == .rejected(.migrationSettled(migrationID, status: .rolledBack)))
+        #expect(MigrationState.decide(state, .abort(reason: "again"), now: t(2)) == .rejected(.migrationSettled(migrationID, status: .rolledBack)))
     }
 
     @Test func theLogStateKnowsMissingMigrations() {

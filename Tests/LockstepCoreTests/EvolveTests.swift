@@ -5,7 +5,7 @@ import Testing
     @Test func foldingAFailureAndRetryGivesTheExpectedState() {
         let state = MigrationState.given([
             started, leased("expand", token: 1), completed("expand", token: 1),
-            leased("backfill", token: 1, at: 4), failed("backfill", token: 1), leased("backfill", attempt: 2, token: 2, at: 8),
+            leased("backfill", token: 1, at: 4), failed("backfill", token: 1, retryAt: t(6)), leased("backfill", attempt: 2, token: 2, at: 8),
         ])
         #expect(state == MigrationState(
             id: migrationID, plan: plan, status: .running, startedAt: t(0), statusReason: nil,
@@ -16,6 +16,7 @@ import Testing
                           lastFailure: "timeout"),
                 NodeState(id: NodeID("contract")),
             ],
+            completionOrder: [NodeID("expand")],
             version: 6))
     }
 
@@ -29,10 +30,14 @@ import Testing
     }
 
     @Test func abortReleasesLiveLeases() {
-        let state = MigrationState.given([started, leased("expand", token: 1), .migrationAborted(reason: "operator")])
-        #expect(state?.status == .aborted)
+        let state = MigrationState.given([started, leased("expand", token: 1),
+                                          .migrationAborted(AbortReport(reason: "operator", rollback: [NodeID("expand")],
+                                                                        abandoned: [NodeID("expand")]))])
+        #expect(state?.status == .aborting)
         #expect(state?.statusReason == "operator")
-        #expect(state?.node(NodeID("expand")) == NodeState(id: NodeID("expand"), status: .pending, attempts: 1, lastToken: FencingToken(1)))
+        #expect(state?.rollbackQueue == [NodeID("expand")])
+        #expect(state?.node(NodeID("expand")) == NodeState(id: NodeID("expand"), status: .failed, attempts: 1, lastToken: FencingToken(1),
+                                                           lastFailure: "abandoned by abort"))
     }
 
     @Test func theLogStateFoldsMigrationsIndependently() {

@@ -5,30 +5,37 @@ func t(_ seconds: Int64) -> Instant { Instant(millisecondsSinceEpoch: 1_700_000_
 
 let migrationID = MigrationID("orders-split-1")
 
-/// expand → backfill (3 attempts) → contract, on two services.
+/// expand → backfill (3 attempts, backoff 2 s doubling to 8 s) → contract, on two services.
 let plan = PlanSnapshot(
     name: "orders-split", version: 1, contentHash: "abc123",
+    services: [ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"])],
     nodes: [
-        NodeSpec(id: NodeID("expand"), services: ["orders"], phase: .expand, action: "apply-schema"),
+        NodeSpec(id: NodeID("expand"), services: ["orders"], phase: .expand, action: "apply-schema",
+                 rollback: RollbackSpec(action: "drop-schema")),
         NodeSpec(id: NodeID("backfill"), services: ["orders", "ledger"], phase: .backfill, action: "backfill",
-                 needs: [NodeID("expand")], maxAttempts: 3),
+                 needs: [NodeID("expand")],
+                 retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 2_000, backoffMaxMillis: 8_000, backoffMultiplier: 2)),
         NodeSpec(id: NodeID("contract"), services: ["orders"], phase: .contract, action: "drop-columns",
                  needs: [NodeID("backfill")]),
     ])
 
 let started = MigrationEvent.migrationStarted(MigrationStarted(migration: migrationID, plan: plan, startedAt: t(0)))
 
-func leased(_ node: String, attempt: UInt32 = 1, token: UInt64, at seconds: Int64 = 1, agent: String = "agent-1") -> MigrationEvent {
+func leased(_ node: String, attempt: UInt32 = 1, token: UInt64, at seconds: Int64 = 1, agent: String = "agent-1",
+            ttl: Int64 = 30, kind: StepKind = .forward) -> MigrationEvent {
     .stepLeased(StepLeased(node: NodeID(node), attempt: attempt, token: FencingToken(token), agent: agent,
-                           grantedAt: t(seconds), expiresAt: t(seconds + 30)))
+                           grantedAt: t(seconds), expiresAt: t(seconds + ttl), kind: kind))
 }
 
-func completed(_ node: String, attempt: UInt32 = 1, token: UInt64) -> MigrationEvent {
-    .stepCompleted(StepCompleted(node: NodeID(node), attempt: attempt, token: FencingToken(token)))
+func completed(_ node: String, attempt: UInt32 = 1, token: UInt64, kind: StepKind = .forward) -> MigrationEvent {
+    .stepCompleted(StepCompleted(node: NodeID(node), attempt: attempt, token: FencingToken(token), kind: kind))
 }
 
-func failed(_ node: String, attempt: UInt32 = 1, token: UInt64, retryable: Bool = true) -> MigrationEvent {
-    .stepFailed(StepFailed(node: NodeID(node), attempt: attempt, token: FencingToken(token), reason: "timeout", retryable: retryable))
+/// A failed attempt; `retryAt` defaults to "a retry is due at once" so folds return the node to pending.
+func failed(_ node: String, attempt: UInt32 = 1, token: UInt64, retryable: Bool = true, retryAt: Instant? = t(0),
+            kind: StepKind = .forward, reason: String = "timeout") -> MigrationEvent {
+    .stepFailed(StepFailed(node: NodeID(node), attempt: attempt, token: FencingToken(token), reason: reason, retryable: retryable,
+                           kind: kind, retryAt: retryAt))
 }
 
 extension MigrationState {

@@ -44,14 +44,14 @@ import Testing
         let log = try SQLiteEventLog(path: path)
         let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 25)
+        #expect(try await coordinator.saveSnapshot() == 29)
         // A tail after the snapshot.
         let id = MigrationID("after-snapshot")
         _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 2)), migration: id, context: user, now: t(100))
         _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000), migration: id, context: agent, now: t(101))
         let snapshot = try #require(try await log.latestSnapshot())
-        #expect(snapshot.sequence == 25)
-        #expect(try await log.head().sequence == 27)
+        #expect(snapshot.sequence == 29)
+        #expect(try await log.head().sequence == 31)
         let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path, mode: .readOnly))
         let full = try await History.replay(log)
         #expect(await restarted.digest == full.digest)
@@ -63,7 +63,7 @@ import Testing
         let path = temporaryDirectory() + "/events.sqlite"
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 25)
+        #expect(try await coordinator.saveSnapshot() == 29)
         let live = await coordinator.digest
         // Damage an event before the snapshot: a full replay must fail there; start-up must not read it.
         try flipByte(path, table: "events", column: "record", sequence: 3, offset: 5)

@@ -186,13 +186,17 @@ func recordScenario(on coordinator: Coordinator) async throws {
     func run(_ command: MigrationCommand, _ id: MigrationID, _ context: CommandContext) async throws {
         _ = try await coordinator.execute(command, migration: id, context: context, now: now())
     }
-    try await run(.start(id: split, plan: plan), split, user)
+    let bob = CommandContext(actor: Actor(kind: "user", id: "bob"), triggeredBy: .user)
+    try await run(.start(id: split, plan: plan, startedBy: "alice"), split, user)
     try await run(.start(id: side, plan: ExamplePlans.chain(length: 3, service: "cache")), side, user)
     try await run(.start(id: doomed, plan: ExamplePlans.chain(length: 2, service: "search")), doomed, user)
     try await run(.leaseStep(node: NodeID("step-0"), agent: "search-agent", ttlMillis: 10_000), doomed, agent)
     try await run(.failStep(node: NodeID("step-0"), token: FencingToken(1), reason: "index corrupt", retryable: false), doomed, agent)
     try await run(.pause(reason: "waiting for the ledger split"), side, user)
     for node in plan.nodes {
+        if node.approval != nil {
+            try await run(.approve(node: node.id, approver: "bob", groups: plan.approverGroups(for: node), comment: "looks good"), split, bob)
+        }
         try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), split, agent)
         if node.phase == .backfill {
             try await run(.failStep(node: node.id, token: FencingToken(1), reason: "shard 3 timed out", retryable: true), split, agent)
@@ -256,4 +260,48 @@ final class Counter: Sendable {
     private let count = Mutex(0)
     func increment() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
+}
+
+/// A second deterministic history that exercises orchestration: a rejected gate, a deadline, and an
+/// abort that rolls back in reverse completion order and stops at an irreversible node.
+func recordOrchestrationScenario(on coordinator: Coordinator) async throws {
+    var clock: Int64 = 1_000
+    func now() -> Instant { clock += 1; return t(clock) }
+    func run(_ command: MigrationCommand, _ id: MigrationID, _ context: CommandContext) async throws {
+        _ = try await coordinator.execute(command, migration: id, context: context, now: now())
+    }
+    let bob = CommandContext(actor: Actor(kind: "user", id: "bob"), triggeredBy: .user)
+    let plan = ExamplePlans.ledgerSplit
+    // 1. Run up to the irreversible contract, then abort: rollback stops at nothing (contract not done).
+    let undo = MigrationID("ledger-split-undo")
+    try await run(.start(id: undo, plan: plan, startedBy: "alice"), undo, user)
+    for node in plan.nodes.prefix(4) {
+        try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), undo, agent)
+        try await run(.completeStep(node: node.id, token: FencingToken(1)), undo, agent)
+    }
+    try await run(.approve(node: plan.nodes[4].id, approver: "bob", groups: ["payments-team"], comment: "ok"), undo, bob)
+    try await run(.leaseStep(node: plan.nodes[4].id, agent: "payments-agent", ttlMillis: 30_000), undo, agent)
+    try await run(.abort(reason: "error budget burning"), undo, user)
+    for node in [NodeID("switch-reads-payments"), NodeID("backfill-ledger"), NodeID("dual-write-orders"), NodeID("expand-ledger-schema")] {
+        try await run(.leaseStep(node: node, agent: "rollback-agent", ttlMillis: 30_000), undo, agent)
+        let token = await coordinator.state.migrations[undo]!.node(node)!.lastToken
+        try await run(.completeStep(node: node, token: token), undo, agent)
+    }
+    // 2. A rejected gate pauses the migration; the operator aborts.
+    let rejected = MigrationID("ledger-split-rejected")
+    try await run(.start(id: rejected, plan: plan, startedBy: "alice"), rejected, user)
+    for node in plan.nodes.prefix(4) {
+        try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), rejected, agent)
+        try await run(.completeStep(node: node.id, token: FencingToken(1)), rejected, agent)
+    }
+    try await run(.reject(node: plan.nodes[4].id, approver: "bob", groups: ["payments-team"], comment: "p99 doubled"), rejected, bob)
+    try await run(.abort(reason: "gate rejected"), rejected, user)
+    // 3. A deadline passes.
+    var late = ExamplePlans.chain(length: 2, service: "search")
+    late.deadlineMillis = 5_000
+    let deadline = MigrationID("search-reindex")
+    try await run(.start(id: deadline, plan: late.hashed(), startedBy: "alice"), deadline, user)
+    clock += 10
+    let timer = CommandContext(actor: .coordinator, triggeredBy: .deadline)
+    try await run(.enforceDeadlines, deadline, timer)
 }

@@ -87,6 +87,82 @@ public nonisolated enum Lockstep_V1_TriggeredBy: SwiftProtobuf.Enum, Swift.CaseI
 
 }
 
+/// Whether a step does a node's work or undoes it.
+public nonisolated enum Lockstep_V1_StepKind: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Zero, so events written before rollback steps existed read as forward steps.
+  case forward // = 0
+  case rollback // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .forward
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .forward
+    case 1: self = .rollback
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .forward: return 0
+    case .rollback: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Lockstep_V1_StepKind] = [
+    .forward,
+    .rollback,
+  ]
+
+}
+
+/// What happens when a node's attempts are exhausted.
+public nonisolated enum Lockstep_V1_FailurePolicy: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Abort the migration and roll back what completed (the default).
+  case rollback // = 0
+
+  /// Pause the migration for an operator to decide.
+  case pause // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .rollback
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .rollback
+    case 1: self = .pause
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .rollback: return 0
+    case .pause: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Lockstep_V1_FailurePolicy] = [
+    .rollback,
+    .pause,
+  ]
+
+}
+
 /// The migration vocabulary.
 public nonisolated enum Lockstep_V1_Phase: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
@@ -176,52 +252,69 @@ public nonisolated struct Lockstep_V1_Actor: Sendable {
 }
 
 /// One event as stored: everything but the global sequence.
-public nonisolated struct Lockstep_V1_EventRecord: Sendable {
+public nonisolated struct Lockstep_V1_EventRecord: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   /// The stream the event belongs to, e.g. "migration/orders-split-1".
-  public var stream: String = String()
+  public var stream: String {
+    get {_storage._stream}
+    set {_uniqueStorage()._stream = newValue}
+  }
 
   /// Position in its stream, starting at 1, contiguous.
-  public var streamVersion: UInt64 = 0
+  public var streamVersion: UInt64 {
+    get {_storage._streamVersion}
+    set {_uniqueStorage()._streamVersion = newValue}
+  }
 
   /// Coordinator clock when the event was recorded, milliseconds since the Unix epoch.
-  public var recordedAtMs: Int64 = 0
+  public var recordedAtMs: Int64 {
+    get {_storage._recordedAtMs}
+    set {_uniqueStorage()._recordedAtMs = newValue}
+  }
 
   public var actor: Lockstep_V1_Actor {
-    get {_actor ?? Lockstep_V1_Actor()}
-    set {_actor = newValue}
+    get {_storage._actor ?? Lockstep_V1_Actor()}
+    set {_uniqueStorage()._actor = newValue}
   }
   /// Returns true if `actor` has been explicitly set.
-  public var hasActor: Bool {self._actor != nil}
+  public var hasActor: Bool {_storage._actor != nil}
   /// Clears the value of `actor`. Subsequent reads from it will return its default value.
-  public mutating func clearActor() {self._actor = nil}
+  public mutating func clearActor() {_uniqueStorage()._actor = nil}
 
-  public var triggeredBy: Lockstep_V1_TriggeredBy = .unspecified
+  public var triggeredBy: Lockstep_V1_TriggeredBy {
+    get {_storage._triggeredBy}
+    set {_uniqueStorage()._triggeredBy = newValue}
+  }
 
   /// The command or event that caused this one.
-  public var causationID: String = String()
+  public var causationID: String {
+    get {_storage._causationID}
+    set {_uniqueStorage()._causationID = newValue}
+  }
 
   /// Ties together every event of one request or workflow.
-  public var correlationID: String = String()
+  public var correlationID: String {
+    get {_storage._correlationID}
+    set {_uniqueStorage()._correlationID = newValue}
+  }
 
   public var payload: Lockstep_V1_EventPayload {
-    get {_payload ?? Lockstep_V1_EventPayload()}
-    set {_payload = newValue}
+    get {_storage._payload ?? Lockstep_V1_EventPayload()}
+    set {_uniqueStorage()._payload = newValue}
   }
   /// Returns true if `payload` has been explicitly set.
-  public var hasPayload: Bool {self._payload != nil}
+  public var hasPayload: Bool {_storage._payload != nil}
   /// Clears the value of `payload`. Subsequent reads from it will return its default value.
-  public mutating func clearPayload() {self._payload = nil}
+  public mutating func clearPayload() {_uniqueStorage()._payload = nil}
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _actor: Lockstep_V1_Actor? = nil
-  fileprivate var _payload: Lockstep_V1_EventPayload? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// An event with its place in the log, as read back, served and exported.
@@ -332,6 +425,30 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .migrationFailed(newValue)}
   }
 
+  public var approvalGranted: Lockstep_V1_ApprovalGranted {
+    get {
+      if case .approvalGranted(let v)? = kind {return v}
+      return Lockstep_V1_ApprovalGranted()
+    }
+    set {kind = .approvalGranted(newValue)}
+  }
+
+  public var approvalRejected: Lockstep_V1_ApprovalRejected {
+    get {
+      if case .approvalRejected(let v)? = kind {return v}
+      return Lockstep_V1_ApprovalRejected()
+    }
+    set {kind = .approvalRejected(newValue)}
+  }
+
+  public var migrationRolledBack: Lockstep_V1_MigrationRolledBack {
+    get {
+      if case .migrationRolledBack(let v)? = kind {return v}
+      return Lockstep_V1_MigrationRolledBack()
+    }
+    set {kind = .migrationRolledBack(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -344,33 +461,146 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case migrationAborted(Lockstep_V1_MigrationAborted)
     case migrationSucceeded(Lockstep_V1_MigrationSucceeded)
     case migrationFailed(Lockstep_V1_MigrationFailed)
+    case approvalGranted(Lockstep_V1_ApprovalGranted)
+    case approvalRejected(Lockstep_V1_ApprovalRejected)
+    case migrationRolledBack(Lockstep_V1_MigrationRolledBack)
 
   }
 
   public init() {}
 }
 
-/// One node of a plan as frozen into a migration.
-public nonisolated struct Lockstep_V1_PlanNode: Sendable {
+/// A service touched by the plan and the owner groups that may approve its gates.
+public nonisolated struct Lockstep_V1_ServiceSpec: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: String = String()
+  public var name: String = String()
 
-  public var services: [String] = []
-
-  public var phase: Lockstep_V1_Phase = .unspecified
-
-  public var action: String = String()
-
-  public var needs: [String] = []
-
-  public var maxAttempts: UInt32 = 0
+  public var owners: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+}
+
+/// One node of a plan as frozen into a migration. Zero values mean "absent" (no timeout, no rollback,
+/// no gate, no deadline).
+public nonisolated struct Lockstep_V1_PlanNode: @unchecked Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String {
+    get {_storage._id}
+    set {_uniqueStorage()._id = newValue}
+  }
+
+  public var services: [String] {
+    get {_storage._services}
+    set {_uniqueStorage()._services = newValue}
+  }
+
+  public var phase: Lockstep_V1_Phase {
+    get {_storage._phase}
+    set {_uniqueStorage()._phase = newValue}
+  }
+
+  public var action: String {
+    get {_storage._action}
+    set {_uniqueStorage()._action = newValue}
+  }
+
+  public var needs: [String] {
+    get {_storage._needs}
+    set {_uniqueStorage()._needs = newValue}
+  }
+
+  public var maxAttempts: UInt32 {
+    get {_storage._maxAttempts}
+    set {_uniqueStorage()._maxAttempts = newValue}
+  }
+
+  /// The action's parameters: a JSON object with sorted keys.
+  public var paramsJson: String {
+    get {_storage._paramsJson}
+    set {_uniqueStorage()._paramsJson = newValue}
+  }
+
+  public var scheduleToStartMs: Int64 {
+    get {_storage._scheduleToStartMs}
+    set {_uniqueStorage()._scheduleToStartMs = newValue}
+  }
+
+  public var startToCloseMs: Int64 {
+    get {_storage._startToCloseMs}
+    set {_uniqueStorage()._startToCloseMs = newValue}
+  }
+
+  public var heartbeatMs: Int64 {
+    get {_storage._heartbeatMs}
+    set {_uniqueStorage()._heartbeatMs = newValue}
+  }
+
+  public var backoffInitialMs: Int64 {
+    get {_storage._backoffInitialMs}
+    set {_uniqueStorage()._backoffInitialMs = newValue}
+  }
+
+  public var backoffMaxMs: Int64 {
+    get {_storage._backoffMaxMs}
+    set {_uniqueStorage()._backoffMaxMs = newValue}
+  }
+
+  public var backoffMultiplier: UInt32 {
+    get {_storage._backoffMultiplier}
+    set {_uniqueStorage()._backoffMultiplier = newValue}
+  }
+
+  public var rollbackAction: String {
+    get {_storage._rollbackAction}
+    set {_uniqueStorage()._rollbackAction = newValue}
+  }
+
+  public var rollbackParamsJson: String {
+    get {_storage._rollbackParamsJson}
+    set {_uniqueStorage()._rollbackParamsJson = newValue}
+  }
+
+  /// Distinct approvals needed before the node may start (0 = no gate).
+  public var approvalMinimum: UInt32 {
+    get {_storage._approvalMinimum}
+    set {_uniqueStorage()._approvalMinimum = newValue}
+  }
+
+  /// Owner groups whose members may approve; empty = the owners of the node's services.
+  public var approvalFrom: [String] {
+    get {_storage._approvalFrom}
+    set {_uniqueStorage()._approvalFrom = newValue}
+  }
+
+  /// Milliseconds after the migration started by which the node must have succeeded.
+  public var deadlineMs: Int64 {
+    get {_storage._deadlineMs}
+    set {_uniqueStorage()._deadlineMs = newValue}
+  }
+
+  public var irreversible: Bool {
+    get {_storage._irreversible}
+    set {_uniqueStorage()._irreversible = newValue}
+  }
+
+  public var onFailure: Lockstep_V1_FailurePolicy {
+    get {_storage._onFailure}
+    set {_uniqueStorage()._onFailure = newValue}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// The plan version a migration runs, carried whole so replay needs nothing else.
@@ -387,6 +617,15 @@ public nonisolated struct Lockstep_V1_PlanSnapshot: Sendable {
   public var contentHash: String = String()
 
   public var nodes: [Lockstep_V1_PlanNode] = []
+
+  public var description_p: String = String()
+
+  public var owners: [String] = []
+
+  public var services: [Lockstep_V1_ServiceSpec] = []
+
+  /// Milliseconds after start by which the whole migration must have succeeded (0 = none).
+  public var deadlineMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -410,6 +649,9 @@ public nonisolated struct Lockstep_V1_MigrationStarted: Sendable {
   public mutating func clearPlan() {self._plan = nil}
 
   public var startedAtMs: Int64 = 0
+
+  /// Who started it (the server-attested actor id); they may not approve its gates.
+  public var startedBy: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -435,6 +677,8 @@ public nonisolated struct Lockstep_V1_StepLeased: Sendable {
 
   public var expiresAtMs: Int64 = 0
 
+  public var kind: Lockstep_V1_StepKind = .forward
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -450,6 +694,8 @@ public nonisolated struct Lockstep_V1_StepCompleted: Sendable {
   public var attempt: UInt32 = 0
 
   public var fencingToken: UInt64 = 0
+
+  public var kind: Lockstep_V1_StepKind = .forward
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -470,6 +716,11 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
   public var reason: String = String()
 
   public var retryable: Bool = false
+
+  public var kind: Lockstep_V1_StepKind = .forward
+
+  /// When a retry may start (0 = no retry: the attempts are exhausted or the failure is final).
+  public var retryAtMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -498,12 +749,77 @@ public nonisolated struct Lockstep_V1_MigrationResumed: Sendable {
   public init() {}
 }
 
+/// Abort began: the evidence of what will be undone, in what order, and what cannot be.
 public nonisolated struct Lockstep_V1_MigrationAborted: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var reason: String = String()
+
+  /// Rollback steps to run, in this order (reverse completion order).
+  public var rollback: [String] = []
+
+  /// Completed nodes with no rollback action: nothing to undo.
+  public var nothingToUndo: [String] = []
+
+  /// Nodes that cannot be undone: an irreversible node and everything completed before it.
+  public var cannotUndo: [String] = []
+
+  /// Nodes that never started.
+  public var skipped: [String] = []
+
+  /// The irreversible node that stopped the rollback, if any.
+  public var blockedBy: String = String()
+
+  /// Nodes whose running step was abandoned by the abort (their late reports are refused).
+  public var abandoned: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_MigrationRolledBack: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ApprovalGranted: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var approver: String = String()
+
+  public var comment: String = String()
+
+  public var atMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ApprovalRejected: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var approver: String = String()
+
+  public var comment: String = String()
+
+  public var atMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -540,6 +856,14 @@ fileprivate nonisolated let _protobuf_package = "lockstep.v1"
 
 nonisolated extension Lockstep_V1_TriggeredBy: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0TRIGGERED_BY_UNSPECIFIED\0\u{1}TRIGGERED_BY_USER\0\u{1}TRIGGERED_BY_COORDINATOR\0\u{1}TRIGGERED_BY_METRIC\0\u{1}TRIGGERED_BY_AGENT\0\u{1}TRIGGERED_BY_DEADLINE\0\u{1}TRIGGERED_BY_INTERNAL_ERROR\0")
+}
+
+nonisolated extension Lockstep_V1_StepKind: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STEP_KIND_FORWARD\0\u{1}STEP_KIND_ROLLBACK\0")
+}
+
+nonisolated extension Lockstep_V1_FailurePolicy: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0FAILURE_POLICY_ROLLBACK\0\u{1}FAILURE_POLICY_PAUSE\0")
 }
 
 nonisolated extension Lockstep_V1_Phase: SwiftProtobuf._ProtoNameProviding {
@@ -585,66 +909,116 @@ nonisolated extension Lockstep_V1_EventRecord: SwiftProtobuf.Message, SwiftProto
   public static let protoMessageName: String = _protobuf_package + ".EventRecord"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}stream_version\0\u{3}recorded_at_ms\0\u{1}actor\0\u{3}triggered_by\0\u{3}causation_id\0\u{3}correlation_id\0\u{1}payload\0")
 
+  fileprivate class _StorageClass {
+    var _stream: String = String()
+    var _streamVersion: UInt64 = 0
+    var _recordedAtMs: Int64 = 0
+    var _actor: Lockstep_V1_Actor? = nil
+    var _triggeredBy: Lockstep_V1_TriggeredBy = .unspecified
+    var _causationID: String = String()
+    var _correlationID: String = String()
+    var _payload: Lockstep_V1_EventPayload? = nil
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _stream = source._stream
+      _streamVersion = source._streamVersion
+      _recordedAtMs = source._recordedAtMs
+      _actor = source._actor
+      _triggeredBy = source._triggeredBy
+      _causationID = source._causationID
+      _correlationID = source._correlationID
+      _payload = source._payload
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
+
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.streamVersion) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.recordedAtMs) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._actor) }()
-      case 5: try { try decoder.decodeSingularEnumField(value: &self.triggeredBy) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.causationID) }()
-      case 7: try { try decoder.decodeSingularStringField(value: &self.correlationID) }()
-      case 8: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._stream) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._streamVersion) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._recordedAtMs) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._actor) }()
+        case 5: try { try decoder.decodeSingularEnumField(value: &_storage._triggeredBy) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._causationID) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._correlationID) }()
+        case 8: try { try decoder.decodeSingularMessageField(value: &_storage._payload) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.stream.isEmpty {
-      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._stream.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stream, fieldNumber: 1)
+      }
+      if _storage._streamVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._streamVersion, fieldNumber: 2)
+      }
+      if _storage._recordedAtMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._recordedAtMs, fieldNumber: 3)
+      }
+      try { if let v = _storage._actor {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if _storage._triggeredBy != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._triggeredBy, fieldNumber: 5)
+      }
+      if !_storage._causationID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._causationID, fieldNumber: 6)
+      }
+      if !_storage._correlationID.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._correlationID, fieldNumber: 7)
+      }
+      try { if let v = _storage._payload {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
+      } }()
     }
-    if self.streamVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.streamVersion, fieldNumber: 2)
-    }
-    if self.recordedAtMs != 0 {
-      try visitor.visitSingularInt64Field(value: self.recordedAtMs, fieldNumber: 3)
-    }
-    try { if let v = self._actor {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    if self.triggeredBy != .unspecified {
-      try visitor.visitSingularEnumField(value: self.triggeredBy, fieldNumber: 5)
-    }
-    if !self.causationID.isEmpty {
-      try visitor.visitSingularStringField(value: self.causationID, fieldNumber: 6)
-    }
-    if !self.correlationID.isEmpty {
-      try visitor.visitSingularStringField(value: self.correlationID, fieldNumber: 7)
-    }
-    try { if let v = self._payload {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 8)
-    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_EventRecord, rhs: Lockstep_V1_EventRecord) -> Bool {
-    if lhs.stream != rhs.stream {return false}
-    if lhs.streamVersion != rhs.streamVersion {return false}
-    if lhs.recordedAtMs != rhs.recordedAtMs {return false}
-    if lhs._actor != rhs._actor {return false}
-    if lhs.triggeredBy != rhs.triggeredBy {return false}
-    if lhs.causationID != rhs.causationID {return false}
-    if lhs.correlationID != rhs.correlationID {return false}
-    if lhs._payload != rhs._payload {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._stream != rhs_storage._stream {return false}
+        if _storage._streamVersion != rhs_storage._streamVersion {return false}
+        if _storage._recordedAtMs != rhs_storage._recordedAtMs {return false}
+        if _storage._actor != rhs_storage._actor {return false}
+        if _storage._triggeredBy != rhs_storage._triggeredBy {return false}
+        if _storage._causationID != rhs_storage._causationID {return false}
+        if _storage._correlationID != rhs_storage._correlationID {return false}
+        if _storage._payload != rhs_storage._payload {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -696,7 +1070,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -821,6 +1195,45 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .migrationFailed(v)
         }
       }()
+      case 10: try {
+        var v: Lockstep_V1_ApprovalGranted?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .approvalGranted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .approvalGranted(v)
+        }
+      }()
+      case 11: try {
+        var v: Lockstep_V1_ApprovalRejected?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .approvalRejected(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .approvalRejected(v)
+        }
+      }()
+      case 12: try {
+        var v: Lockstep_V1_MigrationRolledBack?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .migrationRolledBack(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .migrationRolledBack(v)
+        }
+      }()
       default: break
       }
     }
@@ -868,6 +1281,18 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
       guard case .migrationFailed(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 9)
     }()
+    case .approvalGranted?: try {
+      guard case .approvalGranted(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    }()
+    case .approvalRejected?: try {
+      guard case .approvalRejected(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 11)
+    }()
+    case .migrationRolledBack?: try {
+      guard case .migrationRolledBack(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 12)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -880,9 +1305,9 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
   }
 }
 
-nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".PlanNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0")
+nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}owners\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -890,46 +1315,225 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       // allocates stack space for every case branch when no optimizations are
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
-      case 2: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
-      case 3: try { try decoder.decodeSingularEnumField(value: &self.phase) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
-      case 5: try { try decoder.decodeRepeatedStringField(value: &self.needs) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.maxAttempts) }()
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.owners) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.id.isEmpty {
-      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
-    if !self.services.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 2)
+    if !self.owners.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.owners, fieldNumber: 2)
     }
-    if self.phase != .unspecified {
-      try visitor.visitSingularEnumField(value: self.phase, fieldNumber: 3)
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ServiceSpec, rhs: Lockstep_V1_ServiceSpec) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.owners != rhs.owners {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PlanNode"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0")
+
+  fileprivate class _StorageClass {
+    var _id: String = String()
+    var _services: [String] = []
+    var _phase: Lockstep_V1_Phase = .unspecified
+    var _action: String = String()
+    var _needs: [String] = []
+    var _maxAttempts: UInt32 = 0
+    var _paramsJson: String = String()
+    var _scheduleToStartMs: Int64 = 0
+    var _startToCloseMs: Int64 = 0
+    var _heartbeatMs: Int64 = 0
+    var _backoffInitialMs: Int64 = 0
+    var _backoffMaxMs: Int64 = 0
+    var _backoffMultiplier: UInt32 = 0
+    var _rollbackAction: String = String()
+    var _rollbackParamsJson: String = String()
+    var _approvalMinimum: UInt32 = 0
+    var _approvalFrom: [String] = []
+    var _deadlineMs: Int64 = 0
+    var _irreversible: Bool = false
+    var _onFailure: Lockstep_V1_FailurePolicy = .rollback
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _id = source._id
+      _services = source._services
+      _phase = source._phase
+      _action = source._action
+      _needs = source._needs
+      _maxAttempts = source._maxAttempts
+      _paramsJson = source._paramsJson
+      _scheduleToStartMs = source._scheduleToStartMs
+      _startToCloseMs = source._startToCloseMs
+      _heartbeatMs = source._heartbeatMs
+      _backoffInitialMs = source._backoffInitialMs
+      _backoffMaxMs = source._backoffMaxMs
+      _backoffMultiplier = source._backoffMultiplier
+      _rollbackAction = source._rollbackAction
+      _rollbackParamsJson = source._rollbackParamsJson
+      _approvalMinimum = source._approvalMinimum
+      _approvalFrom = source._approvalFrom
+      _deadlineMs = source._deadlineMs
+      _irreversible = source._irreversible
+      _onFailure = source._onFailure
     }
-    if !self.action.isEmpty {
-      try visitor.visitSingularStringField(value: self.action, fieldNumber: 4)
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
     }
-    if !self.needs.isEmpty {
-      try visitor.visitRepeatedStringField(value: self.needs, fieldNumber: 5)
+    return _storage
+  }
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._id) }()
+        case 2: try { try decoder.decodeRepeatedStringField(value: &_storage._services) }()
+        case 3: try { try decoder.decodeSingularEnumField(value: &_storage._phase) }()
+        case 4: try { try decoder.decodeSingularStringField(value: &_storage._action) }()
+        case 5: try { try decoder.decodeRepeatedStringField(value: &_storage._needs) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._maxAttempts) }()
+        case 7: try { try decoder.decodeSingularStringField(value: &_storage._paramsJson) }()
+        case 8: try { try decoder.decodeSingularInt64Field(value: &_storage._scheduleToStartMs) }()
+        case 9: try { try decoder.decodeSingularInt64Field(value: &_storage._startToCloseMs) }()
+        case 10: try { try decoder.decodeSingularInt64Field(value: &_storage._heartbeatMs) }()
+        case 11: try { try decoder.decodeSingularInt64Field(value: &_storage._backoffInitialMs) }()
+        case 12: try { try decoder.decodeSingularInt64Field(value: &_storage._backoffMaxMs) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._backoffMultiplier) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._rollbackAction) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._rollbackParamsJson) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._approvalMinimum) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._approvalFrom) }()
+        case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._deadlineMs) }()
+        case 19: try { try decoder.decodeSingularBoolField(value: &_storage._irreversible) }()
+        case 20: try { try decoder.decodeSingularEnumField(value: &_storage._onFailure) }()
+        default: break
+        }
+      }
     }
-    if self.maxAttempts != 0 {
-      try visitor.visitSingularUInt32Field(value: self.maxAttempts, fieldNumber: 6)
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._id.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
+      }
+      if !_storage._services.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._services, fieldNumber: 2)
+      }
+      if _storage._phase != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._phase, fieldNumber: 3)
+      }
+      if !_storage._action.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._action, fieldNumber: 4)
+      }
+      if !_storage._needs.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._needs, fieldNumber: 5)
+      }
+      if _storage._maxAttempts != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._maxAttempts, fieldNumber: 6)
+      }
+      if !_storage._paramsJson.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._paramsJson, fieldNumber: 7)
+      }
+      if _storage._scheduleToStartMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._scheduleToStartMs, fieldNumber: 8)
+      }
+      if _storage._startToCloseMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._startToCloseMs, fieldNumber: 9)
+      }
+      if _storage._heartbeatMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._heartbeatMs, fieldNumber: 10)
+      }
+      if _storage._backoffInitialMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._backoffInitialMs, fieldNumber: 11)
+      }
+      if _storage._backoffMaxMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._backoffMaxMs, fieldNumber: 12)
+      }
+      if _storage._backoffMultiplier != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._backoffMultiplier, fieldNumber: 13)
+      }
+      if !_storage._rollbackAction.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._rollbackAction, fieldNumber: 14)
+      }
+      if !_storage._rollbackParamsJson.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._rollbackParamsJson, fieldNumber: 15)
+      }
+      if _storage._approvalMinimum != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._approvalMinimum, fieldNumber: 16)
+      }
+      if !_storage._approvalFrom.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._approvalFrom, fieldNumber: 17)
+      }
+      if _storage._deadlineMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._deadlineMs, fieldNumber: 18)
+      }
+      if _storage._irreversible != false {
+        try visitor.visitSingularBoolField(value: _storage._irreversible, fieldNumber: 19)
+      }
+      if _storage._onFailure != .rollback {
+        try visitor.visitSingularEnumField(value: _storage._onFailure, fieldNumber: 20)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_PlanNode, rhs: Lockstep_V1_PlanNode) -> Bool {
-    if lhs.id != rhs.id {return false}
-    if lhs.services != rhs.services {return false}
-    if lhs.phase != rhs.phase {return false}
-    if lhs.action != rhs.action {return false}
-    if lhs.needs != rhs.needs {return false}
-    if lhs.maxAttempts != rhs.maxAttempts {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._id != rhs_storage._id {return false}
+        if _storage._services != rhs_storage._services {return false}
+        if _storage._phase != rhs_storage._phase {return false}
+        if _storage._action != rhs_storage._action {return false}
+        if _storage._needs != rhs_storage._needs {return false}
+        if _storage._maxAttempts != rhs_storage._maxAttempts {return false}
+        if _storage._paramsJson != rhs_storage._paramsJson {return false}
+        if _storage._scheduleToStartMs != rhs_storage._scheduleToStartMs {return false}
+        if _storage._startToCloseMs != rhs_storage._startToCloseMs {return false}
+        if _storage._heartbeatMs != rhs_storage._heartbeatMs {return false}
+        if _storage._backoffInitialMs != rhs_storage._backoffInitialMs {return false}
+        if _storage._backoffMaxMs != rhs_storage._backoffMaxMs {return false}
+        if _storage._backoffMultiplier != rhs_storage._backoffMultiplier {return false}
+        if _storage._rollbackAction != rhs_storage._rollbackAction {return false}
+        if _storage._rollbackParamsJson != rhs_storage._rollbackParamsJson {return false}
+        if _storage._approvalMinimum != rhs_storage._approvalMinimum {return false}
+        if _storage._approvalFrom != rhs_storage._approvalFrom {return false}
+        if _storage._deadlineMs != rhs_storage._deadlineMs {return false}
+        if _storage._irreversible != rhs_storage._irreversible {return false}
+        if _storage._onFailure != rhs_storage._onFailure {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -937,7 +1541,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0\u{1}description\0\u{1}owners\0\u{1}services\0\u{3}deadline_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -949,6 +1553,10 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.contentHash) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.description_p) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.owners) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.deadlineMs) }()
       default: break
       }
     }
@@ -967,6 +1575,18 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 4)
     }
+    if !self.description_p.isEmpty {
+      try visitor.visitSingularStringField(value: self.description_p, fieldNumber: 5)
+    }
+    if !self.owners.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.owners, fieldNumber: 6)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.services, fieldNumber: 7)
+    }
+    if self.deadlineMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.deadlineMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -975,6 +1595,10 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if lhs.version != rhs.version {return false}
     if lhs.contentHash != rhs.contentHash {return false}
     if lhs.nodes != rhs.nodes {return false}
+    if lhs.description_p != rhs.description_p {return false}
+    if lhs.owners != rhs.owners {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.deadlineMs != rhs.deadlineMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -982,7 +1606,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationStarted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}started_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}started_at_ms\0\u{3}started_by\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -993,6 +1617,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
       case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._plan) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.startedBy) }()
       default: break
       }
     }
@@ -1012,6 +1637,9 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
     if self.startedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.startedAtMs, fieldNumber: 3)
     }
+    if !self.startedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.startedBy, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1019,6 +1647,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
     if lhs.migrationID != rhs.migrationID {return false}
     if lhs._plan != rhs._plan {return false}
     if lhs.startedAtMs != rhs.startedAtMs {return false}
+    if lhs.startedBy != rhs.startedBy {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1026,7 +1655,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepLeased"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1040,6 +1669,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
       case 4: try { try decoder.decodeSingularStringField(value: &self.agentID) }()
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.grantedAtMs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
+      case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       default: break
       }
     }
@@ -1064,6 +1694,9 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if self.expiresAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.expiresAtMs, fieldNumber: 6)
     }
+    if self.kind != .forward {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1074,6 +1707,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if lhs.agentID != rhs.agentID {return false}
     if lhs.grantedAtMs != rhs.grantedAtMs {return false}
     if lhs.expiresAtMs != rhs.expiresAtMs {return false}
+    if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1081,7 +1715,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
 
 nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepCompleted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}kind\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1092,6 +1726,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.attempt) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       default: break
       }
     }
@@ -1107,6 +1742,9 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
     if self.fencingToken != 0 {
       try visitor.visitSingularUInt64Field(value: self.fencingToken, fieldNumber: 3)
     }
+    if self.kind != .forward {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1114,6 +1752,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.attempt != rhs.attempt {return false}
     if lhs.fencingToken != rhs.fencingToken {return false}
+    if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1121,7 +1760,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1134,6 +1773,8 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 5: try { try decoder.decodeSingularBoolField(value: &self.retryable) }()
+      case 6: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.retryAtMs) }()
       default: break
       }
     }
@@ -1155,6 +1796,12 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.retryable != false {
       try visitor.visitSingularBoolField(value: self.retryable, fieldNumber: 5)
     }
+    if self.kind != .forward {
+      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 6)
+    }
+    if self.retryAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.retryAtMs, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1164,6 +1811,8 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.fencingToken != rhs.fencingToken {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.retryable != rhs.retryable {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.retryAtMs != rhs.retryAtMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1220,7 +1869,7 @@ nonisolated extension Lockstep_V1_MigrationResumed: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationAborted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}rollback\0\u{3}nothing_to_undo\0\u{3}cannot_undo\0\u{1}skipped\0\u{3}blocked_by\0\u{1}abandoned\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1229,6 +1878,12 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.rollback) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.nothingToUndo) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.cannotUndo) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.skipped) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.blockedBy) }()
+      case 7: try { try decoder.decodeRepeatedStringField(value: &self.abandoned) }()
       default: break
       }
     }
@@ -1238,11 +1893,144 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 1)
     }
+    if !self.rollback.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rollback, fieldNumber: 2)
+    }
+    if !self.nothingToUndo.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.nothingToUndo, fieldNumber: 3)
+    }
+    if !self.cannotUndo.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.cannotUndo, fieldNumber: 4)
+    }
+    if !self.skipped.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.skipped, fieldNumber: 5)
+    }
+    if !self.blockedBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.blockedBy, fieldNumber: 6)
+    }
+    if !self.abandoned.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.abandoned, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_MigrationAborted, rhs: Lockstep_V1_MigrationAborted) -> Bool {
     if lhs.reason != rhs.reason {return false}
+    if lhs.rollback != rhs.rollback {return false}
+    if lhs.nothingToUndo != rhs.nothingToUndo {return false}
+    if lhs.cannotUndo != rhs.cannotUndo {return false}
+    if lhs.skipped != rhs.skipped {return false}
+    if lhs.blockedBy != rhs.blockedBy {return false}
+    if lhs.abandoned != rhs.abandoned {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_MigrationRolledBack: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MigrationRolledBack"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_MigrationRolledBack, rhs: Lockstep_V1_MigrationRolledBack) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ApprovalGranted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ApprovalGranted"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}approver\0\u{1}comment\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.approver) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.comment) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.approver.isEmpty {
+      try visitor.visitSingularStringField(value: self.approver, fieldNumber: 2)
+    }
+    if !self.comment.isEmpty {
+      try visitor.visitSingularStringField(value: self.comment, fieldNumber: 3)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ApprovalGranted, rhs: Lockstep_V1_ApprovalGranted) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.approver != rhs.approver {return false}
+    if lhs.comment != rhs.comment {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ApprovalRejected: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ApprovalRejected"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}approver\0\u{1}comment\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.approver) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.comment) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.approver.isEmpty {
+      try visitor.visitSingularStringField(value: self.approver, fieldNumber: 2)
+    }
+    if !self.comment.isEmpty {
+      try visitor.visitSingularStringField(value: self.comment, fieldNumber: 3)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ApprovalRejected, rhs: Lockstep_V1_ApprovalRejected) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.approver != rhs.approver {return false}
+    if lhs.comment != rhs.comment {return false}
+    if lhs.atMs != rhs.atMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
