@@ -13,11 +13,13 @@ let package = Package(
         .library(name: "LockstepWire", targets: ["LockstepWire"]),
         .library(name: "LockstepStore", targets: ["LockstepStore"]),
         .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
+        .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         .target(name: "LockstepCore"),
@@ -27,6 +29,11 @@ let package = Package(
                 "LockstepCore",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
+        ),
+        // Plan files: YAML → PlanSnapshot, and the linter (with file and line for every finding).
+        .target(
+            name: "LockstepPlan",
+            dependencies: ["LockstepCore", .product(name: "Yams", package: "Yams")]
         ),
         .systemLibrary(
             name: "CSQLite",
@@ -54,6 +61,7 @@ let package = Package(
             name: "lockstep",
             dependencies: [
                 "LockstepEngine",
+                "LockstepPlan",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -64,6 +72,7 @@ let package = Package(
             path: "ops/bench/Sources/lockstep-bench"
         ),
         .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
+        .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(
             name: "LockstepStoreTests",
             dependencies: ["LockstepStore", "LockstepEngine", "CSQLite"]

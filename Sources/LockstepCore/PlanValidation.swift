@@ -1,7 +1,7 @@
 /// Structural checks on a plan snapshot: the part of validation that `decide` must do before a migration starts.
-enum PlanValidation {
+public enum PlanValidation {
     /// A sentence naming the first problem in `plan`, or nil when it is structurally sound.
-    static func problem(in plan: PlanSnapshot) -> String? {
+    public static func problem(in plan: PlanSnapshot) -> String? {
         if let problem = MigrationState.validateIdentifier(plan.name, what: "plan name") { return problem }
         if plan.nodes.isEmpty { return "plan \(plan.name) has no nodes" }
         if let problem = planDetailsProblem(plan) { return problem }
@@ -95,7 +95,7 @@ enum PlanValidation {
     }
 
     /// The first dependency cycle found walking nodes in plan order, or nil.
-    static func cycle(in plan: PlanSnapshot) -> [NodeID]? {
+    public static func cycle(in plan: PlanSnapshot) -> [NodeID]? {
         enum Mark { case visiting, done }
         var marks: [NodeID: Mark] = [:]
         var path: [NodeID] = []

@@ -1,0 +1,44 @@
+import Yams
+
+/// Turns a YAML value into JSON text with sorted keys and no insignificant whitespace, so the same
+/// params always give the same bytes (and the same plan hash).
+enum CanonicalJSON {
+    static func render(_ node: Node) -> String {
+        switch node {
+        case .mapping(let mapping):
+            let pairs = mapping.map { (key: $0.key.string ?? "", value: $0.value) }
+                .sorted { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }
+            return "{" + pairs.map { quote($0.key) + ":" + render($0.value) }.joined(separator: ",") + "}"
+        case .sequence(let sequence):
+            return "[" + sequence.map(render).joined(separator: ",") + "]"
+        case .scalar(let scalar):
+            switch node.tag.description {
+            case "tag:yaml.org,2002:null": return "null"
+            case "tag:yaml.org,2002:bool": return node.bool.map { $0 ? "true" : "false" } ?? quote(scalar.string)
+            case "tag:yaml.org,2002:int": return node.int.map(String.init) ?? quote(scalar.string)
+            default: return quote(scalar.string)
+            }
+        case .alias:
+            return "null"
+        }
+    }
+
+    /// A JSON string literal.
+    static func quote(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let c where c.value < 0x20:
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}

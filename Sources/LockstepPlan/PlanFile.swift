@@ -1,0 +1,283 @@
+import LockstepCore
+import Yams
+
+/// Reads a plan file (YAML, see docs/plan-format.md) into a `PlanSnapshot`, noting the line of every
+/// problem. It never throws: a file that cannot be read gives findings and no plan.
+public enum PlanFile {
+    /// Largest plan file, in bytes.
+    public static let fileBytesMax = 1 << 20
+
+    static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes"]
+    static let nodeKeys: Set<String> = [
+        "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
+        "approvals", "deadline", "irreversible", "on_failure",
+    ]
+
+    /// Reads `yaml` and runs every lint rule over the result.
+    public static func lint(yaml: String) -> PlanLoad {
+        var load = read(yaml: yaml)
+        if let plan = load.plan {
+            load.findings += PlanLint.findings(plan, map: load.sourceMap)
+            // Whatever the core would still refuse (limits, identifiers), so lint and start agree.
+            if load.errors.isEmpty, let problem = PlanValidation.problem(in: plan) {
+                load.findings.append(PlanFinding(.error, line: 1, code: "invalid_plan", problem))
+            }
+        }
+        load.findings.sort { ($0.line, $0.severity == .error ? 0 : 1) < ($1.line, $1.severity == .error ? 0 : 1) }
+        return load
+    }
+
+    /// Reads `yaml` into a plan with the structural findings only (missing or unknown keys, bad values).
+    public static func read(yaml: String) -> PlanLoad {
+        var reader = Reader()
+        guard yaml.utf8.count <= fileBytesMax else {
+            reader.error(0, "file_too_large", "the plan file is \(yaml.utf8.count) bytes; the limit is \(fileBytesMax) bytes")
+            return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
+        }
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: yaml)
+        } catch let error as YamlError {
+            reader.error(Self.line(of: error), "yaml_syntax", "the file is not valid YAML: \(Self.problem(of: error))")
+            return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
+        } catch {
+            reader.error(0, "yaml_syntax", "the file is not valid YAML: \(error)")
+            return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
+        }
+        guard let root, case .mapping(let mapping) = root else {
+            reader.error(root?.mark?.line ?? 1, "not_a_mapping", "a plan is a mapping with name, services and nodes")
+            return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
+        }
+        let plan = reader.plan(mapping)
+        return PlanLoad(plan: plan, findings: reader.findings, sourceMap: reader.map)
+    }
+
+    static func line(of error: YamlError) -> Int {
+        switch error {
+        case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        default: 0
+        }
+    }
+
+    static func problem(of error: YamlError) -> String {
+        switch error {
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): problem
+        case .duplicatedKeysInMapping(let duplicates, _): "duplicate keys \(duplicates.joined(separator: ", "))"
+        default: "\(error)"
+        }
+    }
+}
+
+/// Walks the YAML tree, building the plan and collecting findings.
+struct Reader {
+    var findings: [PlanFinding] = []
+    var map = PlanSourceMap()
+
+    mutating func error(_ line: Int, _ code: String, _ message: String) {
+        findings.append(PlanFinding(.error, line: line, code: code, message))
+    }
+
+    mutating func plan(_ mapping: Node.Mapping) -> PlanSnapshot? {
+        let fields = self.fields(mapping, allowed: PlanFile.planKeys, in: "the plan")
+        let name = string(fields["name"], required: true, what: "name", line: mapping.mark?.line ?? 1) ?? ""
+        let description = string(fields["description"], required: false, what: "description", line: 0) ?? ""
+        let owners = strings(fields["owners"], what: "owners")
+        let deadline = duration(fields["deadline"], what: "deadline")
+        var services: [ServiceSpec] = []
+        if let node = fields["services"] {
+            if case .mapping(let serviceMap) = node {
+                for (key, value) in serviceMap {
+                    guard let serviceName = key.string else { continue }
+                    map.serviceLines[serviceName] = key.mark?.line ?? 0
+                    var serviceOwners: [String] = []
+                    if case .mapping(let details) = value {
+                        let serviceFields = self.fields(details, allowed: ["owners"], in: "service \(serviceName)")
+                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)")
+                    } else if !(value.string ?? "").isEmpty || value.tag.description != "tag:yaml.org,2002:null" {
+                        error(value.mark?.line ?? 0, "invalid_value", "service \(serviceName) must be a mapping with owners")
+                    }
+                    services.append(ServiceSpec(name: serviceName, owners: serviceOwners))
+                }
+            } else {
+                error(node.mark?.line ?? 0, "invalid_value", "services must map each service name to its owners")
+            }
+        }
+        var nodes: [NodeSpec] = []
+        if let node = fields["nodes"] {
+            if case .sequence(let sequence) = node {
+                for item in sequence {
+                    if case .mapping(let nodeMapping) = item, let spec = nodeSpec(nodeMapping) { nodes.append(spec) }
+                    else if item.mapping == nil { error(item.mark?.line ?? 0, "invalid_value", "each node must be a mapping") }
+                }
+            } else {
+                error(node.mark?.line ?? 0, "invalid_value", "nodes must be a list")
+            }
+        } else {
+            error(mapping.mark?.line ?? 1, "missing_field", "the plan has no nodes")
+        }
+        return PlanSnapshot(name: name, version: 0, contentHash: "", description: description, owners: owners,
+                            services: services, deadlineMillis: deadline, nodes: nodes)
+    }
+
+    mutating func nodeSpec(_ mapping: Node.Mapping) -> NodeSpec? {
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: PlanFile.nodeKeys, in: "a node")
+        guard let idText = string(fields["id"], required: true, what: "node id", line: line) else { return nil }
+        let id = NodeID(idText)
+        var lines: [String: Int] = [:]
+        for (key, value) in mapping { if let name = key.string { lines[name] = key.mark?.line ?? value.mark?.line ?? line } }
+        var nodeLines = PlanSourceMap.NodeLines(line: line, fields: lines)
+        defer { map.nodes.append(nodeLines) }
+
+        var services = strings(fields["services"], what: "services of \(id)")
+        if let single = string(fields["service"], required: false, what: "service of \(id)", line: line) { services.insert(single, at: 0) }
+        if services.isEmpty { error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])") }
+        var phase = Phase.custom
+        if let text = string(fields["phase"], required: true, what: "phase of \(id)", line: line) {
+            if let known = Phase(rawValue: text) { phase = known } else {
+                error(lines["phase"] ?? line, "invalid_value",
+                      "node \(id) has phase \"\(text)\"; use one of \(Phase.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        let action = string(fields["action"], required: true, what: "action of \(id)", line: line) ?? ""
+        let params = fields["params"].map(CanonicalJSON.render) ?? "{}"
+        if let params = fields["params"], params.mapping == nil {
+            error(lines["params"] ?? line, "invalid_value", "params of node \(id) must be a mapping")
+        }
+        var needs: [NodeID] = []
+        if let needsNode = fields["needs"] {
+            for entry in needsNode.sequence.map(Array.init) ?? [needsNode] {
+                guard let need = entry.string else { continue }
+                needs.append(NodeID(need))
+                nodeLines.needs[NodeID(need)] = entry.mark?.line ?? line
+            }
+        }
+        let timeouts = self.timeouts(fields["timeouts"], node: id)
+        let retry = self.retry(fields["retry"], node: id)
+        let rollback = self.rollback(fields["rollback"], node: id)
+        let approval = self.approvals(fields["approvals"], node: id)
+        let deadline = duration(fields["deadline"], what: "deadline of \(id)")
+        let irreversible = bool(fields["irreversible"], what: "irreversible of \(id)") ?? false
+        var onFailure = FailurePolicy.rollback
+        if let text = string(fields["on_failure"], required: false, what: "on_failure of \(id)", line: line) {
+            if let policy = FailurePolicy(rawValue: text) { onFailure = policy } else {
+                error(lines["on_failure"] ?? line, "invalid_value", "node \(id) has on_failure \"\(text)\"; use rollback or pause")
+            }
+        }
+        return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
+                        retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
+                        onFailure: onFailure)
+    }
+
+    mutating func timeouts(_ node: Node?, node id: NodeID) -> Timeouts {
+        guard let node, case .mapping(let mapping) = node else { return Timeouts() }
+        let fields = self.fields(mapping, allowed: ["schedule_to_start", "start_to_close", "heartbeat"], in: "timeouts of \(id)")
+        return Timeouts(scheduleToStartMillis: duration(fields["schedule_to_start"], what: "schedule_to_start of \(id)"),
+                        startToCloseMillis: duration(fields["start_to_close"], what: "start_to_close of \(id)"),
+                        heartbeatMillis: duration(fields["heartbeat"], what: "heartbeat of \(id)"))
+    }
+
+    mutating func retry(_ node: Node?, node id: NodeID) -> RetryPolicy {
+        guard let node, case .mapping(let mapping) = node else { return RetryPolicy() }
+        let fields = self.fields(mapping, allowed: ["max_attempts", "backoff", "max_backoff", "multiplier"], in: "retry of \(id)")
+        let attempts = integer(fields["max_attempts"], what: "max_attempts of \(id)") ?? 1
+        let multiplier = integer(fields["multiplier"], what: "multiplier of \(id)") ?? 2
+        let initial = duration(fields["backoff"], what: "backoff of \(id)") ?? 0
+        return RetryPolicy(maxAttempts: UInt32(clamping: attempts), backoffInitialMillis: initial,
+                           backoffMaxMillis: duration(fields["max_backoff"], what: "max_backoff of \(id)") ?? initial,
+                           backoffMultiplier: UInt32(clamping: max(1, multiplier)))
+    }
+
+    mutating func rollback(_ node: Node?, node id: NodeID) -> RollbackSpec? {
+        guard let node, case .mapping(let mapping) = node else {
+            if let node { error(node.mark?.line ?? 0, "invalid_value", "rollback of \(id) must be a mapping with action (and params)") }
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: ["action", "params"], in: "rollback of \(id)")
+        guard let action = string(fields["action"], required: true, what: "rollback action of \(id)", line: mapping.mark?.line ?? 0) else { return nil }
+        return RollbackSpec(action: action, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+    }
+
+    mutating func approvals(_ node: Node?, node id: NodeID) -> ApprovalGate? {
+        guard let node, case .mapping(let mapping) = node else {
+            if let node { error(node.mark?.line ?? 0, "invalid_value", "approvals of \(id) must be a mapping with minimum (and from)") }
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
+        let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)") ?? 1
+        return ApprovalGate(minimum: UInt32(clamping: minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
+    }
+
+    // MARK: - Values
+
+    /// The fields of a mapping by name, reporting unknown and duplicate keys.
+    mutating func fields(_ mapping: Node.Mapping, allowed: Set<String>, in context: String) -> [String: Node] {
+        var result: [String: Node] = [:]
+        for (key, value) in mapping {
+            let line = key.mark?.line ?? 0
+            guard let name = key.string else { continue }
+            if !allowed.contains(name) {
+                error(line, "unknown_field", "\(context) has an unknown field \"\(name)\"; known fields are \(allowed.sorted().joined(separator: ", "))")
+                continue
+            }
+            if result[name] != nil { error(line, "duplicate_field", "\(context) has \"\(name)\" twice") }
+            result[name] = value
+        }
+        return result
+    }
+
+    mutating func string(_ node: Node?, required: Bool, what: String, line: Int) -> String? {
+        guard let node else {
+            if required { error(line, "missing_field", "\(what) is missing") }
+            return nil
+        }
+        guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+            error(node.mark?.line ?? line, "invalid_value", "\(what) must be a non-empty string")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func strings(_ node: Node?, what: String) -> [String] {
+        guard let node else { return [] }
+        guard case .sequence(let sequence) = node else {
+            if let single = node.string, !single.isEmpty { return [single] }
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a list of names")
+            return []
+        }
+        return sequence.compactMap { item in
+            guard let text = item.string, !text.isEmpty else {
+                error(item.mark?.line ?? 0, "invalid_value", "\(what) must contain names")
+                return nil
+            }
+            return text
+        }
+    }
+
+    mutating func integer(_ node: Node?, what: String) -> Int? {
+        guard let node else { return nil }
+        guard let value = node.int else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a whole number")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node?, what: String) -> Bool? {
+        guard let node else { return nil }
+        guard let value = node.bool else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be true or false")
+            return nil
+        }
+        return value
+    }
+
+    mutating func duration(_ node: Node?, what: String) -> Int64? {
+        guard let node else { return nil }
+        guard let text = node.string, let millis = PlanDuration.milliseconds(text) else {
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
+            return nil
+        }
+        return millis
+    }
+}

@@ -1,0 +1,117 @@
+import LockstepCore
+
+/// The rules `lockstep plan lint` applies to a plan that could be read. Errors make a plan unusable;
+/// warnings point at something a reviewer should look at twice.
+enum PlanLint {
+    /// Phases that move a service's readers or writers from the old path to the new one.
+    static let movingPhases: Set<Phase> = [.dualWrite, .shadow, .live, .rampdown]
+    /// Phases that remove the old path: they must come after every move.
+    static let removingPhases: Set<Phase> = [.contract, .cleanup]
+
+    static func findings(_ plan: PlanSnapshot, map: PlanSourceMap) -> [PlanFinding] {
+        var out: [PlanFinding] = []
+        func error(_ line: Int, _ code: String, _ message: String) { out.append(PlanFinding(.error, line: line, code: code, message)) }
+        func warning(_ line: Int, _ code: String, _ message: String) { out.append(PlanFinding(.warning, line: line, code: code, message)) }
+
+        if plan.services.isEmpty { error(1, "no_services", "the plan declares no services (services: NAME: {owners: [...]})") }
+        var seen = Set<NodeID>()
+        for (index, node) in plan.nodes.enumerated() where !seen.insert(node.id).inserted {
+            error(map.line(ofNode: index, field: "id"), "duplicate_node", "node id \(node.id) is used twice (first at line \(map.line(of: node.id, in: plan)))")
+        }
+        let ids = Set(plan.nodes.map(\.id))
+        let declared = Set(plan.services.map(\.name))
+        for (index, node) in plan.nodes.enumerated() {
+            for need in node.needs where !ids.contains(need) {
+                error(index < map.nodes.count ? map.nodes[index].needs[need] ?? map.line(ofNode: index) : 0, "unknown_dependency",
+                      "node \(node.id) needs \(need), which is not a node of this plan")
+            }
+            if !plan.services.isEmpty {
+                for service in node.services where !declared.contains(service) {
+                    error(map.line(ofNode: index, field: index < map.nodes.count && map.nodes[index].fields["services"] != nil ? "services" : "service"), "unknown_service",
+                          "node \(node.id) names service \(service), which the plan does not declare under services")
+                }
+            }
+        }
+        let cycle = PlanValidation.cycle(in: plan)
+        if let cycle {
+            error(map.line(of: cycle[0], in: plan), "dependency_cycle", "dependency cycle: \(cycle.map(\.rawValue).joined(separator: " -> "))")
+        }
+        let ancestors = cycle == nil ? Self.ancestors(plan) : [:]
+        for (index, node) in plan.nodes.enumerated() {
+            let line = map.line(ofNode: index)
+            if node.irreversible && node.approval == nil {
+                error(line, "irreversible_without_gate", "node \(node.id) is irreversible but has no approval gate (add approvals: {minimum: 1})")
+            }
+            if node.approval != nil && plan.approverGroups(for: node).isEmpty {
+                error(map.line(ofNode: index, field: "approvals"), "gate_without_approvers",
+                      "node \(node.id) has an approval gate but no owner group can approve it (add from: or owners to its services)")
+            }
+            if cycle == nil, removingPhases.contains(node.phase) {
+                for service in node.services {
+                    for mover in plan.nodes where mover.id != node.id && movingPhases.contains(mover.phase) && mover.services.contains(service)
+                        && !(ancestors[node.id]?.contains(mover.id) ?? false) {
+                        error(line, "contract_before_move",
+                              "\(node.phase.rawValue) node \(node.id) does not depend on \(mover.id), which moves \(service)'s readers or writers; add it to needs")
+                    }
+                }
+            }
+            let afterIrreversible = ancestors[node.id]?.contains { plan.node($0)?.irreversible ?? false } ?? false
+            if node.rollback == nil && !node.irreversible && !afterIrreversible && node.phase != .verify {
+                warning(line, "no_rollback", "node \(node.id) has no rollback action and depends on nothing irreversible: an abort cannot undo it")
+            }
+            out += timeoutFindings(node, index: index, map: map)
+            if let deadline = node.deadlineMillis, let overall = plan.deadlineMillis, deadline > overall {
+                warning(map.line(ofNode: index, field: "deadline"), "deadline_after_migration",
+                        "node \(node.id)'s deadline is after the migration's deadline; the migration's fires first")
+            }
+        }
+        return out
+    }
+
+    /// Timeouts that contradict each other (errors) or look like a typo (warnings).
+    static func timeoutFindings(_ node: NodeSpec, index: Int, map: PlanSourceMap) -> [PlanFinding] {
+        var out: [PlanFinding] = []
+        let line = map.line(ofNode: index, field: "timeouts")
+        let t = node.timeouts
+        if let heartbeat = t.heartbeatMillis, let close = t.startToCloseMillis, heartbeat >= close {
+            out.append(PlanFinding(.error, line: line, code: "unreasonable_timeout",
+                                   "node \(node.id)'s heartbeat timeout (\(heartbeat) ms) is not shorter than its start_to_close (\(close) ms)"))
+        }
+        if let heartbeat = t.heartbeatMillis, heartbeat < 1_000 {
+            out.append(PlanFinding(.warning, line: line, code: "unreasonable_timeout",
+                                   "node \(node.id)'s heartbeat timeout is \(heartbeat) ms; agents cannot reliably heartbeat under 1 s"))
+        }
+        for (name, value) in [("schedule_to_start", t.scheduleToStartMillis), ("start_to_close", t.startToCloseMillis)] {
+            guard let value else { continue }
+            if value < 1_000 {
+                out.append(PlanFinding(.warning, line: line, code: "unreasonable_timeout", "node \(node.id)'s \(name) is \(value) ms; under 1 s is likely a typo"))
+            } else if value > 86_400_000 {
+                out.append(PlanFinding(.warning, line: line, code: "unreasonable_timeout",
+                                       "node \(node.id)'s \(name) is over a day; a step that long should report progress and be split"))
+            }
+        }
+        if node.retry.backoffMaxMillis < node.retry.backoffInitialMillis {
+            out.append(PlanFinding(.error, line: map.line(ofNode: index, field: "retry"), code: "unreasonable_backoff",
+                                   "node \(node.id)'s max_backoff is shorter than its backoff"))
+        }
+        return out
+    }
+
+    /// Every node's transitive dependencies (for an acyclic plan).
+    static func ancestors(_ plan: PlanSnapshot) -> [NodeID: Set<NodeID>] {
+        var result: [NodeID: Set<NodeID>] = [:]
+        let needs = Dictionary(plan.nodes.map { ($0.id, $0.needs) }, uniquingKeysWith: { first, _ in first })
+        func visit(_ id: NodeID) -> Set<NodeID> {
+            if let known = result[id] { return known }
+            var all = Set<NodeID>()
+            for need in needs[id] ?? [] where needs[need] != nil {
+                all.insert(need)
+                all.formUnion(visit(need))
+            }
+            result[id] = all
+            return all
+        }
+        for node in plan.nodes { _ = visit(node.id) }
+        return result
+    }
+}
