@@ -19,7 +19,28 @@ public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
         return Instant(millisecondsSinceEpoch: overflow ? (milliseconds > 0 ? .max : .min) : sum)
     }
 
-    public var description: String { "\(millisecondsSinceEpoch)ms" }
+    /// ISO 8601 in UTC with milliseconds, e.g. `2026-01-01T03:45:41.574Z` (proleptic Gregorian calendar).
+    public var description: String {
+        let millis = millisecondsSinceEpoch
+        let days = millis >= 0 ? millis / 86_400_000 : (millis - 86_399_999) / 86_400_000
+        let inDay = millis - days * 86_400_000
+        // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ value: Int64, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(inDay / 3_600_000, 2)):\(pad(inDay / 60_000 % 60, 2))"
+            + ":\(pad(inDay / 1_000 % 60, 2)).\(pad(inDay % 1_000, 3))Z"
+    }
 }
 
 /// The identity of one migration (one run of a plan version).

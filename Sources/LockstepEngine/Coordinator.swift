@@ -123,6 +123,9 @@ public actor Coordinator {
                            commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax)
     }
 
+    /// The live state of migration `id`, if it exists.
+    public func migration(_ id: MigrationID) -> MigrationState? { state.migrations[id] }
+
     /// The digest of the live state.
     public var digest: StateDigest { state.digest }
 

@@ -1,0 +1,170 @@
+import LockstepCore
+import LockstepStore
+
+/// Runs a whole plan on a virtual clock with simulated agents and approvers, through the real
+/// coordinator and core, and returns the timeline. Same plan, options and seed: same timeline.
+public struct Rehearsal: Sendable {
+    /// What to make go wrong.
+    public struct Options: Sendable {
+        public var seed: UInt64 = 1
+        /// Node → how many of its attempts fail (retryable) before it succeeds; more than its retry
+        /// policy allows makes it fail for good.
+        public var failures: [NodeID: UInt32] = [:]
+        /// Gates that an approver rejects.
+        public var rejections: Set<NodeID> = []
+        public init() {}
+    }
+
+    /// One line of the timeline.
+    public struct Entry: Hashable, Sendable {
+        /// Milliseconds since the rehearsal started.
+        public var offsetMillis: Int64
+        public var sequence: UInt64
+        public var event: MigrationEvent
+        public var actor: String
+    }
+
+    public struct Outcome: Sendable {
+        public var timeline: [Entry]
+        public var final: MigrationState
+        /// The coordinator's live digest at the end.
+        public var digest: StateDigest
+        /// The digest of a full replay of the rehearsal's log: equal to `digest` when replay is faithful.
+        public var replayDigest: StateDigest
+    }
+
+    /// Most coordinator commands one rehearsal may issue.
+    public static let commandsMax = 10_000
+    /// The virtual clock's start: 2026-01-01T00:00:00Z.
+    public static let epoch = Instant(millisecondsSinceEpoch: 1_767_225_600_000)
+
+    public let plan: PlanSnapshot
+    public let options: Options
+
+    public init(plan: PlanSnapshot, options: Options) {
+        self.plan = plan
+        self.options = options
+    }
+
+    public enum Failure: Error, CustomStringConvertible {
+        case refused(CommandError)
+        case tooLong(Int)
+        public var description: String {
+            switch self {
+            case .refused(let error): "the coordinator refused a rehearsal command: \(error)"
+            case .tooLong(let commands): "the rehearsal did not settle within \(commands) commands"
+            }
+        }
+    }
+
+    public func run() async throws -> Outcome {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
+        let id = MigrationID("rehearsal")
+        var random = SplitMix64(seed: options.seed)
+        var now = Self.epoch
+        var timeline: [Entry] = []
+        var commands = 0
+        var failuresLeft = options.failures
+        // Steps in flight: when each finishes, and how.
+        var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool)] = []
+
+        func execute(_ command: MigrationCommand, as actor: Actor, _ trigger: TriggeredBy) async throws -> Bool {
+            commands += 1
+            guard commands <= Self.commandsMax else { throw Failure.tooLong(Self.commandsMax) }
+            do throws(CommandError) {
+                let result = try await coordinator.execute(command, migration: id, context: CommandContext(actor: actor, triggeredBy: trigger), now: now)
+                for (offset, event) in result.events.enumerated() {
+                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - Self.epoch.millisecondsSinceEpoch,
+                                          sequence: result.receipt.firstSequence + UInt64(offset), event: event.event, actor: actor.description))
+                }
+                return true
+            } catch {
+                if case .rejected = error { return false }
+                throw Failure.refused(error)
+            }
+        }
+        func state() async -> MigrationState { await coordinator.migration(id)! }
+        let owner = Actor(kind: "user", id: "rehearsal-owner")
+
+        _ = try await execute(.start(id: id, plan: plan, startedBy: owner.id), as: owner, .user)
+        while !(await state()).status.isSettled {
+            var migration = await state()
+            // Deadlines first: they fire at their instant, whatever else is due.
+            if let deadline = migration.nextDeadline, deadline <= now {
+                _ = try await execute(.enforceDeadlines, as: .coordinator, .deadline)
+                continue
+            }
+            // Gates: distinct approvers from the allowed groups (never the requester); or a rejection.
+            for spec in plan.nodes where migration.displayStatus(spec.id) == "awaiting_approval" {
+                let groups = plan.approverGroups(for: spec)
+                if options.rejections.contains(spec.id) {
+                    let approver = Actor(kind: "user", id: "approver-1")
+                    _ = try await execute(.reject(node: spec.id, approver: approver.id, groups: groups, comment: "rehearsed rejection"), as: approver, .user)
+                } else {
+                    let have = migration.node(spec.id)?.approvals.count ?? 0
+                    for index in have..<Int(spec.approval?.minimum ?? 0) {
+                        let approver = Actor(kind: "user", id: "approver-\(index + 1)")
+                        _ = try await execute(.approve(node: spec.id, approver: approver.id, groups: groups, comment: "rehearsed"), as: approver, .user)
+                    }
+                }
+            }
+            migration = await state()
+            // A rejected gate pauses the migration: the rehearsed operator aborts it.
+            if migration.status == .paused {
+                _ = try await execute(.abort(reason: "rehearsal: \(migration.statusReason ?? "paused")"), as: owner, .user)
+                continue
+            }
+            // Hand out every step that may start now.
+            let candidates = migration.status == .aborting ? Array(migration.rollbackQueue.prefix(1)) : migration.readyNodes
+            for node in candidates where !inFlight.contains(where: { $0.node == node }) {
+                let spec = plan.node(node)!
+                let agent = Actor(kind: "agent", id: "\(spec.services[0])-agent")
+                guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: CoreLimits.leaseTTLMillisMax), as: agent, .agent) else { continue }
+                let token = (await state()).node(node)!.lastToken
+                let forward = migration.status != .aborting
+                let fails = forward && (failuresLeft[node] ?? 0) > 0
+                if fails { failuresLeft[node]! -= 1 }
+                inFlight.append((now.adding(milliseconds: duration(of: spec, rollback: !forward, random: &random)), node, token, !fails))
+            }
+            // Advance the clock to the next thing that happens.
+            migration = await state()
+            let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
+            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline].compactMap { $0 }.filter { $0 > now }
+            guard let next = nextTimes.min() else { break }
+            now = max(now, next)
+            inFlight.sort { ($0.at, $0.node.rawValue) < ($1.at, $1.node.rawValue) }
+            while let step = inFlight.first, step.at <= now {
+                inFlight.removeFirst()
+                let agent = Actor(kind: "agent", id: "\(plan.node(step.node)!.services[0])-agent")
+                let command: MigrationCommand = step.succeeds
+                    ? .completeStep(node: step.node, token: step.token)
+                    : .failStep(node: step.node, token: step.token, reason: "rehearsed failure", retryable: true)
+                _ = try await execute(command, as: agent, .agent)
+            }
+        }
+        let final = await state()
+        return Outcome(timeline: timeline, final: final, digest: await coordinator.digest, replayDigest: try await History.replay(log).digest)
+    }
+
+    /// A step's simulated duration: 20–60% of its start-to-close timeout, or 1–5 minutes without one.
+    func duration(of spec: NodeSpec, rollback: Bool, random: inout SplitMix64) -> Int64 {
+        let budget = spec.timeouts.startToCloseMillis ?? 300_000
+        let low = max(1_000, budget / 5), high = max(low + 1, budget * 3 / 5)
+        let millis = low + Int64(random.next() % UInt64(high - low))
+        return rollback ? max(1_000, millis / 2) : millis
+    }
+}
+
+/// SplitMix64: small, fast and seeded; the same seed gives the same sequence everywhere.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

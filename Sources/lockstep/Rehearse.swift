@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepPlan
+
+struct Rehearse: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a plan end to end on a virtual clock with simulated agents and approvers, and print the timeline.",
+        discussion: """
+            Uses the real coordinator and state machine over an in-memory log. Same file, options and seed:
+            same output. Exit status: 0 when the migration succeeds, 1 when it rolls back or fails, 2 when the
+            plan has lint errors.
+            """)
+
+    @Argument(help: "The plan file (YAML).") var file: String
+    @Option(help: "Seed for step durations.") var seed: UInt64 = 1
+    @Option(name: .customLong("fail"), help: "NODE[:N]: the first N attempts of NODE fail (default 1). Repeatable.")
+    var failures: [String] = []
+    @Option(name: .customLong("reject"), help: "GATE: an approver rejects the gate of node GATE. Repeatable.")
+    var rejections: [String] = []
+    @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+    func run() async throws {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            FileHandle.standardError.write(Data("error: cannot read \(file)\n".utf8))
+            throw ExitCode(66)
+        }
+        let load = PlanFile.lint(yaml: String(decoding: data, as: UTF8.self))
+        guard load.errors.isEmpty, let plan = load.plan?.hashed() else {
+            for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: file) + "\n").utf8)) }
+            throw ExitCode(2)
+        }
+        var options = Rehearsal.Options()
+        options.seed = seed
+        for failure in failures {
+            let parts = failure.split(separator: ":", maxSplits: 1)
+            let node = NodeID(String(parts[0]))
+            guard plan.node(node) != nil else { throw ValidationError("--fail names \(node), which is not a node of \(plan.name)") }
+            guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("--fail \(failure): the count must be a number") }
+            options.failures[node] = count
+        }
+        for gate in rejections {
+            guard plan.node(NodeID(gate))?.approval != nil else { throw ValidationError("--reject names \(gate), which has no approval gate") }
+            options.rejections.insert(NodeID(gate))
+        }
+        let outcome = try await Rehearsal(plan: plan, options: options).run()
+        switch output {
+        case .table:
+            print("rehearsal of \(plan.name) (\(plan.nodes.count) nodes), seed \(seed)")
+            for entry in outcome.timeline {
+                let clock = Self.clock(entry.offsetMillis)
+                print("\(clock)  #\(String(entry.sequence).padding(toLength: 4, withPad: " ", startingAt: 0)) \(entry.event.typeName.padding(toLength: 22, withPad: " ", startingAt: 0)) \(entry.event.summary)")
+            }
+            let elapsed = Self.clock(outcome.timeline.last?.offsetMillis ?? 0)
+            print("\nresult: \(outcome.final.status.rawValue) after \(elapsed) (virtual time); state digest \(outcome.digest.hex)")
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            let rows = outcome.timeline.map { ["offset_ms": String($0.offsetMillis), "sequence": String($0.sequence), "type": $0.event.typeName,
+                                               "summary": $0.event.summary, "actor": $0.actor] }
+            print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+        }
+        if outcome.final.status != .succeeded { throw ExitCode(1) }
+    }
+
+    /// `+HH:MM:SS` (days become extra hours).
+    static func clock(_ millis: Int64) -> String {
+        let seconds = millis / 1_000
+        return String(format: "+%02lld:%02lld:%02lld", seconds / 3_600, seconds / 60 % 60, seconds % 60)
+    }
+}

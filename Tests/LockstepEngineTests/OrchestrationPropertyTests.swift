@@ -1,0 +1,125 @@
+import LockstepCore
+import LockstepEngine
+import Testing
+
+/// A random plan: a DAG of `count` nodes over three services, each node needing a random subset of
+/// earlier ones, with random rollbacks, gates, retry policies and irreversible points.
+func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
+    let count = Int.random(in: 2...12, using: &random)
+    let services = ["orders", "ledger", "payments"]
+    var nodes: [NodeSpec] = []
+    for index in 0..<count {
+        let needs = (0..<index).filter { _ in Int.random(in: 0..<3, using: &random) == 0 }.map { NodeID("n\($0)") }
+        let irreversible = Int.random(in: 0..<10, using: &random) == 0
+        let gated = irreversible || Int.random(in: 0..<5, using: &random) == 0
+        nodes.append(NodeSpec(
+            id: NodeID("n\(index)"), services: [services[Int.random(in: 0..<3, using: &random)]],
+            phase: [.expand, .dualWrite, .backfill, .verify, .live, .custom][Int.random(in: 0..<6, using: &random)], action: "act",
+            needs: needs, retry: RetryPolicy(maxAttempts: UInt32.random(in: 1...3, using: &random), backoffInitialMillis: 1_000,
+                                             backoffMaxMillis: 10_000, backoffMultiplier: 2),
+            rollback: Int.random(in: 0..<10, using: &random) < 7 ? RollbackSpec(action: "undo") : nil,
+            approval: gated ? ApprovalGate(minimum: UInt32.random(in: 1...2, using: &random)) : nil, irreversible: irreversible))
+    }
+    return PlanSnapshot(name: "random", version: 1, contentHash: "", services: services.map { ServiceSpec(name: $0, owners: ["\($0)-team"]) },
+                        nodes: nodes).hashed()
+}
+
+@Suite struct RehearsalTests {
+    func ledger() -> PlanSnapshot { ExamplePlans.ledgerSplit }
+
+    @Test func theSameSeedGivesTheSameTimeline() async throws {
+        var options = Rehearsal.Options()
+        options.seed = 42
+        options.failures = [NodeID("backfill-ledger"): 1]
+        let first = try await Rehearsal(plan: ledger(), options: options).run()
+        let second = try await Rehearsal(plan: ledger(), options: options).run()
+        #expect(first.timeline == second.timeline)
+        #expect(first.digest == second.digest)
+        options.seed = 43
+        #expect(try await Rehearsal(plan: ledger(), options: options).run().timeline != first.timeline)
+    }
+
+    @Test func exhaustedRetriesRollBackInReverseOrder() async throws {
+        var options = Rehearsal.Options()
+        options.failures = [NodeID("backfill-ledger"): 3]
+        let outcome = try await Rehearsal(plan: ledger(), options: options).run()
+        #expect(outcome.final.status == .rolledBack)
+        let rolledBack = outcome.timeline.compactMap { entry -> String? in
+            if case .stepCompleted(let completed) = entry.event, completed.kind == .rollback { return completed.node.rawValue }
+            return nil
+        }
+        #expect(rolledBack == ["dual-write-orders", "expand-ledger-schema"])
+    }
+
+    @Test func aRejectedGateEndsInRollback() async throws {
+        var options = Rehearsal.Options()
+        options.rejections = [NodeID("switch-reads-payments")]
+        let outcome = try await Rehearsal(plan: ledger(), options: options).run()
+        #expect(outcome.final.status == .rolledBack)
+        #expect(outcome.timeline.contains { if case .approvalRejected = $0.event { true } else { false } })
+    }
+
+    @Test func aDeadlineFiresOnTheVirtualClock() async throws {
+        var plan = ledger()
+        plan.nodes[2].deadlineMillis = 60_000  // backfill must be done a minute after start: it cannot be.
+        let outcome = try await Rehearsal(plan: plan.hashed(), options: Rehearsal.Options()).run()
+        #expect(outcome.final.status == .rolledBack)
+        #expect(outcome.final.statusReason == "node backfill-ledger's deadline passed at \(Rehearsal.epoch.adding(milliseconds: 60_000))")
+    }
+}
+
+@Suite struct OrchestrationPropertyTests {
+    /// Over random plans and outcomes: no node starts before its needs succeeded; rollback steps run in
+    /// the reverse of completion order; replaying the log gives the live digest. A failure names its seed.
+    @Test(arguments: 0..<8)
+    func invariantsHoldOverRandomPlans(batch: Int) async throws {
+        var statuses: [MigrationStatus] = []
+        var rollbackSteps = 0
+        defer {
+            // The generator must reach both endings, or the properties are tested on nothing.
+            #expect(statuses.contains(.succeeded) && statuses.contains(.rolledBack), "batch \(batch): \(statuses)")
+            #expect(rollbackSteps > 0, "batch \(batch) ran no rollback step")
+        }
+        for seed in UInt64(batch * 25)..<UInt64(batch * 25 + 25) {
+            var random = SeededGenerator(seed: seed)
+            let plan = randomPlan(&random)
+            var options = Rehearsal.Options()
+            options.seed = seed
+            for node in plan.nodes where Int.random(in: 0..<4, using: &random) == 0 {
+                options.failures[node.id] = UInt32.random(in: 1...3, using: &random)
+            }
+            for node in plan.nodes where node.approval != nil && Int.random(in: 0..<8, using: &random) == 0 {
+                options.rejections.insert(node.id)
+            }
+            let outcome = try await Rehearsal(plan: plan, options: options).run()
+            statuses.append(outcome.final.status)
+            #expect(outcome.final.status.isSettled, "seed \(seed)")
+            #expect(outcome.digest == outcome.replayDigest, "seed \(seed): replay differs from the live state")
+
+            var succeeded: Set<NodeID> = []
+            var completionOrder: [NodeID] = []
+            var rollbackOrder: [NodeID] = []
+            var abandoned: [NodeID] = []
+            for entry in outcome.timeline {
+                switch entry.event {
+                case .stepLeased(let leased) where leased.kind == .forward:
+                    let needs = plan.node(leased.node)!.needs
+                    #expect(needs.allSatisfy(succeeded.contains), "seed \(seed): \(leased.node) started before its needs \(needs)")
+                case .stepCompleted(let completed) where completed.kind == .forward:
+                    succeeded.insert(completed.node)
+                    completionOrder.append(completed.node)
+                case .stepCompleted(let completed):
+                    rollbackOrder.append(completed.node)
+                case .migrationAborted(let report):
+                    abandoned = report.abandoned
+                default:
+                    break
+                }
+            }
+            // Rollback steps: first the abandoned ones, then completed nodes, most recent first.
+            rollbackSteps += rollbackOrder.count
+            let expected = (abandoned + completionOrder.reversed()).filter(rollbackOrder.contains)
+            #expect(rollbackOrder == expected, "seed \(seed): rollback order \(rollbackOrder), completion order \(completionOrder)")
+        }
+    }
+}
