@@ -96,6 +96,8 @@ public enum CoreLimits {
     public static let ownerGroupsMax = 32
     /// Longest timeout, backoff or deadline, in milliseconds (30 days).
     public static let durationMillisMax: Int64 = 30 * 86_400_000
+    /// Most versions kept per plan name.
+    public static let planVersionsMax = 10_000
     /// Longest plan description, in UTF-8 bytes.
     public static let descriptionBytesMax = 4_096
 }

@@ -11,6 +11,10 @@ extension LogState {
         writer.u8(Self.canonicalFormat)
         writer.u64(lastSequence)
         writer.array(migrationsInOrder) { $0.migration($1) }
+        writer.array(plansInOrder) { w, entry in
+            w.string(entry.name)
+            w.array(entry.versions) { $0.plan($1) }
+        }
         return writer.bytes
     }
 
@@ -22,10 +26,15 @@ extension LogState {
         guard format == Self.canonicalFormat else { throw .unsupportedFormat(format) }
         let lastSequence = try reader.u64()
         let list = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.migration() }
+        let planList = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> (String, [PlanSnapshot]) in
+            (try r.string(), try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.plan() })
+        }
         guard reader.offset == bytes.count else { throw .trailingBytes(offset: reader.offset) }
         var migrations: [MigrationID: MigrationState] = [:]
         for migration in list { migrations[migration.id] = migration }
-        self.init(migrations: migrations, lastSequence: lastSequence)
+        var plans: [String: [PlanSnapshot]] = [:]
+        for (name, versions) in planList { plans[name] = versions }
+        self.init(migrations: migrations, plans: plans, lastSequence: lastSequence)
         // Canonical means one encoding per state: duplicates or a different order would re-encode differently.
         guard canonicalBytes == bytes else { throw .invalidValue(offset: 0, what: "non-canonical migration order") }
     }

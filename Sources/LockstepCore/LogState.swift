@@ -2,17 +2,42 @@
 public struct LogState: Hashable, Sendable {
     /// Migrations by id. Never iterated for anything that matters: use `migrationsInOrder`.
     public private(set) var migrations: [MigrationID: MigrationState]
+    /// Applied plans by name, versions oldest first. Never iterated for anything that matters: use `plansInOrder`.
+    public private(set) var plans: [String: [PlanSnapshot]]
     /// The highest global sequence folded in (0 = nothing yet).
     public private(set) var lastSequence: UInt64
 
     public init() {
         self.migrations = [:]
+        self.plans = [:]
         self.lastSequence = 0
     }
 
-    init(migrations: [MigrationID: MigrationState], lastSequence: UInt64) {
+    init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], lastSequence: UInt64) {
         self.migrations = migrations
+        self.plans = plans
         self.lastSequence = lastSequence
+    }
+
+    /// Folds in one record of any stream at global position `sequence`.
+    public mutating func evolve(_ record: LogRecord, sequence: UInt64) {
+        switch record {
+        case .migration(let event):
+            evolve(migration: event.migration, sequence: sequence, event.event)
+        case .plan(let event):
+            switch event.event {
+            case .planApplied(let plan): plans[event.plan, default: []].append(plan)
+            }
+            lastSequence = max(lastSequence, sequence)
+        }
+    }
+
+    /// The version of `record`'s stream before it: what the record's own version must follow.
+    public func currentVersion(of record: LogRecord) -> UInt64 {
+        switch record {
+        case .migration(let event): migrations[event.migration]?.version ?? 0
+        case .plan(let event): UInt64(plans[event.plan]?.count ?? 0)
+        }
     }
 
     /// Migrations sorted by id (UTF-8 byte order): the one order anything observable uses.

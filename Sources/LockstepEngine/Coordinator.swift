@@ -70,8 +70,9 @@ public actor Coordinator {
     private var appliedAhead: [ClosedRange<UInt64>] = []
     /// A snapshot is being written in the background.
     private var snapshotInFlight = false
-    private var busyMigrations: Set<MigrationID> = []
-    private var waiting: [MigrationID: [CheckedContinuation<Void, Never>]] = [:]
+    /// Streams with a command in progress, and the commands waiting for them.
+    private var busyStreams: Set<String> = []
+    private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
     /// Most commands that may wait for their turn on one migration; more are refused as overloaded.
     public let commandsWaitingPerMigrationMax: Int
@@ -131,8 +132,9 @@ public actor Coordinator {
 
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
     public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        guard await acquire(id) else { throw .overloaded(id, waitingMax: commandsWaitingPerMigrationMax) }
-        defer { release(id) }
+        let stream = RecordedEvent.stream(of: id)
+        guard await acquire(stream) else { throw .overloaded(id, waitingMax: commandsWaitingPerMigrationMax) }
+        defer { release(stream) }
         let events: [MigrationEvent]
         switch state.decide(migration: id, command, now: now) {
         case .rejected(let rejection): throw .rejected(rejection)
@@ -157,6 +159,45 @@ public actor Coordinator {
         markApplied(receipt.firstSequence...receipt.lastSequence)
         snapshotIfDue()
         return CommandResult(events: recorded, receipt: receipt)
+    }
+
+    /// Applies a plan's content (hashed here): a no-op returning the current version when the newest
+    /// version has the same content, else a `plan_applied` event and the new version.
+    public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
+        let hashed = plan.hashed()
+        let stream = RecordedPlanEvent.stream(of: hashed.name)
+        guard await acquire(stream) else { throw .overloaded(MigrationID(stream), waitingMax: commandsWaitingPerMigrationMax) }
+        defer { release(stream) }
+        let event: PlanEvent
+        switch state.decideApply(hashed) {
+        case .rejected(let rejection): throw .rejected(rejection)
+        case .unchanged(let version): return (version, false)
+        case .accepted(let accepted): event = accepted
+        }
+        let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
+                                     causationID: context.causationID, correlationID: context.correlationID)
+        let base = UInt64(state.plans[hashed.name]?.count ?? 0)
+        let record = RecordedPlanEvent(plan: hashed.name, streamVersion: base + 1, metadata: metadata, event: event)
+        let receipt: AppendReceipt
+        do {
+            receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [EventRecordCodec.encode(record)]))
+        } catch {
+            throw .storage(error)
+        }
+        state.evolve(.plan(record), sequence: receipt.firstSequence)
+        markApplied(receipt.firstSequence...receipt.lastSequence)
+        snapshotIfDue()
+        guard case .planApplied(let applied) = event else { return (base + 1, true) }
+        return (applied.version, true)
+    }
+
+    /// Starts migration `id` on version `version` (the newest when nil) of the applied plan `name`.
+    public func startMigration(_ id: MigrationID, plan name: String, version: UInt64? = nil, context: CommandContext,
+                               now: Instant) async throws(CommandError) -> CommandResult {
+        guard let plan = state.plan(name, version: version) else {
+            throw .rejected(.invalidArgument(version.map { "plan \(name) has no version \($0)" } ?? "no plan named \(name) has been applied"))
+        }
+        return try await execute(.start(id: id, plan: plan, startedBy: context.actor.id), migration: id, context: context, now: now)
     }
 
     /// Saves a snapshot of the live state now, if every appended event is folded in. Returns its sequence.
@@ -211,22 +252,22 @@ public actor Coordinator {
         }
     }
 
-    /// Waits for `id`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.
-    private func acquire(_ id: MigrationID) async -> Bool {
-        if busyMigrations.insert(id).inserted { return true }
-        guard waiting[id, default: []].count < commandsWaitingPerMigrationMax else { return false }
-        await withCheckedContinuation { waiting[id, default: []].append($0) }
-        // Ownership was handed over by `release`; `id` stays in `busyMigrations`.
+    /// Waits for `stream`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.
+    private func acquire(_ stream: String) async -> Bool {
+        if busyStreams.insert(stream).inserted { return true }
+        guard waiting[stream, default: []].count < commandsWaitingPerMigrationMax else { return false }
+        await withCheckedContinuation { waiting[stream, default: []].append($0) }
+        // Ownership was handed over by `release`; `stream` stays in `busyStreams`.
         return true
     }
 
-    private func release(_ id: MigrationID) {
-        if var queue = waiting[id], !queue.isEmpty {
+    private func release(_ stream: String) {
+        if var queue = waiting[stream], !queue.isEmpty {
             let next = queue.removeFirst()
-            waiting[id] = queue.isEmpty ? nil : queue
+            waiting[stream] = queue.isEmpty ? nil : queue
             next.resume()
         } else {
-            busyMigrations.remove(id)
+            busyStreams.remove(stream)
         }
     }
 }

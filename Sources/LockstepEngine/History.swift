@@ -15,7 +15,7 @@ public enum History {
     /// Pipelined: while this folds one page, the log reads and chain-verifies the next on its own queue.
     public static func fold(
         _ log: any EventLog, into state: inout LogState, through: UInt64? = nil,
-        visit: (StoredEvent, RecordedEvent) throws(EventLogError) -> Void = { _, _ in }
+        visit: (StoredEvent, LogRecord) throws(EventLogError) -> Void = { _, _ in }
     ) async throws(EventLogError) {
         var position = state.lastSequence
         if let through, through < position {
@@ -37,9 +37,9 @@ public enum History {
             next = prefetch(after: last.sequence)
             do throws(EventLogError) {
                 for stored in page {
-                    let event = try check(stored, against: state)
-                    try visit(stored, event)
-                    state.evolve(migration: event.migration, sequence: stored.sequence, event.event)
+                    let record = try check(stored, against: state)
+                    try visit(stored, record)
+                    state.evolve(record, sequence: stored.sequence)
                     position = stored.sequence
                 }
             } catch {
@@ -52,42 +52,43 @@ public enum History {
         }
     }
 
-    /// Decodes `stored` and checks it fits the state folded so far.
-    public static func check(_ stored: StoredEvent, against state: LogState) throws(EventLogError) -> RecordedEvent {
-        let event: RecordedEvent
+    /// Decodes `stored` and checks it fits the state folded so far: the bytes parse, name the row's
+    /// stream and version, the version follows on, and a migration stream starts with exactly one
+    /// `migration_started` naming its own migration.
+    public static func check(_ stored: StoredEvent, against state: LogState) throws(EventLogError) -> LogRecord {
+        let record: LogRecord
         do {
-            let record = try EventRecordCodec.decodeRecord(stored.record)
-            guard record.stream == stored.stream, record.streamVersion == stored.streamVersion else {
+            let wire = try EventRecordCodec.decodeRecord(stored.record)
+            guard wire.stream == stored.stream, wire.streamVersion == stored.streamVersion else {
                 throw EventLogError.corrupted(position: stored.sequence, reason:
-                    "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(record.stream)@\(record.streamVersion)")
+                    "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(wire.stream)@\(wire.streamVersion)")
             }
-            event = try EventRecordCodec.domainEvent(record)
+            record = try EventRecordCodec.domainRecord(wire)
         } catch let error as EventLogError {
             throw error
         } catch {
             throw .corrupted(position: stored.sequence, reason: "\(error)")
         }
-        let stream = stored.stream
-        let current = state.migrations[event.migration]?.version ?? 0
-        guard event.streamVersion == current + 1 else {
-            throw .corrupted(position: stored.sequence, reason:
-                "stream \(stream) jumps from version \(current) to \(event.streamVersion)")
+        let current = state.currentVersion(of: record)
+        guard record.streamVersion == current + 1 else {
+            throw .corrupted(position: stored.sequence, reason: "stream \(stored.stream) jumps from version \(current) to \(record.streamVersion)")
         }
+        guard case .migration(let event) = record else { return record }
         let isStart: Bool
         if case .migrationStarted(let started) = event.event {
             isStart = true
             guard started.migration == event.migration else {
-                throw .corrupted(position: stored.sequence, reason: "migration_started in \(stream) names migration \(started.migration)")
+                throw .corrupted(position: stored.sequence, reason: "migration_started in \(stored.stream) names migration \(started.migration)")
             }
         } else {
             isStart = false
         }
         guard isStart == (current == 0) else {
             throw .corrupted(position: stored.sequence, reason: isStart
-                ? "stream \(stream) has a second migration_started at version \(event.streamVersion)"
-                : "the first event of \(stream) is not migration_started")
+                ? "stream \(stored.stream) has a second migration_started at version \(event.streamVersion)"
+                : "the first event of \(stored.stream) is not migration_started")
         }
-        return event
+        return record
     }
 
     /// The state as of event `through` (or the end of the log), replayed from the first event.

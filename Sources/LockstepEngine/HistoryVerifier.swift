@@ -9,6 +9,8 @@ public struct VerificationReport: Hashable, Sendable {
     public var head: LogHead
     /// Migrations found.
     public var migrations: Int
+    /// Plans found (each with one or more versions).
+    public var plans: Int
     /// The sequence of the newest snapshot, if its digest was checked against the replay.
     public var snapshotChecked: UInt64?
     /// The digest of the state after the last event.
@@ -64,7 +66,7 @@ public enum HistoryVerifier {
                 throw .corrupted(position: snapshot.sequence, reason: "the snapshot at \(snapshot.sequence) does not match the replayed state")
             }
         }
-        return VerificationReport(events: head.sequence, head: head, migrations: state.migrations.count,
+        return VerificationReport(events: head.sequence, head: head, migrations: state.migrations.count, plans: state.plans.count,
                                   snapshotChecked: snapshot?.sequence, digest: state.digest)
     }
 }

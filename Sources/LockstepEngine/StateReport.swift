@@ -5,6 +5,19 @@ public struct StateReport: Codable, Hashable, Sendable {
     public var sequence: UInt64
     public var digest: String
     public var migrations: [Migration]
+    public var plans: [AppliedPlan]
+
+    /// An applied plan and its versions.
+    public struct AppliedPlan: Codable, Hashable, Sendable {
+        public var name: String
+        public var versions: [Version]
+        public struct Version: Codable, Hashable, Sendable {
+            public var version: UInt64
+            public var contentHash: String
+            public var nodes: Int
+            enum CodingKeys: String, CodingKey { case version, nodes, contentHash = "content_hash" }
+        }
+    }
 
     public struct Migration: Codable, Hashable, Sendable {
         public var id: String
@@ -42,7 +55,7 @@ public struct StateReport: Codable, Hashable, Sendable {
         public var expiresAtMs: Int64
     }
 
-    enum CodingKeys: String, CodingKey { case sequence, digest, migrations }
+    enum CodingKeys: String, CodingKey { case sequence, digest, migrations, plans }
 }
 
 extension StateReport.Migration {
@@ -71,6 +84,11 @@ extension StateReport {
     public init(_ state: LogState) {
         sequence = state.lastSequence
         digest = state.digest.hex
+        plans = state.plansInOrder.map { entry in
+            AppliedPlan(name: entry.name, versions: entry.versions.map {
+                AppliedPlan.Version(version: $0.version, contentHash: $0.contentHash, nodes: $0.nodes.count)
+            })
+        }
         migrations = state.migrationsInOrder.map { migration in
             Migration(
                 id: migration.id.rawValue,

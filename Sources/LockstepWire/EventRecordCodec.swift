@@ -5,13 +5,15 @@ import SwiftProtobuf
 public enum RecordDecodingError: Error, Hashable, Sendable, CustomStringConvertible {
     case malformed(String)
     case notAMigrationStream(String)
+    case payloadDoesNotFitStream(stream: String, payload: String)
     case missingPayload
     case invalidField(String)
 
     public var description: String {
         switch self {
         case .malformed(let why): "record bytes are not a valid EventRecord: \(why)"
-        case .notAMigrationStream(let stream): "stream \"\(stream)\" is not a migration stream"
+        case .notAMigrationStream(let stream): "stream \"\(stream)\" is neither a migration nor a plan stream"
+        case .payloadDoesNotFitStream(let stream, let payload): "a \(payload) payload cannot be in stream \(stream)"
         case .missingPayload: "record has no payload"
         case .invalidField(let what): "record has an invalid \(what)"
         }
@@ -27,18 +29,33 @@ public enum EventRecordCodec {
         return (try? record.serializedBytes()) ?? []
     }
 
+    /// The bytes to store for a plan event.
+    public static func encode(_ event: RecordedPlanEvent) -> [UInt8] {
+        (try? wireRecord(.plan(event)).serializedBytes()) ?? []
+    }
+
     /// The wire form of `event`.
-    public static func wireRecord(_ event: RecordedEvent) -> Lockstep_V1_EventRecord {
-        var record = Lockstep_V1_EventRecord()
-        record.stream = RecordedEvent.stream(of: event.migration)
-        record.streamVersion = event.streamVersion
-        record.recordedAtMs = event.metadata.recordedAt.millisecondsSinceEpoch
-        record.actor = .with { $0.kind = event.metadata.actor.kind; $0.id = event.metadata.actor.id }
-        record.triggeredBy = Lockstep_V1_TriggeredBy(event.metadata.triggeredBy)
-        record.causationID = event.metadata.causationID
-        record.correlationID = event.metadata.correlationID
-        record.payload = Lockstep_V1_EventPayload(event.event)
-        return record
+    public static func wireRecord(_ event: RecordedEvent) -> Lockstep_V1_EventRecord { wireRecord(.migration(event)) }
+
+    /// The wire form of any record.
+    public static func wireRecord(_ record: LogRecord) -> Lockstep_V1_EventRecord {
+        var wire = Lockstep_V1_EventRecord()
+        wire.stream = record.stream
+        wire.streamVersion = record.streamVersion
+        let metadata = record.metadata
+        wire.recordedAtMs = metadata.recordedAt.millisecondsSinceEpoch
+        wire.actor = .with { $0.kind = metadata.actor.kind; $0.id = metadata.actor.id }
+        wire.triggeredBy = Lockstep_V1_TriggeredBy(metadata.triggeredBy)
+        wire.causationID = metadata.causationID
+        wire.correlationID = metadata.correlationID
+        switch record {
+        case .migration(let event): wire.payload = Lockstep_V1_EventPayload(event.event)
+        case .plan(let event):
+            switch event.event {
+            case .planApplied(let plan): wire.payload.planApplied = .with { $0.plan = Lockstep_V1_PlanSnapshot(plan) }
+            }
+        }
+        return wire
     }
 
     /// Parses stored bytes into their wire record.
@@ -50,12 +67,33 @@ public enum EventRecordCodec {
         }
     }
 
-    /// Parses stored bytes into a domain event, validating every field.
+    /// Parses stored bytes of a migration stream into a domain event, validating every field.
     public static func decode(_ bytes: [UInt8]) throws(RecordDecodingError) -> RecordedEvent {
         try domainEvent(try decodeRecord(bytes))
     }
 
-    /// The domain event a wire record describes.
+    /// Parses stored bytes of any stream into a domain record, validating every field.
+    public static func decodeAny(_ bytes: [UInt8]) throws(RecordDecodingError) -> LogRecord {
+        try domainRecord(try decodeRecord(bytes))
+    }
+
+    /// The domain record a wire record describes, for any stream.
+    public static func domainRecord(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> LogRecord {
+        guard let plan = RecordedPlanEvent.plan(ofStream: record.stream) else { return .migration(try domainEvent(record)) }
+        guard record.streamVersion >= 1 else { throw .invalidField("stream_version 0") }
+        guard let triggeredBy = TriggeredBy(record.triggeredBy) else { throw .invalidField("triggered_by") }
+        guard case .planApplied(let applied) = record.payload.kind else {
+            throw .payloadDoesNotFitStream(stream: record.stream, payload: record.payload.kind == nil ? "missing" : "migration event")
+        }
+        let metadata = EventMetadata(
+            recordedAt: Instant(millisecondsSinceEpoch: record.recordedAtMs),
+            actor: Actor(kind: record.actor.kind, id: record.actor.id), triggeredBy: triggeredBy,
+            causationID: record.causationID, correlationID: record.correlationID)
+        return .plan(RecordedPlanEvent(plan: plan, streamVersion: record.streamVersion, metadata: metadata,
+                                       event: .planApplied(try PlanSnapshot(applied.plan))))
+    }
+
+    /// The domain event a wire record of a migration stream describes.
     public static func domainEvent(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> RecordedEvent {
         guard let migration = RecordedEvent.migration(ofStream: record.stream) else { throw .notAMigrationStream(record.stream) }
         guard record.streamVersion >= 1 else { throw .invalidField("stream_version 0") }

@@ -110,6 +110,8 @@ extension MigrationEvent {
                                                       comment: decision.comment, at: Instant(millisecondsSinceEpoch: decision.atMs)))
         case .migrationRolledBack:
             self = .migrationRolledBack
+        case .planApplied:
+            throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "plan_applied")
         case .migrationPaused(let paused):
             self = .migrationPaused(reason: paused.reason)
         case .migrationResumed:

@@ -56,7 +56,7 @@ extension HistoryCommand {
                 let log = try openReadOnly(data)
                 do {
                     let report = try await HistoryVerifier.verify(log)
-                    print("ok: \(report.events) events, \(report.migrations) migrations")
+                    print("ok: \(report.events) events, \(report.migrations) migrations, \(report.plans) plans")
                     print("head sequence: \(report.head.sequence)")
                     print("head hash: \(report.head.chainHash.hex)")
                     print("state digest: \(report.digest.hex)")

@@ -1,12 +1,15 @@
 import ArgumentParser
 import Foundation
+import LockstepCore
+import LockstepEngine
 import LockstepPlan
+import LockstepStore
 
 struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
-        abstract: "Check plan files.",
-        subcommands: [Lint.self]
+        abstract: "Check, apply and list plans.",
+        subcommands: [Lint.self, Apply.self, List.self]
     )
 }
 
@@ -44,6 +47,68 @@ extension PlanCommand {
             }
             if !load.errors.isEmpty { throw ExitCode(1) }
             if !load.warnings.isEmpty { throw ExitCode(2) }
+        }
+    }
+}
+
+extension PlanCommand {
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Record a plan file as the newest version of its plan (a no-op when the content is unchanged).",
+            discussion: "Refuses a plan with lint errors. Prints the plan's name, version and content hash.")
+
+        @OptionGroup var data: DataOptions
+        @Argument(help: "The plan file (YAML).") var file: String
+        @Option(help: "Who applies it (recorded as the actor).") var actor: String = NSUserName()
+
+        func run() async throws {
+            try await reportingFailures {
+                guard let contents = FileManager.default.contents(atPath: file) else {
+                    throw CommandFailure(message: "cannot read \(file)", exitCode: 66)
+                }
+                let load = PlanFile.lint(yaml: String(decoding: contents, as: UTF8.self))
+                guard load.errors.isEmpty, let plan = load.plan else {
+                    for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: file) + "\n").utf8)) }
+                    throw CommandFailure(message: "\(file) has \(load.errors.count) lint error(s); nothing was applied", exitCode: 1)
+                }
+                try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
+                let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: data.databasePath))
+                let context = CommandContext(actor: Actor(kind: "user", id: actor), triggeredBy: .user)
+                do {
+                    let result = try await coordinator.applyPlan(plan, context: context, now: WallClock.now())
+                    let hash = await coordinator.state.plan(plan.name, version: result.version)?.contentHash ?? ""
+                    print("\(plan.name)@\(result.version) \(result.changed ? "applied" : "unchanged") (content hash \(hash))")
+                } catch {
+                    throw CommandFailure(message: "\(error)", exitCode: 1)
+                }
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List applied plans and their versions.")
+
+        @OptionGroup var data: DataOptions
+        @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+        func run() async throws {
+            try await reportingFailures {
+                let state = try await History.replay(try openReadOnly(data))
+                let report = StateReport(state)
+                switch output {
+                case .json:
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+                    print(String(decoding: try encoder.encode(report.plans), as: UTF8.self))
+                case .table:
+                    if report.plans.isEmpty { print("no plans applied") }
+                    for plan in report.plans {
+                        for version in plan.versions {
+                            print("\(plan.name)@\(version.version)  \(version.nodes) nodes  \(version.contentHash)")
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -20,8 +20,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 2, last sequence 0, zero migrations.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 2, last sequence 0, zero migrations, zero plans.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {
@@ -58,7 +58,7 @@ import Testing
         var wrongFormat = LogState().canonicalBytes
         wrongFormat[4] = 9
         #expect(throws: CanonicalDecodingError.unsupportedFormat(9)) { try LogState(canonicalBytes: wrongFormat) }
-        #expect(throws: CanonicalDecodingError.trailingBytes(offset: 17)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
+        #expect(throws: CanonicalDecodingError.trailingBytes(offset: 21)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
         // A huge element count must not allocate: it is rejected as truncated.
         var hugeCount = LogState().canonicalBytes
         hugeCount.replaceSubrange(13..<17, with: [0xFF, 0xFF, 0xFF, 0xFF])

@@ -304,4 +304,11 @@ func recordOrchestrationScenario(on coordinator: Coordinator) async throws {
     clock += 10
     let timer = CommandContext(actor: .coordinator, triggeredBy: .deadline)
     try await run(.enforceDeadlines, deadline, timer)
+    // 4. The plan registry: apply, apply again (no event), change, and start on the older version.
+    var registered = ExamplePlans.chain(length: 2, service: "orders")
+    _ = try await coordinator.applyPlan(registered, context: user, now: now())
+    _ = try await coordinator.applyPlan(registered, context: user, now: now())
+    registered.description = "now with a description"
+    _ = try await coordinator.applyPlan(registered, context: user, now: now())
+    _ = try await coordinator.startMigration(MigrationID("orders-chain-1"), plan: registered.name, version: 1, context: user, now: now())
 }

@@ -1,0 +1,80 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import Testing
+
+@Suite struct PlanRegistryTests {
+    let plan = ExamplePlans.chain(length: 2, service: "orders")
+
+    @Test func applyingTheSameContentTwiceIsANoOpAndAChangeIsANewVersion() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        #expect(try await coordinator.applyPlan(plan, context: user, now: t(0)) == (1, true))
+        #expect(try await coordinator.applyPlan(plan, context: user, now: t(1)) == (1, false))
+        #expect(await log.head().sequence == 1)
+        var changed = plan
+        changed.nodes[1].action = "other-work"
+        #expect(try await coordinator.applyPlan(changed, context: user, now: t(2)) == (2, true))
+        // Going back to the first content is a change too: versions only grow.
+        #expect(try await coordinator.applyPlan(plan, context: user, now: t(3)) == (3, true))
+        let versions = await coordinator.state.plans[plan.name]!
+        #expect(versions.map(\.version) == [1, 2, 3])
+        #expect(versions[0].contentHash == versions[2].contentHash)
+        #expect(versions[0].contentHash != versions[1].contentHash)
+    }
+
+    @Test func aRunningMigrationStaysOnTheVersionItStartedWith() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog())
+        _ = try await coordinator.applyPlan(plan, context: user, now: t(0))
+        _ = try await coordinator.startMigration(MigrationID("m1"), plan: plan.name, context: user, now: t(1))
+        var changed = plan
+        changed.nodes.append(NodeSpec(id: NodeID("step-2"), services: ["orders"], phase: .custom, action: "more", needs: [NodeID("step-1")]))
+        _ = try await coordinator.applyPlan(changed, context: user, now: t(2))
+        _ = try await coordinator.startMigration(MigrationID("m2"), plan: plan.name, context: user, now: t(3))
+        _ = try await coordinator.startMigration(MigrationID("m3"), plan: plan.name, version: 1, context: user, now: t(4))
+        #expect(await coordinator.migration(MigrationID("m1"))?.plan.version == 1)
+        #expect(await coordinator.migration(MigrationID("m1"))?.nodes.count == 2)
+        #expect(await coordinator.migration(MigrationID("m2"))?.plan.version == 2)
+        #expect(await coordinator.migration(MigrationID("m3"))?.plan.version == 1)
+        #expect(await coordinator.migration(MigrationID("m1"))?.startedBy == "alice")
+    }
+
+    @Test func startingFromAnUnknownPlanOrVersionIsRefused() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog())
+        await #expect(throws: CommandError.rejected(.invalidArgument("no plan named nope has been applied"))) {
+            try await coordinator.startMigration(MigrationID("m"), plan: "nope", context: user, now: t(0))
+        }
+        _ = try await coordinator.applyPlan(plan, context: user, now: t(0))
+        await #expect(throws: CommandError.rejected(.invalidArgument("plan \(plan.name) has no version 7"))) {
+            try await coordinator.startMigration(MigrationID("m"), plan: plan.name, version: 7, context: user, now: t(0))
+        }
+    }
+
+    @Test func anInvalidPlanIsNotApplied() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        var cyclic = plan
+        cyclic.nodes[0].needs = [NodeID("step-1")]
+        await #expect(throws: CommandError.rejected(.invalidPlan("dependency cycle: step-0 -> step-1 -> step-0"))) {
+            try await coordinator.applyPlan(cyclic, context: user, now: t(0))
+        }
+        #expect(await log.head().sequence == 0)
+    }
+
+    @Test func plansReplayAndSurviveSnapshots() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
+        _ = try await coordinator.applyPlan(plan, context: user, now: t(0))
+        _ = try await coordinator.startMigration(MigrationID("m1"), plan: plan.name, context: user, now: t(1))
+        _ = try await coordinator.saveSnapshot()
+        var changed = plan
+        changed.description = "second version"
+        _ = try await coordinator.applyPlan(changed, context: user, now: t(2))
+        let log = try SQLiteEventLog(path: path, mode: .readOnly)
+        let replayed = try await History.replay(log)
+        #expect(replayed.digest == (await coordinator.digest))
+        #expect(replayed.plans[plan.name]?.map(\.version) == [1, 2])
+        #expect(await (try Coordinator.open(log: log)).digest == replayed.digest)
+        #expect(try await HistoryVerifier.verify(log).plans == 1)
+    }
+}
