@@ -7,8 +7,8 @@ public enum PlanFile {
     /// Largest plan file, in bytes.
     public static let fileBytesMax = 1 << 20
 
-    static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes"]
-    static let nodeKeys: Set<String> = [
+    public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes"]
+    public static let nodeKeys: Set<String> = [
         "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
         "approvals", "deadline", "irreversible", "on_failure",
     ]

@@ -236,3 +236,17 @@ let header = """
         #expect(plan("99999999999999999d") == nil)
     }
 }
+
+@Suite struct PlanSchemaTests {
+    /// docs/plan.schema.json and the reader must know the same keys, or one of them drifted.
+    @Test func theSchemaAndTheReaderKnowTheSameFields() throws {
+        let path = URL(fileURLWithPath: examplesDirectory).deletingLastPathComponent().appendingPathComponent("docs/plan.schema.json")
+        let schema = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: path)) as? [String: Any])
+        let top = try #require(schema["properties"] as? [String: Any])
+        #expect(Set(top.keys) == PlanFile.planKeys)
+        let node = try #require((schema["$defs"] as? [String: Any])?["node"] as? [String: Any])
+        #expect(Set(try #require(node["properties"] as? [String: Any]).keys) == PlanFile.nodeKeys)
+        let phases = try #require(((node["properties"] as? [String: Any])?["phase"] as? [String: Any])?["enum"] as? [String])
+        #expect(phases == Phase.allCases.map(\.rawValue))
+    }
+}

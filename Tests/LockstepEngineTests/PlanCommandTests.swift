@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+/// `lockstep plan` and `lockstep rehearse` as people run them: the real binary, exit codes, output.
+@Suite(.serialized) struct PlanCommandTests {
+    static let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("examples").path
+
+    func write(_ yaml: String) throws -> String {
+        let path = temporaryDirectory() + "/plan.yaml"
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func lintExitCodesSayWhetherThereAreErrorsOrOnlyWarnings() async throws {
+        let clean = try await runLockstep(["plan", "lint", "\(Self.examples)/ledger-split.yaml"])
+        #expect(clean.status == 0)
+        #expect(clean.stdout.contains("ok: plan ledger-split, 7 nodes, 3 services"))
+        let warningsOnly = try write("""
+            name: w
+            services: { orders: { owners: [team] } }
+            nodes:
+              - id: a
+                service: orders
+                phase: expand
+                action: x
+            """)
+        let warned = try await runLockstep(["plan", "lint", warningsOnly])
+        #expect(warned.status == 2)
+        #expect(warned.stdout.contains("\(warningsOnly):4: warning: node a has no rollback action"))
+        let broken = try write("name: b\nservices: { orders: { owners: [team] } }\nnodes:\n  - id: a\n    service: orders\n    phase: expand\n    action: x\n    needs: [z]\n")
+        let failed = try await runLockstep(["plan", "lint", broken])
+        #expect(failed.status == 1)
+        #expect(failed.stdout.contains("\(broken):8: error: node a needs z, which is not a node of this plan [unknown_dependency]"))
+    }
+
+    @Test func applyIsIdempotentAndVersionsChanges() async throws {
+        let data = temporaryDirectory()
+        let file = "\(Self.examples)/api-version-swap.yaml"
+        let first = try await runLockstep(["plan", "apply", "--data", data, file, "--actor", "alice"])
+        let again = try await runLockstep(["plan", "apply", "--data", data, file, "--actor", "alice"])
+        #expect(first.stdout.hasPrefix("api-version-swap@1 applied"))
+        #expect(again.stdout.hasPrefix("api-version-swap@1 unchanged"))
+        let changed = try write(try String(contentsOfFile: file, encoding: .utf8).replacingOccurrences(of: "percent: 10", with: "percent: 25"))
+        #expect(try await runLockstep(["plan", "apply", "--data", data, changed]).stdout.hasPrefix("api-version-swap@2 applied"))
+        let list = try await runLockstep(["plan", "list", "--data", data])
+        #expect(list.stdout.split(separator: "\n").map { $0.prefix(20) } == ["api-version-swap@1  ", "api-version-swap@2  "])
+        let export = try await runLockstep(["history", "export", "--data", data])
+        #expect(export.stdout.split(separator: "\n").count == 2)
+        #expect(export.stdout.contains("\"actor\":{\"kind\":\"user\",\"id\":\"alice\"}"))
+    }
+
+    @Test func rehearsalIsRepeatableAcrossProcessesAndReportsRollback() async throws {
+        let file = "\(Self.examples)/ledger-split.yaml"
+        let arguments = ["rehearse", file, "--seed", "7", "--fail", "backfill-ledger:3"]
+        let first = try await runLockstep(arguments)
+        let second = try await runLockstep(arguments)
+        #expect(first.stdout == second.stdout)
+        #expect(first.status == 1, "a rolled-back rehearsal exits 1")
+        #expect(first.stdout.contains("roll back [dual-write-orders, expand-ledger-schema]"))
+        #expect(first.stdout.contains("result: rolled_back"))
+        let ok = try await runLockstep(["rehearse", file])
+        #expect(ok.status == 0)
+        #expect(ok.stdout.contains("result: succeeded"))
+        let badNode = try await runLockstep(["rehearse", file, "--fail", "nope"])
+        #expect(badNode.status != 0)
+        #expect(badNode.stderr.contains("--fail names nope, which is not a node of ledger-split"))
+    }
+}
