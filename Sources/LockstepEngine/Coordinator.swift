@@ -191,6 +191,22 @@ public actor Coordinator {
         return (applied.version, true)
     }
 
+    /// The timer's work: aborts into rollback every migration whose deadline (or a node's) has passed
+    /// at `now`, as the coordinator with `triggered_by: deadline`. Returns them in id order.
+    @discardableResult
+    public func enforceDeadlines(now: Instant) async -> [MigrationID] {
+        let due = state.migrationsInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }.map(\.id)
+        var aborted: [MigrationID] = []
+        for id in due {
+            let context = CommandContext(actor: .coordinator, triggeredBy: .deadline, causationID: "deadline")
+            if (try? await execute(.enforceDeadlines, migration: id, context: context, now: now)) != nil { aborted.append(id) }
+        }
+        return aborted
+    }
+
+    /// The earliest deadline of any migration, for the engine's timer to sleep until.
+    public var nextDeadline: Instant? { state.migrations.values.compactMap(\.nextDeadline).min() }
+
     /// Starts migration `id` on version `version` (the newest when nil) of the applied plan `name`.
     public func startMigration(_ id: MigrationID, plan name: String, version: UInt64? = nil, context: CommandContext,
                                now: Instant) async throws(CommandError) -> CommandResult {

@@ -1,6 +1,7 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepWire
 import Testing
 
 @Suite struct PlanRegistryTests {
@@ -76,5 +77,29 @@ import Testing
         #expect(replayed.plans[plan.name]?.map(\.version) == [1, 2])
         #expect(await (try Coordinator.open(log: log)).digest == replayed.digest)
         #expect(try await HistoryVerifier.verify(log).plans == 1)
+    }
+}
+
+@Suite struct DeadlineTimerTests {
+    @Test func theTimerAbortsExactlyTheMigrationsWhoseDeadlinePassed() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        var short = ExamplePlans.chain(length: 2, service: "orders")
+        short.deadlineMillis = 10_000
+        var long = short
+        long.deadlineMillis = 60_000
+        _ = try await coordinator.execute(.start(id: MigrationID("short"), plan: short), migration: MigrationID("short"), context: user, now: t(0))
+        _ = try await coordinator.execute(.start(id: MigrationID("long"), plan: long), migration: MigrationID("long"), context: user, now: t(0))
+        #expect(await coordinator.nextDeadline == t(10))
+        #expect(await coordinator.enforceDeadlines(now: t(9)) == [])
+        #expect(await coordinator.enforceDeadlines(now: t(10)) == [MigrationID("short")])
+        #expect(await coordinator.migration(MigrationID("short"))?.status == .rolledBack)
+        #expect(await coordinator.migration(MigrationID("long"))?.status == .running)
+        #expect(await coordinator.nextDeadline == t(60))
+        // The abort is recorded as the coordinator's, triggered by the deadline.
+        let last = try await log.read(after: 2, limit: 10)
+        let records = try last.map { try EventRecordCodec.decode($0.record) }
+        #expect(records.allSatisfy { $0.metadata.triggeredBy == .deadline && $0.metadata.actor == .coordinator })
+        #expect(records.map(\.event.typeName) == ["migration_aborted", "migration_rolled_back"])
     }
 }
