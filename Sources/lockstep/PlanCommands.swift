@@ -26,11 +26,7 @@ extension PlanCommand {
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
-            guard let data = FileManager.default.contents(atPath: file) else {
-                FileHandle.standardError.write(Data("error: cannot read \(file)\n".utf8))
-                throw ExitCode(66)
-            }
-            let load = PlanFile.lint(yaml: String(decoding: data, as: UTF8.self))
+            let load = try lintPlanFile(file)
             switch output {
             case .table:
                 for finding in load.findings { print(finding.formatted(file: file)) }
@@ -63,14 +59,7 @@ extension PlanCommand {
 
         func run() async throws {
             try await reportingFailures {
-                guard let contents = FileManager.default.contents(atPath: file) else {
-                    throw CommandFailure(message: "cannot read \(file)", exitCode: 66)
-                }
-                let load = PlanFile.lint(yaml: String(decoding: contents, as: UTF8.self))
-                guard load.errors.isEmpty, let plan = load.plan else {
-                    for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: file) + "\n").utf8)) }
-                    throw CommandFailure(message: "\(file) has \(load.errors.count) lint error(s); nothing was applied", exitCode: 1)
-                }
+                let plan = try usablePlan(file, refusing: "nothing was applied", exitCode: 1)
                 try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
                 let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: data.databasePath))
                 let context = CommandContext(actor: Actor(kind: "user", id: actor), triggeredBy: .user)
@@ -111,4 +100,23 @@ extension PlanCommand {
             }
         }
     }
+}
+
+/// Reads and lints the plan file at `path`; an unreadable file ends the command with exit status 66.
+func lintPlanFile(_ path: String) throws -> PlanLoad {
+    guard let data = FileManager.default.contents(atPath: path) else {
+        FileHandle.standardError.write(Data("error: cannot read \(path)\n".utf8))
+        throw ExitCode(66)
+    }
+    return PlanFile.lint(yaml: String(decoding: data, as: UTF8.self))
+}
+
+/// The plan in `path` when it has no lint errors; otherwise prints them and ends the command.
+func usablePlan(_ path: String, refusing consequence: String, exitCode: Int32) throws -> PlanSnapshot {
+    let load = try lintPlanFile(path)
+    guard load.errors.isEmpty, let plan = load.plan else {
+        for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: path) + "\n").utf8)) }
+        throw CommandFailure(message: "\(path) has \(load.errors.count) lint error(s); \(consequence)", exitCode: exitCode)
+    }
+    return plan
 }

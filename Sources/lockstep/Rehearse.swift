@@ -22,15 +22,10 @@ struct Rehearse: AsyncParsableCommand {
     @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
     func run() async throws {
-        guard let data = FileManager.default.contents(atPath: file) else {
-            FileHandle.standardError.write(Data("error: cannot read \(file)\n".utf8))
-            throw ExitCode(66)
-        }
-        let load = PlanFile.lint(yaml: String(decoding: data, as: UTF8.self))
-        guard load.errors.isEmpty, let plan = load.plan?.hashed() else {
-            for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: file) + "\n").utf8)) }
-            throw ExitCode(2)
-        }
+        try await reportingFailures { try await rehearse(usablePlan(file, refusing: "nothing was rehearsed", exitCode: 2).hashed()) }
+    }
+
+    private func rehearse(_ plan: PlanSnapshot) async throws {
         var options = Rehearsal.Options()
         options.seed = seed
         for failure in failures {
