@@ -14,8 +14,10 @@ enum CanonicalJSON {
         case .scalar(let scalar):
             switch node.tag.description {
             case "tag:yaml.org,2002:null": return "null"
-            case "tag:yaml.org,2002:bool": return node.bool.map { $0 ? "true" : "false" } ?? quote(scalar.string)
-            case "tag:yaml.org,2002:int": return node.int.map(String.init) ?? quote(scalar.string)
+            case "tag:yaml.org,2002:bool": return scalar.string == "true" ? "true" : "false"
+            case "tag:yaml.org,2002:int":
+                // The strict resolver only tags plain decimal literals as int: write the digits as they are.
+                return scalar.string.hasPrefix("+") ? String(scalar.string.dropFirst()) : scalar.string
             default: return quote(scalar.string)
             }
         case .alias:

@@ -34,9 +34,13 @@ public enum PlanFile {
             reader.error(0, "file_too_large", "the plan file is \(yaml.utf8.count) bytes; the limit is \(fileBytesMax) bytes")
             return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
         }
+        if let line = StrictYAML.firstAnchorOrAlias(in: yaml) {
+            reader.error(line, "yaml_alias", "anchors (&name) and aliases (*name) are not allowed in plans; write the value out")
+            return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
+        }
         let root: Node?
         do {
-            root = try Yams.compose(yaml: yaml)
+            root = try Yams.compose(yaml: yaml, StrictYAML.resolver)
         } catch let error as YamlError {
             reader.error(Self.line(of: error), "yaml_syntax", "the file is not valid YAML: \(Self.problem(of: error))")
             return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
@@ -55,6 +59,7 @@ public enum PlanFile {
     static func line(of error: YamlError) -> Int {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
+        case .duplicatedKeysInMapping(_, let context): context.mark.line
         default: 0
         }
     }
@@ -146,8 +151,12 @@ struct Reader {
         }
         var needs: [NodeID] = []
         if let needsNode = fields["needs"] {
-            for entry in needsNode.sequence.map(Array.init) ?? [needsNode] {
-                guard let need = entry.string else { continue }
+            if needsNode.mapping != nil { error(needsNode.mark?.line ?? line, "invalid_value", "needs of \(id) must be a list of node ids") }
+            for entry in needsNode.sequence.map(Array.init) ?? (needsNode.mapping == nil ? [needsNode] : []) {
+                guard case .scalar = entry, let need = entry.string, !need.isEmpty else {
+                    error(entry.mark?.line ?? line, "invalid_value", "needs of \(id) must list node ids, not \(entry.mapping != nil ? "a mapping" : "a list")")
+                    continue
+                }
                 needs.append(NodeID(need))
                 nodeLines.needs[NodeID(need)] = entry.mark?.line ?? line
             }
@@ -256,7 +265,7 @@ struct Reader {
 
     mutating func integer(_ node: Node?, what: String) -> Int? {
         guard let node else { return nil }
-        guard let value = node.int else {
+        guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
             error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a whole number")
             return nil
         }

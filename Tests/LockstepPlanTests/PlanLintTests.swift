@@ -250,3 +250,38 @@ let header = """
         #expect(phases == Phase.allCases.map(\.rawValue))
     }
 }
+
+@Suite struct HostilePlanTests {
+    func node(_ extra: String) -> String {
+        header + "  - id: n\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n" + extra
+    }
+
+    @Test func yaml11ScalarsStayStringsAndBase60NeverTraps() throws {
+        let load = PlanFile.lint(yaml: node("    params: {t: 1:0:0:0:0:0:0:0:0:0:0, country: NO, mode: 0755, v: 2026_11, when: 1:30, n: 42, f: 1.5, b: true, z: ~}\n"))
+        #expect(load.findings == [])
+        #expect(load.plan?.nodes.first?.paramsJSON
+            == #"{"b":true,"country":"NO","f":"1.5","mode":"0755","n":42,"t":"1:0:0:0:0:0:0:0:0:0:0","v":"2026_11","when":"1:30","z":null}"#)
+        #expect(found(node("    retry: { max_attempts: 1:0:0:0:0:0:0:0:0:0:0 }\n")) == ["11 error invalid_value"])
+    }
+
+    @Test func anchorsAndAliasesAreRefusedBeforeAnythingExpands() {
+        let bomb = "name: x\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        #expect(found(bomb) == ["2 error yaml_alias"])
+        #expect(found(node("    params: { p: *c }\n")) == ["11 error yaml_alias"])
+        // Quoted text, comments and block scalars are not aliases.
+        #expect(found(node("    params: { glob: \"*.sql\", note: '&amp' }  # *not* an alias\n")) == [])
+        #expect(found("name: p\ndescription: |\n  - *bold* text &more\nservices:\n  orders: { owners: [t] }\nnodes:\n  - id: n\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n") == [])
+    }
+
+    @Test func malformedNeedsAreReportedNotDropped() {
+        #expect(found(node("    needs: [[n2]]\n")) == ["11 error invalid_value"])
+        #expect(found(node("    needs: [{n2: x}]\n")) == ["11 error invalid_value"])
+        #expect(found(node("    needs: {n2: x}\n")) == ["11 error invalid_value"])
+    }
+
+    @Test func duplicateKeysAreReportedWithALine() {
+        let load = PlanFile.lint(yaml: node("    action: y\n"))
+        #expect(load.findings.map(\.code) == ["yaml_syntax"])
+        #expect(load.findings.first?.line ?? 0 > 0)
+    }
+}
