@@ -51,7 +51,11 @@ extension MigrationState {
             }
         case .resume:
             guard state.status == .paused else { return .rejected(.notPaused(state.id, status: state.status)) }
-            return .accepted([.migrationResumed])
+            if let blocked = state.nodes.first(where: { $0.rejection != nil }) {
+                return .rejected(.gateRejected(blocked.id, by: blocked.rejection!.approver))
+            }
+            // Nodes that failed for good while the plan said "pause" get a fresh set of attempts.
+            return .accepted([.migrationResumed(rearmed: state.nodes.filter { $0.status == .failed }.map(\.id))])
         case .abort(let reason):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             guard state.status != .aborting else { return .rejected(.migrationNotRunning(state.id, status: state.status)) }
@@ -78,6 +82,7 @@ extension MigrationState {
             return .rejected(.awaitingApproval(node, approvals: nodeState.approvals.count, needed: Int(gate.minimum)))
         }
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
+        guard nodeState.attempts < CoreLimits.attemptsMax else { return .rejected(.nodeNotReady(node, status: nodeState.status, waitingOn: [])) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward))])
@@ -86,9 +91,10 @@ extension MigrationState {
     private func decideRollbackLease(node: NodeID, agent: String, ttlMillis: Int64, now: Instant) -> Decision {
         guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
         guard rollbackQueue.first == node, nodeState.lease == nil else {
-            return .rejected(.noRollbackDue(node, next: nodeState.lease == nil ? rollbackQueue.first : nil))
+            return .rejected(.noRollbackDue(node, next: rollbackQueue.first == node ? nil : rollbackQueue.first))
         }
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
+        guard nodeState.rollbackAttempts < CoreLimits.attemptsMax else { return .rejected(.noRollbackDue(node, next: nil)) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback))])
@@ -118,7 +124,9 @@ extension MigrationState {
     private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant) -> [MigrationEvent] {
         let retry = plan.node(node)?.retry ?? RetryPolicy()
         let attempt = lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts
-        let willRetry = retryable && attempt < retry.maxAttempts
+        // Undoing matters more than doing: rollback steps get at least `rollbackAttemptsMin` attempts.
+        let allowed = lease.kind == .forward ? retry.maxAttempts : max(retry.maxAttempts, CoreLimits.rollbackAttemptsMin)
+        let willRetry = retryable && attempt < allowed
         let retryAt = willRetry ? now.adding(milliseconds: retry.backoffMillis(afterAttempt: attempt)) : nil
         let failed = MigrationEvent.stepFailed(StepFailed(
             node: node, attempt: attempt, token: lease.token, reason: reason, retryable: retryable, kind: lease.kind, retryAt: retryAt))
@@ -145,6 +153,10 @@ extension MigrationState {
         guard spec.approval != nil else { return .rejected(.noGate(node)) }
         guard status == .running || status == .paused else { return .rejected(.migrationNotRunning(id, status: status)) }
         guard nodeState.status == .pending else { return .rejected(.gateClosed(node, status: nodeState.status)) }
+        // Decide on evidence: the gate opens when everything the node needs has succeeded.
+        guard needsSatisfied(node) else {
+            return .rejected(.gateNotOpen(node, waitingOn: spec.needs.filter { self.node($0)?.status != .succeeded }))
+        }
         if let rejection = nodeState.rejection { return .rejected(.gateRejected(node, by: rejection.approver)) }
         guard approver != startedBy else { return .rejected(.requesterCannotApprove(node, approver: approver)) }
         let allowed = plan.approverGroups(for: spec)
@@ -164,10 +176,16 @@ extension MigrationState {
     /// at once when no rollback step is needed.
     func abort(reason: String) -> [MigrationEvent] {
         var report = AbortReport(reason: reason)
-        // Steps running now may have done part of their work: undo them first.
+        // Steps running now may have done part of their work: undo them first, each on its own merits
+        // (a running irreversible step cannot be undone, but it completed nothing, so it blocks nothing).
         report.abandoned = nodes.filter { $0.status == .running }.map(\.id)
+        for id in report.abandoned {
+            guard let spec = plan.node(id) else { continue }
+            if spec.irreversible || spec.rollback == nil { report.cannotUndo.append(id) } else { report.rollback.append(id) }
+        }
+        // Then completed nodes, most recent first, until the first completed irreversible node.
         var blocked = false
-        for id in report.abandoned + completionOrder.reversed() {
+        for id in completionOrder.reversed() {
             guard let spec = plan.node(id) else { continue }
             if blocked {
                 report.cannotUndo.append(id)
@@ -181,7 +199,9 @@ extension MigrationState {
                 report.rollback.append(id)
             }
         }
-        report.skipped = nodes.filter { $0.status == .pending }.map(\.id)
+        // Nodes with failed attempts did not complete; nodes that never started are skipped.
+        report.failed = nodes.filter { $0.status == .failed || ($0.status == .pending && $0.attempts > 0) }.map(\.id)
+        report.skipped = nodes.filter { $0.status == .pending && $0.attempts == 0 }.map(\.id)
         return report.rollback.isEmpty ? [.migrationAborted(report), .migrationRolledBack] : [.migrationAborted(report)]
     }
 

@@ -79,9 +79,16 @@ extension MigrationState {
         case .migrationPaused(let reason):
             status = .paused
             statusReason = reason
-        case .migrationResumed:
+        case .migrationResumed(let rearmed):
             status = .running
             statusReason = nil
+            for id in rearmed {
+                updateNode(id) { node in
+                    node.status = .pending
+                    node.attempts = 0
+                    node.retryAt = nil
+                }
+            }
         case .migrationAborted(let report):
             status = .aborting
             statusReason = report.reason
@@ -95,6 +102,7 @@ extension MigrationState {
                 }
             }
             for id in report.skipped { updateNode(id) { $0.status = .skipped } }
+            for id in report.failed { updateNode(id) { $0.status = .failed } }
             for id in report.nothingToUndo { updateNode(id) { $0.status = .rolledBack } }
         case .migrationRolledBack:
             status = .rolledBack

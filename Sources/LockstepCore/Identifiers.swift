@@ -22,7 +22,7 @@ public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
     /// ISO 8601 in UTC with milliseconds, e.g. `2026-01-01T03:45:41.574Z` (proleptic Gregorian calendar).
     public var description: String {
         let millis = millisecondsSinceEpoch
-        let days = millis >= 0 ? millis / 86_400_000 : (millis - 86_399_999) / 86_400_000
+        let days = millis / 86_400_000 - (millis % 86_400_000 < 0 ? 1 : 0)
         let inDay = millis - days * 86_400_000
         // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
         let z = days + 719_468
@@ -96,6 +96,8 @@ public enum CoreLimits {
     public static let ownerGroupsMax = 32
     /// Longest timeout, backoff or deadline, in milliseconds (30 days).
     public static let durationMillisMax: Int64 = 30 * 86_400_000
+    /// Fewest attempts a rollback step gets, whatever the node's retry policy says.
+    public static let rollbackAttemptsMin: UInt32 = 3
     /// Most versions kept per plan name.
     public static let planVersionsMax = 10_000
     /// Longest plan description, in UTF-8 bytes.

@@ -12,7 +12,8 @@ public enum MigrationEvent: Hashable, Sendable {
     case approvalGranted(ApprovalDecision)
     case approvalRejected(ApprovalDecision)
     case migrationPaused(reason: String)
-    case migrationResumed
+    /// Steps are handed out again; `rearmed` nodes (failed under `on_failure: pause`) get fresh attempts.
+    case migrationResumed(rearmed: [NodeID])
     case migrationAborted(AbortReport)
     case migrationRolledBack
     case migrationSucceeded
@@ -136,9 +137,11 @@ public struct AbortReport: Hashable, Sendable {
     public var blockedBy: NodeID?
     /// Nodes whose running step the abort abandoned.
     public var abandoned: [NodeID]
+    /// Nodes whose attempts failed and that did not complete.
+    public var failed: [NodeID]
 
     public init(reason: String, rollback: [NodeID] = [], nothingToUndo: [NodeID] = [], cannotUndo: [NodeID] = [],
-                skipped: [NodeID] = [], blockedBy: NodeID? = nil, abandoned: [NodeID] = []) {
+                skipped: [NodeID] = [], blockedBy: NodeID? = nil, abandoned: [NodeID] = [], failed: [NodeID] = []) {
         self.reason = reason
         self.rollback = rollback
         self.nothingToUndo = nothingToUndo
@@ -146,5 +149,6 @@ public struct AbortReport: Hashable, Sendable {
         self.skipped = skipped
         self.blockedBy = blockedBy
         self.abandoned = abandoned
+        self.failed = failed
     }
 }

@@ -147,10 +147,11 @@ public struct MigrationState: Hashable, Sendable {
     /// Ready nodes, in plan order.
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
 
-    /// The status a person sees: the stored one, or `ready`, `awaiting_approval` or `paused` derived
-    /// for a pending node whose needs have succeeded.
+    /// The status a person sees: the stored one, `rejected` for a node whose gate was rejected, or
+    /// `ready`, `awaiting_approval` or `paused` derived for a pending node whose needs have succeeded.
     public func displayStatus(_ id: NodeID) -> String {
         guard let state = node(id) else { return "unknown" }
+        if state.rejection != nil && state.status == .pending { return "rejected" }
         guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return state.status.rawValue }
         if !gateSatisfied(id) { return "awaiting_approval" }
         return status == .paused ? "paused" : "ready"

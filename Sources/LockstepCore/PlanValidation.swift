@@ -52,12 +52,21 @@ public enum PlanValidation {
                 return "node \(node.id) has a \(what) of \(millis) ms; it must be 0...\(CoreLimits.durationMillisMax) ms"
             }
         }
+        if let deadline = node.deadlineMillis, deadline <= 0 {
+            return "node \(node.id) has a deadline of \(deadline) ms; it must be at least 1 ms after the start"
+        }
         if let rollback = node.rollback, let problem = MigrationState.validateIdentifier(rollback.action, what: "rollback action of node \(node.id)") {
             return problem
         }
         if let gate = node.approval {
             if gate.minimum < 1 || gate.minimum > CoreLimits.approvalsMax {
                 return "node \(node.id) requires \(gate.minimum) approvals; it must be 1...\(CoreLimits.approvalsMax)"
+            }
+            if gate.from.count > CoreLimits.ownerGroupsMax {
+                return "node \(node.id)'s gate names \(gate.from.count) groups; the limit is \(CoreLimits.ownerGroupsMax)"
+            }
+            for group in gate.from {
+                if let problem = MigrationState.validateIdentifier(group, what: "approver group of node \(node.id)") { return problem }
             }
             if plan.approverGroups(for: node).isEmpty {
                 return "node \(node.id) has an approval gate but no owner group may approve it (name `from`, or owners for its services)"

@@ -20,6 +20,7 @@ public enum Rejection: Error, Hashable, Sendable {
     case notAnApprover(NodeID, approver: String, groups: [String])
     case alreadyDecided(NodeID, approver: String)
     case gateClosed(NodeID, status: NodeStatus)
+    case gateNotOpen(NodeID, waitingOn: [NodeID])
     case noRollbackDue(NodeID, next: NodeID?)
     case noDeadlinePassed(MigrationID)
 
@@ -46,6 +47,7 @@ public enum Rejection: Error, Hashable, Sendable {
         case .notAnApprover: "not_an_approver"
         case .alreadyDecided: "already_decided"
         case .gateClosed: "gate_closed"
+        case .gateNotOpen: "gate_not_open"
         case .noRollbackDue: "no_rollback_due"
         case .noDeadlinePassed: "no_deadline_passed"
         }
@@ -65,7 +67,7 @@ public enum Rejection: Error, Hashable, Sendable {
                 : "node \(node) is waiting on \(waitingOn.map(\.rawValue).joined(separator: ", "))"
         case .awaitingApproval(let node, let approvals, let needed):
             "node \(node) is awaiting approval (\(approvals) of \(needed))"
-        case .gateRejected(let node, let by): "node \(node) is blocked: its gate was rejected by \(by)"
+        case .gateRejected(let node, let by): "node \(node) is blocked: its gate was rejected by \(by); abort the migration to roll back"
         case .retryNotDue(let node, let retryAt): "node \(node) may be retried from \(retryAt) on (backoff)"
         case .migrationNotRunning(let id, let status): "migration \(id) is \(status.rawValue); it hands out no steps now"
         case .migrationSettled(let id, let status): "migration \(id) has already \(status.rawValue) and accepts no more commands"
@@ -81,8 +83,10 @@ public enum Rejection: Error, Hashable, Sendable {
             "\(approver) is not in an owner group that may approve \(node) (\(groups.joined(separator: ", ")))"
         case .alreadyDecided(let node, let approver): "\(approver) has already decided on \(node)'s gate"
         case .gateClosed(let node, let status): "node \(node) is \(status.rawValue); its gate no longer takes decisions"
+        case .gateNotOpen(let node, let waitingOn):
+            "the gate on \(node) opens when \(waitingOn.map(\.rawValue).joined(separator: ", ")) succeeded; decide on that evidence then"
         case .noRollbackDue(let node, let next):
-            next.map { "node \(node) is not next to roll back; \($0) is" } ?? "node \(node) has nothing left to roll back"
+            next.map { "node \(node) is not next to roll back; \($0) is" } ?? "node \(node) is not due for a rollback step (it is rolling back or done)"
         case .noDeadlinePassed(let id): "no deadline of migration \(id) has passed"
         }
     }

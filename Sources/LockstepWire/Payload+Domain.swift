@@ -55,8 +55,8 @@ extension Lockstep_V1_EventPayload {
             }
         case .migrationPaused(let reason):
             migrationPaused = .with { $0.reason = reason }
-        case .migrationResumed:
-            migrationResumed = .init()
+        case .migrationResumed(let rearmed):
+            migrationResumed = .with { $0.rearmed = rearmed.map(\.rawValue) }
         case .migrationAborted(let report):
             migrationAborted = .with {
                 $0.reason = report.reason
@@ -66,6 +66,7 @@ extension Lockstep_V1_EventPayload {
                 $0.skipped = report.skipped.map(\.rawValue)
                 $0.blockedBy = report.blockedBy?.rawValue ?? ""
                 $0.abandoned = report.abandoned.map(\.rawValue)
+                $0.failed = report.failed.map(\.rawValue)
             }
         case .migrationRolledBack:
             migrationRolledBack = .init()
@@ -114,13 +115,14 @@ extension MigrationEvent {
             throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "plan_applied")
         case .migrationPaused(let paused):
             self = .migrationPaused(reason: paused.reason)
-        case .migrationResumed:
-            self = .migrationResumed
+        case .migrationResumed(let resumed):
+            self = .migrationResumed(rearmed: resumed.rearmed.map(NodeID.init))
         case .migrationAborted(let aborted):
             self = .migrationAborted(AbortReport(
                 reason: aborted.reason, rollback: aborted.rollback.map(NodeID.init), nothingToUndo: aborted.nothingToUndo.map(NodeID.init),
                 cannotUndo: aborted.cannotUndo.map(NodeID.init), skipped: aborted.skipped.map(NodeID.init),
-                blockedBy: aborted.blockedBy.isEmpty ? nil : NodeID(aborted.blockedBy), abandoned: aborted.abandoned.map(NodeID.init)))
+                blockedBy: aborted.blockedBy.isEmpty ? nil : NodeID(aborted.blockedBy), abandoned: aborted.abandoned.map(NodeID.init),
+                failed: aborted.failed.map(NodeID.init)))
         case .migrationSucceeded:
             self = .migrationSucceeded
         case .migrationFailed(let failed):

@@ -147,7 +147,7 @@ import Testing
         #expect(decision == .accepted([
             failed("expand", token: 1, retryable: false, retryAt: nil),
             .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: timeout",
-                                          skipped: [NodeID("backfill"), NodeID("contract")])),
+                                          skipped: [NodeID("backfill"), NodeID("contract")], failed: [NodeID("expand")])),
             .migrationRolledBack,
         ]))
     }
@@ -164,7 +164,7 @@ import Testing
         #expect(decision == .accepted([
             failed("backfill", attempt: 3, token: 3, retryAt: nil),
             .migrationAborted(AbortReport(reason: "node backfill failed after 3 attempts: timeout",
-                                          rollback: [NodeID("expand")], skipped: [NodeID("contract")])),
+                                          rollback: [NodeID("expand")], skipped: [NodeID("contract")], failed: [NodeID("backfill")])),
         ]))
     }
 
@@ -194,7 +194,7 @@ import Testing
         #expect(MigrationState.decide(paused, .pause(reason: "y"), now: t(2)) == .rejected(.alreadyPaused(migrationID)))
         let running = MigrationState.given([started])
         #expect(MigrationState.decide(running, .resume, now: t(2)) == .rejected(.notPaused(migrationID, status: .running)))
-        #expect(MigrationState.decide(paused, .resume, now: t(2)) == .accepted([.migrationResumed]))
+        #expect(MigrationState.decide(paused, .resume, now: t(2)) == .accepted([.migrationResumed(rearmed: [])]))
     }
 
     @Test func aSettledMigrationAcceptsNothing() {

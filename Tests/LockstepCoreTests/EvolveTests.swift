@@ -22,7 +22,7 @@ import Testing
 
     @Test func evolveIsTotal() {
         // Facts that cannot follow (no migration yet, unknown node) never trap and leave the state unchanged but its version.
-        #expect(MigrationState.evolve(nil, .migrationResumed) == nil)
+        #expect(MigrationState.evolve(nil, .migrationResumed(rearmed: [])) == nil)
         let state = MigrationState.given([started])!
         var expected = state
         expected.version = 2

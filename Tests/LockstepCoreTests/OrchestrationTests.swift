@@ -83,13 +83,31 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
                               .reject(node: NodeID("switch"), approver: "carol", groups: ["ledger-team"], comment: "p99 doubled"), at: 6)
         let rejection = MigrationEvent.approvalRejected(ApprovalDecision(node: NodeID("switch"), approver: "carol", comment: "p99 doubled", at: t(6)))
         #expect(decision == .accepted([rejection, .migrationPaused(reason: "the gate on switch was rejected by carol: p99 doubled")]))
-        let after = upToSwitch + [approved("switch", by: "bob"), rejection, .migrationPaused(reason: "x"), .migrationResumed,
-                                  approved("switch", by: "dave")]
-        // Even with enough approvals later, the rejection still blocks.
-        #expect(decide(after, .leaseStep(node: NodeID("switch"), agent: "a", ttlMillis: 1_000))
+        let after = upToSwitch + [approved("switch", by: "bob"), rejection, .migrationPaused(reason: "x")]
+        // The rejection blocks for good: no resume (abort is the way on), no more decisions, shown as rejected.
+        #expect(decide(after, .resume) == .rejected(.gateRejected(NodeID("switch"), by: "carol")))
+        #expect(Rejection.gateRejected(NodeID("switch"), by: "carol").description
+            == "gate_rejected: node switch is blocked: its gate was rejected by carol; abort the migration to roll back")
+        #expect(decide(after, .approve(node: NodeID("switch"), approver: "dave", groups: ["dba"], comment: ""))
             == .rejected(.gateRejected(NodeID("switch"), by: "carol")))
+        #expect(MigrationState.given(after)!.displayStatus(NodeID("switch")) == "rejected")
+        // A rejection while already paused records no second pause.
+        let pausedFirst = upToSwitch + [.migrationPaused(reason: "maintenance")]
+        #expect(decide(pausedFirst, .reject(node: NodeID("switch"), approver: "carol", groups: ["dba"], comment: "no"), at: 6)
+            == .accepted([.approvalRejected(ApprovalDecision(node: NodeID("switch"), approver: "carol", comment: "no", at: t(6)))]))
         #expect(decide(upToSwitch, .reject(node: NodeID("switch"), approver: "carol", groups: ["dba"], comment: ""))
             == .rejected(.invalidArgument("a rejection needs a comment saying why")))
+    }
+
+    @Test func theGateOpensOnlyWhenTheNodesNeedsSucceeded() {
+        // Approving before the evidence exists (backfill not done) is refused, and so is an early rejection.
+        #expect(decide([gatedStart] + ran(["expand"]), .approve(node: NodeID("switch"), approver: "bob", groups: ["dba"], comment: ""))
+            == .rejected(.gateNotOpen(NodeID("switch"), waitingOn: [NodeID("backfill")])))
+        #expect(decide([gatedStart], .reject(node: NodeID("switch"), approver: "bob", groups: ["dba"], comment: "no"))
+            == .rejected(.gateNotOpen(NodeID("switch"), waitingOn: [NodeID("backfill")])))
+        // Approvals are taken while paused.
+        #expect(decide(upToSwitch + [.migrationPaused(reason: "x")], .approve(node: NodeID("switch"), approver: "bob", groups: ["dba"], comment: "ok"), at: 5)
+            == .accepted([approved("switch", by: "bob")]))
     }
 
     @Test func aNodeWithoutAGateTakesNoDecisions() {
@@ -107,17 +125,30 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         #expect(MigrationState.given(afterCompletion)!.displayStatus(NodeID("backfill")) == "paused")
         #expect(decide(afterCompletion, .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 1_000))
             == .rejected(.migrationNotRunning(gatedID, status: .paused)))
-        #expect(decide(afterCompletion + [.migrationResumed], .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 30_000), at: 1)
+        #expect(decide(afterCompletion + [.migrationResumed(rearmed: [])], .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 30_000), at: 1)
             == .accepted([leased("backfill", token: 1, agent: "a")]))
     }
 
-    @Test func aPausePolicyPausesInsteadOfRollingBack() {
+    @Test func aPausePolicyPausesAndResumeGivesTheNodeFreshAttempts() {
         var plan = gatedPlan
         plan.nodes[0].onFailure = .pause
         let start = MigrationEvent.migrationStarted(MigrationStarted(migration: gatedID, plan: plan, startedAt: t(0), startedBy: "alice"))
+        let failure = failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk")
+        let pause = MigrationEvent.migrationPaused(reason: "node expand failed after 1 attempt: disk")
         #expect(decide([start, leased("expand", token: 1)], .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "disk", retryable: false))
-            == .accepted([failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk"),
-                          .migrationPaused(reason: "node expand failed after 1 attempt: disk")]))
+            == .accepted([failure, pause]))
+        let paused = [start, leased("expand", token: 1), failure, pause]
+        #expect(decide(paused, .resume) == .accepted([.migrationResumed(rearmed: [NodeID("expand")])]))
+        let resumed = paused + [.migrationResumed(rearmed: [NodeID("expand")])]
+        #expect(MigrationState.given(resumed)!.readyNodes == [NodeID("expand")])
+        #expect(decide(resumed, .leaseStep(node: NodeID("expand"), agent: "a", ttlMillis: 30_000), at: 1)
+            == .accepted([leased("expand", attempt: 1, token: 2, agent: "a")]))
+        // Or the operator aborts: the failed node is reported as failed, not as skipped.
+        #expect(decide(paused, .abort(reason: "give up")) == .accepted([
+            .migrationAborted(AbortReport(reason: "give up", skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
+                                          failed: [NodeID("expand")])),
+            .migrationRolledBack,
+        ]))
     }
 }
 
@@ -162,15 +193,24 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
             == .accepted([leased("expand", token: 2, agent: "a", kind: .rollback)]))
     }
 
+    @Test func aRunningIrreversibleStepIsNotUndoneButBlocksNothing() {
+        let events = threeDone + [approved("contract", by: "dan"), leased("contract", token: 1)]
+        #expect(decide(events, .abort(reason: "stop")) == .accepted([.migrationAborted(AbortReport(
+            reason: "stop", rollback: [NodeID("switch"), NodeID("backfill"), NodeID("expand")], cannotUndo: [NodeID("contract")],
+            skipped: [NodeID("cleanup")], abandoned: [NodeID("contract")]))]))
+    }
+
     @Test func aFailedRollbackStepIsRetriedThenFailsTheMigration() {
         let report = AbortReport(reason: "stop", rollback: [NodeID("backfill"), NodeID("expand")], skipped: [NodeID("switch"), NodeID("contract"), NodeID("cleanup")])
         let aborting = [gatedStart] + ran(["expand", "backfill"]) + [.migrationAborted(report), leased("backfill", token: 2, kind: .rollback)]
         // backfill allows 2 attempts: the first rollback failure is retried (no backoff configured: at once).
         #expect(decide(aborting, .failStep(node: NodeID("backfill"), token: FencingToken(2), reason: "locked", retryable: true), at: 3)
             == .accepted([failed("backfill", token: 2, retryAt: t(3), kind: .rollback, reason: "locked")]))
-        let retried = aborting + [failed("backfill", token: 2, retryAt: t(3), kind: .rollback), leased("backfill", attempt: 2, token: 3, kind: .rollback)]
-        #expect(decide(retried, .failStep(node: NodeID("backfill"), token: FencingToken(3), reason: "locked", retryable: true), at: 4)
-            == .accepted([failed("backfill", attempt: 2, token: 3, retryAt: nil, kind: .rollback, reason: "locked"),
+        // Rollback steps get at least 3 attempts, though backfill's own policy allows 2.
+        let retried = aborting + [failed("backfill", token: 2, retryAt: t(3), kind: .rollback), leased("backfill", attempt: 2, token: 3, kind: .rollback),
+                                  failed("backfill", attempt: 2, token: 3, retryAt: t(4), kind: .rollback), leased("backfill", attempt: 3, token: 4, kind: .rollback)]
+        #expect(decide(retried, .failStep(node: NodeID("backfill"), token: FencingToken(4), reason: "locked", retryable: true), at: 5)
+            == .accepted([failed("backfill", attempt: 3, token: 4, retryAt: nil, kind: .rollback, reason: "locked"),
                           .migrationFailed(node: NodeID("backfill"), reason: "its rollback failed: locked")]))
     }
 
@@ -203,7 +243,9 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
 
     @Test func aNodeDeadlineCountsOnlyUntilTheNodeSucceeded() {
         let events = plan(nodeDeadline: 30_000) + ran(["expand"])
-        #expect(decide(events, .enforceDeadlines, at: 31) != .rejected(.noDeadlinePassed(gatedID)))
+        #expect(decide(events, .enforceDeadlines, at: 31) == .accepted([.migrationAborted(AbortReport(
+            reason: "node backfill's deadline passed at \(t(30))", rollback: [NodeID("expand")],
+            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")]))]))
         let done = events + ran(["backfill"])
         #expect(decide(done, .enforceDeadlines, at: 31) == .rejected(.noDeadlinePassed(gatedID)))
         #expect(MigrationState.given(done)!.nextDeadline == nil)

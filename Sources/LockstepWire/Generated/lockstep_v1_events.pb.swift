@@ -776,6 +776,9 @@ public nonisolated struct Lockstep_V1_MigrationResumed: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
+  /// Nodes that had failed under `on_failure: pause` and get a fresh set of attempts.
+  public var rearmed: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -806,6 +809,9 @@ public nonisolated struct Lockstep_V1_MigrationAborted: Sendable {
 
   /// Nodes whose running step was abandoned by the abort (their late reports are refused).
   public var abandoned: [String] = []
+
+  /// Nodes whose attempts failed and that did not complete (including the one whose failure caused the abort).
+  public var failed: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1933,18 +1939,29 @@ nonisolated extension Lockstep_V1_MigrationPaused: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Lockstep_V1_MigrationResumed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationResumed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rearmed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    // Load everything into unknown fields
-    while try decoder.nextFieldNumber() != nil {}
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.rearmed) }()
+      default: break
+      }
+    }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rearmed.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.rearmed, fieldNumber: 1)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_MigrationResumed, rhs: Lockstep_V1_MigrationResumed) -> Bool {
+    if lhs.rearmed != rhs.rearmed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1952,7 +1969,7 @@ nonisolated extension Lockstep_V1_MigrationResumed: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationAborted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}rollback\0\u{3}nothing_to_undo\0\u{3}cannot_undo\0\u{1}skipped\0\u{3}blocked_by\0\u{1}abandoned\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}rollback\0\u{3}nothing_to_undo\0\u{3}cannot_undo\0\u{1}skipped\0\u{3}blocked_by\0\u{1}abandoned\0\u{1}failed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1967,6 +1984,7 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
       case 5: try { try decoder.decodeRepeatedStringField(value: &self.skipped) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.blockedBy) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.abandoned) }()
+      case 8: try { try decoder.decodeRepeatedStringField(value: &self.failed) }()
       default: break
       }
     }
@@ -1994,6 +2012,9 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
     if !self.abandoned.isEmpty {
       try visitor.visitRepeatedStringField(value: self.abandoned, fieldNumber: 7)
     }
+    if !self.failed.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.failed, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2005,6 +2026,7 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
     if lhs.skipped != rhs.skipped {return false}
     if lhs.blockedBy != rhs.blockedBy {return false}
     if lhs.abandoned != rhs.abandoned {return false}
+    if lhs.failed != rhs.failed {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
