@@ -56,10 +56,10 @@ extension MigrationEvent {
         case .approvalGranted(let e): "\(e.node): approved by \(e.approver)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
         case .approvalRejected(let e): "\(e.node): rejected by \(e.approver) (\(e.comment))"
         case .migrationPaused(let reason): "migration paused: \(reason)"
-        case .migrationResumed: "migration resumed"
+        case .migrationResumed(let rearmed): "migration resumed" + (rearmed.isEmpty ? "" : "; fresh attempts for \(list(rearmed))")
         case .migrationAborted(let r):
             "abort: \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
-                + (r.blockedBy.map { " (blocked by irreversible \($0))" } ?? "")
+                + (r.blockedBy.map { " (blocked by irreversible \($0))" } ?? "") + (r.failed.isEmpty ? "" : "; failed \(list(r.failed))")
         case .migrationRolledBack: "migration rolled back"
         case .migrationSucceeded: "migration succeeded"
         case .migrationFailed(let node, let reason): "migration failed at \(node): \(reason)"

@@ -12,6 +12,11 @@ public struct Rehearsal: Sendable {
         public var failures: [NodeID: UInt32] = [:]
         /// Gates that an approver rejects.
         public var rejections: Set<NodeID> = []
+        /// Node → how many of its rollback attempts fail (retryable).
+        public var rollbackFailures: [NodeID: UInt32] = [:]
+        /// Also ask for leases on random nodes each round, as a confused or hostile agent would; the
+        /// coordinator must refuse every one that is not due (tests check what it accepted).
+        public var adversarialLeases = false
         public init() {}
     }
 
@@ -33,8 +38,8 @@ public struct Rehearsal: Sendable {
         public var replayDigest: StateDigest
     }
 
-    /// Most coordinator commands one rehearsal may issue.
-    public static let commandsMax = 10_000
+    /// Coordinator commands one rehearsal may issue per plan node (the budget scales with the plan).
+    public static let commandsPerNodeMax = 200
     /// The virtual clock's start: 2026-01-01T00:00:00Z.
     public static let epoch = Instant(millisecondsSinceEpoch: 1_767_225_600_000)
 
@@ -49,10 +54,12 @@ public struct Rehearsal: Sendable {
     public enum Failure: Error, CustomStringConvertible {
         case refused(CommandError)
         case tooLong(Int)
+        case stuck(MigrationStatus)
         public var description: String {
             switch self {
             case .refused(let error): "the coordinator refused a rehearsal command: \(error)"
             case .tooLong(let commands): "the rehearsal did not settle within \(commands) commands"
+            case .stuck(let status): "the rehearsal stopped with the migration \(status.rawValue) and nothing left to happen"
             }
         }
     }
@@ -65,13 +72,15 @@ public struct Rehearsal: Sendable {
         var now = Self.epoch
         var timeline: [Entry] = []
         var commands = 0
+        let commandsMax = max(1_000, plan.nodes.count * Self.commandsPerNodeMax)
         var failuresLeft = options.failures
+        var rollbackFailuresLeft = options.rollbackFailures
         // Steps in flight: when each finishes, and how.
         var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool)] = []
 
         func execute(_ command: MigrationCommand, as actor: Actor, _ trigger: TriggeredBy) async throws -> Bool {
             commands += 1
-            guard commands <= Self.commandsMax else { throw Failure.tooLong(Self.commandsMax) }
+            guard commands <= commandsMax else { throw Failure.tooLong(commandsMax) }
             do throws(CommandError) {
                 let result = try await coordinator.execute(command, migration: id, context: CommandContext(actor: actor, triggeredBy: trigger), now: now)
                 for (offset, event) in result.events.enumerated() {
@@ -84,10 +93,12 @@ public struct Rehearsal: Sendable {
                 throw Failure.refused(error)
             }
         }
-        func state() async -> MigrationState { await coordinator.migration(id)! }
         let owner = Actor(kind: "user", id: "rehearsal-owner")
-
-        _ = try await execute(.start(id: id, plan: plan, startedBy: owner.id), as: owner, .user)
+        guard try await execute(.start(id: id, plan: plan, startedBy: owner.id), as: owner, .user),
+              await coordinator.migration(id) != nil else {
+            throw Failure.refused(.rejected(.invalidArgument("the plan could not be started")))
+        }
+        func state() async -> MigrationState { await coordinator.migration(id)! }
         while !(await state()).status.isSettled {
             var migration = await state()
             // Deadlines first: they fire at their instant, whatever else is due.
@@ -110,28 +121,45 @@ public struct Rehearsal: Sendable {
                 }
             }
             migration = await state()
-            // A rejected gate pauses the migration: the rehearsed operator aborts it.
+            // A rejected gate pauses the migration: the rehearsed operator aborts it. A failure under
+            // `on_failure: pause` pauses it too: the operator resumes, which gives the node fresh attempts.
             if migration.status == .paused {
-                _ = try await execute(.abort(reason: "rehearsal: \(migration.statusReason ?? "paused")"), as: owner, .user)
+                if migration.nodes.contains(where: { $0.rejection != nil }) {
+                    _ = try await execute(.abort(reason: "rehearsal: \(migration.statusReason ?? "paused")"), as: owner, .user)
+                } else {
+                    _ = try await execute(.resume, as: owner, .user)
+                }
                 continue
             }
+            // Steps whose lease an abort ended are gone: their agents' reports would be refused anyway.
+            inFlight.removeAll { migration.node($0.node)?.lease?.token != $0.token }
             // Hand out every step that may start now.
-            let candidates = migration.status == .aborting ? Array(migration.rollbackQueue.prefix(1)) : migration.readyNodes
-            for node in candidates where !inFlight.contains(where: { $0.node == node }) {
+            let candidates = migration.status == .aborting
+                ? Array(migration.rollbackQueue.prefix(1))
+                : migration.nodes.map(\.id).filter { migration.isReady($0, at: now) }
+            var requests = candidates
+            if options.adversarialLeases, !plan.nodes.isEmpty {
+                requests.append(plan.nodes[Int(random.next() % UInt64(plan.nodes.count))].id)
+            }
+            for node in requests where !inFlight.contains(where: { $0.node == node }) {
                 let spec = plan.node(node)!
                 let agent = Actor(kind: "agent", id: "\(spec.services[0])-agent")
                 guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: CoreLimits.leaseTTLMillisMax), as: agent, .agent) else { continue }
                 let token = (await state()).node(node)!.lastToken
                 let forward = migration.status != .aborting
-                let fails = forward && (failuresLeft[node] ?? 0) > 0
-                if fails { failuresLeft[node]! -= 1 }
+                let fails = forward ? (failuresLeft[node] ?? 0) > 0 : (rollbackFailuresLeft[node] ?? 0) > 0
+                if fails && forward { failuresLeft[node]! -= 1 }
+                if fails && !forward { rollbackFailuresLeft[node]! -= 1 }
                 inFlight.append((now.adding(milliseconds: duration(of: spec, rollback: !forward, random: &random)), node, token, !fails))
             }
             // Advance the clock to the next thing that happens.
             migration = await state()
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
             let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline].compactMap { $0 }.filter { $0 > now }
-            guard let next = nextTimes.min() else { break }
+            guard let next = nextTimes.min() else {
+                if (await state()).status.isSettled { break }
+                throw Failure.stuck((await state()).status)
+            }
             now = max(now, next)
             inFlight.sort { ($0.at, $0.node.rawValue) < ($1.at, $1.node.rawValue) }
             while let step = inFlight.first, step.at <= now {

@@ -74,11 +74,13 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
     @Test(arguments: 0..<8)
     func invariantsHoldOverRandomPlans(batch: Int) async throws {
         var statuses: [MigrationStatus] = []
+        var rollbackFailures = 0
         var rollbackSteps = 0
         defer {
             // The generator must reach both endings, or the properties are tested on nothing.
             #expect(statuses.contains(.succeeded) && statuses.contains(.rolledBack), "batch \(batch): \(statuses)")
             #expect(rollbackSteps > 0, "batch \(batch) ran no rollback step")
+            #expect(rollbackFailures > 0, "batch \(batch) never failed a rollback step")
         }
         for seed in UInt64(batch * 25)..<UInt64(batch * 25 + 25) {
             var random = SeededGenerator(seed: seed)
@@ -91,6 +93,10 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
             for node in plan.nodes where node.approval != nil && Int.random(in: 0..<8, using: &random) == 0 {
                 options.rejections.insert(node.id)
             }
+            for node in plan.nodes where Int.random(in: 0..<6, using: &random) == 0 {
+                options.rollbackFailures[node.id] = UInt32.random(in: 1...4, using: &random)
+            }
+            options.adversarialLeases = true
             let outcome = try await Rehearsal(plan: plan, options: options).run()
             statuses.append(outcome.final.status)
             #expect(outcome.final.status.isSettled, "seed \(seed)")
@@ -99,27 +105,52 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
             var succeeded: Set<NodeID> = []
             var completionOrder: [NodeID] = []
             var rollbackOrder: [NodeID] = []
-            var abandoned: [NodeID] = []
+            var report: AbortReport?
+            var completedAtAbort: [NodeID] = []
+            var runningAtAbort: [NodeID] = []
+            var running: [NodeID] = []
             for entry in outcome.timeline {
                 switch entry.event {
                 case .stepLeased(let leased) where leased.kind == .forward:
                     let needs = plan.node(leased.node)!.needs
                     #expect(needs.allSatisfy(succeeded.contains), "seed \(seed): \(leased.node) started before its needs \(needs)")
+                    running.append(leased.node)
                 case .stepCompleted(let completed) where completed.kind == .forward:
                     succeeded.insert(completed.node)
                     completionOrder.append(completed.node)
+                    running.removeAll { $0 == completed.node }
+                case .stepFailed(let failed) where failed.kind == .forward:
+                    running.removeAll { $0 == failed.node }
                 case .stepCompleted(let completed):
                     rollbackOrder.append(completed.node)
-                case .migrationAborted(let report):
-                    abandoned = report.abandoned
+                case .stepFailed:
+                    rollbackFailures += 1
+                case .migrationAborted(let aborted):
+                    report = aborted
+                    completedAtAbort = completionOrder
+                    runningAtAbort = plan.nodes.map(\.id).filter(running.contains)
                 default:
                     break
                 }
             }
-            // Rollback steps: first the abandoned ones, then completed nodes, most recent first.
             rollbackSteps += rollbackOrder.count
-            let expected = (abandoned + completionOrder.reversed()).filter(rollbackOrder.contains)
-            #expect(rollbackOrder == expected, "seed \(seed): rollback order \(rollbackOrder), completion order \(completionOrder)")
+            guard let report else { continue }
+            // An independent oracle for what the abort must roll back: abandoned steps that can be undone,
+            // then completed nodes most recent first, up to the first completed irreversible node.
+            var oracle = runningAtAbort.filter { plan.node($0)!.rollback != nil && !plan.node($0)!.irreversible }
+            for id in completedAtAbort.reversed() {
+                let spec = plan.node(id)!
+                if spec.irreversible { break }
+                if spec.rollback != nil { oracle.append(id) }
+            }
+            #expect(report.rollback == oracle, "seed \(seed): the abort planned \(report.rollback), expected \(oracle)")
+            #expect(report.abandoned == runningAtAbort, "seed \(seed)")
+            // Rollback steps ran exactly in the planned order: all of them when rolled back, a prefix when a rollback failed.
+            if outcome.final.status == .rolledBack {
+                #expect(rollbackOrder == report.rollback, "seed \(seed): rolled back \(rollbackOrder), planned \(report.rollback)")
+            } else {
+                #expect(Array(report.rollback.prefix(rollbackOrder.count)) == rollbackOrder, "seed \(seed)")
+            }
         }
     }
 }
