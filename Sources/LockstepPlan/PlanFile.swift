@@ -173,9 +173,26 @@ struct Reader {
                 error(lines["on_failure"] ?? line, "invalid_value", "node \(id) has on_failure \"\(text)\"; use rollback or pause")
             }
         }
-        return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
-                        retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                        onFailure: onFailure)
+        let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
+                            retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
+                            onFailure: onFailure)
+        checkValues(spec, lines: lines, line: line)
+        return spec
+    }
+
+    /// The core's per-value rules, reported here at the value's own line (the core would only name the first).
+    mutating func checkValues(_ spec: NodeSpec, lines: [String: Int], line: Int) {
+        func at(_ field: String) -> Int { lines[field] ?? line }
+        let names: [(String, String, String)] = [("id", spec.id.rawValue, "node id"), ("action", spec.action, "action of \(spec.id)")]
+            + spec.services.map { (lines["services"] != nil ? "services" : "service", $0, "service of \(spec.id)") }
+            + (spec.rollback.map { [("rollback", $0.action, "rollback action of \(spec.id)")] } ?? [])
+            + (spec.approval?.from.map { ("approvals", $0, "approver group of \(spec.id)") } ?? [])
+        for (field, value, what) in names where !value.isEmpty {
+            if let problem = IdentifierRules.problem(value, what: what) { error(at(field), "invalid_value", problem) }
+        }
+        if spec.paramsJSON.utf8.count > CoreLimits.paramsBytesMax || (spec.rollback?.paramsJSON.utf8.count ?? 0) > CoreLimits.paramsBytesMax {
+            error(at("params"), "invalid_value", "params of \(spec.id) are over \(CoreLimits.paramsBytesMax) bytes of JSON")
+        }
     }
 
     mutating func timeouts(_ node: Node?, node id: NodeID) -> Timeouts {
@@ -189,12 +206,12 @@ struct Reader {
     mutating func retry(_ node: Node?, node id: NodeID) -> RetryPolicy {
         guard let node, case .mapping(let mapping) = node else { return RetryPolicy() }
         let fields = self.fields(mapping, allowed: ["max_attempts", "backoff", "max_backoff", "multiplier"], in: "retry of \(id)")
-        let attempts = integer(fields["max_attempts"], what: "max_attempts of \(id)") ?? 1
-        let multiplier = integer(fields["multiplier"], what: "multiplier of \(id)") ?? 2
+        let attempts = integer(fields["max_attempts"], what: "max_attempts of \(id)", in: 1...Int(CoreLimits.attemptsMax)) ?? 1
+        let multiplier = integer(fields["multiplier"], what: "multiplier of \(id)", in: 1...1_000) ?? 2
         let initial = duration(fields["backoff"], what: "backoff of \(id)") ?? 0
-        return RetryPolicy(maxAttempts: UInt32(clamping: attempts), backoffInitialMillis: initial,
+        return RetryPolicy(maxAttempts: UInt32(attempts), backoffInitialMillis: initial,
                            backoffMaxMillis: duration(fields["max_backoff"], what: "max_backoff of \(id)") ?? initial,
-                           backoffMultiplier: UInt32(clamping: max(1, multiplier)))
+                           backoffMultiplier: UInt32(multiplier))
     }
 
     mutating func rollback(_ node: Node?, node id: NodeID) -> RollbackSpec? {
@@ -213,8 +230,8 @@ struct Reader {
             return nil
         }
         let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
-        let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)") ?? 1
-        return ApprovalGate(minimum: UInt32(clamping: minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
+        let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)", in: 1...Int(CoreLimits.approvalsMax)) ?? 1
+        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
     }
 
     // MARK: - Values
@@ -263,10 +280,14 @@ struct Reader {
         }
     }
 
-    mutating func integer(_ node: Node?, what: String) -> Int? {
+    mutating func integer(_ node: Node?, what: String, in range: ClosedRange<Int>) -> Int? {
         guard let node else { return nil }
         guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
             error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a whole number")
+            return nil
+        }
+        guard range.contains(value) else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) is \(value); it must be \(range.lowerBound)...\(range.upperBound)")
             return nil
         }
         return value
@@ -285,6 +306,10 @@ struct Reader {
         guard let node else { return nil }
         guard let text = node.string, let millis = PlanDuration.milliseconds(text) else {
             error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
+            return nil
+        }
+        guard millis <= CoreLimits.durationMillisMax else {
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(text); durations are at most 30d")
             return nil
         }
         return millis

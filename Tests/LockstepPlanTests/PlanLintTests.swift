@@ -216,10 +216,24 @@ let header = """
         #expect(found(huge) == ["0 error file_too_large"])
     }
 
-    @Test func whatTheCoreRefusesLintRefusesToo() {
+    @Test func whatTheCoreRefusesLintReportsAtTheValuesOwnLine() {
         let long = String(repeating: "n", count: CoreLimits.identifierBytesMax + 1)
         #expect(found(header + "  - id: \(long)\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n")
-            == ["1 error invalid_plan"])
+            == ["6 error invalid_value"])
+        let yaml = header + """
+              - id: c d
+                service: orders
+                phase: custom
+                action: x
+                retry: { max_attempts: -3, multiplier: 0 }
+                approvals: { minimum: 40, from: ["bad group"] }
+                deadline: 90d
+                rollback: { action: u }
+            """
+        // Every problem at once, each at its line, with the value as written (nothing clamped).
+        #expect(found(yaml) == ["6 error invalid_value", "10 error invalid_value", "10 error invalid_value", "11 error invalid_value",
+                                "11 error invalid_value", "12 error invalid_duration"])
+        #expect(PlanFile.lint(yaml: yaml).findings[1].message == "max_attempts of c d is -3; it must be 1...100")
     }
 }
 
