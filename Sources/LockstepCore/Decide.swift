@@ -139,7 +139,8 @@ extension MigrationState {
             var after = self
             after.evolve(failed)
             let why = "node \(node) failed after \(attempt) attempt\(attempt == 1 ? "" : "s"): \(reason)"
-            return plan.node(node)?.onFailure == .pause ? [failed, .migrationPaused(reason: why)] : [failed] + after.abort(reason: why)
+            guard plan.node(node)?.onFailure == .pause else { return [failed] + after.abort(reason: why) }
+            return status == .paused ? [failed] : [failed, .migrationPaused(reason: why)]
         }
     }
 

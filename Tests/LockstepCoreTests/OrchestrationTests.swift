@@ -221,6 +221,55 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
     }
 }
 
+@Suite struct WhilePausedTests {
+    @Test func theLastStepCompletingWhilePausedSucceedsTheMigration() {
+        let plan = PlanSnapshot(name: "one", version: 1, contentHash: "h", services: [ServiceSpec(name: "orders", owners: ["t"])],
+                                nodes: [NodeSpec(id: NodeID("only"), services: ["orders"], phase: .custom, action: "a")])
+        let id = MigrationID("one-1")
+        let events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0))),
+                                        leased("only", token: 1), .migrationPaused(reason: "x")]
+        #expect(MigrationState.decide(MigrationState.given(events), .completeStep(node: NodeID("only"), token: FencingToken(1)), now: t(5))
+            == .accepted([completed("only", token: 1), .migrationSucceeded]))
+    }
+
+    @Test func aPausePolicyFailureWhileAlreadyPausedRecordsNoSecondPause() {
+        var plan = gatedPlan
+        plan.nodes[0].onFailure = .pause
+        let start = MigrationEvent.migrationStarted(MigrationStarted(migration: gatedID, plan: plan, startedAt: t(0), startedBy: "alice"))
+        #expect(decide([start, leased("expand", token: 1), .migrationPaused(reason: "maintenance")],
+                       .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "disk", retryable: false))
+            == .accepted([failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk")]))
+    }
+
+    @Test func aDeadlineFiresWhilePaused() {
+        var plan = gatedPlan
+        plan.deadlineMillis = 10_000
+        let events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: gatedID, plan: plan, startedAt: t(0), startedBy: "alice")),
+                                        .migrationPaused(reason: "x")]
+        #expect(decide(events, .enforceDeadlines, at: 10) == .accepted([
+            .migrationAborted(AbortReport(reason: "the migration's deadline passed at \(t(10))",
+                                          skipped: [NodeID("expand"), NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")])),
+            .migrationRolledBack,
+        ]))
+    }
+
+    @Test func aRollbackRetryWaitsForItsBackoff() {
+        var plan = gatedPlan
+        plan.nodes[0].retry = RetryPolicy(maxAttempts: 1, backoffInitialMillis: 5_000, backoffMaxMillis: 5_000, backoffMultiplier: 1)
+        let start = MigrationEvent.migrationStarted(MigrationStarted(migration: gatedID, plan: plan, startedAt: t(0), startedBy: "alice"))
+        let aborting: [MigrationEvent] = [start, leased("expand", token: 1), completed("expand", token: 1),
+                                          .migrationAborted(AbortReport(reason: "x", rollback: [NodeID("expand")])),
+                                          leased("expand", token: 2, kind: .rollback)]
+        #expect(decide(aborting, .failStep(node: NodeID("expand"), token: FencingToken(2), reason: "busy", retryable: true), at: 10)
+            == .accepted([failed("expand", token: 2, retryAt: t(15), kind: .rollback, reason: "busy")]))
+        let waiting = aborting + [failed("expand", token: 2, retryAt: t(15), kind: .rollback, reason: "busy")]
+        #expect(decide(waiting, .leaseStep(node: NodeID("expand"), agent: "a", ttlMillis: 1_000), at: 14)
+            == .rejected(.retryNotDue(NodeID("expand"), retryAt: t(15))))
+        #expect(decide(waiting, .leaseStep(node: NodeID("expand"), agent: "a", ttlMillis: 30_000), at: 15)
+            == .accepted([leased("expand", attempt: 2, token: 3, at: 15, agent: "a", kind: .rollback)]))
+    }
+}
+
 @Suite struct DeadlineTests {
     func plan(migrationDeadline: Int64? = nil, nodeDeadline: Int64? = nil) -> [MigrationEvent] {
         var plan = gatedPlan
