@@ -25,8 +25,8 @@ public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The log refused or failed the append; nothing was acknowledged (see the error for whether
     /// anything may have been written).
     case storage(EventLogError)
-    /// Too many commands are waiting on this migration; nothing was done. Retry later.
-    case overloaded(MigrationID, waitingMax: Int)
+    /// Too many commands are waiting on this stream (a migration or a plan); nothing was done. Retry later.
+    case overloaded(stream: String, waitingMax: Int)
 
     public var code: String {
         switch self {
@@ -40,8 +40,8 @@ public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
         switch self {
         case .rejected(let rejection): rejection.description
         case .storage(let error): error.description
-        case .overloaded(let id, let waitingMax):
-            "migration_overloaded: \(waitingMax) commands are already waiting on migration \(id); retry later"
+        case .overloaded(let stream, let waitingMax):
+            "migration_overloaded: \(waitingMax) commands are already waiting on \(stream); retry later"
         }
     }
 }
@@ -74,7 +74,7 @@ public actor Coordinator {
     private var busyStreams: Set<String> = []
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
-    /// Most commands that may wait for their turn on one migration; more are refused as overloaded.
+    /// Most commands that may wait for their turn on one stream (a migration or a plan); more are refused as overloaded.
     public let commandsWaitingPerMigrationMax: Int
 
     /// Default snapshot interval, in events.
@@ -133,7 +133,7 @@ public actor Coordinator {
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
     public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
         let stream = RecordedEvent.stream(of: id)
-        guard await acquire(stream) else { throw .overloaded(id, waitingMax: commandsWaitingPerMigrationMax) }
+        guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(stream) }
         let events: [MigrationEvent]
         switch state.decide(migration: id, command, now: now) {
@@ -166,7 +166,7 @@ public actor Coordinator {
     public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
         let hashed = plan.hashed()
         let stream = RecordedPlanEvent.stream(of: hashed.name)
-        guard await acquire(stream) else { throw .overloaded(MigrationID(stream), waitingMax: commandsWaitingPerMigrationMax) }
+        guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(stream) }
         let event: PlanEvent
         switch state.decideApply(hashed) {
