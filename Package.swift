@@ -80,7 +80,7 @@ let package = Package(
         .testTarget(
             name: "LockstepEngineTests",
             dependencies: ["LockstepEngine", "LockstepWire", "CSQLite"],
-            exclude: ["Golden"]
+            exclude: ["Golden", "Shim"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -35,6 +35,9 @@ public final class SQLiteEventLog: EventLog {
         /// Commits between explicit WAL checkpoints (SQLite's own auto-checkpoint is off: it would
         /// swallow a sync error, and a sync error must stop writes).
         public var checkpointIntervalCommits = EventLogLimits.checkpointIntervalCommits
+        /// Only for the durability test's control run, which must be able to lose acknowledged events
+        /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
+        public var unsafeSkipCommitSyncForTesting = false
         public init() {}
     }
 
@@ -87,7 +90,7 @@ public final class SQLiteEventLog: EventLog {
             if mode == .readWrite {
                 lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
                 let writer = try SQLiteConnection(path: path, readOnly: false)
-                try Self.configureDurability(writer)
+                try Self.configureDurability(writer, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL")
                 try SQLiteSchema.migrate(writer)
                 try SQLiteSchema.checkTailMatchesHead(writer)
                 self.writer = writer
@@ -108,15 +111,16 @@ public final class SQLiteEventLog: EventLog {
 
     /// WAL and `synchronous=FULL`, each read back: a setting that did not take is a refusal to start.
     /// Auto-checkpoints are off; `checkpointIfDue` runs them where a sync error can stop writes.
-    private static func configureDurability(_ db: SQLiteConnection) throws {
+    private static func configureDurability(_ db: SQLiteConnection, synchronous level: String) throws {
         let journal = try db.scalarText("PRAGMA journal_mode=WAL")
         guard journal?.lowercased() == "wal" else {
             throw EventLogError.unavailable("journal_mode reads back \(journal ?? "nothing"), not wal")
         }
-        try db.execute("PRAGMA synchronous=FULL")
+        try db.execute("PRAGMA synchronous=\(level)")
         let synchronous = try db.scalarText("PRAGMA synchronous")
-        guard synchronous == "2" else {
-            throw EventLogError.unavailable("synchronous reads back \(synchronous ?? "nothing"), not 2 (FULL)")
+        let expected = level == "FULL" ? "2" : "1"
+        guard synchronous == expected else {
+            throw EventLogError.unavailable("synchronous reads back \(synchronous ?? "nothing"), not \(expected) (\(level))")
         }
         try db.execute("PRAGMA wal_autocheckpoint=0")
         let autocheckpoint = try db.scalarText("PRAGMA wal_autocheckpoint")

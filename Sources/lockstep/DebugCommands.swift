@@ -26,6 +26,7 @@ extension DebugCommand {
         @Option(help: "Stop after this many seconds (1...3600).") var seconds: Int = 10
         @Option(help: "A tag that makes this run's migration ids unique.") var tag: String = "run"
         @Option(help: "Nodes per migration (1...100).") var nodes: Int = 4
+        @Flag(help: .hidden) var unsafeSkipCommitSyncForTesting = false
 
         func validate() throws {
             guard (1...256).contains(writers) else { throw ValidationError("--writers must be 1...256") }
@@ -35,7 +36,9 @@ extension DebugCommand {
 
         func run() async throws {
             try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
-            let log = try SQLiteEventLog(path: data.databasePath)
+            var options = SQLiteEventLog.Options()
+            options.unsafeSkipCommitSyncForTesting = unsafeSkipCommitSyncForTesting
+            let log = try SQLiteEventLog(path: data.databasePath, options: options)
             let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
             let deadline = ContinuousClock.now + .seconds(seconds)
             let plan = ExamplePlans.chain(length: nodes)

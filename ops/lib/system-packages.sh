@@ -2,6 +2,7 @@
 #   libsqlite3-dev  SQLite headers for the CSQLite system-library module
 #   pkg-config      lets SwiftPM find them
 #   strace          fault injection (fsync EIO) in the durability tests
+#   gcc             compiles the unsynced-write shim (LD_PRELOAD) of the power-loss test
 install_system_packages() {
   local need=()
   [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
