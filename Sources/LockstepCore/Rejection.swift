@@ -23,6 +23,7 @@ public enum Rejection: Error, Hashable, Sendable {
     case gateNotOpen(NodeID, waitingOn: [NodeID])
     case noRollbackDue(NodeID, next: NodeID?)
     case noDeadlinePassed(MigrationID)
+    case planNotRegistered(String, version: UInt64)
 
     /// The stable, machine-readable code of this rejection.
     public var code: String {
@@ -50,6 +51,7 @@ public enum Rejection: Error, Hashable, Sendable {
         case .gateNotOpen: "gate_not_open"
         case .noRollbackDue: "no_rollback_due"
         case .noDeadlinePassed: "no_deadline_passed"
+        case .planNotRegistered: "plan_not_registered"
         }
     }
 
@@ -88,6 +90,8 @@ public enum Rejection: Error, Hashable, Sendable {
         case .noRollbackDue(let node, let next):
             next.map { "node \(node) is not next to roll back; \($0) is" } ?? "node \(node) is not due for a rollback step (it is rolling back or done)"
         case .noDeadlinePassed(let id): "no deadline of migration \(id) has passed"
+        case .planNotRegistered(let name, let version):
+            "plan \(name)@\(version) with this content is not applied; apply it (lockstep plan apply) and start from its version"
         }
     }
 }

@@ -140,6 +140,14 @@ public actor Coordinator {
         case .rejected(let rejection): throw .rejected(rejection)
         case .accepted(let accepted): events = accepted
         }
+        // A migration runs only a plan version from the registry, and its content hash is computed here,
+        // never taken from the caller: the hash recorded in migration_started is evidence.
+        if case .start(_, let plan, _) = command {
+            guard let registered = state.plan(plan.name, version: plan.version), registered == plan,
+                  plan.hashed().contentHash == registered.contentHash else {
+                throw .rejected(.planNotRegistered(plan.name, version: plan.version))
+            }
+        }
         let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
                                      causationID: context.causationID, correlationID: context.correlationID)
         let base = state.migrations[id]?.version ?? 0
@@ -206,6 +214,13 @@ public actor Coordinator {
 
     /// The earliest deadline of any migration, for the engine's timer to sleep until.
     public var nextDeadline: Instant? { state.migrations.values.compactMap(\.nextDeadline).min() }
+
+    /// Applies `plan` (a no-op when its content is already the newest version) and starts migration `id`
+    /// on that version, on behalf of `context.actor`.
+    public func start(_ id: MigrationID, plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        let applied = try await applyPlan(plan, context: context, now: now)
+        return try await startMigration(id, plan: plan.name, version: applied.version, context: context, now: now)
+    }
 
     /// Starts migration `id` on version `version` (the newest when nil) of the applied plan `name`.
     public func startMigration(_ id: MigrationID, plan name: String, version: UInt64? = nil, context: CommandContext,

@@ -94,7 +94,12 @@ public struct Rehearsal: Sendable {
             }
         }
         let owner = Actor(kind: "user", id: "rehearsal-owner")
-        guard try await execute(.start(id: id, plan: plan, startedBy: owner.id), as: owner, .user),
+        let applied: (version: UInt64, changed: Bool)
+        do { applied = try await coordinator.applyPlan(plan, context: CommandContext(actor: owner, triggeredBy: .user), now: now) } catch {
+            throw Failure.refused(error)
+        }
+        let registered = await coordinator.state.plan(plan.name, version: applied.version)!
+        guard try await execute(.start(id: id, plan: registered, startedBy: owner.id), as: owner, .user),
               await coordinator.migration(id) != nil else {
             throw Failure.refused(.rejected(.invalidArgument("the plan could not be started")))
         }

@@ -41,7 +41,10 @@ extension DebugCommand {
             let log = try SQLiteEventLog(path: data.databasePath, options: options)
             let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
             let deadline = ContinuousClock.now + .seconds(seconds)
-            let plan = ExamplePlans.chain(length: nodes)
+            let applied = try await coordinator.applyPlan(ExamplePlans.chain(length: nodes),
+                                                          context: CommandContext(actor: Actor(kind: "user", id: "load"), triggeredBy: .user),
+                                                          now: WallClock.now())
+            let plan = await coordinator.state.plan(ExamplePlans.chain(length: nodes).name, version: applied.version)!
             let tag = self.tag
             AckWriter.write("ready\n")
             try await withThrowingTaskGroup(of: Void.self) { group in

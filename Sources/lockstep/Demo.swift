@@ -18,12 +18,15 @@ struct Demo: AsyncParsableCommand {
         let options = try DataOptions.parse(["--data", directory])
         let log = try SQLiteEventLog(path: options.databasePath)
         let coordinator = try await Coordinator.open(log: log)
-        let plan = ExamplePlans.ledgerSplit
+        let applied = try await coordinator.applyPlan(ExamplePlans.ledgerSplit, context: CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user),
+                                                      now: WallClock.now())
+        let plan = await coordinator.state.plan(ExamplePlans.ledgerSplit.name, version: applied.version)!
         let migration = MigrationID("ledger-split-\(await coordinator.state.migrations.count + 1)")
         let operator_ = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user, correlationID: migration.rawValue)
         let clockStart = WallClock.now()
 
         print("Lockstep demo: data in \(directory)")
+        if applied.changed { print("  (plan_applied: \(plan.name)@\(plan.version) registered before the migration starts)") }
         print("plan \(plan.name)@\(plan.version) (content hash \(plan.contentHash.prefix(16))…) across payments, orders, ledger\n")
 
         var elapsedMillis: Int64 = 0

@@ -39,7 +39,9 @@ import Testing
         #expect(lines.count == Int(head.sequence))
         let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as? [String: Any]
         #expect(first?["sequence"] as? Int == 1)
-        let record = first?["record"] as? [String: Any]
+        #expect(((first?["record"] as? [String: Any])?["payload"] as? [String: Any])?["plan_applied"] != nil)
+        let second = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as? [String: Any]
+        let record = second?["record"] as? [String: Any]
         #expect(record?["stream"] as? String == "migration/ledger-split-1")
         #expect((record?["payload"] as? [String: Any])?["migration_started"] != nil)
     }

@@ -88,8 +88,8 @@ import Testing
         short.deadlineMillis = 10_000
         var long = short
         long.deadlineMillis = 60_000
-        _ = try await coordinator.execute(.start(id: MigrationID("short"), plan: short), migration: MigrationID("short"), context: user, now: t(0))
-        _ = try await coordinator.execute(.start(id: MigrationID("long"), plan: long), migration: MigrationID("long"), context: user, now: t(0))
+        _ = try await coordinator.start(MigrationID("short"), plan: short, context: user, now: t(0))
+        _ = try await coordinator.start(MigrationID("long"), plan: long, context: user, now: t(0))
         #expect(await coordinator.nextDeadline == t(10))
         #expect(await coordinator.enforceDeadlines(now: t(9)) == [])
         #expect(await coordinator.enforceDeadlines(now: t(10)) == [MigrationID("short")])
@@ -97,9 +97,41 @@ import Testing
         #expect(await coordinator.migration(MigrationID("long"))?.status == .running)
         #expect(await coordinator.nextDeadline == t(60))
         // The abort is recorded as the coordinator's, triggered by the deadline.
-        let last = try await log.read(after: 2, limit: 10)
-        let records = try last.map { try EventRecordCodec.decode($0.record) }
+        let all = try await log.read(after: 0, limit: 100)
+        let records = try all.suffix(2).map { try EventRecordCodec.decode($0.record) }
         #expect(records.allSatisfy { $0.metadata.triggeredBy == .deadline && $0.metadata.actor == .coordinator })
         #expect(records.map(\.event.typeName) == ["migration_aborted", "migration_rolled_back"])
+    }
+}
+
+@Suite struct RegisteredPlansOnlyTests {
+    @Test func aMigrationStartsOnlyFromARegisteredPlanWithItsOwnHash() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        let plan = ExamplePlans.chain(length: 2)
+        // Never applied: refused, nothing written.
+        await #expect(throws: CommandError.rejected(.planNotRegistered(plan.name, version: 1))) {
+            var unregistered = plan
+            unregistered.version = 1
+            _ = try await coordinator.execute(.start(id: MigrationID("m"), plan: unregistered, startedBy: "alice"), migration: MigrationID("m"),
+                                              context: user, now: t(0))
+        }
+        #expect(await log.head().sequence == 0)
+        _ = try await coordinator.applyPlan(plan, context: user, now: t(1))
+        let registered = try #require(await coordinator.state.plan(plan.name))
+        // A forged hash or altered content under a registered name and version is refused too.
+        var forged = registered
+        forged.contentHash = String(repeating: "0", count: 64)
+        var altered = registered
+        altered.nodes[0].action = "something-else"
+        for candidate in [forged, altered] {
+            await #expect(throws: CommandError.rejected(.planNotRegistered(plan.name, version: 1))) {
+                _ = try await coordinator.execute(.start(id: MigrationID("m"), plan: candidate, startedBy: "alice"), migration: MigrationID("m"),
+                                                  context: user, now: t(2))
+            }
+        }
+        _ = try await coordinator.execute(.start(id: MigrationID("m"), plan: registered, startedBy: "alice"), migration: MigrationID("m"),
+                                          context: user, now: t(3))
+        #expect(await coordinator.migration(MigrationID("m"))?.plan.contentHash == registered.contentHash)
     }
 }

@@ -19,8 +19,10 @@ import Testing
         let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
         let id = MigrationID("m")
         var digests: [UInt64: StateDigest] = [:]
+        _ = try await coordinator.applyPlan(ExamplePlans.chain(length: 2), context: user, now: t(0))
+        let registered = try #require(await coordinator.state.plan(ExamplePlans.chain(length: 2).name))
         let commands: [MigrationCommand] = [
-            .start(id: id, plan: ExamplePlans.chain(length: 2)),
+            .start(id: id, plan: registered),
             .leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000),
             .completeStep(node: NodeID("step-0"), token: FencingToken(1)),
             .leaseStep(node: NodeID("step-1"), agent: "a", ttlMillis: 1_000),
@@ -30,12 +32,13 @@ import Testing
             let result = try await coordinator.execute(command, migration: id, context: agent, now: t(Int64(index)))
             digests[result.receipt.lastSequence] = await coordinator.digest
         }
-        #expect(digests.keys.sorted() == [1, 2, 3, 4, 6])
+        // Event 1 is the plan_applied; the migration's events follow.
+        #expect(digests.keys.sorted() == [2, 3, 4, 5, 7])
         for (sequence, digest) in digests {
             #expect(try await History.replay(log, through: sequence).digest == digest)
         }
-        await #expect(throws: EventLogError.invalidRequest("the log ends at sequence 6; there is no event 7")) {
-            try await History.replay(log, through: 7)
+        await #expect(throws: EventLogError.invalidRequest("the log ends at sequence 7; there is no event 8")) {
+            try await History.replay(log, through: 8)
         }
     }
 
@@ -44,14 +47,14 @@ import Testing
         let log = try SQLiteEventLog(path: path)
         let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 29)
+        #expect(try await coordinator.saveSnapshot() == 32)
         // A tail after the snapshot.
         let id = MigrationID("after-snapshot")
-        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 2)), migration: id, context: user, now: t(100))
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 2), context: user, now: t(100))
         _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000), migration: id, context: agent, now: t(101))
         let snapshot = try #require(try await log.latestSnapshot())
-        #expect(snapshot.sequence == 29)
-        #expect(try await log.head().sequence == 31)
+        #expect(snapshot.sequence == 32)
+        #expect(try await log.head().sequence == 35)  // plan_applied, migration_started, step_leased
         let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path, mode: .readOnly))
         let full = try await History.replay(log)
         #expect(await restarted.digest == full.digest)
@@ -63,7 +66,7 @@ import Testing
         let path = temporaryDirectory() + "/events.sqlite"
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 29)
+        #expect(try await coordinator.saveSnapshot() == 32)
         let live = await coordinator.digest
         // Damage an event before the snapshot: a full replay must fail there; start-up must not read it.
         try flipByte(path, table: "events", column: "record", sequence: 3, offset: 5)
@@ -86,7 +89,7 @@ import Testing
     @Test func concurrentLeasesOfOneNodeGrantExactlyOne() async throws {
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite"))
         let id = MigrationID("race")
-        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 1), context: user, now: t(0))
         let outcomes = await withTaskGroup(of: CommandError?.self) { group in
             for index in 0..<16 {
                 group.addTask {
@@ -119,7 +122,7 @@ import Testing
         let log = GatedEventLog()
         let coordinator = try await Coordinator.open(log: log, commandsWaitingPerMigrationMax: 1)
         let id = MigrationID("m")
-        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 1), context: user, now: t(0))
         await log.close()
         let finished = Counter()
         func pause(_ index: Int) -> Task<String, Never> {
@@ -149,13 +152,13 @@ import Testing
         let log = InMemoryEventLog()
         let coordinator = try await Coordinator.open(log: log)
         let id = MigrationID("m")
-        _ = try await coordinator.execute(.start(id: id, plan: ExamplePlans.chain(length: 1)), migration: id, context: user, now: t(0))
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 1), context: user, now: t(0))
         await #expect(throws: CommandError.rejected(.staleFencingToken(NodeID("step-0"), current: FencingToken(0), presented: FencingToken(3)))) {
             try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(3)), migration: id, context: agent, now: t(1))
         }
         await #expect(throws: CommandError.rejected(.migrationNotFound(MigrationID("ghost")))) {
             try await coordinator.execute(.resume, migration: MigrationID("ghost"), context: user, now: t(1))
         }
-        #expect(await log.head().sequence == 1)
+        #expect(await log.head().sequence == 2)  // the plan_applied and the migration_started
     }
 }

@@ -190,9 +190,9 @@ func recordScenario(on coordinator: Coordinator) async throws {
         _ = try await coordinator.execute(command, migration: id, context: context, now: now())
     }
     let bob = CommandContext(actor: Actor(kind: "user", id: "bob"), triggeredBy: .user)
-    try await run(.start(id: split, plan: plan, startedBy: "alice"), split, user)
-    try await run(.start(id: side, plan: ExamplePlans.chain(length: 3, service: "cache")), side, user)
-    try await run(.start(id: doomed, plan: ExamplePlans.chain(length: 2, service: "search")), doomed, user)
+    _ = try await coordinator.start(split, plan: plan, context: user, now: now())
+    _ = try await coordinator.start(side, plan: ExamplePlans.chain(length: 3, service: "cache"), context: user, now: now())
+    _ = try await coordinator.start(doomed, plan: ExamplePlans.chain(length: 2, service: "search"), context: user, now: now())
     try await run(.leaseStep(node: NodeID("step-0"), agent: "search-agent", ttlMillis: 10_000), doomed, agent)
     try await run(.failStep(node: NodeID("step-0"), token: FencingToken(1), reason: "index corrupt", retryable: false), doomed, agent)
     try await run(.pause(reason: "waiting for the ledger split"), side, user)
@@ -277,7 +277,7 @@ func recordOrchestrationScenario(on coordinator: Coordinator) async throws {
     let plan = ExamplePlans.ledgerSplit
     // 1. Run up to the irreversible contract, then abort: rollback stops at nothing (contract not done).
     let undo = MigrationID("ledger-split-undo")
-    try await run(.start(id: undo, plan: plan, startedBy: "alice"), undo, user)
+    _ = try await coordinator.start(undo, plan: plan, context: user, now: now())
     for node in plan.nodes.prefix(4) {
         try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), undo, agent)
         try await run(.completeStep(node: node.id, token: FencingToken(1)), undo, agent)
@@ -292,7 +292,7 @@ func recordOrchestrationScenario(on coordinator: Coordinator) async throws {
     }
     // 2. A rejected gate pauses the migration; the operator aborts.
     let rejected = MigrationID("ledger-split-rejected")
-    try await run(.start(id: rejected, plan: plan, startedBy: "alice"), rejected, user)
+    _ = try await coordinator.start(rejected, plan: plan, context: user, now: now())
     for node in plan.nodes.prefix(4) {
         try await run(.leaseStep(node: node.id, agent: "ledger-agent", ttlMillis: 30_000), rejected, agent)
         try await run(.completeStep(node: node.id, token: FencingToken(1)), rejected, agent)
@@ -303,7 +303,7 @@ func recordOrchestrationScenario(on coordinator: Coordinator) async throws {
     var late = ExamplePlans.chain(length: 2, service: "search")
     late.deadlineMillis = 5_000
     let deadline = MigrationID("search-reindex")
-    try await run(.start(id: deadline, plan: late.hashed(), startedBy: "alice"), deadline, user)
+    _ = try await coordinator.start(deadline, plan: late.hashed(), context: user, now: now())
     clock += 10
     let timer = CommandContext(actor: .coordinator, triggeredBy: .deadline)
     try await run(.enforceDeadlines, deadline, timer)
