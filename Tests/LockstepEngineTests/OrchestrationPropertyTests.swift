@@ -1,3 +1,4 @@
+import Foundation
 import LockstepCore
 import LockstepEngine
 import Testing
@@ -71,7 +72,10 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
 @Suite struct OrchestrationPropertyTests {
     /// Over random plans and outcomes: no node starts before its needs succeeded; rollback steps run in
     /// the reverse of completion order; replaying the log gives the live digest. A failure names its seed.
-    @Test(arguments: 0..<8)
+    /// CI runs 8 batches of 25 seeds; `LOCKSTEP_PROPERTY_BATCHES=N` runs more (the sweep before a release).
+    static let batches = Int(ProcessInfo.processInfo.environment["LOCKSTEP_PROPERTY_BATCHES"] ?? "") ?? 8
+
+    @Test(arguments: 0..<OrchestrationPropertyTests.batches)
     func invariantsHoldOverRandomPlans(batch: Int) async throws {
         var statuses: [MigrationStatus] = []
         var rollbackFailures = 0

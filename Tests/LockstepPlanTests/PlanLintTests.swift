@@ -299,3 +299,39 @@ let header = """
         #expect(load.findings.first?.line ?? 0 > 0)
     }
 }
+
+@Suite struct PlanReaderFuzzTests {
+    /// Byte- and token-level mutations of the examples must never trap the reader: every outcome is a plan
+    /// or findings. `LOCKSTEP_FUZZ_ROUNDS` raises the count.
+    @Test func mutatedPlansNeverTrap() throws {
+        let rounds = Int(ProcessInfo.processInfo.environment["LOCKSTEP_FUZZ_ROUNDS"] ?? "") ?? 2_000
+        let sources = [try example("ledger-split.yaml"), try example("api-version-swap.yaml")]
+        let tokens = ["&a ", "*a", "!!binary ", "? ", "- ", ": ", "{", "}", "[", "]", "\"", "'", "|\n", ">\n", "#", "\t", "1:0:0:0:0:0:0:0:0:0:0",
+                      "99999999999999999999", "-0", "0x1f", "0o17", ".inf", "null", "~", "needs: [", "\u{0}", "\u{FEFF}", "é", "\n  - id: x\n"]
+        var state: UInt64 = 0x5EED
+        func next() -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int(truncatingIfNeeded: (z ^ (z >> 31)) >> 1)
+        }
+        var plans = 0
+        for round in 0..<rounds {
+            var text = Array(sources[round % 2].unicodeScalars)
+            for _ in 0...(next() % 4) {
+                let at = next() % max(1, text.count)
+                switch next() % 3 {
+                case 0: text.insert(contentsOf: tokens[next() % tokens.count].unicodeScalars, at: at)
+                case 1: text.removeSubrange(at..<min(text.count, at + 1 + next() % 8))
+                default: if let scalar = Unicode.Scalar(UInt32(next() % 0x7F)) { text[at] = scalar }
+                }
+            }
+            var yaml = ""
+            yaml.unicodeScalars.append(contentsOf: text)
+            let load = PlanFile.lint(yaml: yaml)
+            if load.errors.isEmpty { plans += 1 }
+        }
+        #expect(plans > 0 && plans < rounds, "mutations must sometimes keep and sometimes break the plan")
+    }
+}
