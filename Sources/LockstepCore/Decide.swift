@@ -38,6 +38,19 @@ extension MigrationState {
             return state.decideReport(node: node, token: token) { nodeState, lease in
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
+        case .heartbeat(let node, let token):
+            return state.decideReport(node: node, token: token) { _, _ in [] }
+        case .reportProgress(let node, let token, let percent, let message):
+            guard percent <= 100 else { return .rejected(.invalidArgument("progress is \(percent)%; it must be 0...100")) }
+            if let problem = validateReason(message) { return .rejected(.invalidArgument(problem)) }
+            return state.decideReport(node: node, token: token) { _, _ in
+                [.stepProgress(StepProgress(node: node, token: token, percent: percent, message: message))]
+            }
+        case .expireLease(let node, let token):
+            return state.decideReport(node: node, token: token) { nodeState, lease in
+                state.failure(of: node, nodeState: nodeState, lease: lease, reason: "lease expired: no heartbeat within its TTL",
+                              retryable: true, now: now, leaseExpired: true)
+            }
         case .approve(let node, let approver, let groups, let comment):
             return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: true)
         case .reject(let node, let approver, let groups, let comment):
@@ -121,7 +134,8 @@ extension MigrationState {
         return events
     }
 
-    private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant) -> [MigrationEvent] {
+    private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant,
+                         leaseExpired: Bool = false) -> [MigrationEvent] {
         let retry = plan.node(node)?.retry ?? RetryPolicy()
         let attempt = lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts
         // Undoing matters more than doing: rollback steps get at least `rollbackAttemptsMin` attempts.
@@ -129,7 +143,8 @@ extension MigrationState {
         let willRetry = retryable && attempt < allowed
         let retryAt = willRetry ? now.adding(milliseconds: retry.backoffMillis(afterAttempt: attempt)) : nil
         let failed = MigrationEvent.stepFailed(StepFailed(
-            node: node, attempt: attempt, token: lease.token, reason: reason, retryable: retryable, kind: lease.kind, retryAt: retryAt))
+            node: node, attempt: attempt, token: lease.token, reason: reason, retryable: retryable, kind: lease.kind, retryAt: retryAt,
+            leaseExpired: leaseExpired))
         if willRetry { return [failed] }
         switch lease.kind {
         case .rollback:

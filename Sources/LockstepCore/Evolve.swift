@@ -50,6 +50,7 @@ extension MigrationState {
             guard nodeIndex(completed.node) != nil else { break }
             updateNode(completed.node) { node in
                 node.lease = nil
+                node.progress = nil
                 node.status = completed.kind == .forward ? .succeeded : .rolledBack
             }
             switch completed.kind {
@@ -59,6 +60,7 @@ extension MigrationState {
         case .stepFailed(let failed):
             updateNode(failed.node) { node in
                 node.lease = nil
+                node.progress = nil
                 node.lastFailure = failed.reason
                 node.retryAt = failed.retryAt
                 switch failed.kind {
@@ -67,6 +69,10 @@ extension MigrationState {
                 // It stays at the front of the rollback queue; a retry leases it from there.
                 case .rollback: node.status = .failed
                 }
+            }
+        case .stepProgress(let progress):
+            updateNode(progress.node) { node in
+                if node.lease?.token == progress.token { node.progress = progress }
             }
         case .approvalGranted(let decision):
             updateNode(decision.node) { node in

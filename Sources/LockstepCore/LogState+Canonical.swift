@@ -113,6 +113,11 @@ extension CanonicalWriter {
         optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
         array(n.approvals) { $0.gateDecision($1) }
         optional(n.rejection) { $0.gateDecision($1) }
+        optional(n.progress) { w, progress in
+            w.u64(progress.token.rawValue)
+            w.u8(progress.percent)
+            w.string(progress.message)
+        }
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -204,8 +209,11 @@ extension CanonicalReader {
         let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))
         let approvals = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.gateDecision() }
         let rejection = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.gateDecision() }
+        let progress = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepProgress in
+            StepProgress(node: id, token: FencingToken(try r.u64()), percent: try r.u8(), message: try r.string())
+        }
         return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
-                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection)
+                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress)
     }
 
     mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {

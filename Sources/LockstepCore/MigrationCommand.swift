@@ -11,6 +11,13 @@ public enum MigrationCommand: Hashable, Sendable {
     case completeStep(node: NodeID, token: FencingToken)
     /// The holder of `token` reports `node`'s step failed.
     case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool)
+    /// The holder of `token` says it is alive. Validated like any report; it records nothing (the
+    /// engine extends the lease on its monotonic clock).
+    case heartbeat(node: NodeID, token: FencingToken)
+    /// The holder of `token` reports progress (`percent` 0...100).
+    case reportProgress(node: NodeID, token: FencingToken, percent: UInt8, message: String)
+    /// The coordinator's lease timer: the lease with `token` was not renewed within its TTL.
+    case expireLease(node: NodeID, token: FencingToken)
     /// `approver`, a member of `groups`, approves `node`'s gate.
     case approve(node: NodeID, approver: String, groups: [String], comment: String)
     /// `approver`, a member of `groups`, rejects `node`'s gate; one rejection blocks the node.

@@ -9,6 +9,7 @@ public enum MigrationEvent: Hashable, Sendable {
     case stepLeased(StepLeased)
     case stepCompleted(StepCompleted)
     case stepFailed(StepFailed)
+    case stepProgress(StepProgress)
     case approvalGranted(ApprovalDecision)
     case approvalRejected(ApprovalDecision)
     case migrationPaused(reason: String)
@@ -26,6 +27,7 @@ public enum MigrationEvent: Hashable, Sendable {
         case .stepLeased: "step_leased"
         case .stepCompleted: "step_completed"
         case .stepFailed: "step_failed"
+        case .stepProgress: "step_progress"
         case .approvalGranted: "approval_granted"
         case .approvalRejected: "approval_rejected"
         case .migrationPaused: "migration_paused"
@@ -97,7 +99,10 @@ public struct StepFailed: Hashable, Sendable {
     public var kind: StepKind
     /// When the next attempt may start; nil when there will be none.
     public var retryAt: Instant?
-    public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward, retryAt: Instant? = nil) {
+    /// The coordinator ended the attempt because its lease was not renewed in time.
+    public var leaseExpired: Bool
+    public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward,
+                retryAt: Instant? = nil, leaseExpired: Bool = false) {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -105,6 +110,22 @@ public struct StepFailed: Hashable, Sendable {
         self.retryable = retryable
         self.kind = kind
         self.retryAt = retryAt
+        self.leaseExpired = leaseExpired
+    }
+}
+
+/// The lease holder reported how far a step has come.
+public struct StepProgress: Hashable, Sendable {
+    public var node: NodeID
+    public var token: FencingToken
+    /// 0...100.
+    public var percent: UInt8
+    public var message: String
+    public init(node: NodeID, token: FencingToken, percent: UInt8, message: String) {
+        self.node = node
+        self.token = token
+        self.percent = percent
+        self.message = message
     }
 }
 

@@ -60,10 +60,12 @@ public struct NodeState: Hashable, Sendable {
     public var approvals: [GateDecision]
     /// The rejection that blocks the node, if any.
     public var rejection: GateDecision?
+    /// The latest progress report of the live step.
+    public var progress: StepProgress?
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
-                retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil) {
+                retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil, progress: StepProgress? = nil) {
         self.id = id
         self.status = status
         self.attempts = attempts
@@ -74,6 +76,7 @@ public struct NodeState: Hashable, Sendable {
         self.retryAt = retryAt
         self.approvals = approvals
         self.rejection = rejection
+        self.progress = progress
     }
 }
 

@@ -52,6 +52,18 @@ public struct CommandResult: Hashable, Sendable {
     public var receipt: AppendReceipt
 }
 
+/// A monotonic clock in nanoseconds: never jumps, unrelated to wall time. Lease TTLs run on it.
+public typealias MonotonicClock = @Sendable () -> UInt64
+
+/// The process's monotonic clock.
+public let systemMonotonicClock: MonotonicClock = {
+    let origin = ContinuousClock.now
+    return { @Sendable in
+        let elapsed = ContinuousClock.now - origin
+        return UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
+    }
+}()
+
 /// The engine around the pure core: decide → append (expected version checked in the same transaction)
 /// → evolve. One command per migration runs at a time; commands on different migrations overlap, so
 /// their appends share group commits.
@@ -72,6 +84,21 @@ public actor Coordinator {
     private var snapshotInFlight = false
     /// Streams with a command in progress, and the commands waiting for them.
     private var busyStreams: Set<String> = []
+    /// The lease timer: for each live step lease, its token, TTL and monotonic deadline.
+    private var leaseDeadlines: [LeaseKey: LeaseDeadline] = [:]
+    /// Where lease TTLs are measured.
+    public let monotonic: MonotonicClock
+
+    struct LeaseKey: Hashable {
+        var migration: MigrationID
+        var node: NodeID
+    }
+
+    struct LeaseDeadline {
+        var token: FencingToken
+        var ttlMillis: Int64
+        var deadlineNanos: UInt64
+    }
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
     /// Most commands that may wait for their turn on one stream (a migration or a plan); more are refused as overloaded.
@@ -83,19 +110,23 @@ public actor Coordinator {
     public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
     private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64,
-                 commandsWaitingPerMigrationMax: Int) {
+                 commandsWaitingPerMigrationMax: Int, monotonic: @escaping MonotonicClock) {
         self.log = log
         self.state = state
+        self.monotonic = monotonic
         self.lastSnapshotSequence = snapshotSequence
         self.appliedThrough = state.lastSequence
         self.snapshotIntervalEvents = snapshotIntervalEvents
         self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
+        // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
+        self.leaseDeadlines = Self.deadlines(for: state.migrationsInOrder, keeping: [:], monotonic: monotonic())
     }
 
     /// Opens a coordinator on `log`: loads the newest snapshot (checking its digest) and replays only
     /// the tail after it.
     public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents,
-                            commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax) async throws(EventLogError) -> Coordinator {
+                            commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax,
+                            monotonic: @escaping MonotonicClock = systemMonotonicClock) async throws(EventLogError) -> Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
         if let snapshot = try await log.latestSnapshot(), snapshot.isCurrentFormat {
@@ -121,7 +152,7 @@ public actor Coordinator {
         }
         try await History.fold(log, into: &state)
         return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents,
-                           commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax)
+                           commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, monotonic: monotonic)
     }
 
     /// The live state of migration `id`, if it exists.
@@ -139,6 +170,9 @@ public actor Coordinator {
         switch state.decide(migration: id, command, now: now) {
         case .rejected(let rejection): throw .rejected(rejection)
         case .accepted(let accepted): events = accepted
+        }
+        guard !events.isEmpty else {
+            throw .rejected(.invalidArgument("this command records nothing; heartbeats go through Coordinator.heartbeat"))
         }
         // A migration runs only a plan version from the registry, and its content hash is computed here,
         // never taken from the caller: the hash recorded in migration_started is evidence.
@@ -165,6 +199,7 @@ public actor Coordinator {
             state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
         }
         markApplied(receipt.firstSequence...receipt.lastSequence)
+        armLeases(of: id)
         snapshotIfDue()
         return CommandResult(events: recorded, receipt: receipt)
     }
@@ -197,6 +232,71 @@ public actor Coordinator {
         snapshotIfDue()
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
+    }
+
+    // MARK: - Step leases
+
+    /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
+    /// TTL restarts on the monotonic clock. Records nothing.
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, now: Instant) throws(CommandError) {
+        if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token), now: now) {
+            throw .rejected(rejection)
+        }
+        let key = LeaseKey(migration: id, node: node)
+        guard var deadline = leaseDeadlines[key], deadline.token == token else { return }
+        deadline.deadlineNanos = monotonic() &+ UInt64(deadline.ttlMillis) &* 1_000_000
+        leaseDeadlines[key] = deadline
+    }
+
+    /// The lease timer's work: every lease not renewed within its TTL (on the monotonic clock) becomes a
+    /// `step_failed` with `lease_expired`, recorded as the coordinator; the step is offered again as a new
+    /// attempt with a new token if the retry policy allows. Returns the expired (migration, node) pairs in order.
+    @discardableResult
+    public func expireDueLeases(now: Instant) async -> [(MigrationID, NodeID)] {
+        let clock = monotonic()
+        let due = leaseDeadlines.filter { $0.value.deadlineNanos <= clock }
+            .sorted { ($0.key.migration, $0.key.node.rawValue) < ($1.key.migration, $1.key.node.rawValue) }
+        var expired: [(MigrationID, NodeID)] = []
+        for (key, deadline) in due {
+            let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-timer")
+            let command = MigrationCommand.expireLease(node: key.node, token: deadline.token)
+            if (try? await execute(command, migration: key.migration, context: context, now: now)) != nil {
+                expired.append((key.migration, key.node))
+            }
+        }
+        return expired
+    }
+
+    /// When the lease timer should next look, in monotonic nanoseconds.
+    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.map(\.deadlineNanos).min() }
+
+    /// Makes the timer match migration `id`'s live leases: new leases start their TTL now, ended ones are dropped.
+    private func armLeases(of id: MigrationID) {
+        guard let migration = state.migrations[id] else { return }
+        // Compute from the current entries first (so untouched leases keep their deadlines), then replace.
+        let live = Self.deadlines(for: [migration], keeping: leaseDeadlines, monotonic: monotonic())
+        for node in migration.nodes { leaseDeadlines[LeaseKey(migration: id, node: node.id)] = nil }
+        leaseDeadlines.merge(live) { _, new in new }
+    }
+
+    /// The timer entries for the live leases of `migrations`: kept from `existing` when the token is the
+    /// same (a heartbeat may have extended it), else starting a full TTL at `clock`.
+    private static func deadlines(for migrations: [MigrationState], keeping existing: [LeaseKey: LeaseDeadline],
+                                  monotonic clock: UInt64) -> [LeaseKey: LeaseDeadline] {
+        var result: [LeaseKey: LeaseDeadline] = [:]
+        for migration in migrations {
+            for node in migration.nodes {
+                guard let lease = node.lease else { continue }
+                let key = LeaseKey(migration: migration.id, node: node.id)
+                if let kept = existing[key], kept.token == lease.token {
+                    result[key] = kept
+                    continue
+                }
+                let ttl = max(CoreLimits.leaseTTLMillisMin, lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch)
+                result[key] = LeaseDeadline(token: lease.token, ttlMillis: ttl, deadlineNanos: clock &+ UInt64(ttl) &* 1_000_000)
+            }
+        }
+        return result
     }
 
     /// The timer's work: aborts into rollback every migration whose deadline (or a node's) has passed

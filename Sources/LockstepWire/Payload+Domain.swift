@@ -38,6 +38,14 @@ extension Lockstep_V1_EventPayload {
                 $0.retryable = failed.retryable
                 $0.kind = Lockstep_V1_StepKind(failed.kind)
                 $0.retryAtMs = failed.retryAt?.millisecondsSinceEpoch ?? 0
+                $0.leaseExpired = failed.leaseExpired
+            }
+        case .stepProgress(let progress):
+            stepProgress = .with {
+                $0.nodeID = progress.node.rawValue
+                $0.fencingToken = progress.token.rawValue
+                $0.percent = UInt32(progress.percent)
+                $0.message = progress.message
             }
         case .approvalGranted(let decision):
             approvalGranted = .with {
@@ -102,7 +110,11 @@ extension MigrationEvent {
             self = .stepFailed(StepFailed(
                 node: NodeID(failed.nodeID), attempt: failed.attempt, token: FencingToken(failed.fencingToken),
                 reason: failed.reason, retryable: failed.retryable, kind: try StepKind(failed.kind),
-                retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs)))
+                retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs), leaseExpired: failed.leaseExpired))
+        case .stepProgress(let progress):
+            guard progress.percent <= 100 else { throw .invalidField("progress percent \(progress.percent)") }
+            self = .stepProgress(StepProgress(node: NodeID(progress.nodeID), token: FencingToken(progress.fencingToken),
+                                              percent: UInt8(progress.percent), message: progress.message))
         case .approvalGranted(let decision):
             self = .approvalGranted(ApprovalDecision(node: NodeID(decision.nodeID), approver: decision.approver,
                                                      comment: decision.comment, at: Instant(millisecondsSinceEpoch: decision.atMs)))

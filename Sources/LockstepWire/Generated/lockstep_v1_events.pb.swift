@@ -457,6 +457,14 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .planApplied(newValue)}
   }
 
+  public var stepProgress: Lockstep_V1_StepProgress {
+    get {
+      if case .stepProgress(let v)? = kind {return v}
+      return Lockstep_V1_StepProgress()
+    }
+    set {kind = .stepProgress(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -473,6 +481,7 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case approvalRejected(Lockstep_V1_ApprovalRejected)
     case migrationRolledBack(Lockstep_V1_MigrationRolledBack)
     case planApplied(Lockstep_V1_PlanApplied)
+    case stepProgress(Lockstep_V1_StepProgress)
 
   }
 
@@ -753,6 +762,29 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
 
   /// When a retry may start (0 = no retry: the attempts are exhausted or the failure is final).
   public var retryAtMs: Int64 = 0
+
+  /// The coordinator ended the attempt because its lease was not renewed within its TTL.
+  public var leaseExpired: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The lease holder reported progress on a step.
+public nonisolated struct Lockstep_V1_StepProgress: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var fencingToken: UInt64 = 0
+
+  /// 0 to 100.
+  public var percent: UInt32 = 0
+
+  public var message: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1108,7 +1140,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1285,6 +1317,19 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .planApplied(v)
         }
       }()
+      case 14: try {
+        var v: Lockstep_V1_StepProgress?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .stepProgress(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .stepProgress(v)
+        }
+      }()
       default: break
       }
     }
@@ -1347,6 +1392,10 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
     case .planApplied?: try {
       guard case .planApplied(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 13)
+    }()
+    case .stepProgress?: try {
+      guard case .stepProgress(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 14)
     }()
     case nil: break
     }
@@ -1849,7 +1898,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1864,6 +1913,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularBoolField(value: &self.retryable) }()
       case 6: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.retryAtMs) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.leaseExpired) }()
       default: break
       }
     }
@@ -1891,6 +1941,9 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.retryAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.retryAtMs, fieldNumber: 7)
     }
+    if self.leaseExpired != false {
+      try visitor.visitSingularBoolField(value: self.leaseExpired, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1902,6 +1955,52 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.retryable != rhs.retryable {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.retryAtMs != rhs.retryAtMs {return false}
+    if lhs.leaseExpired != rhs.leaseExpired {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_StepProgress: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StepProgress"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}fencing_token\0\u{1}percent\0\u{1}message\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.percent) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.message) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.fencingToken != 0 {
+      try visitor.visitSingularUInt64Field(value: self.fencingToken, fieldNumber: 2)
+    }
+    if self.percent != 0 {
+      try visitor.visitSingularUInt32Field(value: self.percent, fieldNumber: 3)
+    }
+    if !self.message.isEmpty {
+      try visitor.visitSingularStringField(value: self.message, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_StepProgress, rhs: Lockstep_V1_StepProgress) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.fencingToken != rhs.fencingToken {return false}
+    if lhs.percent != rhs.percent {return false}
+    if lhs.message != rhs.message {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,60 @@
+import LockstepCore
+import Testing
+
+@Suite struct StepLeaseTests {
+    let running = [gatedStart, leased("expand", token: 1)]
+
+    @Test func aHeartbeatFromTheHolderIsAcceptedAndRecordsNothing() {
+        #expect(decide(running, .heartbeat(node: NodeID("expand"), token: FencingToken(1))) == .accepted([]))
+    }
+
+    @Test func aHeartbeatWithAStaleTokenOrWithoutALeaseIsRefused() {
+        #expect(decide(running, .heartbeat(node: NodeID("expand"), token: FencingToken(0)))
+            == .rejected(.staleFencingToken(NodeID("expand"), current: FencingToken(1), presented: FencingToken(0))))
+        #expect(decide(running + [completed("expand", token: 1)], .heartbeat(node: NodeID("expand"), token: FencingToken(1)))
+            == .rejected(.noActiveLease(NodeID("expand"))))
+    }
+
+    @Test func progressIsRecordedForTheLiveStepAndClearedWhenItEnds() {
+        let progress = StepProgress(node: NodeID("expand"), token: FencingToken(1), percent: 40, message: "shard 3")
+        #expect(decide(running, .reportProgress(node: NodeID("expand"), token: FencingToken(1), percent: 40, message: "shard 3"))
+            == .accepted([.stepProgress(progress)]))
+        #expect(MigrationState.given(running + [.stepProgress(progress)])!.node(NodeID("expand"))?.progress == progress)
+        #expect(MigrationState.given(running + [.stepProgress(progress), completed("expand", token: 1)])!.node(NodeID("expand"))?.progress == nil)
+        #expect(decide(running, .reportProgress(node: NodeID("expand"), token: FencingToken(1), percent: 101, message: ""))
+            == .rejected(.invalidArgument("progress is 101%; it must be 0...100")))
+        #expect(decide(running, .reportProgress(node: NodeID("expand"), token: FencingToken(9), percent: 1, message: ""))
+            == .rejected(.staleFencingToken(NodeID("expand"), current: FencingToken(1), presented: FencingToken(9))))
+    }
+
+    @Test func anExpiredLeaseIsAFailedAttemptAndTheStepIsOfferedAgainWithANewToken() {
+        let upToBackfill = [gatedStart] + ran(["expand"]) + [leased("backfill", token: 1)]
+        let expiry = MigrationEvent.stepFailed(StepFailed(
+            node: NodeID("backfill"), attempt: 1, token: FencingToken(1), reason: "lease expired: no heartbeat within its TTL",
+            retryable: true, retryAt: t(40), leaseExpired: true))
+        #expect(decide(upToBackfill, .expireLease(node: NodeID("backfill"), token: FencingToken(1)), at: 40) == .accepted([expiry]))
+        let expired = upToBackfill + [expiry]
+        // The late holder is refused before and after the new grant.
+        #expect(decide(expired, .completeStep(node: NodeID("backfill"), token: FencingToken(1))) == .rejected(.noActiveLease(NodeID("backfill"))))
+        #expect(decide(expired, .leaseStep(node: NodeID("backfill"), agent: "agent-2", ttlMillis: 30_000), at: 41)
+            == .accepted([leased("backfill", attempt: 2, token: 2, at: 41, agent: "agent-2")]))
+        let retaken = expired + [leased("backfill", attempt: 2, token: 2, at: 41, agent: "agent-2")]
+        #expect(decide(retaken, .completeStep(node: NodeID("backfill"), token: FencingToken(1)))
+            == .rejected(.staleFencingToken(NodeID("backfill"), current: FencingToken(2), presented: FencingToken(1))))
+        // An expiry naming an old token changes nothing.
+        #expect(decide(retaken, .expireLease(node: NodeID("backfill"), token: FencingToken(1)))
+            == .rejected(.staleFencingToken(NodeID("backfill"), current: FencingToken(2), presented: FencingToken(1))))
+    }
+
+    @Test func anExpiryWithNoAttemptsLeftAbortsIntoRollback() {
+        let events = running
+        #expect(decide(events, .expireLease(node: NodeID("expand"), token: FencingToken(1)), at: 50) == .accepted([
+            .stepFailed(StepFailed(node: NodeID("expand"), attempt: 1, token: FencingToken(1), reason: "lease expired: no heartbeat within its TTL",
+                                   retryable: true, leaseExpired: true)),
+            .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: lease expired: no heartbeat within its TTL",
+                                          skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
+                                          failed: [NodeID("expand")])),
+            .migrationRolledBack,
+        ]))
+    }
+}

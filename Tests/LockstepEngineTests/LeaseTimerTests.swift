@@ -1,0 +1,97 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+import Synchronization
+import Testing
+
+/// A monotonic clock the test moves by hand.
+final class ManualMonotonicClock: Sendable {
+    private let nanos = Mutex<UInt64>(0)
+    func advance(millis: UInt64) { nanos.withLock { $0 += millis * 1_000_000 } }
+    var clock: MonotonicClock { { [self] in nanos.withLock { $0 } } }
+}
+
+@Suite struct LeaseTimerTests {
+    func running(ttlMillis: Int64, clock: ManualMonotonicClock, log: any EventLog = InMemoryEventLog()) async throws -> Coordinator {
+        let coordinator = try await Coordinator.open(log: log, monotonic: clock.clock)
+        let plan = ExamplePlans.chain(length: 1)  // step-0, 3 attempts
+        _ = try await coordinator.start(MigrationID("m"), plan: plan, context: user, now: t(0))
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-1", ttlMillis: ttlMillis), migration: MigrationID("m"),
+                                          context: agent, now: t(0))
+        return coordinator
+    }
+
+    @Test func heartbeatsKeepALeaseAliveAndSilenceExpiresItExactlyAtItsTTL() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await running(ttlMillis: 1_000, clock: clock)
+        clock.advance(millis: 900)
+        try await coordinator.heartbeat(migration: MigrationID("m"), node: NodeID("step-0"), token: FencingToken(1), now: t(1))
+        clock.advance(millis: 999)
+        #expect(await coordinator.expireDueLeases(now: t(2)).isEmpty)
+        clock.advance(millis: 1)
+        let expired = await coordinator.expireDueLeases(now: t(2))
+        #expect(expired.map(\.1) == [NodeID("step-0")])
+        let node = try #require(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0")))
+        #expect(node.status == .pending)
+        #expect(node.lastFailure == "lease expired: no heartbeat within its TTL")
+    }
+
+    @Test func aSecondAgentTakesOverWithAHigherTokenAndTheFirstIsRefused() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await running(ttlMillis: 1_000, clock: clock)
+        clock.advance(millis: 1_000)
+        _ = await coordinator.expireDueLeases(now: t(1))
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-2", ttlMillis: 30_000), migration: MigrationID("m"),
+                                          context: agent, now: t(2))
+        #expect(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(2))
+        await #expect(throws: CommandError.rejected(.staleFencingToken(NodeID("step-0"), current: FencingToken(2), presented: FencingToken(1)))) {
+            try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(1)), migration: MigrationID("m"), context: agent, now: t(3))
+        }
+        await #expect(throws: CommandError.rejected(.staleFencingToken(NodeID("step-0"), current: FencingToken(2), presented: FencingToken(1)))) {
+            try await coordinator.heartbeat(migration: MigrationID("m"), node: NodeID("step-0"), token: FencingToken(1), now: t(3))
+        }
+        _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(2)), migration: MigrationID("m"), context: agent, now: t(4))
+        #expect(await coordinator.migration(MigrationID("m"))?.status == .succeeded)
+        #expect(await coordinator.nextLeaseDeadlineNanos == nil)
+    }
+
+    @Test func wallClockJumpsNeitherExpireNorExtendALease() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await running(ttlMillis: 1_000, clock: clock)
+        // The wall clock leaps a day ahead, then an hour back: no monotonic time passed, nothing expires.
+        #expect(await coordinator.expireDueLeases(now: t(86_400)).isEmpty)
+        #expect(await coordinator.expireDueLeases(now: t(-3_600)).isEmpty)
+        clock.advance(millis: 1_000)
+        #expect(await coordinator.expireDueLeases(now: t(-3_600)).count == 1)
+    }
+
+    @Test func theExpiryIsRecordedAsTheCoordinatorsWithItsEvidence() async throws {
+        let clock = ManualMonotonicClock()
+        let log = InMemoryEventLog()
+        let coordinator = try await running(ttlMillis: 1_000, clock: clock, log: log)
+        clock.advance(millis: 1_000)
+        _ = await coordinator.expireDueLeases(now: t(5))
+        let last = try #require(try await log.read(after: 0, limit: 100).last)
+        let event = try EventRecordCodec.decode(last.record)
+        #expect(event.metadata.actor == .coordinator)
+        #expect(event.metadata.triggeredBy == .coordinator)
+        guard case .stepFailed(let failed) = event.event else { Issue.record("not a step_failed: \(event.event)"); return }
+        #expect(failed.leaseExpired && failed.token == FencingToken(1) && failed.retryAt == t(5))
+    }
+
+    @Test func afterARestartEveryLiveLeaseGetsAFreshTTL() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        do {
+            let clock = ManualMonotonicClock()
+            _ = try await running(ttlMillis: 1_000, clock: clock, log: try SQLiteEventLog(path: path))
+        }
+        // A new process: its monotonic clock starts anew, and however long the outage was, the holder gets a full TTL to reconnect.
+        let clock = ManualMonotonicClock()
+        let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path), monotonic: clock.clock)
+        clock.advance(millis: 999)
+        #expect(await restarted.expireDueLeases(now: t(10_000)).isEmpty)
+        clock.advance(millis: 1)
+        #expect(await restarted.expireDueLeases(now: t(10_000)).count == 1)
+    }
+}
