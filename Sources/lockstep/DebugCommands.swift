@@ -36,8 +36,12 @@ extension DebugCommand {
 
         func run() async throws {
             try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
+            // The control run: create the schema durably first, then reopen without commit syncs.
+            if unsafeSkipCommitSyncForTesting { _ = try SQLiteEventLog(path: data.databasePath) }
             var options = SQLiteEventLog.Options()
             options.unsafeSkipCommitSyncForTesting = unsafeSkipCommitSyncForTesting
+            // The control run must never sync, or a kill just after a checkpoint would lose nothing.
+            if unsafeSkipCommitSyncForTesting { options.checkpointIntervalCommits = .max }
             let log = try SQLiteEventLog(path: data.databasePath, options: options)
             let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
             let deadline = ContinuousClock.now + .seconds(seconds)
