@@ -42,32 +42,3 @@ public enum ExamplePlans {
         return PlanSnapshot(name: "chain-\(nodes.count)", version: 1, contentHash: "", nodes: nodes).hashed()
     }
 }
-
-extension MigrationEvent {
-    /// A one-line human description (for terminals; exports use the JSON record).
-    public var summary: String {
-        switch self {
-        case .migrationStarted(let e):
-            "migration \(e.migration) started by \(e.startedBy.isEmpty ? "?" : e.startedBy): plan \(e.plan.name)@\(e.plan.version), \(e.plan.nodes.count) nodes"
-        case .stepLeased(let e): "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
-        case .stepCompleted(let e): "\(e.node): \(e.kind == .rollback ? "rolled back" : "completed") (attempt \(e.attempt), token \(e.token))"
-        case .stepFailed(let e):
-            "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) \(e.leaseExpired ? "lease expired" : "failed")\(e.retryAt.map { ", retry from \($0)" } ?? ""): \(e.reason)"
-        case .stepProgress(let e): "\(e.node): \(e.percent)% \(e.message)"
-        case .approvalGranted(let e): "\(e.node): approved by \(e.approver)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
-        case .approvalRejected(let e): "\(e.node): rejected by \(e.approver) (\(e.comment))"
-        case .migrationPaused(let reason): "migration paused: \(reason)"
-        case .migrationResumed(let rearmed): "migration resumed" + (rearmed.isEmpty ? "" : "; fresh attempts for \(list(rearmed))")
-        case .migrationAborted(let r):
-            "abort: \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
-                + (r.blockedBy.map { " (blocked by irreversible \($0))" } ?? "") + (r.failed.isEmpty ? "" : "; failed \(list(r.failed))")
-        case .migrationRolledBack: "migration rolled back"
-        case .migrationSucceeded: "migration succeeded"
-        case .migrationFailed(let node, let reason): "migration failed at \(node): \(reason)"
-        }
-    }
-}
-
-private func list(_ nodes: [NodeID]) -> String {
-    nodes.isEmpty ? "-" : "[" + nodes.map(\.rawValue).joined(separator: ", ") + "]"
-}

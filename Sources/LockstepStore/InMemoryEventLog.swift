@@ -65,12 +65,6 @@ public actor InMemoryEventLog: EventLog {
     private var currentHead: LogHead {
         events.last.map { LogHead(sequence: $0.sequence, chainHash: $0.chainHash) } ?? .genesis
     }
-
-    /// Replaces the stored bytes of event `sequence`, as a tampering test would (tests only).
-    public func tamper(sequence: UInt64, record: [UInt8]) {
-        guard sequence >= 1, sequence <= UInt64(events.count) else { return }
-        events[Int(sequence) - 1].record = record
-    }
 }
 
 extension Snapshot {

@@ -22,20 +22,17 @@ public enum RecordDecodingError: Error, Hashable, Sendable, CustomStringConverti
 
 /// Maps domain events to the bytes the log stores, and back.
 public enum EventRecordCodec {
-    /// The bytes to store for `event`. Stored bytes are hashed as they are; they are never re-encoded.
-    public static func encode(_ event: RecordedEvent) -> [UInt8] {
-        let record = wireRecord(event)
+    /// The bytes to store for `record`. Stored bytes are hashed as they are; they are never re-encoded.
+    public static func encode(_ record: LogRecord) -> [UInt8] {
         // Serializing a message we built ourselves cannot fail: every string field is valid UTF-8 by construction.
-        return (try? record.serializedBytes()) ?? []
+        (try? wireRecord(record).serializedBytes()) ?? []
     }
+
+    /// The bytes to store for a migration event.
+    public static func encode(_ event: RecordedEvent) -> [UInt8] { encode(.migration(event)) }
 
     /// The bytes to store for a plan event.
-    public static func encode(_ event: RecordedPlanEvent) -> [UInt8] {
-        (try? wireRecord(.plan(event)).serializedBytes()) ?? []
-    }
-
-    /// The wire form of `event`.
-    public static func wireRecord(_ event: RecordedEvent) -> Lockstep_V1_EventRecord { wireRecord(.migration(event)) }
+    public static func encode(_ event: RecordedPlanEvent) -> [UInt8] { encode(.plan(event)) }
 
     /// The wire form of any record.
     public static func wireRecord(_ record: LogRecord) -> Lockstep_V1_EventRecord {
