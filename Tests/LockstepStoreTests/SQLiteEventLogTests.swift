@@ -61,6 +61,36 @@ import Testing
         #expect(recorded.contains { $0.appends > 1 })
     }
 
+    @Test func oneCommitCarriesAtMostTheBatchLimit() async throws {
+        let commits = Mutex<[Int]>([])
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { events, _ in commits.withLock { $0.append(events) } }
+        // Six appends of 1,000 events queued together: 6,000 events cannot share one 4,096-event commit.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for stream in 0..<6 {
+                group.addTask {
+                    let records = [[UInt8]](repeating: bytes("e"), count: EventLogLimits.appendRequestEventsMax)
+                    _ = try await log.append(AppendRequest(stream: "s\(stream)", expectedVersion: 0, records: records))
+                }
+            }
+            try await group.waitForAll()
+        }
+        let sizes = commits.withLock { $0 }
+        #expect(sizes.reduce(0, +) == 6_000)
+        #expect(sizes.allSatisfy { $0 <= EventLogLimits.commitBatchEventsMax })
+        #expect(try await log.head().sequence == 6_000)
+    }
+
+    @Test func snapshotsAreLimitedInSize() async throws {
+        let log = InMemoryEventLog()
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1")]))
+        let head = await log.head()
+        let oversized = [UInt8](repeating: 0, count: EventLogLimits.snapshotBytesMax + 1)
+        await #expect(throws: EventLogError.invalidRequest("snapshot is 268435457 bytes; the limit is 268435456 bytes")) {
+            try await log.saveSnapshot(Snapshot(sequence: 1, chainHash: head.chainHash, state: oversized, digest: [UInt8](repeating: 0, count: 32)))
+        }
+        #expect(await log.latestSnapshot() == nil)
+    }
+
     @Test func aConflictInsideABatchDoesNotFailItsNeighbours() async throws {
         let batched = Mutex(0)
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { _, appends in
