@@ -6,9 +6,18 @@ public enum Decision: Hashable, Sendable {
 
 extension MigrationState {
     /// Decides what `command` means for the migration in `state` (nil when it does not exist yet) at `now`.
+    /// The events end with the service-lease bookkeeping they imply (see ServiceLeases.swift).
     ///
     /// Pure: the same arguments always give the same decision. All validation happens here.
     public static func decide(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
+        let decision = decideEvents(state, command, now: now)
+        guard case .accepted(let events) = decision, !events.isEmpty else { return decision }
+        if let state { return .accepted(state.withServiceLeaseBookkeeping(events)) }
+        guard case .migrationStarted(let started) = events[0] else { return decision }
+        return .accepted([events[0]] + MigrationState(started: started).withServiceLeaseBookkeeping(Array(events.dropFirst())))
+    }
+
+    private static func decideEvents(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
         if case .start(let id, let plan, let startedBy) = command {
             if let state { return .rejected(.migrationAlreadyExists(state.id)) }
             if let problem = validateIdentifier(id.rawValue, what: "migration id") { return .rejected(.invalidArgument(problem)) }
@@ -78,6 +87,8 @@ extension MigrationState {
                 return .rejected(.noDeadlinePassed(state.id))
             }
             return .accepted(state.abort(reason: passed))
+        case .grantServiceLeases, .releaseServiceLeases:
+            return .rejected(.invalidArgument("service leases are decided across migrations: use LogState.decide"))
         }
     }
 
@@ -96,6 +107,7 @@ extension MigrationState {
         }
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
         guard nodeState.attempts < CoreLimits.attemptsMax else { return .rejected(.nodeNotReady(node, status: nodeState.status, waitingOn: [])) }
+        guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward))])
@@ -108,6 +120,7 @@ extension MigrationState {
         }
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
         guard nodeState.rollbackAttempts < CoreLimits.attemptsMax else { return .rejected(.noRollbackDue(node, next: nil)) }
+        guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback))])

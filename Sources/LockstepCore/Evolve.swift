@@ -123,6 +123,22 @@ extension MigrationState {
                 nodes[index].lease = nil
                 nodes[index].status = .failed
             }
+        case .serviceLeasesRequested(let requested):
+            // The global sequence is not known here; `LogState` stamps it (it orders the queues).
+            updateNode(requested.node) { $0.serviceLeases = .requested(kind: requested.kind, sequence: 0) }
+        case .serviceLeasesWithdrawn(let node, _):
+            updateNode(node) { $0.serviceLeases = .none }
+        case .serviceLeasesGranted(let granted):
+            updateNode(granted.node) { $0.serviceLeases = .held(since: granted.at) }
+        case .serviceLeasesReleased(let released):
+            updateNode(released.node) { $0.serviceLeases = .none }
+        }
+    }
+
+    /// Records the global sequence of node `id`'s service-lease request (its place in line).
+    mutating func stampRequest(_ id: NodeID, sequence: UInt64) {
+        updateNode(id) { node in
+            if case .requested(let kind, _) = node.serviceLeases { node.serviceLeases = .requested(kind: kind, sequence: sequence) }
         }
     }
 

@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 2
+    public static let canonicalFormat: UInt8 = 3
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -118,6 +118,17 @@ extension CanonicalWriter {
             w.u8(progress.percent)
             w.string(progress.message)
         }
+        switch n.serviceLeases {
+        case .none:
+            u8(0)
+        case .requested(let kind, let sequence):
+            u8(1)
+            string(kind.rawValue)
+            u64(sequence)
+        case .held(let since):
+            u8(2)
+            i64(since.millisecondsSinceEpoch)
+        }
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -212,8 +223,17 @@ extension CanonicalReader {
         let progress = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepProgress in
             StepProgress(node: id, token: FencingToken(try r.u64()), percent: try r.u8(), message: try r.string())
         }
+        let serviceLeases: ServiceLeaseStatus
+        let tagOffset = offset
+        switch try u8() {
+        case 0: serviceLeases = .none
+        case 1: serviceLeases = .requested(kind: try enumeration(StepKind.self), sequence: try u64())
+        case 2: serviceLeases = .held(since: Instant(millisecondsSinceEpoch: try i64()))
+        default: throw .invalidValue(offset: tagOffset, what: "service lease status")
+        }
         return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
-                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress)
+                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
+                         serviceLeases: serviceLeases)
     }
 
     mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {

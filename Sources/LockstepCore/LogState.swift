@@ -6,17 +6,21 @@ public struct LogState: Hashable, Sendable {
     public private(set) var plans: [String: [PlanSnapshot]]
     /// The highest global sequence folded in (0 = nothing yet).
     public private(set) var lastSequence: UInt64
+    /// Who holds which service lease and who waits in line: an index of the nodes' `serviceLeases`.
+    public private(set) var serviceLeases: ServiceLeaseIndex
 
     public init() {
         self.migrations = [:]
         self.plans = [:]
         self.lastSequence = 0
+        self.serviceLeases = ServiceLeaseIndex()
     }
 
     init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], lastSequence: UInt64) {
         self.migrations = migrations
         self.plans = plans
         self.lastSequence = lastSequence
+        self.serviceLeases = ServiceLeaseIndex(migrations: migrations.values.sorted { $0.id < $1.id })
     }
 
     /// Folds in one record of any stream at global position `sequence`.
@@ -51,6 +55,16 @@ public struct LogState: Hashable, Sendable {
         if migrations[id]?.evolve(event) == nil, let started = MigrationState.evolve(nil, event) {
             migrations[id] = started
         }
+        switch event {
+        case .serviceLeasesRequested(let requested):
+            // A node's place in line is the global sequence of its request, which only the log knows.
+            if migrations[id]?.node(requested.node) != nil { migrations[id]?.stampRequest(requested.node, sequence: sequence) }
+            serviceLeases.apply(event, of: id, sequence: sequence)
+        case .serviceLeasesWithdrawn, .serviceLeasesGranted, .serviceLeasesReleased:
+            serviceLeases.apply(event, of: id, sequence: sequence)
+        default:
+            break
+        }
         lastSequence = max(lastSequence, sequence)
     }
 
@@ -65,6 +79,13 @@ public struct LogState: Hashable, Sendable {
         } else if migrations[id] == nil {
             return .rejected(.migrationNotFound(id))
         }
-        return MigrationState.decide(migrations[id], command, now: now)
+        if let decision = decideServiceLeases(migration: id, command, now: now) { return decision }
+        let decision = MigrationState.decide(migrations[id], command, now: now)
+        // Name who holds what a node waits for (the migration alone knows only that it waits).
+        if case .rejected(.waitingForServices(let node, let waits)) = decision, waits.isEmpty,
+           let spec = migrations[id]?.plan.node(node) {
+            return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
+        }
+        return decision
     }
 }

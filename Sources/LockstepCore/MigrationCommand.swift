@@ -30,6 +30,12 @@ public enum MigrationCommand: Hashable, Sendable {
     case abort(reason: String)
     /// The coordinator's timer: abort into rollback if a deadline has passed at `now`.
     case enforceDeadlines
+    /// The coordinator's lease queue: grant `node` all its services, if its request is first in line
+    /// for each of them among the requests recorded up to global sequence `through` and none is held.
+    case grantServiceLeases(node: NodeID, through: UInt64)
+    /// An operator forces `node` to give back its services (allowed when no step of it is running,
+    /// including in a migration that failed while holding them).
+    case releaseServiceLeases(node: NodeID, reason: String)
 }
 
 extension MigrationCommand {

@@ -19,6 +19,14 @@ public enum MigrationEvent: Hashable, Sendable {
     case migrationRolledBack
     case migrationSucceeded
     case migrationFailed(node: NodeID, reason: String)
+    /// A node joined the queues of the services it transitions (see docs/state-machine.md, service leases).
+    case serviceLeasesRequested(ServiceLeasesRequested)
+    /// A node left those queues without being granted (its migration paused, aborted or moved on).
+    case serviceLeasesWithdrawn(node: NodeID, reason: String)
+    /// A node now holds all its services at once; its steps may be handed out.
+    case serviceLeasesGranted(ServiceLeasesGranted)
+    /// A node gave its services back: it settled, or an operator forced the release.
+    case serviceLeasesReleased(ServiceLeasesReleased)
 
     /// A stable name for the event type (also its name on the wire and in exports).
     public var typeName: String {
@@ -36,6 +44,10 @@ public enum MigrationEvent: Hashable, Sendable {
         case .migrationRolledBack: "migration_rolled_back"
         case .migrationSucceeded: "migration_succeeded"
         case .migrationFailed: "migration_failed"
+        case .serviceLeasesRequested: "service_leases_requested"
+        case .serviceLeasesWithdrawn: "service_leases_withdrawn"
+        case .serviceLeasesGranted: "service_leases_granted"
+        case .serviceLeasesReleased: "service_leases_released"
         }
     }
 }
@@ -171,5 +183,45 @@ public struct AbortReport: Hashable, Sendable {
         self.blockedBy = blockedBy
         self.abandoned = abandoned
         self.failed = failed
+    }
+}
+
+/// A node asks for the leases of all the services it transitions, for a forward or a rollback step.
+public struct ServiceLeasesRequested: Hashable, Sendable {
+    public var node: NodeID
+    /// In the order the plan lists them.
+    public var services: [String]
+    public var kind: StepKind
+    public init(node: NodeID, services: [String], kind: StepKind) {
+        self.node = node
+        self.services = services
+        self.kind = kind
+    }
+}
+
+/// The coordinator granted a node the leases of all its services at once.
+public struct ServiceLeasesGranted: Hashable, Sendable {
+    public var node: NodeID
+    public var services: [String]
+    public var at: Instant
+    public init(node: NodeID, services: [String], at: Instant) {
+        self.node = node
+        self.services = services
+        self.at = at
+    }
+}
+
+/// A node gave back the leases of its services.
+public struct ServiceLeasesReleased: Hashable, Sendable {
+    public var node: NodeID
+    public var services: [String]
+    public var reason: String
+    /// An operator released them (the actor in the event's metadata), not the node settling.
+    public var forced: Bool
+    public init(node: NodeID, services: [String], reason: String, forced: Bool = false) {
+        self.node = node
+        self.services = services
+        self.reason = reason
+        self.forced = forced
     }
 }

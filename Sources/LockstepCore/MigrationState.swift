@@ -28,6 +28,27 @@ public struct StepLease: Hashable, Sendable {
     }
 }
 
+/// Where a node stands with the leases of the services it transitions.
+public enum ServiceLeaseStatus: Hashable, Sendable {
+    /// Neither asked for nor held.
+    case none
+    /// In the queues of its services since global sequence `sequence` (first come, first served).
+    case requested(kind: StepKind, sequence: UInt64)
+    /// Holds all of them since `since`.
+    case held(since: Instant)
+
+    public var isHeld: Bool { if case .held = self { true } else { false } }
+    public var isRequested: Bool { if case .requested = self { true } else { false } }
+    /// "none", "requested" or "held".
+    public var name: String {
+        switch self {
+        case .none: "none"
+        case .requested: "requested"
+        case .held: "held"
+        }
+    }
+}
+
 /// One approval or rejection of a node's gate.
 public struct GateDecision: Hashable, Sendable {
     public var approver: String
@@ -62,10 +83,13 @@ public struct NodeState: Hashable, Sendable {
     public var rejection: GateDecision?
     /// The latest progress report of the live step.
     public var progress: StepProgress?
+    /// The node's claim on its services' transition leases.
+    public var serviceLeases: ServiceLeaseStatus
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
-                retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil, progress: StepProgress? = nil) {
+                retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil, progress: StepProgress? = nil,
+                serviceLeases: ServiceLeaseStatus = .none) {
         self.id = id
         self.status = status
         self.attempts = attempts
@@ -77,6 +101,7 @@ public struct NodeState: Hashable, Sendable {
         self.approvals = approvals
         self.rejection = rejection
         self.progress = progress
+        self.serviceLeases = serviceLeases
     }
 }
 
@@ -151,12 +176,14 @@ public struct MigrationState: Hashable, Sendable {
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
 
     /// The status a person sees: the stored one, `rejected` for a node whose gate was rejected, or
-    /// `ready`, `awaiting_approval` or `paused` derived for a pending node whose needs have succeeded.
+    /// `ready`, `awaiting_approval`, `waiting_for_services` (its service leases are not granted yet)
+    /// or `paused` derived for a pending node whose needs have succeeded.
     public func displayStatus(_ id: NodeID) -> String {
         guard let state = node(id) else { return "unknown" }
         if state.rejection != nil && state.status == .pending { return "rejected" }
         guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return state.status.rawValue }
         if !gateSatisfied(id) { return "awaiting_approval" }
-        return status == .paused ? "paused" : "ready"
+        if status == .paused { return "paused" }
+        return state.serviceLeases.isHeld ? "ready" : "waiting_for_services"
     }
 }

@@ -24,6 +24,11 @@ public enum Rejection: Error, Hashable, Sendable {
     case noRollbackDue(NodeID, next: NodeID?)
     case noDeadlinePassed(MigrationID)
     case planNotRegistered(String, version: UInt64)
+    case waitingForServices(NodeID, waits: [ServiceWait])
+    case noServiceLeaseRequest(NodeID)
+    case servicesNotHeld(NodeID)
+    case serviceLeaseInUse(NodeID, token: FencingToken, expiresAt: Instant)
+    case serviceNotLeased(String)
 
     /// The stable, machine-readable code of this rejection.
     public var code: String {
@@ -52,6 +57,11 @@ public enum Rejection: Error, Hashable, Sendable {
         case .noRollbackDue: "no_rollback_due"
         case .noDeadlinePassed: "no_deadline_passed"
         case .planNotRegistered: "plan_not_registered"
+        case .waitingForServices: "waiting_for_service_lease"
+        case .noServiceLeaseRequest: "no_service_lease_request"
+        case .servicesNotHeld: "service_lease_not_held"
+        case .serviceLeaseInUse: "service_lease_in_use"
+        case .serviceNotLeased: "service_not_leased"
         }
     }
 
@@ -92,6 +102,15 @@ public enum Rejection: Error, Hashable, Sendable {
         case .noDeadlinePassed(let id): "no deadline of migration \(id) has passed"
         case .planNotRegistered(let name, let version):
             "plan \(name)@\(version) with this content is not applied; apply it (lockstep plan apply) and start from its version"
+        case .waitingForServices(let node, let waits):
+            waits.isEmpty
+                ? "node \(node) is waiting for the leases of its services"
+                : "node \(node) is waiting for its services: \(waits.map(\.description).joined(separator: "; "))"
+        case .noServiceLeaseRequest(let node): "node \(node) has not asked for its services (it is not ready, or already holds them)"
+        case .servicesNotHeld(let node): "node \(node) holds no service leases"
+        case .serviceLeaseInUse(let node, let token, let expiresAt):
+            "a step of node \(node) is running under token \(token) until \(expiresAt) at the latest; wait for it to end or expire, or abort the migration, then release"
+        case .serviceNotLeased(let service): "nobody holds the lease of service \(service)"
         }
     }
 }

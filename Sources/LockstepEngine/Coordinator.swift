@@ -101,6 +101,19 @@ public actor Coordinator {
     }
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// The lease queue: a grant pass is running / another is wanted / callers waiting for the next one.
+    private var grantPassRunning = false
+    private var grantPassWanted = false
+    private var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The last pass skipped a request beyond a gap in the folded sequence.
+    private var grantPassBlockedByGap = false
+    /// No pass has run since open: a crash between a request and its grant may have left work.
+    private var grantPassOwed = true
+    /// Most grant appends a pass keeps in flight at once.
+    public let grantAppendsInFlightMax: Int
+    /// Default for `grantAppendsInFlightMax`.
+    public static let defaultGrantAppendsInFlightMax = 16
+
     /// Most commands that may wait for their turn on one stream (a migration or a plan); more are refused as overloaded.
     public let commandsWaitingPerMigrationMax: Int
 
@@ -110,8 +123,9 @@ public actor Coordinator {
     public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
     private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64,
-                 commandsWaitingPerMigrationMax: Int, monotonic: @escaping MonotonicClock) {
+                 commandsWaitingPerMigrationMax: Int, grantAppendsInFlightMax: Int, monotonic: @escaping MonotonicClock) {
         self.log = log
+        self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
         self.state = state
         self.monotonic = monotonic
         self.lastSnapshotSequence = snapshotSequence
@@ -126,6 +140,7 @@ public actor Coordinator {
     /// the tail after it.
     public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents,
                             commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax,
+                            grantAppendsInFlightMax: Int = defaultGrantAppendsInFlightMax,
                             monotonic: @escaping MonotonicClock = systemMonotonicClock) async throws(EventLogError) -> Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
@@ -152,7 +167,8 @@ public actor Coordinator {
         }
         try await History.fold(log, into: &state)
         return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents,
-                           commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, monotonic: monotonic)
+                           commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, grantAppendsInFlightMax: grantAppendsInFlightMax,
+                           monotonic: monotonic)
     }
 
     /// The live state of migration `id`, if it exists.
@@ -162,7 +178,21 @@ public actor Coordinator {
     public var digest: StateDigest { state.digest }
 
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
+    ///
+    /// When the events change a service queue (a request, a withdrawal or a release), the lease queue
+    /// grants what has become grantable before this returns (see `grantServiceLeases`).
     public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        if case .grantServiceLeases = command {
+            throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
+        }
+        let result = try await executeOnce(command, migration: id, context: context, now: now)
+        if grantPassOwed || result.events.contains(where: { $0.event.changesServiceQueues }) {
+            await grantServiceLeases(now: now)
+        }
+        return result
+    }
+
+    private func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
         let stream = RecordedEvent.stream(of: id)
         guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(stream) }
@@ -232,6 +262,69 @@ public actor Coordinator {
         snapshotIfDue()
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
+    }
+
+    // MARK: - Service leases
+
+    /// Grants every service-lease request that is first in line for all its services, as the coordinator.
+    ///
+    /// One pass at a time: a call made while a pass runs waits for the next pass, which starts after it
+    /// and so sees everything folded before the call. A pass considers only requests up to the highest
+    /// sequence below which every event is folded, so a request acknowledged early never overtakes an
+    /// earlier one still in flight. Grants for different migrations are appended up to
+    /// `grantAppendsInFlightMax` at a time (1 makes their order follow the queue: deterministic simulations).
+    public func grantServiceLeases(now: Instant) async {
+        grantPassWanted = true
+        guard !grantPassRunning else {
+            await withCheckedContinuation { grantPassWaiters.append($0) }
+            return
+        }
+        grantPassRunning = true
+        while grantPassWanted {
+            grantPassWanted = false
+            grantPassOwed = false
+            let served = grantPassWaiters
+            grantPassWaiters = []
+            await runGrantPass(now: now)
+            for waiter in served { waiter.resume() }
+        }
+        grantPassRunning = false
+    }
+
+    private func runGrantPass(now: Instant) async {
+        let through = appliedThrough
+        // A request folded beyond a gap waits for the gap to close; `markApplied` asks for a pass then.
+        grantPassBlockedByGap = state.serviceLeases.queue.contains { $0.sequence > through }
+        let grants = state.serviceLeases.grantable(through: through)
+        guard !grants.isEmpty else { return }
+        let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-queue")
+        var next = grants.startIndex
+        while next < grants.endIndex {
+            let batch = grants[next..<min(grants.endIndex, next + grantAppendsInFlightMax)]
+            next = batch.endIndex
+            if batch.count == 1, let request = batch.first {
+                _ = try? await executeOnce(.grantServiceLeases(node: request.node, through: through), migration: request.migration,
+                                           context: context, now: now)
+                continue
+            }
+            await withTaskGroup(of: Void.self) { group in
+                for request in batch {
+                    group.addTask {
+                        _ = try? await self.executeOnce(.grantServiceLeases(node: request.node, through: through),
+                                                        migration: request.migration, context: context, now: now)
+                    }
+                }
+            }
+        }
+    }
+
+    /// An operator forces the holder of service `name` to give back its services (all of the holding
+    /// node's, since a node holds all or none), with a reason; recorded in the holder's migration with the
+    /// operator as actor. Refused while a step of the holding node runs.
+    @discardableResult
+    public func forceReleaseService(_ name: String, reason: String, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        guard let holder = state.holder(ofService: name) else { throw .rejected(.serviceNotLeased(name)) }
+        return try await execute(.releaseServiceLeases(node: holder.node, reason: reason), migration: holder.migration, context: context, now: now)
     }
 
     // MARK: - Step leases
@@ -381,6 +474,8 @@ public actor Coordinator {
             appliedThrough = first.upperBound
             appliedAhead.removeFirst()
         }
+        // A gap closed: the requests a pass had to skip may be grantable now.
+        if grantPassBlockedByGap && appliedAhead.isEmpty { grantPassOwed = true }
     }
 
     /// Waits for `stream`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.
@@ -399,6 +494,16 @@ public actor Coordinator {
             next.resume()
         } else {
             busyStreams.remove(stream)
+        }
+    }
+}
+
+extension MigrationEvent {
+    /// Whether the event changes a service's queue or frees a service (so a grant may have become possible).
+    var changesServiceQueues: Bool {
+        switch self {
+        case .serviceLeasesRequested, .serviceLeasesWithdrawn, .serviceLeasesReleased: true
+        default: false
         }
     }
 }

@@ -21,6 +21,11 @@ extension MigrationEvent {
         case .migrationRolledBack: "migration rolled back"
         case .migrationSucceeded: "migration succeeded"
         case .migrationFailed(let node, let reason): "migration failed at \(node): \(reason)"
+        case .serviceLeasesRequested(let e): "\(e.node): asks for \(e.services.joined(separator: ", ")) (\(e.kind.rawValue) step)"
+        case .serviceLeasesWithdrawn(let node, let reason): "\(node): leaves the service queues: \(reason)"
+        case .serviceLeasesGranted(let e): "\(e.node): granted \(e.services.joined(separator: ", "))"
+        case .serviceLeasesReleased(let e):
+            "\(e.node): \(e.forced ? "forced release of" : "released") \(e.services.joined(separator: ", ")): \(e.reason)"
         }
     }
 }

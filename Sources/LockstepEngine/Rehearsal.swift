@@ -66,7 +66,7 @@ public struct Rehearsal: Sendable {
 
     public func run() async throws -> Outcome {
         let log = InMemoryEventLog()
-        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0, grantAppendsInFlightMax: 1)
         let id = MigrationID("rehearsal")
         var random = SplitMix64(seed: options.seed)
         var now = Self.epoch

@@ -6,6 +6,27 @@ public struct StateReport: Codable, Hashable, Sendable {
     public var digest: String
     public var migrations: [Migration]
     public var plans: [AppliedPlan]
+    /// Service leases held, by service name.
+    public var serviceLeases: [HeldService]
+    /// Nodes waiting for their services, first in line first.
+    public var serviceQueue: [QueuedNode]
+
+    public struct HeldService: Codable, Hashable, Sendable {
+        public var service: String
+        public var migration: String
+        public var node: String
+        public var sinceMs: Int64
+        enum CodingKeys: String, CodingKey { case service, migration, node, sinceMs = "since_ms" }
+    }
+
+    public struct QueuedNode: Codable, Hashable, Sendable {
+        public var migration: String
+        public var node: String
+        public var services: [String]
+        public var kind: String
+        /// The sequence of its request: its place in line.
+        public var sequence: UInt64
+    }
 
     /// An applied plan and its versions.
     public struct AppliedPlan: Codable, Hashable, Sendable {
@@ -46,6 +67,10 @@ public struct StateReport: Codable, Hashable, Sendable {
         public var fencingToken: UInt64
         public var lease: Lease?
         public var lastFailure: String?
+        /// "none", "requested" or "held": the node's claim on its services.
+        public var serviceLeases: String
+        /// While it waits for its services: who holds them or asked first.
+        public var waitingFor: [String]
     }
 
     public struct Lease: Codable, Hashable, Sendable {
@@ -55,7 +80,9 @@ public struct StateReport: Codable, Hashable, Sendable {
         public var expiresAtMs: Int64
     }
 
-    enum CodingKeys: String, CodingKey { case sequence, digest, migrations, plans }
+    enum CodingKeys: String, CodingKey {
+        case sequence, digest, migrations, plans, serviceLeases = "service_leases", serviceQueue = "service_queue"
+    }
 }
 
 extension StateReport.Migration {
@@ -70,7 +97,7 @@ extension StateReport.Plan {
 extension StateReport.Node {
     enum CodingKeys: String, CodingKey {
         case id, phase, services, needs, status, ready, attempts, lease
-        case fencingToken = "fencing_token", lastFailure = "last_failure"
+        case fencingToken = "fencing_token", lastFailure = "last_failure", serviceLeases = "service_leases", waitingFor = "waiting_for"
     }
 }
 extension StateReport.Lease {
@@ -102,8 +129,16 @@ extension StateReport {
                          lease: node.lease.map { Lease(agent: $0.agent, fencingToken: $0.token.rawValue,
                                                         grantedAtMs: $0.grantedAt.millisecondsSinceEpoch,
                                                         expiresAtMs: $0.expiresAt.millisecondsSinceEpoch) },
-                         lastFailure: node.lastFailure)
+                         lastFailure: node.lastFailure, serviceLeases: node.serviceLeases.name,
+                         waitingFor: state.serviceWaits(migration: migration.id, node: node.id).map(\.description))
                 })
+        }
+        serviceLeases = state.serviceLeases.holdersInOrder.map {
+            HeldService(service: $0.service, migration: $0.holder.migration.rawValue, node: $0.holder.node.rawValue,
+                        sinceMs: $0.holder.since.millisecondsSinceEpoch)
+        }
+        serviceQueue = state.serviceLeases.queue.map {
+            QueuedNode(migration: $0.migration.rawValue, node: $0.node.rawValue, services: $0.services, kind: $0.kind.rawValue, sequence: $0.sequence)
         }
     }
 }

@@ -85,6 +85,30 @@ extension Lockstep_V1_EventPayload {
                 $0.nodeID = node.rawValue
                 $0.reason = reason
             }
+        case .serviceLeasesRequested(let requested):
+            serviceLeasesRequested = .with {
+                $0.nodeID = requested.node.rawValue
+                $0.services = requested.services
+                $0.kind = Lockstep_V1_StepKind(requested.kind)
+            }
+        case .serviceLeasesWithdrawn(let node, let reason):
+            serviceLeasesWithdrawn = .with {
+                $0.nodeID = node.rawValue
+                $0.reason = reason
+            }
+        case .serviceLeasesGranted(let granted):
+            serviceLeasesGranted = .with {
+                $0.nodeID = granted.node.rawValue
+                $0.services = granted.services
+                $0.atMs = granted.at.millisecondsSinceEpoch
+            }
+        case .serviceLeasesReleased(let released):
+            serviceLeasesReleased = .with {
+                $0.nodeID = released.node.rawValue
+                $0.services = released.services
+                $0.reason = released.reason
+                $0.forced = released.forced
+            }
         }
     }
 }
@@ -139,6 +163,17 @@ extension MigrationEvent {
             self = .migrationSucceeded
         case .migrationFailed(let failed):
             self = .migrationFailed(node: NodeID(failed.nodeID), reason: failed.reason)
+        case .serviceLeasesRequested(let requested):
+            self = .serviceLeasesRequested(ServiceLeasesRequested(
+                node: NodeID(requested.nodeID), services: requested.services, kind: try StepKind(requested.kind)))
+        case .serviceLeasesWithdrawn(let withdrawn):
+            self = .serviceLeasesWithdrawn(node: NodeID(withdrawn.nodeID), reason: withdrawn.reason)
+        case .serviceLeasesGranted(let granted):
+            self = .serviceLeasesGranted(ServiceLeasesGranted(
+                node: NodeID(granted.nodeID), services: granted.services, at: Instant(millisecondsSinceEpoch: granted.atMs)))
+        case .serviceLeasesReleased(let released):
+            self = .serviceLeasesReleased(ServiceLeasesReleased(
+                node: NodeID(released.nodeID), services: released.services, reason: released.reason, forced: released.forced))
         }
     }
 }

@@ -39,8 +39,40 @@ func failed(_ node: String, attempt: UInt32 = 1, token: UInt64, retryable: Bool 
 }
 
 extension MigrationState {
-    /// The state after folding `events` from nothing.
+    /// The state after folding `events` from nothing, with service leases handled as an uncontended
+    /// lease queue would: after each event, the bookkeeping it implies, and a grant for every request.
+    /// (Service leases themselves are tested in ServiceLeaseTests, against `LogState`.)
     static func given(_ events: [MigrationEvent]) -> MigrationState? {
-        events.reduce(nil) { evolve($0, $1) }
+        events.reduce(nil) { state, event in
+            guard var next = evolve(state, event) else { return nil }
+            next.settleServiceLeases()
+            return next
+        }
+    }
+
+    /// Applies the service-lease bookkeeping and grants every request, until nothing changes.
+    mutating func settleServiceLeases() {
+        for event in serviceLeaseBookkeeping() { evolve(event) }
+        for (spec, node) in zip(plan.nodes, nodes) where node.serviceLeases.isRequested {
+            evolve(.serviceLeasesGranted(ServiceLeasesGranted(node: node.id, services: spec.services, at: startedAt)))
+        }
+    }
+}
+
+/// `MigrationState.decide` with the service-lease bookkeeping left out of an accepted decision: what
+/// the orchestration tests compare (the bookkeeping has its own tests).
+func decideIgnoringServiceLeases(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
+    guard case .accepted(let events) = MigrationState.decide(state, command, now: now) else {
+        return MigrationState.decide(state, command, now: now)
+    }
+    return .accepted(events.filter { !$0.isServiceLeaseBookkeeping })
+}
+
+extension MigrationEvent {
+    var isServiceLeaseBookkeeping: Bool {
+        switch self {
+        case .serviceLeasesRequested, .serviceLeasesWithdrawn, .serviceLeasesGranted, .serviceLeasesReleased: true
+        default: false
+        }
     }
 }

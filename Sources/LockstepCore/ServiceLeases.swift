@@ -1,0 +1,267 @@
+// Service leases (transition locks): a node holds the leases of every service it transitions, all at
+// once, from before its first step until it settles. Two migrations never transition one service at a
+// time. The rules, in one place:
+//
+// - A node *wants* its services when its migration is running and it is pending with its needs
+//   succeeded and its gate satisfied (a forward step), or when it is next in its migration's rollback
+//   queue (a rollback step).
+// - A node that wants them and neither holds nor asked for them records `service_leases_requested`;
+//   that puts it in the queue of each of its services, ordered by the request's global sequence.
+// - The coordinator grants a request when none of its services is held and no earlier request in the
+//   queue names any of them: first come, first served per service, never a partial hold, hence no
+//   deadlock (a node that holds never waits).
+// - A node *keeps* its services while it wants them, while a step of it runs, between retries, and
+//   while an abort still has to undo it. Otherwise it releases them in the same append as the event
+//   that settled it. A migration that fails while undoing keeps the services it could not undo (their
+//   state is unknown) until an operator force-releases them.
+// - A paused migration keeps the services of nodes that have started (a step running, or between
+//   retries) and gives up the rest, including its places in the queues; resuming asks again.
+//
+// All of it is bookkeeping `decide` appends after the events of any command (`withServiceLeaseBookkeeping`),
+// so the rules hold whatever the command was, and replay needs no rule at all: only the events.
+
+extension MigrationState {
+    /// The kind of step node `id` wants its services for now, or nil.
+    public func wantsServices(_ id: NodeID) -> StepKind? {
+        guard let node = node(id) else { return nil }
+        switch status {
+        case .running:
+            guard node.status == .pending, node.rejection == nil, needsSatisfied(id), gateSatisfied(id),
+                  node.attempts < CoreLimits.attemptsMax else { return nil }
+            return .forward
+        case .aborting:
+            return rollbackQueue.first == id && node.rollbackAttempts < CoreLimits.attemptsMax ? .rollback : nil
+        case .paused, .succeeded, .failed, .rolledBack:
+            return nil
+        }
+    }
+
+    /// Whether node `id`, holding its services, keeps them (see the rules above).
+    public func keepsServices(_ id: NodeID) -> Bool {
+        guard let node = node(id) else { return false }
+        if wantsServices(id) != nil || node.lease != nil { return true }
+        switch status {
+        case .running, .paused: return node.status == .pending && node.attempts > 0  // between retries
+        case .aborting, .failed: return rollbackQueue.contains(id)  // still to undo, or could not be undone
+        case .succeeded, .rolledBack: return false
+        }
+    }
+
+    /// `events` followed by the service-lease bookkeeping they imply: releases, withdrawals and new
+    /// requests, node by node in plan order.
+    func withServiceLeaseBookkeeping(_ events: [MigrationEvent]) -> [MigrationEvent] {
+        var after = self
+        for event in events { after.evolve(event) }
+        return events + after.serviceLeaseBookkeeping()
+    }
+
+    /// The bookkeeping events this state calls for: none when it is consistent, which every state a
+    /// coordinator builds is after each command.
+    public func serviceLeaseBookkeeping() -> [MigrationEvent] {
+        var events: [MigrationEvent] = []
+        for (spec, node) in zip(plan.nodes, nodes) {
+            switch node.serviceLeases {
+            case .held where !keepsServices(node.id):
+                events.append(.serviceLeasesReleased(ServiceLeasesReleased(
+                    node: node.id, services: spec.services, reason: releaseReason(node))))
+            case .requested where wantsServices(node.id) == nil:
+                events.append(.serviceLeasesWithdrawn(node: node.id, reason: "migration \(id) is \(status.rawValue) and node \(node.id) is \(node.status.rawValue)"))
+            case .none:
+                if let kind = wantsServices(node.id) {
+                    events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: node.id, services: spec.services, kind: kind)))
+                }
+            default:
+                break
+            }
+        }
+        return events
+    }
+
+    private func releaseReason(_ node: NodeState) -> String {
+        switch node.status {
+        case .succeeded: "node \(node.id) succeeded"
+        case .failed: "node \(node.id) failed"
+        case .rolledBack: "node \(node.id) rolled back"
+        case .skipped: "node \(node.id) was skipped"
+        case .pending, .running, .rollingBack: "migration \(id) is \(status.rawValue) and node \(node.id) has not started"
+        }
+    }
+}
+
+/// Why a node is still waiting for its services: who holds one of them, or asked first.
+public struct ServiceWait: Hashable, Sendable, CustomStringConvertible {
+    public var service: String
+    public var migration: MigrationID
+    public var node: NodeID
+    /// True when that node holds the service; false when it is ahead in the queue.
+    public var holds: Bool
+    public init(service: String, migration: MigrationID, node: NodeID, holds: Bool) {
+        self.service = service
+        self.migration = migration
+        self.node = node
+        self.holds = holds
+    }
+
+    public var description: String {
+        "\(service) \(holds ? "is held by" : "was asked for first by") migration \(migration) (node \(node))"
+    }
+}
+
+/// Who holds a service lease.
+public struct ServiceHolder: Hashable, Sendable {
+    public var migration: MigrationID
+    public var node: NodeID
+    public var since: Instant
+    public init(migration: MigrationID, node: NodeID, since: Instant) {
+        self.migration = migration
+        self.node = node
+        self.since = since
+    }
+}
+
+/// A node waiting in the queues of its services.
+public struct ServiceRequest: Hashable, Sendable {
+    public var migration: MigrationID
+    public var node: NodeID
+    public var services: [String]
+    public var kind: StepKind
+    /// The global sequence of its `service_leases_requested` event: its place in line.
+    public var sequence: UInt64
+    public init(migration: MigrationID, node: NodeID, services: [String], kind: StepKind, sequence: UInt64) {
+        self.migration = migration
+        self.node = node
+        self.services = services
+        self.kind = kind
+        self.sequence = sequence
+    }
+}
+
+/// The service leases of a whole log: an index of what the migrations' nodes say (they are the source
+/// of truth, in the canonical state), kept for fast grants and waits.
+public struct ServiceLeaseIndex: Hashable, Sendable {
+    /// Holder by service name. Never iterated for anything that matters: use `holdersInOrder`.
+    public private(set) var holders: [String: ServiceHolder] = [:]
+    /// Requests in line, oldest (lowest sequence) first.
+    public private(set) var queue: [ServiceRequest] = []
+
+    public init() {}
+
+    /// Holders sorted by service name (UTF-8 byte order).
+    public var holdersInOrder: [(service: String, holder: ServiceHolder)] {
+        holders.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { ($0, holders[$0]!) }
+    }
+
+    /// The requests that may be granted now, in line order, considering only those recorded up to
+    /// `through`: a request is grantable when none of its services is held or named by an earlier one.
+    public func grantable(through: UInt64) -> [ServiceRequest] {
+        var taken = Set(holders.keys)
+        var result: [ServiceRequest] = []
+        for request in queue {
+            guard request.sequence <= through else { break }
+            if request.services.allSatisfy({ !taken.contains($0) }) { result.append(request) }
+            taken.formUnion(request.services)
+        }
+        return result
+    }
+
+    /// What `node` of `migration` waits for: for each of `services`, its holder or the first earlier request naming it.
+    public func waits(migration: MigrationID, node: NodeID, services: [String]) -> [ServiceWait] {
+        let position = queue.firstIndex { $0.migration == migration && $0.node == node } ?? queue.endIndex
+        var waits: [ServiceWait] = []
+        for service in services {
+            if let holder = holders[service] {
+                if holder.migration == migration && holder.node == node { continue }
+                waits.append(ServiceWait(service: service, migration: holder.migration, node: holder.node, holds: true))
+            } else if let earlier = queue[..<position].first(where: { $0.services.contains(service) }) {
+                waits.append(ServiceWait(service: service, migration: earlier.migration, node: earlier.node, holds: false))
+            }
+        }
+        return waits
+    }
+
+    mutating func apply(_ event: MigrationEvent, of migration: MigrationID, sequence: UInt64) {
+        switch event {
+        case .serviceLeasesRequested(let requested):
+            removeRequest(migration: migration, node: requested.node)
+            let request = ServiceRequest(migration: migration, node: requested.node, services: requested.services,
+                                         kind: requested.kind, sequence: sequence)
+            // Appends are folded in acknowledgement order, which can differ from sequence order.
+            let index = queue.lastIndex { $0.sequence < sequence }.map { $0 + 1 } ?? 0
+            queue.insert(request, at: index)
+        case .serviceLeasesWithdrawn(let node, _):
+            removeRequest(migration: migration, node: node)
+        case .serviceLeasesGranted(let granted):
+            removeRequest(migration: migration, node: granted.node)
+            for service in granted.services { holders[service] = ServiceHolder(migration: migration, node: granted.node, since: granted.at) }
+        case .serviceLeasesReleased(let released):
+            for service in released.services where holders[service].map({ $0.migration == migration && $0.node == released.node }) ?? false {
+                holders[service] = nil
+            }
+        default:
+            break
+        }
+    }
+
+    private mutating func removeRequest(migration: MigrationID, node: NodeID) {
+        queue.removeAll { $0.migration == migration && $0.node == node }
+    }
+
+    /// The index of `migrations` (used when a state is decoded from canonical bytes).
+    init(migrations: [MigrationState]) {
+        for migration in migrations {
+            for (spec, node) in zip(migration.plan.nodes, migration.nodes) {
+                switch node.serviceLeases {
+                case .none: break
+                case .requested(let kind, let sequence):
+                    queue.append(ServiceRequest(migration: migration.id, node: node.id, services: spec.services, kind: kind, sequence: sequence))
+                case .held(let since):
+                    for service in spec.services { holders[service] = ServiceHolder(migration: migration.id, node: node.id, since: since) }
+                }
+            }
+        }
+        queue.sort { ($0.sequence, $0.migration, $0.node.rawValue) < ($1.sequence, $1.migration, $1.node.rawValue) }
+    }
+}
+
+extension LogState {
+    /// Decides the service-lease commands, which need every migration's view.
+    func decideServiceLeases(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision? {
+        guard let migration = migrations[id] else { return nil }
+        switch command {
+        case .grantServiceLeases(let node, let through):
+            guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
+            if migration.status.isSettled { return .rejected(.migrationSettled(id, status: migration.status)) }
+            guard state.serviceLeases.isRequested else { return .rejected(.noServiceLeaseRequest(node)) }
+            guard serviceLeases.grantable(through: through).contains(where: { $0.migration == id && $0.node == node }) else {
+                return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
+            }
+            return .accepted(migration.withServiceLeaseBookkeeping([.serviceLeasesGranted(ServiceLeasesGranted(
+                node: node, services: spec.services, at: now))]))
+        case .releaseServiceLeases(let node, let reason):
+            if let problem = MigrationState.validateReason(reason) { return .rejected(.invalidArgument(problem)) }
+            if reason.isEmpty { return .rejected(.invalidArgument("a forced release needs a reason saying why")) }
+            guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
+            guard state.serviceLeases.isHeld else { return .rejected(.servicesNotHeld(node)) }
+            if let lease = state.lease {
+                return .rejected(.serviceLeaseInUse(node, token: lease.token, expiresAt: lease.expiresAt))
+            }
+            var after = migration
+            let released = MigrationEvent.serviceLeasesReleased(ServiceLeasesReleased(node: node, services: spec.services, reason: reason, forced: true))
+            after.evolve(released)
+            // A node of a live migration that still wants its services goes to the back of the line.
+            return .accepted([released] + (migration.status.isSettled ? [] : after.serviceLeaseBookkeeping()))
+        default:
+            return nil
+        }
+    }
+
+    /// The holder of service `name`, if any.
+    public func holder(ofService name: String) -> ServiceHolder? { serviceLeases.holders[name] }
+
+    /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.
+    public func serviceWaits(migration id: MigrationID, node: NodeID) -> [ServiceWait] {
+        guard let migration = migrations[id], let state = migration.node(node), !state.serviceLeases.isHeld,
+              migration.wantsServices(node) != nil, let spec = migration.plan.node(node) else { return [] }
+        return serviceLeases.waits(migration: id, node: node, services: spec.services)
+    }
+}
