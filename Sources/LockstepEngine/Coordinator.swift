@@ -101,12 +101,23 @@ public actor Coordinator {
     }
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
+    /// once, before deciding anything, so callers see the storage failure, not its side effects.
+    private var stopped: EventLogError?
+
+    private func noteFailure(_ error: EventLogError) {
+        switch error {
+        case .writesStopped, .outcomeUnknown, .corrupted:
+            if stopped == nil { stopped = .writesStopped(reason: "an earlier append failed: \(error.description)") }
+        default:
+            break
+        }
+    }
+
     /// The lease queue: a grant pass is running / another is wanted / callers waiting for the next one.
     private var grantPassRunning = false
     private var grantPassWanted = false
     private var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
-    /// The last pass skipped a request beyond a gap in the folded sequence.
-    private var grantPassBlockedByGap = false
     /// No pass has run since open: a crash between a request and its grant may have left work.
     private var grantPassOwed = true
     /// Most grant appends a pass keeps in flight at once.
@@ -193,6 +204,7 @@ public actor Coordinator {
     }
 
     private func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        if let stopped { throw .storage(stopped) }
         let stream = RecordedEvent.stream(of: id)
         guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(stream) }
@@ -223,6 +235,7 @@ public actor Coordinator {
         do {
             receipt = try await log.append(request)
         } catch {
+            noteFailure(error)
             throw .storage(error)
         }
         for (offset, event) in recorded.enumerated() {
@@ -237,6 +250,7 @@ public actor Coordinator {
     /// Applies a plan's content (hashed here): a no-op returning the current version when the newest
     /// version has the same content, else a `plan_applied` event and the new version.
     public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
+        if let stopped { throw .storage(stopped) }
         let hashed = plan.hashed()
         let stream = RecordedPlanEvent.stream(of: hashed.name)
         guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
@@ -255,6 +269,7 @@ public actor Coordinator {
         do {
             receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [EventRecordCodec.encode(record)]))
         } catch {
+            noteFailure(error)
             throw .storage(error)
         }
         state.evolve(.plan(record), sequence: receipt.firstSequence)
@@ -269,10 +284,10 @@ public actor Coordinator {
     /// Grants every service-lease request that is first in line for all its services, as the coordinator.
     ///
     /// One pass at a time: a call made while a pass runs waits for the next pass, which starts after it
-    /// and so sees everything folded before the call. A pass considers only requests up to the highest
-    /// sequence below which every event is folded, so a request acknowledged early never overtakes an
-    /// earlier one still in flight. Grants for different migrations are appended up to
-    /// `grantAppendsInFlightMax` at a time (1 makes their order follow the queue: deterministic simulations).
+    /// and so sees everything folded before the call. Lines are ordered by the requests' global
+    /// sequence; two requests acknowledged by the same group commit may be folded, and so served, in
+    /// either order. Grants for different migrations are appended up to `grantAppendsInFlightMax` at a
+    /// time (1 makes their order follow the queue, which deterministic simulations need).
     public func grantServiceLeases(now: Instant) async {
         grantPassWanted = true
         guard !grantPassRunning else {
@@ -292,9 +307,7 @@ public actor Coordinator {
     }
 
     private func runGrantPass(now: Instant) async {
-        let through = appliedThrough
-        // A request folded beyond a gap waits for the gap to close; `markApplied` asks for a pass then.
-        grantPassBlockedByGap = state.serviceLeases.queue.contains { $0.sequence > through }
+        let through = state.lastSequence
         let grants = state.serviceLeases.grantable(through: through)
         guard !grants.isEmpty else { return }
         let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-queue")
@@ -474,8 +487,6 @@ public actor Coordinator {
             appliedThrough = first.upperBound
             appliedAhead.removeFirst()
         }
-        // A gap closed: the requests a pass had to skip may be grantable now.
-        if grantPassBlockedByGap && appliedAhead.isEmpty { grantPassOwed = true }
     }
 
     /// Waits for `stream`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.

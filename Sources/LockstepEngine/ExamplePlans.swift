@@ -33,12 +33,12 @@ public enum ExamplePlans {
         ]
     ).hashed()
 
-    /// A straight chain of `length` nodes on one service, for load generation.
-    public static func chain(length: Int, service: String = "load") -> PlanSnapshot {
+    /// A straight chain of `length` nodes on one service, for load generation, named `name` (default `chain-LENGTH`).
+    public static func chain(length: Int, service: String = "load", name: String? = nil) -> PlanSnapshot {
         let nodes = (0..<max(1, length)).map { index in
             NodeSpec(id: NodeID("step-\(index)"), services: [service], phase: .custom, action: "work",
                      needs: index == 0 ? [] : [NodeID("step-\(index - 1)")], maxAttempts: 3)
         }
-        return PlanSnapshot(name: "chain-\(nodes.count)", version: 1, contentHash: "", nodes: nodes).hashed()
+        return PlanSnapshot(name: name ?? "chain-\(nodes.count)", version: 1, contentHash: "", nodes: nodes).hashed()
     }
 }

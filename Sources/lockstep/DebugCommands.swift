@@ -45,14 +45,20 @@ extension DebugCommand {
             let log = try SQLiteEventLog(path: data.databasePath, options: options)
             let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
             let deadline = ContinuousClock.now + .seconds(seconds)
-            let applied = try await coordinator.applyPlan(ExamplePlans.chain(length: nodes),
-                                                          context: CommandContext(actor: Actor(kind: "user", id: "load"), triggeredBy: .user),
-                                                          now: WallClock.now())
-            let plan = await coordinator.state.plan(ExamplePlans.chain(length: nodes).name, version: applied.version)!
             let tag = self.tag
+            // One service (and plan) per writer and run: writers never wait for each other's service
+            // leases, nor for a migration a killed earlier run left holding one.
+            var plans: [PlanSnapshot] = []
+            for writer in 0..<writers {
+                let chain = ExamplePlans.chain(length: nodes, service: "load-\(tag)-\(writer)", name: "chain-\(nodes)-\(tag)-\(writer)")
+                let applied = try await coordinator.applyPlan(chain, context: CommandContext(actor: Actor(kind: "user", id: "load"), triggeredBy: .user),
+                                                              now: WallClock.now())
+                plans.append(await coordinator.state.plan(chain.name, version: applied.version)!)
+            }
             AckWriter.write("ready\n")
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for writer in 0..<writers {
+                    let plan = plans[writer]
                     group.addTask {
                         let agent = "writer-\(writer)"
                         let context = CommandContext(actor: Actor(kind: "agent", id: agent), triggeredBy: .agent)

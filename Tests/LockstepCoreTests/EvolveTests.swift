@@ -3,7 +3,7 @@ import Testing
 
 @Suite struct EvolveTests {
     @Test func foldingAFailureAndRetryGivesTheExpectedState() {
-        let state = MigrationState.given([
+        let state = MigrationState.folded([
             started, leased("expand", token: 1), completed("expand", token: 1),
             leased("backfill", token: 1, at: 4), failed("backfill", token: 1, retryAt: t(6)), leased("backfill", attempt: 2, token: 2, at: 8),
         ])
@@ -23,14 +23,14 @@ import Testing
     @Test func evolveIsTotal() {
         // Facts that cannot follow (no migration yet, unknown node) never trap and leave the state unchanged but its version.
         #expect(MigrationState.evolve(nil, .migrationResumed(rearmed: [])) == nil)
-        let state = MigrationState.given([started])!
+        let state = MigrationState.folded([started])!
         var expected = state
         expected.version = 2
         #expect(MigrationState.evolve(state, completed("ghost", token: 9)) == expected)
     }
 
     @Test func abortReleasesLiveLeases() {
-        let state = MigrationState.given([started, leased("expand", token: 1),
+        let state = MigrationState.folded([started, leased("expand", token: 1),
                                           .migrationAborted(AbortReport(reason: "operator", rollback: [NodeID("expand")],
                                                                         abandoned: [NodeID("expand")]))])
         #expect(state?.status == .aborting)

@@ -39,6 +39,11 @@ func failed(_ node: String, attempt: UInt32 = 1, token: UInt64, retryable: Bool 
 }
 
 extension MigrationState {
+    /// The state after folding exactly `events` from nothing (no service-lease bookkeeping).
+    static func folded(_ events: [MigrationEvent]) -> MigrationState? {
+        events.reduce(nil) { evolve($0, $1) }
+    }
+
     /// The state after folding `events` from nothing, with service leases handled as an uncontended
     /// lease queue would: after each event, the bookkeeping it implies, and a grant for every request.
     /// (Service leases themselves are tested in ServiceLeaseTests, against `LogState`.)

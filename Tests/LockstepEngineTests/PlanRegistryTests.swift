@@ -98,9 +98,12 @@ import Testing
         #expect(await coordinator.nextDeadline == t(60))
         // The abort is recorded as the coordinator's, triggered by the deadline.
         let all = try await log.read(after: 0, limit: 100)
-        let records = try all.suffix(2).map { try EventRecordCodec.decode($0.record) }
-        #expect(records.allSatisfy { $0.metadata.triggeredBy == .deadline && $0.metadata.actor == .coordinator })
-        #expect(records.map(\.event.typeName) == ["migration_aborted", "migration_rolled_back"])
+        let records = try all.suffix(4).map { try EventRecordCodec.decode($0.record) }
+        #expect(records.prefix(3).allSatisfy { $0.migration == MigrationID("short") && $0.metadata.triggeredBy == .deadline && $0.metadata.actor == .coordinator })
+        #expect(records.map(\.event.typeName) == ["migration_aborted", "migration_rolled_back", "service_leases_released", "service_leases_granted"])
+        // Both plans transition `orders`: the abort gave it back, and the waiting migration got it at once.
+        #expect(records[3].migration == MigrationID("long") && records[3].metadata.triggeredBy == .coordinator)
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("long"))
     }
 }
 

@@ -30,15 +30,18 @@ import Testing
         ]
         for (index, command) in commands.enumerated() {
             let result = try await coordinator.execute(command, migration: id, context: agent, now: t(Int64(index)))
-            digests[result.receipt.lastSequence] = await coordinator.digest
+            #expect(result.receipt.lastSequence <= (await coordinator.state.lastSequence))
+            digests[await coordinator.state.lastSequence] = await coordinator.digest
         }
-        // Event 1 is the plan_applied; the migration's events follow.
-        #expect(digests.keys.sorted() == [2, 3, 4, 5, 7])
+        // Event 1 is the plan_applied; then started + step-0's service request (2-3), step-0's grant (4),
+        // its lease (5), its completion + release + step-1's request (6-8), step-1's grant (9), lease (10),
+        // completion + migration_succeeded + release (11-13). A command returns after the grants it made possible.
+        #expect(digests.keys.sorted() == [4, 5, 9, 10, 13])
         for (sequence, digest) in digests {
             #expect(try await History.replay(log, through: sequence).digest == digest)
         }
-        await #expect(throws: EventLogError.invalidRequest("the log ends at sequence 7; there is no event 8")) {
-            try await History.replay(log, through: 8)
+        await #expect(throws: EventLogError.invalidRequest("the log ends at sequence 13; there is no event 14")) {
+            try await History.replay(log, through: 14)
         }
     }
 
@@ -47,14 +50,15 @@ import Testing
         let log = try SQLiteEventLog(path: path)
         let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 32)
+        #expect(try await coordinator.saveSnapshot() == scenarioEventCount)
         // A tail after the snapshot.
         let id = MigrationID("after-snapshot")
         _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 2), context: user, now: t(100))
         _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000), migration: id, context: agent, now: t(101))
         let snapshot = try #require(try await log.latestSnapshot())
-        #expect(snapshot.sequence == 32)
-        #expect(try await log.head().sequence == 35)  // plan_applied, migration_started, step_leased
+        #expect(snapshot.sequence == scenarioEventCount)
+        // plan_applied, migration_started + step-0's service request, the grant, step_leased
+        #expect(try await log.head().sequence == scenarioEventCount + 5)
         let restarted = try await Coordinator.open(log: try SQLiteEventLog(path: path, mode: .readOnly))
         let full = try await History.replay(log)
         #expect(await restarted.digest == full.digest)
@@ -66,7 +70,7 @@ import Testing
         let path = temporaryDirectory() + "/events.sqlite"
         let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
         try await recordScenario(on: coordinator)
-        #expect(try await coordinator.saveSnapshot() == 32)
+        #expect(try await coordinator.saveSnapshot() == scenarioEventCount)
         let live = await coordinator.digest
         // Damage an event before the snapshot: a full replay must fail there; start-up must not read it.
         try flipByte(path, table: "events", column: "record", sequence: 3, offset: 5)
@@ -159,6 +163,6 @@ import Testing
         await #expect(throws: CommandError.rejected(.migrationNotFound(MigrationID("ghost")))) {
             try await coordinator.execute(.resume, migration: MigrationID("ghost"), context: user, now: t(1))
         }
-        #expect(await log.head().sequence == 2)  // the plan_applied and the migration_started
+        #expect(await log.head().sequence == 4)  // plan_applied, migration_started, step-0's service request and grant
     }
 }

@@ -178,6 +178,9 @@ func copyDatabase(_ path: String) throws -> String {
     return directory
 }
 
+/// Events `recordScenario` appends to an empty log.
+let scenarioEventCount: UInt64 = 59
+
 /// Drives a deterministic history with fixed instants: the scenario behind the golden histories.
 func recordScenario(on coordinator: Coordinator) async throws {
     let split = MigrationID("ledger-split-1")

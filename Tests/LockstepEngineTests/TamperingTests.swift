@@ -7,7 +7,7 @@ import Testing
 /// An operator edits a copy of the database by hand; `lockstep history verify` must find each
 /// alteration at its exact position and exit 1.
 @Suite(.serialized) struct TamperingTests {
-    static let eventsInScenario: UInt64 = 32
+    static let eventsInScenario: UInt64 = scenarioEventCount
 
     func tamperedCopy(_ sql: String) async throws -> ProcessOutput {
         try await tamperedCopy { try editDatabase($0, sql) }
@@ -66,7 +66,7 @@ import Testing
     }
 
     @Test func withASnapshotAtTheHeadEachAlterationIsStillFoundAtItsOwnPosition() async throws {
-        // A snapshot at the head (32) must not move the reported position to 32.
+        // A snapshot at the head must not move the reported position to the head.
         let truncated = try await tamperedCopy(snapshotAt: true) { try editDatabase($0, "DELETE FROM events WHERE sequence > 20") }
         #expect(truncated.status == 1)
         #expect(truncated.stderr.contains("corrupted at sequence 21:"), "\(truncated.stderr)")
@@ -84,9 +84,9 @@ import Testing
     }
 
     @Test func anAlteredSnapshotIsFoundAtItsSequence() async throws {
-        let result = try await tamperedCopy(snapshotAt: true) { try flipByte($0, table: "snapshots", column: "state", sequence: 32, offset: 30) }
+        let result = try await tamperedCopy(snapshotAt: true) { try flipByte($0, table: "snapshots", column: "state", sequence: Self.eventsInScenario, offset: 30) }
         #expect(result.status == 1)
-        #expect(result.stderr.contains("corrupted at sequence 32: the snapshot at 32 does not match the replayed state"))
+        #expect(result.stderr.contains("corrupted at sequence \(Self.eventsInScenario): the snapshot at \(Self.eventsInScenario) does not match the replayed state"))
     }
 
     @Test func anEditedVersionColumnIsFound() async throws {
