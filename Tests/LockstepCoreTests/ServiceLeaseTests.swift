@@ -1,0 +1,260 @@
+import LockstepCore
+import Testing
+
+/// A log driven the way the coordinator drives it, without I/O: decide, fold at the next global
+/// sequences, then grant whatever has become grantable, in line order.
+struct LeaseLedger {
+    var state = LogState()
+    var sequence: UInt64 = 0
+    /// Every accepted event, in log order, with its migration.
+    var events: [(MigrationID, MigrationEvent)] = []
+
+    @discardableResult
+    mutating func run(_ id: String, _ command: MigrationCommand, at seconds: Int64 = 1) -> Decision {
+        let decision = state.decide(migration: MigrationID(id), command, now: t(seconds))
+        guard case .accepted(let accepted) = decision else { return decision }
+        append(MigrationID(id), accepted)
+        grantAll(at: seconds)
+        return decision
+    }
+
+    mutating func grantAll(at seconds: Int64) {
+        for request in state.serviceLeases.grantable(through: state.lastSequence) {
+            let decision = state.decide(migration: request.migration, .grantServiceLeases(node: request.node, through: state.lastSequence), now: t(seconds))
+            if case .accepted(let accepted) = decision { append(request.migration, accepted) }
+        }
+    }
+
+    private mutating func append(_ id: MigrationID, _ accepted: [MigrationEvent]) {
+        for event in accepted {
+            sequence += 1
+            state.evolve(migration: id, sequence: sequence, event)
+            events.append((id, event))
+        }
+    }
+
+    func holder(_ service: String) -> String? { state.holder(ofService: service).map { "\($0.migration.rawValue)/\($0.node.rawValue)" } }
+    func migration(_ id: String) -> MigrationState { state.migrations[MigrationID(id)]! }
+    func leases(_ id: String, _ node: String) -> ServiceLeaseStatus { migration(id).node(NodeID(node))!.serviceLeases }
+}
+
+/// One-node plans on the named services, and a two-node plan for rollbacks.
+func servicePlan(_ name: String, _ services: [String]) -> PlanSnapshot {
+    PlanSnapshot(name: name, version: 1, contentHash: "h-\(name)", nodes: [
+        NodeSpec(id: NodeID("work"), services: services, phase: .custom, action: "work", rollback: RollbackSpec(action: "undo")),
+    ])
+}
+
+let twoStepPlan = PlanSnapshot(name: "two-step", version: 1, contentHash: "h-two", nodes: [
+    NodeSpec(id: NodeID("first"), services: ["orders"], phase: .expand, action: "expand", rollback: RollbackSpec(action: "unexpand")),
+    NodeSpec(id: NodeID("second"), services: ["orders", "ledger"], phase: .backfill, action: "backfill", needs: [NodeID("first")],
+             rollback: RollbackSpec(action: "unbackfill")),
+])
+
+func start(_ ledger: inout LeaseLedger, _ id: String, _ plan: PlanSnapshot) {
+    let decision = ledger.run(id, .start(id: MigrationID(id), plan: plan, startedBy: "alice"), at: 0)
+    guard case .accepted = decision else { Issue.record("start \(id): \(decision)"); return }
+}
+
+/// Leases `node` of `id` and completes it with the token it got.
+func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
+    guard case .accepted(let events) = ledger.run(id, .leaseStep(node: NodeID(node), agent: "agent", ttlMillis: 10_000)),
+          case .stepLeased(let leased) = events.first else { Issue.record("lease \(id)/\(node) refused"); return }
+    ledger.run(id, .completeStep(node: NodeID(node), token: leased.token))
+}
+
+@Suite struct ServiceLeaseTests {
+    @Test func twoMigrationsNeverTransitionOneServiceAtATime() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        start(&ledger, "m2", servicePlan("b", ["orders"]))
+        #expect(ledger.holder("orders") == "m1/work")
+        #expect(ledger.leases("m2", "work").isRequested)
+        // m2's node waits, and says on whom.
+        #expect(ledger.migration("m2").displayStatus(NodeID("work")) == "waiting_for_services")
+        let waits = [ServiceWait(service: "orders", migration: MigrationID("m1"), node: NodeID("work"), holds: true)]
+        #expect(ledger.state.serviceWaits(migration: MigrationID("m2"), node: NodeID("work")) == waits)
+        #expect(ledger.run("m2", .leaseStep(node: NodeID("work"), agent: "a", ttlMillis: 1_000)) == .rejected(.waitingForServices(NodeID("work"), waits: waits)))
+        #expect(Rejection.waitingForServices(NodeID("work"), waits: waits).description
+            == "waiting_for_service_lease: node work is waiting for its services: orders is held by migration m1 (node work)")
+        // m1's completion releases orders in the same append, and m2 gets it.
+        runStep(&ledger, "m1", "work")
+        let tail = ledger.events.suffix(4).map { "\($0.0.rawValue) \($0.1.typeName)" }
+        #expect(tail == ["m1 step_completed", "m1 migration_succeeded", "m1 service_leases_released", "m2 service_leases_granted"])
+        #expect(ledger.holder("orders") == "m2/work")
+        runStep(&ledger, "m2", "work")
+        #expect(ledger.holder("orders") == nil)
+        #expect(ledger.state.serviceLeases.queue.isEmpty)
+    }
+
+    @Test func waitersAreServedFirstComeFirstServedPerService() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        start(&ledger, "m3", servicePlan("c", ["orders"]))  // ids out of line order: the line is the log's order
+        start(&ledger, "m2", servicePlan("b", ["orders"]))
+        #expect(ledger.state.serviceLeases.queue.map(\.migration.rawValue) == ["m3", "m2"])
+        runStep(&ledger, "m1", "work")
+        #expect(ledger.holder("orders") == "m3/work")
+        let waits = ledger.state.serviceWaits(migration: MigrationID("m2"), node: NodeID("work"))
+        #expect(waits.map(\.migration.rawValue) == ["m3"])
+    }
+
+    @Test func aMultiServiceNodeTakesAllItsServicesAtOnceAndKeepsItsPlaceInLine() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        start(&ledger, "m2", servicePlan("b", ["ledger"]))
+        start(&ledger, "both", servicePlan("c", ["orders", "ledger"]))
+        start(&ledger, "late", servicePlan("d", ["orders"]))
+        runStep(&ledger, "m1", "work")
+        // orders is free, but `both` cannot take half of what it needs, and `late` may not jump the line.
+        #expect(ledger.holder("orders") == nil)
+        #expect(ledger.leases("both", "work").isRequested)
+        #expect(ledger.leases("late", "work").isRequested)
+        #expect(ledger.state.serviceWaits(migration: MigrationID("late"), node: NodeID("work"))
+            == [ServiceWait(service: "orders", migration: MigrationID("both"), node: NodeID("work"), holds: false)])
+        runStep(&ledger, "m2", "work")
+        #expect(ledger.holder("orders") == "both/work")
+        #expect(ledger.holder("ledger") == "both/work")
+        runStep(&ledger, "both", "work")
+        #expect(ledger.holder("orders") == "late/work")
+    }
+
+    @Test func grantingOutOfLineIsRefused() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        start(&ledger, "m2", servicePlan("b", ["orders"]))
+        let refused = ledger.state.decide(migration: MigrationID("m2"), .grantServiceLeases(node: NodeID("work"), through: ledger.state.lastSequence), now: t(1))
+        #expect(refused == .rejected(.waitingForServices(NodeID("work"), waits: [
+            ServiceWait(service: "orders", migration: MigrationID("m1"), node: NodeID("work"), holds: true)])))
+        // A request recorded after `through` is not in line yet.
+        runStep(&ledger, "m1", "work")
+        #expect(ledger.holder("orders") == "m2/work")
+        start(&ledger, "m3", servicePlan("c", ["ledger"]))
+        #expect(ledger.holder("ledger") == "m3/work")
+        // Nor may the public path grant anything twice.
+        #expect(ledger.state.decide(migration: MigrationID("m3"), .grantServiceLeases(node: NodeID("work"), through: ledger.state.lastSequence), now: t(1))
+            == .rejected(.noServiceLeaseRequest(NodeID("work"))))
+        #expect(MigrationState.decide(ledger.migration("m3"), .grantServiceLeases(node: NodeID("work"), through: 1), now: t(1)).isRejected)
+    }
+
+    @Test func aPausedMigrationKeepsTheServicesOfStartedNodesAndGivesUpTheRest() {
+        var ledger = LeaseLedger()
+        start(&ledger, "holder", servicePlan("a", ["ledger"]))
+        start(&ledger, "m", PlanSnapshot(name: "m", version: 1, contentHash: "h-m", nodes: [
+            NodeSpec(id: NodeID("running"), services: ["orders"], phase: .custom, action: "w"),
+            NodeSpec(id: NodeID("granted"), services: ["payments"], phase: .custom, action: "w"),
+            NodeSpec(id: NodeID("queued"), services: ["ledger"], phase: .custom, action: "w"),
+        ]))
+        #expect(ledger.run("m", .leaseStep(node: NodeID("running"), agent: "a", ttlMillis: 10_000)).isAccepted)
+        #expect(ledger.leases("m", "granted").isHeld)
+        #expect(ledger.leases("m", "queued").isRequested)
+        ledger.run("m", .pause(reason: "investigating"))
+        #expect(ledger.holder("orders") == "m/running")  // a step runs: its service is mid-transition
+        #expect(ledger.holder("payments") == nil)        // granted but not started: given back
+        #expect(ledger.state.serviceLeases.queue.isEmpty) // and its place in line too
+        let types = ledger.events.suffix(3).map(\.1.typeName)
+        #expect(types == ["migration_paused", "service_leases_released", "service_leases_withdrawn"])
+        // Resuming asks again, at the back of the line.
+        ledger.run("m", .resume)
+        #expect(ledger.holder("payments") == "m/granted")
+        #expect(ledger.leases("m", "queued").isRequested)
+    }
+
+    @Test func anAbortKeepsWhatItMustUndoAndAsksAgainForEachRollbackStep() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m", twoStepPlan)
+        runStep(&ledger, "m", "first")
+        #expect(ledger.leases("m", "first") == .none)  // settled: released
+        #expect(ledger.run("m", .leaseStep(node: NodeID("second"), agent: "a", ttlMillis: 10_000)).isAccepted)
+        start(&ledger, "other", servicePlan("o", ["orders"]))
+        #expect(ledger.leases("other", "work").isRequested)
+        ledger.run("m", .abort(reason: "stop"))
+        // `second` was running: abandoned, first in the rollback queue, still holding orders + ledger.
+        #expect(ledger.migration("m").rollbackQueue == [NodeID("second"), NodeID("first")])
+        #expect(ledger.holder("orders") == "m/second")
+        runStep(&ledger, "m", "second")
+        // `first` asked for orders again for its rollback step, but `other` asked first.
+        #expect(ledger.holder("orders") == "other/work")
+        #expect(ledger.leases("m", "first") == .requested(kind: .rollback, sequence: ledger.state.serviceLeases.queue[0].sequence))
+        #expect(ledger.run("m", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000)).isRejected)
+        runStep(&ledger, "other", "work")
+        #expect(ledger.holder("orders") == "m/first")
+        runStep(&ledger, "m", "first")
+        #expect(ledger.migration("m").status == .rolledBack)
+        #expect(ledger.state.serviceLeases.holders.isEmpty)
+    }
+
+    @Test func aMigrationThatFailsWhileUndoingKeepsWhatItCouldNotUndoUntilAnOperatorReleasesIt() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m", servicePlan("a", ["orders"]))
+        runStep(&ledger, "m", "work")  // the only node: the migration succeeded
+        #expect(ledger.migration("m").status == .succeeded)
+        // Again with an abort whose rollback fails for good.
+        start(&ledger, "n", twoStepPlan)
+        runStep(&ledger, "n", "first")
+        ledger.run("n", .abort(reason: "stop"))
+        for _ in 0..<Int(CoreLimits.rollbackAttemptsMin) {
+            guard case .accepted(let events) = ledger.run("n", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 100),
+                  case .stepLeased(let leased) = events.first else { Issue.record("no rollback lease"); return }
+            ledger.run("n", .failStep(node: NodeID("first"), token: leased.token, reason: "disk full", retryable: true), at: 100)
+        }
+        #expect(ledger.migration("n").status == .failed)
+        #expect(ledger.holder("orders") == "n/first")  // quarantined: its state is unknown
+        start(&ledger, "next", servicePlan("x", ["orders"]))
+        #expect(ledger.leases("next", "work").isRequested)
+        // The operator checks the service by hand, then forces the release; the waiting migration gets it.
+        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "")) == .rejected(.invalidArgument("a forced release needs a reason saying why")))
+        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "orders checked by hand, schema restored")).isAccepted)
+        let released = ledger.events.suffix(2)
+        #expect(released.map(\.1.typeName) == ["service_leases_released", "service_leases_granted"])
+        if case .serviceLeasesReleased(let event) = released.first?.1 {
+            #expect(event.forced && event.reason == "orders checked by hand, schema restored" && event.services == ["orders"])
+        }
+        #expect(ledger.holder("orders") == "next/work")
+        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "again")) == .rejected(.servicesNotHeld(NodeID("first"))))
+    }
+
+    @Test func aForcedReleaseIsRefusedWhileAStepRuns() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m", servicePlan("a", ["orders"]))
+        guard case .accepted(let events) = ledger.run("m", .leaseStep(node: NodeID("work"), agent: "a", ttlMillis: 10_000)),
+              case .stepLeased(let leased) = events.first else { Issue.record("no lease"); return }
+        #expect(ledger.run("m", .releaseServiceLeases(node: NodeID("work"), reason: "gone?"))
+            == .rejected(.serviceLeaseInUse(NodeID("work"), token: leased.token, expiresAt: leased.expiresAt)))
+        #expect(ledger.holder("orders") == "m/work")
+    }
+
+    @Test func aForcedReleaseInALiveMigrationSendsTheNodeToTheBackOfTheLine() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m", servicePlan("a", ["orders"]))
+        start(&ledger, "waiting", servicePlan("b", ["orders"]))
+        ledger.run("m", .releaseServiceLeases(node: NodeID("work"), reason: "let the hotfix through"))
+        #expect(ledger.holder("orders") == "waiting/work")
+        #expect(ledger.leases("m", "work").isRequested)
+    }
+
+    @Test func theCanonicalBytesCarryServiceLeasesAndRebuildTheIndex() throws {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        start(&ledger, "m2", servicePlan("b", ["orders", "ledger"]))
+        start(&ledger, "m3", servicePlan("c", ["ledger"]))
+        let decoded = try LogState(canonicalBytes: ledger.state.canonicalBytes)
+        #expect(decoded == ledger.state)
+        #expect(decoded.serviceLeases.queue.map(\.migration.rawValue) == ["m2", "m3"])
+    }
+
+    @Test func everyDecisionLeavesTheBookkeepingConsistent() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m", twoStepPlan)
+        runStep(&ledger, "m", "first")
+        ledger.run("m", .pause(reason: "p"))
+        ledger.run("m", .resume)
+        ledger.run("m", .abort(reason: "a"))
+        for migration in ledger.state.migrationsInOrder { #expect(migration.serviceLeaseBookkeeping() == []) }
+    }
+}
+
+extension Decision {
+    var isAccepted: Bool { if case .accepted = self { true } else { false } }
+    var isRejected: Bool { !isAccepted }
+}
