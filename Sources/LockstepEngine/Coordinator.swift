@@ -105,6 +105,9 @@ public actor Coordinator {
     /// once, before deciding anything, so callers see the storage failure, not its side effects.
     private var stopped: EventLogError?
 
+    /// The log stopped taking writes: this coordinator refuses every command; restart it (open the log again).
+    public var isStopped: Bool { stopped != nil }
+
     private func noteFailure(_ error: EventLogError) {
         switch error {
         case .writesStopped, .outcomeUnknown, .corrupted:
@@ -316,20 +319,32 @@ public actor Coordinator {
             let batch = grants[next..<min(grants.endIndex, next + grantAppendsInFlightMax)]
             next = batch.endIndex
             if batch.count == 1, let request = batch.first {
-                _ = try? await executeOnce(.grantServiceLeases(node: request.node, through: through), migration: request.migration,
-                                           context: context, now: now)
+                await grant(request, through: through, context: context, now: now)
                 continue
             }
             await withTaskGroup(of: Void.self) { group in
                 for request in batch {
-                    group.addTask {
-                        _ = try? await self.executeOnce(.grantServiceLeases(node: request.node, through: through),
-                                                        migration: request.migration, context: context, now: now)
-                    }
+                    group.addTask { await self.grant(request, through: through, context: context, now: now) }
                 }
             }
         }
     }
+
+    private func grant(_ request: ServiceRequest, through: UInt64, context: CommandContext, now: Instant) async {
+        do throws(CommandError) {
+            _ = try await executeOnce(.grantServiceLeases(node: request.node, through: through), migration: request.migration,
+                                      context: context, now: now)
+        } catch {
+            // A refusal means the request moved on (withdrawn, paused); a storage error (busy, overloaded)
+            // must not strand it: the next command, or the server's timer, runs another pass.
+            if case .storage = error { grantPassOwed = true }
+            if case .overloaded = error { grantPassOwed = true }
+        }
+    }
+
+    /// Whether a grant pass is owed (a grant failed on storage, or none has run since open): the
+    /// server's timer calls `grantServiceLeases` when it is.
+    public var grantPassIsOwed: Bool { grantPassOwed }
 
     /// An operator forces the holder of service `name` to give back its services (all of the holding
     /// node's, since a node holds all or none), with a reason; recorded in the holder's migration with the

@@ -29,7 +29,7 @@ import Testing
         var random = SeededGenerator(seed: seed)
         let log = InMemoryEventLog()
         let clock = ManualMonotonicClock()
-        let coordinator = try await Coordinator.open(log: log, monotonic: clock.clock)
+        let coordinator = try await Coordinator.open(log: log, grantAppendsInFlightMax: 1, monotonic: clock.clock)
         let plan = randomPlan(&random)
         let id = MigrationID("sim")
         var wall: Int64 = 0
