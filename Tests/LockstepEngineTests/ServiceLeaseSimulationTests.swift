@@ -199,7 +199,7 @@ actor FaultyEventLog: EventLog {
             #expect((try? LogState(canonicalBytes: live.canonicalBytes)) == live, "seed \(seed): the service-lease index drifted")
         }
         counts.settled = await coordinator.state.migrationsInOrder.filter(\.status.isSettled).count
-        try await checkHistory(of: log, seed: seed)
+        try await Self.checkHistory(of: log, seed: seed)
         #expect(try await History.replay(log).digest == (await coordinator.digest), "seed \(seed): replay differs from the live state")
         return (counts, try await log.head())
     }
@@ -208,7 +208,7 @@ actor FaultyEventLog: EventLog {
 
     /// Reads the whole log back and checks, event by event: one live holder per service and per step,
     /// steps only under all their services, growing tokens, no stale report accepted, needs first.
-    func checkHistory(of log: FaultyEventLog, seed: UInt64) async throws {
+    static func checkHistory(of log: any EventLog, seed: UInt64) async throws {
         struct Key: Hashable { var migration: MigrationID; var node: NodeID }
         var plans: [MigrationID: PlanSnapshot] = [:]
         var serviceHolder: [String: Key] = [:]

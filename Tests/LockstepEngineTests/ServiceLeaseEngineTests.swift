@@ -1,0 +1,108 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+import Testing
+
+/// Service leases through the coordinator on the SQLite log: contention from concurrent callers, the
+/// grant pass owed after a crash, and the operator's forced release.
+@Suite struct ServiceLeaseEngineTests {
+    let operatorContext = CommandContext(actor: Actor(kind: "user", id: "olga"), triggeredBy: .user)
+
+    @Test func concurrentMigrationsOnOneServiceTakeTurns() async throws {
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        let coordinator = try await Coordinator.open(log: log)
+        let ids = (0..<8).map { MigrationID("m\($0)") }
+        let plan = ExamplePlans.chain(length: 2, service: "orders", name: "shared")
+        // Started concurrently; each agent loops until its migration succeeds, leasing whatever it may.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for id in ids {
+                group.addTask {
+                    _ = try await coordinator.start(id, plan: plan, context: user, now: t(0))
+                    var rounds = 0
+                    while await coordinator.migration(id)?.status != .succeeded {
+                        rounds += 1
+                        #expect(rounds < 10_000, "\(id) never got through")
+                        guard rounds < 10_000 else { return }
+                        let ready = await coordinator.migration(id)!.nodes.first { $0.status == .pending }!.id
+                        do throws(CommandError) {
+                            let leased = try await coordinator.execute(.leaseStep(node: ready, agent: "agent-\(id)", ttlMillis: 60_000),
+                                                                       migration: id, context: agent, now: t(1))
+                            guard case .stepLeased(let step) = leased.events.first?.event else { continue }
+                            _ = try await coordinator.execute(.completeStep(node: ready, token: step.token), migration: id, context: agent, now: t(2))
+                        } catch {
+                            #expect(error.code == "waiting_for_service_lease")
+                            await Task.yield()
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await ServiceLeaseSimulationTests.checkHistory(of: log, seed: 0)
+        #expect(await coordinator.state.holder(ofService: "orders") == nil)
+        #expect(try await History.replay(log) == (await coordinator.state))
+    }
+
+    @Test func aRequestLeftWithoutAGrantByACrashIsGrantedAfterRestart() async throws {
+        let log = InMemoryEventLog()
+        // What a coordinator that crashed right after appending a start (with its request) leaves behind.
+        let plan = ExamplePlans.chain(length: 1, service: "orders").hashed()
+        var state = LogState()
+        guard case .accepted(let events) = state.decide(migration: MigrationID("m"), .start(id: MigrationID("m"), plan: plan), now: t(0)) else {
+            Issue.record("start refused"); return
+        }
+        #expect(events.map(\.typeName) == ["migration_started", "service_leases_requested"])
+        let metadata = EventMetadata(recordedAt: t(0), actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        let records = events.enumerated().map { EventRecordCodec.encode(RecordedEvent(migration: MigrationID("m"), streamVersion: UInt64($0.offset + 1), metadata: metadata, event: $0.element)) }
+        _ = try await log.append(AppendRequest(stream: "migration/m", expectedVersion: 0, records: records))
+        for (offset, event) in events.enumerated() { state.evolve(migration: MigrationID("m"), sequence: UInt64(offset + 1), event) }
+
+        let coordinator = try await Coordinator.open(log: log)
+        #expect(await coordinator.grantPassIsOwed)
+        #expect(await coordinator.state.holder(ofService: "orders") == nil)
+        await coordinator.grantServiceLeases(now: t(1))
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("m"))
+        #expect(await !coordinator.grantPassIsOwed)
+        let grant = try #require(try await log.read(after: 2, limit: 1).first)
+        let recorded = try EventRecordCodec.decode(grant.record)
+        #expect(recorded.event.typeName == "service_leases_granted" && recorded.metadata.actor == .coordinator)
+    }
+
+    @Test func anOperatorForceReleasesAServiceAndTheEventNamesThem() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        _ = try await coordinator.start(MigrationID("stuck"), plan: ExamplePlans.chain(length: 1, service: "orders", name: "a"), context: user, now: t(0))
+        _ = try await coordinator.execute(.pause(reason: "owner left"), migration: MigrationID("stuck"), context: user, now: t(1))
+        // Paused before its step started: it gave orders back on its own.
+        #expect(await coordinator.state.holder(ofService: "orders") == nil)
+        await #expect(throws: CommandError.rejected(.serviceNotLeased("orders"))) {
+            try await coordinator.forceReleaseService("orders", reason: "gone", context: operatorContext, now: t(2))
+        }
+        _ = try await coordinator.execute(.resume, migration: MigrationID("stuck"), context: user, now: t(3))
+        let leased = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "a", ttlMillis: 1_000), migration: MigrationID("stuck"),
+                                                   context: agent, now: t(4))
+        guard case .stepLeased(let step) = leased.events.first?.event else { Issue.record("no lease"); return }
+        await #expect(throws: CommandError.rejected(.serviceLeaseInUse(NodeID("step-0"), token: step.token, expiresAt: step.expiresAt))) {
+            try await coordinator.forceReleaseService("orders", reason: "gone", context: operatorContext, now: t(5))
+        }
+        // The step fails (retry pending): the node keeps orders between attempts; then the migration is paused and abandoned.
+        _ = try await coordinator.execute(.failStep(node: NodeID("step-0"), token: step.token, reason: "agent lost", retryable: true),
+                                          migration: MigrationID("stuck"), context: agent, now: t(6))
+        _ = try await coordinator.execute(.pause(reason: "team gone"), migration: MigrationID("stuck"), context: user, now: t(7))
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("stuck"))
+        _ = try await coordinator.start(MigrationID("next"), plan: ExamplePlans.chain(length: 1, service: "orders", name: "b"), context: user, now: t(8))
+        let waits = await coordinator.state.serviceWaits(migration: MigrationID("next"), node: NodeID("step-0"))
+        #expect(waits.map(\.description) == ["orders is held by migration stuck (node step-0)"])
+        let report = StateReport(await coordinator.state)
+        #expect(report.migrations.first { $0.id == "next" }?.nodes.first?.waitingFor == ["orders is held by migration stuck (node step-0)"])
+        #expect(report.serviceLeases.map(\.service) == ["orders"])
+
+        let result = try await coordinator.forceReleaseService("orders", reason: "stuck's team disbanded; orders verified", context: operatorContext, now: t(9))
+        #expect(result.events.map(\.event.typeName) == ["service_leases_released"])
+        #expect(result.events[0].metadata.actor == Actor(kind: "user", id: "olga"))
+        #expect(result.events[0].event == .serviceLeasesReleased(ServiceLeasesReleased(
+            node: NodeID("step-0"), services: ["orders"], reason: "stuck's team disbanded; orders verified", forced: true)))
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("next"))
+    }
+}
