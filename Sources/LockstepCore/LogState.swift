@@ -80,7 +80,7 @@ public struct LogState: Hashable, Sendable {
             return .rejected(.migrationNotFound(id))
         }
         if let decision = decideServiceLeases(migration: id, command, now: now) { return decision }
-        let decision = MigrationState.decide(migrations[id], command, now: now)
+        let decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
         // Name who holds what a node waits for (the migration alone knows only that it waits).
         if case .rejected(.waitingForServices(let node, let waits)) = decision, waits.isEmpty,
            let spec = migrations[id]?.plan.node(node) {

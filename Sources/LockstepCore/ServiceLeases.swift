@@ -23,26 +23,38 @@
 extension MigrationState {
     /// The kind of step node `id` wants its services for now, or nil.
     public func wantsServices(_ id: NodeID) -> StepKind? {
-        guard let node = node(id) else { return nil }
+        guard let index = nodeIndex(id) else { return nil }
+        return wantsServices(at: index) { needsSatisfied(id) }
+    }
+
+    /// Whether node `id`, holding its services, keeps them (see the rules above).
+    public func keepsServices(_ id: NodeID) -> Bool {
+        guard let index = nodeIndex(id) else { return false }
+        return keepsServices(at: index, wants: wantsServices(at: index) { needsSatisfied(id) })
+    }
+
+    /// The rule for the node at `index` (of `nodes`, which follows plan order); `needsMet` says whether
+    /// everything it needs has succeeded (the caller may know faster than a search).
+    private func wantsServices(at index: Int, needsMet: () -> Bool) -> StepKind? {
+        let node = nodes[index]
         switch status {
         case .running:
-            guard node.status == .pending, node.rejection == nil, needsSatisfied(id), gateSatisfied(id),
-                  node.attempts < CoreLimits.attemptsMax else { return nil }
-            return .forward
+            guard node.status == .pending, node.rejection == nil, node.attempts < CoreLimits.attemptsMax else { return nil }
+            if let gate = plan.nodes[index].approval, node.approvals.count < Int(gate.minimum) { return nil }
+            return needsMet() ? .forward : nil
         case .aborting:
-            return rollbackQueue.first == id && node.rollbackAttempts < CoreLimits.attemptsMax ? .rollback : nil
+            return rollbackQueue.first == node.id && node.rollbackAttempts < CoreLimits.attemptsMax ? .rollback : nil
         case .paused, .succeeded, .failed, .rolledBack:
             return nil
         }
     }
 
-    /// Whether node `id`, holding its services, keeps them (see the rules above).
-    public func keepsServices(_ id: NodeID) -> Bool {
-        guard let node = node(id) else { return false }
-        if wantsServices(id) != nil || node.lease != nil { return true }
+    private func keepsServices(at index: Int, wants: StepKind?) -> Bool {
+        let node = nodes[index]
+        if wants != nil || node.lease != nil { return true }
         switch status {
         case .running, .paused: return node.status == .pending && node.attempts > 0  // between retries
-        case .aborting, .failed: return rollbackQueue.contains(id)  // still to undo, or could not be undone
+        case .aborting, .failed: return rollbackQueue.contains(node.id)  // still to undo, or could not be undone
         case .succeeded, .rolledBack: return false
         }
     }
@@ -50,6 +62,15 @@ extension MigrationState {
     /// `events` followed by the service-lease bookkeeping they imply: releases, withdrawals and new
     /// requests, node by node in plan order.
     func withServiceLeaseBookkeeping(_ events: [MigrationEvent]) -> [MigrationEvent] {
+        // Leasing a step, reporting progress or being granted services changes nothing any node wants
+        // or keeps (the state was consistent before): skip the work, which is most commands.
+        let inert = events.allSatisfy { event in
+            switch event {
+            case .stepLeased, .stepProgress, .serviceLeasesGranted: true
+            default: false
+            }
+        }
+        if inert && !events.isEmpty { return events }
         var after = self
         for event in events { after.evolve(event) }
         return events + after.serviceLeaseBookkeeping()
@@ -58,16 +79,25 @@ extension MigrationState {
     /// The bookkeeping events this state calls for: none when it is consistent, which every state a
     /// coordinator builds is after each command.
     public func serviceLeaseBookkeeping() -> [MigrationEvent] {
+        guard nodes.count == plan.nodes.count else { return [] }
+        // One pass to index the nodes, so each node's needs are checked without searching.
+        var position: [NodeID: Int] = [:]
+        position.reserveCapacity(nodes.count)
+        for (index, node) in nodes.enumerated() { position[node.id] = index }
         var events: [MigrationEvent] = []
-        for (spec, node) in zip(plan.nodes, nodes) {
+        for (index, spec) in plan.nodes.enumerated() {
+            let node = nodes[index]
+            let wants = wantsServices(at: index) {
+                spec.needs.allSatisfy { need in position[need].map { nodes[$0].status == .succeeded } ?? false }
+            }
             switch node.serviceLeases {
-            case .held where !keepsServices(node.id):
+            case .held where !keepsServices(at: index, wants: wants):
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(
                     node: node.id, services: spec.services, reason: releaseReason(node))))
-            case .requested where wantsServices(node.id) == nil:
+            case .requested where wants == nil:
                 events.append(.serviceLeasesWithdrawn(node: node.id, reason: "migration \(id) is \(status.rawValue) and node \(node.id) is \(node.status.rawValue)"))
             case .none:
-                if let kind = wantsServices(node.id) {
+                if let kind = wants {
                     events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: node.id, services: spec.services, kind: kind)))
                 }
             default:
@@ -253,6 +283,25 @@ extension LogState {
         default:
             return nil
         }
+    }
+
+    /// Hand-over: when the events release services and, in the same append, request them for another
+    /// node of the same migration, and nobody else is in line for any of them, the grant goes into the
+    /// same append. The services pass from one node to the next without ever being free, so no grant
+    /// elsewhere can race with it; anyone already waiting is served first through the lease queue.
+    func handOver(_ decision: Decision, migration id: MigrationID, now: Instant) -> Decision {
+        guard case .accepted(let events) = decision else { return decision }
+        var released = Set<String>()
+        for case .serviceLeasesReleased(let event) in events where !event.forced { released.formUnion(event.services) }
+        guard !released.isEmpty else { return decision }
+        var grants: [MigrationEvent] = []
+        for case .serviceLeasesRequested(let request) in events where request.services.allSatisfy(released.contains) {
+            let waited = serviceLeases.queue.contains { queued in queued.services.contains(where: request.services.contains) }
+            guard !waited else { continue }
+            released.subtract(request.services)
+            grants.append(.serviceLeasesGranted(ServiceLeasesGranted(node: request.node, services: request.services, at: now)))
+        }
+        return grants.isEmpty ? decision : .accepted(events + grants)
     }
 
     /// The holder of service `name`, if any.

@@ -85,7 +85,7 @@ public actor Coordinator {
     /// Streams with a command in progress, and the commands waiting for them.
     private var busyStreams: Set<String> = []
     /// The lease timer: for each live step lease, its token, TTL and monotonic deadline.
-    private var leaseDeadlines: [LeaseKey: LeaseDeadline] = [:]
+    private var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
 
@@ -147,7 +147,11 @@ public actor Coordinator {
         self.snapshotIntervalEvents = snapshotIntervalEvents
         self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
-        self.leaseDeadlines = Self.deadlines(for: state.migrationsInOrder, keeping: [:], monotonic: monotonic())
+        let clock = monotonic()
+        for migration in state.migrationsInOrder {
+            let live = Self.deadlines(for: migration, keeping: [:], monotonic: clock)
+            if !live.isEmpty { self.leaseDeadlines[migration.id] = live }
+        }
     }
 
     /// Opens a coordinator on `log`: loads the newest snapshot (checking its digest) and replays only
@@ -363,10 +367,9 @@ public actor Coordinator {
         if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token), now: now) {
             throw .rejected(rejection)
         }
-        let key = LeaseKey(migration: id, node: node)
-        guard var deadline = leaseDeadlines[key], deadline.token == token else { return }
+        guard var deadline = leaseDeadlines[id]?[node], deadline.token == token else { return }
         deadline.deadlineNanos = monotonic() &+ UInt64(deadline.ttlMillis) &* 1_000_000
-        leaseDeadlines[key] = deadline
+        leaseDeadlines[id]?[node] = deadline
     }
 
     /// The lease timer's work: every lease not renewed within its TTL (on the monotonic clock) becomes a
@@ -375,8 +378,9 @@ public actor Coordinator {
     @discardableResult
     public func expireDueLeases(now: Instant) async -> [(MigrationID, NodeID)] {
         let clock = monotonic()
-        let due = leaseDeadlines.filter { $0.value.deadlineNanos <= clock }
-            .sorted { ($0.key.migration, $0.key.node.rawValue) < ($1.key.migration, $1.key.node.rawValue) }
+        let due = leaseDeadlines.flatMap { migration, nodes in
+            nodes.filter { $0.value.deadlineNanos <= clock }.map { (key: LeaseKey(migration: migration, node: $0.key), value: $0.value) }
+        }.sorted { ($0.key.migration, $0.key.node.rawValue) < ($1.key.migration, $1.key.node.rawValue) }
         var expired: [(MigrationID, NodeID)] = []
         for (key, deadline) in due {
             let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-timer")
@@ -389,33 +393,28 @@ public actor Coordinator {
     }
 
     /// When the lease timer should next look, in monotonic nanoseconds.
-    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.map(\.deadlineNanos).min() }
+    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
 
     /// Makes the timer match migration `id`'s live leases: new leases start their TTL now, ended ones are dropped.
     private func armLeases(of id: MigrationID) {
         guard let migration = state.migrations[id] else { return }
-        // Compute from the current entries first (so untouched leases keep their deadlines), then replace.
-        let live = Self.deadlines(for: [migration], keeping: leaseDeadlines, monotonic: monotonic())
-        for node in migration.nodes { leaseDeadlines[LeaseKey(migration: id, node: node.id)] = nil }
-        leaseDeadlines.merge(live) { _, new in new }
+        let live = Self.deadlines(for: migration, keeping: leaseDeadlines[id] ?? [:], monotonic: monotonic())
+        leaseDeadlines[id] = live.isEmpty ? nil : live
     }
 
-    /// The timer entries for the live leases of `migrations`: kept from `existing` when the token is the
+    /// The timer entries for the live leases of `migration`: kept from `existing` when the token is the
     /// same (a heartbeat may have extended it), else starting a full TTL at `clock`.
-    private static func deadlines(for migrations: [MigrationState], keeping existing: [LeaseKey: LeaseDeadline],
-                                  monotonic clock: UInt64) -> [LeaseKey: LeaseDeadline] {
-        var result: [LeaseKey: LeaseDeadline] = [:]
-        for migration in migrations {
-            for node in migration.nodes {
-                guard let lease = node.lease else { continue }
-                let key = LeaseKey(migration: migration.id, node: node.id)
-                if let kept = existing[key], kept.token == lease.token {
-                    result[key] = kept
-                    continue
-                }
-                let ttl = max(CoreLimits.leaseTTLMillisMin, lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch)
-                result[key] = LeaseDeadline(token: lease.token, ttlMillis: ttl, deadlineNanos: clock &+ UInt64(ttl) &* 1_000_000)
+    private static func deadlines(for migration: MigrationState, keeping existing: [NodeID: LeaseDeadline],
+                                  monotonic clock: UInt64) -> [NodeID: LeaseDeadline] {
+        var result: [NodeID: LeaseDeadline] = [:]
+        for node in migration.nodes {
+            guard let lease = node.lease else { continue }
+            if let kept = existing[node.id], kept.token == lease.token {
+                result[node.id] = kept
+                continue
             }
+            let ttl = max(CoreLimits.leaseTTLMillisMin, lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch)
+            result[node.id] = LeaseDeadline(token: lease.token, ttlMillis: ttl, deadlineNanos: clock &+ UInt64(ttl) &* 1_000_000)
         }
         return result
     }

@@ -119,6 +119,31 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         #expect(ledger.holder("orders") == "late/work")
     }
 
+    @Test func aNodeHandsItsServicesToTheNextNodeInTheSameAppendUnlessSomeoneWaits() {
+        let chain = PlanSnapshot(name: "chain", version: 1, contentHash: "h-chain", nodes: [
+            NodeSpec(id: NodeID("a"), services: ["orders", "ledger"], phase: .custom, action: "w"),
+            NodeSpec(id: NodeID("b"), services: ["orders"], phase: .custom, action: "w", needs: [NodeID("a")]),
+            NodeSpec(id: NodeID("c"), services: ["orders"], phase: .custom, action: "w", needs: [NodeID("b")]),
+        ])
+        var ledger = LeaseLedger()
+        start(&ledger, "m", chain)
+        guard case .accepted(let events) = ledger.run("m", .leaseStep(node: NodeID("a"), agent: "x", ttlMillis: 10_000)),
+              case .stepLeased(let leased) = events.first else { Issue.record("no lease"); return }
+        let completion = ledger.run("m", .completeStep(node: NodeID("a"), token: leased.token))
+        #expect(completion == .accepted([
+            .stepCompleted(StepCompleted(node: NodeID("a"), attempt: 1, token: leased.token)),
+            .serviceLeasesReleased(ServiceLeasesReleased(node: NodeID("a"), services: ["orders", "ledger"], reason: "node a succeeded")),
+            .serviceLeasesRequested(ServiceLeasesRequested(node: NodeID("b"), services: ["orders"], kind: .forward)),
+            .serviceLeasesGranted(ServiceLeasesGranted(node: NodeID("b"), services: ["orders"], at: t(1))),
+        ]))
+        #expect(ledger.holder("orders") == "m/b" && ledger.holder("ledger") == nil)
+        // Someone in line for orders: b releases it to the queue, and the newcomer waits its turn.
+        start(&ledger, "other", servicePlan("o", ["orders"]))
+        runStep(&ledger, "m", "b")
+        #expect(ledger.holder("orders") == "other/work")
+        #expect(ledger.leases("m", "c").isRequested)
+    }
+
     @Test func grantingOutOfLineIsRefused() {
         var ledger = LeaseLedger()
         start(&ledger, "m1", servicePlan("a", ["orders"]))
