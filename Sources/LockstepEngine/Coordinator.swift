@@ -204,7 +204,8 @@ public actor Coordinator {
             throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
         }
         let result = try await executeOnce(command, migration: id, context: context, now: now)
-        if grantPassOwed || result.events.contains(where: { $0.event.changesServiceQueues }) {
+        // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
+        if grantPassOwed || (!state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
             await grantServiceLeases(now: now)
         }
         return result

@@ -106,7 +106,7 @@ for writers in [1, 16, 64] {
 func leaseCycles(agents: Int) async throws -> (cyclesPerSecond: Double, eventsPerCycle: Double, eventsPerCommit: Double) {
     let commits = Mutex((commits: 0, events: 0))
     let log = try SQLiteEventLog(path: freshPath()) { events, _ in commits.withLock { $0.commits += 1; $0.events += events } }
-    let coordinator = try await Coordinator.open(log: log)
+    let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: UInt64(option("--snapshot-interval").flatMap(Int.init) ?? 10_000))
     let operatorContext = CommandContext(actor: Actor(kind: "user", id: "bench"), triggeredBy: .user)
     var plans: [PlanSnapshot] = []
     for agent in 0..<agents {
