@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepStore
+import LockstepWire
 
 /// Runs a whole plan on a virtual clock with simulated agents and approvers, through the real
 /// coordinator and core, and returns the timeline. Same plan, options and seed: same timeline.
@@ -82,16 +83,22 @@ public struct Rehearsal: Sendable {
             commands += 1
             guard commands <= commandsMax else { throw Failure.tooLong(commandsMax) }
             do throws(CommandError) {
-                let result = try await coordinator.execute(command, migration: id, context: CommandContext(actor: actor, triggeredBy: trigger), now: now)
-                for (offset, event) in result.events.enumerated() {
-                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - Self.epoch.millisecondsSinceEpoch,
-                                          sequence: result.receipt.firstSequence + UInt64(offset), event: event.event, actor: actor.description))
-                }
-                return true
+                _ = try await coordinator.execute(command, migration: id, context: CommandContext(actor: actor, triggeredBy: trigger), now: now)
             } catch {
                 if case .rejected = error { return false }
                 throw Failure.refused(error)
             }
+            // Everything the command appended, and what the lease queue appended after it (grants).
+            do throws(EventLogError) {
+                for stored in try await log.read(after: timeline.last?.sequence ?? 0, limit: EventLogLimits.readPageEventsMax) {
+                    guard case .migration(let recorded) = try? EventRecordCodec.decodeAny(stored.record) else { continue }
+                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - Self.epoch.millisecondsSinceEpoch,
+                                          sequence: stored.sequence, event: recorded.event, actor: recorded.metadata.actor.description))
+                }
+            } catch {
+                throw Failure.refused(.storage(error))
+            }
+            return true
         }
         let owner = Actor(kind: "user", id: "rehearsal-owner")
         let applied: (version: UInt64, changed: Bool)

@@ -45,7 +45,7 @@ struct Rehearse: AsyncParsableCommand {
             print("rehearsal of \(plan.name) (\(plan.nodes.count) nodes), seed \(seed)")
             for entry in outcome.timeline {
                 let clock = Self.clock(entry.offsetMillis)
-                print("\(clock)  #\(String(entry.sequence).padding(toLength: 4, withPad: " ", startingAt: 0)) \(entry.event.typeName.padding(toLength: 22, withPad: " ", startingAt: 0)) \(entry.event.summary)")
+                print("\(clock)  #\(String(entry.sequence).padding(toLength: 4, withPad: " ", startingAt: 0)) \(entry.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(entry.event.summary)")
             }
             let elapsed = Self.clock(outcome.timeline.last?.offsetMillis ?? 0)
             print("\nresult: \(outcome.final.status.rawValue) after \(elapsed) (virtual time); state digest \(outcome.digest.hex)")

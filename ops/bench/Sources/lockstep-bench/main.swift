@@ -87,8 +87,7 @@ for writers in [1, 16, 64] {
         let referencePath = freshPath()
         _ = try SQLiteEventLog(path: referencePath)  // creates the identical schema, then closes
         let events = max(200, Int(perSecond * seconds))
-        reference.append(RawSQLite.appends(path: referencePath, events: events, batch: max(1, Int(batch.rounded())),
-                                           streams: writers, record: sampleRecord))
+        reference.append(RawSQLite.appends(path: referencePath, events: events, batch: batch, streams: writers, record: sampleRecord))
     }
     let batch = Figure(samples: batches).median
     rows.append(Row(name: "durable appends/s, \(writers) writer\(writers == 1 ? "" : "s") (batch \(String(format: "%.1f", batch)))",
@@ -165,8 +164,7 @@ for agents in [1, 64] {
         let referencePath = freshPath()
         _ = try SQLiteEventLog(path: referencePath)
         let events = max(200, Int(result.cyclesPerSecond * result.eventsPerCycle * seconds))
-        let raw = RawSQLite.appends(path: referencePath, events: events, batch: max(1, Int(result.eventsPerCommit.rounded())),
-                                    streams: agents, record: sampleRecord)
+        let raw = RawSQLite.appends(path: referencePath, events: events, batch: result.eventsPerCommit, streams: agents, record: sampleRecord)
         reference.append(raw / result.eventsPerCycle)
     }
     rows.append(Row(name: "lease cycles/s (acquire, heartbeat, complete), \(agents) agent\(agents == 1 ? "" : "s") "
