@@ -5,9 +5,10 @@ import LockstepStore
 import LockstepWire
 import Synchronization
 
-// lockstep-bench: durable append throughput (group commit) and replay speed, each against the raw
-// SQLite C API measured in the same run. Usage: lockstep-bench [--quick] [--runs N]
-//   [--seconds S] [--replay-events N] [--dir DIR]
+// lockstep-bench: durable append throughput (group commit), lease cycles through the coordinator and
+// replay speed, each against the raw SQLite C API measured in the same run. Usage: lockstep-bench
+//   [--quick] [--runs N] [--seconds S] [--replay-events N] [--dir DIR] [--only appends|lease-cycles|replay]
+//   [--agents N] [--snapshot-interval EVENTS]
 
 let arguments = CommandLine.arguments
 func option(_ name: String) -> String? {
@@ -75,7 +76,10 @@ func lockstepAppends(writers: Int) async throws -> (perSecond: Double, eventsPer
 }
 
 var rows: [Row] = []
-for writers in [1, 16, 64] {
+/// `--only appends|lease-cycles|replay` runs one section (profiling aid).
+let only = option("--only")
+func wanted(_ section: String) -> Bool { only == nil || only == section }
+for writers in [1, 16, 64] where wanted("appends") {
     var ours: [Double] = []
     var reference: [Double] = []
     var batches: [Double] = []
@@ -149,7 +153,7 @@ func leaseCycles(agents: Int) async throws -> (cyclesPerSecond: Double, eventsPe
     return (Double(cycles) / elapsed, Double(events) / Double(max(1, cycles)), Double(totals.events) / Double(max(1, totals.commits)))
 }
 
-for agents in [1, 64] {
+for agents in (option("--agents").map { [Int($0) ?? 1] } ?? [1, 64]) where wanted("lease-cycles") {
     var ours: [Double] = []
     var reference: [Double] = []
     var perCycle: [Double] = []
@@ -218,30 +222,32 @@ func fillForReplay(_ path: String, count: Int) async throws -> Double {
     return Double(migrations * perMigration) / elapsed
 }
 
-let replayPath = freshPath()
-let fillRate = try await fillForReplay(replayPath, count: replayEvents)
-print("filled \(replayEvents) events for replay at \(format(fillRate)) events/s (batched appends)")
-var replay: [Double] = []
-var readVerify: [Double] = []
-var scan: [Double] = []
-var digest = ""
-for _ in 0..<runs {
-    let log = try SQLiteEventLog(path: replayPath, mode: .readOnly)
-    let (state, elapsed) = try await timed { try await History.replay(log) }
-    replay.append(Double(state.lastSequence) / elapsed)
-    digest = state.digest.hex
-    let (read, readElapsed) = try await timed { () async throws -> UInt64 in
-        var position: UInt64 = 0
-        while let last = try await log.read(after: position, limit: History.pageEventsMax).last { position = last.sequence }
-        return position
+if wanted("replay") {
+    let replayPath = freshPath()
+    let fillRate = try await fillForReplay(replayPath, count: replayEvents)
+    print("filled \(replayEvents) events for replay at \(format(fillRate)) events/s (batched appends)")
+    var replay: [Double] = []
+    var readVerify: [Double] = []
+    var scan: [Double] = []
+    var digest = ""
+    for _ in 0..<runs {
+        let log = try SQLiteEventLog(path: replayPath, mode: .readOnly)
+        let (state, elapsed) = try await timed { try await History.replay(log) }
+        replay.append(Double(state.lastSequence) / elapsed)
+        digest = state.digest.hex
+        let (read, readElapsed) = try await timed { () async throws -> UInt64 in
+            var position: UInt64 = 0
+            while let last = try await log.read(after: position, limit: History.pageEventsMax).last { position = last.sequence }
+            return position
+        }
+        readVerify.append(Double(read) / readElapsed)
+        scan.append(RawSQLite.scan(path: replayPath).perSecond)
     }
-    readVerify.append(Double(read) / readElapsed)
-    scan.append(RawSQLite.scan(path: replayPath).perSecond)
+    rows.append(Row(name: "replay events/s from disk (read, verify chain, decode, fold)", ours: Figure(samples: replay),
+                    reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: 0.5))
+    rows.append(Row(name: "  of which: read + verify chain only", ours: Figure(samples: readVerify),
+                    reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: nil))
+    print("replay digest \(digest)\n")
 }
-rows.append(Row(name: "replay events/s from disk (read, verify chain, decode, fold)", ours: Figure(samples: replay),
-                reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: 0.5))
-rows.append(Row(name: "  of which: read + verify chain only", ours: Figure(samples: readVerify),
-                reference: Figure(samples: scan), referenceName: "raw SELECT scan", target: nil))
-print("replay digest \(digest)\n")
 printTable(rows)
 if option("--dir") == nil { try? FileManager.default.removeItem(atPath: root) }
