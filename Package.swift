@@ -14,12 +14,17 @@ let package = Package(
         .library(name: "LockstepStore", targets: ["LockstepStore"]),
         .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
         .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
+        .library(name: "LockstepServer", targets: ["LockstepServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // FullFoundation only: the default ConfigurationSupport trait would pull swift-configuration.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         .target(name: "LockstepCore"),
@@ -57,11 +62,27 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The API (docs/api.md): one service layer, served as JSON over HTTP by Hummingbird.
+        .target(
+            name: "LockstepServer",
+            dependencies: [
+                "LockstepCore",
+                "LockstepEngine",
+                "LockstepPlan",
+                "LockstepStore",
+                "LockstepWire",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
         .executableTarget(
             name: "lockstep",
             dependencies: [
                 "LockstepEngine",
                 "LockstepPlan",
+                "LockstepServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,11 +96,15 @@ let package = Package(
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(
             name: "LockstepStoreTests",
-            dependencies: ["LockstepStore", "LockstepEngine", "CSQLite"]
+            dependencies: ["LockstepStore", "LockstepEngine", "CSQLite", "LockstepTestSupport"]
         ),
+        // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
+        .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepEngine", "LockstepWire", "LockstepTestSupport"],
+                    exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",
-            dependencies: ["LockstepEngine", "LockstepWire", "CSQLite"],
+            dependencies: ["LockstepEngine", "LockstepWire", "CSQLite", "LockstepTestSupport"],
             exclude: ["Golden", "Shim"]
         ),
     ],

@@ -25,7 +25,13 @@ extension MigrationState {
             return .accepted([.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: now, startedBy: startedBy))])
         }
         guard let state else { return .rejected(.invalidArgument("the migration does not exist")) }
-        if state.status.isSettled { return .rejected(.migrationSettled(state.id, status: state.status)) }
+        if state.status.isSettled {
+            // A late report with a superseded token is told exactly that, even after the migration settled.
+            if let (node, token) = command.report, let current = state.node(node)?.lastToken, token != current {
+                return .rejected(.staleFencingToken(node, current: current, presented: token))
+            }
+            return .rejected(.migrationSettled(state.id, status: state.status))
+        }
         switch command {
         case .start:
             return .rejected(.migrationAlreadyExists(state.id))

@@ -39,6 +39,17 @@ public enum MigrationCommand: Hashable, Sendable {
 }
 
 extension MigrationCommand {
+    /// The node and token of a lease holder's report (complete, fail, heartbeat, progress), else nil.
+    public var report: (node: NodeID, token: FencingToken)? {
+        switch self {
+        case .completeStep(let node, let token), .failStep(let node, let token, _, _), .heartbeat(let node, let token),
+             .reportProgress(let node, let token, _, _):
+            (node, token)
+        default:
+            nil
+        }
+    }
+
     /// `start` on behalf of nobody in particular (tests, generated load).
     public static func start(id: MigrationID, plan: PlanSnapshot) -> MigrationCommand {
         .start(id: id, plan: plan, startedBy: "")

@@ -101,6 +101,12 @@ public actor Coordinator {
     }
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
+    /// Called after every append is folded in (the server wakes parked polls with it). Must not block.
+    private var changeObserver: (@Sendable () -> Void)?
+
+    /// Sets the function called after every append is folded into the live state.
+    public func observeChanges(_ observer: @escaping @Sendable () -> Void) { changeObserver = observer }
+
     /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
     /// once, before deciding anything, so callers see the storage failure, not its side effects.
     private var stopped: EventLogError?
@@ -252,6 +258,7 @@ public actor Coordinator {
         markApplied(receipt.firstSequence...receipt.lastSequence)
         armLeases(of: id)
         snapshotIfDue()
+        changeObserver?()
         return CommandResult(events: recorded, receipt: receipt)
     }
 
@@ -283,6 +290,7 @@ public actor Coordinator {
         state.evolve(.plan(record), sequence: receipt.firstSequence)
         markApplied(receipt.firstSequence...receipt.lastSequence)
         snapshotIfDue()
+        changeObserver?()
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
     }

@@ -15,6 +15,25 @@ import Testing
             == .rejected(.noActiveLease(NodeID("expand"))))
     }
 
+    @Test func aLateReportAfterTheMigrationSettledIsToldItsTokenIsStale() {
+        // One node, taken over after an expiry (token 2) and completed: the migration succeeded.
+        let single = PlanSnapshot(name: "one", version: 1, contentHash: "h", nodes: [
+            NodeSpec(id: NodeID("work"), services: ["orders"], phase: .custom, action: "w", maxAttempts: 2)])
+        let settled: [MigrationEvent] = [
+            .migrationStarted(MigrationStarted(migration: migrationID, plan: single, startedAt: t(0))),
+            leased("work", token: 1), failed("work", token: 1), leased("work", attempt: 2, token: 2), completed("work", attempt: 2, token: 2),
+            .migrationSucceeded,
+        ]
+        #expect(MigrationState.given(settled)?.status == .succeeded)
+        for command: MigrationCommand in [.completeStep(node: NodeID("work"), token: FencingToken(1)),
+                                          .failStep(node: NodeID("work"), token: FencingToken(1), reason: "late", retryable: true),
+                                          .heartbeat(node: NodeID("work"), token: FencingToken(1))] {
+            #expect(decide(settled, command) == .rejected(.staleFencingToken(NodeID("work"), current: FencingToken(2), presented: FencingToken(1))))
+        }
+        #expect(decide(settled, .completeStep(node: NodeID("work"), token: FencingToken(2))) == .rejected(.migrationSettled(migrationID, status: .succeeded)))
+        #expect(decide(settled, .pause(reason: "")) == .rejected(.migrationSettled(migrationID, status: .succeeded)))
+    }
+
     @Test func progressIsRecordedForTheLiveStepAndClearedWhenItEnds() {
         let progress = StepProgress(node: NodeID("expand"), token: FencingToken(1), percent: 40, message: "shard 3")
         #expect(decide(running, .reportProgress(node: NodeID("expand"), token: FencingToken(1), percent: 40, message: "shard 3"))

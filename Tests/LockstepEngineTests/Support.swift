@@ -4,16 +4,10 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import Synchronization
+@_exported import LockstepTestSupport
 
 /// An instant `seconds` after a fixed epoch: tests never read the wall clock for recorded times.
 func t(_ seconds: Int64) -> Instant { Instant(millisecondsSinceEpoch: 1_700_000_000_000 + seconds * 1_000) }
-
-/// A new directory under the system temporary directory.
-func temporaryDirectory() -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-test-\(UUID().uuidString)").path
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 /// SplitMix64: a seeded generator, so every random choice in a test reproduces from its seed.
 struct SeededGenerator: RandomNumberGenerator {
@@ -30,97 +24,6 @@ struct SeededGenerator: RandomNumberGenerator {
 
 let user = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
 let agent = CommandContext(actor: Actor(kind: "agent", id: "ledger-agent"), triggeredBy: .agent)
-
-/// The `lockstep` executable built next to the test bundle.
-func lockstepBinary() throws -> String {
-    var candidates: [String] = []
-    if let override = ProcessInfo.processInfo.environment["LOCKSTEP_BINARY"] { candidates.append(override) }
-    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    candidates.append(runner.appendingPathComponent("lockstep").path)
-    candidates.append(runner.deletingLastPathComponent().appendingPathComponent("lockstep").path)
-    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    candidates.append(packageRoot.appendingPathComponent(".build/debug/lockstep").path)
-    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-        throw TestFailure("the lockstep binary was not found (looked in \(candidates)); run `swift build --build-tests` first")
-    }
-    return found
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
-}
-
-/// The outcome of a finished child process.
-struct ProcessOutput {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
-/// A child process whose stdout and stderr go to files (a kill loses nothing already written, and a
-/// fast child never blocks on a full pipe); always bounded by a deadline.
-final class ChildProcess: @unchecked Sendable {
-    private let process: Process
-    private let outPath: String
-    private let errPath: String
-
-    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let directory = temporaryDirectory()
-        outPath = directory + "/stdout"
-        errPath = directory + "/stderr"
-        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
-        process.standardInput = FileHandle.nullDevice
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        }
-        try process.run()
-    }
-
-    var pid: Int32 { process.processIdentifier }
-    var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
-    var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
-
-    /// Waits until stdout contains `text`, up to `seconds`.
-    func waitForOutput(_ text: String, seconds: Double) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while !stdout.contains(text) {
-            guard Date() < deadline, process.isRunning else {
-                throw TestFailure("child never printed \(text); stderr: \(stderr)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
-
-    func kill(_ signal: Int32) { Foundation.kill(process.processIdentifier, signal) }
-
-    /// Waits for exit, killing the child if it outlives `seconds`.
-    @discardableResult
-    func wait(seconds: Double) async throws -> ProcessOutput {
-        let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning {
-            if Date() > deadline {
-                kill(SIGKILL)
-                process.waitUntilExit()
-                throw TestFailure("child did not exit within \(seconds) s; stderr: \(stderr)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        process.waitUntilExit()
-        return ProcessOutput(status: process.terminationStatus, stdout: stdout, stderr: stderr)
-    }
-}
-
-/// Runs `lockstep` with `arguments` to completion (at most `seconds`).
-func runLockstep(_ arguments: [String], seconds: Double = 60) async throws -> ProcessOutput {
-    try await ChildProcess(try lockstepBinary(), arguments).wait(seconds: seconds)
-}
 
 /// Runs SQL against a database file directly, as an operator editing it by hand would.
 func editDatabase(_ path: String, _ sql: String) throws {

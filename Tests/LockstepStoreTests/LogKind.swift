@@ -1,3 +1,4 @@
+@_exported import LockstepTestSupport
 import Foundation
 import LockstepStore
 
@@ -17,13 +18,6 @@ enum LogKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
 }
 
 import Testing
-
-/// A new directory under the system temporary directory.
-func temporaryDirectory() -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-test-\(UUID().uuidString)").path
-    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    return path
-}
 
 func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 

@@ -1,0 +1,70 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+
+/// Every error the API returns: a stable code, a sentence a person can act on, and the HTTP status
+/// (the gRPC status follows from the same classification).
+public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var code: String
+    public var message: String
+    public var kind: Kind
+
+    public enum Kind: Hashable, Sendable {
+        case badRequest, unauthenticated, forbidden, notFound, conflict, tooLarge, unsupportedMediaType, overloaded, unavailable
+
+        public var httpStatus: Int {
+            switch self {
+            case .badRequest: 400
+            case .unauthenticated: 401
+            case .forbidden: 403
+            case .notFound: 404
+            case .conflict: 409
+            case .tooLarge: 413
+            case .unsupportedMediaType: 415
+            case .overloaded: 429
+            case .unavailable: 503
+            }
+        }
+    }
+
+    public init(_ kind: Kind, code: String, _ message: String) {
+        self.kind = kind
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+
+    public static func malformed(_ what: String) -> APIError { APIError(.badRequest, code: "malformed_request", what) }
+    public static func invalid(_ what: String) -> APIError { APIError(.badRequest, code: "invalid_argument", what) }
+
+    /// The API error for a coordinator's refusal or failure.
+    public init(_ error: CommandError) {
+        switch error {
+        case .rejected(let rejection):
+            self.init(Self.kind(of: rejection), code: rejection.code, rejection.message)
+        case .storage(let storage):
+            switch storage {
+            case .overloaded, .busy:
+                self.init(.overloaded, code: storage.code, storage.description)
+            case .invalidRequest(let why):
+                self.init(.badRequest, code: "invalid_argument", why)
+            case .versionConflict:
+                self.init(.conflict, code: storage.code, storage.description)
+            default:
+                self.init(.unavailable, code: storage.code, storage.description)
+            }
+        case .overloaded:
+            self.init(.overloaded, code: error.code, error.description)
+        }
+    }
+
+    static func kind(of rejection: Rejection) -> Kind {
+        switch rejection {
+        case .migrationNotFound, .unknownNode, .serviceNotLeased: .notFound
+        case .invalidArgument, .invalidPlan: .badRequest
+        case .requesterCannotApprove, .notAnApprover: .forbidden
+        default: .conflict
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import LockstepCore
+import LockstepEngine
+import LockstepWire
+
+/// Limits of the API, with their units in the names.
+public struct APILimits: Hashable, Sendable {
+    /// Largest request body, in bytes.
+    public var requestBodyBytesMax = 1 << 20
+    /// Longest a poll may wait, in milliseconds (longer requests are capped to it).
+    public var pollWaitMillisMax: UInt32 = 30_000
+    /// Most polls parked at once.
+    public var parkedPollsMax = 10_000
+    /// The delay suggested to a poll answered with nothing, in milliseconds.
+    public var pollRetryAfterMillis: UInt32 = 1_000
+    /// The step lease TTL when the node's plan sets no `timeouts.heartbeat`, in milliseconds.
+    public var defaultLeaseTTLMillis: Int64 = 30_000
+
+    public init() {}
+}
+
+/// The agent side of the API, independent of transport: poll for a step, heartbeat, report progress,
+/// complete, fail. Every call is checked against the principal; every event records the principal.
+public struct AgentAPI: Sendable {
+    let coordinator: Coordinator
+    let wakeups: Wakeups
+    let limits: APILimits
+    let clock: @Sendable () -> Instant
+
+    /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
+    /// the agent and returns it; or returns no step and a delay before the next poll.
+    public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_PollResponse {
+        try validate(request.service, "service")
+        try validate(request.agentID, "agent_id")
+        try principal.requireAgent(of: request.service)
+        let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
+        let giveUp = ContinuousClock.now + .milliseconds(wait)
+        while true {
+            let seen = await wakeups.generation
+            if let step = try await leaseNext(service: request.service, agent: request.agentID, principal: principal) {
+                return .with { $0.step = step }
+            }
+            let left = giveUp - ContinuousClock.now
+            guard left > .zero else { break }
+            let millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+            guard await wakeups.wait(after: seen, millis: millis) else { break }
+        }
+        return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
+    }
+
+    public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
+        let (migration, node) = try await lease(request.leaseID, principal: principal)
+        do {
+            try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), now: clock())
+        } catch {
+            throw APIError(error)
+        }
+        let ttl = await coordinator.migration(migration)?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0
+        return .with { $0.ttlMs = UInt32(clamping: ttl) }
+    }
+
+    public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ReportProgressResponse {
+        let (migration, node) = try await lease(request.leaseID, principal: principal)
+        guard request.percent <= 100 else { throw APIError.invalid("percent is \(request.percent); it must be 0...100") }
+        try await execute(.reportProgress(node: node, token: FencingToken(request.fencingToken), percent: UInt8(request.percent), message: request.message),
+                          migration, principal)
+        return .init()
+    }
+
+    public func complete(_ request: Lockstep_V1_CompleteRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_CompleteResponse {
+        let (migration, node) = try await lease(request.leaseID, principal: principal)
+        try await execute(.completeStep(node: node, token: FencingToken(request.fencingToken)), migration, principal)
+        return .init()
+    }
+
+    public func fail(_ request: Lockstep_V1_FailRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FailResponse {
+        let (migration, node) = try await lease(request.leaseID, principal: principal)
+        let result = try await execute(.failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable),
+                                       migration, principal)
+        let retries = result.events.contains { if case .stepFailed(let failed) = $0.event { failed.retryAt != nil } else { false } }
+        return .with { $0.willRetry = retries }
+    }
+
+    // MARK: -
+
+    @discardableResult
+    private func execute(_ command: MigrationCommand, _ migration: MigrationID, _ principal: Principal) async throws(APIError) -> CommandResult {
+        do {
+            return try await coordinator.execute(command, migration: migration, context: CommandContext(actor: principal.agentActor, triggeredBy: .agent),
+                                                 now: clock())
+        } catch {
+            throw APIError(error)
+        }
+    }
+
+    /// The step a lease id names ("MIGRATION/NODE"), checked against the principal's services.
+    private func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
+        let parts = id.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
+        }
+        let migration = MigrationID(String(parts[0]))
+        let node = NodeID(String(parts[1]))
+        guard let state = await coordinator.migration(migration) else { throw APIError(.rejected(.migrationNotFound(migration))) }
+        guard let spec = state.plan.node(node) else { throw APIError(.rejected(.unknownNode(node))) }
+        try principal.requireAgent(of: spec.services[0])
+        return (migration, node)
+    }
+
+    /// Leases the first step of `service` that may start now (migrations in id order, nodes in plan
+    /// order). Another agent may take a candidate first: then the next one is tried.
+    private func leaseNext(service: String, agent: String, principal: Principal) async throws(APIError) -> Lockstep_V1_Step? {
+        let state = await coordinator.state
+        let now = clock()
+        for (migration, node) in Self.candidates(in: state, service: service, now: now) {
+            guard let spec = state.migrations[migration]?.plan.node(node) else { continue }
+            let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
+            let result: CommandResult
+            do {
+                result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl), migration: migration,
+                                                       context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
+            } catch {
+                if case .rejected = error { continue }  // taken by someone else meanwhile
+                throw APIError(error)
+            }
+            guard case .stepLeased(let leased) = result.events.first?.event else { continue }
+            return .with {
+                $0.migrationID = migration.rawValue
+                $0.nodeID = node.rawValue
+                $0.kind = leased.kind == .forward ? .forward : .rollback
+                $0.action = leased.kind == .forward ? spec.action : (spec.rollback?.action ?? "")
+                $0.paramsJson = leased.kind == .forward ? spec.paramsJSON : (spec.rollback?.paramsJSON ?? "{}")
+                $0.attempt = leased.attempt
+                $0.leaseID = "\(migration.rawValue)/\(node.rawValue)"
+                $0.fencingToken = leased.token.rawValue
+                $0.ttlMs = UInt32(clamping: ttl)
+                $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
+            }
+        }
+        return nil
+    }
+
+    /// Steps of `service` that may start at `now`: a ready node holding its services (forward), or the
+    /// head of an aborting migration's rollback queue. A node belongs to the service it names first.
+    static func candidates(in state: LogState, service: String, now: Instant) -> [(MigrationID, NodeID)] {
+        var result: [(MigrationID, NodeID)] = []
+        for migration in state.migrationsInOrder {
+            switch migration.status {
+            case .running:
+                for (spec, node) in zip(migration.plan.nodes, migration.nodes)
+                where spec.services.first == service && node.serviceLeases.isHeld && node.lease == nil && migration.isReady(node.id, at: now) {
+                    result.append((migration.id, node.id))
+                }
+            case .aborting:
+                guard let head = migration.rollbackQueue.first, let spec = migration.plan.node(head), spec.services.first == service,
+                      let node = migration.node(head), node.lease == nil, node.serviceLeases.isHeld,
+                      node.retryAt.map({ $0 <= now }) ?? true else { continue }
+                result.append((migration.id, head))
+            default:
+                continue
+            }
+        }
+        return result
+    }
+
+    private func validate(_ value: String, _ field: String) throws(APIError) {
+        if value.isEmpty { throw APIError.invalid("\(field) is required") }
+        if value.utf8.count > CoreLimits.identifierBytesMax {
+            throw APIError.invalid("\(field) is \(value.utf8.count) bytes long; the limit is \(CoreLimits.identifierBytesMax) bytes")
+        }
+    }
+}

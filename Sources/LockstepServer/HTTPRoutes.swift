@@ -1,0 +1,70 @@
+import Foundation
+import Hummingbird
+import LockstepWire
+import NIOCore
+import SwiftProtobuf
+
+/// The JSON side of the API: the same messages as gRPC, in the proto3 JSON mapping (field names as in
+/// the .proto files; `uint64` values are strings, as the mapping says). Every route is a POST of a JSON
+/// message that answers a JSON message, or an `ErrorBody` with the error's HTTP status.
+struct HTTPRoutes: Sendable {
+    let agents: AgentAPI
+    let operators: OperatorAPI
+    let limits: APILimits
+    /// Who the caller is. `--dev`: always the developer principal (authentication arrives with the config file).
+    let authenticate: @Sendable (Request) throws(APIError) -> Principal
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        route(router, "/v1/agent/poll", agents.poll)
+        route(router, "/v1/agent/heartbeat", agents.heartbeat)
+        route(router, "/v1/agent/progress", agents.reportProgress)
+        route(router, "/v1/agent/complete", agents.complete)
+        route(router, "/v1/agent/fail", agents.fail)
+        route(router, "/v1/plans", operators.applyPlan)
+        route(router, "/v1/migrations", operators.startMigration)
+    }
+
+    private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
+        _ router: Router<BasicRequestContext>, _ path: RouterPath,
+        _ handler: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
+    ) {
+        router.post(path) { request, _ -> Response in
+            do throws(APIError) {
+                let principal = try authenticate(request)
+                let input: In = try await decode(request)
+                return json(try await handler(input, principal), status: .ok)
+            } catch {
+                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+            }
+        }
+    }
+
+    private func decode<In: SwiftProtobuf.Message>(_ request: Request) async throws(APIError) -> In {
+        if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
+            throw APIError(.unsupportedMediaType, code: "unsupported_media_type", "send the body as application/json (got \(type.prefix(100)))")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: limits.requestBodyBytesMax)
+        } catch is NIOTooManyBytesError {
+            throw APIError(.tooLarge, code: "body_too_large", "the request body is over \(limits.requestBodyBytesMax) bytes")
+        } catch {
+            throw APIError.malformed("the request body could not be read: \(error)")
+        }
+        do {
+            return try In(jsonUTF8Bytes: Array(body.readableBytesView), options: JSONDecodingOptions())
+        } catch {
+            throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(error)")
+        }
+    }
+
+    private func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {
+        var options = JSONEncodingOptions()
+        options.preserveProtoFieldNames = true
+        let bytes = (try? message.jsonUTF8Bytes(options: options) as [UInt8]) ?? Array(#"{"code":"internal","message":"the response could not be encoded"}"#.utf8)
+        var buffer = ByteBuffer(bytes: bytes)
+        buffer.writeString("\n")
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+    }
+}

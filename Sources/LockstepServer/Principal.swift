@@ -1,0 +1,44 @@
+import LockstepCore
+
+/// Who is calling, as established by authentication, and what they may do. Deny by default: a call
+/// needs a role that allows it, and agents are scoped to named services.
+public struct Principal: Hashable, Sendable {
+    public enum Role: String, Hashable, Sendable, CaseIterable {
+        case agent, `operator`, approver, auditor, admin
+    }
+
+    public var name: String
+    public var roles: Set<Role>
+    /// For agents: the services they may poll, lease and report for (empty = none).
+    public var services: Set<String>
+
+    public init(name: String, roles: Set<Role>, services: Set<String> = []) {
+        self.name = name
+        self.roles = roles
+        self.services = services
+    }
+
+    /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.
+    public static let developer = Principal(name: "dev", roles: Set(Role.allCases), services: [])
+
+    /// Whether this principal may act as an agent of `service`.
+    public func mayAct(forService service: String) -> Bool {
+        roles.contains(.admin) || (roles.contains(.agent) && services.contains(service))
+    }
+
+    func require(_ role: Role, to what: String) throws(APIError) {
+        guard roles.contains(role) || roles.contains(.admin) else {
+            throw APIError(.forbidden, code: "permission_denied", "\(name) may not \(what) (needs the \(role.rawValue) role)")
+        }
+    }
+
+    func requireAgent(of service: String) throws(APIError) {
+        guard mayAct(forService: service) else {
+            throw APIError(.forbidden, code: "permission_denied", "\(name) is not an agent of service \(service)")
+        }
+    }
+
+    /// The actor recorded in events: always the principal, never a name from a request body.
+    var agentActor: Actor { Actor(kind: "agent", id: name) }
+    var userActor: Actor { Actor(kind: "user", id: name) }
+}

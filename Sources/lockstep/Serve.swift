@@ -1,0 +1,33 @@
+import ArgumentParser
+import Foundation
+import LockstepServer
+
+/// `lockstep serve`: the coordinator and its API.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the coordinator on a data directory and serve the API (see docs/api.md).",
+        discussion: """
+            Refuses to start without an authorization config; `--dev` serves without authentication, on \
+            loopback only, and says so. Port 0 picks a free port: the bound address is written to \
+            --ready-file as JSON once requests are accepted. SIGTERM or SIGINT stops it gracefully.
+            """)
+
+    @OptionGroup var data: DataOptions
+    @Flag(help: "Development mode: no authentication, loopback only.") var dev = false
+    @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
+    @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
+
+    func run() async throws {
+        guard let colon = httpListen.lastIndex(of: ":"), let port = Int(httpListen[httpListen.index(after: colon)...]), (0...65_535).contains(port) else {
+            throw ValidationError("--http-listen must be HOST:PORT with a port 0...65535, not \(httpListen)")
+        }
+        let host = String(httpListen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
+        do {
+            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, dev: dev, readyFile: readyFile))
+        } catch let error as LockstepServer.StartError {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+
+// Shared by the test targets: temporary directories and child processes bounded in time.
+
+/// A new directory under the system temporary directory.
+public func temporaryDirectory() -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-test-\(UUID().uuidString)").path
+    try? FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
+}
+
+/// The `lockstep` executable built next to the test bundle.
+public func lockstepBinary() throws -> String {
+    var candidates: [String] = []
+    if let override = ProcessInfo.processInfo.environment["LOCKSTEP_BINARY"] { candidates.append(override) }
+    let runner = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    candidates.append(runner.appendingPathComponent("lockstep").path)
+    candidates.append(runner.deletingLastPathComponent().appendingPathComponent("lockstep").path)
+    let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(packageRoot.appendingPathComponent(".build/debug/lockstep").path)
+    guard let found = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        throw TestFailure("the lockstep binary was not found (looked in \(candidates)); run `swift build --build-tests` first")
+    }
+    return found
+}
+
+public struct TestFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The outcome of a finished child process.
+public struct ProcessOutput: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// A child process whose stdout and stderr go to files (a kill loses nothing already written, and a
+/// fast child never blocks on a full pipe); always bounded by a deadline.
+public final class ChildProcess: @unchecked Sendable {
+    private let process: Process
+    private let outPath: String
+    private let errPath: String
+
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        let directory = temporaryDirectory()
+        outPath = directory + "/stdout"
+        errPath = directory + "/stderr"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        process.standardInput = FileHandle.nullDevice
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
+        try process.run()
+    }
+
+    public var pid: Int32 { process.processIdentifier }
+    public var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
+    public var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
+
+    /// Waits until stdout contains `text`, up to `seconds`.
+    public func waitForOutput(_ text: String, seconds: Double) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while !stdout.contains(text) {
+            guard Date() < deadline, process.isRunning else {
+                throw TestFailure("child never printed \(text); stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    public func kill(_ signal: Int32) { Foundation.kill(process.processIdentifier, signal) }
+
+    /// Waits for exit, killing the child if it outlives `seconds`.
+    @discardableResult
+    public func wait(seconds: Double) async throws -> ProcessOutput {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            if Date() > deadline {
+                kill(SIGKILL)
+                process.waitUntilExit()
+                throw TestFailure("child did not exit within \(seconds) s; stderr: \(stderr)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.waitUntilExit()
+        return ProcessOutput(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+}
+
+/// Runs `lockstep` with `arguments` to completion (at most `seconds`).
+public func runLockstep(_ arguments: [String], seconds: Double = 60) async throws -> ProcessOutput {
+    try await ChildProcess(try lockstepBinary(), arguments).wait(seconds: seconds)
+}
+
