@@ -1,0 +1,85 @@
+import Foundation
+import LockstepTestSupport
+import Testing
+
+/// The JSON API through a real `lockstep serve --dev` and curl: bad input gets its own error and
+/// appends nothing; a parked poll is woken by the event that makes its step ready.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct AgentAPITests {
+    static let plan = """
+        name: two-services
+        services:
+          orders: { owners: [orders-team] }
+          checkout: { owners: [checkout-team] }
+        nodes:
+          - id: expand
+            service: orders
+            phase: expand
+            action: add-column
+            params: { table: orders }
+          - id: switch
+            service: checkout
+            phase: live
+            action: flip-flag
+            needs: [expand]
+        """
+
+    func started() async throws -> ServerProcess {
+        let server = try await ServerProcess()
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "two-services", "migration_id": "m1"}"#).hasSuffix("\n200"))
+        return server
+    }
+
+    @Test func badInputGetsItsOwnErrorAndAppendsNothing() async throws {
+        let server = try await started()
+        func expectError(_ path: String, _ body: String, _ status: Int, _ code: String, contentType: String = "application/json") async throws {
+            let output = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: \(contentType)", "--data-binary", body,
+                                                                  "-w", "\n%{http_code}", server.url + path]).wait(seconds: 30).stdout
+            #expect(output.hasSuffix("\n\(status)"), "\(path) \(body.prefix(80)): \(output.prefix(300))")
+            #expect(output.contains("\"code\":\"\(code)\""), "\(path) \(body.prefix(80)): \(output.prefix(300))")
+        }
+        try await expectError("/v1/agent/poll", "{not json", 400, "malformed_request")
+        try await expectError("/v1/agent/poll", #"{"service": "orders", "agent_id": "a", "colour": "red"}"#, 400, "malformed_request")
+        try await expectError("/v1/agent/poll", #"{"service": 7}"#, 400, "malformed_request")
+        try await expectError("/v1/agent/poll", #"{"agent_id": "a"}"#, 400, "invalid_argument")
+        try await expectError("/v1/agent/poll", #"{"service": "orders", "agent_id": "a"}"#, 415, "unsupported_media_type", contentType: "text/plain")
+        let large = "{\"service\": \"" + String(repeating: "x", count: (1 << 20) + 1) + "\"}"
+        let largeFile = temporaryDirectory() + "/large.json"
+        try large.write(toFile: largeFile, atomically: true, encoding: .utf8)
+        try await expectError("/v1/agent/poll", "@" + largeFile, 413, "body_too_large")
+        try await expectError("/v1/agent/complete", #"{"lease_id": "no-slash", "fencing_token": "1"}"#, 400, "invalid_argument")
+        try await expectError("/v1/agent/complete", #"{"lease_id": "ghost/expand", "fencing_token": "1"}"#, 404, "migration_not_found")
+        try await expectError("/v1/agent/complete", #"{"lease_id": "m1/nope", "fencing_token": "1"}"#, 404, "unknown_node")
+        try await expectError("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "5"}"#, 409, "stale_fencing_token")
+        try await expectError("/v1/agent/heartbeat", #"{"lease_id": "m1/expand", "fencing_token": "0"}"#, 409, "no_active_lease")
+        try await expectError("/v1/plans", #"{"plan_yaml": "name: [broken"}"#, 400, "invalid_plan")
+        try await expectError("/v1/migrations", #"{"plan": "two-services", "migration_id": "m1"}"#, 409, "migration_already_exists")
+        try await expectError("/v1/migrations", #"{"plan": "nope"}"#, 400, "invalid_argument")
+        _ = try await server.stop()
+        // plan_applied, migration_started, expand's request and grant: nothing else was appended.
+        let verify = try await runLockstep(["history", "verify", "--data", server.data + "/data"])
+        #expect(verify.stdout.contains("ok: 4 events"), "\(verify.stdout)")
+    }
+
+    @Test func aParkedPollIsWokenByTheEventThatMakesItsStepReady() async throws {
+        let server = try await started()
+        // checkout's step needs expand: the poll parks (it may wait 25 s).
+        let parked = try ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json",
+                                                        "--data-binary", #"{"service": "checkout", "agent_id": "c1", "wait_ms": 25000}"#,
+                                                        "-w", "\n%{http_code}", server.url + "/v1/agent/poll"])
+        let polled = try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#)
+        #expect(polled.contains(#""lease_id":"m1/expand""#), "\(polled)")
+        #expect(polled.contains(#""params_json":"{\"table\":\"orders\"}""#), "\(polled)")
+        let began = Date()
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        // Woken by the completion, not by its 25 s timeout (the bound is generous: this is not a timing test).
+        let answer = try await parked.wait(seconds: 30).stdout
+        #expect(Date().timeIntervalSince(began) < 15, "the parked poll was not woken")
+        #expect(answer.contains(#""lease_id":"m1/switch""#) && answer.contains(#""action":"flip-flag""#), "\(answer)")
+        // Nothing for orders now: an immediate answer with a delay.
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""retry_after_ms":1000"#))
+        _ = try await server.stop()
+    }
+}
