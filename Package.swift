@@ -24,6 +24,7 @@ let package = Package(
         // FullFoundation only: the default ConfigurationSupport trait would pull swift-configuration.
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: ["FullFoundation"]),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
@@ -62,7 +63,7 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
-        // The API (docs/api.md): one service layer, served as JSON over HTTP by Hummingbird.
+        // The API (docs/api.md): one service layer, served as JSON over HTTP/1.1 and h2c by Hummingbird.
         .target(
             name: "LockstepServer",
             dependencies: [
@@ -72,7 +73,10 @@ let package = Package(
                 "LockstepStore",
                 "LockstepWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]

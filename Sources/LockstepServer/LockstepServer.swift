@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import LockstepCore
 import LockstepEngine
 import LockstepStore
@@ -65,6 +66,9 @@ public enum LockstepServer {
         let readyFile = options.readyFile
         let app = Application(
             router: router,
+            // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
+            // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
+            server: .http1AndH2C(),
             configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? options.httpPort

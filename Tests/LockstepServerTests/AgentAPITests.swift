@@ -63,6 +63,17 @@ struct AgentAPITests {
         #expect(verify.stdout.contains("ok: 4 events"), "\(verify.stdout)")
     }
 
+    @Test func oneLoopbackPortServesHTTP1AndH2CPriorKnowledge() async throws {
+        let server = try await ServerProcess()
+        for (flag, version) in [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")] {
+            let output = try await ChildProcess("/usr/bin/curl", ["-sS", flag, "-X", "POST", "-H", "content-type: application/json",
+                                                                  "--data-binary", #"{"service": "orders", "agent_id": "a"}"#,
+                                                                  "-w", "\n%{http_version} %{http_code}", server.url + "/v1/agent/poll"]).wait(seconds: 30).stdout
+            #expect(output.hasSuffix("\n\(version) 200") && output.contains(#""retry_after_ms":1000"#), "\(flag): \(output)")
+        }
+        _ = try await server.stop()
+    }
+
     @Test func aParkedPollIsWokenByTheEventThatMakesItsStepReady() async throws {
         let server = try await started()
         // checkout's step needs expand: the poll parks (it may wait 25 s).

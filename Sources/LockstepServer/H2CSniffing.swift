@@ -1,0 +1,425 @@
+//
+// HTTP/1.1 + HTTP/2 prior-knowledge (h2c) on a single plaintext port for Hummingbird 2.
+//
+// Targets: Hummingbird 2.28.1, swift-nio 2.101.x, swift-nio-http2 1.46.0, Swift 6 language mode.
+//
+// How it works
+// ------------
+// `HTTP2UpgradeChannel` (HummingbirdHTTP2) adds a TLS handler plus a
+// `NIOTypedApplicationProtocolNegotiationHandler`, and once ALPN completes it runs either
+// `HTTP1Channel.setup` or `HTTP2Channel.setup` on the connection, giving back a
+// `NIONegotiatedHTTPVersion<HTTP1Channel.Value, HTTP2Channel.Value>` future. Its `handle`
+// then hands off to `HTTP1Channel.handle` or `HTTP2Channel.handle`.
+//
+// `HTTP1AndH2CChannel` works the same way, with one difference: ALPN is replaced by
+// `H2CPriorKnowledgeSniffingHandler`. This handler looks at the first bytes of the connection
+// and compares them with the HTTP/2 client connection preface
+// ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", RFC 9113 section 3.4):
+//   * the first byte that differs from the preface          -> HTTP/1.1
+//   * all 24 preface bytes received                         -> HTTP/2 (h2c, prior knowledge)
+//   * only a prefix of the preface received so far          -> keep waiting
+// It then configures the pipeline for that protocol, replays the bytes it held back, and
+// removes itself. Connections that don't decide within `prefaceReadTimeout` are closed.
+//
+// Usage:
+//   let app = Application(router: router, server: .http1AndH2C())
+//   curl http://localhost:8080/                              # HTTP/1.1
+//   curl --http2-prior-knowledge http://localhost:8080/      # HTTP/2 (h2c)
+//
+// Note: HTTP/1.1 `Upgrade: h2c` (RFC 7540 section 3.2, removed in RFC 9113) is NOT supported.
+// Such requests are answered over HTTP/1.1, and the Upgrade header is ignored.
+
+import HummingbirdCore
+import HummingbirdHTTP2
+import Logging
+import NIOCore
+import NIOHTTP2
+
+// MARK: - Sniffing handler
+
+/// The protocol detected by ``H2CPriorKnowledgeSniffingHandler``.
+public enum H2CSniffedProtocol: Sendable, Hashable {
+    /// The first bytes were not the HTTP/2 connection preface.
+    case http1
+    /// The connection started with the 24-byte HTTP/2 client connection preface.
+    case http2
+}
+
+/// Errors used to fail ``H2CPriorKnowledgeSniffingHandler/protocolNegotiationResult``.
+public enum H2CSniffingError: Error, Sendable, Hashable {
+    /// The connection sent no decidable bytes within the configured timeout.
+    case prefaceReadTimeout
+    /// The peer half-closed its side of the connection before the protocol could be decided.
+    case inputClosedBeforeDetection
+    /// The connection closed before the protocol could be decided.
+    case connectionClosedBeforeDetection
+    /// The server started quiescing (graceful shutdown) before the protocol was decided.
+    case serverQuiescing
+    /// The handler was removed from the pipeline before the protocol was decided.
+    case handlerRemovedBeforeDetection
+}
+
+/// A `ChannelInboundHandler` that tells plaintext HTTP/1.x apart from HTTP/2 "prior knowledge" (h2c)
+/// by checking for the HTTP/2 client connection preface. It works like NIO's
+/// `NIOTypedApplicationProtocolNegotiationHandler`, but it is triggered by the bytes it reads, not by a
+/// TLS ALPN event.
+///
+/// Put it first in a fresh child channel pipeline. When the protocol is known, it calls
+/// `configurator`, which must add the protocol handlers after it (for example
+/// `pipeline.syncOperations.addHandler(...)`, which appends). When the returned future succeeds, the handler
+/// succeeds ``protocolNegotiationResult``, replays every inbound read and user event it held back in
+/// order, sends `channelReadComplete`, and removes itself.
+///
+/// At most 24 bytes are inspected. Reads are held back as they arrived (they are not copied or
+/// merged), and the first non-matching byte ends the sniff, so memory use stays bounded.
+public final class H2CPriorKnowledgeSniffingHandler<Output: Sendable>: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+
+    /// The HTTP/2 client connection preface, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".
+    public static var http2ClientPreface: [UInt8] { Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) }
+
+    /// An inbound event that arrived before the new pipeline was ready and must be replayed.
+    private enum BufferedEvent {
+        case read(NIOAny)
+        case userEvent(Any)
+    }
+
+    private enum State {
+        /// Still reading the preface. `matched` counts the preface bytes seen so far.
+        case sniffing(matched: Int, buffered: [BufferedEvent])
+        /// The protocol is decided and the configurator future has not completed yet.
+        case configuring(buffered: [BufferedEvent])
+        /// The held-back events are being replayed.
+        case unbuffering
+        /// Finished: the promise is complete and the handler is removed or being removed.
+        case done
+    }
+
+    private let preface: [UInt8] = H2CPriorKnowledgeSniffingHandler.http2ClientPreface
+    private let timeout: TimeAmount?
+    private let configurator: (H2CSniffedProtocol, any Channel) -> EventLoopFuture<Output>
+    private let promise: EventLoopPromise<Output>
+    private var state: State = .sniffing(matched: 0, buffered: [])
+    private var timeoutTask: Scheduled<Void>?
+
+    /// A future that completes with the configurator's result after the protocol is detected and the pipeline is
+    /// configured. It fails if detection or configuration fails, or if the connection closes first.
+    public var protocolNegotiationResult: EventLoopFuture<Output> {
+        self.promise.futureResult
+    }
+
+    /// - Parameters:
+    ///   - eventLoop: The channel's event loop (used to create ``protocolNegotiationResult``).
+    ///   - timeout: How long to wait for enough bytes to decide before closing the connection. `nil` waits forever.
+    ///   - configurator: Called once, on the event loop, with the detected protocol. It must configure the pipeline
+    ///     and return a future that completes when that is done.
+    public init(
+        eventLoop: any EventLoop,
+        timeout: TimeAmount?,
+        configurator: @escaping (H2CSniffedProtocol, any Channel) -> EventLoopFuture<Output>
+    ) {
+        self.promise = eventLoop.makePromise(of: Output.self)
+        self.timeout = timeout
+        self.configurator = configurator
+    }
+
+    // MARK: Lifecycle
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        guard let timeout = self.timeout else { return }
+        // The timer can start before the channel is active; the connection has been accepted at this point.
+        self.timeoutTask = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            self.sniffTimedOut(context: context)
+        }
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        self.cancelTimeout()
+        switch self.state {
+        case .done:
+            break
+        case .unbuffering:
+            // The promise has already succeeded.
+            self.state = .done
+        case .sniffing, .configuring:
+            self.state = .done
+            self.promise.fail(H2CSniffingError.handlerRemovedBeforeDetection)
+        }
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        self.cancelTimeout()
+        switch self.state {
+        case .done:
+            break
+        case .unbuffering:
+            // The promise has already succeeded.
+            self.state = .done
+        case .sniffing, .configuring:
+            self.state = .done
+            self.promise.fail(H2CSniffingError.connectionClosedBeforeDetection)
+        }
+        context.fireChannelInactive()
+    }
+
+    // MARK: Inbound
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch self.state {
+        case .sniffing(var matched, var buffered):
+            let bytes = self.unwrapInboundIn(data).readableBytesView
+            var index = bytes.startIndex
+            var mismatch = false
+            while matched < self.preface.count, index < bytes.endIndex {
+                if bytes[index] != self.preface[matched] {
+                    mismatch = true
+                    break
+                }
+                matched += 1
+                index = bytes.index(after: index)
+            }
+            buffered.append(.read(data))
+
+            if mismatch {
+                self.decide(.http1, buffered: buffered, context: context)
+            } else if matched == self.preface.count {
+                self.decide(.http2, buffered: buffered, context: context)
+            } else {
+                // Still a (possibly empty) prefix of the preface: wait for more bytes.
+                self.state = .sniffing(matched: matched, buffered: buffered)
+            }
+
+        case .configuring(var buffered):
+            buffered.append(.read(data))
+            self.state = .configuring(buffered: buffered)
+
+        case .unbuffering, .done:
+            context.fireChannelRead(data)
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        switch self.state {
+        case .sniffing, .configuring:
+            // Held back. A `channelReadComplete` is sent after the replay.
+            break
+        case .unbuffering, .done:
+            context.fireChannelReadComplete()
+        }
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch self.state {
+        case .sniffing:
+            switch event {
+            case let channelEvent as ChannelEvent where channelEvent == .inputClosed:
+                // Half-closure (Hummingbird enables allowRemoteHalfClosure) before the protocol was known:
+                // no request can arrive any more, so give up.
+                self.failAndClose(H2CSniffingError.inputClosedBeforeDetection, context: context)
+            case is ChannelShouldQuiesceEvent:
+                // Graceful shutdown: nothing is in flight on this connection, so close it now.
+                self.failAndClose(H2CSniffingError.serverQuiescing, context: context)
+            default:
+                context.fireUserInboundEventTriggered(event)
+            }
+
+        case .configuring(var buffered):
+            buffered.append(.userEvent(event))
+            self.state = .configuring(buffered: buffered)
+
+        case .unbuffering, .done:
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch self.state {
+        case .sniffing:
+            // No protocol handlers exist yet that could deal with this (for example ECONNRESET).
+            self.failAndClose(error, context: context)
+        case .configuring, .unbuffering, .done:
+            context.fireErrorCaught(error)
+        }
+    }
+
+    // MARK: Private
+
+    private func decide(_ detected: H2CSniffedProtocol, buffered: [BufferedEvent], context: ChannelHandlerContext) {
+        self.cancelTimeout()
+        self.state = .configuring(buffered: buffered)
+
+        // Hummingbird's setup functions return futures that are already complete, so the callback below normally
+        // runs right away, inside this `channelRead`.
+        self.configurator(detected, context.channel)
+            .hop(to: context.eventLoop)
+            .assumeIsolated()
+            .whenComplete { result in
+                self.configurationCompleted(result, context: context)
+            }
+    }
+
+    private func configurationCompleted(_ result: Result<Output, any Error>, context: ChannelHandlerContext) {
+        guard case .configuring(let buffered) = self.state else {
+            // The channel closed, or the handler was removed, while the configurator was running.
+            return
+        }
+        switch result {
+        case .success(let output):
+            // Complete the promise first, so anything that waits on it sees the final pipeline before the data.
+            self.state = .unbuffering
+            self.promise.succeed(output)
+            for event in buffered {
+                switch event {
+                case .read(let data):
+                    context.fireChannelRead(data)
+                case .userEvent(let event):
+                    context.fireUserInboundEventTriggered(event)
+                }
+            }
+            context.fireChannelReadComplete()
+            if case .unbuffering = self.state {
+                self.state = .done
+                context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+            }
+
+        case .failure(let error):
+            self.failAndClose(error, context: context)
+        }
+    }
+
+    private func sniffTimedOut(context: ChannelHandlerContext) {
+        self.timeoutTask = nil
+        guard case .sniffing = self.state else { return }
+        self.failAndClose(H2CSniffingError.prefaceReadTimeout, context: context)
+    }
+
+    private func failAndClose(_ error: any Error, context: ChannelHandlerContext) {
+        self.cancelTimeout()
+        self.state = .done
+        self.promise.fail(error)
+        context.close(promise: nil)
+    }
+
+    private func cancelTimeout() {
+        self.timeoutTask?.cancel()
+        self.timeoutTask = nil
+    }
+}
+
+@available(*, unavailable)
+extension H2CPriorKnowledgeSniffingHandler: Sendable {}
+
+// MARK: - Server child channel
+
+/// A child channel that serves HTTP/1.1 and plaintext HTTP/2 with prior knowledge (h2c) on the same port.
+/// It uses Hummingbird's own `HTTP1Channel` and `HTTP2Channel` pipelines. Compare `HTTP2UpgradeChannel`,
+/// which chooses between the same two pipelines using TLS ALPN.
+@available(macOS 14, iOS 17, tvOS 17, visionOS 1, *)
+public struct HTTP1AndH2CChannel: HTTPChannelHandler {
+    public struct Configuration: Sendable {
+        /// Configuration for connections detected as HTTP/1.x.
+        public var http1: HTTP1Channel.Configuration
+        /// Configuration for connections detected as HTTP/2 (h2c). `http2.streamConfiguration` applies to each
+        /// HTTP/2 stream.
+        public var http2: HTTP2Channel.Configuration
+        /// How long a new connection may take to send enough bytes for a decision (one byte for HTTP/1, all 24
+        /// preface bytes for HTTP/2) before it is closed. `nil` disables the timeout (not recommended).
+        public var prefaceReadTimeout: TimeAmount?
+
+        /// - Parameters:
+        ///   - http1: Configuration for HTTP/1.x connections
+        ///   - http2: Configuration for HTTP/2 (h2c) connections
+        ///   - prefaceReadTimeout: Maximum time to wait for the first bytes of a connection
+        public init(
+            http1: HTTP1Channel.Configuration = .init(),
+            http2: HTTP2Channel.Configuration = .init(),
+            prefaceReadTimeout: TimeAmount? = .seconds(30)
+        ) {
+            self.http1 = http1
+            self.http2 = http2
+            self.prefaceReadTimeout = prefaceReadTimeout
+        }
+    }
+
+    public struct Value: ServerChildChannelValue {
+        let negotiatedHTTPVersion: EventLoopFuture<NIONegotiatedHTTPVersion<HTTP1Channel.Value, HTTP2Channel.Value>>
+        public let channel: any Channel
+    }
+
+    private let http1: HTTP1Channel
+    private let http2: HTTP2Channel
+    public let configuration: Configuration
+    public var responder: Responder {
+        self.http1.responder
+    }
+
+    /// - Parameters:
+    ///   - responder: Function returning an HTTP response for an HTTP request
+    ///   - configuration: Channel configuration
+    public init(
+        responder: @escaping HTTPChannelHandler.Responder,
+        configuration: Configuration = .init()
+    ) {
+        self.configuration = configuration
+        self.http1 = HTTP1Channel(responder: responder, configuration: configuration.http1)
+        self.http2 = HTTP2Channel(responder: responder, configuration: configuration.http2)
+    }
+
+    /// Set up the child channel: install the sniffer. The HTTP/1 or HTTP/2 pipeline is added once the first
+    /// bytes have been read.
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let sniffer = H2CPriorKnowledgeSniffingHandler<NIONegotiatedHTTPVersion<HTTP1Channel.Value, HTTP2Channel.Value>>(
+                eventLoop: channel.eventLoop,
+                timeout: self.configuration.prefaceReadTimeout
+            ) { detected, channel in
+                switch detected {
+                case .http1:
+                    return self.http1.setup(channel: channel, logger: logger).map { .http1_1($0) }
+                case .http2:
+                    return self.http2.setup(channel: channel, logger: logger).map { .http2($0) }
+                }
+            }
+            try channel.pipeline.syncOperations.addHandler(sniffer)
+            return Value(negotiatedHTTPVersion: sniffer.protocolNegotiationResult, channel: channel)
+        }
+    }
+
+    /// Wait for the protocol decision, then pass the connection to Hummingbird's HTTP/1 or HTTP/2 handler.
+    public func handle(value: Value, logger: Logger) async {
+        do {
+            switch try await value.negotiatedHTTPVersion.get() {
+            case .http1_1(let http1):
+                await self.http1.handle(value: http1, logger: logger)
+            case .http2(let http2):
+                await self.http2.handle(value: http2, logger: logger)
+            }
+        } catch {
+            logger.debug("Closing connection before HTTP version was detected: \(error)")
+        }
+    }
+}
+
+// MARK: - HTTPServerBuilder
+
+@available(macOS 14, iOS 17, tvOS 17, visionOS 1, *)
+extension HTTPServerBuilder {
+    /// Build a plaintext server that accepts both HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port.
+    ///
+    /// ```
+    /// let app = Application(
+    ///     router: router,
+    ///     server: .http1AndH2C(configuration: .init(http1: .init(idleTimeout: .seconds(60))))
+    /// )
+    /// ```
+    /// - Parameter configuration: HTTP/1, HTTP/2 and sniffing configuration
+    /// - Returns: HTTPServerBuilder
+    public static func http1AndH2C(
+        configuration: HTTP1AndH2CChannel.Configuration = .init()
+    ) -> HTTPServerBuilder {
+        .init { responder in
+            HTTP1AndH2CChannel(responder: responder, configuration: configuration)
+        }
+    }
+}
