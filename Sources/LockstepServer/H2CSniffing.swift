@@ -135,20 +135,16 @@ public final class H2CPriorKnowledgeSniffingHandler<Output: Sendable>: ChannelIn
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
-        self.cancelTimeout()
-        switch self.state {
-        case .done:
-            break
-        case .unbuffering:
-            // The promise has already succeeded.
-            self.state = .done
-        case .sniffing, .configuring:
-            self.state = .done
-            self.promise.fail(H2CSniffingError.handlerRemovedBeforeDetection)
-        }
+        self.finish(failingWith: .handlerRemovedBeforeDetection)
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        self.finish(failingWith: .connectionClosedBeforeDetection)
+        context.fireChannelInactive()
+    }
+
+    /// Ends sniffing: fails the promise with `error` unless a protocol was already chosen.
+    private func finish(failingWith error: H2CSniffingError) {
         self.cancelTimeout()
         switch self.state {
         case .done:
@@ -158,9 +154,8 @@ public final class H2CPriorKnowledgeSniffingHandler<Output: Sendable>: ChannelIn
             self.state = .done
         case .sniffing, .configuring:
             self.state = .done
-            self.promise.fail(H2CSniffingError.connectionClosedBeforeDetection)
+            self.promise.fail(error)
         }
-        context.fireChannelInactive()
     }
 
     // MARK: Inbound
