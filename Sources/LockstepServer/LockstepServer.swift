@@ -15,17 +15,20 @@ public enum LockstepServer {
         public var httpPort: Int
         /// No authentication, loopback only.
         public var dev: Bool
+        /// Who may call (bearer tokens); required unless `dev`.
+        public var auth: AuthConfig?
         /// Written once the server accepts requests: `{"http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
         public var timerTickMillis = 50
 
-        public init(databasePath: String, httpHost: String, httpPort: Int, dev: Bool, readyFile: String?) {
+        public init(databasePath: String, httpHost: String, httpPort: Int, dev: Bool, auth: AuthConfig?, readyFile: String?) {
             self.databasePath = databasePath
             self.httpHost = httpHost
             self.httpPort = httpPort
             self.dev = dev
+            self.auth = auth
             self.readyFile = readyFile
         }
     }
@@ -33,23 +36,33 @@ public enum LockstepServer {
     public enum StartError: Error, CustomStringConvertible {
         case notLoopback(String)
         case noAuthorization
+        case devWithConfig
         public var description: String {
             switch self {
             case .notLoopback(let host): "--dev serves without authentication and binds to loopback only; \(host) is not a loopback address"
             case .noAuthorization:
-                "refusing to serve without an authorization config; authentication (--config) is not available yet, so only --dev (loopback, no authentication) can run"
+                "refusing to serve without an authorization config: pass --config FILE (docs/api.md, Authentication), or --dev for loopback without authentication"
+            case .devWithConfig: "--dev and --config exclude each other: --dev means no authentication"
             }
         }
     }
 
     /// Runs until SIGTERM or SIGINT, then stops accepting requests and returns.
     public static func run(_ options: Options) async throws {
-        guard options.dev else { throw StartError.noAuthorization }
-        guard ["127.0.0.1", "::1", "localhost"].contains(options.httpHost) else { throw StartError.notLoopback(options.httpHost) }
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
-        logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything. Loopback only. Never use --dev in production.")
+        let authenticate: @Sendable (Request) throws(APIError) -> Principal
+        switch (options.dev, options.auth) {
+        case (true, .some): throw StartError.devWithConfig
+        case (false, .none): throw StartError.noAuthorization
+        case (true, .none):
+            guard ["127.0.0.1", "::1", "localhost"].contains(options.httpHost) else { throw StartError.notLoopback(options.httpHost) }
+            logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything. Loopback only. Never use --dev in production.")
+            authenticate = { _ throws(APIError) in Principal.developer }
+        case (false, .some(let auth)):
+            authenticate = { request throws(APIError) in try auth.authenticate(request.headers[.authorization]) }
+        }
 
         let log = try SQLiteEventLog(path: options.databasePath)
         let coordinator = try await Coordinator.open(log: log)
@@ -61,8 +74,7 @@ public enum LockstepServer {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
         let router = Router()
-        HTTPRoutes(agents: agents, operators: operators, limits: options.limits) { _ throws(APIError) in Principal.developer }
-            .register(on: router)
+        HTTPRoutes(agents: agents, operators: operators, limits: options.limits, authenticate: authenticate).register(on: router)
         let readyFile = options.readyFile
         let app = Application(
             router: router,

@@ -11,11 +11,14 @@ public struct Principal: Hashable, Sendable {
     public var roles: Set<Role>
     /// For agents: the services they may poll, lease and report for (empty = none).
     public var services: Set<String>
+    /// For approvers: the owner groups they belong to (used by approvals).
+    public var ownerGroups: Set<String>
 
-    public init(name: String, roles: Set<Role>, services: Set<String> = []) {
+    public init(name: String, roles: Set<Role>, services: Set<String> = [], ownerGroups: Set<String> = []) {
         self.name = name
         self.roles = roles
         self.services = services
+        self.ownerGroups = ownerGroups
     }
 
     /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.

@@ -6,7 +6,7 @@ struct Lockstep: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "An event-sourced migration coordinator: plans, leases, and a tamper-evident history.",
-        subcommands: [Demo.self, Serve.self, PlanCommand.self, Rehearse.self, HistoryCommand.self, DebugCommand.self]
+        subcommands: [Demo.self, Serve.self, AuthCommand.self, PlanCommand.self, Rehearse.self, HistoryCommand.self, DebugCommand.self]
     )
 }
 

@@ -14,6 +14,7 @@ struct Serve: AsyncParsableCommand {
 
     @OptionGroup var data: DataOptions
     @Flag(help: "Development mode: no authentication, loopback only.") var dev = false
+    @Option(help: "The authorization config (JSON: principals, roles, token hashes).") var config: String?
     @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
 
@@ -22,9 +23,19 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("--http-listen must be HOST:PORT with a port 0...65535, not \(httpListen)")
         }
         let host = String(httpListen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        var auth: AuthConfig?
+        if let config {
+            guard let bytes = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read --config \(config)") }
+            do {
+                auth = try AuthConfig(json: Array(bytes))
+            } catch {
+                FileHandle.standardError.write(Data("error: \(config): \(error)\n".utf8))
+                throw ExitCode(2)
+            }
+        }
         try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
         do {
-            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, dev: dev, readyFile: readyFile))
+            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, dev: dev, auth: auth, readyFile: readyFile))
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)

@@ -8,10 +8,11 @@ final class ServerProcess: @unchecked Sendable {
     let data: String
     let url: String
 
-    init() async throws {
+    /// `mode` is `--dev`, or `--config FILE`.
+    init(_ mode: [String] = ["--dev"]) async throws {
         data = temporaryDirectory()
         let ready = data + "/ready.json"
-        process = try ChildProcess(try lockstepBinary(), ["serve", "--data", data + "/data", "--dev", "--http-listen", "127.0.0.1:0", "--ready-file", ready])
+        process = try ChildProcess(try lockstepBinary(), ["serve", "--data", data + "/data", "--http-listen", "127.0.0.1:0", "--ready-file", ready] + mode)
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: ready) {
             guard Date() < deadline else { throw TestFailure("the server never became ready; stderr: \(process.stderr)") }
@@ -21,10 +22,12 @@ final class ServerProcess: @unchecked Sendable {
         url = try #require(json?["http"])
     }
 
-    /// POSTs `body` (JSON) to `path` with curl; returns curl's output (the response body, then the status).
-    func post(_ path: String, _ body: String) async throws -> String {
-        try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "--data-binary", body,
-                                                 "-w", "\n%{http_code}", url + path]).wait(seconds: 30).stdout
+    /// POSTs `body` (JSON) to `path` with curl, with a bearer `token` if given; returns curl's output
+    /// (the response body, a newline, the HTTP status).
+    func post(_ path: String, _ body: String, token: String? = nil) async throws -> String {
+        let auth = token.map { ["-H", "authorization: Bearer \($0)"] } ?? []
+        return try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json"] + auth
+                                      + ["--data-binary", body, "-w", "\n%{http_code}", url + path]).wait(seconds: 30).stdout
     }
 
     func stop() async throws -> ProcessOutput {

@@ -1,0 +1,110 @@
+import Crypto
+import Foundation
+import LockstepCore
+
+/// Who may call the API: principals with roles, each known by the SHA-256 of its bearer token (the
+/// tokens themselves are never stored). Read from a JSON file; anything unexpected is an error that
+/// names where it is, and the server does not start.
+///
+/// ```json
+/// {"principals": [
+///   {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "64 hex digits"},
+///   {"name": "alice", "roles": ["operator"], "token_sha256": "…"},
+///   {"name": "bob", "roles": ["approver"], "owner_groups": ["ledger-team"], "token_sha256": "…"}
+/// ]}
+/// ```
+public struct AuthConfig: Sendable {
+    /// Principals by the hex SHA-256 of their token.
+    let byTokenHash: [String: Principal]
+
+    /// Largest config file, in bytes.
+    public static let fileBytesMax = 1 << 20
+    /// Most principals in one config.
+    public static let principalsMax = 10_000
+    /// Shortest token `lockstep auth hash-token` accepts, in bytes.
+    public static let tokenBytesMin = 16
+
+    public struct Invalid: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(json: [UInt8]) throws(Invalid) {
+        guard json.count <= Self.fileBytesMax else { throw Invalid(description: "the config is \(json.count) bytes; the limit is \(Self.fileBytesMax) bytes") }
+        let root: Any
+        do {
+            root = try JSONSerialization.jsonObject(with: Data(json))
+        } catch {
+            throw Invalid(description: "the config is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let object = root as? [String: Any] else { throw Invalid(description: "the config must be a JSON object with \"principals\"") }
+        try Self.onlyKeys(object, ["principals"], at: "the config")
+        guard let list = object["principals"] as? [Any] else { throw Invalid(description: "\"principals\" must be a list") }
+        guard list.count <= Self.principalsMax else { throw Invalid(description: "\(list.count) principals; the limit is \(Self.principalsMax)") }
+        var byHash: [String: Principal] = [:]
+        var names: Set<String> = []
+        for (index, entry) in list.enumerated() {
+            let at = "principals[\(index)]"
+            guard let fields = entry as? [String: Any] else { throw Invalid(description: "\(at) must be an object") }
+            try Self.onlyKeys(fields, ["name", "roles", "services", "owner_groups", "token_sha256"], at: at)
+            guard let name = fields["name"] as? String, !name.isEmpty, name.utf8.count <= CoreLimits.identifierBytesMax else {
+                throw Invalid(description: "\(at).name must be a non-empty string of at most \(CoreLimits.identifierBytesMax) bytes")
+            }
+            guard names.insert(name).inserted else { throw Invalid(description: "\(at): a second principal named \(name)") }
+            let roleNames = try Self.strings(fields["roles"], at: "\(at).roles")
+            var roles: Set<Principal.Role> = []
+            for role in roleNames {
+                guard let known = Principal.Role(rawValue: role) else {
+                    throw Invalid(description: "\(at).roles: unknown role \"\(role)\" (known: \(Principal.Role.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                roles.insert(known)
+            }
+            if roles.isEmpty { throw Invalid(description: "\(at) (\(name)) has no roles: it could do nothing") }
+            let services = try Self.strings(fields["services"], at: "\(at).services")
+            if roles.contains(.agent) && services.isEmpty { throw Invalid(description: "\(at) (\(name)) is an agent of no service: name its services") }
+            let groups = try Self.strings(fields["owner_groups"], at: "\(at).owner_groups")
+            if roles.contains(.approver) && groups.isEmpty { throw Invalid(description: "\(at) (\(name)) is an approver for no owner group: name its owner_groups") }
+            guard let hash = (fields["token_sha256"] as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+                throw Invalid(description: "\(at).token_sha256 must be 64 hex digits (lockstep auth hash-token prints it)")
+            }
+            guard byHash[hash] == nil else { throw Invalid(description: "\(at) (\(name)) has the same token as \(byHash[hash]!.name)") }
+            byHash[hash] = Principal(name: name, roles: roles, services: Set(services), ownerGroups: Set(groups))
+        }
+        byTokenHash = byHash
+    }
+
+    /// The principal an `Authorization` header names (`Bearer TOKEN`), or `unauthenticated`.
+    public func authenticate(_ header: String?) throws(APIError) -> Principal {
+        guard let header else {
+            throw APIError(.unauthenticated, code: "unauthenticated", "this server needs a bearer token: send Authorization: Bearer TOKEN")
+        }
+        guard header.count > 7, header.prefix(7).lowercased() == "bearer ", let principal = principal(forToken: String(header.dropFirst(7))) else {
+            throw APIError(.unauthenticated, code: "unauthenticated", "the bearer token is not known to this server")
+        }
+        return principal
+    }
+
+    /// The principal a bearer token belongs to, if any.
+    public func principal(forToken token: String) -> Principal? { byTokenHash[Self.hash(token)] }
+
+    /// The hex SHA-256 of a token, as the config stores it.
+    public static func hash(_ token: String) -> String {
+        SHA256.hash(data: Array(token.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    }
+
+    private static func onlyKeys(_ object: [String: Any], _ allowed: Set<String>, at: String) throws(Invalid) {
+        if let unknown = object.keys.filter({ !allowed.contains($0) }).sorted().first {
+            throw Invalid(description: "\(at): unknown key \"\(unknown)\" (allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    private static func strings(_ value: Any?, at: String) throws(Invalid) -> [String] {
+        guard let value else { return [] }
+        guard let list = value as? [Any] else { throw Invalid(description: "\(at) must be a list of strings") }
+        return try list.map { (item: Any) throws(Invalid) -> String in
+            guard let text = item as? String, !text.isEmpty, text.utf8.count <= CoreLimits.identifierBytesMax else {
+                throw Invalid(description: "\(at) must hold non-empty strings of at most \(CoreLimits.identifierBytesMax) bytes")
+            }
+            return text
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import LockstepServer
+import LockstepTestSupport
+import Testing
+
+@Suite struct AuthConfigTests {
+    let hash = AuthConfig.hash("orders-agent-token-0123456789")
+
+    func config(_ principals: String) throws(AuthConfig.Invalid) -> AuthConfig {
+        try AuthConfig(json: Array(#"{"principals": [\#(principals)]}"#.utf8))
+    }
+
+    func refusal(_ json: String) -> String {
+        do {
+            _ = try AuthConfig(json: Array(json.utf8))
+            return "accepted"
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test func tokensAreKnownOnlyByTheirHash() throws {
+        let auth = try config(#"{"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\#(hash)"}"#)
+        #expect(auth.principal(forToken: "orders-agent-token-0123456789") == Principal(name: "orders-agent", roles: [.agent], services: ["orders"]))
+        #expect(auth.principal(forToken: "orders-agent-token-012345678") == nil)
+        #expect(AuthConfig.hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")  // FIPS 180-2 test vector
+        #expect(throws: APIError(.unauthenticated, code: "unauthenticated", "this server needs a bearer token: send Authorization: Bearer TOKEN")) {
+            try auth.authenticate(nil)
+        }
+        #expect(throws: APIError(.unauthenticated, code: "unauthenticated", "the bearer token is not known to this server")) {
+            try auth.authenticate("Basic b3JkZXJz")
+        }
+        #expect(try auth.authenticate("Bearer orders-agent-token-0123456789").name == "orders-agent")
+    }
+
+    @Test func everyMistakeInTheConfigIsNamedWhereItIs() {
+        let agent = #""name": "a", "roles": ["agent"], "services": ["orders"]"#
+        #expect(refusal("not json").hasPrefix("the config is not valid JSON"))
+        #expect(refusal("[]") == #"the config must be a JSON object with "principals""#)
+        #expect(refusal(#"{"principals": [], "extra": 1}"#).hasPrefix(#"the config: unknown key "extra""#))
+        #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)", "colour": "red"}]}"#).hasPrefix(#"principals[0]: unknown key "colour""#))
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": ["opertor"], "token_sha256": "\#(hash)"}]}"#)
+            == #"principals[0].roles: unknown role "opertor" (known: agent, operator, approver, auditor, admin)"#)
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": [], "token_sha256": "\#(hash)"}]}"#) == "principals[0] (a) has no roles: it could do nothing")
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": ["agent"], "token_sha256": "\#(hash)"}]}"#)
+            == "principals[0] (a) is an agent of no service: name its services")
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": ["approver"], "token_sha256": "\#(hash)"}]}"#)
+            == "principals[0] (a) is an approver for no owner group: name its owner_groups")
+        #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "secret"}]}"#)
+            == "principals[0].token_sha256 must be 64 hex digits (lockstep auth hash-token prints it)")
+        #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)"}, {"name": "a", "roles": ["operator"], "token_sha256": "\#(String(repeating: "0", count: 64))"}]}"#)
+            == "principals[1]: a second principal named a")
+        #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)"}, {"name": "b", "roles": ["operator"], "token_sha256": "\#(hash.uppercased())"}]}"#)
+            == "principals[1] (b) has the same token as a")
+        let many = Array(repeating: "{}", count: AuthConfig.principalsMax + 1).joined(separator: ",")
+        #expect(refusal(#"{"principals": [\#(many)]}"#) == "10001 principals; the limit is 10000")
+        #expect(refusal(String(repeating: " ", count: AuthConfig.fileBytesMax + 1)) == "the config is 1048577 bytes; the limit is 1048576 bytes")
+    }
+}
+
+/// Authentication and authorization through a real server: deny by default, agents scoped to their
+/// services, the recorded actor is the principal and never a name from the request.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct AuthEndToEndTests {
+    static let operatorToken = "operator-token-aaaaaaaaaaaaaaaa"
+    static let agentToken = "orders-agent-token-bbbbbbbbbbbb"
+
+    func configFile() throws -> String {
+        let path = temporaryDirectory() + "/auth.json"
+        let json = """
+            {"principals": [
+              {"name": "alice", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(Self.operatorToken))"},
+              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(Self.agentToken))"}
+            ]}
+            """
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func callersAreWhoTheirTokensSayAndMayDoOnlyWhatTheirRolesAllow() async throws {
+        let server = try await ServerProcess(["--config", try configFile()])
+        let plan = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": AgentAPITests.plan]), as: UTF8.self)
+        let poll = #"{"service": "orders", "agent_id": "pretending-to-be-bob"}"#
+        #expect(try await server.post("/v1/agent/poll", poll).hasSuffix(#""code":"unauthenticated","message":"this server needs a bearer token: send Authorization: Bearer TOKEN"}"# + "\n\n401"))
+        #expect(try await server.post("/v1/agent/poll", poll, token: "guess").hasSuffix("\n401"))
+        // The agent may not apply plans; the operator may not poll.
+        #expect(try await server.post("/v1/plans", plan, token: Self.agentToken).contains(#"orders-agent may not apply plans (needs the operator role)"#))
+        #expect(try await server.post("/v1/agent/poll", poll, token: Self.operatorToken).hasSuffix("\n403"))
+        #expect(try await server.post("/v1/plans", plan, token: Self.operatorToken).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "two-services", "migration_id": "m1"}"#, token: Self.operatorToken).hasSuffix("\n200"))
+        // An agent of orders may not poll checkout, nor report on checkout's steps.
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "checkout", "agent_id": "x"}"#, token: Self.agentToken)
+            .contains(#""code":"permission_denied","message":"orders-agent is not an agent of service checkout""#))
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/switch", "fencing_token": "1"}"#, token: Self.agentToken).hasSuffix("\n403"))
+        #expect(try await server.post("/v1/agent/poll", poll, token: Self.agentToken).contains(#""lease_id":"m1/expand""#))
+        _ = try await server.stop()
+        // The actor recorded is the authenticated principal; agent_id only names the lease holder.
+        let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
+        #expect(export.contains(#""actor":{"kind":"user","id":"alice"}"#))
+        let leased = try #require(export.split(separator: "\n").first { $0.contains("step_leased") })
+        #expect(leased.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#) && leased.contains(#""agent_id":"pretending-to-be-bob""#), "\(leased)")
+    }
+
+    @Test func theServerRefusesToStartWithoutAuthorizationOrWithDevOffLoopback() async throws {
+        let data = temporaryDirectory()
+        let none = try await runLockstep(["serve", "--data", data, "--http-listen", "127.0.0.1:0"])
+        #expect(none.status == 2)
+        #expect(none.stderr.contains("refusing to serve without an authorization config"))
+        let exposed = try await runLockstep(["serve", "--data", data, "--dev", "--http-listen", "0.0.0.0:0"])
+        #expect(exposed.status == 2)
+        #expect(exposed.stderr.contains("--dev serves without authentication and binds to loopback only; 0.0.0.0 is not a loopback address"))
+        let broken = temporaryDirectory() + "/auth.json"
+        try #"{"principals": [{"name": "a"}]}"#.write(toFile: broken, atomically: true, encoding: .utf8)
+        let invalid = try await runLockstep(["serve", "--data", data, "--config", broken, "--http-listen", "127.0.0.1:0"])
+        #expect(invalid.status == 2)
+        #expect(invalid.stderr.contains("principals[0] (a) has no roles"), "\(invalid.stderr)")
+        // Nothing was served, so nothing was written.
+        #expect(!FileManager.default.fileExists(atPath: data + "/events.sqlite"))
+    }
+}
