@@ -1,4 +1,6 @@
 import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
 import Hummingbird
 import HummingbirdCore
 import LockstepCore
@@ -13,20 +15,25 @@ public enum LockstepServer {
         public var databasePath: String
         public var httpHost: String
         public var httpPort: Int
+        public var grpcHost: String
+        public var grpcPort: Int
         /// No authentication, loopback only.
         public var dev: Bool
         /// Who may call (bearer tokens); required unless `dev`.
         public var auth: AuthConfig?
-        /// Written once the server accepts requests: `{"http": "http://HOST:PORT"}`.
+        /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
         public var timerTickMillis = 50
 
-        public init(databasePath: String, httpHost: String, httpPort: Int, dev: Bool, auth: AuthConfig?, readyFile: String?) {
+        public init(databasePath: String, httpHost: String, httpPort: Int, grpcHost: String, grpcPort: Int, dev: Bool, auth: AuthConfig?,
+                    readyFile: String?) {
             self.databasePath = databasePath
             self.httpHost = httpHost
             self.httpPort = httpPort
+            self.grpcHost = grpcHost
+            self.grpcPort = grpcPort
             self.dev = dev
             self.auth = auth
             self.readyFile = readyFile
@@ -52,16 +59,19 @@ public enum LockstepServer {
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
-        let authenticate: @Sendable (Request) throws(APIError) -> Principal
+        // One authentication path for both transports: the `authorization` header or metadata.
+        let authenticate: @Sendable (String?) throws(APIError) -> Principal
         switch (options.dev, options.auth) {
         case (true, .some): throw StartError.devWithConfig
         case (false, .none): throw StartError.noAuthorization
         case (true, .none):
-            guard ["127.0.0.1", "::1", "localhost"].contains(options.httpHost) else { throw StartError.notLoopback(options.httpHost) }
+            for host in [options.httpHost, options.grpcHost] where !["127.0.0.1", "::1", "localhost"].contains(host) {
+                throw StartError.notLoopback(host)
+            }
             logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything. Loopback only. Never use --dev in production.")
             authenticate = { _ throws(APIError) in Principal.developer }
         case (false, .some(let auth)):
-            authenticate = { request throws(APIError) in try auth.authenticate(request.headers[.authorization]) }
+            authenticate = { header throws(APIError) in try auth.authenticate(header) }
         }
 
         let log = try SQLiteEventLog(path: options.databasePath)
@@ -74,7 +84,17 @@ public enum LockstepServer {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
         let router = Router()
-        HTTPRoutes(agents: agents, operators: operators, limits: options.limits, authenticate: authenticate).register(on: router)
+        HTTPRoutes(agents: agents, operators: operators, limits: options.limits) { request throws(APIError) in
+            try authenticate(request.headers[.authorization])
+        }.register(on: router)
+        let grpcTransport = HTTP2ServerTransport.Posix(
+            address: .ipv4(host: options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost, port: options.grpcPort),
+            transportSecurity: .plaintext)
+        let grpc = GRPCServer(transport: grpcTransport, services: [
+            GRPCAgentService(agents: agents, authenticate: authenticate),
+            GRPCMigrationService(operators: operators, authenticate: authenticate),
+        ])
+        let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile
         let app = Application(
             router: router,
@@ -84,17 +104,32 @@ public enum LockstepServer {
             configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? options.httpPort
-                logger.info("serving HTTP on http://\(options.httpHost):\(port)")
-                if let readyFile { writeReadyFile(readyFile, http: "http://\(options.httpHost):\(port)") }
+                logger.info("serving JSON over HTTP/1.1 and h2c on http://\(options.httpHost):\(port)")
+                httpBoundSink.yield("http://\(options.httpHost):\(port)")
+                httpBoundSink.finish()
             },
             logger: logger)
 
+        let timers = Task { await runTimers(coordinator, tickMillis: options.timerTickMillis) }
+        let ready = Task {
+            guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
+            logger.info("serving gRPC on \(options.grpcHost):\(port)")
+            var iterator = httpBound.makeAsyncIterator()
+            guard let http = await iterator.next() else { return }
+            if let readyFile { writeReadyFile(readyFile, grpc: "\(options.grpcHost):\(port)", http: http) }
+        }
+        defer {
+            timers.cancel()
+            ready.cancel()
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { await runTimers(coordinator, tickMillis: options.timerTickMillis) }
-            group.addTask { try await app.runService() }
-            // The server returns on SIGTERM/SIGINT (graceful shutdown); then the timers stop.
-            _ = try await group.next()
-            group.cancelAll()
+            group.addTask { try await grpc.serve() }
+            // Hummingbird returns on SIGTERM/SIGINT after finishing in-flight requests; gRPC then does the same.
+            group.addTask {
+                try await app.runService()
+                grpc.beginGracefulShutdown()
+            }
+            try await group.waitForAll()
         }
     }
 
@@ -109,9 +144,9 @@ public enum LockstepServer {
         }
     }
 
-    /// Writes `{"http": URL}` atomically (a temporary file renamed into place).
-    static func writeReadyFile(_ path: String, http: String) {
-        let body = "{\"http\": \"\(http)\"}\n"
+    /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).
+    static func writeReadyFile(_ path: String, grpc: String, http: String) {
+        let body = "{\"grpc\": \"\(grpc)\", \"http\": \"\(http)\"}\n"
         let temporary = path + ".tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: temporary, contents: Data(body.utf8)) else { return }
         _ = rename(temporary, path)

@@ -8,21 +8,21 @@ struct Serve: AsyncParsableCommand {
         abstract: "Run the coordinator on a data directory and serve the API (see docs/api.md).",
         discussion: """
             Refuses to start without an authorization config; `--dev` serves without authentication, on \
-            loopback only, and says so. Port 0 picks a free port: the bound address is written to \
-            --ready-file as JSON once requests are accepted. SIGTERM or SIGINT stops it gracefully.
+            loopback only, and says so. Port 0 picks a free port: the bound addresses are written to \
+            --ready-file as JSON ({"grpc": "HOST:PORT", "http": "http://HOST:PORT"}) once both accept \
+            requests. SIGTERM or SIGINT stops it gracefully.
             """)
 
     @OptionGroup var data: DataOptions
     @Flag(help: "Development mode: no authentication, loopback only.") var dev = false
     @Option(help: "The authorization config (JSON: principals, roles, token hashes).") var config: String?
     @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
+    @Option(help: "Where the gRPC API listens (HOST:PORT; port 0 picks a free port).") var grpcListen = "127.0.0.1:9090"
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
 
     func run() async throws {
-        guard let colon = httpListen.lastIndex(of: ":"), let port = Int(httpListen[httpListen.index(after: colon)...]), (0...65_535).contains(port) else {
-            throw ValidationError("--http-listen must be HOST:PORT with a port 0...65535, not \(httpListen)")
-        }
-        let host = String(httpListen[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
+        let (grpcHost, grpcPort) = try Self.hostAndPort(grpcListen, "--grpc-listen")
         var auth: AuthConfig?
         if let config {
             guard let bytes = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read --config \(config)") }
@@ -35,10 +35,18 @@ struct Serve: AsyncParsableCommand {
         }
         try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
         do {
-            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, dev: dev, auth: auth, readyFile: readyFile))
+            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
+                                               dev: dev, auth: auth, readyFile: readyFile))
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
+    }
+
+    static func hostAndPort(_ value: String, _ option: String) throws -> (String, Int) {
+        guard let colon = value.lastIndex(of: ":"), let port = Int(value[value.index(after: colon)...]), (0...65_535).contains(port) else {
+            throw ValidationError("\(option) must be HOST:PORT with a port 0...65535, not \(value)")
+        }
+        return (String(value[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
     }
 }

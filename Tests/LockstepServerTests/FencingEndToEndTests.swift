@@ -7,12 +7,14 @@ final class ServerProcess: @unchecked Sendable {
     let process: ChildProcess
     let data: String
     let url: String
+    /// The gRPC listener, HOST:PORT.
+    let grpc: String
 
     /// `mode` is `--dev`, or `--config FILE`.
     init(_ mode: [String] = ["--dev"]) async throws {
         data = temporaryDirectory()
         let ready = data + "/ready.json"
-        process = try ChildProcess(try lockstepBinary(), ["serve", "--data", data + "/data", "--http-listen", "127.0.0.1:0", "--ready-file", ready] + mode)
+        process = try ChildProcess(try lockstepBinary(), ["serve", "--data", data + "/data", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready] + mode)
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: ready) {
             guard Date() < deadline else { throw TestFailure("the server never became ready; stderr: \(process.stderr)") }
@@ -20,6 +22,7 @@ final class ServerProcess: @unchecked Sendable {
         }
         let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ready))) as? [String: String]
         url = try #require(json?["http"])
+        grpc = try #require(json?["grpc"])
     }
 
     /// POSTs `body` (JSON) to `path` with curl, with a bearer `token` if given; returns curl's output

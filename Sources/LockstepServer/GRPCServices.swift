@@ -1,0 +1,79 @@
+import GRPCCore
+import LockstepWire
+
+/// The gRPC side of the API: the generated service protocols implemented over the same service
+/// layer, authentication and errors as the JSON side.
+struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
+    let agents: AgentAPI
+    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+
+    func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
+        try await call(request) { input, principal throws(APIError) in try await agents.poll(input, principal: principal) }
+    }
+
+    func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
+        try await call(request) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+    }
+
+    func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ReportProgressResponse>
+    {
+        try await call(request) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
+    }
+
+    func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
+        try await call(request) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
+    }
+
+    func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
+        try await call(request) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
+    }
+
+    private func call<In, Out>(_ request: ServerRequest<In>, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+        try await answer(request, authenticate: authenticate, body)
+    }
+}
+
+struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
+    let operators: OperatorAPI
+    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+
+    func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
+    }
+
+    func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_StartMigrationResponse>
+    {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
+    }
+}
+
+/// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
+/// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
+/// `lockstep-error-code` trailing metadata.
+private func answer<In, Out>(_ request: ServerRequest<In>, authenticate: @Sendable (String?) throws(APIError) -> Principal,
+                             _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+    do throws(APIError) {
+        let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+        return ServerResponse(message: try await body(request.message, principal))
+    } catch {
+        throw RPCError(code: error.kind.rpcCode, message: "\(error.code): \(error.message)", metadata: ["lockstep-error-code": "\(error.code)"])
+    }
+}
+
+extension APIError.Kind {
+    /// The gRPC status for this kind of error.
+    var rpcCode: RPCError.Code {
+        switch self {
+        case .badRequest: .invalidArgument
+        case .unauthenticated: .unauthenticated
+        case .forbidden: .permissionDenied
+        case .notFound: .notFound
+        case .conflict: .failedPrecondition
+        case .tooLarge, .overloaded: .resourceExhausted
+        case .unsupportedMediaType: .invalidArgument
+        case .unavailable: .unavailable
+        }
+    }
+}

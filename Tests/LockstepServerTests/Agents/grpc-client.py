@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""A client written from Protos/ alone: generates Python stubs with grpcio-tools, then, over gRPC,
+applies a plan and starts a migration as the operator and runs a full agent cycle as the agent (poll,
+heartbeat, progress, complete), then reports once more with the same token to show the refusal.
+
+Usage: grpc-client.py PROTOS_DIR HOST:PORT OPERATOR_TOKEN AGENT_TOKEN PLAN_FILE
+"""
+import subprocess
+import sys
+import tempfile
+
+protos, target, operator_token, agent_token, plan_file = sys.argv[1:6]
+generated = tempfile.mkdtemp()
+subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", protos, f"--python_out={generated}",
+                       f"--grpc_python_out={generated}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"])
+sys.path.insert(0, generated)
+
+import grpc  # noqa: E402
+from lockstep.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+
+channel = grpc.insecure_channel(target)
+operator = [("authorization", f"Bearer {operator_token}")]
+agent = [("authorization", f"Bearer {agent_token}")]
+migrations = agent_pb2_grpc.MigrationServiceStub(channel)
+agents = agent_pb2_grpc.AgentServiceStub(channel)
+
+applied = migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml=open(plan_file).read()), metadata=operator, timeout=30)
+print(f"applied {applied.name}@{applied.version} changed={applied.changed}", flush=True)
+started = migrations.StartMigration(agent_pb2.StartMigrationRequest(plan=applied.name, migration_id="py-1"), metadata=operator, timeout=30)
+print(f"started {started.migration_id}", flush=True)
+
+try:
+    agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="py"), timeout=30)
+except grpc.RpcError as error:
+    print(f"unauthenticated {error.code().name} {dict(error.trailing_metadata()).get('lockstep-error-code')}", flush=True)
+
+polled = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="py-agent", wait_ms=10000), metadata=agent, timeout=30)
+step = polled.step
+print(f"leased {step.lease_id} token {step.fencing_token} action {step.action} params {step.params_json}", flush=True)
+beat = agents.Heartbeat(agent_pb2.HeartbeatRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), metadata=agent, timeout=30)
+print(f"heartbeat ttl {beat.ttl_ms}", flush=True)
+agents.ReportProgress(agent_pb2.ReportProgressRequest(lease_id=step.lease_id, fencing_token=step.fencing_token, percent=50,
+                                                      message="half way"), metadata=agent, timeout=30)
+agents.Complete(agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), metadata=agent, timeout=30)
+print("completed", flush=True)
+try:
+    agents.Complete(agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token + 1), metadata=agent, timeout=30)
+except grpc.RpcError as error:
+    print(f"refused {error.code().name} {dict(error.trailing_metadata()).get('lockstep-error-code')} {error.details()}", flush=True)

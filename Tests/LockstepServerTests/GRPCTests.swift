@@ -1,0 +1,56 @@
+import Foundation
+import LockstepServer
+import LockstepTestSupport
+import Testing
+
+/// Whether python3 can import grpcio and grpcio-tools.
+let pythonHasGRPC: Bool = {
+    let probe = Process()
+    probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    probe.arguments = ["python3", "-c", "import grpc, grpc_tools"]
+    probe.standardError = FileHandle.nullDevice
+    guard (try? probe.run()) != nil else { return false }
+    probe.waitUntilExit()
+    return probe.terminationStatus == 0
+}()
+
+/// Other languages work from `Protos/` alone: Python stubs generated with grpcio-tools drive a full
+/// operator and agent cycle over gRPC against a real `lockstep serve`, authenticated by metadata.
+@Suite(.serialized, .enabled(if: pythonHasGRPC, "needs grpcio and grpcio-tools from PyPI (ops/test installs them)"))
+struct GRPCTests {
+    static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+    static let protos = testsDirectory.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Protos").path
+
+    @Test func aPythonClientGeneratedFromTheProtosRunsAFullCycle() async throws {
+        let operatorToken = "operator-token-cccccccccccccccc"
+        let agentToken = "agent-token-dddddddddddddddddddd"
+        let directory = temporaryDirectory()
+        try """
+            {"principals": [
+              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(operatorToken))"},
+              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(agentToken))"}
+            ]}
+            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
+        try AgentAPITests.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--config", directory + "/auth.json"])
+        let client = try await ChildProcess("/usr/bin/env", [
+            "python3", Self.testsDirectory.appendingPathComponent("Agents/grpc-client.py").path, Self.protos, server.grpc,
+            operatorToken, agentToken, directory + "/plan.yaml",
+        ]).wait(seconds: 120)
+        #expect(client.status == 0, "\(client.stdout)\n\(client.stderr)")
+        let lines = client.stdout.split(separator: "\n").map(String.init)
+        #expect(lines == [
+            "applied two-services@1 changed=True",
+            "started py-1",
+            "unauthenticated UNAUTHENTICATED unauthenticated",
+            #"leased py-1/expand token 1 action add-column params {"table":"orders"}"#,
+            "heartbeat ttl 30000",
+            "completed",
+            "refused FAILED_PRECONDITION stale_fencing_token stale_fencing_token: lease expand is at token 1, report carried 2",
+        ], "\(client.stdout)\n\(client.stderr)")
+        _ = try await server.stop()
+        let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
+        #expect(export.contains(#""step_progress""#) && export.contains(#""message":"half way""#))
+        #expect(export.contains(#""actor":{"kind":"user","id":"olga"}"#) && export.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#))
+    }
+}
