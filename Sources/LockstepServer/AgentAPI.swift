@@ -10,6 +10,8 @@ public struct APILimits: Hashable, Sendable {
     public var pollWaitMillisMax: UInt32 = 30_000
     /// Most polls parked at once.
     public var parkedPollsMax = 10_000
+    /// Most polls one principal may have parked at once.
+    public var parkedPollsPerPrincipalMax = 1_000
     /// The delay suggested to a poll answered with nothing, in milliseconds.
     public var pollRetryAfterMillis: UInt32 = 1_000
     /// The step lease TTL when the node's plan sets no `timeouts.heartbeat`, in milliseconds.
@@ -42,7 +44,7 @@ public struct AgentAPI: Sendable {
             let left = giveUp - ContinuousClock.now
             guard left > .zero else { break }
             let millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
-            guard await wakeups.wait(after: seen, millis: millis) else { break }
+            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name) else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
     }

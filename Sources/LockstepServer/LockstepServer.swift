@@ -76,7 +76,7 @@ public enum LockstepServer {
 
         let log = try SQLiteEventLog(path: options.databasePath)
         let coordinator = try await Coordinator.open(log: log)
-        let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax)
+        let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         await coordinator.observeChanges { Task { await wakeups.signal() } }
         let clock: @Sendable () -> Instant = { WallClock.now() }
         let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)

@@ -3,12 +3,17 @@
 /// waits only if nothing changed since, so no change between its look and its wait is missed.
 actor Wakeups {
     private(set) var generation: UInt64 = 0
-    private var parked: [UInt64: CheckedContinuation<Void, Never>] = [:]
+    private var parked: [UInt64: (owner: String, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var parkedByOwner: [String: Int] = [:]
     private var nextID: UInt64 = 0
-    /// Most polls parked at once; beyond it a poll is answered at once with a delay (`retry_after_ms`).
+    /// Most polls parked at once, and per principal; beyond either a poll is answered at once.
     let parkedMax: Int
+    let parkedPerOwnerMax: Int
 
-    init(parkedMax: Int) { self.parkedMax = parkedMax }
+    init(parkedMax: Int, parkedPerOwnerMax: Int) {
+        self.parkedMax = parkedMax
+        self.parkedPerOwnerMax = parkedPerOwnerMax
+    }
 
     var parkedCount: Int { parked.count }
 
@@ -16,24 +21,31 @@ actor Wakeups {
         generation &+= 1
         let waking = parked
         parked = [:]
-        for continuation in waking.values { continuation.resume() }
+        parkedByOwner = [:]
+        for entry in waking.values { entry.continuation.resume() }
     }
 
     /// Waits until a change after generation `seen`, or `millis` pass. False when the poll could not be
-    /// parked (the limit) and should be answered now.
-    func wait(after seen: UInt64, millis: Int) async -> Bool {
+    /// parked (a limit) and should be answered now.
+    func wait(after seen: UInt64, millis: Int, owner: String) async -> Bool {
         guard generation == seen else { return true }
-        guard parked.count < parkedMax else { return false }
+        guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return false }
         let id = nextID
         nextID &+= 1
+        parkedByOwner[owner, default: 0] += 1
         let timer = Task {
             try? await Task.sleep(for: .milliseconds(millis))
             self.expire(id)
         }
-        await withCheckedContinuation { parked[id] = $0 }
+        await withCheckedContinuation { parked[id] = (owner, $0) }
         timer.cancel()
         return true
     }
 
-    private func expire(_ id: UInt64) { parked.removeValue(forKey: id)?.resume() }
+    private func expire(_ id: UInt64) {
+        guard let entry = parked.removeValue(forKey: id) else { return }
+        parkedByOwner[entry.owner, default: 1] -= 1
+        if parkedByOwner[entry.owner] == 0 { parkedByOwner[entry.owner] = nil }
+        entry.continuation.resume()
+    }
 }
