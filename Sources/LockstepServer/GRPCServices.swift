@@ -47,6 +47,42 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     {
         try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
     }
+
+    func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
+    }
+
+    func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ListMigrationsResponse>
+    {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
+    }
+
+    func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
+    }
+
+    func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
+    }
+
+    func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
+    }
+
+    func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
+    }
+
+    func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
+    }
+
+    func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ChangeResponse>
+    {
+        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
+    }
 }
 
 /// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an

@@ -23,6 +23,14 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/agent/fail", agents.fail)
         route(router, "/v1/plans", operators.applyPlan)
         route(router, "/v1/migrations", operators.startMigration)
+        route(router, "/v1/migrations/get", operators.getMigration)
+        route(router, "/v1/migrations/list", operators.listMigrations)
+        route(router, "/v1/migrations/pause", operators.pause)
+        route(router, "/v1/migrations/resume", operators.resume)
+        route(router, "/v1/migrations/abort", operators.abort)
+        route(router, "/v1/migrations/approve", operators.approve)
+        route(router, "/v1/migrations/reject", operators.reject)
+        route(router, "/v1/service-leases/release", operators.releaseServiceLease)
     }
 
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(

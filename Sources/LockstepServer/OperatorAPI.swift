@@ -50,4 +50,140 @@ public struct OperatorAPI: Sendable {
             $0.planVersion = version
         }
     }
+
+    // MARK: - Reading
+
+    /// Who may read migrations: not agents (they see only their own steps, through polls).
+    static let readers: Set<Principal.Role> = [.operator, .approver, .auditor]
+
+    /// Most migrations in one page, and the default.
+    public static let pageSizeMax = 1_000
+    public static let pageSizeDefault = 100
+
+    public func getMigration(_ request: Lockstep_V1_GetMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_Migration {
+        try principal.require(anyOf: Self.readers, to: "read migrations")
+        let state = await coordinator.state
+        guard let migration = state.migrations[MigrationID(request.migrationID)] else {
+            throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
+        }
+        return Self.view(migration, in: state)
+    }
+
+    public func listMigrations(_ request: Lockstep_V1_ListMigrationsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListMigrationsResponse {
+        try principal.require(anyOf: Self.readers, to: "read migrations")
+        let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
+        let state = await coordinator.state
+        let after = MigrationID(request.pageToken)
+        let page = state.migrationsInOrder.lazy.filter { request.pageToken.isEmpty || after < $0.id }.prefix(size + 1)
+        let shown = Array(page.prefix(size))
+        return .with {
+            $0.migrations = shown.map { Self.view($0, in: state) }
+            $0.nextPageToken = page.count > size ? (shown.last?.id.rawValue ?? "") : ""
+        }
+    }
+
+    static func view(_ migration: MigrationState, in state: LogState) -> Lockstep_V1_Migration {
+        .with { view in
+            view.migrationID = migration.id.rawValue
+            view.plan = migration.plan.name
+            view.planVersion = migration.plan.version
+            view.planContentHash = migration.plan.contentHash
+            view.status = migration.status.rawValue
+            view.statusReason = migration.statusReason ?? ""
+            view.startedAtMs = migration.startedAt.millisecondsSinceEpoch
+            view.startedBy = migration.startedBy
+            view.version = migration.version
+            view.nodes = zip(migration.plan.nodes, migration.nodes).map { spec, node in
+                .with {
+                    $0.nodeID = node.id.rawValue
+                    $0.phase = spec.phase.rawValue
+                    $0.services = spec.services
+                    $0.needs = spec.needs.map(\.rawValue)
+                    $0.status = migration.displayStatus(node.id)
+                    $0.attempts = node.attempts
+                    $0.fencingToken = node.lastToken.rawValue
+                    if let lease = node.lease {
+                        $0.lease = .with {
+                            $0.agentID = lease.agent
+                            $0.fencingToken = lease.token.rawValue
+                            $0.grantedAtMs = lease.grantedAt.millisecondsSinceEpoch
+                            $0.expiresAtMs = lease.expiresAt.millisecondsSinceEpoch
+                            $0.kind = lease.kind == .forward ? .forward : .rollback
+                        }
+                    }
+                    $0.lastFailure = node.lastFailure ?? ""
+                    $0.serviceLeases = node.serviceLeases.name
+                    $0.waitingFor = state.serviceWaits(migration: migration.id, node: node.id).map(\.description)
+                    $0.approvals = UInt32(node.approvals.count)
+                    $0.approvalsNeeded = spec.approval?.minimum ?? 0
+                }
+            }
+        }
+    }
+
+    // MARK: - Changing
+
+    public func pause(_ request: Lockstep_V1_PauseMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.operator, to: "pause migrations")
+        return try await change(.pause(reason: request.reason), request.migrationID, principal)
+    }
+
+    public func resume(_ request: Lockstep_V1_ResumeMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.operator, to: "resume migrations")
+        return try await change(.resume, request.migrationID, principal)
+    }
+
+    public func abort(_ request: Lockstep_V1_AbortMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.operator, to: "abort migrations")
+        if request.reason.isEmpty { throw APIError.invalid("an abort needs a reason: it is recorded with the abort") }
+        return try await change(.abort(reason: request.reason), request.migrationID, principal)
+    }
+
+    public func approve(_ request: Lockstep_V1_GateDecisionRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.approver, to: "approve gates")
+        return try await change(.approve(node: NodeID(request.nodeID), approver: principal.name, groups: principal.ownerGroups.sorted(),
+                                         comment: request.comment), request.migrationID, principal)
+    }
+
+    public func reject(_ request: Lockstep_V1_GateDecisionRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.approver, to: "reject gates")
+        return try await change(.reject(node: NodeID(request.nodeID), approver: principal.name, groups: principal.ownerGroups.sorted(),
+                                        comment: request.comment), request.migrationID, principal)
+    }
+
+    public func releaseServiceLease(_ request: Lockstep_V1_ReleaseServiceLeaseRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        try principal.require(.operator, to: "force-release service leases")
+        if request.service.isEmpty { throw APIError.invalid("service is required") }
+        let result: CommandResult
+        do {
+            result = try await coordinator.forceReleaseService(request.service, reason: request.reason,
+                                                               context: CommandContext(actor: principal.userActor, triggeredBy: .user), now: clock())
+        } catch {
+            throw APIError(error)
+        }
+        return await response(result)
+    }
+
+    private func change(_ command: MigrationCommand, _ id: String, _ principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+        if id.isEmpty { throw APIError.invalid("migration_id is required") }
+        let result: CommandResult
+        do {
+            result = try await coordinator.execute(command, migration: MigrationID(id), context: CommandContext(actor: principal.userActor, triggeredBy: .user),
+                                                   now: clock())
+        } catch {
+            throw APIError(error)
+        }
+        return await response(result)
+    }
+
+    private func response(_ result: CommandResult) async -> Lockstep_V1_ChangeResponse {
+        let id = result.events.first?.migration
+        var status = ""
+        if let id, let migration = await coordinator.migration(id) { status = migration.status.rawValue }
+        return .with {
+            $0.migrationID = id?.rawValue ?? ""
+            $0.events = result.events.map(\.event.typeName)
+            $0.status = status
+        }
+    }
 }

@@ -35,6 +35,13 @@ public struct Principal: Hashable, Sendable {
         }
     }
 
+    func require(anyOf roles: Set<Role>, to what: String) throws(APIError) {
+        guard !self.roles.isDisjoint(with: roles) || self.roles.contains(.admin) else {
+            let names = roles.map(\.rawValue).sorted().joined(separator: ", ")
+            throw APIError(.forbidden, code: "permission_denied", "\(name) may not \(what) (needs one of the roles \(names))")
+        }
+    }
+
     func requireAgent(of service: String) throws(APIError) {
         guard mayAct(forService: service) else {
             throw APIError(.forbidden, code: "permission_denied", "\(name) is not an agent of service \(service)")

@@ -1146,10 +1146,122 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "GetMigration" metadata.
+        public enum GetMigration: Sendable {
+            /// Request type for "GetMigration".
+            public typealias Input = Lockstep_V1_GetMigrationRequest
+            /// Response type for "GetMigration".
+            public typealias Output = Lockstep_V1_Migration
+            /// Descriptor for "GetMigration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "GetMigration",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListMigrations" metadata.
+        public enum ListMigrations: Sendable {
+            /// Request type for "ListMigrations".
+            public typealias Input = Lockstep_V1_ListMigrationsRequest
+            /// Response type for "ListMigrations".
+            public typealias Output = Lockstep_V1_ListMigrationsResponse
+            /// Descriptor for "ListMigrations".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ListMigrations",
+                type: .unary
+            )
+        }
+        /// Namespace for "PauseMigration" metadata.
+        public enum PauseMigration: Sendable {
+            /// Request type for "PauseMigration".
+            public typealias Input = Lockstep_V1_PauseMigrationRequest
+            /// Response type for "PauseMigration".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "PauseMigration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "PauseMigration",
+                type: .unary
+            )
+        }
+        /// Namespace for "ResumeMigration" metadata.
+        public enum ResumeMigration: Sendable {
+            /// Request type for "ResumeMigration".
+            public typealias Input = Lockstep_V1_ResumeMigrationRequest
+            /// Response type for "ResumeMigration".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "ResumeMigration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ResumeMigration",
+                type: .unary
+            )
+        }
+        /// Namespace for "AbortMigration" metadata.
+        public enum AbortMigration: Sendable {
+            /// Request type for "AbortMigration".
+            public typealias Input = Lockstep_V1_AbortMigrationRequest
+            /// Response type for "AbortMigration".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "AbortMigration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "AbortMigration",
+                type: .unary
+            )
+        }
+        /// Namespace for "Approve" metadata.
+        public enum Approve: Sendable {
+            /// Request type for "Approve".
+            public typealias Input = Lockstep_V1_GateDecisionRequest
+            /// Response type for "Approve".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "Approve".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "Approve",
+                type: .unary
+            )
+        }
+        /// Namespace for "Reject" metadata.
+        public enum Reject: Sendable {
+            /// Request type for "Reject".
+            public typealias Input = Lockstep_V1_GateDecisionRequest
+            /// Response type for "Reject".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "Reject".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "Reject",
+                type: .unary
+            )
+        }
+        /// Namespace for "ReleaseServiceLease" metadata.
+        public enum ReleaseServiceLease: Sendable {
+            /// Request type for "ReleaseServiceLease".
+            public typealias Input = Lockstep_V1_ReleaseServiceLeaseRequest
+            /// Response type for "ReleaseServiceLease".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "ReleaseServiceLease".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ReleaseServiceLease",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "lockstep.v1.MigrationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ApplyPlan.descriptor,
-            StartMigration.descriptor
+            StartMigration.descriptor,
+            GetMigration.descriptor,
+            ListMigrations.descriptor,
+            PauseMigration.descriptor,
+            ResumeMigration.descriptor,
+            AbortMigration.descriptor,
+            Approve.descriptor,
+            Reject.descriptor,
+            ReleaseServiceLease.descriptor
         ]
     }
 }
@@ -1178,7 +1290,7 @@ extension Lockstep_V1_MigrationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Operators: plans and migrations.
+    /// > Operators and approvers: plans and migrations.
     public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
         /// Handle the "ApplyPlan" method.
         ///
@@ -1207,6 +1319,118 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_StartMigrationRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_StartMigrationResponse>
+
+        /// Handle the "GetMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_GetMigrationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_Migration` messages.
+        func getMigration(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_GetMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_Migration>
+
+        /// Handle the "ListMigrations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListMigrationsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListMigrationsResponse` messages.
+        func listMigrations(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListMigrationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListMigrationsResponse>
+
+        /// Handle the "PauseMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_PauseMigrationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func pauseMigration(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_PauseMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "ResumeMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ResumeMigrationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func resumeMigration(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ResumeMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "AbortMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_AbortMigrationRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func abortMigration(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_AbortMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Approve" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func approve(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_GateDecisionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Reject" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func reject(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_GateDecisionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "ReleaseServiceLease" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ReleaseServiceLeaseRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func releaseServiceLease(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
     }
 
     /// Service protocol for the "lockstep.v1.MigrationService" service.
@@ -1219,7 +1443,7 @@ extension Lockstep_V1_MigrationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Operators: plans and migrations.
+    /// > Operators and approvers: plans and migrations.
     public protocol ServiceProtocol: Lockstep_V1_MigrationService.StreamingServiceProtocol {
         /// Handle the "ApplyPlan" method.
         ///
@@ -1248,6 +1472,118 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.ServerRequest<Lockstep_V1_StartMigrationRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_StartMigrationResponse>
+
+        /// Handle the "GetMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GetMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_Migration` message.
+        func getMigration(
+            request: GRPCCore.ServerRequest<Lockstep_V1_GetMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_Migration>
+
+        /// Handle the "ListMigrations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListMigrationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListMigrationsResponse` message.
+        func listMigrations(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListMigrationsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListMigrationsResponse>
+
+        /// Handle the "PauseMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_PauseMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func pauseMigration(
+            request: GRPCCore.ServerRequest<Lockstep_V1_PauseMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "ResumeMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ResumeMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func resumeMigration(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ResumeMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "AbortMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_AbortMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func abortMigration(
+            request: GRPCCore.ServerRequest<Lockstep_V1_AbortMigrationRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Approve" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func approve(
+            request: GRPCCore.ServerRequest<Lockstep_V1_GateDecisionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Reject" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func reject(
+            request: GRPCCore.ServerRequest<Lockstep_V1_GateDecisionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "ReleaseServiceLease" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ReleaseServiceLeaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func releaseServiceLease(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
     }
 
     /// Simple service protocol for the "lockstep.v1.MigrationService" service.
@@ -1258,7 +1594,7 @@ extension Lockstep_V1_MigrationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Operators: plans and migrations.
+    /// > Operators and approvers: plans and migrations.
     public protocol SimpleServiceProtocol: Lockstep_V1_MigrationService.ServiceProtocol {
         /// Handle the "ApplyPlan" method.
         ///
@@ -1287,6 +1623,118 @@ extension Lockstep_V1_MigrationService {
             request: Lockstep_V1_StartMigrationRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_StartMigrationResponse
+
+        /// Handle the "GetMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_GetMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_Migration` to respond with.
+        func getMigration(
+            request: Lockstep_V1_GetMigrationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_Migration
+
+        /// Handle the "ListMigrations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListMigrationsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListMigrationsResponse` to respond with.
+        func listMigrations(
+            request: Lockstep_V1_ListMigrationsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListMigrationsResponse
+
+        /// Handle the "PauseMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_PauseMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func pauseMigration(
+            request: Lockstep_V1_PauseMigrationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "ResumeMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ResumeMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func resumeMigration(
+            request: Lockstep_V1_ResumeMigrationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "AbortMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_AbortMigrationRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func abortMigration(
+            request: Lockstep_V1_AbortMigrationRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "Approve" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_GateDecisionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func approve(
+            request: Lockstep_V1_GateDecisionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "Reject" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_GateDecisionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func reject(
+            request: Lockstep_V1_GateDecisionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "ReleaseServiceLease" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ReleaseServiceLeaseRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func releaseServiceLease(
+            request: Lockstep_V1_ReleaseServiceLeaseRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
     }
 }
 
@@ -1316,6 +1764,94 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.GetMigration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_GetMigrationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_Migration>(),
+            handler: { request, context in
+                try await self.getMigration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ListMigrations.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListMigrationsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListMigrationsResponse>(),
+            handler: { request, context in
+                try await self.listMigrations(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.PauseMigration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_PauseMigrationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.pauseMigration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ResumeMigration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ResumeMigrationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.resumeMigration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.AbortMigration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_AbortMigrationRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.abortMigration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.Approve.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_GateDecisionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.approve(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.Reject.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_GateDecisionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.reject(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ReleaseServiceLease.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ReleaseServiceLeaseRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.releaseServiceLease(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1338,6 +1874,94 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_StartMigrationResponse> {
         let response = try await self.startMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getMigration(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_GetMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_Migration> {
+        let response = try await self.getMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listMigrations(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListMigrationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListMigrationsResponse> {
+        let response = try await self.listMigrations(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func pauseMigration(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_PauseMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.pauseMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func resumeMigration(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ResumeMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.resumeMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func abortMigration(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_AbortMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.abortMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func approve(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_GateDecisionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.approve(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func reject(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_GateDecisionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.reject(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func releaseServiceLease(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.releaseServiceLease(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1373,6 +1997,110 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
             metadata: [:]
         )
     }
+
+    public func getMigration(
+        request: GRPCCore.ServerRequest<Lockstep_V1_GetMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_Migration> {
+        return GRPCCore.ServerResponse<Lockstep_V1_Migration>(
+            message: try await self.getMigration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listMigrations(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListMigrationsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListMigrationsResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListMigrationsResponse>(
+            message: try await self.listMigrations(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func pauseMigration(
+        request: GRPCCore.ServerRequest<Lockstep_V1_PauseMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.pauseMigration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func resumeMigration(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ResumeMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.resumeMigration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func abortMigration(
+        request: GRPCCore.ServerRequest<Lockstep_V1_AbortMigrationRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.abortMigration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func approve(
+        request: GRPCCore.ServerRequest<Lockstep_V1_GateDecisionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.approve(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func reject(
+        request: GRPCCore.ServerRequest<Lockstep_V1_GateDecisionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.reject(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func releaseServiceLease(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.releaseServiceLease(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
 }
 
 // MARK: lockstep.v1.MigrationService (client)
@@ -1386,7 +2114,7 @@ extension Lockstep_V1_MigrationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Operators: plans and migrations.
+    /// > Operators and approvers: plans and migrations.
     public protocol ClientProtocol: Sendable {
         /// Call the "ApplyPlan" method.
         ///
@@ -1425,6 +2153,158 @@ extension Lockstep_V1_MigrationService {
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_StartMigrationResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GetMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GetMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_Migration` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GetMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GetMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_Migration>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Migration>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListMigrations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListMigrationsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListMigrationsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListMigrationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listMigrations<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListMigrationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListMigrationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListMigrationsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListMigrationsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PauseMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_PauseMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_PauseMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func pauseMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_PauseMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_PauseMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ResumeMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ResumeMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ResumeMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func resumeMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ResumeMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ResumeMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AbortMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_AbortMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_AbortMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func abortMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_AbortMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_AbortMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Approve" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func approve<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GateDecisionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Reject" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reject<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GateDecisionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReleaseServiceLease" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ReleaseServiceLeaseRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ReleaseServiceLeaseRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func releaseServiceLease<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
     }
 
     /// Generated client for the "lockstep.v1.MigrationService" service.
@@ -1435,7 +2315,7 @@ extension Lockstep_V1_MigrationService {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > Operators: plans and migrations.
+    /// > Operators and approvers: plans and migrations.
     public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
@@ -1506,6 +2386,246 @@ extension Lockstep_V1_MigrationService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "GetMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GetMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GetMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_Migration` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GetMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GetMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_Migration>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Migration>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.GetMigration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListMigrations" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListMigrationsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListMigrationsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListMigrationsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listMigrations<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListMigrationsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListMigrationsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListMigrationsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListMigrationsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ListMigrations.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PauseMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_PauseMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_PauseMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func pauseMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_PauseMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_PauseMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.PauseMigration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ResumeMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ResumeMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ResumeMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func resumeMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ResumeMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ResumeMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ResumeMigration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AbortMigration" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_AbortMigrationRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_AbortMigrationRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func abortMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_AbortMigrationRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_AbortMigrationRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.AbortMigration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Approve" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func approve<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GateDecisionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.Approve.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Reject" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_GateDecisionRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reject<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_GateDecisionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.Reject.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ReleaseServiceLease" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ReleaseServiceLeaseRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ReleaseServiceLeaseRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func releaseServiceLease<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ReleaseServiceLease.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1557,6 +2677,206 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StartMigrationRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StartMigrationResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetMigration" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_GetMigrationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getMigration<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_GetMigrationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Migration>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getMigration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_GetMigrationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_Migration>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListMigrations" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListMigrationsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listMigrations<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListMigrationsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListMigrationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listMigrations(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListMigrationsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListMigrationsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PauseMigration" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_PauseMigrationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pauseMigration<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_PauseMigrationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.pauseMigration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_PauseMigrationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResumeMigration" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ResumeMigrationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resumeMigration<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ResumeMigrationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.resumeMigration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ResumeMigrationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AbortMigration" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_AbortMigrationRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func abortMigration<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_AbortMigrationRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.abortMigration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_AbortMigrationRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Approve" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approve<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.approve(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_GateDecisionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Reject" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_GateDecisionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reject<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reject(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_GateDecisionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReleaseServiceLease" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ReleaseServiceLeaseRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func releaseServiceLease<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.releaseServiceLease(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1618,6 +2938,238 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.startMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetMigration" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getMigration<Result>(
+        _ message: Lockstep_V1_GetMigrationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Migration>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_GetMigrationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListMigrations" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listMigrations<Result>(
+        _ message: Lockstep_V1_ListMigrationsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListMigrationsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListMigrationsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listMigrations(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PauseMigration" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func pauseMigration<Result>(
+        _ message: Lockstep_V1_PauseMigrationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_PauseMigrationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.pauseMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ResumeMigration" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func resumeMigration<Result>(
+        _ message: Lockstep_V1_ResumeMigrationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ResumeMigrationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.resumeMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AbortMigration" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func abortMigration<Result>(
+        _ message: Lockstep_V1_AbortMigrationRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_AbortMigrationRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.abortMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Approve" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func approve<Result>(
+        _ message: Lockstep_V1_GateDecisionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.approve(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Reject" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reject<Result>(
+        _ message: Lockstep_V1_GateDecisionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_GateDecisionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reject(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReleaseServiceLease" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func releaseServiceLease<Result>(
+        _ message: Lockstep_V1_ReleaseServiceLeaseRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ReleaseServiceLeaseRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.releaseServiceLease(
             request: request,
             options: options,
             onResponse: handleResponse

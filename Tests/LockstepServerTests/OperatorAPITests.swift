@@ -1,0 +1,99 @@
+import Foundation
+import LockstepServer
+import LockstepTestSupport
+import Testing
+
+/// The operator and approver side through a real server: reading migrations (and who may), pause,
+/// resume, gates with separation of duties, abort, forced release, paging.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct OperatorAPITests {
+    static let tokens = ["alice": "operator-token-eeeeeeeeeeeeeeee", "bob": "approver-token-ffffffffffffffff",
+                         "audrey": "auditor-token-gggggggggggggggg", "orders-agent": "agent-token-hhhhhhhhhhhhhhhhhh"]
+
+    static let plan = """
+        name: gated
+        services:
+          orders: { owners: [orders-team] }
+          ledger: { owners: [ledger-team] }
+        nodes:
+          - id: expand
+            service: orders
+            phase: expand
+            action: add-column
+            rollback: { action: drop-column }
+          - id: switch
+            service: ledger
+            phase: live
+            action: flip-flag
+            needs: [expand]
+            approvals: { minimum: 1, from: [ledger-team] }
+        """
+
+    func server() async throws -> ServerProcess {
+        let path = temporaryDirectory() + "/auth.json"
+        let t = Self.tokens
+        try """
+            {"principals": [
+              {"name": "alice", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["alice"]!))"},
+              {"name": "bob", "roles": ["approver"], "owner_groups": ["ledger-team"], "token_sha256": "\(AuthConfig.hash(t["bob"]!))"},
+              {"name": "audrey", "roles": ["auditor"], "token_sha256": "\(AuthConfig.hash(t["audrey"]!))"},
+              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(t["orders-agent"]!))"}
+            ]}
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--config", path])
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body, token: t["alice"]).hasSuffix("\n200"))
+        return server
+    }
+
+    @Test func operatorsSteerApproversDecideAuditorsReadAndAgentsDoNeither() async throws {
+        let server = try await server()
+        let t = Self.tokens
+        func post(_ path: String, _ body: String, as who: String) async throws -> String { try await server.post(path, body, token: t[who]) }
+        #expect(try await post("/v1/migrations", #"{"plan": "gated", "migration_id": "m1"}"#, as: "alice").hasSuffix("\n200"))
+        let polled = try await post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#, as: "orders-agent")
+        #expect(polled.contains(#""lease_id":"m1/expand""#))
+        #expect(try await post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, as: "orders-agent").hasSuffix("\n200"))
+
+        // Reading: the auditor may, the agent may not (it sees only its own steps).
+        let read = try await post("/v1/migrations/get", #"{"migration_id": "m1"}"#, as: "audrey")
+        #expect(read.contains(#""node_id":"switch","phase":"live","services":["ledger"],"needs":["expand"],"status":"awaiting_approval""#), "\(read)")
+        #expect(read.contains(#""approvals_needed":1"#))
+        #expect(try await post("/v1/migrations/get", #"{"migration_id": "m1"}"#, as: "orders-agent").contains(#""code":"permission_denied""#))
+        #expect(try await post("/v1/migrations/pause", #"{"migration_id": "m1", "reason": "x"}"#, as: "audrey").hasSuffix("\n403"))
+
+        // Gates: only approvers decide; the operator who started it has no approver role anyway.
+        #expect(try await post("/v1/migrations/approve", #"{"migration_id": "m1", "node_id": "switch"}"#, as: "alice").hasSuffix("\n403"))
+        #expect(try await post("/v1/migrations/reject", #"{"migration_id": "m1", "node_id": "switch"}"#, as: "bob")
+            .contains(#""code":"invalid_argument","message":"a rejection needs a comment saying why""#))
+        let approved = try await post("/v1/migrations/approve", #"{"migration_id": "m1", "node_id": "switch", "comment": "dashboards green"}"#, as: "bob")
+        #expect(approved.contains(#""events":["approval_granted","service_leases_requested"]"#), "\(approved)")
+
+        // Pause, resume, abort: each answers with what it recorded.
+        #expect(try await post("/v1/migrations/pause", #"{"migration_id": "m1", "reason": "incident 42"}"#, as: "alice").contains(#""status":"paused""#))
+        #expect(try await post("/v1/migrations/pause", #"{"migration_id": "m1", "reason": "again"}"#, as: "alice").contains(#""code":"already_paused""#))
+        #expect(try await post("/v1/migrations/resume", #"{"migration_id": "m1"}"#, as: "alice").contains(#""status":"running""#))
+        #expect(try await post("/v1/migrations/abort", #"{"migration_id": "m1"}"#, as: "alice").contains(#""message":"an abort needs a reason: it is recorded with the abort""#))
+        let aborted = try await post("/v1/migrations/abort", #"{"migration_id": "m1", "reason": "error budget"}"#, as: "alice")
+        #expect(aborted.contains(#""migration_aborted""#) && aborted.contains(#""status":"aborting""#), "\(aborted)")
+        #expect(try await post("/v1/service-leases/release", #"{"service": "payments", "reason": "gone"}"#, as: "alice")
+            .contains(#""code":"service_not_leased""#))
+        _ = try await server.stop()
+        let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
+        let approval = try #require(export.split(separator: "\n").first { $0.contains("approval_granted") })
+        #expect(approval.contains(#""actor":{"kind":"user","id":"bob"}"#) && approval.contains(#""comment":"dashboards green""#))
+    }
+
+    @Test func migrationsAreListedInIdOrderPageByPage() async throws {
+        let server = try await server()
+        for id in ["m3", "m1", "m2"] {
+            #expect(try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "\#(id)"}"#, token: Self.tokens["alice"]).hasSuffix("\n200"))
+        }
+        let first = try await server.post("/v1/migrations/list", #"{"page_size": 2}"#, token: Self.tokens["audrey"])
+        #expect(first.contains(#""migration_id":"m1""#) && first.contains(#""migration_id":"m2""#) && !first.contains(#""migration_id":"m3""#))
+        #expect(first.contains(#""next_page_token":"m2""#), "\(first)")
+        let second = try await server.post("/v1/migrations/list", #"{"page_size": 2, "page_token": "m2"}"#, token: Self.tokens["audrey"])
+        #expect(second.contains(#""migration_id":"m3""#) && !second.contains("next_page_token"), "\(second)")
+        _ = try await server.stop()
+    }
+}
