@@ -11,11 +11,19 @@ struct HTTPRoutes: Sendable {
     let agents: AgentAPI
     let operators: OperatorAPI
     let limits: APILimits
-    /// Who the caller is. `--dev`: always the developer principal (authentication arrives with the config file).
+    /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     let authenticate: @Sendable (Request) throws(APIError) -> Principal
+    /// Whether the coordinator still takes writes (readiness).
+    let isWritable: @Sendable () async -> Bool
 
     func register(on router: Router<BasicRequestContext>) {
+        // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
+        router.get("/readyz") { _, _ in
+            await isWritable()
+                ? Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
+                : Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: "writes stopped: restart after checking the disk\n")))
+        }
         route(router, "/v1/agent/poll", agents.poll)
         route(router, "/v1/agent/heartbeat", agents.heartbeat)
         route(router, "/v1/agent/progress", agents.reportProgress)

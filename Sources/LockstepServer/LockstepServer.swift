@@ -84,9 +84,9 @@ public enum LockstepServer {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
         let router = Router()
-        HTTPRoutes(agents: agents, operators: operators, limits: options.limits) { request throws(APIError) in
-            try authenticate(request.headers[.authorization])
-        }.register(on: router)
+        HTTPRoutes(agents: agents, operators: operators, limits: options.limits,
+                   authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
+                   isWritable: { await !coordinator.isStopped }).register(on: router)
         let grpcTransport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost, port: options.grpcPort),
             transportSecurity: .plaintext)

@@ -65,6 +65,10 @@ struct AgentAPITests {
 
     @Test func oneLoopbackPortServesHTTP1AndH2CPriorKnowledge() async throws {
         let server = try await ServerProcess()
+        for (path, answer) in [("/healthz", "ok\n200"), ("/readyz", "ready\n200")] {
+            let output = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "%{http_code}", server.url + path]).wait(seconds: 30).stdout
+            #expect(output == answer, "\(path): \(output)")
+        }
         for (flag, version) in [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")] {
             let output = try await ChildProcess("/usr/bin/curl", ["-sS", flag, "-X", "POST", "-H", "content-type: application/json",
                                                                   "--data-binary", #"{"service": "orders", "agent_id": "a"}"#,
