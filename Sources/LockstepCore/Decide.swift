@@ -95,6 +95,9 @@ extension MigrationState {
             return .accepted(state.abort(reason: passed))
         case .grantServiceLeases, .releaseServiceLeases:
             return .rejected(.invalidArgument("service leases are decided across migrations: use LogState.decide"))
+        case .reconcileServiceLeases:
+            let events = state.serviceLeaseBookkeeping()
+            return events.isEmpty ? .rejected(.invalidArgument("migration \(state.id) has no service-lease bookkeeping to record")) : .accepted(events)
         }
     }
 

@@ -36,6 +36,9 @@ public enum MigrationCommand: Hashable, Sendable {
     /// An operator forces `node` to give back its services (allowed when no step of it is running,
     /// including in a migration that failed while holding them).
     case releaseServiceLeases(node: NodeID, reason: String)
+    /// The coordinator, after opening a log: records the service-lease bookkeeping the migration lacks
+    /// (a history written before service leases existed). Refused when there is none to record.
+    case reconcileServiceLeases
 }
 
 extension MigrationCommand {

@@ -16,6 +16,9 @@
 //   state is unknown) until an operator force-releases them.
 // - A paused migration keeps the services of nodes that have started (a step running, or between
 //   retries) and gives up the rest, including its places in the queues; resuming asks again.
+// - A node in the middle of a transition (a step running, between retries, or abandoned by an abort
+//   and not yet undone) that holds nothing (its services were force-released, or the history was
+//   written before service leases existed) asks for them again, at the back of the line.
 //
 // All of it is bookkeeping `decide` appends after the events of any command (`withServiceLeaseBookkeeping`),
 // so the rules hold whatever the command was, and replay needs no rule at all: only the events.
@@ -46,6 +49,19 @@ extension MigrationState {
             return rollbackQueue.first == node.id && node.rollbackAttempts < CoreLimits.attemptsMax ? .rollback : nil
         case .paused, .succeeded, .failed, .rolledBack:
             return nil
+        }
+    }
+
+    /// Whether the node at `index` is in the middle of transitioning its services: a step of it runs,
+    /// it is between retries, or an abort abandoned its step and has yet to undo it. Such a node asks
+    /// for its services if it holds none.
+    private func midTransition(at index: Int) -> Bool {
+        let node = nodes[index]
+        if node.lease != nil { return true }
+        switch status {
+        case .running, .paused: return node.status == .pending && node.attempts > 0
+        case .aborting: return node.status == .failed && rollbackQueue.contains(node.id)
+        case .succeeded, .failed, .rolledBack: return false
         }
     }
 
@@ -90,14 +106,18 @@ extension MigrationState {
             let wants = wantsServices(at: index) {
                 spec.needs.allSatisfy { need in position[need].map { nodes[$0].status == .succeeded } ?? false }
             }
+            // A node that would keep its services but holds none (a history written before service
+            // leases, or one whose services an operator took) asks for them like a node that wants them.
+            let keeps = keepsServices(at: index, wants: wants)
+            let needs = wants ?? (midTransition(at: index) ? (node.lease?.kind ?? (status == .aborting ? .rollback : .forward)) : nil)
             switch node.serviceLeases {
-            case .held where !keepsServices(at: index, wants: wants):
+            case .held where !keeps:
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(
                     node: node.id, services: spec.services, reason: releaseReason(node))))
-            case .requested where wants == nil:
+            case .requested where needs == nil:
                 events.append(.serviceLeasesWithdrawn(node: node.id, reason: "migration \(id) is \(status.rawValue) and node \(node.id) is \(node.status.rawValue)"))
             case .none:
-                if let kind = wants {
+                if let kind = needs {
                     events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: node.id, services: spec.services, kind: kind)))
                 }
             default:
@@ -294,10 +314,13 @@ extension LogState {
         var released = Set<String>()
         for case .serviceLeasesReleased(let event) in events where !event.forced { released.formUnion(event.services) }
         guard !released.isEmpty else { return decision }
+        // Services somebody is in line for: those of the queue, then of each request of this append in
+        // its order (granted or not), so a hand-over never jumps an earlier request.
+        var inLine = Set(serviceLeases.queue.flatMap(\.services))
         var grants: [MigrationEvent] = []
-        for case .serviceLeasesRequested(let request) in events where request.services.allSatisfy(released.contains) {
-            let waited = serviceLeases.queue.contains { queued in queued.services.contains(where: request.services.contains) }
-            guard !waited else { continue }
+        for case .serviceLeasesRequested(let request) in events {
+            defer { inLine.formUnion(request.services) }
+            guard request.services.allSatisfy(released.contains), !request.services.contains(where: inLine.contains) else { continue }
             released.subtract(request.services)
             grants.append(.serviceLeasesGranted(ServiceLeasesGranted(node: request.node, services: request.services, at: now)))
         }

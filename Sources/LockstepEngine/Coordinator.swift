@@ -129,6 +129,10 @@ public actor Coordinator {
     private var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
     /// No pass has run since open: a crash between a request and its grant may have left work.
     private var grantPassOwed = true
+    /// Opening may have found migrations whose service-lease bookkeeping is missing (old histories).
+    private var reconcileOwed = true
+    /// The time the next grant pass records (the latest any caller asked with).
+    private var grantPassNow: Instant?
     /// Most grant appends a pass keeps in flight at once.
     public let grantAppendsInFlightMax: Int
     /// Default for `grantAppendsInFlightMax`.
@@ -209,6 +213,9 @@ public actor Coordinator {
         if case .grantServiceLeases = command {
             throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
         }
+        // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),
+        // so the command is decided on a consistent state.
+        if grantPassOwed { await grantServiceLeases(now: now) }
         let result = try await executeOnce(command, migration: id, context: context, now: now)
         // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
         if grantPassOwed || (!state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
@@ -306,6 +313,8 @@ public actor Coordinator {
     /// time (1 makes their order follow the queue, which deterministic simulations need).
     public func grantServiceLeases(now: Instant) async {
         grantPassWanted = true
+        // A pass records the latest time any caller asked with, so grants never precede their requests.
+        grantPassNow = max(grantPassNow ?? now, now)
         guard !grantPassRunning else {
             await withCheckedContinuation { grantPassWaiters.append($0) }
             return
@@ -316,10 +325,28 @@ public actor Coordinator {
             grantPassOwed = false
             let served = grantPassWaiters
             grantPassWaiters = []
-            await runGrantPass(now: now)
+            let passNow = grantPassNow ?? now
+            if reconcileOwed {
+                reconcileOwed = false
+                await reconcileServiceLeases(now: passNow)
+            }
+            await runGrantPass(now: passNow)
             for waiter in served { waiter.resume() }
         }
         grantPassRunning = false
+    }
+
+    /// Records, as the coordinator, the service-lease bookkeeping that migrations of a history written
+    /// before service leases existed lack (for example a running step that holds nothing).
+    private func reconcileServiceLeases(now: Instant) async {
+        let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "reconcile-service-leases")
+        for migration in state.migrationsInOrder where !migration.status.isSettled && !migration.serviceLeaseBookkeeping().isEmpty {
+            do throws(CommandError) {
+                _ = try await executeOnce(.reconcileServiceLeases, migration: migration.id, context: context, now: now)
+            } catch {
+                if case .storage = error { reconcileOwed = true }
+            }
+        }
     }
 
     private func runGrantPass(now: Instant) async {

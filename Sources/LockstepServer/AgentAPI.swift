@@ -12,6 +12,9 @@ public struct APILimits: Hashable, Sendable {
     public var parkedPollsMax = 10_000
     /// Most polls one principal may have parked at once.
     public var parkedPollsPerPrincipalMax = 1_000
+    /// Most watches open at once, and per principal.
+    public var watchesMax = 1_000
+    public var watchesPerPrincipalMax = 100
     /// The delay suggested to a poll answered with nothing, in milliseconds.
     public var pollRetryAfterMillis: UInt32 = 1_000
     /// The step lease TTL when the node's plan sets no `timeouts.heartbeat`, in milliseconds.
@@ -44,7 +47,7 @@ public struct AgentAPI: Sendable {
             let left = giveUp - ContinuousClock.now
             guard left > .zero else { break }
             let millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
-            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name) else { break }
+            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name) == .lookAgain else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
     }

@@ -1,4 +1,6 @@
+import Foundation
 import GRPCCore
+import LockstepStore
 import LockstepWire
 
 /// The gRPC side of the API: the generated service protocols implemented over the same service
@@ -36,6 +38,7 @@ struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
 
 struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     let operators: OperatorAPI
+    let watches: WatchAPI
     let authenticate: @Sendable (String?) throws(APIError) -> Principal
 
     func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
@@ -78,6 +81,31 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
     }
 
+    func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+        let stream: AsyncThrowingStream<StoredEvent, any Error>
+        do throws(APIError) {
+            let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+            stream = try await watches.events(request.message, principal: principal)
+        } catch {
+            throw error.rpcError
+        }
+        return StreamingServerResponse { writer in
+            do {
+                for try await stored in stream {
+                    let record = try EventRecordCodec.decodeRecord(stored.record)
+                    try await writer.write(.with {
+                        $0.sequence = stored.sequence
+                        $0.chainHash = Data(stored.chainHash.bytes)
+                        $0.record = record
+                    })
+                }
+            } catch let error as APIError {
+                throw error.rpcError
+            }
+            return [:]
+        }
+    }
+
     func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ChangeResponse>
     {
@@ -94,7 +122,14 @@ private func answer<In, Out>(_ request: ServerRequest<In>, authenticate: @Sendab
         let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
         return ServerResponse(message: try await body(request.message, principal))
     } catch {
-        throw RPCError(code: error.kind.rpcCode, message: "\(error.code): \(error.message)", metadata: ["lockstep-error-code": "\(error.code)"])
+        throw error.rpcError
+    }
+}
+
+extension APIError {
+    /// The gRPC error: the matching status, `CODE: message`, and the code in `lockstep-error-code` metadata.
+    var rpcError: RPCError {
+        RPCError(code: kind.rpcCode, message: "\(code): \(message)", metadata: ["lockstep-error-code": "\(code)"])
     }
 }
 

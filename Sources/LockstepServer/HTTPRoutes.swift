@@ -1,5 +1,7 @@
 import Foundation
 import Hummingbird
+import LockstepEngine
+import LockstepStore
 import LockstepWire
 import NIOCore
 import SwiftProtobuf
@@ -10,6 +12,7 @@ import SwiftProtobuf
 struct HTTPRoutes: Sendable {
     let agents: AgentAPI
     let operators: OperatorAPI
+    let watches: WatchAPI
     let limits: APILimits
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     let authenticate: @Sendable (Request) throws(APIError) -> Principal
@@ -39,6 +42,27 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/approve", operators.approve)
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
+        // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
+        router.post("/v1/migrations/watch") { request, _ -> Response in
+            let stream: AsyncThrowingStream<StoredEvent, any Error>
+            do throws(APIError) {
+                let principal = try authenticate(request)
+                let input: Lockstep_V1_WatchRequest = try await decode(request)
+                stream = try await watches.events(input, principal: principal)
+            } catch {
+                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+            }
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+                do {
+                    for try await stored in stream {
+                        try await writer.write(ByteBuffer(string: try HistoryExport.line(stored) + "\n"))
+                    }
+                } catch let error as APIError {
+                    try await writer.write(ByteBuffer(string: #"{"error":{"code":"\#(error.code)","message":"\#(error.message)"}}"# + "\n"))
+                }
+                try await writer.finish(nil)
+            })
+        }
     }
 
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(

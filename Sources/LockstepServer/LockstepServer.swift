@@ -8,6 +8,7 @@ import LockstepEngine
 import LockstepStore
 import Logging
 import NIOCore
+import UnixSignals
 
 /// `lockstep serve`: the coordinator on a data directory, its timers, and the API on HTTP.
 public enum LockstepServer {
@@ -77,14 +78,19 @@ public enum LockstepServer {
         let log = try SQLiteEventLog(path: options.databasePath)
         let coordinator = try await Coordinator.open(log: log)
         let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
-        await coordinator.observeChanges { Task { await wakeups.signal() } }
+        let watchWakeups = Wakeups(parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
+        await coordinator.observeChanges {
+            Task { await wakeups.signal() }
+            Task { await watchWakeups.signal() }
+        }
         let clock: @Sendable () -> Instant = { WallClock.now() }
         let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)
         let operators = OperatorAPI(coordinator: coordinator, clock: clock) {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
+        let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
         let router = Router()
-        HTTPRoutes(agents: agents, operators: operators, limits: options.limits,
+        HTTPRoutes(agents: agents, operators: operators, watches: watches, limits: options.limits,
                    authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
                    isWritable: { await !coordinator.isStopped }).register(on: router)
         let grpcTransport = HTTP2ServerTransport.Posix(
@@ -92,7 +98,7 @@ public enum LockstepServer {
             transportSecurity: .plaintext)
         let grpc = GRPCServer(transport: grpcTransport, services: [
             GRPCAgentService(agents: agents, authenticate: authenticate),
-            GRPCMigrationService(operators: operators, authenticate: authenticate),
+            GRPCMigrationService(operators: operators, watches: watches, authenticate: authenticate),
         ])
         let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile
@@ -111,6 +117,15 @@ public enum LockstepServer {
             logger: logger)
 
         let timers = Task { await runTimers(coordinator, tickMillis: options.timerTickMillis) }
+        // On SIGTERM/SIGINT, before the servers wait for in-flight requests: answer parked polls and
+        // end watches at once, so a graceful shutdown takes milliseconds, not a poll's whole wait.
+        let closer = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                await wakeups.close()
+                await watchWakeups.close()
+                break
+            }
+        }
         let ready = Task {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
             logger.info("serving gRPC on \(options.grpcHost):\(port)")
@@ -121,6 +136,7 @@ public enum LockstepServer {
         defer {
             timers.cancel()
             ready.cancel()
+            closer.cancel()
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await grpc.serve() }

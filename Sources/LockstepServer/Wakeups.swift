@@ -1,12 +1,23 @@
-/// Parked long-polls and what wakes them: every change of the live state bumps a generation and
-/// resumes every parked poll, which then looks again. A poll that read generation `n` before looking
-/// waits only if nothing changed since, so no change between its look and its wait is missed.
+/// Parked long-polls and watches, and what wakes them: every change of the live state bumps a
+/// generation and resumes every parked caller, which then looks again. A caller that read generation
+/// `n` before looking waits only if nothing changed since, so no change between its look and its wait
+/// is missed. Parking is bounded, follows task cancellation, and ends for everyone at shutdown.
 actor Wakeups {
+    enum Outcome: Equatable {
+        /// Something changed, or the wait timed out: look again.
+        case lookAgain
+        /// Too many are parked (overall or for this principal): answer now.
+        case full
+        /// The server is shutting down: answer now.
+        case closed
+    }
+
     private(set) var generation: UInt64 = 0
     private var parked: [UInt64: (owner: String, continuation: CheckedContinuation<Void, Never>)] = [:]
     private var parkedByOwner: [String: Int] = [:]
     private var nextID: UInt64 = 0
-    /// Most polls parked at once, and per principal; beyond either a poll is answered at once.
+    private var closed = false
+    /// Most callers parked at once, and per principal.
     let parkedMax: Int
     let parkedPerOwnerMax: Int
 
@@ -25,24 +36,34 @@ actor Wakeups {
         for entry in waking.values { entry.continuation.resume() }
     }
 
-    /// Waits until a change after generation `seen`, or `millis` pass. False when the poll could not be
-    /// parked (a limit) and should be answered now.
-    func wait(after seen: UInt64, millis: Int, owner: String) async -> Bool {
-        guard generation == seen else { return true }
-        guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return false }
+    /// Wakes everyone and parks nobody from now on (graceful shutdown).
+    func close() {
+        closed = true
+        signal()
+    }
+
+    /// Waits until a change after generation `seen`, `millis` pass, or the task is cancelled.
+    func wait(after seen: UInt64, millis: Int, owner: String) async -> Outcome {
+        if closed { return .closed }
+        guard generation == seen else { return .lookAgain }
+        guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
         let id = nextID
         nextID &+= 1
         parkedByOwner[owner, default: 0] += 1
         let timer = Task {
             try? await Task.sleep(for: .milliseconds(millis))
-            self.expire(id)
+            self.wake(id)
         }
-        await withCheckedContinuation { parked[id] = (owner, $0) }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { parked[id] = (owner, $0) }
+        } onCancel: {
+            Task { await self.wake(id) }
+        }
         timer.cancel()
-        return true
+        return closed ? .closed : .lookAgain
     }
 
-    private func expire(_ id: UInt64) {
+    private func wake(_ id: UInt64) {
         guard let entry = parked.removeValue(forKey: id) else { return }
         parkedByOwner[entry.owner, default: 1] -= 1
         if parkedByOwner[entry.owner] == 0 { parkedByOwner[entry.owner] = nil }

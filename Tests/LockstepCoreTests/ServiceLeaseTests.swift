@@ -144,6 +144,34 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         #expect(ledger.leases("m", "c").isRequested)
     }
 
+    /// Found in review: `a` completes (releasing s); `b` (s, u) and `c` (s) become ready in the same
+    /// append, `b` first in line. The hand-over must not give s to `c` ahead of `b`.
+    @Test func aHandOverNeverJumpsAnEarlierRequestOfTheSameAppend() {
+        let fan = PlanSnapshot(name: "fan", version: 1, contentHash: "h-fan", nodes: [
+            NodeSpec(id: NodeID("a"), services: ["s"], phase: .custom, action: "a"),
+            NodeSpec(id: NodeID("b"), services: ["s", "u"], phase: .custom, action: "b", needs: [NodeID("a")]),
+            NodeSpec(id: NodeID("c"), services: ["s"], phase: .custom, action: "c", needs: [NodeID("a")]),
+        ])
+        var ledger = LeaseLedger()
+        start(&ledger, "m", fan)
+        runStep(&ledger, "m", "a")
+        #expect(ledger.holder("s") == "m/b" && ledger.holder("u") == "m/b")
+        #expect(ledger.leases("m", "c").isRequested)
+    }
+
+    /// Found in review: histories written before service leases have running steps that hold nothing
+    /// and ready nodes that never asked. The bookkeeping asks for both.
+    @Test func aRunningStepOrAReadyNodeThatHoldsNothingAsksForItsServices() {
+        let old = MigrationState.folded([started, leased("expand", token: 1)])!
+        #expect(old.serviceLeaseBookkeeping() == [
+            .serviceLeasesRequested(ServiceLeasesRequested(node: NodeID("expand"), services: ["orders"], kind: .forward)),
+        ])
+        #expect(MigrationState.decide(old, .reconcileServiceLeases, now: t(1)) == .accepted(old.serviceLeaseBookkeeping()))
+        let consistent = MigrationState.given([started])!
+        #expect(MigrationState.decide(consistent, .reconcileServiceLeases, now: t(1))
+            == .rejected(.invalidArgument("migration orders-split-1 has no service-lease bookkeeping to record")))
+    }
+
     @Test func grantingOutOfLineIsRefused() {
         var ledger = LeaseLedger()
         start(&ledger, "m1", servicePlan("a", ["orders"]))

@@ -99,7 +99,8 @@ import Testing
         #expect(report.serviceLeases.map(\.service) == ["orders"])
 
         let result = try await coordinator.forceReleaseService("orders", reason: "stuck's team disbanded; orders verified", context: operatorContext, now: t(9))
-        #expect(result.events.map(\.event.typeName) == ["service_leases_released"])
+        // The node is between retries, so it asks again at once, behind the migration already waiting.
+        #expect(result.events.map(\.event.typeName) == ["service_leases_released", "service_leases_requested"])
         #expect(result.events[0].metadata.actor == Actor(kind: "user", id: "olga"))
         #expect(result.events[0].event == .serviceLeasesReleased(ServiceLeasesReleased(
             node: NodeID("step-0"), services: ["orders"], reason: "stuck's team disbanded; orders verified", forced: true)))

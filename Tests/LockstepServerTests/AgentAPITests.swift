@@ -78,6 +78,29 @@ struct AgentAPITests {
         _ = try await server.stop()
     }
 
+    @Test func aWatchStreamsEveryEventLiveAndEndsWhenTheMigrationSettles() async throws {
+        let server = try await started()
+        let watch = try ChildProcess("/usr/bin/curl", ["-sS", "-N", "-X", "POST", "-H", "content-type: application/json",
+                                                       "--data-binary", #"{"migration_id": "m1"}"#, server.url + "/v1/migrations/watch"])
+        try await watch.waitForOutput("service_leases_granted", seconds: 30)
+        for (service, node) in [("orders", "expand"), ("checkout", "switch")] {
+            #expect(try await server.post("/v1/agent/poll", #"{"service": "\#(service)", "agent_id": "a"}"#).contains(#""lease_id":"m1/\#(node)""#))
+            #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/\#(node)", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        }
+        // The stream ends by itself after the migration settled.
+        let output = try await watch.wait(seconds: 30)
+        let types = output.stdout.split(separator: "\n").compactMap { line -> String? in
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let record = object["record"] as? [String: Any], let payload = record["payload"] as? [String: Any] else { return nil }
+            return payload.keys.first
+        }
+        #expect(types == ["migration_started", "service_leases_requested", "service_leases_granted", "step_leased", "step_completed",
+                          "service_leases_released", "service_leases_requested", "service_leases_granted", "step_leased", "step_completed",
+                          "migration_succeeded", "service_leases_released"], "\(output.stdout)")
+        #expect(try await server.post("/v1/migrations/watch", #"{"migration_id": "ghost"}"#).contains(#""code":"migration_not_found""#))
+        _ = try await server.stop()
+    }
+
     @Test func aParkedPollIsWokenByTheEventThatMakesItsStepReady() async throws {
         let server = try await started()
         // checkout's step needs expand: the poll parks (it may wait 25 s).

@@ -1250,6 +1250,19 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "Watch" metadata.
+        public enum Watch: Sendable {
+            /// Request type for "Watch".
+            public typealias Input = Lockstep_V1_WatchRequest
+            /// Response type for "Watch".
+            public typealias Output = Lockstep_V1_EventEnvelope
+            /// Descriptor for "Watch".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "Watch",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "lockstep.v1.MigrationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ApplyPlan.descriptor,
@@ -1261,7 +1274,8 @@ public enum Lockstep_V1_MigrationService: Sendable {
             AbortMigration.descriptor,
             Approve.descriptor,
             Reject.descriptor,
-            ReleaseServiceLease.descriptor
+            ReleaseServiceLease.descriptor,
+            Watch.descriptor
         ]
     }
 }
@@ -1431,6 +1445,25 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+        /// > that settles the migration.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_WatchRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_EventEnvelope` messages.
+        func watch(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_WatchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
     }
 
     /// Service protocol for the "lockstep.v1.MigrationService" service.
@@ -1584,6 +1617,25 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+        /// > that settles the migration.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_WatchRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_EventEnvelope` messages.
+        func watch(
+            request: GRPCCore.ServerRequest<Lockstep_V1_WatchRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
     }
 
     /// Simple service protocol for the "lockstep.v1.MigrationService" service.
@@ -1735,6 +1787,26 @@ extension Lockstep_V1_MigrationService {
             request: Lockstep_V1_ReleaseServiceLeaseRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+        /// > that settles the migration.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_WatchRequest` message.
+        ///   - response: A response stream of `Lockstep_V1_EventEnvelope` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func watch(
+            request: Lockstep_V1_WatchRequest,
+            response: GRPCCore.RPCWriter<Lockstep_V1_EventEnvelope>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -1847,6 +1919,17 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
             handler: { request, context in
                 try await self.releaseServiceLease(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.Watch.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_WatchRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EventEnvelope>(),
+            handler: { request, context in
+                try await self.watch(
                     request: request,
                     context: context
                 )
@@ -1966,6 +2049,17 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
             context: context
         )
         return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func watch(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_WatchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+        let response = try await self.watch(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
     }
 }
 
@@ -2099,6 +2193,23 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func watch(
+        request: GRPCCore.ServerRequest<Lockstep_V1_WatchRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+        return GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>(
+            metadata: [:],
+            producer: { writer in
+                try await self.watch(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -2304,6 +2415,30 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+        /// > that settles the migration.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_WatchRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_WatchRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_EventEnvelope` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func watch<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_WatchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_WatchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_EventEnvelope>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2626,6 +2761,39 @@ extension Lockstep_V1_MigrationService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "Watch" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+        /// > that settles the migration.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_WatchRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_WatchRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_EventEnvelope` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func watch<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_WatchRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_WatchRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_EventEnvelope>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.Watch.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -2877,6 +3045,34 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Watch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+    /// > that settles the migration.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_WatchRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watch<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_WatchRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.watch(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_WatchRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_EventEnvelope>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3170,6 +3366,38 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.releaseServiceLease(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Watch" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The migration's events after a sequence, then live as they are recorded; ends after the event
+    /// > that settles the migration.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func watch<Result>(
+        _ message: Lockstep_V1_WatchRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_WatchRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.watch(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -281,6 +281,21 @@ public nonisolated struct Lockstep_V1_StartMigrationResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Lockstep_V1_WatchRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var migrationID: String = String()
+
+  /// Send events after this global sequence (0 = from the start).
+  public var afterSequence: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Lockstep_V1_GetMigrationRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1137,6 +1152,41 @@ nonisolated extension Lockstep_V1_StartMigrationResponse: SwiftProtobuf.Message,
   public static func ==(lhs: Lockstep_V1_StartMigrationResponse, rhs: Lockstep_V1_StartMigrationResponse) -> Bool {
     if lhs.migrationID != rhs.migrationID {return false}
     if lhs.planVersion != rhs.planVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_WatchRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WatchRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}after_sequence\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.afterSequence) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.migrationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 1)
+    }
+    if self.afterSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.afterSequence, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_WatchRequest, rhs: Lockstep_V1_WatchRequest) -> Bool {
+    if lhs.migrationID != rhs.migrationID {return false}
+    if lhs.afterSequence != rhs.afterSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

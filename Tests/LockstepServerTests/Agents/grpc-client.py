@@ -47,3 +47,11 @@ try:
     agents.Complete(agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token + 1), metadata=agent, timeout=30)
 except grpc.RpcError as error:
     print(f"refused {error.code().name} {dict(error.trailing_metadata()).get('lockstep-error-code')} {error.details()}", flush=True)
+
+# Watch the migration: its events so far, then live; it has not settled, so the deadline ends the stream.
+seen = []
+try:
+    for envelope in migrations.Watch(agent_pb2.WatchRequest(migration_id="py-1"), metadata=operator, timeout=3):
+        seen.append(envelope.record.payload.WhichOneof("kind"))
+except grpc.RpcError as error:
+    print(f"watch {error.code().name} after {len(seen)} events: {' '.join(seen)}", flush=True)
