@@ -428,6 +428,9 @@ public actor Coordinator {
         return expired
     }
 
+    /// Step leases live now (for metrics).
+    public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
+
     /// When the lease timer should next look, in monotonic nanoseconds.
     public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
 

@@ -7,78 +7,80 @@ import LockstepWire
 /// layer, authentication and errors as the JSON side.
 struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     let agents: AgentAPI
+    let metrics: ServerMetrics
     let authenticate: @Sendable (String?) throws(APIError) -> Principal
 
     func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
-        try await call(request) { input, principal throws(APIError) in try await agents.poll(input, principal: principal) }
+        try await call(request, "agent/poll") { input, principal throws(APIError) in try await agents.poll(input, principal: principal) }
     }
 
     func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
-        try await call(request) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+        try await call(request, "agent/heartbeat") { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
     }
 
     func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ReportProgressResponse>
     {
-        try await call(request) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
+        try await call(request, "agent/progress") { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
     }
 
     func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
-        try await call(request) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
+        try await call(request, "agent/complete") { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
     }
 
     func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
-        try await call(request) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
+        try await call(request, "agent/fail") { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
     }
 
-    private func call<In, Out>(_ request: ServerRequest<In>, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
-        try await answer(request, authenticate: authenticate, body)
+    private func call<In, Out>(_ request: ServerRequest<In>, _ method: String, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+        try await answer(request, method, metrics: metrics, authenticate: authenticate, body)
     }
 }
 
 struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     let operators: OperatorAPI
     let watches: WatchAPI
+    let metrics: ServerMetrics
     let authenticate: @Sendable (String?) throws(APIError) -> Principal
 
     func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
+        try await answer(request, "plans", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
     }
 
     func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_StartMigrationResponse>
     {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
+        try await answer(request, "migrations", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
     }
 
     func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
+        try await answer(request, "migrations/get", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
     }
 
     func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListMigrationsResponse>
     {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
+        try await answer(request, "migrations/list", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
     }
 
     func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
+        try await answer(request, "migrations/pause", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
     }
 
     func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
+        try await answer(request, "migrations/resume", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
     }
 
     func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
+        try await answer(request, "migrations/abort", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
     }
 
     func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
+        try await answer(request, "migrations/approve", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
     }
 
     func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
+        try await answer(request, "migrations/reject", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
     }
 
     func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
@@ -109,19 +111,23 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ChangeResponse>
     {
-        try await answer(request, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
+        try await answer(request, "service-leases/release", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 }
 
 /// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
 /// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
 /// `lockstep-error-code` trailing metadata.
-private func answer<In, Out>(_ request: ServerRequest<In>, authenticate: @Sendable (String?) throws(APIError) -> Principal,
+private func answer<In, Out>(_ request: ServerRequest<In>, _ method: String, metrics: ServerMetrics,
+                             authenticate: @Sendable (String?) throws(APIError) -> Principal,
                              _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+    let began = ContinuousClock.now
+    defer { metrics.request(method, transport: "grpc").record(duration: ContinuousClock.now - began) }
     do throws(APIError) {
         let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
         return ServerResponse(message: try await body(request.message, principal))
     } catch {
+        metrics.record(error)
         throw error.rpcError
     }
 }

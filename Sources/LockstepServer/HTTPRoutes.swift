@@ -14,6 +14,7 @@ struct HTTPRoutes: Sendable {
     let operators: OperatorAPI
     let watches: WatchAPI
     let limits: APILimits
+    let metrics: ServerMetrics
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     let authenticate: @Sendable (Request) throws(APIError) -> Principal
     /// Whether the coordinator still takes writes (readiness).
@@ -26,6 +27,15 @@ struct HTTPRoutes: Sendable {
             await isWritable()
                 ? Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
                 : Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: "writes stopped: restart after checking the disk\n")))
+        }
+        // Prometheus text format; any authenticated principal may scrape.
+        router.get("/metrics") { request, _ -> Response in
+            do throws(APIError) {
+                _ = try authenticate(request)
+            } catch {
+                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+            }
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
         route(router, "/v1/agent/poll", agents.poll)
         route(router, "/v1/agent/heartbeat", agents.heartbeat)
@@ -69,12 +79,18 @@ struct HTTPRoutes: Sendable {
         _ router: Router<BasicRequestContext>, _ path: RouterPath,
         _ handler: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
     ) {
+        // The method name for metrics: the path without its version ("agent/poll"), never the raw URL.
+        let method = String(path.description.dropFirst("/v1/".count))
+        let timer = metrics.request(method, transport: "http")
         router.post(path) { request, _ -> Response in
+            let began = ContinuousClock.now
+            defer { timer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
                 let principal = try authenticate(request)
                 let input: In = try await decode(request)
                 return json(try await handler(input, principal), status: .ok)
             } catch {
+                metrics.record(error)
                 return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
             }
         }

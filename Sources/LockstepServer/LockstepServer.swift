@@ -75,7 +75,13 @@ public enum LockstepServer {
             authenticate = { header throws(APIError) in try auth.authenticate(header) }
         }
 
-        let log = try SQLiteEventLog(path: options.databasePath)
+        let metrics = ServerMetrics.bootstrap()
+        let log = try SQLiteEventLog(path: options.databasePath) { commit in
+            metrics.commits.increment()
+            metrics.appendedEvents.increment(by: commit.events)
+            metrics.commitBatch.record(commit.events)
+            metrics.commitDuration.recordNanoseconds(Int64(clamping: commit.durationNanos))
+        }
         let coordinator = try await Coordinator.open(log: log)
         let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         let watchWakeups = Wakeups(parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
@@ -90,15 +96,15 @@ public enum LockstepServer {
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
         let router = Router()
-        HTTPRoutes(agents: agents, operators: operators, watches: watches, limits: options.limits,
+        HTTPRoutes(agents: agents, operators: operators, watches: watches, limits: options.limits, metrics: metrics,
                    authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
                    isWritable: { await !coordinator.isStopped }).register(on: router)
         let grpcTransport = HTTP2ServerTransport.Posix(
             address: .ipv4(host: options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost, port: options.grpcPort),
             transportSecurity: .plaintext)
         let grpc = GRPCServer(transport: grpcTransport, services: [
-            GRPCAgentService(agents: agents, authenticate: authenticate),
-            GRPCMigrationService(operators: operators, watches: watches, authenticate: authenticate),
+            GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
+            GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
         ])
         let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile
@@ -116,7 +122,16 @@ public enum LockstepServer {
             },
             logger: logger)
 
-        let timers = Task { await runTimers(coordinator, tickMillis: options.timerTickMillis) }
+        let timers = Task {
+            await runTimers(coordinator, tickMillis: options.timerTickMillis) {
+                metrics.parkedPolls.record(await wakeups.parkedCount)
+                metrics.openWatches.record(await watchWakeups.parkedCount)
+                metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
+                metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
+            } expired: { count in
+                metrics.stepLeasesExpired.increment(by: count)
+            }
+        }
         // On SIGTERM/SIGINT, before the servers wait for in-flight requests: answer parked polls and
         // end watches at once, so a graceful shutdown takes milliseconds, not a poll's whole wait.
         let closer = Task {
@@ -149,11 +164,13 @@ public enum LockstepServer {
         }
     }
 
-    /// The coordinator's timers: lease expiry, deadlines, and a grant pass when one is owed.
-    static func runTimers(_ coordinator: Coordinator, tickMillis: Int) async {
+    /// The coordinator's timers: lease expiry, deadlines, a grant pass when one is owed, and the gauges.
+    static func runTimers(_ coordinator: Coordinator, tickMillis: Int, gauges: @Sendable () async -> Void, expired: @Sendable (Int) -> Void) async {
         while !Task.isCancelled {
             let now = WallClock.now()
-            await coordinator.expireDueLeases(now: now)
+            let ended = await coordinator.expireDueLeases(now: now)
+            if !ended.isEmpty { expired(ended.count) }
+            await gauges()
             if let deadline = await coordinator.nextDeadline, deadline <= now { await coordinator.enforceDeadlines(now: now) }
             if await coordinator.grantPassIsOwed { await coordinator.grantServiceLeases(now: now) }
             try? await Task.sleep(for: .milliseconds(tickMillis))

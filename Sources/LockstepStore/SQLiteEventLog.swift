@@ -56,7 +56,18 @@ public final class SQLiteEventLog: EventLog {
     private let observer: CommitObserver?
 
     /// Receives one call per committed transaction: events committed and appends batched together.
-    public typealias CommitObserver = @Sendable (_ events: Int, _ appends: Int) -> Void
+    /// What one group commit did.
+    public struct Commit: Sendable {
+        /// Events written.
+        public var events: Int
+        /// Appends (callers) served.
+        public var appends: Int
+        /// From BEGIN to the end of COMMIT, including the WAL fsync, in nanoseconds.
+        public var durationNanos: UInt64
+    }
+
+    /// Told about every successful commit (metrics, benchmarks). Runs on the commit queue: keep it short.
+    public typealias CommitObserver = @Sendable (Commit) -> Void
 
     private struct PendingAppend {
         var request: AppendRequest
@@ -205,6 +216,7 @@ public final class SQLiteEventLog: EventLog {
         guard let db = writer else { return requests.map { _ in .failure(.writesStopped(reason: "read-only")) } }
         var committing = false
         var results: [Result<AppendReceipt, EventLogError>] = []
+        let began = ContinuousClock.now
         do {
             try db.execute("BEGIN IMMEDIATE")
             let written = try insert(requests, into: db)
@@ -220,7 +232,11 @@ public final class SQLiteEventLog: EventLog {
             committing = true
             try db.execute("COMMIT")
             remember(written.versions, head: written.head)
-            observer?(written.events, requests.count)
+            if let observer {
+                let elapsed = ContinuousClock.now - began
+                let nanos = UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
+                observer(Commit(events: written.events, appends: requests.count, durationNanos: nanos))
+            }
         } catch {
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
             let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))

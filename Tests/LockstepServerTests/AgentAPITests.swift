@@ -57,6 +57,14 @@ struct AgentAPITests {
         try await expectError("/v1/plans", #"{"plan_yaml": "name: [broken"}"#, 400, "invalid_plan")
         try await expectError("/v1/migrations", #"{"plan": "two-services", "migration_id": "m1"}"#, 409, "migration_already_exists")
         try await expectError("/v1/migrations", #"{"plan": "nope"}"#, 400, "invalid_argument")
+        // Metrics: what the requests above did, by method (never by raw URL), and the log's commits.
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/metrics"]).wait(seconds: 30).stdout
+        for expected in ["lockstep_stale_token_rejections_total 1", "lockstep_appended_events_total 4", "lockstep_commit_duration_seconds_bucket",
+                         #"lockstep_request_duration_seconds_count{method="agent/complete",transport="http"} 4"#,
+                         "lockstep_commit_batch_events_bucket", "lockstep_parked_polls 0", "lockstep_service_leases_held 1"] {
+            #expect(metrics.contains(expected), "\(expected) not in:\n\(metrics)")
+        }
+        #expect(!metrics.contains("ghost"))
         _ = try await server.stop()
         // plan_applied, migration_started, expand's request and grant: nothing else was appended.
         let verify = try await runLockstep(["history", "verify", "--data", server.data + "/data"])

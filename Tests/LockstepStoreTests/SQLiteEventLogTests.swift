@@ -40,8 +40,9 @@ import Testing
 
     @Test func concurrentAppendsShareCommits() async throws {
         let commits = Mutex<[(events: Int, appends: Int)]>([])
-        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { events, appends in
-            commits.withLock { $0.append((events, appends)) }
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { commit in
+            #expect(commit.durationNanos > 0)
+            commits.withLock { $0.append((commit.events, commit.appends)) }
         }
         let writers = 64
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -63,7 +64,7 @@ import Testing
 
     @Test func oneCommitCarriesAtMostTheBatchLimit() async throws {
         let commits = Mutex<[Int]>([])
-        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { events, _ in commits.withLock { $0.append(events) } }
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { commit in commits.withLock { $0.append(commit.events) } }
         // Six appends of 1,000 events queued together: 6,000 events cannot share one 4,096-event commit.
         try await withThrowingTaskGroup(of: Void.self) { group in
             for stream in 0..<6 {
@@ -93,8 +94,8 @@ import Testing
 
     @Test func aConflictInsideABatchDoesNotFailItsNeighbours() async throws {
         let batched = Mutex(0)
-        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { _, appends in
-            if appends > 1 { batched.withLock { $0 += 1 } }
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite") { commit in
+            if commit.appends > 1 { batched.withLock { $0 += 1 } }
         }
         let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
             for index in 0..<32 {

@@ -54,7 +54,7 @@ print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores, record \(
 /// `writers` tasks append one event at a time to their own streams for `seconds`. Returns (events/s, events per commit).
 func lockstepAppends(writers: Int) async throws -> (perSecond: Double, eventsPerCommit: Double) {
     let commits = Mutex((commits: 0, events: 0))
-    let log = try SQLiteEventLog(path: freshPath()) { events, _ in commits.withLock { $0.commits += 1; $0.events += events } }
+    let log = try SQLiteEventLog(path: freshPath()) { commit in commits.withLock { $0.commits += 1; $0.events += commit.events } }
     let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1_000))
     let (count, elapsed) = try await timed {
         try await withThrowingTaskGroup(of: Int.self) { group in
@@ -108,7 +108,7 @@ for writers in [1, 16, 64] where wanted("appends") {
 /// next node's grant (the lease queue): 5 events in 3 appends. Returns cycles/s, events/s, events per commit.
 func leaseCycles(agents: Int) async throws -> (cyclesPerSecond: Double, eventsPerCycle: Double, eventsPerCommit: Double) {
     let commits = Mutex((commits: 0, events: 0))
-    let log = try SQLiteEventLog(path: freshPath()) { events, _ in commits.withLock { $0.commits += 1; $0.events += events } }
+    let log = try SQLiteEventLog(path: freshPath()) { commit in commits.withLock { $0.commits += 1; $0.events += commit.events } }
     let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: UInt64(option("--snapshot-interval").flatMap(Int.init) ?? 10_000))
     let operatorContext = CommandContext(actor: Actor(kind: "user", id: "bench"), triggeredBy: .user)
     var plans: [PlanSnapshot] = []

@@ -1,0 +1,46 @@
+import Metrics
+import Prometheus
+
+/// What `/metrics` shows, in the Prometheus text format (swift-metrics, with swift-prometheus as the
+/// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
+/// of series stays bounded.
+struct ServerMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+
+    let appendedEvents = Counter(label: "lockstep_appended_events_total")
+    let commits = Counter(label: "lockstep_commits_total")
+    let commitBatch = Recorder(label: "lockstep_commit_batch_events", aggregate: true)
+    /// BEGIN to the end of COMMIT, including the WAL fsync.
+    let commitDuration = Metrics.Timer(label: "lockstep_commit_duration_seconds")
+    let parkedPolls = Gauge(label: "lockstep_parked_polls")
+    let openWatches = Gauge(label: "lockstep_open_watches")
+    let stepLeasesHeld = Gauge(label: "lockstep_step_leases_held")
+    let serviceLeasesHeld = Gauge(label: "lockstep_service_leases_held")
+    let stepLeasesExpired = Counter(label: "lockstep_step_leases_expired_total")
+    let staleTokenRejections = Counter(label: "lockstep_stale_token_rejections_total")
+
+    /// Sets up the process-wide metrics backend (once per process) and the instruments.
+    static func bootstrap() -> ServerMetrics {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.valueHistogramBuckets["lockstep_commit_batch_events"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096]
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+            .seconds(1), .seconds(5), .seconds(30),
+        ]
+        MetricsSystem.bootstrap(factory)
+        return ServerMetrics(registry: registry)
+    }
+
+    func request(_ method: String, transport: String) -> Metrics.Timer {
+        Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)])
+    }
+
+    /// Counts what an error says about the system (stale reports are a fencing signal worth watching).
+    func record(_ error: APIError) {
+        if error.code == "stale_fencing_token" { staleTokenRejections.increment() }
+    }
+
+    var text: [UInt8] { registry.emitToBuffer() }
+}
