@@ -269,6 +269,10 @@ extension MigrationState {
 
     // MARK: - Input checks
 
+    /// A sentence saying what is wrong with `value` as an identifier (migration, node, service, agent
+    /// ids), or nil when it is fine: what every edge checks before anything reaches `decide`.
+    public static func identifierProblem(_ value: String, what: String) -> String? { validateIdentifier(value, what: what) }
+
     /// A sentence saying what is wrong with `value` as an identifier, or nil when it is fine.
     static func validateIdentifier(_ value: String, what: String) -> String? {
         if value.isEmpty { return "\(what) is empty" }

@@ -10,7 +10,9 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     public var kind: Kind
 
     public enum Kind: Hashable, Sendable {
-        case badRequest, unauthenticated, forbidden, notFound, conflict, tooLarge, unsupportedMediaType, overloaded, unavailable
+        case badRequest, unauthenticated, forbidden, notFound, conflict, alreadyExists, tooLarge, unsupportedMediaType, overloaded, unavailable
+        /// The write may or may not have happened (never safe to retry blindly).
+        case outcomeUnknown
 
         public var httpStatus: Int {
             switch self {
@@ -18,11 +20,12 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
             case .unauthenticated: 401
             case .forbidden: 403
             case .notFound: 404
-            case .conflict: 409
+            case .conflict, .alreadyExists: 409
             case .tooLarge: 413
             case .unsupportedMediaType: 415
             case .overloaded: 429
             case .unavailable: 503
+            case .outcomeUnknown: 500
             }
         }
     }
@@ -44,23 +47,32 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         case .rejected(let rejection):
             self.init(Self.kind(of: rejection), code: rejection.code, rejection.message)
         case .storage(let storage):
+            // The sentence without the code in front (the code travels on its own).
+            let sentence = Self.withoutCode(storage.description, storage.code)
             switch storage {
             case .overloaded, .busy:
-                self.init(.overloaded, code: storage.code, storage.description)
+                self.init(.overloaded, code: storage.code, sentence)
             case .invalidRequest(let why):
                 self.init(.badRequest, code: "invalid_argument", why)
             case .versionConflict:
-                self.init(.conflict, code: storage.code, storage.description)
+                self.init(.conflict, code: storage.code, sentence)
+            case .outcomeUnknown:
+                self.init(.outcomeUnknown, code: storage.code, sentence)
             default:
-                self.init(.unavailable, code: storage.code, storage.description)
+                self.init(.unavailable, code: storage.code, sentence)
             }
         case .overloaded:
-            self.init(.overloaded, code: error.code, error.description)
+            self.init(.overloaded, code: error.code, Self.withoutCode(error.description, error.code))
         }
+    }
+
+    static func withoutCode(_ description: String, _ code: String) -> String {
+        description.hasPrefix(code + ": ") ? String(description.dropFirst(code.count + 2)) : description
     }
 
     static func kind(of rejection: Rejection) -> Kind {
         switch rejection {
+        case .migrationAlreadyExists: .alreadyExists
         case .migrationNotFound, .unknownNode, .serviceNotLeased: .notFound
         case .invalidArgument, .invalidPlan: .badRequest
         case .requesterCannotApprove, .notAnApprover: .forbidden

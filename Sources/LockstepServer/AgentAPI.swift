@@ -12,6 +12,8 @@ public struct APILimits: Hashable, Sendable {
     public var parkedPollsMax = 10_000
     /// Most polls one principal may have parked at once.
     public var parkedPollsPerPrincipalMax = 1_000
+    /// Most concurrent gRPC streams per connection.
+    public var grpcConcurrentStreamsMax = 256
     /// Most watches open at once, and per principal.
     public var watchesMax = 1_000
     public var watchesPerPrincipalMax = 100
@@ -33,20 +35,25 @@ public struct AgentAPI: Sendable {
 
     /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
     /// the agent and returns it; or returns no step and a delay before the next poll.
-    public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_PollResponse {
+    ///
+    /// `clientGone` says whether the caller has gone away (its connection or stream closed, its deadline
+    /// passed): checked before every lease, so a step is never leased to nobody.
+    public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal,
+                     clientGone: @Sendable () -> Bool = { false }) async throws(APIError) -> Lockstep_V1_PollResponse {
         try validate(request.service, "service")
         try validate(request.agentID, "agent_id")
         try principal.requireAgent(of: request.service)
         let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
         let giveUp = ContinuousClock.now + .milliseconds(wait)
-        while true {
+        while !clientGone() && !Task.isCancelled {
             let seen = await wakeups.generation
-            if let step = try await leaseNext(service: request.service, agent: request.agentID, principal: principal) {
-                return .with { $0.step = step }
-            }
+            let (step, nextRetry) = try await leaseNext(service: request.service, agent: request.agentID, principal: principal, clientGone: clientGone)
+            if let step { return .with { $0.step = step } }
             let left = giveUp - ContinuousClock.now
             guard left > .zero else { break }
-            let millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+            // A retry backoff ending appends nothing, so nothing signals: wake up for it.
+            var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+            if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
             guard await wakeups.wait(after: seen, millis: millis, owner: principal.name) == .lookAgain else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
@@ -99,6 +106,8 @@ public struct AgentAPI: Sendable {
 
     /// The step a lease id names ("MIGRATION/NODE"), checked against the principal's services.
     private func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
+        // The role first, so nobody without it learns which migrations and nodes exist.
+        try principal.require(.agent, to: "report on steps")
         let parts = id.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
@@ -113,10 +122,13 @@ public struct AgentAPI: Sendable {
 
     /// Leases the first step of `service` that may start now (migrations in id order, nodes in plan
     /// order). Another agent may take a candidate first: then the next one is tried.
-    private func leaseNext(service: String, agent: String, principal: Principal) async throws(APIError) -> Lockstep_V1_Step? {
+    private func leaseNext(service: String, agent: String, principal: Principal,
+                           clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?) {
         let state = await coordinator.state
         let now = clock()
+        let nextRetry = Self.nextRetry(in: state, service: service, after: now)
         for (migration, node) in Self.candidates(in: state, service: service, now: now) {
+            guard !clientGone() && !Task.isCancelled else { return (nil, nil) }
             guard let spec = state.migrations[migration]?.plan.node(node) else { continue }
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
             let result: CommandResult
@@ -124,11 +136,11 @@ public struct AgentAPI: Sendable {
                 result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl), migration: migration,
                                                        context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
             } catch {
-                if case .rejected = error { continue }  // taken by someone else meanwhile
+                if case .rejected(let rejection) = error, Self.takenMeanwhile(rejection) { continue }
                 throw APIError(error)
             }
             guard case .stepLeased(let leased) = result.events.first?.event else { continue }
-            return .with {
+            return (.with {
                 $0.migrationID = migration.rawValue
                 $0.nodeID = node.rawValue
                 $0.kind = leased.kind == .forward ? .forward : .rollback
@@ -139,9 +151,31 @@ public struct AgentAPI: Sendable {
                 $0.fencingToken = leased.token.rawValue
                 $0.ttlMs = UInt32(clamping: ttl)
                 $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
+            }, nil)
+        }
+        return (nil, nextRetry)
+    }
+
+    /// Refusals that mean another caller or event got there first: the poll tries the next candidate.
+    static func takenMeanwhile(_ rejection: Rejection) -> Bool {
+        switch rejection {
+        case .nodeNotReady, .waitingForServices, .retryNotDue, .noRollbackDue, .migrationNotRunning, .migrationSettled, .awaitingApproval,
+             .gateRejected:
+            true
+        default:
+            false
+        }
+    }
+
+    /// The earliest retry backoff of `service`'s steps that ends after `now` (nothing signals it).
+    static func nextRetry(in state: LogState, service: String, after now: Instant) -> Instant? {
+        var earliest: Instant?
+        for migration in state.migrationsInOrder where migration.status == .running || migration.status == .aborting {
+            for (spec, node) in zip(migration.plan.nodes, migration.nodes) where spec.services.first == service {
+                if let retryAt = node.retryAt, retryAt > now, earliest.map({ retryAt < $0 }) ?? true { earliest = retryAt }
             }
         }
-        return nil
+        return earliest
     }
 
     /// Steps of `service` that may start at `now`: a ready node holding its services (forward), or the
@@ -169,8 +203,6 @@ public struct AgentAPI: Sendable {
 
     private func validate(_ value: String, _ field: String) throws(APIError) {
         if value.isEmpty { throw APIError.invalid("\(field) is required") }
-        if value.utf8.count > CoreLimits.identifierBytesMax {
-            throw APIError.invalid("\(field) is \(value.utf8.count) bytes long; the limit is \(CoreLimits.identifierBytesMax) bytes")
-        }
+        if let problem = MigrationState.identifierProblem(value, what: field) { throw APIError.invalid(problem) }
     }
 }

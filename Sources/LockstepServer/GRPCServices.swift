@@ -11,7 +11,23 @@ struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     let authenticate: @Sendable (String?) throws(APIError) -> Principal
 
     func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
-        try await call(request, "agent/poll") { input, principal throws(APIError) in try await agents.poll(input, principal: principal) }
+        // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: run
+        // the poll in a task that such a cancellation cancels, and never lease once it has happened.
+        let cancellation = context.cancellation
+        return try await call(request, "agent/poll") { input, principal throws(APIError) in
+            let polling = Task { () async -> Result<Lockstep_V1_PollResponse, APIError> in
+                do throws(APIError) {
+                    return .success(try await agents.poll(input, principal: principal, clientGone: { cancellation.isCancelled }))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try await withRPCCancellationHandler { () async throws(APIError) -> Lockstep_V1_PollResponse in
+                try await polling.value.get()
+            } onCancelRPC: {
+                polling.cancel()
+            }
+        }
     }
 
     func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
@@ -148,6 +164,8 @@ extension APIError.Kind {
         case .forbidden: .permissionDenied
         case .notFound: .notFound
         case .conflict: .failedPrecondition
+        case .alreadyExists: .alreadyExists
+        case .outcomeUnknown: .unknown
         case .tooLarge, .overloaded: .resourceExhausted
         case .unsupportedMediaType: .invalidArgument
         case .unavailable: .unavailable

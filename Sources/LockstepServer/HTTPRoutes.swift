@@ -9,6 +9,18 @@ import SwiftProtobuf
 /// The JSON side of the API: the same messages as gRPC, in the proto3 JSON mapping (field names as in
 /// the .proto files; `uint64` values are strings, as the mapping says). Every route is a POST of a JSON
 /// message that answers a JSON message, or an `ErrorBody` with the error's HTTP status.
+/// The request context: Hummingbird's core storage, plus the channel the request came on, so a long
+/// poll can tell that its client has gone away (a closed connection or a reset HTTP/2 stream).
+struct LockstepRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+}
+
 struct HTTPRoutes: Sendable {
     let agents: AgentAPI
     let operators: OperatorAPI
@@ -19,8 +31,10 @@ struct HTTPRoutes: Sendable {
     let authenticate: @Sendable (Request) throws(APIError) -> Principal
     /// Whether the coordinator still takes writes (readiness).
     let isWritable: @Sendable () async -> Bool
+    /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
+    let refuseBrowsers: Bool
 
-    func register(on router: Router<BasicRequestContext>) {
+    func register(on router: Router<LockstepRequestContext>) {
         // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         router.get("/readyz") { _, _ in
@@ -37,7 +51,9 @@ struct HTTPRoutes: Sendable {
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
-        route(router, "/v1/agent/poll", agents.poll)
+        route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in
+            try await agents.poll(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
+        }
         route(router, "/v1/agent/heartbeat", agents.heartbeat)
         route(router, "/v1/agent/progress", agents.reportProgress)
         route(router, "/v1/agent/complete", agents.complete)
@@ -53,12 +69,13 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
-        router.post("/v1/migrations/watch") { request, _ -> Response in
+        router.post("/v1/migrations/watch") { request, context -> Response in
             let stream: AsyncThrowingStream<StoredEvent, any Error>
+            let channel = context.channel
             do throws(APIError) {
                 let principal = try authenticate(request)
                 let input: Lockstep_V1_WatchRequest = try await decode(request)
-                stream = try await watches.events(input, principal: principal)
+                stream = try await watches.events(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
             } catch {
                 return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
             }
@@ -68,7 +85,10 @@ struct HTTPRoutes: Sendable {
                         try await writer.write(ByteBuffer(string: try HistoryExport.line(stored) + "\n"))
                     }
                 } catch let error as APIError {
-                    try await writer.write(ByteBuffer(string: #"{"error":{"code":"\#(error.code)","message":"\#(error.message)"}}"# + "\n"))
+                    // The last line names why the stream ended early, as a JSON-encoded ErrorBody.
+                    let body = Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }
+                    let line = (try? body.jsonString()) ?? #"{"code":"internal"}"#
+                    try await writer.write(ByteBuffer(string: #"{"error":"# + line + "}\n"))
                 }
                 try await writer.finish(nil)
             })
@@ -76,19 +96,26 @@ struct HTTPRoutes: Sendable {
     }
 
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
-        _ router: Router<BasicRequestContext>, _ path: RouterPath,
+        _ router: Router<LockstepRequestContext>, _ path: RouterPath,
         _ handler: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
+    ) {
+        route(router, path) { input, principal, _ throws(APIError) in try await handler(input, principal) }
+    }
+
+    private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
+        _ router: Router<LockstepRequestContext>, _ path: RouterPath,
+        _ handler: @escaping @Sendable (In, Principal, any Channel) async throws(APIError) -> Out
     ) {
         // The method name for metrics: the path without its version ("agent/poll"), never the raw URL.
         let method = String(path.description.dropFirst("/v1/".count))
         let timer = metrics.request(method, transport: "http")
-        router.post(path) { request, _ -> Response in
+        router.post(path) { request, context -> Response in
             let began = ContinuousClock.now
             defer { timer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
                 let principal = try authenticate(request)
                 let input: In = try await decode(request)
-                return json(try await handler(input, principal), status: .ok)
+                return json(try await handler(input, principal, context.channel), status: .ok)
             } catch {
                 metrics.record(error)
                 return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
@@ -97,8 +124,13 @@ struct HTTPRoutes: Sendable {
     }
 
     private func decode<In: SwiftProtobuf.Message>(_ request: Request) async throws(APIError) -> In {
-        if let type = request.headers[.contentType], !type.lowercased().hasPrefix("application/json") {
-            throw APIError(.unsupportedMediaType, code: "unsupported_media_type", "send the body as application/json (got \(type.prefix(100)))")
+        // Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
+        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
+            let got = request.headers[.contentType].map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
+            throw APIError(.unsupportedMediaType, code: "unsupported_media_type", "send the body as application/json\(got)")
+        }
+        if refuseBrowsers, request.headers[.origin] != nil {
+            throw APIError(.forbidden, code: "permission_denied", "--dev serves no browsers: requests with an Origin header are refused")
         }
         let body: ByteBuffer
         do {

@@ -95,13 +95,17 @@ public enum LockstepServer {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
-        let router = Router()
+        let router = Router(context: LockstepRequestContext.self)
         HTTPRoutes(agents: agents, operators: operators, watches: watches, limits: options.limits, metrics: metrics,
                    authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
-                   isWritable: { await !coordinator.isStopped }).register(on: router)
+                   isWritable: { await !coordinator.isStopped }, refuseBrowsers: options.dev).register(on: router)
+        var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
+        grpcConfig.rpc.maxRequestPayloadSize = options.limits.requestBodyBytesMax
+        grpcConfig.http2.maxConcurrentStreams = options.limits.grpcConcurrentStreamsMax
+        let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
         let grpcTransport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost, port: options.grpcPort),
-            transportSecurity: .plaintext)
+            address: grpcHost.contains(":") ? .ipv6(host: grpcHost, port: options.grpcPort) : .ipv4(host: grpcHost, port: options.grpcPort),
+            transportSecurity: .plaintext, config: grpcConfig)
         let grpc = GRPCServer(transport: grpcTransport, services: [
             GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
@@ -112,12 +116,12 @@ public enum LockstepServer {
             router: router,
             // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
             // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
-            server: .http1AndH2C(),
+            server: .http1AndH2C(configuration: .init(http1: .init(additionalChannelHandlers: [ClientPresence()]))),
             configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? options.httpPort
-                logger.info("serving JSON over HTTP/1.1 and h2c on http://\(options.httpHost):\(port)")
-                httpBoundSink.yield("http://\(options.httpHost):\(port)")
+                logger.info("serving JSON over HTTP/1.1 and h2c on http://\(bracketed(options.httpHost)):\(port)")
+                httpBoundSink.yield("http://\(bracketed(options.httpHost)):\(port)")
                 httpBoundSink.finish()
             },
             logger: logger)
@@ -143,10 +147,12 @@ public enum LockstepServer {
         }
         let ready = Task {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
-            logger.info("serving gRPC on \(options.grpcHost):\(port)")
+            logger.info("serving gRPC on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
-            if let readyFile { writeReadyFile(readyFile, grpc: "\(options.grpcHost):\(port)", http: http) }
+            if let readyFile, !writeReadyFile(readyFile, grpc: "\(bracketed(options.grpcHost)):\(port)", http: http) {
+                logger.error("could not write the ready file \(readyFile)")
+            }
         }
         defer {
             timers.cancel()
@@ -178,12 +184,15 @@ public enum LockstepServer {
     }
 
     /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).
-    static func writeReadyFile(_ path: String, grpc: String, http: String) {
+    static func writeReadyFile(_ path: String, grpc: String, http: String) -> Bool {
         let body = "{\"grpc\": \"\(grpc)\", \"http\": \"\(http)\"}\n"
         let temporary = path + ".tmp-\(getpid())"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(body.utf8)) else { return }
-        _ = rename(temporary, path)
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(body.utf8)) else { return false }
+        return rename(temporary, path) == 0
     }
+
+    /// An IPv6 literal in brackets, as URLs and gRPC targets need it.
+    static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
 }
 
 extension String {

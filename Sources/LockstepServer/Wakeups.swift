@@ -10,6 +10,8 @@ actor Wakeups {
         case full
         /// The server is shutting down: answer now.
         case closed
+        /// The waiting task was cancelled (its caller went away): stop.
+        case cancelled
     }
 
     private(set) var generation: UInt64 = 0
@@ -43,10 +45,14 @@ actor Wakeups {
     }
 
     /// Waits until a change after generation `seen`, `millis` pass, or the task is cancelled.
-    func wait(after seen: UInt64, millis: Int, owner: String) async -> Outcome {
+    /// `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
+    func wait(after seen: UInt64, millis: Int, owner: String, enforceLimit: Bool = true) async -> Outcome {
         if closed { return .closed }
+        if Task.isCancelled { return .cancelled }
         guard generation == seen else { return .lookAgain }
-        guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
+        if enforceLimit {
+            guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
+        }
         let id = nextID
         nextID &+= 1
         parkedByOwner[owner, default: 0] += 1
@@ -60,7 +66,8 @@ actor Wakeups {
             Task { await self.wake(id) }
         }
         timer.cancel()
-        return closed ? .closed : .lookAgain
+        if closed { return .closed }
+        return Task.isCancelled ? .cancelled : .lookAgain
     }
 
     private func wake(_ id: UInt64) {

@@ -15,7 +15,9 @@ public struct WatchAPI: Sendable {
     static let idleLookMillis = 15_000
 
     /// Checks the caller and the migration, then returns the stream of its stored events.
-    public func events(_ request: Lockstep_V1_WatchRequest, principal: Principal) async throws(APIError) -> AsyncThrowingStream<StoredEvent, any Error> {
+    /// `clientGone` ends the stream when the caller has gone away (checked after every wait).
+    public func events(_ request: Lockstep_V1_WatchRequest, principal: Principal,
+                       clientGone: @escaping @Sendable () -> Bool = { false }) async throws(APIError) -> AsyncThrowingStream<StoredEvent, any Error> {
         try principal.require(anyOf: OperatorAPI.readers, to: "watch migrations")
         let id = MigrationID(request.migrationID)
         guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
@@ -25,7 +27,9 @@ public struct WatchAPI: Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 var position = request.afterSequence
-                while !Task.isCancelled {
+                // The limits admit a watch once; re-parking after each event does not count again.
+                var admitted = false
+                while !Task.isCancelled && !clientGone() {
                     let seen = await wakeups.generation
                     // Settled before the read means its last event is in what the read sees.
                     let settled = await coordinator.migration(id)?.status.isSettled ?? true
@@ -42,9 +46,13 @@ public struct WatchAPI: Sendable {
                         continue
                     }
                     if settled { break }
-                    switch await wakeups.wait(after: seen, millis: Self.idleLookMillis, owner: principal.name) {
+                    let outcome = await wakeups.wait(after: seen, millis: Self.idleLookMillis, owner: principal.name, enforceLimit: !admitted)
+                    admitted = true
+                    switch outcome {
                     case .lookAgain:
                         continue
+                    case .cancelled:
+                        break
                     case .full:
                         continuation.finish(throwing: APIError(.overloaded, code: "too_many_watchers", "too many watches are open; close one or retry later"))
                         return

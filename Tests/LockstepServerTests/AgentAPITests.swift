@@ -44,7 +44,16 @@ struct AgentAPITests {
         try await expectError("/v1/agent/poll", #"{"service": "orders", "agent_id": "a", "colour": "red"}"#, 400, "malformed_request")
         try await expectError("/v1/agent/poll", #"{"service": 7}"#, 400, "malformed_request")
         try await expectError("/v1/agent/poll", #"{"agent_id": "a"}"#, 400, "invalid_argument")
+        try await expectError("/v1/agent/poll", #"{"service": "orders", "agent_id": "orders agent/1"}"#, 400, "invalid_argument")
         try await expectError("/v1/agent/poll", #"{"service": "orders", "agent_id": "a"}"#, 415, "unsupported_media_type", contentType: "text/plain")
+        // No content type at all (what a web page can send without a CORS preflight), and --dev refuses browsers.
+        let bare = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type:", "--data-binary", #"{"plan": "two-services"}"#,
+                                                            "-w", "\n%{http_code}", server.url + "/v1/migrations"]).wait(seconds: 30).stdout
+        #expect(bare.hasSuffix("\n415") && bare.contains("no content-type"), "\(bare)")
+        let browser = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "-H", "origin: http://evil.example",
+                                                               "--data-binary", #"{"plan": "two-services"}"#, "-w", "\n%{http_code}",
+                                                               server.url + "/v1/migrations"]).wait(seconds: 30).stdout
+        #expect(browser.hasSuffix("\n403") && browser.contains("Origin"), "\(browser)")
         let large = "{\"service\": \"" + String(repeating: "x", count: (1 << 20) + 1) + "\"}"
         let largeFile = temporaryDirectory() + "/large.json"
         try large.write(toFile: largeFile, atomically: true, encoding: .utf8)
@@ -106,6 +115,41 @@ struct AgentAPITests {
                           "service_leases_released", "service_leases_requested", "service_leases_granted", "step_leased", "step_completed",
                           "migration_succeeded", "service_leases_released"], "\(output.stdout)")
         #expect(try await server.post("/v1/migrations/watch", #"{"migration_id": "ghost"}"#).contains(#""code":"migration_not_found""#))
+        _ = try await server.stop()
+    }
+
+    /// Found in review: a parked poll whose client had gone away leased the step to nobody, and the
+    /// lease's expiry then used up an attempt.
+    @Test func aPollWhoseClientHasGoneAwayLeasesNothing() async throws {
+        let server = try await started()
+        // The client gives up after 1 s; its poll would wait 20 s for checkout's step.
+        let impatient = try await ChildProcess("/usr/bin/curl", ["-sS", "--max-time", "1", "-X", "POST", "-H", "content-type: application/json",
+                                                                 "--data-binary", #"{"service": "checkout", "agent_id": "ghost", "wait_ms": 20000}"#,
+                                                                 server.url + "/v1/agent/poll"]).wait(seconds: 30)
+        #expect(impatient.status != 0)
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        // The completion made switch ready and woke the abandoned poll: it must not have taken the step.
+        try await Task.sleep(for: .milliseconds(300))
+        let next = try await server.post("/v1/agent/poll", #"{"service": "checkout", "agent_id": "c1"}"#)
+        #expect(next.contains(#""lease_id":"m1/switch""#) && next.contains(#""fencing_token":"1""#), "\(next)")
+        _ = try await server.stop()
+    }
+
+    /// Found in review: a retry backoff running out appends nothing, so nothing woke a parked poll.
+    @Test func aParkedPollWakesWhenARetryBackoffEnds() async throws {
+        let server = try await ServerProcess()
+        let plan = "name: retried\nservices:\n  orders: { owners: [o] }\nnodes:\n  - id: work\n    service: orders\n    phase: custom\n    action: w\n    retry: { max_attempts: 2, backoff: 2s }\n"
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "retried", "migration_id": "r1"}"#).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "a"}"#).contains(#""fencing_token":"1""#))
+        let failed = try await server.post("/v1/agent/fail", #"{"lease_id": "r1/work", "fencing_token": "1", "reason": "flaky", "retryable": true}"#)
+        #expect(failed.contains(#""will_retry":true"#), "\(failed)")
+        let began = Date()
+        let retried = try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "a", "wait_ms": 25000}"#)
+        #expect(retried.contains(#""fencing_token":"2""#) && retried.contains(#""attempt":2"#), "\(retried)")
+        #expect(Date().timeIntervalSince(began) < 15, "woken by its 25 s timeout, not by the backoff's end")
         _ = try await server.stop()
     }
 
