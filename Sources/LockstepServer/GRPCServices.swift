@@ -131,6 +131,32 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     }
 }
 
+struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
+    let history: HistoryAPI
+    let metrics: ServerMetrics
+    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+
+    func listEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListEventsResponse> {
+        try await answer(request, "history/events", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await history.listEvents(input, principal: principal)
+        }
+    }
+
+    func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
+        try await answer(request, "history/state", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await history.stateAt(input, principal: principal)
+        }
+    }
+
+    func verifyHistory(request: ServerRequest<Lockstep_V1_VerifyHistoryRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_VerifyHistoryResponse>
+    {
+        try await answer(request, "history/verify", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await history.verify(input, principal: principal)
+        }
+    }
+}
+
 /// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
 /// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
 /// `lockstep-error-code` trailing metadata.

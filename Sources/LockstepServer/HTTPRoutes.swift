@@ -25,6 +25,7 @@ struct HTTPRoutes: Sendable {
     let agents: AgentAPI
     let operators: OperatorAPI
     let watches: WatchAPI
+    let history: HistoryAPI
     let limits: APILimits
     let metrics: ServerMetrics
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
@@ -68,6 +69,35 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/approve", operators.approve)
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
+        route(router, "/v1/history/events", history.listEvents)
+        route(router, "/v1/history/state", history.stateAt)
+        route(router, "/v1/history/verify", history.verify)
+        // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s format.
+        router.post("/v1/history/export") { request, _ -> Response in
+            let input: Lockstep_V1_ListEventsRequest
+            do throws(APIError) {
+                let principal = try authenticate(request)
+                input = try await decode(request)
+                try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+            } catch {
+                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+            }
+            let history = self.history
+            return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
+                var position = input.afterSequence
+                while true {
+                    let page = try await history.coordinator.log.read(after: position, limit: HistoryAPI.scanPageEventsMax)
+                    guard let last = page.last else { break }
+                    position = last.sequence
+                    var chunk = ""
+                    for stored in page where input.stream.isEmpty || stored.stream == input.stream {
+                        chunk += try HistoryExport.line(stored) + "\n"
+                    }
+                    if !chunk.isEmpty { try await writer.write(ByteBuffer(string: chunk)) }
+                }
+                try await writer.finish(nil)
+            })
+        }
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
         router.post("/v1/migrations/watch") { request, context -> Response in
             let stream: AsyncThrowingStream<StoredEvent, any Error>

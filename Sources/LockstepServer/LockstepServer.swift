@@ -95,8 +95,9 @@ public enum LockstepServer {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
+        let history = HistoryAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
-        HTTPRoutes(agents: agents, operators: operators, watches: watches, limits: options.limits, metrics: metrics,
+        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, limits: options.limits, metrics: metrics,
                    authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
                    isWritable: { await !coordinator.isStopped }, refuseBrowsers: options.dev).register(on: router)
         var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
@@ -109,6 +110,7 @@ public enum LockstepServer {
         let grpc = GRPCServer(transport: grpcTransport, services: [
             GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
+            GRPCHistoryService(history: history, metrics: metrics, authenticate: authenticate),
         ])
         let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile

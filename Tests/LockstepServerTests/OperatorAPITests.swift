@@ -84,6 +84,36 @@ struct OperatorAPITests {
         #expect(approval.contains(#""actor":{"kind":"user","id":"bob"}"#) && approval.contains(#""comment":"dashboards green""#))
     }
 
+    @Test func reviewersPageThroughTheHistoryReadTheStateAtAnyPointAndVerifyIt() async throws {
+        let server = try await server()
+        let t = Self.tokens
+        #expect(try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "m1"}"#, token: t["alice"]).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "m2"}"#, token: t["alice"]).hasSuffix("\n200"))
+        // plan_applied (1); m1: started, request, grant (2-4); m2: started, request (5-6); m2 waits for orders.
+        let all = try await server.post("/v1/history/events", #"{"page_size": 4}"#, token: t["audrey"])
+        #expect(all.contains(#""sequence":"1""#) && all.contains(#""sequence":"4""#) && !all.contains(#""sequence":"5""#), "\(all)")
+        #expect(all.contains(#""next_after_sequence":"4""#), "\(all)")
+        let m2 = try await server.post("/v1/history/events", #"{"stream": "migration/m2"}"#, token: t["audrey"])
+        #expect(m2.contains(#""sequence":"5""#) && m2.contains(#""sequence":"6""#) && !m2.contains(#""sequence":"4""#), "\(m2)")
+        #expect(!m2.contains("next_after_sequence"), "the last page says so by leaving it out: \(m2)")
+        // The state as of sequence 4: m1 only, its first node holding orders.
+        let at4 = try await server.post("/v1/history/state", #"{"sequence": "4"}"#, token: t["audrey"])
+        #expect(at4.contains(#""sequence":"4""#) && at4.contains(#"\"id\":\"m1\""#) && !at4.contains(#"\"id\":\"m2\""#), "\(at4)")
+        let now = try await server.post("/v1/history/state", #"{"time_ms": "\#(Int64(Date().timeIntervalSince1970 * 1_000) + 60_000)"}"#, token: t["audrey"])
+        #expect(now.contains(#""sequence":"6""#), "\(now)")
+        let before = try await server.post("/v1/history/state", #"{"time_ms": "1"}"#, token: t["audrey"])
+        #expect(!before.contains(#""sequence""#) && before.contains(#""report_json""#), "nothing was recorded by then: \(before)")
+        #expect(try await server.post("/v1/history/state", #"{"sequence": "99"}"#, token: t["audrey"]).contains(#""code":"invalid_argument""#))
+        let verified = try await server.post("/v1/history/verify", "{}", token: t["audrey"])
+        #expect(verified.contains(#""ok":true"#) && verified.contains(#""events":"6""#) && verified.contains(#""head_sequence":"6""#), "\(verified)")
+        let export = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "-H", "authorization: Bearer \(t["audrey"]!)",
+                                                              "--data-binary", #"{"after_sequence": "4"}"#, server.url + "/v1/history/export"]).wait(seconds: 30).stdout
+        #expect(export.split(separator: "\n").map { $0.hasPrefix(#"{"sequence":5,"#) || $0.hasPrefix(#"{"sequence":6,"#) } == [true, true], "\(export)")
+        // Agents read no history.
+        #expect(try await server.post("/v1/history/events", "{}", token: t["orders-agent"]).hasSuffix("\n403"))
+        _ = try await server.stop()
+    }
+
     @Test func migrationsAreListedInIdOrderPageByPage() async throws {
         let server = try await server()
         for id in ["m3", "m1", "m2"] {

@@ -3404,3 +3404,711 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
         )
     }
 }
+
+// MARK: - lockstep.v1.HistoryService
+
+/// Namespace containing generated types for the "lockstep.v1.HistoryService" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Lockstep_V1_HistoryService: Sendable {
+    /// Service descriptor for the "lockstep.v1.HistoryService" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "ListEvents" metadata.
+        public enum ListEvents: Sendable {
+            /// Request type for "ListEvents".
+            public typealias Input = Lockstep_V1_ListEventsRequest
+            /// Response type for "ListEvents".
+            public typealias Output = Lockstep_V1_ListEventsResponse
+            /// Descriptor for "ListEvents".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "ListEvents",
+                type: .unary
+            )
+        }
+        /// Namespace for "GetStateAt" metadata.
+        public enum GetStateAt: Sendable {
+            /// Request type for "GetStateAt".
+            public typealias Input = Lockstep_V1_StateAtRequest
+            /// Response type for "GetStateAt".
+            public typealias Output = Lockstep_V1_StateAtResponse
+            /// Descriptor for "GetStateAt".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "GetStateAt",
+                type: .unary
+            )
+        }
+        /// Namespace for "VerifyHistory" metadata.
+        public enum VerifyHistory: Sendable {
+            /// Request type for "VerifyHistory".
+            public typealias Input = Lockstep_V1_VerifyHistoryRequest
+            /// Response type for "VerifyHistory".
+            public typealias Output = Lockstep_V1_VerifyHistoryResponse
+            /// Descriptor for "VerifyHistory".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "VerifyHistory",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "lockstep.v1.HistoryService" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            ListEvents.descriptor,
+            GetStateAt.descriptor,
+            VerifyHistory.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "lockstep.v1.HistoryService" service.
+    public static let lockstep_v1_HistoryService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService")
+}
+
+// MARK: lockstep.v1.HistoryService (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService {
+    /// Streaming variant of the service protocol for the "lockstep.v1.HistoryService" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reviewers: the history as recorded, verified, and the state at any point of it.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "ListEvents" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListEventsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListEventsResponse` messages.
+        func listEvents(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListEventsResponse>
+
+        /// Handle the "GetStateAt" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_StateAtRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_StateAtResponse` messages.
+        func getStateAt(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_StateAtRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_StateAtResponse>
+
+        /// Handle the "VerifyHistory" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_VerifyHistoryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_VerifyHistoryResponse` messages.
+        func verifyHistory(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_VerifyHistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_VerifyHistoryResponse>
+    }
+
+    /// Service protocol for the "lockstep.v1.HistoryService" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reviewers: the history as recorded, verified, and the state at any point of it.
+    public protocol ServiceProtocol: Lockstep_V1_HistoryService.StreamingServiceProtocol {
+        /// Handle the "ListEvents" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListEventsResponse` message.
+        func listEvents(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListEventsResponse>
+
+        /// Handle the "GetStateAt" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StateAtRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_StateAtResponse` message.
+        func getStateAt(
+            request: GRPCCore.ServerRequest<Lockstep_V1_StateAtRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_StateAtResponse>
+
+        /// Handle the "VerifyHistory" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_VerifyHistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_VerifyHistoryResponse` message.
+        func verifyHistory(
+            request: GRPCCore.ServerRequest<Lockstep_V1_VerifyHistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse>
+    }
+
+    /// Simple service protocol for the "lockstep.v1.HistoryService" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reviewers: the history as recorded, verified, and the state at any point of it.
+    public protocol SimpleServiceProtocol: Lockstep_V1_HistoryService.ServiceProtocol {
+        /// Handle the "ListEvents" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListEventsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListEventsResponse` to respond with.
+        func listEvents(
+            request: Lockstep_V1_ListEventsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListEventsResponse
+
+        /// Handle the "GetStateAt" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_StateAtRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_StateAtResponse` to respond with.
+        func getStateAt(
+            request: Lockstep_V1_StateAtRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_StateAtResponse
+
+        /// Handle the "VerifyHistory" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_VerifyHistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_VerifyHistoryResponse` to respond with.
+        func verifyHistory(
+            request: Lockstep_V1_VerifyHistoryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_VerifyHistoryResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.ListEvents.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListEventsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListEventsResponse>(),
+            handler: { request, context in
+                try await self.listEvents(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.GetStateAt.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StateAtRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StateAtResponse>(),
+            handler: { request, context in
+                try await self.getStateAt(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.VerifyHistory.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_VerifyHistoryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_VerifyHistoryResponse>(),
+            handler: { request, context in
+                try await self.verifyHistory(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService.ServiceProtocol {
+    public func listEvents(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListEventsResponse> {
+        let response = try await self.listEvents(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func getStateAt(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_StateAtRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_StateAtResponse> {
+        let response = try await self.getStateAt(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func verifyHistory(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_VerifyHistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_VerifyHistoryResponse> {
+        let response = try await self.verifyHistory(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService.SimpleServiceProtocol {
+    public func listEvents(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListEventsResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListEventsResponse>(
+            message: try await self.listEvents(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func getStateAt(
+        request: GRPCCore.ServerRequest<Lockstep_V1_StateAtRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_StateAtResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_StateAtResponse>(
+            message: try await self.getStateAt(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func verifyHistory(
+        request: GRPCCore.ServerRequest<Lockstep_V1_VerifyHistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse>(
+            message: try await self.verifyHistory(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: lockstep.v1.HistoryService (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService {
+    /// Generated client protocol for the "lockstep.v1.HistoryService" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reviewers: the history as recorded, verified, and the state at any point of it.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "ListEvents" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListEventsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listEvents<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListEventsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListEventsResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "GetStateAt" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StateAtRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StateAtRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_StateAtResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStateAt<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StateAtRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StateAtRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_StateAtResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_StateAtResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "VerifyHistory" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_VerifyHistoryRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_VerifyHistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_VerifyHistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func verifyHistory<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_VerifyHistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_VerifyHistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_VerifyHistoryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "lockstep.v1.HistoryService" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Reviewers: the history as recorded, verified, and the state at any point of it.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "ListEvents" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListEventsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listEvents<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListEventsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListEventsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.ListEvents.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "GetStateAt" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StateAtRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StateAtRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_StateAtResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStateAt<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StateAtRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StateAtRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_StateAtResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_StateAtResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.GetStateAt.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "VerifyHistory" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_VerifyHistoryRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_VerifyHistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_VerifyHistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func verifyHistory<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_VerifyHistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_VerifyHistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_VerifyHistoryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.VerifyHistory.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService.ClientProtocol {
+    /// Call the "ListEvents" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listEvents<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListEventsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listEvents(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListEventsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListEventsResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStateAt" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_StateAtRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStateAt<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_StateAtRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_StateAtResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStateAt(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StateAtRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StateAtResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyHistory" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_VerifyHistoryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyHistory<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_VerifyHistoryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.verifyHistory(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_VerifyHistoryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_VerifyHistoryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_HistoryService.ClientProtocol {
+    /// Call the "ListEvents" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listEvents<Result>(
+        _ message: Lockstep_V1_ListEventsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListEventsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listEvents(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "GetStateAt" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStateAt<Result>(
+        _ message: Lockstep_V1_StateAtRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_StateAtResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_StateAtRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStateAt(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "VerifyHistory" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func verifyHistory<Result>(
+        _ message: Lockstep_V1_VerifyHistoryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_VerifyHistoryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.verifyHistory(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+
+/// The reviewer's side of the API: the recorded events page by page, the state at any sequence or
+/// time, and a full verification of the chain. Operators, approvers and auditors may read it.
+public struct HistoryAPI: Sendable {
+    let coordinator: Coordinator
+
+    /// Most events in one page, and the default.
+    public static let pageSizeMax = 1_000
+    public static let pageSizeDefault = 100
+    /// Events read from the log per step while filtering by stream or searching by time.
+    static let scanPageEventsMax = 4_096
+
+    public func listEvents(_ request: Lockstep_V1_ListEventsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListEventsResponse {
+        try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
+        var events: [StoredEvent] = []
+        var position = request.afterSequence
+        var more = true
+        // Filtering by stream may skip many events: read on until the page is full or the log ends.
+        while events.count < size && more {
+            let page = try await read(after: position, limit: request.stream.isEmpty ? size - events.count : Self.scanPageEventsMax)
+            more = !page.isEmpty
+            for stored in page {
+                position = stored.sequence
+                guard request.stream.isEmpty || stored.stream == request.stream else { continue }
+                events.append(stored)
+                if events.count == size { break }
+            }
+        }
+        let last = events.last?.sequence ?? position
+        let head = await coordinator.state.lastSequence
+        var envelopes: [Lockstep_V1_EventEnvelope] = []
+        for stored in events { envelopes.append(try Self.envelope(stored)) }
+        return .with {
+            $0.events = envelopes
+            $0.nextAfterSequence = last < head ? last : 0
+        }
+    }
+
+    public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
+        try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        let through: UInt64
+        switch request.at {
+        case .sequence(let sequence): through = sequence
+        case .timeMs(let time): through = try await lastSequence(recordedAtOrBefore: Instant(millisecondsSinceEpoch: time))
+        case nil: throw APIError.invalid("say which point of the history: sequence or time_ms")
+        }
+        let state: LogState
+        do {
+            state = through == 0 ? LogState() : try await History.replay(coordinator.log, through: through)
+        } catch {
+            if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
+            throw APIError(.storage(error))
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let json = (try? encoder.encode(StateReport(state))).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return .with {
+            $0.sequence = state.lastSequence
+            $0.digest = state.digest.hex
+            $0.reportJson = json
+        }
+    }
+
+    public func verify(_ request: Lockstep_V1_VerifyHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_VerifyHistoryResponse {
+        try principal.require(anyOf: OperatorAPI.readers, to: "verify the history")
+        do {
+            let report = try await HistoryVerifier.verify(coordinator.log)
+            return .with {
+                $0.ok = true
+                $0.events = report.events
+                $0.headSequence = report.head.sequence
+                $0.headChainHash = Data(report.head.chainHash.bytes)
+                $0.snapshotChecked = report.snapshotChecked ?? 0
+                $0.digest = report.digest.hex
+            }
+        } catch {
+            // A broken history is an answer, not a failure of the call.
+            return .with {
+                $0.ok = false
+                $0.problemCode = error.code
+                $0.problem = APIError.withoutCode(error.description, error.code)
+            }
+        }
+    }
+
+    private func read(after sequence: UInt64, limit: Int) async throws(APIError) -> [StoredEvent] {
+        do {
+            return try await coordinator.log.read(after: sequence, limit: limit)
+        } catch {
+            throw APIError(.storage(error))
+        }
+    }
+
+    /// The last event recorded at or before `time` (0 when none was).
+    private func lastSequence(recordedAtOrBefore time: Instant) async throws(APIError) -> UInt64 {
+        var position: UInt64 = 0
+        var found: UInt64 = 0
+        while true {
+            let page = try await read(after: position, limit: Self.scanPageEventsMax)
+            guard !page.isEmpty else { return found }
+            for stored in page {
+                position = stored.sequence
+                guard let record = try? EventRecordCodec.decodeRecord(stored.record) else {
+                    throw APIError(.storage(.corrupted(position: stored.sequence, reason: "the record does not decode")))
+                }
+                // Recorded times follow the wall clock, which may step back: take the last one at or before.
+                if record.recordedAtMs <= time.millisecondsSinceEpoch { found = stored.sequence }
+            }
+        }
+    }
+
+    static func envelope(_ stored: StoredEvent) throws(APIError) -> Lockstep_V1_EventEnvelope {
+        do {
+            let record = try EventRecordCodec.decodeRecord(stored.record)
+            return .with {
+                $0.sequence = stored.sequence
+                $0.chainHash = Data(stored.chainHash.bytes)
+                $0.record = record
+            }
+        } catch {
+            throw APIError(.storage(.corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")))
+        }
+    }
+}
