@@ -8,11 +8,16 @@ import NIOCore
 final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Sendable {
     typealias InboundIn = ByteBuffer
     private let gone = NIOLockedValueBox(false)
+    /// Whether a closed input means the client is gone: true on HTTP/1 connections; false where the
+    /// handler may also sit on HTTP/2 streams, whose input closes with every complete request.
+    private let inputClosedMeansGone: Bool
+
+    init(inputClosedMeansGone: Bool = true) { self.inputClosedMeansGone = inputClosedMeansGone }
 
     var isGone: Bool { gone.withLockedValue { $0 } }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .inputClosed = event as? ChannelEvent { gone.withLockedValue { $0 = true } }
+        if inputClosedMeansGone, case .inputClosed = event as? ChannelEvent { gone.withLockedValue { $0 = true } }
         context.fireUserInboundEventTriggered(event)
     }
 

@@ -3,6 +3,8 @@ import GRPCCore
 import GRPCNIOTransportHTTP2
 import Hummingbird
 import HummingbirdCore
+import HummingbirdHTTP2
+import NIOSSL
 import LockstepCore
 import LockstepEngine
 import LockstepStore
@@ -22,6 +24,9 @@ public enum LockstepServer {
         public var dev: Bool
         /// Who may call (bearer tokens); required unless `dev`.
         public var auth: AuthConfig?
+        /// PEM files of the server's certificate chain and private key: both listeners then speak TLS
+        /// (HTTP/1.1 and h2 by ALPN on the JSON side).
+        public var tls: (certificateChain: String, privateKey: String)?
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
@@ -104,9 +109,29 @@ public enum LockstepServer {
         grpcConfig.rpc.maxRequestPayloadSize = options.limits.requestBodyBytesMax
         grpcConfig.http2.maxConcurrentStreams = options.limits.grpcConcurrentStreamsMax
         let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
+        let grpcSecurity: HTTP2ServerTransport.Posix.TransportSecurity = options.tls.map {
+            .tls(certificateChain: [.file(path: $0.certificateChain, format: .pem)], privateKey: .file(path: $0.privateKey, format: .pem))
+        } ?? .plaintext
         let grpcTransport = HTTP2ServerTransport.Posix(
             address: grpcHost.contains(":") ? .ipv6(host: grpcHost, port: options.grpcPort) : .ipv4(host: grpcHost, port: options.grpcPort),
-            transportSecurity: .plaintext, config: grpcConfig)
+            transportSecurity: grpcSecurity, config: grpcConfig)
+        let server: HTTPServerBuilder
+        let scheme: String
+        if let tls = options.tls {
+            let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
+            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+            // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
+            // closed connection counts as a client gone.
+            server = try .http2Upgrade(tlsConfiguration: configuration, configuration: .init(
+                streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false)])))
+            scheme = "https"
+        } else {
+            // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
+            // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
+            server = .http1AndH2C(configuration: .init(http1: .init(additionalChannelHandlers: [ClientPresence()])))
+            scheme = "http"
+        }
         let grpc = GRPCServer(transport: grpcTransport, services: [
             GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
@@ -116,14 +141,12 @@ public enum LockstepServer {
         let readyFile = options.readyFile
         let app = Application(
             router: router,
-            // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
-            // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
-            server: .http1AndH2C(configuration: .init(http1: .init(additionalChannelHandlers: [ClientPresence()]))),
+            server: server,
             configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? options.httpPort
-                logger.info("serving JSON over HTTP/1.1 and h2c on http://\(bracketed(options.httpHost)):\(port)")
-                httpBoundSink.yield("http://\(bracketed(options.httpHost)):\(port)")
+                logger.info("serving JSON over HTTP/1.1 and HTTP/2 on \(scheme)://\(bracketed(options.httpHost)):\(port)")
+                httpBoundSink.yield("\(scheme)://\(bracketed(options.httpHost)):\(port)")
                 httpBoundSink.finish()
             },
             logger: logger)
@@ -149,7 +172,7 @@ public enum LockstepServer {
         }
         let ready = Task {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
-            logger.info("serving gRPC on \(bracketed(options.grpcHost)):\(port)")
+            logger.info("serving gRPC\(options.tls == nil ? "" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
             if let readyFile, !writeReadyFile(readyFile, grpc: "\(bracketed(options.grpcHost)):\(port)", http: http) {

@@ -19,6 +19,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
     @Option(help: "Where the gRPC API listens (HOST:PORT; port 0 picks a free port).") var grpcListen = "127.0.0.1:9090"
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
+    @Option(help: "PEM certificate chain: serve both listeners over TLS (with --tls-key).") var tlsCert: String?
+    @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -33,10 +35,20 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
+        var tls: (String, String)?
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): tls = nil
+        case (let cert?, let key?):
+            for file in [cert, key] where !FileManager.default.isReadableFile(atPath: file) { throw ValidationError("cannot read \(file)") }
+            tls = (cert, key)
+        default: throw ValidationError("--tls-cert and --tls-key go together")
+        }
         try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
         do {
-            try await LockstepServer.run(.init(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
-                                               dev: dev, auth: auth, readyFile: readyFile))
+            var options = LockstepServer.Options(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
+                                                 dev: dev, auth: auth, readyFile: readyFile)
+            options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
+            try await LockstepServer.run(options)
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)

@@ -4,6 +4,7 @@
 #   strace          fault injection (fsync EIO) in the durability tests
 #   gcc             compiles the unsynced-write shim (LD_PRELOAD) of the power-loss test
 #   curl, python3   the API end-to-end tests (curl as an operator, a Python agent written from docs/api.md)
+#   openssl         makes the TLS test's certificate
 install_system_packages() {
   local need=()
   [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)

@@ -1,0 +1,22 @@
+#!/usr/bin/env python3
+"""Polls once over gRPC with TLS, trusting only the given certificate; prints the answer.
+
+Usage: grpc-tls-probe.py PROTOS_DIR HOST:PORT CA_PEM
+"""
+import subprocess
+import sys
+import tempfile
+
+protos, target, ca = sys.argv[1:4]
+generated = tempfile.mkdtemp()
+subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", protos, f"--python_out={generated}",
+                       f"--grpc_python_out={generated}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"])
+sys.path.insert(0, generated)
+
+import grpc  # noqa: E402
+from lockstep.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
+
+credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+agents = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(target, credentials))
+answer = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="tls-probe"), timeout=30)
+print(f"tls poll retry_after_ms={answer.retry_after_ms}", flush=True)
