@@ -157,6 +157,18 @@ struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     }
 }
 
+struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
+    let stages: StageAPI
+    let metrics: ServerMetrics
+    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+
+    func getStage(request: ServerRequest<Lockstep_V1_StageRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Stage> {
+        try await answer(request, "stage", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await stages.stage(input, principal: principal)
+        }
+    }
+}
+
 /// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
 /// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
 /// `lockstep-error-code` trailing metadata.

@@ -26,6 +26,7 @@ struct HTTPRoutes: Sendable {
     let operators: OperatorAPI
     let watches: WatchAPI
     let history: HistoryAPI
+    let stages: StageAPI
     let limits: APILimits
     let metrics: ServerMetrics
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
@@ -69,6 +70,31 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/approve", operators.approve)
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
+        // GET, so caches and conditional requests work: the ETag is the migration's version, and a
+        // matching If-None-Match answers 304 with no body.
+        let stageTimer = metrics.request("stage", transport: "http")
+        router.get("/v1/stage/:migration") { request, context -> Response in
+            let began = ContinuousClock.now
+            defer { stageTimer.record(duration: ContinuousClock.now - began) }
+            do throws(APIError) {
+                let principal = try authenticate(request)
+                let input = Lockstep_V1_StageRequest.with {
+                    $0.migrationID = context.parameters.get("migration") ?? ""
+                    $0.nodeID = request.uri.queryParameters.get("node") ?? ""
+                }
+                let stage = try await stages.stage(input, principal: principal)
+                let tag = "\"\(stage.version)\""
+                if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) {
+                    return Response(status: .notModified, headers: [.eTag: tag])
+                }
+                var response = json(stage, status: .ok)
+                response.headers[.eTag] = tag
+                return response
+            } catch {
+                metrics.record(error)
+                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+            }
+        }
         route(router, "/v1/history/events", history.listEvents)
         route(router, "/v1/history/state", history.stateAt)
         route(router, "/v1/history/verify", history.verify)

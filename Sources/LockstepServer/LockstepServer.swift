@@ -101,8 +101,9 @@ public enum LockstepServer {
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
         let history = HistoryAPI(coordinator: coordinator)
+        let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
-        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, limits: options.limits, metrics: metrics,
+        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: options.limits, metrics: metrics,
                    authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
                    isWritable: { await !coordinator.isStopped }, refuseBrowsers: options.dev).register(on: router)
         var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
@@ -136,6 +137,7 @@ public enum LockstepServer {
             GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
             GRPCHistoryService(history: history, metrics: metrics, authenticate: authenticate),
+            GRPCStageService(stages: stages, metrics: metrics, authenticate: authenticate),
         ])
         let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile

@@ -114,6 +114,33 @@ struct OperatorAPITests {
         _ = try await server.stop()
     }
 
+    @Test func servicesPollTheStageCheaplyWithETags() async throws {
+        let server = try await server()
+        let t = Self.tokens
+        #expect(try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "m1"}"#, token: t["alice"]).hasSuffix("\n200"))
+        func get(_ path: String, as who: String, ifNoneMatch: String? = nil) async throws -> (status: String, etag: String, body: String) {
+            let conditional = ifNoneMatch.map { ["-H", "if-none-match: \($0)"] } ?? []
+            let output = try await ChildProcess("/usr/bin/curl", ["-sS", "-i", "-H", "authorization: Bearer \(t[who]!)"] + conditional + [server.url + path])
+                .wait(seconds: 30).stdout
+            let lines = output.split(separator: "\r\n", omittingEmptySubsequences: false).map(String.init)
+            let status = lines.first?.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+            let etag = lines.first { $0.lowercased().hasPrefix("etag:") }.map { String($0.dropFirst(5)).trimmingCharacters(in: .whitespaces) } ?? ""
+            return (status, etag, lines.last ?? "")
+        }
+        // The agent of orders reads the stage of a migration that changes orders.
+        let first = try await get("/v1/stage/m1", as: "orders-agent")
+        #expect(first.status == "200" && first.etag == #""3""#, "\(first)")
+        #expect(first.body.contains(#""node_id":"expand","phase":"expand","services":["orders"],"status":"ready""#), "\(first.body)")
+        #expect(try await get("/v1/stage/m1", as: "orders-agent", ifNoneMatch: first.etag).status == "304")
+        // Something happens: the ETag moves on.
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#, token: t["orders-agent"]).contains("m1/expand"))
+        let moved = try await get("/v1/stage/m1?node=expand", as: "audrey", ifNoneMatch: first.etag)
+        #expect(moved.status == "200" && moved.etag == #""4""# && moved.body.contains(#""status":"running""#) && !moved.body.contains("switch"), "\(moved)")
+        #expect(try await get("/v1/stage/ghost", as: "audrey").status == "404")
+        #expect(try await get("/v1/stage/m1?node=nope", as: "audrey").status == "404")
+        _ = try await server.stop()
+    }
+
     @Test func migrationsAreListedInIdOrderPageByPage() async throws {
         let server = try await server()
         for id in ["m3", "m1", "m2"] {

@@ -3405,6 +3405,326 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
     }
 }
 
+// MARK: - lockstep.v1.StageService
+
+/// Namespace containing generated types for the "lockstep.v1.StageService" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Lockstep_V1_StageService: Sendable {
+    /// Service descriptor for the "lockstep.v1.StageService" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.StageService")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "GetStage" metadata.
+        public enum GetStage: Sendable {
+            /// Request type for "GetStage".
+            public typealias Input = Lockstep_V1_StageRequest
+            /// Response type for "GetStage".
+            public typealias Output = Lockstep_V1_Stage
+            /// Descriptor for "GetStage".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.StageService"),
+                method: "GetStage",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "lockstep.v1.StageService" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            GetStage.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "lockstep.v1.StageService" service.
+    public static let lockstep_v1_StageService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.StageService")
+}
+
+// MARK: lockstep.v1.StageService (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService {
+    /// Streaming variant of the service protocol for the "lockstep.v1.StageService" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The services themselves: which stage a migration (or one of its nodes) is at, cheap enough to poll.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "GetStage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_StageRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_Stage` messages.
+        func getStage(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_StageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_Stage>
+    }
+
+    /// Service protocol for the "lockstep.v1.StageService" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The services themselves: which stage a migration (or one of its nodes) is at, cheap enough to poll.
+    public protocol ServiceProtocol: Lockstep_V1_StageService.StreamingServiceProtocol {
+        /// Handle the "GetStage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StageRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_Stage` message.
+        func getStage(
+            request: GRPCCore.ServerRequest<Lockstep_V1_StageRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_Stage>
+    }
+
+    /// Simple service protocol for the "lockstep.v1.StageService" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The services themselves: which stage a migration (or one of its nodes) is at, cheap enough to poll.
+    public protocol SimpleServiceProtocol: Lockstep_V1_StageService.ServiceProtocol {
+        /// Handle the "GetStage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_StageRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_Stage` to respond with.
+        func getStage(
+            request: Lockstep_V1_StageRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_Stage
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Lockstep_V1_StageService.Method.GetStage.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StageRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_Stage>(),
+            handler: { request, context in
+                try await self.getStage(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService.ServiceProtocol {
+    public func getStage(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_StageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_Stage> {
+        let response = try await self.getStage(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService.SimpleServiceProtocol {
+    public func getStage(
+        request: GRPCCore.ServerRequest<Lockstep_V1_StageRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_Stage> {
+        return GRPCCore.ServerResponse<Lockstep_V1_Stage>(
+            message: try await self.getStage(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: lockstep.v1.StageService (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService {
+    /// Generated client protocol for the "lockstep.v1.StageService" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The services themselves: which stage a migration (or one of its nodes) is at, cheap enough to poll.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "GetStage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StageRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StageRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_Stage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func getStage<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StageRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_Stage>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Stage>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "lockstep.v1.StageService" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The services themselves: which stage a migration (or one of its nodes) is at, cheap enough to poll.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "GetStage" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StageRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StageRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_Stage` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func getStage<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StageRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StageRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_Stage>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Stage>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_StageService.Method.GetStage.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService.ClientProtocol {
+    /// Call the "GetStage" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_StageRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStage<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_StageRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Stage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.getStage(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StageRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_Stage>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Lockstep_V1_StageService.ClientProtocol {
+    /// Call the "GetStage" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func getStage<Result>(
+        _ message: Lockstep_V1_StageRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_Stage>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_StageRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.getStage(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
 // MARK: - lockstep.v1.HistoryService
 
 /// Namespace containing generated types for the "lockstep.v1.HistoryService" service.

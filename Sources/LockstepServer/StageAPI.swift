@@ -1,0 +1,43 @@
+import LockstepCore
+import LockstepEngine
+import LockstepWire
+
+/// Which stage a migration or node is at, for the services it changes: one dictionary lookup, so
+/// services may poll it often (the JSON side answers `304 Not Modified` while its version stands).
+public struct StageAPI: Sendable {
+    let coordinator: Coordinator
+
+    public func stage(_ request: Lockstep_V1_StageRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_Stage {
+        // Readers, and the agents of the services the migration changes (its own services' view).
+        let reader = !principal.roles.isDisjoint(with: OperatorAPI.readers) || principal.roles.contains(.admin)
+        if !reader && !principal.roles.contains(.agent) {
+            throw APIError(.forbidden, code: "permission_denied", "\(principal.name) may not read stages (needs an agent or reader role)")
+        }
+        let id = MigrationID(request.migrationID)
+        guard let migration = await coordinator.migration(id) else { throw APIError(.rejected(.migrationNotFound(id))) }
+        if !reader {
+            let services = Set(migration.plan.nodes.flatMap(\.services))
+            guard !services.isDisjoint(with: principal.services) else {
+                throw APIError(.forbidden, code: "permission_denied", "\(principal.name) is an agent of no service migration \(id) changes")
+            }
+        }
+        var nodes = zip(migration.plan.nodes, migration.nodes).map { spec, node in
+            Lockstep_V1_NodeStage.with {
+                $0.nodeID = node.id.rawValue
+                $0.phase = spec.phase.rawValue
+                $0.services = spec.services
+                $0.status = migration.displayStatus(node.id)
+            }
+        }
+        if !request.nodeID.isEmpty {
+            nodes = nodes.filter { $0.nodeID == request.nodeID }
+            if nodes.isEmpty { throw APIError(.rejected(.unknownNode(NodeID(request.nodeID)))) }
+        }
+        return .with {
+            $0.migrationID = id.rawValue
+            $0.status = migration.status.rawValue
+            $0.version = migration.version
+            $0.nodes = nodes
+        }
+    }
+}
