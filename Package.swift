@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
         .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
         .library(name: "LockstepServer", targets: ["LockstepServer"]),
+        // The Swift client of the API (gRPC): used by the CLI and agents.
+        .library(name: "LockstepClient", targets: ["LockstepClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
@@ -70,11 +72,30 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // The gRPC stubs generated from Protos/lockstep/v1/agent.proto (client and server), by ops/generate-protos.
+        .target(
+            name: "LockstepAPI",
+            dependencies: [
+                "LockstepWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+            ]
+        ),
+        .target(
+            name: "LockstepClient",
+            dependencies: [
+                "LockstepAPI",
+                "LockstepWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+            ]
+        ),
         // The API (docs/api.md): one service layer, served as gRPC (grpc-swift-2, NIO HTTP/2 transport) and
         // as JSON over HTTP/1.1 and h2c (Hummingbird).
         .target(
             name: "LockstepServer",
             dependencies: [
+                "LockstepAPI",
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepPlan",
@@ -121,7 +142,7 @@ let package = Package(
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
-        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepEngine", "LockstepWire", "LockstepTestSupport"],
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepEngine", "LockstepWire", "LockstepTestSupport"],
                     exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",

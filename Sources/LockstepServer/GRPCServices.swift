@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import LockstepAPI
 import LockstepStore
 import LockstepWire
 
