@@ -134,6 +134,18 @@ let package = Package(
             dependencies: ["LockstepEngine", "LockstepStore", "LockstepWire", "LockstepCore", "CSQLite"],
             path: "ops/bench/Sources/lockstep-bench"
         ),
+        // The floor of our HTTP/2 stack for ops/bench/api: the same libraries, answering the same bytes, no Lockstep work.
+        .executableTarget(
+            name: "lockstep-bare",
+            dependencies: [
+                "LockstepAPI", "LockstepServer", "LockstepWire",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "ops/bench/Sources/lockstep-bare"
+        ),
         .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(

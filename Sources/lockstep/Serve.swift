@@ -21,6 +21,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
     @Option(help: "PEM certificate chain: serve both listeners over TLS (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
+    @Option(help: ArgumentHelp("Most polls one principal may have parked at once (benchmarks).", visibility: .hidden))
+    var parkedPollsPerPrincipal: Int?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -48,6 +50,12 @@ struct Serve: AsyncParsableCommand {
             var options = LockstepServer.Options(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
                                                  dev: dev, auth: auth, readyFile: readyFile)
             options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
+            if let parkedPollsPerPrincipal {
+                guard (1...options.limits.parkedPollsMax).contains(parkedPollsPerPrincipal) else {
+                    throw ValidationError("--parked-polls-per-principal must be 1...\(options.limits.parkedPollsMax)")
+                }
+                options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
+            }
             try await LockstepServer.run(options)
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
