@@ -100,8 +100,10 @@ struct AgentAPITests {
         let watch = try ChildProcess("/usr/bin/curl", ["-sS", "-N", "-X", "POST", "-H", "content-type: application/json",
                                                        "--data-binary", #"{"migration_id": "m1"}"#, server.url + "/v1/migrations/watch"])
         try await watch.waitForOutput("service_leases_granted", seconds: 30)
+        // A full agent cycle with curl alone: poll, heartbeat, complete.
         for (service, node) in [("orders", "expand"), ("checkout", "switch")] {
             #expect(try await server.post("/v1/agent/poll", #"{"service": "\#(service)", "agent_id": "a"}"#).contains(#""lease_id":"m1/\#(node)""#))
+            #expect(try await server.post("/v1/agent/heartbeat", #"{"lease_id": "m1/\#(node)", "fencing_token": "1"}"#) == "{\"ttl_ms\":30000}\n\n200")
             #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/\#(node)", "fencing_token": "1"}"#).hasSuffix("\n200"))
         }
         // The stream ends by itself after the migration settled.
