@@ -101,11 +101,17 @@ public actor Coordinator {
     }
     private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
-    /// Called after every append is folded in (the server wakes parked polls with it). Must not block.
-    private var changeObserver: (@Sendable () -> Void)?
+    /// What an append changed: the migration (nil for a plan) and the services its plan transitions.
+    public struct Change: Sendable {
+        public var migration: MigrationID?
+        public var services: Set<String>
+    }
+
+    /// Called after every append is folded in (the server wakes parked polls and watches with it). Must not block.
+    private var changeObserver: (@Sendable (Change) -> Void)?
 
     /// Sets the function called after every append is folded into the live state.
-    public func observeChanges(_ observer: @escaping @Sendable () -> Void) { changeObserver = observer }
+    public func observeChanges(_ observer: @escaping @Sendable (Change) -> Void) { changeObserver = observer }
 
     /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
     /// once, before deciding anything, so callers see the storage failure, not its side effects.
@@ -265,7 +271,9 @@ public actor Coordinator {
         markApplied(receipt.firstSequence...receipt.lastSequence)
         armLeases(of: id)
         snapshotIfDue()
-        changeObserver?()
+        if let changeObserver, let migration = state.migrations[id] {
+            changeObserver(Change(migration: id, services: Set(migration.plan.nodes.flatMap(\.services))))
+        }
         return CommandResult(events: recorded, receipt: receipt)
     }
 
@@ -297,7 +305,7 @@ public actor Coordinator {
         state.evolve(.plan(record), sequence: receipt.firstSequence)
         markApplied(receipt.firstSequence...receipt.lastSequence)
         snapshotIfDue()
-        changeObserver?()
+        changeObserver?(Change(migration: nil, services: []))
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
     }

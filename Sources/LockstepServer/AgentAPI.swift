@@ -54,7 +54,7 @@ public struct AgentAPI: Sendable {
             // A retry backoff ending appends nothing, so nothing signals: wake up for it.
             var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
             if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
-            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name) == .lookAgain else { break }
+            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service) == .lookAgain else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
     }

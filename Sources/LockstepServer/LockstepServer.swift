@@ -90,9 +90,10 @@ public enum LockstepServer {
         let coordinator = try await Coordinator.open(log: log)
         let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         let watchWakeups = Wakeups(parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
-        await coordinator.observeChanges {
-            Task { await wakeups.signal() }
-            Task { await watchWakeups.signal() }
+        // Polls wait on their service, watches on their migration: a change wakes only those concerned.
+        await coordinator.observeChanges { change in
+            Task { await wakeups.signal(change.services) }
+            Task { await watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? []) }
         }
         let clock: @Sendable () -> Instant = { WallClock.now() }
         let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)

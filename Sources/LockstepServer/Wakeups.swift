@@ -1,7 +1,8 @@
-/// Parked long-polls and watches, and what wakes them: every change of the live state bumps a
-/// generation and resumes every parked caller, which then looks again. A caller that read generation
-/// `n` before looking waits only if nothing changed since, so no change between its look and its wait
-/// is missed. Parking is bounded, follows task cancellation, and ends for everyone at shutdown.
+/// Parked long-polls and watches, and what wakes them: every change of the live state bumps one
+/// generation and resumes the parked callers whose key it concerns (a poll's service, a watch's
+/// migration), which then look again. A caller that read generation `n` before looking waits only if
+/// nothing at all changed since, so no change between its look and its wait is missed, and no
+/// per-key state is kept. Parking is bounded, follows task cancellation, and ends for everyone at shutdown.
 actor Wakeups {
     enum Outcome: Equatable {
         /// Something changed, or the wait timed out: look again.
@@ -15,7 +16,7 @@ actor Wakeups {
     }
 
     private(set) var generation: UInt64 = 0
-    private var parked: [UInt64: (owner: String, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var parked: [UInt64: (owner: String, key: String, continuation: CheckedContinuation<Void, Never>)] = [:]
     private var parkedByOwner: [String: Int] = [:]
     private var nextID: UInt64 = 0
     private var closed = false
@@ -30,12 +31,18 @@ actor Wakeups {
 
     var parkedCount: Int { parked.count }
 
-    func signal() {
+    /// A change concerning `keys` (nil: everyone).
+    func signal(_ keys: Set<String>? = nil) {
         generation &+= 1
-        let waking = parked
-        parked = [:]
-        parkedByOwner = [:]
-        for entry in waking.values { entry.continuation.resume() }
+        guard let keys else {
+            let waking = parked
+            parked = [:]
+            parkedByOwner = [:]
+            for entry in waking.values { entry.continuation.resume() }
+            return
+        }
+        guard !keys.isEmpty else { return }
+        for (id, entry) in parked where keys.contains(entry.key) { wake(id) }
     }
 
     /// Wakes everyone and parks nobody from now on (graceful shutdown).
@@ -46,7 +53,7 @@ actor Wakeups {
 
     /// Waits until a change after generation `seen`, `millis` pass, or the task is cancelled.
     /// `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
-    func wait(after seen: UInt64, millis: Int, owner: String, enforceLimit: Bool = true) async -> Outcome {
+    func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true) async -> Outcome {
         if closed { return .closed }
         if Task.isCancelled { return .cancelled }
         guard generation == seen else { return .lookAgain }
@@ -61,7 +68,7 @@ actor Wakeups {
             self.wake(id)
         }
         await withTaskCancellationHandler {
-            await withCheckedContinuation { parked[id] = (owner, $0) }
+            await withCheckedContinuation { parked[id] = (owner, key, $0) }
         } onCancel: {
             Task { await self.wake(id) }
         }

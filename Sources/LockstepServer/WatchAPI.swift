@@ -46,7 +46,8 @@ public struct WatchAPI: Sendable {
                         continue
                     }
                     if settled { break }
-                    let outcome = await wakeups.wait(after: seen, millis: Self.idleLookMillis, owner: principal.name, enforceLimit: !admitted)
+                    let outcome = await wakeups.wait(after: seen, millis: Self.idleLookMillis, owner: principal.name, key: id.rawValue,
+                                                      enforceLimit: !admitted)
                     admitted = true
                     switch outcome {
                     case .lookAgain:

@@ -43,4 +43,21 @@ import Testing
         #expect(await wakeups.parkedCount == 0)
         #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
     }
+
+    @Test func aChangeWakesOnlyTheWaitersItConcernsButStopsAnyoneFromParkingOnAStaleLook() async throws {
+        let wakeups = Wakeups(parkedMax: 10, parkedPerOwnerMax: 10)
+        let seen = await wakeups.generation
+        let orders = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders") }
+        let ledger = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "ledger") }
+        while await wakeups.parkedCount < 2 { await Task.yield() }
+        await wakeups.signal(["orders"])
+        #expect(await orders.value == .lookAgain)
+        #expect(await wakeups.parkedCount == 1)  // ledger's poll sleeps on
+        // A caller that looked before that change does not park, whatever its key: it looks again.
+        #expect(await wakeups.wait(after: seen, millis: 600_000, owner: "b", key: "payments") == .lookAgain)
+        await wakeups.signal([])  // a change concerning no parked caller: nobody wakes
+        #expect(await wakeups.parkedCount == 1)
+        await wakeups.signal(["ledger"])
+        #expect(await ledger.value == .lookAgain)
+    }
 }
