@@ -16,6 +16,8 @@ import LockstepCore
 public struct AuthConfig: Sendable {
     /// Principals by the hex SHA-256 of their token.
     let byTokenHash: [String: Principal]
+    /// Principals by the hex SHA-256 of their client certificate (DER), for mutual TLS.
+    let byCertificateHash: [String: Principal]
 
     /// Largest config file, in bytes.
     public static let fileBytesMax = 1 << 20
@@ -41,11 +43,12 @@ public struct AuthConfig: Sendable {
         guard let list = object["principals"] as? [Any] else { throw Invalid(description: "\"principals\" must be a list") }
         guard list.count <= Self.principalsMax else { throw Invalid(description: "\(list.count) principals; the limit is \(Self.principalsMax)") }
         var byHash: [String: Principal] = [:]
+        var byCertificate: [String: Principal] = [:]
         var names: Set<String> = []
         for (index, entry) in list.enumerated() {
             let at = "principals[\(index)]"
             guard let fields = entry as? [String: Any] else { throw Invalid(description: "\(at) must be an object") }
-            try Self.onlyKeys(fields, ["name", "roles", "services", "owner_groups", "token_sha256"], at: at)
+            try Self.onlyKeys(fields, ["name", "roles", "services", "owner_groups", "token_sha256", "client_certificate_sha256"], at: at)
             guard let name = fields["name"] as? String, !name.isEmpty, name.utf8.count <= CoreLimits.identifierBytesMax else {
                 throw Invalid(description: "\(at).name must be a non-empty string of at most \(CoreLimits.identifierBytesMax) bytes")
             }
@@ -63,17 +66,42 @@ public struct AuthConfig: Sendable {
             if roles.contains(.agent) && services.isEmpty { throw Invalid(description: "\(at) (\(name)) is an agent of no service: name its services") }
             let groups = try Self.strings(fields["owner_groups"], at: "\(at).owner_groups")
             if roles.contains(.approver) && groups.isEmpty { throw Invalid(description: "\(at) (\(name)) is an approver for no owner group: name its owner_groups") }
-            guard let hash = (fields["token_sha256"] as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
-                throw Invalid(description: "\(at).token_sha256 must be 64 hex digits (lockstep auth hash-token prints it)")
+            let principal = Principal(name: name, roles: roles, services: Set(services), ownerGroups: Set(groups))
+            let token = fields["token_sha256"]
+            let certificate = fields["client_certificate_sha256"]
+            if token == nil && certificate == nil {
+                throw Invalid(description: "\(at) (\(name)) has neither token_sha256 nor client_certificate_sha256: nobody could be it")
             }
-            guard byHash[hash] == nil else { throw Invalid(description: "\(at) (\(name)) has the same token as \(byHash[hash]!.name)") }
-            byHash[hash] = Principal(name: name, roles: roles, services: Set(services), ownerGroups: Set(groups))
+            if let token {
+                guard let hash = (token as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+                    throw Invalid(description: "\(at).token_sha256 must be 64 hex digits (lockstep auth hash-token prints it)")
+                }
+                guard byHash[hash] == nil else { throw Invalid(description: "\(at) (\(name)) has the same token as \(byHash[hash]!.name)") }
+                byHash[hash] = principal
+            }
+            if let certificate {
+                guard let hash = (certificate as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+                    throw Invalid(description: "\(at).client_certificate_sha256 must be 64 hex digits (openssl x509 -outform der | sha256sum)")
+                }
+                guard byCertificate[hash] == nil else {
+                    throw Invalid(description: "\(at) (\(name)) has the same client certificate as \(byCertificate[hash]!.name)")
+                }
+                byCertificate[hash] = principal
+            }
         }
         byTokenHash = byHash
+        byCertificateHash = byCertificate
     }
 
-    /// The principal an `Authorization` header names (`Bearer TOKEN`), or `unauthenticated`.
-    public func authenticate(_ header: String?) throws(APIError) -> Principal {
+    /// The principal a verified client certificate (its hex SHA-256) or an `Authorization` header
+    /// (`Bearer TOKEN`) names, the certificate first; or `unauthenticated`.
+    public func authenticate(_ header: String?, clientCertificate: String? = nil) throws(APIError) -> Principal {
+        if let clientCertificate {
+            if let principal = byCertificateHash[clientCertificate] { return principal }
+            if header == nil {
+                throw APIError(.unauthenticated, code: "unauthenticated", "the client certificate (SHA-256 \(clientCertificate)) is not known to this server")
+            }
+        }
         guard let header else {
             throw APIError(.unauthenticated, code: "unauthenticated", "this server needs a bearer token: send Authorization: Bearer TOKEN")
         }
@@ -87,8 +115,11 @@ public struct AuthConfig: Sendable {
     public func principal(forToken token: String) -> Principal? { byTokenHash[Self.hash(token)] }
 
     /// The hex SHA-256 of a token, as the config stores it.
-    public static func hash(_ token: String) -> String {
-        SHA256.hash(data: Array(token.utf8)).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    public static func hash(_ token: String) -> String { hash(bytes: Array(token.utf8)) }
+
+    /// The hex SHA-256 of `bytes` (a certificate's DER, for `client_certificate_sha256`).
+    public static func hash(bytes: [UInt8]) -> String {
+        SHA256.hash(data: bytes).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
     }
 
     private static func onlyKeys(_ object: [String: Any], _ allowed: Set<String>, at: String) throws(Invalid) {

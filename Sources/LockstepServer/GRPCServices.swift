@@ -9,13 +9,13 @@ import LockstepWire
 struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     let agents: AgentAPI
     let metrics: ServerMetrics
-    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
         // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: run
         // the poll in a task that such a cancellation cancels, and never lease once it has happened.
         let cancellation = context.cancellation
-        return try await call(request, "agent/poll") { input, principal throws(APIError) in
+        return try await call(request, "agent/poll", context: context) { input, principal throws(APIError) in
             let polling = Task { () async -> Result<Lockstep_V1_PollResponse, APIError> in
                 do throws(APIError) {
                     return .success(try await agents.poll(input, principal: principal, clientGone: { cancellation.isCancelled }))
@@ -32,25 +32,25 @@ struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     }
 
     func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
-        try await call(request, "agent/heartbeat") { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+        try await call(request, "agent/heartbeat", context: context) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
     }
 
     func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ReportProgressResponse>
     {
-        try await call(request, "agent/progress") { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
+        try await call(request, "agent/progress", context: context) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
     }
 
     func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
-        try await call(request, "agent/complete") { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
+        try await call(request, "agent/complete", context: context) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
     }
 
     func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
-        try await call(request, "agent/fail") { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
+        try await call(request, "agent/fail", context: context) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
     }
 
-    private func call<In, Out>(_ request: ServerRequest<In>, _ method: String, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
-        try await answer(request, method, metrics: metrics, authenticate: authenticate, body)
+    private func call<In, Out>(_ request: ServerRequest<In>, _ method: String, context: ServerContext, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+        try await answer(request, method, context: context, metrics: metrics, authenticate: authenticate, body)
     }
 }
 
@@ -58,52 +58,52 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     let operators: OperatorAPI
     let watches: WatchAPI
     let metrics: ServerMetrics
-    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
-        try await answer(request, "plans", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
+        try await answer(request, "plans", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
     }
 
     func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_StartMigrationResponse>
     {
-        try await answer(request, "migrations", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
+        try await answer(request, "migrations", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
     }
 
     func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
-        try await answer(request, "migrations/get", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
+        try await answer(request, "migrations/get", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
     }
 
     func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListMigrationsResponse>
     {
-        try await answer(request, "migrations/list", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
+        try await answer(request, "migrations/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
     }
 
     func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/pause", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
+        try await answer(request, "migrations/pause", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
     }
 
     func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/resume", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
+        try await answer(request, "migrations/resume", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
     }
 
     func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/abort", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
+        try await answer(request, "migrations/abort", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
     }
 
     func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/approve", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
+        try await answer(request, "migrations/approve", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
     }
 
     func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/reject", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
+        try await answer(request, "migrations/reject", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
     }
 
     func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
         let stream: AsyncThrowingStream<StoredEvent, any Error>
         do throws(APIError) {
-            let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+            let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }), ClientIdentity.fingerprint(of: context))
             stream = try await watches.events(request.message, principal: principal)
         } catch {
             throw error.rpcError
@@ -128,23 +128,23 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ChangeResponse>
     {
-        try await answer(request, "service-leases/release", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
+        try await answer(request, "service-leases/release", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 }
 
 struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     let history: HistoryAPI
     let metrics: ServerMetrics
-    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     func listEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListEventsResponse> {
-        try await answer(request, "history/events", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, "history/events", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.listEvents(input, principal: principal)
         }
     }
 
     func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
-        try await answer(request, "history/state", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, "history/state", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.stateAt(input, principal: principal)
         }
     }
@@ -152,7 +152,7 @@ struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     func verifyHistory(request: ServerRequest<Lockstep_V1_VerifyHistoryRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_VerifyHistoryResponse>
     {
-        try await answer(request, "history/verify", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, "history/verify", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.verify(input, principal: principal)
         }
     }
@@ -161,10 +161,10 @@ struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
 struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
     let stages: StageAPI
     let metrics: ServerMetrics
-    let authenticate: @Sendable (String?) throws(APIError) -> Principal
+    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     func getStage(request: ServerRequest<Lockstep_V1_StageRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Stage> {
-        try await answer(request, "stage", metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, "stage", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await stages.stage(input, principal: principal)
         }
     }
@@ -173,13 +173,13 @@ struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
 /// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
 /// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
 /// `lockstep-error-code` trailing metadata.
-private func answer<In, Out>(_ request: ServerRequest<In>, _ method: String, metrics: ServerMetrics,
-                             authenticate: @Sendable (String?) throws(APIError) -> Principal,
+private func answer<In, Out>(_ request: ServerRequest<In>, _ method: String, context: ServerContext, metrics: ServerMetrics,
+                             authenticate: @Sendable (String?, String?) throws(APIError) -> Principal,
                              _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
     let began = ContinuousClock.now
     defer { metrics.request(method, transport: "grpc").record(duration: ContinuousClock.now - began) }
     do throws(APIError) {
-        let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }))
+        let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }), ClientIdentity.fingerprint(of: context))
         return ServerResponse(message: try await body(request.message, principal))
     } catch {
         metrics.record(error)

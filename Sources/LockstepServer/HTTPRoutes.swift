@@ -30,7 +30,7 @@ struct HTTPRoutes: Sendable {
     let limits: APILimits
     let metrics: ServerMetrics
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
-    let authenticate: @Sendable (Request) throws(APIError) -> Principal
+    let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
     /// Whether the coordinator still takes writes (readiness).
     let isWritable: @Sendable () async -> Bool
     /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
@@ -45,9 +45,9 @@ struct HTTPRoutes: Sendable {
                 : Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: "writes stopped: restart after checking the disk\n")))
         }
         // Prometheus text format; any authenticated principal may scrape.
-        router.get("/metrics") { request, _ -> Response in
+        router.get("/metrics") { request, context -> Response in
             do throws(APIError) {
-                _ = try authenticate(request)
+                _ = try await authenticate(request, context.channel)
             } catch {
                 return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
             }
@@ -77,7 +77,7 @@ struct HTTPRoutes: Sendable {
             let began = ContinuousClock.now
             defer { stageTimer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
-                let principal = try authenticate(request)
+                let principal = try await authenticate(request, context.channel)
                 let input = Lockstep_V1_StageRequest.with {
                     $0.migrationID = context.parameters.get("migration") ?? ""
                     $0.nodeID = request.uri.queryParameters.get("node") ?? ""
@@ -99,10 +99,10 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/history/state", history.stateAt)
         route(router, "/v1/history/verify", history.verify)
         // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s format.
-        router.post("/v1/history/export") { request, _ -> Response in
+        router.post("/v1/history/export") { request, context -> Response in
             let input: Lockstep_V1_ListEventsRequest
             do throws(APIError) {
-                let principal = try authenticate(request)
+                let principal = try await authenticate(request, context.channel)
                 input = try await decode(request)
                 try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
             } catch {
@@ -129,7 +129,7 @@ struct HTTPRoutes: Sendable {
             let stream: AsyncThrowingStream<StoredEvent, any Error>
             let channel = context.channel
             do throws(APIError) {
-                let principal = try authenticate(request)
+                let principal = try await authenticate(request, channel)
                 let input: Lockstep_V1_WatchRequest = try await decode(request)
                 stream = try await watches.events(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
             } catch {
@@ -169,7 +169,7 @@ struct HTTPRoutes: Sendable {
             let began = ContinuousClock.now
             defer { timer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
-                let principal = try authenticate(request)
+                let principal = try await authenticate(request, context.channel)
                 let input: In = try await decode(request)
                 return json(try await handler(input, principal, context.channel), status: .ok)
             } catch {

@@ -27,6 +27,9 @@ public enum LockstepServer {
         /// PEM files of the server's certificate chain and private key: both listeners then speak TLS
         /// (HTTP/1.1 and h2 by ALPN on the JSON side).
         public var tls: (certificateChain: String, privateKey: String)?
+        /// PEM file of the CAs client certificates must be signed by: mutual TLS on both listeners, and
+        /// principals may be named by their certificate (`client_certificate_sha256`). Needs `tls`.
+        public var tlsClientCA: String?
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
@@ -65,8 +68,10 @@ public enum LockstepServer {
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
-        // One authentication path for both transports: the `authorization` header or metadata.
-        let authenticate: @Sendable (String?) throws(APIError) -> Principal
+        let mutualTLS = options.tls != nil && options.tlsClientCA != nil
+        // One authentication path for both transports: a verified client certificate, or the
+        // `authorization` header or metadata.
+        let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
         switch (options.dev, options.auth) {
         case (true, .some): throw StartError.devWithConfig
         case (false, .none): throw StartError.noAuthorization
@@ -75,9 +80,9 @@ public enum LockstepServer {
                 throw StartError.notLoopback(host)
             }
             logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything. Loopback only. Never use --dev in production.")
-            authenticate = { _ throws(APIError) in Principal.developer }
+            authenticate = { _, _ throws(APIError) in Principal.developer }
         case (false, .some(let auth)):
-            authenticate = { header throws(APIError) in try auth.authenticate(header) }
+            authenticate = { header, certificate throws(APIError) in try auth.authenticate(header, clientCertificate: certificate) }
         }
 
         let metrics = ServerMetrics.bootstrap()
@@ -105,15 +110,25 @@ public enum LockstepServer {
         let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
         HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: options.limits, metrics: metrics,
-                   authenticate: { request throws(APIError) in try authenticate(request.headers[.authorization]) },
+                   authenticate: { request, channel throws(APIError) in
+                       let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
+                       return try authenticate(request.headers[.authorization], certificate)
+                   },
                    isWritable: { await !coordinator.isStopped }, refuseBrowsers: options.dev).register(on: router)
         var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
         grpcConfig.rpc.maxRequestPayloadSize = options.limits.requestBodyBytesMax
         grpcConfig.http2.maxConcurrentStreams = options.limits.grpcConcurrentStreamsMax
         let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
-        let grpcSecurity: HTTP2ServerTransport.Posix.TransportSecurity = options.tls.map {
-            .tls(certificateChain: [.file(path: $0.certificateChain, format: .pem)], privateKey: .file(path: $0.privateKey, format: .pem))
-        } ?? .plaintext
+        var grpcSecurity = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
+        if let tls = options.tls {
+            let chain: [TLSConfig.CertificateSource] = [.file(path: tls.certificateChain, format: .pem)]
+            let key = TLSConfig.PrivateKeySource.file(path: tls.privateKey, format: .pem)
+            if let ca = options.tlsClientCA {
+                grpcSecurity = .mTLS(certificateChain: chain, privateKey: key) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+            } else {
+                grpcSecurity = .tls(certificateChain: chain, privateKey: key)
+            }
+        }
         let grpcTransport = HTTP2ServerTransport.Posix(
             address: grpcHost.contains(":") ? .ipv6(host: grpcHost, port: options.grpcPort) : .ipv4(host: grpcHost, port: options.grpcPort),
             transportSecurity: grpcSecurity, config: grpcConfig)
@@ -122,7 +137,12 @@ public enum LockstepServer {
         if let tls = options.tls {
             let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
-            let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+            if let ca = options.tlsClientCA {
+                // Mutual TLS: a client without a certificate signed by these CAs does not get through the handshake.
+                configuration.certificateVerification = .noHostnameVerification
+                configuration.trustRoots = .file(ca)
+            }
             // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
             // closed connection counts as a client gone.
             server = try .http2Upgrade(tlsConfiguration: configuration, configuration: .init(
@@ -175,7 +195,7 @@ public enum LockstepServer {
         }
         let ready = Task {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
-            logger.info("serving gRPC\(options.tls == nil ? "" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
+            logger.info("serving gRPC\(options.tls == nil ? "" : mutualTLS ? " over mutual TLS" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
             if let readyFile, !writeReadyFile(readyFile, grpc: "\(bracketed(options.grpcHost)):\(port)", http: http) {

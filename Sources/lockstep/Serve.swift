@@ -21,6 +21,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
     @Option(help: "PEM certificate chain: serve both listeners over TLS (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
+    @Option(help: "PEM CA certificates client certificates must be signed by: mutual TLS (needs --tls-cert).") var tlsClientCa: String?
     @Option(help: ArgumentHelp("Most polls one principal may have parked at once (benchmarks).", visibility: .hidden))
     var parkedPollsPerPrincipal: Int?
 
@@ -50,6 +51,11 @@ struct Serve: AsyncParsableCommand {
             var options = LockstepServer.Options(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
                                                  dev: dev, auth: auth, readyFile: readyFile)
             options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
+            if let tlsClientCa {
+                guard tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
+                guard FileManager.default.isReadableFile(atPath: tlsClientCa) else { throw ValidationError("cannot read \(tlsClientCa)") }
+                options.tlsClientCA = tlsClientCa
+            }
             if let parkedPollsPerPrincipal {
                 guard (1...options.limits.parkedPollsMax).contains(parkedPollsPerPrincipal) else {
                     throw ValidationError("--parked-polls-per-principal must be 1...\(options.limits.parkedPollsMax)")

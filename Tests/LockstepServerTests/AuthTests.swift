@@ -19,6 +19,17 @@ import Testing
         }
     }
 
+    @Test func aClientCertificateNamesItsPrincipalAndComesBeforeAToken() throws {
+        let certificate = AuthConfig.hash(bytes: [1, 2, 3])
+        let auth = try config(#"{"name": "alice", "roles": ["operator"], "client_certificate_sha256": "\#(certificate)"}, "# +
+                              #"{"name": "bob", "roles": ["auditor"], "token_sha256": "\#(hash)"}"#)
+        #expect(try auth.authenticate(nil, clientCertificate: certificate).name == "alice")
+        #expect(try auth.authenticate("Bearer orders-agent-token-0123456789", clientCertificate: certificate).name == "alice")
+        // An unknown certificate with a good token: the token decides; without one, refused.
+        #expect(try auth.authenticate("Bearer orders-agent-token-0123456789", clientCertificate: AuthConfig.hash(bytes: [9])).name == "bob")
+        #expect(throws: APIError.self) { try auth.authenticate(nil, clientCertificate: AuthConfig.hash(bytes: [9])) }
+    }
+
     @Test func tokensAreKnownOnlyByTheirHash() throws {
         let auth = try config(#"{"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\#(hash)"}"#)
         #expect(auth.principal(forToken: "orders-agent-token-0123456789") == Principal(name: "orders-agent", roles: [.agent], services: ["orders"]))
@@ -52,6 +63,10 @@ import Testing
             == "principals[1]: a second principal named a")
         #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)"}, {"name": "b", "roles": ["operator"], "token_sha256": "\#(hash.uppercased())"}]}"#)
             == "principals[1] (b) has the same token as a")
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": ["operator"]}]}"#)
+            == "principals[0] (a) has neither token_sha256 nor client_certificate_sha256: nobody could be it")
+        #expect(refusal(#"{"principals": [{"name": "a", "roles": ["operator"], "client_certificate_sha256": "cafe"}]}"#)
+            == "principals[0].client_certificate_sha256 must be 64 hex digits (openssl x509 -outform der | sha256sum)")
         let many = Array(repeating: "{}", count: AuthConfig.principalsMax + 1).joined(separator: ",")
         #expect(refusal(#"{"principals": [\#(many)]}"#) == "10001 principals; the limit is 10000")
         #expect(refusal(String(repeating: " ", count: AuthConfig.fileBytesMax + 1)) == "the config is 1048577 bytes; the limit is 1048576 bytes")

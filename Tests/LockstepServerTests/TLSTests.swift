@@ -1,4 +1,5 @@
 import Foundation
+import LockstepServer
 import LockstepTestSupport
 import Testing
 
@@ -30,5 +31,51 @@ struct TLSTests {
         ]).wait(seconds: 120)
         #expect(probe.stdout == "tls poll retry_after_ms=1000\n", "\(probe.stdout)\n\(probe.stderr)")
         _ = try await server.stop()
+    }
+
+    func openssl(_ arguments: [String]) async throws {
+        let made = try await ChildProcess("/usr/bin/openssl", arguments).wait(seconds: 60)
+        #expect(made.status == 0, "openssl \(arguments.joined(separator: " ")): \(made.stderr)")
+    }
+
+    /// A CA, a server certificate and a client certificate it signed: a principal named by its
+    /// certificate's SHA-256 gets in with no token, on both transports; without a certificate, nobody does.
+    @Test func mutualTLSNamesPrincipalsByTheirClientCertificate() async throws {
+        let d = temporaryDirectory()
+        try "subjectAltName=IP:127.0.0.1\n".write(toFile: d + "/san.ext", atomically: true, encoding: .utf8)
+        try await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "1", "-subj", "/CN=lockstep-test-ca"])
+        for (name, subject, ext) in [("server", "/CN=127.0.0.1", true), ("client", "/CN=alice", false)] {
+            try await openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", d + "/\(name).key", "-out", d + "/\(name).csr", "-subj", subject])
+            try await openssl(["x509", "-req", "-in", d + "/\(name).csr", "-CA", d + "/ca.pem", "-CAkey", d + "/ca.key", "-CAcreateserial",
+                               "-out", d + "/\(name).pem", "-days", "1"] + (ext ? ["-extfile", d + "/san.ext"] : []))
+        }
+        try await openssl(["x509", "-in", d + "/client.pem", "-outform", "der", "-out", d + "/client.der"])
+        let fingerprint = AuthConfig.hash(bytes: Array(try Data(contentsOf: URL(fileURLWithPath: d + "/client.der"))))
+        try """
+            {"principals": [{"name": "alice", "roles": ["operator"], "client_certificate_sha256": "\(fingerprint)"}]}
+            """.write(toFile: d + "/auth.json", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--config", d + "/auth.json", "--tls-cert", d + "/server.pem", "--tls-key", d + "/server.key",
+                                              "--tls-client-ca", d + "/ca.pem"])
+        // JSON: alice by her certificate, no token.
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": OperatorAPITests.plan]), as: UTF8.self)
+        let applied = try await ChildProcess("/usr/bin/curl", ["-sS", "--cacert", d + "/ca.pem", "--cert", d + "/client.pem", "--key", d + "/client.key",
+                                                               "-X", "POST", "-H", "content-type: application/json", "--data-binary", body,
+                                                               "-w", "\n%{http_code}", server.url + "/v1/plans"]).wait(seconds: 30).stdout
+        #expect(applied.hasSuffix("\n200") && applied.contains(#""name":"gated""#), "\(applied)")
+        #expect(try await ChildProcess("/usr/bin/curl", ["-sS", "--cacert", d + "/ca.pem", "--cert", d + "/client.pem", "--key", d + "/client.key",
+                                                         "-X", "POST", "-H", "content-type: application/json", "--data-binary", #"{"plan": "gated", "migration_id": "m1"}"#,
+                                                         "-w", "\n%{http_code}", server.url + "/v1/migrations"]).wait(seconds: 30).stdout.hasSuffix("\n200"))
+        // Without a client certificate the handshake fails: nothing is answered.
+        let anonymous = try await ChildProcess("/usr/bin/curl", ["-sS", "--cacert", d + "/ca.pem", "-w", "%{http_code}", server.url + "/healthz"]).wait(seconds: 30)
+        #expect(anonymous.status != 0 || !anonymous.stdout.hasPrefix("ok"), "\(anonymous.stdout)")
+        // gRPC: the same certificate names alice.
+        let probe = try await ChildProcess("/usr/bin/env", [
+            "python3", GRPCTests.testsDirectory.appendingPathComponent("Agents/grpc-tls-probe.py").path, GRPCTests.protos, server.grpc,
+            d + "/ca.pem", d + "/client.pem", d + "/client.key",
+        ]).wait(seconds: 120)
+        #expect(probe.stdout == "mtls list 1 m1\n", "\(probe.stdout)\n\(probe.stderr)")
+        _ = try await server.stop()
+        let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
+        #expect(export.contains(#""actor":{"kind":"user","id":"alice"}"#))
     }
 }

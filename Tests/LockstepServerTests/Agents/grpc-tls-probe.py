@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Polls once over gRPC with TLS, trusting only the given certificate; prints the answer.
 
-Usage: grpc-tls-probe.py PROTOS_DIR HOST:PORT CA_PEM
+Usage: grpc-tls-probe.py PROTOS_DIR HOST:PORT CA_PEM [CLIENT_CERT_PEM CLIENT_KEY_PEM]
+Without a client certificate it polls (the server must run --dev); with one it lists migrations.
 """
 import subprocess
 import sys
@@ -16,7 +17,16 @@ sys.path.insert(0, generated)
 import grpc  # noqa: E402
 from lockstep.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 
-credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
-agents = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(target, credentials))
-answer = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="tls-probe"), timeout=30)
-print(f"tls poll retry_after_ms={answer.retry_after_ms}", flush=True)
+if len(sys.argv) <= 5:
+    credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+    agents = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(target, credentials))
+    answer = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="tls-probe"), timeout=30)
+    print(f"tls poll retry_after_ms={answer.retry_after_ms}", flush=True)
+
+# With a client certificate (mutual TLS): list migrations as the principal the certificate names.
+if len(sys.argv) > 5:
+    credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read(), private_key=open(sys.argv[5], "rb").read(),
+                                               certificate_chain=open(sys.argv[4], "rb").read())
+    migrations = agent_pb2_grpc.MigrationServiceStub(grpc.secure_channel(target, credentials))
+    listed = migrations.ListMigrations(agent_pb2.ListMigrationsRequest(), timeout=30)
+    print(f"mtls list {len(listed.migrations)} {' '.join(m.migration_id for m in listed.migrations)}", flush=True)
