@@ -87,6 +87,12 @@ public struct LockstepClient: Sendable {
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ApplyPlanResponse {
         try await call { try await migrations.applyPlan(request, metadata: $0) }
     }
+    public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ValidatePlanResponse {
+        try await call { try await migrations.validatePlan(request, metadata: $0) }
+    }
+    public func plans() async throws(LockstepClientError) -> Lockstep_V1_ListPlansResponse {
+        try await call { try await migrations.listPlans(.init(), metadata: $0) }
+    }
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_StartMigrationResponse {
         try await call { try await migrations.startMigration(request, metadata: $0) }
     }

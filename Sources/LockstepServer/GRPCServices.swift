@@ -64,6 +64,20 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         try await answer(request, "plans", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
     }
 
+    func validatePlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ValidatePlanResponse>
+    {
+        try await answer(request, "plans/validate", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await operators.validatePlan(input, principal: principal)
+        }
+    }
+
+    func listPlans(request: ServerRequest<Lockstep_V1_ListPlansRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListPlansResponse> {
+        try await answer(request, "plans/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await operators.listPlans(input, principal: principal)
+        }
+    }
+
     func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_StartMigrationResponse>
     {

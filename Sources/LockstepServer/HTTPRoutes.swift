@@ -61,6 +61,8 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/agent/complete", agents.complete)
         route(router, "/v1/agent/fail", agents.fail)
         route(router, "/v1/plans", operators.applyPlan)
+        route(router, "/v1/plans/validate", operators.validatePlan)
+        route(router, "/v1/plans/list", operators.listPlans)
         route(router, "/v1/migrations", operators.startMigration)
         route(router, "/v1/migrations/get", operators.getMigration)
         route(router, "/v1/migrations/list", operators.listMigrations)

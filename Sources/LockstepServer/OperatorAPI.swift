@@ -32,6 +32,47 @@ public struct OperatorAPI: Sendable {
         }
     }
 
+    /// Lints a plan file's text and says what is wrong where, applying nothing (operators and readers).
+    public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ValidatePlanResponse {
+        try principal.require(anyOf: Self.readers, to: "validate plans")
+        let load = PlanFile.lint(yaml: request.planYaml)
+        return .with {
+            $0.valid = load.errors.isEmpty && load.plan != nil
+            $0.findings = load.findings.map { finding in
+                .with {
+                    $0.line = UInt32(clamping: finding.line)
+                    $0.severity = finding.severity.rawValue
+                    $0.code = finding.code
+                    $0.message = finding.message
+                }
+            }
+            if let plan = load.plan {
+                $0.name = plan.name
+                $0.contentHash = plan.hashed().contentHash
+            }
+        }
+    }
+
+    /// Applied plans by name, each with its versions oldest first.
+    public func listPlans(_ request: Lockstep_V1_ListPlansRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListPlansResponse {
+        try principal.require(anyOf: Self.readers, to: "list plans")
+        let plans = await coordinator.state.plansInOrder
+        return .with {
+            $0.plans = plans.map { entry in
+                .with {
+                    $0.name = entry.name
+                    $0.versions = entry.versions.map { version in
+                        .with {
+                            $0.version = version.version
+                            $0.contentHash = version.contentHash
+                            $0.nodes = UInt32(clamping: version.nodes.count)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StartMigrationResponse {
         try principal.require(.operator, to: "start migrations")
         if request.plan.isEmpty { throw APIError.invalid("plan is required") }

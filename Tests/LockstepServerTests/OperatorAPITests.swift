@@ -146,6 +146,15 @@ struct OperatorAPITests {
         for id in ["m3", "m1", "m2"] {
             #expect(try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "\#(id)"}"#, token: Self.tokens["alice"]).hasSuffix("\n200"))
         }
+        // Plans: validate without applying, and list what was applied.
+        let good = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
+        let validated = try await server.post("/v1/plans/validate", good, token: Self.tokens["audrey"])
+        #expect(validated.contains(#""valid":true"#) && validated.contains(#""name":"gated""#), "\(validated)")
+        let broken = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": "name: x\nnodes:\n  - id: a\n    service: s\n    phase: nonsense\n    action: w\n"]), as: UTF8.self)
+        let refused = try await server.post("/v1/plans/validate", broken, token: Self.tokens["audrey"])
+        #expect(!refused.contains(#""valid":true"#) && refused.contains(#""line":5"#) && refused.contains(#""severity":"error""#), "\(refused)")
+        let plans = try await server.post("/v1/plans/list", "{}", token: Self.tokens["audrey"])
+        #expect(plans.contains(#""name":"gated","versions":[{"version":"1""#), "\(plans)")
         let first = try await server.post("/v1/migrations/list", #"{"page_size": 2}"#, token: Self.tokens["audrey"])
         #expect(first.contains(#""migration_id":"m1""#) && first.contains(#""migration_id":"m2""#) && !first.contains(#""migration_id":"m3""#))
         #expect(first.contains(#""next_page_token":"m2""#), "\(first)")

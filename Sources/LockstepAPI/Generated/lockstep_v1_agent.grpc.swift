@@ -1133,6 +1133,32 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ValidatePlan" metadata.
+        public enum ValidatePlan: Sendable {
+            /// Request type for "ValidatePlan".
+            public typealias Input = Lockstep_V1_ApplyPlanRequest
+            /// Response type for "ValidatePlan".
+            public typealias Output = Lockstep_V1_ValidatePlanResponse
+            /// Descriptor for "ValidatePlan".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ValidatePlan",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListPlans" metadata.
+        public enum ListPlans: Sendable {
+            /// Request type for "ListPlans".
+            public typealias Input = Lockstep_V1_ListPlansRequest
+            /// Response type for "ListPlans".
+            public typealias Output = Lockstep_V1_ListPlansResponse
+            /// Descriptor for "ListPlans".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ListPlans",
+                type: .unary
+            )
+        }
         /// Namespace for "StartMigration" metadata.
         public enum StartMigration: Sendable {
             /// Request type for "StartMigration".
@@ -1266,6 +1292,8 @@ public enum Lockstep_V1_MigrationService: Sendable {
         /// Descriptors for all methods in the "lockstep.v1.MigrationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ApplyPlan.descriptor,
+            ValidatePlan.descriptor,
+            ListPlans.descriptor,
             StartMigration.descriptor,
             GetMigration.descriptor,
             ListMigrations.descriptor,
@@ -1319,6 +1347,38 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_ApplyPlanRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ApplyPlanResponse>
+
+        /// Handle the "ValidatePlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lints a plan without applying anything.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ApplyPlanRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ValidatePlanResponse` messages.
+        func validatePlan(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ApplyPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ValidatePlanResponse>
+
+        /// Handle the "ListPlans" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListPlansRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListPlansResponse` messages.
+        func listPlans(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListPlansRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListPlansResponse>
 
         /// Handle the "StartMigration" method.
         ///
@@ -1492,6 +1552,38 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ApplyPlanResponse>
 
+        /// Handle the "ValidatePlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lints a plan without applying anything.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ApplyPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ValidatePlanResponse` message.
+        func validatePlan(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ApplyPlanRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ValidatePlanResponse>
+
+        /// Handle the "ListPlans" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListPlansRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListPlansResponse` message.
+        func listPlans(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListPlansRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListPlansResponse>
+
         /// Handle the "StartMigration" method.
         ///
         /// - Parameters:
@@ -1662,6 +1754,38 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ApplyPlanResponse
 
+        /// Handle the "ValidatePlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lints a plan without applying anything.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ApplyPlanRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ValidatePlanResponse` to respond with.
+        func validatePlan(
+            request: Lockstep_V1_ApplyPlanRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ValidatePlanResponse
+
+        /// Handle the "ListPlans" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListPlansRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListPlansResponse` to respond with.
+        func listPlans(
+            request: Lockstep_V1_ListPlansRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListPlansResponse
+
         /// Handle the "StartMigration" method.
         ///
         /// - Parameters:
@@ -1826,6 +1950,28 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ValidatePlan.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ApplyPlanRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ValidatePlanResponse>(),
+            handler: { request, context in
+                try await self.validatePlan(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ListPlans.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListPlansRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListPlansResponse>(),
+            handler: { request, context in
+                try await self.listPlans(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Lockstep_V1_MigrationService.Method.StartMigration.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StartMigrationRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StartMigrationResponse>(),
@@ -1952,6 +2098,28 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func validatePlan(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ApplyPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ValidatePlanResponse> {
+        let response = try await self.validatePlan(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listPlans(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListPlansRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListPlansResponse> {
+        let response = try await self.listPlans(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func startMigration(
         request: GRPCCore.StreamingServerRequest<Lockstep_V1_StartMigrationRequest>,
         context: GRPCCore.ServerContext
@@ -2072,6 +2240,32 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ApplyPlanResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_ApplyPlanResponse>(
             message: try await self.applyPlan(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func validatePlan(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ApplyPlanRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ValidatePlanResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ValidatePlanResponse>(
+            message: try await self.validatePlan(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listPlans(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListPlansRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListPlansResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListPlansResponse>(
+            message: try await self.listPlans(
                 request: request.message,
                 context: context
             ),
@@ -2244,6 +2438,48 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ApplyPlanResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ApplyPlanResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ValidatePlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lints a plan without applying anything.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ApplyPlanRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ApplyPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ValidatePlanResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func validatePlan<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ApplyPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ApplyPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ValidatePlanResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ValidatePlanResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListPlans" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListPlansRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListPlansRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListPlansResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listPlans<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListPlansRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListPlansRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListPlansResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListPlansResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "StartMigration" method.
@@ -2485,6 +2721,70 @@ extension Lockstep_V1_MigrationService {
             try await self.client.unary(
                 request: request,
                 descriptor: Lockstep_V1_MigrationService.Method.ApplyPlan.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ValidatePlan" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Lints a plan without applying anything.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ApplyPlanRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ApplyPlanRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ValidatePlanResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func validatePlan<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ApplyPlanRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ApplyPlanRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ValidatePlanResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ValidatePlanResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ValidatePlan.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListPlans" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListPlansRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListPlansRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListPlansResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listPlans<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListPlansRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListPlansRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListPlansResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListPlansResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ListPlans.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2825,6 +3125,60 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
         )
     }
 
+    /// Call the "ValidatePlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lints a plan without applying anything.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ApplyPlanRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func validatePlan<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ApplyPlanRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ValidatePlanResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.validatePlan(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ApplyPlanRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ValidatePlanResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPlans" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListPlansRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPlans<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListPlansRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListPlansResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listPlans(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListPlansRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListPlansResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "StartMigration" method.
     ///
     /// - Parameters:
@@ -3105,6 +3459,68 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.applyPlan(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ValidatePlan" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Lints a plan without applying anything.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func validatePlan<Result>(
+        _ message: Lockstep_V1_ApplyPlanRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ValidatePlanResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ApplyPlanRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.validatePlan(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListPlans" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listPlans<Result>(
+        _ message: Lockstep_V1_ListPlansRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListPlansResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListPlansRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listPlans(
             request: request,
             options: options,
             onResponse: handleResponse
