@@ -129,6 +129,7 @@ let package = Package(
                 "LockstepEngine",
                 "LockstepPlan",
                 "LockstepServer",
+                "LockstepWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -3,6 +3,7 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepWire
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,15 +31,18 @@ struct Demo: AsyncParsableCommand {
         print("plan \(plan.name)@\(plan.version) (content hash \(plan.contentHash.prefix(16))…) across payments, orders, ledger\n")
 
         var elapsedMillis: Int64 = 0
+        var printed = await coordinator.state.lastSequence
         func run(_ command: MigrationCommand, as context: CommandContext) async throws {
             if case .leaseStep = command { elapsedMillis += 60_000 }
             // The demo's agents finish instantly; step the clock past any retry backoff so the retry can start.
             let now = max(WallClock.now(), clockStart.adding(milliseconds: elapsedMillis))
-            let result = try await coordinator.execute(command, migration: migration, context: context, now: now)
-            for (offset, event) in result.events.enumerated() {
-                let sequence = result.receipt.firstSequence + UInt64(offset)
-                let position = "#\(sequence)".padding(toLength: 5, withPad: " ", startingAt: 0)
-                print("  \(position) \(event.event.typeName.padding(toLength: 20, withPad: " ", startingAt: 0)) \(event.event.summary)")
+            _ = try await coordinator.execute(command, migration: migration, context: context, now: now)
+            // Everything the log got: the command's events and the grants the lease queue made after them.
+            for stored in try await coordinator.log.read(after: printed, limit: 1_000) {
+                printed = stored.sequence
+                guard case .migration(let recorded) = try EventRecordCodec.decodeAny(stored.record) else { continue }
+                let position = "#\(stored.sequence)".padding(toLength: 5, withPad: " ", startingAt: 0)
+                print("  \(position) \(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)")
             }
         }
 
