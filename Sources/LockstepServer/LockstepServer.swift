@@ -190,6 +190,8 @@ public enum LockstepServer {
             for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
                 await wakeups.close()
                 await watchWakeups.close()
+                // Both listeners stop taking new calls at once (Hummingbird does on the same signal).
+                grpc.beginGracefulShutdown()
                 break
             }
         }
@@ -209,7 +211,8 @@ public enum LockstepServer {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await grpc.serve() }
-            // Hummingbird returns on SIGTERM/SIGINT after finishing in-flight requests; gRPC then does the same.
+            // Hummingbird returns on SIGTERM/SIGINT after finishing in-flight requests; gRPC was told to
+            // stop taking calls on the same signal (above), and is told again here if it was not a signal.
             group.addTask {
                 try await app.runService()
                 grpc.beginGracefulShutdown()
