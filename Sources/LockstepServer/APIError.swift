@@ -1,6 +1,7 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepWire
 
 /// Every error the API returns: a stable code, a sentence a person can act on, and the HTTP status
 /// (the gRPC status follows from the same classification).
@@ -37,6 +38,9 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(code): \(message)" }
+
+    /// The wire form of the error (the JSON side's body).
+    public var body: Lockstep_V1_ErrorBody { .with { $0.code = code; $0.message = message } }
 
     public static func malformed(_ what: String) -> APIError { APIError(.badRequest, code: "malformed_request", what) }
     public static func invalid(_ what: String) -> APIError { APIError(.badRequest, code: "invalid_argument", what) }

@@ -126,8 +126,8 @@ public struct AgentAPI: Sendable {
                            clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?) {
         let state = await coordinator.state
         let now = clock()
-        let nextRetry = Self.nextRetry(in: state, service: service, after: now)
-        for (migration, node) in Self.candidates(in: state, service: service, now: now) {
+        let (candidates, nextRetry) = Self.candidates(in: state, service: service, now: now)
+        for (migration, node) in candidates {
             guard !clientGone() && !Task.isCancelled else { return (nil, nil) }
             guard let spec = state.migrations[migration]?.plan.node(node) else { continue }
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
@@ -167,22 +167,19 @@ public struct AgentAPI: Sendable {
         }
     }
 
-    /// The earliest retry backoff of `service`'s steps that ends after `now` (nothing signals it).
-    static func nextRetry(in state: LogState, service: String, after now: Instant) -> Instant? {
-        var earliest: Instant?
-        for migration in state.migrationsInOrder where migration.status == .running || migration.status == .aborting {
-            for (spec, node) in zip(migration.plan.nodes, migration.nodes) where spec.services.first == service {
-                if let retryAt = node.retryAt, retryAt > now, earliest.map({ retryAt < $0 }) ?? true { earliest = retryAt }
-            }
-        }
-        return earliest
-    }
-
     /// Steps of `service` that may start at `now`: a ready node holding its services (forward), or the
     /// head of an aborting migration's rollback queue. A node belongs to the service it names first.
-    static func candidates(in state: LogState, service: String, now: Instant) -> [(MigrationID, NodeID)] {
+    /// Also, in the same pass, the earliest retry backoff of the service's steps ending after `now`
+    /// (nothing signals its end, so a parked poll wakes for it).
+    static func candidates(in state: LogState, service: String, now: Instant) -> (steps: [(MigrationID, NodeID)], nextRetry: Instant?) {
         var result: [(MigrationID, NodeID)] = []
+        var nextRetry: Instant?
         for migration in state.migrationsInOrder {
+            if migration.status == .running || migration.status == .aborting {
+                for (spec, node) in zip(migration.plan.nodes, migration.nodes) where spec.services.first == service {
+                    if let retryAt = node.retryAt, retryAt > now, nextRetry.map({ retryAt < $0 }) ?? true { nextRetry = retryAt }
+                }
+            }
             switch migration.status {
             case .running:
                 for (spec, node) in zip(migration.plan.nodes, migration.nodes)
@@ -198,7 +195,7 @@ public struct AgentAPI: Sendable {
                 continue
             }
         }
-        return result
+        return (result, nextRetry)
     }
 
     private func validate(_ value: String, _ field: String) throws(APIError) {

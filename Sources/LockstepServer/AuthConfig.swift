@@ -73,16 +73,12 @@ public struct AuthConfig: Sendable {
                 throw Invalid(description: "\(at) (\(name)) has neither token_sha256 nor client_certificate_sha256: nobody could be it")
             }
             if let token {
-                guard let hash = (token as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
-                    throw Invalid(description: "\(at).token_sha256 must be 64 hex digits (lockstep auth hash-token prints it)")
-                }
+                let hash = try Self.digest(token, at: "\(at).token_sha256", hint: "lockstep auth hash-token prints it")
                 guard byHash[hash] == nil else { throw Invalid(description: "\(at) (\(name)) has the same token as \(byHash[hash]!.name)") }
                 byHash[hash] = principal
             }
             if let certificate {
-                guard let hash = (certificate as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
-                    throw Invalid(description: "\(at).client_certificate_sha256 must be 64 hex digits (openssl x509 -outform der | sha256sum)")
-                }
+                let hash = try Self.digest(certificate, at: "\(at).client_certificate_sha256", hint: "openssl x509 -outform der | sha256sum")
                 guard byCertificate[hash] == nil else {
                     throw Invalid(description: "\(at) (\(name)) has the same client certificate as \(byCertificate[hash]!.name)")
                 }
@@ -120,6 +116,14 @@ public struct AuthConfig: Sendable {
     /// The hex SHA-256 of `bytes` (a certificate's DER, for `client_certificate_sha256`).
     public static func hash(bytes: [UInt8]) -> String {
         SHA256.hash(data: bytes).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    }
+
+    /// A hex SHA-256 (64 hex digits, any case), lowercased; or an error naming the field and how to make one.
+    private static func digest(_ value: Any, at: String, hint: String) throws(Invalid) -> String {
+        guard let hash = (value as? String)?.lowercased(), hash.count == 64, hash.allSatisfy(\.isHexDigit) else {
+            throw Invalid(description: "\(at) must be 64 hex digits (\(hint))")
+        }
+        return hash
     }
 
     private static func onlyKeys(_ object: [String: Any], _ allowed: Set<String>, at: String) throws(Invalid) {

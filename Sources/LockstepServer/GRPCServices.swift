@@ -117,7 +117,7 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
         let stream: AsyncThrowingStream<StoredEvent, any Error>
         do throws(APIError) {
-            let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }), ClientIdentity.fingerprint(of: context))
+            let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
             stream = try await watches.events(request.message, principal: principal)
         } catch {
             throw error.rpcError
@@ -193,12 +193,17 @@ private func answer<In, Out>(_ request: ServerRequest<In>, _ method: String, con
     let began = ContinuousClock.now
     defer { metrics.request(method, transport: "grpc").record(duration: ContinuousClock.now - began) }
     do throws(APIError) {
-        let principal = try authenticate(request.metadata[stringValues: "authorization"].first(where: { _ in true }), ClientIdentity.fingerprint(of: context))
+        let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
         return ServerResponse(message: try await body(request.message, principal))
     } catch {
         metrics.record(error)
         throw error.rpcError
     }
+}
+
+/// The bearer credentials a call carries in its `authorization` metadata, if any.
+private func credentials(_ metadata: Metadata) -> String? {
+    metadata[stringValues: "authorization"].first(where: { _ in true })
 }
 
 extension APIError {

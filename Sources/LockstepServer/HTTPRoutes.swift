@@ -49,7 +49,7 @@ struct HTTPRoutes: Sendable {
             do throws(APIError) {
                 _ = try await authenticate(request, context.channel)
             } catch {
-                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+                return errorResponse(error)
             }
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
@@ -94,7 +94,7 @@ struct HTTPRoutes: Sendable {
                 return response
             } catch {
                 metrics.record(error)
-                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+                return errorResponse(error)
             }
         }
         route(router, "/v1/history/events", history.listEvents)
@@ -103,26 +103,17 @@ struct HTTPRoutes: Sendable {
         // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s format.
         router.post("/v1/history/export") { request, context -> Response in
             let input: Lockstep_V1_ListEventsRequest
+            let principal: Principal
             do throws(APIError) {
-                let principal = try await authenticate(request, context.channel)
+                principal = try await authenticate(request, context.channel)
                 input = try await decode(request)
                 try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
             } catch {
-                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+                return errorResponse(error)
             }
             let history = self.history
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
-                var position = input.afterSequence
-                while true {
-                    let page = try await history.coordinator.log.read(after: position, limit: HistoryAPI.scanPageEventsMax)
-                    guard let last = page.last else { break }
-                    position = last.sequence
-                    var chunk = ""
-                    for stored in page where input.stream.isEmpty || stored.stream == input.stream {
-                        chunk += try HistoryExport.line(stored) + "\n"
-                    }
-                    if !chunk.isEmpty { try await writer.write(ByteBuffer(string: chunk)) }
-                }
+                try await history.export(input, principal: principal) { lines in try await writer.write(ByteBuffer(string: lines)) }
                 try await writer.finish(nil)
             })
         }
@@ -135,7 +126,7 @@ struct HTTPRoutes: Sendable {
                 let input: Lockstep_V1_WatchRequest = try await decode(request)
                 stream = try await watches.events(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
             } catch {
-                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+                return errorResponse(error)
             }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                 do {
@@ -144,8 +135,7 @@ struct HTTPRoutes: Sendable {
                     }
                 } catch let error as APIError {
                     // The last line names why the stream ended early, as a JSON-encoded ErrorBody.
-                    let body = Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }
-                    let line = (try? body.jsonString()) ?? #"{"code":"internal"}"#
+                    let line = (try? error.body.jsonString()) ?? #"{"code":"internal"}"#
                     try await writer.write(ByteBuffer(string: #"{"error":"# + line + "}\n"))
                 }
                 try await writer.finish(nil)
@@ -176,7 +166,7 @@ struct HTTPRoutes: Sendable {
                 return json(try await handler(input, principal, context.channel), status: .ok)
             } catch {
                 metrics.record(error)
-                return json(Lockstep_V1_ErrorBody.with { $0.code = error.code; $0.message = error.message }, status: .init(code: error.kind.httpStatus))
+                return errorResponse(error)
             }
         }
     }
@@ -203,6 +193,11 @@ struct HTTPRoutes: Sendable {
         } catch {
             throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(error)")
         }
+    }
+
+    /// An error as the API answers it: its `ErrorBody` with its HTTP status.
+    private func errorResponse(_ error: APIError) -> Response {
+        json(error.body, status: .init(code: error.kind.httpStatus))
     }
 
     private func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {

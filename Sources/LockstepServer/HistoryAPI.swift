@@ -42,6 +42,24 @@ public struct HistoryAPI: Sendable {
         }
     }
 
+    /// Every event after `request.afterSequence` (of `request.stream`, or all), as NDJSON lines in
+    /// `lockstep history export`'s format, handed to `write` a page at a time.
+    public func export(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
+                       write: (String) async throws -> Void) async throws {
+        try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        var position = request.afterSequence
+        while true {
+            let page = try await read(after: position, limit: Self.scanPageEventsMax)
+            guard let last = page.last else { return }
+            position = last.sequence
+            var chunk = ""
+            for stored in page where request.stream.isEmpty || stored.stream == request.stream {
+                chunk += try HistoryExport.line(stored) + "\n"
+            }
+            if !chunk.isEmpty { try await write(chunk) }
+        }
+    }
+
     public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
         let through: UInt64
