@@ -55,3 +55,9 @@ try:
         seen.append(envelope.record.payload.WhichOneof("kind"))
 except grpc.RpcError as error:
     print(f"watch {error.code().name} after {len(seen)} events: {' '.join(seen)}", flush=True)
+
+# A message over the 1 MiB limit is refused by the transport before anything is decoded (it resets the stream).
+try:
+    migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml="#" * (1 << 20 + 1)), metadata=operator, timeout=30)
+except grpc.RpcError as error:
+    print(f"oversized {error.code().name}", flush=True)
