@@ -32,6 +32,9 @@ public struct AgentAPI: Sendable {
     let wakeups: Wakeups
     let limits: APILimits
     let clock: @Sendable () -> Instant
+    /// Told, for each poll woken by a change that then took a step, how long from the change being
+    /// signalled (right after its append) to the step leased and about to be answered.
+    var observeWakeUp: @Sendable (Duration) -> Void = { _ in }
 
     /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
     /// the agent and returns it; or returns no step and a delay before the next poll.
@@ -45,16 +48,26 @@ public struct AgentAPI: Sendable {
         try principal.requireAgent(of: request.service)
         let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
         let giveUp = ContinuousClock.now + .milliseconds(wait)
+        // Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
+        var wokenAt: ContinuousClock.Instant?
+        defer { if wokenAt != nil { wakeups.passOn(request.service) } }
         while !clientGone() && !Task.isCancelled {
-            let seen = await wakeups.generation
-            let (step, nextRetry) = try await leaseNext(service: request.service, agent: request.agentID, principal: principal, clientGone: clientGone)
-            if let step { return .with { $0.step = step } }
+            let seen = wakeups.generation
+            let (step, nextRetry, looked) = try await leaseNext(service: request.service, agent: request.agentID, principal: principal, clientGone: clientGone)
+            if let step {
+                if let woken = wokenAt { observeWakeUp(.now - woken) }
+                wokenAt = nil
+                return .with { $0.step = step }
+            }
+            if looked { wokenAt = nil }
             let left = giveUp - ContinuousClock.now
             guard left > .zero else { break }
             // A retry backoff ending appends nothing, so nothing signals: wake up for it.
             var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
             if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
-            guard await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service) == .lookAgain else { break }
+            let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service)
+            if case .woken(let at) = outcome { wokenAt = at }
+            guard outcome.looksAgain else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
     }
@@ -121,14 +134,15 @@ public struct AgentAPI: Sendable {
     }
 
     /// Leases the first step of `service` that may start now (migrations in id order, nodes in plan
-    /// order). Another agent may take a candidate first: then the next one is tried.
+    /// order). Another agent may take a candidate first: then the next one is tried. `looked` is false
+    /// when the caller went away before every candidate was tried.
     private func leaseNext(service: String, agent: String, principal: Principal,
-                           clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?) {
+                           clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?, looked: Bool) {
         let state = await coordinator.state
         let now = clock()
         let (candidates, nextRetry) = Self.candidates(in: state, service: service, now: now)
         for (migration, node) in candidates {
-            guard !clientGone() && !Task.isCancelled else { return (nil, nil) }
+            guard !clientGone() && !Task.isCancelled else { return (nil, nil, false) }
             guard let spec = state.migrations[migration]?.plan.node(node) else { continue }
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
             let result: CommandResult
@@ -151,9 +165,9 @@ public struct AgentAPI: Sendable {
                 $0.fencingToken = leased.token.rawValue
                 $0.ttlMs = UInt32(clamping: ttl)
                 $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
-            }, nil)
+            }, nil, true)
         }
-        return (nil, nextRetry)
+        return (nil, nextRetry, true)
     }
 
     /// Refusals that mean another caller or event got there first: the poll tries the next candidate.

@@ -93,15 +93,17 @@ public enum LockstepServer {
             metrics.commitDuration.recordNanoseconds(Int64(clamping: commit.durationNanos))
         }
         let coordinator = try await Coordinator.open(log: log)
-        let wakeups = Wakeups(parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
-        let watchWakeups = Wakeups(parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
-        // Polls wait on their service, watches on their migration: a change wakes only those concerned.
+        let wakeups = Wakeups(policy: .oldest, parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
+        let watchWakeups = Wakeups(policy: .everyone, parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
+        // Polls wait on their service, watches on their migration: a change wakes only those concerned,
+        // right after its append is folded in (signalling takes a short lock and never blocks).
         await coordinator.observeChanges { change in
-            Task { await wakeups.signal(change.services) }
-            Task { await watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? []) }
+            wakeups.signal(change.services)
+            watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
         }
         let clock: @Sendable () -> Instant = { WallClock.now() }
-        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)
+        var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)
+        agents.observeWakeUp = { metrics.pollWakeUp.record(duration: $0) }
         let operators = OperatorAPI(coordinator: coordinator, clock: clock) {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }
@@ -176,8 +178,8 @@ public enum LockstepServer {
 
         let timers = Task {
             await runTimers(coordinator, tickMillis: options.timerTickMillis) {
-                metrics.parkedPolls.record(await wakeups.parkedCount)
-                metrics.openWatches.record(await watchWakeups.parkedCount)
+                metrics.parkedPolls.record(wakeups.parkedCount)
+                metrics.openWatches.record(watchWakeups.parkedCount)
                 metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
                 metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
             } expired: { count in
@@ -188,8 +190,8 @@ public enum LockstepServer {
         // end watches at once, so a graceful shutdown takes milliseconds, not a poll's whole wait.
         let closer = Task {
             for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
-                await wakeups.close()
-                await watchWakeups.close()
+                wakeups.close()
+                watchWakeups.close()
                 // Both listeners stop taking new calls at once (Hummingbird does on the same signal).
                 grpc.beginGracefulShutdown()
                 break

@@ -13,6 +13,8 @@ struct ServerMetrics: Sendable {
     /// BEGIN to the end of COMMIT, including the WAL fsync.
     let commitDuration = Metrics.Timer(label: "lockstep_commit_duration_seconds")
     let parkedPolls = Gauge(label: "lockstep_parked_polls")
+    /// From a change being signalled (right after its append) to a poll it woke leasing a step.
+    let pollWakeUp = Metrics.Timer(label: "lockstep_poll_wakeup_seconds")
     let openWatches = Gauge(label: "lockstep_open_watches")
     let stepLeasesHeld = Gauge(label: "lockstep_step_leases_held")
     let serviceLeasesHeld = Gauge(label: "lockstep_service_leases_held")
@@ -24,6 +26,11 @@ struct ServerMetrics: Sendable {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets["lockstep_commit_batch_events"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096]
+        factory.durationHistogramBuckets["lockstep_poll_wakeup_seconds"] = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(3), .milliseconds(4),
+            .milliseconds(5), .milliseconds(6), .milliseconds(8), .milliseconds(10), .milliseconds(15), .milliseconds(20),
+            .milliseconds(50), .milliseconds(100), .seconds(1),
+        ]
         factory.defaultDurationHistogramBuckets = [
             .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
             .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),

@@ -1,11 +1,34 @@
-/// Parked long-polls and watches, and what wakes them: every change of the live state bumps one
-/// generation and resumes the parked callers whose key it concerns (a poll's service, a watch's
-/// migration), which then look again. A caller that read generation `n` before looking waits only if
-/// nothing at all changed since, so no change between its look and its wait is missed, and no
-/// per-key state is kept. Parking is bounded, follows task cancellation, and ends for everyone at shutdown.
-actor Wakeups {
-    enum Outcome: Equatable {
-        /// Something changed, or the wait timed out: look again.
+import Synchronization
+
+/// Parked long-polls and watches, and what wakes them.
+///
+/// Every change of the live state bumps one generation and wakes parked callers whose key it concerns
+/// (a poll's service, a watch's migration), which then look again. A caller that read generation `n`
+/// before looking parks only if nothing at all changed since, so no change between its look and its
+/// wait is missed.
+///
+/// Whom a change wakes is the `policy`: watches all want every event (`.everyone`); polls of one service
+/// race for the same steps, so a change wakes only the longest-parked poll of the service (`.oldest`),
+/// which looks and either takes a step (its lease is itself a change, which wakes the next poll, and so
+/// on while steps are left) or parks again. A woken poll that leaves without having looked must
+/// `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
+/// step and all but one parking again (a thundering herd that cost about 4× in wake-up latency p99).
+///
+/// Parking is bounded (overall and per principal), follows task cancellation, and ends for everyone at
+/// shutdown. Signalling is synchronous and never blocks (a short lock), so the coordinator calls it
+/// right after an append is folded in.
+final class Wakeups: Sendable {
+    enum Policy: Sendable {
+        /// A change wakes every parked caller of its keys.
+        case everyone
+        /// A change wakes the longest-parked caller of each of its keys.
+        case oldest
+    }
+
+    enum Outcome: Equatable, Sendable {
+        /// A change concerning the caller's key woke it; `signalledAt` is when the change was signalled.
+        case woken(signalledAt: ContinuousClock.Instant)
+        /// Something changed before the caller parked, or its wait timed out: look again.
         case lookAgain
         /// Too many are parked (overall or for this principal): answer now.
         case full
@@ -13,74 +36,187 @@ actor Wakeups {
         case closed
         /// The waiting task was cancelled (its caller went away): stop.
         case cancelled
+
+        /// Whether the caller should look again (woken, or for any other reason).
+        var looksAgain: Bool {
+            switch self {
+            case .woken, .lookAgain: true
+            case .full, .closed, .cancelled: false
+            }
+        }
     }
 
-    private(set) var generation: UInt64 = 0
-    private var parked: [UInt64: (owner: String, key: String, continuation: CheckedContinuation<Void, Never>)] = [:]
-    private var parkedByOwner: [String: Int] = [:]
-    private var nextID: UInt64 = 0
-    private var closed = false
+    private struct Waiter {
+        let owner: String
+        let key: String
+        let continuation: CheckedContinuation<ContinuousClock.Instant?, Never>
+        /// Wakes the caller at its deadline; cancelled when anything else wakes it.
+        var timer: Task<Void, Never>?
+
+        func resume(returning instant: ContinuousClock.Instant?) {
+            timer?.cancel()
+            continuation.resume(returning: instant)
+        }
+    }
+
+    /// Callers parked on one key, longest-parked first. Ids of callers that left (timed out, cancelled)
+    /// stay until they reach the front or the queue is compacted.
+    private struct Line {
+        var ids: [UInt64] = []
+        var head = 0
+        var live = 0
+    }
+
+    private struct State {
+        var generation: UInt64 = 0
+        var parked: [UInt64: Waiter] = [:]
+        var lines: [String: Line] = [:]
+        var parkedByOwner: [String: Int] = [:]
+        var nextID: UInt64 = 0
+        var closed = false
+
+        mutating func remove(_ id: UInt64) -> Waiter? {
+            guard let waiter = parked.removeValue(forKey: id) else { return nil }
+            parkedByOwner[waiter.owner, default: 1] -= 1
+            if parkedByOwner[waiter.owner] == 0 { parkedByOwner[waiter.owner] = nil }
+            lines[waiter.key]?.live -= 1
+            if let line = lines[waiter.key] {
+                if line.live == 0 {
+                    lines[waiter.key] = nil
+                } else if line.ids.count - line.head > 2 * line.live + 64 {
+                    // Mostly departed callers: compact, so a line is bounded by about twice its live callers.
+                    lines[waiter.key] = Line(ids: line.ids[line.head...].filter { parked[$0] != nil }, head: 0, live: line.live)
+                }
+            }
+            return waiter
+        }
+
+        /// Removes and returns the longest-parked caller of `key`, if any.
+        mutating func oldest(of key: String) -> Waiter? {
+            while var line = lines[key], line.head < line.ids.count {
+                let id = line.ids[line.head]
+                line.head += 1
+                if line.head > 1_024 && line.head * 2 > line.ids.count {
+                    line.ids.removeFirst(line.head)
+                    line.head = 0
+                }
+                lines[key] = line
+                if let waiter = remove(id) { return waiter }
+            }
+            return nil
+        }
+
+        mutating func all(of key: String) -> [Waiter] {
+            guard let line = lines[key] else { return [] }
+            return line.ids[line.head...].compactMap { remove($0) }
+        }
+    }
+
+    private let state = Mutex(State())
+    let policy: Policy
     /// Most callers parked at once, and per principal.
     let parkedMax: Int
     let parkedPerOwnerMax: Int
 
-    init(parkedMax: Int, parkedPerOwnerMax: Int) {
+    init(policy: Policy, parkedMax: Int, parkedPerOwnerMax: Int) {
+        self.policy = policy
         self.parkedMax = parkedMax
         self.parkedPerOwnerMax = parkedPerOwnerMax
     }
 
-    var parkedCount: Int { parked.count }
+    var generation: UInt64 { state.withLock { $0.generation } }
 
-    /// A change concerning `keys` (nil: everyone).
-    func signal(_ keys: Set<String>? = nil) {
-        generation &+= 1
-        guard let keys else {
-            let waking = parked
-            parked = [:]
-            parkedByOwner = [:]
-            for entry in waking.values { entry.continuation.resume() }
-            return
+    var parkedCount: Int { state.withLock { $0.parked.count } }
+
+    /// Entries in `key`'s line, departed callers included (for tests of the bound).
+    func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
+
+    /// A change concerning `keys`: wakes the parked callers of those keys the policy says.
+    func signal(_ keys: Set<String>) {
+        let now = ContinuousClock.now
+        let waking = state.withLock { state in
+            state.generation &+= 1
+            return keys.flatMap { key -> [Waiter] in
+                switch policy {
+                case .everyone: state.all(of: key)
+                case .oldest: state.oldest(of: key).map { [$0] } ?? []
+                }
+            }
         }
-        guard !keys.isEmpty else { return }
-        for (id, entry) in parked where keys.contains(entry.key) { wake(id) }
+        for waiter in waking { waiter.resume(returning: now) }
+    }
+
+    /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
+    /// having looked (its client went away), so the change it was woken for is not lost.
+    func passOn(_ key: String) {
+        let now = ContinuousClock.now
+        state.withLock { $0.oldest(of: key) }?.resume(returning: now)
     }
 
     /// Wakes everyone and parks nobody from now on (graceful shutdown).
     func close() {
-        closed = true
-        signal()
+        let waking = state.withLock { state in
+            state.closed = true
+            state.generation &+= 1
+            let waking = Array(state.parked.values)
+            state.parked = [:]
+            state.lines = [:]
+            state.parkedByOwner = [:]
+            return waking
+        }
+        for waiter in waking { waiter.resume(returning: nil) }
     }
 
-    /// Waits until a change after generation `seen`, `millis` pass, or the task is cancelled.
-    /// `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
+    /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
+    /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
     func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true) async -> Outcome {
-        if closed { return .closed }
-        if Task.isCancelled { return .cancelled }
-        guard generation == seen else { return .lookAgain }
-        if enforceLimit {
-            guard parked.count < parkedMax, parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
+        if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled }
+        let id: UInt64
+        switch state.withLock({ state -> Outcome? in
+            if state.closed { return .closed }
+            guard state.generation == seen else { return .lookAgain }
+            if enforceLimit {
+                guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
+            }
+            return nil
+        }) {
+        case .some(let outcome):
+            return outcome
+        case .none:
+            id = state.withLock { state in
+                defer { state.nextID &+= 1 }
+                return state.nextID
+            }
         }
-        let id = nextID
-        nextID &+= 1
-        parkedByOwner[owner, default: 0] += 1
-        let timer = Task {
-            try? await Task.sleep(for: .milliseconds(millis))
-            self.wake(id)
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { parked[id] = (owner, key, $0) }
+        let signalledAt = await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let parkedNow = state.withLock { state in
+                    // Checked again under the lock that parks: a change, a shutdown or a cancellation
+                    // since the check above must not be slept through.
+                    guard !state.closed, state.generation == seen, !Task.isCancelled else { return false }
+                    state.parked[id] = Waiter(owner: owner, key: key, continuation: continuation)
+                    state.parkedByOwner[owner, default: 0] += 1
+                    state.lines[key, default: Line()].ids.append(id)
+                    state.lines[key, default: Line()].live += 1
+                    return true
+                }
+                guard parkedNow else { return continuation.resume(returning: nil) }
+                let timer = Task {
+                    try? await Task.sleep(for: .milliseconds(millis))
+                    self.resume(id, with: nil)
+                }
+                // Already woken meanwhile: its timer is not needed.
+                if !state.withLock({ $0.parked[id]?.timer = timer; return $0.parked[id] != nil }) { timer.cancel() }
+            }
         } onCancel: {
-            Task { await self.wake(id) }
+            self.resume(id, with: nil)
         }
-        timer.cancel()
-        if closed { return .closed }
-        return Task.isCancelled ? .cancelled : .lookAgain
+        if state.withLock({ $0.closed }) { return .closed }
+        if Task.isCancelled { return .cancelled }
+        return signalledAt.map { .woken(signalledAt: $0) } ?? .lookAgain
     }
 
-    private func wake(_ id: UInt64) {
-        guard let entry = parked.removeValue(forKey: id) else { return }
-        parkedByOwner[entry.owner, default: 1] -= 1
-        if parkedByOwner[entry.owner] == 0 { parkedByOwner[entry.owner] = nil }
-        entry.continuation.resume()
+    private func resume(_ id: UInt64, with instant: ContinuousClock.Instant?) {
+        state.withLock { $0.remove(id) }?.resume(returning: instant)
     }
 }

@@ -30,7 +30,7 @@ public struct WatchAPI: Sendable {
                 // The limits admit a watch once; re-parking after each event does not count again.
                 var admitted = false
                 while !Task.isCancelled && !clientGone() {
-                    let seen = await wakeups.generation
+                    let seen = wakeups.generation
                     // Settled before the read means its last event is in what the read sees.
                     let settled = await coordinator.migration(id)?.status.isSettled ?? true
                     let page: [StoredEvent]
@@ -50,7 +50,7 @@ public struct WatchAPI: Sendable {
                                                       enforceLimit: !admitted)
                     admitted = true
                     switch outcome {
-                    case .lookAgain:
+                    case .woken, .lookAgain:
                         continue
                     case .cancelled:
                         break

@@ -174,4 +174,92 @@ struct AgentAPITests {
         #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""retry_after_ms":1000"#))
         _ = try await server.stop()
     }
+
+    /// Polls parked as `lockstep_parked_polls` reports them (the server refreshes it every 50 ms).
+    private func parkedPolls(_ server: ServerProcess) async throws -> Int {
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/metrics"]).wait(seconds: 30).stdout
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_parked_polls ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") }.map { Int($0) } ?? -1
+    }
+
+    private func waitUntilParked(_ count: Int, _ server: ServerProcess) async throws {
+        let deadline = Date().addingTimeInterval(15)
+        while try await parkedPolls(server) != count {
+            guard Date() < deadline else { throw TestFailure("\(count) polls never parked: \(try await parkedPolls(server))") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func parkPoll(_ server: ServerProcess, service: String, agent: String, extra: [String] = []) throws -> ChildProcess {
+        try ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json"] + extra
+                         + ["--data-binary", #"{"service": "\#(service)", "agent_id": "\#(agent)", "wait_ms": 20000}"#, server.url + "/v1/agent/poll"])
+    }
+
+    /// A change wakes one parked poll of a service at a time: a service is held by one step at a time
+    /// (service leases), so the others would only race for that step and park again. Each step that
+    /// becomes ready still reaches a parked poll at once, and the rest sleep on.
+    @Test func eachStepThatBecomesReadyReachesOneOfTheParkedPollsAndTheRestSleepOn() async throws {
+        let server = try await ServerProcess()
+        let plan = """
+            name: fan-out
+            services:
+              orders: { owners: [orders-team] }
+              checkout: { owners: [checkout-team] }
+            nodes:
+              - { id: expand, service: orders, phase: expand, action: add-column }
+              - { id: left, service: checkout, phase: live, action: flip, needs: [expand] }
+              - { id: right, service: checkout, phase: live, action: flip, needs: [expand] }
+            """
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "fan-out", "migration_id": "m1"}"#).hasSuffix("\n200"))
+        var polls: [ChildProcess] = []
+        for index in 0..<3 {
+            polls.append(try parkPoll(server, service: "checkout", agent: "c\(index)"))
+            try await waitUntilParked(index + 1, server)
+        }
+        // Each completion readies the next step; one parked poll takes it long before any 20 s wait ends
+        // (a generous bound: this is not a timing test).
+        func answered(_ count: Int) async throws -> [String] {
+            let deadline = Date().addingTimeInterval(10)
+            while polls.filter({ $0.stdout.contains("lease_id") }).count < count && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            return polls.map(\.stdout).filter { $0.contains("lease_id") }
+        }
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        let first = try await answered(1)
+        try #require(first.count == 1 && first[0].contains("m1/left"), "\(first)")
+        try await waitUntilParked(2, server)
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/left", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        let both = try await answered(2)
+        #expect(both.count == 2 && both.contains { $0.contains("m1/right") }, "\(both)")
+        try await waitUntilParked(1, server)
+        for poll in polls { poll.kill(SIGTERM) }
+        _ = try await server.stop()
+    }
+
+    /// The poll a change wakes may belong to a client that has gone: it must hand the wake on, or the
+    /// step would wait for the next change while a live agent sleeps.
+    @Test func aWokenPollWhoseClientHasGoneHandsTheWakeOn() async throws {
+        let server = try await started()
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
+        // Three clients park polls for checkout and give up. Their polls stay parked until something wakes
+        // them (HTTP/1.1 notices a vanished client only then), and they are the longest parked: the
+        // changes that ready checkout's step (the completion, then the grant) wake them first.
+        for index in 0..<3 {
+            let ghost = try parkPoll(server, service: "checkout", agent: "ghost", extra: ["--max-time", "1"])
+            try await waitUntilParked(index + 1, server)
+            #expect(try await ghost.wait(seconds: 30).status != 0)
+        }
+        let live = try parkPoll(server, service: "checkout", agent: "c1")
+        try await waitUntilParked(4, server)
+        let began = Date()
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
+        let answer = try await live.wait(seconds: 30).stdout
+        #expect(Date().timeIntervalSince(began) < 10, "the live poll slept until its timeout")
+        #expect(answer.contains(#""lease_id":"m1/switch""#), "\(answer)")
+        _ = try await server.stop()
+    }
 }

@@ -2,62 +2,120 @@
 import Testing
 
 @Suite struct WakeupsTests {
-    @Test func parkedPollsAreBoundedInAllAndPerPrincipalAndASignalWakesEveryOne() async throws {
-        let wakeups = Wakeups(parkedMax: 2, parkedPerOwnerMax: 1)
-        let seen = await wakeups.generation
-        let first = Task { await wakeups.wait(after: seen, millis: 60_000, owner: "a") }
-        while await wakeups.parkedCount < 1 { await Task.yield() }
+    /// Parks a caller and waits until it is parked.
+    private func park(_ wakeups: Wakeups, owner: String = "a", key: String = "", millis: Int = 600_000) async -> Task<Wakeups.Outcome, Never> {
+        let before = wakeups.parkedCount
+        let seen = wakeups.generation
+        let task = Task { await wakeups.wait(after: seen, millis: millis, owner: owner, key: key) }
+        while wakeups.parkedCount == before { await Task.yield() }
+        return task
+    }
+
+    @Test func parkedCallersAreBoundedInAllAndPerPrincipal() async throws {
+        let wakeups = Wakeups(policy: .everyone, parkedMax: 2, parkedPerOwnerMax: 1)
+        let seen = wakeups.generation
+        let first = await park(wakeups, owner: "a", key: "k")
         // The same principal again: over its own limit, answered at once.
-        #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "a") == .full)
-        let second = Task { await wakeups.wait(after: seen, millis: 60_000, owner: "b") }
-        while await wakeups.parkedCount < 2 { await Task.yield() }
+        #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "a", key: "k") == .full)
+        let second = await park(wakeups, owner: "b", key: "k")
         // A third principal: over the overall limit.
-        #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "c") == .full)
-        await wakeups.signal()
+        #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "c", key: "k") == .full)
+        wakeups.signal(["k"])
         let woken = (await first.value, await second.value)
-        #expect(woken == (.lookAgain, .lookAgain))
-        #expect(await wakeups.parkedCount == 0)
-        // A poll that looked before a change does not park at all: it looks again.
+        #expect(woken.0.looksAgain && woken.1.looksAgain)
+        #expect(wakeups.parkedCount == 0)
+        // A caller that looked before a change does not park at all: it looks again.
         #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "a") == .lookAgain)
     }
 
     @Test func cancellationAndShutdownEndAParkedWaitAtOnce() async throws {
-        let wakeups = Wakeups(parkedMax: 10, parkedPerOwnerMax: 10)
-        let seen = await wakeups.generation
-        let cancelled = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a") }
-        while await wakeups.parkedCount < 1 { await Task.yield() }
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let cancelled = await park(wakeups)
         cancelled.cancel()
         #expect(await cancelled.value == .cancelled)
-        #expect(await wakeups.parkedCount == 0)
-        let parked = Task { await wakeups.wait(after: await wakeups.generation, millis: 600_000, owner: "a") }
-        while await wakeups.parkedCount < 1 { await Task.yield() }
-        await wakeups.close()
+        #expect(wakeups.parkedCount == 0)
+        // Cancelled before it parks: it does not park.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a")
+        }
+        #expect(await early.value == .cancelled)
+        let parked = await park(wakeups)
+        wakeups.close()
         #expect(await parked.value == .closed)
-        #expect(await wakeups.wait(after: await wakeups.generation, millis: 600_000, owner: "b") == .closed)
+        #expect(await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "b") == .closed)
+        #expect(wakeups.parkedCount == 0)
     }
 
-    @Test func aParkedPollReturnsAtItsDeadlineAndFreesItsPlace() async throws {
-        let wakeups = Wakeups(parkedMax: 1, parkedPerOwnerMax: 1)
-        let seen = await wakeups.generation
+    @Test func aParkedCallerReturnsAtItsDeadlineAndFreesItsPlace() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 1, parkedPerOwnerMax: 1)
+        let seen = wakeups.generation
         #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
-        #expect(await wakeups.parkedCount == 0)
+        #expect(wakeups.parkedCount == 0)
         #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
     }
 
-    @Test func aChangeWakesOnlyTheWaitersItConcernsButStopsAnyoneFromParkingOnAStaleLook() async throws {
-        let wakeups = Wakeups(parkedMax: 10, parkedPerOwnerMax: 10)
-        let seen = await wakeups.generation
-        let orders = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders") }
-        let ledger = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "ledger") }
-        while await wakeups.parkedCount < 2 { await Task.yield() }
-        await wakeups.signal(["orders"])
-        #expect(await orders.value == .lookAgain)
-        #expect(await wakeups.parkedCount == 1)  // ledger's poll sleeps on
+    @Test func aChangeWakesOnlyTheCallersItConcernsButStopsAnyoneFromParkingOnAStaleLook() async throws {
+        let wakeups = Wakeups(policy: .everyone, parkedMax: 10, parkedPerOwnerMax: 10)
+        let seen = wakeups.generation
+        let orders = await park(wakeups, key: "orders")
+        let ledger = await park(wakeups, key: "ledger")
+        wakeups.signal(["orders"])
+        guard case .woken = await orders.value else { Issue.record("orders' caller was not woken by the change"); return }
+        #expect(wakeups.parkedCount == 1)  // ledger's caller sleeps on
         // A caller that looked before that change does not park, whatever its key: it looks again.
         #expect(await wakeups.wait(after: seen, millis: 600_000, owner: "b", key: "payments") == .lookAgain)
-        await wakeups.signal([])  // a change concerning no parked caller: nobody wakes
-        #expect(await wakeups.parkedCount == 1)
-        await wakeups.signal(["ledger"])
-        #expect(await ledger.value == .lookAgain)
+        wakeups.signal([])  // a change concerning no parked caller: nobody wakes
+        #expect(wakeups.parkedCount == 1)
+        wakeups.signal(["ledger"])
+        guard case .woken = await ledger.value else { Issue.record("ledger's caller was not woken"); return }
+    }
+
+    @Test func everyoneWakesEveryCallerOfTheKey() async throws {
+        let wakeups = Wakeups(policy: .everyone, parkedMax: 10, parkedPerOwnerMax: 10)
+        var watchers: [Task<Wakeups.Outcome, Never>] = []
+        for _ in 0..<3 { watchers.append(await park(wakeups, key: "m1")) }
+        wakeups.signal(["m1"])
+        for watcher in watchers {
+            let outcome = await watcher.value
+            #expect(outcome.looksAgain)
+        }
+        #expect(wakeups.parkedCount == 0)
+    }
+
+    @Test func oldestWakesOnlyTheLongestParkedCallerOfEachKeyAndAPassOnWakesTheNext() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let first = await park(wakeups, key: "orders")
+        let second = await park(wakeups, key: "orders")
+        let third = await park(wakeups, key: "orders")
+        let other = await park(wakeups, key: "ledger")
+        wakeups.signal(["orders", "ledger"])
+        guard case .woken = await first.value, case .woken = await other.value else {
+            Issue.record("the longest-parked caller of each key was not woken")
+            return
+        }
+        #expect(wakeups.parkedCount == 2)  // the second and third sleep on
+        // A caller that left after its timer does not take a wake: the next live one does.
+        wakeups.passOn("orders")
+        guard case .woken = await second.value else { Issue.record("pass-on did not wake the next caller"); return }
+        #expect(wakeups.parkedCount == 1)
+        third.cancel()
+        #expect(await third.value == .cancelled)
+        wakeups.passOn("orders")  // nobody left: nothing happens
+        #expect(wakeups.parkedCount == 0)
+    }
+
+    @Test func callersThatTimedOutAreSkippedAndTheirLineStaysBounded() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 1_000, parkedPerOwnerMax: 1_000)
+        let survivor = await park(wakeups, key: "orders")
+        // Many callers park and time out behind it; the line is compacted as they leave.
+        for _ in 0..<300 {
+            #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders") == .lookAgain)
+        }
+        #expect(wakeups.parkedCount == 1)
+        #expect(wakeups.lineLength(of: "orders") <= 2 * 1 + 64)
+        wakeups.signal(["orders"])
+        guard case .woken = await survivor.value else { Issue.record("the survivor was not woken"); return }
+        #expect(wakeups.lineLength(of: "orders") == 0)
     }
 }
