@@ -109,7 +109,7 @@ import Testing
         let wakeups = Wakeups(policy: .oldest, parkedMax: 1_000, parkedPerOwnerMax: 1_000)
         let survivor = await park(wakeups, key: "orders")
         // Many callers park and time out behind it; the line is compacted as they leave.
-        for _ in 0..<300 {
+        for _ in 0..<100 {
             #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders") == .lookAgain)
         }
         #expect(wakeups.parkedCount == 1)
@@ -117,5 +117,20 @@ import Testing
         wakeups.signal(["orders"])
         guard case .woken = await survivor.value else { Issue.record("the survivor was not woken"); return }
         #expect(wakeups.lineLength(of: "orders") == 0)
+    }
+
+    @Test func deadlinesOfCallersWokenEarlyDoNotPileUp() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        // 3,000 callers park for 10 minutes and are each woken at once by a change.
+        for _ in 0..<3_000 {
+            let caller = await park(wakeups, key: "orders")
+            wakeups.signal(["orders"])
+            _ = await caller.value
+        }
+        #expect(wakeups.parkedCount == 0)
+        // The sweeper's next tick drops the departed callers' deadlines.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while wakeups.deadlineEntries > 1_024 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(wakeups.deadlineEntries <= 1_024)
     }
 }
