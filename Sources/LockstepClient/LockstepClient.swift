@@ -121,6 +121,10 @@ public struct LockstepClient: Sendable {
         try await call { try await migrations.releaseServiceLease(request, metadata: $0) }
     }
 
+    public func serviceLeases() async throws(LockstepClientError) -> Lockstep_V1_ListServiceLeasesResponse {
+        try await call { try await migrations.listServiceLeases(.init(), metadata: $0) }
+    }
+
     /// Calls `each` with every event of the migration after `request.afterSequence`, live, until it settles.
     public func watch(_ request: Lockstep_V1_WatchRequest,
                       _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {

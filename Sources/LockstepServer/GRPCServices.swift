@@ -144,6 +144,12 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     {
         try await answer(request, "service-leases/release", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
+
+    func listServiceLeases(request: ServerRequest<Lockstep_V1_ListServiceLeasesRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ListServiceLeasesResponse>
+    {
+        try await answer(request, "service-leases/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listServiceLeases(input, principal: principal) }
+    }
 }
 
 struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {

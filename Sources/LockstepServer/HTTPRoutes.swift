@@ -72,6 +72,7 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/approve", operators.approve)
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
+        route(router, "/v1/service-leases/list", operators.listServiceLeases)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
         let stageTimer = metrics.request("stage", transport: "http")

@@ -123,6 +123,44 @@ public struct OperatorAPI: Sendable {
         }
     }
 
+    /// Every held service (by name) with its holder and the step running under it, then the requests
+    /// waiting in line, first in line first.
+    public func listServiceLeases(_ request: Lockstep_V1_ListServiceLeasesRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListServiceLeasesResponse {
+        try principal.require(anyOf: Self.readers, to: "read service leases")
+        let state = await coordinator.state
+        return .with { response in
+            response.held = state.serviceLeases.holdersInOrder.map { service, holder in
+                let migration = state.migrations[holder.migration]
+                return .with {
+                    $0.service = service
+                    $0.migrationID = holder.migration.rawValue
+                    $0.nodeID = holder.node.rawValue
+                    $0.sinceMs = holder.since.millisecondsSinceEpoch
+                    $0.quarantined = migration?.status == .failed
+                    if let lease = migration?.node(holder.node)?.lease { $0.step = Self.view(lease) }
+                }
+            }
+            response.waiting = state.serviceLeases.queue.map { request in
+                .with {
+                    $0.migrationID = request.migration.rawValue
+                    $0.nodeID = request.node.rawValue
+                    $0.services = request.services
+                    $0.kind = request.kind == .forward ? .forward : .rollback
+                }
+            }
+        }
+    }
+
+    static func view(_ lease: StepLease) -> Lockstep_V1_StepLeaseView {
+        .with {
+            $0.agentID = lease.agent
+            $0.fencingToken = lease.token.rawValue
+            $0.grantedAtMs = lease.grantedAt.millisecondsSinceEpoch
+            $0.expiresAtMs = lease.expiresAt.millisecondsSinceEpoch
+            $0.kind = lease.kind == .forward ? .forward : .rollback
+        }
+    }
+
     static func view(_ migration: MigrationState, in state: LogState) -> Lockstep_V1_Migration {
         .with { view in
             view.migrationID = migration.id.rawValue
@@ -143,15 +181,7 @@ public struct OperatorAPI: Sendable {
                     $0.status = migration.displayStatus(node.id)
                     $0.attempts = node.attempts
                     $0.fencingToken = node.lastToken.rawValue
-                    if let lease = node.lease {
-                        $0.lease = .with {
-                            $0.agentID = lease.agent
-                            $0.fencingToken = lease.token.rawValue
-                            $0.grantedAtMs = lease.grantedAt.millisecondsSinceEpoch
-                            $0.expiresAtMs = lease.expiresAt.millisecondsSinceEpoch
-                            $0.kind = lease.kind == .forward ? .forward : .rollback
-                        }
-                    }
+                    if let lease = node.lease { $0.lease = Self.view(lease) }
                     $0.lastFailure = node.lastFailure ?? ""
                     $0.serviceLeases = node.serviceLeases.name
                     $0.waitingFor = state.serviceWaits(migration: migration.id, node: node.id).map(\.description)

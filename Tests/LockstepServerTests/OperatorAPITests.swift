@@ -53,6 +53,11 @@ struct OperatorAPITests {
         #expect(try await post("/v1/migrations", #"{"plan": "gated", "migration_id": "m1"}"#, as: "alice").hasSuffix("\n200"))
         let polled = try await post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#, as: "orders-agent")
         #expect(polled.contains(#""lease_id":"m1/expand""#))
+        // Who holds which service, and the step running under it: readers may look, agents may not.
+        let leases = try await post("/v1/service-leases/list", "{}", as: "audrey")
+        #expect(leases.contains(#"{"held":[{"service":"orders","migration_id":"m1","node_id":"expand","since_ms":"#), "\(leases)")
+        #expect(leases.contains(#""step":{"agent_id":"o1","fencing_token":"1""#) && !leases.contains("waiting"), "\(leases)")
+        #expect(try await post("/v1/service-leases/list", "{}", as: "orders-agent").hasSuffix("\n403"))
         #expect(try await post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, as: "orders-agent").hasSuffix("\n200"))
 
         // Reading: the auditor may, the agent may not (it sees only its own steps).

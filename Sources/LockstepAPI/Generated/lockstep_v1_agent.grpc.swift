@@ -1276,6 +1276,19 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListServiceLeases" metadata.
+        public enum ListServiceLeases: Sendable {
+            /// Request type for "ListServiceLeases".
+            public typealias Input = Lockstep_V1_ListServiceLeasesRequest
+            /// Response type for "ListServiceLeases".
+            public typealias Output = Lockstep_V1_ListServiceLeasesResponse
+            /// Descriptor for "ListServiceLeases".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ListServiceLeases",
+                type: .unary
+            )
+        }
         /// Namespace for "Watch" metadata.
         public enum Watch: Sendable {
             /// Request type for "Watch".
@@ -1303,6 +1316,7 @@ public enum Lockstep_V1_MigrationService: Sendable {
             Approve.descriptor,
             Reject.descriptor,
             ReleaseServiceLease.descriptor,
+            ListServiceLeases.descriptor,
             Watch.descriptor
         ]
     }
@@ -1505,6 +1519,24 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "ListServiceLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who holds each service, the step running under it, and who waits in line.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListServiceLeasesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListServiceLeasesResponse` messages.
+        func listServiceLeases(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListServiceLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListServiceLeasesResponse>
 
         /// Handle the "Watch" method.
         ///
@@ -1710,6 +1742,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
 
+        /// Handle the "ListServiceLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who holds each service, the step running under it, and who waits in line.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListServiceLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListServiceLeasesResponse` message.
+        func listServiceLeases(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListServiceLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListServiceLeasesResponse>
+
         /// Handle the "Watch" method.
         ///
         /// > Source IDL Documentation:
@@ -1912,6 +1962,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ChangeResponse
 
+        /// Handle the "ListServiceLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who holds each service, the step running under it, and who waits in line.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListServiceLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListServiceLeasesResponse` to respond with.
+        func listServiceLeases(
+            request: Lockstep_V1_ListServiceLeasesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListServiceLeasesResponse
+
         /// Handle the "Watch" method.
         ///
         /// > Source IDL Documentation:
@@ -2071,6 +2139,17 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ListServiceLeases.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListServiceLeasesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListServiceLeasesResponse>(),
+            handler: { request, context in
+                try await self.listServiceLeases(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Lockstep_V1_MigrationService.Method.Watch.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_WatchRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EventEnvelope>(),
@@ -2213,6 +2292,17 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
         let response = try await self.releaseServiceLease(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listServiceLeases(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListServiceLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListServiceLeasesResponse> {
+        let response = try await self.listServiceLeases(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2383,6 +2473,19 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
             message: try await self.releaseServiceLease(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listServiceLeases(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListServiceLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListServiceLeasesResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListServiceLeasesResponse>(
+            message: try await self.listServiceLeases(
                 request: request.message,
                 context: context
             ),
@@ -2651,6 +2754,29 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListServiceLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who holds each service, the step running under it, and who waits in line.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListServiceLeasesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListServiceLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListServiceLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listServiceLeases<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListServiceLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListServiceLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListServiceLeasesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListServiceLeasesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "Watch" method.
@@ -3062,6 +3188,40 @@ extension Lockstep_V1_MigrationService {
             )
         }
 
+        /// Call the "ListServiceLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Who holds each service, the step running under it, and who waits in line.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListServiceLeasesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListServiceLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListServiceLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listServiceLeases<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListServiceLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListServiceLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListServiceLeasesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListServiceLeasesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ListServiceLeases.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "Watch" method.
         ///
         /// > Source IDL Documentation:
@@ -3399,6 +3559,35 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServiceLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Who holds each service, the step running under it, and who waits in line.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListServiceLeasesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServiceLeases<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListServiceLeasesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListServiceLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listServiceLeases(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListServiceLeasesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListServiceLeasesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3782,6 +3971,39 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.releaseServiceLease(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListServiceLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Who holds each service, the step running under it, and who waits in line.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listServiceLeases<Result>(
+        _ message: Lockstep_V1_ListServiceLeasesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListServiceLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListServiceLeasesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listServiceLeases(
             request: request,
             options: options,
             onResponse: handleResponse
