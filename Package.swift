@@ -128,11 +128,15 @@ let package = Package(
         .executableTarget(
             name: "lockstep",
             dependencies: [
+                "LockstepClient",
                 "LockstepEngine",
                 "LockstepPlan",
                 "LockstepServer",
                 "LockstepWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         // `swift build -c release --product lockstep-bench`: figures for docs/benchmarks.md (see ops/bench/run).

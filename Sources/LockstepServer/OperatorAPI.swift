@@ -187,6 +187,12 @@ public struct OperatorAPI: Sendable {
                     $0.waitingFor = state.serviceWaits(migration: migration.id, node: node.id).map(\.description)
                     $0.approvals = UInt32(node.approvals.count)
                     $0.approvalsNeeded = spec.approval?.minimum ?? 0
+                    if let progress = node.progress {
+                        $0.progressPercent = UInt32(progress.percent)
+                        $0.progressMessage = progress.message
+                    }
+                    if spec.approval != nil { $0.approversFrom = migration.plan.approverGroups(for: spec) }
+                    $0.approvedBy = node.approvals.map(\.approver)
                 }
             }
         }

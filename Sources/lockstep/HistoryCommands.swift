@@ -30,9 +30,10 @@ func openReadOnly(_ options: DataOptions) throws -> SQLiteEventLog {
 }
 
 /// Runs `body`, turning failures into a message on stderr and a non-zero exit code.
-func reportingFailures(_ body: () async throws -> Void) async throws {
+@discardableResult
+func reportingFailures<Result>(_ body: () async throws -> Result) async throws -> Result {
     do {
-        try await body()
+        return try await body()
     } catch let failure as CommandFailure {
         FileHandle.standardError.write(Data("error: \(failure.message)\n".utf8))
         throw ExitCode(failure.exitCode)
@@ -47,13 +48,31 @@ extension HistoryCommand {
     struct Verify: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Walk the whole log: contiguity, hash chain, records, stream versions, recorded head, snapshot.",
-            discussion: "Prints the head sequence and hash. Exits 1 naming the first bad position, 2 if the log cannot be read.")
+            discussion: """
+                On the server (--server, $LOCKSTEP_SERVER), or in a data directory with --data (read-only). \
+                Prints the head sequence and hash. Exits 1 naming the first bad position, 2 if the log cannot \
+                be read (3 or 4 when the server cannot be reached or refuses).
+                """)
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Verify this data directory instead of asking a server.") var data: String?
 
         func run() async throws {
+            guard let data else {
+                return try await server.run { lockstep in
+                    let report = try await lockstep.verify()
+                    guard report.ok else {
+                        throw CommandFailure(message: "\(report.problemCode): \(report.problem)", exitCode: 1)
+                    }
+                    print("ok: \(report.events) events (verified by the server at \(server.address))")
+                    print("head sequence: \(report.headSequence)")
+                    print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
+                    print("state digest: \(report.digest)")
+                    if report.snapshotChecked > 0 { print("snapshot checked at: \(report.snapshotChecked)") }
+                }
+            }
             try await reportingFailures {
-                let log = try openReadOnly(data)
+                let log = try openReadOnly(try DataOptions.at(data))
                 do {
                     let report = try await HistoryVerifier.verify(log)
                     print("ok: \(report.events) events, \(report.migrations) migrations, \(report.plans) plans")
@@ -70,44 +89,76 @@ extension HistoryCommand {
 
     struct Replay: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "The state of every migration as of one event, and its digest.")
+            abstract: "The state of every migration as of one event, and its digest (on the server, or in --data).")
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Replay this data directory instead of asking a server.") var data: String?
         @Option(help: "Replay up to and including this sequence (default: the whole log).")
         var at: UInt64?
         @Option(help: "Output format: table or json.")
         var output: OutputFormat = .table
 
         func run() async throws {
-            try await reportingFailures {
-                let log = try openReadOnly(data)
-                let state = try await History.replay(log, through: at)
-                let report = StateReport(state)
-                switch output {
-                case .json:
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-                    print(String(decoding: try encoder.encode(report), as: UTF8.self))
-                case .table:
-                    print(StateTable.render(report))
+            guard let data else {
+                return try await server.run { lockstep in
+                    // 0 would mean "before the first event"; no --at means "everything".
+                    let answer = try await lockstep.state(.with { $0.sequence = at ?? UInt64.max })
+                    let report = try JSONDecoder().decode(StateReport.self, from: Data(answer.reportJson.utf8))
+                    try print(report)
                 }
+            }
+            try await reportingFailures {
+                let log = try openReadOnly(try DataOptions.at(data))
+                try print(StateReport(try await History.replay(log, through: at)))
+            }
+        }
+
+        private func print(_ report: StateReport) throws {
+            switch output {
+            case .json:
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+                Swift.print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            case .table:
+                Swift.print(StateTable.render(report))
             }
         }
     }
 
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Every event as NDJSON, one per line, payload rendered as JSON; stops at the first bad event.")
+            abstract: "Every event as NDJSON, one per line, payload rendered as JSON; stops at the first bad event.",
+            discussion: "From the server, or from a data directory with --data. The lines are the same either way.")
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Export this data directory instead of asking a server.") var data: String?
         @Option(help: "Start after this sequence.")
         var after: UInt64 = 0
 
         func run() async throws {
+            let out = FileHandle.standardOutput
+            guard let data else {
+                return try await server.run { lockstep in
+                    var position = after
+                    while true {
+                        let page = try await lockstep.events(.with {
+                            $0.afterSequence = position
+                            $0.pageSize = 1_000
+                        })
+                        var chunk = ""
+                        for envelope in page.events {
+                            let hash = envelope.chainHash.map { String(format: "%02x", $0) }.joined()
+                            chunk += try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record) + "\n"
+                        }
+                        out.write(Data(chunk.utf8))
+                        guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
+                        position = page.nextAfterSequence
+                    }
+                }
+            }
             try await reportingFailures {
-                let log = try openReadOnly(data)
+                let log = try openReadOnly(try DataOptions.at(data))
                 var position = after
-                let out = FileHandle.standardOutput
                 while true {
                     let page = try await log.read(after: position, limit: History.pageEventsMax)
                     if page.isEmpty { break }

@@ -6,7 +6,8 @@ struct Lockstep: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "An event-sourced migration coordinator: plans, leases, and a tamper-evident history.",
-        subcommands: [Demo.self, Serve.self, AuthCommand.self, PlanCommand.self, Rehearse.self, HistoryCommand.self, DebugCommand.self]
+        subcommands: [Demo.self, Serve.self, PlanCommand.self, MigrationsCommand.self, LeaseCommand.self, HistoryCommand.self, Rehearse.self,
+                      AgentCommand.self, AuthCommand.self, DebugCommand.self]
     )
 }
 
@@ -16,6 +17,8 @@ struct DataOptions: ParsableArguments {
     var data: String
 
     var databasePath: String { data.hasSuffix("/") ? data + "events.sqlite" : data + "/events.sqlite" }
+
+    static func at(_ directory: String) throws -> DataOptions { try parse(["--data", directory]) }
 }
 
 /// An error that ends the command with `exitCode` after printing `message` to stderr.

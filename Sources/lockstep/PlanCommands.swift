@@ -51,13 +51,32 @@ extension PlanCommand {
     struct Apply: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Record a plan file as the newest version of its plan (a no-op when the content is unchanged).",
-            discussion: "Refuses a plan with lint errors. Prints the plan's name, version and content hash.")
+            discussion: """
+                On the server (--server, $LOCKSTEP_SERVER), or in the data directory of a stopped coordinator \
+                with --data. Refuses a plan with lint errors. Prints the plan's name, version and content hash.
+                """)
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Apply to this data directory instead of a server (the coordinator must not be running).") var data: String?
         @Argument(help: "The plan file (YAML).") var file: String
-        @Option(help: "Who applies it (recorded as the actor).") var actor: String = NSUserName()
+        @Option(help: "With --data: who applies it (recorded as the actor; a server records the authenticated principal).")
+        var actor: String = NSUserName()
 
         func run() async throws {
+            if let data {
+                try await applyLocally(DataOptions.at(data))
+                return
+            }
+            // Linted here first, so the findings name lines of the file as the user wrote it.
+            try await reportingFailures { _ = try usablePlan(file, refusing: "nothing was applied", exitCode: 1) }
+            guard let text = FileManager.default.contents(atPath: file) else { throw ExitCode(66) }
+            try await server.run { lockstep in
+                let applied = try await lockstep.applyPlan(.with { $0.planYaml = String(decoding: text, as: UTF8.self) })
+                print("\(applied.name)@\(applied.version) \(applied.changed ? "applied" : "unchanged") (content hash \(applied.contentHash))")
+            }
+        }
+
+        private func applyLocally(_ data: DataOptions) async throws {
             try await reportingFailures {
                 let plan = try usablePlan(file, refusing: "nothing was applied", exitCode: 1)
                 try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
@@ -75,29 +94,40 @@ extension PlanCommand {
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List applied plans and their versions.")
+        static let configuration = CommandConfiguration(abstract: "List applied plans and their versions (on the server, or in --data).")
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Read this data directory instead of a server.") var data: String?
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
-            try await reportingFailures {
-                let state = try await History.replay(try openReadOnly(data))
-                let report = StateReport(state)
-                switch output {
-                case .json:
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-                    print(String(decoding: try encoder.encode(report.plans), as: UTF8.self))
-                case .table:
-                    if report.plans.isEmpty { print("no plans applied") }
-                    for plan in report.plans {
-                        for version in plan.versions {
-                            print("\(plan.name)@\(version.version)  \(version.nodes) nodes  \(version.contentHash)")
-                        }
+            if let data {
+                try await reportingFailures {
+                    let report = StateReport(try await History.replay(try openReadOnly(DataOptions.at(data))))
+                    switch output {
+                    case .json:
+                        let encoder = JSONEncoder()
+                        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+                        print(String(decoding: try encoder.encode(report.plans), as: UTF8.self))
+                    case .table:
+                        print(Self.render(report.plans.flatMap { plan in plan.versions.map { (plan.name, $0.version, $0.nodes, $0.contentHash) } }))
                     }
                 }
+                return
             }
+            try await server.run { lockstep in
+                let plans = try await lockstep.plans()
+                switch output {
+                case .json: try printJSON(plans)
+                case .table:
+                    print(Self.render(plans.plans.flatMap { plan in plan.versions.map { (plan.name, $0.version, Int($0.nodes), $0.contentHash) } }))
+                }
+            }
+        }
+
+        static func render(_ versions: [(name: String, version: UInt64, nodes: Int, hash: String)]) -> String {
+            if versions.isEmpty { return "no plans applied" }
+            return renderTable(["plan", "version", "nodes", "content hash"], versions.map { [$0.name, String($0.version), String($0.nodes), $0.hash] })
         }
     }
 }

@@ -731,6 +731,29 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._approvalsNeeded = newValue}
   }
 
+  /// The running step's latest progress report (0 with no message when it has sent none).
+  public var progressPercent: UInt32 {
+    get {_storage._progressPercent}
+    set {_uniqueStorage()._progressPercent = newValue}
+  }
+
+  public var progressMessage: String {
+    get {_storage._progressMessage}
+    set {_uniqueStorage()._progressMessage = newValue}
+  }
+
+  /// The owner groups whose approvers may decide the gate (a gated node only).
+  public var approversFrom: [String] {
+    get {_storage._approversFrom}
+    set {_uniqueStorage()._approversFrom = newValue}
+  }
+
+  /// Who approved, in order.
+  public var approvedBy: [String] {
+    get {_storage._approvedBy}
+    set {_uniqueStorage()._approvedBy = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2326,7 +2349,7 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{1}status\0\u{1}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{3}service_leases\0\u{3}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{1}status\0\u{1}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{3}service_leases\0\u{3}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -2342,6 +2365,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
     var _waitingFor: [String] = []
     var _approvals: UInt32 = 0
     var _approvalsNeeded: UInt32 = 0
+    var _progressPercent: UInt32 = 0
+    var _progressMessage: String = String()
+    var _approversFrom: [String] = []
+    var _approvedBy: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2365,6 +2392,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       _waitingFor = source._waitingFor
       _approvals = source._approvals
       _approvalsNeeded = source._approvalsNeeded
+      _progressPercent = source._progressPercent
+      _progressMessage = source._progressMessage
+      _approversFrom = source._approversFrom
+      _approvedBy = source._approvedBy
     }
   }
 
@@ -2396,6 +2427,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 11: try { try decoder.decodeRepeatedStringField(value: &_storage._waitingFor) }()
         case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._approvals) }()
         case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._approvalsNeeded) }()
+        case 14: try { try decoder.decodeSingularUInt32Field(value: &_storage._progressPercent) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._progressMessage) }()
+        case 16: try { try decoder.decodeRepeatedStringField(value: &_storage._approversFrom) }()
+        case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._approvedBy) }()
         default: break
         }
       }
@@ -2447,6 +2482,18 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if _storage._approvalsNeeded != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._approvalsNeeded, fieldNumber: 13)
       }
+      if _storage._progressPercent != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._progressPercent, fieldNumber: 14)
+      }
+      if !_storage._progressMessage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._progressMessage, fieldNumber: 15)
+      }
+      if !_storage._approversFrom.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._approversFrom, fieldNumber: 16)
+      }
+      if !_storage._approvedBy.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._approvedBy, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2469,6 +2516,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         if _storage._waitingFor != rhs_storage._waitingFor {return false}
         if _storage._approvals != rhs_storage._approvals {return false}
         if _storage._approvalsNeeded != rhs_storage._approvalsNeeded {return false}
+        if _storage._progressPercent != rhs_storage._progressPercent {return false}
+        if _storage._progressMessage != rhs_storage._progressMessage {return false}
+        if _storage._approversFrom != rhs_storage._approversFrom {return false}
+        if _storage._approvedBy != rhs_storage._approvedBy {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -1,0 +1,295 @@
+import ArgumentParser
+import Foundation
+import LockstepClient
+import LockstepCore
+import LockstepWire
+
+struct MigrationsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "migration",
+        abstract: "Start, follow and steer migrations on a server.",
+        subcommands: [Start.self, Status.self, List.self, Watch.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self]
+    )
+}
+
+extension MigrationsCommand {
+    struct Start: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a migration of an applied plan; prints its id.",
+            discussion: "PLAN is a plan's name (its newest version) or NAME@VERSION.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "PLAN or PLAN@VERSION.") var plan: String
+        @Option(help: "The migration's id (default: the server picks PLAN-xxxxxxxx).") var id: String?
+
+        func run() async throws {
+            var name = plan
+            var version: UInt64 = 0
+            if let at = plan.lastIndex(of: "@") {
+                guard let parsed = UInt64(plan[plan.index(after: at)...]), parsed > 0 else {
+                    throw ValidationError("the version in \(plan) must be a positive number: PLAN@VERSION")
+                }
+                name = String(plan[..<at])
+                version = parsed
+            }
+            try await server.run { lockstep in
+                let started = try await lockstep.startMigration(.with {
+                    $0.plan = name
+                    $0.version = version
+                    $0.migrationID = id ?? ""
+                })
+                print(started.migrationID)
+            }
+        }
+    }
+
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "A migration as it stands: every node, its step, lease and gate.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+        func run() async throws {
+            try await server.run { lockstep in
+                let migration = try await lockstep.migration(.with { $0.migrationID = id })
+                switch output {
+                case .json: try printJSON(migration)
+                case .table: print(MigrationView.render(migration, now: Date()))
+                }
+            }
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Migrations in id order.")
+
+        @OptionGroup var server: ServerOptions
+        @Option(help: "Show at most this many (1...100000).") var limit = 1_000
+        @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+        func validate() throws {
+            guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be 1...100000") }
+        }
+
+        func run() async throws {
+            try await server.run { lockstep in
+                var all: [Lockstep_V1_Migration] = []
+                var token = ""
+                repeat {
+                    let page = try await lockstep.migrations(.with {
+                        $0.pageSize = UInt32(min(1_000, limit - all.count))
+                        $0.pageToken = token
+                    })
+                    all += page.migrations
+                    token = page.nextPageToken
+                } while !token.isEmpty && all.count < limit
+                switch output {
+                case .json:
+                    try printJSON(Lockstep_V1_ListMigrationsResponse.with { $0.migrations = all; $0.nextPageToken = token })
+                case .table:
+                    if all.isEmpty { print("no migrations") }
+                    let rows = all.map { migration in
+                        let done = migration.nodes.filter { $0.status == "succeeded" }.count
+                        return [migration.migrationID, "\(migration.plan)@\(migration.planVersion)", migration.status,
+                                "\(done)/\(migration.nodes.count)", migration.startedBy, isoTime(migration.startedAtMs)]
+                    }
+                    if !all.isEmpty { print(renderTable(["migration", "plan", "status", "nodes done", "started by", "started at"], rows)) }
+                    if !token.isEmpty { print("(more: raise --limit)") }
+                }
+            }
+        }
+    }
+
+    struct Watch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Follow a migration live until it settles.",
+            discussion: """
+                On a terminal: a live view of every node (progress bars for running steps), who holds which \
+                lease, and which gates wait on whom, redrawn as events are recorded. Otherwise (a pipe, a CI \
+                log): one line per event, then the final view. Exit status 0 when the migration succeeded, 5 \
+                when it settled otherwise (rolled back or failed).
+                """)
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Flag(help: "One line per event even on a terminal.") var plain = false
+
+        func run() async throws {
+            let live = !plain && isatty(STDOUT_FILENO) == 1
+            var settled: String?
+            try await server.run { lockstep in
+                let frames = FrameClock()
+                try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+                    if !live {
+                        let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
+                        print("#\(envelope.sequence) \(line.text)")
+                        fflush(nil)
+                        return
+                    }
+                    guard frames.due() else { return }
+                    let migration = try await lockstep.migration(.with { $0.migrationID = id })
+                    print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()), terminator: "\n")
+                    fflush(nil)
+                }
+                let migration = try await lockstep.migration(.with { $0.migrationID = id })
+                if live { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+                print((live ? "" : "\n") + MigrationView.render(migration, now: Date()))
+                settled = migration.status
+            }
+            if settled != "succeeded" { throw ExitCode(5) }
+        }
+    }
+}
+
+/// Redraws at most ten times a second (a migration can record events faster than a terminal redraws).
+final class FrameClock: @unchecked Sendable {
+    private var last = ContinuousClock.now - .seconds(1)
+    private let lock = NSLock()
+
+    func due() -> Bool {
+        lock.withLock {
+            let now = ContinuousClock.now
+            guard now - last >= .milliseconds(100) else { return false }
+            last = now
+            return true
+        }
+    }
+}
+
+/// One event as a line: its type and what it says.
+struct EventLine {
+    var text: String
+
+    init?(_ record: LogRecord) {
+        switch record {
+        case .migration(let recorded):
+            text = "\(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)  (\(recorded.metadata.actor.kind) \(recorded.metadata.actor.id))"
+        case .plan:
+            return nil
+        }
+    }
+
+    init(_ envelope: Lockstep_V1_EventEnvelope) {
+        text = "event in \(envelope.record.stream)"
+    }
+}
+
+extension MigrationsCommand {
+    struct Approve: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Approve a node's gate (as an approver of its owner groups).")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Argument(help: "The gated node.") var node: String
+        @Option(help: "Recorded with the approval.") var comment = ""
+
+        func run() async throws {
+            try await server.run { lockstep in
+                printChange(try await lockstep.approve(.with { $0.migrationID = id; $0.nodeID = node; $0.comment = comment }))
+            }
+        }
+    }
+
+    struct Reject: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Reject a node's gate: the migration rolls back.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Argument(help: "The gated node.") var node: String
+        @Option(help: "Why (required; recorded with the rejection).") var comment: String
+
+        func run() async throws {
+            try await server.run { lockstep in
+                printChange(try await lockstep.reject(.with { $0.migrationID = id; $0.nodeID = node; $0.comment = comment }))
+            }
+        }
+    }
+
+    struct Pause: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Pause a migration: no new steps start; running steps finish.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Option(help: "Recorded with the pause.") var reason = ""
+
+        func run() async throws {
+            try await server.run { lockstep in
+                printChange(try await lockstep.pause(.with { $0.migrationID = id; $0.reason = reason }))
+            }
+        }
+    }
+
+    struct Resume: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Resume a paused migration.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+
+        func run() async throws {
+            try await server.run { lockstep in
+                printChange(try await lockstep.resume(.with { $0.migrationID = id }))
+            }
+        }
+    }
+
+    struct Abort: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Abort a migration: what was done is rolled back, newest first.")
+
+        @OptionGroup var server: ServerOptions
+        @Argument(help: "The migration's id.") var id: String
+        @Option(help: "Why (required; recorded with the abort).") var reason: String
+
+        func run() async throws {
+            try await server.run { lockstep in
+                printChange(try await lockstep.abort(.with { $0.migrationID = id; $0.reason = reason }))
+            }
+        }
+    }
+}
+
+/// `m1: approval_granted, service_leases_requested (running)`.
+func printChange(_ change: Lockstep_V1_ChangeResponse) {
+    let events = change.events.isEmpty ? "nothing recorded" : change.events.joined(separator: ", ")
+    print("\(change.migrationID.isEmpty ? "recorded" : change.migrationID): \(events)\(change.status.isEmpty ? "" : " (\(change.status))")")
+}
+
+/// A migration as a terminal shows it: a heading, then one row per node with its step, lease,
+/// progress bar, gate or wait.
+enum MigrationView {
+    static func render(_ migration: Lockstep_V1_Migration, now: Date) -> String {
+        var heading = "migration \(migration.migrationID)  plan \(migration.plan)@\(migration.planVersion)  \(migration.status)"
+        if !migration.statusReason.isEmpty { heading += " (\(migration.statusReason))" }
+        var lines = [heading, "started by \(migration.startedBy.isEmpty ? "?" : migration.startedBy) at \(isoTime(migration.startedAtMs))", ""]
+        let rows = migration.nodes.map { node in
+            [node.nodeID, node.phase, node.services.joined(separator: ","), node.status, String(node.attempts),
+             node.serviceLeases == "held" ? node.services.joined(separator: ",") : "-", detail(node, now: now)]
+        }
+        lines.append(renderTable(["node", "phase", "services", "status", "attempts", "holds", "step / gate / wait"], rows))
+        return lines.joined(separator: "\n")
+    }
+
+    static func detail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
+        if node.hasLease {
+            let left = max(0, Double(node.lease.expiresAtMs) / 1_000 - now.timeIntervalSince1970)
+            let kind = node.lease.kind == .rollback ? "rollback " : ""
+            var text = "\(kind)\(bar(node.progressPercent)) \(node.progressPercent)% \(node.lease.agentID) token \(node.lease.fencingToken), lease \(String(format: "%.0f", left)) s left"
+            if !node.progressMessage.isEmpty { text += ": \(node.progressMessage)" }
+            return text
+        }
+        if node.approvalsNeeded > 0 && node.status == "awaiting_approval" {
+            var text = "gate: \(node.approvals)/\(node.approvalsNeeded) approvals from \(node.approversFrom.joined(separator: ", "))"
+            if !node.approvedBy.isEmpty { text += " (approved by \(node.approvedBy.joined(separator: ", ")))" }
+            return text
+        }
+        if !node.waitingFor.isEmpty { return "waits: " + node.waitingFor.joined(separator: "; ") }
+        if !node.lastFailure.isEmpty && node.status != "completed" { return "last failure: \(node.lastFailure)" }
+        return ""
+    }
+
+    /// `[########------------]` for 0...100 percent.
+    static func bar(_ percent: UInt32) -> String {
+        let filled = Int(min(percent, 100)) / 5
+        return "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: 20 - filled) + "]"
+    }
+}

@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import LockstepClient
+import SwiftProtobuf
+
+/// Which server a command talks to, and as whom. Flags win over the environment.
+struct ServerOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("The coordinator's gRPC address, HOST:PORT (the ready file's \"grpc\" value).",
+                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090."))
+    var server: String?
+
+    @Option(help: ArgumentHelp("Bearer token.", discussion: "Default: $LOCKSTEP_TOKEN; none under `serve --dev`."))
+    var token: String?
+
+    @Option(help: ArgumentHelp("PEM certificate to trust: connect over TLS.", discussion: "Default: $LOCKSTEP_TLS_CA."))
+    var tlsCa: String?
+
+    static let defaultAddress = "127.0.0.1:9090"
+
+    var address: String { server ?? environment("LOCKSTEP_SERVER") ?? Self.defaultAddress }
+    var bearer: String? { token ?? environment("LOCKSTEP_TOKEN") }
+    var trusted: String? { tlsCa ?? environment("LOCKSTEP_TLS_CA") }
+
+    /// Whether a server was named (a flag or the environment), as opposed to the default address.
+    var named: Bool { server != nil || environment("LOCKSTEP_SERVER") != nil }
+
+    private func environment(_ name: String) -> String? {
+        guard let value = ProcessInfo.processInfo.environment[name], !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// Connects, runs `body`, and turns every failure into `error: CODE: sentence` on stderr and the
+    /// exit status docs/cli.md lists.
+    func run(_ body: (LockstepClient) async throws -> Void) async throws {
+        try await reportingFailures {
+            do {
+                try await LockstepClient.connect(to: address, token: bearer, trustedCertificate: trusted) { try await body($0) }
+            } catch let error as LockstepClientError {
+                throw CommandFailure(remote: error, server: address)
+            }
+        }
+    }
+}
+
+/// Exit statuses of commands that talk to a server (docs/cli.md).
+enum RemoteExit {
+    /// The server refused: a rejection, a conflict, an unknown migration, bad input.
+    static let refused: Int32 = 1
+    /// Bad local input: an unreadable or broken file, bad options.
+    static let badInput: Int32 = 2
+    /// The server could not be reached (or is shutting down).
+    static let unreachable: Int32 = 3
+    /// Not authenticated, or not permitted.
+    static let denied: Int32 = 4
+}
+
+extension CommandFailure {
+    init(remote error: LockstepClientError, server: String) {
+        switch error.code {
+        case "unavailable":
+            self.init(message: "unavailable: cannot reach the Lockstep server at \(server) (\(error.message)); is `lockstep serve` running there? Set --server or LOCKSTEP_SERVER",
+                      exitCode: RemoteExit.unreachable)
+        case "shutting_down":
+            self.init(message: error.description, exitCode: RemoteExit.unreachable)
+        case "unauthenticated", "permission_denied":
+            self.init(message: error.description, exitCode: RemoteExit.denied)
+        default:
+            self.init(message: error.description, exitCode: RemoteExit.refused)
+        }
+    }
+}
+
+/// Prints `message` in the proto3 JSON mapping (what the JSON API answers), pretty.
+func printJSON(_ message: some SwiftProtobuf.Message) throws {
+    var options = JSONEncodingOptions()
+    options.preserveProtoFieldNames = true
+    let compact = try message.jsonString(options: options)
+    let object = try JSONSerialization.jsonObject(with: Data(compact.utf8))
+    let pretty = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+    print(String(decoding: pretty, as: UTF8.self))
+}
+
+/// Columns padded to their widest cell, two spaces apart.
+func renderTable(_ header: [String], _ rows: [[String]], indent: String = "") -> String {
+    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+    return ([header] + rows).map { row in
+        indent + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
+            .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+    }.joined(separator: "\n")
+}
+
+/// Milliseconds since the epoch as an ISO 8601 time (UTC, seconds).
+func isoTime(_ millis: Int64) -> String {
+    guard millis > 0 else { return "-" }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime]
+    return formatter.string(from: Date(timeIntervalSince1970: Double(millis) / 1_000))
+}
