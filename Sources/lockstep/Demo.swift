@@ -1,93 +1,203 @@
 import ArgumentParser
 import Foundation
-import LockstepCore
-import LockstepEngine
-import LockstepStore
-import LockstepWire
+import LockstepClient
+import LockstepServer
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run a three-service migration end to end on a fresh durable log, then verify and replay it.")
+        abstract: "The whole product on loopback: a coordinator, three agents as processes, a migration with gates, then its verified history.",
+        discussion: """
+            Starts `lockstep serve` on free loopback ports with a fresh data directory and an authorization \
+            config (alice operates, bob approves, one agent token per service), applies a three-service \
+            plan, starts one `lockstep agent` process per service, approves the gates as bob, shows the live \
+            view until the migration settles, then prints `history verify` and where everything is kept. \
+            Takes about 20 seconds.
+            """)
 
-    @Option(help: "Data directory to use (default: a new temporary directory).")
+    @Option(help: "Directory to keep everything in (default: a new temporary directory).")
     var data: String?
+    @Flag(help: "One line per event instead of the live view.")
+    var plain = false
+
+    /// The whole demo must finish within this, in seconds (it takes about 20).
+    static let secondsMax = 120.0
 
     func run() async throws {
-        let directory = data ?? FileManager.default.temporaryDirectory
-            .appendingPathComponent("lockstep-demo-\(ProcessInfo.processInfo.processIdentifier)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let options = try DataOptions.parse(["--data", directory])
-        let log = try SQLiteEventLog(path: options.databasePath)
-        let coordinator = try await Coordinator.open(log: log)
-        let applied = try await coordinator.applyPlan(ExamplePlans.ledgerSplit, context: CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user),
-                                                      now: WallClock.now())
-        let plan = await coordinator.state.plan(ExamplePlans.ledgerSplit.name, version: applied.version)!
-        let migration = MigrationID("ledger-split-\(await coordinator.state.migrations.count + 1)")
-        let operator_ = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user, correlationID: migration.rawValue)
-        let clockStart = WallClock.now()
+        let directory = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-demo-\(getpid())").path
+        let files = try DemoFiles(directory: directory)
+        var children: [Process] = []
+        defer { for child in children where child.isRunning { kill(child.processIdentifier, SIGKILL) } }
 
-        print("Lockstep demo: data in \(directory)")
-        if applied.changed { print("  (plan_applied: \(plan.name)@\(plan.version) registered before the migration starts)") }
-        print("plan \(plan.name)@\(plan.version) (content hash \(plan.contentHash.prefix(16))…) across payments, orders, ledger\n")
+        print("Lockstep demo: everything is kept in \(directory)\n")
+        let server = try files.spawn(["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",
+                                      "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready], log: "server.log")
+        children.append(server)
+        let address = try await files.waitForReady(server)
+        print("coordinator: lockstep serve on \(address) (gRPC), log in \(directory)/server.log")
 
-        var elapsedMillis: Int64 = 0
-        var printed = await coordinator.state.lastSequence
-        func run(_ command: MigrationCommand, as context: CommandContext) async throws {
-            if case .leaseStep = command { elapsedMillis += 60_000 }
-            // The demo's agents finish instantly; step the clock past any retry backoff so the retry can start.
-            let now = max(WallClock.now(), clockStart.adding(milliseconds: elapsedMillis))
-            _ = try await coordinator.execute(command, migration: migration, context: context, now: now)
-            // Everything the log got: the command's events and the grants the lease queue made after them.
-            for stored in try await coordinator.log.read(after: printed, limit: 1_000) {
-                printed = stored.sequence
-                guard case .migration(let recorded) = try EventRecordCodec.decodeAny(stored.record) else { continue }
-                let position = "#\(stored.sequence)".padding(toLength: 5, withPad: " ", startingAt: 0)
-                print("  \(position) \(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)")
+        let migration = "ledger-split-demo-1"
+        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
+            let applied = try await alice.applyPlan(.with { $0.planYaml = DemoAssets.plan })
+            print("alice (operator): plan apply → \(applied.name)@\(applied.version), content hash \(applied.contentHash.prefix(16))…")
+            let started = try await alice.startMigration(.with { $0.plan = applied.name; $0.migrationID = migration })
+            print("alice (operator): migration start → \(started.migrationID)")
+        }
+        for service in ["payments", "orders", "ledger"] {
+            let agent = try files.spawn(["agent", "--service", service, "--handlers", files.handlers, "--server", address, "--id", "\(service)-agent"],
+                                        log: "agent-\(service).log", token: files.tokens["\(service)-agent"])
+            children.append(agent)
+            print("agent: lockstep agent --service \(service) (pid \(agent.processIdentifier)), log in \(directory)/agent-\(service).log")
+        }
+        print("")
+        try await Task.sleep(for: .seconds(plain ? 0 : 2))
+
+        let live = !plain && isatty(STDOUT_FILENO) == 1
+        let status = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live) }
             }
+            group.addTask {
+                try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await Self.approveGates(of: migration, as: $0, live: live) }
+                return nil
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(Self.secondsMax))
+                throw CommandFailure(message: "the demo did not finish within \(Int(Self.secondsMax)) s; logs are in \(directory)", exitCode: 1)
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let status = result { return status }
+            }
+            return "unknown"
         }
 
-        try await run(.start(id: migration, plan: plan, startedBy: "alice"), as: operator_)
-        var failedOnce = false
-        // Bounded: every round settles at least one node or gate, so the plan's node count bounds the rounds.
-        for _ in 0..<(plan.nodes.count * 4) {
-            let state = await coordinator.state.migrations[migration]
-            guard let state, state.status == .running else { break }
-            // Gates: alice started the migration, so a second owner approves.
-            for node in state.nodes where state.displayStatus(node.id) == "awaiting_approval" {
-                let spec = plan.node(node.id)!
-                let approver = CommandContext(actor: Actor(kind: "user", id: "bob"), triggeredBy: .user, correlationID: migration.rawValue)
-                try await run(.approve(node: node.id, approver: "bob", groups: plan.approverGroups(for: spec),
-                                       comment: "checked the dashboards"), as: approver)
-            }
-            for node in state.readyNodes {
-                let spec = plan.node(node)!
-                let agentID = "\(spec.services[0])-agent"
-                let agent = CommandContext(actor: Actor(kind: "agent", id: agentID), triggeredBy: .agent, correlationID: migration.rawValue)
-                try await run(.leaseStep(node: node, agent: agentID, ttlMillis: 30_000), as: agent)
-                let token = await coordinator.state.migrations[migration]!.node(node)!.lastToken
-                if spec.phase == .backfill && !failedOnce {
-                    failedOnce = true
-                    try await run(.failStep(node: node, token: token, reason: "shard 3 timed out", retryable: true), as: agent)
-                } else {
-                    try await run(.completeStep(node: node, token: token), as: agent)
-                }
-            }
+        // The agents finish what they run and stop; then the server.
+        for child in children.dropFirst() { kill(child.processIdentifier, SIGTERM) }
+        for child in children.dropFirst() { child.waitUntilExit() }
+        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
+            let report = try await alice.verify()
+            print("\n$ lockstep history verify")
+            print(report.ok ? "ok: \(report.events) events, head sequence \(report.headSequence)" : "NOT OK: \(report.problemCode): \(report.problem)")
+            print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
+            print("state digest: \(report.digest)")
         }
+        kill(server.processIdentifier, SIGTERM)
+        server.waitUntilExit()
 
-        let report = try await HistoryVerifier.verify(log)
-        let replayed = try await History.replay(log)
-        let live = await coordinator.digest
-        print("\nhistory verified: \(report.events) events, head hash \(report.head.chainHash.hex)")
-        print("state digest live     \(live.hex)")
-        print("state digest replayed \(replayed.digest.hex) \(replayed.digest == live ? "(identical)" : "(DIFFERENT)")")
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL.path
+        let binary = files.binary
         print("""
 
+            The migration \(status). Everything is kept in \(directory):
+              data/events.sqlite   the event log (hash-chained; replayable byte for byte)
+              auth.json            who may do what (token hashes; the tokens are in tokens.json)
+              handlers/            the script each agent ran for each action
+              *.log                the server's and each agent's log
+
             Try next:
-              \(binary) history verify --data \(directory)
-              \(binary) history replay --data \(directory) --at 5
-              \(binary) history export --data \(directory)
+              \(binary) history verify --data \(files.dataDirectory)
+              \(binary) history replay --data \(files.dataDirectory) --at 10
+              \(binary) history export --data \(files.dataDirectory)
             """)
-        if replayed.digest != live { throw ExitCode(1) }
+        if status != "succeeded" { throw ExitCode(1) }
+    }
+
+    /// bob, an approver of every owner group, approves each gate as soon as it waits.
+    static func approveGates(of migration: String, as bob: LockstepClient, live: Bool) async throws {
+        var approved: Set<String> = []
+        while !Task.isCancelled {
+            let state = try await bob.migration(.with { $0.migrationID = migration })
+            if ["succeeded", "failed", "rolled_back"].contains(state.status) { return }
+            for node in state.nodes where node.status == "awaiting_approval" && !approved.contains(node.nodeID) {
+                let change = try await bob.approve(.with {
+                    $0.migrationID = migration
+                    $0.nodeID = node.nodeID
+                    $0.comment = "dashboards are green"
+                })
+                approved.insert(node.nodeID)
+                if !live { print("bob (approver): migration approve \(migration) \(node.nodeID) → \(change.events.joined(separator: ", "))") }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+    }
+}
+
+/// The demo's directory: tokens and the authorization config, handlers, data, logs, the ready file.
+struct DemoFiles: Sendable {
+    let directory: String
+    let tokens: [String: String]
+    var auth: String { directory + "/auth.json" }
+    var handlers: String { directory + "/handlers" }
+    var dataDirectory: String { directory + "/data" }
+    var ready: String { directory + "/ready.json" }
+    /// This very executable, so the demo runs the binary the user ran.
+    let binary: String
+
+    init(directory: String) throws {
+        self.directory = directory
+        let manager = FileManager.default
+        binary = (try? manager.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        if manager.fileExists(atPath: directory + "/data") {
+            throw ValidationError("\(directory) already holds a demo; choose another --data or remove it")
+        }
+        try manager.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        var generator = SystemRandomNumberGenerator()
+        let names = ["alice", "bob", "payments-agent", "orders-agent", "ledger-agent"]
+        tokens = Dictionary(uniqueKeysWithValues: names.map { name in
+            (name, (0..<2).map { _ in String(generator.next() | (1 << 63), radix: 16) }.joined())
+        })
+        func principal(_ name: String, _ roles: String, _ extra: String = "") -> String {
+            #"    {"name": "\#(name)", "roles": [\#(roles)], \#(extra)"token_sha256": "\#(AuthConfig.hash(tokens[name]!))"}"#
+        }
+        let config = """
+            {"principals": [
+            \(principal("alice", #""operator""#)),
+            \(principal("bob", #""approver""#, #""owner_groups": ["payments-team", "orders-team", "ledger-team"], "#)),
+            \(principal("payments-agent", #""agent""#, #""services": ["payments"], "#)),
+            \(principal("orders-agent", #""agent""#, #""services": ["orders"], "#)),
+            \(principal("ledger-agent", #""agent""#, #""services": ["ledger"], "#))
+            ]}
+
+            """
+        try config.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
+        let tokenFile = try JSONSerialization.data(withJSONObject: tokens, options: [.prettyPrinted, .sortedKeys])
+        try tokenFile.write(to: URL(fileURLWithPath: directory + "/tokens.json"))
+        try manager.setAttributes([.posixPermissions: 0o600], ofItemAtPath: directory + "/tokens.json")
+        for action in DemoAssets.actions {
+            let path = directory + "/handlers/" + action
+            try DemoAssets.handler.write(toFile: path, atomically: true, encoding: .utf8)
+            try manager.setAttributes([.posixPermissions: 0o755], ofItemAtPath: path)
+        }
+    }
+
+    /// Starts `lockstep ARGUMENTS` with its output in `log`, and the bearer token in its environment.
+    func spawn(_ arguments: [String], log: String, token: String? = nil) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["LOCKSTEP_TOKEN"] = token
+        environment["LOCKSTEP_SERVER"] = nil
+        process.environment = environment
+        _ = FileManager.default.createFile(atPath: directory + "/" + log, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/" + log))
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// The server's gRPC address, once its ready file appears (at most 30 s).
+    func waitForReady(_ server: Process) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            if let bytes = FileManager.default.contents(atPath: ready),
+               let json = try? JSONSerialization.jsonObject(with: bytes) as? [String: String], let grpc = json["grpc"] {
+                return grpc
+            }
+            guard server.isRunning else { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw CommandFailure(message: "the server did not start; see \(directory)/server.log", exitCode: 1)
     }
 }

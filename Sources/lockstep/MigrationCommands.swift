@@ -116,30 +116,36 @@ extension MigrationsCommand {
         @Flag(help: "One line per event even on a terminal.") var plain = false
 
         func run() async throws {
-            let live = !plain && isatty(STDOUT_FILENO) == 1
-            var settled: String?
+            var settled = ""
             try await server.run { lockstep in
-                let frames = FrameClock()
-                try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
-                    if !live {
-                        let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
-                        print("#\(envelope.sequence) \(line.text)")
-                        fflush(nil)
-                        return
-                    }
-                    guard frames.due() else { return }
-                    let migration = try await lockstep.migration(.with { $0.migrationID = id })
-                    print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()), terminator: "\n")
-                    fflush(nil)
-                }
-                let migration = try await lockstep.migration(.with { $0.migrationID = id })
-                if live { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-                print((live ? "" : "\n") + MigrationView.render(migration, now: Date()))
-                settled = migration.status
+                settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1)
             }
             if settled != "succeeded" { throw ExitCode(5) }
         }
     }
+}
+
+/// Follows migration `id` until it settles and returns its final status. `live`: redraw the whole view
+/// (at most ten times a second) on a terminal; otherwise one line per event, then the final view.
+func follow(_ id: String, _ lockstep: LockstepClient, live: Bool) async throws -> String {
+    let frames = FrameClock()
+    try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+        if !live {
+            let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
+            print("#\(envelope.sequence) \(line.text)")
+            fflush(nil)
+            return
+        }
+        guard frames.due() else { return }
+        let migration = try await lockstep.migration(.with { $0.migrationID = id })
+        print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()))
+        fflush(nil)
+    }
+    let migration = try await lockstep.migration(.with { $0.migrationID = id })
+    if live { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+    print((live ? "" : "\n") + MigrationView.render(migration, now: Date()))
+    fflush(nil)
+    return migration.status
 }
 
 /// Redraws at most ten times a second (a migration can record events faster than a terminal redraws).
