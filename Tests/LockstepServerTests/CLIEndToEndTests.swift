@@ -1,0 +1,192 @@
+import Foundation
+import LockstepServer
+import LockstepTestSupport
+import Testing
+
+/// Issue 6's end-to-end test: the built `lockstep` binary used as a user would, against a real
+/// `lockstep serve` on loopback, with reference agents as separate processes.
+@Suite(.serialized) struct CLIEndToEndTests {
+    static let tokens = ["alice": "operator-token-aaaaaaaaaaaaaaaa", "bob": "approver-token-bbbbbbbbbbbbbbbb",
+                         "ledger-agent": "agent-token-cccccccccccccccccc", "orders-agent": "agent-token-dddddddddddddddddd"]
+
+    static let plan = """
+        name: e2e
+        services:
+          ledger: { owners: [ledger-team] }
+          orders: { owners: [orders-team] }
+        nodes:
+          - id: backfill
+            service: ledger
+            phase: backfill
+            action: copy-rows
+            params: { table: ledger_entries }
+            timeouts: { heartbeat: 1s }
+            retry: { max_attempts: 3, backoff: 1s }
+          - id: switch
+            service: orders
+            phase: live
+            action: flip-flag
+            needs: [backfill]
+            approvals: { minimum: 1 }
+        """
+
+    /// The first attempt of copy-rows hangs (until killed); later attempts report progress and finish.
+    /// Each run of copy-rows leaves `ran-ATTEMPT` holding its pid and its stdin (the params).
+    static let handler = """
+        #!/bin/sh
+        params=$(cat)
+        if [ "$LOCKSTEP_ACTION" = copy-rows ]; then
+          echo "$$ $params" > "$(dirname "$0")/../ran-$LOCKSTEP_ATTEMPT"
+          if [ "$LOCKSTEP_ATTEMPT" = 1 ]; then sleep 60; fi
+        fi
+        echo "progress: 50 copying shard 2"
+        sleep 1.2
+        echo "copied"
+
+        """
+
+    struct World {
+        let server: ServerProcess
+        let directory: String
+        var address: String { server.grpc }
+
+        /// Runs `lockstep ARGUMENTS` as `who` (a token name, or a raw token), bounded in time.
+        func lockstep(_ arguments: [String], as who: String? = "alice", server: String? = nil, seconds: Double = 60) async throws -> ProcessOutput {
+            try await ChildProcess(try lockstepBinary(), arguments, environment: environment(who, server: server)).wait(seconds: seconds)
+        }
+
+        func environment(_ who: String?, server: String? = nil) -> [String: String] {
+            ["LOCKSTEP_SERVER": server ?? address, "LOCKSTEP_TOKEN": who.map { CLIEndToEndTests.tokens[$0] ?? $0 } ?? ""]
+        }
+
+        func agent(_ service: String, id: String) throws -> ChildProcess {
+            try ChildProcess(try lockstepBinary(), ["agent", "--service", service, "--handlers", directory + "/handlers", "--id", id],
+                             environment: environment("\(service)-agent"))
+        }
+    }
+
+    func world() async throws -> World {
+        let directory = temporaryDirectory()
+        let t = Self.tokens
+        try """
+            {"principals": [
+              {"name": "alice", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["alice"]!))"},
+              {"name": "bob", "roles": ["approver"], "owner_groups": ["orders-team"], "token_sha256": "\(AuthConfig.hash(t["bob"]!))"},
+              {"name": "ledger-agent", "roles": ["agent"], "services": ["ledger"], "token_sha256": "\(AuthConfig.hash(t["ledger-agent"]!))"},
+              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(t["orders-agent"]!))"}
+            ]}
+            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
+        try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        for action in ["copy-rows", "flip-flag"] {
+            try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
+        }
+        return World(server: try await ServerProcess(["--config", directory + "/auth.json"]), directory: directory)
+    }
+
+    /// Waits (at most `seconds`) until `check` holds.
+    func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while try await !check() {
+            guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    @Test func aMigrationRunsEndToEndThroughTheCLIAndAKilledAgentsStepIsRetriedByAnother() async throws {
+        let world = try await world()
+        let applied = try await world.lockstep(["plan", "apply", world.directory + "/plan.yaml"])
+        #expect(applied.status == 0 && applied.stdout.hasPrefix("e2e@1 applied"), "\(applied)")
+        let started = try await world.lockstep(["migration", "start", "e2e@1", "--id", "m1"])
+        #expect(started.status == 0 && started.stdout == "m1\n", "\(started)")
+
+        // The first ledger agent takes the step and is killed mid-step (SIGKILL: no goodbye).
+        let doomed = try world.agent("ledger", id: "ledger-1")
+        try await eventually("the first attempt ran") { FileManager.default.fileExists(atPath: world.directory + "/ran-1") }
+        let status = try await world.lockstep(["migration", "status", "m1"])
+        #expect(status.stdout.contains("ledger-1 token 1"), "\(status.stdout)")
+        doomed.kill(SIGKILL)
+        _ = try await doomed.wait(seconds: 10)
+        if let orphan = Int32((try String(contentsOfFile: world.directory + "/ran-1", encoding: .utf8)).split(separator: " ")[0]) { kill(orphan, SIGKILL) }
+
+        // Another agent takes the retry once the lease has expired (TTL 1 s, then a 1 s backoff).
+        let rescuer = try world.agent("ledger", id: "ledger-2")
+        let orders = try world.agent("orders", id: "orders-1")
+        let watch = try ChildProcess(try lockstepBinary(), ["migration", "watch", "m1", "--plain"], environment: world.environment("alice"))
+        try await eventually("the gate waits") {
+            try await world.lockstep(["migration", "status", "m1", "--output", "json"]).stdout.contains("awaiting_approval")
+        }
+        let ran2 = try String(contentsOfFile: world.directory + "/ran-2", encoding: .utf8)
+        #expect(ran2.contains(#"{"table":"ledger_entries"}"#), "the handler got the params on stdin: \(ran2)")
+
+        // alice started it, so she may not approve; bob may.
+        let selfApproval = try await world.lockstep(["migration", "approve", "m1", "switch"], as: "alice")
+        #expect(selfApproval.status == 4 && selfApproval.stderr.contains("permission_denied"), "\(selfApproval)")
+        let approved = try await world.lockstep(["migration", "approve", "m1", "switch", "--comment", "dashboards green"], as: "bob")
+        #expect(approved.status == 0 && approved.stdout.contains("approval_granted"), "\(approved)")
+
+        // The watch ends by itself when the migration settles, with status 0 for success.
+        let watched = try await watch.wait(seconds: 60)
+        #expect(watched.status == 0, "\(watched)")
+        for line in ["step_leased               backfill: attempt 1 leased to ledger-1", "backfill: attempt 1 lease expired",
+                     "backfill: attempt 2 leased to ledger-2", "backfill: 50% copying shard 2", "switch: approved by bob (dashboards green)",
+                     "migration_succeeded"] {
+            #expect(watched.stdout.contains(line), "watch output lacks \(line): \(watched.stdout)")
+        }
+        #expect(watched.stdout.contains("migration m1  plan e2e@1  succeeded"))
+
+        // Agents stop gracefully on SIGTERM.
+        for agent in [rescuer, orders] {
+            agent.kill(SIGTERM)
+            let stopped = try await agent.wait(seconds: 30)
+            #expect(stopped.status == 0 && stopped.stdout.contains(": stopped"), "\(stopped)")
+        }
+        #expect(rescuer.stdout.contains("m1/backfill: completed"))
+
+        // The history, from the server: verified, and replayed as of a middle sequence.
+        let verified = try await world.lockstep(["history", "verify"])
+        #expect(verified.status == 0 && verified.stdout.hasPrefix("ok: "), "\(verified)")
+        let head = try #require(verified.stdout.split(separator: "\n").first { $0.hasPrefix("head sequence: ") }.flatMap { UInt64($0.split(separator: " ").last!) })
+        let middle = head / 2
+        let replayed = try await world.lockstep(["history", "replay", "--at", String(middle)])
+        #expect(replayed.status == 0 && replayed.stdout.hasPrefix("as of sequence \(middle)\n"), "\(replayed)")
+        #expect(replayed.stdout.contains("migration m1  plan e2e@1  running"), "\(replayed)")
+        let exported = try await world.lockstep(["history", "export"])
+        #expect(exported.stdout.split(separator: "\n").count == Int(head))
+        _ = try await world.server.stop()
+        // The same, from the data directory.
+        let local = try await world.lockstep(["history", "export", "--data", world.server.data + "/data"], as: nil)
+        #expect(local.stdout == exported.stdout)
+        let localReplay = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle)], as: nil)
+        #expect(localReplay.stdout == replayed.stdout)
+    }
+
+    @Test func cliErrorsSayWhatIsWrongWithTheAPIsCodeAndAStableExitStatus() async throws {
+        let world = try await world()
+        // An unknown migration: refused by the server.
+        let unknown = try await world.lockstep(["migration", "status", "nope"])
+        #expect(unknown.status == 1 && unknown.stderr == "error: migration_not_found: migration nope does not exist\n", "\(unknown)")
+        // A bad plan: its findings, FILE:LINE, and nothing applied.
+        try "name: broken\nservices:\n  orders: { owners: [o] }\nnodes:\n  - id: a\n    service: ghost\n    phase: expand\n    action: x\n"
+            .write(toFile: world.directory + "/bad.yaml", atomically: true, encoding: .utf8)
+        let bad = try await world.lockstep(["plan", "apply", world.directory + "/bad.yaml"])
+        #expect(bad.status == 1 && bad.stderr.contains("bad.yaml:6: error:") && bad.stderr.contains("ghost"), "\(bad)")
+        #expect(bad.stderr.contains("has 1 lint error(s); nothing was applied"), "\(bad)")
+        #expect(try await world.lockstep(["plan", "list"]).stdout == "no plans applied\n")
+        // A wrong token, and a right token without the role.
+        let wrong = try await world.lockstep(["migration", "list"], as: "not-a-token-at-all")
+        #expect(wrong.status == 4 && wrong.stderr.contains("error: unauthenticated: the bearer token is not known to this server"), "\(wrong)")
+        let agentStarting = try await world.lockstep(["migration", "start", "e2e"], as: "ledger-agent")
+        #expect(agentStarting.status == 4 && agentStarting.stderr.contains("error: permission_denied: ledger-agent may not"), "\(agentStarting)")
+        // Bad input on the command line: the parser's usage error.
+        let usage = try await world.lockstep(["migration", "start", "e2e@zero"])
+        #expect(usage.status == 64 && usage.stderr.contains("PLAN@VERSION"), "\(usage)")
+        _ = try await world.server.stop()
+        // The server down: said so, with where we looked, promptly.
+        let began = Date()
+        let down = try await world.lockstep(["migration", "list"], seconds: 30)
+        #expect(down.status == 3 && down.stderr.contains("unavailable: cannot reach the Lockstep server at \(world.address)"), "\(down)")
+        #expect(Date().timeIntervalSince(began) < 20)
+    }
+}
