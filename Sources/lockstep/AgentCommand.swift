@@ -179,9 +179,9 @@ struct ReferenceAgent: Sendable {
         guard FileManager.default.isExecutableFile(atPath: path) else {
             return .noHandler("agent \(agentID) has no executable handler \(path) for action \(step.action)")
         }
-        var environment = ProcessInfo.processInfo.environment
+        var environment: [String: String?] = [:]
         // The agent's credentials are not the handler's business.
-        environment["LOCKSTEP_TOKEN"] = nil
+        environment["LOCKSTEP_TOKEN"] = .some(nil)
         environment["LOCKSTEP_MIGRATION"] = step.migrationID
         environment["LOCKSTEP_NODE"] = step.nodeID
         environment["LOCKSTEP_ATTEMPT"] = String(step.attempt)
@@ -190,52 +190,49 @@ struct ReferenceAgent: Sendable {
         environment["LOCKSTEP_ACTION"] = step.action
         environment["LOCKSTEP_PARAMS"] = step.paramsJson
         environment["LOCKSTEP_AGENT_ID"] = agentID
-        let handler: HandlerProcess
-        do {
-            handler = try HandlerProcess(executable: path, environment: environment, input: Data(step.paramsJson.utf8))
-        } catch {
-            return .noHandler("agent \(agentID) could not start \(path): \(error)")
-        }
+        let control = HandlerProcess.Control()
         let shared = StepShared()
-        let exit: HandlerProcess.Exit = await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
-                // The handler's stdout: progress lines are reported, the rest shown.
-                group.addTask {
-                    for await line in handler.lines {
+        let ran: (exit: HandlerProcess.Exit, stderrTail: String)
+        do {
+            ran = try await withGracefulShutdownHandler {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    // Heartbeats (and pending progress) while it runs; a lost lease stops it.
+                    group.addTask {
+                        await heartbeat(step, lockstep, control: control, shared: shared)
+                    }
+                    let ran = try await HandlerProcess.run(path, environment: environment, input: step.paramsJson, control: control) { line in
+                        // Progress lines are reported, the rest shown.
                         if let (percent, message) = Self.progressLine(line) {
                             shared.progress.withLock { $0 = (percent, message, false) }
                         } else {
                             say("\(name): \(line)")
                         }
                     }
+                    group.cancelAll()
+                    return ran
                 }
-                // Heartbeats (and pending progress) while it runs; a lost lease stops it.
-                group.addTask {
-                    await heartbeat(step, lockstep, handler: handler, shared: shared)
+            } onGracefulShutdown: {
+                let grace = shutdownGrace
+                say("\(name): stopping; the handler has \(grace) to finish")
+                Task {
+                    try? await Task.sleep(for: grace)
+                    guard !control.finished else { return }
+                    shared.stopped.withLock { $0 = true }
+                    control.stop(grace: .seconds(5))
                 }
-                let exit = await handler.wait()
-                group.cancelAll()
-                return exit
             }
-        } onGracefulShutdown: {
-            let grace = shutdownGrace
-            say("\(name): stopping; the handler has \(grace) to finish")
-            Task {
-                try? await Task.sleep(for: grace)
-                guard !handler.hasExited else { return }
-                shared.stopped.withLock { $0 = true }
-                handler.stop(grace: .seconds(5))
-            }
+        } catch {
+            return .noHandler("agent \(agentID) could not run \(path): \(error)")
         }
         if let why = shared.lost.withLock({ $0 }) { return .leaseLost(why) }
         if shared.stopped.withLock({ $0 }) { return .stopped }
-        return .exited(exit, stderr: handler.stderrTail)
+        return .exited(ran.exit, stderr: ran.stderrTail)
     }
 
     /// Heartbeats every `heartbeat_interval_ms` until cancelled, sending pending progress at most once a
     /// second. A refused heartbeat means the lease is gone; so does the TTL passing without one
     /// acknowledged (the server unreachable): both stop the handler.
-    private func heartbeat(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, handler: HandlerProcess, shared: StepShared) async {
+    private func heartbeat(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
         let interval = Duration.milliseconds(Int(max(50, min(step.heartbeatIntervalMs, UInt32(Self.progressIntervalMillis)))))
         let heartbeatEvery = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
         var ttl = Duration.milliseconds(Int(step.ttlMs))
@@ -243,7 +240,7 @@ struct ReferenceAgent: Sendable {
         var lastBeat = ContinuousClock.now
         func lose(_ why: String) {
             shared.lost.withLock { $0 = why }
-            handler.stop(grace: .seconds(2))
+            control.stop(grace: .seconds(2))
         }
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }

@@ -1,134 +1,126 @@
 import Foundation
+import Subprocess
 import Synchronization
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
 
-/// A step handler running as a child process: the params go to its stdin, its stdout comes back line
-/// by line, the tail of its stderr is kept for a failure reason, and it can be stopped (SIGTERM, then
-/// SIGKILL after a grace period). Output is read by Foundation's readability handlers, never by a
-/// blocking read on a Swift concurrency thread.
-final class HandlerProcess: Sendable {
-    /// Longest stdout line handed on, in bytes (longer ones are cut there).
+/// Runs a step handler with swift-subprocess: the params go to its stdin, its stdout comes back line
+/// by line, the end of its stderr is kept for a failure reason (and passed through to ours), and it
+/// can be stopped from outside (SIGTERM to its process group, SIGKILL after a grace period).
+///
+/// The handler gets its own process group, so stopping it stops what it started too, and default
+/// signal dispositions (the agent itself ignores SIGTERM and SIGINT to turn them into graceful
+/// shutdown; a handler must not inherit that).
+enum HandlerProcess {
+    /// Longest stdout or stderr line, in bytes: a longer one stops the handler and fails the step.
     static let lineBytesMax = 65_536
-    /// How much of the end of stderr is kept for the failure reason, in bytes.
-    static let stderrTailBytesMax = 800
+    /// How much of the end of stderr is kept for the failure reason, in lines.
+    static let stderrTailLinesMax = 3
 
     enum Exit: Equatable, Sendable {
         case status(Int32)
         case signal(Int32)
     }
 
-    private struct State {
-        var exit: Exit?
-        var waiters: [CheckedContinuation<Exit, Never>] = []
-        var stderrTail: [UInt8] = []
-        var stdoutPartial: [UInt8] = []
+    /// The last lines of the handler's stderr.
+    private final class StderrTail: Sendable {
+        let lines = Mutex<[String]>([])
     }
 
-    /// Shared with the pipe and termination handlers (which must not hold the whole object).
-    private final class Shared: Sendable {
-        let state = Mutex(State())
-    }
+    /// Stops a running handler on request (from the heartbeat loop or graceful shutdown).
+    final class Control: Sendable {
+        private let requests: AsyncStream<Duration>
+        private let continuation: AsyncStream<Duration>.Continuation
+        private let state = Mutex((finished: false, stopRequested: false))
 
-    private let process: Process
-    private let shared = Shared()
-    /// The handler's stdout, one line at a time (without the newline); ends when it closes stdout.
-    let lines: AsyncStream<String>
+        init() {
+            (requests, continuation) = AsyncStream.makeStream(of: Duration.self, bufferingPolicy: .bufferingOldest(1))
+        }
 
-    init(executable: String, environment: [String: String], input: Data) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.environment = environment
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        self.process = process
-        let (lines, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1_024))
-        self.lines = lines
-        let shared = self.shared
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                let rest = shared.state.withLock { state in
-                    defer { state.stdoutPartial = [] }
-                    return state.stdoutPartial
-                }
-                if !rest.isEmpty { continuation.yield(String(decoding: rest, as: UTF8.self)) }
-                continuation.finish()
-                return
+        /// SIGTERM to the handler's process group now, SIGKILL after `grace` if it has not exited.
+        func stop(grace: Duration) {
+            let first = state.withLock { state in
+                defer { state.stopRequested = true }
+                return !state.stopRequested && !state.finished
             }
-            let complete = shared.state.withLock { state -> [String] in
-                var complete: [String] = []
-                for byte in data {
-                    if byte == UInt8(ascii: "\n") {
-                        complete.append(String(decoding: state.stdoutPartial, as: UTF8.self))
-                        state.stdoutPartial = []
-                    } else if state.stdoutPartial.count < Self.lineBytesMax {
-                        state.stdoutPartial.append(byte)
+            if first { continuation.yield(grace) }
+        }
+
+        var finished: Bool { state.withLock { $0.finished } }
+
+        fileprivate func markFinished() {
+            state.withLock { $0.finished = true }
+            continuation.finish()
+        }
+
+        fileprivate var stopRequests: AsyncStream<Duration> { requests }
+    }
+
+    /// Runs `executable` to its end; `line` gets each stdout line. Returns how it ended and the end of
+    /// its stderr.
+    static func run(_ executable: String, environment: [String: String?], input: String, control: Control,
+                    line: @escaping @Sendable (String) -> Void) async throws -> (exit: Exit, stderrTail: String) {
+        var options = PlatformOptions()
+        options.processGroupID = 0
+        var overrides: [Environment.Key: String?] = [:]
+        for (key, value) in environment {
+            if let key = Environment.Key(rawValue: key) { overrides[key] = value }
+        }
+        let tail = StderrTail()
+        let result = try await Subprocess.run(
+            .path(FilePath(executable)), environment: .inherit.updating(overrides), platformOptions: options,
+            input: .string(input), output: .sequence, error: .sequence
+        ) { execution in
+            await withTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    do {
+                        for try await text in execution.standardOutput.strings(bufferingPolicy: .maxLineLength(lineBytesMax)) { line(text) }
+                    } catch {
+                        line("(lockstep agent: \(error); stopping the handler)")
+                        control.stop(grace: .seconds(2))
                     }
+                    return true
                 }
-                return complete
+                group.addTask {
+                    do {
+                        for try await text in execution.standardError.strings(bufferingPolicy: .maxLineLength(lineBytesMax)) {
+                            FileHandle.standardError.write(Data((text + "\n").utf8))
+                            tail.lines.withLock { lines in
+                                lines.append(text)
+                                if lines.count > stderrTailLinesMax { lines.removeFirst() }
+                            }
+                        }
+                    } catch {
+                        control.stop(grace: .seconds(2))
+                    }
+                    return true
+                }
+                // Stop requests: the whole process group, politely first.
+                group.addTask {
+                    for await grace in control.stopRequests {
+                        try? execution.send(signal: .terminate, toProcessGroup: true)
+                        try? await Task.sleep(for: grace)
+                        try? execution.send(signal: .kill, toProcessGroup: true)
+                        return false
+                    }
+                    return false
+                }
+                // The output ends when the handler (and all it started) has closed it.
+                var readersDone = 0
+                while readersDone < 2, let reader = await group.next() {
+                    if reader { readersDone += 1 }
+                }
+                control.markFinished()
+                group.cancelAll()
             }
-            for line in complete { continuation.yield(line) }
         }
-        stderr.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                return
-            }
-            FileHandle.standardError.write(data)
-            shared.state.withLock { state in
-                state.stderrTail.append(contentsOf: data)
-                if state.stderrTail.count > Self.stderrTailBytesMax { state.stderrTail.removeFirst(state.stderrTail.count - Self.stderrTailBytesMax) }
-            }
+        let exit: Exit = switch result.terminationStatus {
+        case .exited(let code): .status(code)
+        case .signaled(let signal): .signal(signal)
         }
-        process.terminationHandler = { process in
-            let exit: Exit = process.terminationReason == .uncaughtSignal ? .signal(process.terminationStatus) : .status(process.terminationStatus)
-            let waiters = shared.state.withLock { state in
-                state.exit = exit
-                defer { state.waiters = [] }
-                return state.waiters
-            }
-            for waiter in waiters { waiter.resume(returning: exit) }
-        }
-        try process.run()
-        // Written off the caller's thread: a handler that never reads stdin must not block the agent.
-        let writer = stdin.fileHandleForWriting
-        DispatchQueue.global().async {
-            try? writer.write(contentsOf: input)
-            try? writer.close()
-        }
-    }
-
-    /// Waits for the handler to exit.
-    func wait() async -> Exit {
-        await withCheckedContinuation { continuation in
-            let exit = shared.state.withLock { state -> Exit? in
-                if let exit = state.exit { return exit }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let exit { continuation.resume(returning: exit) }
-        }
-    }
-
-    var hasExited: Bool { shared.state.withLock { $0.exit != nil } }
-
-    /// The end of what the handler wrote to stderr, as one line.
-    var stderrTail: String {
-        let bytes = shared.state.withLock { $0.stderrTail }
-        return String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline).suffix(3).joined(separator: " | ")
-    }
-
-    /// SIGTERM now, SIGKILL if it is still running after `grace`.
-    func stop(grace: Duration) {
-        guard !hasExited else { return }
-        kill(process.processIdentifier, SIGTERM)
-        let pid = process.processIdentifier
-        Task { [weak self] in
-            try? await Task.sleep(for: grace)
-            if let self, !self.hasExited { kill(pid, SIGKILL) }
-        }
+        return (exit, tail.lines.withLock { $0.joined(separator: " | ") })
     }
 }

@@ -1,0 +1,161 @@
+import Foundation
+import LockstepTestSupport
+import Testing
+
+/// `lockstep agent` as a process against a real `lockstep serve --dev`: what a handler's exit status
+/// means, progress lines, the environment, graceful shutdown, and a lost lease.
+@Suite(.serialized) struct ReferenceAgentTests {
+    struct Setup {
+        let server: ServerProcess
+        let directory: String
+
+        /// `lockstep agent` for service `svc`, exiting after `steps` steps.
+        func agent(steps: Int? = nil, extra: [String] = []) throws -> ChildProcess {
+            try ChildProcess(try lockstepBinary(),
+                             ["agent", "--service", "svc", "--handlers", directory + "/handlers", "--id", "agent-1"]
+                                 + (steps.map { ["--steps", String($0)] } ?? []) + extra,
+                             environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": "secret-of-the-agent"])
+        }
+
+        /// The exported history's lines of `type`.
+        func events(_ type: String) async throws -> [String] {
+            let export = try await ChildProcess(try lockstepBinary(), ["history", "export"], environment: ["LOCKSTEP_SERVER": server.grpc]).wait(seconds: 30)
+            return export.stdout.split(separator: "\n").map(String.init).filter { $0.contains(#""\#(type)":"#) }
+        }
+
+        func file(_ name: String) -> String? { try? String(contentsOfFile: directory + "/" + name, encoding: .utf8) }
+    }
+
+    /// Starts a server with `plan` applied and migration m1 started, and `handlers` (action → script).
+    func setUp(plan: String, handlers: [String: String]) async throws -> Setup {
+        let directory = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        for (action, script) in handlers {
+            try ("#!/bin/sh\nout=\"$(dirname \"$0\")/..\"\n" + script).write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
+        }
+        let server = try await ServerProcess()
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "agent-test", "migration_id": "m1"}"#).hasSuffix("\n200"))
+        return Setup(server: server, directory: directory)
+    }
+
+    func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(seconds)
+        while try await !check() {
+            guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    @Test func exitStatusesDecideHowAStepEndsAndHandlersGetParamsProgressAndTheirEnvironment() async throws {
+        let setup = try await setUp(plan: """
+            name: agent-test
+            services:
+              svc: { owners: [team] }
+            nodes:
+              - id: flaky
+                service: svc
+                phase: backfill
+                action: flaky
+                params: { shard: 7 }
+                retry: { max_attempts: 2, backoff: 1s }
+              - id: broken
+                service: svc
+                phase: verify
+                action: broken
+                needs: [flaky]
+            """, handlers: [
+                "flaky": """
+                    cat > "$out/stdin-$LOCKSTEP_ATTEMPT"
+                    env | grep '^LOCKSTEP_' | sort > "$out/env-$LOCKSTEP_ATTEMPT"
+                    echo "progress: 40 working on shard 7"
+                    sleep 1.5
+                    if [ "$LOCKSTEP_ATTEMPT" = 1 ]; then echo "the replica lags" >&2; exit 75; fi
+                    echo "all copied"
+                    """,
+                "broken": "echo 'disk full on /data' >&2\nexit 3\n",
+            ])
+        let agent = try setup.agent(steps: 3)
+        let output = try await agent.wait(seconds: 60)
+        #expect(output.status == 0, "\(output)")
+        #expect(output.stdout.contains("agent-1: m1/flaky: all copied"), "the handler's other lines are shown: \(output.stdout)")
+
+        // Exit 75: a retryable failure with the end of stderr as the reason; then exit 0 completes it.
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 2, "\(failed)")
+        #expect(failed[0].contains(#""node_id":"flaky""#) && failed[0].contains(#""retryable":true"#)
+            && failed[0].contains("flaky exited with status 75 (temporary failure): the replica lags"), "\(failed[0])")
+        #expect(try await setup.events("step_completed").count == 1)
+        #expect(try await setup.events("step_progress").first?.contains(#""percent":40,"message":"working on shard 7""#) == true)
+        // Any other status: not retryable.
+        #expect(failed[1].contains(#""node_id":"broken""#) && !failed[1].contains(#""retryable":true"#)
+            && failed[1].contains("broken exited with status 3: disk full on /data"), "\(failed[1])")
+
+        // Params on stdin; the step in the environment; never the agent's own token.
+        #expect(setup.file("stdin-1") == #"{"shard":7}"#)
+        let environment = try #require(setup.file("env-2"))
+        for line in ["LOCKSTEP_MIGRATION=m1", "LOCKSTEP_NODE=flaky", "LOCKSTEP_ATTEMPT=2", "LOCKSTEP_FENCING_TOKEN=2", "LOCKSTEP_STEP_KIND=forward",
+                     "LOCKSTEP_ACTION=flaky", #"LOCKSTEP_PARAMS={"shard":7}"#, "LOCKSTEP_AGENT_ID=agent-1"] {
+            #expect(environment.contains(line + "\n"), "\(line) missing from \(environment)")
+        }
+        #expect(!environment.contains("LOCKSTEP_TOKEN") && !environment.contains("secret-of-the-agent"))
+        _ = try await setup.server.stop()
+    }
+
+    static let oneStep = """
+        name: agent-test
+        services:
+          svc: { owners: [team] }
+        nodes:
+          - id: work
+            service: svc
+            phase: backfill
+            action: work
+            timeouts: { heartbeat: 1s }
+            retry: { max_attempts: 3, backoff: 1s }
+        """
+
+    @Test func sigtermLetsTheRunningHandlerFinishAndReportsIt() async throws {
+        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "touch \"$out/started\"\nsleep 2\n"])
+        let agent = try setup.agent()
+        try await eventually("the handler started") { setup.file("started") != nil }
+        agent.kill(SIGTERM)
+        let output = try await agent.wait(seconds: 30)
+        #expect(output.status == 0 && output.stdout.contains("m1/work: completed") && output.stdout.hasSuffix("agent-1: stopped\n"), "\(output)")
+        #expect(try await setup.events("step_completed").count == 1)
+        _ = try await setup.server.stop()
+    }
+
+    @Test func sigtermPastTheGraceStopsTheHandlerAndFailsTheStepRetryably() async throws {
+        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "trap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
+        let agent = try setup.agent(extra: ["--shutdown-grace-ms", "300"])
+        try await eventually("the handler started") { setup.file("started") != nil }
+        agent.kill(SIGTERM)
+        let output = try await agent.wait(seconds: 30)
+        #expect(output.status == 0, "\(output)")
+        #expect(setup.file("terminated") != nil, "the handler was not sent SIGTERM")
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 1 && failed[0].contains(#""retryable":true"#) && failed[0].contains("agent agent-1 was stopped before its handler finished"),
+                "\(failed)")
+        _ = try await setup.server.stop()
+    }
+
+    @Test func aLostLeaseKillsTheHandlerAndNothingIsReported() async throws {
+        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "trap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
+        let agent = try setup.agent(steps: 1)
+        try await eventually("the handler started") { setup.file("started") != nil }
+        // Frozen past its 1 s TTL: the server expires the lease; thawed, its heartbeat is refused.
+        agent.kill(SIGSTOP)
+        try await eventually("the lease expired", seconds: 30) { try await setup.events("step_failed").count == 1 }
+        agent.kill(SIGCONT)
+        let output = try await agent.wait(seconds: 30)
+        #expect(output.status == 0 && output.stdout.contains("m1/work: lease lost"), "\(output)")
+        #expect(setup.file("terminated") != nil, "the handler of a lost lease was not stopped")
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 1 && failed[0].contains(#""lease_expired":true"#), "only the expiry is recorded: \(failed)")
+        #expect(try await setup.events("step_completed").isEmpty)
+        _ = try await setup.server.stop()
+    }
+}
