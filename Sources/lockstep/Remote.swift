@@ -46,8 +46,6 @@ struct ServerOptions: ParsableArguments {
 enum RemoteExit {
     /// The server refused: a rejection, a conflict, an unknown migration, bad input.
     static let refused: Int32 = 1
-    /// Bad local input: an unreadable or broken file, bad options.
-    static let badInput: Int32 = 2
     /// The server could not be reached (or is shutting down).
     static let unreachable: Int32 = 3
     /// Not authenticated, or not permitted.

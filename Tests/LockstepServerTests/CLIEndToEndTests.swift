@@ -189,4 +189,14 @@ import Testing
         #expect(down.status == 3 && down.stderr.contains("unavailable: cannot reach the Lockstep server at \(world.address)"), "\(down)")
         #expect(Date().timeIntervalSince(began) < 20)
     }
+
+    @Test func shellCompletionScriptsCoverTheCommands() async throws {
+        for shell in ["bash", "zsh", "fish"] {
+            let script = try await runLockstep(["--generate-completion-script", shell])
+            #expect(script.status == 0)
+            for word in ["migration", "approve", "lease", "agent", "--handlers", "history"] {
+                #expect(script.stdout.contains(word), "the \(shell) completion lacks \(word)")
+            }
+        }
+    }
 }

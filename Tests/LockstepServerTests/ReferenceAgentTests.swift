@@ -158,4 +158,27 @@ import Testing
         #expect(try await setup.events("step_completed").isEmpty)
         _ = try await setup.server.stop()
     }
+
+    /// The example handlers docs/agent.md shows (examples/handlers) really run under the agent.
+    @Test func theExampleHandlersRunUnderTheAgent() async throws {
+        let setup = try await setUp(plan: """
+            name: agent-test
+            services:
+              svc: { owners: [team] }
+            nodes:
+              - { id: schema, service: svc, phase: expand, action: apply-schema, params: { migration: 2026_11_ledger_entries } }
+              - { id: copy, service: svc, phase: backfill, action: backfill, params: { batch_size: 5000 }, needs: [schema] }
+              - { id: flip, service: svc, phase: live, action: switch-reads, params: { flag: payments_read_ledger }, needs: [copy] }
+            """, handlers: [:])
+        let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("examples/handlers").path
+        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "svc", "--handlers", examples, "--id", "agent-1", "--steps", "3"],
+                                     environment: ["LOCKSTEP_SERVER": setup.server.grpc])
+        let output = try await agent.wait(seconds: 60)
+        #expect(output.status == 0, "\(output)")
+        #expect(try await setup.events("step_completed").count == 3, "\(output)")
+        #expect(output.stdout.contains("m1/schema: applying schema migration 2026_11_ledger_entries (attempt 1, fencing token 1)"), "\(output.stdout)")
+        #expect(output.stdout.contains("m1/flip: setting payments_read_ledger on for m1"), "\(output.stdout)")
+        _ = try await setup.server.stop()
+    }
 }
