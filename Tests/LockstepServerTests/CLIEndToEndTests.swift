@@ -194,7 +194,7 @@ import Testing
         for shell in ["bash", "zsh", "fish"] {
             let script = try await runLockstep(["--generate-completion-script", shell])
             #expect(script.status == 0)
-            for word in ["migration", "approve", "lease", "agent", "--handlers", "history"] {
+            for word in ["migration", "approve", "lease", "agent", "handlers", "history"] {
                 #expect(script.stdout.contains(word), "the \(shell) completion lacks \(word)")
             }
         }
