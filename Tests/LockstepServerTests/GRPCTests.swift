@@ -56,4 +56,32 @@ struct GRPCTests {
         #expect(export.contains(#""step_progress""#) && export.contains(#""message":"half way""#))
         #expect(export.contains(#""actor":{"kind":"user","id":"olga"}"#) && export.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#))
     }
+
+    /// `APILimits.grpcConcurrentStreamsMax`: the gRPC listener announces it in its HTTP/2 SETTINGS
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS), which bounds the streams a client may open on one connection.
+    @Test func theGRPCListenerAnnouncesItsConcurrentStreamLimit() async throws {
+        let server = try await ServerProcess()
+        let colon = try #require(server.grpc.lastIndex(of: ":"))
+        let script = """
+            import socket, struct, sys
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+            s.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + struct.pack(">I", 0)[1:] + bytes([4, 0]) + struct.pack(">I", 0))
+            data = b""
+            while True:
+                while len(data) < 9:
+                    data += s.recv(4096)
+                length, kind, flags = int.from_bytes(data[:3], "big"), data[3], data[4]
+                while len(data) < 9 + length:
+                    data += s.recv(4096)
+                payload, data = data[9:9 + length], data[9 + length:]
+                if kind == 4 and not flags & 1:
+                    settings = {struct.unpack(">H", payload[i:i + 2])[0]: struct.unpack(">I", payload[i + 2:i + 6])[0] for i in range(0, len(payload), 6)}
+                    print(settings.get(3, "none"))
+                    break
+            """
+        let probe = try await ChildProcess("/usr/bin/env", ["python3", "-c", script, String(server.grpc[..<colon]), String(server.grpc[server.grpc.index(after: colon)...])])
+            .wait(seconds: 30)
+        #expect(probe.stdout == "\(APILimits().grpcConcurrentStreamsMax)\n", "\(probe)")
+        _ = try await server.stop()
+    }
 }
