@@ -66,7 +66,12 @@ public struct AgentAPI: Sendable {
             var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
             if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
             let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service)
-            if case .woken(let at) = outcome { wokenAt = at }
+            switch outcome {
+            case .woken(let at): wokenAt = at
+            // Cancelled right as a change woke it: the wake may be this poll's; hand it on to be sure.
+            case .cancelled: wokenAt = wokenAt ?? .now
+            default: break
+            }
             guard outcome.looksAgain else { break }
         }
         return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }

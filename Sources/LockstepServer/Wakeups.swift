@@ -238,6 +238,10 @@ final class Wakeups: Sendable {
                     // Checked again under the lock that parks: a change, a shutdown or a cancellation
                     // since the check above must not be slept through.
                     guard !state.closed, state.generation == seen, !Task.isCancelled else { return false }
+                    // The limits again, under the lock that parks (the first check was under another).
+                    if enforceLimit {
+                        guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return false }
+                    }
                     state.parked[id] = Waiter(owner: owner, key: key, continuation: continuation, deadline: deadline)
                     state.parkedByOwner[owner, default: 0] += 1
                     state.lines[key, default: Line()].ids.append(id)

@@ -66,11 +66,15 @@ struct AgentService: Service {
 }
 
 /// What one step's tasks share: the latest progress line (and whether it was sent), why the lease was
-/// lost, whether shutdown stopped the handler.
+/// lost, whether shutdown stopped the handler, and when the newest acknowledged heartbeat was sent.
 final class StepShared: Sendable {
     let progress = Mutex<(percent: UInt32, message: String, sent: Bool)>((0, "", true))
     let lost = Mutex<String?>(nil)
-    let stopped = Mutex(false)
+    let stoppedForShutdown = Mutex(false)
+    /// The lease is good until `acknowledgedSentAt + ttl` as far as the server has told us.
+    let lease: Mutex<(acknowledgedSentAt: ContinuousClock.Instant, ttl: Duration)>
+
+    init(ttl: Duration) { lease = Mutex((ContinuousClock.now, ttl)) }
 }
 
 /// What the reference agent does (docs/agent.md).
@@ -88,8 +92,15 @@ struct ReferenceAgent: Sendable {
     static let progressMessageBytesMax = 512
     /// Longest failure reason sent, in bytes (the server's limit is 1,024).
     static let reasonBytesMax = 1_000
-    /// Attempts at delivering a report while the server cannot be reached.
-    static let reportAttemptsMax = 5
+    /// Attempts at delivering a report while the server is temporarily unable to take it.
+    static let reportAttemptsMax = 30
+
+    /// Codes that mean "not now" rather than "no": the call may be repeated (a report that was
+    /// recorded after all is refused by its fencing token the second time).
+    static let transientCodes: Set<String> = [
+        "unavailable", "shutting_down", "deadline_exceeded", "migration_overloaded", "log_overloaded", "storage_busy",
+        "storage_unavailable", "commit_outcome_unknown",
+    ]
 
     func say(_ text: String) {
         print("\(agentID): \(text)")
@@ -113,7 +124,7 @@ struct ReferenceAgent: Sendable {
                 backoff = .milliseconds(200)
             } catch {
                 if Task.isShuttingDownGracefully || error is CancellationError { break }
-                guard let failure = error as? LockstepClientError, failure.code == "unavailable" || failure.code == "shutting_down" else { throw error }
+                guard let failure = error as? LockstepClientError, Self.transientCodes.contains(failure.code) else { throw error }
                 let pause = backoff
                 say("cannot poll (\(failure)); again in \(pause)")
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
@@ -142,38 +153,48 @@ struct ReferenceAgent: Sendable {
         case noHandler(String)
     }
 
-    /// Runs one step's handler under its lease and reports how it ended.
+    /// Runs one step's handler under its lease and reports how it ended. Heartbeats run, and the lease
+    /// is watched, from the lease until the report is acknowledged.
     func runStep(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient) async {
         let name = "\(step.migrationID)/\(step.nodeID)"
         let kind = step.kind == .rollback ? "rollback" : "forward"
         say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)")
-        let outcome = await execute(step, name: name, lockstep)
-        switch outcome {
-        case .leaseLost(let why):
-            say("\(name): lease lost (\(why)); handler stopped, nothing reported")
-        case .noHandler(let why):
-            await report(step, name: name, lockstep, failure: (why, retryable: true))
-        case .stopped:
-            await report(step, name: name, lockstep, failure: ("agent \(agentID) was stopped before its handler finished", retryable: true))
-        case .exited(.status(0), _):
-            await report(step, name: name, lockstep, failure: nil)
-        case .exited(let exit, let stderr):
-            let retryable: Bool
-            var reason: String
-            switch exit {
-            case .status(let status):
-                retryable = status == 75
-                reason = "\(step.action) exited with status \(status)\(retryable ? " (temporary failure)" : "")"
-            case .signal(let signal):
-                retryable = true
-                reason = "\(step.action) was killed by signal \(signal)"
+        let control = HandlerProcess.Control()
+        let shared = StepShared(ttl: .milliseconds(Int(step.ttlMs)))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await heartbeats(step, lockstep, control: control, shared: shared) }
+            group.addTask { await watchLease(control: control, shared: shared) }
+            group.addTask { await progressReports(step, lockstep, shared: shared) }
+            let outcome = await execute(step, name: name, control: control, shared: shared)
+            await sendPendingProgress(step, lockstep, shared: shared)
+            switch outcome {
+            case .leaseLost(let why):
+                say("\(name): lease lost (\(why)); handler stopped, nothing reported")
+            case .noHandler(let why):
+                await report(step, name: name, lockstep, shared: shared, failure: (why, retryable: true))
+            case .stopped:
+                await report(step, name: name, lockstep, shared: shared, failure: ("agent \(agentID) was stopped before its handler finished", retryable: true))
+            case .exited(.status(0), _):
+                await report(step, name: name, lockstep, shared: shared, failure: nil)
+            case .exited(let exit, let stderr):
+                let retryable: Bool
+                var reason: String
+                switch exit {
+                case .status(let status):
+                    retryable = status == 75
+                    reason = "\(step.action) exited with status \(status)\(retryable ? " (temporary failure)" : "")"
+                case .signal(let signal):
+                    retryable = true
+                    reason = "\(step.action) was killed by signal \(signal)"
+                }
+                if !stderr.isEmpty { reason += ": \(stderr)" }
+                await report(step, name: name, lockstep, shared: shared, failure: (reason, retryable))
             }
-            if !stderr.isEmpty { reason += ": \(stderr)" }
-            await report(step, name: name, lockstep, failure: (reason, retryable))
+            group.cancelAll()
         }
     }
 
-    private func execute(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient) async -> Outcome {
+    private func execute(_ step: Lockstep_V1_Step, name: String, control: HandlerProcess.Control, shared: StepShared) async -> Outcome {
         guard Self.isHandlerName(step.action) else { return .noHandler("action \"\(step.action.prefix(200))\" cannot name a handler file") }
         let path = handlers + "/" + step.action
         guard FileManager.default.isExecutableFile(atPath: path) else {
@@ -190,99 +211,110 @@ struct ReferenceAgent: Sendable {
         environment["LOCKSTEP_ACTION"] = step.action
         environment["LOCKSTEP_PARAMS"] = step.paramsJson
         environment["LOCKSTEP_AGENT_ID"] = agentID
-        let control = HandlerProcess.Control()
-        let shared = StepShared()
         let ran: (exit: HandlerProcess.Exit, stderrTail: String)
         do {
             ran = try await withGracefulShutdownHandler {
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    // Heartbeats (and pending progress) while it runs; a lost lease stops it.
-                    group.addTask {
-                        await heartbeat(step, lockstep, control: control, shared: shared)
+                try await HandlerProcess.run(path, environment: environment, input: step.paramsJson, control: control) { line in
+                    // Progress lines are reported, the rest shown.
+                    if let (percent, message) = Self.progressLine(line) {
+                        shared.progress.withLock { $0 = (percent, message, false) }
+                    } else {
+                        say("\(name): \(line)")
                     }
-                    let ran = try await HandlerProcess.run(path, environment: environment, input: step.paramsJson, control: control) { line in
-                        // Progress lines are reported, the rest shown.
-                        if let (percent, message) = Self.progressLine(line) {
-                            shared.progress.withLock { $0 = (percent, message, false) }
-                        } else {
-                            say("\(name): \(line)")
-                        }
-                    }
-                    group.cancelAll()
-                    return ran
                 }
             } onGracefulShutdown: {
                 let grace = shutdownGrace
                 say("\(name): stopping; the handler has \(grace) to finish")
                 Task {
                     try? await Task.sleep(for: grace)
-                    guard !control.finished else { return }
-                    shared.stopped.withLock { $0 = true }
-                    control.stop(grace: .seconds(5))
+                    // Marked first, so the outcome reads it; unmarked if there was nothing left to stop.
+                    shared.stoppedForShutdown.withLock { $0 = true }
+                    if !control.stop(grace: .seconds(5)) { shared.stoppedForShutdown.withLock { $0 = false } }
                 }
             }
         } catch {
-            return .noHandler("agent \(agentID) could not run \(path): \(error)")
+            return .noHandler("agent \(agentID) could not start \(path): \(error)")
         }
         if let why = shared.lost.withLock({ $0 }) { return .leaseLost(why) }
-        if shared.stopped.withLock({ $0 }) { return .stopped }
+        if shared.stoppedForShutdown.withLock({ $0 }) { return .stopped }
         return .exited(ran.exit, stderr: ran.stderrTail)
     }
 
-    /// Heartbeats every `heartbeat_interval_ms` until cancelled, sending pending progress at most once a
-    /// second. A refused heartbeat means the lease is gone; so does the TTL passing without one
-    /// acknowledged (the server unreachable): both stop the handler.
-    private func heartbeat(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
-        let interval = Duration.milliseconds(Int(max(50, min(step.heartbeatIntervalMs, UInt32(Self.progressIntervalMillis)))))
-        let heartbeatEvery = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
-        var ttl = Duration.milliseconds(Int(step.ttlMs))
-        var acknowledged = ContinuousClock.now
-        var lastBeat = ContinuousClock.now
-        func lose(_ why: String) {
-            shared.lost.withLock { $0 = why }
-            control.stop(grace: .seconds(2))
+    /// The lease is lost: stop the handler (if it still runs) and say why.
+    private func lose(_ why: String, control: HandlerProcess.Control, shared: StepShared) {
+        let first = shared.lost.withLock { lost in
+            defer { if lost == nil { lost = why } }
+            return lost == nil
         }
+        if first { control.stop(grace: .seconds(2)) }
+    }
+
+    /// Heartbeats every `heartbeat_interval_ms`. A refused heartbeat means the lease is gone; a
+    /// transient failure is tried again next time (the watchdog decides when it is too late).
+    private func heartbeats(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
+        let every = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
         while !Task.isCancelled {
-            do { try await Task.sleep(for: interval) } catch { return }
-            let pending = shared.progress.withLock { state -> (UInt32, String)? in
-                guard !state.sent else { return nil }
-                state.sent = true
-                return (state.percent, state.message)
-            }
+            do { try await Task.sleep(for: every) } catch { return }
+            let sentAt = ContinuousClock.now
             do throws(LockstepClientError) {
-                if let (percent, message) = pending {
-                    _ = try await lockstep.reportProgress(.with {
-                        $0.leaseID = step.leaseID
-                        $0.fencingToken = step.fencingToken
-                        $0.percent = percent
-                        $0.message = message
-                    })
-                }
-                if ContinuousClock.now - lastBeat >= heartbeatEvery {
-                    let beat = try await lockstep.heartbeat(.with {
-                        $0.leaseID = step.leaseID
-                        $0.fencingToken = step.fencingToken
-                    })
-                    lastBeat = ContinuousClock.now
-                    acknowledged = lastBeat
-                    if beat.ttlMs > 0 { ttl = .milliseconds(Int(beat.ttlMs)) }
+                let beat = try await lockstep.heartbeat(.with {
+                    $0.leaseID = step.leaseID
+                    $0.fencingToken = step.fencingToken
+                })
+                shared.lease.withLock { lease in
+                    lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
+                    if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
                 }
             } catch {
                 if Task.isCancelled { return }
-                if error.code == "unavailable" || error.code == "shutting_down" {
-                    if ContinuousClock.now - acknowledged > ttl {
-                        return lose("no heartbeat acknowledged for longer than the lease's TTL (\(ttl)): \(error)")
-                    }
-                    continue
-                }
-                return lose("\(error)")
+                if Self.transientCodes.contains(error.code) { continue }
+                return lose("\(error)", control: control, shared: shared)
             }
         }
     }
 
-    /// Completes or fails the step, retrying while the server cannot be reached (a bounded number of times).
-    private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, failure: (reason: String, retryable: Bool)?) async {
-        var delay = Duration.milliseconds(200)
+    /// Declares the lease lost when no heartbeat sent within the last TTL (less a margin) has been
+    /// acknowledged: the server has expired it, or is about to, whatever the calls in flight say.
+    private func watchLease(control: HandlerProcess.Control, shared: StepShared) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { return }
+            let (sentAt, ttl) = shared.lease.withLock { ($0.acknowledgedSentAt, $0.ttl) }
+            let margin = min(ttl / 10, .milliseconds(500))
+            if ContinuousClock.now - sentAt > ttl - margin {
+                return lose("no heartbeat acknowledged within the lease's TTL (\(ttl))", control: control, shared: shared)
+            }
+        }
+    }
+
+    /// Sends the latest progress line at most once per `progressIntervalMillis`.
+    private func progressReports(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, shared: StepShared) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(Self.progressIntervalMillis)) } catch { return }
+            await sendPendingProgress(step, lockstep, shared: shared)
+        }
+    }
+
+    private func sendPendingProgress(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, shared: StepShared) async {
+        let pending = shared.progress.withLock { state -> (UInt32, String)? in
+            guard !state.sent else { return nil }
+            state.sent = true
+            return (state.percent, state.message)
+        }
+        guard let (percent, message) = pending, shared.lost.withLock({ $0 == nil }) else { return }
+        // Best effort: a lost progress report is only a missing event; the heartbeats keep the lease.
+        _ = try? await lockstep.reportProgress(.with {
+            $0.leaseID = step.leaseID
+            $0.fencingToken = step.fencingToken
+            $0.percent = percent
+            $0.message = message
+        })
+    }
+
+    /// Completes or fails the step, trying again while the server is only temporarily unable to take it
+    /// (the heartbeats keep the lease meanwhile) until the lease is lost or `reportAttemptsMax` tries.
+    private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, shared: StepShared,
+                        failure: (reason: String, retryable: Bool)?) async {
+        var delay = Duration.milliseconds(100)
         for attempt in 1...Self.reportAttemptsMax {
             do throws(LockstepClientError) {
                 if let failure {
@@ -303,12 +335,14 @@ struct ReferenceAgent: Sendable {
                 }
                 return
             } catch {
-                guard (error.code == "unavailable" || error.code == "shutting_down") && attempt < Self.reportAttemptsMax else {
-                    say("\(name): the report was refused: \(error)")
-                    return
+                if let lost = shared.lost.withLock({ $0 }) {
+                    return say("\(name): lease lost before the report was taken (\(lost)); nothing reported")
+                }
+                guard Self.transientCodes.contains(error.code) && attempt < Self.reportAttemptsMax else {
+                    return say("\(name): the report was refused: \(error)")
                 }
                 try? await Task.sleep(for: delay)
-                delay *= 2
+                delay = min(delay * 2, .seconds(2))
             }
         }
     }

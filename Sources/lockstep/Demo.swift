@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepClient
 import LockstepServer
+import Synchronization
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,65 +26,23 @@ struct Demo: AsyncParsableCommand {
     func run() async throws {
         let directory = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-demo-\(getpid())").path
         let files = try DemoFiles(directory: directory)
-        var children: [Process] = []
-        defer { for child in children where child.isRunning { kill(child.processIdentifier, SIGKILL) } }
-
-        print("Lockstep demo: everything is kept in \(directory)\n")
-        let server = try files.spawn(["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",
-                                      "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready], log: "server.log")
-        children.append(server)
-        let address = try await files.waitForReady(server)
-        print("coordinator: lockstep serve on \(address) (gRPC), log in \(directory)/server.log")
-
-        let migration = "ledger-split-demo-1"
-        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
-            let applied = try await alice.applyPlan(.with { $0.planYaml = DemoAssets.plan })
-            print("alice (operator): plan apply → \(applied.name)@\(applied.version), content hash \(applied.contentHash.prefix(16))…")
-            let started = try await alice.startMigration(.with { $0.plan = applied.name; $0.migrationID = migration })
-            print("alice (operator): migration start → \(started.migrationID)")
-        }
-        for service in ["payments", "orders", "ledger"] {
-            let agent = try files.spawn(["agent", "--service", service, "--handlers", files.handlers, "--server", address, "--id", "\(service)-agent"],
-                                        log: "agent-\(service).log", token: files.tokens["\(service)-agent"])
-            children.append(agent)
-            print("agent: lockstep agent --service \(service) (pid \(agent.processIdentifier)), log in \(directory)/agent-\(service).log")
-        }
-        print("")
-        try await Task.sleep(for: .seconds(plain ? 0 : 2))
-
-        let live = !plain && isatty(STDOUT_FILENO) == 1
-        let status = try await withThrowingTaskGroup(of: String?.self) { group in
-            group.addTask {
-                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live) }
+        let children = DemoChildren()
+        let status: String
+        do {
+            // The whole demo is bounded: past `secondsMax` it stops everything it started and fails.
+            status = try await withThrowingTaskGroup(of: String.self) { group in
+                group.addTask { try await runDemo(files, children) }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(Self.secondsMax))
+                    throw CommandFailure(message: "the demo did not finish within \(Int(Self.secondsMax)) s; logs are in \(directory)", exitCode: 1)
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? "unknown"
             }
-            group.addTask {
-                try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await Self.approveGates(of: migration, as: $0, live: live) }
-                return nil
-            }
-            group.addTask {
-                try await Task.sleep(for: .seconds(Self.secondsMax))
-                throw CommandFailure(message: "the demo did not finish within \(Int(Self.secondsMax)) s; logs are in \(directory)", exitCode: 1)
-            }
-            defer { group.cancelAll() }
-            while let result = try await group.next() {
-                if let status = result { return status }
-            }
-            return "unknown"
+        } catch {
+            await children.stopAll()
+            throw error
         }
-
-        // The agents finish what they run and stop; then the server.
-        for child in children.dropFirst() { kill(child.processIdentifier, SIGTERM) }
-        for child in children.dropFirst() { child.waitUntilExit() }
-        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
-            let report = try await alice.verify()
-            print("\n$ lockstep history verify")
-            print(report.ok ? "ok: \(report.events) events, head sequence \(report.headSequence)" : "NOT OK: \(report.problemCode): \(report.problem)")
-            print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
-            print("state digest: \(report.digest)")
-        }
-        kill(server.processIdentifier, SIGTERM)
-        server.waitUntilExit()
-
         let binary = files.binary
         print("""
 
@@ -99,6 +58,60 @@ struct Demo: AsyncParsableCommand {
               \(binary) history export --data \(files.dataDirectory)
             """)
         if status != "succeeded" { throw ExitCode(1) }
+    }
+
+    /// Server, plan, migration, agents, the live view with bob approving, verification; returns how the
+    /// migration settled.
+    private func runDemo(_ files: DemoFiles, _ children: DemoChildren) async throws -> String {
+        print("Lockstep demo: everything is kept in \(files.directory)\n")
+        let server = try children.spawn(files, ["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",
+                                      "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready], log: "server.log")
+        let address = try await files.waitForReady(server)
+        print("coordinator: lockstep serve on \(address) (gRPC), log in \(files.directory)/server.log")
+
+        let migration = "ledger-split-demo-1"
+        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
+            let applied = try await alice.applyPlan(.with { $0.planYaml = DemoAssets.plan })
+            print("alice (operator): plan apply → \(applied.name)@\(applied.version), content hash \(applied.contentHash.prefix(16))…")
+            let started = try await alice.startMigration(.with { $0.plan = applied.name; $0.migrationID = migration })
+            print("alice (operator): migration start → \(started.migrationID)")
+        }
+        for service in ["payments", "orders", "ledger"] {
+            let agent = try children.spawn(files, ["agent", "--service", service, "--handlers", files.handlers, "--server", address, "--id", "\(service)-agent"],
+                                        log: "agent-\(service).log", token: files.tokens["\(service)-agent"])
+            print("agent: lockstep agent --service \(service) (pid \(agent)), log in \(files.directory)/agent-\(service).log")
+        }
+        print("")
+        try await Task.sleep(for: .seconds(plain ? 0 : 2))
+
+        let live = !plain && isatty(STDOUT_FILENO) == 1
+        let status = try await withThrowingTaskGroup(of: String?.self) { group in
+            group.addTask {
+                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live) }
+            }
+            group.addTask {
+                try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await Self.approveGates(of: migration, as: $0, live: live) }
+                return nil
+            }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let status = result { return status }
+            }
+            return "unknown"
+        }
+
+        // The agents finish what they run and stop; then the server.
+        await children.stop(children.agents)
+        try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
+            let report = try await alice.verify()
+            print("\n$ lockstep history verify")
+            print(report.ok ? "ok: \(report.events) events, head sequence \(report.headSequence)" : "NOT OK: \(report.problemCode): \(report.problem)")
+            print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
+            print("state digest: \(report.digest)")
+        }
+        await children.stop([server])
+        return status
+
     }
 
     /// bob, an approver of every owner group, approves each gate as soon as it waits.
@@ -169,35 +182,67 @@ struct DemoFiles: Sendable {
         }
     }
 
-    /// Starts `lockstep ARGUMENTS` with its output in `log`, and the bearer token in its environment.
-    func spawn(_ arguments: [String], log: String, token: String? = nil) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment["LOCKSTEP_TOKEN"] = token
-        environment["LOCKSTEP_SERVER"] = nil
-        process.environment = environment
-        _ = FileManager.default.createFile(atPath: directory + "/" + log, contents: nil)
-        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/" + log))
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return process
-    }
-
     /// The server's gRPC address, once its ready file appears (at most 30 s).
-    func waitForReady(_ server: Process) async throws -> String {
+    func waitForReady(_ server: pid_t) async throws -> String {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if let bytes = FileManager.default.contents(atPath: ready),
                let json = try? JSONSerialization.jsonObject(with: bytes) as? [String: String], let grpc = json["grpc"] {
                 return grpc
             }
-            guard server.isRunning else { break }
+            guard DemoChildren.isRunning(server) else { break }
             try await Task.sleep(for: .milliseconds(50))
         }
         throw CommandFailure(message: "the server did not start; see \(directory)/server.log", exitCode: 1)
+    }
+}
+
+/// The processes the demo started (the same binary: one `serve`, three `agent`s), by pid. Every one is
+/// stopped before the demo ends, gracefully first.
+final class DemoChildren: Sendable {
+    private let state = Mutex<(server: pid_t?, agents: [pid_t])>((nil, []))
+
+    var agents: [pid_t] { state.withLock { $0.agents } }
+
+    /// Starts `lockstep ARGUMENTS` with its output in `log` and the bearer token in its environment.
+    func spawn(_ files: DemoFiles, _ arguments: [String], log: String, token: String? = nil) throws -> pid_t {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: files.binary)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment["LOCKSTEP_TOKEN"] = token
+        environment["LOCKSTEP_SERVER"] = nil
+        process.environment = environment
+        _ = FileManager.default.createFile(atPath: files.directory + "/" + log, contents: nil)
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: files.directory + "/" + log))
+        process.standardOutput = output
+        process.standardError = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let pid = process.processIdentifier
+        state.withLock { state in
+            if arguments.first == "serve" { state.server = pid } else { state.agents.append(pid) }
+        }
+        return pid
+    }
+
+    /// Foundation reaps the children it started, so a pid that is gone is no longer signalable.
+    static func isRunning(_ pid: pid_t) -> Bool { kill(pid, 0) == 0 }
+
+    /// SIGTERM, then up to `seconds` for them to exit, then SIGKILL.
+    func stop(_ pids: [pid_t], seconds: Double = 40) async {
+        for pid in pids where Self.isRunning(pid) { kill(pid, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while pids.contains(where: Self.isRunning), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for pid in pids where Self.isRunning(pid) { kill(pid, SIGKILL) }
+    }
+
+    /// The agents (which finish or fail their steps), then the server.
+    func stopAll() async {
+        let (server, agents) = state.withLock { ($0.server, $0.agents) }
+        await stop(agents, seconds: 10)
+        if let server { await stop([server], seconds: 10) }
     }
 }

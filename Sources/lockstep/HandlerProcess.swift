@@ -15,7 +15,7 @@ import SystemPackage
 /// signal dispositions (the agent itself ignores SIGTERM and SIGINT to turn them into graceful
 /// shutdown; a handler must not inherit that).
 enum HandlerProcess {
-    /// Longest stdout or stderr line, in bytes: a longer one stops the handler and fails the step.
+    /// Longest stdout or stderr line, in bytes: a longer one stops the handler.
     static let lineBytesMax = 65_536
     /// How much of the end of stderr is kept for the failure reason, in lines.
     static let stderrTailLinesMax = 3
@@ -25,42 +25,52 @@ enum HandlerProcess {
         case signal(Int32)
     }
 
-    /// The last lines of the handler's stderr.
-    private final class StderrTail: Sendable {
-        let lines = Mutex<[String]>([])
-    }
-
-    /// Stops a running handler on request (from the heartbeat loop or graceful shutdown).
+    /// Stops a running handler on request (from the lease watchdog or graceful shutdown), by its
+    /// process group, from the moment it starts until it has exited and been reaped.
     final class Control: Sendable {
-        private let requests: AsyncStream<Duration>
-        private let continuation: AsyncStream<Duration>.Continuation
-        private let state = Mutex((finished: false, stopRequested: false))
-
-        init() {
-            (requests, continuation) = AsyncStream.makeStream(of: Duration.self, bufferingPolicy: .bufferingOldest(1))
+        private struct State {
+            var processGroup: pid_t?
+            var finished = false
+            var stopRequested = false
         }
 
+        private let state = Mutex(State())
+
         /// SIGTERM to the handler's process group now, SIGKILL after `grace` if it has not exited.
-        func stop(grace: Duration) {
-            let first = state.withLock { state in
-                defer { state.stopRequested = true }
-                return !state.stopRequested && !state.finished
+        /// Returns false when there was nothing to stop (it had finished, or a stop was already asked for).
+        @discardableResult
+        func stop(grace: Duration) -> Bool {
+            let group = state.withLock { state -> pid_t?? in
+                guard !state.finished, !state.stopRequested else { return .none }
+                state.stopRequested = true
+                return .some(state.processGroup)
             }
-            if first { continuation.yield(grace) }
+            guard let group else { return false }
+            if let group { kill(-group, SIGTERM) }
+            Task {
+                try? await Task.sleep(for: grace)
+                // Still not reaped: no other process can have its group id yet.
+                if let group = self.state.withLock({ $0.finished ? nil : $0.processGroup }) { kill(-group, SIGKILL) }
+            }
+            return true
         }
 
         var finished: Bool { state.withLock { $0.finished } }
 
-        fileprivate func markFinished() {
-            state.withLock { $0.finished = true }
-            continuation.finish()
+        fileprivate func started(_ pid: pid_t) {
+            let stopNow = state.withLock { state in
+                state.processGroup = pid
+                return state.stopRequested
+            }
+            // Asked to stop before it had started.
+            if stopNow { kill(-pid, SIGTERM) }
         }
 
-        fileprivate var stopRequests: AsyncStream<Duration> { requests }
+        fileprivate func markFinished() { state.withLock { $0.finished = true } }
     }
 
     /// Runs `executable` to its end; `line` gets each stdout line. Returns how it ended and the end of
-    /// its stderr.
+    /// its stderr. Throws only when it could not be started.
     static func run(_ executable: String, environment: [String: String?], input: String, control: Control,
                     line: @escaping @Sendable (String) -> Void) async throws -> (exit: Exit, stderrTail: String) {
         var options = PlatformOptions()
@@ -70,11 +80,18 @@ enum HandlerProcess {
             if let key = Environment.Key(rawValue: key) { overrides[key] = value }
         }
         let tail = StderrTail()
+        defer { control.markFinished() }
         let result = try await Subprocess.run(
             .path(FilePath(executable)), environment: .inherit.updating(overrides), platformOptions: options,
-            input: .string(input), output: .sequence, error: .sequence
+            input: .inputWriter, output: .sequence, error: .sequence
         ) { execution in
-            await withTaskGroup(of: Bool.self) { group in
+            control.started(execution.processIdentifier.value)
+            await withTaskGroup(of: Void.self) { group in
+                // A handler may exit without reading its params (it may read LOCKSTEP_PARAMS instead).
+                group.addTask {
+                    _ = try? await execution.standardInputWriter.write(input)
+                    _ = try? await execution.standardInputWriter.finish()
+                }
                 group.addTask {
                     do {
                         for try await text in execution.standardOutput.strings(bufferingPolicy: .maxLineLength(lineBytesMax)) { line(text) }
@@ -82,12 +99,11 @@ enum HandlerProcess {
                         line("(lockstep agent: \(error); stopping the handler)")
                         control.stop(grace: .seconds(2))
                     }
-                    return true
                 }
                 group.addTask {
                     do {
                         for try await text in execution.standardError.strings(bufferingPolicy: .maxLineLength(lineBytesMax)) {
-                            FileHandle.standardError.write(Data((text + "\n").utf8))
+                            try? FileHandle.standardError.write(contentsOf: Data((text + "\n").utf8))
                             tail.lines.withLock { lines in
                                 lines.append(text)
                                 if lines.count > stderrTailLinesMax { lines.removeFirst() }
@@ -96,25 +112,7 @@ enum HandlerProcess {
                     } catch {
                         control.stop(grace: .seconds(2))
                     }
-                    return true
                 }
-                // Stop requests: the whole process group, politely first.
-                group.addTask {
-                    for await grace in control.stopRequests {
-                        try? execution.send(signal: .terminate, toProcessGroup: true)
-                        try? await Task.sleep(for: grace)
-                        try? execution.send(signal: .kill, toProcessGroup: true)
-                        return false
-                    }
-                    return false
-                }
-                // The output ends when the handler (and all it started) has closed it.
-                var readersDone = 0
-                while readersDone < 2, let reader = await group.next() {
-                    if reader { readersDone += 1 }
-                }
-                control.markFinished()
-                group.cancelAll()
             }
         }
         let exit: Exit = switch result.terminationStatus {
@@ -122,5 +120,10 @@ enum HandlerProcess {
         case .signaled(let signal): .signal(signal)
         }
         return (exit, tail.lines.withLock { $0.joined(separator: " | ") })
+    }
+
+    /// The last lines of the handler's stderr.
+    private final class StderrTail: Sendable {
+        let lines = Mutex<[String]>([])
     }
 }

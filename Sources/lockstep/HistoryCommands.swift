@@ -56,14 +56,17 @@ extension HistoryCommand {
 
         @OptionGroup var server: ServerOptions
         @Option(help: "Verify this data directory instead of asking a server.") var data: String?
+        @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
             guard let data else {
                 return try await server.run { lockstep in
                     let report = try await lockstep.verify()
+                    if output == .json { try printJSON(report) }
                     guard report.ok else {
                         throw CommandFailure(message: "\(report.problemCode): \(report.problem)", exitCode: 1)
                     }
+                    guard output == .table else { return }
                     print("ok: \(report.events) events (verified by the server at \(server.address))")
                     print("head sequence: \(report.headSequence)")
                     print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
@@ -75,6 +78,14 @@ extension HistoryCommand {
                 let log = try openReadOnly(try DataOptions.at(data))
                 do {
                     let report = try await HistoryVerifier.verify(log)
+                    if output == .json {
+                        let object: [String: Any] = ["ok": true, "events": report.events, "migrations": report.migrations, "plans": report.plans,
+                                                     "head_sequence": report.head.sequence, "head_chain_hash": report.head.chainHash.hex,
+                                                     "digest": report.digest.hex, "snapshot_checked": report.snapshotChecked ?? 0]
+                        let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+                        print(String(decoding: json, as: UTF8.self))
+                        return
+                    }
                     print("ok: \(report.events) events, \(report.migrations) migrations, \(report.plans) plans")
                     print("head sequence: \(report.head.sequence)")
                     print("head hash: \(report.head.chainHash.hex)")

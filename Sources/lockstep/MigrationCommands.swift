@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepClient
 import LockstepCore
+import LockstepEngine
 import LockstepWire
 
 struct MigrationsCommand: AsyncParsableCommand {
@@ -107,17 +108,28 @@ extension MigrationsCommand {
             discussion: """
                 On a terminal: a live view of every node (progress bars for running steps), who holds which \
                 lease, and which gates wait on whom, redrawn as events are recorded. Otherwise (a pipe, a CI \
-                log): one line per event, then the final view. Exit status 0 when the migration succeeded, 5 \
-                when it settled otherwise (rolled back or failed).
+                log): one line per event, then the final view. With --output json: each event as NDJSON, as \
+                `history export` prints it. Exit status 0 when the migration succeeded, 5 when it settled \
+                otherwise (rolled back or failed).
                 """)
 
         @OptionGroup var server: ServerOptions
         @Argument(help: "The migration's id.") var id: String
         @Flag(help: "One line per event even on a terminal.") var plain = false
+        @Option(help: "Output format: table (the view) or json (NDJSON events).") var output: OutputFormat = .table
 
         func run() async throws {
             var settled = ""
             try await server.run { lockstep in
+                if output == .json {
+                    try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+                        let hash = envelope.chainHash.map { String(format: "%02x", $0) }.joined()
+                        print(try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record))
+                        fflush(nil)
+                    }
+                    settled = try await lockstep.migration(.with { $0.migrationID = id }).status
+                    return
+                }
                 settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1)
             }
             if settled != "succeeded" { throw ExitCode(5) }

@@ -154,6 +154,13 @@ import Testing
         #expect(replayed.stdout.contains("migration m1  plan e2e@1  running"), "\(replayed)")
         let exported = try await world.lockstep(["history", "export"])
         #expect(exported.stdout.split(separator: "\n").count == Int(head))
+        // Machine-readable: the migration's events as NDJSON (the export's lines), the verification as JSON.
+        let ndjson = try await world.lockstep(["migration", "watch", "m1", "--output", "json"])
+        let streamLines = exported.stdout.split(separator: "\n").filter { $0.contains(#""stream":"migration/m1""#) }
+        #expect(ndjson.status == 0 && ndjson.stdout.split(separator: "\n") == streamLines, "\(ndjson)")
+        let verifiedJSON = try await world.lockstep(["history", "verify", "--output", "json"])
+        let report = try JSONSerialization.jsonObject(with: Data(verifiedJSON.stdout.utf8)) as? [String: Any]
+        #expect(report?["ok"] as? Bool == true && report?["head_sequence"] as? String == String(head), "\(verifiedJSON)")
         _ = try await world.server.stop()
         // The same, from the data directory.
         let local = try await world.lockstep(["history", "export", "--data", world.server.data + "/data"], as: nil)
@@ -197,6 +204,25 @@ import Testing
             for word in ["migration", "approve", "lease", "agent", "handlers", "history"] {
                 #expect(script.stdout.contains(word), "the \(shell) completion lacks \(word)")
             }
+        }
+    }
+
+    /// The README's first command: the whole product, bounded in time, ending in a verified history.
+    @Test func theDemoRunsAMigrationToTheEndWithAgentProcessesAndAnApproverAndVerifiesIt() async throws {
+        let directory = temporaryDirectory() + "/demo"
+        let demo = try await runLockstep(["demo", "--plain", "--data", directory], seconds: 120)
+        #expect(demo.status == 0, "\(demo)")
+        for line in ["alice (operator): migration start → ledger-split-demo-1", "backfill-ledger: attempt 1 failed",
+                     "bob (approver): migration approve ledger-split-demo-1 switch-reads-payments", "migration_succeeded",
+                     "$ lockstep history verify\nok: ", "The migration succeeded. Everything is kept in \(directory)"] {
+            #expect(demo.stdout.contains(line), "the demo's output lacks \(line)")
+        }
+        let verified = try await runLockstep(["history", "verify", "--data", directory + "/data"])
+        #expect(verified.status == 0)
+        // Its agents were separate processes, and stopped.
+        for service in ["payments", "orders", "ledger"] {
+            let log = try String(contentsOfFile: "\(directory)/agent-\(service).log", encoding: .utf8)
+            #expect(log.contains("\(service)-agent: stopped"), "\(log)")
         }
     }
 }

@@ -128,8 +128,9 @@ import Testing
         _ = try await setup.server.stop()
     }
 
+    /// The handler closes its output first (`exec > /dev/null`): it must still be stoppable.
     @Test func sigtermPastTheGraceStopsTheHandlerAndFailsTheStepRetryably() async throws {
-        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "trap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
+        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "exec > /dev/null 2>&1\ntrap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
         let agent = try setup.agent(extra: ["--shutdown-grace-ms", "300"])
         try await eventually("the handler started") { setup.file("started") != nil }
         agent.kill(SIGTERM)
@@ -143,7 +144,7 @@ import Testing
     }
 
     @Test func aLostLeaseKillsTheHandlerAndNothingIsReported() async throws {
-        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "trap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
+        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "exec > /dev/null 2>&1\ntrap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
         let agent = try setup.agent(steps: 1)
         try await eventually("the handler started") { setup.file("started") != nil }
         // Frozen past its 1 s TTL: the server expires the lease; thawed, its heartbeat is refused.
@@ -179,6 +180,29 @@ import Testing
         #expect(try await setup.events("step_completed").count == 3, "\(output)")
         #expect(output.stdout.contains("m1/schema: applying schema migration 2026_11_ledger_entries (attempt 1, fencing token 1)"), "\(output.stdout)")
         #expect(output.stdout.contains("m1/flip: setting payments_read_ledger on for m1"), "\(output.stdout)")
+        _ = try await setup.server.stop()
+    }
+
+    @Test func rollbackStepsRunTheRollbackActionWithTheirKind() async throws {
+        let setup = try await setUp(plan: """
+            name: agent-test
+            services:
+              svc: { owners: [team] }
+            nodes:
+              - { id: work, service: svc, phase: expand, action: add, params: { column: c }, rollback: { action: remove, params: { column: c } } }
+              - { id: gate, service: svc, phase: live, action: add, needs: [work], approvals: { minimum: 1 } }
+            """, handlers: [
+                "add": "cat > /dev/null\n",
+                "remove": "cat > \"$out/rollback-stdin\"\necho \"$LOCKSTEP_STEP_KIND $LOCKSTEP_ACTION\" > \"$out/rollback-kind\"\n",
+            ])
+        let forward = try await setup.agent(steps: 1).wait(seconds: 60)
+        #expect(forward.status == 0 && forward.stdout.contains("m1/work: completed"), "\(forward)")
+        #expect(try await setup.server.post("/v1/migrations/abort", #"{"migration_id": "m1", "reason": "changed our minds"}"#).hasSuffix("\n200"))
+        let backward = try await setup.agent(steps: 1).wait(seconds: 60)
+        #expect(backward.status == 0 && backward.stdout.contains("m1/work rollback attempt 1, token 2: remove"), "\(backward)")
+        #expect(setup.file("rollback-kind") == "rollback remove\n")
+        #expect(setup.file("rollback-stdin") == #"{"column":"c"}"#)
+        #expect(try await setup.events("migration_rolled_back").count == 1)
         _ = try await setup.server.stop()
     }
 }
