@@ -85,15 +85,6 @@ import Testing
         return World(server: try await ServerProcess(["--config", directory + "/auth.json"]), directory: directory)
     }
 
-    /// Waits (at most `seconds`) until `check` holds.
-    func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while try await !check() {
-            guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
     @Test func aMigrationRunsEndToEndThroughTheCLIAndAKilledAgentsStepIsRetriedByAnother() async throws {
         let world = try await world()
         let applied = try await world.lockstep(["plan", "apply", world.directory + "/plan.yaml"])

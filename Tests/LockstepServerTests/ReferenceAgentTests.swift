@@ -41,14 +41,6 @@ import Testing
         return Setup(server: server, directory: directory)
     }
 
-    func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while try await !check() {
-            guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
     @Test func exitStatusesDecideHowAStepEndsAndHandlersGetParamsProgressAndTheirEnvironment() async throws {
         let setup = try await setUp(plan: """
             name: agent-test

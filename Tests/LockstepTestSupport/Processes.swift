@@ -100,3 +100,12 @@ public func runLockstep(_ arguments: [String], seconds: Double = 60) async throw
     try await ChildProcess(try lockstepBinary(), arguments).wait(seconds: seconds)
 }
 
+
+/// Waits until `check` holds, polling every 50 ms, at most `seconds`; then fails naming `what`.
+public func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while try await !check() {
+        guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
