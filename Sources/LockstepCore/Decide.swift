@@ -46,7 +46,7 @@ extension MigrationState {
                 : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
         case .completeStep(let node, let token):
             return state.decideReport(node: node, token: token) { nodeState, lease in
-                state.completion(of: node, lease: lease, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts)
+                state.completion(of: node, lease: lease, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, now: now)
             }
         case .failStep(let node, let token, let reason, let retryable):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
@@ -82,19 +82,33 @@ extension MigrationState {
             if let blocked = state.nodes.first(where: { $0.rejection != nil }) {
                 return .rejected(.gateRejected(blocked.id, by: blocked.rejection!.approver))
             }
-            // Nodes that failed for good while the plan said "pause" get a fresh set of attempts.
-            return .accepted([.migrationResumed(rearmed: state.nodes.filter { $0.status == .failed }.map(\.id))])
+            // Nodes that failed for good while the plan said "pause" get a fresh set of attempts; nodes
+            // whose analysis paused the migration advance (resuming is the person's decision to go on).
+            var events: [MigrationEvent] = [.migrationResumed(rearmed: state.nodes.filter { $0.status == .failed }.map(\.id))]
+            var after = state
+            after.evolve(events[0])
+            for node in state.nodes where node.status == .baking && node.exposure.awaitingDecision {
+                let overridden = MigrationEvent.analysisOverridden(node: node.id, stage: node.exposure.reached)
+                events.append(overridden)
+                after.evolve(overridden)
+            }
+            if events.count > 1 && after.nodes.allSatisfy({ $0.status == .succeeded }) { events.append(.migrationSucceeded) }
+            return .accepted(events)
         case .abort(let reason):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             guard state.status != .aborting else { return .rejected(.migrationNotRunning(state.id, status: state.status)) }
-            return .accepted(state.abort(reason: reason))
+            return .accepted(state.abort(reason: reason, trigger: .operator))
         case .enforceDeadlines:
             guard state.status == .running || state.status == .paused, let passed = state.passedDeadline(at: now) else {
                 return .rejected(.noDeadlinePassed(state.id))
             }
-            return .accepted(state.abort(reason: passed))
+            return .accepted(state.abort(reason: passed, trigger: .deadline))
         case .grantServiceLeases, .releaseServiceLeases:
             return .rejected(.invalidArgument("service leases are decided across migrations: use LogState.decide"))
+        case .recordMetric(let node, let sample):
+            return state.decideSample(node: node, sample: sample)
+        case .evaluateExposure(let node):
+            return state.decideEvaluation(node: node, now: now)
         case .reconcileServiceLeases:
             let events = state.serviceLeaseBookkeeping()
             return events.isEmpty ? .rejected(.invalidArgument("migration \(state.id) has no service-lease bookkeeping to record")) : .accepted(events)
@@ -145,9 +159,14 @@ extension MigrationState {
         return .accepted(events(nodeState, lease))
     }
 
-    private func completion(of node: NodeID, lease: StepLease, attempt: UInt32) -> [MigrationEvent] {
+    private func completion(of node: NodeID, lease: StepLease, attempt: UInt32, now: Instant) -> [MigrationEvent] {
         var events: [MigrationEvent] = [.stepCompleted(StepCompleted(node: node, attempt: attempt, token: lease.token, kind: lease.kind))]
         switch lease.kind {
+        case .forward where plan.node(node)?.exposure != nil && status != .aborting:
+            // An exposure node's step set its next stage: it bakes, and its analysis decides what follows.
+            let bake = plan.node(node)?.exposure?.bakeMillis ?? 0
+            let reached = (self.node(node)?.exposure.reached ?? 0) + 1
+            events.append(.exposureStageReached(ExposureStageReached(node: node, stage: reached, bakeUntil: now.adding(milliseconds: bake))))
         case .forward:
             if status != .aborting && nodes.allSatisfy({ $0.id == node || $0.status == .succeeded }) { events.append(.migrationSucceeded) }
         case .rollback:
@@ -176,7 +195,7 @@ extension MigrationState {
             var after = self
             after.evolve(failed)
             let why = "node \(node) failed after \(attempt) attempt\(attempt == 1 ? "" : "s"): \(reason)"
-            guard plan.node(node)?.onFailure == .pause else { return [failed] + after.abort(reason: why) }
+            guard plan.node(node)?.onFailure == .pause else { return [failed] + after.abort(reason: why, trigger: .retriesExhausted) }
             return status == .paused ? [failed] : [failed, .migrationPaused(reason: why)]
         }
     }
@@ -212,18 +231,18 @@ extension MigrationState {
 
     /// The events that begin an abort: the report of what will be undone, and `migrationRolledBack`
     /// at once when no rollback step is needed.
-    func abort(reason: String) -> [MigrationEvent] {
-        var report = AbortReport(reason: reason)
+    func abort(reason: String, trigger: AbortTrigger) -> [MigrationEvent] {
+        var report = AbortReport(reason: reason, trigger: trigger)
         // Steps running now may have done part of their work: undo them first, each on its own merits
         // (a running irreversible step cannot be undone, but it completed nothing, so it blocks nothing).
         report.abandoned = nodes.filter { $0.status == .running }.map(\.id)
         for id in report.abandoned {
             guard let spec = plan.node(id) else { continue }
-            if spec.irreversible || spec.rollback == nil { report.cannotUndo.append(id) } else { report.rollback.append(id) }
+            if spec.irreversible || !Self.canUndo(spec) { report.cannotUndo.append(id) } else { report.rollback.append(id) }
         }
         // Then completed nodes, most recent first, until the first completed irreversible node.
         var blocked = false
-        for id in completionOrder.reversed() {
+        for id in completionOrder.reversed() where !report.abandoned.contains(id) {
             guard let spec = plan.node(id) else { continue }
             if blocked {
                 report.cannotUndo.append(id)
@@ -231,16 +250,84 @@ extension MigrationState {
                 report.cannotUndo.append(id)
                 report.blockedBy = id
                 blocked = true
-            } else if spec.rollback == nil {
+            } else if !Self.canUndo(spec) {
                 report.nothingToUndo.append(id)
             } else {
                 report.rollback.append(id)
             }
         }
         // Nodes with failed attempts did not complete; nodes that never started are skipped.
-        report.failed = nodes.filter { $0.status == .failed || ($0.status == .pending && $0.attempts > 0) }.map(\.id)
-        report.skipped = nodes.filter { $0.status == .pending && $0.attempts == 0 }.map(\.id)
+        // (An exposure node that set a stage is undone above, whatever its status now.)
+        report.failed = nodes.filter { $0.exposure.reached == 0 && ($0.status == .failed || ($0.status == .pending && $0.attempts > 0)) }.map(\.id)
+        report.skipped = nodes.filter { $0.exposure.reached == 0 && $0.status == .pending && $0.attempts == 0 }.map(\.id)
         return report.rollback.isEmpty ? [.migrationAborted(report), .migrationRolledBack] : [.migrationAborted(report)]
+    }
+
+    /// Whether a rollback step can undo `spec`: it has a rollback action, or it is an exposure node (whose
+    /// own action returns the exposure to its start when it has no rollback action).
+    static func canUndo(_ spec: NodeSpec) -> Bool { spec.rollback != nil || spec.exposure != nil }
+
+    // MARK: - Exposure and analysis
+
+    private func decideSample(node: NodeID, sample: MetricSample) -> Decision {
+        if let problem = Self.validateIdentifier(sample.name, what: "metric name") { return .rejected(.invalidArgument(problem)) }
+        if let problem = Self.validateReason(sample.source) { return .rejected(.invalidArgument(problem)) }
+        guard abs(sample.valueMicros) <= CoreLimits.metricMicrosMagnitudeMax else {
+            return .rejected(.invalidArgument("metric value \(sample.valueMicros) µ is beyond ±\(CoreLimits.metricMicrosMagnitudeMax) µ"))
+        }
+        guard sample.windowStart <= sample.windowEnd else {
+            return .rejected(.invalidArgument("the sample's window ends (\(sample.windowEnd)) before it starts (\(sample.windowStart))"))
+        }
+        guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
+        guard let analysis = spec.analysis else { return .rejected(.noAnalysis(node)) }
+        guard analysis.metrics.contains(where: { $0.name == sample.name }) else {
+            return .rejected(.invalidArgument(
+                "the analysis of \(node) judges \(analysis.metrics.map(\.name).joined(separator: ", ")), not \(sample.name)"))
+        }
+        guard status == .running || status == .paused, nodeState.status == .baking, !nodeState.exposure.awaitingDecision else {
+            return .rejected(.notBaking(node, status: status == .running || status == .paused ? displayStatus(node) : status.rawValue))
+        }
+        guard nodeState.exposure.samples.count < CoreLimits.metricSamplesPerBakeMax else {
+            return .rejected(.tooManySamples(node, limit: CoreLimits.metricSamplesPerBakeMax))
+        }
+        return .accepted([.metricSampled(MetricSampled(node: node, stage: nodeState.exposure.reached, sample: sample))])
+    }
+
+    /// The end of a bake: the analysis judges the samples and the decision follows from the outcome
+    /// (pass: advance; marginal: advance with a warning, or pause if the plan says so; inconclusive:
+    /// pause; fail: abort and roll back). The record carries the evidence.
+    private func decideEvaluation(node: NodeID, now: Instant) -> Decision {
+        guard let nodeState = self.node(node), let spec = plan.node(node), let exposure = spec.exposure else { return .rejected(.unknownNode(node)) }
+        guard status == .running else { return .rejected(.migrationNotRunning(id, status: status)) }
+        guard nodeState.status == .baking, !nodeState.exposure.awaitingDecision, let until = nodeState.exposure.bakeUntil, until <= now else {
+            return .rejected(.bakeNotOver(node, until: nodeState.status == .baking ? nodeState.exposure.bakeUntil : nil))
+        }
+        let (outcome, evidence) = spec.analysis?.evaluate(nodeState.exposure.samples) ?? (.pass, [])
+        let decision: AnalysisDecision = switch outcome {
+        case .pass: .advance
+        case .marginal: spec.analysis?.onMarginal == .pause ? .pause : .advanceWithWarning
+        case .inconclusive: .pause
+        case .fail: .rollback
+        }
+        let stage = nodeState.exposure.reached
+        let record = MigrationEvent.analysisEvaluated(AnalysisRecord(
+            node: node, stage: stage, outcome: outcome, decision: decision, evidence: evidence, planContentHash: plan.contentHash))
+        let stageName = Int(stage) <= exposure.stages.count && stage > 0 ? exposure.stages[Int(stage) - 1].name : "?"
+        var after = self
+        after.evolve(record)
+        switch decision {
+        case .advance, .advanceWithWarning:
+            let done = after.nodes.allSatisfy { $0.status == .succeeded }
+            return .accepted(done ? [record, .migrationSucceeded] : [record])
+        case .pause:
+            let why = outcome == .inconclusive
+                ? "the analysis of \(node) at stage \(stageName) is inconclusive (too few samples); decide, then resume or abort"
+                : "the analysis of \(node) at stage \(stageName) is marginal and the plan says pause; decide, then resume or abort"
+            return .accepted([record, .migrationPaused(reason: why)])
+        case .rollback:
+            let failing = evidence.filter { $0.outcome == .fail }.map(\.check.name).joined(separator: ", ")
+            return .accepted([record] + after.abort(reason: "the analysis of \(node) failed at stage \(stageName) (\(failing))", trigger: .metric))
+        }
     }
 
     /// A sentence naming the first deadline (the migration's, then nodes' in plan order) passed at `now`.

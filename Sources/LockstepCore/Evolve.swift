@@ -48,15 +48,40 @@ extension MigrationState {
             }
         case .stepCompleted(let completed):
             guard nodeIndex(completed.node) != nil else { break }
+            // An exposure node's forward step set a stage: it bakes (its first stage makes it something to undo).
+            let exposes = completed.kind == .forward && plan.node(completed.node)?.exposure != nil
             updateNode(completed.node) { node in
                 node.lease = nil
                 node.progress = nil
-                node.status = completed.kind == .forward ? .succeeded : .rolledBack
+                node.status = completed.kind == .forward ? (exposes ? .baking : .succeeded) : .rolledBack
             }
             switch completed.kind {
-            case .forward: completionOrder.append(completed.node)
+            case .forward: if !completionOrder.contains(completed.node) { completionOrder.append(completed.node) }
             case .rollback: rollbackQueue.removeAll { $0 == completed.node }
             }
+        case .exposureStageReached(let reached):
+            updateNode(reached.node) { node in
+                node.status = .baking
+                node.exposure = ExposureProgress(reached: reached.stage, bakeUntil: reached.bakeUntil)
+            }
+        case .metricSampled(let sampled):
+            updateNode(sampled.node) { node in
+                if node.exposure.reached == sampled.stage { node.exposure.samples.append(sampled.sample) }
+            }
+        case .analysisEvaluated(let record):
+            switch record.decision {
+            case .advance, .advanceWithWarning:
+                advanceExposure(record.node)
+            case .pause:
+                updateNode(record.node) { node in
+                    node.exposure.bakeUntil = nil
+                    node.exposure.awaitingDecision = true
+                }
+            case .rollback:
+                updateNode(record.node) { $0.exposure.bakeUntil = nil }
+            }
+        case .analysisOverridden(let node, _):
+            advanceExposure(node)
         case .stepFailed(let failed):
             updateNode(failed.node) { node in
                 node.lease = nil
@@ -132,6 +157,23 @@ extension MigrationState {
             updateNode(granted.node) { $0.serviceLeases = .held(since: granted.at) }
         case .serviceLeasesReleased(let released):
             updateNode(released.node) { $0.serviceLeases = .none }
+        }
+    }
+
+    /// An exposure node's bake is judged good enough: on to its next stage, or done after the last.
+    private mutating func advanceExposure(_ id: NodeID) {
+        let stages = UInt32(plan.node(id)?.exposure?.stages.count ?? 0)
+        updateNode(id) { node in
+            node.exposure.bakeUntil = nil
+            node.exposure.samples = []
+            node.exposure.awaitingDecision = false
+            if node.exposure.reached >= stages {
+                node.status = .succeeded
+            } else {
+                node.status = .pending
+                node.attempts = 0
+                node.retryAt = nil
+            }
         }
     }
 

@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 3
+    public static let canonicalFormat: UInt8 = 4
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -94,6 +94,25 @@ extension CanonicalWriter {
         optional(n.deadlineMillis) { $0.i64($1) }
         bool(n.irreversible)
         string(n.onFailure.rawValue)
+        optional(n.exposure) { w, exposure in
+            w.array(exposure.stages) { w, stage in
+                w.string(stage.name)
+                w.optional(stage.percent) { $0.u32($1) }
+            }
+            w.i64(exposure.bakeMillis)
+        }
+        optional(n.analysis) { w, analysis in
+            w.array(analysis.metrics) { $0.metricCheck($1) }
+            w.string(analysis.onMarginal.rawValue)
+        }
+    }
+
+    mutating func metricCheck(_ c: MetricCheck) {
+        string(c.name)
+        string(c.direction.rawValue)
+        i64(c.passMicros)
+        i64(c.marginalMicros)
+        u32(c.minSamples)
     }
 
     mutating func node(_ n: NodeState) {
@@ -129,6 +148,16 @@ extension CanonicalWriter {
             u8(2)
             i64(since.millisecondsSinceEpoch)
         }
+        u32(n.exposure.reached)
+        optional(n.exposure.bakeUntil) { $0.i64($1.millisecondsSinceEpoch) }
+        array(n.exposure.samples) { w, sample in
+            w.string(sample.name)
+            w.i64(sample.valueMicros)
+            w.i64(sample.windowStart.millisecondsSinceEpoch)
+            w.i64(sample.windowEnd.millisecondsSinceEpoch)
+            w.string(sample.source)
+        }
+        bool(n.exposure.awaitingDecision)
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -200,9 +229,24 @@ extension CanonicalReader {
         let deadline = try optionalI64()
         let irreversible = try bool()
         let onFailure = try enumeration(FailurePolicy.self)
+        let exposure = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ExposureSpec in
+            let stages = try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ExposureStage in
+                ExposureStage(name: try r.string(), percent: try r.optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.u32() })
+            }
+            return ExposureSpec(stages: stages, bakeMillis: try r.i64())
+        }
+        let analysis = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> AnalysisSpec in
+            let metrics = try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.metricCheck() }
+            return AnalysisSpec(metrics: metrics, onMarginal: try r.enumeration(MarginalPolicy.self))
+        }
         return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                         retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                        onFailure: onFailure)
+                        onFailure: onFailure, exposure: exposure, analysis: analysis)
+    }
+
+    mutating func metricCheck() throws(CanonicalDecodingError) -> MetricCheck {
+        MetricCheck(name: try string(), direction: try enumeration(MetricDirection.self), passMicros: try i64(), marginalMicros: try i64(),
+                    minSamples: try u32())
     }
 
     mutating func node() throws(CanonicalDecodingError) -> NodeState {
@@ -231,9 +275,16 @@ extension CanonicalReader {
         case 2: serviceLeases = .held(since: Instant(millisecondsSinceEpoch: try i64()))
         default: throw .invalidValue(offset: tagOffset, what: "service lease status")
         }
+        let reached = try u32()
+        let bakeUntil = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))
+        let samples = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> MetricSample in
+            MetricSample(name: try r.string(), valueMicros: try r.i64(), windowStart: Instant(millisecondsSinceEpoch: try r.i64()),
+                         windowEnd: Instant(millisecondsSinceEpoch: try r.i64()), source: try r.string())
+        }
+        let exposure = ExposureProgress(reached: reached, bakeUntil: bakeUntil, samples: samples, awaitingDecision: try bool())
         return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
                          lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
-                         serviceLeases: serviceLeases)
+                         serviceLeases: serviceLeases, exposure: exposure)
     }
 
     mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {

@@ -36,6 +36,10 @@ public enum MigrationCommand: Hashable, Sendable {
     /// An operator forces `node` to give back its services (allowed when no step of it is running,
     /// including in a migration that failed while holding them).
     case releaseServiceLeases(node: NodeID, reason: String)
+    /// A reporter (an agent, or anyone the engine authorized) sends a metric sample for `node`'s bake.
+    case recordMetric(node: NodeID, sample: MetricSample)
+    /// The coordinator's timer: `node`'s bake is over; judge it by its analysis and act on the outcome.
+    case evaluateExposure(node: NodeID)
     /// The coordinator, after opening a log: records the service-lease bookkeeping the migration lacks
     /// (a history written before service leases existed). Refused when there is none to record.
     case reconcileServiceLeases

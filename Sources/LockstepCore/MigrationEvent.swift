@@ -27,6 +27,14 @@ public enum MigrationEvent: Hashable, Sendable {
     case serviceLeasesGranted(ServiceLeasesGranted)
     /// A node gave its services back: it settled, or an operator forced the release.
     case serviceLeasesReleased(ServiceLeasesReleased)
+    /// An exposure node's step set stage number `stage` (1-based); its bake runs until `bakeUntil`.
+    case exposureStageReached(ExposureStageReached)
+    /// A metric sample for the current bake of an exposure node.
+    case metricSampled(MetricSampled)
+    /// The decision record at the end of a bake: the outcome, what was done, and the evidence.
+    case analysisEvaluated(AnalysisRecord)
+    /// A person resumed a migration its analysis had paused: the node advances (an override).
+    case analysisOverridden(node: NodeID, stage: UInt32)
 
     /// A stable name for the event type (also its name on the wire and in exports).
     public var typeName: String {
@@ -48,6 +56,10 @@ public enum MigrationEvent: Hashable, Sendable {
         case .serviceLeasesWithdrawn: "service_leases_withdrawn"
         case .serviceLeasesGranted: "service_leases_granted"
         case .serviceLeasesReleased: "service_leases_released"
+        case .exposureStageReached: "exposure_stage_reached"
+        case .metricSampled: "metric_sampled"
+        case .analysisEvaluated: "analysis_evaluated"
+        case .analysisOverridden: "analysis_overridden"
         }
     }
 }
@@ -172,9 +184,12 @@ public struct AbortReport: Hashable, Sendable {
     public var abandoned: [NodeID]
     /// Nodes whose attempts failed and that did not complete.
     public var failed: [NodeID]
+    /// What set the abort off (nil in histories recorded before triggers were).
+    public var trigger: AbortTrigger?
 
     public init(reason: String, rollback: [NodeID] = [], nothingToUndo: [NodeID] = [], cannotUndo: [NodeID] = [],
-                skipped: [NodeID] = [], blockedBy: NodeID? = nil, abandoned: [NodeID] = [], failed: [NodeID] = []) {
+                skipped: [NodeID] = [], blockedBy: NodeID? = nil, abandoned: [NodeID] = [], failed: [NodeID] = [],
+                trigger: AbortTrigger? = nil) {
         self.reason = reason
         self.rollback = rollback
         self.nothingToUndo = nothingToUndo
@@ -183,6 +198,77 @@ public struct AbortReport: Hashable, Sendable {
         self.blockedBy = blockedBy
         self.abandoned = abandoned
         self.failed = failed
+        self.trigger = trigger
+    }
+}
+
+/// What set an abort (and so a rollback) off.
+public enum AbortTrigger: String, Hashable, Sendable, CaseIterable {
+    /// A person asked for it.
+    case `operator`
+    /// A node's analysis failed at the end of a bake.
+    case metric
+    /// A node ran out of attempts.
+    case retriesExhausted = "retries_exhausted"
+    /// A node's or the migration's deadline passed.
+    case deadline
+}
+
+/// An exposure node's step set a stage.
+public struct ExposureStageReached: Hashable, Sendable {
+    public var node: NodeID
+    /// Stages reached, counting this one (1 = the first).
+    public var stage: UInt32
+    public var bakeUntil: Instant
+    public init(node: NodeID, stage: UInt32, bakeUntil: Instant) {
+        self.node = node
+        self.stage = stage
+        self.bakeUntil = bakeUntil
+    }
+}
+
+/// A metric sample, recorded for the bake of `stage`.
+public struct MetricSampled: Hashable, Sendable {
+    public var node: NodeID
+    public var stage: UInt32
+    public var sample: MetricSample
+    public init(node: NodeID, stage: UInt32, sample: MetricSample) {
+        self.node = node
+        self.stage = stage
+        self.sample = sample
+    }
+}
+
+/// What an analysis led to.
+public enum AnalysisDecision: String, Hashable, Sendable, CaseIterable {
+    /// On to the next stage (or done after the last).
+    case advance
+    /// On, with the marginal result recorded as a warning.
+    case advanceWithWarning = "advance_with_warning"
+    /// The migration pauses for a person to decide (inconclusive, or marginal where the plan says so).
+    case pause
+    /// The migration aborts and rolls back (`triggered_by: metric`).
+    case rollback
+}
+
+/// The decision record at the end of a bake: everything a reviewer needs to see why.
+public struct AnalysisRecord: Hashable, Sendable {
+    public var node: NodeID
+    /// The stage that was judged (1-based).
+    public var stage: UInt32
+    public var outcome: AnalysisOutcome
+    public var decision: AnalysisDecision
+    /// Per metric: the samples' summary and the thresholds (the plan's, as it was run).
+    public var evidence: [MetricEvidence]
+    /// The content hash of the plan version the thresholds come from.
+    public var planContentHash: String
+    public init(node: NodeID, stage: UInt32, outcome: AnalysisOutcome, decision: AnalysisDecision, evidence: [MetricEvidence], planContentHash: String) {
+        self.node = node
+        self.stage = stage
+        self.outcome = outcome
+        self.decision = decision
+        self.evidence = evidence
+        self.planContentHash = planContentHash
     }
 }
 

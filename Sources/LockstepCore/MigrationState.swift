@@ -10,6 +10,27 @@ public enum MigrationStatus: String, Hashable, Sendable, CaseIterable {
 /// and the plan (see `MigrationState.displayStatus`), so they can never disagree with the facts.
 public enum NodeStatus: String, Hashable, Sendable, CaseIterable {
     case pending, running, succeeded, failed, rollingBack = "rolling_back", rolledBack = "rolled_back", skipped
+    /// An exposure node between stages: its stage is set and it waits out the bake, then its analysis.
+    case baking
+}
+
+/// How far a node's exposure has come.
+public struct ExposureProgress: Hashable, Sendable {
+    /// Stages reached so far (0 = none): the current stage is `stages[reached - 1]`.
+    public var reached: UInt32
+    /// The end of the current bake, while baking.
+    public var bakeUntil: Instant?
+    /// Samples recorded during the current bake, in order.
+    public var samples: [MetricSample]
+    /// Its analysis paused the migration: resuming advances it (an override, recorded).
+    public var awaitingDecision: Bool
+
+    public init(reached: UInt32 = 0, bakeUntil: Instant? = nil, samples: [MetricSample] = [], awaitingDecision: Bool = false) {
+        self.reached = reached
+        self.bakeUntil = bakeUntil
+        self.samples = samples
+        self.awaitingDecision = awaitingDecision
+    }
 }
 
 /// The step lease a node's current attempt runs under.
@@ -85,11 +106,13 @@ public struct NodeState: Hashable, Sendable {
     public var progress: StepProgress?
     /// The node's claim on its services' transition leases.
     public var serviceLeases: ServiceLeaseStatus
+    /// An exposure node's stages and bake.
+    public var exposure: ExposureProgress
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
                 retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil, progress: StepProgress? = nil,
-                serviceLeases: ServiceLeaseStatus = .none) {
+                serviceLeases: ServiceLeaseStatus = .none, exposure: ExposureProgress = ExposureProgress()) {
         self.id = id
         self.status = status
         self.attempts = attempts
@@ -102,6 +125,7 @@ public struct NodeState: Hashable, Sendable {
         self.rejection = rejection
         self.progress = progress
         self.serviceLeases = serviceLeases
+        self.exposure = exposure
     }
 }
 
@@ -172,6 +196,24 @@ public struct MigrationState: Hashable, Sendable {
         isReady(id) && (node(id)?.retryAt.map { $0 <= now } ?? true)
     }
 
+    /// The stage an exposure node's next forward step sets (nil when it has none, or none is left).
+    public func nextStage(of id: NodeID) -> ExposureStage? {
+        guard let stages = plan.node(id)?.exposure?.stages, let reached = node(id)?.exposure.reached, Int(reached) < stages.count else { return nil }
+        return stages[Int(reached)]
+    }
+
+    /// The stage an exposure node is at now: the last one set (nil before the first).
+    public func currentStage(of id: NodeID) -> ExposureStage? {
+        guard let stages = plan.node(id)?.exposure?.stages, let reached = node(id)?.exposure.reached, reached > 0 else { return nil }
+        return stages[min(Int(reached), stages.count) - 1]
+    }
+
+    /// The earliest end of a bake, for the engine's timer (running migrations only).
+    public var nextBakeEnd: Instant? {
+        guard status == .running else { return nil }
+        return nodes.compactMap { $0.status == .baking && !$0.exposure.awaitingDecision ? $0.exposure.bakeUntil : nil }.min()
+    }
+
     /// Ready nodes, in plan order.
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
 
@@ -181,6 +223,7 @@ public struct MigrationState: Hashable, Sendable {
     public func displayStatus(_ id: NodeID) -> String {
         guard let state = node(id) else { return "unknown" }
         if state.rejection != nil && state.status == .pending { return "rejected" }
+        if state.status == .baking && state.exposure.awaitingDecision { return "awaiting_decision" }
         guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return state.status.rawValue }
         if !gateSatisfied(id) { return "awaiting_approval" }
         if status == .paused { return "paused" }

@@ -113,10 +113,15 @@ public struct NodeSpec: Hashable, Sendable {
     /// A point of no return: once it completed, nothing before it can be rolled back.
     public var irreversible: Bool
     public var onFailure: FailurePolicy
+    /// Progressive exposure: the node's step runs once per stage, each followed by a bake.
+    public var exposure: ExposureSpec?
+    /// How each bake is judged (needs `exposure`).
+    public var analysis: AnalysisSpec?
 
     public init(id: NodeID, services: [String], phase: Phase, action: String, paramsJSON: String = "{}", needs: [NodeID] = [],
                 timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(), rollback: RollbackSpec? = nil,
-                approval: ApprovalGate? = nil, deadlineMillis: Int64? = nil, irreversible: Bool = false, onFailure: FailurePolicy = .rollback) {
+                approval: ApprovalGate? = nil, deadlineMillis: Int64? = nil, irreversible: Bool = false, onFailure: FailurePolicy = .rollback,
+                exposure: ExposureSpec? = nil, analysis: AnalysisSpec? = nil) {
         self.id = id
         self.services = services
         self.phase = phase
@@ -130,6 +135,8 @@ public struct NodeSpec: Hashable, Sendable {
         self.deadlineMillis = deadlineMillis
         self.irreversible = irreversible
         self.onFailure = onFailure
+        self.exposure = exposure
+        self.analysis = analysis
     }
 
     /// A node with only a retry count (tests and generated load).

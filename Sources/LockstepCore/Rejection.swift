@@ -28,6 +28,10 @@ public enum Rejection: Error, Hashable, Sendable {
     case noServiceLeaseRequest(NodeID)
     case servicesNotHeld(NodeID)
     case serviceLeaseInUse(NodeID, token: FencingToken, expiresAt: Instant)
+    case noAnalysis(NodeID)
+    case notBaking(NodeID, status: String)
+    case tooManySamples(NodeID, limit: Int)
+    case bakeNotOver(NodeID, until: Instant?)
     case serviceNotLeased(String)
 
     /// The stable, machine-readable code of this rejection.
@@ -62,6 +66,10 @@ public enum Rejection: Error, Hashable, Sendable {
         case .servicesNotHeld: "service_lease_not_held"
         case .serviceLeaseInUse: "service_lease_in_use"
         case .serviceNotLeased: "service_not_leased"
+        case .noAnalysis: "no_analysis"
+        case .notBaking: "not_baking"
+        case .tooManySamples: "too_many_samples"
+        case .bakeNotOver: "bake_not_over"
         }
     }
 
@@ -111,6 +119,12 @@ public enum Rejection: Error, Hashable, Sendable {
         case .serviceLeaseInUse(let node, let token, let expiresAt):
             "a step of node \(node) is running under token \(token) until \(expiresAt) at the latest; wait for it to end or expire, or abort the migration, then release"
         case .serviceNotLeased(let service): "nobody holds the lease of service \(service)"
+        case .noAnalysis(let node): "node \(node) has no analysis; its plan judges no metrics"
+        case .notBaking(let node, let status):
+            "node \(node) is \(status), not baking; samples count only during a bake (after a stage is set, before it is judged)"
+        case .tooManySamples(let node, let limit): "node \(node) already has \(limit) samples for this bake (the limit); send summaries instead"
+        case .bakeNotOver(let node, let until):
+            until.map { "node \(node) bakes until \($0)" } ?? "node \(node) is not baking"
         }
     }
 }

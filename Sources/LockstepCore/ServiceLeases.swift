@@ -59,7 +59,7 @@ extension MigrationState {
         let node = nodes[index]
         if node.lease != nil { return true }
         switch status {
-        case .running, .paused: return node.status == .pending && node.attempts > 0
+        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0))
         case .aborting: return node.status == .failed && rollbackQueue.contains(node.id)
         case .succeeded, .failed, .rolledBack: return false
         }
@@ -69,7 +69,8 @@ extension MigrationState {
         let node = nodes[index]
         if wants != nil || node.lease != nil { return true }
         switch status {
-        case .running, .paused: return node.status == .pending && node.attempts > 0  // between retries
+        // Between retries, baking, or between exposure stages.
+        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0))
         case .aborting, .failed: return rollbackQueue.contains(node.id)  // still to undo, or could not be undone
         case .succeeded, .rolledBack: return false
         }
@@ -134,6 +135,7 @@ extension MigrationState {
         case .rolledBack: "node \(node.id) rolled back"
         case .skipped: "node \(node.id) was skipped"
         case .pending, .running, .rollingBack: "migration \(id) is \(status.rawValue) and node \(node.id) has not started"
+        case .baking: "migration \(id) is \(status.rawValue) and node \(node.id) is baking"
         }
     }
 }

@@ -1,6 +1,15 @@
 import LockstepCore
 
 extension MigrationEvent {
+    /// A fixed-point value in millionths as a decimal: 15000 → "0.015".
+    public static func decimal(_ micros: Int64) -> String {
+        let sign = micros < 0 ? "-" : ""
+        let magnitude = micros.magnitude
+        let fraction = String(magnitude % 1_000_000).leftPadding(to: 6)
+        let trimmed = fraction.reversed().drop { $0 == "0" }.reversed()
+        return "\(sign)\(magnitude / 1_000_000)" + (trimmed.isEmpty ? "" : "." + String(trimmed))
+    }
+
     /// A one-line human description (for terminals; exports use the JSON record).
     public var summary: String {
         switch self {
@@ -26,10 +35,24 @@ extension MigrationEvent {
         case .serviceLeasesGranted(let e): "\(e.node): granted \(e.services.joined(separator: ", "))"
         case .serviceLeasesReleased(let e):
             "\(e.node): \(e.forced ? "forced release of" : "released") \(e.services.joined(separator: ", ")): \(e.reason)"
+        case .exposureStageReached(let e): "\(e.node): stage \(e.stage) set; bakes until \(e.bakeUntil)"
+        case .metricSampled(let e):
+            "\(e.node): \(e.sample.name) = \(Self.decimal(e.sample.valueMicros)) from \(e.sample.source.isEmpty ? "?" : e.sample.source) (stage \(e.stage))"
+        case .analysisEvaluated(let e):
+            "\(e.node): stage \(e.stage) analysis \(e.outcome.rawValue) → \(e.decision.rawValue.replacingOccurrences(of: "_", with: " ")); "
+                + (e.evidence.isEmpty ? "no metrics" : e.evidence.map { evidence in
+                    let bound = evidence.check.direction == .lowerIsBetter ? "≤" : "≥"
+                    return "\(evidence.check.name) mean \(Self.decimal(evidence.meanMicros)) of \(evidence.samples) (pass \(bound) \(Self.decimal(evidence.check.passMicros)), marginal \(bound) \(Self.decimal(evidence.check.marginalMicros))): \(evidence.outcome.rawValue)"
+                }.joined(separator: "; "))
+        case .analysisOverridden(let node, let stage): "\(node): stage \(stage) advanced by a person's resume (override)"
         }
     }
 }
 
 private func list(_ nodes: [NodeID]) -> String {
     nodes.isEmpty ? "-" : "[" + nodes.map(\.rawValue).joined(separator: ", ") + "]"
+}
+
+extension String {
+    fileprivate func leftPadding(to length: Int) -> String { String(repeating: "0", count: max(0, length - count)) + self }
 }

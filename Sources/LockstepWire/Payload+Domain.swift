@@ -75,6 +75,7 @@ extension Lockstep_V1_EventPayload {
                 $0.blockedBy = report.blockedBy?.rawValue ?? ""
                 $0.abandoned = report.abandoned.map(\.rawValue)
                 $0.failed = report.failed.map(\.rawValue)
+                $0.trigger = report.trigger?.rawValue ?? ""
             }
         case .migrationRolledBack:
             migrationRolledBack = .init()
@@ -108,6 +109,41 @@ extension Lockstep_V1_EventPayload {
                 $0.services = released.services
                 $0.reason = released.reason
                 $0.forced = released.forced
+            }
+        case .exposureStageReached(let reached):
+            exposureStageReached = .with {
+                $0.nodeID = reached.node.rawValue
+                $0.stage = reached.stage
+                $0.bakeUntilMs = reached.bakeUntil.millisecondsSinceEpoch
+            }
+        case .metricSampled(let sampled):
+            metricSampled = .with {
+                $0.nodeID = sampled.node.rawValue
+                $0.stage = sampled.stage
+                $0.sample = Lockstep_V1_MetricSample(sampled.sample)
+            }
+        case .analysisEvaluated(let record):
+            analysisEvaluated = .with {
+                $0.nodeID = record.node.rawValue
+                $0.stage = record.stage
+                $0.outcome = record.outcome.rawValue
+                $0.decision = record.decision.rawValue
+                $0.evidence = record.evidence.map { evidence in
+                    .with {
+                        $0.check = Lockstep_V1_MetricCheck(evidence.check)
+                        $0.samples = evidence.samples
+                        $0.meanMicros = evidence.meanMicros
+                        $0.minMicros = evidence.minMicros
+                        $0.maxMicros = evidence.maxMicros
+                        $0.outcome = evidence.outcome.rawValue
+                    }
+                }
+                $0.planContentHash = record.planContentHash
+            }
+        case .analysisOverridden(let node, let stage):
+            analysisOverridden = .with {
+                $0.nodeID = node.rawValue
+                $0.stage = stage
             }
         }
     }
@@ -158,7 +194,7 @@ extension MigrationEvent {
                 reason: aborted.reason, rollback: aborted.rollback.map(NodeID.init), nothingToUndo: aborted.nothingToUndo.map(NodeID.init),
                 cannotUndo: aborted.cannotUndo.map(NodeID.init), skipped: aborted.skipped.map(NodeID.init),
                 blockedBy: aborted.blockedBy.isEmpty ? nil : NodeID(aborted.blockedBy), abandoned: aborted.abandoned.map(NodeID.init),
-                failed: aborted.failed.map(NodeID.init)))
+                failed: aborted.failed.map(NodeID.init), trigger: try AbortTrigger(wire: aborted.trigger)))
         case .migrationSucceeded:
             self = .migrationSucceeded
         case .migrationFailed(let failed):
@@ -174,6 +210,24 @@ extension MigrationEvent {
         case .serviceLeasesReleased(let released):
             self = .serviceLeasesReleased(ServiceLeasesReleased(
                 node: NodeID(released.nodeID), services: released.services, reason: released.reason, forced: released.forced))
+        case .exposureStageReached(let reached):
+            self = .exposureStageReached(ExposureStageReached(
+                node: NodeID(reached.nodeID), stage: reached.stage, bakeUntil: Instant(millisecondsSinceEpoch: reached.bakeUntilMs)))
+        case .metricSampled(let sampled):
+            self = .metricSampled(MetricSampled(node: NodeID(sampled.nodeID), stage: sampled.stage, sample: MetricSample(sampled.sample)))
+        case .analysisEvaluated(let record):
+            guard let outcome = AnalysisOutcome(rawValue: record.outcome) else { throw .invalidField("analysis outcome \"\(record.outcome)\"") }
+            guard let decision = AnalysisDecision(rawValue: record.decision) else { throw .invalidField("analysis decision \"\(record.decision)\"") }
+            var evidence: [MetricEvidence] = []
+            for item in record.evidence {
+                guard let metricOutcome = AnalysisOutcome(rawValue: item.outcome) else { throw .invalidField("metric outcome \"\(item.outcome)\"") }
+                evidence.append(MetricEvidence(check: try MetricCheck(item.check), samples: item.samples, meanMicros: item.meanMicros,
+                                               minMicros: item.minMicros, maxMicros: item.maxMicros, outcome: metricOutcome))
+            }
+            self = .analysisEvaluated(AnalysisRecord(node: NodeID(record.nodeID), stage: record.stage, outcome: outcome, decision: decision,
+                                                     evidence: evidence, planContentHash: record.planContentHash))
+        case .analysisOverridden(let overridden):
+            self = .analysisOverridden(node: NodeID(overridden.nodeID), stage: overridden.stage)
         }
     }
 }
@@ -210,6 +264,23 @@ extension Lockstep_V1_PlanSnapshot {
                 $0.deadlineMs = node.deadlineMillis ?? 0
                 $0.irreversible = node.irreversible
                 $0.onFailure = node.onFailure == .pause ? .pause : .rollback
+                if let exposure = node.exposure {
+                    $0.exposure = .with { wire in
+                        wire.stages = exposure.stages.map { stage in
+                            .with {
+                                $0.name = stage.name
+                                if let percent = stage.percent { $0.percent = percent }
+                            }
+                        }
+                        wire.bakeMs = exposure.bakeMillis
+                    }
+                }
+                if let analysis = node.analysis {
+                    $0.analysis = .with {
+                        $0.metrics = analysis.metrics.map(Lockstep_V1_MetricCheck.init)
+                        $0.onMarginal = analysis.onMarginal.rawValue
+                    }
+                }
             }
         }
     }
@@ -238,11 +309,70 @@ extension PlanSnapshot {
                 rollback: node.rollbackAction.isEmpty ? nil
                     : RollbackSpec(action: node.rollbackAction, paramsJSON: node.rollbackParamsJson.isEmpty ? "{}" : node.rollbackParamsJson),
                 approval: node.approvalMinimum == 0 ? nil : ApprovalGate(minimum: node.approvalMinimum, from: node.approvalFrom),
-                deadlineMillis: positive(node.deadlineMs), irreversible: node.irreversible, onFailure: onFailure))
+                deadlineMillis: positive(node.deadlineMs), irreversible: node.irreversible, onFailure: onFailure,
+                exposure: node.hasExposure
+                    ? ExposureSpec(stages: node.exposure.stages.map { ExposureStage(name: $0.name, percent: $0.hasPercent ? $0.percent : nil) },
+                                   bakeMillis: node.exposure.bakeMs)
+                    : nil,
+                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil))
         }
         self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, description: wire.description_p,
                   owners: wire.owners, services: wire.services.map { ServiceSpec(name: $0.name, owners: $0.owners) },
                   deadlineMillis: positive(wire.deadlineMs), nodes: nodes)
+    }
+}
+
+extension Lockstep_V1_MetricCheck {
+    public init(_ check: MetricCheck) {
+        self.init()
+        name = check.name
+        direction = check.direction.rawValue
+        passMicros = check.passMicros
+        marginalMicros = check.marginalMicros
+        minSamples = check.minSamples
+    }
+}
+
+extension MetricCheck {
+    init(_ wire: Lockstep_V1_MetricCheck) throws(RecordDecodingError) {
+        guard let direction = MetricDirection(rawValue: wire.direction) else { throw .invalidField("metric direction \"\(wire.direction)\"") }
+        self.init(name: wire.name, direction: direction, passMicros: wire.passMicros, marginalMicros: wire.marginalMicros, minSamples: wire.minSamples)
+    }
+}
+
+extension AnalysisSpec {
+    init(_ wire: Lockstep_V1_Analysis) throws(RecordDecodingError) {
+        guard let onMarginal = MarginalPolicy(rawValue: wire.onMarginal) else { throw .invalidField("on_marginal \"\(wire.onMarginal)\"") }
+        var metrics: [MetricCheck] = []
+        for check in wire.metrics { metrics.append(try MetricCheck(check)) }
+        self.init(metrics: metrics, onMarginal: onMarginal)
+    }
+}
+
+extension Lockstep_V1_MetricSample {
+    public init(_ sample: MetricSample) {
+        self.init()
+        name = sample.name
+        valueMicros = sample.valueMicros
+        windowStartMs = sample.windowStart.millisecondsSinceEpoch
+        windowEndMs = sample.windowEnd.millisecondsSinceEpoch
+        source = sample.source
+    }
+}
+
+extension MetricSample {
+    public init(_ wire: Lockstep_V1_MetricSample) {
+        self.init(name: wire.name, valueMicros: wire.valueMicros, windowStart: Instant(millisecondsSinceEpoch: wire.windowStartMs),
+                  windowEnd: Instant(millisecondsSinceEpoch: wire.windowEndMs), source: wire.source)
+    }
+}
+
+extension AbortTrigger {
+    /// The trigger a wire value names; nil for the empty value of histories recorded before triggers.
+    init?(wire: String) throws(RecordDecodingError) {
+        if wire.isEmpty { return nil }
+        guard let trigger = AbortTrigger(rawValue: wire) else { throw .invalidField("abort trigger \"\(wire)\"") }
+        self = trigger
     }
 }
 

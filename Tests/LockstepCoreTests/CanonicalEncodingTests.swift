@@ -21,7 +21,7 @@ import Testing
 
     @Test func theEmptyStateHasFixedBytes() {
         // "LSST", format 2, last sequence 0, zero migrations, zero plans.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {

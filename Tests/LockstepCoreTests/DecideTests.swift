@@ -147,7 +147,7 @@ import Testing
         #expect(decision == .accepted([
             failed("expand", token: 1, retryable: false, retryAt: nil),
             .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: timeout",
-                                          skipped: [NodeID("backfill"), NodeID("contract")], failed: [NodeID("expand")])),
+                                          skipped: [NodeID("backfill"), NodeID("contract")], failed: [NodeID("expand")], trigger: .retriesExhausted)),
             .migrationRolledBack,
         ]))
     }
@@ -164,7 +164,7 @@ import Testing
         #expect(decision == .accepted([
             failed("backfill", attempt: 3, token: 3, retryAt: nil),
             .migrationAborted(AbortReport(reason: "node backfill failed after 3 attempts: timeout",
-                                          rollback: [NodeID("expand")], skipped: [NodeID("contract")], failed: [NodeID("backfill")])),
+                                          rollback: [NodeID("expand")], skipped: [NodeID("contract")], failed: [NodeID("backfill")], trigger: .retriesExhausted)),
         ]))
     }
 

@@ -146,7 +146,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         // Or the operator aborts: the failed node is reported as failed, not as skipped.
         #expect(decide(paused, .abort(reason: "give up")) == .accepted([
             .migrationAborted(AbortReport(reason: "give up", skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
-                                          failed: [NodeID("expand")])),
+                                          failed: [NodeID("expand")], trigger: .operator)),
             .migrationRolledBack,
         ]))
     }
@@ -157,7 +157,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
 
     @Test func abortRollsBackCompletedNodesInReverseCompletionOrder() {
         let report = AbortReport(reason: "error budget", rollback: [NodeID("switch"), NodeID("backfill"), NodeID("expand")],
-                                 skipped: [NodeID("contract"), NodeID("cleanup")])
+                                 skipped: [NodeID("contract"), NodeID("cleanup")], trigger: .operator)
         #expect(decide(threeDone, .abort(reason: "error budget")) == .accepted([.migrationAborted(report)]))
         let aborting = threeDone + [.migrationAborted(report)]
         // Only the next one in the queue may be leased, as a rollback step with a new token.
@@ -180,7 +180,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         #expect(decide(contractDone, .abort(reason: "late regression")) == .accepted([.migrationAborted(AbortReport(
             reason: "late regression", rollback: [NodeID("cleanup")],
             cannotUndo: [NodeID("contract"), NodeID("switch"), NodeID("backfill"), NodeID("expand")],
-            blockedBy: NodeID("contract"), abandoned: [NodeID("cleanup")]))]))
+            blockedBy: NodeID("contract"), abandoned: [NodeID("cleanup")], trigger: .operator))]))
     }
 
     @Test func aLateReportFromAnAbandonedStepIsRefused() {
@@ -197,7 +197,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let events = threeDone + [approved("contract", by: "dan"), leased("contract", token: 1)]
         #expect(decide(events, .abort(reason: "stop")) == .accepted([.migrationAborted(AbortReport(
             reason: "stop", rollback: [NodeID("switch"), NodeID("backfill"), NodeID("expand")], cannotUndo: [NodeID("contract")],
-            skipped: [NodeID("cleanup")], abandoned: [NodeID("contract")]))]))
+            skipped: [NodeID("cleanup")], abandoned: [NodeID("contract")], trigger: .operator))]))
     }
 
     @Test func aFailedRollbackStepIsRetriedThenFailsTheMigration() {
@@ -248,7 +248,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
                                         .migrationPaused(reason: "x")]
         #expect(decide(events, .enforceDeadlines, at: 10) == .accepted([
             .migrationAborted(AbortReport(reason: "the migration's deadline passed at \(t(10))",
-                                          skipped: [NodeID("expand"), NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")])),
+                                          skipped: [NodeID("expand"), NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline)),
             .migrationRolledBack,
         ]))
     }
@@ -287,14 +287,14 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let events = plan(migrationDeadline: 60_000) + ran(["expand"])
         #expect(decide(events, .enforceDeadlines, at: 60) == .accepted([.migrationAborted(AbortReport(
             reason: "the migration's deadline passed at \(t(60))", rollback: [NodeID("expand")],
-            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")]))]))
+            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline))]))
     }
 
     @Test func aNodeDeadlineCountsOnlyUntilTheNodeSucceeded() {
         let events = plan(nodeDeadline: 30_000) + ran(["expand"])
         #expect(decide(events, .enforceDeadlines, at: 31) == .accepted([.migrationAborted(AbortReport(
             reason: "node backfill's deadline passed at \(t(30))", rollback: [NodeID("expand")],
-            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")]))]))
+            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline))]))
         let done = events + ran(["backfill"])
         #expect(decide(done, .enforceDeadlines, at: 31) == .rejected(.noDeadlinePassed(gatedID)))
         #expect(MigrationState.given(done)!.nextDeadline == nil)

@@ -72,7 +72,7 @@ import Testing
                                    retryable: true, leaseExpired: true)),
             .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: lease expired: no heartbeat within its TTL",
                                           skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
-                                          failed: [NodeID("expand")])),
+                                          failed: [NodeID("expand")], trigger: .retriesExhausted)),
             .migrationRolledBack,
         ]))
     }

@@ -497,6 +497,38 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .serviceLeasesReleased(newValue)}
   }
 
+  public var exposureStageReached: Lockstep_V1_ExposureStageReached {
+    get {
+      if case .exposureStageReached(let v)? = kind {return v}
+      return Lockstep_V1_ExposureStageReached()
+    }
+    set {kind = .exposureStageReached(newValue)}
+  }
+
+  public var metricSampled: Lockstep_V1_MetricSampled {
+    get {
+      if case .metricSampled(let v)? = kind {return v}
+      return Lockstep_V1_MetricSampled()
+    }
+    set {kind = .metricSampled(newValue)}
+  }
+
+  public var analysisEvaluated: Lockstep_V1_AnalysisEvaluated {
+    get {
+      if case .analysisEvaluated(let v)? = kind {return v}
+      return Lockstep_V1_AnalysisEvaluated()
+    }
+    set {kind = .analysisEvaluated(newValue)}
+  }
+
+  public var analysisOverridden: Lockstep_V1_AnalysisOverridden {
+    get {
+      if case .analysisOverridden(let v)? = kind {return v}
+      return Lockstep_V1_AnalysisOverridden()
+    }
+    set {kind = .analysisOverridden(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -518,6 +550,10 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case serviceLeasesWithdrawn(Lockstep_V1_ServiceLeasesWithdrawn)
     case serviceLeasesGranted(Lockstep_V1_ServiceLeasesGranted)
     case serviceLeasesReleased(Lockstep_V1_ServiceLeasesReleased)
+    case exposureStageReached(Lockstep_V1_ExposureStageReached)
+    case metricSampled(Lockstep_V1_MetricSampled)
+    case analysisEvaluated(Lockstep_V1_AnalysisEvaluated)
+    case analysisOverridden(Lockstep_V1_AnalysisOverridden)
 
   }
 
@@ -673,11 +709,242 @@ public nonisolated struct Lockstep_V1_PlanNode: @unchecked Sendable {
     set {_uniqueStorage()._onFailure = newValue}
   }
 
+  /// Progressive exposure: the step runs once per stage, each followed by a bake (absent = none).
+  public var exposure: Lockstep_V1_Exposure {
+    get {_storage._exposure ?? Lockstep_V1_Exposure()}
+    set {_uniqueStorage()._exposure = newValue}
+  }
+  /// Returns true if `exposure` has been explicitly set.
+  public var hasExposure: Bool {_storage._exposure != nil}
+  /// Clears the value of `exposure`. Subsequent reads from it will return its default value.
+  public mutating func clearExposure() {_uniqueStorage()._exposure = nil}
+
+  /// How each bake is judged (absent = no analysis: every bake passes).
+  public var analysis: Lockstep_V1_Analysis {
+    get {_storage._analysis ?? Lockstep_V1_Analysis()}
+    set {_uniqueStorage()._analysis = newValue}
+  }
+  /// Returns true if `analysis` has been explicitly set.
+  public var hasAnalysis: Bool {_storage._analysis != nil}
+  /// Clears the value of `analysis`. Subsequent reads from it will return its default value.
+  public mutating func clearAnalysis() {_uniqueStorage()._analysis = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+public nonisolated struct Lockstep_V1_Exposure: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stages: [Lockstep_V1_ExposureStage] = []
+
+  public var bakeMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ExposureStage: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// "10" for a percentage stage, or the stage's name (dual_write, shadow, ...).
+  public var name: String = String()
+
+  /// 0...100 for percentage stages.
+  public var percent: UInt32 {
+    get {_percent ?? 0}
+    set {_percent = newValue}
+  }
+  /// Returns true if `percent` has been explicitly set.
+  public var hasPercent: Bool {self._percent != nil}
+  /// Clears the value of `percent`. Subsequent reads from it will return its default value.
+  public mutating func clearPercent() {self._percent = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _percent: UInt32? = nil
+}
+
+public nonisolated struct Lockstep_V1_Analysis: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var metrics: [Lockstep_V1_MetricCheck] = []
+
+  /// "advance" (with a warning) or "pause".
+  public var onMarginal: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Metric values and thresholds are fixed-point integers in millionths (0.015 is 15000).
+public nonisolated struct Lockstep_V1_MetricCheck: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  /// "lower_is_better" or "higher_is_better".
+  public var direction: String = String()
+
+  public var passMicros: Int64 = 0
+
+  public var marginalMicros: Int64 = 0
+
+  public var minSamples: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_MetricSample: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var valueMicros: Int64 = 0
+
+  public var windowStartMs: Int64 = 0
+
+  public var windowEndMs: Int64 = 0
+
+  public var source: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An exposure node's step set a stage (1-based count of stages reached); it bakes until bake_until_ms.
+public nonisolated struct Lockstep_V1_ExposureStageReached: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var stage: UInt32 = 0
+
+  public var bakeUntilMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A metric sample for the bake of `stage`.
+public nonisolated struct Lockstep_V1_MetricSampled: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var stage: UInt32 = 0
+
+  public var sample: Lockstep_V1_MetricSample {
+    get {_sample ?? Lockstep_V1_MetricSample()}
+    set {_sample = newValue}
+  }
+  /// Returns true if `sample` has been explicitly set.
+  public var hasSample: Bool {self._sample != nil}
+  /// Clears the value of `sample`. Subsequent reads from it will return its default value.
+  public mutating func clearSample() {self._sample = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _sample: Lockstep_V1_MetricSample? = nil
+}
+
+/// The decision record at the end of a bake.
+public nonisolated struct Lockstep_V1_AnalysisEvaluated: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var stage: UInt32 = 0
+
+  /// pass, marginal, inconclusive, fail.
+  public var outcome: String = String()
+
+  /// advance, advance_with_warning, pause, rollback.
+  public var decision: String = String()
+
+  public var evidence: [Lockstep_V1_MetricEvidence] = []
+
+  /// The plan version the thresholds come from.
+  public var planContentHash: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_MetricEvidence: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var check: Lockstep_V1_MetricCheck {
+    get {_check ?? Lockstep_V1_MetricCheck()}
+    set {_check = newValue}
+  }
+  /// Returns true if `check` has been explicitly set.
+  public var hasCheck: Bool {self._check != nil}
+  /// Clears the value of `check`. Subsequent reads from it will return its default value.
+  public mutating func clearCheck() {self._check = nil}
+
+  public var samples: UInt32 = 0
+
+  public var meanMicros: Int64 = 0
+
+  public var minMicros: Int64 = 0
+
+  public var maxMicros: Int64 = 0
+
+  public var outcome: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _check: Lockstep_V1_MetricCheck? = nil
+}
+
+/// A person resumed a migration its analysis had paused: the node advances past `stage`.
+public nonisolated struct Lockstep_V1_AnalysisOverridden: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var stage: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 /// The plan version a migration runs, carried whole so replay needs nothing else.
@@ -880,6 +1147,9 @@ public nonisolated struct Lockstep_V1_MigrationAborted: Sendable {
 
   /// Nodes whose attempts failed and that did not complete (including the one whose failure caused the abort).
   public var failed: [String] = []
+
+  /// What set it off: operator, metric, retries_exhausted, deadline (empty in histories recorded before).
+  public var trigger: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1245,7 +1515,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1487,6 +1757,58 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .serviceLeasesReleased(v)
         }
       }()
+      case 19: try {
+        var v: Lockstep_V1_ExposureStageReached?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .exposureStageReached(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .exposureStageReached(v)
+        }
+      }()
+      case 20: try {
+        var v: Lockstep_V1_MetricSampled?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .metricSampled(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .metricSampled(v)
+        }
+      }()
+      case 21: try {
+        var v: Lockstep_V1_AnalysisEvaluated?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .analysisEvaluated(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .analysisEvaluated(v)
+        }
+      }()
+      case 22: try {
+        var v: Lockstep_V1_AnalysisOverridden?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .analysisOverridden(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .analysisOverridden(v)
+        }
+      }()
       default: break
       }
     }
@@ -1569,6 +1891,22 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
     case .serviceLeasesReleased?: try {
       guard case .serviceLeasesReleased(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+    }()
+    case .exposureStageReached?: try {
+      guard case .exposureStageReached(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .metricSampled?: try {
+      guard case .metricSampled(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .analysisEvaluated?: try {
+      guard case .analysisEvaluated(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .analysisOverridden?: try {
+      guard case .analysisOverridden(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
     }()
     case nil: break
     }
@@ -1653,7 +1991,7 @@ nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0\u{1}exposure\0\u{1}analysis\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -1676,6 +2014,8 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
     var _deadlineMs: Int64 = 0
     var _irreversible: Bool = false
     var _onFailure: Lockstep_V1_FailurePolicy = .rollback
+    var _exposure: Lockstep_V1_Exposure? = nil
+    var _analysis: Lockstep_V1_Analysis? = nil
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1706,6 +2046,8 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       _deadlineMs = source._deadlineMs
       _irreversible = source._irreversible
       _onFailure = source._onFailure
+      _exposure = source._exposure
+      _analysis = source._analysis
     }
   }
 
@@ -1744,6 +2086,8 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         case 18: try { try decoder.decodeSingularInt64Field(value: &_storage._deadlineMs) }()
         case 19: try { try decoder.decodeSingularBoolField(value: &_storage._irreversible) }()
         case 20: try { try decoder.decodeSingularEnumField(value: &_storage._onFailure) }()
+        case 21: try { try decoder.decodeSingularMessageField(value: &_storage._exposure) }()
+        case 22: try { try decoder.decodeSingularMessageField(value: &_storage._analysis) }()
         default: break
         }
       }
@@ -1752,6 +2096,10 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._id.isEmpty {
         try visitor.visitSingularStringField(value: _storage._id, fieldNumber: 1)
       }
@@ -1812,6 +2160,12 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._onFailure != .rollback {
         try visitor.visitSingularEnumField(value: _storage._onFailure, fieldNumber: 20)
       }
+      try { if let v = _storage._exposure {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+      } }()
+      try { if let v = _storage._analysis {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+      } }()
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1841,10 +2195,454 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._deadlineMs != rhs_storage._deadlineMs {return false}
         if _storage._irreversible != rhs_storage._irreversible {return false}
         if _storage._onFailure != rhs_storage._onFailure {return false}
+        if _storage._exposure != rhs_storage._exposure {return false}
+        if _storage._analysis != rhs_storage._analysis {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_Exposure: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Exposure"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stages\0\u{3}bake_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.stages) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.bakeMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.stages.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.stages, fieldNumber: 1)
+    }
+    if self.bakeMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.bakeMs, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_Exposure, rhs: Lockstep_V1_Exposure) -> Bool {
+    if lhs.stages != rhs.stages {return false}
+    if lhs.bakeMs != rhs.bakeMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ExposureStage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExposureStage"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}percent\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self._percent) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    try { if let v = self._percent {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ExposureStage, rhs: Lockstep_V1_ExposureStage) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs._percent != rhs._percent {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_Analysis: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Analysis"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}metrics\0\u{3}on_marginal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.metrics) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.onMarginal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.metrics.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.metrics, fieldNumber: 1)
+    }
+    if !self.onMarginal.isEmpty {
+      try visitor.visitSingularStringField(value: self.onMarginal, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_Analysis, rhs: Lockstep_V1_Analysis) -> Bool {
+    if lhs.metrics != rhs.metrics {return false}
+    if lhs.onMarginal != rhs.onMarginal {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MetricCheck"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}direction\0\u{3}pass_micros\0\u{3}marginal_micros\0\u{3}min_samples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.direction) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.passMicros) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.marginalMicros) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.minSamples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.direction.isEmpty {
+      try visitor.visitSingularStringField(value: self.direction, fieldNumber: 2)
+    }
+    if self.passMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.passMicros, fieldNumber: 3)
+    }
+    if self.marginalMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.marginalMicros, fieldNumber: 4)
+    }
+    if self.minSamples != 0 {
+      try visitor.visitSingularUInt32Field(value: self.minSamples, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_MetricCheck, rhs: Lockstep_V1_MetricCheck) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.direction != rhs.direction {return false}
+    if lhs.passMicros != rhs.passMicros {return false}
+    if lhs.marginalMicros != rhs.marginalMicros {return false}
+    if lhs.minSamples != rhs.minSamples {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_MetricSample: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MetricSample"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}value_micros\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.valueMicros) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.windowStartMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.windowEndMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.valueMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.valueMicros, fieldNumber: 2)
+    }
+    if self.windowStartMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowStartMs, fieldNumber: 3)
+    }
+    if self.windowEndMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowEndMs, fieldNumber: 4)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_MetricSample, rhs: Lockstep_V1_MetricSample) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.valueMicros != rhs.valueMicros {return false}
+    if lhs.windowStartMs != rhs.windowStartMs {return false}
+    if lhs.windowEndMs != rhs.windowEndMs {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ExposureStageReached: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ExposureStageReached"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}stage\0\u{3}bake_until_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.bakeUntilMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 2)
+    }
+    if self.bakeUntilMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.bakeUntilMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ExposureStageReached, rhs: Lockstep_V1_ExposureStageReached) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.bakeUntilMs != rhs.bakeUntilMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_MetricSampled: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MetricSampled"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}stage\0\u{1}sample\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._sample) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 2)
+    }
+    try { if let v = self._sample {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_MetricSampled, rhs: Lockstep_V1_MetricSampled) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs._sample != rhs._sample {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_AnalysisEvaluated: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AnalysisEvaluated"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}stage\0\u{1}outcome\0\u{1}decision\0\u{1}evidence\0\u{3}plan_content_hash\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.decision) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.evidence) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.planContentHash) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 2)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 3)
+    }
+    if !self.decision.isEmpty {
+      try visitor.visitSingularStringField(value: self.decision, fieldNumber: 4)
+    }
+    if !self.evidence.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.evidence, fieldNumber: 5)
+    }
+    if !self.planContentHash.isEmpty {
+      try visitor.visitSingularStringField(value: self.planContentHash, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_AnalysisEvaluated, rhs: Lockstep_V1_AnalysisEvaluated) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.decision != rhs.decision {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.planContentHash != rhs.planContentHash {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_MetricEvidence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MetricEvidence"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}check\0\u{1}samples\0\u{3}mean_micros\0\u{3}min_micros\0\u{3}max_micros\0\u{1}outcome\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._check) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.samples) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.meanMicros) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.minMicros) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.maxMicros) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._check {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.samples != 0 {
+      try visitor.visitSingularUInt32Field(value: self.samples, fieldNumber: 2)
+    }
+    if self.meanMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.meanMicros, fieldNumber: 3)
+    }
+    if self.minMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.minMicros, fieldNumber: 4)
+    }
+    if self.maxMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxMicros, fieldNumber: 5)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_MetricEvidence, rhs: Lockstep_V1_MetricEvidence) -> Bool {
+    if lhs._check != rhs._check {return false}
+    if lhs.samples != rhs.samples {return false}
+    if lhs.meanMicros != rhs.meanMicros {return false}
+    if lhs.minMicros != rhs.minMicros {return false}
+    if lhs.maxMicros != rhs.maxMicros {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_AnalysisOverridden: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".AnalysisOverridden"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}stage\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_AnalysisOverridden, rhs: Lockstep_V1_AnalysisOverridden) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.stage != rhs.stage {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2241,7 +3039,7 @@ nonisolated extension Lockstep_V1_MigrationResumed: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationAborted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}rollback\0\u{3}nothing_to_undo\0\u{3}cannot_undo\0\u{1}skipped\0\u{3}blocked_by\0\u{1}abandoned\0\u{1}failed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{1}rollback\0\u{3}nothing_to_undo\0\u{3}cannot_undo\0\u{1}skipped\0\u{3}blocked_by\0\u{1}abandoned\0\u{1}failed\0\u{1}trigger\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2257,6 +3055,7 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
       case 6: try { try decoder.decodeSingularStringField(value: &self.blockedBy) }()
       case 7: try { try decoder.decodeRepeatedStringField(value: &self.abandoned) }()
       case 8: try { try decoder.decodeRepeatedStringField(value: &self.failed) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.trigger) }()
       default: break
       }
     }
@@ -2287,6 +3086,9 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
     if !self.failed.isEmpty {
       try visitor.visitRepeatedStringField(value: self.failed, fieldNumber: 8)
     }
+    if !self.trigger.isEmpty {
+      try visitor.visitSingularStringField(value: self.trigger, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2299,6 +3101,7 @@ nonisolated extension Lockstep_V1_MigrationAborted: SwiftProtobuf.Message, Swift
     if lhs.blockedBy != rhs.blockedBy {return false}
     if lhs.abandoned != rhs.abandoned {return false}
     if lhs.failed != rhs.failed {return false}
+    if lhs.trigger != rhs.trigger {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
