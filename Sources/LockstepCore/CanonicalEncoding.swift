@@ -6,6 +6,9 @@
 /// dictionary order, so the same state gives the same bytes in every process.
 public struct CanonicalWriter: Sendable {
     public private(set) var bytes: [UInt8] = []
+    /// Writing a plan's content for its hash: fields added after plans were first hashed are written
+    /// only when present (behind a marker), so a plan that does not use them keeps its hash.
+    var forContentHash = false
     public init() {}
 
     mutating func u8(_ value: UInt8) { bytes.append(value) }

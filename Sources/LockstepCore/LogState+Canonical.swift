@@ -94,6 +94,11 @@ extension CanonicalWriter {
         optional(n.deadlineMillis) { $0.i64($1) }
         bool(n.irreversible)
         string(n.onFailure.rawValue)
+        if forContentHash {
+            // 0xE1 cannot begin the next node (an id's length, big-endian, starts with 0x00).
+            guard n.exposure != nil || n.analysis != nil else { return }
+            u8(0xE1)
+        }
         optional(n.exposure) { w, exposure in
             w.array(exposure.stages) { w, stage in
                 w.string(stage.name)

@@ -195,6 +195,7 @@ extension PlanSnapshot {
     /// content hash is computed over, so the same content always gets the same hash.
     public var canonicalContentBytes: [UInt8] {
         var writer = CanonicalWriter()
+        writer.forContentHash = true
         var content = self
         content.version = 0
         content.contentHash = ""

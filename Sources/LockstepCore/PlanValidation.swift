@@ -37,7 +37,39 @@ public enum PlanValidation {
     }
 
     /// Problems with a node's params, timeouts, retry policy, rollback, gate and deadline.
+    static func exposureProblem(_ node: NodeSpec) -> String? {
+        if node.analysis != nil && node.exposure == nil { return "node \(node.id) has an analysis but no exposure" }
+        if let exposure = node.exposure {
+            if exposure.stages.isEmpty || exposure.stages.count > CoreLimits.exposureStagesMax {
+                return "node \(node.id) has \(exposure.stages.count) exposure stages; it must be 1...\(CoreLimits.exposureStagesMax)"
+            }
+            if exposure.bakeMillis < 0 || exposure.bakeMillis > CoreLimits.durationMillisMax { return "node \(node.id)'s bake is out of range" }
+            for stage in exposure.stages {
+                if let problem = MigrationState.validateIdentifier(stage.name, what: "exposure stage of \(node.id)") { return problem }
+                if let percent = stage.percent, percent > 100 { return "node \(node.id) has an exposure stage of \(percent) %" }
+            }
+        }
+        if let analysis = node.analysis {
+            if analysis.metrics.isEmpty || analysis.metrics.count > CoreLimits.analysisMetricsMax {
+                return "node \(node.id)'s analysis judges \(analysis.metrics.count) metrics; it must be 1...\(CoreLimits.analysisMetricsMax)"
+            }
+            var names = Set<String>()
+            for check in analysis.metrics {
+                if let problem = MigrationState.validateIdentifier(check.name, what: "metric of \(node.id)") { return problem }
+                if !names.insert(check.name).inserted { return "node \(node.id)'s analysis judges \(check.name) twice" }
+                if max(abs(check.passMicros), abs(check.marginalMicros)) > CoreLimits.metricMicrosMagnitudeMax {
+                    return "a threshold of \(check.name) in \(node.id) is out of range"
+                }
+                if check.minSamples < 1 || check.minSamples > UInt32(CoreLimits.metricSamplesPerBakeMax) {
+                    return "min_samples of \(check.name) in \(node.id) must be 1...\(CoreLimits.metricSamplesPerBakeMax)"
+                }
+            }
+        }
+        return nil
+    }
+
     static func nodeDetailsProblem(_ node: NodeSpec, plan: PlanSnapshot) -> String? {
+        if let problem = exposureProblem(node) { return problem }
         for json in [node.paramsJSON, node.rollback?.paramsJSON ?? "{}"] where json.utf8.count > CoreLimits.paramsBytesMax {
             return "node \(node.id) has \(json.utf8.count) bytes of params; the limit is \(CoreLimits.paramsBytesMax) bytes"
         }

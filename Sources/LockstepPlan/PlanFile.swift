@@ -10,7 +10,7 @@ public enum PlanFile {
     public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes"]
     public static let nodeKeys: Set<String> = [
         "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
-        "approvals", "deadline", "irreversible", "on_failure",
+        "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis",
     ]
 
     /// Reads `yaml` and runs every lint rule over the result.
@@ -173,9 +173,14 @@ struct Reader {
                 error(lines["on_failure"] ?? line, "invalid_value", "node \(id) has on_failure \"\(text)\"; use rollback or pause")
             }
         }
+        let exposure = self.exposure(fields["exposure"], node: id)
+        let analysis = self.analysis(fields["analysis"], node: id)
+        if analysis != nil && fields["exposure"] == nil {
+            error(lines["analysis"] ?? line, "analysis_without_exposure", "node \(id) has an analysis but no exposure; analyses judge the bake after each exposure stage")
+        }
         let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                             retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                            onFailure: onFailure)
+                            onFailure: onFailure, exposure: exposure, analysis: analysis)
         checkValues(spec, lines: lines, line: line)
         return spec
     }
@@ -232,6 +237,124 @@ struct Reader {
         let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
         let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)", in: 1...Int(CoreLimits.approvalsMax)) ?? 1
         return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
+    }
+
+    /// `exposure: { stages: [1, 10, 50, 100], bake: 10m }`, or named stages
+    /// `[off, dual_write, shadow, live, rampdown, complete]` (a subset, in that order).
+    mutating func exposure(_ node: Node?, node id: NodeID) -> ExposureSpec? {
+        guard let node else { return nil }
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? 0, "invalid_value", "exposure of \(id) must be a mapping with stages and bake")
+            return nil
+        }
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: ["stages", "bake"], in: "exposure of \(id)")
+        guard let stagesNode = fields["stages"], case .sequence(let sequence) = stagesNode, !sequence.isEmpty else {
+            error(fields["stages"]?.mark?.line ?? line, fields["stages"] == nil ? "missing_field" : "invalid_value",
+                  "exposure of \(id) needs stages: a list of percentages (1, 10, 50, 100) or of stage names (\(ExposureSpec.namedStages.joined(separator: ", ")))")
+            return nil
+        }
+        guard sequence.count <= CoreLimits.exposureStagesMax else {
+            error(stagesNode.mark?.line ?? line, "invalid_value", "exposure of \(id) has \(sequence.count) stages; the limit is \(CoreLimits.exposureStagesMax)")
+            return nil
+        }
+        var stages: [ExposureStage] = []
+        let percentages = sequence.allSatisfy { Int($0.string ?? "") != nil }
+        for item in sequence {
+            let text = item.string ?? ""
+            if percentages {
+                let value = Int(text) ?? -1
+                guard (1...100).contains(value), value > Int(stages.last?.percent ?? 0) else {
+                    error(item.mark?.line ?? line, "invalid_stage", "exposure stages of \(id) must be percentages 1...100, each larger than the one before; \(text) is not")
+                    return nil
+                }
+                stages.append(.percent(UInt32(value)))
+            } else {
+                guard let index = ExposureSpec.namedStages.firstIndex(of: text),
+                      index > (stages.last.flatMap { ExposureSpec.namedStages.firstIndex(of: $0.name) } ?? -1) else {
+                    error(item.mark?.line ?? line, "invalid_stage",
+                          "exposure stages of \(id) must all be percentages or all be names from \(ExposureSpec.namedStages.joined(separator: ", ")), in that order; \"\(text)\" is not")
+                    return nil
+                }
+                stages.append(ExposureStage(name: text, percent: nil))
+            }
+        }
+        guard let bake = duration(fields["bake"], what: "bake of \(id)") else {
+            if fields["bake"] == nil { error(line, "missing_field", "exposure of \(id) needs bake: how long each stage runs before it is judged (0s for none)") }
+            return nil
+        }
+        return ExposureSpec(stages: stages, bakeMillis: bake)
+    }
+
+    /// `analysis: { metrics: [{ name, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 5 }], on_marginal: advance }`.
+    mutating func analysis(_ node: Node?, node id: NodeID) -> AnalysisSpec? {
+        guard let node else { return nil }
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? 0, "invalid_value", "analysis of \(id) must be a mapping with metrics (and on_marginal)")
+            return nil
+        }
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: ["metrics", "on_marginal"], in: "analysis of \(id)")
+        var onMarginal = MarginalPolicy.advance
+        if let text = string(fields["on_marginal"], required: false, what: "on_marginal of \(id)", line: line) {
+            if let policy = MarginalPolicy(rawValue: text) { onMarginal = policy } else {
+                error(fields["on_marginal"]?.mark?.line ?? line, "invalid_value", "on_marginal of \(id) is \"\(text)\"; use advance or pause")
+            }
+        }
+        guard let metricsNode = fields["metrics"], case .sequence(let sequence) = metricsNode, !sequence.isEmpty else {
+            error(fields["metrics"]?.mark?.line ?? line, fields["metrics"] == nil ? "missing_field" : "invalid_value",
+                  "analysis of \(id) needs metrics: a list of {name, pass, marginal, min_samples}")
+            return nil
+        }
+        guard sequence.count <= CoreLimits.analysisMetricsMax else {
+            error(metricsNode.mark?.line ?? line, "invalid_value", "analysis of \(id) judges \(sequence.count) metrics; the limit is \(CoreLimits.analysisMetricsMax)")
+            return nil
+        }
+        var checks: [MetricCheck] = []
+        for item in sequence {
+            guard case .mapping(let metric) = item else {
+                error(item.mark?.line ?? line, "invalid_value", "each metric of \(id)'s analysis is a mapping with name, pass, marginal, min_samples")
+                continue
+            }
+            let at = metric.mark?.line ?? line
+            let fields = self.fields(metric, allowed: ["name", "pass", "marginal", "min_samples"], in: "a metric of \(id)'s analysis")
+            guard let name = string(fields["name"], required: true, what: "metric name in \(id)'s analysis", line: at) else { continue }
+            if let problem = IdentifierRules.problem(name, what: "metric name") { error(at, "invalid_value", problem) }
+            if checks.contains(where: { $0.name == name }) { error(at, "duplicate_metric", "\(id)'s analysis judges \(name) twice") }
+            guard let pass = threshold(fields["pass"], what: "pass of \(name) in \(id)", line: at),
+                  let marginal = threshold(fields["marginal"], what: "marginal of \(name) in \(id)", line: at) else { continue }
+            guard pass.direction == marginal.direction else {
+                error(at, "invalid_threshold", "pass and marginal of \(name) in \(id) must both be max (lower is better) or both min (higher is better)")
+                continue
+            }
+            let ordered = pass.direction == .lowerIsBetter ? pass.micros <= marginal.micros : pass.micros >= marginal.micros
+            if !ordered {
+                error(at, "invalid_threshold", "marginal of \(name) in \(id) must be \(pass.direction == .lowerIsBetter ? "at least" : "at most") its pass threshold")
+            }
+            let minSamples = integer(fields["min_samples"], what: "min_samples of \(name) in \(id)", in: 1...CoreLimits.metricSamplesPerBakeMax) ?? 1
+            checks.append(MetricCheck(name: name, direction: pass.direction, passMicros: pass.micros, marginalMicros: marginal.micros,
+                                      minSamples: UInt32(minSamples)))
+        }
+        return AnalysisSpec(metrics: checks, onMarginal: onMarginal)
+    }
+
+    /// `{ max: 0.01 }` (lower is better) or `{ min: 0.99 }` (higher is better), as millionths.
+    mutating func threshold(_ node: Node?, what: String, line: Int) -> (direction: MetricDirection, micros: Int64)? {
+        guard let node else {
+            error(line, "missing_field", "\(what) is missing: { max: VALUE } or { min: VALUE }")
+            return nil
+        }
+        guard case .mapping(let mapping) = node, mapping.count == 1, let (key, value) = mapping.first, let bound = key.string,
+              bound == "max" || bound == "min" else {
+            error(node.mark?.line ?? line, "invalid_threshold", "\(what) must be { max: VALUE } (lower is better) or { min: VALUE } (higher is better)")
+            return nil
+        }
+        guard let text = value.string, let number = Double(text), number.isFinite,
+              abs(number) * 1_000_000 <= Double(CoreLimits.metricMicrosMagnitudeMax) else {
+            error(value.mark?.line ?? line, "invalid_threshold", "\(what) must be a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+            return nil
+        }
+        return (bound == "max" ? .lowerIsBetter : .higherIsBetter, Int64((number * 1_000_000).rounded()))
     }
 
     // MARK: - Values

@@ -56,7 +56,8 @@ enum PlanLint {
                 }
             }
             let afterIrreversible = ancestors[node.id]?.contains { plan.node($0)?.irreversible ?? false } ?? false
-            if node.rollback == nil && !node.irreversible && !afterIrreversible && node.phase != .verify {
+            // An exposure node is undone by its own action returning the exposure to its start.
+            if node.rollback == nil && node.exposure == nil && !node.irreversible && !afterIrreversible && node.phase != .verify {
                 warning(line, "no_rollback", "node \(node.id) has no rollback action and depends on nothing irreversible: an abort cannot undo it")
             }
             out += timeoutFindings(node, index: index, map: map)

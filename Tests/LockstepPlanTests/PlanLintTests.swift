@@ -27,7 +27,7 @@ let header = """
     """
 
 @Suite struct PlanLintTests {
-    @Test(arguments: ["ledger-split.yaml", "api-version-swap.yaml"])
+    @Test(arguments: ["ledger-split.yaml", "api-version-swap.yaml", "checkout-canary.yaml"])
     func theExamplesAreClean(file: String) throws {
         let load = PlanFile.lint(yaml: try example(file))
         #expect(load.findings == [])
@@ -87,6 +87,58 @@ let header = """
         #expect(found(yaml) == [
             "11 error duplicate_node", "12 error unknown_service", "13 error invalid_value", "15 error unknown_field",
             "21 error unknown_dependency",
+        ])
+    }
+
+    @Test func theCanaryExampleReadsItsExposureAndAnalysisAsWritten() throws {
+        let node = try #require(PlanFile.lint(yaml: try example("checkout-canary.yaml")).plan?.node(NodeID("route-checkout")))
+        #expect(node.exposure == ExposureSpec(stages: [1, 10, 50, 100].map(ExposureStage.percent), bakeMillis: 600_000))
+        #expect(node.analysis == AnalysisSpec(metrics: [
+            MetricCheck(name: "error_rate", direction: .lowerIsBetter, passMicros: 10_000, marginalMicros: 20_000, minSamples: 3),
+            MetricCheck(name: "p99_latency_ms", direction: .lowerIsBetter, passMicros: 250_000_000, marginalMicros: 400_000_000, minSamples: 3),
+        ], onMarginal: .pause))
+    }
+
+    @Test func exposureAndAnalysisProblemsAreReportedAtTheirLines() {
+        let yaml = header + """
+              - id: a
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [10, 5], bake: 1m }
+              - id: b
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [off, live, shadow], bake: 1m }
+              - id: c
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [dual_write, shadow] }
+              - id: d
+                service: orders
+                phase: live
+                action: route
+                analysis:
+                  metrics:
+                    - { name: errors, pass: { max: 0.01 }, marginal: { min: 0.02 } }
+              - id: e
+                service: ledger
+                phase: live
+                action: route
+                exposure: { stages: [50, 100], bake: 0s }
+                analysis:
+                  metrics:
+                    - { name: success, pass: { min: 0.99 }, marginal: { min: 0.995 } }
+                    - { name: latency, pass: { between: 1 }, marginal: { max: 2 } }
+                  on_marginal: shrug
+            """
+        // a–d have no usable exposure, so no_rollback warns of them; e's exposure undoes it, so it is not warned.
+        #expect(found(yaml) == [
+            "6 warning no_rollback", "10 error invalid_stage", "11 warning no_rollback", "15 error invalid_stage", "16 warning no_rollback",
+            "20 error missing_field", "21 warning no_rollback", "25 error analysis_without_exposure", "27 error invalid_threshold",
+            "35 error invalid_threshold", "36 error invalid_threshold", "37 error invalid_value",
         ])
     }
 
