@@ -479,6 +479,23 @@ public actor Coordinator {
         return aborted
     }
 
+    /// The timer's work: judges every bake that has ended by `now` (the node's analysis decides: advance,
+    /// pause, or abort into rollback with `triggered_by: metric`), as the coordinator. Returns how many.
+    @discardableResult
+    public func evaluateDueBakes(now: Instant) async -> Int {
+        var judged = 0
+        for migration in state.migrationsInOrder where (migration.nextBakeEnd.map { $0 <= now }) ?? false {
+            for node in migration.nodes where node.status == .baking && !node.exposure.awaitingDecision && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
+                let context = CommandContext(actor: .coordinator, triggeredBy: .metric, causationID: "bake-end")
+                if (try? await execute(.evaluateExposure(node: node.id), migration: migration.id, context: context, now: now)) != nil { judged += 1 }
+            }
+        }
+        return judged
+    }
+
+    /// The earliest end of a bake in any running migration.
+    public var nextBakeEnd: Instant? { state.migrations.values.compactMap(\.nextBakeEnd).min() }
+
     /// The earliest deadline of any migration, for the engine's timer to sleep until.
     public var nextDeadline: Instant? { state.migrations.values.compactMap(\.nextDeadline).min() }
 

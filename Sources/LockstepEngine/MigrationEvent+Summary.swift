@@ -25,7 +25,7 @@ extension MigrationEvent {
         case .migrationPaused(let reason): "migration paused: \(reason)"
         case .migrationResumed(let rearmed): "migration resumed" + (rearmed.isEmpty ? "" : "; fresh attempts for \(list(rearmed))")
         case .migrationAborted(let r):
-            "abort: \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
+            "abort\(r.trigger.map { " (\($0.rawValue))" } ?? ""): \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
                 + (r.blockedBy.map { " (blocked by irreversible \($0))" } ?? "") + (r.failed.isEmpty ? "" : "; failed \(list(r.failed))")
         case .migrationRolledBack: "migration rolled back"
         case .migrationSucceeded: "migration succeeded"

@@ -18,6 +18,10 @@ public struct Rehearsal: Sendable {
         /// Also ask for leases on random nodes each round, as a confused or hostile agent would; the
         /// coordinator must refuse every one that is not due (tests check what it accepted).
         public var adversarialLeases = false
+        /// Node → metric → the value reported during the bake of each stage (millionths; the last
+        /// value holds for later stages). Each bake gets `min_samples` samples of it; a metric without
+        /// a trace reports exactly its pass threshold.
+        public var metrics: [NodeID: [String: [Int64]]] = [:]
         public init() {}
     }
 
@@ -118,6 +122,27 @@ public struct Rehearsal: Sendable {
                 _ = try await execute(.enforceDeadlines, as: .coordinator, .deadline)
                 continue
             }
+            // A bake that just began gets its samples; one that has ended is judged.
+            var sampled = false
+            for (spec, node) in zip(plan.nodes, migration.nodes)
+            where node.status == .baking && !node.exposure.awaitingDecision && node.exposure.samples.isEmpty {
+                for check in spec.analysis?.metrics ?? [] {
+                    let trace = options.metrics[spec.id]?[check.name] ?? []
+                    let value = trace.isEmpty ? check.passMicros : trace[min(Int(node.exposure.reached), trace.count) - 1]
+                    for index in 0..<max(1, check.minSamples) {
+                        let sample = MetricSample(name: check.name, valueMicros: value, windowStart: now.adding(milliseconds: Int64(index)),
+                                                  windowEnd: now.adding(milliseconds: Int64(index) + 1), source: "rehearsal")
+                        sampled = try await execute(.recordMetric(node: spec.id, sample: sample), as: Actor(kind: "agent", id: "metrics-reporter"), .metric) || sampled
+                    }
+                }
+            }
+            if sampled { continue }
+            if let bakeEnd = migration.nextBakeEnd, bakeEnd <= now {
+                for node in migration.nodes where node.status == .baking && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
+                    _ = try await execute(.evaluateExposure(node: node.id), as: .coordinator, .metric)
+                }
+                continue
+            }
             // Gates: distinct approvers from the allowed groups (never the requester); or a rejection.
             for spec in plan.nodes where migration.displayStatus(spec.id) == "awaiting_approval" {
                 let groups = plan.approverGroups(for: spec)
@@ -167,7 +192,7 @@ public struct Rehearsal: Sendable {
             // Advance the clock to the next thing that happens.
             migration = await state()
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
-            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline].compactMap { $0 }.filter { $0 > now }
+            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline, migration.nextBakeEnd].compactMap { $0 }.filter { $0 > now }
             guard let next = nextTimes.min() else {
                 if (await state()).status.isSettled { break }
                 throw Failure.stuck((await state()).status)

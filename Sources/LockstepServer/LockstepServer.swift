@@ -223,7 +223,7 @@ public enum LockstepServer {
         }
     }
 
-    /// The coordinator's timers: lease expiry, deadlines, a grant pass when one is owed, and the gauges.
+    /// The coordinator's timers: lease expiry, deadlines, the ends of bakes, a grant pass when one is owed, and the gauges.
     static func runTimers(_ coordinator: Coordinator, tickMillis: Int, gauges: @Sendable () async -> Void, expired: @Sendable (Int) -> Void) async {
         while !Task.isCancelled {
             let now = WallClock.now()
@@ -231,6 +231,7 @@ public enum LockstepServer {
             if !ended.isEmpty { expired(ended.count) }
             await gauges()
             if let deadline = await coordinator.nextDeadline, deadline <= now { await coordinator.enforceDeadlines(now: now) }
+            if let bakeEnd = await coordinator.nextBakeEnd, bakeEnd <= now { await coordinator.evaluateDueBakes(now: now) }
             if await coordinator.grantPassIsOwed { await coordinator.grantServiceLeases(now: now) }
             try? await Task.sleep(for: .milliseconds(tickMillis))
         }

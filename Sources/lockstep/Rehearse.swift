@@ -19,6 +19,10 @@ struct Rehearse: AsyncParsableCommand {
     var failures: [String] = []
     @Option(name: .customLong("reject"), help: "GATE: an approver rejects the gate of node GATE. Repeatable.")
     var rejections: [String] = []
+    @Option(name: .customLong("metric"), help: ArgumentHelp(
+        "NODE:METRIC=V1,V2,...: the value METRIC reports during the bake of each exposure stage of NODE. Repeatable.",
+        discussion: "The last value holds for later stages; a metric without a trace reports exactly its pass threshold."))
+    var metrics: [String] = []
     @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
     func run() async throws {
@@ -38,6 +42,24 @@ struct Rehearse: AsyncParsableCommand {
         for gate in rejections {
             guard plan.node(NodeID(gate))?.approval != nil else { throw ValidationError("--reject names \(gate), which has no approval gate") }
             options.rejections.insert(NodeID(gate))
+        }
+        for trace in metrics {
+            guard let colon = trace.firstIndex(of: ":"), let equals = trace.firstIndex(of: "="), colon < equals else {
+                throw ValidationError("--metric \(trace): write NODE:METRIC=V1,V2,...")
+            }
+            let node = NodeID(String(trace[..<colon]))
+            let name = String(trace[trace.index(after: colon)..<equals])
+            guard let checks = plan.node(node)?.analysis?.metrics else { throw ValidationError("--metric names \(node), which has no analysis") }
+            guard checks.contains(where: { $0.name == name }) else {
+                throw ValidationError("--metric: \(node)'s analysis judges \(checks.map(\.name).joined(separator: ", ")), not \(name)")
+            }
+            var values: [Int64] = []
+            for text in trace[trace.index(after: equals)...].split(separator: ",") {
+                guard let value = Double(text), value.isFinite, abs(value) < 1e9 else { throw ValidationError("--metric \(trace): \(text) is not a number") }
+                values.append(Int64((value * 1_000_000).rounded()))
+            }
+            guard !values.isEmpty else { throw ValidationError("--metric \(trace): give at least one value") }
+            options.metrics[node, default: [:]][name] = values
         }
         let outcome = try await Rehearsal(plan: plan, options: options).run()
         switch output {

@@ -67,4 +67,30 @@ import Testing
         #expect(badNode.status != 0)
         #expect(badNode.stderr.contains("--fail names nope, which is not a node of ledger-split"))
     }
+
+    /// Issue 7: a metric trace that breaches at the 10 % stage makes the rehearsal roll back by itself,
+    /// in order, with the evidence in the record.
+    @Test func aMetricBreachAtTenPercentRollsTheCanaryBackByItself() async throws {
+        let file = "\(Self.examples)/checkout-canary.yaml"
+        let breach = try await runLockstep(["rehearse", file, "--metric", "route-checkout:error_rate=0.002,0.05"])
+        #expect(breach.status == 1, "\(breach)")
+        let lines = breach.stdout.split(separator: "\n").map(String.init)
+        func position(_ text: String) -> Int? { lines.firstIndex { $0.contains(text) } }
+        let order = [
+            "route-checkout: stage 1 analysis pass → advance; error_rate mean 0.002 of 3 (pass ≤ 0.01, marginal ≤ 0.02): pass",
+            "route-checkout: stage 2 set",
+            "route-checkout: stage 2 analysis fail → rollback; error_rate mean 0.05 of 3 (pass ≤ 0.01, marginal ≤ 0.02): fail",
+            "abort (metric): the analysis of route-checkout failed at stage 10 (error_rate); roll back [route-checkout, deploy-pricing-v2]",
+            "route-checkout: rolled back", "deploy-pricing-v2: rolled back", "migration_rolled_back",
+        ]
+        let positions = order.map(position)
+        #expect(!positions.contains(nil), "missing from the timeline: \(zip(order, positions).filter { $0.1 == nil }.map(\.0))\n\(breach.stdout)")
+        #expect(positions.compactMap { $0 } == positions.compactMap { $0 }.sorted(), "out of order:\n\(breach.stdout)")
+        #expect(!breach.stdout.contains("stage 3 set"), "the 50 % stage must never be set")
+        // Healthy metrics: every stage passes and the migration succeeds.
+        let healthy = try await runLockstep(["rehearse", file])
+        #expect(healthy.status == 0 && healthy.stdout.contains("route-checkout: stage 4 analysis pass → advance"), "\(healthy.stdout)")
+        let unknown = try await runLockstep(["rehearse", file, "--metric", "route-checkout:cpu=1"])
+        #expect(unknown.status != 0 && unknown.stderr.contains("judges error_rate, p99_latency_ms, not cpu"), "\(unknown)")
+    }
 }
