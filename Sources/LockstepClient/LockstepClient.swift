@@ -121,6 +121,10 @@ public struct LockstepClient: Sendable {
         try await call { try await migrations.releaseServiceLease(request, metadata: $0) }
     }
 
+    public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest) async throws(LockstepClientError) -> Lockstep_V1_RecordMetricResponse {
+        try await call { try await migrations.recordMetric(request, metadata: $0) }
+    }
+
     public func serviceLeases() async throws(LockstepClientError) -> Lockstep_V1_ListServiceLeasesResponse {
         try await call { try await migrations.listServiceLeases(.init(), metadata: $0) }
     }

@@ -105,6 +105,9 @@ public actor Coordinator {
     public struct Change: Sendable {
         public var migration: MigrationID?
         public var services: Set<String>
+        /// The migration events the append recorded (none for a plan), and the command's time.
+        public var events: [MigrationEvent] = []
+        public var at: Instant?
     }
 
     /// Called after every append is folded in (the server wakes parked polls and watches with it). Must not block.
@@ -272,7 +275,7 @@ public actor Coordinator {
         armLeases(of: id)
         snapshotIfDue()
         if let changeObserver, let migration = state.migrations[id] {
-            changeObserver(Change(migration: id, services: Set(migration.plan.nodes.flatMap(\.services))))
+            changeObserver(Change(migration: id, services: Set(migration.plan.nodes.flatMap(\.services)), events: events, at: now))
         }
         return CommandResult(events: recorded, receipt: receipt)
     }

@@ -159,12 +159,19 @@ public struct AgentAPI: Sendable {
                 throw APIError(error)
             }
             guard case .stepLeased(let leased) = result.events.first?.event else { continue }
+            // An exposure node's step sets its next stage; its rollback returns it to its start (with
+            // the node's own action when it has no rollback action).
+            let stage = leased.kind == .forward ? state.migrations[migration]?.nextStage(of: node) : spec.exposure?.start
             return (.with {
                 $0.migrationID = migration.rawValue
                 $0.nodeID = node.rawValue
                 $0.kind = leased.kind == .forward ? .forward : .rollback
-                $0.action = leased.kind == .forward ? spec.action : (spec.rollback?.action ?? "")
-                $0.paramsJson = leased.kind == .forward ? spec.paramsJSON : (spec.rollback?.paramsJSON ?? "{}")
+                $0.action = leased.kind == .forward ? spec.action : (spec.rollback?.action ?? (spec.exposure != nil ? spec.action : ""))
+                $0.paramsJson = leased.kind == .forward ? spec.paramsJSON : (spec.rollback?.paramsJSON ?? (spec.exposure != nil ? spec.paramsJSON : "{}"))
+                if let stage {
+                    $0.stage = stage.name
+                    if let percent = stage.percent { $0.stagePercent = percent }
+                }
                 $0.attempt = leased.attempt
                 $0.leaseID = "\(migration.rawValue)/\(node.rawValue)"
                 $0.fencingToken = leased.token.rawValue

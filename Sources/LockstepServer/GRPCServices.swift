@@ -145,6 +145,12 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         try await answer(request, "service-leases/release", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 
+    func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_RecordMetricResponse>
+    {
+        try await answer(request, "metrics/record", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.recordMetric(input, principal: principal) }
+    }
+
     func listServiceLeases(request: ServerRequest<Lockstep_V1_ListServiceLeasesRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListServiceLeasesResponse>
     {

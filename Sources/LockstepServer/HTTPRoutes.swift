@@ -73,6 +73,7 @@ struct HTTPRoutes: Sendable {
         route(router, "/v1/migrations/reject", operators.reject)
         route(router, "/v1/service-leases/release", operators.releaseServiceLease)
         route(router, "/v1/service-leases/list", operators.listServiceLeases)
+        route(router, "/v1/metrics/record", operators.recordMetric)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
         let stageTimer = metrics.request("stage", transport: "http")
@@ -84,6 +85,7 @@ struct HTTPRoutes: Sendable {
                 let input = Lockstep_V1_StageRequest.with {
                     $0.migrationID = context.parameters.get("migration") ?? ""
                     $0.nodeID = request.uri.queryParameters.get("node") ?? ""
+                    $0.key = request.uri.queryParameters.get("key") ?? ""
                 }
                 let stage = try await stages.stage(input, principal: principal)
                 let tag = "\"\(stage.version)\""

@@ -100,6 +100,7 @@ public enum LockstepServer {
         await coordinator.observeChanges { change in
             wakeups.signal(change.services)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
+            metrics.record(change)
         }
         let clock: @Sendable () -> Instant = { WallClock.now() }
         var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)

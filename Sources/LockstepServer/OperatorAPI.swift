@@ -151,6 +151,41 @@ public struct OperatorAPI: Sendable {
         }
     }
 
+    /// A metric sample for the current bake of an exposure node: from an agent of the node's service,
+    /// or an operator. The value becomes a fixed-point number in millionths.
+    public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_RecordMetricResponse {
+        if request.migrationID.isEmpty { throw APIError.invalid("migration_id is required") }
+        if request.nodeID.isEmpty { throw APIError.invalid("node_id is required") }
+        let id = MigrationID(request.migrationID)
+        let node = NodeID(request.nodeID)
+        guard let migration = await coordinator.migration(id) else { throw APIError(.rejected(.migrationNotFound(id))) }
+        guard let spec = migration.plan.node(node) else { throw APIError(.rejected(.unknownNode(node))) }
+        if !principal.roles.contains(.operator) && !principal.roles.contains(.admin) {
+            try principal.requireAgent(of: spec.services[0])
+        }
+        guard request.value.isFinite, abs(request.value) * 1_000_000 <= Double(CoreLimits.metricMicrosMagnitudeMax) else {
+            throw APIError.invalid("value \(request.value) is not a finite number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+        }
+        let now = clock()
+        let sample = MetricSample(
+            name: request.name, valueMicros: Int64((request.value * 1_000_000).rounded()),
+            windowStart: Instant(millisecondsSinceEpoch: request.windowStartMs == 0 ? now.millisecondsSinceEpoch : request.windowStartMs),
+            windowEnd: Instant(millisecondsSinceEpoch: request.windowEndMs == 0 ? now.millisecondsSinceEpoch : request.windowEndMs),
+            source: request.source)
+        let actor = principal.roles.contains(.agent) && !principal.roles.contains(.operator) ? principal.agentActor : principal.userActor
+        do {
+            _ = try await coordinator.execute(.recordMetric(node: node, sample: sample), migration: id,
+                                              context: CommandContext(actor: actor, triggeredBy: .metric), now: now)
+        } catch {
+            throw APIError(error)
+        }
+        let after = await coordinator.migration(id)?.node(node)?.exposure
+        return .with {
+            $0.stage = after?.reached ?? 0
+            $0.samples = UInt32(after?.samples.count ?? 0)
+        }
+    }
+
     static func view(_ lease: StepLease) -> Lockstep_V1_StepLeaseView {
         .with {
             $0.agentID = lease.agent
@@ -193,6 +228,12 @@ public struct OperatorAPI: Sendable {
                     }
                     if spec.approval != nil { $0.approversFrom = migration.plan.approverGroups(for: spec) }
                     $0.approvedBy = node.approvals.map(\.approver)
+                    if let stage = migration.currentStage(of: node.id) {
+                        $0.stage = stage.name
+                        if let percent = stage.percent { $0.stagePercent = percent }
+                    }
+                    $0.bakeUntilMs = node.exposure.bakeUntil?.millisecondsSinceEpoch ?? 0
+                    $0.bakeSamples = UInt32(node.exposure.samples.count)
                 }
             }
         }

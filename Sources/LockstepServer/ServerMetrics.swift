@@ -1,5 +1,8 @@
+import LockstepCore
+import LockstepEngine
 import Metrics
 import Prometheus
+import Synchronization
 
 /// What `/metrics` shows, in the Prometheus text format (swift-metrics, with swift-prometheus as the
 /// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
@@ -20,12 +23,47 @@ struct ServerMetrics: Sendable {
     let serviceLeasesHeld = Gauge(label: "lockstep_service_leases_held")
     let stepLeasesExpired = Counter(label: "lockstep_step_leases_expired_total")
     let staleTokenRejections = Counter(label: "lockstep_stale_token_rejections_total")
+    /// From a migration's first exposure stage to its end (succeeded, rolled back or failed).
+    let partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds")
+    /// Migrations exposing something now, and since when (lost on restart: the timer starts again).
+    let exposedSince = ExposedSince()
+
+    final class ExposedSince: Sendable {
+        private let since = Mutex<[MigrationID: Instant]>([:])
+        func withLock<R>(_ body: (inout [MigrationID: Instant]) -> R) -> R { since.withLock { body(&$0) } }
+    }
+
+    /// Counts and times what an append recorded: rollbacks by trigger, analysis outcomes, and the time
+    /// a migration spent partially migrated.
+    func record(_ change: Coordinator.Change) {
+        guard let migration = change.migration, let at = change.at else { return }
+        for event in change.events {
+            switch event {
+            case .migrationAborted(let report):
+                Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", report.trigger?.rawValue ?? "unknown")]).increment()
+            case .analysisEvaluated(let record):
+                Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)]).increment()
+            case .exposureStageReached:
+                exposedSince.withLock { if $0[migration] == nil { $0[migration] = at } }
+            case .migrationSucceeded, .migrationRolledBack, .migrationFailed:
+                if let since = exposedSince.withLock({ $0.removeValue(forKey: migration) }) {
+                    partiallyMigrated.recordMilliseconds(max(0, at.millisecondsSinceEpoch - since.millisecondsSinceEpoch))
+                }
+            default:
+                break
+            }
+        }
+    }
 
     /// Sets up the process-wide metrics backend (once per process) and the instruments.
     static func bootstrap() -> ServerMetrics {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets["lockstep_commit_batch_events"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096]
+        factory.durationHistogramBuckets["lockstep_partially_migrated_seconds"] = [
+            .seconds(1), .seconds(10), .seconds(60), .seconds(300), .seconds(900), .seconds(3_600), .seconds(4 * 3_600),
+            .seconds(86_400), .seconds(7 * 86_400),
+        ]
         factory.durationHistogramBuckets["lockstep_poll_wakeup_seconds"] = [
             .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(3), .milliseconds(4),
             .milliseconds(5), .milliseconds(6), .milliseconds(8), .milliseconds(10), .milliseconds(15), .milliseconds(20),

@@ -6,6 +6,8 @@ import LockstepWire
 /// services may poll it often (the JSON side answers `304 Not Modified` while its version stands).
 public struct StageAPI: Sendable {
     let coordinator: Coordinator
+    /// Longest cohort key, in bytes.
+    public static let keyBytesMax = 256
 
     public func stage(_ request: Lockstep_V1_StageRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_Stage {
         // Readers, and the agents of the services the migration changes (its own services' view).
@@ -21,12 +23,26 @@ public struct StageAPI: Sendable {
                 throw APIError(.forbidden, code: "permission_denied", "\(principal.name) is an agent of no service migration \(id) changes")
             }
         }
+        if request.key.utf8.count > Self.keyBytesMax {
+            throw APIError.invalid("key is \(request.key.utf8.count) bytes long; the limit is \(Self.keyBytesMax) bytes")
+        }
         var nodes = zip(migration.plan.nodes, migration.nodes).map { spec, node in
             Lockstep_V1_NodeStage.with {
                 $0.nodeID = node.id.rawValue
                 $0.phase = spec.phase.rawValue
                 $0.services = spec.services
                 $0.status = migration.displayStatus(node.id)
+                // A rolled-back exposure is back at its start; before its first stage, nothing is exposed.
+                let stage = node.status == .rolledBack ? spec.exposure?.start : migration.currentStage(of: node.id)
+                    ?? spec.exposure.map { $0.stages.first?.percent != nil ? .percent(0) : $0.start }
+                if let stage {
+                    $0.stage = stage.name
+                    if let percent = stage.percent {
+                        $0.percent = percent
+                        if !request.key.isEmpty { $0.exposed = Cohort.isExposed(migration: id, node: node.id, key: request.key, percent: percent) }
+                    }
+                }
+                $0.bakeUntilMs = node.exposure.bakeUntil?.millisecondsSinceEpoch ?? 0
             }
         }
         if !request.nodeID.isEmpty {

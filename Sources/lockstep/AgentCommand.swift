@@ -158,7 +158,7 @@ struct ReferenceAgent: Sendable {
     func runStep(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient) async {
         let name = "\(step.migrationID)/\(step.nodeID)"
         let kind = step.kind == .rollback ? "rollback" : "forward"
-        say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)")
+        say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)\(step.stage.isEmpty ? "" : " (stage \(step.stage))")")
         let control = HandlerProcess.Control()
         let shared = StepShared(ttl: .milliseconds(Int(step.ttlMs)))
         await withTaskGroup(of: Void.self) { group in
@@ -211,6 +211,9 @@ struct ReferenceAgent: Sendable {
         environment["LOCKSTEP_ACTION"] = step.action
         environment["LOCKSTEP_PARAMS"] = step.paramsJson
         environment["LOCKSTEP_AGENT_ID"] = agentID
+        // Exposure nodes: the stage this step sets (a rollback step: the start it returns to).
+        environment["LOCKSTEP_STAGE"] = step.stage.isEmpty ? .some(nil) : step.stage
+        environment["LOCKSTEP_STAGE_PERCENT"] = step.hasStagePercent ? String(step.stagePercent) : .some(nil)
         let ran: (exit: HandlerProcess.Exit, stderrTail: String)
         do {
             ran = try await withGracefulShutdownHandler {

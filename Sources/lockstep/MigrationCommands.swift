@@ -288,6 +288,25 @@ enum MigrationView {
     }
 
     static func detail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
+        let stage = exposure(node, now: now)
+        let rest = stepDetail(node, now: now)
+        return [stage, rest].filter { !$0.isEmpty }.joined(separator: "; ")
+    }
+
+    /// `stage 10 %, baking 42 s more (3 samples)` for exposure nodes.
+    static func exposure(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
+        guard !node.stage.isEmpty else { return "" }
+        var text = "stage " + (node.hasStagePercent ? "\(node.stagePercent) %" : node.stage)
+        if node.status == "baking" && node.bakeUntilMs > 0 {
+            let left = max(0, Double(node.bakeUntilMs) / 1_000 - now.timeIntervalSince1970)
+            text += ", baking \(String(format: "%.0f", left)) s more (\(node.bakeSamples) sample\(node.bakeSamples == 1 ? "" : "s"))"
+        } else if node.status == "awaiting_decision" {
+            text += ", its analysis asks a person to decide: resume (go on) or abort (roll back)"
+        }
+        return text
+    }
+
+    static func stepDetail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         if node.hasLease {
             let left = max(0, Double(node.lease.expiresAtMs) / 1_000 - now.timeIntervalSince1970)
             let kind = node.lease.kind == .rollback ? "rollback " : ""

@@ -1276,6 +1276,19 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "RecordMetric" metadata.
+        public enum RecordMetric: Sendable {
+            /// Request type for "RecordMetric".
+            public typealias Input = Lockstep_V1_RecordMetricRequest
+            /// Response type for "RecordMetric".
+            public typealias Output = Lockstep_V1_RecordMetricResponse
+            /// Descriptor for "RecordMetric".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "RecordMetric",
+                type: .unary
+            )
+        }
         /// Namespace for "ListServiceLeases" metadata.
         public enum ListServiceLeases: Sendable {
             /// Request type for "ListServiceLeases".
@@ -1316,6 +1329,7 @@ public enum Lockstep_V1_MigrationService: Sendable {
             Approve.descriptor,
             Reject.descriptor,
             ReleaseServiceLease.descriptor,
+            RecordMetric.descriptor,
             ListServiceLeases.descriptor,
             Watch.descriptor
         ]
@@ -1519,6 +1533,24 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "RecordMetric" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_RecordMetricRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_RecordMetricResponse` messages.
+        func recordMetric(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_RecordMetricRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_RecordMetricResponse>
 
         /// Handle the "ListServiceLeases" method.
         ///
@@ -1742,6 +1774,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
 
+        /// Handle the "RecordMetric" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_RecordMetricRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_RecordMetricResponse` message.
+        func recordMetric(
+            request: GRPCCore.ServerRequest<Lockstep_V1_RecordMetricRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_RecordMetricResponse>
+
         /// Handle the "ListServiceLeases" method.
         ///
         /// > Source IDL Documentation:
@@ -1962,6 +2012,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ChangeResponse
 
+        /// Handle the "RecordMetric" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_RecordMetricRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_RecordMetricResponse` to respond with.
+        func recordMetric(
+            request: Lockstep_V1_RecordMetricRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_RecordMetricResponse
+
         /// Handle the "ListServiceLeases" method.
         ///
         /// > Source IDL Documentation:
@@ -2139,6 +2207,17 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.RecordMetric.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_RecordMetricRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_RecordMetricResponse>(),
+            handler: { request, context in
+                try await self.recordMetric(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Lockstep_V1_MigrationService.Method.ListServiceLeases.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListServiceLeasesRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListServiceLeasesResponse>(),
@@ -2292,6 +2371,17 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
         let response = try await self.releaseServiceLease(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func recordMetric(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_RecordMetricRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_RecordMetricResponse> {
+        let response = try await self.recordMetric(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -2473,6 +2563,19 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
             message: try await self.releaseServiceLease(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func recordMetric(
+        request: GRPCCore.ServerRequest<Lockstep_V1_RecordMetricRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_RecordMetricResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_RecordMetricResponse>(
+            message: try await self.recordMetric(
                 request: request.message,
                 context: context
             ),
@@ -2754,6 +2857,29 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RecordMetric" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_RecordMetricRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_RecordMetricRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_RecordMetricResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func recordMetric<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_RecordMetricRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_RecordMetricRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_RecordMetricResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_RecordMetricResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ListServiceLeases" method.
@@ -3188,6 +3314,40 @@ extension Lockstep_V1_MigrationService {
             )
         }
 
+        /// Call the "RecordMetric" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_RecordMetricRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_RecordMetricRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_RecordMetricResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func recordMetric<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_RecordMetricRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_RecordMetricRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_RecordMetricResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_RecordMetricResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.RecordMetric.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ListServiceLeases" method.
         ///
         /// > Source IDL Documentation:
@@ -3559,6 +3719,35 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ReleaseServiceLeaseRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordMetric" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_RecordMetricRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordMetric<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_RecordMetricRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_RecordMetricResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.recordMetric(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_RecordMetricRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_RecordMetricResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3971,6 +4160,39 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.releaseServiceLease(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RecordMetric" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A metric sample for the bake of an exposure node (agents of the node's service, operators).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func recordMetric<Result>(
+        _ message: Lockstep_V1_RecordMetricRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_RecordMetricResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_RecordMetricRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.recordMetric(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -80,9 +80,25 @@ public nonisolated struct Lockstep_V1_Step: Sendable {
   /// Heartbeat at least this often.
   public var heartbeatIntervalMs: UInt32 = 0
 
+  /// For an exposure node: the stage this step sets ("10" for 10 %, or a stage name such as "shadow").
+  /// A rollback step of an exposure node returns it to its start ("0", or "off"). Empty otherwise.
+  public var stage: String = String()
+
+  /// The stage's percentage, for percentage stages.
+  public var stagePercent: UInt32 {
+    get {_stagePercent ?? 0}
+    set {_stagePercent = newValue}
+  }
+  /// Returns true if `stagePercent` has been explicitly set.
+  public var hasStagePercent: Bool {self._stagePercent != nil}
+  /// Clears the value of `stagePercent`. Subsequent reads from it will return its default value.
+  public mutating func clearStagePercent() {self._stagePercent = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _stagePercent: UInt32? = nil
 }
 
 public nonisolated struct Lockstep_V1_PollResponse: Sendable {
@@ -387,6 +403,10 @@ public nonisolated struct Lockstep_V1_StageRequest: Sendable {
   /// Only this node (empty = every node).
   public var nodeID: String = String()
 
+  /// A cohort key (a user id, a tenant): each exposure node at a percentage stage then says whether
+  /// this key is exposed (the cohort rule, docs/exposure.md). Empty = no cohort answer.
+  public var key: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -424,8 +444,79 @@ public nonisolated struct Lockstep_V1_NodeStage: Sendable {
 
   public var services: [String] = []
 
-  /// As a person reads it: pending, ready, running, succeeded, rolling_back, rolled_back, ...
+  /// As a person reads it: pending, ready, running, baking, succeeded, rolling_back, rolled_back, ...
   public var status: String = String()
+
+  /// Exposure nodes: the stage set now (empty before the first), and its percentage.
+  public var stage: String = String()
+
+  public var percent: UInt32 {
+    get {_percent ?? 0}
+    set {_percent = newValue}
+  }
+  /// Returns true if `percent` has been explicitly set.
+  public var hasPercent: Bool {self._percent != nil}
+  /// Clears the value of `percent`. Subsequent reads from it will return its default value.
+  public mutating func clearPercent() {self._percent = nil}
+
+  /// With a key and a percentage stage: whether the key is inside the exposed cohort.
+  public var exposed: Bool {
+    get {_exposed ?? false}
+    set {_exposed = newValue}
+  }
+  /// Returns true if `exposed` has been explicitly set.
+  public var hasExposed: Bool {self._exposed != nil}
+  /// Clears the value of `exposed`. Subsequent reads from it will return its default value.
+  public mutating func clearExposed() {self._exposed = nil}
+
+  /// While baking: when the bake ends (ms since the Unix epoch).
+  public var bakeUntilMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _percent: UInt32? = nil
+  fileprivate var _exposed: Bool? = nil
+}
+
+public nonisolated struct Lockstep_V1_RecordMetricRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var migrationID: String = String()
+
+  public var nodeID: String = String()
+
+  /// A metric the node's analysis judges.
+  public var name: String = String()
+
+  /// Stored as a fixed-point number in millionths (six decimals).
+  public var value: Double = 0
+
+  public var windowStartMs: Int64 = 0
+
+  public var windowEndMs: Int64 = 0
+
+  /// Who measured it (free text, up to 1,024 bytes).
+  public var source: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_RecordMetricResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The stage whose bake the sample counts for (1-based).
+  public var stage: UInt32 = 0
+
+  /// Samples recorded for this bake so far.
+  public var samples: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -754,6 +845,32 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._approvedBy = newValue}
   }
 
+  /// Exposure nodes: the stage set now (empty before the first), its percentage, and the bake's end.
+  public var stage: String {
+    get {_storage._stage}
+    set {_uniqueStorage()._stage = newValue}
+  }
+
+  public var stagePercent: UInt32 {
+    get {_storage._stagePercent ?? 0}
+    set {_uniqueStorage()._stagePercent = newValue}
+  }
+  /// Returns true if `stagePercent` has been explicitly set.
+  public var hasStagePercent: Bool {_storage._stagePercent != nil}
+  /// Clears the value of `stagePercent`. Subsequent reads from it will return its default value.
+  public mutating func clearStagePercent() {_uniqueStorage()._stagePercent = nil}
+
+  public var bakeUntilMs: Int64 {
+    get {_storage._bakeUntilMs}
+    set {_uniqueStorage()._bakeUntilMs = newValue}
+  }
+
+  /// Samples recorded in the current bake.
+  public var bakeSamples: UInt32 {
+    get {_storage._bakeSamples}
+    set {_uniqueStorage()._bakeSamples = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1022,7 +1139,7 @@ nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lockstep_V1_Step: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Step"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}kind\0\u{1}action\0\u{3}params_json\0\u{1}attempt\0\u{3}lease_id\0\u{3}fencing_token\0\u{3}ttl_ms\0\u{3}heartbeat_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}kind\0\u{1}action\0\u{3}params_json\0\u{1}attempt\0\u{3}lease_id\0\u{3}fencing_token\0\u{3}ttl_ms\0\u{3}heartbeat_interval_ms\0\u{1}stage\0\u{3}stage_percent\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1040,12 +1157,18 @@ nonisolated extension Lockstep_V1_Step: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 8: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.ttlMs) }()
       case 10: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
+      case 11: try { try decoder.decodeSingularStringField(value: &self.stage) }()
+      case 12: try { try decoder.decodeSingularUInt32Field(value: &self._stagePercent) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.migrationID.isEmpty {
       try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 1)
     }
@@ -1076,6 +1199,12 @@ nonisolated extension Lockstep_V1_Step: SwiftProtobuf.Message, SwiftProtobuf._Me
     if self.heartbeatIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.heartbeatIntervalMs, fieldNumber: 10)
     }
+    if !self.stage.isEmpty {
+      try visitor.visitSingularStringField(value: self.stage, fieldNumber: 11)
+    }
+    try { if let v = self._stagePercent {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 12)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1090,6 +1219,8 @@ nonisolated extension Lockstep_V1_Step: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.fencingToken != rhs.fencingToken {return false}
     if lhs.ttlMs != rhs.ttlMs {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs._stagePercent != rhs._stagePercent {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1758,7 +1889,7 @@ nonisolated extension Lockstep_V1_StartMigrationResponse: SwiftProtobuf.Message,
 
 nonisolated extension Lockstep_V1_StageRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StageRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}key\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1768,6 +1899,7 @@ nonisolated extension Lockstep_V1_StageRequest: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.key) }()
       default: break
       }
     }
@@ -1780,12 +1912,16 @@ nonisolated extension Lockstep_V1_StageRequest: SwiftProtobuf.Message, SwiftProt
     if !self.nodeID.isEmpty {
       try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
     }
+    if !self.key.isEmpty {
+      try visitor.visitSingularStringField(value: self.key, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_StageRequest, rhs: Lockstep_V1_StageRequest) -> Bool {
     if lhs.migrationID != rhs.migrationID {return false}
     if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.key != rhs.key {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1838,7 +1974,7 @@ nonisolated extension Lockstep_V1_Stage: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}status\0\u{1}stage\0\u{1}percent\0\u{1}exposed\0\u{3}bake_until_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1850,12 +1986,20 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.phase) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.stage) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self._percent) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self._exposed) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.bakeUntilMs) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.nodeID.isEmpty {
       try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
     }
@@ -1868,6 +2012,18 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
     if !self.status.isEmpty {
       try visitor.visitSingularStringField(value: self.status, fieldNumber: 4)
     }
+    if !self.stage.isEmpty {
+      try visitor.visitSingularStringField(value: self.stage, fieldNumber: 5)
+    }
+    try { if let v = self._percent {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 6)
+    } }()
+    try { if let v = self._exposed {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 7)
+    } }()
+    if self.bakeUntilMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.bakeUntilMs, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1876,6 +2032,105 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
     if lhs.phase != rhs.phase {return false}
     if lhs.services != rhs.services {return false}
     if lhs.status != rhs.status {return false}
+    if lhs.stage != rhs.stage {return false}
+    if lhs._percent != rhs._percent {return false}
+    if lhs._exposed != rhs._exposed {return false}
+    if lhs.bakeUntilMs != rhs.bakeUntilMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_RecordMetricRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordMetricRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}name\0\u{1}value\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 4: try { try decoder.decodeSingularDoubleField(value: &self.value) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.windowStartMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.windowEndMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.migrationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 3)
+    }
+    if self.value.bitPattern != 0 {
+      try visitor.visitSingularDoubleField(value: self.value, fieldNumber: 4)
+    }
+    if self.windowStartMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowStartMs, fieldNumber: 5)
+    }
+    if self.windowEndMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.windowEndMs, fieldNumber: 6)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_RecordMetricRequest, rhs: Lockstep_V1_RecordMetricRequest) -> Bool {
+    if lhs.migrationID != rhs.migrationID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.name != rhs.name {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.windowStartMs != rhs.windowStartMs {return false}
+    if lhs.windowEndMs != rhs.windowEndMs {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_RecordMetricResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RecordMetricResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stage\0\u{1}samples\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.stage) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.samples) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.stage != 0 {
+      try visitor.visitSingularUInt32Field(value: self.stage, fieldNumber: 1)
+    }
+    if self.samples != 0 {
+      try visitor.visitSingularUInt32Field(value: self.samples, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_RecordMetricResponse, rhs: Lockstep_V1_RecordMetricResponse) -> Bool {
+    if lhs.stage != rhs.stage {return false}
+    if lhs.samples != rhs.samples {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2349,7 +2604,7 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{1}status\0\u{1}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{3}service_leases\0\u{3}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{1}status\0\u{1}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{3}service_leases\0\u{3}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -2369,6 +2624,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
     var _progressMessage: String = String()
     var _approversFrom: [String] = []
     var _approvedBy: [String] = []
+    var _stage: String = String()
+    var _stagePercent: UInt32? = nil
+    var _bakeUntilMs: Int64 = 0
+    var _bakeSamples: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2396,6 +2655,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       _progressMessage = source._progressMessage
       _approversFrom = source._approversFrom
       _approvedBy = source._approvedBy
+      _stage = source._stage
+      _stagePercent = source._stagePercent
+      _bakeUntilMs = source._bakeUntilMs
+      _bakeSamples = source._bakeSamples
     }
   }
 
@@ -2431,6 +2694,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._progressMessage) }()
         case 16: try { try decoder.decodeRepeatedStringField(value: &_storage._approversFrom) }()
         case 17: try { try decoder.decodeRepeatedStringField(value: &_storage._approvedBy) }()
+        case 18: try { try decoder.decodeSingularStringField(value: &_storage._stage) }()
+        case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._stagePercent) }()
+        case 20: try { try decoder.decodeSingularInt64Field(value: &_storage._bakeUntilMs) }()
+        case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._bakeSamples) }()
         default: break
         }
       }
@@ -2494,6 +2761,18 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if !_storage._approvedBy.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._approvedBy, fieldNumber: 17)
       }
+      if !_storage._stage.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stage, fieldNumber: 18)
+      }
+      try { if let v = _storage._stagePercent {
+        try visitor.visitSingularUInt32Field(value: v, fieldNumber: 19)
+      } }()
+      if _storage._bakeUntilMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._bakeUntilMs, fieldNumber: 20)
+      }
+      if _storage._bakeSamples != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._bakeSamples, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2520,6 +2799,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         if _storage._progressMessage != rhs_storage._progressMessage {return false}
         if _storage._approversFrom != rhs_storage._approversFrom {return false}
         if _storage._approvedBy != rhs_storage._approvedBy {return false}
+        if _storage._stage != rhs_storage._stage {return false}
+        if _storage._stagePercent != rhs_storage._stagePercent {return false}
+        if _storage._bakeUntilMs != rhs_storage._bakeUntilMs {return false}
+        if _storage._bakeSamples != rhs_storage._bakeSamples {return false}
         return true
       }
       if !storagesAreEqual {return false}
