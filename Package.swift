@@ -167,7 +167,7 @@ let package = Package(
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
-        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepEngine", "LockstepWire", "LockstepTestSupport"],
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepWire", "LockstepTestSupport"],
                     exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",

@@ -1,0 +1,113 @@
+import Foundation
+import LockstepCore
+import LockstepTestSupport
+import Testing
+
+/// Issue 7's end-to-end test: real agents run a canary stage by stage against `lockstep serve`; metric
+/// samples arrive over the API during each bake; a breach at 50 % rolls everything back by itself, and
+/// the history shows the evidence.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct ExposureEndToEndTests {
+    static let plan = """
+        name: canary
+        services:
+          pricing: { owners: [pricing-team] }
+          checkout: { owners: [checkout-team] }
+        nodes:
+          - id: deploy
+            service: pricing
+            phase: expand
+            action: deploy
+            rollback: { action: undeploy }
+          - id: route
+            service: checkout
+            phase: live
+            action: set-weight
+            params: { target: pricing-v2 }
+            needs: [deploy]
+            exposure: { stages: [10, 50, 100], bake: 3s }
+            analysis:
+              metrics:
+                - { name: error_rate, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 2 }
+        """
+
+    /// Each handler appends what it was asked to do to `ran.log`.
+    static let handler = """
+        #!/bin/sh
+        cat > /dev/null
+        echo "$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND stage=${LOCKSTEP_STAGE:-none} percent=${LOCKSTEP_STAGE_PERCENT:-none}" >> "$(dirname "$0")/../ran.log"
+
+        """
+
+    @Test func aBreachAtFiftyPercentRollsEverythingBackAndTheHistoryShowsWhy() async throws {
+        let server = try await ServerProcess()
+        let directory = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        for action in ["deploy", "undeploy", "set-weight"] {
+            try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
+        }
+        try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
+        let environment = ["LOCKSTEP_SERVER": server.grpc]
+        func lockstep(_ arguments: [String]) async throws -> ProcessOutput {
+            try await ChildProcess(try lockstepBinary(), arguments, environment: environment).wait(seconds: 60)
+        }
+        #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
+        #expect(try await lockstep(["migration", "start", "canary", "--id", "m1"]).stdout == "m1\n")
+        let agents = try ["pricing", "checkout"].map { service in
+            try ChildProcess(try lockstepBinary(), ["agent", "--service", service, "--handlers", directory + "/handlers", "--id", "\(service)-1"],
+                             environment: environment)
+        }
+
+        /// Waits for route to bake stage `percent`, then reports `value` twice, as a metrics reporter would.
+        func bake(_ percent: Int, report value: String) async throws {
+            try await eventually("route bakes at \(percent) %") {
+                let status = try await lockstep(["migration", "status", "m1", "--output", "json"]).stdout
+                return status.contains("\"baking\"") && status.contains("\"stage_percent\" : \(percent)")
+            }
+            for _ in 0..<2 {
+                let recorded = try await lockstep(["metric", "record", "m1", "route", "error_rate", value, "--source", "e2e-prober"])
+                #expect(recorded.status == 0, "\(recorded)")
+            }
+        }
+        try await bake(10, report: "0.002")
+        // Services ask which stage applies to them, with a cohort key: every replica gets the same answer.
+        let stage = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/v1/stage/m1?node=route&key=user-42"]).wait(seconds: 30).stdout
+        let exposed = Cohort.isExposed(migration: MigrationID("m1"), node: NodeID("route"), key: "user-42", percent: 10)
+        #expect(stage.contains(#""stage":"10","percent":10,"exposed":\#(exposed)"#), "\(stage)")
+        try await bake(50, report: "0.05")
+
+        // The breach is judged at the end of the bake and rolls back by itself.
+        try await eventually("the migration rolled back", seconds: 60) {
+            try await lockstep(["migration", "status", "m1"]).stdout.contains("plan canary@1  rolled_back")
+        }
+        for agent in agents {
+            agent.kill(SIGTERM)
+            _ = try await agent.wait(seconds: 30)
+        }
+        let ran = try String(contentsOfFile: directory + "/ran.log", encoding: .utf8).split(separator: "\n")
+        #expect(ran == [
+            "deploy forward stage=none percent=none", "set-weight forward stage=10 percent=10", "set-weight forward stage=50 percent=50",
+            "set-weight rollback stage=0 percent=0", "undeploy rollback stage=none percent=none",
+        ], "the exposure went to 10 %, then 50 %, then back to 0 before the deploy was undone: \(ran)")
+
+        // The evidence, as a reviewer reads it later.
+        let export = try await lockstep(["history", "export"]).stdout.split(separator: "\n")
+        let analyses = export.filter { $0.contains(#""analysis_evaluated""#) }
+        #expect(analyses.count == 2)
+        #expect(analyses.last?.contains(#""outcome":"fail","decision":"rollback""#) == true, "\(analyses)")
+        #expect(analyses.last?.contains(#""check":{"name":"error_rate","direction":"lower_is_better","pass_micros":"10000","marginal_micros":"20000","min_samples":2},"samples":2,"mean_micros":"50000""#) == true,
+                "\(analyses)")
+        let aborted = try #require(export.first { $0.contains(#""migration_aborted""#) })
+        #expect(aborted.contains(#""trigger":"metric""#) && aborted.contains(#""triggered_by":"TRIGGERED_BY_METRIC""#), "\(aborted)")
+        #expect(export.filter { $0.contains(#""metric_sampled""#) && $0.contains(#""source":"e2e-prober""#) }.count == 4)
+        let verified = try await lockstep(["history", "verify"])
+        #expect(verified.status == 0)
+        // /metrics counted it.
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/metrics"]).wait(seconds: 30).stdout
+        #expect(metrics.contains(#"lockstep_rollbacks_total{trigger="metric"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"lockstep_analysis_outcomes_total{outcome="fail"} 1"#))
+        #expect(metrics.contains("lockstep_partially_migrated_seconds_count 1"))
+        _ = try await server.stop()
+    }
+}
