@@ -55,6 +55,7 @@ import Testing
             let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: path), snapshotIntervalEvents: 0)
             try await recordScenario(on: coordinator)
             try await recordOrchestrationScenario(on: coordinator)
+            try await recordExposureScenario(on: coordinator)
             try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
         }
         for name in Self.histories {

@@ -120,6 +120,54 @@ func recordScenario(on coordinator: Coordinator) async throws {
     try await run(.abort(reason: "superseded by plan v2"), side, user)
 }
 
+/// A canary with exposure stages and analysis: a pass, an inconclusive bake resumed by a person (the
+/// override), a breach that rolls back by itself (`triggered_by: metric`). Fixed instants.
+func recordExposureScenario(on coordinator: Coordinator) async throws {
+    var clock: Int64 = 5_000
+    func now() -> Instant { clock += 1; return t(clock) }
+    func run(_ command: MigrationCommand, _ id: MigrationID, _ context: CommandContext) async throws {
+        _ = try await coordinator.execute(command, migration: id, context: context, now: now())
+    }
+    let timer = CommandContext(actor: .coordinator, triggeredBy: .metric)
+    let prober = CommandContext(actor: Actor(kind: "agent", id: "prober"), triggeredBy: .metric)
+    let plan = PlanSnapshot(
+        name: "canary", version: 0, contentHash: "",
+        services: [ServiceSpec(name: "pricing", owners: ["pricing-team"]), ServiceSpec(name: "checkout", owners: ["checkout-team"])],
+        nodes: [
+            NodeSpec(id: NodeID("deploy"), services: ["pricing"], phase: .expand, action: "deploy", rollback: RollbackSpec(action: "undeploy")),
+            NodeSpec(id: NodeID("route"), services: ["checkout"], phase: .live, action: "set-weight", needs: [NodeID("deploy")],
+                     exposure: ExposureSpec(stages: [10, 50, 100].map(ExposureStage.percent), bakeMillis: 60_000),
+                     analysis: AnalysisSpec(metrics: [MetricCheck(name: "error_rate", direction: .lowerIsBetter, passMicros: 10_000,
+                                                                  marginalMicros: 20_000, minSamples: 2)])),
+        ]).hashed()
+    let id = MigrationID("canary-1")
+    let route = NodeID("route")
+    _ = try await coordinator.start(id, plan: plan, context: user, now: now())
+    try await run(.leaseStep(node: NodeID("deploy"), agent: "pricing-agent", ttlMillis: 30_000), id, agent)
+    try await run(.completeStep(node: NodeID("deploy"), token: FencingToken(1)), id, agent)
+    var token: UInt64 = 0
+    func stage(_ values: [Int64]) async throws {
+        token += 1
+        try await run(.leaseStep(node: route, agent: "checkout-agent", ttlMillis: 30_000), id, agent)
+        try await run(.completeStep(node: route, token: FencingToken(token)), id, agent)
+        for value in values {
+            try await run(.recordMetric(node: route, sample: MetricSample(name: "error_rate", valueMicros: value, windowStart: t(clock - 1),
+                                                                          windowEnd: t(clock), source: "prober")), id, prober)
+        }
+        clock += 61
+        try await run(.evaluateExposure(node: route), id, timer)
+    }
+    try await stage([2_000, 3_000])  // 10 %: pass
+    try await stage([2_000])  // 50 %: one sample, inconclusive: paused
+    try await run(.resume, id, user)  // a person decides to go on: the override
+    try await stage([40_000, 60_000])  // 100 %: breach, rollback
+    for node in [route, NodeID("deploy")] {
+        try await run(.leaseStep(node: node, agent: "rollback-agent", ttlMillis: 30_000), id, agent)
+        let current = await coordinator.state.migrations[id]!.node(node)!.lastToken
+        try await run(.completeStep(node: node, token: current), id, agent)
+    }
+}
+
 /// An in-memory log whose appends can be held at a gate, so a test can see what happens while a
 /// commit is in flight. Reads pass straight through.
 actor GatedEventLog: EventLog {
