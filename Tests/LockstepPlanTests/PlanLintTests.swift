@@ -142,6 +142,27 @@ let header = """
         ])
     }
 
+    @Test func exposureAndAnalysisLimitsAreEnforcedAtTheirValues() {
+        func node(stages: Int, metrics: Int) -> String {
+            let list = (1...stages).map(String.init).joined(separator: ", ")
+            let checks = (0..<metrics).map { "        - { name: m\($0), pass: { max: 1 }, marginal: { max: 2 } }" }.joined(separator: "\n")
+            return header + """
+                  - id: a
+                    service: orders
+                    phase: live
+                    action: route
+                    exposure: { stages: [\(list)], bake: 1s }
+                    analysis:
+                      metrics:
+                \(checks)
+
+                """
+        }
+        #expect(found(node(stages: CoreLimits.exposureStagesMax, metrics: CoreLimits.analysisMetricsMax)) == [])
+        #expect(found(node(stages: CoreLimits.exposureStagesMax + 1, metrics: 1)).contains("10 error invalid_value"))
+        #expect(found(node(stages: 1, metrics: CoreLimits.analysisMetricsMax + 1)).contains("13 error invalid_value"))
+    }
+
     @Test func aCycleIsNamedAtItsFirstNode() {
         let yaml = header + """
               - id: a

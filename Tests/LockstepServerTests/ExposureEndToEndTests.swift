@@ -75,6 +75,9 @@ struct ExposureEndToEndTests {
         let stage = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/v1/stage/m1?node=route&key=user-42"]).wait(seconds: 30).stdout
         let exposed = Cohort.isExposed(migration: MigrationID("m1"), node: NodeID("route"), key: "user-42", percent: 10)
         #expect(stage.contains(#""stage":"10","percent":10,"exposed":\#(exposed)"#), "\(stage)")
+        let longKey = String(repeating: "k", count: 257)
+        let refused = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_code}", server.url + "/v1/stage/m1?key=" + longKey]).wait(seconds: 30).stdout
+        #expect(refused.hasSuffix("\n400") && refused.contains("key is 257 bytes long; the limit is 256 bytes"), "\(refused)")
         try await bake(50, report: "0.05")
 
         // The breach is judged at the end of the bake and rolls back by itself.
