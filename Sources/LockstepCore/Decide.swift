@@ -106,7 +106,7 @@ extension MigrationState {
         case .grantServiceLeases, .releaseServiceLeases:
             return .rejected(.invalidArgument("service leases are decided across migrations: use LogState.decide"))
         case .recordMetric(let node, let sample):
-            return state.decideSample(node: node, sample: sample)
+            return state.decideSample(node: node, sample: sample, now: now)
         case .evaluateExposure(let node):
             return state.decideEvaluation(node: node, now: now)
         case .reconcileServiceLeases:
@@ -209,7 +209,10 @@ extension MigrationState {
         guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
         guard spec.approval != nil else { return .rejected(.noGate(node)) }
         guard status == .running || status == .paused else { return .rejected(.migrationNotRunning(id, status: status)) }
-        guard nodeState.status == .pending else { return .rejected(.gateClosed(node, status: nodeState.status)) }
+        guard nodeState.status == .pending, nodeState.exposure.reached == 0 else {
+            // (Between exposure stages a node is pending again, but its gate was decided before its first.)
+            return .rejected(.gateClosed(node, status: nodeState.exposure.reached > 0 ? .running : nodeState.status))
+        }
         // Decide on evidence: the gate opens when everything the node needs has succeeded.
         guard needsSatisfied(node) else {
             return .rejected(.gateNotOpen(node, waitingOn: spec.needs.filter { self.node($0)?.status != .succeeded }))
@@ -269,10 +272,10 @@ extension MigrationState {
 
     // MARK: - Exposure and analysis
 
-    private func decideSample(node: NodeID, sample: MetricSample) -> Decision {
+    private func decideSample(node: NodeID, sample: MetricSample, now: Instant) -> Decision {
         if let problem = Self.validateIdentifier(sample.name, what: "metric name") { return .rejected(.invalidArgument(problem)) }
         if let problem = Self.validateReason(sample.source) { return .rejected(.invalidArgument(problem)) }
-        guard abs(sample.valueMicros) <= CoreLimits.metricMicrosMagnitudeMax else {
+        guard sample.valueMicros.magnitude <= CoreLimits.metricMicrosMagnitudeMax.magnitude else {
             return .rejected(.invalidArgument("metric value \(sample.valueMicros) µ is beyond ±\(CoreLimits.metricMicrosMagnitudeMax) µ"))
         }
         guard sample.windowStart <= sample.windowEnd else {
@@ -287,7 +290,9 @@ extension MigrationState {
         guard status == .running || status == .paused, nodeState.status == .baking, !nodeState.exposure.awaitingDecision else {
             return .rejected(.notBaking(node, status: status == .running || status == .paused ? displayStatus(node) : status.rawValue))
         }
-        guard nodeState.exposure.samples.count < CoreLimits.metricSamplesPerBakeMax else {
+        // A sample after the bake's end would be judged with a bake it did not belong to.
+        if let until = nodeState.exposure.bakeUntil, now > until { return .rejected(.notBaking(node, status: "being judged (its bake ended at \(until))")) }
+        guard nodeState.exposure.samples.lazy.filter({ $0.name == sample.name }).count < CoreLimits.metricSamplesPerBakeMax else {
             return .rejected(.tooManySamples(node, limit: CoreLimits.metricSamplesPerBakeMax))
         }
         return .accepted([.metricSampled(MetricSampled(node: node, stage: nodeState.exposure.reached, sample: sample))])

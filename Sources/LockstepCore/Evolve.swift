@@ -64,6 +64,11 @@ extension MigrationState {
                 node.status = .baking
                 node.exposure = ExposureProgress(reached: reached.stage, bakeUntil: reached.bakeUntil)
             }
+            // Its newest change is now: an abort undoes it before anything completed while it rolled out.
+            if completionOrder.contains(reached.node) {
+                completionOrder.removeAll { $0 == reached.node }
+                completionOrder.append(reached.node)
+            }
         case .metricSampled(let sampled):
             updateNode(sampled.node) { node in
                 if node.exposure.reached == sampled.stage { node.exposure.samples.append(sampled.sample) }
@@ -125,6 +130,13 @@ extension MigrationState {
             statusReason = report.reason
             rollbackQueue = report.rollback
             cannotUndo = report.cannotUndo
+            // No bake is judged and no decision awaited any more; a rollback does not wait out a
+            // forward retry's backoff.
+            for index in nodes.indices {
+                nodes[index].exposure.bakeUntil = nil
+                nodes[index].exposure.awaitingDecision = false
+                if report.rollback.contains(nodes[index].id) { nodes[index].retryAt = nil }
+            }
             for id in report.abandoned {
                 updateNode(id) { node in
                     node.lease = nil

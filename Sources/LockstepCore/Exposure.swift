@@ -133,19 +133,25 @@ extension AnalysisSpec {
         for check in metrics {
             let values = samples.lazy.filter { $0.name == check.name }.map(\.valueMicros)
             let count = values.count
-            // Saturating sum: a mean of absurd values must not trap.
+            // Saturating sum: a mean of absurd values must not trap. Within the limits (±10^15 per value,
+            // 1,000 samples) nothing saturates, and the comparisons below are exact: sum against
+            // threshold × count, never a rounded mean.
             let sum = values.reduce(Int64(0)) { total, value in
                 let (next, overflow) = total.addingReportingOverflow(value)
                 return overflow ? (value < 0 ? .min : .max) : next
             }
             let mean = count == 0 ? 0 : sum / Int64(count)
+            func scaled(_ threshold: Int64) -> Int64 {
+                let (product, overflow) = threshold.multipliedReportingOverflow(by: Int64(count))
+                return overflow ? (threshold < 0 ? .min : .max) : product
+            }
             let outcome: AnalysisOutcome
             if UInt32(clamping: count) < max(1, check.minSamples) {
                 outcome = .inconclusive
             } else {
                 switch check.direction {
-                case .lowerIsBetter: outcome = mean <= check.passMicros ? .pass : mean <= check.marginalMicros ? .marginal : .fail
-                case .higherIsBetter: outcome = mean >= check.passMicros ? .pass : mean >= check.marginalMicros ? .marginal : .fail
+                case .lowerIsBetter: outcome = sum <= scaled(check.passMicros) ? .pass : sum <= scaled(check.marginalMicros) ? .marginal : .fail
+                case .higherIsBetter: outcome = sum >= scaled(check.passMicros) ? .pass : sum >= scaled(check.marginalMicros) ? .marginal : .fail
                 }
             }
             evidence.append(MetricEvidence(check: check, samples: UInt32(clamping: count), meanMicros: mean,

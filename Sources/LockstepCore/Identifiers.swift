@@ -106,7 +106,7 @@ public enum CoreLimits {
     public static let exposureStagesMax = 20
     /// Most metrics one analysis judges.
     public static let analysisMetricsMax = 16
-    /// Most metric samples recorded per node per bake.
+    /// Most samples of one metric recorded per node per bake.
     public static let metricSamplesPerBakeMax = 1_000
     /// Largest metric value or threshold, in millionths (±10^15: a billion with six decimals).
     public static let metricMicrosMagnitudeMax: Int64 = 1_000_000_000_000_000

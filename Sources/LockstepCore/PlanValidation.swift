@@ -57,7 +57,7 @@ public enum PlanValidation {
             for check in analysis.metrics {
                 if let problem = MigrationState.validateIdentifier(check.name, what: "metric of \(node.id)") { return problem }
                 if !names.insert(check.name).inserted { return "node \(node.id)'s analysis judges \(check.name) twice" }
-                if max(abs(check.passMicros), abs(check.marginalMicros)) > CoreLimits.metricMicrosMagnitudeMax {
+                if max(check.passMicros.magnitude, check.marginalMicros.magnitude) > CoreLimits.metricMicrosMagnitudeMax.magnitude {
                     return "a threshold of \(check.name) in \(node.id) is out of range"
                 }
                 if check.minSamples < 1 || check.minSamples > UInt32(CoreLimits.metricSamplesPerBakeMax) {

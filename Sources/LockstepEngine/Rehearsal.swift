@@ -125,7 +125,7 @@ public struct Rehearsal: Sendable {
             // A bake that just began gets its samples; one that has ended is judged.
             var sampled = false
             for (spec, node) in zip(plan.nodes, migration.nodes)
-            where node.status == .baking && !node.exposure.awaitingDecision && node.exposure.samples.isEmpty {
+            where migration.status == .running && node.status == .baking && !node.exposure.awaitingDecision && node.exposure.samples.isEmpty {
                 for check in spec.analysis?.metrics ?? [] {
                     let trace = options.metrics[spec.id]?[check.name] ?? []
                     let value = trace.isEmpty ? check.passMicros : trace[min(Int(node.exposure.reached), trace.count) - 1]

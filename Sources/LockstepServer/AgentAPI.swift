@@ -161,7 +161,8 @@ public struct AgentAPI: Sendable {
             guard case .stepLeased(let leased) = result.events.first?.event else { continue }
             // An exposure node's step sets its next stage; its rollback returns it to its start (with
             // the node's own action when it has no rollback action).
-            let stage = leased.kind == .forward ? state.migrations[migration]?.nextStage(of: node) : spec.exposure?.start
+            // Read after the lease: the stage it sets cannot move until this step completes.
+            let stage = leased.kind == .forward ? await coordinator.migration(migration)?.nextStage(of: node) : spec.exposure?.start
             return (.with {
                 $0.migrationID = migration.rawValue
                 $0.nodeID = node.rawValue

@@ -164,6 +164,42 @@ func sample(_ value: Int64, _ name: String = "error_rate") -> MetricSample {
             == .rejected(.tooManySamples(rollout, limit: CoreLimits.metricSamplesPerBakeMax)))
     }
 
+    @Test func aSampleAfterTheBakeEndedIsRefusedAndTheGateStaysDecidedBetweenStages() {
+        #expect(decide(atFirstStage, .recordMetric(node: rollout, sample: sample(1_000)), at: 71)
+            == .rejected(.notBaking(rollout, status: "being judged (its bake ended at \(t(70)))")))
+        let events = atFirstStage + samples([1_000, 1_000, 1_000])
+        guard case .accepted(let advanced) = decide(events, .evaluateExposure(node: rollout), at: 70) else { Issue.record("no decision"); return }
+        // Between stages the node is pending again; its (absent here) gate is not reopened.
+        #expect(decide(events + advanced, .approve(node: rollout, approver: "bob", groups: ["orders-team"], comment: "ok"), at: 75)
+            == .rejected(.noGate(rollout)))
+    }
+
+    @Test func aNodeThatFailsMidRolloutUnderPauseKeepsItsServicesAndIsUndoneFirst() {
+        var plan = exposurePlan()
+        plan.nodes[1].onFailure = .pause
+        plan.nodes.append(NodeSpec(id: NodeID("side"), services: ["ledger"], phase: .custom, action: "x", rollback: RollbackSpec(action: "y")))
+        plan.services.append(ServiceSpec(name: "ledger", owners: ["ledger-team"]))
+        var events = [exposureStarted(plan)] + atFirstStage.dropFirst() + samples([1_000, 1_000, 1_000])
+        guard case .accepted(let advanced) = decide(events, .evaluateExposure(node: rollout), at: 70) else { Issue.record("stage 1"); return }
+        // `side` completes while the rollout is under way; then the rollout sets its second stage.
+        events += advanced + [leased("side", token: 1, at: 75), completed("side", token: 1), leased("rollout", token: 2, at: 80),
+                              completed("rollout", token: 2), .exposureStageReached(ExposureStageReached(node: rollout, stage: 2, bakeUntil: t(140)))]
+        events += samples([1_000, 1_000, 1_000], stage: 2)
+        guard case .accepted(let second) = decide(events, .evaluateExposure(node: rollout), at: 140) else { Issue.record("stage 2"); return }
+        events += second + [leased("rollout", token: 3, at: 150)]
+        guard case .accepted(let failing) = decide(events, .failStep(node: rollout, token: FencingToken(3), reason: "boom", retryable: false), at: 155) else {
+            Issue.record("no failure")
+            return
+        }
+        let paused = MigrationState.given(events + failing)!
+        #expect(paused.status == .paused && paused.node(rollout)?.status == .failed)
+        #expect(paused.node(rollout)?.serviceLeases.isHeld == true, "its exposure is still out: it keeps its services")
+        guard case .accepted(let aborted) = decide(events + failing, .abort(reason: "stop"), at: 90),
+              case .migrationAborted(let report) = aborted.first else { Issue.record("no abort"); return }
+        // The exposure moved last in completion order at its newest stage: undone before `side`.
+        #expect(report.rollback == [rollout, NodeID("side"), NodeID("expand")], "\(report)")
+    }
+
     @Test func evaluationIsTheWorstOfItsMetricsAndIntegerOnly() {
         let analysis = AnalysisSpec(metrics: [
             MetricCheck(name: "error_rate", direction: .lowerIsBetter, passMicros: 10_000, marginalMicros: 20_000, minSamples: 1),
