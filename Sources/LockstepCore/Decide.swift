@@ -189,7 +189,7 @@ extension MigrationState {
         if willRetry { return [failed] }
         switch lease.kind {
         case .rollback:
-            return [failed, .migrationFailed(node: node, reason: "its rollback failed: \(reason)")]
+            return [failed, .migrationFailed(node: node, reason: "its rollback failed: \(reason). \(serviceAccount(failing: node))")]
         case .forward:
             if status == .aborting { return [failed] }  // a step abandoned by the abort reported late: nothing more
             var after = self
@@ -264,6 +264,33 @@ extension MigrationState {
         report.failed = nodes.filter { $0.exposure.reached == 0 && ($0.status == .failed || ($0.status == .pending && $0.attempts > 0)) }.map(\.id)
         report.skipped = nodes.filter { $0.exposure.reached == 0 && $0.status == .pending && $0.attempts == 0 }.map(\.id)
         return report.rollback.isEmpty ? [.migrationAborted(report), .migrationRolledBack] : [.migrationAborted(report)]
+    }
+
+    /// Where each service stands when a rollback gives up: per service (plan order), its nodes that did
+    /// something, each rolled back, not undone (with its exposure stage), kept (irreversible), or the
+    /// one whose rollback failed. Recorded in `migration_failed`, for the people who take it from there.
+    func serviceAccount(failing: NodeID) -> String {
+        var parts: [String] = []
+        for service in plan.services.map(\.name) {
+            var states: [String] = []
+            for (spec, node) in zip(plan.nodes, nodes) where spec.services.contains(service) {
+                let stage = currentStage(of: node.id).map { " at stage \($0.name)" } ?? ""
+                if node.id == failing {
+                    states.append("\(node.id) rollback failed\(stage)")
+                } else if node.status == .rolledBack {
+                    states.append("\(node.id) rolled back")
+                } else if rollbackQueue.contains(node.id) {
+                    states.append("\(node.id) not undone\(stage)")
+                } else if cannotUndo.contains(node.id) {
+                    states.append("\(node.id) kept (cannot be undone)")
+                } else if node.status == .failed {
+                    states.append("\(node.id) failed before completing")
+                }
+            }
+            if !states.isEmpty { parts.append("\(service): \(states.joined(separator: ", "))") }
+        }
+        let account = "Services: " + (parts.isEmpty ? "none changed" : parts.joined(separator: "; "))
+        return String(decoding: Array(account.utf8.prefix(CoreLimits.reasonBytesMax)), as: UTF8.self)
     }
 
     /// Whether a rollback step can undo `spec`: it has a rollback action, or it is an exposure node (whose

@@ -211,7 +211,8 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
                                   failed("backfill", attempt: 2, token: 3, retryAt: t(4), kind: .rollback), leased("backfill", attempt: 3, token: 4, kind: .rollback)]
         #expect(decide(retried, .failStep(node: NodeID("backfill"), token: FencingToken(4), reason: "locked", retryable: true), at: 5)
             == .accepted([failed("backfill", attempt: 3, token: 4, retryAt: nil, kind: .rollback, reason: "locked"),
-                          .migrationFailed(node: NodeID("backfill"), reason: "its rollback failed: locked")]))
+                          .migrationFailed(node: NodeID("backfill"), reason:
+                            "its rollback failed: locked. Services: ledger: expand not undone, backfill rollback failed")]))
     }
 
     @Test func abortingTwiceAndPausingARollbackAreRefused() {
