@@ -1,5 +1,6 @@
 import Foundation
 import LockstepCore
+import LockstepServer
 import LockstepTestSupport
 import Testing
 
@@ -39,44 +40,61 @@ struct ExposureEndToEndTests {
 
         """
 
+    static let tokens = ["olga": "operator-token-oooooooooooooooo", "pricing-agent": "agent-token-pppppppppppppppppp",
+                         "checkout-agent": "agent-token-cccccccccccccccccc"]
+
     @Test func aBreachAtFiftyPercentRollsEverythingBackAndTheHistoryShowsWhy() async throws {
-        let server = try await ServerProcess()
         let directory = temporaryDirectory()
+        let t = Self.tokens
+        try """
+            {"principals": [
+              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
+              {"name": "pricing-agent", "roles": ["agent"], "services": ["pricing"], "token_sha256": "\(AuthConfig.hash(t["pricing-agent"]!))"},
+              {"name": "checkout-agent", "roles": ["agent"], "services": ["checkout"], "token_sha256": "\(AuthConfig.hash(t["checkout-agent"]!))"}
+            ]}
+            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--config", directory + "/auth.json"])
         try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
         for action in ["deploy", "undeploy", "set-weight"] {
             try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
             try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
         }
         try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
-        let environment = ["LOCKSTEP_SERVER": server.grpc]
-        func lockstep(_ arguments: [String]) async throws -> ProcessOutput {
-            try await ChildProcess(try lockstepBinary(), arguments, environment: environment).wait(seconds: 60)
+        func lockstep(_ arguments: [String], as who: String = "olga") async throws -> ProcessOutput {
+            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t[who]!])
+                .wait(seconds: 60)
         }
         #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
         #expect(try await lockstep(["migration", "start", "canary", "--id", "m1"]).stdout == "m1\n")
         let agents = try ["pricing", "checkout"].map { service in
             try ChildProcess(try lockstepBinary(), ["agent", "--service", service, "--handlers", directory + "/handlers", "--id", "\(service)-1"],
-                             environment: environment)
+                             environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["\(service)-agent"]!])
         }
 
-        /// Waits for route to bake stage `percent`, then reports `value` twice, as a metrics reporter would.
+        /// Waits for route to bake stage `percent`, then reports `value` twice over the API with the
+        /// checkout agent's credentials (an agent of the node's service reporting its metrics).
         func bake(_ percent: Int, report value: String) async throws {
             try await eventually("route bakes at \(percent) %") {
                 let status = try await lockstep(["migration", "status", "m1", "--output", "json"]).stdout
                 return status.contains("\"baking\"") && status.contains("\"stage_percent\" : \(percent)")
             }
             for _ in 0..<2 {
-                let recorded = try await lockstep(["metric", "record", "m1", "route", "error_rate", value, "--source", "e2e-prober"])
+                let recorded = try await lockstep(["metric", "record", "m1", "route", "error_rate", value, "--source", "e2e-prober"], as: "checkout-agent")
                 #expect(recorded.status == 0, "\(recorded)")
             }
         }
         try await bake(10, report: "0.002")
         // Services ask which stage applies to them, with a cohort key: every replica gets the same answer.
-        let stage = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/v1/stage/m1?node=route&key=user-42"]).wait(seconds: 30).stdout
+        let stage = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["checkout-agent"]!)",
+                                                             server.url + "/v1/stage/m1?node=route&key=user-42"]).wait(seconds: 30).stdout
         let exposed = Cohort.isExposed(migration: MigrationID("m1"), node: NodeID("route"), key: "user-42", percent: 10)
         #expect(stage.contains(#""stage":"10","percent":10,"exposed":\#(exposed)"#), "\(stage)")
         let longKey = String(repeating: "k", count: 257)
-        let refused = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_code}", server.url + "/v1/stage/m1?key=" + longKey]).wait(seconds: 30).stdout
+        let refused = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_code}", "-H", "authorization: Bearer \(t["checkout-agent"]!)",
+                                                               server.url + "/v1/stage/m1?key=" + longKey]).wait(seconds: 30).stdout
+        // The pricing agent may not report checkout's metrics.
+        let foreign = try await lockstep(["metric", "record", "m1", "route", "error_rate", "0.001"], as: "pricing-agent")
+        #expect(foreign.status == 4 && foreign.stderr.contains("permission_denied"), "\(foreign)")
         #expect(refused.hasSuffix("\n400") && refused.contains("key is 257 bytes long; the limit is 256 bytes"), "\(refused)")
         try await bake(50, report: "0.05")
 
@@ -103,11 +121,14 @@ struct ExposureEndToEndTests {
                 "\(analyses)")
         let aborted = try #require(export.first { $0.contains(#""migration_aborted""#) })
         #expect(aborted.contains(#""trigger":"metric""#) && aborted.contains(#""triggered_by":"TRIGGERED_BY_METRIC""#), "\(aborted)")
-        #expect(export.filter { $0.contains(#""metric_sampled""#) && $0.contains(#""source":"e2e-prober""#) }.count == 4)
+        let samples = export.filter { $0.contains(#""metric_sampled""#) }
+        #expect(samples.count == 4 && samples.allSatisfy { $0.contains(#""source":"e2e-prober""#) && $0.contains(#""actor":{"kind":"agent","id":"checkout-agent"}"#) },
+                "\(samples)")
         let verified = try await lockstep(["history", "verify"])
         #expect(verified.status == 0)
         // /metrics counted it.
-        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/metrics"]).wait(seconds: 30).stdout
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
+            .wait(seconds: 30).stdout
         #expect(metrics.contains(#"lockstep_rollbacks_total{trigger="metric"} 1"#), "\(metrics)")
         #expect(metrics.contains(#"lockstep_analysis_outcomes_total{outcome="fail"} 1"#))
         #expect(metrics.contains("lockstep_partially_migrated_seconds_count 1"))
