@@ -9,6 +9,8 @@ import Testing
 /// the history shows the evidence.
 @Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
 struct ExposureEndToEndTests {
+    /// The bake is long enough for two samples to arrive through the CLI on a loaded CI machine (a bake
+    /// that ends first is inconclusive and pauses, which would fail this test for the wrong reason).
     static let plan = """
         name: canary
         services:
@@ -26,7 +28,7 @@ struct ExposureEndToEndTests {
             action: set-weight
             params: { target: pricing-v2 }
             needs: [deploy]
-            exposure: { stages: [10, 50, 100], bake: 3s }
+            exposure: { stages: [10, 50, 100], bake: 10s }
             analysis:
               metrics:
                 - { name: error_rate, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 2 }

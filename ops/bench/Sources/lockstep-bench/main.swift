@@ -250,4 +250,14 @@ if wanted("replay") {
     print("replay digest \(digest)\n")
 }
 printTable(rows)
+// `--json FILE`: the same rows, for ops/bench/compare.
+if let path = option("--json") {
+    let objects: [[String: Any]] = rows.map { row in
+        ["name": row.name, "reference_name": row.referenceName, "ratio": row.ratio, "target": row.target as Any,
+         "ours": ["median": row.ours.median, "min": row.ours.min, "max": row.ours.max, "samples": row.ours.samples],
+         "reference": ["median": row.reference.median, "min": row.reference.min, "max": row.reference.max, "samples": row.reference.samples]]
+    }
+    let data = try JSONSerialization.data(withJSONObject: objects, options: [.prettyPrinted, .sortedKeys])
+    try data.write(to: URL(fileURLWithPath: path))
+}
 if option("--dir") == nil { try? FileManager.default.removeItem(atPath: root) }
