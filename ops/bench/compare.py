@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Lockstep against its peers and the physical limit, side by side, in one run (run it through
+ops/bench/compare, which installs what it needs and builds release binaries).
+
+Each figure is the median of RUNS runs with min and max. Pairs:
+- durable appends/s at 1, 16, 64 writers: lockstep-bench against the raw SQLite C API at the same batch
+  size (the limit), and against the `eventsourcing` library (PyPI) on SQLite;
+- replay events/s of 1M events from disk against a raw SELECT scan (lockstep-bench);
+- lease acquire -> renew -> release cycles/s at 1 and 64 clients through the public gRPC API, against
+  etcd (lease grant -> keep-alive -> txn put -> revoke), the same Python client for both;
+- agent calls/s and p50/p99 (gRPC and JSON), 10,000 parked polls, wake-up latency (ops/bench/api.py).
+
+Prints one table, writes the figures as JSON (--json FILE) and draws the ratios (--chart FILE.png).
+Touches only loopback and a temporary directory.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RELEASE = os.path.join(ROOT, ".build-release", "release")
+BENCH = os.path.join(ROOT, "ops", "bench")
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--quick", action="store_true", help="one short run of each figure (minutes, not a measurement)")
+parser.add_argument("--json", help="write the figures here as JSON")
+parser.add_argument("--chart", help="draw the ratios here (PNG)")
+parser.add_argument("--only", default="appends,replay,leases,api", help="comma-separated: appends, replay, leases, api")
+args = parser.parse_args()
+ONLY = set(args.only.split(","))
+RUNS = 1 if args.quick else 3
+SECONDS = 1 if args.quick else 3
+work = tempfile.mkdtemp(prefix="lockstep-compare-")
+rows = []  # {"figure", "ours": {median,min,max}, "reference": {...}, "reference_name", "ratio", "target"}
+
+
+def summary(samples):
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples), "samples": samples}
+
+
+def add(figure, ours, reference, reference_name, target=None, higher_is_better=True, unit="/s"):
+    ratio = ours["median"] / reference["median"] if reference and reference["median"] else None
+    if ratio is not None and not higher_is_better:
+        ratio = reference["median"] / ours["median"] if ours["median"] else None
+    rows.append({"figure": figure, "ours": ours, "reference": reference, "reference_name": reference_name, "ratio": ratio,
+                 "target": target, "unit": unit, "higher_is_better": higher_is_better})
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(process):
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def section(title):
+    print(f"\n== {title}", flush=True)
+
+
+# MARK: appends and replay (lockstep-bench, with the raw SQLite C API as the limit)
+
+bench_rows = []
+if "appends" in ONLY or "replay" in ONLY:
+    section("appends and replay: lockstep-bench (its own raw SQLite reference in the same run)")
+    output = os.path.join(work, "bench.json")
+    argv = [os.path.join(RELEASE, "lockstep-bench"), "--json", output, "--runs", str(RUNS), "--seconds", str(SECONDS)]
+    if args.quick:
+        argv += ["--replay-events", "100000"]
+    subprocess.run(argv, check=True, timeout=1_500)
+    bench_rows = json.load(open(output))
+    for row in bench_rows:
+        name = row["name"]
+        wanted = ("appends" in ONLY and name.startswith("durable appends")) or ("replay" in ONLY and "replay" in name)
+        if wanted:
+            add(name, row["ours"], row["reference"], row["reference_name"] + " (the limit)", row.get("target"))
+
+if "appends" in ONLY:
+    section("appends: the eventsourcing library on SQLite")
+    for writers in (1, 16, 64):
+        samples = []
+        for _ in range(RUNS):
+            out = subprocess.run([sys.executable, os.path.join(BENCH, "eventsourcing_appends.py"), os.path.join(work, "es"), str(writers), str(SECONDS)],
+                                 capture_output=True, text=True, timeout=600, check=True).stdout
+            samples.append(json.loads(out)["rate"])
+        ours = next((r["ours"] for r in bench_rows if r["name"].startswith(f"durable appends/s, {writers} writer")), None)
+        if ours:
+            add(f"durable appends/s, {writers} writer{'s' if writers > 1 else ''}", ours, summary(samples),
+                "eventsourcing (PyPI) on SQLite, same durability", target=10.0)
+
+# MARK: lease cycles through the public API, against etcd
+
+if "leases" in ONLY:
+    section("lease cycles: Lockstep's API and etcd's, the same Python gRPC client")
+    stubs = os.path.join(work, "stubs")
+    os.makedirs(stubs)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "Protos"), f"--python_out={stubs}",
+                    f"--grpc_python_out={stubs}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"], check=True)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(BENCH, "protos"), f"--python_out={stubs}",
+                    f"--grpc_python_out={stubs}", "etcd_min.proto"], check=True)
+    cycle_seconds = 2 if args.quick else 5
+
+    def cycles(kind, target, clients):
+        out = subprocess.run([sys.executable, os.path.join(BENCH, "lease_cycles.py"), kind, target, str(clients), str(cycle_seconds), stubs],
+                             capture_output=True, text=True, timeout=900, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])["rate"]
+
+    results = {}
+    data = os.path.join(work, "lockstep-data")
+    ready = os.path.join(work, "ready.json")
+    server = subprocess.Popen([os.path.join(RELEASE, "lockstep"), "serve", "--dev", "--data", data, "--http-listen", "127.0.0.1:0",
+                               "--grpc-listen", "127.0.0.1:0", "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not os.path.exists(ready):
+        time.sleep(0.05)
+    lockstep_target = json.load(open(ready))["grpc"]
+    etcd_port, peer_port = free_port(), free_port()
+    etcd = subprocess.Popen([shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", os.path.join(work, "etcd"),
+                             "--listen-client-urls", f"http://127.0.0.1:{etcd_port}", "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
+                             "--listen-peer-urls", f"http://127.0.0.1:{peer_port}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+                             "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", etcd_port)) == 0:
+                break
+        time.sleep(0.05)
+    for clients in (1, 64):
+        ours, theirs = [], []
+        for _ in range(RUNS):  # interleaved, so drift hits both alike
+            ours.append(cycles("lockstep", lockstep_target, clients))
+            theirs.append(cycles("etcd", f"127.0.0.1:{etcd_port}", clients))
+        add(f"lease cycles/s (acquire, renew, release) through the gRPC API, {clients} client{'s' if clients > 1 else ''}",
+            summary(ours), summary(theirs), "etcd 3.4 (grant, keep-alive, txn put, revoke)", target=2.0)
+    stop(server)
+    stop(etcd)
+
+# MARK: the API (ops/bench/api.py: h2load, bare libraries, nghttpd, parked polls, wake-up)
+
+if "api" in ONLY:
+    section("the API: ops/bench/api.py")
+    output = os.path.join(work, "api.json")
+    subprocess.run([sys.executable, os.path.join(BENCH, "api.py"), "--json", output] + (["--quick"] if args.quick else []), check=True, timeout=1_200)
+    api = json.load(open(output))
+    calls = api["calls"]
+
+    def call(name):
+        figure = calls[name]
+        return {"median": figure["rps"], "min": figure["min"], "max": figure["max"], "p50_ms": figure["p50_ms"], "p99_ms": figure["p99_ms"]}
+
+    nghttpd = call("nghttpd, the same body")
+    for transport, ours, floor in (("JSON", "JSON poll, lockstep", "JSON poll, bare Hummingbird route"),
+                                   ("gRPC", "gRPC Poll, lockstep", "gRPC Poll, bare grpc-swift-2 unary")):
+        add(f"agent calls/s, {transport}, 64 streams (p50/p99 {calls[ours]['p50_ms']:.1f}/{calls[ours]['p99_ms']:.1f} ms)", call(ours), call(floor),
+            f"bare {'Hummingbird route' if transport == 'JSON' else 'grpc-swift-2 unary'} (our floor)", target=0.8)
+        add(f"agent calls/s, {transport}, against the HTTP/2 limit", call(ours), nghttpd, "nghttpd, the same body (C)")
+    rows.append({"figure": "parked long-polls held at once: RSS MB (10,000 polls)", "ours": {"median": api["rss_mb_parked"], "min": api["rss_mb_parked"],
+                 "max": api["rss_mb_parked"]}, "reference": None, "reference_name": "target < 300 MB", "ratio": None, "target": None, "unit": " MB"})
+    wake = api["wake_ms"]
+    rows.append({"figure": "wake-up p99, ms (append -> parked poll answered; server side ≤, client end to end)",
+                 "ours": {"median": wake["server_p99_at_most"], "min": wake["server_p99_at_most"], "max": wake["p99"]}, "reference": None,
+                 "reference_name": "target < 10 ms", "ratio": None, "target": None, "unit": " ms"})
+
+# MARK: the table, the JSON, the chart
+
+
+def number(value, unit):
+    if value is None:
+        return "-"
+    if unit == "/s":
+        return f"{value / 1000:,.1f}k" if value >= 1000 else f"{value:,.0f}"
+    return f"{value:,.1f}"
+
+
+print(f"\n{RUNS} run(s) per figure on {os.cpu_count()} cores; medians [min–max]; loopback only\n")
+print("| figure | Lockstep | reference | ratio | target |")
+print("|---|---|---|---|---|")
+for row in rows:
+    ours, ref, unit = row["ours"], row["reference"], row["unit"]
+    ours_text = f"{number(ours['median'], unit)} [{number(ours['min'], unit)}–{number(ours['max'], unit)}]"
+    ref_text = f"{number(ref['median'], unit)} [{number(ref['min'], unit)}–{number(ref['max'], unit)}] {row['reference_name']}" if ref else row["reference_name"]
+    ratio = f"{row['ratio']:.2f}×" if row["ratio"] is not None else "-"
+    target = ""
+    if row["target"] is not None and row["ratio"] is not None:
+        target = f"≥ {row['target']:g}× {'met' if row['ratio'] >= row['target'] else 'MISSED'}"
+    print(f"| {row['figure']} | {ours_text} | {ref_text} | {ratio} | {target} |")
+
+machine = {"cores": os.cpu_count(), "uname": " ".join(os.uname()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": RUNS}
+if args.json:
+    with open(args.json, "w") as f:
+        json.dump({"machine": machine, "rows": rows}, f, indent=2, sort_keys=True)
+if args.chart:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    charted = [row for row in rows if row["ratio"] is not None]
+    figure, axis = plt.subplots(figsize=(11, 0.45 * len(charted) + 1.5))
+    names = [row["figure"].split(" (p50")[0] + f"\nvs {row['reference_name']}" for row in charted]
+    ratios = [row["ratio"] for row in charted]
+    colours = ["#2a9d8f" if row["target"] is None or row["ratio"] >= row["target"] else "#e76f51" for row in charted]
+    axis.barh(range(len(charted)), ratios, color=colours)
+    for index, row in enumerate(charted):
+        if row["target"] is not None:
+            axis.plot([row["target"], row["target"]], [index - 0.4, index + 0.4], color="black", linewidth=1)
+        axis.text(row["ratio"], index, f" {row['ratio']:.2f}×", va="center", fontsize=8)
+    axis.set_yticks(range(len(charted)))
+    axis.set_yticklabels(names, fontsize=7)
+    axis.invert_yaxis()
+    axis.set_xscale("log")
+    axis.set_xlabel("Lockstep ÷ reference (log scale; black ticks: targets; red: missed)")
+    axis.set_title(f"Lockstep against its references, {machine['date']}, {machine['cores']} cores")
+    figure.tight_layout()
+    figure.savefig(args.chart, dpi=110)
+shutil.rmtree(work, ignore_errors=True)
