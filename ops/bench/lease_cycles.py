@@ -22,7 +22,7 @@ import threading
 import time
 
 THREADS_PER_PROCESS = 16
-CHAIN_NODES = 1000
+CHAIN_NODES = 100
 
 
 def lockstep_plan(service):
@@ -44,21 +44,23 @@ def lockstep_client(target, client, seconds, stubs, counts, index):
     prefix = f"{service}-{int(time.time() * 1000)}"
     migrations.StartMigration(agent_pb2.StartMigrationRequest(plan=f"chain-{service}", migration_id=f"{prefix}-{run}"))
     cycles = errors = 0
-    # Timed from here: set-up (a 1,000-node plan) is not part of a cycle.
+    # Timed from here: set-up (the plan, the first migration) is not part of a cycle.
     began = time.time()
     deadline = began + seconds
     while time.time() < deadline:
         polled = agents.Poll(agent_pb2.PollRequest(service=service, agent_id=f"agent-{client}", wait_ms=1000))
         if not polled.HasField("step"):
-            # The chain is done: start another run of it.
-            run += 1
-            migrations.StartMigration(agent_pb2.StartMigrationRequest(plan=f"chain-{service}", migration_id=f"{prefix}-{run}"))
+            errors += 1  # should not happen: every client has its own service and a next step
             continue
         step = polled.step
         try:
             agents.Heartbeat(agent_pb2.HeartbeatRequest(lease_id=step.lease_id, fencing_token=step.fencing_token))
             agents.Complete(agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token))
             cycles += 1
+            if step.node_id == f"s{CHAIN_NODES - 1}":
+                # The chain is done: start the next run of it now, so the next poll finds a step.
+                run += 1
+                migrations.StartMigration(agent_pb2.StartMigrationRequest(plan=f"chain-{service}", migration_id=f"{prefix}-{run}"))
         except grpc.RpcError:
             errors += 1
     counts[index] = (cycles, errors, time.time() - began)
