@@ -197,4 +197,30 @@ import Testing
         #expect(try await setup.events("migration_rolled_back").count == 1)
         _ = try await setup.server.stop()
     }
+
+    /// The agent's own limits: a progress message is cut at `progressMessageBytesMax` (512 bytes), and a
+    /// stdout line over `HandlerProcess.lineBytesMax` (64 KiB) stops the handler, whose step then fails.
+    @Test func overlongProgressIsCutAndAnOverlongLineStopsTheHandler() async throws {
+        let setup = try await setUp(plan: """
+            name: agent-test
+            services:
+              svc: { owners: [team] }
+            nodes:
+              - { id: chatty, service: svc, phase: custom, action: chatty }
+              - { id: flood, service: svc, phase: custom, action: flood, needs: [chatty] }
+            """, handlers: [
+                "chatty": "cat > /dev/null\nprintf 'progress: 50 %0700d\\n' 0\nsleep 1.5\n",
+                "flood": "cat > /dev/null\nhead -c 70000 /dev/zero | tr '\\0' x\necho\nsleep 30\n",
+            ])
+        let began = Date()
+        let output = try await setup.agent(steps: 2).wait(seconds: 60)
+        #expect(output.status == 0, "\(output)")
+        #expect(Date().timeIntervalSince(began) < 20, "the flooding handler was not stopped")
+        let progress = try #require(try await setup.events("step_progress").first)
+        #expect(progress.contains(#""message":""#) && progress.contains(String(repeating: "0", count: 512))
+            && !progress.contains(String(repeating: "0", count: 513)), "\(progress.prefix(200))")
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 1 && failed[0].contains(#""node_id":"flood""#) && failed[0].contains("flood was killed by signal 15"), "\(failed)")
+        _ = try await setup.server.stop()
+    }
 }
