@@ -84,6 +84,13 @@ public struct AnalysisSpec: Hashable, Sendable {
 
 /// One measurement of a metric over a window, sent by an agent or another authorized reporter.
 public struct MetricSample: Hashable, Sendable {
+    /// `value` as millionths, rounded to the nearest; nil when it is not a finite number within
+    /// ±`CoreLimits.metricMicrosMagnitudeMax` µ. The one conversion from a decimal, at every edge.
+    public static func micros(_ value: Double) -> Int64? {
+        guard value.isFinite, (value * 1_000_000).magnitude <= Double(CoreLimits.metricMicrosMagnitudeMax) else { return nil }
+        return Int64((value * 1_000_000).rounded())
+    }
+
     public var name: String
     public var valueMicros: Int64
     public var windowStart: Instant

@@ -349,12 +349,11 @@ struct Reader {
             error(node.mark?.line ?? line, "invalid_threshold", "\(what) must be { max: VALUE } (lower is better) or { min: VALUE } (higher is better)")
             return nil
         }
-        guard let text = value.string, let number = Double(text), number.isFinite,
-              abs(number) * 1_000_000 <= Double(CoreLimits.metricMicrosMagnitudeMax) else {
+        guard let text = value.string, let number = Double(text), let micros = MetricSample.micros(number) else {
             error(value.mark?.line ?? line, "invalid_threshold", "\(what) must be a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
             return nil
         }
-        return (bound == "max" ? .lowerIsBetter : .higherIsBetter, Int64((number * 1_000_000).rounded()))
+        return (bound == "max" ? .lowerIsBetter : .higherIsBetter, micros)
     }
 
     // MARK: - Values

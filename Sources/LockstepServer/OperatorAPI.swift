@@ -163,12 +163,12 @@ public struct OperatorAPI: Sendable {
         if !principal.roles.contains(.operator) && !principal.roles.contains(.admin) {
             try principal.requireAgent(of: spec.services[0])
         }
-        guard request.value.isFinite, abs(request.value) * 1_000_000 <= Double(CoreLimits.metricMicrosMagnitudeMax) else {
+        guard let micros = MetricSample.micros(request.value) else {
             throw APIError.invalid("value \(request.value) is not a finite number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
         }
         let now = clock()
         let sample = MetricSample(
-            name: request.name, valueMicros: Int64((request.value * 1_000_000).rounded()),
+            name: request.name, valueMicros: micros,
             windowStart: Instant(millisecondsSinceEpoch: request.windowStartMs == 0 ? now.millisecondsSinceEpoch : request.windowStartMs),
             windowEnd: Instant(millisecondsSinceEpoch: request.windowEndMs == 0 ? now.millisecondsSinceEpoch : request.windowEndMs),
             source: request.source)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepClient
 import LockstepServer
+import LockstepStore
 import Synchronization
 
 struct Demo: AsyncParsableCommand {
@@ -106,7 +107,7 @@ struct Demo: AsyncParsableCommand {
             let report = try await alice.verify()
             print("\n$ lockstep history verify")
             print(report.ok ? "ok: \(report.events) events, head sequence \(report.headSequence)" : "NOT OK: \(report.problemCode): \(report.problem)")
-            print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
+            print("head hash: \(report.headChainHash.hexString)")
             print("state digest: \(report.digest)")
         }
         await children.stop([server])

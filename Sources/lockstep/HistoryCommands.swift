@@ -69,7 +69,7 @@ extension HistoryCommand {
                     guard output == .table else { return }
                     print("ok: \(report.events) events (verified by the server at \(server.address))")
                     print("head sequence: \(report.headSequence)")
-                    print("head hash: \(report.headChainHash.map { String(format: "%02x", $0) }.joined())")
+                    print("head hash: \(report.headChainHash.hexString)")
                     print("state digest: \(report.digest)")
                     if report.snapshotChecked > 0 { print("snapshot checked at: \(report.snapshotChecked)") }
                 }
@@ -158,7 +158,7 @@ extension HistoryCommand {
                         })
                         var chunk = ""
                         for envelope in page.events {
-                            let hash = envelope.chainHash.map { String(format: "%02x", $0) }.joined()
+                            let hash = envelope.chainHash.hexString
                             chunk += try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record) + "\n"
                         }
                         out.write(Data(chunk.utf8))
@@ -202,11 +202,7 @@ enum StateTable {
                  node.ready ? "ready" : node.status, String(node.attempts), String(node.fencingToken),
                  node.lease.map { "\($0.agent) until \($0.expiresAtMs)" } ?? "-"]
             }
-            let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-            for row in [header] + rows {
-                lines.append("  " + row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-                    .joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
+            lines.append(renderTable(header, rows, indent: "  "))
         }
         return lines.joined(separator: "\n")
     }

@@ -3,7 +3,9 @@ import Foundation
 import LockstepClient
 import LockstepCore
 import LockstepEngine
+import LockstepStore
 import LockstepWire
+import Synchronization
 
 struct MigrationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -123,7 +125,7 @@ extension MigrationsCommand {
             try await server.run { lockstep in
                 if output == .json {
                     try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
-                        let hash = envelope.chainHash.map { String(format: "%02x", $0) }.joined()
+                        let hash = envelope.chainHash.hexString
                         print(try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record))
                         fflush(nil)
                     }
@@ -161,12 +163,11 @@ func follow(_ id: String, _ lockstep: LockstepClient, live: Bool) async throws -
 }
 
 /// Redraws at most ten times a second (a migration can record events faster than a terminal redraws).
-final class FrameClock: @unchecked Sendable {
-    private var last = ContinuousClock.now - .seconds(1)
-    private let lock = NSLock()
+final class FrameClock: Sendable {
+    private let last = Mutex(ContinuousClock.now - .seconds(1))
 
     func due() -> Bool {
-        lock.withLock {
+        last.withLock { last in
             let now = ContinuousClock.now
             guard now - last >= .milliseconds(100) else { return false }
             last = now

@@ -55,8 +55,10 @@ struct Rehearse: AsyncParsableCommand {
             }
             var values: [Int64] = []
             for text in trace[trace.index(after: equals)...].split(separator: ",") {
-                guard let value = Double(text), value.isFinite, abs(value) < 1e9 else { throw ValidationError("--metric \(trace): \(text) is not a number") }
-                values.append(Int64((value * 1_000_000).rounded()))
+                guard let micros = Double(text).flatMap(MetricSample.micros) else {
+                    throw ValidationError("--metric \(trace): \(text) is not a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+                }
+                values.append(micros)
             }
             guard !values.isEmpty else { throw ValidationError("--metric \(trace): give at least one value") }
             options.metrics[node, default: [:]][name] = values

@@ -200,6 +200,17 @@ func sample(_ value: Int64, _ name: String = "error_rate") -> MetricSample {
         #expect(report.rollback == [rollout, NodeID("side"), NodeID("expand")], "\(report)")
     }
 
+    @Test func decimalsBecomeMicrosOnlyWithinTheLimit() {
+        #expect(MetricSample.micros(0.015) == 15_000 && MetricSample.micros(-2.5) == -2_500_000)
+        #expect(MetricSample.micros(0.000_000_6) == 1, "rounded to the nearest millionth")
+        #expect(MetricSample.micros(1e9) == CoreLimits.metricMicrosMagnitudeMax)
+        #expect(MetricSample.micros(1e9 + 1) == nil && MetricSample.micros(-1e9 - 1) == nil)
+        #expect(MetricSample.micros(.nan) == nil && MetricSample.micros(.infinity) == nil)
+        // The core refuses a sample beyond the limit however it was made.
+        #expect(decide(atFirstStage, .recordMetric(node: rollout, sample: sample(CoreLimits.metricMicrosMagnitudeMax + 1)), at: 20)
+            == .rejected(.invalidArgument("metric value \(CoreLimits.metricMicrosMagnitudeMax + 1) µ is beyond ±\(CoreLimits.metricMicrosMagnitudeMax) µ")))
+    }
+
     @Test func evaluationIsTheWorstOfItsMetricsAndIntegerOnly() {
         let analysis = AnalysisSpec(metrics: [
             MetricCheck(name: "error_rate", direction: .lowerIsBetter, passMicros: 10_000, marginalMicros: 20_000, minSamples: 1),
