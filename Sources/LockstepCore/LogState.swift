@@ -8,12 +8,17 @@ public struct LogState: Hashable, Sendable {
     public private(set) var lastSequence: UInt64
     /// Who holds which service lease and who waits in line: an index of the nodes' `serviceLeases`.
     public private(set) var serviceLeases: ServiceLeaseIndex
+    /// The ids of the migrations not yet settled: an index of `migrations`, so that work done on every
+    /// poll or timer tick does not grow with the settled history. Never iterated for anything that
+    /// matters: use `unsettledInOrder`.
+    public private(set) var unsettled: Set<MigrationID>
 
     public init() {
         self.migrations = [:]
         self.plans = [:]
         self.lastSequence = 0
         self.serviceLeases = ServiceLeaseIndex()
+        self.unsettled = []
     }
 
     init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], lastSequence: UInt64) {
@@ -21,6 +26,7 @@ public struct LogState: Hashable, Sendable {
         self.plans = plans
         self.lastSequence = lastSequence
         self.serviceLeases = ServiceLeaseIndex(migrations: migrations.values.sorted { $0.id < $1.id })
+        self.unsettled = Set(migrations.values.lazy.filter { !$0.status.isSettled }.map(\.id))
     }
 
     /// Folds in one record of any stream at global position `sequence`.
@@ -49,11 +55,21 @@ public struct LogState: Hashable, Sendable {
         migrations.values.sorted { $0.id < $1.id }
     }
 
+    /// The migrations not yet settled, sorted by id: what timers and polls look at.
+    public var unsettledInOrder: [MigrationState] {
+        unsettled.sorted().compactMap { migrations[$0] }
+    }
+
     /// Folds in one event of migration `id` recorded at global position `sequence`.
     public mutating func evolve(migration id: MigrationID, sequence: UInt64, _ event: MigrationEvent) {
         // In place through the dictionary's modify accessor (no copy of the migration's arrays), one lookup.
         if migrations[id]?.evolve(event) == nil, let started = MigrationState.evolve(nil, event) {
             migrations[id] = started
+            if !started.status.isSettled { unsettled.insert(id) }
+        } else if migrations[id]?.status.isSettled == true {
+            // Settling is final (a settled migration refuses every command), so the index only shrinks
+            // here; events after the settling one (releases in the same append) find it gone.
+            unsettled.remove(id)
         }
         switch event {
         case .serviceLeasesRequested(let requested):

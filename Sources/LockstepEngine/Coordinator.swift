@@ -351,7 +351,7 @@ public actor Coordinator {
     /// before service leases existed lack (for example a running step that holds nothing).
     private func reconcileServiceLeases(now: Instant) async {
         let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "reconcile-service-leases")
-        for migration in state.migrationsInOrder where !migration.status.isSettled && !migration.serviceLeaseBookkeeping().isEmpty {
+        for migration in state.unsettledInOrder where !migration.serviceLeaseBookkeeping().isEmpty {
             do throws(CommandError) {
                 _ = try await executeOnce(.reconcileServiceLeases, migration: migration.id, context: context, now: now)
             } catch {
@@ -473,7 +473,7 @@ public actor Coordinator {
     /// at `now`, as the coordinator with `triggered_by: deadline`. Returns them in id order.
     @discardableResult
     public func enforceDeadlines(now: Instant) async -> [MigrationID] {
-        let due = state.migrationsInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }.map(\.id)
+        let due = state.unsettledInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }.map(\.id)
         var aborted: [MigrationID] = []
         for id in due {
             let context = CommandContext(actor: .coordinator, triggeredBy: .deadline, causationID: "deadline")
@@ -487,7 +487,7 @@ public actor Coordinator {
     @discardableResult
     public func evaluateDueBakes(now: Instant) async -> Int {
         var judged = 0
-        for migration in state.migrationsInOrder where (migration.nextBakeEnd.map { $0 <= now }) ?? false {
+        for migration in state.unsettledInOrder where (migration.nextBakeEnd.map { $0 <= now }) ?? false {
             for node in migration.nodes where node.status == .baking && !node.exposure.awaitingDecision && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
                 let context = CommandContext(actor: .coordinator, triggeredBy: .metric, causationID: "bake-end")
                 if (try? await execute(.evaluateExposure(node: node.id), migration: migration.id, context: context, now: now)) != nil { judged += 1 }
@@ -497,10 +497,10 @@ public actor Coordinator {
     }
 
     /// The earliest end of a bake in any running migration.
-    public var nextBakeEnd: Instant? { state.migrations.values.compactMap(\.nextBakeEnd).min() }
+    public var nextBakeEnd: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextBakeEnd }.min() }
 
     /// The earliest deadline of any migration, for the engine's timer to sleep until.
-    public var nextDeadline: Instant? { state.migrations.values.compactMap(\.nextDeadline).min() }
+    public var nextDeadline: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextDeadline }.min() }
 
     /// Applies `plan` (a no-op when its content is already the newest version) and starts migration `id`
     /// on that version, on behalf of `context.actor`.

@@ -138,27 +138,27 @@ public struct AgentAPI: Sendable {
         return (migration, node)
     }
 
-    /// Leases the first step of `service` that may start now (migrations in id order, nodes in plan
-    /// order). Another agent may take a candidate first: then the next one is tried. `looked` is false
-    /// when the caller went away before every candidate was tried.
+    /// Leases the step of `service` that may start now (see `LogState.step(forService:at:)`). Another
+    /// agent may take it first: then there is nothing to lease. `looked` is false when the caller went
+    /// away before the step was tried.
     private func leaseNext(service: String, agent: String, principal: Principal,
                            clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?, looked: Bool) {
         let state = await coordinator.state
         let now = clock()
-        let (candidates, nextRetry) = Self.candidates(in: state, service: service, now: now)
-        for (migration, node) in candidates {
+        let (candidate, nextRetry) = state.step(forService: service, at: now)
+        if let (migration, node) = candidate {
             guard !clientGone() && !Task.isCancelled else { return (nil, nil, false) }
-            guard let spec = state.migrations[migration]?.plan.node(node) else { continue }
+            guard let spec = state.migrations[migration]?.plan.node(node) else { return (nil, nextRetry, true) }
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
             let result: CommandResult
             do {
                 result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl), migration: migration,
                                                        context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
             } catch {
-                if case .rejected(let rejection) = error, Self.takenMeanwhile(rejection) { continue }
+                if case .rejected(let rejection) = error, Self.takenMeanwhile(rejection) { return (nil, nextRetry, true) }
                 throw APIError(error)
             }
-            guard case .stepLeased(let leased) = result.events.first?.event else { continue }
+            guard case .stepLeased(let leased) = result.events.first?.event else { return (nil, nextRetry, true) }
             // An exposure node's step sets its next stage; its rollback returns it to its start (with
             // the node's own action when it has no rollback action).
             // Read after the lease: the stage it sets cannot move until this step completes.
@@ -192,37 +192,6 @@ public struct AgentAPI: Sendable {
         default:
             false
         }
-    }
-
-    /// Steps of `service` that may start at `now`: a ready node holding its services (forward), or the
-    /// head of an aborting migration's rollback queue. A node belongs to the service it names first.
-    /// Also, in the same pass, the earliest retry backoff of the service's steps ending after `now`
-    /// (nothing signals its end, so a parked poll wakes for it).
-    static func candidates(in state: LogState, service: String, now: Instant) -> (steps: [(MigrationID, NodeID)], nextRetry: Instant?) {
-        var result: [(MigrationID, NodeID)] = []
-        var nextRetry: Instant?
-        for migration in state.migrationsInOrder {
-            if migration.status == .running || migration.status == .aborting {
-                for (spec, node) in zip(migration.plan.nodes, migration.nodes) where spec.services.first == service {
-                    if let retryAt = node.retryAt, retryAt > now, nextRetry.map({ retryAt < $0 }) ?? true { nextRetry = retryAt }
-                }
-            }
-            switch migration.status {
-            case .running:
-                for (spec, node) in zip(migration.plan.nodes, migration.nodes)
-                where spec.services.first == service && node.serviceLeases.isHeld && node.lease == nil && migration.isReady(node.id, at: now) {
-                    result.append((migration.id, node.id))
-                }
-            case .aborting:
-                guard let head = migration.rollbackQueue.first, let spec = migration.plan.node(head), spec.services.first == service,
-                      let node = migration.node(head), node.lease == nil, node.serviceLeases.isHeld,
-                      node.retryAt.map({ $0 <= now }) ?? true else { continue }
-                result.append((migration.id, head))
-            default:
-                continue
-            }
-        }
-        return (result, nextRetry)
     }
 
     private func validate(_ value: String, _ field: String) throws(APIError) {

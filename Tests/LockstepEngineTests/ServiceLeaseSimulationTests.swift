@@ -197,11 +197,40 @@ actor FaultyEventLog: EventLog {
             // The live index always agrees with the migrations it indexes.
             let live = await coordinator.state
             #expect((try? LogState(canonicalBytes: live.canonicalBytes)) == live, "seed \(seed): the service-lease index drifted")
+            #expect(live.unsettled == Set(live.migrations.values.filter { !$0.status.isSettled }.map(\.id)), "seed \(seed): the unsettled index drifted")
+            // What a poll finds through the holder index is what a scan of every migration finds.
+            for service in Self.services {
+                let (step, nextRetry) = live.step(forService: service, at: t(wall))
+                let scanned = Self.scanForSteps(live, service: service, now: t(wall))
+                #expect(step.map { [$0.0.rawValue, $0.1.rawValue] } == scanned.steps.first.map { [$0.0.rawValue, $0.1.rawValue] },
+                        "seed \(seed): \(service): the step found through the holder differs from the scan")
+                #expect(scanned.steps.count <= 1, "seed \(seed): \(service) has two steps at once")
+                #expect(nextRetry == scanned.nextRetry, "seed \(seed): \(service): the retry found through the holder differs from the scan")
+            }
         }
         counts.settled = await coordinator.state.migrationsInOrder.filter(\.status.isSettled).count
         try await Self.checkHistory(of: log, seed: seed)
         #expect(try await History.replay(log).digest == (await coordinator.digest), "seed \(seed): replay differs from the live state")
         return (counts, try await log.head())
+    }
+
+    /// The oracle for `LogState.step(forService:at:)`: every node of every migration looked at (the
+    /// poll's old way). Retries count only for nodes holding their services: one that lost them needs a
+    /// grant first, and a grant wakes parked polls anyway.
+    static func scanForSteps(_ state: LogState, service: String, now: Instant) -> (steps: [(MigrationID, NodeID)], nextRetry: Instant?) {
+        var steps: [(MigrationID, NodeID)] = []
+        var nextRetry: Instant?
+        for migration in state.migrationsInOrder where migration.status == .running || migration.status == .aborting {
+            for (spec, node) in zip(migration.plan.nodes, migration.nodes) where spec.services.first == service && node.serviceLeases.isHeld {
+                if let retryAt = node.retryAt, retryAt > now, nextRetry.map({ retryAt < $0 }) ?? true { nextRetry = retryAt }
+                guard node.lease == nil else { continue }
+                if migration.status == .running ? migration.isReady(node.id, at: now)
+                    : migration.rollbackQueue.first == node.id && (node.retryAt.map { $0 <= now } ?? true) {
+                    steps.append((migration.id, node.id))
+                }
+            }
+        }
+        return (steps, nextRetry)
     }
 
     func agentContext(_ agent: String) -> CommandContext { CommandContext(actor: Actor(kind: "agent", id: agent), triggeredBy: .agent) }
