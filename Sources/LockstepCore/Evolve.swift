@@ -10,6 +10,12 @@ extension MigrationState {
         return state
     }
 
+    /// Folds `event` in and returns the status after it (one access where the state is stored).
+    mutating func evolvedStatus(_ event: MigrationEvent) -> MigrationStatus {
+        evolve(event)
+        return status
+    }
+
     /// Applies one fact in place (the same fold as the static `evolve`, without copying the state).
     public mutating func evolve(_ event: MigrationEvent) {
         if case .migrationStarted(let started) = event {

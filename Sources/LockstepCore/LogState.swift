@@ -45,7 +45,8 @@ public struct LogState: Hashable, Sendable {
     /// The version of `record`'s stream before it: what the record's own version must follow.
     public func currentVersion(of record: LogRecord) -> UInt64 {
         switch record {
-        case .migration(let event): migrations[event.migration]?.version ?? 0
+        // Borrowed through the index (`Values` reads in place): `migrations[id]?.version` would copy the migration.
+        case .migration(let event): migrations.index(forKey: event.migration).map { migrations.values[$0].version } ?? 0
         case .plan(let event): UInt64(plans[event.plan]?.count ?? 0)
         }
     }
@@ -63,13 +64,13 @@ public struct LogState: Hashable, Sendable {
     /// Folds in one event of migration `id` recorded at global position `sequence`.
     public mutating func evolve(migration id: MigrationID, sequence: UInt64, _ event: MigrationEvent) {
         // In place through the dictionary's modify accessor (no copy of the migration's arrays), one lookup.
-        if migrations[id]?.evolve(event) == nil, let started = MigrationState.evolve(nil, event) {
-            migrations[id] = started
-            if !started.status.isSettled { unsettled.insert(id) }
-        } else if migrations[id]?.status.isSettled == true {
+        if let status = migrations[id]?.evolvedStatus(event) {
             // Settling is final (a settled migration refuses every command), so the index only shrinks
             // here; events after the settling one (releases in the same append) find it gone.
-            unsettled.remove(id)
+            if status.isSettled { unsettled.remove(id) }
+        } else if let started = MigrationState.evolve(nil, event) {
+            migrations[id] = started
+            if !started.status.isSettled { unsettled.insert(id) }
         }
         switch event {
         case .serviceLeasesRequested(let requested):

@@ -12,7 +12,11 @@ public enum History {
     /// Folds the events after `state.lastSequence` up to `through` (or the end) into `state`.
     /// `visit` sees each event after it is checked and before it is folded.
     ///
-    /// Pipelined: while this folds one page, the log reads and chain-verifies the next on its own queue.
+    /// Pipelined over three stages, so a replay keeps both cores busy: the log reads and
+    /// chain-verifies a page on its own queue; the page's records are decoded in `decodeLanes` tasks at
+    /// once (decoding depends on nothing folded); and this folds the page before it, in order, checking
+    /// each record against the state (`checkOrder`). An event that fails a check stops the fold there,
+    /// with everything before it folded.
     public static func fold(
         _ log: any EventLog, into state: inout LogState, through: UInt64? = nil,
         visit: (StoredEvent, LogRecord) throws(EventLogError) -> Void = { _, _ in }
@@ -21,7 +25,7 @@ public enum History {
         if let through, through < position {
             throw .invalidRequest("the state is already at sequence \(position), past \(through); fold from an earlier state")
         }
-        func prefetch(after sequence: UInt64) -> Task<Result<[StoredEvent], EventLogError>, Never>? {
+        let read: @Sendable (UInt64) -> Task<Result<[StoredEvent], EventLogError>, Never>? = { sequence in
             let limit = through.map { $0 > sequence ? Int(min(UInt64(pageEventsMax), $0 - sequence)) : 0 } ?? pageEventsMax
             guard limit > 0 else { return nil }
             return Task {
@@ -30,20 +34,34 @@ public enum History {
                 }
             }
         }
-        var next = prefetch(after: position)
-        while let pending = next {
-            let page = try await pending.value.get()
-            guard let last = page.last else { break }
-            next = prefetch(after: last.sequence)
+        // Decodes a page once it is read, having started reading the page after it.
+        let decodeStage: @Sendable (Task<Result<[StoredEvent], EventLogError>, Never>) -> Task<Ahead, Never> = { reading in
+            Task {
+                switch await reading.value {
+                case .failure(let error): return Ahead(decoded: .failure(error), nextRead: nil)
+                case .success(let page):
+                    let nextRead = page.last.flatMap { read($0.sequence) }
+                    return Ahead(decoded: .success(await decode(page)), nextRead: nextRead)
+                }
+            }
+        }
+        // At most three pages at once: one folding, the next decoding, the one after it reading.
+        var ahead = read(position).map(decodeStage)
+        while let pending = ahead {
+            let stage = await pending.value
+            ahead = stage.nextRead.map(decodeStage)
             do throws(EventLogError) {
-                for stored in page {
-                    let record = try check(stored, against: state)
+                let decoded = try stage.decoded.get()
+                for (stored, result) in zip(decoded.page, decoded.records) {
+                    let record = try result.get()
+                    try checkOrder(record, of: stored, against: state)
                     try visit(stored, record)
                     state.evolve(record, sequence: stored.sequence)
                     position = stored.sequence
                 }
             } catch {
-                next?.cancel()
+                ahead?.cancel()
+                stage.nextRead?.cancel()
                 throw error
             }
         }
@@ -52,28 +70,70 @@ public enum History {
         }
     }
 
+    /// Tasks a page is decoded in at once.
+    static let decodeLanes = 2
+
+    struct Ahead: Sendable {
+        var decoded: Result<DecodedPage, EventLogError>
+        var nextRead: Task<Result<[StoredEvent], EventLogError>, Never>?
+    }
+
+    struct DecodedPage: Sendable {
+        var page: [StoredEvent]
+        var records: [Result<LogRecord, EventLogError>]
+    }
+
+    /// Decodes `page` in `decodeLanes` contiguous slices at once.
+    static func decode(_ page: [StoredEvent]) async -> DecodedPage {
+        let slice = (page.count + decodeLanes - 1) / decodeLanes
+        let slices = await withTaskGroup(of: (Int, [Result<LogRecord, EventLogError>]).self) { group in
+            for lane in 0..<decodeLanes where lane * slice < page.count {
+                group.addTask {
+                    let range = (lane * slice)..<min(page.count, (lane + 1) * slice)
+                    return (lane, page[range].map { stored in Result { () throws(EventLogError) in try decode(stored) } })
+                }
+            }
+            var slices = [[Result<LogRecord, EventLogError>]](repeating: [], count: decodeLanes)
+            for await (lane, records) in group { slices[lane] = records }
+            return slices
+        }
+        return DecodedPage(page: page, records: Array(slices.joined()))
+    }
+
     /// Decodes `stored` and checks it fits the state folded so far: the bytes parse, name the row's
     /// stream and version, the version follows on, and a migration stream starts with exactly one
     /// `migration_started` naming its own migration.
     public static func check(_ stored: StoredEvent, against state: LogState) throws(EventLogError) -> LogRecord {
-        let record: LogRecord
+        let record = try decode(stored)
+        try checkOrder(record, of: stored, against: state)
+        return record
+    }
+
+    /// Decodes `stored`, checking that the bytes parse and name the row's stream and version. Depends
+    /// on nothing folded, so pages are decoded ahead of the fold, in parallel.
+    static func decode(_ stored: StoredEvent) throws(EventLogError) -> LogRecord {
         do {
             let wire = try EventRecordCodec.decodeRecord(stored.record)
             guard wire.stream == stored.stream, wire.streamVersion == stored.streamVersion else {
                 throw EventLogError.corrupted(position: stored.sequence, reason:
                     "the row says \(stored.stream)@\(stored.streamVersion) but its bytes say \(wire.stream)@\(wire.streamVersion)")
             }
-            record = try EventRecordCodec.domainRecord(wire)
+            return try EventRecordCodec.domainRecord(wire)
         } catch let error as EventLogError {
             throw error
         } catch {
             throw .corrupted(position: stored.sequence, reason: "\(error)")
         }
+    }
+
+    /// Checks that decoded `record` fits the state folded so far: its stream's version follows on, and
+    /// a migration stream starts with exactly one `migration_started` naming its own migration.
+    static func checkOrder(_ record: LogRecord, of stored: StoredEvent, against state: LogState) throws(EventLogError) {
         let current = state.currentVersion(of: record)
         guard record.streamVersion == current + 1 else {
             throw .corrupted(position: stored.sequence, reason: "stream \(stored.stream) jumps from version \(current) to \(record.streamVersion)")
         }
-        guard case .migration(let event) = record else { return record }
+        guard case .migration(let event) = record else { return }
         let isStart: Bool
         if case .migrationStarted(let started) = event.event {
             isStart = true
@@ -88,7 +148,6 @@ public enum History {
                 ? "stream \(stored.stream) has a second migration_started at version \(event.streamVersion)"
                 : "the first event of \(stored.stream) is not migration_started")
         }
-        return record
     }
 
     /// The state as of event `through` (or the end of the log), replayed from the first event.

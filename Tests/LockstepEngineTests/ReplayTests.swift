@@ -1,6 +1,7 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepWire
 import Testing
 
 @Suite struct ReplayTests {
@@ -164,5 +165,78 @@ import Testing
             try await coordinator.execute(.resume, migration: MigrationID("ghost"), context: user, now: t(1))
         }
         #expect(await log.head().sequence == 4)  // plan_applied, migration_started, step-0's service request and grant
+    }
+}
+
+/// The fold reads, decodes and folds different pages at once: what it reports must not depend on that.
+@Suite struct PipelinedReplayTests {
+    /// A log of `migrations` runs of a 10-node chain (52 events each), appended in batches, as the
+    /// coordinator writes them.
+    static func fill(_ log: any EventLog, migrations: Int, first: Int = 0) async throws {
+        let plan = ExamplePlans.chain(length: 10)
+        let metadata = EventMetadata(recordedAt: t(0), actor: Actor(kind: "agent", id: "test"), triggeredBy: .agent)
+        for index in first..<(first + migrations) {
+            let id = MigrationID("m-\(index)")
+            var events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0)))]
+            for node in plan.nodes {
+                events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: node.id, services: node.services, kind: .forward)))
+                events.append(.serviceLeasesGranted(ServiceLeasesGranted(node: node.id, services: node.services, at: t(0))))
+                events.append(.stepLeased(StepLeased(node: node.id, attempt: 1, token: FencingToken(1), agent: "test",
+                                                     grantedAt: t(0), expiresAt: t(1))))
+                events.append(.stepCompleted(StepCompleted(node: node.id, attempt: 1, token: FencingToken(1))))
+                if node.id == plan.nodes.last?.id { events.append(.migrationSucceeded) }
+                events.append(.serviceLeasesReleased(ServiceLeasesReleased(node: node.id, services: node.services, reason: "done")))
+            }
+            let records = events.enumerated().map { offset, event in
+                EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
+            }
+            _ = try await log.append(AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: 0, records: records))
+        }
+    }
+
+    @Test func aLogOfManyPagesReplaysToTheStateFoldedOneEventAtATime() async throws {
+        let log = InMemoryEventLog()
+        try await Self.fill(log, migrations: 200)  // 10,400 events: three pages
+        #expect(History.pageEventsMax < 10_400 / 2)
+        var expected = LogState()
+        var position: UInt64 = 0
+        while let page = Optional(try await log.read(after: position, limit: 1_000)), let last = page.last {
+            for stored in page { expected.evolve(try History.check(stored, against: expected), sequence: stored.sequence) }
+            position = last.sequence
+        }
+        let replayed = try await History.replay(log)
+        #expect(replayed == expected)
+        #expect(replayed.lastSequence == 10_400)
+        #expect(replayed.unsettled.isEmpty)
+        #expect(try await History.replay(log, through: 9_000).lastSequence == 9_000)
+    }
+
+    @Test(arguments: [
+        ("bytes that do not decode", [UInt8]([0xFF, 0xFF, 0xFF])),
+        ("a record of another stream", EventRecordCodec.encode(RecordedEvent(
+            migration: MigrationID("elsewhere"), streamVersion: 1,
+            metadata: EventMetadata(recordedAt: t(0), actor: Actor(kind: "agent", id: "test"), triggeredBy: .agent),
+            event: .migrationSucceeded))),
+    ])
+    func aBadEventOnALaterPageStopsTheFoldThereWithEverythingBeforeItFolded(_ what: String, _ bad: [UInt8]) async throws {
+        let log = InMemoryEventLog()
+        try await Self.fill(log, migrations: 180)  // 9,360 events, then the bad one on the third page, then more
+        _ = try await log.append(AppendRequest(stream: "migration/bad", expectedVersion: 0, records: [bad]))
+        try await Self.fill(log, migrations: 1, first: 180)
+        var visited: [UInt64] = []
+        var state = LogState()
+        await #expect(throws: EventLogError.self, "\(what)") {
+            try await History.fold(log, into: &state) { stored, _ throws(EventLogError) in visited.append(stored.sequence) }
+        }
+        #expect(visited.count == 9_360)
+        #expect(visited.last == 9_360)
+        #expect(state.lastSequence == 9_360)
+        do {
+            _ = try await History.replay(log)
+            Issue.record("\(what) replayed")
+        } catch {
+            guard case .corrupted(let position, _) = error else { Issue.record("\(what): \(error)"); return }
+            #expect(position == 9_361)
+        }
     }
 }
