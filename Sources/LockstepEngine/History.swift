@@ -40,8 +40,14 @@ public enum History {
                 switch await reading.value {
                 case .failure(let error): return Ahead(decoded: .failure(error), nextRead: nil)
                 case .success(let page):
-                    let nextRead = page.last.flatMap { read($0.sequence) }
-                    return Ahead(decoded: .success(await decode(page)), nextRead: nextRead)
+                    // A fold that stopped (an error) cancels this stage: then start no further read.
+                    let nextRead = Task.isCancelled ? nil : page.last.flatMap { read($0.sequence) }
+                    let decoded = await decode(page)
+                    if Task.isCancelled {
+                        nextRead?.cancel()
+                        return Ahead(decoded: .success(decoded), nextRead: nil)
+                    }
+                    return Ahead(decoded: .success(decoded), nextRead: nextRead)
                 }
             }
         }

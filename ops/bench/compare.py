@@ -34,8 +34,9 @@ parser.add_argument("--quick", action="store_true", help="one short run of each 
 parser.add_argument("--json", help="write the figures here as JSON")
 parser.add_argument("--chart", help="draw the ratios here (PNG)")
 parser.add_argument("--only", default="appends,replay,leases,api", help="comma-separated: appends, replay, leases, api")
+parser.add_argument("--from-json", help="measure nothing: print the table and draw the chart of an earlier --json FILE")
 args = parser.parse_args()
-ONLY = set(args.only.split(","))
+ONLY = set() if args.from_json else set(args.only.split(","))
 RUNS = 1 if args.quick else 3
 SECONDS = 1 if args.quick else 3
 work = tempfile.mkdtemp(prefix="lockstep-compare-")
@@ -159,8 +160,8 @@ if "leases" in ONLY:
         plural = "s" if clients > 1 else ""
         add(f"lease cycles/s (acquire, renew, release) through the gRPC API, {clients} client{plural}",
             summary(ours), summary(theirs), "etcd 3.4 (grant, keep-alive, txn put, revoke)", target=2.0)
-        add(f"server CPU µs per lease cycle, {clients} client{plural} (ratio: etcd's ÷ Lockstep's, higher is better; clients not counted)",
-            summary(our_cpu), summary(their_cpu), "etcd 3.4, the same cycles", higher_is_better=False, unit="µs")
+        add(f"server CPU µs per lease cycle, {clients} client{plural}",
+            summary(our_cpu), summary(their_cpu), "etcd 3.4 (ratio: its CPU ÷ ours; clients not counted)", higher_is_better=False, unit="µs")
     stop(server)
     stop(etcd)
 
@@ -201,7 +202,13 @@ def number(value, unit):
     return f"{value:,.1f}"
 
 
-print(f"\n{RUNS} run(s) per figure on {os.cpu_count()} cores; medians [min–max]; loopback only\n")
+machine = {"cores": os.cpu_count(), "uname": " ".join(os.uname()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": RUNS}
+if args.from_json:
+    with open(args.from_json) as f:
+        earlier = json.load(f)
+    machine, rows = earlier["machine"], earlier["rows"]
+    RUNS = machine["runs"]
+print(f"\n{RUNS} run(s) per figure on {machine['cores']} cores; medians [min–max]; loopback only\n")
 print("| figure | Lockstep | reference | ratio | target |")
 print("|---|---|---|---|---|")
 for row in rows:
@@ -214,7 +221,6 @@ for row in rows:
         target = f"≥ {row['target']:g}× {'met' if row['ratio'] >= row['target'] else 'MISSED'}"
     print(f"| {row['figure']} | {ours_text} | {ref_text} | {ratio} | {target} |")
 
-machine = {"cores": os.cpu_count(), "uname": " ".join(os.uname()), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "runs": RUNS}
 if args.json:
     with open(args.json, "w") as f:
         json.dump({"machine": machine, "rows": rows}, f, indent=2, sort_keys=True)
@@ -224,7 +230,7 @@ if args.chart:
     import matplotlib.pyplot as plt
     charted = [row for row in rows if row["ratio"] is not None]
     figure, axis = plt.subplots(figsize=(11, 0.45 * len(charted) + 1.5))
-    names = [row["figure"].split(" (p50")[0] + f"\nvs {row['reference_name']}" for row in charted]
+    names = [row["figure"].split(" (p50")[0].replace(" (acquire, renew, release)", "") + f"\nvs {row['reference_name']}" for row in charted]
     ratios = [row["ratio"] for row in charted]
     colours = ["#2a9d8f" if row["target"] is None or row["ratio"] >= row["target"] else "#e76f51" for row in charted]
     axis.barh(range(len(charted)), ratios, color=colours)
@@ -236,7 +242,7 @@ if args.chart:
     axis.set_yticklabels(names, fontsize=7)
     axis.invert_yaxis()
     axis.set_xscale("log")
-    axis.set_xlabel("Lockstep ÷ reference, higher is better (CPU per cycle: reference ÷ Lockstep); log scale; black ticks: targets; red: missed")
+    axis.set_xlabel("Lockstep ÷ reference (CPU rows: reference ÷ Lockstep); higher is better\nlog scale; black ticks: targets; red: missed")
     axis.set_title(f"Lockstep against its references, {machine['date']}, {machine['cores']} cores")
     figure.tight_layout()
     figure.savefig(args.chart, dpi=110)
