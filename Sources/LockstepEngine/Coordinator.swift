@@ -409,14 +409,25 @@ public actor Coordinator {
     // MARK: - Step leases
 
     /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
-    /// TTL restarts on the monotonic clock. Records nothing.
-    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, now: Instant) throws(CommandError) {
+    /// TTL restarts on the monotonic clock. Records nothing. Returns the lease's TTL in milliseconds.
+    @discardableResult
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, now: Instant) throws(CommandError) -> Int64 {
         if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token), now: now) {
             throw .rejected(rejection)
         }
-        guard var deadline = leaseDeadlines[id]?[node], deadline.token == token else { return }
+        let ttl = state.migrations[id]?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0
+        guard var deadline = leaseDeadlines[id]?[node], deadline.token == token else { return ttl }
         deadline.deadlineNanos = monotonic() &+ UInt64(deadline.ttlMillis) &* 1_000_000
         leaseDeadlines[id]?[node] = deadline
+        return ttl
+    }
+
+    /// The step agents of `service` may lease at `now`, with its node's spec (see
+    /// `LogState.step(forService:at:)`), and the end of a retry backoff to wake for.
+    public func leasableStep(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
+        let (step, nextRetry) = state.step(forService: service, at: now)
+        guard let (migration, node) = step, let spec = state.migrations[migration]?.plan.node(node) else { return (nil, nextRetry) }
+        return ((migration, node, spec), nextRetry)
     }
 
     /// The lease timer's work: every lease not renewed within its TTL (on the monotonic clock) becomes a

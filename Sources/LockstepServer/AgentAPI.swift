@@ -79,12 +79,12 @@ public struct AgentAPI: Sendable {
 
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
         let (migration, node) = try await lease(request.leaseID, principal: principal)
+        let ttl: Int64
         do {
-            try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), now: clock())
+            ttl = try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), now: clock())
         } catch {
             throw APIError(error)
         }
-        let ttl = await coordinator.migration(migration)?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0
         return .with { $0.ttlMs = UInt32(clamping: ttl) }
     }
 
@@ -143,12 +143,11 @@ public struct AgentAPI: Sendable {
     /// away before the step was tried.
     private func leaseNext(service: String, agent: String, principal: Principal,
                            clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?, looked: Bool) {
-        let state = await coordinator.state
-        let now = clock()
-        let (candidate, nextRetry) = state.step(forService: service, at: now)
-        if let (migration, node) = candidate {
+        // One hop, small values back: a copy of the whole state held across the lease below would make
+        // the coordinator copy its migrations on its next change (copy-on-write).
+        let (candidate, nextRetry) = await coordinator.leasableStep(forService: service, at: clock())
+        if let (migration, node, spec) = candidate {
             guard !clientGone() && !Task.isCancelled else { return (nil, nil, false) }
-            guard let spec = state.migrations[migration]?.plan.node(node) else { return (nil, nextRetry, true) }
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
             let result: CommandResult
             do {
