@@ -188,6 +188,27 @@ import Testing
         #expect(Date().timeIntervalSince(began) < 20)
     }
 
+    @Test func migrationListShowsAtMostItsLimitAndSaysWhenThereIsMore() async throws {
+        let world = try await world()
+        #expect(try await world.lockstep(["plan", "apply", world.directory + "/plan.yaml"]).status == 0)
+        for id in ["m-1", "m-2", "m-3"] {
+            let started = try await world.lockstep(["migration", "start", "e2e", "--id", id])
+            #expect(started.status == 0, "\(started)")
+        }
+        let two = try await world.lockstep(["migration", "list", "--limit", "2"])
+        #expect(two.status == 0 && two.stdout.contains("m-1") && two.stdout.contains("m-2") && !two.stdout.contains("m-3"), "\(two)")
+        #expect(two.stdout.hasSuffix("(more: raise --limit)\n"), "\(two)")
+        let all = try await world.lockstep(["migration", "list", "--limit", "3"])
+        #expect(all.status == 0 && all.stdout.contains("m-3") && !all.stdout.contains("more"), "\(all)")
+        // The limit's own bounds: 1...100000, a usage error past them.
+        #expect(try await world.lockstep(["migration", "list", "--limit", "1"]).stdout.contains("m-1"))
+        #expect(try await world.lockstep(["migration", "list", "--limit", "100000"]).status == 0)
+        for outside in ["0", "100001"] {
+            let refused = try await world.lockstep(["migration", "list", "--limit", outside])
+            #expect(refused.status == 64 && refused.stderr.contains("--limit must be 1...100000"), "\(refused)")
+        }
+    }
+
     @Test func shellCompletionScriptsCoverTheCommands() async throws {
         for shell in ["bash", "zsh", "fish"] {
             let script = try await runLockstep(["--generate-completion-script", shell])
