@@ -207,6 +207,7 @@ import Testing
             let refused = try await world.lockstep(["migration", "list", "--limit", outside])
             #expect(refused.status == 64 && refused.stderr.contains("--limit must be 1...100000"), "\(refused)")
         }
+        _ = try await world.server.stop()
     }
 
     @Test func shellCompletionScriptsCoverTheCommands() async throws {

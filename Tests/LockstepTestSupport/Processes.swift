@@ -61,6 +61,12 @@ public final class ChildProcess: @unchecked Sendable {
         try process.run()
     }
 
+    /// A child nobody holds any more is not left running: a test that stopped half-way (a failed
+    /// expectation, a thrown error) would otherwise leave servers and agents behind it.
+    deinit {
+        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+    }
+
     public var pid: Int32 { process.processIdentifier }
     public var stdout: String { (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? "" }
     public var stderr: String { (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? "" }
