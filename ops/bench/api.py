@@ -15,14 +15,14 @@ import http.client
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from loopback import free_port, stop, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.environ.get("LOCKSTEP_BENCH_BIN") or os.path.join(ROOT, ".build-release", "release")
@@ -41,26 +41,12 @@ work = tempfile.mkdtemp(prefix="lockstep-api-bench-")
 processes = []
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def start(argv, **kwargs):
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "a"), **kwargs)
     processes.append(process)
     return process
 
-
-def wait_for_port(port, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def serve(extra=()):
@@ -72,13 +58,6 @@ def serve(extra=()):
     wait_for_port(grpc_port)
     return process, http_port, grpc_port
 
-
-def stop(process):
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def post(port, path, body):

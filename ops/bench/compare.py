@@ -17,13 +17,13 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+from loopback import free_port, stop, wait_for_file, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, ".build-release", "release")
@@ -55,18 +55,6 @@ def add(figure, ours, reference, reference_name, target=None, higher_is_better=T
                  "target": target, "unit": unit, "higher_is_better": higher_is_better})
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(process):
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
 
 
 def section(title):
@@ -129,13 +117,11 @@ if "leases" in ONLY:
         result = json.loads(out.strip().splitlines()[-1])
         return result["rate"], (cpu_seconds(server.pid) - before) * 1e6 / max(1, result["cycles"])
 
-    results = {}
     data = os.path.join(work, "lockstep-data")
     ready = os.path.join(work, "ready.json")
     server = subprocess.Popen([os.path.join(RELEASE, "lockstep"), "serve", "--dev", "--data", data, "--http-listen", "127.0.0.1:0",
                                "--grpc-listen", "127.0.0.1:0", "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not os.path.exists(ready):
-        time.sleep(0.05)
+    wait_for_file(ready)
     lockstep_target = json.load(open(ready))["grpc"]
     etcd_port, peer_port = free_port(), free_port()
     etcd = subprocess.Popen([shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", os.path.join(work, "etcd"),
@@ -143,11 +129,7 @@ if "leases" in ONLY:
                              "--listen-peer-urls", f"http://127.0.0.1:{peer_port}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
                              "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", etcd_port)) == 0:
-                break
-        time.sleep(0.05)
+    wait_for_port(etcd_port)
     for clients in (1, 64):
         ours, theirs, our_cpu, their_cpu = [], [], [], []
         for _ in range(RUNS):  # interleaved, so drift hits both alike
