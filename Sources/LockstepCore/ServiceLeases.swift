@@ -334,16 +334,16 @@ extension LogState {
     /// The holder of service `name`, if any.
     public func holder(ofService name: String) -> ServiceHolder? { serviceLeases.holders[name] }
 
-    /// The step agents of `service` may lease at `now`, if any: a ready node holding its services
-    /// (forward), or the head of an aborting migration's rollback queue. A node belongs to the service
-    /// it names first. Also the end of that node's retry backoff when it ends after `now` (nothing
+    /// The step agents of `service` may lease at `now`, if any, with its node's spec: a ready node
+    /// holding its services (forward), or the head of an aborting migration's rollback queue. A node
+    /// belongs to the service it names first. Also the end of that node's retry backoff when it ends after `now` (nothing
     /// signals its end, so a parked poll wakes for it).
     ///
     /// A step runs only while its node holds all its services, and a service has one holder at most:
     /// the holder of `service` is the only node that can have a step for it. So this costs the same
     /// however many migrations the log holds. (A node between retries keeps its services; one that
     /// lost them gets a step only after a grant, which is a change like any other.)
-    public func step(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID)?, nextRetry: Instant?) {
+    public func step(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
         guard let holder = holder(ofService: service), let migration = migrations[holder.migration],
               migration.status == .running || migration.status == .aborting,
               let spec = migration.plan.node(holder.node), spec.services.first == service,
@@ -355,7 +355,7 @@ extension LogState {
         case .aborting: migration.rollbackQueue.first == node.id && (node.retryAt.map { $0 <= now } ?? true)
         default: false
         }
-        return (ready ? (migration.id, node.id) : nil, nextRetry)
+        return (ready ? (migration.id, node.id, spec) : nil, nextRetry)
     }
 
     /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.

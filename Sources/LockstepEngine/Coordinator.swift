@@ -422,12 +422,9 @@ public actor Coordinator {
         return ttl
     }
 
-    /// The step agents of `service` may lease at `now`, with its node's spec (see
-    /// `LogState.step(forService:at:)`), and the end of a retry backoff to wake for.
+    /// `LogState.step(forService:at:)` on the live state, in one hop: small values back, no copy of the state.
     public func leasableStep(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
-        let (step, nextRetry) = state.step(forService: service, at: now)
-        guard let (migration, node) = step, let spec = state.migrations[migration]?.plan.node(node) else { return (nil, nextRetry) }
-        return ((migration, node, spec), nextRetry)
+        state.step(forService: service, at: now)
     }
 
     /// The lease timer's work: every lease not renewed within its TTL (on the monotonic clock) becomes a
