@@ -305,6 +305,9 @@ extension MigrationState {
         guard sample.valueMicros.magnitude <= CoreLimits.metricMicrosMagnitudeMax.magnitude else {
             return .rejected(.invalidArgument("metric value \(sample.valueMicros) µ is beyond ±\(CoreLimits.metricMicrosMagnitudeMax) µ"))
         }
+        for instant in [sample.windowStart, sample.windowEnd] where !(0...CoreLimits.instantMillisMax).contains(instant.millisecondsSinceEpoch) {
+            return .rejected(.invalidArgument("a sample's window must lie between 1970 and the year 9999; \(instant.millisecondsSinceEpoch) ms is outside"))
+        }
         guard sample.windowStart <= sample.windowEnd else {
             return .rejected(.invalidArgument("the sample's window ends (\(sample.windowEnd)) before it starts (\(sample.windowStart))"))
         }

@@ -21,9 +21,12 @@ public struct Instant: Hashable, Comparable, Sendable, CustomStringConvertible {
 
     /// ISO 8601 in UTC with milliseconds, e.g. `2026-01-01T03:45:41.574Z` (proleptic Gregorian calendar).
     public var description: String {
+        // Floor division without multiplying back: `days * 86_400_000` overflows at the ends of Int64,
+        // and every Int64 (from a request, a stored event) must print without trapping.
         let millis = millisecondsSinceEpoch
-        let days = millis / 86_400_000 - (millis % 86_400_000 < 0 ? 1 : 0)
-        let inDay = millis - days * 86_400_000
+        let remainder = millis % 86_400_000
+        let days = millis / 86_400_000 - (remainder < 0 ? 1 : 0)
+        let inDay = remainder < 0 ? remainder + 86_400_000 : remainder
         // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
@@ -108,6 +111,8 @@ public enum CoreLimits {
     public static let analysisMetricsMax = 16
     /// Most samples of one metric recorded per node per bake.
     public static let metricSamplesPerBakeMax = 1_000
+    /// Latest instant accepted from outside (a metric sample's window), in ms since 1970: 9999-12-31T23:59:59.999Z.
+    public static let instantMillisMax: Int64 = 253_402_300_799_999
     /// Largest metric value or threshold, in millionths (±10^15: a billion with six decimals).
     public static let metricMicrosMagnitudeMax: Int64 = 1_000_000_000_000_000
 }

@@ -157,6 +157,18 @@ public enum History {
     }
 
     /// The state as of event `through` (or the end of the log), replayed from the first event.
+    /// The time recorded in the log's last event, or nil for an empty log: where the server's clock
+    /// starts at the earliest, so recorded times never go backwards across a restart.
+    public static func lastRecordedAt(_ log: any EventLog) async throws(EventLogError) -> Instant? {
+        let head = try await log.head()
+        guard head.sequence > 0, let last = try await log.read(after: head.sequence - 1, limit: 1).first else { return nil }
+        do {
+            return Instant(millisecondsSinceEpoch: try EventRecordCodec.decodeRecord(last.record).recordedAtMs)
+        } catch {
+            throw .corrupted(position: last.sequence, reason: "the record does not decode: \(error)")
+        }
+    }
+
     public static func replay(_ log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> LogState {
         var state = LogState()
         try await fold(log, into: &state, through: through)

@@ -143,3 +143,22 @@ extension AppendRequest {
         if records.contains(where: \.isEmpty) { throw .invalidRequest("an event has no bytes") }
     }
 }
+
+extension EventLog {
+    /// Like `read`, but damage ends the page instead of losing it: the intact events before the first
+    /// damaged one come back with the error that names its position, so a reviewer exporting or paging
+    /// a damaged history still gets every event up to the damage (and then the damage, at its place).
+    public func readIntact(after sequence: UInt64, limit: Int) async -> (events: [StoredEvent], damage: EventLogError?) {
+        do {
+            return (try await read(after: sequence, limit: limit), nil)
+        } catch {
+            guard case .corrupted(let position, _) = error, position > sequence &+ 1 else { return ([], error) }
+            let intact = min(UInt64(max(limit, 0)), position - sequence - 1)
+            do {
+                return (try await read(after: sequence, limit: Int(intact)), error)
+            } catch {
+                return ([], error)
+            }
+        }
+    }
+}

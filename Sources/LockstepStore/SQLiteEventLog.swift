@@ -68,6 +68,10 @@ public final class SQLiteEventLog: EventLog {
 
     /// Told about every successful commit (metrics, benchmarks). Runs on the commit queue: keep it short.
     public typealias CommitObserver = @Sendable (Commit) -> Void
+    /// Receives one call per transaction that failed for a storage reason (disk full, an I/O error):
+    /// what the server's readiness and log lines are made of.
+    public typealias FailureObserver = @Sendable (EventLogError) -> Void
+    private let failureObserver: FailureObserver?
 
     private struct PendingAppend {
         var request: AppendRequest
@@ -92,11 +96,13 @@ public final class SQLiteEventLog: EventLog {
 
     /// Opens (and in `.readWrite` mode creates) the log at `path`, verifying that the durability
     /// settings took effect and that the stored tail matches the head recorded at the last commit.
-    public init(path: String, mode: Mode = .readWrite, options: Options = Options(), observer: CommitObserver? = nil) throws(EventLogError) {
+    public init(path: String, mode: Mode = .readWrite, options: Options = Options(), observer: CommitObserver? = nil,
+                failureObserver: FailureObserver? = nil) throws(EventLogError) {
         self.path = path
         self.mode = mode
         self.options = options
         self.observer = observer
+        self.failureObserver = failureObserver
         do {
             if mode == .readWrite {
                 lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
@@ -240,6 +246,7 @@ public final class SQLiteEventLog: EventLog {
         } catch {
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
             let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))
+            failureObserver?(failure)
             guard case .writesStopped(let reason) = failure else { return requests.map { _ in .failure(failure) } }
             stopWrites(failure)
             guard committing else { return requests.map { _ in .failure(failure) } }
@@ -329,7 +336,9 @@ public final class SQLiteEventLog: EventLog {
 
     public func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
         let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
-        guard limit > 0 else { return [] }
+        // SQLite integers are signed: no stored sequence exceeds Int64.max, so nothing comes after one
+        // that does (binding it would wrap negative and read as a missing event, a false tamper alarm).
+        guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
         let reader = self.reader
         return try await onQueue(readerQueue) { () throws(EventLogError) in
             try SQLiteSchema.readVerified(reader, after: sequence, limit: limit)

@@ -112,8 +112,8 @@ extension HistoryCommand {
         func run() async throws {
             guard let data else {
                 return try await server.run { lockstep in
-                    // 0 would mean "before the first event"; no --at means "everything".
-                    let answer = try await lockstep.state(.with { $0.sequence = at ?? UInt64.max })
+                    // No --at: no point named, which the server answers with the whole log.
+                    let answer = try await lockstep.state(.with { if let at { $0.sequence = at } })
                     let report = try JSONDecoder().decode(StateReport.self, from: Data(answer.reportJson.utf8))
                     try print(report)
                 }
@@ -171,15 +171,17 @@ extension HistoryCommand {
                 let log = try openReadOnly(try DataOptions.at(data))
                 var position = after
                 while true {
-                    let page = try await log.read(after: position, limit: History.pageEventsMax)
-                    if page.isEmpty { break }
+                    // Every intact event before damage is printed, then the damage is reported (exit 1).
+                    let (page, damage) = await log.readIntact(after: position, limit: History.pageEventsMax)
                     var chunk = ""
                     for event in page {
                         chunk += try HistoryExport.line(event)
                         chunk += "\n"
                     }
                     out.write(Data(chunk.utf8))
-                    position = page[page.count - 1].sequence
+                    if let damage { throw damage }
+                    guard let last = page.last else { break }
+                    position = last.sequence
                 }
             }
         }

@@ -51,12 +51,3 @@ import Testing
         #expect(log.migrations[migrationID]?.version == 2)
     }
 }
-
-@Suite struct InstantTests {
-    @Test func instantsPrintAsISO8601InUTC() {
-        #expect(Instant(millisecondsSinceEpoch: 0).description == "1970-01-01T00:00:00.000Z")
-        #expect(Instant(millisecondsSinceEpoch: 1_767_239_141_574).description == "2026-01-01T03:45:41.574Z")
-        #expect(Instant(millisecondsSinceEpoch: 951_782_400_000).description == "2000-02-29T00:00:00.000Z")
-        #expect(Instant(millisecondsSinceEpoch: -1).description == "1969-12-31T23:59:59.999Z")
-    }
-}

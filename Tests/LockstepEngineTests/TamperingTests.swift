@@ -43,6 +43,23 @@ import Testing
         #expect(result.stderr.contains("corrupted at sequence 18: the chain hash does not match the stored bytes"))
     }
 
+    /// Regression (issue 14): exporting a log damaged at event 11 printed nothing, not even events 1–10.
+    /// Now every intact event before the damage is exported, then the damage is named (exit 1).
+    @Test func exportingADamagedLogPrintsEveryEventBeforeTheDamage() async throws {
+        let directory = temporaryDirectory()
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: directory + "/events.sqlite"), snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        let copy = try copyDatabase(directory + "/events.sqlite")
+        try flipByte(copy + "/events.sqlite", table: "events", column: "record", sequence: 11, offset: 2)
+        let export = try await runLockstep(["history", "export", "--data", copy])
+        #expect(export.status == 1)
+        let sequences = export.stdout.split(separator: "\n").compactMap { line in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["sequence"] as? Int
+        }
+        #expect(sequences == Array(1...10))
+        #expect(export.stderr.contains("corrupted at sequence 11"), "\(export.stderr)")
+    }
+
     @Test func aDeletedRowIsFoundAtItsPosition() async throws {
         let result = try await tamperedCopy("DELETE FROM events WHERE sequence = 5")
         #expect(result.status == 1)

@@ -113,6 +113,18 @@ import Testing
         #expect(try await log.read(after: 0, limit: Int.max).count == 10)
     }
 
+    /// Regression (issue 14): reading after a sequence at or past 2^63 (from a request's `after_sequence`)
+    /// answered `corrupted` on an intact SQLite log, a false tamper alarm. Past the head is simply empty.
+    @Test(arguments: LogKind.allCases)
+    func readingFarPastTheHeadIsEmptyNotCorrupted(kind: LogKind) async throws {
+        let log = try kind.make()
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...3).map { bytes("\($0)") }))
+        for after: UInt64 in [11, UInt64(Int64.max) - 1, UInt64(Int64.max), UInt64(Int64.max) + 1, 1 << 63 + 5, .max] {
+            #expect(try await log.read(after: after, limit: 100).isEmpty, "after \(after)")
+        }
+        #expect(try await log.read(after: 2, limit: 100).map(\.sequence) == [3])
+    }
+
     @Test(arguments: LogKind.allCases)
     func snapshotsMustNameAnEventOfThisLogAndAreRetainedUpToTheLimit(kind: LogKind) async throws {
         let log = try kind.make()
