@@ -12,6 +12,8 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public enum Kind: Hashable, Sendable {
         case badRequest, unauthenticated, forbidden, notFound, conflict, alreadyExists, tooLarge, unsupportedMediaType, overloaded, unavailable
+        /// The request did not arrive in time (its body trickled in).
+        case requestTimeout
         /// The write may or may not have happened (never safe to retry blindly).
         case outcomeUnknown
 
@@ -21,6 +23,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
             case .unauthenticated: 401
             case .forbidden: 403
             case .notFound: 404
+            case .requestTimeout: 408
             case .conflict, .alreadyExists: 409
             case .tooLarge: 413
             case .unsupportedMediaType: 415
@@ -43,6 +46,25 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     public var body: Lockstep_V1_ErrorBody { .with { $0.code = code; $0.message = message } }
 
     public static func malformed(_ what: String) -> APIError { APIError(.badRequest, code: "malformed_request", what) }
+
+    /// Checks an identifier from a request (migration, node, service, plan, agent) before it is looked up
+    /// or echoed: required, at most `CoreLimits.identifierBytesMax` bytes, of the allowed characters. An
+    /// error names the field and never echoes more than a bounded prefix of the value.
+    public static func checkIdentifier(_ value: String, _ field: String) throws(APIError) {
+        if value.isEmpty { throw invalid("\(field) is required") }
+        if let problem = MigrationState.identifierProblem(value, what: field) {
+            // The core's sentence quotes the value only when it is within the length limit.
+            throw APIError(.badRequest, code: "invalid_identifier", problem)
+        }
+    }
+
+    /// Checks a history `stream` filter: empty (every stream), `migration/ID` or `plan/NAME`.
+    public static func checkStream(_ stream: String) throws(APIError) {
+        if stream.isEmpty { return }
+        if let id = RecordedEvent.migration(ofStream: stream) { return try checkIdentifier(id.rawValue, "stream's migration id") }
+        if let plan = RecordedPlanEvent.plan(ofStream: stream) { return try checkIdentifier(plan, "stream's plan name") }
+        throw APIError(.badRequest, code: "invalid_stream", "stream \"\(stream.prefix(64))\" is not migration/ID or plan/NAME")
+    }
     public static func invalid(_ what: String) -> APIError { APIError(.badRequest, code: "invalid_argument", what) }
 
     /// The API error for a coordinator's refusal or failure.

@@ -21,6 +21,21 @@ public struct APILimits: Hashable, Sendable {
     public var pollRetryAfterMillis: UInt32 = 1_000
     /// The step lease TTL when the node's plan sets no `timeouts.heartbeat`, in milliseconds.
     public var defaultLeaseTTLMillis: Int64 = 30_000
+    /// Most connections open at once on both listeners together (lowered at start to fit the process's
+    /// open-file limit, less `OpenFileLimit.reserve`).
+    public var connectionsMax = 4_096
+    /// Most connections open at once from one peer address.
+    public var connectionsPerPeerMax = 512
+    /// A connection with nothing in progress for this long is closed, in milliseconds: an idle HTTP/1.1
+    /// keep-alive, an HTTP/1.1 request head not finished, an HTTP/2 or gRPC connection with no open
+    /// stream, a new connection that has not said which protocol it speaks.
+    public var connectionIdleMillisMax: Int64 = 60_000
+    /// A JSON request body not fully received this long after its head is refused (408), in milliseconds.
+    public var requestBodyMillisMax: Int64 = 10_000
+    /// A stream (watch, export, any response) whose reader has taken nothing of what it was sent for
+    /// this long is cut, in milliseconds; until then it holds at most one flow-control window and one
+    /// page of events.
+    public var stalledReaderMillisMax: Int64 = 30_000
 
     public init() {}
 }
@@ -130,11 +145,19 @@ public struct AgentAPI: Sendable {
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
         }
+        try APIError.checkIdentifier(String(parts[0]), "lease_id's migration")
+        try APIError.checkIdentifier(String(parts[1]), "lease_id's node")
         let migration = MigrationID(String(parts[0]))
         let node = NodeID(String(parts[1]))
-        guard let state = await coordinator.migration(migration) else { throw APIError(.rejected(.migrationNotFound(migration))) }
-        guard let spec = state.plan.node(node) else { throw APIError(.rejected(.unknownNode(node))) }
-        try principal.requireAgent(of: spec.services[0])
+        let spec = await coordinator.migration(migration)?.plan.node(node)
+        // A missing migration or node reads the same as another service's: agents cannot probe.
+        guard let spec, principal.mayAct(forService: spec.services[0]) else {
+            if principal.roles.contains(.admin) {
+                guard await coordinator.migration(migration) != nil else { throw APIError(.rejected(.migrationNotFound(migration))) }
+                throw APIError(.rejected(.unknownNode(node)))
+            }
+            throw principal.notItsNode(migration, node)
+        }
         return (migration, node)
     }
 

@@ -115,22 +115,32 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
     }
 
     func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
-        let stream: AsyncThrowingStream<StoredEvent, any Error>
+        let events: WatchEvents
+        // gRPC signals a reset stream, a departed client or a passed deadline through the context, not by
+        // cancelling the handler's task: the watch runs in a child task that such a cancellation ends at
+        // once, so a watch parked between events leaves its place (and its principal's count) right away.
+        let cancellation = context.cancellation
         do throws(APIError) {
             let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
-            stream = try await watches.events(request.message, principal: principal)
+            events = try await watches.events(request.message, principal: principal, clientGone: { cancellation.isCancelled })
         } catch {
             throw error.rpcError
         }
         return StreamingServerResponse { writer in
             do {
-                for try await stored in stream {
-                    let record = try EventRecordCodec.decodeRecord(stored.record)
-                    try await writer.write(.with {
-                        $0.sequence = stored.sequence
-                        $0.chainHash = Data(stored.chainHash.bytes)
-                        $0.record = record
-                    })
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        for try await stored in events {
+                            try await writer.write(try HistoryAPI.envelope(stored))
+                        }
+                    }
+                    group.addTask {
+                        try await cancellation.cancelled
+                        throw RPCError(code: .cancelled, message: "the watch was cancelled")
+                    }
+                    // The first to finish (the events ended, or the call was cancelled) ends the other.
+                    try await group.next()
+                    group.cancelAll()
                 }
             } catch let error as APIError {
                 throw error.rpcError
@@ -239,6 +249,7 @@ extension APIError.Kind {
         case .tooLarge, .overloaded: .resourceExhausted
         case .unsupportedMediaType: .invalidArgument
         case .unavailable: .unavailable
+        case .requestTimeout: .deadlineExceeded
         }
     }
 }

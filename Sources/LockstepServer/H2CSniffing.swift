@@ -143,6 +143,14 @@ public final class H2CPriorKnowledgeSniffingHandler<Output: Sendable>: ChannelIn
         context.fireChannelInactive()
     }
 
+    /// Fails the promise of a handler that could not be added to its pipeline (the connection closed
+    /// first, for example refused by the connection limits): a promise must never be left uncompleted.
+    public func notAdded(_ error: any Error) {
+        guard case .sniffing = self.state else { return }
+        self.state = .done
+        self.promise.fail(error)
+    }
+
     /// Ends sniffing: fails the promise with `error` unless a protocol was already chosen.
     private func finish(failingWith error: H2CSniffingError) {
         self.cancelTimeout()
@@ -321,6 +329,9 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
         /// How long a new connection may take to send enough bytes for a decision (one byte for HTTP/1, all 24
         /// preface bytes for HTTP/2) before it is closed. `nil` disables the timeout (not recommended).
         public var prefaceReadTimeout: TimeAmount?
+        /// An HTTP/2 connection with no open stream for this long is closed outright, whatever its client
+        /// does with the GOAWAY the idle timeout sent (`HTTP2IdleBackstop`). `nil`: no backstop.
+        public var http2IdleBackstop: TimeAmount?
 
         /// - Parameters:
         ///   - http1: Configuration for HTTP/1.x connections
@@ -334,6 +345,13 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
             self.http1 = http1
             self.http2 = http2
             self.prefaceReadTimeout = prefaceReadTimeout
+        }
+
+        /// This configuration with an HTTP/2 idle backstop of `limit`.
+        public func withHTTP2IdleBackstop(_ limit: TimeAmount) -> Self {
+            var copy = self
+            copy.http2IdleBackstop = limit
+            return copy
         }
     }
 
@@ -373,10 +391,20 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
                 case .http1:
                     return self.http1.setup(channel: channel, logger: logger).map { .http1_1($0) }
                 case .http2:
-                    return self.http2.setup(channel: channel, logger: logger).map { .http2($0) }
+                    return self.http2.setup(channel: channel, logger: logger).flatMapThrowing { value in
+                        if let backstop = self.configuration.http2IdleBackstop {
+                            try channel.pipeline.syncOperations.addHandler(HTTP2IdleBackstop(limit: backstop))
+                        }
+                        return .http2(value)
+                    }
                 }
             }
-            try channel.pipeline.syncOperations.addHandler(sniffer)
+            do {
+                try channel.pipeline.syncOperations.addHandler(sniffer)
+            } catch {
+                sniffer.notAdded(error)
+                throw error
+            }
             return Value(negotiatedHTTPVersion: sniffer.protocolNegotiationResult, channel: channel)
         }
     }

@@ -31,18 +31,20 @@ struct HTTPRoutes: Sendable {
     let metrics: ServerMetrics
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
-    /// Whether the coordinator still takes writes (readiness).
-    let isWritable: @Sendable () async -> Bool
+    /// Why the coordinator does not take writes now (fail-stop, or commits failing for lack of space),
+    /// or nil when it does (readiness).
+    let writeProblem: @Sendable () async -> String?
     /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
     let refuseBrowsers: Bool
 
     func register(on router: Router<LockstepRequestContext>) {
+        // First, so it wraps every route and the not-found answer too.
+        router.add(middleware: EdgeMiddleware(refuseBrowsers: refuseBrowsers, answer: errorResponse))
         // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         router.get("/readyz") { _, _ in
-            await isWritable()
-                ? Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n")))
-                : Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: "writes stopped: restart after checking the disk\n")))
+            guard let problem = await writeProblem() else { return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ready\n"))) }
+            return Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: problem + "\n")))
         }
         // Prometheus text format; any authenticated principal may scrape.
         router.get("/metrics") { request, context -> Response in
@@ -111,18 +113,25 @@ struct HTTPRoutes: Sendable {
                 principal = try await authenticate(request, context.channel)
                 input = try await decode(request)
                 try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+                // Refused before the stream starts, so the answer is a 400, not an error line after a 200.
+                try APIError.checkStream(input.stream)
             } catch {
                 return errorResponse(error)
             }
             let history = self.history
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
-                try await history.export(input, principal: principal) { lines in try await writer.write(ByteBuffer(string: lines)) }
+                do {
+                    try await history.export(input, principal: principal) { lines in try await writer.write(ByteBuffer(string: lines)) }
+                } catch let error as APIError {
+                    // Every event before the damage has been written; the last line names the damage.
+                    try await writer.write(ByteBuffer(string: Self.errorLine(error)))
+                }
                 try await writer.finish(nil)
             })
         }
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
         router.post("/v1/migrations/watch") { request, context -> Response in
-            let stream: AsyncThrowingStream<StoredEvent, any Error>
+            let stream: WatchEvents
             let channel = context.channel
             do throws(APIError) {
                 let principal = try await authenticate(request, channel)
@@ -137,9 +146,7 @@ struct HTTPRoutes: Sendable {
                         try await writer.write(ByteBuffer(string: try HistoryExport.line(stored) + "\n"))
                     }
                 } catch let error as APIError {
-                    // The last line names why the stream ended early, as a JSON-encoded ErrorBody.
-                    let line = (try? error.body.jsonString()) ?? #"{"code":"internal"}"#
-                    try await writer.write(ByteBuffer(string: #"{"error":"# + line + "}\n"))
+                    try await writer.write(ByteBuffer(string: Self.errorLine(error)))
                 }
                 try await writer.finish(nil)
             })
@@ -180,26 +187,72 @@ struct HTTPRoutes: Sendable {
             let got = request.headers[.contentType].map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
             throw APIError(.unsupportedMediaType, code: "unsupported_media_type", "send the body as application/json\(got)")
         }
-        if refuseBrowsers, request.headers[.origin] != nil {
-            throw APIError(.forbidden, code: "permission_denied", "--dev serves no browsers: requests with an Origin header are refused")
-        }
-        let body: ByteBuffer
-        do {
-            body = try await request.body.collect(upTo: limits.requestBodyBytesMax)
-        } catch is NIOTooManyBytesError {
-            throw APIError(.tooLarge, code: "body_too_large", "the request body is over \(limits.requestBodyBytesMax) bytes")
-        } catch {
-            throw APIError.malformed("the request body could not be read: \(error)")
-        }
+        let body = try await collectBody(request)
         do {
             return try In(jsonUTF8Bytes: Array(body.readableBytesView), options: JSONDecodingOptions())
         } catch {
-            throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(error)")
+            throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(Self.explain(error))")
         }
     }
 
+    /// The request body, up to `requestBodyBytesMax` bytes and within `requestBodyMillisMax` of its head:
+    /// a body that trickles in is refused, not waited for.
+    private func collectBody(_ request: Request) async throws(APIError) -> ByteBuffer {
+        let bytesMax = limits.requestBodyBytesMax
+        let millisMax = limits.requestBodyMillisMax
+        let body = request.body
+        do {
+            return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                group.addTask { try await body.collect(upTo: bytesMax) }
+                group.addTask {
+                    try await Task.sleep(for: .milliseconds(millisMax))
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let collected = first else {
+                    throw APIError(.requestTimeout, code: "request_timeout", "the request body did not arrive within \(millisMax) ms of its head")
+                }
+                return collected
+            }
+        } catch let error as APIError {
+            throw error
+        } catch is NIOTooManyBytesError {
+            throw APIError(.tooLarge, code: "body_too_large", "the request body is over \(bytesMax) bytes")
+        } catch {
+            throw APIError.malformed("the request body could not be read: \(error)")
+        }
+    }
+
+    /// What is wrong with a JSON body, in words (not the decoder's case names).
+    static func explain(_ error: any Error) -> String {
+        guard let error = error as? JSONDecodingError else { return "it could not be decoded" }
+        return switch error {
+        case .truncated: "it ends early"
+        case .malformedString: "a string is malformed (or a value that must be a string is not one)"
+        case .malformedNumber: "a number is malformed or out of range (64-bit integers go as strings)"
+        case .numberRange: "a number is out of range for its field"
+        case .malformedBool: "a boolean is malformed"
+        case .unknownField(let name): "it has an unknown field \"\(name.prefix(64))\""
+        case .unrecognizedEnumValue: "an enum field has an unknown value"
+        case .invalidUTF8: "it is not valid UTF-8"
+        case .leadingZero: "a number has a leading zero"
+        case .trailingGarbage: "something follows the JSON object"
+        case .messageDepthLimit: "it nests too deeply"
+        case .missingFieldNames, .unquotedMapKey: "a map key is missing or unquoted"
+        case .failure, .schemaMismatch, .conflictingOneOf, .malformedDuration, .malformedFieldMask, .malformedMap, .malformedTimestamp, .illegalNull:
+            "it does not match the message's fields and types"
+        @unknown default: "it does not match the message's fields and types"
+        }
+    }
+
+    /// The last line of an NDJSON stream that ended early: `{"error": ErrorBody}`.
+    static func errorLine(_ error: APIError) -> String {
+        let body = (try? error.body.jsonString()) ?? #"{"code":"internal"}"#
+        return #"{"error":"# + body + "}\n"
+    }
+
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
-    private func errorResponse(_ error: APIError) -> Response {
+    func errorResponse(_ error: APIError) -> Response {
         json(error.body, status: .init(code: error.kind.httpStatus))
     }
 
@@ -210,5 +263,27 @@ struct HTTPRoutes: Sendable {
         var buffer = ByteBuffer(bytes: bytes)
         buffer.writeString("\n")
         return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+    }
+}
+
+/// What every request passes through first: under `--dev`, a request from a web page (an `Origin`
+/// header) is refused on every route, GET included; and a path or method no route serves is answered
+/// with an `ErrorBody` like every other error (`404 route_not_found`), not an empty body.
+struct EdgeMiddleware: RouterMiddleware {
+    typealias Context = LockstepRequestContext
+    let refuseBrowsers: Bool
+    let answer: @Sendable (APIError) -> Response
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if refuseBrowsers, request.headers[.origin] != nil {
+            return answer(APIError(.forbidden, code: "permission_denied", "--dev serves no browsers: requests with an Origin header are refused"))
+        }
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound || error.status == .methodNotAllowed {
+            let path = String(request.uri.path.prefix(100))
+            return answer(APIError(.notFound, code: "route_not_found",
+                                   "nothing is served at \(request.method.rawValue.prefix(16)) \(path) (docs/api.md lists the routes: JSON calls are POSTs under /v1/)"))
+        }
     }
 }

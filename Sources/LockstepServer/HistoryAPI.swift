@@ -17,6 +17,7 @@ public struct HistoryAPI: Sendable {
 
     public func listEvents(_ request: Lockstep_V1_ListEventsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListEventsResponse {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        try APIError.checkStream(request.stream)
         let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
         var events: [StoredEvent] = []
         var position = request.afterSequence
@@ -47,26 +48,30 @@ public struct HistoryAPI: Sendable {
     public func export(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
                        write: (String) async throws -> Void) async throws {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        try APIError.checkStream(request.stream)
         var position = request.afterSequence
         while true {
-            let page = try await read(after: position, limit: Self.scanPageEventsMax)
-            guard let last = page.last else { return }
-            position = last.sequence
+            // Every intact event before damage is written, then the damage is reported at its position.
+            let (page, damage) = await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
             var chunk = ""
             for stored in page where request.stream.isEmpty || stored.stream == request.stream {
                 chunk += try HistoryExport.line(stored) + "\n"
             }
             if !chunk.isEmpty { try await write(chunk) }
+            if let damage { throw APIError(.storage(damage)) }
+            guard let last = page.last else { return }
+            position = last.sequence
         }
     }
 
     public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
-        let through: UInt64
+        let through: UInt64?
         switch request.at {
         case .sequence(let sequence): through = sequence
         case .timeMs(let time): through = try await lastSequence(recordedAtOrBefore: Instant(millisecondsSinceEpoch: time))
-        case nil: throw APIError.invalid("say which point of the history: sequence or time_ms")
+        // Neither: the whole log, as it stands.
+        case nil: through = nil
         }
         let state: LogState
         do {
@@ -107,12 +112,11 @@ public struct HistoryAPI: Sendable {
         }
     }
 
+    /// Events after `sequence`; at damage, the intact events before it (the next read reports the damage).
     private func read(after sequence: UInt64, limit: Int) async throws(APIError) -> [StoredEvent] {
-        do {
-            return try await coordinator.log.read(after: sequence, limit: limit)
-        } catch {
-            throw APIError(.storage(error))
-        }
+        let (events, damage) = await coordinator.log.readIntact(after: sequence, limit: limit)
+        if let damage, events.isEmpty { throw APIError(.storage(damage)) }
+        return events
     }
 
     /// The last event recorded at or before `time` (0 when none was).

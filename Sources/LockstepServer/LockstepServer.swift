@@ -79,19 +79,38 @@ public enum LockstepServer {
             for host in [options.httpHost, options.grpcHost] where !["127.0.0.1", "::1", "localhost"].contains(host) {
                 throw StartError.notLoopback(host)
             }
-            logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything. Loopback only. Never use --dev in production.")
-            authenticate = { _, _ throws(APIError) in Principal.developer }
+            logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything (a bearer token as:NAME acts as NAME, e.g. a second person approving). Loopback only. Never use --dev in production.")
+            authenticate = { header, _ throws(APIError) in try Principal.developer(authorization: header) }
         case (false, .some(let auth)):
             authenticate = { header, certificate throws(APIError) in try auth.authenticate(header, clientCertificate: certificate) }
         }
 
         let metrics = ServerMetrics.bootstrap()
-        let log = try SQLiteEventLog(path: options.databasePath) { commit in
+        // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
+        // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
+        var limits = options.limits
+        if let files = OpenFileLimit.raise() {
+            limits.connectionsMax = OpenFileLimit.connectionsFitting(soft: files.soft, configured: limits.connectionsMax)
+            logger.info("open files: soft limit \(files.soft), hard limit \(files.hard); connections at most \(limits.connectionsMax) (\(OpenFileLimit.reserve) files kept in reserve), \(limits.connectionsPerPeerMax) per peer address")
+        } else {
+            logger.warning("could not read the open-file limit; connections at most \(limits.connectionsMax)")
+        }
+        let gate = ConnectionGate(limits: .init(connectionsMax: limits.connectionsMax, connectionsPerPeerMax: limits.connectionsPerPeerMax))
+        let refused: @Sendable (ConnectionGate.Refusal) -> Void = { metrics.refusedConnection($0.rawValue) }
+        let idle = TimeAmount.milliseconds(limits.connectionIdleMillisMax)
+        let stalled = TimeAmount.milliseconds(limits.stalledReaderMillisMax)
+        let cutStalled: @Sendable () -> Void = { metrics.stalledReadersCut.increment() }
+        let writeHealth = WriteHealth(logger: logger)
+        let log = try SQLiteEventLog(path: options.databasePath, observer: { commit in
+            writeHealth.committed()
             metrics.commits.increment()
             metrics.appendedEvents.increment(by: commit.events)
             metrics.commitBatch.record(commit.events)
             metrics.commitDuration.recordNanoseconds(Int64(clamping: commit.durationNanos))
-        }
+        }, failureObserver: { error in
+            writeHealth.failed(error)
+            metrics.failedCommit(error.code)
+        })
         let coordinator = try await Coordinator.open(log: log)
         let wakeups = Wakeups(policy: .oldest, parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         let watchWakeups = Wakeups(policy: .everyone, parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
@@ -102,8 +121,11 @@ public enum LockstepServer {
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
             metrics.record(change)
         }
-        let clock: @Sendable () -> Instant = { WallClock.now() }
-        var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: options.limits, clock: clock)
+        // Recorded times and every duration measured through them run on the monotonic clock, from the
+        // wall clock at start (never before the log's last recorded time).
+        let serverClock = CoordinatorClock(notBefore: try await History.lastRecordedAt(log))
+        let clock: @Sendable () -> Instant = { serverClock.now() }
+        var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: limits, clock: clock)
         agents.observeWakeUp = { metrics.pollWakeUp.record(duration: $0) }
         let operators = OperatorAPI(coordinator: coordinator, clock: clock) {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
@@ -112,15 +134,40 @@ public enum LockstepServer {
         let history = HistoryAPI(coordinator: coordinator)
         let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
-        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: options.limits, metrics: metrics,
+        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
                    authenticate: { request, channel throws(APIError) in
                        let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
                        return try authenticate(request.headers[.authorization], certificate)
                    },
-                   isWritable: { await !coordinator.isStopped }, refuseBrowsers: options.dev).register(on: router)
+                   writeProblem: {
+                       if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the disk" }
+                       return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
+                   }, refuseBrowsers: options.dev).register(on: router)
         var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
-        grpcConfig.rpc.maxRequestPayloadSize = options.limits.requestBodyBytesMax
-        grpcConfig.http2.maxConcurrentStreams = options.limits.grpcConcurrentStreamsMax
+        grpcConfig.rpc.maxRequestPayloadSize = limits.requestBodyBytesMax
+        grpcConfig.http2.maxConcurrentStreams = limits.grpcConcurrentStreamsMax
+        grpcConfig.connection.maxIdleTime = .milliseconds(limits.connectionIdleMillisMax)
+        // After the idle GOAWAY, a client that does not close is closed this much later (once it has
+        // acknowledged the GOAWAY's PING).
+        grpcConfig.connection.maxGraceTime = .seconds(5)
+        // A client that stops answering PINGs (dead, or reading nothing) is closed: pinged after half the
+        // idle limit without reading from it, closed if no answer comes within min(a quarter of it, 10 s), before the idle limit. So
+        // the idle GOAWAY, which waits for an answer to its PING, is never waited on forever.
+        let keepaliveMillis = max(limits.connectionIdleMillisMax / 2, 50)
+        grpcConfig.connection.keepalive = .init(time: .milliseconds(keepaliveMillis), timeout: .milliseconds(min(keepaliveMillis / 2, 10_000)),
+                                                clientBehavior: grpcConfig.connection.keepalive.clientBehavior)
+        grpcConfig.channelDebuggingCallbacks.onBindTCPListener = { listener in
+            listener.pipeline.addHandler(ConnectionAdmission(gate: gate, listener: "gRPC", logger: logger, refused: refused), position: .first)
+        }
+        // grpc-swift's idle and keepalive shutdowns send GOAWAY and a PING and then wait for its answer,
+        // which a client that reads nothing never sends: the same backstop as on the JSON listener.
+        let backstop = TimeAmount.milliseconds(limits.connectionIdleMillisMax) + .seconds(5)
+        grpcConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { connection in
+            connection.eventLoop.makeCompletedFuture { try connection.pipeline.syncOperations.addHandler(HTTP2IdleBackstop(limit: backstop)) }
+        }
+        grpcConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(StalledReaderCutoff(limit: stalled, cut: cutStalled)) }
+        }
         let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
         var grpcSecurity = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
         if let tls = options.tls {
@@ -141,6 +188,10 @@ public enum LockstepServer {
             let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
             let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
             var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+            // TLS 1.2 and 1.3 only; on 1.2, forward-secret key exchange (ECDHE) with AEAD ciphers only (no
+            // RSA key exchange, no CBC). TLS 1.3's suites are all of that kind.
+            configuration.minimumTLSVersion = .tlsv12
+            configuration.cipherSuiteValues = TLSPolicy.cipherSuites
             if let ca = options.tlsClientCA {
                 // Mutual TLS: a client without a certificate signed by these CAs does not get through the handshake.
                 configuration.certificateVerification = .noHostnameVerification
@@ -149,12 +200,21 @@ public enum LockstepServer {
             // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
             // closed connection counts as a client gone.
             server = try .http2Upgrade(tlsConfiguration: configuration, configuration: .init(
-                streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false)])))
+                idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
+                streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
+                                                                       StalledReaderCutoff(limit: stalled, cut: cutStalled)],
+                                           idleTimeout: idle)))
             scheme = "https"
         } else {
             // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
             // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
-            server = .http1AndH2C(configuration: .init(http1: .init(additionalChannelHandlers: [ClientPresence()])))
+            server = .http1AndH2C(configuration: .init(
+                http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled)], idleTimeout: idle),
+                http2: .init(idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
+                             streamConfiguration: .init(additionalChannelHandlers: [StalledReaderCutoff(limit: stalled, cut: cutStalled)],
+                                                        idleTimeout: idle)),
+                prefaceReadTimeout: idle)
+                .withHTTP2IdleBackstop(idle + .seconds(5)))
             scheme = "http"
         }
         let grpc = GRPCServer(transport: grpcTransport, services: [
@@ -162,7 +222,7 @@ public enum LockstepServer {
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
             GRPCHistoryService(history: history, metrics: metrics, authenticate: authenticate),
             GRPCStageService(stages: stages, metrics: metrics, authenticate: authenticate),
-        ])
+        ], interceptors: [GRPCErrorCodes()])
         let (httpBound, httpBoundSink) = AsyncStream<String>.makeStream()
         let readyFile = options.readyFile
         let app = Application(
@@ -170,6 +230,7 @@ public enum LockstepServer {
             server: server,
             configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
             onServerRunning: { channel in
+                try? await channel.pipeline.addHandler(ConnectionAdmission(gate: gate, listener: "HTTP", logger: logger, refused: refused), position: .first).get()
                 let port = channel.localAddress?.port ?? options.httpPort
                 logger.info("serving JSON over HTTP/1.1 and HTTP/2 on \(scheme)://\(bracketed(options.httpHost)):\(port)")
                 httpBoundSink.yield("\(scheme)://\(bracketed(options.httpHost)):\(port)")
@@ -178,9 +239,14 @@ public enum LockstepServer {
             logger: logger)
 
         let timers = Task {
-            await runTimers(coordinator, tickMillis: options.timerTickMillis) {
+            await runTimers(coordinator, clock: serverClock, tickMillis: options.timerTickMillis) {
+                if let step = serverClock.wallClockStep(thresholdMillis: 1_000) {
+                    metrics.wallClockSteps.increment()
+                    logger.warning("the wall clock stepped \(step > 0 ? "forward" : "back") by \(step.magnitude) ms; Lockstep's clock keeps the monotonic pace (durations, recorded times and deadlines are unaffected until restart)")
+                }
                 metrics.parkedPolls.record(wakeups.parkedCount)
                 metrics.openWatches.record(watchWakeups.parkedCount)
+                metrics.openConnections.record(gate.openCount)
                 metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
                 metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
             } expired: { count in
@@ -225,9 +291,10 @@ public enum LockstepServer {
     }
 
     /// The coordinator's timers: lease expiry, deadlines, the ends of bakes, a grant pass when one is owed, and the gauges.
-    static func runTimers(_ coordinator: Coordinator, tickMillis: Int, gauges: @Sendable () async -> Void, expired: @Sendable (Int) -> Void) async {
+    static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, gauges: @Sendable () async -> Void,
+                          expired: @Sendable (Int) -> Void) async {
         while !Task.isCancelled {
-            let now = WallClock.now()
+            let now = clock.now()
             let ended = await coordinator.expireDueLeases(now: now)
             if !ended.isEmpty { expired(ended.count) }
             await gauges()
@@ -252,4 +319,13 @@ public enum LockstepServer {
 
 extension String {
     func leftPadded(to length: Int) -> String { String(repeating: "0", count: max(0, length - count)) + self }
+}
+
+/// The TLS policy of the JSON listener: TLS 1.2 and above, forward-secret AEAD suites only.
+enum TLSPolicy {
+    static let cipherSuites: [NIOTLSCipher] = [
+        .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        .TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, .TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ]
 }

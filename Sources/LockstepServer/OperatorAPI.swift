@@ -75,7 +75,8 @@ public struct OperatorAPI: Sendable {
 
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StartMigrationResponse {
         try principal.require(.operator, to: "start migrations")
-        if request.plan.isEmpty { throw APIError.invalid("plan is required") }
+        try APIError.checkIdentifier(request.plan, "plan")
+        if !request.migrationID.isEmpty { try APIError.checkIdentifier(request.migrationID, "migration_id") }
         let id = MigrationID(request.migrationID.isEmpty ? "\(request.plan)-\(randomSuffix())" : request.migrationID)
         let result: CommandResult
         do {
@@ -103,6 +104,7 @@ public struct OperatorAPI: Sendable {
 
     public func getMigration(_ request: Lockstep_V1_GetMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_Migration {
         try principal.require(anyOf: Self.readers, to: "read migrations")
+        try APIError.checkIdentifier(request.migrationID, "migration_id")
         let state = await coordinator.state
         guard let migration = state.migrations[MigrationID(request.migrationID)] else {
             throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
@@ -113,6 +115,7 @@ public struct OperatorAPI: Sendable {
     public func listMigrations(_ request: Lockstep_V1_ListMigrationsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListMigrationsResponse {
         try principal.require(anyOf: Self.readers, to: "read migrations")
         let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
+        if !request.pageToken.isEmpty { try APIError.checkIdentifier(request.pageToken, "page_token") }
         let state = await coordinator.state
         let after = MigrationID(request.pageToken)
         let page = state.migrationsInOrder.lazy.filter { request.pageToken.isEmpty || after < $0.id }.prefix(size + 1)
@@ -154,17 +157,26 @@ public struct OperatorAPI: Sendable {
     /// A metric sample for the current bake of an exposure node: from an agent of the node's service,
     /// or an operator. The value becomes a fixed-point number in millionths.
     public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_RecordMetricResponse {
-        if request.migrationID.isEmpty { throw APIError.invalid("migration_id is required") }
-        if request.nodeID.isEmpty { throw APIError.invalid("node_id is required") }
+        // The role first, so nobody without it learns which migrations and nodes exist.
+        let operates = principal.roles.contains(.operator) || principal.roles.contains(.admin)
+        if !operates { try principal.require(.agent, to: "record metric samples") }
+        try APIError.checkIdentifier(request.migrationID, "migration_id")
+        try APIError.checkIdentifier(request.nodeID, "node_id")
         let id = MigrationID(request.migrationID)
         let node = NodeID(request.nodeID)
-        guard let migration = await coordinator.migration(id) else { throw APIError(.rejected(.migrationNotFound(id))) }
-        guard let spec = migration.plan.node(node) else { throw APIError(.rejected(.unknownNode(node))) }
-        if !principal.roles.contains(.operator) && !principal.roles.contains(.admin) {
-            try principal.requireAgent(of: spec.services[0])
+        let spec = await coordinator.migration(id)?.plan.node(node)
+        if !operates {
+            // An agent learns nothing about nodes of other services: a missing one reads the same.
+            guard let spec, principal.mayAct(forService: spec.services[0]) else { throw principal.notItsNode(id, node) }
         }
+        guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
+        guard spec != nil else { throw APIError(.rejected(.unknownNode(node))) }
         guard let micros = MetricSample.micros(request.value) else {
             throw APIError.invalid("value \(request.value) is not a finite number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+        }
+        for (field, value) in [("window_start_ms", request.windowStartMs), ("window_end_ms", request.windowEndMs)]
+        where !(0...CoreLimits.instantMillisMax).contains(value) {
+            throw APIError.invalid("\(field) is \(value); it must be 0 (now) or a time in ms since 1970 up to \(CoreLimits.instantMillisMax) (year 9999)")
         }
         let now = clock()
         let sample = MetricSample(
@@ -259,19 +271,28 @@ public struct OperatorAPI: Sendable {
 
     public func approve(_ request: Lockstep_V1_GateDecisionRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
         try principal.require(.approver, to: "approve gates")
-        return try await change(.approve(node: NodeID(request.nodeID), approver: principal.name, groups: principal.ownerGroups.sorted(),
+        try APIError.checkIdentifier(request.nodeID, "node_id")
+        return try await change(.approve(node: NodeID(request.nodeID), approver: principal.name, groups: await groups(of: principal, for: request),
                                          comment: request.comment), request.migrationID, principal)
     }
 
     public func reject(_ request: Lockstep_V1_GateDecisionRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
         try principal.require(.approver, to: "reject gates")
-        return try await change(.reject(node: NodeID(request.nodeID), approver: principal.name, groups: principal.ownerGroups.sorted(),
+        try APIError.checkIdentifier(request.nodeID, "node_id")
+        return try await change(.reject(node: NodeID(request.nodeID), approver: principal.name, groups: await groups(of: principal, for: request),
                                         comment: request.comment), request.migrationID, principal)
+    }
+
+    /// The owner groups `principal` decides gates for: its configured ones; under `--dev`, whichever the gate asks for.
+    private func groups(of principal: Principal, for request: Lockstep_V1_GateDecisionRequest) async -> [String] {
+        guard principal.isDeveloper else { return principal.ownerGroups.sorted() }
+        guard let plan = await coordinator.migration(MigrationID(request.migrationID))?.plan, let spec = plan.node(NodeID(request.nodeID)) else { return [] }
+        return plan.approverGroups(for: spec).sorted()
     }
 
     public func releaseServiceLease(_ request: Lockstep_V1_ReleaseServiceLeaseRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
         try principal.require(.operator, to: "force-release service leases")
-        if request.service.isEmpty { throw APIError.invalid("service is required") }
+        try APIError.checkIdentifier(request.service, "service")
         let result: CommandResult
         do {
             result = try await coordinator.forceReleaseService(request.service, reason: request.reason,
@@ -283,7 +304,7 @@ public struct OperatorAPI: Sendable {
     }
 
     private func change(_ command: MigrationCommand, _ id: String, _ principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
-        if id.isEmpty { throw APIError.invalid("migration_id is required") }
+        try APIError.checkIdentifier(id, "migration_id")
         let result: CommandResult
         do {
             result = try await coordinator.execute(command, migration: MigrationID(id), context: CommandContext(actor: principal.userActor, triggeredBy: .user),

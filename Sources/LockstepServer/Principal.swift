@@ -21,8 +21,30 @@ public struct Principal: Hashable, Sendable {
         self.ownerGroups = ownerGroups
     }
 
+    /// `lockstep serve --dev` only: a person on loopback who may do everything, and who belongs to every
+    /// owner group a gate asks for (separation of duties still holds: nobody approves their own request).
+    public var isDeveloper = false
+
     /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.
-    public static let developer = Principal(name: "dev", roles: Set(Role.allCases), services: [])
+    public static let developer = developer(named: "dev")
+
+    /// A `--dev` principal named `name`: how a second person (an approver) acts on loopback.
+    public static func developer(named name: String) -> Principal {
+        var principal = Principal(name: name, roles: Set(Role.allCases), services: [])
+        principal.isDeveloper = true
+        return principal
+    }
+
+    /// Under `--dev`, who the caller is: `dev`, or NAME for a bearer token `as:NAME` (any other token is
+    /// ignored, as `--dev` authenticates nobody).
+    public static func developer(authorization header: String?) throws(APIError) -> Principal {
+        guard let header, let token = header.split(separator: " ", maxSplits: 1).last, token.hasPrefix("as:") else { return .developer }
+        let name = String(token.dropFirst(3))
+        if let problem = MigrationState.identifierProblem(name, what: "the --dev name after as:") {
+            throw APIError(.unauthenticated, code: "unauthenticated", problem)
+        }
+        return .developer(named: name)
+    }
 
     /// Whether this principal may act as an agent of `service`.
     public func mayAct(forService service: String) -> Bool {
@@ -46,6 +68,13 @@ public struct Principal: Hashable, Sendable {
         guard mayAct(forService: service) else {
             throw APIError(.forbidden, code: "permission_denied", "\(name) is not an agent of service \(service)")
         }
+    }
+
+    /// The refusal an agent gets for a node that is not of its services, whether or not the migration
+    /// and node exist: the same answer either way, so agents cannot probe for other services' work.
+    func notItsNode(_ migration: MigrationID, _ node: NodeID) -> APIError {
+        APIError(.forbidden, code: "permission_denied",
+                 "\(name) is an agent of \(services.sorted().joined(separator: ", ")); \(migration)/\(node) is not a step of those services, or does not exist")
     }
 
     /// The actor recorded in events: always the principal, never a name from a request body.

@@ -23,6 +23,22 @@ struct ServerMetrics: Sendable {
     let serviceLeasesHeld = Gauge(label: "lockstep_service_leases_held")
     let stepLeasesExpired = Counter(label: "lockstep_step_leases_expired_total")
     let staleTokenRejections = Counter(label: "lockstep_stale_token_rejections_total")
+    /// Steps of the wall clock away from Lockstep's clock (over 1 s), seen by the timers.
+    let wallClockSteps = Counter(label: "lockstep_wall_clock_steps_total")
+    /// Connections open on both listeners.
+    let openConnections = Gauge(label: "lockstep_open_connections")
+    /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
+    let stalledReadersCut = Counter(label: "lockstep_stalled_readers_cut_total")
+
+    /// Counts a commit that failed for a storage reason, by its code (`storage_full`, `writes_stopped`).
+    func failedCommit(_ code: String) {
+        Counter(label: "lockstep_failed_commits_total", dimensions: [("code", code)]).increment()
+    }
+
+    /// Counts a connection refused at accept, by the limit it hit.
+    func refusedConnection(_ reason: String) {
+        Counter(label: "lockstep_connections_refused_total", dimensions: [("reason", reason)]).increment()
+    }
     /// From a migration's first exposure stage to its end (succeeded, rolled back or failed).
     let partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds")
     /// Migrations exposing something now, and since when (lost on restart: the timer starts again).

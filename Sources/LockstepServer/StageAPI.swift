@@ -15,14 +15,18 @@ public struct StageAPI: Sendable {
         if !reader && !principal.roles.contains(.agent) {
             throw APIError(.forbidden, code: "permission_denied", "\(principal.name) may not read stages (needs an agent or reader role)")
         }
+        try APIError.checkIdentifier(request.migrationID, "migration_id")
+        if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node") }
         let id = MigrationID(request.migrationID)
-        guard let migration = await coordinator.migration(id) else { throw APIError(.rejected(.migrationNotFound(id))) }
+        let migration = await coordinator.migration(id)
         if !reader {
-            let services = Set(migration.plan.nodes.flatMap(\.services))
-            guard !services.isDisjoint(with: principal.services) else {
-                throw APIError(.forbidden, code: "permission_denied", "\(principal.name) is an agent of no service migration \(id) changes")
+            // A missing migration reads the same as one that changes none of the agent's services.
+            guard let migration, !Set(migration.plan.nodes.flatMap(\.services)).isDisjoint(with: principal.services) else {
+                throw APIError(.forbidden, code: "permission_denied",
+                               "\(principal.name) is an agent of no service migration \(id) changes, or it does not exist")
             }
         }
+        guard let migration else { throw APIError(.rejected(.migrationNotFound(id))) }
         if request.key.utf8.count > Self.keyBytesMax {
             throw APIError.invalid("key is \(request.key.utf8.count) bytes long; the limit is \(Self.keyBytesMax) bytes")
         }

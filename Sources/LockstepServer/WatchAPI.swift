@@ -9,62 +9,94 @@ public struct WatchAPI: Sendable {
     let coordinator: Coordinator
     /// Watchers park here between events (a separate pool from polls: watches are long).
     let wakeups: Wakeups
-    /// Events read per page while catching up.
-    static let pageEventsMax = 1_000
+    /// Events read from the log per look, so at most this many are held for one watch at a time.
+    static let pageEventsMax = 256
     /// How long a watcher waits for a change before it looks again anyway, in milliseconds.
     static let idleLookMillis = 15_000
 
-    /// Checks the caller and the migration, then returns the stream of its stored events.
-    /// `clientGone` ends the stream when the caller has gone away (checked after every wait).
+    /// Checks the caller and the migration, then returns the migration's stored events, read from the log
+    /// as the caller asks for them (the reader's pace: a watcher that stops reading stops the reads, and
+    /// holds at most one page of `pageEventsMax` events). `clientGone` ends the events when the caller
+    /// has gone away (checked before every read and after every wait).
     public func events(_ request: Lockstep_V1_WatchRequest, principal: Principal,
-                       clientGone: @escaping @Sendable () -> Bool = { false }) async throws(APIError) -> AsyncThrowingStream<StoredEvent, any Error> {
+                       clientGone: @escaping @Sendable () -> Bool = { false }) async throws(APIError) -> WatchEvents {
         try principal.require(anyOf: OperatorAPI.readers, to: "watch migrations")
+        if let problem = MigrationState.identifierProblem(request.migrationID, what: "migration_id") { throw APIError.invalid(problem) }
         let id = MigrationID(request.migrationID)
         guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
-        let coordinator = self.coordinator
-        let wakeups = self.wakeups
-        let stream = RecordedEvent.stream(of: id)
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                var position = request.afterSequence
-                // The limits admit a watch once; re-parking after each event does not count again.
-                var admitted = false
-                while !Task.isCancelled && !clientGone() {
-                    let seen = wakeups.generation
-                    // Settled before the read means its last event is in what the read sees.
-                    let settled = await coordinator.migration(id)?.status.isSettled ?? true
-                    let page: [StoredEvent]
-                    do throws(EventLogError) {
-                        page = try await coordinator.log.read(after: position, limit: Self.pageEventsMax)
-                    } catch {
-                        continuation.finish(throwing: APIError(.storage(error)))
-                        return
-                    }
-                    for stored in page where stored.stream == stream { continuation.yield(stored) }
-                    if let last = page.last {
-                        position = last.sequence
-                        continue
-                    }
-                    if settled { break }
-                    let outcome = await wakeups.wait(after: seen, millis: Self.idleLookMillis, owner: principal.name, key: id.rawValue,
-                                                      enforceLimit: !admitted)
-                    admitted = true
-                    switch outcome {
-                    case .woken, .lookAgain:
-                        continue
-                    case .cancelled:
-                        break
-                    case .full:
-                        continuation.finish(throwing: APIError(.overloaded, code: "too_many_watchers", "too many watches are open; close one or retry later"))
-                        return
-                    case .closed:
-                        continuation.finish(throwing: APIError(.unavailable, code: "shutting_down", "the server is shutting down; watch again after it restarts"))
-                        return
-                    }
+        return WatchEvents(coordinator: coordinator, wakeups: wakeups, migration: id, owner: principal.name,
+                           after: request.afterSequence, clientGone: clientGone)
+    }
+}
+
+/// One watch's events, pulled from the log page by page as the consumer iterates.
+public struct WatchEvents: AsyncSequence, Sendable {
+    public typealias Element = StoredEvent
+    let coordinator: Coordinator
+    let wakeups: Wakeups
+    let migration: MigrationID
+    let owner: String
+    let after: UInt64
+    let clientGone: @Sendable () -> Bool
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(events: self, position: after)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let events: WatchEvents
+        var position: UInt64
+        /// Events of this migration read and not yet handed out (at most one page).
+        var pending: [StoredEvent] = []
+        var index = 0
+        /// The limits admit a watch once; parking again after each event does not count again.
+        var admitted = false
+        var finished = false
+
+        public mutating func next() async throws -> StoredEvent? {
+            let stream = RecordedEvent.stream(of: events.migration)
+            while !finished {
+                if index < pending.count {
+                    defer { index += 1 }
+                    return pending[index]
                 }
-                continuation.finish()
+                pending.removeAll(keepingCapacity: true)
+                index = 0
+                if Task.isCancelled || events.clientGone() { break }
+                let seen = events.wakeups.generation
+                // Settled before the read means its last event is in what the read sees.
+                let settled = await events.coordinator.migration(events.migration)?.status.isSettled ?? true
+                let page: [StoredEvent]
+                do throws(EventLogError) {
+                    page = try await events.coordinator.log.read(after: position, limit: WatchAPI.pageEventsMax)
+                } catch {
+                    finished = true
+                    throw APIError(.storage(error))
+                }
+                if let last = page.last {
+                    position = last.sequence
+                    pending = page.filter { $0.stream == stream }
+                    continue
+                }
+                if settled { break }
+                let outcome = await events.wakeups.wait(after: seen, millis: WatchAPI.idleLookMillis, owner: events.owner,
+                                                        key: events.migration.rawValue, enforceLimit: !admitted)
+                admitted = true
+                switch outcome {
+                case .woken, .lookAgain:
+                    continue
+                case .cancelled:
+                    finished = true
+                case .full:
+                    finished = true
+                    throw APIError(.overloaded, code: "too_many_watchers", "too many watches are open; close one or retry later")
+                case .closed:
+                    finished = true
+                    throw APIError(.unavailable, code: "shutting_down", "the server is shutting down; watch again after it restarts")
+                }
             }
-            continuation.onTermination = { _ in task.cancel() }
+            finished = true
+            return nil
         }
     }
 }

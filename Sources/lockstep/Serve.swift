@@ -24,6 +24,16 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM CA certificates client certificates must be signed by: mutual TLS (needs --tls-cert).") var tlsClientCa: String?
     @Option(help: ArgumentHelp("Most polls one principal may have parked at once (benchmarks).", visibility: .hidden))
     var parkedPollsPerPrincipal: Int?
+    @Option(help: "Most connections open at once on both listeners (default 4096; lowered to fit the open-file limit).")
+    var connectionsMax: Int?
+    @Option(help: "Most connections open at once from one peer address (default 512).")
+    var connectionsPerPeerMax: Int?
+    @Option(help: "Close a connection with nothing in progress after this many milliseconds (default 60000).")
+    var idleTimeoutMs: Int64?
+    @Option(help: "Refuse (408) a request body not received within this many milliseconds of its head (default 10000).")
+    var requestBodyTimeoutMs: Int64?
+    @Option(help: "Cut a stream whose reader has taken nothing for this many milliseconds (default 30000).")
+    var stalledReaderTimeoutMs: Int64?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -62,11 +72,26 @@ struct Serve: AsyncParsableCommand {
                 }
                 options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
             }
+            try applyLimits(&options.limits)
             try await LockstepServer.run(options)
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)
         }
+    }
+
+    /// The connection and stream limits from the flags, each checked against its range.
+    func applyLimits(_ limits: inout APILimits) throws {
+        func checked<T: BinaryInteger>(_ value: T?, _ flag: String, _ range: ClosedRange<T>) throws -> T? {
+            guard let value else { return nil }
+            guard range.contains(value) else { throw ValidationError("\(flag) must be \(range.lowerBound)...\(range.upperBound), not \(value)") }
+            return value
+        }
+        if let value = try checked(connectionsMax, "--connections-max", 1...1_000_000) { limits.connectionsMax = value }
+        if let value = try checked(connectionsPerPeerMax, "--connections-per-peer-max", 1...1_000_000) { limits.connectionsPerPeerMax = value }
+        if let value = try checked(idleTimeoutMs, "--idle-timeout-ms", 100...86_400_000) { limits.connectionIdleMillisMax = value }
+        if let value = try checked(requestBodyTimeoutMs, "--request-body-timeout-ms", 100...3_600_000) { limits.requestBodyMillisMax = value }
+        if let value = try checked(stalledReaderTimeoutMs, "--stalled-reader-timeout-ms", 100...3_600_000) { limits.stalledReaderMillisMax = value }
     }
 
     static func hostAndPort(_ value: String, _ option: String) throws -> (String, Int) {

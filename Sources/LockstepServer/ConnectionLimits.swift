@@ -1,0 +1,244 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import NIOCore
+import NIOHTTP2
+import Synchronization
+
+/// Open connections on both listeners, overall and per peer address, and the refusal of those over
+/// the limits. One gate serves both listeners, so the overall limit is the process's.
+///
+/// A refused connection is accepted and closed at once (before any byte is read), counted in
+/// `lockstep_connections_refused_total{reason}` and logged (at most once a second, with how many were
+/// refused since the last line), so an operator sees why a client could not connect.
+final class ConnectionGate: Sendable {
+    enum Refusal: String, Sendable {
+        case overall = "connections_max"
+        case perPeer = "connections_per_peer_max"
+    }
+
+    struct Limits: Hashable, Sendable {
+        /// Most connections open at once on both listeners together.
+        var connectionsMax: Int
+        /// Most connections open at once from one peer address (IP, whatever the port).
+        var connectionsPerPeerMax: Int
+    }
+
+    private struct State {
+        var open = 0
+        var perPeer: [String: Int] = [:]
+        var refusedSinceLog = 0
+        var lastLog: ContinuousClock.Instant?
+    }
+
+    let limits: Limits
+    private let state = Mutex(State())
+
+    init(limits: Limits) { self.limits = limits }
+
+    /// Connections open now (admitted and not yet closed).
+    var openCount: Int { state.withLock { $0.open } }
+
+    /// Admits a connection from `peer` (counted until `release`), or says why not.
+    func admit(peer: String) -> Refusal? {
+        state.withLock { state in
+            if state.open >= limits.connectionsMax { return .overall }
+            let fromPeer = state.perPeer[peer, default: 0]
+            if fromPeer >= limits.connectionsPerPeerMax { return .perPeer }
+            state.open += 1
+            state.perPeer[peer] = fromPeer + 1
+            return nil
+        }
+    }
+
+    /// Ends the count of a connection `admit` let in.
+    func release(peer: String) {
+        state.withLock { state in
+            state.open -= 1
+            let left = state.perPeer[peer, default: 1] - 1
+            state.perPeer[peer] = left > 0 ? left : nil
+        }
+    }
+
+    /// Whether a refusal should be logged now (at most once a second), and how many were refused since
+    /// the last line, this one included.
+    func refusalToLog(now: ContinuousClock.Instant) -> Int? {
+        state.withLock { state in
+            state.refusedSinceLog += 1
+            if let last = state.lastLog, now - last < .seconds(1) { return nil }
+            state.lastLog = now
+            defer { state.refusedSinceLog = 0 }
+            return state.refusedSinceLog
+        }
+    }
+}
+
+/// Sits first on a listening channel: every accepted connection passes through `channelRead`, where the
+/// gate admits it (and releases it when it closes) or it is closed at once.
+final class ConnectionAdmission: ChannelInboundHandler, Sendable {
+    typealias InboundIn = any Channel
+    typealias InboundOut = any Channel
+
+    let gate: ConnectionGate
+    let listener: String
+    let logger: Logger
+    let refused: @Sendable (ConnectionGate.Refusal) -> Void
+
+    init(gate: ConnectionGate, listener: String, logger: Logger, refused: @escaping @Sendable (ConnectionGate.Refusal) -> Void) {
+        self.gate = gate
+        self.listener = listener
+        self.logger = logger
+        self.refused = refused
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let child = unwrapInboundIn(data)
+        let peer = child.remoteAddress?.ipAddress ?? "unknown"
+        if let refusal = gate.admit(peer: peer) {
+            refused(refusal)
+            if let count = gate.refusalToLog(now: .now) {
+                let limit = refusal == .overall ? gate.limits.connectionsMax : gate.limits.connectionsPerPeerMax
+                logger.warning("refused \(count) connection(s) on the \(listener) listener, the last from \(peer): \(refusal.rawValue) (\(limit)) reached")
+            }
+            // Closed before it is registered: no pipeline is set up for it and nothing is read from it.
+            child.eventLoop.execute { child.close(promise: nil) }
+            return
+        }
+        let gate = self.gate
+        child.closeFuture.whenComplete { _ in gate.release(peer: peer) }
+        context.fireChannelRead(data)
+    }
+}
+
+/// Closes a channel that has been unwritable (its peer not reading what it was sent) for longer than
+/// `limit`: a watch or export to a reader that stopped reading holds one flow-control window and then
+/// this long, no more. On HTTP/2 it sits on each stream, so only the stalled stream is reset.
+final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+
+    private let limit: TimeAmount
+    private let cut: @Sendable () -> Void
+    private var timer: Scheduled<Void>?
+
+    init(limit: TimeAmount, cut: @escaping @Sendable () -> Void) {
+        self.limit = limit
+        self.cut = cut
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            timer?.cancel()
+            timer = nil
+        } else if timer == nil {
+            let cut = self.cut
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+                cut()
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+}
+
+/// The process's open-file limit: raised to the hard limit at start, since every connection is a file.
+enum OpenFileLimit {
+    /// The soft and hard limits after raising the soft one to the hard one (as far as the system allows).
+    static func raise() -> (soft: UInt64, hard: UInt64)? {
+        var limit = rlimit()
+        #if canImport(Glibc)
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        #else
+        let resource = RLIMIT_NOFILE
+        #endif
+        guard getrlimit(resource, &limit) == 0 else { return nil }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { limit = raised }
+        }
+        return (UInt64(limit.rlim_cur), UInt64(limit.rlim_max))
+    }
+
+    /// Descriptors kept back from connections for the log, snapshots, handlers' pipes and the runtime.
+    static let reserve = 256
+
+    /// The connection limit that fits under `soft` open files with the reserve kept.
+    static func connectionsFitting(soft: UInt64, configured: Int) -> Int {
+        let room = soft > UInt64(reserve) ? Int(clamping: soft - UInt64(reserve)) : 1
+        return max(1, min(configured, room))
+    }
+}
+
+/// Closes an HTTP/2 connection that has had no open stream for `limit`. Hummingbird's idle timeout
+/// sends GOAWAY and a PING and then waits for the PING's acknowledgement, which a client that reads
+/// nothing never sends: this is the backstop that closes such a connection outright (its limit is the
+/// idle timeout plus a grace period, so a cooperating client closes first). Sits after the HTTP/2
+/// handler and counts streams from its created and closed events.
+final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+
+    private let limit: TimeAmount
+    private var open = 0
+    private var timer: Scheduled<Void>?
+
+    init(limit: TimeAmount) { self.limit = limit }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        arm(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        switch event {
+        case is NIOHTTP2StreamCreatedEvent:
+            open += 1
+            timer?.cancel()
+            timer = nil
+        case is StreamClosedEvent:
+            open = max(0, open - 1)
+            if open == 0 { arm(context) }
+        default:
+            break
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    private func arm(_ context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) { context.close(promise: nil) }
+    }
+}

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Bounded resources per client, against a real `lockstep serve --dev` on loopback (issue 14).
+
+Usage: connection_limits.py HTTP_HOST:PORT GRPC_HOST:PORT --per-peer N --idle-ms I --body-ms B --stall-ms S
+
+Each check prints `ok: ...` with its figure, or raises (exit 1). Every wait is bounded. Needs the `h2`
+package (PyPI) for the HTTP/2 checks and `grpcio` for the gRPC watch check.
+"""
+import argparse
+import json
+import select
+import socket
+import sys
+import time
+import urllib.request
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def connect(address):
+    host, port = address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
+def closed_within(sock, seconds):
+    """Seconds until the server closed `sock` (reading and dropping what it sends), or None."""
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        ready, _, _ = select.select([sock], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            if sock.recv(65536) == b"":
+                return time.monotonic() - began
+        except (ConnectionResetError, BrokenPipeError):
+            return time.monotonic() - began
+    return None
+
+
+def healthz(sock):
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    answer = b""
+    deadline = time.monotonic() + 5
+    while b"ok\n" not in answer and time.monotonic() < deadline:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.startswith(b"HTTP/1.1 200")
+
+
+def post(http, path, body):
+    request = urllib.request.Request(f"http://{http}{path}", data=json.dumps(body).encode(),
+                                     headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def metric(http, name):
+    with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def check_idle(http, grpc, idle):
+    bound = idle + 2.0
+    sock = connect(http)
+    assert healthz(sock), "healthz over a fresh connection"
+    took = closed_within(sock, bound)
+    assert took is not None, f"an idle HTTP/1.1 keep-alive stayed open past {bound} s"
+    print(f"ok: idle HTTP/1.1 keep-alive closed after {took:.1f} s (idle limit {idle} s)")
+
+    sock = connect(http)
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    began = time.monotonic()
+    closed = None
+    while time.monotonic() - began < bound + 2:
+        try:
+            sock.sendall(b"X-Slow: a\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            closed = time.monotonic() - began
+            break
+        took = closed_within(sock, 0.3)
+        if took is not None:
+            closed = time.monotonic() - began
+            break
+    assert closed is not None, f"a request head sent one line every 0.3 s stayed open past {bound + 2} s"
+    print(f"ok: a request head trickled in line by line was cut after {closed:.1f} s")
+
+    sock = connect(http)
+    took = closed_within(sock, bound)
+    assert took is not None, "a connection that sends nothing stayed open"
+    print(f"ok: a connection that sends nothing closed after {took:.1f} s")
+
+    # HTTP/2: GOAWAY at the idle limit; a client that then neither acknowledges nor closes (this one
+    # reads and ignores everything) is closed outright 5 s later.
+    for name, address in (("h2c", http), ("gRPC", grpc)):
+        sock = connect(address)
+        sock.sendall(PREFACE + EMPTY_SETTINGS)
+        took = closed_within(sock, bound + 5)
+        assert took is not None, f"an idle {name} connection stayed open past {bound + 5} s"
+        print(f"ok: an idle {name} connection closed after {took:.1f} s")
+
+
+def check_body_timeout(http, body_seconds):
+    sock = connect(http)
+    sock.sendall(b"POST /v1/plans/list HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    began = time.monotonic()
+    answer = b""
+    while time.monotonic() - began < body_seconds + 3 and b"request_timeout" not in answer:
+        try:
+            sock.sendall(b" ")
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        ready, _, _ = select.select([sock], [], [], 0.2)
+        if ready:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    took = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer, f"a trickled body got {answer[:200]!r}"
+    print(f"ok: a body trickled one byte per 0.2 s was refused 408 request_timeout after {took:.1f} s (limit {body_seconds} s)")
+
+
+def check_per_peer(http, grpc, per_peer):
+    held = []
+    for _ in range(per_peer):
+        sock = connect(http)
+        assert healthz(sock), "a connection within the per-peer limit is served"
+        held.append(sock)
+    for name, address in (("HTTP", http), ("gRPC", grpc)):
+        extra = connect(address)
+        took = closed_within(extra, 3)
+        assert took is not None, f"connection {per_peer + 1} on the {name} listener was not refused"
+        print(f"ok: connection {per_peer + 1} from one address refused on the {name} listener after {took:.2f} s")
+    assert healthz(held[-1]), "connections within the limit keep working"
+    held.pop().close()
+    time.sleep(0.5)
+    again = connect(http)
+    assert healthz(again), "a connection is admitted again once one closed"
+    print(f"ok: {per_peer} connections served, the next refused, admitted again after one closed")
+    again.close()
+    for sock in held:
+        sock.close()
+    time.sleep(0.5)
+    refused = metric(http, "lockstep_connections_refused_total")
+    assert refused >= 2, f"lockstep_connections_refused_total is {refused}"
+    print(f"ok: lockstep_connections_refused_total = {refused:g}")
+
+
+PLAN = """name: stall
+services:
+  orders: { owners: [orders-team] }
+nodes:
+  - id: only
+    service: orders
+    phase: expand
+    action: noop
+"""
+
+
+def make_history(http, migration, events):
+    post(http, "/v1/plans", {"plan_yaml": PLAN})
+    post(http, "/v1/migrations", {"plan": "stall", "migration_id": migration})
+    step = post(http, "/v1/agent/poll", {"service": "orders", "agent_id": "a1", "wait_ms": 5000})["step"]
+    for i in range(events):
+        post(http, "/v1/agent/progress", {"lease_id": step["lease_id"], "fencing_token": step["fencing_token"],
+                                            "percent": i % 100, "message": "m" * 400})
+
+
+def check_stalled_watch(http, migration, stall_seconds):
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    sock = connect(http)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    # A reader that takes 1 KiB and then nothing: no WINDOW_UPDATE is ever sent.
+    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
+    body = json.dumps({"migration_id": migration}).encode()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", http),
+                          ("content-type", "application/json"), ("content-length", str(len(body)))])
+    conn.send_data(1, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    began = time.monotonic()
+    received = 0
+    reset = None
+    while time.monotonic() - began < stall_seconds + 5 and reset is None:
+        ready, _, _ = select.select([sock], [], [], 0.2)
+        if not ready:
+            continue
+        data = sock.recv(65536)
+        if not data:
+            reset = "connection closed"
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.DataReceived):
+                received += len(event.data)
+            elif isinstance(event, h2.events.StreamReset):
+                reset = f"RST_STREAM {event.error_code!r}"
+            elif isinstance(event, h2.events.StreamEnded):
+                reset = "stream ended normally"
+        outgoing = conn.data_to_send()
+        if outgoing:
+            sock.sendall(outgoing)
+    took = time.monotonic() - began
+    assert reset is not None and reset != "stream ended normally", f"a stalled watch was not cut within {stall_seconds + 5} s ({reset})"
+    print(f"ok: a watch whose reader took {received} bytes and then nothing was cut after {took:.1f} s: {reset}")
+    sock.close()
+    time.sleep(0.5)
+    cut = metric(http, "lockstep_stalled_readers_cut_total")
+    assert cut >= 1, f"lockstep_stalled_readers_cut_total is {cut}"
+    print(f"ok: lockstep_stalled_readers_cut_total = {cut:g}")
+
+
+def check_grpc_watch_release(grpc_address, http, migration, cycles):
+    import grpc
+
+    def encode(mid):
+        raw = mid.encode()
+        return b"\x0a" + bytes([len(raw)]) + raw
+
+    channel = grpc.insecure_channel(grpc_address)
+    watch = channel.unary_stream("/lockstep.v1.MigrationService/Watch", request_serializer=None, response_deserializer=None)
+    for cycle in range(cycles):
+        call = watch(encode(migration), timeout=30)
+        next(call)  # the first event arrives: the watch is open
+        call.cancel()
+    deadline = time.monotonic() + 5
+    while metric(http, "lockstep_open_watches") > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    open_watches = metric(http, "lockstep_open_watches")
+    assert open_watches == 0, f"{open_watches} watches still open after {cycles} cancelled gRPC watches"
+    # One more watch is admitted: the cancelled ones did not use up the principal's limit.
+    call = watch(encode(migration), timeout=30)
+    next(call)
+    call.cancel()
+    channel.close()
+    print(f"ok: {cycles} gRPC watches opened and cancelled; none left open, and the next one is admitted")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("http")
+    parser.add_argument("grpc")
+    parser.add_argument("--per-peer", type=int, required=True)
+    parser.add_argument("--idle-ms", type=int, required=True)
+    parser.add_argument("--body-ms", type=int, required=True)
+    parser.add_argument("--stall-ms", type=int, required=True)
+    parser.add_argument("--watch-cycles", type=int, default=120)
+    parser.add_argument("--checks", default="streams,idle,per-peer",
+                        help="which checks: streams (stalled and cancelled watches, slow bodies), idle, per-peer (run it against a "
+                             "server whose idle limit is long enough not to close the held connections meanwhile)")
+    args = parser.parse_args()
+    checks = set(args.checks.split(","))
+    if "streams" in checks:
+        make_history(args.http, "stall-1", 300)
+        print("ok: 300 progress events recorded")
+        check_stalled_watch(args.http, "stall-1", args.stall_ms / 1000)
+        check_grpc_watch_release(args.grpc, args.http, "stall-1", args.watch_cycles)
+        check_body_timeout(args.http, args.body_ms / 1000)
+    if "idle" in checks:
+        check_idle(args.http, args.grpc, args.idle_ms / 1000)
+    if "per-peer" in checks:
+        check_per_peer(args.http, args.grpc, args.per_peer)
+    print("all checks passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as failure:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        sys.exit(1)
