@@ -33,6 +33,9 @@ public enum LockstepServer {
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
+        /// A quota on the log's database file, in bytes: past it appends fail with `storage_full` (as on a
+        /// full disk) while reads, polls and watches go on. nil: no quota.
+        public var logBytesMax: Int64?
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
         public var timerTickMillis = 50
 
@@ -101,7 +104,9 @@ public enum LockstepServer {
         let stalled = TimeAmount.milliseconds(limits.stalledReaderMillisMax)
         let cutStalled: @Sendable () -> Void = { metrics.stalledReadersCut.increment() }
         let writeHealth = WriteHealth(logger: logger)
-        let log = try SQLiteEventLog(path: options.databasePath, observer: { commit in
+        var logOptions = SQLiteEventLog.Options()
+        logOptions.databaseBytesMax = options.logBytesMax
+        let log = try SQLiteEventLog(path: options.databasePath, options: logOptions, observer: { commit in
             writeHealth.committed()
             metrics.commits.increment()
             metrics.appendedEvents.increment(by: commit.events)

@@ -46,7 +46,7 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
         case .overloaded(let why):
             "\(code): \(why); nothing was written. Retry later"
         case .storageFull:
-            "\(code): the disk is full; nothing was written. Free space and retry"
+            "\(code): the disk is full, or the log reached its size quota (--log-bytes-max); nothing was written. Free space (or raise the quota) and retry"
         case .busy:
             "\(code): another process holds the database write lock; nothing was written"
         case .invalidRequest(let why):

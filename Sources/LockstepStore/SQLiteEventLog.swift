@@ -38,6 +38,9 @@ public final class SQLiteEventLog: EventLog {
         /// Only for the durability test's control run, which must be able to lose acknowledged events
         /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
         public var unsafeSkipCommitSyncForTesting = false
+        /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
+        /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
+        public var databaseBytesMax: Int64?
         public init() {}
     }
 
@@ -108,6 +111,7 @@ public final class SQLiteEventLog: EventLog {
                 lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
                 let writer = try SQLiteConnection(path: path, readOnly: false)
                 try Self.configureDurability(writer, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL")
+                if let bytes = options.databaseBytesMax { try Self.limitSize(writer, bytes: bytes) }
                 try SQLiteSchema.migrate(writer)
                 try SQLiteSchema.checkTailMatchesHead(writer)
                 self.writer = writer
@@ -144,6 +148,15 @@ public final class SQLiteEventLog: EventLog {
         guard autocheckpoint == "0" else {
             throw EventLogError.unavailable("wal_autocheckpoint reads back \(autocheckpoint ?? "nothing"), not 0")
         }
+    }
+
+    /// Sets `max_page_count` to `bytes` worth of pages and reads it back (never below the pages in use:
+    /// SQLite keeps the current size then, and the next append that grows the file is refused).
+    private static func limitSize(_ db: SQLiteConnection, bytes: Int64) throws {
+        let pageSize = Int64(try db.scalarText("PRAGMA page_size") ?? "") ?? 4_096
+        let pages = max(1, bytes / max(pageSize, 1))
+        let set = try db.scalarText("PRAGMA max_page_count = \(pages)")
+        guard let set, Int64(set) != nil else { throw EventLogError.unavailable("max_page_count reads back \(set ?? "nothing")") }
     }
 
     /// The durability pragmas as the writer connection reports them now: (journal_mode, synchronous).

@@ -34,6 +34,8 @@ struct Serve: AsyncParsableCommand {
     var requestBodyTimeoutMs: Int64?
     @Option(help: "Cut a stream whose reader has taken nothing for this many milliseconds (default 30000).")
     var stalledReaderTimeoutMs: Int64?
+    @Option(help: "A quota on the log's database file, in bytes: past it appends fail with storage_full and /readyz answers 503; reads go on.")
+    var logBytesMax: Int64?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -73,6 +75,10 @@ struct Serve: AsyncParsableCommand {
                 options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
             }
             try applyLimits(&options.limits)
+            if let logBytesMax {
+                guard logBytesMax >= 65_536 else { throw ValidationError("--log-bytes-max must be at least 65536, not \(logBytesMax)") }
+                options.logBytesMax = logBytesMax
+            }
             try await LockstepServer.run(options)
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))

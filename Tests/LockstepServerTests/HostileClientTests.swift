@@ -124,6 +124,41 @@ struct HostileClientTests {
         _ = try await server.stop()
     }
 
+    /// Regression: a full disk left `/readyz` at 200 and wrote no log line. A log at its quota
+    /// (`--log-bytes-max`, SQLite's `max_page_count`: the same `SQLITE_FULL` as a full disk) refuses
+    /// appends with `storage_full`, `/readyz` answers 503 saying why, the log says so once, reads go on;
+    /// restarted with room, it is ready again.
+    @Test func aFullLogMakesTheServerNotReadyAndSaysSo() async throws {
+        let server = try await ServerProcess(["--dev", "--log-bytes-max", "131072"])
+        var refused = ""
+        for index in 0..<400 {
+            let plan = "name: p\(index)\ndescription: \(String(repeating: "x", count: 3_000))\nservices:\n  s: { owners: [t] }\n"
+                + "nodes:\n  - { id: n, service: s, phase: expand, action: a }\n"
+            let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+            let answer = try await server.post("/v1/plans", body)
+            if !answer.hasSuffix("\n200") {
+                refused = answer
+                break
+            }
+        }
+        #expect(refused.contains("storage_full") && refused.hasSuffix("\n503"), "\(refused)")
+        let ready = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_code}", server.url + "/readyz"]).wait(seconds: 30).stdout
+        #expect(ready.hasSuffix("\n503") && ready.contains("appends are failing (storage_full)"), "\(ready)")
+        #expect(try await server.post("/v1/plans/list", "{}").hasSuffix("\n200"), "reads go on")
+        let stopped = try await server.stop()
+        #expect(stopped.stderr.components(separatedBy: "appends are failing").count == 2, "logged once: \(stopped.stderr)")
+        // Restarted without the quota, the same data is ready again.
+        let again = try ChildProcess(try lockstepBinary(), ["serve", "--data", server.data + "/data", "--dev", "--http-listen", "127.0.0.1:0",
+                                                            "--grpc-listen", "127.0.0.1:0", "--ready-file", server.data + "/ready2.json"])
+        try await eventually("the restarted server is ready") { FileManager.default.fileExists(atPath: server.data + "/ready2.json") }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: server.data + "/ready2.json"))) as? [String: String]
+        let url = try #require(json?["http"])
+        let readyAgain = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_code}", url + "/readyz"]).wait(seconds: 30).stdout
+        #expect(readyAgain.hasSuffix("\n200"), "\(readyAgain)")
+        again.kill(SIGTERM)
+        _ = try await again.wait(seconds: 30)
+    }
+
     /// Regression: idle and slow connections were never closed, nothing limited connections per peer, a
     /// watch whose client never read buffered the whole history, and cancelled gRPC watches stayed
     /// registered (100 open-and-cancel cycles used up a principal's watches). Driven by
