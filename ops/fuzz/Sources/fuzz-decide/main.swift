@@ -1,0 +1,97 @@
+import FuzzDriver
+import LockstepCore
+
+/// Bytes as a sequence of commands (two migrations of one plan, three services, gates, retries, a
+/// rollback, an irreversible node) against the live state through `LogState.decide` and `evolve`, on a
+/// clock that only moves forward. After every accepted command the invariants of docs/state-machine.md
+/// are checked: fencing tokens only grow, no node starts before what it needs succeeded, at most one
+/// holder per service, and the canonical encoding round-trips the state exactly.
+// Exported too: libFuzzer's archive brings its own `main`, which names this symbol (ours runs first).
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let input = fuzzInput(data, size)
+    var reader = Input(bytes: input)
+    var state = LogState()
+    var sequence: UInt64 = 0
+    var now = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
+    var tokens: [String: FencingToken] = [:]
+    let migrations = [MigrationID("m1"), MigrationID("m2")]
+    // At most 64 commands per input: bounded work whatever the length.
+    for _ in 0..<64 {
+        guard let op = reader.next() else { break }
+        let migration = migrations[Int(op >> 7)]
+        let node = Plan.nodes[Int(reader.next() ?? 0) % Plan.nodes.count].id
+        now = now.adding(milliseconds: Int64(reader.next() ?? 0) * 100)
+        let token = FencingToken(UInt64(reader.next() ?? 0) % 8)
+        let command: MigrationCommand
+        switch op % 16 {
+        case 0: command = .start(id: migration, plan: Plan.snapshot, startedBy: "alice")
+        case 1, 2: command = .leaseStep(node: node, agent: "agent", ttlMillis: 1_000)
+        case 3, 4: command = .completeStep(node: node, token: token)
+        case 5: command = .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0)
+        case 6: command = .heartbeat(node: node, token: token)
+        case 7: command = .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p")
+        case 8: command = .expireLease(node: node, token: token)
+        case 9: command = .approve(node: node, approver: op & 0x20 != 0 ? "bob" : "alice", groups: ["orders-team", "ledger-team"], comment: "")
+        case 10: command = .reject(node: node, approver: "carol", groups: ["ledger-team"], comment: "no")
+        case 11: command = op & 0x20 != 0 ? .pause(reason: "p") : .resume
+        case 12: command = .abort(reason: "stop")
+        case 13: command = .enforceDeadlines
+        case 14: command = .grantServiceLeases(node: node, through: sequence)
+        default: command = .releaseServiceLeases(node: node, reason: "force")
+        }
+        guard case .accepted(let events) = state.decide(migration: migration, command, now: now) else { continue }
+        for event in events {
+            if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
+                for need in spec.needs {
+                    precondition(state.migrations[migration]?.node(need)?.status == .succeeded, "\(leased.node) started before \(need) succeeded")
+                }
+            }
+            sequence += 1
+            state.evolve(migration: migration, sequence: sequence, event)
+        }
+        for id in migrations {
+            for node in state.migrations[id]?.nodes ?? [] {
+                let key = "\(id)/\(node.id)"
+                precondition(node.lastToken >= tokens[key, default: FencingToken(0)], "the fencing token of \(key) went backwards")
+                tokens[key] = node.lastToken
+            }
+        }
+        precondition(Set(state.serviceLeases.holders.keys).count == state.serviceLeases.holders.count)
+        let bytes = state.canonicalBytes
+        guard let decoded = try? LogState(canonicalBytes: bytes) else { preconditionFailure("the canonical encoding of a live state does not decode") }
+        precondition(decoded.canonicalBytes == bytes, "the canonical encoding does not round-trip")
+    }
+    return 0
+}
+
+struct Input {
+    let bytes: UnsafeBufferPointer<UInt8>
+    var index = 0
+    init(bytes: UnsafeBufferPointer<UInt8>) { self.bytes = bytes }
+    mutating func next() -> UInt8? {
+        guard index < bytes.count else { return nil }
+        defer { index += 1 }
+        return bytes[index]
+    }
+}
+
+enum Plan {
+    static let nodes: [NodeSpec] = [
+        NodeSpec(id: NodeID("expand"), services: ["orders"], phase: .expand, action: "a",
+                 retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 1_000, backoffMaxMillis: 4_000, backoffMultiplier: 2),
+                 rollback: RollbackSpec(action: "undo")),
+        NodeSpec(id: NodeID("backfill"), services: ["ledger"], phase: .backfill, action: "b", needs: [NodeID("expand")],
+                 rollback: RollbackSpec(action: "undo")),
+        NodeSpec(id: NodeID("switch"), services: ["orders", "ledger"], phase: .live, action: "c", needs: [NodeID("backfill")],
+                 approval: ApprovalGate(minimum: 1), deadlineMillis: 3_600_000),
+        NodeSpec(id: NodeID("contract"), services: ["payments"], phase: .contract, action: "d", needs: [NodeID("switch")],
+                 approval: ApprovalGate(minimum: 1), irreversible: true),
+    ]
+    static let snapshot = PlanSnapshot(name: "fuzz", version: 1, contentHash: "fuzz", services: [
+        ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"]),
+        ServiceSpec(name: "payments", owners: ["payments-team"]),
+    ], nodes: nodes)
+}
+
+runFuzzer { data, size in fuzzDecide(data, size) }
