@@ -122,7 +122,8 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         let cancellation = context.cancellation
         do throws(APIError) {
             let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
-            events = try await watches.events(request.message, principal: principal, clientGone: { cancellation.isCancelled })
+            events = try await watches.events(request.message, principal: principal, clientGone: { cancellation.isCancelled },
+                                              whenGone: { try? await cancellation.cancelled })
         } catch {
             throw error.rpcError
         }

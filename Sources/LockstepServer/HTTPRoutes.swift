@@ -56,7 +56,11 @@ struct HTTPRoutes: Sendable {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
         route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in
-            try await agents.poll(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
+            // A poll whose client goes (even in the same write as its request) leaves its place at once.
+            let gone = await ClientPresence.goneCheck(for: channel)
+            return try await ClientPresence.cancellingWhenGone(channel) { () throws(APIError) in
+                try await agents.poll(input, principal: principal, clientGone: gone)
+            }
         }
         route(router, "/v1/agent/heartbeat", agents.heartbeat)
         route(router, "/v1/agent/progress", agents.reportProgress)
@@ -136,7 +140,11 @@ struct HTTPRoutes: Sendable {
             do throws(APIError) {
                 let principal = try await authenticate(request, channel)
                 let input: Lockstep_V1_WatchRequest = try await decode(request)
-                stream = try await watches.events(input, principal: principal, clientGone: await ClientPresence.goneCheck(for: channel))
+                let presence = await ClientPresence.of(channel)
+                let gone = await ClientPresence.goneCheck(for: channel)
+                var whenGone: (@Sendable () async -> Void)?
+                if let presence { whenGone = { await presence.waitUntilGone() } }
+                stream = try await watches.events(input, principal: principal, clientGone: gone, whenGone: whenGone)
             } catch {
                 return errorResponse(error)
             }

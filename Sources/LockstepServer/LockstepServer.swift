@@ -216,7 +216,8 @@ public enum LockstepServer {
             server = .http1AndH2C(configuration: .init(
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled)], idleTimeout: idle),
                 http2: .init(idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
-                             streamConfiguration: .init(additionalChannelHandlers: [StalledReaderCutoff(limit: stalled, cut: cutStalled)],
+                             streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
+                                                                                    StalledReaderCutoff(limit: stalled, cut: cutStalled)],
                                                         idleTimeout: idle)),
                 prefaceReadTimeout: idle)
                 .withHTTP2IdleBackstop(idle + .seconds(5)))

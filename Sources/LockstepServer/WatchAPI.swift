@@ -18,14 +18,17 @@ public struct WatchAPI: Sendable {
     /// as the caller asks for them (the reader's pace: a watcher that stops reading stops the reads, and
     /// holds at most one page of `pageEventsMax` events). `clientGone` ends the events when the caller
     /// has gone away (checked before every read and after every wait).
+    ///
+    /// `whenGone` returns when the caller has gone away: a watch parked between events leaves at once then.
     public func events(_ request: Lockstep_V1_WatchRequest, principal: Principal,
-                       clientGone: @escaping @Sendable () -> Bool = { false }) async throws(APIError) -> WatchEvents {
+                       clientGone: @escaping @Sendable () -> Bool = { false },
+                       whenGone: (@Sendable () async -> Void)? = nil) async throws(APIError) -> WatchEvents {
         try principal.require(anyOf: OperatorAPI.readers, to: "watch migrations")
         if let problem = MigrationState.identifierProblem(request.migrationID, what: "migration_id") { throw APIError.invalid(problem) }
         let id = MigrationID(request.migrationID)
         guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
         return WatchEvents(coordinator: coordinator, wakeups: wakeups, migration: id, owner: principal.name,
-                           after: request.afterSequence, clientGone: clientGone)
+                           after: request.afterSequence, clientGone: clientGone, whenGone: whenGone)
     }
 }
 
@@ -38,6 +41,7 @@ public struct WatchEvents: AsyncSequence, Sendable {
     let owner: String
     let after: UInt64
     let clientGone: @Sendable () -> Bool
+    let whenGone: (@Sendable () async -> Void)?
 
     public func makeAsyncIterator() -> Iterator {
         Iterator(events: self, position: after)
@@ -79,8 +83,7 @@ public struct WatchEvents: AsyncSequence, Sendable {
                     continue
                 }
                 if settled { break }
-                let outcome = await events.wakeups.wait(after: seen, millis: WatchAPI.idleLookMillis, owner: events.owner,
-                                                        key: events.migration.rawValue, enforceLimit: !admitted)
+                let outcome = await waitForChange(after: seen)
                 admitted = true
                 switch outcome {
                 case .woken, .lookAgain:
@@ -97,6 +100,27 @@ public struct WatchEvents: AsyncSequence, Sendable {
             }
             finished = true
             return nil
+        }
+
+        /// Parks until a change, the look-again timeout, or the caller going away (which ends the watch).
+        private func waitForChange(after seen: UInt64) async -> Wakeups.Outcome {
+            let events = self.events
+            let enforceLimit = !admitted
+            let wait: @Sendable () async -> Wakeups.Outcome = {
+                await events.wakeups.wait(after: seen, millis: WatchAPI.idleLookMillis, owner: events.owner,
+                                          key: events.migration.rawValue, enforceLimit: enforceLimit)
+            }
+            guard let whenGone = events.whenGone else { return await wait() }
+            return await withTaskGroup(of: Wakeups.Outcome?.self) { group in
+                group.addTask { await wait() }
+                group.addTask {
+                    await whenGone()
+                    return nil
+                }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first ?? .cancelled
+            }
         }
     }
 }

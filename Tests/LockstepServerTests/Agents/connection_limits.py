@@ -219,6 +219,54 @@ def check_stalled_watch(http, migration, stall_seconds):
     print(f"ok: lockstep_stalled_readers_cut_total = {cut:g}")
 
 
+def wait_for_metric(http, name, value, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if metric(http, name) == value:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def check_reset_polls_and_watches(http, migration):
+    """Polls and watches whose client resets their stream (even in the same write as the request) or
+    closes its HTTP/1 connection leave at once: the parked-poll and open-watch gauges drop to 0."""
+    import h2.config
+    import h2.connection
+
+    for what, path, body, gauge in (("poll", "/v1/agent/poll", {"service": "nobody", "agent_id": "a9", "wait_ms": 30000}, "lockstep_parked_polls"),
+                                     ("watch", "/v1/migrations/watch", {"migration_id": migration, "after_sequence": "1000000"}, "lockstep_open_watches")):
+        for same_write in (True, False):
+            sock = connect(http)
+            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            data = json.dumps(body).encode()
+            conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", http),
+                                  ("content-type", "application/json"), ("content-length", str(len(data)))])
+            conn.send_data(1, data, end_stream=True)
+            if not same_write:
+                sock.sendall(conn.data_to_send())
+                assert wait_for_metric(http, gauge, 1, 5), f"the {what} never parked"
+            conn.reset_stream(1)
+            sock.sendall(conn.data_to_send())
+            began = time.monotonic()
+            # The gauge is sampled every 50 ms; a poll or watch still parked would hold it at 1 for 30 s.
+            time.sleep(0.3)
+            assert wait_for_metric(http, gauge, 0, 2), f"a {what} whose stream was reset stayed parked"
+            print(f"ok: a {what} reset {'in the same write as its request' if same_write else 'while parked'} left within {time.monotonic() - began:.2f} s")
+            sock.close()
+    # HTTP/1.1: the client sends its poll and closes its side.
+    sock = connect(http)
+    body = json.dumps({"service": "nobody", "agent_id": "a9", "wait_ms": 30000}).encode()
+    sock.sendall(b"POST /v1/agent/poll HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert wait_for_metric(http, "lockstep_parked_polls", 1, 5), "the HTTP/1.1 poll never parked"
+    sock.shutdown(socket.SHUT_WR)
+    assert wait_for_metric(http, "lockstep_parked_polls", 0, 2), "an HTTP/1.1 poll whose client closed stayed parked"
+    sock.close()
+    print("ok: an HTTP/1.1 poll whose client closed its side left at once")
+
+
 def check_grpc_watch_release(grpc_address, http, migration, cycles):
     import grpc
 
@@ -263,6 +311,7 @@ def main():
         make_history(args.http, "stall-1", 300)
         print("ok: 300 progress events recorded")
         check_stalled_watch(args.http, "stall-1", args.stall_ms / 1000)
+        check_reset_polls_and_watches(args.http, "stall-1")
         check_grpc_watch_release(args.grpc, args.http, "stall-1", args.watch_cycles)
         check_body_timeout(args.http, args.body_ms / 1000)
     if "idle" in checks:
