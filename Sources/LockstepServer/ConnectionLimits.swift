@@ -6,6 +6,7 @@ import Darwin
 import Logging
 import NIOCore
 import NIOHTTP2
+import NIOHTTPTypes
 import Synchronization
 
 /// Open connections on both listeners, overall and per peer address, and the refusal of those over
@@ -240,5 +241,33 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
     private func arm(_ context: ChannelHandlerContext) {
         timer?.cancel()
         timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) { context.close(promise: nil) }
+    }
+}
+
+/// Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) right after a `413` or `408` answer
+/// is written, so the rest of a body that was refused is not read: the client is told to stop, and the
+/// server does not drain megabytes it has already said no to. Sits after the HTTP codec.
+final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var closeAfterEnd = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            closeAfterEnd = head.status.code == 413 || head.status.code == 408
+            context.write(data, promise: promise)
+        case .body:
+            context.write(data, promise: promise)
+        case .end:
+            guard closeAfterEnd else { return context.write(data, promise: promise) }
+            closeAfterEnd = false
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.cascade(to: promise)
+            context.writeAndFlush(data, promise: written)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+        }
     }
 }

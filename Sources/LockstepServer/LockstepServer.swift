@@ -207,17 +207,19 @@ public enum LockstepServer {
             server = try .http2Upgrade(tlsConfiguration: configuration, configuration: .init(
                 idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
                 streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
-                                                                       StalledReaderCutoff(limit: stalled, cut: cutStalled)],
+                                                                       StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                                            idleTimeout: idle)))
             scheme = "https"
         } else {
             // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
             // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
             server = .http1AndH2C(configuration: .init(
-                http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled)], idleTimeout: idle),
+                http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
+                             idleTimeout: idle),
                 http2: .init(idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
                              streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
-                                                                                    StalledReaderCutoff(limit: stalled, cut: cutStalled)],
+                                                                                    StalledReaderCutoff(limit: stalled, cut: cutStalled),
+                                                                                    RefusedBodyCloser()],
                                                         idleTimeout: idle)),
                 prefaceReadTimeout: idle)
                 .withHTTP2IdleBackstop(idle + .seconds(5)))

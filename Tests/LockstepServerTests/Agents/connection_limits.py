@@ -267,6 +267,71 @@ def check_reset_polls_and_watches(http, migration):
     print("ok: an HTTP/1.1 poll whose client closed its side left at once")
 
 
+def check_refused_body_is_not_read(http):
+    """A body over the 1 MiB limit is answered 413 and then not read on: HTTP/1.1 closes the connection,
+    HTTP/2 resets the stream (the landed build read all 16 MiB over HTTP/1.1, all 8 MiB over HTTP/2)."""
+    total = 16 * 1024 * 1024
+    sock = connect(http)
+    sock.sendall(b"POST /v1/plans HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % total)
+    sock.setblocking(False)
+    sent, answer, closed = 0, b"", False
+    began = time.monotonic()
+    while sent < total and time.monotonic() - began < 20 and not closed:
+        readable, writable, _ = select.select([sock], [sock], [], 0.5)
+        if readable:
+            try:
+                chunk = sock.recv(65536)
+                closed = not chunk
+                answer += chunk
+            except ConnectionResetError:
+                closed = True
+        if writable and not closed:
+            try:
+                sent += sock.send(b"x" * 65536)
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413") and closed and sent < total, f"HTTP/1.1: {answer[:60]!r}, closed {closed}, sent {sent}"
+    print(f"ok: HTTP/1.1: 413, then the connection closed after the client had sent {sent // 1024} KiB of a 16 MiB body")
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    total = 8 * 1024 * 1024
+    sock = connect(http)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/plans"), (":scheme", "http"), (":authority", http),
+                          ("content-type", "application/json"), ("content-length", str(total))])
+    sock.sendall(conn.data_to_send())
+    sent, status, reset = 0, None, False
+    began = time.monotonic()
+    while time.monotonic() - began < 20 and not reset:
+        window = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size, total - sent) if sent < total else 0
+        if window > 0:
+            conn.send_data(1, b"x" * window)
+            sent += window
+            sock.sendall(conn.data_to_send())
+        readable, _, _ = select.select([sock], [], [], 0.05)
+        if readable:
+            data = sock.recv(65536)
+            if not data:
+                reset = True
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = dict(event.headers).get(b":status")
+                elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                    reset = True
+            outgoing = conn.data_to_send()
+            if outgoing:
+                sock.sendall(outgoing)
+    sock.close()
+    assert status == b"413" and reset and sent < total, f"HTTP/2: status {status}, reset {reset}, sent {sent}"
+    print(f"ok: HTTP/2: 413, then the stream was reset after the client had sent {sent // 1024} KiB of an 8 MiB body")
+
+
 def check_grpc_watch_release(grpc_address, http, migration, cycles):
     import grpc
 
@@ -314,6 +379,7 @@ def main():
         check_reset_polls_and_watches(args.http, "stall-1")
         check_grpc_watch_release(args.grpc, args.http, "stall-1", args.watch_cycles)
         check_body_timeout(args.http, args.body_ms / 1000)
+        check_refused_body_is_not_read(args.http)
     if "idle" in checks:
         check_idle(args.http, args.grpc, args.idle_ms / 1000)
     if "per-peer" in checks:
