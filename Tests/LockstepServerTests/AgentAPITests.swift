@@ -240,21 +240,22 @@ struct AgentAPITests {
         _ = try await server.stop()
     }
 
-    /// The poll a change wakes may belong to a client that has gone: it must hand the wake on, or the
-    /// step would wait for the next change while a live agent sleeps.
-    @Test func aWokenPollWhoseClientHasGoneHandsTheWakeOn() async throws {
+    /// A poll whose client has gone leaves its place at once (issue 14: it used to stay parked until a
+    /// change woke it, holding its principal's count), so the change that readies a step reaches a live
+    /// poll straight away. (A woken poll whose client went in the instant between wake and look still
+    /// hands its wake on: `Wakeups.passOn`, `WakeupsTests`.)
+    @Test func aPollWhoseClientHasGoneLeavesAtOnceAndTheLiveOneGetsTheStep() async throws {
         let server = try await started()
         #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
-        // Three clients park polls for checkout and give up. Their polls stay parked until something wakes
-        // them (HTTP/1.1 notices a vanished client only then), and they are the longest parked: the
-        // changes that ready checkout's step (the completion, then the grant) wake them first.
+        // Three clients park polls for checkout and give up: each poll is gone as soon as its client is.
         for index in 0..<3 {
-            let ghost = try parkPoll(server, service: "checkout", agent: "ghost", extra: ["--max-time", "1"])
-            try await waitUntilParked(index + 1, server)
+            let ghost = try parkPoll(server, service: "checkout", agent: "ghost\(index)", extra: ["--max-time", "1"])
+            try await waitUntilParked(1, server)
             #expect(try await ghost.wait(seconds: 30).status != 0)
+            try await waitUntilParked(0, server)
         }
         let live = try parkPoll(server, service: "checkout", agent: "c1")
-        try await waitUntilParked(4, server)
+        try await waitUntilParked(1, server)
         let began = Date()
         #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
         let answer = try await live.wait(seconds: 30).stdout

@@ -33,6 +33,28 @@ struct TLSTests {
         _ = try await server.stop()
     }
 
+    /// Regression (issue 14): the JSON listener accepted TLS 1.0 and 1.1, RSA key exchange and CBC-SHA1
+    /// suites. Now TLS 1.2+ with ECDHE and AEAD only; the gRPC listener refuses TLS 1.0 and 1.1 (its
+    /// TLS 1.2 suites are grpc-swift-nio-transport's to choose: docs/api.md, TLS).
+    @Test func onlyModernTLSIsAccepted() async throws {
+        let directory = temporaryDirectory()
+        try await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+                           "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        let server = try await ServerProcess(["--dev", "--tls-cert", directory + "/cert.pem", "--tls-key", directory + "/key.pem"])
+        let json = String(server.url.dropFirst("https://".count))
+        func handshake(_ address: String, _ arguments: [String]) async throws -> Bool {
+            try await ChildProcess("/usr/bin/openssl", ["s_client", "-connect", address] + arguments).wait(seconds: 30).status == 0
+        }
+        let old = [["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"], ["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]]
+        let weak = [["-tls1_2", "-cipher", "AES128-SHA"], ["-tls1_2", "-cipher", "AES128-GCM-SHA256"], ["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]]
+        let strong = [["-tls1_2", "-cipher", "ECDHE-RSA-AES128-GCM-SHA256"], ["-tls1_2", "-cipher", "ECDHE-RSA-CHACHA20-POLY1305"], ["-tls1_3"]]
+        for arguments in old + weak { #expect(try await !handshake(json, arguments), "JSON listener accepted \(arguments)") }
+        for arguments in strong { #expect(try await handshake(json, arguments), "JSON listener refused \(arguments)") }
+        for arguments in old { #expect(try await !handshake(server.grpc, arguments), "gRPC listener accepted \(arguments)") }
+        #expect(try await handshake(server.grpc, ["-tls1_3"]))
+        _ = try await server.stop()
+    }
+
     func openssl(_ arguments: [String]) async throws {
         let made = try await ChildProcess("/usr/bin/openssl", arguments).wait(seconds: 60)
         #expect(made.status == 0, "openssl \(arguments.joined(separator: " ")): \(made.stderr)")
