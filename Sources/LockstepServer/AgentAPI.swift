@@ -26,6 +26,9 @@ public struct APILimits: Hashable, Sendable {
     public var connectionsMax = 4_096
     /// Most connections open at once from one peer address.
     public var connectionsPerPeerMax = 512
+    /// Most HTTP/2 streams one peer address may reset in 10 s over all its connections; past it its
+    /// connections close and new ones are refused for the rest of the 10 s.
+    public var streamResetsPerPeerMax = 1_000
     /// A connection with nothing in progress for this long is closed, in milliseconds: an idle HTTP/1.1
     /// keep-alive, an HTTP/1.1 request head not finished, an HTTP/2 or gRPC connection with no open
     /// stream, a new connection that has not said which protocol it speaks.

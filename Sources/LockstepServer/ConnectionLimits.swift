@@ -19,6 +19,7 @@ final class ConnectionGate: Sendable {
     enum Refusal: String, Sendable {
         case overall = "connections_max"
         case perPeer = "connections_per_peer_max"
+        case resets = "stream_resets_per_peer_max"
     }
 
     struct Limits: Hashable, Sendable {
@@ -26,6 +27,17 @@ final class ConnectionGate: Sendable {
         var connectionsMax: Int
         /// Most connections open at once from one peer address (IP, whatever the port).
         var connectionsPerPeerMax: Int
+        /// Most HTTP/2 streams one peer address may reset (or have reset) in `resetWindow`, over all its
+        /// connections: past it the peer's connections are closed and new ones refused until the window
+        /// ends. NIOHTTP2 limits resets per connection; this is the budget a client cannot escape by
+        /// reconnecting (rapid reset, CVE-2023-44487).
+        var streamResetsPerPeerMax = 1_000
+        var resetWindow: Duration = .seconds(10)
+    }
+
+    private struct ResetCount {
+        var since: ContinuousClock.Instant
+        var count: Int
     }
 
     private struct State {
@@ -33,7 +45,13 @@ final class ConnectionGate: Sendable {
         var perPeer: [String: Int] = [:]
         var refusedSinceLog = 0
         var lastLog: ContinuousClock.Instant?
+        /// Resets per peer in the current window; peers over budget, until when.
+        var resets: [String: ResetCount] = [:]
+        var penalized: [String: ContinuousClock.Instant] = [:]
     }
+
+    /// Peers tracked for resets at most; expired entries are dropped past it.
+    static let resetPeersTrackedMax = 4_096
 
     let limits: Limits
     private let state = Mutex(State())
@@ -44,14 +62,39 @@ final class ConnectionGate: Sendable {
     var openCount: Int { state.withLock { $0.open } }
 
     /// Admits a connection from `peer` (counted until `release`), or says why not.
-    func admit(peer: String) -> Refusal? {
+    func admit(peer: String, now: ContinuousClock.Instant = .now) -> Refusal? {
         state.withLock { state in
+            if let until = state.penalized[peer] {
+                if now < until { return .resets }
+                state.penalized[peer] = nil
+            }
             if state.open >= limits.connectionsMax { return .overall }
             let fromPeer = state.perPeer[peer, default: 0]
             if fromPeer >= limits.connectionsPerPeerMax { return .perPeer }
             state.open += 1
             state.perPeer[peer] = fromPeer + 1
             return nil
+        }
+    }
+
+    /// Counts a stream of `peer` closed by a reset; true when the peer is over its budget now (its
+    /// connections should close; new ones are refused until its window ends).
+    func noteReset(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+        state.withLock { state in
+            if let until = state.penalized[peer], now < until { return true }
+            var entry = state.resets[peer] ?? ResetCount(since: now, count: 0)
+            if now - entry.since >= limits.resetWindow { entry = ResetCount(since: now, count: 0) }
+            entry.count += 1
+            state.resets[peer] = entry
+            if state.resets.count > Self.resetPeersTrackedMax {
+                let window = limits.resetWindow
+                state.resets = state.resets.filter { now - $0.value.since < window }
+                state.penalized = state.penalized.filter { now < $0.value }
+            }
+            guard entry.count > limits.streamResetsPerPeerMax else { return false }
+            state.penalized[peer] = entry.since + limits.resetWindow
+            state.resets[peer] = nil
+            return true
         }
     }
 
@@ -101,7 +144,11 @@ final class ConnectionAdmission: ChannelInboundHandler, Sendable {
         if let refusal = gate.admit(peer: peer) {
             refused(refusal)
             if let count = gate.refusalToLog(now: .now) {
-                let limit = refusal == .overall ? gate.limits.connectionsMax : gate.limits.connectionsPerPeerMax
+                let limit = switch refusal {
+                case .overall: gate.limits.connectionsMax
+                case .perPeer: gate.limits.connectionsPerPeerMax
+                case .resets: gate.limits.streamResetsPerPeerMax
+                }
                 logger.warning("refused \(count) connection(s) on the \(listener) listener, the last from \(peer): \(refusal.rawValue) (\(limit)) reached")
             }
             // Closed before it is registered: no pipeline is set up for it and nothing is read from it.
@@ -192,45 +239,64 @@ enum OpenFileLimit {
 /// Closes an HTTP/2 connection that has had no open stream for `limit`. Hummingbird's idle timeout
 /// sends GOAWAY and a PING and then waits for the PING's acknowledgement, which a client that reads
 /// nothing never sends: this is the backstop that closes such a connection outright (its limit is the
-/// idle timeout plus a grace period, so a cooperating client closes first). Sits after the HTTP/2
-/// handler and counts streams from its created and closed events.
+/// idle timeout plus a grace period, so a cooperating client closes first). Sits on the connection;
+/// its streams' `HTTP2StreamTracker`s tell it when they open and close.
+///
+/// It also counts the streams its connection's peer resets against the peer's budget in the gate, and
+/// closes the connection once the peer is over it (rapid reset across reconnections).
 final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = NIOAny
     typealias InboundOut = NIOAny
 
     private let limit: TimeAmount
+    private let gate: ConnectionGate?
+    private let peer: String
+    private let overBudget: @Sendable () -> Void
     private var open = 0
     private var timer: Scheduled<Void>?
 
-    init(limit: TimeAmount) { self.limit = limit }
+    init(limit: TimeAmount, gate: ConnectionGate? = nil, peer: String = "", overBudget: @escaping @Sendable () -> Void = {}) {
+        self.limit = limit
+        self.gate = gate
+        self.peer = peer
+        self.overBudget = overBudget
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         arm(context)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
+        self.context = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        switch event {
-        case is NIOHTTP2StreamCreatedEvent:
-            open += 1
-            timer?.cancel()
-            timer = nil
-        case is StreamClosedEvent:
-            open = max(0, open - 1)
-            if open == 0 { arm(context) }
-        default:
-            break
-        }
-        context.fireUserInboundEventTriggered(event)
+    /// A stream of this connection opened (told by its `HTTP2StreamTracker`, on this event loop: the
+    /// inline stream multiplexer keeps stream events from the connection's pipeline).
+    func streamOpened() {
+        open += 1
+        timer?.cancel()
+        timer = nil
     }
+
+    /// A stream of this connection closed, reset if `reset`.
+    func streamClosed(reset: Bool) {
+        guard let context else { return }
+        open = max(0, open - 1)
+        if open == 0 { arm(context) }
+        if reset, let gate, gate.noteReset(peer: peer) {
+            overBudget()
+            context.close(promise: nil)
+        }
+    }
+
+    private var context: ChannelHandlerContext?
 
     func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
@@ -269,5 +335,52 @@ final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelHandler {
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
         }
+    }
+}
+
+/// Sits on each HTTP/2 stream and tells its connection's `HTTP2IdleBackstop` (if it has one) that the
+/// stream opened and how it closed (a reset counts against the peer's reset budget).
+final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+
+    private var backstop: HTTP2IdleBackstop?
+    private var closed = false
+    /// Whether the peer reset this stream (NIOHTTP2 tells the stream channel with an error before it
+    /// becomes inactive).
+    private var resetByPeer = false
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        backstop = try? context.channel.parent?.pipeline.syncOperations.handler(type: HTTP2IdleBackstop.self)
+        backstop?.streamOpened()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? StreamClosedEvent { close(reset: event.reason != nil) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOHTTP2Errors.StreamClosed { resetByPeer = true }
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        close(reset: resetByPeer)
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        close(reset: resetByPeer)
+    }
+
+    private func close(reset: Bool) {
+        guard !closed else { return }
+        closed = true
+        backstop?.streamClosed(reset: reset)
     }
 }

@@ -329,9 +329,10 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
         /// How long a new connection may take to send enough bytes for a decision (one byte for HTTP/1, all 24
         /// preface bytes for HTTP/2) before it is closed. `nil` disables the timeout (not recommended).
         public var prefaceReadTimeout: TimeAmount?
-        /// An HTTP/2 connection with no open stream for this long is closed outright, whatever its client
-        /// does with the GOAWAY the idle timeout sent (`HTTP2IdleBackstop`). `nil`: no backstop.
-        public var http2IdleBackstop: TimeAmount?
+        /// Makes the handler that closes an HTTP/2 connection with no open stream outright, whatever its
+        /// client does with the GOAWAY the idle timeout sent, and counts its peer's stream resets
+        /// (`HTTP2IdleBackstop`). `nil`: none.
+        var http2IdleBackstop: (@Sendable (any Channel) -> HTTP2IdleBackstop)?
 
         /// - Parameters:
         ///   - http1: Configuration for HTTP/1.x connections
@@ -347,10 +348,10 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
             self.prefaceReadTimeout = prefaceReadTimeout
         }
 
-        /// This configuration with an HTTP/2 idle backstop of `limit`.
-        public func withHTTP2IdleBackstop(_ limit: TimeAmount) -> Self {
+        /// This configuration with `make` building each HTTP/2 connection's backstop.
+        func withHTTP2IdleBackstop(_ make: @escaping @Sendable (any Channel) -> HTTP2IdleBackstop) -> Self {
             var copy = self
-            copy.http2IdleBackstop = limit
+            copy.http2IdleBackstop = make
             return copy
         }
     }
@@ -392,8 +393,8 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
                     return self.http1.setup(channel: channel, logger: logger).map { .http1_1($0) }
                 case .http2:
                     return self.http2.setup(channel: channel, logger: logger).flatMapThrowing { value in
-                        if let backstop = self.configuration.http2IdleBackstop {
-                            try channel.pipeline.syncOperations.addHandler(HTTP2IdleBackstop(limit: backstop))
+                        if let make = self.configuration.http2IdleBackstop {
+                            try channel.pipeline.syncOperations.addHandler(make(channel))
                         }
                         return .http2(value)
                     }

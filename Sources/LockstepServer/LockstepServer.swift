@@ -98,7 +98,13 @@ public enum LockstepServer {
         } else {
             logger.warning("could not read the open-file limit; connections at most \(limits.connectionsMax)")
         }
-        let gate = ConnectionGate(limits: .init(connectionsMax: limits.connectionsMax, connectionsPerPeerMax: limits.connectionsPerPeerMax))
+        let gate = ConnectionGate(limits: .init(connectionsMax: limits.connectionsMax, connectionsPerPeerMax: limits.connectionsPerPeerMax,
+                                                streamResetsPerPeerMax: limits.streamResetsPerPeerMax))
+        let overResetBudget: @Sendable () -> Void = { metrics.refusedConnection(ConnectionGate.Refusal.resets.rawValue) }
+        let backstop = TimeAmount.milliseconds(limits.connectionIdleMillisMax) + .seconds(5)
+        let makeBackstop: @Sendable (any Channel) -> HTTP2IdleBackstop = { channel in
+            HTTP2IdleBackstop(limit: backstop, gate: gate, peer: channel.remoteAddress?.ipAddress ?? "unknown", overBudget: overResetBudget)
+        }
         let refused: @Sendable (ConnectionGate.Refusal) -> Void = { metrics.refusedConnection($0.rawValue) }
         let idle = TimeAmount.milliseconds(limits.connectionIdleMillisMax)
         let stalled = TimeAmount.milliseconds(limits.stalledReaderMillisMax)
@@ -166,12 +172,13 @@ public enum LockstepServer {
         }
         // grpc-swift's idle and keepalive shutdowns send GOAWAY and a PING and then wait for its answer,
         // which a client that reads nothing never sends: the same backstop as on the JSON listener.
-        let backstop = TimeAmount.milliseconds(limits.connectionIdleMillisMax) + .seconds(5)
         grpcConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { connection in
-            connection.eventLoop.makeCompletedFuture { try connection.pipeline.syncOperations.addHandler(HTTP2IdleBackstop(limit: backstop)) }
+            connection.eventLoop.makeCompletedFuture { try connection.pipeline.syncOperations.addHandler(makeBackstop(connection)) }
         }
         grpcConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
-            stream.eventLoop.makeCompletedFuture { try stream.pipeline.syncOperations.addHandler(StalledReaderCutoff(limit: stalled, cut: cutStalled)) }
+            stream.eventLoop.makeCompletedFuture {
+                try stream.pipeline.syncOperations.addHandlers([HTTP2StreamTracker(), StalledReaderCutoff(limit: stalled, cut: cutStalled)])
+            }
         }
         let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
         var grpcSecurity = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
@@ -217,12 +224,12 @@ public enum LockstepServer {
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
                 http2: .init(idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
-                             streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
+                             streamConfiguration: .init(additionalChannelHandlers: [HTTP2StreamTracker(), ClientPresence(inputClosedMeansGone: false),
                                                                                     StalledReaderCutoff(limit: stalled, cut: cutStalled),
                                                                                     RefusedBodyCloser()],
                                                         idleTimeout: idle)),
                 prefaceReadTimeout: idle)
-                .withHTTP2IdleBackstop(idle + .seconds(5)))
+                .withHTTP2IdleBackstop(makeBackstop))
             scheme = "http"
         }
         let grpc = GRPCServer(transport: grpcTransport, services: [

@@ -28,6 +28,8 @@ struct Serve: AsyncParsableCommand {
     var connectionsMax: Int?
     @Option(help: "Most connections open at once from one peer address (default 512).")
     var connectionsPerPeerMax: Int?
+    @Option(help: "Most HTTP/2 streams one peer address may reset in 10 s over all its connections (default 1000).")
+    var streamResetsPerPeerMax: Int?
     @Option(help: "Close a connection with nothing in progress after this many milliseconds (default 60000).")
     var idleTimeoutMs: Int64?
     @Option(help: "Refuse (408) a request body not received within this many milliseconds of its head (default 10000).")
@@ -95,6 +97,7 @@ struct Serve: AsyncParsableCommand {
         }
         if let value = try checked(connectionsMax, "--connections-max", 1...1_000_000) { limits.connectionsMax = value }
         if let value = try checked(connectionsPerPeerMax, "--connections-per-peer-max", 1...1_000_000) { limits.connectionsPerPeerMax = value }
+        if let value = try checked(streamResetsPerPeerMax, "--stream-resets-per-peer-max", 1...1_000_000) { limits.streamResetsPerPeerMax = value }
         if let value = try checked(idleTimeoutMs, "--idle-timeout-ms", 100...86_400_000) { limits.connectionIdleMillisMax = value }
         if let value = try checked(requestBodyTimeoutMs, "--request-body-timeout-ms", 100...3_600_000) { limits.requestBodyMillisMax = value }
         if let value = try checked(stalledReaderTimeoutMs, "--stalled-reader-timeout-ms", 100...3_600_000) { limits.stalledReaderMillisMax = value }

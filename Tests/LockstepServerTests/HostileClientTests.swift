@@ -168,12 +168,15 @@ struct HostileClientTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/connection_limits.py").path
         // Short limits for the stream and idle checks; the per-peer check on a server whose idle limit
         // does not close the connections it holds meanwhile (on a loaded machine that can take seconds).
-        for (checks, idle) in [("streams,idle", "1500"), ("per-peer", "60000")] {
+        // The rapid-reset check on a server of its own: it leaves the loopback address refused for 10 s.
+        for (checks, idle) in [("streams,idle", "1500"), ("per-peer", "60000"), ("resets", "60000")] {
             let server = try await ServerProcess(["--dev", "--connections-per-peer-max", "8", "--idle-timeout-ms", idle,
-                                                  "--request-body-timeout-ms", "1500", "--stalled-reader-timeout-ms", "1500"])
+                                                  "--request-body-timeout-ms", "1500", "--stalled-reader-timeout-ms", "1500",
+                                                  "--stream-resets-per-peer-max", "300"])
             let http = String(server.url.dropFirst("http://".count))
             let run = try await ChildProcess("/usr/bin/env", ["python3", script, http, server.grpc, "--checks", checks, "--per-peer", "8",
-                                                              "--idle-ms", idle, "--body-ms", "1500", "--stall-ms", "1500"]).wait(seconds: 150)
+                                                              "--idle-ms", idle, "--body-ms", "1500", "--stall-ms", "1500", "--resets", "300"])
+                .wait(seconds: 150)
             let stopped = try await server.stop()
             #expect(run.status == 0, "\(checks): \(run.stdout)\n\(run.stderr)\nserver: \(stopped.stderr)")
             print(run.stdout)
@@ -181,6 +184,9 @@ struct HostileClientTests {
             #expect(stopped.stderr.contains("open files: soft limit"), "the limits are logged at start")
             if checks == "per-peer" {
                 #expect(stopped.stderr.contains("refused") && stopped.stderr.contains("connections_per_peer_max"), "refusals are logged")
+            }
+            if checks == "resets" {
+                #expect(stopped.stderr.contains("stream_resets_per_peer_max (300) reached"), "the reset budget is logged")
             }
         }
     }

@@ -105,6 +105,57 @@ def check_idle(http, grpc, idle):
         print(f"ok: an idle {name} connection closed after {took:.1f} s")
 
 
+def check_busy_connections_stay(http, grpc_address, migration, idle):
+    """Connections with an open stream are not idle: a parked h2c watch and a parked gRPC watch outlive
+    the idle limit and its 5 s backstop. (The watched migration waits for a service another holds, so
+    it does not settle meanwhile, which would end the watches.)"""
+    import grpc
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    post(http, "/v1/migrations", {"plan": "stall", "migration_id": migration})
+
+    sock = connect(http)
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    body = json.dumps({"migration_id": migration, "after_sequence": "1000000"}).encode()
+    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", http),
+                          ("content-type", "application/json"), ("content-length", str(len(body)))])
+    conn.send_data(1, body, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    raw = migration.encode()
+    request = b"\x0a" + bytes([len(raw)]) + raw + b"\x10\xc0\x84\x3d"  # after_sequence 1,000,000
+    channel = grpc.insecure_channel(grpc_address)
+    call = channel.unary_stream("/lockstep.v1.MigrationService/Watch", request_serializer=None, response_deserializer=None)(request, timeout=60)
+    wait = idle + 7
+    ended = None
+    received = b""
+    began = time.monotonic()
+    while time.monotonic() - began < wait and ended is None:
+        readable, _, _ = select.select([sock], [], [], 0.2)
+        if readable:
+            data = sock.recv(65536)
+            if not data:
+                ended = "h2c connection closed"
+                break
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    received += event.data
+                if isinstance(event, (h2.events.StreamReset, h2.events.StreamEnded, h2.events.ConnectionTerminated)):
+                    ended = f"h2c: {type(event).__name__} after {time.monotonic() - began:.1f} s ({received[:200]!r})"
+            outgoing = conn.data_to_send()
+            if outgoing:
+                sock.sendall(outgoing)
+        if call.done():
+            ended = f"gRPC watch ended: {call.code()}"
+    assert ended is None, f"a connection with an open stream was closed as idle: {ended}"
+    call.cancel()
+    channel.close()
+    sock.close()
+    print(f"ok: a parked h2c watch and a parked gRPC watch are still open after {wait:.1f} s (idle limit {idle} s)")
+
+
 def check_body_timeout(http, body_seconds):
     sock = connect(http)
     sock.sendall(b"POST /v1/plans/list HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
@@ -332,6 +383,56 @@ def check_refused_body_is_not_read(http):
     print(f"ok: HTTP/2: 413, then the stream was reset after the client had sent {sent // 1024} KiB of an 8 MiB body")
 
 
+def check_rapid_reset(http, budget):
+    """Rapid reset across reconnections (CVE-2023-44487): a client that opens and resets streams, 100 per
+    connection and reconnecting, is cut off once its address has reset `budget` streams in 10 s, refused
+    for the rest of the window, and admitted again after it (the landed build limited resets per
+    connection only, so reconnecting every 150 resets went on for as long as the attacker liked)."""
+    import h2.config
+    import h2.connection
+
+    sent = 0
+    cut = None
+    began = time.monotonic()
+    while time.monotonic() - began < 30 and cut is None:
+        sock = connect(http)
+        conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        try:
+            sock.sendall(conn.data_to_send())
+            for index in range(100):
+                stream = 1 + 2 * index
+                conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"), (":authority", http)])
+                conn.reset_stream(stream)
+                sock.sendall(conn.data_to_send())
+                sent += 1
+        except (BrokenPipeError, ConnectionResetError):
+            cut = sent
+        if cut is None and closed_within(sock, 0.2) is not None and sent > budget:
+            cut = sent
+        sock.close()
+    assert cut is not None and cut <= budget + 200, f"{sent} resets over {time.monotonic() - began:.0f} s were not cut off"
+    refused_from = time.monotonic()
+    sock = connect(http)
+    assert closed_within(sock, 2) is not None, "a new connection from the address was admitted at once"
+    sock.close()
+    print(f"ok: rapid reset cut off after {cut} resets from one address (budget {budget} in 10 s); new connections refused")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        sock = connect(http)
+        served = False
+        try:
+            served = healthz(sock)
+        except (ConnectionResetError, BrokenPipeError, socket.timeout, TimeoutError):
+            pass
+        sock.close()
+        if served:
+            print(f"ok: the address was admitted again {time.monotonic() - refused_from:.1f} s later")
+            return
+        time.sleep(0.5)
+    raise AssertionError("the address was never admitted again")
+
+
 def check_grpc_watch_release(grpc_address, http, migration, cycles):
     import grpc
 
@@ -367,7 +468,8 @@ def main():
     parser.add_argument("--body-ms", type=int, required=True)
     parser.add_argument("--stall-ms", type=int, required=True)
     parser.add_argument("--watch-cycles", type=int, default=120)
-    parser.add_argument("--checks", default="streams,idle,per-peer",
+    parser.add_argument("--resets", type=int, default=300, help="the server's --stream-resets-per-peer-max")
+    parser.add_argument("--checks", default="streams,idle,per-peer,resets",
                         help="which checks: streams (stalled and cancelled watches, slow bodies), idle, per-peer (run it against a "
                              "server whose idle limit is long enough not to close the held connections meanwhile)")
     args = parser.parse_args()
@@ -382,8 +484,12 @@ def main():
         check_refused_body_is_not_read(args.http)
     if "idle" in checks:
         check_idle(args.http, args.grpc, args.idle_ms / 1000)
+        if "streams" in checks:
+            check_busy_connections_stay(args.http, args.grpc, "busy-1", args.idle_ms / 1000)
     if "per-peer" in checks:
         check_per_peer(args.http, args.grpc, args.per_peer)
+    if "resets" in checks:
+        check_rapid_reset(args.http, args.resets)
     print("all checks passed")
 
 
