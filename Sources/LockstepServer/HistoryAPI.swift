@@ -101,6 +101,8 @@ public struct HistoryAPI: Sendable {
                 $0.headChainHash = Data(report.head.chainHash.bytes)
                 $0.snapshotChecked = report.snapshotChecked ?? 0
                 $0.digest = report.digest.hex
+                $0.migrations = UInt64(report.migrations)
+                $0.plans = UInt64(report.plans)
             }
         } catch {
             // A broken history is an answer, not a failure of the call.

@@ -104,11 +104,9 @@ struct Demo: AsyncParsableCommand {
         // The agents finish what they run and stop; then the server.
         await children.stop(children.agents)
         try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
-            let report = try await alice.verify()
+            let verification = Verification(try await alice.verify())
             print("\n$ lockstep history verify")
-            print(report.ok ? "ok: \(report.events) events, head sequence \(report.headSequence)" : "NOT OK: \(report.problemCode): \(report.problem)")
-            print("head hash: \(report.headChainHash.hexString)")
-            print("state digest: \(report.digest)")
+            print(verification.ok ? verification.table.joined(separator: "\n") : "NOT OK: \(verification.problemCode): \(verification.problem)")
         }
         await children.stop([server])
         return status

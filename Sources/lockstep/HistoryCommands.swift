@@ -3,6 +3,7 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepWire
 
 struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -61,39 +62,20 @@ extension HistoryCommand {
         func run() async throws {
             guard let data else {
                 return try await server.run { lockstep in
-                    let report = try await lockstep.verify()
-                    if output == .json { try printJSON(report) }
-                    guard report.ok else {
-                        throw CommandFailure(message: "\(report.problemCode): \(report.problem)", exitCode: 1)
-                    }
-                    guard output == .table else { return }
-                    print("ok: \(report.events) events (verified by the server at \(server.address))")
-                    print("head sequence: \(report.headSequence)")
-                    print("head hash: \(report.headChainHash.hexString)")
-                    print("state digest: \(report.digest)")
-                    if report.snapshotChecked > 0 { print("snapshot checked at: \(report.snapshotChecked)") }
+                    let verification = Verification(try await lockstep.verify())
+                    try verification.print(output)
                 }
             }
             try await reportingFailures {
                 let log = try openReadOnly(try DataOptions.at(data))
+                let verification: Verification
                 do {
-                    let report = try await HistoryVerifier.verify(log)
-                    if output == .json {
-                        let object: [String: Any] = ["ok": true, "events": report.events, "migrations": report.migrations, "plans": report.plans,
-                                                     "head_sequence": report.head.sequence, "head_chain_hash": report.head.chainHash.hex,
-                                                     "digest": report.digest.hex, "snapshot_checked": report.snapshotChecked ?? 0]
-                        let json = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
-                        print(String(decoding: json, as: UTF8.self))
-                        return
-                    }
-                    print("ok: \(report.events) events, \(report.migrations) migrations, \(report.plans) plans")
-                    print("head sequence: \(report.head.sequence)")
-                    print("head hash: \(report.head.chainHash.hex)")
-                    print("state digest: \(report.digest.hex)")
-                    if let snapshot = report.snapshotChecked { print("snapshot checked at: \(snapshot)") }
+                    verification = Verification(try await HistoryVerifier.verify(log))
                 } catch EventLogError.corrupted(let position, let reason) {
-                    throw CommandFailure(message: "corrupted at sequence \(position): \(reason)", exitCode: 1)
+                    // The same answer as the server's for a broken history: ok false, the code, where.
+                    verification = Verification(problemCode: "log_corrupted", problem: "the log is corrupted at sequence \(position): \(reason)")
                 }
+                try verification.print(output)
             }
         }
     }
@@ -207,5 +189,90 @@ enum StateTable {
             lines.append(renderTable(header, rows, indent: "  "))
         }
         return lines.joined(separator: "\n")
+    }
+}
+
+/// What `history verify` prints, the same whether the server verified or the data directory was read
+/// (and in the demo): a table, or one JSON object with numbers as numbers and hashes in hex. A broken
+/// history prints `ok: false` (JSON) or nothing on stdout (table), names the problem on stderr, exit 1.
+struct Verification {
+    var ok: Bool
+    var events: UInt64 = 0
+    var migrations: UInt64 = 0
+    var plans: UInt64 = 0
+    var headSequence: UInt64 = 0
+    var headChainHash = ""
+    var digest = ""
+    var snapshotChecked: UInt64 = 0
+    var problemCode = ""
+    var problem = ""
+
+    init(_ report: VerificationReport) {
+        ok = true
+        events = report.events
+        migrations = UInt64(report.migrations)
+        plans = UInt64(report.plans)
+        headSequence = report.head.sequence
+        headChainHash = report.head.chainHash.hex
+        digest = report.digest.hex
+        snapshotChecked = report.snapshotChecked ?? 0
+    }
+
+    init(_ response: Lockstep_V1_VerifyHistoryResponse) {
+        ok = response.ok
+        events = response.events
+        migrations = response.migrations
+        plans = response.plans
+        headSequence = response.headSequence
+        headChainHash = response.headChainHash.hexString
+        digest = response.digest
+        snapshotChecked = response.snapshotChecked
+        problemCode = response.problemCode
+        problem = response.problem
+    }
+
+    init(problemCode: String, problem: String) {
+        ok = false
+        self.problemCode = problemCode
+        self.problem = problem
+    }
+
+    /// The table lines (a verified history only).
+    var table: [String] {
+        var lines = ["ok: \(events) events, \(migrations) migrations, \(plans) plans", "head sequence: \(headSequence)",
+                     "head hash: \(headChainHash)", "state digest: \(digest)"]
+        if snapshotChecked > 0 { lines.append("snapshot checked at: \(snapshotChecked)") }
+        return lines
+    }
+
+    var json: String {
+        var object: [String: Any] = ["ok": ok]
+        if ok {
+            object.merge(["events": events, "migrations": migrations, "plans": plans, "head_sequence": headSequence,
+                          "head_chain_hash": headChainHash, "digest": digest, "snapshot_checked": snapshotChecked]) { _, new in new }
+        } else {
+            object.merge(["problem_code": problemCode, "problem": problem]) { _, new in new }
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// Prints it as `output` asks; a broken history is a `CommandFailure` (stderr, exit 1) after its JSON.
+    func print(_ output: OutputFormat) throws {
+        switch output {
+        case .json: Swift.print(json)
+        case .table: if ok { Swift.print(table.joined(separator: "\n")) }
+        }
+        guard ok else {
+            let position = problemCode == "log_corrupted" ? problem.replacingOccurrences(of: "the log is corrupted at", with: "corrupted at") : problem
+            throw CommandFailure(message: position, exitCode: 1)
+        }
+    }
+}
+
+/// An error's sentence without its code in front (the code travels on its own).
+enum APIErrorText {
+    static func withoutCode(_ description: String, _ code: String) -> String {
+        description.hasPrefix(code + ": ") ? String(description.dropFirst(code.count + 2)) : description
     }
 }

@@ -151,13 +151,19 @@ import Testing
         #expect(ndjson.status == 0 && ndjson.stdout.split(separator: "\n") == streamLines, "\(ndjson)")
         let verifiedJSON = try await world.lockstep(["history", "verify", "--output", "json"])
         let report = try JSONSerialization.jsonObject(with: Data(verifiedJSON.stdout.utf8)) as? [String: Any]
-        #expect(report?["ok"] as? Bool == true && report?["head_sequence"] as? String == String(head), "\(verifiedJSON)")
+        #expect(report?["ok"] as? Bool == true && report?["head_sequence"] as? Int == Int(head), "\(verifiedJSON)")
+        // The same JSON from the data directory, once the server has stopped (issue 14: three forms).
+        let verifiedHere = verifiedJSON.stdout
         _ = try await world.server.stop()
         // The same, from the data directory.
         let local = try await world.lockstep(["history", "export", "--data", world.server.data + "/data"], as: nil)
         #expect(local.stdout == exported.stdout)
         let localReplay = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle)], as: nil)
         #expect(localReplay.stdout == replayed.stdout)
+        let localVerify = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data", "--output", "json"], as: nil)
+        #expect(localVerify.stdout == verifiedHere, "\(localVerify.stdout) vs \(verifiedHere)")
+        let localTable = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data"], as: nil)
+        #expect(localTable.stdout == verified.stdout, "\(localTable.stdout) vs \(verified.stdout)")
     }
 
     @Test func cliErrorsSayWhatIsWrongWithTheAPIsCodeAndAStableExitStatus() async throws {

@@ -648,6 +648,11 @@ public nonisolated struct Lockstep_V1_VerifyHistoryResponse: Sendable {
 
   public var problem: String = String()
 
+  /// Migrations and plans in the verified history.
+  public var migrations: UInt64 = 0
+
+  public var plans: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2329,7 +2334,7 @@ nonisolated extension Lockstep_V1_VerifyHistoryRequest: SwiftProtobuf.Message, S
 
 nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VerifyHistoryResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ok\0\u{1}events\0\u{3}head_sequence\0\u{3}head_chain_hash\0\u{3}snapshot_checked\0\u{1}digest\0\u{3}problem_code\0\u{1}problem\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ok\0\u{1}events\0\u{3}head_sequence\0\u{3}head_chain_hash\0\u{3}snapshot_checked\0\u{1}digest\0\u{3}problem_code\0\u{1}problem\0\u{1}migrations\0\u{1}plans\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2345,6 +2350,8 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
       case 6: try { try decoder.decodeSingularStringField(value: &self.digest) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.problemCode) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.problem) }()
+      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.migrations) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.plans) }()
       default: break
       }
     }
@@ -2375,6 +2382,12 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
     if !self.problem.isEmpty {
       try visitor.visitSingularStringField(value: self.problem, fieldNumber: 8)
     }
+    if self.migrations != 0 {
+      try visitor.visitSingularUInt64Field(value: self.migrations, fieldNumber: 9)
+    }
+    if self.plans != 0 {
+      try visitor.visitSingularUInt64Field(value: self.plans, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2387,6 +2400,8 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
     if lhs.digest != rhs.digest {return false}
     if lhs.problemCode != rhs.problemCode {return false}
     if lhs.problem != rhs.problem {return false}
+    if lhs.migrations != rhs.migrations {return false}
+    if lhs.plans != rhs.plans {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
