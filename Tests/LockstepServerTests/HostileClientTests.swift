@@ -192,6 +192,33 @@ struct HostileClientTests {
     }
 }
 
+extension HostileClientTests {
+    /// Regression: under the usual open-file limit of 1,024, one client holding ~1,100 idle connections
+    /// made the server stop answering and then die (SIGILL in libdispatch's worker monitor, 8 of 22
+    /// rounds). Now the connections that fit below the limit less its reserve are admitted, the rest
+    /// refused at once, and the server keeps answering.
+    @Test(.enabled(if: pythonHas("h2") && pythonHas("grpc"), "needs python3 with h2 and grpcio (ops/test installs them)"))
+    func underAnOpenFileLimitOf1024TheServerRefusesWhatDoesNotFitAndAnswers() async throws {
+        let directory = temporaryDirectory()
+        let ready = directory + "/ready.json"
+        let server = try ChildProcess("/bin/bash", ["-c", "ulimit -n 1024 && exec '\(try lockstepBinary())' serve --data '\(directory)/data' --dev "
+                                                    + "--http-listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 --ready-file '\(ready)' --connections-per-peer-max 5000"])
+        try await eventually("the server is ready") { FileManager.default.fileExists(atPath: ready) }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ready))) as? [String: String]
+        let http = String(try #require(json?["http"]).dropFirst("http://".count))
+        let grpc = try #require(json?["grpc"])
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/connection_limits.py").path
+        let run = try await ChildProcess("/usr/bin/env", ["python3", script, http, grpc, "--checks", "files", "--per-peer", "5000",
+                                                          "--idle-ms", "60000", "--body-ms", "10000", "--stall-ms", "30000"]).wait(seconds: 120)
+        server.kill(SIGTERM)
+        let stopped = try await server.wait(seconds: 30)
+        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)\nserver: \(stopped.stderr.suffix(2_000))")
+        print(run.stdout)
+        #expect(stopped.status == 0, "the server lived and stopped cleanly")
+        #expect(stopped.stderr.contains("soft limit 1024, hard limit 1024; connections at most 768"), "\(stopped.stderr.prefix(2_000))")
+    }
+}
+
 /// Every route and method, sent malformed, truncated, oversized, overflowing and wrongly typed input
 /// (about 2,000 cases, `Agents/bad_input.py`): each answer is an error with a stable code, the head never
 /// moves, the server lives. The few answers without a Lockstep code are listed in the script and in

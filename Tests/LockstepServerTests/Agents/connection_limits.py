@@ -383,6 +383,45 @@ def check_refused_body_is_not_read(http):
     print(f"ok: HTTP/2: 413, then the stream was reset after the client had sent {sent // 1024} KiB of an 8 MiB body")
 
 
+def check_open_file_limit(http, connections):
+    """Under an open-file limit of 1,024 (soft and hard, so the server cannot raise it), CONNECTIONS idle
+    connections from one client: the server admits what fits below the limit less its reserve, refuses
+    the rest at once, and keeps answering (the landed build stopped answering, then died in libdispatch's
+    worker monitor, in 8 of 22 rounds)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < connections + 64 and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, connections + 256), hard))
+    held = []
+    for _ in range(connections):
+        try:
+            held.append(connect(http))
+        except OSError:
+            break
+    time.sleep(1.0)
+    refused = 0
+    for sock in held:
+        sock.setblocking(False)
+        try:
+            if sock.recv(1) == b"":
+                refused += 1
+        except BlockingIOError:
+            pass
+        except (ConnectionResetError, OSError):
+            refused += 1
+    for sock in held:
+        sock.close()
+    time.sleep(1.0)
+    sock = connect(http)
+    sock.settimeout(5)
+    assert healthz(sock), "the server stopped answering"
+    sock.close()
+    opened = len(held)
+    assert opened > 768, f"this client could open only {opened} connections (its own open-file limit)"
+    assert refused >= opened - 768, f"only {refused} of {opened} connections were refused under 1,024 open files"
+    print(f"ok: {opened} connections under a 1,024 open-file limit: {opened - refused} admitted, {refused} refused, and the server answers")
+
+
 def check_rapid_reset(http, budget):
     """Rapid reset across reconnections (CVE-2023-44487): a client that opens and resets streams, 100 per
     connection and reconnecting, is cut off once its address has reset `budget` streams in 10 s, refused
@@ -490,6 +529,8 @@ def main():
         check_per_peer(args.http, args.grpc, args.per_peer)
     if "resets" in checks:
         check_rapid_reset(args.http, args.resets)
+    if "files" in checks:
+        check_open_file_limit(args.http, 1100)
     print("all checks passed")
 
 
