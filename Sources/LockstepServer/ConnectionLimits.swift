@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP2
@@ -254,6 +255,8 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
     private let overBudget: @Sendable () -> Void
     private var open = 0
     private var timer: Scheduled<Void>?
+    /// Unarmed until a first stream opens (on a connection whose protocol is not known yet: TLS ALPN).
+    var armsOnFirstStream = false
 
     init(limit: TimeAmount, gate: ConnectionGate? = nil, peer: String = "", overBudget: @escaping @Sendable () -> Void = {}) {
         self.limit = limit
@@ -264,7 +267,7 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        arm(context)
+        if !armsOnFirstStream { arm(context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -351,7 +354,10 @@ final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
     private var resetByPeer = false
 
     func handlerAdded(context: ChannelHandlerContext) {
-        backstop = try? context.channel.parent?.pipeline.syncOperations.handler(type: HTTP2IdleBackstop.self)
+        // On an HTTP/2 stream the parent is its connection, on the same event loop. (Over TLS the same
+        // handlers also sit on HTTP/1.1 connections, whose parent is the listener, elsewhere: nothing to tell.)
+        guard let parent = context.channel.parent, parent.eventLoop.inEventLoop else { return }
+        backstop = try? parent.pipeline.syncOperations.handler(type: HTTP2IdleBackstop.self)
         backstop?.streamOpened()
     }
 
@@ -382,5 +388,30 @@ final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
         guard !closed else { return }
         closed = true
         backstop?.streamClosed(reset: reset)
+    }
+}
+
+/// Hummingbird's TLS channel (HTTP/1.1 and h2 by ALPN) with an `HTTP2IdleBackstop` on each connection,
+/// so h2 over TLS counts stream resets against the peer's budget like h2c and gRPC. The protocol is only
+/// known after the handshake, so the backstop starts unarmed and arms once an HTTP/2 stream has been
+/// seen (an HTTP/1.1 connection never arms it, and keeps Hummingbird's own idle handling).
+struct GuardedHTTPChannel<Inner: HTTPChannelHandler>: HTTPChannelHandler {
+    typealias Value = Inner.Value
+    let inner: Inner
+    let makeBackstop: @Sendable (any Channel) -> HTTP2IdleBackstop
+
+    var responder: Responder { inner.responder }
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
+            let backstop = makeBackstop(channel)
+            backstop.armsOnFirstStream = true
+            try channel.pipeline.syncOperations.addHandler(backstop)
+            return value
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await inner.handle(value: value, logger: logger)
     }
 }

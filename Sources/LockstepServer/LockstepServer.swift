@@ -211,11 +211,16 @@ public enum LockstepServer {
             }
             // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
             // closed connection counts as a client gone.
-            server = try .http2Upgrade(tlsConfiguration: configuration, configuration: .init(
+            let http2Configuration = HTTP2ChannelConfiguration(
                 idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
-                streamConfiguration: .init(additionalChannelHandlers: [ClientPresence(inputClosedMeansGone: false),
+                streamConfiguration: .init(additionalChannelHandlers: [HTTP2StreamTracker(), ClientPresence(inputClosedMeansGone: false),
                                                                        StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
-                                           idleTimeout: idle)))
+                                           idleTimeout: idle))
+            let tlsConfiguration = configuration
+            server = HTTPServerBuilder { responder in
+                GuardedHTTPChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tlsConfiguration, configuration: http2Configuration, responder: responder),
+                                   makeBackstop: makeBackstop)
+            }
             scheme = "https"
         } else {
             // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the

@@ -55,6 +55,28 @@ struct TLSTests {
         _ = try await server.stop()
     }
 
+    /// The reset budget per address holds over TLS too (h2 by ALPN): a client resetting streams and
+    /// reconnecting is cut off, refused for the rest of the window, admitted after it; and HTTP/1.1 over
+    /// the same listener is unaffected (its connections carry the same per-stream handlers).
+    @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+    func rapidResetOverTLSIsCutOffPerAddress() async throws {
+        let directory = temporaryDirectory()
+        try await openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+                           "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        let server = try await ServerProcess(["--dev", "--tls-cert", directory + "/cert.pem", "--tls-key", directory + "/key.pem",
+                                              "--stream-resets-per-peer-max", "300"])
+        let http1 = try await ChildProcess("/usr/bin/curl", ["-sS", "--http1.1", "--cacert", directory + "/cert.pem", server.url + "/healthz"])
+            .wait(seconds: 30).stdout
+        #expect(http1 == "ok\n")
+        let script = GRPCTests.testsDirectory.appendingPathComponent("Agents/connection_limits.py").path
+        let run = try await ChildProcess("/usr/bin/env", ["python3", script, String(server.url.dropFirst("https://".count)), server.grpc,
+                                                          "--checks", "resets", "--per-peer", "8", "--idle-ms", "60000", "--body-ms", "10000",
+                                                          "--stall-ms", "30000", "--resets", "300", "--tls", directory + "/cert.pem"]).wait(seconds: 120)
+        let stopped = try await server.stop()
+        #expect(run.status == 0, "\(run.stdout)\n\(run.stderr)\nserver: \(stopped.stderr.suffix(2_000))")
+        #expect(stopped.status == 0, "the server stopped cleanly: \(stopped.stderr.suffix(2_000))")
+    }
+
     func openssl(_ arguments: [String]) async throws {
         let made = try await ChildProcess("/usr/bin/openssl", arguments).wait(seconds: 60)
         #expect(made.status == 0, "openssl \(arguments.joined(separator: " ")): \(made.stderr)")

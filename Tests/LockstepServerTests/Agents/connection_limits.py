@@ -18,9 +18,33 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
-def connect(address):
+# With --tls CA: the JSON listener speaks TLS; connections negotiate ALPN (h2 for HTTP/2 checks).
+TLS_CA = None
+
+
+def connect(address, alpn="http/1.1"):
     host, port = address.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=5)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    if TLS_CA is None:
+        return sock
+    import ssl
+    context = ssl.create_default_context(cafile=TLS_CA)
+    context.set_alpn_protocols([alpn])
+    return context.wrap_socket(sock, server_hostname=host)
+
+
+def refused_at_once(address):
+    """Whether a new connection is closed at once (refused), counting a failed TLS handshake as that."""
+    try:
+        sock = connect(address)
+    except OSError:
+        return True
+    try:
+        return closed_within(sock, 2) is not None
+    except OSError:
+        return True
+    finally:
+        sock.close()
 
 
 def closed_within(sock, seconds):
@@ -434,37 +458,41 @@ def check_rapid_reset(http, budget):
     cut = None
     began = time.monotonic()
     while time.monotonic() - began < 30 and cut is None:
-        sock = connect(http)
+        try:
+            sock = connect(http, alpn="h2")
+        except OSError:
+            cut = sent  # refused during the TLS handshake
+            break
         conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
         conn.initiate_connection()
         try:
             sock.sendall(conn.data_to_send())
             for index in range(100):
                 stream = 1 + 2 * index
-                conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"), (":scheme", "http"), (":authority", http)])
+                conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https" if TLS_CA else "http"),
+                                           (":authority", http)])
                 conn.reset_stream(stream)
                 sock.sendall(conn.data_to_send())
                 sent += 1
-        except (BrokenPipeError, ConnectionResetError):
-            cut = sent
-        if cut is None and closed_within(sock, 0.2) is not None and sent > budget:
+            if closed_within(sock, 0.2) is not None and sent > budget:
+                cut = sent
+        except OSError:
             cut = sent
         sock.close()
     assert cut is not None and cut <= budget + 200, f"{sent} resets over {time.monotonic() - began:.0f} s were not cut off"
     refused_from = time.monotonic()
-    sock = connect(http)
-    assert closed_within(sock, 2) is not None, "a new connection from the address was admitted at once"
-    sock.close()
-    print(f"ok: rapid reset cut off after {cut} resets from one address (budget {budget} in 10 s); new connections refused")
+    assert refused_at_once(http), "a new connection from the address was admitted at once"
+    print(f"ok: rapid reset{' over TLS' if TLS_CA else ''} cut off after {cut} resets from one address (budget {budget} in 10 s); "
+          "new connections refused")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        sock = connect(http)
         served = False
         try:
+            sock = connect(http)
             served = healthz(sock)
-        except (ConnectionResetError, BrokenPipeError, socket.timeout, TimeoutError):
+            sock.close()
+        except OSError:
             pass
-        sock.close()
         if served:
             print(f"ok: the address was admitted again {time.monotonic() - refused_from:.1f} s later")
             return
@@ -511,7 +539,10 @@ def main():
     parser.add_argument("--checks", default="streams,idle,per-peer,resets",
                         help="which checks: streams (stalled and cancelled watches, slow bodies), idle, per-peer (run it against a "
                              "server whose idle limit is long enough not to close the held connections meanwhile)")
+    parser.add_argument("--tls", help="a CA file: the JSON listener speaks TLS (the resets check supports it)")
     args = parser.parse_args()
+    global TLS_CA
+    TLS_CA = args.tls
     checks = set(args.checks.split(","))
     if "streams" in checks:
         make_history(args.http, "stall-1", 300)
