@@ -172,8 +172,19 @@ public enum LockstepServer {
         }
         // grpc-swift's idle and keepalive shutdowns send GOAWAY and a PING and then wait for its answer,
         // which a client that reads nothing never sends: the same backstop as on the JSON listener.
+        // grpc-swift-nio-transport sets TLS 1.2 as its minimum but offers no cipher-suite setting: each
+        // connection's TLS handler is swapped, before its handshake, for one with the JSON listener's policy.
+        let grpcTLSContext = try options.tls.map { tls in
+            try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["grpc-exp", "h2"]))
+        }
         grpcConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { connection in
-            connection.eventLoop.makeCompletedFuture { try connection.pipeline.syncOperations.addHandler(makeBackstop(connection)) }
+            connection.eventLoop.makeCompletedFuture {
+                let pipeline = connection.pipeline.syncOperations
+                try pipeline.addHandler(makeBackstop(connection))
+                guard let grpcTLSContext, let given = try? pipeline.handler(type: NIOSSLServerHandler.self) else { return }
+                try pipeline.addHandler(NIOSSLServerHandler(context: grpcTLSContext), position: .before(given))
+                pipeline.removeHandler(given, promise: nil)
+            }
         }
         grpcConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
             stream.eventLoop.makeCompletedFuture {
@@ -197,18 +208,7 @@ public enum LockstepServer {
         let server: HTTPServerBuilder
         let scheme: String
         if let tls = options.tls {
-            let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
-            let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
-            var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
-            // TLS 1.2 and 1.3 only; on 1.2, forward-secret key exchange (ECDHE) with AEAD ciphers only (no
-            // RSA key exchange, no CBC). TLS 1.3's suites are all of that kind.
-            configuration.minimumTLSVersion = .tlsv12
-            configuration.cipherSuiteValues = TLSPolicy.cipherSuites
-            if let ca = options.tlsClientCA {
-                // Mutual TLS: a client without a certificate signed by these CAs does not get through the handshake.
-                configuration.certificateVerification = .noHostnameVerification
-                configuration.trustRoots = .file(ca)
-            }
+            let configuration = try TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: [])
             // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
             // closed connection counts as a client gone.
             let http2Configuration = HTTP2ChannelConfiguration(
@@ -341,8 +341,27 @@ extension String {
     func leftPadded(to length: Int) -> String { String(repeating: "0", count: max(0, length - count)) + self }
 }
 
-/// The TLS policy of the JSON listener: TLS 1.2 and above, forward-secret AEAD suites only.
+/// The TLS policy of both listeners: TLS 1.2 and above, forward-secret AEAD suites only.
 enum TLSPolicy {
+    /// The server configuration for `tls`: TLS 1.2 and 1.3 only; on 1.2, forward-secret key exchange
+    /// (ECDHE) with AEAD ciphers only (no RSA key exchange, no CBC; TLS 1.3's suites are all of that kind).
+    /// With `clientCA`, mutual TLS: a client without a certificate signed by those CAs does not get
+    /// through the handshake. `protocols` are the ALPN names offered (empty: left to the channel).
+    static func configuration(_ tls: (certificateChain: String, privateKey: String), clientCA: String?, protocols: [String]) throws
+        -> TLSConfiguration {
+        let certificates = try NIOSSLCertificate.fromPEMFile(tls.certificateChain).map { NIOSSLCertificateSource.certificate($0) }
+        let key = try NIOSSLPrivateKey(file: tls.privateKey, format: .pem)
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(key))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.cipherSuiteValues = cipherSuites
+        if !protocols.isEmpty { configuration.applicationProtocols = protocols }
+        if let clientCA {
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .file(clientCA)
+        }
+        return configuration
+    }
+
     static let cipherSuites: [NIOTLSCipher] = [
         .TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, .TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
         .TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, .TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
