@@ -129,6 +129,27 @@ def check_idle(http, grpc, idle):
         print(f"ok: an idle {name} connection closed after {took:.1f} s")
 
 
+def h2_post(http, path, body, window=None, send=True):
+    """A new h2c connection with one POST of JSON `body` on stream 1 (sent unless `send` is False);
+    `window` sets the client's initial stream window (a reader that then never opens it further)."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    sock = connect(http, alpn="h2")
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    if window is not None:
+        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    data = json.dumps(body).encode()
+    conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "https" if TLS_CA else "http"), (":authority", http),
+                          ("content-type", "application/json"), ("content-length", str(len(data)))])
+    conn.send_data(1, data, end_stream=True)
+    if send:
+        sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
 def check_busy_connections_stay(http, grpc_address, migration, idle):
     """Connections with an open stream are not idle: a parked h2c watch and a parked gRPC watch outlive
     the idle limit and its 5 s backstop. (The watched migration waits for a service another holds, so
@@ -140,14 +161,7 @@ def check_busy_connections_stay(http, grpc_address, migration, idle):
 
     post(http, "/v1/migrations", {"plan": "stall", "migration_id": migration})
 
-    sock = connect(http)
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    body = json.dumps({"migration_id": migration, "after_sequence": "1000000"}).encode()
-    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", http),
-                          ("content-type", "application/json"), ("content-length", str(len(body)))])
-    conn.send_data(1, body, end_stream=True)
-    sock.sendall(conn.data_to_send())
+    sock, conn = h2_post(http, "/v1/migrations/watch", {"migration_id": migration, "after_sequence": "1000000"})
     raw = migration.encode()
     request = b"\x0a" + bytes([len(raw)]) + raw + b"\x10\xc0\x84\x3d"  # after_sequence 1,000,000
     channel = grpc.insecure_channel(grpc_address)
@@ -253,16 +267,8 @@ def check_stalled_watch(http, migration, stall_seconds):
     import h2.events
     import h2.settings
 
-    sock = connect(http)
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
     # A reader that takes 1 KiB and then nothing: no WINDOW_UPDATE is ever sent.
-    conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1024})
-    body = json.dumps({"migration_id": migration}).encode()
-    conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", http),
-                          ("content-type", "application/json"), ("content-length", str(len(body)))])
-    conn.send_data(1, body, end_stream=True)
-    sock.sendall(conn.data_to_send())
+    sock, conn = h2_post(http, "/v1/migrations/watch", {"migration_id": migration}, window=1024)
     began = time.monotonic()
     received = 0
     reset = None
@@ -312,13 +318,7 @@ def check_reset_polls_and_watches(http, migration):
     for what, path, body, gauge in (("poll", "/v1/agent/poll", {"service": "nobody", "agent_id": "a9", "wait_ms": 30000}, "lockstep_parked_polls"),
                                      ("watch", "/v1/migrations/watch", {"migration_id": migration, "after_sequence": "1000000"}, "lockstep_open_watches")):
         for same_write in (True, False):
-            sock = connect(http)
-            conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-            conn.initiate_connection()
-            data = json.dumps(body).encode()
-            conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "http"), (":authority", http),
-                                  ("content-type", "application/json"), ("content-length", str(len(data)))])
-            conn.send_data(1, data, end_stream=True)
+            sock, conn = h2_post(http, path, body, send=False)
             if not same_write:
                 sock.sendall(conn.data_to_send())
                 assert wait_for_metric(http, gauge, 1, 5), f"the {what} never parked"
