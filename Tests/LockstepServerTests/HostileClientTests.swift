@@ -227,8 +227,8 @@ extension HostileClientTests {
     @Test(.enabled(if: pythonHas("grpc") && pythonHas("grpc_tools"), "needs python3 with grpcio and grpcio-tools (ops/test installs them)"))
     func everyRouteAndMethodAnswersBadInputWithATypedErrorAndAppendsNothing() async throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/bad_input.py").path
-        let run = try await ChildProcess("/usr/bin/env", ["python3", script, "--lockstep", try lockstepBinary(), "--budget", "400", "--timeout", "10"])
-            .wait(seconds: 480)
+        let run = try await ChildProcess("/usr/bin/env", ["python3", script, "--lockstep", try lockstepBinary(), "--budget", "600", "--timeout", "30"])
+            .wait(seconds: 700)
         let summary = run.stdout.split(separator: "\n").filter { $0.hasPrefix("#") }.joined(separator: "\n")
         #expect(run.status == 0, "\(summary)\n\(run.stderr.suffix(2_000))")
         print(summary)
