@@ -1,0 +1,76 @@
+import NIOCore
+import NIOHTTPTypes
+
+/// Closes a channel that has been unwritable (its peer not reading what it was sent) for longer than
+/// `limit`: a watch or export to a reader that stopped reading holds one flow-control window and then
+/// this long, no more. On HTTP/2 it sits on each stream, so only the stalled stream is reset.
+final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    typealias InboundOut = NIOAny
+
+    private let limit: TimeAmount
+    private let cut: @Sendable () -> Void
+    private var timer: Scheduled<Void>?
+
+    init(limit: TimeAmount, cut: @escaping @Sendable () -> Void) {
+        self.limit = limit
+        self.cut = cut
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            timer?.cancel()
+            timer = nil
+        } else if timer == nil {
+            let cut = self.cut
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+                cut()
+                context.close(promise: nil)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+}
+
+/// Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) right after a `413` or `408` answer
+/// is written, so the rest of a body that was refused is not read: the client is told to stop, and the
+/// server does not drain megabytes it has already said no to. Sits after the HTTP codec.
+final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var closeAfterEnd = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            closeAfterEnd = head.status.code == 413 || head.status.code == 408
+            context.write(data, promise: promise)
+        case .body:
+            context.write(data, promise: promise)
+        case .end:
+            guard closeAfterEnd else { return context.write(data, promise: promise) }
+            closeAfterEnd = false
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.cascade(to: promise)
+            context.writeAndFlush(data, promise: written)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+        }
+    }
+}
