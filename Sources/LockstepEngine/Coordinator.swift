@@ -1,3 +1,7 @@
+// One concept, longer than ~450 lines on purpose for now: the coordinator actor (decide → append →
+// evolve, its lease timers and its grant pass) and the command types it answers with. Issue 15 replaces
+// it with one engine state machine and thin shells; splitting the actor by concern before that redesign
+// would only move its jobs between files (its private state is shared by all of them).
 import LockstepCore
 import LockstepStore
 import LockstepWire

@@ -269,10 +269,3 @@ struct Verification {
         }
     }
 }
-
-/// An error's sentence without its code in front (the code travels on its own).
-enum APIErrorText {
-    static func withoutCode(_ description: String, _ code: String) -> String {
-        description.hasPrefix(code + ": ") ? String(description.dropFirst(code.count + 2)) : description
-    }
-}
