@@ -76,15 +76,19 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Send
 
     /// Whether the client on `channel` has gone away (closed, reset, or its input closed).
     static func goneCheck(for channel: any Channel) async -> @Sendable () -> Bool {
-        let presence = await of(channel)
-        return { !channel.isActive || (presence?.isGone ?? false) }
+        goneCheck(for: channel, presence: await of(channel))
     }
 
-    /// Runs `body`, cancelled as soon as the client on `channel` goes away; then the answer is
+    /// The same, with the presence handler already looked up.
+    static func goneCheck(for channel: any Channel, presence: ClientPresence?) -> @Sendable () -> Bool {
+        { !channel.isActive || (presence?.isGone ?? false) }
+    }
+
+    /// Runs `body`, cancelled as soon as the client `presence` watches goes away; then the answer is
     /// `client_gone` (nobody reads it). Without a presence handler it simply runs `body`.
-    static func cancellingWhenGone<T: Sendable>(_ channel: any Channel,
+    static func cancellingWhenGone<T: Sendable>(_ presence: ClientPresence?,
                                                 _ body: @escaping @Sendable () async throws(APIError) -> T) async throws(APIError) -> T {
-        guard let presence = await of(channel) else { return try await body() }
+        guard let presence else { return try await body() }
         let outcome = await withTaskGroup(of: Result<T, APIError>?.self) { group in
             group.addTask {
                 do throws(APIError) { return .success(try await body()) } catch { return .failure(error) }

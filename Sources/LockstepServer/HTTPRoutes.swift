@@ -57,8 +57,10 @@ struct HTTPRoutes: Sendable {
         }
         route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in
             // A poll whose client goes (even in the same write as its request) leaves its place at once.
-            let gone = await ClientPresence.goneCheck(for: channel)
-            return try await ClientPresence.cancellingWhenGone(channel) { () throws(APIError) in
+            // One pipeline lookup per poll, for both the check before leasing and the wake-up when gone.
+            let presence = await ClientPresence.of(channel)
+            let gone = ClientPresence.goneCheck(for: channel, presence: presence)
+            return try await ClientPresence.cancellingWhenGone(presence) { () throws(APIError) in
                 try await agents.poll(input, principal: principal, clientGone: gone)
             }
         }
@@ -141,7 +143,7 @@ struct HTTPRoutes: Sendable {
                 let principal = try await authenticate(request, channel)
                 let input: Lockstep_V1_WatchRequest = try await decode(request)
                 let presence = await ClientPresence.of(channel)
-                let gone = await ClientPresence.goneCheck(for: channel)
+                let gone = ClientPresence.goneCheck(for: channel, presence: presence)
                 var whenGone: (@Sendable () async -> Void)?
                 if let presence { whenGone = { await presence.waitUntilGone() } }
                 stream = try await watches.events(input, principal: principal, clientGone: gone, whenGone: whenGone)

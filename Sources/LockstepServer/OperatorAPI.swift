@@ -164,12 +164,13 @@ public struct OperatorAPI: Sendable {
         try APIError.checkIdentifier(request.nodeID, "node_id")
         let id = MigrationID(request.migrationID)
         let node = NodeID(request.nodeID)
-        let spec = await coordinator.migration(id)?.plan.node(node)
+        let migration = await coordinator.migration(id)
+        let spec = migration?.plan.node(node)
         if !operates {
             // An agent learns nothing about nodes of other services: a missing one reads the same.
             guard let spec, principal.mayAct(forService: spec.services[0]) else { throw principal.notItsNode(id, node) }
         }
-        guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
+        guard migration != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
         guard spec != nil else { throw APIError(.rejected(.unknownNode(node))) }
         guard let micros = MetricSample.micros(request.value) else {
             throw APIError.invalid("value \(request.value) is not a finite number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
