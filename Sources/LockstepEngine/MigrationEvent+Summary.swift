@@ -1,5 +1,10 @@
 import LockstepCore
 
+/// "1 node", "7 nodes": a count and its noun (a regular plural), for text people read.
+public func counted(_ count: some BinaryInteger, _ noun: String) -> String {
+    "\(count) \(noun)\(count == 1 ? "" : "s")"
+}
+
 extension MigrationEvent {
     /// A fixed-point value in millionths as a decimal: 15000 → "0.015".
     public static func decimal(_ micros: Int64) -> String {
@@ -14,7 +19,7 @@ extension MigrationEvent {
     public var summary: String {
         switch self {
         case .migrationStarted(let e):
-            "migration \(e.migration) started by \(e.startedBy.isEmpty ? "?" : e.startedBy): plan \(e.plan.name)@\(e.plan.version), \(e.plan.nodes.count) nodes"
+            "migration \(e.migration) started by \(e.startedBy.isEmpty ? "?" : e.startedBy): plan \(e.plan.name)@\(e.plan.version), \(counted(e.plan.nodes.count, "node"))"
         case .stepLeased(let e): "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
         case .stepCompleted(let e): "\(e.node): \(e.kind == .rollback ? "rolled back" : "completed") (attempt \(e.attempt), token \(e.token))"
         case .stepFailed(let e):

@@ -239,7 +239,7 @@ struct Verification {
 
     /// The table lines (a verified history only).
     var table: [String] {
-        var lines = ["ok: \(events) events, \(migrations) migrations, \(plans) plans", "head sequence: \(headSequence)",
+        var lines = ["ok: \(counted(events, "event")), \(counted(migrations, "migration")), \(counted(plans, "plan"))", "head sequence: \(headSequence)",
                      "head hash: \(headChainHash)", "state digest: \(digest)"]
         if snapshotChecked > 0 { lines.append("snapshot checked at: \(snapshotChecked)") }
         return lines

@@ -31,7 +31,7 @@ extension PlanCommand {
             case .table:
                 for finding in load.findings { print(finding.formatted(file: file)) }
                 if load.findings.isEmpty, let plan = load.plan {
-                    print("\(file): ok: plan \(plan.name), \(plan.nodes.count) nodes, \(plan.services.count) services")
+                    print("\(file): ok: plan \(plan.name), \(counted(plan.nodes.count, "node")), \(counted(plan.services.count, "service"))")
                 } else {
                     print("\(file): \(load.errors.count) error(s), \(load.warnings.count) warning(s)")
                 }

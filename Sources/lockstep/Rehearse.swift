@@ -66,7 +66,7 @@ struct Rehearse: AsyncParsableCommand {
         let outcome = try await Rehearsal(plan: plan, options: options).run()
         switch output {
         case .table:
-            print("rehearsal of \(plan.name) (\(plan.nodes.count) nodes), seed \(seed)")
+            print("rehearsal of \(plan.name) (\(counted(plan.nodes.count, "node"))), seed \(seed)")
             for entry in outcome.timeline {
                 let clock = Self.clock(entry.offsetMillis)
                 print("\(clock)  #\(String(entry.sequence).padding(toLength: 4, withPad: " ", startingAt: 0)) \(entry.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(entry.event.summary)")
