@@ -52,3 +52,11 @@ import Testing
         #expect(!run.stdout.contains("`echo fine`"), "a matching command is not reported: \(run.stdout)")
     }
 }
+
+/// The children tests start (servers, agents, scripts) see signals as they would under a shell or
+/// systemd: nothing blocked (issue 14: they inherited a mask blocking SIGTERM, so a test's SIGTERM could
+/// go unseen by a child that had not installed its own handling).
+@Test func childProcessesStartWithNoSignalBlocked() async throws {
+    let run = try await ChildProcess("/bin/sh", ["-c", "grep SigBlk /proc/self/status"]).wait(seconds: 30)
+    #expect(run.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "SigBlk:\t0000000000000000", "\(run.stdout)")
+}

@@ -58,6 +58,14 @@ public final class ChildProcess: @unchecked Sendable {
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }
+        // Foundation's Process passes on the calling thread's signal mask, and the threads a test runs
+        // on block almost every signal: a child would start with SIGTERM blocked and never see it.
+        // Spawn it as a shell would, with nothing blocked.
+        var nothingBlocked = sigset_t()
+        var callers = sigset_t()
+        sigemptyset(&nothingBlocked)
+        pthread_sigmask(SIG_SETMASK, &nothingBlocked, &callers)
+        defer { pthread_sigmask(SIG_SETMASK, &callers, nil) }
         try process.run()
     }
 
