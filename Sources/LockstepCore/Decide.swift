@@ -66,6 +66,14 @@ extension MigrationState {
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: "lease expired: no heartbeat within its TTL",
                               retryable: true, now: now, leaseExpired: true)
             }
+        case .timeOutStep(let node, let token):
+            guard let limit = state.plan.node(node)?.timeouts.startToCloseMillis, let lease = state.node(node)?.lease, lease.token == token,
+                  lease.grantedAt.adding(milliseconds: limit) <= now else { return .rejected(.stepTimeoutNotPassed(node)) }
+            let reason = "start_to_close_exceeded: the step ran past its start_to_close of \(Self.durationText(limit)) "
+                + "(leased at \(lease.grantedAt)); its lease ends"
+            return state.decideReport(node: node, token: token) { nodeState, lease in
+                state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: true, now: now, startToCloseExceeded: true)
+            }
         case .approve(let node, let approver, let groups, let comment):
             return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: true)
         case .reject(let node, let approver, let groups, let comment):
@@ -176,7 +184,7 @@ extension MigrationState {
     }
 
     private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant,
-                         leaseExpired: Bool = false) -> [MigrationEvent] {
+                         leaseExpired: Bool = false, startToCloseExceeded: Bool = false) -> [MigrationEvent] {
         let retry = plan.node(node)?.retry ?? RetryPolicy()
         let attempt = lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts
         // Undoing matters more than doing: rollback steps get at least `rollbackAttemptsMin` attempts.
@@ -185,7 +193,7 @@ extension MigrationState {
         let retryAt = willRetry ? now.adding(milliseconds: retry.backoffMillis(afterAttempt: attempt)) : nil
         let failed = MigrationEvent.stepFailed(StepFailed(
             node: node, attempt: attempt, token: lease.token, reason: reason, retryable: retryable, kind: lease.kind, retryAt: retryAt,
-            leaseExpired: leaseExpired))
+            leaseExpired: leaseExpired, startToCloseExceeded: startToCloseExceeded))
         if willRetry { return [failed] }
         switch lease.kind {
         case .rollback:
@@ -376,6 +384,34 @@ extension MigrationState {
             return "node \(spec.id)'s deadline passed at \(startedAt.adding(milliseconds: millis))"
         }
         return nil
+    }
+
+    /// The earliest instant at which a running step passes its node's `start_to_close` (`timeOutStep`),
+    /// for the engine's timer.
+    public var nextStepTimeout: Instant? {
+        guard !status.isSettled else { return nil }
+        return nodes.compactMap { node -> Instant? in
+            guard let lease = node.lease, let limit = plan.node(node.id)?.timeouts.startToCloseMillis else { return nil }
+            return lease.grantedAt.adding(milliseconds: limit)
+        }.min()
+    }
+
+    /// The running steps past their `start_to_close` at `now`, in plan order: (node, token).
+    public func stepsPastStartToClose(at now: Instant) -> [(node: NodeID, token: FencingToken)] {
+        guard !status.isSettled else { return [] }
+        return nodes.compactMap { node in
+            guard let lease = node.lease, let limit = plan.node(node.id)?.timeouts.startToCloseMillis,
+                  lease.grantedAt.adding(milliseconds: limit) <= now else { return nil }
+            return (node.id, lease.token)
+        }
+    }
+
+    /// A duration in milliseconds as a plan would write it: "90s", "30m", "2h", "1500ms".
+    static func durationText(_ millis: Int64) -> String {
+        for (unit, size) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] where millis % size == 0 && millis >= size {
+            return "\(millis / size)\(unit)"
+        }
+        return "\(millis)ms"
     }
 
     /// The next instant at which `enforceDeadlines` would act, for the engine's timer.

@@ -18,6 +18,9 @@ public enum MigrationCommand: Hashable, Sendable {
     case reportProgress(node: NodeID, token: FencingToken, percent: UInt8, message: String)
     /// The coordinator's lease timer: the lease with `token` was not renewed within its TTL.
     case expireLease(node: NodeID, token: FencingToken)
+    /// The coordinator's timer: the step under `token` has run past its node's `start_to_close` at `now`
+    /// (measured from the lease's recorded grant time). Refused when it has not.
+    case timeOutStep(node: NodeID, token: FencingToken)
     /// `approver`, a member of `groups`, approves `node`'s gate.
     case approve(node: NodeID, approver: String, groups: [String], comment: String)
     /// `approver`, a member of `groups`, rejects `node`'s gate; one rejection blocks the node.

@@ -125,8 +125,10 @@ public struct StepFailed: Hashable, Sendable {
     public var retryAt: Instant?
     /// The coordinator ended the attempt because its lease was not renewed in time.
     public var leaseExpired: Bool
+    /// The coordinator ended the attempt because it ran past its node's `start_to_close`.
+    public var startToCloseExceeded: Bool
     public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward,
-                retryAt: Instant? = nil, leaseExpired: Bool = false) {
+                retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false) {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -135,6 +137,7 @@ public struct StepFailed: Hashable, Sendable {
         self.kind = kind
         self.retryAt = retryAt
         self.leaseExpired = leaseExpired
+        self.startToCloseExceeded = startToCloseExceeded
     }
 }
 

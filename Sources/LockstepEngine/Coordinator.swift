@@ -508,6 +508,30 @@ public actor Coordinator {
         return judged
     }
 
+    /// The timer's work: every step running past its node's `start_to_close` at `now` fails with
+    /// `start_to_close_exceeded`, as the coordinator; its lease ends (the agent's next report or heartbeat
+    /// is refused) and the node's retry policy applies, as for any retryable failure. Returns how many.
+    @discardableResult
+    public func timeOutDueSteps(now: Instant) async -> Int {
+        var timedOut = 0
+        for migration in state.unsettledInOrder where (migration.nextStepTimeout.map { $0 <= now }) ?? false {
+            for step in migration.stepsPastStartToClose(at: now) {
+                let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "start-to-close")
+                do throws(CommandError) {
+                    _ = try await execute(.timeOutStep(node: step.node, token: step.token), migration: migration.id, context: context, now: now)
+                    timedOut += 1
+                } catch {
+                    // Refused: the step reported (or its lease ended) since the timer looked; nothing to do.
+                    // A storage error stops the coordinator (fail-stop) and is answered to every later command.
+                }
+            }
+        }
+        return timedOut
+    }
+
+    /// The earliest instant at which a running step passes its `start_to_close`, in any migration.
+    public var nextStepTimeout: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextStepTimeout }.min() }
+
     /// The earliest end of a bake in any running migration.
     public var nextBakeEnd: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextBakeEnd }.min() }
 

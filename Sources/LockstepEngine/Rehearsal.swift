@@ -11,6 +11,9 @@ public struct Rehearsal: Sendable {
         /// Node → how many of its attempts fail (retryable) before it succeeds; more than its retry
         /// policy allows makes it fail for good.
         public var failures: [NodeID: UInt32] = [:]
+        /// Node → how many of its forward attempts hang: the simulated agent heartbeats and never
+        /// reports, so only the node's `start_to_close` ends them (callers check that it has one).
+        public var hangs: [NodeID: UInt32] = [:]
         /// Gates that an approver rejects.
         public var rejections: Set<NodeID> = []
         /// Node → how many of its rollback attempts fail (retryable).
@@ -79,6 +82,7 @@ public struct Rehearsal: Sendable {
         var commands = 0
         let commandsMax = max(1_000, plan.nodes.count * Self.commandsPerNodeMax)
         var failuresLeft = options.failures
+        var hangsLeft = options.hangs
         var rollbackFailuresLeft = options.rollbackFailures
         // Steps in flight: when each finishes, and how.
         var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool)] = []
@@ -120,6 +124,13 @@ public struct Rehearsal: Sendable {
             // Deadlines first: they fire at their instant, whatever else is due.
             if let deadline = migration.nextDeadline, deadline <= now {
                 _ = try await execute(.enforceDeadlines, as: .coordinator, .deadline)
+                continue
+            }
+            // A step running past its start_to_close fails (its simulated agent's report is then refused).
+            if migration.nextStepTimeout.map({ $0 <= now }) ?? false {
+                for step in migration.stepsPastStartToClose(at: now) {
+                    _ = try await execute(.timeOutStep(node: step.node, token: step.token), as: .coordinator, .coordinator)
+                }
                 continue
             }
             // A bake that just began gets its samples; one that has ended is judged.
@@ -184,6 +195,10 @@ public struct Rehearsal: Sendable {
                 guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: CoreLimits.leaseTTLMillisMax), as: agent, .agent) else { continue }
                 let token = (await state()).node(node)!.lastToken
                 let forward = migration.status != .aborting
+                if forward, let hangs = hangsLeft[node], hangs > 0 {
+                    hangsLeft[node] = hangs - 1
+                    continue  // never reports: its start_to_close ends it
+                }
                 let fails = forward ? (failuresLeft[node] ?? 0) > 0 : (rollbackFailuresLeft[node] ?? 0) > 0
                 if fails && forward { failuresLeft[node]! -= 1 }
                 if fails && !forward { rollbackFailuresLeft[node]! -= 1 }
@@ -192,7 +207,7 @@ public struct Rehearsal: Sendable {
             // Advance the clock to the next thing that happens.
             migration = await state()
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
-            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline, migration.nextBakeEnd].compactMap { $0 }.filter { $0 > now }
+            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline, migration.nextBakeEnd, migration.nextStepTimeout].compactMap { $0 }.filter { $0 > now }
             guard let next = nextTimes.min() else {
                 if (await state()).status.isSettled { break }
                 throw Failure.stuck((await state()).status)

@@ -42,6 +42,7 @@ extension Lockstep_V1_EventPayload {
                 $0.kind = Lockstep_V1_StepKind(failed.kind)
                 $0.retryAtMs = failed.retryAt?.millisecondsSinceEpoch ?? 0
                 $0.leaseExpired = failed.leaseExpired
+                $0.startToCloseExceeded = failed.startToCloseExceeded
             }
         case .stepProgress(let progress):
             stepProgress = .with {
@@ -173,7 +174,8 @@ extension MigrationEvent {
             self = .stepFailed(StepFailed(
                 node: NodeID(failed.nodeID), attempt: failed.attempt, token: FencingToken(failed.fencingToken),
                 reason: failed.reason, retryable: failed.retryable, kind: try StepKind(failed.kind),
-                retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs), leaseExpired: failed.leaseExpired))
+                retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs), leaseExpired: failed.leaseExpired,
+                startToCloseExceeded: failed.startToCloseExceeded))
         case .stepProgress(let progress):
             guard progress.percent <= 100 else { throw .invalidField("progress percent \(progress.percent)") }
             self = .stepProgress(StepProgress(node: NodeID(progress.nodeID), token: FencingToken(progress.fencingToken),

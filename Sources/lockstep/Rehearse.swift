@@ -17,6 +17,10 @@ struct Rehearse: AsyncParsableCommand {
     @Option(help: "Seed for step durations.") var seed: UInt64 = 1
     @Option(name: .customLong("fail"), help: "NODE[:N]: the first N attempts of NODE fail (default 1). Repeatable.")
     var failures: [String] = []
+    @Option(name: .customLong("hang"), help: ArgumentHelp(
+        "NODE[:N]: the first N attempts of NODE never end (default 1); the node's start_to_close times them out. Repeatable.",
+        discussion: "NODE must set timeouts.start_to_close: a rehearsal does not simulate lease expiry."))
+    var hangs: [String] = []
     @Option(name: .customLong("reject"), help: "GATE: an approver rejects the gate of node GATE. Repeatable.")
     var rejections: [String] = []
     @Option(name: .customLong("metric"), help: ArgumentHelp(
@@ -38,6 +42,16 @@ struct Rehearse: AsyncParsableCommand {
             guard plan.node(node) != nil else { throw ValidationError("--fail names \(node), which is not a node of \(plan.name)") }
             guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("--fail \(failure): the count must be a number") }
             options.failures[node] = count
+        }
+        for hang in hangs {
+            let parts = hang.split(separator: ":", maxSplits: 1)
+            let node = NodeID(String(parts.first ?? ""))
+            guard let spec = plan.node(node) else { throw ValidationError("--hang names \(node), which is not a node of \(plan.name)") }
+            guard spec.timeouts.startToCloseMillis != nil else {
+                throw ValidationError("--hang names \(node), which has no timeouts.start_to_close: nothing would end a hung step")
+            }
+            guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("--hang \(hang): the count must be a number") }
+            options.hangs[node] = count
         }
         for gate in rejections {
             guard plan.node(NodeID(gate))?.approval != nil else { throw ValidationError("--reject names \(gate), which has no approval gate") }

@@ -67,6 +67,29 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
         #expect(outcome.final.status == .rolledBack)
         #expect(outcome.final.statusReason == "node backfill-ledger's deadline passed at \(Rehearsal.epoch.adding(milliseconds: 60_000))")
     }
+
+    /// A hung step is ended by its start_to_close on the virtual clock, as on the server (issue 15).
+    @Test func hungAttemptsAreTimedOutByStartToCloseAndRetried() async throws {
+        var plan = ledger()
+        plan.nodes[2].timeouts = Timeouts(startToCloseMillis: 12 * 3_600_000)  // backfill-ledger: 3 attempts
+        var options = Rehearsal.Options()
+        options.hangs = [NodeID("backfill-ledger"): 2]
+        let outcome = try await Rehearsal(plan: plan.hashed(), options: options).run()
+        let timedOut = outcome.timeline.compactMap { entry -> (Int64, StepFailed)? in
+            if case .stepFailed(let failed) = entry.event, failed.startToCloseExceeded { return (entry.offsetMillis, failed) }
+            return nil
+        }
+        #expect(timedOut.map(\.1.attempt) == [1, 2])
+        #expect(outcome.final.status == .succeeded)
+        // Each ended exactly 12 h after its lease.
+        let leases = outcome.timeline.compactMap { entry -> Int64? in
+            if case .stepLeased(let leased) = entry.event, leased.node == NodeID("backfill-ledger") { return entry.offsetMillis }
+            return nil
+        }
+        #expect(zip(leases, timedOut).allSatisfy { $1.0 - $0 == 12 * 3_600_000 }, "\(leases) \(timedOut.map(\.0))")
+        options.hangs = [NodeID("backfill-ledger"): 3]
+        #expect(try await Rehearsal(plan: plan.hashed(), options: options).run().final.status == .rolledBack)
+    }
 }
 
 @Suite struct OrchestrationPropertyTests {

@@ -224,3 +224,38 @@ import Testing
         _ = try await setup.server.stop()
     }
 }
+
+/// `timeouts.start_to_close` against a real server and agent (issue 15: a handler that heartbeats
+/// forever never timed out): each attempt past 2 s fails with `start_to_close_exceeded`, the agent
+/// stops its handler (its lease is gone), the retry policy gives one more attempt, then the migration
+/// rolls back.
+@Suite(.serialized) struct StartToCloseEndToEndTests {
+    @Test func aHandlerThatNeverEndsIsTimedOutRetriedAndRolledBack() async throws {
+        let setup = try await ReferenceAgentTests().setUp(plan: """
+            name: agent-test
+            services:
+              svc: { owners: [team] }
+            nodes:
+              - id: work
+                service: svc
+                phase: backfill
+                action: hang
+                timeouts: { start_to_close: 2s, heartbeat: 1s }
+                retry: { max_attempts: 2, backoff: 1s }
+            """, handlers: ["hang": "exec > /dev/null 2>&1\ntrap 'echo x >> \"$out/terminated\"; exit 143' TERM\necho x >> \"$out/started\"\nsleep 60 & wait\n"])
+        let agent = try setup.agent(extra: ["--poll-wait-ms", "1000"])
+        defer { agent.kill(SIGKILL) }
+        try await eventually("the migration rolled back", seconds: 60) { try await !setup.events("migration_rolled_back").isEmpty }
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 2 && failed.allSatisfy { $0.contains(#""start_to_close_exceeded":true"#) }, "\(failed)")
+        #expect(failed.allSatisfy { $0.contains("start_to_close_exceeded: the step ran past its start_to_close of 2s") }, "\(failed)")
+        #expect(try await setup.events("step_completed").isEmpty)
+        try await eventually("the agent stopped both handlers", seconds: 20) {
+            setup.file("terminated")?.split(separator: "\n").count == 2
+        }
+        #expect(setup.file("started")?.split(separator: "\n").count == 2)
+        agent.kill(SIGTERM)
+        _ = try await agent.wait(seconds: 30)
+        _ = try await setup.server.stop()
+    }
+}

@@ -1069,6 +1069,9 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
   /// The coordinator ended the attempt because its lease was not renewed within its TTL.
   public var leaseExpired: Bool = false
 
+  /// The coordinator ended the attempt because it ran past its node's start_to_close.
+  public var startToCloseExceeded: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2869,7 +2872,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2885,6 +2888,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 6: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.retryAtMs) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.leaseExpired) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.startToCloseExceeded) }()
       default: break
       }
     }
@@ -2915,6 +2919,9 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.leaseExpired != false {
       try visitor.visitSingularBoolField(value: self.leaseExpired, fieldNumber: 8)
     }
+    if self.startToCloseExceeded != false {
+      try visitor.visitSingularBoolField(value: self.startToCloseExceeded, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2927,6 +2934,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.kind != rhs.kind {return false}
     if lhs.retryAtMs != rhs.retryAtMs {return false}
     if lhs.leaseExpired != rhs.leaseExpired {return false}
+    if lhs.startToCloseExceeded != rhs.startToCloseExceeded {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -31,7 +31,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         case 5: command = .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0)
         case 6: command = .heartbeat(node: node, token: token)
         case 7: command = .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p")
-        case 8: command = .expireLease(node: node, token: token)
+        case 8: command = op & 0x20 != 0 ? .timeOutStep(node: node, token: token) : .expireLease(node: node, token: token)
         case 9: command = .approve(node: node, approver: op & 0x20 != 0 ? "bob" : "alice", groups: ["orders-team", "ledger-team"], comment: "")
         case 10: command = .reject(node: node, approver: "carol", groups: ["ledger-team"], comment: "no")
         case 11: command = op & 0x20 != 0 ? .pause(reason: "p") : .resume
@@ -82,6 +82,7 @@ enum Plan {
                  retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 1_000, backoffMaxMillis: 4_000, backoffMultiplier: 2),
                  rollback: RollbackSpec(action: "undo")),
         NodeSpec(id: NodeID("backfill"), services: ["ledger"], phase: .backfill, action: "b", needs: [NodeID("expand")],
+                 timeouts: Timeouts(startToCloseMillis: 5_000), retry: RetryPolicy(maxAttempts: 2, backoffInitialMillis: 1_000),
                  rollback: RollbackSpec(action: "undo")),
         NodeSpec(id: NodeID("switch"), services: ["orders", "ledger"], phase: .live, action: "c", needs: [NodeID("backfill")],
                  approval: ApprovalGate(minimum: 1), deadlineMillis: 3_600_000),
