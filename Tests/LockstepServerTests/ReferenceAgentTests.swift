@@ -96,7 +96,11 @@ import Testing
         _ = try await setup.server.stop()
     }
 
-    static let oneStep = """
+    static let oneStep = oneStepPlan()
+
+    /// A plan of one node, `work`, on service `svc`.
+    static func oneStepPlan(action: String = "work", timeouts: String = "{ heartbeat: 1s }", attempts: Int = 3) -> String {
+        """
         name: agent-test
         services:
           svc: { owners: [team] }
@@ -104,10 +108,11 @@ import Testing
           - id: work
             service: svc
             phase: backfill
-            action: work
-            timeouts: { heartbeat: 1s }
-            retry: { max_attempts: 3, backoff: 1s }
+            action: \(action)
+            timeouts: \(timeouts)
+            retry: { max_attempts: \(attempts), backoff: 1s }
         """
+    }
 
     @Test func sigtermLetsTheRunningHandlerFinishAndReportsIt() async throws {
         let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "touch \"$out/started\"\nsleep 2\n"])
@@ -231,18 +236,8 @@ import Testing
 /// rolls back.
 @Suite(.serialized) struct StartToCloseEndToEndTests {
     @Test func aHandlerThatNeverEndsIsTimedOutRetriedAndRolledBack() async throws {
-        let setup = try await ReferenceAgentTests().setUp(plan: """
-            name: agent-test
-            services:
-              svc: { owners: [team] }
-            nodes:
-              - id: work
-                service: svc
-                phase: backfill
-                action: hang
-                timeouts: { start_to_close: 2s, heartbeat: 1s }
-                retry: { max_attempts: 2, backoff: 1s }
-            """, handlers: ["hang": "exec > /dev/null 2>&1\ntrap 'echo x >> \"$out/terminated\"; exit 143' TERM\necho x >> \"$out/started\"\nsleep 60 & wait\n"])
+        let plan = ReferenceAgentTests.oneStepPlan(action: "hang", timeouts: "{ start_to_close: 2s, heartbeat: 1s }", attempts: 2)
+        let setup = try await ReferenceAgentTests().setUp(plan: plan, handlers: ["hang": "exec > /dev/null 2>&1\ntrap 'echo x >> \"$out/terminated\"; exit 143' TERM\necho x >> \"$out/started\"\nsleep 60 & wait\n"])
         let agent = try setup.agent(extra: ["--poll-wait-ms", "1000"])
         defer { agent.kill(SIGKILL) }
         try await eventually("the migration rolled back", seconds: 60) { try await !setup.events("migration_rolled_back").isEmpty }
