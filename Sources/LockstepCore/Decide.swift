@@ -63,8 +63,20 @@ extension MigrationState {
             }
         case .expireLease(let node, let token):
             return state.decideReport(node: node, token: token) { nodeState, lease in
-                state.failure(of: node, nodeState: nodeState, lease: lease, reason: "lease expired: no heartbeat within its TTL",
-                              retryable: true, now: now, leaseExpired: true)
+                // Losing an agent (a killed or partitioned process) is not a failure of the step: up to
+                // `agentsLostMax` times the attempt is not counted and the step is offered again at once.
+                guard nodeState.agentsLost >= CoreLimits.agentsLostMax else {
+                    let lost = nodeState.agentsLost + 1
+                    return [.stepFailed(StepFailed(
+                        node: node, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, token: lease.token,
+                        reason: "lease expired: no heartbeat within its TTL; agent \(lease.agent) taken as lost (\(lost) of \(CoreLimits.agentsLostMax) "
+                            + "not counted against the retry policy)",
+                        retryable: true, kind: lease.kind, retryAt: now, leaseExpired: true, agentLost: true))]
+                }
+                return state.failure(of: node, nodeState: nodeState, lease: lease,
+                                     reason: "lease expired: no heartbeat within its TTL (the node already lost \(CoreLimits.agentsLostMax) agents; "
+                                         + "this expiry counts as a failed attempt)",
+                                     retryable: true, now: now, leaseExpired: true)
             }
         case .timeOutStep(let node, let token):
             guard let limit = state.plan.node(node)?.timeouts.startToCloseMillis, let lease = state.node(node)?.lease, lease.token == token,

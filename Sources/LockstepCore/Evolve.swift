@@ -99,6 +99,14 @@ extension MigrationState {
                 node.progress = nil
                 node.lastFailure = failed.reason
                 node.retryAt = failed.retryAt
+                if failed.agentLost {
+                    // Not counted: the next lease repeats this attempt's number.
+                    node.agentsLost = node.agentsLost &+ 1
+                    switch failed.kind {
+                    case .forward: node.attempts = node.attempts > 0 ? node.attempts - 1 : 0
+                    case .rollback: node.rollbackAttempts = node.rollbackAttempts > 0 ? node.rollbackAttempts - 1 : 0
+                    }
+                }
                 switch failed.kind {
                 // A retry makes the node pending again; otherwise it failed for good.
                 case .forward: node.status = failed.retryAt != nil ? .pending : .failed
@@ -128,6 +136,7 @@ extension MigrationState {
                 updateNode(id) { node in
                     node.status = .pending
                     node.attempts = 0
+                    node.agentsLost = 0
                     node.retryAt = nil
                 }
             }

@@ -101,6 +101,10 @@ public enum CoreLimits {
     public static let durationMillisMax: Int64 = 30 * 86_400_000
     /// Fewest attempts a rollback step gets, whatever the node's retry policy says.
     public static let rollbackAttemptsMin: UInt32 = 3
+    /// Leases of one node that may expire (its agent lost: killed, partitioned, frozen) without the
+    /// attempt counting against the node's retry policy; later expiries count as failed attempts.
+    /// A resume that re-arms the node starts the count again.
+    public static let agentsLostMax: UInt32 = 3
     /// Most versions kept per plan name.
     public static let planVersionsMax = 10_000
     /// Longest plan description, in UTF-8 bytes.

@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 4
+    public static let canonicalFormat: UInt8 = 5
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -125,6 +125,7 @@ extension CanonicalWriter {
         string(n.status.rawValue)
         u32(n.attempts)
         u32(n.rollbackAttempts)
+        u32(n.agentsLost)
         u64(n.lastToken.rawValue)
         optional(n.lease) { w, lease in
             w.u64(lease.token.rawValue)
@@ -259,6 +260,7 @@ extension CanonicalReader {
         let status = try enumeration(NodeStatus.self)
         let attempts = try u32()
         let rollbackAttempts = try u32()
+        let agentsLost = try u32()
         let lastToken = FencingToken(try u64())
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
@@ -289,7 +291,7 @@ extension CanonicalReader {
         let exposure = ExposureProgress(reached: reached, bakeUntil: bakeUntil, samples: samples, awaitingDecision: try bool())
         return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
                          lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
-                         serviceLeases: serviceLeases, exposure: exposure)
+                         serviceLeases: serviceLeases, exposure: exposure, agentsLost: agentsLost)
     }
 
     mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {

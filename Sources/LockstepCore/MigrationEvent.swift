@@ -127,8 +127,11 @@ public struct StepFailed: Hashable, Sendable {
     public var leaseExpired: Bool
     /// The coordinator ended the attempt because it ran past its node's `start_to_close`.
     public var startToCloseExceeded: Bool
+    /// The lease expired and the node's lost-agent budget had room: the attempt is not counted against
+    /// the retry policy (the next lease repeats its number) and the step is offered again at once.
+    public var agentLost: Bool
     public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward,
-                retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false) {
+                retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false, agentLost: Bool = false) {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -138,6 +141,7 @@ public struct StepFailed: Hashable, Sendable {
         self.retryAt = retryAt
         self.leaseExpired = leaseExpired
         self.startToCloseExceeded = startToCloseExceeded
+        self.agentLost = agentLost
     }
 }
 

@@ -104,6 +104,8 @@ public struct NodeState: Hashable, Sendable {
     public var rejection: GateDecision?
     /// The latest progress report of the live step.
     public var progress: StepProgress?
+    /// Leases that expired without their attempt being counted (lost agents; `CoreLimits.agentsLostMax`).
+    public var agentsLost: UInt32
     /// The node's claim on its services' transition leases.
     public var serviceLeases: ServiceLeaseStatus
     /// An exposure node's stages and bake.
@@ -112,8 +114,9 @@ public struct NodeState: Hashable, Sendable {
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
                 retryAt: Instant? = nil, approvals: [GateDecision] = [], rejection: GateDecision? = nil, progress: StepProgress? = nil,
-                serviceLeases: ServiceLeaseStatus = .none, exposure: ExposureProgress = ExposureProgress()) {
+                serviceLeases: ServiceLeaseStatus = .none, exposure: ExposureProgress = ExposureProgress(), agentsLost: UInt32 = 0) {
         self.id = id
+        self.agentsLost = agentsLost
         self.status = status
         self.attempts = attempts
         self.rollbackAttempts = rollbackAttempts

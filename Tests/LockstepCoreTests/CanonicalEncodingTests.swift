@@ -6,9 +6,11 @@ import Testing
         var log = LogState()
         log.evolve(migration: migrationID, sequence: 1, started)
         log.evolve(migration: migrationID, sequence: 2, leased("expand", token: 1))
+        log.evolve(migration: migrationID, sequence: 3, StepLeaseTests.lost("expand", token: 1, count: 1, at: 2))  // agentsLost 1
+        log.evolve(migration: migrationID, sequence: 4, leased("expand", token: 2, at: 3))
         let other = MigrationID("a-first")
-        log.evolve(migration: other, sequence: 3, .migrationStarted(MigrationStarted(migration: other, plan: plan, startedAt: t(2))))
-        log.evolve(migration: other, sequence: 4, .migrationPaused(reason: "wait"))
+        log.evolve(migration: other, sequence: 5, .migrationStarted(MigrationStarted(migration: other, plan: plan, startedAt: t(2))))
+        log.evolve(migration: other, sequence: 6, .migrationPaused(reason: "wait"))
         return log
     }
 
@@ -20,8 +22,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 2, last sequence 0, zero migrations, zero plans.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 5, last sequence 0, zero migrations, zero plans.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {

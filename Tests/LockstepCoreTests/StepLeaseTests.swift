@@ -46,18 +46,24 @@ import Testing
             == .rejected(.staleFencingToken(NodeID("expand"), current: FencingToken(1), presented: FencingToken(9))))
     }
 
-    @Test func anExpiredLeaseIsAFailedAttemptAndTheStepIsOfferedAgainWithANewToken() {
+    static func lost(_ node: String, attempt: UInt32 = 1, token: UInt64, agent: String = "agent-1", count: Int, at seconds: Int64) -> MigrationEvent {
+        .stepFailed(StepFailed(
+            node: NodeID(node), attempt: attempt, token: FencingToken(token),
+            reason: "lease expired: no heartbeat within its TTL; agent \(agent) taken as lost (\(count) of 3 not counted against the retry policy)",
+            retryable: true, retryAt: t(seconds), leaseExpired: true, agentLost: true))
+    }
+
+    @Test func anExpiredLeaseIsALostAgentTheAttemptIsNotCountedAndTheStepIsOfferedAgainWithANewToken() {
         let upToBackfill = [gatedStart] + ran(["expand"]) + [leased("backfill", token: 1)]
-        let expiry = MigrationEvent.stepFailed(StepFailed(
-            node: NodeID("backfill"), attempt: 1, token: FencingToken(1), reason: "lease expired: no heartbeat within its TTL",
-            retryable: true, retryAt: t(40), leaseExpired: true))
+        let expiry = Self.lost("backfill", token: 1, count: 1, at: 40)
         #expect(decide(upToBackfill, .expireLease(node: NodeID("backfill"), token: FencingToken(1)), at: 40) == .accepted([expiry]))
         let expired = upToBackfill + [expiry]
-        // The late holder is refused before and after the new grant.
+        #expect(MigrationState.given(expired)?.node(NodeID("backfill"))?.agentsLost == 1)
+        // The late holder is refused before and after the new grant, which repeats attempt 1 under token 2.
         #expect(decide(expired, .completeStep(node: NodeID("backfill"), token: FencingToken(1))) == .rejected(.noActiveLease(NodeID("backfill"))))
         #expect(decide(expired, .leaseStep(node: NodeID("backfill"), agent: "agent-2", ttlMillis: 30_000), at: 41)
-            == .accepted([leased("backfill", attempt: 2, token: 2, at: 41, agent: "agent-2")]))
-        let retaken = expired + [leased("backfill", attempt: 2, token: 2, at: 41, agent: "agent-2")]
+            == .accepted([leased("backfill", attempt: 1, token: 2, at: 41, agent: "agent-2")]))
+        let retaken = expired + [leased("backfill", attempt: 1, token: 2, at: 41, agent: "agent-2")]
         #expect(decide(retaken, .completeStep(node: NodeID("backfill"), token: FencingToken(1)))
             == .rejected(.staleFencingToken(NodeID("backfill"), current: FencingToken(2), presented: FencingToken(1))))
         // An expiry naming an old token changes nothing.
@@ -65,12 +71,23 @@ import Testing
             == .rejected(.staleFencingToken(NodeID("backfill"), current: FencingToken(2), presented: FencingToken(1))))
     }
 
-    @Test func anExpiryWithNoAttemptsLeftAbortsIntoRollback() {
-        let events = running
-        #expect(decide(events, .expireLease(node: NodeID("expand"), token: FencingToken(1)), at: 50) == .accepted([
-            .stepFailed(StepFailed(node: NodeID("expand"), attempt: 1, token: FencingToken(1), reason: "lease expired: no heartbeat within its TTL",
+    /// Issue 15: under the default policy of one attempt, a killed agent process rolled the whole
+    /// migration back. Three lost agents are not counted; the fourth expiry is a failed attempt.
+    @Test func aSingleAttemptNodeSurvivesThreeLostAgentsAndTheFourthExpiryCountsAsItsFailure() {
+        var events = running  // expand: one attempt (the default policy)
+        for lost in 1...3 {
+            let token = UInt64(lost)
+            #expect(decide(events, .expireLease(node: NodeID("expand"), token: FencingToken(token)), at: Int64(10 * lost))
+                == .accepted([Self.lost("expand", token: token, count: lost, at: 10 * Int64(lost))]))
+            events += [Self.lost("expand", token: token, count: lost, at: 10 * Int64(lost)),
+                       leased("expand", attempt: 1, token: token + 1, at: 10 * Int64(lost) + 1)]
+            #expect(MigrationState.given(events)?.status == .running)
+        }
+        #expect(decide(events, .expireLease(node: NodeID("expand"), token: FencingToken(4)), at: 50) == .accepted([
+            .stepFailed(StepFailed(node: NodeID("expand"), attempt: 1, token: FencingToken(4),
+                                   reason: "lease expired: no heartbeat within its TTL (the node already lost 3 agents; this expiry counts as a failed attempt)",
                                    retryable: true, leaseExpired: true)),
-            .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: lease expired: no heartbeat within its TTL",
+            .migrationAborted(AbortReport(reason: "node expand failed after 1 attempt: lease expired: no heartbeat within its TTL (the node already lost 3 agents; this expiry counts as a failed attempt)",
                                           skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
                                           failed: [NodeID("expand")], trigger: .retriesExhausted)),
             .migrationRolledBack,

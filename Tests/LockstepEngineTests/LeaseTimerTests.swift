@@ -34,7 +34,8 @@ final class ManualMonotonicClock: Sendable {
         #expect(expired.map(\.1) == [NodeID("step-0")])
         let node = try #require(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0")))
         #expect(node.status == .pending)
-        #expect(node.lastFailure == "lease expired: no heartbeat within its TTL")
+        #expect(node.lastFailure == "lease expired: no heartbeat within its TTL; agent agent-1 taken as lost (1 of 3 not counted against the retry policy)")
+        #expect(node.attempts == 0 && node.agentsLost == 1)
     }
 
     @Test func aSecondAgentTakesOverWithAHigherTokenAndTheFirstIsRefused() async throws {

@@ -30,14 +30,14 @@ import Testing
             approvals: { minimum: 1 }
         """
 
-    /// The first attempt of copy-rows hangs (until killed); later attempts report progress and finish.
-    /// Each run of copy-rows leaves `ran-ATTEMPT` holding its pid and its stdin (the params).
+    /// The first lease of copy-rows (token 1) hangs (until killed); later ones report progress and finish.
+    /// Each run of copy-rows leaves `ran-TOKEN` holding its pid, its attempt and its stdin (the params).
     static let handler = """
         #!/bin/sh
         params=$(cat)
         if [ "$LOCKSTEP_ACTION" = copy-rows ]; then
-          echo "$$ $params" > "$(dirname "$0")/../ran-$LOCKSTEP_ATTEMPT"
-          if [ "$LOCKSTEP_ATTEMPT" = 1 ]; then sleep 60; fi
+          echo "$$ attempt=$LOCKSTEP_ATTEMPT $params" > "$(dirname "$0")/../ran-$LOCKSTEP_FENCING_TOKEN"
+          if [ "$LOCKSTEP_FENCING_TOKEN" = 1 ]; then sleep 60; fi
         fi
         echo "progress: 50 copying shard 2"
         sleep 1.2
@@ -101,7 +101,8 @@ import Testing
         _ = try await doomed.wait(seconds: 10)
         if let orphan = Int32((try String(contentsOfFile: world.directory + "/ran-1", encoding: .utf8)).split(separator: " ")[0]) { kill(orphan, SIGKILL) }
 
-        // Another agent takes the retry once the lease has expired (TTL 1 s, then a 1 s backoff).
+        // Another agent takes the step once the lease has expired (TTL 1 s): the agent was lost, so the
+        // attempt is not counted (issue 15): it is attempt 1 again, under token 2.
         let rescuer = try world.agent("ledger", id: "ledger-2")
         let orders = try world.agent("orders", id: "orders-1")
         let watch = try ChildProcess(try lockstepBinary(), ["migration", "watch", "m1", "--plain"], environment: world.environment("alice"))
@@ -110,6 +111,7 @@ import Testing
         }
         let ran2 = try String(contentsOfFile: world.directory + "/ran-2", encoding: .utf8)
         #expect(ran2.contains(#"{"table":"ledger_entries"}"#), "the handler got the params on stdin: \(ran2)")
+        #expect(ran2.contains("attempt=1 "), "a lost agent's attempt is not counted: \(ran2)")
 
         // alice started it, so she may not approve; bob may.
         let selfApproval = try await world.lockstep(["migration", "approve", "m1", "switch"], as: "alice")
@@ -120,8 +122,8 @@ import Testing
         // The watch ends by itself when the migration settles, with status 0 for success.
         let watched = try await watch.wait(seconds: 60)
         #expect(watched.status == 0, "\(watched)")
-        for line in ["step_leased               backfill: attempt 1 leased to ledger-1", "backfill: attempt 1 lease expired",
-                     "backfill: attempt 2 leased to ledger-2", "backfill: 50% copying shard 2", "switch: approved by bob (dashboards green)",
+        for line in ["step_leased               backfill: attempt 1 leased to ledger-1", "backfill: attempt 1 agent lost",
+                     "backfill: attempt 1 leased to ledger-2, token 2", "backfill: 50% copying shard 2", "switch: approved by bob (dashboards green)",
                      "migration_succeeded"] {
             #expect(watched.stdout.contains(line), "watch output lacks \(line): \(watched.stdout)")
         }

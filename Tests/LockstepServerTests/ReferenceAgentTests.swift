@@ -254,3 +254,29 @@ import Testing
         _ = try await setup.server.stop()
     }
 }
+
+/// Issue 15: under the default policy of one attempt, a killed agent process rolled the whole migration
+/// back. Now a lost agent's attempt is not counted: the next agent runs the step and it succeeds.
+@Suite(.serialized) struct LostAgentEndToEndTests {
+    @Test func aKilledAgentUnderTheDefaultPolicyDoesNotRollTheMigrationBack() async throws {
+        let plan = ReferenceAgentTests.oneStepPlan(attempts: 1)
+        let setup = try await ReferenceAgentTests().setUp(plan: plan, handlers: [
+            "work": "echo $$ >> \"$out/started-$LOCKSTEP_FENCING_TOKEN\"\nif [ \"$LOCKSTEP_FENCING_TOKEN\" = 1 ]; then exec sleep 60; fi\n",
+        ])
+        let doomed = try setup.agent()
+        try await eventually("the first agent's handler started") { setup.file("started-1") != nil }
+        doomed.kill(SIGKILL)
+        _ = try await doomed.wait(seconds: 10)
+        if let orphan = setup.file("started-1").flatMap({ Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) { kill(orphan, SIGKILL) }
+        let rescuer = try setup.agent(steps: 1)
+        let rescued = try await rescuer.wait(seconds: 60)
+        #expect(rescued.status == 0, "\(rescued)")
+        try await eventually("the migration succeeded", seconds: 30) { try await !setup.events("migration_succeeded").isEmpty }
+        let failed = try await setup.events("step_failed")
+        #expect(failed.count == 1 && failed[0].contains(#""lease_expired":true"#) && failed[0].contains(#""agent_lost":true"#), "\(failed)")
+        #expect(try await setup.events("migration_aborted").isEmpty)
+        let leased = try await setup.events("step_leased")
+        #expect(leased.count == 2 && leased.allSatisfy { $0.contains(#""attempt":1"#) }, "the attempt is repeated, not counted: \(leased)")
+        _ = try await setup.server.stop()
+    }
+}

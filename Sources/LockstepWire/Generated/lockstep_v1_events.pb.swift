@@ -1072,6 +1072,10 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
   /// The coordinator ended the attempt because it ran past its node's start_to_close.
   public var startToCloseExceeded: Bool = false
 
+  /// The lease expired and the node's lost-agent budget had room: the attempt is not counted against
+  /// the retry policy (the next lease repeats its number); the step is offered again at once.
+  public var agentLost: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2872,7 +2876,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0\u{3}agent_lost\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2889,6 +2893,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.retryAtMs) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.leaseExpired) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.startToCloseExceeded) }()
+      case 10: try { try decoder.decodeSingularBoolField(value: &self.agentLost) }()
       default: break
       }
     }
@@ -2922,6 +2927,9 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.startToCloseExceeded != false {
       try visitor.visitSingularBoolField(value: self.startToCloseExceeded, fieldNumber: 9)
     }
+    if self.agentLost != false {
+      try visitor.visitSingularBoolField(value: self.agentLost, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2935,6 +2943,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.retryAtMs != rhs.retryAtMs {return false}
     if lhs.leaseExpired != rhs.leaseExpired {return false}
     if lhs.startToCloseExceeded != rhs.startToCloseExceeded {return false}
+    if lhs.agentLost != rhs.agentLost {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
