@@ -86,6 +86,12 @@ extension MigrationState {
             return state.decideReport(node: node, token: token) { nodeState, lease in
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: true, now: now, startToCloseExceeded: true)
             }
+        case .scheduleToStartExceeded(let node):
+            guard let spec = state.plan.node(node), let limit = spec.timeouts.scheduleToStartMillis, state.isWaitingForAgent(node, at: now) else {
+                return .rejected(.notWaitingForAgent(node))
+            }
+            return .accepted([.migrationPaused(reason: "schedule_to_start_exceeded: node \(node) was ready for \(Self.durationText(limit)) "
+                + "(its schedule_to_start) and no agent of \(spec.services[0]) took its step; start one, then resume")])
         case .approve(let node, let approver, let groups, let comment):
             return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: true)
         case .reject(let node, let approver, let groups, let comment):

@@ -21,6 +21,9 @@ public enum MigrationCommand: Hashable, Sendable {
     /// The coordinator's timer: the step under `token` has run past its node's `start_to_close` at `now`
     /// (measured from the lease's recorded grant time). Refused when it has not.
     case timeOutStep(node: NodeID, token: FencingToken)
+    /// The coordinator's timer: `node`'s step has waited for an agent (ready, holding its services) for
+    /// its whole `schedule_to_start`, measured by the engine on its monotonic clock. Pauses the migration.
+    case scheduleToStartExceeded(node: NodeID)
     /// `approver`, a member of `groups`, approves `node`'s gate.
     case approve(node: NodeID, approver: String, groups: [String], comment: String)
     /// `approver`, a member of `groups`, rejects `node`'s gate; one rejection blocks the node.

@@ -194,6 +194,12 @@ public struct MigrationState: Hashable, Sendable {
         node(id)?.status == .pending && needsSatisfied(id) && gateSatisfied(id)
     }
 
+    /// Waiting for an agent to take its step: the migration runs, the node is ready at `now` and holds its
+    /// services (what `timeouts.schedule_to_start` measures).
+    public func isWaitingForAgent(_ id: NodeID, at now: Instant) -> Bool {
+        status == .running && isReady(id, at: now) && (node(id)?.serviceLeases.isHeld ?? false)
+    }
+
     /// Ready, and past any retry backoff at `now`.
     public func isReady(_ id: NodeID, at now: Instant) -> Bool {
         isReady(id) && (node(id)?.retryAt.map { $0 <= now } ?? true)

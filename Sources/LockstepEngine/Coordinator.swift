@@ -92,6 +92,10 @@ public actor Coordinator {
     private var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
+    /// The schedule_to_start timer: for each node of a plan that sets one and is waiting for an agent,
+    /// since when (monotonic nanoseconds) the timer has seen it waiting. Not persisted: after a restart
+    /// every waiting node gets its whole schedule_to_start again (as live leases get a fresh TTL).
+    private var waitingSince: [MigrationID: [NodeID: UInt64]] = [:]
 
     struct LeaseKey: Hashable {
         var migration: MigrationID
@@ -527,6 +531,44 @@ public actor Coordinator {
             }
         }
         return timedOut
+    }
+
+    /// The timer's work for `timeouts.schedule_to_start`: notes, on the monotonic clock, when each node
+    /// that sets one starts waiting for an agent (running, ready at `now`, holding its services), forgets
+    /// it when it stops waiting (leased, paused, released), and pauses the migration of a node that has
+    /// waited its whole schedule_to_start (`schedule_to_start_exceeded`, as the coordinator): no agent of
+    /// its service is taking steps, and a person should look. Returns the migrations paused, in id order.
+    @discardableResult
+    public func pauseStepsNobodyTook(now: Instant) async -> [MigrationID] {
+        let clock = monotonic()
+        var due: [(MigrationID, NodeID)] = []
+        var tracked: [MigrationID: [NodeID: UInt64]] = [:]
+        for migration in state.unsettledInOrder where migration.plan.nodes.contains(where: { $0.timeouts.scheduleToStartMillis != nil }) {
+            for spec in migration.plan.nodes {
+                guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
+                let since = waitingSince[migration.id]?[spec.id] ?? clock
+                tracked[migration.id, default: [:]][spec.id] = since
+                if clock &- since >= UInt64(max(0, limit)) &* 1_000_000 { due.append((migration.id, spec.id)) }
+            }
+        }
+        waitingSince = tracked
+        var paused: [MigrationID] = []
+        for (id, node) in due where !paused.contains(id) {
+            let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "schedule-to-start")
+            do throws(CommandError) {
+                _ = try await execute(.scheduleToStartExceeded(node: node), migration: id, context: context, now: now)
+                paused.append(id)
+                waitingSince[id] = nil
+            } catch {
+                // Refused: an agent took the step (or the migration moved on) since the timer looked.
+            }
+        }
+        return paused
+    }
+
+    /// Whether any unsettled migration's plan sets a schedule_to_start (the timer runs its check only then).
+    public var tracksScheduleToStart: Bool {
+        state.unsettled.contains { state.migrations[$0]?.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil } ?? false }
     }
 
     /// The earliest instant at which a running step passes its `start_to_close`, in any migration.

@@ -311,7 +311,7 @@ public enum LockstepServer {
     }
 
     /// The coordinator's timers: lease expiry, deadlines, the ends of bakes, steps past their start_to_close,
-    /// a grant pass when one is owed, and the gauges.
+    /// steps no agent took within their schedule_to_start, a grant pass when one is owed, and the gauges.
     static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, gauges: @Sendable () async -> Void,
                           expired: @Sendable (Int) -> Void) async {
         while !Task.isCancelled {
@@ -322,6 +322,7 @@ public enum LockstepServer {
             if let deadline = await coordinator.nextDeadline, deadline <= now { await coordinator.enforceDeadlines(now: now) }
             if let bakeEnd = await coordinator.nextBakeEnd, bakeEnd <= now { await coordinator.evaluateDueBakes(now: now) }
             if let timeout = await coordinator.nextStepTimeout, timeout <= now { await coordinator.timeOutDueSteps(now: now) }
+            if await coordinator.tracksScheduleToStart { await coordinator.pauseStepsNobodyTook(now: now) }
             if await coordinator.grantPassIsOwed { await coordinator.grantServiceLeases(now: now) }
             try? await Task.sleep(for: .milliseconds(tickMillis))
         }

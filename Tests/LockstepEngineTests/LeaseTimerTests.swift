@@ -96,3 +96,53 @@ final class ManualMonotonicClock: Sendable {
         #expect(await restarted.expireDueLeases(now: t(10_000)).count == 1)
     }
 }
+
+/// `timeouts.schedule_to_start` (issue 15: parsed, linted and documented, and nothing enforced it): a
+/// step that waits for an agent (ready, holding its services) for its whole schedule_to_start, on the
+/// monotonic clock, pauses its migration with `schedule_to_start_exceeded`.
+@Suite struct ScheduleToStartTests {
+    func started(clock: ManualMonotonicClock) async throws -> Coordinator {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), monotonic: clock.clock)
+        var plan = ExamplePlans.chain(length: 2)
+        plan.nodes[0].timeouts = Timeouts(scheduleToStartMillis: 60_000)
+        _ = try await coordinator.start(MigrationID("m"), plan: plan.hashed(), context: user, now: t(0))
+        return coordinator
+    }
+
+    @Test func aStepNoAgentTakesPausesItsMigrationAfterItsScheduleToStart() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await started(clock: clock)
+        #expect(await coordinator.tracksScheduleToStart)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(0)).isEmpty)  // starts waiting now
+        clock.advance(millis: 59_999)
+        // (The wall clock is not what it measures: a jump of a day changes nothing.)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(86_400)).isEmpty)
+        clock.advance(millis: 1)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(60)) == [MigrationID("m")])
+        let paused = try #require(await coordinator.migration(MigrationID("m")))
+        #expect(paused.status == .paused)
+        #expect(paused.statusReason == "schedule_to_start_exceeded: node step-0 was ready for 1m (its schedule_to_start) and no agent of "
+            + "\(ExamplePlans.chain(length: 2).nodes[0].services[0]) took its step; start one, then resume")
+        // Resumed, it waits its whole schedule_to_start again.
+        _ = try await coordinator.execute(.resume, migration: MigrationID("m"), context: user, now: t(61))
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(61)).isEmpty)
+        clock.advance(millis: 59_000)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(120)).isEmpty)
+    }
+
+    @Test func aStepTakenInTimeIsNotPausedAndTheTimerForgetsIt() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await started(clock: clock)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(0)).isEmpty)
+        clock.advance(millis: 30_000)
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-1", ttlMillis: 300_000), migration: MigrationID("m"),
+                                          context: agent, now: t(30))
+        clock.advance(millis: 60_000)
+        #expect(await coordinator.pauseStepsNobodyTook(now: t(90)).isEmpty)
+        #expect(await coordinator.migration(MigrationID("m"))?.status == .running)
+        // The command checks the state itself: a node that is not waiting is refused.
+        await #expect(throws: CommandError.rejected(.notWaitingForAgent(NodeID("step-0")))) {
+            try await coordinator.execute(.scheduleToStartExceeded(node: NodeID("step-0")), migration: MigrationID("m"), context: user, now: t(90))
+        }
+    }
+}

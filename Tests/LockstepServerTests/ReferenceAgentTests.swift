@@ -280,3 +280,22 @@ import Testing
         _ = try await setup.server.stop()
     }
 }
+
+/// The server's timer enforces `timeouts.schedule_to_start` (issue 15): with no agent running, the
+/// migration pauses and says why; once an agent runs and an operator resumes, the step is taken.
+@Suite(.serialized) struct ScheduleToStartEndToEndTests {
+    @Test func withNoAgentTheMigrationPausesAndSaysWhy() async throws {
+        let plan = ReferenceAgentTests.oneStepPlan(timeouts: "{ schedule_to_start: 2s, heartbeat: 1s }")
+        let setup = try await ReferenceAgentTests().setUp(plan: plan, handlers: ["work": "exit 0\n"])
+        try await eventually("the migration paused", seconds: 30) { try await !setup.events("migration_paused").isEmpty }
+        let paused = try await setup.events("migration_paused")
+        #expect(paused.count == 1 && paused[0].contains("schedule_to_start_exceeded: node work was ready for 2s"), "\(paused)")
+        #expect(paused[0].contains(#""kind":"coordinator""#), "recorded as the coordinator: \(paused)")
+        let agent = try setup.agent(steps: 1)
+        #expect(try await setup.server.post("/v1/migrations/resume", #"{"migration_id": "m1"}"#).hasSuffix("\n200"))
+        let ran = try await agent.wait(seconds: 60)
+        #expect(ran.status == 0, "\(ran)")
+        try await eventually("the migration succeeded", seconds: 30) { try await !setup.events("migration_succeeded").isEmpty }
+        _ = try await setup.server.stop()
+    }
+}

@@ -36,7 +36,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         case 10: command = .reject(node: node, approver: "carol", groups: ["ledger-team"], comment: "no")
         case 11: command = op & 0x20 != 0 ? .pause(reason: "p") : .resume
         case 12: command = .abort(reason: "stop")
-        case 13: command = .enforceDeadlines
+        case 13: command = op & 0x20 != 0 ? .scheduleToStartExceeded(node: node) : .enforceDeadlines
         case 14: command = .grantServiceLeases(node: node, through: sequence)
         default: command = .releaseServiceLeases(node: node, reason: "force")
         }
@@ -79,6 +79,7 @@ struct Input {
 enum Plan {
     static let nodes: [NodeSpec] = [
         NodeSpec(id: NodeID("expand"), services: ["orders"], phase: .expand, action: "a",
+                 timeouts: Timeouts(scheduleToStartMillis: 60_000),
                  retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 1_000, backoffMaxMillis: 4_000, backoffMultiplier: 2),
                  rollback: RollbackSpec(action: "undo")),
         NodeSpec(id: NodeID("backfill"), services: ["ledger"], phase: .backfill, action: "b", needs: [NodeID("expand")],
