@@ -35,30 +35,30 @@ extension MigrationState {
         switch command {
         case .start:
             return .rejected(.migrationAlreadyExists(state.id))
-        case .leaseStep(let node, let agent, let ttlMillis):
+        case .leaseStep(let node, let agent, let ttlMillis, let holder):
             if let problem = validateIdentifier(agent, what: "agent id") { return .rejected(.invalidArgument(problem)) }
             guard (CoreLimits.leaseTTLMillisMin...CoreLimits.leaseTTLMillisMax).contains(ttlMillis) else {
                 return .rejected(.invalidArgument(
                     "lease TTL \(ttlMillis) ms is outside \(CoreLimits.leaseTTLMillisMin)...\(CoreLimits.leaseTTLMillisMax) ms"))
             }
             return state.status == .aborting
-                ? state.decideRollbackLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
-                : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, now: now)
-        case .completeStep(let node, let token):
-            return state.decideReport(node: node, token: token) { nodeState, lease in
+                ? state.decideRollbackLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
+                : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
+        case .completeStep(let node, let token, let by):
+            return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
                 state.completion(of: node, lease: lease, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, now: now)
             }
-        case .failStep(let node, let token, let reason, let retryable):
+        case .failStep(let node, let token, let reason, let retryable, let by):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
-            return state.decideReport(node: node, token: token) { nodeState, lease in
+            return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
-        case .heartbeat(let node, let token):
-            return state.decideReport(node: node, token: token) { _, _ in [] }
-        case .reportProgress(let node, let token, let percent, let message):
+        case .heartbeat(let node, let token, let by):
+            return state.decideReport(node: node, token: token, by: by) { _, _ in [] }
+        case .reportProgress(let node, let token, let percent, let message, let by):
             guard percent <= 100 else { return .rejected(.invalidArgument("progress is \(percent)%; it must be 0...100")) }
             if let problem = validateReason(message) { return .rejected(.invalidArgument(problem)) }
-            return state.decideReport(node: node, token: token) { _, _ in
+            return state.decideReport(node: node, token: token, by: by) { _, _ in
                 [.stepProgress(StepProgress(node: node, token: token, percent: percent, message: message))]
             }
         case .expireLease(let node, let token):
@@ -143,7 +143,7 @@ extension MigrationState {
 
     // MARK: - Steps
 
-    private func decideLease(node: NodeID, agent: String, ttlMillis: Int64, now: Instant) -> Decision {
+    private func decideLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, now: Instant) -> Decision {
         guard status == .running else { return .rejected(.migrationNotRunning(id, status: status)) }
         guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
         guard nodeState.status == .pending, needsSatisfied(node) else {
@@ -159,10 +159,10 @@ extension MigrationState {
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
-            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward))])
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward, holder: holder))])
     }
 
-    private func decideRollbackLease(node: NodeID, agent: String, ttlMillis: Int64, now: Instant) -> Decision {
+    private func decideRollbackLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, now: Instant) -> Decision {
         guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
         guard rollbackQueue.first == node, nodeState.lease == nil else {
             return .rejected(.noRollbackDue(node, next: rollbackQueue.first == node ? nil : rollbackQueue.first))
@@ -172,16 +172,21 @@ extension MigrationState {
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
-            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback))])
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback, holder: holder))])
     }
 
-    /// Checks that a report comes from the live lease holder, then lets `events` say what it means.
-    private func decideReport(node: NodeID, token: FencingToken, events: (NodeState, StepLease) -> [MigrationEvent]) -> Decision {
+    /// Checks that a report comes from the live lease holder (its token, and its principal when the lease
+    /// names one and the report says who sent it), then lets `events` say what it means.
+    private func decideReport(node: NodeID, token: FencingToken, by reporter: String = "",
+                              events: (NodeState, StepLease) -> [MigrationEvent]) -> Decision {
         guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
         guard token == nodeState.lastToken else {
             return .rejected(.staleFencingToken(node, current: nodeState.lastToken, presented: token))
         }
         guard let lease = nodeState.lease else { return .rejected(.noActiveLease(node)) }
+        if !lease.holder.isEmpty, !reporter.isEmpty, reporter != lease.holder {
+            return .rejected(.notLeaseHolder(node, holder: lease.holder, reporter: reporter))
+        }
         return .accepted(events(nodeState, lease))
     }
 

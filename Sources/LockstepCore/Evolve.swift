@@ -41,7 +41,7 @@ extension MigrationState {
             updateNode(leased.node) { node in
                 node.lastToken = max(node.lastToken, leased.token)
                 node.lease = StepLease(token: leased.token, agent: leased.agent, grantedAt: leased.grantedAt,
-                                       expiresAt: leased.expiresAt, kind: leased.kind)
+                                       expiresAt: leased.expiresAt, kind: leased.kind, holder: leased.holder)
                 node.retryAt = nil
                 switch leased.kind {
                 case .forward:

@@ -133,6 +133,7 @@ extension CanonicalWriter {
             w.i64(lease.grantedAt.millisecondsSinceEpoch)
             w.i64(lease.expiresAt.millisecondsSinceEpoch)
             w.string(lease.kind.rawValue)
+            w.string(lease.holder)
         }
         optional(n.lastFailure) { $0.string($1) }
         optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
@@ -265,7 +266,7 @@ extension CanonicalReader {
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
                       grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()),
-                      kind: try r.enumeration(StepKind.self))
+                      kind: try r.enumeration(StepKind.self), holder: try r.string())
         }
         let failure = try optionalString()
         let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))

@@ -5,17 +5,19 @@
 public enum MigrationCommand: Hashable, Sendable {
     /// Start a migration of `plan` under `id`, on behalf of `startedBy`.
     case start(id: MigrationID, plan: PlanSnapshot, startedBy: String)
-    /// Grant `agent` a lease on `node`'s next step (forward, or rollback while aborting) for `ttlMillis`.
-    case leaseStep(node: NodeID, agent: String, ttlMillis: Int64)
-    /// The holder of `token` reports `node`'s step done.
-    case completeStep(node: NodeID, token: FencingToken)
+    /// Grant `agent` a lease on `node`'s next step (forward, or rollback while aborting) for `ttlMillis`,
+    /// held by principal `holder` (attested by the engine from authentication; empty when there is none).
+    case leaseStep(node: NodeID, agent: String, ttlMillis: Int64, holder: String = "")
+    /// The holder of `token` reports `node`'s step done. `by`, like every report's, is the reporting
+    /// principal (attested); a lease granted to a named principal takes reports from it only.
+    case completeStep(node: NodeID, token: FencingToken, by: String = "")
     /// The holder of `token` reports `node`'s step failed.
-    case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool)
+    case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool, by: String = "")
     /// The holder of `token` says it is alive. Validated like any report; it records nothing (the
     /// engine extends the lease on its monotonic clock).
-    case heartbeat(node: NodeID, token: FencingToken)
+    case heartbeat(node: NodeID, token: FencingToken, by: String = "")
     /// The holder of `token` reports progress (`percent` 0...100).
-    case reportProgress(node: NodeID, token: FencingToken, percent: UInt8, message: String)
+    case reportProgress(node: NodeID, token: FencingToken, percent: UInt8, message: String, by: String = "")
     /// The coordinator's lease timer: the lease with `token` was not renewed within its TTL.
     case expireLease(node: NodeID, token: FencingToken)
     /// The coordinator's timer: the step under `token` has run past its node's `start_to_close` at `now`
@@ -55,8 +57,8 @@ extension MigrationCommand {
     /// The node and token of a lease holder's report (complete, fail, heartbeat, progress), else nil.
     public var report: (node: NodeID, token: FencingToken)? {
         switch self {
-        case .completeStep(let node, let token), .failStep(let node, let token, _, _), .heartbeat(let node, let token),
-             .reportProgress(let node, let token, _, _):
+        case .completeStep(let node, let token, _), .failStep(let node, let token, _, _, _), .heartbeat(let node, let token, _),
+             .reportProgress(let node, let token, _, _, _):
             (node, token)
         default:
             nil

@@ -88,7 +88,11 @@ public struct StepLeased: Hashable, Sendable {
     public var grantedAt: Instant
     public var expiresAt: Instant
     public var kind: StepKind
-    public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward) {
+    /// The principal the lease was granted to (authenticated); its reports only are taken. Empty when
+    /// none was recorded (histories before it, callers without a principal).
+    public var holder: String
+    public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward,
+                holder: String = "") {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -96,6 +100,7 @@ public struct StepLeased: Hashable, Sendable {
         self.grantedAt = grantedAt
         self.expiresAt = expiresAt
         self.kind = kind
+        self.holder = holder
     }
 }
 

@@ -40,12 +40,15 @@ public struct StepLease: Hashable, Sendable {
     public var grantedAt: Instant
     public var expiresAt: Instant
     public var kind: StepKind
-    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward) {
+    /// The principal the lease was granted to ("" when none was recorded): reports from others are refused.
+    public var holder: String
+    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward, holder: String = "") {
         self.token = token
         self.agent = agent
         self.grantedAt = grantedAt
         self.expiresAt = expiresAt
         self.kind = kind
+        self.holder = holder
     }
 }
 

@@ -25,6 +25,7 @@ public enum Rejection: Error, Hashable, Sendable {
     case noDeadlinePassed(MigrationID)
     case stepTimeoutNotPassed(NodeID)
     case notWaitingForAgent(NodeID)
+    case notLeaseHolder(NodeID, holder: String, reporter: String)
     case planNotRegistered(String, version: UInt64)
     case waitingForServices(NodeID, waits: [ServiceWait])
     case noServiceLeaseRequest(NodeID)
@@ -64,6 +65,7 @@ public enum Rejection: Error, Hashable, Sendable {
         case .noDeadlinePassed: "no_deadline_passed"
         case .stepTimeoutNotPassed: "step_timeout_not_passed"
         case .notWaitingForAgent: "not_waiting_for_agent"
+        case .notLeaseHolder: "not_lease_holder"
         case .planNotRegistered: "plan_not_registered"
         case .waitingForServices: "waiting_for_service_lease"
         case .noServiceLeaseRequest: "no_service_lease_request"
@@ -113,6 +115,8 @@ public enum Rejection: Error, Hashable, Sendable {
             next.map { "node \(node) is not next to roll back; \($0) is" } ?? "node \(node) is not due for a rollback step (it is rolling back or done)"
         case .noDeadlinePassed(let id): "no deadline of migration \(id) has passed"
         case .stepTimeoutNotPassed(let node): "node \(node) has no step running past its start_to_close"
+        case .notLeaseHolder(let node, let holder, let reporter):
+            "the lease on \(node) was granted to \(holder); \(reporter) may not report on it (it holds the current token, but not the lease)"
         case .notWaitingForAgent(let node): "node \(node) is not waiting for an agent to take its step, or has no schedule_to_start"
         case .planNotRegistered(let name, let version):
             "plan \(name)@\(version) with this content is not applied; apply it (lockstep plan apply) and start from its version"

@@ -419,8 +419,8 @@ public actor Coordinator {
     /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
     /// TTL restarts on the monotonic clock. Records nothing. Returns the lease's TTL in milliseconds.
     @discardableResult
-    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, now: Instant) throws(CommandError) -> Int64 {
-        if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token), now: now) {
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant) throws(CommandError) -> Int64 {
+        if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token, by: reporter), now: now) {
             throw .rejected(rejection)
         }
         let ttl = state.migrations[id]?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0

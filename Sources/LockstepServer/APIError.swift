@@ -101,7 +101,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         case .migrationAlreadyExists: .alreadyExists
         case .migrationNotFound, .unknownNode, .serviceNotLeased: .notFound
         case .invalidArgument, .invalidPlan: .badRequest
-        case .requesterCannotApprove, .notAnApprover: .forbidden
+        case .requesterCannotApprove, .notAnApprover, .notLeaseHolder: .forbidden
         default: .conflict
         }
     }

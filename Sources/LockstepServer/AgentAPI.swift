@@ -99,7 +99,8 @@ public struct AgentAPI: Sendable {
         let (migration, node) = try await lease(request.leaseID, principal: principal)
         let ttl: Int64
         do {
-            ttl = try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), now: clock())
+            ttl = try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), by: principal.name,
+                                                  now: clock())
         } catch {
             throw APIError(error)
         }
@@ -109,21 +110,21 @@ public struct AgentAPI: Sendable {
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ReportProgressResponse {
         let (migration, node) = try await lease(request.leaseID, principal: principal)
         guard request.percent <= 100 else { throw APIError.invalid("percent is \(request.percent); it must be 0...100") }
-        try await execute(.reportProgress(node: node, token: FencingToken(request.fencingToken), percent: UInt8(request.percent), message: request.message),
-                          migration, principal)
+        try await execute(.reportProgress(node: node, token: FencingToken(request.fencingToken), percent: UInt8(request.percent), message: request.message,
+                                          by: principal.name), migration, principal)
         return .init()
     }
 
     public func complete(_ request: Lockstep_V1_CompleteRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_CompleteResponse {
         let (migration, node) = try await lease(request.leaseID, principal: principal)
-        try await execute(.completeStep(node: node, token: FencingToken(request.fencingToken)), migration, principal)
+        try await execute(.completeStep(node: node, token: FencingToken(request.fencingToken), by: principal.name), migration, principal)
         return .init()
     }
 
     public func fail(_ request: Lockstep_V1_FailRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FailResponse {
         let (migration, node) = try await lease(request.leaseID, principal: principal)
-        let result = try await execute(.failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable),
-                                       migration, principal)
+        let result = try await execute(.failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable,
+                                                 by: principal.name), migration, principal)
         let retries = result.events.contains { if case .stepFailed(let failed) = $0.event { failed.retryAt != nil } else { false } }
         return .with { $0.willRetry = retries }
     }
@@ -177,7 +178,7 @@ public struct AgentAPI: Sendable {
             let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
             let result: CommandResult
             do {
-                result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl), migration: migration,
+                result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl, holder: principal.name), migration: migration,
                                                        context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
             } catch {
                 if case .rejected(let rejection) = error, Self.takenMeanwhile(rejection) { return (nil, nextRetry, true) }

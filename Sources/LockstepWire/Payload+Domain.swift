@@ -24,6 +24,7 @@ extension Lockstep_V1_EventPayload {
                 $0.grantedAtMs = leased.grantedAt.millisecondsSinceEpoch
                 $0.expiresAtMs = leased.expiresAt.millisecondsSinceEpoch
                 $0.kind = Lockstep_V1_StepKind(leased.kind)
+                $0.holder = leased.holder
             }
         case .stepCompleted(let completed):
             stepCompleted = .with {
@@ -166,7 +167,7 @@ extension MigrationEvent {
             self = .stepLeased(StepLeased(
                 node: NodeID(leased.nodeID), attempt: leased.attempt, token: FencingToken(leased.fencingToken),
                 agent: leased.agentID, grantedAt: Instant(millisecondsSinceEpoch: leased.grantedAtMs),
-                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind)))
+                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind), holder: leased.holder))
         case .stepCompleted(let completed):
             self = .stepCompleted(StepCompleted(
                 node: NodeID(completed.nodeID), attempt: completed.attempt, token: FencingToken(completed.fencingToken),

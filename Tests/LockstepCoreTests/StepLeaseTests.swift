@@ -94,3 +94,36 @@ import Testing
         ]))
     }
 }
+
+/// Issue 15: a report was checked against the lease's token but not against the principal that took
+/// the lease, so another agent principal of the same service holding the token could report on it.
+@Suite struct LeaseHolderTests {
+    let held = [gatedStart, MigrationEvent.stepLeased(StepLeased(node: NodeID("expand"), attempt: 1, token: FencingToken(1), agent: "a1",
+                                                                 grantedAt: t(1), expiresAt: t(31), holder: "orders-agent"))]
+
+    @Test func theLeaseRecordsItsHolderAndTakesReportsFromItOnly() {
+        #expect(decide([gatedStart], .leaseStep(node: NodeID("expand"), agent: "a1", ttlMillis: 30_000, holder: "orders-agent"), at: 1)
+            == .accepted([held[1]]))
+        #expect(MigrationState.given(held)?.node(NodeID("expand"))?.lease?.holder == "orders-agent")
+        let refused = Rejection.notLeaseHolder(NodeID("expand"), holder: "orders-agent", reporter: "other-agent")
+        for command: MigrationCommand in [.completeStep(node: NodeID("expand"), token: FencingToken(1), by: "other-agent"),
+                                          .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "x", retryable: true, by: "other-agent"),
+                                          .heartbeat(node: NodeID("expand"), token: FencingToken(1), by: "other-agent"),
+                                          .reportProgress(node: NodeID("expand"), token: FencingToken(1), percent: 5, message: "", by: "other-agent")] {
+            #expect(decide(held, command) == .rejected(refused), "\(command)")
+        }
+        #expect(refused.code == "not_lease_holder")
+        #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "orders-agent"))
+            == .accepted([completed("expand", token: 1)]))
+        // A stale token is still told so first, whoever sends it.
+        #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(0), by: "other-agent"))
+            == .rejected(.staleFencingToken(NodeID("expand"), current: FencingToken(1), presented: FencingToken(0))))
+    }
+
+    @Test func aLeaseWithoutARecordedHolderTakesReportsAsBefore() {
+        // Histories recorded before the holder was, and callers without a principal (the rehearsal).
+        let unnamed = [gatedStart, leased("expand", token: 1)]
+        #expect(decide(unnamed, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "anyone")) == .accepted([completed("expand", token: 1)]))
+        #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1))) == .accepted([completed("expand", token: 1)]))
+    }
+}

@@ -79,13 +79,15 @@ import Testing
 struct AuthEndToEndTests {
     static let operatorToken = "operator-token-aaaaaaaaaaaaaaaa"
     static let agentToken = "orders-agent-token-bbbbbbbbbbbb"
+    static let secondAgentToken = "orders-agent-2-token-cccccccccc"
 
     func configFile() throws -> String {
         let path = temporaryDirectory() + "/auth.json"
         let json = """
             {"principals": [
               {"name": "alice", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(Self.operatorToken))"},
-              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(Self.agentToken))"}
+              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(Self.agentToken))"},
+              {"name": "orders-agent-2", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(Self.secondAgentToken))"}
             ]}
             """
         try json.write(toFile: path, atomically: true, encoding: .utf8)
@@ -108,12 +110,22 @@ struct AuthEndToEndTests {
             .contains(#""code":"permission_denied","message":"orders-agent is not an agent of service checkout""#))
         #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/switch", "fencing_token": "1"}"#, token: Self.agentToken).hasSuffix("\n403"))
         #expect(try await server.post("/v1/agent/poll", poll, token: Self.agentToken).contains(#""lease_id":"m1/expand""#))
+        // Another agent principal of the same service, even with the current token, may not report on
+        // orders-agent's lease (issue 15); the holder may.
+        for route in ["/v1/agent/complete", "/v1/agent/heartbeat", "/v1/agent/progress"] {
+            let answer = try await server.post(route, #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, token: Self.secondAgentToken)
+            #expect(answer.contains(#""code":"not_lease_holder","message":"the lease on expand was granted to orders-agent; orders-agent-2 may not report"#)
+                && answer.hasSuffix("\n403"), "\(route): \(answer)")
+        }
+        #expect(try await server.post("/v1/agent/heartbeat", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, token: Self.agentToken).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, token: Self.agentToken).hasSuffix("\n200"))
         _ = try await server.stop()
         // The actor recorded is the authenticated principal; agent_id only names the lease holder.
         let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
         #expect(export.contains(#""actor":{"kind":"user","id":"alice"}"#))
         let leased = try #require(export.split(separator: "\n").first { $0.contains("step_leased") })
-        #expect(leased.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#) && leased.contains(#""agent_id":"pretending-to-be-bob""#), "\(leased)")
+        #expect(leased.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#) && leased.contains(#""agent_id":"pretending-to-be-bob""#)
+            && leased.contains(#""holder":"orders-agent""#), "\(leased)")
     }
 
     @Test func theServerRefusesToStartWithoutAuthorizationOrWithDevOffLoopback() async throws {

@@ -1023,6 +1023,10 @@ public nonisolated struct Lockstep_V1_StepLeased: Sendable {
 
   public var kind: Lockstep_V1_StepKind = .forward
 
+  /// The principal the lease was granted to (authenticated); only its reports are taken. Empty in
+  /// histories recorded before it, and for leases taken without a principal.
+  public var holder: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2771,7 +2775,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepLeased"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0\u{1}holder\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2786,6 +2790,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.grantedAtMs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       default: break
       }
     }
@@ -2813,6 +2818,9 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if self.kind != .forward {
       try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 7)
     }
+    if !self.holder.isEmpty {
+      try visitor.visitSingularStringField(value: self.holder, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2824,6 +2832,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if lhs.grantedAtMs != rhs.grantedAtMs {return false}
     if lhs.expiresAtMs != rhs.expiresAtMs {return false}
     if lhs.kind != rhs.kind {return false}
+    if lhs.holder != rhs.holder {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
