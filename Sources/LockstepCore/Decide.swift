@@ -53,6 +53,13 @@ extension MigrationState {
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
+        case .returnStep(let node, let token, let by):
+            return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
+                [.stepFailed(StepFailed(
+                    node: node, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, token: lease.token,
+                    reason: "returned unstarted: the poll that took it went away before the step reached its agent",
+                    retryable: true, kind: lease.kind, retryAt: now, returned: true))]
+            }
         case .heartbeat(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { _, _ in [] }
         case .reportProgress(let node, let token, let percent, let message, let by):

@@ -99,9 +99,9 @@ extension MigrationState {
                 node.progress = nil
                 node.lastFailure = failed.reason
                 node.retryAt = failed.retryAt
-                if failed.agentLost {
+                if failed.agentLost || failed.returned {
                     // Not counted: the next lease repeats this attempt's number.
-                    node.agentsLost = node.agentsLost &+ 1
+                    if failed.agentLost { node.agentsLost = node.agentsLost &+ 1 }
                     switch failed.kind {
                     case .forward: node.attempts = node.attempts > 0 ? node.attempts - 1 : 0
                     case .rollback: node.rollbackAttempts = node.rollbackAttempts > 0 ? node.rollbackAttempts - 1 : 0

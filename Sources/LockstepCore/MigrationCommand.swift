@@ -16,6 +16,9 @@ public enum MigrationCommand: Hashable, Sendable {
     /// The holder of `token` says it is alive. Validated like any report; it records nothing (the
     /// engine extends the lease on its monotonic clock).
     case heartbeat(node: NodeID, token: FencingToken, by: String = "")
+    /// The holder of `token` gives the step back unstarted: the poll that took it went away before the
+    /// step reached its agent. The attempt is not counted and the step is offered again at once.
+    case returnStep(node: NodeID, token: FencingToken, by: String = "")
     /// The holder of `token` reports progress (`percent` 0...100).
     case reportProgress(node: NodeID, token: FencingToken, percent: UInt8, message: String, by: String = "")
     /// The coordinator's lease timer: the lease with `token` was not renewed within its TTL.
@@ -58,7 +61,7 @@ extension MigrationCommand {
     public var report: (node: NodeID, token: FencingToken)? {
         switch self {
         case .completeStep(let node, let token, _), .failStep(let node, let token, _, _, _), .heartbeat(let node, let token, _),
-             .reportProgress(let node, let token, _, _, _):
+             .reportProgress(let node, let token, _, _, _), .returnStep(let node, let token, _):
             (node, token)
         default:
             nil

@@ -135,8 +135,11 @@ public struct StepFailed: Hashable, Sendable {
     /// The lease expired and the node's lost-agent budget had room: the attempt is not counted against
     /// the retry policy (the next lease repeats its number) and the step is offered again at once.
     public var agentLost: Bool
+    /// The holder gave the step back unstarted (its poll's client went away): the attempt is not counted.
+    public var returned: Bool
     public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward,
-                retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false, agentLost: Bool = false) {
+                retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false, agentLost: Bool = false,
+                returned: Bool = false) {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -147,6 +150,7 @@ public struct StepFailed: Hashable, Sendable {
         self.leaseExpired = leaseExpired
         self.startToCloseExceeded = startToCloseExceeded
         self.agentLost = agentLost
+        self.returned = returned
     }
 }
 

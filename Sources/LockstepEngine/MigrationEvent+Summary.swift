@@ -23,7 +23,7 @@ extension MigrationEvent {
         case .stepLeased(let e): "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
         case .stepCompleted(let e): "\(e.node): \(e.kind == .rollback ? "rolled back" : "completed") (attempt \(e.attempt), token \(e.token))"
         case .stepFailed(let e):
-            "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) \(e.agentLost ? "agent lost" : e.leaseExpired ? "lease expired" : e.startToCloseExceeded ? "timed out" : "failed")\(e.retryAt.map { ", retry from \($0)" } ?? ""): \(e.reason)"
+            "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) \(e.returned ? "returned unstarted" : e.agentLost ? "agent lost" : e.leaseExpired ? "lease expired" : e.startToCloseExceeded ? "timed out" : "failed")\(e.retryAt.map { ", retry from \($0)" } ?? ""): \(e.reason)"
         case .stepProgress(let e): "\(e.node): \(e.percent)% \(e.message)"
         case .approvalGranted(let e): "\(e.node): approved by \(e.approver)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
         case .approvalRejected(let e): "\(e.node): rejected by \(e.approver) (\(e.comment))"

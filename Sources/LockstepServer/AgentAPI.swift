@@ -185,6 +185,17 @@ public struct AgentAPI: Sendable {
                 throw APIError(error)
             }
             guard case .stepLeased(let leased) = result.events.first?.event else { return (nil, nextRetry, true) }
+            // The caller went away while the lease was being recorded: give the step back at once (the
+            // attempt is not counted) instead of leaving it to expire.
+            if clientGone() || Task.isCancelled {
+                do throws(CommandError) {
+                    _ = try await coordinator.execute(.returnStep(node: node, token: leased.token, by: principal.name), migration: migration,
+                                                      context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
+                } catch {
+                    // Refused (the migration moved on) or not recorded (storage): the lease then expires as any lost agent's.
+                }
+                return (nil, nextRetry, true)
+            }
             // An exposure node's step sets its next stage; its rollback returns it to its start (with
             // the node's own action when it has no rollback action).
             // Read after the lease: the stage it sets cannot move until this step completes.

@@ -112,6 +112,7 @@ import Testing
                                           .reportProgress(node: NodeID("expand"), token: FencingToken(1), percent: 5, message: "", by: "other-agent")] {
             #expect(decide(held, command) == .rejected(refused), "\(command)")
         }
+        #expect(decide(held, .returnStep(node: NodeID("expand"), token: FencingToken(1), by: "other-agent")) == .rejected(refused))
         #expect(refused.code == "not_lease_holder")
         #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "orders-agent"))
             == .accepted([completed("expand", token: 1)]))

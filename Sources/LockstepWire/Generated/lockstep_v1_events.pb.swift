@@ -1080,6 +1080,10 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
   /// the retry policy (the next lease repeats its number); the step is offered again at once.
   public var agentLost: Bool = false
 
+  /// The holder gave the step back unstarted (the poll that took it went away before the step reached
+  /// its agent): the attempt is not counted; the step is offered again at once.
+  public var returned: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2885,7 +2889,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0\u{3}agent_lost\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0\u{3}agent_lost\0\u{1}returned\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2903,6 +2907,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 8: try { try decoder.decodeSingularBoolField(value: &self.leaseExpired) }()
       case 9: try { try decoder.decodeSingularBoolField(value: &self.startToCloseExceeded) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.agentLost) }()
+      case 11: try { try decoder.decodeSingularBoolField(value: &self.returned) }()
       default: break
       }
     }
@@ -2939,6 +2944,9 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.agentLost != false {
       try visitor.visitSingularBoolField(value: self.agentLost, fieldNumber: 10)
     }
+    if self.returned != false {
+      try visitor.visitSingularBoolField(value: self.returned, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2953,6 +2961,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.leaseExpired != rhs.leaseExpired {return false}
     if lhs.startToCloseExceeded != rhs.startToCloseExceeded {return false}
     if lhs.agentLost != rhs.agentLost {return false}
+    if lhs.returned != rhs.returned {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -29,7 +29,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         case 1, 2: command = .leaseStep(node: node, agent: "agent", ttlMillis: 1_000)
         case 3, 4: command = .completeStep(node: node, token: token)
         case 5: command = .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0)
-        case 6: command = .heartbeat(node: node, token: token)
+        case 6: command = op & 0x20 != 0 ? .returnStep(node: node, token: token) : .heartbeat(node: node, token: token)
         case 7: command = .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p")
         case 8: command = op & 0x20 != 0 ? .timeOutStep(node: node, token: token) : .expireLease(node: node, token: token)
         case 9: command = .approve(node: node, approver: op & 0x20 != 0 ? "bob" : "alice", groups: ["orders-team", "ledger-team"], comment: "")
