@@ -14,6 +14,31 @@ public enum NodeStatus: String, Hashable, Sendable, CaseIterable {
     case baking
 }
 
+/// A node's status as the API and the CLI show it (the `status` string of a migration's node): every
+/// `NodeStatus`, and for a pending node what it waits for. Clients parse the string into this instead
+/// of comparing literals (issue 15: the CLI compared with "completed", which no status ever is).
+public enum NodeDisplayStatus: String, Hashable, Sendable, CaseIterable {
+    case pending, running, succeeded, failed, rollingBack = "rolling_back", rolledBack = "rolled_back", skipped, baking
+    case rejected, awaitingDecision = "awaiting_decision", awaitingApproval = "awaiting_approval", paused, ready
+    case waitingForServices = "waiting_for_services", unknown
+
+    public init(_ status: NodeStatus) {
+        switch status {
+        case .pending: self = .pending
+        case .running: self = .running
+        case .succeeded: self = .succeeded
+        case .failed: self = .failed
+        case .rollingBack: self = .rollingBack
+        case .rolledBack: self = .rolledBack
+        case .skipped: self = .skipped
+        case .baking: self = .baking
+        }
+    }
+
+    /// The status a client received (`.unknown` for one this build does not know).
+    public init(wire: String) { self = NodeDisplayStatus(rawValue: wire) ?? .unknown }
+}
+
 /// How far a node's exposure has come.
 public struct ExposureProgress: Hashable, Sendable {
     /// Stages reached so far (0 = none): the current stage is `stages[reached - 1]`.
@@ -232,13 +257,16 @@ public struct MigrationState: Hashable, Sendable {
     /// The status a person sees: the stored one, `rejected` for a node whose gate was rejected, or
     /// `ready`, `awaiting_approval`, `waiting_for_services` (its service leases are not granted yet)
     /// or `paused` derived for a pending node whose needs have succeeded.
-    public func displayStatus(_ id: NodeID) -> String {
-        guard let state = node(id) else { return "unknown" }
-        if state.rejection != nil && state.status == .pending { return "rejected" }
-        if state.status == .baking && state.exposure.awaitingDecision { return "awaiting_decision" }
-        guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return state.status.rawValue }
-        if !gateSatisfied(id) { return "awaiting_approval" }
-        if status == .paused { return "paused" }
-        return state.serviceLeases.isHeld ? "ready" : "waiting_for_services"
+    public func displayStatus(_ id: NodeID) -> String { nodeDisplayStatus(id).rawValue }
+
+    /// The node's status as people see it: its `NodeStatus`, refined while it waits (on what).
+    public func nodeDisplayStatus(_ id: NodeID) -> NodeDisplayStatus {
+        guard let state = node(id) else { return .unknown }
+        if state.rejection != nil && state.status == .pending { return .rejected }
+        if state.status == .baking && state.exposure.awaitingDecision { return .awaitingDecision }
+        guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return NodeDisplayStatus(state.status) }
+        if !gateSatisfied(id) { return .awaitingApproval }
+        if status == .paused { return .paused }
+        return state.serviceLeases.isHeld ? .ready : .waitingForServices
     }
 }

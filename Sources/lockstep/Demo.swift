@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepClient
+import LockstepCore
 import LockstepServer
 import LockstepStore
 import Synchronization
@@ -58,7 +59,7 @@ struct Demo: AsyncParsableCommand {
               \(binary) history replay --data \(files.dataDirectory) --at 10
               \(binary) history export --data \(files.dataDirectory)
             """)
-        if status != "succeeded" { throw ExitCode(1) }
+        if MigrationStatus(rawValue: status) != .succeeded { throw ExitCode(1) }
     }
 
     /// Server, plan, migration, agents, the live view with bob approving, verification; returns how the
@@ -118,8 +119,8 @@ struct Demo: AsyncParsableCommand {
         var approved: Set<String> = []
         while !Task.isCancelled {
             let state = try await bob.migration(.with { $0.migrationID = migration })
-            if ["succeeded", "failed", "rolled_back"].contains(state.status) { return }
-            for node in state.nodes where node.status == "awaiting_approval" && !approved.contains(node.nodeID) {
+            if MigrationStatus(rawValue: state.status)?.isSettled == true { return }
+            for node in state.nodes where NodeDisplayStatus(wire: node.status) == .awaitingApproval && !approved.contains(node.nodeID) {
                 let change = try await bob.approve(.with {
                     $0.migrationID = migration
                     $0.nodeID = node.nodeID

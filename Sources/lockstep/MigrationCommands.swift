@@ -93,7 +93,7 @@ extension MigrationsCommand {
                 case .table:
                     if all.isEmpty { print("no migrations") }
                     let rows = all.map { migration in
-                        let done = migration.nodes.filter { $0.status == "succeeded" }.count
+                        let done = migration.nodes.filter { NodeDisplayStatus(wire: $0.status) == .succeeded }.count
                         return [migration.migrationID, "\(migration.plan)@\(migration.planVersion)", migration.status,
                                 "\(done)/\(migration.nodes.count)", migration.startedBy, isoTime(migration.startedAtMs)]
                     }
@@ -134,7 +134,7 @@ extension MigrationsCommand {
                 }
                 settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1)
             }
-            if settled != "succeeded" { throw ExitCode(5) }
+            if MigrationStatus(rawValue: settled) != .succeeded { throw ExitCode(5) }
         }
     }
 }
@@ -298,10 +298,10 @@ enum MigrationView {
     static func exposure(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         guard !node.stage.isEmpty else { return "" }
         var text = "stage " + (node.hasStagePercent ? "\(node.stagePercent) %" : node.stage)
-        if node.status == "baking" && node.bakeUntilMs > 0 {
+        if NodeDisplayStatus(wire: node.status) == .baking && node.bakeUntilMs > 0 {
             let left = max(0, Double(node.bakeUntilMs) / 1_000 - now.timeIntervalSince1970)
             text += ", baking \(String(format: "%.0f", left)) s more (\(node.bakeSamples) sample\(node.bakeSamples == 1 ? "" : "s"))"
-        } else if node.status == "awaiting_decision" {
+        } else if NodeDisplayStatus(wire: node.status) == .awaitingDecision {
             text += ", its analysis asks a person to decide: resume (go on) or abort (roll back)"
         }
         return text
@@ -315,13 +315,14 @@ enum MigrationView {
             if !node.progressMessage.isEmpty { text += ": \(node.progressMessage)" }
             return text
         }
-        if node.approvalsNeeded > 0 && node.status == "awaiting_approval" {
+        if node.approvalsNeeded > 0 && NodeDisplayStatus(wire: node.status) == .awaitingApproval {
             var text = "gate: \(node.approvals)/\(node.approvalsNeeded) approvals from \(node.approversFrom.joined(separator: ", "))"
             if !node.approvedBy.isEmpty { text += " (approved by \(node.approvedBy.joined(separator: ", ")))" }
             return text
         }
         if !node.waitingFor.isEmpty { return "waits: " + node.waitingFor.joined(separator: "; ") }
-        if !node.lastFailure.isEmpty && node.status != "completed" { return "last failure: \(node.lastFailure)" }
+        // A node that succeeded after a failed attempt does not dwell on it.
+        if !node.lastFailure.isEmpty && NodeDisplayStatus(wire: node.status) != .succeeded { return "last failure: \(node.lastFailure)" }
         return ""
     }
 

@@ -128,3 +128,14 @@ import Testing
         #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1))) == .accepted([completed("expand", token: 1)]))
     }
 }
+
+/// The node statuses clients parse (issue 15: the CLI compared a status with "completed", which no
+/// status ever is): every core status has its display status of the same name, and none is "completed".
+@Test func everyNodeStatusHasADisplayStatusOfTheSameName() {
+    for status in NodeStatus.allCases {
+        #expect(NodeDisplayStatus(status).rawValue == status.rawValue)
+        #expect(NodeDisplayStatus(wire: status.rawValue) == NodeDisplayStatus(status))
+    }
+    #expect(NodeDisplayStatus(wire: "completed") == .unknown)
+    #expect(Set(NodeDisplayStatus.allCases.map(\.rawValue)).count == NodeDisplayStatus.allCases.count)
+}
