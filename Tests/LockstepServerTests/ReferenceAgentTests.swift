@@ -231,24 +231,27 @@ import Testing
 }
 
 /// `timeouts.start_to_close` against a real server and agent (issue 15: a handler that heartbeats
-/// forever never timed out): each attempt past 2 s fails with `start_to_close_exceeded`, the agent
+/// forever never timed out): each attempt past 3 s fails with `start_to_close_exceeded`, the agent
 /// stops its handler (its lease is gone), the retry policy gives one more attempt, then the migration
 /// rolls back.
 @Suite(.serialized) struct StartToCloseEndToEndTests {
     @Test func aHandlerThatNeverEndsIsTimedOutRetriedAndRolledBack() async throws {
-        let plan = ReferenceAgentTests.oneStepPlan(action: "hang", timeouts: "{ start_to_close: 2s, heartbeat: 1s }", attempts: 2)
+        // (A 2 s TTL leaves a loaded machine room: a late heartbeat would make a lost agent, not counted.)
+        let plan = ReferenceAgentTests.oneStepPlan(action: "hang", timeouts: "{ start_to_close: 3s, heartbeat: 2s }", attempts: 2)
         let setup = try await ReferenceAgentTests().setUp(plan: plan, handlers: ["hang": "exec > /dev/null 2>&1\ntrap 'echo x >> \"$out/terminated\"; exit 143' TERM\necho x >> \"$out/started\"\nsleep 60 & wait\n"])
         let agent = try setup.agent(extra: ["--poll-wait-ms", "1000"])
         defer { agent.kill(SIGKILL) }
         try await eventually("the migration rolled back", seconds: 60) { try await !setup.events("migration_rolled_back").isEmpty }
         let failed = try await setup.events("step_failed")
-        #expect(failed.count == 2 && failed.allSatisfy { $0.contains(#""start_to_close_exceeded":true"#) }, "\(failed)")
-        #expect(failed.allSatisfy { $0.contains("start_to_close_exceeded: the step ran past its start_to_close of 2s") }, "\(failed)")
+        let timedOut = failed.filter { $0.contains(#""start_to_close_exceeded":true"#) }
+        #expect(timedOut.count == 2, "\(failed)")
+        #expect(timedOut.allSatisfy { $0.contains("start_to_close_exceeded: the step ran past its start_to_close of 3s") }, "\(failed)")
+        #expect(failed.allSatisfy { $0.contains(#""start_to_close_exceeded":true"#) || $0.contains(#""agent_lost":true"#) }, "\(failed)")
         #expect(try await setup.events("step_completed").isEmpty)
-        try await eventually("the agent stopped both handlers", seconds: 20) {
-            setup.file("terminated")?.split(separator: "\n").count == 2
+        let started = { setup.file("started")?.split(separator: "\n").count ?? 0 }
+        try await eventually("the agent stopped every handler it started", seconds: 20) {
+            started() >= 2 && setup.file("terminated")?.split(separator: "\n").count == started()
         }
-        #expect(setup.file("started")?.split(separator: "\n").count == 2)
         agent.kill(SIGTERM)
         _ = try await agent.wait(seconds: 30)
         _ = try await setup.server.stop()
@@ -285,11 +288,11 @@ import Testing
 /// migration pauses and says why; once an agent runs and an operator resumes, the step is taken.
 @Suite(.serialized) struct ScheduleToStartEndToEndTests {
     @Test func withNoAgentTheMigrationPausesAndSaysWhy() async throws {
-        let plan = ReferenceAgentTests.oneStepPlan(timeouts: "{ schedule_to_start: 2s, heartbeat: 1s }")
+        let plan = ReferenceAgentTests.oneStepPlan(timeouts: "{ schedule_to_start: 4s, heartbeat: 2s }")
         let setup = try await ReferenceAgentTests().setUp(plan: plan, handlers: ["work": "exit 0\n"])
         try await eventually("the migration paused", seconds: 30) { try await !setup.events("migration_paused").isEmpty }
         let paused = try await setup.events("migration_paused")
-        #expect(paused.count == 1 && paused[0].contains("schedule_to_start_exceeded: node work was ready for 2s"), "\(paused)")
+        #expect(paused.count == 1 && paused[0].contains("schedule_to_start_exceeded: node work was ready for 4s"), "\(paused)")
         #expect(paused[0].contains(#""kind":"coordinator""#), "recorded as the coordinator: \(paused)")
         let agent = try setup.agent(steps: 1)
         #expect(try await setup.server.post("/v1/migrations/resume", #"{"migration_id": "m1"}"#).hasSuffix("\n200"))
