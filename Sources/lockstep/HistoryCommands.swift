@@ -184,7 +184,7 @@ enum StateTable {
             let rows = migration.nodes.map { node in
                 [node.id, node.phase, node.services.joined(separator: ","),
                  node.ready ? "ready" : node.status, String(node.attempts), String(node.fencingToken),
-                 node.lease.map { "\($0.agent) until \($0.expiresAtMs)" } ?? "-"]
+                 node.lease.map { "\($0.agent) until \(Instant(millisecondsSinceEpoch: $0.expiresAtMs))" } ?? "-"]
             }
             lines.append(renderTable(header, rows, indent: "  "))
         }
