@@ -46,7 +46,7 @@ extension MigrationState {
                 : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
         case .completeStep(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                state.completion(of: node, lease: lease, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, now: now)
+                state.completion(of: node, lease: lease, attempt: nodeState.attempts(of: lease.kind), now: now)
             }
         case .failStep(let node, let token, let reason, let retryable, let by):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
@@ -55,10 +55,8 @@ extension MigrationState {
             }
         case .returnStep(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                [.stepFailed(StepFailed(
-                    node: node, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, token: lease.token,
-                    reason: "returned unstarted: the poll that took it went away before the step reached its agent",
-                    retryable: true, kind: lease.kind, retryAt: now, returned: true))]
+                [.stepFailed(StepFailed(uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
+                                        reason: "returned unstarted: the poll that took it went away before the step reached its agent", returned: true))]
             }
         case .heartbeat(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { _, _ in [] }
@@ -75,10 +73,10 @@ extension MigrationState {
                 guard nodeState.agentsLost >= CoreLimits.agentsLostMax else {
                     let lost = nodeState.agentsLost + 1
                     return [.stepFailed(StepFailed(
-                        node: node, attempt: lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts, token: lease.token,
+                        uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
                         reason: "lease expired: no heartbeat within its TTL; agent \(lease.agent) taken as lost (\(lost) of \(CoreLimits.agentsLostMax) "
                             + "not counted against the retry policy)",
-                        retryable: true, kind: lease.kind, retryAt: now, leaseExpired: true, agentLost: true))]
+                        agentLost: true))]
                 }
                 return state.failure(of: node, nodeState: nodeState, lease: lease,
                                      reason: "lease expired: no heartbeat within its TTL (the node already lost \(CoreLimits.agentsLostMax) agents; "
@@ -86,9 +84,9 @@ extension MigrationState {
                                      retryable: true, now: now, leaseExpired: true)
             }
         case .timeOutStep(let node, let token):
-            guard let limit = state.plan.node(node)?.timeouts.startToCloseMillis, let lease = state.node(node)?.lease, lease.token == token,
-                  lease.grantedAt.adding(milliseconds: limit) <= now else { return .rejected(.stepTimeoutNotPassed(node)) }
-            let reason = "start_to_close_exceeded: the step ran past its start_to_close of \(Self.durationText(limit)) "
+            guard let due = state.startToCloseDeadlines.first(where: { $0.node == node && $0.token == token }), due.at <= now,
+                  let lease = state.node(node)?.lease else { return .rejected(.stepTimeoutNotPassed(node)) }
+            let reason = "start_to_close_exceeded: the step ran past its start_to_close of \(Self.durationText(due.limitMillis)) "
                 + "(leased at \(lease.grantedAt)); its lease ends"
             return state.decideReport(node: node, token: token) { nodeState, lease in
                 state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: true, now: now, startToCloseExceeded: true)
@@ -216,7 +214,7 @@ extension MigrationState {
     private func failure(of node: NodeID, nodeState: NodeState, lease: StepLease, reason: String, retryable: Bool, now: Instant,
                          leaseExpired: Bool = false, startToCloseExceeded: Bool = false) -> [MigrationEvent] {
         let retry = plan.node(node)?.retry ?? RetryPolicy()
-        let attempt = lease.kind == .forward ? nodeState.attempts : nodeState.rollbackAttempts
+        let attempt = nodeState.attempts(of: lease.kind)
         // Undoing matters more than doing: rollback steps get at least `rollbackAttemptsMin` attempts.
         let allowed = lease.kind == .forward ? retry.maxAttempts : max(retry.maxAttempts, CoreLimits.rollbackAttemptsMin)
         let willRetry = retryable && attempt < allowed
@@ -401,58 +399,6 @@ extension MigrationState {
             let failing = evidence.filter { $0.outcome == .fail }.map(\.check.name).joined(separator: ", ")
             return .accepted([record] + after.abort(reason: "the analysis of \(node) failed at stage \(stageName) (\(failing))", trigger: .metric))
         }
-    }
-
-    /// A sentence naming the first deadline (the migration's, then nodes' in plan order) passed at `now`.
-    func passedDeadline(at now: Instant) -> String? {
-        if let millis = plan.deadlineMillis, startedAt.adding(milliseconds: millis) <= now {
-            return "the migration's deadline passed at \(startedAt.adding(milliseconds: millis))"
-        }
-        for spec in plan.nodes {
-            guard let millis = spec.deadlineMillis, startedAt.adding(milliseconds: millis) <= now,
-                  let state = node(spec.id), state.status != .succeeded else { continue }
-            return "node \(spec.id)'s deadline passed at \(startedAt.adding(milliseconds: millis))"
-        }
-        return nil
-    }
-
-    /// The earliest instant at which a running step passes its node's `start_to_close` (`timeOutStep`),
-    /// for the engine's timer.
-    public var nextStepTimeout: Instant? {
-        guard !status.isSettled else { return nil }
-        return nodes.compactMap { node -> Instant? in
-            guard let lease = node.lease, let limit = plan.node(node.id)?.timeouts.startToCloseMillis else { return nil }
-            return lease.grantedAt.adding(milliseconds: limit)
-        }.min()
-    }
-
-    /// The running steps past their `start_to_close` at `now`, in plan order: (node, token).
-    public func stepsPastStartToClose(at now: Instant) -> [(node: NodeID, token: FencingToken)] {
-        guard !status.isSettled else { return [] }
-        return nodes.compactMap { node in
-            guard let lease = node.lease, let limit = plan.node(node.id)?.timeouts.startToCloseMillis,
-                  lease.grantedAt.adding(milliseconds: limit) <= now else { return nil }
-            return (node.id, lease.token)
-        }
-    }
-
-    /// A duration in milliseconds as a plan would write it: "90s", "30m", "2h", "1500ms".
-    static func durationText(_ millis: Int64) -> String {
-        for (unit, size) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] where millis % size == 0 && millis >= size {
-            return "\(millis / size)\(unit)"
-        }
-        return "\(millis)ms"
-    }
-
-    /// The next instant at which `enforceDeadlines` would act, for the engine's timer.
-    public var nextDeadline: Instant? {
-        guard status == .running || status == .paused else { return nil }
-        var candidates: [Instant] = []
-        if let millis = plan.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
-        for spec in plan.nodes where node(spec.id)?.status != .succeeded {
-            if let millis = spec.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
-        }
-        return candidates.min()
     }
 
     // MARK: - Input checks

@@ -104,6 +104,16 @@ public struct StepLeased: Hashable, Sendable {
     }
 }
 
+extension StepFailed {
+    /// An attempt that ended without counting against the retry policy (a lost agent, a step given back
+    /// unstarted): retryable, offered again at `now`, the next lease repeating its attempt number.
+    init(uncountedOf node: NodeID, nodeState: NodeState, lease: StepLease, now: Instant, reason: String,
+         agentLost: Bool = false, returned: Bool = false) {
+        self.init(node: node, attempt: nodeState.attempts(of: lease.kind), token: lease.token, reason: reason, retryable: true,
+                  kind: lease.kind, retryAt: now, leaseExpired: agentLost, agentLost: agentLost, returned: returned)
+    }
+}
+
 /// The lease holder reported the step done.
 public struct StepCompleted: Hashable, Sendable {
     public var node: NodeID

@@ -160,6 +160,11 @@ public struct NodeState: Hashable, Sendable {
     }
 }
 
+extension NodeState {
+    /// Attempts of `kind` started so far.
+    public func attempts(of kind: StepKind) -> UInt32 { kind == .forward ? attempts : rollbackAttempts }
+}
+
 /// The state of one migration: a pure fold of its events (see `evolve`).
 public struct MigrationState: Hashable, Sendable {
     public var id: MigrationID

@@ -518,7 +518,7 @@ public actor Coordinator {
     @discardableResult
     public func timeOutDueSteps(now: Instant) async -> Int {
         var timedOut = 0
-        for migration in state.unsettledInOrder where (migration.nextStepTimeout.map { $0 <= now }) ?? false {
+        for migration in state.unsettledInOrder {
             for step in migration.stepsPastStartToClose(at: now) {
                 let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "start-to-close")
                 do throws(CommandError) {

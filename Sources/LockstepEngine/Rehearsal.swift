@@ -127,12 +127,11 @@ public struct Rehearsal: Sendable {
                 continue
             }
             // A step running past its start_to_close fails (its simulated agent's report is then refused).
-            if migration.nextStepTimeout.map({ $0 <= now }) ?? false {
-                for step in migration.stepsPastStartToClose(at: now) {
-                    _ = try await execute(.timeOutStep(node: step.node, token: step.token), as: .coordinator, .coordinator)
-                }
-                continue
+            let timedOut = migration.stepsPastStartToClose(at: now)
+            for step in timedOut {
+                _ = try await execute(.timeOutStep(node: step.node, token: step.token), as: .coordinator, .coordinator)
             }
+            if !timedOut.isEmpty { continue }
             // A bake that just began gets its samples; one that has ended is judged.
             var sampled = false
             for (spec, node) in zip(plan.nodes, migration.nodes)
