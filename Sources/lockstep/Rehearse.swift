@@ -33,24 +33,28 @@ struct Rehearse: AsyncParsableCommand {
         try await reportingFailures { try await rehearse(usablePlan(file, refusing: "nothing was rehearsed", exitCode: 2).hashed()) }
     }
 
+    /// `NODE[:N]` given to `flag`: a node of `plan` and a count (1 when absent).
+    static func nodeAndCount(_ value: String, flag: String, plan: PlanSnapshot) throws -> (NodeID, NodeSpec, UInt32) {
+        let parts = value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard !parts[0].isEmpty else { throw ValidationError("\(flag) \"\(value)\": write NODE or NODE:N") }
+        let node = NodeID(String(parts[0]))
+        guard let spec = plan.node(node) else { throw ValidationError("\(flag) names \(node), which is not a node of \(plan.name)") }
+        guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("\(flag) \(value): the count must be a number") }
+        return (node, spec, count)
+    }
+
     private func rehearse(_ plan: PlanSnapshot) async throws {
         var options = Rehearsal.Options()
         options.seed = seed
         for failure in failures {
-            let parts = failure.split(separator: ":", maxSplits: 1)
-            let node = NodeID(String(parts[0]))
-            guard plan.node(node) != nil else { throw ValidationError("--fail names \(node), which is not a node of \(plan.name)") }
-            guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("--fail \(failure): the count must be a number") }
+            let (node, _, count) = try Self.nodeAndCount(failure, flag: "--fail", plan: plan)
             options.failures[node] = count
         }
         for hang in hangs {
-            let parts = hang.split(separator: ":", maxSplits: 1)
-            let node = NodeID(String(parts.first ?? ""))
-            guard let spec = plan.node(node) else { throw ValidationError("--hang names \(node), which is not a node of \(plan.name)") }
+            let (node, spec, count) = try Self.nodeAndCount(hang, flag: "--hang", plan: plan)
             guard spec.timeouts.startToCloseMillis != nil else {
                 throw ValidationError("--hang names \(node), which has no timeouts.start_to_close: nothing would end a hung step")
             }
-            guard let count = parts.count == 2 ? UInt32(parts[1]) : 1 else { throw ValidationError("--hang \(hang): the count must be a number") }
             options.hangs[node] = count
         }
         for gate in rejections {

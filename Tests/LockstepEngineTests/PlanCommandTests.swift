@@ -66,6 +66,11 @@ import Testing
         let badNode = try await runLockstep(["rehearse", file, "--fail", "nope"])
         #expect(badNode.status != 0)
         #expect(badNode.stderr.contains("--fail names nope, which is not a node of ledger-split"))
+        // An empty NODE or count is a usage error, not a crash (`--fail ""` trapped on an index out of range).
+        for (flag, value) in [("--fail", ""), ("--fail", ":2"), ("--hang", ""), ("--fail", "backfill-ledger:")] {
+            let bad = try await runLockstep(["rehearse", file, flag, value])
+            #expect(bad.status == 64 && bad.stderr.contains("Error: \(flag)"), "\(flag) \(value): \(bad)")
+        }
     }
 
     /// Issue 7: a metric trace that breaches at the 10 % stage makes the rehearsal roll back by itself,
