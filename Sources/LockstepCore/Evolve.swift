@@ -93,6 +93,11 @@ extension MigrationState {
             }
         case .analysisOverridden(let node, _):
             advanceExposure(node)
+        case .rollbackReordered(let reordered):
+            if let index = rollbackQueue.firstIndex(of: reordered.node) {
+                rollbackQueue.remove(at: index)
+                rollbackQueue.insert(reordered.node, at: 0)
+            }
         case .stepFailed(let failed):
             updateNode(failed.node) { node in
                 node.lease = nil

@@ -35,6 +35,9 @@ public enum MigrationEvent: Hashable, Sendable {
     case analysisEvaluated(AnalysisRecord)
     /// A person resumed a migration its analysis had paused: the node advances (an override).
     case analysisOverridden(node: NodeID, stage: UInt32)
+    /// An aborting migration undoes a node that holds what the head of its rollback queue waits for
+    /// first (see `RollbackReordered`).
+    case rollbackReordered(RollbackReordered)
 
     /// A stable name for the event type (also its name on the wire and in exports).
     public var typeName: String {
@@ -60,6 +63,7 @@ public enum MigrationEvent: Hashable, Sendable {
         case .metricSampled: "metric_sampled"
         case .analysisEvaluated: "analysis_evaluated"
         case .analysisOverridden: "analysis_overridden"
+        case .rollbackReordered: "rollback_reordered"
         }
     }
 }
@@ -335,5 +339,20 @@ public struct ServiceLeasesReleased: Hashable, Sendable {
         self.services = services
         self.reason = reason
         self.forced = forced
+    }
+}
+
+/// `node` moves to the head of the rollback queue, ahead of `aheadOf`: the head waited for `services`,
+/// which `node` holds and keeps until it is undone (possible only after forced releases). A node that
+/// holds its services has not completed, so no node of the queue depends on it: undoing it first keeps
+/// the rollback's dependency order.
+public struct RollbackReordered: Hashable, Sendable {
+    public var node: NodeID
+    public var aheadOf: NodeID
+    public var services: [String]
+    public init(node: NodeID, aheadOf: NodeID, services: [String]) {
+        self.node = node
+        self.aheadOf = aheadOf
+        self.services = services
     }
 }

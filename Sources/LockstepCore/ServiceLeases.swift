@@ -20,6 +20,9 @@
 //   and not yet undone) that holds nothing (its services were force-released, or the history was
 //   written before service leases existed) asks for them again, at the back of the line.
 //
+// - An aborting migration whose rollback head waits for a service that a later node of its own queue
+//   holds (possible only after forced releases) undoes that node first (`rollback_reordered`).
+//
 // All of it is bookkeeping `decide` appends after the events of any command (`withServiceLeaseBookkeeping`),
 // so the rules hold whatever the command was, and replay needs no rule at all: only the events.
 
@@ -99,6 +102,11 @@ extension MigrationState {
     /// coordinator builds is after each command.
     public func serviceLeaseBookkeeping() -> [MigrationEvent] {
         guard nodes.count == plan.nodes.count else { return [] }
+        if let reordered = rollbackReorder() {
+            var after = self
+            after.evolve(.rollbackReordered(reordered))
+            return [.rollbackReordered(reordered)] + after.serviceLeaseBookkeeping()
+        }
         // One pass to index the nodes, so each node's needs are checked without searching.
         var position: [NodeID: Int] = [:]
         position.reserveCapacity(nodes.count)
@@ -128,6 +136,24 @@ extension MigrationState {
             }
         }
         return events
+    }
+
+    /// The reorder an aborting migration needs when the head of its rollback queue waits for a service
+    /// that a later node of the same queue holds: that node keeps it until it is undone, and it is undone
+    /// only after the head, so the rollback would wait forever (after forced releases mid-rollout, the
+    /// newest stage can belong to a node that lost its services). The first such holder goes first.
+    /// Safe for the rollback's order: a node that holds its services has not completed, so no node of
+    /// the queue depends on it.
+    func rollbackReorder() -> RollbackReordered? {
+        guard status == .aborting, let head = rollbackQueue.first, let headIndex = nodeIndex(head),
+              !nodes[headIndex].serviceLeases.isHeld else { return nil }
+        let wanted = plan.nodes[headIndex].services
+        for id in rollbackQueue.dropFirst() {
+            guard let index = nodeIndex(id), nodes[index].serviceLeases.isHeld else { continue }
+            let shared = plan.nodes[index].services.filter(wanted.contains)
+            if !shared.isEmpty { return RollbackReordered(node: id, aheadOf: head, services: shared) }
+        }
+        return nil
     }
 
     private func releaseReason(_ node: NodeState) -> String {

@@ -50,6 +50,8 @@ extension MigrationEvent {
                     return "\(evidence.check.name) mean \(Self.decimal(evidence.meanMicros)) of \(evidence.samples) (pass \(bound) \(Self.decimal(evidence.check.passMicros)), marginal \(bound) \(Self.decimal(evidence.check.marginalMicros))): \(evidence.outcome.rawValue)"
                 }.joined(separator: "; "))
         case .analysisOverridden(let node, let stage): "\(node): stage \(stage) advanced by a person's resume (override)"
+        case .rollbackReordered(let e):
+            "\(e.node): undone before \(e.aheadOf), which waits for \(e.services.joined(separator: ", ")) that \(e.node) holds"
         }
     }
 }

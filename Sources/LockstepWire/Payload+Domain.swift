@@ -152,6 +152,12 @@ extension Lockstep_V1_EventPayload {
                 $0.nodeID = node.rawValue
                 $0.stage = stage
             }
+        case .rollbackReordered(let reordered):
+            rollbackReordered = .with {
+                $0.nodeID = reordered.node.rawValue
+                $0.aheadOf = reordered.aheadOf.rawValue
+                $0.services = reordered.services
+            }
         }
     }
 }
@@ -236,6 +242,9 @@ extension MigrationEvent {
                                                      evidence: evidence, planContentHash: record.planContentHash))
         case .analysisOverridden(let overridden):
             self = .analysisOverridden(node: NodeID(overridden.nodeID), stage: overridden.stage)
+        case .rollbackReordered(let reordered):
+            self = .rollbackReordered(RollbackReordered(node: NodeID(reordered.nodeID), aheadOf: NodeID(reordered.aheadOf),
+                                                        services: reordered.services))
         }
     }
 }

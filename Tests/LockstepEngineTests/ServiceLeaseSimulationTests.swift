@@ -198,6 +198,16 @@ actor FaultyEventLog: EventLog {
             let live = await coordinator.state
             #expect((try? LogState(canonicalBytes: live.canonicalBytes)) == live, "seed \(seed): the service-lease index drifted")
             #expect(live.unsettled == Set(live.migrations.values.filter { !$0.status.isSettled }.map(\.id)), "seed \(seed): the unsettled index drifted")
+            // No rollback waits on itself: the head of a rollback queue never waits for a service that a
+            // later node of the same queue holds (that node keeps it until it is undone, after the head).
+            for migration in live.migrationsInOrder where migration.status == .aborting {
+                guard let head = migration.rollbackQueue.first, migration.node(head)?.serviceLeases.isHeld == false,
+                      let wanted = migration.plan.node(head)?.services else { continue }
+                let blockers = migration.rollbackQueue.dropFirst().filter { id in
+                    migration.node(id)?.serviceLeases.isHeld == true && (migration.plan.node(id)?.services.contains(where: wanted.contains) ?? false)
+                }
+                #expect(blockers.isEmpty, "seed \(seed): \(migration.id)'s rollback head \(head) waits for \(blockers), later in its own queue")
+            }
             // What a poll finds through the holder index is what a scan of every migration finds.
             for service in Self.services {
                 let (step, nextRetry) = live.step(forService: service, at: t(wall))

@@ -529,6 +529,14 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .analysisOverridden(newValue)}
   }
 
+  public var rollbackReordered: Lockstep_V1_RollbackReordered {
+    get {
+      if case .rollbackReordered(let v)? = kind {return v}
+      return Lockstep_V1_RollbackReordered()
+    }
+    set {kind = .rollbackReordered(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -554,6 +562,7 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case metricSampled(Lockstep_V1_MetricSampled)
     case analysisEvaluated(Lockstep_V1_AnalysisEvaluated)
     case analysisOverridden(Lockstep_V1_AnalysisOverridden)
+    case rollbackReordered(Lockstep_V1_RollbackReordered)
 
   }
 
@@ -941,6 +950,26 @@ public nonisolated struct Lockstep_V1_AnalysisOverridden: Sendable {
   public var nodeID: String = String()
 
   public var stage: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An aborting migration undoes `node_id` before `ahead_of`, the head of its rollback queue: the head
+/// waits for `services`, which `node_id` holds and would keep until it is undone (after forced releases
+/// mid-rollout). Undoing a node that holds its services first is always safe: it never completed, so no
+/// node of the queue depends on it.
+public nonisolated struct Lockstep_V1_RollbackReordered: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var aheadOf: String = String()
+
+  public var services: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1530,7 +1559,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1824,6 +1853,19 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .analysisOverridden(v)
         }
       }()
+      case 23: try {
+        var v: Lockstep_V1_RollbackReordered?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .rollbackReordered(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .rollbackReordered(v)
+        }
+      }()
       default: break
       }
     }
@@ -1922,6 +1964,10 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
     case .analysisOverridden?: try {
       guard case .analysisOverridden(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .rollbackReordered?: try {
+      guard case .rollbackReordered(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
     }()
     case nil: break
     }
@@ -2658,6 +2704,46 @@ nonisolated extension Lockstep_V1_AnalysisOverridden: SwiftProtobuf.Message, Swi
   public static func ==(lhs: Lockstep_V1_AnalysisOverridden, rhs: Lockstep_V1_AnalysisOverridden) -> Bool {
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.stage != rhs.stage {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_RollbackReordered: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RollbackReordered"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{3}ahead_of\0\u{1}services\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.aheadOf) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.aheadOf.isEmpty {
+      try visitor.visitSingularStringField(value: self.aheadOf, fieldNumber: 2)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_RollbackReordered, rhs: Lockstep_V1_RollbackReordered) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.aheadOf != rhs.aheadOf {return false}
+    if lhs.services != rhs.services {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
