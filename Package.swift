@@ -91,6 +91,7 @@ let package = Package(
             name: "LockstepClient",
             dependencies: [
                 "LockstepAPI",
+                "LockstepCore",
                 "LockstepWire",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

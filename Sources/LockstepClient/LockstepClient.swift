@@ -1,6 +1,7 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import LockstepAPI
+import LockstepCore
 import LockstepWire
 
 /// Why a call failed: the server's stable code and sentence (docs/api.md, Errors), or a transport
@@ -20,11 +21,40 @@ public struct LockstepClientError: Error, Hashable, Sendable, CustomStringConver
             let message = error.message.hasPrefix(code + ": ") ? String(error.message.dropFirst(code.count + 2)) : error.message
             self.init(code: code, message: message)
         } else {
-            self.init(code: "\(error.code)".lowercased(), message: error.message)
+            self.init(code: Self.transportCode(error.code).rawValue, message: error.message)
         }
     }
 
+    /// The code in the shared list, or nil for one this client does not know (a newer server's).
+    public var errorCode: ErrorCode? { ErrorCode(rawValue: code) }
+
+    /// Whether repeating the call later, unchanged, may succeed (`ErrorCode.isTransient`); an unknown code is not.
+    public var isTransient: Bool { errorCode?.isTransient ?? false }
+
     public var description: String { "\(code): \(message)" }
+
+    /// The code for a gRPC status that carries no Lockstep code (the transport's own failures), spelt as
+    /// the protocol spells it: `deadline_exceeded`, not Swift's `deadlineexceeded`.
+    public static func transportCode(_ code: RPCError.Code) -> ErrorCode {
+        switch code {
+        case .cancelled: .cancelled
+        case .invalidArgument: .invalidArgument
+        case .deadlineExceeded: .deadlineExceeded
+        case .notFound: .notFound
+        case .alreadyExists: .alreadyExists
+        case .permissionDenied: .permissionDenied
+        case .resourceExhausted: .resourceExhausted
+        case .failedPrecondition: .failedPrecondition
+        case .aborted: .aborted
+        case .outOfRange: .outOfRange
+        case .unimplemented: .unimplemented
+        case .internalError: .internalError
+        case .unavailable: .unavailable
+        case .dataLoss: .dataLoss
+        case .unauthenticated: .unauthenticated
+        default: .unknown
+        }
+    }
 }
 
 /// The Swift client of the Lockstep API over gRPC: the CLI and agents use it. Requests and answers are
@@ -49,7 +79,7 @@ public struct LockstepClient: Sendable {
         _ body: (LockstepClient) async throws -> Result
     ) async throws -> Result {
         guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
-            throw LockstepClientError(code: "invalid_argument", message: "the server address must be HOST:PORT, not \(target)")
+            throw LockstepClientError(code: ErrorCode.invalidArgument.rawValue, message: "the server address must be HOST:PORT, not \(target)")
         }
         let host = String(target[..<colon]).trimmingCharacters(in: ["[", "]"])
         let resolvable: any ResolvableTarget = host.contains(":") ? .ipv6(address: host, port: port) : .dns(host: host, port: port)
@@ -162,7 +192,7 @@ public struct LockstepClient: Sendable {
         } catch let error as LockstepClientError {
             throw error
         } catch {
-            throw LockstepClientError(code: "unavailable", message: "the call failed: \(error)")
+            throw LockstepClientError(code: ErrorCode.unavailable.rawValue, message: "the call failed: \(error)")
         }
     }
 }

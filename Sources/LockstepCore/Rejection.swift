@@ -38,46 +38,49 @@ public enum Rejection: Error, Hashable, Sendable {
     case serviceNotLeased(String)
 
     /// The stable, machine-readable code of this rejection.
-    public var code: String {
+    public var errorCode: ErrorCode {
         switch self {
-        case .migrationAlreadyExists: "migration_already_exists"
-        case .migrationNotFound: "migration_not_found"
-        case .invalidPlan: "invalid_plan"
-        case .invalidArgument: "invalid_argument"
-        case .unknownNode: "unknown_node"
-        case .nodeNotReady: "node_not_ready"
-        case .awaitingApproval: "awaiting_approval"
-        case .gateRejected: "gate_rejected"
-        case .retryNotDue: "retry_not_due"
-        case .migrationNotRunning: "migration_not_running"
-        case .migrationSettled: "migration_settled"
-        case .noActiveLease: "no_active_lease"
-        case .staleFencingToken: "stale_fencing_token"
-        case .alreadyPaused: "already_paused"
-        case .notPaused: "not_paused"
-        case .noGate: "no_gate"
-        case .requesterCannotApprove: "requester_cannot_approve"
-        case .notAnApprover: "not_an_approver"
-        case .alreadyDecided: "already_decided"
-        case .gateClosed: "gate_closed"
-        case .gateNotOpen: "gate_not_open"
-        case .noRollbackDue: "no_rollback_due"
-        case .noDeadlinePassed: "no_deadline_passed"
-        case .stepTimeoutNotPassed: "step_timeout_not_passed"
-        case .notWaitingForAgent: "not_waiting_for_agent"
-        case .notLeaseHolder: "not_lease_holder"
-        case .planNotRegistered: "plan_not_registered"
-        case .waitingForServices: "waiting_for_service_lease"
-        case .noServiceLeaseRequest: "no_service_lease_request"
-        case .servicesNotHeld: "service_lease_not_held"
-        case .serviceLeaseInUse: "service_lease_in_use"
-        case .serviceNotLeased: "service_not_leased"
-        case .noAnalysis: "no_analysis"
-        case .notBaking: "not_baking"
-        case .tooManySamples: "too_many_samples"
-        case .bakeNotOver: "bake_not_over"
+        case .migrationAlreadyExists: .migrationAlreadyExists
+        case .migrationNotFound: .migrationNotFound
+        case .invalidPlan: .invalidPlan
+        case .invalidArgument: .invalidArgument
+        case .unknownNode: .unknownNode
+        case .nodeNotReady: .nodeNotReady
+        case .awaitingApproval: .awaitingApproval
+        case .gateRejected: .gateRejected
+        case .retryNotDue: .retryNotDue
+        case .migrationNotRunning: .migrationNotRunning
+        case .migrationSettled: .migrationSettled
+        case .noActiveLease: .noActiveLease
+        case .staleFencingToken: .staleFencingToken
+        case .alreadyPaused: .alreadyPaused
+        case .notPaused: .notPaused
+        case .noGate: .noGate
+        case .requesterCannotApprove: .requesterCannotApprove
+        case .notAnApprover: .notAnApprover
+        case .alreadyDecided: .alreadyDecided
+        case .gateClosed: .gateClosed
+        case .gateNotOpen: .gateNotOpen
+        case .noRollbackDue: .noRollbackDue
+        case .noDeadlinePassed: .noDeadlinePassed
+        case .stepTimeoutNotPassed: .stepTimeoutNotPassed
+        case .notWaitingForAgent: .notWaitingForAgent
+        case .notLeaseHolder: .notLeaseHolder
+        case .planNotRegistered: .planNotRegistered
+        case .waitingForServices: .waitingForServiceLease
+        case .noServiceLeaseRequest: .noServiceLeaseRequest
+        case .servicesNotHeld: .serviceLeaseNotHeld
+        case .serviceLeaseInUse: .serviceLeaseInUse
+        case .serviceNotLeased: .serviceNotLeased
+        case .noAnalysis: .noAnalysis
+        case .notBaking: .notBaking
+        case .tooManySamples: .tooManySamples
+        case .bakeNotOver: .bakeNotOver
         }
     }
+
+    /// `errorCode` as it travels.
+    public var code: String { errorCode.rawValue }
 
     /// What went wrong, in a sentence that names the things involved.
     public var message: String {

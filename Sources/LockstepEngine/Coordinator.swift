@@ -32,13 +32,16 @@ public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Too many commands are waiting on this stream (a migration or a plan); nothing was done. Retry later.
     case overloaded(stream: String, waitingMax: Int)
 
-    public var code: String {
+    public var errorCode: ErrorCode {
         switch self {
-        case .rejected(let rejection): rejection.code
-        case .storage(let error): error.code
-        case .overloaded: "migration_overloaded"
+        case .rejected(let rejection): rejection.errorCode
+        case .storage(let error): error.errorCode
+        case .overloaded: .migrationOverloaded
         }
     }
+
+    /// `errorCode` as it travels.
+    public var code: String { errorCode.rawValue }
 
     public var description: String {
         switch self {
@@ -46,6 +49,24 @@ public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
         case .storage(let error): error.description
         case .overloaded(let stream, let waitingMax):
             "migration_overloaded: \(waitingMax) commands are already waiting on \(stream); retry later"
+        }
+    }
+}
+
+extension EventLogError {
+    /// The log's error in the API's list of codes (the same strings as `code`, which the log, knowing
+    /// nothing of the API, spells itself; `ErrorCodeTests` checks they agree).
+    public var errorCode: ErrorCode {
+        switch self {
+        case .versionConflict: .versionConflict
+        case .corrupted: .logCorrupted
+        case .writesStopped: .writesStopped
+        case .outcomeUnknown: .commitOutcomeUnknown
+        case .overloaded: .logOverloaded
+        case .storageFull: .storageFull
+        case .busy: .storageBusy
+        case .invalidRequest: .invalidRequest
+        case .unavailable: .storageUnavailable
         }
     }
 }

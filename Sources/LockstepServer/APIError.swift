@@ -6,9 +6,13 @@ import LockstepWire
 /// Every error the API returns: a stable code, a sentence a person can act on, and the HTTP status
 /// (the gRPC status follows from the same classification).
 public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
-    public var code: String
+    public var errorCode: ErrorCode
     public var message: String
-    public var kind: Kind
+    /// Follows from the code, so the two never disagree.
+    public var kind: Kind { Kind(errorCode) }
+
+    /// `errorCode` as it travels.
+    public var code: String { errorCode.rawValue }
 
     public enum Kind: Hashable, Sendable {
         case badRequest, unauthenticated, forbidden, notFound, conflict, alreadyExists, tooLarge, unsupportedMediaType, overloaded, unavailable
@@ -16,6 +20,41 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         case requestTimeout
         /// The write may or may not have happened (never safe to retry blindly).
         case outcomeUnknown
+
+        /// What `code` says about the request: the HTTP status and gRPC status follow from it.
+        public init(_ code: ErrorCode) {
+            switch code {
+            case .malformedRequest, .invalidArgument, .invalidIdentifier, .invalidStream, .invalidPlan, .invalidRequest, .clientGone, .outOfRange:
+                self = .badRequest
+            case .unauthenticated:
+                self = .unauthenticated
+            case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder:
+                self = .forbidden
+            case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound:
+                self = .notFound
+            case .migrationAlreadyExists, .alreadyExists:
+                self = .alreadyExists
+            case .nodeNotReady, .awaitingApproval, .gateRejected, .retryNotDue, .migrationNotRunning, .migrationSettled, .noActiveLease,
+                 .staleFencingToken, .alreadyPaused, .notPaused, .noGate, .alreadyDecided, .gateClosed, .gateNotOpen, .noRollbackDue,
+                 .noDeadlinePassed, .stepTimeoutNotPassed, .notWaitingForAgent, .planNotRegistered, .waitingForServiceLease,
+                 .noServiceLeaseRequest, .serviceLeaseNotHeld, .serviceLeaseInUse, .noAnalysis, .notBaking, .tooManySamples, .bakeNotOver,
+                 .versionConflict, .failedPrecondition, .aborted:
+                self = .conflict
+            case .bodyTooLarge, .resourceExhausted:
+                self = .tooLarge
+            case .unsupportedMediaType:
+                self = .unsupportedMediaType
+            case .migrationOverloaded, .logOverloaded, .storageBusy, .tooManyWatchers:
+                self = .overloaded
+            case .requestTimeout, .deadlineExceeded:
+                self = .requestTimeout
+            case .commitOutcomeUnknown:
+                self = .outcomeUnknown
+            case .writesStopped, .logCorrupted, .storageFull, .storageUnavailable, .shuttingDown, .unavailable, .cancelled, .unknown,
+                 .internalError, .unimplemented, .dataLoss:
+                self = .unavailable
+            }
+        }
 
         public var httpStatus: Int {
             switch self {
@@ -34,9 +73,8 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    public init(_ kind: Kind, code: String, _ message: String) {
-        self.kind = kind
-        self.code = code
+    public init(_ code: ErrorCode, _ message: String) {
+        self.errorCode = code
         self.message = message
     }
 
@@ -45,7 +83,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The wire form of the error (the JSON side's body).
     public var body: Lockstep_V1_ErrorBody { .with { $0.code = code; $0.message = message } }
 
-    public static func malformed(_ what: String) -> APIError { APIError(.badRequest, code: "malformed_request", what) }
+    public static func malformed(_ what: String) -> APIError { APIError(.malformedRequest, what) }
 
     /// Checks an identifier from a request (migration, node, service, plan, agent) before it is looked up
     /// or echoed: required, at most `CoreLimits.identifierBytesMax` bytes, of the allowed characters. An
@@ -54,7 +92,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         if value.isEmpty { throw invalid("\(field) is required") }
         if let problem = MigrationState.identifierProblem(value, what: field) {
             // The core's sentence quotes the value only when it is within the length limit.
-            throw APIError(.badRequest, code: "invalid_identifier", problem)
+            throw APIError(.invalidIdentifier, problem)
         }
     }
 
@@ -63,32 +101,23 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         if stream.isEmpty { return }
         if let id = RecordedEvent.migration(ofStream: stream) { return try checkIdentifier(id.rawValue, "stream's migration id") }
         if let plan = RecordedPlanEvent.plan(ofStream: stream) { return try checkIdentifier(plan, "stream's plan name") }
-        throw APIError(.badRequest, code: "invalid_stream", "stream \"\(stream.prefix(64))\" is not migration/ID or plan/NAME")
+        throw APIError(.invalidStream, "stream \"\(stream.prefix(64))\" is not migration/ID or plan/NAME")
     }
-    public static func invalid(_ what: String) -> APIError { APIError(.badRequest, code: "invalid_argument", what) }
+    public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 
     /// The API error for a coordinator's refusal or failure.
     public init(_ error: CommandError) {
         switch error {
         case .rejected(let rejection):
-            self.init(Self.kind(of: rejection), code: rejection.code, rejection.message)
+            self.init(rejection.errorCode, rejection.message)
+        case .storage(.invalidRequest(let why)):
+            // The log's refusal of a malformed append: the request's fault, said as the API says it.
+            self.init(.invalidArgument, why)
         case .storage(let storage):
             // The sentence without the code in front (the code travels on its own).
-            let sentence = Self.withoutCode(storage.description, storage.code)
-            switch storage {
-            case .overloaded, .busy:
-                self.init(.overloaded, code: storage.code, sentence)
-            case .invalidRequest(let why):
-                self.init(.badRequest, code: "invalid_argument", why)
-            case .versionConflict:
-                self.init(.conflict, code: storage.code, sentence)
-            case .outcomeUnknown:
-                self.init(.outcomeUnknown, code: storage.code, sentence)
-            default:
-                self.init(.unavailable, code: storage.code, sentence)
-            }
+            self.init(storage.errorCode, Self.withoutCode(storage.description, storage.code))
         case .overloaded:
-            self.init(.overloaded, code: error.code, Self.withoutCode(error.description, error.code))
+            self.init(error.errorCode, Self.withoutCode(error.description, error.code))
         }
     }
 
@@ -96,13 +125,4 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         description.hasPrefix(code + ": ") ? String(description.dropFirst(code.count + 2)) : description
     }
 
-    static func kind(of rejection: Rejection) -> Kind {
-        switch rejection {
-        case .migrationAlreadyExists: .alreadyExists
-        case .migrationNotFound, .unknownNode, .serviceNotLeased: .notFound
-        case .invalidArgument, .invalidPlan: .badRequest
-        case .requesterCannotApprove, .notAnApprover, .notLeaseHolder: .forbidden
-        default: .conflict
-        }
-    }
 }

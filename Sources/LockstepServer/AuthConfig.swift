@@ -95,14 +95,14 @@ public struct AuthConfig: Sendable {
         if let clientCertificate {
             if let principal = byCertificateHash[clientCertificate] { return principal }
             if header == nil {
-                throw APIError(.unauthenticated, code: "unauthenticated", "the client certificate (SHA-256 \(clientCertificate)) is not known to this server")
+                throw APIError(.unauthenticated, "the client certificate (SHA-256 \(clientCertificate)) is not known to this server")
             }
         }
         guard let header else {
-            throw APIError(.unauthenticated, code: "unauthenticated", "this server needs a bearer token: send Authorization: Bearer TOKEN")
+            throw APIError(.unauthenticated, "this server needs a bearer token: send Authorization: Bearer TOKEN")
         }
         guard header.count > 7, header.prefix(7).lowercased() == "bearer ", let principal = principal(forToken: String(header.dropFirst(7))) else {
-            throw APIError(.unauthenticated, code: "unauthenticated", "the bearer token is not known to this server")
+            throw APIError(.unauthenticated, "the bearer token is not known to this server")
         }
         return principal
     }

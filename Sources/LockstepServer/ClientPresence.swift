@@ -101,7 +101,7 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Send
             group.cancelAll()
             return first
         }
-        guard let outcome else { throw APIError(.badRequest, code: "client_gone", "the client went away before the answer") }
+        guard let outcome else { throw APIError(.clientGone, "the client went away before the answer") }
         return try outcome.get()
     }
 }

@@ -195,7 +195,7 @@ struct HTTPRoutes: Sendable {
         // Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
         guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
             let got = request.headers[.contentType].map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
-            throw APIError(.unsupportedMediaType, code: "unsupported_media_type", "send the body as application/json\(got)")
+            throw APIError(.unsupportedMediaType, "send the body as application/json\(got)")
         }
         let body = try await collectBody(request)
         do {
@@ -220,14 +220,14 @@ struct HTTPRoutes: Sendable {
                 }
                 defer { group.cancelAll() }
                 guard let first = try await group.next(), let collected = first else {
-                    throw APIError(.requestTimeout, code: "request_timeout", "the request body did not arrive within \(millisMax) ms of its head")
+                    throw APIError(.requestTimeout, "the request body did not arrive within \(millisMax) ms of its head")
                 }
                 return collected
             }
         } catch let error as APIError {
             throw error
         } catch is NIOTooManyBytesError {
-            throw APIError(.tooLarge, code: "body_too_large", "the request body is over \(bytesMax) bytes")
+            throw APIError(.bodyTooLarge, "the request body is over \(bytesMax) bytes")
         } catch {
             throw APIError.malformed("the request body could not be read: \(error)")
         }
@@ -286,13 +286,13 @@ struct EdgeMiddleware: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if refuseBrowsers, request.headers[.origin] != nil {
-            return answer(APIError(.forbidden, code: "permission_denied", "--dev serves no browsers: requests with an Origin header are refused"))
+            return answer(APIError(.permissionDenied, "--dev serves no browsers: requests with an Origin header are refused"))
         }
         do {
             return try await next(request, context)
         } catch let error as HTTPError where error.status == .notFound || error.status == .methodNotAllowed {
             let path = String(request.uri.path.prefix(100))
-            return answer(APIError(.notFound, code: "route_not_found",
+            return answer(APIError(.routeNotFound,
                                    "nothing is served at \(request.method.rawValue.prefix(16)) \(path) (docs/api.md lists the routes: JSON calls are POSTs under /v1/)"))
         }
     }

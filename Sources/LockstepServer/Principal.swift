@@ -41,7 +41,7 @@ public struct Principal: Hashable, Sendable {
         guard let header, let token = header.split(separator: " ", maxSplits: 1).last, token.hasPrefix("as:") else { return .developer }
         let name = String(token.dropFirst(3))
         if let problem = MigrationState.identifierProblem(name, what: "the --dev name after as:") {
-            throw APIError(.unauthenticated, code: "unauthenticated", problem)
+            throw APIError(.unauthenticated, problem)
         }
         return .developer(named: name)
     }
@@ -53,27 +53,27 @@ public struct Principal: Hashable, Sendable {
 
     func require(_ role: Role, to what: String) throws(APIError) {
         guard roles.contains(role) || roles.contains(.admin) else {
-            throw APIError(.forbidden, code: "permission_denied", "\(name) may not \(what) (needs the \(role.rawValue) role)")
+            throw APIError(.permissionDenied, "\(name) may not \(what) (needs the \(role.rawValue) role)")
         }
     }
 
     func require(anyOf roles: Set<Role>, to what: String) throws(APIError) {
         guard !self.roles.isDisjoint(with: roles) || self.roles.contains(.admin) else {
             let names = roles.map(\.rawValue).sorted().joined(separator: ", ")
-            throw APIError(.forbidden, code: "permission_denied", "\(name) may not \(what) (needs one of the roles \(names))")
+            throw APIError(.permissionDenied, "\(name) may not \(what) (needs one of the roles \(names))")
         }
     }
 
     func requireAgent(of service: String) throws(APIError) {
         guard mayAct(forService: service) else {
-            throw APIError(.forbidden, code: "permission_denied", "\(name) is not an agent of service \(service)")
+            throw APIError(.permissionDenied, "\(name) is not an agent of service \(service)")
         }
     }
 
     /// The refusal an agent gets for a node that is not of its services, whether or not the migration
     /// and node exist: the same answer either way, so agents cannot probe for other services' work.
     func notItsNode(_ migration: MigrationID, _ node: NodeID) -> APIError {
-        APIError(.forbidden, code: "permission_denied",
+        APIError(.permissionDenied,
                  "\(name) is an agent of \(services.sorted().joined(separator: ", ")); \(migration)/\(node) is not a step of those services, or does not exist")
     }
 

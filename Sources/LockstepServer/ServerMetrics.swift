@@ -100,7 +100,7 @@ struct ServerMetrics: Sendable {
 
     /// Counts what an error says about the system (stale reports are a fencing signal worth watching).
     func record(_ error: APIError) {
-        if error.code == "stale_fencing_token" { staleTokenRejections.increment() }
+        if error.errorCode == .staleFencingToken { staleTokenRejections.increment() }
     }
 
     var text: [UInt8] { registry.emitToBuffer() }

@@ -13,7 +13,7 @@ public struct StageAPI: Sendable {
         // Readers, and the agents of the services the migration changes (its own services' view).
         let reader = !principal.roles.isDisjoint(with: OperatorAPI.readers) || principal.roles.contains(.admin)
         if !reader && !principal.roles.contains(.agent) {
-            throw APIError(.forbidden, code: "permission_denied", "\(principal.name) may not read stages (needs an agent or reader role)")
+            throw APIError(.permissionDenied, "\(principal.name) may not read stages (needs an agent or reader role)")
         }
         try APIError.checkIdentifier(request.migrationID, "migration_id")
         if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node") }
@@ -22,7 +22,7 @@ public struct StageAPI: Sendable {
         if !reader {
             // A missing migration reads the same as one that changes none of the agent's services.
             guard let migration, !Set(migration.plan.nodes.flatMap(\.services)).isDisjoint(with: principal.services) else {
-                throw APIError(.forbidden, code: "permission_denied",
+                throw APIError(.permissionDenied,
                                "\(principal.name) is an agent of no service migration \(id) changes, or it does not exist")
             }
         }

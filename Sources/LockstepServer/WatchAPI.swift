@@ -92,10 +92,10 @@ public struct WatchEvents: AsyncSequence, Sendable {
                     finished = true
                 case .full:
                     finished = true
-                    throw APIError(.overloaded, code: "too_many_watchers", "too many watches are open; close one or retry later")
+                    throw APIError(.tooManyWatchers, "too many watches are open; close one or retry later")
                 case .closed:
                     finished = true
-                    throw APIError(.unavailable, code: "shutting_down", "the server is shutting down; watch again after it restarts")
+                    throw APIError(.shuttingDown, "the server is shutting down; watch again after it restarts")
                 }
             }
             finished = true

@@ -95,13 +95,6 @@ struct ReferenceAgent: Sendable {
     /// Attempts at delivering a report while the server is temporarily unable to take it.
     static let reportAttemptsMax = 30
 
-    /// Codes that mean "not now" rather than "no": the call may be repeated (a report that was
-    /// recorded after all is refused by its fencing token the second time).
-    static let transientCodes: Set<String> = [
-        "unavailable", "shutting_down", "deadline_exceeded", "migration_overloaded", "log_overloaded", "storage_busy",
-        "storage_unavailable", "commit_outcome_unknown",
-    ]
-
     func say(_ text: String) {
         print("\(agentID): \(text)")
         fflush(nil)
@@ -124,7 +117,7 @@ struct ReferenceAgent: Sendable {
                 backoff = .milliseconds(200)
             } catch {
                 if Task.isShuttingDownGracefully || error is CancellationError { break }
-                guard let failure = error as? LockstepClientError, Self.transientCodes.contains(failure.code) else { throw error }
+                guard let failure = error as? LockstepClientError, failure.isTransient else { throw error }
                 let pause = backoff
                 say("cannot poll (\(failure)); again in \(pause)")
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
@@ -270,7 +263,7 @@ struct ReferenceAgent: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
-                if Self.transientCodes.contains(error.code) { continue }
+                if error.isTransient { continue }
                 return lose("\(error)", control: control, shared: shared)
             }
         }
@@ -341,7 +334,7 @@ struct ReferenceAgent: Sendable {
                 if let lost = shared.lost.withLock({ $0 }) {
                     return say("\(name): lease lost before the report was taken (\(lost)); nothing reported")
                 }
-                guard Self.transientCodes.contains(error.code) && attempt < Self.reportAttemptsMax else {
+                guard error.isTransient && attempt < Self.reportAttemptsMax else {
                     return say("\(name): the report was refused: \(error)")
                 }
                 try? await Task.sleep(for: delay)

@@ -73,7 +73,7 @@ extension HistoryCommand {
                     verification = Verification(try await HistoryVerifier.verify(log))
                 } catch EventLogError.corrupted(let position, let reason) {
                     // The same answer as the server's for a broken history: ok false, the code, where.
-                    verification = Verification(problemCode: "log_corrupted", problem: "the log is corrupted at sequence \(position): \(reason)")
+                    verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
                 }
                 try verification.print(output)
             }
@@ -264,7 +264,7 @@ struct Verification {
         case .table: if ok { Swift.print(table.joined(separator: "\n")) }
         }
         guard ok else {
-            let position = problemCode == "log_corrupted" ? problem.replacingOccurrences(of: "the log is corrupted at", with: "corrupted at") : problem
+            let position = problemCode == ErrorCode.logCorrupted.rawValue ? problem.replacingOccurrences(of: "the log is corrupted at", with: "corrupted at") : problem
             throw CommandFailure(message: position, exitCode: 1)
         }
     }

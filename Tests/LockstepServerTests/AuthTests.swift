@@ -35,10 +35,10 @@ import Testing
         #expect(auth.principal(forToken: "orders-agent-token-0123456789") == Principal(name: "orders-agent", roles: [.agent], services: ["orders"]))
         #expect(auth.principal(forToken: "orders-agent-token-012345678") == nil)
         #expect(AuthConfig.hash("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")  // FIPS 180-2 test vector
-        #expect(throws: APIError(.unauthenticated, code: "unauthenticated", "this server needs a bearer token: send Authorization: Bearer TOKEN")) {
+        #expect(throws: APIError(.unauthenticated, "this server needs a bearer token: send Authorization: Bearer TOKEN")) {
             try auth.authenticate(nil)
         }
-        #expect(throws: APIError(.unauthenticated, code: "unauthenticated", "the bearer token is not known to this server")) {
+        #expect(throws: APIError(.unauthenticated, "the bearer token is not known to this server")) {
             try auth.authenticate("Basic b3JkZXJz")
         }
         #expect(try auth.authenticate("Bearer orders-agent-token-0123456789").name == "orders-agent")
