@@ -145,6 +145,9 @@ public actor Coordinator {
     /// Sets the function called after every append is folded into the live state.
     public func observeChanges(_ observer: @escaping @Sendable (Change) -> Void) { changeObserver = observer }
 
+    /// Failures the timers met since the last `tick` (other than lost races).
+    private var timerFailures: [CommandError] = []
+
     /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
     /// once, before deciding anything, so callers see the storage failure, not its side effects.
     private var stopped: EventLogError?
@@ -468,8 +471,7 @@ public actor Coordinator {
         var expired: [(MigrationID, NodeID)] = []
         for (key, deadline) in due {
             let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-timer")
-            let command = MigrationCommand.expireLease(node: key.node, token: deadline.token)
-            if (try? await execute(command, migration: key.migration, context: context, now: now)) != nil {
+            if await timerExecute(.expireLease(node: key.node, token: deadline.token), migration: key.migration, context: context, now: now) {
                 expired.append((key.migration, key.node))
             }
         }
@@ -514,7 +516,7 @@ public actor Coordinator {
         var aborted: [MigrationID] = []
         for id in due {
             let context = CommandContext(actor: .coordinator, triggeredBy: .deadline, causationID: "deadline")
-            if (try? await execute(.enforceDeadlines, migration: id, context: context, now: now)) != nil { aborted.append(id) }
+            if await timerExecute(.enforceDeadlines, migration: id, context: context, now: now) { aborted.append(id) }
         }
         return aborted
     }
@@ -527,7 +529,7 @@ public actor Coordinator {
         for migration in state.unsettledInOrder where (migration.nextBakeEnd.map { $0 <= now }) ?? false {
             for node in migration.nodes where node.status == .baking && !node.exposure.awaitingDecision && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
                 let context = CommandContext(actor: .coordinator, triggeredBy: .metric, causationID: "bake-end")
-                if (try? await execute(.evaluateExposure(node: node.id), migration: migration.id, context: context, now: now)) != nil { judged += 1 }
+                if await timerExecute(.evaluateExposure(node: node.id), migration: migration.id, context: context, now: now) { judged += 1 }
             }
         }
         return judged
@@ -542,12 +544,8 @@ public actor Coordinator {
         for migration in state.unsettledInOrder {
             for step in migration.stepsPastStartToClose(at: now) {
                 let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "start-to-close")
-                do throws(CommandError) {
-                    _ = try await execute(.timeOutStep(node: step.node, token: step.token), migration: migration.id, context: context, now: now)
+                if await timerExecute(.timeOutStep(node: step.node, token: step.token), migration: migration.id, context: context, now: now) {
                     timedOut += 1
-                } catch {
-                    // Refused: the step reported (or its lease ended) since the timer looked; nothing to do.
-                    // A storage error stops the coordinator (fail-stop) and is answered to every later command.
                 }
             }
         }
@@ -576,15 +574,78 @@ public actor Coordinator {
         var paused: [MigrationID] = []
         for (id, node) in due where !paused.contains(id) {
             let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "schedule-to-start")
-            do throws(CommandError) {
-                _ = try await execute(.scheduleToStartExceeded(node: node), migration: id, context: context, now: now)
+            if await timerExecute(.scheduleToStartExceeded(node: node), migration: id, context: context, now: now) {
                 paused.append(id)
                 waitingSince[id] = nil
-            } catch {
-                // Refused: an agent took the step (or the migration moved on) since the timer looked.
             }
         }
         return paused
+    }
+
+    /// Runs a timer's command. A refusal means the timer lost a race (the step reported, the migration
+    /// moved on since it looked) and is nothing to do; any other failure (storage: the coordinator has
+    /// stopped) is kept for `tick` to report, never dropped.
+    private func timerExecute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async -> Bool {
+        do throws(CommandError) {
+            _ = try await execute(command, migration: id, context: context, now: now)
+            return true
+        } catch {
+            if case .rejected = error { return false }
+            timerFailures.append(error)
+            return false
+        }
+    }
+
+    /// What one pass of the timers did.
+    public struct TimerReport: Hashable, Sendable {
+        public var deadlinesPassed = 0
+        public var leasesExpired = 0
+        public var stepsTimedOut = 0
+        public var bakesJudged = 0
+        public var pausedForScheduleToStart = 0
+        /// Failures other than a lost race (storage: the coordinator stopped), in order.
+        public var failures: [CommandError] = []
+
+        /// Whether the pass recorded anything.
+        public var didWork: Bool { deadlinesPassed + leasesExpired + stepsTimedOut + bakesJudged + pausedForScheduleToStart > 0 }
+    }
+
+    /// The timer policy, in one place, for every shell (the server's timer service and the rehearsal):
+    /// at `now` (wall) and the monotonic clock's reading, in this order: migrations past their deadline
+    /// abort (a deadline fires at its instant whatever else is due); leases not renewed within their TTL
+    /// expire; steps past their start_to_close fail; bakes that ended are judged; steps nobody took within
+    /// their schedule_to_start pause their migration; and a grant pass runs when one is owed.
+    public func tick(now: Instant) async -> TimerReport {
+        var report = TimerReport()
+        if let deadline = nextDeadline, deadline <= now { report.deadlinesPassed = await enforceDeadlines(now: now).count }
+        report.leasesExpired = await expireDueLeases(now: now).count
+        if let timeout = nextStepTimeout, timeout <= now { report.stepsTimedOut = await timeOutDueSteps(now: now) }
+        if let bakeEnd = nextBakeEnd, bakeEnd <= now { report.bakesJudged = await evaluateDueBakes(now: now) }
+        if tracksScheduleToStart { report.pausedForScheduleToStart = await pauseStepsNobodyTook(now: now).count }
+        if grantPassOwed { await grantServiceLeases(now: now) }
+        report.failures = timerFailures
+        timerFailures = []
+        return report
+    }
+
+    /// The earliest wall instant at which `tick` has work, seen at `now`: a deadline, a bake's end, a
+    /// start_to_close, a lease's expiry or a schedule_to_start (these two run on the monotonic clock and
+    /// are placed on the wall clock from `now`). A rehearsal sleeps exactly until it; nil when nothing is due.
+    public func nextTimerDue(now: Instant) -> Instant? {
+        let clock = monotonic()
+        func wall(_ nanos: UInt64) -> Instant {
+            now.adding(milliseconds: Int64(clamping: (nanos > clock ? nanos - clock : 0) / 1_000_000) + (nanos > clock && (nanos - clock) % 1_000_000 > 0 ? 1 : 0))
+        }
+        var due = [nextDeadline, nextBakeEnd, nextStepTimeout].compactMap { $0 }
+        if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
+        for (id, nodes) in waitingSince {
+            guard let migration = state.migrations[id] else { continue }
+            for (node, since) in nodes {
+                guard let limit = migration.plan.node(node)?.timeouts.scheduleToStartMillis else { continue }
+                due.append(wall(since &+ UInt64(max(0, limit)) &* 1_000_000))
+            }
+        }
+        return due.min()
     }
 
     /// Whether any unsettled migration's plan sets a schedule_to_start (the timer runs its check only then).

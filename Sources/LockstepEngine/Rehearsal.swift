@@ -1,9 +1,21 @@
 import LockstepCore
 import LockstepStore
 import LockstepWire
+import Synchronization
+
+/// The rehearsal's monotonic clock: it moves only when the rehearsal moves it, with the virtual wall clock.
+final class VirtualMonotonicClock: Sendable {
+    private let nanos = Mutex<UInt64>(0)
+    var now: UInt64 { nanos.withLock { $0 } }
+    func advance(byMillis millis: Int64) { nanos.withLock { $0 &+= UInt64(max(0, millis)) &* 1_000_000 } }
+}
 
 /// Runs a whole plan on a virtual clock with simulated agents and approvers, through the real
 /// coordinator and core, and returns the timeline. Same plan, options and seed: same timeline.
+///
+/// The coordinator's timers run exactly as in the server (`Coordinator.tick`, one timer policy: deadlines,
+/// lease expiry, start_to_close, bake ends, schedule_to_start, grants), on a virtual wall clock and a
+/// virtual monotonic clock that move together, straight to the next thing due.
 public struct Rehearsal: Sendable {
     /// What to make go wrong.
     public struct Options: Sendable {
@@ -14,6 +26,10 @@ public struct Rehearsal: Sendable {
         /// Node → how many of its forward attempts hang: the simulated agent heartbeats and never
         /// reports, so only the node's `start_to_close` ends them (callers check that it has one).
         public var hangs: [NodeID: UInt32] = [:]
+        /// Node → how many of its forward attempts lose their agent: the simulated agent dies right after
+        /// taking the step (no heartbeat, no report), so the lease expires after its TTL (the node's
+        /// `timeouts.heartbeat`, or 30 s) and the coordinator offers the step again.
+        public var losses: [NodeID: UInt32] = [:]
         /// Gates that an approver rejects.
         public var rejections: Set<NodeID> = []
         /// Node → how many of its rollback attempts fail (retryable).
@@ -48,6 +64,8 @@ public struct Rehearsal: Sendable {
 
     /// Coordinator commands one rehearsal may issue per plan node (the budget scales with the plan).
     public static let commandsPerNodeMax = 200
+    /// The TTL a doomed agent's lease asks for when its node sets no heartbeat timeout (the server's default).
+    public static let lostAgentTTLMillis: Int64 = 30_000
     /// The virtual clock's start: 2026-01-01T00:00:00Z.
     public static let epoch = Instant(millisecondsSinceEpoch: 1_767_225_600_000)
 
@@ -74,7 +92,9 @@ public struct Rehearsal: Sendable {
 
     public func run() async throws -> Outcome {
         let log = InMemoryEventLog()
-        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0, grantAppendsInFlightMax: 1)
+        let monotonic = VirtualMonotonicClock()
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 0, grantAppendsInFlightMax: 1,
+                                                     monotonic: { monotonic.now })
         let id = MigrationID("rehearsal")
         var random = SplitMix64(seed: options.seed)
         var now = Self.epoch
@@ -83,6 +103,9 @@ public struct Rehearsal: Sendable {
         let commandsMax = max(1_000, plan.nodes.count * Self.commandsPerNodeMax)
         var failuresLeft = options.failures
         var hangsLeft = options.hangs
+        var lossesLeft = options.losses
+        // Steps whose simulated agent keeps heartbeating and never reports (hung), by token.
+        var hung: [(node: NodeID, token: FencingToken)] = []
         var rollbackFailuresLeft = options.rollbackFailures
         // Steps in flight: when each finishes, and how.
         var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool)] = []
@@ -96,7 +119,11 @@ public struct Rehearsal: Sendable {
                 if case .rejected = error { return false }
                 throw Failure.refused(error)
             }
-            // Everything the command appended, and what the lease queue appended after it (grants).
+            try await readTimeline()
+            return true
+        }
+        // Everything appended since the timeline's last entry (a command's events, the grants after it, the timers').
+        func readTimeline() async throws {
             do throws(EventLogError) {
                 for stored in try await log.read(after: timeline.last?.sequence ?? 0, limit: EventLogLimits.readPageEventsMax) {
                     guard case .migration(let recorded) = try? EventRecordCodec.decodeAny(stored.record) else { continue }
@@ -106,7 +133,6 @@ public struct Rehearsal: Sendable {
             } catch {
                 throw Failure.refused(.storage(error))
             }
-            return true
         }
         let owner = Actor(kind: "user", id: "rehearsal-owner")
         let applied: (version: UInt64, changed: Bool)
@@ -120,18 +146,24 @@ public struct Rehearsal: Sendable {
         }
         func state() async -> MigrationState { await coordinator.migration(id)! }
         while !(await state()).status.isSettled {
+            // Agents that are alive have heartbeated all along (also through the clock's jump); then the
+            // coordinator's timers run, as the server runs them.
             var migration = await state()
-            // Deadlines first: they fire at their instant, whatever else is due.
-            if let deadline = migration.nextDeadline, deadline <= now {
-                _ = try await execute(.enforceDeadlines, as: .coordinator, .deadline)
+            for (node, token) in inFlight.map({ ($0.node, $0.token) }) + hung.map({ ($0.node, $0.token) }) where migration.node(node)?.lease?.token == token {
+                do throws(CommandError) {
+                    try await coordinator.heartbeat(migration: id, node: node, token: token, now: now)
+                } catch {
+                    throw Failure.refused(error)
+                }
+            }
+            let ticked = await coordinator.tick(now: now)
+            if let failure = ticked.failures.first { throw Failure.refused(failure) }
+            if ticked.didWork {
+                commands += 1
+                guard commands <= commandsMax else { throw Failure.tooLong(commandsMax) }
+                try await readTimeline()
                 continue
             }
-            // A step running past its start_to_close fails (its simulated agent's report is then refused).
-            let timedOut = migration.stepsPastStartToClose(at: now)
-            for step in timedOut {
-                _ = try await execute(.timeOutStep(node: step.node, token: step.token), as: .coordinator, .coordinator)
-            }
-            if !timedOut.isEmpty { continue }
             // A bake that just began gets its samples; one that has ended is judged.
             var sampled = false
             for (spec, node) in zip(plan.nodes, migration.nodes)
@@ -147,12 +179,6 @@ public struct Rehearsal: Sendable {
                 }
             }
             if sampled { continue }
-            if let bakeEnd = migration.nextBakeEnd, bakeEnd <= now {
-                for node in migration.nodes where node.status == .baking && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
-                    _ = try await execute(.evaluateExposure(node: node.id), as: .coordinator, .metric)
-                }
-                continue
-            }
             // Gates: distinct approvers from the allowed groups (never the requester); or a rejection.
             for spec in plan.nodes where migration.displayStatus(spec.id) == "awaiting_approval" {
                 let groups = plan.approverGroups(for: spec)
@@ -178,8 +204,9 @@ public struct Rehearsal: Sendable {
                 }
                 continue
             }
-            // Steps whose lease an abort ended are gone: their agents' reports would be refused anyway.
+            // Steps whose lease ended (an abort, a timeout) are gone: their agents' reports would be refused anyway.
             inFlight.removeAll { migration.node($0.node)?.lease?.token != $0.token }
+            hung.removeAll { migration.node($0.node)?.lease?.token != $0.token }
             // Hand out every step that may start now.
             let candidates = migration.status == .aborting
                 ? Array(migration.rollbackQueue.prefix(1))
@@ -191,12 +218,21 @@ public struct Rehearsal: Sendable {
             for node in requests where !inFlight.contains(where: { $0.node == node }) {
                 let spec = plan.node(node)!
                 let agent = Actor(kind: "agent", id: "\(spec.services[0])-agent")
-                guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: CoreLimits.leaseTTLMillisMax), as: agent, .agent) else { continue }
-                let token = (await state()).node(node)!.lastToken
                 let forward = migration.status != .aborting
+                // An agent that will die asks for the TTL a real agent would (the node's heartbeat timeout);
+                // live ones heartbeat, so theirs never runs out.
+                let dies = forward && (lossesLeft[node] ?? 0) > 0
+                let ttl = dies ? (spec.timeouts.heartbeatMillis ?? Self.lostAgentTTLMillis) : CoreLimits.leaseTTLMillisMax
+                guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: ttl), as: agent, .agent) else { continue }
+                let token = (await state()).node(node)!.lastToken
+                if dies {
+                    lossesLeft[node]! -= 1
+                    continue  // never heartbeats nor reports: its lease expires
+                }
                 if forward, let hangs = hangsLeft[node], hangs > 0 {
                     hangsLeft[node] = hangs - 1
-                    continue  // never reports: its start_to_close ends it
+                    hung.append((node, token))
+                    continue  // heartbeats and never reports: its start_to_close ends it
                 }
                 let fails = forward ? (failuresLeft[node] ?? 0) > 0 : (rollbackFailuresLeft[node] ?? 0) > 0
                 if fails && forward { failuresLeft[node]! -= 1 }
@@ -206,11 +242,13 @@ public struct Rehearsal: Sendable {
             // Advance the clock to the next thing that happens.
             migration = await state()
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
-            let nextTimes = inFlight.map(\.at) + retries + [migration.nextDeadline, migration.nextBakeEnd, migration.nextStepTimeout].compactMap { $0 }.filter { $0 > now }
+            let timers = await coordinator.nextTimerDue(now: now)
+            let nextTimes = (inFlight.map(\.at) + retries + [timers].compactMap { $0 }).filter { $0 > now }
             guard let next = nextTimes.min() else {
                 if (await state()).status.isSettled { break }
                 throw Failure.stuck((await state()).status)
             }
+            monotonic.advance(byMillis: next.millisecondsSinceEpoch - now.millisecondsSinceEpoch)
             now = max(now, next)
             inFlight.sort { ($0.at, $0.node.rawValue) < ($1.at, $1.node.rawValue) }
             while let step = inFlight.first, step.at <= now {

@@ -29,6 +29,8 @@ struct HTTPRoutes: Sendable {
     let stages: StageAPI
     let limits: APILimits
     let metrics: ServerMetrics
+    /// Sets the gauges (parked polls, open watches and connections, leases held) to their values now.
+    let refreshGauges: @Sendable () async -> Void
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
     /// Why the coordinator does not take writes now (fail-stop, or commits failing for lack of space),
@@ -53,6 +55,7 @@ struct HTTPRoutes: Sendable {
             } catch {
                 return errorResponse(error)
             }
+            await refreshGauges()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
         route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in

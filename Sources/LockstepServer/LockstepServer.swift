@@ -37,7 +37,10 @@ public enum LockstepServer {
         /// full disk) while reads, polls and watches go on. nil: no quota.
         public var logBytesMax: Int64?
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
+        /// The least time between two runs of the timers (a change wakes them early, but not more often).
         public var timerTickMillis = 50
+        /// The most time between two runs of the timers when nothing is due (the gauges are recorded then too).
+        public var timerIdleMillisMax = 1_000
 
         public init(databasePath: String, httpHost: String, httpPort: Int, grpcHost: String, grpcPort: Int, dev: Bool, auth: AuthConfig?,
                     readyFile: String?) {
@@ -127,7 +130,9 @@ public enum LockstepServer {
         let watchWakeups = Wakeups(policy: .everyone, parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
         // Polls wait on their service, watches on their migration: a change wakes only those concerned,
         // right after its append is folded in (signalling takes a short lock and never blocks).
+        let timerWake = TimerWake()
         await coordinator.observeChanges { change in
+            timerWake.signal()
             wakeups.signal(change.services)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
             metrics.record(change)
@@ -145,7 +150,16 @@ public enum LockstepServer {
         let history = HistoryAPI(coordinator: coordinator)
         let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
+        // The gauges are read when they are scraped, so they are current whatever the timers do.
+        let refreshGauges: @Sendable () async -> Void = {
+            metrics.parkedPolls.record(wakeups.parkedCount)
+            metrics.openWatches.record(watchWakeups.parkedCount)
+            metrics.openConnections.record(gate.openCount)
+            metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
+            metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
+        }
         HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
+                   refreshGauges: refreshGauges,
                    authenticate: { request, channel throws(APIError) in
                        let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
                        return try authenticate(request.headers[.authorization], certificate)
@@ -259,18 +273,15 @@ public enum LockstepServer {
             logger: logger)
 
         let timers = Task {
-            await runTimers(coordinator, clock: serverClock, tickMillis: options.timerTickMillis) {
+            await runTimers(coordinator, clock: serverClock, tickMillis: options.timerTickMillis, idleMillisMax: options.timerIdleMillisMax, wake: timerWake) {
                 if let step = serverClock.wallClockStep(thresholdMillis: 1_000) {
                     metrics.wallClockSteps.increment()
                     logger.warning("the wall clock stepped \(step > 0 ? "forward" : "back") by \(step.magnitude) ms; Lockstep's clock keeps the monotonic pace (durations, recorded times and deadlines are unaffected until restart)")
                 }
-                metrics.parkedPolls.record(wakeups.parkedCount)
-                metrics.openWatches.record(watchWakeups.parkedCount)
-                metrics.openConnections.record(gate.openCount)
-                metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
-                metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
             } expired: { count in
                 metrics.stepLeasesExpired.increment(by: count)
+            } failed: { error in
+                logger.error("a timer's command failed: \(error)")
             }
         }
         // On SIGTERM/SIGINT, before the servers wait for in-flight requests: answer parked polls and
@@ -307,24 +318,6 @@ public enum LockstepServer {
                 grpc.beginGracefulShutdown()
             }
             try await group.waitForAll()
-        }
-    }
-
-    /// The coordinator's timers: lease expiry, deadlines, the ends of bakes, steps past their start_to_close,
-    /// steps no agent took within their schedule_to_start, a grant pass when one is owed, and the gauges.
-    static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, gauges: @Sendable () async -> Void,
-                          expired: @Sendable (Int) -> Void) async {
-        while !Task.isCancelled {
-            let now = clock.now()
-            let ended = await coordinator.expireDueLeases(now: now)
-            if !ended.isEmpty { expired(ended.count) }
-            await gauges()
-            if let deadline = await coordinator.nextDeadline, deadline <= now { await coordinator.enforceDeadlines(now: now) }
-            if let bakeEnd = await coordinator.nextBakeEnd, bakeEnd <= now { await coordinator.evaluateDueBakes(now: now) }
-            if let timeout = await coordinator.nextStepTimeout, timeout <= now { await coordinator.timeOutDueSteps(now: now) }
-            if await coordinator.tracksScheduleToStart { await coordinator.pauseStepsNobodyTook(now: now) }
-            if await coordinator.grantPassIsOwed { await coordinator.grantServiceLeases(now: now) }
-            try? await Task.sleep(for: .milliseconds(tickMillis))
         }
     }
 

@@ -97,6 +97,12 @@ final class Wakeups: Sendable {
                     lines[waiter.key] = Line(ids: line.ids[line.head...].filter { parked[$0] != nil }, head: 0, live: line.live)
                 }
             }
+            // The deadlines of callers that left early stay in the heap until they come up (the sweeper
+            // sleeps until the earliest): compact when they outnumber the live ones, so the heap is
+            // bounded by about twice the parked callers (amortized: a rebuild follows 1,024 departures at least).
+            if deadlines.count > 2 * parked.count + 1_024 {
+                deadlines = Heap(parked.map { Deadline(at: $0.value.deadline, id: $0.key) })
+            }
             return waiter
         }
 
@@ -122,9 +128,6 @@ final class Wakeups: Sendable {
                 deadlines.removeMin()
                 if let waiter = remove(next.id) { due.append(waiter) }
             }
-            if deadlines.count > 2 * parked.count + 1_024 {
-                deadlines = Heap(parked.map { Deadline(at: $0.value.deadline, id: $0.key) })
-            }
             return due
         }
 
@@ -140,21 +143,29 @@ final class Wakeups: Sendable {
     let parkedMax: Int
     let parkedPerOwnerMax: Int
 
-    /// How often parked callers' deadlines are checked: a wait ends up to this late.
-    static let tick = Duration.milliseconds(10)
+    /// Ends the sweeper's sleep when a caller parks with a deadline earlier than any before, or at close.
+    private let sweeperWake = TimerWake()
+    /// The longest the sweeper sleeps with nobody parked.
+    static let idleSweepMax = Duration.seconds(60)
 
     init(policy: Policy, parkedMax: Int, parkedPerOwnerMax: Int) {
         self.policy = policy
         self.parkedMax = parkedMax
         self.parkedPerOwnerMax = parkedPerOwnerMax
         // The sweeper ends when the server closes these wakeups or nothing else holds them.
-        Task { [weak self] in
+        // It sleeps until the earliest deadline (no polling), woken when an earlier one parks.
+        Task { [weak self, sweeperWake] in
             while true {
-                try? await Task.sleep(for: Self.tick)
+                guard let next = self?.nextDeadline else { return }
+                let sleep = next.map { $0 - .now } ?? Self.idleSweepMax
+                if sleep > .zero { await sweeperWake.wait(upTo: min(sleep, Self.idleSweepMax)) }
                 guard let self, !self.sweep() else { return }
             }
         }
     }
+
+    /// The earliest deadline kept (of a departed caller too: a spurious wake is harmless); `.some(nil)` when none.
+    private var nextDeadline: ContinuousClock.Instant?? { state.withLock { $0.deadlines.min?.at } }
 
     /// Resumes the callers whose deadline has passed; true once closed.
     private func sweep() -> Bool {
@@ -208,6 +219,7 @@ final class Wakeups: Sendable {
             return waking
         }
         for waiter in waking { waiter.resume(returning: nil) }
+        sweeperWake.signal()
     }
 
     /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
@@ -234,22 +246,25 @@ final class Wakeups: Sendable {
         let deadline = ContinuousClock.now + .milliseconds(millis)
         let signalledAt = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                let parkedNow = state.withLock { state in
+                let (parkedNow, earliest) = state.withLock { state -> (Bool, Bool) in
                     // Checked again under the lock that parks: a change, a shutdown or a cancellation
                     // since the check above must not be slept through.
-                    guard !state.closed, state.generation == seen, !Task.isCancelled else { return false }
+                    guard !state.closed, state.generation == seen, !Task.isCancelled else { return (false, false) }
                     // The limits again, under the lock that parks (the first check was under another).
                     if enforceLimit {
-                        guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return false }
+                        guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return (false, false) }
                     }
+                    let earliest = state.deadlines.min.map { deadline < $0.at } ?? true
                     state.parked[id] = Waiter(owner: owner, key: key, continuation: continuation, deadline: deadline)
                     state.parkedByOwner[owner, default: 0] += 1
                     state.lines[key, default: Line()].ids.append(id)
                     state.lines[key, default: Line()].live += 1
                     state.deadlines.insert(Deadline(at: deadline, id: id))
-                    return true
+                    return (true, earliest)
                 }
                 if !parkedNow { continuation.resume(returning: nil) }
+                // The sweeper sleeps until the earliest deadline it knew: tell it of an earlier one.
+                if earliest { sweeperWake.signal() }
             }
         } onCancel: {
             self.resume(id, with: nil)

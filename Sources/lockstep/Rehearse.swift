@@ -19,8 +19,12 @@ struct Rehearse: AsyncParsableCommand {
     var failures: [String] = []
     @Option(name: .customLong("hang"), help: ArgumentHelp(
         "NODE[:N]: the first N attempts of NODE never end (default 1); the node's start_to_close times them out. Repeatable.",
-        discussion: "NODE must set timeouts.start_to_close: a rehearsal does not simulate lease expiry."))
+        discussion: "NODE must set timeouts.start_to_close: a hung handler's agent keeps heartbeating, so only that ends it."))
     var hangs: [String] = []
+    @Option(name: .customLong("lose"), help: ArgumentHelp(
+        "NODE[:N]: the agents of the first N attempts of NODE die right after taking the step (default 1). Repeatable.",
+        discussion: "Their leases expire after the node's timeouts.heartbeat (30 s without one); the first 3 per node are not counted against its retry policy."))
+    var losses: [String] = []
     @Option(name: .customLong("reject"), help: "GATE: an approver rejects the gate of node GATE. Repeatable.")
     var rejections: [String] = []
     @Option(name: .customLong("metric"), help: ArgumentHelp(
@@ -56,6 +60,10 @@ struct Rehearse: AsyncParsableCommand {
                 throw ValidationError("--hang names \(node), which has no timeouts.start_to_close: nothing would end a hung step")
             }
             options.hangs[node] = count
+        }
+        for loss in losses {
+            let (node, _, count) = try Self.nodeAndCount(loss, flag: "--lose", plan: plan)
+            options.losses[node] = count
         }
         for gate in rejections {
             guard plan.node(NodeID(gate))?.approval != nil else { throw ValidationError("--reject names \(gate), which has no approval gate") }

@@ -90,6 +90,39 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
         options.hangs = [NodeID("backfill-ledger"): 3]
         #expect(try await Rehearsal(plan: plan.hashed(), options: options).run().final.status == .rolledBack)
     }
+
+    /// Lease expiry runs in the rehearsal as in the server (one timer policy, `Coordinator.tick`): an
+    /// agent that dies after taking a step loses its lease one TTL later on the virtual monotonic clock,
+    /// the loss is not counted (up to `agentsLostMax` per node), and the step is offered again at once.
+    @Test func lostAgentsAreExpiredOnTheVirtualClockAndRetriedWithoutUsingAttempts() async throws {
+        var plan = ledger()
+        let backfill = NodeID("backfill-ledger")
+        plan.nodes[2].timeouts = Timeouts(heartbeatMillis: 20_000)
+        var options = Rehearsal.Options()
+        options.losses = [backfill: 2]
+        let outcome = try await Rehearsal(plan: plan.hashed(), options: options).run()
+        #expect(outcome.final.status == .succeeded)
+        #expect(outcome.digest == outcome.replayDigest)
+        let failed = outcome.timeline.compactMap { entry -> (Int64, StepFailed)? in
+            if case .stepFailed(let failed) = entry.event { return (entry.offsetMillis, failed) } else { return nil }
+        }
+        #expect(failed.map(\.1.agentLost) == [true, true])
+        #expect(failed.allSatisfy { $0.1.node == backfill && $0.1.attempt == 1 }, "a lost agent's attempt is not counted")
+        let leases = outcome.timeline.compactMap { entry -> (Int64, StepLeased)? in
+            if case .stepLeased(let leased) = entry.event, leased.node == backfill { return (entry.offsetMillis, leased) } else { return nil }
+        }
+        #expect(leases.map(\.1.attempt) == [1, 1, 1])
+        // Each expiry comes exactly one TTL after its lease, and the next lease at the same instant.
+        #expect(zip(leases, failed).allSatisfy { $1.0 - $0.0 == 20_000 }, "\(leases.map(\.0)) \(failed.map(\.0))")
+        #expect(zip(failed, leases.dropFirst()).allSatisfy { $0.0 == $1.0 })
+        // Past the budget a loss counts: with one attempt (the plan's default) the fourth rolls back.
+        options.losses = [backfill: CoreLimits.agentsLostMax + 1]
+        plan.nodes[2].retry = RetryPolicy(maxAttempts: 1)
+        let exhausted = try await Rehearsal(plan: plan.hashed(), options: options).run()
+        #expect(exhausted.final.status == .rolledBack)
+        #expect(exhausted.timeline.filter { if case .stepFailed(let failed) = $0.event { failed.agentLost } else { false } }.count
+            == Int(CoreLimits.agentsLostMax))
+    }
 }
 
 @Suite struct OrchestrationPropertyTests {

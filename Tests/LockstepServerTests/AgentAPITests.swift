@@ -175,7 +175,7 @@ struct AgentAPITests {
         _ = try await server.stop()
     }
 
-    /// Polls parked as `lockstep_parked_polls` reports them (the server refreshes it every 50 ms).
+    /// Polls parked as `lockstep_parked_polls` reports them (read when scraped).
     private func parkedPolls(_ server: ServerProcess) async throws -> Int {
         let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", server.url + "/metrics"]).wait(seconds: 30).stdout
         let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_parked_polls ") }

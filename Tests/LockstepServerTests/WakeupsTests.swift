@@ -128,7 +128,7 @@ import Testing
             _ = await caller.value
         }
         #expect(wakeups.parkedCount == 0)
-        // The sweeper's next tick drops the departed callers' deadlines.
+        // Departures compact the departed callers' deadlines (the sweeper sleeps until the earliest).
         let deadline = ContinuousClock.now + .seconds(10)
         while wakeups.deadlineEntries > 1_024 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
         #expect(wakeups.deadlineEntries <= 1_024)
