@@ -19,21 +19,11 @@ public struct HistoryAPI: Sendable {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
         try APIError.checkStream(request.stream)
         let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
-        var events: [StoredEvent] = []
-        var position = request.afterSequence
-        var more = true
-        // Filtering by stream may skip many events: read on until the page is full or the log ends.
-        while events.count < size && more {
-            let page = try await read(after: position, limit: request.stream.isEmpty ? size - events.count : Self.scanPageEventsMax)
-            more = !page.isEmpty
-            for stored in page {
-                position = stored.sequence
-                guard request.stream.isEmpty || stored.stream == request.stream else { continue }
-                events.append(stored)
-                if events.count == size { break }
-            }
-        }
-        let last = events.last?.sequence ?? position
+        // One stream is read on its own (its cost is its own length, not the log's).
+        let events = request.stream.isEmpty
+            ? try await read(after: request.afterSequence, limit: size)
+            : try await read(stream: request.stream, after: request.afterSequence, limit: size)
+        let last = events.last?.sequence ?? request.afterSequence
         let head = await coordinator.state.lastSequence
         var envelopes: [Lockstep_V1_EventEnvelope] = []
         for stored in events { envelopes.append(try Self.envelope(stored)) }
@@ -52,11 +42,12 @@ public struct HistoryAPI: Sendable {
         var position = request.afterSequence
         while true {
             // Every intact event before damage is written, then the damage is reported at its position.
-            let (page, damage) = await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
+            // (One stream is read on its own; a page with damage in it is reported whole.)
+            let (page, damage) = request.stream.isEmpty
+                ? await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
+                : await coordinator.log.readIntact(stream: request.stream, after: position, limit: Self.scanPageEventsMax)
             var chunk = ""
-            for stored in page where request.stream.isEmpty || stored.stream == request.stream {
-                chunk += try HistoryExport.line(stored) + "\n"
-            }
+            for stored in page { chunk += try HistoryExport.line(stored) + "\n" }
             if !chunk.isEmpty { try await write(chunk) }
             if let damage { throw APIError(.storage(damage)) }
             guard let last = page.last else { return }
@@ -119,6 +110,13 @@ public struct HistoryAPI: Sendable {
         let (events, damage) = await coordinator.log.readIntact(after: sequence, limit: limit)
         if let damage, events.isEmpty { throw APIError(.storage(damage)) }
         return events
+    }
+
+    /// Events of `stream` after `sequence`.
+    private func read(stream: String, after sequence: UInt64, limit: Int) async throws(APIError) -> [StoredEvent] {
+        do throws(EventLogError) { return try await coordinator.log.read(stream: stream, after: sequence, limit: limit) } catch {
+            throw APIError(.storage(error))
+        }
     }
 
     /// The last event recorded at or before `time` (0 when none was).

@@ -72,14 +72,14 @@ public struct WatchEvents: AsyncSequence, Sendable {
                 let settled = await events.coordinator.migration(events.migration)?.status.isSettled ?? true
                 let page: [StoredEvent]
                 do throws(EventLogError) {
-                    page = try await events.coordinator.log.read(after: position, limit: WatchAPI.pageEventsMax)
+                    page = try await events.coordinator.log.read(stream: stream, after: position, limit: WatchAPI.pageEventsMax)
                 } catch {
                     finished = true
                     throw APIError(.storage(error))
                 }
                 if let last = page.last {
                     position = last.sequence
-                    pending = page.filter { $0.stream == stream }
+                    pending = page
                     continue
                 }
                 if settled { break }

@@ -11,6 +11,11 @@ public protocol EventLog: Sendable {
     /// hash chain verified from event `sequence` on.
     func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
 
+    /// Up to `limit` events of `stream` with a global sequence greater than `sequence`, in order: what a
+    /// watch or a migration's history reads, at the cost of that stream, not of the whole log. Each event's
+    /// link is checked against its predecessor's (the chain cannot be walked across other streams'
+    /// events), and the stream's versions must follow one another.
+    func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
     /// The head the log recorded at its last commit (sequence 0 and the genesis hash when empty).
     func head() async throws(EventLogError) -> LogHead
 
@@ -160,5 +165,52 @@ extension EventLog {
                 return ([], error)
             }
         }
+    }
+}
+
+extension EventLog {
+    /// `read(stream:after:limit:)`, but at damage the intact events of the stream before it are returned
+    /// with the error (found one event at a time: only a damaged log pays for it).
+    public func readIntact(stream: String, after sequence: UInt64, limit: Int) async -> (events: [StoredEvent], damage: EventLogError?) {
+        do {
+            return (try await read(stream: stream, after: sequence, limit: limit), nil)
+        } catch {
+            var intact: [StoredEvent] = []
+            while intact.count < limit {
+                do {
+                    guard let next = try await read(stream: stream, after: intact.last?.sequence ?? sequence, limit: 1).first else { break }
+                    intact.append(next)
+                } catch {
+                    return (intact, error)
+                }
+            }
+            return (intact, error)
+        }
+    }
+}
+
+/// The checks of a read of one stream, shared by the adapters: each event's link against its
+/// predecessor's (`previous`: nil for the first event of the log), and versions that follow one another.
+public struct StreamReadVerifier: Sendable {
+    private var lastVersion: UInt64?
+    public init() {}
+
+    public mutating func check(sequence: UInt64, streamVersion: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash,
+                               previous: ChainHash?) throws(EventLogError) {
+        if let lastVersion, streamVersion != lastVersion + 1 {
+            throw .corrupted(position: sequence, reason: "stream version \(streamVersion) follows \(lastVersion) (a version is missing or repeated)")
+        }
+        guard streamVersion >= 1 else { throw .corrupted(position: sequence, reason: "stream version 0 is stored") }
+        lastVersion = streamVersion
+        let before: LogHead
+        if sequence == 1 {
+            before = .genesis
+        } else if let previous {
+            before = LogHead(sequence: sequence - 1, chainHash: previous)
+        } else {
+            throw .corrupted(position: sequence - 1, reason: "event \(sequence - 1) is missing")
+        }
+        var verifier = ChainVerifier(after: before)
+        try verifier.check(sequence: sequence, record: record, chainHash: chainHash)
     }
 }

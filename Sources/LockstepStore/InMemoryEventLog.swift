@@ -5,6 +5,8 @@
 public actor InMemoryEventLog: EventLog {
     private var events: [StoredEvent] = []
     private var versions: [String: UInt64] = [:]
+    /// The positions in `events` of each stream's events, in order.
+    private var positions: [String: [Int]] = [:]
     private var snapshots: [Snapshot] = []
 
     public init() {}
@@ -22,6 +24,7 @@ public actor InMemoryEventLog: EventLog {
             version += 1
             let sequence = head.sequence + 1
             let link = head.chainHash.next(sequence: sequence, record: record)
+            positions[request.stream, default: []].append(events.count)
             events.append(StoredEvent(sequence: sequence, stream: request.stream, streamVersion: version, record: record, chainHash: link))
             head = LogHead(sequence: sequence, chainHash: link)
         }
@@ -36,6 +39,35 @@ public actor InMemoryEventLog: EventLog {
         let page = Array(events[start..<min(events.count, start + limit)])
         var verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: events[start - 1].chainHash))
         for event in page { try verifier.check(event) }
+        return page
+    }
+
+    public func read(stream: String, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        guard limit > 0, let all = positions[stream] else { return [] }
+        // The first of the stream's events after `sequence` (an event's position is its sequence − 1).
+        var low = 0, high = all.count
+        while low < high {
+            let middle = (low + high) / 2
+            if UInt64(all[middle]) + 1 <= sequence { low = middle + 1 } else { high = middle }
+        }
+        var verifier = StreamReadVerifier()
+        var page: [StoredEvent] = []
+        for position in all[low...].prefix(limit) {
+            let event = events[position]
+            let previous = position > 0 ? events[position - 1].chainHash : nil
+            let failure = event.record.withUnsafeBytes { record -> EventLogError? in
+                do throws(EventLogError) {
+                    try verifier.check(sequence: event.sequence, streamVersion: event.streamVersion, record: record, chainHash: event.chainHash,
+                                       previous: previous)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let failure { throw failure }
+            page.append(event)
+        }
         return page
     }
 

@@ -358,6 +358,16 @@ public final class SQLiteEventLog: EventLog {
         }
     }
 
+    public func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        // (A sequence past Int64.max binds negative: nothing is stored after it.)
+        guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
+        let reader = self.reader
+        return try await onQueue(readerQueue) { () throws(EventLogError) in
+            try SQLiteSchema.readStreamVerified(reader, stream: stream, after: sequence, limit: limit)
+        }
+    }
+
     public func head() async throws(EventLogError) -> LogHead {
         let reader = self.reader
         return try await onQueue(readerQueue) { () throws(EventLogError) in

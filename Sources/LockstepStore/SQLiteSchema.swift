@@ -110,13 +110,53 @@ enum SQLiteSchema {
                                           record: Array(row.record), chainHash: row.chainHash))
             }
             return events
-        } catch let error as EventLogError {
-            throw error
-        } catch let error as SQLiteError {
-            throw error.primary == SQLITE_CORRUPT || error.primary == SQLITE_NOTADB
-                ? .corrupted(position: sequence + 1, reason: error.description) : .unavailable(error.description)
         } catch {
-            throw .unavailable(String(describing: error))
+            throw readFailure(error, after: sequence)
+        }
+    }
+
+    /// A read's failure as the log reports it: SQLite's corruption codes as `corrupted` after `sequence`.
+    private static func readFailure(_ error: any Error, after sequence: UInt64) -> EventLogError {
+        switch error {
+        case let error as EventLogError: error
+        case let error as SQLiteError:
+            error.primary == SQLITE_CORRUPT || error.primary == SQLITE_NOTADB
+                ? .corrupted(position: sequence + 1, reason: error.description) : .unavailable(error.description)
+        default: .unavailable(String(describing: error))
+        }
+    }
+
+    /// Up to `limit` events of `stream` after global sequence `sequence`, each with its predecessor's
+    /// link to check it against (the `UNIQUE(stream, stream_version)` index finds and orders them).
+    static func readStreamVerified(_ db: SQLiteConnection, stream: String, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
+        do {
+            let statement = try db.statement(
+                "SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash FROM events e "
+                    + "LEFT JOIN events p ON p.sequence = e.sequence - 1 WHERE e.stream = ?1 AND e.sequence > ?2 ORDER BY e.stream_version LIMIT ?3")
+            defer { statement.reset() }
+            try statement.bind(1, stream)
+            try statement.bind(2, sequence)
+            try statement.bind(3, Int64(limit))
+            var verifier = StreamReadVerifier()
+            var events: [StoredEvent] = []
+            while try statement.step() {
+                let row = try verifiedRow(statement)
+                var previous: ChainHash?
+                if statement.type(5) == SQLITE_BLOB {
+                    let hash = statement.blobBuffer(5)
+                    guard hash.count == 32 else {
+                        throw EventLogError.corrupted(position: row.sequence - 1, reason: "the stored chain hash is not 32 bytes")
+                    }
+                    previous = ChainHash(unchecked: hash)
+                }
+                let version = statement.uint64(2)
+                try verifier.check(sequence: row.sequence, streamVersion: version, record: row.record, chainHash: row.chainHash, previous: previous)
+                events.append(StoredEvent(sequence: row.sequence, stream: statement.text(1), streamVersion: version,
+                                          record: Array(row.record), chainHash: row.chainHash))
+            }
+            return events
+        } catch {
+            throw readFailure(error, after: sequence)
         }
     }
 

@@ -39,6 +39,9 @@ actor FaultyEventLog: EventLog {
     }
 
     func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] { try await base.read(after: sequence, limit: limit) }
+    func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        try await base.read(stream: stream, after: sequence, limit: limit)
+    }
     func head() async throws(EventLogError) -> LogHead { await base.head() }
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await base.streamVersion(of: stream) }
     func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) { try await base.saveSnapshot(snapshot) }

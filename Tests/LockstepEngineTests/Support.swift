@@ -9,18 +9,6 @@ import Synchronization
 /// An instant `seconds` after a fixed epoch: tests never read the wall clock for recorded times.
 func t(_ seconds: Int64) -> Instant { Instant(millisecondsSinceEpoch: 1_700_000_000_000 + seconds * 1_000) }
 
-/// SplitMix64: a seeded generator, so every random choice in a test reproduces from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 let user = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
 let agent = CommandContext(actor: Actor(kind: "agent", id: "ledger-agent"), triggeredBy: .agent)
@@ -196,6 +184,9 @@ actor GatedEventLog: EventLog {
 
     func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
         try await inner.read(after: sequence, limit: limit)
+    }
+    func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        try await inner.read(stream: stream, after: sequence, limit: limit)
     }
     func head() async throws(EventLogError) -> LogHead { await inner.head() }
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await inner.streamVersion(of: stream) }

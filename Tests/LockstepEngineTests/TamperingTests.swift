@@ -60,6 +60,41 @@ import Testing
         #expect(export.stderr.contains("corrupted at sequence 11"), "\(export.stderr)")
     }
 
+    /// A read of one stream (a watch, a migration's history) checks each event's link against its
+    /// predecessor's, which may belong to another stream: an altered record, an altered link before it,
+    /// or a missing predecessor is reported at its position, not served.
+    @Test func aReadOfOneStreamFindsDamageAtItsEvent() async throws {
+        let directory = temporaryDirectory()
+        let log = try SQLiteEventLog(path: directory + "/events.sqlite")
+        try await recordScenario(on: try await Coordinator.open(log: log, snapshotIntervalEvents: 0))
+        let intact = try await log.read(after: 0, limit: 1_000)
+        // An event of a migration stream whose predecessor belongs to another stream, so the check crosses streams.
+        guard let victim = intact.dropFirst().first(where: { event in
+            event.stream.hasPrefix("migration/") && intact[Int(event.sequence) - 2].stream != event.stream
+        }) else { Issue.record("the scenario interleaves no streams"); return }
+        #expect(try await log.read(stream: victim.stream, after: 0, limit: 1_000) == intact.filter { $0.stream == victim.stream })
+        let cases: [(String, (String) throws -> Void, UInt64)] = [
+            ("a flipped record byte", { try flipByte($0, table: "events", column: "record", sequence: victim.sequence, offset: 1) }, victim.sequence),
+            ("a flipped byte in the link before it", { try flipByte($0, table: "events", column: "chain_hash", sequence: victim.sequence - 1, offset: 3) },
+             victim.sequence),
+            ("its predecessor deleted", { try editDatabase($0, "DELETE FROM events WHERE sequence = \(victim.sequence - 1)") }, victim.sequence - 1),
+        ]
+        for (what, edit, position) in cases {
+            let copy = try copyDatabase(directory + "/events.sqlite")
+            try edit(copy + "/events.sqlite")
+            let damaged = try SQLiteEventLog(path: copy + "/events.sqlite", mode: .readOnly)
+            await #expect(throws: EventLogError.self, "\(what)") {
+                _ = try await damaged.read(stream: victim.stream, after: 0, limit: 1_000)
+            }
+            do {
+                _ = try await damaged.read(stream: victim.stream, after: 0, limit: 1_000)
+            } catch {
+                guard case .corrupted(let at, _) = error else { Issue.record("\(what): \(error)"); continue }
+                #expect(at == position, "\(what): reported at \(at)")
+            }
+        }
+    }
+
     @Test func aDeletedRowIsFoundAtItsPosition() async throws {
         let result = try await tamperedCopy("DELETE FROM events WHERE sequence = 5")
         #expect(result.status == 1)

@@ -21,6 +21,43 @@ import Testing
         #expect(try await log.streamVersion(of: "nobody") == 0)
     }
 
+    /// One stream's events, as a watch or a migration's history reads them: the same events, in the same
+    /// order, as filtering the whole log, paged by global sequence, whatever the other streams hold.
+    @Test(arguments: LogKind.allCases)
+    func aStreamIsReadOnItsOwnAsTheWholeLogFilteredWouldGiveIt(kind: LogKind) async throws {
+        let log = try kind.make()
+        var versions: [String: UInt64] = [:]
+        var random = SeededGenerator(seed: 7)
+        for index in 0..<300 {
+            let stream = ["a", "b", "c", "migration/x"][Int.random(in: 0..<4, using: &random)]
+            let count = Int.random(in: 1...3, using: &random)
+            let receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: versions[stream, default: 0],
+                                                             records: (0..<count).map { bytes("\(stream)-\(index)-\($0)") }))
+            versions[stream] = receipt.streamVersion
+        }
+        let all = try await readAll(log)
+        for stream in ["a", "b", "c", "migration/x"] {
+            let expected = all.filter { $0.stream == stream }
+            for page in [1, 7, 1_000] {
+                var read: [StoredEvent] = []
+                while true {
+                    let next = try await log.read(stream: stream, after: read.last?.sequence ?? 0, limit: page)
+                    #expect(next.count <= page)
+                    if next.isEmpty { break }
+                    read += next
+                }
+                #expect(read == expected, "\(stream), pages of \(page)")
+            }
+            // From the middle of the log: only what comes after that global sequence.
+            let middle = all[all.count / 2].sequence
+            #expect(try await log.read(stream: stream, after: middle, limit: 1_000) == expected.filter { $0.sequence > middle })
+        }
+        #expect(try await log.read(stream: "nobody", after: 0, limit: 10).isEmpty)
+        #expect(try await log.read(stream: "a", after: 0, limit: 0).isEmpty)
+        #expect(try await log.read(stream: "a", after: UInt64.max, limit: 10).isEmpty)
+        #expect(try await log.read(stream: "a", after: 0, limit: Int.max).count == all.filter { $0.stream == "a" }.count)
+    }
+
     @Test(arguments: LogKind.allCases)
     func theChainLinksEveryEventToTheOneBefore(kind: LogKind) async throws {
         let log = try kind.make()
@@ -152,3 +189,4 @@ import Testing
         }
     }
 }
+
