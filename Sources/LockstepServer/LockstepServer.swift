@@ -10,7 +10,7 @@ import LockstepEngine
 import LockstepStore
 import Logging
 import NIOCore
-import UnixSignals
+import ServiceLifecycle
 
 /// `lockstep serve`: the coordinator on a data directory, its timers, and the API on HTTP.
 public enum LockstepServer {
@@ -69,11 +69,21 @@ public enum LockstepServer {
         }
     }
 
-    /// Runs until SIGTERM or SIGINT, then stops accepting requests and returns.
-    public static func run(_ options: Options) async throws {
+    /// Runs until SIGTERM or SIGINT, then stops accepting requests and returns: the services of
+    /// `build`, in one `ServiceGroup` that owns the signal handling. `metrics` should also be the
+    /// process's backend (`ServerMetrics.bootstrapProcess`, done once in `main`).
+    public static func run(_ options: Options, metrics: ServerMetrics = ServerMetrics()) async throws {
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
+        let server = try await build(options, metrics: metrics, logger: logger)
+        try await ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+    }
+
+    /// Builds the whole server from `options` (the log opened, the coordinator replayed, both listeners
+    /// configured) without starting anything: its services run in a `ServiceGroup` the caller owns, so
+    /// a test runs it in process (twice, if it likes) and ends it with `triggerGracefulShutdown`.
+    public static func build(_ options: Options, metrics: ServerMetrics, logger: Logger) async throws -> Built {
         let mutualTLS = options.tls != nil && options.tlsClientCA != nil
         // One authentication path for both transports: a verified client certificate, or the
         // `authorization` header or metadata.
@@ -91,7 +101,6 @@ public enum LockstepServer {
             authenticate = { header, certificate throws(APIError) in try auth.authenticate(header, clientCertificate: certificate) }
         }
 
-        let metrics = ServerMetrics.bootstrap()
         // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
         // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
         var limits = options.limits
@@ -272,7 +281,7 @@ public enum LockstepServer {
             },
             logger: logger)
 
-        let timers = Task {
+        let timers = TimerService { () async -> Void in
             await runTimers(coordinator, clock: serverClock, tickMillis: options.timerTickMillis, idleMillisMax: options.timerIdleMillisMax, wake: timerWake) {
                 if let step = serverClock.wallClockStep(thresholdMillis: 1_000) {
                     metrics.wallClockSteps.increment()
@@ -284,41 +293,28 @@ public enum LockstepServer {
                 logger.error("a timer's command failed: \(error)")
             }
         }
-        // On SIGTERM/SIGINT, before the servers wait for in-flight requests: answer parked polls and
-        // end watches at once, so a graceful shutdown takes milliseconds, not a poll's whole wait.
-        let closer = Task {
-            for await _ in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
-                wakeups.close()
-                watchWakeups.close()
-                // Both listeners stop taking new calls at once (Hummingbird does on the same signal).
-                grpc.beginGracefulShutdown()
-                break
-            }
-        }
-        let ready = Task {
+        let bound = BoundAddresses()
+        let announcer = AnnouncerService {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
             logger.info("serving gRPC\(options.tls == nil ? "" : mutualTLS ? " over mutual TLS" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
-            if let readyFile, !writeReadyFile(readyFile, grpc: "\(bracketed(options.grpcHost)):\(port)", http: http) {
+            let grpc = "\(bracketed(options.grpcHost)):\(port)"
+            if let readyFile, !writeReadyFile(readyFile, grpc: grpc, http: http) {
                 logger.error("could not write the ready file \(readyFile)")
             }
+            bound.set(grpc: grpc, http: http)
         }
-        defer {
-            timers.cancel()
-            ready.cancel()
-            closer.cancel()
+        // On graceful shutdown (SIGTERM/SIGINT), before the listeners wait for in-flight requests: answer
+        // parked polls and end watches at once, so it takes milliseconds, not a poll's whole wait. (The
+        // group then shuts the rest down in reverse order; a service that stopped out of turn, as gRPC
+        // told directly would, fails the group.)
+        let closer = ShutdownService {
+            bound.close()
+            wakeups.close()
+            watchWakeups.close()
         }
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await grpc.serve() }
-            // Hummingbird returns on SIGTERM/SIGINT after finishing in-flight requests; gRPC was told to
-            // stop taking calls on the same signal (above), and is told again here if it was not a signal.
-            group.addTask {
-                try await app.runService()
-                grpc.beginGracefulShutdown()
-            }
-            try await group.waitForAll()
-        }
+        return Built(services: [app, GRPCServerService(server: grpc), timers, announcer, closer], bound: bound)
     }
 
     /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).

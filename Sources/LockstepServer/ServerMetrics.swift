@@ -7,40 +7,41 @@ import Synchronization
 /// What `/metrics` shows, in the Prometheus text format (swift-metrics, with swift-prometheus as the
 /// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
 /// of series stays bounded.
-struct ServerMetrics: Sendable {
+public struct ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
+    let factory: PrometheusMetricsFactory
 
-    let appendedEvents = Counter(label: "lockstep_appended_events_total")
-    let commits = Counter(label: "lockstep_commits_total")
-    let commitBatch = Recorder(label: "lockstep_commit_batch_events", aggregate: true)
+    let appendedEvents: Metrics.Counter
+    let commits: Metrics.Counter
+    let commitBatch: Metrics.Recorder
     /// BEGIN to the end of COMMIT, including the WAL fsync.
-    let commitDuration = Metrics.Timer(label: "lockstep_commit_duration_seconds")
-    let parkedPolls = Gauge(label: "lockstep_parked_polls")
+    let commitDuration: Metrics.Timer
+    let parkedPolls: Metrics.Gauge
     /// From a change being signalled (right after its append) to a poll it woke leasing a step.
-    let pollWakeUp = Metrics.Timer(label: "lockstep_poll_wakeup_seconds")
-    let openWatches = Gauge(label: "lockstep_open_watches")
-    let stepLeasesHeld = Gauge(label: "lockstep_step_leases_held")
-    let serviceLeasesHeld = Gauge(label: "lockstep_service_leases_held")
-    let stepLeasesExpired = Counter(label: "lockstep_step_leases_expired_total")
-    let staleTokenRejections = Counter(label: "lockstep_stale_token_rejections_total")
+    let pollWakeUp: Metrics.Timer
+    let openWatches: Metrics.Gauge
+    let stepLeasesHeld: Metrics.Gauge
+    let serviceLeasesHeld: Metrics.Gauge
+    let stepLeasesExpired: Metrics.Counter
+    let staleTokenRejections: Metrics.Counter
     /// Steps of the wall clock away from Lockstep's clock (over 1 s), seen by the timers.
-    let wallClockSteps = Counter(label: "lockstep_wall_clock_steps_total")
+    let wallClockSteps: Metrics.Counter
     /// Connections open on both listeners.
-    let openConnections = Gauge(label: "lockstep_open_connections")
+    let openConnections: Metrics.Gauge
     /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
-    let stalledReadersCut = Counter(label: "lockstep_stalled_readers_cut_total")
+    let stalledReadersCut: Metrics.Counter
 
     /// Counts a commit that failed for a storage reason, by its code (`storage_full`, `writes_stopped`).
     func failedCommit(_ code: String) {
-        Counter(label: "lockstep_failed_commits_total", dimensions: [("code", code)]).increment()
+        Metrics.Counter(label: "lockstep_failed_commits_total", dimensions: [("code", code)], factory: factory).increment()
     }
 
     /// Counts a connection refused at accept, by the limit it hit.
     func refusedConnection(_ reason: String) {
-        Counter(label: "lockstep_connections_refused_total", dimensions: [("reason", reason)]).increment()
+        Metrics.Counter(label: "lockstep_connections_refused_total", dimensions: [("reason", reason)], factory: factory).increment()
     }
     /// From a migration's first exposure stage to its end (succeeded, rolled back or failed).
-    let partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds")
+    let partiallyMigrated: Metrics.Timer
     /// Migrations exposing something now, and since when (lost on restart: the timer starts again).
     let exposedSince = ExposedSince()
 
@@ -56,9 +57,9 @@ struct ServerMetrics: Sendable {
         for event in change.events {
             switch event {
             case .migrationAborted(let report):
-                Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", report.trigger?.rawValue ?? "unknown")]).increment()
+                Metrics.Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", report.trigger?.rawValue ?? "unknown")], factory: factory).increment()
             case .analysisEvaluated(let record):
-                Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)]).increment()
+                Metrics.Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)], factory: factory).increment()
             case .exposureStageReached:
                 exposedSince.withLock { if $0[migration] == nil { $0[migration] = at } }
             case .migrationSucceeded, .migrationRolledBack, .migrationFailed:
@@ -71,9 +72,11 @@ struct ServerMetrics: Sendable {
         }
     }
 
-    /// Sets up the process-wide metrics backend (once per process) and the instruments.
-    static func bootstrap() -> ServerMetrics {
+    /// The instruments, on a registry of their own: a server built twice in one process (tests) gets
+    /// two sets. Nothing global is touched (see `bootstrapProcess`).
+    public init() {
         let registry = PrometheusCollectorRegistry()
+        self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets["lockstep_commit_batch_events"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096]
         factory.durationHistogramBuckets["lockstep_partially_migrated_seconds"] = [
@@ -90,12 +93,32 @@ struct ServerMetrics: Sendable {
             .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
             .seconds(1), .seconds(5), .seconds(30),
         ]
+        self.factory = factory
+        appendedEvents = Metrics.Counter(label: "lockstep_appended_events_total", factory: factory)
+        commits = Metrics.Counter(label: "lockstep_commits_total", factory: factory)
+        commitBatch = Metrics.Recorder(label: "lockstep_commit_batch_events", aggregate: true, factory: factory)
+        commitDuration = Metrics.Timer(label: "lockstep_commit_duration_seconds", factory: factory)
+        parkedPolls = Metrics.Gauge(label: "lockstep_parked_polls", factory: factory)
+        pollWakeUp = Metrics.Timer(label: "lockstep_poll_wakeup_seconds", factory: factory)
+        openWatches = Metrics.Gauge(label: "lockstep_open_watches", factory: factory)
+        stepLeasesHeld = Metrics.Gauge(label: "lockstep_step_leases_held", factory: factory)
+        serviceLeasesHeld = Metrics.Gauge(label: "lockstep_service_leases_held", factory: factory)
+        stepLeasesExpired = Metrics.Counter(label: "lockstep_step_leases_expired_total", factory: factory)
+        staleTokenRejections = Metrics.Counter(label: "lockstep_stale_token_rejections_total", factory: factory)
+        wallClockSteps = Metrics.Counter(label: "lockstep_wall_clock_steps_total", factory: factory)
+        openConnections = Metrics.Gauge(label: "lockstep_open_connections", factory: factory)
+        stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
+        partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
+    }
+
+    /// Makes this registry the process's metrics backend as well, so what other libraries record
+    /// appears in `/metrics` too. Once per process, in `main` (`lockstep serve`), never in a library.
+    public func bootstrapProcess() {
         MetricsSystem.bootstrap(factory)
-        return ServerMetrics(registry: registry)
     }
 
     func request(_ method: String, transport: String) -> Metrics.Timer {
-        Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)])
+        Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)], factory: factory)
     }
 
     /// Counts what an error says about the system (stale reports are a fencing signal worth watching).

@@ -81,7 +81,11 @@ struct Serve: AsyncParsableCommand {
                 guard logBytesMax >= 65_536 else { throw ValidationError("--log-bytes-max must be at least 65536, not \(logBytesMax)") }
                 options.logBytesMax = logBytesMax
             }
-            try await LockstepServer.run(options)
+            // The process's metrics backend is bootstrapped here, in main, once: the server's own
+            // instruments and what its libraries record land in the same `/metrics`.
+            let metrics = ServerMetrics()
+            metrics.bootstrapProcess()
+            try await LockstepServer.run(options, metrics: metrics)
         } catch let error as LockstepServer.StartError {
             FileHandle.standardError.write(Data("error: \(error)\n".utf8))
             throw ExitCode(2)

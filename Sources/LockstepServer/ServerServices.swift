@@ -1,0 +1,117 @@
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import Logging
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+extension LockstepServer {
+    /// A built server: its long-lived work as services, for one `ServiceGroup`, and where it listens.
+    public struct Built: Sendable {
+        /// In start order; a group shuts them down in reverse, one after the other: the shutdown service
+        /// (last) first, which answers parked polls and ends watches, then the timers, then gRPC (it stops
+        /// taking calls and finishes those in flight), then the JSON listener.
+        public let services: [any Service]
+        let bound: BoundAddresses
+
+        /// The group's configuration: every service but the announcer (it returns once it has announced)
+        /// ends the group when it returns.
+        public func groupConfiguration(gracefulShutdownSignals: [UnixSignal] = [], logger: Logger) -> ServiceGroupConfiguration {
+            var configuration = ServiceGroupConfiguration(
+                services: services.map { service in
+                    var entry = ServiceGroupConfiguration.ServiceConfiguration(service: service)
+                    if service is AnnouncerService { entry.successTerminationBehavior = .ignore }
+                    return entry
+                },
+                logger: logger)
+            configuration.gracefulShutdownSignals = gracefulShutdownSignals
+            return configuration
+        }
+
+        /// The gRPC address (`HOST:PORT`) and the JSON URL once both listen; nil if the server stopped first.
+        public func addresses() async -> (grpc: String, http: String)? { await bound.wait() }
+    }
+}
+
+/// The listening addresses, announced once (or never: `close`).
+final class BoundAddresses: Sendable {
+    private struct State {
+        var value: (grpc: String, http: String)?
+        var closed = false
+        var waiters: [CheckedContinuation<(grpc: String, http: String)?, Never>] = []
+    }
+    private let state = Mutex(State())
+
+    func set(grpc: String, http: String) {
+        let waiters = state.withLock { state in
+            state.value = (grpc, http)
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: (grpc, http)) }
+    }
+
+    func close() {
+        let waiters = state.withLock { state in
+            state.closed = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: nil) }
+    }
+
+    func wait() async -> (grpc: String, http: String)? {
+        await withCheckedContinuation { continuation in
+            let now = state.withLock { state -> (grpc: String, http: String)?? in
+                if let value = state.value { return .some(value) }
+                if state.closed { return .some(nil) }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let now { continuation.resume(returning: now) }
+        }
+    }
+}
+
+/// The gRPC listener as a service: serves until the group shuts down, then stops taking calls and
+/// finishes those in flight.
+struct GRPCServerService: Service {
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            server.beginGracefulShutdown()
+        }
+    }
+}
+
+/// The timer service (`LockstepServer.runTimers`): ends with the group.
+struct TimerService: Service {
+    let body: @Sendable () async -> Void
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await body() }
+    }
+}
+
+/// Logs the listening addresses and writes the ready file once both listeners accept, then returns.
+struct AnnouncerService: Service {
+    let body: @Sendable () async -> Void
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await body() }
+    }
+}
+
+/// Runs `body` when the group begins its graceful shutdown, before the listeners drain (it is the last
+/// service, so the first one shut down).
+struct ShutdownService: Service {
+    let body: @Sendable () -> Void
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        body()
+    }
+}

@@ -1,0 +1,91 @@
+import Foundation
+import LockstepWire
+import Synchronization
+import LockstepClient
+import LockstepServer
+import LockstepTestSupport
+import Logging
+import ServiceLifecycle
+import Testing
+
+/// The server built in process (`LockstepServer.build`) and run in a `ServiceGroup` the test owns: two
+/// at once in one process (metrics are per server, never a process-wide bootstrap), each serving its own
+/// log, and a graceful shutdown that answers a parked poll at once.
+@Suite struct InProcessServerTests {
+    static let plan = """
+        name: in-process
+        services:
+          orders: { owners: [orders-team] }
+        nodes:
+          - { id: expand, service: orders, phase: expand, action: add-column }
+        """
+
+    /// Runs a server on free loopback ports in `body`'s lifetime, then shuts it down gracefully.
+    static func withServer(_ body: @Sendable (_ grpc: String, _ http: String) async throws -> Void) async throws {
+        var options = LockstepServer.Options(databasePath: temporaryDirectory() + "/events.sqlite", httpHost: "127.0.0.1", httpPort: 0,
+                                             grpcHost: "127.0.0.1", grpcPort: 0, dev: true, auth: nil, readyFile: nil)
+        options.timerTickMillis = 20
+        let logger = Logger(label: "in-process-test")
+        let server = try await LockstepServer.build(options, metrics: ServerMetrics(), logger: logger)
+        let group = ServiceGroup(configuration: server.groupConfiguration(logger: logger))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            guard let (grpc, http) = await server.addresses() else {
+                Issue.record("the server stopped before listening")
+                return
+            }
+            do {
+                try await body(grpc, http)
+            } catch {
+                await group.triggerGracefulShutdown()
+                throw error
+            }
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+
+    static func appendedEvents(_ http: String) async throws -> Double {
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", http + "/metrics"]).wait(seconds: 30).stdout
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_appended_events_total ") }
+        return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+    }
+
+    @Test func twoServersRunInOneProcessEachWithItsOwnLogAndMetrics() async throws {
+        try await Self.withServer { grpcA, httpA in
+            try await Self.withServer { grpcB, httpB in
+                #expect(grpcA != grpcB)
+                let step = try await LockstepClient.connect(to: grpcA) { lockstep in
+                    _ = try await lockstep.applyPlan(.with { $0.planYaml = Self.plan })
+                    _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
+                    return try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "orders-1"; $0.waitMs = 5_000 })
+                }
+                #expect(step.step.leaseID == "m1/expand")
+                // B's log knows nothing of it, and neither do B's metrics.
+                let listed = try await LockstepClient.connect(to: grpcB) { try await $0.migrations(.init()) }
+                #expect(listed.migrations.isEmpty)
+                #expect(try await Self.appendedEvents(httpA) > 0)
+                #expect(try await Self.appendedEvents(httpB) == 0)
+            }
+        }
+    }
+
+    @Test func aGracefulShutdownAnswersAParkedPollAtOnce() async throws {
+        let poll = Mutex<Task<Lockstep_V1_PollResponse, any Error>?>(nil)
+        let clock = ContinuousClock()
+        let began = clock.now
+        try await Self.withServer { grpc, _ in
+            // A poll that would wait 30 s; the shutdown (when this body returns) answers it first.
+            poll.withLock { $0 = Task {
+                try await LockstepClient.connect(to: grpc) { lockstep in
+                    try await lockstep.poll(.with { $0.service = "payments"; $0.agentID = "p-1"; $0.waitMs = 30_000 })
+                }
+            } }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        // The group finished long before the poll's 30 s (bound generous: the machines are shared).
+        #expect(clock.now - began < .seconds(20))
+        let answer = try await poll.withLock { $0 }!.value
+        #expect(!answer.hasStep)
+    }
+}
