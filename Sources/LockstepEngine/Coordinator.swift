@@ -305,7 +305,6 @@ public actor Coordinator {
         }
         markApplied(receipt.firstSequence...receipt.lastSequence)
         armLeases(of: id)
-        snapshotIfDue()
         if let changeObserver, let migration = state.migrations[id] {
             changeObserver(Change(migration: id, services: Set(migration.plan.nodes.flatMap(\.services)), events: events, at: now))
         }
@@ -339,7 +338,6 @@ public actor Coordinator {
         }
         state.evolve(.plan(record), sequence: receipt.firstSequence)
         markApplied(receipt.firstSequence...receipt.lastSequence)
-        snapshotIfDue()
         changeObserver?(Change(migration: nil, services: []))
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
@@ -687,20 +685,31 @@ public actor Coordinator {
         return sequence
     }
 
-    /// Starts a background snapshot when one is due. It never delays the command that triggered it:
-    /// it encodes a copy of the state (copy-on-write, so taking it is cheap) off the actor.
-    private func snapshotIfDue() {
-        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
-              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return }
-        snapshotInFlight = true
-        let copy = state
-        let log = self.log
-        Task {
-            // A failed snapshot costs only start-up time; the events themselves are already durable.
-            // Either way the next attempt waits another interval, so a failing snapshot is not retried on every command.
-            _ = try? await Self.writeSnapshot(of: copy, to: log)
-            self.snapshotFinished(at: copy.lastSequence)
+    /// Writes a snapshot when one is due (`snapshotIntervalEvents` since the last, every appended event
+    /// folded in, none being written), in the caller's task: the server's timer service calls it after
+    /// each tick, so no command waits for it and no loose task runs it. The state is copied on the actor
+    /// (copy-on-write: cheap) and encoded and stored off it. A failure is thrown to the caller (the server
+    /// logs it); either way the next snapshot waits another interval, so a failing one is not retried
+    /// on every tick. Returns the snapshot's sequence, nil when none was due.
+    @discardableResult
+    public nonisolated func writeSnapshotIfDue() async throws(EventLogError) -> UInt64? {
+        guard let copy = await takeDueSnapshot() else { return nil }
+        do {
+            let sequence = try await Self.writeSnapshot(of: copy, to: log)
+            await snapshotFinished(at: sequence)
+            return sequence
+        } catch {
+            await snapshotFinished(at: copy.lastSequence)
+            throw error
         }
+    }
+
+    /// A copy of the state to snapshot, if one is due; marks a snapshot in flight.
+    private func takeDueSnapshot() -> LogState? {
+        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
+              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return nil }
+        snapshotInFlight = true
+        return state
     }
 
     private func snapshotFinished(at sequence: UInt64) {

@@ -291,6 +291,8 @@ public enum LockstepServer {
                 metrics.stepLeasesExpired.increment(by: count)
             } failed: { error in
                 logger.error("a timer's command failed: \(error)")
+            } snapshotFailed: { error in
+                logger.warning("a snapshot could not be written (start-up will replay more of the log): \(error)")
             }
         }
         let bound = BoundAddresses()
@@ -314,7 +316,7 @@ public enum LockstepServer {
             wakeups.close()
             watchWakeups.close()
         }
-        return Built(services: [app, GRPCServerService(server: grpc), timers, announcer, closer], bound: bound)
+        return Built(services: [app, GRPCServerService(server: grpc), wakeups, watchWakeups, timers, announcer, closer], bound: bound)
     }
 
     /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).

@@ -14,16 +14,11 @@ extension LockstepServer {
         public let services: [any Service]
         let bound: BoundAddresses
 
-        /// The group's configuration: every service but the announcer (it returns once it has announced)
-        /// ends the group when it returns.
+        /// The group's configuration: any service that returns or throws ends the group. Every service runs
+        /// until the group shuts it down (none returns early: a service that finished while the group was
+        /// shutting another down would be taken for a failure).
         public func groupConfiguration(gracefulShutdownSignals: [UnixSignal] = [], logger: Logger) -> ServiceGroupConfiguration {
-            var configuration = ServiceGroupConfiguration(
-                services: services.map { service in
-                    var entry = ServiceGroupConfiguration.ServiceConfiguration(service: service)
-                    if service is AnnouncerService { entry.successTerminationBehavior = .ignore }
-                    return entry
-                },
-                logger: logger)
+            var configuration = ServiceGroupConfiguration(services: services, logger: logger)
             configuration.gracefulShutdownSignals = gracefulShutdownSignals
             return configuration
         }
@@ -96,12 +91,15 @@ struct TimerService: Service {
     }
 }
 
-/// Logs the listening addresses and writes the ready file once both listeners accept, then returns.
+/// Logs the listening addresses and writes the ready file once both listeners accept, then waits for
+/// the group's shutdown (returning early would race the group's shutdown order: ServiceLifecycle reports
+/// a service that ends while another is being shut down as having finished unexpectedly).
 struct AnnouncerService: Service {
     let body: @Sendable () async -> Void
 
     func run() async throws {
         await cancelWhenGracefulShutdown { await body() }
+        try? await gracefulShutdown()
     }
 }
 

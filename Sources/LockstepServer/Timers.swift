@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepEngine
+import LockstepStore
 import Synchronization
 
 /// Ends the timer service's sleep early when the log changed (a new lease, bake or deadline may be due
@@ -65,17 +66,24 @@ final class TimerWake: Sendable {
 
 extension LockstepServer {
     /// The timer service: runs the coordinator's timer policy (`Coordinator.tick`: deadlines, lease
-    /// expiry, start_to_close, bake ends, schedule_to_start, an owed grant pass) and `everyRun` (the
+    /// expiry, start_to_close, bake ends, schedule_to_start, an owed grant pass), writes a snapshot when
+    /// one is due, and runs `everyRun` (the
     /// wall-clock step check), then sleeps until the
     /// next thing is due (`Coordinator.nextTimerDue`), at least `tickMillis` and at most `idleMillisMax`,
     /// woken early by a change to the log. It does not poll: an idle server runs it once a second.
     static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, idleMillisMax: Int = 1_000, wake: TimerWake,
                           everyRun: @Sendable () async -> Void, expired: @Sendable (Int) -> Void,
-                          failed: @Sendable (CommandError) -> Void) async {
+                          failed: @Sendable (CommandError) -> Void, snapshotFailed: @Sendable (EventLogError) -> Void) async {
         while !Task.isCancelled {
             let report = await coordinator.tick(now: clock.now())
             if report.leasesExpired > 0 { expired(report.leasesExpired) }
             for failure in report.failures { failed(failure) }
+            do throws(EventLogError) {
+                try await coordinator.writeSnapshotIfDue()
+            } catch {
+                // Costs only start-up time (the events are durable); the next one waits another interval.
+                snapshotFailed(error)
+            }
             await everyRun()
             do { try await Task.sleep(for: .milliseconds(tickMillis)) } catch { return }
             let now = clock.now()

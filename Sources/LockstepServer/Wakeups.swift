@@ -1,4 +1,5 @@
 import HeapModule
+import ServiceLifecycle
 import Synchronization
 
 /// Parked long-polls and watches, and what wakes them.
@@ -19,7 +20,7 @@ import Synchronization
 /// shutdown. Signalling is synchronous and never blocks (a short lock), so the coordinator calls it
 /// right after an append is folded in. Deadlines are kept by one sweeper task, every `tick`, not by a
 /// sleeping task per parked caller (10,000 parked polls cost about 25 MB less that way).
-final class Wakeups: Sendable {
+final class Wakeups: Service, Sendable {
     enum Policy: Sendable {
         /// A change wakes every parked caller of its keys.
         case everyone
@@ -152,20 +153,24 @@ final class Wakeups: Sendable {
         self.policy = policy
         self.parkedMax = parkedMax
         self.parkedPerOwnerMax = parkedPerOwnerMax
-        // The sweeper ends when the server closes these wakeups or nothing else holds them.
-        // It sleeps until the earliest deadline (no polling), woken when an earlier one parks.
-        Task { [weak self, sweeperWake] in
-            while true {
-                guard let next = self?.nextDeadline else { return }
+    }
+
+    /// The sweeper: resumes parked callers whose deadline has passed, sleeping until the earliest one
+    /// (no polling), woken when an earlier one parks. Runs as a service in the server's group (or in a
+    /// test's task group) until cancelled; after `close` it has nothing left to do but keeps running, so
+    /// it never ends out of its group's shutdown order.
+    func run() async {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                let next = self.state.withLock { $0.deadlines.min?.at }
                 let sleep = next.map { $0 - .now } ?? Self.idleSweepMax
-                if sleep > .zero { await sweeperWake.wait(upTo: min(sleep, Self.idleSweepMax)) }
-                guard let self, !self.sweep() else { return }
+                if sleep > .zero { await self.sweeperWake.wait(upTo: min(sleep, Self.idleSweepMax)) }
+                if Task.isCancelled { return }
+                _ = self.sweep()
             }
         }
     }
 
-    /// The earliest deadline kept (of a departed caller too: a spurious wake is harmless); `.some(nil)` when none.
-    private var nextDeadline: ContinuousClock.Instant?? { state.withLock { $0.deadlines.min?.at } }
 
     /// Resumes the callers whose deadline has passed; true once closed.
     private func sweep() -> Bool {

@@ -57,6 +57,13 @@ extension DebugCommand {
             }
             AckWriter.write("ready\n")
             try await withThrowingTaskGroup(of: Void.self) { group in
+                // Snapshots while the writers write, as the server's timer service writes them.
+                group.addTask {
+                    while ContinuousClock.now < deadline {
+                        _ = try await coordinator.writeSnapshotIfDue()
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                }
                 for writer in 0..<writers {
                     let plan = plans[writer]
                     group.addTask {

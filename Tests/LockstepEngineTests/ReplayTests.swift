@@ -46,6 +46,31 @@ import Testing
         }
     }
 
+    /// Snapshots are written by whoever runs the coordinator's timers (the server's timer service), in
+    /// its own task, when `snapshotIntervalEvents` have been appended since the last: never by a loose
+    /// task behind a command, and a failure reaches the caller (it was dropped with `try?`).
+    @Test func aDueSnapshotIsWrittenWhenAskedAndAFailureIsReported() async throws {
+        let log = GatedEventLog()
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 20)
+        #expect(try await coordinator.writeSnapshotIfDue() == nil, "nothing appended yet")
+        try await recordScenario(on: coordinator)
+        #expect(try await log.latestSnapshot() == nil, "commands write no snapshot themselves")
+        #expect(try await coordinator.writeSnapshotIfDue() == scenarioEventCount)
+        #expect(try await log.latestSnapshot()?.sequence == scenarioEventCount)
+        #expect(try await coordinator.writeSnapshotIfDue() == nil, "the next waits another interval")
+        // A failing store: the error reaches the caller, and the next attempt waits another interval.
+        let id = MigrationID("more")
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 12), context: user, now: t(100))
+        for step in 0..<10 {
+            let node = NodeID("step-\(step)")
+            _ = try await coordinator.execute(.leaseStep(node: node, agent: "a", ttlMillis: 60_000), migration: id, context: agent, now: t(101))
+            _ = try await coordinator.execute(.completeStep(node: node, token: FencingToken(1)), migration: id, context: agent, now: t(102))
+        }
+        await log.failSnapshots(with: .storageFull)
+        await #expect(throws: EventLogError.storageFull) { try await coordinator.writeSnapshotIfDue() }
+        #expect(try await coordinator.writeSnapshotIfDue() == nil)
+    }
+
     @Test func aSnapshotPlusTheTailEqualsAFullReplay() async throws {
         let path = temporaryDirectory() + "/events.sqlite"
         let log = try SQLiteEventLog(path: path)

@@ -191,6 +191,8 @@ actor FaultyEventLog: EventLog {
                     }
                 }
             }
+            // Snapshots as the server's timer service writes them (every 50 events), so restarts load one.
+            _ = try? await coordinator.writeSnapshotIfDue()
             // The log failed with an unknown outcome: the coordinator stopped; restart it from the log.
             if await coordinator.isStopped {
                 counts.restarts += 1

@@ -190,7 +190,13 @@ actor GatedEventLog: EventLog {
     }
     func head() async throws(EventLogError) -> LogHead { await inner.head() }
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await inner.streamVersion(of: stream) }
-    func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) { try await inner.saveSnapshot(snapshot) }
+    private var snapshotFailure: EventLogError?
+    /// Every later `saveSnapshot` fails with `error`.
+    func failSnapshots(with error: EventLogError) { snapshotFailure = error }
+    func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
+        if let snapshotFailure { throw snapshotFailure }
+        try await inner.saveSnapshot(snapshot)
+    }
     func latestSnapshot() async throws(EventLogError) -> Snapshot? { await inner.latestSnapshot() }
 }
 

@@ -45,11 +45,14 @@ import Testing
         }
     }
 
-    static func appendedEvents(_ http: String) async throws -> Double {
+    /// A metric's value as the server's `/metrics` gives it (0 when absent).
+    static func metric(_ http: String, _ name: String) async throws -> Double {
         let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", http + "/metrics"]).wait(seconds: 30).stdout
-        let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_appended_events_total ") }
+        let line = metrics.split(separator: "\n").first { $0.hasPrefix(name + " ") }
         return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
     }
+
+    static func appendedEvents(_ http: String) async throws -> Double { try await metric(http, "lockstep_appended_events_total") }
 
     @Test func twoServersRunInOneProcessEachWithItsOwnLogAndMetrics() async throws {
         try await Self.withServer { grpcA, httpA in
@@ -73,18 +76,26 @@ import Testing
     @Test func aGracefulShutdownAnswersAParkedPollAtOnce() async throws {
         let poll = Mutex<Task<Lockstep_V1_PollResponse, any Error>?>(nil)
         let clock = ContinuousClock()
-        let began = clock.now
-        try await Self.withServer { grpc, _ in
+        let parkedAt = Mutex<ContinuousClock.Instant?>(nil)
+        try await Self.withServer { grpc, http in
             // A poll that would wait 30 s; the shutdown (when this body returns) answers it first.
             poll.withLock { $0 = Task {
                 try await LockstepClient.connect(to: grpc) { lockstep in
                     try await lockstep.poll(.with { $0.service = "payments"; $0.agentID = "p-1"; $0.waitMs = 30_000 })
                 }
             } }
-            try await Task.sleep(for: .milliseconds(500))
+            // Shut down once the poll is parked (on a loaded machine, connecting can take longer than any
+            // fixed sleep; a poll that arrives after the shutdown began is refused, which is another test).
+            let parkedBy = clock.now + .seconds(60)
+            while try await Self.metric(http, "lockstep_parked_polls") < 1 {
+                guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            parkedAt.withLock { $0 = clock.now }
         }
         // The group finished long before the poll's 30 s (bound generous: the machines are shared).
-        #expect(clock.now - began < .seconds(20))
+        let parked = try #require(parkedAt.withLock { $0 })
+        #expect(clock.now - parked < .seconds(20))
         let answer = try await poll.withLock { $0 }!.value
         #expect(!answer.hasStep)
     }

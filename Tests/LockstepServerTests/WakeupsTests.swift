@@ -11,6 +11,13 @@ import Testing
         return task
     }
 
+    /// Runs `body` with the deadline sweeper running (in the server it is a service of the group).
+    private func withSweeper(_ wakeups: Wakeups, _ body: () async throws -> Void) async rethrows {
+        let sweeper = Task { await wakeups.run() }
+        defer { sweeper.cancel() }
+        try await body()
+    }
+
     @Test func parkedCallersAreBoundedInAllAndPerPrincipal() async throws {
         let wakeups = Wakeups(policy: .everyone, parkedMax: 2, parkedPerOwnerMax: 1)
         let seen = wakeups.generation
@@ -49,10 +56,12 @@ import Testing
 
     @Test func aParkedCallerReturnsAtItsDeadlineAndFreesItsPlace() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 1, parkedPerOwnerMax: 1)
-        let seen = wakeups.generation
-        #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
-        #expect(wakeups.parkedCount == 0)
-        #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
+        await withSweeper(wakeups) {
+            let seen = wakeups.generation
+            #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
+            #expect(wakeups.parkedCount == 0)
+            #expect(await wakeups.wait(after: seen, millis: 10, owner: "a") == .lookAgain)
+        }
     }
 
     @Test func aChangeWakesOnlyTheCallersItConcernsButStopsAnyoneFromParkingOnAStaleLook() async throws {
@@ -107,30 +116,34 @@ import Testing
 
     @Test func callersThatTimedOutAreSkippedAndTheirLineStaysBounded() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 1_000, parkedPerOwnerMax: 1_000)
-        let survivor = await park(wakeups, key: "orders")
-        // Many callers park and time out behind it; the line is compacted as they leave.
-        for _ in 0..<100 {
-            #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders") == .lookAgain)
+        await withSweeper(wakeups) {
+            let survivor = await park(wakeups, key: "orders")
+            // Many callers park and time out behind it; the line is compacted as they leave.
+            for _ in 0..<100 {
+                #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders") == .lookAgain)
+            }
+            #expect(wakeups.parkedCount == 1)
+            #expect(wakeups.lineLength(of: "orders") <= 2 * 1 + 64)
+            wakeups.signal(["orders"])
+            guard case .woken = await survivor.value else { Issue.record("the survivor was not woken"); return }
+            #expect(wakeups.lineLength(of: "orders") == 0)
         }
-        #expect(wakeups.parkedCount == 1)
-        #expect(wakeups.lineLength(of: "orders") <= 2 * 1 + 64)
-        wakeups.signal(["orders"])
-        guard case .woken = await survivor.value else { Issue.record("the survivor was not woken"); return }
-        #expect(wakeups.lineLength(of: "orders") == 0)
     }
 
     @Test func deadlinesOfCallersWokenEarlyDoNotPileUp() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
-        // 3,000 callers park for 10 minutes and are each woken at once by a change.
-        for _ in 0..<3_000 {
-            let caller = await park(wakeups, key: "orders")
-            wakeups.signal(["orders"])
-            _ = await caller.value
+        try await withSweeper(wakeups) {
+            // 3,000 callers park for 10 minutes and are each woken at once by a change.
+            for _ in 0..<3_000 {
+                let caller = await park(wakeups, key: "orders")
+                wakeups.signal(["orders"])
+                _ = await caller.value
+            }
+            #expect(wakeups.parkedCount == 0)
+            // Departures compact the departed callers' deadlines (the sweeper sleeps until the earliest).
+            let deadline = ContinuousClock.now + .seconds(10)
+            while wakeups.deadlineEntries > 1_024 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(wakeups.deadlineEntries <= 1_024)
         }
-        #expect(wakeups.parkedCount == 0)
-        // Departures compact the departed callers' deadlines (the sweeper sleeps until the earliest).
-        let deadline = ContinuousClock.now + .seconds(10)
-        while wakeups.deadlineEntries > 1_024 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
-        #expect(wakeups.deadlineEntries <= 1_024)
     }
 }
