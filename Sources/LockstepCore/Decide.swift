@@ -354,7 +354,7 @@ extension MigrationState {
                 "the analysis of \(node) judges \(analysis.metrics.map(\.name).joined(separator: ", ")), not \(sample.name)"))
         }
         guard status == .running || status == .paused, nodeState.status == .baking, !nodeState.exposure.awaitingDecision else {
-            return .rejected(.notBaking(node, status: status == .running || status == .paused ? displayStatus(node) : status.rawValue))
+            return .rejected(.notBaking(node, status: status == .running || status == .paused ? nodeDisplayStatus(node).rawValue : status.rawValue))
         }
         // A sample after the bake's end would be judged with a bake it did not belong to.
         if let until = nodeState.exposure.bakeUntil, now > until { return .rejected(.notBaking(node, status: "being judged (its bake ended at \(until))")) }

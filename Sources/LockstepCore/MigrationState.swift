@@ -34,9 +34,6 @@ public enum NodeDisplayStatus: String, Hashable, Sendable, CaseIterable {
         case .baking: self = .baking
         }
     }
-
-    /// The status a client received (`.unknown` for one this build does not know).
-    public init(wire: String) { self = NodeDisplayStatus(rawValue: wire) ?? .unknown }
 }
 
 /// How far a node's exposure has come.
@@ -259,12 +256,10 @@ public struct MigrationState: Hashable, Sendable {
     /// Ready nodes, in plan order.
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
 
-    /// The status a person sees: the stored one, `rejected` for a node whose gate was rejected, or
-    /// `ready`, `awaiting_approval`, `waiting_for_services` (its service leases are not granted yet)
-    /// or `paused` derived for a pending node whose needs have succeeded.
-    public func displayStatus(_ id: NodeID) -> String { nodeDisplayStatus(id).rawValue }
-
-    /// The node's status as people see it: its `NodeStatus`, refined while it waits (on what).
+    /// The node's status as people see it: the stored one, `rejected` for a node whose gate was
+    /// rejected, `awaiting_decision` for a bake whose analysis waits for a person, or `ready`,
+    /// `awaiting_approval`, `waiting_for_services` (its service leases are not granted yet) or `paused`
+    /// derived for a pending node whose needs have succeeded.
     public func nodeDisplayStatus(_ id: NodeID) -> NodeDisplayStatus {
         guard let state = node(id) else { return .unknown }
         if state.rejection != nil && state.status == .pending { return .rejected }

@@ -126,7 +126,12 @@ public struct Rehearsal: Sendable {
         func readTimeline() async throws {
             do throws(EventLogError) {
                 for stored in try await log.read(after: timeline.last?.sequence ?? 0, limit: EventLogLimits.readPageEventsMax) {
-                    guard case .migration(let recorded) = try? EventRecordCodec.decodeAny(stored.record) else { continue }
+                    // A record that does not decode is damage, never skipped (plan records are not the timeline's).
+                    let decoded: LogRecord
+                    do { decoded = try EventRecordCodec.decodeAny(stored.record) } catch {
+                        throw .corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")
+                    }
+                    guard case .migration(let recorded) = decoded else { continue }
                     timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - Self.epoch.millisecondsSinceEpoch,
                                           sequence: stored.sequence, event: recorded.event, actor: recorded.metadata.actor.description))
                 }
@@ -180,7 +185,7 @@ public struct Rehearsal: Sendable {
             }
             if sampled { continue }
             // Gates: distinct approvers from the allowed groups (never the requester); or a rejection.
-            for spec in plan.nodes where migration.displayStatus(spec.id) == "awaiting_approval" {
+            for spec in plan.nodes where migration.nodeDisplayStatus(spec.id) == .awaitingApproval {
                 let groups = plan.approverGroups(for: spec)
                 if options.rejections.contains(spec.id) {
                     let approver = Actor(kind: "user", id: "approver-1")

@@ -71,14 +71,7 @@ public struct HistoryAPI: Sendable {
             if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
             throw APIError(.storage(error))
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let json = (try? encoder.encode(StateReport(state))).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
-        return .with {
-            $0.sequence = state.lastSequence
-            $0.digest = state.digest.hex
-            $0.reportJson = json
-        }
+        return Lockstep_V1_StateAtResponse(state)
     }
 
     public func verify(_ request: Lockstep_V1_VerifyHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_VerifyHistoryResponse {

@@ -56,21 +56,8 @@ public struct OperatorAPI: Sendable {
     /// Applied plans by name, each with its versions oldest first.
     public func listPlans(_ request: Lockstep_V1_ListPlansRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListPlansResponse {
         try principal.require(anyOf: Self.readers, to: "list plans")
-        let plans = await coordinator.state.plansInOrder
-        return .with {
-            $0.plans = plans.map { entry in
-                .with {
-                    $0.name = entry.name
-                    $0.versions = entry.versions.map { version in
-                        .with {
-                            $0.version = version.version
-                            $0.contentHash = version.contentHash
-                            $0.nodes = UInt32(clamping: version.nodes.count)
-                        }
-                    }
-                }
-            }
-        }
+        let state = await coordinator.state
+        return .with { $0.plans = state.appliedPlanViews }
     }
 
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StartMigrationResponse {
@@ -109,7 +96,7 @@ public struct OperatorAPI: Sendable {
         guard let migration = state.migrations[MigrationID(request.migrationID)] else {
             throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
         }
-        return Self.view(migration, in: state)
+        return Lockstep_V1_Migration(migration, in: state)
     }
 
     public func listMigrations(_ request: Lockstep_V1_ListMigrationsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListMigrationsResponse {
@@ -121,7 +108,7 @@ public struct OperatorAPI: Sendable {
         let page = state.migrationsInOrder.lazy.filter { request.pageToken.isEmpty || after < $0.id }.prefix(size + 1)
         let shown = Array(page.prefix(size))
         return .with {
-            $0.migrations = shown.map { Self.view($0, in: state) }
+            $0.migrations = shown.map { Lockstep_V1_Migration($0, in: state) }
             $0.nextPageToken = page.count > size ? (shown.last?.id.rawValue ?? "") : ""
         }
     }
@@ -131,26 +118,9 @@ public struct OperatorAPI: Sendable {
     public func listServiceLeases(_ request: Lockstep_V1_ListServiceLeasesRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListServiceLeasesResponse {
         try principal.require(anyOf: Self.readers, to: "read service leases")
         let state = await coordinator.state
-        return .with { response in
-            response.held = state.serviceLeases.holdersInOrder.map { service, holder in
-                let migration = state.migrations[holder.migration]
-                return .with {
-                    $0.service = service
-                    $0.migrationID = holder.migration.rawValue
-                    $0.nodeID = holder.node.rawValue
-                    $0.sinceMs = holder.since.millisecondsSinceEpoch
-                    $0.quarantined = migration?.status == .failed
-                    if let lease = migration?.node(holder.node)?.lease { $0.step = Self.view(lease) }
-                }
-            }
-            response.waiting = state.serviceLeases.queue.map { request in
-                .with {
-                    $0.migrationID = request.migration.rawValue
-                    $0.nodeID = request.node.rawValue
-                    $0.services = request.services
-                    $0.kind = request.kind == .forward ? .forward : .rollback
-                }
-            }
+        return .with {
+            $0.held = state.heldServiceViews
+            $0.waiting = state.serviceQueueViews
         }
     }
 
@@ -196,59 +166,6 @@ public struct OperatorAPI: Sendable {
         return .with {
             $0.stage = after?.reached ?? 0
             $0.samples = UInt32(after?.samples.count ?? 0)
-        }
-    }
-
-    static func view(_ lease: StepLease) -> Lockstep_V1_StepLeaseView {
-        .with {
-            $0.agentID = lease.agent
-            $0.fencingToken = lease.token.rawValue
-            $0.grantedAtMs = lease.grantedAt.millisecondsSinceEpoch
-            $0.expiresAtMs = lease.expiresAt.millisecondsSinceEpoch
-            $0.kind = lease.kind == .forward ? .forward : .rollback
-        }
-    }
-
-    static func view(_ migration: MigrationState, in state: LogState) -> Lockstep_V1_Migration {
-        .with { view in
-            view.migrationID = migration.id.rawValue
-            view.plan = migration.plan.name
-            view.planVersion = migration.plan.version
-            view.planContentHash = migration.plan.contentHash
-            view.status = migration.status.rawValue
-            view.statusReason = migration.statusReason ?? ""
-            view.startedAtMs = migration.startedAt.millisecondsSinceEpoch
-            view.startedBy = migration.startedBy
-            view.version = migration.version
-            view.nodes = zip(migration.plan.nodes, migration.nodes).map { spec, node in
-                .with {
-                    $0.nodeID = node.id.rawValue
-                    $0.phase = spec.phase.rawValue
-                    $0.services = spec.services
-                    $0.needs = spec.needs.map(\.rawValue)
-                    $0.status = migration.displayStatus(node.id)
-                    $0.attempts = node.attempts
-                    $0.fencingToken = node.lastToken.rawValue
-                    if let lease = node.lease { $0.lease = Self.view(lease) }
-                    $0.lastFailure = node.lastFailure ?? ""
-                    $0.serviceLeases = node.serviceLeases.name
-                    $0.waitingFor = state.serviceWaits(migration: migration.id, node: node.id).map(\.description)
-                    $0.approvals = UInt32(node.approvals.count)
-                    $0.approvalsNeeded = spec.approval?.minimum ?? 0
-                    if let progress = node.progress {
-                        $0.progressPercent = UInt32(progress.percent)
-                        $0.progressMessage = progress.message
-                    }
-                    if spec.approval != nil { $0.approversFrom = migration.plan.approverGroups(for: spec) }
-                    $0.approvedBy = node.approvals.map(\.approver)
-                    if let stage = migration.currentStage(of: node.id) {
-                        $0.stage = stage.name
-                        if let percent = stage.percent { $0.stagePercent = percent }
-                    }
-                    $0.bakeUntilMs = node.exposure.bakeUntil?.millisecondsSinceEpoch ?? 0
-                    $0.bakeSamples = UInt32(node.exposure.samples.count)
-                }
-            }
         }
     }
 
@@ -318,12 +235,12 @@ public struct OperatorAPI: Sendable {
 
     private func response(_ result: CommandResult) async -> Lockstep_V1_ChangeResponse {
         let id = result.events.first?.migration
-        var status = ""
-        if let id, let migration = await coordinator.migration(id) { status = migration.status.rawValue }
+        // A change that is not a migration's (a forced release) has no status: unspecified.
+        let status = if let id { await coordinator.migration(id)?.status } else { MigrationStatus?.none }
         return .with {
             $0.migrationID = id?.rawValue ?? ""
             $0.events = result.events.map(\.event.typeName)
-            $0.status = status
+            if let status { $0.status = Lockstep_V1_MigrationStatus(status) }
         }
     }
 }

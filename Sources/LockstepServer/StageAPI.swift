@@ -35,7 +35,7 @@ public struct StageAPI: Sendable {
                 $0.nodeID = node.id.rawValue
                 $0.phase = spec.phase.rawValue
                 $0.services = spec.services
-                $0.status = migration.displayStatus(node.id)
+                $0.status = Lockstep_V1_NodeStatus(migration.nodeDisplayStatus(node.id))
                 // A rolled-back exposure is back at its start; before its first stage, nothing is exposed.
                 let stage = node.status == .rolledBack ? spec.exposure?.start : migration.currentStage(of: node.id)
                     ?? spec.exposure.map { $0.stages.first?.percent != nil ? .percent(0) : $0.start }
@@ -55,7 +55,7 @@ public struct StageAPI: Sendable {
         }
         return .with {
             $0.migrationID = id.rawValue
-            $0.status = migration.status.rawValue
+            $0.status = Lockstep_V1_MigrationStatus(migration.status)
             $0.version = migration.version
             $0.nodes = nodes
         }

@@ -4,6 +4,7 @@ import LockstepClient
 import LockstepCore
 import LockstepServer
 import LockstepStore
+import LockstepWire
 import Synchronization
 
 struct Demo: AsyncParsableCommand {
@@ -89,7 +90,7 @@ struct Demo: AsyncParsableCommand {
         let live = !plain && isatty(STDOUT_FILENO) == 1
         let status = try await withThrowingTaskGroup(of: String?.self) { group in
             group.addTask {
-                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live) }
+                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live).name }
             }
             group.addTask {
                 try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await Self.approveGates(of: migration, as: $0, live: live) }
@@ -119,8 +120,8 @@ struct Demo: AsyncParsableCommand {
         var approved: Set<String> = []
         while !Task.isCancelled {
             let state = try await bob.migration(.with { $0.migrationID = migration })
-            if MigrationStatus(rawValue: state.status)?.isSettled == true { return }
-            for node in state.nodes where NodeDisplayStatus(wire: node.status) == .awaitingApproval && !approved.contains(node.nodeID) {
+            if MigrationStatus(state.status)?.isSettled == true { return }
+            for node in state.nodes where node.status == .awaitingApproval && !approved.contains(node.nodeID) {
                 let change = try await bob.approve(.with {
                     $0.migrationID = migration
                     $0.nodeID = node.nodeID

@@ -95,23 +95,18 @@ extension HistoryCommand {
             guard let data else {
                 return try await server.run { lockstep in
                     // No --at: no point named, which the server answers with the whole log.
-                    let answer = try await lockstep.state(.with { if let at { $0.sequence = at } })
-                    let report = try JSONDecoder().decode(StateReport.self, from: Data(answer.reportJson.utf8))
-                    try print(report)
+                    try print(try await lockstep.state(.with { if let at { $0.sequence = at } }))
                 }
             }
             try await reportingFailures {
                 let log = try openReadOnly(try DataOptions.at(data))
-                try print(StateReport(try await History.replay(log, through: at)))
+                try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at)))
             }
         }
 
-        private func print(_ report: StateReport) throws {
+        private func print(_ report: Lockstep_V1_StateAtResponse) throws {
             switch output {
-            case .json:
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
-                Swift.print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            case .json: try printJSON(report)
             case .table:
                 Swift.print(StateTable.render(report))
             }
@@ -170,21 +165,21 @@ extension HistoryCommand {
     }
 }
 
-/// Renders a `StateReport` as a table for terminals.
+/// Renders the state at a point as a table for terminals.
 enum StateTable {
-    static func render(_ report: StateReport) -> String {
+    static func render(_ report: Lockstep_V1_StateAtResponse) -> String {
         var lines = ["as of sequence \(report.sequence)", "state digest \(report.digest)"]
         if report.migrations.isEmpty { lines.append("no migrations") }
         for migration in report.migrations {
             lines.append("")
-            var heading = "migration \(migration.id)  plan \(migration.plan.name)@\(migration.plan.version)  \(migration.status)"
-            if let reason = migration.statusReason { heading += " (\(reason))" }
+            var heading = "migration \(migration.migrationID)  plan \(migration.plan)@\(migration.planVersion)  \(migration.status.name)"
+            if !migration.statusReason.isEmpty { heading += " (\(migration.statusReason))" }
             lines.append(heading)
             let header = ["node", "phase", "services", "status", "attempts", "token", "lease"]
             let rows = migration.nodes.map { node in
-                [node.id, node.phase, node.services.joined(separator: ","),
-                 node.ready ? "ready" : node.status, String(node.attempts), String(node.fencingToken),
-                 node.lease.map { "\($0.agent) until \(Instant(millisecondsSinceEpoch: $0.expiresAtMs))" } ?? "-"]
+                [node.nodeID, node.phase, node.services.joined(separator: ","),
+                 node.status.name, String(node.attempts), String(node.fencingToken),
+                 node.hasLease ? "\(node.lease.agentID) until \(Instant(millisecondsSinceEpoch: node.lease.expiresAtMs))" : "-"]
             }
             lines.append(renderTable(header, rows, indent: "  "))
         }

@@ -93,8 +93,8 @@ extension MigrationsCommand {
                 case .table:
                     if all.isEmpty { print("no migrations") }
                     let rows = all.map { migration in
-                        let done = migration.nodes.filter { NodeDisplayStatus(wire: $0.status) == .succeeded }.count
-                        return [migration.migrationID, "\(migration.plan)@\(migration.planVersion)", migration.status,
+                        let done = migration.nodes.filter { $0.status == .succeeded }.count
+                        return [migration.migrationID, "\(migration.plan)@\(migration.planVersion)", migration.status.name,
                                 "\(done)/\(migration.nodes.count)", migration.startedBy, isoTime(migration.startedAtMs)]
                     }
                     if !all.isEmpty { print(renderTable(["migration", "plan", "status", "nodes done", "started by", "started at"], rows)) }
@@ -121,7 +121,7 @@ extension MigrationsCommand {
         @Option(help: "Output format: table (the view) or json (NDJSON events).") var output: OutputFormat = .table
 
         func run() async throws {
-            var settled = ""
+            var settled = Lockstep_V1_MigrationStatus.unspecified
             try await server.run { lockstep in
                 if output == .json {
                     try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
@@ -134,14 +134,14 @@ extension MigrationsCommand {
                 }
                 settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1)
             }
-            if MigrationStatus(rawValue: settled) != .succeeded { throw ExitCode(5) }
+            if settled != .succeeded { throw ExitCode(5) }
         }
     }
 }
 
 /// Follows migration `id` until it settles and returns its final status. `live`: redraw the whole view
 /// (at most ten times a second) on a terminal; otherwise one line per event, then the final view.
-func follow(_ id: String, _ lockstep: LockstepClient, live: Bool) async throws -> String {
+func follow(_ id: String, _ lockstep: LockstepClient, live: Bool) async throws -> Lockstep_V1_MigrationStatus {
     let frames = FrameClock()
     try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
         if !live {
@@ -270,19 +270,19 @@ extension MigrationsCommand {
 /// `m1: approval_granted, service_leases_requested (running)`.
 func printChange(_ change: Lockstep_V1_ChangeResponse) {
     let events = change.events.isEmpty ? "nothing recorded" : change.events.joined(separator: ", ")
-    print("\(change.migrationID.isEmpty ? "recorded" : change.migrationID): \(events)\(change.status.isEmpty ? "" : " (\(change.status))")")
+    print("\(change.migrationID.isEmpty ? "recorded" : change.migrationID): \(events)\(change.status == .unspecified ? "" : " (\(change.status.name))")")
 }
 
 /// A migration as a terminal shows it: a heading, then one row per node with its step, lease,
 /// progress bar, gate or wait.
 enum MigrationView {
     static func render(_ migration: Lockstep_V1_Migration, now: Date) -> String {
-        var heading = "migration \(migration.migrationID)  plan \(migration.plan)@\(migration.planVersion)  \(migration.status)"
+        var heading = "migration \(migration.migrationID)  plan \(migration.plan)@\(migration.planVersion)  \(migration.status.name)"
         if !migration.statusReason.isEmpty { heading += " (\(migration.statusReason))" }
         var lines = [heading, "started by \(migration.startedBy.isEmpty ? "?" : migration.startedBy) at \(isoTime(migration.startedAtMs))", ""]
         let rows = migration.nodes.map { node in
-            [node.nodeID, node.phase, node.services.joined(separator: ","), node.status, String(node.attempts),
-             node.serviceLeases == "held" ? node.services.joined(separator: ",") : "-", detail(node, now: now)]
+            [node.nodeID, node.phase, node.services.joined(separator: ","), node.status.name, String(node.attempts),
+             node.serviceLeases == .held ? node.services.joined(separator: ",") : "-", detail(node, now: now)]
         }
         lines.append(renderTable(["node", "phase", "services", "status", "attempts", "holds", "step / gate / wait"], rows))
         return lines.joined(separator: "\n")
@@ -298,10 +298,10 @@ enum MigrationView {
     static func exposure(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         guard !node.stage.isEmpty else { return "" }
         var text = "stage " + (node.hasStagePercent ? "\(node.stagePercent) %" : node.stage)
-        if NodeDisplayStatus(wire: node.status) == .baking && node.bakeUntilMs > 0 {
+        if node.status == .baking && node.bakeUntilMs > 0 {
             let left = max(0, Double(node.bakeUntilMs) / 1_000 - now.timeIntervalSince1970)
             text += ", baking \(String(format: "%.0f", left)) s more (\(node.bakeSamples) sample\(node.bakeSamples == 1 ? "" : "s"))"
-        } else if NodeDisplayStatus(wire: node.status) == .awaitingDecision {
+        } else if node.status == .awaitingDecision {
             text += ", its analysis asks a person to decide: resume (go on) or abort (roll back)"
         }
         return text
@@ -315,14 +315,14 @@ enum MigrationView {
             if !node.progressMessage.isEmpty { text += ": \(node.progressMessage)" }
             return text
         }
-        if node.approvalsNeeded > 0 && NodeDisplayStatus(wire: node.status) == .awaitingApproval {
+        if node.approvalsNeeded > 0 && node.status == .awaitingApproval {
             var text = "gate: \(node.approvals)/\(node.approvalsNeeded) approvals from \(node.approversFrom.joined(separator: ", "))"
             if !node.approvedBy.isEmpty { text += " (approved by \(node.approvedBy.joined(separator: ", ")))" }
             return text
         }
         if !node.waitingFor.isEmpty { return "waits: " + node.waitingFor.joined(separator: "; ") }
         // A node that succeeded after a failed attempt does not dwell on it.
-        if !node.lastFailure.isEmpty && NodeDisplayStatus(wire: node.status) != .succeeded { return "last failure: \(node.lastFailure)" }
+        if !node.lastFailure.isEmpty && node.status != .succeeded { return "last failure: \(node.lastFailure)" }
         return ""
     }
 

@@ -4,6 +4,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepPlan
 import LockstepStore
+import LockstepWire
 
 struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -103,31 +104,29 @@ extension PlanCommand {
         func run() async throws {
             if let data {
                 try await reportingFailures {
-                    let report = StateReport(try await History.replay(try openReadOnly(DataOptions.at(data))))
-                    switch output {
-                    case .json:
-                        let encoder = JSONEncoder()
-                        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
-                        print(String(decoding: try encoder.encode(report.plans), as: UTF8.self))
-                    case .table:
-                        print(Self.render(report.plans.flatMap { plan in plan.versions.map { (plan.name, $0.version, $0.nodes, $0.contentHash) } }))
-                    }
+                    // The same message the server answers, so the JSON is the same either way.
+                    let state = try await History.replay(try openReadOnly(DataOptions.at(data)))
+                    try Self.show(Lockstep_V1_ListPlansResponse.with { $0.plans = state.appliedPlanViews }, output)
                 }
                 return
             }
             try await server.run { lockstep in
-                let plans = try await lockstep.plans()
-                switch output {
-                case .json: try printJSON(plans)
-                case .table:
-                    print(Self.render(plans.plans.flatMap { plan in plan.versions.map { (plan.name, $0.version, Int($0.nodes), $0.contentHash) } }))
-                }
+                try Self.show(try await lockstep.plans(), output)
             }
         }
 
-        static func render(_ versions: [(name: String, version: UInt64, nodes: Int, hash: String)]) -> String {
-            if versions.isEmpty { return "no plans applied" }
-            return renderTable(["plan", "version", "nodes", "content hash"], versions.map { [$0.name, String($0.version), String($0.nodes), $0.hash] })
+        static func show(_ plans: Lockstep_V1_ListPlansResponse, _ output: OutputFormat) throws {
+            switch output {
+            case .json: try printJSON(plans)
+            case .table: print(render(plans))
+            }
+        }
+
+        static func render(_ plans: Lockstep_V1_ListPlansResponse) -> String {
+            let rows = plans.plans.flatMap { plan in
+                plan.versions.map { [plan.name, String($0.version), String($0.nodes), $0.contentHash] }
+            }
+            return rows.isEmpty ? "no plans applied" : renderTable(["plan", "version", "nodes", "content hash"], rows)
         }
     }
 }

@@ -48,7 +48,7 @@ func sample(_ value: Int64, _ name: String = "error_rate") -> MetricSample {
         ]))
         let baking = MigrationState.given(atFirstStage)!
         #expect(baking.node(rollout)?.status == .baking && baking.currentStage(of: rollout) == .percent(1))
-        #expect(baking.displayStatus(rollout) == "baking" && baking.nextBakeEnd == t(70))
+        #expect(baking.nodeDisplayStatus(rollout) == .baking && baking.nextBakeEnd == t(70))
         #expect(baking.node(rollout)?.serviceLeases.isHeld == true, "a baking node keeps its services")
         // No step while it bakes, and no judging before the bake is over.
         #expect(decide(atFirstStage, .leaseStep(node: rollout, agent: "a", ttlMillis: 1_000), at: 20)
@@ -106,7 +106,7 @@ func sample(_ value: Int64, _ name: String = "error_rate") -> MetricSample {
               case .analysisEvaluated(let record) = paused[0] else { Issue.record("no decision"); return }
         #expect(record.outcome == .inconclusive && record.decision == .pause && record.evidence[0].samples == 2)
         let state = MigrationState.given(events + paused)!
-        #expect(state.status == .paused && state.displayStatus(rollout) == "awaiting_decision" && state.nextBakeEnd == nil)
+        #expect(state.status == .paused && state.nodeDisplayStatus(rollout) == .awaitingDecision && state.nextBakeEnd == nil)
         #expect(state.node(rollout)?.serviceLeases.isHeld == true, "a paused exposure keeps its services")
         // A person decides to go on: the resume records the override, and the next stage is ready.
         let resumed = decide(events + paused, .resume, at: 100)

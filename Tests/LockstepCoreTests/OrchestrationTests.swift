@@ -39,7 +39,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
 
     @Test func aGatedNodeAwaitsApprovalOnceItsNeedsSucceeded() {
         let state = MigrationState.given(upToSwitch)!
-        #expect(state.displayStatus(NodeID("switch")) == "awaiting_approval")
+        #expect(state.nodeDisplayStatus(NodeID("switch")) == .awaitingApproval)
         #expect(state.readyNodes == [])
         #expect(decide(upToSwitch, .leaseStep(node: NodeID("switch"), agent: "a", ttlMillis: 1_000))
             == .rejected(.awaitingApproval(NodeID("switch"), approvals: 0, needed: 2)))
@@ -90,7 +90,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
             == "gate_rejected: node switch is blocked: its gate was rejected by carol; abort the migration to roll back")
         #expect(decide(after, .approve(node: NodeID("switch"), approver: "dave", groups: ["dba"], comment: ""))
             == .rejected(.gateRejected(NodeID("switch"), by: "carol")))
-        #expect(MigrationState.given(after)!.displayStatus(NodeID("switch")) == "rejected")
+        #expect(MigrationState.given(after)!.nodeDisplayStatus(NodeID("switch")) == .rejected)
         // A rejection while already paused records no second pause.
         let pausedFirst = upToSwitch + [.migrationPaused(reason: "maintenance")]
         #expect(decide(pausedFirst, .reject(node: NodeID("switch"), approver: "carol", groups: ["dba"], comment: "no"), at: 6)
@@ -122,7 +122,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         #expect(decide(events, .completeStep(node: NodeID("expand"), token: FencingToken(1)))
             == .accepted([completed("expand", token: 1)]))
         let afterCompletion = events + [completed("expand", token: 1)]
-        #expect(MigrationState.given(afterCompletion)!.displayStatus(NodeID("backfill")) == "paused")
+        #expect(MigrationState.given(afterCompletion)!.nodeDisplayStatus(NodeID("backfill")) == .paused)
         #expect(decide(afterCompletion, .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 1_000))
             == .rejected(.migrationNotRunning(gatedID, status: .paused)))
         #expect(decide(afterCompletion + [.migrationResumed(rearmed: [])], .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 30_000), at: 1)

@@ -71,7 +71,7 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         #expect(ledger.holder("orders") == "m1/work")
         #expect(ledger.leases("m2", "work").isRequested)
         // m2's node waits, and says on whom.
-        #expect(ledger.migration("m2").displayStatus(NodeID("work")) == "waiting_for_services")
+        #expect(ledger.migration("m2").nodeDisplayStatus(NodeID("work")) == .waitingForServices)
         let waits = [ServiceWait(service: "orders", migration: MigrationID("m1"), node: NodeID("work"), holds: true)]
         #expect(ledger.state.serviceWaits(migration: MigrationID("m2"), node: NodeID("work")) == waits)
         #expect(ledger.run("m2", .leaseStep(node: NodeID("work"), agent: "a", ttlMillis: 1_000)) == .rejected(.waitingForServices(NodeID("work"), waits: waits)))

@@ -59,7 +59,7 @@ import Testing
                 }
             case 4:
                 // Approvals from someone who did not start the migration.
-                for spec in plan.nodes where state.displayStatus(spec.id) == "awaiting_approval" {
+                for spec in plan.nodes where state.nodeDisplayStatus(spec.id) == .awaitingApproval {
                     for index in 0..<Int(spec.approval?.minimum ?? 0) {
                         _ = try? await coordinator.execute(.approve(node: spec.id, approver: "owner-\(index)", groups: plan.approverGroups(for: spec), comment: ""),
                                                            migration: id, context: user, now: t(wall))

@@ -94,9 +94,11 @@ import Testing
         _ = try await coordinator.start(MigrationID("next"), plan: ExamplePlans.chain(length: 1, service: "orders", name: "b"), context: user, now: t(8))
         let waits = await coordinator.state.serviceWaits(migration: MigrationID("next"), node: NodeID("step-0"))
         #expect(waits.map(\.description) == ["orders is held by migration stuck (node step-0)"])
-        let report = StateReport(await coordinator.state)
-        #expect(report.migrations.first { $0.id == "next" }?.nodes.first?.waitingFor == ["orders is held by migration stuck (node step-0)"])
+        let report = Lockstep_V1_StateAtResponse(await coordinator.state)
+        #expect(report.migrations.first { $0.migrationID == "next" }?.nodes.first?.waitingFor == ["orders is held by migration stuck (node step-0)"])
+        #expect(report.migrations.first { $0.migrationID == "next" }?.nodes.first?.status == .waitingForServices)
         #expect(report.serviceLeases.map(\.service) == ["orders"])
+        #expect(report.serviceQueue.map(\.migrationID) == ["next"])
 
         let result = try await coordinator.forceReleaseService("orders", reason: "stuck's team disbanded; orders verified", context: operatorContext, now: t(9))
         // The node is between retries, so it asks again at once, behind the migration already waiting.

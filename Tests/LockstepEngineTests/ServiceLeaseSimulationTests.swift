@@ -156,7 +156,7 @@ actor FaultyEventLog: EventLog {
                     guard let node = migration.nodes.first(where: { $0.serviceLeases.isHeld && $0.lease == nil }) else { continue }
                     command = .releaseServiceLeases(node: node.id, reason: "operator checked the service")
                 default:
-                    for spec in migration.plan.nodes where migration.displayStatus(spec.id) == "awaiting_approval" {
+                    for spec in migration.plan.nodes where migration.nodeDisplayStatus(spec.id) == .awaitingApproval {
                         for index in 0..<Int(spec.approval?.minimum ?? 0) {
                             _ = try? await coordinator.execute(.approve(node: spec.id, approver: "owner-\(index)", groups: migration.plan.approverGroups(for: spec),
                                                                         comment: ""), migration: id, context: user, now: t(wall))

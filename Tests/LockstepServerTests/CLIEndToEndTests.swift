@@ -107,7 +107,7 @@ import Testing
         let orders = try world.agent("orders", id: "orders-1")
         let watch = try ChildProcess(try lockstepBinary(), ["migration", "watch", "m1", "--plain"], environment: world.environment("alice"))
         try await eventually("the gate waits") {
-            try await world.lockstep(["migration", "status", "m1", "--output", "json"]).stdout.contains("awaiting_approval")
+            try await world.lockstep(["migration", "status", "m1", "--output", "json"]).stdout.contains("NODE_STATUS_AWAITING_APPROVAL")
         }
         let ran2 = try String(contentsOfFile: world.directory + "/ran-2", encoding: .utf8)
         #expect(ran2.contains(#"{"table":"ledger_entries"}"#), "the handler got the params on stdin: \(ran2)")
@@ -160,12 +160,22 @@ import Testing
         #expect(report?["ok"] as? Bool == true && report?["head_sequence"] as? Int == Int(head), "\(verifiedJSON)")
         // The same JSON from the data directory, once the server has stopped (issue 14: three forms).
         let verifiedHere = verifiedJSON.stdout
+        // The state as of a point and the plans are the API's own messages (typed statuses, no JSON
+        // inside protobuf), printed the same from the server and from the data directory (issue 15).
+        let replayedJSON = try await world.lockstep(["history", "replay", "--at", String(middle), "--output", "json"])
+        #expect(replayedJSON.stdout.contains(#""status" : "MIGRATION_STATUS_RUNNING""#) && !replayedJSON.stdout.contains("report_json"), "\(replayedJSON)")
+        let plansJSON = try await world.lockstep(["plan", "list", "--output", "json"])
+        #expect(plansJSON.status == 0 && plansJSON.stdout.contains(#""name" : "e2e""#), "\(plansJSON)")
         _ = try await world.server.stop()
         // The same, from the data directory.
         let local = try await world.lockstep(["history", "export", "--data", world.server.data + "/data"], as: nil)
         #expect(local.stdout == exported.stdout)
         let localReplay = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle)], as: nil)
         #expect(localReplay.stdout == replayed.stdout)
+        let localReplayJSON = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle), "--output", "json"], as: nil)
+        #expect(localReplayJSON.stdout == replayedJSON.stdout, "\(localReplayJSON.stdout) vs \(replayedJSON.stdout)")
+        let localPlans = try await world.lockstep(["plan", "list", "--data", world.server.data + "/data", "--output", "json"], as: nil)
+        #expect(localPlans.stdout == plansJSON.stdout, "\(localPlans.stdout) vs \(plansJSON.stdout)")
         let localVerify = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data", "--output", "json"], as: nil)
         #expect(localVerify.stdout == verifiedHere, "\(localVerify.stdout) vs \(verifiedHere)")
         let localTable = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data"], as: nil)

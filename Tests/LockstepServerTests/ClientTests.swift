@@ -58,10 +58,10 @@ import Testing
         try await watcher.value
         #expect(events.value >= 10)
         try await LockstepClient.connect(to: server.grpc, token: tokens["alice"]) { alice in
-            #expect(try await alice.migration(.with { $0.migrationID = "c1" }).status == "succeeded")
+            #expect(try await alice.migration(.with { $0.migrationID = "c1" }).status == .succeeded)
             let verified = try await alice.verify()
             #expect(verified.ok && verified.events > 10)
-            #expect(try await alice.stage(.with { $0.migrationID = "c1" }).status == "succeeded")
+            #expect(try await alice.stage(.with { $0.migrationID = "c1" }).status == .succeeded)
         }
         _ = try await server.stop()
     }

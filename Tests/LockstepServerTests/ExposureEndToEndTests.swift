@@ -78,7 +78,7 @@ struct ExposureEndToEndTests {
         func bake(_ percent: Int, report value: String) async throws {
             try await eventually("route bakes at \(percent) %") {
                 let status = try await lockstep(["migration", "status", "m1", "--output", "json"]).stdout
-                return status.contains("\"baking\"") && status.contains("\"stage_percent\" : \(percent)")
+                return status.contains("\"NODE_STATUS_BAKING\"") && status.contains("\"stage_percent\" : \(percent)")
             }
             for _ in 0..<2 {
                 let recorded = try await lockstep(["metric", "record", "m1", "route", "error_rate", value, "--source", "e2e-prober"], as: "checkout-agent")

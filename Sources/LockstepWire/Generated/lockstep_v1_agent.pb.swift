@@ -28,6 +28,211 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
   typealias Version = _2
 }
 
+/// A migration's status (docs/state-machine.md). Settled: succeeded, failed, rolled back.
+public nonisolated enum Lockstep_V1_MigrationStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+  case running // = 1
+  case paused // = 2
+
+  /// Aborted: undoing what completed.
+  case aborting // = 3
+  case succeeded // = 4
+
+  /// Failed while undoing: what it holds stays held until an operator releases it.
+  case failed // = 5
+  case rolledBack // = 6
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .running
+    case 2: self = .paused
+    case 3: self = .aborting
+    case 4: self = .succeeded
+    case 5: self = .failed
+    case 6: self = .rolledBack
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .running: return 1
+    case .paused: return 2
+    case .aborting: return 3
+    case .succeeded: return 4
+    case .failed: return 5
+    case .rolledBack: return 6
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Lockstep_V1_MigrationStatus] = [
+    .unspecified,
+    .running,
+    .paused,
+    .aborting,
+    .succeeded,
+    .failed,
+    .rolledBack,
+  ]
+
+}
+
+/// A node's status as people read it: what is recorded, refined while the node waits (on what).
+public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Also what a client reads for a status newer than it knows.
+  case unspecified // = 0
+  case pending // = 1
+
+  /// Pending, its needs and gate satisfied, holding its services: an agent may take it.
+  case ready // = 2
+  case waitingForServices // = 3
+  case awaitingApproval // = 4
+
+  /// An exposure node whose analysis needs a person's decision.
+  case awaitingDecision // = 5
+
+  /// Its gate was rejected.
+  case rejected // = 6
+
+  /// Ready but its migration is paused.
+  case paused // = 7
+  case running // = 8
+  case baking // = 9
+  case succeeded // = 10
+  case failed // = 11
+  case rollingBack // = 12
+  case rolledBack // = 13
+  case skipped // = 14
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .pending
+    case 2: self = .ready
+    case 3: self = .waitingForServices
+    case 4: self = .awaitingApproval
+    case 5: self = .awaitingDecision
+    case 6: self = .rejected
+    case 7: self = .paused
+    case 8: self = .running
+    case 9: self = .baking
+    case 10: self = .succeeded
+    case 11: self = .failed
+    case 12: self = .rollingBack
+    case 13: self = .rolledBack
+    case 14: self = .skipped
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .pending: return 1
+    case .ready: return 2
+    case .waitingForServices: return 3
+    case .awaitingApproval: return 4
+    case .awaitingDecision: return 5
+    case .rejected: return 6
+    case .paused: return 7
+    case .running: return 8
+    case .baking: return 9
+    case .succeeded: return 10
+    case .failed: return 11
+    case .rollingBack: return 12
+    case .rolledBack: return 13
+    case .skipped: return 14
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Lockstep_V1_NodeStatus] = [
+    .unspecified,
+    .pending,
+    .ready,
+    .waitingForServices,
+    .awaitingApproval,
+    .awaitingDecision,
+    .rejected,
+    .paused,
+    .running,
+    .baking,
+    .succeeded,
+    .failed,
+    .rollingBack,
+    .rolledBack,
+    .skipped,
+  ]
+
+}
+
+/// A node's claim on the services it changes.
+public nonisolated enum Lockstep_V1_ServiceLeaseState: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case unspecified // = 0
+
+  /// Neither asked for nor held.
+  case none // = 1
+
+  /// In line for them.
+  case requested // = 2
+
+  /// Holds all of them.
+  case held // = 3
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .none
+    case 2: self = .requested
+    case 3: self = .held
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .none: return 1
+    case .requested: return 2
+    case .held: return 3
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Lockstep_V1_ServiceLeaseState] = [
+    .unspecified,
+    .none,
+    .requested,
+    .held,
+  ]
+
+}
+
 public nonisolated struct Lockstep_V1_PollRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -420,8 +625,7 @@ public nonisolated struct Lockstep_V1_Stage: Sendable {
 
   public var migrationID: String = String()
 
-  /// running, paused, aborting, succeeded, failed, rolled_back.
-  public var status: String = String()
+  public var status: Lockstep_V1_MigrationStatus = .unspecified
 
   /// Changes whenever anything in the migration changes (its stream version): the JSON side's ETag.
   public var version: UInt64 = 0
@@ -444,8 +648,7 @@ public nonisolated struct Lockstep_V1_NodeStage: Sendable {
 
   public var services: [String] = []
 
-  /// As a person reads it: pending, ready, running, baking, succeeded, rolling_back, rolled_back, ...
-  public var status: String = String()
+  public var status: Lockstep_V1_NodeStatus = .unspecified
 
   /// Exposure nodes: the stage set now (empty before the first), and its percentage.
   public var stage: String = String()
@@ -595,6 +798,9 @@ public nonisolated struct Lockstep_V1_StateAtRequest: Sendable {
   public init() {}
 }
 
+/// The whole state as of one point of the log: every part shown as the live API shows it, so a
+/// migration replayed to an instant reads like GetMigration's answer. `lockstep history state` prints
+/// this message, from a server or from a data directory alike.
 public nonisolated struct Lockstep_V1_StateAtResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -606,8 +812,16 @@ public nonisolated struct Lockstep_V1_StateAtResponse: Sendable {
   /// Hex SHA-256 of the canonical state (docs/state-digest.md): equal states, equal digests.
   public var digest: String = String()
 
-  /// Every migration's state and the applied plans, as `lockstep history replay --output json` prints it.
-  public var reportJson: String = String()
+  /// Every migration, in id order.
+  public var migrations: [Lockstep_V1_Migration] = []
+
+  /// Applied plans by name, each with its versions oldest first.
+  public var plans: [Lockstep_V1_AppliedPlan] = []
+
+  /// Held services by name, then the requests waiting, first in line first.
+  public var serviceLeases: [Lockstep_V1_ServiceLeaseView] = []
+
+  public var serviceQueue: [Lockstep_V1_ServiceLeaseRequestView] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -730,8 +944,7 @@ public nonisolated struct Lockstep_V1_Migration: Sendable {
 
   public var planContentHash: String = String()
 
-  /// running, paused, aborting, succeeded, failed, rolled_back.
-  public var status: String = String()
+  public var status: Lockstep_V1_MigrationStatus = .unspecified
 
   public var statusReason: String = String()
 
@@ -774,8 +987,7 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._needs = newValue}
   }
 
-  /// As a person reads it: pending, ready, waiting_for_services, awaiting_approval, running, ...
-  public var status: String {
+  public var status: Lockstep_V1_NodeStatus {
     get {_storage._status}
     set {_uniqueStorage()._status = newValue}
   }
@@ -805,8 +1017,8 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._lastFailure = newValue}
   }
 
-  /// none, requested or held.
-  public var serviceLeases: String {
+  /// The node's claim on its services.
+  public var serviceLeases: Lockstep_V1_ServiceLeaseState {
     get {_storage._serviceLeases}
     set {_uniqueStorage()._serviceLeases = newValue}
   }
@@ -1052,6 +1264,9 @@ public nonisolated struct Lockstep_V1_ServiceLeaseRequestView: Sendable {
 
   public var kind: Lockstep_V1_StepKind = .forward
 
+  /// The global sequence of its request: its place in line.
+  public var sequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1068,8 +1283,7 @@ public nonisolated struct Lockstep_V1_ChangeResponse: Sendable {
   /// The types of the events appended, in order.
   public var events: [String] = []
 
-  /// The migration's status afterwards.
-  public var status: String = String()
+  public var status: Lockstep_V1_MigrationStatus = .unspecified
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1096,6 +1310,18 @@ public nonisolated struct Lockstep_V1_ErrorBody: Sendable {
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "lockstep.v1"
+
+nonisolated extension Lockstep_V1_MigrationStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0MIGRATION_STATUS_UNSPECIFIED\0\u{1}MIGRATION_STATUS_RUNNING\0\u{1}MIGRATION_STATUS_PAUSED\0\u{1}MIGRATION_STATUS_ABORTING\0\u{1}MIGRATION_STATUS_SUCCEEDED\0\u{1}MIGRATION_STATUS_FAILED\0\u{1}MIGRATION_STATUS_ROLLED_BACK\0")
+}
+
+nonisolated extension Lockstep_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0")
+}
+
+nonisolated extension Lockstep_V1_ServiceLeaseState: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVICE_LEASE_STATE_UNSPECIFIED\0\u{1}SERVICE_LEASE_STATE_NONE\0\u{1}SERVICE_LEASE_STATE_REQUESTED\0\u{1}SERVICE_LEASE_STATE_HELD\0")
+}
 
 nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PollRequest"
@@ -1934,7 +2160,7 @@ nonisolated extension Lockstep_V1_StageRequest: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lockstep_V1_Stage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Stage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}status\0\u{1}version\0\u{1}nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{2}\u{2}version\0\u{1}nodes\0\u{1}status\0\u{c}\u{2}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1943,9 +2169,9 @@ nonisolated extension Lockstep_V1_Stage: SwiftProtobuf.Message, SwiftProtobuf._M
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.status) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 4: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 5: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       default: break
       }
     }
@@ -1955,14 +2181,14 @@ nonisolated extension Lockstep_V1_Stage: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.migrationID.isEmpty {
       try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 1)
     }
-    if !self.status.isEmpty {
-      try visitor.visitSingularStringField(value: self.status, fieldNumber: 2)
-    }
     if self.version != 0 {
       try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
     }
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 4)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 5)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1979,7 +2205,7 @@ nonisolated extension Lockstep_V1_Stage: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".NodeStage"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}status\0\u{1}stage\0\u{1}percent\0\u{1}exposed\0\u{3}bake_until_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{2}\u{2}stage\0\u{1}percent\0\u{1}exposed\0\u{3}bake_until_ms\0\u{1}status\0\u{c}\u{4}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1990,11 +2216,11 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
       case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.phase) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
-      case 4: try { try decoder.decodeSingularStringField(value: &self.status) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.stage) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self._percent) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self._exposed) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.bakeUntilMs) }()
+      case 9: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       default: break
       }
     }
@@ -2014,9 +2240,6 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
     if !self.services.isEmpty {
       try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 3)
     }
-    if !self.status.isEmpty {
-      try visitor.visitSingularStringField(value: self.status, fieldNumber: 4)
-    }
     if !self.stage.isEmpty {
       try visitor.visitSingularStringField(value: self.stage, fieldNumber: 5)
     }
@@ -2028,6 +2251,9 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
     } }()
     if self.bakeUntilMs != 0 {
       try visitor.visitSingularInt64Field(value: self.bakeUntilMs, fieldNumber: 8)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 9)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2275,7 +2501,7 @@ nonisolated extension Lockstep_V1_StateAtRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension Lockstep_V1_StateAtResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StateAtResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}digest\0\u{3}report_json\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}digest\0\u{2}\u{2}migrations\0\u{1}plans\0\u{3}service_leases\0\u{3}service_queue\0\u{b}report_json\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2285,7 +2511,10 @@ nonisolated extension Lockstep_V1_StateAtResponse: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.digest) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.reportJson) }()
+      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.migrations) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.plans) }()
+      case 6: try { try decoder.decodeRepeatedMessageField(value: &self.serviceLeases) }()
+      case 7: try { try decoder.decodeRepeatedMessageField(value: &self.serviceQueue) }()
       default: break
       }
     }
@@ -2298,8 +2527,17 @@ nonisolated extension Lockstep_V1_StateAtResponse: SwiftProtobuf.Message, SwiftP
     if !self.digest.isEmpty {
       try visitor.visitSingularStringField(value: self.digest, fieldNumber: 2)
     }
-    if !self.reportJson.isEmpty {
-      try visitor.visitSingularStringField(value: self.reportJson, fieldNumber: 3)
+    if !self.migrations.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.migrations, fieldNumber: 4)
+    }
+    if !self.plans.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.plans, fieldNumber: 5)
+    }
+    if !self.serviceLeases.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.serviceLeases, fieldNumber: 6)
+    }
+    if !self.serviceQueue.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.serviceQueue, fieldNumber: 7)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2307,7 +2545,10 @@ nonisolated extension Lockstep_V1_StateAtResponse: SwiftProtobuf.Message, SwiftP
   public static func ==(lhs: Lockstep_V1_StateAtResponse, rhs: Lockstep_V1_StateAtResponse) -> Bool {
     if lhs.sequence != rhs.sequence {return false}
     if lhs.digest != rhs.digest {return false}
-    if lhs.reportJson != rhs.reportJson {return false}
+    if lhs.migrations != rhs.migrations {return false}
+    if lhs.plans != rhs.plans {return false}
+    if lhs.serviceLeases != rhs.serviceLeases {return false}
+    if lhs.serviceQueue != rhs.serviceQueue {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2544,7 +2785,7 @@ nonisolated extension Lockstep_V1_ListMigrationsResponse: SwiftProtobuf.Message,
 
 nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Migration"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}plan_version\0\u{3}plan_content_hash\0\u{1}status\0\u{3}status_reason\0\u{3}started_at_ms\0\u{3}started_by\0\u{1}version\0\u{1}nodes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}plan_version\0\u{3}plan_content_hash\0\u{4}\u{2}status_reason\0\u{3}started_at_ms\0\u{3}started_by\0\u{1}version\0\u{1}nodes\0\u{1}status\0\u{c}\u{5}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2556,12 +2797,12 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularStringField(value: &self.plan) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.planVersion) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.planContentHash) }()
-      case 5: try { try decoder.decodeSingularStringField(value: &self.status) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.statusReason) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.startedBy) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
       case 10: try { try decoder.decodeRepeatedMessageField(value: &self.nodes) }()
+      case 11: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       default: break
       }
     }
@@ -2580,9 +2821,6 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
     if !self.planContentHash.isEmpty {
       try visitor.visitSingularStringField(value: self.planContentHash, fieldNumber: 4)
     }
-    if !self.status.isEmpty {
-      try visitor.visitSingularStringField(value: self.status, fieldNumber: 5)
-    }
     if !self.statusReason.isEmpty {
       try visitor.visitSingularStringField(value: self.statusReason, fieldNumber: 6)
     }
@@ -2597,6 +2835,9 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
     }
     if !self.nodes.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.nodes, fieldNumber: 10)
+    }
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 11)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2619,19 +2860,19 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{1}status\0\u{1}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{3}service_leases\0\u{3}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
     var _phase: String = String()
     var _services: [String] = []
     var _needs: [String] = []
-    var _status: String = String()
+    var _status: Lockstep_V1_NodeStatus = .unspecified
     var _attempts: UInt32 = 0
     var _fencingToken: UInt64 = 0
     var _lease: Lockstep_V1_StepLeaseView? = nil
     var _lastFailure: String = String()
-    var _serviceLeases: String = String()
+    var _serviceLeases: Lockstep_V1_ServiceLeaseState = .unspecified
     var _waitingFor: [String] = []
     var _approvals: UInt32 = 0
     var _approvalsNeeded: UInt32 = 0
@@ -2696,12 +2937,10 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 2: try { try decoder.decodeSingularStringField(value: &_storage._phase) }()
         case 3: try { try decoder.decodeRepeatedStringField(value: &_storage._services) }()
         case 4: try { try decoder.decodeRepeatedStringField(value: &_storage._needs) }()
-        case 5: try { try decoder.decodeSingularStringField(value: &_storage._status) }()
         case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._attempts) }()
         case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._fencingToken) }()
         case 8: try { try decoder.decodeSingularMessageField(value: &_storage._lease) }()
         case 9: try { try decoder.decodeSingularStringField(value: &_storage._lastFailure) }()
-        case 10: try { try decoder.decodeSingularStringField(value: &_storage._serviceLeases) }()
         case 11: try { try decoder.decodeRepeatedStringField(value: &_storage._waitingFor) }()
         case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._approvals) }()
         case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._approvalsNeeded) }()
@@ -2713,6 +2952,8 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 19: try { try decoder.decodeSingularUInt32Field(value: &_storage._stagePercent) }()
         case 20: try { try decoder.decodeSingularInt64Field(value: &_storage._bakeUntilMs) }()
         case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._bakeSamples) }()
+        case 22: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
+        case 23: try { try decoder.decodeSingularEnumField(value: &_storage._serviceLeases) }()
         default: break
         }
       }
@@ -2737,9 +2978,6 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if !_storage._needs.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._needs, fieldNumber: 4)
       }
-      if !_storage._status.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._status, fieldNumber: 5)
-      }
       if _storage._attempts != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._attempts, fieldNumber: 6)
       }
@@ -2751,9 +2989,6 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       } }()
       if !_storage._lastFailure.isEmpty {
         try visitor.visitSingularStringField(value: _storage._lastFailure, fieldNumber: 9)
-      }
-      if !_storage._serviceLeases.isEmpty {
-        try visitor.visitSingularStringField(value: _storage._serviceLeases, fieldNumber: 10)
       }
       if !_storage._waitingFor.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._waitingFor, fieldNumber: 11)
@@ -2787,6 +3022,12 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       }
       if _storage._bakeSamples != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._bakeSamples, fieldNumber: 21)
+      }
+      if _storage._status != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._status, fieldNumber: 22)
+      }
+      if _storage._serviceLeases != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._serviceLeases, fieldNumber: 23)
       }
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -3167,7 +3408,7 @@ nonisolated extension Lockstep_V1_ServiceLeaseView: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_ServiceLeaseRequestView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceLeaseRequestView"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}services\0\u{1}kind\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}services\0\u{1}kind\0\u{1}sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3179,6 +3420,7 @@ nonisolated extension Lockstep_V1_ServiceLeaseRequestView: SwiftProtobuf.Message
       case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
       case 4: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
       default: break
       }
     }
@@ -3197,6 +3439,9 @@ nonisolated extension Lockstep_V1_ServiceLeaseRequestView: SwiftProtobuf.Message
     if self.kind != .forward {
       try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 4)
     }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3205,6 +3450,7 @@ nonisolated extension Lockstep_V1_ServiceLeaseRequestView: SwiftProtobuf.Message
     if lhs.nodeID != rhs.nodeID {return false}
     if lhs.services != rhs.services {return false}
     if lhs.kind != rhs.kind {return false}
+    if lhs.sequence != rhs.sequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3212,7 +3458,7 @@ nonisolated extension Lockstep_V1_ServiceLeaseRequestView: SwiftProtobuf.Message
 
 nonisolated extension Lockstep_V1_ChangeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ChangeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}events\0\u{1}status\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}events\0\u{2}\u{2}status\0\u{c}\u{3}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3222,7 +3468,7 @@ nonisolated extension Lockstep_V1_ChangeResponse: SwiftProtobuf.Message, SwiftPr
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.events) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 4: try { try decoder.decodeSingularEnumField(value: &self.status) }()
       default: break
       }
     }
@@ -3235,8 +3481,8 @@ nonisolated extension Lockstep_V1_ChangeResponse: SwiftProtobuf.Message, SwiftPr
     if !self.events.isEmpty {
       try visitor.visitRepeatedStringField(value: self.events, fieldNumber: 2)
     }
-    if !self.status.isEmpty {
-      try visitor.visitSingularStringField(value: self.status, fieldNumber: 3)
+    if self.status != .unspecified {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 4)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
