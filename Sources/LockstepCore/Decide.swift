@@ -1,3 +1,6 @@
+// One concept a little past ~400 lines: a migration's `decide`, one exhaustive switch over its
+// commands with the rule for each beside it. Issue 15 (item 3) regroups commands by who decides them;
+// splitting this switch before then would only scatter its cases.
 /// What `decide` concluded: the facts to record, or why nothing happens.
 public enum Decision: Hashable, Sendable {
     case accepted([MigrationEvent])

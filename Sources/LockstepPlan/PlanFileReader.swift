@@ -1,0 +1,370 @@
+import LockstepCore
+import Yams
+
+// The YAML node walker behind `PlanFile` (PlanFile.swift): one method per part of the plan format,
+// each noting the line of every problem it finds.
+
+/// Walks the YAML tree, building the plan and collecting findings.
+struct Reader {
+    var findings: [PlanFinding] = []
+    var map = PlanSourceMap()
+
+    mutating func error(_ line: Int, _ code: String, _ message: String) {
+        findings.append(PlanFinding(.error, line: line, code: code, message))
+    }
+
+    mutating func plan(_ mapping: Node.Mapping) -> PlanSnapshot? {
+        let fields = self.fields(mapping, allowed: PlanFile.planKeys, in: "the plan")
+        let name = string(fields["name"], required: true, what: "name", line: mapping.mark?.line ?? 1) ?? ""
+        let description = string(fields["description"], required: false, what: "description", line: 0) ?? ""
+        let owners = strings(fields["owners"], what: "owners")
+        let deadline = duration(fields["deadline"], what: "deadline")
+        var services: [ServiceSpec] = []
+        if let node = fields["services"] {
+            if case .mapping(let serviceMap) = node {
+                for (key, value) in serviceMap {
+                    guard let serviceName = key.string else { continue }
+                    map.serviceLines[serviceName] = key.mark?.line ?? 0
+                    var serviceOwners: [String] = []
+                    if case .mapping(let details) = value {
+                        let serviceFields = self.fields(details, allowed: ["owners"], in: "service \(serviceName)")
+                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)")
+                    } else if !(value.string ?? "").isEmpty || value.tag.description != "tag:yaml.org,2002:null" {
+                        error(value.mark?.line ?? 0, "invalid_value", "service \(serviceName) must be a mapping with owners")
+                    }
+                    services.append(ServiceSpec(name: serviceName, owners: serviceOwners))
+                }
+            } else {
+                error(node.mark?.line ?? 0, "invalid_value", "services must map each service name to its owners")
+            }
+        }
+        var nodes: [NodeSpec] = []
+        if let node = fields["nodes"] {
+            if case .sequence(let sequence) = node {
+                for item in sequence {
+                    if case .mapping(let nodeMapping) = item, let spec = nodeSpec(nodeMapping) { nodes.append(spec) }
+                    else if item.mapping == nil { error(item.mark?.line ?? 0, "invalid_value", "each node must be a mapping") }
+                }
+            } else {
+                error(node.mark?.line ?? 0, "invalid_value", "nodes must be a list")
+            }
+        } else {
+            error(mapping.mark?.line ?? 1, "missing_field", "the plan has no nodes")
+        }
+        return PlanSnapshot(name: name, version: 0, contentHash: "", description: description, owners: owners,
+                            services: services, deadlineMillis: deadline, nodes: nodes)
+    }
+
+    mutating func nodeSpec(_ mapping: Node.Mapping) -> NodeSpec? {
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: PlanFile.nodeKeys, in: "a node")
+        guard let idText = string(fields["id"], required: true, what: "node id", line: line) else { return nil }
+        let id = NodeID(idText)
+        var lines: [String: Int] = [:]
+        for (key, value) in mapping { if let name = key.string { lines[name] = key.mark?.line ?? value.mark?.line ?? line } }
+        var nodeLines = PlanSourceMap.NodeLines(line: line, fields: lines)
+        defer { map.nodes.append(nodeLines) }
+
+        var services = strings(fields["services"], what: "services of \(id)")
+        if let single = string(fields["service"], required: false, what: "service of \(id)", line: line) { services.insert(single, at: 0) }
+        if services.isEmpty { error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])") }
+        var phase = Phase.custom
+        if let text = string(fields["phase"], required: true, what: "phase of \(id)", line: line) {
+            if let known = Phase(rawValue: text) { phase = known } else {
+                error(lines["phase"] ?? line, "invalid_value",
+                      "node \(id) has phase \"\(text)\"; use one of \(Phase.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        let action = string(fields["action"], required: true, what: "action of \(id)", line: line) ?? ""
+        let params = fields["params"].map(CanonicalJSON.render) ?? "{}"
+        if let params = fields["params"], params.mapping == nil {
+            error(lines["params"] ?? line, "invalid_value", "params of node \(id) must be a mapping")
+        }
+        var needs: [NodeID] = []
+        if let needsNode = fields["needs"] {
+            if needsNode.mapping != nil { error(needsNode.mark?.line ?? line, "invalid_value", "needs of \(id) must be a list of node ids") }
+            for entry in needsNode.sequence.map(Array.init) ?? (needsNode.mapping == nil ? [needsNode] : []) {
+                guard case .scalar = entry, let need = entry.string, !need.isEmpty else {
+                    error(entry.mark?.line ?? line, "invalid_value", "needs of \(id) must list node ids, not \(entry.mapping != nil ? "a mapping" : "a list")")
+                    continue
+                }
+                needs.append(NodeID(need))
+                nodeLines.needs[NodeID(need)] = entry.mark?.line ?? line
+            }
+        }
+        let timeouts = self.timeouts(fields["timeouts"], node: id)
+        let retry = self.retry(fields["retry"], node: id)
+        let rollback = self.rollback(fields["rollback"], node: id)
+        let approval = self.approvals(fields["approvals"], node: id)
+        let deadline = duration(fields["deadline"], what: "deadline of \(id)")
+        let irreversible = bool(fields["irreversible"], what: "irreversible of \(id)") ?? false
+        var onFailure = FailurePolicy.rollback
+        if let text = string(fields["on_failure"], required: false, what: "on_failure of \(id)", line: line) {
+            if let policy = FailurePolicy(rawValue: text) { onFailure = policy } else {
+                error(lines["on_failure"] ?? line, "invalid_value", "node \(id) has on_failure \"\(text)\"; use rollback or pause")
+            }
+        }
+        let exposure = self.exposure(fields["exposure"], node: id)
+        let analysis = self.analysis(fields["analysis"], node: id)
+        if analysis != nil && fields["exposure"] == nil {
+            error(lines["analysis"] ?? line, "analysis_without_exposure", "node \(id) has an analysis but no exposure; analyses judge the bake after each exposure stage")
+        }
+        let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
+                            retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
+                            onFailure: onFailure, exposure: exposure, analysis: analysis)
+        checkValues(spec, lines: lines, line: line)
+        return spec
+    }
+
+    /// The core's per-value rules, reported here at the value's own line (the core would only name the first).
+    mutating func checkValues(_ spec: NodeSpec, lines: [String: Int], line: Int) {
+        func at(_ field: String) -> Int { lines[field] ?? line }
+        let names: [(String, String, String)] = [("id", spec.id.rawValue, "node id"), ("action", spec.action, "action of \(spec.id)")]
+            + spec.services.map { (lines["services"] != nil ? "services" : "service", $0, "service of \(spec.id)") }
+            + (spec.rollback.map { [("rollback", $0.action, "rollback action of \(spec.id)")] } ?? [])
+            + (spec.approval?.from.map { ("approvals", $0, "approver group of \(spec.id)") } ?? [])
+        for (field, value, what) in names where !value.isEmpty {
+            if let problem = IdentifierRules.problem(value, what: what) { error(at(field), "invalid_value", problem) }
+        }
+        if spec.paramsJSON.utf8.count > CoreLimits.paramsBytesMax || (spec.rollback?.paramsJSON.utf8.count ?? 0) > CoreLimits.paramsBytesMax {
+            error(at("params"), "invalid_value", "params of \(spec.id) are over \(CoreLimits.paramsBytesMax) bytes of JSON")
+        }
+    }
+
+    mutating func timeouts(_ node: Node?, node id: NodeID) -> Timeouts {
+        guard let node, case .mapping(let mapping) = node else { return Timeouts() }
+        let fields = self.fields(mapping, allowed: ["schedule_to_start", "start_to_close", "heartbeat"], in: "timeouts of \(id)")
+        return Timeouts(scheduleToStartMillis: duration(fields["schedule_to_start"], what: "schedule_to_start of \(id)"),
+                        startToCloseMillis: duration(fields["start_to_close"], what: "start_to_close of \(id)"),
+                        heartbeatMillis: duration(fields["heartbeat"], what: "heartbeat of \(id)"))
+    }
+
+    mutating func retry(_ node: Node?, node id: NodeID) -> RetryPolicy {
+        guard let node, case .mapping(let mapping) = node else { return RetryPolicy() }
+        let fields = self.fields(mapping, allowed: ["max_attempts", "backoff", "max_backoff", "multiplier"], in: "retry of \(id)")
+        let attempts = integer(fields["max_attempts"], what: "max_attempts of \(id)", in: 1...Int(CoreLimits.attemptsMax)) ?? 1
+        let multiplier = integer(fields["multiplier"], what: "multiplier of \(id)", in: 1...1_000) ?? 2
+        let initial = duration(fields["backoff"], what: "backoff of \(id)") ?? 0
+        return RetryPolicy(maxAttempts: UInt32(attempts), backoffInitialMillis: initial,
+                           backoffMaxMillis: duration(fields["max_backoff"], what: "max_backoff of \(id)") ?? initial,
+                           backoffMultiplier: UInt32(multiplier))
+    }
+
+    mutating func rollback(_ node: Node?, node id: NodeID) -> RollbackSpec? {
+        guard let node, case .mapping(let mapping) = node else {
+            if let node { error(node.mark?.line ?? 0, "invalid_value", "rollback of \(id) must be a mapping with action (and params)") }
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: ["action", "params"], in: "rollback of \(id)")
+        guard let action = string(fields["action"], required: true, what: "rollback action of \(id)", line: mapping.mark?.line ?? 0) else { return nil }
+        return RollbackSpec(action: action, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+    }
+
+    mutating func approvals(_ node: Node?, node id: NodeID) -> ApprovalGate? {
+        guard let node, case .mapping(let mapping) = node else {
+            if let node { error(node.mark?.line ?? 0, "invalid_value", "approvals of \(id) must be a mapping with minimum (and from)") }
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
+        let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)", in: 1...Int(CoreLimits.approvalsMax)) ?? 1
+        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
+    }
+
+    /// `exposure: { stages: [1, 10, 50, 100], bake: 10m }`, or named stages
+    /// `[off, dual_write, shadow, live, rampdown, complete]` (a subset, in that order).
+    mutating func exposure(_ node: Node?, node id: NodeID) -> ExposureSpec? {
+        guard let node else { return nil }
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? 0, "invalid_value", "exposure of \(id) must be a mapping with stages and bake")
+            return nil
+        }
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: ["stages", "bake"], in: "exposure of \(id)")
+        guard let stagesNode = fields["stages"], case .sequence(let sequence) = stagesNode, !sequence.isEmpty else {
+            error(fields["stages"]?.mark?.line ?? line, fields["stages"] == nil ? "missing_field" : "invalid_value",
+                  "exposure of \(id) needs stages: a list of percentages (1, 10, 50, 100) or of stage names (\(ExposureSpec.namedStages.joined(separator: ", ")))")
+            return nil
+        }
+        guard sequence.count <= CoreLimits.exposureStagesMax else {
+            error(stagesNode.mark?.line ?? line, "invalid_value", "exposure of \(id) has \(sequence.count) stages; the limit is \(CoreLimits.exposureStagesMax)")
+            return nil
+        }
+        var stages: [ExposureStage] = []
+        let percentages = sequence.allSatisfy { Int($0.string ?? "") != nil }
+        for item in sequence {
+            let text = item.string ?? ""
+            if percentages {
+                let value = Int(text) ?? -1
+                guard (1...100).contains(value), value > Int(stages.last?.percent ?? 0) else {
+                    error(item.mark?.line ?? line, "invalid_stage", "exposure stages of \(id) must be percentages 1...100, each larger than the one before; \(text) is not")
+                    return nil
+                }
+                stages.append(.percent(UInt32(value)))
+            } else {
+                guard let index = ExposureSpec.namedStages.firstIndex(of: text),
+                      index > (stages.last.flatMap { ExposureSpec.namedStages.firstIndex(of: $0.name) } ?? -1) else {
+                    error(item.mark?.line ?? line, "invalid_stage",
+                          "exposure stages of \(id) must all be percentages or all be names from \(ExposureSpec.namedStages.joined(separator: ", ")), in that order; \"\(text)\" is not")
+                    return nil
+                }
+                stages.append(ExposureStage(name: text, percent: nil))
+            }
+        }
+        guard let bake = duration(fields["bake"], what: "bake of \(id)") else {
+            if fields["bake"] == nil { error(line, "missing_field", "exposure of \(id) needs bake: how long each stage runs before it is judged (0s for none)") }
+            return nil
+        }
+        return ExposureSpec(stages: stages, bakeMillis: bake)
+    }
+
+    /// `analysis: { metrics: [{ name, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 5 }], on_marginal: advance }`.
+    mutating func analysis(_ node: Node?, node id: NodeID) -> AnalysisSpec? {
+        guard let node else { return nil }
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? 0, "invalid_value", "analysis of \(id) must be a mapping with metrics (and on_marginal)")
+            return nil
+        }
+        let line = mapping.mark?.line ?? 0
+        let fields = self.fields(mapping, allowed: ["metrics", "on_marginal"], in: "analysis of \(id)")
+        var onMarginal = MarginalPolicy.advance
+        if let text = string(fields["on_marginal"], required: false, what: "on_marginal of \(id)", line: line) {
+            if let policy = MarginalPolicy(rawValue: text) { onMarginal = policy } else {
+                error(fields["on_marginal"]?.mark?.line ?? line, "invalid_value", "on_marginal of \(id) is \"\(text)\"; use advance or pause")
+            }
+        }
+        guard let metricsNode = fields["metrics"], case .sequence(let sequence) = metricsNode, !sequence.isEmpty else {
+            error(fields["metrics"]?.mark?.line ?? line, fields["metrics"] == nil ? "missing_field" : "invalid_value",
+                  "analysis of \(id) needs metrics: a list of {name, pass, marginal, min_samples}")
+            return nil
+        }
+        guard sequence.count <= CoreLimits.analysisMetricsMax else {
+            error(metricsNode.mark?.line ?? line, "invalid_value", "analysis of \(id) judges \(sequence.count) metrics; the limit is \(CoreLimits.analysisMetricsMax)")
+            return nil
+        }
+        var checks: [MetricCheck] = []
+        for item in sequence {
+            guard case .mapping(let metric) = item else {
+                error(item.mark?.line ?? line, "invalid_value", "each metric of \(id)'s analysis is a mapping with name, pass, marginal, min_samples")
+                continue
+            }
+            let at = metric.mark?.line ?? line
+            let fields = self.fields(metric, allowed: ["name", "pass", "marginal", "min_samples"], in: "a metric of \(id)'s analysis")
+            guard let name = string(fields["name"], required: true, what: "metric name in \(id)'s analysis", line: at) else { continue }
+            if let problem = IdentifierRules.problem(name, what: "metric name") { error(at, "invalid_value", problem) }
+            if checks.contains(where: { $0.name == name }) { error(at, "duplicate_metric", "\(id)'s analysis judges \(name) twice") }
+            guard let pass = threshold(fields["pass"], what: "pass of \(name) in \(id)", line: at),
+                  let marginal = threshold(fields["marginal"], what: "marginal of \(name) in \(id)", line: at) else { continue }
+            guard pass.direction == marginal.direction else {
+                error(at, "invalid_threshold", "pass and marginal of \(name) in \(id) must both be max (lower is better) or both min (higher is better)")
+                continue
+            }
+            let ordered = pass.direction == .lowerIsBetter ? pass.micros <= marginal.micros : pass.micros >= marginal.micros
+            if !ordered {
+                error(at, "invalid_threshold", "marginal of \(name) in \(id) must be \(pass.direction == .lowerIsBetter ? "at least" : "at most") its pass threshold")
+            }
+            let minSamples = integer(fields["min_samples"], what: "min_samples of \(name) in \(id)", in: 1...CoreLimits.metricSamplesPerBakeMax) ?? 1
+            checks.append(MetricCheck(name: name, direction: pass.direction, passMicros: pass.micros, marginalMicros: marginal.micros,
+                                      minSamples: UInt32(minSamples)))
+        }
+        return AnalysisSpec(metrics: checks, onMarginal: onMarginal)
+    }
+
+    /// `{ max: 0.01 }` (lower is better) or `{ min: 0.99 }` (higher is better), as millionths.
+    mutating func threshold(_ node: Node?, what: String, line: Int) -> (direction: MetricDirection, micros: Int64)? {
+        guard let node else {
+            error(line, "missing_field", "\(what) is missing: { max: VALUE } or { min: VALUE }")
+            return nil
+        }
+        guard case .mapping(let mapping) = node, mapping.count == 1, let (key, value) = mapping.first, let bound = key.string,
+              bound == "max" || bound == "min" else {
+            error(node.mark?.line ?? line, "invalid_threshold", "\(what) must be { max: VALUE } (lower is better) or { min: VALUE } (higher is better)")
+            return nil
+        }
+        guard let text = value.string, let number = Double(text), let micros = MetricSample.micros(number) else {
+            error(value.mark?.line ?? line, "invalid_threshold", "\(what) must be a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+            return nil
+        }
+        return (bound == "max" ? .lowerIsBetter : .higherIsBetter, micros)
+    }
+
+    // MARK: - Values
+
+    /// The fields of a mapping by name, reporting unknown and duplicate keys.
+    mutating func fields(_ mapping: Node.Mapping, allowed: Set<String>, in context: String) -> [String: Node] {
+        var result: [String: Node] = [:]
+        for (key, value) in mapping {
+            let line = key.mark?.line ?? 0
+            guard let name = key.string else { continue }
+            if !allowed.contains(name) {
+                error(line, "unknown_field", "\(context) has an unknown field \"\(name)\"; known fields are \(allowed.sorted().joined(separator: ", "))")
+                continue
+            }
+            if result[name] != nil { error(line, "duplicate_field", "\(context) has \"\(name)\" twice") }
+            result[name] = value
+        }
+        return result
+    }
+
+    mutating func string(_ node: Node?, required: Bool, what: String, line: Int) -> String? {
+        guard let node else {
+            if required { error(line, "missing_field", "\(what) is missing") }
+            return nil
+        }
+        guard case .scalar(let scalar) = node, !scalar.string.isEmpty else {
+            error(node.mark?.line ?? line, "invalid_value", "\(what) must be a non-empty string")
+            return nil
+        }
+        return scalar.string
+    }
+
+    mutating func strings(_ node: Node?, what: String) -> [String] {
+        guard let node else { return [] }
+        guard case .sequence(let sequence) = node else {
+            if let single = node.string, !single.isEmpty { return [single] }
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a list of names")
+            return []
+        }
+        return sequence.compactMap { item in
+            guard let text = item.string, !text.isEmpty else {
+                error(item.mark?.line ?? 0, "invalid_value", "\(what) must contain names")
+                return nil
+            }
+            return text
+        }
+    }
+
+    mutating func integer(_ node: Node?, what: String, in range: ClosedRange<Int>) -> Int? {
+        guard let node else { return nil }
+        guard case .scalar(let scalar) = node, let value = Int(scalar.string) else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a whole number")
+            return nil
+        }
+        guard range.contains(value) else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) is \(value); it must be \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node?, what: String) -> Bool? {
+        guard let node else { return nil }
+        guard let value = node.bool else {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) must be true or false")
+            return nil
+        }
+        return value
+    }
+
+    mutating func duration(_ node: Node?, what: String) -> Int64? {
+        guard let node else { return nil }
+        guard let text = node.string, let millis = PlanDuration.milliseconds(text) else {
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
+            return nil
+        }
+        guard millis <= CoreLimits.durationMillisMax else {
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(text); durations are at most 30d")
+            return nil
+        }
+        return millis
+    }
+}
