@@ -172,7 +172,7 @@ let package = Package(
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
-        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepWire", "LockstepTestSupport",
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     exclude: ["Agents"]),
