@@ -292,7 +292,11 @@ public actor Coordinator {
         let recorded = events.enumerated().map { offset, event in
             RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: metadata, event: event)
         }
-        let request = AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: base, records: recorded.map(EventRecordCodec.encode))
+        let records: [[UInt8]]
+        do { records = try recorded.map { event throws(RecordEncodingError) in try EventRecordCodec.encode(event) } } catch {
+            throw .storage(.invalidRequest(error.description))
+        }
+        let request = AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: base, records: records)
         let receipt: AppendReceipt
         do {
             receipt = try await log.append(request)
@@ -329,9 +333,11 @@ public actor Coordinator {
                                      causationID: context.causationID, correlationID: context.correlationID)
         let base = UInt64(state.plans[hashed.name]?.count ?? 0)
         let record = RecordedPlanEvent(plan: hashed.name, streamVersion: base + 1, metadata: metadata, event: event)
+        let bytes: [UInt8]
+        do { bytes = try EventRecordCodec.encode(record) } catch { throw .storage(.invalidRequest(error.description)) }
         let receipt: AppendReceipt
         do {
-            receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [EventRecordCodec.encode(record)]))
+            receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [bytes]))
         } catch {
             noteFailure(error)
             throw .storage(error)

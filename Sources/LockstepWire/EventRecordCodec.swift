@@ -20,19 +20,27 @@ public enum RecordDecodingError: Error, Hashable, Sendable, CustomStringConverti
     }
 }
 
+/// Why a domain event could not be turned into bytes to store (SwiftProtobuf refused to serialize it).
+public struct RecordEncodingError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var reason: String
+    public var description: String { "the event could not be encoded: \(reason)" }
+}
+
 /// Maps domain events to the bytes the log stores, and back.
 public enum EventRecordCodec {
     /// The bytes to store for `record`. Stored bytes are hashed as they are; they are never re-encoded.
-    public static func encode(_ record: LogRecord) -> [UInt8] {
-        // Serializing a message we built ourselves cannot fail: every string field is valid UTF-8 by construction.
-        (try? wireRecord(record).serializedBytes()) ?? []
+    /// Serializing a message built here should not fail (proto3, no `Any`, every string valid UTF-8 by
+    /// construction); if SwiftProtobuf ever refuses, the append is refused with the reason, never given
+    /// empty bytes to store.
+    public static func encode(_ record: LogRecord) throws(RecordEncodingError) -> [UInt8] {
+        do { return try wireRecord(record).serializedBytes() } catch { throw RecordEncodingError(reason: "\(error)") }
     }
 
     /// The bytes to store for a migration event.
-    public static func encode(_ event: RecordedEvent) -> [UInt8] { encode(.migration(event)) }
+    public static func encode(_ event: RecordedEvent) throws(RecordEncodingError) -> [UInt8] { try encode(.migration(event)) }
 
     /// The bytes to store for a plan event.
-    public static func encode(_ event: RecordedPlanEvent) -> [UInt8] { encode(.plan(event)) }
+    public static func encode(_ event: RecordedPlanEvent) throws(RecordEncodingError) -> [UInt8] { try encode(.plan(event)) }
 
     /// The wire form of any record.
     public static func wireRecord(_ record: LogRecord) -> Lockstep_V1_EventRecord {

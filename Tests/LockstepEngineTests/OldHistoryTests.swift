@@ -9,8 +9,8 @@ import Testing
 @Suite struct OldHistoryTests {
     func write(_ log: InMemoryEventLog, _ id: String, _ events: [MigrationEvent]) async throws {
         let metadata = EventMetadata(recordedAt: t(0), actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
-        let records = events.enumerated().map {
-            EventRecordCodec.encode(RecordedEvent(migration: MigrationID(id), streamVersion: UInt64($0.offset + 1), metadata: metadata, event: $0.element))
+        let records = try events.enumerated().map {
+            try EventRecordCodec.encode(RecordedEvent(migration: MigrationID(id), streamVersion: UInt64($0.offset + 1), metadata: metadata, event: $0.element))
         }
         _ = try await log.append(AppendRequest(stream: "migration/\(id)", expectedVersion: 0, records: records))
     }

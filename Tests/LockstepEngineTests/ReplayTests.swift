@@ -212,8 +212,8 @@ import Testing
                 if node.id == plan.nodes.last?.id { events.append(.migrationSucceeded) }
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(node: node.id, services: node.services, reason: "done")))
             }
-            let records = events.enumerated().map { offset, event in
-                EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
+            let records = try events.enumerated().map { offset, event in
+                try EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
             }
             _ = try await log.append(AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: 0, records: records))
         }
@@ -238,7 +238,7 @@ import Testing
 
     @Test(arguments: [
         ("bytes that do not decode", [UInt8]([0xFF, 0xFF, 0xFF])),
-        ("a record of another stream", EventRecordCodec.encode(RecordedEvent(
+        ("a record of another stream", try EventRecordCodec.encode(RecordedEvent(
             migration: MigrationID("elsewhere"), streamVersion: 1,
             metadata: EventMetadata(recordedAt: t(0), actor: Actor(kind: "agent", id: "test"), triggeredBy: .agent),
             event: .migrationSucceeded))),

@@ -54,7 +54,7 @@ import Testing
         }
         #expect(events.map(\.typeName) == ["migration_started", "service_leases_requested"])
         let metadata = EventMetadata(recordedAt: t(0), actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
-        let records = events.enumerated().map { EventRecordCodec.encode(RecordedEvent(migration: MigrationID("m"), streamVersion: UInt64($0.offset + 1), metadata: metadata, event: $0.element)) }
+        let records = try events.enumerated().map { try EventRecordCodec.encode(RecordedEvent(migration: MigrationID("m"), streamVersion: UInt64($0.offset + 1), metadata: metadata, event: $0.element)) }
         _ = try await log.append(AppendRequest(stream: "migration/m", expectedVersion: 0, records: records))
         for (offset, event) in events.enumerated() { state.evolve(migration: MigrationID("m"), sequence: UInt64(offset + 1), event) }
 

@@ -73,8 +73,8 @@ import Testing
     @Test func everyEventTypeRoundTripsThroughTheWire() async throws {
         for bytes in try await validRecords() {
             switch try EventRecordCodec.decodeAny(bytes) {
-            case .migration(let event): #expect(EventRecordCodec.encode(event) == bytes)
-            case .plan(let event): #expect(EventRecordCodec.encode(event) == bytes)
+            case .migration(let event): #expect(try EventRecordCodec.encode(event) == bytes)
+            case .plan(let event): #expect(try EventRecordCodec.encode(event) == bytes)
             }
         }
     }

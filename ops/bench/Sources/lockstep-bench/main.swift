@@ -29,7 +29,7 @@ func freshPath() -> String {
 }
 
 /// A realistic stored event: a step completion as the coordinator encodes it.
-let sampleRecord = EventRecordCodec.encode(RecordedEvent(
+let sampleRecord = try EventRecordCodec.encode(RecordedEvent(
     migration: MigrationID("orders-split-1"), streamVersion: 7,
     metadata: EventMetadata(recordedAt: Instant(millisecondsSinceEpoch: 1_700_000_000_000),
                             actor: Actor(kind: "agent", id: "orders-agent-1"), triggeredBy: .agent,
@@ -189,7 +189,7 @@ func fillForReplay(_ path: String, count: Int) async throws -> Double {
     let migrations = (count + perMigration - 1) / perMigration
     let metadata = EventMetadata(recordedAt: Instant(millisecondsSinceEpoch: 1_700_000_000_000),
                                  actor: Actor(kind: "agent", id: "bench"), triggeredBy: .agent)
-    func records(_ index: Int) -> [[UInt8]] {
+    func records(_ index: Int) throws -> [[UInt8]] {
         let id = MigrationID("m-\(index)")
         var events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: metadata.recordedAt))]
         for node in plan.nodes {
@@ -201,8 +201,8 @@ func fillForReplay(_ path: String, count: Int) async throws -> Double {
             if node.id == plan.nodes.last?.id { events.append(.migrationSucceeded) }
             events.append(.serviceLeasesReleased(ServiceLeasesReleased(node: node.id, services: node.services, reason: "node \(node.id) succeeded")))
         }
-        return events.enumerated().map { offset, event in
-            EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
+        return try events.enumerated().map { offset, event in
+            try EventRecordCodec.encode(RecordedEvent(migration: id, streamVersion: UInt64(offset + 1), metadata: metadata, event: event))
         }
     }
     let (_, elapsed) = try await timed {
