@@ -60,7 +60,7 @@ public struct AgentAPI: Sendable {
     /// `clientGone` says whether the caller has gone away (its connection or stream closed, its deadline
     /// passed): checked before every lease, so a step is never leased to nobody.
     public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal,
-                     clientGone: @Sendable () -> Bool = { false }) async throws(APIError) -> Lockstep_V1_PollResponse {
+                     clientGone: @Sendable () -> Bool = { false }, departure: (any Departure)? = nil) async throws(APIError) -> Lockstep_V1_PollResponse {
         try validate(request.service, "service")
         try validate(request.agentID, "agent_id")
         try principal.requireAgent(of: request.service)
@@ -83,7 +83,7 @@ public struct AgentAPI: Sendable {
             // A retry backoff ending appends nothing, so nothing signals: wake up for it.
             var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
             if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
-            let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service)
+            let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure)
             switch outcome {
             case .woken(let at): wokenAt = at
             // Cancelled right as a change woke it: the wake may be this poll's; hand it on to be sure.

@@ -4,17 +4,19 @@ import NIOCore
 /// Notices that a client has gone away, and tells those waiting on it at once. Hummingbird allows
 /// remote half-closure, so an HTTP/1 client closing its socket leaves the channel active with only its
 /// input closed; on an HTTP/2 stream a reset makes the stream channel inactive. Long polls and watches
-/// run under `cancellingWhenGone`, so a departed client's poll or watch leaves its place (and its
-/// principal's count) the moment the client goes, not at the end of its wait; and a poll checks
-/// `isGone` before leasing, so a step is never leased to a client that is gone.
-final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+/// leave their place (and their principal's count) the moment the client goes, not at the end of their
+/// wait: a parked poll is resumed by the presence itself (`Departure`, no task per poll), a watch waits
+/// on `waitUntilGone`; and a poll checks `isGone` before leasing, so a step is never leased to a client
+/// that is gone.
+final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Departure, Sendable {
     typealias InboundIn = NIOAny
     typealias InboundOut = NIOAny
 
     private struct State {
         var gone = false
         var nextID = 0
-        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+        /// What to do when the client goes: resume a watch's wait, or a parked poll.
+        var actions: [Int: @Sendable () -> Void] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
@@ -41,12 +43,27 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Send
     }
 
     private func markGone() {
-        let waiters = state.withLockedValue { state in
+        let actions = state.withLockedValue { state in
             state.gone = true
-            defer { state.waiters.removeAll() }
-            return Array(state.waiters.values)
+            defer { state.actions.removeAll() }
+            return Array(state.actions.values)
         }
-        for waiter in waiters { waiter.resume() }
+        for action in actions { action() }
+    }
+
+    public func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int? {
+        let token = state.withLockedValue { state -> Int? in
+            guard !state.gone else { return nil }
+            defer { state.nextID += 1 }
+            state.actions[state.nextID] = action
+            return state.nextID
+        }
+        if token == nil { action() }
+        return token
+    }
+
+    public func withdraw(_ token: Int) {
+        _ = state.withLockedValue { $0.actions.removeValue(forKey: token) }
     }
 
     /// Returns when the client is gone, or when the calling task is cancelled.
@@ -59,13 +76,13 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Send
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let resumeNow = state.withLockedValue { state in
                     if state.gone || Task.isCancelled { return true }
-                    state.waiters[id] = continuation
+                    state.actions[id] = { continuation.resume() }
                     return false
                 }
                 if resumeNow { continuation.resume() }
             }
         } onCancel: {
-            state.withLockedValue { $0.waiters.removeValue(forKey: id) }?.resume()
+            state.withLockedValue { $0.actions.removeValue(forKey: id) }?()
         }
     }
 
@@ -83,25 +100,12 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Send
     static func goneCheck(for channel: any Channel, presence: ClientPresence?) -> @Sendable () -> Bool {
         { !channel.isActive || (presence?.isGone ?? false) }
     }
+}
 
-    /// Runs `body`, cancelled as soon as the client `presence` watches goes away; then the answer is
-    /// `client_gone` (nobody reads it). Without a presence handler it simply runs `body`.
-    static func cancellingWhenGone<T: Sendable>(_ presence: ClientPresence?,
-                                                _ body: @escaping @Sendable () async throws(APIError) -> T) async throws(APIError) -> T {
-        guard let presence else { return try await body() }
-        let outcome = await withTaskGroup(of: Result<T, APIError>?.self) { group in
-            group.addTask {
-                do throws(APIError) { return .success(try await body()) } catch { return .failure(error) }
-            }
-            group.addTask {
-                await presence.waitUntilGone()
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first
-        }
-        guard let outcome else { throw APIError(.clientGone, "the client went away before the answer") }
-        return try outcome.get()
-    }
+/// Something that may go away while its caller is parked (a client), and says so at once.
+public protocol Departure: Sendable {
+    /// Runs `action` once, when it goes (at once if it has gone: then the answer is nil); the token
+    /// withdraws it.
+    func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int?
+    func withdraw(_ token: Int)
 }

@@ -60,12 +60,11 @@ struct HTTPRoutes: Sendable {
         }
         route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in
             // A poll whose client goes (even in the same write as its request) leaves its place at once.
-            // One pipeline lookup per poll, for both the check before leasing and the wake-up when gone.
+            // One pipeline lookup per poll, for both the check before leasing and the wake-up when gone
+            // (the presence resumes the parked poll itself: no task per parked poll).
             let presence = await ClientPresence.of(channel)
             let gone = ClientPresence.goneCheck(for: channel, presence: presence)
-            return try await ClientPresence.cancellingWhenGone(presence) { () throws(APIError) in
-                try await agents.poll(input, principal: principal, clientGone: gone)
-            }
+            return try await agents.poll(input, principal: principal, clientGone: gone, departure: presence)
         }
         route(router, "/v1/agent/heartbeat", agents.heartbeat)
         route(router, "/v1/agent/progress", agents.reportProgress)

@@ -229,7 +229,8 @@ final class Wakeups: Service, Sendable {
 
     /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
     /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
-    func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true) async -> Outcome {
+    func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
+              departure: (any Departure)? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled }
         let id: UInt64
         switch state.withLock({ state -> Outcome? in
@@ -249,6 +250,9 @@ final class Wakeups: Service, Sendable {
             }
         }
         let deadline = ContinuousClock.now + .milliseconds(millis)
+        // A caller whose client goes is resumed by the departure itself (no task waits for it).
+        var departureToken: Int?
+        defer { if let departureToken { departure?.withdraw(departureToken) } }
         let signalledAt = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
                 let (parkedNow, earliest) = state.withLock { state -> (Bool, Bool) in
@@ -268,6 +272,7 @@ final class Wakeups: Service, Sendable {
                     return (true, earliest)
                 }
                 if !parkedNow { continuation.resume(returning: nil) }
+                if parkedNow, let departure { departureToken = departure.onDeparture { [weak self] in self?.resume(id, with: nil) } }
                 // The sweeper sleeps until the earliest deadline it knew: tell it of an earlier one.
                 if earliest { sweeperWake.signal() }
             }

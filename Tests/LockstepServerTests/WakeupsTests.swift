@@ -1,4 +1,5 @@
 @testable import LockstepServer
+import Synchronization
 import Testing
 
 @Suite struct WakeupsTests {
@@ -145,5 +146,44 @@ import Testing
             while wakeups.deadlineEntries > 1_024 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
             #expect(wakeups.deadlineEntries <= 1_024)
         }
+    }
+
+    /// A client that can go, as `ClientPresence` does for a connection or stream.
+    final class TestDeparture: Departure {
+        private let state = Mutex<(gone: Bool, actions: [Int: @Sendable () -> Void], next: Int)>((false, [:], 0))
+        func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int? {
+            let token = state.withLock { state -> Int? in
+                guard !state.gone else { return nil }
+                defer { state.next += 1 }
+                state.actions[state.next] = action
+                return state.next
+            }
+            if token == nil { action() }
+            return token
+        }
+        func withdraw(_ token: Int) { _ = state.withLock { $0.actions.removeValue(forKey: token) } }
+        func go() { for action in state.withLock({ state in state.gone = true; defer { state.actions = [:] }; return Array(state.actions.values) }) { action() } }
+        var registered: Int { state.withLock { $0.actions.count } }
+    }
+
+    @Test func aCallerWhoseClientGoesLeavesAtOnceWithNoTaskWaitingForIt() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let client = TestDeparture()
+        let seen = wakeups.generation
+        let parked = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders", departure: client) }
+        while wakeups.parkedCount == 0 { await Task.yield() }
+        #expect(client.registered == 1)
+        client.go()
+        #expect(await parked.value == .lookAgain)
+        #expect(wakeups.parkedCount == 0 && client.registered == 0)
+        // Gone before it parks: it does not stay parked. Woken by a change: its registration is withdrawn.
+        #expect(await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a", departure: client) == .lookAgain)
+        #expect(wakeups.parkedCount == 0)
+        let other = TestDeparture()
+        let woken = Task { await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: other) }
+        while wakeups.parkedCount == 0 { await Task.yield() }
+        wakeups.signal(["orders"])
+        _ = await woken.value
+        #expect(other.registered == 0)
     }
 }
