@@ -85,14 +85,6 @@ public enum ServiceLeaseStatus: Hashable, Sendable {
 
     public var isHeld: Bool { if case .held = self { true } else { false } }
     public var isRequested: Bool { if case .requested = self { true } else { false } }
-    /// "none", "requested" or "held".
-    public var name: String {
-        switch self {
-        case .none: "none"
-        case .requested: "requested"
-        case .held: "held"
-        }
-    }
 }
 
 /// One approval or rejection of a node's gate.

@@ -1,84 +1,10 @@
-// One concept, longer than ~450 lines on purpose for now: the coordinator actor (decide → append →
-// evolve, its lease timers and its grant pass) and the command types it answers with. Issue 15 replaces
-// it with one engine state machine and thin shells; splitting the actor by concern before that redesign
-// would only move its jobs between files (its private state is shared by all of them).
+// The coordinator actor: its state, opening (snapshot + tail), commands (decide → append → evolve,
+// one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
+// (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, and CommandTypes
+// (what commands are asked with and answer). Issue 15 replaces it with one engine state machine.
 import LockstepCore
 import LockstepStore
 import LockstepWire
-
-/// Who is asking, and why: recorded with every event a command produces.
-public struct CommandContext: Hashable, Sendable {
-    /// The authenticated principal (never taken from a request body).
-    public var actor: Actor
-    public var triggeredBy: TriggeredBy
-    public var causationID: String
-    public var correlationID: String
-
-    public init(actor: Actor, triggeredBy: TriggeredBy, causationID: String = "", correlationID: String = "") {
-        self.actor = actor
-        self.triggeredBy = triggeredBy
-        self.causationID = causationID
-        self.correlationID = correlationID
-    }
-}
-
-/// Why a command did not take effect.
-public enum CommandError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// The core refused it; nothing was appended.
-    case rejected(Rejection)
-    /// The log refused or failed the append; nothing was acknowledged (see the error for whether
-    /// anything may have been written).
-    case storage(EventLogError)
-    /// Too many commands are waiting on this stream (a migration or a plan); nothing was done. Retry later.
-    case overloaded(stream: String, waitingMax: Int)
-
-    public var errorCode: ErrorCode {
-        switch self {
-        case .rejected(let rejection): rejection.errorCode
-        case .storage(let error): error.errorCode
-        case .overloaded: .migrationOverloaded
-        }
-    }
-
-    /// `errorCode` as it travels.
-    public var code: String { errorCode.rawValue }
-
-    public var description: String {
-        switch self {
-        case .rejected(let rejection): rejection.description
-        case .storage(let error): error.description
-        case .overloaded(let stream, let waitingMax):
-            "migration_overloaded: \(waitingMax) commands are already waiting on \(stream); retry later"
-        }
-    }
-}
-
-extension EventLogError {
-    /// The log's error in the API's list of codes (the same strings as `code`, which the log, knowing
-    /// nothing of the API, spells itself; `ErrorCodeTests` checks they agree).
-    public var errorCode: ErrorCode {
-        switch self {
-        case .versionConflict: .versionConflict
-        case .corrupted: .logCorrupted
-        case .writesStopped: .writesStopped
-        case .outcomeUnknown: .commitOutcomeUnknown
-        case .overloaded: .logOverloaded
-        case .storageFull: .storageFull
-        case .busy: .storageBusy
-        case .invalidRequest: .invalidRequest
-        case .unavailable: .storageUnavailable
-        }
-    }
-}
-
-/// What an accepted command recorded.
-public struct CommandResult: Hashable, Sendable {
-    public var events: [RecordedEvent]
-    public var receipt: AppendReceipt
-}
-
-/// A monotonic clock in nanoseconds: never jumps, unrelated to wall time. Lease TTLs run on it.
-public typealias MonotonicClock = @Sendable () -> UInt64
 
 /// The process's monotonic clock.
 public let systemMonotonicClock: MonotonicClock = {
@@ -99,14 +25,14 @@ public actor Coordinator {
     /// A snapshot is saved after this many events since the last one (0 = never).
     public let snapshotIntervalEvents: UInt64
 
-    private var lastSnapshotSequence: UInt64
+    var lastSnapshotSequence: UInt64
     /// Every event up to here is folded into `state`.
-    private var appliedThrough: UInt64
+    var appliedThrough: UInt64
     /// Folded ranges beyond `appliedThrough`, waiting for an earlier append to finish (appends on
     /// different migrations can complete out of order; snapshots wait until there is no gap).
-    private var appliedAhead: [ClosedRange<UInt64>] = []
+    var appliedAhead: [ClosedRange<UInt64>] = []
     /// A snapshot is being written in the background.
-    private var snapshotInFlight = false
+    var snapshotInFlight = false
     /// Streams with a command in progress, and the commands waiting for them.
     private var busyStreams: Set<String> = []
     /// The lease timer: for each live step lease, its token, TTL and monotonic deadline.
@@ -116,7 +42,7 @@ public actor Coordinator {
     /// The schedule_to_start timer: for each node of a plan that sets one and is waiting for an agent,
     /// since when (monotonic nanoseconds) the timer has seen it waiting. Not persisted: after a restart
     /// every waiting node gets its whole schedule_to_start again (as live leases get a fresh TTL).
-    private var waitingSince: [MigrationID: [NodeID: UInt64]] = [:]
+    var waitingSince: [MigrationID: [NodeID: UInt64]] = [:]
 
     struct LeaseKey: Hashable {
         var migration: MigrationID
@@ -146,7 +72,7 @@ public actor Coordinator {
     public func observeChanges(_ observer: @escaping @Sendable (Change) -> Void) { changeObserver = observer }
 
     /// Failures the timers met since the last `tick` (other than lost races).
-    private var timerFailures: [CommandError] = []
+    var timerFailures: [CommandError] = []
 
     /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
     /// once, before deciding anything, so callers see the storage failure, not its side effects.
@@ -165,15 +91,15 @@ public actor Coordinator {
     }
 
     /// The lease queue: a grant pass is running / another is wanted / callers waiting for the next one.
-    private var grantPassRunning = false
-    private var grantPassWanted = false
-    private var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
+    var grantPassRunning = false
+    var grantPassWanted = false
+    var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
     /// No pass has run since open: a crash between a request and its grant may have left work.
-    private var grantPassOwed = true
+    var grantPassOwed = true
     /// Opening may have found migrations whose service-lease bookkeeping is missing (old histories).
-    private var reconcileOwed = true
+    var reconcileOwed = true
     /// The time the next grant pass records (the latest any caller asked with).
-    private var grantPassNow: Instant?
+    var grantPassNow: Instant?
     /// Most grant appends a pass keeps in flight at once.
     public let grantAppendsInFlightMax: Int
     /// Default for `grantAppendsInFlightMax`.
@@ -265,7 +191,7 @@ public actor Coordinator {
         return result
     }
 
-    private func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+    func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
         if let stopped { throw .storage(stopped) }
         let stream = RecordedEvent.stream(of: id)
         guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
@@ -349,99 +275,6 @@ public actor Coordinator {
         return (applied.version, true)
     }
 
-    // MARK: - Service leases
-
-    /// Grants every service-lease request that is first in line for all its services, as the coordinator.
-    ///
-    /// One pass at a time: a call made while a pass runs waits for the next pass, which starts after it
-    /// and so sees everything folded before the call. Lines are ordered by the requests' global
-    /// sequence; two requests acknowledged by the same group commit may be folded, and so served, in
-    /// either order. Grants for different migrations are appended up to `grantAppendsInFlightMax` at a
-    /// time (1 makes their order follow the queue, which deterministic simulations need).
-    public func grantServiceLeases(now: Instant) async {
-        grantPassWanted = true
-        // A pass records the latest time any caller asked with, so grants never precede their requests.
-        grantPassNow = max(grantPassNow ?? now, now)
-        guard !grantPassRunning else {
-            await withCheckedContinuation { grantPassWaiters.append($0) }
-            return
-        }
-        grantPassRunning = true
-        while grantPassWanted {
-            grantPassWanted = false
-            grantPassOwed = false
-            let served = grantPassWaiters
-            grantPassWaiters = []
-            let passNow = grantPassNow ?? now
-            if reconcileOwed {
-                reconcileOwed = false
-                await reconcileServiceLeases(now: passNow)
-            }
-            await runGrantPass(now: passNow)
-            for waiter in served { waiter.resume() }
-        }
-        grantPassRunning = false
-    }
-
-    /// Records, as the coordinator, the service-lease bookkeeping that migrations of a history written
-    /// before service leases existed lack (for example a running step that holds nothing).
-    private func reconcileServiceLeases(now: Instant) async {
-        let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "reconcile-service-leases")
-        for migration in state.unsettledInOrder where !migration.serviceLeaseBookkeeping().isEmpty {
-            do throws(CommandError) {
-                _ = try await executeOnce(.reconcileServiceLeases, migration: migration.id, context: context, now: now)
-            } catch {
-                if case .storage = error { reconcileOwed = true }
-            }
-        }
-    }
-
-    private func runGrantPass(now: Instant) async {
-        let through = state.lastSequence
-        let grants = state.serviceLeases.grantable(through: through)
-        guard !grants.isEmpty else { return }
-        let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-queue")
-        var next = grants.startIndex
-        while next < grants.endIndex {
-            let batch = grants[next..<min(grants.endIndex, next + grantAppendsInFlightMax)]
-            next = batch.endIndex
-            if batch.count == 1, let request = batch.first {
-                await grant(request, through: through, context: context, now: now)
-                continue
-            }
-            await withTaskGroup(of: Void.self) { group in
-                for request in batch {
-                    group.addTask { await self.grant(request, through: through, context: context, now: now) }
-                }
-            }
-        }
-    }
-
-    private func grant(_ request: ServiceRequest, through: UInt64, context: CommandContext, now: Instant) async {
-        do throws(CommandError) {
-            _ = try await executeOnce(.grantServiceLeases(node: request.node, through: through), migration: request.migration,
-                                      context: context, now: now)
-        } catch {
-            // A refusal means the request moved on (withdrawn, paused); a storage error (busy, overloaded)
-            // must not strand it: the next command, or the server's timer, runs another pass.
-            if case .storage = error { grantPassOwed = true }
-            if case .overloaded = error { grantPassOwed = true }
-        }
-    }
-
-    /// Whether a grant pass is owed (a grant failed on storage, or none has run since open): the
-    /// server's timer calls `grantServiceLeases` when it is.
-    public var grantPassIsOwed: Bool { grantPassOwed }
-
-    /// An operator forces the holder of service `name` to give back its services (all of the holding
-    /// node's, since a node holds all or none), with a reason; recorded in the holder's migration with the
-    /// operator as actor. Refused while a step of the holding node runs.
-    @discardableResult
-    public func forceReleaseService(_ name: String, reason: String, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        guard let holder = state.holder(ofService: name) else { throw .rejected(.serviceNotLeased(name)) }
-        return try await execute(.releaseServiceLeases(node: holder.node, reason: reason), migration: holder.migration, context: context, now: now)
-    }
-
     // MARK: - Step leases
 
     /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
@@ -512,160 +345,6 @@ public actor Coordinator {
         return result
     }
 
-    /// The timer's work: aborts into rollback every migration whose deadline (or a node's) has passed
-    /// at `now`, as the coordinator with `triggered_by: deadline`. Returns them in id order.
-    @discardableResult
-    public func enforceDeadlines(now: Instant) async -> [MigrationID] {
-        let due = state.unsettledInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }.map(\.id)
-        var aborted: [MigrationID] = []
-        for id in due {
-            let context = CommandContext(actor: .coordinator, triggeredBy: .deadline, causationID: "deadline")
-            if await timerExecute(.enforceDeadlines, migration: id, context: context, now: now) { aborted.append(id) }
-        }
-        return aborted
-    }
-
-    /// The timer's work: judges every bake that has ended by `now` (the node's analysis decides: advance,
-    /// pause, or abort into rollback with `triggered_by: metric`), as the coordinator. Returns how many.
-    @discardableResult
-    public func evaluateDueBakes(now: Instant) async -> Int {
-        var judged = 0
-        for migration in state.unsettledInOrder where (migration.nextBakeEnd.map { $0 <= now }) ?? false {
-            for node in migration.nodes where node.status == .baking && !node.exposure.awaitingDecision && (node.exposure.bakeUntil.map { $0 <= now } ?? false) {
-                let context = CommandContext(actor: .coordinator, triggeredBy: .metric, causationID: "bake-end")
-                if await timerExecute(.evaluateExposure(node: node.id), migration: migration.id, context: context, now: now) { judged += 1 }
-            }
-        }
-        return judged
-    }
-
-    /// The timer's work: every step running past its node's `start_to_close` at `now` fails with
-    /// `start_to_close_exceeded`, as the coordinator; its lease ends (the agent's next report or heartbeat
-    /// is refused) and the node's retry policy applies, as for any retryable failure. Returns how many.
-    @discardableResult
-    public func timeOutDueSteps(now: Instant) async -> Int {
-        var timedOut = 0
-        for migration in state.unsettledInOrder {
-            for step in migration.stepsPastStartToClose(at: now) {
-                let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "start-to-close")
-                if await timerExecute(.timeOutStep(node: step.node, token: step.token), migration: migration.id, context: context, now: now) {
-                    timedOut += 1
-                }
-            }
-        }
-        return timedOut
-    }
-
-    /// The timer's work for `timeouts.schedule_to_start`: notes, on the monotonic clock, when each node
-    /// that sets one starts waiting for an agent (running, ready at `now`, holding its services), forgets
-    /// it when it stops waiting (leased, paused, released), and pauses the migration of a node that has
-    /// waited its whole schedule_to_start (`schedule_to_start_exceeded`, as the coordinator): no agent of
-    /// its service is taking steps, and a person should look. Returns the migrations paused, in id order.
-    @discardableResult
-    public func pauseStepsNobodyTook(now: Instant) async -> [MigrationID] {
-        let clock = monotonic()
-        var due: [(MigrationID, NodeID)] = []
-        var tracked: [MigrationID: [NodeID: UInt64]] = [:]
-        for migration in state.unsettledInOrder where migration.plan.nodes.contains(where: { $0.timeouts.scheduleToStartMillis != nil }) {
-            for spec in migration.plan.nodes {
-                guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
-                let since = waitingSince[migration.id]?[spec.id] ?? clock
-                tracked[migration.id, default: [:]][spec.id] = since
-                if clock &- since >= UInt64(max(0, limit)) &* 1_000_000 { due.append((migration.id, spec.id)) }
-            }
-        }
-        waitingSince = tracked
-        var paused: [MigrationID] = []
-        for (id, node) in due where !paused.contains(id) {
-            let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "schedule-to-start")
-            if await timerExecute(.scheduleToStartExceeded(node: node), migration: id, context: context, now: now) {
-                paused.append(id)
-                waitingSince[id] = nil
-            }
-        }
-        return paused
-    }
-
-    /// Runs a timer's command. A refusal means the timer lost a race (the step reported, the migration
-    /// moved on since it looked) and is nothing to do; any other failure (storage: the coordinator has
-    /// stopped) is kept for `tick` to report, never dropped.
-    private func timerExecute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async -> Bool {
-        do throws(CommandError) {
-            _ = try await execute(command, migration: id, context: context, now: now)
-            return true
-        } catch {
-            if case .rejected = error { return false }
-            timerFailures.append(error)
-            return false
-        }
-    }
-
-    /// What one pass of the timers did.
-    public struct TimerReport: Hashable, Sendable {
-        public var deadlinesPassed = 0
-        public var leasesExpired = 0
-        public var stepsTimedOut = 0
-        public var bakesJudged = 0
-        public var pausedForScheduleToStart = 0
-        /// Failures other than a lost race (storage: the coordinator stopped), in order.
-        public var failures: [CommandError] = []
-
-        /// Whether the pass recorded anything.
-        public var didWork: Bool { deadlinesPassed + leasesExpired + stepsTimedOut + bakesJudged + pausedForScheduleToStart > 0 }
-    }
-
-    /// The timer policy, in one place, for every shell (the server's timer service and the rehearsal):
-    /// at `now` (wall) and the monotonic clock's reading, in this order: migrations past their deadline
-    /// abort (a deadline fires at its instant whatever else is due); leases not renewed within their TTL
-    /// expire; steps past their start_to_close fail; bakes that ended are judged; steps nobody took within
-    /// their schedule_to_start pause their migration; and a grant pass runs when one is owed.
-    public func tick(now: Instant) async -> TimerReport {
-        var report = TimerReport()
-        if let deadline = nextDeadline, deadline <= now { report.deadlinesPassed = await enforceDeadlines(now: now).count }
-        report.leasesExpired = await expireDueLeases(now: now).count
-        if let timeout = nextStepTimeout, timeout <= now { report.stepsTimedOut = await timeOutDueSteps(now: now) }
-        if let bakeEnd = nextBakeEnd, bakeEnd <= now { report.bakesJudged = await evaluateDueBakes(now: now) }
-        if tracksScheduleToStart { report.pausedForScheduleToStart = await pauseStepsNobodyTook(now: now).count }
-        if grantPassOwed { await grantServiceLeases(now: now) }
-        report.failures = timerFailures
-        timerFailures = []
-        return report
-    }
-
-    /// The earliest wall instant at which `tick` has work, seen at `now`: a deadline, a bake's end, a
-    /// start_to_close, a lease's expiry or a schedule_to_start (these two run on the monotonic clock and
-    /// are placed on the wall clock from `now`). A rehearsal sleeps exactly until it; nil when nothing is due.
-    public func nextTimerDue(now: Instant) -> Instant? {
-        let clock = monotonic()
-        func wall(_ nanos: UInt64) -> Instant {
-            now.adding(milliseconds: Int64(clamping: (nanos > clock ? nanos - clock : 0) / 1_000_000) + (nanos > clock && (nanos - clock) % 1_000_000 > 0 ? 1 : 0))
-        }
-        var due = [nextDeadline, nextBakeEnd, nextStepTimeout].compactMap { $0 }
-        if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
-        for (id, nodes) in waitingSince {
-            guard let migration = state.migrations[id] else { continue }
-            for (node, since) in nodes {
-                guard let limit = migration.plan.node(node)?.timeouts.scheduleToStartMillis else { continue }
-                due.append(wall(since &+ UInt64(max(0, limit)) &* 1_000_000))
-            }
-        }
-        return due.min()
-    }
-
-    /// Whether any unsettled migration's plan sets a schedule_to_start (the timer runs its check only then).
-    public var tracksScheduleToStart: Bool {
-        state.unsettled.contains { state.migrations[$0]?.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil } ?? false }
-    }
-
-    /// The earliest instant at which a running step passes its `start_to_close`, in any migration.
-    public var nextStepTimeout: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextStepTimeout }.min() }
-
-    /// The earliest end of a bake in any running migration.
-    public var nextBakeEnd: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextBakeEnd }.min() }
-
-    /// The earliest deadline of any migration, for the engine's timer to sleep until.
-    public var nextDeadline: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextDeadline }.min() }
-
     /// Applies `plan` (a no-op when its content is already the newest version) and starts migration `id`
     /// on that version, on behalf of `context.actor`.
     public func start(_ id: MigrationID, plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
@@ -680,60 +359,6 @@ public actor Coordinator {
             throw .rejected(.invalidArgument(version.map { "plan \(name) has no version \($0)" } ?? "no plan named \(name) has been applied"))
         }
         return try await execute(.start(id: id, plan: plan, startedBy: context.actor.id), migration: id, context: context, now: now)
-    }
-
-    /// Saves a snapshot of the live state now, if every appended event is folded in. Returns its sequence.
-    @discardableResult
-    public func saveSnapshot() async throws(EventLogError) -> UInt64? {
-        guard appliedAhead.isEmpty, appliedThrough > 0, appliedThrough == state.lastSequence else { return nil }
-        let sequence = try await Self.writeSnapshot(of: state, to: log)
-        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
-        return sequence
-    }
-
-    /// Writes a snapshot when one is due (`snapshotIntervalEvents` since the last, every appended event
-    /// folded in, none being written), in the caller's task: the server's timer service calls it after
-    /// each tick, so no command waits for it and no loose task runs it. The state is copied on the actor
-    /// (copy-on-write: cheap) and encoded and stored off it. A failure is thrown to the caller (the server
-    /// logs it); either way the next snapshot waits another interval, so a failing one is not retried
-    /// on every tick. Returns the snapshot's sequence, nil when none was due.
-    @discardableResult
-    public nonisolated func writeSnapshotIfDue() async throws(EventLogError) -> UInt64? {
-        guard let copy = await takeDueSnapshot() else { return nil }
-        do {
-            let sequence = try await Self.writeSnapshot(of: copy, to: log)
-            await snapshotFinished(at: sequence)
-            return sequence
-        } catch {
-            await snapshotFinished(at: copy.lastSequence)
-            throw error
-        }
-    }
-
-    /// A copy of the state to snapshot, if one is due; marks a snapshot in flight.
-    private func takeDueSnapshot() -> LogState? {
-        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
-              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return nil }
-        snapshotInFlight = true
-        return state
-    }
-
-    private func snapshotFinished(at sequence: UInt64) {
-        snapshotInFlight = false
-        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
-    }
-
-    /// Encodes `state` and stores it as the snapshot at its last sequence.
-    private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> UInt64 {
-        let sequence = state.lastSequence
-        let bytes = state.canonicalBytes
-        let page = try await log.read(after: sequence - 1, limit: 1)
-        guard let event = page.first, event.sequence == sequence else {
-            throw .corrupted(position: sequence, reason: "event \(sequence) could not be read back for the snapshot")
-        }
-        try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: event.chainHash, state: bytes,
-                                            digest: StateDigest(canonicalBytes: bytes).bytes))
-        return sequence
     }
 
     private func markApplied(_ range: ClosedRange<UInt64>) {

@@ -95,16 +95,6 @@ extension Lockstep_V1_ServiceLeaseState {
         case .held: self = .held
         }
     }
-
-    /// As a person reads it: "none", "requested" or "held" ("unknown" for a state this build does not know).
-    public var name: String {
-        switch self {
-        case .none: "none"
-        case .requested: "requested"
-        case .held: "held"
-        case .unspecified, .UNRECOGNIZED: "unknown"
-        }
-    }
 }
 
 extension Lockstep_V1_StepLeaseView {

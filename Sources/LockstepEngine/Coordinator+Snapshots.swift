@@ -1,0 +1,61 @@
+import LockstepCore
+import LockstepStore
+import LockstepWire
+
+// The coordinator's snapshots: when one is due and how it is written (off the actor, never delaying
+// an acknowledgement); start-up reads the newest in `Coordinator.open`.
+extension Coordinator {
+    /// Saves a snapshot of the live state now, if every appended event is folded in. Returns its sequence.
+    @discardableResult
+    public func saveSnapshot() async throws(EventLogError) -> UInt64? {
+        guard appliedAhead.isEmpty, appliedThrough > 0, appliedThrough == state.lastSequence else { return nil }
+        let sequence = try await Self.writeSnapshot(of: state, to: log)
+        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+        return sequence
+    }
+
+    /// Writes a snapshot when one is due (`snapshotIntervalEvents` since the last, every appended event
+    /// folded in, none being written), in the caller's task: the server's timer service calls it after
+    /// each tick, so no command waits for it and no loose task runs it. The state is copied on the actor
+    /// (copy-on-write: cheap) and encoded and stored off it. A failure is thrown to the caller (the server
+    /// logs it); either way the next snapshot waits another interval, so a failing one is not retried
+    /// on every tick. Returns the snapshot's sequence, nil when none was due.
+    @discardableResult
+    public nonisolated func writeSnapshotIfDue() async throws(EventLogError) -> UInt64? {
+        guard let copy = await takeDueSnapshot() else { return nil }
+        do {
+            let sequence = try await Self.writeSnapshot(of: copy, to: log)
+            await snapshotFinished(at: sequence)
+            return sequence
+        } catch {
+            await snapshotFinished(at: copy.lastSequence)
+            throw error
+        }
+    }
+
+    /// A copy of the state to snapshot, if one is due; marks a snapshot in flight.
+    private func takeDueSnapshot() -> LogState? {
+        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
+              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return nil }
+        snapshotInFlight = true
+        return state
+    }
+
+    private func snapshotFinished(at sequence: UInt64) {
+        snapshotInFlight = false
+        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+    }
+
+    /// Encodes `state` and stores it as the snapshot at its last sequence.
+    private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> UInt64 {
+        let sequence = state.lastSequence
+        let bytes = state.canonicalBytes
+        let page = try await log.read(after: sequence - 1, limit: 1)
+        guard let event = page.first, event.sequence == sequence else {
+            throw .corrupted(position: sequence, reason: "event \(sequence) could not be read back for the snapshot")
+        }
+        try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: event.chainHash, state: bytes,
+                                            digest: StateDigest(canonicalBytes: bytes).bytes))
+        return sequence
+    }
+}

@@ -1,0 +1,228 @@
+import LockstepCore
+
+// The wire <-> domain mapping of plans and what they carry (nodes, exposure stages, analyses, metric
+// samples), both directions side by side; the event payloads that embed them are in Payload+Domain.swift.
+
+extension Lockstep_V1_PlanSnapshot {
+    public init(_ plan: PlanSnapshot) {
+        self.init()
+        name = plan.name
+        version = plan.version
+        contentHash = plan.contentHash
+        description_p = plan.description
+        owners = plan.owners
+        services = plan.services.map { service in .with { $0.name = service.name; $0.owners = service.owners } }
+        deadlineMs = plan.deadlineMillis ?? 0
+        nodes = plan.nodes.map { node in
+            .with {
+                $0.id = node.id.rawValue
+                $0.services = node.services
+                $0.phase = Lockstep_V1_Phase(node.phase)
+                $0.action = node.action
+                $0.paramsJson = node.paramsJSON
+                $0.needs = node.needs.map(\.rawValue)
+                $0.maxAttempts = node.retry.maxAttempts
+                $0.backoffInitialMs = node.retry.backoffInitialMillis
+                $0.backoffMaxMs = node.retry.backoffMaxMillis
+                $0.backoffMultiplier = node.retry.backoffMultiplier
+                $0.scheduleToStartMs = node.timeouts.scheduleToStartMillis ?? 0
+                $0.startToCloseMs = node.timeouts.startToCloseMillis ?? 0
+                $0.heartbeatMs = node.timeouts.heartbeatMillis ?? 0
+                $0.rollbackAction = node.rollback?.action ?? ""
+                $0.rollbackParamsJson = node.rollback?.paramsJSON ?? ""
+                $0.approvalMinimum = node.approval?.minimum ?? 0
+                $0.approvalFrom = node.approval?.from ?? []
+                $0.deadlineMs = node.deadlineMillis ?? 0
+                $0.irreversible = node.irreversible
+                $0.onFailure = node.onFailure == .pause ? .pause : .rollback
+                if let exposure = node.exposure {
+                    $0.exposure = .with { wire in
+                        wire.stages = exposure.stages.map { stage in
+                            .with {
+                                $0.name = stage.name
+                                if let percent = stage.percent { $0.percent = percent }
+                            }
+                        }
+                        wire.bakeMs = exposure.bakeMillis
+                    }
+                }
+                if let analysis = node.analysis {
+                    $0.analysis = .with {
+                        $0.metrics = analysis.metrics.map(Lockstep_V1_MetricCheck.init)
+                        $0.onMarginal = analysis.onMarginal.rawValue
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension PlanSnapshot {
+    init(_ wire: Lockstep_V1_PlanSnapshot) throws(RecordDecodingError) {
+        func positive(_ millis: Int64) -> Int64? { millis == 0 ? nil : millis }
+        var nodes: [NodeSpec] = []
+        for node in wire.nodes {
+            guard let phase = Phase(node.phase) else { throw .invalidField("phase of node \(node.id)") }
+            let onFailure: FailurePolicy
+            switch node.onFailure {
+            case .rollback: onFailure = .rollback
+            case .pause: onFailure = .pause
+            case .UNRECOGNIZED: throw .invalidField("on_failure of node \(node.id)")
+            }
+            nodes.append(NodeSpec(
+                id: NodeID(node.id), services: node.services, phase: phase, action: node.action,
+                // Plans recorded before params existed carry none: an empty object.
+                paramsJSON: node.paramsJson.isEmpty ? "{}" : node.paramsJson, needs: node.needs.map(NodeID.init),
+                timeouts: Timeouts(scheduleToStartMillis: positive(node.scheduleToStartMs), startToCloseMillis: positive(node.startToCloseMs),
+                                   heartbeatMillis: positive(node.heartbeatMs)),
+                retry: RetryPolicy(maxAttempts: node.maxAttempts, backoffInitialMillis: node.backoffInitialMs,
+                                   backoffMaxMillis: node.backoffMaxMs, backoffMultiplier: max(1, node.backoffMultiplier)),
+                rollback: node.rollbackAction.isEmpty ? nil
+                    : RollbackSpec(action: node.rollbackAction, paramsJSON: node.rollbackParamsJson.isEmpty ? "{}" : node.rollbackParamsJson),
+                approval: node.approvalMinimum == 0 ? nil : ApprovalGate(minimum: node.approvalMinimum, from: node.approvalFrom),
+                deadlineMillis: positive(node.deadlineMs), irreversible: node.irreversible, onFailure: onFailure,
+                exposure: node.hasExposure
+                    ? ExposureSpec(stages: node.exposure.stages.map { ExposureStage(name: $0.name, percent: $0.hasPercent ? $0.percent : nil) },
+                                   bakeMillis: node.exposure.bakeMs)
+                    : nil,
+                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil))
+        }
+        self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, description: wire.description_p,
+                  owners: wire.owners, services: wire.services.map { ServiceSpec(name: $0.name, owners: $0.owners) },
+                  deadlineMillis: positive(wire.deadlineMs), nodes: nodes)
+    }
+}
+
+extension Lockstep_V1_MetricCheck {
+    public init(_ check: MetricCheck) {
+        self.init()
+        name = check.name
+        direction = check.direction.rawValue
+        passMicros = check.passMicros
+        marginalMicros = check.marginalMicros
+        minSamples = check.minSamples
+    }
+}
+
+extension MetricCheck {
+    init(_ wire: Lockstep_V1_MetricCheck) throws(RecordDecodingError) {
+        guard let direction = MetricDirection(rawValue: wire.direction) else { throw .invalidField("metric direction \"\(wire.direction)\"") }
+        self.init(name: wire.name, direction: direction, passMicros: wire.passMicros, marginalMicros: wire.marginalMicros, minSamples: wire.minSamples)
+    }
+}
+
+extension AnalysisSpec {
+    init(_ wire: Lockstep_V1_Analysis) throws(RecordDecodingError) {
+        guard let onMarginal = MarginalPolicy(rawValue: wire.onMarginal) else { throw .invalidField("on_marginal \"\(wire.onMarginal)\"") }
+        var metrics: [MetricCheck] = []
+        for check in wire.metrics { metrics.append(try MetricCheck(check)) }
+        self.init(metrics: metrics, onMarginal: onMarginal)
+    }
+}
+
+extension Lockstep_V1_MetricSample {
+    public init(_ sample: MetricSample) {
+        self.init()
+        name = sample.name
+        valueMicros = sample.valueMicros
+        windowStartMs = sample.windowStart.millisecondsSinceEpoch
+        windowEndMs = sample.windowEnd.millisecondsSinceEpoch
+        source = sample.source
+    }
+}
+
+extension MetricSample {
+    public init(_ wire: Lockstep_V1_MetricSample) {
+        self.init(name: wire.name, valueMicros: wire.valueMicros, windowStart: Instant(millisecondsSinceEpoch: wire.windowStartMs),
+                  windowEnd: Instant(millisecondsSinceEpoch: wire.windowEndMs), source: wire.source)
+    }
+}
+
+extension AbortTrigger {
+    /// The trigger a wire value names; nil for the empty value of histories recorded before triggers.
+    init?(wire: String) throws(RecordDecodingError) {
+        if wire.isEmpty { return nil }
+        guard let trigger = AbortTrigger(rawValue: wire) else { throw .invalidField("abort trigger \"\(wire)\"") }
+        self = trigger
+    }
+}
+
+extension Lockstep_V1_StepKind {
+    public init(_ kind: StepKind) {
+        self = kind == .forward ? .forward : .rollback
+    }
+}
+
+extension StepKind {
+    init(_ wire: Lockstep_V1_StepKind) throws(RecordDecodingError) {
+        switch wire {
+        case .forward: self = .forward
+        case .rollback: self = .rollback
+        case .UNRECOGNIZED: throw .invalidField("step kind")
+        }
+    }
+}
+
+extension Lockstep_V1_Phase {
+    public init(_ phase: Phase) {
+        switch phase {
+        case .expand: self = .expand
+        case .dualWrite: self = .dualWrite
+        case .backfill: self = .backfill
+        case .verify: self = .verify
+        case .shadow: self = .shadow
+        case .live: self = .live
+        case .rampdown: self = .rampdown
+        case .contract: self = .contract
+        case .cleanup: self = .cleanup
+        case .custom: self = .custom
+        }
+    }
+}
+
+extension Phase {
+    /// The domain phase of a wire phase; nil for unspecified or unknown values.
+    public init?(_ wire: Lockstep_V1_Phase) {
+        switch wire {
+        case .expand: self = .expand
+        case .dualWrite: self = .dualWrite
+        case .backfill: self = .backfill
+        case .verify: self = .verify
+        case .shadow: self = .shadow
+        case .live: self = .live
+        case .rampdown: self = .rampdown
+        case .contract: self = .contract
+        case .cleanup: self = .cleanup
+        case .custom: self = .custom
+        case .unspecified, .UNRECOGNIZED: return nil
+        }
+    }
+}
+
+extension Lockstep_V1_TriggeredBy {
+    public init(_ triggeredBy: TriggeredBy) {
+        switch triggeredBy {
+        case .user: self = .user
+        case .coordinator: self = .coordinator
+        case .metric: self = .metric
+        case .agent: self = .agent
+        case .deadline: self = .deadline
+        case .internalError: self = .internalError
+        }
+    }
+}
+
+extension TriggeredBy {
+    /// The domain value of a wire value; nil for unspecified or unknown values.
+    public init?(_ wire: Lockstep_V1_TriggeredBy) {
+        switch wire {
+        case .user: self = .user
+        case .coordinator: self = .coordinator
+        case .metric: self = .metric
+        case .agent: self = .agent
+        case .deadline: self = .deadline
+        case .internalError: self = .internalError
+        case .unspecified, .UNRECOGNIZED: return nil
+        }
+    }
+}
