@@ -67,10 +67,9 @@ final class TimerWake: Sendable {
 extension LockstepServer {
     /// The timer service: runs the coordinator's timer policy (`Coordinator.tick`: deadlines, lease
     /// expiry, start_to_close, bake ends, schedule_to_start, an owed grant pass), writes a snapshot when
-    /// one is due, and runs `everyRun` (the
-    /// wall-clock step check), then sleeps until the
-    /// next thing is due (`Coordinator.nextTimerDue`), at least `tickMillis` and at most `idleMillisMax`,
-    /// woken early by a change to the log. It does not poll: an idle server runs it once a second.
+    /// one is due, and runs `everyRun` (the wall-clock step check), then sleeps until the next thing is
+    /// due (`Coordinator.nextTimerDue`), at least `tickMillis` and at most `idleMillisMax`, woken early
+    /// by a change to the log. It does not poll: an idle server runs it once a second.
     static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, idleMillisMax: Int = 1_000, wake: TimerWake,
                           everyRun: @Sendable () async -> Void, expired: @Sendable (Int) -> Void,
                           failed: @Sendable (CommandError) -> Void, snapshotFailed: @Sendable (EventLogError) -> Void) async {

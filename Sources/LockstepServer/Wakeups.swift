@@ -18,8 +18,9 @@ import Synchronization
 ///
 /// Parking is bounded (overall and per principal), follows task cancellation, and ends for everyone at
 /// shutdown. Signalling is synchronous and never blocks (a short lock), so the coordinator calls it
-/// right after an append is folded in. Deadlines are kept by one sweeper task, every `tick`, not by a
-/// sleeping task per parked caller (10,000 parked polls cost about 25 MB less that way).
+/// right after an append is folded in. Deadlines are kept by one sweeper (`run`, a service), which sleeps
+/// until the earliest, not by a sleeping task per parked caller (10,000 parked polls cost about 25 MB
+/// less that way); a caller whose client goes is resumed by its `Departure`, not by a task either.
 final class Wakeups: Service, Sendable {
     enum Policy: Sendable {
         /// A change wakes every parked caller of its keys.
@@ -166,17 +167,15 @@ final class Wakeups: Service, Sendable {
                 let sleep = next.map { $0 - .now } ?? Self.idleSweepMax
                 if sleep > .zero { await self.sweeperWake.wait(upTo: min(sleep, Self.idleSweepMax)) }
                 if Task.isCancelled { return }
-                _ = self.sweep()
+                self.sweep()
             }
         }
     }
 
 
-    /// Resumes the callers whose deadline has passed; true once closed.
-    private func sweep() -> Bool {
-        let (due, closed) = state.withLock { state in (state.due(at: .now), state.closed) }
-        for waiter in due { waiter.resume(returning: nil) }
-        return closed
+    /// Resumes the callers whose deadline has passed.
+    private func sweep() {
+        for waiter in state.withLock({ $0.due(at: .now) }) { waiter.resume(returning: nil) }
     }
 
     var generation: UInt64 { state.withLock { $0.generation } }
