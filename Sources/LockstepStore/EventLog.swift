@@ -22,6 +22,11 @@ public protocol EventLog: Sendable {
     /// The current version of `stream` (0 when it has no events).
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64
 
+    /// Up to `limit` (at most `EventLogLimits.streamNamesPageMax`) names of streams that have events, start
+    /// with `prefix` and sort after `after`, in UTF-8 byte order: how migrations that have left the live
+    /// state are listed (their streams stay).
+    func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String]
+
     /// Stores `snapshot`, which must name an event of this log by its sequence and chain hash.
     func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError)
 
@@ -119,6 +124,8 @@ public enum EventLogLimits {
     public static let commitBatchEventsMax = 4_096
     /// Most events one read returns.
     public static let readPageEventsMax = 10_000
+    /// Most stream names one `streams(withPrefix:after:limit:)` call returns.
+    public static let streamNamesPageMax = 1_000
     /// Largest snapshot state, in bytes.
     public static let snapshotBytesMax = 256 << 20
     /// Most events waiting for a group commit; further appends are refused with `overloaded`.

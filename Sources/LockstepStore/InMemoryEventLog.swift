@@ -75,6 +75,12 @@ public actor InMemoryEventLog: EventLog {
 
     public func streamVersion(of stream: String) -> UInt64 { versions[stream, default: 0] }
 
+    public func streams(withPrefix prefix: String, after: String, limit: Int) -> [String] {
+        let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
+        return Array(versions.keys.filter { $0.utf8.starts(with: prefix.utf8) && after.utf8.lexicographicallyPrecedes($0.utf8) }
+            .sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.prefix(limit))
+    }
+
     public func saveSnapshot(_ snapshot: Snapshot) throws(EventLogError) {
         try snapshot.validate()
         guard snapshot.sequence >= 1, snapshot.sequence <= UInt64(events.count),

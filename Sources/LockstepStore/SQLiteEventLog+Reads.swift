@@ -37,6 +37,17 @@ extension SQLiteEventLog {
         }
     }
 
+    public func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
+        guard limit > 0 else { return [] }
+        let reader = self.reader
+        return try await onQueue(readerQueue) { () throws(EventLogError) in
+            do throws(SQLiteError) { return try SQLiteSchema.streams(reader, withPrefix: prefix, after: after, limit: limit) } catch {
+                throw .unavailable(error.description)
+            }
+        }
+    }
+
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
         let reader = self.reader
         return try await onQueue(readerQueue) { () throws(EventLogError) in

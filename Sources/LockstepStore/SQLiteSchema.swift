@@ -80,6 +80,31 @@ enum SQLiteSchema {
         return try statement.step() ? statement.uint64(0) : 0
     }
 
+    /// Stream names with `prefix` after `after` (byte order: SQLite's BINARY collation compares UTF-8
+    /// bytes). One index seek per name on `UNIQUE(stream, stream_version)`, so a page costs its names,
+    /// not the events of the streams it passes.
+    static func streams(_ db: SQLiteConnection, withPrefix prefix: String, after: String, limit: Int) throws(SQLiteError) -> [String] {
+        let next = try db.statement("SELECT stream FROM events WHERE stream > ?1 ORDER BY stream LIMIT 1")
+        let first = try db.statement("SELECT stream FROM events WHERE stream >= ?1 ORDER BY stream LIMIT 1")
+        defer { next.reset(); first.reset() }
+        var names: [String] = []
+        // Start at the prefix itself when `after` sorts before it.
+        var inclusive = after.utf8.lexicographicallyPrecedes(prefix.utf8)
+        var cursor = inclusive ? prefix : after
+        while names.count < limit {
+            let statement = inclusive ? first : next
+            inclusive = false
+            statement.reset()
+            try statement.bind(1, cursor)
+            guard try statement.step() else { break }
+            let name = statement.text(0)
+            guard name.utf8.starts(with: prefix.utf8) else { break }
+            names.append(name)
+            cursor = name
+        }
+        return names
+    }
+
     /// Events after `sequence`, checked for contiguity and chain links from event `sequence` on.
     static func readVerified(_ db: SQLiteConnection, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
         do {

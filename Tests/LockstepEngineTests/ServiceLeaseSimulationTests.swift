@@ -44,6 +44,9 @@ actor FaultyEventLog: EventLog {
     }
     func head() async throws(EventLogError) -> LogHead { await base.head() }
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await base.streamVersion(of: stream) }
+    func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        await base.streams(withPrefix: prefix, after: after, limit: limit)
+    }
     func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) { try await base.saveSnapshot(snapshot) }
     func latestSnapshot() async throws(EventLogError) -> Snapshot? { await base.latestSnapshot() }
 }

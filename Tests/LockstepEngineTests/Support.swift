@@ -190,6 +190,9 @@ actor GatedEventLog: EventLog {
     }
     func head() async throws(EventLogError) -> LogHead { await inner.head() }
     func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { await inner.streamVersion(of: stream) }
+    func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        await inner.streams(withPrefix: prefix, after: after, limit: limit)
+    }
     private var snapshotFailure: EventLogError?
     /// Every later `saveSnapshot` fails with `error`.
     func failSnapshots(with error: EventLogError) { snapshotFailure = error }

@@ -21,6 +21,38 @@ import Testing
         #expect(try await log.streamVersion(of: "nobody") == 0)
     }
 
+    /// Stream names by prefix, in UTF-8 byte order, paged by the last name seen: how settled migrations
+    /// (gone from the live state) are listed. Each name once, however many events its stream holds.
+    @Test(arguments: LogKind.allCases)
+    func streamsAreListedByPrefixInByteOrderAndPaged(kind: LogKind) async throws {
+        let log = try kind.make()
+        // "é" sorts after "z" by bytes (0xC3) though not in Unicode collation order; "migration0" and
+        // "migratio" share most of the prefix and must not be listed.
+        let names = ["migration/b", "migration/a", "plan/p", "migration/é", "migration/z", "migration0", "migratio", "migration/a-2"]
+        for (index, name) in names.enumerated() {
+            for version in 0..<UInt64(index % 3 + 1) {
+                _ = try await log.append(AppendRequest(stream: name, expectedVersion: version, records: [bytes("\(name)-\(version)")]))
+            }
+        }
+        let expected = ["migration/a", "migration/a-2", "migration/b", "migration/z", "migration/é"]
+        #expect(try await log.streams(withPrefix: "migration/", after: "", limit: 100) == expected)
+        var paged: [String] = []
+        var after = ""
+        while true {
+            let page = try await log.streams(withPrefix: "migration/", after: after, limit: 2)
+            #expect(page.count <= 2)
+            guard let last = page.last else { break }
+            paged += page
+            after = last
+        }
+        #expect(paged == expected)
+        #expect(try await log.streams(withPrefix: "migration/", after: "migration/b", limit: 100) == ["migration/z", "migration/é"])
+        #expect(try await log.streams(withPrefix: "plan/", after: "", limit: 100) == ["plan/p"])
+        #expect(try await log.streams(withPrefix: "nothing/", after: "", limit: 100) == [])
+        #expect(try await log.streams(withPrefix: "migration/", after: "", limit: 0) == [])
+        #expect(try await log.streams(withPrefix: "", after: "", limit: 100).count == names.count)
+    }
+
     /// One stream's events, as a watch or a migration's history reads them: the same events, in the same
     /// order, as filtering the whole log, paged by global sequence, whatever the other streams hold.
     @Test(arguments: LogKind.allCases)
