@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 5
+    public static let canonicalFormat: UInt8 = 6
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -31,7 +31,13 @@ extension LogState {
         }
         guard reader.offset == bytes.count else { throw .trailingBytes(offset: reader.offset) }
         var migrations: [MigrationID: MigrationState] = [:]
-        for migration in list { migrations[migration.id] = migration }
+        for migration in list {
+            // No fold keeps a settled migration that holds and waits for nothing (format 6).
+            if migration.status.isSettled, migration.nodes.allSatisfy({ $0.serviceLeases == .none }) {
+                throw .invalidValue(offset: 0, what: "settled migration \(migration.id) in the live state")
+            }
+            migrations[migration.id] = migration
+        }
         var plans: [String: [PlanSnapshot]] = [:]
         for (name, versions) in planList { plans[name] = versions }
         self.init(migrations: migrations, plans: plans, lastSequence: lastSequence)

@@ -12,6 +12,10 @@ public struct LogState: Hashable, Sendable {
     /// poll or timer tick does not grow with the settled history. Never iterated for anything that
     /// matters: use `unsettledInOrder`.
     public private(set) var unsettled: Set<MigrationID>
+    /// Settled migrations that have left `migrations`, kept only by a fold that asked for them
+    /// (`init(keepingSettled:)`; nil otherwise, and always in the coordinator): a reviewer's "every
+    /// migration as of sequence N". Not part of the canonical bytes, so not of the digest.
+    public private(set) var settledKept: [MigrationID: MigrationState]?
 
     public init() {
         self.migrations = [:]
@@ -19,6 +23,17 @@ public struct LogState: Hashable, Sendable {
         self.lastSequence = 0
         self.serviceLeases = ServiceLeaseIndex()
         self.unsettled = []
+    }
+
+    /// An empty state whose fold keeps the settled migrations it retires in `settledKept`.
+    public init(keepingSettled: Bool) {
+        self.init()
+        if keepingSettled { settledKept = [:] }
+    }
+
+    /// Every migration the fold has seen, the settled ones kept in `settledKept` included, sorted by id.
+    public var everyMigrationInOrder: [MigrationState] {
+        (Array(migrations.values) + (settledKept.map { Array($0.values) } ?? [])).sorted { $0.id < $1.id }
     }
 
     init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], lastSequence: UInt64) {
@@ -64,10 +79,12 @@ public struct LogState: Hashable, Sendable {
     /// Folds in one event of migration `id` recorded at global position `sequence`.
     public mutating func evolve(migration id: MigrationID, sequence: UInt64, _ event: MigrationEvent) {
         // In place through the dictionary's modify accessor (no copy of the migration's arrays), one lookup.
+        var settled = false
         if let status = migrations[id]?.evolvedStatus(event) {
             // Settling is final (a settled migration refuses every command), so the index only shrinks
             // here; events after the settling one (releases in the same append) find it gone.
             if status.isSettled { unsettled.remove(id) }
+            settled = status.isSettled
         } else if let started = MigrationState.evolve(nil, event) {
             migrations[id] = started
             if !started.status.isSettled { unsettled.insert(id) }
@@ -82,7 +99,40 @@ public struct LogState: Hashable, Sendable {
         default:
             break
         }
+        if settled { retireIfDone(id) }
         lastSequence = max(lastSequence, sequence)
+    }
+
+    /// Folds the events of one migration's stream (with their global sequences, in order) into its state,
+    /// settled or not: how a migration that has left the live state is read. For a migration still in
+    /// the live state it gives the same value as `migrations[id]` at the same point of the log.
+    public static func migration(replaying events: some Sequence<(sequence: UInt64, event: MigrationEvent)>) -> MigrationState? {
+        var state: MigrationState?
+        for (sequence, event) in events {
+            if state != nil {
+                _ = state?.evolvedStatus(event)
+            } else {
+                state = MigrationState.evolve(nil, event)
+            }
+            if case .serviceLeasesRequested(let requested) = event, state?.node(requested.node) != nil {
+                state?.stampRequest(requested.node, sequence: sequence)
+            }
+        }
+        return state
+    }
+
+    /// A settled migration that neither holds nor waits for a service leaves the live state (canonical
+    /// format 6): nothing can change it any more (every command to it is refused, its stream takes no
+    /// more events), so keeping it would only make snapshots and every copy of the state grow with
+    /// history. Its status and events stay in its stream (`migration/ID`), which is where readers of a
+    /// settled migration find it. One still holding a service (an old history, or releases that follow
+    /// in the same append) leaves when its last release is folded.
+    private mutating func retireIfDone(_ id: MigrationID) {
+        guard let index = migrations.index(forKey: id) else { return }
+        let migration = migrations.values[index]
+        guard migration.status.isSettled, migration.nodes.allSatisfy({ $0.serviceLeases == .none }) else { return }
+        migrations.remove(at: index)
+        settledKept?[migration.id] = migration
     }
 
     /// Decides `command` for migration `id` (see `MigrationState.decide`).

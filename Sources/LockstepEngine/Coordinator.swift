@@ -1,7 +1,8 @@
 // The coordinator actor: its state, opening (snapshot + tail), commands (decide → append → evolve,
 // one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
-// (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, and CommandTypes
-// (what commands are asked with and answer). Issue 15 replaces it with one engine state machine.
+// (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, Coordinator+Reads
+// (settled migrations, from their streams) and CommandTypes (what commands are asked with and answer).
+// Issue 15 replaces it with one engine state machine.
 import LockstepCore
 import LockstepStore
 import LockstepWire
@@ -166,12 +167,6 @@ public actor Coordinator {
                            monotonic: monotonic)
     }
 
-    /// The live state of migration `id`, if it exists.
-    public func migration(_ id: MigrationID) -> MigrationState? { state.migrations[id] }
-
-    /// The digest of the live state.
-    public var digest: StateDigest { state.digest }
-
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
     ///
     /// When the events change a service queue (a request, a withdrawal or a release), the lease queue
@@ -196,6 +191,17 @@ public actor Coordinator {
         let stream = RecordedEvent.stream(of: id)
         guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
         defer { release(stream) }
+        if state.migrations[id] == nil {
+            if case .start = command {
+                // A settled migration has left the live state but not the log: its id stays taken.
+                // (The append's expected version 0 would refuse it too, as a conflict.)
+                let version: UInt64
+                do { version = try await log.streamVersion(of: stream) } catch { throw .storage(error) }
+                if version > 0 { throw .rejected(.migrationAlreadyExists(id)) }
+            } else {
+                throw .rejected(try await absence(of: id, command, now: now))
+            }
+        }
         let events: [MigrationEvent]
         switch state.decide(migration: id, command, now: now) {
         case .rejected(let rejection): throw .rejected(rejection)
@@ -230,13 +236,16 @@ public actor Coordinator {
             noteFailure(error)
             throw .storage(error)
         }
+        // The plan, read before the fold: an append that settles the migration takes it out of the live state.
+        var plan = state.migrations[id]?.plan
         for (offset, event) in recorded.enumerated() {
             state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
         }
         markApplied(receipt.firstSequence...receipt.lastSequence)
         armLeases(of: id)
-        if let changeObserver, let migration = state.migrations[id] {
-            changeObserver(Change(migration: id, services: Set(migration.plan.nodes.flatMap(\.services)), events: events, at: now))
+        if plan == nil { plan = state.migrations[id]?.plan }
+        if let changeObserver, let plan {
+            changeObserver(Change(migration: id, services: Set(plan.nodes.flatMap(\.services)), events: events, at: now))
         }
         return CommandResult(events: recorded, receipt: receipt)
     }
@@ -280,7 +289,10 @@ public actor Coordinator {
     /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
     /// TTL restarts on the monotonic clock. Records nothing. Returns the lease's TTL in milliseconds.
     @discardableResult
-    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant) throws(CommandError) -> Int64 {
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant) async throws(CommandError) -> Int64 {
+        guard state.migrations[id] != nil else {
+            throw .rejected(try await absence(of: id, .heartbeat(node: node, token: token, by: reporter), now: now))
+        }
         if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token, by: reporter), now: now) {
             throw .rejected(rejection)
         }
@@ -323,7 +335,8 @@ public actor Coordinator {
 
     /// Makes the timer match migration `id`'s live leases: new leases start their TTL now, ended ones are dropped.
     private func armLeases(of id: MigrationID) {
-        guard let migration = state.migrations[id] else { return }
+        // (Settled and gone from the live state: no lease of it lives on.)
+        guard let migration = state.migrations[id] else { leaseDeadlines[id] = nil; return }
         let live = Self.deadlines(for: migration, keeping: leaseDeadlines[id] ?? [:], monotonic: monotonic())
         leaseDeadlines[id] = live.isEmpty ? nil : live
     }

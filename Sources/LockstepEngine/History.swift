@@ -169,8 +169,40 @@ public enum History {
         }
     }
 
-    public static func replay(_ log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> LogState {
-        var state = LogState()
+    /// Migration `id` as of global sequence `through` (or the end of the log), folded from its own
+    /// stream: how a settled migration, gone from the live state, is read, at the cost of its stream.
+    /// Every event is checked as a full replay checks it (bytes, stream and version, the start).
+    /// Nil when the stream has no event at or before `through`.
+    public static func migration(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> MigrationState? {
+        let stream = RecordedEvent.stream(of: id)
+        var events: [(sequence: UInt64, event: MigrationEvent)] = []
+        var after: UInt64 = 0
+        reading: while true {
+            let page = try await log.read(stream: stream, after: after, limit: pageEventsMax)
+            for stored in page {
+                if let through, stored.sequence > through { break reading }
+                guard case .migration(let recorded) = try decode(stored), recorded.migration == id else {
+                    throw .corrupted(position: stored.sequence, reason: "an event of \(stream) is not an event of migration \(id)")
+                }
+                guard recorded.streamVersion == UInt64(events.count) + 1 else {
+                    throw .corrupted(position: stored.sequence, reason: "stream \(stream) jumps from version \(events.count) to \(recorded.streamVersion)")
+                }
+                let isStart = if case .migrationStarted = recorded.event { true } else { false }
+                guard isStart == events.isEmpty else {
+                    throw .corrupted(position: stored.sequence, reason: "stream \(stream) does not start with exactly one migration_started")
+                }
+                events.append((stored.sequence, recorded.event))
+            }
+            guard let last = page.last else { break }
+            after = last.sequence
+        }
+        return LogState.migration(replaying: events)
+    }
+
+    /// `keepingSettled`: keep the migrations that settled on the way in `LogState.settledKept` (what a
+    /// reviewer's state-at shows), at the cost of holding every migration of the history.
+    public static func replay(_ log: any EventLog, through: UInt64? = nil, keepingSettled: Bool = false) async throws(EventLogError) -> LogState {
+        var state = LogState(keepingSettled: keepingSettled)
         try await fold(log, into: &state, through: through)
         return state
     }

@@ -27,19 +27,26 @@ public enum HistoryVerifier {
         var state = LogState()
         var head = LogHead.genesis
         var atSnapshot: (link: ChainHash, digest: StateDigest)?
+        // Every migration ever started (settled ones leave the live state): each stream starts once.
+        var migrations = 0
+        func count(_ record: LogRecord) {
+            if case .migration(let event) = record, case .migrationStarted = event.event { migrations += 1 }
+        }
         if let snapshot {
             // Fold up to the snapshot's event (or as far as the log goes), then the rest.
             do {
-                try await History.fold(log, into: &state, through: snapshot.sequence) { stored, _ throws(EventLogError) in
+                try await History.fold(log, into: &state, through: snapshot.sequence) { stored, record throws(EventLogError) in
                     head = LogHead(sequence: stored.sequence, chainHash: stored.chainHash)
+                    count(record)
                 }
                 atSnapshot = (head.chainHash, state.digest)
             } catch .invalidRequest {
                 // The log ends before the snapshot's event: reported below as a truncated tail.
             }
         }
-        try await History.fold(log, into: &state) { stored, _ throws(EventLogError) in
+        try await History.fold(log, into: &state) { stored, record throws(EventLogError) in
             head = LogHead(sequence: stored.sequence, chainHash: stored.chainHash)
+            count(record)
         }
         let recorded = try await log.head()
         if head.sequence < recorded.sequence {
@@ -66,7 +73,7 @@ public enum HistoryVerifier {
                 throw .corrupted(position: snapshot.sequence, reason: "the snapshot at \(snapshot.sequence) does not match the replayed state")
             }
         }
-        return VerificationReport(events: head.sequence, head: head, migrations: state.migrations.count, plans: state.plans.count,
+        return VerificationReport(events: head.sequence, head: head, migrations: migrations, plans: state.plans.count,
                                   snapshotChecked: snapshot?.sequence, digest: state.digest)
     }
 }

@@ -149,11 +149,11 @@ public struct Rehearsal: Sendable {
               await coordinator.migration(id) != nil else {
             throw Failure.refused(.rejected(.invalidArgument("the plan could not be started")))
         }
-        func state() async -> MigrationState { await coordinator.migration(id)! }
-        while !(await state()).status.isSettled {
+        func state() async throws(Failure) -> MigrationState { try await Self.migration(id, of: coordinator) }
+        while !(try await state()).status.isSettled {
             // Agents that are alive have heartbeated all along (also through the clock's jump); then the
             // coordinator's timers run, as the server runs them.
-            var migration = await state()
+            var migration = try await state()
             for (node, token) in inFlight.map({ ($0.node, $0.token) }) + hung.map({ ($0.node, $0.token) }) where migration.node(node)?.lease?.token == token {
                 do throws(CommandError) {
                     try await coordinator.heartbeat(migration: id, node: node, token: token, now: now)
@@ -198,7 +198,7 @@ public struct Rehearsal: Sendable {
                     }
                 }
             }
-            migration = await state()
+            migration = try await state()
             // A rejected gate pauses the migration: the rehearsed operator aborts it. A failure under
             // `on_failure: pause` pauses it too: the operator resumes, which gives the node fresh attempts.
             if migration.status == .paused {
@@ -229,7 +229,7 @@ public struct Rehearsal: Sendable {
                 let dies = forward && (lossesLeft[node] ?? 0) > 0
                 let ttl = dies ? (spec.timeouts.heartbeatMillis ?? Self.lostAgentTTLMillis) : CoreLimits.leaseTTLMillisMax
                 guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: ttl), as: agent, .agent) else { continue }
-                let token = (await state()).node(node)!.lastToken
+                let token = (try await state()).node(node)!.lastToken
                 if dies {
                     lossesLeft[node]! -= 1
                     continue  // never heartbeats nor reports: its lease expires
@@ -245,13 +245,13 @@ public struct Rehearsal: Sendable {
                 inFlight.append((now.adding(milliseconds: duration(of: spec, rollback: !forward, random: &random)), node, token, !fails))
             }
             // Advance the clock to the next thing that happens.
-            migration = await state()
+            migration = try await state()
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
             let timers = await coordinator.nextTimerDue(now: now)
             let nextTimes = (inFlight.map(\.at) + retries + [timers].compactMap { $0 }).filter { $0 > now }
             guard let next = nextTimes.min() else {
-                if (await state()).status.isSettled { break }
-                throw Failure.stuck((await state()).status)
+                if (try await state()).status.isSettled { break }
+                throw Failure.stuck((try await state()).status)
             }
             monotonic.advance(byMillis: next.millisecondsSinceEpoch - now.millisecondsSinceEpoch)
             now = max(now, next)
@@ -265,11 +265,19 @@ public struct Rehearsal: Sendable {
                 _ = try await execute(command, as: agent, .agent)
             }
         }
-        let final = await state()
+        let final = try await state()
         return Outcome(timeline: timeline, final: final, digest: await coordinator.digest, replayDigest: try await History.replay(log).digest)
     }
 
     /// A step's simulated duration: 20–60% of its start-to-close timeout, or 1–5 minutes without one.
+    /// Migration `id` as it stands; settled, it has left the live state and is read from its stream.
+    static func migration(_ id: MigrationID, of coordinator: Coordinator) async throws(Failure) -> MigrationState {
+        let found: MigrationState?
+        do { found = try await coordinator.readMigration(id) } catch { throw .refused(.storage(error)) }
+        guard let found else { throw .refused(.rejected(.migrationNotFound(id))) }
+        return found
+    }
+
     func duration(of spec: NodeSpec, rollback: Bool, random: inout SplitMix64) -> Int64 {
         let budget = spec.timeouts.startToCloseMillis ?? 300_000
         let low = max(1_000, budget / 5), high = max(low + 1, budget * 3 / 5)

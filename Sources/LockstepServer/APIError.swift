@@ -105,6 +105,11 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     }
     public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 
+    /// Runs a read of the log, answering its failure as the storage error it is.
+    static func reading<T>(_ read: () async throws(EventLogError) -> T) async throws(APIError) -> T {
+        do { return try await read() } catch { throw APIError(.storage(error)) }
+    }
+
     /// The API error for a coordinator's refusal or failure.
     public init(_ error: CommandError) {
         switch error {

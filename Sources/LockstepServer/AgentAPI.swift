@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepEngine
+import LockstepStore
 import LockstepWire
 
 /// Limits of the API, with their units in the names.
@@ -153,11 +154,14 @@ public struct AgentAPI: Sendable {
         try APIError.checkIdentifier(String(parts[1]), "lease_id's node")
         let migration = MigrationID(String(parts[0]))
         let node = NodeID(String(parts[1]))
-        let spec = await coordinator.migration(migration)?.plan.node(node)
+        // Settled migrations too (read from their streams): a report that comes after the migration
+        // settled is answered migration_settled, as any command to it.
+        let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
+        let spec = found?.plan.node(node)
         // A missing migration or node reads the same as another service's: agents cannot probe.
         guard let spec, principal.mayAct(forService: spec.services[0]) else {
             if principal.roles.contains(.admin) {
-                guard await coordinator.migration(migration) != nil else { throw APIError(.rejected(.migrationNotFound(migration))) }
+                guard found != nil else { throw APIError(.rejected(.migrationNotFound(migration))) }
                 throw APIError(.rejected(.unknownNode(node)))
             }
             throw principal.notItsNode(migration, node)

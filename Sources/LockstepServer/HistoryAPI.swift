@@ -66,7 +66,8 @@ public struct HistoryAPI: Sendable {
         }
         let state: LogState
         do {
-            state = through == 0 ? LogState() : try await History.replay(coordinator.log, through: through)
+            // Every migration started by then, settled ones included (the live state holds only the unsettled).
+            state = through == 0 ? LogState() : try await History.replay(coordinator.log, through: through, keepingSettled: true)
         } catch {
             if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
             throw APIError(.storage(error))

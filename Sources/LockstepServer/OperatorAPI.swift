@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepEngine
+import LockstepStore
 import LockstepPlan
 import LockstepWire
 
@@ -92,20 +93,23 @@ public struct OperatorAPI: Sendable {
     public func getMigration(_ request: Lockstep_V1_GetMigrationRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_Migration {
         try principal.require(anyOf: Self.readers, to: "read migrations")
         try APIError.checkIdentifier(request.migrationID, "migration_id")
-        let state = await coordinator.state
-        guard let migration = state.migrations[MigrationID(request.migrationID)] else {
-            throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
+        let id = MigrationID(request.migrationID)
+        // Settled ones too: they have left the live state, and are read from their streams.
+        guard let migration = try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigration(id) }) else {
+            throw APIError(.rejected(.migrationNotFound(id)))
         }
-        return Lockstep_V1_Migration(migration, in: state)
+        return Lockstep_V1_Migration(migration, in: await coordinator.state)
     }
 
     public func listMigrations(_ request: Lockstep_V1_ListMigrationsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListMigrationsResponse {
         try principal.require(anyOf: Self.readers, to: "read migrations")
         let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
         if !request.pageToken.isEmpty { try APIError.checkIdentifier(request.pageToken, "page_token") }
-        let state = await coordinator.state
-        let after = MigrationID(request.pageToken)
-        let page = state.migrationsInOrder.lazy.filter { request.pageToken.isEmpty || after < $0.id }.prefix(size + 1)
+        // Every migration that ever started, settled ones included (read from the log: they have left
+        // the live state), in id order.
+        let (page, state) = try await APIError.reading { () throws(EventLogError) in
+            try await coordinator.listMigrations(after: MigrationID(request.pageToken), limit: size + 1)
+        }
         let shown = Array(page.prefix(size))
         return .with {
             $0.migrations = shown.map { Lockstep_V1_Migration($0, in: state) }
@@ -134,7 +138,7 @@ public struct OperatorAPI: Sendable {
         try APIError.checkIdentifier(request.nodeID, "node_id")
         let id = MigrationID(request.migrationID)
         let node = NodeID(request.nodeID)
-        let migration = await coordinator.migration(id)
+        let migration = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(id) }
         let spec = migration?.plan.node(node)
         if !operates {
             // An agent learns nothing about nodes of other services: a missing one reads the same.
@@ -218,7 +222,7 @@ public struct OperatorAPI: Sendable {
         } catch {
             throw APIError(error)
         }
-        return await response(result)
+        return try await response(result)
     }
 
     private func change(_ command: MigrationCommand, _ id: String, _ principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
@@ -230,13 +234,16 @@ public struct OperatorAPI: Sendable {
         } catch {
             throw APIError(error)
         }
-        return await response(result)
+        return try await response(result)
     }
 
-    private func response(_ result: CommandResult) async -> Lockstep_V1_ChangeResponse {
+    private func response(_ result: CommandResult) async throws(APIError) -> Lockstep_V1_ChangeResponse {
         let id = result.events.first?.migration
-        // A change that is not a migration's (a forced release) has no status: unspecified.
-        let status = if let id { await coordinator.migration(id)?.status } else { MigrationStatus?.none }
+        // A change that is not a migration's (a forced release) has no status: unspecified. A change
+        // that settled its migration finds it in its stream.
+        let status = if let id {
+            try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(id)?.status }
+        } else { MigrationStatus?.none }
         return .with {
             $0.migrationID = id?.rawValue ?? ""
             $0.events = result.events.map(\.event.typeName)

@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepEngine
+import LockstepStore
 import LockstepWire
 
 /// Which stage a migration or node is at, for the services it changes: one dictionary lookup, so
@@ -18,7 +19,7 @@ public struct StageAPI: Sendable {
         try APIError.checkIdentifier(request.migrationID, "migration_id")
         if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node") }
         let id = MigrationID(request.migrationID)
-        let migration = await coordinator.migration(id)
+        let migration = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(id) }
         if !reader {
             // A missing migration reads the same as one that changes none of the agent's services.
             guard let migration, !Set(migration.plan.nodes.flatMap(\.services)).isDisjoint(with: principal.services) else {

@@ -26,7 +26,10 @@ public struct WatchAPI: Sendable {
         try principal.require(anyOf: OperatorAPI.readers, to: "watch migrations")
         if let problem = MigrationState.identifierProblem(request.migrationID, what: "migration_id") { throw APIError.invalid(problem) }
         let id = MigrationID(request.migrationID)
-        guard await coordinator.migration(id) != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
+        // A settled migration is watched too: its events, then the end.
+        guard try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigration(id) }) != nil else {
+            throw APIError(.rejected(.migrationNotFound(id)))
+        }
         return WatchEvents(coordinator: coordinator, wakeups: wakeups, migration: id, owner: principal.name,
                            after: request.afterSequence, clientGone: clientGone, whenGone: whenGone)
     }

@@ -205,7 +205,8 @@ extension Lockstep_V1_StateAtResponse {
         self.init()
         sequence = state.lastSequence
         self.digest = digest
-        migrations = state.migrationsInOrder.map { Lockstep_V1_Migration($0, in: state) }
+        // Settled ones too when the fold kept them (a state-at replay keeps them).
+        migrations = state.everyMigrationInOrder.map { Lockstep_V1_Migration($0, in: state) }
         plans = state.appliedPlanViews
         serviceLeases = state.heldServiceViews
         serviceQueue = state.serviceQueueViews

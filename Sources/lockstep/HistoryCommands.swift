@@ -100,7 +100,7 @@ extension HistoryCommand {
             }
             try await reportingFailures {
                 let log = try openReadOnly(try DataOptions.at(data))
-                try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at)))
+                try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at, keepingSettled: true)))
             }
         }
 

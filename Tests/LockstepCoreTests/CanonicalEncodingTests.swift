@@ -22,8 +22,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 5, last sequence 0, zero migrations, zero plans.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x05, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 6, last sequence 0, zero migrations, zero plans.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {

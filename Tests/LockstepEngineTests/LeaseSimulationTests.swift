@@ -40,7 +40,7 @@ import Testing
         let agents = ["agent-a", "agent-b", "agent-c"]
 
         for _ in 0..<400 {
-            guard let state = await coordinator.migration(id), !state.status.isSettled else { break }
+            guard let state = try await coordinator.readMigration(id), !state.status.isSettled else { break }
             switch Int.random(in: 0..<10, using: &random) {
             case 0, 1:
                 // Time passes (the wall clock may even jump backwards); due leases expire.

@@ -32,7 +32,7 @@ final class ManualMonotonicClock: Sendable {
         clock.advance(millis: 1)
         let expired = await coordinator.expireDueLeases(now: t(2))
         #expect(expired.map(\.1) == [NodeID("step-0")])
-        let node = try #require(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0")))
+        let node = try #require(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0")))
         #expect(node.status == .pending)
         #expect(node.lastFailure == "lease expired: no heartbeat within its TTL; agent agent-1 taken as lost (1 of 3 not counted against the retry policy)")
         #expect(node.attempts == 0 && node.agentsLost == 1)
@@ -45,7 +45,7 @@ final class ManualMonotonicClock: Sendable {
         _ = await coordinator.expireDueLeases(now: t(1))
         _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-2", ttlMillis: 30_000), migration: MigrationID("m"),
                                           context: agent, now: t(2))
-        #expect(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(2))
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(2))
         await #expect(throws: CommandError.rejected(.staleFencingToken(NodeID("step-0"), current: FencingToken(2), presented: FencingToken(1)))) {
             try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(1)), migration: MigrationID("m"), context: agent, now: t(3))
         }
@@ -53,7 +53,7 @@ final class ManualMonotonicClock: Sendable {
             try await coordinator.heartbeat(migration: MigrationID("m"), node: NodeID("step-0"), token: FencingToken(1), now: t(3))
         }
         _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: FencingToken(2)), migration: MigrationID("m"), context: agent, now: t(4))
-        #expect(await coordinator.migration(MigrationID("m"))?.status == .succeeded)
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.status == .succeeded)
         #expect(await coordinator.nextLeaseDeadlineNanos == nil)
     }
 
@@ -119,7 +119,7 @@ final class ManualMonotonicClock: Sendable {
         #expect(await coordinator.pauseStepsNobodyTook(now: t(86_400)).isEmpty)
         clock.advance(millis: 1)
         #expect(await coordinator.pauseStepsNobodyTook(now: t(60)) == [MigrationID("m")])
-        let paused = try #require(await coordinator.migration(MigrationID("m")))
+        let paused = try #require(try await coordinator.readMigration(MigrationID("m")))
         #expect(paused.status == .paused)
         #expect(paused.statusReason == "schedule_to_start_exceeded: node step-0 was ready for 1m (its schedule_to_start) and no agent of "
             + "\(ExamplePlans.chain(length: 2).nodes[0].services[0]) took its step; start one, then resume")
@@ -139,7 +139,7 @@ final class ManualMonotonicClock: Sendable {
                                           context: agent, now: t(30))
         clock.advance(millis: 60_000)
         #expect(await coordinator.pauseStepsNobodyTook(now: t(90)).isEmpty)
-        #expect(await coordinator.migration(MigrationID("m"))?.status == .running)
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.status == .running)
         // The command checks the state itself: a node that is not waiting is refused.
         await #expect(throws: CommandError.rejected(.notWaitingForAgent(NodeID("step-0")))) {
             try await coordinator.execute(.scheduleToStartExceeded(node: NodeID("step-0")), migration: MigrationID("m"), context: user, now: t(90))

@@ -20,11 +20,11 @@ import Testing
                 group.addTask {
                     _ = try await coordinator.start(id, plan: plan, context: user, now: t(0))
                     var rounds = 0
-                    while await coordinator.migration(id)?.status != .succeeded {
+                    while try await coordinator.readMigration(id)?.status != .succeeded {
                         rounds += 1
                         #expect(rounds < 10_000, "\(id) never got through")
                         guard rounds < 10_000 else { return }
-                        let ready = await coordinator.migration(id)!.nodes.first { $0.status == .pending }!.id
+                        let ready = try await coordinator.readMigration(id)!.nodes.first { $0.status == .pending }!.id
                         do throws(CommandError) {
                             let leased = try await coordinator.execute(.leaseStep(node: ready, agent: "agent-\(id)", ttlMillis: 60_000),
                                                                        migration: id, context: agent, now: t(1))

@@ -226,7 +226,22 @@ actor FaultyEventLog: EventLog {
                 #expect(nextRetry == scanned.nextRetry, "seed \(seed): \(service): the retry found through the holder differs from the scan")
             }
         }
-        counts.settled = await coordinator.state.migrationsInOrder.filter(\.status.isSettled).count
+        // Settled migrations that hold nothing have left the live state; every migration, live or not,
+        // folds from its own stream to what the live state holds of it.
+        let live = await coordinator.state
+        let (all, _) = try await coordinator.listMigrations(after: MigrationID(""), limit: 1_000)
+        for migration in all {
+            let folded = try await History.migration(migration.id, in: log)
+            #expect(folded == migration, "seed \(seed): \(migration.id) folded from its stream differs")
+            if let kept = live.migrations[migration.id] {
+                #expect(kept == migration && (!kept.status.isSettled || kept.nodes.contains { $0.serviceLeases != .none }),
+                        "seed \(seed): \(migration.id) is settled and holds nothing, yet stays in the live state")
+            } else {
+                #expect(migration.status.isSettled, "seed \(seed): \(migration.id) left the live state unsettled")
+            }
+        }
+        #expect(all.count == live.migrations.count + all.filter { live.migrations[$0.id] == nil }.count)
+        counts.settled = all.filter(\.status.isSettled).count
         try await Self.checkHistory(of: log, seed: seed)
         #expect(try await History.replay(log).digest == (await coordinator.digest), "seed \(seed): replay differs from the live state")
         return (counts, try await log.head())

@@ -165,6 +165,21 @@ struct OperatorAPITests {
         #expect(first.contains(#""next_page_token":"m2""#), "\(first)")
         let second = try await server.post("/v1/migrations/list", #"{"page_size": 2, "page_token": "m2"}"#, token: Self.tokens["audrey"])
         #expect(second.contains(#""migration_id":"m3""#) && !second.contains("next_page_token"), "\(second)")
+
+        // A settled migration leaves the coordinator's live state, not the API: it is read, listed and
+        // watched from its stream, its id stays taken, and it takes no more commands.
+        let aborted = try await server.post("/v1/migrations/abort", #"{"migration_id": "m2", "reason": "not needed"}"#, token: Self.tokens["alice"])
+        #expect(aborted.contains(#""status":"MIGRATION_STATUS_ROLLED_BACK""#), "\(aborted)")
+        let read = try await server.post("/v1/migrations/get", #"{"migration_id": "m2"}"#, token: Self.tokens["audrey"])
+        #expect(read.contains(#""status":"MIGRATION_STATUS_ROLLED_BACK""#) && read.contains(#""started_by":"alice""#) && read.hasSuffix("\n200"), "\(read)")
+        let all = try await server.post("/v1/migrations/list", "{}", token: Self.tokens["audrey"])
+        #expect(all.components(separatedBy: #""migration_id":"#).count == 4 && all.contains(#""migration_id":"m2""#), "\(all)")
+        let again = try await server.post("/v1/migrations", #"{"plan": "gated", "migration_id": "m2"}"#, token: Self.tokens["alice"])
+        #expect(again.contains(#""code":"migration_already_exists""#) && again.hasSuffix("\n409"), "\(again)")
+        let paused = try await server.post("/v1/migrations/pause", #"{"migration_id": "m2", "reason": "late"}"#, token: Self.tokens["alice"])
+        #expect(paused.contains(#""code":"migration_settled""#) && paused.contains("has already rolled_back"), "\(paused)")
+        let missing = try await server.post("/v1/migrations/get", #"{"migration_id": "m9"}"#, token: Self.tokens["audrey"])
+        #expect(missing.contains(#""code":"migration_not_found""#), "\(missing)")
         _ = try await server.stop()
     }
 }

@@ -22,7 +22,7 @@ import Testing
         let gone: @Sendable () -> Bool = { checks.withLock { $0 += 1; return $0 > 2 } }
         let first = try await agents.poll(.with { $0.service = "orders"; $0.agentID = "a1"; $0.waitMs = 0 }, principal: principal, clientGone: gone)
         #expect(!first.hasStep)
-        let node = try #require(await coordinator.migration(MigrationID("m"))?.node(NodeID("step-0")))
+        let node = try #require(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0")))
         #expect(node.status == .pending && node.attempts == 0 && node.lease == nil && node.agentsLost == 0 && node.lastToken == FencingToken(1))
         #expect(node.lastFailure == "returned unstarted: the poll that took it went away before the step reached its agent")
         // The next poll gets the same attempt at once, under a new token.

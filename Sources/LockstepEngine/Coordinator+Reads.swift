@@ -1,0 +1,51 @@
+// Reading migrations, settled ones included: settled migrations leave the live state (canonical
+// format 6), so what still needs one folds its stream from the log.
+import LockstepCore
+import LockstepStore
+
+extension Coordinator {
+    /// Migration `id` if it is in the live state (not settled, or settled and still holding a service).
+    public func migration(_ id: MigrationID) -> MigrationState? { state.migrations[id] }
+
+    /// Migration `id`, settled or not: from the live state, else folded from its stream in the log
+    /// (settled migrations leave the live state; see `LogState.evolve`). Nil when it never started.
+    public func readMigration(_ id: MigrationID) async throws(EventLogError) -> MigrationState? {
+        if let live = state.migrations[id] { return live }
+        return try await History.migration(id, in: log)
+    }
+
+    /// Up to `limit` migrations with ids after `after` (all when empty), in id order, settled ones
+    /// included: the live state lists only the unsettled, so the ids come from the log's stream names
+    /// and each settled migration is folded from its own stream. Also returns the live state the
+    /// others were taken from (for their lease views).
+    public func listMigrations(after: MigrationID, limit: Int) async throws(EventLogError) -> ([MigrationState], LogState) {
+        let prefix = RecordedEvent.stream(of: MigrationID(""))
+        let names = try await log.streams(withPrefix: prefix, after: after.rawValue.isEmpty ? "" : RecordedEvent.stream(of: after), limit: limit)
+        let live = state
+        var page: [MigrationState] = []
+        for name in names {
+            guard let id = RecordedEvent.migration(ofStream: name) else { continue }
+            if let migration = live.migrations[id] {
+                page.append(migration)
+            } else if let settled = try await History.migration(id, in: log) {
+                page.append(settled)
+            }
+        }
+        return (page, live)
+    }
+
+    /// Why `command` to `id`, which is not in the live state, cannot run: it never started, or it has
+    /// settled and left the live state. Then the core decides the command against the migration folded
+    /// from its stream, so the answer is the one it gave while the migration was live (a late report
+    /// with a superseded token is told so; anything else, that the migration settled).
+    func absence(of id: MigrationID, _ command: MigrationCommand, now: Instant) async throws(CommandError) -> Rejection {
+        let settled: MigrationState?
+        do { settled = try await History.migration(id, in: log) } catch { throw .storage(error) }
+        guard let settled else { return .migrationNotFound(id) }
+        if case .rejected(let rejection) = MigrationState.decide(settled, command, now: now) { return rejection }
+        return .migrationSettled(id, status: settled.status)
+    }
+
+    /// The digest of the live state.
+    public var digest: StateDigest { state.digest }
+}
