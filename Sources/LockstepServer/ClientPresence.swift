@@ -12,37 +12,69 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Depa
     typealias InboundIn = NIOAny
     typealias InboundOut = NIOAny
 
-    private struct State {
-        var gone = false
-        var nextID = 0
-        /// What to do when the client goes: resume a watch's wait, or a parked poll.
-        var actions: [Int: @Sendable () -> Void] = [:]
-    }
-
-    private let state = NIOLockedValueBox(State())
+    private let signal = DepartureSignal()
     /// Whether a closed input means the client is gone: true on HTTP/1 connections; false where the
     /// handler may also sit on HTTP/2 streams, whose input closes with every complete request.
     private let inputClosedMeansGone: Bool
 
     init(inputClosedMeansGone: Bool = true) { self.inputClosedMeansGone = inputClosedMeansGone }
 
-    var isGone: Bool { state.withLockedValue { $0.gone } }
+    var isGone: Bool { signal.isGone }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if inputClosedMeansGone, case .inputClosed = event as? ChannelEvent { markGone() }
+        if inputClosedMeansGone, case .inputClosed = event as? ChannelEvent { signal.markGone() }
         context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        markGone()
+        signal.markGone()
         context.fireChannelInactive()
     }
 
-    private func markGone() {
+    public func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int? { signal.onDeparture(action) }
+
+    public func withdraw(_ token: Int) { signal.withdraw(token) }
+
+    /// Returns when the client is gone, or when the calling task is cancelled.
+    func waitUntilGone() async { await signal.waitUntilGone() }
+
+    /// The presence handler on `channel` (HTTP/1 connections and HTTP/2 streams have one), if any.
+    static func of(_ channel: any Channel) async -> ClientPresence? {
+        try? await channel.pipeline.handler(type: ClientPresence.self).get()
+    }
+
+    /// Whether the client on `channel` has gone away (closed, reset, or its input closed).
+    static func goneCheck(for channel: any Channel) async -> @Sendable () -> Bool {
+        goneCheck(for: channel, presence: await of(channel))
+    }
+
+    /// The same, with the presence handler already looked up.
+    static func goneCheck(for channel: any Channel, presence: ClientPresence?) -> @Sendable () -> Bool {
+        { !channel.isActive || (presence?.isGone ?? false) }
+    }
+}
+
+/// A departure that whoever notices it reports (`markGone`): what a connection's presence handler
+/// keeps, and what a gRPC call's cancellation handler marks (grpc-swift-2 reports a deadline or a reset
+/// stream through the call's context, not by cancelling the handler's task).
+final class DepartureSignal: Departure, Sendable {
+    private struct State {
+        var gone = false
+        var nextID = 0
+        /// What to do when it goes: resume a watch's wait, or a parked poll.
+        var actions: [Int: @Sendable () -> Void] = [:]
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    var isGone: Bool { state.withLockedValue { $0.gone } }
+
+    /// It has gone: every action registered runs now, once; later ones run as they register.
+    func markGone() {
         let actions = state.withLockedValue { state in
             state.gone = true
             defer { state.actions.removeAll() }
@@ -51,7 +83,7 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Depa
         for action in actions { action() }
     }
 
-    public func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int? {
+    func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int? {
         let token = state.withLockedValue { state -> Int? in
             guard !state.gone else { return nil }
             defer { state.nextID += 1 }
@@ -62,11 +94,11 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Depa
         return token
     }
 
-    public func withdraw(_ token: Int) {
+    func withdraw(_ token: Int) {
         _ = state.withLockedValue { $0.actions.removeValue(forKey: token) }
     }
 
-    /// Returns when the client is gone, or when the calling task is cancelled.
+    /// Returns when it has gone, or when the calling task is cancelled.
     func waitUntilGone() async {
         let id = state.withLockedValue { state in
             defer { state.nextID += 1 }
@@ -84,21 +116,6 @@ final class ClientPresence: ChannelInboundHandler, RemovableChannelHandler, Depa
         } onCancel: {
             state.withLockedValue { $0.actions.removeValue(forKey: id) }?()
         }
-    }
-
-    /// The presence handler on `channel` (HTTP/1 connections and HTTP/2 streams have one), if any.
-    static func of(_ channel: any Channel) async -> ClientPresence? {
-        try? await channel.pipeline.handler(type: ClientPresence.self).get()
-    }
-
-    /// Whether the client on `channel` has gone away (closed, reset, or its input closed).
-    static func goneCheck(for channel: any Channel) async -> @Sendable () -> Bool {
-        goneCheck(for: channel, presence: await of(channel))
-    }
-
-    /// The same, with the presence handler already looked up.
-    static func goneCheck(for channel: any Channel, presence: ClientPresence?) -> @Sendable () -> Bool {
-        { !channel.isActive || (presence?.isGone ?? false) }
     }
 }
 

@@ -12,21 +12,16 @@ struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
-        // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: run
-        // the poll in a task that such a cancellation cancels, and never lease once it has happened.
+        // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: the
+        // cancellation handler marks the call gone, which resumes a parked poll at once (no task per
+        // poll) and stops a poll from leasing once it has happened.
         let cancellation = context.cancellation
         return try await call(request, "agent/poll", context: context) { input, principal throws(APIError) in
-            let polling = Task { () async -> Result<Lockstep_V1_PollResponse, APIError> in
-                do throws(APIError) {
-                    return .success(try await agents.poll(input, principal: principal, clientGone: { cancellation.isCancelled }))
-                } catch {
-                    return .failure(error)
-                }
-            }
+            let departure = DepartureSignal()
             return try await withRPCCancellationHandler { () async throws(APIError) -> Lockstep_V1_PollResponse in
-                try await polling.value.get()
+                try await agents.poll(input, principal: principal, clientGone: { departure.isGone || cancellation.isCancelled }, departure: departure)
             } onCancelRPC: {
-                polling.cancel()
+                departure.markGone()
             }
         }
     }

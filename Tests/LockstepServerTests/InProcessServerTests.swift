@@ -73,6 +73,37 @@ import Testing
         }
     }
 
+    /// A gRPC poll whose client goes (here: the call is cancelled, a reset stream) leaves its parked place
+    /// at once, through the call's cancellation handler (no task per poll), and leases nothing.
+    @Test func aCancelledGRPCPollLeavesAtOnceAndLeasesNothing() async throws {
+        try await Self.withServer { grpc, http in
+            let clock = ContinuousClock()
+            let poll = Task {
+                try await LockstepClient.connect(to: grpc) { lockstep in
+                    try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "gone-1"; $0.waitMs = 30_000 })
+                }
+            }
+            let parkedBy = clock.now + .seconds(60)
+            while try await Self.metric(http, "lockstep_parked_polls") < 1 {
+                guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            poll.cancel()
+            let cancelledAt = clock.now
+            while try await Self.metric(http, "lockstep_parked_polls") > 0 {
+                guard clock.now - cancelledAt < .seconds(10) else { Issue.record("the cancelled poll stayed parked"); return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // The step that becomes ready now goes to the next poll, as its first attempt.
+            let step = try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = Self.plan })
+                _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
+                return try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "orders-2"; $0.waitMs = 5_000 })
+            }
+            #expect(step.step.leaseID == "m1/expand" && step.step.attempt == 1)
+        }
+    }
+
     @Test func aGracefulShutdownAnswersAParkedPollAtOnce() async throws {
         let poll = Mutex<Task<Lockstep_V1_PollResponse, any Error>?>(nil)
         let clock = ContinuousClock()
