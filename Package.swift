@@ -1,9 +1,13 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// Dependency direction: LockstepCore ← LockstepWire ← LockstepEngine ← lockstep (CLI), and
-// LockstepStore (byte-level, knows no protobuf) ← LockstepEngine. LockstepCore depends on the
-// standard library only. See docs/architecture.md.
+// Modules, each arrow "is used by" (docs/architecture.md draws the same picture):
+//   LockstepCore (pure) ← LockstepWire (protobuf) ← LockstepEngine (coordinator, history) ← LockstepService
+//   (the API without a transport) ← LockstepHTTP (JSON on Hummingbird) and LockstepGRPC (grpc-swift-2)
+//   ← LockstepServer (composition root) ← lockstep (thin CLI).
+//   LockstepStore (byte-level log port, knows no protobuf) ← LockstepEngine; LockstepPlan (YAML) ← LockstepService;
+//   LockstepAPI (generated stubs) ← LockstepClient ← LockstepAgent (the reference agent) ← lockstep.
+// LockstepCore depends on the standard library only.
 let package = Package(
     name: "Lockstep",
     platforms: [.macOS(.v15)],
@@ -14,9 +18,11 @@ let package = Package(
         .library(name: "LockstepStore", targets: ["LockstepStore"]),
         .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
         .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
+        .library(name: "LockstepService", targets: ["LockstepService"]),
         .library(name: "LockstepServer", targets: ["LockstepServer"]),
         // The Swift client of the API (gRPC): used by the CLI and agents.
         .library(name: "LockstepClient", targets: ["LockstepClient"]),
+        .library(name: "LockstepAgent", targets: ["LockstepAgent"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
@@ -97,15 +103,34 @@ let package = Package(
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
             ]
         ),
-        // The API (docs/api.md): one service layer, served as gRPC (grpc-swift-2, NIO HTTP/2 transport) and
-        // as JSON over HTTP/1.1 and h2c (Hummingbird).
+        // The API (docs/api.md) without a transport: the agent, operator, history, watch and stage
+        // services checked against a `Principal`, errors as `APIError`, parked calls (`Wakeups`), the
+        // timer service and the server's metrics.
         .target(
-            name: "LockstepServer",
+            name: "LockstepService",
             dependencies: [
-                "LockstepAPI",
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepPlan",
+                "LockstepStore",
+                "LockstepWire",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
+        ),
+        // The JSON transport: routes on Hummingbird, HTTP/1.1 and h2c on one port, and the connection
+        // limits and guards (also put in front of gRPC's listener).
+        .target(
+            name: "LockstepHTTP",
+            dependencies: [
+                "LockstepService",
+                "LockstepEngine",
                 "LockstepStore",
                 "LockstepWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -113,28 +138,71 @@ let package = Package(
                 .product(name: "HummingbirdHTTP2", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The gRPC transport (grpc-swift-2 over its NIO HTTP/2 transport): the generated service
+        // protocols implemented over LockstepService, the error-code interceptor, client identity under mTLS.
+        .target(
+            name: "LockstepGRPC",
+            dependencies: [
+                "LockstepAPI",
+                "LockstepService",
+                "LockstepStore",
+                "LockstepWire",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
+        // The composition root: `LockstepServer.build` puts the log, the coordinator, both transports and
+        // the timers together as services of one ServiceGroup.
+        .target(
+            name: "LockstepServer",
+            dependencies: [
+                "LockstepCore",
+                "LockstepEngine",
+                "LockstepGRPC",
+                "LockstepHTTP",
+                "LockstepService",
+                "LockstepStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdHTTP2", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // The reference agent (docs/agent.md) as a library: handlers run with swift-subprocess, shutdown
+        // with swift-service-lifecycle.
+        .target(
+            name: "LockstepAgent",
+            dependencies: [
+                "LockstepClient",
+                "LockstepWire",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
+            ]
+        ),
+        // The command line: a thin executable over the libraries above.
         .executableTarget(
             name: "lockstep",
             dependencies: [
+                "LockstepAgent",
                 "LockstepClient",
+                "LockstepService",
                 "LockstepEngine",
                 "LockstepPlan",
                 "LockstepServer",
@@ -143,7 +211,6 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Subprocess", package: "swift-subprocess"),
             ]
         ),
         // `swift build -c release --product lockstep-bench`: figures for docs/benchmarks.md (see ops/bench/run).
@@ -156,7 +223,7 @@ let package = Package(
         .executableTarget(
             name: "lockstep-bare",
             dependencies: [
-                "LockstepAPI", "LockstepServer", "LockstepWire",
+                "LockstepAPI", "LockstepHTTP", "LockstepServer", "LockstepWire",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
@@ -172,7 +239,7 @@ let package = Package(
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
-        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     exclude: ["Agents"]),

@@ -11,6 +11,9 @@ import LockstepStore
 import Logging
 import NIOCore
 import ServiceLifecycle
+import LockstepGRPC
+import LockstepHTTP
+import LockstepService
 
 /// `lockstep serve`: the coordinator on a data directory, its timers, and the API on HTTP.
 public enum LockstepServer {
@@ -282,7 +285,7 @@ public enum LockstepServer {
             logger: logger)
 
         let timers = TimerService { () async -> Void in
-            await runTimers(coordinator, clock: serverClock, tickMillis: options.timerTickMillis, idleMillisMax: options.timerIdleMillisMax, wake: timerWake) {
+            await CoordinatorTimers.run(coordinator, clock: serverClock, tickMillis: options.timerTickMillis, idleMillisMax: options.timerIdleMillisMax, wake: timerWake) {
                 if let step = serverClock.wallClockStep(thresholdMillis: 1_000) {
                     metrics.wallClockSteps.increment()
                     logger.warning("the wall clock stepped \(step > 0 ? "forward" : "back") by \(step.magnitude) ms; Lockstep's clock keeps the monotonic pace (durations, recorded times and deadlines are unaffected until restart)")
@@ -329,10 +332,6 @@ public enum LockstepServer {
 
     /// An IPv6 literal in brackets, as URLs and gRPC targets need it.
     static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
-}
-
-extension String {
-    func leftPadded(to length: Int) -> String { String(repeating: "0", count: max(0, length - count)) + self }
 }
 
 /// The TLS policy of both listeners: TLS 1.2 and above, forward-secret AEAD suites only.

@@ -4,6 +4,9 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 import UnixSignals
+import LockstepGRPC
+import LockstepHTTP
+import LockstepService
 
 extension LockstepServer {
     /// A built server: its long-lived work as services, for one `ServiceGroup`, and where it listens.
@@ -82,7 +85,7 @@ struct GRPCServerService: Service {
     }
 }
 
-/// The timer service (`LockstepServer.runTimers`): ends with the group.
+/// The timer service (`CoordinatorTimers.run`): ends with the group.
 struct TimerService: Service {
     let body: @Sendable () async -> Void
 

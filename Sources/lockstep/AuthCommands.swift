@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepServer
+import LockstepService
 
 /// `lockstep auth`: helpers for the server's authorization config.
 struct AuthCommand: AsyncParsableCommand {

@@ -6,6 +6,7 @@ import LockstepServer
 import LockstepStore
 import LockstepWire
 import Synchronization
+import LockstepService
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepServer
+import LockstepService
 
 /// `lockstep serve`: the coordinator and its API.
 struct Serve: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 @Suite struct AuthConfigTests {
     let hash = AuthConfig.hash("orders-agent-token-0123456789")

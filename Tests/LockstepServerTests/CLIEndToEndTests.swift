@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// Issue 6's end-to-end test: the built `lockstep` binary used as a user would, against a real
 /// `lockstep serve` on loopback, with reference agents as separate processes.

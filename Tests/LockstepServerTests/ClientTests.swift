@@ -5,6 +5,7 @@ import LockstepTestSupport
 import LockstepWire
 import Synchronization
 import Testing
+import LockstepService
 
 /// The Swift client library against a real `lockstep serve` over gRPC: a whole migration run through
 /// it, as operator, agent, approver and reviewer, with errors arriving as the server's codes.

@@ -5,6 +5,8 @@ import LockstepEngine
 @testable import LockstepServer
 import LockstepStore
 import Testing
+@testable import LockstepService
+@testable import LockstepHTTP
 
 /// One list of error codes, shared by server, client and agent: the docs' table says what the code
 /// says (HTTP and gRPC status), every code the server sends is documented, and the transient ones are

@@ -3,6 +3,7 @@ import LockstepCore
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// Issue 7's end-to-end test: real agents run a canary stage by stage against `lockstep serve`; metric
 /// samples arrive over the API during each bake; a breach at 50 % rolls everything back by itself, and

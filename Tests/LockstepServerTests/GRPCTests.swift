@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// Whether python3 can import grpcio and grpcio-tools.
 let pythonHasGRPC: Bool = {

@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// Issue 14's findings against a real `lockstep serve --dev` on loopback: what a hostile or careless
 /// client could do to the landed build (kill it, hold its memory and descriptors, mislead a reviewer),

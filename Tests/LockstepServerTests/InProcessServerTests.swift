@@ -7,6 +7,7 @@ import LockstepTestSupport
 import Logging
 import ServiceLifecycle
 import Testing
+import LockstepService
 
 /// The server built in process (`LockstepServer.build`) and run in a `ServiceGroup` the test owns: two
 /// at once in one process (metrics are per server, never a process-wide bootstrap), each serving its own

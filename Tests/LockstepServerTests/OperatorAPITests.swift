@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// The operator and approver side through a real server: reading migrations (and who may), pause,
 /// resume, gates with separation of duties, abort, forced release, paging.

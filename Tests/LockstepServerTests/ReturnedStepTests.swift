@@ -4,6 +4,8 @@ import LockstepEngine
 import LockstepStore
 import Synchronization
 import Testing
+@testable import LockstepService
+@testable import LockstepHTTP
 
 /// Issue 15: a poll whose client went away just after its step was leased left the lease to expire and
 /// burned an attempt. Now the step is given back at once, unstarted, and the attempt is not counted.

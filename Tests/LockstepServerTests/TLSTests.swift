@@ -2,6 +2,7 @@ import Foundation
 import LockstepServer
 import LockstepTestSupport
 import Testing
+import LockstepService
 
 /// Both listeners over TLS with a certificate made for the test: the JSON side answers HTTP/1.1 and
 /// h2 (chosen by ALPN), gRPC answers a client that trusts only that certificate, and plaintext is refused.

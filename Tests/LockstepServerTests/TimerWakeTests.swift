@@ -1,5 +1,7 @@
 @testable import LockstepServer
 import Testing
+@testable import LockstepService
+@testable import LockstepHTTP
 
 /// The timer service's and the sweeper's sleep: ended by a signal (one that came while nobody waited
 /// included), by its timeout, or by cancellation, never slept through. Bounds are generous: a wait that

@@ -1,6 +1,8 @@
 @testable import LockstepServer
 import Synchronization
 import Testing
+@testable import LockstepService
+@testable import LockstepHTTP
 
 @Suite struct WakeupsTests {
     /// Parks a caller and waits until it is parked.

@@ -2,6 +2,7 @@ import HummingbirdCore
 import Logging
 import NIOCore
 import NIOHTTP2
+import LockstepService
 
 /// Closes an HTTP/2 connection that has had no open stream for `limit`. Hummingbird's idle timeout
 /// sends GOAWAY and a PING and then waits for the PING's acknowledgement, which a client that reads
@@ -11,9 +12,9 @@ import NIOHTTP2
 ///
 /// It also counts the streams its connection's peer resets against the peer's budget in the gate, and
 /// closes the connection once the peer is over it (rapid reset across reconnections).
-final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    typealias InboundOut = NIOAny
+package final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = NIOAny
+    package typealias InboundOut = NIOAny
 
     private let limit: TimeAmount
     private let gate: ConnectionGate?
@@ -22,40 +23,40 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
     private var open = 0
     private var timer: Scheduled<Void>?
     /// Unarmed until a first stream opens (on a connection whose protocol is not known yet: TLS ALPN).
-    var armsOnFirstStream = false
+    package var armsOnFirstStream = false
 
-    init(limit: TimeAmount, gate: ConnectionGate? = nil, peer: String = "", overBudget: @escaping @Sendable () -> Void = {}) {
+    package init(limit: TimeAmount, gate: ConnectionGate? = nil, peer: String = "", overBudget: @escaping @Sendable () -> Void = {}) {
         self.limit = limit
         self.gate = gate
         self.peer = peer
         self.overBudget = overBudget
     }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         if !armsOnFirstStream { arm(context) }
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
         self.context = nil
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
     /// A stream of this connection opened (told by its `HTTP2StreamTracker`, on this event loop: the
     /// inline stream multiplexer keeps stream events from the connection's pipeline).
-    func streamOpened() {
+    package func streamOpened() {
         open += 1
         timer?.cancel()
         timer = nil
     }
 
     /// A stream of this connection closed, reset if `reset`.
-    func streamClosed(reset: Bool) {
+    package func streamClosed(reset: Bool) {
         guard let context else { return }
         open = max(0, open - 1)
         if open == 0 { arm(context) }
@@ -67,7 +68,7 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
 
     private var context: ChannelHandlerContext?
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
         context.fireChannelInactive()
@@ -81,9 +82,11 @@ final class HTTP2IdleBackstop: ChannelInboundHandler, RemovableChannelHandler {
 
 /// Sits on each HTTP/2 stream and tells its connection's `HTTP2IdleBackstop` (if it has one) that the
 /// stream opened and how it closed (a reset counts against the peer's reset budget).
-final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    typealias InboundOut = NIOAny
+package final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
+    package init() {}
+
+    package typealias InboundIn = NIOAny
+    package typealias InboundOut = NIOAny
 
     private var backstop: HTTP2IdleBackstop?
     private var closed = false
@@ -91,7 +94,7 @@ final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
     /// becomes inactive).
     private var resetByPeer = false
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         // On an HTTP/2 stream the parent is its connection, on the same event loop. (Over TLS the same
         // handlers also sit on HTTP/1.1 connections, whose parent is the listener, elsewhere: nothing to tell.)
         guard let parent = context.channel.parent, parent.eventLoop.inEventLoop else { return }
@@ -99,26 +102,26 @@ final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
         backstop?.streamOpened()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? StreamClosedEvent { close(reset: event.reason != nil) }
         context.fireUserInboundEventTriggered(event)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is NIOHTTP2Errors.StreamClosed { resetByPeer = true }
         context.fireErrorCaught(error)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         close(reset: resetByPeer)
         context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         close(reset: resetByPeer)
     }
 
@@ -133,14 +136,14 @@ final class HTTP2StreamTracker: ChannelInboundHandler, RemovableChannelHandler {
 /// so h2 over TLS counts stream resets against the peer's budget like h2c and gRPC. The protocol is only
 /// known after the handshake, so the backstop starts unarmed and arms once an HTTP/2 stream has been
 /// seen (an HTTP/1.1 connection never arms it, and keeps Hummingbird's own idle handling).
-struct GuardedHTTPChannel<Inner: HTTPChannelHandler>: HTTPChannelHandler {
-    typealias Value = Inner.Value
-    let inner: Inner
-    let makeBackstop: @Sendable (any Channel) -> HTTP2IdleBackstop
+package struct GuardedHTTPChannel<Inner: HTTPChannelHandler>: HTTPChannelHandler {
+    package typealias Value = Inner.Value
+    package let inner: Inner
+    package let makeBackstop: @Sendable (any Channel) -> HTTP2IdleBackstop
 
-    var responder: Responder { inner.responder }
+    package var responder: Responder { inner.responder }
 
-    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+    package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         inner.setup(channel: channel, logger: logger).flatMapThrowing { value in
             let backstop = makeBackstop(channel)
             backstop.armsOnFirstStream = true
@@ -149,7 +152,12 @@ struct GuardedHTTPChannel<Inner: HTTPChannelHandler>: HTTPChannelHandler {
         }
     }
 
-    func handle(value: Value, logger: Logger) async {
+    package func handle(value: Value, logger: Logger) async {
         await inner.handle(value: value, logger: logger)
+    }
+
+    package init(inner: Inner, makeBackstop: @escaping @Sendable (any Channel) -> HTTP2IdleBackstop) {
+        self.inner = inner
+        self.makeBackstop = makeBackstop
     }
 }

@@ -3,6 +3,7 @@ import HummingbirdHTTP2
 import Logging
 import NIOCore
 import NIOHTTP2
+import LockstepService
 
 // The child channel set-up that serves HTTP/1.1 and h2c on one port, on top of the sniffing handler
 // in H2CSniffing.swift (which says how it works).
@@ -41,7 +42,7 @@ public struct HTTP1AndH2CChannel: HTTPChannelHandler {
         }
 
         /// This configuration with `make` building each HTTP/2 connection's backstop.
-        func withHTTP2IdleBackstop(_ make: @escaping @Sendable (any Channel) -> HTTP2IdleBackstop) -> Self {
+        package func withHTTP2IdleBackstop(_ make: @escaping @Sendable (any Channel) -> HTTP2IdleBackstop) -> Self {
             var copy = self
             copy.http2IdleBackstop = make
             return copy

@@ -1,10 +1,13 @@
 import GRPCCore
+import LockstepService
 
 /// Every gRPC error leaves with a stable code in its `lockstep-error-code` trailing metadata, also those
 /// raised outside Lockstep's handlers: a request that does not decode (grpc-swift's own error names a
 /// Swift type and carries no code) is `malformed_request` with a sentence naming the proto message.
-struct GRPCErrorCodes: ServerInterceptor {
-    func intercept<Input: Sendable, Output: Sendable>(
+package struct GRPCErrorCodes: ServerInterceptor {
+    package init() {}
+
+    package func intercept<Input: Sendable, Output: Sendable>(
         request: StreamingServerRequest<Input>, context: ServerContext,
         next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
     ) async throws -> StreamingServerResponse<Output> {
@@ -21,7 +24,7 @@ struct GRPCErrorCodes: ServerInterceptor {
     }
 
     /// `error` with a code in its metadata: its own if it has one, else one for its status.
-    static func coded(_ error: RPCError, method: MethodDescriptor) -> RPCError {
+    package static func coded(_ error: RPCError, method: MethodDescriptor) -> RPCError {
         guard error.metadata[stringValues: "lockstep-error-code"].first(where: { _ in true }) == nil else { return error }
         let code: String
         var message = error.message

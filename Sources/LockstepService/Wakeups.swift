@@ -21,15 +21,15 @@ import Synchronization
 /// right after an append is folded in. Deadlines are kept by one sweeper (`run`, a service), which sleeps
 /// until the earliest, not by a sleeping task per parked caller (10,000 parked polls cost about 25 MB
 /// less that way); a caller whose client goes is resumed by its `Departure`, not by a task either.
-final class Wakeups: Service, Sendable {
-    enum Policy: Sendable {
+package final class Wakeups: Service, Sendable {
+    package enum Policy: Sendable {
         /// A change wakes every parked caller of its keys.
         case everyone
         /// A change wakes the longest-parked caller of each of its keys.
         case oldest
     }
 
-    enum Outcome: Equatable, Sendable {
+    package enum Outcome: Equatable, Sendable {
         /// A change concerning the caller's key woke it; `signalledAt` is when the change was signalled.
         case woken(signalledAt: ContinuousClock.Instant)
         /// Something changed before the caller parked, or its wait timed out: look again.
@@ -140,17 +140,17 @@ final class Wakeups: Service, Sendable {
     }
 
     private let state = Mutex(State())
-    let policy: Policy
+    package let policy: Policy
     /// Most callers parked at once, and per principal.
-    let parkedMax: Int
-    let parkedPerOwnerMax: Int
+    package let parkedMax: Int
+    package let parkedPerOwnerMax: Int
 
     /// Ends the sweeper's sleep when a caller parks with a deadline earlier than any before, or at close.
     private let sweeperWake = TimerWake()
     /// The longest the sweeper sleeps with nobody parked.
-    static let idleSweepMax = Duration.seconds(60)
+    package static let idleSweepMax = Duration.seconds(60)
 
-    init(policy: Policy, parkedMax: Int, parkedPerOwnerMax: Int) {
+    package init(policy: Policy, parkedMax: Int, parkedPerOwnerMax: Int) {
         self.policy = policy
         self.parkedMax = parkedMax
         self.parkedPerOwnerMax = parkedPerOwnerMax
@@ -160,7 +160,7 @@ final class Wakeups: Service, Sendable {
     /// (no polling), woken when an earlier one parks. Runs as a service in the server's group (or in a
     /// test's task group) until cancelled; after `close` it has nothing left to do but keeps running, so
     /// it never ends out of its group's shutdown order.
-    func run() async {
+    package func run() async {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 let next = self.state.withLock { $0.deadlines.min?.at }
@@ -178,18 +178,18 @@ final class Wakeups: Service, Sendable {
         for waiter in state.withLock({ $0.due(at: .now) }) { waiter.resume(returning: nil) }
     }
 
-    var generation: UInt64 { state.withLock { $0.generation } }
+    package var generation: UInt64 { state.withLock { $0.generation } }
 
-    var parkedCount: Int { state.withLock { $0.parked.count } }
+    package var parkedCount: Int { state.withLock { $0.parked.count } }
 
     /// Deadlines kept, of departed callers included (for tests of the bound).
-    var deadlineEntries: Int { state.withLock { $0.deadlines.count } }
+    package var deadlineEntries: Int { state.withLock { $0.deadlines.count } }
 
     /// Entries in `key`'s line, departed callers included (for tests of the bound).
-    func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
+    package func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
 
     /// A change concerning `keys`: wakes the parked callers of those keys the policy says.
-    func signal(_ keys: Set<String>) {
+    package func signal(_ keys: Set<String>) {
         let now = ContinuousClock.now
         let waking = state.withLock { state in
             state.generation &+= 1
@@ -205,13 +205,13 @@ final class Wakeups: Service, Sendable {
 
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
     /// having looked (its client went away), so the change it was woken for is not lost.
-    func passOn(_ key: String) {
+    package func passOn(_ key: String) {
         let now = ContinuousClock.now
         state.withLock { $0.oldest(of: key) }?.resume(returning: now)
     }
 
     /// Wakes everyone and parks nobody from now on (graceful shutdown).
-    func close() {
+    package func close() {
         let waking = state.withLock { state in
             state.closed = true
             state.generation &+= 1
@@ -228,7 +228,7 @@ final class Wakeups: Service, Sendable {
 
     /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
     /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
-    func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
+    package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
               departure: (any Departure)? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled }
         let id: UInt64

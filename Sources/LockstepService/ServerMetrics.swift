@@ -8,51 +8,51 @@ import Synchronization
 /// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
 /// of series stays bounded.
 public struct ServerMetrics: Sendable {
-    let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
+    package let registry: PrometheusCollectorRegistry
+    package let factory: PrometheusMetricsFactory
 
-    let appendedEvents: Metrics.Counter
-    let commits: Metrics.Counter
-    let commitBatch: Metrics.Recorder
+    package let appendedEvents: Metrics.Counter
+    package let commits: Metrics.Counter
+    package let commitBatch: Metrics.Recorder
     /// BEGIN to the end of COMMIT, including the WAL fsync.
-    let commitDuration: Metrics.Timer
-    let parkedPolls: Metrics.Gauge
+    package let commitDuration: Metrics.Timer
+    package let parkedPolls: Metrics.Gauge
     /// From a change being signalled (right after its append) to a poll it woke leasing a step.
-    let pollWakeUp: Metrics.Timer
-    let openWatches: Metrics.Gauge
-    let stepLeasesHeld: Metrics.Gauge
-    let serviceLeasesHeld: Metrics.Gauge
-    let stepLeasesExpired: Metrics.Counter
-    let staleTokenRejections: Metrics.Counter
+    package let pollWakeUp: Metrics.Timer
+    package let openWatches: Metrics.Gauge
+    package let stepLeasesHeld: Metrics.Gauge
+    package let serviceLeasesHeld: Metrics.Gauge
+    package let stepLeasesExpired: Metrics.Counter
+    package let staleTokenRejections: Metrics.Counter
     /// Steps of the wall clock away from Lockstep's clock (over 1 s), seen by the timers.
-    let wallClockSteps: Metrics.Counter
+    package let wallClockSteps: Metrics.Counter
     /// Connections open on both listeners.
-    let openConnections: Metrics.Gauge
+    package let openConnections: Metrics.Gauge
     /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
-    let stalledReadersCut: Metrics.Counter
+    package let stalledReadersCut: Metrics.Counter
 
     /// Counts a commit that failed for a storage reason, by its code (`storage_full`, `writes_stopped`).
-    func failedCommit(_ code: String) {
+    package func failedCommit(_ code: String) {
         Metrics.Counter(label: "lockstep_failed_commits_total", dimensions: [("code", code)], factory: factory).increment()
     }
 
     /// Counts a connection refused at accept, by the limit it hit.
-    func refusedConnection(_ reason: String) {
+    package func refusedConnection(_ reason: String) {
         Metrics.Counter(label: "lockstep_connections_refused_total", dimensions: [("reason", reason)], factory: factory).increment()
     }
     /// From a migration's first exposure stage to its end (succeeded, rolled back or failed).
-    let partiallyMigrated: Metrics.Timer
+    package let partiallyMigrated: Metrics.Timer
     /// Migrations exposing something now, and since when (lost on restart: the timer starts again).
-    let exposedSince = ExposedSince()
+    package let exposedSince = ExposedSince()
 
-    final class ExposedSince: Sendable {
+    package final class ExposedSince: Sendable {
         private let since = Mutex<[MigrationID: Instant]>([:])
         func withLock<R>(_ body: (inout [MigrationID: Instant]) -> R) -> R { since.withLock { body(&$0) } }
     }
 
     /// Counts and times what an append recorded: rollbacks by trigger, analysis outcomes, and the time
     /// a migration spent partially migrated.
-    func record(_ change: Coordinator.Change) {
+    package func record(_ change: Coordinator.Change) {
         guard let migration = change.migration, let at = change.at else { return }
         for event in change.events {
             switch event {
@@ -117,14 +117,14 @@ public struct ServerMetrics: Sendable {
         MetricsSystem.bootstrap(factory)
     }
 
-    func request(_ method: String, transport: String) -> Metrics.Timer {
+    package func request(_ method: String, transport: String) -> Metrics.Timer {
         Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)], factory: factory)
     }
 
     /// Counts what an error says about the system (stale reports are a fencing signal worth watching).
-    func record(_ error: APIError) {
+    package func record(_ error: APIError) {
         if error.errorCode == .staleFencingToken { staleTokenRejections.increment() }
     }
 
-    var text: [UInt8] { registry.emitToBuffer() }
+    package var text: [UInt8] { registry.emitToBuffer() }
 }

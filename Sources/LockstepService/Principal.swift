@@ -51,20 +51,20 @@ public struct Principal: Hashable, Sendable {
         roles.contains(.admin) || (roles.contains(.agent) && services.contains(service))
     }
 
-    func require(_ role: Role, to what: String) throws(APIError) {
+    package func require(_ role: Role, to what: String) throws(APIError) {
         guard roles.contains(role) || roles.contains(.admin) else {
             throw APIError(.permissionDenied, "\(name) may not \(what) (needs the \(role.rawValue) role)")
         }
     }
 
-    func require(anyOf roles: Set<Role>, to what: String) throws(APIError) {
+    package func require(anyOf roles: Set<Role>, to what: String) throws(APIError) {
         guard !self.roles.isDisjoint(with: roles) || self.roles.contains(.admin) else {
             let names = roles.map(\.rawValue).sorted().joined(separator: ", ")
             throw APIError(.permissionDenied, "\(name) may not \(what) (needs one of the roles \(names))")
         }
     }
 
-    func requireAgent(of service: String) throws(APIError) {
+    package func requireAgent(of service: String) throws(APIError) {
         guard mayAct(forService: service) else {
             throw APIError(.permissionDenied, "\(name) is not an agent of service \(service)")
         }
@@ -72,12 +72,12 @@ public struct Principal: Hashable, Sendable {
 
     /// The refusal an agent gets for a node that is not of its services, whether or not the migration
     /// and node exist: the same answer either way, so agents cannot probe for other services' work.
-    func notItsNode(_ migration: MigrationID, _ node: NodeID) -> APIError {
+    package func notItsNode(_ migration: MigrationID, _ node: NodeID) -> APIError {
         APIError(.permissionDenied,
                  "\(name) is an agent of \(services.sorted().joined(separator: ", ")); \(migration)/\(node) is not a step of those services, or does not exist")
     }
 
     /// The actor recorded in events: always the principal, never a name from a request body.
-    var agentActor: Actor { Actor(kind: "agent", id: name) }
-    var userActor: Actor { Actor(kind: "user", id: name) }
+    package var agentActor: Actor { Actor(kind: "agent", id: name) }
+    package var userActor: Actor { Actor(kind: "user", id: name) }
 }

@@ -6,7 +6,7 @@ import LockstepWire
 /// Which stage a migration or node is at, for the services it changes: one dictionary lookup, so
 /// services may poll it often (the JSON side answers `304 Not Modified` while its version stands).
 public struct StageAPI: Sendable {
-    let coordinator: Coordinator
+    package let coordinator: Coordinator
     /// Longest cohort key, in bytes.
     public static let keyBytesMax = 256
 
@@ -60,5 +60,9 @@ public struct StageAPI: Sendable {
             $0.version = migration.version
             $0.nodes = nodes
         }
+    }
+
+    package init(coordinator: Coordinator) {
+        self.coordinator = coordinator
     }
 }

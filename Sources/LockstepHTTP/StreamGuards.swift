@@ -1,27 +1,28 @@
 import NIOCore
 import NIOHTTPTypes
+import LockstepService
 
 /// Closes a channel that has been unwritable (its peer not reading what it was sent) for longer than
 /// `limit`: a watch or export to a reader that stopped reading holds one flow-control window and then
 /// this long, no more. On HTTP/2 it sits on each stream, so only the stalled stream is reset.
-final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = NIOAny
-    typealias InboundOut = NIOAny
+package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = NIOAny
+    package typealias InboundOut = NIOAny
 
     private let limit: TimeAmount
     private let cut: @Sendable () -> Void
     private var timer: Scheduled<Void>?
 
-    init(limit: TimeAmount, cut: @escaping @Sendable () -> Void) {
+    package init(limit: TimeAmount, cut: @escaping @Sendable () -> Void) {
         self.limit = limit
         self.cut = cut
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }
 
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
+    package func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             timer?.cancel()
             timer = nil
@@ -35,13 +36,13 @@ final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler 
         context.fireChannelWritabilityChanged()
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
         context.fireChannelInactive()
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         timer?.cancel()
         timer = nil
     }
@@ -50,13 +51,15 @@ final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannelHandler 
 /// Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) right after a `413` or `408` answer
 /// is written, so the rest of a body that was refused is not read: the client is told to stop, and the
 /// server does not drain megabytes it has already said no to. Sits after the HTTP codec.
-final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelHandler {
-    typealias OutboundIn = HTTPResponsePart
-    typealias OutboundOut = HTTPResponsePart
+package final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelHandler {
+    package init() {}
+
+    package typealias OutboundIn = HTTPResponsePart
+    package typealias OutboundOut = HTTPResponsePart
 
     private var closeAfterEnd = false
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         switch unwrapOutboundIn(data) {
         case .head(let head):
             closeAfterEnd = head.status.code == 413 || head.status.code == 408

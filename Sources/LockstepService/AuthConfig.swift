@@ -15,9 +15,9 @@ import LockstepCore
 /// ```
 public struct AuthConfig: Sendable {
     /// Principals by the hex SHA-256 of their token.
-    let byTokenHash: [String: Principal]
+    package let byTokenHash: [String: Principal]
     /// Principals by the hex SHA-256 of their client certificate (DER), for mutual TLS.
-    let byCertificateHash: [String: Principal]
+    package let byCertificateHash: [String: Principal]
 
     /// Largest config file, in bytes.
     public static let fileBytesMax = 1 << 20
@@ -142,4 +142,9 @@ public struct AuthConfig: Sendable {
             return text
         }
     }
+}
+
+extension String {
+    /// Padded on the left with zeros to `length` characters.
+    package func leftPadded(to length: Int) -> String { String(repeating: "0", count: max(0, length - count)) + self }
 }

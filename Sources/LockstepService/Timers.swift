@@ -5,7 +5,9 @@ import Synchronization
 
 /// Ends the timer service's sleep early when the log changed (a new lease, bake or deadline may be due
 /// sooner than it planned). A signal while nobody waits is kept: the next wait returns at once.
-final class TimerWake: Sendable {
+package final class TimerWake: Sendable {
+    package init() {}
+
     private struct State {
         var signaled = false
         var cancelled = false
@@ -13,7 +15,7 @@ final class TimerWake: Sendable {
     }
     private let state = Mutex(State())
 
-    func signal() {
+    package func signal() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             guard let waiter = state.waiter else {
                 state.signaled = true
@@ -26,7 +28,7 @@ final class TimerWake: Sendable {
     }
 
     /// Returns at a signal (at once if one came since the last wait), after `timeout`, or when cancelled.
-    func wait(upTo timeout: Duration) async {
+    package func wait(upTo timeout: Duration) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(for: timeout) }
             group.addTask { await self.signalled() }
@@ -64,13 +66,14 @@ final class TimerWake: Sendable {
     }
 }
 
-extension LockstepServer {
+/// The coordinator's timers as the server runs them.
+package enum CoordinatorTimers {
     /// The timer service: runs the coordinator's timer policy (`Coordinator.tick`: deadlines, lease
     /// expiry, start_to_close, bake ends, schedule_to_start, an owed grant pass), writes a snapshot when
     /// one is due, and runs `everyRun` (the wall-clock step check), then sleeps until the next thing is
     /// due (`Coordinator.nextTimerDue`), at least `tickMillis` and at most `idleMillisMax`, woken early
     /// by a change to the log. It does not poll: an idle server runs it once a second.
-    static func runTimers(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, idleMillisMax: Int = 1_000, wake: TimerWake,
+    package static func run(_ coordinator: Coordinator, clock: CoordinatorClock, tickMillis: Int, idleMillisMax: Int = 1_000, wake: TimerWake,
                           everyRun: @Sendable () async -> Void, expired: @Sendable (Int) -> Void,
                           failed: @Sendable (CommandError) -> Void, snapshotFailed: @Sendable (EventLogError) -> Void) async {
         while !Task.isCancelled {

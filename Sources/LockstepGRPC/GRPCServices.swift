@@ -3,15 +3,16 @@ import GRPCCore
 import LockstepAPI
 import LockstepStore
 import LockstepWire
+import LockstepService
 
 /// The gRPC side of the API: the generated service protocols implemented over the same service
 /// layer, authentication and errors as the JSON side.
-struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
-    let agents: AgentAPI
-    let metrics: ServerMetrics
-    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
+    package let agents: AgentAPI
+    package let metrics: ServerMetrics
+    package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
-    func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
+    package func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
         // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: the
         // cancellation handler marks the call gone, which resumes a parked poll at once (no task per
         // poll) and stops a poll from leasing once it has happened.
@@ -26,40 +27,46 @@ struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         }
     }
 
-    func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
+    package func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
         try await call(request, "agent/heartbeat", context: context) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
     }
 
-    func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
+    package func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ReportProgressResponse>
     {
         try await call(request, "agent/progress", context: context) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
     }
 
-    func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
+    package func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
         try await call(request, "agent/complete", context: context) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
     }
 
-    func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
+    package func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
         try await call(request, "agent/fail", context: context) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
     }
 
     private func call<In, Out>(_ request: ServerRequest<In>, _ method: String, context: ServerContext, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
         try await answer(request, method, context: context, metrics: metrics, authenticate: authenticate, body)
     }
+
+    package init(agents: AgentAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
+        self.agents = agents
+        self.metrics = metrics
+        self.authenticate = authenticate
+    }
 }
 
-struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
-    let operators: OperatorAPI
-    let watches: WatchAPI
-    let metrics: ServerMetrics
-    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
+    package let operators: OperatorAPI
+    package let watches: WatchAPI
+    package let metrics: ServerMetrics
+    package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
-    func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
+    package func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
         try await answer(request, "plans", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
     }
 
-    func validatePlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws
+    package func validatePlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ValidatePlanResponse>
     {
         try await answer(request, "plans/validate", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
@@ -67,49 +74,49 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         }
     }
 
-    func listPlans(request: ServerRequest<Lockstep_V1_ListPlansRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListPlansResponse> {
+    package func listPlans(request: ServerRequest<Lockstep_V1_ListPlansRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListPlansResponse> {
         try await answer(request, "plans/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await operators.listPlans(input, principal: principal)
         }
     }
 
-    func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
+    package func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_StartMigrationResponse>
     {
         try await answer(request, "migrations", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
     }
 
-    func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
+    package func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
         try await answer(request, "migrations/get", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
     }
 
-    func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
+    package func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListMigrationsResponse>
     {
         try await answer(request, "migrations/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
     }
 
-    func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+    package func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
         try await answer(request, "migrations/pause", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
     }
 
-    func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+    package func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
         try await answer(request, "migrations/resume", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
     }
 
-    func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+    package func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
         try await answer(request, "migrations/abort", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
     }
 
-    func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+    package func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
         try await answer(request, "migrations/approve", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
     }
 
-    func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
+    package func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
         try await answer(request, "migrations/reject", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
     }
 
-    func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+    package func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
         let events: WatchEvents
         // gRPC signals a reset stream, a departed client or a passed deadline through the context, not by
         // cancelling the handler's task: the watch runs in a child task that such a cancellation ends at
@@ -145,60 +152,79 @@ struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtocol {
         }
     }
 
-    func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
+    package func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ChangeResponse>
     {
         try await answer(request, "service-leases/release", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 
-    func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
+    package func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_RecordMetricResponse>
     {
         try await answer(request, "metrics/record", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.recordMetric(input, principal: principal) }
     }
 
-    func listServiceLeases(request: ServerRequest<Lockstep_V1_ListServiceLeasesRequest>, context: ServerContext) async throws
+    package func listServiceLeases(request: ServerRequest<Lockstep_V1_ListServiceLeasesRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListServiceLeasesResponse>
     {
         try await answer(request, "service-leases/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listServiceLeases(input, principal: principal) }
     }
+
+    package init(operators: OperatorAPI, watches: WatchAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
+        self.operators = operators
+        self.watches = watches
+        self.metrics = metrics
+        self.authenticate = authenticate
+    }
 }
 
-struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
-    let history: HistoryAPI
-    let metrics: ServerMetrics
-    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
+    package let history: HistoryAPI
+    package let metrics: ServerMetrics
+    package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
-    func listEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListEventsResponse> {
+    package func listEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListEventsResponse> {
         try await answer(request, "history/events", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.listEvents(input, principal: principal)
         }
     }
 
-    func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
+    package func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
         try await answer(request, "history/state", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.stateAt(input, principal: principal)
         }
     }
 
-    func verifyHistory(request: ServerRequest<Lockstep_V1_VerifyHistoryRequest>, context: ServerContext) async throws
+    package func verifyHistory(request: ServerRequest<Lockstep_V1_VerifyHistoryRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_VerifyHistoryResponse>
     {
         try await answer(request, "history/verify", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.verify(input, principal: principal)
         }
     }
+
+    package init(history: HistoryAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
+        self.history = history
+        self.metrics = metrics
+        self.authenticate = authenticate
+    }
 }
 
-struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
-    let stages: StageAPI
-    let metrics: ServerMetrics
-    let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+package struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
+    package let stages: StageAPI
+    package let metrics: ServerMetrics
+    package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
-    func getStage(request: ServerRequest<Lockstep_V1_StageRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Stage> {
+    package func getStage(request: ServerRequest<Lockstep_V1_StageRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Stage> {
         try await answer(request, "stage", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await stages.stage(input, principal: principal)
         }
+    }
+
+    package init(stages: StageAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
+        self.stages = stages
+        self.metrics = metrics
+        self.authenticate = authenticate
     }
 }
 
@@ -233,7 +259,7 @@ extension APIError {
 
 extension APIError.Kind {
     /// The gRPC status for this kind of error.
-    var rpcCode: RPCError.Code {
+    package var rpcCode: RPCError.Code {
         switch self {
         case .badRequest: .invalidArgument
         case .unauthenticated: .unauthenticated

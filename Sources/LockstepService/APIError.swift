@@ -106,7 +106,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 
     /// Runs a read of the log, answering its failure as the storage error it is.
-    static func reading<T>(_ read: () async throws(EventLogError) -> T) async throws(APIError) -> T {
+    package static func reading<T>(_ read: () async throws(EventLogError) -> T) async throws(APIError) -> T {
         do { return try await read() } catch { throw APIError(.storage(error)) }
     }
 
@@ -126,7 +126,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    static func withoutCode(_ description: String, _ code: String) -> String {
+    package static func withoutCode(_ description: String, _ code: String) -> String {
         description.hasPrefix(code + ": ") ? String(description.dropFirst(code.count + 2)) : description
     }
 

@@ -6,13 +6,13 @@ import LockstepWire
 /// A migration's events as they are recorded: first those after the requested sequence, then live,
 /// until the event that settles the migration has been sent or the caller goes away.
 public struct WatchAPI: Sendable {
-    let coordinator: Coordinator
+    package let coordinator: Coordinator
     /// Watchers park here between events (a separate pool from polls: watches are long).
-    let wakeups: Wakeups
+    package let wakeups: Wakeups
     /// Events read from the log per look, so at most this many are held for one watch at a time.
-    static let pageEventsMax = 256
+    package static let pageEventsMax = 256
     /// How long a watcher waits for a change before it looks again anyway, in milliseconds.
-    static let idleLookMillis = 15_000
+    package static let idleLookMillis = 15_000
 
     /// Checks the caller and the migration, then returns the migration's stored events, read from the log
     /// as the caller asks for them (the reader's pace: a watcher that stops reading stops the reads, and
@@ -33,18 +33,23 @@ public struct WatchAPI: Sendable {
         return WatchEvents(coordinator: coordinator, wakeups: wakeups, migration: id, owner: principal.name,
                            after: request.afterSequence, clientGone: clientGone, whenGone: whenGone)
     }
+
+    package init(coordinator: Coordinator, wakeups: Wakeups) {
+        self.coordinator = coordinator
+        self.wakeups = wakeups
+    }
 }
 
 /// One watch's events, pulled from the log page by page as the consumer iterates.
 public struct WatchEvents: AsyncSequence, Sendable {
     public typealias Element = StoredEvent
-    let coordinator: Coordinator
-    let wakeups: Wakeups
-    let migration: MigrationID
-    let owner: String
-    let after: UInt64
-    let clientGone: @Sendable () -> Bool
-    let whenGone: (@Sendable () async -> Void)?
+    package let coordinator: Coordinator
+    package let wakeups: Wakeups
+    package let migration: MigrationID
+    package let owner: String
+    package let after: UInt64
+    package let clientGone: @Sendable () -> Bool
+    package let whenGone: (@Sendable () async -> Void)?
 
     public func makeAsyncIterator() -> Iterator {
         Iterator(events: self, position: after)

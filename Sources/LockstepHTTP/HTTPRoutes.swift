@@ -5,41 +5,42 @@ import LockstepStore
 import LockstepWire
 import NIOCore
 import SwiftProtobuf
+import LockstepService
 
 /// The JSON side of the API: the same messages as gRPC, in the proto3 JSON mapping (field names as in
 /// the .proto files; `uint64` values are strings, as the mapping says). Every route is a POST of a JSON
 /// message that answers a JSON message, or an `ErrorBody` with the error's HTTP status.
 /// The request context: Hummingbird's core storage, plus the channel the request came on, so a long
 /// poll can tell that its client has gone away (a closed connection or a reset HTTP/2 stream).
-struct LockstepRequestContext: RequestContext {
-    var coreContext: CoreRequestContextStorage
-    let channel: any Channel
+package struct LockstepRequestContext: RequestContext {
+    package var coreContext: CoreRequestContextStorage
+    package let channel: any Channel
 
-    init(source: ApplicationRequestContextSource) {
+    package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
     }
 }
 
-struct HTTPRoutes: Sendable {
-    let agents: AgentAPI
-    let operators: OperatorAPI
-    let watches: WatchAPI
-    let history: HistoryAPI
-    let stages: StageAPI
-    let limits: APILimits
-    let metrics: ServerMetrics
+package struct HTTPRoutes: Sendable {
+    package let agents: AgentAPI
+    package let operators: OperatorAPI
+    package let watches: WatchAPI
+    package let history: HistoryAPI
+    package let stages: StageAPI
+    package let limits: APILimits
+    package let metrics: ServerMetrics
     /// Sets the gauges (parked polls, open watches and connections, leases held) to their values now.
-    let refreshGauges: @Sendable () async -> Void
+    package let refreshGauges: @Sendable () async -> Void
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
-    let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
+    package let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
     /// Why the coordinator does not take writes now (fail-stop, or commits failing for lack of space),
     /// or nil when it does (readiness).
-    let writeProblem: @Sendable () async -> String?
+    package let writeProblem: @Sendable () async -> String?
     /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
-    let refuseBrowsers: Bool
+    package let refuseBrowsers: Bool
 
-    func register(on router: Router<LockstepRequestContext>) {
+    package func register(on router: Router<LockstepRequestContext>) {
         // First, so it wraps every route and the not-found answer too.
         router.add(middleware: EdgeMiddleware(refuseBrowsers: refuseBrowsers, answer: errorResponse))
         // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
@@ -236,7 +237,7 @@ struct HTTPRoutes: Sendable {
     }
 
     /// What is wrong with a JSON body, in words (not the decoder's case names).
-    static func explain(_ error: any Error) -> String {
+    package static func explain(_ error: any Error) -> String {
         guard let error = error as? JSONDecodingError else { return "it could not be decoded" }
         return switch error {
         case .truncated: "it ends early"
@@ -258,13 +259,13 @@ struct HTTPRoutes: Sendable {
     }
 
     /// The last line of an NDJSON stream that ended early: `{"error": ErrorBody}`.
-    static func errorLine(_ error: APIError) -> String {
+    package static func errorLine(_ error: APIError) -> String {
         let body = (try? error.body.jsonString()) ?? #"{"code":"internal"}"#
         return #"{"error":"# + body + "}\n"
     }
 
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
-    func errorResponse(_ error: APIError) -> Response {
+    package func errorResponse(_ error: APIError) -> Response {
         json(error.body, status: .init(code: error.kind.httpStatus))
     }
 
@@ -276,17 +277,31 @@ struct HTTPRoutes: Sendable {
         buffer.writeString("\n")
         return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
     }
+
+    package init(agents: AgentAPI, operators: OperatorAPI, watches: WatchAPI, history: HistoryAPI, stages: StageAPI, limits: APILimits, metrics: ServerMetrics, refreshGauges: @escaping @Sendable () async -> Void, authenticate: @escaping @Sendable (Request, any Channel) async throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool) {
+        self.agents = agents
+        self.operators = operators
+        self.watches = watches
+        self.history = history
+        self.stages = stages
+        self.limits = limits
+        self.metrics = metrics
+        self.refreshGauges = refreshGauges
+        self.authenticate = authenticate
+        self.writeProblem = writeProblem
+        self.refuseBrowsers = refuseBrowsers
+    }
 }
 
 /// What every request passes through first: under `--dev`, a request from a web page (an `Origin`
 /// header) is refused on every route, GET included; and a path or method no route serves is answered
 /// with an `ErrorBody` like every other error (`404 route_not_found`), not an empty body.
-struct EdgeMiddleware: RouterMiddleware {
-    typealias Context = LockstepRequestContext
-    let refuseBrowsers: Bool
-    let answer: @Sendable (APIError) -> Response
+package struct EdgeMiddleware: RouterMiddleware {
+    package typealias Context = LockstepRequestContext
+    package let refuseBrowsers: Bool
+    package let answer: @Sendable (APIError) -> Response
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if refuseBrowsers, request.headers[.origin] != nil {
             return answer(APIError(.permissionDenied, "--dev serves no browsers: requests with an Origin header are refused"))
         }

@@ -4,13 +4,14 @@ import NIOCore
 import NIOSSL
 import SwiftASN1
 import X509
+import LockstepService
 
 /// The identity of a client that presented a certificate under mutual TLS: the hex SHA-256 of the
 /// certificate's DER, which the authorization config names (`client_certificate_sha256`).
-enum ClientIdentity {
+package enum ClientIdentity {
     /// On the JSON side: the certificate the TLS handshake of `channel`'s connection verified (an
     /// HTTP/2 stream asks its parent connection), or nil.
-    static func fingerprint(of channel: any Channel) async -> String? {
+    package static func fingerprint(of channel: any Channel) async -> String? {
         for candidate in [channel, channel.parent].compactMap({ $0 }) {
             if let certificate = try? await candidate.nioSSL_peerCertificate().get(), let der = try? certificate.toDERBytes() {
                 return AuthConfig.hash(bytes: der)
@@ -20,7 +21,7 @@ enum ClientIdentity {
     }
 
     /// On gRPC: the certificate the transport's TLS handshake verified, or nil.
-    static func fingerprint(of context: ServerContext) -> String? {
+    package static func fingerprint(of context: ServerContext) -> String? {
         guard let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else { return nil }
         var serializer = DER.Serializer()
         guard (try? serializer.serialize(certificate)) != nil else { return nil }

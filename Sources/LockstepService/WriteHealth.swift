@@ -5,7 +5,7 @@ import Synchronization
 /// Whether appends are succeeding, for `/readyz` and the log: a commit that failed for lack of space
 /// makes the server not ready (and says so once in the log) until a commit succeeds again. Reads and
 /// polls keep working meanwhile; fail-stop (an I/O error) is the coordinator's own latch.
-final class WriteHealth: Sendable {
+package final class WriteHealth: Sendable {
     private struct State {
         var failing: EventLogError?
         var failures = 0
@@ -14,13 +14,13 @@ final class WriteHealth: Sendable {
     private let state = Mutex(State())
     private let logger: Logger
 
-    init(logger: Logger) { self.logger = logger }
+    package init(logger: Logger) { self.logger = logger }
 
     /// Why appends are failing now, if they are.
-    var failing: EventLogError? { state.withLock { $0.failing } }
+    package var failing: EventLogError? { state.withLock { $0.failing } }
 
     /// A commit failed with `error`.
-    func failed(_ error: EventLogError) {
+    package func failed(_ error: EventLogError) {
         let first = state.withLock { state in
             defer {
                 state.failing = error
@@ -34,7 +34,7 @@ final class WriteHealth: Sendable {
     }
 
     /// A commit succeeded.
-    func committed() {
+    package func committed() {
         let recovered = state.withLock { state -> Int? in
             guard state.failing != nil else { return nil }
             defer {

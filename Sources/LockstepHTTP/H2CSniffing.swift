@@ -34,6 +34,7 @@ import HummingbirdHTTP2
 import Logging
 import NIOCore
 import NIOHTTP2
+import LockstepService
 
 // MARK: - Sniffing handler
 

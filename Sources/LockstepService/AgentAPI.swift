@@ -47,13 +47,13 @@ public struct APILimits: Hashable, Sendable {
 /// The agent side of the API, independent of transport: poll for a step, heartbeat, report progress,
 /// complete, fail. Every call is checked against the principal; every event records the principal.
 public struct AgentAPI: Sendable {
-    let coordinator: Coordinator
-    let wakeups: Wakeups
-    let limits: APILimits
-    let clock: @Sendable () -> Instant
+    package let coordinator: Coordinator
+    package let wakeups: Wakeups
+    package let limits: APILimits
+    package let clock: @Sendable () -> Instant
     /// Told, for each poll woken by a change that then took a step, how long from the change being
     /// signalled (right after its append) to the step leased and about to be answered.
-    var observeWakeUp: @Sendable (Duration) -> Void = { _ in }
+    package var observeWakeUp: @Sendable (Duration) -> Void = { _ in }
 
     /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
     /// the agent and returns it; or returns no step and a delay before the next poll.
@@ -225,7 +225,7 @@ public struct AgentAPI: Sendable {
     }
 
     /// Refusals that mean another caller or event got there first: the poll tries the next candidate.
-    static func takenMeanwhile(_ rejection: Rejection) -> Bool {
+    package static func takenMeanwhile(_ rejection: Rejection) -> Bool {
         switch rejection {
         case .nodeNotReady, .waitingForServices, .retryNotDue, .noRollbackDue, .migrationNotRunning, .migrationSettled, .awaitingApproval,
              .gateRejected:
@@ -238,5 +238,13 @@ public struct AgentAPI: Sendable {
     private func validate(_ value: String, _ field: String) throws(APIError) {
         if value.isEmpty { throw APIError.invalid("\(field) is required") }
         if let problem = MigrationState.identifierProblem(value, what: field) { throw APIError.invalid(problem) }
+    }
+
+    package init(coordinator: Coordinator, wakeups: Wakeups, limits: APILimits, clock: @escaping @Sendable () -> Instant, observeWakeUp: @escaping @Sendable (Duration) -> Void = { _ in }) {
+        self.coordinator = coordinator
+        self.wakeups = wakeups
+        self.limits = limits
+        self.clock = clock
+        self.observeWakeUp = observeWakeUp
     }
 }

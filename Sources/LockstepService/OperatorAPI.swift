@@ -6,10 +6,10 @@ import LockstepWire
 
 /// The operator side of the API, independent of transport: apply plans and start migrations.
 public struct OperatorAPI: Sendable {
-    let coordinator: Coordinator
-    let clock: @Sendable () -> Instant
+    package let coordinator: Coordinator
+    package let clock: @Sendable () -> Instant
     /// Where generated migration ids get their suffix (the server's randomness; never the core's).
-    let randomSuffix: @Sendable () -> String
+    package let randomSuffix: @Sendable () -> String
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ApplyPlanResponse {
         try principal.require(.operator, to: "apply plans")
@@ -84,7 +84,7 @@ public struct OperatorAPI: Sendable {
     // MARK: - Reading
 
     /// Who may read migrations: not agents (they see only their own steps, through polls).
-    static let readers: Set<Principal.Role> = [.operator, .approver, .auditor]
+    package static let readers: Set<Principal.Role> = [.operator, .approver, .auditor]
 
     /// Most migrations in one page, and the default.
     public static let pageSizeMax = 1_000
@@ -249,5 +249,11 @@ public struct OperatorAPI: Sendable {
             $0.events = result.events.map(\.event.typeName)
             if let status { $0.status = Lockstep_V1_MigrationStatus(status) }
         }
+    }
+
+    package init(coordinator: Coordinator, clock: @escaping @Sendable () -> Instant, randomSuffix: @escaping @Sendable () -> String) {
+        self.coordinator = coordinator
+        self.clock = clock
+        self.randomSuffix = randomSuffix
     }
 }

@@ -6,6 +6,7 @@ import Darwin
 import Logging
 import NIOCore
 import Synchronization
+import LockstepService
 
 /// Open connections on both listeners, overall and per peer address, and the refusal of those over
 /// the limits. One gate serves both listeners, so the overall limit is the process's.
@@ -13,14 +14,14 @@ import Synchronization
 /// A refused connection is accepted and closed at once (before any byte is read), counted in
 /// `lockstep_connections_refused_total{reason}` and logged (at most once a second, with how many were
 /// refused since the last line), so an operator sees why a client could not connect.
-final class ConnectionGate: Sendable {
-    enum Refusal: String, Sendable {
+package final class ConnectionGate: Sendable {
+    package enum Refusal: String, Sendable {
         case overall = "connections_max"
         case perPeer = "connections_per_peer_max"
         case resets = "stream_resets_per_peer_max"
     }
 
-    struct Limits: Hashable, Sendable {
+    package struct Limits: Hashable, Sendable {
         /// Most connections open at once on both listeners together.
         var connectionsMax: Int
         /// Most connections open at once from one peer address (IP, whatever the port).
@@ -31,6 +32,13 @@ final class ConnectionGate: Sendable {
         /// reconnecting (rapid reset, CVE-2023-44487).
         var streamResetsPerPeerMax = 1_000
         var resetWindow: Duration = .seconds(10)
+
+        package init(connectionsMax: Int, connectionsPerPeerMax: Int, streamResetsPerPeerMax: Int = 1_000, resetWindow: Duration = .seconds(10)) {
+            self.connectionsMax = connectionsMax
+            self.connectionsPerPeerMax = connectionsPerPeerMax
+            self.streamResetsPerPeerMax = streamResetsPerPeerMax
+            self.resetWindow = resetWindow
+        }
     }
 
     private struct ResetCount {
@@ -49,18 +57,18 @@ final class ConnectionGate: Sendable {
     }
 
     /// Peers tracked for resets at most; expired entries are dropped past it.
-    static let resetPeersTrackedMax = 4_096
+    package static let resetPeersTrackedMax = 4_096
 
-    let limits: Limits
+    package let limits: Limits
     private let state = Mutex(State())
 
-    init(limits: Limits) { self.limits = limits }
+    package init(limits: Limits) { self.limits = limits }
 
     /// Connections open now (admitted and not yet closed).
-    var openCount: Int { state.withLock { $0.open } }
+    package var openCount: Int { state.withLock { $0.open } }
 
     /// Admits a connection from `peer` (counted until `release`), or says why not.
-    func admit(peer: String, now: ContinuousClock.Instant = .now) -> Refusal? {
+    package func admit(peer: String, now: ContinuousClock.Instant = .now) -> Refusal? {
         state.withLock { state in
             if let until = state.penalized[peer] {
                 if now < until { return .resets }
@@ -77,7 +85,7 @@ final class ConnectionGate: Sendable {
 
     /// Counts a stream of `peer` closed by a reset; true when the peer is over its budget now (its
     /// connections should close; new ones are refused until its window ends).
-    func noteReset(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
+    package func noteReset(peer: String, now: ContinuousClock.Instant = .now) -> Bool {
         state.withLock { state in
             if let until = state.penalized[peer], now < until { return true }
             var entry = state.resets[peer] ?? ResetCount(since: now, count: 0)
@@ -97,7 +105,7 @@ final class ConnectionGate: Sendable {
     }
 
     /// Ends the count of a connection `admit` let in.
-    func release(peer: String) {
+    package func release(peer: String) {
         state.withLock { state in
             state.open -= 1
             let left = state.perPeer[peer, default: 1] - 1
@@ -107,7 +115,7 @@ final class ConnectionGate: Sendable {
 
     /// Whether a refusal should be logged now (at most once a second), and how many were refused since
     /// the last line, this one included.
-    func refusalToLog(now: ContinuousClock.Instant) -> Int? {
+    package func refusalToLog(now: ContinuousClock.Instant) -> Int? {
         state.withLock { state in
             state.refusedSinceLog += 1
             if let last = state.lastLog, now - last < .seconds(1) { return nil }
@@ -120,23 +128,23 @@ final class ConnectionGate: Sendable {
 
 /// Sits first on a listening channel: every accepted connection passes through `channelRead`, where the
 /// gate admits it (and releases it when it closes) or it is closed at once.
-final class ConnectionAdmission: ChannelInboundHandler, Sendable {
-    typealias InboundIn = any Channel
-    typealias InboundOut = any Channel
+package final class ConnectionAdmission: ChannelInboundHandler, Sendable {
+    package typealias InboundIn = any Channel
+    package typealias InboundOut = any Channel
 
-    let gate: ConnectionGate
-    let listener: String
-    let logger: Logger
-    let refused: @Sendable (ConnectionGate.Refusal) -> Void
+    package let gate: ConnectionGate
+    package let listener: String
+    package let logger: Logger
+    package let refused: @Sendable (ConnectionGate.Refusal) -> Void
 
-    init(gate: ConnectionGate, listener: String, logger: Logger, refused: @escaping @Sendable (ConnectionGate.Refusal) -> Void) {
+    package init(gate: ConnectionGate, listener: String, logger: Logger, refused: @escaping @Sendable (ConnectionGate.Refusal) -> Void) {
         self.gate = gate
         self.listener = listener
         self.logger = logger
         self.refused = refused
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let child = unwrapInboundIn(data)
         let peer = child.remoteAddress?.ipAddress ?? "unknown"
         if let refusal = gate.admit(peer: peer) {
@@ -160,9 +168,9 @@ final class ConnectionAdmission: ChannelInboundHandler, Sendable {
 }
 
 /// The process's open-file limit: raised to the hard limit at start, since every connection is a file.
-enum OpenFileLimit {
+package enum OpenFileLimit {
     /// The soft and hard limits after raising the soft one to the hard one (as far as the system allows).
-    static func raise() -> (soft: UInt64, hard: UInt64)? {
+    package static func raise() -> (soft: UInt64, hard: UInt64)? {
         var limit = rlimit()
         #if canImport(Glibc)
         let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
@@ -179,10 +187,10 @@ enum OpenFileLimit {
     }
 
     /// Descriptors kept back from connections for the log, snapshots, handlers' pipes and the runtime.
-    static let reserve = 256
+    package static let reserve = 256
 
     /// The connection limit that fits under `soft` open files with the reserve kept.
-    static func connectionsFitting(soft: UInt64, configured: Int) -> Int {
+    package static func connectionsFitting(soft: UInt64, configured: Int) -> Int {
         let room = soft > UInt64(reserve) ? Int(clamping: soft - UInt64(reserve)) : 1
         return max(1, min(configured, room))
     }

@@ -7,13 +7,13 @@ import LockstepWire
 /// The reviewer's side of the API: the recorded events page by page, the state at any sequence or
 /// time, and a full verification of the chain. Operators, approvers and auditors may read it.
 public struct HistoryAPI: Sendable {
-    let coordinator: Coordinator
+    package let coordinator: Coordinator
 
     /// Most events in one page, and the default.
     public static let pageSizeMax = 1_000
     public static let pageSizeDefault = 100
     /// Events read from the log per step while filtering by stream or searching by time.
-    static let scanPageEventsMax = 4_096
+    package static let scanPageEventsMax = 4_096
 
     public func listEvents(_ request: Lockstep_V1_ListEventsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListEventsResponse {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
@@ -131,7 +131,7 @@ public struct HistoryAPI: Sendable {
         }
     }
 
-    static func envelope(_ stored: StoredEvent) throws(APIError) -> Lockstep_V1_EventEnvelope {
+    package static func envelope(_ stored: StoredEvent) throws(APIError) -> Lockstep_V1_EventEnvelope {
         do {
             let record = try EventRecordCodec.decodeRecord(stored.record)
             return .with {
@@ -142,5 +142,9 @@ public struct HistoryAPI: Sendable {
         } catch {
             throw APIError(.storage(.corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")))
         }
+    }
+
+    package init(coordinator: Coordinator) {
+        self.coordinator = coordinator
     }
 }

@@ -1,0 +1,328 @@
+// The reference agent (docs/agent.md) as a library: it polls for its service's steps, runs each
+// step's handler (HandlerProcess), heartbeats, reports progress and the outcome, and stops gracefully.
+// `lockstep agent` is its command line; other programs may embed it.
+import Foundation
+import LockstepClient
+import LockstepWire
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// The agent as a service of a ServiceGroup, so SIGTERM and SIGINT become graceful shutdown.
+public struct AgentService: Service {
+    let agent: ReferenceAgent
+    let lockstep: LockstepClient
+
+    public init(agent: ReferenceAgent, lockstep: LockstepClient) {
+        self.agent = agent
+        self.lockstep = lockstep
+    }
+
+    public func run() async throws { try await agent.run(lockstep) }
+}
+
+/// What one step's tasks share: the latest progress line (and whether it was sent), why the lease was
+/// lost, whether shutdown stopped the handler, and when the newest acknowledged heartbeat was sent.
+final class StepShared: Sendable {
+    let progress = Mutex<(percent: UInt32, message: String, sent: Bool)>((0, "", true))
+    let lost = Mutex<String?>(nil)
+    let stoppedForShutdown = Mutex(false)
+    /// The lease is good until `acknowledgedSentAt + ttl` as far as the server has told us.
+    let lease: Mutex<(acknowledgedSentAt: ContinuousClock.Instant, ttl: Duration)>
+
+    init(ttl: Duration) { lease = Mutex((ContinuousClock.now, ttl)) }
+}
+
+/// What the reference agent does (docs/agent.md).
+public struct ReferenceAgent: Sendable {
+    let service: String
+    let agentID: String
+    let handlers: String
+    let pollWaitMillis: UInt32
+    let shutdownGrace: Duration
+    let stepsMax: Int?
+
+    /// An agent `agentID` of `service` running the executables in directory `handlers` (one per action),
+    /// polling `pollWaitMillis` at a time; on shutdown a running handler gets `shutdownGrace` to finish.
+    /// `stepsMax` ends it after that many steps (nil: until stopped).
+    public init(service: String, agentID: String, handlers: String, pollWaitMillis: UInt32, shutdownGrace: Duration, stepsMax: Int?) {
+        self.service = service
+        self.agentID = agentID
+        self.handlers = handlers
+        self.pollWaitMillis = pollWaitMillis
+        self.shutdownGrace = shutdownGrace
+        self.stepsMax = stepsMax
+    }
+
+    /// Progress reports sent at most this often, in milliseconds (the latest line wins; each is an event).
+    static let progressIntervalMillis = 1_000
+    /// Longest progress message sent, in bytes.
+    static let progressMessageBytesMax = 512
+    /// Longest failure reason sent, in bytes (the server's limit is 1,024).
+    static let reasonBytesMax = 1_000
+    /// Attempts at delivering a report while the server is temporarily unable to take it.
+    static let reportAttemptsMax = 30
+
+    func say(_ text: String) {
+        print("\(agentID): \(text)")
+        fflush(nil)
+    }
+
+    func run(_ lockstep: LockstepClient) async throws {
+        var done = 0
+        var backoff = Duration.milliseconds(200)
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let began = ContinuousClock.now
+            let polled: Lockstep_V1_PollResponse
+            do {
+                polled = try await cancelWhenGracefulShutdown {
+                    try await lockstep.poll(.with {
+                        $0.service = service
+                        $0.agentID = agentID
+                        $0.waitMs = pollWaitMillis
+                    })
+                }
+                backoff = .milliseconds(200)
+            } catch {
+                if Task.isShuttingDownGracefully || error is CancellationError { break }
+                guard let failure = error as? LockstepClientError, failure.isTransient else { throw error }
+                let pause = backoff
+                say("cannot poll (\(failure)); again in \(pause)")
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
+                backoff = min(backoff * 2, .seconds(5))
+                continue
+            }
+            if polled.hasStep {
+                await runStep(polled.step, lockstep)
+                done += 1
+                if let stepsMax, done >= stepsMax { break }
+            } else if ContinuousClock.now - began < .milliseconds(100) {
+                // Answered at once (the server is full or shutting down): wait as it suggests.
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(Int(polled.retryAfterMs))) }
+            }
+        }
+        say("stopped")
+    }
+
+    enum Outcome: Equatable {
+        /// The handler exited; `stderr` is the end of what it wrote there.
+        case exited(HandlerProcess.Exit, stderr: String)
+        /// The lease was lost (expired, taken over): the handler was killed and nothing is reported.
+        case leaseLost(String)
+        /// The agent is shutting down and the handler did not finish within the grace period.
+        case stopped
+        case noHandler(String)
+    }
+
+    /// Runs one step's handler under its lease and reports how it ended. Heartbeats run, and the lease
+    /// is watched, from the lease until the report is acknowledged.
+    func runStep(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient) async {
+        let name = "\(step.migrationID)/\(step.nodeID)"
+        let kind = step.kind == .rollback ? "rollback" : "forward"
+        say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)\(step.stage.isEmpty ? "" : " (stage \(step.stage))")")
+        let control = HandlerProcess.Control()
+        let shared = StepShared(ttl: .milliseconds(Int(step.ttlMs)))
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await heartbeats(step, lockstep, control: control, shared: shared) }
+            group.addTask { await watchLease(control: control, shared: shared) }
+            group.addTask { await progressReports(step, lockstep, shared: shared) }
+            let outcome = await execute(step, name: name, control: control, shared: shared)
+            await sendPendingProgress(step, lockstep, shared: shared)
+            switch outcome {
+            case .leaseLost(let why):
+                say("\(name): lease lost (\(why)); handler stopped, nothing reported")
+            case .noHandler(let why):
+                await report(step, name: name, lockstep, shared: shared, failure: (why, retryable: true))
+            case .stopped:
+                await report(step, name: name, lockstep, shared: shared, failure: ("agent \(agentID) was stopped before its handler finished", retryable: true))
+            case .exited(.status(0), _):
+                await report(step, name: name, lockstep, shared: shared, failure: nil)
+            case .exited(let exit, let stderr):
+                let retryable: Bool
+                var reason: String
+                switch exit {
+                case .status(let status):
+                    retryable = status == 75
+                    reason = "\(step.action) exited with status \(status)\(retryable ? " (temporary failure)" : "")"
+                case .signal(let signal):
+                    retryable = true
+                    reason = "\(step.action) was killed by signal \(signal)"
+                }
+                if !stderr.isEmpty { reason += ": \(stderr)" }
+                await report(step, name: name, lockstep, shared: shared, failure: (reason, retryable))
+            }
+            group.cancelAll()
+        }
+    }
+
+    private func execute(_ step: Lockstep_V1_Step, name: String, control: HandlerProcess.Control, shared: StepShared) async -> Outcome {
+        guard Self.isHandlerName(step.action) else { return .noHandler("action \"\(step.action.prefix(200))\" cannot name a handler file") }
+        let path = handlers + "/" + step.action
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            return .noHandler("agent \(agentID) has no executable handler \(path) for action \(step.action)")
+        }
+        var environment: [String: String?] = [:]
+        // The agent's credentials are not the handler's business.
+        environment["LOCKSTEP_TOKEN"] = .some(nil)
+        environment["LOCKSTEP_MIGRATION"] = step.migrationID
+        environment["LOCKSTEP_NODE"] = step.nodeID
+        environment["LOCKSTEP_ATTEMPT"] = String(step.attempt)
+        environment["LOCKSTEP_FENCING_TOKEN"] = String(step.fencingToken)
+        environment["LOCKSTEP_STEP_KIND"] = step.kind == .rollback ? "rollback" : "forward"
+        environment["LOCKSTEP_ACTION"] = step.action
+        environment["LOCKSTEP_PARAMS"] = step.paramsJson
+        environment["LOCKSTEP_AGENT_ID"] = agentID
+        // Exposure nodes: the stage this step sets (a rollback step: the start it returns to).
+        environment["LOCKSTEP_STAGE"] = step.stage.isEmpty ? .some(nil) : step.stage
+        environment["LOCKSTEP_STAGE_PERCENT"] = step.hasStagePercent ? String(step.stagePercent) : .some(nil)
+        let ran: (exit: HandlerProcess.Exit, stderrTail: String)
+        do {
+            ran = try await withGracefulShutdownHandler {
+                try await HandlerProcess.run(path, environment: environment, input: step.paramsJson, control: control) { line in
+                    // Progress lines are reported, the rest shown.
+                    if let (percent, message) = Self.progressLine(line) {
+                        shared.progress.withLock { $0 = (percent, message, false) }
+                    } else {
+                        say("\(name): \(line)")
+                    }
+                }
+            } onGracefulShutdown: {
+                let grace = shutdownGrace
+                say("\(name): stopping; the handler has \(grace) to finish")
+                Task {
+                    try? await Task.sleep(for: grace)
+                    // Marked first, so the outcome reads it; unmarked if there was nothing left to stop.
+                    shared.stoppedForShutdown.withLock { $0 = true }
+                    if !control.stop(grace: .seconds(5)) { shared.stoppedForShutdown.withLock { $0 = false } }
+                }
+            }
+        } catch {
+            return .noHandler("agent \(agentID) could not start \(path): \(error)")
+        }
+        if let why = shared.lost.withLock({ $0 }) { return .leaseLost(why) }
+        if shared.stoppedForShutdown.withLock({ $0 }) { return .stopped }
+        return .exited(ran.exit, stderr: ran.stderrTail)
+    }
+
+    /// The lease is lost: stop the handler (if it still runs) and say why.
+    private func lose(_ why: String, control: HandlerProcess.Control, shared: StepShared) {
+        let first = shared.lost.withLock { lost in
+            defer { if lost == nil { lost = why } }
+            return lost == nil
+        }
+        if first { control.stop(grace: .seconds(2)) }
+    }
+
+    /// Heartbeats every `heartbeat_interval_ms`. A refused heartbeat means the lease is gone; a
+    /// transient failure is tried again next time (the watchdog decides when it is too late).
+    private func heartbeats(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
+        let every = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: every) } catch { return }
+            let sentAt = ContinuousClock.now
+            do throws(LockstepClientError) {
+                let beat = try await lockstep.heartbeat(.with {
+                    $0.leaseID = step.leaseID
+                    $0.fencingToken = step.fencingToken
+                })
+                shared.lease.withLock { lease in
+                    lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
+                    if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if error.isTransient { continue }
+                return lose("\(error)", control: control, shared: shared)
+            }
+        }
+    }
+
+    /// Declares the lease lost when no heartbeat sent within the last TTL (less a margin) has been
+    /// acknowledged: the server has expired it, or is about to, whatever the calls in flight say.
+    private func watchLease(control: HandlerProcess.Control, shared: StepShared) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(50)) } catch { return }
+            let (sentAt, ttl) = shared.lease.withLock { ($0.acknowledgedSentAt, $0.ttl) }
+            let margin = min(ttl / 10, .milliseconds(500))
+            if ContinuousClock.now - sentAt > ttl - margin {
+                return lose("no heartbeat acknowledged within the lease's TTL (\(ttl))", control: control, shared: shared)
+            }
+        }
+    }
+
+    /// Sends the latest progress line at most once per `progressIntervalMillis`.
+    private func progressReports(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, shared: StepShared) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: .milliseconds(Self.progressIntervalMillis)) } catch { return }
+            await sendPendingProgress(step, lockstep, shared: shared)
+        }
+    }
+
+    private func sendPendingProgress(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, shared: StepShared) async {
+        let pending = shared.progress.withLock { state -> (UInt32, String)? in
+            guard !state.sent else { return nil }
+            state.sent = true
+            return (state.percent, state.message)
+        }
+        guard let (percent, message) = pending, shared.lost.withLock({ $0 == nil }) else { return }
+        // Best effort: a lost progress report is only a missing event; the heartbeats keep the lease.
+        _ = try? await lockstep.reportProgress(.with {
+            $0.leaseID = step.leaseID
+            $0.fencingToken = step.fencingToken
+            $0.percent = percent
+            $0.message = message
+        })
+    }
+
+    /// Completes or fails the step, trying again while the server is only temporarily unable to take it
+    /// (the heartbeats keep the lease meanwhile) until the lease is lost or `reportAttemptsMax` tries.
+    private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, shared: StepShared,
+                        failure: (reason: String, retryable: Bool)?) async {
+        var delay = Duration.milliseconds(100)
+        for attempt in 1...Self.reportAttemptsMax {
+            do throws(LockstepClientError) {
+                if let failure {
+                    let reason = String(decoding: Array(failure.reason.utf8.prefix(Self.reasonBytesMax)), as: UTF8.self)
+                    let answer = try await lockstep.fail(.with {
+                        $0.leaseID = step.leaseID
+                        $0.fencingToken = step.fencingToken
+                        $0.reason = reason
+                        $0.retryable = failure.retryable
+                    })
+                    say("\(name): failed (\(failure.retryable ? "retryable" : "not retryable")\(answer.willRetry ? ", will be retried" : "")): \(failure.reason)")
+                } else {
+                    _ = try await lockstep.complete(.with {
+                        $0.leaseID = step.leaseID
+                        $0.fencingToken = step.fencingToken
+                    })
+                    say("\(name): completed")
+                }
+                return
+            } catch {
+                if let lost = shared.lost.withLock({ $0 }) {
+                    return say("\(name): lease lost before the report was taken (\(lost)); nothing reported")
+                }
+                guard error.isTransient && attempt < Self.reportAttemptsMax else {
+                    return say("\(name): the report was refused: \(error)")
+                }
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(2))
+            }
+        }
+    }
+
+    /// `progress: 40 working on shard 3` → (40, "working on shard 3"); percent 0...100.
+    static func progressLine(_ line: String) -> (UInt32, String)? {
+        guard line.hasPrefix("progress:") else { return nil }
+        let rest = line.dropFirst("progress:".count).drop { $0 == " " }
+        let digits = rest.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits.count <= 3, let percent = UInt32(digits), percent <= 100 else { return nil }
+        let message = rest.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
+        return (percent, String(decoding: Array(message.utf8.prefix(progressMessageBytesMax)), as: UTF8.self))
+    }
+
+    /// An action names a file directly in the handlers directory: no path separators, no dot files.
+    static func isHandlerName(_ action: String) -> Bool {
+        !action.isEmpty && action.utf8.count <= 128 && !action.hasPrefix(".") && !action.contains("/") && !action.contains("\0")
+    }
+}
