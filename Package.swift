@@ -82,6 +82,7 @@ let package = Package(
                 "LockstepStore",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
         // The gRPC stubs generated from Protos/lockstep/v1/agent.proto (client and server), by ops/generate-protos.

@@ -14,28 +14,15 @@ extension Coordinator {
     /// either order. Grants for different migrations are appended up to `grantAppendsInFlightMax` at a
     /// time (1 makes their order follow the queue, which deterministic simulations need).
     public func grantServiceLeases(now: Instant) async {
-        grantPassWanted = true
-        // A pass records the latest time any caller asked with, so grants never precede their requests.
-        grantPassNow = max(grantPassNow ?? now, now)
-        guard !grantPassRunning else {
-            await withCheckedContinuation { grantPassWaiters.append($0) }
-            return
-        }
-        grantPassRunning = true
-        while grantPassWanted {
-            grantPassWanted = false
-            grantPassOwed = false
-            let served = grantPassWaiters
-            grantPassWaiters = []
-            let passNow = grantPassNow ?? now
-            if reconcileOwed {
-                reconcileOwed = false
-                await reconcileServiceLeases(now: passNow)
-            }
+        // The machine says whether this caller runs the pass (and the next, if any was asked for during
+        // it) or waits for the pass after the running one; a pass records the latest time any caller asked with.
+        var (caller, word) = await ask { .grantPassWanted($0, now: now) }
+        while case .runGrantPass(let passNow, let reconcile) = word {
+            if reconcile { await reconcileServiceLeases(now: passNow) }
             await runGrantPass(now: passNow)
-            for waiter in served { waiter.resume() }
+            guard let next = feed(.grantPassDone, for: caller) else { return }
+            word = next
         }
-        grantPassRunning = false
     }
 
     /// Records, as the coordinator, the service-lease bookkeeping that migrations of a history written
@@ -46,7 +33,7 @@ extension Coordinator {
             do throws(CommandError) {
                 _ = try await executeOnce(.reconcileServiceLeases, migration: migration.id, context: context, now: now)
             } catch {
-                if case .storage = error { reconcileOwed = true }
+                if case .storage = error { feed(.grantOwed(reconcile: true)) }
             }
         }
     }
@@ -79,14 +66,16 @@ extension Coordinator {
         } catch {
             // A refusal means the request moved on (withdrawn, paused); a storage error (busy, overloaded)
             // must not strand it: the next command, or the server's timer, runs another pass.
-            if case .storage = error { grantPassOwed = true }
-            if case .overloaded = error { grantPassOwed = true }
+            switch error {
+            case .storage, .overloaded: feed(.grantOwed(reconcile: false))
+            case .rejected: break
+            }
         }
     }
 
     /// Whether a grant pass is owed (a grant failed on storage, or none has run since open): the
     /// server's timer calls `grantServiceLeases` when it is.
-    public var grantPassIsOwed: Bool { grantPassOwed }
+    public var grantPassIsOwed: Bool { machine.grantPassOwed }
 
     /// An operator forces the holder of service `name` to give back its services (all of the holding
     /// node's, since a node holds all or none), with a reason; recorded in the holder's migration with the

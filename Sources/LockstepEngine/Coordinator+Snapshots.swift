@@ -8,9 +8,9 @@ extension Coordinator {
     /// Saves a snapshot of the live state now, if every appended event is folded in. Returns its sequence.
     @discardableResult
     public func saveSnapshot() async throws(EventLogError) -> UInt64? {
-        guard appliedAhead.isEmpty, appliedThrough > 0, appliedThrough == state.lastSequence else { return nil }
+        guard state.lastSequence > 0, machine.isConsistent(lastSequence: state.lastSequence) else { return nil }
         let sequence = try await Self.writeSnapshot(of: state, to: log)
-        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+        machine.handle(.snapshotSaved(sequence: sequence))
         return sequence
     }
 
@@ -35,15 +35,12 @@ extension Coordinator {
 
     /// A copy of the state to snapshot, if one is due; marks a snapshot in flight.
     private func takeDueSnapshot() -> LogState? {
-        guard snapshotIntervalEvents > 0, !snapshotInFlight, appliedAhead.isEmpty,
-              appliedThrough == state.lastSequence, appliedThrough >= lastSnapshotSequence + snapshotIntervalEvents else { return nil }
-        snapshotInFlight = true
+        guard case .writeSnapshot = machine.handle(.snapshotWanted(lastSequence: state.lastSequence)).first else { return nil }
         return state
     }
 
     private func snapshotFinished(at sequence: UInt64) {
-        snapshotInFlight = false
-        lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+        machine.handle(.snapshotEnded(sequence: sequence))
     }
 
     /// Encodes `state` and stores it as the snapshot at its last sequence.

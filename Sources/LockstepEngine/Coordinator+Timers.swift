@@ -119,7 +119,7 @@ extension Coordinator {
         if let timeout = nextStepTimeout, timeout <= now { report.stepsTimedOut = await timeOutDueSteps(now: now) }
         if let bakeEnd = nextBakeEnd, bakeEnd <= now { report.bakesJudged = await evaluateDueBakes(now: now) }
         if tracksScheduleToStart { report.pausedForScheduleToStart = await pauseStepsNobodyTook(now: now).count }
-        if grantPassOwed { await grantServiceLeases(now: now) }
+        if machine.grantPassOwed { await grantServiceLeases(now: now) }
         report.failures = timerFailures
         timerFailures = []
         return report

@@ -2,7 +2,8 @@
 // one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
 // (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, Coordinator+Reads
 // (settled migrations, from their streams) and CommandTypes (what commands are asked with and answer).
-// Issue 15 replaces it with one engine state machine.
+// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy) is the
+// value-type CoordinatorMachine, which this actor drives; deciding and appending move there next (issue 15).
 import LockstepCore
 import LockstepStore
 import LockstepWire
@@ -23,19 +24,24 @@ public actor Coordinator {
     public let log: any EventLog
     /// The live fold of the log.
     public private(set) var state: LogState
-    /// A snapshot is saved after this many events since the last one (0 = never).
-    public let snapshotIntervalEvents: UInt64
+    /// The bookkeeping as a value-type state machine: turns per stream, the fail-stop latch, the grant
+    /// pass, folded ranges and the snapshot policy. This actor feeds it inputs and performs its actions.
+    var machine: CoordinatorMachine
+    /// Callers waiting for the machine's word, by number.
+    private var parked: [CoordinatorMachine.Caller: CheckedContinuation<Word, Never>] = [:]
+    private var nextCaller: CoordinatorMachine.Caller = 0
 
-    var lastSnapshotSequence: UInt64
-    /// Every event up to here is folded into `state`.
-    var appliedThrough: UInt64
-    /// Folded ranges beyond `appliedThrough`, waiting for an earlier append to finish (appends on
-    /// different migrations can complete out of order; snapshots wait until there is no gap).
-    var appliedAhead: [ClosedRange<UInt64>] = []
-    /// A snapshot is being written in the background.
-    var snapshotInFlight = false
-    /// Streams with a command in progress, and the commands waiting for them.
-    private var busyStreams: Set<String> = []
+    /// What the machine said to a caller.
+    enum Word {
+        case proceed
+        case refused(CommandError)
+        case runGrantPass(now: Instant, reconcile: Bool)
+        case resumed
+    }
+
+    /// A snapshot is saved after this many events since the last one (0 = never).
+    public nonisolated var snapshotIntervalEvents: UInt64 { snapshotInterval }
+    private nonisolated let snapshotInterval: UInt64
     /// The lease timer: for each live step lease, its token, TTL and monotonic deadline.
     private var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
     /// Where lease TTLs are measured.
@@ -55,7 +61,6 @@ public actor Coordinator {
         var ttlMillis: Int64
         var deadlineNanos: UInt64
     }
-    private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
 
     /// What an append changed: the migration (nil for a plan) and the services its plan transitions.
     public struct Change: Sendable {
@@ -75,39 +80,54 @@ public actor Coordinator {
     /// Failures the timers met since the last `tick` (other than lost races).
     var timerFailures: [CommandError] = []
 
-    /// Set when the log stopped taking writes (fail-stop): every later command is refused with it at
-    /// once, before deciding anything, so callers see the storage failure, not its side effects.
-    private var stopped: EventLogError?
+    /// The log stopped taking writes (fail-stop): this coordinator refuses every command at once, before
+    /// deciding anything, so callers see the storage failure, not its side effects; restart it (open the log again).
+    public var isStopped: Bool { machine.stopped != nil }
 
-    /// The log stopped taking writes: this coordinator refuses every command; restart it (open the log again).
-    public var isStopped: Bool { stopped != nil }
-
-    private func noteFailure(_ error: EventLogError) {
-        switch error {
-        case .writesStopped, .outcomeUnknown, .corrupted:
-            if stopped == nil { stopped = .writesStopped(reason: "an earlier append failed: \(error.description)") }
-        default:
-            break
+    /// Feeds `input` to the machine and performs its actions: each word goes to the caller it names
+    /// (resumed if parked); the word for `caller`, the one feeding, is returned instead.
+    @discardableResult
+    func feed(_ input: CoordinatorMachine.Input, for caller: CoordinatorMachine.Caller? = nil) -> Word? {
+        var mine: Word?
+        for action in machine.handle(input) {
+            let (target, word): (CoordinatorMachine.Caller, Word)
+            switch action {
+            case .proceed(let who): (target, word) = (who, .proceed)
+            case .refuse(let who, let error): (target, word) = (who, .refused(error))
+            case .runGrantPass(let who, let now, let reconcile): (target, word) = (who, .runGrantPass(now: now, reconcile: reconcile))
+            case .resume(let who): (target, word) = (who, .resumed)
+            case .writeSnapshot:
+                // Asked for only by `takeDueSnapshot`, which handles the machine's answer itself.
+                assertionFailure("a snapshot action reached feed")
+                continue
+            }
+            if target == caller {
+                mine = word
+            } else if let continuation = parked.removeValue(forKey: target) {
+                continuation.resume(returning: word)
+            } else {
+                assertionFailure("the machine spoke to caller \(target), who is not waiting")
+            }
         }
+        return mine
     }
 
-    /// The lease queue: a grant pass is running / another is wanted / callers waiting for the next one.
-    var grantPassRunning = false
-    var grantPassWanted = false
-    var grantPassWaiters: [CheckedContinuation<Void, Never>] = []
-    /// No pass has run since open: a crash between a request and its grant may have left work.
-    var grantPassOwed = true
-    /// Opening may have found migrations whose service-lease bookkeeping is missing (old histories).
-    var reconcileOwed = true
-    /// The time the next grant pass records (the latest any caller asked with).
-    var grantPassNow: Instant?
+    /// Feeds `input` on behalf of a new caller and waits for the machine's word to it.
+    func ask(_ input: (CoordinatorMachine.Caller) -> CoordinatorMachine.Input) async -> (CoordinatorMachine.Caller, Word) {
+        let caller = nextCaller
+        nextCaller += 1
+        if let word = feed(input(caller), for: caller) { return (caller, word) }
+        return (caller, await withCheckedContinuation { parked[caller] = $0 })
+    }
+
     /// Most grant appends a pass keeps in flight at once.
     public let grantAppendsInFlightMax: Int
     /// Default for `grantAppendsInFlightMax`.
     public static let defaultGrantAppendsInFlightMax = 16
 
     /// Most commands that may wait for their turn on one stream (a migration or a plan); more are refused as overloaded.
-    public let commandsWaitingPerMigrationMax: Int
+    public nonisolated var commandsWaitingPerMigrationMax: Int { machine_commandsWaitingMax }
+    private nonisolated let machine_commandsWaitingMax: Int
 
     /// Default snapshot interval, in events.
     public static let defaultSnapshotIntervalEvents: UInt64 = 10_000
@@ -120,10 +140,10 @@ public actor Coordinator {
         self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
         self.state = state
         self.monotonic = monotonic
-        self.lastSnapshotSequence = snapshotSequence
-        self.appliedThrough = state.lastSequence
-        self.snapshotIntervalEvents = snapshotIntervalEvents
-        self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
+        self.machine = CoordinatorMachine(foldedThrough: state.lastSequence, snapshotSequence: snapshotSequence,
+                                          commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax, snapshotIntervalEvents: snapshotIntervalEvents)
+        self.snapshotInterval = snapshotIntervalEvents
+        self.machine_commandsWaitingMax = commandsWaitingPerMigrationMax
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
         let clock = monotonic()
         for migration in state.migrationsInOrder {
@@ -177,20 +197,19 @@ public actor Coordinator {
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),
         // so the command is decided on a consistent state.
-        if grantPassOwed { await grantServiceLeases(now: now) }
+        if machine.grantPassOwed { await grantServiceLeases(now: now) }
         let result = try await executeOnce(command, migration: id, context: context, now: now)
         // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
-        if grantPassOwed || (!state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
+        if machine.grantPassOwed || (!state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
             await grantServiceLeases(now: now)
         }
         return result
     }
 
     func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        if let stopped { throw .storage(stopped) }
         let stream = RecordedEvent.stream(of: id)
-        guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
-        defer { release(stream) }
+        try await takeTurn(on: stream)
+        defer { feed(.turnEnded(stream: stream)) }
         if state.migrations[id] == nil {
             if case .start = command {
                 // A settled migration has left the live state but not the log: its id stays taken.
@@ -233,7 +252,7 @@ public actor Coordinator {
         do {
             receipt = try await log.append(request)
         } catch {
-            noteFailure(error)
+            feed(.appendFailed(error))
             throw .storage(error)
         }
         // The plan, read before the fold: an append that settles the migration takes it out of the live state.
@@ -241,7 +260,7 @@ public actor Coordinator {
         for (offset, event) in recorded.enumerated() {
             state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
         }
-        markApplied(receipt.firstSequence...receipt.lastSequence)
+        feed(.folded(receipt.firstSequence...receipt.lastSequence))
         armLeases(of: id)
         if plan == nil { plan = state.migrations[id]?.plan }
         if let changeObserver, let plan {
@@ -253,11 +272,10 @@ public actor Coordinator {
     /// Applies a plan's content (hashed here): a no-op returning the current version when the newest
     /// version has the same content, else a `plan_applied` event and the new version.
     public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
-        if let stopped { throw .storage(stopped) }
         let hashed = plan.hashed()
         let stream = RecordedPlanEvent.stream(of: hashed.name)
-        guard await acquire(stream) else { throw .overloaded(stream: stream, waitingMax: commandsWaitingPerMigrationMax) }
-        defer { release(stream) }
+        try await takeTurn(on: stream)
+        defer { feed(.turnEnded(stream: stream)) }
         let event: PlanEvent
         switch state.decideApply(hashed) {
         case .rejected(let rejection): throw .rejected(rejection)
@@ -274,11 +292,11 @@ public actor Coordinator {
         do {
             receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [bytes]))
         } catch {
-            noteFailure(error)
+            feed(.appendFailed(error))
             throw .storage(error)
         }
         state.evolve(.plan(record), sequence: receipt.firstSequence)
-        markApplied(receipt.firstSequence...receipt.lastSequence)
+        feed(.folded(receipt.firstSequence...receipt.lastSequence))
         changeObserver?(Change(migration: nil, services: []))
         guard case .planApplied(let applied) = event else { return (base + 1, true) }
         return (applied.version, true)
@@ -374,31 +392,14 @@ public actor Coordinator {
         return try await execute(.start(id: id, plan: plan, startedBy: context.actor.id), migration: id, context: context, now: now)
     }
 
-    private func markApplied(_ range: ClosedRange<UInt64>) {
-        appliedAhead.append(range)
-        appliedAhead.sort { $0.lowerBound < $1.lowerBound }
-        while let first = appliedAhead.first, first.lowerBound == appliedThrough + 1 {
-            appliedThrough = first.upperBound
-            appliedAhead.removeFirst()
-        }
-    }
-
-    /// Waits for `stream`'s turn; false (without waiting) when `commandsWaitingPerMigrationMax` are already waiting.
-    private func acquire(_ stream: String) async -> Bool {
-        if busyStreams.insert(stream).inserted { return true }
-        guard waiting[stream, default: []].count < commandsWaitingPerMigrationMax else { return false }
-        await withCheckedContinuation { waiting[stream, default: []].append($0) }
-        // Ownership was handed over by `release`; `stream` stays in `busyStreams`.
-        return true
-    }
-
-    private func release(_ stream: String) {
-        if var queue = waiting[stream], !queue.isEmpty {
-            let next = queue.removeFirst()
-            waiting[stream] = queue.isEmpty ? nil : queue
-            next.resume()
-        } else {
-            busyStreams.remove(stream)
+    /// Waits for `stream`'s turn (one command per stream at a time): refused at once when the log has
+    /// stopped taking writes or `commandsWaitingPerMigrationMax` commands already wait. The caller must
+    /// end its turn (`turnEnded`) whatever happens next.
+    private func takeTurn(on stream: String) async throws(CommandError) {
+        switch await ask({ .turnWanted($0, stream: stream) }).1 {
+        case .proceed: return
+        case .refused(let error): throw error
+        case .runGrantPass, .resumed: preconditionFailure("a turn was answered with a grant pass's word")
         }
     }
 }
