@@ -2,7 +2,7 @@
 // one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
 // (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, Coordinator+Reads
 // (settled migrations, from their streams) and CommandTypes (what commands are asked with and answer).
-// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy) is the
+// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy, the lease timers) is the
 // value-type CoordinatorMachine, which this actor drives; deciding and appending move there next (issue 15).
 import LockstepCore
 import LockstepStore
@@ -42,25 +42,12 @@ public actor Coordinator {
     /// A snapshot is saved after this many events since the last one (0 = never).
     public nonisolated var snapshotIntervalEvents: UInt64 { snapshotInterval }
     private nonisolated let snapshotInterval: UInt64
-    /// The lease timer: for each live step lease, its token, TTL and monotonic deadline.
-    private var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
     /// The schedule_to_start timer: for each node of a plan that sets one and is waiting for an agent,
     /// since when (monotonic nanoseconds) the timer has seen it waiting. Not persisted: after a restart
     /// every waiting node gets its whole schedule_to_start again (as live leases get a fresh TTL).
     var waitingSince: [MigrationID: [NodeID: UInt64]] = [:]
-
-    struct LeaseKey: Hashable {
-        var migration: MigrationID
-        var node: NodeID
-    }
-
-    struct LeaseDeadline {
-        var token: FencingToken
-        var ttlMillis: Int64
-        var deadlineNanos: UInt64
-    }
 
     /// What an append changed: the migration (nil for a plan) and the services its plan transitions.
     public struct Change: Sendable {
@@ -96,9 +83,9 @@ public actor Coordinator {
             case .refuse(let who, let error): (target, word) = (who, .refused(error))
             case .runGrantPass(let who, let now, let reconcile): (target, word) = (who, .runGrantPass(now: now, reconcile: reconcile))
             case .resume(let who): (target, word) = (who, .resumed)
-            case .writeSnapshot:
-                // Asked for only by `takeDueSnapshot`, which handles the machine's answer itself.
-                assertionFailure("a snapshot action reached feed")
+            case .writeSnapshot, .expireLease:
+                // Asked for only by `takeDueSnapshot` and `expireDueLeases`, which perform them themselves.
+                assertionFailure("\(action) reached feed")
                 continue
             }
             if target == caller {
@@ -147,8 +134,7 @@ public actor Coordinator {
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
         let clock = monotonic()
         for migration in state.migrationsInOrder {
-            let live = Self.deadlines(for: migration, keeping: [:], monotonic: clock)
-            if !live.isEmpty { self.leaseDeadlines[migration.id] = live }
+            machine.handle(.leasesChanged(migration.id, leases: CoordinatorMachine.StepLeaseTimer.leases(of: migration), nanos: clock))
         }
     }
 
@@ -315,9 +301,7 @@ public actor Coordinator {
             throw .rejected(rejection)
         }
         let ttl = state.migrations[id]?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0
-        guard var deadline = leaseDeadlines[id]?[node], deadline.token == token else { return ttl }
-        deadline.deadlineNanos = monotonic() &+ UInt64(deadline.ttlMillis) &* 1_000_000
-        leaseDeadlines[id]?[node] = deadline
+        machine.handle(.heartbeat(id, node: node, token: token, nanos: monotonic()))
         return ttl
     }
 
@@ -331,49 +315,28 @@ public actor Coordinator {
     /// attempt with a new token if the retry policy allows. Returns the expired (migration, node) pairs in order.
     @discardableResult
     public func expireDueLeases(now: Instant) async -> [(MigrationID, NodeID)] {
-        let clock = monotonic()
-        let due = leaseDeadlines.flatMap { migration, nodes in
-            nodes.filter { $0.value.deadlineNanos <= clock }.map { (key: LeaseKey(migration: migration, node: $0.key), value: $0.value) }
-        }.sorted { ($0.key.migration, $0.key.node.rawValue) < ($1.key.migration, $1.key.node.rawValue) }
         var expired: [(MigrationID, NodeID)] = []
-        for (key, deadline) in due {
+        for action in machine.handle(.leasesDue(nanos: monotonic())) {
+            guard case .expireLease(let migration, let node, let token) = action else { continue }
             let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-timer")
-            if await timerExecute(.expireLease(node: key.node, token: deadline.token), migration: key.migration, context: context, now: now) {
-                expired.append((key.migration, key.node))
+            if await timerExecute(.expireLease(node: node, token: token), migration: migration, context: context, now: now) {
+                expired.append((migration, node))
             }
         }
         return expired
     }
 
     /// Step leases live now (for metrics).
-    public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
+    public var liveStepLeaseCount: Int { machine.liveStepLeaseCount }
 
     /// When the lease timer should next look, in monotonic nanoseconds.
-    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
+    public var nextLeaseDeadlineNanos: UInt64? { machine.nextLeaseDeadlineNanos }
 
-    /// Makes the timer match migration `id`'s live leases: new leases start their TTL now, ended ones are dropped.
+    /// Makes the timer match migration `id`'s live leases: new leases start their TTL now, ended ones are
+    /// dropped (all of them when it settled and left the live state).
     private func armLeases(of id: MigrationID) {
-        // (Settled and gone from the live state: no lease of it lives on.)
-        guard let migration = state.migrations[id] else { leaseDeadlines[id] = nil; return }
-        let live = Self.deadlines(for: migration, keeping: leaseDeadlines[id] ?? [:], monotonic: monotonic())
-        leaseDeadlines[id] = live.isEmpty ? nil : live
-    }
-
-    /// The timer entries for the live leases of `migration`: kept from `existing` when the token is the
-    /// same (a heartbeat may have extended it), else starting a full TTL at `clock`.
-    private static func deadlines(for migration: MigrationState, keeping existing: [NodeID: LeaseDeadline],
-                                  monotonic clock: UInt64) -> [NodeID: LeaseDeadline] {
-        var result: [NodeID: LeaseDeadline] = [:]
-        for node in migration.nodes {
-            guard let lease = node.lease else { continue }
-            if let kept = existing[node.id], kept.token == lease.token {
-                result[node.id] = kept
-                continue
-            }
-            let ttl = max(CoreLimits.leaseTTLMillisMin, lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch)
-            result[node.id] = LeaseDeadline(token: lease.token, ttlMillis: ttl, deadlineNanos: clock &+ UInt64(ttl) &* 1_000_000)
-        }
-        return result
+        let leases = state.migrations[id].map(CoordinatorMachine.StepLeaseTimer.leases(of:)) ?? []
+        machine.handle(.leasesChanged(id, leases: leases, nanos: monotonic()))
     }
 
     /// Applies `plan` (a no-op when its content is already the newest version) and starts migration `id`

@@ -17,6 +17,10 @@ import LockstepStore
 ///   for the next, which starts after it and so sees everything folded before the call.
 /// - **Folded ranges and the snapshot policy**: appends on different streams are acknowledged out of
 ///   order; a snapshot is due only when there is no gap, none is being written, and enough events passed.
+/// - **The lease timers**: each live step lease's TTL on the monotonic clock (nanoseconds, given with
+///   each input), restarted by a heartbeat with the lease's token; a lease not renewed in time is due to
+///   expire. After a restart nobody knows how long ago the last heartbeat came: every live lease gets a
+///   fresh TTL.
 public struct CoordinatorMachine: Sendable {
     /// A caller waiting for the machine's word (a command, a grant pass), numbered by the shell.
     public typealias Caller = UInt64
@@ -43,6 +47,36 @@ public struct CoordinatorMachine: Sendable {
         case snapshotEnded(sequence: UInt64)
         /// A snapshot the shell wrote on its own (`Coordinator.saveSnapshot`) is at `sequence`.
         case snapshotSaved(sequence: UInt64)
+        /// `migration`'s live step leases are now `leases` (none: its leases ended, or it left the live
+        /// state), at monotonic `nanos`: a new lease starts its TTL, one with the same token keeps its deadline.
+        case leasesChanged(MigrationID, leases: [StepLeaseTimer], nanos: UInt64)
+        /// The holder of `migration`/`node`'s lease with `token` is alive, at monotonic `nanos`.
+        case heartbeat(MigrationID, node: NodeID, token: FencingToken, nanos: UInt64)
+        /// The timer looks at monotonic `nanos`: which leases are past their deadline?
+        case leasesDue(nanos: UInt64)
+    }
+
+    /// A live step lease as the timer knows it.
+    public struct StepLeaseTimer: Hashable, Sendable {
+        public var node: NodeID
+        public var token: FencingToken
+        public var ttlMillis: Int64
+
+        public init(node: NodeID, token: FencingToken, ttlMillis: Int64) {
+            self.node = node
+            self.token = token
+            self.ttlMillis = ttlMillis
+        }
+
+        /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
+        public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
+            migration.nodes.compactMap { node in
+                node.lease.map { lease in
+                    StepLeaseTimer(node: node.id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
+                        lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch))
+                }
+            }
+        }
     }
 
     public enum Action: Hashable, Sendable {
@@ -57,6 +91,15 @@ public struct CoordinatorMachine: Sendable {
         case resume(Caller)
         /// Write a snapshot of the live state (at `sequence`), then report `snapshotEnded`.
         case writeSnapshot(sequence: UInt64)
+        /// The lease of `migration`/`node` with `token` was not renewed within its TTL: record its expiry.
+        case expireLease(MigrationID, node: NodeID, token: FencingToken)
+    }
+
+    /// A live lease's timer.
+    struct LeaseDeadline: Hashable, Sendable {
+        var token: FencingToken
+        var ttlMillis: Int64
+        var deadlineNanos: UInt64
     }
 
     /// A stream's turn: absent when nobody holds it.
@@ -108,6 +151,14 @@ public struct CoordinatorMachine: Sendable {
     var foldedAhead: [ClosedRange<UInt64>] = []
     public private(set) var lastSnapshotSequence: UInt64
     var snapshotting: Snapshotting = .idle
+    /// For each migration with live step leases, each lease's timer.
+    var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
+
+    /// Step leases live now.
+    public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
+
+    /// When the lease timer should next look, in monotonic nanoseconds.
+    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
 
     /// A machine for a live state folded through `foldedThrough`, whose newest snapshot is at `snapshotSequence`.
     public init(foldedThrough: UInt64, snapshotSequence: UInt64, commandsWaitingPerStreamMax: Int, snapshotIntervalEvents: UInt64) {
@@ -236,6 +287,36 @@ public struct CoordinatorMachine: Sendable {
         case .snapshotSaved(let sequence):
             lastSnapshotSequence = max(lastSnapshotSequence, sequence)
             return []
+
+        case .leasesChanged(let migration, let leases, let nanos):
+            let existing = leaseDeadlines[migration] ?? [:]
+            var live: [NodeID: LeaseDeadline] = [:]
+            for lease in leases {
+                if let kept = existing[lease.node], kept.token == lease.token {
+                    // The same lease: a heartbeat may have extended it.
+                    live[lease.node] = kept
+                } else {
+                    live[lease.node] = LeaseDeadline(token: lease.token, ttlMillis: lease.ttlMillis,
+                                                     deadlineNanos: nanos &+ UInt64(max(0, lease.ttlMillis)) &* 1_000_000)
+                }
+            }
+            leaseDeadlines[migration] = live.isEmpty ? nil : live
+            return []
+
+        case .heartbeat(let migration, let node, let token, let nanos):
+            // (A heartbeat with another token was refused by the core before it got here.)
+            guard var deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return [] }
+            deadline.deadlineNanos = nanos &+ UInt64(max(0, deadline.ttlMillis)) &* 1_000_000
+            leaseDeadlines[migration]?[node] = deadline
+            return []
+
+        case .leasesDue(let nanos):
+            // In (migration, node) order, so every shell expires them in the same order.
+            return leaseDeadlines.flatMap { migration, nodes in
+                nodes.filter { $0.value.deadlineNanos <= nanos }.map { (migration: migration, node: $0.key, token: $0.value.token) }
+            }
+            .sorted { ($0.migration, $0.node.rawValue) < ($1.migration, $1.node.rawValue) }
+            .map { Action.expireLease($0.migration, node: $0.node, token: $0.token) }
         }
     }
 

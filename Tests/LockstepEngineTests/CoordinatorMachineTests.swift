@@ -90,4 +90,33 @@ import Testing
         never.handle(.folded(1...1_000))
         #expect(never.handle(.snapshotWanted(lastSequence: 1_000)) == [])
     }
+
+    @Test func leasesExpireOnTheMonotonicClockUnlessAHeartbeatWithTheirTokenRenewsThem() {
+        var machine = Self.machine()
+        let second: UInt64 = 1_000_000_000
+        let b = MigrationID("b"), a = MigrationID("a")
+        machine.handle(.leasesChanged(b, leases: [.init(node: NodeID("x"), token: FencingToken(1), ttlMillis: 2_000)], nanos: 0))
+        machine.handle(.leasesChanged(a, leases: [.init(node: NodeID("y"), token: FencingToken(4), ttlMillis: 1_000),
+                                                  .init(node: NodeID("x"), token: FencingToken(2), ttlMillis: 1_000)], nanos: 0))
+        #expect(machine.liveStepLeaseCount == 3 && machine.nextLeaseDeadlineNanos == 1 * second)
+        #expect(machine.handle(.leasesDue(nanos: 1 * second - 1)) == [])
+        // A heartbeat with another token renews nothing; with the lease's token, a whole TTL from now.
+        machine.handle(.heartbeat(a, node: NodeID("y"), token: FencingToken(3), nanos: second / 2))
+        machine.handle(.heartbeat(a, node: NodeID("x"), token: FencingToken(2), nanos: second / 2))
+        // Due ones in (migration, node) order, whatever order they were armed in.
+        #expect(machine.handle(.leasesDue(nanos: 2 * second)) == [
+            .expireLease(a, node: NodeID("x"), token: FencingToken(2)), .expireLease(a, node: NodeID("y"), token: FencingToken(4)),
+            .expireLease(b, node: NodeID("x"), token: FencingToken(1)),
+        ])
+        #expect(machine.handle(.leasesDue(nanos: second + second / 2 - 1)) == [.expireLease(a, node: NodeID("y"), token: FencingToken(4))])
+        // Re-arming with the same token keeps the deadline; a new token starts a whole TTL; ended leases go.
+        machine.handle(.leasesChanged(a, leases: [.init(node: NodeID("x"), token: FencingToken(2), ttlMillis: 1_000),
+                                                  .init(node: NodeID("y"), token: FencingToken(5), ttlMillis: 1_000)], nanos: 3 * second))
+        #expect(machine.handle(.leasesDue(nanos: 3 * second)) == [.expireLease(a, node: NodeID("x"), token: FencingToken(2)),
+                                                                 .expireLease(b, node: NodeID("x"), token: FencingToken(1))])
+        machine.handle(.leasesChanged(a, leases: [], nanos: 3 * second))
+        machine.handle(.leasesChanged(b, leases: [], nanos: 3 * second))
+        #expect(machine.liveStepLeaseCount == 0 && machine.nextLeaseDeadlineNanos == nil)
+        #expect(machine.handle(.leasesDue(nanos: 100 * second)) == [])
+    }
 }
