@@ -56,24 +56,20 @@ extension Coordinator {
     /// its service is taking steps, and a person should look. Returns the migrations paused, in id order.
     @discardableResult
     public func pauseStepsNobodyTook(now: Instant) async -> [MigrationID] {
-        let clock = monotonic()
-        var due: [(MigrationID, NodeID)] = []
-        var tracked: [MigrationID: [NodeID: UInt64]] = [:]
+        var waiting: [CoordinatorMachine.WaitingNode] = []
         for migration in state.unsettledInOrder where migration.plan.nodes.contains(where: { $0.timeouts.scheduleToStartMillis != nil }) {
             for spec in migration.plan.nodes {
                 guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
-                let since = waitingSince[migration.id]?[spec.id] ?? clock
-                tracked[migration.id, default: [:]][spec.id] = since
-                if clock &- since >= UInt64(max(0, limit)) &* 1_000_000 { due.append((migration.id, spec.id)) }
+                waiting.append(.init(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
             }
         }
-        waitingSince = tracked
         var paused: [MigrationID] = []
-        for (id, node) in due where !paused.contains(id) {
+        for action in machine.handle(.waitingForAgents(waiting, nanos: monotonic())) {
+            guard case .scheduleToStartExceeded(let id, let node) = action, !paused.contains(id) else { continue }
             let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "schedule-to-start")
             if await timerExecute(.scheduleToStartExceeded(node: node), migration: id, context: context, now: now) {
                 paused.append(id)
-                waitingSince[id] = nil
+                machine.handle(.scheduleToStartHandled(id))
             }
         }
         return paused
@@ -135,13 +131,7 @@ extension Coordinator {
         }
         var due = [nextDeadline, nextBakeEnd, nextStepTimeout].compactMap { $0 }
         if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
-        for (id, nodes) in waitingSince {
-            guard let migration = state.migrations[id] else { continue }
-            for (node, since) in nodes {
-                guard let limit = migration.plan.node(node)?.timeouts.scheduleToStartMillis else { continue }
-                due.append(wall(since &+ UInt64(max(0, limit)) &* 1_000_000))
-            }
-        }
+        if let waited = machine.nextScheduleToStartNanos { due.append(wall(waited)) }
         return due.min()
     }
 

@@ -2,7 +2,7 @@
 // one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
 // (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, Coordinator+Reads
 // (settled migrations, from their streams) and CommandTypes (what commands are asked with and answer).
-// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy, the lease timers) is the
+// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy, the lease and schedule_to_start timers) is the
 // value-type CoordinatorMachine, which this actor drives; deciding and appending move there next (issue 15).
 import LockstepCore
 import LockstepStore
@@ -44,10 +44,6 @@ public actor Coordinator {
     private nonisolated let snapshotInterval: UInt64
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
-    /// The schedule_to_start timer: for each node of a plan that sets one and is waiting for an agent,
-    /// since when (monotonic nanoseconds) the timer has seen it waiting. Not persisted: after a restart
-    /// every waiting node gets its whole schedule_to_start again (as live leases get a fresh TTL).
-    var waitingSince: [MigrationID: [NodeID: UInt64]] = [:]
 
     /// What an append changed: the migration (nil for a plan) and the services its plan transitions.
     public struct Change: Sendable {
@@ -83,8 +79,8 @@ public actor Coordinator {
             case .refuse(let who, let error): (target, word) = (who, .refused(error))
             case .runGrantPass(let who, let now, let reconcile): (target, word) = (who, .runGrantPass(now: now, reconcile: reconcile))
             case .resume(let who): (target, word) = (who, .resumed)
-            case .writeSnapshot, .expireLease:
-                // Asked for only by `takeDueSnapshot` and `expireDueLeases`, which perform them themselves.
+            case .writeSnapshot, .expireLease, .scheduleToStartExceeded:
+                // Asked for only by `takeDueSnapshot` and the timers, which perform them themselves.
                 assertionFailure("\(action) reached feed")
                 continue
             }

@@ -21,6 +21,8 @@ import LockstepStore
 ///   each input), restarted by a heartbeat with the lease's token; a lease not renewed in time is due to
 ///   expire. After a restart nobody knows how long ago the last heartbeat came: every live lease gets a
 ///   fresh TTL.
+/// - **The schedule_to_start timer**: since when each node that sets one has waited for an agent; not
+///   persisted, so after a restart every waiting node gets its whole schedule_to_start again.
 public struct CoordinatorMachine: Sendable {
     /// A caller waiting for the machine's word (a command, a grant pass), numbered by the shell.
     public typealias Caller = UInt64
@@ -54,6 +56,25 @@ public struct CoordinatorMachine: Sendable {
         case heartbeat(MigrationID, node: NodeID, token: FencingToken, nanos: UInt64)
         /// The timer looks at monotonic `nanos`: which leases are past their deadline?
         case leasesDue(nanos: UInt64)
+        /// The nodes waiting for an agent now (running, ready, holding their services), each with its
+        /// schedule_to_start, at monotonic `nanos`: which have waited all of it? Nodes no longer listed
+        /// are forgotten (leased, paused, released).
+        case waitingForAgents([WaitingNode], nanos: UInt64)
+        /// `migration` was paused for a node nobody took: its nodes' waits start again when it resumes.
+        case scheduleToStartHandled(MigrationID)
+    }
+
+    /// A node waiting for an agent, and how long it may (milliseconds).
+    public struct WaitingNode: Hashable, Sendable {
+        public var migration: MigrationID
+        public var node: NodeID
+        public var scheduleToStartMillis: Int64
+
+        public init(migration: MigrationID, node: NodeID, scheduleToStartMillis: Int64) {
+            self.migration = migration
+            self.node = node
+            self.scheduleToStartMillis = scheduleToStartMillis
+        }
     }
 
     /// A live step lease as the timer knows it.
@@ -93,6 +114,9 @@ public struct CoordinatorMachine: Sendable {
         case writeSnapshot(sequence: UInt64)
         /// The lease of `migration`/`node` with `token` was not renewed within its TTL: record its expiry.
         case expireLease(MigrationID, node: NodeID, token: FencingToken)
+        /// `migration`/`node` has waited its whole schedule_to_start: pause the migration (then report
+        /// `scheduleToStartHandled`).
+        case scheduleToStartExceeded(MigrationID, node: NodeID)
     }
 
     /// A live lease's timer.
@@ -153,6 +177,14 @@ public struct CoordinatorMachine: Sendable {
     var snapshotting: Snapshotting = .idle
     /// For each migration with live step leases, each lease's timer.
     var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
+
+    /// For each node waiting for an agent: since when (monotonic nanoseconds), and for how long it may.
+    var waitingSince: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
+
+    /// When the schedule_to_start timer should next look, in monotonic nanoseconds.
+    public var nextScheduleToStartNanos: UInt64? {
+        waitingSince.values.flatMap { $0.values.map { $0.since &+ UInt64(max(0, $0.limitMillis)) &* 1_000_000 } }.min()
+    }
 
     /// Step leases live now.
     public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
@@ -308,6 +340,23 @@ public struct CoordinatorMachine: Sendable {
             guard var deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return [] }
             deadline.deadlineNanos = nanos &+ UInt64(max(0, deadline.ttlMillis)) &* 1_000_000
             leaseDeadlines[migration]?[node] = deadline
+            return []
+
+        case .waitingForAgents(let nodes, let nanos):
+            var tracked: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
+            var due: [Action] = []
+            for waiting in nodes {
+                let since = waitingSince[waiting.migration]?[waiting.node]?.since ?? nanos
+                tracked[waiting.migration, default: [:]][waiting.node] = (since, waiting.scheduleToStartMillis)
+                if nanos &- since >= UInt64(max(0, waiting.scheduleToStartMillis)) &* 1_000_000 {
+                    due.append(.scheduleToStartExceeded(waiting.migration, node: waiting.node))
+                }
+            }
+            waitingSince = tracked
+            return due
+
+        case .scheduleToStartHandled(let migration):
+            waitingSince[migration] = nil
             return []
 
         case .leasesDue(let nanos):

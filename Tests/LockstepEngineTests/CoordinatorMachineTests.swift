@@ -119,4 +119,24 @@ import Testing
         #expect(machine.liveStepLeaseCount == 0 && machine.nextLeaseDeadlineNanos == nil)
         #expect(machine.handle(.leasesDue(nanos: 100 * second)) == [])
     }
+
+    @Test func aNodeThatWaitsItsWholeScheduleToStartIsReportedOnceAndForgottenWhenItStopsWaiting() {
+        var machine = Self.machine()
+        let second: UInt64 = 1_000_000_000
+        let m = MigrationID("m")
+        let waiting = [CoordinatorMachine.WaitingNode(migration: m, node: NodeID("a"), scheduleToStartMillis: 2_000),
+                       CoordinatorMachine.WaitingNode(migration: m, node: NodeID("b"), scheduleToStartMillis: 5_000)]
+        #expect(machine.handle(.waitingForAgents(waiting, nanos: 10 * second)) == [])
+        #expect(machine.nextScheduleToStartNanos == 12 * second)
+        #expect(machine.handle(.waitingForAgents(waiting, nanos: 12 * second)) == [.scheduleToStartExceeded(m, node: NodeID("a"))])
+        // "a" was leased meanwhile: it is forgotten; should it wait again, its whole limit starts again.
+        #expect(machine.handle(.waitingForAgents([waiting[1]], nanos: 13 * second)) == [])
+        #expect(machine.handle(.waitingForAgents(waiting, nanos: 14 * second)) == [])
+        #expect(machine.handle(.waitingForAgents(waiting, nanos: 15 * second)) == [.scheduleToStartExceeded(m, node: NodeID("b"))])
+        // Paused for it: every wait of the migration starts again.
+        machine.handle(.scheduleToStartHandled(m))
+        #expect(machine.nextScheduleToStartNanos == nil)
+        #expect(machine.handle(.waitingForAgents(waiting, nanos: 16 * second)) == [])
+        #expect(machine.nextScheduleToStartNanos == 18 * second)
+    }
 }
