@@ -2,8 +2,9 @@
 // one turn per stream), heartbeats and lease timers. By concern beside it: Coordinator+ServiceLeases
 // (the grant pass), Coordinator+Timers (the timer policy), Coordinator+Snapshots, Coordinator+Reads
 // (settled migrations, from their streams) and CommandTypes (what commands are asked with and answer).
-// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy, the lease and schedule_to_start timers) is the
-// value-type CoordinatorMachine, which this actor drives; deciding and appending move there next (issue 15).
+// Its bookkeeping (turns, the fail-stop latch, the grant pass, folded ranges, the snapshot policy, the
+// lease and schedule_to_start timers) is the value-type CoordinatorMachine, which this actor drives;
+// deciding and appending move there next (issue 15).
 import LockstepCore
 import LockstepStore
 import LockstepWire

@@ -179,6 +179,9 @@ struct OperatorAPITests {
         #expect(again.contains(#""code":"migration_already_exists""#) && again.hasSuffix("\n409"), "\(again)")
         let paused = try await server.post("/v1/migrations/pause", #"{"migration_id": "m2", "reason": "late"}"#, token: Self.tokens["alice"])
         #expect(paused.contains(#""code":"migration_settled""#) && paused.contains("has already rolled_back"), "\(paused)")
+        // Watching it gives its events, from its stream, and ends (it can change no more).
+        let watched = try await server.post("/v1/migrations/watch", #"{"migration_id": "m2"}"#, token: Self.tokens["audrey"])
+        #expect(watched.contains(#""migration_started""#) && watched.contains(#""migration_rolled_back""#) && watched.hasSuffix("\n200"), "\(watched)")
         let missing = try await server.post("/v1/migrations/get", #"{"migration_id": "m9"}"#, token: Self.tokens["audrey"])
         #expect(missing.contains(#""code":"migration_not_found""#), "\(missing)")
         _ = try await server.stop()
