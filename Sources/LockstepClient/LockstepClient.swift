@@ -174,6 +174,16 @@ public struct LockstepClient: Sendable {
     public func events(_ request: Lockstep_V1_ListEventsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListEventsResponse {
         try await call { try await history.listEvents(request, metadata: $0) }
     }
+    /// Every event after `request.afterSequence` (of `request.stream`, or all), streamed: `each` is called
+    /// for every event in order, and the server reads the log at the pace `each` takes them.
+    public func export(_ request: Lockstep_V1_ListEventsRequest,
+                       _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
+        try await call { metadata in
+            try await history.exportEvents(request, metadata: metadata) { response in
+                for try await envelope in response.messages { try await each(envelope) }
+            }
+        }
+    }
     public func state(_ request: Lockstep_V1_StateAtRequest) async throws(LockstepClientError) -> Lockstep_V1_StateAtResponse {
         try await call { try await history.getStateAt(request, metadata: $0) }
     }

@@ -189,6 +189,34 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
         }
     }
 
+    /// The export as a server stream: one message per event, pulled from the log as the client reads.
+    package func exportEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws
+        -> StreamingServerResponse<Lockstep_V1_EventEnvelope>
+    {
+        let began = ContinuousClock.now
+        let principal: Principal
+        do throws(APIError) {
+            principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
+            try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        } catch {
+            metrics.record(error)
+            metrics.request("history/export", transport: "grpc").record(duration: ContinuousClock.now - began)
+            throw error.rpcError
+        }
+        return StreamingServerResponse { writer in
+            defer { metrics.request("history/export", transport: "grpc").record(duration: ContinuousClock.now - began) }
+            do {
+                try await history.exportEnvelopes(request.message, principal: principal) { envelopes in
+                    try await writer.write(contentsOf: envelopes)
+                }
+            } catch let error as APIError {
+                metrics.record(error)
+                throw error.rpcError
+            }
+            return [:]
+        }
+    }
+
     package func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
         try await answer(request, "history/state", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.stateAt(input, principal: principal)

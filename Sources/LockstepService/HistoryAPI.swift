@@ -55,6 +55,27 @@ public struct HistoryAPI: Sendable {
         }
     }
 
+    /// The same events as `export`, as envelopes (what gRPC's `ExportEvents` streams), handed to `send` a
+    /// page at a time: read at the pace `send` takes them.
+    public func exportEnvelopes(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
+                                send: ([Lockstep_V1_EventEnvelope]) async throws -> Void) async throws {
+        try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
+        try APIError.checkStream(request.stream)
+        var position = request.afterSequence
+        while true {
+            let (page, damage) = request.stream.isEmpty
+                ? await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
+                : await coordinator.log.readIntact(stream: request.stream, after: position, limit: Self.scanPageEventsMax)
+            var envelopes: [Lockstep_V1_EventEnvelope] = []
+            envelopes.reserveCapacity(page.count)
+            for stored in page { envelopes.append(try Self.envelope(stored)) }
+            if !envelopes.isEmpty { try await send(envelopes) }
+            if let damage { throw APIError(.storage(damage)) }
+            guard let last = page.last else { return }
+            position = last.sequence
+        }
+    }
+
     public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
         let through: UInt64?

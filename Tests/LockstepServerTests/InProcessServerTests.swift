@@ -1,4 +1,5 @@
 import Foundation
+import LockstepEngine
 import LockstepWire
 import Synchronization
 import LockstepClient
@@ -104,6 +105,31 @@ import LockstepService
                 return try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "orders-2"; $0.waitMs = 5_000 })
             }
             #expect(step.step.leaseID == "m1/expand" && step.step.attempt == 1)
+        }
+    }
+
+    /// The export is the same on both transports: gRPC's stream of envelopes, rendered as lines, is
+    /// exactly the NDJSON of POST /v1/history/export, for the whole log and for one stream.
+    @Test func theExportIsTheSameOverGRPCAndJSON() async throws {
+        try await Self.withServer { grpc, http in
+            try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = Self.plan })
+                for id in ["m1", "m2"] { _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = id }) }
+                _ = try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "orders-1"; $0.waitMs = 5_000 })
+                for (stream, body) in [("", "{}"), ("migration/m2", #"{"stream": "migration/m2"}"#)] {
+                    let lines = Mutex<[String]>([])
+                    try await lockstep.export(.with { $0.stream = stream }) { envelope in
+                        let line = try HistoryExport.line(sequence: envelope.sequence, chainHashHex: envelope.chainHash.map { String(format: "%02x", $0) }.joined(),
+                                                          record: envelope.record)
+                        lines.withLock { $0.append(line) }
+                    }
+                    let json = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json",
+                                                                        "--data-binary", body, http + "/v1/history/export"]).wait(seconds: 30).stdout
+                    let overGRPC = lines.withLock { $0 }
+                    #expect(overGRPC.count >= (stream.isEmpty ? 6 : 2), "\(overGRPC)")
+                    #expect(overGRPC.joined(separator: "\n") + "\n" == json, "stream \(stream)")
+                }
+            }
         }
     }
 

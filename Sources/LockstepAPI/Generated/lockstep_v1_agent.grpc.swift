@@ -4633,11 +4633,25 @@ public enum Lockstep_V1_HistoryService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ExportEvents" metadata.
+        public enum ExportEvents: Sendable {
+            /// Request type for "ExportEvents".
+            public typealias Input = Lockstep_V1_ListEventsRequest
+            /// Response type for "ExportEvents".
+            public typealias Output = Lockstep_V1_EventEnvelope
+            /// Descriptor for "ExportEvents".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "ExportEvents",
+                type: .serverStreaming
+            )
+        }
         /// Descriptors for all methods in the "lockstep.v1.HistoryService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ListEvents.descriptor,
             GetStateAt.descriptor,
-            VerifyHistory.descriptor
+            VerifyHistory.descriptor,
+            ExportEvents.descriptor
         ]
     }
 }
@@ -4709,6 +4723,26 @@ extension Lockstep_V1_HistoryService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_VerifyHistoryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_VerifyHistoryResponse>
+
+        /// Handle the "ExportEvents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+        /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+        /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListEventsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_EventEnvelope` messages.
+        func exportEvents(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
     }
 
     /// Service protocol for the "lockstep.v1.HistoryService" service.
@@ -4764,6 +4798,26 @@ extension Lockstep_V1_HistoryService {
             request: GRPCCore.ServerRequest<Lockstep_V1_VerifyHistoryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse>
+
+        /// Handle the "ExportEvents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+        /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+        /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_EventEnvelope` messages.
+        func exportEvents(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListEventsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
     }
 
     /// Simple service protocol for the "lockstep.v1.HistoryService" service.
@@ -4817,6 +4871,27 @@ extension Lockstep_V1_HistoryService {
             request: Lockstep_V1_VerifyHistoryRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_VerifyHistoryResponse
+
+        /// Handle the "ExportEvents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+        /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+        /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListEventsRequest` message.
+        ///   - response: A response stream of `Lockstep_V1_EventEnvelope` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func exportEvents(
+            request: Lockstep_V1_ListEventsRequest,
+            response: GRPCCore.RPCWriter<Lockstep_V1_EventEnvelope>,
+            context: GRPCCore.ServerContext
+        ) async throws
     }
 }
 
@@ -4852,6 +4927,17 @@ extension Lockstep_V1_HistoryService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_VerifyHistoryResponse>(),
             handler: { request, context in
                 try await self.verifyHistory(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.ExportEvents.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListEventsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EventEnvelope>(),
+            handler: { request, context in
+                try await self.exportEvents(
                     request: request,
                     context: context
                 )
@@ -4895,6 +4981,17 @@ extension Lockstep_V1_HistoryService.ServiceProtocol {
         )
         return GRPCCore.StreamingServerResponse(single: response)
     }
+
+    public func exportEvents(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+        let response = try await self.exportEvents(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return response
+    }
 }
 
 // Default implementation of methods from 'ServiceProtocol'.
@@ -4936,6 +5033,23 @@ extension Lockstep_V1_HistoryService.SimpleServiceProtocol {
                 context: context
             ),
             metadata: [:]
+        )
+    }
+
+    public func exportEvents(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListEventsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope> {
+        return GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>(
+            metadata: [:],
+            producer: { writer in
+                try await self.exportEvents(
+                    request: request.message,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
         )
     }
 }
@@ -5008,6 +5122,31 @@ extension Lockstep_V1_HistoryService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_VerifyHistoryResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExportEvents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+        /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+        /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_EventEnvelope` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func exportEvents<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_EventEnvelope>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -5120,6 +5259,40 @@ extension Lockstep_V1_HistoryService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ExportEvents" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+        /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+        /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListEventsRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_EventEnvelope` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func exportEvents<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListEventsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_EventEnvelope>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.serverStreaming(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.ExportEvents.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -5196,6 +5369,35 @@ extension Lockstep_V1_HistoryService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_VerifyHistoryRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_VerifyHistoryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportEvents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+    /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+    /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListEventsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportEvents<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.exportEvents(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListEventsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_EventEnvelope>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5286,6 +5488,39 @@ extension Lockstep_V1_HistoryService.ClientProtocol {
             metadata: metadata
         )
         return try await self.verifyHistory(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExportEvents" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Every event after `after_sequence` (of `stream`, or all), in order, read from the log page by page at
+    /// > the reader's pace (`page_size` is ignored): what POST /v1/history/export sends as NDJSON, each line
+    /// > one envelope's parts. Intact events before damage are sent, then the damage is the call's error.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func exportEvents<Result>(
+        _ message: Lockstep_V1_ListEventsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListEventsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.exportEvents(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -388,7 +388,7 @@ ROUTES = [
           aim={"node_id": {"migration_id": REAL}, "key": {"migration_id": REAL}}),
     Route("/v1/history/events", "HistoryService", "ListEvents", agent_pb2.ListEventsRequest,
           [("after_sequence", 1, "u64"), ("stream", 2, "stream"), ("page_size", 3, "u32")], {"page_size": 1}, ok_on_empty=True),
-    Route("/v1/history/export", None, None, agent_pb2.ListEventsRequest,
+    Route("/v1/history/export", "HistoryService", "ExportEvents", agent_pb2.ListEventsRequest,
           [("after_sequence", 1, "u64"), ("stream", 2, "stream"), ("page_size", 3, "u32")], {"stream": "plan/bad-input-none"},
           stream=True, ok_on_empty=True),
     Route("/v1/history/state", "HistoryService", "GetStateAt", agent_pb2.StateAtRequest,
