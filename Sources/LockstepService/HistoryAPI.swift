@@ -37,21 +37,10 @@ public struct HistoryAPI: Sendable {
     /// `lockstep history export`'s format, handed to `write` a page at a time.
     public func export(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
                        write: (String) async throws -> Void) async throws {
-        try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
-        try APIError.checkStream(request.stream)
-        var position = request.afterSequence
-        while true {
-            // Every intact event before damage is written, then the damage is reported at its position.
-            // (One stream is read on its own; a page with damage in it is reported whole.)
-            let (page, damage) = request.stream.isEmpty
-                ? await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
-                : await coordinator.log.readIntact(stream: request.stream, after: position, limit: Self.scanPageEventsMax)
+        try await exportPages(request, principal: principal) { page in
             var chunk = ""
             for stored in page { chunk += try HistoryExport.line(stored) + "\n" }
             if !chunk.isEmpty { try await write(chunk) }
-            if let damage { throw APIError(.storage(damage)) }
-            guard let last = page.last else { return }
-            position = last.sequence
         }
     }
 
@@ -59,6 +48,19 @@ public struct HistoryAPI: Sendable {
     /// page at a time: read at the pace `send` takes them.
     public func exportEnvelopes(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
                                 send: ([Lockstep_V1_EventEnvelope]) async throws -> Void) async throws {
+        try await exportPages(request, principal: principal) { page in
+            var envelopes: [Lockstep_V1_EventEnvelope] = []
+            envelopes.reserveCapacity(page.count)
+            for stored in page { envelopes.append(try Self.envelope(stored)) }
+            if !envelopes.isEmpty { try await send(envelopes) }
+        }
+    }
+
+    /// The export's reading: page after page of the log (or of one stream), each handed to `page` before
+    /// the next is read. Every intact event before damage is handed on, then the damage is thrown at its
+    /// position. (One stream is read on its own; a page with damage in it is reported whole.)
+    private func exportPages(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
+                             _ body: ([StoredEvent]) async throws -> Void) async throws {
         try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
         try APIError.checkStream(request.stream)
         var position = request.afterSequence
@@ -66,10 +68,7 @@ public struct HistoryAPI: Sendable {
             let (page, damage) = request.stream.isEmpty
                 ? await coordinator.log.readIntact(after: position, limit: Self.scanPageEventsMax)
                 : await coordinator.log.readIntact(stream: request.stream, after: position, limit: Self.scanPageEventsMax)
-            var envelopes: [Lockstep_V1_EventEnvelope] = []
-            envelopes.reserveCapacity(page.count)
-            for stored in page { envelopes.append(try Self.envelope(stored)) }
-            if !envelopes.isEmpty { try await send(envelopes) }
+            try await body(page)
             if let damage { throw APIError(.storage(damage)) }
             guard let last = page.last else { return }
             position = last.sequence
