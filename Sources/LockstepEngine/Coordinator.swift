@@ -41,8 +41,7 @@ public actor Coordinator {
     }
 
     /// A snapshot is saved after this many events since the last one (0 = never).
-    public nonisolated var snapshotIntervalEvents: UInt64 { snapshotInterval }
-    private nonisolated let snapshotInterval: UInt64
+    public let snapshotIntervalEvents: UInt64
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
 
@@ -110,8 +109,7 @@ public actor Coordinator {
     public static let defaultGrantAppendsInFlightMax = 16
 
     /// Most commands that may wait for their turn on one stream (a migration or a plan); more are refused as overloaded.
-    public nonisolated var commandsWaitingPerMigrationMax: Int { machine_commandsWaitingMax }
-    private nonisolated let machine_commandsWaitingMax: Int
+    public let commandsWaitingPerMigrationMax: Int
 
     /// Default snapshot interval, in events.
     public static let defaultSnapshotIntervalEvents: UInt64 = 10_000
@@ -126,8 +124,8 @@ public actor Coordinator {
         self.monotonic = monotonic
         self.machine = CoordinatorMachine(foldedThrough: state.lastSequence, snapshotSequence: snapshotSequence,
                                           commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax, snapshotIntervalEvents: snapshotIntervalEvents)
-        self.snapshotInterval = snapshotIntervalEvents
-        self.machine_commandsWaitingMax = commandsWaitingPerMigrationMax
+        self.snapshotIntervalEvents = snapshotIntervalEvents
+        self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
         let clock = monotonic()
         for migration in state.migrationsInOrder {

@@ -53,6 +53,21 @@ import Testing
         #expect(try await log.streams(withPrefix: "", after: "", limit: 100).count == names.count)
     }
 
+    /// One call returns at most `streamNamesPageMax` names, however many are asked for.
+    @Test(arguments: LogKind.allCases)
+    func aPageOfStreamNamesIsCapped(kind: LogKind) async throws {
+        let log = try kind.make()
+        let count = EventLogLimits.streamNamesPageMax + 5
+        for index in 0..<count {
+            _ = try await log.append(AppendRequest(stream: "migration/m-\(100_000 + index)", expectedVersion: 0, records: [bytes("e")]))
+        }
+        let page = try await log.streams(withPrefix: "migration/", after: "", limit: .max)
+        #expect(page.count == EventLogLimits.streamNamesPageMax)
+        #expect(page.first == "migration/m-100000")
+        let rest = try await log.streams(withPrefix: "migration/", after: try #require(page.last), limit: .max)
+        #expect(rest.count == 5)
+    }
+
     /// One stream's events, as a watch or a migration's history reads them: the same events, in the same
     /// order, as filtering the whole log, paged by global sequence, whatever the other streams hold.
     @Test(arguments: LogKind.allCases)
