@@ -1,6 +1,7 @@
-// One concept a little past ~400 lines: a migration's `decide`, one exhaustive switch over its
-// commands with the rule for each beside it. Issue 15 (item 3) regroups commands by who decides them;
-// splitting this switch before then would only scatter its cases.
+// One concept a little past ~400 lines: a migration's `decide`, one exhaustive switch over the commands
+// a migration decides, with the rule for each beside it (what needs every migration's view is the lease
+// queue's, in ServiceLeases.swift; the composition of the deciders is in Command.swift). Splitting this
+// switch would only scatter its cases.
 /// What `decide` concluded: the facts to record, or why nothing happens.
 public enum Decision: Hashable, Sendable {
     case accepted([MigrationEvent])
@@ -137,8 +138,6 @@ extension MigrationState {
                 return .rejected(.noDeadlinePassed(state.id))
             }
             return .accepted(state.abort(reason: passed, trigger: .deadline))
-        case .grantServiceLeases, .releaseServiceLeases:
-            return .rejected(.invalidArgument("service leases are decided across migrations: use LogState.decide"))
         case .recordMetric(let node, let sample):
             return state.decideSample(node: node, sample: sample, now: now)
         case .evaluateExposure(let node):

@@ -134,25 +134,4 @@ public struct LogState: Hashable, Sendable {
         migrations.remove(at: index)
         settledKept?[migration.id] = migration
     }
-
-    /// Decides `command` for migration `id` (see `MigrationState.decide`).
-    public func decide(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start(let started, _, _) = command {
-            // The events land in `id`'s stream: a start naming another migration would write a log
-            // that replay must refuse.
-            guard started == id else {
-                return .rejected(.invalidArgument("the start command names migration \(started) but targets \(id)"))
-            }
-        } else if migrations[id] == nil {
-            return .rejected(.migrationNotFound(id))
-        }
-        if let decision = decideServiceLeases(migration: id, command, now: now) { return decision }
-        let decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
-        // Name who holds what a node waits for (the migration alone knows only that it waits).
-        if case .rejected(.waitingForServices(let node, let waits)) = decision, waits.isEmpty,
-           let spec = migrations[id]?.plan.node(node) {
-            return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
-        }
-        return decision
-    }
 }

@@ -1,4 +1,5 @@
-/// Something a person, an agent or the coordinator asks of one migration. `decide` validates it.
+/// Something a person, an agent or the coordinator asks of one migration, which decides it from its own
+/// state (`MigrationState.decide`; what needs every migration's view is a `ServiceLeaseCommand`).
 ///
 /// Identities (`startedBy`, `approver`, `groups`) are attested by the engine from authentication,
 /// never taken from a request body.
@@ -41,12 +42,6 @@ public enum MigrationCommand: Hashable, Sendable {
     case abort(reason: String)
     /// The coordinator's timer: abort into rollback if a deadline has passed at `now`.
     case enforceDeadlines
-    /// The coordinator's lease queue: grant `node` all its services, if its request is first in line
-    /// for each of them among the requests recorded up to global sequence `through` and none is held.
-    case grantServiceLeases(node: NodeID, through: UInt64)
-    /// An operator forces `node` to give back its services (allowed when no step of it is running,
-    /// including in a migration that failed while holding them).
-    case releaseServiceLeases(node: NodeID, reason: String)
     /// A reporter (an agent, or anyone the engine authorized) sends a metric sample for `node`'s bake.
     case recordMetric(node: NodeID, sample: MetricSample)
     /// The coordinator's timer: `node`'s bake is over; judge it by its analysis and act on the outcome.

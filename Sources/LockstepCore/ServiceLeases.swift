@@ -304,11 +304,18 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
 }
 
 extension LogState {
-    /// Decides the service-lease commands, which need every migration's view.
-    func decideServiceLeases(migration id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision? {
-        guard let migration = migrations[id] else { return nil }
+    /// Decides the lease queue's commands, which need every migration's view.
+    func decideServiceLeases(_ command: ServiceLeaseCommand, now: Instant) -> Decision {
+        guard let migration = migrations[command.migration] else {
+            // Not in the live state: unknown, or settled holding nothing (a migration leaves only then).
+            switch command {
+            case .grant(_, let node, _): return .rejected(.noServiceLeaseRequest(node))
+            case .forceRelease(_, let node, _): return .rejected(.servicesNotHeld(node))
+            }
+        }
+        let id = migration.id
         switch command {
-        case .grantServiceLeases(let node, let through):
+        case .grant(_, let node, let through):
             guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
             if migration.status.isSettled { return .rejected(.migrationSettled(id, status: migration.status)) }
             guard state.serviceLeases.isRequested else { return .rejected(.noServiceLeaseRequest(node)) }
@@ -317,7 +324,7 @@ extension LogState {
             }
             return .accepted(migration.withServiceLeaseBookkeeping([.serviceLeasesGranted(ServiceLeasesGranted(
                 node: node, services: spec.services, at: now))]))
-        case .releaseServiceLeases(let node, let reason):
+        case .forceRelease(_, let node, let reason):
             if let problem = MigrationState.validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             if reason.isEmpty { return .rejected(.invalidArgument("a forced release needs a reason saying why")) }
             guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
@@ -330,8 +337,6 @@ extension LogState {
             after.evolve(released)
             // A node of a live migration that still wants its services goes to the back of the line.
             return .accepted([released] + (migration.status.isSettled ? [] : after.serviceLeaseBookkeeping()))
-        default:
-            return nil
         }
     }
 

@@ -72,7 +72,8 @@ extension EventLogError {
 /// What an accepted command recorded.
 public struct CommandResult: Hashable, Sendable {
     public var events: [RecordedEvent]
-    public var receipt: AppendReceipt
+    /// Where the events landed in the log; nil when the command recorded nothing (a heartbeat).
+    public var receipt: AppendReceipt?
 }
 
 /// A monotonic clock in nanoseconds: never jumps, unrelated to wall time. Lease TTLs run on it.

@@ -31,7 +31,7 @@ extension Coordinator {
         let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "reconcile-service-leases")
         for migration in state.unsettledInOrder where !migration.serviceLeaseBookkeeping().isEmpty {
             do throws(CommandError) {
-                _ = try await executeOnce(.reconcileServiceLeases, migration: migration.id, context: context, now: now)
+                _ = try await perform(.migration(migration.id, .reconcileServiceLeases), context: context, now: now)
             } catch {
                 if case .storage = error { feed(.grantOwed(reconcile: true)) }
             }
@@ -61,8 +61,8 @@ extension Coordinator {
 
     private func grant(_ request: ServiceRequest, through: UInt64, context: CommandContext, now: Instant) async {
         do throws(CommandError) {
-            _ = try await executeOnce(.grantServiceLeases(node: request.node, through: through), migration: request.migration,
-                                      context: context, now: now)
+            _ = try await perform(.serviceLeases(.grant(migration: request.migration, node: request.node, through: through)),
+                                  context: context, now: now)
         } catch {
             // A refusal means the request moved on (withdrawn, paused); a storage error (busy, overloaded)
             // must not strand it: the next command, or the server's timer, runs another pass.
@@ -83,6 +83,6 @@ extension Coordinator {
     @discardableResult
     public func forceReleaseService(_ name: String, reason: String, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
         guard let holder = state.holder(ofService: name) else { throw .rejected(.serviceNotLeased(name)) }
-        return try await execute(.releaseServiceLeases(node: holder.node, reason: reason), migration: holder.migration, context: context, now: now)
+        return try await execute(.serviceLeases(.forceRelease(migration: holder.migration, node: holder.node, reason: reason)), context: context, now: now)
     }
 }

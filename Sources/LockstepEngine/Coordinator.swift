@@ -171,15 +171,23 @@ public actor Coordinator {
     /// Decides `command` for migration `id` at `now`, appends what it decided, and folds it in.
     ///
     /// When the events change a service queue (a request, a withdrawal or a release), the lease queue
-    /// grants what has become grantable before this returns (see `grantServiceLeases`).
+    /// grants what has become grantable before this returns (see `grantServiceLeases`). A heartbeat
+    /// records nothing: it goes the heartbeat's way (`heartbeat`) and returns no events.
     public func execute(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        if case .grantServiceLeases = command {
-            throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
+        try await execute(.migration(id, command), context: context, now: now)
+    }
+
+    /// Decides `command` (whoever decides it) at `now`, appends what was decided to the command's stream,
+    /// folds it in, and runs the grant pass it may have made possible.
+    public func execute(_ command: Command, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
+        if case .migration(let id, .heartbeat(let node, let token, let by)) = command {
+            try await heartbeat(migration: id, node: node, token: token, by: by, now: now)
+            return CommandResult(events: [], receipt: nil)
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),
         // so the command is decided on a consistent state.
         if machine.grantPassOwed { await grantServiceLeases(now: now) }
-        let result = try await executeOnce(command, migration: id, context: context, now: now)
+        let result = try await perform(command, context: context, now: now).result
         // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
         if machine.grantPassOwed || (!state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
             await grantServiceLeases(now: now)
@@ -187,100 +195,93 @@ public actor Coordinator {
         return result
     }
 
-    func executeOnce(_ command: MigrationCommand, migration id: MigrationID, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        let stream = RecordedEvent.stream(of: id)
+    /// What one command did.
+    struct Performed {
+        /// The migration events it recorded (none for a plan, or for a command that records nothing).
+        var result: CommandResult
+        /// For a plan: its version now, and whether this command made it.
+        var plan: (version: UInt64, changed: Bool)?
+    }
+
+    /// The one command path: waits for the stream's turn, decides (`LogState.decide`, the composed
+    /// decide), appends with the stream's version as expected version, folds the events in and tells the
+    /// change observer. Rejections, storage failures and overload are thrown; nothing is appended then.
+    func perform(_ command: Command, context: CommandContext, now: Instant) async throws(CommandError) -> Performed {
+        let stream = command.stream
         try await takeTurn(on: stream)
         defer { feed(.turnEnded(stream: stream)) }
-        if state.migrations[id] == nil {
-            if case .start = command {
+        if case .migration(let id, let migrationCommand) = command, state.migrations[id] == nil {
+            if case .start = migrationCommand {
                 // A settled migration has left the live state but not the log: its id stays taken.
                 // (The append's expected version 0 would refuse it too, as a conflict.)
                 let version: UInt64
                 do { version = try await log.streamVersion(of: stream) } catch { throw .storage(error) }
                 if version > 0 { throw .rejected(.migrationAlreadyExists(id)) }
             } else {
-                throw .rejected(try await absence(of: id, command, now: now))
-            }
-        }
-        let events: [MigrationEvent]
-        switch state.decide(migration: id, command, now: now) {
-        case .rejected(let rejection): throw .rejected(rejection)
-        case .accepted(let accepted): events = accepted
-        }
-        guard !events.isEmpty else {
-            throw .rejected(.invalidArgument("this command records nothing; heartbeats go through Coordinator.heartbeat"))
-        }
-        // A migration runs only a plan version from the registry, and its content hash is computed here,
-        // never taken from the caller: the hash recorded in migration_started is evidence.
-        if case .start(_, let plan, _) = command {
-            guard let registered = state.plan(plan.name, version: plan.version), registered == plan,
-                  plan.hashed().contentHash == registered.contentHash else {
-                throw .rejected(.planNotRegistered(plan.name, version: plan.version))
+                throw .rejected(try await absence(of: id, migrationCommand, now: now))
             }
         }
         let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
                                      causationID: context.causationID, correlationID: context.correlationID)
-        let base = state.migrations[id]?.version ?? 0
-        let recorded = events.enumerated().map { offset, event in
-            RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: metadata, event: event)
+        switch state.decide(command, now: now) {
+        case .rejected(let rejection):
+            throw .rejected(rejection)
+        case .planUnchanged(let version):
+            return Performed(result: CommandResult(events: [], receipt: nil), plan: (version, false))
+        case .planEvent(let name, let event):
+            let base = UInt64(state.plans[name]?.count ?? 0)
+            let record = RecordedPlanEvent(plan: name, streamVersion: base + 1, metadata: metadata, event: event)
+            let receipt = try await append([.plan(record)], to: stream, after: base)
+            state.evolve(.plan(record), sequence: receipt.firstSequence)
+            feed(.folded(receipt.firstSequence...receipt.lastSequence))
+            changeObserver?(Change(migration: nil, services: []))
+            let version = switch event { case .planApplied(let applied): applied.version }
+            return Performed(result: CommandResult(events: [], receipt: receipt), plan: (version, true))
+        case .migrationEvents(let id, let events):
+            // Valid, and nothing to record (only a heartbeat, which `execute` sends the heartbeat's way).
+            guard !events.isEmpty else { return Performed(result: CommandResult(events: [], receipt: nil)) }
+            let base = state.migrations[id]?.version ?? 0
+            let recorded = events.enumerated().map { offset, event in
+                RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: metadata, event: event)
+            }
+            let receipt = try await append(recorded.map(LogRecord.migration), to: stream, after: base)
+            // The plan, read before the fold: an append that settles the migration takes it out of the live state.
+            var plan = state.migrations[id]?.plan
+            for (offset, event) in recorded.enumerated() {
+                state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
+            }
+            feed(.folded(receipt.firstSequence...receipt.lastSequence))
+            armLeases(of: id)
+            if plan == nil { plan = state.migrations[id]?.plan }
+            if let changeObserver, let plan {
+                changeObserver(Change(migration: id, services: Set(plan.nodes.flatMap(\.services)), events: events, at: now))
+            }
+            return Performed(result: CommandResult(events: recorded, receipt: receipt))
         }
-        let records: [[UInt8]]
-        do { records = try recorded.map { event throws(RecordEncodingError) in try EventRecordCodec.encode(event) } } catch {
+    }
+
+    /// Encodes `records` and appends them to `stream` expecting its version to be `base`; a failure
+    /// reaches the machine (it may latch the fail-stop) before it is thrown.
+    private func append(_ records: [LogRecord], to stream: String, after base: UInt64) async throws(CommandError) -> AppendReceipt {
+        let bytes: [[UInt8]]
+        do {
+            bytes = try records.map { record throws(RecordEncodingError) in try EventRecordCodec.encode(record) }
+        } catch {
             throw .storage(.invalidRequest(error.description))
         }
-        let request = AppendRequest(stream: RecordedEvent.stream(of: id), expectedVersion: base, records: records)
-        let receipt: AppendReceipt
         do {
-            receipt = try await log.append(request)
+            return try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: bytes))
         } catch {
             feed(.appendFailed(error))
             throw .storage(error)
         }
-        // The plan, read before the fold: an append that settles the migration takes it out of the live state.
-        var plan = state.migrations[id]?.plan
-        for (offset, event) in recorded.enumerated() {
-            state.evolve(migration: id, sequence: receipt.firstSequence + UInt64(offset), event.event)
-        }
-        feed(.folded(receipt.firstSequence...receipt.lastSequence))
-        armLeases(of: id)
-        if plan == nil { plan = state.migrations[id]?.plan }
-        if let changeObserver, let plan {
-            changeObserver(Change(migration: id, services: Set(plan.nodes.flatMap(\.services)), events: events, at: now))
-        }
-        return CommandResult(events: recorded, receipt: receipt)
     }
 
     /// Applies a plan's content (hashed here): a no-op returning the current version when the newest
     /// version has the same content, else a `plan_applied` event and the new version.
     public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
-        let hashed = plan.hashed()
-        let stream = RecordedPlanEvent.stream(of: hashed.name)
-        try await takeTurn(on: stream)
-        defer { feed(.turnEnded(stream: stream)) }
-        let event: PlanEvent
-        switch state.decideApply(hashed) {
-        case .rejected(let rejection): throw .rejected(rejection)
-        case .unchanged(let version): return (version, false)
-        case .accepted(let accepted): event = accepted
-        }
-        let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
-                                     causationID: context.causationID, correlationID: context.correlationID)
-        let base = UInt64(state.plans[hashed.name]?.count ?? 0)
-        let record = RecordedPlanEvent(plan: hashed.name, streamVersion: base + 1, metadata: metadata, event: event)
-        let bytes: [UInt8]
-        do { bytes = try EventRecordCodec.encode(record) } catch { throw .storage(.invalidRequest(error.description)) }
-        let receipt: AppendReceipt
-        do {
-            receipt = try await log.append(AppendRequest(stream: stream, expectedVersion: base, records: [bytes]))
-        } catch {
-            feed(.appendFailed(error))
-            throw .storage(error)
-        }
-        state.evolve(.plan(record), sequence: receipt.firstSequence)
-        feed(.folded(receipt.firstSequence...receipt.lastSequence))
-        changeObserver?(Change(migration: nil, services: []))
-        guard case .planApplied(let applied) = event else { return (base + 1, true) }
-        return (applied.version, true)
+        let performed = try await perform(.plans(.apply(plan.hashed())), context: context, now: now)
+        return performed.plan ?? (0, false)
     }
 
     // MARK: - Step leases
@@ -292,7 +293,7 @@ public actor Coordinator {
         guard state.migrations[id] != nil else {
             throw .rejected(try await absence(of: id, .heartbeat(node: node, token: token, by: reporter), now: now))
         }
-        if case .rejected(let rejection) = state.decide(migration: id, .heartbeat(node: node, token: token, by: reporter), now: now) {
+        if case .rejected(let rejection) = state.decide(.migration(id, .heartbeat(node: node, token: token, by: reporter)), now: now) {
             throw .rejected(rejection)
         }
         let ttl = state.migrations[id]?.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0

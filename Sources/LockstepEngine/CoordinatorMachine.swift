@@ -244,7 +244,7 @@ public struct CoordinatorMachine: Sendable {
                     return []
                 }
                 turns[stream] = .held(waiting: waiting)
-                // (A command that waited through the stop is refused when it looks: `executeOnce` checks again.)
+                // (A command that waited through the stop is refused when it looks: `perform` checks again.)
                 return [.proceed(next)]
             }
 

@@ -81,8 +81,9 @@ extension DebugCommand {
                             for command in commands {
                                 do throws(CommandError) {
                                     let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())
-                                    AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
-                                        + "\(RecordedEvent.stream(of: id)) \(result.receipt.streamVersion)\n")
+                                    if let receipt = result.receipt {
+                                        AckWriter.write("ack \(receipt.firstSequence) \(receipt.lastSequence) \(RecordedEvent.stream(of: id)) \(receipt.streamVersion)\n")
+                                    }
                                 } catch {
                                     // After a refusal, try a few more appends: with fail-stop every one is refused
                                     // too, and the crash tests check that no `ack` ever follows a `refused`.
@@ -92,8 +93,10 @@ extension DebugCommand {
                                         do throws(CommandError) {
                                             let result = try await coordinator.execute(.start(id: probeID, plan: plan), migration: probeID,
                                                                                        context: context, now: WallClock.now())
-                                            AckWriter.write("ack \(result.receipt.firstSequence) \(result.receipt.lastSequence) "
-                                                + "\(RecordedEvent.stream(of: probeID)) \(result.receipt.streamVersion)\n")
+                                            if let receipt = result.receipt {
+                                                AckWriter.write("ack \(receipt.firstSequence) \(receipt.lastSequence) "
+                                                    + "\(RecordedEvent.stream(of: probeID)) \(receipt.streamVersion)\n")
+                                            }
                                         } catch {
                                             AckWriter.write("refused \(error.code)\n")
                                         }

@@ -64,20 +64,13 @@ extension MigrationState {
     }
 }
 
-/// `MigrationState.decide` with the service-lease bookkeeping left out of an accepted decision: what
-/// the orchestration tests compare (the bookkeeping has its own tests).
-func decideIgnoringServiceLeases(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
-    guard case .accepted(let events) = MigrationState.decide(state, command, now: now) else {
-        return MigrationState.decide(state, command, now: now)
-    }
-    return .accepted(events.filter { !$0.isServiceLeaseBookkeeping })
+
+/// The bookkeeping event: `node` gives back `services` (its reason: "node NODE `status`").
+func released(_ node: String, _ services: [String], _ status: String) -> MigrationEvent {
+    .serviceLeasesReleased(ServiceLeasesReleased(node: NodeID(node), services: services, reason: "node \(node) \(status)"))
 }
 
-extension MigrationEvent {
-    var isServiceLeaseBookkeeping: Bool {
-        switch self {
-        case .serviceLeasesRequested, .serviceLeasesWithdrawn, .serviceLeasesGranted, .serviceLeasesReleased: true
-        default: false
-        }
-    }
+/// The bookkeeping event: `node` asks for `services` for a step of `kind`.
+func requested(_ node: String, _ services: [String], kind: StepKind = .forward) -> MigrationEvent {
+    .serviceLeasesRequested(ServiceLeasesRequested(node: NodeID(node), services: services, kind: kind))
 }

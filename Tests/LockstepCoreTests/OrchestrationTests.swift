@@ -31,7 +31,7 @@ func ran(_ nodes: [String]) -> [MigrationEvent] {
 }
 
 func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds: Int64 = 10) -> Decision {
-    decideIgnoringServiceLeases(MigrationState.given(events), command, now: t(seconds))
+    MigrationState.decide(MigrationState.given(events), command, now: t(seconds))
 }
 
 @Suite struct ApprovalGateTests {
@@ -120,7 +120,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
     @Test func pauseDuringARunningStepLetsItFinishButHandsOutNothingNew() {
         let events = [gatedStart, leased("expand", token: 1), .migrationPaused(reason: "incident 7")]
         #expect(decide(events, .completeStep(node: NodeID("expand"), token: FencingToken(1)))
-            == .accepted([completed("expand", token: 1)]))
+            == .accepted([completed("expand", token: 1), released("expand", ["ledger"], "succeeded")]))
         let afterCompletion = events + [completed("expand", token: 1)]
         #expect(MigrationState.given(afterCompletion)!.nodeDisplayStatus(NodeID("backfill")) == .paused)
         #expect(decide(afterCompletion, .leaseStep(node: NodeID("backfill"), agent: "a", ttlMillis: 1_000))
@@ -136,9 +136,9 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let failure = failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk")
         let pause = MigrationEvent.migrationPaused(reason: "node expand failed after 1 attempt: disk")
         #expect(decide([start, leased("expand", token: 1)], .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "disk", retryable: false))
-            == .accepted([failure, pause]))
+            == .accepted([failure, pause, released("expand", ["ledger"], "failed")]))
         let paused = [start, leased("expand", token: 1), failure, pause]
-        #expect(decide(paused, .resume) == .accepted([.migrationResumed(rearmed: [NodeID("expand")])]))
+        #expect(decide(paused, .resume) == .accepted([.migrationResumed(rearmed: [NodeID("expand")]), requested("expand", ["ledger"])]))
         let resumed = paused + [.migrationResumed(rearmed: [NodeID("expand")])]
         #expect(MigrationState.given(resumed)!.readyNodes == [NodeID("expand")])
         #expect(decide(resumed, .leaseStep(node: NodeID("expand"), agent: "a", ttlMillis: 30_000), at: 1)
@@ -158,7 +158,8 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
     @Test func abortRollsBackCompletedNodesInReverseCompletionOrder() {
         let report = AbortReport(reason: "error budget", rollback: [NodeID("switch"), NodeID("backfill"), NodeID("expand")],
                                  skipped: [NodeID("contract"), NodeID("cleanup")], trigger: .operator)
-        #expect(decide(threeDone, .abort(reason: "error budget")) == .accepted([.migrationAborted(report)]))
+        #expect(decide(threeDone, .abort(reason: "error budget"))
+            == .accepted([.migrationAborted(report), requested("switch", ["orders", "ledger"], kind: .rollback)]))
         let aborting = threeDone + [.migrationAborted(report)]
         // Only the next one in the queue may be leased, as a rollback step with a new token.
         #expect(decide(aborting, .leaseStep(node: NodeID("expand"), agent: "a", ttlMillis: 30_000))
@@ -169,7 +170,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
                                  leased("backfill", token: 2, kind: .rollback), completed("backfill", token: 2, kind: .rollback),
                                  leased("expand", token: 2, kind: .rollback)]
         #expect(decide(undone, .completeStep(node: NodeID("expand"), token: FencingToken(2)))
-            == .accepted([completed("expand", token: 2, kind: .rollback), .migrationRolledBack]))
+            == .accepted([completed("expand", token: 2, kind: .rollback), .migrationRolledBack, released("expand", ["ledger"], "rolled back")]))
         let final = MigrationState.given(undone + [completed("expand", token: 2, kind: .rollback), .migrationRolledBack])!
         #expect(final.status == .rolledBack)
         #expect(final.nodes.map(\.status) == [.rolledBack, .rolledBack, .rolledBack, .skipped, .skipped])
@@ -197,7 +198,8 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let events = threeDone + [approved("contract", by: "dan"), leased("contract", token: 1)]
         #expect(decide(events, .abort(reason: "stop")) == .accepted([.migrationAborted(AbortReport(
             reason: "stop", rollback: [NodeID("switch"), NodeID("backfill"), NodeID("expand")], cannotUndo: [NodeID("contract")],
-            skipped: [NodeID("cleanup")], abandoned: [NodeID("contract")], trigger: .operator))]))
+            skipped: [NodeID("cleanup")], abandoned: [NodeID("contract")], trigger: .operator)),
+            requested("switch", ["orders", "ledger"], kind: .rollback), released("contract", ["orders"], "failed")]))
     }
 
     @Test func aFailedRollbackStepIsRetriedThenFailsTheMigration() {
@@ -229,8 +231,8 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let id = MigrationID("one-1")
         let events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0))),
                                         leased("only", token: 1), .migrationPaused(reason: "x")]
-        #expect(decideIgnoringServiceLeases(MigrationState.given(events), .completeStep(node: NodeID("only"), token: FencingToken(1)), now: t(5))
-            == .accepted([completed("only", token: 1), .migrationSucceeded]))
+        #expect(MigrationState.decide(MigrationState.given(events), .completeStep(node: NodeID("only"), token: FencingToken(1)), now: t(5))
+            == .accepted([completed("only", token: 1), .migrationSucceeded, released("only", ["orders"], "succeeded")]))
     }
 
     @Test func aPausePolicyFailureWhileAlreadyPausedRecordsNoSecondPause() {
@@ -239,7 +241,7 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let start = MigrationEvent.migrationStarted(MigrationStarted(migration: gatedID, plan: plan, startedAt: t(0), startedBy: "alice"))
         #expect(decide([start, leased("expand", token: 1), .migrationPaused(reason: "maintenance")],
                        .failStep(node: NodeID("expand"), token: FencingToken(1), reason: "disk", retryable: false))
-            == .accepted([failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk")]))
+            == .accepted([failed("expand", token: 1, retryable: false, retryAt: nil, reason: "disk"), released("expand", ["ledger"], "failed")]))
     }
 
     @Test func aDeadlineFiresWhilePaused() {
@@ -288,14 +290,16 @@ func decide(_ events: [MigrationEvent], _ command: MigrationCommand, at seconds:
         let events = plan(migrationDeadline: 60_000) + ran(["expand"])
         #expect(decide(events, .enforceDeadlines, at: 60) == .accepted([.migrationAborted(AbortReport(
             reason: "the migration's deadline passed at \(t(60))", rollback: [NodeID("expand")],
-            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline))]))
+            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline)),
+            requested("expand", ["ledger"], kind: .rollback), released("backfill", ["ledger"], "was skipped")]))
     }
 
     @Test func aNodeDeadlineCountsOnlyUntilTheNodeSucceeded() {
         let events = plan(nodeDeadline: 30_000) + ran(["expand"])
         #expect(decide(events, .enforceDeadlines, at: 31) == .accepted([.migrationAborted(AbortReport(
             reason: "node backfill's deadline passed at \(t(30))", rollback: [NodeID("expand")],
-            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline))]))
+            skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")], trigger: .deadline)),
+            requested("expand", ["ledger"], kind: .rollback), released("backfill", ["ledger"], "was skipped")]))
         let done = events + ran(["backfill"])
         #expect(decide(done, .enforceDeadlines, at: 31) == .rejected(.noDeadlinePassed(gatedID)))
         #expect(MigrationState.given(done)!.nextDeadline == nil)

@@ -4,7 +4,7 @@ import Testing
 /// Every plan limit, just past its value (refused, with the sentence) and at it (accepted).
 @Suite struct PlanLimitTests {
     func start(_ plan: PlanSnapshot) -> Decision {
-        decideIgnoringServiceLeases(nil, .start(id: migrationID, plan: plan), now: t(0))
+        MigrationState.decide(nil, .start(id: migrationID, plan: plan), now: t(0))
     }
 
     func accepted(_ plan: PlanSnapshot) -> Bool {

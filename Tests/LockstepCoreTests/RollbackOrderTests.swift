@@ -28,10 +28,10 @@ let twoCanaries = PlanSnapshot(name: "two-canaries", version: 1, contentHash: "h
         start(&ledger, "m", twoCanaries)
         #expect(ledger.holder("orders") == "m/blue")
         setStage(&ledger, blue, at: 1)
-        ledger.run("m", .releaseServiceLeases(node: blue, reason: "let green through"), at: 2)
+        ledger.forceRelease("m", blue, reason: "let green through", at: 2)
         #expect(ledger.holder("orders") == "m/green")
         setStage(&ledger, green, at: 3)
-        ledger.run("m", .releaseServiceLeases(node: green, reason: "give blue back its service"), at: 4)
+        ledger.forceRelease("m", green, reason: "give blue back its service", at: 4)
         #expect(ledger.holder("orders") == "m/blue")
         #expect(ledger.run("m", .abort(reason: "error budget spent"), at: 5) != .rejected(.migrationNotRunning(MigrationID("m"), status: .aborting)))
         return ledger

@@ -12,17 +12,48 @@ struct LeaseLedger {
 
     @discardableResult
     mutating func run(_ id: String, _ command: MigrationCommand, at seconds: Int64 = 1) -> Decision {
-        let decision = state.decide(migration: MigrationID(id), command, now: t(seconds))
-        guard case .accepted(let accepted) = decision else { return decision }
-        append(MigrationID(id), accepted)
-        grantAll(at: seconds)
-        return decision
+        run(.migration(MigrationID(id), command), at: seconds)
+    }
+
+    /// Decides `command` with the one composed decide, folds what it records, then grants.
+    @discardableResult
+    mutating func run(_ command: Command, at seconds: Int64 = 1) -> Decision {
+        switch state.decide(command, now: t(seconds)) {
+        case .rejected(let rejection):
+            return .rejected(rejection)
+        case .planUnchanged:
+            return .accepted([])
+        case .planEvent(let name, let event):
+            sequence += 1
+            state.evolve(.plan(RecordedPlanEvent(plan: name, streamVersion: UInt64(state.plans[name]?.count ?? 0) + 1,
+                                                 metadata: EventMetadata(recordedAt: t(seconds), actor: .coordinator, triggeredBy: .user),
+                                                 event: event)), sequence: sequence)
+            return .accepted([])
+        case .migrationEvents(let id, let events):
+            append(id, events)
+            grantAll(at: seconds)
+            return .accepted(events)
+        }
+    }
+
+    /// Applies `plan` to the registry (a no-op when its content is the newest) and starts `id` on it.
+    @discardableResult
+    mutating func start(_ id: String, _ plan: PlanSnapshot, at seconds: Int64 = 0) -> Decision {
+        run(.plans(.apply(plan)), at: seconds)
+        let registered = state.plan(plan.name)!
+        return run(id, .start(id: MigrationID(id), plan: registered, startedBy: "alice"), at: seconds)
+    }
+
+    /// An operator forces `node` of migration `id` to give back its services.
+    @discardableResult
+    mutating func forceRelease(_ id: String, _ node: NodeID, reason: String, at seconds: Int64 = 1) -> Decision {
+        run(.serviceLeases(.forceRelease(migration: MigrationID(id), node: node, reason: reason)), at: seconds)
     }
 
     mutating func grantAll(at seconds: Int64) {
         for request in state.serviceLeases.grantable(through: state.lastSequence) {
-            let decision = state.decide(migration: request.migration, .grantServiceLeases(node: request.node, through: state.lastSequence), now: t(seconds))
-            if case .accepted(let accepted) = decision { append(request.migration, accepted) }
+            let ruling = state.decide(.serviceLeases(.grant(migration: request.migration, node: request.node, through: state.lastSequence)), now: t(seconds))
+            if case .migrationEvents(let id, let events) = ruling { append(id, events) }
         }
     }
 
@@ -59,7 +90,7 @@ let twoStepPlan = PlanSnapshot(name: "two-step", version: 1, contentHash: "h-two
 ])
 
 func start(_ ledger: inout LeaseLedger, _ id: String, _ plan: PlanSnapshot) {
-    let decision = ledger.run(id, .start(id: MigrationID(id), plan: plan, startedBy: "alice"), at: 0)
+    let decision = ledger.start(id, plan)
     guard case .accepted = decision else { Issue.record("start \(id): \(decision)"); return }
 }
 
@@ -183,7 +214,7 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         var ledger = LeaseLedger()
         start(&ledger, "m1", servicePlan("a", ["orders"]))
         start(&ledger, "m2", servicePlan("b", ["orders"]))
-        let refused = ledger.state.decide(migration: MigrationID("m2"), .grantServiceLeases(node: NodeID("work"), through: ledger.state.lastSequence), now: t(1))
+        let refused = ledger.state.decide(.serviceLeases(.grant(migration: MigrationID("m2"), node: NodeID("work"), through: ledger.state.lastSequence)), now: t(1))
         #expect(refused == .rejected(.waitingForServices(NodeID("work"), waits: [
             ServiceWait(service: "orders", migration: MigrationID("m1"), node: NodeID("work"), holds: true)])))
         // A request recorded after `through` is not in line yet.
@@ -192,9 +223,8 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         start(&ledger, "m3", servicePlan("c", ["ledger"]))
         #expect(ledger.holder("ledger") == "m3/work")
         // Nor may the public path grant anything twice.
-        #expect(ledger.state.decide(migration: MigrationID("m3"), .grantServiceLeases(node: NodeID("work"), through: ledger.state.lastSequence), now: t(1))
+        #expect(ledger.state.decide(.serviceLeases(.grant(migration: MigrationID("m3"), node: NodeID("work"), through: ledger.state.lastSequence)), now: t(1))
             == .rejected(.noServiceLeaseRequest(NodeID("work"))))
-        #expect(MigrationState.decide(ledger.migration("m3"), .grantServiceLeases(node: NodeID("work"), through: 1), now: t(1)).isRejected)
     }
 
     @Test func aPausedMigrationKeepsTheServicesOfStartedNodesAndGivesUpTheRest() {
@@ -263,8 +293,8 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         start(&ledger, "next", servicePlan("x", ["orders"]))
         #expect(ledger.leases("next", "work").isRequested)
         // The operator checks the service by hand, then forces the release; the waiting migration gets it.
-        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "")) == .rejected(.invalidArgument("a forced release needs a reason saying why")))
-        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "orders checked by hand, schema restored")).isAccepted)
+        #expect(ledger.forceRelease("n", NodeID("first"), reason: "") == .rejected(.invalidArgument("a forced release needs a reason saying why")))
+        #expect(ledger.forceRelease("n", NodeID("first"), reason: "orders checked by hand, schema restored").isAccepted)
         let released = ledger.events.suffix(2)
         #expect(released.map(\.1.typeName) == ["service_leases_released", "service_leases_granted"])
         if case .serviceLeasesReleased(let event) = released.first?.1 {
@@ -275,7 +305,7 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         // stream, answers migration_settled); its own events still fold to what it was.
         #expect(ledger.state.migrations[MigrationID("n")] == nil)
         #expect(ledger.migration("n").status == .failed)
-        #expect(ledger.run("n", .releaseServiceLeases(node: NodeID("first"), reason: "again")) == .rejected(.migrationNotFound(MigrationID("n"))))
+        #expect(ledger.forceRelease("n", NodeID("first"), reason: "again") == .rejected(.servicesNotHeld(NodeID("first"))))
     }
 
     @Test func aForcedReleaseIsRefusedWhileAStepRuns() {
@@ -283,7 +313,7 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         start(&ledger, "m", servicePlan("a", ["orders"]))
         guard case .accepted(let events) = ledger.run("m", .leaseStep(node: NodeID("work"), agent: "a", ttlMillis: 10_000)),
               case .stepLeased(let leased) = events.first else { Issue.record("no lease"); return }
-        #expect(ledger.run("m", .releaseServiceLeases(node: NodeID("work"), reason: "gone?"))
+        #expect(ledger.forceRelease("m", NodeID("work"), reason: "gone?")
             == .rejected(.serviceLeaseInUse(NodeID("work"), token: leased.token, expiresAt: leased.expiresAt)))
         #expect(ledger.holder("orders") == "m/work")
     }
@@ -292,7 +322,7 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         var ledger = LeaseLedger()
         start(&ledger, "m", servicePlan("a", ["orders"]))
         start(&ledger, "waiting", servicePlan("b", ["orders"]))
-        ledger.run("m", .releaseServiceLeases(node: NodeID("work"), reason: "let the hotfix through"))
+        ledger.forceRelease("m", NodeID("work"), reason: "let the hotfix through")
         #expect(ledger.holder("orders") == "waiting/work")
         #expect(ledger.leases("m", "work").isRequested)
     }

@@ -91,6 +91,7 @@ import Testing
                                           skipped: [NodeID("backfill"), NodeID("switch"), NodeID("contract"), NodeID("cleanup")],
                                           failed: [NodeID("expand")], trigger: .retriesExhausted)),
             .migrationRolledBack,
+            released("expand", ["ledger"], "failed"),
         ]))
     }
 }
@@ -115,7 +116,7 @@ import Testing
         #expect(decide(held, .returnStep(node: NodeID("expand"), token: FencingToken(1), by: "other-agent")) == .rejected(refused))
         #expect(refused.code == "not_lease_holder")
         #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "orders-agent"))
-            == .accepted([completed("expand", token: 1)]))
+            == .accepted([completed("expand", token: 1), released("expand", ["ledger"], "succeeded"), requested("backfill", ["ledger"])]))
         // A stale token is still told so first, whoever sends it.
         #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(0), by: "other-agent"))
             == .rejected(.staleFencingToken(NodeID("expand"), current: FencingToken(1), presented: FencingToken(0))))
@@ -124,8 +125,10 @@ import Testing
     @Test func aLeaseWithoutARecordedHolderTakesReportsAsBefore() {
         // Histories recorded before the holder was, and callers without a principal (the rehearsal).
         let unnamed = [gatedStart, leased("expand", token: 1)]
-        #expect(decide(unnamed, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "anyone")) == .accepted([completed("expand", token: 1)]))
-        #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1))) == .accepted([completed("expand", token: 1)]))
+        let handOver = [released("expand", ["ledger"], "succeeded"), requested("backfill", ["ledger"])]
+        #expect(decide(unnamed, .completeStep(node: NodeID("expand"), token: FencingToken(1), by: "anyone"))
+            == .accepted([completed("expand", token: 1)] + handOver))
+        #expect(decide(held, .completeStep(node: NodeID("expand"), token: FencingToken(1))) == .accepted([completed("expand", token: 1)] + handOver))
     }
 }
 

@@ -49,7 +49,7 @@ import Testing
         // What a coordinator that crashed right after appending a start (with its request) leaves behind.
         let plan = ExamplePlans.chain(length: 1, service: "orders").hashed()
         var state = LogState()
-        guard case .accepted(let events) = state.decide(migration: MigrationID("m"), .start(id: MigrationID("m"), plan: plan), now: t(0)) else {
+        guard case .accepted(let events) = MigrationState.decide(nil, .start(id: MigrationID("m"), plan: plan), now: t(0)) else {
             Issue.record("start refused"); return
         }
         #expect(events.map(\.typeName) == ["migration_started", "service_leases_requested"])

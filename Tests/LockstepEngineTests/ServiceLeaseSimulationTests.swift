@@ -150,14 +150,14 @@ actor FaultyEventLog: EventLog {
             case 9:
                 // Operators: approve what waits for approval, pause, resume, abort, force-release what a failed migration holds.
                 guard let id = ids.randomElement(using: &random), let migration = state.migrations[id] else { continue }
-                let command: MigrationCommand
+                let command: Command
                 switch Int.random(in: 0..<6, using: &random) {
-                case 0: command = .pause(reason: "operator")
-                case 1: command = .resume
-                case 2: command = .abort(reason: "operator")
+                case 0: command = .migration(id, .pause(reason: "operator"))
+                case 1: command = .migration(id, .resume)
+                case 2: command = .migration(id, .abort(reason: "operator"))
                 case 3:
                     guard let node = migration.nodes.first(where: { $0.serviceLeases.isHeld && $0.lease == nil }) else { continue }
-                    command = .releaseServiceLeases(node: node.id, reason: "operator checked the service")
+                    command = .serviceLeases(.forceRelease(migration: id, node: node.id, reason: "operator checked the service"))
                 default:
                     for spec in migration.plan.nodes where migration.nodeDisplayStatus(spec.id) == .awaitingApproval {
                         for index in 0..<Int(spec.approval?.minimum ?? 0) {
@@ -167,8 +167,8 @@ actor FaultyEventLog: EventLog {
                     }
                     continue
                 }
-                if (try? await coordinator.execute(command, migration: id, context: user, now: t(wall))) != nil,
-                   case .releaseServiceLeases = command { counts.forcedReleases += 1 }
+                if (try? await coordinator.execute(command, context: user, now: t(wall))) != nil,
+                   case .serviceLeases(.forceRelease) = command { counts.forcedReleases += 1 }
             case 10:
                 // An agent crashes: it never reports again; its leases can only expire.
                 if let agent = agents.randomElement(using: &random), crashed.count < agents.count - 1 { crashed.insert(agent) }

@@ -18,6 +18,11 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     /// Migrations whose stream has events (in the log, whether or not still in the live state).
     var streams: Set<MigrationID> = []
     let migrations = [MigrationID("m1"), MigrationID("m2")]
+    // The plan is registered first: a start runs only a registered version.
+    guard case .planEvent(let name, let applied) = state.decide(.plans(.apply(Plan.snapshot)), now: now) else { preconditionFailure("the plan is refused") }
+    sequence += 1
+    state.evolve(.plan(RecordedPlanEvent(plan: name, streamVersion: 1, metadata: EventMetadata(recordedAt: now, actor: .coordinator, triggeredBy: .user),
+                                         event: applied)), sequence: sequence)
     // At most 64 commands per input: bounded work whatever the length.
     for _ in 0..<64 {
         guard let op = reader.next() else { break }
@@ -25,27 +30,27 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let node = Plan.nodes[Int(reader.next() ?? 0) % Plan.nodes.count].id
         now = now.adding(milliseconds: Int64(reader.next() ?? 0) * 100)
         let token = FencingToken(UInt64(reader.next() ?? 0) % 8)
-        let command: MigrationCommand
+        let command: Command
         switch op % 16 {
-        case 0: command = .start(id: migration, plan: Plan.snapshot, startedBy: "alice")
-        case 1, 2: command = .leaseStep(node: node, agent: "agent", ttlMillis: 1_000)
-        case 3, 4: command = .completeStep(node: node, token: token)
-        case 5: command = .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0)
-        case 6: command = op & 0x20 != 0 ? .returnStep(node: node, token: token) : .heartbeat(node: node, token: token)
-        case 7: command = .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p")
-        case 8: command = op & 0x20 != 0 ? .timeOutStep(node: node, token: token) : .expireLease(node: node, token: token)
-        case 9: command = .approve(node: node, approver: op & 0x20 != 0 ? "bob" : "alice", groups: ["orders-team", "ledger-team"], comment: "")
-        case 10: command = .reject(node: node, approver: "carol", groups: ["ledger-team"], comment: "no")
-        case 11: command = op & 0x20 != 0 ? .pause(reason: "p") : .resume
-        case 12: command = .abort(reason: "stop")
-        case 13: command = op & 0x20 != 0 ? .scheduleToStartExceeded(node: node) : .enforceDeadlines
-        case 14: command = .grantServiceLeases(node: node, through: sequence)
-        default: command = .releaseServiceLeases(node: node, reason: "force")
+        case 0: command = .migration(migration, .start(id: migration, plan: state.plan(Plan.snapshot.name)!, startedBy: "alice"))
+        case 1, 2: command = .migration(migration, .leaseStep(node: node, agent: "agent", ttlMillis: 1_000))
+        case 3, 4: command = .migration(migration, .completeStep(node: node, token: token))
+        case 5: command = .migration(migration, .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0))
+        case 6: command = .migration(migration, op & 0x20 != 0 ? .returnStep(node: node, token: token) : .heartbeat(node: node, token: token))
+        case 7: command = .migration(migration, .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p"))
+        case 8: command = .migration(migration, op & 0x20 != 0 ? .timeOutStep(node: node, token: token) : .expireLease(node: node, token: token))
+        case 9: command = .migration(migration, .approve(node: node, approver: op & 0x20 != 0 ? "bob" : "alice", groups: ["orders-team", "ledger-team"], comment: ""))
+        case 10: command = .migration(migration, .reject(node: node, approver: "carol", groups: ["ledger-team"], comment: "no"))
+        case 11: command = .migration(migration, op & 0x20 != 0 ? .pause(reason: "p") : .resume)
+        case 12: command = .migration(migration, .abort(reason: "stop"))
+        case 13: command = .migration(migration, op & 0x20 != 0 ? .scheduleToStartExceeded(node: node) : .enforceDeadlines)
+        case 14: command = .serviceLeases(.grant(migration: migration, node: node, through: sequence))
+        default: command = .serviceLeases(.forceRelease(migration: migration, node: node, reason: "force"))
         }
         // The log's expected stream version refuses a second start of an id whose stream exists: a
         // settled migration has left the live state (format 6), so the core alone would accept it.
-        if case .start = command, streams.contains(migration) { continue }
-        guard case .accepted(let events) = state.decide(migration: migration, command, now: now) else { continue }
+        if case .migration(_, .start) = command, streams.contains(migration) { continue }
+        guard case .migrationEvents(_, let events) = state.decide(command, now: now) else { continue }
         streams.insert(migration)
         for event in events {
             if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
