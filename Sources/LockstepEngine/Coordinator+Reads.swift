@@ -34,18 +34,6 @@ extension Coordinator {
         return (page, live)
     }
 
-    /// Why `command` to `id`, which is not in the live state, cannot run: it never started, or it has
-    /// settled and left the live state. Then the core decides the command against the migration folded
-    /// from its stream, so the answer is the one it gave while the migration was live (a late report
-    /// with a superseded token is told so; anything else, that the migration settled).
-    func absence(of id: MigrationID, _ command: MigrationCommand, now: Instant) async throws(CommandError) -> Rejection {
-        let settled: MigrationState?
-        do { settled = try await History.migration(id, in: log) } catch { throw .storage(error) }
-        guard let settled else { return .migrationNotFound(id) }
-        if case .rejected(let rejection) = MigrationState.decide(settled, command, now: now) { return rejection }
-        return .migrationSettled(id, status: settled.status)
-    }
-
     /// The digest of the live state.
     public var digest: StateDigest { state.digest }
 }

@@ -35,7 +35,7 @@ extension Coordinator {
 
     /// A copy of the state to snapshot, if one is due; marks a snapshot in flight.
     private func takeDueSnapshot() -> LogState? {
-        guard case .writeSnapshot = machine.handle(.snapshotWanted(lastSequence: state.lastSequence)).first else { return nil }
+        guard case .writeSnapshot = machine.handle(.snapshotWanted).first else { return nil }
         return state
     }
 

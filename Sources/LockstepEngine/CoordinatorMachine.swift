@@ -1,16 +1,23 @@
 import DequeModule
 import LockstepCore
 import LockstepStore
+import LockstepWire
 
-/// The coordinator's bookkeeping as one value-type state machine (issue 15, item 1, its first part):
-/// what was implicit in the actor's flags and continuations is named state here, changed only by
-/// `handle(_:)`, which returns what the shell must do. It reads no clock and performs no I/O; the
-/// `Coordinator` actor feeds it inputs and executes its actions (resuming callers, running a grant pass,
-/// writing a snapshot). Deciding, appending and folding events stay in the actor for now; the lease and
-/// schedule_to_start timers are next.
+// The engine as one value-type state machine (issue 15, item 1). Commands (deciding, appending,
+// folding: CoordinatorMachine+Commands.swift) and the bookkeeping around them (this file) are named
+// state changed only by `handle(_:)`, which returns what the shell must do. The `Coordinator` actor is
+// the shell: it numbers callers, performs the appends and look-ups the machine asks for, and resumes
+// each caller with the word the machine has for it.
+
+/// The coordinator's engine: it reads no clock and performs no I/O.
 ///
-/// - **Turns per stream**: one command per stream (a migration or a plan) at a time, the rest in line,
-///   at most `commandsWaitingPerStreamMax` of them, handed over in arrival order.
+/// - **The live state** (`LogState`), changed only by folding acknowledged appends.
+/// - **Commands**: decided with `LogState.decide` (the composed decide) when they get their stream's
+///   turn; what they record goes out as an append for the caller to make, and comes back as its
+///   acknowledgement (folded, then the caller is answered) or its failure. A command to a migration not
+///   in the live state first has the caller look it up in the log (a settled one left the live state).
+/// - **Turns per stream**: one command per stream (a migration or a plan) in flight at a time, the rest
+///   in line, at most `commandsWaitingPerStreamMax` of them, served in arrival order.
 /// - **The fail-stop latch**: once the log fails an append in a way that leaves its state unknown, every
 ///   later command is refused up front with `writes_stopped`.
 /// - **The grant pass**: one pass of the lease queue at a time; a caller that asks while one runs waits
@@ -28,14 +35,19 @@ public struct CoordinatorMachine: Sendable {
     public typealias Caller = UInt64
 
     public enum Input: Hashable, Sendable {
-        /// A command on `stream` wants its turn.
-        case turnWanted(Caller, stream: String)
-        /// The command holding `stream`'s turn is done (appended, refused or failed).
-        case turnEnded(stream: String)
-        /// An append's events (global sequences `range`) are folded into the live state.
-        case folded(ClosedRange<UInt64>)
-        /// The log failed an append.
-        case appendFailed(EventLogError)
+        /// A caller asks for `command` at `now`; what it records carries `metadata`.
+        case command(Caller, Command, metadata: EventMetadata, now: Instant)
+        /// The append the machine asked `caller` to make was acknowledged, at monotonic `nanos`.
+        case appended(Caller, AppendReceipt, nanos: UInt64)
+        /// The append the machine asked `caller` to make failed.
+        case appendFailed(Caller, EventLogError)
+        /// What `caller` found in the log about a migration that is not in the live state.
+        case lookedUp(Caller, LookedUp)
+        /// The look-up the machine asked `caller` to make failed.
+        case lookUpFailed(Caller, EventLogError)
+        /// The holder of `migration`/`node`'s lease with `token` (reported by principal `by`) says it is
+        /// alive, at `now` and monotonic `nanos`: checked like any report, then its TTL restarts.
+        case heartbeat(Caller, MigrationID, node: NodeID, token: FencingToken, by: String, now: Instant, nanos: UInt64)
         /// A caller wants the lease queue to run, recording `now`.
         case grantPassWanted(Caller, now: Instant)
         /// The pass runner finished the pass it was given.
@@ -43,80 +55,76 @@ public struct CoordinatorMachine: Sendable {
         /// A grant (or the reconciliation of an old history) could not be appended for a reason that is
         /// no refusal: another pass is owed; `reconcile`: the reconciliation must run again.
         case grantOwed(reconcile: Bool)
-        /// The shell asks whether a snapshot is due, the live state being at `lastSequence`.
-        case snapshotWanted(lastSequence: UInt64)
+        /// The shell asks whether a snapshot of the live state is due.
+        case snapshotWanted
         /// The snapshot asked for ended, written or not, as of `sequence`.
         case snapshotEnded(sequence: UInt64)
         /// A snapshot the shell wrote on its own (`Coordinator.saveSnapshot`) is at `sequence`.
         case snapshotSaved(sequence: UInt64)
-        /// `migration`'s live step leases are now `leases` (none: its leases ended, or it left the live
-        /// state), at monotonic `nanos`: a new lease starts its TTL, one with the same token keeps its deadline.
-        case leasesChanged(MigrationID, leases: [StepLeaseTimer], nanos: UInt64)
-        /// The holder of `migration`/`node`'s lease with `token` is alive, at monotonic `nanos`.
-        case heartbeat(MigrationID, node: NodeID, token: FencingToken, nanos: UInt64)
-        /// The timer looks at monotonic `nanos`: which leases are past their deadline?
-        case leasesDue(nanos: UInt64)
-        /// The nodes waiting for an agent now (running, ready, holding their services), each with its
-        /// schedule_to_start, at monotonic `nanos`: which have waited all of it? Nodes no longer listed
-        /// are forgotten (leased, paused, released).
-        case waitingForAgents([WaitingNode], nanos: UInt64)
-        /// `migration` was paused for a node nobody took: its nodes' waits start again when it resumes.
-        case scheduleToStartHandled(MigrationID)
+        /// One phase of the timer policy at wall `now` and monotonic `nanos`: what is due, in the order
+        /// every shell performs it (see `TimerPhase`).
+        case timersDue(TimerPhase, now: Instant, nanos: UInt64)
     }
 
-    /// A node waiting for an agent, and how long it may (milliseconds).
-    public struct WaitingNode: Hashable, Sendable {
-        public var migration: MigrationID
-        public var node: NodeID
-        public var scheduleToStartMillis: Int64
-
-        public init(migration: MigrationID, node: NodeID, scheduleToStartMillis: Int64) {
-            self.migration = migration
-            self.node = node
-            self.scheduleToStartMillis = scheduleToStartMillis
-        }
+    /// What the caller found: the version of the stream of a migration being started (0: it never
+    /// started), or the migration folded from its stream (nil: it never started).
+    public enum LookedUp: Hashable, Sendable {
+        case streamVersion(UInt64)
+        case migration(MigrationState?)
     }
 
-    /// A live step lease as the timer knows it.
-    public struct StepLeaseTimer: Hashable, Sendable {
-        public var node: NodeID
-        public var token: FencingToken
-        public var ttlMillis: Int64
+    /// What the machine says to one caller.
+    public enum Word: Hashable, Sendable {
+        /// Append this, then report `appended` or `appendFailed`.
+        case append(AppendRequest)
+        /// Read migration `id` from the log, then report `lookedUp` (its stream's version, or when `fold`
+        /// the migration folded from its stream) or `lookUpFailed`.
+        case lookUp(MigrationID, fold: Bool)
+        /// The command is done: what it recorded.
+        case performed(Performed)
+        /// The heartbeat is accepted; the lease's TTL, in milliseconds, restarted.
+        case alive(ttlMillis: Int64)
+        /// The command is refused or failed; nothing it decided was recorded.
+        case refused(CommandError)
+        /// Run a grant pass at `now` (reconciling an old history's bookkeeping first when `reconcile`),
+        /// then report `grantPassDone`.
+        case runGrantPass(now: Instant, reconcile: Bool)
+        /// The grant pass this caller waited for has run.
+        case resumed
+    }
 
-        public init(node: NodeID, token: FencingToken, ttlMillis: Int64) {
-            self.node = node
-            self.token = token
-            self.ttlMillis = ttlMillis
-        }
+    /// What a command did.
+    public struct Performed: Hashable, Sendable {
+        /// The migration events it recorded (none for a plan, a heartbeat or an unchanged plan).
+        public var result: CommandResult
+        /// For a plan: its version now, and whether this command made it.
+        public var plan: PlanVersion?
+    }
 
-        /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
-        public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
-            migration.nodes.compactMap { node in
-                node.lease.map { lease in
-                    StepLeaseTimer(node: node.id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
-                        lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch))
-                }
-            }
-        }
+    /// A plan's version after applying it, and whether the application made it.
+    public struct PlanVersion: Hashable, Sendable {
+        public var version: UInt64
+        public var changed: Bool
+    }
+
+    /// What an append changed: the migration (nil for a plan) and the services its plan transitions.
+    public struct Change: Hashable, Sendable {
+        public var migration: MigrationID?
+        public var services: Set<String>
+        /// The migration events the append recorded (none for a plan), and the command's time.
+        public var events: [MigrationEvent] = []
+        public var at: Instant?
     }
 
     public enum Action: Hashable, Sendable {
-        /// The caller's turn on its stream: decide and append now.
-        case proceed(Caller)
-        /// The caller is refused before anything is decided.
-        case refuse(Caller, CommandError)
-        /// The caller runs a grant pass at `now` (reconciling an old history's bookkeeping first when
-        /// `reconcile`), then reports `grantPassDone`.
-        case runGrantPass(Caller, now: Instant, reconcile: Bool)
-        /// A caller waiting for a grant pass goes on: the pass it waited for has run.
-        case resume(Caller)
+        /// Say `word` to `caller` (resume it if it waits).
+        case tell(Caller, Word)
+        /// An append was folded into the live state: wake whoever watches it.
+        case changed(Change)
         /// Write a snapshot of the live state (at `sequence`), then report `snapshotEnded`.
         case writeSnapshot(sequence: UInt64)
-        /// The lease of `migration`/`node` with `token` was not renewed within its TTL: record its expiry.
-        case expireLease(MigrationID, node: NodeID, token: FencingToken)
-        /// `migration`/`node` has waited its whole schedule_to_start: pause the migration (then report
-        /// `scheduleToStartHandled`).
-        case scheduleToStartExceeded(MigrationID, node: NodeID)
+        /// A timer's command is due: perform it as the coordinator (a refusal means it lost a race).
+        case timer(TimerCommand)
     }
 
     /// A live lease's timer.
@@ -126,10 +134,22 @@ public struct CoordinatorMachine: Sendable {
         var deadlineNanos: UInt64
     }
 
-    /// A stream's turn: absent when nobody holds it.
-    enum Turn: Hashable, Sendable {
-        /// Held by a command, with the callers in line behind it.
-        case held(waiting: Deque<Caller>)
+    /// A command as asked.
+    struct Pending: Hashable, Sendable {
+        var caller: Caller
+        var command: Command
+        var metadata: EventMetadata
+        var now: Instant
+    }
+
+    /// What a caller the machine is waiting for is doing.
+    enum Flight: Hashable, Sendable {
+        /// Appending `records` for its command, holding the stream's turn.
+        case appending(Pending, records: [LogRecord])
+        /// Looking up the migration its command names, holding the stream's turn.
+        case lookingUp(Pending)
+        /// Looking up the migration a heartbeat names (heartbeats take no turn).
+        case heartbeatLookingUp(Pending)
     }
 
     /// Whether the log still takes writes.
@@ -158,7 +178,12 @@ public struct CoordinatorMachine: Sendable {
     /// A snapshot is due after this many events since the last one (0 = never).
     public let snapshotIntervalEvents: UInt64
 
-    var turns: [String: Turn] = [:]
+    /// The live fold of the log.
+    public internal(set) var state: LogState
+    /// Streams whose turn is held (by the command in flight on it), each with the commands in line behind it.
+    var turns: [String: Deque<Pending>] = [:]
+    /// Callers doing what the machine asked (an append, a look-up), by number.
+    var inFlight: [Caller: Flight] = [:]
     var latch: Latch = .writing
     var grantPass: GrantPass = .idle
     /// The latest time any caller asked for a pass with: what a pass records, so grants never precede
@@ -181,23 +206,17 @@ public struct CoordinatorMachine: Sendable {
     /// For each node waiting for an agent: since when (monotonic nanoseconds), and for how long it may.
     var waitingSince: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
 
-    /// When the schedule_to_start timer should next look, in monotonic nanoseconds.
-    public var nextScheduleToStartNanos: UInt64? {
-        waitingSince.values.flatMap { $0.values.map { $0.since &+ UInt64(max(0, $0.limitMillis)) &* 1_000_000 } }.min()
-    }
-
-    /// Step leases live now.
-    public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
-
-    /// When the lease timer should next look, in monotonic nanoseconds.
-    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
-
-    /// A machine for a live state folded through `foldedThrough`, whose newest snapshot is at `snapshotSequence`.
-    public init(foldedThrough: UInt64, snapshotSequence: UInt64, commandsWaitingPerStreamMax: Int, snapshotIntervalEvents: UInt64) {
-        self.foldedThrough = foldedThrough
+    /// A machine for the live state `state` (folded from the log), whose newest snapshot is at
+    /// `snapshotSequence`, at monotonic `nanos`: every live lease starts a fresh TTL.
+    public init(state: LogState, snapshotSequence: UInt64, commandsWaitingPerStreamMax: Int, snapshotIntervalEvents: UInt64, nanos: UInt64) {
+        self.state = state
+        self.foldedThrough = state.lastSequence
         self.lastSnapshotSequence = snapshotSequence
         self.commandsWaitingPerStreamMax = commandsWaitingPerStreamMax
         self.snapshotIntervalEvents = snapshotIntervalEvents
+        for migration in state.migrationsInOrder {
+            armLeases(migration.id, leases: StepLeaseTimer.leases(of: migration), nanos: nanos)
+        }
     }
 
     /// The failure that stopped writes, if the log stopped taking them.
@@ -214,51 +233,27 @@ public struct CoordinatorMachine: Sendable {
         foldedAhead.isEmpty && foldedThrough == lastSequence
     }
 
+    /// Notes that an append's events (global sequences `range`) are folded into the live state.
+    mutating func noteFolded(_ range: ClosedRange<UInt64>) {
+        precondition(range.lowerBound > foldedThrough, "events \(range) were folded twice")
+        let index = foldedAhead.firstIndex { $0.lowerBound > range.lowerBound } ?? foldedAhead.endIndex
+        foldedAhead.insert(range, at: index)
+        while let first = foldedAhead.first, first.lowerBound == foldedThrough + 1 {
+            foldedThrough = first.upperBound
+            foldedAhead.removeFirst()
+        }
+    }
+
     @discardableResult
     public mutating func handle(_ input: Input) -> [Action] {
         switch input {
-        case .turnWanted(let caller, let stream):
-            if let stopped { return [.refuse(caller, .storage(stopped))] }
-            switch turns[stream] {
-            case nil:
-                turns[stream] = .held(waiting: [])
-                return [.proceed(caller)]
-            case .held(var waiting):
-                guard waiting.count < commandsWaitingPerStreamMax else {
-                    return [.refuse(caller, .overloaded(stream: stream, waitingMax: commandsWaitingPerStreamMax))]
-                }
-                waiting.append(caller)
-                turns[stream] = .held(waiting: waiting)
-                return []
-            }
+        case .command(let caller, let command, let metadata, let now):
+            return commandWanted(Pending(caller: caller, command: command, metadata: metadata, now: now))
 
-        case .turnEnded(let stream):
-            switch turns[stream] {
-            case nil:
-                assertionFailure("the turn of \(stream) ended but nobody held it")
-                return []
-            case .held(var waiting):
-                // Handed over in arrival order; the stream stays held.
-                guard let next = waiting.popFirst() else {
-                    turns[stream] = nil
-                    return []
-                }
-                turns[stream] = .held(waiting: waiting)
-                // (A command that waited through the stop is refused when it looks: `perform` checks again.)
-                return [.proceed(next)]
-            }
+        case .appended(let caller, let receipt, let nanos):
+            return appended(caller, receipt, nanos: nanos)
 
-        case .folded(let range):
-            precondition(range.lowerBound > foldedThrough, "events \(range) were folded twice")
-            let index = foldedAhead.firstIndex { $0.lowerBound > range.lowerBound } ?? foldedAhead.endIndex
-            foldedAhead.insert(range, at: index)
-            while let first = foldedAhead.first, first.lowerBound == foldedThrough + 1 {
-                foldedThrough = first.upperBound
-                foldedAhead.removeFirst()
-            }
-            return []
-
-        case .appendFailed(let error):
+        case .appendFailed(let caller, let error):
             switch (latch, error) {
             case (.writing, .writesStopped), (.writing, .outcomeUnknown), (.writing, .corrupted):
                 latch = .stopped(.writesStopped(reason: "an earlier append failed: \(error.description)"))
@@ -267,7 +262,27 @@ public struct CoordinatorMachine: Sendable {
                 // request) leave it writing; a second failure after the stop changes nothing.
                 break
             }
-            return []
+            guard case .appending(let pending, _)? = inFlight.removeValue(forKey: caller) else {
+                assertionFailure("caller \(caller) reported an append it was not asked for")
+                return []
+            }
+            return [.tell(caller, .refused(.storage(error)))] + advance(pending.command.stream)
+
+        case .lookedUp(let caller, let found):
+            return lookedUp(caller, found)
+
+        case .lookUpFailed(let caller, let error):
+            switch inFlight.removeValue(forKey: caller) {
+            case .lookingUp(let pending)?: return [.tell(caller, .refused(.storage(error)))] + advance(pending.command.stream)
+            case .heartbeatLookingUp?: return [.tell(caller, .refused(.storage(error)))]
+            case .appending?, nil:
+                assertionFailure("caller \(caller) reported a look-up it was not asked for")
+                return []
+            }
+
+        case .heartbeat(let caller, let migration, let node, let token, let by, let now, let nanos):
+            return heartbeat(Pending(caller: caller, command: .migration(migration, .heartbeat(node: node, token: token, by: by)),
+                                     metadata: EventMetadata(recordedAt: now, actor: .coordinator, triggeredBy: .agent), now: now), nanos: nanos)
 
         case .grantPassWanted(let caller, let now):
             grantNow = max(grantNow ?? now, now)
@@ -288,7 +303,7 @@ public struct CoordinatorMachine: Sendable {
                 assertionFailure("a grant pass ended that never started")
                 return []
             case .running(let runner, let serving, let waiters):
-                var actions = serving.map(Action.resume)
+                var actions = serving.map { Action.tell($0, .resumed) }
                 if waiters.isEmpty {
                     grantPass = .idle
                 } else {
@@ -304,8 +319,8 @@ public struct CoordinatorMachine: Sendable {
             if reconcile { reconcileOwed = true }
             return []
 
-        case .snapshotWanted(let lastSequence):
-            guard snapshotIntervalEvents > 0, snapshotting == .idle, isConsistent(lastSequence: lastSequence),
+        case .snapshotWanted:
+            guard snapshotIntervalEvents > 0, snapshotting == .idle, isConsistent(lastSequence: state.lastSequence),
                   foldedThrough >= lastSnapshotSequence &+ snapshotIntervalEvents else { return [] }
             snapshotting = .writing
             return [.writeSnapshot(sequence: foldedThrough)]
@@ -320,52 +335,8 @@ public struct CoordinatorMachine: Sendable {
             lastSnapshotSequence = max(lastSnapshotSequence, sequence)
             return []
 
-        case .leasesChanged(let migration, let leases, let nanos):
-            let existing = leaseDeadlines[migration] ?? [:]
-            var live: [NodeID: LeaseDeadline] = [:]
-            for lease in leases {
-                if let kept = existing[lease.node], kept.token == lease.token {
-                    // The same lease: a heartbeat may have extended it.
-                    live[lease.node] = kept
-                } else {
-                    live[lease.node] = LeaseDeadline(token: lease.token, ttlMillis: lease.ttlMillis,
-                                                     deadlineNanos: nanos &+ UInt64(max(0, lease.ttlMillis)) &* 1_000_000)
-                }
-            }
-            leaseDeadlines[migration] = live.isEmpty ? nil : live
-            return []
-
-        case .heartbeat(let migration, let node, let token, let nanos):
-            // (A heartbeat with another token was refused by the core before it got here.)
-            guard var deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return [] }
-            deadline.deadlineNanos = nanos &+ UInt64(max(0, deadline.ttlMillis)) &* 1_000_000
-            leaseDeadlines[migration]?[node] = deadline
-            return []
-
-        case .waitingForAgents(let nodes, let nanos):
-            var tracked: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
-            var due: [Action] = []
-            for waiting in nodes {
-                let since = waitingSince[waiting.migration]?[waiting.node]?.since ?? nanos
-                tracked[waiting.migration, default: [:]][waiting.node] = (since, waiting.scheduleToStartMillis)
-                if nanos &- since >= UInt64(max(0, waiting.scheduleToStartMillis)) &* 1_000_000 {
-                    due.append(.scheduleToStartExceeded(waiting.migration, node: waiting.node))
-                }
-            }
-            waitingSince = tracked
-            return due
-
-        case .scheduleToStartHandled(let migration):
-            waitingSince[migration] = nil
-            return []
-
-        case .leasesDue(let nanos):
-            // In (migration, node) order, so every shell expires them in the same order.
-            return leaseDeadlines.flatMap { migration, nodes in
-                nodes.filter { $0.value.deadlineNanos <= nanos }.map { (migration: migration, node: $0.key, token: $0.value.token) }
-            }
-            .sorted { ($0.migration, $0.node.rawValue) < ($1.migration, $1.node.rawValue) }
-            .map { Action.expireLease($0.migration, node: $0.node, token: $0.token) }
+        case .timersDue(let phase, let now, let nanos):
+            return timersDue(phase, now: now, nanos: nanos).map(Action.timer)
         }
     }
 
@@ -375,6 +346,6 @@ public struct CoordinatorMachine: Sendable {
         grantPassOwed = false
         reconcileOwed = false
         // (`grantNow` is set: every pass starts from a `grantPassWanted`.)
-        return .runGrantPass(runner, now: grantNow ?? Instant(millisecondsSinceEpoch: 0), reconcile: reconcile)
+        return .tell(runner, .runGrantPass(now: grantNow ?? Instant(millisecondsSinceEpoch: 0), reconcile: reconcile))
     }
 }

@@ -1,0 +1,191 @@
+import LockstepCore
+
+// The engine's timers: the one timer policy (which phases, in which order, and what each finds due),
+// the lease timers on the monotonic clock, and the schedule_to_start waits. Every shell (the server's
+// timer service, the rehearsal, the simulations) runs the phases in `TimerPhase.allCases` order and
+// performs what each returns as ordinary commands.
+extension CoordinatorMachine {
+    /// The timer policy's order: a pass looks at each phase in turn, each on the state the phases before
+    /// it left. A deadline fires at its instant whatever else is due, so it comes first.
+    public enum TimerPhase: CaseIterable, Hashable, Sendable {
+        /// Migrations past their deadline (or a node's) abort into rollback (`triggered_by: deadline`).
+        case deadlines
+        /// Leases not renewed within their TTL (on the monotonic clock) expire.
+        case leaseExpiries
+        /// Steps running past their node's start_to_close fail.
+        case startToClose
+        /// Bakes that ended are judged by their analysis (`triggered_by: metric`).
+        case bakeEnds
+        /// Steps nobody took within their schedule_to_start pause their migration.
+        case scheduleToStart
+    }
+
+    /// A command a timer found due, with what its events record as their cause.
+    public struct TimerCommand: Hashable, Sendable {
+        public var migration: MigrationID
+        public var command: MigrationCommand
+        public var phase: TimerPhase
+        public var triggeredBy: TriggeredBy
+        public var causationID: String
+    }
+
+    /// A node waiting for an agent, and how long it may (milliseconds).
+    public struct WaitingNode: Hashable, Sendable {
+        public var migration: MigrationID
+        public var node: NodeID
+        public var scheduleToStartMillis: Int64
+
+        public init(migration: MigrationID, node: NodeID, scheduleToStartMillis: Int64) {
+            self.migration = migration
+            self.node = node
+            self.scheduleToStartMillis = scheduleToStartMillis
+        }
+    }
+
+    /// A live step lease as the timer knows it.
+    public struct StepLeaseTimer: Hashable, Sendable {
+        public var node: NodeID
+        public var token: FencingToken
+        public var ttlMillis: Int64
+
+        public init(node: NodeID, token: FencingToken, ttlMillis: Int64) {
+            self.node = node
+            self.token = token
+            self.ttlMillis = ttlMillis
+        }
+
+        /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
+        public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
+            migration.nodes.compactMap { node in
+                node.lease.map { lease in
+                    StepLeaseTimer(node: node.id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
+                        lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch))
+                }
+            }
+        }
+    }
+
+    /// What `phase` finds due at wall `now` and monotonic `nanos`, in (migration, node) order.
+    mutating func timersDue(_ phase: TimerPhase, now: Instant, nanos: UInt64) -> [TimerCommand] {
+        func due(_ migration: MigrationID, _ command: MigrationCommand, _ triggeredBy: TriggeredBy, _ causation: String) -> TimerCommand {
+            TimerCommand(migration: migration, command: command, phase: phase, triggeredBy: triggeredBy, causationID: causation)
+        }
+        switch phase {
+        case .deadlines:
+            guard let next = nextDeadline, next <= now else { return [] }
+            return state.unsettledInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }
+                .map { due($0.id, .enforceDeadlines, .deadline, "deadline") }
+        case .leaseExpiries:
+            return leasesDue(nanos: nanos).map { due($0.migration, .expireLease(node: $0.node, token: $0.token), .coordinator, "lease-timer") }
+        case .startToClose:
+            guard let next = nextStepTimeout, next <= now else { return [] }
+            return state.unsettledInOrder.flatMap { migration in
+                migration.stepsPastStartToClose(at: now).map { due(migration.id, .timeOutStep(node: $0.node, token: $0.token), .coordinator, "start-to-close") }
+            }
+        case .bakeEnds:
+            guard let next = nextBakeEnd, next <= now else { return [] }
+            return state.unsettledInOrder.filter { ($0.nextBakeEnd.map { $0 <= now }) ?? false }.flatMap { migration in
+                migration.nodes.filter { $0.status == .baking && !$0.exposure.awaitingDecision && ($0.exposure.bakeUntil.map { $0 <= now } ?? false) }
+                    .map { due(migration.id, .evaluateExposure(node: $0.id), .metric, "bake-end") }
+            }
+        case .scheduleToStart:
+            guard tracksScheduleToStart || !waitingSince.isEmpty else { return [] }
+            var waiting: [WaitingNode] = []
+            for migration in state.unsettledInOrder where migration.plan.nodes.contains(where: { $0.timeouts.scheduleToStartMillis != nil }) {
+                for spec in migration.plan.nodes {
+                    guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
+                    waiting.append(WaitingNode(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
+                }
+            }
+            return noteWaiting(waiting, nanos: nanos).map { due($0.migration, .scheduleToStartExceeded(node: $0.node), .coordinator, "schedule-to-start") }
+        }
+    }
+
+    /// The earliest wall instant at which a timer phase has work, seen at wall `now` and monotonic
+    /// `nanos`: a deadline, a bake's end, a start_to_close, a lease's expiry or a schedule_to_start (these
+    /// two run on the monotonic clock and are placed on the wall clock from `now`). Nil when nothing is due.
+    public func nextTimerDue(now: Instant, nanos: UInt64) -> Instant? {
+        func wall(_ deadline: UInt64) -> Instant {
+            let ahead = deadline > nanos ? deadline - nanos : 0
+            return now.adding(milliseconds: Int64(clamping: ahead / 1_000_000) + (ahead % 1_000_000 > 0 ? 1 : 0))
+        }
+        var due = [nextDeadline, nextBakeEnd, nextStepTimeout].compactMap { $0 }
+        if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
+        if let waited = nextScheduleToStartNanos { due.append(wall(waited)) }
+        return due.min()
+    }
+
+    /// Whether any unsettled migration's plan sets a schedule_to_start (the phase looks only then).
+    public var tracksScheduleToStart: Bool {
+        state.unsettled.contains { state.migrations[$0]?.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil } ?? false }
+    }
+
+    /// The earliest instant at which a running step passes its `start_to_close`, in any migration.
+    public var nextStepTimeout: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextStepTimeout }.min() }
+
+    /// The earliest end of a bake in any running migration.
+    public var nextBakeEnd: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextBakeEnd }.min() }
+
+    /// The earliest deadline of any migration.
+    public var nextDeadline: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextDeadline }.min() }
+
+    /// When the schedule_to_start timer should next look, in monotonic nanoseconds.
+    public var nextScheduleToStartNanos: UInt64? {
+        waitingSince.values.flatMap { $0.values.map { $0.since &+ UInt64(max(0, $0.limitMillis)) &* 1_000_000 } }.min()
+    }
+
+    /// Step leases live now.
+    public var liveStepLeaseCount: Int { leaseDeadlines.values.reduce(0) { $0 + $1.count } }
+
+    /// When the lease timer should next look, in monotonic nanoseconds.
+    public var nextLeaseDeadlineNanos: UInt64? { leaseDeadlines.values.flatMap { $0.values.map(\.deadlineNanos) }.min() }
+
+    /// Makes `migration`'s lease timers match its live `leases` (none: its leases ended, or it left the
+    /// live state), at monotonic `nanos`: a new lease starts its TTL, one with the same token keeps its deadline.
+    mutating func armLeases(_ migration: MigrationID, leases: [StepLeaseTimer], nanos: UInt64) {
+        let existing = leaseDeadlines[migration] ?? [:]
+        var live: [NodeID: LeaseDeadline] = [:]
+        for lease in leases {
+            if let kept = existing[lease.node], kept.token == lease.token {
+                // The same lease: a heartbeat may have extended it.
+                live[lease.node] = kept
+            } else {
+                live[lease.node] = LeaseDeadline(token: lease.token, ttlMillis: lease.ttlMillis,
+                                                 deadlineNanos: nanos &+ UInt64(max(0, lease.ttlMillis)) &* 1_000_000)
+            }
+        }
+        leaseDeadlines[migration] = live.isEmpty ? nil : live
+    }
+
+    /// `migration`/`node`'s lease with `token` is renewed at monotonic `nanos` (what an accepted heartbeat
+    /// does; a heartbeat with another token was refused by the core before it got here).
+    mutating func renewLease(_ migration: MigrationID, node: NodeID, token: FencingToken, nanos: UInt64) {
+        guard var deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return }
+        deadline.deadlineNanos = nanos &+ UInt64(max(0, deadline.ttlMillis)) &* 1_000_000
+        leaseDeadlines[migration]?[node] = deadline
+    }
+
+    /// The leases past their deadline at monotonic `nanos`, in (migration, node) order, so every shell
+    /// expires them in the same order.
+    func leasesDue(nanos: UInt64) -> [(migration: MigrationID, node: NodeID, token: FencingToken)] {
+        leaseDeadlines.flatMap { migration, nodes in
+            nodes.filter { $0.value.deadlineNanos <= nanos }.map { (migration: migration, node: $0.key, token: $0.value.token) }
+        }
+        .sorted { ($0.migration, $0.node.rawValue) < ($1.migration, $1.node.rawValue) }
+    }
+
+    /// Notes the nodes waiting for an agent now (running, ready, holding their services), each with its
+    /// schedule_to_start, at monotonic `nanos`, and returns those that have waited all of it. Nodes no
+    /// longer listed are forgotten (leased, paused, released): should they wait again, it starts again.
+    mutating func noteWaiting(_ nodes: [WaitingNode], nanos: UInt64) -> [(migration: MigrationID, node: NodeID)] {
+        var tracked: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
+        var due: [(migration: MigrationID, node: NodeID)] = []
+        for waiting in nodes {
+            let since = waitingSince[waiting.migration]?[waiting.node]?.since ?? nanos
+            tracked[waiting.migration, default: [:]][waiting.node] = (since, waiting.scheduleToStartMillis)
+            if nanos &- since >= UInt64(max(0, waiting.scheduleToStartMillis)) &* 1_000_000 { due.append((waiting.migration, waiting.node)) }
+        }
+        waitingSince = tracked
+        return due
+    }
+}
