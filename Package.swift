@@ -159,6 +159,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
@@ -241,6 +242,9 @@ let package = Package(
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
         .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
+                                                             "LockstepAPI",
+                                                             .product(name: "GRPCCore", package: "grpc-swift-2"),
+                                                             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     exclude: ["Agents"]),

@@ -4,6 +4,7 @@ import LockstepAPI
 import LockstepStore
 import LockstepWire
 import LockstepService
+import SwiftProtobuf
 
 /// The gRPC side of the API: the generated service protocols implemented over the same service
 /// layer, authentication and errors as the JSON side.
@@ -17,7 +18,7 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         // cancellation handler marks the call gone, which resumes a parked poll at once (no task per
         // poll) and stops a poll from leasing once it has happened.
         let cancellation = context.cancellation
-        return try await call(request, "agent/poll", context: context) { input, principal throws(APIError) in
+        return try await call(request, .poll, context: context) { input, principal throws(APIError) in
             let departure = DepartureSignal()
             return try await withRPCCancellationHandler { () async throws(APIError) -> Lockstep_V1_PollResponse in
                 try await agents.poll(input, principal: principal, clientGone: { departure.isGone || cancellation.isCancelled }, departure: departure)
@@ -28,25 +29,26 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     }
 
     package func heartbeat(request: ServerRequest<Lockstep_V1_HeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_HeartbeatResponse> {
-        try await call(request, "agent/heartbeat", context: context) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+        try await call(request, .heartbeat, context: context) { input, principal throws(APIError) in try await agents.heartbeat(input, principal: principal) }
     }
 
     package func reportProgress(request: ServerRequest<Lockstep_V1_ReportProgressRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ReportProgressResponse>
     {
-        try await call(request, "agent/progress", context: context) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
+        try await call(request, .reportProgress, context: context) { input, principal throws(APIError) in try await agents.reportProgress(input, principal: principal) }
     }
 
     package func complete(request: ServerRequest<Lockstep_V1_CompleteRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_CompleteResponse> {
-        try await call(request, "agent/complete", context: context) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
+        try await call(request, .complete, context: context) { input, principal throws(APIError) in try await agents.complete(input, principal: principal) }
     }
 
     package func fail(request: ServerRequest<Lockstep_V1_FailRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_FailResponse> {
-        try await call(request, "agent/fail", context: context) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
+        try await call(request, .fail, context: context) { input, principal throws(APIError) in try await agents.fail(input, principal: principal) }
     }
 
-    private func call<In, Out>(_ request: ServerRequest<In>, _ method: String, context: ServerContext, _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
-        try await answer(request, method, context: context, metrics: metrics, authenticate: authenticate, body)
+    private func call<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(_ request: ServerRequest<In>, _ operation: APIOperation, context: ServerContext,
+                                                                             _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+        try await answer(request, operation, context: context, metrics: metrics, authenticate: authenticate, body)
     }
 
     package init(agents: AgentAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
@@ -63,19 +65,19 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     package func applyPlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ApplyPlanResponse> {
-        try await answer(request, "plans", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
+        try await answer(request, .applyPlan, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.applyPlan(input, principal: principal) }
     }
 
     package func validatePlan(request: ServerRequest<Lockstep_V1_ApplyPlanRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ValidatePlanResponse>
     {
-        try await answer(request, "plans/validate", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .validatePlan, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await operators.validatePlan(input, principal: principal)
         }
     }
 
     package func listPlans(request: ServerRequest<Lockstep_V1_ListPlansRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListPlansResponse> {
-        try await answer(request, "plans/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .listPlans, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await operators.listPlans(input, principal: principal)
         }
     }
@@ -83,37 +85,37 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
     package func startMigration(request: ServerRequest<Lockstep_V1_StartMigrationRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_StartMigrationResponse>
     {
-        try await answer(request, "migrations", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
+        try await answer(request, .startMigration, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.startMigration(input, principal: principal) }
     }
 
     package func getMigration(request: ServerRequest<Lockstep_V1_GetMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Migration> {
-        try await answer(request, "migrations/get", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
+        try await answer(request, .getMigration, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.getMigration(input, principal: principal) }
     }
 
     package func listMigrations(request: ServerRequest<Lockstep_V1_ListMigrationsRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListMigrationsResponse>
     {
-        try await answer(request, "migrations/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
+        try await answer(request, .listMigrations, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listMigrations(input, principal: principal) }
     }
 
     package func pauseMigration(request: ServerRequest<Lockstep_V1_PauseMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/pause", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
+        try await answer(request, .pause, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.pause(input, principal: principal) }
     }
 
     package func resumeMigration(request: ServerRequest<Lockstep_V1_ResumeMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/resume", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
+        try await answer(request, .resume, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.resume(input, principal: principal) }
     }
 
     package func abortMigration(request: ServerRequest<Lockstep_V1_AbortMigrationRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/abort", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
+        try await answer(request, .abort, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.abort(input, principal: principal) }
     }
 
     package func approve(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/approve", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
+        try await answer(request, .approve, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.approve(input, principal: principal) }
     }
 
     package func reject(request: ServerRequest<Lockstep_V1_GateDecisionRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ChangeResponse> {
-        try await answer(request, "migrations/reject", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
+        try await answer(request, .reject, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.reject(input, principal: principal) }
     }
 
     package func watch(request: ServerRequest<Lockstep_V1_WatchRequest>, context: ServerContext) async throws -> StreamingServerResponse<Lockstep_V1_EventEnvelope> {
@@ -122,12 +124,9 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
         // cancelling the handler's task: the watch runs in a child task that such a cancellation ends at
         // once, so a watch parked between events leaves its place (and its principal's count) right away.
         let cancellation = context.cancellation
-        do throws(APIError) {
-            let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
-            events = try await watches.events(request.message, principal: principal, clientGone: { cancellation.isCancelled },
-                                              whenGone: { try? await cancellation.cancelled })
-        } catch {
-            throw error.rpcError
+        events = try await opening(request, .watch, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await watches.events(input, principal: principal, clientGone: { cancellation.isCancelled },
+                                     whenGone: { try? await cancellation.cancelled })
         }
         return StreamingServerResponse { writer in
             do {
@@ -155,19 +154,19 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
     package func releaseServiceLease(request: ServerRequest<Lockstep_V1_ReleaseServiceLeaseRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ChangeResponse>
     {
-        try await answer(request, "service-leases/release", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
+        try await answer(request, .releaseServiceLease, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 
     package func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_RecordMetricResponse>
     {
-        try await answer(request, "metrics/record", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.recordMetric(input, principal: principal) }
+        try await answer(request, .recordMetric, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.recordMetric(input, principal: principal) }
     }
 
     package func listServiceLeases(request: ServerRequest<Lockstep_V1_ListServiceLeasesRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_ListServiceLeasesResponse>
     {
-        try await answer(request, "service-leases/list", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listServiceLeases(input, principal: principal) }
+        try await answer(request, .listServiceLeases, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listServiceLeases(input, principal: principal) }
     }
 
     package init(operators: OperatorAPI, watches: WatchAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
@@ -184,7 +183,7 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     package func listEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_ListEventsResponse> {
-        try await answer(request, "history/events", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .listEvents, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.listEvents(input, principal: principal)
         }
     }
@@ -193,18 +192,10 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     package func exportEvents(request: ServerRequest<Lockstep_V1_ListEventsRequest>, context: ServerContext) async throws
         -> StreamingServerResponse<Lockstep_V1_EventEnvelope>
     {
-        let began = ContinuousClock.now
-        let principal: Principal
-        do throws(APIError) {
-            principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
-            try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
-        } catch {
-            metrics.record(error)
-            metrics.request("history/export", transport: "grpc").record(duration: ContinuousClock.now - began)
-            throw error.rpcError
+        let principal = try await opening(request, .exportEvents, context: context, metrics: metrics, authenticate: authenticate) { _, principal throws(APIError) in
+            principal
         }
         return StreamingServerResponse { writer in
-            defer { metrics.request("history/export", transport: "grpc").record(duration: ContinuousClock.now - began) }
             do {
                 try await history.exportEnvelopes(request.message, principal: principal) { envelopes in
                     try await writer.write(contentsOf: envelopes)
@@ -218,7 +209,7 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     }
 
     package func getStateAt(request: ServerRequest<Lockstep_V1_StateAtRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_StateAtResponse> {
-        try await answer(request, "history/state", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .stateAt, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.stateAt(input, principal: principal)
         }
     }
@@ -226,7 +217,7 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
     package func verifyHistory(request: ServerRequest<Lockstep_V1_VerifyHistoryRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_VerifyHistoryResponse>
     {
-        try await answer(request, "history/verify", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .verifyHistory, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await history.verify(input, principal: principal)
         }
     }
@@ -244,7 +235,7 @@ package struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
 
     package func getStage(request: ServerRequest<Lockstep_V1_StageRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_Stage> {
-        try await answer(request, "stage", context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+        try await answer(request, .stage, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
             try await stages.stage(input, principal: principal)
         }
     }
@@ -256,17 +247,33 @@ package struct GRPCStageService: Lockstep_V1_StageService.ServiceProtocol {
     }
 }
 
-/// Authenticates from the `authorization` metadata, runs `body`, and turns an `APIError` into an
-/// `RPCError` with the matching status code, `CODE: message` as its message and the code in the
-/// `lockstep-error-code` trailing metadata.
-private func answer<In, Out>(_ request: ServerRequest<In>, _ method: String, context: ServerContext, metrics: ServerMetrics,
-                             authenticate: @Sendable (String?, String?) throws(APIError) -> Principal,
-                             _ body: (In, Principal) async throws(APIError) -> Out) async throws -> ServerResponse<Out> {
+/// A unary method: the gRPC side's gate (`opening`), its answer as the response message.
+private func answer<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
+    _ request: ServerRequest<In>, _ operation: APIOperation, context: ServerContext, metrics: ServerMetrics,
+    authenticate: @Sendable (String?, String?) throws(APIError) -> Principal,
+    _ body: (In, Principal) async throws(APIError) -> Out
+) async throws -> ServerResponse<Out> {
+    assert(Out.protoMessageName == operation.response, "\(operation.method) answers \(Out.protoMessageName); the table says \(operation.response)")
+    return ServerResponse(message: try await opening(request, operation, context: context, metrics: metrics, authenticate: authenticate, body))
+}
+
+/// The gRPC side's one gate, which every method goes through: authenticates from the `authorization`
+/// metadata, applies the operation's roles (`Principal.require(operation)`, before anything is read),
+/// runs `body` (a unary method's whole work; a stream's opening), times it under the operation's name,
+/// and turns an `APIError` into an `RPCError` with the matching status code, `CODE: message` as its
+/// message and the code in the `lockstep-error-code` trailing metadata.
+private func opening<In: SwiftProtobuf.Message, Out>(
+    _ request: ServerRequest<In>, _ operation: APIOperation, context: ServerContext, metrics: ServerMetrics,
+    authenticate: @Sendable (String?, String?) throws(APIError) -> Principal,
+    _ body: (In, Principal) async throws(APIError) -> Out
+) async throws -> Out {
+    assert(In.protoMessageName == operation.request, "\(operation.method) takes \(In.protoMessageName); the table says \(operation.request)")
     let began = ContinuousClock.now
-    defer { metrics.request(method, transport: "grpc").record(duration: ContinuousClock.now - began) }
+    defer { metrics.request(operation.name, transport: "grpc").record(duration: ContinuousClock.now - began) }
     do throws(APIError) {
         let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
-        return ServerResponse(message: try await body(request.message, principal))
+        try principal.require(operation)
+        return try await body(request.message, principal)
     } catch {
         metrics.record(error)
         throw error.rpcError

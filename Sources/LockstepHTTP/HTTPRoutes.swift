@@ -40,7 +40,11 @@ package struct HTTPRoutes: Sendable {
     /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
     package let refuseBrowsers: Bool
 
-    package func register(on router: Router<LockstepRequestContext>) {
+    /// Registers every route; returns the operations served, which the server checks against the table
+    /// (`APIOperation.all`) at start-up.
+    @discardableResult
+    package func register(on router: Router<LockstepRequestContext>) -> [APIOperation] {
+        var served: [APIOperation] = []
         // First, so it wraps every route and the not-found answer too.
         router.add(middleware: EdgeMiddleware(refuseBrowsers: refuseBrowsers, answer: errorResponse))
         // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
@@ -59,7 +63,7 @@ package struct HTTPRoutes: Sendable {
             await refreshGauges()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
-        route(router, "/v1/agent/poll") { input, principal, channel throws(APIError) in
+        route(router, .poll, &served) { input, principal, channel throws(APIError) in
             // A poll whose client goes (even in the same write as its request) leaves its place at once.
             // One pipeline lookup per poll, for both the check before leasing and the wake-up when gone
             // (the presence resumes the parked poll itself: no task per parked poll).
@@ -67,66 +71,50 @@ package struct HTTPRoutes: Sendable {
             let gone = ClientPresence.goneCheck(for: channel, presence: presence)
             return try await agents.poll(input, principal: principal, clientGone: gone, departure: presence)
         }
-        route(router, "/v1/agent/heartbeat", agents.heartbeat)
-        route(router, "/v1/agent/progress", agents.reportProgress)
-        route(router, "/v1/agent/complete", agents.complete)
-        route(router, "/v1/agent/fail", agents.fail)
-        route(router, "/v1/plans", operators.applyPlan)
-        route(router, "/v1/plans/validate", operators.validatePlan)
-        route(router, "/v1/plans/list", operators.listPlans)
-        route(router, "/v1/migrations", operators.startMigration)
-        route(router, "/v1/migrations/get", operators.getMigration)
-        route(router, "/v1/migrations/list", operators.listMigrations)
-        route(router, "/v1/migrations/pause", operators.pause)
-        route(router, "/v1/migrations/resume", operators.resume)
-        route(router, "/v1/migrations/abort", operators.abort)
-        route(router, "/v1/migrations/approve", operators.approve)
-        route(router, "/v1/migrations/reject", operators.reject)
-        route(router, "/v1/service-leases/release", operators.releaseServiceLease)
-        route(router, "/v1/service-leases/list", operators.listServiceLeases)
-        route(router, "/v1/metrics/record", operators.recordMetric)
+        route(router, .heartbeat, &served, agents.heartbeat)
+        route(router, .reportProgress, &served, agents.reportProgress)
+        route(router, .complete, &served, agents.complete)
+        route(router, .fail, &served, agents.fail)
+        route(router, .applyPlan, &served, operators.applyPlan)
+        route(router, .validatePlan, &served, operators.validatePlan)
+        route(router, .listPlans, &served, operators.listPlans)
+        route(router, .startMigration, &served, operators.startMigration)
+        route(router, .getMigration, &served, operators.getMigration)
+        route(router, .listMigrations, &served, operators.listMigrations)
+        route(router, .pause, &served, operators.pause)
+        route(router, .resume, &served, operators.resume)
+        route(router, .abort, &served, operators.abort)
+        route(router, .approve, &served, operators.approve)
+        route(router, .reject, &served, operators.reject)
+        route(router, .releaseServiceLease, &served, operators.releaseServiceLease)
+        route(router, .listServiceLeases, &served, operators.listServiceLeases)
+        route(router, .recordMetric, &served, operators.recordMetric)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
-        let stageTimer = metrics.request("stage", transport: "http")
-        router.get("/v1/stage/:migration") { request, context -> Response in
-            let began = ContinuousClock.now
-            defer { stageTimer.record(duration: ContinuousClock.now - began) }
-            do throws(APIError) {
-                let principal = try await authenticate(request, context.channel)
-                let input = Lockstep_V1_StageRequest.with {
-                    $0.migrationID = context.parameters.get("migration") ?? ""
-                    $0.nodeID = request.uri.queryParameters.get("node") ?? ""
-                    $0.key = request.uri.queryParameters.get("key") ?? ""
-                }
-                let stage = try await stages.stage(input, principal: principal)
-                let tag = "\"\(stage.version)\""
-                if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) {
-                    return Response(status: .notModified, headers: [.eTag: tag])
-                }
-                var response = json(stage, status: .ok)
-                response.headers[.eTag] = tag
-                return response
-            } catch {
-                metrics.record(error)
-                return errorResponse(error)
+        gate(router, .stage, &served, Lockstep_V1_StageRequest.self, Lockstep_V1_Stage.self) { request, context, principal throws(APIError) in
+            let input = Lockstep_V1_StageRequest.with {
+                $0.migrationID = context.parameters.get("migration") ?? ""
+                $0.nodeID = request.uri.queryParameters.get("node") ?? ""
+                $0.key = request.uri.queryParameters.get("key") ?? ""
             }
+            let stage = try await stages.stage(input, principal: principal)
+            let tag = "\"\(stage.version)\""
+            if let match = request.headers[.ifNoneMatch], match.split(separator: ",").contains(where: { $0.trimmingCharacters(in: .whitespaces) == tag }) {
+                return Response(status: .notModified, headers: [.eTag: tag])
+            }
+            var response = json(stage, status: .ok)
+            response.headers[.eTag] = tag
+            return response
         }
-        route(router, "/v1/history/events", history.listEvents)
-        route(router, "/v1/history/state", history.stateAt)
-        route(router, "/v1/history/verify", history.verify)
-        // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s format.
-        router.post("/v1/history/export") { request, context -> Response in
-            let input: Lockstep_V1_ListEventsRequest
-            let principal: Principal
-            do throws(APIError) {
-                principal = try await authenticate(request, context.channel)
-                input = try await decode(request)
-                try principal.require(anyOf: OperatorAPI.readers, to: "read the history")
-                // Refused before the stream starts, so the answer is a 400, not an error line after a 200.
-                try APIError.checkStream(input.stream)
-            } catch {
-                return errorResponse(error)
-            }
+        route(router, .listEvents, &served, history.listEvents)
+        route(router, .stateAt, &served, history.stateAt)
+        route(router, .verifyHistory, &served, history.verify)
+        // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s
+        // format: one event per line, the content of the gRPC export's envelopes.
+        gate(router, .exportEvents, &served, Lockstep_V1_ListEventsRequest.self, Lockstep_V1_EventEnvelope.self) { request, _, principal throws(APIError) in
+            let input: Lockstep_V1_ListEventsRequest = try await decode(request)
+            // Refused before the stream starts, so the answer is a 400, not an error line after a 200.
+            try APIError.checkStream(input.stream)
             let history = self.history
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                 do {
@@ -139,20 +127,14 @@ package struct HTTPRoutes: Sendable {
             })
         }
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
-        router.post("/v1/migrations/watch") { request, context -> Response in
-            let stream: WatchEvents
+        gate(router, .watch, &served, Lockstep_V1_WatchRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in
             let channel = context.channel
-            do throws(APIError) {
-                let principal = try await authenticate(request, channel)
-                let input: Lockstep_V1_WatchRequest = try await decode(request)
-                let presence = await ClientPresence.of(channel)
-                let gone = ClientPresence.goneCheck(for: channel, presence: presence)
-                var whenGone: (@Sendable () async -> Void)?
-                if let presence { whenGone = { await presence.waitUntilGone() } }
-                stream = try await watches.events(input, principal: principal, clientGone: gone, whenGone: whenGone)
-            } catch {
-                return errorResponse(error)
-            }
+            let input: Lockstep_V1_WatchRequest = try await decode(request)
+            let presence = await ClientPresence.of(channel)
+            let gone = ClientPresence.goneCheck(for: channel, presence: presence)
+            var whenGone: (@Sendable () async -> Void)?
+            if let presence { whenGone = { await presence.waitUntilGone() } }
+            let stream = try await watches.events(input, principal: principal, clientGone: gone, whenGone: whenGone)
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                 do {
                     for try await stored in stream {
@@ -164,33 +146,56 @@ package struct HTTPRoutes: Sendable {
                 try await writer.finish(nil)
             })
         }
+        return served
     }
 
+    /// A JSON route: POST `operation.path` with the request message as a JSON body, answered with the
+    /// response message (through `gate`).
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
-        _ router: Router<LockstepRequestContext>, _ path: RouterPath,
+        _ router: Router<LockstepRequestContext>, _ operation: APIOperation, _ served: inout [APIOperation],
         _ handler: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
     ) {
-        route(router, path) { input, principal, _ throws(APIError) in try await handler(input, principal) }
+        route(router, operation, &served) { input, principal, _ throws(APIError) in try await handler(input, principal) }
     }
 
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
-        _ router: Router<LockstepRequestContext>, _ path: RouterPath,
+        _ router: Router<LockstepRequestContext>, _ operation: APIOperation, _ served: inout [APIOperation],
         _ handler: @escaping @Sendable (In, Principal, any Channel) async throws(APIError) -> Out
     ) {
-        // The method name for metrics: the path without its version ("agent/poll"), never the raw URL.
-        let method = String(path.description.dropFirst("/v1/".count))
-        let timer = metrics.request(method, transport: "http")
-        router.post(path) { request, context -> Response in
+        gate(router, operation, &served, In.self, Out.self) { request, context, principal throws(APIError) in
+            let input: In = try await decode(request)
+            return json(try await handler(input, principal, context.channel), status: .ok)
+        }
+    }
+
+    /// The JSON side's one gate, which every operation's route goes through: authenticates the caller,
+    /// applies the operation's roles (`Principal.require(operation)`, before anything is decoded or read),
+    /// runs `handler`, answers an `APIError` with its `ErrorBody`, and times the call under the
+    /// operation's name (a stream until its response starts). The handler's message types must be the
+    /// table's (checked here, at start-up).
+    private func gate<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
+        _ router: Router<LockstepRequestContext>, _ operation: APIOperation, _ served: inout [APIOperation], _: In.Type, _: Out.Type,
+        _ handler: @escaping @Sendable (Request, LockstepRequestContext, Principal) async throws(APIError) -> Response
+    ) {
+        precondition(In.protoMessageName == operation.request && Out.protoMessageName == operation.response,
+                     "the route for \(operation.name) takes \(In.protoMessageName) and answers \(Out.protoMessageName); the table says \(operation.request), \(operation.response)")
+        served.append(operation)
+        let timer = metrics.request(operation.name, transport: "http")
+        let respond: @Sendable (Request, LockstepRequestContext) async -> Response = { request, context in
             let began = ContinuousClock.now
             defer { timer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
                 let principal = try await authenticate(request, context.channel)
-                let input: In = try await decode(request)
-                return json(try await handler(input, principal, context.channel), status: .ok)
+                try principal.require(operation)
+                return try await handler(request, context, principal)
             } catch {
                 metrics.record(error)
                 return errorResponse(error)
             }
+        }
+        switch operation.verb {
+        case .get: router.get(RouterPath(operation.path)) { request, context in await respond(request, context) }
+        case .post: router.post(RouterPath(operation.path)) { request, context in await respond(request, context) }
         }
     }
 

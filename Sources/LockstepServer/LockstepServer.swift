@@ -170,7 +170,7 @@ public enum LockstepServer {
             metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
         }
-        HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
+        let served = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
                    refreshGauges: refreshGauges,
                    authenticate: { request, channel throws(APIError) in
                        let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
@@ -180,6 +180,9 @@ public enum LockstepServer {
                        if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the disk" }
                        return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
                    }, refuseBrowsers: options.dev).register(on: router)
+        // The JSON side serves exactly the operation table (the gRPC side is held to it by its generated
+        // service protocols and `OperationTableTests`).
+        precondition(Set(served) == Set(APIOperation.all) && served.count == APIOperation.all.count, "the JSON routes are not the operation table: \(served.map(\.name)) against \(APIOperation.all.map(\.name))")
         var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
         grpcConfig.rpc.maxRequestPayloadSize = limits.requestBodyBytesMax
         grpcConfig.http2.maxConcurrentStreams = limits.grpcConcurrentStreamsMax

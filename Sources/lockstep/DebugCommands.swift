@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepCore
 import LockstepEngine
+import LockstepService
 import LockstepStore
 import Synchronization
 
@@ -10,8 +11,20 @@ struct DebugCommand: AsyncParsableCommand {
         commandName: "debug",
         abstract: "Tools for testing Lockstep itself.",
         shouldDisplay: false,
-        subcommands: [AppendLoad.self]
+        subcommands: [AppendLoad.self, Operations.self]
     )
+}
+
+extension DebugCommand {
+    /// Prints the API's operation table (`APIOperation.all`), one JSON object per line: what the scripts
+    /// that check or probe every route read (ops/check-openapi, Tests/LockstepServerTests/Agents/bad_input.py).
+    struct Operations: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "operations", abstract: "Print the API's operation table as JSON lines.")
+
+        func run() {
+            print(APIOperation.jsonLines, terminator: "")
+        }
+    }
 }
 
 extension DebugCommand {

@@ -404,6 +404,17 @@ ROUTES = [
           aim={"reason": {"migration_id": REAL}}, mutating=True),
 ]
 
+# Every operation of the server's table is probed, and nothing else: the table comes from the binary
+# (`lockstep debug operations`) when one is given.
+if args.lockstep:
+    table = [json.loads(line) for line in subprocess.check_output([args.lockstep, "debug", "operations"], text=True).splitlines()]
+    probed = {(f"lockstep.v1.{route.service}", route.method, route.path) for route in ROUTES}
+    declared = {(op["service"], op["method"], op["path"].split("/:")[0]) for op in table}
+    if probed != declared:
+        raise SystemExit("the probe's routes are not the server's operation table:\n"
+                         + "".join(f"  not probed: {op}\n" for op in sorted(declared - probed))
+                         + "".join(f"  not in the table: {op}\n" for op in sorted(probed - declared)))
+
 # ---------------------------------------------------------------------------------------------------
 # Hostile values per kind: (case name, JSON value or RAW(json text), gRPC value or WIRE(bytes) or
 # None (no gRPC form), expectation). Expectations: "error" (must be a coded error), "any" (a coded

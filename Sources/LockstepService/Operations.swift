@@ -1,0 +1,143 @@
+// The operation table: every operation of the API declared once (issue 15, item 6). Both transports
+// serve it from here: the JSON route and the gRPC method each run an operation through one gate per
+// transport (authenticate, then `Principal.require(operation)`, then the handler, timed under the
+// operation's name), and check that their handler's message types are the table's. `OperationTableTests`
+// holds the table against agent.proto's services and docs/openapi.yaml; `lockstep debug operations`
+// prints it for the scripts that probe every route (ops/check-openapi, bad_input.py).
+
+/// One operation of the API.
+public struct APIOperation: Hashable, Sendable {
+    /// Its name: the metric label (`method`) on both transports, and the JSON route's path under `/v1/`.
+    public let name: String
+    /// What a caller does with it, in words, for refusals ("apply plans").
+    public let summary: String
+    /// Who may call it (an admin may call anything). Finer rules that depend on the request (an agent
+    /// acts only for its services) are the service layer's.
+    public let roles: Set<Principal.Role>
+    /// The gRPC service (fully qualified) and method.
+    public let service: String
+    public let method: String
+    /// The request and response messages (full protobuf names).
+    public let request: String
+    public let response: String
+    /// The response is a stream: gRPC server-streaming, NDJSON over HTTP, pulled at the reader's pace.
+    public let streams: Bool
+    /// The JSON route's verb: POST with the request as a JSON body, or GET (a cacheable read, with the
+    /// request in the path and query).
+    public let verb: Verb
+    /// The JSON route's path (Hummingbird's syntax: `:name` is a path parameter).
+    public let path: String
+
+    public enum Verb: String, Hashable, Sendable {
+        case get = "GET", post = "POST"
+    }
+
+    init(_ name: String, _ summary: String, roles: Set<Principal.Role>, _ service: String, _ method: String,
+         _ request: String, _ response: String, streams: Bool = false, verb: Verb = .post, path: String? = nil) {
+        self.name = name
+        self.summary = summary
+        self.roles = roles
+        self.service = "lockstep.v1." + service
+        self.method = method
+        self.request = "lockstep.v1." + request
+        self.response = "lockstep.v1." + response
+        self.streams = streams
+        self.verb = verb
+        self.path = path ?? "/v1/" + name
+    }
+}
+
+extension APIOperation {
+    /// Who reads migrations, plans and the history.
+    static let readers: Set<Principal.Role> = OperatorAPI.readers
+
+    public static let poll = APIOperation("agent/poll", "poll for steps", roles: [.agent], "AgentService", "Poll", "PollRequest", "PollResponse")
+    public static let heartbeat = APIOperation("agent/heartbeat", "report on steps", roles: [.agent], "AgentService", "Heartbeat",
+                                            "HeartbeatRequest", "HeartbeatResponse")
+    public static let reportProgress = APIOperation("agent/progress", "report on steps", roles: [.agent], "AgentService", "ReportProgress",
+                                                 "ReportProgressRequest", "ReportProgressResponse")
+    public static let complete = APIOperation("agent/complete", "report on steps", roles: [.agent], "AgentService", "Complete",
+                                           "CompleteRequest", "CompleteResponse")
+    public static let fail = APIOperation("agent/fail", "report on steps", roles: [.agent], "AgentService", "Fail", "FailRequest", "FailResponse")
+
+    public static let applyPlan = APIOperation("plans", "apply plans", roles: [.operator], "MigrationService", "ApplyPlan",
+                                            "ApplyPlanRequest", "ApplyPlanResponse")
+    public static let validatePlan = APIOperation("plans/validate", "validate plans", roles: readers, "MigrationService", "ValidatePlan",
+                                               "ApplyPlanRequest", "ValidatePlanResponse")
+    public static let listPlans = APIOperation("plans/list", "list plans", roles: readers, "MigrationService", "ListPlans",
+                                            "ListPlansRequest", "ListPlansResponse")
+    public static let startMigration = APIOperation("migrations", "start migrations", roles: [.operator], "MigrationService", "StartMigration",
+                                                 "StartMigrationRequest", "StartMigrationResponse")
+    public static let getMigration = APIOperation("migrations/get", "read migrations", roles: readers, "MigrationService", "GetMigration",
+                                               "GetMigrationRequest", "Migration")
+    public static let listMigrations = APIOperation("migrations/list", "read migrations", roles: readers, "MigrationService", "ListMigrations",
+                                                 "ListMigrationsRequest", "ListMigrationsResponse")
+    public static let pause = APIOperation("migrations/pause", "pause migrations", roles: [.operator], "MigrationService", "PauseMigration",
+                                        "PauseMigrationRequest", "ChangeResponse")
+    public static let resume = APIOperation("migrations/resume", "resume migrations", roles: [.operator], "MigrationService", "ResumeMigration",
+                                         "ResumeMigrationRequest", "ChangeResponse")
+    public static let abort = APIOperation("migrations/abort", "abort migrations", roles: [.operator], "MigrationService", "AbortMigration",
+                                        "AbortMigrationRequest", "ChangeResponse")
+    public static let approve = APIOperation("migrations/approve", "approve gates", roles: [.approver], "MigrationService", "Approve",
+                                          "GateDecisionRequest", "ChangeResponse")
+    public static let reject = APIOperation("migrations/reject", "reject gates", roles: [.approver], "MigrationService", "Reject",
+                                         "GateDecisionRequest", "ChangeResponse")
+    public static let watch = APIOperation("migrations/watch", "watch migrations", roles: readers, "MigrationService", "Watch",
+                                        "WatchRequest", "EventEnvelope", streams: true)
+    public static let releaseServiceLease = APIOperation("service-leases/release", "force-release service leases", roles: [.operator],
+                                                      "MigrationService", "ReleaseServiceLease", "ReleaseServiceLeaseRequest", "ChangeResponse")
+    public static let listServiceLeases = APIOperation("service-leases/list", "read service leases", roles: readers, "MigrationService",
+                                                    "ListServiceLeases", "ListServiceLeasesRequest", "ListServiceLeasesResponse")
+    /// Operators, and agents of the node's service (checked by the service layer).
+    public static let recordMetric = APIOperation("metrics/record", "record metric samples", roles: [.operator, .agent], "MigrationService",
+                                               "RecordMetric", "RecordMetricRequest", "RecordMetricResponse")
+
+    /// Readers, and agents of a service the migration changes (checked by the service layer).
+    public static let stage = APIOperation("stage", "read stages", roles: readers.union([.agent]), "StageService", "GetStage",
+                                        "StageRequest", "Stage", verb: .get, path: "/v1/stage/:migration")
+
+    public static let listEvents = APIOperation("history/events", "read the history", roles: readers, "HistoryService", "ListEvents",
+                                             "ListEventsRequest", "ListEventsResponse")
+    public static let exportEvents = APIOperation("history/export", "read the history", roles: readers, "HistoryService", "ExportEvents",
+                                               "ListEventsRequest", "EventEnvelope", streams: true)
+    public static let stateAt = APIOperation("history/state", "read the history", roles: readers, "HistoryService", "GetStateAt",
+                                          "StateAtRequest", "StateAtResponse")
+    public static let verifyHistory = APIOperation("history/verify", "verify the history", roles: readers, "HistoryService", "VerifyHistory",
+                                                "VerifyHistoryRequest", "VerifyHistoryResponse")
+
+    /// Every operation, in the order the API documents them.
+    public static let all: [APIOperation] = [
+        poll, heartbeat, reportProgress, complete, fail,
+        applyPlan, validatePlan, listPlans, startMigration, getMigration, listMigrations, pause, resume, abort, approve, reject, watch,
+        releaseServiceLease, listServiceLeases, recordMetric,
+        stage,
+        listEvents, exportEvents, stateAt, verifyHistory,
+    ]
+
+    /// The table as JSON lines, one operation each (what `lockstep debug operations` prints).
+    public static var jsonLines: String {
+        func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+        return all.map { operation in
+            let roles = operation.roles.map(\.rawValue).sorted().map(quoted).joined(separator: ",")
+            return "{" + [
+                "\"name\":" + quoted(operation.name), "\"summary\":" + quoted(operation.summary), "\"roles\":[" + roles + "]",
+                "\"service\":" + quoted(operation.service), "\"method\":" + quoted(operation.method),
+                "\"request\":" + quoted(operation.request), "\"response\":" + quoted(operation.response),
+                "\"streams\":" + (operation.streams ? "true" : "false"), "\"verb\":" + quoted(operation.verb.rawValue),
+                "\"path\":" + quoted(operation.path),
+            ].joined(separator: ",") + "}\n"
+        }.joined()
+    }
+}
+
+extension Principal {
+    /// The gate every transport applies before an operation's handler runs: the principal needs one of
+    /// the operation's roles (or admin). Refused with `permission_denied` before anything is read, so
+    /// nobody without the role learns which migrations, nodes or plans exist.
+    package func require(_ operation: APIOperation) throws(APIError) {
+        guard operation.roles.count == 1, let role = operation.roles.first else {
+            return try require(anyOf: operation.roles, to: operation.summary)
+        }
+        try require(role, to: operation.summary)
+    }
+}
