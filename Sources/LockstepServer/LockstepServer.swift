@@ -44,6 +44,11 @@ public enum LockstepServer {
         public var timerTickMillis = 50
         /// The most time between two runs of the timers when nothing is due (the gauges are recorded then too).
         public var timerIdleMillisMax = 1_000
+        /// The wall clock the server's clock starts from (recorded times; never before the log's last).
+        public var wallClock: @Sendable () -> Instant = WallClock.now
+        /// The monotonic clock every duration runs on (lease TTLs, schedule_to_start, recorded time's pace).
+        /// Tests give their own, to move time without waiting for it.
+        public var monotonicClock: MonotonicClock = systemMonotonicClock
 
         public init(databasePath: String, httpHost: String, httpPort: Int, grpcHost: String, grpcPort: Int, dev: Bool, auth: AuthConfig?,
                     readyFile: String?) {
@@ -84,8 +89,10 @@ public enum LockstepServer {
     }
 
     /// Builds the whole server from `options` (the log opened, the coordinator replayed, both listeners
-    /// configured) without starting anything: its services run in a `ServiceGroup` the caller owns, so
-    /// a test runs it in process (twice, if it likes) and ends it with `triggerGracefulShutdown`.
+    /// configured; its clocks are `options.wallClock` and `options.monotonicClock`) and `metrics` (a
+    /// registry of its own, not the process's) without starting anything: its services run in a
+    /// `ServiceGroup` the caller owns, so a test runs it in process (twice, if it likes) and ends it with
+    /// `triggerGracefulShutdown`.
     public static func build(_ options: Options, metrics: ServerMetrics, logger: Logger) async throws -> Built {
         let mutualTLS = options.tls != nil && options.tlsClientCA != nil
         // One authentication path for both transports: a verified client certificate, or the
@@ -137,7 +144,7 @@ public enum LockstepServer {
             writeHealth.failed(error)
             metrics.failedCommit(error.code)
         })
-        let coordinator = try await Coordinator.open(log: log)
+        let coordinator = try await Coordinator.open(log: log, monotonic: options.monotonicClock)
         let wakeups = Wakeups(policy: .oldest, parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         let watchWakeups = Wakeups(policy: .everyone, parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)
         // Polls wait on their service, watches on their migration: a change wakes only those concerned,
@@ -151,7 +158,7 @@ public enum LockstepServer {
         }
         // Recorded times and every duration measured through them run on the monotonic clock, from the
         // wall clock at start (never before the log's last recorded time).
-        let serverClock = CoordinatorClock(notBefore: try await History.lastRecordedAt(log))
+        let serverClock = CoordinatorClock(wall: options.wallClock, monotonic: options.monotonicClock, notBefore: try await History.lastRecordedAt(log))
         let clock: @Sendable () -> Instant = { serverClock.now() }
         var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: limits, clock: clock)
         agents.observeWakeUp = { metrics.pollWakeUp.record(duration: $0) }

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepCore
 import LockstepEngine
 import LockstepWire
 import Synchronization
@@ -23,12 +24,14 @@ import LockstepService
         """
 
     /// Runs a server on free loopback ports in `body`'s lifetime, then shuts it down gracefully.
-    static func withServer(_ body: @Sendable (_ grpc: String, _ http: String) async throws -> Void) async throws {
+    static func withServer(_ configure: (inout LockstepServer.Options) -> Void = { _ in },
+                           _ body: @Sendable (_ grpc: String, _ http: String) async throws -> Void) async throws {
         var options = LockstepServer.Options(databasePath: temporaryDirectory() + "/events.sqlite", httpHost: "127.0.0.1", httpPort: 0,
                                              grpcHost: "127.0.0.1", grpcPort: 0, dev: true, auth: nil, readyFile: nil)
         options.timerTickMillis = 20
         // Polls may wait up to 120 s here, so a poll the shutdown failed to answer is told apart from a slow machine.
         options.limits.pollWaitMillisMax = 120_000
+        configure(&options)
         let logger = Logger(label: "in-process-test")
         let server = try await LockstepServer.build(options, metrics: ServerMetrics(), logger: logger)
         let group = ServiceGroup(configuration: server.groupConfiguration(logger: logger))
@@ -73,6 +76,40 @@ import LockstepService
                 #expect(listed.migrations.isEmpty)
                 #expect(try await Self.appendedEvents(httpA) > 0)
                 #expect(try await Self.appendedEvents(httpB) == 0)
+            }
+        }
+    }
+
+    /// The server takes its clocks from its options (issue 15, item 4): recorded times come from the wall
+    /// clock it was given, and a lease expires when the monotonic clock it was given passes the lease's
+    /// TTL, not when real time does.
+    @Test func aServerBuiltWithItsOwnClocksRecordsTheirTimeAndExpiresLeasesOnTheirPace() async throws {
+        let monotonic = ManualMonotonicClock()
+        let wall = Instant(millisecondsSinceEpoch: 1_900_000_000_000)
+        try await Self.withServer({ options in
+            options.wallClock = { wall }
+            options.monotonicClock = monotonic.read
+        }) { grpc, _ in
+            try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = Self.plan })
+                _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
+                let step = try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "orders-1"; $0.waitMs = 5_000 }).step
+                #expect(step.leaseID == "m1/expand" && step.ttlMs == 30_000)
+                var migration = try await lockstep.migration(.with { $0.migrationID = "m1" })
+                #expect(migration.startedAtMs == wall.millisecondsSinceEpoch)
+                // Real time passes, the given monotonic clock does not: the lease holds (the timers run every 20 ms).
+                try await Task.sleep(for: .milliseconds(500))
+                migration = try await lockstep.migration(.with { $0.migrationID = "m1" })
+                #expect(migration.nodes.first?.hasLease == true)
+                // The given clock passes the TTL: the timer service expires the lease (a lost agent, offered again).
+                monotonic.advance(seconds: 31)
+                let deadline = ContinuousClock.now + .seconds(30)
+                while migration.nodes.first?.hasLease == true, ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(20))
+                    migration = try await lockstep.migration(.with { $0.migrationID = "m1" })
+                }
+                #expect(migration.nodes.first?.hasLease == false)
+                #expect(migration.nodes.first?.lastFailure.contains("lease expired") == true, "\(migration.nodes.first?.lastFailure ?? "")")
             }
         }
     }
@@ -161,4 +198,11 @@ import LockstepService
         let answer = try await poll.withLock { $0 }!.value
         #expect(!answer.hasStep)
     }
+}
+
+/// A monotonic clock that moves only when a test moves it.
+final class ManualMonotonicClock: Sendable {
+    private let nanos = Mutex<UInt64>(1_000_000_000)
+    var read: MonotonicClock { { self.nanos.withLock { $0 } } }
+    func advance(seconds: UInt64) { nanos.withLock { $0 += seconds * 1_000_000_000 } }
 }
