@@ -23,7 +23,9 @@ public let systemMonotonicClock: MonotonicClock = {
 /// → evolve. One command per migration runs at a time; commands on different migrations overlap, so
 /// their appends share group commits.
 public actor Coordinator {
-    public let log: any EventLog
+    /// The log (within the package: the history and watch APIs read it directly, as any reader of
+    /// the log may; nothing outside writes around the machine).
+    package let log: any EventLog
     /// The engine: the live state and everything around it. This actor feeds it inputs and performs its actions.
     var machine: CoordinatorMachine
     /// Callers waiting for the machine's word, by number.
@@ -35,8 +37,9 @@ public actor Coordinator {
     /// What an append changed (what the change observer is told).
     public typealias Change = CoordinatorMachine.Change
 
-    /// The live fold of the log.
-    public var state: LogState { machine.state }
+    /// A copy of the live fold of the log (within the package: the API's views of plans, leases and
+    /// migrations; copy-on-write, so a copy costs nothing until the machine changes the state).
+    package var state: LogState { machine.state }
 
     /// A snapshot is saved after this many events since the last one (0 = never).
     public let snapshotIntervalEvents: UInt64
