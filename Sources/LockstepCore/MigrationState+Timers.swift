@@ -45,11 +45,15 @@ extension MigrationState {
     /// The next instant at which `enforceDeadlines` would act, for the engine's timer.
     public var nextDeadline: Instant? {
         guard status == .running || status == .paused else { return nil }
-        var candidates: [Instant] = []
-        if let millis = plan.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
-        for spec in plan.nodes where node(spec.id)?.status != .succeeded {
-            if let millis = spec.deadlineMillis { candidates.append(startedAt.adding(milliseconds: millis)) }
+        var earliest = plan.deadlineMillis.map { startedAt.adding(milliseconds: $0) }
+        for (index, spec) in plan.nodes.enumerated() {
+            guard let millis = spec.deadlineMillis else { continue }
+            // A node's state sits at its spec's index; looked up by id only if that ever did not hold.
+            let status = index < nodes.count && nodes[index].id == spec.id ? nodes[index].status : node(spec.id)?.status
+            guard status != .succeeded else { continue }
+            let at = startedAt.adding(milliseconds: millis)
+            earliest = min(earliest ?? at, at)
         }
-        return candidates.min()
+        return earliest
     }
 }

@@ -124,6 +124,7 @@ extension CoordinatorMachine {
             }
             let leases = state.migrations[id].map(StepLeaseTimer.leases(of:)) ?? []
             armLeases(id, leases: leases, nanos: nanos)
+            markTimers(of: id)
             // A pause for a node nobody took: the migration's waits start again when it resumes.
             if case .migration(_, .scheduleToStartExceeded) = pending.command { waitingSince[id] = nil }
             if let transitions = migrationPlan ?? state.migrations[id]?.plan {

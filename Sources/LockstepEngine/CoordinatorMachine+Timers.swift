@@ -65,33 +65,67 @@ extension CoordinatorMachine {
         }
     }
 
+    /// What each unsettled migration's timers wait for, kept as the migration's events are folded (it
+    /// changes only then), so a pass of the timers and `nextTimerDue` cost one look per migration, not a
+    /// walk over every node of every plan.
+    struct TimerMarks: Hashable, Sendable {
+        var deadline: Instant?
+        var stepTimeout: Instant?
+        var bakeEnd: Instant?
+        /// The plan sets a schedule_to_start on some node.
+        var schedulesToStart: Bool
+
+        init(_ migration: MigrationState) {
+            deadline = migration.nextDeadline
+            stepTimeout = migration.nextStepTimeout
+            bakeEnd = migration.nextBakeEnd
+            schedulesToStart = migration.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil }
+        }
+    }
+
+    /// Brings migration `id`'s timer marks up to date with the live state (none once it has settled).
+    mutating func markTimers(of id: MigrationID) {
+        guard state.unsettled.contains(id), let migration = state.migrations[id] else {
+            timerMarks[id] = nil
+            return
+        }
+        timerMarks[id] = TimerMarks(migration)
+    }
+
+    /// The unsettled migrations whose mark passes `isDue`, in id order (the order of `unsettledInOrder`).
+    private func marked(_ isDue: (TimerMarks) -> Bool) -> [MigrationState] {
+        timerMarks.filter { isDue($0.value) }.keys.sorted().compactMap { state.migrations[$0] }
+    }
+
     /// What `phase` finds due at wall `now` and monotonic `nanos`, in (migration, node) order.
     mutating func timersDue(_ phase: TimerPhase, now: Instant, nanos: UInt64) -> [TimerCommand] {
+        // The invariant the marks keep: exactly what the live state says (checked in debug builds).
+        assert(timerMarks == Dictionary(uniqueKeysWithValues: state.unsettledInOrder.map { ($0.id, TimerMarks($0)) }),
+               "the timer marks differ from the live state")
         func due(_ migration: MigrationID, _ command: MigrationCommand, _ triggeredBy: TriggeredBy, _ causation: String) -> TimerCommand {
             TimerCommand(migration: migration, command: command, phase: phase, triggeredBy: triggeredBy, causationID: causation)
         }
         switch phase {
         case .deadlines:
             guard let next = nextDeadline, next <= now else { return [] }
-            return state.unsettledInOrder.filter { ($0.nextDeadline.map { $0 <= now }) ?? false }
-                .map { due($0.id, .enforceDeadlines, .deadline, "deadline") }
+            return marked { ($0.deadline.map { $0 <= now }) ?? false }.map { due($0.id, .enforceDeadlines, .deadline, "deadline") }
         case .leaseExpiries:
             return leasesDue(nanos: nanos).map { due($0.migration, .expireLease(node: $0.node, token: $0.token), .coordinator, "lease-timer") }
         case .startToClose:
             guard let next = nextStepTimeout, next <= now else { return [] }
-            return state.unsettledInOrder.flatMap { migration in
+            return marked { ($0.stepTimeout.map { $0 <= now }) ?? false }.flatMap { migration in
                 migration.stepsPastStartToClose(at: now).map { due(migration.id, .timeOutStep(node: $0.node, token: $0.token), .coordinator, "start-to-close") }
             }
         case .bakeEnds:
             guard let next = nextBakeEnd, next <= now else { return [] }
-            return state.unsettledInOrder.filter { ($0.nextBakeEnd.map { $0 <= now }) ?? false }.flatMap { migration in
+            return marked { ($0.bakeEnd.map { $0 <= now }) ?? false }.flatMap { migration in
                 migration.nodes.filter { $0.status == .baking && !$0.exposure.awaitingDecision && ($0.exposure.bakeUntil.map { $0 <= now } ?? false) }
                     .map { due(migration.id, .evaluateExposure(node: $0.id), .metric, "bake-end") }
             }
         case .scheduleToStart:
             guard tracksScheduleToStart || !waitingSince.isEmpty else { return [] }
             var waiting: [WaitingNode] = []
-            for migration in state.unsettledInOrder where migration.plan.nodes.contains(where: { $0.timeouts.scheduleToStartMillis != nil }) {
+            for migration in marked(\.schedulesToStart) {
                 for spec in migration.plan.nodes {
                     guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
                     waiting.append(WaitingNode(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
@@ -116,18 +150,16 @@ extension CoordinatorMachine {
     }
 
     /// Whether any unsettled migration's plan sets a schedule_to_start (the phase looks only then).
-    public var tracksScheduleToStart: Bool {
-        state.unsettled.contains { state.migrations[$0]?.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil } ?? false }
-    }
+    public var tracksScheduleToStart: Bool { timerMarks.values.contains { $0.schedulesToStart } }
 
     /// The earliest instant at which a running step passes its `start_to_close`, in any migration.
-    public var nextStepTimeout: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextStepTimeout }.min() }
+    public var nextStepTimeout: Instant? { timerMarks.values.compactMap(\.stepTimeout).min() }
 
     /// The earliest end of a bake in any running migration.
-    public var nextBakeEnd: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextBakeEnd }.min() }
+    public var nextBakeEnd: Instant? { timerMarks.values.compactMap(\.bakeEnd).min() }
 
     /// The earliest deadline of any migration.
-    public var nextDeadline: Instant? { state.unsettled.compactMap { state.migrations[$0]?.nextDeadline }.min() }
+    public var nextDeadline: Instant? { timerMarks.values.compactMap(\.deadline).min() }
 
     /// When the schedule_to_start timer should next look, in monotonic nanoseconds.
     public var nextScheduleToStartNanos: UInt64? {

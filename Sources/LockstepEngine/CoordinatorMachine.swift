@@ -203,6 +203,8 @@ public struct CoordinatorMachine: Sendable {
     /// For each migration with live step leases, each lease's timer.
     var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
 
+    /// What each unsettled migration's timers wait for (see `TimerMarks`).
+    var timerMarks: [MigrationID: TimerMarks] = [:]
     /// For each node waiting for an agent: since when (monotonic nanoseconds), and for how long it may.
     var waitingSince: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
 
@@ -216,6 +218,7 @@ public struct CoordinatorMachine: Sendable {
         self.snapshotIntervalEvents = snapshotIntervalEvents
         for migration in state.migrationsInOrder {
             armLeases(migration.id, leases: StepLeaseTimer.leases(of: migration), nanos: nanos)
+            markTimers(of: migration.id)
         }
     }
 
