@@ -171,9 +171,18 @@ public actor Coordinator {
     /// Decides `command` (whoever decides it) at `now`, appends what was decided to the command's stream,
     /// folds it in, and runs the grant pass it may have made possible.
     public func execute(_ command: Command, context: CommandContext, now: Instant) async throws(CommandError) -> CommandResult {
-        if case .migration(let id, .heartbeat(let node, let token, let by)) = command {
+        var command = command
+        switch command {
+        case .migration(let id, .heartbeat(let node, let token, let by)):
             try await heartbeat(migration: id, node: node, token: token, by: by, now: now)
             return CommandResult(events: [], receipt: nil)
+        case .serviceLeases(.grant):
+            throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
+        case .plans(.apply(let plan)):
+            // The content hash is evidence: computed here, never taken from the caller.
+            command = .plans(.apply(plan.hashed()))
+        case .migration, .serviceLeases(.forceRelease):
+            break
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),
         // so the command is decided on a consistent state.

@@ -143,6 +143,8 @@ extension CoordinatorMachine {
         switch inFlight.removeValue(forKey: caller) {
         case .lookingUp(let pending)?:
             guard case .migration(let id, let command) = pending.command else { preconditionFailure("only a migration's command is looked up") }
+            // Writes may have stopped while it looked (another stream's append failed): refused, not decided.
+            if let stopped { return [.tell(caller, .refused(.storage(stopped)))] + advance(pending.command.stream) }
             switch (command, found) {
             case (.start, .streamVersion(let version)) where version == 0:
                 let (actions, inFlight) = decide(pending)

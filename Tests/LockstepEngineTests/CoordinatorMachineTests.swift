@@ -110,12 +110,18 @@ import Testing
         let pause = Command.migration(Self.a, .pause(reason: "p"))
         _ = machine.handle(.command(10, pause, metadata: Self.metadata, now: t(1)))
         _ = machine.handle(.command(11, pause, metadata: Self.metadata, now: t(1)))
+        // A start looking its stream up while the stop comes.
+        let c = MigrationID("c")
+        #expect(machine.handle(.command(13, .migration(c, .start(id: c, plan: Self.plan, startedBy: "alice")), metadata: Self.metadata, now: t(1)))
+            == [.tell(13, .lookUp(c, fold: false))])
         let unknown = EventLogError.outcomeUnknown(reason: "fsync failed")
         let stopped = EventLogError.writesStopped(reason: "an earlier append failed: \(unknown.description)")
         // The one in line is refused with the stop, not decided.
         #expect(machine.handle(.appendFailed(10, unknown)) == [.tell(10, .refused(.storage(unknown))), .tell(11, .refused(.storage(stopped)))])
         #expect(machine.stopped == stopped)
         #expect(machine.handle(.command(12, .plans(.apply(Self.plan)), metadata: Self.metadata, now: t(1))) == [.tell(12, .refused(.storage(stopped)))])
+        // The start's look-up comes back after the stop: refused, never decided into an append.
+        #expect(machine.handle(.lookedUp(13, .streamVersion(0))) == [.tell(13, .refused(.storage(stopped)))])
         #expect(machine.turns.isEmpty && machine.inFlight.isEmpty)
     }
 

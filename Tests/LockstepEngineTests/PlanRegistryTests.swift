@@ -135,6 +135,16 @@ import Testing
         }
         _ = try await coordinator.execute(.start(id: MigrationID("m"), plan: registered, startedBy: "alice"), migration: MigrationID("m"),
                                           context: user, now: t(3))
+        // Applied through the general command path too, a plan's hash is the engine's, never the caller's.
+        var claimed = ExamplePlans.chain(length: 3)
+        claimed.contentHash = String(repeating: "0", count: 64)
+        _ = try await coordinator.execute(.plans(.apply(claimed)), context: user, now: t(4))
+        #expect(try #require(await coordinator.state.plan(claimed.name)).contentHash == claimed.hashed().contentHash)
+        // And nobody asks the lease queue for a grant.
+        await #expect(throws: CommandError.rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))) {
+            _ = try await coordinator.execute(.serviceLeases(.grant(migration: MigrationID("m"), node: registered.nodes[0].id, through: 1)),
+                                              context: user, now: t(5))
+        }
         #expect(try await coordinator.readMigration(MigrationID("m"))?.plan.contentHash == registered.contentHash)
     }
 }
