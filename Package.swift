@@ -7,6 +7,7 @@ import PackageDescription
 //   ← LockstepServer (composition root) ← lockstep (thin CLI).
 //   LockstepStore (byte-level log port, knows no protobuf) ← LockstepEngine; LockstepPlan (YAML) ← LockstepService;
 //   LockstepAPI (generated stubs) ← LockstepClient ← LockstepAgent (the reference agent) ← lockstep.
+//   LockstepStore ← LockstepPostgres (the log on PostgreSQL; not yet wired into the server, issue 16).
 // LockstepCore depends on the standard library only.
 let package = Package(
     name: "Lockstep",
@@ -26,6 +27,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0", traits: []),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
@@ -72,6 +74,16 @@ let package = Package(
             dependencies: [
                 "CSQLite",
                 .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // The log on PostgreSQL (issue 16): the same port and conformance suite as the SQLite log.
+        .target(
+            name: "LockstepPostgres",
+            dependencies: [
+                "LockstepStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .target(
@@ -237,7 +249,8 @@ let package = Package(
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(
             name: "LockstepStoreTests",
-            dependencies: ["LockstepStore", "LockstepEngine", "CSQLite", "LockstepTestSupport"]
+            dependencies: ["LockstepStore", "LockstepEngine", "CSQLite", "LockstepTestSupport", "LockstepPostgres",
+                           .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),

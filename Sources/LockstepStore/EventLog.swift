@@ -202,6 +202,22 @@ public struct StreamReadVerifier: Sendable {
     private var lastVersion: UInt64?
     public init() {}
 
+    /// `check` for a stored event.
+    public mutating func check(_ event: StoredEvent, previous: ChainHash?) throws(EventLogError) {
+        var verifier = self
+        let failure = event.record.withUnsafeBytes { record -> EventLogError? in
+            do throws(EventLogError) {
+                try verifier.check(sequence: event.sequence, streamVersion: event.streamVersion, record: record, chainHash: event.chainHash,
+                                   previous: previous)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        self = verifier
+        if let failure { throw failure }
+    }
+
     public mutating func check(sequence: UInt64, streamVersion: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash,
                                previous: ChainHash?) throws(EventLogError) {
         if let lastVersion, streamVersion != lastVersion + 1 {

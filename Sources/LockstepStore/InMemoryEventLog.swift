@@ -55,17 +55,7 @@ public actor InMemoryEventLog: EventLog {
         var page: [StoredEvent] = []
         for position in all[low...].prefix(limit) {
             let event = events[position]
-            let previous = position > 0 ? events[position - 1].chainHash : nil
-            let failure = event.record.withUnsafeBytes { record -> EventLogError? in
-                do throws(EventLogError) {
-                    try verifier.check(sequence: event.sequence, streamVersion: event.streamVersion, record: record, chainHash: event.chainHash,
-                                       previous: previous)
-                    return nil
-                } catch {
-                    return error
-                }
-            }
-            if let failure { throw failure }
+            try verifier.check(event, previous: position > 0 ? events[position - 1].chainHash : nil)
             page.append(event)
         }
         return page

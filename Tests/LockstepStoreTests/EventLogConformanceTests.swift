@@ -1,3 +1,4 @@
+import LockstepPostgres
 import LockstepStore
 import Testing
 
@@ -5,7 +6,7 @@ import Testing
 @Suite struct EventLogConformanceTests {
     @Test(arguments: LogKind.allCases)
     func appendAssignsGaplessSequencesAndContiguousVersions(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         let first = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("a1"), bytes("a2")]))
         let second = try await log.append(AppendRequest(stream: "b", expectedVersion: 0, records: [bytes("b1")]))
         let third = try await log.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("a3")]))
@@ -25,7 +26,7 @@ import Testing
     /// (gone from the live state) are listed. Each name once, however many events its stream holds.
     @Test(arguments: LogKind.allCases)
     func streamsAreListedByPrefixInByteOrderAndPaged(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         // "é" sorts after "z" by bytes (0xC3) though not in Unicode collation order; "migration0" and
         // "migratio" share most of the prefix and must not be listed.
         let names = ["migration/b", "migration/a", "plan/p", "migration/é", "migration/z", "migration0", "migratio", "migration/a-2"]
@@ -56,7 +57,7 @@ import Testing
     /// One call returns at most `streamNamesPageMax` names, however many are asked for.
     @Test(arguments: LogKind.allCases)
     func aPageOfStreamNamesIsCapped(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         let count = EventLogLimits.streamNamesPageMax + 5
         for index in 0..<count {
             _ = try await log.append(AppendRequest(stream: "migration/m-\(100_000 + index)", expectedVersion: 0, records: [bytes("e")]))
@@ -72,7 +73,7 @@ import Testing
     /// order, as filtering the whole log, paged by global sequence, whatever the other streams hold.
     @Test(arguments: LogKind.allCases)
     func aStreamIsReadOnItsOwnAsTheWholeLogFilteredWouldGiveIt(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         var versions: [String: UInt64] = [:]
         var random = SeededGenerator(seed: 7)
         for index in 0..<300 {
@@ -107,7 +108,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func theChainLinksEveryEventToTheOneBefore(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("x"), bytes("y")]))
         let events = try await readAll(log)
         let first = ChainHash.genesis.next(sequence: 1, record: bytes("x"))
@@ -121,7 +122,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func aVersionConflictAppendsNothing(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("1")]))
         await #expect(throws: EventLogError.versionConflict(stream: "a", expected: 0, actual: 1)) {
             try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [bytes("again")]))
@@ -135,7 +136,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func concurrentAppendsAreEachCheckedAndAllLand(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         let streams = 64
         let perStream = 5
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -164,7 +165,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func requestsBeyondTheLimitsAreRejectedBeforeAnythingIsWritten(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         await #expect(throws: EventLogError.invalidRequest("append to a carries no events")) {
             try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: []))
         }
@@ -188,7 +189,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func readsArePagedAndCapped(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...10).map { bytes("\($0)") }))
         #expect(try await log.read(after: 3, limit: 4).map(\.sequence) == [4, 5, 6, 7])
         #expect(try await log.read(after: 8, limit: 100).map(\.sequence) == [9, 10])
@@ -201,7 +202,7 @@ import Testing
     /// answered `corrupted` on an intact SQLite log, a false tamper alarm. Past the head is simply empty.
     @Test(arguments: LogKind.allCases)
     func readingFarPastTheHeadIsEmptyNotCorrupted(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...3).map { bytes("\($0)") }))
         for after: UInt64 in [11, UInt64(Int64.max) - 1, UInt64(Int64.max), UInt64(Int64.max) + 1, 1 << 63 + 5, .max] {
             #expect(try await log.read(after: after, limit: 100).isEmpty, "after \(after)")
@@ -211,7 +212,7 @@ import Testing
 
     @Test(arguments: LogKind.allCases)
     func snapshotsMustNameAnEventOfThisLogAndAreRetainedUpToTheLimit(kind: LogKind) async throws {
-        let log = try kind.make()
+        let log = try await kind.make()
         #expect(try await log.latestSnapshot() == nil)
         _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: (1...6).map { bytes("\($0)") }))
         let events = try await readAll(log)
@@ -225,6 +226,7 @@ import Testing
         switch log {
         case let memory as InMemoryEventLog: kept = await memory.snapshotCount
         case let sqlite as SQLiteEventLog: kept = try await sqlite.snapshotCount()
+        case let postgres as PostgresEventLog: kept = try await postgres.snapshotCount()
         default: kept = -1
         }
         #expect(kept == EventLogLimits.snapshotsRetainedMax)

@@ -4,15 +4,17 @@ import LockstepStore
 
 /// The log implementations the conformance suite runs against.
 enum LogKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case inMemory, sqlite
+    case inMemory, sqlite, postgres
 
     var testDescription: String { rawValue }
 
     /// A new, empty log of this kind.
-    func make() throws -> any EventLog {
+    func make() async throws -> any EventLog {
         switch self {
         case .inMemory: InMemoryEventLog()
         case .sqlite: try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
+        // A database of its own on this process's private cluster (TestPostgres).
+        case .postgres: try await TestPostgres.shared.makeLog()
         }
     }
 }

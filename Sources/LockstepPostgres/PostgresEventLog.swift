@@ -1,0 +1,357 @@
+import Logging
+import LockstepStore
+import NIOCore
+import PostgresNIO
+
+/// The event log on PostgreSQL (issue 16), through postgres-nio: the same log port, record bytes and
+/// hash chain as the SQLite log, so the same conformance suite holds it and `history verify|replay|export`
+/// read it unchanged.
+///
+/// One head row (`lockstep_head`, id 1) is read `FOR UPDATE` and rewritten inside every append
+/// transaction: it serializes writers, so sequences are dense and visible in commit order, and it is where
+/// the previous chain hash is read and the new one written (no sequence object, no high-water mark).
+/// Appends that arrive while a commit is in flight share the next transaction (group commit), each
+/// checked against its expected stream version on its own. A COMMIT whose outcome is unknown (the
+/// connection lost during it) is resolved by reading the head, never by guessing; when even that fails
+/// the log stops taking writes (fail-stop).
+///
+/// The caller owns the `PostgresClient` and runs it (`client.run()`) for the log's lifetime.
+public actor PostgresEventLog: EventLog {
+    private let client: PostgresClient
+    private let logger: Logger
+    /// Appends waiting for the next transaction (the drainer's own has no continuation).
+    private var queue: [(request: AppendRequest, continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>?)] = []
+    private var queuedEvents = 0
+    private var draining = false
+    private var stopped: EventLogError?
+
+    /// Opens the log on `client`'s database, creating its tables when they do not exist yet.
+    public static func open(client: PostgresClient, logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
+        do {
+            for statement in schema { try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+        } catch {
+            throw .unavailable("the PostgreSQL schema could not be prepared: \(Self.describe(error))")
+        }
+        return PostgresEventLog(client: client, logger: logger)
+    }
+
+    private init(client: PostgresClient, logger: Logger) {
+        self.client = client
+        self.logger = logger
+    }
+
+    static let schema = [
+        """
+        CREATE TABLE IF NOT EXISTS lockstep_head (
+            id integer PRIMARY KEY CHECK (id = 1), sequence bigint NOT NULL, chain_hash bytea NOT NULL)
+        """,
+        "INSERT INTO lockstep_head (id, sequence, chain_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex')) ON CONFLICT (id) DO NOTHING",
+        """
+        CREATE TABLE IF NOT EXISTS lockstep_events (
+            sequence bigint PRIMARY KEY, stream text NOT NULL, stream_version bigint NOT NULL,
+            record bytea NOT NULL, chain_hash bytea NOT NULL, UNIQUE (stream, stream_version))
+        """,
+        "CREATE TABLE IF NOT EXISTS lockstep_streams (stream text COLLATE \"C\" PRIMARY KEY, version bigint NOT NULL)",
+        """
+        CREATE TABLE IF NOT EXISTS lockstep_snapshots (
+            sequence bigint PRIMARY KEY, chain_hash bytea NOT NULL, state bytea NOT NULL, digest bytea NOT NULL)
+        """,
+    ]
+
+    // MARK: - Appends
+
+    public func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
+        try request.validate()
+        if let stopped { throw stopped }
+        guard queuedEvents + request.records.count <= EventLogLimits.appendQueueEventsMax else {
+            throw .overloaded("\(queuedEvents) events are waiting for a commit; the limit is \(EventLogLimits.appendQueueEventsMax)")
+        }
+        queuedEvents += request.records.count
+        if draining {
+            // A commit is in flight: this append joins the next transaction, which the drainer runs.
+            return try await withCheckedContinuation { queue.append((request, $0)) }.get()
+        }
+        // This caller commits, batch after batch, until nothing waits (no task of the log's own).
+        draining = true
+        queue.append((request, nil))
+        var own: Result<AppendReceipt, EventLogError>?
+        while !queue.isEmpty {
+            var events = 0
+            var count = 0
+            while count < queue.count, count == 0 || events + queue[count].request.records.count <= EventLogLimits.commitBatchEventsMax {
+                events += queue[count].request.records.count
+                count += 1
+            }
+            let batch = Array(queue.prefix(count))
+            queue.removeFirst(count)
+            queuedEvents -= events
+            let results = await commit(batch.map(\.request))
+            for (entry, result) in zip(batch, results) {
+                if let continuation = entry.continuation { continuation.resume(returning: result) } else { own = result }
+            }
+        }
+        draining = false
+        guard let own else { preconditionFailure("the drainer's own append was not committed") }
+        return try own.get()
+    }
+
+    /// One transaction for `requests`.
+    private func commit(_ requests: [AppendRequest]) async -> [Result<AppendReceipt, EventLogError>] {
+        if let stopped { return requests.map { _ in .failure(stopped) } }
+        var planned: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)?
+        do {
+            planned = try await client.withTransaction(logger: logger) { connection in
+                try await Self.insert(requests, on: connection, logger: self.logger)
+            }
+        } catch {
+            // Before COMMIT nothing is written; at COMMIT the outcome may be unknown: the head says.
+            guard let expected = planned ?? nil else { return requests.map { _ in .failure(.unavailable(Self.describe(error))) } }
+            return await resolve(expected, error: error)
+        }
+        return planned?.results ?? requests.map { _ in .failure(.unavailable("the transaction returned nothing")) }
+    }
+
+    /// Inserts every request whose expected version holds, chaining each event to the one before, and
+    /// moves the head. Returns each request's result, the new head and the head before.
+    private static func insert(_ requests: [AppendRequest], on connection: PostgresConnection, logger: Logger) async throws
+        -> (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead) {
+        let rows = try await connection.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
+        var before = LogHead.genesis
+        for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+            guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else { throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes") }
+            before = LogHead(sequence: UInt64(sequence), chainHash: link)
+        }
+        var head = before
+        var versions: [String: UInt64] = [:]
+        var results: [Result<AppendReceipt, EventLogError>] = []
+        for request in requests {
+            let actual: UInt64
+            if let known = versions[request.stream] {
+                actual = known
+            } else {
+                var stored: Int64 = 0
+                for try await version in try await connection.query("SELECT version FROM lockstep_streams WHERE stream = \(request.stream)",
+                                                                   logger: logger).decode(Int64.self) { stored = version }
+                actual = UInt64(stored)
+            }
+            guard actual == request.expectedVersion else {
+                results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
+                continue
+            }
+            let first = head.sequence + 1
+            var version = actual
+            for record in request.records {
+                version += 1
+                let sequence = head.sequence + 1
+                let link = head.chainHash.next(sequence: sequence, record: record)
+                try await connection.query("""
+                    INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
+                    VALUES (\(Int64(sequence)), \(request.stream), \(Int64(version)), \(ByteBuffer(bytes: record)), \(ByteBuffer(bytes: link.bytes)))
+                    """, logger: logger)
+                head = LogHead(sequence: sequence, chainHash: link)
+            }
+            versions[request.stream] = version
+            try await connection.query("""
+                INSERT INTO lockstep_streams (stream, version) VALUES (\(request.stream), \(Int64(version)))
+                ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
+                """, logger: logger)
+            results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
+        }
+        if head != before {
+            try await connection.query("UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes)) WHERE id = 1",
+                                       logger: logger)
+        }
+        return (results, head, before)
+    }
+
+    /// The transaction failed after its inserts: whether it committed is read from the head. If the
+    /// head is the one this transaction wrote, it committed; if it is still the one before, it did not;
+    /// if the head cannot be read, nobody knows, and the log stops taking writes.
+    private func resolve(_ planned: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead),
+                         error: any Error) async -> [Result<AppendReceipt, EventLogError>] {
+        let reason = Self.describe(error)
+        do {
+            let now = try await head()
+            if now.sequence >= planned.head.sequence, try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash {
+                return planned.results
+            }
+            if now == planned.before { return planned.results.map { _ in .failure(.unavailable(reason)) } }
+        } catch {}
+        let failure = EventLogError.writesStopped(reason: "a commit's outcome is unknown and the head could not tell: \(reason)")
+        stopped = failure
+        return planned.results.map { result in
+            if case .failure = result { return result }
+            return .failure(.outcomeUnknown(reason: reason))
+        }
+    }
+
+    // MARK: - Reads
+
+    public func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
+        let events = try await select("""
+            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
+            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+            WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+            """)
+        // The page must start right after `sequence` and have no gaps (a deleted row is damage).
+        var expected = sequence + 1
+        var verifier: ChainVerifier?
+        for (event, previous) in events {
+            guard event.sequence == expected else { throw .corrupted(position: expected, reason: "event \(expected) is missing") }
+            if verifier == nil {
+                guard sequence == 0 || previous != nil else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
+                verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: previous!))
+            }
+            try verifier?.check(event)
+            expected += 1
+        }
+        if events.isEmpty, sequence > 0 {
+            // Nothing after `sequence`: it must be the head, or events are missing before it.
+            let head = try await head()
+            if head.sequence > sequence { throw .corrupted(position: sequence + 1, reason: "event \(sequence + 1) is missing") }
+        }
+        return events.map(\.0)
+    }
+
+    public func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
+        let events = try await select("""
+            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
+            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+            WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+            """)
+        var verifier = StreamReadVerifier()
+        for (event, previous) in events { try verifier.check(event, previous: previous) }
+        return events.map(\.0)
+    }
+
+    private func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
+        do {
+            var events: [(StoredEvent, ChainHash?)] = []
+            let rows = try await client.query(query, logger: logger)
+            for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
+                }
+                let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
+                events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
+                                           record: Array(record.readableBytesView), chainHash: link), before))
+            }
+            return events
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func head() async throws(EventLogError) -> LogHead {
+        do {
+            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
+            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
+                }
+                return LogHead(sequence: UInt64(sequence), chainHash: link)
+            }
+            throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
+        do {
+            for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
+                .decode(Int64.self) { return UInt64(version) }
+            return 0
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
+        guard limit > 0 else { return [] }
+        do {
+            // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
+            var names: [String] = []
+            let rows = try await client.query("""
+                SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
+                ORDER BY stream LIMIT \(Int64(limit))
+                """, logger: logger)
+            for try await name in rows.decode(String.self) { names.append(name) }
+            return names
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    // MARK: - Snapshots
+
+    public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
+        try snapshot.validate()
+        if let stopped { throw stopped }
+        let named = try await read(after: snapshot.sequence &- 1, limit: 1).first
+        guard snapshot.sequence >= 1, let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
+            throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
+        }
+        do {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("""
+                    INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
+                    VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
+                            \(ByteBuffer(bytes: snapshot.digest)))
+                    ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
+                    """, logger: self.logger)
+                try await connection.query("""
+                    DELETE FROM lockstep_snapshots WHERE sequence NOT IN
+                        (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
+                    """, logger: self.logger)
+            }
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
+        do {
+            let rows = try await client.query(
+                "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
+            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
+                }
+                return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
+            }
+            return nil
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
+    public func snapshotCount() async throws(EventLogError) -> Int {
+        do {
+            for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
+                return Int(count)
+            }
+            return 0
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    /// An error in words, without the query's bound values.
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PSQLError { return "PostgreSQL: \(error.serverInfo?[.message] ?? "\(error.code)")" }
+        return "\(error)"
+    }
+}
