@@ -98,17 +98,18 @@ public actor PostgresEventLog: EventLog {
     /// One transaction for `requests`.
     private func commit(_ requests: [AppendRequest]) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
-        var planned: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)?
+        // Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves the
+        // outcome to be read from the head (a value returned by the transaction would never arrive then).
+        var inserted: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)?
         do {
-            planned = try await client.withTransaction(logger: logger) { connection in
-                try await Self.insert(requests, on: connection, logger: self.logger)
+            try await client.withTransaction(logger: logger) { connection in
+                inserted = try await Self.insert(requests, on: connection, logger: self.logger)
             }
         } catch {
-            // Before COMMIT nothing is written; at COMMIT the outcome may be unknown: the head says.
-            guard let expected = planned ?? nil else { return requests.map { _ in .failure(.unavailable(Self.describe(error))) } }
-            return await resolve(expected, error: error)
+            guard let inserted else { return requests.map { _ in .failure(.unavailable(Self.describe(error))) } }
+            return await resolve(inserted, error: error)
         }
-        return planned?.results ?? requests.map { _ in .failure(.unavailable("the transaction returned nothing")) }
+        return inserted?.results ?? requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) }
     }
 
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
