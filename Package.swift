@@ -7,7 +7,7 @@ import PackageDescription
 //   ← LockstepServer (composition root) ← lockstep (thin CLI).
 //   LockstepStore (byte-level log port, knows no protobuf) ← LockstepEngine; LockstepPlan (YAML) ← LockstepService;
 //   LockstepAPI (generated stubs) ← LockstepClient ← LockstepAgent (the reference agent) ← lockstep.
-//   LockstepStore ← LockstepPostgres (the log on PostgreSQL; not yet wired into the server, issue 16).
+//   LockstepStore ← LockstepPostgres (the log on PostgreSQL, postgres-nio) ← LockstepServer and lockstep (--store).
 // LockstepCore depends on the standard library only.
 let package = Package(
     name: "Lockstep",
@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "LockstepCore", targets: ["LockstepCore"]),
         .library(name: "LockstepWire", targets: ["LockstepWire"]),
         .library(name: "LockstepStore", targets: ["LockstepStore"]),
+        .library(name: "LockstepPostgres", targets: ["LockstepPostgres"]),
         .library(name: "LockstepEngine", targets: ["LockstepEngine"]),
         .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
         .library(name: "LockstepService", targets: ["LockstepService"]),
@@ -84,6 +85,7 @@ let package = Package(
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .target(
@@ -186,6 +188,8 @@ let package = Package(
                 "LockstepHTTP",
                 "LockstepService",
                 "LockstepStore",
+                "LockstepPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdHTTP2", package: "hummingbird"),
@@ -220,7 +224,9 @@ let package = Package(
                 "LockstepEngine",
                 "LockstepPlan",
                 "LockstepServer",
+                "LockstepPostgres",
                 "LockstepWire",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
@@ -253,7 +259,8 @@ let package = Package(
                            .product(name: "PostgresNIO", package: "postgres-nio")]
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
-        .target(name: "LockstepTestSupport", path: "Tests/LockstepTestSupport"),
+        .target(name: "LockstepTestSupport", dependencies: ["LockstepPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],
+                path: "Tests/LockstepTestSupport"),
         .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
                                                              "LockstepAPI",
                                                              .product(name: "GRPCCore", package: "grpc-swift-2"),

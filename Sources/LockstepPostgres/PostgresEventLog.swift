@@ -15,28 +15,76 @@ import PostgresNIO
 /// connection lost during it) is resolved by reading the head, never by guessing; when even that fails
 /// the log stops taking writes (fail-stop).
 ///
-/// The caller owns the `PostgresClient` and runs it (`client.run()`) for the log's lifetime.
+/// A failure PostgreSQL reports as a storage fault (SQLSTATE class 58, system errors such as an I/O
+/// error, or XX, internal errors such as corrupted data) stops writes (fail-stop), as an I/O error does
+/// on SQLite; a full disk (53100) is `storage_full`; a lost or refused connection is `storage_unavailable`
+/// and the next append tries again on a fresh connection (nothing of a transaction that did not reach
+/// COMMIT is kept).
+///
+/// The caller owns the `PostgresClient` and runs it (`client.run()`, or as a service) for the log's lifetime.
 public actor PostgresEventLog: EventLog {
+    public struct Options: Sendable {
+        /// Told about every successful commit (metrics, benchmarks).
+        public var observer: (@Sendable (LogCommit) -> Void)?
+        /// Told about every transaction that failed for a storage reason (readiness, log lines).
+        public var failureObserver: (@Sendable (EventLogError) -> Void)?
+        /// How long a commit whose outcome is unknown is resolved for, reading the head with back-off
+        /// (100 ms doubling to 2 s), before writes stop, in milliseconds: a database restart shorter than
+        /// this costs a wait, not a stop.
+        public var resolveMillisMax: Int64 = 30_000
+
+        public init() {}
+    }
+
     private let client: PostgresClient
     private let logger: Logger
+    private let options: Options
     /// Appends waiting for the next transaction (the drainer's own has no continuation).
     private var queue: [(request: AppendRequest, continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>?)] = []
     private var queuedEvents = 0
     private var draining = false
     private var stopped: EventLogError?
 
-    /// Opens the log on `client`'s database, creating its tables when they do not exist yet.
-    public static func open(client: PostgresClient, logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
+    /// Opens the log on `client`'s database, creating its tables when they do not exist yet (`create`), or
+    /// refusing a database without them (governance commands, which never alter what they read).
+    public static func open(client: PostgresClient, options: Options = Options(), create: Bool = true,
+                            logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
         do {
-            for statement in schema { try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+            if create {
+                for statement in schema { try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+            } else {
+                var found = false
+                for try await present in try await client.query("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger).decode(Bool.self) {
+                    found = present
+                }
+                guard found else { throw EventLogError.invalidRequest("this database holds no Lockstep log (no lockstep_head table)") }
+            }
+        } catch let error as EventLogError {
+            throw error
         } catch {
-            throw .unavailable("the PostgreSQL schema could not be prepared: \(Self.describe(error))")
+            throw .unavailable("the PostgreSQL schema could not be \(create ? "prepared" : "read"): \(Self.describe(error))")
         }
-        return PostgresEventLog(client: client, logger: logger)
+        return PostgresEventLog(client: client, options: options, logger: logger)
     }
 
-    private init(client: PostgresClient, logger: Logger) {
+    /// Runs `body` with the log on a client of its own, running only for the call (one-shot commands:
+    /// history, copies); the client's connections are closed when it returns.
+    public static func withLog<Result>(_ configuration: PostgresClient.Configuration, create: Bool,
+                                       _ body: (PostgresEventLog) async throws -> Result) async throws -> Result {
+        var quiet = Logger(label: "lockstep.postgres")
+        quiet.logLevel = .warning
+        let client = PostgresClient(configuration: configuration, backgroundLogger: quiet)
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { await client.run() }
+            defer { group.cancelAll() }
+            let log = try await open(client: client, create: create, logger: quiet)
+            return try await body(log)
+        }
+    }
+
+    private init(client: PostgresClient, options: Options, logger: Logger) {
         self.client = client
+        self.options = options
         self.logger = logger
     }
 
@@ -98,24 +146,49 @@ public actor PostgresEventLog: EventLog {
     /// One transaction for `requests`.
     private func commit(_ requests: [AppendRequest]) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
+        let began = ContinuousClock.now
         // Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves the
         // outcome to be read from the head (a value returned by the transaction would never arrive then).
-        var inserted: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)?
+        var inserted: Planned?
         do {
             try await client.withTransaction(logger: logger) { connection in
                 inserted = try await Self.insert(requests, on: connection, logger: self.logger)
             }
         } catch {
-            guard let inserted else { return requests.map { _ in .failure(.unavailable(Self.describe(error))) } }
-            return await resolve(inserted, error: error)
+            let failure = Self.failure(error)
+            if case .versionConflict = failure {} else { options.failureObserver?(failure) }
+            if case .writesStopped = failure, stopped == nil { stopped = failure }
+            guard let inserted else { return requests.map { _ in .failure(failure) } }
+            return await resolve(inserted, failure: failure)
         }
-        return inserted?.results ?? requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) }
+        guard let inserted else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
+        let events = inserted.head.sequence - inserted.before.sequence
+        if events > 0, let observer = options.observer {
+            let elapsed = ContinuousClock.now - began
+            let nanos = UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
+            observer(LogCommit(events: Int(events), appends: requests.count, durationNanos: nanos))
+        }
+        return inserted.results
+    }
+
+    /// What a transaction's inserts did: each request's result, the head they leave and the head before.
+    typealias Planned = (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)
+
+    /// An error of a transaction as the log reports it (see the type's comment).
+    static func failure(_ error: any Error) -> EventLogError {
+        if let error = error as? EventLogError { return error }
+        if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] {
+            if state == "53100" { return .storageFull }
+            if state.hasPrefix("58") || state.hasPrefix("XX") {
+                return .writesStopped(reason: "PostgreSQL reported a storage fault (SQLSTATE \(state)): \(describe(error))")
+            }
+        }
+        return .unavailable(describe(error))
     }
 
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
     /// moves the head. Returns each request's result, the new head and the head before.
-    private static func insert(_ requests: [AppendRequest], on connection: PostgresConnection, logger: Logger) async throws
-        -> (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead) {
+    private static func insert(_ requests: [AppendRequest], on connection: PostgresConnection, logger: Logger) async throws -> Planned {
         let rows = try await connection.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
         var before = LogHead.genesis
         for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
@@ -165,21 +238,37 @@ public actor PostgresEventLog: EventLog {
         return (results, head, before)
     }
 
-    /// The transaction failed after its inserts: whether it committed is read from the head. If the
-    /// head is the one this transaction wrote, it committed; if it is still the one before, it did not;
-    /// if the head cannot be read, nobody knows, and the log stops taking writes.
-    private func resolve(_ planned: (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead),
-                         error: any Error) async -> [Result<AppendReceipt, EventLogError>] {
-        let reason = Self.describe(error)
-        do {
-            let now = try await head()
-            if now.sequence >= planned.head.sequence, try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash {
-                return planned.results
+    /// The transaction failed after its inserts (at COMMIT, or on the way to it): whether it committed is
+    /// read from the log. Heads only grow, so it committed exactly when the event at the sequence it would
+    /// have ended on is there with the chain hash it computed; otherwise nothing of it was written (another
+    /// writer's events there, or none). While the log cannot be read (the database restarting) it is asked again
+    /// with back-off for `resolveMillisMax`; then nobody knows, and the log stops taking writes.
+    private func resolve(_ planned: Planned, failure: EventLogError) async -> [Result<AppendReceipt, EventLogError>] {
+        let reason = failure.description
+        let deadline = ContinuousClock.now + .milliseconds(options.resolveMillisMax)
+        var pause = Duration.milliseconds(100)
+        while true {
+            do {
+                // Heads only grow: it committed exactly when its last event is in the log with its chain hash.
+                let now = try await head()
+                if planned.head.sequence > planned.before.sequence, now.sequence >= planned.head.sequence,
+                   try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash {
+                    logger.notice("a commit's acknowledgement was lost; the head shows it committed", metadata: ["head": "\(planned.head.sequence)"])
+                    return planned.results
+                }
+                return planned.results.map { result in
+                    if case .failure = result { return result }
+                    return .failure(stopped ?? failure)
+                }
+            } catch {
+                guard ContinuousClock.now + pause < deadline else { break }
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(2))
             }
-            if now == planned.before { return planned.results.map { _ in .failure(.unavailable(reason)) } }
-        } catch {}
-        let failure = EventLogError.writesStopped(reason: "a commit's outcome is unknown and the head could not tell: \(reason)")
-        stopped = failure
+        }
+        let stop = EventLogError.writesStopped(reason: "a commit's outcome is unknown and the head could not tell: \(reason)")
+        if stopped == nil { stopped = stop }
+        options.failureObserver?(stop)
         return planned.results.map { result in
             if case .failure = result { return result }
             return .failure(.outcomeUnknown(reason: reason))

@@ -7,8 +7,10 @@ import HummingbirdHTTP2
 import NIOSSL
 import LockstepCore
 import LockstepEngine
+import LockstepPostgres
 import LockstepStore
 import Logging
+import PostgresNIO
 import NIOCore
 import ServiceLifecycle
 import LockstepGRPC
@@ -17,8 +19,17 @@ import LockstepService
 
 /// `lockstep serve`: the coordinator on a data directory, its timers, and the API on HTTP.
 public enum LockstepServer {
+    /// Where the log lives.
+    public enum Store: Sendable {
+        /// The embedded default: a SQLite database file (`--data DIR` names its directory).
+        case sqlite(path: String)
+        /// PostgreSQL through `client`. `run` runs the client in the server's service group (first in,
+        /// last out); a caller of `build` runs it itself for as long as the server runs.
+        case postgres(PostgresClient, address: String)
+    }
+
     public struct Options: Sendable {
-        public var databasePath: String
+        public var store: Store
         public var httpHost: String
         public var httpPort: Int
         public var grpcHost: String
@@ -52,7 +63,7 @@ public enum LockstepServer {
 
         public init(databasePath: String, httpHost: String, httpPort: Int, grpcHost: String, grpcPort: Int, dev: Bool, auth: AuthConfig?,
                     readyFile: String?) {
-            self.databasePath = databasePath
+            self.store = .sqlite(path: databasePath)
             self.httpHost = httpHost
             self.httpPort = httpPort
             self.grpcHost = grpcHost
@@ -67,12 +78,14 @@ public enum LockstepServer {
         case notLoopback(String)
         case noAuthorization
         case devWithConfig
+        case quotaNeedsSQLite
         public var description: String {
             switch self {
             case .notLoopback(let host): "--dev serves without authentication and binds to loopback only; \(host) is not a loopback address"
             case .noAuthorization:
                 "refusing to serve without an authorization config: pass --config FILE (docs/api.md, Authentication), or --dev for loopback without authentication"
             case .devWithConfig: "--dev and --config exclude each other: --dev means no authentication"
+            case .quotaNeedsSQLite: "--log-bytes-max is a quota on the SQLite file; on PostgreSQL, quotas are the database's own"
             }
         }
     }
@@ -84,8 +97,30 @@ public enum LockstepServer {
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
-        let server = try await build(options, metrics: metrics, logger: logger)
-        try await ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+        switch options.store {
+        case .sqlite:
+            let server = try await build(options, metrics: metrics, logger: logger)
+            try await ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+        case .postgres(let client, _):
+            // The client first: it must run before the log can be opened, and it stops last.
+            var configuration = ServiceGroupConfiguration(services: [client, ServerOnPostgres(options: options, metrics: metrics, logger: logger)],
+                                                          logger: logger)
+            configuration.gracefulShutdownSignals = [.sigterm, .sigint]
+            try await ServiceGroup(configuration: configuration).run()
+        }
+    }
+
+    /// The server once its PostgreSQL client runs: built, then its services run in a group of their own
+    /// inside the outer one (which passes its graceful shutdown on).
+    struct ServerOnPostgres: Service {
+        let options: Options
+        let metrics: ServerMetrics
+        let logger: Logger
+
+        func run() async throws {
+            let server = try await build(options, metrics: metrics, logger: logger)
+            try await ServiceGroup(configuration: server.groupConfiguration(logger: logger)).run()
+        }
     }
 
     /// Builds the whole server from `options` (the log opened, the coordinator replayed, both listeners
@@ -132,18 +167,31 @@ public enum LockstepServer {
         let stalled = TimeAmount.milliseconds(limits.stalledReaderMillisMax)
         let cutStalled: @Sendable () -> Void = { metrics.stalledReadersCut.increment() }
         let writeHealth = WriteHealth(logger: logger)
-        var logOptions = SQLiteEventLog.Options()
-        logOptions.databaseBytesMax = options.logBytesMax
-        let log = try SQLiteEventLog(path: options.databasePath, options: logOptions, observer: { commit in
+        let observeCommit: @Sendable (LogCommit) -> Void = { commit in
             writeHealth.committed()
             metrics.commits.increment()
             metrics.appendedEvents.increment(by: commit.events)
             metrics.commitBatch.record(commit.events)
             metrics.commitDuration.recordNanoseconds(Int64(clamping: commit.durationNanos))
-        }, failureObserver: { error in
+        }
+        let observeFailure: @Sendable (EventLogError) -> Void = { error in
             writeHealth.failed(error)
             metrics.failedCommit(error.code)
-        })
+        }
+        let log: any EventLog
+        switch options.store {
+        case .sqlite(let path):
+            var logOptions = SQLiteEventLog.Options()
+            logOptions.databaseBytesMax = options.logBytesMax
+            log = try SQLiteEventLog(path: path, options: logOptions, observer: observeCommit, failureObserver: observeFailure)
+        case .postgres(let client, let address):
+            guard options.logBytesMax == nil else { throw StartError.quotaNeedsSQLite }
+            var logOptions = PostgresEventLog.Options()
+            logOptions.observer = observeCommit
+            logOptions.failureObserver = observeFailure
+            log = try await PostgresEventLog.open(client: client, options: logOptions, logger: logger)
+            logger.info("the event log is on PostgreSQL at \(address)")
+        }
         let coordinator = try await Coordinator.open(log: log, monotonic: options.monotonicClock)
         let wakeups = Wakeups(policy: .oldest, parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)
         let watchWakeups = Wakeups(policy: .everyone, parkedMax: options.limits.watchesMax, parkedPerOwnerMax: options.limits.watchesPerPrincipalMax)

@@ -237,3 +237,19 @@ public struct StreamReadVerifier: Sendable {
         try verifier.check(sequence: sequence, record: record, chainHash: chainHash)
     }
 }
+
+/// What one group commit of a durable log did: told to its commit observer (metrics, benchmarks).
+public struct LogCommit: Sendable {
+    /// Events written.
+    public var events: Int
+    /// Appends (callers) served.
+    public var appends: Int
+    /// From BEGIN to the end of COMMIT, including the durable write, in nanoseconds.
+    public var durationNanos: UInt64
+
+    public init(events: Int, appends: Int, durationNanos: UInt64) {
+        self.events = events
+        self.appends = appends
+        self.durationNanos = durationNanos
+    }
+}

@@ -58,19 +58,10 @@ public final class SQLiteEventLog: EventLog {
     private let writerState = WriterState()
     private let observer: CommitObserver?
 
-    /// Receives one call per committed transaction: events committed and appends batched together.
-    /// What one group commit did.
-    public struct Commit: Sendable {
-        /// Events written.
-        public var events: Int
-        /// Appends (callers) served.
-        public var appends: Int
-        /// From BEGIN to the end of COMMIT, including the WAL fsync, in nanoseconds.
-        public var durationNanos: UInt64
-    }
-
+    /// What one group commit did (`LogCommit`, shared with the other durable logs).
+    public typealias Commit = LogCommit
     /// Told about every successful commit (metrics, benchmarks). Runs on the commit queue: keep it short.
-    public typealias CommitObserver = @Sendable (Commit) -> Void
+    public typealias CommitObserver = @Sendable (LogCommit) -> Void
     /// Receives one call per transaction that failed for a storage reason (disk full, an I/O error):
     /// what the server's readiness and log lines are made of.
     public typealias FailureObserver = @Sendable (EventLogError) -> Void

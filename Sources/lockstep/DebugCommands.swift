@@ -3,6 +3,7 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepService
+import LockstepPostgres
 import LockstepStore
 import Synchronization
 
@@ -34,8 +35,10 @@ extension DebugCommand {
     struct AppendLoad: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "append-load")
 
-        @OptionGroup var data: DataOptions
+        @OptionGroup var storage: StoreOptions
         @Option(help: "Concurrent writers (1...256).") var writers: Int = 8
+        @Flag(help: "Retry a command refused with storage_unavailable (the database restarting) instead of ending the writer.")
+        var retryUnavailable = false
         @Option(help: "Stop after this many seconds (1...3600).") var seconds: Int = 10
         @Option(help: "A tag that makes this run's migration ids unique.") var tag: String = "run"
         @Option(help: "Nodes per migration (1...100).") var nodes: Int = 4
@@ -48,14 +51,24 @@ extension DebugCommand {
         }
 
         func run() async throws {
-            try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
-            // The control run: create the schema durably first, then reopen without commit syncs.
-            if unsafeSkipCommitSyncForTesting { _ = try SQLiteEventLog(path: data.databasePath) }
-            var options = SQLiteEventLog.Options()
-            options.unsafeSkipCommitSyncForTesting = unsafeSkipCommitSyncForTesting
-            // The control run must never sync, or a kill just after a checkpoint would lose nothing.
-            if unsafeSkipCommitSyncForTesting { options.checkpointIntervalCommits = .max }
-            let log = try SQLiteEventLog(path: data.databasePath, options: options)
+            guard let location = try storage.location(environment: false) else { throw ValidationError("name the log: --data DIR or --store postgres://…") }
+            switch location {
+            case .sqlite(let directory):
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let path = location.databasePath!
+                // The control run: create the schema durably first, then reopen without commit syncs.
+                if unsafeSkipCommitSyncForTesting { _ = try SQLiteEventLog(path: path) }
+                var options = SQLiteEventLog.Options()
+                options.unsafeSkipCommitSyncForTesting = unsafeSkipCommitSyncForTesting
+                // The control run must never sync, or a kill just after a checkpoint would lose nothing.
+                if unsafeSkipCommitSyncForTesting { options.checkpointIntervalCommits = .max }
+                try await load(try SQLiteEventLog(path: path, options: options))
+            case .postgres(let address, let password):
+                try await PostgresEventLog.withLog(address.configuration(password: password), create: true) { try await load($0) }
+            }
+        }
+
+        func load(_ log: any EventLog) async throws {
             let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 500)
             let deadline = ContinuousClock.now + .seconds(seconds)
             let tag = self.tag
@@ -91,12 +104,19 @@ extension DebugCommand {
                                 commands.append(.leaseStep(node: node.id, agent: agent, ttlMillis: 60_000))
                                 commands.append(.completeStep(node: node.id, token: FencingToken(1)))
                             }
-                            for command in commands {
+                            var index = 0
+                            while index < commands.count {
+                                let command = commands[index]
                                 do throws(CommandError) {
                                     let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())
                                     if let receipt = result.receipt {
                                         AckWriter.write("ack \(receipt.firstSequence) \(receipt.lastSequence) \(RecordedEvent.stream(of: id)) \(receipt.streamVersion)\n")
                                     }
+                                    index += 1
+                                } catch where retryUnavailable && error.code == "storage_unavailable" {
+                                    // Nothing of it was written (the log resolved that): the same command again, later.
+                                    AckWriter.write("retry \(error.code)\n")
+                                    try await Task.sleep(for: .milliseconds(100))
                                 } catch {
                                     // After a refusal, try a few more appends: with fail-stop every one is refused
                                     // too, and the crash tests check that no `ack` ever follows a `refused`.

@@ -50,32 +50,34 @@ extension HistoryCommand {
         static let configuration = CommandConfiguration(
             abstract: "Walk the whole log: contiguity, hash chain, records, stream versions, recorded head, snapshot.",
             discussion: """
-                On the server (--server, $LOCKSTEP_SERVER), or in a data directory with --data (read-only). \
+                On the server (--server, $LOCKSTEP_SERVER), or in the log itself: a data directory with --data \
+                (read-only), or a PostgreSQL database with --store (nothing written). \
                 Prints the head sequence and hash. Exits 1 naming the first bad position, 2 if the log cannot \
                 be read (3 or 4 when the server cannot be reached or refuses).
                 """)
 
         @OptionGroup var server: ServerOptions
-        @Option(help: "Verify this data directory instead of asking a server.") var data: String?
+        @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
-            guard let data else {
+            guard let location = try local.location(environment: false) else {
                 return try await server.run { lockstep in
                     let verification = Verification(try await lockstep.verify())
                     try verification.print(output)
                 }
             }
             try await reportingFailures {
-                let log = try openReadOnly(try DataOptions.at(data))
-                let verification: Verification
-                do {
-                    verification = Verification(try await HistoryVerifier.verify(log))
-                } catch EventLogError.corrupted(let position, let reason) {
-                    // The same answer as the server's for a broken history: ok false, the code, where.
-                    verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
+                try await withReadOnlyLog(location) { log in
+                    let verification: Verification
+                    do {
+                        verification = Verification(try await HistoryVerifier.verify(log))
+                    } catch EventLogError.corrupted(let position, let reason) {
+                        // The same answer as the server's for a broken history: ok false, the code, where.
+                        verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
+                    }
+                    try verification.print(output)
                 }
-                try verification.print(output)
             }
         }
     }
@@ -85,22 +87,23 @@ extension HistoryCommand {
             abstract: "The state of every migration as of one event, and its digest (on the server, or in --data).")
 
         @OptionGroup var server: ServerOptions
-        @Option(help: "Replay this data directory instead of asking a server.") var data: String?
+        @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Replay up to and including this sequence (default: the whole log).")
         var at: UInt64?
         @Option(help: "Output format: table or json.")
         var output: OutputFormat = .table
 
         func run() async throws {
-            guard let data else {
+            guard let location = try local.location(environment: false) else {
                 return try await server.run { lockstep in
                     // No --at: no point named, which the server answers with the whole log.
                     try print(try await lockstep.state(.with { if let at { $0.sequence = at } }))
                 }
             }
             try await reportingFailures {
-                let log = try openReadOnly(try DataOptions.at(data))
-                try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at, keepingSettled: true)))
+                try await withReadOnlyLog(location) { log in
+                    try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at, keepingSettled: true)))
+                }
             }
         }
 
@@ -116,16 +119,16 @@ extension HistoryCommand {
     struct Export: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Every event as NDJSON, one per line, payload rendered as JSON; stops at the first bad event.",
-            discussion: "From the server, or from a data directory with --data. The lines are the same either way.")
+            discussion: "From the server, or from the log itself (--data DIR or --store postgres://…). The lines are the same either way.")
 
         @OptionGroup var server: ServerOptions
-        @Option(help: "Export this data directory instead of asking a server.") var data: String?
+        @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Start after this sequence.")
         var after: UInt64 = 0
 
         func run() async throws {
             let out = FileHandle.standardOutput
-            guard let data else {
+            guard let location = try local.location(environment: false) else {
                 return try await server.run { lockstep in
                     var position = after
                     while true {
@@ -145,20 +148,21 @@ extension HistoryCommand {
                 }
             }
             try await reportingFailures {
-                let log = try openReadOnly(try DataOptions.at(data))
-                var position = after
-                while true {
-                    // Every intact event before damage is printed, then the damage is reported (exit 1).
-                    let (page, damage) = await log.readIntact(after: position, limit: History.pageEventsMax)
-                    var chunk = ""
-                    for event in page {
-                        chunk += try HistoryExport.line(event)
-                        chunk += "\n"
+                try await withReadOnlyLog(location) { log in
+                    var position = after
+                    while true {
+                        // Every intact event before damage is printed, then the damage is reported (exit 1).
+                        let (page, damage) = await log.readIntact(after: position, limit: History.pageEventsMax)
+                        var chunk = ""
+                        for event in page {
+                            chunk += try HistoryExport.line(event)
+                            chunk += "\n"
+                        }
+                        out.write(Data(chunk.utf8))
+                        if let damage { throw damage }
+                        guard let last = page.last else { break }
+                        position = last.sequence
                     }
-                    out.write(Data(chunk.utf8))
-                    if let damage { throw damage }
-                    guard let last = page.last else { break }
-                    position = last.sequence
                 }
             }
         }

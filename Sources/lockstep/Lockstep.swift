@@ -7,7 +7,7 @@ struct Lockstep: AsyncParsableCommand {
         commandName: "lockstep",
         abstract: "An event-sourced migration coordinator: plans, leases, and a tamper-evident history.",
         subcommands: [Demo.self, Serve.self, PlanCommand.self, MigrationsCommand.self, LeaseCommand.self, MetricCommand.self, HistoryCommand.self, Rehearse.self,
-                      AgentCommand.self, AuthCommand.self, DebugCommand.self]
+                      AgentCommand.self, AuthCommand.self, StoreCommand.self, DebugCommand.self]
     )
 }
 

@@ -2,19 +2,23 @@ import ArgumentParser
 import Foundation
 import LockstepServer
 import LockstepService
+import Logging
+import PostgresNIO
 
 /// `lockstep serve`: the coordinator and its API.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the coordinator on a data directory and serve the API (see docs/api.md).",
+        abstract: "Run the coordinator on a data directory (SQLite) or a PostgreSQL database and serve the API (see docs/api.md).",
         discussion: """
             Refuses to start without an authorization config; `--dev` serves without authentication, on \
             loopback only, and says so. Port 0 picks a free port: the bound addresses are written to \
             --ready-file as JSON ({"grpc": "HOST:PORT", "http": "http://HOST:PORT"}) once both accept \
-            requests. SIGTERM or SIGINT stops it gracefully.
+            requests. SIGTERM or SIGINT stops it gracefully. The log is --data DIR (SQLite), or --store \
+            postgres://USER@HOST:PORT/DB (or $LOCKSTEP_STORE) with the password from $LOCKSTEP_STORE_PASSWORD or \
+            a file (docs/operations.md).
             """)
 
-    @OptionGroup var data: DataOptions
+    @OptionGroup var storage: StoreOptions
     @Flag(help: "Development mode: no authentication, loopback only.") var dev = false
     @Option(help: "The authorization config (JSON: principals, roles, token hashes).") var config: String?
     @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
@@ -61,10 +65,21 @@ struct Serve: AsyncParsableCommand {
             tls = (cert, key)
         default: throw ValidationError("--tls-cert and --tls-key go together")
         }
-        try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
+        guard let location = try storage.location(environment: true) else {
+            throw ValidationError("name the log: --data DIR (SQLite) or --store postgres://USER@HOST:PORT/DB (or $LOCKSTEP_STORE)")
+        }
         do {
-            var options = LockstepServer.Options(databasePath: data.databasePath, httpHost: host, httpPort: port, grpcHost: grpcHost, grpcPort: grpcPort,
-                                                 dev: dev, auth: auth, readyFile: readyFile)
+            var options = LockstepServer.Options(databasePath: location.databasePath ?? "", httpHost: host, httpPort: port, grpcHost: grpcHost,
+                                                 grpcPort: grpcPort, dev: dev, auth: auth, readyFile: readyFile)
+            switch location {
+            case .sqlite(let directory):
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            case .postgres(let address, let password):
+                var logger = Logger(label: "lockstep.postgres")
+                logger.logLevel = .warning
+                options.store = .postgres(PostgresClient(configuration: address.configuration(password: password), backgroundLogger: logger),
+                                          address: address.description)
+            }
             options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
             if let tlsClientCa {
                 guard tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }

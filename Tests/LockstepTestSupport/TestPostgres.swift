@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import LockstepPostgres
 import LockstepStore
-import LockstepTestSupport
 import PostgresNIO
 
 #if canImport(Glibc)
@@ -13,29 +12,66 @@ import Glibc
 /// /usr/lib/postgresql/N/bin) in a temporary directory, on a free loopback port, run as an
 /// unprivileged user (`nobody` when the tests run as root, since PostgreSQL refuses root), trust
 /// authentication on loopback only; stopped when the process exits. Each log gets a database of its own.
-actor TestPostgres {
-    static let shared = TestPostgres()
+public actor TestPostgres {
+    public static let shared = TestPostgres()
 
     struct Cluster {
         var port: Int
         var directory: String
+        var data: String
     }
 
     private var cluster: Result<Cluster, any Error>?
     private var databases = 0
 
     /// A new, empty database on the cluster (started on first use), with a running client, and the log on it.
-    func makeLog() async throws -> PostgresEventLog {
+    public func makeLog() async throws -> PostgresEventLog {
+        let (_, client) = try await makeClient()
+        return try await PostgresEventLog.open(client: client)
+    }
+
+    /// A new, empty database and a running client on it (running for the rest of the test process).
+    public func makeClient() async throws -> (database: String, client: PostgresClient) {
+        let cluster = try await started()
+        let name = try await makeDatabase()
+        let client = PostgresClient(configuration: .init(host: "127.0.0.1", port: cluster.port, username: "lockstep", password: nil,
+                                                         database: name, tls: .disable))
+        Task { await client.run() }
+        return (name, client)
+    }
+
+    /// A new, empty database on the cluster (started on first use): its name.
+    public func makeDatabase() async throws -> String {
         let cluster = try await started()
         databases += 1
         let name = "lockstep_test_\(databases)"
-        _ = try await Self.run(Self.tool("psql"), ["-h", "127.0.0.1", "-p", "\(cluster.port)", "-U", "lockstep", "-d", "postgres", "-q", "-c",
-                                             "CREATE DATABASE \(name)"], directory: cluster.directory)
-        let client = PostgresClient(configuration: .init(host: "127.0.0.1", port: cluster.port, username: "lockstep", password: nil,
-                                                         database: name, tls: .disable))
-        // The client runs for the rest of the test process (the cluster stops at exit).
-        Task { await client.run() }
-        return try await PostgresEventLog.open(client: client)
+        try await psql("postgres", "CREATE DATABASE \(name)")
+        return name
+    }
+
+    /// The address `lockstep --store` takes for `database` (trust authentication: no password).
+    public func url(_ database: String) async throws -> String {
+        "postgres://lockstep@127.0.0.1:\(try await started().port)/\(database)?sslmode=disable"
+    }
+
+    /// Runs `sql` on `database` with psql and returns its unaligned output.
+    @discardableResult
+    public func psql(_ database: String, _ sql: String) async throws -> String {
+        let cluster = try await started()
+        return try await Self.run(Self.tool("psql"), ["-h", "127.0.0.1", "-p", "\(cluster.port)", "-U", "lockstep", "-d", database, "-qAt",
+                                                      "-v", "ON_ERROR_STOP=1", "-c", sql])
+    }
+
+    /// Stops the cluster at once (`pg_ctl stop -m immediate`: a crash, as far as the database is concerned).
+    public func crash() async throws {
+        let cluster = try await started()
+        try Self.pgctl("-D \(cluster.data) -m immediate stop", cluster)
+    }
+
+    /// Starts the cluster again after `crash` (recovery replays its WAL), on the same port.
+    public func restart() async throws {
+        let cluster = try await started()
+        try Self.pgctl("-D \(cluster.data) -w -l \(cluster.directory)/server.log -o '\(Self.serverOptions(cluster.port, cluster.directory))' start", cluster)
     }
 
     private func started() async throws -> Cluster {
@@ -53,22 +89,30 @@ actor TestPostgres {
     private static func start() async throws -> Cluster {
         let directory = temporaryDirectory() + "/postgres"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        if getuid() == 0 { _ = try await run("/bin/chown", ["-R", "nobody", directory], directory: directory, asRoot: true) }
+        if getuid() == 0 { _ = try await run("/bin/chown", ["-R", "nobody", directory], asRoot: true) }
         let data = directory + "/data"
-        _ = try await run(tool("initdb"), ["-D", data, "-U", "lockstep", "--auth=trust", "-E", "UTF8", "--no-sync"], directory: directory)
+        _ = try await run(tool("initdb"), ["-D", data, "-U", "lockstep", "--auth=trust", "-E", "UTF8", "--no-sync"])
         let port = try freePort()
-        // Through system(3), not Process: the server pg_ctl leaves running inherits Foundation's
-        // termination-watch descriptor, and the start would never be seen to end.
-        let options = "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=200"
-        let start = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -w -l \(directory)/server.log -o '\(options)' start"
-        guard system(start + " > \(directory)/pg_ctl.out 2>&1") == 0 else {
-            throw PostgresUnavailable(description: "pg_ctl start failed: \((try? String(contentsOfFile: directory + "/server.log", encoding: .utf8)) ?? "")")
-        }
+        let cluster = Cluster(port: port, directory: directory, data: data)
+        try pgctl("-D \(data) -w -l \(directory)/server.log -o '\(serverOptions(port, directory))' start", cluster)
         // Stopped when this process is gone, however it ends (exit, crash, a killed test run): a watchdog
         // shell polls for it once a second, then stops the cluster.
         let stop = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -m immediate stop"
         _ = system("(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop)) > /dev/null 2>&1 &")
-        return Cluster(port: port, directory: directory)
+        return cluster
+    }
+
+    static func serverOptions(_ port: Int, _ directory: String) -> String {
+        "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=300"
+    }
+
+    /// Runs `pg_ctl ARGUMENTS` through system(3), not Process: the server pg_ctl leaves running inherits
+    /// Foundation's termination-watch descriptor, and a start would never be seen to end.
+    static func pgctl(_ arguments: String, _ cluster: Cluster) throws {
+        let command = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) \(arguments)"
+        guard system(command + " > \(cluster.directory)/pg_ctl.out 2>&1") == 0 else {
+            throw PostgresUnavailable(description: "pg_ctl \(arguments) failed: \((try? String(contentsOfFile: cluster.directory + "/server.log", encoding: .utf8))?.suffix(2_000) ?? "")")
+        }
     }
 
     /// `name` from PATH, else from the newest /usr/lib/postgresql/N/bin.
@@ -85,7 +129,7 @@ actor TestPostgres {
 
     /// Runs `tool` (as `nobody` when this process is root, unless `asRoot`) and returns its output; throws when it fails.
     @discardableResult
-    static func run(_ tool: String, _ arguments: [String], directory: String, asRoot: Bool = false) async throws -> String {
+    static func run(_ tool: String, _ arguments: [String], asRoot: Bool = false) async throws -> String {
         let (executable, all) = getuid() == 0 && !asRoot ? ("/usr/sbin/runuser", ["-u", "nobody", "--", tool] + arguments) : (tool, arguments)
         let output = try await ChildProcess(executable, all).wait(seconds: 120)
         guard output.status == 0 else {
@@ -111,6 +155,6 @@ actor TestPostgres {
     }
 }
 
-struct PostgresUnavailable: Error, CustomStringConvertible {
-    var description: String
+public struct PostgresUnavailable: Error, CustomStringConvertible {
+    public var description: String
 }
