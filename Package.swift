@@ -256,7 +256,8 @@ let package = Package(
         .testTarget(
             name: "LockstepStoreTests",
             dependencies: ["LockstepStore", "LockstepEngine", "CSQLite", "LockstepTestSupport", "LockstepPostgres",
-                           .product(name: "PostgresNIO", package: "postgres-nio")]
+                           .product(name: "PostgresNIO", package: "postgres-nio")],
+            exclude: ["commit-cutter.py"]
         ),
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", dependencies: ["LockstepPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],

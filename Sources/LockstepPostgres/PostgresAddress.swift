@@ -21,6 +21,14 @@ public struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
     public var database: String
     public var tls: TLSMode
 
+    public init(username: String, host: String, port: Int = 5432, database: String, tls: TLSMode = .prefer) {
+        self.username = username
+        self.host = host
+        self.port = port
+        self.database = database
+        self.tls = tls
+    }
+
     /// The longest address accepted, in bytes.
     public static let textBytesMax = 1_024
     /// PostgreSQL's own limit on a name (user, database), in bytes.
@@ -29,7 +37,20 @@ public struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
     /// The address without secrets, as a person would type it (log lines, status).
     public var description: String {
         let shownHost = host.contains(":") ? "[\(host)]" : host
-        return "postgres://\(username)@\(shownHost):\(port)/\(database)" + (tls == .prefer ? "" : "?sslmode=\(tls.rawValue)")
+        return "postgres://\(Self.escaped(username))@\(shownHost):\(port)/\(Self.escaped(database))" + (tls == .prefer ? "" : "?sslmode=\(tls.rawValue)")
+    }
+
+    /// `name` with every byte outside A-Z a-z 0-9 - . _ ~ as a %-escape, so the address reads back the same.
+    private static func escaped(_ name: String) -> String {
+        var text = ""
+        for byte in name.utf8 {
+            if byte.isASCIIAlphanumeric || [UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~")].contains(byte) {
+                text.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                text += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return text
     }
 
     /// Parses `text`, or says precisely what is wrong with it (code `invalid_store`).

@@ -176,6 +176,7 @@ public actor PostgresEventLog: EventLog {
 
     /// An error of a transaction as the log reports it (see the type's comment).
     static func failure(_ error: any Error) -> EventLogError {
+        let error = cause(error)
         if let error = error as? EventLogError { return error }
         if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] {
             if state == "53100" { return .storageFull }
@@ -441,7 +442,18 @@ public actor PostgresEventLog: EventLog {
 
     /// An error in words, without the query's bound values.
     static func describe(_ error: any Error) -> String {
-        if let error = error as? PSQLError { return "PostgreSQL: \(error.serverInfo?[.message] ?? "\(error.code)")" }
-        return "\(error)"
+        let error = cause(error)
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return "PostgreSQL: \(message)" + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "") }
+            return "PostgreSQL: \(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
+        }
+        if let error = error as? EventLogError { return error.description }
+        return String(describing: type(of: error))
+    }
+
+    /// What went wrong first in a transaction (postgres-nio wraps it with where it happened).
+    static func cause(_ error: any Error) -> any Error {
+        guard let wrapped = error as? PostgresTransactionError else { return error }
+        return wrapped.beginError ?? wrapped.closureError ?? wrapped.commitError ?? wrapped.rollbackError ?? error
     }
 }

@@ -54,6 +54,16 @@ public actor TestPostgres {
         "postgres://lockstep@127.0.0.1:\(try await started().port)/\(database)?sslmode=disable"
     }
 
+    /// The cluster's loopback port.
+    public func port() async throws -> Int { try await started().port }
+
+    /// A running client on `database` through `port` (a proxy in front of the cluster, say).
+    public func client(_ database: String, port: Int) -> PostgresClient {
+        let client = PostgresClient(configuration: .init(host: "127.0.0.1", port: port, username: "lockstep", password: nil, database: database, tls: .disable))
+        Task { await client.run() }
+        return client
+    }
+
     /// Runs `sql` on `database` with psql and returns its unaligned output.
     @discardableResult
     public func psql(_ database: String, _ sql: String) async throws -> String {
@@ -139,7 +149,7 @@ public actor TestPostgres {
     }
 
     /// A loopback port nothing listens on now.
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var address = sockaddr_in()

@@ -1,0 +1,93 @@
+import Foundation
+import LockstepPostgres
+import LockstepStore
+import LockstepTestSupport
+import Testing
+
+/// How the log on PostgreSQL answers when a transaction fails, on a real cluster: a COMMIT whose answer
+/// is lost is resolved from the log (committed, or not), storage faults stop writes, a full disk is
+/// `storage_full`, and nothing is ever acknowledged that is not there.
+@Suite(.serialized) struct PostgresFaultTests {
+    static let cutter = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("commit-cutter.py").path
+
+    func request(_ stream: String, _ expected: UInt64, _ record: String = "r") -> AppendRequest {
+        AppendRequest(stream: stream, expectedVersion: expected, records: [Array(record.utf8)])
+    }
+
+    @Test func aCommitWhoseAnswerIsLostIsFoundCommittedAndAcknowledged() async throws {
+        let postgres = TestPostgres.shared
+        let database = try await postgres.makeDatabase()
+        let proxyPort = try TestPostgres.freePort()
+        let arm = temporaryDirectory() + "/arm"
+        let proxy = try ChildProcess("/usr/bin/env", ["python3", Self.cutter, "\(proxyPort)", "\(try await postgres.port())", arm])
+        defer { proxy.kill(SIGKILL) }
+        try await proxy.waitForOutput("ready", seconds: 10)
+        let log = try await PostgresEventLog.open(client: await postgres.client(database, port: proxyPort))
+        _ = try await log.append(request("a", 0))
+
+        FileManager.default.createFile(atPath: arm, contents: nil)
+        let receipt = try await log.append(request("a", 1, "lost answer"))
+        #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut a COMMIT")
+        #expect(receipt == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
+        #expect(try await postgres.psql(database, "SELECT count(*) FROM lockstep_events") == "2\n")
+        // The log goes on, on a fresh connection, dense.
+        #expect(try await log.append(request("b", 0)).firstSequence == 3)
+        #expect(try await log.head().sequence == 3)
+    }
+
+    @Test func aConnectionLostDuringACommitThatDidNotCommitIsRefusedAndNothingIsWritten() async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0))
+        // A deferred trigger runs inside COMMIT: this one ends its own backend there.
+        try await TestPostgres.shared.psql(database, """
+            CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER die AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die();
+            """)
+        await #expect(throws: EventLogError.self) { try await log.append(request("a", 1, "never")) }
+        do {
+            _ = try await log.append(request("a", 1, "never"))
+        } catch {
+            #expect(error.code == "storage_unavailable", "\(error)")
+        }
+        #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "1\n")
+        try await TestPostgres.shared.psql(database, "DROP TRIGGER die ON lockstep_events")
+        #expect(try await log.append(request("a", 1, "now")) == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
+    }
+
+    @Test func aStorageFaultStopsWritesAndAFullDiskIsStorageFull() async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0))
+        try await TestPostgres.shared.psql(database, """
+            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = TG_ARGV[0]; END $$;
+            CREATE TRIGGER disk_full BEFORE INSERT ON lockstep_events FOR EACH ROW EXECUTE FUNCTION fault('53100');
+            """)
+        do {
+            _ = try await log.append(request("a", 1))
+            Issue.record("an append on a full disk was acknowledged")
+        } catch {
+            #expect(error == .storageFull)
+        }
+        try await TestPostgres.shared.psql(database, """
+            DROP TRIGGER disk_full ON lockstep_events;
+            CREATE CONSTRAINT TRIGGER io AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault('58030');
+            """)
+        // A full disk is passing: the log still writes. An I/O error at COMMIT stops it.
+        do {
+            _ = try await log.append(request("a", 1))
+            Issue.record("an append that hit an I/O error was acknowledged")
+        } catch {
+            #expect(error.code == "writes_stopped", "\(error)")
+        }
+        try await TestPostgres.shared.psql(database, "DROP TRIGGER io ON lockstep_events")
+        do {
+            _ = try await log.append(request("b", 0))
+            Issue.record("a stopped log took an append")
+        } catch {
+            #expect(error.code == "writes_stopped", "\(error)")
+        }
+        #expect(try await log.head().sequence == 1)
+        #expect(try await log.read(after: 0, limit: 10).count == 1)
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""A TCP proxy in front of PostgreSQL that loses a COMMIT's answer, for PostgresFaultTests.
+
+Usage: commit-cutter.py LISTEN_PORT TARGET_PORT ARM_FILE
+
+Forwards every connection to 127.0.0.1:TARGET_PORT. When a client sends COMMIT while ARM_FILE exists,
+the proxy deletes ARM_FILE, forwards the COMMIT, waits for the server to answer it (so the transaction
+has committed), and closes both sides without passing the answer on: the client sees its connection
+lost during COMMIT, with the transaction in fact committed. Prints "ready" once it listens.
+"""
+import os
+import socket
+import sys
+import threading
+
+listen_port, target_port, arm_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+
+def pipe(source, sink, client_side, pair):
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            if client_side and b"COMMIT" in data and os.path.exists(arm_file):
+                os.unlink(arm_file)
+                pair["cut"] = True
+                sink.sendall(data)
+                # The server's answer is read here and dropped: the commit happened, the client never hears.
+                pair["server"].settimeout(5)
+                try:
+                    pair["server"].recv(65536)
+                except OSError:
+                    pass
+                break
+            if not client_side and pair.get("cut"):
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    for side in (pair["client"], pair["server"]):
+        try:
+            side.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        side.close()
+
+
+listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", listen_port))
+listener.listen(64)
+print("ready", flush=True)
+while True:
+    client, _ = listener.accept()
+    server = socket.create_connection(("127.0.0.1", target_port))
+    pair = {"client": client, "server": server}
+    threading.Thread(target=pipe, args=(client, server, True, pair), daemon=True).start()
+    threading.Thread(target=pipe, args=(server, client, False, pair), daemon=True).start()
