@@ -31,10 +31,8 @@ extension StoreCommand {
         @Option(help: "A file holding the PostgreSQL password (or $LOCKSTEP_STORE_PASSWORD_FILE).") var storePasswordFile: String?
 
         func location(_ text: String) throws -> StoreOptions.Location {
-            var options = StoreOptions()
-            options.storePasswordFile = storePasswordFile
-            if text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") { options.store = text } else { options.data = text }
-            return try options.location(environment: false)!
+            let end = text.hasPrefix("postgres://") || text.hasPrefix("postgresql://") ? ["--store", text] : ["--data", text]
+            return try StoreOptions.parse(end + (storePasswordFile.map { ["--store-password-file", $0] } ?? [])).location(environment: false)!
         }
 
         func run() async throws {
