@@ -86,7 +86,11 @@ extension DebugCommand {
                 // Snapshots while the writers write, as the server's timer service writes them.
                 group.addTask {
                     while ContinuousClock.now < deadline {
-                        _ = try await coordinator.writeSnapshotIfDue()
+                        do {
+                            _ = try await coordinator.writeSnapshotIfDue()
+                        } catch where retryUnavailable {
+                            // The database is away: the next snapshot is written once it is back.
+                        }
                         try await Task.sleep(for: .milliseconds(20))
                     }
                 }

@@ -24,10 +24,18 @@ public actor TestPostgres {
     private var cluster: Result<Cluster, any Error>?
     private var databases = 0
 
+    /// A cluster of its own (started on first use), for a test that crashes it; most tests share `shared`.
+    public init() {}
+
     /// A new, empty database on the cluster (started on first use), with a running client, and the log on it.
     public func makeLog() async throws -> PostgresEventLog {
         let (_, client) = try await makeClient()
         return try await PostgresEventLog.open(client: client)
+    }
+
+    /// The log in `database` (created if need be), on a running client.
+    public func openLog(_ database: String) async throws -> PostgresEventLog {
+        try await PostgresEventLog.open(client: client(database, port: started().port))
     }
 
     /// A new, empty database and a running client on it (running for the rest of the test process).
