@@ -53,19 +53,19 @@ extension PlanCommand {
         static let configuration = CommandConfiguration(
             abstract: "Record a plan file as the newest version of its plan (a no-op when the content is unchanged).",
             discussion: """
-                On the server (--server, $LOCKSTEP_SERVER), or in the data directory of a stopped coordinator \
-                with --data. Refuses a plan with lint errors. Prints the plan's name, version and content hash.
+                On the server (--server, $LOCKSTEP_SERVER), or in the log of a stopped coordinator: its data \
+                directory (--data) or its PostgreSQL database (--store). Refuses a plan with lint errors. Prints the plan's name, version and content hash.
                 """)
 
         @OptionGroup var server: ServerOptions
-        @Option(help: "Apply to this data directory instead of a server (the coordinator must not be running).") var data: String?
+        @OptionGroup(title: "The log itself, instead of a server (the coordinator must not be running)") var local: StoreOptions
         @Argument(help: "The plan file (YAML).") var file: String
-        @Option(help: "With --data: who applies it (recorded as the actor; a server records the authenticated principal).")
+        @Option(help: "With --data or --store: who applies it (recorded as the actor; a server records the authenticated principal).")
         var actor: String = NSUserName()
 
         func run() async throws {
-            if let data {
-                try await applyLocally(DataOptions.at(data))
+            if let location = try local.location(environment: false) {
+                try await applyLocally(location)
                 return
             }
             // Linted here first, so the findings name lines of the file as the user wrote it.
@@ -77,35 +77,36 @@ extension PlanCommand {
             }
         }
 
-        private func applyLocally(_ data: DataOptions) async throws {
+        private func applyLocally(_ location: StoreOptions.Location) async throws {
             try await reportingFailures {
                 let plan = try usablePlan(file, refusing: "nothing was applied", exitCode: 1)
-                try FileManager.default.createDirectory(atPath: data.data, withIntermediateDirectories: true)
-                let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: data.databasePath))
-                let context = CommandContext(actor: Actor(kind: "user", id: actor), triggeredBy: .user)
-                do {
-                    let result = try await coordinator.applyPlan(plan, context: context, now: WallClock.now())
-                    let hash = await coordinator.state.plan(plan.name, version: result.version)?.contentHash ?? ""
-                    print("\(plan.name)@\(result.version) \(result.changed ? "applied" : "unchanged") (content hash \(hash))")
-                } catch {
-                    throw CommandFailure(message: "\(error)", exitCode: 1)
+                try await withWritableLog(location) { log in
+                    let coordinator = try await Coordinator.open(log: log)
+                    let context = CommandContext(actor: Actor(kind: "user", id: actor), triggeredBy: .user)
+                    do {
+                        let result = try await coordinator.applyPlan(plan, context: context, now: WallClock.now())
+                        let hash = await coordinator.state.plan(plan.name, version: result.version)?.contentHash ?? ""
+                        print("\(plan.name)@\(result.version) \(result.changed ? "applied" : "unchanged") (content hash \(hash))")
+                    } catch {
+                        throw CommandFailure(message: "\(error)", exitCode: 1)
+                    }
                 }
             }
         }
     }
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List applied plans and their versions (on the server, or in --data).")
+        static let configuration = CommandConfiguration(abstract: "List applied plans and their versions (on the server, or in --data or --store).")
 
         @OptionGroup var server: ServerOptions
-        @Option(help: "Read this data directory instead of a server.") var data: String?
+        @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
 
         func run() async throws {
-            if let data {
+            if let location = try local.location(environment: false) {
                 try await reportingFailures {
                     // The same message the server answers, so the JSON is the same either way.
-                    let state = try await History.replay(try openReadOnly(DataOptions.at(data)))
+                    let state = try await withReadOnlyLog(location) { try await History.replay($0) }
                     try Self.show(Lockstep_V1_ListPlansResponse.with { $0.plans = state.appliedPlanViews }, output)
                 }
                 return

@@ -49,6 +49,8 @@ import LockstepService
     struct World {
         let server: ServerProcess
         let directory: String
+        /// The PostgreSQL address the server's log is on (nil: its data directory).
+        var store: String? = nil
         var address: String { server.grpc }
 
         /// Runs `lockstep ARGUMENTS` as `who` (a token name, or a raw token), bounded in time.
@@ -66,7 +68,7 @@ import LockstepService
         }
     }
 
-    func world() async throws -> World {
+    func world(onPostgres: Bool = false) async throws -> World {
         let directory = temporaryDirectory()
         let t = Self.tokens
         try """
@@ -83,11 +85,14 @@ import LockstepService
             try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
             try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
         }
-        return World(server: try await ServerProcess(["--config", directory + "/auth.json"]), directory: directory)
+        let store = onPostgres ? try await TestPostgres.shared.url(try await TestPostgres.shared.makeDatabase()) : nil
+        return World(server: try await ServerProcess(["--config", directory + "/auth.json"], store: store), directory: directory, store: store)
     }
 
-    @Test func aMigrationRunsEndToEndThroughTheCLIAndAKilledAgentsStepIsRetriedByAnother() async throws {
-        let world = try await world()
+    /// On both stores: the data directory, and `serve --store postgres://…` on the test cluster.
+    @Test(arguments: [false, true])
+    func aMigrationRunsEndToEndThroughTheCLIAndAKilledAgentsStepIsRetriedByAnother(onPostgres: Bool) async throws {
+        let world = try await world(onPostgres: onPostgres)
         let applied = try await world.lockstep(["plan", "apply", world.directory + "/plan.yaml"])
         #expect(applied.status == 0 && applied.stdout.hasPrefix("e2e@1 applied"), "\(applied)")
         let started = try await world.lockstep(["migration", "start", "e2e@1", "--id", "m1"])
@@ -168,18 +173,19 @@ import LockstepService
         let plansJSON = try await world.lockstep(["plan", "list", "--output", "json"])
         #expect(plansJSON.status == 0 && plansJSON.stdout.contains(#""name" : "e2e""#), "\(plansJSON)")
         _ = try await world.server.stop()
-        // The same, from the data directory.
-        let local = try await world.lockstep(["history", "export", "--data", world.server.data + "/data"], as: nil)
+        // The same, from the log itself (the data directory, or the database).
+        let store = world.store.map { ["--store", $0] } ?? ["--data", world.server.data + "/data"]
+        let local = try await world.lockstep(["history", "export"] + store, as: nil)
         #expect(local.stdout == exported.stdout)
-        let localReplay = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle)], as: nil)
+        let localReplay = try await world.lockstep(["history", "replay"] + store + ["--at", String(middle)], as: nil)
         #expect(localReplay.stdout == replayed.stdout)
-        let localReplayJSON = try await world.lockstep(["history", "replay", "--data", world.server.data + "/data", "--at", String(middle), "--output", "json"], as: nil)
+        let localReplayJSON = try await world.lockstep(["history", "replay"] + store + ["--at", String(middle), "--output", "json"], as: nil)
         #expect(localReplayJSON.stdout == replayedJSON.stdout, "\(localReplayJSON.stdout) vs \(replayedJSON.stdout)")
-        let localPlans = try await world.lockstep(["plan", "list", "--data", world.server.data + "/data", "--output", "json"], as: nil)
+        let localPlans = try await world.lockstep(["plan", "list"] + store + ["--output", "json"], as: nil)
         #expect(localPlans.stdout == plansJSON.stdout, "\(localPlans.stdout) vs \(plansJSON.stdout)")
-        let localVerify = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data", "--output", "json"], as: nil)
+        let localVerify = try await world.lockstep(["history", "verify"] + store + ["--output", "json"], as: nil)
         #expect(localVerify.stdout == verifiedHere, "\(localVerify.stdout) vs \(verifiedHere)")
-        let localTable = try await world.lockstep(["history", "verify", "--data", world.server.data + "/data"], as: nil)
+        let localTable = try await world.lockstep(["history", "verify"] + store, as: nil)
         #expect(localTable.stdout == verified.stdout, "\(localTable.stdout) vs \(verified.stdout)")
     }
 

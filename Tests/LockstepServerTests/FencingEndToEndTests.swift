@@ -10,11 +10,12 @@ final class ServerProcess: @unchecked Sendable {
     /// The gRPC listener, HOST:PORT.
     let grpc: String
 
-    /// `mode` is `--dev`, or `--config FILE`.
-    init(_ mode: [String] = ["--dev"]) async throws {
+    /// `mode` is `--dev`, or `--config FILE`; `store` a PostgreSQL address (nil: a data directory).
+    init(_ mode: [String] = ["--dev"], store: String? = nil) async throws {
         data = temporaryDirectory()
         let ready = data + "/ready.json"
-        process = try ChildProcess(try lockstepBinary(), ["serve", "--data", data + "/data", "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready] + mode)
+        let log = store.map { ["--store", $0] } ?? ["--data", data + "/data"]
+        process = try ChildProcess(try lockstepBinary(), ["serve"] + log + ["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready] + mode)
         let deadline = Date().addingTimeInterval(30)
         while !FileManager.default.fileExists(atPath: ready) {
             guard Date() < deadline else { throw TestFailure("the server never became ready; stderr: \(process.stderr)") }
