@@ -44,6 +44,18 @@ public actor PostgresEventLog: EventLog {
     private var queuedEvents = 0
     private var draining = false
     private var stopped: EventLogError?
+    /// The writer's epoch this log appends under (`fence`); nil: unfenced (one coordinator, tools).
+    private var epoch: Int64?
+
+    /// From now on every append checks, in its transaction, that the log's epoch is still `epoch`; when
+    /// another coordinator has taken over (a higher epoch), the append writes nothing and the log stops
+    /// taking writes: a deposed writer can never interleave with the new one.
+    public func fence(epoch: Int64) {
+        self.epoch = epoch
+    }
+
+    /// Why writes stopped (a storage fault, an unknown outcome, deposition), nil while they go on.
+    public var writesStopped: EventLogError? { stopped }
 
     /// Opens the log on `client`'s database, creating its tables when they do not exist yet (`create`), or
     /// refusing a database without them (governance commands, which never alter what they read).
@@ -51,7 +63,12 @@ public actor PostgresEventLog: EventLog {
                             logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
         do {
             if create {
-                for statement in schema { try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                // One transaction, serialized between coordinators starting together (concurrent CREATE
+                // TABLE IF NOT EXISTS can collide); the lock is the transaction's, released at its end.
+                try await client.withTransaction(logger: logger) { connection in
+                    try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
+                    for statement in schema { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                }
             } else {
                 var found = false
                 for try await present in try await client.query("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger).decode(Bool.self) {
@@ -94,6 +111,15 @@ public actor PostgresEventLog: EventLog {
             id integer PRIMARY KEY CHECK (id = 1), sequence bigint NOT NULL, chain_hash bytea NOT NULL)
         """,
         "INSERT INTO lockstep_head (id, sequence, chain_hash) VALUES (1, 0, decode(repeat('00', 32), 'hex')) ON CONFLICT (id) DO NOTHING",
+        // The writer's epoch (PostgresLeadership): bumped by a coordinator that takes over, checked by every
+        // append of a fenced log in the transaction that writes.
+        "ALTER TABLE lockstep_head ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE IF NOT EXISTS lockstep_leader (
+            id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL, holder text NOT NULL, address text NOT NULL,
+            expires_at timestamptz NOT NULL)
+        """,
+        "INSERT INTO lockstep_leader (id, epoch, holder, address, expires_at) VALUES (1, 0, '', '', '-infinity') ON CONFLICT (id) DO NOTHING",
         """
         CREATE TABLE IF NOT EXISTS lockstep_events (
             sequence bigint PRIMARY KEY, stream text NOT NULL, stream_version bigint NOT NULL,
@@ -152,7 +178,7 @@ public actor PostgresEventLog: EventLog {
         var inserted: Planned?
         do {
             try await client.withTransaction(logger: logger) { connection in
-                inserted = try await Self.insert(requests, on: connection, logger: self.logger)
+                inserted = try await Self.insert(requests, epoch: epoch, on: connection, logger: self.logger)
             }
         } catch {
             let failure = Self.failure(error)
@@ -189,11 +215,14 @@ public actor PostgresEventLog: EventLog {
 
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
     /// moves the head. Returns each request's result, the new head and the head before.
-    private static func insert(_ requests: [AppendRequest], on connection: PostgresConnection, logger: Logger) async throws -> Planned {
-        let rows = try await connection.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
+    private static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
+        let rows = try await connection.query("SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
         var before = LogHead.genesis
-        for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+        for try await (sequence, hash, stored) in rows.decode((Int64, ByteBuffer, Int64).self) {
             guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else { throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes") }
+            if let epoch, stored != epoch {
+                throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
+            }
             before = LogHead(sequence: UInt64(sequence), chainHash: link)
         }
         var head = before

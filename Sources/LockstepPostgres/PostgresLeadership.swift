@@ -1,0 +1,93 @@
+import Logging
+import PostgresNIO
+
+/// Which of several coordinators on one database writes: a lease row (`lockstep_leader`) with a TTL,
+/// as River and Oban elect. The lease says who *should* write; what makes a deposed writer harmless is
+/// the epoch (`PostgresEventLog.fence`): taking the lease bumps the epoch in the head row, in the same
+/// transaction, and every append of a fenced log checks it in its own transaction.
+///
+/// Times are the database's (`clock_timestamp()`), so coordinators on hosts whose clocks disagree
+/// still agree on when a lease lapsed. Not session advisory locks: they break behind transaction-mode
+/// poolers and say nothing across a database failover.
+public struct PostgresLeadership: Sendable {
+    /// Who holds the lease, as the table says.
+    public struct Holder: Sendable, Equatable {
+        public var epoch: Int64
+        /// The holder's name (`--coordinator-id`), empty when nobody ever held it.
+        public var holder: String
+        /// The address its clients reach it at (`--advertise`).
+        public var address: String
+        /// Whether the lease has lapsed (by the database's clock).
+        public var lapsed: Bool
+
+        public init(epoch: Int64, holder: String, address: String, lapsed: Bool) {
+            self.epoch = epoch
+            self.holder = holder
+            self.address = address
+            self.lapsed = lapsed
+        }
+    }
+
+    let client: PostgresClient
+    /// This coordinator's name: unique per process run.
+    public let holder: String
+    public let address: String
+    /// How long a lease lasts without renewal, in milliseconds.
+    public let ttlMillis: Int64
+    let logger: Logger
+
+    public init(client: PostgresClient, holder: String, address: String, ttlMillis: Int64, logger: Logger) {
+        self.client = client
+        self.holder = holder
+        self.address = address
+        self.ttlMillis = ttlMillis
+        self.logger = logger
+    }
+
+    /// Takes the lease if nobody holds it (or its holder let it lapse): the epoch goes up by one in the
+    /// lease row and the head row, in one transaction. Returns the new epoch, or nil if another holds it.
+    public func tryAcquire() async throws -> Int64? {
+        try await client.withTransaction(logger: logger) { connection -> Int64? in
+            var current: (epoch: Int64, lapsed: Bool)?
+            for try await (epoch, lapsed) in try await connection.query(
+                "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
+                current = (epoch, lapsed)
+            }
+            guard let current, current.lapsed else { return nil }
+            let epoch = current.epoch + 1
+            try await connection.query("""
+                UPDATE lockstep_leader SET epoch = \(epoch), holder = \(holder), address = \(address),
+                    expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond' WHERE id = 1
+                """, logger: logger)
+            // The fence: from this commit on, an append under an older epoch writes nothing.
+            try await connection.query("UPDATE lockstep_head SET epoch = \(epoch) WHERE id = 1", logger: logger)
+            return epoch
+        }
+    }
+
+    /// Extends the lease held under `epoch` by a TTL from now. False: it is no longer ours (another
+    /// coordinator took over); throws when the database cannot be asked.
+    public func renew(epoch: Int64) async throws -> Bool {
+        let rows = try await client.query("""
+            UPDATE lockstep_leader SET expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond'
+            WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) RETURNING epoch
+            """, logger: logger)
+        for try await _ in rows.decode(Int64.self) { return true }
+        return false
+    }
+
+    /// Gives the lease up at once (a graceful stop), so a standby need not wait out the TTL.
+    public func release(epoch: Int64) async throws {
+        try await client.query("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
+                               logger: logger)
+    }
+
+    /// The lease as the table has it now.
+    public func current() async throws -> Holder? {
+        let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
+        for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
+            return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import Logging
+import LockstepPostgres
+import LockstepStore
+import LockstepTestSupport
+import Testing
+
+/// One writer at a time on a shared database: the leadership lease says who, the epoch makes sure.
+@Suite(.serialized) struct PostgresFencingTests {
+    func request(_ stream: String, _ expected: UInt64, _ record: String) -> AppendRequest {
+        AppendRequest(stream: stream, expectedVersion: expected, records: [Array(record.utf8)])
+    }
+
+    @Test func aDeposedWritersAppendWritesNothingAndStopsItsLog() async throws {
+        let (database, clientA) = try await TestPostgres.shared.makeClient()
+        let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())
+        let a = try await PostgresEventLog.open(client: clientA)
+        let b = try await PostgresEventLog.open(client: clientB)
+        let leaderA = PostgresLeadership(client: clientA, holder: "a", address: "a:1", ttlMillis: 400, logger: Logger(label: "a"))
+        let leaderB = PostgresLeadership(client: clientB, holder: "b", address: "b:1", ttlMillis: 400, logger: Logger(label: "b"))
+
+        let epochA = try #require(try await leaderA.tryAcquire())
+        await a.fence(epoch: epochA)
+        #expect(try await leaderB.tryAcquire() == nil, "a live lease is not taken")
+        #expect(try await leaderB.current() == .init(epoch: epochA, holder: "a", address: "a:1", lapsed: false))
+        _ = try await a.append(request("s", 0, "a1"))
+        #expect(try await leaderA.renew(epoch: epochA))
+
+        // A stops renewing; once its lease lapses by the database's clock, B takes over.
+        try await Task.sleep(for: .milliseconds(600))
+        let epochB = try #require(try await leaderB.tryAcquire())
+        #expect(epochB == epochA + 1)
+        await b.fence(epoch: epochB)
+        do {
+            _ = try await a.append(request("s", 1, "a2"))
+            Issue.record("a deposed writer's append was acknowledged")
+        } catch {
+            #expect(error.code == "writes_stopped" && error.description.contains("deposed"), "\(error)")
+        }
+        #expect(await a.writesStopped != nil)
+        #expect(try await leaderA.renew(epoch: epochA) == false, "the lease is B's now")
+        #expect(try await b.append(request("s", 1, "b1")).firstSequence == 2)
+
+        // A graceful stop hands over at once.
+        try await leaderB.release(epoch: epochB)
+        let leaderC = PostgresLeadership(client: clientA, holder: "c", address: "c:1", ttlMillis: 400, logger: Logger(label: "c"))
+        #expect(try await leaderC.tryAcquire() == epochB + 1)
+    }
+
+    /// A writer appending as fast as it can while another takes over: every append the old writer had
+    /// acknowledged is in the log, and none of its events comes after the new writer's first.
+    @Test func appendsRacingATakeoverNeverInterleave() async throws {
+        let (database, clientA) = try await TestPostgres.shared.makeClient()
+        let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())
+        let a = try await PostgresEventLog.open(client: clientA)
+        let b = try await PostgresEventLog.open(client: clientB)
+        let leaderA = PostgresLeadership(client: clientA, holder: "a", address: "", ttlMillis: 200, logger: Logger(label: "a"))
+        let leaderB = PostgresLeadership(client: clientB, holder: "b", address: "", ttlMillis: 200, logger: Logger(label: "b"))
+        await a.fence(epoch: try #require(try await leaderA.tryAcquire()))
+
+        let acknowledged = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    var sequences: [UInt64] = []
+                    var version: UInt64 = 0
+                    while true {
+                        do throws(EventLogError) {
+                            let receipt = try await a.append(request("a-\(writer)", version, "a"))
+                            sequences.append(receipt.firstSequence)
+                            version += 1
+                        } catch {
+                            #expect(error.code == "writes_stopped", "\(error)")
+                            return sequences
+                        }
+                    }
+                }
+            }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .milliseconds(50))
+                    if let epoch = try await leaderB.tryAcquire() {
+                        await b.fence(epoch: epoch)
+                        for round in 0..<20 { _ = try await b.append(request("b", UInt64(round), "b")) }
+                        return []
+                    }
+                }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0 += $1 }
+        }
+        var events: [StoredEvent] = []
+        var position: UInt64 = 0
+        while case let page = try await b.read(after: position, limit: 1_000), let last = page.last {
+            events += page
+            position = last.sequence
+        }
+        let firstOfB = try #require(events.firstIndex { $0.stream == "b" })
+        #expect(events[firstOfB...].allSatisfy { $0.stream == "b" }, "the deposed writer's events must all come before the new writer's")
+        #expect(events.count == acknowledged.count + 20)
+        #expect(Set(acknowledged) == Set(events[..<firstOfB].map(\.sequence)), "every acknowledged append is there, and nothing else")
+        #expect(acknowledged.count > 10, "the old writer wrote before it was deposed")
+    }
+}
