@@ -477,7 +477,8 @@ public actor PostgresEventLog: EventLog {
             return "PostgreSQL: \(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
         }
         if let error = error as? EventLogError { return error.description }
-        return String(describing: type(of: error))
+        if error is PostgresTransactionError { return "a transaction failed" }
+        return "\(error)"
     }
 
     /// What went wrong first in a transaction (postgres-nio wraps it with where it happened).

@@ -22,6 +22,7 @@ public actor TestPostgres {
     }
 
     private var cluster: Result<Cluster, any Error>?
+    private var starting: Task<Cluster, any Error>?
     private var databases = 0
 
     /// A cluster of its own (started on first use), for a test that crashes it; most tests share `shared`.
@@ -42,10 +43,7 @@ public actor TestPostgres {
     public func makeClient() async throws -> (database: String, client: PostgresClient) {
         let cluster = try await started()
         let name = try await makeDatabase()
-        let client = PostgresClient(configuration: .init(host: "127.0.0.1", port: cluster.port, username: "lockstep", password: nil,
-                                                         database: name, tls: .disable))
-        Task { await client.run() }
-        return (name, client)
+        return (name, client(name, port: cluster.port))
     }
 
     /// A new, empty database on the cluster (started on first use): its name.
@@ -67,7 +65,11 @@ public actor TestPostgres {
 
     /// A running client on `database` through `port` (a proxy in front of the cluster, say).
     public func client(_ database: String, port: Int) -> PostgresClient {
-        let client = PostgresClient(configuration: .init(host: "127.0.0.1", port: port, username: "lockstep", password: nil, database: database, tls: .disable))
+        // Few connections, closed soon when idle: many tests' clients share the cluster's max_connections.
+        var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: port, username: "lockstep", password: nil, database: database, tls: .disable)
+        configuration.options.maximumConnections = 4
+        configuration.options.connectionIdleTimeout = .seconds(5)
+        let client = PostgresClient(configuration: configuration)
         Task { await client.run() }
         return client
     }
@@ -92,10 +94,15 @@ public actor TestPostgres {
         try Self.pgctl("-D \(cluster.data) -w -l \(cluster.directory)/server.log -o '\(Self.serverOptions(cluster.port, cluster.directory))' start", cluster)
     }
 
+    /// The cluster, started by the first caller; callers arriving while it starts wait for that start
+    /// (the actor is re-entered at the await: without this, each would start a cluster of its own).
     private func started() async throws -> Cluster {
         if let cluster { return try cluster.get() }
+        if let starting { return try await starting.value }
+        let start = Task { try await Self.start() }
+        starting = start
         do {
-            let started = try await Self.start()
+            let started = try await start.value
             cluster = .success(started)
             return started
         } catch {
