@@ -1,4 +1,5 @@
 import GRPCCore
+import Synchronization
 import GRPCNIOTransportHTTP2
 import LockstepAPI
 import LockstepCore
@@ -66,11 +67,32 @@ public struct LockstepClientError: Error, Hashable, Sendable, CustomStringConver
 /// }
 /// ```
 public struct LockstepClient: Sendable {
-    let agents: Lockstep_V1_AgentService.Client<HTTP2ClientTransport.Posix>
-    let migrations: Lockstep_V1_MigrationService.Client<HTTP2ClientTransport.Posix>
-    let history: Lockstep_V1_HistoryService.Client<HTTP2ClientTransport.Posix>
-    let stages: Lockstep_V1_StageService.Client<HTTP2ClientTransport.Posix>
+    /// The generated clients of one server.
+    struct Connection: Sendable {
+        let agents: Lockstep_V1_AgentService.Client<HTTP2ClientTransport.Posix>
+        let migrations: Lockstep_V1_MigrationService.Client<HTTP2ClientTransport.Posix>
+        let history: Lockstep_V1_HistoryService.Client<HTTP2ClientTransport.Posix>
+        let stages: Lockstep_V1_StageService.Client<HTTP2ClientTransport.Posix>
+    }
+
+    /// Which of several servers calls go to: the next one after a call that could not reach the current
+    /// one (`unavailable`) or that it refused because it is going away (`shutting_down`).
+    final class Rotation: Sendable {
+        let current = Mutex(0)
+        let count: Int
+        init(count: Int) { self.count = count }
+        func advance(from index: Int) {
+            current.withLock { if $0 == index { $0 = (index + 1) % count } }
+        }
+    }
+
+    let connections: [Connection]
+    let targets: [String]
+    let rotation: Rotation
     let metadata: Metadata
+
+    /// The server calls go to now (`HOST:PORT`).
+    public var currentTarget: String { targets[rotation.current.withLock { $0 }] }
 
     /// Connects to `target` (`HOST:PORT`, `[IPv6]:PORT`), runs `body` with a client, then closes the
     /// connection. `trustedCertificate` (a PEM file) switches to TLS and trusts only that certificate.
@@ -78,92 +100,113 @@ public struct LockstepClient: Sendable {
         to target: String, token: String? = nil, trustedCertificate: String? = nil,
         _ body: (LockstepClient) async throws -> Result
     ) async throws -> Result {
-        guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]) else {
-            throw LockstepClientError(code: ErrorCode.invalidArgument.rawValue, message: "the server address must be HOST:PORT, not \(target)")
+        try await connect(to: [target], token: token, trustedCertificate: trustedCertificate, body)
+    }
+
+    /// Connects to several servers (the coordinators of one PostgreSQL log, docs/operations.md): calls go
+    /// to one at a time; a call that cannot reach it fails (`unavailable`, transient) and the next call
+    /// goes to the next server, so a caller that retries transient failures (the reference agent does)
+    /// follows a takeover, or the loss of the server it talked to, by itself.
+    public static func connect<Result: Sendable>(
+        to targets: [String], token: String? = nil, trustedCertificate: String? = nil,
+        _ body: (LockstepClient) async throws -> Result
+    ) async throws -> Result {
+        guard !targets.isEmpty, targets.count <= 16 else {
+            throw LockstepClientError(code: ErrorCode.invalidArgument.rawValue, message: "give 1...16 server addresses, not \(targets.count)")
         }
-        let host = String(target[..<colon]).trimmingCharacters(in: ["[", "]"])
-        let resolvable: any ResolvableTarget = host.contains(":") ? .ipv6(address: host, port: port) : .dns(host: host, port: port)
         let security: HTTP2ClientTransport.Posix.TransportSecurity = trustedCertificate.map { file in
             .tls { $0.trustRoots = .certificates([.file(path: file, format: .pem)]) }
         } ?? .plaintext
-        let transport = try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security)
-        return try await withGRPCClient(transport: transport) { client in
-            try await body(LockstepClient(
-                agents: .init(wrapping: client), migrations: .init(wrapping: client), history: .init(wrapping: client),
-                stages: .init(wrapping: client), metadata: token.map { ["authorization": "Bearer \($0)"] } ?? [:]))
+        var clients: [GRPCClient<HTTP2ClientTransport.Posix>] = []
+        for target in targets {
+            guard let colon = target.lastIndex(of: ":"), let port = Int(target[target.index(after: colon)...]), (1...65_535).contains(port) else {
+                throw LockstepClientError(code: ErrorCode.invalidArgument.rawValue, message: "the server address must be HOST:PORT, not \(target)")
+            }
+            let host = String(target[..<colon]).trimmingCharacters(in: ["[", "]"])
+            let resolvable: any ResolvableTarget = host.contains(":") ? .ipv6(address: host, port: port) : .dns(host: host, port: port)
+            clients.append(GRPCClient(transport: try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security)))
+        }
+        let lockstep = LockstepClient(
+            connections: clients.map { Connection(agents: .init(wrapping: $0), migrations: .init(wrapping: $0), history: .init(wrapping: $0),
+                                                  stages: .init(wrapping: $0)) },
+            targets: targets, rotation: Rotation(count: targets.count), metadata: token.map { ["authorization": "Bearer \($0)"] } ?? [:])
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            for client in clients { group.addTask { try await client.runConnections() } }
+            defer { for client in clients { client.beginGracefulShutdown() } }
+            return try await body(lockstep)
         }
     }
 
     // MARK: Agents
 
     public func poll(_ request: Lockstep_V1_PollRequest) async throws(LockstepClientError) -> Lockstep_V1_PollResponse {
-        try await call { try await agents.poll(request, metadata: $0) }
+        try await call { try await $0.agents.poll(request, metadata: $1) }
     }
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest) async throws(LockstepClientError) -> Lockstep_V1_HeartbeatResponse {
-        try await call { try await agents.heartbeat(request, metadata: $0) }
+        try await call { try await $0.agents.heartbeat(request, metadata: $1) }
     }
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest) async throws(LockstepClientError) -> Lockstep_V1_ReportProgressResponse {
-        try await call { try await agents.reportProgress(request, metadata: $0) }
+        try await call { try await $0.agents.reportProgress(request, metadata: $1) }
     }
     public func complete(_ request: Lockstep_V1_CompleteRequest) async throws(LockstepClientError) -> Lockstep_V1_CompleteResponse {
-        try await call { try await agents.complete(request, metadata: $0) }
+        try await call { try await $0.agents.complete(request, metadata: $1) }
     }
     public func fail(_ request: Lockstep_V1_FailRequest) async throws(LockstepClientError) -> Lockstep_V1_FailResponse {
-        try await call { try await agents.fail(request, metadata: $0) }
+        try await call { try await $0.agents.fail(request, metadata: $1) }
     }
 
     // MARK: Operators and approvers
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ApplyPlanResponse {
-        try await call { try await migrations.applyPlan(request, metadata: $0) }
+        try await call { try await $0.migrations.applyPlan(request, metadata: $1) }
     }
     public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ValidatePlanResponse {
-        try await call { try await migrations.validatePlan(request, metadata: $0) }
+        try await call { try await $0.migrations.validatePlan(request, metadata: $1) }
     }
     public func plans() async throws(LockstepClientError) -> Lockstep_V1_ListPlansResponse {
-        try await call { try await migrations.listPlans(.init(), metadata: $0) }
+        try await call { try await $0.migrations.listPlans(.init(), metadata: $1) }
     }
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_StartMigrationResponse {
-        try await call { try await migrations.startMigration(request, metadata: $0) }
+        try await call { try await $0.migrations.startMigration(request, metadata: $1) }
     }
     public func migration(_ request: Lockstep_V1_GetMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_Migration {
-        try await call { try await migrations.getMigration(request, metadata: $0) }
+        try await call { try await $0.migrations.getMigration(request, metadata: $1) }
     }
     public func migrations(_ request: Lockstep_V1_ListMigrationsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListMigrationsResponse {
-        try await call { try await migrations.listMigrations(request, metadata: $0) }
+        try await call { try await $0.migrations.listMigrations(request, metadata: $1) }
     }
     public func pause(_ request: Lockstep_V1_PauseMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.pauseMigration(request, metadata: $0) }
+        try await call { try await $0.migrations.pauseMigration(request, metadata: $1) }
     }
     public func resume(_ request: Lockstep_V1_ResumeMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.resumeMigration(request, metadata: $0) }
+        try await call { try await $0.migrations.resumeMigration(request, metadata: $1) }
     }
     public func abort(_ request: Lockstep_V1_AbortMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.abortMigration(request, metadata: $0) }
+        try await call { try await $0.migrations.abortMigration(request, metadata: $1) }
     }
     public func approve(_ request: Lockstep_V1_GateDecisionRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.approve(request, metadata: $0) }
+        try await call { try await $0.migrations.approve(request, metadata: $1) }
     }
     public func reject(_ request: Lockstep_V1_GateDecisionRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.reject(request, metadata: $0) }
+        try await call { try await $0.migrations.reject(request, metadata: $1) }
     }
     public func releaseServiceLease(_ request: Lockstep_V1_ReleaseServiceLeaseRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await migrations.releaseServiceLease(request, metadata: $0) }
+        try await call { try await $0.migrations.releaseServiceLease(request, metadata: $1) }
     }
 
     public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest) async throws(LockstepClientError) -> Lockstep_V1_RecordMetricResponse {
-        try await call { try await migrations.recordMetric(request, metadata: $0) }
+        try await call { try await $0.migrations.recordMetric(request, metadata: $1) }
     }
 
     public func serviceLeases() async throws(LockstepClientError) -> Lockstep_V1_ListServiceLeasesResponse {
-        try await call { try await migrations.listServiceLeases(.init(), metadata: $0) }
+        try await call { try await $0.migrations.listServiceLeases(.init(), metadata: $1) }
     }
 
     /// Calls `each` with every event of the migration after `request.afterSequence`, live, until it settles.
     public func watch(_ request: Lockstep_V1_WatchRequest,
                       _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
-        try await call { metadata in
-            try await migrations.watch(request, metadata: metadata) { response in
+        try await call { connection, metadata in
+            try await connection.migrations.watch(request, metadata: metadata) { response in
                 for try await envelope in response.messages { try await each(envelope) }
             }
         }
@@ -172,36 +215,40 @@ public struct LockstepClient: Sendable {
     // MARK: Reviewers and services
 
     public func events(_ request: Lockstep_V1_ListEventsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListEventsResponse {
-        try await call { try await history.listEvents(request, metadata: $0) }
+        try await call { try await $0.history.listEvents(request, metadata: $1) }
     }
     /// Every event after `request.afterSequence` (of `request.stream`, or all), streamed: `each` is called
     /// for every event in order, and the server reads the log at the pace `each` takes them.
     public func export(_ request: Lockstep_V1_ListEventsRequest,
                        _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
-        try await call { metadata in
-            try await history.exportEvents(request, metadata: metadata) { response in
+        try await call { connection, metadata in
+            try await connection.history.exportEvents(request, metadata: metadata) { response in
                 for try await envelope in response.messages { try await each(envelope) }
             }
         }
     }
     public func state(_ request: Lockstep_V1_StateAtRequest) async throws(LockstepClientError) -> Lockstep_V1_StateAtResponse {
-        try await call { try await history.getStateAt(request, metadata: $0) }
+        try await call { try await $0.history.getStateAt(request, metadata: $1) }
     }
     public func verify() async throws(LockstepClientError) -> Lockstep_V1_VerifyHistoryResponse {
-        try await call { try await history.verifyHistory(.init(), metadata: $0) }
+        try await call { try await $0.history.verifyHistory(.init(), metadata: $1) }
     }
     public func stage(_ request: Lockstep_V1_StageRequest) async throws(LockstepClientError) -> Lockstep_V1_Stage {
-        try await call { try await stages.getStage(request, metadata: $0) }
+        try await call { try await $0.stages.getStage(request, metadata: $1) }
     }
 
-    private func call<Result: Sendable>(_ body: (Metadata) async throws -> Result) async throws(LockstepClientError) -> Result {
+    private func call<Result: Sendable>(_ body: (Connection, Metadata) async throws -> Result) async throws(LockstepClientError) -> Result {
+        let index = rotation.current.withLock { $0 }
         do {
-            return try await body(metadata)
+            return try await body(connections[index], metadata)
         } catch let error as RPCError {
-            throw LockstepClientError(error)
+            let failure = LockstepClientError(error)
+            if failure.code == ErrorCode.unavailable.rawValue || failure.code == ErrorCode.shuttingDown.rawValue { rotation.advance(from: index) }
+            throw failure
         } catch let error as LockstepClientError {
             throw error
         } catch {
+            rotation.advance(from: index)
             throw LockstepClientError(code: ErrorCode.unavailable.rawValue, message: "the call failed: \(error)")
         }
     }

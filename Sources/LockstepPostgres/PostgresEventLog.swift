@@ -470,7 +470,7 @@ public actor PostgresEventLog: EventLog {
     }
 
     /// An error in words, without the query's bound values.
-    static func describe(_ error: any Error) -> String {
+    public static func describe(_ error: any Error) -> String {
         let error = cause(error)
         if let error = error as? PSQLError {
             if let message = error.serverInfo?[.message] { return "PostgreSQL: \(message)" + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "") }

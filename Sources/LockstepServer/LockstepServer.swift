@@ -30,6 +30,12 @@ public enum LockstepServer {
 
     public struct Options: Sendable {
         public var store: Store
+        /// With `.postgres`: who this coordinator is among several on one database, the address its clients
+        /// reach it at, and the leadership lease's TTL. Only the lease's holder writes and serves; the
+        /// others wait as standbys and take over when it lapses (docs/operations.md).
+        public var leadership = Leadership()
+        /// The writer's epoch the log is fenced with (set by `run` for each term as the writer).
+        var writerEpoch: Int64?
         public var httpHost: String
         public var httpPort: Int
         public var grpcHost: String
@@ -74,6 +80,16 @@ public enum LockstepServer {
         }
     }
 
+    public struct Leadership: Sendable {
+        /// This coordinator's name in the lease row; unique per process run.
+        public var holder = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
+        /// Where clients reach this coordinator (gRPC `HOST:PORT`), recorded in the lease for the others to name.
+        public var address = ""
+        /// How long the lease lasts without renewal, in milliseconds; the writer renews it every third of it.
+        public var ttlMillis: Int64 = 5_000
+        public init() {}
+    }
+
     public enum StartError: Error, CustomStringConvertible {
         case notLoopback(String)
         case noAuthorization
@@ -110,16 +126,104 @@ public enum LockstepServer {
         }
     }
 
-    /// The server once its PostgreSQL client runs: built, then its services run in a group of their own
-    /// inside the outer one (which passes its graceful shutdown on).
+    /// The server once its PostgreSQL client runs, as one of several coordinators on the database: a
+    /// standby until it holds the leadership lease, then the writer (the log fenced with its epoch, the
+    /// coordinator caught up to the head, the timers and the API running in a group of their own inside
+    /// the outer one), until a graceful stop (the lease is released at once) or until it is deposed (it
+    /// stops serving and is a standby again).
     struct ServerOnPostgres: Service {
         let options: Options
         let metrics: ServerMetrics
         let logger: Logger
 
         func run() async throws {
-            let server = try await build(options, metrics: metrics, logger: logger)
-            try await ServiceGroup(configuration: server.groupConfiguration(logger: logger)).run()
+            guard case .postgres(let client, _) = options.store else { return }
+            let lease = PostgresLeadership(client: client, holder: options.leadership.holder, address: options.leadership.address,
+                                           ttlMillis: options.leadership.ttlMillis, logger: logger)
+            // The tables first, so the lease row exists (idempotent; serialized between coordinators).
+            _ = try await PostgresEventLog.open(client: client, logger: logger)
+            while !Task.isShuttingDownGracefully {
+                guard let epoch = try await standBy(lease) else { return }
+                var term = options
+                term.writerEpoch = epoch
+                let server = try await build(term, metrics: metrics, logger: logger)
+                let keeper = LeadershipKeeper(lease: lease, epoch: epoch, logger: logger)
+                let services = [ServiceGroupConfiguration.ServiceConfiguration(service: keeper, failureTerminationBehavior: .gracefullyShutdownGroup)]
+                    + server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+                do {
+                    try await ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger)).run()
+                    // A graceful stop: hand over at once instead of making a standby wait out the TTL.
+                    try? await lease.release(epoch: epoch)
+                    logger.notice("released the leadership lease (epoch \(epoch))")
+                    return
+                } catch let deposed as Deposed {
+                    metrics.depositions.increment()
+                    logger.error("deposed as the writer (epoch \(epoch)): \(deposed.reason); stopped serving, now a standby")
+                }
+            }
+        }
+
+        /// Waits for the lease, asking every quarter TTL; its epoch, or nil on a graceful stop first.
+        func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
+            metrics.writerEpoch.record(0)
+            var said: String?
+            while !Task.isShuttingDownGracefully {
+                do {
+                    if let epoch = try await lease.tryAcquire() {
+                        metrics.writerEpoch.record(epoch)
+                        logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
+                        return epoch
+                    }
+                    if let holder = try await lease.current() {
+                        let now = "standby: the writer is \(holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
+                        if now != said { logger.notice("\(now)") }
+                        said = now
+                    }
+                } catch {
+                    logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
+                }
+                do {
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, lease.ttlMillis / 4))) }
+                } catch {
+                    return nil
+                }
+            }
+            return nil
+        }
+    }
+
+    /// No longer the writer: another coordinator holds the lease, or it could not be renewed within its TTL.
+    struct Deposed: Error {
+        var reason: String
+    }
+
+    /// Renews the writer's lease every third of its TTL; throws `Deposed` (which stops the writer's group)
+    /// when the lease is another's, or when no renewal has succeeded for a whole TTL (by the monotonic
+    /// clock): past that a standby may have taken over, and the fence would refuse every append anyway.
+    struct LeadershipKeeper: Service {
+        let lease: PostgresLeadership
+        let epoch: Int64
+        let logger: Logger
+
+        func run() async throws {
+            var renewed = ContinuousClock.now
+            let ttl = Duration.milliseconds(lease.ttlMillis)
+            while !Task.isShuttingDownGracefully {
+                do {
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: ttl / 3) }
+                } catch {
+                    return
+                }
+                do {
+                    guard try await lease.renew(epoch: epoch) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
+                    renewed = ContinuousClock.now
+                } catch let deposed as Deposed {
+                    throw deposed
+                } catch {
+                    logger.warning("the leadership lease could not be renewed: \(PostgresEventLog.describe(error))")
+                    if ContinuousClock.now - renewed >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                }
+            }
         }
     }
 
@@ -189,8 +293,10 @@ public enum LockstepServer {
             var logOptions = PostgresEventLog.Options()
             logOptions.observer = observeCommit
             logOptions.failureObserver = observeFailure
-            log = try await PostgresEventLog.open(client: client, options: logOptions, logger: logger)
-            logger.info("the event log is on PostgreSQL at \(address)")
+            let postgres = try await PostgresEventLog.open(client: client, options: logOptions, logger: logger)
+            if let epoch = options.writerEpoch { await postgres.fence(epoch: epoch) }
+            log = postgres
+            logger.info("the event log is on PostgreSQL at \(address)\(options.writerEpoch.map { ", written under epoch \($0)" } ?? "")")
         }
         let coordinator = try await Coordinator.open(log: log, monotonic: options.monotonicClock)
         let wakeups = Wakeups(policy: .oldest, parkedMax: options.limits.parkedPollsMax, parkedPerOwnerMax: options.limits.parkedPollsPerPrincipalMax)

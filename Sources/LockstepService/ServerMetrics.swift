@@ -28,6 +28,10 @@ public struct ServerMetrics: Sendable {
     package let wallClockSteps: Metrics.Counter
     /// Connections open on both listeners.
     package let openConnections: Metrics.Gauge
+    /// On PostgreSQL: the epoch this coordinator writes under, 0 while it is a standby.
+    package let writerEpoch: Metrics.Gauge
+    /// On PostgreSQL: times this coordinator was deposed as the writer.
+    package let depositions: Metrics.Counter
     /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
     package let stalledReadersCut: Metrics.Counter
 
@@ -107,6 +111,8 @@ public struct ServerMetrics: Sendable {
         staleTokenRejections = Metrics.Counter(label: "lockstep_stale_token_rejections_total", factory: factory)
         wallClockSteps = Metrics.Counter(label: "lockstep_wall_clock_steps_total", factory: factory)
         openConnections = Metrics.Gauge(label: "lockstep_open_connections", factory: factory)
+        writerEpoch = Metrics.Gauge(label: "lockstep_writer_epoch", factory: factory)
+        depositions = Metrics.Counter(label: "lockstep_depositions_total", factory: factory)
         stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
     }

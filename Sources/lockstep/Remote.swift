@@ -5,8 +5,8 @@ import SwiftProtobuf
 
 /// Which server a command talks to, and as whom. Flags win over the environment.
 struct ServerOptions: ParsableArguments {
-    @Option(help: ArgumentHelp("The coordinator's gRPC address, HOST:PORT (the ready file's \"grpc\" value).",
-                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090."))
+    @Option(help: ArgumentHelp("The coordinator's gRPC address, HOST:PORT (the ready file's \"grpc\" value); several, comma-separated, for coordinators sharing one PostgreSQL log.",
+                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090. With several, a command that cannot reach one tries the next."))
     var server: String?
 
     @Option(help: ArgumentHelp("Bearer token.", discussion: "Default: $LOCKSTEP_TOKEN; none under `serve --dev`."))
@@ -18,6 +18,8 @@ struct ServerOptions: ParsableArguments {
     static let defaultAddress = "127.0.0.1:9090"
 
     var address: String { server ?? environment("LOCKSTEP_SERVER") ?? Self.defaultAddress }
+    /// Every address named (`--server A,B,C`).
+    var addresses: [String] { address.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     var bearer: String? { token ?? environment("LOCKSTEP_TOKEN") }
     var trusted: String? { tlsCa ?? environment("LOCKSTEP_TLS_CA") }
 
@@ -34,7 +36,20 @@ struct ServerOptions: ParsableArguments {
     func run(_ body: (LockstepClient) async throws -> Void) async throws {
         try await reportingFailures {
             do {
-                try await LockstepClient.connect(to: address, token: bearer, trustedCertificate: trusted) { try await body($0) }
+                let addresses = self.addresses
+                try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted) { lockstep in
+                    // With several servers, a command that could not reach one runs again on the next (the
+                    // client has moved on); each is tried once.
+                    var attempt = 1
+                    while true {
+                        do {
+                            return try await body(lockstep)
+                        } catch let error as LockstepClientError where error.code == "unavailable" || error.code == "shutting_down" {
+                            guard attempt < addresses.count else { throw error }
+                            attempt += 1
+                        }
+                    }
+                }
             } catch let error as LockstepClientError {
                 throw CommandFailure(remote: error, server: address)
             }

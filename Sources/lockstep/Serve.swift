@@ -41,6 +41,12 @@ struct Serve: AsyncParsableCommand {
     var requestBodyTimeoutMs: Int64?
     @Option(help: "Cut a stream whose reader has taken nothing for this many milliseconds (default 30000).")
     var stalledReaderTimeoutMs: Int64?
+    @Option(help: "With --store: this coordinator's name among several on one database (default HOSTNAME-PID).")
+    var coordinatorId: String?
+    @Option(help: "With --store: the gRPC address clients reach this coordinator at, recorded for the others to name (default --grpc-listen).")
+    var advertise: String?
+    @Option(help: "With --store: how long the writer's leadership lease lasts without renewal, in milliseconds (500...600000; default 5000).")
+    var leadershipTtlMs: Int64?
     @Option(help: "A quota on the log's database file, in bytes: past it appends fail with storage_full and /readyz answers 503; reads go on.")
     var logBytesMax: Int64?
 
@@ -73,8 +79,27 @@ struct Serve: AsyncParsableCommand {
                                                  grpcPort: grpcPort, dev: dev, auth: auth, readyFile: readyFile)
             switch location {
             case .sqlite(let directory):
+                guard coordinatorId == nil, advertise == nil, leadershipTtlMs == nil else {
+                    throw ValidationError("--coordinator-id, --advertise and --leadership-ttl-ms are for several coordinators on one PostgreSQL database (--store)")
+                }
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             case .postgres(let address, let password):
+                if let coordinatorId {
+                    guard !coordinatorId.isEmpty, coordinatorId.utf8.count <= 128, coordinatorId.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7F }) else {
+                        throw ValidationError("--coordinator-id must be 1...128 bytes without spaces or control characters")
+                    }
+                    options.leadership.holder = coordinatorId
+                }
+                if let advertise {
+                    _ = try Self.hostAndPort(advertise, "--advertise")
+                    options.leadership.address = advertise
+                } else {
+                    options.leadership.address = grpcListen
+                }
+                if let leadershipTtlMs {
+                    guard (500...600_000).contains(leadershipTtlMs) else { throw ValidationError("--leadership-ttl-ms must be 500...600000, not \(leadershipTtlMs)") }
+                    options.leadership.ttlMillis = leadershipTtlMs
+                }
                 var logger = Logger(label: "lockstep.postgres")
                 logger.logLevel = .warning
                 options.store = .postgres(PostgresClient(configuration: address.configuration(password: password), backgroundLogger: logger),
