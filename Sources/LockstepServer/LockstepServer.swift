@@ -146,8 +146,23 @@ public enum LockstepServer {
                 guard let epoch = try await standBy(lease) else { return }
                 var term = options
                 term.writerEpoch = epoch
-                let server = try await build(term, metrics: metrics, logger: logger)
                 let keeper = LeadershipKeeper(lease: lease, epoch: epoch, logger: logger)
+                let server: Built
+                do {
+                    // The lease is kept while the server is built (catching up to the head can take longer
+                    // than a TTL on a long log), then by the keeper in the server's group.
+                    server = try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { try await keeper.run() }
+                        let built = try await build(term, metrics: metrics, logger: logger)
+                        group.cancelAll()
+                        while let _ = try await group.next() {}
+                        return built
+                    }
+                } catch let deposed as Deposed {
+                    metrics.depositions.increment()
+                    logger.error("deposed while taking over (epoch \(epoch)): \(deposed.reason); a standby again")
+                    continue
+                }
                 let services = [ServiceGroupConfiguration.ServiceConfiguration(service: keeper, failureTerminationBehavior: .gracefullyShutdownGroup)]
                     + server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
                 do {
@@ -214,6 +229,7 @@ public enum LockstepServer {
                 } catch {
                     return
                 }
+                if Task.isCancelled { return }
                 do {
                     guard try await lease.renew(epoch: epoch) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
                     renewed = ContinuousClock.now
