@@ -2,6 +2,7 @@ import Logging
 import LockstepStore
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// The event log on PostgreSQL (issue 16), through postgres-nio: the same log port, record bytes and
 /// hash chain as the SQLite log, so the same conformance suite holds it and `history verify|replay|export`
@@ -32,6 +33,10 @@ public actor PostgresEventLog: EventLog {
         /// (100 ms doubling to 2 s), before writes stop, in milliseconds: a database restart shorter than
         /// this costs a wait, not a stop.
         public var resolveMillisMax: Int64 = 30_000
+        /// The longest an append transaction may take, in milliseconds: past it its connection is closed
+        /// from this side, which fails whatever it waits for (a query on a connection whose server died
+        /// can otherwise wait forever in postgres-nio 1.33), and the outcome is resolved from the log.
+        public var transactionMillisMax: Int64 = 5_000
 
         public init() {}
     }
@@ -173,21 +178,17 @@ public actor PostgresEventLog: EventLog {
     private func commit(_ requests: [AppendRequest]) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
         let began = ContinuousClock.now
-        // Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves the
-        // outcome to be read from the head (a value returned by the transaction would never arrive then).
-        var inserted: Planned?
+        let progress = TransactionProgress()
         do {
-            try await client.withTransaction(logger: logger) { connection in
-                inserted = try await Self.insert(requests, epoch: epoch, on: connection, logger: self.logger)
-            }
+            try await transaction(requests, progress)
         } catch {
             let failure = Self.failure(error)
             if case .versionConflict = failure {} else { options.failureObserver?(failure) }
             if case .writesStopped = failure, stopped == nil { stopped = failure }
-            guard let inserted else { return requests.map { _ in .failure(failure) } }
-            return await resolve(inserted, failure: failure)
+            guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(failure) } }
+            return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran)
         }
-        guard let inserted else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
+        guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
         let events = inserted.head.sequence - inserted.before.sequence
         if events > 0, let observer = options.observer {
             let elapsed = ContinuousClock.now - began
@@ -195,6 +196,121 @@ public actor PostgresEventLog: EventLog {
             observer(LogCommit(events: Int(events), appends: requests.count, durationNanos: nanos))
         }
         return inserted.results
+    }
+
+    /// A query written to a connection already closed waits forever in postgres-nio 1.33; asking first
+    /// turns nearly all of those into a prompt `storage_unavailable` (the watchdog answers for the rest).
+    private static func checkOpen(_ connection: PostgresConnection) throws {
+        guard !connection.isClosed else { throw EventLogError.unavailable("the connection to PostgreSQL closed") }
+    }
+
+    /// Runs one read (or a snapshot's write) on the client, bounded by `transactionMillisMax` for the same
+    /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
+    private func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+        let answer = OneShot<T>()
+        let limit = Duration.milliseconds(options.transactionMillisMax)
+        let work = Task { [client, logger] in
+            do { answer.end(.success(try await body(client, logger))) } catch { answer.end(.failure(error)) }
+        }
+        let watchdog = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            answer.end(.failure(EventLogError.unavailable("PostgreSQL did not answer within \(limit)")))
+        }
+        let result = await answer.wait()
+        watchdog.cancel()
+        _ = work
+        return try result.get()
+    }
+
+    /// What a transaction has got to, shared between it and its watchdog.
+    final class TransactionProgress: Sendable {
+        struct State {
+            /// Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves
+            /// the outcome to be read from the log.
+            var planned: Planned?
+            /// Set by the watchdog when the transaction overran before its inserts were done: it must not
+            /// commit any more (it rolls back if it ever gets that far).
+            var abandoned = false
+        }
+        let state = Mutex(State())
+        let answer = OneShot<Void>()
+        func end(_ result: Result<Void, any Error>) { answer.end(result) }
+        func wait() async -> Result<Void, any Error> { await answer.wait() }
+    }
+
+    /// One answer, from whichever side gives it first (the work, or its watchdog).
+    final class OneShot<T: Sendable>: Sendable {
+        private struct State {
+            var waiter: CheckedContinuation<Result<T, any Error>, Never>?
+            var result: Result<T, any Error>?
+        }
+        private let state = Mutex(State())
+
+        func end(_ result: Result<T, any Error>) {
+            let waiter = state.withLock { state -> CheckedContinuation<Result<T, any Error>, Never>? in
+                guard state.result == nil else { return nil }
+                state.result = result
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: result)
+        }
+
+        func wait() async -> Result<T, any Error> {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Result<T, any Error>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        }
+    }
+
+    /// The transaction outlived `transactionMillisMax`.
+    struct TransactionOverran: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Runs one append transaction, bounded in time. postgres-nio 1.33 can leave a query waiting forever
+    /// when its connection closes under it (the database crashed), and a waiting query cannot be
+    /// cancelled; so the transaction runs in a task of its own and a watchdog answers for it after
+    /// `transactionMillisMax`: before its inserts were done, it is abandoned (it can never commit: it
+    /// rolls back if it wakes) and nothing was written; after them, its COMMIT may still land, and the
+    /// outcome is read from the log. An abandoned task holds one pooled connection until the pool
+    /// notices it closed; there is at most one per overrun.
+    private func transaction(_ requests: [AppendRequest], _ progress: TransactionProgress) async throws {
+        let epoch = self.epoch
+        let logger = self.logger
+        let limit = Duration.milliseconds(options.transactionMillisMax)
+        let work = Task { [client] in
+            do {
+                try await client.withTransaction(logger: logger) { connection in
+                    let planned = try await Self.insert(requests, epoch: epoch, on: connection, logger: logger)
+                    try progress.state.withLock { state in
+                        guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
+                        state.planned = planned
+                    }
+                }
+                progress.end(.success(()))
+            } catch {
+                progress.end(.failure(error))
+            }
+        }
+        let watchdog = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            let inserted = progress.state.withLock { state in
+                if state.planned == nil { state.abandoned = true }
+                return state.planned != nil
+            }
+            logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
+            progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
+        }
+        let result = await progress.wait()
+        watchdog.cancel()
+        _ = work
+        try result.get()
     }
 
     /// What a transaction's inserts did: each request's result, the head they leave and the head before.
@@ -216,6 +332,7 @@ public actor PostgresEventLog: EventLog {
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
     /// moves the head. Returns each request's result, the new head and the head before.
     private static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
+        try checkOpen(connection)
         let rows = try await connection.query("SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
         var before = LogHead.genesis
         for try await (sequence, hash, stored) in rows.decode((Int64, ByteBuffer, Int64).self) {
@@ -234,6 +351,7 @@ public actor PostgresEventLog: EventLog {
                 actual = known
             } else {
                 var stored: Int64 = 0
+                try checkOpen(connection)
                 for try await version in try await connection.query("SELECT version FROM lockstep_streams WHERE stream = \(request.stream)",
                                                                    logger: logger).decode(Int64.self) { stored = version }
                 actual = UInt64(stored)
@@ -248,6 +366,7 @@ public actor PostgresEventLog: EventLog {
                 version += 1
                 let sequence = head.sequence + 1
                 let link = head.chainHash.next(sequence: sequence, record: record)
+                try checkOpen(connection)
                 try await connection.query("""
                     INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
                     VALUES (\(Int64(sequence)), \(request.stream), \(Int64(version)), \(ByteBuffer(bytes: record)), \(ByteBuffer(bytes: link.bytes)))
@@ -255,6 +374,7 @@ public actor PostgresEventLog: EventLog {
                 head = LogHead(sequence: sequence, chainHash: link)
             }
             versions[request.stream] = version
+            try checkOpen(connection)
             try await connection.query("""
                 INSERT INTO lockstep_streams (stream, version) VALUES (\(request.stream), \(Int64(version)))
                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
@@ -262,6 +382,7 @@ public actor PostgresEventLog: EventLog {
             results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
         }
         if head != before {
+            try checkOpen(connection)
             try await connection.query("UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes)) WHERE id = 1",
                                        logger: logger)
         }
@@ -273,7 +394,7 @@ public actor PostgresEventLog: EventLog {
     /// have ended on is there with the chain hash it computed; otherwise nothing of it was written (another
     /// writer's events there, or none). While the log cannot be read (the database restarting) it is asked again
     /// with back-off for `resolveMillisMax`; then nobody knows, and the log stops taking writes.
-    private func resolve(_ planned: Planned, failure: EventLogError) async -> [Result<AppendReceipt, EventLogError>] {
+    private func resolve(_ planned: Planned, failure: EventLogError, commitMayStillLand: Bool = false) async -> [Result<AppendReceipt, EventLogError>] {
         let reason = failure.description
         let deadline = ContinuousClock.now + .milliseconds(options.resolveMillisMax)
         var pause = Duration.milliseconds(100)
@@ -286,6 +407,8 @@ public actor PostgresEventLog: EventLog {
                     logger.notice("a commit's acknowledgement was lost; the head shows it committed", metadata: ["head": "\(planned.head.sequence)"])
                     return planned.results
                 }
+                // Not there. A COMMIT that overran may still land, so that is no answer; otherwise it never will.
+                if commitMayStillLand { break }
                 return planned.results.map { result in
                     if case .failure = result { return result }
                     return .failure(stopped ?? failure)
@@ -350,17 +473,19 @@ public actor PostgresEventLog: EventLog {
 
     private func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
         do {
-            var events: [(StoredEvent, ChainHash?)] = []
-            let rows = try await client.query(query, logger: logger)
-            for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
-                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
+            return try await bounded { client, logger in
+                var events: [(StoredEvent, ChainHash?)] = []
+                let rows = try await client.query(query, logger: logger)
+                for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
+                    }
+                    let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
+                    events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
+                                               record: Array(record.readableBytesView), chainHash: link), before))
                 }
-                let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
-                events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
-                                           record: Array(record.readableBytesView), chainHash: link), before))
+                return events
             }
-            return events
         } catch let error as EventLogError {
             throw error
         } catch {
@@ -370,14 +495,16 @@ public actor PostgresEventLog: EventLog {
 
     public func head() async throws(EventLogError) -> LogHead {
         do {
-            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
-            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
-                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
+            return try await bounded { client, logger in
+                let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
+                for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
+                    }
+                    return LogHead(sequence: UInt64(sequence), chainHash: link)
                 }
-                return LogHead(sequence: UInt64(sequence), chainHash: link)
+                throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
             }
-            throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
         } catch let error as EventLogError {
             throw error
         } catch {
@@ -387,9 +514,11 @@ public actor PostgresEventLog: EventLog {
 
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
         do {
-            for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
-                .decode(Int64.self) { return UInt64(version) }
-            return 0
+            return try await bounded { client, logger in
+                for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
+                    .decode(Int64.self) { return UInt64(version) }
+                return 0
+            }
         } catch {
             throw .unavailable(Self.describe(error))
         }
@@ -399,14 +528,16 @@ public actor PostgresEventLog: EventLog {
         let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
         guard limit > 0 else { return [] }
         do {
-            // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
-            var names: [String] = []
-            let rows = try await client.query("""
-                SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
-                ORDER BY stream LIMIT \(Int64(limit))
-                """, logger: logger)
-            for try await name in rows.decode(String.self) { names.append(name) }
-            return names
+            return try await bounded { client, logger in
+                // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
+                var names: [String] = []
+                let rows = try await client.query("""
+                    SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
+                    ORDER BY stream LIMIT \(Int64(limit))
+                    """, logger: logger)
+                for try await name in rows.decode(String.self) { names.append(name) }
+                return names
+            }
         } catch {
             throw .unavailable(Self.describe(error))
         }
@@ -422,17 +553,22 @@ public actor PostgresEventLog: EventLog {
             throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
         }
         do {
-            try await client.withTransaction(logger: logger) { connection in
-                try await connection.query("""
-                    INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
-                    VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
-                            \(ByteBuffer(bytes: snapshot.digest)))
-                    ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
-                    """, logger: self.logger)
-                try await connection.query("""
-                    DELETE FROM lockstep_snapshots WHERE sequence NOT IN
-                        (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
-                    """, logger: self.logger)
+            // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
+            try await bounded { client, logger in
+                try await client.withTransaction(logger: logger) { connection in
+                    try Self.checkOpen(connection)
+                    try await connection.query("""
+                        INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
+                        VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
+                                \(ByteBuffer(bytes: snapshot.digest)))
+                        ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
+                        """, logger: logger)
+                    try Self.checkOpen(connection)
+                    try await connection.query("""
+                        DELETE FROM lockstep_snapshots WHERE sequence NOT IN
+                            (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
+                        """, logger: logger)
+                }
             }
         } catch {
             throw .unavailable(Self.describe(error))
@@ -441,15 +577,17 @@ public actor PostgresEventLog: EventLog {
 
     public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
         do {
-            let rows = try await client.query(
-                "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
-            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
-                guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                    throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
+            return try await bounded { client, logger in
+                let rows = try await client.query(
+                    "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
+                for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
+                    }
+                    return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
                 }
-                return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
+                return nil
             }
-            return nil
         } catch let error as EventLogError {
             throw error
         } catch {
@@ -460,10 +598,12 @@ public actor PostgresEventLog: EventLog {
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
     public func snapshotCount() async throws(EventLogError) -> Int {
         do {
-            for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
-                return Int(count)
+            return try await bounded { client, logger in
+                for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
+                    return Int(count)
+                }
+                return 0
             }
-            return 0
         } catch {
             throw .unavailable(Self.describe(error))
         }

@@ -48,6 +48,9 @@ public struct PostgresLeadership: Sendable {
     /// lease row and the head row, in one transaction. Returns the new epoch, or nil if another holds it.
     public func tryAcquire() async throws -> Int64? {
         try await client.withTransaction(logger: logger) { connection -> Int64? in
+            // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
+            // again later (the database ends that transaction: `idleInTransactionMillis`).
+            try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
             var current: (epoch: Int64, lapsed: Bool)?
             for try await (epoch, lapsed) in try await connection.query(
                 "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
@@ -75,6 +78,12 @@ public struct PostgresLeadership: Sendable {
         for try await _ in rows.decode(Int64.self) { return true }
         return false
     }
+
+    /// How long the database lets a writer's transaction sit idle before it ends it (and its locks),
+    /// in milliseconds: a writer frozen in the middle of an append (a pause, SIGSTOP) must not hold the
+    /// head row past its lease, or no standby could take over. Set on the writer's connections
+    /// (`idle_in_transaction_session_timeout`); appends never idle that long on their own.
+    public static func idleInTransactionMillis(ttlMillis: Int64) -> Int64 { max(500, ttlMillis / 2) }
 
     /// Gives the lease up at once (a graceful stop), so a standby need not wait out the TTL.
     public func release(epoch: Int64) async throws {

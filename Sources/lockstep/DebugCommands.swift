@@ -109,7 +109,7 @@ extension DebugCommand {
                                 commands.append(.completeStep(node: node.id, token: FencingToken(1)))
                             }
                             var index = 0
-                            while index < commands.count {
+                            while index < commands.count, ContinuousClock.now < deadline {
                                 let command = commands[index]
                                 do throws(CommandError) {
                                     let result = try await coordinator.execute(command, migration: id, context: context, now: WallClock.now())

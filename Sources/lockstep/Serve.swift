@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LockstepPostgres
 import LockstepServer
 import LockstepService
 import Logging
@@ -102,7 +103,11 @@ struct Serve: AsyncParsableCommand {
                 }
                 var logger = Logger(label: "lockstep.postgres")
                 logger.logLevel = .warning
-                options.store = .postgres(PostgresClient(configuration: address.configuration(password: password), backgroundLogger: logger),
+                var configuration = address.configuration(password: password)
+                configuration.options.additionalStartupParameters = [
+                    ("idle_in_transaction_session_timeout", "\(PostgresLeadership.idleInTransactionMillis(ttlMillis: options.leadership.ttlMillis))"),
+                ]
+                options.store = .postgres(PostgresClient(configuration: configuration, backgroundLogger: logger),
                                           address: address.description)
             }
             options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
