@@ -342,20 +342,20 @@ public actor PostgresEventLog: EventLog {
             }
             before = LogHead(sequence: UInt64(sequence), chainHash: link)
         }
-        var head = before
+        // The versions of every stream the batch touches, in one query.
         var versions: [String: UInt64] = [:]
+        let names = Array(Set(requests.map(\.stream))).sorted()
+        try checkOpen(connection)
+        for try await (stream, version) in try await connection.query("SELECT stream, version FROM lockstep_streams WHERE stream = ANY(\(names))",
+                                                                      logger: logger).decode((String, Int64).self) {
+            versions[stream] = UInt64(version)
+        }
+        // Each request checked on its own, in order; the events of those that hold, chained.
+        var head = before
         var results: [Result<AppendReceipt, EventLogError>] = []
+        var sequences: [Int64] = [], streams: [String] = [], streamVersions: [Int64] = [], records: [ByteBuffer] = [], links: [ByteBuffer] = []
         for request in requests {
-            let actual: UInt64
-            if let known = versions[request.stream] {
-                actual = known
-            } else {
-                var stored: Int64 = 0
-                try checkOpen(connection)
-                for try await version in try await connection.query("SELECT version FROM lockstep_streams WHERE stream = \(request.stream)",
-                                                                   logger: logger).decode(Int64.self) { stored = version }
-                actual = UInt64(stored)
-            }
+            let actual = versions[request.stream] ?? 0
             guard actual == request.expectedVersion else {
                 results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
                 continue
@@ -366,22 +366,29 @@ public actor PostgresEventLog: EventLog {
                 version += 1
                 let sequence = head.sequence + 1
                 let link = head.chainHash.next(sequence: sequence, record: record)
-                try checkOpen(connection)
-                try await connection.query("""
-                    INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
-                    VALUES (\(Int64(sequence)), \(request.stream), \(Int64(version)), \(ByteBuffer(bytes: record)), \(ByteBuffer(bytes: link.bytes)))
-                    """, logger: logger)
+                sequences.append(Int64(sequence))
+                streams.append(request.stream)
+                streamVersions.append(Int64(version))
+                records.append(ByteBuffer(bytes: record))
+                links.append(ByteBuffer(bytes: link.bytes))
                 head = LogHead(sequence: sequence, chainHash: link)
             }
             versions[request.stream] = version
-            try checkOpen(connection)
-            try await connection.query("""
-                INSERT INTO lockstep_streams (stream, version) VALUES (\(request.stream), \(Int64(version)))
-                ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
-                """, logger: logger)
             results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
         }
         if head != before {
+            // Three statements, whatever the batch's size: the events, the streams' versions, the head.
+            try checkOpen(connection)
+            try await connection.query("""
+                INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
+                SELECT * FROM unnest(\(sequences)::bigint[], \(streams)::text[], \(streamVersions)::bigint[], \(records)::bytea[], \(links)::bytea[])
+                """, logger: logger)
+            let touched = names.filter { versions[$0] != nil }
+            try checkOpen(connection)
+            try await connection.query("""
+                INSERT INTO lockstep_streams (stream, version) SELECT * FROM unnest(\(touched)::text[], \(touched.map { Int64(versions[$0]!) })::bigint[])
+                ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
+                """, logger: logger)
             try checkOpen(connection)
             try await connection.query("UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes)) WHERE id = 1",
                                        logger: logger)

@@ -49,7 +49,8 @@ import Testing
                 names.append("c\(index)")
                 try start(index)
             }
-            try await eventually("a writer serves", seconds: 30) { await ((try? self.writer()) ?? "") != "" }
+            // The lease is taken before the writer has caught up and listens: wait until it answers.
+            try await eventually("a writer serves", seconds: 60) { try await self.lockstep(["plan", "list"]).status == 0 }
             let applied = try await lockstep(["plan", "apply", directory + "/plan.yaml"])
             #expect(applied.status == 0, "\(applied)")
             let begun = try await lockstep(["migration", "start", "failover@1", "--id", "f1"])
