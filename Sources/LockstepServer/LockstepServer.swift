@@ -13,6 +13,7 @@ import Logging
 import PostgresNIO
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 import LockstepGRPC
 import LockstepHTTP
 import LockstepService
@@ -181,29 +182,70 @@ public enum LockstepServer {
         /// Waits for the lease, asking every quarter TTL; its epoch, or nil on a graceful stop first.
         func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
             metrics.writerEpoch.record(0)
-            var said: String?
-            while !Task.isShuttingDownGracefully {
-                do {
-                    if let epoch = try await lease.tryAcquire() {
-                        metrics.writerEpoch.record(epoch)
-                        logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
-                        return epoch
+            let status = StandbyStatus()
+            // The JSON port answers while standing by (`/readyz` 503 naming the writer, every API route 503
+            // `unavailable`); it is released before the writer's own listener binds it.
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await standbyListener(status).runService() }
+                defer { group.cancelAll() }
+                var said: String?
+                while !Task.isShuttingDownGracefully {
+                    do {
+                        if let epoch = try await lease.tryAcquire() {
+                            metrics.writerEpoch.record(epoch)
+                            logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
+                            group.cancelAll()
+                            while (try? await group.next()) != nil {}
+                            return epoch
+                        }
+                        if let holder = try await lease.current() {
+                            let now = "standby: the writer is \(holder.holder.isEmpty ? "nobody yet" : holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
+                            if now != said { logger.notice("\(now)") }
+                            said = now
+                            status.text.withLock { $0 = now }
+                        }
+                    } catch {
+                        logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
                     }
-                    if let holder = try await lease.current() {
-                        let now = "standby: the writer is \(holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
-                        if now != said { logger.notice("\(now)") }
-                        said = now
+                    do {
+                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, lease.ttlMillis / 4))) }
+                    } catch {
+                        return nil
                     }
-                } catch {
-                    logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
                 }
-                do {
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, lease.ttlMillis / 4))) }
-                } catch {
-                    return nil
-                }
+                return nil
             }
-            return nil
+        }
+
+        /// What a standby answers on the JSON port.
+        func standbyListener(_ status: StandbyStatus) -> some ApplicationProtocol {
+            let router = Router()
+            router.add(middleware: StandbyAnswer(status: status))
+            return Application(router: router, configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
+                               logger: logger)
+        }
+    }
+
+    /// What a standby says about itself and the writer.
+    final class StandbyStatus: Sendable {
+        let text = Mutex("standby: waiting for the leadership lease")
+    }
+
+    /// A standby's answer to every request: `/healthz` 200; `/readyz` 503 saying it stands by and who
+    /// writes; anything else 503 `unavailable` with the same sentence (clients move to another address).
+    struct StandbyAnswer<Context: RequestContext>: RouterMiddleware {
+        let status: StandbyStatus
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            let text = status.text.withLock { $0 }
+            switch request.uri.path {
+            case "/healthz": return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+            case "/readyz": return Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: text + "\n")))
+            default:
+                let body = (try? JSONSerialization.data(withJSONObject: ["code": "unavailable", "message": text], options: [.sortedKeys])) ?? Data()
+                return Response(status: .serviceUnavailable, headers: [.contentType: "application/json", .retryAfter: "1"],
+                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+            }
         }
     }
 

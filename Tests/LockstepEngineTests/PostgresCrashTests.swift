@@ -50,7 +50,8 @@ import Testing
         let acks = Ack.parse(output.stdout)
         #expect(crashedAt > 50, "appends before the crash")
         #expect(acks.count > crashedAt + 50, "appends after the restart, on new connections (\(crashedAt) before, \(acks.count) in all)")
-        #expect(output.stdout.contains("retry storage_unavailable"), "the outage was seen")
+        // Whether a writer saw the outage as `storage_unavailable` (and retried) or waited in a commit whose
+        // outcome the log resolved once the database was back depends on where the crash fell: both are right.
         #expect(!output.stdout.contains("refused"), "no command was refused for good")
         try await checkAcknowledged(acks, in: try await postgres.openLog(database))
     }
