@@ -41,16 +41,16 @@ public actor PostgresEventLog: EventLog {
         public init() {}
     }
 
-    private let client: PostgresClient
-    private let logger: Logger
-    private let options: Options
+    let client: PostgresClient
+    let logger: Logger
+    let options: Options
     /// Appends waiting for the next transaction (the drainer's own has no continuation).
     private var queue: [(request: AppendRequest, continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>?)] = []
     private var queuedEvents = 0
     private var draining = false
-    private var stopped: EventLogError?
+    var stopped: EventLogError?
     /// The writer's epoch this log appends under (`fence`); nil: unfenced (one coordinator, tools).
-    private var epoch: Int64?
+    var epoch: Int64?
 
     /// From now on every append checks, in its transaction, that the log's epoch is still `epoch`; when
     /// another coordinator has taken over (a higher epoch), the append writes nothing and the log stops
@@ -191,126 +191,9 @@ public actor PostgresEventLog: EventLog {
         guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
         let events = inserted.head.sequence - inserted.before.sequence
         if events > 0, let observer = options.observer {
-            let elapsed = ContinuousClock.now - began
-            let nanos = UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
-            observer(LogCommit(events: Int(events), appends: requests.count, durationNanos: nanos))
+            observer(LogCommit(events: Int(events), appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
         }
         return inserted.results
-    }
-
-    /// A query written to a connection already closed waits forever in postgres-nio 1.33; asking first
-    /// turns nearly all of those into a prompt `storage_unavailable` (the watchdog answers for the rest).
-    private static func checkOpen(_ connection: PostgresConnection) throws {
-        guard !connection.isClosed else { throw EventLogError.unavailable("the connection to PostgreSQL closed") }
-    }
-
-    /// Runs one read (or a snapshot's write) on the client, bounded by `transactionMillisMax` for the same
-    /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
-    private func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
-        let answer = OneShot<T>()
-        let limit = Duration.milliseconds(options.transactionMillisMax)
-        let work = Task { [client, logger] in
-            do { answer.end(.success(try await body(client, logger))) } catch { answer.end(.failure(error)) }
-        }
-        let watchdog = Task {
-            guard (try? await Task.sleep(for: limit)) != nil else { return }
-            answer.end(.failure(EventLogError.unavailable("PostgreSQL did not answer within \(limit)")))
-        }
-        let result = await answer.wait()
-        watchdog.cancel()
-        _ = work
-        return try result.get()
-    }
-
-    /// What a transaction has got to, shared between it and its watchdog.
-    final class TransactionProgress: Sendable {
-        struct State {
-            /// Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves
-            /// the outcome to be read from the log.
-            var planned: Planned?
-            /// Set by the watchdog when the transaction overran before its inserts were done: it must not
-            /// commit any more (it rolls back if it ever gets that far).
-            var abandoned = false
-        }
-        let state = Mutex(State())
-        let answer = OneShot<Void>()
-        func end(_ result: Result<Void, any Error>) { answer.end(result) }
-        func wait() async -> Result<Void, any Error> { await answer.wait() }
-    }
-
-    /// One answer, from whichever side gives it first (the work, or its watchdog).
-    final class OneShot<T: Sendable>: Sendable {
-        private struct State {
-            var waiter: CheckedContinuation<Result<T, any Error>, Never>?
-            var result: Result<T, any Error>?
-        }
-        private let state = Mutex(State())
-
-        func end(_ result: Result<T, any Error>) {
-            let waiter = state.withLock { state -> CheckedContinuation<Result<T, any Error>, Never>? in
-                guard state.result == nil else { return nil }
-                state.result = result
-                defer { state.waiter = nil }
-                return state.waiter
-            }
-            waiter?.resume(returning: result)
-        }
-
-        func wait() async -> Result<T, any Error> {
-            await withCheckedContinuation { continuation in
-                let now = state.withLock { state -> Result<T, any Error>? in
-                    if let result = state.result { return result }
-                    state.waiter = continuation
-                    return nil
-                }
-                if let now { continuation.resume(returning: now) }
-            }
-        }
-    }
-
-    /// The transaction outlived `transactionMillisMax`.
-    struct TransactionOverran: Error, CustomStringConvertible {
-        var description: String
-    }
-
-    /// Runs one append transaction, bounded in time. postgres-nio 1.33 can leave a query waiting forever
-    /// when its connection closes under it (the database crashed), and a waiting query cannot be
-    /// cancelled; so the transaction runs in a task of its own and a watchdog answers for it after
-    /// `transactionMillisMax`: before its inserts were done, it is abandoned (it can never commit: it
-    /// rolls back if it wakes) and nothing was written; after them, its COMMIT may still land, and the
-    /// outcome is read from the log. An abandoned task holds one pooled connection until the pool
-    /// notices it closed; there is at most one per overrun.
-    private func transaction(_ requests: [AppendRequest], _ progress: TransactionProgress) async throws {
-        let epoch = self.epoch
-        let logger = self.logger
-        let limit = Duration.milliseconds(options.transactionMillisMax)
-        let work = Task { [client] in
-            do {
-                try await client.withTransaction(logger: logger) { connection in
-                    let planned = try await Self.insert(requests, epoch: epoch, on: connection, logger: logger)
-                    try progress.state.withLock { state in
-                        guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
-                        state.planned = planned
-                    }
-                }
-                progress.end(.success(()))
-            } catch {
-                progress.end(.failure(error))
-            }
-        }
-        let watchdog = Task {
-            guard (try? await Task.sleep(for: limit)) != nil else { return }
-            let inserted = progress.state.withLock { state in
-                if state.planned == nil { state.abandoned = true }
-                return state.planned != nil
-            }
-            logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
-            progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
-        }
-        let result = await progress.wait()
-        watchdog.cancel()
-        _ = work
-        try result.get()
     }
 
     /// What a transaction's inserts did: each request's result, the head they leave and the head before.
@@ -331,7 +214,7 @@ public actor PostgresEventLog: EventLog {
 
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
     /// moves the head. Returns each request's result, the new head and the head before.
-    private static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
+    static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
         try checkOpen(connection)
         let rows = try await connection.query("SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
         var before = LogHead.genesis
@@ -435,202 +318,4 @@ public actor PostgresEventLog: EventLog {
         }
     }
 
-    // MARK: - Reads
-
-    public func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
-        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
-        guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
-        let events = try await select("""
-            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
-            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-            WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
-            """)
-        // The page must start right after `sequence` and have no gaps (a deleted row is damage).
-        var expected = sequence + 1
-        var verifier: ChainVerifier?
-        for (event, previous) in events {
-            guard event.sequence == expected else { throw .corrupted(position: expected, reason: "event \(expected) is missing") }
-            if verifier == nil {
-                guard sequence == 0 || previous != nil else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
-                verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: previous!))
-            }
-            try verifier?.check(event)
-            expected += 1
-        }
-        if events.isEmpty, sequence > 0 {
-            // Nothing after `sequence`: it must be the head, or events are missing before it.
-            let head = try await head()
-            if head.sequence > sequence { throw .corrupted(position: sequence + 1, reason: "event \(sequence + 1) is missing") }
-        }
-        return events.map(\.0)
-    }
-
-    public func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
-        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
-        guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
-        let events = try await select("""
-            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
-            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-            WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
-            """)
-        var verifier = StreamReadVerifier()
-        for (event, previous) in events { try verifier.check(event, previous: previous) }
-        return events.map(\.0)
-    }
-
-    private func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
-        do {
-            return try await bounded { client, logger in
-                var events: [(StoredEvent, ChainHash?)] = []
-                let rows = try await client.query(query, logger: logger)
-                for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
-                    }
-                    let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
-                    events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
-                                               record: Array(record.readableBytesView), chainHash: link), before))
-                }
-                return events
-            }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    public func head() async throws(EventLogError) -> LogHead {
-        do {
-            return try await bounded { client, logger in
-                let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
-                for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
-                    }
-                    return LogHead(sequence: UInt64(sequence), chainHash: link)
-                }
-                throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
-            }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
-        do {
-            return try await bounded { client, logger in
-                for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
-                    .decode(Int64.self) { return UInt64(version) }
-                return 0
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    public func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
-        let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
-        guard limit > 0 else { return [] }
-        do {
-            return try await bounded { client, logger in
-                // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
-                var names: [String] = []
-                let rows = try await client.query("""
-                    SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
-                    ORDER BY stream LIMIT \(Int64(limit))
-                    """, logger: logger)
-                for try await name in rows.decode(String.self) { names.append(name) }
-                return names
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    // MARK: - Snapshots
-
-    public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
-        try snapshot.validate()
-        if let stopped { throw stopped }
-        let named = try await read(after: snapshot.sequence &- 1, limit: 1).first
-        guard snapshot.sequence >= 1, let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
-            throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
-        }
-        do {
-            // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
-            try await bounded { client, logger in
-                try await client.withTransaction(logger: logger) { connection in
-                    try Self.checkOpen(connection)
-                    try await connection.query("""
-                        INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
-                        VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
-                                \(ByteBuffer(bytes: snapshot.digest)))
-                        ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
-                        """, logger: logger)
-                    try Self.checkOpen(connection)
-                    try await connection.query("""
-                        DELETE FROM lockstep_snapshots WHERE sequence NOT IN
-                            (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
-                        """, logger: logger)
-                }
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
-        do {
-            return try await bounded { client, logger in
-                let rows = try await client.query(
-                    "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
-                for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
-                    }
-                    return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
-                }
-                return nil
-            }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
-    public func snapshotCount() async throws(EventLogError) -> Int {
-        do {
-            return try await bounded { client, logger in
-                for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
-                    return Int(count)
-                }
-                return 0
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
-        }
-    }
-
-    /// An error in words, without the query's bound values.
-    public static func describe(_ error: any Error) -> String {
-        let error = cause(error)
-        if let error = error as? PSQLError {
-            if let message = error.serverInfo?[.message] { return "PostgreSQL: \(message)" + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "") }
-            return "PostgreSQL: \(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
-        }
-        if let error = error as? EventLogError { return error.description }
-        if error is PostgresTransactionError { return "a transaction failed" }
-        return "\(error)"
-    }
-
-    /// What went wrong first in a transaction (postgres-nio wraps it with where it happened).
-    static func cause(_ error: any Error) -> any Error {
-        guard let wrapped = error as? PostgresTransactionError else { return error }
-        return wrapped.beginError ?? wrapped.closureError ?? wrapped.commitError ?? wrapped.rollbackError ?? error
-    }
 }

@@ -247,6 +247,12 @@ public struct LogCommit: Sendable {
     /// From BEGIN to the end of COMMIT, including the durable write, in nanoseconds.
     public var durationNanos: UInt64
 
+    /// Nanoseconds from `start` to now on the monotonic clock (a commit's duration).
+    public static func nanoseconds(since start: ContinuousClock.Instant) -> UInt64 {
+        let elapsed = ContinuousClock.now - start
+        return UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
+    }
+
     public init(events: Int, appends: Int, durationNanos: UInt64) {
         self.events = events
         self.appends = appends

@@ -39,8 +39,10 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(code): stream \(stream) is at version \(actual), the append expected \(expected); reload and retry"
         case .corrupted(let position, let reason):
             "\(code): the log is corrupted at sequence \(position): \(reason)"
+        case .writesStopped(let reason) where reason.hasPrefix("deposed"):
+            "\(code): this coordinator no longer writes (\(reason)); it stands by, and clients go to the writer"
         case .writesStopped(let reason):
-            "\(code): the log stopped accepting writes after a storage error (\(reason)); restart after checking the disk"
+            "\(code): the log stopped accepting writes after a storage error (\(reason)); restart after checking the storage (the disk, or the PostgreSQL database)"
         case .outcomeUnknown(let reason):
             "\(code): the commit failed with a storage error (\(reason)) and may or may not have reached the disk; writes have stopped. Restart and read the log to find out"
         case .overloaded(let why):

@@ -243,9 +243,7 @@ public final class SQLiteEventLog: EventLog {
             try db.execute("COMMIT")
             remember(written.versions, head: written.head)
             if let observer {
-                let elapsed = ContinuousClock.now - began
-                let nanos = UInt64(max(0, elapsed.components.seconds)) * 1_000_000_000 + UInt64(max(0, elapsed.components.attoseconds / 1_000_000_000))
-                observer(Commit(events: written.events, appends: requests.count, durationNanos: nanos))
+                observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
             }
         } catch {
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }

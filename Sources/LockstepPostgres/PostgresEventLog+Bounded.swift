@@ -1,0 +1,124 @@
+import Logging
+import LockstepStore
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// Every call PostgresEventLog makes to the database is bounded in time: postgres-nio 1.33 can leave a
+/// query waiting forever when its connection closes under it, and a waiting query cannot be cancelled.
+extension PostgresEventLog {
+    /// A query written to a connection already closed waits forever in postgres-nio 1.33; asking first
+    /// turns nearly all of those into a prompt `storage_unavailable` (the watchdog answers for the rest).
+    static func checkOpen(_ connection: PostgresConnection) throws {
+        guard !connection.isClosed else { throw EventLogError.unavailable("the connection to PostgreSQL closed") }
+    }
+
+    /// Runs one read (or a snapshot's write) on the client, bounded by `transactionMillisMax` for the same
+    /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
+    func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+        let answer = OneShot<T>()
+        let limit = Duration.milliseconds(options.transactionMillisMax)
+        let work = Task { [client, logger] in
+            do { answer.end(.success(try await body(client, logger))) } catch { answer.end(.failure(error)) }
+        }
+        let watchdog = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            answer.end(.failure(EventLogError.unavailable("PostgreSQL did not answer within \(limit)")))
+        }
+        let result = await answer.wait()
+        watchdog.cancel()
+        _ = work
+        return try result.get()
+    }
+
+    /// What a transaction has got to, shared between it and its watchdog.
+    final class TransactionProgress: Sendable {
+        struct State {
+            /// Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves
+            /// the outcome to be read from the log.
+            var planned: Planned?
+            /// Set by the watchdog when the transaction overran before its inserts were done: it must not
+            /// commit any more (it rolls back if it ever gets that far).
+            var abandoned = false
+        }
+        let state = Mutex(State())
+        let answer = OneShot<Void>()
+        func end(_ result: Result<Void, any Error>) { answer.end(result) }
+        func wait() async -> Result<Void, any Error> { await answer.wait() }
+    }
+
+    /// One answer, from whichever side gives it first (the work, or its watchdog).
+    final class OneShot<T: Sendable>: Sendable {
+        private struct State {
+            var waiter: CheckedContinuation<Result<T, any Error>, Never>?
+            var result: Result<T, any Error>?
+        }
+        private let state = Mutex(State())
+
+        func end(_ result: Result<T, any Error>) {
+            let waiter = state.withLock { state -> CheckedContinuation<Result<T, any Error>, Never>? in
+                guard state.result == nil else { return nil }
+                state.result = result
+                defer { state.waiter = nil }
+                return state.waiter
+            }
+            waiter?.resume(returning: result)
+        }
+
+        func wait() async -> Result<T, any Error> {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Result<T, any Error>? in
+                    if let result = state.result { return result }
+                    state.waiter = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
+            }
+        }
+    }
+
+    /// The transaction outlived `transactionMillisMax`.
+    struct TransactionOverran: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Runs one append transaction, bounded in time. postgres-nio 1.33 can leave a query waiting forever
+    /// when its connection closes under it (the database crashed), and a waiting query cannot be
+    /// cancelled; so the transaction runs in a task of its own and a watchdog answers for it after
+    /// `transactionMillisMax`: before its inserts were done, it is abandoned (it can never commit: it
+    /// rolls back if it wakes) and nothing was written; after them, its COMMIT may still land, and the
+    /// outcome is read from the log. An abandoned task holds one pooled connection until the pool
+    /// notices it closed; there is at most one per overrun.
+    func transaction(_ requests: [AppendRequest], _ progress: TransactionProgress) async throws {
+        let epoch = self.epoch
+        let logger = self.logger
+        let limit = Duration.milliseconds(options.transactionMillisMax)
+        let work = Task { [client] in
+            do {
+                try await client.withTransaction(logger: logger) { connection in
+                    let planned = try await Self.insert(requests, epoch: epoch, on: connection, logger: logger)
+                    try progress.state.withLock { state in
+                        guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
+                        state.planned = planned
+                    }
+                }
+                progress.end(.success(()))
+            } catch {
+                progress.end(.failure(error))
+            }
+        }
+        let watchdog = Task {
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
+            let inserted = progress.state.withLock { state in
+                if state.planned == nil { state.abandoned = true }
+                return state.planned != nil
+            }
+            logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
+            progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
+        }
+        let result = await progress.wait()
+        watchdog.cancel()
+        _ = work
+        try result.get()
+    }
+}

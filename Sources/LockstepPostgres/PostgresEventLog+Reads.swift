@@ -1,0 +1,207 @@
+import Logging
+import LockstepStore
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// Reads and snapshots: every page checked link by link against its predecessor's hash.
+extension PostgresEventLog {
+    // MARK: - Reads
+
+    public func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
+        let events = try await select("""
+            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
+            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+            WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+            """)
+        // The page must start right after `sequence` and have no gaps (a deleted row is damage).
+        var expected = sequence + 1
+        var verifier: ChainVerifier?
+        for (event, previous) in events {
+            guard event.sequence == expected else { throw .corrupted(position: expected, reason: "event \(expected) is missing") }
+            if verifier == nil {
+                guard sequence == 0 || previous != nil else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
+                verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: previous!))
+            }
+            try verifier?.check(event)
+            expected += 1
+        }
+        if events.isEmpty, sequence > 0 {
+            // Nothing after `sequence`: it must be the head, or events are missing before it.
+            let head = try await head()
+            if head.sequence > sequence { throw .corrupted(position: sequence + 1, reason: "event \(sequence + 1) is missing") }
+        }
+        return events.map(\.0)
+    }
+
+    public func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
+        guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
+        let events = try await select("""
+            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
+            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+            WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+            """)
+        var verifier = StreamReadVerifier()
+        for (event, previous) in events { try verifier.check(event, previous: previous) }
+        return events.map(\.0)
+    }
+
+    func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
+        do {
+            return try await bounded { client, logger in
+                var events: [(StoredEvent, ChainHash?)] = []
+                let rows = try await client.query(query, logger: logger)
+                for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
+                    }
+                    let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
+                    events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
+                                               record: Array(record.readableBytesView), chainHash: link), before))
+                }
+                return events
+            }
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func head() async throws(EventLogError) -> LogHead {
+        do {
+            return try await bounded { client, logger in
+                let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
+                for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
+                    }
+                    return LogHead(sequence: UInt64(sequence), chainHash: link)
+                }
+                throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
+            }
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
+        do {
+            return try await bounded { client, logger in
+                for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
+                    .decode(Int64.self) { return UInt64(version) }
+                return 0
+            }
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
+        guard limit > 0 else { return [] }
+        do {
+            return try await bounded { client, logger in
+                // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
+                var names: [String] = []
+                let rows = try await client.query("""
+                    SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
+                    ORDER BY stream LIMIT \(Int64(limit))
+                    """, logger: logger)
+                for try await name in rows.decode(String.self) { names.append(name) }
+                return names
+            }
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    // MARK: - Snapshots
+
+    public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
+        try snapshot.validate()
+        if let stopped { throw stopped }
+        let named = try await read(after: snapshot.sequence &- 1, limit: 1).first
+        guard snapshot.sequence >= 1, let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
+            throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
+        }
+        do {
+            // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
+            try await bounded { client, logger in
+                try await client.withTransaction(logger: logger) { connection in
+                    try Self.checkOpen(connection)
+                    try await connection.query("""
+                        INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
+                        VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
+                                \(ByteBuffer(bytes: snapshot.digest)))
+                        ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
+                        """, logger: logger)
+                    try Self.checkOpen(connection)
+                    try await connection.query("""
+                        DELETE FROM lockstep_snapshots WHERE sequence NOT IN
+                            (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
+                        """, logger: logger)
+                }
+            }
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
+        do {
+            return try await bounded { client, logger in
+                let rows = try await client.query(
+                    "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
+                for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
+                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
+                    }
+                    return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
+                }
+                return nil
+            }
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
+    public func snapshotCount() async throws(EventLogError) -> Int {
+        do {
+            return try await bounded { client, logger in
+                for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
+                    return Int(count)
+                }
+                return 0
+            }
+        } catch {
+            throw .unavailable(Self.describe(error))
+        }
+    }
+
+    /// An error in words, without the query's bound values.
+    public static func describe(_ error: any Error) -> String {
+        let error = cause(error)
+        if let error = error as? PSQLError {
+            if let message = error.serverInfo?[.message] { return "PostgreSQL: \(message)" + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "") }
+            return "PostgreSQL: \(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
+        }
+        if let error = error as? EventLogError { return error.description }
+        if error is PostgresTransactionError { return "a transaction failed" }
+        return "\(error)"
+    }
+
+    /// What went wrong first in a transaction (postgres-nio wraps it with where it happened).
+    static func cause(_ error: any Error) -> any Error {
+        guard let wrapped = error as? PostgresTransactionError else { return error }
+        return wrapped.beginError ?? wrapped.closureError ?? wrapped.commitError ?? wrapped.rollbackError ?? error
+    }
+}

@@ -1,0 +1,171 @@
+import Foundation
+import Hummingbird
+import LockstepPostgres
+import LockstepService
+import Logging
+import NIOCore
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// Several coordinators on one PostgreSQL log (docs/operations.md): standing by, taking the leadership
+/// lease, serving as the writer under its epoch, and being deposed.
+extension LockstepServer {
+    /// The server once its PostgreSQL client runs, as one of several coordinators on the database: a
+    /// standby until it holds the leadership lease, then the writer (the log fenced with its epoch, the
+    /// coordinator caught up to the head, the timers and the API running in a group of their own inside
+    /// the outer one), until a graceful stop (the lease is released at once) or until it is deposed (it
+    /// stops serving and is a standby again).
+    struct ServerOnPostgres: Service {
+        let options: Options
+        let metrics: ServerMetrics
+        let logger: Logger
+
+        func run() async throws {
+            guard case .postgres(let client, _) = options.store else { return }
+            let lease = PostgresLeadership(client: client, holder: options.leadership.holder, address: options.leadership.address,
+                                           ttlMillis: options.leadership.ttlMillis, logger: logger)
+            // The tables first, so the lease row exists (idempotent; serialized between coordinators).
+            _ = try await PostgresEventLog.open(client: client, logger: logger)
+            while !Task.isShuttingDownGracefully {
+                guard let epoch = try await standBy(lease) else { return }
+                var term = options
+                term.writerEpoch = epoch
+                let keeper = LeadershipKeeper(lease: lease, epoch: epoch, logger: logger)
+                let server: Built
+                do {
+                    // The lease is kept while the server is built (catching up to the head can take longer
+                    // than a TTL on a long log), then by the keeper in the server's group.
+                    server = try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { try await keeper.run() }
+                        let built = try await build(term, metrics: metrics, logger: logger)
+                        group.cancelAll()
+                        while let _ = try await group.next() {}
+                        return built
+                    }
+                } catch let deposed as Deposed {
+                    metrics.depositions.increment()
+                    logger.error("deposed while taking over (epoch \(epoch)): \(deposed.reason); a standby again")
+                    continue
+                }
+                let services = [ServiceGroupConfiguration.ServiceConfiguration(service: keeper, failureTerminationBehavior: .gracefullyShutdownGroup)]
+                    + server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
+                do {
+                    try await ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger)).run()
+                    // A graceful stop: hand over at once instead of making a standby wait out the TTL.
+                    try? await lease.release(epoch: epoch)
+                    logger.notice("released the leadership lease (epoch \(epoch))")
+                    return
+                } catch let deposed as Deposed {
+                    metrics.depositions.increment()
+                    logger.error("deposed as the writer (epoch \(epoch)): \(deposed.reason); stopped serving, now a standby")
+                }
+            }
+        }
+
+        /// Waits for the lease, asking every quarter TTL; its epoch, or nil on a graceful stop first.
+        func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
+            metrics.writerEpoch.record(0)
+            let status = StandbyStatus()
+            // The JSON port answers while standing by (`/readyz` 503 naming the writer, every API route 503
+            // `unavailable`); it is released before the writer's own listener binds it.
+            return try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await standbyListener(status).runService() }
+                defer { group.cancelAll() }
+                var said: String?
+                while !Task.isShuttingDownGracefully {
+                    do {
+                        if let epoch = try await lease.tryAcquire() {
+                            metrics.writerEpoch.record(epoch)
+                            logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
+                            group.cancelAll()
+                            while (try? await group.next()) != nil {}
+                            return epoch
+                        }
+                        if let holder = try await lease.current() {
+                            let now = "standby: the writer is \(holder.holder.isEmpty ? "nobody yet" : holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
+                            if now != said { logger.notice("\(now)") }
+                            said = now
+                            status.text.withLock { $0 = now }
+                        }
+                    } catch {
+                        logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
+                    }
+                    do {
+                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, lease.ttlMillis / 4))) }
+                    } catch {
+                        return nil
+                    }
+                }
+                return nil
+            }
+        }
+
+        /// What a standby answers on the JSON port.
+        func standbyListener(_ status: StandbyStatus) -> some ApplicationProtocol {
+            let router = Router()
+            router.add(middleware: StandbyAnswer(status: status))
+            return Application(router: router, configuration: .init(address: .hostname(options.httpHost, port: options.httpPort), serverName: "lockstep"),
+                               logger: logger)
+        }
+    }
+
+    /// What a standby says about itself and the writer.
+    final class StandbyStatus: Sendable {
+        let text = Mutex("standby: waiting for the leadership lease")
+    }
+
+    /// A standby's answer to every request: `/healthz` 200; `/readyz` 503 saying it stands by and who
+    /// writes; anything else 503 `unavailable` with the same sentence (clients move to another address).
+    struct StandbyAnswer<Context: RequestContext>: RouterMiddleware {
+        let status: StandbyStatus
+
+        func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+            let text = status.text.withLock { $0 }
+            switch request.uri.path {
+            case "/healthz": return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n")))
+            case "/readyz": return Response(status: .serviceUnavailable, body: ResponseBody(byteBuffer: ByteBuffer(string: text + "\n")))
+            default:
+                let body = (try? JSONSerialization.data(withJSONObject: ["code": "unavailable", "message": text], options: [.sortedKeys])) ?? Data()
+                return Response(status: .serviceUnavailable, headers: [.contentType: "application/json", .retryAfter: "1"],
+                                body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+            }
+        }
+    }
+
+    /// No longer the writer: another coordinator holds the lease, or it could not be renewed within its TTL.
+    struct Deposed: Error {
+        var reason: String
+    }
+
+    /// Renews the writer's lease every third of its TTL; throws `Deposed` (which stops the writer's group)
+    /// when the lease is another's, or when no renewal has succeeded for a whole TTL (by the monotonic
+    /// clock): past that a standby may have taken over, and the fence would refuse every append anyway.
+    struct LeadershipKeeper: Service {
+        let lease: PostgresLeadership
+        let epoch: Int64
+        let logger: Logger
+
+        func run() async throws {
+            var renewed = ContinuousClock.now
+            let ttl = Duration.milliseconds(lease.ttlMillis)
+            while !Task.isShuttingDownGracefully {
+                do {
+                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: ttl / 3) }
+                } catch {
+                    return
+                }
+                if Task.isCancelled { return }
+                do {
+                    guard try await lease.renew(epoch: epoch) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
+                    renewed = ContinuousClock.now
+                } catch let deposed as Deposed {
+                    throw deposed
+                } catch {
+                    logger.warning("the leadership lease could not be renewed: \(PostgresEventLog.describe(error))")
+                    if ContinuousClock.now - renewed >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                }
+            }
+        }
+    }
+}
