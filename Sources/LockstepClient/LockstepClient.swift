@@ -10,6 +10,8 @@ import LockstepWire
 public struct LockstepClientError: Error, Hashable, Sendable, CustomStringConvertible {
     public var code: String
     public var message: String
+    /// With `not_writer`: the writer's address, as the replica named it (`lockstep-writer`).
+    public var writer: String?
 
     public init(code: String, message: String) {
         self.code = code
@@ -21,6 +23,7 @@ public struct LockstepClientError: Error, Hashable, Sendable, CustomStringConver
         if let code {
             let message = error.message.hasPrefix(code + ": ") ? String(error.message.dropFirst(code.count + 2)) : error.message
             self.init(code: code, message: message)
+            writer = error.metadata[stringValues: "lockstep-writer"].first(where: { _ in true })
         } else {
             self.init(code: Self.transportCode(error.code).rawValue, message: error.message)
         }
@@ -83,6 +86,14 @@ public struct LockstepClient: Sendable {
         init(count: Int) { self.count = count }
         func advance(from index: Int) {
             current.withLock { if $0 == index { $0 = (index + 1) % count } }
+        }
+        /// Moves from `index` to `target` (a replica named the writer); false if it was no longer at `index`.
+        func move(from index: Int, to target: Int) -> Bool {
+            current.withLock {
+                guard $0 == index else { return false }
+                $0 = target
+                return true
+            }
         }
     }
 
@@ -237,13 +248,21 @@ public struct LockstepClient: Sendable {
         try await call { try await $0.stages.getStage(request, metadata: $1) }
     }
 
-    private func call<Result: Sendable>(_ body: (Connection, Metadata) async throws -> Result) async throws(LockstepClientError) -> Result {
+    /// Calls the current server. A replica's `not_writer` names the writer: when that is one of this
+    /// client's addresses, calls move there and this one is sent again at once (nothing was written by
+    /// the replica, so that is safe); otherwise, as after `unavailable` or `shutting_down`, the next call
+    /// goes to the next address.
+    private func call<Result: Sendable>(hops: Int = 0, _ body: (Connection, Metadata) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
         do {
             return try await body(connections[index], metadata)
         } catch let error as RPCError {
             let failure = LockstepClientError(error)
-            if failure.code == ErrorCode.unavailable.rawValue || failure.code == ErrorCode.shuttingDown.rawValue { rotation.advance(from: index) }
+            if failure.code == ErrorCode.notWriter.rawValue, let writer = failure.writer, let target = targets.firstIndex(of: writer), target != index, hops < targets.count {
+                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, body) }
+                throw failure
+            }
+            if [ErrorCode.unavailable, .shuttingDown, .notWriter].map(\.rawValue).contains(failure.code) { rotation.advance(from: index) }
             throw failure
         } catch let error as LockstepClientError {
             throw error

@@ -66,6 +66,9 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case routeNotFound = "route_not_found"
     case tooManyWatchers = "too_many_watchers"
     case shuttingDown = "shutting_down"
+    /// A write sent to a replica (one of several coordinators on PostgreSQL that is not the writer): the
+    /// answer names the writer's address (`lockstep-writer`), where the call goes instead.
+    case notWriter = "not_writer"
     case clientGone = "client_gone"
 
     // The transport, as the client sees it when no Lockstep code came back (the server was not reached,
@@ -90,7 +93,7 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     /// the second (`stale_fencing_token`).
     public var isTransient: Bool {
         switch self {
-        case .unavailable, .shuttingDown, .deadlineExceeded, .migrationOverloaded, .logOverloaded, .storageBusy, .storageUnavailable,
+        case .unavailable, .shuttingDown, .notWriter, .deadlineExceeded, .migrationOverloaded, .logOverloaded, .storageBusy, .storageUnavailable,
              .commitOutcomeUnknown, .tooManyWatchers, .requestTimeout:
             true
         default:

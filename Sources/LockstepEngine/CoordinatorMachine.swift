@@ -64,6 +64,9 @@ public struct CoordinatorMachine: Sendable {
         /// One phase of the timer policy at wall `now` and monotonic `nanos`: what is due, in the order
         /// every shell performs it (see `TimerPhase`).
         case timersDue(TimerPhase, now: Instant, nanos: UInt64)
+        /// Events another coordinator appended, read from the shared log in order from `foldedThrough + 1`
+        /// (a replica following the writer, docs/operations.md), at monotonic `nanos`.
+        case followed([FollowedEvent], nanos: UInt64)
     }
 
     /// What the caller found: the version of the stream of a migration being started (0: it never
@@ -337,6 +340,9 @@ public struct CoordinatorMachine: Sendable {
         case .snapshotSaved(let sequence):
             lastSnapshotSequence = max(lastSnapshotSequence, sequence)
             return []
+
+        case .followed(let events, let nanos):
+            return followed(events, nanos: nanos)
 
         case .timersDue(let phase, let now, let nanos):
             return timersDue(phase, now: now, nanos: nanos).map(Action.timer)

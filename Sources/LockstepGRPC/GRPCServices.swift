@@ -288,7 +288,9 @@ private func credentials(_ metadata: Metadata) -> String? {
 extension APIError {
     /// The gRPC error: the matching status, `CODE: message`, and the code in `lockstep-error-code` metadata.
     var rpcError: RPCError {
-        RPCError(code: kind.rpcCode, message: "\(code): \(message)", metadata: ["lockstep-error-code": "\(code)"])
+        var metadata: Metadata = ["lockstep-error-code": "\(code)"]
+        if let writer { metadata.addString(writer, forKey: "lockstep-writer") }
+        return RPCError(code: kind.rpcCode, message: "\(code): \(message)", metadata: metadata)
     }
 }
 

@@ -271,7 +271,9 @@ package struct HTTPRoutes: Sendable {
 
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
     package func errorResponse(_ error: APIError) -> Response {
-        json(error.body, status: .init(code: error.kind.httpStatus))
+        var response = json(error.body, status: .init(code: error.kind.httpStatus))
+        if let writer = error.writer { response.headers[.init("Lockstep-Writer")!] = writer }
+        return response
     }
 
     private func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {

@@ -273,8 +273,13 @@ public actor PostgresEventLog: EventLog {
                 ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
                 """, logger: logger)
             try checkOpen(connection)
-            try await connection.query("UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes)) WHERE id = 1",
-                                       logger: logger)
+            // The head moves, and replicas are told (one notification per committed batch, delivered at
+            // COMMIT; a hint only: a replica that misses it reads from its last sequence anyway).
+            try await connection.query("""
+                WITH moved AS (UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes))
+                WHERE id = 1 RETURNING sequence)
+                SELECT pg_notify('\(unescaped: Self.notificationChannel)', sequence::text) FROM moved
+                """, logger: logger)
         }
         return (results, head, before)
     }

@@ -63,14 +63,15 @@ extension LockstepServer {
             }
         }
 
-        /// Waits for the lease, asking every quarter TTL; its epoch, or nil on a graceful stop first.
+        /// Waits for the lease, asking every quarter TTL, serving as a replica meanwhile; its epoch, or nil
+        /// on a graceful stop first.
         func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
             metrics.writerEpoch.record(0)
             let status = StandbyStatus()
-            // The JSON port answers while standing by (`/readyz` 503 naming the writer, every API route 503
-            // `unavailable`); it is released before the writer's own listener binds it.
+            // Both ports serve reads while standing by (`/readyz` 503 naming the writer, writes refused with
+            // `not_writer`); they are released before the writer's own listeners bind them.
             return try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { try await standbyListener(status).runService() }
+                group.addTask { await serveAsReplica(status) }
                 defer { group.cancelAll() }
                 var said: String?
                 while !Task.isShuttingDownGracefully {
@@ -87,6 +88,7 @@ extension LockstepServer {
                             if now != said { logger.notice("\(now)") }
                             said = now
                             status.text.withLock { $0 = now }
+                            status.writer.withLock { $0 = holder.address }
                         }
                     } catch {
                         logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
@@ -101,7 +103,32 @@ extension LockstepServer {
             }
         }
 
-        /// What a standby answers on the JSON port.
+        /// Serves reads as a replica (the whole API, its live state following the log; writes refused
+        /// naming the writer) until cancelled. While the replica cannot be built (the database cannot be
+        /// read), the JSON port answers as a bare standby (`StandbyAnswer`) and it tries again every 5 s.
+        func serveAsReplica(_ status: StandbyStatus) async {
+            var replica = options
+            replica.writerEpoch = nil
+            replica.replica = status
+            while !Task.isCancelled {
+                do {
+                    let built = try await build(replica, metrics: metrics, logger: logger)
+                    logger.notice("replica: serving reads and following the log; writes go to the writer")
+                    try await ServiceGroup(configuration: ServiceGroupConfiguration(services: built.services.map { .init(service: $0) }, logger: logger)).run()
+                    return
+                } catch {
+                    if Task.isCancelled { return }
+                    logger.warning("replica: cannot serve reads (\(PostgresEventLog.describe(error))); answering as a bare standby, trying again in 5 s")
+                }
+                await withTaskGroup(of: Void.self) { bare in
+                    bare.addTask { try? await standbyListener(status).runService() }
+                    try? await Task.sleep(for: .seconds(5))
+                    bare.cancelAll()
+                }
+            }
+        }
+
+        /// What a standby answers on the JSON port while it cannot serve as a replica.
         func standbyListener(_ status: StandbyStatus) -> some ApplicationProtocol {
             let router = Router()
             router.add(middleware: StandbyAnswer(status: status))
@@ -113,6 +140,14 @@ extension LockstepServer {
     /// What a standby says about itself and the writer.
     final class StandbyStatus: Sendable {
         let text = Mutex("standby: waiting for the leadership lease")
+        /// The writer's address (gRPC `HOST:PORT`), "" while unknown.
+        let writer = Mutex("")
+
+        /// The answer to a write sent here.
+        func refusal() -> APIError {
+            .notWriter("this coordinator is a replica and serves reads only (\(text.withLock { $0 })); send writes to the writer",
+                       writer: writer.withLock { $0 })
+        }
     }
 
     /// A standby's answer to every request: `/healthz` 200; `/readyz` 503 saying it stands by and who

@@ -37,6 +37,11 @@ public enum LockstepServer {
         public var leadership = Leadership()
         /// The writer's epoch the log is fenced with (set by `run` for each term as the writer).
         var writerEpoch: Int64?
+        /// Set by `run` while this coordinator is not the writer: it serves reads from a live state that
+        /// tails the log, and refuses writes with `not_writer`, naming the writer this says.
+        var replica: StandbyStatus?
+        /// On a replica: how often the log is read without a notification, in milliseconds.
+        public var replicaCatchUpMillis = 500
         public var httpHost: String
         public var httpPort: Int
         public var grpcHost: String
@@ -136,7 +141,7 @@ public enum LockstepServer {
         let mutualTLS = options.tls != nil && options.tlsClientCA != nil
         // One authentication path for both transports: a verified client certificate, or the
         // `authorization` header or metadata.
-        let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+        var authenticating: @Sendable (String?, String?) throws(APIError) -> Principal
         switch (options.dev, options.auth) {
         case (true, .some): throw StartError.devWithConfig
         case (false, .none): throw StartError.noAuthorization
@@ -145,10 +150,20 @@ public enum LockstepServer {
                 throw StartError.notLoopback(host)
             }
             logger.warning("DEVELOPMENT MODE: no authentication; every caller may do everything (a bearer token as:NAME acts as NAME, e.g. a second person approving). Loopback only. Never use --dev in production.")
-            authenticate = { header, _ throws(APIError) in try Principal.developer(authorization: header) }
+            authenticating = { header, _ throws(APIError) in try Principal.developer(authorization: header) }
         case (false, .some(let auth)):
-            authenticate = { header, certificate throws(APIError) in try auth.authenticate(header, clientCertificate: certificate) }
+            authenticating = { header, certificate throws(APIError) in try auth.authenticate(header, clientCertificate: certificate) }
         }
+        if let replica = options.replica {
+            // Every operation that writes is refused after the roles are checked, naming the writer.
+            let plain = authenticating
+            authenticating = { header, certificate throws(APIError) in
+                var principal = try plain(header, certificate)
+                principal.writesElsewhere = replica.refusal()
+                return principal
+            }
+        }
+        let authenticate = authenticating
 
         // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
         // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
@@ -195,6 +210,8 @@ public enum LockstepServer {
             logOptions.failureObserver = observeFailure
             let postgres = try await PostgresEventLog.open(client: client, options: logOptions, logger: logger)
             if let epoch = options.writerEpoch { await postgres.fence(epoch: epoch) }
+            // A replica never writes: should anything try, the fence (no epoch is negative) stops it.
+            if options.replica != nil { await postgres.fence(epoch: -1) }
             log = postgres
             logger.info("the event log is on PostgreSQL at \(address)\(options.writerEpoch.map { ", written under epoch \($0)" } ?? "")")
         }
@@ -204,11 +221,14 @@ public enum LockstepServer {
         // Polls wait on their service, watches on their migration: a change wakes only those concerned,
         // right after its append is folded in (signalling takes a short lock and never blocks).
         let timerWake = TimerWake()
+        let isReplica = options.replica != nil
+        metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
         await coordinator.observeChanges { change in
             timerWake.signal()
             wakeups.signal(change.services)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
-            metrics.record(change)
+            // What the writer counts (migrations started, settled, steps timed) is counted once, by it.
+            if !isReplica { metrics.record(change) }
         }
         // Recorded times and every duration measured through them run on the monotonic clock, from the
         // wall clock at start (never before the log's last recorded time).
@@ -229,6 +249,7 @@ public enum LockstepServer {
             metrics.openWatches.record(watchWakeups.parkedCount)
             metrics.openConnections.record(gate.openCount)
             metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
+            metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
         }
         let served = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
@@ -238,6 +259,9 @@ public enum LockstepServer {
                        return try authenticate(request.headers[.authorization], certificate)
                    },
                    writeProblem: {
+                       if let replica = options.replica {
+                           return "replica: serving reads, applied through sequence \(await coordinator.appliedSequence); \(replica.text.withLock { $0 })"
+                       }
                        if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the storage (the disk, or the PostgreSQL database)" }
                        return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
                    }, refuseBrowsers: options.dev).register(on: router)
@@ -369,7 +393,7 @@ public enum LockstepServer {
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
             let grpc = "\(bracketed(options.grpcHost)):\(port)"
-            if let readyFile, !writeReadyFile(readyFile, grpc: grpc, http: http) {
+            if let readyFile, !isReplica, !writeReadyFile(readyFile, grpc: grpc, http: http) {
                 logger.error("could not write the ready file \(readyFile)")
             }
             bound.set(grpc: grpc, http: http)
@@ -383,7 +407,16 @@ public enum LockstepServer {
             wakeups.close()
             watchWakeups.close()
         }
-        return Built(services: [app, GRPCServerService(server: grpc), wakeups, watchWakeups, timers, announcer, closer], bound: bound)
+        // The writer runs the timers; a replica instead follows the writer's appends from the log.
+        let follower: any Service
+        if case .postgres(let client, _) = options.store, isReplica {
+            follower = ReplicaTail(coordinator: coordinator, client: client, catchUpMillis: options.replicaCatchUpMillis, logger: logger) { applied in
+                metrics.appliedSequence.record(Int64(clamping: applied))
+            }
+        } else {
+            follower = timers
+        }
+        return Built(services: [app, GRPCServerService(server: grpc), wakeups, watchWakeups, follower, announcer, closer], bound: bound)
     }
 
     /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).

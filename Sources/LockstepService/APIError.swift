@@ -50,7 +50,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .requestTimeout
             case .commitOutcomeUnknown:
                 self = .outcomeUnknown
-            case .writesStopped, .logCorrupted, .storageFull, .storageUnavailable, .shuttingDown, .unavailable, .cancelled, .unknown,
+            case .writesStopped, .notWriter, .logCorrupted, .storageFull, .storageUnavailable, .shuttingDown, .unavailable, .cancelled, .unknown,
                  .internalError, .unimplemented, .dataLoss:
                 self = .unavailable
             }
@@ -73,9 +73,20 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// With `not_writer`: the writer's address (gRPC `HOST:PORT`), sent as the `lockstep-writer` header
+    /// or trailer so a client can go there (empty while no coordinator holds the leadership lease).
+    public var writer: String?
+
     public init(_ code: ErrorCode, _ message: String) {
         self.errorCode = code
         self.message = message
+    }
+
+    /// A write refused by a replica, naming the writer it should go to.
+    public static func notWriter(_ message: String, writer: String) -> APIError {
+        var error = APIError(.notWriter, message)
+        error.writer = writer
+        return error
     }
 
     public var description: String { "\(code): \(message)" }

@@ -27,13 +27,16 @@ public struct APIOperation: Hashable, Sendable {
     public let verb: Verb
     /// The JSON route's path (Hummingbird's syntax: `:name` is a path parameter).
     public let path: String
+    /// It writes (appends, or holds a step lease's timer): only the writer serves it; a replica answers
+    /// `not_writer` naming the writer. Every other operation is a read any coordinator serves.
+    public let writes: Bool
 
     public enum Verb: String, Hashable, Sendable {
         case get = "GET", post = "POST"
     }
 
     init(_ name: String, _ summary: String, roles: Set<Principal.Role>, _ service: String, _ method: String,
-         _ request: String, _ response: String, streams: Bool = false, verb: Verb = .post, path: String? = nil) {
+         _ request: String, _ response: String, streams: Bool = false, verb: Verb = .post, path: String? = nil, writes: Bool = false) {
         self.name = name
         self.summary = summary
         self.roles = roles
@@ -44,6 +47,7 @@ public struct APIOperation: Hashable, Sendable {
         self.streams = streams
         self.verb = verb
         self.path = path ?? "/v1/" + name
+        self.writes = writes
     }
 }
 
@@ -51,46 +55,46 @@ extension APIOperation {
     /// Who reads migrations, plans and the history.
     static let readers: Set<Principal.Role> = OperatorAPI.readers
 
-    public static let poll = APIOperation("agent/poll", "poll for steps", roles: [.agent], "AgentService", "Poll", "PollRequest", "PollResponse")
+    public static let poll = APIOperation("agent/poll", "poll for steps", roles: [.agent], "AgentService", "Poll", "PollRequest", "PollResponse", writes: true)
     public static let heartbeat = APIOperation("agent/heartbeat", "report on steps", roles: [.agent], "AgentService", "Heartbeat",
-                                            "HeartbeatRequest", "HeartbeatResponse")
+                                            "HeartbeatRequest", "HeartbeatResponse", writes: true)
     public static let reportProgress = APIOperation("agent/progress", "report on steps", roles: [.agent], "AgentService", "ReportProgress",
-                                                 "ReportProgressRequest", "ReportProgressResponse")
+                                                 "ReportProgressRequest", "ReportProgressResponse", writes: true)
     public static let complete = APIOperation("agent/complete", "report on steps", roles: [.agent], "AgentService", "Complete",
-                                           "CompleteRequest", "CompleteResponse")
-    public static let fail = APIOperation("agent/fail", "report on steps", roles: [.agent], "AgentService", "Fail", "FailRequest", "FailResponse")
+                                           "CompleteRequest", "CompleteResponse", writes: true)
+    public static let fail = APIOperation("agent/fail", "report on steps", roles: [.agent], "AgentService", "Fail", "FailRequest", "FailResponse", writes: true)
 
     public static let applyPlan = APIOperation("plans", "apply plans", roles: [.operator], "MigrationService", "ApplyPlan",
-                                            "ApplyPlanRequest", "ApplyPlanResponse")
+                                            "ApplyPlanRequest", "ApplyPlanResponse", writes: true)
     public static let validatePlan = APIOperation("plans/validate", "validate plans", roles: readers, "MigrationService", "ValidatePlan",
                                                "ApplyPlanRequest", "ValidatePlanResponse")
     public static let listPlans = APIOperation("plans/list", "list plans", roles: readers, "MigrationService", "ListPlans",
                                             "ListPlansRequest", "ListPlansResponse")
     public static let startMigration = APIOperation("migrations", "start migrations", roles: [.operator], "MigrationService", "StartMigration",
-                                                 "StartMigrationRequest", "StartMigrationResponse")
+                                                 "StartMigrationRequest", "StartMigrationResponse", writes: true)
     public static let getMigration = APIOperation("migrations/get", "read migrations", roles: readers, "MigrationService", "GetMigration",
                                                "GetMigrationRequest", "Migration")
     public static let listMigrations = APIOperation("migrations/list", "read migrations", roles: readers, "MigrationService", "ListMigrations",
                                                  "ListMigrationsRequest", "ListMigrationsResponse")
     public static let pause = APIOperation("migrations/pause", "pause migrations", roles: [.operator], "MigrationService", "PauseMigration",
-                                        "PauseMigrationRequest", "ChangeResponse")
+                                        "PauseMigrationRequest", "ChangeResponse", writes: true)
     public static let resume = APIOperation("migrations/resume", "resume migrations", roles: [.operator], "MigrationService", "ResumeMigration",
-                                         "ResumeMigrationRequest", "ChangeResponse")
+                                         "ResumeMigrationRequest", "ChangeResponse", writes: true)
     public static let abort = APIOperation("migrations/abort", "abort migrations", roles: [.operator], "MigrationService", "AbortMigration",
-                                        "AbortMigrationRequest", "ChangeResponse")
+                                        "AbortMigrationRequest", "ChangeResponse", writes: true)
     public static let approve = APIOperation("migrations/approve", "approve gates", roles: [.approver], "MigrationService", "Approve",
-                                          "GateDecisionRequest", "ChangeResponse")
+                                          "GateDecisionRequest", "ChangeResponse", writes: true)
     public static let reject = APIOperation("migrations/reject", "reject gates", roles: [.approver], "MigrationService", "Reject",
-                                         "GateDecisionRequest", "ChangeResponse")
+                                         "GateDecisionRequest", "ChangeResponse", writes: true)
     public static let watch = APIOperation("migrations/watch", "watch migrations", roles: readers, "MigrationService", "Watch",
                                         "WatchRequest", "EventEnvelope", streams: true)
     public static let releaseServiceLease = APIOperation("service-leases/release", "force-release service leases", roles: [.operator],
-                                                      "MigrationService", "ReleaseServiceLease", "ReleaseServiceLeaseRequest", "ChangeResponse")
+                                                      "MigrationService", "ReleaseServiceLease", "ReleaseServiceLeaseRequest", "ChangeResponse", writes: true)
     public static let listServiceLeases = APIOperation("service-leases/list", "read service leases", roles: readers, "MigrationService",
                                                     "ListServiceLeases", "ListServiceLeasesRequest", "ListServiceLeasesResponse")
     /// Operators, and agents of the node's service (checked by the service layer).
     public static let recordMetric = APIOperation("metrics/record", "record metric samples", roles: [.operator, .agent], "MigrationService",
-                                               "RecordMetric", "RecordMetricRequest", "RecordMetricResponse")
+                                               "RecordMetric", "RecordMetricRequest", "RecordMetricResponse", writes: true)
 
     /// Readers, and agents of a service the migration changes (checked by the service layer).
     public static let stage = APIOperation("stage", "read stages", roles: readers.union([.agent]), "StageService", "GetStage",
@@ -124,7 +128,7 @@ extension APIOperation {
                 "\"service\":" + quoted(operation.service), "\"method\":" + quoted(operation.method),
                 "\"request\":" + quoted(operation.request), "\"response\":" + quoted(operation.response),
                 "\"streams\":" + (operation.streams ? "true" : "false"), "\"verb\":" + quoted(operation.verb.rawValue),
-                "\"path\":" + quoted(operation.path),
+                "\"path\":" + quoted(operation.path), "\"writes\":" + (operation.writes ? "true" : "false"),
             ].joined(separator: ",") + "}\n"
         }.joined()
     }
@@ -135,9 +139,11 @@ extension Principal {
     /// the operation's roles (or admin). Refused with `permission_denied` before anything is read, so
     /// nobody without the role learns which migrations, nodes or plans exist.
     package func require(_ operation: APIOperation) throws(APIError) {
-        guard operation.roles.count == 1, let role = operation.roles.first else {
-            return try require(anyOf: operation.roles, to: operation.summary)
+        if operation.roles.count == 1, let role = operation.roles.first {
+            try require(role, to: operation.summary)
+        } else {
+            try require(anyOf: operation.roles, to: operation.summary)
         }
-        try require(role, to: operation.summary)
+        if operation.writes, let refusal = writesElsewhere { throw refusal }
     }
 }

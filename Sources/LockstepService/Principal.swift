@@ -25,6 +25,10 @@ public struct Principal: Hashable, Sendable {
     /// owner group a gate asks for (separation of duties still holds: nobody approves their own request).
     public var isDeveloper = false
 
+    /// Set on a replica (docs/operations.md): the refusal every operation that writes gets, naming the
+    /// writer, after the caller's roles are checked (so nobody without them learns who writes).
+    package var writesElsewhere: APIError?
+
     /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.
     public static let developer = developer(named: "dev")
 

@@ -32,6 +32,8 @@ public struct ServerMetrics: Sendable {
     package let writerEpoch: Metrics.Gauge
     /// On PostgreSQL: times this coordinator was deposed as the writer.
     package let depositions: Metrics.Counter
+    /// The last sequence folded into this coordinator's live state (a replica's lag is the writer's minus its own).
+    package let appliedSequence: Metrics.Gauge
     /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
     package let stalledReadersCut: Metrics.Counter
 
@@ -113,6 +115,7 @@ public struct ServerMetrics: Sendable {
         openConnections = Metrics.Gauge(label: "lockstep_open_connections", factory: factory)
         writerEpoch = Metrics.Gauge(label: "lockstep_writer_epoch", factory: factory)
         depositions = Metrics.Counter(label: "lockstep_depositions_total", factory: factory)
+        appliedSequence = Metrics.Gauge(label: "lockstep_applied_sequence", factory: factory)
         stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
     }

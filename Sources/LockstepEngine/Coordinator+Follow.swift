@@ -1,0 +1,37 @@
+import LockstepCore
+import LockstepStore
+
+// A replica's coordinator: it folds what the writer appends to the shared log (docs/operations.md).
+extension Coordinator {
+    /// Every event up to here is folded into the live state (the sequence a replica has applied).
+    public var appliedSequence: UInt64 { machine.foldedThrough }
+
+    /// Reads up to `limit` events after the applied sequence from the log, checks them as a replay does
+    /// (bytes, stream versions, the chain the log checks) and folds them in, waking whoever watches what
+    /// they change. Returns how many were folded: a full page means more may be waiting. Only for a
+    /// coordinator that does not write (a replica): the writer folds its own appends as it makes them.
+    /// One caller at a time (the replica's tail); a page another caller folded meanwhile is skipped.
+    @discardableResult
+    public func follow(limit: Int = History.pageEventsMax) async throws(EventLogError) -> Int {
+        let from = machine.foldedThrough
+        let page = try await log.read(after: from, limit: max(1, min(limit, History.pageEventsMax)))
+        guard !page.isEmpty else { return 0 }
+        guard page[0].sequence == from + 1 else {
+            throw .corrupted(position: from + 1, reason: "the log's next event after \(from) is \(page[0].sequence)")
+        }
+        // Checked against a copy of the state the events will be folded into, as `History.fold` does.
+        var checking = machine.state
+        var events: [CoordinatorMachine.FollowedEvent] = []
+        events.reserveCapacity(page.count)
+        for stored in page {
+            let record = try History.decode(stored)
+            try History.checkOrder(record, of: stored, against: checking)
+            checking.evolve(record, sequence: stored.sequence)
+            events.append(.init(sequence: stored.sequence, record: record))
+        }
+        // Another follow may have folded while this one read: the machine skips what it already holds.
+        guard machine.foldedThrough == from else { return 0 }
+        feed(.followed(events, nanos: monotonic()))
+        return events.count
+    }
+}

@@ -1,0 +1,96 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepTestSupport
+import Synchronization
+import Testing
+
+/// A replica's coordinator follows what another coordinator appends to a shared log (issue 16): its live
+/// state equals the writer's at every point it has applied, byte for byte; it wakes watchers of what the
+/// events change; a replica opened late starts from the newest snapshot and follows the tail.
+enum Following {
+    /// Runs the three recorded scenarios on `writer`, letting `replica` follow after each; returns the
+    /// changes the replica announced (migration ids, in order).
+    static func check(writer: Coordinator, replica: Coordinator, log: any EventLog) async throws -> [String] {
+        let changes = Mutex<[String]>([])
+        await replica.observeChanges { change in changes.withLock { $0.append(change.migration?.rawValue ?? "plans") } }
+        try await recordScenario(on: writer)
+        try await followToTheHead(replica, log: log)
+        #expect(await replica.digest == writer.digest, "after the first scenario")
+        try await recordExposureScenario(on: writer)
+        try await recordOrchestrationScenario(on: writer)
+        try await followToTheHead(replica, log: log)
+        #expect(await replica.digest == writer.digest, "after all three")
+        #expect(await replica.appliedSequence == (try await log.head()).sequence)
+        // Following again with nothing new is a no-op.
+        #expect(try await replica.follow() == 0)
+        return changes.withLock { $0 }
+    }
+
+    /// Follows page by page (a small page, so pages split appends) until the head.
+    static func followToTheHead(_ replica: Coordinator, log: any EventLog) async throws {
+        while try await replica.follow(limit: 7) > 0 {}
+        #expect(await replica.appliedSequence == (try await log.head()).sequence)
+    }
+
+    /// A replica opened after a snapshot: from it plus the tail, then following, equal to the writer.
+    static func checkLateReplica(writer: Coordinator, log: any EventLog) async throws {
+        try await recordScenario(on: writer)
+        let snapshot = try #require(try await writer.saveSnapshot())
+        try await recordExposureScenario(on: writer)
+        let late = try await Coordinator.open(log: log)
+        #expect(await late.digest == writer.digest, "opened from the snapshot at \(snapshot) plus the tail")
+        try await recordOrchestrationScenario(on: writer)
+        try await followToTheHead(late, log: log)
+        #expect(await late.digest == writer.digest)
+    }
+}
+
+@Suite struct FollowerTests {
+    @Test func aReplicaFollowingTheLogHasTheWritersStateAndAnnouncesTheChanges() async throws {
+        let log = InMemoryEventLog()
+        let writer = try await Coordinator.open(log: log)
+        let replica = try await Coordinator.open(log: log)
+        let changes = try await Following.check(writer: writer, replica: replica, log: log)
+        #expect(changes.contains("ledger-split-1") && changes.contains("cache-warmup-1") && changes.contains("index-rebuild-1"), "\(changes)")
+    }
+
+    @Test func aLateReplicaStartsFromTheSnapshotAndFollowsTheTail() async throws {
+        let log = InMemoryEventLog()
+        try await Following.checkLateReplica(writer: try await Coordinator.open(log: log), log: log)
+    }
+
+    /// A page that does not follow on from the replica's state (a tampered log) is refused whole, and
+    /// nothing of it is folded.
+    @Test func aPageThatDoesNotCheckIsNotFolded() async throws {
+        let log = InMemoryEventLog()
+        let writer = try await Coordinator.open(log: log)
+        let replica = try await Coordinator.open(log: log)
+        try await recordScenario(on: writer)
+        // A second migration_started in an existing stream, appended behind the coordinators' backs.
+        let bogus = try #require(try await log.read(after: 0, limit: 1).first)
+        let head = try await log.head()
+        _ = try await log.append(AppendRequest(stream: bogus.stream, expectedVersion: try await log.streamVersion(of: bogus.stream), records: [bogus.record]))
+        await #expect(throws: EventLogError.self) { try await replica.follow() }
+        #expect(await replica.appliedSequence == 0)
+        #expect(head.sequence > 0)
+    }
+}
+
+@Suite(.serialized) struct PostgresFollowerTests {
+    @Test func aReplicaOnPostgreSQLFollowsTheWriter() async throws {
+        let database = try await TestPostgres.shared.makeDatabase()
+        let log = try await TestPostgres.shared.openLog(database)
+        let writer = try await Coordinator.open(log: log)
+        // The replica reads through a log of its own (another pool), as another process would.
+        let replica = try await Coordinator.open(log: try await TestPostgres.shared.openLog(database))
+        _ = try await Following.check(writer: writer, replica: replica, log: log)
+    }
+
+    /// Issue 16: a new replica started against a long history catches up from a snapshot plus the tail.
+    @Test func aNewReplicaCatchesUpFromTheSnapshotPlusTheTail() async throws {
+        let database = try await TestPostgres.shared.makeDatabase()
+        let log = try await TestPostgres.shared.openLog(database)
+        try await Following.checkLateReplica(writer: try await Coordinator.open(log: log), log: log)
+    }
+}
