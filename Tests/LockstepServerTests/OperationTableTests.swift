@@ -55,7 +55,7 @@ import Testing
         #expect(lines.count == APIOperation.all.count)
         let poll = #"{"name":"agent/poll","summary":"poll for steps","roles":["agent"],"service":"lockstep.v1.AgentService","#
             + #""method":"Poll","request":"lockstep.v1.PollRequest","response":"lockstep.v1.PollResponse","streams":false,"verb":"POST","#
-            + #""path":"/v1/agent/poll"}"#
+            + #""path":"/v1/agent/poll","writes":true}"#
         #expect(lines.first.map(String.init) == poll)
     }
 
