@@ -8,7 +8,10 @@ Each figure is the median of RUNS runs with min and max. Pairs:
 - replay events/s of 1M events from disk against a raw SELECT scan (lockstep-bench);
 - lease acquire -> renew -> release cycles/s at 1 and 64 clients through the public gRPC API, against
   etcd (lease grant -> keep-alive -> txn put -> revoke), the same Python client for both;
-- agent calls/s and p50/p99 (gRPC and JSON), 10,000 parked polls, wake-up latency (ops/bench/api.py).
+- agent calls/s and p50/p99 (gRPC and JSON), 10,000 parked polls, wake-up latency (ops/bench/api.py);
+- on PostgreSQL (ops/bench/postgres.py, a private server): durable appends/s at 1, 16, 64 writers against
+  pgbench committing the same shape; lease cycles/s beside SQLite's; takeover p50/p99 over 20 kills;
+  replica lag p50/p99.
 
 Prints one table, writes the figures as JSON (--json FILE) and draws the ratios (--chart FILE.png).
 Touches only loopback and a temporary directory.
@@ -33,7 +36,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--quick", action="store_true", help="one short run of each figure (minutes, not a measurement)")
 parser.add_argument("--json", help="write the figures here as JSON")
 parser.add_argument("--chart", help="draw the ratios here (PNG)")
-parser.add_argument("--only", default="appends,replay,leases,api", help="comma-separated: appends, replay, leases, api")
+parser.add_argument("--only", default="appends,replay,leases,api,postgres", help="comma-separated: appends, replay, leases, api, postgres")
 parser.add_argument("--from-json", help="measure nothing: print the table and draw the chart of an earlier --json FILE")
 args = parser.parse_args()
 ONLY = set() if args.from_json else set(args.only.split(","))
@@ -172,6 +175,36 @@ if "api" in ONLY:
     rows.append({"figure": "wake-up p99, ms (append -> parked poll answered; server side ≤, client end to end)",
                  "ours": {"median": wake["server_p99_at_most"], "min": wake["server_p99_at_most"], "max": wake["p99"]}, "reference": None,
                  "reference_name": "target < 10 ms", "ratio": None, "target": None, "unit": " ms"})
+
+# MARK: PostgreSQL (ops/bench/postgres.py: a private server, pgbench as the reference)
+
+if "postgres" in ONLY:
+    section("PostgreSQL: ops/bench/postgres.py")
+    stubs = os.path.join(work, "stubs")
+    if not os.path.isdir(stubs):
+        os.makedirs(stubs)
+        subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "Protos"), f"--python_out={stubs}",
+                        f"--grpc_python_out={stubs}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"], check=True)
+    output = os.path.join(work, "postgres.json")
+    subprocess.run([sys.executable, os.path.join(BENCH, "postgres.py"), os.path.join(RELEASE, "lockstep"), stubs, "--json", output]
+                   + (["--quick"] if args.quick else []), check=True, timeout=1_500)
+    pg = json.load(open(output))
+    for writers, figure in pg["appends"].items():
+        plural = "s" if writers != "1" else ""
+        add(f"durable appends/s on PostgreSQL, {writers} writer{plural} ({figure['events_per_append']} events of {figure['record_bytes']} B each)",
+            figure["ours"], figure["reference"], "pgbench (libpq), the same tables and batch, one transaction per append", target=0.8)
+    for clients, figure in pg["leases"].items():
+        plural = "s" if clients != "1" else ""
+        add(f"lease cycles/s through the gRPC API, log on PostgreSQL, {clients} client{plural}", figure["ours"], figure["reference"],
+            "the same server with its log on SQLite")
+    takeover = pg["takeover"]
+    rows.append({"figure": f"takeover p50 / p99, ms (writer SIGKILLed -> first write accepted; {len(takeover['samples_ms'])} kills, TTL 1,000 ms)",
+                 "ours": {"median": takeover["p50_ms"], "min": takeover["p50_ms"], "max": takeover["p99_ms"]}, "reference": None,
+                 "reference_name": "target p99 < TTL + 1 s = 2,000 ms", "ratio": None, "target": None, "unit": " ms"})
+    lag = pg["lag"]
+    rows.append({"figure": f"replica lag p50 / p99, ms (writer's answer -> event on a replica's watch; {lag['count']} events)",
+                 "ours": {"median": lag["p50_ms"], "min": lag["p50_ms"], "max": lag["p99_ms"]}, "reference": None,
+                 "reference_name": "target p99 < 50 ms", "ratio": None, "target": None, "unit": " ms"})
 
 # MARK: the table, the JSON, the chart
 
