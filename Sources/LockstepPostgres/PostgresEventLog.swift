@@ -215,23 +215,27 @@ public actor PostgresEventLog: EventLog {
     /// Inserts every request whose expected version holds, chaining each event to the one before, and
     /// moves the head. Returns each request's result, the new head and the head before.
     static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
+        // The head, locked (it serializes appends), with the versions of every stream the batch touches:
+        // one statement, one row per stream found (the head's columns repeated), one row when none is.
+        let names = Array(Set(requests.map(\.stream))).sorted()
         try checkOpen(connection)
-        let rows = try await connection.query("SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE", logger: logger)
+        let rows = try await connection.query("""
+            WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
+            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version
+            FROM head LEFT JOIN lockstep_streams s ON s.stream = ANY(\(names))
+            """, logger: logger)
         var before = LogHead.genesis
-        for try await (sequence, hash, stored) in rows.decode((Int64, ByteBuffer, Int64).self) {
+        var versions: [String: UInt64] = [:]
+        var read = false
+        for try await (sequence, hash, stored, stream, version) in rows.decode((Int64, ByteBuffer, Int64, String?, Int64?).self) {
+            if let stream, let version { versions[stream] = UInt64(version) }
+            if read { continue }
+            read = true
             guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else { throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes") }
             if let epoch, stored != epoch {
                 throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
             }
             before = LogHead(sequence: UInt64(sequence), chainHash: link)
-        }
-        // The versions of every stream the batch touches, in one query.
-        var versions: [String: UInt64] = [:]
-        let names = Array(Set(requests.map(\.stream))).sorted()
-        try checkOpen(connection)
-        for try await (stream, version) in try await connection.query("SELECT stream, version FROM lockstep_streams WHERE stream = ANY(\(names))",
-                                                                      logger: logger).decode((String, Int64).self) {
-            versions[stream] = UInt64(version)
         }
         // Each request checked on its own, in order; the events of those that hold, chained.
         var head = before
@@ -260,26 +264,26 @@ public actor PostgresEventLog: EventLog {
             results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
         }
         if head != before {
-            // Three statements, whatever the batch's size: the events, the streams' versions, the head.
-            try checkOpen(connection)
-            try await connection.query("""
-                INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
-                SELECT * FROM unnest(\(sequences)::bigint[], \(streams)::text[], \(streamVersions)::bigint[], \(records)::bytea[], \(links)::bytea[])
-                """, logger: logger)
+            // One statement, whatever the batch's size: the events, the streams' versions and the head, and
+            // replicas told (one notification per committed batch, delivered at COMMIT; a hint only: a
+            // replica that misses it reads from its last sequence anyway). Every data-modifying part of a
+            // WITH runs to completion whether or not the query reads it.
             let touched = names.filter { versions[$0] != nil }
             try checkOpen(connection)
-            try await connection.query("""
-                INSERT INTO lockstep_streams (stream, version) SELECT * FROM unnest(\(touched)::text[], \(touched.map { Int64(versions[$0]!) })::bigint[])
-                ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version
-                """, logger: logger)
-            try checkOpen(connection)
-            // The head moves, and replicas are told (one notification per committed batch, delivered at
-            // COMMIT; a hint only: a replica that misses it reads from its last sequence anyway).
-            try await connection.query("""
-                WITH moved AS (UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes))
-                WHERE id = 1 RETURNING sequence)
+            // Read to the end: an error (a constraint, a trigger, the disk) may come after the first row.
+            let written = try await connection.query("""
+                WITH events AS (
+                    INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
+                    SELECT * FROM unnest(\(sequences)::bigint[], \(streams)::text[], \(streamVersions)::bigint[], \(records)::bytea[], \(links)::bytea[])),
+                versions AS (
+                    INSERT INTO lockstep_streams (stream, version) SELECT * FROM unnest(\(touched)::text[], \(touched.map { Int64(versions[$0]!) })::bigint[])
+                    ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version),
+                moved AS (
+                    UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes))
+                    WHERE id = 1 RETURNING sequence)
                 SELECT pg_notify('\(unescaped: Self.notificationChannel)', sequence::text) FROM moved
                 """, logger: logger)
+            for try await _ in written {}
         }
         return (results, head, before)
     }

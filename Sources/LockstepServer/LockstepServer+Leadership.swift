@@ -67,6 +67,14 @@ extension LockstepServer {
         /// on a graceful stop first.
         func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
             metrics.writerEpoch.record(0)
+            func took(_ epoch: Int64) -> Int64 {
+                metrics.writerEpoch.record(epoch)
+                logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
+                return epoch
+            }
+            // Asked once before building a replica, which a coordinator that finds the lease free (the only
+            // one, or the first) would build only to drop it.
+            if let epoch = try? await lease.tryAcquire() { return took(epoch) }
             let status = StandbyStatus()
             // Both ports serve reads while standing by (`/readyz` 503 naming the writer, writes refused with
             // `not_writer`); they are released before the writer's own listeners bind them.
@@ -77,11 +85,9 @@ extension LockstepServer {
                 while !Task.isShuttingDownGracefully {
                     do {
                         if let epoch = try await lease.tryAcquire() {
-                            metrics.writerEpoch.record(epoch)
-                            logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
                             group.cancelAll()
                             while (try? await group.next()) != nil {}
-                            return epoch
+                            return took(epoch)
                         }
                         if let holder = try await lease.current() {
                             let now = "standby: the writer is \(holder.holder.isEmpty ? "nobody yet" : holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
