@@ -202,7 +202,7 @@ if "postgres" in ONLY:
                  "ours": {"median": takeover["p50_ms"], "min": takeover["p50_ms"], "max": takeover["p99_ms"]}, "reference": None,
                  "reference_name": "target p99 < TTL + 1 s = 2,000 ms", "ratio": None, "target": None, "unit": " ms"})
     lag = pg["lag"]
-    rows.append({"figure": f"replica lag p50 / p99, ms (writer's answer -> event on a replica's watch; {lag['count']} events)",
+    rows.append({"figure": f"replica lag p50 / p99, ms (an event on a watch on the writer -> on a watch on a replica; {lag['count']} events)",
                  "ours": {"median": lag["p50_ms"], "min": lag["p50_ms"], "max": lag["p99_ms"]}, "reference": None,
                  "reference_name": "target p99 < 50 ms", "ratio": None, "target": None, "unit": " ms"})
 
