@@ -71,8 +71,13 @@ public struct ReferenceAgent: Sendable {
     func run(_ lockstep: LockstepClient) async throws {
         var done = 0
         var backoff = Duration.milliseconds(200)
+        // Addresses tried since the last pause: with several coordinators, a failure that moved the client
+        // to another address is tried there at once (a takeover is noticed as soon as the new writer
+        // serves), and the back-off applies once every address has failed in a row.
+        var moved = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let began = ContinuousClock.now
+            let target = lockstep.currentTarget
             let polled: Lockstep_V1_PollResponse
             do {
                 polled = try await cancelWhenGracefulShutdown {
@@ -83,9 +88,16 @@ public struct ReferenceAgent: Sendable {
                     })
                 }
                 backoff = .milliseconds(200)
+                moved = 0
             } catch {
                 if Task.isShuttingDownGracefully || error is CancellationError { break }
                 guard let failure = error as? LockstepClientError, failure.isTransient else { throw error }
+                if lockstep.currentTarget != target, moved + 1 < lockstep.targetCount {
+                    moved += 1
+                    say("cannot poll (\(failure)); trying \(lockstep.currentTarget)")
+                    continue
+                }
+                moved = 0
                 let pause = backoff
                 say("cannot poll (\(failure)); again in \(pause)")
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }

@@ -105,6 +105,9 @@ public struct LockstepClient: Sendable {
     /// The server calls go to now (`HOST:PORT`).
     public var currentTarget: String { targets[rotation.current.withLock { $0 }] }
 
+    /// How many servers this client was given.
+    public var targetCount: Int { targets.count }
+
     /// Connects to `target` (`HOST:PORT`, `[IPv6]:PORT`), runs `body` with a client, then closes the
     /// connection. `trustedCertificate` (a PEM file) switches to TLS and trusts only that certificate.
     public static func connect<Result: Sendable>(
