@@ -148,6 +148,8 @@ extension LockstepServer {
         let text = Mutex("standby: waiting for the leadership lease")
         /// The writer's address (gRPC `HOST:PORT`), "" while unknown.
         let writer = Mutex("")
+        /// Why this replica cannot follow the log (its reads are stale), nil while it follows.
+        let following = Mutex<String?>(nil)
 
         /// The answer to a write sent here.
         func refusal() -> APIError {

@@ -260,7 +260,11 @@ public enum LockstepServer {
                    },
                    writeProblem: {
                        if let replica = options.replica {
-                           return "replica: serving reads, applied through sequence \(await coordinator.appliedSequence); \(replica.text.withLock { $0 })"
+                           let applied = await coordinator.appliedSequence
+                           if let failing = replica.following.withLock({ $0 }) {
+                               return "replica: NOT following the log, reads are as of sequence \(applied): \(failing); \(replica.text.withLock { $0 })"
+                           }
+                           return "replica: serving reads, applied through sequence \(applied); \(replica.text.withLock { $0 })"
                        }
                        if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the storage (the disk, or the PostgreSQL database)" }
                        return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
@@ -409,9 +413,10 @@ public enum LockstepServer {
         }
         // The writer runs the timers; a replica instead follows the writer's appends from the log.
         let follower: any Service
-        if case .postgres(let client, _) = options.store, isReplica {
-            follower = ReplicaTail(coordinator: coordinator, client: client, catchUpMillis: options.replicaCatchUpMillis, logger: logger) { applied in
+        if case .postgres(let client, _) = options.store, let replica = options.replica {
+            follower = ReplicaTail(coordinator: coordinator, client: client, catchUpMillis: options.replicaCatchUpMillis, logger: logger) { applied, failing in
                 metrics.appliedSequence.record(Int64(clamping: applied))
+                replica.following.withLock { $0 = failing }
             }
         } else {
             follower = timers

@@ -9,14 +9,15 @@ import ServiceLifecycle
 /// state, so its reads and watches are current. It reads the log from its own last sequence whenever
 /// the writer's per-commit notification arrives, and every `catchUpMillis` without one (a notification
 /// is a hint: those sent while the listener was disconnected are lost). Pages are pulled one at a time
-/// at the follower's pace; a page that does not check (a tampered log) is not folded, is logged, and is
-/// read again on the next round.
+/// at the follower's pace; a page that does not check (a tampered log) is not folded, is logged, is read
+/// again on the next round, and `/readyz` says the replica is not following (its reads are stale).
 struct ReplicaTail: Service {
     let coordinator: Coordinator
     let client: PostgresClient
     let catchUpMillis: Int
     let logger: Logger
-    let applied: @Sendable (UInt64) -> Void
+    /// After each round: the sequence applied, and why the log cannot be followed (nil while it can).
+    let applied: @Sendable (UInt64, String?) -> Void
 
     func run() async throws {
         // Rounds to run: at most one waiting, however many notifications arrive meanwhile.
@@ -40,7 +41,7 @@ struct ReplicaTail: Service {
                         if failing != error.description { logger.error("replica: cannot follow the log: \(error)") }
                         failing = error.description
                     }
-                    applied(await coordinator.appliedSequence)
+                    applied(await coordinator.appliedSequence, failing)
                 }
             }
             group.cancelAll()

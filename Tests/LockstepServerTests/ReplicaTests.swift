@@ -57,5 +57,18 @@ import Testing
             return try await curl([replicaHTTP + "/metrics"]).contains("lockstep_applied_sequence \(head)")
         }
         #expect(try await onReplica(["migration", "status", "f1", "--output", "json"]).stdout == onWriter.stdout)
+
+        // A forged event past the head (its chain link wrong): the replica does not fold it, and says on
+        // `/readyz` that it is not following, and as of which sequence its reads are.
+        let head = try await world.postgres.psql(world.database, "SELECT sequence FROM lockstep_head").trimmingCharacters(in: .whitespacesAndNewlines)
+        try await world.postgres.psql(world.database, """
+            INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
+                SELECT sequence + 1, 'migration/forged', 1, '\\x00', decode(repeat('11', 32), 'hex') FROM lockstep_head;
+            UPDATE lockstep_head SET sequence = sequence + 1;
+            """)
+        try await eventually("the replica says it is not following", seconds: 10) {
+            try await curl([replicaHTTP + "/readyz"]).contains("replica: NOT following the log, reads are as of sequence \(head)")
+        }
+        #expect(try await curl([replicaHTTP + "/metrics"]).contains("lockstep_applied_sequence \(head)"))
     }
 }
