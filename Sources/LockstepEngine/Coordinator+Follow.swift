@@ -19,14 +19,15 @@ extension Coordinator {
         guard page[0].sequence == from + 1 else {
             throw .corrupted(position: from + 1, reason: "the log's next event after \(from) is \(page[0].sequence)")
         }
-        // Checked against a copy of the state the events will be folded into, as `History.fold` does.
-        var checking = machine.state
+        // Checked as `History.fold` checks, against the live state's stream versions and those the page
+        // itself moves (nothing is folded until the whole page checks).
+        var versions: [String: UInt64] = [:]
         var events: [CoordinatorMachine.FollowedEvent] = []
         events.reserveCapacity(page.count)
         for stored in page {
             let record = try History.decode(stored)
-            try History.checkOrder(record, of: stored, against: checking)
-            checking.evolve(record, sequence: stored.sequence)
+            try History.checkOrder(record, of: stored, current: versions[stored.stream] ?? machine.state.currentVersion(of: record))
+            versions[stored.stream] = record.streamVersion
             events.append(.init(sequence: stored.sequence, record: record))
         }
         // Another follow may have folded while this one read: the machine skips what it already holds.

@@ -135,7 +135,11 @@ public enum History {
     /// Checks that decoded `record` fits the state folded so far: its stream's version follows on, and
     /// a migration stream starts with exactly one `migration_started` naming its own migration.
     static func checkOrder(_ record: LogRecord, of stored: StoredEvent, against state: LogState) throws(EventLogError) {
-        let current = state.currentVersion(of: record)
+        try checkOrder(record, of: stored, current: state.currentVersion(of: record))
+    }
+
+    /// `checkOrder` against `current`, the version of the record's stream before it.
+    static func checkOrder(_ record: LogRecord, of stored: StoredEvent, current: UInt64) throws(EventLogError) {
         guard record.streamVersion == current + 1 else {
             throw .corrupted(position: stored.sequence, reason: "stream \(stored.stream) jumps from version \(current) to \(record.streamVersion)")
         }

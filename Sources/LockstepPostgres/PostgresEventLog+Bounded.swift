@@ -15,7 +15,7 @@ extension PostgresEventLog {
 
     /// Runs one read (or a snapshot's write) on the client, bounded by `transactionMillisMax` for the same
     /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
-    func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws -> T {
+    func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(EventLogError) -> T {
         let answer = OneShot<T>()
         let limit = Duration.milliseconds(options.transactionMillisMax)
         let work = Task { [client, logger] in
@@ -28,7 +28,11 @@ extension PostgresEventLog {
         let result = await answer.wait()
         watchdog.cancel()
         _ = work
-        return try result.get()
+        switch result {
+        case .success(let value): return value
+        case .failure(let error as EventLogError): throw error
+        case .failure(let error): throw .unavailable(Self.describe(error))
+        }
     }
 
     /// What a transaction has got to, shared between it and its watchdog.

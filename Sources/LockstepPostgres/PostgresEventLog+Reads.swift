@@ -50,74 +50,49 @@ extension PostgresEventLog {
     }
 
     func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
-        do {
-            return try await bounded { client, logger in
-                var events: [(StoredEvent, ChainHash?)] = []
-                let rows = try await client.query(query, logger: logger)
-                for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "its chain hash is not 32 bytes")
-                    }
-                    let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
-                    events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
-                                               record: Array(record.readableBytesView), chainHash: link), before))
-                }
-                return events
+        return try await bounded { client, logger in
+            var events: [(StoredEvent, ChainHash?)] = []
+            let rows = try await client.query(query, logger: logger)
+            for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+                let link = try Self.chainHash(hash, at: sequence, of: "its")
+                let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
+                events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
+                                           record: Array(record.readableBytesView), chainHash: link), before))
             }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
+            return events
         }
     }
 
     public func head() async throws(EventLogError) -> LogHead {
-        do {
-            return try await bounded { client, logger in
-                let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
-                for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes")
-                    }
-                    return LogHead(sequence: UInt64(sequence), chainHash: link)
-                }
-                throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
+        return try await bounded { client, logger in
+            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
+            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+                return LogHead(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
             }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
+            throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
         }
     }
 
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
-        do {
-            return try await bounded { client, logger in
-                for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
-                    .decode(Int64.self) { return UInt64(version) }
-                return 0
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
+        return try await bounded { client, logger in
+            for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
+                .decode(Int64.self) { return UInt64(version) }
+            return 0
         }
     }
 
     public func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
         let limit = min(max(limit, 0), EventLogLimits.streamNamesPageMax)
         guard limit > 0 else { return [] }
-        do {
-            return try await bounded { client, logger in
-                // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
-                var names: [String] = []
-                let rows = try await client.query("""
-                    SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
-                    ORDER BY stream LIMIT \(Int64(limit))
-                    """, logger: logger)
-                for try await name in rows.decode(String.self) { names.append(name) }
-                return names
-            }
-        } catch {
-            throw .unavailable(Self.describe(error))
+        return try await bounded { client, logger in
+            // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
+            var names: [String] = []
+            let rows = try await client.query("""
+                SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
+                ORDER BY stream LIMIT \(Int64(limit))
+                """, logger: logger)
+            for try await name in rows.decode(String.self) { names.append(name) }
+            return names
         }
     }
 
@@ -130,61 +105,54 @@ extension PostgresEventLog {
         guard snapshot.sequence >= 1, let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
             throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
         }
-        do {
-            // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
-            try await bounded { client, logger in
-                try await client.withTransaction(logger: logger) { connection in
-                    try Self.checkOpen(connection)
-                    try await connection.query("""
-                        INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
-                        VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
-                                \(ByteBuffer(bytes: snapshot.digest)))
-                        ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
-                        """, logger: logger)
-                    try Self.checkOpen(connection)
-                    try await connection.query("""
-                        DELETE FROM lockstep_snapshots WHERE sequence NOT IN
-                            (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
-                        """, logger: logger)
-                }
+        // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
+        try await bounded { client, logger in
+            try await client.withTransaction(logger: logger) { connection in
+                try Self.checkOpen(connection)
+                try await connection.query("""
+                    INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
+                    VALUES (\(Int64(snapshot.sequence)), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)),
+                            \(ByteBuffer(bytes: snapshot.digest)))
+                    ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
+                    """, logger: logger)
+                try Self.checkOpen(connection)
+                try await connection.query("""
+                    DELETE FROM lockstep_snapshots WHERE sequence NOT IN
+                        (SELECT sequence FROM lockstep_snapshots ORDER BY sequence DESC LIMIT \(Int64(EventLogLimits.snapshotsRetainedMax)))
+                    """, logger: logger)
             }
-        } catch {
-            throw .unavailable(Self.describe(error))
         }
     }
 
     public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
-        do {
-            return try await bounded { client, logger in
-                let rows = try await client.query(
-                    "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
-                for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
-                    guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else {
-                        throw EventLogError.corrupted(position: UInt64(sequence), reason: "the snapshot's chain hash is not 32 bytes")
-                    }
-                    return Snapshot(sequence: UInt64(sequence), chainHash: link, state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
-                }
-                return nil
+        return try await bounded { client, logger in
+            let rows = try await client.query(
+                "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
+            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+                return Snapshot(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the snapshot's"),
+                                state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
             }
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(Self.describe(error))
+            return nil
         }
     }
 
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
     public func snapshotCount() async throws(EventLogError) -> Int {
-        do {
-            return try await bounded { client, logger in
-                for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
-                    return Int(count)
-                }
-                return 0
+        return try await bounded { client, logger in
+            for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
+                return Int(count)
             }
-        } catch {
-            throw .unavailable(Self.describe(error))
+            return 0
         }
+    }
+
+    /// A stored chain hash (of the event, head or snapshot at `sequence`; `whose` says which, "its" for an
+    /// event); one that is not 32 bytes is damage there.
+    static func chainHash(_ bytes: ByteBuffer, at sequence: Int64, of whose: String) throws(EventLogError) -> ChainHash {
+        guard let link = ChainHash(bytes: Array(bytes.readableBytesView)) else {
+            throw .corrupted(position: UInt64(clamping: sequence), reason: "\(whose) chain hash is not 32 bytes")
+        }
+        return link
     }
 
     /// An error in words, without the query's bound values.

@@ -231,7 +231,7 @@ public actor PostgresEventLog: EventLog {
             if let stream, let version { versions[stream] = UInt64(version) }
             if read { continue }
             read = true
-            guard let link = ChainHash(bytes: Array(hash.readableBytesView)) else { throw EventLogError.corrupted(position: UInt64(sequence), reason: "the head's chain hash is not 32 bytes") }
+            let link = try chainHash(hash, at: sequence, of: "the head's")
             if let epoch, stored != epoch {
                 throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
             }
