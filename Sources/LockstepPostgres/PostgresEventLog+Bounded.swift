@@ -38,17 +38,27 @@ extension PostgresEventLog {
     /// What a transaction has got to, shared between it and its watchdog.
     final class TransactionProgress: Sendable {
         struct State {
-            /// Set once the inserts are done, before postgres-nio sends COMMIT: a failure after it leaves
-            /// the outcome to be read from the log.
+            /// Set once the inserts are sent (ahead) or done (locked, before COMMIT): a failure after it
+            /// leaves the outcome to be read from the log.
             var planned: Planned?
             /// Set by the watchdog when the transaction overran before its inserts were done: it must not
             /// commit any more (it rolls back if it ever gets that far).
             var abandoned = false
         }
         let state = Mutex(State())
-        let answer = OneShot<Void>()
-        func end(_ result: Result<Void, any Error>) { answer.end(result) }
-        func wait() async -> Result<Void, any Error> { await answer.wait() }
+        let answer = OneShot<Bool>()
+        /// The inserts of `planned` are sent (or, on the locked way, done): from here a failure leaves the
+        /// outcome to be read from the log. Throws when the watchdog abandoned the transaction first.
+        func sending(_ planned: Planned, limit: Duration) throws {
+            try state.withLock { state in
+                guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
+                state.planned = planned
+            }
+        }
+        /// The statement sent ahead checked and wrote nothing: nothing of it can commit.
+        func wroteNothing() { state.withLock { $0.planned = nil } }
+        func end(_ result: Result<Bool, any Error>) { answer.end(result) }
+        func wait() async -> Result<Bool, any Error> { await answer.wait() }
     }
 
     /// One answer, from whichever side gives it first (the work, or its watchdog).
@@ -89,24 +99,44 @@ extension PostgresEventLog {
     /// Runs one append transaction, bounded in time. postgres-nio 1.33 can leave a query waiting forever
     /// when its connection closes under it (the database crashed), and a waiting query cannot be
     /// cancelled; so the transaction runs in a task of its own and a watchdog answers for it after
-    /// `transactionMillisMax`: before its inserts were done, it is abandoned (it can never commit: it
-    /// rolls back if it wakes) and nothing was written; after them, its COMMIT may still land, and the
+    /// `transactionMillisMax`: before its inserts were sent, it is abandoned (it can never commit: it
+    /// rolls back if it wakes) and nothing was written; after them, its commit may still land, and the
     /// outcome is read from the log. An abandoned task holds one pooled connection until the pool
     /// notices it closed; there is at most one per overrun.
-    func transaction(_ requests: [AppendRequest], _ progress: TransactionProgress) async throws {
+    ///
+    /// `ahead` (see `PostgresEventLog+Append.swift`) is tried first, as one statement PostgreSQL commits on
+    /// its own at the end of the exchange; postgres-nio hands back its rows before that commit is
+    /// answered, so a trivial query follows on the same connection, which postgres-nio sends only once the
+    /// commit was answered without an error (an error there closes the connection, failing the query, and
+    /// the outcome is read from the log). When `ahead` wrote nothing, the locked way runs.
+    ///
+    /// The task runs on the connection's event loop (`EventLoopTaskExecutor`), so its round trips resume
+    /// without a switch of threads.
+    /// Returns whether the batch went ahead (false: the locked way).
+    func transaction(_ requests: [AppendRequest], ahead: Planned?, _ progress: TransactionProgress) async throws -> Bool {
         let epoch = self.epoch
         let logger = self.logger
         let limit = Duration.milliseconds(options.transactionMillisMax)
         let work = Task { [client] in
             do {
-                try await client.withTransaction(logger: logger) { connection in
-                    let planned = try await Self.insert(requests, epoch: epoch, on: connection, logger: logger)
-                    try progress.state.withLock { state in
-                        guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
-                        state.planned = planned
+                let wentAhead = try await client.withConnection { connection in
+                    try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
+                        if let ahead {
+                            try progress.sending(ahead, limit: limit)
+                            if try await Self.write(ahead, epoch: epoch, on: connection, logger: logger) {
+                                try Self.checkOpen(connection)
+                                try await connection.query("SELECT 1", logger: logger)
+                                return true
+                            }
+                            progress.wroteNothing()
+                        }
+                        try await connection.withTransaction(logger: logger) { connection in
+                            try progress.sending(try await Self.locked(requests, epoch: epoch, on: connection, logger: logger), limit: limit)
+                        }
+                        return false
                     }
                 }
-                progress.end(.success(()))
+                progress.end(.success(wentAhead))
             } catch {
                 progress.end(.failure(error))
             }
@@ -123,6 +153,6 @@ extension PostgresEventLog {
         let result = await progress.wait()
         watchdog.cancel()
         _ = work
-        try result.get()
+        return try result.get()
     }
 }

@@ -73,6 +73,18 @@ extension PostgresEventLog {
         }
     }
 
+    /// The head once no transaction holds its row: a commit still under way (its connection lost on this
+    /// side while the server finishes it) is waited for, so what it shows is that commit's outcome.
+    func settledHead() async throws(EventLogError) -> LogHead {
+        return try await bounded { client, logger in
+            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR SHARE", logger: logger)
+            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+                return LogHead(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
+            }
+            throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
+        }
+    }
+
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
         return try await bounded { client, logger in
             for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)

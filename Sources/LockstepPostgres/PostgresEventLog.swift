@@ -8,9 +8,12 @@ import Synchronization
 /// hash chain as the SQLite log, so the same conformance suite holds it and `history verify|replay|export`
 /// read it unchanged.
 ///
-/// One head row (`lockstep_head`, id 1) is read `FOR UPDATE` and rewritten inside every append
-/// transaction: it serializes writers, so sequences are dense and visible in commit order, and it is where
-/// the previous chain hash is read and the new one written (no sequence object, no high-water mark).
+/// One head row (`lockstep_head`, id 1) is locked and rewritten inside every append transaction: it
+/// serializes writers, so sequences are dense and visible in commit order, and it is where the previous
+/// chain hash is checked or read and the new one written (no sequence object, no high-water mark). A
+/// writer chains a batch onto the head its last commit left and sends it in one statement that writes
+/// only when that is still the head; otherwise (and first) it reads the head `FOR UPDATE` in a
+/// transaction (`PostgresEventLog+Append.swift`).
 /// Appends that arrive while a commit is in flight share the next transaction (group commit), each
 /// checked against its expected stream version on its own. A COMMIT whose outcome is unknown (the
 /// connection lost during it) is resolved by reading the head, never by guessing; when even that fails
@@ -51,12 +54,18 @@ public actor PostgresEventLog: EventLog {
     var stopped: EventLogError?
     /// The writer's epoch this log appends under (`fence`); nil: unfenced (one coordinator, tools).
     var epoch: Int64?
+    /// The head this log's last commit left, while nothing has failed since: the next batch is chained
+    /// onto it and sent ahead in one statement (`PostgresEventLog+Append.swift`); nil: the locked way.
+    var known: LogHead?
+    /// How many batches went ahead and committed (the rest took the locked way).
+    private(set) var committedAhead = 0
 
     /// From now on every append checks, in its transaction, that the log's epoch is still `epoch`; when
     /// another coordinator has taken over (a higher epoch), the append writes nothing and the log stops
     /// taking writes: a deposed writer can never interleave with the new one.
     public func fence(epoch: Int64) {
         self.epoch = epoch
+        known = nil
     }
 
     /// Why writes stopped (a storage fault, an unknown outcome, deposition), nil while they go on.
@@ -180,8 +189,9 @@ public actor PostgresEventLog: EventLog {
         let began = ContinuousClock.now
         let progress = TransactionProgress()
         do {
-            try await transaction(requests, progress)
+            if try await transaction(requests, ahead: known.flatMap { Self.ahead(requests, onto: $0) }, progress) { committedAhead += 1 }
         } catch {
+            known = nil
             let failure = Self.failure(error)
             if case .versionConflict = failure {} else { options.failureObserver?(failure) }
             if case .writesStopped = failure, stopped == nil { stopped = failure }
@@ -189,15 +199,13 @@ public actor PostgresEventLog: EventLog {
             return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran)
         }
         guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
+        known = inserted.head
         let events = inserted.head.sequence - inserted.before.sequence
         if events > 0, let observer = options.observer {
             observer(LogCommit(events: Int(events), appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
         }
         return inserted.results
     }
-
-    /// What a transaction's inserts did: each request's result, the head they leave and the head before.
-    typealias Planned = (results: [Result<AppendReceipt, EventLogError>], head: LogHead, before: LogHead)
 
     /// An error of a transaction as the log reports it (see the type's comment).
     static func failure(_ error: any Error) -> EventLogError {
@@ -212,82 +220,6 @@ public actor PostgresEventLog: EventLog {
         return .unavailable(describe(error))
     }
 
-    /// Inserts every request whose expected version holds, chaining each event to the one before, and
-    /// moves the head. Returns each request's result, the new head and the head before.
-    static func insert(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
-        // The head, locked (it serializes appends), with the versions of every stream the batch touches:
-        // one statement, one row per stream found (the head's columns repeated), one row when none is.
-        let names = Array(Set(requests.map(\.stream))).sorted()
-        try checkOpen(connection)
-        let rows = try await connection.query("""
-            WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
-            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version
-            FROM head LEFT JOIN lockstep_streams s ON s.stream = ANY(\(names))
-            """, logger: logger)
-        var before = LogHead.genesis
-        var versions: [String: UInt64] = [:]
-        var read = false
-        for try await (sequence, hash, stored, stream, version) in rows.decode((Int64, ByteBuffer, Int64, String?, Int64?).self) {
-            if let stream, let version { versions[stream] = UInt64(version) }
-            if read { continue }
-            read = true
-            let link = try chainHash(hash, at: sequence, of: "the head's")
-            if let epoch, stored != epoch {
-                throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
-            }
-            before = LogHead(sequence: UInt64(sequence), chainHash: link)
-        }
-        // Each request checked on its own, in order; the events of those that hold, chained.
-        var head = before
-        var results: [Result<AppendReceipt, EventLogError>] = []
-        var sequences: [Int64] = [], streams: [String] = [], streamVersions: [Int64] = [], records: [ByteBuffer] = [], links: [ByteBuffer] = []
-        for request in requests {
-            let actual = versions[request.stream] ?? 0
-            guard actual == request.expectedVersion else {
-                results.append(.failure(.versionConflict(stream: request.stream, expected: request.expectedVersion, actual: actual)))
-                continue
-            }
-            let first = head.sequence + 1
-            var version = actual
-            for record in request.records {
-                version += 1
-                let sequence = head.sequence + 1
-                let link = head.chainHash.next(sequence: sequence, record: record)
-                sequences.append(Int64(sequence))
-                streams.append(request.stream)
-                streamVersions.append(Int64(version))
-                records.append(ByteBuffer(bytes: record))
-                links.append(ByteBuffer(bytes: link.bytes))
-                head = LogHead(sequence: sequence, chainHash: link)
-            }
-            versions[request.stream] = version
-            results.append(.success(AppendReceipt(firstSequence: first, lastSequence: head.sequence, streamVersion: version)))
-        }
-        if head != before {
-            // One statement, whatever the batch's size: the events, the streams' versions and the head, and
-            // replicas told (one notification per committed batch, delivered at COMMIT; a hint only: a
-            // replica that misses it reads from its last sequence anyway). Every data-modifying part of a
-            // WITH runs to completion whether or not the query reads it.
-            let touched = names.filter { versions[$0] != nil }
-            try checkOpen(connection)
-            // Read to the end: an error (a constraint, a trigger, the disk) may come after the first row.
-            let written = try await connection.query("""
-                WITH events AS (
-                    INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)
-                    SELECT * FROM unnest(\(sequences)::bigint[], \(streams)::text[], \(streamVersions)::bigint[], \(records)::bytea[], \(links)::bytea[])),
-                versions AS (
-                    INSERT INTO lockstep_streams (stream, version) SELECT * FROM unnest(\(touched)::text[], \(touched.map { Int64(versions[$0]!) })::bigint[])
-                    ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version),
-                moved AS (
-                    UPDATE lockstep_head SET sequence = \(Int64(head.sequence)), chain_hash = \(ByteBuffer(bytes: head.chainHash.bytes))
-                    WHERE id = 1 RETURNING sequence)
-                SELECT pg_notify('\(unescaped: Self.notificationChannel)', sequence::text) FROM moved
-                """, logger: logger)
-            for try await _ in written {}
-        }
-        return (results, head, before)
-    }
-
     /// The transaction failed after its inserts (at COMMIT, or on the way to it): whether it committed is
     /// read from the log. Heads only grow, so it committed exactly when the event at the sequence it would
     /// have ended on is there with the chain hash it computed; otherwise nothing of it was written (another
@@ -300,7 +232,7 @@ public actor PostgresEventLog: EventLog {
         while true {
             do {
                 // Heads only grow: it committed exactly when its last event is in the log with its chain hash.
-                let now = try await head()
+                let now = try await settledHead()
                 if planned.head.sequence > planned.before.sequence, now.sequence >= planned.head.sequence,
                    try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash {
                     logger.notice("a commit's acknowledgement was lost; the head shows it committed", metadata: ["head": "\(planned.head.sequence)"])

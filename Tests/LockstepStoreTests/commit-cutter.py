@@ -3,10 +3,12 @@
 
 Usage: commit-cutter.py LISTEN_PORT TARGET_PORT ARM_FILE
 
-Forwards every connection to 127.0.0.1:TARGET_PORT. When a client sends COMMIT while ARM_FILE exists,
-the proxy deletes ARM_FILE, forwards the COMMIT, waits for the server to answer it (so the transaction
-has committed), and closes both sides without passing the answer on: the client sees its connection
-lost during COMMIT, with the transaction in fact committed. Prints "ready" once it listens.
+Forwards every connection to 127.0.0.1:TARGET_PORT. ARM_FILE holds the bytes that mark a commit: COMMIT
+(the log's locked way) or the writing statement's name (its Bind, sent ahead and committed on its own). When a client sends
+them while ARM_FILE exists, the proxy deletes ARM_FILE, forwards the message, waits for the server's
+ReadyForQuery (so the transaction has committed), and closes both sides without passing the answer on:
+the client sees its connection lost during the commit, with the transaction in fact committed. Prints
+"ready" once it listens.
 """
 import os
 import socket
@@ -16,20 +18,37 @@ import threading
 listen_port, target_port, arm_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 
 
+READY = b"Z\x00\x00\x00\x05"  # ReadyForQuery: the exchange, and any commit it ends, is over
+
+
+def armed():
+    try:
+        with open(arm_file, "rb") as file:
+            return file.read() or b"COMMIT"
+    except OSError:
+        return None
+
+
 def pipe(source, sink, client_side, pair):
     try:
         while True:
             data = source.recv(65536)
             if not data:
                 break
-            if client_side and b"COMMIT" in data and os.path.exists(arm_file):
+            mark = armed()
+            if client_side and mark and mark in data:
                 os.unlink(arm_file)
                 pair["cut"] = True
                 sink.sendall(data)
                 # The server's answer is read here and dropped: the commit happened, the client never hears.
                 pair["server"].settimeout(5)
+                answer = b""
                 try:
-                    pair["server"].recv(65536)
+                    while READY not in answer:
+                        chunk = pair["server"].recv(65536)
+                        if not chunk:
+                            break
+                        answer += chunk
                 except OSError:
                     pass
                 break

@@ -1,0 +1,109 @@
+import Foundation
+@testable import LockstepPostgres
+import LockstepStore
+import LockstepTestSupport
+import Testing
+
+/// The two ways a batch gets into the log on PostgreSQL (PostgresEventLog+Append.swift), on a real
+/// cluster: a writer's batch goes ahead in one statement chained onto the head its last commit left, and
+/// whenever that is no longer the head, or a stream is not at the version the batch expects, the
+/// statement writes nothing and the locked way decides, exactly as if the batch had never gone ahead.
+@Suite(.serialized) struct PostgresAppendWayTests {
+    func request(_ stream: String, _ expected: UInt64, _ records: String...) -> AppendRequest {
+        AppendRequest(stream: stream, expectedVersion: expected, records: records.map { Array($0.utf8) })
+    }
+
+    /// Every event's chain hash follows from the one before, and the sequences are dense from 1.
+    func expectChained(_ log: PostgresEventLog, count: Int) async throws {
+        let events = try await log.read(after: 0, limit: 1_000)
+        #expect(events.count == count)
+        var previous = ChainHash.genesis
+        for (index, event) in events.enumerated() {
+            #expect(event.sequence == UInt64(index + 1))
+            let expected = previous.next(sequence: event.sequence, record: event.record)
+            #expect(event.chainHash == expected, "event \(event.sequence) does not chain")
+            previous = event.chainHash
+        }
+        #expect(try await log.head() == LogHead(sequence: UInt64(count), chainHash: previous))
+    }
+
+    @Test func aWritersBatchesGoAheadAfterTheFirst() async throws {
+        let (_, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0, "a1"))
+        #expect(await log.committedAhead == 0, "the first batch takes the locked way: the head is not known yet")
+        #expect(try await log.append(request("a", 1, "a2", "a3")) == AppendReceipt(firstSequence: 2, lastSequence: 3, streamVersion: 3))
+        #expect(try await log.append(request("b", 0, "b1")) == AppendReceipt(firstSequence: 4, lastSequence: 4, streamVersion: 1))
+        #expect(await log.committedAhead == 2)
+        #expect(try await log.streamVersion(of: "a") == 3)
+        #expect(try await log.streamVersion(of: "b") == 1)
+        try await expectChained(log, count: 4)
+    }
+
+    @Test func aBatchSentAheadOntoAHeadThatMovedWritesNothingAndTheLockedWayAppendsIt() async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let mine = try await PostgresEventLog.open(client: client)
+        let other = try await PostgresEventLog.open(client: await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port()))
+        _ = try await mine.append(request("a", 0, "a1"))
+        _ = try await other.append(request("b", 0, "b1"))  // the head moves under `mine`
+        #expect(try await mine.append(request("a", 1, "a2")) == AppendReceipt(firstSequence: 3, lastSequence: 3, streamVersion: 2))
+        #expect(await mine.committedAhead == 0)
+        #expect(try await mine.append(request("a", 2, "a3")).firstSequence == 4)
+        #expect(await mine.committedAhead == 1, "the locked way taught it the head again")
+        try await expectChained(mine, count: 4)
+    }
+
+    @Test func aStaleExpectedVersionSentAheadIsAConflictAndWritesNothing() async throws {
+        let (_, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0, "a1"))
+        _ = try await log.append(request("a", 1, "a2"))
+        let head = try await log.head()
+        do {
+            _ = try await log.append(request("a", 1, "stale"))
+            Issue.record("an append expecting a version the stream has left was acknowledged")
+        } catch {
+            #expect(error == .versionConflict(stream: "a", expected: 1, actual: 2))
+        }
+        #expect(try await log.head() == head)
+        // A stream that does not exist yet, expected at a version it never had: the same.
+        do {
+            _ = try await log.append(request("new", 3, "x"))
+            Issue.record("an append expecting a version an empty stream does not have was acknowledged")
+        } catch {
+            #expect(error == .versionConflict(stream: "new", expected: 3, actual: 0))
+        }
+        #expect(try await log.head() == head)
+        #expect(try await log.append(request("a", 2, "a3")).firstSequence == 3)
+        try await expectChained(log, count: 3)
+    }
+
+    /// Concurrent appends share one batch (group commit); some hold and some do not, in one batch, whichever
+    /// way it took: each gets its own answer and only those that hold are written.
+    @Test func aBatchMixingAppendsThatHoldAndThatDoNotAnswersEachOnItsOwn() async throws {
+        let (_, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("s", 0, "s1"))
+        let outcomes = await withTaskGroup(of: (Int, Result<AppendReceipt, EventLogError>).self) { group in
+            for index in 0..<24 {
+                group.addTask {
+                    // Every other one expects the version the stream starts at (one of those can hold);
+                    // the rest write to streams of their own, which always hold.
+                    let request = index.isMultiple(of: 2) ? request("s", 1, "s\(index)") : request("own-\(index)", 0, "o\(index)")
+                    do throws(EventLogError) { return (index, .success(try await log.append(request))) } catch { return (index, .failure(error)) }
+                }
+            }
+            return await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        let shared = outcomes.filter { $0.key.isMultiple(of: 2) }.values
+        #expect(shared.filter { if case .success = $0 { true } else { false } }.count == 1, "exactly one append on s at version 1 holds")
+        for result in shared {
+            if case .failure(let error) = result { #expect(error == .versionConflict(stream: "s", expected: 1, actual: 2)) }
+        }
+        for (index, result) in outcomes where !index.isMultiple(of: 2) {
+            #expect(try result.get().streamVersion == 1, "append \(index)")
+        }
+        #expect(try await log.streamVersion(of: "s") == 2)
+        try await expectChained(log, count: 1 + 1 + 12)
+    }
+}
