@@ -110,14 +110,26 @@ extension PostgresEventLog {
     /// commit was answered without an error (an error there closes the connection, failing the query, and
     /// the outcome is read from the log). When `ahead` wrote nothing, the locked way runs.
     ///
-    /// The task runs on the connection's event loop (`EventLoopTaskExecutor`), so its round trips resume
-    /// without a switch of threads.
-    /// Returns whether the batch went ahead (false: the locked way).
+    /// The task runs on a SwiftNIO event loop (`EventLoopTaskExecutor`): the log's own loop while it leases
+    /// a connection, then the connection's, so its round trips resume without a switch of threads; its
+    /// watchdog is a task scheduled on the log's loop (a timer in the loop's queue, no task or thread of
+    /// its own). Returns whether the batch went ahead (false: the locked way).
     func transaction(_ requests: [AppendRequest], ahead: Planned?, _ progress: TransactionProgress) async throws -> Bool {
         let epoch = self.epoch
         let logger = self.logger
         let limit = Duration.milliseconds(options.transactionMillisMax)
-        let work = Task { [client] in
+        let amount = TimeAmount.milliseconds(options.transactionMillisMax)
+        let loop = self.loop
+        let work = Task(executorPreference: EventLoopTaskExecutor(loop)) { [client] in
+            let watchdog = loop.scheduleTask(in: amount) {
+                let inserted = progress.state.withLock { state in
+                    if state.planned == nil { state.abandoned = true }
+                    return state.planned != nil
+                }
+                logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
+                progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
+            }
+            defer { watchdog.cancel() }
             do {
                 let wentAhead = try await client.withConnection { connection in
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
@@ -141,17 +153,7 @@ extension PostgresEventLog {
                 progress.end(.failure(error))
             }
         }
-        let watchdog = Task {
-            guard (try? await Task.sleep(for: limit)) != nil else { return }
-            let inserted = progress.state.withLock { state in
-                if state.planned == nil { state.abandoned = true }
-                return state.planned != nil
-            }
-            logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
-            progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
-        }
         let result = await progress.wait()
-        watchdog.cancel()
         _ = work
         return try result.get()
     }

@@ -11,11 +11,21 @@ extension PostgresEventLog {
     public func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
         let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
         guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
-        let events = try await select("""
-            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
-            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-            WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
-            """)
+        func page() async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
+            try await select("""
+                SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
+                FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+                WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+                """)
+        }
+        var events = try await page()
+        if events.isEmpty, sequence > 0, try await head().sequence > sequence {
+            // Nothing after `sequence` but a head past it: either a commit landed between the two reads
+            // (events and head commit together, so a read after the head's sees them), or events are
+            // missing. Asked once more, a page still empty is damage.
+            events = try await page()
+            if events.isEmpty { throw .corrupted(position: sequence + 1, reason: "event \(sequence + 1) is missing") }
+        }
         // The page must start right after `sequence` and have no gaps (a deleted row is damage).
         var expected = sequence + 1
         var verifier: ChainVerifier?
@@ -27,11 +37,6 @@ extension PostgresEventLog {
             }
             try verifier?.check(event)
             expected += 1
-        }
-        if events.isEmpty, sequence > 0 {
-            // Nothing after `sequence`: it must be the head, or events are missing before it.
-            let head = try await head()
-            if head.sequence > sequence { throw .corrupted(position: sequence + 1, reason: "event \(sequence + 1) is missing") }
         }
         return events.map(\.0)
     }

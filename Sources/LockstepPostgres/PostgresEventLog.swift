@@ -45,6 +45,8 @@ public actor PostgresEventLog: EventLog {
     }
 
     let client: PostgresClient
+    /// The event loop an append transaction starts on and its watchdog is scheduled on.
+    let loop: any EventLoop = PostgresClient.defaultEventLoopGroup.any()
     let logger: Logger
     let options: Options
     /// Appends waiting for the next transaction (the drainer's own has no continuation).

@@ -22,6 +22,24 @@ import Testing
         #expect(try await log.streamVersion(of: "nobody") == 0)
     }
 
+    /// A reader tailing the log while a writer appends (as a replica does) sees every event once, in
+    /// order, and never a commit landing between its reads as damage ("event N is missing").
+    @Test(arguments: LogKind.allCases)
+    func aReaderTailingAWriterSeesEveryEventAndNoDamage(kind: LogKind) async throws {
+        let log = try await kind.make()
+        let total: UInt64 = 300
+        async let written: Void = {
+            for index in 0..<total { _ = try await log.append(AppendRequest(stream: "s", expectedVersion: index, records: [bytes("e\(index)")])) }
+        }()
+        var seen: [UInt64] = []
+        let deadline = ContinuousClock.now + .seconds(60)
+        while seen.count < Int(total), ContinuousClock.now < deadline {
+            seen += try await log.read(after: seen.last ?? 0, limit: 5).map(\.sequence)
+        }
+        try await written
+        #expect(seen == Array(1...total))
+    }
+
     /// Stream names by prefix, in UTF-8 byte order, paged by the last name seen: how settled migrations
     /// (gone from the live state) are listed. Each name once, however many events its stream holds.
     @Test(arguments: LogKind.allCases)
