@@ -44,6 +44,8 @@ extension PostgresEventLog {
             /// Set by the watchdog when the transaction overran before its inserts were done: it must not
             /// commit any more (it rolls back if it ever gets that far).
             var abandoned = false
+            /// Set once a batch sent ahead was executed and its commit is being waited for (`SELECT 1`).
+            var syncing = false
         }
         let state = Mutex(State())
         let answer = OneShot<Bool>()
@@ -136,6 +138,7 @@ extension PostgresEventLog {
                         if let ahead {
                             try progress.sending(ahead, limit: limit)
                             if try await Self.write(ahead, epoch: epoch, on: connection, logger: logger) {
+                                progress.state.withLock { $0.syncing = true }
                                 try Self.checkOpen(connection)
                                 try await connection.query("SELECT 1", logger: logger)
                                 return true

@@ -185,8 +185,8 @@ public actor PostgresEventLog: EventLog {
         return try own.get()
     }
 
-    /// One transaction for `requests`.
-    private func commit(_ requests: [AppendRequest]) async -> [Result<AppendReceipt, EventLogError>] {
+    /// One transaction for `requests` (`retried`: the locked way's second run of a batch sent ahead).
+    private func commit(_ requests: [AppendRequest], retried: Bool = false) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
         let began = ContinuousClock.now
         let progress = TransactionProgress()
@@ -198,6 +198,14 @@ public actor PostgresEventLog: EventLog {
             if case .versionConflict = failure {} else { options.failureObserver?(failure) }
             if case .writesStopped = failure, stopped == nil { stopped = failure }
             guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(failure) } }
+            if progress.state.withLock({ $0.syncing }), !(error is TransactionOverran), !retried, stopped == nil,
+               (try? await landed(inserted)) == false {
+                // A batch sent ahead failed at its commit, where postgres-nio cannot read PostgreSQL's error
+                // (it closes the connection), and nothing of it was written: the locked way runs it again
+                // and reports the reason with its SQLSTATE (a storage fault there stops writes).
+                logger.notice("a batch sent ahead did not commit; the locked way runs it again", metadata: ["error": "\(failure)"])
+                return await commit(requests, retried: true)
+            }
             return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran)
         }
         guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
@@ -222,6 +230,14 @@ public actor PostgresEventLog: EventLog {
         return .unavailable(describe(error))
     }
 
+    /// Whether `planned` is in the log. Heads only grow: it committed exactly when its last event is there
+    /// with its chain hash.
+    private func landed(_ planned: Planned) async throws(EventLogError) -> Bool {
+        let now = try await settledHead()
+        guard planned.head.sequence > planned.before.sequence, now.sequence >= planned.head.sequence else { return false }
+        return try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash
+    }
+
     /// The transaction failed after its inserts (at COMMIT, or on the way to it): whether it committed is
     /// read from the log. Heads only grow, so it committed exactly when the event at the sequence it would
     /// have ended on is there with the chain hash it computed; otherwise nothing of it was written (another
@@ -233,10 +249,7 @@ public actor PostgresEventLog: EventLog {
         var pause = Duration.milliseconds(100)
         while true {
             do {
-                // Heads only grow: it committed exactly when its last event is in the log with its chain hash.
-                let now = try await settledHead()
-                if planned.head.sequence > planned.before.sequence, now.sequence >= planned.head.sequence,
-                   try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash {
+                if try await landed(planned) {
                     logger.notice("a commit's acknowledgement was lost; the head shows it committed", metadata: ["head": "\(planned.head.sequence)"])
                     return planned.results
                 }

@@ -78,6 +78,29 @@ import Testing
         try await expectChained(log, count: 3)
     }
 
+    /// An error PostgreSQL raises at the commit of a batch sent ahead cannot be read through postgres-nio
+    /// (it closes the connection); the locked way runs the batch again and reads it: a storage fault there
+    /// stops writes, as it does on the locked way, and nothing is written.
+    @Test func aStorageFaultAtTheCommitOfABatchSentAheadStopsWrites() async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0, "a1"))
+        _ = try await log.append(request("a", 1, "a2"))
+        #expect(await log.committedAhead == 1)
+        try await TestPostgres.shared.psql(database, """
+            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '58030'; END $$;
+            CREATE CONSTRAINT TRIGGER io AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault();
+            """)
+        do {
+            _ = try await log.append(request("a", 2, "a3"))
+            Issue.record("an append that hit an I/O error at its commit was acknowledged")
+        } catch {
+            #expect(error.code == "writes_stopped" && error.description.contains("58030"), "\(error)")
+        }
+        #expect(await log.writesStopped != nil)
+        #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "2\n")
+    }
+
     /// Concurrent appends share one batch (group commit); some hold and some do not, in one batch, whichever
     /// way it took: each gets its own answer and only those that hold are written.
     @Test func aBatchMixingAppendsThatHoldAndThatDoNotAnswersEachOnItsOwn() async throws {
