@@ -78,7 +78,7 @@ extension LockstepServer {
             let status = StandbyStatus()
             // Both ports serve reads while standing by (`/readyz` 503 naming the writer, writes refused with
             // `not_writer`); they are released before the writer's own listeners bind them.
-            return try await withThrowingTaskGroup(of: Void.self) { group in
+            return await withTaskGroup(of: Void.self) { group in
                 group.addTask { await serveAsReplica(status) }
                 defer { group.cancelAll() }
                 var said: String?
@@ -86,7 +86,7 @@ extension LockstepServer {
                     do {
                         if let epoch = try await lease.tryAcquire() {
                             group.cancelAll()
-                            while (try? await group.next()) != nil {}
+                            while await group.next() != nil {}
                             return took(epoch)
                         }
                         if let holder = try await lease.current() {

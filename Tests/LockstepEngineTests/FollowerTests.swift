@@ -69,8 +69,8 @@ enum Following {
         try await recordScenario(on: writer)
         // A second migration_started in an existing stream, appended behind the coordinators' backs.
         let bogus = try #require(try await log.read(after: 0, limit: 1).first)
-        let head = try await log.head()
-        _ = try await log.append(AppendRequest(stream: bogus.stream, expectedVersion: try await log.streamVersion(of: bogus.stream), records: [bogus.record]))
+        let head = await log.head()
+        _ = try await log.append(AppendRequest(stream: bogus.stream, expectedVersion: await log.streamVersion(of: bogus.stream), records: [bogus.record]))
         await #expect(throws: EventLogError.self) { try await replica.follow() }
         #expect(await replica.appliedSequence == 0)
         #expect(head.sequence > 0)

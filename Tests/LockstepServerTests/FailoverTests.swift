@@ -36,7 +36,12 @@ import Testing
         var servers: String { ports.map { "127.0.0.1:\($0.grpc)" }.joined(separator: ",") }
         var environment: [String: String] { ["LOCKSTEP_SERVER": servers, "LOCKSTEP_TOKEN": ""] }
 
-        init() async throws {
+        /// The coordinators' leadership TTL: short where a takeover is what is tested, long where a
+        /// writer that a loaded machine stalls past it would change hands mid-test for no reason.
+        let leadershipTTLMillis: Int
+
+        init(leadershipTTLMillis: Int = 1_000) async throws {
+            self.leadershipTTLMillis = leadershipTTLMillis
             database = try await postgres.makeDatabase()
             store = try await postgres.url(database)
             try FailoverTests.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
@@ -70,7 +75,7 @@ import Testing
         func start(_ index: Int) throws {
             processes[index] = try ChildProcess(try lockstepBinary(), [
                 "serve", "--store", store, "--dev", "--grpc-listen", "127.0.0.1:\(ports[index].grpc)", "--http-listen", "127.0.0.1:\(ports[index].http)",
-                "--coordinator-id", names[index], "--leadership-ttl-ms", "1000",
+                "--coordinator-id", names[index], "--leadership-ttl-ms", "\(leadershipTTLMillis)",
             ])
         }
 

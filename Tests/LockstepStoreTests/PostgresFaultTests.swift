@@ -26,12 +26,12 @@ import Testing
         _ = try await log.append(request("a", 0))
 
         // The writer's next batch is sent ahead, committed on its own: its answer is lost.
-        FileManager.default.createFile(atPath: arm, contents: Data(WriteStatement.name.utf8))
+        _ = FileManager.default.createFile(atPath: arm, contents: Data(WriteStatement.name.utf8))
         let receipt = try await log.append(request("a", 1, "lost answer"))
         #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut the statement sent ahead")
         #expect(receipt == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
         // After a failure the log takes the locked way (BEGIN ... COMMIT): the COMMIT's answer is lost.
-        FileManager.default.createFile(atPath: arm, contents: Data("COMMIT".utf8))
+        _ = FileManager.default.createFile(atPath: arm, contents: Data("COMMIT".utf8))
         #expect(try await log.append(request("a", 2, "lost again")) == AppendReceipt(firstSequence: 3, lastSequence: 3, streamVersion: 3))
         #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut a COMMIT")
         #expect(try await postgres.psql(database, "SELECT count(*) FROM lockstep_events") == "3\n")

@@ -48,7 +48,7 @@ public actor TestPostgres {
 
     /// A new, empty database on the cluster (started on first use): its name.
     public func makeDatabase() async throws -> String {
-        let cluster = try await started()
+        _ = try await started()
         databases += 1
         let name = "lockstep_test_\(databases)"
         try await psql("postgres", "CREATE DATABASE \(name)")
