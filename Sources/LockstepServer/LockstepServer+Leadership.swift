@@ -76,12 +76,26 @@ extension LockstepServer {
             // one, or the first) would build only to drop it.
             if let epoch = try? await lease.tryAcquire() { return took(epoch) }
             let status = StandbyStatus()
+            var said: String?
+            /// Reads who holds the lease into `status` (what `/readyz` and a refused write say).
+            func observe() async throws {
+                guard let holder = try await lease.current() else { return }
+                let now = "standby: the writer is \(holder.holder.isEmpty ? "nobody yet" : holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
+                if now != said { logger.notice("\(now)") }
+                said = now
+                status.text.withLock { $0 = now }
+                status.writer.withLock { $0 = holder.address }
+            }
+            // Known before the replica serves its first read: a replica that answered while still saying
+            // "waiting for the leadership lease" would send clients nowhere (a CI run caught one).
+            do { try await observe() } catch {
+                logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
+            }
             // Both ports serve reads while standing by (`/readyz` 503 naming the writer, writes refused with
             // `not_writer`); they are released before the writer's own listeners bind them.
             return await withTaskGroup(of: Void.self) { group in
                 group.addTask { await serveAsReplica(status) }
                 defer { group.cancelAll() }
-                var said: String?
                 while !Task.isShuttingDownGracefully {
                     do {
                         if let epoch = try await lease.tryAcquire() {
@@ -89,13 +103,7 @@ extension LockstepServer {
                             while await group.next() != nil {}
                             return took(epoch)
                         }
-                        if let holder = try await lease.current() {
-                            let now = "standby: the writer is \(holder.holder.isEmpty ? "nobody yet" : holder.holder) at \(holder.address.isEmpty ? "?" : holder.address) (epoch \(holder.epoch))"
-                            if now != said { logger.notice("\(now)") }
-                            said = now
-                            status.text.withLock { $0 = now }
-                            status.writer.withLock { $0 = holder.address }
-                        }
+                        try await observe()
                     } catch {
                         logger.warning("standby: the leadership lease cannot be read: \(PostgresEventLog.describe(error))")
                     }

@@ -27,7 +27,13 @@ import Testing
         }
 
         // The replica's answers once it serves (it took over the standby's port after building its state).
-        try await eventually("the replica serves reads", seconds: 30) { try await onReplica(["migration", "status", "f1"]).status == 0 }
+        do {
+            try await eventually("the replica serves reads", seconds: 30) { try await onReplica(["migration", "status", "f1"]).status == 0 }
+        } catch {
+            // What the replica said of itself, for a run that cannot be reproduced (one local run, once).
+            Issue.record("the replica's log: \(world.processes[replicaSlot]?.stderr.suffix(4_000) ?? "")")
+            throw error
+        }
         // A watch on the replica alone sees the migration through to its end, woken by what the tail brings.
         let watch = try ChildProcess(try lockstepBinary(), ["migration", "watch", "f1", "--output", "json"],
                                      environment: ["LOCKSTEP_SERVER": replicaAddress, "LOCKSTEP_TOKEN": ""])
