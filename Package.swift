@@ -70,6 +70,20 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        // HTTP/2 on libnghttp2 (issue 17): the C library, and the engine that drives it from a SwiftNIO channel.
+        .systemLibrary(
+            name: "CNGHTTP2",
+            pkgConfig: "libnghttp2",
+            providers: [.apt(["libnghttp2-dev"])]
+        ),
+        .target(
+            name: "LockstepH2",
+            dependencies: [
+                "CNGHTTP2",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "LockstepStore",
             dependencies: [
@@ -252,6 +266,16 @@ let package = Package(
             path: "ops/bench/Sources/lockstep-bare"
         ),
         .testTarget(name: "LockstepCoreTests", dependencies: ["LockstepCore"]),
+        .testTarget(
+            name: "LockstepH2Tests",
+            dependencies: [
+                "LockstepH2", "CNGHTTP2", "LockstepTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            exclude: ["h2_probe.py"]
+        ),
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(
             name: "LockstepStoreTests",

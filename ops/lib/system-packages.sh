@@ -1,5 +1,6 @@
 # Sourced by ops/demo and ops/test: installs the Debian packages Lockstep needs, if missing.
 #   libsqlite3-dev  SQLite headers for the CSQLite system-library module
+#   libnghttp2-dev  libnghttp2 headers for the CNGHTTP2 system-library module (the HTTP/2 engine)
 #   pkg-config      lets SwiftPM find them
 #   strace          fault injection (fsync EIO) in the durability tests
 #   gcc             compiles the unsynced-write shim (LD_PRELOAD) of the power-loss test
@@ -8,6 +9,7 @@
 install_system_packages() {
   local need=()
   [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
+  [ -f /usr/include/nghttp2/nghttp2.h ] || need+=(libnghttp2-dev)
   command -v pkg-config >/dev/null || need+=(pkg-config)
   for tool in "$@"; do command -v "$tool" >/dev/null || need+=("$tool"); done
   [ ${#need[@]} -eq 0 ] && return 0

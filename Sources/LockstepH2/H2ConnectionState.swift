@@ -1,0 +1,243 @@
+import NIOCore
+
+/// What libnghttp2 reported while it read a client's bytes (`H2Session` turns its callbacks into these, in
+/// order). Stream ids are the client's (odd, positive).
+public enum H2Event: Equatable, Sendable {
+    /// A HEADERS frame opened a request stream.
+    case requestBegan(Int32)
+    /// One field of that request's header list (names arrive lowercased and checked by libnghttp2).
+    case header(Int32, name: String, value: String)
+    /// The request's header list ended; `endStream` when it has no body.
+    case headersEnded(Int32, endStream: Bool)
+    /// Request body bytes (one DATA frame's payload, without padding).
+    case data(Int32, ByteBuffer)
+    /// A DATA frame was received whole: its payload length and whether it ended the request.
+    case dataFrame(Int32, length: Int, endStream: Bool)
+    /// A HEADERS frame that is not a request (trailers): its payload length and whether it ended the stream.
+    case otherHeaders(Int32, length: Int, endStream: Bool)
+    /// A PING that asks for an answer (libnghttp2 answers it).
+    case ping
+    /// A SETTINGS frame that is not an acknowledgement (libnghttp2 applies and acknowledges it).
+    case settings
+    /// A stream closed: `code` 0 when both sides ended it, otherwise the RST_STREAM error code.
+    case streamClosed(Int32, code: UInt32)
+}
+
+/// A request's head as the engine hands it to the application.
+public struct H2RequestHead: Equatable, Sendable {
+    public var method: String
+    public var scheme: String
+    public var authority: String
+    public var path: String
+    /// Regular fields in arrival order, pseudo-headers left out.
+    public var headers: [(name: String, value: String)]
+
+    public init(method: String, scheme: String, authority: String, path: String, headers: [(name: String, value: String)]) {
+        self.method = method
+        self.scheme = scheme
+        self.authority = authority
+        self.path = path
+        self.headers = headers
+    }
+
+    /// The first value of field `name` (lowercase).
+    public func first(_ name: String) -> String? { headers.first { $0.name == name }?.value }
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.method == b.method && a.scheme == b.scheme && a.authority == b.authority && a.path == b.path
+            && a.headers.map(\.name) == b.headers.map(\.name) && a.headers.map(\.value) == b.headers.map(\.value)
+    }
+}
+
+/// HTTP/2 error codes the engine sends (RFC 9113 §7).
+public enum H2ErrorCode: UInt32, Sendable {
+    case noError = 0x0, protocolError = 0x1, internalError = 0x2, flowControlError = 0x3, streamClosed = 0x5
+    case refusedStream = 0x7, cancel = 0x8, enhanceYourCalm = 0xb
+}
+
+/// What the handler must do after an event; the state machine decides, `H2ServerHandler` performs.
+public enum H2Action: Equatable, Sendable {
+    /// Hand a complete request to the application (its body is at most `requestBodyBytesMax`).
+    case dispatch(Int32, H2RequestHead, body: ByteBuffer)
+    /// Answer a stream without the application, with this status and no body (431, 413, 400).
+    case answer(Int32, status: Int)
+    /// Reset a stream.
+    case reset(Int32, H2ErrorCode)
+    /// Give `bytes` of request body back to the client's flow-control windows (the stream's, and the
+    /// connection's; `streamOpen` false when only the connection's is left).
+    case consume(Int32, bytes: Int, streamOpen: Bool)
+    /// The stream closed while its handler ran: tell the application, which stops its work.
+    case cancelled(Int32, code: UInt32)
+    /// Close the connection with GOAWAY and this code (a flood).
+    case terminate(H2ErrorCode, reason: String)
+}
+
+/// One connection's streams and abuse accounting, as a value: events in, actions out, time passed in as
+/// monotonic nanoseconds. No channel, no libnghttp2, no clock, so every limit is tested with tables of events.
+public struct H2ConnectionState: Sendable {
+    public let limits: H2Limits
+    private var streams: [Int32: Stream] = [:]
+    /// Streams handed to the application whose handler has not finished, open or reset.
+    private var handlersRunning: Set<Int32> = []
+    private var pings: H2TokenBucket
+    private var settings: H2TokenBucket
+    private var emptyFrames: H2TokenBucket
+    /// Set once the connection is being closed for abuse: later events are ignored.
+    private(set) var terminated = false
+
+    struct Stream: Sendable {
+        var method = "", scheme = "", authority = "", path = ""
+        var headers: [(name: String, value: String)] = []
+        var headerBytes = 0
+        var headerFields = 0
+        var headersTooLarge = false
+        var body: ByteBuffer
+        /// Body bytes received and not yet given back to the client's windows.
+        var unconsumedBytes = 0
+        var bodyTooLarge = false
+        var requestEnded = false
+        /// Handed to the application (or answered by the engine): later body bytes are discarded.
+        var dispatched = false
+    }
+
+    public init(limits: H2Limits, nowNanos: UInt64) {
+        self.limits = limits
+        pings = H2TokenBucket(limits.pings, nowNanos: nowNanos)
+        settings = H2TokenBucket(limits.settingsFrames, nowNanos: nowNanos)
+        emptyFrames = H2TokenBucket(limits.emptyFrames, nowNanos: nowNanos)
+    }
+
+    /// Streams the engine is tracking (open, or with a handler still running).
+    public var streamsTracked: Int { streams.count }
+    public var handlersInFlight: Int { handlersRunning.count }
+
+    public mutating func on(_ event: H2Event, nowNanos: UInt64) -> [H2Action] {
+        guard !terminated else { return [] }
+        switch event {
+        case .requestBegan(let id):
+            // libnghttp2 refuses streams over SETTINGS_MAX_CONCURRENT_STREAMS itself; handlers still running
+            // on reset streams are ours to count.
+            if handlersRunning.count >= Int(limits.concurrentStreamsMax) {
+                return [.reset(id, .refusedStream)]
+            }
+            streams[id] = Stream(body: ByteBuffer())
+            return []
+        case .header(let id, let name, let value):
+            guard var stream = streams[id], !stream.dispatched else { return [] }
+            // Counted before it is kept: a list over the limit keeps nothing more (HPACK still decodes it,
+            // so the connection's compression state stays in step).
+            stream.headerBytes = stream.headerBytes.addingSaturating(name.utf8.count + value.utf8.count + 32)
+            stream.headerFields += 1
+            if stream.headerBytes > limits.headerListBytesMax || stream.headerFields > limits.headerFieldsMax {
+                stream.headersTooLarge = true
+                stream.headers = []
+            } else if !stream.headersTooLarge {
+                switch name {
+                case ":method": stream.method = value
+                case ":scheme": stream.scheme = value
+                case ":authority": stream.authority = value
+                case ":path": stream.path = value
+                default:
+                    if !name.hasPrefix(":") { stream.headers.append((name, value)) }
+                }
+            }
+            streams[id] = stream
+            return []
+        case .headersEnded(let id, let endStream):
+            guard var stream = streams[id] else { return [] }
+            if stream.headersTooLarge {
+                stream.dispatched = true
+                streams[id] = stream
+                return [.answer(id, status: 431)]
+            }
+            stream.requestEnded = endStream
+            streams[id] = stream
+            return endStream ? dispatch(id) : []
+        case .otherHeaders(_, let length, let endStream):
+            if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
+                return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
+            }
+            return []
+        case .data(let id, var bytes):
+            guard var stream = streams[id] else { return [] }
+            stream.unconsumedBytes = stream.unconsumedBytes.addingSaturating(bytes.readableBytes)
+            if stream.dispatched || stream.bodyTooLarge {
+                // Not kept: give the window back at once so the connection is not starved by a body nobody reads.
+                let bytes = stream.unconsumedBytes
+                stream.unconsumedBytes = 0
+                streams[id] = stream
+                return [.consume(id, bytes: bytes, streamOpen: true)]
+            }
+            if stream.body.readableBytes.addingSaturating(bytes.readableBytes) > limits.requestBodyBytesMax {
+                stream.bodyTooLarge = true
+                stream.dispatched = true
+                stream.body = ByteBuffer()
+                let unconsumed = stream.unconsumedBytes
+                stream.unconsumedBytes = 0
+                streams[id] = stream
+                return [.answer(id, status: 413), .consume(id, bytes: unconsumed, streamOpen: true)]
+            }
+            stream.body.writeBuffer(&bytes)
+            streams[id] = stream
+            return []
+        case .dataFrame(let id, let length, let endStream):
+            var actions: [H2Action] = []
+            if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
+                return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
+            }
+            if endStream, var stream = streams[id], !stream.dispatched {
+                stream.requestEnded = true
+                streams[id] = stream
+                actions += dispatch(id)
+            }
+            return actions
+        case .ping:
+            return pings.take(nowNanos: nowNanos) ? [] : terminate("more PING frames than \(limits.pings.burst) at once or \(limits.pings.perSecond)/s")
+        case .settings:
+            return settings.take(nowNanos: nowNanos)
+                ? [] : terminate("more SETTINGS frames than \(limits.settingsFrames.burst) at once or \(limits.settingsFrames.perSecond)/s")
+        case .streamClosed(let id, let code):
+            guard let stream = streams.removeValue(forKey: id) else { return [] }
+            var actions: [H2Action] = []
+            if stream.unconsumedBytes > 0 { actions.append(.consume(id, bytes: stream.unconsumedBytes, streamOpen: false)) }
+            if handlersRunning.contains(id) { actions.append(.cancelled(id, code: code)) }
+            return actions
+        }
+    }
+
+    /// The application finished stream `id` (answered, reset, or gave up after a cancel).
+    public mutating func handlerFinished(_ id: Int32) {
+        handlersRunning.remove(id)
+    }
+
+    private mutating func dispatch(_ id: Int32) -> [H2Action] {
+        guard var stream = streams[id], !stream.dispatched else { return [] }
+        stream.dispatched = true
+        let head = H2RequestHead(method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path, headers: stream.headers)
+        let body = stream.body
+        let unconsumed = stream.unconsumedBytes
+        stream.body = ByteBuffer()
+        stream.headers = []
+        stream.unconsumedBytes = 0
+        streams[id] = stream
+        handlersRunning.insert(id)
+        // The window is given back once the request is handed over, never before: what a client may have
+        // sent and we hold is bounded by the connection window.
+        var actions: [H2Action] = [.dispatch(id, head, body: body)]
+        if unconsumed > 0 { actions.append(.consume(id, bytes: unconsumed, streamOpen: true)) }
+        return actions
+    }
+
+    private mutating func terminate(_ reason: String) -> [H2Action] {
+        terminated = true
+        return [.terminate(.enhanceYourCalm, reason: reason)]
+    }
+}
+
+extension Int {
+    /// `self + other`, or `Int.max` where that would overflow.
+    func addingSaturating(_ other: Int) -> Int {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? .max : sum
+    }
+}

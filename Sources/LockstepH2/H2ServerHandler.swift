@@ -1,0 +1,268 @@
+import Logging
+import NIOCore
+
+/// A request the engine hands to the application: complete, its body already bounded by
+/// `H2Limits.requestBodyBytesMax`.
+public struct H2Request: Sendable {
+    public let stream: Int32
+    public let head: H2RequestHead
+    public let body: ByteBuffer
+    public let remoteAddress: SocketAddress?
+}
+
+/// The application behind the engine. Called on the connection's event loop, once per request, without a
+/// task or a thread switch: answer inline when the answer is at hand, or keep `response` (it is
+/// `Sendable`) and answer later from anywhere.
+public protocol H2Responder: Sendable {
+    func respond(to request: H2Request, _ response: H2Response)
+}
+
+/// How the application answers one stream. Every method may be called from any thread (calls off the event
+/// loop hop onto it); calls after the stream closed, or after the answer ended, do nothing.
+public struct H2Response: Sendable {
+    let handler: NIOLoopBound<H2ServerHandler>
+    public let stream: Int32
+    /// Completes when the stream closes, with the RST_STREAM code (0 when it ended normally, and when the
+    /// connection closed before it). A parked request waits on this to stop its work.
+    public let closed: EventLoopFuture<UInt32>
+
+    public var eventLoop: EventLoop { handler.eventLoop }
+
+    /// Starts the answer: the status and fields, then a body through `write` and `finish` (`body` true),
+    /// or nothing more (`body` false: the headers end the stream).
+    public func head(status: Int, headers: [(String, String)], body: Bool) {
+        onLoop { $0.head(stream, status: status, headers: headers, body: body) }
+    }
+
+    /// Queues body bytes; past `responseBufferBytesMax` not yet sent, the stream is reset (CANCEL).
+    public func write(_ bytes: ByteBuffer) {
+        onLoop { $0.write(stream, bytes) }
+    }
+
+    /// Ends the body, with trailers or without.
+    public func finish(trailers: [(String, String)]? = nil) {
+        onLoop { $0.finish(stream, trailers: trailers) }
+    }
+
+    /// A whole answer at once.
+    public func send(status: Int, headers: [(String, String)], body: ByteBuffer?) {
+        onLoop { handler in
+            handler.head(stream, status: status, headers: headers, body: body != nil)
+            if let body {
+                handler.write(stream, body)
+                handler.finish(stream, trailers: nil)
+            }
+        }
+    }
+
+    public func reset(_ code: H2ErrorCode) {
+        onLoop { $0.reset(stream, code) }
+    }
+
+    private func onLoop(_ work: @escaping @Sendable (H2ServerHandler) -> Void) {
+        if handler.eventLoop.inEventLoop {
+            work(handler.value)
+        } else {
+            let handler = handler
+            handler.eventLoop.execute { work(handler.value) }
+        }
+    }
+}
+
+/// Serves HTTP/2 on one connection with libnghttp2 (`H2Session`), deciding with `H2ConnectionState`: this
+/// handler only moves bytes and performs the state machine's actions. Bytes in go to the session as they
+/// arrive; bytes out are gathered into one buffer and written once per read burst or per loop tick.
+public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private let session: H2Session
+    private var state: H2ConnectionState
+    private let responder: any H2Responder
+    private let logger: Logger
+    private let clock: @Sendable () -> UInt64
+    private var context: ChannelHandlerContext?
+    /// Streams whose answer has not ended: the promise behind `H2Response.closed`.
+    private var open: [Int32: EventLoopPromise<UInt32>] = [:]
+    /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
+    private var reading = false
+    private var flushScheduled = false
+    private var closing = false
+    private var closed = false
+
+    /// `clock` gives monotonic nanoseconds (the flood limits' buckets); tests pass their own.
+    public init(limits: H2Limits, responder: any H2Responder, logger: Logger,
+                clock: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) throws {
+        session = try H2Session(limits: limits)
+        state = H2ConnectionState(limits: limits, nowNanos: clock())
+        self.responder = responder
+        self.logger = logger
+        self.clock = clock
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        // Our SETTINGS go out first, before the client's preface is read.
+        if context.channel.isActive { flush() }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        flush()
+        context.fireChannelActive()
+    }
+
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        for (_, promise) in open { promise.succeed(0) }
+        open.removeAll()
+        self.context = nil
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        for (_, promise) in open { promise.succeed(0) }
+        open.removeAll()
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        reading = true
+        defer { reading = false }
+        switch session.receive(unwrapInboundIn(data)) {
+        case .success(let events):
+            let now = clock()
+            for event in events {
+                for action in state.on(event, nowNanos: now) { perform(action, context: context) }
+                if case .streamClosed(let id, let code) = event { open.removeValue(forKey: id)?.succeed(code) }
+            }
+        case .failure(let error):
+            logger.notice("closing an HTTP/2 connection: \(error)")
+            closeAfterDraining()
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        flush()
+        context.fireChannelReadComplete()
+    }
+
+    public func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { flush() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("HTTP/2 connection error: \(error)")
+        context.close(promise: nil)
+    }
+
+    // MARK: Actions
+
+    private func perform(_ action: H2Action, context: ChannelHandlerContext) {
+        switch action {
+        case .dispatch(let id, let head, let body):
+            let closed = context.eventLoop.makePromise(of: UInt32.self)
+            open[id] = closed
+            let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
+            responder.respond(to: H2Request(stream: id, head: head, body: body, remoteAddress: context.channel.remoteAddress), response)
+        case .answer(let id, let status):
+            do { try session.respond(id, status: status, headers: [("content-length", "0")], body: false) } catch { session.reset(id, .internalError) }
+        case .reset(let id, let code):
+            session.reset(id, code)
+        case .consume(let id, let bytes, let streamOpen):
+            session.consume(id, bytes: bytes, streamOpen: streamOpen)
+        case .cancelled(let id, let code):
+            open.removeValue(forKey: id)?.succeed(code)
+        case .terminate(let code, let reason):
+            logger.notice("closing an HTTP/2 connection: \(reason)", metadata: ["peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            session.terminate(code)
+            closeAfterDraining()
+        }
+    }
+
+    // MARK: What H2Response calls, on the event loop
+
+    func head(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) {
+        guard open[id] != nil else { return }
+        do {
+            try session.respond(id, status: status, headers: headers, body: body)
+        } catch {
+            logger.warning("an HTTP/2 answer could not be sent: \(error)")
+            session.reset(id, .internalError)
+            state.handlerFinished(id)
+        }
+        if !body { state.handlerFinished(id) }
+        scheduleFlush()
+    }
+
+    func write(_ id: Int32, _ bytes: ByteBuffer) {
+        guard open[id] != nil else { return }
+        if !session.write(id, bytes) {
+            logger.notice("resetting an HTTP/2 stream: its answer has more than \(state.limits.responseBufferBytesMax) bytes not yet sent")
+            session.reset(id, .cancel)
+            state.handlerFinished(id)
+        }
+        scheduleFlush()
+    }
+
+    func finish(_ id: Int32, trailers: [(String, String)]?) {
+        guard open[id] != nil else { return }
+        session.finish(id, trailers: trailers)
+        state.handlerFinished(id)
+        scheduleFlush()
+    }
+
+    func reset(_ id: Int32, _ code: H2ErrorCode) {
+        guard open[id] != nil else { return }
+        session.reset(id, code)
+        state.handlerFinished(id)
+        scheduleFlush()
+    }
+
+    // MARK: Bytes out
+
+    /// One flush per loop tick for answers given outside a read (a read burst flushes at its end).
+    private func scheduleFlush() {
+        guard !reading, !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            flush()
+        }
+    }
+
+    /// Writes what the session has to send, while the socket takes it; closes once the session is done.
+    private func flush() {
+        guard let context, context.channel.isActive else { return }
+        if context.channel.isWritable {
+            var out = context.channel.allocator.buffer(capacity: 0)
+            let drained = session.drain(into: &out, bytesMax: Self.flushBytesMax)
+            if out.readableBytes > 0 {
+                // More than one flush's worth waiting (a large answer): the next part once this one is written.
+                let more = drained >= Self.flushBytesMax
+                context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenSuccess { [self] in if more { scheduleFlush() } }
+            }
+        }
+        if session.isDone || closing { close(context) }
+    }
+
+    private func closeAfterDraining() {
+        closing = true
+        if !reading { flush() }
+    }
+
+    /// Bytes gathered into one write.
+    private static let flushBytesMax = 256 * 1_024
+
+    private func close(_ context: ChannelHandlerContext) {
+        guard !closed else { return }
+        closing = true
+        closed = true
+        var out = context.channel.allocator.buffer(capacity: 0)
+        session.drain(into: &out)
+        if out.readableBytes > 0 {
+            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        } else {
+            context.close(promise: nil)
+        }
+    }
+}

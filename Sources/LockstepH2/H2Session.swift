@@ -1,0 +1,319 @@
+import CNGHTTP2
+import NIOCore
+
+/// libnghttp2 answered `nghttp2_session_mem_recv` with an error: the connection cannot go on. GOAWAY, when
+/// the library queued one, is still in `drain`.
+public struct H2SessionError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// libnghttp2's error code (`nghttp2_error`), for example -903 bad client magic, -904 flooded, -905 too
+    /// many CONTINUATION frames.
+    public let code: Int
+    public var description: String { "http2_session_failed: libnghttp2 \(code) (\(String(cString: nghttp2_strerror(Int32(clamping: code)))))" }
+}
+
+/// The one place that calls libnghttp2: an `nghttp2_session` on the server side with `H2Limits` set, its
+/// callbacks turned into `H2Event`s, and response bodies served from per-stream queues.
+///
+/// Not thread-safe, like the C session it owns: one connection's event loop uses it. Callback data
+/// pointers are valid only during the callback, so every byte is copied out before it returns.
+public final class H2Session {
+    private let session: OpaquePointer
+    public let limits: H2Limits
+    /// Events collected during one `receive`.
+    private var events: [H2Event] = []
+    /// Response bodies not yet taken by libnghttp2, by stream.
+    private var outbound: [Int32: Outbound] = [:]
+    private let allocator = ByteBufferAllocator()
+
+    struct Outbound {
+        var queue = CircularBuffer<ByteBuffer>()
+        var bufferedBytes = 0
+        var finished = false
+        var trailers: [(String, String)]?
+        /// libnghttp2 was told there is nothing to send yet; `resume_data` wakes it.
+        var deferred = false
+    }
+
+    public init(limits: H2Limits) throws {
+        self.limits = limits
+        var callbacks: OpaquePointer?
+        guard nghttp2_session_callbacks_new(&callbacks) == 0, let callbacks else { throw H2SessionError(code: Int(NGHTTP2_ERR_NOMEM.rawValue)) }
+        defer { nghttp2_session_callbacks_del(callbacks) }
+        Self.install(callbacks)
+
+        var option: OpaquePointer?
+        guard nghttp2_option_new(&option) == 0, let option else { throw H2SessionError(code: Int(NGHTTP2_ERR_NOMEM.rawValue)) }
+        defer { nghttp2_option_del(option) }
+        // Window updates only for bytes handed over (`consume`): the connection window bounds what is buffered.
+        nghttp2_option_set_no_auto_window_update(option, 1)
+        nghttp2_option_set_max_outbound_ack(option, limits.outboundAcksMax)
+        nghttp2_option_set_max_settings(option, limits.settingsEntriesMax)
+        nghttp2_option_set_stream_reset_rate_limit(option, UInt64(limits.resets.burst), UInt64(limits.resets.perSecond))
+        nghttp2_option_set_max_continuations(option, limits.continuationsMax)
+        nghttp2_option_set_max_send_header_block_length(option, limits.sendHeaderBlockBytesMax)
+        nghttp2_option_set_max_deflate_dynamic_table_size(option, Int(limits.headerTableBytes))
+        nghttp2_option_set_no_closed_streams(option, 1)
+
+        var created: OpaquePointer?
+        // `self` is not complete yet: the user data is set right after, before any callback can run.
+        guard nghttp2_session_server_new2(&created, callbacks, nil, option) == 0, let created else {
+            throw H2SessionError(code: Int(NGHTTP2_ERR_NOMEM.rawValue))
+        }
+        session = created
+        nghttp2_session_set_user_data(session, Unmanaged.passUnretained(self).toOpaque())
+
+        var settings = [
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS.rawValue), value: limits.concurrentStreamsMax),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE.rawValue), value: limits.streamWindowBytes),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_FRAME_SIZE.rawValue), value: limits.frameBytesMax),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE.rawValue), value: UInt32(clamping: limits.headerListBytesMax)),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_HEADER_TABLE_SIZE.rawValue), value: limits.headerTableBytes),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_ENABLE_PUSH.rawValue), value: 0),
+            nghttp2_settings_entry(settings_id: Int32(NGHTTP2_SETTINGS_NO_RFC7540_PRIORITIES.rawValue), value: 1),
+        ]
+        try Self.check(nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), &settings, settings.count))
+        try Self.check(nghttp2_session_set_local_window_size(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), 0, limits.connectionWindowBytes))
+    }
+
+    deinit {
+        nghttp2_session_del(session)
+    }
+
+    // MARK: Bytes in and out
+
+    /// Feeds a client's bytes to the session; the events they produced, in order.
+    public func receive(_ bytes: ByteBuffer) -> Result<[H2Event], H2SessionError> {
+        events.removeAll(keepingCapacity: true)
+        let read = bytes.withUnsafeReadableBytes { raw in
+            nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
+        }
+        let happened = events
+        events.removeAll(keepingCapacity: true)
+        if read < 0 { return .failure(H2SessionError(code: read)) }
+        return .success(happened)
+    }
+
+    /// Appends every byte the session has to send (frames, window updates, acknowledgements, GOAWAY) to
+    /// `buffer`, stopping once it holds `bytesMax` or more; the number appended.
+    @discardableResult
+    public func drain(into buffer: inout ByteBuffer, bytesMax: Int = 1 << 20) -> Int {
+        var written = 0
+        while written < bytesMax {
+            var chunk: UnsafePointer<UInt8>?
+            let count = nghttp2_session_mem_send(session, &chunk)
+            guard count > 0, let chunk else { break }
+            buffer.writeBytes(UnsafeRawBufferPointer(start: chunk, count: count))
+            written += count
+        }
+        return written
+    }
+
+    /// False once neither side has anything more to say (after GOAWAY both ways, or a fatal error): close.
+    public var isDone: Bool { nghttp2_session_want_read(session) == 0 && nghttp2_session_want_write(session) == 0 }
+
+    // MARK: Answering
+
+    /// Starts the response on stream `id`. With `body` false, the headers end the stream; otherwise the body
+    /// comes from `write` and `finish`.
+    public func respond(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) throws {
+        let fields = [(":status", String(status))] + headers
+        if body {
+            outbound[id] = Outbound()
+            var provider = nghttp2_data_provider()
+            provider.read_callback = Self.readBody
+            try Self.withFields(fields) { try Self.check(nghttp2_submit_response(session, id, $0, $1, &provider)) }
+        } else {
+            try Self.withFields(fields) { try Self.check(nghttp2_submit_response(session, id, $0, $1, nil)) }
+        }
+    }
+
+    /// Queues body bytes on a stream answered with `body: true`; false when the stream is gone or has more
+    /// than `responseBufferBytesMax` waiting (the caller resets it).
+    public func write(_ id: Int32, _ bytes: ByteBuffer) -> Bool {
+        guard var stream = outbound[id], !stream.finished else { return false }
+        let buffered = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
+        guard buffered <= limits.responseBufferBytesMax else { return false }
+        stream.bufferedBytes = buffered
+        stream.queue.append(bytes)
+        let wake = stream.deferred
+        stream.deferred = false
+        outbound[id] = stream
+        if wake { nghttp2_session_resume_data(session, id) }
+        return true
+    }
+
+    /// Ends a body started with `respond(body: true)`, with trailers (gRPC's status) or without.
+    public func finish(_ id: Int32, trailers: [(String, String)]?) {
+        guard var stream = outbound[id], !stream.finished else { return }
+        stream.finished = true
+        stream.trailers = trailers
+        let wake = stream.deferred
+        stream.deferred = false
+        outbound[id] = stream
+        if wake { nghttp2_session_resume_data(session, id) }
+    }
+
+    /// Response bytes stream `id` has queued and libnghttp2 has not taken (the client's window is closed).
+    public func bufferedBytes(_ id: Int32) -> Int { outbound[id]?.bufferedBytes ?? 0 }
+
+    public func reset(_ id: Int32, _ code: H2ErrorCode) {
+        outbound[id] = nil
+        nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), id, code.rawValue)
+    }
+
+    /// Gives `bytes` back to the client's windows: the stream's and the connection's, or the connection's
+    /// alone once the stream is closed.
+    public func consume(_ id: Int32, bytes: Int, streamOpen: Bool) {
+        guard bytes > 0 else { return }
+        if streamOpen, nghttp2_session_consume(session, id, bytes) == 0 { return }
+        nghttp2_session_consume_connection(session, bytes)
+    }
+
+    /// GOAWAY with `code` after the last stream processed; nothing new is accepted.
+    public func terminate(_ code: H2ErrorCode) {
+        nghttp2_session_terminate_session(session, code.rawValue)
+    }
+
+    /// The first step of a graceful close (a GOAWAY with the largest stream id: streams in flight finish).
+    public func shutdownNotice() {
+        nghttp2_submit_shutdown_notice(session)
+    }
+
+    /// After `shutdownNotice` and a round trip: GOAWAY naming the last stream we will process.
+    public func goaway() {
+        nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session), H2ErrorCode.noError.rawValue, nil, 0)
+    }
+
+    // MARK: What the session says about itself (tests read the limits back)
+
+    /// A setting we sent, once the client acknowledged it (`nghttp2_session_get_local_settings`).
+    public func localSetting(_ id: nghttp2_settings_id) -> UInt32 { nghttp2_session_get_local_settings(session, id) }
+    /// The connection window we advertise (bytes the client may still send).
+    public var connectionWindowBytes: Int32 { nghttp2_session_get_local_window_size(session) }
+    public var streamsOpen: Int { outbound.count }
+
+    // MARK: Callbacks
+
+    private static func me(_ user: UnsafeMutableRawPointer?) -> H2Session {
+        Unmanaged<H2Session>.fromOpaque(user!).takeUnretainedValue()
+    }
+
+    private static func install(_ callbacks: OpaquePointer) {
+        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
+            guard let frame else { return 0 }
+            if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                H2Session.me(user).events.append(.requestBegan(frame.pointee.hd.stream_id))
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
+            guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            H2Session.me(user).events.append(.header(frame.pointee.hd.stream_id,
+                                           name: String(decoding: UnsafeBufferPointer(start: name, count: nameCount), as: UTF8.self),
+                                           value: String(decoding: UnsafeBufferPointer(start: value, count: valueCount), as: UTF8.self)))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, id, data, count, user in
+            guard let data else { return 0 }
+            let me = H2Session.me(user)
+            var bytes = me.allocator.buffer(capacity: count)
+            bytes.writeBytes(UnsafeRawBufferPointer(start: data, count: count))
+            me.events.append(.data(id, bytes))
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+            guard let frame else { return 0 }
+            let header = frame.pointee.hd
+            let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
+            let me = H2Session.me(user)
+            switch Int(header.type) {
+            case Int(NGHTTP2_HEADERS.rawValue):
+                if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
+                    me.events.append(.headersEnded(header.stream_id, endStream: endStream))
+                } else {
+                    me.events.append(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
+                }
+            case Int(NGHTTP2_DATA.rawValue):
+                me.events.append(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
+            case Int(NGHTTP2_PING.rawValue):
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.events.append(.ping) }
+            case Int(NGHTTP2_SETTINGS.rawValue):
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.events.append(.settings) }
+            default:
+                break
+            }
+            return 0
+        }
+        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in
+            let me = H2Session.me(user)
+            me.outbound[id] = nil
+            me.events.append(.streamClosed(id, code: code))
+            return 0
+        }
+    }
+
+    /// libnghttp2 asks for up to `length` body bytes of stream `id`.
+    private static let readBody: nghttp2_data_source_read_callback = { session, id, buffer, length, flags, _, user in
+        guard let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
+        let me = H2Session.me(user)
+        guard var stream = me.outbound[id] else {
+            flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
+            return 0
+        }
+        var copied = 0
+        while copied < length, var chunk = stream.queue.first {
+            let take = min(length - copied, chunk.readableBytes)
+            chunk.readWithUnsafeReadableBytes { raw in
+                (buffer + copied).update(from: raw.bindMemory(to: UInt8.self).baseAddress!, count: take)
+                return take
+            }
+            copied += take
+            if chunk.readableBytes == 0 { stream.queue.removeFirst() } else { stream.queue[stream.queue.startIndex] = chunk }
+        }
+        stream.bufferedBytes -= copied
+        if stream.queue.isEmpty {
+            if stream.finished {
+                flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
+                if let trailers = stream.trailers {
+                    flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_NO_END_STREAM.rawValue)
+                    // Allowed inside this callback (the header's note on nghttp2_submit_trailer).
+                    _ = H2Session.withFields(trailers) { nghttp2_submit_trailer(session, id, $0, $1) }
+                }
+            } else if copied == 0 {
+                stream.deferred = true
+                me.outbound[id] = stream
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            }
+        }
+        me.outbound[id] = stream
+        return copied
+    }
+
+    // MARK: Helpers
+
+    /// Calls `body` with the fields as an `nghttp2_nv` array pointing into one byte buffer that lives for
+    /// the call (libnghttp2 copies fields when a frame is submitted).
+    private static func withFields<T>(_ fields: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) throws -> T) rethrows -> T {
+        var bytes: [UInt8] = []
+        var spans: [(name: Range<Int>, value: Range<Int>)] = []
+        for (name, value) in fields {
+            let nameStart = bytes.count
+            bytes.append(contentsOf: name.utf8)
+            let valueStart = bytes.count
+            bytes.append(contentsOf: value.utf8)
+            spans.append((nameStart..<valueStart, valueStart..<bytes.count))
+        }
+        bytes.append(0)
+        return try bytes.withUnsafeMutableBufferPointer { storage in
+            let base = storage.baseAddress!
+            let fields = spans.map {
+                nghttp2_nv(name: base + $0.name.lowerBound, value: base + $0.value.lowerBound, namelen: $0.name.count, valuelen: $0.value.count,
+                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+            }
+            return try fields.withUnsafeBufferPointer { try body($0.baseAddress!, $0.count) }
+        }
+    }
+
+    private static func check(_ result: Int32) throws {
+        if result != 0 { throw H2SessionError(code: Int(result)) }
+    }
+}
