@@ -38,6 +38,9 @@ public struct H2Limits: Sendable, Equatable {
     /// Response bytes a stream may have buffered and not yet sent (the client's window is closed or the
     /// socket is slow); a handler that writes past it has its stream reset (CANCEL).
     public var responseBufferBytesMax: Int = 1 << 20
+    /// A writer that waits on `H2Response.write` resumes once its stream has this many bytes or fewer
+    /// not yet sent (the pace of the client's reading).
+    public var responseBufferLowBytes: Int = 64 * 1_024
     /// RST_STREAM frames a client may send (CVE-2023-44487); when spent, GOAWAY (libnghttp2's limiter).
     public var resets = Rate(burst: 256, perSecond: 33)
     /// PING frames a client may send (CVE-2019-9512); when spent, GOAWAY ENHANCE_YOUR_CALM.

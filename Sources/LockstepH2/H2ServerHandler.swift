@@ -1,6 +1,12 @@
 import Logging
 import NIOCore
 
+/// The stream a write was for has closed (the client reset it, the connection ended, or its answer
+/// outgrew `responseBufferBytesMax`): stop writing.
+public struct H2StreamGone: Error, Equatable, Sendable {
+    public let stream: Int32
+}
+
 /// A request the engine hands to the application: complete, its body already bounded by
 /// `H2Limits.requestBodyBytesMax`.
 public struct H2Request: Sendable {
@@ -34,9 +40,15 @@ public struct H2Response: Sendable {
         onLoop { $0.head(stream, status: status, headers: headers, body: body) }
     }
 
-    /// Queues body bytes; past `responseBufferBytesMax` not yet sent, the stream is reset (CANCEL).
-    public func write(_ bytes: ByteBuffer) {
-        onLoop { $0.write(stream, bytes) }
+    /// Queues body bytes. The future completes once the stream has at most `responseBufferLowBytes`
+    /// waiting to be sent, so a writer that waits for it goes at the client's pace; it fails with
+    /// `H2StreamGone` once the stream closed. Past `responseBufferBytesMax` not yet sent (a writer that
+    /// does not wait), the stream is reset (CANCEL).
+    @discardableResult
+    public func write(_ bytes: ByteBuffer) -> EventLoopFuture<Void> {
+        let paced = handler.eventLoop.makePromise(of: Void.self)
+        onLoop { $0.write(stream, bytes, paced: paced) }
+        return paced.futureResult
     }
 
     /// Ends the body, with trailers or without.
@@ -49,7 +61,7 @@ public struct H2Response: Sendable {
         onLoop { handler in
             handler.head(stream, status: status, headers: headers, body: body != nil)
             if let body {
-                handler.write(stream, body)
+                handler.write(stream, body, paced: nil)
                 handler.finish(stream, trailers: nil)
             }
         }
@@ -84,6 +96,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var context: ChannelHandlerContext?
     /// Streams whose answer has not ended: the promise behind `H2Response.closed`.
     private var open: [Int32: EventLoopPromise<UInt32>] = [:]
+    /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream.
+    private var pacing: [Int32: EventLoopPromise<Void>] = [:]
     /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
     private var reading = false
     private var flushScheduled = false
@@ -114,12 +128,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     public func handlerRemoved(context: ChannelHandlerContext) {
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
+        for (id, promise) in pacing { promise.fail(H2StreamGone(stream: id)) }
+        pacing.removeAll()
         self.context = nil
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
+        for (id, promise) in pacing { promise.fail(H2StreamGone(stream: id)) }
+        pacing.removeAll()
         context.fireChannelInactive()
     }
 
@@ -132,7 +150,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             let now = clock()
             for event in events {
                 for action in state.on(event, nowNanos: now) { perform(action, context: context) }
-                if case .streamClosed(let id, let code) = event { open.removeValue(forKey: id)?.succeed(code) }
+                if case .streamClosed(let id, let code) = event {
+                    open.removeValue(forKey: id)?.succeed(code)
+                    pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
+                }
             }
         case .failure(let error):
             logger.notice("closing an HTTP/2 connection: \(error)")
@@ -194,14 +215,35 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         scheduleFlush()
     }
 
-    func write(_ id: Int32, _ bytes: ByteBuffer) {
-        guard open[id] != nil else { return }
+    func write(_ id: Int32, _ bytes: ByteBuffer, paced: EventLoopPromise<Void>?) {
+        guard open[id] != nil else {
+            paced?.fail(H2StreamGone(stream: id))
+            return
+        }
         if !session.write(id, bytes) {
             logger.notice("resetting an HTTP/2 stream: its answer has more than \(state.limits.responseBufferBytesMax) bytes not yet sent")
+            paced?.fail(H2StreamGone(stream: id))
             session.reset(id, .cancel)
             state.handlerFinished(id)
+        } else if let paced {
+            if session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
+                paced.succeed()
+            } else if let waiting = pacing[id] {
+                waiting.futureResult.cascade(to: paced)
+            } else {
+                pacing[id] = paced
+            }
         }
         scheduleFlush()
+    }
+
+    /// Wakes the writers whose stream has drained to `responseBufferLowBytes` (after libnghttp2 took bytes).
+    private func wakeWriters() {
+        guard !pacing.isEmpty else { return }
+        for (id, promise) in pacing where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
+            pacing[id] = nil
+            if open[id] != nil { promise.succeed() } else { promise.fail(H2StreamGone(stream: id)) }
+        }
     }
 
     func finish(_ id: Int32, trailers: [(String, String)]?) {
@@ -236,6 +278,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         if context.channel.isWritable {
             var out = context.channel.allocator.buffer(capacity: 0)
             let drained = session.drain(into: &out, bytesMax: Self.flushBytesMax)
+            wakeWriters()
             if out.readableBytes > 0 {
                 // More than one flush's worth waiting (a large answer): the next part once this one is written.
                 let more = drained >= Self.flushBytesMax
