@@ -145,18 +145,17 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         guard !closing else { return }
         reading = true
         defer { reading = false }
-        switch session.receive(unwrapInboundIn(data)) {
-        case .success(let events):
-            let now = clock()
-            for event in events {
-                for action in state.on(event, nowNanos: now) { perform(action, context: context) }
-                if case .streamClosed(let id, let code) = event {
-                    open.removeValue(forKey: id)?.succeed(code)
-                    pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
-                }
+        let now = clock()
+        // Each event is decided as libnghttp2 reports it, so a flood stops at the frame over the limit.
+        let failed = session.receive(unwrapInboundIn(data)) { event in
+            for action in state.on(event, nowNanos: now) { perform(action, context: context) }
+            if case .streamClosed(let id, let code) = event {
+                open.removeValue(forKey: id)?.succeed(code)
+                pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
             }
-        case .failure(let error):
-            logger.notice("closing an HTTP/2 connection: \(error)")
+        }
+        if let failed {
+            logger.notice("closing an HTTP/2 connection: \(failed)")
             closeAfterDraining()
         }
     }

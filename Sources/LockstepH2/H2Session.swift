@@ -18,8 +18,8 @@ public struct H2SessionError: Error, Equatable, CustomStringConvertible, Sendabl
 public final class H2Session {
     private let session: OpaquePointer
     public let limits: H2Limits
-    /// Events collected during one `receive`.
-    private var events: [H2Event] = []
+    /// Where events go during one `receive` (nil outside it).
+    private var sink: ((H2Event) -> Void)?
     /// Response bodies not yet taken by libnghttp2, by stream.
     private var outbound: [Int32: Outbound] = [:]
     private let allocator = ByteBufferAllocator()
@@ -51,6 +51,8 @@ public final class H2Session {
         nghttp2_option_set_max_continuations(option, limits.continuationsMax)
         nghttp2_option_set_max_send_header_block_length(option, limits.sendHeaderBlockBytesMax)
         nghttp2_option_set_max_deflate_dynamic_table_size(option, Int(limits.headerTableBytes))
+        // No closed streams kept: with RFC 7540 priorities off they would serve nothing. A frame on a stream
+        // that has closed is then ignored, which RFC 9113 §5.1 allows ("MAY treat ... as a connection error").
         nghttp2_option_set_no_closed_streams(option, 1)
 
         var created: OpaquePointer?
@@ -80,16 +82,18 @@ public final class H2Session {
 
     // MARK: Bytes in and out
 
-    /// Feeds a client's bytes to the session; the events they produced, in order.
-    public func receive(_ bytes: ByteBuffer) -> Result<[H2Event], H2SessionError> {
-        events.removeAll(keepingCapacity: true)
-        let read = bytes.withUnsafeReadableBytes { raw in
-            nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
+    /// Feeds a client's bytes to the session, calling `handle` with each event as libnghttp2 reports it,
+    /// inside its callback: `handle` may submit frames and terminate the session (a flood is cut off at the
+    /// frame that crossed the limit, and libnghttp2 ignores the rest of the bytes), never read or drain.
+    public func receive(_ bytes: ByteBuffer, _ handle: (H2Event) -> Void) -> H2SessionError? {
+        let read = withoutActuallyEscaping(handle) { handle in
+            sink = handle
+            defer { sink = nil }
+            return bytes.withUnsafeReadableBytes { raw in
+                nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
+            }
         }
-        let happened = events
-        events.removeAll(keepingCapacity: true)
-        if read < 0 { return .failure(H2SessionError(code: read)) }
-        return .success(happened)
+        return read < 0 ? H2SessionError(code: read) : nil
     }
 
     /// Appends every byte the session has to send (frames, window updates, acknowledgements, GOAWAY) to
@@ -201,13 +205,13 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame else { return 0 }
             if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                H2Session.me(user).events.append(.requestBegan(frame.pointee.hd.stream_id))
+                H2Session.me(user).sink?(.requestBegan(frame.pointee.hd.stream_id))
             }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
             guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-            H2Session.me(user).events.append(.header(frame.pointee.hd.stream_id,
+            H2Session.me(user).sink?(.header(frame.pointee.hd.stream_id,
                                            name: String(decoding: UnsafeBufferPointer(start: name, count: nameCount), as: UTF8.self),
                                            value: String(decoding: UnsafeBufferPointer(start: value, count: valueCount), as: UTF8.self)))
             return 0
@@ -217,7 +221,7 @@ public final class H2Session {
             let me = H2Session.me(user)
             var bytes = me.allocator.buffer(capacity: count)
             bytes.writeBytes(UnsafeRawBufferPointer(start: data, count: count))
-            me.events.append(.data(id, bytes))
+            me.sink?(.data(id, bytes))
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
@@ -228,16 +232,16 @@ public final class H2Session {
             switch Int(header.type) {
             case Int(NGHTTP2_HEADERS.rawValue):
                 if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                    me.events.append(.headersEnded(header.stream_id, endStream: endStream))
+                    me.sink?(.headersEnded(header.stream_id, endStream: endStream))
                 } else {
-                    me.events.append(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
+                    me.sink?(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
                 }
             case Int(NGHTTP2_DATA.rawValue):
-                me.events.append(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
+                me.sink?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
             case Int(NGHTTP2_PING.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.events.append(.ping) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.sink?(.ping) }
             case Int(NGHTTP2_SETTINGS.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.events.append(.settings) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.sink?(.settings) }
             default:
                 break
             }
@@ -246,7 +250,7 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in
             let me = H2Session.me(user)
             me.outbound[id] = nil
-            me.events.append(.streamClosed(id, code: code))
+            me.sink?(.streamClosed(id, code: code))
             return 0
         }
     }
