@@ -59,7 +59,8 @@ public enum H2ErrorCode: UInt32, Sendable {
 public enum H2Action: Equatable, Sendable {
     /// Hand a complete request to the application (its body is at most `requestBodyBytesMax`).
     case dispatch(Int32, H2RequestHead, body: ByteBuffer)
-    /// Answer a stream without the application, with this status and no body (431, 413, 400).
+    /// Refuse a request without the application: 431 (its header list is too large) or 413 (its body).
+    /// The application says how (`H2Responder.refusal`): gRPC answers with a status in trailers.
     case answer(Int32, status: Int)
     /// Reset a stream.
     case reset(Int32, H2ErrorCode)

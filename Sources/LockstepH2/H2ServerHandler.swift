@@ -14,6 +14,8 @@ public struct H2Request: Sendable {
     public let head: H2RequestHead
     public let body: ByteBuffer
     public let remoteAddress: SocketAddress?
+    /// The connection (its TLS handler knows the client's certificate).
+    public let channel: any Channel
 }
 
 /// The application behind the engine. Called on the connection's event loop, once per request, without a
@@ -21,6 +23,14 @@ public struct H2Request: Sendable {
 /// `Sendable`) and answer later from anywhere.
 public protocol H2Responder: Sendable {
     func respond(to request: H2Request, _ response: H2Response)
+    /// The answer to a request the engine refuses before `respond`: `status` 431 (header list over
+    /// `headerListBytesMax` or `headerFieldsMax`) or 413 (body over `requestBodyBytesMax`). By default that
+    /// status with an empty body.
+    func refusal(status: Int) -> (status: Int, headers: [(String, String)])
+}
+
+extension H2Responder {
+    public func refusal(status: Int) -> (status: Int, headers: [(String, String)]) { (status, [("content-length", "0")]) }
 }
 
 /// How the application answers one stream. Every method may be called from any thread (calls off the event
@@ -101,6 +111,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
     private var reading = false
     private var flushScheduled = false
+    private var draining = false
     private var closing = false
     private var closed = false
 
@@ -116,6 +127,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        session.onEvent = { [unowned self] event in handle(event) }
         // Our SETTINGS go out first, before the client's preface is read.
         if context.channel.isActive { flush() }
     }
@@ -126,6 +138,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
+        session.onEvent = nil
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
         for (id, promise) in pacing { promise.fail(H2StreamGone(stream: id)) }
@@ -145,18 +158,19 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         guard !closing else { return }
         reading = true
         defer { reading = false }
-        let now = clock()
-        // Each event is decided as libnghttp2 reports it, so a flood stops at the frame over the limit.
-        let failed = session.receive(unwrapInboundIn(data)) { event in
-            for action in state.on(event, nowNanos: now) { perform(action, context: context) }
-            if case .streamClosed(let id, let code) = event {
-                open.removeValue(forKey: id)?.succeed(code)
-                pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
-            }
-        }
-        if let failed {
+        if let failed = session.receive(unwrapInboundIn(data)) {
             logger.notice("closing an HTTP/2 connection: \(failed)")
             closeAfterDraining()
+        }
+    }
+
+    /// Decides an event as libnghttp2 reports it (inside its callback) and performs the actions.
+    private func handle(_ event: H2Event) {
+        guard let context else { return }
+        for action in state.on(event, nowNanos: clock()) { perform(action, context: context) }
+        if case .streamClosed(let id, let code) = event {
+            open.removeValue(forKey: id)?.succeed(code)
+            pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
         }
     }
 
@@ -168,6 +182,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     public func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable { flush() }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// A graceful shutdown (`ChannelShouldQuiesceEvent`): GOAWAY naming the last stream taken; the
+    /// streams in flight finish, then the connection closes.
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            session.goaway()
+            flush()
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     public func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -183,9 +207,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             let closed = context.eventLoop.makePromise(of: UInt32.self)
             open[id] = closed
             let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
-            responder.respond(to: H2Request(stream: id, head: head, body: body, remoteAddress: context.channel.remoteAddress), response)
+            responder.respond(to: H2Request(stream: id, head: head, body: body, remoteAddress: context.channel.remoteAddress, channel: context.channel), response)
         case .answer(let id, let status):
-            do { try session.respond(id, status: status, headers: [("content-length", "0")], body: false) } catch { session.reset(id, .internalError) }
+            let refusal = responder.refusal(status: status)
+            do { try session.respond(id, status: refusal.status, headers: refusal.headers, body: false) } catch { session.reset(id, .internalError) }
         case .reset(let id, let code):
             session.reset(id, code)
         case .consume(let id, let bytes, let streamOpen):
@@ -273,7 +298,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Writes what the session has to send, while the socket takes it; closes once the session is done.
     private func flush() {
-        guard let context, context.channel.isActive else { return }
+        // Never inside libnghttp2's own send (a stream closing while it writes reports from in there).
+        guard !draining, let context, context.channel.isActive else { return }
+        draining = true
+        defer { draining = false }
         if context.channel.isWritable {
             var out = context.channel.allocator.buffer(capacity: 0)
             let drained = session.drain(into: &out, bytesMax: Self.flushBytesMax)

@@ -18,8 +18,12 @@ public struct H2SessionError: Error, Equatable, CustomStringConvertible, Sendabl
 public final class H2Session {
     private let session: OpaquePointer
     public let limits: H2Limits
-    /// Where events go during one `receive` (nil outside it).
-    private var sink: ((H2Event) -> Void)?
+    /// Where events go, as libnghttp2 reports them: while it reads (`receive`), and while it writes
+    /// (`drain`: a stream closes once its last frame is sent). Called inside libnghttp2's callbacks, so it
+    /// may submit frames and terminate the session (a flood is cut off at the frame that crossed the limit,
+    /// and libnghttp2 ignores the rest of the bytes), never read or drain. The owner holds the session,
+    /// so this must not hold the owner strongly.
+    public var onEvent: ((H2Event) -> Void)?
     /// Response bodies not yet taken by libnghttp2, by stream.
     private var outbound: [Int32: Outbound] = [:]
     private let allocator = ByteBufferAllocator()
@@ -82,16 +86,10 @@ public final class H2Session {
 
     // MARK: Bytes in and out
 
-    /// Feeds a client's bytes to the session, calling `handle` with each event as libnghttp2 reports it,
-    /// inside its callback: `handle` may submit frames and terminate the session (a flood is cut off at the
-    /// frame that crossed the limit, and libnghttp2 ignores the rest of the bytes), never read or drain.
-    public func receive(_ bytes: ByteBuffer, _ handle: (H2Event) -> Void) -> H2SessionError? {
-        let read = withoutActuallyEscaping(handle) { handle in
-            sink = handle
-            defer { sink = nil }
-            return bytes.withUnsafeReadableBytes { raw in
-                nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
-            }
+    /// Feeds a client's bytes to the session; its events go to `onEvent`.
+    public func receive(_ bytes: ByteBuffer) -> H2SessionError? {
+        let read = bytes.withUnsafeReadableBytes { raw in
+            nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
         }
         return read < 0 ? H2SessionError(code: read) : nil
     }
@@ -205,13 +203,13 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame else { return 0 }
             if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                H2Session.me(user).sink?(.requestBegan(frame.pointee.hd.stream_id))
+                H2Session.me(user).onEvent?(.requestBegan(frame.pointee.hd.stream_id))
             }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
             guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-            H2Session.me(user).sink?(.header(frame.pointee.hd.stream_id,
+            H2Session.me(user).onEvent?(.header(frame.pointee.hd.stream_id,
                                            name: String(decoding: UnsafeBufferPointer(start: name, count: nameCount), as: UTF8.self),
                                            value: String(decoding: UnsafeBufferPointer(start: value, count: valueCount), as: UTF8.self)))
             return 0
@@ -221,7 +219,7 @@ public final class H2Session {
             let me = H2Session.me(user)
             var bytes = me.allocator.buffer(capacity: count)
             bytes.writeBytes(UnsafeRawBufferPointer(start: data, count: count))
-            me.sink?(.data(id, bytes))
+            me.onEvent?(.data(id, bytes))
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
@@ -232,16 +230,16 @@ public final class H2Session {
             switch Int(header.type) {
             case Int(NGHTTP2_HEADERS.rawValue):
                 if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                    me.sink?(.headersEnded(header.stream_id, endStream: endStream))
+                    me.onEvent?(.headersEnded(header.stream_id, endStream: endStream))
                 } else {
-                    me.sink?(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
+                    me.onEvent?(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
                 }
             case Int(NGHTTP2_DATA.rawValue):
-                me.sink?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
+                me.onEvent?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
             case Int(NGHTTP2_PING.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.sink?(.ping) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.ping) }
             case Int(NGHTTP2_SETTINGS.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.sink?(.settings) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.settings) }
             default:
                 break
             }
@@ -250,7 +248,7 @@ public final class H2Session {
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in
             let me = H2Session.me(user)
             me.outbound[id] = nil
-            me.sink?(.streamClosed(id, code: code))
+            me.onEvent?(.streamClosed(id, code: code))
             return 0
         }
     }

@@ -55,6 +55,8 @@ import Testing
             let run = try await ChildProcess("/usr/bin/h2load", ["-n", "8000", "-c", "4", "-m", "32", server.url + "/echo", server.url + "/later",
                                                                  server.url + "/echo", server.url + "/echo"]).wait(seconds: 90)
             #expect(run.stdout.contains("8000 total") && run.stdout.contains("8000 succeeded, 0 failed, 0 errored, 0 timeout"), "\(run.stdout)")
+            // Every stream's end reached the application: none is left behind on its connection.
+            #expect(server.application.ended.load(ordering: .relaxed) == 8000)
         }
     }
 }

@@ -65,12 +65,16 @@ final class H2TestServer: Sendable {
 /// - `/later`: the answer from another thread 20 ms later (an answer that leaves the event loop);
 /// - `/hold`: no answer; counts the requests held and those whose stream then closed (`held`, `released`);
 /// - anything else: 404.
+/// Every request counts in `ended` once its stream has closed.
 final class TestApplication: H2Responder {
     let held = Atomic<Int>(0)
     let released = Atomic<Int>(0)
+    /// Requests whose stream has closed (`H2Response.closed` completed), however they ended.
+    let ended = Atomic<Int>(0)
 
     func respond(to request: H2Request, _ response: H2Response) {
         let path = request.head.path
+        response.closed.whenComplete { [self] _ in ended.add(1, ordering: .relaxed) }
         if path == "/echo" {
             var body = ByteBuffer(string: "\(request.head.method) \(path)\n")
             var requestBody = request.body

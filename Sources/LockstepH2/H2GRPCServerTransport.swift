@@ -1,0 +1,367 @@
+import Foundation
+import GRPCCore
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// gRPC served by the engine: a grpc-swift-2 `ServerTransport`, so `GRPCServer`, the generated service
+/// protocols and interceptors stay as they are while HTTP/2 is libnghttp2's.
+///
+/// Each request arrives whole (Lockstep's methods are unary and server-streaming: one request message),
+/// is checked on the event loop (content-type, encoding, path, message framing and size) and handed to
+/// `listen`'s task group as an `RPCStream`. Answers go out through `H2Response`, paced by the client's
+/// window; a stream the client resets, or a connection that closes, cancels the RPC's handle, which
+/// releases a parked poll or watch.
+public final class H2GRPCServerTransport: ServerTransport, Sendable {
+    public typealias Bytes = [UInt8]
+
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var limits: H2Limits
+        /// The largest request message, in bytes (larger: RESOURCE_EXHAUSTED).
+        public var messageBytesMax: Int
+        /// Run on the listening channel once bound (for example, a connection admission handler).
+        public var configureListener: @Sendable (any Channel) -> EventLoopFuture<Void>
+        /// Run on each accepted connection before the engine's handler is added, on its event loop (for
+        /// example, TLS).
+        public var configureConnection: @Sendable (any Channel) throws -> Void
+
+        public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
+                    configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
+                    configureConnection: @escaping @Sendable (any Channel) throws -> Void = { _ in }) {
+            self.host = host
+            self.port = port
+            self.limits = limits
+            self.messageBytesMax = messageBytesMax
+            self.configureListener = configureListener
+            self.configureConnection = configureConnection
+        }
+    }
+
+    /// What a handler can learn about the transport under its RPC (`ServerContext.transportSpecific`).
+    public struct Context: ServerContext.TransportSpecific {
+        /// The client's connection (its TLS handler holds the verified client certificate).
+        public let channel: any Channel
+    }
+
+    private let configuration: Configuration
+    private let logger: Logger
+    private let accepted: AsyncStream<Accepted>
+    private let acceptor: AsyncStream<Accepted>.Continuation
+    private let state = Mutex(State())
+    private let address: EventLoopPromise<SocketAddress>
+
+    struct State {
+        var listener: (any Channel)?
+        var connections: [ObjectIdentifier: any Channel] = [:]
+        var shuttingDown = false
+    }
+
+    public init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        // Bounded by the streams the engine lets in: connections × concurrent streams each.
+        (accepted, acceptor) = AsyncStream.makeStream(of: Accepted.self)
+        address = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: SocketAddress.self)
+    }
+
+    /// The address the listener bound (a port of 0 is chosen by the system), once it has.
+    public var listeningAddress: SocketAddress {
+        get async throws { try await address.futureResult.get() }
+    }
+
+    public func listen(streamHandler: @escaping @Sendable (RPCStream<Inbound, Outbound>, ServerContext) async -> Void) async throws {
+        let responder = GRPCResponder(transport: self)
+        let limits = configuration.limits
+        let logger = logger
+        let configuration = configuration
+        let listener: any Channel
+        do {
+            listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.backlog, value: 256)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelInitializer { configuration.configureListener($0) }
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { [self] channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try configuration.configureConnection(channel)
+                        try channel.pipeline.syncOperations.addHandler(H2ServerHandler(limits: limits, responder: responder, logger: logger))
+                        track(channel)
+                    }
+                }
+                .bind(host: configuration.host, port: configuration.port).get()
+        } catch {
+            address.fail(error)
+            throw error
+        }
+        let stop = state.withLock { state in
+            state.listener = listener
+            return state.shuttingDown
+        }
+        if let bound = listener.localAddress { address.succeed(bound) } else { address.fail(ChannelError.unknownLocalAddress) }
+        if stop { beginGracefulShutdown() }
+        let localPeer = Self.peer(listener.localAddress)
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                for await rpc in accepted {
+                    group.addTask { await Self.run(rpc, localPeer: localPeer, streamHandler) }
+                }
+            }
+        } onCancel: {
+            listener.close(promise: nil)
+            acceptor.finish()
+        }
+        try? await listener.closeFuture.get()
+    }
+
+    /// Stops accepting connections, tells every connection to finish its streams (GOAWAY), and lets
+    /// `listen` return once they have.
+    public func beginGracefulShutdown() {
+        let (listener, connections) = state.withLock { state in
+            state.shuttingDown = true
+            return (state.listener, Array(state.connections.values))
+        }
+        guard let listener else { return }
+        listener.close(promise: nil)
+        for connection in connections { connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        acceptor.finish()
+    }
+
+    private func track(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        state.withLock { $0.connections[id] = channel }
+        channel.closeFuture.whenComplete { [self] _ in _ = state.withLock { $0.connections.removeValue(forKey: id) } }
+    }
+
+    // MARK: One RPC
+
+    struct Accepted: Sendable {
+        let descriptor: MethodDescriptor
+        let metadata: Metadata
+        let messages: [[UInt8]]
+        let response: H2Response
+        let channel: any Channel
+    }
+
+    private static func run(_ rpc: Accepted, localPeer: String,
+                            _ streamHandler: @Sendable (RPCStream<Inbound, Outbound>, ServerContext) async -> Void) async {
+        await withServerContextRPCCancellationHandle { handle in
+            let writer = GRPCWriter(response: rpc.response)
+            // A reset stream or a closed connection before the status went out cancels the RPC.
+            rpc.response.closed.whenSuccess { _ in
+                if !writer.statusSent { handle.cancel() }
+            }
+            let (inbound, parts) = AsyncThrowingStream.makeStream(of: RPCRequestPart<[UInt8]>.self, throwing: (any Error).self)
+            parts.yield(.metadata(rpc.metadata))
+            for message in rpc.messages { parts.yield(.message(message)) }
+            parts.finish()
+            var context = ServerContext(descriptor: rpc.descriptor, remotePeer: peer(rpc.channel.remoteAddress), localPeer: localPeer, cancellation: handle)
+            context.transportSpecific = Context(channel: rpc.channel)
+            await streamHandler(RPCStream(descriptor: rpc.descriptor, inbound: RPCAsyncSequence(wrapping: inbound),
+                                          outbound: RPCWriter.Closable(wrapping: writer)), context)
+            // A handler that returned without a status (it should not) leaves no stream open.
+            if !writer.statusSent { rpc.response.reset(.internalError) }
+        }
+    }
+
+    static func peer(_ address: SocketAddress?) -> String {
+        switch address {
+        case .v4(let v4)?: "ipv4:\(v4.host):\(address?.port ?? 0)"
+        case .v6(let v6)?: "ipv6:[\(v6.host)]:\(address?.port ?? 0)"
+        case .unixDomainSocket?: "unix:\(address?.pathname ?? "")"
+        case nil: "unknown"
+        }
+    }
+
+    /// Checks a request on the event loop and hands it to `listen`.
+    struct GRPCResponder: H2Responder {
+        let transport: H2GRPCServerTransport
+
+        func respond(to request: H2Request, _ response: H2Response) {
+            switch GRPCRequest.parse(request, messageBytesMax: transport.configuration.messageBytesMax) {
+            case .notGRPC(let status):
+                response.send(status: status, headers: [("content-length", "0")], body: nil)
+            case .refused(let code, let message):
+                response.head(status: 200, headers: GRPCRequest.trailersOnly(code: code, message: message), body: false)
+            case .rpc(let descriptor, let metadata, let messages):
+                let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel)
+                if case .terminated = transport.acceptor.yield(rpc) {
+                    response.head(status: 200, headers: GRPCRequest.trailersOnly(code: .unavailable, message: "the server is shutting down"), body: false)
+                }
+            }
+        }
+
+        func refusal(status: Int) -> (status: Int, headers: [(String, String)]) {
+            let message = status == 431 ? "the request's header list is over the server's limit" : "the request message is over the server's limit"
+            return (200, GRPCRequest.trailersOnly(code: .resourceExhausted, message: message))
+        }
+    }
+}
+
+/// The writer behind an RPC's `Outbound`: response parts to HEADERS, length-prefixed DATA and trailers.
+final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
+    typealias Element = RPCResponsePart<[UInt8]>
+    let response: H2Response
+    private let phase = Mutex(Phase.idle)
+
+    enum Phase { case idle, headersSent, statusSent }
+
+    init(response: H2Response) { self.response = response }
+
+    var statusSent: Bool { phase.withLock { $0 == .statusSent } }
+
+    func write(_ element: Element) async throws {
+        switch element {
+        case .metadata(let metadata):
+            let send = phase.withLock { phase in
+                guard phase == .idle else { return false }
+                phase = .headersSent
+                return true
+            }
+            if send { response.head(status: 200, headers: [("content-type", "application/grpc")] + GRPCRequest.fields(metadata), body: true) }
+        case .message(let bytes):
+            let headersFirst = phase.withLock { phase in
+                guard phase == .idle else { return false }
+                phase = .headersSent
+                return true
+            }
+            if headersFirst { response.head(status: 200, headers: [("content-type", "application/grpc")], body: true) }
+            var framed = ByteBuffer()
+            framed.reserveCapacity(5 + bytes.count)
+            framed.writeInteger(UInt8(0))
+            framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
+            framed.writeBytes(bytes)
+            do {
+                try await response.write(framed).get()
+            } catch {
+                throw RPCError(code: .cancelled, message: "the client's stream closed")
+            }
+        case .status(let status, let metadata):
+            let before = phase.withLock { phase in
+                let before = phase
+                phase = .statusSent
+                return before
+            }
+            let trailers = GRPCRequest.status(status) + GRPCRequest.fields(metadata)
+            switch before {
+            case .idle: response.head(status: 200, headers: [("content-type", "application/grpc")] + trailers, body: false)
+            case .headersSent: response.finish(trailers: trailers)
+            case .statusSent: break
+            }
+        }
+    }
+
+    func write(contentsOf elements: some Sequence<Element>) async throws {
+        for element in elements { try await write(element) }
+    }
+
+    func finish() async {
+        if !statusSent { response.reset(.internalError) }
+    }
+
+    func finish(throwing error: any Error) async {
+        if !statusSent { response.reset(.internalError) }
+    }
+}
+
+/// gRPC's wire format over HTTP/2 (the PROTOCOL-HTTP2 document of grpc/grpc), as far as a server reads it.
+enum GRPCRequest {
+    enum Parsed {
+        /// Not a gRPC request: an HTTP status (415 for another content-type, 405 for a method other than POST).
+        case notGRPC(Int)
+        /// A gRPC request refused with a status, before any handler.
+        case refused(RPCError.Code, String)
+        case rpc(MethodDescriptor, Metadata, [[UInt8]])
+    }
+
+    static func parse(_ request: H2Request, messageBytesMax: Int) -> Parsed {
+        let head = request.head
+        guard let contentType = head.first("content-type"), contentType.hasPrefix("application/grpc") else { return .notGRPC(415) }
+        guard head.method == "POST" else { return .notGRPC(405) }
+        if let encoding = head.first("grpc-encoding"), encoding != "identity" {
+            return .refused(.unimplemented, "compression \(encoding) is not supported (send identity)")
+        }
+        let path = head.path.utf8
+        guard path.first == UInt8(ascii: "/"), let slash = path.lastIndex(of: UInt8(ascii: "/")), slash != path.startIndex,
+              path.index(after: slash) != path.endIndex else {
+            return .refused(.unimplemented, "the path \(head.path) names no method (/package.Service/Method)")
+        }
+        let service = String(head.path[head.path.index(after: head.path.startIndex)..<slash])
+        let method = String(head.path[head.path.index(after: slash)...])
+        var metadata = Metadata()
+        for (name, value) in head.headers {
+            switch name {
+            case "content-type", "te", "grpc-encoding", "grpc-accept-encoding", "user-agent": continue
+            default:
+                if name.hasSuffix("-bin") {
+                    guard let bytes = base64Decode(value) else { return .refused(.invalidArgument, "the metadata \(name) is not base64") }
+                    metadata.addBinary(bytes, forKey: name)
+                } else {
+                    metadata.addString(value, forKey: name)
+                }
+            }
+        }
+        var body = request.body
+        var messages: [[UInt8]] = []
+        while body.readableBytes > 0 {
+            guard let flag = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self) else {
+                return .refused(.internalError, "a message's 5-byte prefix is cut short")
+            }
+            guard flag == 0 else { return .refused(.internalError, "a compressed message, but no compression was agreed") }
+            guard Int(length) <= messageBytesMax else {
+                return .refused(.resourceExhausted, "a message of \(length) bytes is over the limit of \(messageBytesMax)")
+            }
+            guard let bytes = body.readBytes(length: Int(length)) else { return .refused(.internalError, "a message is cut short") }
+            messages.append(bytes)
+        }
+        return .rpc(MethodDescriptor(fullyQualifiedService: service, method: method), metadata, messages)
+    }
+
+    /// A whole answer in one HEADERS frame: `:status` 200, the content type and the status.
+    static func trailersOnly(code: RPCError.Code, message: String) -> [(String, String)] {
+        [("content-type", "application/grpc")] + status(Status(code: Status.Code(code), message: message))
+    }
+
+    static func status(_ status: Status) -> [(String, String)] {
+        var fields = [("grpc-status", String(status.code.rawValue))]
+        if !status.message.isEmpty { fields.append(("grpc-message", percentEncoded(String(status.message.prefix(4_096))))) }
+        return fields
+    }
+
+    /// Metadata as header fields: binary values base64, reserved and pseudo names left out.
+    static func fields(_ metadata: Metadata) -> [(String, String)] {
+        metadata.compactMap { key, value in
+            let name = key.lowercased()
+            guard !name.hasPrefix(":"), !name.hasPrefix("grpc-"), name != "content-type", name != "te" else { return nil }
+            switch value {
+            case .string(let text): return (name, text)
+            case .binary(let bytes): return (name, base64Encode(bytes))
+            }
+        }
+    }
+
+    /// `grpc-message`'s encoding: printable ASCII except `%` as is, everything else as %XX.
+    static func percentEncoded(_ message: String) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(message.utf8.count)
+        let hex = Array("0123456789ABCDEF".utf8)
+        for byte in message.utf8 {
+            if (0x20...0x7e).contains(byte) && byte != UInt8(ascii: "%") {
+                bytes.append(byte)
+            } else {
+                bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xf)]]
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func base64Encode(_ bytes: [UInt8]) -> String { Data(bytes).base64EncodedString() }
+
+    /// Standard base64, padded or not (gRPC senders may leave the padding out); nil if not base64.
+    static func base64Decode(_ text: String) -> [UInt8]? {
+        let padding = String(repeating: "=", count: (4 - text.utf8.count % 4) % 4)
+        return Data(base64Encoded: text.hasSuffix("=") ? text : text + padding).map { [UInt8]($0) }
+    }
+}
