@@ -1,9 +1,7 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import LockstepH2
 import NIOCore
 import NIOSSL
-import SwiftASN1
-import X509
 import LockstepService
 
 /// The identity of a client that presented a certificate under mutual TLS: the hex SHA-256 of the
@@ -20,11 +18,9 @@ package enum ClientIdentity {
         return nil
     }
 
-    /// On gRPC: the certificate the transport's TLS handshake verified, or nil.
-    package static func fingerprint(of context: ServerContext) -> String? {
-        guard let certificate = (context.transportSpecific as? HTTP2ServerTransport.Posix.Context)?.peerCertificate else { return nil }
-        var serializer = DER.Serializer()
-        guard (try? serializer.serialize(certificate)) != nil else { return nil }
-        return AuthConfig.hash(bytes: serializer.serializedBytes)
+    /// On gRPC: the certificate the TLS handshake of the RPC's connection verified, or nil.
+    package static func fingerprint(of context: ServerContext) async -> String? {
+        guard let transport = context.transportSpecific as? H2GRPCServerTransport.Context, transport.tls else { return nil }
+        return await fingerprint(of: transport.channel)
     }
 }

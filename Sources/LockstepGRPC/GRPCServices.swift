@@ -271,7 +271,7 @@ private func opening<In: SwiftProtobuf.Message, Out>(
     let began = ContinuousClock.now
     defer { metrics.request(operation.name, transport: "grpc").record(duration: ContinuousClock.now - began) }
     do throws(APIError) {
-        let principal = try authenticate(credentials(request.metadata), ClientIdentity.fingerprint(of: context))
+        let principal = try authenticate(credentials(request.metadata), await ClientIdentity.fingerprint(of: context))
         try principal.require(operation)
         return try await body(request.message, principal)
     } catch {

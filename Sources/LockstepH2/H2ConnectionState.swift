@@ -19,6 +19,8 @@ public enum H2Event: Equatable, Sendable {
     case ping
     /// A SETTINGS frame that is not an acknowledgement (libnghttp2 applies and acknowledges it).
     case settings
+    /// The client sent RST_STREAM (reported before the stream's `streamClosed`).
+    case peerReset(Int32)
     /// A stream closed: `code` 0 when both sides ended it, otherwise the RST_STREAM error code.
     case streamClosed(Int32, code: UInt32)
 }
@@ -65,7 +67,7 @@ public enum H2Action: Equatable, Sendable {
     /// Reset a stream.
     case reset(Int32, H2ErrorCode)
     /// Give `bytes` of request body back to the client's flow-control windows (the stream's, and the
-    /// connection's; `streamOpen` false when only the connection's is left).
+    /// connection's; `streamOpen` false when only the connection's is left). Sent as each chunk arrives.
     case consume(Int32, bytes: Int, streamOpen: Bool)
     /// The stream closed while its handler ran: tell the application, which stops its work.
     case cancelled(Int32, code: UInt32)
@@ -78,6 +80,8 @@ public enum H2Action: Equatable, Sendable {
 public struct H2ConnectionState: Sendable {
     public let limits: H2Limits
     private var streams: [Int32: Stream] = [:]
+    /// Request body bytes held for requests not yet handed over, all streams together.
+    private(set) var bufferedBytes = 0
     /// Streams handed to the application whose handler has not finished, open or reset.
     private var handlersRunning: Set<Int32> = []
     private var pings: H2TokenBucket
@@ -93,8 +97,6 @@ public struct H2ConnectionState: Sendable {
         var headerFields = 0
         var headersTooLarge = false
         var body: ByteBuffer
-        /// Body bytes received and not yet given back to the client's windows.
-        var unconsumedBytes = 0
         var bodyTooLarge = false
         var requestEnded = false
         /// Handed to the application (or answered by the engine): later body bytes are discarded.
@@ -161,26 +163,26 @@ public struct H2ConnectionState: Sendable {
             return []
         case .data(let id, var bytes):
             guard var stream = streams[id] else { return [] }
-            stream.unconsumedBytes = stream.unconsumedBytes.addingSaturating(bytes.readableBytes)
-            if stream.dispatched || stream.bodyTooLarge {
-                // Not kept: give the window back at once so the connection is not starved by a body nobody reads.
-                let bytes = stream.unconsumedBytes
-                stream.unconsumedBytes = 0
+            let count = bytes.readableBytes
+            // Every byte goes back to the client's windows at once (a body larger than the stream window
+            // must be able to arrive); what is kept is bounded per stream and per connection instead.
+            let consumed = H2Action.consume(id, bytes: count, streamOpen: true)
+            if stream.dispatched { return [consumed] }
+            if stream.body.readableBytes.addingSaturating(count) > limits.requestBodyBytesMax {
+                drop(&stream)
                 streams[id] = stream
-                return [.consume(id, bytes: bytes, streamOpen: true)]
+                return [.answer(id, status: 413), consumed]
             }
-            if stream.body.readableBytes.addingSaturating(bytes.readableBytes) > limits.requestBodyBytesMax {
-                stream.bodyTooLarge = true
-                stream.dispatched = true
-                stream.body = ByteBuffer()
-                let unconsumed = stream.unconsumedBytes
-                stream.unconsumedBytes = 0
+            if bufferedBytes.addingSaturating(count) > limits.connectionBufferedBytesMax {
+                // Other requests of this connection hold the rest: this one is refused, and may be retried.
+                drop(&stream)
                 streams[id] = stream
-                return [.answer(id, status: 413), .consume(id, bytes: unconsumed, streamOpen: true)]
+                return [.reset(id, .refusedStream), consumed]
             }
+            bufferedBytes += count
             stream.body.writeBuffer(&bytes)
             streams[id] = stream
-            return []
+            return [consumed]
         case .dataFrame(let id, let length, let endStream):
             var actions: [H2Action] = []
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
@@ -197,12 +199,12 @@ public struct H2ConnectionState: Sendable {
         case .settings:
             return settings.take(nowNanos: nowNanos)
                 ? [] : terminate("more SETTINGS frames than \(limits.settingsFrames.burst) at once or \(limits.settingsFrames.perSecond)/s")
+        case .peerReset:
+            return []
         case .streamClosed(let id, let code):
-            guard let stream = streams.removeValue(forKey: id) else { return [] }
-            var actions: [H2Action] = []
-            if stream.unconsumedBytes > 0 { actions.append(.consume(id, bytes: stream.unconsumedBytes, streamOpen: false)) }
-            if handlersRunning.contains(id) { actions.append(.cancelled(id, code: code)) }
-            return actions
+            guard var stream = streams.removeValue(forKey: id) else { return [] }
+            drop(&stream)
+            return handlersRunning.contains(id) ? [.cancelled(id, code: code)] : []
         }
     }
 
@@ -216,17 +218,19 @@ public struct H2ConnectionState: Sendable {
         stream.dispatched = true
         let head = H2RequestHead(method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path, headers: stream.headers)
         let body = stream.body
-        let unconsumed = stream.unconsumedBytes
+        bufferedBytes -= body.readableBytes
         stream.body = ByteBuffer()
         stream.headers = []
-        stream.unconsumedBytes = 0
         streams[id] = stream
         handlersRunning.insert(id)
-        // The window is given back once the request is handed over, never before: what a client may have
-        // sent and we hold is bounded by the connection window.
-        var actions: [H2Action] = [.dispatch(id, head, body: body)]
-        if unconsumed > 0 { actions.append(.consume(id, bytes: unconsumed, streamOpen: true)) }
-        return actions
+        return [.dispatch(id, head, body: body)]
+    }
+
+    /// Gives up a request's body (refused, or its stream closed first): no longer buffered here.
+    private mutating func drop(_ stream: inout Stream) {
+        bufferedBytes -= stream.body.readableBytes
+        stream.body = ByteBuffer()
+        stream.dispatched = true
     }
 
     private mutating func terminate(_ reason: String) -> [H2Action] {

@@ -27,23 +27,51 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// Run on each accepted connection before the engine's handler is added, on its event loop (for
         /// example, TLS).
         public var configureConnection: @Sendable (any Channel) throws -> Void
+        /// Whether `configureConnection` puts TLS under the engine (told to handlers in `Context`).
+        public var tls = false
+        /// The application's stable error code for each answer the transport gives without a handler:
+        /// sent in the `errorCodeTrailer` trailer and before the message (`CODE: sentence`).
+        public var refusalCode: @Sendable (Refusal) -> String? = { _ in nil }
+        public var errorCodeTrailer = "error-code"
+        /// Made for each accepted connection, on its event loop: told when its streams open and close.
+        public var makeObserver: @Sendable (any Channel) -> (any H2StreamObserver)?
 
         public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
                     configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
-                    configureConnection: @escaping @Sendable (any Channel) throws -> Void = { _ in }) {
+                    configureConnection: @escaping @Sendable (any Channel) throws -> Void = { _ in },
+                    makeObserver: @escaping @Sendable (any Channel) -> (any H2StreamObserver)? = { _ in nil }) {
             self.host = host
             self.port = port
             self.limits = limits
             self.messageBytesMax = messageBytesMax
             self.configureListener = configureListener
             self.configureConnection = configureConnection
+            self.makeObserver = makeObserver
         }
+    }
+
+    /// Why the transport answered a request without a handler.
+    public enum Refusal: Sendable {
+        /// A message over `messageBytesMax` (RESOURCE_EXHAUSTED).
+        case messageTooLarge
+        /// A header list over the engine's limits (RESOURCE_EXHAUSTED).
+        case headersTooLarge
+        /// Compression other than identity (UNIMPLEMENTED).
+        case unsupportedEncoding
+        /// Metadata or message framing that cannot be read (INVALID_ARGUMENT, INTERNAL).
+        case malformed
+        /// A path that names no method (UNIMPLEMENTED).
+        case noMethod
+        /// The server is shutting down (UNAVAILABLE).
+        case shuttingDown
     }
 
     /// What a handler can learn about the transport under its RPC (`ServerContext.transportSpecific`).
     public struct Context: ServerContext.TransportSpecific {
         /// The client's connection (its TLS handler holds the verified client certificate).
         public let channel: any Channel
+        /// Whether connections are TLS (`Configuration.tls`): without it there is no certificate to ask for.
+        public let tls: Bool
     }
 
     private let configuration: Configuration
@@ -87,7 +115,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try configuration.configureConnection(channel)
-                        try channel.pipeline.syncOperations.addHandler(H2ServerHandler(limits: limits, responder: responder, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(H2ServerHandler(limits: limits, responder: responder, logger: logger,
+                                                                                       observer: configuration.makeObserver(channel)))
                         track(channel)
                     }
                 }
@@ -106,7 +135,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
                 for await rpc in accepted {
-                    group.addTask { await Self.run(rpc, localPeer: localPeer, streamHandler) }
+                    group.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
                 }
             }
         } onCancel: {
@@ -145,7 +174,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let channel: any Channel
     }
 
-    private static func run(_ rpc: Accepted, localPeer: String,
+    private static func run(_ rpc: Accepted, localPeer: String, tls: Bool,
                             _ streamHandler: @Sendable (RPCStream<Inbound, Outbound>, ServerContext) async -> Void) async {
         await withServerContextRPCCancellationHandle { handle in
             let writer = GRPCWriter(response: rpc.response)
@@ -158,7 +187,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             for message in rpc.messages { parts.yield(.message(message)) }
             parts.finish()
             var context = ServerContext(descriptor: rpc.descriptor, remotePeer: peer(rpc.channel.remoteAddress), localPeer: localPeer, cancellation: handle)
-            context.transportSpecific = Context(channel: rpc.channel)
+            context.transportSpecific = Context(channel: rpc.channel, tls: tls)
             await streamHandler(RPCStream(descriptor: rpc.descriptor, inbound: RPCAsyncSequence(wrapping: inbound),
                                           outbound: RPCWriter.Closable(wrapping: writer)), context)
             // A handler that returned without a status (it should not) leaves no stream open.
@@ -183,19 +212,27 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             switch GRPCRequest.parse(request, messageBytesMax: transport.configuration.messageBytesMax) {
             case .notGRPC(let status):
                 response.send(status: status, headers: [("content-length", "0")], body: nil)
-            case .refused(let code, let message):
-                response.head(status: 200, headers: GRPCRequest.trailersOnly(code: code, message: message), body: false)
+            case .refused(let code, let message, let why):
+                response.head(status: 200, headers: trailersOnly(code, message, why), body: false)
             case .rpc(let descriptor, let metadata, let messages):
                 let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel)
                 if case .terminated = transport.acceptor.yield(rpc) {
-                    response.head(status: 200, headers: GRPCRequest.trailersOnly(code: .unavailable, message: "the server is shutting down"), body: false)
+                    response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }
             }
         }
 
         func refusal(status: Int) -> (status: Int, headers: [(String, String)]) {
-            let message = status == 431 ? "the request's header list is over the server's limit" : "the request message is over the server's limit"
-            return (200, GRPCRequest.trailersOnly(code: .resourceExhausted, message: message))
+            if status == 431 {
+                return (200, trailersOnly(.resourceExhausted, "the request's header list is over the server's limit", .headersTooLarge))
+            }
+            return (200, trailersOnly(.resourceExhausted, "the request message is over the limit of \(transport.configuration.messageBytesMax) bytes",
+                                      .messageTooLarge))
+        }
+
+        private func trailersOnly(_ code: RPCError.Code, _ message: String, _ why: Refusal) -> [(String, String)] {
+            guard let stable = transport.configuration.refusalCode(why) else { return GRPCRequest.trailersOnly(code: code, message: message) }
+            return GRPCRequest.trailersOnly(code: code, message: "\(stable): \(message)") + [(transport.configuration.errorCodeTrailer, stable)]
         }
     }
 }
@@ -272,7 +309,7 @@ enum GRPCRequest {
         /// Not a gRPC request: an HTTP status (415 for another content-type, 405 for a method other than POST).
         case notGRPC(Int)
         /// A gRPC request refused with a status, before any handler.
-        case refused(RPCError.Code, String)
+        case refused(RPCError.Code, String, H2GRPCServerTransport.Refusal)
         case rpc(MethodDescriptor, Metadata, [[UInt8]])
     }
 
@@ -281,12 +318,12 @@ enum GRPCRequest {
         guard let contentType = head.first("content-type"), contentType.hasPrefix("application/grpc") else { return .notGRPC(415) }
         guard head.method == "POST" else { return .notGRPC(405) }
         if let encoding = head.first("grpc-encoding"), encoding != "identity" {
-            return .refused(.unimplemented, "compression \(encoding) is not supported (send identity)")
+            return .refused(.unimplemented, "compression \(encoding) is not supported (send identity)", .unsupportedEncoding)
         }
         let path = head.path.utf8
         guard path.first == UInt8(ascii: "/"), let slash = path.lastIndex(of: UInt8(ascii: "/")), slash != path.startIndex,
               path.index(after: slash) != path.endIndex else {
-            return .refused(.unimplemented, "the path \(head.path) names no method (/package.Service/Method)")
+            return .refused(.unimplemented, "the path \(head.path) names no method (/package.Service/Method)", .noMethod)
         }
         let service = String(head.path[head.path.index(after: head.path.startIndex)..<slash])
         let method = String(head.path[head.path.index(after: slash)...])
@@ -296,7 +333,7 @@ enum GRPCRequest {
             case "content-type", "te", "grpc-encoding", "grpc-accept-encoding", "user-agent": continue
             default:
                 if name.hasSuffix("-bin") {
-                    guard let bytes = base64Decode(value) else { return .refused(.invalidArgument, "the metadata \(name) is not base64") }
+                    guard let bytes = base64Decode(value) else { return .refused(.invalidArgument, "the metadata \(name) is not base64", .malformed) }
                     metadata.addBinary(bytes, forKey: name)
                 } else {
                     metadata.addString(value, forKey: name)
@@ -307,13 +344,13 @@ enum GRPCRequest {
         var messages: [[UInt8]] = []
         while body.readableBytes > 0 {
             guard let flag = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self) else {
-                return .refused(.internalError, "a message's 5-byte prefix is cut short")
+                return .refused(.internalError, "a message's 5-byte prefix is cut short", .malformed)
             }
-            guard flag == 0 else { return .refused(.internalError, "a compressed message, but no compression was agreed") }
+            guard flag == 0 else { return .refused(.internalError, "a compressed message, but no compression was agreed", .malformed) }
             guard Int(length) <= messageBytesMax else {
-                return .refused(.resourceExhausted, "a message of \(length) bytes is over the limit of \(messageBytesMax)")
+                return .refused(.resourceExhausted, "a message of \(length) bytes is over the limit of \(messageBytesMax)", .messageTooLarge)
             }
-            guard let bytes = body.readBytes(length: Int(length)) else { return .refused(.internalError, "a message is cut short") }
+            guard let bytes = body.readBytes(length: Int(length)) else { return .refused(.internalError, "a message is cut short", .malformed) }
             messages.append(bytes)
         }
         return .rpc(MethodDescriptor(fullyQualifiedService: service, method: method), metadata, messages)

@@ -10,10 +10,12 @@ public struct H2Limits: Sendable, Equatable {
     /// Request bytes a client may send on one stream before it must wait for a WINDOW_UPDATE
     /// (SETTINGS_INITIAL_WINDOW_SIZE).
     public var streamWindowBytes: UInt32 = 256 * 1024
-    /// Request bytes a client may have in flight on the whole connection. Window updates are sent only
-    /// once a request is handed to its handler, so this also bounds the request bytes buffered per
-    /// connection.
+    /// Request bytes a client may have in flight on the whole connection.
     public var connectionWindowBytes: Int32 = 1 << 20
+    /// Request body bytes held for requests not yet handed to the application, all streams of a
+    /// connection together; a chunk that would pass it gets its stream refused (RST_STREAM
+    /// REFUSED_STREAM: nothing was processed, the client may retry).
+    public var connectionBufferedBytesMax: Int = 8 << 20
     /// The largest frame payload a client may send (SETTINGS_MAX_FRAME_SIZE).
     public var frameBytesMax: UInt32 = 16_384
     /// A request's header list, counted as RFC 9113 §6.5.2 does (name + value + 32 bytes per field);
@@ -50,6 +52,13 @@ public struct H2Limits: Sendable, Equatable {
     /// Frames that carry nothing: DATA of length 0 without END_STREAM, and HEADERS with an empty block
     /// (CVE-2019-9518); when spent, GOAWAY ENHANCE_YOUR_CALM.
     public var emptyFrames = Rate(burst: 100, perSecond: 10)
+
+    /// A writer waiting this long for the client to read (`H2Response.write`'s future, its stream over
+    /// `responseBufferLowBytes`) has its stream reset (CANCEL): a client that stopped reading a watch
+    /// does not hold it for ever (nil: never).
+    public var stalledReaderMillisMax: Int64? = nil
+    /// A connection with no stream open this long gets GOAWAY and is closed (nil: never).
+    public var connectionIdleMillisMax: Int64? = nil
 
     public init() {}
 

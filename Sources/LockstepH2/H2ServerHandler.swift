@@ -7,6 +7,15 @@ public struct H2StreamGone: Error, Equatable, Sendable {
     public let stream: Int32
 }
 
+/// Told, on the connection's event loop, when a stream opens and how it closed (for example, to count a
+/// client's resets against a budget across its connections and close this one when it is over).
+public protocol H2StreamObserver: AnyObject {
+    func streamOpened()
+    func streamClosed(reset: Bool)
+    /// A stream was reset because its client stopped reading (`stalledReaderMillisMax`).
+    func streamStalled()
+}
+
 /// A request the engine hands to the application: complete, its body already bounded by
 /// `H2Limits.requestBodyBytesMax`.
 public struct H2Request: Sendable {
@@ -106,8 +115,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var context: ChannelHandlerContext?
     /// Streams whose answer has not ended: the promise behind `H2Response.closed`.
     private var open: [Int32: EventLoopPromise<UInt32>] = [:]
-    /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream.
-    private var pacing: [Int32: EventLoopPromise<Void>] = [:]
+    /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
+    /// each with its stall cut-off.
+    private var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
     /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
     private var reading = false
     private var flushScheduled = false
@@ -115,9 +125,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var closing = false
     private var closed = false
 
+    private let observer: (any H2StreamObserver)?
+    /// Armed while no stream is open: GOAWAY and close at `connectionIdleMillisMax`.
+    private var idleTimer: Scheduled<Void>?
+    /// Streams the client reset, until they close (what the observer counts).
+    private var resetByPeer: Set<Int32> = []
+
     /// `clock` gives monotonic nanoseconds (the flood limits' buckets); tests pass their own.
-    public init(limits: H2Limits, responder: any H2Responder, logger: Logger,
+    public init(limits: H2Limits, responder: any H2Responder, logger: Logger, observer: (any H2StreamObserver)? = nil,
                 clock: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) throws {
+        self.observer = observer
         session = try H2Session(limits: limits)
         state = H2ConnectionState(limits: limits, nowNanos: clock())
         self.responder = responder
@@ -129,28 +146,34 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         self.context = context
         session.onEvent = { [unowned self] event in handle(event) }
         // Our SETTINGS go out first, before the client's preface is read.
-        if context.channel.isActive { flush() }
+        if context.channel.isActive {
+            armIdle(context)
+            flush()
+        }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
+        armIdle(context)
         flush()
         context.fireChannelActive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         session.onEvent = nil
+        idleTimer?.cancel()
+        idleTimer = nil
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
-        for (id, promise) in pacing { promise.fail(H2StreamGone(stream: id)) }
-        pacing.removeAll()
+        for id in Array(pacing.keys) { dropWriter(id) }
         self.context = nil
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        idleTimer = nil
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
-        for (id, promise) in pacing { promise.fail(H2StreamGone(stream: id)) }
-        pacing.removeAll()
+        for id in Array(pacing.keys) { dropWriter(id) }
         context.fireChannelInactive()
     }
 
@@ -167,10 +190,30 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Decides an event as libnghttp2 reports it (inside its callback) and performs the actions.
     private func handle(_ event: H2Event) {
         guard let context else { return }
+        let before = state.streamsTracked
         for action in state.on(event, nowNanos: clock()) { perform(action, context: context) }
         if case .streamClosed(let id, let code) = event {
             open.removeValue(forKey: id)?.succeed(code)
-            pacing.removeValue(forKey: id)?.fail(H2StreamGone(stream: id))
+            dropWriter(id)
+        }
+        let after = state.streamsTracked
+        if case .peerReset(let id) = event { resetByPeer.insert(id) }
+        if after > before { observer?.streamOpened() }
+        if case .streamClosed(let id, _) = event {
+            let reset = resetByPeer.remove(id) != nil
+            if after < before { observer?.streamClosed(reset: reset) }
+        }
+        if after == 0 { armIdle(context) } else if idleTimer != nil { idleTimer?.cancel(); idleTimer = nil }
+    }
+
+    private func armIdle(_ context: ChannelHandlerContext) {
+        guard idleTimer == nil, let millis = state.limits.connectionIdleMillisMax, !closing else { return }
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
+            idleTimer = nil
+            guard state.streamsTracked == 0, !closing else { return }
+            logger.debug("closing an idle HTTP/2 connection")
+            session.goaway()
+            closeAfterDraining()
         }
     }
 
@@ -253,9 +296,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             if session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
                 paced.succeed()
             } else if let waiting = pacing[id] {
-                waiting.futureResult.cascade(to: paced)
+                waiting.promise.futureResult.cascade(to: paced)
             } else {
-                pacing[id] = paced
+                pacing[id] = (paced, stallCutoff(id))
             }
         }
         scheduleFlush()
@@ -264,10 +307,31 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Wakes the writers whose stream has drained to `responseBufferLowBytes` (after libnghttp2 took bytes).
     private func wakeWriters() {
         guard !pacing.isEmpty else { return }
-        for (id, promise) in pacing where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
+        for (id, waiting) in pacing where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
             pacing[id] = nil
-            if open[id] != nil { promise.succeed() } else { promise.fail(H2StreamGone(stream: id)) }
+            waiting.stall?.cancel()
+            if open[id] != nil { waiting.promise.succeed() } else { waiting.promise.fail(H2StreamGone(stream: id)) }
         }
+    }
+
+    /// Resets stream `id` if its writer is still waiting `stalledReaderMillisMax` from now.
+    private func stallCutoff(_ id: Int32) -> Scheduled<Void>? {
+        guard let millis = state.limits.stalledReaderMillisMax, let context else { return nil }
+        return context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
+            guard let waiting = pacing.removeValue(forKey: id) else { return }
+            logger.notice("resetting an HTTP/2 stream: its client read nothing for \(millis) ms")
+            waiting.promise.fail(H2StreamGone(stream: id))
+            observer?.streamStalled()
+            reset(id, .cancel)
+            scheduleFlush()
+        }
+    }
+
+    /// Fails a stream's waiting writer (its stream closed).
+    private func dropWriter(_ id: Int32) {
+        guard let waiting = pacing.removeValue(forKey: id) else { return }
+        waiting.stall?.cancel()
+        waiting.promise.fail(H2StreamGone(stream: id))
     }
 
     func finish(_ id: Int32, trailers: [(String, String)]?) {

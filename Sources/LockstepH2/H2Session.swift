@@ -236,6 +236,8 @@ public final class H2Session {
                 }
             case Int(NGHTTP2_DATA.rawValue):
                 me.onEvent?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
+            case Int(NGHTTP2_RST_STREAM.rawValue):
+                me.onEvent?(.peerReset(header.stream_id))
             case Int(NGHTTP2_PING.rawValue):
                 if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.ping) }
             case Int(NGHTTP2_SETTINGS.rawValue):

@@ -1,6 +1,6 @@
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import LockstepH2
 import Hummingbird
 import HummingbirdCore
 import HummingbirdHTTP2
@@ -180,57 +180,42 @@ public enum LockstepServer {
         // The JSON side serves exactly the operation table (the gRPC side is held to it by its generated
         // service protocols and `OperationTableTests`).
         precondition(Set(served) == Set(APIOperation.all) && served.count == APIOperation.all.count, "the JSON routes are not the operation table: \(served.map(\.name)) against \(APIOperation.all.map(\.name))")
-        var grpcConfig = HTTP2ServerTransport.Posix.Config.defaults
-        grpcConfig.rpc.maxRequestPayloadSize = limits.requestBodyBytesMax
-        grpcConfig.http2.maxConcurrentStreams = limits.grpcConcurrentStreamsMax
-        grpcConfig.connection.maxIdleTime = .milliseconds(limits.connectionIdleMillisMax)
-        // After the idle GOAWAY, a client that does not close is closed this much later (once it has
-        // acknowledged the GOAWAY's PING).
-        grpcConfig.connection.maxGraceTime = .seconds(5)
-        // A client that stops answering PINGs (dead, or reading nothing) is closed: pinged after half the
-        // idle limit without reading from it, closed if no answer comes within min(a quarter of it, 10 s), before the idle limit. So
-        // the idle GOAWAY, which waits for an answer to its PING, is never waited on forever.
-        let keepaliveMillis = max(limits.connectionIdleMillisMax / 2, 50)
-        grpcConfig.connection.keepalive = .init(time: .milliseconds(keepaliveMillis), timeout: .milliseconds(min(keepaliveMillis / 2, 10_000)),
-                                                clientBehavior: grpcConfig.connection.keepalive.clientBehavior)
-        grpcConfig.channelDebuggingCallbacks.onBindTCPListener = { listener in
-            listener.pipeline.addHandler(ConnectionAdmission(gate: gate, listener: "gRPC", logger: logger, refused: refused), position: .first)
-        }
-        // grpc-swift's idle and keepalive shutdowns send GOAWAY and a PING and then wait for its answer,
-        // which a client that reads nothing never sends: the same backstop as on the JSON listener.
-        // grpc-swift-nio-transport sets TLS 1.2 as its minimum but offers no cipher-suite setting: each
-        // connection's TLS handler is swapped, before its handshake, for one with the JSON listener's policy.
+        // gRPC on the HTTP/2 engine (libnghttp2, `LockstepH2`): its limits from the API's.
+        var h2Limits = H2Limits()
+        h2Limits.concurrentStreamsMax = UInt32(clamping: limits.grpcConcurrentStreamsMax)
+        // One request message and its 5-byte prefix; a larger message is RESOURCE_EXHAUSTED.
+        h2Limits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(5).overflow ? .max : limits.requestBodyBytesMax + 5
+        h2Limits.connectionIdleMillisMax = limits.connectionIdleMillisMax
+        h2Limits.stalledReaderMillisMax = limits.stalledReaderMillisMax
         let grpcTLSContext = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["grpc-exp", "h2"]))
         }
-        grpcConfig.channelDebuggingCallbacks.onAcceptTCPConnection = { connection in
-            connection.eventLoop.makeCompletedFuture {
-                let pipeline = connection.pipeline.syncOperations
-                try pipeline.addHandler(makeBackstop(connection))
-                guard let grpcTLSContext, let given = try? pipeline.handler(type: NIOSSLServerHandler.self) else { return }
-                try pipeline.addHandler(NIOSSLServerHandler(context: grpcTLSContext), position: .before(given))
-                pipeline.removeHandler(given, promise: nil)
-            }
-        }
-        grpcConfig.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
-            stream.eventLoop.makeCompletedFuture {
-                try stream.pipeline.syncOperations.addHandlers([HTTP2StreamTracker(), StalledReaderCutoff(limit: stalled, cut: cutStalled)])
-            }
-        }
         let grpcHost = options.grpcHost == "localhost" ? "127.0.0.1" : options.grpcHost
-        var grpcSecurity = HTTP2ServerTransport.Posix.TransportSecurity.plaintext
-        if let tls = options.tls {
-            let chain: [TLSConfig.CertificateSource] = [.file(path: tls.certificateChain, format: .pem)]
-            let key = TLSConfig.PrivateKeySource.file(path: tls.privateKey, format: .pem)
-            if let ca = options.tlsClientCA {
-                grpcSecurity = .mTLS(certificateChain: chain, privateKey: key) { $0.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
-            } else {
-                grpcSecurity = .tls(certificateChain: chain, privateKey: key)
+        var grpcConfiguration = H2GRPCServerTransport.Configuration(
+            host: grpcHost, port: options.grpcPort, limits: h2Limits, messageBytesMax: limits.requestBodyBytesMax,
+            configureListener: { listener in
+                listener.pipeline.addHandler(ConnectionAdmission(gate: gate, listener: "gRPC", logger: logger, refused: refused), position: .first)
+            },
+            configureConnection: { connection in
+                if let grpcTLSContext { try connection.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: grpcTLSContext)) }
+            },
+            makeObserver: { connection in
+                StreamBudget(gate: gate, peer: connection.remoteAddress?.ipAddress ?? "unknown", channel: connection, overBudget: overResetBudget, stalled: cutStalled)
+            })
+        grpcConfiguration.tls = options.tls != nil
+        // What the transport refuses itself still carries a stable code, as every other error does.
+        grpcConfiguration.errorCodeTrailer = "lockstep-error-code"
+        grpcConfiguration.refusalCode = { why in
+            let code: ErrorCode = switch why {
+            case .messageTooLarge: .bodyTooLarge
+            case .headersTooLarge: .resourceExhausted
+            case .unsupportedEncoding, .malformed: .malformedRequest
+            case .noMethod: .routeNotFound
+            case .shuttingDown: .shuttingDown
             }
+            return code.rawValue
         }
-        let grpcTransport = HTTP2ServerTransport.Posix(
-            address: grpcHost.contains(":") ? .ipv6(host: grpcHost, port: options.grpcPort) : .ipv4(host: grpcHost, port: options.grpcPort),
-            transportSecurity: grpcSecurity, config: grpcConfig)
+        let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)
         let server: HTTPServerBuilder
         let scheme: String
         if let tls = options.tls {
@@ -300,7 +285,7 @@ public enum LockstepServer {
         }
         let bound = BoundAddresses()
         let announcer = AnnouncerService {
-            guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.ipv4?.port ?? grpcAddress.ipv6?.port else { return }
+            guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.port else { return }
             logger.info("serving gRPC\(options.tls == nil ? "" : mutualTLS ? " over mutual TLS" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }

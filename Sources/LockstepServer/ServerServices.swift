@@ -1,5 +1,5 @@
 import GRPCCore
-import GRPCNIOTransportHTTP2
+import LockstepH2
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -74,7 +74,7 @@ final class BoundAddresses: Sendable {
 /// The gRPC listener as a service: serves until the group shuts down, then stops taking calls and
 /// finishes those in flight.
 struct GRPCServerService: Service {
-    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let server: GRPCServer<H2GRPCServerTransport>
 
     func run() async throws {
         try await withGracefulShutdownHandler {

@@ -31,15 +31,26 @@ import Testing
         #expect(state.handlersInFlight == 1)
     }
 
-    @Test func aBodyIsHandedOverWholeAndItsWindowGivenBackOnlyThen() {
+    @Test func aBodyIsHandedOverWholeAndEachChunkGoesBackToTheWindowsAsItArrives() {
         var state = state()
+        // A body larger than the stream window must be able to arrive: its bytes are given back at once.
         #expect(feed(&state, request(1) + [.headersEnded(1, endStream: false), .data(1, ByteBuffer(string: "hel")),
-                                          .dataFrame(1, length: 3, endStream: false), .data(1, ByteBuffer(string: "lo"))]) == [])
+                                          .dataFrame(1, length: 3, endStream: false), .data(1, ByteBuffer(string: "lo"))])
+                    == [.consume(1, bytes: 3, streamOpen: true), .consume(1, bytes: 2, streamOpen: true)])
         let actions = feed(&state, [.dataFrame(1, length: 2, endStream: true)])
-        #expect(actions.count == 2)
-        guard case .dispatch(1, _, let body) = actions.first else { Issue.record("\(actions)"); return }
+        guard case .dispatch(1, _, let body)? = actions.first, actions.count == 1 else { Issue.record("\(actions)"); return }
         #expect(String(buffer: body) == "hello")
-        #expect(actions.last == .consume(1, bytes: 5, streamOpen: true))
+    }
+
+    @Test func requestBytesHeldPerConnectionAreCappedAndTheRequestOverIsRefused() {
+        var state = state { $0.connectionBufferedBytesMax = 10 }
+        _ = feed(&state, request(1) + [.headersEnded(1, endStream: false)] + request(3) + [.headersEnded(3, endStream: false)])
+        #expect(feed(&state, [.data(1, ByteBuffer(string: "1234567"))]) == [.consume(1, bytes: 7, streamOpen: true)])
+        #expect(feed(&state, [.data(3, ByteBuffer(string: "abcd"))]) == [.reset(3, .refusedStream), .consume(3, bytes: 4, streamOpen: true)])
+        // Stream 1's bytes are no longer held once it is handed over: room for a new request.
+        #expect(feed(&state, [.dataFrame(1, length: 7, endStream: true)]).count == 1)
+        _ = feed(&state, request(5) + [.headersEnded(5, endStream: false)])
+        #expect(feed(&state, [.data(5, ByteBuffer(string: "0123456789"))]) == [.consume(5, bytes: 10, streamOpen: true)])
     }
 
     @Test func aHeaderListOverItsBytesIsAnswered431AndKeepsNothing() {
@@ -80,10 +91,12 @@ import Testing
         #expect(feed(&state, request(7) + [.headersEnded(7, endStream: true)]).count == 1)
     }
 
-    @Test func aClosedStreamGivesBackTheBytesNobodyTook() {
-        var state = state()
+    @Test func aStreamClosedBeforeItsRequestEndedReleasesWhatItHeld() {
+        var state = state { $0.connectionBufferedBytesMax = 4 }
         _ = feed(&state, request(1) + [.headersEnded(1, endStream: false), .data(1, ByteBuffer(string: "abc"))])
-        #expect(feed(&state, [.streamClosed(1, code: 8)]) == [.consume(1, bytes: 3, streamOpen: false)])
+        #expect(feed(&state, [.streamClosed(1, code: 8)]) == [])
+        _ = feed(&state, request(3) + [.headersEnded(3, endStream: false)])
+        #expect(feed(&state, [.data(3, ByteBuffer(string: "defg"))]) == [.consume(3, bytes: 4, streamOpen: true)])
     }
 
     @Test(arguments: [

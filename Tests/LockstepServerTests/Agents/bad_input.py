@@ -759,8 +759,6 @@ def run_case(target, case, send, judge_fn):
 # Answers without a Lockstep code that docs/api.md (Errors) documents as they are, each with why:
 # (kind of defect, case pattern) -> reason. They print as KNOWN and do not fail the run.
 KNOWN = [
-    ("untyped gRPC CANCELLED", r"^raw:over-1MiB-message$",
-     "grpc-swift's transport resets the stream of a message over the 1 MiB limit before any handler runs"),
     ("untyped gRPC UNIMPLEMENTED", r"^unknown-method$",
      "grpc-swift answers an unknown method with UNIMPLEMENTED before any handler or interceptor runs; the status is the stable answer"),
     ("empty 400 body", r"^(migration:900KB-path|node:900KB|key:900KB|if-none-match:garbage|unknown-route-or-method|garbage-request-line|"

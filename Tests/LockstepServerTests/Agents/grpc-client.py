@@ -56,8 +56,9 @@ try:
 except grpc.RpcError as error:
     print(f"watch {error.code().name} after {len(seen)} events: {' '.join(seen)}", flush=True)
 
-# A message over the 1 MiB limit is refused by the transport before anything is decoded (it resets the stream).
+# A message over the 1 MiB limit is refused by the transport before anything is decoded, with a stable code.
 try:
     migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml="#" * (1 << 20 + 1)), metadata=operator, timeout=30)
 except grpc.RpcError as error:
-    print(f"oversized {error.code().name}", flush=True)
+    code = dict(error.trailing_metadata() or ()).get("lockstep-error-code")
+    print(f"oversized {error.code().name} {code}", flush=True)
