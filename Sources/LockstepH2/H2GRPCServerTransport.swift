@@ -141,8 +141,17 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         } onCancel: {
             listener.close(promise: nil)
             acceptor.finish()
+            closeConnections()
         }
+        // Every RPC has ended: no connection outlives the transport (after a graceful shutdown they have
+        // had their GOAWAY; a client that keeps one open is not served by a transport that stopped).
+        listener.close(promise: nil)
+        closeConnections()
         try? await listener.closeFuture.get()
+    }
+
+    private func closeConnections() {
+        for connection in state.withLock({ Array($0.connections.values) }) { connection.close(promise: nil) }
     }
 
     /// Stops accepting connections, tells every connection to finish its streams (GOAWAY), and lets
