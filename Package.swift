@@ -8,6 +8,7 @@ import PackageDescription
 //   LockstepStore (byte-level log port, knows no protobuf) ← LockstepEngine; LockstepPlan (YAML) ← LockstepService;
 //   LockstepAPI (generated stubs) ← LockstepClient ← LockstepAgent (the reference agent) ← lockstep.
 //   LockstepStore ← LockstepPostgres (the log on PostgreSQL, postgres-nio) ← LockstepServer and lockstep (--store).
+//   CNGHTTP2 (libnghttp2) ← LockstepH2 (the HTTP/2 engine; serves the gRPC port) ← LockstepGRPC, LockstepServer.
 // LockstepCore depends on the standard library only.
 let package = Package(
     name: "Lockstep",
