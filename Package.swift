@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "LockstepPlan", targets: ["LockstepPlan"]),
         .library(name: "LockstepService", targets: ["LockstepService"]),
         .library(name: "LockstepServer", targets: ["LockstepServer"]),
+        // The HTTP/2 engine on libnghttp2 (a product for the fuzz targets, ops/fuzz).
+        .library(name: "LockstepH2", targets: ["LockstepH2"]),
         // The Swift client of the API (gRPC): used by the CLI and agents.
         .library(name: "LockstepClient", targets: ["LockstepClient"]),
         .library(name: "LockstepAgent", targets: ["LockstepAgent"]),

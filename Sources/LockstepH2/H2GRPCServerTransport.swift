@@ -218,7 +218,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let transport: H2GRPCServerTransport
 
         func respond(to request: H2Request, _ response: H2Response) {
-            switch GRPCRequest.parse(request, messageBytesMax: transport.configuration.messageBytesMax) {
+            switch GRPCRequest.parse(head: request.head, body: request.body, messageBytesMax: transport.configuration.messageBytesMax) {
             case .notGRPC(let status):
                 response.send(status: status, headers: [("content-length", "0")], body: nil)
             case .refused(let code, let message, let why):
@@ -313,17 +313,26 @@ final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
 }
 
 /// gRPC's wire format over HTTP/2 (the PROTOCOL-HTTP2 document of grpc/grpc), as far as a server reads it.
-enum GRPCRequest {
-    enum Parsed {
+extension H2GRPCServerTransport {
+    /// What a request is, read as gRPC (public for the fuzz target, `ops/fuzz`).
+    public enum Decoded: Sendable {
         /// Not a gRPC request: an HTTP status (415 for another content-type, 405 for a method other than POST).
         case notGRPC(Int)
         /// A gRPC request refused with a status, before any handler.
-        case refused(RPCError.Code, String, H2GRPCServerTransport.Refusal)
+        case refused(RPCError.Code, String, Refusal)
         case rpc(MethodDescriptor, Metadata, [[UInt8]])
     }
 
-    static func parse(_ request: H2Request, messageBytesMax: Int) -> Parsed {
-        let head = request.head
+    /// Reads a complete request as gRPC: the head's checks, its metadata, its length-prefixed messages.
+    public static func decode(head: H2RequestHead, body: ByteBuffer, messageBytesMax: Int) -> Decoded {
+        GRPCRequest.parse(head: head, body: body, messageBytesMax: messageBytesMax)
+    }
+}
+
+enum GRPCRequest {
+    typealias Parsed = H2GRPCServerTransport.Decoded
+
+    static func parse(head: H2RequestHead, body: ByteBuffer, messageBytesMax: Int) -> Parsed {
         guard let contentType = head.first("content-type"), contentType.hasPrefix("application/grpc") else { return .notGRPC(415) }
         guard head.method == "POST" else { return .notGRPC(405) }
         if let encoding = head.first("grpc-encoding"), encoding != "identity" {
@@ -349,7 +358,7 @@ enum GRPCRequest {
                 }
             }
         }
-        var body = request.body
+        var body = body
         var messages: [[UInt8]] = []
         while body.readableBytes > 0 {
             guard let flag = body.readInteger(as: UInt8.self), let length = body.readInteger(as: UInt32.self) else {

@@ -1,0 +1,74 @@
+import FuzzDriver
+import LockstepH2
+import NIOCore
+
+/// Any bytes as what an HTTP/2 client sends after the connection preface, fed to the engine as the server
+/// handler feeds it (libnghttp2's session, the pure state machine deciding every event, requests answered
+/// with a streamed body and trailers, every output drained) and each complete request also read as gRPC.
+/// Nothing may trap, leak or grow without bound. The first byte picks where the input is split in two
+/// reads (frames cut across reads) and whether the limits are the defaults or tiny ones.
+@_cdecl("LLVMFuzzerTestOneInput")
+func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let input = fuzzInput(data, size)
+    guard let first = input.first else { return 0 }
+    let bytes = Array(input.dropFirst())
+    var limits = H2Limits()
+    if first & 0x80 != 0 {
+        limits.headerListBytesMax = 200
+        limits.headerFieldsMax = 6
+        limits.requestBodyBytesMax = 64
+        limits.connectionBufferedBytesMax = 100
+        limits.concurrentStreamsMax = 4
+        limits.pings = .init(burst: 2, perSecond: 1)
+        limits.settingsFrames = .init(burst: 2, perSecond: 1)
+        limits.emptyFrames = .init(burst: 2, perSecond: 1)
+        limits.responseBufferBytesMax = 256
+    }
+    guard let session = try? H2Session(limits: limits) else { fatalError("a session could not be made") }
+    var state = H2ConnectionState(limits: limits, nowNanos: 0)
+    var clock: UInt64 = 0
+    var dispatched: [Int32] = []
+    session.onEvent = { event in
+        clock &+= 1_000_000
+        for action in state.on(event, nowNanos: clock) {
+            switch action {
+            case .dispatch(let id, let head, let body):
+                _ = H2GRPCServerTransport.decode(head: head, body: body, messageBytesMax: limits.requestBodyBytesMax)
+                dispatched.append(id)
+            case .answer(let id, let status):
+                try? session.respond(id, status: status, headers: [("content-length", "0")], body: false)
+            case .reset(let id, let code):
+                session.reset(id, code)
+            case .consume(let id, let count, let open):
+                session.consume(id, bytes: count, streamOpen: open)
+            case .cancelled(let id, _):
+                state.handlerFinished(id)
+            case .terminate(let code, _):
+                session.terminate(code)
+            }
+        }
+    }
+    var preface = ByteBuffer(string: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+    preface.writeBytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  // an empty SETTINGS frame
+    var out = ByteBuffer()
+    _ = session.receive(preface)
+    let split = bytes.isEmpty ? 0 : Int(first & 0x7f) % (bytes.count + 1)
+    for part in [bytes[..<split], bytes[split...]] where !part.isEmpty {
+        if session.receive(ByteBuffer(bytes: part)) != nil { break }
+        // Answer what arrived whole, as an application would: headers, a body in two writes, trailers.
+        for id in dispatched {
+            guard (try? session.respond(id, status: 200, headers: [("content-type", "application/grpc")], body: true)) != nil else { continue }
+            _ = session.write(id, ByteBuffer(repeating: 0x61, count: 100))
+            _ = session.write(id, ByteBuffer(repeating: 0x62, count: 300))
+            session.finish(id, trailers: [("grpc-status", "0")])
+            state.handlerFinished(id)
+        }
+        dispatched.removeAll()
+        out.clear()
+        session.drain(into: &out)
+    }
+    session.onEvent = nil
+    return 0
+}
+
+runFuzzer(fuzzH2)
