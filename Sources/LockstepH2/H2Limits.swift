@@ -57,6 +57,11 @@ public struct H2Limits: Sendable, Equatable {
     /// `responseBufferLowBytes`) has its stream reset (CANCEL): a client that stopped reading a watch
     /// does not hold it for ever (nil: never).
     public var stalledReaderMillisMax: Int64? = nil
+    /// A connection from which nothing has been read this long is sent a PING; if nothing (its
+    /// acknowledgement included) arrives within `keepaliveTimeoutMillis` more, it is closed: a client
+    /// that died without closing does not hold its parked streams until they end (nil: never).
+    public var keepaliveMillis: Int64? = nil
+    public var keepaliveTimeoutMillis: Int64 = 10_000
     /// A connection with no stream open this long gets GOAWAY and is closed (nil: never).
     public var connectionIdleMillisMax: Int64? = nil
 

@@ -128,6 +128,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private let observer: (any H2StreamObserver)?
     /// Armed while no stream is open: GOAWAY and close at `connectionIdleMillisMax`.
     private var idleTimer: Scheduled<Void>?
+    /// The keepalive check, and when the connection last read anything and last pinged (monotonic ns).
+    private var keepalive: Scheduled<Void>?
+    private var lastReadNanos: UInt64 = 0
+    private var pingSentNanos: UInt64?
     /// Streams the client reset, until they close (what the observer counts).
     private var resetByPeer: Set<Int32> = []
 
@@ -148,18 +152,21 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         // Our SETTINGS go out first, before the client's preface is read.
         if context.channel.isActive {
             armIdle(context)
+            startKeepalive(context)
             flush()
         }
     }
 
     public func channelActive(context: ChannelHandlerContext) {
         armIdle(context)
+        startKeepalive(context)
         flush()
         context.fireChannelActive()
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         session.onEvent = nil
+        stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
         for (_, promise) in open { promise.succeed(0) }
@@ -169,6 +176,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
         for (_, promise) in open { promise.succeed(0) }
@@ -179,6 +187,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
+        lastReadNanos = clock()
+        pingSentNanos = nil
         reading = true
         defer { reading = false }
         if let failed = session.receive(unwrapInboundIn(data)) {
@@ -204,6 +214,40 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             if after < before { observer?.streamClosed(reset: reset) }
         }
         if after == 0 { armIdle(context) } else if idleTimer != nil { idleTimer?.cancel(); idleTimer = nil }
+    }
+
+    /// Pings a connection that has been silent for `keepaliveMillis`, and closes it if it stays silent
+    /// `keepaliveTimeoutMillis` more (checked every quarter of the shorter of the two).
+    private func startKeepalive(_ context: ChannelHandlerContext) {
+        guard keepalive == nil, let millis = state.limits.keepaliveMillis, millis > 0 else { return }
+        lastReadNanos = clock()
+        scheduleKeepalive(context, silentMillis: millis)
+    }
+
+    private func scheduleKeepalive(_ context: ChannelHandlerContext, silentMillis: Int64) {
+        let timeout = max(1, state.limits.keepaliveTimeoutMillis)
+        let every = TimeAmount.milliseconds(max(10, min(silentMillis, timeout) / 4))
+        keepalive = context.eventLoop.assumeIsolated().scheduleTask(in: every) { [self] in
+            guard !closing, self.context != nil else { return }
+            let now = clock()
+            if let sent = pingSentNanos {
+                if now &- sent >= UInt64(timeout) * 1_000_000 {
+                    logger.notice("closing an HTTP/2 connection: no answer to a PING in \(timeout) ms")
+                    closeAfterDraining()
+                    return
+                }
+            } else if now &- lastReadNanos >= UInt64(silentMillis) * 1_000_000 {
+                pingSentNanos = now
+                session.ping()
+                flush()
+            }
+            scheduleKeepalive(context, silentMillis: silentMillis)
+        }
+    }
+
+    private func stopKeepalive() {
+        keepalive?.cancel()
+        keepalive = nil
     }
 
     private func armIdle(_ context: ChannelHandlerContext) {

@@ -175,6 +175,11 @@ public final class H2Session {
         nghttp2_session_terminate_session(session, code.rawValue)
     }
 
+    /// A PING the client must acknowledge (liveness).
+    public func ping() {
+        nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
+    }
+
     /// The first step of a graceful close (a GOAWAY with the largest stream id: streams in flight finish).
     public func shutdownNotice() {
         nghttp2_submit_shutdown_notice(session)

@@ -187,6 +187,10 @@ public enum LockstepServer {
         h2Limits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(5).overflow ? .max : limits.requestBodyBytesMax + 5
         h2Limits.connectionIdleMillisMax = limits.connectionIdleMillisMax
         h2Limits.stalledReaderMillisMax = limits.stalledReaderMillisMax
+        // A client silent for half the idle limit is pinged, and closed if it stays silent min(a quarter of
+        // the idle limit, 10 s) more: a dead peer does not hold its parked polls and watches.
+        h2Limits.keepaliveMillis = max(limits.connectionIdleMillisMax / 2, 50)
+        h2Limits.keepaliveTimeoutMillis = min(max(limits.connectionIdleMillisMax / 4, 25), 10_000)
         let grpcTLSContext = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["grpc-exp", "h2"]))
         }

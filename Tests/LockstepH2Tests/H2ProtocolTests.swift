@@ -16,6 +16,7 @@ import Testing
         let responses: [String: Answer]
         let settings: [String: Int]
         let snapshot: [String: Answer]?
+        let pings: Int
         let error: String?
 
         func status(_ stream: Int) -> String? { responses["\(stream)"]?.headers.first { $0.first == ":status" }?.last }
@@ -109,6 +110,23 @@ import Testing
         // CVE-2024-27316 / CVE-2024-28182: more than `continuationsMax` CONTINUATION frames.
         let seen = try await probe("continuation-flood")
         #expect(seen.closed && seen.responses.isEmpty, "\(seen)")
+    }
+
+    @Test func aClientThatStopsAnsweringIsClosedAndItsParkedStreamReleased() async throws {
+        var limits = H2Limits()
+        limits.keepaliveMillis = 300
+        limits.keepaliveTimeoutMillis = 300
+        try await H2TestServer.with(limits: limits) { server in
+            // A live client answers the PINGs and keeps its parked stream.
+            let alive = try await probe(server, "hold")
+            #expect(alive.pings >= 3 && alive.goaway == nil && !alive.closed, "\(alive)")
+            // One that answers nothing (dead without closing) is closed about 600 ms after it went silent.
+            let deaf = try await probe(server, "deaf-after-hold")
+            #expect(deaf.pings >= 1 && deaf.closed, "\(deaf)")
+            try await eventually("the dead client's parked stream is released", seconds: 5) {
+                server.application.released.load(ordering: .relaxed) >= 2
+            }
+        }
     }
 
     // MARK: RFC 9113 connection and stream errors

@@ -113,7 +113,7 @@ class Connection:
         self.obs = {
             "case": case, "goaway": None, "closed": False, "rst": [],
             "responses": {}, "settings": None, "settings_acks": 0,
-            "ping_acks": 0, "window_updates": 0, "snapshot": None,
+            "ping_acks": 0, "pings": 0, "window_updates": 0, "snapshot": None,
             "error": None,
         }
         self.sock = socket.create_connection((host, port), timeout=3.0)
@@ -230,7 +230,9 @@ class Connection:
             if "ACK" in f.flags:
                 self.obs["ping_acks"] += 1
             else:
-                self.send(PingFrame(0, opaque_data=f.opaque_data, flags=["ACK"]))
+                self.obs["pings"] += 1
+                if not getattr(self, "deaf", False):
+                    self.send(PingFrame(0, opaque_data=f.opaque_data, flags=["ACK"]))
         elif isinstance(f, WindowUpdateFrame):
             self.obs["window_updates"] += 1
         elif isinstance(f, GoAwayFrame):
@@ -335,6 +337,24 @@ def case_body_over_limit(c):
     block = c.encoder.encode(c.request_headers("POST"))
     c.send(*c.headers_frames(1, block, end_stream=False),
            DataFrame(1, data=b"b" * 5000, flags=["END_STREAM"]), *c.get_frames(3))
+
+
+def case_deaf_after_hold(c):
+    """GET /hold (a request the server keeps open), then a client that answers
+    nothing, not even PINGs (a peer that died without closing): a server that
+    checks liveness PINGs and closes the connection."""
+    c.handshake()
+    c.send(*c.get_frames(1, path="/hold"))
+    c.deaf = True
+    c.pump(silence=9)
+
+
+def case_hold(c):
+    """GET /hold, then a live client that answers the server's PINGs: read
+    until three PINGs came (the connection must stay open)."""
+    c.handshake()
+    c.send(*c.get_frames(1, path="/hold"))
+    c.pump(until=lambda: c.obs["pings"] >= 3, silence=5)
 
 
 def case_bad_preface(c):
@@ -502,6 +522,8 @@ CASES = {
     "get": case_get,
     "post": case_post,
     "body-over-limit": case_body_over_limit,
+    "deaf-after-hold": case_deaf_after_hold,
+    "hold": case_hold,
     "bad-preface": case_bad_preface,
     "continuation-flood": case_continuation_flood,
     "too-many-settings": case_too_many_settings,
@@ -526,7 +548,7 @@ CASES = {
 def run_case(host, port, name):
     empty = {"case": name, "goaway": None, "closed": False, "rst": [],
              "responses": {}, "settings": None, "settings_acks": 0,
-             "ping_acks": 0, "window_updates": 0, "snapshot": None, "error": None}
+             "ping_acks": 0, "pings": 0, "window_updates": 0, "snapshot": None, "error": None}
     try:
         conn = Connection(host, port, name)
     except (OSError, ProbeTimeout) as e:
