@@ -275,11 +275,12 @@ let package = Package(
             name: "LockstepH2Tests",
             dependencies: [
                 "LockstepH2", "CNGHTTP2", "LockstepTestSupport",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["h2_probe.py"]
+            exclude: ["h2_probe.py", "grpc_probe.py"]
         ),
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(

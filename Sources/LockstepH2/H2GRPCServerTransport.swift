@@ -27,6 +27,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// Run on each accepted connection before the engine's handler is added, on its event loop (for
         /// example, TLS).
         public var configureConnection: @Sendable (any Channel) throws -> Void
+        /// After a graceful shutdown began, connections still open this much later are closed (their
+        /// RPCs cancelled).
+        public var graceMillis: Int64 = 5_000
         /// Whether `configureConnection` puts TLS under the engine (told to handlers in `Context`).
         public var tls = false
         /// The application's stable error code for each answer the transport gives without a handler:
@@ -154,8 +157,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         for connection in state.withLock({ Array($0.connections.values) }) { connection.close(promise: nil) }
     }
 
-    /// Stops accepting connections, tells every connection to finish its streams (GOAWAY), and lets
-    /// `listen` return once they have.
+    /// Stops accepting connections, tells every connection to finish its streams (GOAWAY), closes those
+    /// still open after `graceMillis`, and lets `listen` return once every RPC has ended.
     public func beginGracefulShutdown() {
         let (listener, connections) = state.withLock { state in
             state.shuttingDown = true
@@ -165,6 +168,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         listener.close(promise: nil)
         for connection in connections { connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         acceptor.finish()
+        // RPCs that outlast the grace period are cut: their connections close, which cancels them.
+        listener.eventLoop.scheduleTask(in: .milliseconds(configuration.graceMillis)) { [self] in closeConnections() }
     }
 
     private func track(_ channel: any Channel) {

@@ -1,0 +1,121 @@
+import Foundation
+import GRPCCore
+import LockstepH2
+import LockstepTestSupport
+import Logging
+import Synchronization
+import Testing
+
+/// The gRPC transport on its own: a small service of raw-byte methods served by `GRPCServer` on
+/// `H2GRPCServerTransport`, called by Python grpcio (`grpc_probe.py`) over a real socket. What the
+/// Lockstep API suites do not isolate: metadata both ways (`-bin` values included), trailers-only
+/// refusals, deadlines, cancellation reaching the handler, a long server stream at the client's pace.
+@Suite(.serialized, .timeLimit(.minutes(2))) struct H2GRPCTransportTests {
+    static let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("grpc_probe.py").path
+
+    @Test func grpcioCallsAServiceOnTheEngine() async throws {
+        let service = EchoService()
+        let transport = H2GRPCServerTransport(configuration: .init(host: "127.0.0.1", port: 0, messageBytesMax: 1_000), logger: Logger(label: "test"))
+        let server = GRPCServer(transport: transport, services: [service])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.serve() }
+            // Whatever happens below, the server stops, so the group can end.
+            defer { server.beginGracefulShutdown() }
+            let port = try #require(try await transport.listeningAddress.port)
+            let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)"]).wait(seconds: 20)
+            let lines = run.stdout.split(separator: "\n").map(String.init)
+            #expect(lines == [
+                "say b'hello' initial x-echo=hi x-echo-bin=000102ff trailing x-done=yes",
+                "gzip UNIMPLEMENTED",
+                "too-large RESOURCE_EXHAUSTED",
+                "unknown UNIMPLEMENTED",
+                "wait DEADLINE_EXCEEDED",
+                "count 2000 messages 2048000 bytes",
+                "cancelled after 5",
+                "failed NOT_FOUND no such thing",
+            ], "\(run)")
+            try await eventually("both abandoned calls reached their handlers as cancellations", seconds: 10) {
+                service.cancelled.load(ordering: .relaxed) == 2
+            }
+        }
+    }
+}
+
+extension H2GRPCTransportTests {
+    @Test func aGracefulShutdownEndsAnRPCThatOutlastsTheGracePeriod() async throws {
+        let service = EchoService()
+        var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
+        configuration.graceMillis = 300
+        let transport = H2GRPCServerTransport(configuration: configuration, logger: Logger(label: "test"))
+        let server = GRPCServer(transport: transport, services: [service])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.serve() }
+            defer { server.beginGracefulShutdown() }
+            let port = try #require(try await transport.listeningAddress.port)
+            let waiting = try ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "wait-long"])
+            try await eventually("the call is in its handler", seconds: 20) { service.waiting.load(ordering: .relaxed) == 1 }
+            let began = ContinuousClock.now
+            server.beginGracefulShutdown()
+            // serve() returns once the grace period closed the connection and the RPC ended.
+            try await group.next()
+            #expect(ContinuousClock.now - began < .seconds(5), "\(ContinuousClock.now - began)")
+            let answer = try await waiting.wait(seconds: 20)
+            #expect(answer.stdout == "wait-long UNAVAILABLE\n", "\(answer)")
+            #expect(service.cancelled.load(ordering: .relaxed) == 1)
+        }
+    }
+}
+
+/// `test.Echo`, on raw bytes: `Say` echoes the message and the `x-echo` metadata; `Wait` waits until
+/// cancelled; `Count` streams N (the 4-byte request) messages of 1,024 bytes; `Fail` answers NOT_FOUND.
+final class EchoService: RegistrableRPCService {
+    let cancelled = Atomic<Int>(0)
+    /// `Wait` calls in their handler now.
+    let waiting = Atomic<Int>(0)
+
+    struct Bytes: MessageSerializer, MessageDeserializer {
+        func serialize<Out: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Out { Out(message) }
+        func deserialize<In: GRPCContiguousBytes>(_ bytes: In) throws -> [UInt8] { bytes.withUnsafeBytes { Array($0) } }
+    }
+
+    func registerMethods<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Say"), deserializer: Bytes(), serializer: Bytes()) { request, _ in
+            var message: [UInt8] = []
+            for try await part in request.messages { message += part }
+            var echoed = Metadata()
+            for value in request.metadata[stringValues: "x-echo"] { echoed.addString(value, forKey: "x-echo") }
+            for value in request.metadata[binaryValues: "x-echo-bin"] { echoed.addBinary(value, forKey: "x-echo-bin") }
+            return StreamingServerResponse(single: ServerResponse(message: message, metadata: echoed, trailingMetadata: ["x-done": "yes"]))
+        }
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Wait"), deserializer: Bytes(), serializer: Bytes()) { [self] _, context in
+            StreamingServerResponse { _ in
+                self.waiting.add(1, ordering: .relaxed)
+                defer { self.waiting.subtract(1, ordering: .relaxed) }
+                await withRPCCancellationHandler {
+                    while !context.cancellation.isCancelled && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                } onCancelRPC: {
+                    self.cancelled.add(1, ordering: .relaxed)
+                }
+                return [:]
+            }
+        }
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Count"), deserializer: Bytes(), serializer: Bytes()) { [self] request, _ in
+            var message: [UInt8] = []
+            for try await part in request.messages { message += part }
+            let count = message.count == 4 ? message.reduce(0) { $0 << 8 | Int($1) } : 0
+            return StreamingServerResponse { writer in
+                let chunk = [UInt8](repeating: 0x61, count: 1_024)
+                do {
+                    for _ in 0..<count { try await writer.write(chunk) }
+                } catch {
+                    self.cancelled.add(1, ordering: .relaxed)
+                    throw error
+                }
+                return [:]
+            }
+        }
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Fail"), deserializer: Bytes(), serializer: Bytes()) { _, _ in
+            StreamingServerResponse(error: RPCError(code: .notFound, message: "no such thing"))
+        }
+    }
+}

@@ -1,0 +1,54 @@
+"""Calls the `test.Echo` service of H2GRPCTransportTests with grpcio on raw bytes and prints one line per
+check (the Swift test compares them). Usage: python3 grpc_probe.py HOST:PORT [wait-long]"""
+import sys
+import grpc
+
+target = sys.argv[1]
+channel = grpc.insecure_channel(target)
+identity = lambda b: b
+
+if sys.argv[2:] == ["wait-long"]:
+    # One call that waits until the server ends it (its graceful shutdown, then the grace period).
+    try:
+        channel.unary_unary("/test.Echo/Wait", request_serializer=identity, response_deserializer=identity)(b"", timeout=60)
+        print("wait-long OK", flush=True)
+    except grpc.RpcError as error:
+        print(f"wait-long {error.code().name}", flush=True)
+    sys.exit(0)
+
+
+def unary(method):
+    return channel.unary_unary(f"/test.Echo/{method}", request_serializer=identity, response_deserializer=identity)
+
+
+# Metadata both ways, a binary value included, and trailing metadata.
+answer, call = unary("Say").with_call(b"hello", metadata=[("x-echo", "hi"), ("x-echo-bin", b"\x00\x01\x02\xff")], timeout=10)
+initial = dict(call.initial_metadata())
+print(f"say {answer!r} initial x-echo={initial.get('x-echo')} x-echo-bin={initial.get('x-echo-bin').hex()} "
+      f"trailing x-done={dict(call.trailing_metadata()).get('x-done')}", flush=True)
+
+for name, call in (("gzip", lambda: unary("Say")(b"x", compression=grpc.Compression.Gzip, timeout=10)),
+                   ("too-large", lambda: unary("Say")(b"x" * 2000, timeout=10)),
+                   ("unknown", lambda: unary("Nope")(b"x", timeout=10)),
+                   ("wait", lambda: unary("Wait")(b"", timeout=0.3))):
+    try:
+        call()
+        print(f"{name} OK", flush=True)
+    except grpc.RpcError as error:
+        print(f"{name} {error.code().name}", flush=True)
+
+count = channel.unary_stream("/test.Echo/Count", request_serializer=identity, response_deserializer=identity)
+messages = list(count((2000).to_bytes(4, "big"), timeout=30))
+print(f"count {len(messages)} messages {sum(map(len, messages))} bytes", flush=True)
+
+stream = count((100000).to_bytes(4, "big"), timeout=30)
+for seen, _ in enumerate(stream, start=1):
+    if seen == 5:
+        stream.cancel()
+        break
+print(f"cancelled after {seen}", flush=True)
+
+try:
+    unary("Fail")(b"", timeout=10)
+except grpc.RpcError as error:
+    print(f"failed {error.code().name} {error.details()}", flush=True)
