@@ -156,9 +156,15 @@ public struct H2ConnectionState: Sendable {
             stream.requestEnded = endStream
             streams[id] = stream
             return endStream ? dispatch(id) : []
-        case .otherHeaders(_, let length, let endStream):
+        case .otherHeaders(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
                 return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
+            }
+            // Trailers end the request as END_STREAM on DATA does (their fields are not kept).
+            if endStream, var stream = streams[id], !stream.dispatched {
+                stream.requestEnded = true
+                streams[id] = stream
+                return dispatch(id)
             }
             return []
         case .data(let id, var bytes):

@@ -164,7 +164,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             state.shuttingDown = true
             return (state.listener, Array(state.connections.values))
         }
-        guard let listener else { return }
+        guard let listener else {
+            // Never listened (a server shut down before it served): whoever waits for the address stops.
+            address.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
         listener.close(promise: nil)
         for connection in connections { connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         acceptor.finish()
@@ -338,7 +342,11 @@ enum GRPCRequest {
     typealias Parsed = H2GRPCServerTransport.Decoded
 
     static func parse(head: H2RequestHead, body: ByteBuffer, messageBytesMax: Int) -> Parsed {
-        guard let contentType = head.first("content-type"), contentType.hasPrefix("application/grpc") else { return .notGRPC(415) }
+        // application/grpc, or with a suffix (+proto) or parameters; not application/grpc-web.
+        guard let contentType = head.first("content-type"),
+              contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
+            return .notGRPC(415)
+        }
         guard head.method == "POST" else { return .notGRPC(405) }
         if let encoding = head.first("grpc-encoding"), encoding != "identity" {
             return .refused(.unimplemented, "compression \(encoding) is not supported (send identity)", .unsupportedEncoding)
@@ -386,15 +394,31 @@ enum GRPCRequest {
 
     static func status(_ status: Status) -> [(String, String)] {
         var fields = [("grpc-status", String(status.code.rawValue))]
-        if !status.message.isEmpty { fields.append(("grpc-message", percentEncoded(String(status.message.prefix(4_096))))) }
+        // At most 1 KiB of UTF-8 (3 KiB once encoded), so the trailers always fit one header block.
+        if !status.message.isEmpty { fields.append(("grpc-message", percentEncoded(utf8Prefix(status.message, bytesMax: 1_024)))) }
         return fields
+    }
+
+    /// The longest prefix of `text` of at most `bytesMax` UTF-8 bytes that ends on a character.
+    static func utf8Prefix(_ text: String, bytesMax: Int) -> String {
+        guard text.utf8.count > bytesMax else { return text }
+        var end = text.startIndex
+        var bytes = 0
+        for index in text.indices {
+            let next = text.index(after: index)
+            bytes += text[index..<next].utf8.count
+            guard bytes <= bytesMax else { break }
+            end = next
+        }
+        return String(text[..<end])
     }
 
     /// Metadata as header fields: binary values base64, reserved and pseudo names left out.
     static func fields(_ metadata: Metadata) -> [(String, String)] {
         metadata.compactMap { key, value in
             let name = key.lowercased()
-            guard !name.hasPrefix(":"), !name.hasPrefix("grpc-"), name != "content-type", name != "te" else { return nil }
+            // Reserved names are the transport's, except the rich error details an application may send.
+            guard !name.hasPrefix(":"), !name.hasPrefix("grpc-") || name == "grpc-status-details-bin", name != "content-type", name != "te" else { return nil }
             switch value {
             case .string(let text): return (name, text)
             case .binary(let bytes): return (name, base64Encode(bytes))

@@ -314,7 +314,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     // MARK: What H2Response calls, on the event loop
 
     func head(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) {
-        guard open[id] != nil else { return }
+        // A stream that closed before its handler answered: the handler is done with it all the same
+        // (else its slot counted against the stream limit for ever).
+        guard open[id] != nil else { return state.handlerFinished(id) }
         do {
             try session.respond(id, status: status, headers: headers, body: body)
         } catch {
@@ -332,7 +334,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             return
         }
         if !session.write(id, bytes) {
-            logger.notice("resetting an HTTP/2 stream: its answer has more than \(state.limits.responseBufferBytesMax) bytes not yet sent")
+            logger.notice("resetting an HTTP/2 stream: its writer went on past \(state.limits.responseBufferBytesMax) bytes not yet sent, or wrote after the end")
             paced?.fail(H2StreamGone(stream: id))
             session.reset(id, .cancel)
             state.handlerFinished(id)
@@ -379,14 +381,14 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func finish(_ id: Int32, trailers: [(String, String)]?) {
-        guard open[id] != nil else { return }
+        guard open[id] != nil else { return state.handlerFinished(id) }
         session.finish(id, trailers: trailers)
         state.handlerFinished(id)
         scheduleFlush()
     }
 
     func reset(_ id: Int32, _ code: H2ErrorCode) {
-        guard open[id] != nil else { return }
+        guard open[id] != nil else { return state.handlerFinished(id) }
         session.reset(id, code)
         state.handlerFinished(id)
         scheduleFlush()

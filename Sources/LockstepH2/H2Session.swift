@@ -128,13 +128,12 @@ public final class H2Session {
         }
     }
 
-    /// Queues body bytes on a stream answered with `body: true`; false when the stream is gone or has more
-    /// than `responseBufferBytesMax` waiting (the caller resets it).
+    /// Queues body bytes on a stream answered with `body: true`; false when the stream is gone, ended, or
+    /// already had more than `responseBufferBytesMax` waiting (a writer that does not wait for its pace;
+    /// the caller resets it). One write of any size is taken: a large message is not refused for its size.
     public func write(_ id: Int32, _ bytes: ByteBuffer) -> Bool {
-        guard var stream = outbound[id], !stream.finished else { return false }
-        let buffered = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
-        guard buffered <= limits.responseBufferBytesMax else { return false }
-        stream.bufferedBytes = buffered
+        guard var stream = outbound[id], !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return false }
+        stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
         stream.queue.append(bytes)
         let wake = stream.deferred
         stream.deferred = false
@@ -242,7 +241,8 @@ public final class H2Session {
             case Int(NGHTTP2_DATA.rawValue):
                 me.onEvent?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
             case Int(NGHTTP2_RST_STREAM.rawValue):
-                me.onEvent?(.peerReset(header.stream_id))
+                // Only for a stream that is still there: a reset of one already closed gets no close to match.
+                if nghttp2_session_find_stream(me.session, header.stream_id) != nil { me.onEvent?(.peerReset(header.stream_id)) }
             case Int(NGHTTP2_PING.rawValue):
                 if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.ping) }
             case Int(NGHTTP2_SETTINGS.rawValue):
@@ -250,6 +250,13 @@ public final class H2Session {
             default:
                 break
             }
+            return 0
+        }
+        // A HEADERS frame of ours that could not be sent (its block over `sendHeaderBlockBytesMax`):
+        // libnghttp2 drops it and leaves the stream open, so the stream is reset, never left hanging.
+        nghttp2_session_callbacks_set_on_frame_not_send_callback(callbacks) { session, frame, _, _ in
+            guard let frame, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.hd.stream_id > 0 else { return 0 }
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), frame.pointee.hd.stream_id, H2ErrorCode.internalError.rawValue)
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in

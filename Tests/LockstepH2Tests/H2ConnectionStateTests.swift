@@ -42,6 +42,14 @@ import Testing
         #expect(String(buffer: body) == "hello")
     }
 
+    @Test func trailersEndARequestAsEndStreamOnDataDoes() {
+        var state = state()
+        _ = feed(&state, request(1) + [.headersEnded(1, endStream: false), .data(1, ByteBuffer(string: "body"))])
+        let actions = feed(&state, [.otherHeaders(1, length: 12, endStream: true)])
+        guard case .dispatch(1, _, let body)? = actions.first, actions.count == 1 else { Issue.record("\(actions)"); return }
+        #expect(String(buffer: body) == "body")
+    }
+
     @Test func requestBytesHeldPerConnectionAreCappedAndTheRequestOverIsRefused() {
         var state = state { $0.connectionBufferedBytesMax = 10 }
         _ = feed(&state, request(1) + [.headersEnded(1, endStream: false)] + request(3) + [.headersEnded(3, endStream: false)])

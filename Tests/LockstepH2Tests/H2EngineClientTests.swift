@@ -34,6 +34,15 @@ import Testing
         }
     }
 
+    @Test func oneWriteLargerThanTheResponseBufferIsSentWhole() async throws {
+        try await H2TestServer.with { server in
+            // 3 MiB in one write: over responseBufferBytesMax (1 MiB), which bounds a writer that does not
+            // wait for its pace, not the size of one message.
+            let answer = try await curl(["-o", "/dev/null", "-w", "%{http_code} %{size_download}", server.url + "/blob?bytes=3145728"])
+            #expect(answer.stdout == "200 3145728", "\(answer)")
+        }
+    }
+
     @Test func aBodyOverTheLimitIsAnswered413() async throws {
         var limits = H2Limits()
         limits.requestBodyBytesMax = 1_000

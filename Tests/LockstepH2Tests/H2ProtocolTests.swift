@@ -129,6 +129,13 @@ import Testing
         }
     }
 
+    @Test func handlersThatFinishAfterTheirStreamWasResetFreeTheirSlots() async throws {
+        var limits = H2Limits()
+        limits.concurrentStreamsMax = 4
+        let seen = try await probe("reset-later", limits: limits)
+        #expect(seen.status(21) == "200" && seen.goaway == nil && !seen.rst.contains { $0 == [21, 7] }, "\(seen)")
+    }
+
     // MARK: RFC 9113 connection and stream errors
 
     @Test(arguments: [

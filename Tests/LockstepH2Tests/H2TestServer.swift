@@ -62,6 +62,7 @@ final class H2TestServer: Sendable {
 /// Answers by path:
 /// - `/echo`: 200 with `METHOD PATH` and the request body (plain text);
 /// - `/stream?n=K`: K chunks of 1 KiB ("a"…), then trailers `x-chunks: K`, written as the stream is read;
+/// - `/blob?bytes=N`: N bytes in one write;
 /// - `/later`: the answer from another thread 20 ms later (an answer that leaves the event loop);
 /// - `/hold`: no answer; counts the requests held and those whose stream then closed (`held`, `released`);
 /// - anything else: 404.
@@ -84,6 +85,11 @@ final class TestApplication: H2Responder {
             response.head(status: 200, headers: [("content-type", "text/plain")], body: true)
             let chunk = ByteBuffer(repeating: UInt8(ascii: "a"), count: 1_024)
             Self.stream(chunk, left: count, total: count, response)
+        } else if path.hasPrefix("/blob?bytes="), let count = Int(path.dropFirst("/blob?bytes=".count)), count >= 0, count <= 16 << 20 {
+            // One write of the whole body, larger than the stream's response buffer limit.
+            response.head(status: 200, headers: [], body: true)
+            response.write(ByteBuffer(repeating: UInt8(ascii: "b"), count: count))
+            response.finish()
         } else if path == "/later" {
             DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(20)) {
                 response.send(status: 200, headers: [], body: ByteBuffer(string: "later\n"))

@@ -1,6 +1,7 @@
 """Calls the `test.Echo` service of H2GRPCTransportTests with grpcio on raw bytes and prints one line per
 check (the Swift test compares them). Usage: python3 grpc_probe.py HOST:PORT [wait-long]"""
 import sys
+import time
 import grpc
 
 target = sys.argv[1]
@@ -22,14 +23,14 @@ def unary(method):
 
 
 # Metadata both ways, a binary value included, and trailing metadata.
-answer, call = unary("Say").with_call(b"hello", metadata=[("x-echo", "hi"), ("x-echo-bin", b"\x00\x01\x02\xff")], timeout=10)
+answer, call = unary("Say").with_call(b"hello", metadata=[("x-echo", "hi"), ("x-echo-bin", b"\x00\x01\x02\xff")], timeout=60)
 initial = dict(call.initial_metadata())
 print(f"say {answer!r} initial x-echo={initial.get('x-echo')} x-echo-bin={initial.get('x-echo-bin').hex()} "
       f"trailing x-done={dict(call.trailing_metadata()).get('x-done')}", flush=True)
 
-for name, call in (("gzip", lambda: unary("Say")(b"x", compression=grpc.Compression.Gzip, timeout=10)),
-                   ("too-large", lambda: unary("Say")(b"x" * 2000, timeout=10)),
-                   ("unknown", lambda: unary("Nope")(b"x", timeout=10)),
+for name, call in (("gzip", lambda: unary("Say")(b"x", compression=grpc.Compression.Gzip, timeout=60)),
+                   ("too-large", lambda: unary("Say")(b"x" * 2000, timeout=60)),
+                   ("unknown", lambda: unary("Nope")(b"x", timeout=60)),
                    ("wait", lambda: unary("Wait")(b"", timeout=0.3))):
     try:
         call()
@@ -37,11 +38,18 @@ for name, call in (("gzip", lambda: unary("Say")(b"x", compression=grpc.Compress
     except grpc.RpcError as error:
         print(f"{name} {error.code().name}", flush=True)
 
+# A call with no deadline, parked in its handler, that the client cancels: only the transport can tell
+# the handler (GRPCCore's own timeout does not fire).
+parked = unary("Wait").future(b"", timeout=120)
+time.sleep(1)
+parked.cancel()
+print(f"parked cancelled {parked.cancelled()}", flush=True)
+
 count = channel.unary_stream("/test.Echo/Count", request_serializer=identity, response_deserializer=identity)
-messages = list(count((2000).to_bytes(4, "big"), timeout=30))
+messages = list(count((2000).to_bytes(4, "big"), timeout=90))
 print(f"count {len(messages)} messages {sum(map(len, messages))} bytes", flush=True)
 
-stream = count((100000).to_bytes(4, "big"), timeout=30)
+stream = count((100000).to_bytes(4, "big"), timeout=90)
 for seen, _ in enumerate(stream, start=1):
     if seen == 5:
         stream.cancel()
@@ -49,6 +57,6 @@ for seen, _ in enumerate(stream, start=1):
 print(f"cancelled after {seen}", flush=True)
 
 try:
-    unary("Fail")(b"", timeout=10)
+    unary("Fail")(b"", timeout=60)
 except grpc.RpcError as error:
     print(f"failed {error.code().name} {error.details()}", flush=True)

@@ -357,6 +357,22 @@ def case_hold(c):
     c.pump(until=lambda: c.obs["pings"] >= 3, silence=5)
 
 
+def case_reset_later(c):
+    """Ten requests for /later (answered 20 ms later, from another thread),
+    each reset by the client at once, then, once their answers are due, a GET
+    on stream 21: handlers that finished after their stream was reset must
+    free their slots (a server limit of 4 streams makes a leak visible)."""
+    c.handshake()
+    frames = []
+    for n in range(10):
+        frames += c.get_frames(2 * n + 1, path="/later")
+        frames.append(RstStreamFrame(2 * n + 1, error_code=8))
+    c.send(*frames)
+    time.sleep(0.5)
+    c.send(*c.get_frames(21))
+    c.pump(until=lambda: c.obs["responses"].get("21", {}).get("ended"))
+
+
 def case_bad_preface(c):
     """Broken connection preface magic (§3.4): expect a connection error
     PROTOCOL_ERROR (GOAWAY, possibly none) and a close."""
@@ -524,6 +540,7 @@ CASES = {
     "body-over-limit": case_body_over_limit,
     "deaf-after-hold": case_deaf_after_hold,
     "hold": case_hold,
+    "reset-later": case_reset_later,
     "bad-preface": case_bad_preface,
     "continuation-flood": case_continuation_flood,
     "too-many-settings": case_too_many_settings,
