@@ -98,7 +98,6 @@ public struct H2ConnectionState: Sendable {
         var headersTooLarge = false
         var body: ByteBuffer
         var bodyTooLarge = false
-        var requestEnded = false
         /// Handed to the application (or answered by the engine): later body bytes are discarded.
         var dispatched = false
     }
@@ -153,19 +152,13 @@ public struct H2ConnectionState: Sendable {
                 streams[id] = stream
                 return [.answer(id, status: 431)]
             }
-            stream.requestEnded = endStream
-            streams[id] = stream
             return endStream ? dispatch(id) : []
         case .otherHeaders(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
                 return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
             }
             // Trailers end the request as END_STREAM on DATA does (their fields are not kept).
-            if endStream, var stream = streams[id], !stream.dispatched {
-                stream.requestEnded = true
-                streams[id] = stream
-                return dispatch(id)
-            }
+            if endStream { return dispatch(id) }
             return []
         case .data(let id, var bytes):
             guard var stream = streams[id] else { return [] }
@@ -190,16 +183,10 @@ public struct H2ConnectionState: Sendable {
             streams[id] = stream
             return [consumed]
         case .dataFrame(let id, let length, let endStream):
-            var actions: [H2Action] = []
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
                 return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
             }
-            if endStream, var stream = streams[id], !stream.dispatched {
-                stream.requestEnded = true
-                streams[id] = stream
-                actions += dispatch(id)
-            }
-            return actions
+            return endStream ? dispatch(id) : []
         case .ping:
             return pings.take(nowNanos: nowNanos) ? [] : terminate("more PING frames than \(limits.pings.burst) at once or \(limits.pings.perSecond)/s")
         case .settings:

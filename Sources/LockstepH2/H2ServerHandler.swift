@@ -166,23 +166,23 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     public func handlerRemoved(context: ChannelHandlerContext) {
         session.onEvent = nil
-        stopKeepalive()
-        idleTimer?.cancel()
-        idleTimer = nil
-        for (_, promise) in open { promise.succeed(0) }
-        open.removeAll()
-        for id in Array(pacing.keys) { dropWriter(id) }
+        release()
         self.context = nil
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
+        release()
+        context.fireChannelInactive()
+    }
+
+    /// The connection is gone: timers stop, every open stream's `closed` completes, waiting writers fail.
+    private func release() {
         stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
         for id in Array(pacing.keys) { dropWriter(id) }
-        context.fireChannelInactive()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {

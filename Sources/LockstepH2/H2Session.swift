@@ -179,23 +179,10 @@ public final class H2Session {
         nghttp2_submit_ping(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil)
     }
 
-    /// The first step of a graceful close (a GOAWAY with the largest stream id: streams in flight finish).
-    public func shutdownNotice() {
-        nghttp2_submit_shutdown_notice(session)
-    }
-
-    /// After `shutdownNotice` and a round trip: GOAWAY naming the last stream we will process.
+    /// GOAWAY naming the last stream we will process: streams up to it finish, no new one is taken.
     public func goaway() {
         nghttp2_submit_goaway(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session), H2ErrorCode.noError.rawValue, nil, 0)
     }
-
-    // MARK: What the session says about itself (tests read the limits back)
-
-    /// A setting we sent, once the client acknowledged it (`nghttp2_session_get_local_settings`).
-    public func localSetting(_ id: nghttp2_settings_id) -> UInt32 { nghttp2_session_get_local_settings(session, id) }
-    /// The connection window we advertise (bytes the client may still send).
-    public var connectionWindowBytes: Int32 { nghttp2_session_get_local_window_size(session) }
-    public var streamsOpen: Int { outbound.count }
 
     // MARK: Callbacks
 

@@ -1,0 +1,71 @@
+import GRPCCore
+import NIOCore
+import Synchronization
+
+/// The writer behind an RPC's `Outbound`: response parts to HEADERS, length-prefixed DATA and trailers.
+final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
+    typealias Element = RPCResponsePart<[UInt8]>
+    let response: H2Response
+    private let phase = Mutex(Phase.idle)
+
+    enum Phase { case idle, headersSent, statusSent }
+
+    init(response: H2Response) { self.response = response }
+
+    var statusSent: Bool { phase.withLock { $0 == .statusSent } }
+
+    func write(_ element: Element) async throws {
+        switch element {
+        case .metadata(let metadata):
+            let send = phase.withLock { phase in
+                guard phase == .idle else { return false }
+                phase = .headersSent
+                return true
+            }
+            if send { response.head(status: 200, headers: [("content-type", "application/grpc")] + GRPCRequest.fields(metadata), body: true) }
+        case .message(let bytes):
+            let headersFirst = phase.withLock { phase in
+                guard phase == .idle else { return false }
+                phase = .headersSent
+                return true
+            }
+            if headersFirst { response.head(status: 200, headers: [("content-type", "application/grpc")], body: true) }
+            var framed = ByteBuffer()
+            framed.reserveCapacity(5 + bytes.count)
+            framed.writeInteger(UInt8(0))
+            framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
+            framed.writeBytes(bytes)
+            do {
+                try await response.write(framed).get()
+            } catch {
+                throw RPCError(code: .cancelled, message: "the client's stream closed")
+            }
+        case .status(let status, let metadata):
+            let before = phase.withLock { phase in
+                let before = phase
+                phase = .statusSent
+                return before
+            }
+            let trailers = GRPCRequest.status(status) + GRPCRequest.fields(metadata)
+            switch before {
+            case .idle: response.head(status: 200, headers: [("content-type", "application/grpc")] + trailers, body: false)
+            case .headersSent: response.finish(trailers: trailers)
+            case .statusSent: break
+            }
+        }
+    }
+
+    func write(contentsOf elements: some Sequence<Element>) async throws {
+        for element in elements { try await write(element) }
+    }
+
+    func finish() async {
+        if !statusSent { response.reset(.internalError) }
+    }
+
+    func finish(throwing error: any Error) async {
+        if !statusSent { response.reset(.internalError) }
+    }
+}
+
+/// gRPC's wire format over HTTP/2 (the PROTOCOL-HTTP2 document of grpc/grpc), as far as a server reads it.
