@@ -72,7 +72,7 @@ public final class ChildProcess: @unchecked Sendable {
     /// A child nobody holds any more is not left running: a test that stopped half-way (a failed
     /// expectation, a thrown error) would otherwise leave servers and agents behind it.
     deinit {
-        if process.isRunning { Foundation.kill(process.processIdentifier, SIGKILL) }
+        if process.isRunning && !reaped { Foundation.kill(process.processIdentifier, SIGKILL) }
     }
 
     public var pid: Int32 { process.processIdentifier }
@@ -90,22 +90,46 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    public func kill(_ signal: Int32) { Foundation.kill(process.processIdentifier, signal) }
+    public func kill(_ signal: Int32) {
+        if !reaped { Foundation.kill(process.processIdentifier, signal) }
+    }
 
-    /// Waits for exit, killing the child if it outlives `seconds`.
+    /// Waits for exit, killing the child if it outlives `seconds`. Never blocks without a bound: Foundation
+    /// reaps its children from a SIGCHLD source and on Linux has been seen to miss one (the child a zombie,
+    /// `isRunning` true for ever, `waitUntilExit` never returning: a CI run hung 15 minutes in it), so the
+    /// child is also reaped here with `waitpid(WNOHANG)`.
     @discardableResult
     public func wait(seconds: Double) async throws -> ProcessOutput {
         let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning {
-            if Date() > deadline {
+        var killedAt: Date?
+        var status: Int32?
+        while status == nil && process.isRunning {
+            status = reap()
+            if status == nil, killedAt == nil, Date() > deadline {
                 kill(SIGKILL)
-                process.waitUntilExit()
-                throw TestFailure("child did not exit within \(seconds) s; stderr: \(stderr)")
+                killedAt = Date()
             }
-            try await Task.sleep(for: .milliseconds(20))
+            if let killedAt, Date() > killedAt.addingTimeInterval(10) {
+                throw TestFailure("child \(pid) was killed after \(seconds) s and still not reaped 10 s later; stderr: \(stderr)")
+            }
+            if status == nil { try await Task.sleep(for: .milliseconds(20)) }
         }
-        process.waitUntilExit()
+        if killedAt != nil { throw TestFailure("child did not exit within \(seconds) s; stderr: \(stderr)") }
+        if let status { return ProcessOutput(status: status, stdout: stdout, stderr: stderr) }
+        process.waitUntilExit()  // it has exited: returns at once
         return ProcessOutput(status: process.terminationStatus, stdout: stdout, stderr: stderr)
+    }
+
+    /// Reaped here (Foundation missed it), so its pid is not ours to signal any more.
+    private var reaped = false
+
+    /// The child's exit status (its code, or the signal that ended it) if it has exited and is reaped now.
+    private func reap() -> Int32? {
+        var raw: Int32 = 0
+        guard waitpid(process.processIdentifier, &raw, WNOHANG) == process.processIdentifier else { return nil }
+        reaped = true
+        let signal = raw & 0x7f
+        return signal == 0 ? (raw >> 8) & 0xff : signal
     }
 }
 
