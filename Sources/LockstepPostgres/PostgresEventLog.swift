@@ -81,8 +81,17 @@ public actor PostgresEventLog: EventLog {
             if create {
                 // One transaction, serialized between coordinators starting together (concurrent CREATE
                 // TABLE IF NOT EXISTS can collide); the lock is the transaction's, released at its end.
+                // A schema already in place is left untouched: its DDL (ALTER TABLE takes an exclusive
+                // lock even when the column exists) would queue behind a running writer's locks and make
+                // the writer's next statement queue behind it, a deadlock PostgreSQL broke by failing this
+                // coordinator's start (a CI run: three coordinators starting on one database).
                 try await client.withTransaction(logger: logger) { connection in
                     try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
+                    var ready = false
+                    for try await present in try await connection.query(PostgresQuery(unsafeSQL: schemaReady), logger: logger).decode(Bool.self) {
+                        ready = present
+                    }
+                    guard !ready else { return }
                     for statement in schema { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
                 }
             } else {
@@ -120,6 +129,14 @@ public actor PostgresEventLog: EventLog {
         self.options = options
         self.logger = logger
     }
+
+    /// True when every table and column `schema` makes is there (its last changes: the snapshots table,
+    /// the head's epoch column).
+    static let schemaReady = """
+        SELECT to_regclass('lockstep_snapshots') IS NOT NULL AND to_regclass('lockstep_streams') IS NOT NULL
+            AND to_regclass('lockstep_leader') IS NOT NULL AND to_regclass('lockstep_events') IS NOT NULL
+            AND EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('lockstep_head') AND attname = 'epoch' AND NOT attisdropped)
+        """
 
     static let schema = [
         """
