@@ -157,7 +157,8 @@ public struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
         return "\"\(shown)\(text.unicodeScalars.count > 80 ? "…" : "")\""
     }
 
-    /// The client configuration for this address, with `password` (nil: none, or trust authentication).
+    /// The client configuration for this address, with `password` (nil: none, or trust authentication),
+    /// its connections started with the log's session settings (`PostgresEventLog.sessionParameters`).
     public func configuration(password: String?) -> PostgresClient.Configuration {
         let mode: PostgresClient.Configuration.TLS
         switch tls {
@@ -170,6 +171,7 @@ public struct PostgresAddress: Sendable, Equatable, CustomStringConvertible {
         }
         var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: mode)
         configuration.options.connectTimeout = .seconds(5)
+        configuration.options.additionalStartupParameters = PostgresEventLog.sessionParameters()
         return configuration
     }
 }

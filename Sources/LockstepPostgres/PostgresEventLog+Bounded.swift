@@ -137,7 +137,18 @@ extension PostgresEventLog {
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
                         if let ahead {
                             try progress.sending(ahead, limit: limit)
-                            if try await Self.write(ahead, epoch: epoch, on: connection, logger: logger) {
+                            let wrote: Bool
+                            do {
+                                wrote = try await Self.write(ahead, epoch: epoch, on: connection, logger: logger)
+                            } catch let error as PSQLError where error.code == .server {
+                                // PostgreSQL refused the statement while running it (a lock wait past
+                                // lock_timeout, a constraint, a storage fault): its implicit transaction
+                                // rolled back and nothing of it was written. (An error at its commit comes
+                                // after its rows, and postgres-nio reports it as an unexpected message.)
+                                progress.wroteNothing()
+                                throw error
+                            }
+                            if wrote {
                                 progress.state.withLock { $0.syncing = true }
                                 try Self.checkOpen(connection)
                                 try await connection.query("SELECT 1", logger: logger)

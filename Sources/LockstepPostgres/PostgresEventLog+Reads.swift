@@ -69,21 +69,18 @@ extension PostgresEventLog {
     }
 
     public func head() async throws(EventLogError) -> LogHead {
-        return try await bounded { client, logger in
-            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1", logger: logger)
-            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
-                return LogHead(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
-            }
-            throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
-        }
+        try await headRow("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1")
     }
 
     /// The head once no transaction holds its row: a commit still under way (its connection lost on this
     /// side while the server finishes it) is waited for, so what it shows is that commit's outcome.
     func settledHead() async throws(EventLogError) -> LogHead {
+        try await headRow("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR SHARE")
+    }
+
+    private func headRow(_ query: PostgresQuery) async throws(EventLogError) -> LogHead {
         return try await bounded { client, logger in
-            let rows = try await client.query("SELECT sequence, chain_hash FROM lockstep_head WHERE id = 1 FOR SHARE", logger: logger)
-            for try await (sequence, hash) in rows.decode((Int64, ByteBuffer).self) {
+            for try await (sequence, hash) in try await client.query(query, logger: logger).decode((Int64, ByteBuffer).self) {
                 return LogHead(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
             }
             throw EventLogError.corrupted(position: 0, reason: "the head row is missing")

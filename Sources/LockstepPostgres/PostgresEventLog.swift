@@ -44,6 +44,15 @@ public actor PostgresEventLog: EventLog {
         public init() {}
     }
 
+    /// The session settings a client for the log must start its connections with (its configuration's
+    /// `options.additionalStartupParameters`): `lock_timeout` at half of `transactionMillisMax`, so a
+    /// statement waiting for a lock (the head row held by someone's open transaction) is ended by the
+    /// server, with nothing written, before the transaction's own bound leaves its outcome unknown.
+    /// A log opened on a client without it never sends a batch ahead (it says so at open).
+    public static func sessionParameters(transactionMillisMax: Int64 = Options().transactionMillisMax) -> [(String, String)] {
+        [("lock_timeout", "\(max(1, transactionMillisMax / 2))")]
+    }
+
     let client: PostgresClient
     /// The event loop an append transaction starts on and its watchdog is scheduled on.
     let loop: any EventLoop = PostgresClient.defaultEventLoopGroup.any()
@@ -61,6 +70,9 @@ public actor PostgresEventLog: EventLog {
     var known: LogHead?
     /// How many batches went ahead and committed (the rest took the locked way).
     private(set) var committedAhead = 0
+    /// Whether batches may go ahead: only when the server ends a lock wait before `transactionMillisMax`
+    /// (`sessionParameters`), since a batch sent ahead counts as sent the moment its statement leaves.
+    nonisolated let aheadAllowed: Bool
 
     /// From now on every append checks, in its transaction, that the log's epoch is still `epoch`; when
     /// another coordinator has taken over (a higher epoch), the append writes nothing and the log stops
@@ -77,6 +89,7 @@ public actor PostgresEventLog: EventLog {
     /// refusing a database without them (governance commands, which never alter what they read).
     public static func open(client: PostgresClient, options: Options = Options(), create: Bool = true,
                             logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
+        var lockTimeoutMillis: Int64 = 0
         do {
             if create {
                 // One transaction, serialized between coordinators starting together (concurrent CREATE
@@ -101,12 +114,20 @@ public actor PostgresEventLog: EventLog {
                 }
                 guard found else { throw EventLogError.invalidRequest("this database holds no Lockstep log (no lockstep_head table)") }
             }
+            for try await milliseconds in try await client.query("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
+                                                                 logger: logger).decode(Int64.self) {
+                lockTimeoutMillis = milliseconds
+            }
         } catch let error as EventLogError {
             throw error
         } catch {
             throw .unavailable("the PostgreSQL schema could not be \(create ? "prepared" : "read"): \(Self.describe(error))")
         }
-        return PostgresEventLog(client: client, options: options, logger: logger)
+        let aheadAllowed = lockTimeoutMillis > 0 && lockTimeoutMillis < options.transactionMillisMax
+        if create, !aheadAllowed {
+            logger.warning("lock_timeout is \(lockTimeoutMillis) ms on this client (0: none), not under transactionMillisMax (\(options.transactionMillisMax) ms): every append takes the locked way; start the client with PostgresEventLog.sessionParameters")
+        }
+        return PostgresEventLog(client: client, options: options, logger: logger, aheadAllowed: aheadAllowed)
     }
 
     /// Runs `body` with the log on a client of its own, running only for the call (one-shot commands:
@@ -124,7 +145,8 @@ public actor PostgresEventLog: EventLog {
         }
     }
 
-    private init(client: PostgresClient, options: Options, logger: Logger) {
+    private init(client: PostgresClient, options: Options, logger: Logger, aheadAllowed: Bool) {
+        self.aheadAllowed = aheadAllowed
         self.client = client
         self.options = options
         self.logger = logger
@@ -208,7 +230,7 @@ public actor PostgresEventLog: EventLog {
         let began = ContinuousClock.now
         let progress = TransactionProgress()
         do {
-            if try await transaction(requests, ahead: known.flatMap { Self.ahead(requests, onto: $0) }, progress) { committedAhead += 1 }
+            if try await transaction(requests, ahead: aheadAllowed ? known.flatMap { Self.ahead(requests, onto: $0) } : nil, progress) { committedAhead += 1 }
         } catch {
             known = nil
             let failure = Self.failure(error)
@@ -240,6 +262,9 @@ public actor PostgresEventLog: EventLog {
         if let error = error as? EventLogError { return error }
         if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] {
             if state == "53100" { return .storageFull }
+            if state == "55P03" {
+                return .unavailable("a lock the append needs (the log's head row) was held by another session past lock_timeout; nothing was written: \(describe(error))")
+            }
             if state.hasPrefix("58") || state.hasPrefix("XX") {
                 return .writesStopped(reason: "PostgreSQL reported a storage fault (SQLSTATE \(state)): \(describe(error))")
             }

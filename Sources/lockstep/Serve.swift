@@ -104,7 +104,7 @@ struct Serve: AsyncParsableCommand {
                 var logger = Logger(label: "lockstep.postgres")
                 logger.logLevel = .warning
                 var configuration = address.configuration(password: password)
-                configuration.options.additionalStartupParameters = [
+                configuration.options.additionalStartupParameters += [
                     ("idle_in_transaction_session_timeout", "\(PostgresLeadership.idleInTransactionMillis(ttlMillis: options.leadership.ttlMillis))"),
                 ]
                 options.store = .postgres(PostgresClient(configuration: configuration, backgroundLogger: logger),

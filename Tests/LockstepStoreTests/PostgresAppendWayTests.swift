@@ -101,6 +101,49 @@ import Testing
         #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "2\n")
     }
 
+    /// A batch counts as sent the moment its statement leaves, so a statement that waited past
+    /// `transactionMillisMax` (the head row held by someone's open transaction) could still commit when
+    /// the lock goes: an unknown outcome, and writes would stop. The log's session settings end the lock
+    /// wait at half the bound (`lock_timeout`), on the server: the append fails, definitely, nothing is
+    /// written, writes go on, and the same append succeeds once the lock is gone.
+    @Test func aBatchSentAheadWaitingOnAHeldHeadRowFailsWithNothingWrittenAndWritesGoOn() async throws {
+        var options = PostgresEventLog.Options()
+        options.transactionMillisMax = 1_000
+        options.resolveMillisMax = 1_000
+        let (database, client) = try await TestPostgres.shared.makeClient(
+            parameters: PostgresEventLog.sessionParameters(transactionMillisMax: options.transactionMillisMax))
+        let log = try await PostgresEventLog.open(client: client, options: options)
+        _ = try await log.append(request("a", 0, "a1"))
+        async let held = TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head FOR UPDATE; SELECT pg_sleep(3); COMMIT;")
+        try await eventually("the psql session holds the head row", seconds: 10) {
+            try await TestPostgres.shared.psql(database, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.query LIKE '%pg_sleep(3)%' AND l.mode = 'RowShareLock' AND a.pid <> pg_backend_pid()") != "0\n"
+        }
+        do {
+            _ = try await log.append(request("a", 1, "a2"))
+            Issue.record("an append that could not take the head row was acknowledged")
+        } catch {
+            #expect(error.code == "storage_unavailable" && error.description.contains("lock_timeout"), "\(error)")
+        }
+        #expect(await log.writesStopped == nil, "nothing of it was written: no reason to stop")
+        _ = try await held
+        #expect(try await log.append(request("a", 1, "a2")) == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
+        try await expectChained(log, count: 2)
+    }
+
+    /// A client whose connections have no `lock_timeout` under the bound (one not started with
+    /// `sessionParameters`) gets a log that never sends a batch ahead: every append takes the locked way,
+    /// whose lock waits are abandoned with nothing written.
+    @Test func aClientWithoutTheSessionSettingsNeverSendsABatchAhead() async throws {
+        let (_, client) = try await TestPostgres.shared.makeClient(parameters: [])
+        let log = try await PostgresEventLog.open(client: client)
+        #expect(!log.aheadAllowed)
+        for version in 0..<3 { _ = try await log.append(request("a", UInt64(version), "a\(version)")) }
+        #expect(await log.committedAhead == 0)
+        try await expectChained(log, count: 3)
+        let (_, bounded) = try await TestPostgres.shared.makeClient()
+        #expect(try await PostgresEventLog.open(client: bounded).aheadAllowed)
+    }
+
     /// Concurrent appends share one batch (group commit); some hold and some do not, in one batch, whichever
     /// way it took: each gets its own answer and only those that hold are written.
     @Test func aBatchMixingAppendsThatHoldAndThatDoNotAnswersEachOnItsOwn() async throws {

@@ -40,10 +40,11 @@ public actor TestPostgres {
     }
 
     /// A new, empty database and a running client on it (running for the rest of the test process).
-    public func makeClient() async throws -> (database: String, client: PostgresClient) {
+    public func makeClient(parameters: [(String, String)] = PostgresEventLog.sessionParameters()) async throws
+        -> (database: String, client: PostgresClient) {
         let cluster = try await started()
         let name = try await makeDatabase()
-        return (name, client(name, port: cluster.port))
+        return (name, client(name, port: cluster.port, parameters: parameters))
     }
 
     /// A new, empty database on the cluster (started on first use): its name.
@@ -63,12 +64,15 @@ public actor TestPostgres {
     /// The cluster's loopback port.
     public func port() async throws -> Int { try await started().port }
 
-    /// A running client on `database` through `port` (a proxy in front of the cluster, say).
-    public func client(_ database: String, port: Int) -> PostgresClient {
+    /// A running client on `database` through `port` (a proxy in front of the cluster, say), its
+    /// connections started with `parameters` (the log's session settings unless told otherwise).
+    public func client(_ database: String, port: Int,
+                       parameters: [(String, String)] = PostgresEventLog.sessionParameters()) -> PostgresClient {
         // Few connections, closed soon when idle: many tests' clients share the cluster's max_connections.
         var configuration = PostgresClient.Configuration(host: "127.0.0.1", port: port, username: "lockstep", password: nil, database: database, tls: .disable)
         configuration.options.maximumConnections = 4
         configuration.options.connectionIdleTimeout = .seconds(5)
+        configuration.options.additionalStartupParameters = parameters
         let client = PostgresClient(configuration: configuration)
         Task { await client.run() }
         return client
