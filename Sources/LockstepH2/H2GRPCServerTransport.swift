@@ -239,12 +239,12 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             }
         }
 
-        func refusal(status: Int) -> (status: Int, headers: [(String, String)]) {
+        func refusal(status: Int) -> H2Refusal {
             if status == 431 {
-                return (200, trailersOnly(.resourceExhausted, "the request's header list is over the server's limit", .headersTooLarge))
+                return H2Refusal(status: 200, headers: trailersOnly(.resourceExhausted, "the request's header list is over the server's limit", .headersTooLarge))
             }
-            return (200, trailersOnly(.resourceExhausted, "the request message is over the limit of \(transport.configuration.messageBytesMax) bytes",
-                                      .messageTooLarge))
+            return H2Refusal(status: 200, headers: trailersOnly(.resourceExhausted, "the request message is over the limit of \(transport.configuration.messageBytesMax) bytes",
+                                                                .messageTooLarge))
         }
 
         private func trailersOnly(_ code: RPCError.Code, _ message: String, _ why: Refusal) -> [(String, String)] {

@@ -35,11 +35,24 @@ public protocol H2Responder: Sendable {
     /// The answer to a request the engine refuses before `respond`: `status` 431 (header list over
     /// `headerListBytesMax` or `headerFieldsMax`) or 413 (body over `requestBodyBytesMax`). By default that
     /// status with an empty body.
-    func refusal(status: Int) -> (status: Int, headers: [(String, String)])
+    func refusal(status: Int) -> H2Refusal
+}
+
+/// How a refused request is answered: a status, fields, and a small body (an error document) or none.
+public struct H2Refusal: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: ByteBuffer?
+
+    public init(status: Int, headers: [(String, String)], body: ByteBuffer? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
 }
 
 extension H2Responder {
-    public func refusal(status: Int) -> (status: Int, headers: [(String, String)]) { (status, [("content-length", "0")]) }
+    public func refusal(status: Int) -> H2Refusal { H2Refusal(status: status, headers: [("content-length", "0")]) }
 }
 
 /// How the application answers one stream. Every method may be called from any thread (calls off the event
@@ -297,7 +310,15 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             responder.respond(to: H2Request(stream: id, head: head, body: body, remoteAddress: context.channel.remoteAddress, channel: context.channel), response)
         case .answer(let id, let status):
             let refusal = responder.refusal(status: status)
-            do { try session.respond(id, status: refusal.status, headers: refusal.headers, body: false) } catch { session.reset(id, .internalError) }
+            do {
+                try session.respond(id, status: refusal.status, headers: refusal.headers, body: refusal.body != nil)
+                if let body = refusal.body {
+                    // Small (an error document), and written once: within the response buffer's limit.
+                    if !session.write(id, body) { session.reset(id, .internalError) } else { session.finish(id, trailers: nil) }
+                }
+            } catch {
+                session.reset(id, .internalError)
+            }
         case .reset(let id, let code):
             session.reset(id, code)
         case .consume(let id, let bytes, let streamOpen):

@@ -246,6 +246,16 @@ public final class H2Session {
             nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), frame.pointee.hd.stream_id, H2ErrorCode.internalError.rawValue)
             return 0
         }
+        // Our answer ended its stream while the client's request is still coming (a body refused at 413,
+        // a gRPC status sent before the client's half-close): RST_STREAM NO_ERROR asks the client to stop
+        // sending (RFC 9113 §8.1), so bytes nobody will read do not keep flowing.
+        nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { session, frame, _ in
+            guard let frame, frame.pointee.hd.stream_id > 0, frame.pointee.hd.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0,
+                  frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) || frame.pointee.hd.type == UInt8(NGHTTP2_DATA.rawValue),
+                  nghttp2_session_get_stream_remote_close(session, frame.pointee.hd.stream_id) == 0 else { return 0 }
+            nghttp2_submit_rst_stream(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), frame.pointee.hd.stream_id, H2ErrorCode.noError.rawValue)
+            return 0
+        }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in
             let me = H2Session.me(user)
             me.outbound[id] = nil

@@ -22,6 +22,9 @@ package final class ClientPresence: ChannelInboundHandler, RemovableChannelHandl
 
     package var isGone: Bool { signal.isGone }
 
+    /// The client went (an HTTP/2 stream on the engine closed: reset, or its connection ended).
+    package func markGone() { signal.markGone() }
+
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         context.fireChannelRead(data)
     }

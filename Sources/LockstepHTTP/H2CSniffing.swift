@@ -1,39 +1,21 @@
 //
-// HTTP/1.1 + HTTP/2 prior-knowledge (h2c) on a single plaintext port for Hummingbird 2.
+// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on one plaintext port.
 //
-// Targets: Hummingbird 2.28.1, swift-nio 2.101.x, swift-nio-http2 1.46.0, Swift 6 language mode.
-//
-// How it works
-// ------------
-// `HTTP2UpgradeChannel` (HummingbirdHTTP2) adds a TLS handler plus a
-// `NIOTypedApplicationProtocolNegotiationHandler`, and once ALPN completes it runs either
-// `HTTP1Channel.setup` or `HTTP2Channel.setup` on the connection, giving back a
-// `NIONegotiatedHTTPVersion<HTTP1Channel.Value, HTTP2Channel.Value>` future. Its `handle`
-// then hands off to `HTTP1Channel.handle` or `HTTP2Channel.handle`.
-//
-// `HTTP1AndH2CChannel` works the same way, with one difference: ALPN is replaced by
-// `H2CPriorKnowledgeSniffingHandler`. This handler looks at the first bytes of the connection
-// and compares them with the HTTP/2 client connection preface
-// ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", RFC 9113 section 3.4):
-//   * the first byte that differs from the preface          -> HTTP/1.1
-//   * all 24 preface bytes received                         -> HTTP/2 (h2c, prior knowledge)
+// `H2CPriorKnowledgeSniffingHandler` looks at the first bytes of a connection and compares them with
+// the HTTP/2 client connection preface ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", RFC 9113 section 3.4):
+//   * the first byte that differs from the preface          -> HTTP/1.1 (Hummingbird's HTTP1Channel)
+//   * all 24 preface bytes received                         -> HTTP/2 (the engine, LockstepH2)
 //   * only a prefix of the preface received so far          -> keep waiting
-// It then configures the pipeline for that protocol, replays the bytes it held back, and
-// removes itself. Connections that don't decide within `prefaceReadTimeout` are closed.
-//
-// Usage:
-//   let app = Application(router: router, server: .http1AndH2C())
-//   curl http://localhost:8080/                              # HTTP/1.1
-//   curl --http2-prior-knowledge http://localhost:8080/      # HTTP/2 (h2c)
+// It then configures the pipeline for that protocol, replays the bytes it held back (so libnghttp2
+// sees the preface), and removes itself. Connections that don't decide within `prefaceReadTimeout`
+// are closed. `HTTP1AndEngineChannel` uses it; over TLS, ALPN decides instead.
 //
 // Note: HTTP/1.1 `Upgrade: h2c` (RFC 7540 section 3.2, removed in RFC 9113) is NOT supported.
 // Such requests are answered over HTTP/1.1, and the Upgrade header is ignored.
 
 import HummingbirdCore
-import HummingbirdHTTP2
 import Logging
 import NIOCore
-import NIOHTTP2
 import LockstepService
 
 // MARK: - Sniffing handler

@@ -10,15 +10,25 @@ import LockstepService
 /// The JSON side of the API: the same messages as gRPC, in the proto3 JSON mapping (field names as in
 /// the .proto files; `uint64` values are strings, as the mapping says). Every route is a POST of a JSON
 /// message that answers a JSON message, or an `ErrorBody` with the error's HTTP status.
-/// The request context: Hummingbird's core storage, plus the channel the request came on, so a long
-/// poll can tell that its client has gone away (a closed connection or a reset HTTP/2 stream).
+/// The request context: Hummingbird's core storage, plus the connection the request came on and how to
+/// tell that its client has gone away (a closed connection, or a reset HTTP/2 stream), so a long poll or
+/// a watch leaves its place at once.
 package struct LockstepRequestContext: RequestContext {
     package var coreContext: CoreRequestContextStorage
     package let channel: any Channel
+    /// The request's own presence (an HTTP/2 stream on the engine); nil: the one on `channel`'s pipeline
+    /// (an HTTP/1.1 connection).
+    package var streamPresence: ClientPresence?
 
     package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         channel = source.channel
+    }
+
+    /// Who tells this request that its client went, and the check for it.
+    package func presence() async -> (presence: ClientPresence?, gone: @Sendable () -> Bool) {
+        let presence = if let streamPresence { streamPresence } else { await ClientPresence.of(channel) }
+        return (presence, ClientPresence.goneCheck(for: channel, presence: presence))
     }
 }
 
@@ -63,12 +73,11 @@ package struct HTTPRoutes: Sendable {
             await refreshGauges()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: metrics.text)))
         }
-        route(router, .poll, &served) { input, principal, channel throws(APIError) in
+        route(router, .poll, &served) { input, principal, context throws(APIError) in
             // A poll whose client goes (even in the same write as its request) leaves its place at once.
-            // One pipeline lookup per poll, for both the check before leasing and the wake-up when gone
-            // (the presence resumes the parked poll itself: no task per parked poll).
-            let presence = await ClientPresence.of(channel)
-            let gone = ClientPresence.goneCheck(for: channel, presence: presence)
+            // One lookup per poll, for both the check before leasing and the wake-up when gone (the
+            // presence resumes the parked poll itself: no task per parked poll).
+            let (presence, gone) = await context.presence()
             return try await agents.poll(input, principal: principal, clientGone: gone, departure: presence)
         }
         route(router, .heartbeat, &served, agents.heartbeat)
@@ -128,10 +137,8 @@ package struct HTTPRoutes: Sendable {
         }
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
         gate(router, .watch, &served, Lockstep_V1_WatchRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in
-            let channel = context.channel
             let input: Lockstep_V1_WatchRequest = try await decode(request)
-            let presence = await ClientPresence.of(channel)
-            let gone = ClientPresence.goneCheck(for: channel, presence: presence)
+            let (presence, gone) = await context.presence()
             var whenGone: (@Sendable () async -> Void)?
             if let presence { whenGone = { await presence.waitUntilGone() } }
             let stream = try await watches.events(input, principal: principal, clientGone: gone, whenGone: whenGone)
@@ -160,11 +167,11 @@ package struct HTTPRoutes: Sendable {
 
     private func route<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
         _ router: Router<LockstepRequestContext>, _ operation: APIOperation, _ served: inout [APIOperation],
-        _ handler: @escaping @Sendable (In, Principal, any Channel) async throws(APIError) -> Out
+        _ handler: @escaping @Sendable (In, Principal, LockstepRequestContext) async throws(APIError) -> Out
     ) {
         gate(router, operation, &served, In.self, Out.self) { request, context, principal throws(APIError) in
             let input: In = try await decode(request)
-            return json(try await handler(input, principal, context.channel), status: .ok)
+            return json(try await handler(input, principal, context), status: .ok)
         }
     }
 
@@ -277,12 +284,17 @@ package struct HTTPRoutes: Sendable {
     }
 
     private func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: Self.jsonBytes(message)))
+    }
+
+    /// A message in the proto3 JSON mapping (field names as in the .proto files), one line.
+    package static func jsonBytes(_ message: some SwiftProtobuf.Message) -> ByteBuffer {
         var options = JSONEncodingOptions()
         options.preserveProtoFieldNames = true
         let bytes = (try? message.jsonUTF8Bytes(options: options) as [UInt8]) ?? Array(#"{"code":"internal","message":"the response could not be encoded"}"#.utf8)
         var buffer = ByteBuffer(bytes: bytes)
         buffer.writeString("\n")
-        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: buffer))
+        return buffer
     }
 
     package init(agents: AgentAPI, operators: OperatorAPI, watches: WatchAPI, history: HistoryAPI, stages: StageAPI, limits: APILimits, metrics: ServerMetrics, refreshGauges: @escaping @Sendable () async -> Void, authenticate: @escaping @Sendable (Request, any Channel) async throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool) {

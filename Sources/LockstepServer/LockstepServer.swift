@@ -3,7 +3,6 @@ import GRPCCore
 import LockstepH2
 import Hummingbird
 import HummingbirdCore
-import HummingbirdHTTP2
 import NIOSSL
 import LockstepCore
 import LockstepEngine
@@ -85,10 +84,6 @@ public enum LockstepServer {
         let gate = ConnectionGate(limits: .init(connectionsMax: limits.connectionsMax, connectionsPerPeerMax: limits.connectionsPerPeerMax,
                                                 streamResetsPerPeerMax: limits.streamResetsPerPeerMax))
         let overResetBudget: @Sendable () -> Void = { metrics.refusedConnection(ConnectionGate.Refusal.resets.rawValue) }
-        let backstop = TimeAmount.milliseconds(limits.connectionIdleMillisMax) + .seconds(5)
-        let makeBackstop: @Sendable (any Channel) -> HTTP2IdleBackstop = { channel in
-            HTTP2IdleBackstop(limit: backstop, gate: gate, peer: channel.remoteAddress?.ipAddress ?? "unknown", overBudget: overResetBudget)
-        }
         let refused: @Sendable (ConnectionGate.Refusal) -> Void = { metrics.refusedConnection($0.rawValue) }
         let idle = TimeAmount.milliseconds(limits.connectionIdleMillisMax)
         let stalled = TimeAmount.milliseconds(limits.stalledReaderMillisMax)
@@ -220,38 +215,36 @@ public enum LockstepServer {
             return code.rawValue
         }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)
-        let server: HTTPServerBuilder
-        let scheme: String
-        if let tls = options.tls {
-            let configuration = try TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: [])
-            // HTTP/1.1 and h2 by ALPN. The presence handler sits on HTTP/2 streams too here, so only a
-            // closed connection counts as a client gone.
-            let http2Configuration = HTTP2ChannelConfiguration(
-                idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
-                streamConfiguration: .init(additionalChannelHandlers: [HTTP2StreamTracker(), ClientPresence(inputClosedMeansGone: false),
-                                                                       StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
-                                           idleTimeout: idle))
-            let tlsConfiguration = configuration
-            server = HTTPServerBuilder { responder in
-                GuardedHTTPChannel(inner: try HTTP2UpgradeChannel(tlsConfiguration: tlsConfiguration, configuration: http2Configuration, responder: responder),
-                                   makeBackstop: makeBackstop)
-            }
-            scheme = "https"
-        } else {
-            // One plaintext port for HTTP/1.1 and HTTP/2 with prior knowledge (h2c), told apart by the
-            // first bytes (H2CSniffing.swift); a connection that sends nothing is closed after 30 s.
-            server = .http1AndH2C(configuration: .init(
+        // JSON: HTTP/1.1 on Hummingbird, HTTP/2 on the engine, one port and one route table (the
+        // router); over TLS, ALPN decides (h2, else HTTP/1.1); in plaintext, the first bytes (h2c with
+        // prior knowledge, H2CSniffing.swift); a connection that sends nothing is closed after the idle limit.
+        var jsonLimits = h2Limits
+        // One byte over the API's limit reaches the route, which refuses it with its ErrorBody; more is
+        // refused by the engine as it arrives, with the same body.
+        jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
+        let bodyBytesMax = limits.requestBodyBytesMax
+        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), logger: logger, serverName: "lockstep") { status in
+            HTTPRoutes.jsonBytes(status == 431
+                ? APIError(.resourceExhausted, "the request's header list is over the server's limit").body
+                : APIError(.bodyTooLarge, "the request body is over \(bodyBytesMax) bytes").body)
+        }
+        let jsonTLS = try options.tls.map { tls in
+            try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))
+        }
+        let engineLimits = jsonLimits
+        let server = HTTPServerBuilder { responder in
+            HTTP1AndEngineChannel(
+                responder: responder,
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
-                http2: .init(idleTimeout: .milliseconds(limits.connectionIdleMillisMax),
-                             streamConfiguration: .init(additionalChannelHandlers: [HTTP2StreamTracker(), ClientPresence(inputClosedMeansGone: false),
-                                                                                    StalledReaderCutoff(limit: stalled, cut: cutStalled),
-                                                                                    RefusedBodyCloser()],
-                                                        idleTimeout: idle)),
-                prefaceReadTimeout: idle)
-                .withHTTP2IdleBackstop(makeBackstop))
-            scheme = "http"
+                tls: jsonTLS, prefaceReadTimeout: idle,
+                makeEngine: { connection in
+                    try H2ServerHandler(limits: engineLimits, responder: jsonOnEngine, logger: logger,
+                                    observer: StreamBudget(gate: gate, peer: connection.remoteAddress?.ipAddress ?? "unknown", channel: connection,
+                                                           overBudget: overResetBudget, stalled: cutStalled))
+                })
         }
+        let scheme = options.tls == nil ? "http" : "https"
         let grpc = GRPCServer(transport: grpcTransport, services: [
             GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),

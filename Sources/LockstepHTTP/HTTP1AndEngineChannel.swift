@@ -1,0 +1,104 @@
+import HummingbirdCore
+import LockstepH2
+import Logging
+import NIOCore
+import NIOSSL
+import NIOTLS
+
+/// One port for HTTP/1.1 and HTTP/2. HTTP/1.1 runs on Hummingbird's `HTTP1Channel`; HTTP/2 runs on the
+/// engine (`H2ServerHandler` over libnghttp2), with no channel per stream. Plaintext connections are
+/// told apart by their first bytes (the h2c preface, `H2CPriorKnowledgeSniffingHandler`, which replays
+/// what it read, so libnghttp2 sees the preface); TLS connections by ALPN (`h2`, else HTTP/1.1). Both
+/// versions serve the one route table: Hummingbird's responder for HTTP/1.1, `JSONOnEngine` over the
+/// same router for HTTP/2.
+package struct HTTP1AndEngineChannel: HTTPChannelHandler {
+    package enum Value: ServerChildChannelValue {
+        case http1(HTTP1Channel.Value)
+        case engine(any Channel)
+        case pending(EventLoopFuture<Value>, any Channel)
+
+        package var channel: any Channel {
+            switch self {
+            case .http1(let value): value.channel
+            case .engine(let channel), .pending(_, let channel): channel
+            }
+        }
+    }
+
+    private let http1: HTTP1Channel
+    /// The engine for one connection (its limits, the JSON responder, the connection's stream observer).
+    private let makeEngine: @Sendable (any Channel) throws -> H2ServerHandler
+    private let tls: NIOSSLContext?
+    /// How long a plaintext connection may take to send enough bytes to tell its protocol.
+    private let prefaceReadTimeout: TimeAmount
+
+    package var responder: Responder { http1.responder }
+
+    package init(responder: @escaping Responder, http1: HTTP1Channel.Configuration, tls: NIOSSLContext?, prefaceReadTimeout: TimeAmount,
+                 makeEngine: @escaping @Sendable (any Channel) throws -> H2ServerHandler) {
+        self.http1 = HTTP1Channel(responder: responder, configuration: http1)
+        self.makeEngine = makeEngine
+        self.tls = tls
+        self.prefaceReadTimeout = prefaceReadTimeout
+    }
+
+    package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            let decided: EventLoopFuture<Value>
+            if let tls {
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                let alpn = NIOTypedApplicationProtocolNegotiationHandler<Value> { result, channel in
+                    if case .negotiated("h2") = result { return configureEngine(channel) }
+                    return configureHTTP1(channel, logger: logger)
+                }
+                try channel.pipeline.syncOperations.addHandler(alpn)
+                decided = alpn.protocolNegotiationResult
+            } else {
+                let sniffer = H2CPriorKnowledgeSniffingHandler<Value>(eventLoop: channel.eventLoop, timeout: prefaceReadTimeout) { detected, channel in
+                    switch detected {
+                    case .http1: configureHTTP1(channel, logger: logger)
+                    case .http2: configureEngine(channel)
+                    }
+                }
+                do {
+                    try channel.pipeline.syncOperations.addHandler(sniffer)
+                } catch {
+                    sniffer.notAdded(error)
+                    throw error
+                }
+                decided = sniffer.protocolNegotiationResult
+            }
+            return .pending(decided, channel)
+        }
+    }
+
+    private func configureHTTP1(_ channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        http1.setup(channel: channel, logger: logger).map { .http1($0) }
+    }
+
+    private func configureEngine(_ channel: any Channel) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(try makeEngine(channel))
+            return .engine(channel)
+        }
+    }
+
+    /// HTTP/1.1 is served by Hummingbird's loop over the connection's requests; an HTTP/2 connection is
+    /// served by its handler on the event loop, and this waits for it to close.
+    package func handle(value: Value, logger: Logger) async {
+        switch value {
+        case .http1(let http1):
+            await self.http1.handle(value: http1, logger: logger)
+        case .engine(let channel):
+            try? await channel.closeFuture.get()
+        case .pending(let decided, _):
+            do {
+                let value = try await decided.get()
+                if case .pending = value { return }
+                await handle(value: value, logger: logger)
+            } catch {
+                logger.debug("closing a connection before its HTTP version was known: \(error)")
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import LockstepH2
+import LockstepService
+import Logging
+import NIOCore
+
+/// The JSON routes on the HTTP/2 engine (`LockstepH2`): each request on a stream becomes a Hummingbird
+/// `Request` for the one route table HTTP/1.1 is served from too (`HTTPRoutes` on one `Router`), and its
+/// answer goes back through the engine, the body's writes paced by the client's window. No channel per
+/// stream: a stream's presence is a `ClientPresence` marked gone when the engine reports the stream
+/// closed (reset, or its connection ended), which is what wakes a parked poll or ends a watch.
+package struct JSONOnEngine: H2Responder {
+    let router: RouterResponder<LockstepRequestContext>
+    let logger: Logger
+    let serverName: String
+    /// The body of a request the engine refuses itself (431, 413): an `ErrorBody` with its stable code.
+    let refusalBody: @Sendable (Int) -> ByteBuffer
+
+    package init(router: RouterResponder<LockstepRequestContext>, logger: Logger, serverName: String,
+                 refusalBody: @escaping @Sendable (Int) -> ByteBuffer) {
+        self.router = router
+        self.logger = logger
+        self.serverName = serverName
+        self.refusalBody = refusalBody
+    }
+
+    package func respond(to request: H2Request, _ response: H2Response) {
+        guard let head = Self.head(request.head) else {
+            return response.send(status: 400, headers: [("content-length", "0")], body: nil)
+        }
+        let presence = ClientPresence(inputClosedMeansGone: false)
+        response.closed.whenComplete { _ in presence.markGone() }
+        var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
+        context.streamPresence = presence
+        let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
+        let (router, logger, serverName) = (router, logger, serverName)
+        Task {
+            var answer: Response
+            do {
+                answer = try await router.respond(to: hummingbird, context: context)
+            } catch {
+                logger.debug("a JSON route failed", metadata: ["error": "\(error)"])
+                answer = Response(status: .internalServerError)
+            }
+            answer.headers[.server] = serverName
+            await Self.write(answer, to: response)
+        }
+    }
+
+    package func refusal(status: Int) -> H2Refusal {
+        let body = refusalBody(status)
+        return H2Refusal(status: status, headers: [("content-type", "application/json"), ("content-length", "\(body.readableBytes)")], body: body)
+    }
+
+    /// The request's head as swift-http-types has it; nil for a method it does not take (libnghttp2 has
+    /// already checked that the pseudo-headers are present and well formed).
+    static func head(_ head: H2RequestHead) -> HTTPRequest? {
+        guard let method = HTTPRequest.Method(head.method) else { return nil }
+        var fields = HTTPFields()
+        fields.reserveCapacity(head.headers.count)
+        for (name, value) in head.headers {
+            guard let name = HTTPField.Name(name) else { continue }
+            fields.append(HTTPField(name: name, value: value))
+        }
+        return HTTPRequest(method: method, scheme: head.scheme, authority: head.authority, path: head.path, headerFields: fields)
+    }
+
+    /// Sends `answer`: its head, then its body as the route writes it, each write waiting for the stream
+    /// to drain (a watch goes at its reader's pace). A stream that closed meanwhile ends the writing.
+    static func write(_ answer: Response, to response: H2Response) async {
+        var headers: [(String, String)] = []
+        headers.reserveCapacity(answer.headers.count + 1)
+        for field in answer.headers where field.name != .connection && field.name != .transferEncoding {
+            headers.append((field.name.canonicalName, field.value))
+        }
+        if let length = answer.body.contentLength, answer.headers[.contentLength] == nil { headers.append(("content-length", "\(length)")) }
+        response.head(status: answer.status.code, headers: headers, body: true)
+        do {
+            try await answer.body.write(StreamBodyWriter(response: response))
+            response.finish()  // a body that never said it ended (nothing happens when it did)
+        } catch {
+            response.reset(.internalError)
+        }
+    }
+}
+
+/// A response body's writes onto one engine stream.
+struct StreamBodyWriter: ResponseBodyWriter {
+    let response: H2Response
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        try await response.write(buffer).get()
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {
+        response.finish(trailers: trailingHeaders.map { $0.map { ($0.name.canonicalName, $0.value) } })
+    }
+}
