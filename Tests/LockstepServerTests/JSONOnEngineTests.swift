@@ -1,0 +1,68 @@
+import Foundation
+import LockstepTestSupport
+import Testing
+
+/// The JSON port's HTTP/2 on the engine (libnghttp2, `JSONOnEngine`), against a whole server: the refusals
+/// the engine makes itself answer with the API's `ErrorBody` like the routes do, and a parked poll leaves
+/// its place when its stream is reset while the connection stays open (no stream channel tells it:
+/// the engine's stream-closed report does).
+@Suite(.serialized, .timeLimit(.minutes(3))) struct JSONOnEngineTests {
+    func curl(_ arguments: [String]) async throws -> String {
+        try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_version} %{http_code}"] + arguments).wait(seconds: 30).stdout
+    }
+
+    static let agents = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents").path
+
+    @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+    func bodiesAndHeadersOverTheLimitsAreRefusedWithTheAPIsErrorBodyOverHTTP2() async throws {
+        let body = temporaryDirectory() + "/body"
+        try await InProcessServerTests.withServer({ $0.limits.requestBodyBytesMax = 1_000 }) { _, http in
+            let poll = http + "/v1/agent/poll"
+            // One byte over the limit reaches the route, on either version.
+            try Data(repeating: UInt8(ascii: " "), count: 1_001).write(to: URL(fileURLWithPath: body))
+            for flag in ["--http2-prior-knowledge", "--http1.1"] {
+                let answer = try await curl([flag, "-X", "POST", "-H", "content-type: application/json", "--data-binary", "@" + body, poll])
+                #expect(answer.contains(#""code":"body_too_large""#) && answer.hasSuffix(" 413"), "\(flag): \(answer)")
+            }
+            // Far over it, the engine refuses the body as it arrives, with the same ErrorBody, and then
+            // resets the stream (NO_ERROR) so the client stops sending what nobody reads.
+            let run = try await ChildProcess("/usr/bin/env", ["python3", Self.agents + "/h2_post_large.py", String(http.dropFirst("http://".count)),
+                                                              "/v1/agent/poll", "3000000"]).wait(seconds: 60)
+            struct Seen: Decodable { let status: String?; let body: String; let ended: Bool; let reset_code: Int?; let sent: Int }
+            let seen = try JSONDecoder().decode(Seen.self, from: Data(run.stdout.utf8))
+            #expect(seen.status == "413" && seen.body.contains(#""code":"body_too_large""#) && seen.ended, "\(run.stdout)")
+            #expect(seen.reset_code == 0 && seen.sent < 3_000_000, "\(run.stdout)")
+            // A header list over the engine's limit: 431, the same shape of answer.
+            let big = "x-big: " + String(repeating: "x", count: 20_000)
+            let answer = try await curl(["--http2-prior-knowledge", "-H", big, "-X", "POST", "-H", "content-type: application/json", "--data-binary", "{}", poll])
+            #expect(answer.contains(#""code":"resource_exhausted""#) && answer.hasSuffix("\n2 431"), "\(answer)")
+            // And the route answers as before on the same port.
+            let fine = try await curl(["--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
+                                       "--data-binary", #"{"service": "orders", "agent_id": "a"}"#, poll])
+            #expect(fine.contains(#""retry_after_ms""#) && fine.hasSuffix("\n2 200"), "\(fine)")
+        }
+    }
+
+    @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+    func aParkedPollWhoseStreamIsResetLeavesAtOnceWhileItsConnectionStaysOpen() async throws {
+        let script = Self.agents + "/h2_poll_reset.py"
+        try await InProcessServerTests.withServer { _, http in
+            let clock = ContinuousClock()
+            let client = try ChildProcess("/usr/bin/env", ["python3", script, String(http.dropFirst("http://".count)), "4"])
+            let parkedBy = clock.now + .seconds(30)
+            while try await InProcessServerTests.metric(http, "lockstep_parked_polls") < 1 {
+                guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            // The client resets the stream 4 s after it sent the poll, and keeps its connection 13 s more.
+            let leftBy = clock.now + .seconds(20)
+            while try await InProcessServerTests.metric(http, "lockstep_parked_polls") > 0 {
+                guard clock.now < leftBy else { Issue.record("the reset poll stayed parked"); return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let seen = try await client.wait(seconds: 60).stdout
+            #expect(seen.contains(#""poll_answered": false"#) && seen.contains(#""healthz": "200""#) && seen.contains(#""goaway": false"#),
+                    "the connection served on after the reset: \(seen)")
+        }
+    }
+}
