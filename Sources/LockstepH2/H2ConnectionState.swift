@@ -64,6 +64,8 @@ public enum H2Action: Equatable, Sendable {
     /// Refuse a request without the application: 431 (its header list is too large) or 413 (its body).
     /// The application says how (`H2Responder.refusal`): gRPC answers with a status in trailers.
     case answer(Int32, status: Int)
+    /// A request's body is still to come: ask `bodyOverdue` after `H2Limits.requestBodyMillisMax`.
+    case awaitBody(Int32)
     /// Reset a stream.
     case reset(Int32, H2ErrorCode)
     /// Give `bytes` of request body back to the client's flow-control windows (the stream's, and the
@@ -152,7 +154,8 @@ public struct H2ConnectionState: Sendable {
                 streams[id] = stream
                 return [.answer(id, status: 431)]
             }
-            return endStream ? dispatch(id) : []
+            if endStream { return dispatch(id) }
+            return limits.requestBodyMillisMax == nil ? [] : [.awaitBody(id)]
         case .otherHeaders(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
                 return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
@@ -199,6 +202,15 @@ public struct H2ConnectionState: Sendable {
             drop(&stream)
             return handlersRunning.contains(id) ? [.cancelled(id, code: code)] : []
         }
+    }
+
+    /// `requestBodyMillisMax` has passed since stream `id`'s head: a request still waiting for its body
+    /// is refused (408) and its body given up; one handed over or gone is left alone.
+    public mutating func bodyOverdue(_ id: Int32) -> [H2Action] {
+        guard !terminated, var stream = streams[id], !stream.dispatched else { return [] }
+        drop(&stream)
+        streams[id] = stream
+        return [.answer(id, status: 408)]
     }
 
     /// The application finished stream `id` (answered, reset, or gave up after a cancel).

@@ -66,6 +66,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         case noMethod
         /// The server is shutting down (UNAVAILABLE).
         case shuttingDown
+        /// The request message did not end within the engine's `requestBodyMillisMax` (DEADLINE_EXCEEDED).
+        case requestTimeout
     }
 
     /// What a handler can learn about the transport under its RPC (`ServerContext.transportSpecific`).
@@ -242,6 +244,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         func refusal(status: Int) -> H2Refusal {
             if status == 431 {
                 return H2Refusal(status: 200, headers: trailersOnly(.resourceExhausted, "the request's header list is over the server's limit", .headersTooLarge))
+            }
+            if status == 408 {
+                return H2Refusal(status: 200, headers: trailersOnly(.deadlineExceeded, "the request message did not arrive within \(transport.configuration.limits.requestBodyMillisMax ?? 0) ms of its head", .requestTimeout))
             }
             return H2Refusal(status: 200, headers: trailersOnly(.resourceExhausted, "the request message is over the limit of \(transport.configuration.messageBytesMax) bytes",
                                                                 .messageTooLarge))

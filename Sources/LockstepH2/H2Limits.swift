@@ -62,6 +62,9 @@ public struct H2Limits: Sendable, Equatable {
     /// that died without closing does not hold its parked streams until they end (nil: never).
     public var keepaliveMillis: Int64? = nil
     public var keepaliveTimeoutMillis: Int64 = 10_000
+    /// A request whose body has not ended this long after its head is refused (`H2Responder.refusal`
+    /// with 408) and its stream reset: a body trickled byte by byte does not hold a stream (nil: never).
+    public var requestBodyMillisMax: Int64? = nil
     /// A connection with no stream open this long gets GOAWAY and is closed (nil: never).
     public var connectionIdleMillisMax: Int64? = nil
 

@@ -33,8 +33,8 @@ public struct H2Request: Sendable {
 public protocol H2Responder: Sendable {
     func respond(to request: H2Request, _ response: H2Response)
     /// The answer to a request the engine refuses before `respond`: `status` 431 (header list over
-    /// `headerListBytesMax` or `headerFieldsMax`) or 413 (body over `requestBodyBytesMax`). By default that
-    /// status with an empty body.
+    /// `headerListBytesMax` or `headerFieldsMax`), 413 (body over `requestBodyBytesMax`) or 408 (body not
+    /// ended within `requestBodyMillisMax`). By default that status with an empty body.
     func refusal(status: Int) -> H2Refusal
 }
 
@@ -318,6 +318,13 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
                 }
             } catch {
                 session.reset(id, .internalError)
+            }
+        case .awaitBody(let id):
+            guard let millis = state.limits.requestBodyMillisMax else { break }
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
+                guard let context = self.context, !closing else { return }
+                for action in state.bodyOverdue(id) { perform(action, context: context) }
+                scheduleFlush()
             }
         case .reset(let id, let code):
             session.reset(id, code)

@@ -182,6 +182,7 @@ public enum LockstepServer {
         h2Limits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(5).overflow ? .max : limits.requestBodyBytesMax + 5
         h2Limits.connectionIdleMillisMax = limits.connectionIdleMillisMax
         h2Limits.stalledReaderMillisMax = limits.stalledReaderMillisMax
+        h2Limits.requestBodyMillisMax = limits.requestBodyMillisMax
         // A client silent for half the idle limit is pinged, and closed if it stays silent min(a quarter of
         // the idle limit, 10 s) more: a dead peer does not hold its parked polls and watches.
         h2Limits.keepaliveMillis = max(limits.connectionIdleMillisMax / 2, 50)
@@ -211,6 +212,7 @@ public enum LockstepServer {
             case .unsupportedEncoding, .malformed: .malformedRequest
             case .noMethod: .routeNotFound
             case .shuttingDown: .shuttingDown
+            case .requestTimeout: .requestTimeout
             }
             return code.rawValue
         }
@@ -223,10 +225,14 @@ public enum LockstepServer {
         // refused by the engine as it arrives, with the same body.
         jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
         let bodyBytesMax = limits.requestBodyBytesMax
+        let bodyMillisMax = limits.requestBodyMillisMax
         let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), logger: logger, serverName: "lockstep") { status in
-            HTTPRoutes.jsonBytes(status == 431
-                ? APIError(.resourceExhausted, "the request's header list is over the server's limit").body
-                : APIError(.bodyTooLarge, "the request body is over \(bodyBytesMax) bytes").body)
+            let error = switch status {
+            case 431: APIError(.resourceExhausted, "the request's header list is over the server's limit")
+            case 408: APIError(.requestTimeout, "the request body did not arrive within \(bodyMillisMax) ms of its head")
+            default: APIError(.bodyTooLarge, "the request body is over \(bodyBytesMax) bytes")
+            }
+            return HTTPRoutes.jsonBytes(error.body)
         }
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))

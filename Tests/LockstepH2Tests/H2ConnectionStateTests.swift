@@ -87,6 +87,22 @@ import Testing
         #expect(state.handlersInFlight == 0)
     }
 
+    @Test func aBodyNotEndedInTimeIsAnswered408AndLaterBytesAreGivenBackAtOnce() {
+        var state = state { $0.requestBodyMillisMax = 1_500 }
+        // A request with its body to come asks for the check; one ended by its head does not.
+        #expect(feed(&state, request(1) + [.headersEnded(1, endStream: false)]) == [.awaitBody(1)])
+        #expect(feed(&state, request(3) + [.headersEnded(3, endStream: true)]).count == 1)
+        _ = feed(&state, [.data(1, ByteBuffer(string: "{"))])
+        #expect(state.bodyOverdue(1) == [.answer(1, status: 408)])
+        #expect(feed(&state, [.data(1, ByteBuffer(string: " "))]) == [.consume(1, bytes: 1, streamOpen: true)])
+        #expect(feed(&state, [.dataFrame(1, length: 1, endStream: true)]) == [], "a refused request is never handed over")
+        // Checked again, or for a request already handed over, nothing happens.
+        #expect(state.bodyOverdue(1) == [] && state.bodyOverdue(3) == [] && state.bodyOverdue(99) == [])
+        // Without the limit nothing is asked.
+        var unlimited = self.state()
+        #expect(feed(&unlimited, request(1) + [.headersEnded(1, endStream: false)]) == [])
+    }
+
     @Test func handlersStillRunningOnResetStreamsCountAgainstTheStreamLimit() {
         var state = state { $0.concurrentStreamsMax = 2 }
         for id: Int32 in [1, 3] {

@@ -11,6 +11,7 @@ import Testing
         try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_version} %{http_code}"] + arguments).wait(seconds: 30).stdout
     }
 
+    struct Seen: Decodable { let status: String?; let body: String; let ended: Bool; let reset_code: Int?; let sent: Int }
     static let agents = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents").path
 
     @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
@@ -28,7 +29,6 @@ import Testing
             // resets the stream (NO_ERROR) so the client stops sending what nobody reads.
             let run = try await ChildProcess("/usr/bin/env", ["python3", Self.agents + "/h2_post_large.py", String(http.dropFirst("http://".count)),
                                                               "/v1/agent/poll", "3000000"]).wait(seconds: 60)
-            struct Seen: Decodable { let status: String?; let body: String; let ended: Bool; let reset_code: Int?; let sent: Int }
             let seen = try JSONDecoder().decode(Seen.self, from: Data(run.stdout.utf8))
             #expect(seen.status == "413" && seen.body.contains(#""code":"body_too_large""#) && seen.ended, "\(run.stdout)")
             #expect(seen.reset_code == 0 && seen.sent < 3_000_000, "\(run.stdout)")
@@ -40,6 +40,26 @@ import Testing
             let fine = try await curl(["--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
                                        "--data-binary", #"{"service": "orders", "agent_id": "a"}"#, poll])
             #expect(fine.contains(#""retry_after_ms""#) && fine.hasSuffix("\n2 200"), "\(fine)")
+        }
+    }
+
+    /// A body trickled byte by byte does not hold an HTTP/2 stream: the engine refuses it once
+    /// `--request-body-timeout-ms` has passed since its head (408 `request_timeout`, as HTTP/1.1 does)
+    /// and resets the stream, on the JSON port and, as DEADLINE_EXCEEDED, on the gRPC port.
+    @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+    func aTrickledBodyIsRefusedWhenTheBodyTimeRunsOut() async throws {
+        try await InProcessServerTests.withServer({ $0.limits.requestBodyMillisMax = 1_500 }) { grpc, http in
+            let clock = ContinuousClock()
+            let began = clock.now
+            let run = try await ChildProcess("/usr/bin/env", ["python3", Self.agents + "/h2_post_large.py", String(http.dropFirst("http://".count)),
+                                                              "/v1/plans/list", "100", "--trickle"]).wait(seconds: 60)
+            let seen = try JSONDecoder().decode(Seen.self, from: Data(run.stdout.utf8))
+            #expect(seen.status == "408" && seen.body.contains(#""code":"request_timeout""#) && seen.reset_code == 0, "\(run.stdout)")
+            #expect(clock.now - began < .seconds(15) && seen.sent < 100, "\(run.stdout)")
+            // gRPC: a message trickled the same way ends in DEADLINE_EXCEEDED with the stable code.
+            let rpc = try await ChildProcess("/usr/bin/env", ["python3", Self.agents + "/h2_post_large.py", grpc,
+                                                              "/lockstep.v1.MigrationService/ListPlans", "100", "--trickle"]).wait(seconds: 60)
+            #expect(rpc.stdout.contains(#""status": "200", "grpc_status": "4""#) && rpc.stdout.contains(#""reset_code": 0"#), "\(rpc.stdout)")
         }
     }
 

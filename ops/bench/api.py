@@ -3,7 +3,8 @@
 
 1. An immediately answered agent poll (no step ready, wait_ms 0) at 64 concurrent streams (4 connections
    x 16 streams) with h2load, over JSON/h2c and over gRPC, against: lockstep serve; lockstep-bare (the
-   same libraries answering the same bytes: our floor); nghttpd serving the same body (the C reference).
+   same stack answering the same bytes with no Lockstep work: our floor, and the engine answering on
+   its event loop: its own floor); nghttpd serving the same body (the C reference).
    Requests/s and p50/p99 from h2load's per-request log; the median of the runs with min and max.
 2. 10,000 long-polls parked at once (100 connections x 100 streams, wait 30 s): how many the server
    reports parked (/metrics) and its RSS.
@@ -110,10 +111,11 @@ if "calls" in ONLY:
         f.write('{"retry_after_ms":1000}\n')
 
     server, http_port, grpc_port = serve()
-    bare_http, bare_grpc = free_port(), free_port()
-    bare = start([os.path.join(RELEASE, "lockstep-bare"), str(bare_http), str(bare_grpc)])
+    bare_http, bare_grpc, bare_engine = free_port(), free_port(), free_port()
+    bare = start([os.path.join(RELEASE, "lockstep-bare"), str(bare_http), str(bare_grpc), str(bare_engine)])
     wait_for_port(bare_http)
     wait_for_port(bare_grpc)
+    wait_for_port(bare_engine)
     nghttpd_port = free_port()
     nghttpd = start([NGHTTPD, "--no-tls", "-d", docroot, str(nghttpd_port)])
     wait_for_port(nghttpd_port)
@@ -123,7 +125,8 @@ if "calls" in ONLY:
     grpc_headers = ["content-type: application/grpc", "te: trailers"]
     targets = [
         ("JSON poll, lockstep", f"http://127.0.0.1:{http_port}/v1/agent/poll", json_body, json_headers),
-        ("JSON poll, bare Hummingbird route", f"http://127.0.0.1:{bare_http}/v1/agent/poll", json_body, json_headers),
+        ("JSON poll, bare route", f"http://127.0.0.1:{bare_http}/v1/agent/poll", json_body, json_headers),
+        ("engine answering inline", f"http://127.0.0.1:{bare_engine}/v1/agent/poll", json_body, json_headers),
         ("gRPC Poll, lockstep", f"http://127.0.0.1:{grpc_port}/lockstep.v1.AgentService/Poll", grpc_body, grpc_headers),
         ("gRPC Poll, bare grpc-swift-2 unary", f"http://127.0.0.1:{bare_grpc}/lockstep.v1.AgentService/Poll", grpc_body, grpc_headers),
         ("nghttpd, the same body", f"http://127.0.0.1:{nghttpd_port}/poll", json_body, json_headers),
@@ -227,10 +230,11 @@ if "calls" in ONLY:
     print(f"\n{RUNS} run(s) of {REQUESTS} requests each, 64 concurrent streams (4 connections x 16), h2load on loopback, {os.cpu_count()} cores\n")
     print("| call | req/s median [min–max] | p50 / p99 ms | ratio to its floor | ratio to nghttpd |")
     print("|---|---|---|---|---|")
-    print(row("JSON poll, lockstep", figures["JSON poll, lockstep"], figures["JSON poll, bare Hummingbird route"]))
-    print(row("JSON poll, bare Hummingbird route (floor)", figures["JSON poll, bare Hummingbird route"], figures["JSON poll, bare Hummingbird route"]))
+    print(row("JSON poll, lockstep", figures["JSON poll, lockstep"], figures["JSON poll, bare route"]))
+    print(row("JSON poll, bare route: Hummingbird's router on the engine (floor)", figures["JSON poll, bare route"], figures["JSON poll, bare route"]))
+    print(row("the engine answering inline, on the event loop (its own floor)", figures["engine answering inline"], figures["engine answering inline"]))
     print(row("gRPC Poll, lockstep", figures["gRPC Poll, lockstep"], figures["gRPC Poll, bare grpc-swift-2 unary"]))
-    print(row("gRPC Poll, bare grpc-swift-2 unary (floor)", figures["gRPC Poll, bare grpc-swift-2 unary"], figures["gRPC Poll, bare grpc-swift-2 unary"]))
+    print(row("gRPC Poll, bare grpc-swift-2 unary on the engine's transport (floor)", figures["gRPC Poll, bare grpc-swift-2 unary"], figures["gRPC Poll, bare grpc-swift-2 unary"]))
     print(row("nghttpd, the same body (C reference)", figures["nghttpd, the same body"], figures["nghttpd, the same body"]))
     report["calls"] = figures
 if "parked" in ONLY:
