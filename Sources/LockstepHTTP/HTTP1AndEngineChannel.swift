@@ -14,20 +14,22 @@ import NIOTLS
 package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     package enum Value: ServerChildChannelValue {
         case http1(HTTP1Channel.Value)
-        case engine(any Channel)
+        /// An HTTP/2 connection on the engine, and the work of its requests.
+        case engine(any Channel, AsyncStream<@Sendable () async -> Void>)
         case pending(EventLoopFuture<Value>, any Channel)
 
         package var channel: any Channel {
             switch self {
             case .http1(let value): value.channel
-            case .engine(let channel), .pending(_, let channel): channel
+            case .engine(let channel, _), .pending(_, let channel): channel
             }
         }
     }
 
     private let http1: HTTP1Channel
-    /// The engine for one connection (its limits, the JSON responder, the connection's stream observer).
-    private let makeEngine: @Sendable (any Channel) throws -> H2ServerHandler
+    /// The engine for one connection (its limits, the JSON responder handing its requests' work to
+    /// the given continuation, the connection's stream observer).
+    private let makeEngine: @Sendable (any Channel, JSONOnEngine.Work) throws -> H2ServerHandler
     private let tls: NIOSSLContext?
     /// How long a plaintext connection may take to send enough bytes to tell its protocol.
     private let prefaceReadTimeout: TimeAmount
@@ -35,7 +37,7 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     package var responder: Responder { http1.responder }
 
     package init(responder: @escaping Responder, http1: HTTP1Channel.Configuration, tls: NIOSSLContext?, prefaceReadTimeout: TimeAmount,
-                 makeEngine: @escaping @Sendable (any Channel) throws -> H2ServerHandler) {
+                 makeEngine: @escaping @Sendable (any Channel, JSONOnEngine.Work) throws -> H2ServerHandler) {
         self.http1 = HTTP1Channel(responder: responder, configuration: http1)
         self.makeEngine = makeEngine
         self.tls = tls
@@ -78,19 +80,26 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
 
     private func configureEngine(_ channel: any Channel) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
-            try channel.pipeline.syncOperations.addHandler(try makeEngine(channel))
-            return .engine(channel)
+            // At most one entry per stream the engine lets run at once, so the buffer is bounded by the
+            // engine's stream limit, not by this stream.
+            let (requests, work) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+            try channel.pipeline.syncOperations.addHandler(try makeEngine(channel, work))
+            channel.closeFuture.whenComplete { _ in work.finish() }
+            return .engine(channel, requests)
         }
     }
 
-    /// HTTP/1.1 is served by Hummingbird's loop over the connection's requests; an HTTP/2 connection is
-    /// served by its handler on the event loop, and this waits for it to close.
+    /// HTTP/1.1 is served by Hummingbird's loop over the connection's requests; an HTTP/2 connection's
+    /// requests run here, in a task group that ends once the connection has closed and its last
+    /// request has ended (a parked poll ends when its stream does).
     package func handle(value: Value, logger: Logger) async {
         switch value {
         case .http1(let http1):
             await self.http1.handle(value: http1, logger: logger)
-        case .engine(let channel):
-            try? await channel.closeFuture.get()
+        case .engine(_, let requests):
+            await withDiscardingTaskGroup { group in
+                for await work in requests { group.addTask { await work() } }
+            }
         case .pending(let decided, _):
             do {
                 let value = try await decided.get()

@@ -11,12 +11,20 @@ import NIOCore
 /// answer goes back through the engine, the body's writes paced by the client's window. No channel per
 /// stream: a stream's presence is a `ClientPresence` marked gone when the engine reports the stream
 /// closed (reset, or its connection ended), which is what wakes a parked poll or ends a watch.
+///
+/// A request's work runs in its connection's task group (`HTTP1AndEngineChannel.handle`), fed through
+/// `work`: no request outlives the handling of its connection.
 package struct JSONOnEngine: H2Responder {
+    /// One request's work, handed to its connection's task group.
+    package typealias Work = AsyncStream<@Sendable () async -> Void>.Continuation
+
     let router: RouterResponder<LockstepRequestContext>
     let logger: Logger
     let serverName: String
-    /// The body of a request the engine refuses itself (431, 413): an `ErrorBody` with its stable code.
+    /// The body of a request the engine refuses itself (431, 413, 408): an `ErrorBody` with its stable code.
     let refusalBody: @Sendable (Int) -> ByteBuffer
+    /// Where this connection's requests go (`serving(into:)`); nil: not bound to a connection yet.
+    private var work: Work?
 
     package init(router: RouterResponder<LockstepRequestContext>, logger: Logger, serverName: String,
                  refusalBody: @escaping @Sendable (Int) -> ByteBuffer) {
@@ -26,7 +34,15 @@ package struct JSONOnEngine: H2Responder {
         self.refusalBody = refusalBody
     }
 
+    /// This responder for one connection, its requests run by whoever reads `work`'s stream.
+    package func serving(into work: Work) -> JSONOnEngine {
+        var bound = self
+        bound.work = work
+        return bound
+    }
+
     package func respond(to request: H2Request, _ response: H2Response) {
+        guard let work else { return response.reset(.internalError) }
         guard let head = Self.head(request.head) else {
             return response.send(status: 400, headers: [("content-length", "0")], body: nil)
         }
@@ -35,11 +51,11 @@ package struct JSONOnEngine: H2Responder {
         var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
         context.streamPresence = presence
         let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
-        let (router, logger, serverName) = (router, logger, serverName)
-        Task {
+        let (router, logger, serverName, routed) = (router, logger, serverName, context)
+        let yielded = work.yield {
             var answer: Response
             do {
-                answer = try await router.respond(to: hummingbird, context: context)
+                answer = try await router.respond(to: hummingbird, context: routed)
             } catch {
                 logger.debug("a JSON route failed", metadata: ["error": "\(error)"])
                 answer = Response(status: .internalServerError)
@@ -47,6 +63,8 @@ package struct JSONOnEngine: H2Responder {
             answer.headers[.server] = serverName
             await Self.write(answer, to: response)
         }
+        // The connection's handling has ended (it is closing): the stream is refused, to be retried.
+        if case .terminated = yielded { response.reset(.refusedStream) }
     }
 
     package func refusal(status: Int) -> H2Refusal {

@@ -244,8 +244,8 @@ public enum LockstepServer {
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
                 tls: jsonTLS, prefaceReadTimeout: idle,
-                makeEngine: { connection in
-                    try H2ServerHandler(limits: engineLimits, responder: jsonOnEngine, logger: logger,
+                makeEngine: { connection, work in
+                    try H2ServerHandler(limits: engineLimits, responder: jsonOnEngine.serving(into: work), logger: logger,
                                     observer: StreamBudget(gate: gate, peer: connection.remoteAddress?.ipAddress ?? "unknown", channel: connection,
                                                            overBudget: overResetBudget, stalled: cutStalled))
                 })
