@@ -206,7 +206,7 @@ package struct HTTPRoutes: Sendable {
         }
     }
 
-    private func decode<In: SwiftProtobuf.Message>(_ request: Request) async throws(APIError) -> In {
+    func decode<In: SwiftProtobuf.Message>(_ request: Request) async throws(APIError) -> In {
         // Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
         guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
             let got = request.headers[.contentType].map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
@@ -276,6 +276,9 @@ package struct HTTPRoutes: Sendable {
         return #"{"error":"# + body + "}\n"
     }
 
+    /// `--dev` serves no web page: a request with an `Origin` header is refused.
+    package static let browserRefusal = APIError(.permissionDenied, "--dev serves no browsers: requests with an Origin header are refused")
+
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
     package func errorResponse(_ error: APIError) -> Response {
         var response = json(error.body, status: .init(code: error.kind.httpStatus))
@@ -283,7 +286,7 @@ package struct HTTPRoutes: Sendable {
         return response
     }
 
-    private func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {
+    func json(_ message: some SwiftProtobuf.Message, status: HTTPResponse.Status) -> Response {
         Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: Self.jsonBytes(message)))
     }
 
@@ -322,7 +325,7 @@ package struct EdgeMiddleware: RouterMiddleware {
 
     package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if refuseBrowsers, request.headers[.origin] != nil {
-            return answer(APIError(.permissionDenied, "--dev serves no browsers: requests with an Origin header are refused"))
+            return answer(HTTPRoutes.browserRefusal)
         }
         do {
             return try await next(request, context)

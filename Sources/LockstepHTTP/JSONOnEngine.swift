@@ -25,10 +25,13 @@ package struct JSONOnEngine: H2Responder {
     let refusalBody: @Sendable (Int) -> ByteBuffer
     /// Where this connection's requests go (`serving(into:)`); nil: not bound to a connection yet.
     private var work: Work?
+    /// The poll route served without a task while parked (nil: through the router like the rest).
+    var poll: EnginePoll?
 
-    package init(router: RouterResponder<LockstepRequestContext>, logger: Logger, serverName: String,
+    package init(router: RouterResponder<LockstepRequestContext>, poll: EnginePoll? = nil, logger: Logger, serverName: String,
                  refusalBody: @escaping @Sendable (Int) -> ByteBuffer) {
         self.router = router
+        self.poll = poll
         self.logger = logger
         self.serverName = serverName
         self.refusalBody = refusalBody
@@ -52,6 +55,19 @@ package struct JSONOnEngine: H2Responder {
         context.streamPresence = presence
         let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
         let (router, logger, serverName, routed) = (router, logger, serverName, context)
+        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path) {
+            let run: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
+                if case .enqueued = work.yield(job) { return true }
+                return false
+            }
+            let answer: @Sendable (Response) async -> Void = { answer in
+                var answer = answer
+                answer.headers[.server] = serverName
+                await Self.write(answer, to: response)
+            }
+            if !run({ await poll.serve(hummingbird, context: routed, run: run, answer: answer) }) { response.reset(.refusedStream) }
+            return
+        }
         let yielded = work.yield {
             var answer: Response
             do {

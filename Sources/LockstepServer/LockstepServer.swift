@@ -155,7 +155,7 @@ public enum LockstepServer {
             metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
         }
-        let served = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
+        let routes = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
                    refreshGauges: refreshGauges,
                    authenticate: { request, channel throws(APIError) in
                        let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
@@ -171,7 +171,8 @@ public enum LockstepServer {
                        }
                        if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the storage (the disk, or the PostgreSQL database)" }
                        return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
-                   }, refuseBrowsers: options.dev).register(on: router)
+                   }, refuseBrowsers: options.dev)
+        let served = routes.register(on: router)
         // The JSON side serves exactly the operation table (the gRPC side is held to it by its generated
         // service protocols and `OperationTableTests`).
         precondition(Set(served) == Set(APIOperation.all) && served.count == APIOperation.all.count, "the JSON routes are not the operation table: \(served.map(\.name)) against \(APIOperation.all.map(\.name))")
@@ -226,7 +227,7 @@ public enum LockstepServer {
         jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
         let bodyBytesMax = limits.requestBodyBytesMax
         let bodyMillisMax = limits.requestBodyMillisMax
-        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), logger: logger, serverName: "lockstep") { status in
+        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes), logger: logger, serverName: "lockstep") { status in
             let error = switch status {
             case 431: APIError(.resourceExhausted, "the request's header list is over the server's limit")
             case 408: APIError(.requestTimeout, "the request body did not arrive within \(bodyMillisMax) ms of its head")

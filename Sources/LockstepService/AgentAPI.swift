@@ -62,38 +62,86 @@ public struct AgentAPI: Sendable {
     /// passed): checked before every lease, so a step is never leased to nobody.
     public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal,
                      clientGone: @Sendable () -> Bool = { false }, departure: (any Departure)? = nil) async throws(APIError) -> Lockstep_V1_PollResponse {
+        var poll = try beginPoll(request, principal: principal)
+        // Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
+        defer { endPoll(poll) }
+        while !clientGone() && !Task.isCancelled {
+            switch try await look(&poll, clientGone: clientGone) {
+            case .answer(let answer):
+                return answer
+            case .park(let seen, let millis):
+                let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure)
+                guard resumed(&poll, outcome) else { return retryLater }
+            }
+        }
+        return retryLater
+    }
+
+    /// A poll between its looks: what a transport keeps while the poll is parked, instead of a task
+    /// (`beginPoll`, then `look`; on `.park` it waits with `wakeups`, tells `resumed` the outcome and
+    /// looks again; `endPoll` when it is done, however it ends).
+    public struct PollCursor: Sendable {
+        let request: Lockstep_V1_PollRequest
+        let principal: Principal
+        let giveUp: ContinuousClock.Instant
+        /// Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
+        var wokenAt: ContinuousClock.Instant?
+
+        public var service: String { request.service }
+        public var owner: String { principal.name }
+    }
+
+    /// What a look found: the answer, or to park after generation `seen` for up to `millis`.
+    public enum PollLook: Sendable {
+        case answer(Lockstep_V1_PollResponse)
+        case park(seen: UInt64, millis: Int)
+    }
+
+    /// The answer when no step came: poll again after this long.
+    public var retryLater: Lockstep_V1_PollResponse { .with { $0.retryAfterMs = limits.pollRetryAfterMillis } }
+
+    /// Checks a poll (its names, the principal's right to its service) and starts its wait.
+    public func beginPoll(_ request: Lockstep_V1_PollRequest, principal: Principal) throws(APIError) -> PollCursor {
         try validate(request.service, "service")
         try validate(request.agentID, "agent_id")
         try principal.requireAgent(of: request.service)
         let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
-        let giveUp = ContinuousClock.now + .milliseconds(wait)
-        // Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
-        var wokenAt: ContinuousClock.Instant?
-        defer { if wokenAt != nil { wakeups.passOn(request.service) } }
-        while !clientGone() && !Task.isCancelled {
-            let seen = wakeups.generation
-            let (step, nextRetry, looked) = try await leaseNext(service: request.service, agent: request.agentID, principal: principal, clientGone: clientGone)
-            if let step {
-                if let woken = wokenAt { observeWakeUp(.now - woken) }
-                wokenAt = nil
-                return .with { $0.step = step }
-            }
-            if looked { wokenAt = nil }
-            let left = giveUp - ContinuousClock.now
-            guard left > .zero else { break }
-            // A retry backoff ending appends nothing, so nothing signals: wake up for it.
-            var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
-            if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
-            let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure)
-            switch outcome {
-            case .woken(let at): wokenAt = at
-            // Cancelled right as a change woke it: the wake may be this poll's; hand it on to be sure.
-            case .cancelled: wokenAt = wokenAt ?? .now
-            default: break
-            }
-            guard outcome.looksAgain else { break }
+        return PollCursor(request: request, principal: principal, giveUp: ContinuousClock.now + .milliseconds(wait))
+    }
+
+    /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
+    public func look(_ poll: inout PollCursor, clientGone: @Sendable () -> Bool) async throws(APIError) -> PollLook {
+        let seen = wakeups.generation
+        let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, principal: poll.principal,
+                                                            clientGone: clientGone)
+        if let step {
+            if let woken = poll.wokenAt { observeWakeUp(.now - woken) }
+            poll.wokenAt = nil
+            return .answer(.with { $0.step = step })
         }
-        return .with { $0.retryAfterMs = limits.pollRetryAfterMillis }
+        if looked { poll.wokenAt = nil }
+        let left = poll.giveUp - ContinuousClock.now
+        guard left > .zero else { return .answer(retryLater) }
+        // A retry backoff ending appends nothing, so nothing signals: wake up for it.
+        var millis = Int(left.components.seconds * 1_000 + left.components.attoseconds / 1_000_000_000_000_000) + 1
+        if let nextRetry { millis = min(millis, max(1, Int(nextRetry.millisecondsSinceEpoch - clock().millisecondsSinceEpoch) + 1)) }
+        return .park(seen: seen, millis: millis)
+    }
+
+    /// How a parked poll's wait ended; whether it looks again (false: answer `retryLater`).
+    package func resumed(_ poll: inout PollCursor, _ outcome: Wakeups.Outcome) -> Bool {
+        switch outcome {
+        case .woken(let at): poll.wokenAt = at
+        // Cancelled right as a change woke it: the wake may be this poll's; hand it on to be sure.
+        case .cancelled: poll.wokenAt = poll.wokenAt ?? .now
+        default: break
+        }
+        return outcome.looksAgain
+    }
+
+    /// A poll is over: a wake it holds and did not look with goes to the next parked poll.
+    public func endPoll(_ poll: PollCursor) {
+        if poll.wokenAt != nil { wakeups.passOn(poll.request.service) }
     }
 
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {

@@ -53,11 +53,12 @@ package final class Wakeups: Service, Sendable {
     private struct Waiter {
         let owner: String
         let key: String
-        let continuation: CheckedContinuation<ContinuousClock.Instant?, Never>
+        /// Resumes the caller: a waiting task's continuation, or a parked entry's callback (`park`).
+        let resume: @Sendable (ContinuousClock.Instant?) -> Void
         let deadline: ContinuousClock.Instant
 
         func resume(returning instant: ContinuousClock.Instant?) {
-            continuation.resume(returning: instant)
+            resume(instant)
         }
     }
 
@@ -85,6 +86,24 @@ package final class Wakeups: Service, Sendable {
         var parkedByOwner: [String: Int] = [:]
         var nextID: UInt64 = 0
         var closed = false
+
+        /// Parks `waiter` as `id` when nothing changed since `seen`, the server is open and (`enforceLimit`)
+        /// the limits allow; returns whether it parked, and whether its deadline is now the earliest.
+        mutating func park(_ waiter: Waiter, id: UInt64, after seen: UInt64, enforceLimit: Bool, parkedMax: Int, parkedPerOwnerMax: Int) -> (parked: Bool, earliest: Bool) {
+            // Checked again under the lock that parks: a change, a shutdown or a cancellation since the
+            // first check must not be slept through; the limits too (the first check was under another).
+            guard !closed, generation == seen else { return (false, false) }
+            if enforceLimit {
+                guard parked.count < parkedMax, parkedByOwner[waiter.owner, default: 0] < parkedPerOwnerMax else { return (false, false) }
+            }
+            let earliest = deadlines.min.map { waiter.deadline < $0.at } ?? true
+            parked[id] = waiter
+            parkedByOwner[waiter.owner, default: 0] += 1
+            lines[waiter.key, default: Line()].ids.append(id)
+            lines[waiter.key, default: Line()].live += 1
+            deadlines.insert(Deadline(at: waiter.deadline, id: id))
+            return (true, earliest)
+        }
 
         mutating func remove(_ id: UInt64) -> Waiter? {
             guard let waiter = parked.removeValue(forKey: id) else { return nil }
@@ -232,21 +251,9 @@ package final class Wakeups: Service, Sendable {
               departure: (any Departure)? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled }
         let id: UInt64
-        switch state.withLock({ state -> Outcome? in
-            if state.closed { return .closed }
-            guard state.generation == seen else { return .lookAgain }
-            if enforceLimit {
-                guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .full }
-            }
-            return nil
-        }) {
-        case .some(let outcome):
-            return outcome
-        case .none:
-            id = state.withLock { state in
-                defer { state.nextID &+= 1 }
-                return state.nextID
-            }
+        switch admit(after: seen, owner: owner, enforceLimit: enforceLimit) {
+        case .answer(let outcome): return outcome
+        case .parkAs(let admitted): id = admitted
         }
         let deadline = ContinuousClock.now + .milliseconds(millis)
         // A caller whose client goes is resumed by the departure itself (no task waits for it).
@@ -257,18 +264,9 @@ package final class Wakeups: Service, Sendable {
                 let (parkedNow, earliest) = state.withLock { state -> (Bool, Bool) in
                     // Checked again under the lock that parks: a change, a shutdown or a cancellation
                     // since the check above must not be slept through.
-                    guard !state.closed, state.generation == seen, !Task.isCancelled else { return (false, false) }
-                    // The limits again, under the lock that parks (the first check was under another).
-                    if enforceLimit {
-                        guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return (false, false) }
-                    }
-                    let earliest = state.deadlines.min.map { deadline < $0.at } ?? true
-                    state.parked[id] = Waiter(owner: owner, key: key, continuation: continuation, deadline: deadline)
-                    state.parkedByOwner[owner, default: 0] += 1
-                    state.lines[key, default: Line()].ids.append(id)
-                    state.lines[key, default: Line()].live += 1
-                    state.deadlines.insert(Deadline(at: deadline, id: id))
-                    return (true, earliest)
+                    guard !Task.isCancelled else { return (false, false) }
+                    let waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: $0) }, deadline: deadline)
+                    return state.park(waiter, id: id, after: seen, enforceLimit: enforceLimit, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
                 }
                 if !parkedNow { continuation.resume(returning: nil) }
                 if parkedNow, let departure { departureToken = departure.onDeparture { [weak self] in self?.resume(id, with: nil) } }
@@ -281,6 +279,52 @@ package final class Wakeups: Service, Sendable {
         if state.withLock({ $0.closed }) { return .closed }
         if Task.isCancelled { return .cancelled }
         return signalledAt.map { .woken(signalledAt: $0) } ?? .lookAgain
+    }
+
+    /// Whether a caller that saw generation `seen` may park: its id, or the outcome to answer at once.
+    private enum Admission {
+        case parkAs(UInt64)
+        case answer(Outcome)
+    }
+
+    private func admit(after seen: UInt64, owner: String, enforceLimit: Bool) -> Admission {
+        state.withLock { state in
+            if state.closed { return .answer(.closed) }
+            guard state.generation == seen else { return .answer(.lookAgain) }
+            if enforceLimit {
+                guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .answer(.full) }
+            }
+            defer { state.nextID &+= 1 }
+            return .parkAs(state.nextID)
+        }
+    }
+
+    /// `wait` without a task: an entry in the table, and `then` runs once with the outcome (woken, timed
+    /// out, its client gone: look again; closed), on whichever thread ends it. Returns the outcome when
+    /// the caller was not parked (answer it yourself; `then` never runs), nil once it is parked.
+    /// What an HTTP/2 stream on the engine parks with: a parked poll is this entry, not a task.
+    package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", departure: (any Departure)? = nil,
+                      then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
+        let id: UInt64
+        switch admit(after: seen, owner: owner, enforceLimit: true) {
+        case .answer(let outcome): return outcome
+        case .parkAs(let admitted): id = admitted
+        }
+        // The departure's registration, withdrawn once the entry is resumed some other way.
+        let token = Mutex<Int?>(nil)
+        let waiter = Waiter(owner: owner, key: key, resume: { [weak self] instant in
+            if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
+            if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
+            then(instant.map { .woken(signalledAt: $0) } ?? .lookAgain)
+        }, deadline: .now + .milliseconds(millis))
+        let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
+        guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }
+        if let departure {
+            let registered = departure.onDeparture { [weak self] in self?.resume(id, with: nil) }
+            token.withLock { $0 = registered }
+        }
+        if earliest { sweeperWake.signal() }
+        return nil
     }
 
     private func resume(_ id: UInt64, with instant: ContinuousClock.Instant?) {

@@ -1,4 +1,5 @@
 import Foundation
+import LockstepClient
 import LockstepTestSupport
 import Testing
 
@@ -83,6 +84,35 @@ import Testing
             let seen = try await client.wait(seconds: 60).stdout
             #expect(seen.contains(#""poll_answered": false"#) && seen.contains(#""healthz": "200""#) && seen.contains(#""goaway": false"#),
                     "the connection served on after the reset: \(seen)")
+        }
+    }
+    /// A JSON poll over HTTP/2 parks as an entry in the wakeup table (`EnginePoll`, no task) and is woken
+    /// by the change that readies its step, which it leases; one whose wait runs out is answered with
+    /// `retry_after_ms`; both leave the table.
+    @Test func aParkedHTTP2PollIsWokenByTheChangeAndLeasesTheStep() async throws {
+        try await InProcessServerTests.withServer { grpc, http in
+            let clock = ContinuousClock()
+            let parked = try ChildProcess("/usr/bin/curl", ["-sS", "--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
+                                                           "--data-binary", #"{"service": "orders", "agent_id": "h2-1", "wait_ms": 60000}"#,
+                                                           "-w", "\n%{http_version} %{http_code}", http + "/v1/agent/poll"])
+            let parkedBy = clock.now + .seconds(30)
+            while try await InProcessServerTests.metric(http, "lockstep_parked_polls") < 1 {
+                guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
+                _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
+            }
+            let answer = try await parked.wait(seconds: 30).stdout
+            #expect(answer.contains(#""lease_id":"m1/expand""#) && answer.hasSuffix("\n2 200"), "\(answer)")
+            #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
+            // Nothing more for this service: the wait runs out and is answered.
+            let began = clock.now
+            let empty = try await curl(["--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
+                                        "--data-binary", #"{"service": "orders", "agent_id": "h2-2", "wait_ms": 300}"#, http + "/v1/agent/poll"])
+            #expect(empty.contains(#""retry_after_ms""#) && empty.hasSuffix("\n2 200") && clock.now - began >= .milliseconds(300), "\(empty)")
+            #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
         }
     }
 }

@@ -188,4 +188,42 @@ import Testing
         _ = await woken.value
         #expect(other.registered == 0)
     }
+    /// `park`: the same wait as an entry with a callback, no task. Each way it can end calls back once
+    /// with what `wait` would answer; the limits, a stale look and shutdown answer at once without parking.
+    @Test func aParkedEntryIsCalledBackOnceForEachWayItsWaitEnds() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 2, parkedPerOwnerMax: 2)
+        let outcomes = Mutex<[Wakeups.Outcome]>([])
+        let record: @Sendable (Wakeups.Outcome) -> Void = { outcome in outcomes.withLock { $0.append(outcome) } }
+        func recorded(_ count: Int) async { while outcomes.withLock({ $0.count }) < count { await Task.yield() } }
+        // Woken by a change of its key.
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", then: record) == nil)
+        #expect(wakeups.parkedCount == 1)
+        wakeups.signal(["orders"])
+        await recorded(1)
+        guard case .woken = outcomes.withLock({ $0[0] }) else { Issue.record("\(outcomes.withLock { $0 })"); return }
+        // Its client goes: look again (the caller then sees it gone); the registration is spent.
+        let client = TestDeparture()
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: client, then: record) == nil)
+        #expect(client.registered == 1)
+        client.go()
+        await recorded(2)
+        #expect(outcomes.withLock { $0[1] } == .lookAgain && client.registered == 0)
+        // Its deadline passes (the sweeper resumes it).
+        await withSweeper(wakeups) {
+            #expect(wakeups.park(after: wakeups.generation, millis: 50, owner: "a", then: record) == nil)
+            await recorded(3)
+        }
+        #expect(outcomes.withLock { $0[2] } == .lookAgain)
+        // At once, without parking: a stale look, then the limits.
+        #expect(wakeups.park(after: wakeups.generation &- 1, millis: 600_000, owner: "a", then: record) == .lookAgain)
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", then: record) == nil)
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", then: record) == nil)
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "b", then: record) == .full)
+        // Shutdown: both parked entries are told it is closed; nobody parks afterwards.
+        wakeups.close()
+        await recorded(5)
+        #expect(outcomes.withLock { Array($0[3...]) } == [.closed, .closed])
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "c", then: record) == .closed)
+        #expect(wakeups.parkedCount == 0 && outcomes.withLock { $0.count } == 5)
+    }
 }
