@@ -30,6 +30,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM CA certificates client certificates must be signed by: mutual TLS (needs --tls-cert).") var tlsClientCa: String?
     @Option(help: ArgumentHelp("Most polls one principal may have parked at once (benchmarks).", visibility: .hidden))
     var parkedPollsPerPrincipal: Int?
+    @Option(help: ArgumentHelp("Most polls parked at once, 1...1000000 (default 10000; benchmarks).", visibility: .hidden))
+    var parkedPollsMax: Int?
     @Option(help: "Most connections open at once on both listeners (default 4096; lowered to fit the open-file limit).")
     var connectionsMax: Int?
     @Option(help: "Most connections open at once from one peer address (default 512).")
@@ -115,6 +117,11 @@ struct Serve: AsyncParsableCommand {
                 guard tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
                 guard FileManager.default.isReadableFile(atPath: tlsClientCa) else { throw ValidationError("cannot read \(tlsClientCa)") }
                 options.tlsClientCA = tlsClientCa
+            }
+            if let parkedPollsMax {
+                guard (1...1_000_000).contains(parkedPollsMax) else { throw ValidationError("--parked-polls-max must be 1...1000000, not \(parkedPollsMax)") }
+                options.limits.parkedPollsMax = parkedPollsMax
+                options.limits.parkedPollsPerPrincipalMax = min(options.limits.parkedPollsPerPrincipalMax, parkedPollsMax)
             }
             if let parkedPollsPerPrincipal {
                 guard (1...options.limits.parkedPollsMax).contains(parkedPollsPerPrincipal) else {
