@@ -88,6 +88,8 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
             ]
         ),
+        // glibc's heap statistics for /metrics (lockstep_heap_in_use_bytes).
+        .target(name: "CMallocInfo"),
         .target(
             name: "LockstepStore",
             dependencies: [
@@ -142,6 +144,7 @@ let package = Package(
         .target(
             name: "LockstepService",
             dependencies: [
+                "CMallocInfo",
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepPlan",

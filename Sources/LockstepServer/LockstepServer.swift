@@ -151,6 +151,7 @@ public enum LockstepServer {
             metrics.parkedPolls.record(wakeups.parkedCount)
             metrics.openWatches.record(watchWakeups.parkedCount)
             metrics.openConnections.record(gate.openCount)
+            if let heap = ServerMetrics.heapBytesInUse() { metrics.heapInUse.record(heap) }
             metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
             metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)

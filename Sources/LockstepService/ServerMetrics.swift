@@ -3,6 +3,7 @@ import LockstepEngine
 import Metrics
 import Prometheus
 import Synchronization
+import CMallocInfo
 
 /// What `/metrics` shows, in the Prometheus text format (swift-metrics, with swift-prometheus as the
 /// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
@@ -28,6 +29,9 @@ public struct ServerMetrics: Sendable {
     package let wallClockSteps: Metrics.Counter
     /// Connections open on both listeners.
     package let openConnections: Metrics.Gauge
+    /// Bytes of heap the process has allocated and not freed (glibc's `mallinfo2`: what it holds, as
+    /// opposed to its RSS, which keeps what a burst of requests once needed).
+    package let heapInUse: Metrics.Gauge
     /// On PostgreSQL: the epoch this coordinator writes under, 0 while it is a standby.
     package let writerEpoch: Metrics.Gauge
     /// On PostgreSQL: times this coordinator was deposed as the writer.
@@ -113,11 +117,18 @@ public struct ServerMetrics: Sendable {
         staleTokenRejections = Metrics.Counter(label: "lockstep_stale_token_rejections_total", factory: factory)
         wallClockSteps = Metrics.Counter(label: "lockstep_wall_clock_steps_total", factory: factory)
         openConnections = Metrics.Gauge(label: "lockstep_open_connections", factory: factory)
+        heapInUse = Metrics.Gauge(label: "lockstep_heap_in_use_bytes", factory: factory)
         writerEpoch = Metrics.Gauge(label: "lockstep_writer_epoch", factory: factory)
         depositions = Metrics.Counter(label: "lockstep_depositions_total", factory: factory)
         appliedSequence = Metrics.Gauge(label: "lockstep_applied_sequence", factory: factory)
         stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
+    }
+
+    /// Heap bytes in use now (glibc), or nil where that is not known.
+    package static func heapBytesInUse() -> Int? {
+        let bytes = lockstep_heap_bytes_in_use()
+        return bytes == 0 ? nil : Int(clamping: bytes)
     }
 
     /// Makes this registry the process's metrics backend as well, so what other libraries record

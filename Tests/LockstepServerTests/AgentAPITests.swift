@@ -74,6 +74,9 @@ struct AgentAPITests {
             #expect(metrics.contains(expected), "\(expected) not in:\n\(metrics)")
         }
         #expect(!metrics.contains("ghost"))
+        // The heap the process holds (glibc), beside its RSS: at least the megabyte the runtime needs.
+        let heap = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_heap_in_use_bytes ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect((heap ?? 0) > 1_000_000, "lockstep_heap_in_use_bytes: \(String(describing: heap))")
         _ = try await server.stop()
         // plan_applied, migration_started, expand's request and grant: nothing else was appended.
         let verify = try await runLockstep(["history", "verify", "--data", server.data + "/data"])

@@ -163,6 +163,8 @@ if "parked" in ONLY:
         parked = int(float(next((line.split()[-1] for line in metrics.splitlines() if line.startswith("lockstep_parked_polls ")), "0")))
     time.sleep(1)
     rss_parked = int(open(f"/proc/{server.pid}/status").read().split("VmRSS:")[1].split()[0])
+    metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{http_port}/metrics"], capture_output=True, text=True).stdout
+    heap_parked = float(next((line.split()[-1] for line in metrics.splitlines() if line.startswith("lockstep_heap_in_use_bytes ")), "0")) / 1024
     stop(server)  # SIGTERM answers every parked poll at once
     held = holder.communicate(timeout=60)[0]
     parked_answered = int(held.split(" succeeded")[0].split()[-1]) if " succeeded" in held else 0
@@ -243,8 +245,9 @@ if "calls" in ONLY:
     report["calls"] = figures
 if "parked" in ONLY:
     print(f"\nparked long-polls over HTTP/2: {parked:,} held at once (of {PARKED:,} sent on {connections:,} connections; {parked_answered:,} answered at shutdown); "
-          f"RSS {rss_before / 1024:.0f} MB idle, {rss_parked / 1024:.0f} MB while held, {(rss_parked - rss_before) / max(parked, 1):.1f} KB per parked poll (target: 100,000 under 500 MB)")
-    report.update({"parked": parked, "rss_mb_idle": rss_before / 1024, "rss_mb_parked": rss_parked / 1024})
+          f"RSS {rss_before / 1024:.0f} MB idle, {rss_parked / 1024:.0f} MB while held, {(rss_parked - rss_before) / max(parked, 1):.1f} KB per parked poll; "
+          f"heap in use while held {heap_parked / 1024:.0f} MB, {heap_parked / max(parked, 1):.1f} KB per parked poll (target: 100,000 under 500 MB)")
+    report.update({"parked": parked, "rss_mb_idle": rss_before / 1024, "rss_mb_parked": rss_parked / 1024, "heap_mb_parked": heap_parked / 1024})
 if "wake" in ONLY:
     print(f"\nwake-up, start sent → parked poll answered with its step ({len(wake)} wakes, 32 parked agents): "
           f"p50 {wake_p50:.2f} ms, p99 {wake_p99:.2f} ms")
