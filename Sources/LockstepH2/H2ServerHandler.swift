@@ -357,7 +357,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func write(_ id: Int32, _ bytes: ByteBuffer, paced: EventLoopPromise<Void>?) {
-        guard open[id] != nil else {
+        // Gone, or its answer already ended: a late write (a handler cancelled as it finished) is dropped.
+        // Resetting here would put RST_STREAM ahead of the trailers still queued (a gRPC deadline's
+        // status arrived as CANCELLED).
+        guard open[id] != nil, !session.isFinished(id) else {
             paced?.fail(H2StreamGone(stream: id))
             return
         }
@@ -396,7 +399,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             logger.notice("resetting an HTTP/2 stream: its client read nothing for \(millis) ms")
             waiting.promise.fail(H2StreamGone(stream: id))
             observer?.streamStalled()
-            reset(id, .cancel)
+            // Ended or not: a reader that takes nothing more does not hold the stream.
+            if open[id] != nil { session.reset(id, .cancel) }
+            state.handlerFinished(id)
             scheduleFlush()
         }
     }
@@ -416,7 +421,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     func reset(_ id: Int32, _ code: H2ErrorCode) {
-        guard open[id] != nil else { return state.handlerFinished(id) }
+        // An answer that has ended is left to be sent whole (its trailers are its status).
+        guard open[id] != nil, !session.isFinished(id) else { return state.handlerFinished(id) }
         session.reset(id, code)
         state.handlerFinished(id)
         scheduleFlush()

@@ -153,6 +153,9 @@ public final class H2Session {
         if wake { nghttp2_session_resume_data(session, id) }
     }
 
+    /// Whether stream `id`'s answer has ended (`finish`), its last frames perhaps not sent yet.
+    public func isFinished(_ id: Int32) -> Bool { outbound[id]?.finished ?? false }
+
     /// Response bytes stream `id` has queued and libnghttp2 has not taken (the client's window is closed).
     public func bufferedBytes(_ id: Int32) -> Int { outbound[id]?.bufferedBytes ?? 0 }
 

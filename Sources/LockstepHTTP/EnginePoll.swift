@@ -1,5 +1,7 @@
+import DequeModule
 import Hummingbird
 import LockstepService
+import Synchronization
 import LockstepWire
 import Metrics
 
@@ -9,13 +11,22 @@ import Metrics
 /// to lease is an entry in the wakeup table (`Wakeups.park`) holding its stream's answer, and only when
 /// it is woken (a change, its deadline, its stream closing, shutdown) does it run again, as a new piece of
 /// its connection's work. A parked poll costs its cursor and the table's entry, not a task's frames.
-package struct EnginePoll: Sendable {
+///
+/// A class: every closure a parked poll keeps captures one reference to it, not a copy of the routes.
+package final class EnginePoll: Sendable {
+    /// Hands a piece of a poll's work to its connection; runs the second closure instead when that
+    /// connection is closing (the work was dropped).
+    package typealias Run = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
+
     let routes: HTTPRoutes
     let timer: Metrics.Timer
+    /// Polls looking at the coordinator at once, over every connection (`PollLane`).
+    package let lane: PollLane
 
-    package init(routes: HTTPRoutes) {
+    package init(routes: HTTPRoutes, looksInFlightMax: Int = 256) {
         self.routes = routes
         timer = routes.metrics.request(APIOperation.poll.name, transport: "http")
+        lane = PollLane(limit: looksInFlightMax)
     }
 
     /// Whether `path` (query included) is the poll route's.
@@ -23,9 +34,9 @@ package struct EnginePoll: Sendable {
         method == "POST" && path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first == APIOperation.poll.path[...]
     }
 
-    /// Serves one poll: `run` queues more work on the connection (false once it is closing), `answer`
-    /// writes the response.
-    package func serve(_ request: Request, context: LockstepRequestContext, run: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Bool,
+    /// Serves one poll: `run` queues more work on the connection (through the lane), `answer` writes the
+    /// response.
+    package func serve(_ request: Request, context: LockstepRequestContext, run: @escaping Run,
                        answer: @escaping @Sendable (Response) async -> Void) async {
         let began = ContinuousClock.now
         let finish: @Sendable (Response) async -> Void = { [timer] response in
@@ -51,48 +62,117 @@ package struct EnginePoll: Sendable {
 
     /// Looks until the poll is answered or parks; a parked poll comes back here when it is resumed.
     private func look(_ start: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence?,
-                      run: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Bool,
-                      finish: @escaping @Sendable (Response) async -> Void) async {
-        let agents = routes.agents
+                      run: @escaping Run, finish: @escaping @Sendable (Response) async -> Void) async {
         var poll = start
         while !gone() {
             let found: AgentAPI.PollLook
             do throws(APIError) {
-                found = try await agents.look(&poll, clientGone: gone)
+                found = try await routes.agents.look(&poll, clientGone: gone)
             } catch {
-                agents.endPoll(poll)
+                routes.agents.endPoll(poll)
                 routes.metrics.record(error)
                 return await finish(routes.errorResponse(error))
             }
             switch found {
             case .answer(let response):
-                agents.endPoll(poll)
+                routes.agents.endPoll(poll)
                 return await finish(routes.json(response, status: .ok))
             case .park(let seen, let millis):
                 let parked = poll
-                let now = agents.wakeups.park(after: seen, millis: millis, owner: parked.owner, key: parked.service, departure: presence) { outcome in
+                let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: parked.owner, key: parked.service, departure: presence) {
+                    [self] outcome in
                     var cursor = parked
-                    let again = agents.resumed(&cursor, outcome)
+                    let again = routes.agents.resumed(&cursor, outcome)
                     let resumed = cursor
-                    let queued = run {
+                    run({ [self] in
                         if again {
                             await look(resumed, gone: gone, presence: presence, run: run, finish: finish)
                         } else {
-                            agents.endPoll(resumed)
-                            await finish(routes.json(agents.retryLater, status: .ok))
+                            routes.agents.endPoll(resumed)
+                            await finish(routes.json(routes.agents.retryLater, status: .ok))
                         }
-                    }
-                    // Its connection is closing: nobody will read the answer; a wake it holds goes on.
-                    if !queued { agents.endPoll(resumed) }
+                    }, { [self] in
+                        // Its connection is closing: nobody will read the answer; a wake it holds goes on.
+                        routes.agents.endPoll(resumed)
+                    })
                 }
                 guard let now else { return }  // parked: this work ends here
-                guard agents.resumed(&poll, now) else {
-                    agents.endPoll(poll)
-                    return await finish(routes.json(agents.retryLater, status: .ok))
+                guard routes.agents.resumed(&poll, now) else {
+                    routes.agents.endPoll(poll)
+                    return await finish(routes.json(routes.agents.retryLater, status: .ok))
                 }
             }
         }
-        agents.endPoll(poll)
-        await finish(routes.json(agents.retryLater, status: .ok))
+        routes.agents.endPoll(poll)
+        await finish(routes.json(routes.agents.retryLater, status: .ok))
+    }
+}
+
+/// At most `limit` pieces of poll work run at once over all connections; the rest wait here as closures,
+/// in arrival order, each handed to its own connection when a place frees. A burst of polls (100,000
+/// agents arriving within a second) then costs closures while it waits for the coordinator, which takes
+/// one look at a time anyway, not a task each: at that peak a task in flight held about 20 KB, and the
+/// allocator kept that RSS after the polls had parked (docs/benchmarks.md).
+package final class PollLane: Sendable {
+    private struct Waiting: Sendable {
+        let work: @Sendable () async -> Void
+        /// Hands the (wrapped) work to its connection; false when the connection no longer takes work.
+        let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool
+        let dropped: @Sendable () -> Void
+    }
+
+    private struct State {
+        var running = 0
+        var waiting = Deque<Waiting>()
+    }
+
+    private let state = Mutex(State())
+    package let limit: Int
+
+    package init(limit: Int) { self.limit = max(1, limit) }
+
+    /// Pieces of work waiting for a place (for tests and metrics).
+    package var waitingCount: Int { state.withLock { $0.waiting.count } }
+    package var runningCount: Int { state.withLock { $0.running } }
+
+    package func submit(_ work: @escaping @Sendable () async -> Void, deliver: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Bool,
+                        dropped: @escaping @Sendable () -> Void) {
+        let item = Waiting(work: work, deliver: deliver, dropped: dropped)
+        let now = state.withLock { state -> Bool in
+            guard state.running < limit else {
+                state.waiting.append(item)
+                return false
+            }
+            state.running += 1
+            return true
+        }
+        if now { start(item) }
+    }
+
+    /// Runs `item` in the place it holds; when its connection takes no more work, the place goes to the
+    /// next waiting item.
+    private func start(_ item: Waiting) {
+        var next: Waiting? = item
+        while let current = next {
+            if current.deliver({ [self] in
+                await current.work()
+                finished()
+            }) { return }
+            current.dropped()
+            next = handOn()
+        }
+    }
+
+    private func finished() {
+        if let next = handOn() { start(next) }
+    }
+
+    /// The next waiting item keeps the place that freed; none waiting: the place is given back.
+    private func handOn() -> Waiting? {
+        state.withLock { state in
+            if let next = state.waiting.popFirst() { return next }
+            state.running -= 1
+            return nil
+        }
     }
 }

@@ -56,16 +56,17 @@ package struct JSONOnEngine: H2Responder {
         let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
         let (router, logger, serverName, routed) = (router, logger, serverName, context)
         if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path) {
-            let run: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
+            let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
                 if case .enqueued = work.yield(job) { return true }
                 return false
             }
+            let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
             let answer: @Sendable (Response) async -> Void = { answer in
                 var answer = answer
                 answer.headers[.server] = serverName
                 await Self.write(answer, to: response)
             }
-            if !run({ await poll.serve(hummingbird, context: routed, run: run, answer: answer) }) { response.reset(.refusedStream) }
+            run({ await poll.serve(hummingbird, context: routed, run: run, answer: answer) }, { response.reset(.refusedStream) })
             return
         }
         let yielded = work.yield {

@@ -109,6 +109,8 @@ extension DebugCommand {
                                 commands.append(.completeStep(node: node.id, token: FencingToken(1)))
                             }
                             var index = 0
+                            // While a lease waits for a grant an outage may have cut off (`--retry-unavailable`).
+                            var grantWaitEnds: ContinuousClock.Instant?
                             while index < commands.count, ContinuousClock.now < deadline {
                                 let command = commands[index]
                                 do throws(CommandError) {
@@ -117,14 +119,17 @@ extension DebugCommand {
                                         AckWriter.write("ack \(receipt.firstSequence) \(receipt.lastSequence) \(RecordedEvent.stream(of: id)) \(receipt.streamVersion)\n")
                                     }
                                     index += 1
+                                    grantWaitEnds = nil
                                 } catch where retryUnavailable && error.code == "storage_unavailable" {
                                     // Nothing of it was written (the log resolved that): the same command again, later.
                                     AckWriter.write("retry \(error.code)\n")
                                     try await Task.sleep(for: .milliseconds(100))
                                 } catch {
-                                    if retryUnavailable, error.code == "waiting_for_service_lease", await coordinator.grantPassIsOwed {
-                                        // The grant after the start failed in the outage and is owed: the next
-                                        // command runs it first, once the database is back (the server's timer would too).
+                                    if retryUnavailable, error.code == "waiting_for_service_lease", ContinuousClock.now < grantWaitEnds ?? .now + .seconds(15) {
+                                        // The grant after the start may have been cut off by the outage (a pass is
+                                        // then owed, and the next command runs it once the database is back): wait
+                                        // for it a bounded while; a grant that never comes is still refused.
+                                        if grantWaitEnds == nil { grantWaitEnds = .now + .seconds(15) }
                                         AckWriter.write("retry \(error.code)\n")
                                         try await Task.sleep(for: .milliseconds(100))
                                         continue

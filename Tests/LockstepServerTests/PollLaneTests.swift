@@ -1,0 +1,58 @@
+import Synchronization
+import Testing
+@testable import LockstepHTTP
+
+/// `PollLane`: at most its limit of pieces of poll work run at once; the rest wait as closures, in
+/// arrival order; work whose connection takes none is dropped and its place goes on.
+@Suite struct PollLaneTests {
+    @Test func atMostTheLimitRunAtOnceTheRestWaitInOrderAndAllRun() async throws {
+        let lane = PollLane(limit: 2)
+        let log = Mutex<(running: Int, most: Int, order: [Int])>((0, 0, []))
+        let (done, doneSink) = AsyncStream.makeStream(of: Int.self)
+        // Each connection runs what it is handed in a task of its own, as the connection's group does.
+        let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { work in
+            Task { await work() }
+            return true
+        }
+        let released = Mutex(0)
+        for index in 0..<5 {
+            lane.submit({
+                log.withLock { $0.running += 1; $0.most = max($0.most, $0.running); $0.order.append(index) }
+                // The first two hold their places until released.
+                if index < 2 { while released.withLock({ $0 }) <= index { try? await Task.sleep(for: .milliseconds(1)) } }
+                log.withLock { $0.running -= 1 }
+                doneSink.yield(index)
+            }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") })
+        }
+        while lane.runningCount < 2 { await Task.yield() }
+        #expect(lane.waitingCount == 3)
+        // Nothing waiting starts while both places are held.
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(log.withLock { $0.order.count } == 2 && lane.waitingCount == 3)
+        released.withLock { $0 = 2 }
+        var finished: [Int] = []
+        for await index in done {
+            finished.append(index)
+            if finished.count == 5 { break }
+        }
+        #expect(log.withLock { $0.most } <= 2)
+        #expect(Array(log.withLock { $0.order }.dropFirst(2)) == [2, 3, 4], "the waiting ones start in arrival order")
+        while lane.runningCount > 0 { await Task.yield() }
+        #expect(lane.waitingCount == 0)
+    }
+
+    @Test func workWhoseConnectionTakesNoneIsDroppedAndItsPlaceGoesOn() async throws {
+        let lane = PollLane(limit: 1)
+        let dropped = Mutex(0)
+        let ran = Mutex(0)
+        let closed: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { _ in false }
+        let open: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { work in
+            Task { await work() }
+            return true
+        }
+        lane.submit({ ran.withLock { $0 += 1 } }, deliver: closed, dropped: { dropped.withLock { $0 += 1 } })
+        lane.submit({ ran.withLock { $0 += 1 } }, deliver: open, dropped: { dropped.withLock { $0 += 1 } })
+        while ran.withLock({ $0 }) < 1 || lane.runningCount > 0 { await Task.yield() }
+        #expect(dropped.withLock { $0 } == 1 && ran.withLock { $0 } == 1 && lane.waitingCount == 0)
+    }
+}
