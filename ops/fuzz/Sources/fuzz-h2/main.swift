@@ -13,6 +13,7 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     guard let first = input.first else { return 0 }
     let bytes = Array(input.dropFirst())
     var limits = H2Limits()
+    limits.requestBodyMillisMax = 10_000
     if first & 0x80 != 0 {
         limits.headerListBytesMax = 200
         limits.headerFieldsMax = 6
@@ -28,6 +29,7 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     var state = H2ConnectionState(limits: limits, nowNanos: 0)
     var clock: UInt64 = 0
     var dispatched: [Int32] = []
+    var awaitingBodies: [Int32] = []
     session.onEvent = { event in
         clock &+= 1_000_000
         for action in state.on(event, nowNanos: clock) {
@@ -37,6 +39,8 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
                 dispatched.append(id)
             case .answer(let id, let status):
                 try? session.respond(id, status: status, headers: [("content-length", "0")], body: false)
+            case .awaitBody(let id):
+                awaitingBodies.append(id)
             case .reset(let id, let code):
                 session.reset(id, code)
             case .consume(let id, let count, let open):
@@ -55,6 +59,15 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let split = bytes.isEmpty ? 0 : Int(first & 0x7f) % (bytes.count + 1)
     for part in [bytes[..<split], bytes[split...]] where !part.isEmpty {
         if session.receive(ByteBuffer(bytes: part)) != nil { break }
+        // The body time runs out for every request still waiting for its body: refused with a body of
+        // its own (as the JSON port answers 408), the stream then reset if the request goes on.
+        for id in awaitingBodies {
+            for case .answer(let id, let status) in state.bodyOverdue(id) {
+                guard (try? session.respond(id, status: status, headers: [("content-type", "application/json")], body: true)) != nil else { continue }
+                if session.write(id, ByteBuffer(string: #"{"code":"request_timeout"}"#)) { session.finish(id, trailers: nil) }
+            }
+        }
+        awaitingBodies.removeAll()
         // Answer what arrived whole, as an application would: headers, a body in two writes, trailers.
         for id in dispatched {
             guard (try? session.respond(id, status: 200, headers: [("content-type", "application/grpc")], body: true)) != nil else { continue }
