@@ -4,7 +4,7 @@
 #include <features.h>
 #endif
 
-#if defined(__GLIBC__)
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 33)
 #include <malloc.h>
 
 size_t lockstep_heap_bytes_in_use(void) {

@@ -131,6 +131,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
     /// each with its stall cut-off.
     private var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
+    /// The body-time check of each request still waiting for its body (`requestBodyMillisMax`), cancelled
+    /// once the request is handed over or its stream closes.
+    private var bodyTimers: [Int32: Scheduled<Void>] = [:]
     /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
     private var reading = false
     private var flushScheduled = false
@@ -196,6 +199,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
         for id in Array(pacing.keys) { dropWriter(id) }
+        for (_, timer) in bodyTimers { timer.cancel() }
+        bodyTimers.removeAll()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -218,6 +223,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         if case .streamClosed(let id, let code) = event {
             open.removeValue(forKey: id)?.succeed(code)
             dropWriter(id)
+            bodyTimers.removeValue(forKey: id)?.cancel()
         }
         let after = state.streamsTracked
         if case .peerReset(let id) = event { resetByPeer.insert(id) }
@@ -304,6 +310,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private func perform(_ action: H2Action, context: ChannelHandlerContext) {
         switch action {
         case .dispatch(let id, let head, let body):
+            bodyTimers.removeValue(forKey: id)?.cancel()
             let closed = context.eventLoop.makePromise(of: UInt32.self)
             open[id] = closed
             let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
@@ -321,7 +328,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             }
         case .awaitBody(let id):
             guard let millis = state.limits.requestBodyMillisMax else { break }
-            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
+            bodyTimers[id] = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
+                bodyTimers[id] = nil
                 guard let context = self.context, !closing else { return }
                 for action in state.bodyOverdue(id) { perform(action, context: context) }
                 scheduleFlush()

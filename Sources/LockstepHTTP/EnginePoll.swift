@@ -60,51 +60,58 @@ package final class EnginePoll: Sendable {
         await look(poll, gone: gone, presence: presence, run: run, finish: finish)
     }
 
-    /// Looks until the poll is answered or parks; a parked poll comes back here when it is resumed.
+    /// One look: the poll is answered, or parks (and comes back here as new work when it is resumed),
+    /// or, when something changed since it looked, looks again as new work: a poll never keeps its
+    /// place in the lane across looks, so the places go round.
     private func look(_ start: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence?,
                       run: @escaping Run, finish: @escaping @Sendable (Response) async -> Void) async {
         var poll = start
-        while !gone() {
-            let found: AgentAPI.PollLook
-            do throws(APIError) {
-                found = try await routes.agents.look(&poll, clientGone: gone)
-            } catch {
-                routes.agents.endPoll(poll)
-                routes.metrics.record(error)
-                return await finish(routes.errorResponse(error))
+        guard !gone() else {
+            routes.agents.endPoll(poll)
+            return await finish(routes.json(routes.agents.retryLater, status: .ok))
+        }
+        let found: AgentAPI.PollLook
+        do throws(APIError) {
+            found = try await routes.agents.look(&poll, clientGone: gone)
+        } catch {
+            routes.agents.endPoll(poll)
+            routes.metrics.record(error)
+            return await finish(routes.errorResponse(error))
+        }
+        switch found {
+        case .answer(let response):
+            routes.agents.endPoll(poll)
+            await finish(routes.json(response, status: .ok))
+        case .park(let seen, let millis):
+            let parked = poll
+            let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: parked.owner, key: parked.service, departure: presence) {
+                [self] outcome in
+                var cursor = parked
+                let again = routes.agents.resumed(&cursor, outcome)
+                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, finish: finish)
             }
-            switch found {
-            case .answer(let response):
-                routes.agents.endPoll(poll)
-                return await finish(routes.json(response, status: .ok))
-            case .park(let seen, let millis):
-                let parked = poll
-                let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: parked.owner, key: parked.service, departure: presence) {
-                    [self] outcome in
-                    var cursor = parked
-                    let again = routes.agents.resumed(&cursor, outcome)
-                    let resumed = cursor
-                    run({ [self] in
-                        if again {
-                            await look(resumed, gone: gone, presence: presence, run: run, finish: finish)
-                        } else {
-                            routes.agents.endPoll(resumed)
-                            await finish(routes.json(routes.agents.retryLater, status: .ok))
-                        }
-                    }, { [self] in
-                        // Its connection is closing: nobody will read the answer; a wake it holds goes on.
-                        routes.agents.endPoll(resumed)
-                    })
-                }
-                guard let now else { return }  // parked: this work ends here
-                guard routes.agents.resumed(&poll, now) else {
-                    routes.agents.endPoll(poll)
-                    return await finish(routes.json(routes.agents.retryLater, status: .ok))
-                }
+            // Parked: this work ends here; otherwise the outcome came at once.
+            if let now {
+                let again = routes.agents.resumed(&poll, now)
+                continueWith(poll, lookAgain: again, gone: gone, presence: presence, run: run, finish: finish)
             }
         }
-        routes.agents.endPoll(poll)
-        await finish(routes.json(routes.agents.retryLater, status: .ok))
+    }
+
+    /// After a wait: look again, or answer `retryLater`, as a new piece of the connection's work.
+    private func continueWith(_ poll: AgentAPI.PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, presence: ClientPresence?,
+                              run: @escaping Run, finish: @escaping @Sendable (Response) async -> Void) {
+        run({ [self] in
+            if lookAgain {
+                await look(poll, gone: gone, presence: presence, run: run, finish: finish)
+            } else {
+                routes.agents.endPoll(poll)
+                await finish(routes.json(routes.agents.retryLater, status: .ok))
+            }
+        }, { [self] in
+            // Its connection is closing: nobody will read the answer; a wake it holds goes on.
+            routes.agents.endPoll(poll)
+        })
     }
 }
 

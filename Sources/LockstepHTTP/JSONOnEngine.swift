@@ -61,10 +61,12 @@ package struct JSONOnEngine: H2Responder {
                 return false
             }
             let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
+            // Sent whole, without waiting for the client to read it: a poll's place in the lane is never
+            // held by a reader that stopped.
             let answer: @Sendable (Response) async -> Void = { answer in
                 var answer = answer
                 answer.headers[.server] = serverName
-                await Self.write(answer, to: response)
+                await Self.sendWhole(answer, to: response)
             }
             run({ await poll.serve(hummingbird, context: routed, run: run, answer: answer) }, { response.reset(.refusedStream) })
             return
@@ -119,6 +121,40 @@ package struct JSONOnEngine: H2Responder {
             response.reset(.internalError)
         }
     }
+}
+
+extension JSONOnEngine {
+    /// Sends `answer` at once, its body gathered first: nothing waits for the client (the engine keeps
+    /// what the client's window does not take yet; one write of any size is taken).
+    static func sendWhole(_ answer: Response, to response: H2Response) async {
+        let collected = CollectingBodyWriter()
+        do {
+            try await answer.body.write(collected)
+        } catch {
+            return response.reset(.internalError)
+        }
+        var headers: [(String, String)] = []
+        for field in answer.headers where field.name != .connection && field.name != .transferEncoding && field.name != .contentLength {
+            headers.append((field.name.canonicalName, field.value))
+        }
+        let body = collected.box.bytes
+        headers.append(("content-length", "\(body.readableBytes)"))
+        response.send(status: answer.status.code, headers: headers, body: body)
+    }
+}
+
+/// Gathers a response body in memory (small answers: a poll's). The writer is passed by value (and
+/// consumed), so what it gathers goes to a box the caller keeps; one task writes it, then reads it.
+struct CollectingBodyWriter: ResponseBodyWriter {
+    final class Box { var bytes = ByteBuffer() }
+    let box = Box()
+
+    mutating func write(_ buffer: ByteBuffer) async throws {
+        var buffer = buffer
+        box.bytes.writeBuffer(&buffer)
+    }
+
+    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
 
 /// A response body's writes onto one engine stream.

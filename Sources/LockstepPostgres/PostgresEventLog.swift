@@ -45,12 +45,13 @@ public actor PostgresEventLog: EventLog {
     }
 
     /// The session settings a client for the log must start its connections with (its configuration's
-    /// `options.additionalStartupParameters`): `lock_timeout` at half of `transactionMillisMax`, so a
+    /// `options.additionalStartupParameters`): `lock_timeout` at a third of `transactionMillisMax`, so a
     /// statement waiting for a lock (the head row held by someone's open transaction) is ended by the
-    /// server, with nothing written, before the transaction's own bound leaves its outcome unknown.
-    /// A log opened on a client without it never sends a batch ahead (it says so at open).
+    /// server, with nothing written, before the transaction's own bound leaves its outcome unknown. A
+    /// third, not a half: the limit is per lock wait, and a statement queued behind another waiter can
+    /// wait twice. A log opened on a client without it never sends a batch ahead (it says so at open).
     public static func sessionParameters(transactionMillisMax: Int64 = Options().transactionMillisMax) -> [(String, String)] {
-        [("lock_timeout", "\(max(1, transactionMillisMax / 2))")]
+        [("lock_timeout", "\(max(1, transactionMillisMax / 3))")]
     }
 
     let client: PostgresClient
@@ -99,6 +100,8 @@ public actor PostgresEventLog: EventLog {
                 // the writer's next statement queue behind it, a deadlock PostgreSQL broke by failing this
                 // coordinator's start (a CI run: three coordinators starting on one database).
                 try await client.withTransaction(logger: logger) { connection in
+                    // Another coordinator preparing the schema is waited for, whatever the session's lock_timeout.
+                    try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
                     try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
                     var ready = false
                     for try await present in try await connection.query(PostgresQuery(unsafeSQL: schemaReady), logger: logger).decode(Bool.self) {
@@ -123,9 +126,9 @@ public actor PostgresEventLog: EventLog {
         } catch {
             throw .unavailable("the PostgreSQL schema could not be \(create ? "prepared" : "read"): \(Self.describe(error))")
         }
-        let aheadAllowed = lockTimeoutMillis > 0 && lockTimeoutMillis < options.transactionMillisMax
+        let aheadAllowed = lockTimeoutMillis > 0 && lockTimeoutMillis <= max(1, options.transactionMillisMax / 3)
         if create, !aheadAllowed {
-            logger.warning("lock_timeout is \(lockTimeoutMillis) ms on this client (0: none), not under transactionMillisMax (\(options.transactionMillisMax) ms): every append takes the locked way; start the client with PostgresEventLog.sessionParameters")
+            logger.warning("lock_timeout is \(lockTimeoutMillis) ms on this client (0: none), not at most a third of transactionMillisMax (\(options.transactionMillisMax) ms): every append takes the locked way; start the client with PostgresEventLog.sessionParameters")
         }
         return PostgresEventLog(client: client, options: options, logger: logger, aheadAllowed: aheadAllowed)
     }
