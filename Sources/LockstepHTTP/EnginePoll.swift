@@ -48,13 +48,11 @@ package final class EnginePoll: Sendable {
         }
         let poll: AgentAPI.PollCursor
         do throws(APIError) {
-            let principal = try await routes.authenticate(request, context.channel)
-            try principal.require(.poll)
+            let principal = try await routes.admit(request, context, to: .poll)
             let input: Lockstep_V1_PollRequest = try await routes.decode(request)
             poll = try routes.agents.beginPoll(input, principal: principal)
         } catch {
-            routes.metrics.record(error)
-            return await finish(routes.errorResponse(error))
+            return await finish(routes.refusal(error))
         }
         let (presence, gone) = await context.presence()
         await look(poll, gone: gone, presence: presence, run: run, finish: finish)
@@ -75,8 +73,7 @@ package final class EnginePoll: Sendable {
             found = try await routes.agents.look(&poll, clientGone: gone)
         } catch {
             routes.agents.endPoll(poll)
-            routes.metrics.record(error)
-            return await finish(routes.errorResponse(error))
+            return await finish(routes.refusal(error))
         }
         switch found {
         case .answer(let response):

@@ -192,12 +192,9 @@ package struct HTTPRoutes: Sendable {
             let began = ContinuousClock.now
             defer { timer.record(duration: ContinuousClock.now - began) }
             do throws(APIError) {
-                let principal = try await authenticate(request, context.channel)
-                try principal.require(operation)
-                return try await handler(request, context, principal)
+                return try await handler(request, context, try await admit(request, context, to: operation))
             } catch {
-                metrics.record(error)
-                return errorResponse(error)
+                return refusal(error)
             }
         }
         switch operation.verb {
@@ -235,14 +232,14 @@ package struct HTTPRoutes: Sendable {
                 }
                 defer { group.cancelAll() }
                 guard let first = try await group.next(), let collected = first else {
-                    throw APIError(.requestTimeout, "the request body did not arrive within \(millisMax) ms of its head")
+                    throw bodyTimedOut
                 }
                 return collected
             }
         } catch let error as APIError {
             throw error
         } catch is NIOTooManyBytesError {
-            throw APIError(.bodyTooLarge, "the request body is over \(bytesMax) bytes")
+            throw bodyTooLarge
         } catch {
             throw APIError.malformed("the request body could not be read: \(error)")
         }
@@ -274,6 +271,35 @@ package struct HTTPRoutes: Sendable {
     package static func errorLine(_ error: APIError) -> String {
         let body = (try? error.body.jsonString()) ?? #"{"code":"internal"}"#
         return #"{"error":"# + body + "}\n"
+    }
+
+    /// The gate's check: who calls (`authenticate`), and whether their roles allow `operation`.
+    func admit(_ request: Request, _ context: LockstepRequestContext, to operation: APIOperation) async throws(APIError) -> Principal {
+        let principal = try await authenticate(request, context.channel)
+        try principal.require(operation)
+        return principal
+    }
+
+    /// An error a call ends with, counted (`ServerMetrics.record`) and answered with its `ErrorBody`.
+    func refusal(_ error: APIError) -> Response {
+        metrics.record(error)
+        return errorResponse(error)
+    }
+
+    /// A request body over `requestBodyBytesMax`, and one not arrived within `requestBodyMillisMax` of its
+    /// head: what the route answers, and what the HTTP/2 engine answers when it refuses one itself.
+    var bodyTooLarge: APIError { APIError(.bodyTooLarge, "the request body is over \(limits.requestBodyBytesMax) bytes") }
+    var bodyTimedOut: APIError { APIError(.requestTimeout, "the request body did not arrive within \(limits.requestBodyMillisMax) ms of its head") }
+
+    /// The body of a request the HTTP/2 engine refuses before any route (`H2Responder.refusal`): the
+    /// `ErrorBody` a route would answer with (431: the header list; 408: the body's time; else its size).
+    package func engineRefusalBody(status: Int) -> ByteBuffer {
+        let error = switch status {
+        case 431: APIError(.resourceExhausted, "the request's header list is over the server's limit")
+        case 408: bodyTimedOut
+        default: bodyTooLarge
+        }
+        return Self.jsonBytes(error.body)
     }
 
     /// `--dev` serves no web page: a request with an `Origin` header is refused.

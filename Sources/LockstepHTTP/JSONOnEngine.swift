@@ -104,16 +104,22 @@ package struct JSONOnEngine: H2Responder {
         return HTTPRequest(method: method, scheme: head.scheme, authority: head.authority, path: head.path, headerFields: fields)
     }
 
+    /// `answer`'s fields as HTTP/2 sends them (lower-case names, no connection-specific fields), with
+    /// `content-length` when it is known.
+    static func fields(of answer: Response, contentLength: Int?) -> [(String, String)] {
+        var fields: [(String, String)] = []
+        fields.reserveCapacity(answer.headers.count + 1)
+        for field in answer.headers where field.name != .connection && field.name != .transferEncoding && field.name != .contentLength {
+            fields.append((field.name.canonicalName, field.value))
+        }
+        if let length = contentLength ?? answer.headers[.contentLength].flatMap({ Int($0) }) { fields.append(("content-length", "\(length)")) }
+        return fields
+    }
+
     /// Sends `answer`: its head, then its body as the route writes it, each write waiting for the stream
     /// to drain (a watch goes at its reader's pace). A stream that closed meanwhile ends the writing.
     static func write(_ answer: Response, to response: H2Response) async {
-        var headers: [(String, String)] = []
-        headers.reserveCapacity(answer.headers.count + 1)
-        for field in answer.headers where field.name != .connection && field.name != .transferEncoding {
-            headers.append((field.name.canonicalName, field.value))
-        }
-        if let length = answer.body.contentLength, answer.headers[.contentLength] == nil { headers.append(("content-length", "\(length)")) }
-        response.head(status: answer.status.code, headers: headers, body: true)
+        response.head(status: answer.status.code, headers: fields(of: answer, contentLength: answer.body.contentLength), body: true)
         do {
             try await answer.body.write(StreamBodyWriter(response: response))
             response.finish()  // a body that never said it ended (nothing happens when it did)
@@ -133,13 +139,8 @@ extension JSONOnEngine {
         } catch {
             return response.reset(.internalError)
         }
-        var headers: [(String, String)] = []
-        for field in answer.headers where field.name != .connection && field.name != .transferEncoding && field.name != .contentLength {
-            headers.append((field.name.canonicalName, field.value))
-        }
         let body = collected.box.bytes
-        headers.append(("content-length", "\(body.readableBytes)"))
-        response.send(status: answer.status.code, headers: headers, body: body)
+        response.send(status: answer.status.code, headers: fields(of: answer, contentLength: body.readableBytes), body: body)
     }
 }
 

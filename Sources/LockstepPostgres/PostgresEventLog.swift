@@ -266,7 +266,7 @@ public actor PostgresEventLog: EventLog {
         if let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] {
             if state == "53100" { return .storageFull }
             if state == "55P03" {
-                return .unavailable("a lock the append needs (the log's head row) was held by another session past lock_timeout; nothing was written: \(describe(error))")
+                return .unavailable("a lock the append needs (the log's head row) was held by another session past lock_timeout; nothing was written (pg_locks and pg_stat_activity name the session holding lockstep_head; end its transaction): \(describe(error))")
             }
             if state.hasPrefix("58") || state.hasPrefix("XX") {
                 return .writesStopped(reason: "PostgreSQL reported a storage fault (SQLSTATE \(state)): \(describe(error))")

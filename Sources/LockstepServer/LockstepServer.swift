@@ -226,16 +226,8 @@ public enum LockstepServer {
         // One byte over the API's limit reaches the route, which refuses it with its ErrorBody; more is
         // refused by the engine as it arrives, with the same body.
         jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
-        let bodyBytesMax = limits.requestBodyBytesMax
-        let bodyMillisMax = limits.requestBodyMillisMax
-        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes), logger: logger, serverName: "lockstep") { status in
-            let error = switch status {
-            case 431: APIError(.resourceExhausted, "the request's header list is over the server's limit")
-            case 408: APIError(.requestTimeout, "the request body did not arrive within \(bodyMillisMax) ms of its head")
-            default: APIError(.bodyTooLarge, "the request body is over \(bodyBytesMax) bytes")
-            }
-            return HTTPRoutes.jsonBytes(error.body)
-        }
+        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes), logger: logger, serverName: "lockstep",
+                                        refusalBody: routes.engineRefusalBody)
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))
         }

@@ -23,6 +23,19 @@ import Testing
         #expect(refused.status != 0 && refused.stderr.contains(says), "\(refused)")
     }
 
+    /// The parked-poll limits (hidden flags, for benchmarks) take their ranges, the per-principal one up
+    /// to the overall one.
+    @Test(arguments: [
+        (["--parked-polls-max", "0"], "--parked-polls-max must be 1...1000000, not 0"),
+        (["--parked-polls-max", "1000001"], "--parked-polls-max must be 1...1000000, not 1000001"),
+        (["--parked-polls-max", "100", "--parked-polls-per-principal", "101"], "--parked-polls-per-principal must be 1...100"),
+    ])
+    func aParkedPollLimitOutOfRangeIsRefusedBeforeAnythingStarts(flags: [String], says: String) async throws {
+        let refused = try await runLockstep(["serve", "--dev", "--data", temporaryDirectory(), "--http-listen", "127.0.0.1:0",
+                                             "--grpc-listen", "127.0.0.1:0"] + flags, seconds: 30)
+        #expect(refused.status != 0 && refused.stderr.contains(says), "\(refused)")
+    }
+
     @Test func leadershipFlagsWithoutADatabaseAreRefused() async throws {
         let data = temporaryDirectory()
         let refused = try await runLockstep(["serve", "--dev", "--data", data, "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0",
