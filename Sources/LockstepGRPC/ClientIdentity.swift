@@ -18,6 +18,14 @@ package enum ClientIdentity {
         return nil
     }
 
+    /// The same, read on `connection`'s event loop (where the HTTP/2 engine serves its requests) from its
+    /// TLS handler, without a hop; nil off that loop, without TLS, or with no certificate.
+    package static func fingerprintOnLoop(of connection: any Channel) -> String? {
+        guard connection.eventLoop.inEventLoop, let certificate = try? connection.pipeline.syncOperations.nioSSL_peerCertificate(),
+              let der = try? certificate.toDERBytes() else { return nil }
+        return AuthConfig.hash(bytes: der)
+    }
+
     /// On gRPC: the certificate the TLS handshake of the RPC's connection verified, or nil.
     package static func fingerprint(of context: ServerContext) async -> String? {
         guard let transport = context.transportSpecific as? H2GRPCServerTransport.Context, transport.tls else { return nil }

@@ -3,6 +3,7 @@ import GRPCCore
 import LockstepAPI
 import LockstepStore
 import LockstepWire
+import Metrics
 import LockstepService
 import SwiftProtobuf
 
@@ -12,6 +13,8 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     package let agents: AgentAPI
     package let metrics: ServerMetrics
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
+    /// The poll's timer (`onLoop` records into it without looking it up each call).
+    let pollTimer: Metrics.Timer
 
     package func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
         // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: the
@@ -55,6 +58,7 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         self.agents = agents
         self.metrics = metrics
         self.authenticate = authenticate
+        pollTimer = metrics.request(APIOperation.poll.name, transport: "grpc")
     }
 }
 
@@ -281,7 +285,7 @@ private func opening<In: SwiftProtobuf.Message, Out>(
 }
 
 /// The bearer credentials a call carries in its `authorization` metadata, if any.
-private func credentials(_ metadata: Metadata) -> String? {
+func credentials(_ metadata: Metadata) -> String? {
     metadata[stringValues: "authorization"].first(where: { _ in true })
 }
 

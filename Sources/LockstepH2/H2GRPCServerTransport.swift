@@ -37,6 +37,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         public var errorCodeTrailer = "error-code"
         /// Made for each accepted connection, on its event loop: told when its streams open and close.
         public var makeObserver: @Sendable (any Channel) -> (any H2StreamObserver)?
+        /// Unary calls the application answers where they arrive, on the connection's event loop, with no
+        /// task and no thread switch (`OnLoopCall`); nil for a call it leaves to the server and its handlers.
+        public var onLoop: (@Sendable (OnLoopCall) -> OnLoopAnswer?)?
 
         public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
                     configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
@@ -68,6 +71,24 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         case shuttingDown
         /// The request message did not end within the engine's `requestBodyMillisMax` (DEADLINE_EXCEEDED).
         case requestTimeout
+    }
+
+    /// A call with one request message, offered to `Configuration.onLoop` on its connection's event loop.
+    public struct OnLoopCall: Sendable {
+        public let descriptor: MethodDescriptor
+        public let metadata: Metadata
+        public let message: [UInt8]
+        /// The client's connection (its TLS handler holds the verified client certificate).
+        public let channel: any Channel
+        /// Whether connections are TLS (`Configuration.tls`).
+        public let tls: Bool
+    }
+
+    /// How `Configuration.onLoop` answers a call: its response message, or an error; each with metadata
+    /// sent in the trailers.
+    public enum OnLoopAnswer: Sendable {
+        case message([UInt8], trailing: Metadata)
+        case failure(RPCError)
     }
 
     /// What a handler can learn about the transport under its RPC (`ServerContext.transportSpecific`).
@@ -234,10 +255,35 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             case .refused(let code, let message, let why):
                 response.head(status: 200, headers: trailersOnly(code, message, why), body: false)
             case .rpc(let descriptor, let metadata, let messages):
+                if messages.count == 1, let onLoop = transport.configuration.onLoop,
+                   let answer = onLoop(OnLoopCall(descriptor: descriptor, metadata: metadata, message: messages[0], channel: request.channel,
+                                                  tls: transport.configuration.tls)) {
+                    return Self.send(answer, to: response)
+                }
                 let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel)
                 if case .terminated = transport.acceptor.yield(rpc) {
                     response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }
+            }
+        }
+
+        /// An answer made on the loop: HEADERS, the length-prefixed message and the trailers; or an error,
+        /// trailers only.
+        static func send(_ answer: OnLoopAnswer, to response: H2Response) {
+            switch answer {
+            case .message(let bytes, let trailing):
+                var framed = ByteBuffer()
+                framed.reserveCapacity(5 + bytes.count)
+                framed.writeInteger(UInt8(0))
+                framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
+                framed.writeBytes(bytes)
+                response.head(status: 200, headers: [("content-type", "application/grpc")], body: true)
+                response.write(framed)
+                response.finish(trailers: GRPCRequest.status(Status(code: .ok, message: "")) + GRPCRequest.fields(trailing))
+            case .failure(let error):
+                let status = Status(code: Status.Code(error.code), message: error.message)
+                response.head(status: 200, headers: [("content-type", "application/grpc")] + GRPCRequest.status(status) + GRPCRequest.fields(error.metadata),
+                              body: false)
             }
         }
 

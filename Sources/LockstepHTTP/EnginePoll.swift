@@ -1,32 +1,42 @@
 import DequeModule
 import Hummingbird
+import LockstepH2
+import NIOCore
 import LockstepService
 import Synchronization
 import LockstepWire
 import Metrics
 
-/// `POST /v1/agent/poll` on the engine (the JSON port's HTTP/2) without a task while it is parked: the
-/// same checks and answers as the route (`HTTPRoutes.gate`: the `--dev` browser refusal, authentication,
-/// the principal's roles, the body's checks, the errors and the request timer), but a poll with nothing
-/// to lease is an entry in the wakeup table (`Wakeups.park`) holding its stream's answer, and only when
-/// it is woken (a change, its deadline, its stream closing, shutdown) does it run again, as a new piece of
-/// its connection's work. A parked poll costs its cursor and the table's entry, not a task's frames.
+/// `POST /v1/agent/poll` on the engine (the JSON port's HTTP/2), served from the connection's event loop:
+/// the same checks and answers as the route (`HTTPRoutes.gate`: the `--dev` browser refusal,
+/// authentication, the principal's roles, the body's checks, the errors and the request timer), made where
+/// the request arrived, without a task or a thread switch. A poll whose service no node holds has nothing
+/// to lease (`AgentAPI.lookAtOnce`), so it is answered there, or parks there: an entry in the wakeup table
+/// (`Wakeups.park`) holding its stream's answer. Only a poll that needs the coordinator (its service is
+/// held), or one woken from its park (a change, its deadline, its stream closing, shutdown), runs as a
+/// piece of its connection's work, through the `PollLane`.
 ///
 /// A class: every closure a parked poll keeps captures one reference to it, not a copy of the routes.
 package final class EnginePoll: Sendable {
     /// Hands a piece of a poll's work to its connection; runs the second closure instead when that
     /// connection is closing (the work was dropped).
     package typealias Run = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
+    /// Sends a whole answer: its status, fields (`content-type`, `content-length`, `lockstep-writer`)
+    /// and body. Nothing waits for the client to read it, so no reader that stopped holds a lane place.
+    package typealias Send = @Sendable (_ status: Int, _ fields: [(String, String)], _ body: ByteBuffer) -> Void
 
     let routes: HTTPRoutes
     let timer: Metrics.Timer
     /// Polls looking at the coordinator at once, over every connection (`PollLane`).
     package let lane: PollLane
+    /// The answer when no step came (`AgentAPI.retryLater`), encoded once.
+    private let retryLater: ByteBuffer
 
     package init(routes: HTTPRoutes, looksInFlightMax: Int = 256) {
         self.routes = routes
         timer = routes.metrics.request(APIOperation.poll.name, transport: "http")
         lane = PollLane(limit: looksInFlightMax)
+        retryLater = HTTPRoutes.jsonBytes(routes.agents.retryLater)
     }
 
     /// Whether `path` (query included) is the poll route's.
@@ -34,81 +44,116 @@ package final class EnginePoll: Sendable {
         method == "POST" && path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first == APIOperation.poll.path[...]
     }
 
-    /// Serves one poll: `run` queues more work on the connection (through the lane), `answer` writes the
-    /// response.
-    package func serve(_ request: Request, context: LockstepRequestContext, run: @escaping Run,
-                       answer: @escaping @Sendable (Response) async -> Void) async {
+    /// Serves one poll, on its connection's event loop: `presence` is its stream's, `run` queues more
+    /// work on the connection (through the lane), `send` writes the answer.
+    package func serve(_ request: H2Request, presence: ClientPresence, run: @escaping Run, send: @escaping Send) {
         let began = ContinuousClock.now
-        let finish: @Sendable (Response) async -> Void = { [timer] response in
+        let answer: Send = { [timer] status, fields, body in
             timer.record(duration: ContinuousClock.now - began)
-            await answer(response)
+            send(status, fields, body)
         }
-        if routes.refuseBrowsers, request.headers[.origin] != nil {
-            return await finish(routes.errorResponse(HTTPRoutes.browserRefusal))
+        let field = { (name: String) -> String? in
+            let values = request.head.headers.lazy.filter { $0.0 == name }.map { $0.1 }
+            return values.isEmpty ? nil : values.joined(separator: ", ")
         }
-        let poll: AgentAPI.PollCursor
+        if routes.refuseBrowsers, field("origin") != nil {
+            return refuse(HTTPRoutes.browserRefusal, counted: false, answer)
+        }
+        var poll: AgentAPI.PollCursor
         do throws(APIError) {
-            let principal = try await routes.admit(request, context, to: .poll)
-            let input: Lockstep_V1_PollRequest = try await routes.decode(request)
-            poll = try routes.agents.beginPoll(input, principal: principal)
+            let principal = try routes.authenticateOnLoop(field("authorization"), request.channel)
+            try principal.require(.poll)
+            try HTTPRoutes.checkContentType(field("content-type"))
+            // The engine lets one byte over the API's limit through, for the route's answer.
+            guard request.body.readableBytes <= routes.limits.requestBodyBytesMax else { throw routes.bodyTooLarge }
+            poll = try routes.agents.beginPoll(try HTTPRoutes.decode(request.body), principal: principal)
         } catch {
-            return await finish(routes.refusal(error))
+            return refuse(error, answer)
         }
-        let (presence, gone) = await context.presence()
-        await look(poll, gone: gone, presence: presence, run: run, finish: finish)
+        let gone: @Sendable () -> Bool = { presence.isGone }
+        guard let found = routes.agents.lookAtOnce(&poll) else {
+            return lookLater(poll, gone: gone, presence: presence, run: run, answer: answer)
+        }
+        settle(poll, found, gone: gone, presence: presence, run: run, answer: answer)
     }
 
-    /// One look: the poll is answered, or parks (and comes back here as new work when it is resumed),
-    /// or, when something changed since it looked, looks again as new work: a poll never keeps its
-    /// place in the lane across looks, so the places go round.
-    private func look(_ start: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence?,
-                      run: @escaping Run, finish: @escaping @Sendable (Response) async -> Void) async {
+    /// A look at the coordinator, as a new piece of the connection's work: the poll is answered, or
+    /// parks, or looks again. A poll never keeps its place in the lane across looks, so the places go round.
+    private func look(_ start: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
+                      run: @escaping Run, answer: @escaping Send) async {
         var poll = start
         guard !gone() else {
             routes.agents.endPoll(poll)
-            return await finish(routes.json(routes.agents.retryLater, status: .ok))
+            return answer(200, Self.fields(retryLater), retryLater)
         }
         let found: AgentAPI.PollLook
         do throws(APIError) {
             found = try await routes.agents.look(&poll, clientGone: gone)
         } catch {
             routes.agents.endPoll(poll)
-            return await finish(routes.refusal(error))
+            return refuse(error, answer)
         }
+        settle(poll, found, gone: gone, presence: presence, run: run, answer: answer)
+    }
+
+    /// What a look found: the answer is sent; a park waits in the wakeup table and, when it is resumed,
+    /// looks again (or answers `retryLater`) as new work.
+    private func settle(_ poll: AgentAPI.PollCursor, _ found: AgentAPI.PollLook, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
+                        run: @escaping Run, answer: @escaping Send) {
         switch found {
         case .answer(let response):
             routes.agents.endPoll(poll)
-            await finish(routes.json(response, status: .ok))
+            let body = response.hasStep ? HTTPRoutes.jsonBytes(response) : retryLater
+            answer(200, Self.fields(body), body)
         case .park(let seen, let millis):
-            let parked = poll
-            let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: parked.owner, key: parked.service, departure: presence) {
+            let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: presence) {
                 [self] outcome in
-                var cursor = parked
+                var cursor = poll
                 let again = routes.agents.resumed(&cursor, outcome)
-                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, finish: finish)
+                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, answer: answer)
             }
             // Parked: this work ends here; otherwise the outcome came at once.
             if let now {
-                let again = routes.agents.resumed(&poll, now)
-                continueWith(poll, lookAgain: again, gone: gone, presence: presence, run: run, finish: finish)
+                var cursor = poll
+                let again = routes.agents.resumed(&cursor, now)
+                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, answer: answer)
             }
         }
     }
 
-    /// After a wait: look again, or answer `retryLater`, as a new piece of the connection's work.
-    private func continueWith(_ poll: AgentAPI.PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, presence: ClientPresence?,
-                              run: @escaping Run, finish: @escaping @Sendable (Response) async -> Void) {
+    /// After a wait: look again, or answer `retryLater`.
+    private func continueWith(_ poll: AgentAPI.PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
+                              run: @escaping Run, answer: @escaping Send) {
+        guard lookAgain else {
+            routes.agents.endPoll(poll)
+            return answer(200, Self.fields(retryLater), retryLater)
+        }
+        lookLater(poll, gone: gone, presence: presence, run: run, answer: answer)
+    }
+
+    private func lookLater(_ poll: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
+                           run: @escaping Run, answer: @escaping Send) {
         run({ [self] in
-            if lookAgain {
-                await look(poll, gone: gone, presence: presence, run: run, finish: finish)
-            } else {
-                routes.agents.endPoll(poll)
-                await finish(routes.json(routes.agents.retryLater, status: .ok))
-            }
+            await look(poll, gone: gone, presence: presence, run: run, answer: answer)
         }, { [self] in
             // Its connection is closing: nobody will read the answer; a wake it holds goes on.
             routes.agents.endPoll(poll)
         })
+    }
+
+    /// A JSON answer's fields.
+    private static func fields(_ body: ByteBuffer) -> [(String, String)] {
+        [("content-type", "application/json"), ("content-length", String(body.readableBytes))]
+    }
+
+    /// An error answered as the route answers it (`HTTPRoutes.refusal`): counted (the `--dev` browser
+    /// refusal is not, as on the route), its status and `ErrorBody`, and the writer on a replica.
+    private func refuse(_ error: APIError, counted: Bool = true, _ answer: Send) {
+        if counted { routes.metrics.record(error) }
+        let body = HTTPRoutes.jsonBytes(error.body)
+        var fields = Self.fields(body)
+        if let writer = error.writer { fields.append(("lockstep-writer", writer)) }
+        answer(Int(error.kind.httpStatus), fields, body)
     }
 }
 

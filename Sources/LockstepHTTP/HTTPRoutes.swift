@@ -19,6 +19,9 @@ package struct LockstepRequestContext: RequestContext {
     /// The request's own presence (an HTTP/2 stream on the engine); nil: the one on `channel`'s pipeline
     /// (an HTTP/1.1 connection).
     package var streamPresence: ClientPresence?
+    /// The request's whole body, when it arrived before the request was handed over (an HTTP/2 stream on
+    /// the engine, which bounds its size and time itself); nil: read from the request as it arrives.
+    package var wholeBody: ByteBuffer?
 
     package init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
@@ -120,8 +123,8 @@ package struct HTTPRoutes: Sendable {
         route(router, .verifyHistory, &served, history.verify)
         // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s
         // format: one event per line, the content of the gRPC export's envelopes.
-        gate(router, .exportEvents, &served, Lockstep_V1_ListEventsRequest.self, Lockstep_V1_EventEnvelope.self) { request, _, principal throws(APIError) in
-            let input: Lockstep_V1_ListEventsRequest = try await decode(request)
+        gate(router, .exportEvents, &served, Lockstep_V1_ListEventsRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in
+            let input: Lockstep_V1_ListEventsRequest = try await decode(request, context)
             // Refused before the stream starts, so the answer is a 400, not an error line after a 200.
             try APIError.checkStream(input.stream)
             let history = self.history
@@ -137,7 +140,7 @@ package struct HTTPRoutes: Sendable {
         }
         // NDJSON, one event per line as `lockstep history export` prints it, flushed as each is recorded.
         gate(router, .watch, &served, Lockstep_V1_WatchRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in
-            let input: Lockstep_V1_WatchRequest = try await decode(request)
+            let input: Lockstep_V1_WatchRequest = try await decode(request, context)
             let (presence, gone) = await context.presence()
             var whenGone: (@Sendable () async -> Void)?
             if let presence { whenGone = { await presence.waitUntilGone() } }
@@ -170,7 +173,7 @@ package struct HTTPRoutes: Sendable {
         _ handler: @escaping @Sendable (In, Principal, LockstepRequestContext) async throws(APIError) -> Out
     ) {
         gate(router, operation, &served, In.self, Out.self) { request, context, principal throws(APIError) in
-            let input: In = try await decode(request)
+            let input: In = try await decode(request, context)
             return json(try await handler(input, principal, context), status: .ok)
         }
     }
@@ -203,13 +206,25 @@ package struct HTTPRoutes: Sendable {
         }
     }
 
-    func decode<In: SwiftProtobuf.Message>(_ request: Request) async throws(APIError) -> In {
-        // Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
-        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("application/json") else {
-            let got = request.headers[.contentType].map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
+    func decode<In: SwiftProtobuf.Message>(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> In {
+        try Self.checkContentType(request.headers[.contentType])
+        if let whole = context.wholeBody {
+            guard whole.readableBytes <= limits.requestBodyBytesMax else { throw bodyTooLarge }
+            return try Self.decode(whole)
+        }
+        return try Self.decode(try await collectBody(request))
+    }
+
+    /// Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
+    static func checkContentType(_ type: String?) throws(APIError) {
+        guard let type, type.lowercased().hasPrefix("application/json") else {
+            let got = type.map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
             throw APIError(.unsupportedMediaType, "send the body as application/json\(got)")
         }
-        let body = try await collectBody(request)
+    }
+
+    /// A whole JSON body as `In`.
+    static func decode<In: SwiftProtobuf.Message>(_ body: ByteBuffer) throws(APIError) -> In {
         do {
             return try In(jsonUTF8Bytes: Array(body.readableBytesView), options: JSONDecodingOptions())
         } catch {
@@ -274,6 +289,11 @@ package struct HTTPRoutes: Sendable {
     }
 
     /// The gate's check: who calls (`authenticate`), and whether their roles allow `operation`.
+    /// Authentication where the request arrived, on its connection's event loop (the engine's HTTP/2),
+    /// from the `authorization` field and the connection (its verified client certificate, read from its
+    /// TLS handler without a hop). `authenticate` is the same for a request served in a task.
+    package let authenticateOnLoop: @Sendable (_ authorization: String?, _ connection: any Channel) throws(APIError) -> Principal
+
     func admit(_ request: Request, _ context: LockstepRequestContext, to operation: APIOperation) async throws(APIError) -> Principal {
         let principal = try await authenticate(request, context.channel)
         try principal.require(operation)
@@ -326,7 +346,8 @@ package struct HTTPRoutes: Sendable {
         return buffer
     }
 
-    package init(agents: AgentAPI, operators: OperatorAPI, watches: WatchAPI, history: HistoryAPI, stages: StageAPI, limits: APILimits, metrics: ServerMetrics, refreshGauges: @escaping @Sendable () async -> Void, authenticate: @escaping @Sendable (Request, any Channel) async throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool) {
+    package init(agents: AgentAPI, operators: OperatorAPI, watches: WatchAPI, history: HistoryAPI, stages: StageAPI, limits: APILimits, metrics: ServerMetrics, refreshGauges: @escaping @Sendable () async -> Void, authenticate: @escaping @Sendable (Request, any Channel) async throws(APIError) -> Principal,
+                 authenticateOnLoop: @escaping @Sendable (String?, any Channel) throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool) {
         self.agents = agents
         self.operators = operators
         self.watches = watches
@@ -336,6 +357,7 @@ package struct HTTPRoutes: Sendable {
         self.metrics = metrics
         self.refreshGauges = refreshGauges
         self.authenticate = authenticate
+        self.authenticateOnLoop = authenticateOnLoop
         self.writeProblem = writeProblem
         self.refuseBrowsers = refuseBrowsers
     }

@@ -51,26 +51,22 @@ package struct JSONOnEngine: H2Responder {
         }
         let presence = ClientPresence(inputClosedMeansGone: false)
         response.closed.whenComplete { _ in presence.markGone() }
-        var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
-        context.streamPresence = presence
-        let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
-        let (router, logger, serverName, routed) = (router, logger, serverName, context)
         if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path) {
             let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
                 if case .enqueued = work.yield(job) { return true }
                 return false
             }
             let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
-            // Sent whole, without waiting for the client to read it: a poll's place in the lane is never
-            // held by a reader that stopped.
-            let answer: @Sendable (Response) async -> Void = { answer in
-                var answer = answer
-                answer.headers[.server] = serverName
-                await Self.sendWhole(answer, to: response)
+            let serverName = serverName
+            return poll.serve(request, presence: presence, run: run) { status, fields, body in
+                response.send(status: status, headers: fields + [("server", serverName)], body: body)
             }
-            run({ await poll.serve(hummingbird, context: routed, run: run, answer: answer) }, { response.reset(.refusedStream) })
-            return
         }
+        var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
+        context.streamPresence = presence
+        context.wholeBody = request.body
+        let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
+        let (router, logger, serverName, routed) = (router, logger, serverName, context)
         let yielded = work.yield {
             var answer: Response
             do {
@@ -127,35 +123,6 @@ package struct JSONOnEngine: H2Responder {
             response.reset(.internalError)
         }
     }
-}
-
-extension JSONOnEngine {
-    /// Sends `answer` at once, its body gathered first: nothing waits for the client (the engine keeps
-    /// what the client's window does not take yet; one write of any size is taken).
-    static func sendWhole(_ answer: Response, to response: H2Response) async {
-        let collected = CollectingBodyWriter()
-        do {
-            try await answer.body.write(collected)
-        } catch {
-            return response.reset(.internalError)
-        }
-        let body = collected.box.bytes
-        response.send(status: answer.status.code, headers: fields(of: answer, contentLength: body.readableBytes), body: body)
-    }
-}
-
-/// Gathers a response body in memory (small answers: a poll's). The writer is passed by value (and
-/// consumed), so what it gathers goes to a box the caller keeps; one task writes it, then reads it.
-struct CollectingBodyWriter: ResponseBodyWriter {
-    final class Box { var bytes = ByteBuffer() }
-    let box = Box()
-
-    mutating func write(_ buffer: ByteBuffer) async throws {
-        var buffer = buffer
-        box.bytes.writeBuffer(&buffer)
-    }
-
-    consuming func finish(_ trailingHeaders: HTTPFields?) async throws {}
 }
 
 /// A response body's writes onto one engine stream.

@@ -162,6 +162,9 @@ public enum LockstepServer {
                        let certificate = mutualTLS ? await ClientIdentity.fingerprint(of: channel) : nil
                        return try authenticate(request.headers[.authorization], certificate)
                    },
+                   authenticateOnLoop: { authorization, connection throws(APIError) in
+                       try authenticate(authorization, mutualTLS ? ClientIdentity.fingerprintOnLoop(of: connection) : nil)
+                   },
                    writeProblem: {
                        if let replica = options.replica {
                            let applied = await coordinator.appliedSequence
@@ -218,6 +221,9 @@ public enum LockstepServer {
             }
             return code.rawValue
         }
+        // The agent calls that need no hop are answered on the event loop they arrive on (GRPCOnLoop.swift).
+        let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate)
+        grpcConfiguration.onLoop = { call in agentService.onLoop(call) }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)
         // JSON: HTTP/1.1 on Hummingbird, HTTP/2 on the engine, one port and one route table (the
         // router); over TLS, ALPN decides (h2, else HTTP/1.1); in plaintext, the first bytes (h2c with
@@ -246,7 +252,7 @@ public enum LockstepServer {
         }
         let scheme = options.tls == nil ? "http" : "https"
         let grpc = GRPCServer(transport: grpcTransport, services: [
-            GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate),
+            agentService,
             GRPCMigrationService(operators: operators, watches: watches, metrics: metrics, authenticate: authenticate),
             GRPCHistoryService(history: history, metrics: metrics, authenticate: authenticate),
             GRPCStageService(stages: stages, metrics: metrics, authenticate: authenticate),

@@ -111,6 +111,7 @@ public struct AgentAPI: Sendable {
 
     /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
     public func look(_ poll: inout PollCursor, clientGone: @Sendable () -> Bool) async throws(APIError) -> PollLook {
+        if let found = lookAtOnce(&poll) { return found }
         let seen = wakeups.generation
         let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, principal: poll.principal,
                                                             clientGone: clientGone)
@@ -120,6 +121,24 @@ public struct AgentAPI: Sendable {
             return .answer(.with { $0.step = step })
         }
         if looked { poll.wokenAt = nil }
+        return waitOn(poll, seen: seen, nextRetry: nextRetry)
+    }
+
+    /// A look that needs no hop to the coordinator, made on the caller's thread (a connection's event
+    /// loop): when no node holds the poll's service there is no step to lease and no retry backoff to
+    /// wait for (`HeldServices`), so the poll is answered `retryLater` (its wait over) or parks. Nil when
+    /// a node holds the service: `look` asks the coordinator.
+    public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
+        // The generation first: a change after it that makes the service held wakes the park at once.
+        let seen = wakeups.generation
+        guard !coordinator.heldServices.contains(poll.request.service) else { return nil }
+        poll.wokenAt = nil
+        return waitOn(poll, seen: seen, nextRetry: nil)
+    }
+
+    /// Nothing to lease: answer `retryLater` when the poll's wait is over, else park until its end or
+    /// the end of a retry backoff, whichever is first.
+    private func waitOn(_ poll: PollCursor, seen: UInt64, nextRetry: Instant?) -> PollLook {
         let left = poll.giveUp - ContinuousClock.now
         guard left > .zero else { return .answer(retryLater) }
         // A retry backoff ending appends nothing, so nothing signals: wake up for it.

@@ -2,6 +2,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import Synchronization
 import Testing
 
 /// Service leases through the coordinator on the SQLite log: contention from concurrent callers, the
@@ -42,6 +43,29 @@ import Testing
         try await ServiceLeaseSimulationTests.checkHistory(of: log, seed: 0)
         #expect(await coordinator.state.holder(ofService: "orders") == nil)
         #expect(try await History.replay(log) == (await coordinator.state))
+    }
+
+    /// `HeldServices`, which polls read without a hop to the coordinator: published with every fold and
+    /// before the change is signalled (the observer, which wakes polls, already sees the grant), and from
+    /// the state a coordinator opens with.
+    @Test func theHeldServicesFollowEveryGrantAndReleaseAndArePublishedBeforeTheChangeIsSignalled() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        let seen = Mutex<[Bool]>([])
+        await coordinator.observeChanges { _ in seen.withLock { $0.append(coordinator.heldServices.contains("orders")) } }
+        #expect(!coordinator.heldServices.contains("orders"))
+        let id = MigrationID("m")
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 1, service: "orders"), context: user, now: t(0))
+        #expect(coordinator.heldServices.contains("orders") && !coordinator.heldServices.contains("load"))
+        #expect(seen.withLock { $0.last } == true)
+        // A coordinator opened on the log starts from what the log holds.
+        #expect(try await Coordinator.open(log: log).heldServices.contains("orders"))
+        let node = try #require(await coordinator.readMigration(id)?.nodes.first?.id)
+        let leased = try await coordinator.execute(.leaseStep(node: node, agent: "a", ttlMillis: 60_000), migration: id, context: agent, now: t(1))
+        guard case .stepLeased(let step) = leased.events.first?.event else { Issue.record("not leased: \(leased.events)"); return }
+        _ = try await coordinator.execute(.completeStep(node: node, token: step.token), migration: id, context: agent, now: t(2))
+        #expect(!coordinator.heldServices.contains("orders"))
+        #expect(seen.withLock { $0.last } == false)
     }
 
     @Test func aRequestLeftWithoutAGrantByACrashIsGrantedAfterRestart() async throws {

@@ -129,6 +129,49 @@ struct AuthEndToEndTests {
             && leased.contains(#""holder":"orders-agent""#), "\(leased)")
     }
 
+    /// A poll over HTTP/2 is served on its connection's event loop (`EnginePoll`, with no task unless it
+    /// needs the coordinator), not by the route: every refusal and answer is still the route's, byte for
+    /// byte, as HTTP/1.1 gets it, and each is timed under the poll's name.
+    @Test func aPollServedOnTheEventLoopAnswersExactlyAsTheRouteDoes() async throws {
+        let server = try await ServerProcess(["--config", try configFile()])
+        let poll = #"{"service": "orders", "agent_id": "a1"}"#
+        let json = ["-H", "content-type: application/json"]
+        func bearer(_ token: String) -> [String] { ["-H", "authorization: Bearer \(token)"] }
+        func count() async throws -> Int {
+            let text = try await ChildProcess("/usr/bin/curl", ["-sS"] + bearer(Self.operatorToken) + [server.url + "/metrics"]).wait(seconds: 30).stdout
+            let line = text.split(separator: "\n").first { $0.hasPrefix("lockstep_request_duration_seconds_count") && $0.contains(#"method="agent/poll""#)
+                && $0.contains(#"transport="http""#) }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        // One byte over the API's body limit: the engine lets it through for the route's own answer.
+        let large = temporaryDirectory() + "/large.json"
+        try Data(repeating: UInt8(ascii: " "), count: (1 << 20) + 1).write(to: URL(fileURLWithPath: large))
+        let cases: [(body: String, fields: [String], status: String)] = [
+            ("@" + large, json + bearer(Self.agentToken), "413"),
+            (poll, json, "401"),
+            (poll, json + bearer("guess"), "401"),
+            (poll, json + bearer(Self.operatorToken), "403"),
+            (#"{"service": "checkout", "agent_id": "a1"}"#, json + bearer(Self.agentToken), "403"),
+            (poll, ["-H", "content-type: text/plain"] + bearer(Self.agentToken), "415"),
+            (poll, bearer(Self.agentToken), "415"),
+            ("{not json", json + bearer(Self.agentToken), "400"),
+            (#"{"service": "orders", "agent_id": "a1", "extra": 1}"#, json + bearer(Self.agentToken), "400"),
+            (#"{"service": "", "agent_id": "a1"}"#, json + bearer(Self.agentToken), "400"),
+            (#"{"service": "orders", "agent_id": "a b"}"#, json + bearer(Self.agentToken), "400"),
+            (poll, json + bearer(Self.agentToken), "200"),
+        ]
+        let before = try await count()
+        for (body, fields, status) in cases {
+            let call = ["-sS", "-X", "POST"] + fields + ["--data-binary", body, "-w", "\n%{http_code}", server.url + "/v1/agent/poll"]
+            let one = try await ChildProcess("/usr/bin/curl", ["--http1.1"] + call).wait(seconds: 30).stdout
+            let two = try await ChildProcess("/usr/bin/curl", ["--http2-prior-knowledge"] + call).wait(seconds: 30).stdout
+            #expect(one == two && one.hasSuffix("\n" + status), "\(body) \(fields): HTTP/1.1 \(one) | HTTP/2 \(two)")
+        }
+        let after = try await count()
+        #expect(after - before == 2 * cases.count, "\(before) → \(after)")
+        _ = try await server.stop()
+    }
+
     @Test func theServerRefusesToStartWithoutAuthorizationOrWithDevOffLoopback() async throws {
         let data = temporaryDirectory()
         let none = try await runLockstep(["serve", "--data", data, "--http-listen", "127.0.0.1:0"])

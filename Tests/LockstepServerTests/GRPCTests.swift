@@ -48,6 +48,8 @@ struct GRPCTests {
         }
         #expect(lines == [
             "applied two-services@1 changed=True",
+            "nothing has_step=False retry_after_ms 1000",
+            "operator PERMISSION_DENIED permission_denied",
             "started py-1",
             "unauthenticated UNAUTHENTICATED unauthenticated",
             #"leased py-1/expand token 1 action add-column params {"table":"orders"}"#,

@@ -26,6 +26,13 @@ agents = agent_pb2_grpc.AgentServiceStub(channel)
 
 applied = migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml=open(plan_file).read()), metadata=operator, timeout=30)
 print(f"applied {applied.name}@{applied.version} changed={applied.changed}", flush=True)
+# Before the migration holds orders: answered where it arrives (on the event loop), through the same gate.
+nothing = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="py-agent"), metadata=agent, timeout=30)
+print(f"nothing has_step={nothing.HasField('step')} retry_after_ms {nothing.retry_after_ms}", flush=True)
+try:
+    agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="py"), metadata=operator, timeout=30)
+except grpc.RpcError as error:
+    print(f"operator {error.code().name} {dict(error.trailing_metadata()).get('lockstep-error-code')}", flush=True)
 started = migrations.StartMigration(agent_pb2.StartMigrationRequest(plan=applied.name, migration_id="py-1"), metadata=operator, timeout=30)
 print(f"started {started.migration_id}", flush=True)
 
