@@ -213,6 +213,11 @@ public struct H2ConnectionState: Sendable {
         return [.answer(id, status: 408)]
     }
 
+    /// Whether stream `id` is still waiting for the rest of its body (not handed over, refused or closed).
+    public func awaitsBody(_ id: Int32) -> Bool {
+        streams[id].map { !$0.dispatched } ?? false
+    }
+
     /// The application finished stream `id` (answered, reset, or gave up after a cancel).
     public mutating func handlerFinished(_ id: Int32) {
         handlersRunning.remove(id)

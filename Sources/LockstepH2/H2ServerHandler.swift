@@ -19,9 +19,12 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
     /// each with its stall cut-off.
     private var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
-    /// The body-time check of each request still waiting for its body (`requestBodyMillisMax`), cancelled
-    /// once the request is handed over or its stream closes.
-    private var bodyTimers: [Int32: Scheduled<Void>] = [:]
+    /// Requests that were waiting for their body, in arrival order, each with when it is overdue
+    /// (`requestBodyMillisMax`, the same for every request, so the first is always the soonest). One
+    /// timer, armed for the first, checks them: a request per timer cost a scheduled task per POST. Those
+    /// handed over or closed leave from the front as soon as they get there.
+    private var awaitingBody = CircularBuffer<(id: Int32, dueNanos: UInt64)>()
+    private var bodyTimer: Scheduled<Void>?
     /// Inside `channelRead`: answers given now are flushed by `channelReadComplete`.
     private var reading = false
     private var flushScheduled = false
@@ -87,8 +90,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         for (_, promise) in open { promise.succeed(0) }
         open.removeAll()
         for id in Array(pacing.keys) { dropWriter(id) }
-        for (_, timer) in bodyTimers { timer.cancel() }
-        bodyTimers.removeAll()
+        bodyTimer?.cancel()
+        bodyTimer = nil
+        awaitingBody.removeAll()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -111,7 +115,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         if case .streamClosed(let id, let code) = event {
             open.removeValue(forKey: id)?.succeed(code)
             dropWriter(id)
-            bodyTimers.removeValue(forKey: id)?.cancel()
+            forgetBodiesArrived()
         }
         let after = state.streamsTracked
         if case .peerReset(let id) = event { resetByPeer.insert(id) }
@@ -198,7 +202,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private func perform(_ action: H2Action, context: ChannelHandlerContext) {
         switch action {
         case .dispatch(let id, let head, let body):
-            bodyTimers.removeValue(forKey: id)?.cancel()
+            forgetBodiesArrived()
             let closed = context.eventLoop.makePromise(of: UInt32.self)
             open[id] = closed
             let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
@@ -216,12 +220,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             }
         case .awaitBody(let id):
             guard let millis = state.limits.requestBodyMillisMax else { break }
-            bodyTimers[id] = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
-                bodyTimers[id] = nil
-                guard let context = self.context, !closing else { return }
-                for action in state.bodyOverdue(id) { perform(action, context: context) }
-                scheduleFlush()
+            let (product, overflow) = UInt64(clamping: max(0, millis)).multipliedReportingOverflow(by: 1_000_000)
+            let due = overflow ? UInt64.max : clock().addingReportingOverflow(product).partialValue
+            // Those handed over behind a slow first one wait to leave from the front; past twice the
+            // streams a client may have open at once, they all leave now (at most that many still wait):
+            // the buffer stays bounded by the stream limit, not by how fast the client sends.
+            if awaitingBody.count > 2 * Int(state.limits.concurrentStreamsMax) + 16 {
+                awaitingBody = CircularBuffer(awaitingBody.filter { state.awaitsBody($0.id) })
             }
+            awaitingBody.append((id, due))
+            if bodyTimer == nil { armBodyTimer(context) }
         case .reset(let id, let code):
             session.reset(id, code)
         case .consume(let id, let bytes, let streamOpen):
@@ -232,6 +240,35 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             logger.notice("closing an HTTP/2 connection: \(reason)", metadata: ["peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"])
             session.terminate(code)
             closeAfterDraining()
+        }
+    }
+
+    /// Drops, from the front, the requests no longer waiting for their body.
+    private func forgetBodiesArrived() {
+        while let first = awaitingBody.first, !state.awaitsBody(first.id) { awaitingBody.removeFirst() }
+        if awaitingBody.isEmpty, let timer = bodyTimer {
+            timer.cancel()
+            bodyTimer = nil
+        }
+    }
+
+    /// Arms the body-time timer for the first request waiting; when it fires, every request overdue by
+    /// then is refused (408) and the timer is armed for the next.
+    private func armBodyTimer(_ context: ChannelHandlerContext) {
+        guard let first = awaitingBody.first else { return }
+        let now = clock()
+        let wait = first.dueNanos > now ? first.dueNanos - now : 0
+        bodyTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(clamping: wait))) { [self] in
+            bodyTimer = nil
+            guard let context = self.context, !closing else { return }
+            let now = clock()
+            while let first = awaitingBody.first, first.dueNanos <= now {
+                awaitingBody.removeFirst()
+                for action in state.bodyOverdue(first.id) { perform(action, context: context) }
+            }
+            forgetBodiesArrived()
+            armBodyTimer(context)
+            scheduleFlush()
         }
     }
 

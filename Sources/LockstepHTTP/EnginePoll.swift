@@ -52,9 +52,13 @@ package final class EnginePoll: Sendable {
             timer.record(duration: ContinuousClock.now - began)
             send(status, fields, body)
         }
+        // A field's value; several fields of one name joined, as `HTTPFields` reads them for the route.
         let field = { (name: String) -> String? in
-            let values = request.head.headers.lazy.filter { $0.0 == name }.map { $0.1 }
-            return values.isEmpty ? nil : values.joined(separator: ", ")
+            var found: String?
+            for (key, value) in request.head.headers where key == name {
+                found = found.map { $0 + ", " + value } ?? value
+            }
+            return found
         }
         if routes.refuseBrowsers, field("origin") != nil {
             return refuse(HTTPRoutes.browserRefusal, counted: false, answer)

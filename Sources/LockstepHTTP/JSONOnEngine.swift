@@ -46,9 +46,6 @@ package struct JSONOnEngine: H2Responder {
 
     package func respond(to request: H2Request, _ response: H2Response) {
         guard let work else { return response.reset(.internalError) }
-        guard let head = Self.head(request.head) else {
-            return response.send(status: 400, headers: [("content-length", "0")], body: nil)
-        }
         let presence = ClientPresence(inputClosedMeansGone: false)
         response.closed.whenComplete { _ in presence.markGone() }
         if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path) {
@@ -61,6 +58,9 @@ package struct JSONOnEngine: H2Responder {
             return poll.serve(request, presence: presence, run: run) { status, fields, body in
                 response.send(status: status, headers: fields + [("server", serverName)], body: body)
             }
+        }
+        guard let head = Self.head(request.head) else {
+            return response.send(status: 400, headers: [("content-length", "0")], body: nil)
         }
         var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
         context.streamPresence = presence

@@ -88,6 +88,17 @@ import Testing
         #expect(seen.status(1) == "413" && seen.status(3) == "200" && seen.goaway == nil && !seen.closed, "\(seen)")
     }
 
+    /// `requestBodyMillisMax` on one connection: one timer checks every request waiting for its body, in
+    /// arrival order; each that does not end in time is answered 408, and the requests that ended before,
+    /// between and after them are served.
+    @Test func bodiesNotEndedInTimeAre408EachAtItsOwnTimeAndTheRestAreServed() async throws {
+        var limits = H2Limits()
+        limits.requestBodyMillisMax = 600
+        let seen = try await probe("slow-bodies-among-fast", limits: limits, silence: "3")
+        #expect(seen.status(1) == "408" && seen.status(7) == "408", "\(seen)")
+        #expect(seen.status(3) == "200" && seen.status(5) == "200" && seen.status(9) == "200" && seen.goaway == nil && !seen.closed, "\(seen)")
+    }
+
     @Test func aClientOpeningMoreStreamsThanAdvertisedIsClosed() async throws {
         // RFC 9113 §5.1.2 allows a stream error or more; libnghttp2 makes it a connection error once the
         // client has acknowledged the limit, naming the last stream it took (the 256th, id 511).

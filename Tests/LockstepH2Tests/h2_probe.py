@@ -339,6 +339,24 @@ def case_body_over_limit(c):
            DataFrame(1, data=b"b" * 5000, flags=["END_STREAM"]), *c.get_frames(3))
 
 
+def case_slow_bodies_among_fast(c):
+    """Two POSTs whose bodies never end (streams 1 and 7) among three that end
+    at once (3, 5, 9), the server's body time set low: expect 408 on 1 and 7,
+    each at its own time, and 200 on the rest, the connection still serving."""
+    c.handshake()
+    block = c.encoder.encode(c.request_headers("POST"))
+    c.send(*c.headers_frames(1, block, end_stream=False), DataFrame(1, data=b"slow"))
+    for sid in (3, 5):
+        c.send(*c.headers_frames(sid, c.encoder.encode(c.request_headers("POST")), end_stream=False),
+               DataFrame(sid, data=b"fast", flags=["END_STREAM"]))
+    c.pump(until=lambda: c.stream_ended(3) and c.stream_ended(5), silence=2)
+    time.sleep(0.3)
+    c.send(*c.headers_frames(7, c.encoder.encode(c.request_headers("POST")), end_stream=False), DataFrame(7, data=b"slow"))
+    c.send(*c.headers_frames(9, c.encoder.encode(c.request_headers("POST")), end_stream=False),
+           DataFrame(9, data=b"fast", flags=["END_STREAM"]))
+    c.pump(until=lambda: all(c.stream_ended(sid) for sid in (1, 3, 5, 7, 9)), silence=3)
+
+
 def case_deaf_after_hold(c):
     """GET /hold (a request the server keeps open), then a client that answers
     nothing, not even PINGs (a peer that died without closing): a server that
@@ -552,6 +570,7 @@ CASES = {
     "empty-data-flood": case_empty_data_flood,
     "zero-window": case_zero_window,
     "headers-on-closed-stream": case_headers_on_closed_stream,
+    "slow-bodies-among-fast": case_slow_bodies_among_fast,
     "even-stream-id": case_even_stream_id,
     "data-on-idle": case_data_on_idle,
     "window-overflow": case_window_overflow,
