@@ -21,7 +21,7 @@ package final class EnginePoll: Sendable {
     /// Hands a piece of a poll's work to its connection; runs the second closure instead when that
     /// connection is closing (the work was dropped).
     package typealias Run = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
-    /// Sends a whole answer: its status, fields (`content-type`, `content-length`, `lockstep-writer`)
+    /// Sends a whole answer: its status, fields (`content-type`, `content-length`, `server`, `lockstep-writer`)
     /// and body. Nothing waits for the client to read it, so no reader that stopped holds a lane place.
     package typealias Send = @Sendable (_ status: Int, _ fields: [(String, String)], _ body: ByteBuffer) -> Void
 
@@ -29,19 +29,27 @@ package final class EnginePoll: Sendable {
     let timer: Metrics.Timer
     /// Polls looking at the coordinator at once, over every connection (`PollLane`).
     package let lane: PollLane
-    /// The answer when no step came (`AgentAPI.retryLater`), encoded once.
+    /// The `server` field of every answer.
+    let serverName: String
+    /// The answer when no step came (`AgentAPI.retryLater`), encoded once, and its fields.
     private let retryLater: ByteBuffer
+    private let retryLaterFields: [(String, String)]
 
-    package init(routes: HTTPRoutes, looksInFlightMax: Int = 256) {
+    package init(routes: HTTPRoutes, serverName: String, looksInFlightMax: Int = 256) {
         self.routes = routes
+        self.serverName = serverName
         timer = routes.metrics.request(APIOperation.poll.name, transport: "http")
         lane = PollLane(limit: looksInFlightMax)
         retryLater = HTTPRoutes.jsonBytes(routes.agents.retryLater)
+        retryLaterFields = Self.fields(retryLater, serverName: serverName)
     }
+
+    private static let path = APIOperation.poll.path
+    private static let pathWithQuery = APIOperation.poll.path + "?"
 
     /// Whether `path` (query included) is the poll route's.
     package static func serves(method: String, path: String) -> Bool {
-        method == "POST" && path.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first == APIOperation.poll.path[...]
+        method == "POST" && (path == Self.path || path.hasPrefix(Self.pathWithQuery))
     }
 
     /// Serves one poll, on its connection's event loop: `presence` is its stream's, `run` queues more
@@ -88,7 +96,7 @@ package final class EnginePoll: Sendable {
         var poll = start
         guard !gone() else {
             routes.agents.endPoll(poll)
-            return answer(200, Self.fields(retryLater), retryLater)
+            return answer(200, retryLaterFields, retryLater)
         }
         let found: AgentAPI.PollLook
         do throws(APIError) {
@@ -107,8 +115,9 @@ package final class EnginePoll: Sendable {
         switch found {
         case .answer(let response):
             routes.agents.endPoll(poll)
-            let body = response.hasStep ? HTTPRoutes.jsonBytes(response) : retryLater
-            answer(200, Self.fields(body), body)
+            guard response.hasStep else { return answer(200, retryLaterFields, retryLater) }
+            let body = HTTPRoutes.jsonBytes(response)
+            answer(200, Self.fields(body, serverName: serverName), body)
         case .park(let seen, let millis):
             let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: presence) {
                 [self] outcome in
@@ -130,7 +139,7 @@ package final class EnginePoll: Sendable {
                               run: @escaping Run, answer: @escaping Send) {
         guard lookAgain else {
             routes.agents.endPoll(poll)
-            return answer(200, Self.fields(retryLater), retryLater)
+            return answer(200, retryLaterFields, retryLater)
         }
         lookLater(poll, gone: gone, presence: presence, run: run, answer: answer)
     }
@@ -146,8 +155,8 @@ package final class EnginePoll: Sendable {
     }
 
     /// A JSON answer's fields.
-    private static func fields(_ body: ByteBuffer) -> [(String, String)] {
-        [("content-type", "application/json"), ("content-length", String(body.readableBytes))]
+    private static func fields(_ body: ByteBuffer, serverName: String) -> [(String, String)] {
+        [("content-type", "application/json"), ("content-length", String(body.readableBytes)), ("server", serverName)]
     }
 
     /// An error answered as the route answers it (`HTTPRoutes.refusal`): counted (the `--dev` browser
@@ -155,7 +164,7 @@ package final class EnginePoll: Sendable {
     private func refuse(_ error: APIError, counted: Bool = true, _ answer: Send) {
         if counted { routes.metrics.record(error) }
         let body = HTTPRoutes.jsonBytes(error.body)
-        var fields = Self.fields(body)
+        var fields = Self.fields(body, serverName: serverName)
         if let writer = error.writer { fields.append(("lockstep-writer", writer)) }
         answer(Int(error.kind.httpStatus), fields, body)
     }

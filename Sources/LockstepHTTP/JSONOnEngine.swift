@@ -54,9 +54,8 @@ package struct JSONOnEngine: H2Responder {
                 return false
             }
             let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
-            let serverName = serverName
             return poll.serve(request, presence: presence, run: run) { status, fields, body in
-                response.send(status: status, headers: fields + [("server", serverName)], body: body)
+                response.send(status: status, headers: fields, body: body)
             }
         }
         guard let head = Self.head(request.head) else {

@@ -232,7 +232,7 @@ public enum LockstepServer {
         // One byte over the API's limit reaches the route, which refuses it with its ErrorBody; more is
         // refused by the engine as it arrives, with the same body.
         jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
-        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes), logger: logger, serverName: "lockstep",
+        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes, serverName: "lockstep"), logger: logger, serverName: "lockstep",
                                         refusalBody: routes.engineRefusalBody)
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))
