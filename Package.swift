@@ -263,6 +263,12 @@ let package = Package(
             dependencies: ["LockstepEngine", "LockstepStore", "LockstepWire", "LockstepCore", "CSQLite"],
             path: "ops/bench/Sources/lockstep-bench"
         ),
+        // Wake-up latency with a compiled gRPC client (LockstepClient) for ops/bench/api.
+        .executableTarget(
+            name: "lockstep-wake",
+            dependencies: ["LockstepClient", "LockstepWire"],
+            path: "ops/bench/Sources/lockstep-wake"
+        ),
         // The floor of our HTTP/2 stack for ops/bench/api: the same libraries, answering the same bytes, no Lockstep work.
         .executableTarget(
             name: "lockstep-bare",
