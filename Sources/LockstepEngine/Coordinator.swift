@@ -267,6 +267,23 @@ public actor Coordinator {
         }
     }
 
+    /// `heartbeat`, when migration `id` is live and `permitted` accepts the node's spec, checked in the same
+    /// turn: one hop for a caller that must be allowed to report on the node. Nil, with nothing done, when
+    /// the migration is not live (settled, unknown), the node unknown, or not permitted: the caller checks
+    /// the slow way, which says why.
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant,
+                          ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> Int64? {
+        guard let spec = machine.state.migrations[id]?.plan.node(node), permitted(spec) else { return nil }
+        return try await heartbeat(migration: id, node: node, token: token, by: reporter, now: now)
+    }
+
+    /// `execute`, likewise: only when migration `id` is live and `permitted` accepts node `node`'s spec.
+    public func execute(_ command: MigrationCommand, migration id: MigrationID, node: NodeID, context: CommandContext, now: Instant,
+                        ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> CommandResult? {
+        guard let spec = machine.state.migrations[id]?.plan.node(node), permitted(spec) else { return nil }
+        return try await execute(command, migration: id, context: context, now: now)
+    }
+
     /// `LogState.step(forService:at:)` on the live state, in one hop: small values back, no copy of the state.
     public func leasableStep(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
         machine.state.step(forService: service, at: now)

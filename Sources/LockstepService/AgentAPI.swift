@@ -163,38 +163,68 @@ public struct AgentAPI: Sendable {
         if poll.wokenAt != nil { wakeups.passOn(poll.request.service) }
     }
 
+    // A report on a live migration's node that is the principal's is checked and performed in one turn
+    // of the coordinator (one hop); anything else (a settled or unknown migration, another service's node)
+    // is checked the slow way (`lease`), which says why, and then performed.
+
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
-        let (migration, node) = try await lease(request.leaseID, principal: principal)
-        let ttl: Int64
-        do {
-            ttl = try await coordinator.heartbeat(migration: migration, node: node, token: FencingToken(request.fencingToken), by: principal.name,
-                                                  now: clock())
-        } catch {
-            throw APIError(error)
+        let (migration, node) = try Self.leaseParts(request.leaseID)
+        let token = FencingToken(request.fencingToken)
+        let inOneTurn = try await Self.commanding { () throws(CommandError) -> Int64? in
+            try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock(),
+                                            ifPermitted: { principal.mayAct(forService: $0.services[0]) })
         }
-        return .with { $0.ttlMs = UInt32(clamping: ttl) }
+        if let ttl = inOneTurn { return .with { $0.ttlMs = UInt32(clamping: ttl) } }
+        try await checkLease(migration, node, principal: principal)
+        let renewed = try await Self.commanding { () throws(CommandError) in
+            try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock())
+        }
+        return .with { $0.ttlMs = UInt32(clamping: renewed) }
     }
 
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ReportProgressResponse {
-        let (migration, node) = try await lease(request.leaseID, principal: principal)
-        guard request.percent <= 100 else { throw APIError.invalid("percent is \(request.percent); it must be 0...100") }
-        try await execute(.reportProgress(node: node, token: FencingToken(request.fencingToken), percent: UInt8(request.percent), message: request.message,
-                                          by: principal.name), migration, principal)
+        guard request.percent <= 100 else {
+            // Who may report is said first, as for every report.
+            _ = try await lease(request.leaseID, principal: principal)
+            throw APIError.invalid("percent is \(request.percent); it must be 0...100")
+        }
+        try await report(request.leaseID, principal) { node in
+            .reportProgress(node: node, token: FencingToken(request.fencingToken), percent: UInt8(request.percent), message: request.message, by: principal.name)
+        }
         return .init()
     }
 
     public func complete(_ request: Lockstep_V1_CompleteRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_CompleteResponse {
-        let (migration, node) = try await lease(request.leaseID, principal: principal)
-        try await execute(.completeStep(node: node, token: FencingToken(request.fencingToken), by: principal.name), migration, principal)
+        try await report(request.leaseID, principal) { node in .completeStep(node: node, token: FencingToken(request.fencingToken), by: principal.name) }
         return .init()
     }
 
     public func fail(_ request: Lockstep_V1_FailRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FailResponse {
-        let (migration, node) = try await lease(request.leaseID, principal: principal)
-        let result = try await execute(.failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable,
-                                                 by: principal.name), migration, principal)
+        let result = try await report(request.leaseID, principal) { node in
+            .failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable, by: principal.name)
+        }
         let retries = result.events.contains { if case .stepFailed(let failed) = $0.event { failed.retryAt != nil } else { false } }
         return .with { $0.willRetry = retries }
+    }
+
+    /// A report on the step `leaseID` names: in one turn when the migration is live and the node the
+    /// principal's, else checked the slow way first.
+    @discardableResult
+    private func report(_ leaseID: String, _ principal: Principal, _ command: @Sendable (NodeID) -> MigrationCommand) async throws(APIError) -> CommandResult {
+        let (migration, node) = try Self.leaseParts(leaseID)
+        let context = CommandContext(actor: principal.agentActor, triggeredBy: .agent)
+        let done = try await Self.commanding { () throws(CommandError) in
+            try await coordinator.execute(command(node), migration: migration, node: node, context: context, now: clock(),
+                                          ifPermitted: { principal.mayAct(forService: $0.services[0]) })
+        }
+        if let done { return done }
+        try await checkLease(migration, node, principal: principal)
+        return try await execute(command(node), migration, principal)
+    }
+
+    /// A coordinator call whose refusal or failure becomes the API's error.
+    private static func commanding<T>(_ body: () async throws(CommandError) -> T) async throws(APIError) -> T {
+        do { return try await body() } catch { throw APIError(error) }
     }
 
     // MARK: -
@@ -211,16 +241,26 @@ public struct AgentAPI: Sendable {
 
     /// The step a lease id names ("MIGRATION/NODE"), checked against the principal's services.
     private func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
+        let (migration, node) = try Self.leaseParts(id)
+        try await checkLease(migration, node, principal: principal)
+        return (migration, node)
+    }
+
+    /// The migration and node a lease id names ("MIGRATION/NODE"), both checked as identifiers.
+    private static func leaseParts(_ id: String) throws(APIError) -> (MigrationID, NodeID) {
         let parts = id.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
         }
         try APIError.checkIdentifier(String(parts[0]), "lease_id's migration")
         try APIError.checkIdentifier(String(parts[1]), "lease_id's node")
-        let migration = MigrationID(String(parts[0]))
-        let node = NodeID(String(parts[1]))
-        // Settled migrations too (read from their streams): a report that comes after the migration
-        // settled is answered migration_settled, as any command to it.
+        return (MigrationID(String(parts[0])), NodeID(String(parts[1])))
+    }
+
+    /// Whether the principal may report on node `node` of migration `migration`, settled migrations
+    /// included (read from their streams): a report that comes after the migration settled is answered
+    /// migration_settled, as any command to it.
+    private func checkLease(_ migration: MigrationID, _ node: NodeID, principal: Principal) async throws(APIError) {
         let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
         let spec = found?.plan.node(node)
         // A missing migration or node reads the same as another service's: agents cannot probe.
@@ -231,7 +271,6 @@ public struct AgentAPI: Sendable {
             }
             throw principal.notItsNode(migration, node)
         }
-        return (migration, node)
     }
 
     /// Leases the step of `service` that may start now (see `LogState.step(forService:at:)`). Another

@@ -172,6 +172,38 @@ struct AuthEndToEndTests {
         _ = try await server.stop()
     }
 
+    /// A report (heartbeat, progress, completion, failure) on a live migration's node that is the agent's
+    /// is checked and performed in one turn of the coordinator; anything else is checked the slow way.
+    /// Every refusal is the slow check's, in its order: who may report comes before what the report says.
+    @Test func reportsOnNodesThatAreNotTheAgentsAreRefusedByTheSlowCheck() async throws {
+        let server = try await ServerProcess(["--config", try configFile()])
+        let plan = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": AgentAPITests.plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", plan, token: Self.operatorToken).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "two-services", "migration_id": "m1"}"#, token: Self.operatorToken).hasSuffix("\n200"))
+        let refusal = #""code":"permission_denied","message":"orders-agent is an agent of orders; "#
+        for route in ["/v1/agent/heartbeat", "/v1/agent/progress", "/v1/agent/complete", "/v1/agent/fail"] {
+            // Another service's node of a live migration; a node or a migration that does not exist.
+            for lease in ["m1/switch", "m1/nothing", "nothing/expand"] {
+                let extra = route.hasSuffix("progress") ? #", "percent": 200"# : ""
+                let answer = try await server.post(route, #"{"lease_id": "\#(lease)", "fencing_token": "1"\#(extra)}"#, token: Self.agentToken)
+                #expect(answer.contains(refusal + "\(lease) is not a step of those services, or does not exist") && answer.hasSuffix("\n403"),
+                        "\(route) \(lease): \(answer)")
+            }
+        }
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "a1"}"#, token: Self.agentToken).contains(#""lease_id":"m1/expand""#))
+        // The agent's own node: now what the report says is checked.
+        let over = try await server.post("/v1/agent/progress", #"{"lease_id": "m1/expand", "fencing_token": "1", "percent": 200}"#, token: Self.agentToken)
+        #expect(over.contains(#""code":"invalid_argument""#) && over.contains("percent is 200") && over.hasSuffix("\n400"), "\(over)")
+        let stale = try await server.post("/v1/agent/heartbeat", #"{"lease_id": "m1/expand", "fencing_token": "2"}"#, token: Self.agentToken)
+        #expect(stale.contains(#""code":"stale_fencing_token""#), "\(stale)")
+        #expect(try await server.post("/v1/agent/progress", #"{"lease_id": "m1/expand", "fencing_token": "1", "percent": 50}"#, token: Self.agentToken).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, token: Self.agentToken).hasSuffix("\n200"))
+        // Reported again after it completed: the machine's refusal, as before.
+        let again = try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#, token: Self.agentToken)
+        #expect(again.contains(#""code":"no_active_lease""#) && again.hasSuffix("\n409"), "\(again)")
+        _ = try await server.stop()
+    }
+
     @Test func theServerRefusesToStartWithoutAuthorizationOrWithDevOffLoopback() async throws {
         let data = temporaryDirectory()
         let none = try await runLockstep(["serve", "--data", data, "--http-listen", "127.0.0.1:0"])
