@@ -55,7 +55,7 @@ package struct JSONOnEngine: H2Responder {
             }
             let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
             return poll.serve(request, presence: presence, run: run) { status, fields, body in
-                response.send(status: status, headers: fields, body: body)
+                response.send(status: status, headers: fields + [("date", HTTPDate.now())], body: body)
             }
         }
         guard let head = Self.head(request.head) else {
@@ -100,7 +100,7 @@ package struct JSONOnEngine: H2Responder {
     }
 
     /// `answer`'s fields as HTTP/2 sends them (lower-case names, no connection-specific fields), with
-    /// `content-length` when it is known.
+    /// `content-length` when it is known, and `date`.
     static func fields(of answer: Response, contentLength: Int?) -> [(String, String)] {
         var fields: [(String, String)] = []
         fields.reserveCapacity(answer.headers.count + 1)
@@ -108,6 +108,7 @@ package struct JSONOnEngine: H2Responder {
             fields.append((field.name.canonicalName, field.value))
         }
         if let length = contentLength ?? answer.headers[.contentLength].flatMap({ Int($0) }) { fields.append(("content-length", "\(length)")) }
+        if answer.headers[.date] == nil { fields.append(("date", HTTPDate.now())) }
         return fields
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LockstepClient
+import LockstepHTTP
 import LockstepTestSupport
 import Testing
 
@@ -47,6 +48,28 @@ import Testing
     /// A body trickled byte by byte does not hold an HTTP/2 stream: the engine refuses it once
     /// `--request-body-timeout-ms` has passed since its head (408 `request_timeout`, as HTTP/1.1 does)
     /// and resets the stream, on the JSON port and, as DEADLINE_EXCEEDED, on the gRPC port.
+    /// Every answer carries `date` on both versions (Hummingbird sets it on HTTP/1.1; the engine's JSON
+    /// side sets it itself): the poll served on the event loop, a routed call and an error.
+    @Test func everyAnswerCarriesADateOnBothVersions() async throws {
+        try await InProcessServerTests.withServer { _, http in
+            let calls: [(path: String, body: String)] = [
+                ("/v1/agent/poll", #"{"service": "orders", "agent_id": "a"}"#), ("/v1/plans/list", "{}"), ("/v1/agent/poll", "{not json"),
+            ]
+            for (path, body) in calls {
+                for flag in ["--http2-prior-knowledge", "--http1.1"] {
+                    let answer = try await curl([flag, "-D", "-", "-o", "/dev/null", "-X", "POST", "-H", "content-type: application/json",
+                                                 "--data-binary", body, http + path])
+                    let date = answer.split(separator: "\r\n").first { $0.lowercased().hasPrefix("date: ") }.map { String($0.dropFirst(6)) }
+                    // IMF-fixdate: "Fri, 04 Dec 2026 12:00:00 GMT".
+                    #expect(date?.wholeMatch(of: /[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT/) != nil, "\(flag) \(path): \(answer)")
+                }
+            }
+        }
+        #expect(HTTPDate.format(secondsSinceEpoch: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
+        #expect(HTTPDate.format(secondsSinceEpoch: 951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
+        #expect(HTTPDate.format(secondsSinceEpoch: 1_796_385_600) == "Fri, 04 Dec 2026 12:00:00 GMT")
+    }
+
     @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
     func aTrickledBodyIsRefusedWhenTheBodyTimeRunsOut() async throws {
         try await InProcessServerTests.withServer({ $0.limits.requestBodyMillisMax = 1_500 }) { grpc, http in
