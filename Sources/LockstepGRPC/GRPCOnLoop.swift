@@ -6,32 +6,73 @@ import LockstepWire
 import SwiftProtobuf
 
 extension GRPCAgentService {
-    /// The agent calls answered where they arrive, on the connection's event loop with no task
-    /// (`H2GRPCServerTransport.Configuration.onLoop`): a `Poll` whose service no node holds, once its
-    /// wait is over (`AgentAPI.lookAtOnce`; a poll with `wait_ms` 0 that finds nothing), or one the gate
-    /// refuses. It passes the same gate as every method (authentication, roles, the timer, errors with
-    /// their stable code). Every other call goes to the server and its handlers, as does a poll that needs
-    /// the coordinator, that parks, or whose message does not decode (the server's malformed answer).
+    /// `Poll` served where it arrives, on the connection's event loop with no task
+    /// (`H2GRPCServerTransport.Configuration.onLoop`), through the same gate as every method
+    /// (authentication, roles, the timer, errors with their stable code): a poll with nothing to lease is
+    /// answered there or parks there as an entry in the wakeup table (`AgentAPI.drive`, as the JSON port's
+    /// HTTP/2 poll), and a poll that needs the coordinator looks at it as a piece of the transport's work.
+    /// Left to the server and its handler (nil): every other method, a message that does not decode (the
+    /// server's malformed answer), and a poll whose `grpc-timeout` ends before its wait (GRPCCore's
+    /// deadline answers it DEADLINE_EXCEEDED, as before).
     package func onLoop(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
         // By name: the transport's descriptor does not know the method's type, which the generated one has.
         let method = Lockstep_V1_AgentService.Method.Poll.descriptor
         guard call.descriptor.service == method.service && call.descriptor.method == method.method,
               let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
-        let answer: H2GRPCServerTransport.OnLoopAnswer
+        let poll: AgentAPI.PollCursor
         do throws(APIError) {
             let principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
             try principal.require(.poll)
-            var poll = try agents.beginPoll(input, principal: principal)
-            guard case .answer(let response)? = agents.lookAtOnce(&poll) else { return nil }
-            agents.endPoll(poll)
-            guard let bytes = try? response.serializedBytes() as [UInt8] else { return nil }
-            answer = .message(bytes, trailing: [:])
+            poll = try agents.beginPoll(input, principal: principal)
         } catch {
             metrics.record(error)
-            answer = .failure(error.rpcError)
+            pollTimer.record(duration: ContinuousClock.now - began)
+            return .failure(error.rpcError)
         }
-        pollTimer.record(duration: ContinuousClock.now - began)
-        return answer
+        if let timeout = call.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) {
+            guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
+        }
+        let reply = call.reply
+        let departure = DepartureSignal()
+        reply.closed.whenComplete { _ in departure.markGone() }
+        let (metrics, timer) = (metrics, pollTimer)
+        agents.drive(poll, gone: { departure.isGone }, departure: departure, run: { work, dropped in
+            guard reply.run(work) else {
+                dropped()
+                return reply.send(.failure(RPCError(code: .unavailable, message: "shutting_down: the server is shutting down",
+                                                    metadata: ["lockstep-error-code": "shutting_down"])))
+            }
+        }) { end in
+            timer.record(duration: ContinuousClock.now - began)
+            switch end {
+            case .success(let response):
+                guard let bytes = try? response.serializedBytes() as [UInt8] else {
+                    return reply.send(.failure(RPCError(code: .internalError, message: "internal: the answer could not be encoded",
+                                                        metadata: ["lockstep-error-code": "internal"])))
+                }
+                reply.send(.message(bytes, trailing: [:]))
+            case .failure(let error):
+                metrics.record(error)
+                reply.send(.failure(error.rpcError))
+            }
+        }
+        return .later
+    }
+
+    /// `grpc-timeout` in milliseconds (PROTOCOL-HTTP2: up to 8 digits and a unit, H M S m u n), rounded
+    /// down; nil when it is not well formed.
+    package static func timeoutMillis(_ text: String) -> Int64? {
+        guard let unit = text.last, (2...9).contains(text.count), let value = Int64(text.dropLast()), value >= 0,
+              text.dropLast().allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        switch unit {
+        case "H": return value * 3_600_000
+        case "M": return value * 60_000
+        case "S": return value * 1_000
+        case "m": return value
+        case "u": return value / 1_000
+        case "n": return value / 1_000_000
+        default: return nil
+        }
     }
 }

@@ -82,13 +82,39 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         public let channel: any Channel
         /// Whether connections are TLS (`Configuration.tls`).
         public let tls: Bool
+        /// How to answer later (after `.later`), from any thread.
+        public let reply: OnLoopReply
     }
 
-    /// How `Configuration.onLoop` answers a call: its response message, or an error; each with metadata
-    /// sent in the trailers.
+    /// How `Configuration.onLoop` answers a call: its response message, or an error, each with metadata
+    /// sent in the trailers; or later, through the call's `reply`.
     public enum OnLoopAnswer: Sendable {
         case message([UInt8], trailing: Metadata)
         case failure(RPCError)
+        case later
+    }
+
+    /// A call answered later (`OnLoopAnswer.later`): its answer, sent once from any thread; when its
+    /// stream closed (the client reset it or went); and work run meanwhile in the transport's task group,
+    /// the one its other RPCs run in (no loose task).
+    public struct OnLoopReply: Sendable {
+        let response: H2Response
+        let transport: H2GRPCServerTransport
+
+        /// Completes when the call's stream closes (answered, reset, or its connection ended).
+        public var closed: EventLoopFuture<UInt32> { response.closed }
+
+        /// Sends the answer (`.later` sends nothing).
+        public func send(_ answer: OnLoopAnswer) {
+            GRPCResponder.send(answer, to: response)
+        }
+
+        /// Runs `work` in the transport's task group; false, and nothing runs, once the transport has
+        /// stopped taking work (it is shutting down).
+        public func run(_ work: @escaping @Sendable () async -> Void) -> Bool {
+            if case .enqueued = transport.acceptor.yield(.work(work)) { return true }
+            return false
+        }
     }
 
     /// What a handler can learn about the transport under its RPC (`ServerContext.transportSpecific`).
@@ -101,8 +127,14 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
 
     private let configuration: Configuration
     private let logger: Logger
-    private let accepted: AsyncStream<Accepted>
-    private let acceptor: AsyncStream<Accepted>.Continuation
+    private let accepted: AsyncStream<Item>
+    private let acceptor: AsyncStream<Item>.Continuation
+
+    /// What the transport's task group runs: an RPC for the server, or a piece of an on-loop call's work.
+    enum Item: Sendable {
+        case rpc(Accepted)
+        case work(@Sendable () async -> Void)
+    }
     private let state = Mutex(State())
     private let address: EventLoopPromise<SocketAddress>
 
@@ -116,7 +148,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         self.configuration = configuration
         self.logger = logger
         // Bounded by the streams the engine lets in: connections × concurrent streams each.
-        (accepted, acceptor) = AsyncStream.makeStream(of: Accepted.self)
+        (accepted, acceptor) = AsyncStream.makeStream(of: Item.self)
         address = MultiThreadedEventLoopGroup.singleton.any().makePromise(of: SocketAddress.self)
     }
 
@@ -159,8 +191,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let localPeer = Self.peer(listener.localAddress)
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
-                for await rpc in accepted {
-                    group.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
+                for await item in accepted {
+                    switch item {
+                    case .rpc(let rpc): group.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
+                    case .work(let work): group.addTask { await work() }
+                    }
                 }
             }
         } onCancel: {
@@ -257,11 +292,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             case .rpc(let descriptor, let metadata, let messages):
                 if messages.count == 1, let onLoop = transport.configuration.onLoop,
                    let answer = onLoop(OnLoopCall(descriptor: descriptor, metadata: metadata, message: messages[0], channel: request.channel,
-                                                  tls: transport.configuration.tls)) {
+                                                  tls: transport.configuration.tls, reply: OnLoopReply(response: response, transport: transport))) {
                     return Self.send(answer, to: response)
                 }
                 let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel)
-                if case .terminated = transport.acceptor.yield(rpc) {
+                if case .terminated = transport.acceptor.yield(.rpc(rpc)) {
                     response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }
             }
@@ -284,6 +319,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                 let status = Status(code: Status.Code(error.code), message: error.message)
                 response.head(status: 200, headers: [("content-type", "application/grpc")] + GRPCRequest.status(status) + GRPCRequest.fields(error.metadata),
                               body: false)
+            case .later:
+                break
             }
         }
 

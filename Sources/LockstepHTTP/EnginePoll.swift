@@ -12,7 +12,7 @@ import Metrics
 /// authentication, the principal's roles, the body's checks, the errors and the request timer), made where
 /// the request arrived, without a task or a thread switch. A poll whose service no node holds has nothing
 /// to lease (`AgentAPI.lookAtOnce`), so it is answered there, or parks there: an entry in the wakeup table
-/// (`Wakeups.park`) holding its stream's answer. Only a poll that needs the coordinator (its service is
+/// (`Wakeups.park`, through `AgentAPI.drive`, which gRPC's poll shares) holding its stream's answer. Only a poll that needs the coordinator (its service is
 /// held), or one woken from its park (a change, its deadline, its stream closing, shutdown), runs as a
 /// piece of its connection's work, through the `PollLane`.
 ///
@@ -20,7 +20,7 @@ import Metrics
 package final class EnginePoll: Sendable {
     /// Hands a piece of a poll's work to its connection; runs the second closure instead when that
     /// connection is closing (the work was dropped).
-    package typealias Run = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
+    package typealias Run = AgentAPI.PollRun
     /// Sends a whole answer: its status, fields (`content-type`, `content-length`, `server`, `lockstep-writer`)
     /// and body. Nothing waits for the client to read it, so no reader that stopped holds a lane place.
     package typealias Send = @Sendable (_ status: Int, _ fields: [(String, String)], _ body: ByteBuffer) -> Void
@@ -83,75 +83,17 @@ package final class EnginePoll: Sendable {
             return refuse(error, answer)
         }
         let gone: @Sendable () -> Bool = { presence.isGone }
-        guard let found = routes.agents.lookAtOnce(&poll) else {
-            return lookLater(poll, gone: gone, presence: presence, run: run, answer: answer)
-        }
-        settle(poll, found, gone: gone, presence: presence, run: run, answer: answer)
-    }
-
-    /// A look at the coordinator, as a new piece of the connection's work: the poll is answered, or
-    /// parks, or looks again. A poll never keeps its place in the lane across looks, so the places go round.
-    private func look(_ start: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
-                      run: @escaping Run, answer: @escaping Send) async {
-        var poll = start
-        guard !gone() else {
-            routes.agents.endPoll(poll)
-            return answer(200, retryLaterFields, retryLater)
-        }
-        let found: AgentAPI.PollLook
-        do throws(APIError) {
-            found = try await routes.agents.look(&poll, clientGone: gone)
-        } catch {
-            routes.agents.endPoll(poll)
-            return refuse(error, answer)
-        }
-        settle(poll, found, gone: gone, presence: presence, run: run, answer: answer)
-    }
-
-    /// What a look found: the answer is sent; a park waits in the wakeup table and, when it is resumed,
-    /// looks again (or answers `retryLater`) as new work.
-    private func settle(_ poll: AgentAPI.PollCursor, _ found: AgentAPI.PollLook, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
-                        run: @escaping Run, answer: @escaping Send) {
-        switch found {
-        case .answer(let response):
-            routes.agents.endPoll(poll)
-            guard response.hasStep else { return answer(200, retryLaterFields, retryLater) }
-            let body = HTTPRoutes.jsonBytes(response)
-            answer(200, Self.fields(body, serverName: serverName), body)
-        case .park(let seen, let millis):
-            let now = routes.agents.wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: presence) {
-                [self] outcome in
-                var cursor = poll
-                let again = routes.agents.resumed(&cursor, outcome)
-                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, answer: answer)
-            }
-            // Parked: this work ends here; otherwise the outcome came at once.
-            if let now {
-                var cursor = poll
-                let again = routes.agents.resumed(&cursor, now)
-                continueWith(cursor, lookAgain: again, gone: gone, presence: presence, run: run, answer: answer)
+        routes.agents.drive(poll, gone: gone, departure: presence, run: run) { [self] end in
+            switch end {
+            case .success(let response) where !response.hasStep:
+                answer(200, retryLaterFields, retryLater)
+            case .success(let response):
+                let body = HTTPRoutes.jsonBytes(response)
+                answer(200, Self.fields(body, serverName: serverName), body)
+            case .failure(let error):
+                refuse(error, answer)
             }
         }
-    }
-
-    /// After a wait: look again, or answer `retryLater`.
-    private func continueWith(_ poll: AgentAPI.PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
-                              run: @escaping Run, answer: @escaping Send) {
-        guard lookAgain else {
-            routes.agents.endPoll(poll)
-            return answer(200, retryLaterFields, retryLater)
-        }
-        lookLater(poll, gone: gone, presence: presence, run: run, answer: answer)
-    }
-
-    private func lookLater(_ poll: AgentAPI.PollCursor, gone: @escaping @Sendable () -> Bool, presence: ClientPresence,
-                           run: @escaping Run, answer: @escaping Send) {
-        run({ [self] in
-            await look(poll, gone: gone, presence: presence, run: run, answer: answer)
-        }, { [self] in
-            // Its connection is closing: nobody will read the answer; a wake it holds goes on.
-            routes.agents.endPoll(poll)
-        })
     }
 
     /// A JSON answer's fields.

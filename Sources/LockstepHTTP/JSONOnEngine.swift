@@ -53,7 +53,13 @@ package struct JSONOnEngine: H2Responder {
                 if case .enqueued = work.yield(job) { return true }
                 return false
             }
-            let run: EnginePoll.Run = { job, dropped in poll.lane.submit(job, deliver: deliver, dropped: dropped) }
+            // A connection that takes no more work is closing: the stream is refused, to be retried.
+            let run: EnginePoll.Run = { job, dropped in
+                poll.lane.submit(job, deliver: deliver, dropped: {
+                    dropped()
+                    response.reset(.refusedStream)
+                })
+            }
             return poll.serve(request, presence: presence, run: run) { status, fields, body in
                 response.send(status: status, headers: fields + [("date", HTTPDate.now())], body: body)
             }

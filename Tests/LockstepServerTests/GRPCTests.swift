@@ -1,6 +1,7 @@
 import Foundation
 import LockstepServer
 import LockstepTestSupport
+import LockstepGRPC
 import Testing
 import LockstepService
 
@@ -64,6 +65,34 @@ struct GRPCTests {
         let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
         #expect(export.contains(#""step_progress""#) && export.contains(#""message":"half way""#))
         #expect(export.contains(#""actor":{"kind":"user","id":"olga"}"#) && export.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#))
+    }
+
+    /// `grpc-timeout` as the on-loop poll reads it (PROTOCOL-HTTP2: 1 to 8 digits and a unit); anything
+    /// else is not well formed, and the call is left to GRPCCore.
+    @Test func grpcTimeoutsAreReadAsTheProtocolWritesThem() {
+        let cases: [(String, Int64?)] = [
+            ("1S", 1_000), ("100m", 100), ("5H", 18_000_000), ("2M", 120_000), ("2500u", 2), ("7000000n", 7), ("99999999H", 359_999_996_400_000),
+            ("", nil), ("S", nil), ("5", nil), ("5s", nil), ("+5S", nil), ("-5S", nil), ("123456789S", nil), ("1.5S", nil), ("٣S", nil),
+        ]
+        for (text, millis) in cases { #expect(GRPCAgentService.timeoutMillis(text) == millis, "\(text)") }
+    }
+
+    /// A gRPC poll is served on the event loop and parks as an entry in the wakeup table (`GRPCOnLoop`):
+    /// answered at the end of its wait, refused DEADLINE_EXCEEDED when its deadline comes first, gone from
+    /// the table the moment its client cancels it, and woken with its step by the start that readies it.
+    @Test func aParkedGRPCPollWaitsLeavesWhenCancelledAndIsWokenWithItsStep() async throws {
+        let server = try await ServerProcess()
+        let probe = try await ChildProcess("/usr/bin/env", [
+            "python3", Self.testsDirectory.appendingPathComponent("Agents/grpc_poll_park.py").path, Self.protos, server.grpc, server.url,
+        ]).wait(seconds: 120)
+        #expect(probe.stdout.split(separator: "\n").map(String.init) == [
+            "waited True step=False retry_after_ms 1000",
+            "deadline DEADLINE_EXCEEDED",
+            "parked True",
+            "left True",
+            "woken m1/one go",
+        ], "\(probe.stdout)\n\(probe.stderr)")
+        _ = try await server.stop()
     }
 
     /// `APILimits.grpcConcurrentStreamsMax`: the gRPC listener announces it in its HTTP/2 SETTINGS

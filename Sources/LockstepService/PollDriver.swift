@@ -1,0 +1,83 @@
+import LockstepWire
+
+extension AgentAPI {
+    /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group);
+    /// runs the second closure instead when that no longer takes work (it is closing).
+    package typealias PollRun = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
+
+    /// How a driven poll ends: its answer (a step, or `retryLater`), or the error it is refused with.
+    package typealias PollEnd = @Sendable (Result<Lockstep_V1_PollResponse, APIError>) -> Void
+
+    /// Drives a poll to its end without a task while it waits, for a transport that serves it from its
+    /// event loop (the JSON port's HTTP/2, gRPC): a first look with no hop (`lookAtOnce`); a poll whose
+    /// service is held looks at the coordinator as a piece of work given to `run`; a poll with nothing
+    /// to lease parks as an entry in the wakeup table (`Wakeups.park`), holding `end`, until a change,
+    /// its deadline, its client going (`departure`, checked with `gone`) or shutdown resumes it, and it
+    /// looks again as new work or ends with `retryLater`. `end` is called once, from any thread.
+    package func drive(_ poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
+                       end: @escaping PollEnd) {
+        var poll = poll
+        guard let found = lookAtOnce(&poll) else { return lookLater(poll, gone: gone, departure: departure, run: run, end: end) }
+        settle(poll, found, gone: gone, departure: departure, run: run, end: end)
+    }
+
+    /// A look at the coordinator (as a piece of work): the poll ends, or parks, or looks again.
+    private func look(_ start: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
+                      end: @escaping PollEnd) async {
+        var poll = start
+        guard !gone() else {
+            endPoll(poll)
+            return end(.success(retryLater))
+        }
+        let found: PollLook
+        do throws(APIError) {
+            found = try await look(&poll, clientGone: gone)
+        } catch {
+            endPoll(poll)
+            return end(.failure(error))
+        }
+        settle(poll, found, gone: gone, departure: departure, run: run, end: end)
+    }
+
+    /// What a look found: the answer ends the poll; a park waits in the wakeup table and, when it is
+    /// resumed, looks again (or ends with `retryLater`).
+    private func settle(_ poll: PollCursor, _ found: PollLook, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,
+                        run: @escaping PollRun, end: @escaping PollEnd) {
+        switch found {
+        case .answer(let response):
+            endPoll(poll)
+            end(.success(response))
+        case .park(let seen, let millis):
+            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure) { outcome in
+                var cursor = poll
+                let again = resumed(&cursor, outcome)
+                continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
+            }
+            // Parked: nothing runs until it is resumed; otherwise the outcome came at once.
+            if let now {
+                var cursor = poll
+                let again = resumed(&cursor, now)
+                continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
+            }
+        }
+    }
+
+    private func continueWith(_ poll: PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,
+                              run: @escaping PollRun, end: @escaping PollEnd) {
+        guard lookAgain else {
+            endPoll(poll)
+            return end(.success(retryLater))
+        }
+        lookLater(poll, gone: gone, departure: departure, run: run, end: end)
+    }
+
+    private func lookLater(_ poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
+                           end: @escaping PollEnd) {
+        run({
+            await look(poll, gone: gone, departure: departure, run: run, end: end)
+        }, {
+            // Nobody will read the answer; a wake it holds goes on.
+            endPoll(poll)
+        })
+    }
+}
