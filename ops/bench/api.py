@@ -34,6 +34,7 @@ parser.add_argument("--quick", action="store_true", help="one short run of each 
 parser.add_argument("--json", help="also write the figures as JSON to this file")
 parser.add_argument("--only", default="calls,parked,wake", help="comma-separated figures to measure: calls, parked, wake")
 parser.add_argument("--parked", type=int, default=100_000, help="long-polls to park at once (100 streams per connection)")
+parser.add_argument("--parked-over", default="json", choices=["json", "grpc"], help="park the polls over the JSON port's HTTP/2 or over gRPC")
 args = parser.parse_args()
 ONLY = set(args.only.split(","))
 RUNS = 1 if args.quick else 3
@@ -150,11 +151,19 @@ if "parked" in ONLY:
     server, http_port, grpc_port = serve(["--parked-polls-max", str(PARKED), "--parked-polls-per-principal", str(PARKED),
                                           "--connections-per-peer-max", str(connections + 16)])
     wait_body = os.path.join(work, "wait.json")
-    with open(wait_body, "w") as f:
-        f.write('{"service": "nothing-to-do", "agent_id": "bench", "wait_ms": 60000}')
+    if args.parked_over == "grpc":
+        # PollRequest{service: "nothing-to-do", agent_id: "bench", wait_ms: 60000} in a gRPC frame.
+        message = b"\x0a\x0dnothing-to-do" + b"\x12\x05bench" + b"\x20\xe0\xd4\x03"
+        with open(wait_body, "wb") as f:
+            f.write(b"\x00" + len(message).to_bytes(4, "big") + message)
+        wait_target = (["-H", "content-type: application/grpc", "-H", "te: trailers"], f"http://127.0.0.1:{grpc_port}/lockstep.v1.AgentService/Poll")
+    else:
+        with open(wait_body, "w") as f:
+            f.write('{"service": "nothing-to-do", "agent_id": "bench", "wait_ms": 60000}')
+        wait_target = (["-H", "content-type: application/json"], f"http://127.0.0.1:{http_port}/v1/agent/poll")
     rss_before = int(open(f"/proc/{server.pid}/status").read().split("VmRSS:")[1].split()[0])
-    holder = subprocess.Popen(["h2load", "-n", str(PARKED), "-c", str(connections), "-m", "100", "-d", wait_body, "-H", "content-type: application/json",
-                               f"http://127.0.0.1:{http_port}/v1/agent/poll"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    holder = subprocess.Popen(["h2load", "-n", str(PARKED), "-c", str(connections), "-m", "100", "-d", wait_body, *wait_target[0], wait_target[1]],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     parked = 0
     deadline = time.time() + 50
     while time.time() < deadline and parked < PARKED:
@@ -253,7 +262,7 @@ if "calls" in ONLY:
     print(row("nghttpd, the same body (C reference)", figures["nghttpd, the same body"], figures["nghttpd, the same body"]))
     report["calls"] = figures
 if "parked" in ONLY:
-    print(f"\nparked long-polls over HTTP/2: {parked:,} held at once (of {PARKED:,} sent on {connections:,} connections; {parked_answered:,} answered at shutdown); "
+    print(f"\nparked long-polls over {'gRPC' if args.parked_over == 'grpc' else 'HTTP/2 (JSON)'}: {parked:,} held at once (of {PARKED:,} sent on {connections:,} connections; {parked_answered:,} answered at shutdown); "
           f"RSS {rss_before / 1024:.0f} MB idle, {rss_parked / 1024:.0f} MB while held, {(rss_parked - rss_before) / max(parked, 1):.1f} KB per parked poll; "
           f"heap in use while held {heap_parked / 1024:.0f} MB, {heap_parked / max(parked, 1):.1f} KB per parked poll (target: 100,000 under 500 MB)")
     report.update({"parked": parked, "rss_mb_idle": rss_before / 1024, "rss_mb_parked": rss_parked / 1024, "heap_mb_parked": heap_parked / 1024})
