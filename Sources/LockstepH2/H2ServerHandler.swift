@@ -111,7 +111,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private func handle(_ event: H2Event) {
         guard let context else { return }
         let before = state.streamsTracked
-        for action in state.on(event, nowNanos: clock()) { perform(action, context: context) }
+        // Within a read, the time it began (the flood limits' buckets need no finer clock): one clock
+        // read per read, not per frame.
+        for action in state.on(event, nowNanos: reading ? lastReadNanos : clock()) { perform(action, context: context) }
         if case .streamClosed(let id, let code) = event {
             open.removeValue(forKey: id)?.succeed(code)
             dropWriter(id)
@@ -221,7 +223,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         case .awaitBody(let id):
             guard let millis = state.limits.requestBodyMillisMax else { break }
             let (product, overflow) = UInt64(clamping: max(0, millis)).multipliedReportingOverflow(by: 1_000_000)
-            let due = overflow ? UInt64.max : clock().addingReportingOverflow(product).partialValue
+            let (sum, past) = (reading ? lastReadNanos : clock()).addingReportingOverflow(product)
+            let due = overflow || past ? UInt64.max : sum
             // Those handed over behind a slow first one wait to leave from the front; past twice the
             // streams a client may have open at once, they all leave now (at most that many still wait):
             // the buffer stays bounded by the stream limit, not by how fast the client sends.
