@@ -17,7 +17,9 @@ extension GRPCAgentService {
     package func onLoop(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
         // By name: the transport's descriptor does not know the method's type, which the generated one has.
         let method = Lockstep_V1_AgentService.Method.Poll.descriptor
-        guard call.descriptor.service == method.service && call.descriptor.method == method.method,
+        // A poll is a few dozen bytes: a larger message is decoded by the server, in a task, so nobody
+        // (authenticated or not) holds a loop for a long decode.
+        guard call.descriptor.service == method.service && call.descriptor.method == method.method, call.message.count <= Self.onLoopMessageBytesMax,
               let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         let poll: AgentAPI.PollCursor
@@ -36,13 +38,17 @@ extension GRPCAgentService {
         let reply = call.reply
         let departure = DepartureSignal()
         reply.closed.whenComplete { _ in departure.markGone() }
-        let (metrics, timer) = (metrics, pollTimer)
+        let (metrics, timer, lane) = (metrics, pollTimer, lane)
         agents.drive(poll, gone: { departure.isGone }, departure: departure, run: { work, dropped in
-            guard reply.run(work) else {
+            // Through the lane shared with the JSON port; the transport's task group runs the work, and
+            // once it takes no more (shutting down) the poll is answered so.
+            lane.submit(work, deliver: { reply.run($0) }, dropped: {
                 dropped()
-                return reply.send(.failure(RPCError(code: .unavailable, message: "shutting_down: the server is shutting down",
-                                                    metadata: ["lockstep-error-code": "shutting_down"])))
-            }
+                let error = APIError(.shuttingDown, "the server is shutting down")
+                metrics.record(error)
+                timer.record(duration: ContinuousClock.now - began)
+                reply.send(.failure(error.rpcError))
+            })
         }) { end in
             timer.record(duration: ContinuousClock.now - began)
             switch end {
@@ -59,6 +65,9 @@ extension GRPCAgentService {
         }
         return .later
     }
+
+    /// Largest `Poll` message served on the event loop, in bytes.
+    package static let onLoopMessageBytesMax = 4_096
 
     /// `grpc-timeout` in milliseconds (PROTOCOL-HTTP2: up to 8 digits and a unit, H M S m u n), rounded
     /// down; nil when it is not well formed.

@@ -15,6 +15,8 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
     /// The poll's timer (`onLoop` records into it without looking it up each call).
     let pollTimer: Metrics.Timer
+    /// Bounds the looks at the coordinator of the polls served from the event loop (`onLoop`).
+    let lane: PollLane
 
     package func poll(request: ServerRequest<Lockstep_V1_PollRequest>, context: ServerContext) async throws -> ServerResponse<Lockstep_V1_PollResponse> {
         // gRPC reports a deadline or a reset stream through the context, not by cancelling the task: the
@@ -54,10 +56,12 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         try await answer(request, operation, context: context, metrics: metrics, authenticate: authenticate, body)
     }
 
-    package init(agents: AgentAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
+    package init(agents: AgentAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal,
+                 lane: PollLane = PollLane(limit: 256)) {
         self.agents = agents
         self.metrics = metrics
         self.authenticate = authenticate
+        self.lane = lane
         pollTimer = metrics.request(APIOperation.poll.name, transport: "grpc")
     }
 }

@@ -100,12 +100,20 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     public struct OnLoopReply: Sendable {
         let response: H2Response
         let transport: H2GRPCServerTransport
+        /// Set by the first `send`: a second one is dropped (it would start a second response).
+        let sent = Sent()
+
+        final class Sent: Sendable {
+            let flag = Atomic<Bool>(false)
+        }
 
         /// Completes when the call's stream closes (answered, reset, or its connection ended).
         public var closed: EventLoopFuture<UInt32> { response.closed }
 
-        /// Sends the answer (`.later` sends nothing).
+        /// Sends the answer (`.later` sends nothing); only the first answer is sent.
         public func send(_ answer: OnLoopAnswer) {
+            if case .later = answer { return }
+            guard !sent.flag.exchange(true, ordering: .relaxed) else { return }
             GRPCResponder.send(answer, to: response)
         }
 

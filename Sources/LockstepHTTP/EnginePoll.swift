@@ -1,9 +1,7 @@
-import DequeModule
 import Hummingbird
 import LockstepH2
 import NIOCore
 import LockstepService
-import Synchronization
 import LockstepWire
 import Metrics
 
@@ -35,11 +33,16 @@ package final class EnginePoll: Sendable {
     private let retryLater: ByteBuffer
     private let retryLaterFields: [(String, String)]
 
-    package init(routes: HTTPRoutes, serverName: String, looksInFlightMax: Int = 256) {
+    /// Largest poll body served on the event loop, in bytes; a larger one (a poll is a few dozen bytes)
+    /// goes through the route, in a task, so no request holds a loop for a long decode.
+    package static let onLoopBodyBytesMax = 4_096
+
+    /// `lane` bounds the looks at the coordinator of every poll served from an event loop (gRPC's too).
+    package init(routes: HTTPRoutes, serverName: String, lane: PollLane) {
         self.routes = routes
         self.serverName = serverName
         timer = routes.metrics.request(APIOperation.poll.name, transport: "http")
-        lane = PollLane(limit: looksInFlightMax)
+        self.lane = lane
         retryLater = HTTPRoutes.jsonBytes(routes.agents.retryLater)
         retryLaterFields = Self.fields(retryLater, serverName: serverName)
     }
@@ -69,7 +72,8 @@ package final class EnginePoll: Sendable {
             return found
         }
         if routes.refuseBrowsers, field("origin") != nil {
-            return refuse(HTTPRoutes.browserRefusal, counted: false, answer)
+            // Neither counted nor timed, as on the route, where the edge middleware answers it.
+            return refuse(HTTPRoutes.browserRefusal, counted: false, send)
         }
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
@@ -109,74 +113,5 @@ package final class EnginePoll: Sendable {
         var fields = Self.fields(body, serverName: serverName)
         if let writer = error.writer { fields.append(("lockstep-writer", writer)) }
         answer(Int(error.kind.httpStatus), fields, body)
-    }
-}
-
-/// At most `limit` pieces of poll work run at once over all connections; the rest wait here as closures,
-/// in arrival order, each handed to its own connection when a place frees. A burst of polls (100,000
-/// agents arriving within a second) then costs closures while it waits for the coordinator, which takes
-/// one look at a time anyway, not a task each: at that peak a task in flight held about 20 KB, and the
-/// allocator kept that RSS after the polls had parked (docs/benchmarks.md).
-package final class PollLane: Sendable {
-    private struct Waiting: Sendable {
-        let work: @Sendable () async -> Void
-        /// Hands the (wrapped) work to its connection; false when the connection no longer takes work.
-        let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool
-        let dropped: @Sendable () -> Void
-    }
-
-    private struct State {
-        var running = 0
-        var waiting = Deque<Waiting>()
-    }
-
-    private let state = Mutex(State())
-    package let limit: Int
-
-    package init(limit: Int) { self.limit = max(1, limit) }
-
-    /// Pieces of work waiting for a place (for tests and metrics).
-    package var waitingCount: Int { state.withLock { $0.waiting.count } }
-    package var runningCount: Int { state.withLock { $0.running } }
-
-    package func submit(_ work: @escaping @Sendable () async -> Void, deliver: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Bool,
-                        dropped: @escaping @Sendable () -> Void) {
-        let item = Waiting(work: work, deliver: deliver, dropped: dropped)
-        let now = state.withLock { state -> Bool in
-            guard state.running < limit else {
-                state.waiting.append(item)
-                return false
-            }
-            state.running += 1
-            return true
-        }
-        if now { start(item) }
-    }
-
-    /// Runs `item` in the place it holds; when its connection takes no more work, the place goes to the
-    /// next waiting item.
-    private func start(_ item: Waiting) {
-        var next: Waiting? = item
-        while let current = next {
-            if current.deliver({ [self] in
-                await current.work()
-                finished()
-            }) { return }
-            current.dropped()
-            next = handOn()
-        }
-    }
-
-    private func finished() {
-        if let next = handOn() { start(next) }
-    }
-
-    /// The next waiting item keeps the place that freed; none waiting: the place is given back.
-    private func handOn() -> Waiting? {
-        state.withLock { state in
-            if let next = state.waiting.popFirst() { return next }
-            state.running -= 1
-            return nil
-        }
     }
 }

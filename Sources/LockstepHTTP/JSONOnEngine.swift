@@ -48,7 +48,7 @@ package struct JSONOnEngine: H2Responder {
         guard let work else { return response.reset(.internalError) }
         let presence = ClientPresence(inputClosedMeansGone: false)
         response.closed.whenComplete { _ in presence.markGone() }
-        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path) {
+        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), request.body.readableBytes <= EnginePoll.onLoopBodyBytesMax {
             let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
                 if case .enqueued = work.yield(job) { return true }
                 return false
@@ -65,7 +65,7 @@ package struct JSONOnEngine: H2Responder {
             }
         }
         guard let head = Self.head(request.head) else {
-            return response.send(status: 400, headers: [("content-length", "0")], body: nil)
+            return response.send(status: 400, headers: [("content-length", "0"), ("date", HTTPDate.now())], body: nil)
         }
         var context = LockstepRequestContext(source: ApplicationRequestContextSource(channel: request.channel, logger: logger))
         context.streamPresence = presence
@@ -89,7 +89,8 @@ package struct JSONOnEngine: H2Responder {
 
     package func refusal(status: Int) -> H2Refusal {
         let body = refusalBody(status)
-        return H2Refusal(status: status, headers: [("content-type", "application/json"), ("content-length", "\(body.readableBytes)")], body: body)
+        return H2Refusal(status: status, headers: [("content-type", "application/json"), ("content-length", "\(body.readableBytes)"),
+                                                   ("date", HTTPDate.now())], body: body)
     }
 
     /// The request's head as swift-http-types has it; nil for a method it does not take (libnghttp2 has

@@ -222,7 +222,10 @@ public enum LockstepServer {
             return code.rawValue
         }
         // The agent calls that need no hop are answered on the event loop they arrive on (GRPCOnLoop.swift).
-        let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate)
+        // At most 256 polls served from the event loops (JSON over HTTP/2, gRPC) look at the coordinator
+        // at once; the rest wait in line as closures (PollLane).
+        let pollLane = PollLane(limit: 256)
+        let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate, lane: pollLane)
         grpcConfiguration.onLoop = { call in agentService.onLoop(call) }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)
         // JSON: HTTP/1.1 on Hummingbird, HTTP/2 on the engine, one port and one route table (the
@@ -232,7 +235,7 @@ public enum LockstepServer {
         // One byte over the API's limit reaches the route, which refuses it with its ErrorBody; more is
         // refused by the engine as it arrives, with the same body.
         jsonLimits.requestBodyBytesMax = limits.requestBodyBytesMax.addingReportingOverflow(1).overflow ? .max : limits.requestBodyBytesMax + 1
-        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes, serverName: "lockstep"), logger: logger, serverName: "lockstep",
+        let jsonOnEngine = JSONOnEngine(router: router.buildResponder(), poll: EnginePoll(routes: routes, serverName: "lockstep", lane: pollLane), logger: logger, serverName: "lockstep",
                                         refusalBody: routes.engineRefusalBody)
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))

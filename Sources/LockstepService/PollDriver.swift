@@ -68,6 +68,9 @@ extension AgentAPI {
             endPoll(poll)
             return end(.success(retryLater))
         }
+        // Where it was woken, when that needs no hop (its service still free): no work queued for it.
+        var cursor = poll
+        if !gone(), let found = lookAtOnce(&cursor) { return settle(cursor, found, gone: gone, departure: departure, run: run, end: end) }
         lookLater(poll, gone: gone, departure: departure, run: run, end: end)
     }
 

@@ -87,6 +87,7 @@ struct GRPCTests {
         ]).wait(seconds: 120)
         #expect(probe.stdout.split(separator: "\n").map(String.init) == [
             "waited True step=False retry_after_ms 1000",
+            "large step=False retry_after_ms 1000",
             "deadline DEADLINE_EXCEEDED",
             "parked True",
             "left True",

@@ -45,9 +45,6 @@ import Testing
         }
     }
 
-    /// A body trickled byte by byte does not hold an HTTP/2 stream: the engine refuses it once
-    /// `--request-body-timeout-ms` has passed since its head (408 `request_timeout`, as HTTP/1.1 does)
-    /// and resets the stream, on the JSON port and, as DEADLINE_EXCEEDED, on the gRPC port.
     /// Every answer carries `date` on both versions (Hummingbird sets it on HTTP/1.1; the engine's JSON
     /// side sets it itself): the poll served on the event loop, a routed call and an error.
     @Test func everyAnswerCarriesADateOnBothVersions() async throws {
@@ -65,11 +62,21 @@ import Testing
                 }
             }
         }
+        // And the answers the engine gives itself (here 431, a header list over its limit; a GET, so no
+        // body is still arriving and no reset follows the answer).
+        try await InProcessServerTests.withServer { _, http in
+            let answer = try await curl(["--http2-prior-knowledge", "-D", "-", "-o", "/dev/null", "-H", "x-big: " + String(repeating: "x", count: 20_000),
+                                         http + "/v1/agent/poll"])
+            #expect(answer.contains(" 431") && answer.lowercased().contains("\r\ndate: "), "\(answer)")
+        }
         #expect(HTTPDate.format(secondsSinceEpoch: 0) == "Thu, 01 Jan 1970 00:00:00 GMT")
         #expect(HTTPDate.format(secondsSinceEpoch: 951_782_400) == "Tue, 29 Feb 2000 00:00:00 GMT")
         #expect(HTTPDate.format(secondsSinceEpoch: 1_796_385_600) == "Fri, 04 Dec 2026 12:00:00 GMT")
     }
 
+    /// A body trickled byte by byte does not hold an HTTP/2 stream: the engine refuses it once
+    /// `--request-body-timeout-ms` has passed since its head (408 `request_timeout`, as HTTP/1.1 does)
+    /// and resets the stream, on the JSON port and, as DEADLINE_EXCEEDED, on the gRPC port.
     @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
     func aTrickledBodyIsRefusedWhenTheBodyTimeRunsOut() async throws {
         try await InProcessServerTests.withServer({ $0.limits.requestBodyMillisMax = 1_500 }) { grpc, http in

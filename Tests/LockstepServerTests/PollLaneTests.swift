@@ -1,6 +1,6 @@
+import LockstepService
 import Synchronization
 import Testing
-@testable import LockstepHTTP
 
 /// `PollLane`: at most its limit of pieces of poll work run at once; the rest wait as closures, in
 /// arrival order; work whose connection takes none is dropped and its place goes on.

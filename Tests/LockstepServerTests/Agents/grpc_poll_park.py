@@ -43,6 +43,10 @@ began = time.monotonic()
 answer = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="a", wait_ms=1200), timeout=30)
 print(f"waited {time.monotonic() - began >= 1.1} step={answer.HasField('step')} retry_after_ms {answer.retry_after_ms}", flush=True)
 
+# A message over what is served on the event loop (4 KiB) is served by the handler, with the same answer.
+answer = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="a", capabilities=["x" * 5000]), timeout=30)
+print(f"large step={answer.HasField('step')} retry_after_ms {answer.retry_after_ms}", flush=True)
+
 # A deadline before the wait's end: DEADLINE_EXCEEDED, as GRPCCore answers it.
 try:
     agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="a", wait_ms=20000), timeout=0.5)
