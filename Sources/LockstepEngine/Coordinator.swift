@@ -273,15 +273,20 @@ public actor Coordinator {
     /// the slow way, which says why.
     public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant,
                           ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> Int64? {
-        guard let spec = machine.state.migrations[id]?.plan.node(node), permitted(spec) else { return nil }
+        guard livePermits(id, node, permitted) else { return nil }
         return try await heartbeat(migration: id, node: node, token: token, by: reporter, now: now)
     }
 
     /// `execute`, likewise: only when migration `id` is live and `permitted` accepts node `node`'s spec.
     public func execute(_ command: MigrationCommand, migration id: MigrationID, node: NodeID, context: CommandContext, now: Instant,
                         ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> CommandResult? {
-        guard let spec = machine.state.migrations[id]?.plan.node(node), permitted(spec) else { return nil }
+        guard livePermits(id, node, permitted) else { return nil }
         return try await execute(command, migration: id, context: context, now: now)
+    }
+
+    /// Whether migration `id` is live, has node `node`, and `permitted` accepts its spec.
+    private func livePermits(_ id: MigrationID, _ node: NodeID, _ permitted: (NodeSpec) -> Bool) -> Bool {
+        machine.state.migrations[id]?.plan.node(node).map(permitted) ?? false
     }
 
     /// `LogState.step(forService:at:)` on the live state, in one hop: small values back, no copy of the state.

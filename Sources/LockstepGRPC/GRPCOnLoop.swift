@@ -19,7 +19,7 @@ extension GRPCAgentService {
         let method = Lockstep_V1_AgentService.Method.Poll.descriptor
         // A poll is a few dozen bytes: a larger message is decoded by the server, in a task, so nobody
         // (authenticated or not) holds a loop for a long decode.
-        guard call.descriptor.service == method.service && call.descriptor.method == method.method, call.message.count <= Self.onLoopMessageBytesMax,
+        guard call.descriptor.service == method.service && call.descriptor.method == method.method, call.message.count <= AgentAPI.pollBytesOnLoopMax,
               let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         let poll: AgentAPI.PollCursor
@@ -65,9 +65,6 @@ extension GRPCAgentService {
         }
         return .later
     }
-
-    /// Largest `Poll` message served on the event loop, in bytes.
-    package static let onLoopMessageBytesMax = 4_096
 
     /// `grpc-timeout` in milliseconds (PROTOCOL-HTTP2: up to 8 digits and a unit, H M S m u n), rounded
     /// down; nil when it is not well formed.

@@ -67,6 +67,16 @@ enum GRPCRequest {
         return .rpc(MethodDescriptor(fullyQualifiedService: service, method: method), metadata, messages)
     }
 
+    /// A message as gRPC sends it: uncompressed, after its 4-byte length.
+    static func framed(_ bytes: [UInt8]) -> ByteBuffer {
+        var framed = ByteBuffer()
+        framed.reserveCapacity(5 + bytes.count)
+        framed.writeInteger(UInt8(0))
+        framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
+        framed.writeBytes(bytes)
+        return framed
+    }
+
     /// A whole answer in one HEADERS frame: `:status` 200, the content type and the status.
     static func trailersOnly(code: RPCError.Code, message: String) -> [(String, String)] {
         [("content-type", "application/grpc")] + status(Status(code: Status.Code(code), message: message))

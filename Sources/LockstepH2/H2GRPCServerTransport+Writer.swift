@@ -30,13 +30,8 @@ final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
                 return true
             }
             if headersFirst { response.head(status: 200, headers: [("content-type", "application/grpc")], body: true) }
-            var framed = ByteBuffer()
-            framed.reserveCapacity(5 + bytes.count)
-            framed.writeInteger(UInt8(0))
-            framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
-            framed.writeBytes(bytes)
             do {
-                try await response.write(framed).get()
+                try await response.write(GRPCRequest.framed(bytes)).get()
             } catch {
                 throw RPCError(code: .cancelled, message: "the client's stream closed")
             }

@@ -315,17 +315,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         static func send(_ answer: OnLoopAnswer, to response: H2Response) {
             switch answer {
             case .message(let bytes, let trailing):
-                var framed = ByteBuffer()
-                framed.reserveCapacity(5 + bytes.count)
-                framed.writeInteger(UInt8(0))
-                framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
-                framed.writeBytes(bytes)
-                response.head(status: 200, headers: [("content-type", "application/grpc")], body: true)
-                response.write(framed)
-                response.finish(trailers: GRPCRequest.status(Status(code: .ok, message: "")) + GRPCRequest.fields(trailing))
+                // Whole, in one hop onto the loop, with nothing waiting on the client's window.
+                response.send(status: 200, headers: [("content-type", "application/grpc")], body: GRPCRequest.framed(bytes),
+                              trailers: GRPCRequest.status(Status(code: .ok, message: "")) + GRPCRequest.fields(trailing))
             case .failure(let error):
-                let status = Status(code: Status.Code(error.code), message: error.message)
-                response.head(status: 200, headers: [("content-type", "application/grpc")] + GRPCRequest.status(status) + GRPCRequest.fields(error.metadata),
+                response.head(status: 200, headers: GRPCRequest.trailersOnly(code: error.code, message: error.message) + GRPCRequest.fields(error.metadata),
                               body: false)
             case .later:
                 break

@@ -90,13 +90,13 @@ public struct H2Response: Sendable {
         onLoop { $0.finish(stream, trailers: trailers) }
     }
 
-    /// A whole answer at once.
-    public func send(status: Int, headers: [(String, String)], body: ByteBuffer?) {
+    /// A whole answer at once (with trailers after the body, when given).
+    public func send(status: Int, headers: [(String, String)], body: ByteBuffer?, trailers: [(String, String)]? = nil) {
         onLoop { handler in
             handler.head(stream, status: status, headers: headers, body: body != nil)
             if let body {
                 handler.write(stream, body, paced: nil)
-                handler.finish(stream, trailers: nil)
+                handler.finish(stream, trailers: trailers)
             }
         }
     }

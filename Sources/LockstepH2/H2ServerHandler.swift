@@ -246,13 +246,11 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
-    /// Drops, from the front, the requests no longer waiting for their body.
+    /// Drops, from the front, the requests no longer waiting for their body. The timer stays armed (it
+    /// finds nothing when it fires, and then stays off): cancelling it whenever the buffer empties, which
+    /// is after almost every request, would schedule a task per POST again.
     private func forgetBodiesArrived() {
         while let first = awaitingBody.first, !state.awaitsBody(first.id) { awaitingBody.removeFirst() }
-        if awaitingBody.isEmpty, let timer = bodyTimer {
-            timer.cancel()
-            bodyTimer = nil
-        }
     }
 
     /// Arms the body-time timer for the first request waiting; when it fires, every request overdue by

@@ -33,10 +33,6 @@ package final class EnginePoll: Sendable {
     private let retryLater: ByteBuffer
     private let retryLaterFields: [(String, String)]
 
-    /// Largest poll body served on the event loop, in bytes; a larger one (a poll is a few dozen bytes)
-    /// goes through the route, in a task, so no request holds a loop for a long decode.
-    package static let onLoopBodyBytesMax = 4_096
-
     /// `lane` bounds the looks at the coordinator of every poll served from an event loop (gRPC's too).
     package init(routes: HTTPRoutes, serverName: String, lane: PollLane) {
         self.routes = routes
@@ -79,10 +75,7 @@ package final class EnginePoll: Sendable {
         do throws(APIError) {
             let principal = try routes.authenticateOnLoop(field("authorization"), request.channel)
             try principal.require(.poll)
-            try HTTPRoutes.checkContentType(field("content-type"))
-            // The engine lets one byte over the API's limit through, for the route's answer.
-            guard request.body.readableBytes <= routes.limits.requestBodyBytesMax else { throw routes.bodyTooLarge }
-            poll = try routes.agents.beginPoll(try HTTPRoutes.decode(request.body), principal: principal)
+            poll = try routes.agents.beginPoll(try routes.decodeWhole(contentType: field("content-type"), request.body), principal: principal)
         } catch {
             return refuse(error, answer)
         }

@@ -47,6 +47,10 @@ package struct HTTPRoutes: Sendable {
     package let refreshGauges: @Sendable () async -> Void
     /// Who the caller is (from the `authorization` header; `--dev`: always the developer principal).
     package let authenticate: @Sendable (Request, any Channel) async throws(APIError) -> Principal
+    /// Authentication where the request arrived, on its connection's event loop (the engine's HTTP/2),
+    /// from the `authorization` field and the connection (its verified client certificate, read from its
+    /// TLS handler without a hop): `authenticate` for a request served there.
+    package let authenticateOnLoop: @Sendable (_ authorization: String?, _ connection: any Channel) throws(APIError) -> Principal
     /// Why the coordinator does not take writes now (fail-stop, or commits failing for lack of space),
     /// or nil when it does (readiness).
     package let writeProblem: @Sendable () async -> String?
@@ -207,12 +211,17 @@ package struct HTTPRoutes: Sendable {
     }
 
     func decode<In: SwiftProtobuf.Message>(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> In {
+        if let whole = context.wholeBody { return try decodeWhole(contentType: request.headers[.contentType], whole) }
         try Self.checkContentType(request.headers[.contentType])
-        if let whole = context.wholeBody {
-            guard whole.readableBytes <= limits.requestBodyBytesMax else { throw bodyTooLarge }
-            return try Self.decode(whole)
-        }
         return try Self.decode(try await collectBody(request))
+    }
+
+    /// A body that arrived whole (the engine's HTTP/2): the same checks as one read as it arrives (its
+    /// content type, then its size), then decoded.
+    func decodeWhole<In: SwiftProtobuf.Message>(contentType: String?, _ body: ByteBuffer) throws(APIError) -> In {
+        try Self.checkContentType(contentType)
+        guard body.readableBytes <= limits.requestBodyBytesMax else { throw bodyTooLarge }
+        return try Self.decode(body)
     }
 
     /// Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
@@ -289,11 +298,6 @@ package struct HTTPRoutes: Sendable {
     }
 
     /// The gate's check: who calls (`authenticate`), and whether their roles allow `operation`.
-    /// Authentication where the request arrived, on its connection's event loop (the engine's HTTP/2),
-    /// from the `authorization` field and the connection (its verified client certificate, read from its
-    /// TLS handler without a hop). `authenticate` is the same for a request served in a task.
-    package let authenticateOnLoop: @Sendable (_ authorization: String?, _ connection: any Channel) throws(APIError) -> Principal
-
     func admit(_ request: Request, _ context: LockstepRequestContext, to operation: APIOperation) async throws(APIError) -> Principal {
         let principal = try await authenticate(request, context.channel)
         try principal.require(operation)

@@ -168,18 +168,13 @@ public struct AgentAPI: Sendable {
     // is checked the slow way (`lease`), which says why, and then performed.
 
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
-        let (migration, node) = try Self.leaseParts(request.leaseID)
         let token = FencingToken(request.fencingToken)
-        let inOneTurn = try await Self.commanding { () throws(CommandError) -> Int64? in
-            try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock(),
-                                            ifPermitted: { principal.mayAct(forService: $0.services[0]) })
-        }
-        if let ttl = inOneTurn { return .with { $0.ttlMs = UInt32(clamping: ttl) } }
-        try await checkLease(migration, node, principal: principal)
-        let renewed = try await Self.commanding { () throws(CommandError) in
+        let ttl = try await reporting(request.leaseID, principal) { migration, node, permitted throws(CommandError) in
+            try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock(), ifPermitted: permitted)
+        } checked: { migration, node throws(CommandError) in
             try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock())
         }
-        return .with { $0.ttlMs = UInt32(clamping: renewed) }
+        return .with { $0.ttlMs = UInt32(clamping: ttl) }
     }
 
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ReportProgressResponse {
@@ -211,15 +206,24 @@ public struct AgentAPI: Sendable {
     /// principal's, else checked the slow way first.
     @discardableResult
     private func report(_ leaseID: String, _ principal: Principal, _ command: @Sendable (NodeID) -> MigrationCommand) async throws(APIError) -> CommandResult {
-        let (migration, node) = try Self.leaseParts(leaseID)
         let context = CommandContext(actor: principal.agentActor, triggeredBy: .agent)
-        let done = try await Self.commanding { () throws(CommandError) in
-            try await coordinator.execute(command(node), migration: migration, node: node, context: context, now: clock(),
-                                          ifPermitted: { principal.mayAct(forService: $0.services[0]) })
+        return try await reporting(leaseID, principal) { migration, node, permitted throws(CommandError) in
+            try await coordinator.execute(command(node), migration: migration, node: node, context: context, now: clock(), ifPermitted: permitted)
+        } checked: { migration, node throws(CommandError) in
+            try await coordinator.execute(command(node), migration: migration, context: context, now: clock())
         }
-        if let done { return done }
+    }
+
+    /// The one way of every report: `inOneTurn` (the coordinator checks `permitted` and acts in the same
+    /// turn; nil when it did not act), else the slow check (`checkLease`, which says why), then `checked`.
+    private func reporting<T>(_ leaseID: String, _ principal: Principal,
+                              inOneTurn: (MigrationID, NodeID, _ permitted: @escaping @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> T?,
+                              checked: (MigrationID, NodeID) async throws(CommandError) -> T) async throws(APIError) -> T {
+        let (migration, node) = try Self.leaseParts(leaseID)
+        let permitted: @Sendable (NodeSpec) -> Bool = { principal.mayReport(on: $0) }
+        if let done = try await Self.commanding({ () throws(CommandError) in try await inOneTurn(migration, node, permitted) }) { return done }
         try await checkLease(migration, node, principal: principal)
-        return try await execute(command(node), migration, principal)
+        return try await Self.commanding { () throws(CommandError) in try await checked(migration, node) }
     }
 
     /// A coordinator call whose refusal or failure becomes the API's error.
@@ -228,16 +232,6 @@ public struct AgentAPI: Sendable {
     }
 
     // MARK: -
-
-    @discardableResult
-    private func execute(_ command: MigrationCommand, _ migration: MigrationID, _ principal: Principal) async throws(APIError) -> CommandResult {
-        do {
-            return try await coordinator.execute(command, migration: migration, context: CommandContext(actor: principal.agentActor, triggeredBy: .agent),
-                                                 now: clock())
-        } catch {
-            throw APIError(error)
-        }
-    }
 
     /// The step a lease id names ("MIGRATION/NODE"), checked against the principal's services.
     private func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
@@ -264,7 +258,7 @@ public struct AgentAPI: Sendable {
         let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
         let spec = found?.plan.node(node)
         // A missing migration or node reads the same as another service's: agents cannot probe.
-        guard let spec, principal.mayAct(forService: spec.services[0]) else {
+        guard let spec, principal.mayReport(on: spec) else {
             if principal.roles.contains(.admin) {
                 guard found != nil else { throw APIError(.rejected(.migrationNotFound(migration))) }
                 throw APIError(.rejected(.unknownNode(node)))

@@ -1,6 +1,11 @@
 import LockstepWire
 
 extension AgentAPI {
+    /// Largest poll (JSON body or protobuf message) a transport serves on its event loop, in bytes. A
+    /// poll is a few dozen bytes; a larger one is decoded in a task (the route, GRPCCore's handler), with
+    /// the same answer, so no request holds a loop for a long decode.
+    package static let pollBytesOnLoopMax = 4_096
+
     /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group);
     /// runs the second closure instead when that no longer takes work (it is closing).
     package typealias PollRun = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void

@@ -68,6 +68,12 @@ public struct Principal: Hashable, Sendable {
         }
     }
 
+    /// Whether this principal may report on a node's step: it acts for the service the node names first
+    /// (the one its steps belong to).
+    package func mayReport(on node: NodeSpec) -> Bool {
+        mayAct(forService: node.services[0])
+    }
+
     package func requireAgent(of service: String) throws(APIError) {
         guard mayAct(forService: service) else {
             throw APIError(.permissionDenied, "\(name) is not an agent of service \(service)")
