@@ -182,6 +182,12 @@ let package = Package(
                 .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            // The web console's files, inside the binary (docs/console.md).
+            resources: [
+                .embedInCode("ConsoleAssets/index.html"),
+                .embedInCode("ConsoleAssets/app.js"),
+                .embedInCode("ConsoleAssets/app.css"),
             ]
         ),
         // The gRPC transport (grpc-swift-2 over its NIO HTTP/2 transport): the generated service

@@ -65,6 +65,11 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case requestTimeout = "request_timeout"
     case routeNotFound = "route_not_found"
     case tooManyWatchers = "too_many_watchers"
+    /// A request made with the web console's session cookie without the session's CSRF token, or from
+    /// another origin (docs/console.md).
+    case csrfRejected = "csrf_rejected"
+    /// A console sign-in while the server holds its most sessions.
+    case tooManySessions = "too_many_sessions"
     case shuttingDown = "shutting_down"
     /// A write sent to a replica (one of several coordinators on PostgreSQL that is not the writer): the
     /// answer names the writer's address (`lockstep-writer`), where the call goes instead.
@@ -94,7 +99,7 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     public var isTransient: Bool {
         switch self {
         case .unavailable, .shuttingDown, .notWriter, .deadlineExceeded, .migrationOverloaded, .logOverloaded, .storageBusy, .storageUnavailable,
-             .commitOutcomeUnknown, .tooManyWatchers, .requestTimeout:
+             .commitOutcomeUnknown, .tooManyWatchers, .tooManySessions, .requestTimeout:
             true
         default:
             false

@@ -54,8 +54,11 @@ package struct HTTPRoutes: Sendable {
     /// Why the coordinator does not take writes now (fail-stop, or commits failing for lack of space),
     /// or nil when it does (readiness).
     package let writeProblem: @Sendable () async -> String?
-    /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request).
+    /// `--dev`: refuse requests that carry an `Origin` header (a web page's cross-site request), but the
+    /// console's own (its pages, its sign-in, and calls made with its session).
     package let refuseBrowsers: Bool
+    /// The web console's sign-in and sessions (docs/console.md).
+    package let console: ConsoleAccess
 
     /// Registers every route; returns the operations served, which the server checks against the table
     /// (`APIOperation.all`) at start-up.
@@ -64,6 +67,7 @@ package struct HTTPRoutes: Sendable {
         var served: [APIOperation] = []
         // First, so it wraps every route and the not-found answer too.
         router.add(middleware: EdgeMiddleware(refuseBrowsers: refuseBrowsers, answer: errorResponse))
+        registerConsole(on: router)
         // Liveness: the process answers. Readiness: the log still takes writes (fail-stop makes it 503).
         router.get("/healthz") { _, _ in Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "ok\n"))) }
         router.get("/readyz") { _, _ in
@@ -73,7 +77,7 @@ package struct HTTPRoutes: Sendable {
         // Prometheus text format; any authenticated principal may scrape.
         router.get("/metrics") { request, context -> Response in
             do throws(APIError) {
-                _ = try await authenticate(request, context.channel)
+                _ = try await caller(request, context)
             } catch {
                 return errorResponse(error)
             }
@@ -243,7 +247,7 @@ package struct HTTPRoutes: Sendable {
 
     /// The request body, up to `requestBodyBytesMax` bytes and within `requestBodyMillisMax` of its head:
     /// a body that trickles in is refused, not waited for.
-    private func collectBody(_ request: Request) async throws(APIError) -> ByteBuffer {
+    func collectBody(_ request: Request) async throws(APIError) -> ByteBuffer {
         let bytesMax = limits.requestBodyBytesMax
         let millisMax = limits.requestBodyMillisMax
         let body = request.body
@@ -297,11 +301,22 @@ package struct HTTPRoutes: Sendable {
         return #"{"error":"# + body + "}\n"
     }
 
-    /// The gate's check: who calls (`authenticate`), and whether their roles allow `operation`.
+    /// The gate's check: who calls (`caller`), and whether their roles allow `operation`.
     func admit(_ request: Request, _ context: LockstepRequestContext, to operation: APIOperation) async throws(APIError) -> Principal {
-        let principal = try await authenticate(request, context.channel)
+        let principal = try await caller(request, context)
         try principal.require(operation)
         return principal
+    }
+
+    /// Who calls: a request without an `authorization` field that carries the console's session cookie
+    /// is its session's principal (with its CSRF token, from its origin: `consoleSession`); any other is
+    /// authenticated as ever (`authenticate`), and under `--dev` a browser's (an `Origin`) is refused.
+    func caller(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> Principal {
+        if request.headers[.authorization] == nil, ConsoleSessions.sessionID(inCookies: request.headers[.cookie]) != nil {
+            return try consoleSession(request, needsCSRF: true).session.principal
+        }
+        if refuseBrowsers, request.headers[.origin] != nil { throw HTTPRoutes.browserRefusal }
+        return try await authenticate(request, context.channel)
     }
 
     /// An error a call ends with, counted (`ServerMetrics.record`) and answered with its `ErrorBody`.
@@ -326,8 +341,9 @@ package struct HTTPRoutes: Sendable {
         return Self.jsonBytes(error.body)
     }
 
-    /// `--dev` serves no web page: a request with an `Origin` header is refused.
-    package static let browserRefusal = APIError(.permissionDenied, "--dev serves no browsers: requests with an Origin header are refused")
+    /// `--dev` serves no web page but its console: a request with an `Origin` header is refused unless it
+    /// is the console's (its pages and sign-in, or a call with its session cookie).
+    package static let browserRefusal = APIError(.permissionDenied, "--dev serves no browsers but its own console: requests with an Origin header are refused (sign in to the console at /ui)")
 
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
     package func errorResponse(_ error: APIError) -> Response {
@@ -351,7 +367,8 @@ package struct HTTPRoutes: Sendable {
     }
 
     package init(agents: AgentAPI, operators: OperatorAPI, watches: WatchAPI, history: HistoryAPI, stages: StageAPI, limits: APILimits, metrics: ServerMetrics, refreshGauges: @escaping @Sendable () async -> Void, authenticate: @escaping @Sendable (Request, any Channel) async throws(APIError) -> Principal,
-                 authenticateOnLoop: @escaping @Sendable (String?, any Channel) throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool) {
+                 authenticateOnLoop: @escaping @Sendable (String?, any Channel) throws(APIError) -> Principal, writeProblem: @escaping @Sendable () async -> String?, refuseBrowsers: Bool,
+                 console: ConsoleAccess) {
         self.agents = agents
         self.operators = operators
         self.watches = watches
@@ -364,11 +381,13 @@ package struct HTTPRoutes: Sendable {
         self.authenticateOnLoop = authenticateOnLoop
         self.writeProblem = writeProblem
         self.refuseBrowsers = refuseBrowsers
+        self.console = console
     }
 }
 
 /// What every request passes through first: under `--dev`, a request from a web page (an `Origin`
-/// header) is refused on every route, GET included; and a path or method no route serves is answered
+/// header) is refused on every route, GET included, but the console's (under `/ui`, or with its session
+/// cookie, which the route's `caller` then checks); and a path or method no route serves is answered
 /// with an `ErrorBody` like every other error (`404 route_not_found`), not an empty body.
 package struct EdgeMiddleware: RouterMiddleware {
     package typealias Context = LockstepRequestContext
@@ -376,7 +395,7 @@ package struct EdgeMiddleware: RouterMiddleware {
     package let answer: @Sendable (APIError) -> Response
 
     package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if refuseBrowsers, request.headers[.origin] != nil {
+        if refuseBrowsers, request.headers[.origin] != nil, !ConsoleAsset.isConsole(request) {
             return answer(HTTPRoutes.browserRefusal)
         }
         do {

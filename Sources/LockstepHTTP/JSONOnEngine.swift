@@ -48,7 +48,9 @@ package struct JSONOnEngine: H2Responder {
         guard let work else { return response.reset(.internalError) }
         let presence = ClientPresence(inputClosedMeansGone: false)
         response.closed.whenComplete { _ in presence.markGone() }
-        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax {
+        // A poll with a cookie (the console's session, which only the route reads) goes through the route.
+        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax,
+           !request.head.headers.contains(where: { $0.0 == "cookie" }) {
             let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
                 if case .enqueued = work.yield(job) { return true }
                 return false

@@ -71,6 +71,18 @@ public enum LockstepServer {
             }
         }
         let authenticate = authenticating
+        // The web console signs people in with the same tokens; under `--dev`, with a secret made at start
+        // and printed with the console's address (a web page elsewhere on the machine cannot know it).
+        let devConsoleSecret = options.dev ? ConsoleSessions.hex(ConsoleSessions.systemRandomBytes()) : nil
+        let console = ConsoleAccess(sessions: ConsoleSessions(), signIn: { token throws(APIError) in
+            if let devConsoleSecret {
+                guard ConsoleSessions.sameSecret(token, devConsoleSecret) else {
+                    throw APIError(.unauthenticated, "under --dev the console signs in with the link the server printed at start (its ready file's console_sign_in)")
+                }
+                return try authenticate(nil, nil)
+            }
+            return try authenticate("Bearer " + token, nil)
+        }, secureCookie: options.tls != nil)
 
         // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
         // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
@@ -175,7 +187,7 @@ public enum LockstepServer {
                        }
                        if await coordinator.isStopped { return "writes stopped after a storage error: restart after checking the storage (the disk, or the PostgreSQL database)" }
                        return writeHealth.failing.map { "appends are failing (\($0.code)): \($0.description)" }
-                   }, refuseBrowsers: options.dev)
+                   }, refuseBrowsers: options.dev, console: console)
         let served = routes.register(on: router)
         // The JSON side serves exactly the operation table (the gRPC side is held to it by its generated
         // service protocols and `OperationTableTests`).
@@ -296,7 +308,9 @@ public enum LockstepServer {
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
             let grpc = "\(bracketed(options.grpcHost)):\(port)"
-            if let readyFile, !isReplica, !writeReadyFile(readyFile, grpc: grpc, http: http) {
+            let signIn = devConsoleSecret.map { http + "/ui#token=" + $0 }
+            if let signIn { logger.notice("the console (--dev): \(signIn)") }
+            if let readyFile, !isReplica, !writeReadyFile(readyFile, grpc: grpc, http: http, consoleSignIn: signIn) {
                 logger.error("could not write the ready file \(readyFile)")
             }
             bound.set(grpc: grpc, http: http)
@@ -323,9 +337,11 @@ public enum LockstepServer {
         return Built(services: [app, GRPCServerService(server: grpc), wakeups, watchWakeups, follower, announcer, closer], bound: bound)
     }
 
-    /// Writes `{"grpc": ADDRESS, "http": URL}` atomically (a temporary file renamed into place).
-    static func writeReadyFile(_ path: String, grpc: String, http: String) -> Bool {
-        let body = "{\"grpc\": \"\(grpc)\", \"http\": \"\(http)\"}\n"
+    /// Writes `{"grpc": ADDRESS, "http": URL, "console": URL}` (and under `--dev` `"console_sign_in"`, the
+    /// console's address with its sign-in secret) atomically (a temporary file renamed into place).
+    static func writeReadyFile(_ path: String, grpc: String, http: String, consoleSignIn: String?) -> Bool {
+        let signIn = consoleSignIn.map { ", \"console_sign_in\": \"\($0)\"" } ?? ""
+        let body = "{\"grpc\": \"\(grpc)\", \"http\": \"\(http)\", \"console\": \"\(http)/ui\"\(signIn)}\n"
         let temporary = path + ".tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: temporary, contents: Data(body.utf8)) else { return false }
         return rename(temporary, path) == 0

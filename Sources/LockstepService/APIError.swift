@@ -28,7 +28,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .badRequest
             case .unauthenticated:
                 self = .unauthenticated
-            case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder:
+            case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder, .csrfRejected:
                 self = .forbidden
             case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound:
                 self = .notFound
@@ -44,7 +44,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .tooLarge
             case .unsupportedMediaType:
                 self = .unsupportedMediaType
-            case .migrationOverloaded, .logOverloaded, .storageBusy, .tooManyWatchers:
+            case .migrationOverloaded, .logOverloaded, .storageBusy, .tooManyWatchers, .tooManySessions:
                 self = .overloaded
             case .requestTimeout, .deadlineExceeded:
                 self = .requestTimeout

@@ -1,0 +1,172 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import LockstepService
+import NIOCore
+
+/// How the web console signs people in (docs/console.md).
+package struct ConsoleAccess: Sendable {
+    package let sessions: ConsoleSessions
+    /// The principal a sign-in token belongs to: the auth config's bearer tokens, or under `--dev` the
+    /// console secret printed at start.
+    package let signIn: @Sendable (String) throws(APIError) -> Principal
+    /// The listener has TLS: the cookie is marked `Secure`.
+    package let secureCookie: Bool
+
+    package init(sessions: ConsoleSessions, signIn: @escaping @Sendable (String) throws(APIError) -> Principal, secureCookie: Bool) {
+        self.sessions = sessions
+        self.signIn = signIn
+        self.secureCookie = secureCookie
+    }
+
+    /// Only people who read migrations have a console: operators, approvers, auditors, admins.
+    static let consoleRoles: Set<Principal.Role> = [.operator, .approver, .auditor, .admin]
+}
+
+/// The console's files, in the binary (`ConsoleAssets/`, embedded by SwiftPM).
+enum ConsoleAsset {
+    struct File: Sendable {
+        let path: String
+        let contentType: String
+        let bytes: [UInt8]
+    }
+
+    static let files: [File] = [
+        File(path: "/ui", contentType: "text/html; charset=utf-8", bytes: PackageResources.index_html),
+        File(path: "/ui/app.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.app_js),
+        File(path: "/ui/app.css", contentType: "text/css; charset=utf-8", bytes: PackageResources.app_css),
+    ]
+
+    /// A request the `--dev` browser refusal lets through: the console's own paths, or a call made with
+    /// its session cookie (checked by the route).
+    static func isConsole(_ request: Request) -> Bool {
+        let path = request.uri.path
+        return path == "/ui" || path.hasPrefix("/ui/") || ConsoleSessions.sessionID(inCookies: request.headers[.cookie]) != nil
+    }
+
+    /// No script or style but the console's own, nothing framed, nothing sent elsewhere.
+    static let contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        + "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
+    /// The fields every console answer carries (its pages and its session calls).
+    static func guarded(_ fields: HTTPFields) -> HTTPFields {
+        var fields = fields
+        fields[.contentSecurityPolicy] = contentSecurityPolicy
+        fields[.xContentTypeOptions] = "nosniff"
+        fields[.init("Referrer-Policy")!] = "no-referrer"
+        fields[.init("X-Frame-Options")!] = "DENY"
+        fields[.cacheControl] = "no-cache"
+        return fields
+    }
+}
+
+extension HTTPRoutes {
+    /// The console: its files under `/ui`, and its session (sign in, who am I, sign out).
+    func registerConsole(on router: Router<LockstepRequestContext>) {
+        for file in ConsoleAsset.files {
+            let headers = ConsoleAsset.guarded([.contentType: file.contentType])
+            let bytes = ByteBuffer(bytes: file.bytes)
+            router.get(RouterPath(file.path)) { _, _ in Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: bytes)) }
+        }
+        router.post("/ui/session") { request, context in
+            do throws(APIError) {
+                return try await signIn(request, context)
+            } catch {
+                return consoleError(error)
+            }
+        }
+        router.get("/ui/session") { request, _ in
+            do throws(APIError) {
+                let (_, session) = try consoleSession(request, needsCSRF: false)
+                return consoleJSON(.ok, sessionBody(session.principal, csrf: session.csrfToken))
+            } catch {
+                return consoleError(error)
+            }
+        }
+        router.post("/ui/session/end") { request, _ in
+            do throws(APIError) {
+                let (id, _) = try consoleSession(request, needsCSRF: true)
+                console.sessions.end(id: id)
+                var response = consoleJSON(.ok, ["signed_out": true])
+                response.headers[.setCookie] = cookie(value: "", maxAgeSeconds: 0)
+                return response
+            } catch {
+                return consoleError(error)
+            }
+        }
+    }
+
+    /// Signs in with `{"token": "…"}`: the token's principal, if it may use the console, gets a session.
+    private func signIn(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> Response {
+        try checkOrigin(request)
+        try Self.checkContentType(request.headers[.contentType])
+        let body = if let whole = context.wholeBody { whole } else { try await collectBody(request) }
+        guard body.readableBytes <= 4_096 else { throw APIError(.bodyTooLarge, "a sign-in is at most 4,096 bytes") }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any], object.count == 1,
+              let token = object["token"] as? String, !token.isEmpty else {
+            throw APIError.malformed(#"sign in with {"token": "…"}: one field, the bearer token"#)
+        }
+        let principal = try console.signIn(token)
+        guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
+            throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
+        }
+        let (id, csrf) = try console.sessions.open(for: principal)
+        var response = consoleJSON(.ok, sessionBody(principal, csrf: csrf))
+        response.headers[.setCookie] = cookie(value: id, maxAgeSeconds: console.sessions.limits.lifetimeMillisMax / 1_000)
+        return response
+    }
+
+    /// The session a request's cookie names, checked: live, and (for a call that acts or reads through
+    /// the API) with the session's CSRF token and from the console's own origin.
+    func consoleSession(_ request: Request, needsCSRF: Bool) throws(APIError) -> (id: String, session: ConsoleSessions.Session) {
+        guard let id = ConsoleSessions.sessionID(inCookies: request.headers[.cookie]), let session = console.sessions.session(id: id) else {
+            throw APIError(.unauthenticated, "no console session: sign in (a session ends after 30 minutes unused, 12 hours after its sign-in, and when the server restarts)")
+        }
+        if needsCSRF {
+            try checkOrigin(request)
+            guard let sent = request.headers[HTTPField.Name(ConsoleSessions.csrfField)!], ConsoleSessions.sameSecret(sent, session.csrfToken) else {
+                throw APIError(.csrfRejected, "a request made with the console's session cookie must carry the session's CSRF token in \(ConsoleSessions.csrfField)")
+            }
+        }
+        return (id, session)
+    }
+
+    /// A request with an `Origin` (a browser's) must come from the page this server served: the same
+    /// host and port, and `Sec-Fetch-Site` (when sent) same-origin.
+    private func checkOrigin(_ request: Request) throws(APIError) {
+        if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
+            throw APIError(.csrfRejected, "the console takes requests from its own pages only (Sec-Fetch-Site: \(site.prefix(32)))")
+        }
+        guard let origin = request.headers[.origin] else { return }
+        let authority = request.head.authority ?? ""
+        let host = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
+        guard !authority.isEmpty, host.lowercased() == authority.lowercased() else {
+            throw APIError(.csrfRejected, "the console takes requests from its own pages only (Origin \(origin.prefix(100)) is not \(authority.prefix(100)))")
+        }
+    }
+
+    private func cookie(value: String, maxAgeSeconds: Int) -> String {
+        "\(ConsoleSessions.cookieName)=\(value); Path=/; Max-Age=\(maxAgeSeconds); HttpOnly; SameSite=Strict" + (console.secureCookie ? "; Secure" : "")
+    }
+
+    private func sessionBody(_ principal: Principal, csrf: String) -> [String: Any] {
+        ["principal": principal.name, "roles": principal.roles.map(\.rawValue).sorted(), "csrf_token": csrf,
+         "idle_seconds_max": console.sessions.limits.idleMillisMax / 1_000]
+    }
+
+    private func consoleJSON(_ status: HTTPResponse.Status, _ object: [String: Any]) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        var buffer = ByteBuffer(bytes: data)
+        buffer.writeString("\n")
+        var fields = ConsoleAsset.guarded([.contentType: "application/json"])
+        fields[.cacheControl] = "no-store"
+        return Response(status: status, headers: fields, body: ResponseBody(byteBuffer: buffer))
+    }
+
+    private func consoleError(_ error: APIError) -> Response {
+        var response = refusal(error)
+        response.headers = ConsoleAsset.guarded(response.headers)
+        response.headers[.cacheControl] = "no-store"
+        return response
+    }
+}

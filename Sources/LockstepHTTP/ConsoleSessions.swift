@@ -1,0 +1,159 @@
+import LockstepService
+import Synchronization
+
+/// The web console's sign-ins (docs/console.md): a person signs in with a bearer token once and the
+/// browser keeps a session id in an HttpOnly, SameSite=Strict cookie; every API call made with the
+/// cookie carries the session's CSRF token in a header too. Sessions live in this process only (a
+/// restart signs everyone out) and are bounded: in number, per principal, in idle time and in age.
+package final class ConsoleSessions: Sendable {
+    package struct Limits: Sendable {
+        /// Sessions held at once, all principals (a sign-in over it is refused, after expired ones are dropped).
+        package var sessionsMax = 1_000
+        /// Sessions per principal: a sign-in over it ends that principal's oldest session.
+        package var sessionsPerPrincipalMax = 16
+        /// A session unused this long ends, in milliseconds.
+        package var idleMillisMax = 30 * 60 * 1_000
+        /// A session ends this long after its sign-in whatever its use, in milliseconds.
+        package var lifetimeMillisMax = 12 * 60 * 60 * 1_000
+
+        package init() {}
+    }
+
+    /// The cookie that carries the session id, and the header that carries its CSRF token.
+    package static let cookieName = "lockstep_session"
+    package static let csrfField = "x-lockstep-csrf"
+
+    /// What a signed-in browser is: who, its CSRF token, and its times on the monotonic clock.
+    package struct Session: Sendable {
+        package let principal: Principal
+        package let csrfToken: String
+        let signedIn: ContinuousClock.Instant
+        var lastUsed: ContinuousClock.Instant
+        let serial: UInt64
+    }
+
+    private struct State {
+        /// By the SHA-256 of the session id: the ids themselves are kept only by the browsers.
+        var sessions: [String: Session] = [:]
+        var serial: UInt64 = 0
+    }
+
+    package let limits: Limits
+    private let state = Mutex(State())
+    private let now: @Sendable () -> ContinuousClock.Instant
+    private let random: @Sendable () -> [UInt8]
+
+    /// `random` gives 32 unpredictable bytes each call (the system's generator; tests may pass their own).
+    package init(limits: Limits = Limits(), now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
+                 random: @escaping @Sendable () -> [UInt8] = ConsoleSessions.systemRandomBytes) {
+        self.limits = limits
+        self.now = now
+        self.random = random
+    }
+
+    package static func systemRandomBytes() -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
+    }
+
+    package var count: Int { state.withLock { $0.sessions.count } }
+
+    /// Opens a session for `principal`: its id (for the cookie) and its CSRF token.
+    package func open(for principal: Principal) throws(APIError) -> (id: String, csrfToken: String) {
+        let id = Self.hex(random())
+        let csrf = Self.hex(random())
+        let at = now()
+        let opened: Bool = state.withLock { state in
+            dropExpired(&state, at: at)
+            let own = state.sessions.filter { $0.value.principal.name == principal.name }
+            if own.count >= limits.sessionsPerPrincipalMax, let oldest = own.min(by: { $0.value.serial < $1.value.serial }) {
+                state.sessions[oldest.key] = nil
+            }
+            guard state.sessions.count < limits.sessionsMax else { return false }
+            state.serial &+= 1
+            state.sessions[AuthConfig.hash(id)] = Session(principal: principal, csrfToken: csrf, signedIn: at, lastUsed: at, serial: state.serial)
+            return true
+        }
+        guard opened else {
+            throw APIError(.tooManySessions, "the console holds \(limits.sessionsMax) sessions already (its limit); sign in again when some have ended")
+        }
+        return (id, csrf)
+    }
+
+    /// The live session with id `id` (its idle time starts again), or nil.
+    package func session(id: String) -> Session? {
+        let key = AuthConfig.hash(id)
+        let at = now()
+        return state.withLock { state in
+            guard var session = state.sessions[key] else { return nil }
+            guard !expired(session, at: at) else {
+                state.sessions[key] = nil
+                return nil
+            }
+            session.lastUsed = at
+            state.sessions[key] = session
+            return session
+        }
+    }
+
+    /// Ends the session with id `id`, if there is one.
+    package func end(id: String) {
+        let key = AuthConfig.hash(id)
+        state.withLock { _ = $0.sessions.removeValue(forKey: key) }
+    }
+
+    private func expired(_ session: Session, at: ContinuousClock.Instant) -> Bool {
+        at - session.lastUsed >= .milliseconds(limits.idleMillisMax) || at - session.signedIn >= .milliseconds(limits.lifetimeMillisMax)
+    }
+
+    private func dropExpired(_ state: inout State, at: ContinuousClock.Instant) {
+        state.sessions = state.sessions.filter { !expired($0.value, at: at) }
+    }
+
+    /// The session id in a `cookie` field's value (`a=1; lockstep_session=…`), if any.
+    package static func sessionID(inCookies cookies: String?) -> String? {
+        guard let cookies else { return nil }
+        for pair in cookies.split(separator: ";") {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, parts[0].trimmingSpaces == cookieName else { continue }
+            let value = parts[1].trimmingSpaces
+            // 64 hex digits, as `open` makes them; anything else is no session.
+            guard value.utf8.count == 64, value.utf8.allSatisfy({ Self.isHexDigit($0) }) else { return nil }
+            return String(value)
+        }
+        return nil
+    }
+
+    /// Equal strings, compared in time that does not depend on where they differ.
+    package static func sameSecret(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+
+    package static func hex(_ bytes: [UInt8]) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count * 2)
+        for byte in bytes {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 0x0f)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var value = self
+        while value.first == " " { value = value.dropFirst() }
+        while value.last == " " { value = value.dropLast() }
+        return value
+    }
+}
