@@ -32,14 +32,14 @@ function setAttrs(node, attrs) {
 }
 
 function append(node, children) {
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(typeof child === 'string' || typeof child === 'number' ? document.createTextNode(String(child)) : child);
   }
 }
 
 function show(...children) {
-  main.replaceChildren(...children.flat().filter(Boolean));
+  main.replaceChildren(...children.flat(Infinity).filter(Boolean));
 }
 
 // MARK: API
@@ -479,7 +479,7 @@ function instantControl(view, asOf) {
   slider.addEventListener('change', () => setParams({at: events[Number(slider.value)].sequence}));
   const sequence = el('input', {type: 'number', id: 'instant-sequence', min: 0, value: at || '', placeholder: 'sequence', class: 'narrow'});
   sequence.addEventListener('change', () => setParams({at: sequence.value}));
-  box.append(el('label', {for: 'instant'}, 'As of', slider), label, el('label', {for: 'instant-sequence'}, 'Sequence', sequence));
+  box.append(el('label', {for: 'instant', class: 'grow'}, 'As of', slider), label, el('label', {for: 'instant-sequence'}, 'Sequence', sequence));
   if (at) {
     box.append(el('button', {type: 'button', onclick: () => setParams({at: ''})}, 'Back to live'));
     return el('div', {}, el('p', {class: 'banner', role: 'status'},

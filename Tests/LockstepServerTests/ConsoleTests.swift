@@ -1,0 +1,135 @@
+import Foundation
+import LockstepHTTP
+import LockstepService
+import LockstepTestSupport
+import Testing
+
+/// The web console (issue 18, docs/console.md): its sessions' limits in process, and the console itself
+/// in headless Chromium against a real `lockstep serve` with a migration run by an agent.
+struct ConsoleSessionTests {
+    /// A clock the test moves.
+    final class Clock: @unchecked Sendable {
+        let lock = NSLock()
+        var now = ContinuousClock.now
+        func advance(_ duration: Duration) { lock.withLock { now += duration } }
+        func read() -> ContinuousClock.Instant { lock.withLock { now } }
+    }
+
+    static let alice = Principal(name: "alice", roles: [.operator])
+    static let bob = Principal(name: "bob", roles: [.approver])
+
+    @Test func sessionsAreBoundedInNumberPerPrincipalInIdleTimeAndInAge() throws {
+        var limits = ConsoleSessions.Limits()
+        limits.sessionsMax = 3
+        limits.sessionsPerPrincipalMax = 2
+        limits.idleMillisMax = 1_000
+        limits.lifetimeMillisMax = 5_000
+        let clock = Clock()
+        let sessions = ConsoleSessions(limits: limits, now: { clock.read() })
+        // Per principal: a third sign-in ends the principal's oldest session.
+        let first = try sessions.open(for: Self.alice)
+        let second = try sessions.open(for: Self.alice)
+        let third = try sessions.open(for: Self.alice)
+        #expect(sessions.session(id: first.id) == nil)
+        #expect(sessions.session(id: second.id)?.principal.name == "alice")
+        #expect(sessions.session(id: third.id)?.csrfToken == third.csrfToken)
+        #expect(sessions.count == 2)
+        // In all: over the limit a sign-in is refused with a stable code, and nothing is ended for it.
+        _ = try sessions.open(for: Self.bob)
+        #expect(throws: APIError.self) { try sessions.open(for: Principal(name: "carol", roles: [.auditor])) }
+        do {
+            _ = try sessions.open(for: Principal(name: "carol", roles: [.auditor]))
+        } catch {
+            #expect(error.errorCode == .tooManySessions)
+        }
+        #expect(sessions.count == 3)
+        // Idle: used within the limit it lives on; unused past it, it ends.
+        clock.advance(.milliseconds(900))
+        #expect(sessions.session(id: second.id) != nil)
+        clock.advance(.milliseconds(900))
+        #expect(sessions.session(id: second.id) != nil)
+        #expect(sessions.session(id: third.id) == nil, "unused for 1.8 s, over the 1 s idle limit")
+        // Age: however much it is used, it ends at its lifetime.
+        for _ in 0..<4 {
+            clock.advance(.milliseconds(900))
+            _ = sessions.session(id: second.id)
+        }
+        #expect(sessions.session(id: second.id) == nil, "5.4 s after its sign-in, over the 5 s lifetime")
+        // Ended sessions make room again.
+        #expect(throws: Never.self) { try sessions.open(for: Principal(name: "carol", roles: [.auditor])) }
+    }
+
+    @Test func aCookieNamesASessionOnlyInTheShapeTheServerMakes() {
+        let id = String(repeating: "ab", count: 32)
+        #expect(ConsoleSessions.sessionID(inCookies: "theme=dark; lockstep_session=\(id); other=1") == id)
+        #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=\(id.uppercased())") == nil)
+        #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=\(id)0") == nil)
+        #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=") == nil)
+        #expect(ConsoleSessions.sessionID(inCookies: "xlockstep_session=\(id)") == nil)
+        #expect(ConsoleSessions.sessionID(inCookies: nil) == nil)
+        #expect(ConsoleSessions.sameSecret("abc", "abc"))
+        #expect(!ConsoleSessions.sameSecret("abc", "abd"))
+        #expect(!ConsoleSessions.sameSecret("abc", "abcd"))
+    }
+}
+
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
+                             "needs chromium, chromium-driver and curl (ops/test installs them)"))
+struct ConsoleBrowserTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/console_browser.py").path
+
+    static let plan = """
+        name: console
+        services:
+          orders: { owners: [orders-team] }
+          ledger: { owners: [ledger-team] }
+        nodes:
+          - id: expand
+            service: orders
+            phase: expand
+            action: add-column
+          - id: backfill
+            service: ledger
+            phase: backfill
+            action: copy-rows
+            needs: [expand]
+          - id: switch
+            service: ledger
+            phase: live
+            action: flip-flag
+            needs: [backfill]
+            approvals: { minimum: 1 }
+          - id: contract
+            service: orders
+            phase: contract
+            action: drop-column
+            needs: [switch]
+        """
+
+    /// Screenshots go to a temporary directory; `LOCKSTEP_CONSOLE_SCREENSHOTS=docs/img` writes the ones
+    /// docs/console.md shows.
+    @Test func theConsoleInHeadlessChromium() async throws {
+        let directory = temporaryDirectory()
+        var tokens: [String: String] = [:]
+        var principals: [[String: Any]] = []
+        for (name, roles, extra) in [("alice", ["operator"], [String: Any]()), ("bob", ["approver"], ["owner_groups": ["ledger-team"]]),
+                                     ("carol", ["auditor"], [:]), ("agent", ["agent"], ["services": ["orders", "ledger"]])] {
+            let token = ConsoleSessions.hex(ConsoleSessions.systemRandomBytes())
+            tokens[name.uppercased()] = token
+            principals.append(["name": name, "roles": roles, "token_sha256": AuthConfig.hash(token)].merging(extra) { a, _ in a })
+        }
+        let config = directory + "/auth.json"
+        try JSONSerialization.data(withJSONObject: ["principals": principals]).write(to: URL(fileURLWithPath: config))
+        let server = try await ServerProcess(["--config", config])
+        let alice = try #require(tokens["ALICE"])
+        let apply = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", apply, token: alice).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "console", "migration_id": "m1"}"#, token: alice).hasSuffix("\n200"))
+        let shots = ProcessInfo.processInfo.environment["LOCKSTEP_CONSOLE_SCREENSHOTS"] ?? temporaryDirectory()
+        let browser = try ChildProcess("/usr/bin/env", ["python3", Self.script, server.url, server.grpc, try lockstepBinary(), shots], environment: tokens)
+        let output = try await browser.wait(seconds: 240)
+        #expect(output.status == 0, "\(output.stdout)\n\(output.stderr)")
+        #expect(output.stdout.contains("console: all checks passed"), "\(output.stdout)")
+        _ = try await server.stop()
+    }
+}
