@@ -70,8 +70,10 @@ struct Demo: AsyncParsableCommand {
         print("Lockstep demo: everything is kept in \(files.directory)\n")
         let server = try children.spawn(files, ["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",
                                       "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready], log: "server.log")
-        let address = try await files.waitForReady(server)
+        let (address, console) = try await files.waitForReady(server)
         print("coordinator: lockstep serve on \(address) (gRPC), log in \(files.directory)/server.log")
+        // The web console, open while the migration runs; the link signs the browser in as bob.
+        print("console: \(console) (sign in as bob, the approver: \(console)#token=\(files.tokens["bob"] ?? ""))")
 
         let migration = "ledger-split-demo-1"
         try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in
@@ -184,13 +186,13 @@ struct DemoFiles: Sendable {
         }
     }
 
-    /// The server's gRPC address, once its ready file appears (at most 30 s).
-    func waitForReady(_ server: pid_t) async throws -> String {
+    /// The server's gRPC address and its console's URL, once its ready file appears (at most 30 s).
+    func waitForReady(_ server: pid_t) async throws -> (grpc: String, console: String) {
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             if let bytes = FileManager.default.contents(atPath: ready),
-               let json = try? JSONSerialization.jsonObject(with: bytes) as? [String: String], let grpc = json["grpc"] {
-                return grpc
+               let json = try? JSONSerialization.jsonObject(with: bytes) as? [String: String], let grpc = json["grpc"], let console = json["console"] {
+                return (grpc, console)
             }
             guard DemoChildren.isRunning(server) else { break }
             try await Task.sleep(for: .milliseconds(50))
