@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -61,15 +61,30 @@ for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
 options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 driver.set_page_load_timeout(30)
-wait = WebDriverWait(driver, 15)
+wait = WebDriverWait(driver, 30)  # the whole suite runs beside it on 2 cores
 
 
 def until(condition, what):
+    def holds(_):
+        try:
+            return condition()
+        except StaleElementReferenceException:
+            return False
     try:
-        wait.until(lambda _: condition())
+        wait.until(holds)
     except TimeoutException:
         check(False, what)
     check(True, what)
+
+
+def stable(action):
+    """Runs `action` again when the page redrew under it (a live view redraws as events arrive)."""
+    for _ in range(20):
+        try:
+            return action()
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    return action()
 
 
 def console_errors():
@@ -87,7 +102,7 @@ def visit(fragment, ready_selector, name):
     time.sleep(0.3)
     errors = console_errors()
     check(not errors, f"the {name} view logs no console error: {errors}")
-    text = driver.find_element(By.TAG_NAME, "main").text
+    text = stable(lambda: driver.find_element(By.TAG_NAME, "main").text)
     check("[object " not in text and "undefined" not in text and "NaN" not in text, f"the {name} view shows no placeholder of a missing value")
     shot(name)
 
@@ -105,8 +120,8 @@ def sign_in_with_form(token):
 
 
 def node_status(node):
-    found = driver.find_elements(By.CSS_SELECTOR, f'g.node[data-node="{node}"]')
-    return found[0].get_attribute("data-status") if found else None
+    # Read in the page in one step: the graph is redrawn as events arrive, so an element found first may be gone.
+    return driver.execute_script("const n = document.querySelector(`g.node[data-node='${arguments[0]}']`); return n ? n.getAttribute('data-status') : null;", node)
 
 
 try:
@@ -135,9 +150,10 @@ try:
     check(driver.execute_script("return window.__sameDocument === true"), "without a reload")
     complete(lease("ledger"))
     until(lambda: node_status("switch") == "awaiting approval", "switch waits for its approval, live")
-    driver.find_element(By.CSS_SELECTOR, 'g.node[data-node="switch"]').click()
+    stable(lambda: driver.find_element(By.CSS_SELECTOR, 'g.node[data-node="switch"]').click())
     until(lambda: driver.find_elements(By.CSS_SELECTOR, 'aside.panel'), "a node's details open")
-    check("awaiting approval" in driver.find_element(By.CSS_SELECTOR, 'aside.panel').text and "[object " not in driver.find_element(By.CSS_SELECTOR, 'aside.panel').text,
+    panel = stable(lambda: driver.find_element(By.CSS_SELECTOR, 'aside.panel').text)
+    check("awaiting approval" in panel and "[object " not in panel,
           "they show the node's status as words")
     check(not driver.find_elements(By.XPATH, "//button[text()='Approve…']"), "the operator sees no approve button (not an approver)")
     check(driver.find_elements(By.XPATH, "//button[text()='Pause…']"), "the operator sees pause")
@@ -146,7 +162,7 @@ try:
     # 3. The approver signs in with the form and approves with a comment full of markup.
     sign_in_with_form(BOB)
     visit("/migration/m1?node=switch", "aside.panel", "approver")
-    driver.find_element(By.XPATH, "//button[text()='Approve…']").click()
+    stable(lambda: driver.find_element(By.XPATH, "//button[text()='Approve…']").click())
     until(lambda: driver.find_element(By.ID, "confirm").is_displayed(), "approving asks for confirmation first")
     check("recorded with your name" in driver.find_element(By.ID, "confirm-what").text, "the confirmation says what will happen")
     driver.find_element(By.ID, "confirm-reason").send_keys(MARKUP)
@@ -156,13 +172,13 @@ try:
     switch = [n for n in migration["nodes"] if n["node_id"] == "switch"][0]
     check(switch.get("approved_by") == ["bob"], f"the approval is recorded for bob: {switch.get('approved_by')}")
     visit("/migration/m1?tab=timeline&density=full&kind=approval_granted", "#timeline tbody tr", "timeline")
-    row = driver.find_element(By.CSS_SELECTOR, '#timeline tbody tr[data-kind="approval_granted"]')
-    check("user:bob" in row.text, f"the approval's actor is user:bob: {row.text}")
-    check(MARKUP in row.text, "the comment's markup arrives as text")
+    row_text = stable(lambda: driver.find_element(By.CSS_SELECTOR, '#timeline tbody tr[data-kind="approval_granted"]').text)
+    check("user:bob" in row_text, f"the approval's actor is user:bob: {row_text}")
+    check(MARKUP in row_text, "the comment's markup arrives as text")
     check(driver.execute_script("return window.__pwned === undefined"), "and none of it ran")
     check(not driver.find_elements(By.CSS_SELECTOR, "main img, main b, main script"), "and none of it became elements")
-    row.find_element(By.TAG_NAME, "button").click()
-    until(lambda: '"approval_granted"' in driver.find_element(By.ID, "timeline").text, "the raw event is a click away")
+    stable(lambda: driver.find_element(By.CSS_SELECTOR, '#timeline tbody tr[data-kind="approval_granted"] button').click())
+    until(lambda: '"approval_granted"' in stable(lambda: driver.find_element(By.ID, "timeline").text), "the raw event is a click away")
     driver.get(f"{URL}/ui#/migration/m1?tab=timeline&density=compact")
     until(lambda: driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"), "the compact timeline loads")
     shot("timeline-compact")
@@ -171,7 +187,7 @@ try:
     complete(lease("ledger"))
     visit("/migration/m1?tab=evidence", "section.panel", "evidence")
     visit("/migration/m1?tab=changes&from=1", "#moved", "changes")
-    check("switch" in driver.find_element(By.ID, "moved").text, "between two instants, switch moved")
+    check("switch" in stable(lambda: driver.find_element(By.ID, "moved").text), "between two instants, switch moved")
     visit("/leases", "#held", "leases")
     visit("/plans", "table", "plans")
     visit("/integrity", "#head-sequence", "integrity")
