@@ -139,17 +139,29 @@ try:
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    loads, drawn = [], []
+    driver.set_script_timeout(60)
+    loads, drawn, read = [], [], []
     try:
         driver.get(sign_in)
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.querySelector('#who button') !== null"))
         for _ in range(args.loads):
             driver.get("about:blank")
             driver.get(f"http://127.0.0.1:{http_port}/ui#/migration/big-1")
-            WebDriverWait(driver, 60).until(lambda d: d.execute_script(f"return document.querySelectorAll('g.node').length === {args.nodes}"))
-            timing = driver.execute_script("const n = performance.getEntriesByType('navigation')[0]; return [n.loadEventEnd, performance.now()];")
+            # Polled in the page itself, so each instant is taken when it happens, not when the driver looks.
+            timing = driver.execute_async_script(f"""
+                const done = arguments[arguments.length - 1];
+                let drawn = null;
+                const look = () => {{
+                  if (drawn === null && document.querySelectorAll('g.node').length === {args.nodes}) drawn = performance.now();
+                  if (drawn !== null && document.getElementById('main').dataset.history === 'loaded') {{
+                    return done([performance.getEntriesByType('navigation')[0].loadEventEnd, drawn, performance.now()]);
+                  }}
+                  setTimeout(look, 5);
+                }};
+                look();""")
             loads.append(timing[0])
             drawn.append(timing[1])
+            read.append(timing[2])
     finally:
         driver.quit()
 
@@ -163,9 +175,10 @@ try:
     print(f"| server time for the page's API calls (migrations/get + {len(api_seconds) - 1} pages of history/events) | {sum(api_seconds) * 1000:,.0f} | - | part of < 1,000 |")
     print(row(f"page load event in Chromium ({args.loads} loads)", loads, "-"))
     print(row("page drawn: navigation start → every node in the graph", drawn, "< 1,000"))
+    print(row("page whole: navigation start → the history read (timeline, slider)", read, "< 1,000"))
     print(row(f"as-of view: history/state at {len(instants)} instants across the history", as_of, "< 200 each"))
     print(json.dumps({"events": len(events), "nodes": len(migration["nodes"]), "api_ms": sum(api_seconds) * 1000,
-                      "load_ms": loads, "drawn_ms": drawn, "as_of_ms": as_of}))
+                      "load_ms": loads, "drawn_ms": drawn, "history_ms": read, "as_of_ms": as_of}))
 finally:
     server.terminate()
     server.wait(timeout=30)

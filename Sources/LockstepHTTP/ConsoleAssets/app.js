@@ -358,18 +358,15 @@ async function renderMigrations(params, signal) {
 async function renderMigration(id, params, signal) {
   const tab = params.get('tab') || 'graph';
   const at = params.get('at');
-  const [current, events] = await Promise.all([
+  // The migration (or its state at the instant) first, drawn at once; its history follows, page by page.
+  const [current, asOf] = await Promise.all([
     api('/v1/migrations/get', {migration_id: id}, signal),
-    allEvents(`migration/${id}`, signal),
+    at ? api('/v1/history/state', {sequence: String(at)}, signal) : null,
   ]);
-  let migration = current;
-  let asOf = null;
-  if (at) {
-    asOf = await api('/v1/history/state', {sequence: String(at)}, signal);
-    migration = (asOf.migrations || []).find(m => m.migration_id === id) || null;
-  }
-  const view = {id, params, signal, events, migration, live: !at};
+  const migration = asOf ? (asOf.migrations || []).find(m => m.migration_id === id) || null : current;
+  const view = {id, params, signal, events: [], historyLoaded: false, migration, live: !at};
   const header = el('section', {id: 'migration-head'});
+  const instant = el('section', {id: 'migration-instant'}, el('p', {class: 'muted'}, 'Reading the history…'));
   const body = el('section', {id: 'migration-body'});
   view.redraw = () => {
     header.replaceChildren(...migrationHead(view));
@@ -380,8 +377,14 @@ async function renderMigration(id, params, signal) {
       const next = new URLSearchParams(params); next.set('tab', key);
       return el('a', {href: href(['migration', id], next), 'aria-current': key === tab ? 'page' : null}, label);
     }));
-  show(el('p', {}, el('a', {href: '#/migrations'}, '← Migrations')), header, instantControl(view, asOf), tabs, body);
+  delete main.dataset.history;
+  show(el('p', {}, el('a', {href: '#/migrations'}, '← Migrations')), header, instant, tabs, body);
   view.redraw();
+  view.events = await allEvents(`migration/${id}`, signal);
+  view.historyLoaded = true;
+  instant.replaceChildren(instantControl(view, asOf));
+  if (tab !== 'graph') view.redraw();
+  main.dataset.history = 'loaded';
   if (!at && !isSettled(current)) follow(view);
 }
 
@@ -403,6 +406,7 @@ async function follow(view) {
       } catch { /* the next event tries again */ }
     }, 100);
   };
+  refresh();  // what happened while the history was read
   try {
     const response = await fetch('/v1/migrations/watch', {
       method: 'POST', credentials: 'same-origin', signal: view.signal,
@@ -490,6 +494,7 @@ function instantControl(view, asOf) {
 }
 
 function migrationTab(view, tab) {
+  if (tab !== 'graph' && !view.historyLoaded) return [el('p', {class: 'muted'}, 'Reading the history…')];
   switch (tab) {
     case 'timeline': return timeline(view);
     case 'evidence': return evidence(view);
