@@ -28,7 +28,9 @@ public struct HistoryAPI: Sendable {
         for stored in events { envelopes.append(try Self.envelope(stored)) }
         return .with {
             $0.events = envelopes
-            $0.nextAfterSequence = last < head ? last : 0
+            // A short page is the last (for now): a stream's last event is seldom the log's head, and a
+            // cursor past it would only ever lead to empty pages.
+            $0.nextAfterSequence = events.count == size && last < head ? last : 0
         }
     }
 

@@ -125,6 +125,10 @@ struct ConsoleBrowserTests {
         let apply = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
         #expect(try await server.post("/v1/plans", apply, token: alice).hasSuffix("\n200"))
         #expect(try await server.post("/v1/migrations", #"{"plan": "console", "migration_id": "m1"}"#, token: alice).hasSuffix("\n200"))
+        // A second version of the plan (m1 keeps the first), for the plans view's differences.
+        let second = Self.plan.replacingOccurrences(of: "action: drop-column", with: "action: drop-column-later")
+        let applySecond = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": second]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", applySecond, token: alice).hasSuffix("\n200"))
         let shots = ProcessInfo.processInfo.environment["LOCKSTEP_CONSOLE_SCREENSHOTS"] ?? temporaryDirectory()
         let browser = try ChildProcess("/usr/bin/env", ["python3", Self.script, server.url, server.grpc, try lockstepBinary(), shots], environment: tokens)
         let output = try await browser.wait(seconds: 240)

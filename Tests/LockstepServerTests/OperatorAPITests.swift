@@ -102,6 +102,13 @@ struct OperatorAPITests {
         let m2 = try await server.post("/v1/history/events", #"{"stream": "migration/m2"}"#, token: t["audrey"])
         #expect(m2.contains(#""sequence":"5""#) && m2.contains(#""sequence":"6""#) && !m2.contains(#""sequence":"4""#), "\(m2)")
         #expect(!m2.contains("next_after_sequence"), "the last page says so by leaving it out: \(m2)")
+        // So does a stream whose last event is not the log's head (m1's, 2-4, with m2's after it): its
+        // cursor used to point past its end for ever, and a reader following it never stopped (the
+        // web console's plans view hung on it).
+        let m1 = try await server.post("/v1/history/events", #"{"stream": "migration/m1"}"#, token: t["audrey"])
+        #expect(m1.contains(#""sequence":"4""#) && !m1.contains("next_after_sequence"), "\(m1)")
+        let m1Paged = try await server.post("/v1/history/events", #"{"stream": "migration/m1", "page_size": 2}"#, token: t["audrey"])
+        #expect(m1Paged.contains(#""next_after_sequence":"3""#), "a full page still has a cursor: \(m1Paged)")
         // The state as of sequence 4: m1 only, its first node holding orders.
         let at4 = try await server.post("/v1/history/state", #"{"sequence": "4"}"#, token: t["audrey"])
         #expect(at4.contains(#""sequence":"4""#) && at4.contains(#""migration_id":"m1""#) && !at4.contains(#""migration_id":"m2""#), "\(at4)")

@@ -71,7 +71,7 @@ async function allEvents(stream, signal, after = 0, limit = 50000) {
   while (events.length < limit) {
     const page = await api('/v1/history/events', {after_sequence: cursor, stream, page_size: 1000}, signal);
     events.push(...(page.events || []));
-    if (!page.next_after_sequence) break;
+    if (!page.next_after_sequence || !(page.events || []).length) break;
     cursor = page.next_after_sequence;
   }
   return events;

@@ -19,6 +19,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL, GRPC, LOCKSTEP, SHOTS = sys.argv[1:5]
@@ -73,6 +74,8 @@ def until(condition, what):
     try:
         wait.until(holds)
     except TimeoutException:
+        # What the page showed instead, for the failure's report.
+        print("page:", driver.current_url, stable(lambda: driver.find_element(By.TAG_NAME, "main").text)[:2000], flush=True)
         check(False, what)
     check(True, what)
 
@@ -150,7 +153,9 @@ try:
     check(driver.execute_script("return window.__sameDocument === true"), "without a reload")
     complete(lease("ledger"))
     until(lambda: node_status("switch") == "awaiting approval", "switch waits for its approval, live")
-    stable(lambda: driver.find_element(By.CSS_SELECTOR, 'g.node[data-node="switch"]').click())
+    # By keyboard: the node takes focus and Enter opens its details.
+    driver.execute_script("document.querySelector(`g.node[data-node='switch']`).focus()")
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
     until(lambda: driver.find_elements(By.CSS_SELECTOR, 'aside.panel'), "a node's details open")
     panel = stable(lambda: driver.find_element(By.CSS_SELECTOR, 'aside.panel').text)
     check("awaiting approval" in panel and "[object " not in panel,
@@ -190,6 +195,10 @@ try:
     check("switch" in stable(lambda: driver.find_element(By.ID, "moved").text), "between two instants, switch moved")
     visit("/leases", "#held", "leases")
     visit("/plans", "table", "plans")
+    visit("/plans?name=console&a=1&b=2", "#plan-diff", "plan-diff")
+    diff = driver.find_element(By.ID, "plan-diff").text
+    check("changed" in diff and "contract" in diff and "drop-column-later" in diff and "expand" not in diff,
+          f"the plans view shows what changed between v1 and v2, and only that: {diff}")
     visit("/integrity", "#head-sequence", "integrity")
     driver.find_element(By.XPATH, "//button[text()='Verify the whole history now']").click()
     until(lambda: "the chain verifies" in driver.find_element(By.ID, "verify-result").text, "verifying again from the console passes")
