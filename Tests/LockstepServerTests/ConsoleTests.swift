@@ -71,6 +71,19 @@ struct ConsoleSessionTests {
         #expect(!ConsoleSessions.sameSecret("abc", "abd"))
         #expect(!ConsoleSessions.sameSecret("abc", "abcd"))
     }
+
+    /// Any cookie field a browser (or anyone) sends: parsing never traps, and what it finds is always a
+    /// session id of the server's shape that was in the field.
+    @Test func anyCookieFieldParsesToNothingOrAnIDItHolds() {
+        var random = SeededGenerator(seed: 18)
+        let pieces = ["lockstep_session", "=", ";", " ", "\t", ",", "\"", "ab", "0f", String(repeating: "a1", count: 32), "é", "\u{0}", "x", "lockstep_session="]
+        for _ in 0..<20_000 {
+            let field = (0..<Int.random(in: 0...12, using: &random)).map { _ in pieces.randomElement(using: &random)! }.joined()
+            if let id = ConsoleSessions.sessionID(inCookies: field) {
+                #expect(id.utf8.count == 64 && field.contains(id), "\(field)")
+            }
+        }
+    }
 }
 
 @Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/chromedriver") && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
@@ -129,6 +142,25 @@ struct ConsoleBrowserTests {
         let second = Self.plan.replacingOccurrences(of: "action: drop-column", with: "action: drop-column-later")
         let applySecond = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": second]), as: UTF8.self)
         #expect(try await server.post("/v1/plans", applySecond, token: alice).hasSuffix("\n200"))
+        // Bad sign-ins, each with its own code and status (curl: the body, a newline, the status).
+        func signIn(_ body: String, type: String = "application/json", origin: String? = nil) async throws -> String {
+            try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: \(type)"] + (origin.map { ["-H", "origin: \($0)"] } ?? [])
+                                   + ["--data-binary", body, "-w", "\n%{http_code}", server.url + "/ui/session"]).wait(seconds: 30).stdout
+        }
+        let refusals: [(String, String, String, String?, String)] = [
+            ("not JSON", "{", "application/json", nil, "malformed_request"),
+            ("a token that is not a string", #"{"token": 5}"#, "application/json", nil, "\n400"),
+            ("another field", #"{"token": "x", "as": "admin"}"#, "application/json", nil, "\n400"),
+            ("a form", "token=x", "application/x-www-form-urlencoded", nil, "unsupported_media_type"),
+            ("over 4 KiB", #"{"token": "\#(String(repeating: "t", count: 5_000))"}"#, "application/json", nil, "body_too_large"),
+            ("an unknown token", #"{"token": "not-a-token-of-anyone"}"#, "application/json", nil, "unauthenticated"),
+            ("an agent's token", #"{"token": "\#(tokens["AGENT"]!)"}"#, "application/json", nil, "may not use the console"),
+            ("another site's page", #"{"token": "\#(alice)"}"#, "application/json", "http://evil.example", "csrf_rejected"),
+        ]
+        for (what, body, type, origin, expected) in refusals {
+            let answer = try await signIn(body, type: type, origin: origin)
+            #expect(answer.contains(expected) && !answer.hasSuffix("\n200"), "\(what): \(answer)")
+        }
         let shots = ProcessInfo.processInfo.environment["LOCKSTEP_CONSOLE_SCREENSHOTS"] ?? temporaryDirectory()
         let browser = try ChildProcess("/usr/bin/env", ["python3", Self.script, server.url, server.grpc, try lockstepBinary(), shots], environment: tokens)
         let output = try await browser.wait(seconds: 240)
