@@ -10,8 +10,13 @@ package struct ConsoleAccess: Sendable {
     /// The principal a sign-in token belongs to: the auth config's bearer tokens, or under `--dev` the
     /// console secret printed at start.
     package let signIn: @Sendable (String) throws(APIError) -> Principal
-    /// The listener has TLS: the cookie is marked `Secure`.
+    /// The listener has TLS: the cookie is marked `Secure` and named with the `__Host-` prefix.
     package let secureCookie: Bool
+    /// The session cookie's name on this listener.
+    package var cookieName: String { secureCookie ? ConsoleSessions.secureCookieName : ConsoleSessions.cookieName }
+
+    /// The session id a request's cookies carry, if any.
+    func sessionID(_ request: Request) -> String? { ConsoleSessions.sessionID(inCookies: request.headers[.cookie], named: cookieName) }
 
     package init(sessions: ConsoleSessions, signIn: @escaping @Sendable (String) throws(APIError) -> Principal, secureCookie: Bool) {
         self.sessions = sessions
@@ -41,7 +46,9 @@ enum ConsoleAsset {
     /// its session cookie (checked by the route).
     static func isConsole(_ request: Request) -> Bool {
         let path = request.uri.path
-        return path == "/ui" || path.hasPrefix("/ui/") || ConsoleSessions.sessionID(inCookies: request.headers[.cookie]) != nil
+        let cookies = request.headers[.cookie]
+        return path == "/ui" || path.hasPrefix("/ui/") || ConsoleSessions.sessionID(inCookies: cookies) != nil
+            || ConsoleSessions.sessionID(inCookies: cookies, named: ConsoleSessions.secureCookieName) != nil
     }
 
     /// No script or style but the console's own, nothing framed, nothing sent elsewhere.
@@ -75,13 +82,13 @@ extension HTTPRoutes {
                 return consoleError(error)
             }
         }
+        // Who this browser is signed in as: `"signed_in": false` when nobody (an answer, not an error: a
+        // page opened before sign-in is the usual case).
         router.get("/ui/session") { request, _ in
-            do throws(APIError) {
-                let (_, session) = try consoleSession(request, needsCSRF: false)
-                return consoleJSON(.ok, sessionBody(session.principal, csrf: session.csrfToken))
-            } catch {
-                return consoleError(error)
+            guard let id = console.sessionID(request), let session = console.sessions.session(id: id) else {
+                return consoleJSON(.ok, ["signed_in": false])
             }
+            return consoleJSON(.ok, sessionBody(session.principal, csrf: session.csrfToken))
         }
         router.post("/ui/session/end") { request, _ in
             do throws(APIError) {
@@ -110,6 +117,8 @@ extension HTTPRoutes {
         guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
             throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
         }
+        // A browser holds one session: the one its cookie named ends with this sign-in.
+        if let previous = console.sessionID(request) { console.sessions.end(id: previous) }
         let (id, csrf) = try console.sessions.open(for: principal)
         var response = consoleJSON(.ok, sessionBody(principal, csrf: csrf))
         response.headers[.setCookie] = cookie(value: id, maxAgeSeconds: console.sessions.limits.lifetimeMillisMax / 1_000)
@@ -119,7 +128,7 @@ extension HTTPRoutes {
     /// The session a request's cookie names, checked: live, and (for a call that acts or reads through
     /// the API) with the session's CSRF token and from the console's own origin.
     func consoleSession(_ request: Request, needsCSRF: Bool) throws(APIError) -> (id: String, session: ConsoleSessions.Session) {
-        guard let id = ConsoleSessions.sessionID(inCookies: request.headers[.cookie]), let session = console.sessions.session(id: id) else {
+        guard let id = console.sessionID(request), let session = console.sessions.session(id: id) else {
             throw APIError(.unauthenticated, "no console session: sign in (a session ends after 30 minutes unused, 12 hours after its sign-in, and when the server restarts)")
         }
         if needsCSRF {
@@ -146,11 +155,11 @@ extension HTTPRoutes {
     }
 
     private func cookie(value: String, maxAgeSeconds: Int) -> String {
-        "\(ConsoleSessions.cookieName)=\(value); Path=/; Max-Age=\(maxAgeSeconds); HttpOnly; SameSite=Strict" + (console.secureCookie ? "; Secure" : "")
+        "\(console.cookieName)=\(value); Path=/; Max-Age=\(maxAgeSeconds); HttpOnly; SameSite=Strict" + (console.secureCookie ? "; Secure" : "")
     }
 
     private func sessionBody(_ principal: Principal, csrf: String) -> [String: Any] {
-        ["principal": principal.name, "roles": principal.roles.map(\.rawValue).sorted(), "csrf_token": csrf,
+        ["signed_in": true, "principal": principal.name, "roles": principal.roles.map(\.rawValue).sorted(), "csrf_token": csrf,
          "idle_seconds_max": console.sessions.limits.idleMillisMax / 1_000]
     }
 

@@ -19,8 +19,11 @@ package final class ConsoleSessions: Sendable {
         package init() {}
     }
 
-    /// The cookie that carries the session id, and the header that carries its CSRF token.
+    /// The cookie that carries the session id: over TLS with the `__Host-` prefix, which a browser
+    /// accepts only when `Secure`, for `Path=/` and set by this very host (no sibling domain can plant or
+    /// shadow it). And the header that carries the session's CSRF token.
     package static let cookieName = "lockstep_session"
+    package static let secureCookieName = "__Host-lockstep_session"
     package static let csrfField = "x-lockstep-csrf"
 
     /// What a signed-in browser is: who, its CSRF token, and its times on the monotonic clock.
@@ -110,15 +113,15 @@ package final class ConsoleSessions: Sendable {
         state.sessions = state.sessions.filter { !expired($0.value, at: at) }
     }
 
-    /// The session id in a `cookie` field's value (`a=1; lockstep_session=…`), if any.
-    package static func sessionID(inCookies cookies: String?) -> String? {
+    /// The session id in a `cookie` field's value (`a=1; lockstep_session=…`) under the cookie `name`,
+    /// if any: the first of that name in the shape `open` makes (64 hex digits); others are skipped.
+    package static func sessionID(inCookies cookies: String?, named name: String = cookieName) -> String? {
         guard let cookies else { return nil }
         for pair in cookies.split(separator: ";") {
             let parts = pair.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, parts[0].trimmingSpaces == cookieName else { continue }
+            guard parts.count == 2, parts[0].trimmingSpaces == name else { continue }
             let value = parts[1].trimmingSpaces
-            // 64 hex digits, as `open` makes them; anything else is no session.
-            guard value.utf8.count == 64, value.utf8.allSatisfy({ Self.isHexDigit($0) }) else { return nil }
+            guard value.utf8.count == 64, value.utf8.allSatisfy({ Self.isHexDigit($0) }) else { continue }
             return String(value)
         }
         return nil

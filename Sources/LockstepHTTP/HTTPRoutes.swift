@@ -312,7 +312,7 @@ package struct HTTPRoutes: Sendable {
     /// is its session's principal (with its CSRF token, from its origin: `consoleSession`); any other is
     /// authenticated as ever (`authenticate`), and under `--dev` a browser's (an `Origin`) is refused.
     func caller(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> Principal {
-        if request.headers[.authorization] == nil, ConsoleSessions.sessionID(inCookies: request.headers[.cookie]) != nil {
+        if request.headers[.authorization] == nil, console.sessionID(request) != nil {
             return try consoleSession(request, needsCSRF: true).session.principal
         }
         if refuseBrowsers, request.headers[.origin] != nil { throw HTTPRoutes.browserRefusal }

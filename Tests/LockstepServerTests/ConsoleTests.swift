@@ -67,6 +67,10 @@ struct ConsoleSessionTests {
         #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=") == nil)
         #expect(ConsoleSessions.sessionID(inCookies: "xlockstep_session=\(id)") == nil)
         #expect(ConsoleSessions.sessionID(inCookies: nil) == nil)
+        // A malformed one does not hide a good one after it; over TLS only the __Host- name counts.
+        #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=zz; lockstep_session=\(id)") == id)
+        #expect(ConsoleSessions.sessionID(inCookies: "lockstep_session=\(id)", named: ConsoleSessions.secureCookieName) == nil)
+        #expect(ConsoleSessions.sessionID(inCookies: "__Host-lockstep_session=\(id)", named: ConsoleSessions.secureCookieName) == id)
         #expect(ConsoleSessions.sameSecret("abc", "abc"))
         #expect(!ConsoleSessions.sameSecret("abc", "abd"))
         #expect(!ConsoleSessions.sameSecret("abc", "abcd"))

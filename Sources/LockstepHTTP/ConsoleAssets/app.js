@@ -58,7 +58,7 @@ async function api(path, body = {}, signal) {
   let answer;
   try { answer = JSON.parse(text); } catch { throw new APIError('bad_answer', `the server answered ${response.status} with something that is not JSON`, response.status); }
   if (!response.ok) {
-    if (response.status === 401) { session = null; renderWho(); }
+    if (response.status === 401) { session = null; renderWho(); if (viewAbort) viewAbort.abort(); }
     throw new APIError(answer.code || 'error', answer.message || `HTTP ${response.status}`, response.status);
   }
   return answer;
@@ -70,7 +70,8 @@ async function allEvents(stream, signal, after = 0, limit = 50000) {
   let cursor = String(after);
   while (events.length < limit) {
     const page = await api('/v1/history/events', {after_sequence: cursor, stream, page_size: 1000}, signal);
-    events.push(...(page.events || []));
+    // In the form the watch sends and `lockstep history export` writes: the sequence a number, the chain hash in hex.
+    events.push(...(page.events || []).map(e => Object.assign({}, e, {sequence: Number(e.sequence), chain_hash: hexOfBase64(e.chain_hash)})));
     if (!page.next_after_sequence || !(page.events || []).length) break;
     cursor = page.next_after_sequence;
   }
@@ -181,7 +182,7 @@ function may(...roles) {
 
 const dialog = document.getElementById('confirm');
 /** Asks before acting: says what will happen, takes the reason or comment (required where the API requires it). */
-function confirmAction({title, what, reasonLabel = 'Reason', reasonRequired = false, run, done}) {
+function confirmAction({title, what, reasonLabel = 'Reason', reasonRequired = false, noReason = false, run, done}) {
   const reason = document.getElementById('confirm-reason');
   const error = document.getElementById('confirm-error');
   document.getElementById('confirm-title').textContent = title;
@@ -189,6 +190,8 @@ function confirmAction({title, what, reasonLabel = 'Reason', reasonRequired = fa
   document.getElementById('confirm-reason-label').textContent = reasonLabel + (reasonRequired ? ' (required)' : ' (optional)');
   reason.value = '';
   reason.required = reasonRequired;
+  reason.hidden = noReason;
+  document.getElementById('confirm-reason-label').hidden = noReason;
   error.textContent = '';
   const ok = document.getElementById('confirm-ok');
   ok.textContent = title;
@@ -209,7 +212,7 @@ function confirmAction({title, what, reasonLabel = 'Reason', reasonRequired = fa
   };
   document.getElementById('confirm-cancel').onclick = () => dialog.close();
   dialog.showModal();
-  reason.focus();
+  (noReason ? ok : reason).focus();
 }
 
 // MARK: routing
@@ -217,7 +220,8 @@ function confirmAction({title, what, reasonLabel = 'Reason', reasonRequired = fa
 function route() {
   const hash = location.hash.slice(1);
   const [path, query = ''] = (hash.startsWith('/') ? hash : '/migrations').split('?');
-  return {parts: path.split('/').filter(Boolean).map(decodeURIComponent), params: new URLSearchParams(query)};
+  const decode = part => { try { return decodeURIComponent(part); } catch { return part; } };
+  return {parts: path.split('/').filter(Boolean).map(decode), params: new URLSearchParams(query)};
 }
 
 function href(parts, params) {
@@ -295,6 +299,7 @@ async function signIn(token) {
 }
 
 async function signOut() {
+  if (viewAbort) viewAbort.abort();  // the live watch ends with the session
   try {
     await fetch('/ui/session/end', {method: 'POST', credentials: 'same-origin', headers: {'content-type': 'application/json', 'x-lockstep-csrf': session ? session.csrf_token : ''}, body: '{}'});
   } finally {
@@ -368,9 +373,22 @@ async function renderMigration(id, params, signal) {
   const header = el('section', {id: 'migration-head'});
   const instant = el('section', {id: 'migration-instant'}, el('p', {class: 'muted'}, 'Reading the history…'));
   const body = el('section', {id: 'migration-body'});
-  view.redraw = () => {
+  view.redraw = (live = false) => {
     header.replaceChildren(...migrationHead(view));
+    // A live refresh does not replay both instants again (that tab is about the past).
+    if (live && tab === 'changes') return;
+    const focused = document.activeElement && document.activeElement.getAttribute ? document.activeElement.getAttribute('data-node') : null;
     body.replaceChildren(...migrationTab(view, tab));
+    if (focused) {
+      const again = [...body.querySelectorAll('g.node')].find(n => n.getAttribute('data-node') === focused);
+      if (again) again.focus();
+    }
+  };
+  // A change of what the page shows of the same migration (a node, a filter): no new reads.
+  view.set = changes => {
+    setParams(changes, false);
+    view.params = route().params;
+    view.redraw();
   };
   const tabs = el('nav', {class: 'tabs', 'aria-label': 'Migration views'},
     [['graph', 'Graph'], ['timeline', 'Timeline'], ['evidence', 'Evidence'], ['changes', 'Between two instants']].map(([key, label]) => {
@@ -393,46 +411,72 @@ function isSettled(migration) {
 }
 
 /** Live: the migration's watch stream; each event is added to the timeline and the migration read again. */
+/** Live: the migration's watch stream; each event is added to the history and the migration read again
+ * (one read at a time, the latest winning). A watch that fails is opened again after a back-off, from
+ * the last event received, and the page says so meanwhile. */
 async function follow(view) {
-  const last = view.events.length ? Number(view.events[view.events.length - 1].sequence) : 0;
-  let pending = null;
+  let pending = null, reading = false, again = false;
+  const read = async () => {
+    if (reading) { again = true; return; }
+    reading = true;
+    try {
+      do {
+        again = false;
+        view.migration = await api('/v1/migrations/get', {migration_id: view.id}, view.signal);
+        view.redraw(true);
+      } while (again && !view.signal.aborted);
+    } catch { /* the next event reads again */ } finally { reading = false; }
+  };
   const refresh = () => {
     if (pending) return;
-    pending = setTimeout(async () => {
-      pending = null;
-      try {
-        view.migration = await api('/v1/migrations/get', {migration_id: view.id}, view.signal);
-        view.redraw();
-      } catch { /* the next event tries again */ }
-    }, 100);
+    pending = setTimeout(() => { pending = null; read(); }, 100);
   };
+  const status = text => { const line = document.getElementById('live-status'); if (line) line.textContent = text; };
   refresh();  // what happened while the history was read
-  try {
-    const response = await fetch('/v1/migrations/watch', {
-      method: 'POST', credentials: 'same-origin', signal: view.signal,
-      headers: {'content-type': 'application/json', 'x-lockstep-csrf': session.csrf_token},
-      body: JSON.stringify({migration_id: view.id, after_sequence: String(last)}),
-    });
-    if (!response.ok || !response.body) return;
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffered = '';
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) break;
-      buffered += decoder.decode(value, {stream: true});
-      let end;
-      while ((end = buffered.indexOf('\n')) >= 0) {
-        const line = buffered.slice(0, end);
-        buffered = buffered.slice(end + 1);
-        if (!line.trim()) continue;
-        const event = JSON.parse(line);
-        if (event.error) continue;
-        view.events.push(event);
-        refresh();
+  for (let failures = 0; !view.signal.aborted;) {
+    const last = view.events.length ? Number(view.events[view.events.length - 1].sequence) : 0;
+    try {
+      const response = await fetch('/v1/migrations/watch', {
+        method: 'POST', credentials: 'same-origin', signal: view.signal,
+        headers: {'content-type': 'application/json', 'x-lockstep-csrf': session ? session.csrf_token : ''},
+        body: JSON.stringify({migration_id: view.id, after_sequence: String(last)}),
+      });
+      if (!response.ok || !response.body) {
+        const answer = await response.json().catch(() => ({}));
+        throw new APIError(answer.code || 'error', answer.message || `HTTP ${response.status}`, response.status);
       }
+      status('Live: updated as events are recorded.');
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffered = '';
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffered += decoder.decode(value, {stream: true});
+        let end;
+        while ((end = buffered.indexOf('\n')) >= 0) {
+          const line = buffered.slice(0, end);
+          buffered = buffered.slice(end + 1);
+          if (!line.trim()) continue;
+          const event = JSON.parse(line);
+          if (event.error) throw new APIError(event.error.code, event.error.message);
+          view.events.push(event);
+          failures = 0;
+          refresh();
+        }
+      }
+      // The watch ends after the event that settles the migration.
+      refresh();
+      status('Settled.');
+      return;
+    } catch (failure) {
+      if (view.signal.aborted || failure.status === 401 || !session) return;
+      failures += 1;
+      const wait = Math.min(30, 2 ** Math.min(failures, 5));
+      status(`Live updates stopped (${failure.code || 'error'}: ${failure.message}); trying again in ${wait} s.`);
+      await new Promise(resolve => setTimeout(resolve, wait * 1000));
     }
-  } catch { /* the view changed, or the server went away: the page shows what it last knew */ }
+  }
 }
 
 function migrationHead(view) {
@@ -448,7 +492,7 @@ function migrationHead(view) {
     }
     if (m.status === 'MIGRATION_STATUS_PAUSED') {
       actions.append(el('button', {type: 'button', onclick: () => confirmAction({
-        title: 'Resume', what: `Resume ${m.migration_id}: ready nodes may start again.`, reasonLabel: 'Note',
+        title: 'Resume', what: `Resume ${m.migration_id}: ready nodes may start again.`, noReason: true,
         run: () => api('/v1/migrations/resume', {migration_id: m.migration_id}), done: refresh})}, 'Resume…'));
     }
     if (['MIGRATION_STATUS_RUNNING', 'MIGRATION_STATUS_PAUSED'].includes(m.status)) {
@@ -474,7 +518,8 @@ function instantControl(view, asOf) {
   const box = el('section', {class: 'controls', 'aria-label': 'Instant'});
   if (!events.length) return box;
   const at = view.params.get('at');
-  const index = at ? Math.max(0, events.findIndex(e => Number(e.sequence) >= Number(at))) : events.length - 1;
+  const found = at ? events.findIndex(e => Number(e.sequence) >= Number(at)) : -1;
+  const index = found >= 0 ? found : events.length - 1;
   const slider = el('input', {type: 'range', id: 'instant', min: 0, max: events.length - 1, value: index, 'aria-describedby': 'instant-label'});
   const label = el('span', {id: 'instant-label'});
   const describe = i => { const e = events[i]; label.textContent = `event ${e.sequence} · ${time(e.record.recorded_at_ms)} · ${kindOf(e)}`; };
@@ -489,7 +534,7 @@ function instantControl(view, asOf) {
     return el('div', {}, el('p', {class: 'banner', role: 'status'},
       `As of event ${asOf.sequence}: the whole state replayed by the server from the log (digest ${(asOf.digest || '').slice(0, 16)}…). Actions are off.`), box);
   }
-  box.append(el('span', {class: 'muted'}, isSettled(view.migration) ? 'Settled.' : 'Live: updated as events are recorded.'));
+  box.append(el('span', {class: 'muted', id: 'live-status', role: 'status'}, isSettled(view.migration) ? 'Settled.' : 'Live: updated as events are recorded.'));
   return box;
 }
 
@@ -555,7 +600,7 @@ function graph(view) {
     svg('text', {x: 8, y: 36}, `${symbol} ${word}`),
     svg('text', {x: 8, y: 53}, `${node.phase || ''} · attempt ${node.attempts || 0}${node.stage ? ' · ' + node.stage : ''}`),
     svg('text', {x: 8, y: 70}, clip(detail, 32)));
-    const choose = () => setParams({node: node.node_id === selected ? '' : node.node_id});
+    const choose = () => view.set({node: node.node_id === selected ? '' : node.node_id});
     group.addEventListener('click', choose);
     group.addEventListener('keydown', key => { if (key.key === 'Enter' || key.key === ' ') { key.preventDefault(); choose(); } });
     picture.append(group);
@@ -607,17 +652,18 @@ function timeline(view) {
   const select = (id, label, value, options, key) => {
     const input = el('select', {id}, el('option', {value: ''}, 'all'), options.map(o => el('option', {value: o}, o)));
     input.value = value;
-    input.addEventListener('change', () => setParams({[key]: input.value}));
+    input.addEventListener('change', () => view.set({[key]: input.value}));
     return el('label', {for: id}, label, input);
   };
   const densityInput = el('select', {id: 'density'}, el('option', {value: 'compact'}, 'compact'), el('option', {value: 'full'}, 'full'));
   densityInput.value = density;
-  densityInput.addEventListener('change', () => setParams({density: densityInput.value}));
+  densityInput.addEventListener('change', () => view.set({density: densityInput.value}));
   const shown = view.events.filter(e => (!node || payloadOf(e).node_id === node) && (!kind || kindOf(e) === kind));
   const exportButton = el('button', {type: 'button', onclick: () => {
     const blob = new Blob([shown.map(e => JSON.stringify(e)).join('\n') + '\n'], {type: 'application/x-ndjson'});
     const link = el('a', {href: URL.createObjectURL(blob), download: `${view.id}-events.ndjson`});
     document.body.append(link); link.click(); link.remove();
+    setTimeout(() => URL.revokeObjectURL(link.href), 10000);
   }}, 'Export these events (NDJSON)');
   const full = density === 'full';
   const head = full ? ['Sequence', 'Time', 'Event', 'Actor', 'Triggered by', 'Summary'] : ['Seq', 'Time', 'Summary'];
@@ -695,7 +741,7 @@ function changes(view) {
   const to = params.get('to') || String(events[events.length - 1].sequence);
   const input = (id, label, value, key) => {
     const field = el('input', {id, type: 'number', min: 0, value, class: 'narrow'});
-    field.addEventListener('change', () => setParams({[key]: field.value}));
+    field.addEventListener('change', () => view.set({[key]: field.value}));
     return el('label', {for: id}, label, field);
   };
   const out = el('div', {'aria-live': 'polite'}, el('p', {class: 'muted'}, 'Replaying both instants…'));
@@ -832,20 +878,42 @@ async function renderIntegrity(signal) {
 
 // MARK: start
 
-window.addEventListener('hashchange', () => render());
-(async () => {
+// Only view addresses (#/…) are routed: the skip link's #main is a place on the page.
+window.addEventListener('hashchange', () => {
+  if (location.hash.startsWith('#token=')) arrive();
+  else if (location.hash.startsWith('#/') || location.hash === '') render();
+});
+arrive();
+
+/** The page opened (or a sign-in link followed): take a link's token out of the address, find the
+ * session, and sign in with the link only when nobody is, or when the person signed in says so. */
+async function arrive() {
   const hash = location.hash;
+  let token = null;
   if (hash.startsWith('#token=')) {
-    // A sign-in link: the token is taken out of the address at once, then exchanged for a session.
-    const token = decodeURIComponent(hash.slice('#token='.length));
+    // A sign-in link: the token is taken out of the address before anything else.
     history.replaceState(null, '', '/ui#/migrations');
-    try { await signIn(token); } catch (failure) { renderSignIn(`${failure.code || 'error'}: ${failure.message}`); }
-    return;
+    try { token = decodeURIComponent(hash.slice('#token='.length)); } catch { token = hash.slice('#token='.length); }
   }
   try {
     const response = await fetch('/ui/session', {credentials: 'same-origin'});
-    if (response.ok) session = await response.json();
+    const answer = response.ok ? await response.json() : {};
+    if (answer.signed_in) session = answer;
   } catch { /* not signed in */ }
   renderWho();
+  if (token && session) {
+    // Signed in already: a link someone sent must not swap the session without asking.
+    if (viewAbort) viewAbort.abort();
+    const mine = session.principal;
+    return show(el('section', {class: 'signin'}, el('h2', {}, 'Switch accounts?'),
+      el('p', {}, `You are signed in as ${mine}. The link you opened signs this browser in with another token.`),
+      el('div', {class: 'actions'},
+        el('button', {type: 'button', class: 'primary', onclick: () => signIn(token).catch(failure => renderSignIn(`${failure.code || 'error'}: ${failure.message}`))}, 'Use the link\'s account'),
+        el('button', {type: 'button', onclick: () => render()}, `Stay ${mine}`))));
+  }
+  if (token) {
+    try { await signIn(token); } catch (failure) { renderSignIn(`${failure.code || 'error'}: ${failure.message}`); }
+    return;
+  }
   await render();
-})();
+}

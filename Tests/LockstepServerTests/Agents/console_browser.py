@@ -166,6 +166,12 @@ try:
 
     # 3. The approver signs in with the form and approves with a comment full of markup.
     sign_in_with_form(BOB)
+    # A sign-in link opened while signed in asks before it swaps the session.
+    driver.get(f"{URL}/ui#token={CAROL}")
+    until(lambda: "Switch accounts?" in driver.find_element(By.TAG_NAME, "main").text, "a link opened while signed in asks first")
+    check("token" not in driver.current_url, "and its token has left the address")
+    driver.find_element(By.XPATH, "//button[text()='Stay bob']").click()
+    until(lambda: "bob" in driver.find_element(By.ID, "who").text and driver.find_elements(By.CSS_SELECTOR, "table"), "staying keeps bob signed in")
     visit("/migration/m1?node=switch", "aside.panel", "approver")
     stable(lambda: driver.find_element(By.XPATH, "//button[text()='Approve…']").click())
     until(lambda: driver.find_element(By.ID, "confirm").is_displayed(), "approving asks for confirmation first")
