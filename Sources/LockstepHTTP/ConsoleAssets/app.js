@@ -759,10 +759,10 @@ function changes(view) {
       const between = events.filter(e => Number(e.sequence) > Number(from) && Number(e.sequence) <= Number(to));
       const gates = between.filter(e => ['approval_granted', 'approval_rejected'].includes(kindOf(e)));
       out.replaceChildren(
-        el('p', {}, `Migration: ${badge(MIGRATION, before.status).textContent} → ${badge(MIGRATION, after.status).textContent}`),
+        el('p', {}, `Migration: ${before.status ? badge(MIGRATION, before.status).textContent : 'not started yet'} → ${after.status ? badge(MIGRATION, after.status).textContent : 'not started yet'}`),
         el('h3', {}, `Nodes that moved (${moved.length})`),
         el('div', {class: 'scroll'}, el('table', {id: 'moved'}, el('thead', {}, el('tr', {}, ['Node', 'Before', 'After', 'Attempts', 'Approvals'].map(h => el('th', {scope: 'col'}, h)))),
-          el('tbody', {}, moved.map(([n, o]) => el('tr', {}, el('td', {}, n.node_id), el('td', {}, badge(NODE, o.status)), el('td', {}, badge(NODE, n.status)),
+          el('tbody', {}, moved.map(([n, o]) => el('tr', {}, el('td', {}, n.node_id), el('td', {}, o.status ? badge(NODE, o.status) : '— (not started yet)'), el('td', {}, badge(NODE, n.status)),
             el('td', {}, `${o.attempts || 0} → ${n.attempts || 0}`), el('td', {}, `${o.approvals || 0} → ${n.approvals || 0}`)))))),
         el('h3', {}, 'Service leases'),
         el('p', {}, taken.length ? `Taken: ${taken.map(([s, n]) => `${s} (by ${n})`).join(', ')}` : 'None taken.'),
