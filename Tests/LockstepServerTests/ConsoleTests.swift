@@ -123,6 +123,21 @@ struct ConsoleBrowserTests {
             needs: [switch]
         """
 
+    static let canary = """
+        name: canary
+        services:
+          checkout: { owners: [checkout-team] }
+        nodes:
+          - id: route
+            service: checkout
+            phase: live
+            action: set-weight
+            exposure: { stages: [100], bake: 3s }
+            analysis:
+              metrics:
+                - { name: error_rate, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 2 }
+        """
+
     /// Screenshots go to a temporary directory; `LOCKSTEP_CONSOLE_SCREENSHOTS=docs/img` writes the ones
     /// docs/console.md shows.
     @Test func theConsoleInHeadlessChromium() async throws {
@@ -130,7 +145,7 @@ struct ConsoleBrowserTests {
         var tokens: [String: String] = [:]
         var principals: [[String: Any]] = []
         for (name, roles, extra) in [("alice", ["operator"], [String: Any]()), ("bob", ["approver"], ["owner_groups": ["ledger-team"]]),
-                                     ("carol", ["auditor"], [:]), ("agent", ["agent"], ["services": ["orders", "ledger"]])] {
+                                     ("carol", ["auditor"], [:]), ("agent", ["agent"], ["services": ["orders", "ledger", "checkout"]])] {
             let token = ConsoleSessions.hex(ConsoleSessions.systemRandomBytes())
             tokens[name.uppercased()] = token
             principals.append(["name": name, "roles": roles, "token_sha256": AuthConfig.hash(token)].merging(extra) { a, _ in a })
@@ -142,6 +157,10 @@ struct ConsoleBrowserTests {
         let apply = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.plan]), as: UTF8.self)
         #expect(try await server.post("/v1/plans", apply, token: alice).hasSuffix("\n200"))
         #expect(try await server.post("/v1/migrations", #"{"plan": "console", "migration_id": "m1"}"#, token: alice).hasSuffix("\n200"))
+        // A canary whose analysis the evidence view charts (m2; the script runs it).
+        let canary = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": Self.canary]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", canary, token: alice).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "canary", "migration_id": "m2"}"#, token: alice).hasSuffix("\n200"))
         // A second version of the plan (m1 keeps the first), for the plans view's differences.
         let second = Self.plan.replacingOccurrences(of: "action: drop-column", with: "action: drop-column-later")
         let applySecond = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": second]), as: UTF8.self)

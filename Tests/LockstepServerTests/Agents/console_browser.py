@@ -141,7 +141,7 @@ try:
     # The filter is in the address, so the view can be shared.
     driver.get(f"{URL}/ui#/migrations?q=nothing-like-this")
     until(lambda: driver.find_element(By.ID, "filter-q").get_attribute("value") == "nothing-like-this", "a filter in the address fills the form")
-    check("0 of 1" in driver.find_element(By.TAG_NAME, "main").text, "and filters the list")
+    check("0 of 2" in driver.find_element(By.TAG_NAME, "main").text, "and filters the list")
 
     # 2. Live graph: expand runs, then succeeds, without the page reloading.
     step = lease("orders")
@@ -246,7 +246,22 @@ try:
     check(forged[1] == [403, "csrf_rejected"], f"one without the CSRF token is refused before anything: {forged[1]}")
     driver.get_log("browser")  # the two refusals just made are logged as failed loads; nothing else may be
 
-    # 7. Readable at 390 px: the page does not scroll sideways (wide tables scroll in their own box).
+    # 7. Evidence: the canary m2 bakes, two samples arrive, its analysis passes; the view charts them.
+    complete(lease("checkout"))
+    for value in (0.002, 0.004):
+        status, answer = call("/v1/metrics/record", {"migration_id": "m2", "node_id": "route", "name": "error_rate", "value": value, "source": "console-test"}, AGENT)
+        check(status == 200, f"a sample of {value} is recorded during the bake: {answer}")
+    deadline = time.time() + 60
+    while call("/v1/migrations/get", {"migration_id": "m2"}, ALICE)[1].get("status") != "MIGRATION_STATUS_SUCCEEDED":
+        check(time.time() < deadline, "the canary's analysis passes and it succeeds")
+        time.sleep(0.2)
+    visit("/migration/m2?tab=evidence", "svg.chart", "evidence-analysis")
+    evidence = driver.find_element(By.TAG_NAME, "main").text
+    check("error_rate: pass" in evidence and "2 samples" in evidence, f"the analysis's evidence is shown: {evidence[:600]}")
+    check(len(driver.find_elements(By.CSS_SELECTOR, "svg.chart circle")) == 2, "its two samples are charted")
+    check("pass" in driver.find_element(By.CSS_SELECTOR, "svg.chart").text, "against the pass threshold")
+
+    # 8. Readable at 390 px: the page does not scroll sideways (wide tables scroll in their own box).
     driver.set_window_size(390, 844)
     visit("/migration/m1?tab=timeline&density=full", "#timeline tbody tr", "narrow")
     width = driver.execute_script("return document.documentElement.scrollWidth")
