@@ -92,7 +92,7 @@ extension HTTPRoutes {
         }
         router.post("/ui/session/end") { request, _ in
             do throws(APIError) {
-                let (id, _) = try consoleSession(request, needsCSRF: true)
+                let (id, _) = try consoleSession(request)
                 console.sessions.end(id: id)
                 var response = consoleJSON(.ok, ["signed_out": true])
                 response.headers[.setCookie] = cookie(value: "", maxAgeSeconds: 0)
@@ -125,17 +125,17 @@ extension HTTPRoutes {
         return response
     }
 
-    /// The session a request's cookie names, checked: live, and (for a call that acts or reads through
-    /// the API) with the session's CSRF token and from the console's own origin.
-    func consoleSession(_ request: Request, needsCSRF: Bool) throws(APIError) -> (id: String, session: ConsoleSessions.Session) {
+    /// The session a request's cookie names, checked: live, with the session's CSRF token, and from the
+    /// console's own origin.
+    func consoleSession(_ request: Request) throws(APIError) -> (id: String, session: ConsoleSessions.Session) {
         guard let id = console.sessionID(request), let session = console.sessions.session(id: id) else {
-            throw APIError(.unauthenticated, "no console session: sign in (a session ends after 30 minutes unused, 12 hours after its sign-in, and when the server restarts)")
+            let limits = console.sessions.limits
+            throw APIError(.unauthenticated, "no console session: sign in (a session ends after \(limits.idleMillisMax / 60_000) minutes unused, "
+                           + "\(limits.lifetimeMillisMax / 3_600_000) hours after its sign-in, and when the server restarts)")
         }
-        if needsCSRF {
-            try checkOrigin(request)
-            guard let sent = request.headers[HTTPField.Name(ConsoleSessions.csrfField)!], ConsoleSessions.sameSecret(sent, session.csrfToken) else {
-                throw APIError(.csrfRejected, "a request made with the console's session cookie must carry the session's CSRF token in \(ConsoleSessions.csrfField)")
-            }
+        try checkOrigin(request)
+        guard let sent = request.headers[HTTPField.Name(ConsoleSessions.csrfField)!], ConsoleSessions.sameSecret(sent, session.csrfToken) else {
+            throw APIError(.csrfRejected, "a request made with the console's session cookie must carry the session's CSRF token in \(ConsoleSessions.csrfField)")
         }
         return (id, session)
     }

@@ -1,4 +1,5 @@
 import LockstepService
+import LockstepStore
 import Synchronization
 
 /// The web console's sign-ins (docs/console.md): a person signs in with a bearer token once and the
@@ -54,6 +55,9 @@ package final class ConsoleSessions: Sendable {
         self.random = random
     }
 
+    /// 256 unpredictable bits in hex (session ids, CSRF tokens, the `--dev` console secret).
+    package static func newSecret() -> String { systemRandomBytes().hexString }
+
     package static func systemRandomBytes() -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
         return (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
@@ -63,8 +67,8 @@ package final class ConsoleSessions: Sendable {
 
     /// Opens a session for `principal`: its id (for the cookie) and its CSRF token.
     package func open(for principal: Principal) throws(APIError) -> (id: String, csrfToken: String) {
-        let id = Self.hex(random())
-        let csrf = Self.hex(random())
+        let id = random().hexString
+        let csrf = random().hexString
         let at = now()
         let opened: Bool = state.withLock { state in
             dropExpired(&state, at: at)
@@ -134,17 +138,6 @@ package final class ConsoleSessions: Sendable {
         var difference: UInt8 = 0
         for index in x.indices { difference |= x[index] ^ y[index] }
         return difference == 0
-    }
-
-    package static func hex(_ bytes: [UInt8]) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count * 2)
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
     }
 
     private static func isHexDigit(_ byte: UInt8) -> Bool {

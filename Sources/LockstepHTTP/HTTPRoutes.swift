@@ -313,7 +313,7 @@ package struct HTTPRoutes: Sendable {
     /// authenticated as ever (`authenticate`), and under `--dev` a browser's (an `Origin`) is refused.
     func caller(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> Principal {
         if request.headers[.authorization] == nil, console.sessionID(request) != nil {
-            return try consoleSession(request, needsCSRF: true).session.principal
+            return try consoleSession(request).session.principal
         }
         if refuseBrowsers, request.headers[.origin] != nil { throw HTTPRoutes.browserRefusal }
         return try await authenticate(request, context.channel)

@@ -73,7 +73,7 @@ public enum LockstepServer {
         let authenticate = authenticating
         // The web console signs people in with the same tokens; under `--dev`, with a secret made at start
         // and printed with the console's address (a web page elsewhere on the machine cannot know it).
-        let devConsoleSecret = options.dev ? ConsoleSessions.hex(ConsoleSessions.systemRandomBytes()) : nil
+        let devConsoleSecret = options.dev ? ConsoleSessions.newSecret() : nil
         let console = ConsoleAccess(sessions: ConsoleSessions(), signIn: { token throws(APIError) in
             if let devConsoleSecret {
                 guard ConsoleSessions.sameSecret(token, devConsoleSecret) else {

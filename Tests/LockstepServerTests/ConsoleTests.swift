@@ -146,7 +146,7 @@ struct ConsoleBrowserTests {
         var principals: [[String: Any]] = []
         for (name, roles, extra) in [("alice", ["operator"], [String: Any]()), ("bob", ["approver"], ["owner_groups": ["ledger-team"]]),
                                      ("carol", ["auditor"], [:]), ("agent", ["agent"], ["services": ["orders", "ledger", "checkout"]])] {
-            let token = ConsoleSessions.hex(ConsoleSessions.systemRandomBytes())
+            let token = ConsoleSessions.newSecret()
             tokens[name.uppercased()] = token
             principals.append(["name": name, "roles": roles, "token_sha256": AuthConfig.hash(token)].merging(extra) { a, _ in a })
         }
