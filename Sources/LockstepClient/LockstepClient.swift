@@ -208,6 +208,22 @@ public struct LockstepClient: Sendable {
         try await call { try await $0.migrations.releaseServiceLease(request, metadata: $1) }
     }
 
+    public func declareFreeze(_ request: Lockstep_V1_DeclareFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
+        try await call { try await $0.migrations.declareFreeze(request, metadata: $1) }
+    }
+    public func listFreezes(_ request: Lockstep_V1_ListFreezesRequest) async throws(LockstepClientError) -> Lockstep_V1_ListFreezesResponse {
+        try await call { try await $0.migrations.listFreezes(request, metadata: $1) }
+    }
+    public func endFreeze(_ request: Lockstep_V1_EndFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
+        try await call { try await $0.migrations.endFreeze(request, metadata: $1) }
+    }
+    public func stopLine(_ request: Lockstep_V1_StopLineRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
+        try await call { try await $0.migrations.stopLine(request, metadata: $1) }
+    }
+    public func breakGlass(_ request: Lockstep_V1_BreakGlassRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
+        try await call { try await $0.migrations.breakGlass(request, metadata: $1) }
+    }
+
     public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest) async throws(LockstepClientError) -> Lockstep_V1_RecordMetricResponse {
         try await call { try await $0.migrations.recordMetric(request, metadata: $1) }
     }

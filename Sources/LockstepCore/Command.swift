@@ -9,6 +9,8 @@ public enum Command: Hashable, Sendable {
     case serviceLeases(ServiceLeaseCommand)
     /// Decided by the plan registry.
     case plans(PlanCommand)
+    /// Decided by the freezes.
+    case freezes(FreezeCommand)
 
     /// The stream the command's events go to: one command per stream is decided and appended at a time.
     public var stream: String {
@@ -16,6 +18,7 @@ public enum Command: Hashable, Sendable {
         case .migration(let id, _): RecordedEvent.stream(of: id)
         case .serviceLeases(let command): RecordedEvent.stream(of: command.migration)
         case .plans(.apply(let plan)): RecordedPlanEvent.stream(of: plan.name)
+        case .freezes(let command): RecordedFreezeEvent.stream(of: command.id)
         }
     }
 }
@@ -51,6 +54,8 @@ public enum Ruling: Hashable, Sendable {
     case migrationEvents(MigrationID, [MigrationEvent])
     /// Append `event` to plan `name`'s stream.
     case planEvent(String, PlanEvent)
+    /// Append `event` to freeze `id`'s stream.
+    case freezeEvent(String, FreezeEvent)
     /// The plan's newest version already has this content: nothing to record.
     case planUnchanged(version: UInt64)
     /// Nothing happens, and why.
@@ -74,6 +79,11 @@ extension LogState {
             case .accepted(let event): return .planEvent(plan.name, event)
             case .unchanged(let version): return .planUnchanged(version: version)
             case .rejected(let rejection): return .rejected(rejection)
+            }
+        case .freezes(let command):
+            switch decideFreeze(command, now: now) {
+            case .success(let event): return .freezeEvent(command.id, event)
+            case .failure(let rejection): return .rejected(rejection)
             }
         case .serviceLeases(let command):
             return ruling(decideServiceLeases(command, now: now), migration: command.migration)
@@ -104,7 +114,15 @@ extension LogState {
         } else if migrations[id] == nil {
             return .rejected(.migrationNotFound(id))
         }
-        let decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
+        var decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
+        // No forward step starts under a freeze (rollback steps always may), unless an admin broke the glass for its node.
+        if case .accepted(let events) = decision, let migration = migrations[id] {
+            for case .stepLeased(let leased) in events where leased.kind == .forward {
+                if let freeze = freeze(holding: leased.node, of: migration, at: now) {
+                    decision = .rejected(.frozen(leased.node, freeze: freeze.id, until: freeze.until))
+                }
+            }
+        }
         // Name who holds what a node waits for (the migration alone knows only that it waits).
         if case .rejected(.waitingForServices(let node, let waits)) = decision, waits.isEmpty,
            let spec = migrations[id]?.plan.node(node) {

@@ -41,6 +41,11 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case notBaking = "not_baking"
     case tooManySamples = "too_many_samples"
     case bakeNotOver = "bake_not_over"
+    case frozen = "frozen"
+    case freezeExists = "freeze_exists"
+    case freezeNotFound = "freeze_not_found"
+    case breakGlassNotAdmin = "break_glass_not_admin"
+    case nothingToOverride = "nothing_to_override"
 
     // The log (`EventLogError`) and the coordinator's own limits.
     case versionConflict = "version_conflict"

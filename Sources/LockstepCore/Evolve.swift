@@ -131,12 +131,14 @@ extension MigrationState {
             updateNode(decision.node) { node in
                 node.rejection = GateDecision(approver: decision.approver, comment: decision.comment, at: decision.at)
             }
-        case .migrationPaused(let reason):
+        case .migrationPaused(let reason, let stop):
             status = .paused
             statusReason = reason
+            lineStop = stop
         case .migrationResumed(let rearmed):
             status = .running
             statusReason = nil
+            lineStop = ""
             for id in rearmed {
                 updateNode(id) { node in
                     node.status = .pending
@@ -148,6 +150,7 @@ extension MigrationState {
         case .migrationAborted(let report):
             status = .aborting
             statusReason = report.reason
+            lineStop = ""
             rollbackQueue = report.rollback
             cannotUndo = report.cannotUndo
             // No bake is judged and no decision awaited any more; a rollback does not wait out a
@@ -189,6 +192,10 @@ extension MigrationState {
             updateNode(granted.node) { $0.serviceLeases = .held(since: granted.at) }
         case .serviceLeasesReleased(let released):
             updateNode(released.node) { $0.serviceLeases = .none }
+        case .breakGlass(let override):
+            updateNode(override.node) { node in
+                if !node.breakGlass.contains(override.scope) { node.breakGlass = (node.breakGlass + [override.scope]).sorted() }
+            }
         }
     }
 

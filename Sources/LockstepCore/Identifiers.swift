@@ -119,4 +119,8 @@ public enum CoreLimits {
     public static let instantMillisMax: Int64 = 253_402_300_799_999
     /// Largest metric value or threshold, in millionths (±10^15: a billion with six decimals).
     public static let metricMicrosMagnitudeMax: Int64 = 1_000_000_000_000_000
+    /// Most freezes declared and not ended at once.
+    public static let freezesMax = 1_000
+    /// Most services one freeze names (none: every service).
+    public static let freezeServicesMax = 64
 }

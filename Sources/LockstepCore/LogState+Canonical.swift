@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 6
+    public static let canonicalFormat: UInt8 = 7
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -15,6 +15,7 @@ extension LogState {
             w.string(entry.name)
             w.array(entry.versions) { $0.plan($1) }
         }
+        writer.array(freezesInOrder) { $0.freeze($1) }
         return writer.bytes
     }
 
@@ -29,6 +30,7 @@ extension LogState {
         let planList = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> (String, [PlanSnapshot]) in
             (try r.string(), try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.plan() })
         }
+        let freezeList = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.freeze() }
         guard reader.offset == bytes.count else { throw .trailingBytes(offset: reader.offset) }
         var migrations: [MigrationID: MigrationState] = [:]
         for migration in list {
@@ -40,7 +42,9 @@ extension LogState {
         }
         var plans: [String: [PlanSnapshot]] = [:]
         for (name, versions) in planList { plans[name] = versions }
-        self.init(migrations: migrations, plans: plans, lastSequence: lastSequence)
+        var freezes: [String: Freeze] = [:]
+        for freeze in freezeList { freezes[freeze.id] = freeze }
+        self.init(migrations: migrations, plans: plans, freezes: freezes, lastSequence: lastSequence)
         // Canonical means one encoding per state: duplicates or a different order would re-encode differently.
         guard canonicalBytes == bytes else { throw .invalidValue(offset: 0, what: "non-canonical migration order") }
     }
@@ -59,6 +63,17 @@ extension CanonicalWriter {
         array(m.rollbackQueue) { $0.string($1.rawValue) }
         array(m.cannotUndo) { $0.string($1.rawValue) }
         u64(m.version)
+        string(m.lineStop)
+    }
+
+    mutating func freeze(_ f: Freeze) {
+        string(f.id)
+        array(f.services) { $0.string($1) }
+        i64(f.from.millisecondsSinceEpoch)
+        optional(f.until) { $0.i64($1.millisecondsSinceEpoch) }
+        string(f.reason)
+        string(f.declaredBy)
+        bool(f.stopsLine)
     }
 
     mutating func plan(_ p: PlanSnapshot) {
@@ -171,6 +186,7 @@ extension CanonicalWriter {
             w.string(sample.source)
         }
         bool(n.exposure.awaitingDecision)
+        array(n.breakGlass) { $0.string($1.rawValue) }
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -204,9 +220,17 @@ extension CanonicalReader {
         let rollbackQueue = try nodeIDs()
         let cannotUndo = try nodeIDs()
         let version = try u64()
-        return MigrationState(id: id, plan: plan, status: status, startedAt: startedAt, startedBy: startedBy, statusReason: reason,
-                              nodes: nodes, completionOrder: completionOrder, rollbackQueue: rollbackQueue, cannotUndo: cannotUndo,
-                              version: version)
+        var migration = MigrationState(id: id, plan: plan, status: status, startedAt: startedAt, startedBy: startedBy, statusReason: reason,
+                                       nodes: nodes, completionOrder: completionOrder, rollbackQueue: rollbackQueue, cannotUndo: cannotUndo,
+                                       version: version)
+        migration.lineStop = try string()
+        return migration
+    }
+
+    mutating func freeze() throws(CanonicalDecodingError) -> Freeze {
+        Freeze(id: try string(), services: try strings(), from: Instant(millisecondsSinceEpoch: try i64()),
+               until: try optionalI64().map(Instant.init(millisecondsSinceEpoch:)), reason: try string(), declaredBy: try string(),
+               stopsLine: try bool())
     }
 
     mutating func plan() throws(CanonicalDecodingError) -> PlanSnapshot {
@@ -296,9 +320,11 @@ extension CanonicalReader {
                          windowEnd: Instant(millisecondsSinceEpoch: try r.i64()), source: try r.string())
         }
         let exposure = ExposureProgress(reached: reached, bakeUntil: bakeUntil, samples: samples, awaitingDecision: try bool())
-        return NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
-                         lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
-                         serviceLeases: serviceLeases, exposure: exposure, agentsLost: agentsLost)
+        var node = NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
+                             lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
+                             serviceLeases: serviceLeases, exposure: exposure, agentsLost: agentsLost)
+        node.breakGlass = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.enumeration(BreakGlassScope.self) }
+        return node
     }
 
     mutating func gateDecision() throws(CanonicalDecodingError) -> GateDecision {

@@ -16,6 +16,8 @@ public struct LogState: Hashable, Sendable {
     /// (`init(keepingSettled:)`; nil otherwise, and always in the coordinator): a reviewer's "every
     /// migration as of sequence N". Not part of the canonical bytes, so not of the digest.
     public private(set) var settledKept: [MigrationID: MigrationState]?
+    /// Freezes declared and not ended, by id. Never iterated for anything that matters: use `freezesInOrder`.
+    public internal(set) var freezes: [String: Freeze]
 
     public init() {
         self.migrations = [:]
@@ -23,6 +25,7 @@ public struct LogState: Hashable, Sendable {
         self.lastSequence = 0
         self.serviceLeases = ServiceLeaseIndex()
         self.unsettled = []
+        self.freezes = [:]
     }
 
     /// An empty state whose fold keeps the settled migrations it retires in `settledKept`.
@@ -36,7 +39,8 @@ public struct LogState: Hashable, Sendable {
         (Array(migrations.values) + (settledKept.map { Array($0.values) } ?? [])).sorted { $0.id < $1.id }
     }
 
-    init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], lastSequence: UInt64) {
+    init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], freezes: [String: Freeze], lastSequence: UInt64) {
+        self.freezes = freezes
         self.migrations = migrations
         self.plans = plans
         self.lastSequence = lastSequence
@@ -54,6 +58,9 @@ public struct LogState: Hashable, Sendable {
             case .planApplied(let plan): plans[event.plan, default: []].append(plan)
             }
             lastSequence = max(lastSequence, sequence)
+        case .freeze(let event):
+            evolve(freeze: event)
+            lastSequence = max(lastSequence, sequence)
         }
     }
 
@@ -63,6 +70,8 @@ public struct LogState: Hashable, Sendable {
         // Borrowed through the index (`Values` reads in place): `migrations[id]?.version` would copy the migration.
         case .migration(let event): migrations.index(forKey: event.migration).map { migrations.values[$0].version } ?? 0
         case .plan(let event): UInt64(plans[event.plan]?.count ?? 0)
+        // A freeze's stream holds its declaration and, once, its end (after which it leaves the state).
+        case .freeze(let event): freezes[event.freeze] != nil ? 1 : 0
         }
     }
 

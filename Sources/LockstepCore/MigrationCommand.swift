@@ -34,10 +34,13 @@ public enum MigrationCommand: Hashable, Sendable {
     case approve(node: NodeID, approver: String, groups: [String], comment: String)
     /// `approver`, a member of `groups`, rejects `node`'s gate; one rejection blocks the node.
     case reject(node: NodeID, approver: String, groups: [String], comment: String)
-    /// Stop handing out new steps; running steps may finish.
-    case pause(reason: String)
+    /// Stop handing out new steps; running steps may finish. `lineStop`: the stop-the-line freeze doing it.
+    case pause(reason: String, lineStop: String = "")
     /// Hand out steps again after a pause.
     case resume
+    /// `by`, an admin when `admin` (attested by the engine from authentication), overrides `scope` for
+    /// `node`, saying why (break-glass).
+    case breakGlass(node: NodeID, scope: BreakGlassScope, by: String, admin: Bool, justification: String)
     /// Roll back what completed, in reverse completion order, as far as irreversible nodes allow.
     case abort(reason: String)
     /// The coordinator's timer: abort into rollback if a deadline has passed at `now`.

@@ -12,7 +12,8 @@ public enum MigrationEvent: Hashable, Sendable {
     case stepProgress(StepProgress)
     case approvalGranted(ApprovalDecision)
     case approvalRejected(ApprovalDecision)
-    case migrationPaused(reason: String)
+    /// `lineStop`: the stop-the-line freeze that paused it ("" for any other pause); its end resumes it.
+    case migrationPaused(reason: String, lineStop: String = "")
     /// Steps are handed out again; `rearmed` nodes (failed under `on_failure: pause`) get fresh attempts.
     case migrationResumed(rearmed: [NodeID])
     case migrationAborted(AbortReport)
@@ -38,6 +39,8 @@ public enum MigrationEvent: Hashable, Sendable {
     /// An aborting migration undoes a node that holds what the head of its rollback queue waits for
     /// first (see `RollbackReordered`).
     case rollbackReordered(RollbackReordered)
+    /// An admin overrode a freeze or a bake for one node, with a justification (break-glass).
+    case breakGlass(BreakGlass)
 
     /// A stable name for the event type (also its name on the wire and in exports).
     public var typeName: String {
@@ -64,6 +67,7 @@ public enum MigrationEvent: Hashable, Sendable {
         case .analysisEvaluated: "analysis_evaluated"
         case .analysisOverridden: "analysis_overridden"
         case .rollbackReordered: "rollback_reordered"
+        case .breakGlass: "break_glass"
         }
     }
 }
@@ -354,5 +358,34 @@ public struct RollbackReordered: Hashable, Sendable {
         self.node = node
         self.aheadOf = aheadOf
         self.services = services
+    }
+}
+
+/// What a break-glass overrides for its node.
+public enum BreakGlassScope: String, Hashable, Sendable, CaseIterable, Comparable {
+    /// Its forward steps start under any freeze (until the migration settles).
+    case freeze
+    /// Its current bake ends now and the node advances, without its analysis.
+    case bake
+
+    public static func < (lhs: BreakGlassScope, rhs: BreakGlassScope) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+}
+
+/// An admin's override of a freeze or a bake for one node.
+public struct BreakGlass: Hashable, Sendable {
+    public var node: NodeID
+    public var scope: BreakGlassScope
+    /// The admin (attested by the engine).
+    public var by: String
+    public var justification: String
+    public var at: Instant
+    public init(node: NodeID, scope: BreakGlassScope, by: String, justification: String, at: Instant) {
+        self.node = node
+        self.scope = scope
+        self.by = by
+        self.justification = justification
+        self.at = at
     }
 }

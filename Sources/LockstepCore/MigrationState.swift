@@ -21,6 +21,8 @@ public enum NodeDisplayStatus: String, Hashable, Sendable, CaseIterable {
     case pending, running, succeeded, failed, rollingBack = "rolling_back", rolledBack = "rolled_back", skipped, baking
     case rejected, awaitingDecision = "awaiting_decision", awaitingApproval = "awaiting_approval", paused, ready
     case waitingForServices = "waiting_for_services", unknown
+    /// Ready or waiting for its services, but a freeze holds its forward step (`LogState.nodeDisplayStatus`).
+    case frozen
 
     public init(_ status: NodeStatus) {
         switch status {
@@ -127,6 +129,8 @@ public struct NodeState: Hashable, Sendable {
     public var serviceLeases: ServiceLeaseStatus
     /// An exposure node's stages and bake.
     public var exposure: ExposureProgress
+    /// What admins overrode for this node (break-glass), sorted, each once.
+    public var breakGlass: [BreakGlassScope] = []
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
@@ -174,6 +178,8 @@ public struct MigrationState: Hashable, Sendable {
     public var cannotUndo: [NodeID]
     /// Events folded into this migration so far: the version of its stream.
     public var version: UInt64
+    /// While paused by a stop-the-line freeze: its id ("" otherwise). The freeze's end resumes it.
+    public var lineStop: String = ""
 
     public init(id: MigrationID, plan: PlanSnapshot, status: MigrationStatus, startedAt: Instant, startedBy: String = "",
                 statusReason: String?, nodes: [NodeState], completionOrder: [NodeID] = [], rollbackQueue: [NodeID] = [],

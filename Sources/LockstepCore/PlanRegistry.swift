@@ -30,15 +30,17 @@ public struct RecordedPlanEvent: Hashable, Sendable {
     }
 }
 
-/// Any record of the log: a migration's event or a plan's.
+/// Any record of the log: a migration's event, a plan's or a freeze's.
 public enum LogRecord: Hashable, Sendable {
     case migration(RecordedEvent)
     case plan(RecordedPlanEvent)
+    case freeze(RecordedFreezeEvent)
 
     public var stream: String {
         switch self {
         case .migration(let e): RecordedEvent.stream(of: e.migration)
         case .plan(let e): RecordedPlanEvent.stream(of: e.plan)
+        case .freeze(let e): RecordedFreezeEvent.stream(of: e.freeze)
         }
     }
 
@@ -46,6 +48,7 @@ public enum LogRecord: Hashable, Sendable {
         switch self {
         case .migration(let e): e.streamVersion
         case .plan(let e): e.streamVersion
+        case .freeze(let e): e.streamVersion
         }
     }
 
@@ -53,6 +56,7 @@ public enum LogRecord: Hashable, Sendable {
         switch self {
         case .migration(let e): e.metadata
         case .plan(let e): e.metadata
+        case .freeze(let e): e.metadata
         }
     }
 
@@ -60,6 +64,7 @@ public enum LogRecord: Hashable, Sendable {
         switch self {
         case .migration(let e): e.event.typeName
         case .plan(let e): e.event.typeName
+        case .freeze(let e): e.event.typeName
         }
     }
 }

@@ -36,6 +36,11 @@ public enum Rejection: Error, Hashable, Sendable {
     case tooManySamples(NodeID, limit: Int)
     case bakeNotOver(NodeID, until: Instant?)
     case serviceNotLeased(String)
+    case frozen(NodeID, freeze: String, until: Instant?)
+    case freezeExists(String)
+    case freezeNotFound(String)
+    case breakGlassNotAdmin(String)
+    case nothingToOverride(NodeID, scope: BreakGlassScope, why: String)
 
     /// The stable, machine-readable code of this rejection.
     public var errorCode: ErrorCode {
@@ -76,6 +81,11 @@ public enum Rejection: Error, Hashable, Sendable {
         case .notBaking: .notBaking
         case .tooManySamples: .tooManySamples
         case .bakeNotOver: .bakeNotOver
+        case .frozen: .frozen
+        case .freezeExists: .freezeExists
+        case .freezeNotFound: .freezeNotFound
+        case .breakGlassNotAdmin: .breakGlassNotAdmin
+        case .nothingToOverride: .nothingToOverride
         }
     }
 
@@ -138,6 +148,13 @@ public enum Rejection: Error, Hashable, Sendable {
         case .tooManySamples(let node, let limit): "node \(node) already has \(limit) samples for this bake (the limit); send summaries instead"
         case .bakeNotOver(let node, let until):
             until.map { "node \(node) bakes until \($0)" } ?? "node \(node) is not baking"
+        case .frozen(let node, let freeze, let until):
+            "node \(node)'s forward step waits: freeze \(freeze) is in force \(until.map { "until \($0)" } ?? "until it is ended")"
+                + " (lockstep freeze list); rollback steps are not held"
+        case .freezeExists(let id): "freeze \(id) already exists; choose another id"
+        case .freezeNotFound(let id): "no freeze \(id) is in force or declared (it never was, or it has ended)"
+        case .breakGlassNotAdmin(let who): "\(who) may not break the glass: only an admin may override a freeze or a bake"
+        case .nothingToOverride(let node, let scope, let why): "node \(node) has no \(scope.rawValue) to override: \(why)"
         }
     }
 }

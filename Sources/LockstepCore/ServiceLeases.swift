@@ -233,11 +233,14 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
 
     /// The requests that may be granted now, in line order, considering only those recorded up to
     /// `through`: a request is grantable when none of its services is held or named by an earlier one.
-    public func grantable(through: UInt64) -> [ServiceRequest] {
+    /// Requests `setAside` says so of (forward steps under a freeze) neither get their services nor
+    /// hold up the requests behind them; they keep their place for when it no longer does.
+    public func grantable(through: UInt64, setAside: (ServiceRequest) -> Bool = { _ in false }) -> [ServiceRequest] {
         var taken = Set(holders.keys)
         var result: [ServiceRequest] = []
         for request in queue {
             guard request.sequence <= through else { break }
+            if setAside(request) { continue }
             if request.services.allSatisfy({ !taken.contains($0) }) { result.append(request) }
             taken.formUnion(request.services)
         }
@@ -319,7 +322,10 @@ extension LogState {
             guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
             if migration.status.isSettled { return .rejected(.migrationSettled(id, status: migration.status)) }
             guard state.serviceLeases.isRequested else { return .rejected(.noServiceLeaseRequest(node)) }
-            guard serviceLeases.grantable(through: through).contains(where: { $0.migration == id && $0.node == node }) else {
+            if case .requested(.forward, _) = state.serviceLeases, let freeze = freeze(holding: node, of: migration, at: now) {
+                return .rejected(.frozen(node, freeze: freeze.id, until: freeze.until))
+            }
+            guard grantableServiceRequests(through: through, at: now).contains(where: { $0.migration == id && $0.node == node }) else {
                 return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
             }
             return .accepted(migration.withServiceLeaseBookkeeping([.serviceLeasesGranted(ServiceLeasesGranted(
@@ -356,10 +362,22 @@ extension LogState {
         for case .serviceLeasesRequested(let request) in events {
             defer { inLine.formUnion(request.services) }
             guard request.services.allSatisfy(released.contains), !request.services.contains(where: inLine.contains) else { continue }
+            // A forward step under a freeze does not take services it may not use (the lease queue grants them when it ends).
+            if request.kind == .forward, let migration = migrations[id], freeze(holding: request.node, of: migration, at: now) != nil { continue }
             released.subtract(request.services)
             grants.append(.serviceLeasesGranted(ServiceLeasesGranted(node: request.node, services: request.services, at: now)))
         }
         return grants.isEmpty ? decision : .accepted(events + grants)
+    }
+
+    /// The service-lease requests the lease queue may grant at `now` (see `ServiceLeaseIndex.grantable`):
+    /// a forward step's request under a freeze is set aside, so a freeze never holds up a rollback.
+    public func grantableServiceRequests(through: UInt64, at now: Instant) -> [ServiceRequest] {
+        guard !freezes.isEmpty else { return serviceLeases.grantable(through: through) }
+        return serviceLeases.grantable(through: through) { request in
+            guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
+            return freeze(holding: request.node, of: migration, at: now) != nil
+        }
     }
 
     /// The holder of service `name`, if any.
@@ -368,7 +386,7 @@ extension LogState {
     /// The step agents of `service` may lease at `now`, if any, with its node's spec: a ready node
     /// holding its services (forward), or the head of an aborting migration's rollback queue. A node
     /// belongs to the service it names first. Also the end of that node's retry backoff when it ends after `now` (nothing
-    /// signals its end, so a parked poll wakes for it).
+    /// signals its end, so a parked poll wakes for it), or of the freeze holding its forward step back.
     ///
     /// A step runs only while its node holds all its services, and a service has one holder at most:
     /// the holder of `service` is the only node that can have a step for it. So this costs the same
@@ -381,6 +399,10 @@ extension LogState {
               let node = migration.node(holder.node) else { return (nil, nil) }
         let nextRetry = node.retryAt.flatMap { $0 > now ? $0 : nil }
         guard node.serviceLeases.isHeld, node.lease == nil else { return (nil, nextRetry) }
+        // A forward step under a freeze waits for the freeze's end (nil when open-ended: its end is a change).
+        if migration.status == .running, let freeze = freeze(holding: node.id, of: migration, at: now) {
+            return (nil, [nextRetry, freeze.until].compactMap { $0 }.min())
+        }
         let ready = switch migration.status {
         case .running: migration.isReady(node.id, at: now)
         case .aborting: migration.rollbackQueue.first == node.id && (node.retryAt.map { $0 <= now } ?? true)

@@ -40,7 +40,7 @@ extension Coordinator {
 
     private func runGrantPass(now: Instant) async {
         let through = state.lastSequence
-        let grants = state.serviceLeases.grantable(through: through)
+        let grants = state.grantableServiceRequests(through: through, at: now)
         guard !grants.isEmpty else { return }
         let context = CommandContext(actor: .coordinator, triggeredBy: .coordinator, causationID: "lease-queue")
         var next = grants.startIndex

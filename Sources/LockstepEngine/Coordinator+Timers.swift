@@ -76,16 +76,18 @@ extension Coordinator {
         public var stepsTimedOut = 0
         public var bakesJudged = 0
         public var pausedForScheduleToStart = 0
+        public var freezesEnded = 0
         /// Failures other than a lost race (storage: the coordinator stopped), in order.
         public var failures: [CommandError] = []
 
         /// Whether the pass recorded anything.
-        public var didWork: Bool { deadlinesPassed + leasesExpired + stepsTimedOut + bakesJudged + pausedForScheduleToStart > 0 }
+        public var didWork: Bool { deadlinesPassed + leasesExpired + stepsTimedOut + bakesJudged + pausedForScheduleToStart + freezesEnded > 0 }
     }
 
     /// The timer policy, for every shell (the server's timer service, the rehearsal, the simulations):
     /// at `now` (wall) and the monotonic clock's reading, each phase in the machine's order
-    /// (`CoordinatorMachine.TimerPhase`), then a grant pass when one is owed.
+    /// (`CoordinatorMachine.TimerPhase`), then the end of freezes whose end time passed, then a grant
+    /// pass when one is owed.
     public func tick(now: Instant) async -> TimerReport {
         var report = TimerReport()
         for phase in CoordinatorMachine.TimerPhase.allCases {
@@ -98,6 +100,7 @@ extension Coordinator {
             case .scheduleToStart: report.pausedForScheduleToStart = Set(performed.map(\.migration)).count
             }
         }
+        report.freezesEnded = await endFreezesPastTheirEnd(now: now)
         if machine.grantPassOwed { await grantServiceLeases(now: now) }
         report.failures = timerFailures
         timerFailures = []

@@ -187,7 +187,7 @@ public actor Coordinator {
         case .plans(.apply(let plan)):
             // The content hash is evidence: computed here, never taken from the caller.
             command = .plans(.apply(plan.hashed()))
-        case .migration, .serviceLeases(.forceRelease):
+        case .migration, .serviceLeases(.forceRelease), .freezes:
             break
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),
@@ -195,7 +195,9 @@ public actor Coordinator {
         if machine.grantPassOwed { await grantServiceLeases(now: now) }
         let result = try await perform(command, context: context, now: now).result
         // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
-        if machine.grantPassOwed || (!machine.state.serviceLeases.queue.isEmpty && result.events.contains(where: { $0.event.changesServiceQueues })) {
+        // A freeze's end (or a break-glass) may let a request set aside under it be granted.
+        let mayGrant = result.events.contains(where: { $0.event.changesServiceQueues }) || command.changesFreezes
+        if machine.grantPassOwed || (!machine.state.serviceLeases.queue.isEmpty && mayGrant) {
             await grantServiceLeases(now: now)
         }
         return result
@@ -314,6 +316,16 @@ public actor Coordinator {
             throw .rejected(.invalidArgument(version.map { "plan \(name) has no version \($0)" } ?? "no plan named \(name) has been applied"))
         }
         return try await execute(.start(id: id, plan: plan, startedBy: context.actor.id), migration: id, context: context, now: now)
+    }
+}
+
+extension Command {
+    /// Whether it changes which requests a freeze sets aside.
+    var changesFreezes: Bool {
+        switch self {
+        case .freezes, .migration(_, .breakGlass(_, .freeze, _, _, _)): true
+        default: false
+        }
     }
 }
 

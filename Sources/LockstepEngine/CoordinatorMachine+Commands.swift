@@ -71,6 +71,10 @@ extension CoordinatorMachine {
             let base = UInt64(state.plans[name]?.count ?? 0)
             return append([.plan(RecordedPlanEvent(plan: name, streamVersion: base + 1, metadata: pending.metadata, event: event))],
                           for: pending, after: base)
+        case .freezeEvent(let id, let event):
+            let base: UInt64 = state.freezes[id] != nil ? 1 : 0
+            return append([.freeze(RecordedFreezeEvent(freeze: id, streamVersion: base + 1, metadata: pending.metadata, event: event))],
+                          for: pending, after: base)
         case .migrationEvents(let id, let events):
             // Valid, and nothing to record: only a heartbeat, which the shell sends as `heartbeat`.
             guard !events.isEmpty else { return ([.tell(caller, .performed(Performed(result: CommandResult(events: [], receipt: nil))))], false) }
@@ -114,6 +118,13 @@ extension CoordinatorMachine {
                 }
             }
             change = Change(migration: nil, services: [])
+        case .freezes:
+            var services = Set<String>()
+            for (offset, record) in records.enumerated() {
+                if case .freeze(let event) = record { services.formUnion(frozenServices(event.event)) }
+                state.evolve(record, sequence: receipt.firstSequence + UInt64(offset))
+            }
+            change = Change(migration: nil, services: services, at: pending.now)
         case .migration(let id, _), .serviceLeases(.grant(let id, _, _)), .serviceLeases(.forceRelease(let id, _, _)):
             // The plan, read before the fold: an append that settles the migration takes it out of the live state.
             let migrationPlan = state.migrations[id]?.plan
@@ -136,6 +147,18 @@ extension CoordinatorMachine {
         var actions: [Action] = change.map { [.changed($0)] } ?? []
         actions.append(.tell(caller, .performed(Performed(result: CommandResult(events: recorded, receipt: receipt), plan: plan))))
         return actions + advance(pending.command.stream)
+    }
+
+    /// The services whose polls a freeze event concerns: its own, or for a freeze of every service, those
+    /// of every live migration (read before the fold, while an ending freeze is still in the state).
+    func frozenServices(_ event: FreezeEvent) -> Set<String> {
+        let freeze: Freeze? = switch event {
+        case .freezeDeclared(let declared): declared
+        case .freezeEnded(let ended): state.freezes[ended.id]
+        }
+        guard let freeze else { return [] }
+        if !freeze.services.isEmpty { return Set(freeze.services) }
+        return Set(state.unsettled.compactMap { state.migrations[$0] }.flatMap { $0.plan.nodes.flatMap(\.services) })
     }
 
     /// The caller found what the log holds of a migration absent from the live state.

@@ -27,11 +27,15 @@ extension CoordinatorMachine {
         var recorded: [MigrationID: [MigrationEvent]] = [:]
         var services: [MigrationID: Set<String>] = [:]
         var plans = false
+        var frozen = Set<String>()
         for event in fresh {
             guard event.sequence == expected else { break }
             switch event.record {
             case .plan:
                 plans = true
+                state.evolve(event.record, sequence: event.sequence)
+            case .freeze(let freezeEvent):
+                frozen.formUnion(frozenServices(freezeEvent.event))
                 state.evolve(event.record, sequence: event.sequence)
             case .migration(let migrationEvent):
                 let id = migrationEvent.migration
@@ -48,7 +52,7 @@ extension CoordinatorMachine {
             expected += 1
         }
         noteFolded(first.sequence...(expected - 1))
-        var actions: [Action] = plans ? [.changed(Change(migration: nil, services: []))] : []
+        var actions: [Action] = plans || !frozen.isEmpty ? [.changed(Change(migration: nil, services: frozen))] : []
         for id in touched {
             armLeases(id, leases: state.migrations[id].map(StepLeaseTimer.leases(of:)) ?? [], nanos: nanos)
             markTimers(of: id)

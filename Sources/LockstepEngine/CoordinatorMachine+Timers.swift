@@ -143,7 +143,7 @@ extension CoordinatorMachine {
             let ahead = deadline > nanos ? deadline - nanos : 0
             return now.adding(milliseconds: Int64(clamping: ahead / 1_000_000) + (ahead % 1_000_000 > 0 ? 1 : 0))
         }
-        var due = [nextDeadline, nextBakeEnd, nextStepTimeout].compactMap { $0 }
+        var due = [nextDeadline, nextBakeEnd, nextStepTimeout, state.freezes.isEmpty ? nil : state.freezes.values.compactMap(\.until).min()].compactMap { $0 }
         if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
         if let waited = nextScheduleToStartNanos { due.append(wall(waited)) }
         return due.min()

@@ -27,7 +27,7 @@ extension MigrationEvent {
         case .stepProgress(let e): "\(e.node): \(e.percent)% \(e.message)"
         case .approvalGranted(let e): "\(e.node): approved by \(e.approver)\(e.comment.isEmpty ? "" : " (\(e.comment))")"
         case .approvalRejected(let e): "\(e.node): rejected by \(e.approver) (\(e.comment))"
-        case .migrationPaused(let reason): "migration paused: \(reason)"
+        case .migrationPaused(let reason, let lineStop): "migration paused\(lineStop.isEmpty ? "" : " (line stop \(lineStop))"): \(reason)"
         case .migrationResumed(let rearmed): "migration resumed" + (rearmed.isEmpty ? "" : "; fresh attempts for \(list(rearmed))")
         case .migrationAborted(let r):
             "abort\(r.trigger.map { " (\($0.rawValue))" } ?? ""): \(r.reason); roll back \(list(r.rollback)); nothing to undo \(list(r.nothingToUndo)); cannot undo \(list(r.cannotUndo))"
@@ -52,6 +52,19 @@ extension MigrationEvent {
         case .analysisOverridden(let node, let stage): "\(node): stage \(stage) advanced by a person's resume (override)"
         case .rollbackReordered(let e):
             "\(e.node): undone before \(e.aheadOf), which waits for \(e.services.joined(separator: ", ")) that \(e.node) holds"
+        case .breakGlass(let e): "\(e.node): BREAK-GLASS by \(e.by) overrides its \(e.scope.rawValue): \(e.justification)"
+        }
+    }
+}
+
+extension FreezeEvent {
+    /// A one-line human description.
+    public var summary: String {
+        switch self {
+        case .freezeDeclared(let f):
+            "\(f.stopsLine ? "line stopped" : "freeze") \(f.id) by \(f.declaredBy.isEmpty ? "?" : f.declaredBy) on \(f.scope) from \(f.from)"
+                + " \(f.until.map { "until \($0)" } ?? "until ended"): \(f.reason)"
+        case .freezeEnded(let e): "freeze \(e.id) ended by \(e.by.isEmpty ? "?" : e.by)\(e.reason.isEmpty ? "" : ": \(e.reason)")"
         }
     }
 }

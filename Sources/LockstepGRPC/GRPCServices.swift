@@ -165,6 +165,36 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
         try await answer(request, .releaseServiceLease, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.releaseServiceLease(input, principal: principal) }
     }
 
+    package func declareFreeze(request: ServerRequest<Lockstep_V1_DeclareFreezeRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_FreezeResponse>
+    {
+        try await answer(request, .declareFreeze, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.declareFreeze(input, principal: principal) }
+    }
+
+    package func listFreezes(request: ServerRequest<Lockstep_V1_ListFreezesRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ListFreezesResponse>
+    {
+        try await answer(request, .listFreezes, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listFreezes(input, principal: principal) }
+    }
+
+    package func endFreeze(request: ServerRequest<Lockstep_V1_EndFreezeRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_FreezeResponse>
+    {
+        try await answer(request, .endFreeze, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.endFreeze(input, principal: principal) }
+    }
+
+    package func stopLine(request: ServerRequest<Lockstep_V1_StopLineRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_FreezeResponse>
+    {
+        try await answer(request, .stopLine, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.stopLine(input, principal: principal) }
+    }
+
+    package func breakGlass(request: ServerRequest<Lockstep_V1_BreakGlassRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ChangeResponse>
+    {
+        try await answer(request, .breakGlass, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.breakGlass(input, principal: principal) }
+    }
+
     package func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_RecordMetricResponse>
     {

@@ -109,6 +109,11 @@ package struct HTTPRoutes: Sendable {
         route(router, .releaseServiceLease, &served, operators.releaseServiceLease)
         route(router, .listServiceLeases, &served, operators.listServiceLeases)
         route(router, .recordMetric, &served, operators.recordMetric)
+        route(router, .declareFreeze, &served, operators.declareFreeze)
+        route(router, .listFreezes, &served, operators.listFreezes)
+        route(router, .endFreeze, &served, operators.endFreeze)
+        route(router, .stopLine, &served, operators.stopLine)
+        route(router, .breakGlass, &served, operators.breakGlass)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
         gate(router, .stage, &served, Lockstep_V1_StageRequest.self, Lockstep_V1_Stage.self) { request, context, principal throws(APIError) in

@@ -1,7 +1,7 @@
 /// Durations in plan files: an integer and a unit, e.g. `500ms`, `30s`, `10m`, `2h`, `1d`.
-enum PlanDuration {
+public enum PlanDuration {
     /// Milliseconds, or nil when `text` is not a duration this format knows.
-    static func milliseconds(_ text: String) -> Int64? {
+    public static func milliseconds(_ text: String) -> Int64? {
         let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (unit, scale) in units where text.hasSuffix(unit) {
             let number = text.dropLast(unit.count)

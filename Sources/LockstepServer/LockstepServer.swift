@@ -167,6 +167,8 @@ public enum LockstepServer {
             metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)
             metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
+            let now = clock()
+            metrics.freezesInForce.record(await coordinator.state.freezes.values.filter { $0.isActive(at: now) }.count)
         }
         let routes = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
                    refreshGauges: refreshGauges,

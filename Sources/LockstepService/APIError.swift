@@ -28,17 +28,17 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .badRequest
             case .unauthenticated:
                 self = .unauthenticated
-            case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder, .csrfRejected:
+            case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder, .csrfRejected, .breakGlassNotAdmin:
                 self = .forbidden
-            case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound:
+            case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound, .freezeNotFound:
                 self = .notFound
-            case .migrationAlreadyExists, .alreadyExists:
+            case .migrationAlreadyExists, .alreadyExists, .freezeExists:
                 self = .alreadyExists
             case .nodeNotReady, .awaitingApproval, .gateRejected, .retryNotDue, .migrationNotRunning, .migrationSettled, .noActiveLease,
                  .staleFencingToken, .alreadyPaused, .notPaused, .noGate, .alreadyDecided, .gateClosed, .gateNotOpen, .noRollbackDue,
                  .noDeadlinePassed, .stepTimeoutNotPassed, .notWaitingForAgent, .planNotRegistered, .waitingForServiceLease,
                  .noServiceLeaseRequest, .serviceLeaseNotHeld, .serviceLeaseInUse, .noAnalysis, .notBaking, .tooManySamples, .bakeNotOver,
-                 .versionConflict, .failedPrecondition, .aborted:
+                 .frozen, .nothingToOverride, .versionConflict, .failedPrecondition, .aborted:
                 self = .conflict
             case .bodyTooLarge, .resourceExhausted:
                 self = .tooLarge

@@ -96,6 +96,18 @@ extension APIOperation {
     public static let recordMetric = APIOperation("metrics/record", "record metric samples", roles: [.operator, .agent], "MigrationService",
                                                "RecordMetric", "RecordMetricRequest", "RecordMetricResponse", writes: true)
 
+    public static let declareFreeze = APIOperation("freezes", "declare freezes", roles: [.operator], "MigrationService", "DeclareFreeze",
+                                                "DeclareFreezeRequest", "FreezeResponse", writes: true)
+    public static let listFreezes = APIOperation("freezes/list", "read freezes", roles: readers, "MigrationService", "ListFreezes",
+                                              "ListFreezesRequest", "ListFreezesResponse")
+    public static let endFreeze = APIOperation("freezes/end", "end freezes", roles: [.operator], "MigrationService", "EndFreeze",
+                                            "EndFreezeRequest", "FreezeResponse", writes: true)
+    public static let stopLine = APIOperation("line/stop", "stop the line", roles: [.operator], "MigrationService", "StopLine",
+                                           "StopLineRequest", "FreezeResponse", writes: true)
+    /// Operators reach the core, which takes it from admins only (`break_glass_not_admin`).
+    public static let breakGlass = APIOperation("migrations/break-glass", "break the glass", roles: [.operator], "MigrationService", "BreakGlass",
+                                             "BreakGlassRequest", "ChangeResponse", writes: true)
+
     /// Readers, and agents of a service the migration changes (checked by the service layer).
     public static let stage = APIOperation("stage", "read stages", roles: readers.union([.agent]), "StageService", "GetStage",
                                         "StageRequest", "Stage", verb: .get, path: "/v1/stage/:migration")
@@ -114,6 +126,7 @@ extension APIOperation {
         poll, heartbeat, reportProgress, complete, fail,
         applyPlan, validatePlan, listPlans, startMigration, getMigration, listMigrations, pause, resume, abort, approve, reject, watch,
         releaseServiceLease, listServiceLeases, recordMetric,
+        declareFreeze, listFreezes, endFreeze, stopLine, breakGlass,
         stage,
         listEvents, exportEvents, stateAt, verifyHistory,
     ]

@@ -93,7 +93,7 @@ public struct OperatorAPI: Sendable {
         guard let migration = try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigration(id) }) else {
             throw APIError(.rejected(.migrationNotFound(id)))
         }
-        return Lockstep_V1_Migration(migration, in: await coordinator.state)
+        return Lockstep_V1_Migration(migration, in: await coordinator.state, at: clock())
     }
 
     public func listMigrations(_ request: Lockstep_V1_ListMigrationsRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ListMigrationsResponse {
@@ -106,7 +106,8 @@ public struct OperatorAPI: Sendable {
         }
         let shown = Array(page.prefix(size))
         return .with {
-            $0.migrations = shown.map { Lockstep_V1_Migration($0, in: state) }
+            let now = clock()
+            $0.migrations = shown.map { Lockstep_V1_Migration($0, in: state, at: now) }
             $0.nextPageToken = page.count > size ? (shown.last?.id.rawValue ?? "") : ""
         }
     }
@@ -211,7 +212,7 @@ public struct OperatorAPI: Sendable {
         return try await response(result)
     }
 
-    private func change(_ command: MigrationCommand, _ id: String, _ principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
+    func change(_ command: MigrationCommand, _ id: String, _ principal: Principal) async throws(APIError) -> Lockstep_V1_ChangeResponse {
         try APIError.checkIdentifier(id, "migration_id")
         let result: CommandResult
         do {

@@ -40,6 +40,10 @@ public struct ServerMetrics: Sendable {
     package let appliedSequence: Metrics.Gauge
     /// Streams cut because their reader took nothing for `stalledReaderMillisMax`.
     package let stalledReadersCut: Metrics.Counter
+    /// Freezes in force (declared, started, not ended), read when scraped.
+    package let freezesInForce: Metrics.Gauge
+    /// Migrations paused by a stop of the line.
+    package let linePauses: Metrics.Counter
 
     /// Counts a commit that failed for a storage reason, by its code (`storage_full`, `writes_stopped`).
     package func failedCommit(_ code: String) {
@@ -70,6 +74,10 @@ public struct ServerMetrics: Sendable {
                 Metrics.Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", report.trigger?.rawValue ?? "unknown")], factory: factory).increment()
             case .analysisEvaluated(let record):
                 Metrics.Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)], factory: factory).increment()
+            case .breakGlass(let override):
+                Metrics.Counter(label: "lockstep_break_glass_total", dimensions: [("scope", override.scope.rawValue)], factory: factory).increment()
+            case .migrationPaused(_, let lineStop) where !lineStop.isEmpty:
+                linePauses.increment()
             case .exposureStageReached:
                 exposedSince.withLock { if $0[migration] == nil { $0[migration] = at } }
             case .migrationSucceeded, .migrationRolledBack, .migrationFailed:
@@ -122,6 +130,8 @@ public struct ServerMetrics: Sendable {
         depositions = Metrics.Counter(label: "lockstep_depositions_total", factory: factory)
         appliedSequence = Metrics.Gauge(label: "lockstep_applied_sequence", factory: factory)
         stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
+        freezesInForce = Metrics.Gauge(label: "lockstep_freezes_in_force", factory: factory)
+        linePauses = Metrics.Counter(label: "lockstep_line_stop_pauses_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
     }
 

@@ -59,6 +59,26 @@ public enum EventRecordCodec {
             switch event.event {
             case .planApplied(let plan): wire.payload.planApplied = .with { $0.plan = Lockstep_V1_PlanSnapshot(plan) }
             }
+        case .freeze(let event):
+            switch event.event {
+            case .freezeDeclared(let freeze):
+                wire.payload.freezeDeclared = .with {
+                    $0.id = freeze.id
+                    $0.services = freeze.services
+                    $0.fromMs = freeze.from.millisecondsSinceEpoch
+                    if let until = freeze.until { $0.untilMs = until.millisecondsSinceEpoch }
+                    $0.reason = freeze.reason
+                    $0.declaredBy = freeze.declaredBy
+                    $0.stopsLine = freeze.stopsLine
+                }
+            case .freezeEnded(let ended):
+                wire.payload.freezeEnded = .with {
+                    $0.id = ended.id
+                    $0.by = ended.by
+                    $0.reason = ended.reason
+                    $0.atMs = ended.at.millisecondsSinceEpoch
+                }
+            }
         }
         return wire
     }
@@ -84,29 +104,53 @@ public enum EventRecordCodec {
 
     /// The domain record a wire record describes, for any stream.
     public static func domainRecord(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> LogRecord {
+        if let freeze = RecordedFreezeEvent.freeze(ofStream: record.stream) { return .freeze(try freezeEvent(record, freeze: freeze)) }
         guard let plan = RecordedPlanEvent.plan(ofStream: record.stream) else { return .migration(try domainEvent(record)) }
-        guard record.streamVersion >= 1 else { throw .invalidField("stream_version 0") }
-        guard let triggeredBy = TriggeredBy(record.triggeredBy) else { throw .invalidField("triggered_by") }
+        let metadata = try metadata(of: record)
         guard case .planApplied(let applied) = record.payload.kind else {
             throw .payloadDoesNotFitStream(stream: record.stream, payload: record.payload.kind == nil ? "missing" : "migration event")
         }
-        let metadata = EventMetadata(
+        return .plan(RecordedPlanEvent(plan: plan, streamVersion: record.streamVersion, metadata: metadata,
+                                       event: .planApplied(try PlanSnapshot(applied.plan))))
+    }
+
+    /// The domain event a wire record of freeze `id`'s stream describes: a declaration first, then its end,
+    /// each naming the stream's freeze.
+    static func freezeEvent(_ record: Lockstep_V1_EventRecord, freeze id: String) throws(RecordDecodingError) -> RecordedFreezeEvent {
+        let metadata = try metadata(of: record)
+        let event: FreezeEvent
+        switch record.payload.kind {
+        case .freezeDeclared(let declared) where record.streamVersion == 1:
+            guard declared.id == id else { throw .invalidField("freeze_declared names freeze \(declared.id.prefix(128)), not the stream's \(id)") }
+            event = .freezeDeclared(Freeze(
+                id: declared.id, services: declared.services, from: Instant(millisecondsSinceEpoch: declared.fromMs),
+                until: declared.hasUntilMs ? Instant(millisecondsSinceEpoch: declared.untilMs) : nil, reason: declared.reason,
+                declaredBy: declared.declaredBy, stopsLine: declared.stopsLine))
+        case .freezeEnded(let ended) where record.streamVersion == 2:
+            guard ended.id == id else { throw .invalidField("freeze_ended names freeze \(ended.id.prefix(128)), not the stream's \(id)") }
+            event = .freezeEnded(FreezeEnded(id: ended.id, by: ended.by, reason: ended.reason, at: Instant(millisecondsSinceEpoch: ended.atMs)))
+        case .freezeDeclared, .freezeEnded:
+            throw .invalidField("a freeze stream holds its declaration at version 1 and its end at version 2; version \(record.streamVersion) is neither")
+        default:
+            throw .payloadDoesNotFitStream(stream: record.stream, payload: record.payload.kind == nil ? "missing" : "not a freeze event")
+        }
+        return RecordedFreezeEvent(freeze: id, streamVersion: record.streamVersion, metadata: metadata, event: event)
+    }
+
+    /// A record's metadata, once its stream version and trigger are checked (every stream's).
+    private static func metadata(of record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> EventMetadata {
+        guard record.streamVersion >= 1 else { throw .invalidField("stream_version 0") }
+        guard let triggeredBy = TriggeredBy(record.triggeredBy) else { throw .invalidField("triggered_by") }
+        return EventMetadata(
             recordedAt: Instant(millisecondsSinceEpoch: record.recordedAtMs),
             actor: Actor(kind: record.actor.kind, id: record.actor.id), triggeredBy: triggeredBy,
             causationID: record.causationID, correlationID: record.correlationID)
-        return .plan(RecordedPlanEvent(plan: plan, streamVersion: record.streamVersion, metadata: metadata,
-                                       event: .planApplied(try PlanSnapshot(applied.plan))))
     }
 
     /// The domain event a wire record of a migration stream describes.
     public static func domainEvent(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> RecordedEvent {
         guard let migration = RecordedEvent.migration(ofStream: record.stream) else { throw .notAMigrationStream(record.stream) }
-        guard record.streamVersion >= 1 else { throw .invalidField("stream_version 0") }
-        guard let triggeredBy = TriggeredBy(record.triggeredBy) else { throw .invalidField("triggered_by") }
-        let metadata = EventMetadata(
-            recordedAt: Instant(millisecondsSinceEpoch: record.recordedAtMs),
-            actor: Actor(kind: record.actor.kind, id: record.actor.id), triggeredBy: triggeredBy,
-            causationID: record.causationID, correlationID: record.correlationID)
+        let metadata = try metadata(of: record)
         guard let kind = record.payload.kind else { throw .missingPayload }
         return RecordedEvent(migration: migration, streamVersion: record.streamVersion, metadata: metadata, event: try MigrationEvent(kind))
     }

@@ -67,8 +67,11 @@ extension Lockstep_V1_EventPayload {
                 $0.comment = decision.comment
                 $0.atMs = decision.at.millisecondsSinceEpoch
             }
-        case .migrationPaused(let reason):
-            migrationPaused = .with { $0.reason = reason }
+        case .migrationPaused(let reason, let lineStop):
+            migrationPaused = .with {
+                $0.reason = reason
+                $0.lineStop = lineStop
+            }
         case .migrationResumed(let rearmed):
             migrationResumed = .with { $0.rearmed = rearmed.map(\.rawValue) }
         case .migrationAborted(let report):
@@ -157,6 +160,14 @@ extension Lockstep_V1_EventPayload {
                 $0.aheadOf = reordered.aheadOf.rawValue
                 $0.services = reordered.services
             }
+        case .breakGlass(let override):
+            breakGlass = .with {
+                $0.nodeID = override.node.rawValue
+                $0.scope = override.scope.rawValue
+                $0.by = override.by
+                $0.justification = override.justification
+                $0.atMs = override.at.millisecondsSinceEpoch
+            }
         }
     }
 }
@@ -199,7 +210,7 @@ extension MigrationEvent {
         case .planApplied:
             throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "plan_applied")
         case .migrationPaused(let paused):
-            self = .migrationPaused(reason: paused.reason)
+            self = .migrationPaused(reason: paused.reason, lineStop: paused.lineStop)
         case .migrationResumed(let resumed):
             self = .migrationResumed(rearmed: resumed.rearmed.map(NodeID.init))
         case .migrationAborted(let aborted):
@@ -244,6 +255,14 @@ extension MigrationEvent {
         case .rollbackReordered(let reordered):
             self = .rollbackReordered(RollbackReordered(node: NodeID(reordered.nodeID), aheadOf: NodeID(reordered.aheadOf),
                                                         services: reordered.services))
+        case .breakGlass(let override):
+            guard let scope = BreakGlassScope(rawValue: override.scope) else { throw .invalidField("break_glass scope \"\(override.scope.prefix(32))\"") }
+            self = .breakGlass(BreakGlass(node: NodeID(override.nodeID), scope: scope, by: override.by, justification: override.justification,
+                                          at: Instant(millisecondsSinceEpoch: override.atMs)))
+        case .freezeDeclared:
+            throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "freeze_declared")
+        case .freezeEnded:
+            throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "freeze_ended")
         }
     }
 }

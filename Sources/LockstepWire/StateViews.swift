@@ -54,6 +54,7 @@ extension Lockstep_V1_NodeStatus {
         case .rollingBack: self = .rollingBack
         case .rolledBack: self = .rolledBack
         case .skipped: self = .skipped
+        case .frozen: self = .frozen
         case .unknown: self = .unspecified
         }
     }
@@ -82,6 +83,7 @@ extension NodeDisplayStatus {
         case .rollingBack: self = .rollingBack
         case .rolledBack: self = .rolledBack
         case .skipped: self = .skipped
+        case .frozen: self = .frozen
         case .unspecified, .UNRECOGNIZED: self = .unknown
         }
     }
@@ -109,8 +111,9 @@ extension Lockstep_V1_StepLeaseView {
 }
 
 extension Lockstep_V1_Migration {
-    /// A migration as it stands in `state` (which says who holds the services its nodes wait for).
-    public init(_ migration: MigrationState, in state: LogState) {
+    /// A migration as it stands in `state` (which says who holds the services its nodes wait for), and
+    /// at `now` which of its nodes a freeze holds (none when nil: a view of the past).
+    public init(_ migration: MigrationState, in state: LogState, at now: Instant? = nil) {
         self.init()
         migrationID = migration.id.rawValue
         plan = migration.plan.name
@@ -127,7 +130,12 @@ extension Lockstep_V1_Migration {
                 $0.phase = spec.phase.rawValue
                 $0.services = spec.services
                 $0.needs = spec.needs.map(\.rawValue)
-                $0.status = Lockstep_V1_NodeStatus(migration.nodeDisplayStatus(node.id))
+                $0.status = Lockstep_V1_NodeStatus(now.map { state.nodeDisplayStatus(node.id, of: migration, at: $0) } ?? migration.nodeDisplayStatus(node.id))
+                if $0.status == .frozen, let now, let freeze = state.freeze(holding: node.id, of: migration, at: now) {
+                    $0.frozenBy = freeze.id
+                    $0.frozenUntilMs = freeze.until?.millisecondsSinceEpoch ?? 0
+                }
+                $0.breakGlass = node.breakGlass.map(\.rawValue)
                 $0.attempts = node.attempts
                 $0.fencingToken = node.lastToken.rawValue
                 if let lease = node.lease { $0.lease = Lockstep_V1_StepLeaseView(lease) }

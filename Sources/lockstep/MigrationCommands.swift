@@ -11,7 +11,7 @@ struct MigrationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migration",
         abstract: "Start, follow and steer migrations on a server.",
-        subcommands: [Start.self, Status.self, List.self, Watch.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self]
+        subcommands: [Start.self, Status.self, List.self, Watch.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self, BreakGlass.self]
     )
 }
 
@@ -184,6 +184,8 @@ struct EventLine {
         switch record {
         case .migration(let recorded):
             text = "\(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)  (\(recorded.metadata.actor.kind) \(recorded.metadata.actor.id))"
+        case .freeze(let recorded):
+            text = "\(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)  (\(recorded.metadata.actor.kind) \(recorded.metadata.actor.id))"
         case .plan:
             return nil
         }
@@ -290,8 +292,10 @@ enum MigrationView {
 
     static func detail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         let stage = exposure(node, now: now)
+        let frozen = node.frozenBy.isEmpty ? "" : "frozen by \(node.frozenBy) " + (node.frozenUntilMs == 0 ? "until it is ended" : "until \(isoTime(node.frozenUntilMs))")
         let rest = stepDetail(node, now: now)
-        return [stage, rest].filter { !$0.isEmpty }.joined(separator: "; ")
+        let glass = node.breakGlass.isEmpty ? "" : "BREAK-GLASS: " + node.breakGlass.joined(separator: ", ")
+        return [stage, frozen, rest, glass].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// `stage 10 %, baking 42 s more (3 samples)` for exposure nodes.

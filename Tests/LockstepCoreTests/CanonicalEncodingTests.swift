@@ -22,8 +22,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 6, last sequence 0, zero migrations, zero plans.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 7, last sequence 0, zero migrations, zero plans, zero freezes.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {
@@ -60,7 +60,7 @@ import Testing
         var wrongFormat = LogState().canonicalBytes
         wrongFormat[4] = 9
         #expect(throws: CanonicalDecodingError.unsupportedFormat(9)) { try LogState(canonicalBytes: wrongFormat) }
-        #expect(throws: CanonicalDecodingError.trailingBytes(offset: 21)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
+        #expect(throws: CanonicalDecodingError.trailingBytes(offset: 25)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
         // A huge element count must not allocate: it is rejected as truncated.
         var hugeCount = LogState().canonicalBytes
         hugeCount.replaceSubrange(13..<17, with: [0xFF, 0xFF, 0xFF, 0xFF])

@@ -95,7 +95,7 @@ func sample(_ value: Int64, _ name: String = "error_rate") -> MetricSample {
         let strict = [exposureStarted(exposurePlan(onMarginal: .pause))] + atFirstStage.dropFirst() + samples([15_000, 15_000, 15_000])
         guard case .accepted(let paused) = decide(strict, .evaluateExposure(node: rollout), at: 70) else { Issue.record("no decision"); return }
         #expect(paused.count == 2)
-        guard case .analysisEvaluated(let pausing) = paused[0], case .migrationPaused(let reason) = paused[1] else { Issue.record("\(paused)"); return }
+        guard case .analysisEvaluated(let pausing) = paused[0], case .migrationPaused(let reason, _) = paused[1] else { Issue.record("\(paused)"); return }
         #expect(pausing.outcome == .marginal && pausing.decision == .pause)
         #expect(reason == "the analysis of rollout at stage 1 is marginal and the plan says pause; decide, then resume or abort")
     }

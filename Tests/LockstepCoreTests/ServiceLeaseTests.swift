@@ -9,6 +9,8 @@ struct LeaseLedger {
     /// Every accepted event, in log order, with its migration and global sequence.
     var events: [(MigrationID, MigrationEvent)] = []
     var sequences: [UInt64] = []
+    /// Every accepted freeze event, in log order.
+    var freezeEvents: [FreezeEvent] = []
 
     @discardableResult
     mutating func run(_ id: String, _ command: MigrationCommand, at seconds: Int64 = 1) -> Decision {
@@ -33,6 +35,14 @@ struct LeaseLedger {
             append(id, events)
             grantAll(at: seconds)
             return .accepted(events)
+        case .freezeEvent(let id, let event):
+            sequence += 1
+            state.evolve(.freeze(RecordedFreezeEvent(freeze: id, streamVersion: state.freezes[id] == nil ? 1 : 2,
+                                                     metadata: EventMetadata(recordedAt: t(seconds), actor: .coordinator, triggeredBy: .user),
+                                                     event: event)), sequence: sequence)
+            freezeEvents.append(event)
+            grantAll(at: seconds)
+            return .accepted([])
         }
     }
 
@@ -51,7 +61,7 @@ struct LeaseLedger {
     }
 
     mutating func grantAll(at seconds: Int64) {
-        for request in state.serviceLeases.grantable(through: state.lastSequence) {
+        for request in state.grantableServiceRequests(through: state.lastSequence, at: t(seconds)) {
             let ruling = state.decide(.serviceLeases(.grant(migration: request.migration, node: request.node, through: state.lastSequence)), now: t(seconds))
             if case .migrationEvents(let id, let events) = ruling { append(id, events) }
         }

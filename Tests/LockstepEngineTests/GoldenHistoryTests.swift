@@ -56,6 +56,7 @@ import Testing
             try await recordScenario(on: coordinator)
             try await recordOrchestrationScenario(on: coordinator)
             try await recordExposureScenario(on: coordinator)
+            try await recordFreezeScenario(on: coordinator)
             try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
         }
         for name in Self.histories {

@@ -75,6 +75,7 @@ import Testing
             switch try EventRecordCodec.decodeAny(bytes) {
             case .migration(let event): #expect(try EventRecordCodec.encode(event) == bytes)
             case .plan(let event): #expect(try EventRecordCodec.encode(event) == bytes)
+            case .freeze(let event): #expect(try EventRecordCodec.encode(.freeze(event)) == bytes)
             }
         }
     }

@@ -1315,6 +1315,71 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .serverStreaming
             )
         }
+        /// Namespace for "DeclareFreeze" metadata.
+        public enum DeclareFreeze: Sendable {
+            /// Request type for "DeclareFreeze".
+            public typealias Input = Lockstep_V1_DeclareFreezeRequest
+            /// Response type for "DeclareFreeze".
+            public typealias Output = Lockstep_V1_FreezeResponse
+            /// Descriptor for "DeclareFreeze".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "DeclareFreeze",
+                type: .unary
+            )
+        }
+        /// Namespace for "ListFreezes" metadata.
+        public enum ListFreezes: Sendable {
+            /// Request type for "ListFreezes".
+            public typealias Input = Lockstep_V1_ListFreezesRequest
+            /// Response type for "ListFreezes".
+            public typealias Output = Lockstep_V1_ListFreezesResponse
+            /// Descriptor for "ListFreezes".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ListFreezes",
+                type: .unary
+            )
+        }
+        /// Namespace for "EndFreeze" metadata.
+        public enum EndFreeze: Sendable {
+            /// Request type for "EndFreeze".
+            public typealias Input = Lockstep_V1_EndFreezeRequest
+            /// Response type for "EndFreeze".
+            public typealias Output = Lockstep_V1_FreezeResponse
+            /// Descriptor for "EndFreeze".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "EndFreeze",
+                type: .unary
+            )
+        }
+        /// Namespace for "StopLine" metadata.
+        public enum StopLine: Sendable {
+            /// Request type for "StopLine".
+            public typealias Input = Lockstep_V1_StopLineRequest
+            /// Response type for "StopLine".
+            public typealias Output = Lockstep_V1_FreezeResponse
+            /// Descriptor for "StopLine".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "StopLine",
+                type: .unary
+            )
+        }
+        /// Namespace for "BreakGlass" metadata.
+        public enum BreakGlass: Sendable {
+            /// Request type for "BreakGlass".
+            public typealias Input = Lockstep_V1_BreakGlassRequest
+            /// Response type for "BreakGlass".
+            public typealias Output = Lockstep_V1_ChangeResponse
+            /// Descriptor for "BreakGlass".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "BreakGlass",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "lockstep.v1.MigrationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ApplyPlan.descriptor,
@@ -1331,7 +1396,12 @@ public enum Lockstep_V1_MigrationService: Sendable {
             ReleaseServiceLease.descriptor,
             RecordMetric.descriptor,
             ListServiceLeases.descriptor,
-            Watch.descriptor
+            Watch.descriptor,
+            DeclareFreeze.descriptor,
+            ListFreezes.descriptor,
+            EndFreeze.descriptor,
+            StopLine.descriptor,
+            BreakGlass.descriptor
         ]
     }
 }
@@ -1588,6 +1658,80 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_WatchRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
+
+        /// Handle the "DeclareFreeze" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_DeclareFreezeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_FreezeResponse` messages.
+        func declareFreeze(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_DeclareFreezeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "ListFreezes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListFreezesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListFreezesResponse` messages.
+        func listFreezes(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListFreezesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListFreezesResponse>
+
+        /// Handle the "EndFreeze" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_EndFreezeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_FreezeResponse` messages.
+        func endFreeze(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_EndFreezeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "StopLine" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_StopLineRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_FreezeResponse` messages.
+        func stopLine(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_StopLineRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "BreakGlass" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_BreakGlassRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ChangeResponse` messages.
+        func breakGlass(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_BreakGlassRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
     }
 
     /// Service protocol for the "lockstep.v1.MigrationService" service.
@@ -1828,6 +1972,80 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.ServerRequest<Lockstep_V1_WatchRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_EventEnvelope>
+
+        /// Handle the "DeclareFreeze" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DeclareFreezeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_FreezeResponse` message.
+        func declareFreeze(
+            request: GRPCCore.ServerRequest<Lockstep_V1_DeclareFreezeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "ListFreezes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListFreezesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListFreezesResponse` message.
+        func listFreezes(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListFreezesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse>
+
+        /// Handle the "EndFreeze" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_EndFreezeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_FreezeResponse` message.
+        func endFreeze(
+            request: GRPCCore.ServerRequest<Lockstep_V1_EndFreezeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "StopLine" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StopLineRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_FreezeResponse` message.
+        func stopLine(
+            request: GRPCCore.ServerRequest<Lockstep_V1_StopLineRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>
+
+        /// Handle the "BreakGlass" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_BreakGlassRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ChangeResponse` message.
+        func breakGlass(
+            request: GRPCCore.ServerRequest<Lockstep_V1_BreakGlassRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
     }
 
     /// Simple service protocol for the "lockstep.v1.MigrationService" service.
@@ -2067,6 +2285,80 @@ extension Lockstep_V1_MigrationService {
             response: GRPCCore.RPCWriter<Lockstep_V1_EventEnvelope>,
             context: GRPCCore.ServerContext
         ) async throws
+
+        /// Handle the "DeclareFreeze" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_DeclareFreezeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_FreezeResponse` to respond with.
+        func declareFreeze(
+            request: Lockstep_V1_DeclareFreezeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_FreezeResponse
+
+        /// Handle the "ListFreezes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListFreezesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListFreezesResponse` to respond with.
+        func listFreezes(
+            request: Lockstep_V1_ListFreezesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListFreezesResponse
+
+        /// Handle the "EndFreeze" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_EndFreezeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_FreezeResponse` to respond with.
+        func endFreeze(
+            request: Lockstep_V1_EndFreezeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_FreezeResponse
+
+        /// Handle the "StopLine" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_StopLineRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_FreezeResponse` to respond with.
+        func stopLine(
+            request: Lockstep_V1_StopLineRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_FreezeResponse
+
+        /// Handle the "BreakGlass" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_BreakGlassRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ChangeResponse` to respond with.
+        func breakGlass(
+            request: Lockstep_V1_BreakGlassRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ChangeResponse
     }
 }
 
@@ -2234,6 +2526,61 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EventEnvelope>(),
             handler: { request, context in
                 try await self.watch(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.DeclareFreeze.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_DeclareFreezeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_FreezeResponse>(),
+            handler: { request, context in
+                try await self.declareFreeze(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ListFreezes.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListFreezesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListFreezesResponse>(),
+            handler: { request, context in
+                try await self.listFreezes(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.EndFreeze.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_EndFreezeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_FreezeResponse>(),
+            handler: { request, context in
+                try await self.endFreeze(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.StopLine.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_StopLineRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_FreezeResponse>(),
+            handler: { request, context in
+                try await self.stopLine(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.BreakGlass.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_BreakGlassRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ChangeResponse>(),
+            handler: { request, context in
+                try await self.breakGlass(
                     request: request,
                     context: context
                 )
@@ -2408,6 +2755,61 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
             context: context
         )
         return response
+    }
+
+    public func declareFreeze(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_DeclareFreezeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse> {
+        let response = try await self.declareFreeze(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listFreezes(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListFreezesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListFreezesResponse> {
+        let response = try await self.listFreezes(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func endFreeze(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_EndFreezeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse> {
+        let response = try await self.endFreeze(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func stopLine(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_StopLineRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_FreezeResponse> {
+        let response = try await self.stopLine(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func breakGlass(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_BreakGlassRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
+        let response = try await self.breakGlass(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
     }
 }
 
@@ -2610,6 +3012,71 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
                 )
                 return [:]
             }
+        )
+    }
+
+    public func declareFreeze(
+        request: GRPCCore.ServerRequest<Lockstep_V1_DeclareFreezeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>(
+            message: try await self.declareFreeze(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listFreezes(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListFreezesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse>(
+            message: try await self.listFreezes(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func endFreeze(
+        request: GRPCCore.ServerRequest<Lockstep_V1_EndFreezeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>(
+            message: try await self.endFreeze(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func stopLine(
+        request: GRPCCore.ServerRequest<Lockstep_V1_StopLineRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_FreezeResponse>(
+            message: try await self.stopLine(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func breakGlass(
+        request: GRPCCore.ServerRequest<Lockstep_V1_BreakGlassRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
+            message: try await self.breakGlass(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
         )
     }
 }
@@ -2927,6 +3394,105 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_EventEnvelope>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Lockstep_V1_EventEnvelope>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DeclareFreeze" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DeclareFreezeRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_DeclareFreezeRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func declareFreeze<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_DeclareFreezeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_DeclareFreezeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListFreezes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListFreezesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListFreezesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListFreezesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listFreezes<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListFreezesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListFreezesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListFreezesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListFreezesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "EndFreeze" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_EndFreezeRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_EndFreezeRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func endFreeze<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_EndFreezeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_EndFreezeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "StopLine" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StopLineRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StopLineRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func stopLine<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StopLineRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StopLineRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BreakGlass" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_BreakGlassRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_BreakGlassRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func breakGlass<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_BreakGlassRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_BreakGlassRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -3414,6 +3980,160 @@ extension Lockstep_V1_MigrationService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "DeclareFreeze" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DeclareFreezeRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_DeclareFreezeRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func declareFreeze<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_DeclareFreezeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_DeclareFreezeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.DeclareFreeze.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ListFreezes" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListFreezesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListFreezesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListFreezesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listFreezes<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListFreezesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListFreezesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListFreezesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListFreezesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ListFreezes.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "EndFreeze" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_EndFreezeRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_EndFreezeRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func endFreeze<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_EndFreezeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_EndFreezeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.EndFreeze.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "StopLine" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_StopLineRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_StopLineRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_FreezeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func stopLine<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_StopLineRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_StopLineRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_FreezeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.StopLine.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "BreakGlass" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_BreakGlassRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_BreakGlassRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ChangeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func breakGlass<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_BreakGlassRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_BreakGlassRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.BreakGlass.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3805,6 +4525,135 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_WatchRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_EventEnvelope>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeclareFreeze" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_DeclareFreezeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func declareFreeze<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_DeclareFreezeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.declareFreeze(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_DeclareFreezeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_FreezeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFreezes" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListFreezesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFreezes<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListFreezesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListFreezesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listFreezes(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListFreezesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListFreezesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EndFreeze" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_EndFreezeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func endFreeze<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_EndFreezeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.endFreeze(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EndFreezeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_FreezeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StopLine" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_StopLineRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stopLine<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_StopLineRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.stopLine(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_StopLineRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_FreezeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BreakGlass" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_BreakGlassRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func breakGlass<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_BreakGlassRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.breakGlass(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_BreakGlassRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -4258,6 +5107,155 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.watch(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DeclareFreeze" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Freezes, stop-the-line and break-glass (docs/gates.md).
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func declareFreeze<Result>(
+        _ message: Lockstep_V1_DeclareFreezeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_DeclareFreezeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.declareFreeze(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListFreezes" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listFreezes<Result>(
+        _ message: Lockstep_V1_ListFreezesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListFreezesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListFreezesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listFreezes(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "EndFreeze" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func endFreeze<Result>(
+        _ message: Lockstep_V1_EndFreezeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_EndFreezeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.endFreeze(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "StopLine" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func stopLine<Result>(
+        _ message: Lockstep_V1_StopLineRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_FreezeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_StopLineRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.stopLine(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BreakGlass" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func breakGlass<Result>(
+        _ message: Lockstep_V1_BreakGlassRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_BreakGlassRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.breakGlass(
             request: request,
             options: options,
             onResponse: handleResponse

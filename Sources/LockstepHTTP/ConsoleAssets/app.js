@@ -104,7 +104,7 @@ const NODE = {
   NODE_STATUS_PAUSED: ['wait', '⏸', 'paused'], NODE_STATUS_RUNNING: ['run', '⟳', 'running'], NODE_STATUS_BAKING: ['run', '♨', 'baking'],
   NODE_STATUS_SUCCEEDED: ['ok', '✓', 'succeeded'], NODE_STATUS_FAILED: ['bad', '✗', 'failed'],
   NODE_STATUS_ROLLING_BACK: ['bad', '↶', 'rolling back'], NODE_STATUS_ROLLED_BACK: ['bad', '↶', 'rolled back'],
-  NODE_STATUS_SKIPPED: ['idle', '–', 'skipped'],
+  NODE_STATUS_SKIPPED: ['idle', '–', 'skipped'], NODE_STATUS_FROZEN: ['wait', '❄', 'frozen'],
 };
 
 function statusOf(table, value) { return table[value] || ['idle', '·', 'unknown']; }
@@ -591,6 +591,7 @@ function graph(view) {
     const [kind, symbol, word] = statusOf(NODE, node.status);
     const detail = node.status === 'NODE_STATUS_AWAITING_APPROVAL' ? `approvals ${node.approvals || 0} of ${node.approvals_needed || 0}`
       : node.status === 'NODE_STATUS_WAITING_FOR_SERVICES' ? clip((node.waiting_for || []).join('; ') || 'in line', 34)
+      : node.status === 'NODE_STATUS_FROZEN' ? clip(`freeze ${node.frozen_by || '?'}`, 34)
       : node.progress_percent ? `${node.progress_percent}% ${node.progress_message || ''}` : (node.services || []).join(', ');
     const group = svg('g', {class: `node ${kind}${node.node_id === selected ? ' selected' : ''}`, tabindex: 0, role: 'button',
       'data-node': node.node_id, 'data-status': word, 'aria-label': `${node.node_id}: ${word}`, transform: `translate(${x},${y})`},
@@ -623,6 +624,8 @@ function nodePanel(view, node) {
     ['Gate', node.approvals_needed ? `${node.approvals || 0} of ${node.approvals_needed} from ${(node.approvers_from || []).join(', ')}` : 'none'],
     ['Approved by', (node.approved_by || []).join(', ') || '—'],
     ['Last failure', node.last_failure || '—'],
+    ['Frozen', node.frozen_by ? `by freeze ${node.frozen_by} ${node.frozen_until_ms && Number(node.frozen_until_ms) ? `until ${time(node.frozen_until_ms)}` : 'until it is ended'}` : '—'],
+    ['Break-glass', (node.break_glass || []).join(', ') || '—'],
   ];
   const actions = el('div', {class: 'actions'});
   if (view.live && node.status === 'NODE_STATUS_AWAITING_APPROVAL' && may('approver')) {

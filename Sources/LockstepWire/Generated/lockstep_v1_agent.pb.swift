@@ -115,6 +115,9 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
   case rollingBack // = 12
   case rolledBack // = 13
   case skipped // = 14
+
+  /// Ready or waiting for its services, but a freeze holds its forward step (`frozen_by`).
+  case frozen // = 15
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -138,6 +141,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case 12: self = .rollingBack
     case 13: self = .rolledBack
     case 14: self = .skipped
+    case 15: self = .frozen
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -159,6 +163,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case .rollingBack: return 12
     case .rolledBack: return 13
     case .skipped: return 14
+    case .frozen: return 15
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -180,6 +185,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     .rollingBack,
     .rolledBack,
     .skipped,
+    .frozen,
   ]
 
 }
@@ -231,6 +237,165 @@ public nonisolated enum Lockstep_V1_ServiceLeaseState: SwiftProtobuf.Enum, Swift
     .held,
   ]
 
+}
+
+/// A freeze: no forward step of a node touching `services` (every service when empty) starts from
+/// `from_ms` until `until_ms` (0: until it is ended). Rollback steps always may.
+public nonisolated struct Lockstep_V1_FreezeInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var services: [String] = []
+
+  public var fromMs: Int64 = 0
+
+  public var untilMs: Int64 = 0
+
+  public var reason: String = String()
+
+  public var declaredBy: String = String()
+
+  /// Declared by stop-the-line: its end resumes the migrations it paused.
+  public var stopsLine: Bool = false
+
+  /// In force now (else it starts later).
+  public var active: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_DeclareFreezeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Empty: the coordinator names it ("freeze-" and the log's next sequence).
+  public var id: String = String()
+
+  /// Empty: every service.
+  public var services: [String] = []
+
+  /// 0: now.
+  public var fromMs: Int64 = 0
+
+  /// 0: until someone ends it.
+  public var untilMs: Int64 = 0
+
+  /// Required: recorded with the freeze.
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ListFreezesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ListFreezesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Declared and not ended, in force or to come, by id.
+  public var freezes: [Lockstep_V1_FreezeInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_EndFreezeRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var reason: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Stop the line: a freeze of `services` (every service when empty) until it is ended, and a pause of
+/// every running migration touching them. Ending the freeze resumes them.
+public nonisolated struct Lockstep_V1_StopLineRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var services: [String] = []
+
+  /// Required: recorded with the freeze and each pause.
+  public var reason: String = String()
+
+  /// Empty: the coordinator names it ("line-stop-" and the log's next sequence).
+  public var id: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_FreezeResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var freeze: Lockstep_V1_FreezeInfo {
+    get {_freeze ?? Lockstep_V1_FreezeInfo()}
+    set {_freeze = newValue}
+  }
+  /// Returns true if `freeze` has been explicitly set.
+  public var hasFreeze: Bool {self._freeze != nil}
+  /// Clears the value of `freeze`. Subsequent reads from it will return its default value.
+  public mutating func clearFreeze() {self._freeze = nil}
+
+  /// Stop-the-line: the migrations it paused. Ending one: those it resumed.
+  public var migrations: [String] = []
+
+  /// Ending a stop of the line: migrations it had paused that stay paused, each "ID: why".
+  public var notResumed: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _freeze: Lockstep_V1_FreezeInfo? = nil
+}
+
+/// An admin overrides a freeze ("freeze") or a bake ("bake") for one node, with a justification.
+public nonisolated struct Lockstep_V1_BreakGlassRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var migrationID: String = String()
+
+  public var nodeID: String = String()
+
+  public var scope: String = String()
+
+  /// Required: recorded in the break_glass event.
+  public var justification: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
 }
 
 public nonisolated struct Lockstep_V1_PollRequest: Sendable {
@@ -1088,6 +1253,23 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._bakeSamples = newValue}
   }
 
+  /// The freeze holding its forward step now, and when that freeze ends (0: when someone ends it).
+  public var frozenBy: String {
+    get {_storage._frozenBy}
+    set {_uniqueStorage()._frozenBy = newValue}
+  }
+
+  public var frozenUntilMs: Int64 {
+    get {_storage._frozenUntilMs}
+    set {_uniqueStorage()._frozenUntilMs = newValue}
+  }
+
+  /// What admins overrode for it (break-glass): "freeze", "bake".
+  public var breakGlass: [String] {
+    get {_storage._breakGlass}
+    set {_uniqueStorage()._breakGlass = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1316,11 +1498,339 @@ nonisolated extension Lockstep_V1_MigrationStatus: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Lockstep_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0\u{1}NODE_STATUS_FROZEN\0")
 }
 
 nonisolated extension Lockstep_V1_ServiceLeaseState: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SERVICE_LEASE_STATE_UNSPECIFIED\0\u{1}SERVICE_LEASE_STATE_NONE\0\u{1}SERVICE_LEASE_STATE_REQUESTED\0\u{1}SERVICE_LEASE_STATE_HELD\0")
+}
+
+nonisolated extension Lockstep_V1_FreezeInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FreezeInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{3}from_ms\0\u{3}until_ms\0\u{1}reason\0\u{3}declared_by\0\u{3}stops_line\0\u{1}active\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.fromMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.untilMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.declaredBy) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.stopsLine) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.active) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 2)
+    }
+    if self.fromMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.fromMs, fieldNumber: 3)
+    }
+    if self.untilMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.untilMs, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if !self.declaredBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.declaredBy, fieldNumber: 6)
+    }
+    if self.stopsLine != false {
+      try visitor.visitSingularBoolField(value: self.stopsLine, fieldNumber: 7)
+    }
+    if self.active != false {
+      try visitor.visitSingularBoolField(value: self.active, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_FreezeInfo, rhs: Lockstep_V1_FreezeInfo) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.fromMs != rhs.fromMs {return false}
+    if lhs.untilMs != rhs.untilMs {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.declaredBy != rhs.declaredBy {return false}
+    if lhs.stopsLine != rhs.stopsLine {return false}
+    if lhs.active != rhs.active {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_DeclareFreezeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".DeclareFreezeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{3}from_ms\0\u{3}until_ms\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.fromMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.untilMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 2)
+    }
+    if self.fromMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.fromMs, fieldNumber: 3)
+    }
+    if self.untilMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.untilMs, fieldNumber: 4)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_DeclareFreezeRequest, rhs: Lockstep_V1_DeclareFreezeRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.fromMs != rhs.fromMs {return false}
+    if lhs.untilMs != rhs.untilMs {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ListFreezesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListFreezesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ListFreezesRequest, rhs: Lockstep_V1_ListFreezesRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ListFreezesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListFreezesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}freezes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.freezes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.freezes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.freezes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ListFreezesResponse, rhs: Lockstep_V1_ListFreezesResponse) -> Bool {
+    if lhs.freezes != rhs.freezes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_EndFreezeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EndFreezeRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}reason\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_EndFreezeRequest, rhs: Lockstep_V1_EndFreezeRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_StopLineRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StopLineRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}services\0\u{1}reason\0\u{1}id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 1)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 2)
+    }
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_StopLineRequest, rhs: Lockstep_V1_StopLineRequest) -> Bool {
+    if lhs.services != rhs.services {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.id != rhs.id {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_FreezeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FreezeResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}freeze\0\u{1}migrations\0\u{3}not_resumed\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._freeze) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.migrations) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.notResumed) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._freeze {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.migrations.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.migrations, fieldNumber: 2)
+    }
+    if !self.notResumed.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.notResumed, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_FreezeResponse, rhs: Lockstep_V1_FreezeResponse) -> Bool {
+    if lhs._freeze != rhs._freeze {return false}
+    if lhs.migrations != rhs.migrations {return false}
+    if lhs.notResumed != rhs.notResumed {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_BreakGlassRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BreakGlassRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}scope\0\u{1}justification\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.justification) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.migrationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 1)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 2)
+    }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 3)
+    }
+    if !self.justification.isEmpty {
+      try visitor.visitSingularStringField(value: self.justification, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_BreakGlassRequest, rhs: Lockstep_V1_BreakGlassRequest) -> Bool {
+    if lhs.migrationID != rhs.migrationID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.justification != rhs.justification {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -2860,7 +3370,7 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{3}frozen_by\0\u{3}frozen_until_ms\0\u{3}break_glass\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -2884,6 +3394,9 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
     var _stagePercent: UInt32? = nil
     var _bakeUntilMs: Int64 = 0
     var _bakeSamples: UInt32 = 0
+    var _frozenBy: String = String()
+    var _frozenUntilMs: Int64 = 0
+    var _breakGlass: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2915,6 +3428,9 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       _stagePercent = source._stagePercent
       _bakeUntilMs = source._bakeUntilMs
       _bakeSamples = source._bakeSamples
+      _frozenBy = source._frozenBy
+      _frozenUntilMs = source._frozenUntilMs
+      _breakGlass = source._breakGlass
     }
   }
 
@@ -2954,6 +3470,9 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 21: try { try decoder.decodeSingularUInt32Field(value: &_storage._bakeSamples) }()
         case 22: try { try decoder.decodeSingularEnumField(value: &_storage._status) }()
         case 23: try { try decoder.decodeSingularEnumField(value: &_storage._serviceLeases) }()
+        case 24: try { try decoder.decodeSingularStringField(value: &_storage._frozenBy) }()
+        case 25: try { try decoder.decodeSingularInt64Field(value: &_storage._frozenUntilMs) }()
+        case 26: try { try decoder.decodeRepeatedStringField(value: &_storage._breakGlass) }()
         default: break
         }
       }
@@ -3029,6 +3548,15 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if _storage._serviceLeases != .unspecified {
         try visitor.visitSingularEnumField(value: _storage._serviceLeases, fieldNumber: 23)
       }
+      if !_storage._frozenBy.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._frozenBy, fieldNumber: 24)
+      }
+      if _storage._frozenUntilMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._frozenUntilMs, fieldNumber: 25)
+      }
+      if !_storage._breakGlass.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._breakGlass, fieldNumber: 26)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3059,6 +3587,9 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         if _storage._stagePercent != rhs_storage._stagePercent {return false}
         if _storage._bakeUntilMs != rhs_storage._bakeUntilMs {return false}
         if _storage._bakeSamples != rhs_storage._bakeSamples {return false}
+        if _storage._frozenBy != rhs_storage._frozenBy {return false}
+        if _storage._frozenUntilMs != rhs_storage._frozenUntilMs {return false}
+        if _storage._breakGlass != rhs_storage._breakGlass {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -537,6 +537,30 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .rollbackReordered(newValue)}
   }
 
+  public var breakGlass: Lockstep_V1_BreakGlass {
+    get {
+      if case .breakGlass(let v)? = kind {return v}
+      return Lockstep_V1_BreakGlass()
+    }
+    set {kind = .breakGlass(newValue)}
+  }
+
+  public var freezeDeclared: Lockstep_V1_FreezeDeclared {
+    get {
+      if case .freezeDeclared(let v)? = kind {return v}
+      return Lockstep_V1_FreezeDeclared()
+    }
+    set {kind = .freezeDeclared(newValue)}
+  }
+
+  public var freezeEnded: Lockstep_V1_FreezeEnded {
+    get {
+      if case .freezeEnded(let v)? = kind {return v}
+      return Lockstep_V1_FreezeEnded()
+    }
+    set {kind = .freezeEnded(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -563,8 +587,89 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case analysisEvaluated(Lockstep_V1_AnalysisEvaluated)
     case analysisOverridden(Lockstep_V1_AnalysisOverridden)
     case rollbackReordered(Lockstep_V1_RollbackReordered)
+    case breakGlass(Lockstep_V1_BreakGlass)
+    case freezeDeclared(Lockstep_V1_FreezeDeclared)
+    case freezeEnded(Lockstep_V1_FreezeEnded)
 
   }
+
+  public init() {}
+}
+
+/// An operator's freeze (stream "freeze/ID"): no forward step of a node touching `services` (every
+/// service when empty) starts from `from_ms` until `until_ms` (or until it is ended, when 0 / absent);
+/// rollback steps always may. `stops_line`: declared by stop-the-line, which paused the running
+/// migrations touching those services and resumes them when the freeze ends.
+public nonisolated struct Lockstep_V1_FreezeDeclared: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var services: [String] = []
+
+  public var fromMs: Int64 = 0
+
+  public var untilMs: Int64 {
+    get {_untilMs ?? 0}
+    set {_untilMs = newValue}
+  }
+  /// Returns true if `untilMs` has been explicitly set.
+  public var hasUntilMs: Bool {self._untilMs != nil}
+  /// Clears the value of `untilMs`. Subsequent reads from it will return its default value.
+  public mutating func clearUntilMs() {self._untilMs = nil}
+
+  public var reason: String = String()
+
+  public var declaredBy: String = String()
+
+  public var stopsLine: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _untilMs: Int64? = nil
+}
+
+/// A freeze ended: by a person, or by the coordinator when its end time passed.
+public nonisolated struct Lockstep_V1_FreezeEnded: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var id: String = String()
+
+  public var by: String = String()
+
+  public var reason: String = String()
+
+  public var atMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// An admin overrode something for one node, with a justification: "freeze" (its forward steps start
+/// under any freeze) or "bake" (its current bake ends now and it advances without its analysis).
+public nonisolated struct Lockstep_V1_BreakGlass: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var scope: String = String()
+
+  public var by: String = String()
+
+  public var justification: String = String()
+
+  public var atMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1145,6 +1250,9 @@ public nonisolated struct Lockstep_V1_MigrationPaused: Sendable {
 
   public var reason: String = String()
 
+  /// The stop-the-line freeze that paused it (empty for any other pause); its end resumes it.
+  public var lineStop: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1559,7 +1667,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0\u{3}break_glass\0\u{3}freeze_declared\0\u{3}freeze_ended\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1866,6 +1974,45 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .rollbackReordered(v)
         }
       }()
+      case 24: try {
+        var v: Lockstep_V1_BreakGlass?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .breakGlass(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .breakGlass(v)
+        }
+      }()
+      case 25: try {
+        var v: Lockstep_V1_FreezeDeclared?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .freezeDeclared(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .freezeDeclared(v)
+        }
+      }()
+      case 26: try {
+        var v: Lockstep_V1_FreezeEnded?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .freezeEnded(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .freezeEnded(v)
+        }
+      }()
       default: break
       }
     }
@@ -1969,6 +2116,18 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
       guard case .rollbackReordered(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
     }()
+    case .breakGlass?: try {
+      guard case .breakGlass(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 24)
+    }()
+    case .freezeDeclared?: try {
+      guard case .freezeDeclared(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 25)
+    }()
+    case .freezeEnded?: try {
+      guard case .freezeEnded(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -1976,6 +2135,165 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: Lockstep_V1_EventPayload, rhs: Lockstep_V1_EventPayload) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_FreezeDeclared: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FreezeDeclared"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{3}from_ms\0\u{3}until_ms\0\u{1}reason\0\u{3}declared_by\0\u{3}stops_line\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.services) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.fromMs) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self._untilMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.declaredBy) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.stopsLine) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.services.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.services, fieldNumber: 2)
+    }
+    if self.fromMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.fromMs, fieldNumber: 3)
+    }
+    try { if let v = self._untilMs {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 4)
+    } }()
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 5)
+    }
+    if !self.declaredBy.isEmpty {
+      try visitor.visitSingularStringField(value: self.declaredBy, fieldNumber: 6)
+    }
+    if self.stopsLine != false {
+      try visitor.visitSingularBoolField(value: self.stopsLine, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_FreezeDeclared, rhs: Lockstep_V1_FreezeDeclared) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.services != rhs.services {return false}
+    if lhs.fromMs != rhs.fromMs {return false}
+    if lhs._untilMs != rhs._untilMs {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.declaredBy != rhs.declaredBy {return false}
+    if lhs.stopsLine != rhs.stopsLine {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_FreezeEnded: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".FreezeEnded"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}by\0\u{1}reason\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.by) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.by.isEmpty {
+      try visitor.visitSingularStringField(value: self.by, fieldNumber: 2)
+    }
+    if !self.reason.isEmpty {
+      try visitor.visitSingularStringField(value: self.reason, fieldNumber: 3)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_FreezeEnded, rhs: Lockstep_V1_FreezeEnded) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.by != rhs.by {return false}
+    if lhs.reason != rhs.reason {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_BreakGlass: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BreakGlass"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}scope\0\u{1}by\0\u{1}justification\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.scope) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.by) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.justification) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.scope.isEmpty {
+      try visitor.visitSingularStringField(value: self.scope, fieldNumber: 2)
+    }
+    if !self.by.isEmpty {
+      try visitor.visitSingularStringField(value: self.by, fieldNumber: 3)
+    }
+    if !self.justification.isEmpty {
+      try visitor.visitSingularStringField(value: self.justification, fieldNumber: 4)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_BreakGlass, rhs: Lockstep_V1_BreakGlass) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.scope != rhs.scope {return false}
+    if lhs.by != rhs.by {return false}
+    if lhs.justification != rhs.justification {return false}
+    if lhs.atMs != rhs.atMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3100,7 +3418,7 @@ nonisolated extension Lockstep_V1_StepProgress: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lockstep_V1_MigrationPaused: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationPaused"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reason\0\u{3}line_stop\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3109,6 +3427,7 @@ nonisolated extension Lockstep_V1_MigrationPaused: SwiftProtobuf.Message, SwiftP
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.reason) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.lineStop) }()
       default: break
       }
     }
@@ -3118,11 +3437,15 @@ nonisolated extension Lockstep_V1_MigrationPaused: SwiftProtobuf.Message, SwiftP
     if !self.reason.isEmpty {
       try visitor.visitSingularStringField(value: self.reason, fieldNumber: 1)
     }
+    if !self.lineStop.isEmpty {
+      try visitor.visitSingularStringField(value: self.lineStop, fieldNumber: 2)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_MigrationPaused, rhs: Lockstep_V1_MigrationPaused) -> Bool {
     if lhs.reason != rhs.reason {return false}
+    if lhs.lineStop != rhs.lineStop {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

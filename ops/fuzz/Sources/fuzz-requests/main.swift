@@ -35,7 +35,8 @@ enum RequestTypes {
         Lockstep_V1_VerifyHistoryRequest.self, Lockstep_V1_WatchRequest.self, Lockstep_V1_GetMigrationRequest.self,
         Lockstep_V1_ListMigrationsRequest.self, Lockstep_V1_PauseMigrationRequest.self, Lockstep_V1_ResumeMigrationRequest.self,
         Lockstep_V1_AbortMigrationRequest.self, Lockstep_V1_GateDecisionRequest.self, Lockstep_V1_ReleaseServiceLeaseRequest.self,
-        Lockstep_V1_ListServiceLeasesRequest.self,
+        Lockstep_V1_ListServiceLeasesRequest.self, Lockstep_V1_DeclareFreezeRequest.self, Lockstep_V1_ListFreezesRequest.self,
+        Lockstep_V1_EndFreezeRequest.self, Lockstep_V1_StopLineRequest.self, Lockstep_V1_BreakGlassRequest.self,
     ]
 
     /// The edge's checks on a decoded request's fields; every one must answer, none may trap.
@@ -70,6 +71,16 @@ enum RequestTypes {
         case let request as Lockstep_V1_GateDecisionRequest:
             id(request.migrationID)
             id(request.nodeID)
+        case let request as Lockstep_V1_DeclareFreezeRequest:
+            // The core's own checks, on any instants and services a request can carry.
+            let freeze = Freeze(id: request.id, services: Array(request.services.prefix(CoreLimits.freezeServicesMax + 1)),
+                                from: Instant(millisecondsSinceEpoch: request.fromMs),
+                                until: request.untilMs == 0 ? nil : Instant(millisecondsSinceEpoch: request.untilMs), reason: request.reason, declaredBy: "fuzz")
+            _ = LogState().decide(.freezes(.declare(freeze)), now: Instant(millisecondsSinceEpoch: 1_700_000_000_000))
+        case let request as Lockstep_V1_BreakGlassRequest:
+            id(request.migrationID)
+            id(request.nodeID)
+            _ = BreakGlassScope(rawValue: request.scope)
         default:
             break
         }
