@@ -107,12 +107,13 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Checks a history `stream` filter: empty (every stream), `migration/ID` or `plan/NAME`.
+    /// Checks a history `stream` filter: empty (every stream), `migration/ID`, `plan/NAME` or `freeze/ID`.
     public static func checkStream(_ stream: String) throws(APIError) {
         if stream.isEmpty { return }
         if let id = RecordedEvent.migration(ofStream: stream) { return try checkIdentifier(id.rawValue, "stream's migration id") }
         if let plan = RecordedPlanEvent.plan(ofStream: stream) { return try checkIdentifier(plan, "stream's plan name") }
-        throw APIError(.invalidStream, "stream \"\(stream.prefix(64))\" is not migration/ID or plan/NAME")
+        if let freeze = RecordedFreezeEvent.freeze(ofStream: stream) { return try checkIdentifier(freeze, "stream's freeze id") }
+        throw APIError(.invalidStream, "stream \"\(stream.prefix(64))\" is not migration/ID, plan/NAME or freeze/ID")
     }
     public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 
