@@ -239,6 +239,7 @@ let package = Package(
             name: "LockstepAgent",
             dependencies: [
                 "LockstepClient",
+                "LockstepCore",
                 "LockstepWire",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

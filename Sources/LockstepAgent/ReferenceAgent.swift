@@ -3,6 +3,7 @@
 // `lockstep agent` is its command line; other programs may embed it.
 import Foundation
 import LockstepClient
+import LockstepCore
 import LockstepWire
 import Logging
 import ServiceLifecycle
@@ -294,7 +295,7 @@ public struct ReferenceAgent: Sendable {
         for attempt in 1...Self.reportAttemptsMax {
             do throws(LockstepClientError) {
                 if let failure {
-                    let reason = String(decoding: Array(failure.reason.utf8.prefix(Self.reasonBytesMax)), as: UTF8.self)
+                    let reason = failure.reason.prefix(utf8Bytes: Self.reasonBytesMax)
                     let answer = try await lockstep.fail(.with {
                         $0.leaseID = step.leaseID
                         $0.fencingToken = step.fencingToken
@@ -330,7 +331,7 @@ public struct ReferenceAgent: Sendable {
         let digits = rest.prefix { $0.isASCII && $0.isNumber }
         guard !digits.isEmpty, digits.count <= 3, let percent = UInt32(digits), percent <= 100 else { return nil }
         let message = rest.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
-        return (percent, String(decoding: Array(message.utf8.prefix(progressMessageBytesMax)), as: UTF8.self))
+        return (percent, message.prefix(utf8Bytes: progressMessageBytesMax))
     }
 
     /// An action names a file directly in the handlers directory: no path separators, no dot files.

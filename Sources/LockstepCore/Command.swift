@@ -31,11 +31,15 @@ public enum ServiceLeaseCommand: Hashable, Sendable {
     /// An operator forces `node` of `migration` to give back its services (allowed when no step of it is
     /// running, including in a migration that failed while holding them).
     case forceRelease(migration: MigrationID, node: NodeID, reason: String)
+    /// The coordinator: `node` of `migration` holds its services but a freeze holds its forward step and it
+    /// has not started transitioning them; it gives them back and asks again (docs/gates.md), so the
+    /// freeze holds up nobody else, a rollback least of all.
+    case yieldToFreeze(migration: MigrationID, node: NodeID)
 
     /// The migration whose stream records the decision.
     public var migration: MigrationID {
         switch self {
-        case .grant(let migration, _, _), .forceRelease(let migration, _, _): migration
+        case .grant(let migration, _, _), .forceRelease(let migration, _, _), .yieldToFreeze(let migration, _): migration
         }
     }
 }
@@ -114,7 +118,19 @@ extension LogState {
         } else if migrations[id] == nil {
             return .rejected(.migrationNotFound(id))
         }
+        if case .pause(_, let stop) = command, !stop.isEmpty, freezes[stop]?.stopsLine != true {
+            return .rejected(.invalidArgument("freeze \(stop) is not a stop of the line in force; a pause may name only one"))
+        }
+        // A node a freeze holds is not waiting for an agent: nobody may take its step.
+        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], freeze(holding: node, of: migration, at: now) != nil {
+            return .rejected(.notWaitingForAgent(node))
+        }
         var decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
+        // A node that gave its services back to a freeze waits for the freeze, not for the services.
+        if case .leaseStep(let node, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = migrations[id],
+           migration.status == .running, let freeze = freeze(holding: node, of: migration, at: now) {
+            return .rejected(.frozen(node, freeze: freeze.id, until: freeze.until))
+        }
         // No forward step starts under a freeze (rollback steps always may), unless an admin broke the glass for its node.
         if case .accepted(let events) = decision, let migration = migrations[id] {
             for case .stepLeased(let leased) in events where leased.kind == .forward {

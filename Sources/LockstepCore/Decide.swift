@@ -109,6 +109,9 @@ extension MigrationState {
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             if !lineStop.isEmpty, let problem = validateIdentifier(lineStop, what: "freeze id") { return .rejected(.invalidArgument(problem)) }
             switch state.status {
+            // A stop of the line's pause may be taken over: by a person (who then resumes it), or by another stop still in force.
+            case .paused where !state.lineStop.isEmpty && state.lineStop != lineStop:
+                return .accepted([.migrationPaused(reason: reason, lineStop: lineStop)])
             case .paused: return .rejected(.alreadyPaused(state.id))
             case .aborting: return .rejected(.migrationNotRunning(state.id, status: state.status))
             default: return .accepted([.migrationPaused(reason: reason, lineStop: lineStop)])
@@ -237,7 +240,8 @@ extension MigrationState {
             after.evolve(failed)
             let why = "node \(node) failed after \(attempt) attempt\(attempt == 1 ? "" : "s"): \(reason)"
             guard plan.node(node)?.onFailure == .pause else { return [failed] + after.abort(reason: why, trigger: .retriesExhausted) }
-            return status == .paused ? [failed] : [failed, .migrationPaused(reason: why)]
+            // Paused by a stop of the line: the pause becomes a person's, so the stop's lift does not re-arm the node.
+            return status == .paused && lineStop.isEmpty ? [failed] : [failed, .migrationPaused(reason: why)]
         }
     }
 
@@ -367,7 +371,7 @@ extension MigrationState {
             if !states.isEmpty { parts.append("\(service): \(states.joined(separator: ", "))") }
         }
         let account = "Services: " + (parts.isEmpty ? "none changed" : parts.joined(separator: "; "))
-        return String(decoding: Array(account.utf8.prefix(CoreLimits.reasonBytesMax)), as: UTF8.self)
+        return account.prefix(utf8Bytes: CoreLimits.reasonBytesMax)
     }
 
     /// Whether a rollback step can undo `spec`: it has a rollback action, or it is an exposure node (whose

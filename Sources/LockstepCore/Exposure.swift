@@ -53,14 +53,61 @@ public struct MetricCheck: Hashable, Sendable {
     public var passMicros: Int64
     /// Worse than pass but at or better than this is marginal; worse still fails.
     public var marginalMicros: Int64
-    /// Fewer samples than this make the metric inconclusive.
+    /// Fewer samples than this (in each cohort judged) make the metric inconclusive.
     public var minSamples: UInt32
-    public init(name: String, direction: MetricDirection, passMicros: Int64, marginalMicros: Int64, minSamples: UInt32) {
+    /// Also judged relative to the baseline cohort's samples, when set.
+    public var baseline: BaselineRule?
+    public init(name: String, direction: MetricDirection, passMicros: Int64, marginalMicros: Int64, minSamples: UInt32, baseline: BaselineRule? = nil) {
         self.name = name
         self.direction = direction
         self.passMicros = passMicros
         self.marginalMicros = marginalMicros
         self.minSamples = minSamples
+        self.baseline = baseline
+    }
+}
+
+/// How far the canary's mean may be from the baseline's, in the metric's bad direction: a ratio
+/// (`max_ratio: 1.1` for lower-is-better, `min_ratio: 0.9` for higher-is-better) and a difference
+/// (`max_increase: 0.005` / `max_decrease`), each in millionths; a limit that is nil does not apply.
+public struct BaselineLimits: Hashable, Sendable {
+    public var ratioMicros: Int64?
+    public var differenceMicros: Int64?
+    public init(ratioMicros: Int64? = nil, differenceMicros: Int64? = nil) {
+        self.ratioMicros = ratioMicros
+        self.differenceMicros = differenceMicros
+    }
+}
+
+/// A metric judged against the baseline cohort: within `pass` passes, within `marginal` is marginal,
+/// beyond it fails.
+public struct BaselineRule: Hashable, Sendable {
+    public var pass: BaselineLimits
+    public var marginal: BaselineLimits
+    public init(pass: BaselineLimits, marginal: BaselineLimits) {
+        self.pass = pass
+        self.marginal = marginal
+    }
+}
+
+/// Which group a sample measures: the canary (the changed part, the default) or the baseline (the
+/// unchanged part it is compared with).
+public enum SampleCohort: String, Hashable, Sendable, CaseIterable {
+    case canary, baseline
+}
+
+/// A cohort's samples of one metric in a bake, summarized.
+public struct CohortSummary: Hashable, Sendable {
+    public var samples: UInt32
+    /// Integer mean, rounded toward zero (0 with no samples).
+    public var meanMicros: Int64
+    public var minMicros: Int64
+    public var maxMicros: Int64
+    public init(samples: UInt32, meanMicros: Int64, minMicros: Int64, maxMicros: Int64) {
+        self.samples = samples
+        self.meanMicros = meanMicros
+        self.minMicros = minMicros
+        self.maxMicros = maxMicros
     }
 }
 
@@ -97,12 +144,14 @@ public struct MetricSample: Hashable, Sendable {
     public var windowEnd: Instant
     /// Who measured it (a dashboard, a prober, an agent): free text, for the reader of the record.
     public var source: String
-    public init(name: String, valueMicros: Int64, windowStart: Instant, windowEnd: Instant, source: String) {
+    public var cohort: SampleCohort
+    public init(name: String, valueMicros: Int64, windowStart: Instant, windowEnd: Instant, source: String, cohort: SampleCohort = .canary) {
         self.name = name
         self.valueMicros = valueMicros
         self.windowStart = windowStart
         self.windowEnd = windowEnd
         self.source = source
+        self.cohort = cohort
     }
 }
 
@@ -120,55 +169,116 @@ public struct MetricEvidence: Hashable, Sendable {
     public var minMicros: Int64
     public var maxMicros: Int64
     public var outcome: AnalysisOutcome
-    public init(check: MetricCheck, samples: UInt32, meanMicros: Int64, minMicros: Int64, maxMicros: Int64, outcome: AnalysisOutcome) {
+    /// With a baseline rule: the baseline cohort's summary, and the outcome against it alone (`outcome`
+    /// is the worse of it and the absolute one).
+    public var baseline: CohortSummary?
+    public var relativeOutcome: AnalysisOutcome?
+    public init(check: MetricCheck, samples: UInt32, meanMicros: Int64, minMicros: Int64, maxMicros: Int64, outcome: AnalysisOutcome,
+                baseline: CohortSummary? = nil, relativeOutcome: AnalysisOutcome? = nil) {
         self.check = check
         self.samples = samples
         self.meanMicros = meanMicros
         self.minMicros = minMicros
         self.maxMicros = maxMicros
         self.outcome = outcome
+        self.baseline = baseline
+        self.relativeOutcome = relativeOutcome
     }
 }
 
 extension AnalysisSpec {
-    /// Judges `samples` (those of one bake): each metric by its mean against its thresholds, or
-    /// inconclusive with too few samples. The whole is the worst of its metrics, where fail is worse
-    /// than inconclusive, which is worse than marginal. Samples of metrics the analysis does not
-    /// name are ignored.
+    /// Judges `samples` (those of one bake): each metric by the mean of its canary samples against its
+    /// thresholds, and, with a baseline rule, against the baseline cohort's mean too; inconclusive with
+    /// too few samples in a cohort judged. A metric is the worse of its two outcomes; the whole is the
+    /// worst of its metrics, where fail is worse than inconclusive, which is worse than marginal.
+    /// Samples of metrics the analysis does not name are ignored. Integer arithmetic throughout.
     public func evaluate(_ samples: [MetricSample]) -> (outcome: AnalysisOutcome, evidence: [MetricEvidence]) {
         var evidence: [MetricEvidence] = []
         for check in metrics {
-            let values = samples.lazy.filter { $0.name == check.name }.map(\.valueMicros)
-            let count = values.count
-            // Saturating sum: a mean of absurd values must not trap. Within the limits (±10^15 per value,
-            // 1,000 samples) nothing saturates, and the comparisons below are exact: sum against
-            // threshold × count, never a rounded mean.
-            let sum = values.reduce(Int64(0)) { total, value in
-                let (next, overflow) = total.addingReportingOverflow(value)
-                return overflow ? (value < 0 ? .min : .max) : next
-            }
-            let mean = count == 0 ? 0 : sum / Int64(count)
+            let canary = Array(samples.lazy.filter { $0.name == check.name && $0.cohort == .canary }.map(\.valueMicros))
+            let sum = Self.saturatingSum(canary)
+            let count = canary.count
             func scaled(_ threshold: Int64) -> Int64 {
                 let (product, overflow) = threshold.multipliedReportingOverflow(by: Int64(count))
                 return overflow ? (threshold < 0 ? .min : .max) : product
             }
-            let outcome: AnalysisOutcome
-            if UInt32(clamping: count) < max(1, check.minSamples) {
+            let enough = { (n: Int) in UInt32(clamping: n) >= max(1, check.minSamples) }
+            var outcome: AnalysisOutcome
+            if !enough(count) {
                 outcome = .inconclusive
             } else {
+                // Exact: the sum against threshold × count, never a rounded mean.
                 switch check.direction {
                 case .lowerIsBetter: outcome = sum <= scaled(check.passMicros) ? .pass : sum <= scaled(check.marginalMicros) ? .marginal : .fail
                 case .higherIsBetter: outcome = sum >= scaled(check.passMicros) ? .pass : sum >= scaled(check.marginalMicros) ? .marginal : .fail
                 }
             }
-            evidence.append(MetricEvidence(check: check, samples: UInt32(clamping: count), meanMicros: mean,
-                                           minMicros: values.min() ?? 0, maxMicros: values.max() ?? 0, outcome: outcome))
+            var baseline: CohortSummary?
+            var relative: AnalysisOutcome?
+            if let rule = check.baseline {
+                let values = Array(samples.lazy.filter { $0.name == check.name && $0.cohort == .baseline }.map(\.valueMicros))
+                let baselineSum = Self.saturatingSum(values)
+                baseline = CohortSummary(samples: UInt32(clamping: values.count), meanMicros: values.isEmpty ? 0 : baselineSum / Int64(values.count),
+                                         minMicros: values.min() ?? 0, maxMicros: values.max() ?? 0)
+                if !enough(count) || !enough(values.count) {
+                    relative = .inconclusive
+                } else {
+                    let within = { (limits: BaselineLimits) in
+                        Self.within(limits, direction: check.direction, canary: (sum, count), baseline: (baselineSum, values.count))
+                    }
+                    relative = within(rule.pass) ? .pass : within(rule.marginal) ? .marginal : .fail
+                }
+                outcome = [outcome, relative!].max { Self.severity($0) < Self.severity($1) }!
+            }
+            evidence.append(MetricEvidence(check: check, samples: UInt32(clamping: count), meanMicros: count == 0 ? 0 : sum / Int64(count),
+                                           minMicros: canary.min() ?? 0, maxMicros: canary.max() ?? 0, outcome: outcome,
+                                           baseline: baseline, relativeOutcome: relative))
         }
-        let outcomes = Set(evidence.map(\.outcome))
-        let overall: AnalysisOutcome = outcomes.contains(.fail) ? .fail
-            : outcomes.contains(.inconclusive) ? .inconclusive
-            : outcomes.contains(.marginal) ? .marginal : .pass
+        let overall = evidence.map(\.outcome).max { Self.severity($0) < Self.severity($1) } ?? .pass
         return (overall, evidence)
+    }
+
+    /// pass < marginal < inconclusive < fail.
+    static func severity(_ outcome: AnalysisOutcome) -> Int {
+        switch outcome {
+        case .pass: 0
+        case .marginal: 1
+        case .inconclusive: 2
+        case .fail: 3
+        }
+    }
+
+    /// A saturating sum: absurd values must not trap. Within the limits (±10^15 per value, 1,000 samples)
+    /// nothing saturates.
+    static func saturatingSum(_ values: [Int64]) -> Int64 {
+        values.reduce(Int64(0)) { total, value in
+            let (next, overflow) = total.addingReportingOverflow(value)
+            return overflow ? (value < 0 ? .min : .max) : next
+        }
+    }
+
+    /// Whether the canary's mean is within `limits` of the baseline's, exactly: the means are compared as
+    /// fractions (sum / count) in 128-bit integers, which cannot overflow for sums within Int64 and counts
+    /// within the sample limit (10^18 × 10^3 × 10^6 < 2^127).
+    static func within(_ limits: BaselineLimits, direction: MetricDirection, canary: (sum: Int64, count: Int), baseline: (sum: Int64, count: Int)) -> Bool {
+        let c = Int128(canary.sum) * Int128(baseline.count)     // canary mean × both counts
+        let b = Int128(baseline.sum) * Int128(canary.count)     // baseline mean × both counts
+        let counts = Int128(canary.count) * Int128(baseline.count)
+        if let ratio = limits.ratioMicros {
+            let scaledCanary = c * 1_000_000
+            let scaledBaseline = b * Int128(ratio)
+            switch direction {
+            case .lowerIsBetter: if scaledCanary > scaledBaseline { return false }
+            case .higherIsBetter: if scaledCanary < scaledBaseline { return false }
+            }
+        }
+        if let difference = limits.differenceMicros {
+            switch direction {
+            case .lowerIsBetter: if c - b > Int128(difference) * counts { return false }
+            case .higherIsBetter: if b - c > Int128(difference) * counts { return false }
+            }
+        }
+        return true
     }
 }
 

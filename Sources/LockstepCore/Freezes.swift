@@ -154,7 +154,12 @@ extension LogState {
     /// The first freeze (by id) in force at `now` over any of `services`.
     public func freeze(covering services: [String], at now: Instant) -> Freeze? {
         guard !freezes.isEmpty else { return nil }
-        return freezesInOrder.first { $0.isActive(at: now) && $0.covers(services) }
+        // The least id among those in force over the services, without sorting them all (this runs on every poll).
+        var first: Freeze?
+        for freeze in freezes.values where freeze.isActive(at: now) && freeze.covers(services) {
+            if first.map({ freeze.id.utf8.lexicographicallyPrecedes($0.id.utf8) }) ?? true { first = freeze }
+        }
+        return first
     }
 
     /// The freeze that holds back node `node` of `migration`'s forward step at `now`: nil when none does,

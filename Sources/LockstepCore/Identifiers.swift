@@ -124,3 +124,21 @@ public enum CoreLimits {
     /// Most services one freeze names (none: every service).
     public static let freezeServicesMax = 64
 }
+
+extension String {
+    /// The longest prefix of at most `limit` UTF-8 bytes that ends on a character's scalar boundary:
+    /// cutting bytes blindly can split a scalar, whose replacement character (3 bytes) makes the text
+    /// longer than the limit it was cut to, and a refused reason.
+    public func prefix(utf8Bytes limit: Int) -> String {
+        guard utf8.count > limit else { return self }
+        var bytes = 0
+        var scalars = String.UnicodeScalarView()
+        for scalar in unicodeScalars {
+            let size = UTF8.width(scalar)
+            guard bytes + size <= limit else { break }
+            bytes += size
+            scalars.append(scalar)
+        }
+        return String(scalars)
+    }
+}

@@ -139,6 +139,22 @@ extension CanonicalWriter {
         i64(c.passMicros)
         i64(c.marginalMicros)
         u32(c.minSamples)
+        if forContentHash {
+            // Only when set, so plans written before baselines keep their content hash. 0xB1 cannot begin
+            // what follows a check (the next check's name or the marginal policy: lengths start with 0x00).
+            guard let baseline = c.baseline else { return }
+            u8(0xB1)
+            baselineRule(baseline)
+        } else {
+            optional(c.baseline) { $0.baselineRule($1) }
+        }
+    }
+
+    mutating func baselineRule(_ rule: BaselineRule) {
+        for limits in [rule.pass, rule.marginal] {
+            optional(limits.ratioMicros) { $0.i64($1) }
+            optional(limits.differenceMicros) { $0.i64($1) }
+        }
     }
 
     mutating func node(_ n: NodeState) {
@@ -184,6 +200,7 @@ extension CanonicalWriter {
             w.i64(sample.windowStart.millisecondsSinceEpoch)
             w.i64(sample.windowEnd.millisecondsSinceEpoch)
             w.string(sample.source)
+            w.string(sample.cohort.rawValue)
         }
         bool(n.exposure.awaitingDecision)
         array(n.breakGlass) { $0.string($1.rawValue) }
@@ -283,7 +300,10 @@ extension CanonicalReader {
 
     mutating func metricCheck() throws(CanonicalDecodingError) -> MetricCheck {
         MetricCheck(name: try string(), direction: try enumeration(MetricDirection.self), passMicros: try i64(), marginalMicros: try i64(),
-                    minSamples: try u32())
+                    minSamples: try u32(), baseline: try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> BaselineRule in
+                        BaselineRule(pass: BaselineLimits(ratioMicros: try r.optionalI64(), differenceMicros: try r.optionalI64()),
+                                     marginal: BaselineLimits(ratioMicros: try r.optionalI64(), differenceMicros: try r.optionalI64()))
+                    })
     }
 
     mutating func node() throws(CanonicalDecodingError) -> NodeState {
@@ -317,7 +337,7 @@ extension CanonicalReader {
         let bakeUntil = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))
         let samples = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> MetricSample in
             MetricSample(name: try r.string(), valueMicros: try r.i64(), windowStart: Instant(millisecondsSinceEpoch: try r.i64()),
-                         windowEnd: Instant(millisecondsSinceEpoch: try r.i64()), source: try r.string())
+                         windowEnd: Instant(millisecondsSinceEpoch: try r.i64()), source: try r.string(), cohort: try r.enumeration(SampleCohort.self))
         }
         let exposure = ExposureProgress(reached: reached, bakeUntil: bakeUntil, samples: samples, awaitingDecision: try bool())
         var node = NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,

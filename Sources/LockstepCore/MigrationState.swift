@@ -251,6 +251,13 @@ public struct MigrationState: Hashable, Sendable {
         return nodes.compactMap { $0.status == .baking && !$0.exposure.awaitingDecision ? $0.exposure.bakeUntil : nil }.min()
     }
 
+    /// Whether node `id` has not started transitioning its services (pending, no attempt, no stage, no
+    /// step running): it may give them back to a freeze and ask again later without harm.
+    public func yieldsToFreeze(_ id: NodeID) -> Bool {
+        guard let node = node(id) else { return false }
+        return node.status == .pending && node.lease == nil && node.attempts == 0 && node.exposure.reached == 0 && node.retryAt == nil
+    }
+
     /// Ready nodes, in plan order.
     public var readyNodes: [NodeID] { nodes.map(\.id).filter(isReady) }
 

@@ -63,7 +63,30 @@ public enum PlanValidation {
                 if check.minSamples < 1 || check.minSamples > UInt32(CoreLimits.metricSamplesPerBakeMax) {
                     return "min_samples of \(check.name) in \(node.id) must be 1...\(CoreLimits.metricSamplesPerBakeMax)"
                 }
+                if let rule = check.baseline, let problem = baselineProblem(rule, direction: check.direction) {
+                    return "the baseline rule of \(check.name) in \(node.id): \(problem)"
+                }
             }
+        }
+        return nil
+    }
+
+    /// What is wrong with a baseline rule: a ratio outside (0, 1000], a negative or out-of-range
+    /// difference, a pass with no limit, or a marginal limit stricter than its pass limit.
+    public static func baselineProblem(_ rule: BaselineRule, direction: MetricDirection) -> String? {
+        for limits in [rule.pass, rule.marginal] {
+            if let ratio = limits.ratioMicros, !(1...1_000_000_000).contains(ratio) { return "a ratio must be above 0 and at most 1000" }
+            if let difference = limits.differenceMicros, !(0...CoreLimits.metricMicrosMagnitudeMax).contains(difference) {
+                return "a difference must be 0 or more, within the metric range"
+            }
+        }
+        if rule.pass.ratioMicros == nil && rule.pass.differenceMicros == nil { return "its pass sets no limit" }
+        if let pass = rule.pass.ratioMicros, let marginal = rule.marginal.ratioMicros,
+           direction == .lowerIsBetter ? marginal < pass : marginal > pass {
+            return "its marginal ratio is stricter than its pass ratio"
+        }
+        if let pass = rule.pass.differenceMicros, let marginal = rule.marginal.differenceMicros, marginal < pass {
+            return "its marginal difference is stricter than its pass difference"
         }
         return nil
     }

@@ -313,7 +313,7 @@ extension LogState {
             // Not in the live state: unknown, or settled holding nothing (a migration leaves only then).
             switch command {
             case .grant(_, let node, _): return .rejected(.noServiceLeaseRequest(node))
-            case .forceRelease(_, let node, _): return .rejected(.servicesNotHeld(node))
+            case .forceRelease(_, let node, _), .yieldToFreeze(_, let node): return .rejected(.servicesNotHeld(node))
             }
         }
         let id = migration.id
@@ -330,6 +330,17 @@ extension LogState {
             }
             return .accepted(migration.withServiceLeaseBookkeeping([.serviceLeasesGranted(ServiceLeasesGranted(
                 node: node, services: spec.services, at: now))]))
+        case .yieldToFreeze(_, let node):
+            guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
+            guard state.serviceLeases.isHeld else { return .rejected(.servicesNotHeld(node)) }
+            guard let freeze = freeze(holding: node, of: migration, at: now), migration.status == .running, migration.yieldsToFreeze(node) else {
+                return .rejected(.invalidArgument("node \(node) keeps its services: no freeze holds it, or it has started transitioning them"))
+            }
+            var after = migration
+            let released = MigrationEvent.serviceLeasesReleased(ServiceLeasesReleased(
+                node: node, services: spec.services, reason: "freeze \(freeze.id) holds its forward step and it has not started", forced: false))
+            after.evolve(released)
+            return .accepted([released] + after.serviceLeaseBookkeeping())
         case .forceRelease(_, let node, let reason):
             if let problem = MigrationState.validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             if reason.isEmpty { return .rejected(.invalidArgument("a forced release needs a reason saying why")) }
@@ -377,6 +388,18 @@ extension LogState {
         return serviceLeases.grantable(through: through) { request in
             guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
             return freeze(holding: request.node, of: migration, at: now) != nil
+        }
+    }
+
+    /// Holders a freeze holds back that have not started transitioning their services, in service order:
+    /// what the coordinator makes give their services back (`ServiceLeaseCommand.yieldToFreeze`).
+    public func holdersToYield(at now: Instant) -> [ServiceHolder] {
+        guard !freezes.isEmpty else { return [] }
+        var seen = Set<String>()
+        return serviceLeases.holdersInOrder.compactMap { _, holder in
+            guard seen.insert("\(holder.migration.rawValue)/\(holder.node.rawValue)").inserted, let migration = migrations[holder.migration],
+                  migration.status == .running, migration.yieldsToFreeze(holder.node), freeze(holding: holder.node, of: migration, at: now) != nil else { return nil }
+            return holder
         }
     }
 

@@ -101,6 +101,8 @@ extension Coordinator {
             }
         }
         report.freezesEnded = await endFreezesPastTheirEnd(now: now)
+        // A freeze that came into force since (its `from` passed) may hold nodes that hold their services.
+        if !state.freezes.isEmpty { await yieldServicesToFreezes(now: now) }
         if machine.grantPassOwed { await grantServiceLeases(now: now) }
         report.failures = timerFailures
         timerFailures = []

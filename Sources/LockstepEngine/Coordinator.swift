@@ -187,7 +187,7 @@ public actor Coordinator {
         case .plans(.apply(let plan)):
             // The content hash is evidence: computed here, never taken from the caller.
             command = .plans(.apply(plan.hashed()))
-        case .migration, .serviceLeases(.forceRelease), .freezes:
+        case .migration, .serviceLeases(.forceRelease), .serviceLeases(.yieldToFreeze), .freezes:
             break
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),

@@ -125,7 +125,8 @@ extension CoordinatorMachine {
                 state.evolve(record, sequence: receipt.firstSequence + UInt64(offset))
             }
             change = Change(migration: nil, services: services, at: pending.now)
-        case .migration(let id, _), .serviceLeases(.grant(let id, _, _)), .serviceLeases(.forceRelease(let id, _, _)):
+        case .migration(let id, _), .serviceLeases(.grant(let id, _, _)), .serviceLeases(.forceRelease(let id, _, _)),
+             .serviceLeases(.yieldToFreeze(let id, _)):
             // The plan, read before the fold: an append that settles the migration takes it out of the live state.
             let migrationPlan = state.migrations[id]?.plan
             for (offset, record) in records.enumerated() {

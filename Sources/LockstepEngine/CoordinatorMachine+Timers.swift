@@ -127,7 +127,9 @@ extension CoordinatorMachine {
             var waiting: [WaitingNode] = []
             for migration in marked(\.schedulesToStart) {
                 for spec in migration.plan.nodes {
-                    guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now) else { continue }
+                    // A node a freeze holds back is not waiting for an agent (nobody may take its step).
+                    guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now),
+                          state.freeze(holding: spec.id, of: migration, at: now) == nil else { continue }
                     waiting.append(WaitingNode(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
                 }
             }
@@ -143,7 +145,9 @@ extension CoordinatorMachine {
             let ahead = deadline > nanos ? deadline - nanos : 0
             return now.adding(milliseconds: Int64(clamping: ahead / 1_000_000) + (ahead % 1_000_000 > 0 ? 1 : 0))
         }
-        var due = [nextDeadline, nextBakeEnd, nextStepTimeout, state.freezes.isEmpty ? nil : state.freezes.values.compactMap(\.until).min()].compactMap { $0 }
+        // A freeze's end time (one whose end failed to record stays due), and the next instant one comes into force.
+        let freezes = state.freezes.isEmpty ? [] : [state.freezes.values.compactMap(\.until).min(), state.nextFreezeBoundary(after: now)]
+        var due = ([nextDeadline, nextBakeEnd, nextStepTimeout] + freezes).compactMap { $0 }
         if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
         if let waited = nextScheduleToStartNanos { due.append(wall(waited)) }
         return due.min()

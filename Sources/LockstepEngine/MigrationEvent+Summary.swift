@@ -42,12 +42,17 @@ extension MigrationEvent {
             "\(e.node): \(e.forced ? "forced release of" : "released") \(e.services.joined(separator: ", ")): \(e.reason)"
         case .exposureStageReached(let e): "\(e.node): stage \(e.stage) set; bakes until \(e.bakeUntil)"
         case .metricSampled(let e):
-            "\(e.node): \(e.sample.name) = \(Self.decimal(e.sample.valueMicros)) from \(e.sample.source.isEmpty ? "?" : e.sample.source) (stage \(e.stage))"
+            "\(e.node): \(e.sample.name) = \(Self.decimal(e.sample.valueMicros)) from \(e.sample.source.isEmpty ? "?" : e.sample.source) (stage \(e.stage)"
+                + (e.sample.cohort == .canary ? ")" : ", \(e.sample.cohort.rawValue))")
         case .analysisEvaluated(let e):
             "\(e.node): stage \(e.stage) analysis \(e.outcome.rawValue) → \(e.decision.rawValue.replacingOccurrences(of: "_", with: " ")); "
                 + (e.evidence.isEmpty ? "no metrics" : e.evidence.map { evidence in
                     let bound = evidence.check.direction == .lowerIsBetter ? "≤" : "≥"
-                    return "\(evidence.check.name) mean \(Self.decimal(evidence.meanMicros)) of \(evidence.samples) (pass \(bound) \(Self.decimal(evidence.check.passMicros)), marginal \(bound) \(Self.decimal(evidence.check.marginalMicros))): \(evidence.outcome.rawValue)"
+                    var text = "\(evidence.check.name) mean \(Self.decimal(evidence.meanMicros)) of \(evidence.samples) (pass \(bound) \(Self.decimal(evidence.check.passMicros)), marginal \(bound) \(Self.decimal(evidence.check.marginalMicros)))"
+                    if let baseline = evidence.baseline, let relative = evidence.relativeOutcome {
+                        text += ", against baseline mean \(Self.decimal(baseline.meanMicros)) of \(baseline.samples): \(relative.rawValue)"
+                    }
+                    return text + ": \(evidence.outcome.rawValue)"
                 }.joined(separator: "; "))
         case .analysisOverridden(let node, let stage): "\(node): stage \(stage) advanced by a person's resume (override)"
         case .rollbackReordered(let e):

@@ -41,6 +41,9 @@ public struct Rehearsal: Sendable {
         /// value holds for later stages). Each bake gets `min_samples` samples of it; a metric without
         /// a trace reports exactly its pass threshold.
         public var metrics: [NodeID: [String: [Int64]]] = [:]
+        /// The same for the baseline cohort of metrics with a baseline rule; without a trace, the
+        /// baseline reports what the canary does.
+        public var baselines: [NodeID: [String: [Int64]]] = [:]
         public init() {}
     }
 
@@ -174,12 +177,18 @@ public struct Rehearsal: Sendable {
             for (spec, node) in zip(plan.nodes, migration.nodes)
             where migration.status == .running && node.status == .baking && !node.exposure.awaitingDecision && node.exposure.samples.isEmpty {
                 for check in spec.analysis?.metrics ?? [] {
+                    let stage = Int(node.exposure.reached)
                     let trace = options.metrics[spec.id]?[check.name] ?? []
-                    let value = trace.isEmpty ? check.passMicros : trace[min(Int(node.exposure.reached), trace.count) - 1]
-                    for index in 0..<max(1, check.minSamples) {
-                        let sample = MetricSample(name: check.name, valueMicros: value, windowStart: now.adding(milliseconds: Int64(index)),
-                                                  windowEnd: now.adding(milliseconds: Int64(index) + 1), source: "rehearsal")
-                        sampled = try await execute(.recordMetric(node: spec.id, sample: sample), as: Actor(kind: "agent", id: "metrics-reporter"), .metric) || sampled
+                    let value = trace.isEmpty ? check.passMicros : trace[min(stage, trace.count) - 1]
+                    let baselineTrace = options.baselines[spec.id]?[check.name] ?? []
+                    let cohorts: [(SampleCohort, Int64)] = [(.canary, value)]
+                        + (check.baseline == nil ? [] : [(.baseline, baselineTrace.isEmpty ? value : baselineTrace[min(stage, baselineTrace.count) - 1])])
+                    for (cohort, value) in cohorts {
+                        for index in 0..<max(1, check.minSamples) {
+                            let sample = MetricSample(name: check.name, valueMicros: value, windowStart: now.adding(milliseconds: Int64(index)),
+                                                      windowEnd: now.adding(milliseconds: Int64(index) + 1), source: "rehearsal", cohort: cohort)
+                            sampled = try await execute(.recordMetric(node: spec.id, sample: sample), as: Actor(kind: "agent", id: "metrics-reporter"), .metric) || sampled
+                        }
                     }
                 }
             }

@@ -248,7 +248,7 @@ struct Reader {
                 continue
             }
             let at = metric.mark?.line ?? line
-            let fields = self.fields(metric, allowed: ["name", "pass", "marginal", "min_samples"], in: "a metric of \(id)'s analysis")
+            let fields = self.fields(metric, allowed: ["name", "pass", "marginal", "min_samples", "baseline"], in: "a metric of \(id)'s analysis")
             guard let name = string(fields["name"], required: true, what: "metric name in \(id)'s analysis", line: at) else { continue }
             if let problem = IdentifierRules.problem(name, what: "metric name") { error(at, "invalid_value", problem) }
             if checks.contains(where: { $0.name == name }) { error(at, "duplicate_metric", "\(id)'s analysis judges \(name) twice") }
@@ -263,10 +263,63 @@ struct Reader {
                 error(at, "invalid_threshold", "marginal of \(name) in \(id) must be \(pass.direction == .lowerIsBetter ? "at least" : "at most") its pass threshold")
             }
             let minSamples = integer(fields["min_samples"], what: "min_samples of \(name) in \(id)", in: 1...CoreLimits.metricSamplesPerBakeMax) ?? 1
+            var rule: BaselineRule?
+            if let node = fields["baseline"] {
+                rule = baselineRule(node, direction: pass.direction, what: "baseline of \(name) in \(id)", line: at)
+                if rule == nil { continue }
+            }
             checks.append(MetricCheck(name: name, direction: pass.direction, passMicros: pass.micros, marginalMicros: marginal.micros,
-                                      minSamples: UInt32(minSamples)))
+                                      minSamples: UInt32(minSamples), baseline: rule))
         }
         return AnalysisSpec(metrics: checks, onMarginal: onMarginal)
+    }
+
+    /// `baseline: { pass: { max_ratio: 1.1, max_increase: 0.005 }, marginal: { max_ratio: 1.25 } }` for a
+    /// lower-is-better metric (`min_ratio` and `max_decrease` for higher-is-better); marginal defaults to pass.
+    mutating func baselineRule(_ node: Node, direction: MetricDirection, what: String, line: Int) -> BaselineRule? {
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? line, "invalid_value", "\(what) must be a mapping with pass (and marginal)")
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: ["pass", "marginal"], in: what)
+        guard let passNode = fields["pass"] else {
+            error(node.mark?.line ?? line, "missing_field", "\(what) needs pass: { \(direction == .lowerIsBetter ? "max_ratio, max_increase" : "min_ratio, max_decrease") }")
+            return nil
+        }
+        guard let pass = baselineLimits(passNode, direction: direction, what: "pass of \(what)", line: line) else { return nil }
+        var marginal = pass
+        if let marginalNode = fields["marginal"] {
+            guard let limits = baselineLimits(marginalNode, direction: direction, what: "marginal of \(what)", line: line) else { return nil }
+            marginal = limits
+        }
+        let rule = BaselineRule(pass: pass, marginal: marginal)
+        if let problem = PlanValidation.baselineProblem(rule, direction: direction) {
+            error(node.mark?.line ?? line, "invalid_threshold", "\(what): \(problem)")
+            return nil
+        }
+        return rule
+    }
+
+    mutating func baselineLimits(_ node: Node, direction: MetricDirection, what: String, line: Int) -> BaselineLimits? {
+        let (ratioKey, differenceKey) = direction == .lowerIsBetter ? ("max_ratio", "max_increase") : ("min_ratio", "max_decrease")
+        guard case .mapping(let mapping) = node else {
+            error(node.mark?.line ?? line, "invalid_threshold", "\(what) must be a mapping with \(ratioKey) and/or \(differenceKey)")
+            return nil
+        }
+        let fields = self.fields(mapping, allowed: [ratioKey, differenceKey], in: what)
+        var limits = BaselineLimits()
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            guard let text = value.string, let number = Double(text), let micros = MetricSample.micros(number) else {
+                error(value.mark?.line ?? line, "invalid_threshold", "\(key) of \(what) must be a number")
+                return nil
+            }
+            if key == ratioKey { limits.ratioMicros = micros } else { limits.differenceMicros = micros }
+        }
+        if limits.ratioMicros == nil && limits.differenceMicros == nil {
+            error(node.mark?.line ?? line, "invalid_threshold", "\(what) sets neither \(ratioKey) nor \(differenceKey)")
+            return nil
+        }
+        return limits
     }
 
     /// `{ max: 0.01 }` (lower is better) or `{ min: 0.99 }` (higher is better), as millionths.

@@ -61,6 +61,7 @@ extension OperatorAPI {
         return .with {
             $0.freeze = Lockstep_V1_FreezeInfo(stop.freeze, now: now)
             $0.migrations = stop.paused.map(\.rawValue)
+            $0.notPaused = stop.notPaused.map { "\($0.migration): \($0.why)" }
         }
     }
 
@@ -81,7 +82,8 @@ extension OperatorAPI {
             try APIError.checkIdentifier(asked, "id")
             return asked
         }
-        return "\(prefix)-\(await coordinator.state.lastSequence + 1)"
+        // The log's next sequence, and randomness so two made at once differ.
+        return "\(prefix)-\(await coordinator.state.lastSequence + 1)-\(randomSuffix())"
     }
 
     private static func checkServices(_ services: [String]) throws(APIError) -> [String] {

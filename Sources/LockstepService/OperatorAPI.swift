@@ -139,6 +139,9 @@ public struct OperatorAPI: Sendable {
         }
         guard migration != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
         guard spec != nil else { throw APIError(.rejected(.unknownNode(node))) }
+        guard let cohort = SampleCohort(wire: request.cohort) else {
+            throw APIError.invalid("cohort must be canary (the default) or baseline")
+        }
         guard let micros = MetricSample.micros(request.value) else {
             throw APIError.invalid("value \(request.value) is not a finite number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
         }
@@ -151,7 +154,7 @@ public struct OperatorAPI: Sendable {
             name: request.name, valueMicros: micros,
             windowStart: Instant(millisecondsSinceEpoch: request.windowStartMs == 0 ? now.millisecondsSinceEpoch : request.windowStartMs),
             windowEnd: Instant(millisecondsSinceEpoch: request.windowEndMs == 0 ? now.millisecondsSinceEpoch : request.windowEndMs),
-            source: request.source)
+            source: request.source, cohort: cohort)
         let actor = principal.roles.contains(.agent) && !principal.roles.contains(.operator) ? principal.agentActor : principal.userActor
         do {
             _ = try await coordinator.execute(.recordMetric(node: node, sample: sample), migration: id,

@@ -145,6 +145,15 @@ extension Lockstep_V1_EventPayload {
                         $0.minMicros = evidence.minMicros
                         $0.maxMicros = evidence.maxMicros
                         $0.outcome = evidence.outcome.rawValue
+                        if let baseline = evidence.baseline {
+                            $0.baseline = .with {
+                                $0.samples = baseline.samples
+                                $0.meanMicros = baseline.meanMicros
+                                $0.minMicros = baseline.minMicros
+                                $0.maxMicros = baseline.maxMicros
+                            }
+                        }
+                        if let relative = evidence.relativeOutcome { $0.relativeOutcome = relative.rawValue }
                     }
                 }
                 $0.planContentHash = record.planContentHash
@@ -238,15 +247,23 @@ extension MigrationEvent {
             self = .exposureStageReached(ExposureStageReached(
                 node: NodeID(reached.nodeID), stage: reached.stage, bakeUntil: Instant(millisecondsSinceEpoch: reached.bakeUntilMs)))
         case .metricSampled(let sampled):
-            self = .metricSampled(MetricSampled(node: NodeID(sampled.nodeID), stage: sampled.stage, sample: MetricSample(sampled.sample)))
+            self = .metricSampled(MetricSampled(node: NodeID(sampled.nodeID), stage: sampled.stage, sample: try MetricSample(sampled.sample)))
         case .analysisEvaluated(let record):
             guard let outcome = AnalysisOutcome(rawValue: record.outcome) else { throw .invalidField("analysis outcome \"\(record.outcome)\"") }
             guard let decision = AnalysisDecision(rawValue: record.decision) else { throw .invalidField("analysis decision \"\(record.decision)\"") }
             var evidence: [MetricEvidence] = []
             for item in record.evidence {
                 guard let metricOutcome = AnalysisOutcome(rawValue: item.outcome) else { throw .invalidField("metric outcome \"\(item.outcome)\"") }
+                var relative: AnalysisOutcome?
+                if !item.relativeOutcome.isEmpty {
+                    guard let outcome = AnalysisOutcome(rawValue: item.relativeOutcome) else { throw .invalidField("relative outcome \"\(item.relativeOutcome.prefix(32))\"") }
+                    relative = outcome
+                }
+                let baseline = item.hasBaseline ? CohortSummary(samples: item.baseline.samples, meanMicros: item.baseline.meanMicros,
+                                                                minMicros: item.baseline.minMicros, maxMicros: item.baseline.maxMicros) : nil
                 evidence.append(MetricEvidence(check: try MetricCheck(item.check), samples: item.samples, meanMicros: item.meanMicros,
-                                               minMicros: item.minMicros, maxMicros: item.maxMicros, outcome: metricOutcome))
+                                               minMicros: item.minMicros, maxMicros: item.maxMicros, outcome: metricOutcome,
+                                               baseline: baseline, relativeOutcome: relative))
             }
             self = .analysisEvaluated(AnalysisRecord(node: NodeID(record.nodeID), stage: record.stage, outcome: outcome, decision: decision,
                                                      evidence: evidence, planContentHash: record.planContentHash))

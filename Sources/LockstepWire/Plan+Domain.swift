@@ -101,13 +101,34 @@ extension Lockstep_V1_MetricCheck {
         passMicros = check.passMicros
         marginalMicros = check.marginalMicros
         minSamples = check.minSamples
+        if let rule = check.baseline {
+            baseline = .with {
+                $0.pass = Lockstep_V1_BaselineLimits(rule.pass)
+                $0.marginal = Lockstep_V1_BaselineLimits(rule.marginal)
+            }
+        }
+    }
+}
+
+extension Lockstep_V1_BaselineLimits {
+    init(_ limits: BaselineLimits) {
+        self.init()
+        if let ratio = limits.ratioMicros { ratioMicros = ratio }
+        if let difference = limits.differenceMicros { differenceMicros = difference }
+    }
+}
+
+extension BaselineLimits {
+    init(_ wire: Lockstep_V1_BaselineLimits) {
+        self.init(ratioMicros: wire.hasRatioMicros ? wire.ratioMicros : nil, differenceMicros: wire.hasDifferenceMicros ? wire.differenceMicros : nil)
     }
 }
 
 extension MetricCheck {
     init(_ wire: Lockstep_V1_MetricCheck) throws(RecordDecodingError) {
         guard let direction = MetricDirection(rawValue: wire.direction) else { throw .invalidField("metric direction \"\(wire.direction)\"") }
-        self.init(name: wire.name, direction: direction, passMicros: wire.passMicros, marginalMicros: wire.marginalMicros, minSamples: wire.minSamples)
+        self.init(name: wire.name, direction: direction, passMicros: wire.passMicros, marginalMicros: wire.marginalMicros, minSamples: wire.minSamples,
+                  baseline: wire.hasBaseline ? BaselineRule(pass: BaselineLimits(wire.baseline.pass), marginal: BaselineLimits(wire.baseline.marginal)) : nil)
     }
 }
 
@@ -128,13 +149,23 @@ extension Lockstep_V1_MetricSample {
         windowStartMs = sample.windowStart.millisecondsSinceEpoch
         windowEndMs = sample.windowEnd.millisecondsSinceEpoch
         source = sample.source
+        // The default cohort is written as nothing, so samples recorded before cohorts keep their bytes.
+        if sample.cohort != .canary { cohort = sample.cohort.rawValue }
+    }
+}
+
+extension SampleCohort {
+    /// The cohort a request or record names: "" or "canary" is the canary.
+    public init?(wire: String) {
+        if wire.isEmpty { self = .canary } else if let cohort = SampleCohort(rawValue: wire) { self = cohort } else { return nil }
     }
 }
 
 extension MetricSample {
-    public init(_ wire: Lockstep_V1_MetricSample) {
+    public init(_ wire: Lockstep_V1_MetricSample) throws(RecordDecodingError) {
+        guard let cohort = SampleCohort(wire: wire.cohort) else { throw .invalidField("sample cohort \"\(wire.cohort.prefix(32))\"") }
         self.init(name: wire.name, valueMicros: wire.valueMicros, windowStart: Instant(millisecondsSinceEpoch: wire.windowStartMs),
-                  windowEnd: Instant(millisecondsSinceEpoch: wire.windowEndMs), source: wire.source)
+                  windowEnd: Instant(millisecondsSinceEpoch: wire.windowEndMs), source: wire.source, cohort: cohort)
     }
 }
 

@@ -28,6 +28,8 @@ struct InstantArgument: ExpressibleByArgument {
         let fractional = ISO8601DateFormatter()
         fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         guard let date = formatter.date(from: argument) ?? fractional.date(from: argument) else { return nil }
+        // 0 means "now" (or "until ended") to the API: an instant at or before 1970 is refused here.
+        guard date.timeIntervalSince1970 > 0, date.timeIntervalSince1970 < 253_402_300_800 else { return nil }
         millis = Int64((date.timeIntervalSince1970 * 1_000).rounded())
     }
 
@@ -141,6 +143,7 @@ extension LineCommand {
                 let response = try await lockstep.stopLine(.with { $0.services = services; $0.reason = reason; $0.id = id })
                 print("line stopped: " + FreezeView.line(response.freeze))
                 print(response.migrations.isEmpty ? "no running migration touches it" : "paused: " + response.migrations.joined(separator: ", "))
+                for line in response.notPaused { print("not paused: \(line)") }
             }
         }
     }

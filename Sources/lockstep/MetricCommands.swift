@@ -24,6 +24,7 @@ extension MetricCommand {
         @Option(help: "Who measured it (a dashboard, a prober).") var source = "cli"
         @Option(help: "Start of the measured window, ms since the Unix epoch (default: now).") var windowStartMs: Int64 = 0
         @Option(help: "End of the measured window, ms since the Unix epoch (default: now).") var windowEndMs: Int64 = 0
+        @Option(help: "Which group it measures: canary (the changed part) or baseline (the unchanged part it is compared with).") var cohort = "canary"
 
         func run() async throws {
             try await server.run { lockstep in
@@ -35,6 +36,7 @@ extension MetricCommand {
                     $0.source = source
                     $0.windowStartMs = windowStartMs
                     $0.windowEndMs = windowEndMs
+                    $0.cohort = cohort
                 })
                 print("\(id)/\(node): \(name) = \(value) recorded for the bake of stage \(recorded.stage) (\(recorded.samples) sample\(recorded.samples == 1 ? "" : "s") so far)")
             }

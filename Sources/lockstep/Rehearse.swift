@@ -31,7 +31,37 @@ struct Rehearse: AsyncParsableCommand {
         "NODE:METRIC=V1,V2,...: the value METRIC reports during the bake of each exposure stage of NODE. Repeatable.",
         discussion: "The last value holds for later stages; a metric without a trace reports exactly its pass threshold."))
     var metrics: [String] = []
+    @Option(name: .customLong("baseline"), help: ArgumentHelp(
+        "NODE:METRIC=V1,V2,...: the same for the baseline cohort of a metric with a baseline rule. Repeatable.",
+        discussion: "Without a trace, the baseline reports what the canary does."))
+    var baselines: [String] = []
     @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+    /// `NODE:METRIC=V1,V2,...` traces (of `flag`), checked against the plan's analyses.
+    static func traces(_ traces: [String], flag: String, plan: PlanSnapshot) throws -> [NodeID: [String: [Int64]]] {
+        var result: [NodeID: [String: [Int64]]] = [:]
+        for trace in traces {
+            guard let colon = trace.firstIndex(of: ":"), let equals = trace.firstIndex(of: "="), colon < equals else {
+                throw ValidationError("\(flag) \(trace): write NODE:METRIC=V1,V2,...")
+            }
+            let node = NodeID(String(trace[..<colon]))
+            let name = String(trace[trace.index(after: colon)..<equals])
+            guard let checks = plan.node(node)?.analysis?.metrics else { throw ValidationError("\(flag) names \(node), which has no analysis") }
+            guard checks.contains(where: { $0.name == name }) else {
+                throw ValidationError("\(flag): \(node)'s analysis judges \(checks.map(\.name).joined(separator: ", ")), not \(name)")
+            }
+            var values: [Int64] = []
+            for text in trace[trace.index(after: equals)...].split(separator: ",") {
+                guard let micros = Double(text).flatMap(MetricSample.micros) else {
+                    throw ValidationError("\(flag) \(trace): \(text) is not a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+                }
+                values.append(micros)
+            }
+            guard !values.isEmpty else { throw ValidationError("\(flag) \(trace): give at least one value") }
+            result[node, default: [:]][name] = values
+        }
+        return result
+    }
 
     func run() async throws {
         try await reportingFailures { try await rehearse(usablePlan(file, refusing: "nothing was rehearsed", exitCode: 2).hashed()) }
@@ -69,25 +99,12 @@ struct Rehearse: AsyncParsableCommand {
             guard plan.node(NodeID(gate))?.approval != nil else { throw ValidationError("--reject names \(gate), which has no approval gate") }
             options.rejections.insert(NodeID(gate))
         }
-        for trace in metrics {
-            guard let colon = trace.firstIndex(of: ":"), let equals = trace.firstIndex(of: "="), colon < equals else {
-                throw ValidationError("--metric \(trace): write NODE:METRIC=V1,V2,...")
+        options.metrics = try Self.traces(metrics, flag: "--metric", plan: plan)
+        options.baselines = try Self.traces(baselines, flag: "--baseline", plan: plan)
+        for (node, names) in options.baselines {
+            for name in names.keys where plan.node(node)?.analysis?.metrics.first(where: { $0.name == name })?.baseline == nil {
+                throw ValidationError("--baseline: \(name) of \(node) has no baseline rule")
             }
-            let node = NodeID(String(trace[..<colon]))
-            let name = String(trace[trace.index(after: colon)..<equals])
-            guard let checks = plan.node(node)?.analysis?.metrics else { throw ValidationError("--metric names \(node), which has no analysis") }
-            guard checks.contains(where: { $0.name == name }) else {
-                throw ValidationError("--metric: \(node)'s analysis judges \(checks.map(\.name).joined(separator: ", ")), not \(name)")
-            }
-            var values: [Int64] = []
-            for text in trace[trace.index(after: equals)...].split(separator: ",") {
-                guard let micros = Double(text).flatMap(MetricSample.micros) else {
-                    throw ValidationError("--metric \(trace): \(text) is not a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
-                }
-                values.append(micros)
-            }
-            guard !values.isEmpty else { throw ValidationError("--metric \(trace): give at least one value") }
-            options.metrics[node, default: [:]][name] = values
         }
         let outcome = try await Rehearsal(plan: plan, options: options).run()
         switch output {

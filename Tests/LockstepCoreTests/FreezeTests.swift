@@ -197,4 +197,86 @@ import Testing
         #expect(decoded == ledger.state)
         #expect(decoded.freezesInOrder.map(\.id) == ["f1", "stop"])
     }
+
+    @Test func aNodeHoldingItsServicesWhenAFreezeBeginsGivesThemBackUnlessItHasStarted() {
+        // Given mA's second node holding orders and ledger, ready and not started
+        var ledger = LeaseLedger()
+        start(&ledger, "mA", twoStepPlan)
+        runStep(&ledger, "mA", "first")
+        #expect(ledger.holder("orders") == "mA/second" && ledger.holder("ledger") == "mA/second")
+        // When a freeze of orders comes into force at 5 s
+        ledger.run(freeze("f1", ["orders"], from: 5), at: 2)
+        #expect(ledger.state.holdersToYield(at: t(4)).isEmpty, "not yet in force")
+        #expect(ledger.state.holdersToYield(at: t(5)).map(\.node) == [NodeID("second")])
+        // Then the coordinator makes it give both back and ask again; its request is set aside
+        guard case .accepted(let events) = ledger.run(.serviceLeases(.yieldToFreeze(migration: MigrationID("mA"), node: NodeID("second"))), at: 5),
+              case .serviceLeasesReleased(let released) = events.first else { Issue.record("not released"); return }
+        #expect(released.services == ["orders", "ledger"] && !released.forced)
+        #expect(ledger.holder("orders") == nil && ledger.holder("ledger") == nil && ledger.leases("mA", "second").isRequested)
+        // A node that has started transitioning keeps its services (it is mid-change).
+        var retried = servicePlan("c", ["billing"])
+        retried.nodes[0].retry.maxAttempts = 3
+        guard case .accepted = ledger.start("mC", retried, at: 6) else { Issue.record("mC not started"); return }
+        guard case .accepted(let leasedEvents) = lease(&ledger, "mC", "work", at: 6), case .stepLeased(let leased) = leasedEvents.first else {
+            Issue.record("mC not leased"); return
+        }
+        ledger.run("mC", .failStep(node: work, token: leased.token, reason: "flaky", retryable: true), at: 7)
+        ledger.run(freeze("f2", ["billing"]), at: 8)
+        #expect(ledger.holder("billing") == "mC/work")
+        #expect(ledger.state.holdersToYield(at: t(9)).isEmpty)
+        guard case .rejected(.invalidArgument) = ledger.run(.serviceLeases(.yieldToFreeze(migration: MigrationID("mC"), node: work)), at: 9) else {
+            Issue.record("a node between retries gave its services back"); return
+        }
+    }
+
+    @Test func aNodeAFreezeHoldsIsNotWaitingForAnAgent() {
+        var plan = servicePlan("a", ["orders"])
+        plan.nodes[0].timeouts.scheduleToStartMillis = 1_000
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", plan)
+        ledger.run(freeze("f1", ["orders"]), at: 1)
+        #expect(ledger.run("m1", .scheduleToStartExceeded(node: work), at: 5) == .rejected(.notWaitingForAgent(work)))
+    }
+
+    @Test func aStopsPauseCanBeTakenOverAndAPauseNamesOnlyAStopInForce() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", servicePlan("a", ["orders"]))
+        ledger.run(freeze("plain", ["orders"]), at: 1)
+        guard case .rejected(.invalidArgument) = ledger.run("m1", .pause(reason: "x", lineStop: "plain"), at: 2) else {
+            Issue.record("a pause named a freeze that does not stop the line"); return
+        }
+        ledger.run(freeze("stop-1", [], stopsLine: true), at: 2)
+        ledger.run(freeze("stop-2", [], stopsLine: true), at: 2)
+        ledger.run("m1", .pause(reason: "line stopped", lineStop: "stop-1"), at: 3)
+        #expect(ledger.run("m1", .pause(reason: "line stopped", lineStop: "stop-1"), at: 3) == .rejected(.alreadyPaused(MigrationID("m1"))))
+        // Another stop takes it over; a person takes it over (and a stop's lift then leaves it alone).
+        ledger.run("m1", .pause(reason: "still stopped", lineStop: "stop-2"), at: 4)
+        #expect(ledger.migration("m1").lineStop == "stop-2")
+        #expect(ledger.run("m1", .pause(reason: "olga keeps it paused"), at: 5) == .accepted([.migrationPaused(reason: "olga keeps it paused")]))
+        #expect(ledger.migration("m1").lineStop == "" && ledger.migration("m1").status == .paused)
+    }
+
+    @Test func aStepThatFailsForGoodWhileTheLineIsStoppedLeavesAPersonsPause() {
+        var plan = servicePlan("a", ["orders"])
+        plan.nodes[0].onFailure = .pause
+        plan.nodes[0].retry.maxAttempts = 1
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", plan)
+        guard case .accepted(let events) = lease(&ledger, "m1", "work", at: 1), case .stepLeased(let leased) = events.first else { Issue.record("not leased"); return }
+        ledger.run(freeze("stop-1", [], stopsLine: true), at: 2)
+        ledger.run("m1", .pause(reason: "line stopped", lineStop: "stop-1"), at: 2)
+        guard case .accepted(let failed) = ledger.run("m1", .failStep(node: work, token: leased.token, reason: "disk full", retryable: false), at: 3) else {
+            Issue.record("report refused"); return
+        }
+        #expect(failed.contains(.migrationPaused(reason: "node work failed after 1 attempt: disk full")))
+        #expect(ledger.migration("m1").lineStop == "", "the lift must not re-arm a node that failed for good")
+    }
+
+    @Test func textIsCutToAByteLimitOnAScalarBoundary() {
+        let euros = String(repeating: "€", count: 400)   // 3 bytes each
+        let cut = euros.prefix(utf8Bytes: CoreLimits.reasonBytesMax)
+        #expect(cut.utf8.count == 1_023 && cut == String(repeating: "€", count: 341))
+        #expect("short".prefix(utf8Bytes: 10) == "short")
+        #expect("aé".prefix(utf8Bytes: 2) == "a")
+    }
 }

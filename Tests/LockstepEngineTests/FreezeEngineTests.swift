@@ -102,4 +102,35 @@ func recordFreezeScenario(on coordinator: Coordinator) async throws {
         }
         #expect(glass == ["step-0: BREAK-GLASS by root overrides its freeze: sev1: the fix needs this index"])
     }
+
+    @Test func aLiftLeavesToAnotherStopInForceWhatItCoversAndAnEndedIDStaysTaken() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), snapshotIntervalEvents: 0)
+        _ = try await coordinator.start(MigrationID("a-1"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: user, now: t(0))
+        #expect(try await coordinator.stopTheLine(id: "stop-a", services: ["orders"], reason: "incident a", context: user, now: t(1)).paused == [MigrationID("a-1")])
+        _ = try await coordinator.stopTheLine(id: "stop-b", services: [], reason: "incident b", context: user, now: t(2))
+        let first = try await coordinator.endFreeze("stop-a", reason: "a resolved", context: user, now: t(3))
+        #expect(first.resumed.isEmpty && first.notResumed.map(\.migration) == [MigrationID("a-1")])
+        #expect(await coordinator.migration(MigrationID("a-1"))?.lineStop == "stop-b")
+        #expect(try await coordinator.endFreeze("stop-b", reason: "b resolved", context: user, now: t(4)).resumed == [MigrationID("a-1")])
+        // stop-a's id was used: declaring it again is refused as such, not as a storage conflict.
+        await #expect(throws: CommandError.rejected(.freezeExists("stop-a"))) {
+            try await coordinator.declareFreeze(Freeze(id: "stop-a", services: [], from: t(5), until: nil, reason: "again", declaredBy: ""),
+                                                context: user, now: t(5))
+        }
+    }
+
+    @Test func aFreezeThatComesIntoForceLaterMakesAHolderThatHasNotStartedGiveItsServicesBack() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), snapshotIntervalEvents: 0)
+        _ = try await coordinator.start(MigrationID("m-1"), plan: ExamplePlans.chain(length: 1, service: "orders"), context: user, now: t(0))
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("m-1"))
+        try await coordinator.declareFreeze(Freeze(id: "f1", services: ["orders"], from: t(10), until: t(20), reason: "release week", declaredBy: ""),
+                                            context: user, now: t(1))
+        #expect(await coordinator.nextTimerDue(now: t(1)) == t(10), "the timer wakes when it comes into force")
+        _ = await coordinator.tick(now: t(9))
+        #expect(await coordinator.state.holder(ofService: "orders") != nil)
+        _ = await coordinator.tick(now: t(10))
+        #expect(await coordinator.state.holder(ofService: "orders") == nil, "given back when the freeze came into force")
+        _ = await coordinator.tick(now: t(20))
+        #expect(await coordinator.state.holder(ofService: "orders")?.migration == MigrationID("m-1"), "granted again at its end")
+    }
 }

@@ -407,4 +407,66 @@ let header = """
         }
         #expect(plans > 0 && plans < rounds, "mutations must sometimes keep and sometimes break the plan")
     }
+
+    @Test func aPlanWithoutABaselineRuleKeepsTheContentHashItHadBeforeBaselinesExisted() throws {
+        let plan = try #require(PlanFile.lint(yaml: try example("checkout-canary.yaml")).plan)
+        // What `lockstep plan apply` printed for it before analysis against a baseline existed.
+        #expect(plan.hashed().contentHash == "fcea752d0380c72de4f8a94a914656e2bb5000c4fb7298c29c56ae5a1a873bb2")
+    }
+
+    @Test func baselineRulesReadAsWrittenAndBadOnesAreFound() throws {
+        let node = """
+              - id: route
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [10, 50], bake: 1m }
+                analysis:
+                  metrics:
+                    - name: error_rate
+                      pass: { max: 0.02 }
+                      marginal: { max: 0.05 }
+                      min_samples: 3
+                      BASELINE
+
+            """
+        func plan(_ baseline: String) -> String { header + node.replacingOccurrences(of: "BASELINE", with: baseline) }
+        let good = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1, max_increase: 0.005 }, marginal: { max_ratio: 1.25 } }"))
+        #expect(good.errors.isEmpty, "\(good.findings)")
+        let check = try #require(good.plan?.nodes.first?.analysis?.metrics.first)
+        #expect(check.baseline == BaselineRule(pass: BaselineLimits(ratioMicros: 1_100_000, differenceMicros: 5_000),
+                                               marginal: BaselineLimits(ratioMicros: 1_250_000)))
+        // marginal defaults to pass
+        let defaulted = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1 } }")).plan?.nodes.first?.analysis?.metrics.first?.baseline
+        #expect(defaulted?.marginal == BaselineLimits(ratioMicros: 1_100_000))
+        // min_ratio belongs to higher-is-better metrics; a marginal stricter than pass; no limit at all; not a number.
+        for bad in ["baseline: { pass: { min_ratio: 0.9 } }", "baseline: { pass: { max_ratio: 1.2 }, marginal: { max_ratio: 1.1 } }",
+                    "baseline: { pass: {} }", "baseline: { pass: { max_ratio: lots } }", "baseline: { marginal: { max_ratio: 1.1 } }",
+                    "baseline: 1.1"] {
+            let load = PlanFile.lint(yaml: plan(bad))
+            #expect(!load.errors.isEmpty, "\(bad) was taken")
+        }
+    }
+
+    @Test func aRehearsalJudgesTheCanaryAgainstItsBaseline() async throws {
+        // checkout-canary with a baseline rule on error_rate: at most 1.5 times the baseline.
+        let yaml = try example("checkout-canary.yaml").replacingOccurrences(
+            of: "          pass: { max: 0.01 }\n", with: "          pass: { max: 0.01 }\n          baseline: { pass: { max_ratio: 1.5 } }\n")
+        let plan = try #require(PlanFile.lint(yaml: yaml).plan).hashed()
+        #expect(plan.nodes[1].analysis?.metrics.first?.baseline != nil)
+        // The canary at 0.008 everywhere passes its absolute threshold; against a baseline at 0.002 from stage 2 on, it fails there.
+        var options = Rehearsal.Options()
+        options.metrics = [NodeID("route-checkout"): ["error_rate": [8_000]]]
+        options.baselines = [NodeID("route-checkout"): ["error_rate": [8_000, 2_000]]]
+        let failing = try await Rehearsal(plan: plan, options: options).run()
+        #expect(failing.final.status == .rolledBack)
+        let verdicts = failing.timeline.compactMap { entry -> String? in
+            guard case .analysisEvaluated(let record) = entry.event else { return nil }
+            return "\(record.stage) \(record.outcome.rawValue) \(record.evidence[0].relativeOutcome?.rawValue ?? "-")"
+        }
+        #expect(verdicts == ["1 pass pass", "2 fail fail"])
+        // Without a baseline trace the baseline reports what the canary does: every stage passes.
+        options.baselines = [:]
+        #expect(try await Rehearsal(plan: plan, options: options).run().final.status == .succeeded)
+    }
 }

@@ -274,7 +274,7 @@ public nonisolated struct Lockstep_V1_DeclareFreezeRequest: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// Empty: the coordinator names it ("freeze-" and the log's next sequence).
+  /// Empty: the coordinator names it ("freeze-", the log's next sequence and a random suffix).
   public var id: String = String()
 
   /// Empty: every service.
@@ -343,7 +343,7 @@ public nonisolated struct Lockstep_V1_StopLineRequest: Sendable {
   /// Required: recorded with the freeze and each pause.
   public var reason: String = String()
 
-  /// Empty: the coordinator names it ("line-stop-" and the log's next sequence).
+  /// Empty: the coordinator names it ("line-stop-", the log's next sequence and a random suffix).
   public var id: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -370,6 +370,9 @@ public nonisolated struct Lockstep_V1_FreezeResponse: Sendable {
 
   /// Ending a stop of the line: migrations it had paused that stay paused, each "ID: why".
   public var notResumed: [String] = []
+
+  /// Stopping the line: running migrations it touches that it could not pause, each "ID: why".
+  public var notPaused: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -869,6 +872,9 @@ public nonisolated struct Lockstep_V1_RecordMetricRequest: Sendable {
 
   /// Who measured it (free text, up to 1,024 bytes).
   public var source: String = String()
+
+  /// "canary" (the default, also when empty) or "baseline": which group it measures.
+  public var cohort: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1746,7 +1752,7 @@ nonisolated extension Lockstep_V1_StopLineRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Lockstep_V1_FreezeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FreezeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}freeze\0\u{1}migrations\0\u{3}not_resumed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}freeze\0\u{1}migrations\0\u{3}not_resumed\0\u{3}not_paused\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1757,6 +1763,7 @@ nonisolated extension Lockstep_V1_FreezeResponse: SwiftProtobuf.Message, SwiftPr
       case 1: try { try decoder.decodeSingularMessageField(value: &self._freeze) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.migrations) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.notResumed) }()
+      case 4: try { try decoder.decodeRepeatedStringField(value: &self.notPaused) }()
       default: break
       }
     }
@@ -1776,6 +1783,9 @@ nonisolated extension Lockstep_V1_FreezeResponse: SwiftProtobuf.Message, SwiftPr
     if !self.notResumed.isEmpty {
       try visitor.visitRepeatedStringField(value: self.notResumed, fieldNumber: 3)
     }
+    if !self.notPaused.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.notPaused, fieldNumber: 4)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1783,6 +1793,7 @@ nonisolated extension Lockstep_V1_FreezeResponse: SwiftProtobuf.Message, SwiftPr
     if lhs._freeze != rhs._freeze {return false}
     if lhs.migrations != rhs.migrations {return false}
     if lhs.notResumed != rhs.notResumed {return false}
+    if lhs.notPaused != rhs.notPaused {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2784,7 +2795,7 @@ nonisolated extension Lockstep_V1_NodeStage: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_RecordMetricRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RecordMetricRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}name\0\u{1}value\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{3}node_id\0\u{1}name\0\u{1}value\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0\u{1}cohort\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2799,6 +2810,7 @@ nonisolated extension Lockstep_V1_RecordMetricRequest: SwiftProtobuf.Message, Sw
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.windowStartMs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.windowEndMs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.cohort) }()
       default: break
       }
     }
@@ -2826,6 +2838,9 @@ nonisolated extension Lockstep_V1_RecordMetricRequest: SwiftProtobuf.Message, Sw
     if !self.source.isEmpty {
       try visitor.visitSingularStringField(value: self.source, fieldNumber: 7)
     }
+    if !self.cohort.isEmpty {
+      try visitor.visitSingularStringField(value: self.cohort, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2837,6 +2852,7 @@ nonisolated extension Lockstep_V1_RecordMetricRequest: SwiftProtobuf.Message, Sw
     if lhs.windowStartMs != rhs.windowStartMs {return false}
     if lhs.windowEndMs != rhs.windowEndMs {return false}
     if lhs.source != rhs.source {return false}
+    if lhs.cohort != rhs.cohort {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -921,6 +921,102 @@ public nonisolated struct Lockstep_V1_MetricCheck: Sendable {
 
   public var minSamples: UInt32 = 0
 
+  /// Also judged against the baseline cohort's samples (docs/exposure.md, "Against a baseline").
+  public var baseline: Lockstep_V1_BaselineRule {
+    get {_baseline ?? Lockstep_V1_BaselineRule()}
+    set {_baseline = newValue}
+  }
+  /// Returns true if `baseline` has been explicitly set.
+  public var hasBaseline: Bool {self._baseline != nil}
+  /// Clears the value of `baseline`. Subsequent reads from it will return its default value.
+  public mutating func clearBaseline() {self._baseline = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _baseline: Lockstep_V1_BaselineRule? = nil
+}
+
+/// How far the canary's mean may be from the baseline's in the metric's bad direction: a ratio in
+/// millionths (1.1 = 1100000; a maximum for lower-is-better, a minimum for higher-is-better) and a
+/// difference in millionths (the most it may be worse by). An absent limit does not apply.
+public nonisolated struct Lockstep_V1_BaselineLimits: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var ratioMicros: Int64 {
+    get {_ratioMicros ?? 0}
+    set {_ratioMicros = newValue}
+  }
+  /// Returns true if `ratioMicros` has been explicitly set.
+  public var hasRatioMicros: Bool {self._ratioMicros != nil}
+  /// Clears the value of `ratioMicros`. Subsequent reads from it will return its default value.
+  public mutating func clearRatioMicros() {self._ratioMicros = nil}
+
+  public var differenceMicros: Int64 {
+    get {_differenceMicros ?? 0}
+    set {_differenceMicros = newValue}
+  }
+  /// Returns true if `differenceMicros` has been explicitly set.
+  public var hasDifferenceMicros: Bool {self._differenceMicros != nil}
+  /// Clears the value of `differenceMicros`. Subsequent reads from it will return its default value.
+  public mutating func clearDifferenceMicros() {self._differenceMicros = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _ratioMicros: Int64? = nil
+  fileprivate var _differenceMicros: Int64? = nil
+}
+
+public nonisolated struct Lockstep_V1_BaselineRule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var pass: Lockstep_V1_BaselineLimits {
+    get {_pass ?? Lockstep_V1_BaselineLimits()}
+    set {_pass = newValue}
+  }
+  /// Returns true if `pass` has been explicitly set.
+  public var hasPass: Bool {self._pass != nil}
+  /// Clears the value of `pass`. Subsequent reads from it will return its default value.
+  public mutating func clearPass() {self._pass = nil}
+
+  public var marginal: Lockstep_V1_BaselineLimits {
+    get {_marginal ?? Lockstep_V1_BaselineLimits()}
+    set {_marginal = newValue}
+  }
+  /// Returns true if `marginal` has been explicitly set.
+  public var hasMarginal: Bool {self._marginal != nil}
+  /// Clears the value of `marginal`. Subsequent reads from it will return its default value.
+  public mutating func clearMarginal() {self._marginal = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _pass: Lockstep_V1_BaselineLimits? = nil
+  fileprivate var _marginal: Lockstep_V1_BaselineLimits? = nil
+}
+
+/// One cohort's samples of a metric in a bake.
+public nonisolated struct Lockstep_V1_CohortSummary: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var samples: UInt32 = 0
+
+  public var meanMicros: Int64 = 0
+
+  public var minMicros: Int64 = 0
+
+  public var maxMicros: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -940,6 +1036,9 @@ public nonisolated struct Lockstep_V1_MetricSample: Sendable {
   public var windowEndMs: Int64 = 0
 
   public var source: String = String()
+
+  /// "canary" (also when empty) or "baseline".
+  public var cohort: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1015,35 +1114,66 @@ public nonisolated struct Lockstep_V1_AnalysisEvaluated: Sendable {
   public init() {}
 }
 
-public nonisolated struct Lockstep_V1_MetricEvidence: Sendable {
+public nonisolated struct Lockstep_V1_MetricEvidence: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var check: Lockstep_V1_MetricCheck {
-    get {_check ?? Lockstep_V1_MetricCheck()}
-    set {_check = newValue}
+    get {_storage._check ?? Lockstep_V1_MetricCheck()}
+    set {_uniqueStorage()._check = newValue}
   }
   /// Returns true if `check` has been explicitly set.
-  public var hasCheck: Bool {self._check != nil}
+  public var hasCheck: Bool {_storage._check != nil}
   /// Clears the value of `check`. Subsequent reads from it will return its default value.
-  public mutating func clearCheck() {self._check = nil}
+  public mutating func clearCheck() {_uniqueStorage()._check = nil}
 
-  public var samples: UInt32 = 0
+  public var samples: UInt32 {
+    get {_storage._samples}
+    set {_uniqueStorage()._samples = newValue}
+  }
 
-  public var meanMicros: Int64 = 0
+  public var meanMicros: Int64 {
+    get {_storage._meanMicros}
+    set {_uniqueStorage()._meanMicros = newValue}
+  }
 
-  public var minMicros: Int64 = 0
+  public var minMicros: Int64 {
+    get {_storage._minMicros}
+    set {_uniqueStorage()._minMicros = newValue}
+  }
 
-  public var maxMicros: Int64 = 0
+  public var maxMicros: Int64 {
+    get {_storage._maxMicros}
+    set {_uniqueStorage()._maxMicros = newValue}
+  }
 
-  public var outcome: String = String()
+  public var outcome: String {
+    get {_storage._outcome}
+    set {_uniqueStorage()._outcome = newValue}
+  }
+
+  /// With a baseline rule: the baseline cohort's summary and the outcome against it alone (`outcome` is
+  /// the worse of it and the absolute one; samples, mean, min and max above are the canary's).
+  public var baseline: Lockstep_V1_CohortSummary {
+    get {_storage._baseline ?? Lockstep_V1_CohortSummary()}
+    set {_uniqueStorage()._baseline = newValue}
+  }
+  /// Returns true if `baseline` has been explicitly set.
+  public var hasBaseline: Bool {_storage._baseline != nil}
+  /// Clears the value of `baseline`. Subsequent reads from it will return its default value.
+  public mutating func clearBaseline() {_uniqueStorage()._baseline = nil}
+
+  public var relativeOutcome: String {
+    get {_storage._relativeOutcome}
+    set {_uniqueStorage()._relativeOutcome = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _check: Lockstep_V1_MetricCheck? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A person resumed a migration its analysis had paused: the node advances past `stage`.
@@ -2696,7 +2826,7 @@ nonisolated extension Lockstep_V1_Analysis: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MetricCheck"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}direction\0\u{3}pass_micros\0\u{3}marginal_micros\0\u{3}min_samples\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}direction\0\u{3}pass_micros\0\u{3}marginal_micros\0\u{3}min_samples\0\u{1}baseline\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2709,12 +2839,17 @@ nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProto
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.passMicros) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.marginalMicros) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.minSamples) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._baseline) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
     }
@@ -2730,6 +2865,9 @@ nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProto
     if self.minSamples != 0 {
       try visitor.visitSingularUInt32Field(value: self.minSamples, fieldNumber: 5)
     }
+    try { if let v = self._baseline {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2739,6 +2877,130 @@ nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProto
     if lhs.passMicros != rhs.passMicros {return false}
     if lhs.marginalMicros != rhs.marginalMicros {return false}
     if lhs.minSamples != rhs.minSamples {return false}
+    if lhs._baseline != rhs._baseline {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_BaselineLimits: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BaselineLimits"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ratio_micros\0\u{3}difference_micros\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self._ratioMicros) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self._differenceMicros) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._ratioMicros {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._differenceMicros {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_BaselineLimits, rhs: Lockstep_V1_BaselineLimits) -> Bool {
+    if lhs._ratioMicros != rhs._ratioMicros {return false}
+    if lhs._differenceMicros != rhs._differenceMicros {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_BaselineRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BaselineRule"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}pass\0\u{1}marginal\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._pass) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._marginal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._pass {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._marginal {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_BaselineRule, rhs: Lockstep_V1_BaselineRule) -> Bool {
+    if lhs._pass != rhs._pass {return false}
+    if lhs._marginal != rhs._marginal {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CohortSummary: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CohortSummary"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}samples\0\u{3}mean_micros\0\u{3}min_micros\0\u{3}max_micros\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.samples) }()
+      case 2: try { try decoder.decodeSingularInt64Field(value: &self.meanMicros) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.minMicros) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.maxMicros) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.samples != 0 {
+      try visitor.visitSingularUInt32Field(value: self.samples, fieldNumber: 1)
+    }
+    if self.meanMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.meanMicros, fieldNumber: 2)
+    }
+    if self.minMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.minMicros, fieldNumber: 3)
+    }
+    if self.maxMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.maxMicros, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CohortSummary, rhs: Lockstep_V1_CohortSummary) -> Bool {
+    if lhs.samples != rhs.samples {return false}
+    if lhs.meanMicros != rhs.meanMicros {return false}
+    if lhs.minMicros != rhs.minMicros {return false}
+    if lhs.maxMicros != rhs.maxMicros {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2746,7 +3008,7 @@ nonisolated extension Lockstep_V1_MetricCheck: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lockstep_V1_MetricSample: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MetricSample"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}value_micros\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}value_micros\0\u{3}window_start_ms\0\u{3}window_end_ms\0\u{1}source\0\u{1}cohort\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2759,6 +3021,7 @@ nonisolated extension Lockstep_V1_MetricSample: SwiftProtobuf.Message, SwiftProt
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.windowStartMs) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.windowEndMs) }()
       case 5: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.cohort) }()
       default: break
       }
     }
@@ -2780,6 +3043,9 @@ nonisolated extension Lockstep_V1_MetricSample: SwiftProtobuf.Message, SwiftProt
     if !self.source.isEmpty {
       try visitor.visitSingularStringField(value: self.source, fieldNumber: 5)
     }
+    if !self.cohort.isEmpty {
+      try visitor.visitSingularStringField(value: self.cohort, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2789,6 +3055,7 @@ nonisolated extension Lockstep_V1_MetricSample: SwiftProtobuf.Message, SwiftProt
     if lhs.windowStartMs != rhs.windowStartMs {return false}
     if lhs.windowEndMs != rhs.windowEndMs {return false}
     if lhs.source != rhs.source {return false}
+    if lhs.cohort != rhs.cohort {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2935,58 +3202,118 @@ nonisolated extension Lockstep_V1_AnalysisEvaluated: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lockstep_V1_MetricEvidence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MetricEvidence"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}check\0\u{1}samples\0\u{3}mean_micros\0\u{3}min_micros\0\u{3}max_micros\0\u{1}outcome\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}check\0\u{1}samples\0\u{3}mean_micros\0\u{3}min_micros\0\u{3}max_micros\0\u{1}outcome\0\u{1}baseline\0\u{3}relative_outcome\0")
+
+  fileprivate class _StorageClass {
+    var _check: Lockstep_V1_MetricCheck? = nil
+    var _samples: UInt32 = 0
+    var _meanMicros: Int64 = 0
+    var _minMicros: Int64 = 0
+    var _maxMicros: Int64 = 0
+    var _outcome: String = String()
+    var _baseline: Lockstep_V1_CohortSummary? = nil
+    var _relativeOutcome: String = String()
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _check = source._check
+      _samples = source._samples
+      _meanMicros = source._meanMicros
+      _minMicros = source._minMicros
+      _maxMicros = source._maxMicros
+      _outcome = source._outcome
+      _baseline = source._baseline
+      _relativeOutcome = source._relativeOutcome
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._check) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.samples) }()
-      case 3: try { try decoder.decodeSingularInt64Field(value: &self.meanMicros) }()
-      case 4: try { try decoder.decodeSingularInt64Field(value: &self.minMicros) }()
-      case 5: try { try decoder.decodeSingularInt64Field(value: &self.maxMicros) }()
-      case 6: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._check) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._samples) }()
+        case 3: try { try decoder.decodeSingularInt64Field(value: &_storage._meanMicros) }()
+        case 4: try { try decoder.decodeSingularInt64Field(value: &_storage._minMicros) }()
+        case 5: try { try decoder.decodeSingularInt64Field(value: &_storage._maxMicros) }()
+        case 6: try { try decoder.decodeSingularStringField(value: &_storage._outcome) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._baseline) }()
+        case 8: try { try decoder.decodeSingularStringField(value: &_storage._relativeOutcome) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._check {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if self.samples != 0 {
-      try visitor.visitSingularUInt32Field(value: self.samples, fieldNumber: 2)
-    }
-    if self.meanMicros != 0 {
-      try visitor.visitSingularInt64Field(value: self.meanMicros, fieldNumber: 3)
-    }
-    if self.minMicros != 0 {
-      try visitor.visitSingularInt64Field(value: self.minMicros, fieldNumber: 4)
-    }
-    if self.maxMicros != 0 {
-      try visitor.visitSingularInt64Field(value: self.maxMicros, fieldNumber: 5)
-    }
-    if !self.outcome.isEmpty {
-      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 6)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._check {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if _storage._samples != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._samples, fieldNumber: 2)
+      }
+      if _storage._meanMicros != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._meanMicros, fieldNumber: 3)
+      }
+      if _storage._minMicros != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._minMicros, fieldNumber: 4)
+      }
+      if _storage._maxMicros != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._maxMicros, fieldNumber: 5)
+      }
+      if !_storage._outcome.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._outcome, fieldNumber: 6)
+      }
+      try { if let v = _storage._baseline {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      if !_storage._relativeOutcome.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._relativeOutcome, fieldNumber: 8)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_MetricEvidence, rhs: Lockstep_V1_MetricEvidence) -> Bool {
-    if lhs._check != rhs._check {return false}
-    if lhs.samples != rhs.samples {return false}
-    if lhs.meanMicros != rhs.meanMicros {return false}
-    if lhs.minMicros != rhs.minMicros {return false}
-    if lhs.maxMicros != rhs.maxMicros {return false}
-    if lhs.outcome != rhs.outcome {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._check != rhs_storage._check {return false}
+        if _storage._samples != rhs_storage._samples {return false}
+        if _storage._meanMicros != rhs_storage._meanMicros {return false}
+        if _storage._minMicros != rhs_storage._minMicros {return false}
+        if _storage._maxMicros != rhs_storage._maxMicros {return false}
+        if _storage._outcome != rhs_storage._outcome {return false}
+        if _storage._baseline != rhs_storage._baseline {return false}
+        if _storage._relativeOutcome != rhs_storage._relativeOutcome {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -378,7 +378,7 @@ ROUTES = [
           ok_on_empty=True),
     Route("/v1/metrics/record", "MigrationService", "RecordMetric", agent_pb2.RecordMetricRequest,
           [("migration_id", 1, "id"), ("node_id", 2, "id"), ("name", 3, "opaque"), ("value", 4, "double"),
-           ("window_start_ms", 5, "i64"), ("window_end_ms", 6, "i64"), ("source", 7, "text")],
+           ("window_start_ms", 5, "i64"), ("window_end_ms", 6, "i64"), ("source", 7, "text"), ("cohort", 8, "opaque")],
           {"migration_id": REAL, "node_id": FIRST_NODE, "name": "error_rate", "value": 0.5, "source": "probe"}),
     Route("/v1/migrations/watch", "MigrationService", "Watch", agent_pb2.WatchRequest,
           [("migration_id", 1, "id"), ("after_sequence", 2, "u64")], {"migration_id": WATCH_ID}, stream=True,
