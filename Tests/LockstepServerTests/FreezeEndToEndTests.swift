@@ -135,4 +135,30 @@ struct FreezeEndToEndTests {
         agent.kill(SIGTERM)
         _ = try await agent.wait(seconds: 30)
     }
+
+    /// Replay never reads a clock or a time-zone database: a history with freezes, a stop of the line
+    /// and a break-glass (the golden scenario-v5) replays to the digest recorded with it in processes
+    /// with other time zones, no tzdata, and a tzdata whose Europe/Berlin is Tokyo's.
+    @Test func replayGivesTheSameDigestUnderAnyTimeZoneAndTzdata() async throws {
+        let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("LockstepEngineTests/Golden").path
+        let directory = temporaryDirectory()
+        try FileManager.default.copyItem(atPath: golden + "/scenario-v5.sqlite", toPath: directory + "/events.sqlite")
+        let recorded = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden + "/scenario-v5.digests.json"))) as? [String: Any]
+        let digests = try #require(recorded?["digests"] as? [String: String])
+        let last = try #require(digests.keys.compactMap(Int.init).max())
+        // A tzdata that says Berlin is at +09:00.
+        let fakeZones = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: fakeZones + "/Europe", withIntermediateDirectories: true)
+        if FileManager.default.fileExists(atPath: "/usr/share/zoneinfo/Asia/Tokyo") {
+            try FileManager.default.copyItem(atPath: "/usr/share/zoneinfo/Asia/Tokyo", toPath: fakeZones + "/Europe/Berlin")
+        }
+        for environment in [["TZ": "UTC"], ["TZ": "Pacific/Auckland"], ["TZ": "America/St_Johns", "TZDIR": "/nonexistent"],
+                            ["TZ": "Europe/Berlin", "TZDIR": fakeZones]] {
+            let run = try await ChildProcess(try lockstepBinary(), ["history", "replay", "--data", directory, "--output", "json"], environment: environment)
+                .wait(seconds: 60)
+            #expect(run.status == 0, "\(environment): \(run.stderr)")
+            #expect(run.stdout.contains("\"digest\" : \"\(digests[String(last)] ?? "?")\""), "\(environment)")
+        }
+    }
 }

@@ -152,7 +152,7 @@ function summary(event) {
     case 'step_completed': return `${node}attempt ${p.attempt || 0} completed${p.kind === 'STEP_KIND_ROLLBACK' ? ' (rollback)' : ''}`;
     case 'step_failed': return `${node}attempt ${p.attempt || 0} failed: ${p.reason || ''}${p.retryable ? ' (will retry)' : ''}`;
     case 'step_progress': return `${node}${p.percent || 0}% ${p.message || ''}`;
-    case 'migration_paused': return `paused: ${p.reason || '(no reason)'}`;
+    case 'migration_paused': return `paused${p.line_stop ? ` (line stop ${p.line_stop})` : ''}: ${p.reason || '(no reason)'}`;
     case 'migration_resumed': return 'resumed';
     case 'migration_aborted': return `aborted: ${p.reason || ''}${p.trigger ? ` (trigger: ${p.trigger})` : ''}`;
     case 'migration_succeeded': return 'succeeded';
@@ -165,10 +165,13 @@ function summary(event) {
     case 'service_leases_granted': return `${node}holds ${services(p.services)}`;
     case 'service_leases_released': return `${node}gave back ${services(p.services)}${p.forced ? ' (forced)' : ''}${p.reason ? ': ' + p.reason : ''}`;
     case 'exposure_stage_reached': return `${node}stage ${p.stage || 0} reached, bake until ${time(p.bake_until_ms)}`;
-    case 'metric_sampled': return `${node}${(p.sample || {}).name} = ${micros((p.sample || {}).value_micros)}`;
+    case 'metric_sampled': return `${node}${(p.sample || {}).name} = ${micros((p.sample || {}).value_micros)}${(p.sample || {}).cohort === 'baseline' ? ' (baseline)' : ''}`;
     case 'analysis_evaluated': return `${node}stage ${p.stage || 0} analysis ${p.outcome || '?'} → ${p.decision || '?'}`;
     case 'analysis_overridden': return `${node}stage ${p.stage || 0} analysis overridden`;
     case 'rollback_reordered': return `${node}rolls back ahead of ${p.ahead_of || '?'}`;
+    case 'break_glass': return `${node}BREAK-GLASS by ${p.by || '?'} overrides its ${p.scope || '?'}: ${p.justification || ''}`;
+    case 'freeze_declared': return `${p.stops_line ? 'line stopped' : 'freeze'} ${p.id || '?'} on ${services(p.services) || 'every service'}: ${p.reason || ''}`;
+    case 'freeze_ended': return `freeze ${p.id || '?'} ended by ${p.by || '?'}${p.reason ? ': ' + p.reason : ''}`;
     default: return kindOf(event);
   }
 }
@@ -693,9 +696,9 @@ function timeline(view) {
 
 function evidence(view) {
   const decisions = view.events.filter(e => ['analysis_evaluated', 'analysis_overridden', 'migration_aborted', 'approval_granted', 'approval_rejected',
-    'migration_paused', 'migration_failed', 'step_failed'].includes(kindOf(e)));
+    'migration_paused', 'migration_failed', 'step_failed', 'break_glass'].includes(kindOf(e)));
   const plan = (view.migration || {}).plan_content_hash || '';
-  if (!decisions.length) return [el('p', {class: 'muted'}, 'No decisions recorded yet (analyses, approvals, aborts, overrides, failures).')];
+  if (!decisions.length) return [el('p', {class: 'muted'}, 'No decisions recorded yet (analyses, approvals, aborts, overrides, break-glass, failures).')];
   return decisions.map(event => {
     const p = payloadOf(event);
     const facts = [['Event', `${event.sequence} · ${kindOf(event)}`], ['When', time(event.record.recorded_at_ms)], ['Actor', actorOf(event)],
@@ -706,8 +709,17 @@ function evidence(view) {
         const check = metric.check || {};
         parts.push(el('p', {}, `${check.name}: ${metric.outcome} — ${metric.samples || 0} samples, mean ${micros(metric.mean_micros)} (min ${micros(metric.min_micros)}, max ${micros(metric.max_micros)}); ` +
           `${check.direction || ''} pass ${micros(check.pass_micros)}, marginal ${micros(check.marginal_micros)}`));
+        if (metric.baseline) {
+          const b = metric.baseline, rule = check.baseline || {};
+          const limits = l => l ? [l.ratio_micros !== undefined ? `ratio ${micros(l.ratio_micros)}` : null,
+            l.difference_micros !== undefined ? `difference ${micros(l.difference_micros)}` : null].filter(Boolean).join(', ') : '—';
+          parts.push(el('p', {}, `against the baseline: ${metric.relative_outcome || '?'} — ${b.samples || 0} baseline samples, mean ${micros(b.mean_micros)} ` +
+            `(min ${micros(b.min_micros)}, max ${micros(b.max_micros)}); pass ${limits(rule.pass)}, marginal ${limits(rule.marginal)}`));
+        }
+        // The chart shows the canary's samples (what the thresholds judge).
         const samples = view.events.filter(e => kindOf(e) === 'metric_sampled' && payloadOf(e).node_id === p.node_id &&
-          (payloadOf(e).stage || 0) === (p.stage || 0) && (payloadOf(e).sample || {}).name === check.name && Number(e.sequence) < Number(event.sequence));
+          (payloadOf(e).stage || 0) === (p.stage || 0) && (payloadOf(e).sample || {}).name === check.name && (payloadOf(e).sample || {}).cohort !== 'baseline' &&
+          Number(e.sequence) < Number(event.sequence));
         parts.push(chart(samples.map(e => Number(payloadOf(e).sample.value_micros || 0) / 1e6), Number(check.pass_micros || 0) / 1e6,
           Number(check.marginal_micros || 0) / 1e6, check.name));
       }
