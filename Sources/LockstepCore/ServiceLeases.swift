@@ -384,10 +384,13 @@ extension LogState {
     /// The service-lease requests the lease queue may grant at `now` (see `ServiceLeaseIndex.grantable`):
     /// a forward step's request under a freeze is set aside, so a freeze never holds up a rollback.
     public func grantableServiceRequests(through: UInt64, at now: Instant) -> [ServiceRequest] {
-        guard !freezes.isEmpty else { return serviceLeases.grantable(through: through) }
+        // The freezes in force, found once per call (not per request).
+        let inForce = freezes.values.filter { $0.isActive(at: now) }
+        guard !inForce.isEmpty else { return serviceLeases.grantable(through: through) }
         return serviceLeases.grantable(through: through) { request in
-            guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
-            return freeze(holding: request.node, of: migration, at: now) != nil
+            guard request.kind == .forward, let migration = migrations[request.migration], migration.status == .running || migration.status == .paused,
+                  migration.node(request.node)?.breakGlass.contains(.freeze) != true else { return false }
+            return inForce.contains { $0.covers(request.services) }
         }
     }
 
