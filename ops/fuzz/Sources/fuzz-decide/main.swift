@@ -4,7 +4,7 @@ import LockstepCore
 /// Bytes as a sequence of commands (two migrations of one plan, three services, gates, retries, a
 /// rollback, an irreversible node) against the live state through `LogState.decide` and `evolve`, on a
 /// clock that only moves forward. After every accepted command the invariants of docs/state-machine.md
-/// are checked: fencing tokens only grow, no node starts before what it needs succeeded, at most one
+/// are checked: fencing tokens only grow, no node starts before what it needs succeeded or under a freeze, at most one
 /// holder per service, and the canonical encoding round-trips the state exactly.
 // Exported too: libFuzzer's archive brings its own `main`, which names this symbol (ours runs first).
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -17,6 +17,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     var tokens: [String: FencingToken] = [:]
     /// Migrations whose stream has events (in the log, whether or not still in the live state).
     var streams: Set<MigrationID> = []
+    var freezesDeclared = 0
     let migrations = [MigrationID("m1"), MigrationID("m2")]
     // The plan is registered first: a start runs only a registered version.
     guard case .planEvent(let name, let applied) = state.decide(.plans(.apply(Plan.snapshot)), now: now) else { preconditionFailure("the plan is refused") }
@@ -44,15 +45,40 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         case 11: command = .migration(migration, op & 0x20 != 0 ? .pause(reason: "p") : .resume)
         case 12: command = .migration(migration, .abort(reason: "stop"))
         case 13: command = .migration(migration, op & 0x20 != 0 ? .scheduleToStartExceeded(node: node) : .enforceDeadlines)
-        case 14: command = .serviceLeases(.grant(migration: migration, node: node, through: sequence))
+        case 14 where op & 0x20 == 0: command = .serviceLeases(.grant(migration: migration, node: node, through: sequence))
+        case 14 where op & 0x40 == 0:
+            // Freezes: declare one over the node's first service (ids never reused, as the log requires), or end the oldest.
+            if let oldest = state.freezesInOrder.first, op & 0x10 != 0 {
+                command = .freezes(.end(id: oldest.id, by: "olga", reason: ""))
+            } else {
+                freezesDeclared += 1
+                let services = op & 0x08 != 0 ? [] : [Plan.snapshot.node(node)!.services[0]]
+                command = .freezes(.declare(Freeze(id: "f\(freezesDeclared)", services: services, from: now,
+                                                   until: op & 0x04 != 0 ? nil : now.adding(milliseconds: Int64(reader.next() ?? 1) * 1_000),
+                                                   reason: "r", declaredBy: "olga")))
+            }
+        case 14:
+            command = op & 0x10 != 0 ? .serviceLeases(.yieldToFreeze(migration: migration, node: node))
+                : .migration(migration, .breakGlass(node: node, scope: op & 0x08 != 0 ? .freeze : .bake, by: "root", admin: op & 0x04 != 0, justification: "j"))
         default: command = .serviceLeases(.forceRelease(migration: migration, node: node, reason: "force"))
         }
         // The log's expected stream version refuses a second start of an id whose stream exists: a
         // settled migration has left the live state (format 6), so the core alone would accept it.
         if case .migration(_, .start) = command, streams.contains(migration) { continue }
-        guard case .migrationEvents(_, let events) = state.decide(command, now: now) else { continue }
+        let ruling = state.decide(command, now: now)
+        if case .freezeEvent(let id, let event) = ruling {
+            sequence += 1
+            state.evolve(.freeze(RecordedFreezeEvent(freeze: id, streamVersion: state.freezes[id] == nil ? 1 : 2,
+                                                     metadata: EventMetadata(recordedAt: now, actor: .coordinator, triggeredBy: .user), event: event)),
+                         sequence: sequence)
+            continue
+        }
+        guard case .migrationEvents(_, let events) = ruling else { continue }
         streams.insert(migration)
         for event in events {
+            if case .stepLeased(let leased) = event, leased.kind == .forward, let live = state.migrations[migration] {
+                precondition(state.freeze(holding: leased.node, of: live, at: now) == nil, "\(leased.node)'s forward step started under a freeze")
+            }
             if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
                 for need in spec.needs {
                     precondition(state.migrations[migration]?.node(need)?.status == .succeeded, "\(leased.node) started before \(need) succeeded")

@@ -14,6 +14,7 @@ func fuzzRecord(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         switch record {
         case .migration(let event): _ = event.metadata.recordedAt.description
         case .plan(let event): _ = event.metadata.recordedAt.description
+        case .freeze(let event): _ = event.metadata.recordedAt.description
         }
     }
     if let state = try? LogState(canonicalBytes: bytes) {
