@@ -398,12 +398,16 @@ extension MigrationState {
             return .rejected(.invalidArgument(
                 "the analysis of \(node) judges \(analysis.metrics.map(\.name).joined(separator: ", ")), not \(sample.name)"))
         }
+        if sample.cohort == .baseline, analysis.metrics.first(where: { $0.name == sample.name })?.baseline == nil {
+            return .rejected(.invalidArgument("the analysis of \(node) judges \(sample.name) without a baseline rule: a baseline sample would count for nothing"))
+        }
         guard status == .running || status == .paused, nodeState.status == .baking, !nodeState.exposure.awaitingDecision else {
             return .rejected(.notBaking(node, status: status == .running || status == .paused ? nodeDisplayStatus(node).rawValue : status.rawValue))
         }
         // A sample after the bake's end would be judged with a bake it did not belong to.
         if let until = nodeState.exposure.bakeUntil, now > until { return .rejected(.notBaking(node, status: "being judged (its bake ended at \(until))")) }
-        guard nodeState.exposure.samples.lazy.filter({ $0.name == sample.name }).count < CoreLimits.metricSamplesPerBakeMax else {
+        // Per cohort: a flood of canary samples must not lock the baseline out (nor the other way round).
+        guard nodeState.exposure.samples.lazy.filter({ $0.name == sample.name && $0.cohort == sample.cohort }).count < CoreLimits.metricSamplesPerBakeMax else {
             return .rejected(.tooManySamples(node, limit: CoreLimits.metricSamplesPerBakeMax))
         }
         return .accepted([.metricSampled(MetricSampled(node: node, stage: nodeState.exposure.reached, sample: sample))])

@@ -257,29 +257,40 @@ extension AnalysisSpec {
         }
     }
 
-    /// Whether the canary's mean is within `limits` of the baseline's, exactly: the means are compared as
-    /// fractions (sum / count) in 128-bit integers, which cannot overflow for sums within Int64 and counts
-    /// within the sample limit (10^18 × 10^3 × 10^6 < 2^127).
+    /// Whether the canary's mean is within `limits` of the baseline's: within its ratio or within its
+    /// difference (the looser of the two, so the difference is a floor for baselines near zero, where
+    /// any ratio of them is tiny); a limit that is not set does not count. The ratio is taken of the
+    /// baseline's magnitude, so it means the same for negative means: lower-is-better allows
+    /// `canary − baseline ≤ |baseline| × (ratio − 1)`, higher-is-better `baseline − canary ≤ |baseline| × (1 − ratio)`.
+    ///
+    /// Exact: the means are compared as fractions (sum / count), cross-multiplied in 128-bit integers.
+    /// The limits are clamped to the ranges validation allows (a ratio up to 1000, a difference up to
+    /// the metric range), so even a rule read from a damaged log cannot overflow: sums within Int64 ×
+    /// counts × 10^9 stay far below 2^127.
     static func within(_ limits: BaselineLimits, direction: MetricDirection, canary: (sum: Int64, count: Int), baseline: (sum: Int64, count: Int)) -> Bool {
         let c = Int128(canary.sum) * Int128(baseline.count)     // canary mean × both counts
         let b = Int128(baseline.sum) * Int128(canary.count)     // baseline mean × both counts
         let counts = Int128(canary.count) * Int128(baseline.count)
+        // How much worse the canary is (negative: better), in units of both counts.
+        let worse = direction == .lowerIsBetter ? c - b : b - c
+        var checked = false
         if let ratio = limits.ratioMicros {
-            let scaledCanary = c * 1_000_000
-            let scaledBaseline = b * Int128(ratio)
-            switch direction {
-            case .lowerIsBetter: if scaledCanary > scaledBaseline { return false }
-            case .higherIsBetter: if scaledCanary < scaledBaseline { return false }
-            }
+            checked = true
+            let clamped = Int128(min(max(ratio, 0), 1_000_000_000))
+            let allowance = direction == .lowerIsBetter ? clamped - 1_000_000 : 1_000_000 - clamped   // per million of |baseline|
+            if worse * 1_000_000 <= b.magnitude128 * allowance { return true }
         }
         if let difference = limits.differenceMicros {
-            switch direction {
-            case .lowerIsBetter: if c - b > Int128(difference) * counts { return false }
-            case .higherIsBetter: if b - c > Int128(difference) * counts { return false }
-            }
+            checked = true
+            if worse <= Int128(min(max(difference, 0), CoreLimits.metricMicrosMagnitudeMax)) * counts { return true }
         }
-        return true
+        return !checked
     }
+}
+
+extension Int128 {
+    /// The magnitude as an Int128 (every value here is far from Int128.min).
+    fileprivate var magnitude128: Int128 { self < 0 ? -self : self }
 }
 
 /// The deterministic cohort rule: whether a caller's key falls inside a percentage of a node's

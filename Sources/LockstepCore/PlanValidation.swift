@@ -81,6 +81,8 @@ public enum PlanValidation {
             }
         }
         if rule.pass.ratioMicros == nil && rule.pass.differenceMicros == nil { return "its pass sets no limit" }
+        // (A plan file's marginal defaults to its pass; one with no limit would never fail.)
+        if rule.marginal.ratioMicros == nil && rule.marginal.differenceMicros == nil { return "its marginal sets no limit" }
         if let pass = rule.pass.ratioMicros, let marginal = rule.marginal.ratioMicros,
            direction == .lowerIsBetter ? marginal < pass : marginal > pass {
             return "its marginal ratio is stricter than its pass ratio"

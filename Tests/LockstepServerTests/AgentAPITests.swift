@@ -251,8 +251,9 @@ struct AgentAPITests {
         let server = try await started()
         #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
         // Three clients park polls for checkout and give up: each poll is gone as soon as its client is.
+        // (3 s, not 1: a full suite on a loaded machine once took longer than 1 s to see the poll parked.)
         for index in 0..<3 {
-            let ghost = try parkPoll(server, service: "checkout", agent: "ghost\(index)", extra: ["--max-time", "1"])
+            let ghost = try parkPoll(server, service: "checkout", agent: "ghost\(index)", extra: ["--max-time", "3"])
             try await waitUntilParked(1, server)
             #expect(try await ghost.wait(seconds: 30).status != 0)
             try await waitUntilParked(0, server)
