@@ -61,6 +61,13 @@ enum PlanLint {
                 warning(line, "no_rollback", "node \(node.id) has no rollback action and depends on nothing irreversible: an abort cannot undo it")
             }
             out += timeoutFindings(node, index: index, map: map)
+            // At a last stage of 100 % (or `complete`) nothing is left unchanged to be a baseline cohort.
+            if let exposure = node.exposure, let last = exposure.stages.last, last.percent == 100 || last.name == "complete",
+               let metric = node.analysis?.metrics.first(where: { $0.baseline != nil }) {
+                warning(map.line(ofNode: index, field: "analysis"), "baseline_without_source",
+                        "\(metric.name) of \(node.id) is judged against a baseline, but at its last stage (\(last.name)) nothing is left "
+                            + "unchanged to be one: that bake is inconclusive unless baseline samples come from elsewhere (a kept-back replica)")
+            }
             if let deadline = node.deadlineMillis, let overall = plan.deadlineMillis, deadline > overall {
                 warning(map.line(ofNode: index, field: "deadline"), "deadline_after_migration",
                         "node \(node.id)'s deadline is after the migration's deadline; the migration's fires first")

@@ -14,7 +14,7 @@ import Testing
 /// Bounds are generous: the RPC handlers run on Swift's cooperative pool, which the CPU-bound suites
 /// running beside these in `swift test` can hold for tens of seconds on a 2-core machine (one CI run
 /// waited more than 20 s for the probe).
-@Suite(.serialized, .timeLimit(.minutes(5))) struct H2GRPCTransportTests {
+@Suite(.serialized, .timeLimit(.minutes(8))) struct H2GRPCTransportTests {
     static let probe = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("grpc_probe.py").path
 
     @Test func grpcioCallsAServiceOnTheEngine() async throws {
@@ -26,7 +26,7 @@ import Testing
             // Whatever happens below, the server stops, so the group can end.
             defer { server.beginGracefulShutdown() }
             let port = try #require(try await transport.listeningAddress.port)
-            let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)"]).wait(seconds: 200)
+            let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)"]).wait(seconds: 400)
             let lines = run.stdout.split(separator: "\n").map(String.init)
             #expect(lines == [
                 "say b'hello' initial x-echo=hi x-echo-bin=000102ff trailing x-done=yes",

@@ -436,6 +436,10 @@ let header = """
         let check = try #require(good.plan?.nodes.first?.analysis?.metrics.first)
         #expect(check.baseline == BaselineRule(pass: BaselineLimits(ratioMicros: 1_100_000, differenceMicros: 5_000),
                                                marginal: BaselineLimits(ratioMicros: 1_250_000)))
+        // The node ends at 50 %: a baseline is left. At 100 % none is, and lint says so.
+        #expect(!good.findings.contains { $0.code == "baseline_without_source" })
+        let toTheEnd = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1 } }").replacingOccurrences(of: "stages: [10, 50]", with: "stages: [10, 100]"))
+        #expect(toTheEnd.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["warning baseline_without_source"], "\(toTheEnd.findings)")
         // marginal defaults to pass
         let defaulted = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1 } }")).plan?.nodes.first?.analysis?.metrics.first?.baseline
         #expect(defaulted?.marginal == BaselineLimits(ratioMicros: 1_100_000))
