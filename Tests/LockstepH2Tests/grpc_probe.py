@@ -47,7 +47,7 @@ print(f"parked cancelled {parked.cancelled()}", flush=True)
 
 count = channel.unary_stream("/test.Echo/Count", request_serializer=identity, response_deserializer=identity)
 # 240 s: a full local `swift test` (PostgreSQL suites beside the CPU-bound ones) once starved the
-# handler's pool past 90 s; alone it takes about a second (docs/testing.md).
+# handler's pool past 90 s; alone it takes about a second.
 messages = list(count((2000).to_bytes(4, "big"), timeout=240))
 print(f"count {len(messages)} messages {sum(map(len, messages))} bytes", flush=True)
 
