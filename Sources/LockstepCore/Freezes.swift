@@ -165,9 +165,17 @@ extension LogState {
     /// The freeze that holds back node `node` of `migration`'s forward step at `now`: nil when none does,
     /// the node has a freeze break-glass, or the migration is not running forward.
     public func freeze(holding node: NodeID, of migration: MigrationState, at now: Instant) -> Freeze? {
-        guard !freezes.isEmpty, migration.status == .running || migration.status == .paused,
-              let spec = migration.plan.node(node), migration.node(node)?.breakGlass.contains(.freeze) != true else { return nil }
-        return freeze(covering: spec.services, at: now)
+        guard !freezes.isEmpty, let services = Self.freezable(node, of: migration) else { return nil }
+        return freeze(covering: services, at: now)
+    }
+
+    /// The services by which a freeze may hold node `node` back: its own, while its migration runs
+    /// forward (running or paused) and no admin broke the glass for it; nil otherwise. The one rule
+    /// for whom a freeze concerns, for steps and grants alike.
+    static func freezable(_ node: NodeID, of migration: MigrationState) -> [String]? {
+        guard migration.status == .running || migration.status == .paused, let spec = migration.plan.node(node),
+              migration.node(node)?.breakGlass.contains(.freeze) != true else { return nil }
+        return spec.services
     }
 
     /// Node `node` of `migration`'s status as people see it at `now`: `frozen` when it would be ready or

@@ -388,9 +388,9 @@ extension LogState {
         let inForce = freezes.values.filter { $0.isActive(at: now) }
         guard !inForce.isEmpty else { return serviceLeases.grantable(through: through) }
         return serviceLeases.grantable(through: through) { request in
-            guard request.kind == .forward, let migration = migrations[request.migration], migration.status == .running || migration.status == .paused,
-                  migration.node(request.node)?.breakGlass.contains(.freeze) != true else { return false }
-            return inForce.contains { $0.covers(request.services) }
+            guard request.kind == .forward, let migration = migrations[request.migration],
+                  let services = Self.freezable(request.node, of: migration) else { return false }
+            return inForce.contains { $0.covers(services) }
         }
     }
 

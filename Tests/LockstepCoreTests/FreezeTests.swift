@@ -279,4 +279,17 @@ import Testing
         #expect("short".prefix(utf8Bytes: 10) == "short")
         #expect("aé".prefix(utf8Bytes: 2) == "a")
     }
+
+    @Test func atMostAThousandFreezesAreDeclaredAndNotEndedAtOnce() {
+        var ledger = LeaseLedger()
+        for index in 0..<CoreLimits.freezesMax { ledger.run(freeze("f\(index)", ["s\(index)"]), at: 1) }
+        #expect(ledger.state.freezes.count == CoreLimits.freezesMax)
+        guard case .rejected(.invalidArgument(let why)) = ledger.state.decide(freeze("one-more", ["orders"]), now: t(2)) else {
+            Issue.record("freeze 1,001 was taken"); return
+        }
+        #expect(why.contains("the limit is 1000"))
+        // Ending one makes room.
+        ledger.run(.freezes(.end(id: "f0", by: "olga", reason: "")), at: 3)
+        guard case .freezeEvent = ledger.state.decide(freeze("one-more", ["orders"]), now: t(4)) else { Issue.record("no room after an end"); return }
+    }
 }
