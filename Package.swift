@@ -112,6 +112,7 @@ let package = Package(
             name: "LockstepEngine",
             dependencies: [
                 "LockstepCore",
+                "LockstepPlan",
                 "LockstepWire",
                 "LockstepStore",
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -104,7 +104,7 @@ extension LogState {
     }
 
     private func decideMigration(_ id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start(let started, let plan, _) = command {
+        if case .start(let started, let plan, _, _) = command {
             // The events land in `id`'s stream: a start naming another migration would write a log
             // that replay must refuse.
             guard started == id else {
@@ -121,22 +121,21 @@ extension LogState {
         if case .pause(_, let stop) = command, !stop.isEmpty, freezes[stop]?.stopsLine != true {
             return .rejected(.invalidArgument("freeze \(stop) is not a stop of the line in force; a pause may name only one"))
         }
-        // A node a freeze holds is not waiting for an agent: nobody may take its step.
-        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], freeze(holding: node, of: migration, at: now) != nil {
+        // A node a freeze or its windows hold is not waiting for an agent: nobody may take its step.
+        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], forwardHold(node, of: migration, at: now) != nil {
             return .rejected(.notWaitingForAgent(node))
         }
         var decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
-        // A node that gave its services back to a freeze waits for the freeze, not for the services.
+        // A node that gave its services back to a freeze or a closed window waits for that, not for the services.
         if case .leaseStep(let node, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = migrations[id],
-           migration.status == .running, let freeze = freeze(holding: node, of: migration, at: now) {
-            return .rejected(.frozen(node, freeze: freeze.id, until: freeze.until))
+           migration.status == .running, let hold = forwardHold(node, of: migration, at: now) {
+            return .rejected(hold.rejection(of: node))
         }
-        // No forward step starts under a freeze (rollback steps always may), unless an admin broke the glass for its node.
+        // No forward step starts under a freeze or outside its windows (rollback steps always may), unless
+        // an admin broke the glass for its node.
         if case .accepted(let events) = decision, let migration = migrations[id] {
             for case .stepLeased(let leased) in events where leased.kind == .forward {
-                if let freeze = freeze(holding: leased.node, of: migration, at: now) {
-                    decision = .rejected(.frozen(leased.node, freeze: freeze.id, until: freeze.until))
-                }
+                if let hold = forwardHold(leased.node, of: migration, at: now) { decision = .rejected(hold.rejection(of: leased.node)) }
             }
         }
         // Name who holds what a node waits for (the migration alone knows only that it waits).

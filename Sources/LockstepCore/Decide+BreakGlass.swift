@@ -1,7 +1,8 @@
-// Break-glass, decided by one migration: an admin's override of a freeze or a bake for one node
-// (docs/gates.md). Its effect on freezes is read in Freezes.swift.
+// Break-glass, decided by one migration: an admin's override of a freeze, a change window or a bake for
+// one node (docs/gates.md). Its effect on freezes is read in Freezes.swift, on windows in Windows.swift.
 extension MigrationState {
-    /// An admin overrides a freeze (the node's forward steps start under any freeze) or a bake (it ends
+    /// An admin overrides a freeze (the node's forward steps start under any freeze), its windows (they
+    /// start outside them) or a bake (it ends
     /// now and the node advances without its analysis) for one node, saying why. Never silent: the
     /// override is an event of its own, with who and why.
     func decideBreakGlass(node: NodeID, scope: BreakGlassScope, by: String, admin: Bool, justification: String, now: Instant) -> Decision {
@@ -15,10 +16,13 @@ extension MigrationState {
         guard status == .running || status == .paused else { return .rejected(.migrationNotRunning(id, status: status)) }
         let override = MigrationEvent.breakGlass(BreakGlass(node: node, scope: scope, by: by, justification: justification, at: now))
         switch scope {
-        case .freeze:
-            if nodeState.breakGlass.contains(.freeze) { return .rejected(.nothingToOverride(node, scope: scope, why: "it already has a freeze break-glass")) }
+        case .freeze, .window:
+            if nodeState.breakGlass.contains(scope) { return .rejected(.nothingToOverride(node, scope: scope, why: "it already has a \(scope.rawValue) break-glass")) }
             guard nodeState.status == .pending || nodeState.status == .baking else {
-                return .rejected(.nothingToOverride(node, scope: scope, why: "it is \(nodeDisplayStatus(node).rawValue); only a node with forward steps to come waits for a freeze"))
+                return .rejected(.nothingToOverride(node, scope: scope, why: "it is \(nodeDisplayStatus(node).rawValue); only a node with forward steps to come waits for a \(scope.rawValue)"))
+            }
+            if scope == .window, let spec = plan.node(node), plan.windowLevels(of: spec).isEmpty {
+                return .rejected(.nothingToOverride(node, scope: scope, why: "neither the plan, its services nor the node declare change windows"))
             }
             return .accepted([override])
         case .bake:

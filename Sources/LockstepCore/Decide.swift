@@ -22,11 +22,12 @@ extension MigrationState {
     }
 
     private static func decideEvents(_ state: MigrationState?, _ command: MigrationCommand, now: Instant) -> Decision {
-        if case .start(let id, let plan, let startedBy) = command {
+        if case .start(let id, let plan, let startedBy, let zones) = command {
             if let state { return .rejected(.migrationAlreadyExists(state.id)) }
             if let problem = validateIdentifier(id.rawValue, what: "migration id") { return .rejected(.invalidArgument(problem)) }
             if let problem = PlanValidation.problem(in: plan) { return .rejected(.invalidPlan(problem)) }
-            return .accepted([.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: now, startedBy: startedBy))])
+            if let problem = PlanValidation.zonesProblem(zones, for: plan) { return .rejected(.invalidArgument(problem)) }
+            return .accepted([.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: now, startedBy: startedBy, zones: zones))])
         }
         guard let state else { return .rejected(.invalidArgument("the migration does not exist")) }
         if state.status.isSettled {

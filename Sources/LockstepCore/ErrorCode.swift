@@ -42,6 +42,8 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case tooManySamples = "too_many_samples"
     case bakeNotOver = "bake_not_over"
     case frozen = "frozen"
+    case outsideWindow = "outside_window"
+    case unknownTimeZone = "unknown_time_zone"
     case freezeExists = "freeze_exists"
     case freezeNotFound = "freeze_not_found"
     case breakGlassNotAdmin = "break_glass_not_admin"

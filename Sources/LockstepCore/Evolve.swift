@@ -31,6 +31,7 @@ extension MigrationState {
         self.init(
             id: started.migration, plan: started.plan, status: .running, startedAt: started.startedAt, startedBy: started.startedBy,
             statusReason: nil, nodes: started.plan.nodes.map { NodeState(id: $0.id) }, version: 1)
+        zones = started.zones
     }
 
     private mutating func apply(_ event: MigrationEvent) {

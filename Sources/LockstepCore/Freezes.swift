@@ -179,11 +179,13 @@ extension LogState {
     }
 
     /// Node `node` of `migration`'s status as people see it at `now`: `frozen` when it would be ready or
-    /// waiting for its services but a freeze holds its forward step; else `MigrationState.nodeDisplayStatus`.
+    /// waiting for its services but a freeze holds its forward step, `waiting_for_window` when its windows
+    /// do; else `MigrationState.nodeDisplayStatus`.
     public func nodeDisplayStatus(_ node: NodeID, of migration: MigrationState, at now: Instant) -> NodeDisplayStatus {
         let status = migration.nodeDisplayStatus(node)
         guard status == .ready || status == .waitingForServices, migration.status == .running,
-              freeze(holding: node, of: migration, at: now) != nil else { return status }
+              let hold = forwardHold(node, of: migration, at: now) else { return status }
+        if case .window = hold { return .waitingForWindow }
         return .frozen
     }
 

@@ -123,6 +123,14 @@ public enum CoreLimits {
     public static let freezesMax = 1_000
     /// Most services one freeze names (none: every service).
     public static let freezeServicesMax = 64
+    /// Windows one level (the plan, a service, a node) may declare.
+    public static let windowsPerLevelMax = 16
+    /// Offset changes recorded per time zone when a migration starts (about three years of daylight saving).
+    public static let zoneOffsetChangesMax = 64
+    /// The largest offset from UTC a zone may record, in seconds (18 hours).
+    public static let zoneOffsetSecondsMax: Int32 = 64_800
+    /// How far ahead, in days, the core looks for a node's windows to open (a weekly schedule repeats within it).
+    public static let windowSearchDays = 8
 }
 
 extension String {

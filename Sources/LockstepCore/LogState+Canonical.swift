@@ -2,7 +2,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 7
+    public static let canonicalFormat: UInt8 = 8
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -64,6 +64,31 @@ extension CanonicalWriter {
         array(m.cannotUndo) { $0.string($1.rawValue) }
         u64(m.version)
         string(m.lineStop)
+        array(m.zones) { w, zone in
+            w.string(zone.zone)
+            w.i64(Int64(zone.initialOffsetSeconds))
+            w.array(zone.changes) { w, change in
+                w.i64(change.at.millisecondsSinceEpoch)
+                w.i64(Int64(change.offsetSeconds))
+            }
+        }
+    }
+
+    /// One level's windows. In a content hash, only when there are any, after `marker` ('W' for a service
+    /// or a node, 'P' for the plan, which follows the last node), so plans written before windows keep
+    /// their hash (a marker cannot begin what may follow: a length, whose first byte is 0x00, an
+    /// optional's flag, 0x00 or 0x01, or the other marker).
+    mutating func windows(_ windows: [ChangeWindow], marker: UInt8 = 0x57) {
+        if forContentHash {
+            guard !windows.isEmpty else { return }
+            u8(marker)
+        }
+        array(windows) { w, window in
+            w.u8(window.days)
+            w.u32(UInt32(window.startMinute))
+            w.u32(UInt32(window.endMinute))
+            w.string(window.zone)
+        }
     }
 
     mutating func freeze(_ f: Freeze) {
@@ -85,9 +110,11 @@ extension CanonicalWriter {
         array(p.services) { w, service in
             w.string(service.name)
             w.array(service.owners) { $0.string($1) }
+            w.windows(service.windows)
         }
         optional(p.deadlineMillis) { $0.i64($1) }
         array(p.nodes) { $0.nodeSpec($1) }
+        windows(p.windows, marker: 0x50)
     }
 
     mutating func nodeSpec(_ n: NodeSpec) {
@@ -115,22 +142,23 @@ extension CanonicalWriter {
         optional(n.deadlineMillis) { $0.i64($1) }
         bool(n.irreversible)
         string(n.onFailure.rawValue)
-        if forContentHash {
-            // 0xE1 cannot begin the next node (an id's length, big-endian, starts with 0x00).
-            guard n.exposure != nil || n.analysis != nil else { return }
-            u8(0xE1)
-        }
-        optional(n.exposure) { w, exposure in
-            w.array(exposure.stages) { w, stage in
-                w.string(stage.name)
-                w.optional(stage.percent) { $0.u32($1) }
+        // In a content hash, only when set: 0xE1 cannot begin the next node (an id's length, big-endian,
+        // starts with 0x00), nor the windows' marker.
+        if !forContentHash || n.exposure != nil || n.analysis != nil {
+            if forContentHash { u8(0xE1) }
+            optional(n.exposure) { w, exposure in
+                w.array(exposure.stages) { w, stage in
+                    w.string(stage.name)
+                    w.optional(stage.percent) { $0.u32($1) }
+                }
+                w.i64(exposure.bakeMillis)
             }
-            w.i64(exposure.bakeMillis)
+            optional(n.analysis) { w, analysis in
+                w.array(analysis.metrics) { $0.metricCheck($1) }
+                w.string(analysis.onMarginal.rawValue)
+            }
         }
-        optional(n.analysis) { w, analysis in
-            w.array(analysis.metrics) { $0.metricCheck($1) }
-            w.string(analysis.onMarginal.rawValue)
-        }
+        windows(n.windows)
     }
 
     mutating func metricCheck(_ c: MetricCheck) {
@@ -241,6 +269,12 @@ extension CanonicalReader {
                                        nodes: nodes, completionOrder: completionOrder, rollbackQueue: rollbackQueue, cannotUndo: cannotUndo,
                                        version: version)
         migration.lineStop = try string()
+        migration.zones = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ZoneOffsets in
+            ZoneOffsets(zone: try r.string(), initialOffsetSeconds: try r.i32(),
+                        changes: try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> OffsetChange in
+                            OffsetChange(at: Instant(millisecondsSinceEpoch: try r.i64()), offsetSeconds: try r.i32())
+                        })
+        }
         return migration
     }
 
@@ -257,12 +291,28 @@ extension CanonicalReader {
         let description = try string()
         let owners = try strings()
         let services = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ServiceSpec in
-            ServiceSpec(name: try r.string(), owners: try r.strings())
+            ServiceSpec(name: try r.string(), owners: try r.strings(), windows: try r.windows())
         }
         let deadline = try optionalI64()
         let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.nodeSpec() }
         return PlanSnapshot(name: name, version: version, contentHash: hash, description: description, owners: owners,
-                            services: services, deadlineMillis: deadline, nodes: nodes)
+                            services: services, deadlineMillis: deadline, nodes: nodes, windows: try windows())
+    }
+
+    mutating func windows() throws(CanonicalDecodingError) -> [ChangeWindow] {
+        try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ChangeWindow in
+            let days = try r.u8()
+            let start = try r.u32(), end = try r.u32()
+            guard start < 1_440, (1...1_440).contains(end) else { throw .invalidValue(offset: r.offset, what: "window minutes \(start)-\(end)") }
+            return ChangeWindow(days: days, startMinute: UInt16(start), endMinute: UInt16(end), zone: try r.string())
+        }
+    }
+
+    /// An i64 that must fit an i32 (a zone's offset in seconds).
+    mutating func i32() throws(CanonicalDecodingError) -> Int32 {
+        let value = try i64()
+        guard let narrow = Int32(exactly: value) else { throw .invalidValue(offset: offset, what: "offset \(value) s") }
+        return narrow
     }
 
     mutating func nodeSpec() throws(CanonicalDecodingError) -> NodeSpec {
@@ -295,7 +345,7 @@ extension CanonicalReader {
         }
         return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                         retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                        onFailure: onFailure, exposure: exposure, analysis: analysis)
+                        onFailure: onFailure, exposure: exposure, analysis: analysis, windows: try windows())
     }
 
     mutating func metricCheck() throws(CanonicalDecodingError) -> MetricCheck {

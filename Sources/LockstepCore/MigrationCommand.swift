@@ -4,8 +4,9 @@
 /// Identities (`startedBy`, `approver`, `groups`) are attested by the engine from authentication,
 /// never taken from a request body.
 public enum MigrationCommand: Hashable, Sendable {
-    /// Start a migration of `plan` under `id`, on behalf of `startedBy`.
-    case start(id: MigrationID, plan: PlanSnapshot, startedBy: String)
+    /// Start a migration of `plan` under `id`, on behalf of `startedBy`. `zones`: the offsets of every
+    /// time zone the plan's windows name, resolved by the engine from its time-zone database.
+    case start(id: MigrationID, plan: PlanSnapshot, startedBy: String, zones: [ZoneOffsets] = [])
     /// Grant `agent` a lease on `node`'s next step (forward, or rollback while aborting) for `ttlMillis`,
     /// held by principal `holder` (attested by the engine from authentication; empty when there is none).
     case leaseStep(node: NodeID, agent: String, ttlMillis: Int64, holder: String = "")

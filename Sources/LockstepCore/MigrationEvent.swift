@@ -79,11 +79,15 @@ public struct MigrationStarted: Hashable, Sendable {
     public var startedAt: Instant
     /// Who started it; they may not approve its gates.
     public var startedBy: String
-    public init(migration: MigrationID, plan: PlanSnapshot, startedAt: Instant, startedBy: String = "") {
+    /// The offsets of each time zone the plan's windows name, sorted by zone, as the coordinator's
+    /// time-zone database gave them at the start: what windows are read with, on any machine.
+    public var zones: [ZoneOffsets]
+    public init(migration: MigrationID, plan: PlanSnapshot, startedAt: Instant, startedBy: String = "", zones: [ZoneOffsets] = []) {
         self.migration = migration
         self.plan = plan
         self.startedAt = startedAt
         self.startedBy = startedBy
+        self.zones = zones
     }
 }
 
@@ -367,6 +371,8 @@ public enum BreakGlassScope: String, Hashable, Sendable, CaseIterable, Comparabl
     case freeze
     /// Its current bake ends now and the node advances, without its analysis.
     case bake
+    /// Its forward steps start outside its change windows (until the migration settles).
+    case window
 
     public static func < (lhs: BreakGlassScope, rhs: BreakGlassScope) -> Bool {
         allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!

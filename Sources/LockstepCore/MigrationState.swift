@@ -23,6 +23,8 @@ public enum NodeDisplayStatus: String, Hashable, Sendable, CaseIterable {
     case waitingForServices = "waiting_for_services", unknown
     /// Ready or waiting for its services, but a freeze holds its forward step (`LogState.nodeDisplayStatus`).
     case frozen
+    /// Ready or waiting for its services, but its change windows are closed (`LogState.nodeDisplayStatus`).
+    case waitingForWindow = "waiting_for_window"
 
     public init(_ status: NodeStatus) {
         switch status {
@@ -180,6 +182,8 @@ public struct MigrationState: Hashable, Sendable {
     public var version: UInt64
     /// While paused by a stop-the-line freeze: its id ("" otherwise). The freeze's end resumes it.
     public var lineStop: String = ""
+    /// The offsets of the time zones the plan's windows name, recorded at the start (see Windows.swift).
+    public var zones: [ZoneOffsets] = []
 
     public init(id: MigrationID, plan: PlanSnapshot, status: MigrationStatus, startedAt: Instant, startedBy: String = "",
                 statusReason: String?, nodes: [NodeState], completionOrder: [NodeID] = [], rollbackQueue: [NodeID] = [],

@@ -7,9 +7,12 @@ public enum Phase: String, CaseIterable, Sendable {
 public struct ServiceSpec: Hashable, Sendable {
     public var name: String
     public var owners: [String]
-    public init(name: String, owners: [String]) {
+    /// When forward steps on the service may start (docs/gates.md, "Change windows"); none = any time.
+    public var windows: [ChangeWindow]
+    public init(name: String, owners: [String], windows: [ChangeWindow] = []) {
         self.name = name
         self.owners = owners
+        self.windows = windows
     }
 }
 
@@ -117,11 +120,13 @@ public struct NodeSpec: Hashable, Sendable {
     public var exposure: ExposureSpec?
     /// How each bake is judged (needs `exposure`).
     public var analysis: AnalysisSpec?
+    /// When the node's forward steps may start (with the plan's and its services'); none = any time.
+    public var windows: [ChangeWindow]
 
     public init(id: NodeID, services: [String], phase: Phase, action: String, paramsJSON: String = "{}", needs: [NodeID] = [],
                 timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(), rollback: RollbackSpec? = nil,
                 approval: ApprovalGate? = nil, deadlineMillis: Int64? = nil, irreversible: Bool = false, onFailure: FailurePolicy = .rollback,
-                exposure: ExposureSpec? = nil, analysis: AnalysisSpec? = nil) {
+                exposure: ExposureSpec? = nil, analysis: AnalysisSpec? = nil, windows: [ChangeWindow] = []) {
         self.id = id
         self.services = services
         self.phase = phase
@@ -137,6 +142,7 @@ public struct NodeSpec: Hashable, Sendable {
         self.onFailure = onFailure
         self.exposure = exposure
         self.analysis = analysis
+        self.windows = windows
     }
 
     /// A node with only a retry count (tests and generated load).
@@ -162,9 +168,11 @@ public struct PlanSnapshot: Hashable, Sendable {
     public var deadlineMillis: Int64?
     /// Nodes in plan order; order is part of the plan and decides tie-breaks.
     public var nodes: [NodeSpec]
+    /// When forward steps of any node may start (with the services' and the node's own); none = any time.
+    public var windows: [ChangeWindow]
 
     public init(name: String, version: UInt64, contentHash: String, description: String = "", owners: [String] = [],
-                services: [ServiceSpec] = [], deadlineMillis: Int64? = nil, nodes: [NodeSpec]) {
+                services: [ServiceSpec] = [], deadlineMillis: Int64? = nil, nodes: [NodeSpec], windows: [ChangeWindow] = []) {
         self.name = name
         self.version = version
         self.contentHash = contentHash
@@ -173,6 +181,7 @@ public struct PlanSnapshot: Hashable, Sendable {
         self.services = services
         self.deadlineMillis = deadlineMillis
         self.nodes = nodes
+        self.windows = windows
     }
 
     /// The node with `id`, if the plan has one.

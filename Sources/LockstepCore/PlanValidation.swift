@@ -95,6 +95,7 @@ public enum PlanValidation {
 
     static func nodeDetailsProblem(_ node: NodeSpec, plan: PlanSnapshot) -> String? {
         if let problem = exposureProblem(node) { return problem }
+        if let problem = windowsProblem(node.windows, of: "node \(node.id)") { return problem }
         for json in [node.paramsJSON, node.rollback?.paramsJSON ?? "{}"] where json.utf8.count > CoreLimits.paramsBytesMax {
             return "node \(node.id) has \(json.utf8.count) bytes of params; the limit is \(CoreLimits.paramsBytesMax) bytes"
         }
@@ -157,7 +158,38 @@ public enum PlanValidation {
         if let millis = plan.deadlineMillis, millis <= 0 || millis > CoreLimits.durationMillisMax {
             return "the migration deadline is \(millis) ms; it must be 1...\(CoreLimits.durationMillisMax) ms"
         }
+        if let problem = windowsProblem(plan.windows, of: "the plan") { return problem }
+        for service in plan.services {
+            if let problem = windowsProblem(service.windows, of: "service \(service.name)") { return problem }
+        }
         return nil
+    }
+
+    /// What is wrong with one level's windows (`what` owns them): too many, or one that is not a window
+    /// (no day, a minute out of range, an empty span, a badly spelled zone).
+    static func windowsProblem(_ windows: [ChangeWindow], of what: String) -> String? {
+        if windows.count > CoreLimits.windowsPerLevelMax {
+            return "\(what) declares \(windows.count) windows; the limit is \(CoreLimits.windowsPerLevelMax)"
+        }
+        for window in windows {
+            if window.days == 0 || window.days > 0x7F { return "a window of \(what) names no day of the week (or a day that is not one)" }
+            if window.startMinute >= ChangeWindow.minutesPerDay || window.endMinute == 0 || window.endMinute > ChangeWindow.minutesPerDay
+                || window.startMinute == window.endMinute {
+                return "a window of \(what) runs from minute \(window.startMinute) to \(window.endMinute) of the day; it must open at 0...1439 and close at another minute, 1...1440"
+            }
+            if let problem = ChangeWindow.zoneNameProblem(window.zone) { return "a window of \(what): \(problem)" }
+        }
+        return nil
+    }
+
+    /// What is wrong with the zone offsets a start carries for `plan`: they must be exactly the zones its
+    /// windows name, sorted, each once and well formed.
+    public static func zonesProblem(_ zones: [ZoneOffsets], for plan: PlanSnapshot) -> String? {
+        let named = plan.windowZones
+        guard zones.map(\.zone) == named else {
+            return "the start carries offsets for zones [\(zones.map(\.zone).joined(separator: ", "))]; the plan's windows name [\(named.joined(separator: ", "))]"
+        }
+        return zones.lazy.compactMap { $0.problem() }.first
     }
 
     /// The first dependency cycle found walking nodes in plan order, or nil.

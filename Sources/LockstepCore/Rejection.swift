@@ -37,6 +37,8 @@ public enum Rejection: Error, Hashable, Sendable {
     case bakeNotOver(NodeID, until: Instant?)
     case serviceNotLeased(String)
     case frozen(NodeID, freeze: String, until: Instant?)
+    case outsideWindow(NodeID, windows: String, opensAt: Instant?)
+    case unknownTimeZone([String])
     case freezeExists(String)
     case freezeNotFound(String)
     case breakGlassNotAdmin(String)
@@ -82,6 +84,8 @@ public enum Rejection: Error, Hashable, Sendable {
         case .tooManySamples: .tooManySamples
         case .bakeNotOver: .bakeNotOver
         case .frozen: .frozen
+        case .outsideWindow: .outsideWindow
+        case .unknownTimeZone: .unknownTimeZone
         case .freezeExists: .freezeExists
         case .freezeNotFound: .freezeNotFound
         case .breakGlassNotAdmin: .breakGlassNotAdmin
@@ -151,9 +155,14 @@ public enum Rejection: Error, Hashable, Sendable {
         case .frozen(let node, let freeze, let until):
             "node \(node)'s forward step waits: freeze \(freeze) is in force \(until.map { "until \($0)" } ?? "until it is ended")"
                 + " (lockstep freeze list); rollback steps are not held"
+        case .outsideWindow(let node, let windows, let opensAt):
+            "node \(node)'s forward step waits for its change window (\(windows)): "
+                + (opensAt.map { "it opens at \($0)" } ?? "it does not open within \(CoreLimits.windowSearchDays) days") + "; rollback steps are not held"
+        case .unknownTimeZone(let zones):
+            "this coordinator's time-zone database does not know \(zones.joined(separator: ", ")); name an IANA zone such as Europe/Berlin, or UTC"
         case .freezeExists(let id): "freeze \(id) already exists; choose another id"
         case .freezeNotFound(let id): "no freeze \(id) is in force or declared (it never was, or it has ended)"
-        case .breakGlassNotAdmin(let who): "\(who) may not break the glass: only an admin may override a freeze or a bake"
+        case .breakGlassNotAdmin(let who): "\(who) may not break the glass: only an admin may override a freeze, a window or a bake"
         case .nothingToOverride(let node, let scope, let why): "node \(node) has no \(scope.rawValue) to override: \(why)"
         }
     }

@@ -322,8 +322,8 @@ extension LogState {
             guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
             if migration.status.isSettled { return .rejected(.migrationSettled(id, status: migration.status)) }
             guard state.serviceLeases.isRequested else { return .rejected(.noServiceLeaseRequest(node)) }
-            if case .requested(.forward, _) = state.serviceLeases, let freeze = freeze(holding: node, of: migration, at: now) {
-                return .rejected(.frozen(node, freeze: freeze.id, until: freeze.until))
+            if case .requested(.forward, _) = state.serviceLeases, let hold = forwardHold(node, of: migration, at: now) {
+                return .rejected(hold.rejection(of: node))
             }
             guard grantableServiceRequests(through: through, at: now).contains(where: { $0.migration == id && $0.node == node }) else {
                 return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
@@ -333,12 +333,12 @@ extension LogState {
         case .yieldToFreeze(_, let node):
             guard let state = migration.node(node), let spec = migration.plan.node(node) else { return .rejected(.unknownNode(node)) }
             guard state.serviceLeases.isHeld else { return .rejected(.servicesNotHeld(node)) }
-            guard let freeze = freeze(holding: node, of: migration, at: now), migration.status == .running, migration.yieldsToFreeze(node) else {
-                return .rejected(.invalidArgument("node \(node) keeps its services: no freeze holds it, or it has started transitioning them"))
+            guard let hold = forwardHold(node, of: migration, at: now), migration.status == .running, migration.yieldsToFreeze(node) else {
+                return .rejected(.invalidArgument("node \(node) keeps its services: no freeze or closed window holds it, or it has started transitioning them"))
             }
             var after = migration
             let released = MigrationEvent.serviceLeasesReleased(ServiceLeasesReleased(
-                node: node, services: spec.services, reason: "freeze \(freeze.id) holds its forward step and it has not started", forced: false))
+                node: node, services: spec.services, reason: hold.yieldReason, forced: false))
             after.evolve(released)
             return .accepted([released] + after.serviceLeaseBookkeeping())
         case .forceRelease(_, let node, let reason):
@@ -373,8 +373,9 @@ extension LogState {
         for case .serviceLeasesRequested(let request) in events {
             defer { inLine.formUnion(request.services) }
             guard request.services.allSatisfy(released.contains), !request.services.contains(where: inLine.contains) else { continue }
-            // A forward step under a freeze does not take services it may not use (the lease queue grants them when it ends).
-            if request.kind == .forward, let migration = migrations[id], freeze(holding: request.node, of: migration, at: now) != nil { continue }
+            // A forward step under a freeze or outside its windows does not take services it may not use
+            // (the lease queue grants them when the hold ends).
+            if request.kind == .forward, let migration = migrations[id], forwardHold(request.node, of: migration, at: now) != nil { continue }
             released.subtract(request.services)
             grants.append(.serviceLeasesGranted(ServiceLeasesGranted(node: request.node, services: request.services, at: now)))
         }
@@ -382,26 +383,26 @@ extension LogState {
     }
 
     /// The service-lease requests the lease queue may grant at `now` (see `ServiceLeaseIndex.grantable`):
-    /// a forward step's request under a freeze is set aside, so a freeze never holds up a rollback.
+    /// a forward step's request under a freeze or outside its windows is set aside, so neither ever holds
+    /// up a rollback (or anybody else).
     public func grantableServiceRequests(through: UInt64, at now: Instant) -> [ServiceRequest] {
         // The freezes in force, found once per call (not per request).
         let inForce = freezes.values.filter { $0.isActive(at: now) }
-        guard !inForce.isEmpty else { return serviceLeases.grantable(through: through) }
         return serviceLeases.grantable(through: through) { request in
-            guard request.kind == .forward, let migration = migrations[request.migration],
-                  let services = Self.freezable(request.node, of: migration) else { return false }
-            return inForce.contains { $0.covers(services) }
+            guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
+            if !inForce.isEmpty, let services = Self.freezable(request.node, of: migration), inForce.contains(where: { $0.covers(services) }) { return true }
+            return migration.plan.hasWindows && migration.windowWait(request.node, at: now) != nil
         }
     }
 
-    /// Holders a freeze holds back that have not started transitioning their services, in service order:
-    /// what the coordinator makes give their services back (`ServiceLeaseCommand.yieldToFreeze`).
+    /// Holders a freeze or a closed window holds back that have not started transitioning their services,
+    /// in service order: what the coordinator makes give their services back (`ServiceLeaseCommand.yieldToFreeze`).
     public func holdersToYield(at now: Instant) -> [ServiceHolder] {
-        guard !freezes.isEmpty else { return [] }
         var seen = Set<String>()
         return serviceLeases.holdersInOrder.compactMap { _, holder in
             guard seen.insert("\(holder.migration.rawValue)/\(holder.node.rawValue)").inserted, let migration = migrations[holder.migration],
-                  migration.status == .running, migration.yieldsToFreeze(holder.node), freeze(holding: holder.node, of: migration, at: now) != nil else { return nil }
+                  migration.status == .running, !freezes.isEmpty || migration.plan.hasWindows, migration.yieldsToFreeze(holder.node),
+                  forwardHold(holder.node, of: migration, at: now) != nil else { return nil }
             return holder
         }
     }
@@ -425,9 +426,10 @@ extension LogState {
               let node = migration.node(holder.node) else { return (nil, nil) }
         let nextRetry = node.retryAt.flatMap { $0 > now ? $0 : nil }
         guard node.serviceLeases.isHeld, node.lease == nil else { return (nil, nextRetry) }
-        // A forward step under a freeze waits for the freeze's end (nil when open-ended: its end is a change).
-        if migration.status == .running, let freeze = freeze(holding: node.id, of: migration, at: now) {
-            return (nil, [nextRetry, freeze.until].compactMap { $0 }.min())
+        // A forward step under a freeze waits for the freeze's end (nil when open-ended: its end is a
+        // change), one outside its windows for them to open.
+        if migration.status == .running, let hold = forwardHold(node.id, of: migration, at: now) {
+            return (nil, [nextRetry, hold.until].compactMap { $0 }.min())
         }
         let ready = switch migration.status {
         case .running: migration.isReady(node.id, at: now)

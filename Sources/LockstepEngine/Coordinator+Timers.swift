@@ -101,9 +101,12 @@ extension Coordinator {
             }
         }
         report.freezesEnded = await endFreezesPastTheirEnd(now: now)
-        // A freeze that came into force since (its `from` passed) may hold nodes that hold their services.
-        if !state.freezes.isEmpty { await yieldServicesToFreezes(now: now) }
-        if machine.grantPassOwed { await grantServiceLeases(now: now) }
+        // A freeze that came into force since (its `from` passed), or a window that closed, may hold nodes
+        // that hold their services.
+        let windows = machine.tracksWindows
+        if !state.freezes.isEmpty || windows { await yieldServicesToFreezes(now: now) }
+        // A window that opened may let a request set aside under it be granted (nothing records its opening).
+        if machine.grantPassOwed || (windows && !state.serviceLeases.queue.isEmpty) { await grantServiceLeases(now: now) }
         report.failures = timerFailures
         timerFailures = []
         return report

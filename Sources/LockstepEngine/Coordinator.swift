@@ -7,6 +7,7 @@
 // CoordinatorMachine; this actor is its shell: it performs the appends and look-ups the machine asks for
 // and resumes each caller with the machine's word for it.
 import LockstepCore
+import LockstepPlan
 import LockstepStore
 import LockstepWire
 
@@ -186,7 +187,14 @@ public actor Coordinator {
             throw .rejected(.invalidArgument("service leases are granted by the coordinator's lease queue, not on request"))
         case .plans(.apply(let plan)):
             // The content hash is evidence: computed here, never taken from the caller.
+            try Self.checkTimeZones(of: plan)
             command = .plans(.apply(plan.hashed()))
+        case .migration(let id, .start(let started, let plan, let startedBy, _)):
+            // So are a start's zone offsets: read here, from this machine's time-zone database, and recorded.
+            switch TimeZoneDatabase.offsets(for: plan, from: now) {
+            case .success(let zones): command = .migration(id, .start(id: started, plan: plan, startedBy: startedBy, zones: zones))
+            case .failure(let unknown): throw .rejected(.unknownTimeZone(unknown.zones))
+            }
         case .migration, .serviceLeases(.forceRelease), .serviceLeases(.yieldToFreeze), .freezes:
             break
         }
@@ -247,9 +255,17 @@ public actor Coordinator {
     /// Applies a plan's content (hashed here): a no-op returning the current version when the newest
     /// version has the same content, else a `plan_applied` event and the new version.
     public func applyPlan(_ plan: PlanSnapshot, context: CommandContext, now: Instant) async throws(CommandError) -> (version: UInt64, changed: Bool) {
+        try Self.checkTimeZones(of: plan)
         let performed = try await perform(.plans(.apply(plan.hashed())), context: context, now: now)
         guard let plan = performed.plan else { preconditionFailure("applying a plan answered without its version") }
         return (plan.version, plan.changed)
+    }
+
+    /// Refuses a plan whose windows name a zone this machine's time-zone database does not know (its
+    /// migrations could not start here).
+    static func checkTimeZones(of plan: PlanSnapshot) throws(CommandError) {
+        let unknown = TimeZoneDatabase.unknown(plan.windowZones)
+        if !unknown.isEmpty { throw .rejected(.unknownTimeZone(unknown)) }
     }
 
     // MARK: - Step leases

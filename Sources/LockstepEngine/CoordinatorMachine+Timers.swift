@@ -74,12 +74,15 @@ extension CoordinatorMachine {
         var bakeEnd: Instant?
         /// The plan sets a schedule_to_start on some node.
         var schedulesToStart: Bool
+        /// The plan, a service or a node declares change windows.
+        var hasWindows: Bool
 
         init(_ migration: MigrationState) {
             deadline = migration.nextDeadline
             stepTimeout = migration.nextStepTimeout
             bakeEnd = migration.nextBakeEnd
             schedulesToStart = migration.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil }
+            hasWindows = migration.plan.hasWindows
         }
     }
 
@@ -127,9 +130,9 @@ extension CoordinatorMachine {
             var waiting: [WaitingNode] = []
             for migration in marked(\.schedulesToStart) {
                 for spec in migration.plan.nodes {
-                    // A node a freeze holds back is not waiting for an agent (nobody may take its step).
+                    // A node a freeze or its windows hold back is not waiting for an agent (nobody may take its step).
                     guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now),
-                          state.freeze(holding: spec.id, of: migration, at: now) == nil else { continue }
+                          state.forwardHold(spec.id, of: migration, at: now) == nil else { continue }
                     waiting.append(WaitingNode(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
                 }
             }
@@ -147,7 +150,9 @@ extension CoordinatorMachine {
         }
         // A freeze's end time (one whose end failed to record stays due), and the next instant one comes into force.
         let freezes = state.freezes.isEmpty ? [] : [state.freezes.values.compactMap(\.until).min(), state.nextFreezeBoundary(after: now)]
-        var due = ([nextDeadline, nextBakeEnd, nextStepTimeout] + freezes).compactMap { $0 }
+        // The next instant a waiting node's change windows open or close.
+        let windows = marked(\.hasWindows).map { $0.nextWindowChange(after: now) }
+        var due = ([nextDeadline, nextBakeEnd, nextStepTimeout] + freezes + windows).compactMap { $0 }
         if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
         if let waited = nextScheduleToStartNanos { due.append(wall(waited)) }
         return due.min()
@@ -155,6 +160,9 @@ extension CoordinatorMachine {
 
     /// Whether any unsettled migration's plan sets a schedule_to_start (the phase looks only then).
     public var tracksScheduleToStart: Bool { timerMarks.values.contains { $0.schedulesToStart } }
+
+    /// Whether any unsettled migration's plan declares change windows (the timer then looks at them).
+    public var tracksWindows: Bool { timerMarks.values.contains { $0.hasWindows } }
 
     /// The earliest instant at which a running step passes its `start_to_close`, in any migration.
     public var nextStepTimeout: Instant? { timerMarks.values.compactMap(\.stepTimeout).min() }

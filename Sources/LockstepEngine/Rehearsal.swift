@@ -20,6 +20,8 @@ public struct Rehearsal: Sendable {
     /// What to make go wrong.
     public struct Options: Sendable {
         public var seed: UInt64 = 1
+        /// The virtual wall clock's start: where a plan's change windows are read from (docs/gates.md).
+        public var start: Instant = Rehearsal.epoch
         /// Node → how many of its attempts fail (retryable) before it succeeds; more than its retry
         /// policy allows makes it fail for good.
         public var failures: [NodeID: UInt32] = [:]
@@ -69,7 +71,7 @@ public struct Rehearsal: Sendable {
     public static let commandsPerNodeMax = 200
     /// The TTL a doomed agent's lease asks for when its node sets no heartbeat timeout (the server's default).
     public static let lostAgentTTLMillis: Int64 = 30_000
-    /// The virtual clock's start: 2026-01-01T00:00:00Z.
+    /// The virtual clock's default start: 2026-01-01T00:00:00Z.
     public static let epoch = Instant(millisecondsSinceEpoch: 1_767_225_600_000)
 
     public let plan: PlanSnapshot
@@ -100,7 +102,7 @@ public struct Rehearsal: Sendable {
                                                      monotonic: { monotonic.now })
         let id = MigrationID("rehearsal")
         var random = SplitMix64(seed: options.seed)
-        var now = Self.epoch
+        var now = options.start
         var timeline: [Entry] = []
         var commands = 0
         let commandsMax = max(1_000, plan.nodes.count * Self.commandsPerNodeMax)
@@ -135,7 +137,7 @@ public struct Rehearsal: Sendable {
                         throw .corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")
                     }
                     guard case .migration(let recorded) = decoded else { continue }
-                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - Self.epoch.millisecondsSinceEpoch,
+                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - options.start.millisecondsSinceEpoch,
                                           sequence: stored.sequence, event: recorded.event, actor: recorded.metadata.actor.description))
                 }
             } catch {

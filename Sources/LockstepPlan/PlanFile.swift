@@ -1,3 +1,4 @@
+import Foundation
 import LockstepCore
 import Yams
 
@@ -7,17 +8,20 @@ public enum PlanFile {
     /// Largest plan file, in bytes.
     public static let fileBytesMax = 1 << 20
 
-    public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes"]
+    public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows"]
     public static let nodeKeys: Set<String> = [
         "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
-        "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis",
+        "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis", "windows",
     ]
 
-    /// Reads `yaml` and runs every lint rule over the result.
-    public static func lint(yaml: String) -> PlanLoad {
+    /// Reads `yaml` and runs every lint rule over the result; windows are read as they stand at `now`
+    /// (this machine's clock when nil).
+    public static func lint(yaml: String, now: Instant? = nil) -> PlanLoad {
         var load = read(yaml: yaml)
         if let plan = load.plan {
             load.findings += PlanLint.findings(plan, map: load.sourceMap)
+            load.findings += PlanLint.windowFindings(plan, map: load.sourceMap,
+                                                     now: now ?? Instant(millisecondsSinceEpoch: Int64(Date().timeIntervalSince1970 * 1_000)))
             // Whatever the core would still refuse (limits, identifiers), so lint and start agree.
             if load.errors.isEmpty, let problem = PlanValidation.problem(in: plan) {
                 load.findings.append(PlanFinding(.error, line: 1, code: "invalid_plan", problem))

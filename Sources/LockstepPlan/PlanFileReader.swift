@@ -26,13 +26,15 @@ struct Reader {
                     guard let serviceName = key.string else { continue }
                     map.serviceLines[serviceName] = key.mark?.line ?? 0
                     var serviceOwners: [String] = []
+                    var serviceWindows: [ChangeWindow] = []
                     if case .mapping(let details) = value {
-                        let serviceFields = self.fields(details, allowed: ["owners"], in: "service \(serviceName)")
+                        let serviceFields = self.fields(details, allowed: ["owners", "windows"], in: "service \(serviceName)")
                         serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)")
+                        serviceWindows = windows(serviceFields["windows"], of: "service \(serviceName)")
                     } else if !(value.string ?? "").isEmpty || value.tag.description != "tag:yaml.org,2002:null" {
                         error(value.mark?.line ?? 0, "invalid_value", "service \(serviceName) must be a mapping with owners")
                     }
-                    services.append(ServiceSpec(name: serviceName, owners: serviceOwners))
+                    services.append(ServiceSpec(name: serviceName, owners: serviceOwners, windows: serviceWindows))
                 }
             } else {
                 error(node.mark?.line ?? 0, "invalid_value", "services must map each service name to its owners")
@@ -52,7 +54,32 @@ struct Reader {
             error(mapping.mark?.line ?? 1, "missing_field", "the plan has no nodes")
         }
         return PlanSnapshot(name: name, version: 0, contentHash: "", description: description, owners: owners,
-                            services: services, deadlineMillis: deadline, nodes: nodes)
+                            services: services, deadlineMillis: deadline, nodes: nodes, windows: windows(fields["windows"], of: "the plan"))
+    }
+
+    /// `windows: ["Mon-Fri 09:00-16:00 Europe/Berlin", ...]` (or one window as a string): each parsed, its
+    /// zone checked against this machine's time-zone database.
+    mutating func windows(_ node: Node?, of what: String) -> [ChangeWindow] {
+        guard let node else { return [] }
+        let texts = strings(node, what: "windows of \(what)")
+        if texts.count > CoreLimits.windowsPerLevelMax {
+            error(node.mark?.line ?? 0, "invalid_value", "\(what) declares \(texts.count) windows; the limit is \(CoreLimits.windowsPerLevelMax)")
+        }
+        let items = node.sequence.map(Array.init) ?? [node]
+        var windows: [ChangeWindow] = []
+        for (index, text) in texts.enumerated() {
+            let line = (index < items.count ? items[index].mark?.line : nil) ?? node.mark?.line ?? 0
+            switch ChangeWindow.parse(text) {
+            case .success(let window):
+                if !TimeZoneDatabase.isKnown(window.zone) {
+                    error(line, "unknown_time_zone", "a window of \(what) names time zone \(window.zone), which this machine's time-zone database does not know")
+                }
+                windows.append(window)
+            case .failure(let problem):
+                error(line, "invalid_window", "a window of \(what): \(problem.description)")
+            }
+        }
+        return windows
     }
 
     mutating func nodeSpec(_ mapping: Node.Mapping) -> NodeSpec? {
@@ -106,12 +133,13 @@ struct Reader {
         }
         let exposure = self.exposure(fields["exposure"], node: id)
         let analysis = self.analysis(fields["analysis"], node: id)
+        let windows = self.windows(fields["windows"], of: "node \(id)")
         if analysis != nil && fields["exposure"] == nil {
             error(lines["analysis"] ?? line, "analysis_without_exposure", "node \(id) has an analysis but no exposure; analyses judge the bake after each exposure stage")
         }
         let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                             retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                            onFailure: onFailure, exposure: exposure, analysis: analysis)
+                            onFailure: onFailure, exposure: exposure, analysis: analysis, windows: windows)
         checkValues(spec, lines: lines, line: line)
         return spec
     }

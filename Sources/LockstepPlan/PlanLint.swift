@@ -76,6 +76,22 @@ enum PlanLint {
         return out
     }
 
+    /// Nodes whose windows (the plan's, their services', their own) are never open together within
+    /// `CoreLimits.windowSearchDays` days of `now`: such a node waits for ever unless an admin breaks the glass.
+    static func windowFindings(_ plan: PlanSnapshot, map: PlanSourceMap, now: Instant) -> [PlanFinding] {
+        guard plan.hasWindows, case .success(let zones) = TimeZoneDatabase.offsets(for: plan, from: now) else { return [] }
+        var out: [PlanFinding] = []
+        for (index, node) in plan.nodes.enumerated() {
+            guard let wait = plan.windowWait(of: node.id, zones: zones, at: now), wait.opensAt == nil else { continue }
+            let levels = plan.windowLevels(of: node).map { $0.map(\.description).joined(separator: " or ") }
+            out.append(PlanFinding(.warning, line: node.windows.isEmpty ? map.line(ofNode: index) : map.line(ofNode: index, field: "windows"),
+                                   code: "window_never_opens",
+                                   "node \(node.id)'s windows are never open together within \(CoreLimits.windowSearchDays) days "
+                                       + "(\(levels.joined(separator: "; and "))): it would wait for ever unless an admin breaks the glass"))
+        }
+        return out
+    }
+
     /// Timeouts that contradict each other (errors) or look like a typo (warnings).
     static func timeoutFindings(_ node: NodeSpec, index: Int, map: PlanSourceMap) -> [PlanFinding] {
         var out: [PlanFinding] = []

@@ -24,7 +24,8 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         /// What `code` says about the request: the HTTP status and gRPC status follow from it.
         public init(_ code: ErrorCode) {
             switch code {
-            case .malformedRequest, .invalidArgument, .invalidIdentifier, .invalidStream, .invalidPlan, .invalidRequest, .clientGone, .outOfRange:
+            case .malformedRequest, .invalidArgument, .invalidIdentifier, .invalidStream, .invalidPlan, .invalidRequest, .clientGone, .outOfRange,
+                 .unknownTimeZone:
                 self = .badRequest
             case .unauthenticated:
                 self = .unauthenticated
@@ -38,7 +39,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                  .staleFencingToken, .alreadyPaused, .notPaused, .noGate, .alreadyDecided, .gateClosed, .gateNotOpen, .noRollbackDue,
                  .noDeadlinePassed, .stepTimeoutNotPassed, .notWaitingForAgent, .planNotRegistered, .waitingForServiceLease,
                  .noServiceLeaseRequest, .serviceLeaseNotHeld, .serviceLeaseInUse, .noAnalysis, .notBaking, .tooManySamples, .bakeNotOver,
-                 .frozen, .nothingToOverride, .versionConflict, .failedPrecondition, .aborted:
+                 .frozen, .outsideWindow, .nothingToOverride, .versionConflict, .failedPrecondition, .aborted:
                 self = .conflict
             case .bodyTooLarge, .resourceExhausted:
                 self = .tooLarge

@@ -326,7 +326,7 @@ public struct AgentAPI: Sendable {
     package static func takenMeanwhile(_ rejection: Rejection) -> Bool {
         switch rejection {
         case .nodeNotReady, .waitingForServices, .retryNotDue, .noRollbackDue, .migrationNotRunning, .migrationSettled, .awaitingApproval,
-             .gateRejected, .frozen:
+             .gateRejected, .frozen, .outsideWindow:
             true
         default:
             false

@@ -13,6 +13,7 @@ extension Lockstep_V1_EventPayload {
                 $0.plan = Lockstep_V1_PlanSnapshot(started.plan)
                 $0.startedAtMs = started.startedAt.millisecondsSinceEpoch
                 $0.startedBy = started.startedBy
+                $0.zones = started.zones.map(Lockstep_V1_ZoneOffsets.init)
             }
         case .stepLeased(let leased):
             stepLeased = .with {
@@ -188,7 +189,8 @@ extension MigrationEvent {
         case .migrationStarted(let started):
             self = .migrationStarted(MigrationStarted(
                 migration: MigrationID(started.migrationID), plan: try PlanSnapshot(started.plan),
-                startedAt: Instant(millisecondsSinceEpoch: started.startedAtMs), startedBy: started.startedBy))
+                startedAt: Instant(millisecondsSinceEpoch: started.startedAtMs), startedBy: started.startedBy,
+                zones: started.zones.map(ZoneOffsets.init)))
         case .stepLeased(let leased):
             self = .stepLeased(StepLeased(
                 node: NodeID(leased.nodeID), attempt: leased.attempt, token: FencingToken(leased.fencingToken),

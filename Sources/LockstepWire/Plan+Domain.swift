@@ -11,8 +11,11 @@ extension Lockstep_V1_PlanSnapshot {
         contentHash = plan.contentHash
         description_p = plan.description
         owners = plan.owners
-        services = plan.services.map { service in .with { $0.name = service.name; $0.owners = service.owners } }
+        services = plan.services.map { service in
+            .with { $0.name = service.name; $0.owners = service.owners; $0.windows = service.windows.map(Lockstep_V1_ChangeWindow.init) }
+        }
         deadlineMs = plan.deadlineMillis ?? 0
+        windows = plan.windows.map(Lockstep_V1_ChangeWindow.init)
         nodes = plan.nodes.map { node in
             .with {
                 $0.id = node.id.rawValue
@@ -52,6 +55,7 @@ extension Lockstep_V1_PlanSnapshot {
                         $0.onMarginal = analysis.onMarginal.rawValue
                     }
                 }
+                $0.windows = node.windows.map(Lockstep_V1_ChangeWindow.init)
             }
         }
     }
@@ -85,11 +89,51 @@ extension PlanSnapshot {
                     ? ExposureSpec(stages: node.exposure.stages.map { ExposureStage(name: $0.name, percent: $0.hasPercent ? $0.percent : nil) },
                                    bakeMillis: node.exposure.bakeMs)
                     : nil,
-                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil))
+                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil, windows: try node.windows.map(ChangeWindow.init)))
+        }
+        var services: [ServiceSpec] = []
+        for service in wire.services {
+            services.append(ServiceSpec(name: service.name, owners: service.owners, windows: try service.windows.map(ChangeWindow.init)))
         }
         self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, description: wire.description_p,
-                  owners: wire.owners, services: wire.services.map { ServiceSpec(name: $0.name, owners: $0.owners) },
-                  deadlineMillis: positive(wire.deadlineMs), nodes: nodes)
+                  owners: wire.owners, services: services, deadlineMillis: positive(wire.deadlineMs), nodes: nodes,
+                  windows: try wire.windows.map(ChangeWindow.init))
+    }
+}
+
+extension Lockstep_V1_ChangeWindow {
+    public init(_ window: ChangeWindow) {
+        self.init()
+        days = UInt32(window.days)
+        startMinute = UInt32(window.startMinute)
+        endMinute = UInt32(window.endMinute)
+        zone = window.zone
+    }
+}
+
+extension ChangeWindow {
+    /// Narrowed without trapping; whether it is a window at all is the plan validation's to say.
+    init(_ wire: Lockstep_V1_ChangeWindow) throws(RecordDecodingError) {
+        guard let days = UInt8(exactly: wire.days), let start = UInt16(exactly: wire.startMinute), let end = UInt16(exactly: wire.endMinute) else {
+            throw .invalidField("window \(wire.days) \(wire.startMinute)-\(wire.endMinute)")
+        }
+        self.init(days: days, startMinute: start, endMinute: end, zone: wire.zone)
+    }
+}
+
+extension Lockstep_V1_ZoneOffsets {
+    public init(_ offsets: ZoneOffsets) {
+        self.init()
+        zone = offsets.zone
+        initialOffsetSeconds = offsets.initialOffsetSeconds
+        changes = offsets.changes.map { change in .with { $0.atMs = change.at.millisecondsSinceEpoch; $0.offsetSeconds = change.offsetSeconds } }
+    }
+}
+
+extension ZoneOffsets {
+    init(_ wire: Lockstep_V1_ZoneOffsets) {
+        self.init(zone: wire.zone, initialOffsetSeconds: wire.initialOffsetSeconds,
+                  changes: wire.changes.map { OffsetChange(at: Instant(millisecondsSinceEpoch: $0.atMs), offsetSeconds: $0.offsetSeconds) })
     }
 }
 

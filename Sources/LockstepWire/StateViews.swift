@@ -55,6 +55,7 @@ extension Lockstep_V1_NodeStatus {
         case .rolledBack: self = .rolledBack
         case .skipped: self = .skipped
         case .frozen: self = .frozen
+        case .waitingForWindow: self = .waitingForWindow
         case .unknown: self = .unspecified
         }
     }
@@ -84,6 +85,7 @@ extension NodeDisplayStatus {
         case .rolledBack: self = .rolledBack
         case .skipped: self = .skipped
         case .frozen: self = .frozen
+        case .waitingForWindow: self = .waitingForWindow
         case .unspecified, .UNRECOGNIZED: self = .unknown
         }
     }
@@ -131,9 +133,15 @@ extension Lockstep_V1_Migration {
                 $0.services = spec.services
                 $0.needs = spec.needs.map(\.rawValue)
                 $0.status = Lockstep_V1_NodeStatus(now.map { state.nodeDisplayStatus(node.id, of: migration, at: $0) } ?? migration.nodeDisplayStatus(node.id))
-                if $0.status == .frozen, let now, let freeze = state.freeze(holding: node.id, of: migration, at: now) {
-                    $0.frozenBy = freeze.id
-                    $0.frozenUntilMs = freeze.until?.millisecondsSinceEpoch ?? 0
+                if $0.status == .frozen || $0.status == .waitingForWindow, let now, let hold = state.forwardHold(node.id, of: migration, at: now) {
+                    switch hold {
+                    case .freeze(let freeze):
+                        $0.frozenBy = freeze.id
+                        $0.frozenUntilMs = freeze.until?.millisecondsSinceEpoch ?? 0
+                    case .window(let wait):
+                        $0.windowClosed = wait.windows
+                        $0.windowOpensMs = wait.opensAt?.millisecondsSinceEpoch ?? 0
+                    }
                 }
                 $0.breakGlass = node.breakGlass.map(\.rawValue)
                 $0.attempts = node.attempts

@@ -163,14 +163,15 @@ extension MigrationsCommand {
     struct BreakGlass: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "break-glass",
-            abstract: "Override a freeze or a bake for one node, with a justification (admins only).",
-            discussion: "--scope freeze: the node's forward steps start under any freeze. --scope bake: its current bake ends now and it "
+            abstract: "Override a freeze, a change window or a bake for one node, with a justification (admins only).",
+            discussion: "--scope freeze: the node's forward steps start under any freeze. --scope window: they start outside its change windows. "
+                + "--scope bake: its current bake ends now and it "
                 + "advances without its analysis. Recorded as a break_glass event with who and why, and shown in status, history and metrics.")
 
         @OptionGroup var server: ServerOptions
         @Argument(help: "The migration.") var migration: String
         @Argument(help: "The node.") var node: String
-        @Option(help: "What to override: freeze or bake.") var scope: String
+        @Option(help: "What to override: freeze, window or bake.") var scope: String
         @Option(help: "Why (required; recorded).") var justification: String
 
         func run() async throws {

@@ -293,9 +293,11 @@ enum MigrationView {
     static func detail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         let stage = exposure(node, now: now)
         let frozen = node.frozenBy.isEmpty ? "" : "frozen by \(node.frozenBy) " + (node.frozenUntilMs == 0 ? "until it is ended" : "until \(isoTime(node.frozenUntilMs))")
+        let window = node.windowClosed.isEmpty ? ""
+            : "window closed (\(node.windowClosed)) " + (node.windowOpensMs == 0 ? "and not open within 8 days" : "until \(isoTime(node.windowOpensMs))")
         let rest = stepDetail(node, now: now)
         let glass = node.breakGlass.isEmpty ? "" : "BREAK-GLASS: " + node.breakGlass.joined(separator: ", ")
-        return [stage, frozen, rest, glass].filter { !$0.isEmpty }.joined(separator: "; ")
+        return [stage, frozen, window, rest, glass].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// `stage 10 %, baking 42 s more (3 samples)` for exposure nodes.

@@ -15,6 +15,10 @@ struct Rehearse: AsyncParsableCommand {
 
     @Argument(help: "The plan file (YAML).") var file: String
     @Option(help: "Seed for step durations.") var seed: UInt64 = 1
+    @Option(help: ArgumentHelp(
+        "When the virtual clock starts: ISO 8601 (2026-12-07T07:30:00Z) or now; default 2026-01-01T00:00:00Z.",
+        discussion: "A plan's change windows are read from there (docs/gates.md)."))
+    var start: InstantArgument?
     @Option(name: .customLong("fail"), help: "NODE[:N]: the first N attempts of NODE fail (default 1). Repeatable.")
     var failures: [String] = []
     @Option(name: .customLong("hang"), help: ArgumentHelp(
@@ -80,6 +84,9 @@ struct Rehearse: AsyncParsableCommand {
     private func rehearse(_ plan: PlanSnapshot) async throws {
         var options = Rehearsal.Options()
         options.seed = seed
+        if let start {
+            options.start = Instant(millisecondsSinceEpoch: start.millis == 0 ? Int64((Date().timeIntervalSince1970 * 1_000).rounded()) : start.millis)
+        }
         for failure in failures {
             let (node, _, count) = try Self.nodeAndCount(failure, flag: "--fail", plan: plan)
             options.failures[node] = count
@@ -109,7 +116,7 @@ struct Rehearse: AsyncParsableCommand {
         let outcome = try await Rehearsal(plan: plan, options: options).run()
         switch output {
         case .table:
-            print("rehearsal of \(plan.name) (\(counted(plan.nodes.count, "node"))), seed \(seed)")
+            print("rehearsal of \(plan.name) (\(counted(plan.nodes.count, "node"))), seed \(seed), from \(options.start)")
             for entry in outcome.timeline {
                 let clock = Self.clock(entry.offsetMillis)
                 print("\(clock)  #\(String(entry.sequence).padding(toLength: 4, withPad: " ", startingAt: 0)) \(entry.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(entry.event.summary)")

@@ -23,7 +23,7 @@ import Testing
 
     @Test func theEmptyStateHasFixedBytes() {
         // "LSST", format 7, last sequence 0, zero migrations, zero plans, zero freezes.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x07, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {

@@ -118,6 +118,9 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
 
   /// Ready or waiting for its services, but a freeze holds its forward step (`frozen_by`).
   case frozen // = 15
+
+  /// Ready or waiting for its services, but its change windows are closed (`window_closed`, `window_opens_ms`).
+  case waitingForWindow // = 16
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -142,6 +145,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case 13: self = .rolledBack
     case 14: self = .skipped
     case 15: self = .frozen
+    case 16: self = .waitingForWindow
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -164,6 +168,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case .rolledBack: return 13
     case .skipped: return 14
     case .frozen: return 15
+    case .waitingForWindow: return 16
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -186,6 +191,7 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     .rolledBack,
     .skipped,
     .frozen,
+    .waitingForWindow,
   ]
 
 }
@@ -1270,6 +1276,18 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._frozenUntilMs = newValue}
   }
 
+  /// NODE_STATUS_WAITING_FOR_WINDOW: the closed windows that hold its forward step, and when they open
+  /// (0 = not within 8 days).
+  public var windowClosed: String {
+    get {_storage._windowClosed}
+    set {_uniqueStorage()._windowClosed = newValue}
+  }
+
+  public var windowOpensMs: Int64 {
+    get {_storage._windowOpensMs}
+    set {_uniqueStorage()._windowOpensMs = newValue}
+  }
+
   /// What admins overrode for it (break-glass): "freeze", "bake".
   public var breakGlass: [String] {
     get {_storage._breakGlass}
@@ -1504,7 +1522,7 @@ nonisolated extension Lockstep_V1_MigrationStatus: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Lockstep_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0\u{1}NODE_STATUS_FROZEN\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0\u{1}NODE_STATUS_FROZEN\0\u{1}NODE_STATUS_WAITING_FOR_WINDOW\0")
 }
 
 nonisolated extension Lockstep_V1_ServiceLeaseState: SwiftProtobuf._ProtoNameProviding {
@@ -3386,7 +3404,7 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{3}frozen_by\0\u{3}frozen_until_ms\0\u{3}break_glass\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{3}frozen_by\0\u{3}frozen_until_ms\0\u{3}break_glass\0\u{3}window_closed\0\u{3}window_opens_ms\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -3412,6 +3430,8 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
     var _bakeSamples: UInt32 = 0
     var _frozenBy: String = String()
     var _frozenUntilMs: Int64 = 0
+    var _windowClosed: String = String()
+    var _windowOpensMs: Int64 = 0
     var _breakGlass: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
@@ -3446,6 +3466,8 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       _bakeSamples = source._bakeSamples
       _frozenBy = source._frozenBy
       _frozenUntilMs = source._frozenUntilMs
+      _windowClosed = source._windowClosed
+      _windowOpensMs = source._windowOpensMs
       _breakGlass = source._breakGlass
     }
   }
@@ -3489,6 +3511,8 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 24: try { try decoder.decodeSingularStringField(value: &_storage._frozenBy) }()
         case 25: try { try decoder.decodeSingularInt64Field(value: &_storage._frozenUntilMs) }()
         case 26: try { try decoder.decodeRepeatedStringField(value: &_storage._breakGlass) }()
+        case 27: try { try decoder.decodeSingularStringField(value: &_storage._windowClosed) }()
+        case 28: try { try decoder.decodeSingularInt64Field(value: &_storage._windowOpensMs) }()
         default: break
         }
       }
@@ -3573,6 +3597,12 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if !_storage._breakGlass.isEmpty {
         try visitor.visitRepeatedStringField(value: _storage._breakGlass, fieldNumber: 26)
       }
+      if !_storage._windowClosed.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._windowClosed, fieldNumber: 27)
+      }
+      if _storage._windowOpensMs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._windowOpensMs, fieldNumber: 28)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3605,6 +3635,8 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         if _storage._bakeSamples != rhs_storage._bakeSamples {return false}
         if _storage._frozenBy != rhs_storage._frozenBy {return false}
         if _storage._frozenUntilMs != rhs_storage._frozenUntilMs {return false}
+        if _storage._windowClosed != rhs_storage._windowClosed {return false}
+        if _storage._windowOpensMs != rhs_storage._windowOpensMs {return false}
         if _storage._breakGlass != rhs_storage._breakGlass {return false}
         return true
       }

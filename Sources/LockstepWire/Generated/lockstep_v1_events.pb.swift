@@ -707,6 +707,65 @@ public nonisolated struct Lockstep_V1_ServiceSpec: Sendable {
 
   public var owners: [String] = []
 
+  /// When forward steps on the service may start (none = any time).
+  public var windows: [Lockstep_V1_ChangeWindow] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Days of the week and local hours in a named time zone when forward steps may start
+/// (docs/gates.md, "Change windows"), e.g. Mon-Fri 09:00-16:00 Europe/Berlin.
+public nonisolated struct Lockstep_V1_ChangeWindow: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Bit 0 is Monday ... bit 6 is Sunday.
+  public var days: UInt32 = 0
+
+  /// Minutes after local midnight: opens at start (0...1439), closes at end (1...1440); an end at or
+  /// before the start runs past midnight into the next day.
+  public var startMinute: UInt32 = 0
+
+  public var endMinute: UInt32 = 0
+
+  /// An IANA time-zone name, or UTC.
+  public var zone: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A time zone's offsets from UTC, as the coordinator's time-zone database gave them when a migration
+/// started: the offset before the first change, then each change in order.
+public nonisolated struct Lockstep_V1_ZoneOffsets: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var zone: String = String()
+
+  public var initialOffsetSeconds: Int32 = 0
+
+  public var changes: [Lockstep_V1_OffsetChange] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_OffsetChange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var atMs: Int64 = 0
+
+  public var offsetSeconds: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -842,6 +901,12 @@ public nonisolated struct Lockstep_V1_PlanNode: @unchecked Sendable {
   public var hasAnalysis: Bool {_storage._analysis != nil}
   /// Clears the value of `analysis`. Subsequent reads from it will return its default value.
   public mutating func clearAnalysis() {_uniqueStorage()._analysis = nil}
+
+  /// When the node's forward steps may start, with the plan's and its services' (none = any time).
+  public var windows: [Lockstep_V1_ChangeWindow] {
+    get {_storage._windows}
+    set {_uniqueStorage()._windows = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1235,6 +1300,9 @@ public nonisolated struct Lockstep_V1_PlanSnapshot: Sendable {
   /// Milliseconds after start by which the whole migration must have succeeded (0 = none).
   public var deadlineMs: Int64 = 0
 
+  /// When forward steps of any node may start (none = any time).
+  public var windows: [Lockstep_V1_ChangeWindow] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1260,6 +1328,10 @@ public nonisolated struct Lockstep_V1_MigrationStarted: Sendable {
 
   /// Who started it (the server-attested actor id); they may not approve its gates.
   public var startedBy: String = String()
+
+  /// The offsets of each time zone the plan's windows name, sorted by zone: what the windows are read
+  /// with, so replay never needs a time-zone database.
+  public var zones: [Lockstep_V1_ZoneOffsets] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2465,7 +2537,7 @@ nonisolated extension Lockstep_V1_PlanApplied: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ServiceSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}owners\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}owners\0\u{1}windows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2475,6 +2547,7 @@ nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
       case 2: try { try decoder.decodeRepeatedStringField(value: &self.owners) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.windows) }()
       default: break
       }
     }
@@ -2487,12 +2560,136 @@ nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
     if !self.owners.isEmpty {
       try visitor.visitRepeatedStringField(value: self.owners, fieldNumber: 2)
     }
+    if !self.windows.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.windows, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_ServiceSpec, rhs: Lockstep_V1_ServiceSpec) -> Bool {
     if lhs.name != rhs.name {return false}
     if lhs.owners != rhs.owners {return false}
+    if lhs.windows != rhs.windows {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ChangeWindow: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ChangeWindow"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}days\0\u{3}start_minute\0\u{3}end_minute\0\u{1}zone\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.days) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.startMinute) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.endMinute) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.zone) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.days != 0 {
+      try visitor.visitSingularUInt32Field(value: self.days, fieldNumber: 1)
+    }
+    if self.startMinute != 0 {
+      try visitor.visitSingularUInt32Field(value: self.startMinute, fieldNumber: 2)
+    }
+    if self.endMinute != 0 {
+      try visitor.visitSingularUInt32Field(value: self.endMinute, fieldNumber: 3)
+    }
+    if !self.zone.isEmpty {
+      try visitor.visitSingularStringField(value: self.zone, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ChangeWindow, rhs: Lockstep_V1_ChangeWindow) -> Bool {
+    if lhs.days != rhs.days {return false}
+    if lhs.startMinute != rhs.startMinute {return false}
+    if lhs.endMinute != rhs.endMinute {return false}
+    if lhs.zone != rhs.zone {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ZoneOffsets: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ZoneOffsets"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}zone\0\u{3}initial_offset_seconds\0\u{1}changes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.zone) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.initialOffsetSeconds) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.changes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.zone.isEmpty {
+      try visitor.visitSingularStringField(value: self.zone, fieldNumber: 1)
+    }
+    if self.initialOffsetSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.initialOffsetSeconds, fieldNumber: 2)
+    }
+    if !self.changes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.changes, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ZoneOffsets, rhs: Lockstep_V1_ZoneOffsets) -> Bool {
+    if lhs.zone != rhs.zone {return false}
+    if lhs.initialOffsetSeconds != rhs.initialOffsetSeconds {return false}
+    if lhs.changes != rhs.changes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_OffsetChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".OffsetChange"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}at_ms\0\u{3}offset_seconds\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.offsetSeconds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 1)
+    }
+    if self.offsetSeconds != 0 {
+      try visitor.visitSingularInt32Field(value: self.offsetSeconds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_OffsetChange, rhs: Lockstep_V1_OffsetChange) -> Bool {
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.offsetSeconds != rhs.offsetSeconds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2500,7 +2697,7 @@ nonisolated extension Lockstep_V1_ServiceSpec: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0\u{1}exposure\0\u{1}analysis\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0\u{1}exposure\0\u{1}analysis\0\u{1}windows\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -2525,6 +2722,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
     var _onFailure: Lockstep_V1_FailurePolicy = .rollback
     var _exposure: Lockstep_V1_Exposure? = nil
     var _analysis: Lockstep_V1_Analysis? = nil
+    var _windows: [Lockstep_V1_ChangeWindow] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2557,6 +2755,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       _onFailure = source._onFailure
       _exposure = source._exposure
       _analysis = source._analysis
+      _windows = source._windows
     }
   }
 
@@ -2597,6 +2796,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         case 20: try { try decoder.decodeSingularEnumField(value: &_storage._onFailure) }()
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._exposure) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._analysis) }()
+        case 23: try { try decoder.decodeRepeatedMessageField(value: &_storage._windows) }()
         default: break
         }
       }
@@ -2675,6 +2875,9 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       try { if let v = _storage._analysis {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
       } }()
+      if !_storage._windows.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._windows, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2706,6 +2909,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._onFailure != rhs_storage._onFailure {return false}
         if _storage._exposure != rhs_storage._exposure {return false}
         if _storage._analysis != rhs_storage._analysis {return false}
+        if _storage._windows != rhs_storage._windows {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3396,7 +3600,7 @@ nonisolated extension Lockstep_V1_RollbackReordered: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0\u{1}description\0\u{1}owners\0\u{1}services\0\u{3}deadline_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0\u{1}description\0\u{1}owners\0\u{1}services\0\u{3}deadline_ms\0\u{1}windows\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3412,6 +3616,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
       case 6: try { try decoder.decodeRepeatedStringField(value: &self.owners) }()
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.deadlineMs) }()
+      case 9: try { try decoder.decodeRepeatedMessageField(value: &self.windows) }()
       default: break
       }
     }
@@ -3442,6 +3647,9 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if self.deadlineMs != 0 {
       try visitor.visitSingularInt64Field(value: self.deadlineMs, fieldNumber: 8)
     }
+    if !self.windows.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.windows, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3454,6 +3662,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if lhs.owners != rhs.owners {return false}
     if lhs.services != rhs.services {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
+    if lhs.windows != rhs.windows {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3461,7 +3670,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationStarted"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}started_at_ms\0\u{3}started_by\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_id\0\u{1}plan\0\u{3}started_at_ms\0\u{3}started_by\0\u{1}zones\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3473,6 +3682,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
       case 2: try { try decoder.decodeSingularMessageField(value: &self._plan) }()
       case 3: try { try decoder.decodeSingularInt64Field(value: &self.startedAtMs) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self.startedBy) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.zones) }()
       default: break
       }
     }
@@ -3495,6 +3705,9 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
     if !self.startedBy.isEmpty {
       try visitor.visitSingularStringField(value: self.startedBy, fieldNumber: 4)
     }
+    if !self.zones.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.zones, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3503,6 +3716,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
     if lhs._plan != rhs._plan {return false}
     if lhs.startedAtMs != rhs.startedAtMs {return false}
     if lhs.startedBy != rhs.startedBy {return false}
+    if lhs.zones != rhs.zones {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
