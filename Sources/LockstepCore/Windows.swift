@@ -350,3 +350,14 @@ extension PlanSnapshot {
         MigrationState(started: MigrationStarted(migration: MigrationID("lint"), plan: self, startedAt: now, zones: zones)).windowWait(node, at: now)
     }
 }
+
+extension LogState {
+    /// Nodes of running migrations whose forward step is ready or waits for its services, held back at
+    /// `now` by their closed change windows (the `lockstep_nodes_waiting_for_window` gauge).
+    public func nodesWaitingForWindow(at now: Instant) -> Int {
+        migrations.values.reduce(0) { count, migration in
+            guard migration.status == .running, migration.plan.hasWindows else { return count }
+            return count + migration.nodes.filter { nodeDisplayStatus($0.id, of: migration, at: now) == .waitingForWindow }.count
+        }
+    }
+}

@@ -169,6 +169,7 @@ public enum LockstepServer {
             metrics.serviceLeasesHeld.record(await coordinator.state.serviceLeases.holders.count)
             let now = clock()
             metrics.freezesInForce.record(await coordinator.state.freezes.values.filter { $0.isActive(at: now) }.count)
+            metrics.nodesWaitingForWindow.record(await coordinator.state.nodesWaitingForWindow(at: now))
         }
         let routes = HTTPRoutes(agents: agents, operators: operators, watches: watches, history: history, stages: stages, limits: limits, metrics: metrics,
                    refreshGauges: refreshGauges,

@@ -42,6 +42,7 @@ public struct ServerMetrics: Sendable {
     package let stalledReadersCut: Metrics.Counter
     /// Freezes in force (declared, started, not ended), read when scraped.
     package let freezesInForce: Metrics.Gauge
+    package let nodesWaitingForWindow: Metrics.Gauge
     /// Migrations paused by a stop of the line.
     package let linePauses: Metrics.Counter
 
@@ -131,6 +132,7 @@ public struct ServerMetrics: Sendable {
         appliedSequence = Metrics.Gauge(label: "lockstep_applied_sequence", factory: factory)
         stalledReadersCut = Metrics.Counter(label: "lockstep_stalled_readers_cut_total", factory: factory)
         freezesInForce = Metrics.Gauge(label: "lockstep_freezes_in_force", factory: factory)
+        nodesWaitingForWindow = Metrics.Gauge(label: "lockstep_nodes_waiting_for_window", factory: factory)
         linePauses = Metrics.Counter(label: "lockstep_line_stop_pauses_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
     }

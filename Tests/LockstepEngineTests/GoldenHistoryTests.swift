@@ -57,6 +57,7 @@ import Testing
             try await recordOrchestrationScenario(on: coordinator)
             try await recordExposureScenario(on: coordinator)
             try await recordFreezeScenario(on: coordinator)
+            try await recordWindowScenario(on: coordinator)
             try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
         }
         for name in Self.histories {

@@ -25,18 +25,18 @@ func recordWindowScenario(on coordinator: Coordinator) async throws {
     let admin = CommandContext(actor: Actor(kind: "user", id: "root"), triggeredBy: .user)
     let step0 = NodeID("step-0")
     let first = MigrationID("w-1"), second = MigrationID("w-2")
-    _ = try await coordinator.start(first, plan: officeHoursPlan("office-orders", service: "orders"), context: user, now: march2026(15.5))
+    _ = try await coordinator.start(first, plan: officeHoursPlan("office-payments", service: "payments"), context: user, now: march2026(15.5))
     await #expect(throws: CommandError.rejected(.outsideWindow(step0, windows: "Mon-Fri 09:00-16:00 Europe/Berlin", opensAt: march2026(79)))) {
-        try await coordinator.execute(.leaseStep(node: step0, agent: "orders-agent", ttlMillis: 10_000), migration: first, context: agent, now: march2026(15.6))
+        try await coordinator.execute(.leaseStep(node: step0, agent: "payments-agent", ttlMillis: 10_000), migration: first, context: agent, now: march2026(15.6))
     }
-    _ = try await coordinator.start(second, plan: officeHoursPlan("office-billing", service: "billing"), context: user, now: march2026(34))
+    _ = try await coordinator.start(second, plan: officeHoursPlan("office-invoices", service: "invoices"), context: user, now: march2026(34))
     _ = try await coordinator.execute(.breakGlass(node: step0, scope: .window, by: "root", admin: true, justification: "sev1: the fix cannot wait for Monday"),
                                       migration: second, context: admin, now: march2026(34.1))
     _ = await coordinator.tick(now: march2026(34.1))
-    _ = try await coordinator.execute(.leaseStep(node: step0, agent: "billing-agent", ttlMillis: 10_000), migration: second, context: agent, now: march2026(34.2))
+    _ = try await coordinator.execute(.leaseStep(node: step0, agent: "invoices-agent", ttlMillis: 10_000), migration: second, context: agent, now: march2026(34.2))
     _ = try await coordinator.execute(.completeStep(node: step0, token: FencingToken(1)), migration: second, context: agent, now: march2026(34.3))
     _ = await coordinator.tick(now: march2026(79))
-    _ = try await coordinator.execute(.leaseStep(node: step0, agent: "orders-agent", ttlMillis: 10_000), migration: first, context: agent, now: march2026(79))
+    _ = try await coordinator.execute(.leaseStep(node: step0, agent: "payments-agent", ttlMillis: 10_000), migration: first, context: agent, now: march2026(79))
     _ = try await coordinator.execute(.completeStep(node: step0, token: FencingToken(1)), migration: first, context: agent, now: march2026(79.1))
 }
 

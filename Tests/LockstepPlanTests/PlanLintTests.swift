@@ -473,4 +473,54 @@ let header = """
         options.baselines = [:]
         #expect(try await Rehearsal(plan: plan, options: options).run().final.status == .succeeded)
     }
+
+    // MARK: - Change windows
+
+    func windowed(plan planWindows: String = "", node nodeWindows: String = "", service serviceWindows: String = "") -> String {
+        """
+        name: windowed
+        \(planWindows.isEmpty ? "" : "windows: \(planWindows)")
+        services:
+          orders:
+            owners: [orders-team]
+            \(serviceWindows.isEmpty ? "" : "windows: \(serviceWindows)")
+        nodes:
+          - id: expand
+            service: orders
+            phase: expand
+            action: add-column
+            rollback: { action: drop-column }
+            \(nodeWindows.isEmpty ? "" : "windows: \(nodeWindows)")
+        """
+    }
+
+    @Test func windowsAreReadAtEveryLevelAndEachBadOneIsReportedAtItsLine() throws {
+        let load = PlanFile.lint(yaml: windowed(plan: #"["Mon-Fri 09:00-16:00 Europe/Berlin"]"#, node: #""daily 06:00-20:00 UTC""#,
+                                                service: #"["Tue 04:00-12:00 America/New_York", "Thu 04:00-12:00 America/New_York"]"#))
+        #expect(load.findings.isEmpty, "\(load.findings)")
+        let plan = try #require(load.plan)
+        #expect(plan.windows.map(\.description) == ["Mon-Fri 09:00-16:00 Europe/Berlin"])
+        #expect(plan.services[0].windows.map(\.description) == ["Tue 04:00-12:00 America/New_York", "Thu 04:00-12:00 America/New_York"])
+        #expect(plan.nodes[0].windows.map(\.description) == ["Mon-Sun 06:00-20:00 UTC"])
+        #expect(plan.windowZones == ["America/New_York", "Europe/Berlin", "UTC"])
+        // A window that is not one, and a zone nobody knows, each at its own line.
+        let bad = PlanFile.lint(yaml: windowed(node: #"["Mon-Fri 9-16 UTC", "Mon-Fri 09:00-16:00 Mars/Olympus_Mons"]"#))
+        #expect(bad.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["error invalid_window", "error unknown_time_zone"], "\(bad.findings)")
+        #expect(bad.findings.allSatisfy { $0.line == 13 }, "\(bad.findings.map(\.line))")
+        let tooMany = PlanFile.lint(yaml: windowed(plan: "[" + Array(repeating: #""Mon 09:00-10:00 UTC""#, count: 17).joined(separator: ", ") + "]"))
+        #expect(tooMany.errors.contains { $0.message.contains("the limit is 16") }, "\(tooMany.findings)")
+    }
+
+    @Test func lintWarnsAboutWindowsThatNeverOpenTogether() throws {
+        let monday = Instant(millisecondsSinceEpoch: 1_774_828_800_000)  // 2026-03-30T00:00Z
+        let never = PlanFile.lint(yaml: windowed(plan: #""Mon-Fri 09:00-17:00 UTC""#, node: #""Sat 09:00-10:00 UTC""#), now: monday)
+        #expect(never.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["warning window_never_opens"], "\(never.findings)")
+        #expect(never.findings.first?.message.contains("Mon-Fri 09:00-17:00 UTC; and Sat 09:00-10:00 UTC") == true, "\(never.findings)")
+        // Offsets count: 09:00-10:00 in Berlin is 07:00-08:00 UTC in summer, which a 08:00-09:00 UTC window never meets.
+        let offset = PlanFile.lint(yaml: windowed(plan: #""Mon 08:00-09:00 UTC""#, node: #""Mon 09:00-10:00 Europe/Berlin""#), now: monday)
+        #expect(offset.findings.map(\.code) == ["window_never_opens"], "\(offset.findings)")
+        let winter = PlanFile.lint(yaml: windowed(plan: #""Mon 08:00-09:00 UTC""#, node: #""Mon 09:00-10:00 Europe/Berlin""#),
+                                   now: Instant(millisecondsSinceEpoch: 1_768_780_800_000))  // 2026-01-19T00:00Z, +01:00
+        #expect(winter.findings.isEmpty, "\(winter.findings)")
+    }
 }

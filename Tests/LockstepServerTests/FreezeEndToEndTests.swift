@@ -136,15 +136,17 @@ struct FreezeEndToEndTests {
         _ = try await agent.wait(seconds: 30)
     }
 
-    /// Replay never reads a clock or a time-zone database: a history with freezes, a stop of the line
-    /// and a break-glass (the golden scenario-v5) replays to the digest recorded with it in processes
-    /// with other time zones, no tzdata, and a tzdata whose Europe/Berlin is Tokyo's.
-    @Test func replayGivesTheSameDigestUnderAnyTimeZoneAndTzdata() async throws {
+    /// Replay never reads a clock or a time-zone database: histories with freezes, a stop of the line
+    /// and a break-glass (the golden scenario-v5), and with change windows in Europe/Berlin across a
+    /// daylight-saving change (scenario-v6), replay to the digests recorded with them in processes with
+    /// other time zones, no tzdata, and a tzdata whose Europe/Berlin is Tokyo's.
+    @Test(arguments: ["scenario-v5", "scenario-v6"])
+    func replayGivesTheSameDigestUnderAnyTimeZoneAndTzdata(_ history: String) async throws {
         let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("LockstepEngineTests/Golden").path
         let directory = temporaryDirectory()
-        try FileManager.default.copyItem(atPath: golden + "/scenario-v5.sqlite", toPath: directory + "/events.sqlite")
-        let recorded = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden + "/scenario-v5.digests.json"))) as? [String: Any]
+        try FileManager.default.copyItem(atPath: golden + "/\(history).sqlite", toPath: directory + "/events.sqlite")
+        let recorded = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: golden + "/\(history).digests.json"))) as? [String: Any]
         let digests = try #require(recorded?["digests"] as? [String: String])
         let last = try #require(digests.keys.compactMap(Int.init).max())
         // A tzdata that says Berlin is at +09:00.

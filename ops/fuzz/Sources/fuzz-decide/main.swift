@@ -4,7 +4,8 @@ import LockstepCore
 /// Bytes as a sequence of commands (two migrations of one plan, three services, gates, retries, a
 /// rollback, an irreversible node) against the live state through `LogState.decide` and `evolve`, on a
 /// clock that only moves forward. After every accepted command the invariants of docs/state-machine.md
-/// are checked: fencing tokens only grow, no node starts before what it needs succeeded or under a freeze, at most one
+/// are checked: fencing tokens only grow, no node starts before what it needs succeeded, under a freeze or outside its
+/// change windows (the clock starts on Friday 2027-01-15 08:00Z, and the windows open and close within minutes), at most one
 /// holder per service, and the canonical encoding round-trips the state exactly.
 // Exported too: libFuzzer's archive brings its own `main`, which names this symbol (ours runs first).
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -33,7 +34,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let token = FencingToken(UInt64(reader.next() ?? 0) % 8)
         let command: Command
         switch op % 16 {
-        case 0: command = .migration(migration, .start(id: migration, plan: state.plan(Plan.snapshot.name)!, startedBy: "alice"))
+        case 0: command = .migration(migration, .start(id: migration, plan: state.plan(Plan.snapshot.name)!, startedBy: "alice", zones: Plan.zones))
         case 1, 2: command = .migration(migration, .leaseStep(node: node, agent: "agent", ttlMillis: 1_000))
         case 3, 4: command = .migration(migration, .completeStep(node: node, token: token))
         case 5: command = .migration(migration, .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0))
@@ -59,7 +60,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             }
         case 14:
             command = op & 0x10 != 0 ? .serviceLeases(.yieldToFreeze(migration: migration, node: node))
-                : .migration(migration, .breakGlass(node: node, scope: op & 0x08 != 0 ? .freeze : .bake, by: "root", admin: op & 0x04 != 0, justification: "j"))
+                : .migration(migration, .breakGlass(node: node, scope: op & 0x08 != 0 ? .freeze : op & 0x02 != 0 ? .window : .bake, by: "root", admin: op & 0x04 != 0, justification: "j"))
         default: command = .serviceLeases(.forceRelease(migration: migration, node: node, reason: "force"))
         }
         // The log's expected stream version refuses a second start of an id whose stream exists: a
@@ -77,7 +78,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         streams.insert(migration)
         for event in events {
             if case .stepLeased(let leased) = event, leased.kind == .forward, let live = state.migrations[migration] {
-                precondition(state.freeze(holding: leased.node, of: live, at: now) == nil, "\(leased.node)'s forward step started under a freeze")
+                precondition(state.forwardHold(leased.node, of: live, at: now) == nil, "\(leased.node)'s forward step started under a freeze or outside its windows")
             }
             if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
                 for need in spec.needs {
@@ -129,10 +130,20 @@ enum Plan {
         NodeSpec(id: NodeID("contract"), services: ["payments"], phase: .contract, action: "d", needs: [NodeID("switch")],
                  approval: ApprovalGate(minimum: 1), irreversible: true),
     ]
-    static let snapshot = PlanSnapshot(name: "fuzz", version: 1, contentHash: "fuzz", services: [
-        ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"]),
-        ServiceSpec(name: "payments", owners: ["payments-team"]),
-    ], nodes: nodes)
+    static func window(_ text: String) -> ChangeWindow {
+        guard case .success(let window) = ChangeWindow.parse(text) else { preconditionFailure(text) }
+        return window
+    }
+    static let snapshot: PlanSnapshot = {
+        var windowed = nodes
+        windowed[2].windows = [window("Fri 09:05-09:15 Europe/Berlin"), window("Fri 09:25-09:40 Europe/Berlin")]
+        return PlanSnapshot(name: "fuzz", version: 1, contentHash: "fuzz", services: [
+            ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"], windows: [window("daily 08:10-08:20 UTC")]),
+            ServiceSpec(name: "payments", owners: ["payments-team"]),
+        ], nodes: windowed)
+    }()
+    /// Berlin at +01:00, as a start in January records it.
+    static let zones = [ZoneOffsets(zone: "Europe/Berlin", initialOffsetSeconds: 3_600), ZoneOffsets(zone: "UTC", initialOffsetSeconds: 0)]
 }
 
 runFuzzer { data, size in fuzzDecide(data, size) }
