@@ -28,6 +28,8 @@ final class StepShared: Sendable {
     let progress = Mutex<(percent: UInt32, message: String, sent: Bool)>((0, "", true))
     let lost = Mutex<String?>(nil)
     let stoppedForShutdown = Mutex(false)
+    /// A check's findings: the value of its last `value=` line, and its other output lines (the evidence).
+    let check = Mutex<(value: Double?, evidence: String)>((nil, ""))
     /// The lease is good until `acknowledgedSentAt + ttl` as far as the server has told us.
     let lease: Mutex<(acknowledgedSentAt: ContinuousClock.Instant, ttl: Duration)>
 
@@ -131,7 +133,7 @@ public struct ReferenceAgent: Sendable {
     /// is watched, from the lease until the report is acknowledged.
     func runStep(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient) async {
         let name = "\(step.migrationID)/\(step.nodeID)"
-        let kind = step.kind == .rollback ? "rollback" : "forward"
+        let kind = step.kind == .rollback ? "rollback" : step.kind == .check ? "check" : "forward"
         say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)\(step.stage.isEmpty ? "" : " (stage \(step.stage))")")
         let control = HandlerProcess.Control()
         let shared = StepShared(ttl: .milliseconds(Int(step.ttlMs)))
@@ -144,6 +146,23 @@ public struct ReferenceAgent: Sendable {
             switch outcome {
             case .leaseLost(let why):
                 say("\(name): lease lost (\(why)); handler stopped, nothing reported")
+            case .exited(let exit, let stderr) where step.kind == .check:
+                // A check reports what it found, passing or not; the coordinator judges it by the plan's rule.
+                let (value, output) = shared.check.withLock { $0 }
+                var evidence = output
+                if exit != .status(0) {
+                    let how = switch exit {
+                    case .status(let status): "\(step.action) exited with status \(status)"
+                    case .signal(let signal): "\(step.action) was killed by signal \(signal)"
+                    }
+                    evidence = [how, output, stderr].filter { !$0.isEmpty }.joined(separator: ": ")
+                }
+                await report(step, name: name, lockstep, shared: shared, failure: nil,
+                             check: .with {
+                                 $0.ok = exit == .status(0)
+                                 if let value { $0.value = value }
+                                 $0.evidence = evidence.prefix(utf8Bytes: Self.reasonBytesMax)
+                             })
             case .noHandler(let why):
                 await report(step, name: name, lockstep, shared: shared, failure: (why, retryable: true))
             case .stopped:
@@ -181,7 +200,7 @@ public struct ReferenceAgent: Sendable {
         environment["LOCKSTEP_NODE"] = step.nodeID
         environment["LOCKSTEP_ATTEMPT"] = String(step.attempt)
         environment["LOCKSTEP_FENCING_TOKEN"] = String(step.fencingToken)
-        environment["LOCKSTEP_STEP_KIND"] = step.kind == .rollback ? "rollback" : "forward"
+        environment["LOCKSTEP_STEP_KIND"] = step.kind == .rollback ? "rollback" : step.kind == .check ? "check" : "forward"
         environment["LOCKSTEP_ACTION"] = step.action
         environment["LOCKSTEP_PARAMS"] = step.paramsJson
         environment["LOCKSTEP_AGENT_ID"] = agentID
@@ -195,6 +214,14 @@ public struct ReferenceAgent: Sendable {
                     // Progress lines are reported, the rest shown.
                     if let (percent, message) = Self.progressLine(line) {
                         shared.progress.withLock { $0 = (percent, message, false) }
+                    } else if step.kind == .check {
+                        // A check's `value=NUMBER` line is its value; its other lines are its evidence.
+                        say("\(name): \(line)")
+                        shared.check.withLock { found in
+                            if let value = Self.valueLine(line) { found.value = value } else if found.evidence.utf8.count < Self.reasonBytesMax {
+                                found.evidence += (found.evidence.isEmpty ? "" : "\n") + line
+                            }
+                        }
                     } else {
                         say("\(name): \(line)")
                     }
@@ -290,7 +317,7 @@ public struct ReferenceAgent: Sendable {
     /// Completes or fails the step, trying again while the server is only temporarily unable to take it
     /// (the heartbeats keep the lease meanwhile) until the lease is lost or `reportAttemptsMax` tries.
     private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, shared: StepShared,
-                        failure: (reason: String, retryable: Bool)?) async {
+                        failure: (reason: String, retryable: Bool)?, check: Lockstep_V1_CheckResult? = nil) async {
         var delay = Duration.milliseconds(100)
         for attempt in 1...Self.reportAttemptsMax {
             do throws(LockstepClientError) {
@@ -307,8 +334,9 @@ public struct ReferenceAgent: Sendable {
                     _ = try await lockstep.complete(.with {
                         $0.leaseID = step.leaseID
                         $0.fencingToken = step.fencingToken
+                        if let check { $0.check = check }
                     })
-                    say("\(name): completed")
+                    say(check.map { "\(name): check reported \($0.ok ? "ok" : "not ok")\($0.hasValue ? ", value \($0.value)" : "")" } ?? "\(name): completed")
                 }
                 return
             } catch {
@@ -332,6 +360,15 @@ public struct ReferenceAgent: Sendable {
         guard !digits.isEmpty, digits.count <= 3, let percent = UInt32(digits), percent <= 100 else { return nil }
         let message = rest.dropFirst(digits.count).trimmingCharacters(in: .whitespaces)
         return (percent, message.prefix(utf8Bytes: progressMessageBytesMax))
+    }
+
+    /// A check's `value=NUMBER` line (a finite decimal, at most 40 characters), or nil.
+    static func valueLine(_ line: String) -> Double? {
+        guard line.hasPrefix("value="), line.utf8.count <= 46 else { return nil }
+        let text = line.dropFirst("value=".count).trimmingCharacters(in: .whitespaces)
+        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == "." || $0 == "-" || $0 == "+" || $0 == "e" || $0 == "E") }),
+              let value = Double(text), value.isFinite else { return nil }
+        return value
     }
 
     /// An action names a file directly in the handlers directory: no path separators, no dot files.

@@ -122,7 +122,7 @@ extension LogState {
             return .rejected(.invalidArgument("freeze \(stop) is not a stop of the line in force; a pause may name only one"))
         }
         // A node a freeze or its windows hold is not waiting for an agent: nobody may take its step.
-        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], forwardHold(node, of: migration, at: now) != nil {
+        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], isForwardHeld(node, of: migration, at: now) {
             return .rejected(.notWaitingForAgent(node))
         }
         var decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
@@ -134,7 +134,7 @@ extension LogState {
         // No forward step starts under a freeze or outside its windows (rollback steps always may), unless
         // an admin broke the glass for its node.
         if case .accepted(let events) = decision, let migration = migrations[id] {
-            for case .stepLeased(let leased) in events where leased.kind == .forward {
+            for case .stepLeased(let leased) in events where leased.kind != .rollback {
                 if let hold = forwardHold(leased.node, of: migration, at: now) { decision = .rejected(hold.rejection(of: leased.node)) }
             }
         }

@@ -49,18 +49,27 @@ extension MigrationState {
             return state.status == .aborting
                 ? state.decideRollbackLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
                 : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
-        case .completeStep(let node, let token, let by):
+        case .completeStep(let node, let token, let by, let check):
+            if let check {
+                if let problem = validateReason(check.evidence) { return .rejected(.invalidArgument(problem)) }
+                if let value = check.valueMicros, value.magnitude > CoreLimits.metricMicrosMagnitudeMax.magnitude {
+                    return .rejected(.invalidArgument("a check's value must lie within ±\(MetricSample.decimal(CoreLimits.metricMicrosMagnitudeMax))"))
+                }
+            }
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                state.completion(of: node, lease: lease, attempt: nodeState.attempts(of: lease.kind), now: now)
+                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: check ?? CheckReport(ok: true), now: now)
+                    : state.completion(of: node, lease: lease, attempt: nodeState.attempts(of: lease.kind), now: now)
             }
         case .failStep(let node, let token, let reason, let retryable, let by):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
+                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
+                    : state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
         case .returnStep(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                [.stepFailed(StepFailed(uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
+                if lease.kind == .check { return state.checkNotRun(of: node, lease: lease, why: "returned unstarted: the poll that took it went away", now: now) }
+                return [.stepFailed(StepFailed(uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
                                         reason: "returned unstarted: the poll that took it went away before the step reached its agent", returned: true))]
             }
         case .heartbeat(let node, let token, let by):
@@ -73,6 +82,9 @@ extension MigrationState {
             }
         case .expireLease(let node, let token):
             return state.decideReport(node: node, token: token) { nodeState, lease in
+                if lease.kind == .check {
+                    return state.checkNotRun(of: node, lease: lease, why: "lease expired: no heartbeat within its TTL (agent \(lease.agent) taken as lost)", now: now)
+                }
                 // Losing an agent (a killed or partitioned process) is not a failure of the step: up to
                 // `agentsLostMax` times the attempt is not counted and the step is offered again at once.
                 guard nodeState.agentsLost >= CoreLimits.agentsLostMax else {
@@ -94,7 +106,8 @@ extension MigrationState {
             let reason = "start_to_close_exceeded: the step ran past its start_to_close of \(Self.durationText(due.limitMillis)) "
                 + "(leased at \(lease.grantedAt)); its lease ends"
             return state.decideReport(node: node, token: token) { nodeState, lease in
-                state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: true, now: now, startToCloseExceeded: true)
+                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
+                    : state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: true, now: now, startToCloseExceeded: true)
             }
         case .scheduleToStartExceeded(let node):
             guard let spec = state.plan.node(node), let limit = spec.timeouts.scheduleToStartMillis, state.isWaitingForAgent(node, at: now) else {
@@ -171,6 +184,19 @@ extension MigrationState {
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
         guard nodeState.attempts < CoreLimits.attemptsMax else { return .rejected(.nodeNotReady(node, status: nodeState.status, waitingOn: [])) }
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
+        // One of its checks runs now: nothing else until it reports.
+        if nodeState.lease != nil { return .rejected(.nodeNotReady(node, status: .running, waitingOn: [])) }
+        // Its checks first: the first not freshly passing runs (a check lease), or blocks while it failed.
+        switch checkDue(node, at: now) {
+        case .blocked(let result, let recheckAt)?:
+            return .rejected(.checkFailed(node, check: result.check, evidence: result.evidence, recheckAt: recheckAt))
+        case .run(let check)?:
+            return .accepted([.stepLeased(StepLeased(
+                node: node, attempt: 1, token: nodeState.lastToken.next, agent: agent, grantedAt: now,
+                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: holder, check: check.name))])
+        case nil:
+            break
+        }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward, holder: holder))])
@@ -216,6 +242,8 @@ extension MigrationState {
             if status != .aborting && nodes.allSatisfy({ $0.id == node || $0.status == .succeeded }) { events.append(.migrationSucceeded) }
         case .rollback:
             if rollbackQueue == [node] { events.append(.migrationRolledBack) }
+        case .check:
+            break  // (routed to `checkCompletion` before)
         }
         return events
     }
@@ -233,6 +261,8 @@ extension MigrationState {
             leaseExpired: leaseExpired, startToCloseExceeded: startToCloseExceeded))
         if willRetry { return [failed] }
         switch lease.kind {
+        case .check:
+            return [failed]  // (routed to `checkCompletion` before)
         case .rollback:
             return [failed, .migrationFailed(node: node, reason: "its rollback failed: \(reason). \(serviceAccount(failing: node))")]
         case .forward:

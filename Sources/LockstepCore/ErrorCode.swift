@@ -44,6 +44,7 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case frozen = "frozen"
     case outsideWindow = "outside_window"
     case unknownTimeZone = "unknown_time_zone"
+    case checkFailed = "check_failed"
     case freezeExists = "freeze_exists"
     case freezeNotFound = "freeze_not_found"
     case breakGlassNotAdmin = "break_glass_not_admin"

@@ -42,7 +42,9 @@ extension MigrationState {
             updateNode(leased.node) { node in
                 node.lastToken = max(node.lastToken, leased.token)
                 node.lease = StepLease(token: leased.token, agent: leased.agent, grantedAt: leased.grantedAt,
-                                       expiresAt: leased.expiresAt, kind: leased.kind, holder: leased.holder)
+                                       expiresAt: leased.expiresAt, kind: leased.kind, holder: leased.holder, check: leased.check)
+                // A check changes nothing: the node stays pending, its attempts and backoff as they were.
+                if leased.kind == .check { return }
                 node.retryAt = nil
                 switch leased.kind {
                 case .forward:
@@ -51,10 +53,12 @@ extension MigrationState {
                 case .rollback:
                     node.status = .rollingBack
                     node.rollbackAttempts = max(node.rollbackAttempts, leased.attempt)
+                case .check:
+                    break
                 }
             }
         case .stepCompleted(let completed):
-            guard nodeIndex(completed.node) != nil else { break }
+            guard nodeIndex(completed.node) != nil, completed.kind != .check else { break }
             // An exposure node's forward step set a stage: it bakes (its first stage makes it something to undo).
             let exposes = completed.kind == .forward && plan.node(completed.node)?.exposure != nil
             updateNode(completed.node) { node in
@@ -65,6 +69,7 @@ extension MigrationState {
             switch completed.kind {
             case .forward: if !completionOrder.contains(completed.node) { completionOrder.append(completed.node) }
             case .rollback: rollbackQueue.removeAll { $0 == completed.node }
+            case .check: break  // (never recorded: a check's end is `check_reported`)
             }
         case .exposureStageReached(let reached):
             updateNode(reached.node) { node in
@@ -99,7 +104,7 @@ extension MigrationState {
                 rollbackQueue.remove(at: index)
                 rollbackQueue.insert(reordered.node, at: 0)
             }
-        case .stepFailed(let failed):
+        case .stepFailed(let failed) where failed.kind != .check:
             updateNode(failed.node) { node in
                 node.lease = nil
                 node.progress = nil
@@ -111,6 +116,7 @@ extension MigrationState {
                     switch failed.kind {
                     case .forward: node.attempts = node.attempts > 0 ? node.attempts - 1 : 0
                     case .rollback: node.rollbackAttempts = node.rollbackAttempts > 0 ? node.rollbackAttempts - 1 : 0
+                    case .check: break
                     }
                 }
                 switch failed.kind {
@@ -118,8 +124,11 @@ extension MigrationState {
                 case .forward: node.status = failed.retryAt != nil ? .pending : .failed
                 // It stays at the front of the rollback queue; a retry leases it from there.
                 case .rollback: node.status = .failed
+                case .check: break  // (never recorded: a check's end is `check_reported`)
                 }
             }
+        case .stepFailed:
+            break  // (never recorded for a check: its end is `check_reported`)
         case .stepProgress(let progress):
             updateNode(progress.node) { node in
                 if node.lease?.token == progress.token { node.progress = progress }
@@ -159,6 +168,11 @@ extension MigrationState {
             for index in nodes.indices {
                 nodes[index].exposure.bakeUntil = nil
                 nodes[index].exposure.awaitingDecision = false
+                // A check running now is abandoned: its report, if it comes, finds no lease.
+                if nodes[index].lease?.kind == .check {
+                    nodes[index].lease = nil
+                    nodes[index].progress = nil
+                }
                 if report.rollback.contains(nodes[index].id) { nodes[index].retryAt = nil }
             }
             for id in report.abandoned {
@@ -196,6 +210,16 @@ extension MigrationState {
         case .breakGlass(let override):
             updateNode(override.node) { node in
                 if !node.breakGlass.contains(override.scope) { node.breakGlass = (node.breakGlass + [override.scope]).sorted() }
+            }
+        case .checkReported(let reported):
+            updateNode(reported.node) { node in
+                if node.lease?.token == reported.token {
+                    node.lease = nil
+                    node.progress = nil
+                }
+                let result = CheckResult(check: reported.check, outcome: reported.outcome, valueMicros: reported.valueMicros,
+                                         evidence: reported.evidence, at: reported.at)
+                if let index = node.checks.firstIndex(where: { $0.check == reported.check }) { node.checks[index] = result } else { node.checks.append(result) }
             }
         }
     }

@@ -131,6 +131,16 @@ public struct AnalysisSpec: Hashable, Sendable {
 
 /// One measurement of a metric over a window, sent by an agent or another authorized reporter.
 public struct MetricSample: Hashable, Sendable {
+    /// A fixed-point value in millionths as a decimal: 15000 → "0.015".
+    public static func decimal(_ micros: Int64) -> String {
+        let sign = micros < 0 ? "-" : ""
+        let magnitude = micros.magnitude
+        var fraction = String(magnitude % 1_000_000)
+        while fraction.utf8.count < 6 { fraction = "0" + fraction }
+        let trimmed = fraction.reversed().drop { $0 == "0" }.reversed()
+        return "\(sign)\(magnitude / 1_000_000)" + (trimmed.isEmpty ? "" : "." + String(trimmed))
+    }
+
     /// `value` as millionths, rounded to the nearest; nil when it is not a finite number within
     /// ±`CoreLimits.metricMicrosMagnitudeMax` µ. The one conversion from a decimal, at every edge.
     public static func micros(_ value: Double) -> Int64? {

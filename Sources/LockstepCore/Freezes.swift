@@ -183,8 +183,10 @@ extension LogState {
     /// do; else `MigrationState.nodeDisplayStatus`.
     public func nodeDisplayStatus(_ node: NodeID, of migration: MigrationState, at now: Instant) -> NodeDisplayStatus {
         let status = migration.nodeDisplayStatus(node)
-        guard status == .ready || status == .waitingForServices, migration.status == .running,
-              let hold = forwardHold(node, of: migration, at: now) else { return status }
+        guard status == .ready || status == .waitingForServices, migration.status == .running else { return status }
+        guard let hold = forwardHold(node, of: migration, at: now) else {
+            return status == .ready && migration.checkBlock(node, at: now) != nil ? .checkFailed : status
+        }
         if case .window = hold { return .waitingForWindow }
         return .frozen
     }

@@ -131,6 +131,8 @@ public enum CoreLimits {
     public static let zoneOffsetSecondsMax: Int32 = 64_800
     /// How far ahead, in days, the core looks for a node's windows to open (a weekly schedule repeats within it).
     public static let windowSearchDays = 8
+    /// Preflight checks one node may require.
+    public static let checksPerNodeMax = 16
 }
 
 extension String {

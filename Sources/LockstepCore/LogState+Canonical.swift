@@ -159,6 +159,25 @@ extension CanonicalWriter {
             }
         }
         windows(n.windows)
+        // Checks, likewise only when there are any in a content hash, after 'C'.
+        if forContentHash {
+            guard !n.checks.isEmpty else { return }
+            u8(0x43)
+        }
+        array(n.checks) { $0.checkSpec($1) }
+    }
+
+    mutating func checkSpec(_ c: CheckSpec) {
+        string(c.name)
+        string(c.paramsJSON)
+        switch c.pass {
+        case .ok: u8(0)
+        case .max(let micros): u8(1); i64(micros)
+        case .min(let micros): u8(2); i64(micros)
+        }
+        optional(c.freshForMillis) { $0.i64($1) }
+        i64(c.recheckMillis)
+        string(c.onFail.rawValue)
     }
 
     mutating func metricCheck(_ c: MetricCheck) {
@@ -199,6 +218,7 @@ extension CanonicalWriter {
             w.i64(lease.expiresAt.millisecondsSinceEpoch)
             w.string(lease.kind.rawValue)
             w.string(lease.holder)
+            w.string(lease.check)
         }
         optional(n.lastFailure) { $0.string($1) }
         optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
@@ -232,6 +252,13 @@ extension CanonicalWriter {
         }
         bool(n.exposure.awaitingDecision)
         array(n.breakGlass) { $0.string($1.rawValue) }
+        array(n.checks) { w, result in
+            w.string(result.check)
+            w.string(result.outcome.rawValue)
+            w.optional(result.valueMicros) { $0.i64($1) }
+            w.string(result.evidence)
+            w.i64(result.at.millisecondsSinceEpoch)
+        }
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -270,10 +297,12 @@ extension CanonicalReader {
                                        version: version)
         migration.lineStop = try string()
         migration.zones = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ZoneOffsets in
-            ZoneOffsets(zone: try r.string(), initialOffsetSeconds: try r.i32(),
-                        changes: try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> OffsetChange in
-                            OffsetChange(at: Instant(millisecondsSinceEpoch: try r.i64()), offsetSeconds: try r.i32())
-                        })
+            let zone = ZoneOffsets(zone: try r.string(), initialOffsetSeconds: try r.i32(),
+                                   changes: try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> OffsetChange in
+                                       OffsetChange(at: Instant(millisecondsSinceEpoch: try r.i64()), offsetSeconds: try r.i32())
+                                   })
+            if let problem = zone.problem() { throw .invalidValue(offset: r.offset, what: problem) }
+            return zone
         }
         return migration
     }
@@ -303,8 +332,12 @@ extension CanonicalReader {
         try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> ChangeWindow in
             let days = try r.u8()
             let start = try r.u32(), end = try r.u32()
-            guard start < 1_440, (1...1_440).contains(end) else { throw .invalidValue(offset: r.offset, what: "window minutes \(start)-\(end)") }
-            return ChangeWindow(days: days, startMinute: UInt16(start), endMinute: UInt16(end), zone: try r.string())
+            guard (1...0x7F).contains(days), start < 1_440, (1...1_440).contains(end), start != end else {
+                throw .invalidValue(offset: r.offset, what: "window days \(days), minutes \(start)-\(end)")
+            }
+            let window = ChangeWindow(days: days, startMinute: UInt16(start), endMinute: UInt16(end), zone: try r.string())
+            if ChangeWindow.zoneNameProblem(window.zone) != nil { throw .invalidValue(offset: r.offset, what: "window zone") }
+            return window
         }
     }
 
@@ -345,7 +378,23 @@ extension CanonicalReader {
         }
         return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                         retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                        onFailure: onFailure, exposure: exposure, analysis: analysis, windows: try windows())
+                        onFailure: onFailure, exposure: exposure, analysis: analysis, windows: try windows(),
+                        checks: try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.checkSpec() })
+    }
+
+    mutating func checkSpec() throws(CanonicalDecodingError) -> CheckSpec {
+        let name = try string()
+        let params = try string()
+        let ruleOffset = offset
+        let pass: CheckRule
+        switch try u8() {
+        case 0: pass = .ok
+        case 1: pass = .max(try i64())
+        case 2: pass = .min(try i64())
+        default: throw .invalidValue(offset: ruleOffset, what: "check rule")
+        }
+        return CheckSpec(name: name, paramsJSON: params, pass: pass, freshForMillis: try optionalI64(), recheckMillis: try i64(),
+                         onFail: try enumeration(CheckFailurePolicy.self))
     }
 
     mutating func metricCheck() throws(CanonicalDecodingError) -> MetricCheck {
@@ -366,7 +415,7 @@ extension CanonicalReader {
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
                       grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()),
-                      kind: try r.enumeration(StepKind.self), holder: try r.string())
+                      kind: try r.enumeration(StepKind.self), holder: try r.string(), check: try r.string())
         }
         let failure = try optionalString()
         let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))
@@ -394,6 +443,10 @@ extension CanonicalReader {
                              lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
                              serviceLeases: serviceLeases, exposure: exposure, agentsLost: agentsLost)
         node.breakGlass = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.enumeration(BreakGlassScope.self) }
+        node.checks = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> CheckResult in
+            CheckResult(check: try r.string(), outcome: try r.enumeration(CheckOutcome.self), valueMicros: try r.optionalI64(), evidence: try r.string(),
+                        at: Instant(millisecondsSinceEpoch: try r.i64()))
+        }
         return node
     }
 

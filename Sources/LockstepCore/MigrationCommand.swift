@@ -12,7 +12,7 @@ public enum MigrationCommand: Hashable, Sendable {
     case leaseStep(node: NodeID, agent: String, ttlMillis: Int64, holder: String = "")
     /// The holder of `token` reports `node`'s step done. `by`, like every report's, is the reporting
     /// principal (attested); a lease granted to a named principal takes reports from it only.
-    case completeStep(node: NodeID, token: FencingToken, by: String = "")
+    case completeStep(node: NodeID, token: FencingToken, by: String = "", check: CheckReport? = nil)
     /// The holder of `token` reports `node`'s step failed.
     case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool, by: String = "")
     /// The holder of `token` says it is alive. Validated like any report; it records nothing (the
@@ -59,7 +59,7 @@ extension MigrationCommand {
     /// The node and token of a lease holder's report (complete, fail, heartbeat, progress), else nil.
     public var report: (node: NodeID, token: FencingToken)? {
         switch self {
-        case .completeStep(let node, let token, _), .failStep(let node, let token, _, _, _), .heartbeat(let node, let token, _),
+        case .completeStep(let node, let token, _, _), .failStep(let node, let token, _, _, _), .heartbeat(let node, let token, _),
              .reportProgress(let node, let token, _, _, _), .returnStep(let node, let token, _):
             (node, token)
         default:

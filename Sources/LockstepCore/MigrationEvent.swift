@@ -1,6 +1,8 @@
 /// Whether a step does a node's work or undoes it.
 public enum StepKind: String, Hashable, Sendable, CaseIterable {
     case forward, rollback
+    /// A preflight check run before the forward step (see Checks.swift): it changes nothing.
+    case check
 }
 
 /// A fact about one migration. Payloads carry everything `evolve` needs, including any time involved.
@@ -41,6 +43,8 @@ public enum MigrationEvent: Hashable, Sendable {
     case rollbackReordered(RollbackReordered)
     /// An admin overrode a freeze or a bake for one node, with a justification (break-glass).
     case breakGlass(BreakGlass)
+    /// A preflight check ran (or did not run to a result) under a check lease.
+    case checkReported(CheckReported)
 
     /// A stable name for the event type (also its name on the wire and in exports).
     public var typeName: String {
@@ -68,6 +72,7 @@ public enum MigrationEvent: Hashable, Sendable {
         case .analysisOverridden: "analysis_overridden"
         case .rollbackReordered: "rollback_reordered"
         case .breakGlass: "break_glass"
+        case .checkReported: "check_reported"
         }
     }
 }
@@ -103,8 +108,10 @@ public struct StepLeased: Hashable, Sendable {
     /// The principal the lease was granted to (authenticated); its reports only are taken. Empty when
     /// none was recorded (histories before it, callers without a principal).
     public var holder: String
+    /// For a check lease: the check to run ("" otherwise).
+    public var check: String
     public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward,
-                holder: String = "") {
+                holder: String = "", check: String = "") {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -113,6 +120,7 @@ public struct StepLeased: Hashable, Sendable {
         self.expiresAt = expiresAt
         self.kind = kind
         self.holder = holder
+        self.check = check
     }
 }
 
@@ -250,6 +258,8 @@ public enum AbortTrigger: String, Hashable, Sendable, CaseIterable {
     case retriesExhausted = "retries_exhausted"
     /// A node's or the migration's deadline passed.
     case deadline
+    /// A preflight check whose plan says `on_fail: rollback` failed.
+    case check
 }
 
 /// An exposure node's step set a stage.

@@ -25,6 +25,10 @@ public enum NodeDisplayStatus: String, Hashable, Sendable, CaseIterable {
     case frozen
     /// Ready or waiting for its services, but its change windows are closed (`LogState.nodeDisplayStatus`).
     case waitingForWindow = "waiting_for_window"
+    /// Ready, and an agent runs one of its preflight checks.
+    case checking
+    /// Ready, but a preflight check failed: it waits until the check runs again (`LogState.nodeDisplayStatus`).
+    case checkFailed = "check_failed"
 
     public init(_ status: NodeStatus) {
         switch status {
@@ -68,13 +72,17 @@ public struct StepLease: Hashable, Sendable {
     public var kind: StepKind
     /// The principal the lease was granted to ("" when none was recorded): reports from others are refused.
     public var holder: String
-    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward, holder: String = "") {
+    /// For a check lease: the check it runs ("" otherwise).
+    public var check: String
+    public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward, holder: String = "",
+                check: String = "") {
         self.token = token
         self.agent = agent
         self.grantedAt = grantedAt
         self.expiresAt = expiresAt
         self.kind = kind
         self.holder = holder
+        self.check = check
     }
 }
 
@@ -133,6 +141,8 @@ public struct NodeState: Hashable, Sendable {
     public var exposure: ExposureProgress
     /// What admins overrode for this node (break-glass), sorted, each once.
     public var breakGlass: [BreakGlassScope] = []
+    /// The latest result of each of its checks, in the order they first reported.
+    public var checks: [CheckResult] = []
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
@@ -229,7 +239,7 @@ public struct MigrationState: Hashable, Sendable {
     /// Waiting for an agent to take its step: the migration runs, the node is ready at `now` and holds its
     /// services (what `timeouts.schedule_to_start` measures).
     public func isWaitingForAgent(_ id: NodeID, at now: Instant) -> Bool {
-        status == .running && isReady(id, at: now) && (node(id)?.serviceLeases.isHeld ?? false)
+        status == .running && isReady(id, at: now) && (node(id)?.serviceLeases.isHeld ?? false) && node(id)?.lease == nil && checkBlock(id, at: now) == nil
     }
 
     /// Ready, and past any retry backoff at `now`.
@@ -276,6 +286,7 @@ public struct MigrationState: Hashable, Sendable {
         guard state.status == .pending, needsSatisfied(id), status == .running || status == .paused else { return NodeDisplayStatus(state.status) }
         if !gateSatisfied(id) { return .awaitingApproval }
         if status == .paused { return .paused }
+        if state.lease?.kind == .check { return .checking }
         return state.serviceLeases.isHeld ? .ready : .waitingForServices
     }
 }

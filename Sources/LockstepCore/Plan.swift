@@ -122,11 +122,13 @@ public struct NodeSpec: Hashable, Sendable {
     public var analysis: AnalysisSpec?
     /// When the node's forward steps may start (with the plan's and its services'); none = any time.
     public var windows: [ChangeWindow]
+    /// Preflight checks, in order, that must have a fresh pass before its forward step (Checks.swift).
+    public var checks: [CheckSpec]
 
     public init(id: NodeID, services: [String], phase: Phase, action: String, paramsJSON: String = "{}", needs: [NodeID] = [],
                 timeouts: Timeouts = Timeouts(), retry: RetryPolicy = RetryPolicy(), rollback: RollbackSpec? = nil,
                 approval: ApprovalGate? = nil, deadlineMillis: Int64? = nil, irreversible: Bool = false, onFailure: FailurePolicy = .rollback,
-                exposure: ExposureSpec? = nil, analysis: AnalysisSpec? = nil, windows: [ChangeWindow] = []) {
+                exposure: ExposureSpec? = nil, analysis: AnalysisSpec? = nil, windows: [ChangeWindow] = [], checks: [CheckSpec] = []) {
         self.id = id
         self.services = services
         self.phase = phase
@@ -143,6 +145,7 @@ public struct NodeSpec: Hashable, Sendable {
         self.exposure = exposure
         self.analysis = analysis
         self.windows = windows
+        self.checks = checks
     }
 
     /// A node with only a retry count (tests and generated load).

@@ -96,6 +96,7 @@ public enum PlanValidation {
     static func nodeDetailsProblem(_ node: NodeSpec, plan: PlanSnapshot) -> String? {
         if let problem = exposureProblem(node) { return problem }
         if let problem = windowsProblem(node.windows, of: "node \(node.id)") { return problem }
+        if let problem = checksProblem(node) { return problem }
         for json in [node.paramsJSON, node.rollback?.paramsJSON ?? "{}"] where json.utf8.count > CoreLimits.paramsBytesMax {
             return "node \(node.id) has \(json.utf8.count) bytes of params; the limit is \(CoreLimits.paramsBytesMax) bytes"
         }
@@ -178,6 +179,33 @@ public enum PlanValidation {
                 return "a window of \(what) runs from minute \(window.startMinute) to \(window.endMinute) of the day; it must open at 0...1439 and close at another minute, 1...1440"
             }
             if let problem = ChangeWindow.zoneNameProblem(window.zone) { return "a window of \(what): \(problem)" }
+        }
+        return nil
+    }
+
+    /// What is wrong with a node's checks: too many, a name twice, a name that is not an identifier,
+    /// params too large, a threshold out of range, a freshness or recheck outside 1 ms...30 days.
+    static func checksProblem(_ node: NodeSpec) -> String? {
+        if node.checks.count > CoreLimits.checksPerNodeMax {
+            return "node \(node.id) has \(node.checks.count) checks; the limit is \(CoreLimits.checksPerNodeMax)"
+        }
+        var names = Set<String>()
+        for check in node.checks {
+            if let problem = MigrationState.validateIdentifier(check.name, what: "check of node \(node.id)") { return problem }
+            if !names.insert(check.name).inserted { return "node \(node.id) names check \(check.name) twice" }
+            if check.paramsJSON.utf8.count > CoreLimits.paramsBytesMax {
+                return "check \(check.name) of \(node.id) has \(check.paramsJSON.utf8.count) bytes of params; the limit is \(CoreLimits.paramsBytesMax) bytes"
+            }
+            switch check.pass {
+            case .ok: break
+            case .max(let micros), .min(let micros):
+                if micros.magnitude > CoreLimits.metricMicrosMagnitudeMax.magnitude { return "the threshold of check \(check.name) in \(node.id) is out of range" }
+            }
+            for (what, millis) in [("fresh_for", check.freshForMillis), ("recheck", Optional(check.recheckMillis))] {
+                if let millis, !(1...CoreLimits.durationMillisMax).contains(millis) {
+                    return "check \(check.name) of \(node.id) has a \(what) of \(millis) ms; it must be 1...\(CoreLimits.durationMillisMax) ms"
+                }
+            }
         }
         return nil
     }

@@ -39,6 +39,7 @@ public enum Rejection: Error, Hashable, Sendable {
     case frozen(NodeID, freeze: String, until: Instant?)
     case outsideWindow(NodeID, windows: String, opensAt: Instant?)
     case unknownTimeZone([String])
+    case checkFailed(NodeID, check: String, evidence: String, recheckAt: Instant)
     case freezeExists(String)
     case freezeNotFound(String)
     case breakGlassNotAdmin(String)
@@ -86,6 +87,7 @@ public enum Rejection: Error, Hashable, Sendable {
         case .frozen: .frozen
         case .outsideWindow: .outsideWindow
         case .unknownTimeZone: .unknownTimeZone
+        case .checkFailed: .checkFailed
         case .freezeExists: .freezeExists
         case .freezeNotFound: .freezeNotFound
         case .breakGlassNotAdmin: .breakGlassNotAdmin
@@ -160,6 +162,8 @@ public enum Rejection: Error, Hashable, Sendable {
                 + (opensAt.map { "it opens at \($0)" } ?? "it does not open within \(CoreLimits.windowSearchDays) days") + "; rollback steps are not held"
         case .unknownTimeZone(let zones):
             "this coordinator's time-zone database does not know \(zones.joined(separator: ", ")); name an IANA zone such as Europe/Berlin, or UTC"
+        case .checkFailed(let node, let check, let evidence, let recheckAt):
+            "node \(node)'s forward step waits: its check \(check) failed (\(evidence.isEmpty ? "no evidence given" : evidence)); it runs again at \(recheckAt)"
         case .freezeExists(let id): "freeze \(id) already exists; choose another id"
         case .freezeNotFound(let id): "no freeze \(id) is in force or declared (it never was, or it has ended)"
         case .breakGlassNotAdmin(let who): "\(who) may not break the glass: only an admin may override a freeze, a window or a bake"

@@ -120,7 +120,8 @@ extension MigrationState {
             // A node that would keep its services but holds none (a history written before service
             // leases, or one whose services an operator took) asks for them like a node that wants them.
             let keeps = keepsServices(at: index, wants: wants)
-            let needs = wants ?? (midTransition(at: index) ? (node.lease?.kind ?? (status == .aborting ? .rollback : .forward)) : nil)
+            // (A check runs before a forward step: it asks as that step would.)
+            let needs = wants ?? (midTransition(at: index) ? (node.lease.map { $0.kind == .check ? .forward : $0.kind } ?? (status == .aborting ? .rollback : .forward)) : nil)
             switch node.serviceLeases {
             case .held where !keeps:
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(
@@ -375,7 +376,7 @@ extension LogState {
             guard request.services.allSatisfy(released.contains), !request.services.contains(where: inLine.contains) else { continue }
             // A forward step under a freeze or outside its windows does not take services it may not use
             // (the lease queue grants them when the hold ends).
-            if request.kind == .forward, let migration = migrations[id], forwardHold(request.node, of: migration, at: now) != nil { continue }
+            if request.kind == .forward, let migration = migrations[id], isForwardHeld(request.node, of: migration, at: now) { continue }
             released.subtract(request.services)
             grants.append(.serviceLeasesGranted(ServiceLeasesGranted(node: request.node, services: request.services, at: now)))
         }
@@ -391,7 +392,7 @@ extension LogState {
         return serviceLeases.grantable(through: through) { request in
             guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
             if !inForce.isEmpty, let services = Self.freezable(request.node, of: migration), inForce.contains(where: { $0.covers(services) }) { return true }
-            return migration.plan.hasWindows && migration.windowWait(request.node, at: now) != nil
+            return migration.windowsClosed(request.node, at: now)
         }
     }
 
@@ -402,7 +403,7 @@ extension LogState {
         return serviceLeases.holdersInOrder.compactMap { _, holder in
             guard seen.insert("\(holder.migration.rawValue)/\(holder.node.rawValue)").inserted, let migration = migrations[holder.migration],
                   migration.status == .running, !freezes.isEmpty || migration.plan.hasWindows, migration.yieldsToFreeze(holder.node),
-                  forwardHold(holder.node, of: migration, at: now) != nil else { return nil }
+                  isForwardHeld(holder.node, of: migration, at: now) else { return nil }
             return holder
         }
     }
@@ -430,6 +431,10 @@ extension LogState {
         // change), one outside its windows for them to open.
         if migration.status == .running, let hold = forwardHold(node.id, of: migration, at: now) {
             return (nil, [nextRetry, hold.until].compactMap { $0 }.min())
+        }
+        // A failed check blocks it until the check runs again.
+        if migration.status == .running, let block = migration.checkBlock(node.id, at: now) {
+            return (nil, [nextRetry, block.recheckAt].compactMap { $0 }.min())
         }
         let ready = switch migration.status {
         case .running: migration.isReady(node.id, at: now)

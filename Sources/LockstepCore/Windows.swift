@@ -133,18 +133,22 @@ public struct ChangeWindow: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Instants near which the window opens or closes, local days `fromDay...toDay` (days since the epoch,
-    /// local): both readings of each edge's local time (before and after an offset change), so a change
-    /// of offset never hides an edge. Only candidates: `MigrationState` checks each one.
+    /// local): each edge's local time read with every offset in force within 18 hours of it (before and
+    /// after an offset change, so a local time that happens twice, or not at all, hides no edge). Only
+    /// candidates: `MigrationState` checks each one. The caller keeps the days within the years 0...9999.
     func edges(fromDay: Int64, toDay: Int64, offsets: ZoneOffsets?) -> [Instant] {
         var edges: [Instant] = []
         var day = fromDay
         while day <= toDay {
             for minute in [startMinute, endMinute] {
                 let local = day * 86_400_000 + Int64(minute) * 60_000
-                let first = local - Int64(offsets?.offsetSeconds(at: Instant(millisecondsSinceEpoch: local)) ?? 0) * 1_000
-                let second = local - Int64(offsets?.offsetSeconds(at: Instant(millisecondsSinceEpoch: first)) ?? 0) * 1_000
-                edges.append(Instant(millisecondsSinceEpoch: first))
-                if second != first { edges.append(Instant(millisecondsSinceEpoch: second)) }
+                var seen: [Int32] = []
+                for around in [local - 64_800_000, local, local + 64_800_000] {
+                    let offset = offsets?.offsetSeconds(at: Instant(millisecondsSinceEpoch: around)) ?? 0
+                    guard !seen.contains(offset) else { continue }
+                    seen.append(offset)
+                    edges.append(Instant(millisecondsSinceEpoch: local - Int64(offset) * 1_000))
+                }
             }
             day += 1
         }
@@ -188,7 +192,7 @@ public struct ZoneOffsets: Hashable, Sendable {
     }
 
     /// What is wrong with these offsets as a record, or nil.
-    func problem() -> String? {
+    public func problem() -> String? {
         if let problem = ChangeWindow.zoneNameProblem(zone) { return problem }
         guard changes.count <= CoreLimits.zoneOffsetChangesMax else {
             return "zone \(zone) records \(changes.count) offset changes; the limit is \(CoreLimits.zoneOffsetChangesMax)"
@@ -262,6 +266,8 @@ extension MigrationState {
     /// closed to open, or from open to closed: the edges of every window and the zones' offset changes are
     /// the only instants where that can happen, so each is checked.
     func nextWindowChange(_ levels: [[ChangeWindow]], after now: Instant) -> Instant? {
+        // (An instant outside the years 1970...9999 has no window edges worth finding; the arithmetic below stays in range.)
+        guard (0...CoreLimits.instantMillisMax).contains(now.millisecondsSinceEpoch) else { return nil }
         let horizon = now.adding(milliseconds: Int64(CoreLimits.windowSearchDays) * 86_400_000)
         let (today, _) = ChangeWindow.floorDivision(now.millisecondsSinceEpoch, 86_400_000)
         var candidates: [Instant] = []
@@ -271,6 +277,13 @@ extension MigrationState {
         for zone in zones { candidates += zone.changes.map(\.at) }
         let openNow = windowsOpen(levels, at: now)
         return candidates.filter { $0 > now && $0 <= horizon }.sorted().first { windowsOpen(levels, at: $0) != openNow }
+    }
+
+    /// Whether node `id`'s windows hold its forward step back at `now`: the cheap test (no search for the
+    /// next opening) for the grant pass, hand-overs, yields and timers.
+    public func windowsClosed(_ id: NodeID, at now: Instant) -> Bool {
+        guard plan.hasWindows, let levels = windowLevels(concerning: id) else { return false }
+        return !windowsOpen(levels, at: now)
     }
 
     /// Whether windows concern node `id`'s forward steps: it has some, its migration runs forward (running
@@ -297,7 +310,10 @@ extension MigrationState {
         guard plan.hasWindows else { return nil }
         return nodes.compactMap { node -> Instant? in
             guard node.status == .pending, needsSatisfied(node.id), let levels = windowLevels(concerning: node.id) else { return nil }
+            // Closed with no opening found within the search: look again at its end (an offset change
+            // beyond it may yet open them).
             return nextWindowChange(levels, after: now)
+                ?? (windowsOpen(levels, at: now) ? nil : now.adding(milliseconds: Int64(CoreLimits.windowSearchDays) * 86_400_000))
         }.min()
     }
 }
@@ -341,6 +357,12 @@ extension LogState {
         if let freeze = freeze(holding: node, of: migration, at: now) { return .freeze(freeze) }
         return migration.windowWait(node, at: now).map(ForwardHold.window)
     }
+
+    /// Whether a freeze or closed windows hold node `node` of `migration`'s forward step back at `now`:
+    /// `forwardHold` without finding when the hold ends, for the paths that only need to know.
+    public func isForwardHeld(_ node: NodeID, of migration: MigrationState, at now: Instant) -> Bool {
+        freeze(holding: node, of: migration, at: now) != nil || migration.windowsClosed(node, at: now)
+    }
 }
 
 extension PlanSnapshot {
@@ -357,7 +379,11 @@ extension LogState {
     public func nodesWaitingForWindow(at now: Instant) -> Int {
         migrations.values.reduce(0) { count, migration in
             guard migration.status == .running, migration.plan.hasWindows else { return count }
-            return count + migration.nodes.filter { nodeDisplayStatus($0.id, of: migration, at: now) == .waitingForWindow }.count
+            return count + migration.nodes.filter { node in
+                let status = migration.nodeDisplayStatus(node.id)
+                return (status == .ready || status == .waitingForServices) && freeze(holding: node.id, of: migration, at: now) == nil
+                    && migration.windowsClosed(node.id, at: now)
+            }.count
         }
     }
 }

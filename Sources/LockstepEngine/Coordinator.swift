@@ -339,7 +339,7 @@ extension Command {
     /// Whether it changes which requests a freeze sets aside.
     var changesFreezes: Bool {
         switch self {
-        case .freezes, .migration(_, .breakGlass(_, .freeze, _, _, _)): true
+        case .freezes, .migration(_, .breakGlass(_, .freeze, _, _, _)), .migration(_, .breakGlass(_, .window, _, _, _)): true
         default: false
         }
     }

@@ -132,7 +132,7 @@ extension CoordinatorMachine {
                 for spec in migration.plan.nodes {
                     // A node a freeze or its windows hold back is not waiting for an agent (nobody may take its step).
                     guard let limit = spec.timeouts.scheduleToStartMillis, migration.isWaitingForAgent(spec.id, at: now),
-                          state.forwardHold(spec.id, of: migration, at: now) == nil else { continue }
+                          !state.isForwardHeld(spec.id, of: migration, at: now) else { continue }
                     waiting.append(WaitingNode(migration: migration.id, node: spec.id, scheduleToStartMillis: limit))
                 }
             }

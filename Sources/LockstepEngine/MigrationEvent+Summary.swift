@@ -7,19 +7,14 @@ public func counted(_ count: some BinaryInteger, _ noun: String) -> String {
 
 extension MigrationEvent {
     /// A fixed-point value in millionths as a decimal: 15000 → "0.015".
-    public static func decimal(_ micros: Int64) -> String {
-        let sign = micros < 0 ? "-" : ""
-        let magnitude = micros.magnitude
-        let fraction = String(magnitude % 1_000_000).leftPadding(to: 6)
-        let trimmed = fraction.reversed().drop { $0 == "0" }.reversed()
-        return "\(sign)\(magnitude / 1_000_000)" + (trimmed.isEmpty ? "" : "." + String(trimmed))
-    }
+    public static func decimal(_ micros: Int64) -> String { MetricSample.decimal(micros) }
 
     /// A one-line human description (for terminals; exports use the JSON record).
     public var summary: String {
         switch self {
         case .migrationStarted(let e):
             "migration \(e.migration) started by \(e.startedBy.isEmpty ? "?" : e.startedBy): plan \(e.plan.name)@\(e.plan.version), \(counted(e.plan.nodes.count, "node"))"
+        case .stepLeased(let e) where e.kind == .check: "\(e.node): check \(e.check) leased to \(e.agent), token \(e.token)"
         case .stepLeased(let e): "\(e.node): \(e.kind == .rollback ? "rollback " : "")attempt \(e.attempt) leased to \(e.agent), token \(e.token)"
         case .stepCompleted(let e): "\(e.node): \(e.kind == .rollback ? "rolled back" : "completed") (attempt \(e.attempt), token \(e.token))"
         case .stepFailed(let e):
@@ -58,6 +53,9 @@ extension MigrationEvent {
         case .rollbackReordered(let e):
             "\(e.node): undone before \(e.aheadOf), which waits for \(e.services.joined(separator: ", ")) that \(e.node) holds"
         case .breakGlass(let e): "\(e.node): BREAK-GLASS by \(e.by) overrides its \(e.scope.rawValue): \(e.justification)"
+        case .checkReported(let e):
+            "\(e.node): check \(e.check) \(e.outcome == .notRun ? "not run" : e.outcome.rawValue)\(e.valueMicros.map { " (value \(Self.decimal($0)))" } ?? "")"
+                + (e.evidence.isEmpty ? "" : ": \(e.evidence)")
         }
     }
 }

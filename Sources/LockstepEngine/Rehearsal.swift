@@ -46,6 +46,9 @@ public struct Rehearsal: Sendable {
         /// The same for the baseline cohort of metrics with a baseline rule; without a trace, the
         /// baseline reports what the canary does.
         public var baselines: [NodeID: [String: [Int64]]] = [:]
+        /// Node → check → what each run of it reports, in order (the last one holds for later runs).
+        /// A check without a trace reports success with exactly its threshold (or no value for `ok`).
+        public var checks: [NodeID: [String: [CheckReport]]] = [:]
         public init() {}
     }
 
@@ -113,7 +116,9 @@ public struct Rehearsal: Sendable {
         var hung: [(node: NodeID, token: FencingToken)] = []
         var rollbackFailuresLeft = options.rollbackFailures
         // Steps in flight: when each finishes, and how.
-        var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool)] = []
+        var inFlight: [(at: Instant, node: NodeID, token: FencingToken, succeeds: Bool, check: CheckReport?)] = []
+        // Runs of each check so far, by "node/check".
+        var checkRuns: [String: Int] = [:]
 
         func execute(_ command: MigrationCommand, as actor: Actor, _ trigger: TriggeredBy) async throws -> Bool {
             commands += 1
@@ -241,6 +246,16 @@ public struct Rehearsal: Sendable {
                 let ttl = dies ? (spec.timeouts.heartbeatMillis ?? Self.lostAgentTTLMillis) : CoreLimits.leaseTTLMillisMax
                 guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: ttl), as: agent, .agent) else { continue }
                 let token = (try await state()).node(node)!.lastToken
+                // A check lease: the simulated agent runs the check for a few seconds and reports the next result of its trace.
+                if let lease = (try await state()).node(node)?.lease, lease.kind == .check, let check = spec.checks.first(where: { $0.name == lease.check }) {
+                    let key = "\(node.rawValue)/\(check.name)"
+                    let trace = options.checks[node]?[check.name] ?? []
+                    let run = checkRuns[key, default: 0]
+                    checkRuns[key] = run + 1
+                    let report = trace.isEmpty ? Self.passing(check) : trace[min(run, trace.count - 1)]
+                    inFlight.append((now.adding(milliseconds: 1_000 + Int64(random.next() % 9_000)), node, token, true, report))
+                    continue
+                }
                 if dies {
                     lossesLeft[node]! -= 1
                     continue  // never heartbeats nor reports: its lease expires
@@ -253,11 +268,13 @@ public struct Rehearsal: Sendable {
                 let fails = forward ? (failuresLeft[node] ?? 0) > 0 : (rollbackFailuresLeft[node] ?? 0) > 0
                 if fails && forward { failuresLeft[node]! -= 1 }
                 if fails && !forward { rollbackFailuresLeft[node]! -= 1 }
-                inFlight.append((now.adding(milliseconds: duration(of: spec, rollback: !forward, random: &random)), node, token, !fails))
+                inFlight.append((now.adding(milliseconds: duration(of: spec, rollback: !forward, random: &random)), node, token, !fails, nil))
             }
             // Advance the clock to the next thing that happens.
             migration = try await state()
+            // A failed check blocks its node until it runs again.
             let retries = migration.nodes.compactMap { $0.retryAt }.filter { $0 > now }
+                + migration.nodes.compactMap { migration.checkBlock($0.id, at: now)?.recheckAt }
             let timers = await coordinator.nextTimerDue(now: now)
             let nextTimes = (inFlight.map(\.at) + retries + [timers].compactMap { $0 }).filter { $0 > now }
             guard let next = nextTimes.min() else {
@@ -271,7 +288,7 @@ public struct Rehearsal: Sendable {
                 inFlight.removeFirst()
                 let agent = Actor(kind: "agent", id: "\(plan.node(step.node)!.services[0])-agent")
                 let command: MigrationCommand = step.succeeds
-                    ? .completeStep(node: step.node, token: step.token)
+                    ? .completeStep(node: step.node, token: step.token, check: step.check)
                     : .failStep(node: step.node, token: step.token, reason: "rehearsed failure", retryable: true)
                 _ = try await execute(command, as: agent, .agent)
             }
@@ -287,6 +304,14 @@ public struct Rehearsal: Sendable {
         do { found = try await coordinator.readMigration(id) } catch { throw .refused(.storage(error)) }
         guard let found else { throw .refused(.rejected(.migrationNotFound(id))) }
         return found
+    }
+
+    /// What a check reports when the rehearsal has no trace for it: a pass, exactly at its threshold.
+    static func passing(_ check: CheckSpec) -> CheckReport {
+        switch check.pass {
+        case .ok: CheckReport(ok: true, evidence: "rehearsed")
+        case .max(let micros), .min(let micros): CheckReport(ok: true, valueMicros: micros, evidence: "rehearsed")
+        }
     }
 
     func duration(of spec: NodeSpec, rollback: Bool, random: inout SplitMix64) -> Int64 {

@@ -11,7 +11,7 @@ public enum PlanFile {
     public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows"]
     public static let nodeKeys: Set<String> = [
         "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
-        "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis", "windows",
+        "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis", "windows", "checks",
     ]
 
     /// Reads `yaml` and runs every lint rule over the result; windows are read as they stand at `now`

@@ -134,12 +134,13 @@ struct Reader {
         let exposure = self.exposure(fields["exposure"], node: id)
         let analysis = self.analysis(fields["analysis"], node: id)
         let windows = self.windows(fields["windows"], of: "node \(id)")
+        let checks = self.checks(fields["checks"], node: id)
         if analysis != nil && fields["exposure"] == nil {
             error(lines["analysis"] ?? line, "analysis_without_exposure", "node \(id) has an analysis but no exposure; analyses judge the bake after each exposure stage")
         }
         let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                             retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
-                            onFailure: onFailure, exposure: exposure, analysis: analysis, windows: windows)
+                            onFailure: onFailure, exposure: exposure, analysis: analysis, windows: windows, checks: checks)
         checkValues(spec, lines: lines, line: line)
         return spec
     }
@@ -186,6 +187,51 @@ struct Reader {
         let fields = self.fields(mapping, allowed: ["action", "params"], in: "rollback of \(id)")
         guard let action = string(fields["action"], required: true, what: "rollback action of \(id)", line: mapping.mark?.line ?? 0) else { return nil }
         return RollbackSpec(action: action, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+    }
+
+    /// `checks: [{ name, params, pass: ok | { max: V } | { min: V }, fresh_for, recheck, on_fail: block | rollback }]`.
+    mutating func checks(_ node: Node?, node id: NodeID) -> [CheckSpec] {
+        guard let node else { return [] }
+        guard case .sequence(let sequence) = node else {
+            error(node.mark?.line ?? 0, "invalid_value", "checks of \(id) must be a list of { name, pass, fresh_for }")
+            return []
+        }
+        if sequence.count > CoreLimits.checksPerNodeMax {
+            error(node.mark?.line ?? 0, "invalid_value", "node \(id) has \(sequence.count) checks; the limit is \(CoreLimits.checksPerNodeMax)")
+        }
+        var checks: [CheckSpec] = []
+        for item in sequence {
+            let line = item.mark?.line ?? 0
+            guard case .mapping(let mapping) = item else {
+                error(line, "invalid_value", "each check of \(id) must be a mapping with name, pass and fresh_for")
+                continue
+            }
+            let fields = self.fields(mapping, allowed: ["name", "params", "pass", "fresh_for", "recheck", "on_fail"], in: "a check of \(id)")
+            guard let name = string(fields["name"], required: true, what: "check name of \(id)", line: line) else { continue }
+            if !checks.allSatisfy({ $0.name != name }) { error(line, "duplicate_check", "node \(id) names check \(name) twice") }
+            var check = CheckSpec(name: name, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+            if let params = fields["params"], params.mapping == nil { error(params.mark?.line ?? line, "invalid_value", "params of check \(name) must be a mapping") }
+            if let pass = fields["pass"] {
+                if pass.string == "ok" {
+                    check.pass = .ok
+                } else if let (direction, micros) = threshold(pass, what: "pass of check \(name) of \(id) (ok, { max: V } or { min: V })", line: line) {
+                    check.pass = direction == .lowerIsBetter ? .max(micros) : .min(micros)
+                }
+            }
+            check.freshForMillis = duration(fields["fresh_for"], what: "fresh_for of check \(name)")
+            if let recheck = duration(fields["recheck"], what: "recheck of check \(name)") { check.recheckMillis = recheck }
+            for (what, millis) in [("fresh_for", check.freshForMillis), ("recheck", Optional(check.recheckMillis))] where millis == 0 {
+                error(fields[what]?.mark?.line ?? line, "invalid_duration", "\(what) of check \(name) must be longer than 0")
+            }
+            if let text = string(fields["on_fail"], required: false, what: "on_fail of check \(name)", line: line) {
+                if let policy = CheckFailurePolicy(rawValue: text) { check.onFail = policy } else {
+                    error(fields["on_fail"]?.mark?.line ?? line, "invalid_value", "check \(name) of \(id) has on_fail \"\(text)\"; use block or rollback")
+                }
+            }
+            map.checkLines["\(id.rawValue)/\(name)"] = line
+            checks.append(check)
+        }
+        return checks
     }
 
     mutating func approvals(_ node: Node?, node id: NodeID) -> ApprovalGate? {

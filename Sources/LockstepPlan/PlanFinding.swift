@@ -54,6 +54,8 @@ public struct PlanSourceMap: Sendable {
     /// In plan order, one per node read.
     public var nodes: [NodeLines] = []
     public var serviceLines: [String: Int] = [:]
+    /// "NODE/CHECK" → line of that check.
+    public var checkLines: [String: Int] = [:]
 
     public init() {}
 

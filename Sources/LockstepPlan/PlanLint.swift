@@ -68,6 +68,10 @@ enum PlanLint {
                         "\(metric.name) of \(node.id) is judged against a baseline, but at its last stage (\(last.name)) nothing is left "
                             + "unchanged to be one: that bake is inconclusive unless baseline samples come from elsewhere (a kept-back replica)")
             }
+            for check in node.checks where check.freshForMillis == nil {
+                warning(map.checkLines["\(node.id.rawValue)/\(check.name)"] ?? line, "check_without_freshness",
+                        "check \(check.name) of \(node.id) sets no fresh_for: a pass counts however old it is when the step starts (add fresh_for: 1h)")
+            }
             if let deadline = node.deadlineMillis, let overall = plan.deadlineMillis, deadline > overall {
                 warning(map.line(ofNode: index, field: "deadline"), "deadline_after_migration",
                         "node \(node.id)'s deadline is after the migration's deadline; the migration's fires first")

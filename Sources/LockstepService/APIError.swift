@@ -39,7 +39,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                  .staleFencingToken, .alreadyPaused, .notPaused, .noGate, .alreadyDecided, .gateClosed, .gateNotOpen, .noRollbackDue,
                  .noDeadlinePassed, .stepTimeoutNotPassed, .notWaitingForAgent, .planNotRegistered, .waitingForServiceLease,
                  .noServiceLeaseRequest, .serviceLeaseNotHeld, .serviceLeaseInUse, .noAnalysis, .notBaking, .tooManySamples, .bakeNotOver,
-                 .frozen, .outsideWindow, .nothingToOverride, .versionConflict, .failedPrecondition, .aborted:
+                 .frozen, .outsideWindow, .checkFailed, .nothingToOverride, .versionConflict, .failedPrecondition, .aborted:
                 self = .conflict
             case .bodyTooLarge, .resourceExhausted:
                 self = .tooLarge

@@ -190,8 +190,27 @@ public struct AgentAPI: Sendable {
     }
 
     public func complete(_ request: Lockstep_V1_CompleteRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_CompleteResponse {
-        try await report(request.leaseID, principal) { node in .completeStep(node: node, token: FencingToken(request.fencingToken), by: principal.name) }
+        let check = request.hasCheck ? try Self.checkReport(request.check) : nil
+        try await report(request.leaseID, principal) { node in
+            .completeStep(node: node, token: FencingToken(request.fencingToken), by: principal.name, check: check)
+        }
         return .init()
+    }
+
+    /// A check's result as the core takes it: the value converted once to millionths (refused when it is
+    /// not a finite number within range), the evidence within its byte limit.
+    static func checkReport(_ result: Lockstep_V1_CheckResult) throws(APIError) -> CheckReport {
+        var micros: Int64?
+        if result.hasValue {
+            guard let value = MetricSample.micros(result.value) else {
+                throw APIError(.rejected(.invalidArgument("check value \(result.value) is not a finite number within ±\(MetricSample.decimal(CoreLimits.metricMicrosMagnitudeMax))")))
+            }
+            micros = value
+        }
+        guard result.evidence.utf8.count <= CoreLimits.reasonBytesMax else {
+            throw APIError(.rejected(.invalidArgument("check evidence is \(result.evidence.utf8.count) bytes; the limit is \(CoreLimits.reasonBytesMax) bytes")))
+        }
+        return CheckReport(ok: result.ok, valueMicros: micros, evidence: result.evidence)
     }
 
     public func fail(_ request: Lockstep_V1_FailRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FailResponse {
@@ -301,13 +320,28 @@ public struct AgentAPI: Sendable {
             // An exposure node's step sets its next stage; its rollback returns it to its start (with
             // the node's own action when it has no rollback action).
             // Read after the lease: the stage it sets cannot move until this step completes.
-            let stage = leased.kind == .forward ? await coordinator.migration(migration)?.nextStage(of: node) : spec.exposure?.start
+            let stage = switch leased.kind {
+            case .forward: await coordinator.migration(migration)?.nextStage(of: node)
+            case .rollback: spec.exposure?.start
+            case .check: ExposureStage?.none
+            }
+            // A check runs its own action (the check's name) with its own params.
+            let check = spec.checks.first { $0.name == leased.check }
             return (.with {
                 $0.migrationID = migration.rawValue
                 $0.nodeID = node.rawValue
-                $0.kind = leased.kind == .forward ? .forward : .rollback
-                $0.action = leased.kind == .forward ? spec.action : (spec.rollback?.action ?? (spec.exposure != nil ? spec.action : ""))
-                $0.paramsJson = leased.kind == .forward ? spec.paramsJSON : (spec.rollback?.paramsJSON ?? (spec.exposure != nil ? spec.paramsJSON : "{}"))
+                $0.kind = Lockstep_V1_StepKind(leased.kind)
+                switch leased.kind {
+                case .forward:
+                    $0.action = spec.action
+                    $0.paramsJson = spec.paramsJSON
+                case .rollback:
+                    $0.action = spec.rollback?.action ?? (spec.exposure != nil ? spec.action : "")
+                    $0.paramsJson = spec.rollback?.paramsJSON ?? (spec.exposure != nil ? spec.paramsJSON : "{}")
+                case .check:
+                    $0.action = leased.check
+                    $0.paramsJson = check?.paramsJSON ?? "{}"
+                }
                 if let stage {
                     $0.stage = stage.name
                     if let percent = stage.percent { $0.stagePercent = percent }
@@ -326,7 +360,7 @@ public struct AgentAPI: Sendable {
     package static func takenMeanwhile(_ rejection: Rejection) -> Bool {
         switch rejection {
         case .nodeNotReady, .waitingForServices, .retryNotDue, .noRollbackDue, .migrationNotRunning, .migrationSettled, .awaitingApproval,
-             .gateRejected, .frozen, .outsideWindow:
+             .gateRejected, .frozen, .outsideWindow, .checkFailed:
             true
         default:
             false

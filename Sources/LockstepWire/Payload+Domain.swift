@@ -25,6 +25,7 @@ extension Lockstep_V1_EventPayload {
                 $0.expiresAtMs = leased.expiresAt.millisecondsSinceEpoch
                 $0.kind = Lockstep_V1_StepKind(leased.kind)
                 $0.holder = leased.holder
+                $0.check = leased.check
             }
         case .stepCompleted(let completed):
             stepCompleted = .with {
@@ -178,6 +179,16 @@ extension Lockstep_V1_EventPayload {
                 $0.justification = override.justification
                 $0.atMs = override.at.millisecondsSinceEpoch
             }
+        case .checkReported(let reported):
+            checkReported = .with {
+                $0.nodeID = reported.node.rawValue
+                $0.check = reported.check
+                $0.fencingToken = reported.token.rawValue
+                $0.outcome = reported.outcome.rawValue
+                if let value = reported.valueMicros { $0.valueMicros = value }
+                $0.evidence = reported.evidence
+                $0.atMs = reported.at.millisecondsSinceEpoch
+            }
         }
     }
 }
@@ -190,12 +201,13 @@ extension MigrationEvent {
             self = .migrationStarted(MigrationStarted(
                 migration: MigrationID(started.migrationID), plan: try PlanSnapshot(started.plan),
                 startedAt: Instant(millisecondsSinceEpoch: started.startedAtMs), startedBy: started.startedBy,
-                zones: started.zones.map(ZoneOffsets.init)))
+                zones: try started.zones.map(ZoneOffsets.init)))
         case .stepLeased(let leased):
             self = .stepLeased(StepLeased(
                 node: NodeID(leased.nodeID), attempt: leased.attempt, token: FencingToken(leased.fencingToken),
                 agent: leased.agentID, grantedAt: Instant(millisecondsSinceEpoch: leased.grantedAtMs),
-                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind), holder: leased.holder))
+                expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind), holder: leased.holder,
+                check: leased.check))
         case .stepCompleted(let completed):
             self = .stepCompleted(StepCompleted(
                 node: NodeID(completed.nodeID), attempt: completed.attempt, token: FencingToken(completed.fencingToken),
@@ -278,6 +290,11 @@ extension MigrationEvent {
             guard let scope = BreakGlassScope(rawValue: override.scope) else { throw .invalidField("break_glass scope \"\(override.scope.prefix(32))\"") }
             self = .breakGlass(BreakGlass(node: NodeID(override.nodeID), scope: scope, by: override.by, justification: override.justification,
                                           at: Instant(millisecondsSinceEpoch: override.atMs)))
+        case .checkReported(let reported):
+            guard let outcome = CheckOutcome(rawValue: reported.outcome) else { throw .invalidField("check outcome \"\(reported.outcome.prefix(32))\"") }
+            self = .checkReported(CheckReported(node: NodeID(reported.nodeID), check: reported.check, token: FencingToken(reported.fencingToken),
+                                                outcome: outcome, valueMicros: reported.hasValueMicros ? reported.valueMicros : nil,
+                                                evidence: reported.evidence, at: Instant(millisecondsSinceEpoch: reported.atMs)))
         case .freezeDeclared:
             throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "freeze_declared")
         case .freezeEnded:

@@ -56,6 +56,7 @@ extension Lockstep_V1_PlanSnapshot {
                     }
                 }
                 $0.windows = node.windows.map(Lockstep_V1_ChangeWindow.init)
+                $0.checks = node.checks.map(Lockstep_V1_CheckSpec.init)
             }
         }
     }
@@ -89,7 +90,8 @@ extension PlanSnapshot {
                     ? ExposureSpec(stages: node.exposure.stages.map { ExposureStage(name: $0.name, percent: $0.hasPercent ? $0.percent : nil) },
                                    bakeMillis: node.exposure.bakeMs)
                     : nil,
-                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil, windows: try node.windows.map(ChangeWindow.init)))
+                analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil, windows: try node.windows.map(ChangeWindow.init),
+                checks: try node.checks.map(CheckSpec.init)))
         }
         var services: [ServiceSpec] = []
         for service in wire.services {
@@ -114,10 +116,42 @@ extension Lockstep_V1_ChangeWindow {
 extension ChangeWindow {
     /// Narrowed without trapping; whether it is a window at all is the plan validation's to say.
     init(_ wire: Lockstep_V1_ChangeWindow) throws(RecordDecodingError) {
-        guard let days = UInt8(exactly: wire.days), let start = UInt16(exactly: wire.startMinute), let end = UInt16(exactly: wire.endMinute) else {
-            throw .invalidField("window \(wire.days) \(wire.startMinute)-\(wire.endMinute)")
+        guard let days = UInt8(exactly: wire.days), (1...0x7F).contains(days), let start = UInt16(exactly: wire.startMinute), start < 1_440,
+              let end = UInt16(exactly: wire.endMinute), (1...1_440).contains(end), start != end, ChangeWindow.zoneNameProblem(wire.zone) == nil else {
+            throw .invalidField("window \(wire.days) \(wire.startMinute)-\(wire.endMinute) \(wire.zone.prefix(64))")
         }
         self.init(days: days, startMinute: start, endMinute: end, zone: wire.zone)
+    }
+}
+
+extension Lockstep_V1_CheckSpec {
+    public init(_ check: CheckSpec) {
+        self.init()
+        name = check.name
+        paramsJson = check.paramsJSON
+        switch check.pass {
+        case .ok: pass = "ok"
+        case .max(let micros): pass = "max"; thresholdMicros = micros
+        case .min(let micros): pass = "min"; thresholdMicros = micros
+        }
+        freshForMs = check.freshForMillis ?? 0
+        recheckMs = check.recheckMillis
+        onFail = check.onFail.rawValue
+    }
+}
+
+extension CheckSpec {
+    init(_ wire: Lockstep_V1_CheckSpec) throws(RecordDecodingError) {
+        let pass: CheckRule
+        switch wire.pass {
+        case "ok": pass = .ok
+        case "max": pass = .max(wire.thresholdMicros)
+        case "min": pass = .min(wire.thresholdMicros)
+        default: throw .invalidField("check rule \"\(wire.pass.prefix(32))\"")
+        }
+        guard let onFail = CheckFailurePolicy(rawValue: wire.onFail) else { throw .invalidField("check on_fail \"\(wire.onFail.prefix(32))\"") }
+        self.init(name: wire.name, paramsJSON: wire.paramsJson.isEmpty ? "{}" : wire.paramsJson, pass: pass,
+                  freshForMillis: wire.freshForMs == 0 ? nil : wire.freshForMs, recheckMillis: wire.recheckMs, onFail: onFail)
     }
 }
 
@@ -131,9 +165,10 @@ extension Lockstep_V1_ZoneOffsets {
 }
 
 extension ZoneOffsets {
-    init(_ wire: Lockstep_V1_ZoneOffsets) {
+    init(_ wire: Lockstep_V1_ZoneOffsets) throws(RecordDecodingError) {
         self.init(zone: wire.zone, initialOffsetSeconds: wire.initialOffsetSeconds,
                   changes: wire.changes.map { OffsetChange(at: Instant(millisecondsSinceEpoch: $0.atMs), offsetSeconds: $0.offsetSeconds) })
+        if let problem = problem() { throw .invalidField(problem) }
     }
 }
 
@@ -224,7 +259,11 @@ extension AbortTrigger {
 
 extension Lockstep_V1_StepKind {
     public init(_ kind: StepKind) {
-        self = kind == .forward ? .forward : .rollback
+        switch kind {
+        case .forward: self = .forward
+        case .rollback: self = .rollback
+        case .check: self = .check
+        }
     }
 }
 
@@ -233,6 +272,7 @@ extension StepKind {
         switch wire {
         case .forward: self = .forward
         case .rollback: self = .rollback
+        case .check: self = .check
         case .UNRECOGNIZED: throw .invalidField("step kind")
         }
     }

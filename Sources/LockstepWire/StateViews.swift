@@ -56,6 +56,8 @@ extension Lockstep_V1_NodeStatus {
         case .skipped: self = .skipped
         case .frozen: self = .frozen
         case .waitingForWindow: self = .waitingForWindow
+        case .checking: self = .checking
+        case .checkFailed: self = .checkFailed
         case .unknown: self = .unspecified
         }
     }
@@ -86,6 +88,8 @@ extension NodeDisplayStatus {
         case .skipped: self = .skipped
         case .frozen: self = .frozen
         case .waitingForWindow: self = .waitingForWindow
+        case .checking: self = .checking
+        case .checkFailed: self = .checkFailed
         case .unspecified, .UNRECOGNIZED: self = .unknown
         }
     }
@@ -144,6 +148,20 @@ extension Lockstep_V1_Migration {
                     }
                 }
                 $0.breakGlass = node.breakGlass.map(\.rawValue)
+                $0.checks = spec.checks.compactMap { check in
+                    node.checks.first { $0.check == check.name }.map { result in
+                        .with {
+                            $0.check = result.check
+                            $0.outcome = result.outcome.rawValue
+                            $0.value = result.valueMicros.map(MetricSample.decimal) ?? ""
+                            $0.evidence = result.evidence
+                            $0.atMs = result.at.millisecondsSinceEpoch
+                            $0.rule = check.ruleText
+                            if result.outcome == .fail { $0.recheckAtMs = result.at.adding(milliseconds: check.recheckMillis).millisecondsSinceEpoch }
+                            if result.outcome == .pass, let fresh = check.freshForMillis { $0.freshUntilMs = result.at.adding(milliseconds: fresh).millisecondsSinceEpoch }
+                        }
+                    }
+                }
                 $0.attempts = node.attempts
                 $0.fencingToken = node.lastToken.rawValue
                 if let lease = node.lease { $0.lease = Lockstep_V1_StepLeaseView(lease) }

@@ -49,7 +49,7 @@ extension LeaseCommand {
                 lines.append("")
                 lines.append("waiting, first in line first:")
                 lines.append(renderTable(["request", "services", "step"], leases.waiting.map {
-                    ["\($0.migrationID)/\($0.nodeID)", $0.services.joined(separator: ","), $0.kind == .rollback ? "rollback" : "forward"]
+                    ["\($0.migrationID)/\($0.nodeID)", $0.services.joined(separator: ","), $0.kind == .rollback ? "rollback" : $0.kind == .check ? "check" : "forward"]
                 }, indent: "  "))
             }
             return lines.joined(separator: "\n")

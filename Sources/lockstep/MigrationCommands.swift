@@ -316,7 +316,7 @@ enum MigrationView {
     static func stepDetail(_ node: Lockstep_V1_MigrationNode, now: Date) -> String {
         if node.hasLease {
             let left = max(0, Double(node.lease.expiresAtMs) / 1_000 - now.timeIntervalSince1970)
-            let kind = node.lease.kind == .rollback ? "rollback " : ""
+            let kind = node.lease.kind == .rollback ? "rollback " : node.lease.kind == .check ? "check " : ""
             var text = "\(kind)\(bar(node.progressPercent)) \(node.progressPercent)% \(node.lease.agentID) token \(node.lease.fencingToken), lease \(String(format: "%.0f", left)) s left"
             if !node.progressMessage.isEmpty { text += ": \(node.progressMessage)" }
             return text

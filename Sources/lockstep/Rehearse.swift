@@ -39,7 +39,42 @@ struct Rehearse: AsyncParsableCommand {
         "NODE:METRIC=V1,V2,...: the same for the baseline cohort of a metric with a baseline rule. Repeatable.",
         discussion: "Without a trace, the baseline reports what the canary does."))
     var baselines: [String] = []
+    @Option(name: .customLong("check"), help: ArgumentHelp(
+        "NODE:CHECK=R1,R2,...: what each run of a preflight check of NODE reports: ok, fail, or a number (ok with that value). Repeatable.",
+        discussion: "The last result holds for later runs; a check without a trace passes (at exactly its threshold)."))
+    var checks: [String] = []
     @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+
+    /// `NODE:CHECK=R1,R2,...` traces, checked against the plan's checks.
+    static func checkTraces(_ traces: [String], plan: PlanSnapshot) throws -> [NodeID: [String: [CheckReport]]] {
+        var result: [NodeID: [String: [CheckReport]]] = [:]
+        for trace in traces {
+            guard let colon = trace.firstIndex(of: ":"), let equals = trace.firstIndex(of: "="), colon < equals else {
+                throw ValidationError("--check \(trace): write NODE:CHECK=ok,fail,12.5")
+            }
+            let node = NodeID(String(trace[..<colon]))
+            let name = String(trace[trace.index(after: colon)..<equals])
+            guard let checks = plan.node(node)?.checks, !checks.isEmpty else { throw ValidationError("--check names \(node), which has no checks") }
+            guard checks.contains(where: { $0.name == name }) else {
+                throw ValidationError("--check: \(node)'s checks are \(checks.map(\.name).joined(separator: ", ")), not \(name)")
+            }
+            var reports: [CheckReport] = []
+            for text in trace[trace.index(after: equals)...].split(separator: ",") {
+                switch text {
+                case "ok": reports.append(CheckReport(ok: true, evidence: "rehearsed: ok"))
+                case "fail": reports.append(CheckReport(ok: false, evidence: "rehearsed: failed"))
+                default:
+                    guard let micros = Double(text).flatMap(MetricSample.micros) else {
+                        throw ValidationError("--check \(trace): \(text) is neither ok, fail nor a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
+                    }
+                    reports.append(CheckReport(ok: true, valueMicros: micros, evidence: "rehearsed: \(text)"))
+                }
+            }
+            guard !reports.isEmpty else { throw ValidationError("--check \(trace): give at least one result") }
+            result[node, default: [:]][name] = reports
+        }
+        return result
+    }
 
     /// `NODE:METRIC=V1,V2,...` traces (of `flag`), checked against the plan's analyses.
     static func traces(_ traces: [String], flag: String, plan: PlanSnapshot) throws -> [NodeID: [String: [Int64]]] {
@@ -108,6 +143,7 @@ struct Rehearse: AsyncParsableCommand {
         }
         options.metrics = try Self.traces(metrics, flag: "--metric", plan: plan)
         options.baselines = try Self.traces(baselines, flag: "--baseline", plan: plan)
+        options.checks = try Self.checkTraces(checks, plan: plan)
         for (node, names) in options.baselines {
             for name in names.keys where plan.node(node)?.analysis?.metrics.first(where: { $0.name == name })?.baseline == nil {
                 throw ValidationError("--baseline: \(name) of \(node) has no baseline rule")

@@ -121,6 +121,12 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
 
   /// Ready or waiting for its services, but its change windows are closed (`window_closed`, `window_opens_ms`).
   case waitingForWindow // = 16
+
+  /// Ready, and an agent runs one of its preflight checks.
+  case checking // = 17
+
+  /// Ready, but a preflight check failed: it waits until the check runs again (`checks`).
+  case checkFailed // = 18
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -146,6 +152,8 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case 14: self = .skipped
     case 15: self = .frozen
     case 16: self = .waitingForWindow
+    case 17: self = .checking
+    case 18: self = .checkFailed
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -169,6 +177,8 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     case .skipped: return 14
     case .frozen: return 15
     case .waitingForWindow: return 16
+    case .checking: return 17
+    case .checkFailed: return 18
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -192,6 +202,8 @@ public nonisolated enum Lockstep_V1_NodeStatus: SwiftProtobuf.Enum, Swift.CaseIt
     .skipped,
     .frozen,
     .waitingForWindow,
+    .checking,
+    .checkFailed,
   ]
 
 }
@@ -569,6 +581,78 @@ public nonisolated struct Lockstep_V1_CompleteRequest: Sendable {
   public var leaseID: String = String()
 
   public var fencingToken: UInt64 = 0
+
+  /// For a check lease (a step of kind STEP_KIND_CHECK): what the check found.
+  public var check: Lockstep_V1_CheckResult {
+    get {_check ?? Lockstep_V1_CheckResult()}
+    set {_check = newValue}
+  }
+  /// Returns true if `check` has been explicitly set.
+  public var hasCheck: Bool {self._check != nil}
+  /// Clears the value of `check`. Subsequent reads from it will return its default value.
+  public mutating func clearCheck() {self._check = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _check: Lockstep_V1_CheckResult? = nil
+}
+
+public nonisolated struct Lockstep_V1_CheckResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The check's own verdict.
+  public var ok: Bool = false
+
+  /// What it measured, if anything (a finite number within ±10^9).
+  public var value: Double {
+    get {_value ?? 0}
+    set {_value = newValue}
+  }
+  /// Returns true if `value` has been explicitly set.
+  public var hasValue: Bool {self._value != nil}
+  /// Clears the value of `value`. Subsequent reads from it will return its default value.
+  public mutating func clearValue() {self._value = nil}
+
+  /// What a reviewer reads: at most 1,024 bytes.
+  public var evidence: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _value: Double? = nil
+}
+
+/// A check's latest result on a node.
+public nonisolated struct Lockstep_V1_CheckView: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var check: String = String()
+
+  /// "pass", "fail" or "not_run".
+  public var outcome: String = String()
+
+  /// The value it reported, as a decimal ("" when none).
+  public var value: String = String()
+
+  public var evidence: String = String()
+
+  public var atMs: Int64 = 0
+
+  /// The plan's rule: "ok", "≤ 5", "≥ 0.99".
+  public var rule: String = String()
+
+  /// A failing check blocks the node until then (0 otherwise); a passing one is fresh until `fresh_until_ms`
+  /// (0: for the rest of the migration).
+  public var recheckAtMs: Int64 = 0
+
+  public var freshUntilMs: Int64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1288,7 +1372,13 @@ public nonisolated struct Lockstep_V1_MigrationNode: @unchecked Sendable {
     set {_uniqueStorage()._windowOpensMs = newValue}
   }
 
-  /// What admins overrode for it (break-glass): "freeze", "bake".
+  /// Its preflight checks' latest results, in plan order (a check that never ran is absent).
+  public var checks: [Lockstep_V1_CheckView] {
+    get {_storage._checks}
+    set {_uniqueStorage()._checks = newValue}
+  }
+
+  /// What admins overrode for it (break-glass): "freeze", "window", "bake".
   public var breakGlass: [String] {
     get {_storage._breakGlass}
     set {_uniqueStorage()._breakGlass = newValue}
@@ -1522,7 +1612,7 @@ nonisolated extension Lockstep_V1_MigrationStatus: SwiftProtobuf._ProtoNameProvi
 }
 
 nonisolated extension Lockstep_V1_NodeStatus: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0\u{1}NODE_STATUS_FROZEN\0\u{1}NODE_STATUS_WAITING_FOR_WINDOW\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0NODE_STATUS_UNSPECIFIED\0\u{1}NODE_STATUS_PENDING\0\u{1}NODE_STATUS_READY\0\u{1}NODE_STATUS_WAITING_FOR_SERVICES\0\u{1}NODE_STATUS_AWAITING_APPROVAL\0\u{1}NODE_STATUS_AWAITING_DECISION\0\u{1}NODE_STATUS_REJECTED\0\u{1}NODE_STATUS_PAUSED\0\u{1}NODE_STATUS_RUNNING\0\u{1}NODE_STATUS_BAKING\0\u{1}NODE_STATUS_SUCCEEDED\0\u{1}NODE_STATUS_FAILED\0\u{1}NODE_STATUS_ROLLING_BACK\0\u{1}NODE_STATUS_ROLLED_BACK\0\u{1}NODE_STATUS_SKIPPED\0\u{1}NODE_STATUS_FROZEN\0\u{1}NODE_STATUS_WAITING_FOR_WINDOW\0\u{1}NODE_STATUS_CHECKING\0\u{1}NODE_STATUS_CHECK_FAILED\0")
 }
 
 nonisolated extension Lockstep_V1_ServiceLeaseState: SwiftProtobuf._ProtoNameProviding {
@@ -2166,7 +2256,7 @@ nonisolated extension Lockstep_V1_ReportProgressResponse: SwiftProtobuf.Message,
 
 nonisolated extension Lockstep_V1_CompleteRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CompleteRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}lease_id\0\u{3}fencing_token\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}lease_id\0\u{3}fencing_token\0\u{1}check\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2176,24 +2266,142 @@ nonisolated extension Lockstep_V1_CompleteRequest: SwiftProtobuf.Message, SwiftP
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.leaseID) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._check) }()
       default: break
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.leaseID.isEmpty {
       try visitor.visitSingularStringField(value: self.leaseID, fieldNumber: 1)
     }
     if self.fencingToken != 0 {
       try visitor.visitSingularUInt64Field(value: self.fencingToken, fieldNumber: 2)
     }
+    try { if let v = self._check {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_CompleteRequest, rhs: Lockstep_V1_CompleteRequest) -> Bool {
     if lhs.leaseID != rhs.leaseID {return false}
     if lhs.fencingToken != rhs.fencingToken {return false}
+    if lhs._check != rhs._check {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CheckResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ok\0\u{1}value\0\u{1}evidence\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.ok) }()
+      case 2: try { try decoder.decodeSingularDoubleField(value: &self._value) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.evidence) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.ok != false {
+      try visitor.visitSingularBoolField(value: self.ok, fieldNumber: 1)
+    }
+    try { if let v = self._value {
+      try visitor.visitSingularDoubleField(value: v, fieldNumber: 2)
+    } }()
+    if !self.evidence.isEmpty {
+      try visitor.visitSingularStringField(value: self.evidence, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CheckResult, rhs: Lockstep_V1_CheckResult) -> Bool {
+    if lhs.ok != rhs.ok {return false}
+    if lhs._value != rhs._value {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CheckView: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckView"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}check\0\u{1}outcome\0\u{1}value\0\u{1}evidence\0\u{3}at_ms\0\u{1}rule\0\u{3}recheck_at_ms\0\u{3}fresh_until_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.check) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.value) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.evidence) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.rule) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.recheckAtMs) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.freshUntilMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.check.isEmpty {
+      try visitor.visitSingularStringField(value: self.check, fieldNumber: 1)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 2)
+    }
+    if !self.value.isEmpty {
+      try visitor.visitSingularStringField(value: self.value, fieldNumber: 3)
+    }
+    if !self.evidence.isEmpty {
+      try visitor.visitSingularStringField(value: self.evidence, fieldNumber: 4)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 5)
+    }
+    if !self.rule.isEmpty {
+      try visitor.visitSingularStringField(value: self.rule, fieldNumber: 6)
+    }
+    if self.recheckAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.recheckAtMs, fieldNumber: 7)
+    }
+    if self.freshUntilMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.freshUntilMs, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CheckView, rhs: Lockstep_V1_CheckView) -> Bool {
+    if lhs.check != rhs.check {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs.value != rhs.value {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.rule != rhs.rule {return false}
+    if lhs.recheckAtMs != rhs.recheckAtMs {return false}
+    if lhs.freshUntilMs != rhs.freshUntilMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3404,7 +3612,7 @@ nonisolated extension Lockstep_V1_Migration: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".MigrationNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{3}frozen_by\0\u{3}frozen_until_ms\0\u{3}break_glass\0\u{3}window_closed\0\u{3}window_opens_ms\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}phase\0\u{1}services\0\u{1}needs\0\u{2}\u{2}attempts\0\u{3}fencing_token\0\u{1}lease\0\u{3}last_failure\0\u{4}\u{2}waiting_for\0\u{1}approvals\0\u{3}approvals_needed\0\u{3}progress_percent\0\u{3}progress_message\0\u{3}approvers_from\0\u{3}approved_by\0\u{1}stage\0\u{3}stage_percent\0\u{3}bake_until_ms\0\u{3}bake_samples\0\u{1}status\0\u{3}service_leases\0\u{3}frozen_by\0\u{3}frozen_until_ms\0\u{3}break_glass\0\u{3}window_closed\0\u{3}window_opens_ms\0\u{1}checks\0\u{c}\u{5}\u{1}\u{c}\u{a}\u{1}")
 
   fileprivate class _StorageClass {
     var _nodeID: String = String()
@@ -3432,6 +3640,7 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
     var _frozenUntilMs: Int64 = 0
     var _windowClosed: String = String()
     var _windowOpensMs: Int64 = 0
+    var _checks: [Lockstep_V1_CheckView] = []
     var _breakGlass: [String] = []
 
       // This property is used as the initial default value for new instances of the type.
@@ -3468,6 +3677,7 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       _frozenUntilMs = source._frozenUntilMs
       _windowClosed = source._windowClosed
       _windowOpensMs = source._windowOpensMs
+      _checks = source._checks
       _breakGlass = source._breakGlass
     }
   }
@@ -3513,6 +3723,7 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         case 26: try { try decoder.decodeRepeatedStringField(value: &_storage._breakGlass) }()
         case 27: try { try decoder.decodeSingularStringField(value: &_storage._windowClosed) }()
         case 28: try { try decoder.decodeSingularInt64Field(value: &_storage._windowOpensMs) }()
+        case 29: try { try decoder.decodeRepeatedMessageField(value: &_storage._checks) }()
         default: break
         }
       }
@@ -3603,6 +3814,9 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
       if _storage._windowOpensMs != 0 {
         try visitor.visitSingularInt64Field(value: _storage._windowOpensMs, fieldNumber: 28)
       }
+      if !_storage._checks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._checks, fieldNumber: 29)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -3637,6 +3851,7 @@ nonisolated extension Lockstep_V1_MigrationNode: SwiftProtobuf.Message, SwiftPro
         if _storage._frozenUntilMs != rhs_storage._frozenUntilMs {return false}
         if _storage._windowClosed != rhs_storage._windowClosed {return false}
         if _storage._windowOpensMs != rhs_storage._windowOpensMs {return false}
+        if _storage._checks != rhs_storage._checks {return false}
         if _storage._breakGlass != rhs_storage._breakGlass {return false}
         return true
       }

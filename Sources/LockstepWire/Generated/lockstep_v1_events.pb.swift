@@ -94,6 +94,9 @@ public nonisolated enum Lockstep_V1_StepKind: SwiftProtobuf.Enum, Swift.CaseIter
   /// Zero, so events written before rollback steps existed read as forward steps.
   case forward // = 0
   case rollback // = 1
+
+  /// A preflight check before the forward step: it changes nothing.
+  case check // = 2
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -104,6 +107,7 @@ public nonisolated enum Lockstep_V1_StepKind: SwiftProtobuf.Enum, Swift.CaseIter
     switch rawValue {
     case 0: self = .forward
     case 1: self = .rollback
+    case 2: self = .check
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -112,6 +116,7 @@ public nonisolated enum Lockstep_V1_StepKind: SwiftProtobuf.Enum, Swift.CaseIter
     switch self {
     case .forward: return 0
     case .rollback: return 1
+    case .check: return 2
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -120,6 +125,7 @@ public nonisolated enum Lockstep_V1_StepKind: SwiftProtobuf.Enum, Swift.CaseIter
   public static let allCases: [Lockstep_V1_StepKind] = [
     .forward,
     .rollback,
+    .check,
   ]
 
 }
@@ -561,6 +567,14 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .freezeEnded(newValue)}
   }
 
+  public var checkReported: Lockstep_V1_CheckReported {
+    get {
+      if case .checkReported(let v)? = kind {return v}
+      return Lockstep_V1_CheckReported()
+    }
+    set {kind = .checkReported(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -590,8 +604,74 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case breakGlass(Lockstep_V1_BreakGlass)
     case freezeDeclared(Lockstep_V1_FreezeDeclared)
     case freezeEnded(Lockstep_V1_FreezeEnded)
+    case checkReported(Lockstep_V1_CheckReported)
 
   }
+
+  public init() {}
+}
+
+/// A preflight check ran under a check lease (docs/gates.md, "Preflight checks"): "pass", "fail", or
+/// "not_run" (its agent was lost or gave it back: it runs again).
+public nonisolated struct Lockstep_V1_CheckReported: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var nodeID: String = String()
+
+  public var check: String = String()
+
+  public var fencingToken: UInt64 = 0
+
+  public var outcome: String = String()
+
+  /// What it measured, in millionths, when it reported a value.
+  public var valueMicros: Int64 {
+    get {_valueMicros ?? 0}
+    set {_valueMicros = newValue}
+  }
+  /// Returns true if `valueMicros` has been explicitly set.
+  public var hasValueMicros: Bool {self._valueMicros != nil}
+  /// Clears the value of `valueMicros`. Subsequent reads from it will return its default value.
+  public mutating func clearValueMicros() {self._valueMicros = nil}
+
+  public var evidence: String = String()
+
+  public var atMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _valueMicros: Int64? = nil
+}
+
+/// A check a node requires before its forward step.
+public nonisolated struct Lockstep_V1_CheckSpec: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var name: String = String()
+
+  public var paramsJson: String = String()
+
+  /// "ok", "max" or "min" (the value in millionths must be at most or at least `threshold_micros`).
+  public var pass: String = String()
+
+  public var thresholdMicros: Int64 = 0
+
+  /// How long a passing result stays fresh (0: for the rest of the migration).
+  public var freshForMs: Int64 = 0
+
+  /// After a failing result, how long until it runs again.
+  public var recheckMs: Int64 = 0
+
+  /// "block" or "rollback".
+  public var onFail: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -906,6 +986,12 @@ public nonisolated struct Lockstep_V1_PlanNode: @unchecked Sendable {
   public var windows: [Lockstep_V1_ChangeWindow] {
     get {_storage._windows}
     set {_uniqueStorage()._windows = newValue}
+  }
+
+  /// Preflight checks that must have a fresh pass before its forward step, in order.
+  public var checks: [Lockstep_V1_CheckSpec] {
+    get {_storage._checks}
+    set {_uniqueStorage()._checks = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -1363,6 +1449,9 @@ public nonisolated struct Lockstep_V1_StepLeased: Sendable {
   /// histories recorded before it, and for leases taken without a principal.
   public var holder: String = String()
 
+  /// For a check lease: the check to run.
+  public var check: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1658,7 +1747,7 @@ nonisolated extension Lockstep_V1_TriggeredBy: SwiftProtobuf._ProtoNameProviding
 }
 
 nonisolated extension Lockstep_V1_StepKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STEP_KIND_FORWARD\0\u{1}STEP_KIND_ROLLBACK\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0STEP_KIND_FORWARD\0\u{1}STEP_KIND_ROLLBACK\0\u{1}STEP_KIND_CHECK\0")
 }
 
 nonisolated extension Lockstep_V1_FailurePolicy: SwiftProtobuf._ProtoNameProviding {
@@ -1869,7 +1958,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0\u{3}break_glass\0\u{3}freeze_declared\0\u{3}freeze_ended\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0\u{3}break_glass\0\u{3}freeze_declared\0\u{3}freeze_ended\0\u{3}check_reported\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2215,6 +2304,19 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .freezeEnded(v)
         }
       }()
+      case 27: try {
+        var v: Lockstep_V1_CheckReported?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkReported(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkReported(v)
+        }
+      }()
       default: break
       }
     }
@@ -2330,6 +2432,10 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
       guard case .freezeEnded(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 26)
     }()
+    case .checkReported?: try {
+      guard case .checkReported(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2337,6 +2443,130 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: Lockstep_V1_EventPayload, rhs: Lockstep_V1_EventPayload) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CheckReported: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckReported"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}check\0\u{3}fencing_token\0\u{1}outcome\0\u{3}value_micros\0\u{1}evidence\0\u{3}at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.check) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.outcome) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self._valueMicros) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.evidence) }()
+      case 7: try { try decoder.decodeSingularInt64Field(value: &self.atMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 1)
+    }
+    if !self.check.isEmpty {
+      try visitor.visitSingularStringField(value: self.check, fieldNumber: 2)
+    }
+    if self.fencingToken != 0 {
+      try visitor.visitSingularUInt64Field(value: self.fencingToken, fieldNumber: 3)
+    }
+    if !self.outcome.isEmpty {
+      try visitor.visitSingularStringField(value: self.outcome, fieldNumber: 4)
+    }
+    try { if let v = self._valueMicros {
+      try visitor.visitSingularInt64Field(value: v, fieldNumber: 5)
+    } }()
+    if !self.evidence.isEmpty {
+      try visitor.visitSingularStringField(value: self.evidence, fieldNumber: 6)
+    }
+    if self.atMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.atMs, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CheckReported, rhs: Lockstep_V1_CheckReported) -> Bool {
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.check != rhs.check {return false}
+    if lhs.fencingToken != rhs.fencingToken {return false}
+    if lhs.outcome != rhs.outcome {return false}
+    if lhs._valueMicros != rhs._valueMicros {return false}
+    if lhs.evidence != rhs.evidence {return false}
+    if lhs.atMs != rhs.atMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CheckSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckSpec"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}params_json\0\u{1}pass\0\u{3}threshold_micros\0\u{3}fresh_for_ms\0\u{3}recheck_ms\0\u{3}on_fail\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.paramsJson) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.pass) }()
+      case 4: try { try decoder.decodeSingularInt64Field(value: &self.thresholdMicros) }()
+      case 5: try { try decoder.decodeSingularInt64Field(value: &self.freshForMs) }()
+      case 6: try { try decoder.decodeSingularInt64Field(value: &self.recheckMs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.onFail) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if !self.paramsJson.isEmpty {
+      try visitor.visitSingularStringField(value: self.paramsJson, fieldNumber: 2)
+    }
+    if !self.pass.isEmpty {
+      try visitor.visitSingularStringField(value: self.pass, fieldNumber: 3)
+    }
+    if self.thresholdMicros != 0 {
+      try visitor.visitSingularInt64Field(value: self.thresholdMicros, fieldNumber: 4)
+    }
+    if self.freshForMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.freshForMs, fieldNumber: 5)
+    }
+    if self.recheckMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.recheckMs, fieldNumber: 6)
+    }
+    if !self.onFail.isEmpty {
+      try visitor.visitSingularStringField(value: self.onFail, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CheckSpec, rhs: Lockstep_V1_CheckSpec) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.paramsJson != rhs.paramsJson {return false}
+    if lhs.pass != rhs.pass {return false}
+    if lhs.thresholdMicros != rhs.thresholdMicros {return false}
+    if lhs.freshForMs != rhs.freshForMs {return false}
+    if lhs.recheckMs != rhs.recheckMs {return false}
+    if lhs.onFail != rhs.onFail {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2697,7 +2927,7 @@ nonisolated extension Lockstep_V1_OffsetChange: SwiftProtobuf.Message, SwiftProt
 
 nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanNode"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0\u{1}exposure\0\u{1}analysis\0\u{1}windows\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}services\0\u{1}phase\0\u{1}action\0\u{1}needs\0\u{3}max_attempts\0\u{3}params_json\0\u{3}schedule_to_start_ms\0\u{3}start_to_close_ms\0\u{3}heartbeat_ms\0\u{3}backoff_initial_ms\0\u{3}backoff_max_ms\0\u{3}backoff_multiplier\0\u{3}rollback_action\0\u{3}rollback_params_json\0\u{3}approval_minimum\0\u{3}approval_from\0\u{3}deadline_ms\0\u{1}irreversible\0\u{3}on_failure\0\u{1}exposure\0\u{1}analysis\0\u{1}windows\0\u{1}checks\0")
 
   fileprivate class _StorageClass {
     var _id: String = String()
@@ -2723,6 +2953,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
     var _exposure: Lockstep_V1_Exposure? = nil
     var _analysis: Lockstep_V1_Analysis? = nil
     var _windows: [Lockstep_V1_ChangeWindow] = []
+    var _checks: [Lockstep_V1_CheckSpec] = []
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2756,6 +2987,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       _exposure = source._exposure
       _analysis = source._analysis
       _windows = source._windows
+      _checks = source._checks
     }
   }
 
@@ -2797,6 +3029,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         case 21: try { try decoder.decodeSingularMessageField(value: &_storage._exposure) }()
         case 22: try { try decoder.decodeSingularMessageField(value: &_storage._analysis) }()
         case 23: try { try decoder.decodeRepeatedMessageField(value: &_storage._windows) }()
+        case 24: try { try decoder.decodeRepeatedMessageField(value: &_storage._checks) }()
         default: break
         }
       }
@@ -2878,6 +3111,9 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
       if !_storage._windows.isEmpty {
         try visitor.visitRepeatedMessageField(value: _storage._windows, fieldNumber: 23)
       }
+      if !_storage._checks.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._checks, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2910,6 +3146,7 @@ nonisolated extension Lockstep_V1_PlanNode: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._exposure != rhs_storage._exposure {return false}
         if _storage._analysis != rhs_storage._analysis {return false}
         if _storage._windows != rhs_storage._windows {return false}
+        if _storage._checks != rhs_storage._checks {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3724,7 +3961,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepLeased"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0\u{1}holder\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0\u{1}holder\0\u{1}check\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3740,6 +3977,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.expiresAtMs) }()
       case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.holder) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.check) }()
       default: break
       }
     }
@@ -3770,6 +4008,9 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if !self.holder.isEmpty {
       try visitor.visitSingularStringField(value: self.holder, fieldNumber: 8)
     }
+    if !self.check.isEmpty {
+      try visitor.visitSingularStringField(value: self.check, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3782,6 +4023,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if lhs.expiresAtMs != rhs.expiresAtMs {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.holder != rhs.holder {return false}
+    if lhs.check != rhs.check {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
