@@ -77,6 +77,8 @@ public struct ServerMetrics: Sendable {
                 Metrics.Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)], factory: factory).increment()
             case .breakGlass(let override):
                 Metrics.Counter(label: "lockstep_break_glass_total", dimensions: [("scope", override.scope.rawValue)], factory: factory).increment()
+            case .checkReported(let reported):
+                Metrics.Counter(label: "lockstep_check_results_total", dimensions: [("outcome", reported.outcome.rawValue)], factory: factory).increment()
             case .migrationPaused(_, let lineStop) where !lineStop.isEmpty:
                 linePauses.increment()
             case .exposureStageReached:

@@ -295,9 +295,11 @@ enum MigrationView {
         let frozen = node.frozenBy.isEmpty ? "" : "frozen by \(node.frozenBy) " + (node.frozenUntilMs == 0 ? "until it is ended" : "until \(isoTime(node.frozenUntilMs))")
         let window = node.windowClosed.isEmpty ? ""
             : "window closed (\(node.windowClosed)) " + (node.windowOpensMs == 0 ? "and not open within 8 days" : "until \(isoTime(node.windowOpensMs))")
+        let failing = node.status == .checkFailed ? node.checks.first { $0.outcome == "fail" && $0.recheckAtMs > 0 } : nil
+        let check = failing.map { "check \($0.check) failed (\($0.evidence.isEmpty ? "no evidence" : $0.evidence)); runs again at \(isoTime($0.recheckAtMs))" } ?? ""
         let rest = stepDetail(node, now: now)
         let glass = node.breakGlass.isEmpty ? "" : "BREAK-GLASS: " + node.breakGlass.joined(separator: ", ")
-        return [stage, frozen, window, rest, glass].filter { !$0.isEmpty }.joined(separator: "; ")
+        return [stage, frozen, window, check, rest, glass].filter { !$0.isEmpty }.joined(separator: "; ")
     }
 
     /// `stage 10 %, baking 42 s more (3 samples)` for exposure nodes.

@@ -58,6 +58,7 @@ import Testing
             try await recordExposureScenario(on: coordinator)
             try await recordFreezeScenario(on: coordinator)
             try await recordWindowScenario(on: coordinator)
+            try await recordCheckScenario(on: coordinator)
             try editDatabase(path, "PRAGMA wal_checkpoint(TRUNCATE)")
         }
         for name in Self.histories {

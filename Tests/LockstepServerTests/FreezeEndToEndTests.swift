@@ -138,9 +138,10 @@ struct FreezeEndToEndTests {
 
     /// Replay never reads a clock or a time-zone database: histories with freezes, a stop of the line
     /// and a break-glass (the golden scenario-v5), and with change windows in Europe/Berlin across a
-    /// daylight-saving change (scenario-v6), replay to the digests recorded with them in processes with
+    /// daylight-saving change (scenario-v6), and with preflight checks that block, pass and roll back
+    /// (scenario-v7), replay to the digests recorded with them in processes with
     /// other time zones, no tzdata, and a tzdata whose Europe/Berlin is Tokyo's.
-    @Test(arguments: ["scenario-v5", "scenario-v6"])
+    @Test(arguments: ["scenario-v5", "scenario-v6", "scenario-v7"])
     func replayGivesTheSameDigestUnderAnyTimeZoneAndTzdata(_ history: String) async throws {
         let golden = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("LockstepEngineTests/Golden").path

@@ -106,6 +106,7 @@ const NODE = {
   NODE_STATUS_ROLLING_BACK: ['bad', '↶', 'rolling back'], NODE_STATUS_ROLLED_BACK: ['bad', '↶', 'rolled back'],
   NODE_STATUS_SKIPPED: ['idle', '–', 'skipped'], NODE_STATUS_FROZEN: ['wait', '❄', 'frozen'],
   NODE_STATUS_WAITING_FOR_WINDOW: ['wait', '◷', 'waiting for window'],
+  NODE_STATUS_CHECKING: ['run', '⋯', 'checking'], NODE_STATUS_CHECK_FAILED: ['bad', '✗', 'check failed'],
 };
 
 function statusOf(table, value) { return table[value] || ['idle', '·', 'unknown']; }
@@ -596,6 +597,7 @@ function graph(view) {
     const detail = node.status === 'NODE_STATUS_AWAITING_APPROVAL' ? `approvals ${node.approvals || 0} of ${node.approvals_needed || 0}`
       : node.status === 'NODE_STATUS_WAITING_FOR_SERVICES' ? clip((node.waiting_for || []).join('; ') || 'in line', 34)
       : node.status === 'NODE_STATUS_FROZEN' ? clip(`freeze ${node.frozen_by || '?'}`, 34)
+      : node.status === 'NODE_STATUS_CHECK_FAILED' ? clip(`check ${((node.checks || []).find(c => c.outcome === 'fail') || {}).check || '?'} failed`, 34)
       : node.status === 'NODE_STATUS_WAITING_FOR_WINDOW' ? clip(node.window_opens_ms && Number(node.window_opens_ms) ? `opens ${time(node.window_opens_ms)}` : 'window closed', 34)
       : node.progress_percent ? `${node.progress_percent}% ${node.progress_message || ''}` : (node.services || []).join(', ');
     const group = svg('g', {class: `node ${kind}${node.node_id === selected ? ' selected' : ''}`, tabindex: 0, role: 'button',
@@ -631,6 +633,7 @@ function nodePanel(view, node) {
     ['Last failure', node.last_failure || '—'],
     ['Frozen', node.frozen_by ? `by freeze ${node.frozen_by} ${node.frozen_until_ms && Number(node.frozen_until_ms) ? `until ${time(node.frozen_until_ms)}` : 'until it is ended'}` : '—'],
     ['Window', node.window_closed ? `closed (${node.window_closed}) ${node.window_opens_ms && Number(node.window_opens_ms) ? `until ${time(node.window_opens_ms)}` : 'and not open within 8 days'}` : '—'],
+    ['Checks', (node.checks || []).map(c => `${c.check} ${c.outcome}${c.value ? ` (${c.value}, ${c.rule})` : ''} at ${time(c.at_ms)}${c.evidence ? `: ${c.evidence}` : ''}`).join('; ') || '—'],
     ['Break-glass', (node.break_glass || []).join(', ') || '—'],
   ];
   const actions = el('div', {class: 'actions'});

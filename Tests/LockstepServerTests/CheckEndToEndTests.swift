@@ -1,0 +1,112 @@
+import Foundation
+import LockstepCore
+import LockstepService
+import LockstepTestSupport
+import Testing
+
+/// Issue 19's end-to-end test of preflight checks, with a real server, a real agent and the CLI: the
+/// agent runs a `replication-lag` check from its handlers directory before the step; while the lag is
+/// too high the node is blocked with the check's evidence (status, API, history, metrics) and the step
+/// does not run; once the lag is low again, the recheck passes and the step runs.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct CheckEndToEndTests {
+    static let plan = """
+        name: checked
+        services:
+          ledger: { owners: [ledger-team] }
+        nodes:
+          - id: backfill
+            service: ledger
+            phase: backfill
+            action: backfill
+            checks:
+              - name: replication-lag
+                params: { database: ledger }
+                pass: { max: 5 }
+                fresh_for: 10m
+                recheck: 2s
+            rollback: { action: unbackfill }
+        """
+
+    /// Reports the lag written in ../lag (the test changes it), as the example handler does.
+    static let check = """
+        #!/bin/sh
+        cat > /dev/null
+        dir="$(dirname "$0")/.."
+        lag=$(cat "$dir/lag")
+        echo "value=$lag"
+        echo "slowest replica is $lag s behind"
+        echo "check $lag" >> "$dir/ran.log"
+
+        """
+
+    static let tokens = ["olga": "operator-token-oooooooooooooooo", "ledger-agent": "agent-token-lllllllllllllllllll"]
+
+    @Test func aFailingReplicationLagCheckBlocksTheNodeWithItsEvidenceUntilItPasses() async throws {
+        let directory = temporaryDirectory()
+        let t = Self.tokens
+        try """
+            {"principals": [
+              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
+              {"name": "ledger-agent", "roles": ["agent"], "services": ["ledger"], "token_sha256": "\(AuthConfig.hash(t["ledger-agent"]!))"}
+            ]}
+            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--config", directory + "/auth.json"])
+        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        try Self.check.write(toFile: directory + "/handlers/replication-lag", atomically: true, encoding: .utf8)
+        for action in ["backfill", "unbackfill"] {
+            try "#!/bin/sh\ncat > /dev/null\necho \"$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND\" >> \"$(dirname \"$0\")/../ran.log\"\n"
+                .write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
+        }
+        for handler in ["replication-lag", "backfill", "unbackfill"] {
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + handler)
+        }
+        try "42\n".write(toFile: directory + "/lag", atomically: true, encoding: .utf8)
+        try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
+        func lockstep(_ arguments: [String]) async throws -> ProcessOutput {
+            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["olga"]!])
+                .wait(seconds: 60)
+        }
+        func ran() throws -> [String] {
+            ((try? String(contentsOfFile: directory + "/ran.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+        func status() async throws -> String { try await lockstep(["migration", "status", "m1"]).stdout }
+
+        #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
+        #expect(try await lockstep(["migration", "start", "checked", "--id", "m1"]).stdout == "m1\n")
+        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "ledger", "--handlers", directory + "/handlers", "--id", "ledger-1"],
+                                     environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["ledger-agent"]!])
+        defer { agent.kill(SIGKILL) }
+
+        // 1. The check runs first and fails: the node is blocked with its evidence; the step does not run.
+        try await eventually("the check failed") {
+            try await status().contains("check replication-lag failed (42 is above 5: slowest replica is 42 s behind); runs again at ")
+        }
+        #expect(try await status().contains("check_failed"))
+        let viewed = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", "-H", "content-type: application/json",
+                                                             "-d", #"{"migration_id": "m1"}"#, server.url + "/v1/migrations/get"]).wait(seconds: 30).stdout
+        #expect(viewed.contains(#""outcome":"fail""#) && viewed.contains(#""value":"42""#) && viewed.contains(#""rule":"≤ 5""#), "\(viewed)")
+        #expect(try ran().allSatisfy { $0.hasPrefix("check ") }, "no step while the check fails")
+
+        // 2. The lag comes down: the recheck passes and the step runs.
+        try "1.5\n".write(toFile: directory + "/lag", atomically: true, encoding: .utf8)
+        try await eventually("m1 succeeded", seconds: 60) { try await status().contains("succeeded") }
+        let log = try ran()
+        #expect(log.first == "check 42" && log.suffix(2) == ["check 1.5", "backfill forward"], "\(log)")
+
+        // 3. What a reviewer reads: each check result with its value and evidence, in the history.
+        let export = try await lockstep(["history", "export"]).stdout.split(separator: "\n")
+        let results = export.filter { $0.contains(#""check_reported""#) }
+        #expect(results.count >= 2, "\(results)")
+        let failed = try #require(results.first)
+        #expect(failed.contains(#""outcome":"fail""#) && failed.contains(#""value_micros":"42000000""#)
+            && failed.contains("42 is above 5: slowest replica is 42 s behind"), "\(failed)")
+        #expect(results.last?.contains(#""outcome":"pass""#) == true)
+        #expect(try await lockstep(["history", "verify"]).status == 0)
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
+            .wait(seconds: 30).stdout
+        #expect(metrics.contains(#"lockstep_check_results_total{outcome="fail"}"#) && metrics.contains(#"lockstep_check_results_total{outcome="pass"} 1"#), "\(metrics)")
+        agent.kill(SIGTERM)
+        _ = try await agent.wait(seconds: 30)
+    }
+}
