@@ -5,7 +5,8 @@ import LockstepCore
 /// rollback, an irreversible node) against the live state through `LogState.decide` and `evolve`, on a
 /// clock that only moves forward. After every accepted command the invariants of docs/state-machine.md
 /// are checked: fencing tokens only grow, no node starts before what it needs succeeded, under a freeze or outside its
-/// change windows (the clock starts on Friday 2027-01-15 08:00Z, and the windows open and close within minutes), at most one
+/// change windows (the clock starts on Friday 2027-01-15 08:00Z, and the windows open and close within minutes), or
+/// without a fresh pass of each of its preflight checks, at most one
 /// holder per service, and the canonical encoding round-trips the state exactly.
 // Exported too: libFuzzer's archive brings its own `main`, which names this symbol (ours runs first).
 @_cdecl("LLVMFuzzerTestOneInput")
@@ -36,7 +37,12 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         switch op % 16 {
         case 0: command = .migration(migration, .start(id: migration, plan: state.plan(Plan.snapshot.name)!, startedBy: "alice", zones: Plan.zones))
         case 1, 2: command = .migration(migration, .leaseStep(node: node, agent: "agent", ttlMillis: 1_000))
-        case 3, 4: command = .migration(migration, .completeStep(node: node, token: token))
+        case 3: command = .migration(migration, .completeStep(node: node, token: token))
+        case 4:
+            // A check's report (or a step's completion carrying one): ok or not, a value or none.
+            let value = reader.next() ?? 0
+            command = .migration(migration, .completeStep(node: node, token: token, check: CheckReport(
+                ok: op & 0x20 != 0, valueMicros: value & 1 == 0 ? nil : Int64(value) * 100_000, evidence: "e")))
         case 5: command = .migration(migration, .failStep(node: node, token: token, reason: "boom", retryable: op & 0x20 != 0))
         case 6: command = .migration(migration, op & 0x20 != 0 ? .returnStep(node: node, token: token) : .heartbeat(node: node, token: token))
         case 7: command = .migration(migration, .reportProgress(node: node, token: token, percent: UInt8((reader.next() ?? 0) % 120), message: "p"))
@@ -79,6 +85,7 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         for event in events {
             if case .stepLeased(let leased) = event, leased.kind == .forward, let live = state.migrations[migration] {
                 precondition(state.forwardHold(leased.node, of: live, at: now) == nil, "\(leased.node)'s forward step started under a freeze or outside its windows")
+                precondition(live.checkDue(leased.node, at: now) == nil, "\(leased.node)'s forward step started without a fresh pass of each check")
             }
             if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
                 for need in spec.needs {
@@ -137,6 +144,9 @@ enum Plan {
     static let snapshot: PlanSnapshot = {
         var windowed = nodes
         windowed[2].windows = [window("Fri 09:05-09:15 Europe/Berlin"), window("Fri 09:25-09:40 Europe/Berlin")]
+        // Checks: a lag check that blocks (fresh for 5 s, recheck after 2 s), and one that rolls back.
+        windowed[0].checks = [CheckSpec(name: "lag", pass: .max(5_000_000), freshForMillis: 5_000, recheckMillis: 2_000)]
+        windowed[1].checks = [CheckSpec(name: "backup", pass: .ok, freshForMillis: 60_000, onFail: .rollback)]
         return PlanSnapshot(name: "fuzz", version: 1, contentHash: "fuzz", services: [
             ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"], windows: [window("daily 08:10-08:20 UTC")]),
             ServiceSpec(name: "payments", owners: ["payments-team"]),
