@@ -28,6 +28,8 @@ final class StepShared: Sendable {
     let progress = Mutex<(percent: UInt32, message: String, sent: Bool)>((0, "", true))
     let lost = Mutex<String?>(nil)
     let stoppedForShutdown = Mutex(false)
+    /// Why a heartbeat told the step to stop (its migration was paused under `on_pause: stop`).
+    let stoppedByCoordinator = Mutex<String?>(nil)
     /// A check's findings: the value of its last `value=` line, and its other output lines (the evidence).
     let check = Mutex<(value: Double?, evidence: String)>((nil, ""))
     /// The lease is good until `acknowledgedSentAt + ttl` as far as the server has told us.
@@ -65,6 +67,8 @@ public struct ReferenceAgent: Sendable {
     static let reasonBytesMax = 1_000
     /// Attempts at delivering a report while the server is temporarily unable to take it.
     static let reportAttemptsMax = 30
+    /// How long a handler told to stop (its migration paused under `on_pause: stop`) has after SIGTERM, before SIGKILL.
+    static let stopGrace = Duration.seconds(10)
 
     func say(_ text: String) {
         print("\(agentID): \(text)")
@@ -143,9 +147,12 @@ public struct ReferenceAgent: Sendable {
             group.addTask { await progressReports(step, lockstep, shared: shared) }
             let outcome = await execute(step, name: name, control: control, shared: shared)
             await sendPendingProgress(step, lockstep, shared: shared)
+            let stopped = shared.stoppedByCoordinator.withLock { $0 }
             switch outcome {
             case .leaseLost(let why):
                 say("\(name): lease lost (\(why)); handler stopped, nothing reported")
+            case .exited where stopped != nil:
+                await report(step, name: name, lockstep, shared: shared, failure: ("\(step.action) was stopped: \(stopped ?? "")", retryable: true), stopped: true)
             case .exited(let exit, let stderr) where step.kind == .check:
                 // A check reports what it found, passing or not; the coordinator judges it by the plan's rule.
                 let (value, output) = shared.check.withLock { $0 }
@@ -269,6 +276,15 @@ public struct ReferenceAgent: Sendable {
                     lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
                     if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
                 }
+                // The migration was paused and its plan says running steps stop: stop the handler (SIGTERM,
+                // SIGKILL after the grace), keep heartbeating until it has, then report it stopped.
+                if beat.stop, shared.stoppedByCoordinator.withLock({ old in
+                    defer { if old == nil { old = beat.stopReason } }
+                    return old == nil
+                }) {
+                    say("\(step.migrationID)/\(step.nodeID): told to stop (\(beat.stopReason)); stopping the handler")
+                    _ = control.stop(grace: Self.stopGrace)
+                }
             } catch {
                 if Task.isCancelled { return }
                 if error.isTransient { continue }
@@ -317,7 +333,7 @@ public struct ReferenceAgent: Sendable {
     /// Completes or fails the step, trying again while the server is only temporarily unable to take it
     /// (the heartbeats keep the lease meanwhile) until the lease is lost or `reportAttemptsMax` tries.
     private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, shared: StepShared,
-                        failure: (reason: String, retryable: Bool)?, check: Lockstep_V1_CheckResult? = nil) async {
+                        failure: (reason: String, retryable: Bool)?, check: Lockstep_V1_CheckResult? = nil, stopped: Bool = false) async {
         var delay = Duration.milliseconds(100)
         for attempt in 1...Self.reportAttemptsMax {
             do throws(LockstepClientError) {
@@ -328,6 +344,7 @@ public struct ReferenceAgent: Sendable {
                         $0.fencingToken = step.fencingToken
                         $0.reason = reason
                         $0.retryable = failure.retryable
+                        $0.stopped = stopped
                     })
                     say("\(name): failed (\(failure.retryable ? "retryable" : "not retryable")\(answer.willRetry ? ", will be retried" : "")): \(failure.reason)")
                 } else {

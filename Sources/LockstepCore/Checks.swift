@@ -190,3 +190,12 @@ extension MigrationState {
         [.checkReported(CheckReported(node: node, check: lease.check, token: lease.token, outcome: .notRun, evidence: why, at: now))]
     }
 }
+
+extension MigrationState {
+    /// Why the forward step of node `id` under `token` must stop now, or nil: the migration is paused and
+    /// its plan says running steps stop (`on_pause: stop`). Rollback steps and checks always finish.
+    public func stopRequested(_ id: NodeID, token: FencingToken) -> String? {
+        guard status == .paused, plan.onPause == .stop, let lease = node(id)?.lease, lease.token == token, lease.kind == .forward else { return nil }
+        return "migration \(self.id) was paused (\(statusReason ?? "no reason given")) and its plan says running steps stop (on_pause: stop)"
+    }
+}

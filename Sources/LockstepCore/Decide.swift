@@ -60,10 +60,15 @@ extension MigrationState {
                 lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: check ?? CheckReport(ok: true), now: now)
                     : state.completion(of: node, lease: lease, attempt: nodeState.attempts(of: lease.kind), now: now)
             }
-        case .failStep(let node, let token, let reason, let retryable, let by):
+        case .failStep(let node, let token, let reason, let retryable, let by, let stopped):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
+                // Stopped because the pause said so: given back, not counted; it runs again after the resume.
+                if stopped, let why = state.stopRequested(node, token: token) {
+                    return [.stepFailed(StepFailed(uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
+                                                   reason: "stopped: \(why)".prefix(utf8Bytes: CoreLimits.reasonBytesMax), returned: true))]
+                }
+                return lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
                     : state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
         case .returnStep(let node, let token, let by):

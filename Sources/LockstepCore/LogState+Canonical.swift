@@ -115,6 +115,12 @@ extension CanonicalWriter {
         optional(p.deadlineMillis) { $0.i64($1) }
         array(p.nodes) { $0.nodeSpec($1) }
         windows(p.windows, marker: 0x50)
+        // In a content hash only when it is not the default, after 'S' (which neither 'P' nor a node's end can be).
+        if forContentHash {
+            guard p.onPause != .finish else { return }
+            u8(0x53)
+        }
+        string(p.onPause.rawValue)
     }
 
     mutating func nodeSpec(_ n: NodeSpec) {
@@ -325,7 +331,8 @@ extension CanonicalReader {
         let deadline = try optionalI64()
         let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.nodeSpec() }
         return PlanSnapshot(name: name, version: version, contentHash: hash, description: description, owners: owners,
-                            services: services, deadlineMillis: deadline, nodes: nodes, windows: try windows())
+                            services: services, deadlineMillis: deadline, nodes: nodes, windows: try windows(),
+                            onPause: try enumeration(PausePolicy.self))
     }
 
     mutating func windows() throws(CanonicalDecodingError) -> [ChangeWindow] {

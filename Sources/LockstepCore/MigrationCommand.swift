@@ -14,7 +14,8 @@ public enum MigrationCommand: Hashable, Sendable {
     /// principal (attested); a lease granted to a named principal takes reports from it only.
     case completeStep(node: NodeID, token: FencingToken, by: String = "", check: CheckReport? = nil)
     /// The holder of `token` reports `node`'s step failed.
-    case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool, by: String = "")
+    /// `stopped`: the agent stopped the step because a heartbeat told it to (the plan's `on_pause: stop`).
+    case failStep(node: NodeID, token: FencingToken, reason: String, retryable: Bool, by: String = "", stopped: Bool = false)
     /// The holder of `token` says it is alive. Validated like any report; it records nothing (the
     /// engine extends the lease on its monotonic clock).
     case heartbeat(node: NodeID, token: FencingToken, by: String = "")
@@ -59,7 +60,7 @@ extension MigrationCommand {
     /// The node and token of a lease holder's report (complete, fail, heartbeat, progress), else nil.
     public var report: (node: NodeID, token: FencingToken)? {
         switch self {
-        case .completeStep(let node, let token, _, _), .failStep(let node, let token, _, _, _), .heartbeat(let node, let token, _),
+        case .completeStep(let node, let token, _, _), .failStep(let node, let token, _, _, _, _), .heartbeat(let node, let token, _),
              .reportProgress(let node, let token, _, _, _), .returnStep(let node, let token, _):
             (node, token)
         default:

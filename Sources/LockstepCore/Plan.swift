@@ -87,6 +87,15 @@ public struct ApprovalGate: Hashable, Sendable {
     }
 }
 
+/// What running steps do when their migration is paused (a person's pause, or a stop of the line).
+public enum PausePolicy: String, Hashable, Sendable, CaseIterable {
+    /// They run to their end and report; nothing new starts (the default).
+    case finish
+    /// Forward steps are told to stop (on their next heartbeat); the agent stops the handler and reports
+    /// it stopped, which does not count as an attempt. Rollback steps always finish.
+    case stop
+}
+
 /// What happens when a node runs out of attempts.
 public enum FailurePolicy: String, Hashable, Sendable, CaseIterable {
     /// Abort the migration and roll back what completed.
@@ -173,9 +182,12 @@ public struct PlanSnapshot: Hashable, Sendable {
     public var nodes: [NodeSpec]
     /// When forward steps of any node may start (with the services' and the node's own); none = any time.
     public var windows: [ChangeWindow]
+    /// What running steps do when the migration is paused.
+    public var onPause: PausePolicy
 
     public init(name: String, version: UInt64, contentHash: String, description: String = "", owners: [String] = [],
-                services: [ServiceSpec] = [], deadlineMillis: Int64? = nil, nodes: [NodeSpec], windows: [ChangeWindow] = []) {
+                services: [ServiceSpec] = [], deadlineMillis: Int64? = nil, nodes: [NodeSpec], windows: [ChangeWindow] = [],
+                onPause: PausePolicy = .finish) {
         self.name = name
         self.version = version
         self.contentHash = contentHash
@@ -185,6 +197,7 @@ public struct PlanSnapshot: Hashable, Sendable {
         self.deadlineMillis = deadlineMillis
         self.nodes = nodes
         self.windows = windows
+        self.onPause = onPause
     }
 
     /// The node with `id`, if the plan has one.

@@ -270,14 +270,21 @@ public actor Coordinator {
 
     // MARK: - Step leases
 
+    /// What a heartbeat is answered: the lease's TTL in milliseconds, and why the step must stop now
+    /// (its migration was paused under `on_pause: stop`), if it must.
+    public struct HeartbeatAnswer: Hashable, Sendable {
+        public var ttlMillis: Int64
+        public var stop: String?
+    }
+
     /// The lease holder is alive: checked like any report (current token, live lease), then the lease's
-    /// TTL restarts on the monotonic clock. Records nothing. Returns the lease's TTL in milliseconds.
+    /// TTL restarts on the monotonic clock. Records nothing.
     @discardableResult
-    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant) async throws(CommandError) -> Int64 {
+    public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant) async throws(CommandError) -> HeartbeatAnswer {
         var (caller, word) = await ask { .heartbeat($0, id, node: node, token: token, by: reporter, now: now, nanos: monotonic()) }
         while true {
             switch word {
-            case .alive(let ttlMillis): return ttlMillis
+            case .alive(let ttlMillis, let stop): return HeartbeatAnswer(ttlMillis: ttlMillis, stop: stop)
             case .refused(let error): throw error
             case .lookUp(let id, let fold): word = await lookUp(id, fold: fold, for: caller)
             case .append, .performed, .runGrantPass, .resumed: preconditionFailure("a heartbeat was answered with \(word)")
@@ -290,7 +297,7 @@ public actor Coordinator {
     /// the migration is not live (settled, unknown), the node unknown, or not permitted: the caller checks
     /// the slow way, which says why.
     public func heartbeat(migration id: MigrationID, node: NodeID, token: FencingToken, by reporter: String = "", now: Instant,
-                          ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> Int64? {
+                          ifPermitted permitted: @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> HeartbeatAnswer? {
         guard livePermits(id, node, permitted) else { return nil }
         return try await heartbeat(migration: id, node: node, token: token, by: reporter, now: now)
     }

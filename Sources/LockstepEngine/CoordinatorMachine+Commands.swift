@@ -213,6 +213,6 @@ extension CoordinatorMachine {
         }
         let ttl = migration.node(node)?.lease.map { $0.expiresAt.millisecondsSinceEpoch - $0.grantedAt.millisecondsSinceEpoch } ?? 0
         renewLease(id, node: node, token: token, nanos: nanos)
-        return [.tell(pending.caller, .alive(ttlMillis: ttl))]
+        return [.tell(pending.caller, .alive(ttlMillis: ttl, stop: migration.stopRequested(node, token: token)))]
     }
 }

@@ -85,8 +85,9 @@ public struct CoordinatorMachine: Sendable {
         case lookUp(MigrationID, fold: Bool)
         /// The command is done: what it recorded.
         case performed(Performed)
-        /// The heartbeat is accepted; the lease's TTL, in milliseconds, restarted.
-        case alive(ttlMillis: Int64)
+        /// The heartbeat is accepted; the lease's TTL, in milliseconds, restarted. `stop`: why the step
+        /// must stop now (its migration was paused and the plan says `on_pause: stop`), else nil.
+        case alive(ttlMillis: Int64, stop: String? = nil)
         /// The command is refused or failed; nothing it decided was recorded.
         case refused(CommandError)
         /// Run a grant pass at `now` (reconciling an old history's bookkeeping first when `reconcile`),

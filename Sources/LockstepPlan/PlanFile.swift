@@ -8,7 +8,7 @@ public enum PlanFile {
     /// Largest plan file, in bytes.
     public static let fileBytesMax = 1 << 20
 
-    public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows"]
+    public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows", "on_pause"]
     public static let nodeKeys: Set<String> = [
         "id", "service", "services", "phase", "action", "params", "needs", "timeouts", "retry", "rollback",
         "approvals", "deadline", "irreversible", "on_failure", "exposure", "analysis", "windows", "checks",

@@ -53,8 +53,15 @@ struct Reader {
         } else {
             error(mapping.mark?.line ?? 1, "missing_field", "the plan has no nodes")
         }
+        var onPause = PausePolicy.finish
+        if let text = string(fields["on_pause"], required: false, what: "on_pause", line: mapping.mark?.line ?? 1) {
+            if let policy = PausePolicy(rawValue: text) { onPause = policy } else {
+                error(fields["on_pause"]?.mark?.line ?? 1, "invalid_value", "on_pause is \"\(text)\"; use finish (running steps finish) or stop (they are told to stop)")
+            }
+        }
         return PlanSnapshot(name: name, version: 0, contentHash: "", description: description, owners: owners,
-                            services: services, deadlineMillis: deadline, nodes: nodes, windows: windows(fields["windows"], of: "the plan"))
+                            services: services, deadlineMillis: deadline, nodes: nodes, windows: windows(fields["windows"], of: "the plan"),
+                            onPause: onPause)
     }
 
     /// `windows: ["Mon-Fri 09:00-16:00 Europe/Berlin", ...]` (or one window as a string): each parsed, its

@@ -169,12 +169,18 @@ public struct AgentAPI: Sendable {
 
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
         let token = FencingToken(request.fencingToken)
-        let ttl = try await reporting(request.leaseID, principal) { migration, node, permitted throws(CommandError) in
+        let answer = try await reporting(request.leaseID, principal) { migration, node, permitted throws(CommandError) in
             try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock(), ifPermitted: permitted)
         } checked: { migration, node throws(CommandError) in
             try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock())
         }
-        return .with { $0.ttlMs = UInt32(clamping: ttl) }
+        return .with {
+            $0.ttlMs = UInt32(clamping: answer.ttlMillis)
+            if let stop = answer.stop {
+                $0.stop = true
+                $0.stopReason = stop
+            }
+        }
     }
 
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ReportProgressResponse {
@@ -215,7 +221,8 @@ public struct AgentAPI: Sendable {
 
     public func fail(_ request: Lockstep_V1_FailRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FailResponse {
         let result = try await report(request.leaseID, principal) { node in
-            .failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable, by: principal.name)
+            .failStep(node: node, token: FencingToken(request.fencingToken), reason: request.reason, retryable: request.retryable, by: principal.name,
+                      stopped: request.stopped)
         }
         let retries = result.events.contains { if case .stepFailed(let failed) = $0.event { failed.retryAt != nil } else { false } }
         return .with { $0.willRetry = retries }

@@ -16,6 +16,8 @@ extension Lockstep_V1_PlanSnapshot {
         }
         deadlineMs = plan.deadlineMillis ?? 0
         windows = plan.windows.map(Lockstep_V1_ChangeWindow.init)
+        // The default is written as nothing, so plans recorded before it keep their bytes.
+        if plan.onPause != .finish { onPause = plan.onPause.rawValue }
         nodes = plan.nodes.map { node in
             .with {
                 $0.id = node.id.rawValue
@@ -97,9 +99,12 @@ extension PlanSnapshot {
         for service in wire.services {
             services.append(ServiceSpec(name: service.name, owners: service.owners, windows: try service.windows.map(ChangeWindow.init)))
         }
+        guard let onPause = wire.onPause.isEmpty ? .finish : PausePolicy(rawValue: wire.onPause) else {
+            throw .invalidField("on_pause \"\(wire.onPause.prefix(32))\"")
+        }
         self.init(name: wire.name, version: wire.version, contentHash: wire.contentHash, description: wire.description_p,
                   owners: wire.owners, services: services, deadlineMillis: positive(wire.deadlineMs), nodes: nodes,
-                  windows: try wire.windows.map(ChangeWindow.init))
+                  windows: try wire.windows.map(ChangeWindow.init), onPause: onPause)
     }
 }
 

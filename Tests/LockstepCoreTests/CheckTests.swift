@@ -195,3 +195,67 @@ import Testing
         #expect(decoded.migrations[MigrationID("m1")]?.node(work)?.checks.first?.evidence == "ok")
     }
 }
+
+/// The plan's pause rule (issue 19): `on_pause: stop` tells running forward steps to stop when the
+/// migration is paused; a step stopped that way is given back, not counted, and runs again after the resume.
+@Suite struct PauseRuleTests {
+    let work = NodeID("work")
+
+    func plan(_ policy: PausePolicy) -> PlanSnapshot {
+        var plan = servicePlan("p-\(policy.rawValue)", ["orders"])
+        plan.onPause = policy
+        return plan
+    }
+
+    @Test func underOnPauseStopARunningForwardStepIsToldToStopAndItsStopIsNotAnAttempt() {
+        // Given a running step of a plan whose running steps stop on a pause
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", plan(.stop))
+        guard case .accepted(let events) = ledger.run("m1", .leaseStep(node: work, agent: "a", ttlMillis: 10_000), at: 1),
+              case .stepLeased(let leased) = events.first else { Issue.record("not leased"); return }
+        #expect(ledger.migration("m1").stopRequested(work, token: leased.token) == nil, "running: nothing to stop")
+        // When the migration is paused, its heartbeats are told why to stop
+        ledger.run("m1", .pause(reason: "incident 7"), at: 2)
+        let why = ledger.migration("m1").stopRequested(work, token: leased.token)
+        #expect(why == "migration m1 was paused (incident 7) and its plan says running steps stop (on_pause: stop)")
+        // Then the agent's report that it stopped is recorded as given back: no attempt counted
+        guard case .accepted(let stopped) = ledger.run("m1", .failStep(node: work, token: leased.token, reason: "work was stopped", retryable: true, stopped: true), at: 3),
+              case .stepFailed(let failed) = stopped.first else { Issue.record("not recorded"); return }
+        #expect(failed.returned && failed.reason == "stopped: \(why ?? "")")
+        #expect(ledger.migration("m1").node(work)?.attempts == 0 && ledger.migration("m1").node(work)?.status == .pending)
+        // And after the resume the step runs again as attempt 1
+        ledger.run("m1", .resume, at: 4)
+        guard case .accepted(let again) = ledger.run("m1", .leaseStep(node: work, agent: "a", ttlMillis: 10_000), at: 5),
+              case .stepLeased(let second) = again.first else { Issue.record("not leased again"); return }
+        #expect(second.attempt == 1)
+    }
+
+    @Test func underOnPauseFinishNothingIsToldToStopAndAClaimedStopIsAnOrdinaryFailure() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", plan(.finish))
+        guard case .accepted(let events) = ledger.run("m1", .leaseStep(node: work, agent: "a", ttlMillis: 10_000), at: 1),
+              case .stepLeased(let leased) = events.first else { Issue.record("not leased"); return }
+        ledger.run("m1", .pause(reason: "incident 7"), at: 2)
+        #expect(ledger.migration("m1").stopRequested(work, token: leased.token) == nil)
+        guard case .accepted(let failed) = ledger.run("m1", .failStep(node: work, token: leased.token, reason: "gave up", retryable: false, stopped: true), at: 3),
+              case .stepFailed(let step) = failed.first else { Issue.record("not recorded"); return }
+        #expect(!step.returned && ledger.migration("m1").node(work)?.status == .failed)
+    }
+
+    @Test func rollbackStepsAlwaysFinishAndTheRuleChangesTheContentHashOnlyWhenItIsStop() {
+        var ledger = LeaseLedger()
+        start(&ledger, "m1", twoStepPlan)
+        #expect(plan(.finish).canonicalContentBytes == servicePlan("p-finish", ["orders"]).canonicalContentBytes)
+        #expect(plan(.stop).canonicalContentBytes != servicePlan("p-stop", ["orders"]).canonicalContentBytes)
+        var stopping = twoStepPlan
+        stopping.name = "two-stop"
+        stopping.onPause = .stop
+        var rollback = LeaseLedger()
+        start(&rollback, "r", stopping)
+        runStep(&rollback, "r", "first")
+        rollback.run("r", .abort(reason: "undo"), at: 2)
+        guard case .accepted(let events) = rollback.run("r", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 3),
+              case .stepLeased(let leased) = events.first, leased.kind == .rollback else { Issue.record("no rollback step"); return }
+        #expect(rollback.migration("r").stopRequested(NodeID("first"), token: leased.token) == nil)
+    }
+}

@@ -539,6 +539,12 @@ public nonisolated struct Lockstep_V1_HeartbeatResponse: Sendable {
   /// The lease now ends this long from now, unless renewed.
   public var ttlMs: UInt32 = 0
 
+  /// The migration was paused and its plan says running steps stop (`on_pause: stop`): stop the step
+  /// and report `Fail` with `stopped` (the attempt is not counted; it runs again after the resume).
+  public var stop: Bool = false
+
+  public var stopReason: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -682,6 +688,9 @@ public nonisolated struct Lockstep_V1_FailRequest: Sendable {
 
   /// True when trying again may help (like EX_TEMPFAIL); the node's retry policy decides.
   public var retryable: Bool = false
+
+  /// The agent stopped the step because a heartbeat said so (`HeartbeatResponse.stop`).
+  public var stopped: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2162,7 +2171,7 @@ nonisolated extension Lockstep_V1_HeartbeatRequest: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_HeartbeatResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeartbeatResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ttl_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}ttl_ms\0\u{1}stop\0\u{3}stop_reason\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2171,6 +2180,8 @@ nonisolated extension Lockstep_V1_HeartbeatResponse: SwiftProtobuf.Message, Swif
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt32Field(value: &self.ttlMs) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.stop) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.stopReason) }()
       default: break
       }
     }
@@ -2180,11 +2191,19 @@ nonisolated extension Lockstep_V1_HeartbeatResponse: SwiftProtobuf.Message, Swif
     if self.ttlMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.ttlMs, fieldNumber: 1)
     }
+    if self.stop != false {
+      try visitor.visitSingularBoolField(value: self.stop, fieldNumber: 2)
+    }
+    if !self.stopReason.isEmpty {
+      try visitor.visitSingularStringField(value: self.stopReason, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Lockstep_V1_HeartbeatResponse, rhs: Lockstep_V1_HeartbeatResponse) -> Bool {
     if lhs.ttlMs != rhs.ttlMs {return false}
+    if lhs.stop != rhs.stop {return false}
+    if lhs.stopReason != rhs.stopReason {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2428,7 +2447,7 @@ nonisolated extension Lockstep_V1_CompleteResponse: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_FailRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".FailRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}lease_id\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}lease_id\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}stopped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2440,6 +2459,7 @@ nonisolated extension Lockstep_V1_FailRequest: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.fencingToken) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.reason) }()
       case 4: try { try decoder.decodeSingularBoolField(value: &self.retryable) }()
+      case 5: try { try decoder.decodeSingularBoolField(value: &self.stopped) }()
       default: break
       }
     }
@@ -2458,6 +2478,9 @@ nonisolated extension Lockstep_V1_FailRequest: SwiftProtobuf.Message, SwiftProto
     if self.retryable != false {
       try visitor.visitSingularBoolField(value: self.retryable, fieldNumber: 4)
     }
+    if self.stopped != false {
+      try visitor.visitSingularBoolField(value: self.stopped, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2466,6 +2489,7 @@ nonisolated extension Lockstep_V1_FailRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.fencingToken != rhs.fencingToken {return false}
     if lhs.reason != rhs.reason {return false}
     if lhs.retryable != rhs.retryable {return false}
+    if lhs.stopped != rhs.stopped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1389,6 +1389,9 @@ public nonisolated struct Lockstep_V1_PlanSnapshot: Sendable {
   /// When forward steps of any node may start (none = any time).
   public var windows: [Lockstep_V1_ChangeWindow] = []
 
+  /// What running steps do when the migration is paused: "finish" (also when empty) or "stop".
+  public var onPause: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3837,7 +3840,7 @@ nonisolated extension Lockstep_V1_RollbackReordered: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PlanSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0\u{1}description\0\u{1}owners\0\u{1}services\0\u{3}deadline_ms\0\u{1}windows\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}version\0\u{3}content_hash\0\u{1}nodes\0\u{1}description\0\u{1}owners\0\u{1}services\0\u{3}deadline_ms\0\u{1}windows\0\u{3}on_pause\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3854,6 +3857,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
       case 7: try { try decoder.decodeRepeatedMessageField(value: &self.services) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.deadlineMs) }()
       case 9: try { try decoder.decodeRepeatedMessageField(value: &self.windows) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.onPause) }()
       default: break
       }
     }
@@ -3887,6 +3891,9 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if !self.windows.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.windows, fieldNumber: 9)
     }
+    if !self.onPause.isEmpty {
+      try visitor.visitSingularStringField(value: self.onPause, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -3900,6 +3907,7 @@ nonisolated extension Lockstep_V1_PlanSnapshot: SwiftProtobuf.Message, SwiftProt
     if lhs.services != rhs.services {return false}
     if lhs.deadlineMs != rhs.deadlineMs {return false}
     if lhs.windows != rhs.windows {return false}
+    if lhs.onPause != rhs.onPause {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
