@@ -1,6 +1,5 @@
 import Foundation
 import LockstepCore
-import LockstepService
 import LockstepTestSupport
 import Testing
 
@@ -40,42 +39,21 @@ struct CheckEndToEndTests {
 
         """
 
-    static let tokens = ["olga": "operator-token-oooooooooooooooo", "ledger-agent": "agent-token-lllllllllllllllllll"]
-
     @Test func aFailingReplicationLagCheckBlocksTheNodeWithItsEvidenceUntilItPasses() async throws {
-        let directory = temporaryDirectory()
-        let t = Self.tokens
-        try """
-            {"principals": [
-              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
-              {"name": "ledger-agent", "roles": ["agent"], "services": ["ledger"], "token_sha256": "\(AuthConfig.hash(t["ledger-agent"]!))"}
-            ]}
-            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(["--config", directory + "/auth.json"])
-        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
-        try Self.check.write(toFile: directory + "/handlers/replication-lag", atomically: true, encoding: .utf8)
-        for action in ["backfill", "unbackfill"] {
-            try "#!/bin/sh\ncat > /dev/null\necho \"$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND\" >> \"$(dirname \"$0\")/../ran.log\"\n"
-                .write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
-        }
-        for handler in ["replication-lag", "backfill", "unbackfill"] {
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + handler)
-        }
+        let step = "#!/bin/sh\ncat > /dev/null\necho \"$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND\" >> \"$(dirname \"$0\")/../ran.log\"\n"
+        let bench = try await GateBench([.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
+                                         .init(name: "ledger-agent", role: "agent", services: ["ledger"], token: "agent-token-lllllllllllllllllll")],
+                                        handlers: ["replication-lag": Self.check, "backfill": step, "unbackfill": step])
+        let directory = bench.directory
         try "42\n".write(toFile: directory + "/lag", atomically: true, encoding: .utf8)
         try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
-        func lockstep(_ arguments: [String]) async throws -> ProcessOutput {
-            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["olga"]!])
-                .wait(seconds: 60)
-        }
-        func ran() throws -> [String] {
-            ((try? String(contentsOfFile: directory + "/ran.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        }
+        func lockstep(_ arguments: [String]) async throws -> ProcessOutput { try await bench.lockstep(arguments, as: "olga") }
+        func ran() -> [String] { bench.ran() }
         func status() async throws -> String { try await lockstep(["migration", "status", "m1"]).stdout }
 
         #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
         #expect(try await lockstep(["migration", "start", "checked", "--id", "m1"]).stdout == "m1\n")
-        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "ledger", "--handlers", directory + "/handlers", "--id", "ledger-1"],
-                                     environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["ledger-agent"]!])
+        let agent = try bench.agent("ledger", as: "ledger-agent")
         defer { agent.kill(SIGKILL) }
 
         // 1. The check runs first and fails: the node is blocked with its evidence; the step does not run.
@@ -83,15 +61,14 @@ struct CheckEndToEndTests {
             try await status().contains("check replication-lag failed (42 is above 5: slowest replica is 42 s behind); runs again at ")
         }
         #expect(try await status().contains("check_failed"))
-        let viewed = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", "-H", "content-type: application/json",
-                                                             "-d", #"{"migration_id": "m1"}"#, server.url + "/v1/migrations/get"]).wait(seconds: 30).stdout
+        let viewed = try await bench.http("/v1/migrations/get", as: "olga", body: #"{"migration_id": "m1"}"#)
         #expect(viewed.contains(#""outcome":"fail""#) && viewed.contains(#""value":"42""#) && viewed.contains(#""rule":"≤ 5""#), "\(viewed)")
-        #expect(try ran().allSatisfy { $0.hasPrefix("check ") }, "no step while the check fails")
+        #expect(ran().allSatisfy { $0.hasPrefix("check ") }, "no step while the check fails")
 
         // 2. The lag comes down: the recheck passes and the step runs.
         try "1.5\n".write(toFile: directory + "/lag", atomically: true, encoding: .utf8)
         try await eventually("m1 succeeded", seconds: 60) { try await status().contains("succeeded") }
-        let log = try ran()
+        let log = ran()
         #expect(log.first == "check 42" && log.suffix(2) == ["check 1.5", "backfill forward"], "\(log)")
 
         // 3. What a reviewer reads: each check result with its value and evidence, in the history.
@@ -103,8 +80,7 @@ struct CheckEndToEndTests {
             && failed.contains("42 is above 5: slowest replica is 42 s behind"), "\(failed)")
         #expect(results.last?.contains(#""outcome":"pass""#) == true)
         #expect(try await lockstep(["history", "verify"]).status == 0)
-        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
-            .wait(seconds: 30).stdout
+        let metrics = try await bench.http("/metrics", as: "olga")
         #expect(metrics.contains(#"lockstep_check_results_total{outcome="fail"}"#) && metrics.contains(#"lockstep_check_results_total{outcome="pass"} 1"#), "\(metrics)")
         agent.kill(SIGTERM)
         _ = try await agent.wait(seconds: 30)

@@ -1,6 +1,5 @@
 import Foundation
 import LockstepCore
-import LockstepService
 import LockstepTestSupport
 import Testing
 
@@ -41,39 +40,20 @@ struct FreezeEndToEndTests {
 
         """
 
-    static let tokens = ["olga": "operator-token-oooooooooooooooo", "root": "admin-token-rrrrrrrrrrrrrrrrrrr",
-                         "orders-agent": "agent-token-ooooooooooooooooooo"]
-
     @Test func aFreezeHoldsForwardStepsLetsTheRollbackThroughAndBreakGlassAndStopTheLineAreRecorded() async throws {
-        let directory = temporaryDirectory()
-        let t = Self.tokens
-        try """
-            {"principals": [
-              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
-              {"name": "root", "roles": ["admin"], "token_sha256": "\(AuthConfig.hash(t["root"]!))"},
-              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(t["orders-agent"]!))"}
-            ]}
-            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(["--config", directory + "/auth.json"])
-        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
-        for action in ["add-column", "drop-column", "backfill", "unbackfill"] {
-            try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
-        }
+        let bench = try await GateBench([.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
+                                         .init(name: "root", role: "admin", token: "admin-token-rrrrrrrrrrrrrrrrrrr"),
+                                         .init(name: "orders-agent", role: "agent", services: ["orders"], token: "agent-token-ooooooooooooooooooo")],
+                                        handlers: Dictionary(uniqueKeysWithValues: ["add-column", "drop-column", "backfill", "unbackfill"].map { ($0, Self.handler) }))
+        let directory = bench.directory
         try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
-        func lockstep(_ arguments: [String], as who: String = "olga") async throws -> ProcessOutput {
-            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t[who]!])
-                .wait(seconds: 60)
-        }
-        func ran() throws -> [String] {
-            ((try? String(contentsOfFile: directory + "/ran.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        }
+        func lockstep(_ arguments: [String], as who: String = "olga") async throws -> ProcessOutput { try await bench.lockstep(arguments, as: who) }
+        func ran() -> [String] { bench.ran() }
         func status(_ id: String) async throws -> String { try await lockstep(["migration", "status", id]).stdout }
 
         #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
         #expect(try await lockstep(["migration", "start", "orders-split", "--id", "m1"]).stdout == "m1\n")
-        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", directory + "/handlers", "--id", "orders-1"],
-                                     environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["orders-agent"]!])
+        let agent = try bench.agent("orders", as: "orders-agent")
         defer { agent.kill(SIGKILL) }
 
         // 1. A freeze declared while expand runs: expand finishes and reports; backfill does not start.
@@ -83,7 +63,7 @@ struct FreezeEndToEndTests {
         #expect(FileManager.default.createFile(atPath: directory + "/go", contents: Data()))
         try await eventually("backfill is frozen") { try await status("m1").contains("frozen by q4 until it is ended") }
         try await Task.sleep(for: .seconds(2))
-        #expect(try ran() == ["add-column forward"], "no forward step under the freeze")
+        #expect(ran() == ["add-column forward"], "no forward step under the freeze")
         let list = try await lockstep(["freeze", "list"]).stdout
         #expect(list.contains("q4") && list.contains("in force") && list.contains("quarter close"), "\(list)")
 
@@ -94,7 +74,7 @@ struct FreezeEndToEndTests {
         // 3. The rollback passes the freeze.
         #expect(try await lockstep(["migration", "abort", "m1", "--reason", "the backfill waits for Q1"]).status == 0)
         try await eventually("m1 rolled back", seconds: 60) { try await status("m1").contains("rolled_back") }
-        #expect(try ran() == ["add-column forward", "drop-column rollback"])
+        #expect(ran() == ["add-column forward", "drop-column rollback"])
 
         // 4. An admin breaks the glass for m2's expand (only): it runs under the freeze; backfill waits.
         #expect(try await lockstep(["migration", "start", "orders-split", "--id", "m2"]).status == 0)
@@ -104,7 +84,7 @@ struct FreezeEndToEndTests {
         #expect(glass.status == 0 && glass.stdout.contains("break_glass"), "\(glass)")
         try await eventually("m2's expand ran and backfill is frozen") {
             let now = try await status("m2")
-            return try ran().count == 3 && now.contains("frozen by q4")
+            return ran().count == 3 && now.contains("frozen by q4")
         }
         #expect(try await status("m2").contains("BREAK-GLASS: freeze"))
 
@@ -114,11 +94,11 @@ struct FreezeEndToEndTests {
         #expect(try await status("m2").contains("paused (the line was stopped by olga (freeze stop-9 on orders): incident 9)"))
         #expect(try await lockstep(["freeze", "end", "q4", "--reason", "quarter closed"]).status == 0)
         try await Task.sleep(for: .seconds(1))
-        #expect(try ran().count == 3, "paused by the stop: nothing starts")
+        #expect(ran().count == 3, "paused by the stop: nothing starts")
         let lifted = try await lockstep(["line", "resume", "stop-9", "--reason", "incident 9 resolved"])
         #expect(lifted.stdout.contains("resumed: m2"), "\(lifted)")
         try await eventually("m2 succeeded", seconds: 60) { try await status("m2").contains("succeeded") }
-        #expect(try ran() == ["add-column forward", "drop-column rollback", "add-column forward", "backfill forward"])
+        #expect(ran() == ["add-column forward", "drop-column rollback", "add-column forward", "backfill forward"])
 
         // 6. What a reviewer reads.
         let export = try await lockstep(["history", "export"]).stdout.split(separator: "\n")
@@ -127,8 +107,7 @@ struct FreezeEndToEndTests {
         let breakGlass = try #require(export.first { $0.contains(#""break_glass""#) })
         #expect(breakGlass.contains(#""justification":"sev1: the fix needs the column""#) && breakGlass.contains(#""by":"root""#), "\(breakGlass)")
         #expect(try await lockstep(["history", "verify"]).status == 0)
-        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
-            .wait(seconds: 30).stdout
+        let metrics = try await bench.http("/metrics", as: "olga")
         #expect(metrics.contains(#"lockstep_break_glass_total{scope="freeze"} 1"#), "\(metrics)")
         #expect(metrics.contains("lockstep_line_stop_pauses_total 1"))
         #expect(metrics.contains("lockstep_freezes_in_force 0"))

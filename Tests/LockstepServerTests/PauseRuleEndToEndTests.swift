@@ -1,6 +1,5 @@
 import Foundation
 import LockstepCore
-import LockstepService
 import LockstepTestSupport
 import Testing
 
@@ -39,44 +38,25 @@ struct PauseRuleEndToEndTests {
 
         """
 
-    static let tokens = ["olga": "operator-token-oooooooooooooooo", "orders-agent": "agent-token-ooooooooooooooooooo"]
-
     @Test func stoppingTheLineStopsTheRunningStepWithoutCountingItAndTheLiftRunsItAgain() async throws {
-        let directory = temporaryDirectory()
-        let t = Self.tokens
-        try """
-            {"principals": [
-              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
-              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(t["orders-agent"]!))"}
-            ]}
-            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(["--config", directory + "/auth.json"])
-        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
-        for action in ["backfill", "unbackfill"] {
-            try Self.handler.write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
-        }
-        try Self.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
-        func lockstep(_ arguments: [String]) async throws -> ProcessOutput {
-            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["olga"]!])
-                .wait(seconds: 60)
-        }
-        func ran() throws -> [String] {
-            ((try? String(contentsOfFile: directory + "/ran.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        }
+        let bench = try await GateBench([.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
+                                         .init(name: "orders-agent", role: "agent", services: ["orders"], token: "agent-token-ooooooooooooooooooo")],
+                                        handlers: ["backfill": Self.handler, "unbackfill": Self.handler])
+        try Self.plan.write(toFile: bench.directory + "/plan.yaml", atomically: true, encoding: .utf8)
+        func lockstep(_ arguments: [String]) async throws -> ProcessOutput { try await bench.lockstep(arguments, as: "olga") }
+        func ran() -> [String] { bench.ran() }
         func status() async throws -> String { try await lockstep(["migration", "status", "m1"]).stdout }
 
-        #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
+        #expect(try await lockstep(["plan", "apply", bench.directory + "/plan.yaml"]).status == 0)
         #expect(try await lockstep(["migration", "start", "stoppable", "--id", "m1"]).stdout == "m1\n")
-        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", directory + "/handlers", "--id", "orders-1"],
-                                     environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["orders-agent"]!])
+        let agent = try bench.agent("orders", as: "orders-agent")
         defer { agent.kill(SIGKILL) }
 
         // 1. The step runs; the line stops: the next heartbeat tells the agent to stop it, and it does.
-        try await eventually("the step runs") { try ran() == ["started 1"] }
+        try await eventually("the step runs") { ran() == ["started 1"] }
         let stop = try await lockstep(["line", "stop", "--service", "orders", "--reason", "incident 11", "--id", "stop-11"])
         #expect(stop.status == 0 && stop.stdout.contains("paused: m1"), "\(stop)")
-        try await eventually("the handler was stopped", seconds: 30) { try ran() == ["started 1", "stopped 1"] }
+        try await eventually("the handler was stopped", seconds: 30) { ran() == ["started 1", "stopped 1"] }
         try await eventually("its stop was reported") {
             let now = try await status()
             return now.contains("paused") && now.contains("backfill") && !now.contains("token 1 ")
@@ -90,7 +70,7 @@ struct PauseRuleEndToEndTests {
         // 3. The lift resumes the migration: the step runs again, as attempt 1, to its end.
         #expect(try await lockstep(["line", "resume", "stop-11", "--reason", "incident 11 resolved"]).status == 0)
         try await eventually("m1 succeeded", seconds: 60) { try await status().contains("succeeded") }
-        #expect(try ran() == ["started 1", "stopped 1", "started 1", "finished 1"])
+        #expect(ran() == ["started 1", "stopped 1", "started 1", "finished 1"])
         agent.kill(SIGTERM)
         _ = try await agent.wait(seconds: 30)
     }

@@ -1,6 +1,5 @@
 import Foundation
 import LockstepCore
-import LockstepService
 import LockstepTestSupport
 import Testing
 
@@ -39,36 +38,18 @@ struct WindowEndToEndTests {
         """
     }
 
-    static let tokens = ["olga": "operator-token-oooooooooooooooo", "root": "admin-token-rrrrrrrrrrrrrrrrrrr",
-                         "orders-agent": "agent-token-ooooooooooooooooooo"]
-
     @Test func aNodeWaitsForItsWindowAndAnAdminsBreakGlassLetsItThrough() async throws {
-        let directory = temporaryDirectory()
-        let t = Self.tokens
-        try """
-            {"principals": [
-              {"name": "olga", "roles": ["operator"], "token_sha256": "\(AuthConfig.hash(t["olga"]!))"},
-              {"name": "root", "roles": ["admin"], "token_sha256": "\(AuthConfig.hash(t["root"]!))"},
-              {"name": "orders-agent", "roles": ["agent"], "services": ["orders"], "token_sha256": "\(AuthConfig.hash(t["orders-agent"]!))"}
-            ]}
-            """.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
-        let server = try await ServerProcess(["--config", directory + "/auth.json"])
-        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
-        for action in ["add-column", "drop-column", "backfill", "unbackfill"] {
-            try "#!/bin/sh\ncat > /dev/null\necho \"$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND\" >> \"$(dirname \"$0\")/../ran.log\"\n"
-                .write(toFile: directory + "/handlers/" + action, atomically: true, encoding: .utf8)
-            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/" + action)
-        }
+        let step = "#!/bin/sh\ncat > /dev/null\necho \"$LOCKSTEP_ACTION $LOCKSTEP_STEP_KIND\" >> \"$(dirname \"$0\")/../ran.log\"\n"
+        let bench = try await GateBench([.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
+                                         .init(name: "root", role: "admin", token: "admin-token-rrrrrrrrrrrrrrrrrrr"),
+                                         .init(name: "orders-agent", role: "agent", services: ["orders"], token: "agent-token-ooooooooooooooooooo")],
+                                        handlers: ["add-column": step, "drop-column": step, "backfill": step, "unbackfill": step])
+        let directory = bench.directory
         let window = Self.closedWindow
         try Self.plan(window: window).write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
         try Self.plan(window: "Mon-Fri 09:00-16:00 Mars/Olympus_Mons").write(toFile: directory + "/mars.yaml", atomically: true, encoding: .utf8)
-        func lockstep(_ arguments: [String], as who: String = "olga") async throws -> ProcessOutput {
-            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t[who]!])
-                .wait(seconds: 60)
-        }
-        func ran() throws -> [String] {
-            ((try? String(contentsOfFile: directory + "/ran.log", encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
-        }
+        func lockstep(_ arguments: [String], as who: String = "olga") async throws -> ProcessOutput { try await bench.lockstep(arguments, as: who) }
+        func ran() -> [String] { bench.ran() }
         func status(_ id: String) async throws -> String { try await lockstep(["migration", "status", id]).stdout }
 
         // 1. A zone nobody knows is refused with its code, before anything is recorded.
@@ -78,20 +59,17 @@ struct WindowEndToEndTests {
         // 2. Outside its window the node waits, saying which window and until when; the agent runs nothing.
         #expect(try await lockstep(["plan", "apply", directory + "/plan.yaml"]).status == 0)
         #expect(try await lockstep(["migration", "start", "windowed", "--id", "m1"]).stdout == "m1\n")
-        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", directory + "/handlers", "--id", "orders-1"],
-                                     environment: ["LOCKSTEP_SERVER": server.grpc, "LOCKSTEP_TOKEN": t["orders-agent"]!])
+        let agent = try bench.agent("orders", as: "orders-agent")
         defer { agent.kill(SIGKILL) }
         try await eventually("expand waits for its window") {
             let now = try await status("m1")
             return now.contains("waiting_for_window") && now.contains("window closed (\(window)) until ")
         }
-        let listed = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", "-H", "content-type: application/json",
-                                                             "-d", #"{"migration_id": "m1"}"#, server.url + "/v1/migrations/get"]).wait(seconds: 30).stdout
+        let listed = try await bench.http("/v1/migrations/get", as: "olga", body: #"{"migration_id": "m1"}"#)
         #expect(listed.contains("NODE_STATUS_WAITING_FOR_WINDOW") && listed.contains(#""window_closed":"\#(window)""#), "\(listed)")
         try await Task.sleep(for: .seconds(2))
-        #expect(try ran().isEmpty, "no forward step outside the window")
-        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
-            .wait(seconds: 30).stdout
+        #expect(ran().isEmpty, "no forward step outside the window")
+        let metrics = try await bench.http("/metrics", as: "olga")
         #expect(metrics.contains("lockstep_nodes_waiting_for_window 1"), "\(metrics)")
 
         // 3. An operator may not break the glass; an admin may, and the node runs, then the rest of the plan.
@@ -101,7 +79,7 @@ struct WindowEndToEndTests {
                                        as: "root")
         #expect(glass.status == 0, "\(glass)")
         try await eventually("m1 succeeded", seconds: 60) { try await status("m1").contains("succeeded") }
-        #expect(try ran() == ["add-column forward", "backfill forward"])
+        #expect(ran() == ["add-column forward", "backfill forward"])
 
         // 4. What a reviewer reads: the recorded zone offsets and the override, with who and why.
         let export = try await lockstep(["history", "export"]).stdout.split(separator: "\n")
@@ -110,8 +88,7 @@ struct WindowEndToEndTests {
         let breakGlass = try #require(export.first { $0.contains(#""break_glass""#) })
         #expect(breakGlass.contains(#""scope":"window""#) && breakGlass.contains(#""by":"root""#), "\(breakGlass)")
         #expect(try await lockstep(["history", "verify"]).status == 0)
-        let after = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "authorization: Bearer \(t["olga"]!)", server.url + "/metrics"])
-            .wait(seconds: 30).stdout
+        let after = try await bench.http("/metrics", as: "olga")
         #expect(after.contains(#"lockstep_break_glass_total{scope="window"} 1"#), "\(after)")
         agent.kill(SIGTERM)
         _ = try await agent.wait(seconds: 30)
