@@ -15,6 +15,24 @@ public enum CheckRule: Hashable, Sendable {
     case min(Int64)
 }
 
+/// Which of a node's steps a check must precede.
+public enum CheckBefore: String, Hashable, Sendable, CaseIterable {
+    /// Its forward step (the default).
+    case forward
+    /// Its rollback step, when the migration rolls back (for example a backup taken before undoing).
+    case rollback
+    /// Both.
+    case both
+
+    /// Whether the check precedes a step of `kind`.
+    public func precedes(_ kind: StepKind) -> Bool {
+        switch (self, kind) {
+        case (.both, .forward), (.both, .rollback), (.forward, .forward), (.rollback, .rollback): true
+        default: false
+        }
+    }
+}
+
 /// What a failing check does.
 public enum CheckFailurePolicy: String, Hashable, Sendable, CaseIterable {
     /// The node waits, showing the evidence; the check runs again after its `recheck`.
@@ -34,18 +52,22 @@ public struct CheckSpec: Hashable, Sendable {
     public var freshForMillis: Int64?
     /// After a failing result, how long until the check runs again, in milliseconds.
     public var recheckMillis: Int64
+    /// What a failing check does (before a rollback step it always blocks: the migration already rolls back).
     public var onFail: CheckFailurePolicy
+    /// Which steps it precedes.
+    public var before: CheckBefore
 
     public static let defaultRecheckMillis: Int64 = 60_000
 
     public init(name: String, paramsJSON: String = "{}", pass: CheckRule = .ok, freshForMillis: Int64? = nil,
-                recheckMillis: Int64 = CheckSpec.defaultRecheckMillis, onFail: CheckFailurePolicy = .block) {
+                recheckMillis: Int64 = CheckSpec.defaultRecheckMillis, onFail: CheckFailurePolicy = .block, before: CheckBefore = .forward) {
         self.name = name
         self.paramsJSON = paramsJSON
         self.pass = pass
         self.freshForMillis = freshForMillis
         self.recheckMillis = recheckMillis
         self.onFail = onFail
+        self.before = before
     }
 
     /// The rule as people read it: `ok`, `≤ 5`, `≥ 0.99`.
@@ -142,11 +164,11 @@ extension CheckRule {
 }
 
 extension MigrationState {
-    /// What node `id`'s checks say at `now`: nil when every check has a fresh pass (or it has none).
-    /// Checks are looked at in plan order; the first that is not freshly passing decides.
-    public func checkDue(_ id: NodeID, at now: Instant) -> CheckDue? {
+    /// What node `id`'s checks before its step of `kind` say at `now`: nil when every such check has a
+    /// fresh pass (or it has none). Checks are looked at in plan order; the first that is not freshly passing decides.
+    public func checkDue(_ id: NodeID, at now: Instant, before kind: StepKind = .forward) -> CheckDue? {
         guard let spec = plan.node(id), !spec.checks.isEmpty, let state = node(id) else { return nil }
-        for check in spec.checks {
+        for check in spec.checks where check.before.precedes(kind) {
             guard let result = state.checks.first(where: { $0.check == check.name }) else { return .run(check) }
             switch result.outcome {
             case .pass:
@@ -161,9 +183,9 @@ extension MigrationState {
         return nil
     }
 
-    /// The failing check that blocks node `id`'s forward step at `now`, and when it runs again.
-    public func checkBlock(_ id: NodeID, at now: Instant) -> (result: CheckResult, recheckAt: Instant)? {
-        if case .blocked(let result, let recheckAt) = checkDue(id, at: now) { return (result, recheckAt) }
+    /// The failing check that blocks node `id`'s step of `kind` at `now`, and when it runs again.
+    public func checkBlock(_ id: NodeID, at now: Instant, before kind: StepKind = .forward) -> (result: CheckResult, recheckAt: Instant)? {
+        if case .blocked(let result, let recheckAt) = checkDue(id, at: now, before: kind) { return (result, recheckAt) }
         return nil
     }
 

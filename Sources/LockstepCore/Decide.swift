@@ -215,6 +215,17 @@ extension MigrationState {
         if let retryAt = nodeState.retryAt, now < retryAt { return .rejected(.retryNotDue(node, retryAt: retryAt)) }
         guard nodeState.rollbackAttempts < CoreLimits.attemptsMax else { return .rejected(.noRollbackDue(node, next: nil)) }
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
+        // Its checks before a rollback first, as before a forward step.
+        switch checkDue(node, at: now, before: .rollback) {
+        case .blocked(let result, let recheckAt)?:
+            return .rejected(.checkFailed(node, check: result.check, evidence: result.evidence, recheckAt: recheckAt))
+        case .run(let check)?:
+            return .accepted([.stepLeased(StepLeased(
+                node: node, attempt: 1, token: nodeState.lastToken.next, agent: agent, grantedAt: now,
+                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: holder, check: check.name))])
+        case nil:
+            break
+        }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
             grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback, holder: holder))])

@@ -184,6 +184,7 @@ extension CanonicalWriter {
         optional(c.freshForMillis) { $0.i64($1) }
         i64(c.recheckMillis)
         string(c.onFail.rawValue)
+        string(c.before.rawValue)
     }
 
     mutating func metricCheck(_ c: MetricCheck) {
@@ -401,7 +402,7 @@ extension CanonicalReader {
         default: throw .invalidValue(offset: ruleOffset, what: "check rule")
         }
         return CheckSpec(name: name, paramsJSON: params, pass: pass, freshForMillis: try optionalI64(), recheckMillis: try i64(),
-                         onFail: try enumeration(CheckFailurePolicy.self))
+                         onFail: try enumeration(CheckFailurePolicy.self), before: try enumeration(CheckBefore.self))
     }
 
     mutating func metricCheck() throws(CanonicalDecodingError) -> MetricCheck {

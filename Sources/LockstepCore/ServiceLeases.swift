@@ -436,6 +436,10 @@ extension LogState {
         if migration.status == .running, let block = migration.checkBlock(node.id, at: now) {
             return (nil, [nextRetry, block.recheckAt].compactMap { $0 }.min())
         }
+        // A failed check before its rollback blocks the rollback until the check runs again.
+        if migration.status == .aborting, let block = migration.checkBlock(node.id, at: now, before: .rollback) {
+            return (nil, [nextRetry, block.recheckAt].compactMap { $0 }.min())
+        }
         let ready = switch migration.status {
         case .running: migration.isReady(node.id, at: now)
         case .aborting: migration.rollbackQueue.first == node.id && (node.retryAt.map { $0 <= now } ?? true)

@@ -213,7 +213,7 @@ struct Reader {
                 error(line, "invalid_value", "each check of \(id) must be a mapping with name, pass and fresh_for")
                 continue
             }
-            let fields = self.fields(mapping, allowed: ["name", "params", "pass", "fresh_for", "recheck", "on_fail"], in: "a check of \(id)")
+            let fields = self.fields(mapping, allowed: ["name", "params", "pass", "fresh_for", "recheck", "on_fail", "before"], in: "a check of \(id)")
             guard let name = string(fields["name"], required: true, what: "check name of \(id)", line: line) else { continue }
             if !checks.allSatisfy({ $0.name != name }) { error(line, "duplicate_check", "node \(id) names check \(name) twice") }
             var check = CheckSpec(name: name, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
@@ -233,6 +233,11 @@ struct Reader {
             if let text = string(fields["on_fail"], required: false, what: "on_fail of check \(name)", line: line) {
                 if let policy = CheckFailurePolicy(rawValue: text) { check.onFail = policy } else {
                     error(fields["on_fail"]?.mark?.line ?? line, "invalid_value", "check \(name) of \(id) has on_fail \"\(text)\"; use block or rollback")
+                }
+            }
+            if let text = string(fields["before"], required: false, what: "before of check \(name)", line: line) {
+                if let before = CheckBefore(rawValue: text) { check.before = before } else {
+                    error(fields["before"]?.mark?.line ?? line, "invalid_value", "check \(name) of \(id) has before \"\(text)\"; use forward, rollback or both")
                 }
             }
             map.checkLines["\(id.rawValue)/\(name)"] = line

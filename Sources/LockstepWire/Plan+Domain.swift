@@ -142,6 +142,7 @@ extension Lockstep_V1_CheckSpec {
         freshForMs = check.freshForMillis ?? 0
         recheckMs = check.recheckMillis
         onFail = check.onFail.rawValue
+        if check.before != .forward { before = check.before.rawValue }
     }
 }
 
@@ -155,8 +156,9 @@ extension CheckSpec {
         default: throw .invalidField("check rule \"\(wire.pass.prefix(32))\"")
         }
         guard let onFail = CheckFailurePolicy(rawValue: wire.onFail) else { throw .invalidField("check on_fail \"\(wire.onFail.prefix(32))\"") }
+        guard let before = wire.before.isEmpty ? .forward : CheckBefore(rawValue: wire.before) else { throw .invalidField("check before \"\(wire.before.prefix(32))\"") }
         self.init(name: wire.name, paramsJSON: wire.paramsJson.isEmpty ? "{}" : wire.paramsJson, pass: pass,
-                  freshForMillis: wire.freshForMs == 0 ? nil : wire.freshForMs, recheckMillis: wire.recheckMs, onFail: onFail)
+                  freshForMillis: wire.freshForMs == 0 ? nil : wire.freshForMs, recheckMillis: wire.recheckMs, onFail: onFail, before: before)
     }
 }
 

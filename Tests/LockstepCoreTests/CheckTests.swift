@@ -142,6 +142,43 @@ import Testing
         #expect(ledger.run("m1", .leaseStep(node: work, agent: "agent", ttlMillis: 10_000), at: 2) == .rejected(.frozen(work, freeze: "f1", until: nil)))
     }
 
+    @Test func aCheckBeforeTheRollbackRunsOnlyBeforeTheRollbackStepAndAFailureBlocksTheRollback() {
+        // Given a node whose snapshot check must pass before it is undone (not before it is done)
+        var ledger = LeaseLedger()
+        let snapshot = CheckSpec(name: "snapshot-taken", pass: .ok, freshForMillis: 600_000, recheckMillis: 30_000, onFail: .rollback, before: .rollback)
+        start(&ledger, "m1", checkPlan("c", [snapshot]))
+        guard let step = lease(&ledger, at: 1), step.kind == .forward else { Issue.record("the forward step waited for a rollback check"); return }
+        ledger.run("m1", .completeStep(node: work, token: step.token), at: 2)
+        // (A one-node plan succeeds; a second migration aborted after its step shows the rollback.)
+        var two = LeaseLedger()
+        let plan = PlanSnapshot(name: "two", version: 1, contentHash: "h", nodes: [
+            NodeSpec(id: NodeID("first"), services: ["orders"], phase: .expand, action: "a", rollback: RollbackSpec(action: "undo"), checks: [snapshot]),
+            NodeSpec(id: NodeID("second"), services: ["orders"], phase: .backfill, action: "b", needs: [NodeID("first")], rollback: RollbackSpec(action: "undo")),
+        ])
+        start(&two, "r", plan)
+        runStep(&two, "r", "first")
+        two.run("r", .abort(reason: "undo it"), at: 3)
+        // When the rollback is asked for, the check runs first
+        guard case .accepted(let events) = two.run("r", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 4),
+              case .stepLeased(let check) = events.first else { Issue.record("nothing leased"); return }
+        #expect(check.kind == .check && check.check == "snapshot-taken")
+        // Then a failure blocks the rollback with its evidence (a failure while rolling back never aborts again)
+        guard case .accepted(let failed) = two.run("r", .completeStep(node: NodeID("first"), token: check.token, check: CheckReport(ok: false, evidence: "no snapshot")), at: 5) else {
+            Issue.record("refused"); return
+        }
+        #expect(failed.count == 1 && two.migration("r").status == .aborting)
+        #expect(two.run("r", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 6)
+            == .rejected(.checkFailed(NodeID("first"), check: "snapshot-taken", evidence: "the check reported failure: no snapshot", recheckAt: t(35))))
+        #expect(two.state.step(forService: "orders", at: t(6)).nextRetry == t(35))
+        // And once it passes, the rollback step runs
+        guard case .accepted(let again) = two.run("r", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 35),
+              case .stepLeased(let recheck) = again.first, recheck.kind == .check else { Issue.record("no recheck"); return }
+        two.run("r", .completeStep(node: NodeID("first"), token: recheck.token, check: CheckReport(ok: true)), at: 36)
+        guard case .accepted(let undo) = two.run("r", .leaseStep(node: NodeID("first"), agent: "a", ttlMillis: 10_000), at: 37),
+              case .stepLeased(let rollback) = undo.first else { Issue.record("no rollback step"); return }
+        #expect(rollback.kind == .rollback)
+    }
+
     @Test func checkRulesAndValuesAreJudgedExactly() {
         let atMost = CheckSpec(name: "c", pass: .max(5_000_000))
         let atLeast = CheckSpec(name: "c", pass: .min(990_000))

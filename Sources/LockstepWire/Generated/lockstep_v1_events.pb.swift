@@ -671,6 +671,9 @@ public nonisolated struct Lockstep_V1_CheckSpec: Sendable {
   /// "block" or "rollback".
   public var onFail: String = String()
 
+  /// Which steps it precedes: "forward" (also when empty), "rollback" or "both".
+  public var before: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2517,7 +2520,7 @@ nonisolated extension Lockstep_V1_CheckReported: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_CheckSpec: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".CheckSpec"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}params_json\0\u{1}pass\0\u{3}threshold_micros\0\u{3}fresh_for_ms\0\u{3}recheck_ms\0\u{3}on_fail\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{3}params_json\0\u{1}pass\0\u{3}threshold_micros\0\u{3}fresh_for_ms\0\u{3}recheck_ms\0\u{3}on_fail\0\u{1}before\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2532,6 +2535,7 @@ nonisolated extension Lockstep_V1_CheckSpec: SwiftProtobuf.Message, SwiftProtobu
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.freshForMs) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.recheckMs) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.onFail) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.before) }()
       default: break
       }
     }
@@ -2559,6 +2563,9 @@ nonisolated extension Lockstep_V1_CheckSpec: SwiftProtobuf.Message, SwiftProtobu
     if !self.onFail.isEmpty {
       try visitor.visitSingularStringField(value: self.onFail, fieldNumber: 7)
     }
+    if !self.before.isEmpty {
+      try visitor.visitSingularStringField(value: self.before, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2570,6 +2577,7 @@ nonisolated extension Lockstep_V1_CheckSpec: SwiftProtobuf.Message, SwiftProtobu
     if lhs.freshForMs != rhs.freshForMs {return false}
     if lhs.recheckMs != rhs.recheckMs {return false}
     if lhs.onFail != rhs.onFail {return false}
+    if lhs.before != rhs.before {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -87,6 +87,9 @@ func fuzzDecide(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
                 precondition(state.forwardHold(leased.node, of: live, at: now) == nil, "\(leased.node)'s forward step started under a freeze or outside its windows")
                 precondition(live.checkDue(leased.node, at: now) == nil, "\(leased.node)'s forward step started without a fresh pass of each check")
             }
+            if case .stepLeased(let leased) = event, leased.kind == .rollback, let live = state.migrations[migration] {
+                precondition(live.checkDue(leased.node, at: now, before: .rollback) == nil, "\(leased.node)'s rollback step started without a fresh pass of each check before it")
+            }
             if case .stepLeased(let leased) = event, leased.kind == .forward, let spec = Plan.snapshot.node(leased.node) {
                 for need in spec.needs {
                     precondition(state.migrations[migration]?.node(need)?.status == .succeeded, "\(leased.node) started before \(need) succeeded")
@@ -146,7 +149,7 @@ enum Plan {
         windowed[2].windows = [window("Fri 09:05-09:15 Europe/Berlin"), window("Fri 09:25-09:40 Europe/Berlin")]
         // Checks: a lag check that blocks (fresh for 5 s, recheck after 2 s), and one that rolls back.
         windowed[0].checks = [CheckSpec(name: "lag", pass: .max(5_000_000), freshForMillis: 5_000, recheckMillis: 2_000)]
-        windowed[1].checks = [CheckSpec(name: "backup", pass: .ok, freshForMillis: 60_000, onFail: .rollback)]
+        windowed[1].checks = [CheckSpec(name: "backup", pass: .ok, freshForMillis: 60_000, onFail: .rollback, before: .both)]
         return PlanSnapshot(name: "fuzz", version: 1, contentHash: "fuzz", services: [
             ServiceSpec(name: "orders", owners: ["orders-team"]), ServiceSpec(name: "ledger", owners: ["ledger-team"], windows: [window("daily 08:10-08:20 UTC")]),
             ServiceSpec(name: "payments", owners: ["payments-team"]),
