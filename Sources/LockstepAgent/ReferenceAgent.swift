@@ -151,7 +151,7 @@ public struct ReferenceAgent: Sendable {
             switch outcome {
             case .leaseLost(let why):
                 say("\(name): lease lost (\(why)); handler stopped, nothing reported")
-            case .exited where stopped != nil:
+            case .exited(let exit, _) where stopped != nil && exit != .status(0):
                 await report(step, name: name, lockstep, shared: shared, failure: ("\(step.action) was stopped: \(stopped ?? "")", retryable: true), stopped: true)
             case .exited(let exit, let stderr) where step.kind == .check:
                 // A check reports what it found, passing or not; the coordinator judges it by the plan's rule.
@@ -278,12 +278,18 @@ public struct ReferenceAgent: Sendable {
                 }
                 // The migration was paused and its plan says running steps stop: stop the handler (SIGTERM,
                 // SIGKILL after the grace), keep heartbeating until it has, then report it stopped.
-                if beat.stop, shared.stoppedByCoordinator.withLock({ old in
-                    defer { if old == nil { old = beat.stopReason } }
-                    return old == nil
+                // Marked first, so the outcome reads it; unmarked when there was nothing left to stop (a handler
+                // that already ended reports how it ended).
+                if beat.stop, shared.stoppedByCoordinator.withLock({ mark in
+                    guard mark == nil else { return false }
+                    mark = beat.stopReason
+                    return true
                 }) {
-                    say("\(step.migrationID)/\(step.nodeID): told to stop (\(beat.stopReason)); stopping the handler")
-                    _ = control.stop(grace: Self.stopGrace)
+                    if control.stop(grace: Self.stopGrace) {
+                        say("\(step.migrationID)/\(step.nodeID): told to stop (\(beat.stopReason)); stopping the handler")
+                    } else {
+                        shared.stoppedByCoordinator.withLock { $0 = nil }
+                    }
                 }
             } catch {
                 if Task.isCancelled { return }

@@ -177,7 +177,10 @@ extension MigrationState {
                 let recheckAt = result.at.adding(milliseconds: check.recheckMillis)
                 return now < recheckAt ? .blocked(result, recheckAt: recheckAt) : .run(check)
             case .notRun:
-                return .run(check)
+                // Not run (its agent lost, or unable to run it): again after a short pause, so an agent
+                // without the check's handler does not spin.
+                let again = result.at.adding(milliseconds: CoreLimits.checkNotRunRetryMillis)
+                return now < again ? .blocked(result, recheckAt: again) : .run(check)
             }
         }
         return nil
@@ -207,9 +210,10 @@ extension MigrationState {
                                         trigger: .check)
     }
 
-    /// A check lease that ended without a result (lost, given back, timed out): recorded as not run.
+    /// A check lease that ended without a result (lost, given back, unable to run): recorded as not run.
     func checkNotRun(of node: NodeID, lease: StepLease, why: String, now: Instant) -> [MigrationEvent] {
-        [.checkReported(CheckReported(node: node, check: lease.check, token: lease.token, outcome: .notRun, evidence: why, at: now))]
+        [.checkReported(CheckReported(node: node, check: lease.check, token: lease.token, outcome: .notRun,
+                                      evidence: "did not run: \(why)".prefix(utf8Bytes: CoreLimits.reasonBytesMax), at: now))]
     }
 }
 

@@ -56,20 +56,31 @@ extension MigrationState {
                     return .rejected(.invalidArgument("a check's value must lie within ±\(MetricSample.decimal(CoreLimits.metricMicrosMagnitudeMax))"))
                 }
             }
+            // A check's report carries its result: a completion without one (a client that knows no checks) passes nothing.
+            if check == nil, let lease = state.node(node)?.lease, lease.token == token, lease.kind == .check {
+                return .rejected(.invalidArgument("node \(node)'s lease runs check \(lease.check): report its result (check: {ok, value, evidence})"))
+            }
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: check ?? CheckReport(ok: true), now: now)
+                lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: check ?? CheckReport(ok: false), now: now)
                     : state.completion(of: node, lease: lease, attempt: nodeState.attempts(of: lease.kind), now: now)
             }
         case .failStep(let node, let token, let reason, let retryable, let by, let stopped):
             if let problem = validateReason(reason) { return .rejected(.invalidArgument(problem)) }
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in
-                // Stopped because the pause said so: given back, not counted; it runs again after the resume.
-                if stopped, let why = state.stopRequested(node, token: token) {
+                // Stopped because a pause said so (its report may come after the resume: the plan's rule is
+                // what makes a stop a stop): not counted; it runs again after the resume, keeping its services.
+                if stopped, lease.kind == .forward, state.plan.onPause == .stop {
+                    let why = state.stopRequested(node, token: token) ?? "migration \(state.id) was paused and its plan says running steps stop (on_pause: stop)"
                     return [.stepFailed(StepFailed(uncountedOf: node, nodeState: nodeState, lease: lease, now: now,
-                                                   reason: "stopped: \(why)".prefix(utf8Bytes: CoreLimits.reasonBytesMax), returned: true))]
+                                                   reason: "stopped: \(why)".prefix(utf8Bytes: CoreLimits.reasonBytesMax), stopped: true))]
                 }
-                return lease.kind == .check ? state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
-                    : state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
+                // A check whose agent could not run it (no handler, shutting down: retryable) did not run; one
+                // that failed for good is a failed check.
+                if lease.kind == .check {
+                    return retryable ? state.checkNotRun(of: node, lease: lease, why: reason, now: now)
+                        : state.checkCompletion(of: node, lease: lease, report: CheckReport(ok: false, evidence: reason), now: now)
+                }
+                return state.failure(of: node, nodeState: nodeState, lease: lease, reason: reason, retryable: retryable, now: now)
             }
         case .returnStep(let node, let token, let by):
             return state.decideReport(node: node, token: token, by: by) { nodeState, lease in

@@ -46,6 +46,7 @@ extension MigrationState {
                 // A check changes nothing: the node stays pending, its attempts and backoff as they were.
                 if leased.kind == .check { return }
                 node.retryAt = nil
+                node.stopped = false
                 switch leased.kind {
                 case .forward:
                     node.status = .running
@@ -110,7 +111,8 @@ extension MigrationState {
                 node.progress = nil
                 node.lastFailure = failed.reason
                 node.retryAt = failed.retryAt
-                if failed.agentLost || failed.returned {
+                node.stopped = failed.stopped
+                if failed.agentLost || failed.returned || failed.stopped {
                     // Not counted: the next lease repeats this attempt's number.
                     if failed.agentLost { node.agentsLost = node.agentsLost &+ 1 }
                     switch failed.kind {

@@ -133,6 +133,8 @@ public enum CoreLimits {
     public static let windowSearchDays = 8
     /// Preflight checks one node may require.
     public static let checksPerNodeMax = 16
+    /// After a check did not run (its agent lost, or unable to run it), how long until it is offered again, in milliseconds.
+    public static let checkNotRunRetryMillis: Int64 = 5_000
 }
 
 extension String {

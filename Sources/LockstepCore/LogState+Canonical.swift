@@ -266,6 +266,7 @@ extension CanonicalWriter {
             w.string(result.evidence)
             w.i64(result.at.millisecondsSinceEpoch)
         }
+        bool(n.stopped)
     }
 
     mutating func gateDecision(_ d: GateDecision) {
@@ -384,10 +385,12 @@ extension CanonicalReader {
             let metrics = try r.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.metricCheck() }
             return AnalysisSpec(metrics: metrics, onMarginal: try r.enumeration(MarginalPolicy.self))
         }
-        return NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
+        let spec = NodeSpec(id: id, services: services, phase: phase, action: action, paramsJSON: params, needs: needs, timeouts: timeouts,
                         retry: retry, rollback: rollback, approval: approval, deadlineMillis: deadline, irreversible: irreversible,
                         onFailure: onFailure, exposure: exposure, analysis: analysis, windows: try windows(),
                         checks: try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.checkSpec() })
+        if let problem = PlanValidation.checksProblem(spec) { throw .invalidValue(offset: offset, what: problem) }
+        return spec
     }
 
     mutating func checkSpec() throws(CanonicalDecodingError) -> CheckSpec {
@@ -455,6 +458,7 @@ extension CanonicalReader {
             CheckResult(check: try r.string(), outcome: try r.enumeration(CheckOutcome.self), valueMicros: try r.optionalI64(), evidence: try r.string(),
                         at: Instant(millisecondsSinceEpoch: try r.i64()))
         }
+        node.stopped = try bool()
         return node
     }
 

@@ -128,9 +128,9 @@ extension StepFailed {
     /// An attempt that ended without counting against the retry policy (a lost agent, a step given back
     /// unstarted): retryable, offered again at `now`, the next lease repeating its attempt number.
     init(uncountedOf node: NodeID, nodeState: NodeState, lease: StepLease, now: Instant, reason: String,
-         agentLost: Bool = false, returned: Bool = false) {
+         agentLost: Bool = false, returned: Bool = false, stopped: Bool = false) {
         self.init(node: node, attempt: nodeState.attempts(of: lease.kind), token: lease.token, reason: reason, retryable: true,
-                  kind: lease.kind, retryAt: now, leaseExpired: agentLost, agentLost: agentLost, returned: returned)
+                  kind: lease.kind, retryAt: now, leaseExpired: agentLost, agentLost: agentLost, returned: returned, stopped: stopped)
     }
 }
 
@@ -167,9 +167,12 @@ public struct StepFailed: Hashable, Sendable {
     public var agentLost: Bool
     /// The holder gave the step back unstarted (its poll's client went away): the attempt is not counted.
     public var returned: Bool
+    /// The holder stopped the step because its migration was paused under `on_pause: stop`: the attempt
+    /// is not counted, and the node keeps its services (it may be halfway through changing them).
+    public var stopped: Bool
     public init(node: NodeID, attempt: UInt32, token: FencingToken, reason: String, retryable: Bool, kind: StepKind = .forward,
                 retryAt: Instant? = nil, leaseExpired: Bool = false, startToCloseExceeded: Bool = false, agentLost: Bool = false,
-                returned: Bool = false) {
+                returned: Bool = false, stopped: Bool = false) {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -181,6 +184,7 @@ public struct StepFailed: Hashable, Sendable {
         self.startToCloseExceeded = startToCloseExceeded
         self.agentLost = agentLost
         self.returned = returned
+        self.stopped = stopped
     }
 }
 

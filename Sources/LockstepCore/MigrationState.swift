@@ -143,6 +143,9 @@ public struct NodeState: Hashable, Sendable {
     public var breakGlass: [BreakGlassScope] = []
     /// The latest result of each of its checks, in the order they first reported.
     public var checks: [CheckResult] = []
+    /// Its last step was stopped by a pause (`on_pause: stop`): it may be halfway through changing its
+    /// services, so it keeps them until its next step.
+    public var stopped = false
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
@@ -269,7 +272,7 @@ public struct MigrationState: Hashable, Sendable {
     /// step running): it may give them back to a freeze and ask again later without harm.
     public func yieldsToFreeze(_ id: NodeID) -> Bool {
         guard let node = node(id) else { return false }
-        return node.status == .pending && node.lease == nil && node.attempts == 0 && node.exposure.reached == 0 && node.retryAt == nil
+        return node.status == .pending && node.lease == nil && node.attempts == 0 && node.exposure.reached == 0 && node.retryAt == nil && !node.stopped
     }
 
     /// Ready nodes, in plan order.

@@ -185,7 +185,7 @@ public enum PlanValidation {
 
     /// What is wrong with a node's checks: too many, a name twice, a name that is not an identifier,
     /// params too large, a threshold out of range, a freshness or recheck outside 1 ms...30 days.
-    static func checksProblem(_ node: NodeSpec) -> String? {
+    public static func checksProblem(_ node: NodeSpec) -> String? {
         if node.checks.count > CoreLimits.checksPerNodeMax {
             return "node \(node.id) has \(node.checks.count) checks; the limit is \(CoreLimits.checksPerNodeMax)"
         }

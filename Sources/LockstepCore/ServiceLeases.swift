@@ -62,7 +62,7 @@ extension MigrationState {
         let node = nodes[index]
         if node.lease != nil { return true }
         switch status {
-        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0))
+        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0 || node.stopped))
             || (node.status == .failed && node.exposure.reached > 0)  // failed mid-rollout: its exposure is still out
         case .aborting: return node.status == .failed && rollbackQueue.contains(node.id)
         case .succeeded, .failed, .rolledBack: return false
@@ -74,7 +74,7 @@ extension MigrationState {
         if wants != nil || node.lease != nil { return true }
         switch status {
         // Between retries, baking, between exposure stages, or failed with its exposure still out.
-        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0))
+        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0 || node.stopped))
             || (node.status == .failed && node.exposure.reached > 0)
         case .aborting, .failed: return rollbackQueue.contains(node.id)  // still to undo, or could not be undone
         case .succeeded, .rolledBack: return false

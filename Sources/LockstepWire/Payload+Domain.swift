@@ -47,6 +47,7 @@ extension Lockstep_V1_EventPayload {
                 $0.startToCloseExceeded = failed.startToCloseExceeded
                 $0.agentLost = failed.agentLost
                 $0.returned = failed.returned
+                $0.stopped = failed.stopped
             }
         case .stepProgress(let progress):
             stepProgress = .with {
@@ -217,7 +218,8 @@ extension MigrationEvent {
                 node: NodeID(failed.nodeID), attempt: failed.attempt, token: FencingToken(failed.fencingToken),
                 reason: failed.reason, retryable: failed.retryable, kind: try StepKind(failed.kind),
                 retryAt: failed.retryAtMs == 0 ? nil : Instant(millisecondsSinceEpoch: failed.retryAtMs), leaseExpired: failed.leaseExpired,
-                startToCloseExceeded: failed.startToCloseExceeded, agentLost: failed.agentLost, returned: failed.returned))
+                startToCloseExceeded: failed.startToCloseExceeded, agentLost: failed.agentLost, returned: failed.returned,
+                stopped: failed.stopped))
         case .stepProgress(let progress):
             guard progress.percent <= 100 else { throw .invalidField("progress percent \(progress.percent)") }
             self = .stepProgress(StepProgress(node: NodeID(progress.nodeID), token: FencingToken(progress.fencingToken),

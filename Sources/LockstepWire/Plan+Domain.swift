@@ -94,6 +94,7 @@ extension PlanSnapshot {
                     : nil,
                 analysis: node.hasAnalysis ? try AnalysisSpec(node.analysis) : nil, windows: try node.windows.map(ChangeWindow.init),
                 checks: try node.checks.map(CheckSpec.init)))
+            if let problem = PlanValidation.checksProblem(nodes[nodes.count - 1]) { throw .invalidField(problem) }
         }
         var services: [ServiceSpec] = []
         for service in wire.services {

@@ -114,15 +114,28 @@ import Testing
         guard case .accepted(let expired) = ledger.run("m1", .expireLease(node: work, token: run.token), at: 20),
               case .checkReported(let notRun) = expired.first else { Issue.record("not recorded"); return }
         #expect(notRun.outcome == .notRun)
-        guard let again = lease(&ledger, at: 21), again.kind == .check else { Issue.record("not offered again"); return }
-        // A handler that fails: a failed check with the reason as evidence; the node's attempts are untouched
-        guard case .accepted(let failed) = ledger.run("m1", .failStep(node: work, token: again.token, reason: "psql: connection refused", retryable: true), at: 22),
+        // offered again after a short pause (an agent that cannot run it does not spin)
+        #expect(ledger.run("m1", .leaseStep(node: work, agent: "agent", ttlMillis: 10_000), at: 21)
+            == .rejected(.checkFailed(work, check: "replication-lag", evidence: notRun.evidence, recheckAt: t(25))))
+        guard let again = lease(&ledger, at: 25), again.kind == .check else { Issue.record("not offered again"); return }
+        // An agent that could not run it (no handler: a retryable failure): not run either
+        guard case .accepted(let unable) = ledger.run("m1", .failStep(node: work, token: again.token, reason: "no handler replication-lag", retryable: true), at: 26),
+              case .checkReported(let skipped) = unable.first else { Issue.record("not recorded"); return }
+        #expect(skipped.outcome == .notRun && skipped.evidence == "did not run: no handler replication-lag")
+        // A check that failed for good: a failed check with the reason as evidence; the node's attempts are untouched
+        guard let third = lease(&ledger, at: 31) else { Issue.record("not offered again"); return }
+        guard case .accepted(let failed) = ledger.run("m1", .failStep(node: work, token: third.token, reason: "psql: permission denied", retryable: false), at: 32),
               case .checkReported(let reported) = failed.first else { Issue.record("not recorded"); return }
-        #expect(reported.outcome == .fail && reported.evidence == "the check reported failure: psql: connection refused")
+        #expect(reported.outcome == .fail && reported.evidence == "the check reported failure: psql: permission denied")
         #expect(ledger.migration("m1").node(work)?.attempts == 0 && ledger.migration("m1").status == .running)
         // A report that is not the live lease's is refused as any stale report
-        #expect(ledger.run("m1", .completeStep(node: work, token: run.token, check: CheckReport(ok: true)), at: 23)
-            == .rejected(.staleFencingToken(work, current: again.token, presented: run.token)))
+        #expect(ledger.run("m1", .completeStep(node: work, token: run.token, check: CheckReport(ok: true)), at: 33)
+            == .rejected(.staleFencingToken(work, current: third.token, presented: run.token)))
+        // A completion that carries no result does not pass a check
+        guard let fourth = lease(&ledger, at: 92) else { Issue.record("not offered again"); return }
+        guard case .rejected(.invalidArgument) = ledger.run("m1", .completeStep(node: work, token: fourth.token), at: 93) else {
+            Issue.record("a check passed without a result"); return
+        }
     }
 
     @Test func anAbortAbandonsARunningCheckAndItsLateReportFindsNoLease() {
@@ -258,13 +271,22 @@ import Testing
         // Then the agent's report that it stopped is recorded as given back: no attempt counted
         guard case .accepted(let stopped) = ledger.run("m1", .failStep(node: work, token: leased.token, reason: "work was stopped", retryable: true, stopped: true), at: 3),
               case .stepFailed(let failed) = stopped.first else { Issue.record("not recorded"); return }
-        #expect(failed.returned && failed.reason == "stopped: \(why ?? "")")
+        #expect(failed.stopped && failed.reason == "stopped: \(why ?? "")")
         #expect(ledger.migration("m1").node(work)?.attempts == 0 && ledger.migration("m1").node(work)?.status == .pending)
+        // It may be halfway through changing its services: it keeps them while paused, and gives them to no freeze
+        #expect(ledger.holder("orders") == "m1/work")
+        #expect(!ledger.migration("m1").yieldsToFreeze(work))
         // And after the resume the step runs again as attempt 1
         ledger.run("m1", .resume, at: 4)
         guard case .accepted(let again) = ledger.run("m1", .leaseStep(node: work, agent: "a", ttlMillis: 10_000), at: 5),
               case .stepLeased(let second) = again.first else { Issue.record("not leased again"); return }
         #expect(second.attempt == 1)
+        // A stop reported after a resume (the agent was still stopping its handler) is a stop too, not an attempt
+        ledger.run("m1", .pause(reason: "incident 8"), at: 6)
+        ledger.run("m1", .resume, at: 7)
+        guard case .accepted(let late) = ledger.run("m1", .failStep(node: work, token: second.token, reason: "work was stopped", retryable: true, stopped: true), at: 8),
+              case .stepFailed(let lateStop) = late.first else { Issue.record("not recorded"); return }
+        #expect(lateStop.stopped && ledger.migration("m1").node(work)?.attempts == 0)
     }
 
     @Test func underOnPauseFinishNothingIsToldToStopAndAClaimedStopIsAnOrdinaryFailure() {
@@ -276,7 +298,7 @@ import Testing
         #expect(ledger.migration("m1").stopRequested(work, token: leased.token) == nil)
         guard case .accepted(let failed) = ledger.run("m1", .failStep(node: work, token: leased.token, reason: "gave up", retryable: false, stopped: true), at: 3),
               case .stepFailed(let step) = failed.first else { Issue.record("not recorded"); return }
-        #expect(!step.returned && ledger.migration("m1").node(work)?.status == .failed)
+        #expect(!step.stopped && ledger.migration("m1").node(work)?.status == .failed)
     }
 
     @Test func rollbackStepsAlwaysFinishAndTheRuleChangesTheContentHashOnlyWhenItIsStop() {

@@ -65,7 +65,7 @@ struct PauseRuleEndToEndTests {
         // 2. The stop is in the history, given back and not counted.
         let export = try await lockstep(["history", "export"]).stdout.split(separator: "\n")
         let stopped = try #require(export.first { $0.contains(#""step_failed""#) })
-        #expect(stopped.contains("stopped: migration m1 was paused") && stopped.contains("on_pause: stop") && stopped.contains(#""returned":true"#), "\(stopped)")
+        #expect(stopped.contains("stopped: migration m1 was paused") && stopped.contains("on_pause: stop") && stopped.contains(#""stopped":true"#), "\(stopped)")
 
         // 3. The lift resumes the migration: the step runs again, as attempt 1, to its end.
         #expect(try await lockstep(["line", "resume", "stop-11", "--reason", "incident 11 resolved"]).status == 0)

@@ -1515,6 +1515,10 @@ public nonisolated struct Lockstep_V1_StepFailed: Sendable {
   /// its agent): the attempt is not counted; the step is offered again at once.
   public var returned: Bool = false
 
+  /// The holder stopped it because the migration was paused under on_pause: stop: not counted, and the
+  /// node keeps its services (it may be halfway through changing them).
+  public var stopped: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4092,7 +4096,7 @@ nonisolated extension Lockstep_V1_StepCompleted: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepFailed"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0\u{3}agent_lost\0\u{1}returned\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{1}reason\0\u{1}retryable\0\u{1}kind\0\u{3}retry_at_ms\0\u{3}lease_expired\0\u{3}start_to_close_exceeded\0\u{3}agent_lost\0\u{1}returned\0\u{1}stopped\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4111,6 +4115,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
       case 9: try { try decoder.decodeSingularBoolField(value: &self.startToCloseExceeded) }()
       case 10: try { try decoder.decodeSingularBoolField(value: &self.agentLost) }()
       case 11: try { try decoder.decodeSingularBoolField(value: &self.returned) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.stopped) }()
       default: break
       }
     }
@@ -4150,6 +4155,9 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if self.returned != false {
       try visitor.visitSingularBoolField(value: self.returned, fieldNumber: 11)
     }
+    if self.stopped != false {
+      try visitor.visitSingularBoolField(value: self.stopped, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4165,6 +4173,7 @@ nonisolated extension Lockstep_V1_StepFailed: SwiftProtobuf.Message, SwiftProtob
     if lhs.startToCloseExceeded != rhs.startToCloseExceeded {return false}
     if lhs.agentLost != rhs.agentLost {return false}
     if lhs.returned != rhs.returned {return false}
+    if lhs.stopped != rhs.stopped {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
