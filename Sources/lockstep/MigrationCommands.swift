@@ -11,7 +11,7 @@ struct MigrationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migration",
         abstract: "Start, follow and steer migrations on a server.",
-        subcommands: [Start.self, Status.self, List.self, Watch.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self, BreakGlass.self]
+        subcommands: [Start.self, Status.self, List.self, Watch.self, Wait.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self, BreakGlass.self]
     )
 }
 
@@ -24,6 +24,8 @@ extension MigrationsCommand {
         @OptionGroup var server: ServerOptions
         @Argument(help: "PLAN or PLAN@VERSION.") var plan: String
         @Option(help: "The migration's id (default: the server picks PLAN-xxxxxxxx).") var id: String?
+        @Flag(help: "Then wait for it as `lockstep migration wait` does (one line per event; the outcome as the exit status).") var wait = false
+        @Option(help: "With --wait: give up after this long (90s, 30m, 2h).") var timeout: DurationArgument?
 
         func run() async throws {
             var name = plan
@@ -35,6 +37,8 @@ extension MigrationsCommand {
                 name = String(plan[..<at])
                 version = parsed
             }
+            if timeout != nil && !wait { throw ValidationError("--timeout needs --wait") }
+            var outcome = WaitOutcome.succeeded
             try await server.run { lockstep in
                 let started = try await lockstep.startMigration(.with {
                     $0.plan = name
@@ -42,7 +46,10 @@ extension MigrationsCommand {
                     $0.migrationID = id ?? ""
                 })
                 print(started.migrationID)
+                fflush(nil)
+                if wait { outcome = try await waitFor(started.migrationID, lockstep, timeout: timeout) }
             }
+            if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
         }
     }
 

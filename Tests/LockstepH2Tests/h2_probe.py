@@ -592,6 +592,11 @@ def run_case(host, port, name):
     try:
         CASES[name](conn)
         conn.pump()                      # collect everything that follows
+        # A GOAWAY for an error is followed by the close: on a loaded machine that may take longer than
+        # the usual silence, so wait for it (bounded by the case deadline) rather than report it open.
+        goaway = conn.obs["goaway"]
+        if goaway and goaway.get("error_code", 0) != 0 and not conn.closed:
+            conn.pump(until=lambda: conn.closed, silence=5)
     except Exception as e:               # report, never crash without JSON
         conn.obs["error"] = f"{type(e).__name__}: {e}"
     finally:
