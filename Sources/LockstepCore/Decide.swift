@@ -203,15 +203,8 @@ extension MigrationState {
         // One of its checks runs now: nothing else until it reports.
         if nodeState.lease != nil { return .rejected(.nodeNotReady(node, status: .running, waitingOn: [])) }
         // Its checks first: the first not freshly passing runs (a check lease), or blocks while it failed.
-        switch checkDue(node, at: now) {
-        case .blocked(let result, let recheckAt)?:
-            return .rejected(.checkFailed(node, check: result.check, evidence: result.evidence, recheckAt: recheckAt))
-        case .run(let check)?:
-            return .accepted([.stepLeased(StepLeased(
-                node: node, attempt: 1, token: nodeState.lastToken.next, agent: agent, grantedAt: now,
-                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: holder, check: check.name))])
-        case nil:
-            break
+        if let checking = checkLease(node: node, nodeState: nodeState, before: .forward, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now) {
+            return checking
         }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
@@ -227,15 +220,8 @@ extension MigrationState {
         guard nodeState.rollbackAttempts < CoreLimits.attemptsMax else { return .rejected(.noRollbackDue(node, next: nil)) }
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         // Its checks before a rollback first, as before a forward step.
-        switch checkDue(node, at: now, before: .rollback) {
-        case .blocked(let result, let recheckAt)?:
-            return .rejected(.checkFailed(node, check: result.check, evidence: result.evidence, recheckAt: recheckAt))
-        case .run(let check)?:
-            return .accepted([.stepLeased(StepLeased(
-                node: node, attempt: 1, token: nodeState.lastToken.next, agent: agent, grantedAt: now,
-                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: holder, check: check.name))])
-        case nil:
-            break
+        if let checking = checkLease(node: node, nodeState: nodeState, before: .rollback, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now) {
+            return checking
         }
         return .accepted([.stepLeased(StepLeased(
             node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,

@@ -74,7 +74,7 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
         }
         if let outcome {
             // A settled migration's stream ends by itself: let its last lines through (briefly).
-            if migration.status.isSettled {
+            if MigrationStatus(migration.status)?.isSettled == true {
                 await withTaskGroup(of: Void.self) { group in
                     group.addTask { _ = try? await events.value }
                     group.addTask { try? await Task.sleep(for: .seconds(5)) }
@@ -110,22 +110,4 @@ func waitingFor(_ migration: Lockstep_V1_Migration) -> String {
     let others = migration.nodes.filter { ![.succeeded, .awaitingApproval, .skipped, .pending].contains($0.status) }.map { "\($0.nodeID) \($0.status.name)" }
     let all = gates + others
     return all.isEmpty ? "nothing has started yet" : all.joined(separator: "; ")
-}
-
-extension MigrationStatus {
-    init?(_ status: Lockstep_V1_MigrationStatus) {
-        switch status {
-        case .running: self = .running
-        case .paused: self = .paused
-        case .succeeded: self = .succeeded
-        case .failed: self = .failed
-        case .aborting: self = .aborting
-        case .rolledBack: self = .rolledBack
-        default: return nil
-        }
-    }
-}
-
-extension Lockstep_V1_MigrationStatus {
-    var isSettled: Bool { self == .succeeded || self == .failed || self == .rolledBack }
 }
