@@ -159,7 +159,8 @@ public enum Rejection: Error, Hashable, Sendable {
                 + " (lockstep freeze list); rollback steps are not held"
         case .outsideWindow(let node, let windows, let opensAt):
             "node \(node)'s forward step waits for its change window (\(windows)): "
-                + (opensAt.map { "it opens at \($0)" } ?? "it does not open within \(CoreLimits.windowSearchDays) days") + "; rollback steps are not held"
+                + (opensAt.map { "it opens at \($0)" } ?? "they are not open together within \(CoreLimits.windowSearchDays) days; "
+                    + "fix the plan's windows, or an admin may override them for this node (lockstep migration break-glass ... --scope window)") + "; rollback steps are not held"
         case .unknownTimeZone(let zones):
             "this coordinator's time-zone database does not know \(zones.joined(separator: ", ")); name an IANA zone such as Europe/Berlin, or UTC"
         case .checkFailed(let node, let check, let evidence, let recheckAt):

@@ -245,9 +245,10 @@ public struct Rehearsal: Sendable {
                 let dies = forward && (lossesLeft[node] ?? 0) > 0
                 let ttl = dies ? (spec.timeouts.heartbeatMillis ?? Self.lostAgentTTLMillis) : CoreLimits.leaseTTLMillisMax
                 guard try await execute(.leaseStep(node: node, agent: agent.id, ttlMillis: ttl), as: agent, .agent) else { continue }
-                let token = (try await state()).node(node)!.lastToken
+                let leasedNode = (try await state()).node(node)
+                let token = leasedNode!.lastToken
                 // A check lease: the simulated agent runs the check for a few seconds and reports the next result of its trace.
-                if let lease = (try await state()).node(node)?.lease, lease.kind == .check, let check = spec.checks.first(where: { $0.name == lease.check }) {
+                if let lease = leasedNode?.lease, lease.kind == .check, let check = spec.checks.first(where: { $0.name == lease.check }) {
                     let key = "\(node.rawValue)/\(check.name)"
                     let trace = options.checks[node]?[check.name] ?? []
                     let run = checkRuns[key, default: 0]

@@ -246,6 +246,15 @@ import Testing
         guard case .rejected(.invalidArgument) = start(&ledger, "m1", plan, at: 0, zones: [backwards, ZoneOffsets(zone: "UTC", initialOffsetSeconds: 0)]) else {
             Issue.record("started with offset changes out of order"); return
         }
+        // At most 64 offset changes per zone (about three years of daylight saving are a handful).
+        var many = berlin
+        many.changes = (1...(CoreLimits.zoneOffsetChangesMax + 1)).map { OffsetChange(at: Instant(millisecondsSinceEpoch: Int64($0) * 86_400_000), offsetSeconds: 3_600) }
+        guard case .rejected(.invalidArgument(let tooMany)) = start(&ledger, "m1", plan, at: 0, zones: [many, ZoneOffsets(zone: "UTC", initialOffsetSeconds: 0)]) else {
+            Issue.record("started with 65 offset changes"); return
+        }
+        #expect(tooMany.contains("the limit is \(CoreLimits.zoneOffsetChangesMax)"))
+        many.changes.removeLast()
+        #expect(PlanValidation.zonesProblem([many, ZoneOffsets(zone: "UTC", initialOffsetSeconds: 0)], for: plan) == nil, "64 are taken")
         var wild = berlin
         wild.initialOffsetSeconds = 90_000
         guard case .rejected(.invalidArgument) = start(&ledger, "m1", plan, at: 0, zones: [wild, ZoneOffsets(zone: "UTC", initialOffsetSeconds: 0)]) else {
