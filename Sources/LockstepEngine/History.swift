@@ -178,8 +178,16 @@ public enum History {
     /// Every event is checked as a full replay checks it (bytes, stream and version, the start).
     /// Nil when the stream has no event at or before `through`.
     public static func migration(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> MigrationState? {
+        LogState.migration(replaying: try await migrationEvents(id, in: log, through: through).map { ($0.sequence, $0.event.event) })
+    }
+
+    /// Migration `id`'s events up to global sequence `through` (or the end of the log), checked as
+    /// `migration(_:in:through:)` checks them, with their global sequences (what a report is drawn from).
+    public static func migrationEvents(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError)
+        -> [(sequence: UInt64, event: RecordedEvent)]
+    {
         let stream = RecordedEvent.stream(of: id)
-        var events: [(sequence: UInt64, event: MigrationEvent)] = []
+        var events: [(sequence: UInt64, event: RecordedEvent)] = []
         var after: UInt64 = 0
         reading: while true {
             let page = try await log.read(stream: stream, after: after, limit: pageEventsMax)
@@ -195,12 +203,12 @@ public enum History {
                 guard isStart == events.isEmpty else {
                     throw .corrupted(position: stored.sequence, reason: "stream \(stream) does not start with exactly one migration_started")
                 }
-                events.append((stored.sequence, recorded.event))
+                events.append((stored.sequence, recorded))
             }
             guard let last = page.last else { break }
             after = last.sequence
         }
-        return LogState.migration(replaying: events)
+        return events
     }
 
     /// `keepingSettled`: keep the migrations that settled on the way in `LogState.settledKept` (what a

@@ -11,7 +11,7 @@ struct MigrationsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "migration",
         abstract: "Start, follow and steer migrations on a server.",
-        subcommands: [Start.self, Status.self, List.self, Watch.self, Wait.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self, BreakGlass.self]
+        subcommands: [Start.self, Status.self, List.self, Watch.self, Wait.self, Report.self, Approve.self, Reject.self, Pause.self, Resume.self, Abort.self, BreakGlass.self]
     )
 }
 
