@@ -60,6 +60,14 @@ public struct ServerMetrics: Sendable {
     /// Migrations exposing something now, and since when (lost on restart: the timer starts again).
     package let exposedSince = ExposedSince()
 
+    /// Migrations rolling back now: since when, and what set it off (lost on restart, like `exposedSince`).
+    package let rollingBackSince = RollingBackSince()
+
+    package final class RollingBackSince: Sendable {
+        private let since = Mutex<[MigrationID: (at: Instant, trigger: String)]>([:])
+        func withLock<R>(_ body: (inout [MigrationID: (at: Instant, trigger: String)]) -> R) -> R { since.withLock { body(&$0) } }
+    }
+
     package final class ExposedSince: Sendable {
         private let since = Mutex<[MigrationID: Instant]>([:])
         func withLock<R>(_ body: (inout [MigrationID: Instant]) -> R) -> R { since.withLock { body(&$0) } }
@@ -72,7 +80,9 @@ public struct ServerMetrics: Sendable {
         for event in change.events {
             switch event {
             case .migrationAborted(let report):
-                Metrics.Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", report.trigger?.rawValue ?? "unknown")], factory: factory).increment()
+                let trigger = report.trigger?.rawValue ?? "unknown"
+                Metrics.Counter(label: "lockstep_rollbacks_total", dimensions: [("trigger", trigger)], factory: factory).increment()
+                rollingBackSince.withLock { $0[migration] = (at, trigger) }
             case .analysisEvaluated(let record):
                 Metrics.Counter(label: "lockstep_analysis_outcomes_total", dimensions: [("outcome", record.outcome.rawValue)], factory: factory).increment()
             case .breakGlass(let override):
@@ -84,6 +94,15 @@ public struct ServerMetrics: Sendable {
             case .exposureStageReached:
                 exposedSince.withLock { if $0[migration] == nil { $0[migration] = at } }
             case .migrationSucceeded, .migrationRolledBack, .migrationFailed:
+                // A rollback's outcome and how long it took, by its trigger: the success rate is
+                // rolled_back over all outcomes of a trigger.
+                if let rollback = rollingBackSince.withLock({ $0.removeValue(forKey: migration) }) {
+                    let outcome = if case .migrationFailed = event { "failed" } else { "rolled_back" }
+                    Metrics.Counter(label: "lockstep_rollback_outcomes_total", dimensions: [("trigger", rollback.trigger), ("outcome", outcome)],
+                                    factory: factory).increment()
+                    Metrics.Timer(label: "lockstep_rollback_duration_seconds", dimensions: [("trigger", rollback.trigger)], factory: factory)
+                        .recordMilliseconds(max(0, at.millisecondsSinceEpoch - rollback.at.millisecondsSinceEpoch))
+                }
                 if let since = exposedSince.withLock({ $0.removeValue(forKey: migration) }) {
                     partiallyMigrated.recordMilliseconds(max(0, at.millisecondsSinceEpoch - since.millisecondsSinceEpoch))
                 }
@@ -100,6 +119,9 @@ public struct ServerMetrics: Sendable {
         self.registry = registry
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.valueHistogramBuckets["lockstep_commit_batch_events"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 4_096]
+        factory.durationHistogramBuckets["lockstep_rollback_duration_seconds"] = [
+            .seconds(1), .seconds(10), .seconds(60), .seconds(300), .seconds(900), .seconds(3_600), .seconds(4 * 3_600), .seconds(86_400),
+        ]
         factory.durationHistogramBuckets["lockstep_partially_migrated_seconds"] = [
             .seconds(1), .seconds(10), .seconds(60), .seconds(300), .seconds(900), .seconds(3_600), .seconds(4 * 3_600),
             .seconds(86_400), .seconds(7 * 86_400),

@@ -137,6 +137,9 @@ struct ExposureEndToEndTests {
             .wait(seconds: 30).stdout
         #expect(metrics.contains(#"lockstep_rollbacks_total{trigger="metric"} 1"#), "\(metrics)")
         #expect(metrics.contains(#"lockstep_analysis_outcomes_total{outcome="fail"} 1"#))
+        // The rollback's outcome and duration by its trigger.
+        #expect(metrics.contains(#"lockstep_rollback_outcomes_total{trigger="metric",outcome="rolled_back"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"lockstep_rollback_duration_seconds_count{trigger="metric"} 1"#), "\(metrics)")
         #expect(metrics.contains("lockstep_partially_migrated_seconds_count 1"))
         _ = try await server.stop()
     }
