@@ -52,6 +52,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         .target(name: "LockstepCore"),
@@ -210,6 +211,25 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
+        // Webhooks (docs/webhooks.md): notifications derived from the log, delivered signed, with retries,
+        // by a service that reads the log at its own pace (AsyncHTTPClient).
+        .target(
+            name: "LockstepWebhooks",
+            dependencies: [
+                "LockstepCore",
+                "LockstepEngine",
+                "LockstepPlan",
+                "LockstepService",
+                "LockstepStore",
+                "LockstepWire",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         // The composition root: `LockstepServer.build` puts the log, the coordinator, both transports and
         // the timers together as services of one ServiceGroup.
         .target(
@@ -218,6 +238,7 @@ let package = Package(
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepGRPC",
+                "LockstepWebhooks",
                 "LockstepHTTP",
                 "LockstepService",
                 "LockstepStore",

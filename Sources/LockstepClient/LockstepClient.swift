@@ -211,6 +211,12 @@ public struct LockstepClient: Sendable {
     public func declareFreeze(_ request: Lockstep_V1_DeclareFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
         try await call { try await $0.migrations.declareFreeze(request, metadata: $1) }
     }
+    public func webhookDeliveries(_ request: Lockstep_V1_ListWebhookDeliveriesRequest) async throws(LockstepClientError)
+        -> Lockstep_V1_ListWebhookDeliveriesResponse
+    {
+        try await call { try await $0.migrations.listWebhookDeliveries(request, metadata: $1) }
+    }
+
     public func listFreezes(_ request: Lockstep_V1_ListFreezesRequest) async throws(LockstepClientError) -> Lockstep_V1_ListFreezesResponse {
         try await call { try await $0.migrations.listFreezes(request, metadata: $1) }
     }

@@ -177,6 +177,14 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
         try await answer(request, .listFreezes, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.listFreezes(input, principal: principal) }
     }
 
+    package func listWebhookDeliveries(request: ServerRequest<Lockstep_V1_ListWebhookDeliveriesRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse>
+    {
+        try await answer(request, .listWebhookDeliveries, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await operators.listWebhookDeliveries(input, principal: principal)
+        }
+    }
+
     package func endFreeze(request: ServerRequest<Lockstep_V1_EndFreezeRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_FreezeResponse>
     {

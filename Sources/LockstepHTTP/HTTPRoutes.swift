@@ -114,6 +114,7 @@ package struct HTTPRoutes: Sendable {
         route(router, .endFreeze, &served, operators.endFreeze)
         route(router, .stopLine, &served, operators.stopLine)
         route(router, .breakGlass, &served, operators.breakGlass)
+        route(router, .listWebhookDeliveries, &served, operators.listWebhookDeliveries)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
         gate(router, .stage, &served, Lockstep_V1_StageRequest.self, Lockstep_V1_Stage.self) { request, context, principal throws(APIError) in

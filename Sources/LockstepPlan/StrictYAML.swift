@@ -6,8 +6,8 @@ import Yams
 /// (and a long base-60 literal overflows inside Yams and traps). Plans also have no use for anchors
 /// and aliases, which let a tiny file expand into an enormous tree. So plans resolve only decimal
 /// integers, `true`/`false` and null; everything else is a string; and `&anchor` / `*alias` are refused.
-enum StrictYAML {
-    static let resolver: Resolver = Resolver.basic
+package enum StrictYAML {
+    package static let resolver: Resolver = Resolver.basic
         .appending(try! Resolver.Rule(.bool, "^(?:true|false)$"))
         .appending(try! Resolver.Rule(.int, "^[-+]?(?:0|[1-9][0-9]{0,17})$"))
         .appending(try! Resolver.Rule(.null, "^(?:~|null|)$"))
@@ -17,7 +17,7 @@ enum StrictYAML {
     /// A plain scan of each line: outside quotes and comments, an `&` or `*` followed by a name, where a
     /// node may begin (line start, or after `:`, `-`, `?`, `[`, `{`, `,`). Lines inside block scalars
     /// (`|`, `>`) are text and are skipped.
-    static func firstAnchorOrAlias(in yaml: String) -> Int? {
+    package static func firstAnchorOrAlias(in yaml: String) -> Int? {
         var blockIndent: Int?
         for (index, line) in yaml.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let indent = line.prefix { $0 == " " }.count

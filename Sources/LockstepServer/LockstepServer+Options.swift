@@ -2,6 +2,7 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepService
+import LockstepWebhooks
 import PostgresNIO
 
 // What `lockstep serve` is configured with: where the log lives, the listeners, authentication, TLS,
@@ -49,6 +50,8 @@ extension LockstepServer {
         /// A quota on the log's database file, in bytes: past it appends fail with `storage_full` (as on a
         /// full disk) while reads, polls and watches go on. nil: no quota.
         public var logBytesMax: Int64?
+        /// Where notifications go (`--webhooks FILE`, docs/webhooks.md); delivered by the writer only.
+        public var webhooks: WebhookConfig?
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
         /// The least time between two runs of the timers (a change wakes them early, but not more often).
         public var timerTickMillis = 50

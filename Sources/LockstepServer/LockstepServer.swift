@@ -16,6 +16,7 @@ import Synchronization
 import LockstepGRPC
 import LockstepHTTP
 import LockstepService
+import LockstepWebhooks
 
 /// `lockstep serve`: the coordinator on a data directory, its timers, and the API on HTTP.
 public enum LockstepServer {
@@ -138,8 +139,10 @@ public enum LockstepServer {
         let timerWake = TimerWake()
         let isReplica = options.replica != nil
         metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
+        let webhookWake = WebhookWake()
         await coordinator.observeChanges { change in
             timerWake.signal()
+            webhookWake.signal()
             wakeups.signal(change.services)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
             // What the writer counts (migrations started, settled, steps timed) is counted once, by it.
@@ -151,8 +154,13 @@ public enum LockstepServer {
         let clock: @Sendable () -> Instant = { serverClock.now() }
         var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: limits, clock: clock)
         agents.observeWakeUp = { metrics.pollWakeUp.record(duration: $0) }
-        let operators = OperatorAPI(coordinator: coordinator, clock: clock) {
+        var operators = OperatorAPI(coordinator: coordinator, clock: clock) {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
+        }
+        // Webhooks are delivered by the writer: a replica neither delivers nor lists deliveries.
+        let webhookDeliveries = WebhookDeliveryLog()
+        if let webhooks = options.webhooks, !isReplica {
+            operators.webhooks = (webhooks.webhooks.map(\.name), webhookDeliveries)
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
         let history = HistoryAPI(coordinator: coordinator)
@@ -337,7 +345,19 @@ public enum LockstepServer {
         } else {
             follower = timers
         }
-        return Built(services: [app, GRPCServerService(server: grpc), wakeups, watchWakeups, follower, announcer, closer], bound: bound)
+        var services: [any Service] = [app, GRPCServerService(server: grpc), wakeups, watchWakeups, follower]
+        if let webhooks = options.webhooks, !isReplica {
+            let cursorFile: String? = if case .sqlite(let path) = options.store {
+                URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("webhooks.cursor.json").path
+            } else {
+                nil
+            }
+            services.append(WebhookDispatcher(config: webhooks, log: log, start: await coordinator.state, cursorFile: cursorFile, deliveries: webhookDeliveries,
+                                              metrics: metrics, wake: webhookWake, clock: clock, logger: logger,
+                                              consoleBase: { await bound.wait()?.http ?? "" }))
+        }
+        services += [announcer, closer]
+        return Built(services: services, bound: bound)
     }
 
     /// Writes `{"grpc": ADDRESS, "http": URL, "console": URL}` (and under `--dev` `"console_sign_in"`, the

@@ -28,6 +28,41 @@ extension OperatorAPI {
         return .with { $0.freezes = freezes.map { Lockstep_V1_FreezeInfo($0, now: now) } }
     }
 
+    /// The most recent webhook deliveries, oldest first (docs/webhooks.md).
+    public func listWebhookDeliveries(_ request: Lockstep_V1_ListWebhookDeliveriesRequest, principal: Principal) async throws(APIError)
+        -> Lockstep_V1_ListWebhookDeliveriesResponse
+    {
+        var status: WebhookDelivery.Status?
+        if !request.status.isEmpty {
+            guard let parsed = WebhookDelivery.Status(rawValue: request.status) else {
+                throw APIError.invalid("status must be pending, delivered or failed (or empty for any)")
+            }
+            status = parsed
+        }
+        if !request.webhook.isEmpty { try APIError.checkIdentifier(request.webhook, "webhook") }
+        let limit = request.limit == 0 ? 100 : Int(min(request.limit, 1_000))
+        guard let webhooks else { return .init() }
+        let deliveries = webhooks.deliveries.recent(limit: limit, webhook: request.webhook, status: status)
+        return .with {
+            $0.webhooks = webhooks.names
+            $0.deliveries = deliveries.map { delivery in
+                .with {
+                    $0.id = delivery.id
+                    $0.webhook = delivery.webhook
+                    $0.kind = delivery.kind
+                    $0.sequence = delivery.sequence
+                    $0.migrationID = delivery.migration
+                    $0.nodeID = delivery.node
+                    $0.status = delivery.status.rawValue
+                    $0.attempts = UInt32(clamping: delivery.attempts)
+                    $0.lastResult = delivery.lastResult
+                    $0.lastAttemptAtMs = delivery.lastAttemptAt?.millisecondsSinceEpoch ?? 0
+                    $0.nextAttemptAtMs = delivery.nextAttemptAt?.millisecondsSinceEpoch ?? 0
+                }
+            }
+        }
+    }
+
     public func endFreeze(_ request: Lockstep_V1_EndFreezeRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_FreezeResponse {
         try APIError.checkIdentifier(request.id, "id")
         let now = clock()

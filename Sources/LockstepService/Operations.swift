@@ -104,6 +104,8 @@ extension APIOperation {
                                             "EndFreezeRequest", "FreezeResponse", writes: true)
     public static let stopLine = APIOperation("line/stop", "stop the line", roles: [.operator], "MigrationService", "StopLine",
                                            "StopLineRequest", "FreezeResponse", writes: true)
+    public static let listWebhookDeliveries = APIOperation("webhooks/deliveries", "read webhook deliveries", roles: readers, "MigrationService",
+                                                        "ListWebhookDeliveries", "ListWebhookDeliveriesRequest", "ListWebhookDeliveriesResponse")
     /// Operators reach the core, which takes it from admins only (`break_glass_not_admin`).
     public static let breakGlass = APIOperation("migrations/break-glass", "break the glass", roles: [.operator], "MigrationService", "BreakGlass",
                                              "BreakGlassRequest", "ChangeResponse", writes: true)
@@ -126,7 +128,7 @@ extension APIOperation {
         poll, heartbeat, reportProgress, complete, fail,
         applyPlan, validatePlan, listPlans, startMigration, getMigration, listMigrations, pause, resume, abort, approve, reject, watch,
         releaseServiceLease, listServiceLeases, recordMetric,
-        declareFreeze, listFreezes, endFreeze, stopLine, breakGlass,
+        declareFreeze, listFreezes, endFreeze, stopLine, breakGlass, listWebhookDeliveries,
         stage,
         listEvents, exportEvents, stateAt, verifyHistory,
     ]

@@ -10,6 +10,8 @@ public struct OperatorAPI: Sendable {
     package let clock: @Sendable () -> Instant
     /// Where generated migration ids get their suffix (the server's randomness; never the core's).
     package let randomSuffix: @Sendable () -> String
+    /// The webhooks this server delivers to (by name) and their recent deliveries (docs/webhooks.md).
+    package var webhooks: (names: [String], deliveries: WebhookDeliveryLog)?
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ApplyPlanResponse {
         let load = PlanFile.lint(yaml: request.planYaml)

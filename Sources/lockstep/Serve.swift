@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepPostgres
 import LockstepServer
+import LockstepWebhooks
 import LockstepService
 import Logging
 import PostgresNIO
@@ -52,6 +53,8 @@ struct Serve: AsyncParsableCommand {
     var leadershipTtlMs: Int64?
     @Option(help: "A quota on the log's database file, in bytes: past it appends fail with storage_full and /readyz answers 503; reads go on.")
     var logBytesMax: Int64?
+    @Option(help: "Webhooks to notify (YAML: URL, events, format, signing secret, retries; docs/webhooks.md).")
+    var webhooks: String?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -130,6 +133,14 @@ struct Serve: AsyncParsableCommand {
                 options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
             }
             try applyLimits(&options.limits)
+            if let webhooks {
+                do {
+                    options.webhooks = try WebhookConfig.load(path: webhooks)
+                } catch {
+                    FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+                    throw ExitCode(2)
+                }
+            }
             if let logBytesMax {
                 guard logBytesMax >= 65_536 else { throw ValidationError("--log-bytes-max must be at least 65536, not \(logBytesMax)") }
                 options.logBytesMax = logBytesMax

@@ -11,6 +11,8 @@ struct GateBench {
         var role: String
         var services: [String] = []
         var token: String
+        /// For approvers: the owner groups whose gates they may approve.
+        var groups: [String] = []
     }
 
     let directory: String
@@ -18,15 +20,20 @@ struct GateBench {
     let principals: [Principal]
 
     /// Starts a server for `principals`, and writes each of `handlers` (name → script) executable into DIR/handlers.
-    init(_ principals: [Principal], handlers: [String: String]) async throws {
-        directory = temporaryDirectory()
+    /// `serverArguments` are added to `lockstep serve`'s; `prepare` runs first, on the bench's directory.
+    init(_ principals: [Principal], handlers: [String: String], serverArguments: [String] = [],
+         prepare: (String) async throws -> Void = { _ in }) async throws {
+        let directory = temporaryDirectory()
+        self.directory = directory
+        try await prepare(directory)
         self.principals = principals
         let entries = principals.map { principal in
             let services = principal.services.isEmpty ? "" : #", "services": [\#(principal.services.map { "\"\($0)\"" }.joined(separator: ", "))]"#
-            return #"{"name": "\#(principal.name)", "roles": ["\#(principal.role)"]\#(services), "token_sha256": "\#(AuthConfig.hash(principal.token))"}"#
+            let groups = principal.groups.isEmpty ? "" : #", "owner_groups": [\#(principal.groups.map { "\"\($0)\"" }.joined(separator: ", "))]"#
+            return #"{"name": "\#(principal.name)", "roles": ["\#(principal.role)"]\#(services)\#(groups), "token_sha256": "\#(AuthConfig.hash(principal.token))"}"#
         }
         try #"{"principals": [\#(entries.joined(separator: ",\n"))]}"#.write(toFile: directory + "/auth.json", atomically: true, encoding: .utf8)
-        server = try await ServerProcess(["--config", directory + "/auth.json"])
+        server = try await ServerProcess(["--config", directory + "/auth.json"] + serverArguments.map { $0.replacingOccurrences(of: "DIR", with: directory) })
         try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
         for (name, script) in handlers {
             try script.write(toFile: directory + "/handlers/" + name, atomically: true, encoding: .utf8)

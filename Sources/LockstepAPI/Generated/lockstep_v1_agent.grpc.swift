@@ -1341,6 +1341,19 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListWebhookDeliveries" metadata.
+        public enum ListWebhookDeliveries: Sendable {
+            /// Request type for "ListWebhookDeliveries".
+            public typealias Input = Lockstep_V1_ListWebhookDeliveriesRequest
+            /// Response type for "ListWebhookDeliveries".
+            public typealias Output = Lockstep_V1_ListWebhookDeliveriesResponse
+            /// Descriptor for "ListWebhookDeliveries".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "ListWebhookDeliveries",
+                type: .unary
+            )
+        }
         /// Namespace for "EndFreeze" metadata.
         public enum EndFreeze: Sendable {
             /// Request type for "EndFreeze".
@@ -1399,6 +1412,7 @@ public enum Lockstep_V1_MigrationService: Sendable {
             Watch.descriptor,
             DeclareFreeze.descriptor,
             ListFreezes.descriptor,
+            ListWebhookDeliveries.descriptor,
             EndFreeze.descriptor,
             StopLine.descriptor,
             BreakGlass.descriptor
@@ -1690,6 +1704,24 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListFreezesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListFreezesResponse>
+
+        /// Handle the "ListWebhookDeliveries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ListWebhookDeliveriesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ListWebhookDeliveriesResponse` messages.
+        func listWebhookDeliveries(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse>
 
         /// Handle the "EndFreeze" method.
         ///
@@ -2005,6 +2037,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse>
 
+        /// Handle the "ListWebhookDeliveries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListWebhookDeliveriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ListWebhookDeliveriesResponse` message.
+        func listWebhookDeliveries(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse>
+
         /// Handle the "EndFreeze" method.
         ///
         /// - Parameters:
@@ -2318,6 +2368,24 @@ extension Lockstep_V1_MigrationService {
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ListFreezesResponse
 
+        /// Handle the "ListWebhookDeliveries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ListWebhookDeliveriesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ListWebhookDeliveriesResponse` to respond with.
+        func listWebhookDeliveries(
+            request: Lockstep_V1_ListWebhookDeliveriesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ListWebhookDeliveriesResponse
+
         /// Handle the "EndFreeze" method.
         ///
         /// - Parameters:
@@ -2554,6 +2622,17 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.ListWebhookDeliveries.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListWebhookDeliveriesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListWebhookDeliveriesResponse>(),
+            handler: { request, context in
+                try await self.listWebhookDeliveries(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Lockstep_V1_MigrationService.Method.EndFreeze.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_EndFreezeRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_FreezeResponse>(),
@@ -2773,6 +2852,17 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListFreezesResponse> {
         let response = try await self.listFreezes(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listWebhookDeliveries(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse> {
+        let response = try await self.listWebhookDeliveries(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3034,6 +3124,19 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_ListFreezesResponse>(
             message: try await self.listFreezes(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listWebhookDeliveries(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ListWebhookDeliveriesResponse>(
+            message: try await self.listWebhookDeliveries(
                 request: request.message,
                 context: context
             ),
@@ -3436,6 +3539,29 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListFreezesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListFreezesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListWebhookDeliveries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListWebhookDeliveriesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListWebhookDeliveriesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListWebhookDeliveriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listWebhookDeliveries<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListWebhookDeliveriesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListWebhookDeliveriesResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "EndFreeze" method.
@@ -4045,6 +4171,40 @@ extension Lockstep_V1_MigrationService {
             )
         }
 
+        /// Call the "ListWebhookDeliveries" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ListWebhookDeliveriesRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ListWebhookDeliveriesRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ListWebhookDeliveriesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listWebhookDeliveries<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ListWebhookDeliveriesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ListWebhookDeliveriesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListWebhookDeliveriesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.ListWebhookDeliveries.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "EndFreeze" method.
         ///
         /// - Parameters:
@@ -4579,6 +4739,35 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListFreezesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListFreezesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListWebhookDeliveries" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ListWebhookDeliveriesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listWebhookDeliveries<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ListWebhookDeliveriesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListWebhookDeliveriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listWebhookDeliveries(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ListWebhookDeliveriesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListWebhookDeliveriesResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5169,6 +5358,39 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.listFreezes(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListWebhookDeliveries" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > The most recent webhook deliveries (docs/webhooks.md), kept in memory by the writer.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listWebhookDeliveries<Result>(
+        _ message: Lockstep_V1_ListWebhookDeliveriesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ListWebhookDeliveriesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ListWebhookDeliveriesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listWebhookDeliveries(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -335,6 +335,80 @@ public nonisolated struct Lockstep_V1_ListFreezesResponse: Sendable {
   public init() {}
 }
 
+public nonisolated struct Lockstep_V1_ListWebhookDeliveriesRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Only this webhook ("" = every one).
+  public var webhook: String = String()
+
+  /// Only deliveries with this status: "pending", "delivered" or "failed" ("" = any).
+  public var status: String = String()
+
+  /// At most this many, the newest (0 = 100; at most 1,000).
+  public var limit: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_WebhookDelivery: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The notification's id, also its Lockstep-Delivery header: "SEQUENCE-KIND[-NODE]".
+  public var id: String = String()
+
+  public var webhook: String = String()
+
+  /// approval_needed, migration_paused, rollback_started, migration_rolled_back, migration_failed,
+  /// migration_succeeded, check_failed, analysis_failed, freeze_started.
+  public var kind: String = String()
+
+  /// The event it comes from.
+  public var sequence: UInt64 = 0
+
+  public var migrationID: String = String()
+
+  public var nodeID: String = String()
+
+  /// pending (waiting for its first attempt or between attempts), delivered, failed (out of attempts).
+  public var status: String = String()
+
+  public var attempts: UInt32 = 0
+
+  /// "HTTP 204", "HTTP 500", "timed out after 5000 ms", "connection refused", …
+  public var lastResult: String = String()
+
+  public var lastAttemptAtMs: Int64 = 0
+
+  /// While pending after a failed attempt: when the next one is made.
+  public var nextAttemptAtMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lockstep_V1_ListWebhookDeliveriesResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Oldest first.
+  public var deliveries: [Lockstep_V1_WebhookDelivery] = []
+
+  /// The webhooks this server delivers to, by name (none when it has no --webhooks file, or is not the writer).
+  public var webhooks: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Lockstep_V1_EndFreezeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1787,6 +1861,161 @@ nonisolated extension Lockstep_V1_ListFreezesResponse: SwiftProtobuf.Message, Sw
 
   public static func ==(lhs: Lockstep_V1_ListFreezesResponse, rhs: Lockstep_V1_ListFreezesResponse) -> Bool {
     if lhs.freezes != rhs.freezes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ListWebhookDeliveriesRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListWebhookDeliveriesRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}webhook\0\u{1}status\0\u{1}limit\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.webhook) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.webhook.isEmpty {
+      try visitor.visitSingularStringField(value: self.webhook, fieldNumber: 1)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 2)
+    }
+    if self.limit != 0 {
+      try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ListWebhookDeliveriesRequest, rhs: Lockstep_V1_ListWebhookDeliveriesRequest) -> Bool {
+    if lhs.webhook != rhs.webhook {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.limit != rhs.limit {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_WebhookDelivery: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".WebhookDelivery"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}webhook\0\u{1}kind\0\u{1}sequence\0\u{3}migration_id\0\u{3}node_id\0\u{1}status\0\u{1}attempts\0\u{3}last_result\0\u{3}last_attempt_at_ms\0\u{3}next_attempt_at_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.webhook) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.kind) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.migrationID) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.nodeID) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.attempts) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.lastResult) }()
+      case 10: try { try decoder.decodeSingularInt64Field(value: &self.lastAttemptAtMs) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.nextAttemptAtMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.webhook.isEmpty {
+      try visitor.visitSingularStringField(value: self.webhook, fieldNumber: 2)
+    }
+    if !self.kind.isEmpty {
+      try visitor.visitSingularStringField(value: self.kind, fieldNumber: 3)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 4)
+    }
+    if !self.migrationID.isEmpty {
+      try visitor.visitSingularStringField(value: self.migrationID, fieldNumber: 5)
+    }
+    if !self.nodeID.isEmpty {
+      try visitor.visitSingularStringField(value: self.nodeID, fieldNumber: 6)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 7)
+    }
+    if self.attempts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.attempts, fieldNumber: 8)
+    }
+    if !self.lastResult.isEmpty {
+      try visitor.visitSingularStringField(value: self.lastResult, fieldNumber: 9)
+    }
+    if self.lastAttemptAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.lastAttemptAtMs, fieldNumber: 10)
+    }
+    if self.nextAttemptAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.nextAttemptAtMs, fieldNumber: 11)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_WebhookDelivery, rhs: Lockstep_V1_WebhookDelivery) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.webhook != rhs.webhook {return false}
+    if lhs.kind != rhs.kind {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.migrationID != rhs.migrationID {return false}
+    if lhs.nodeID != rhs.nodeID {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.attempts != rhs.attempts {return false}
+    if lhs.lastResult != rhs.lastResult {return false}
+    if lhs.lastAttemptAtMs != rhs.lastAttemptAtMs {return false}
+    if lhs.nextAttemptAtMs != rhs.nextAttemptAtMs {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ListWebhookDeliveriesResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListWebhookDeliveriesResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}deliveries\0\u{1}webhooks\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.deliveries) }()
+      case 2: try { try decoder.decodeRepeatedStringField(value: &self.webhooks) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.deliveries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.deliveries, fieldNumber: 1)
+    }
+    if !self.webhooks.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.webhooks, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ListWebhookDeliveriesResponse, rhs: Lockstep_V1_ListWebhookDeliveriesResponse) -> Bool {
+    if lhs.deliveries != rhs.deliveries {return false}
+    if lhs.webhooks != rhs.webhooks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

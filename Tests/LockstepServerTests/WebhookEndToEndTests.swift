@@ -1,0 +1,133 @@
+import Foundation
+import LockstepTestSupport
+import Testing
+
+/// Webhooks (issue 20, docs/webhooks.md) against a real server, agent and receiver: a Python HTTP server
+/// on loopback that verifies every signature as the docs tell receivers to.
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct WebhookEndToEndTests {
+    static let receiverScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/webhook_receiver.py").path
+
+    /// The receiver on `port` (0: any), answering 500 to its first `failFirst` requests.
+    static func receiver(_ directory: String, port: Int = 0, failFirst: Int = 0) async throws -> (ChildProcess, Int) {
+        let portFile = directory + "/receiver-port-\(UUID().uuidString)"
+        let process = try ChildProcess("/usr/bin/python3", [receiverScript, "--port-file", portFile, "--out", directory + "/received.jsonl",
+                                                            "--secret-file", directory + "/secret", "--fail-first", String(failFirst), "--port", String(port)])
+        var bound = 0
+        try await eventually("the receiver listens", seconds: 20) {
+            bound = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
+            return bound > 0
+        }
+        return (process, bound)
+    }
+
+    /// Every request the receiver got, oldest first.
+    static func received(_ directory: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: directory + "/received.jsonl", encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    @Test func deliveriesAreSignedRetriedAfter500AndNoneIsLostWhileTheReceiverIsDown() async throws {
+        var receiver: ChildProcess?
+        var port = 0
+        let bench = try await GateBench(
+            [.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
+             .init(name: "ann", role: "approver", token: "approver-token-aaaaaaaaaaaaaaaa", groups: ["orders-team"]),
+             .init(name: "orders-agent", role: "agent", services: ["orders"], token: "agent-token-ooooooooooooooooooo")],
+            handlers: Dictionary(uniqueKeysWithValues: ["add-column", "drop-column", "backfill", "unbackfill"].map { ($0, WaitEndToEndTests.handler) }),
+            serverArguments: ["--webhooks", "DIR/webhooks.yaml"],
+            prepare: { directory in
+                try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
+                (receiver, port) = try await Self.receiver(directory, failFirst: 2)
+                try """
+                    webhooks:
+                      - name: oncall
+                        url: http://127.0.0.1:\(port)/hooks/lockstep
+                        secret_file: secret
+                        backoff: 100ms
+                        max_backoff: 2s
+                        attempts: 20
+                        timeout: 2s
+                      - name: chat
+                        url: http://127.0.0.1:\(port)/hooks/slack
+                        secret_file: secret
+                        format: slack
+                        events: [migration_succeeded]
+                    """.write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
+            })
+        defer { receiver?.kill(SIGKILL) }
+        let directory = bench.directory
+        try WaitEndToEndTests.plan("gated", gated: true).write(toFile: directory + "/gated.yaml", atomically: true, encoding: .utf8)
+        #expect(try await bench.lockstep(["plan", "apply", directory + "/gated.yaml"], as: "olga").status == 0)
+        let agent = try bench.agent("orders", as: "orders-agent")
+        defer { agent.kill(SIGKILL) }
+        #expect(try await bench.lockstep(["migration", "start", "gated", "--id", "m1"], as: "olga").status == 0)
+
+        // The gate's notification: refused twice with 500, delivered on the third attempt, signed each time.
+        try await eventually("approval_needed delivered", seconds: 60) {
+            Self.received(directory).contains { $0["event"] as? String == "approval_needed" && $0["status"] as? Int == 204 }
+        }
+        let gate = Self.received(directory).filter { $0["event"] as? String == "approval_needed" }
+        #expect(gate.map { $0["status"] as? Int } == [500, 500, 204], "\(gate)")
+        #expect(gate.map { $0["attempt"] as? String } == ["1", "2", "3"], "\(gate)")
+        #expect(gate.allSatisfy { $0["verified"] as? Bool == true }, "every signature verifies")
+        #expect(Set(gate.compactMap { $0["delivery"] as? String }).count == 1, "one delivery id across its attempts")
+        let body = try #require(gate.last?["body"] as? [String: Any])
+        #expect(body["migration"] as? String == "m1" && body["node"] as? String == "backfill" && body["plan"] as? String == "gated")
+        let links = try #require(body["links"] as? [String: String])
+        #expect(links["command"] == "lockstep migration approve m1 backfill")
+        #expect(links["console"] == bench.server.url + "/ui#/migration/m1")
+
+        // The receiver goes down; the approval lets the migration succeed meanwhile.
+        receiver?.kill(SIGKILL)
+        _ = try await receiver?.wait(seconds: 10)
+        #expect(try await bench.lockstep(["migration", "approve", "m1", "backfill"], as: "ann").status == 0)
+        try await eventually("m1 succeeded", seconds: 60) {
+            try await bench.lockstep(["migration", "status", "m1"], as: "olga").stdout.contains("succeeded")
+        }
+        // Both webhooks hold the success as pending, retrying, and say why.
+        try await eventually("pending deliveries show the refusal", seconds: 30) {
+            let pending = try await bench.lockstep(["webhook", "deliveries", "--status", "pending", "--output", "json"], as: "olga").stdout
+            return pending.contains("migration_succeeded") && pending.contains("connection refused") && pending.contains("\"chat\"")
+                && pending.contains("\"oncall\"")
+        }
+        // The appends went on regardless: the history verifies, and the migration settled while nobody listened.
+        #expect(try await bench.lockstep(["history", "verify"], as: "olga").status == 0)
+
+        // Back on the same port: nothing is lost.
+        (receiver, _) = try await Self.receiver(directory, port: port)
+        try await eventually("the success delivered to both webhooks", seconds: 60) {
+            let delivered = Self.received(directory).filter { $0["event"] as? String == "migration_succeeded" && $0["status"] as? Int == 204 }
+            return delivered.count == 2
+        }
+        let all = Self.received(directory)
+        #expect(all.allSatisfy { $0["verified"] as? Bool == true })
+        let delivered = Set(all.filter { $0["status"] as? Int == 204 }.compactMap { $0["delivery"] as? String })
+        #expect(delivered.count == 2, "one approval_needed and one migration_succeeded id: \(delivered)")
+        let slack = try #require(all.last { ($0["body"] as? [String: Any])?["blocks"] != nil }?["body"] as? [String: Any])
+        #expect((slack["text"] as? String)?.hasPrefix("Migration succeeded: m1") == true, "\(slack)")
+
+        let table = try await bench.lockstep(["webhook", "deliveries"], as: "olga").stdout
+        #expect(table.contains("webhooks: oncall, chat"), "\(table)")
+        #expect(!table.contains("pending") && !table.contains("failed"), "\(table)")
+        let metrics = try await bench.http("/metrics", as: "olga")
+        #expect(metrics.contains(#"lockstep_webhook_deliveries_total{webhook="oncall",outcome="delivered"} 2"#), "\(metrics)")
+        #expect(metrics.contains(#"lockstep_webhook_deliveries_total{webhook="chat",outcome="delivered"} 1"#), "\(metrics)")
+        #expect(metrics.contains(#"lockstep_webhook_attempts_total{webhook="oncall",result="http_error"} 2"#), "\(metrics)")
+        #expect(metrics.contains(#"lockstep_webhook_attempts_total{webhook="oncall",result="connection_error"}"#), "\(metrics)")
+        _ = try await bench.server.stop()
+    }
+
+    @Test func aBadWebhooksFileStopsTheServerWithWhatIsWrong() async throws {
+        let directory = temporaryDirectory()
+        try "short\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
+        try "webhooks:\n  - name: oncall\n    url: http://127.0.0.1:1/x\n    secret_file: secret\n"
+            .write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
+        let serve = try await ChildProcess(try lockstepBinary(), ["serve", "--dev", "--data", directory + "/data", "--http-listen", "127.0.0.1:0",
+                                                                  "--grpc-listen", "127.0.0.1:0", "--webhooks", directory + "/webhooks.yaml"])
+            .wait(seconds: 30)
+        #expect(serve.status == 2)
+        #expect(serve.stderr.contains("webhook oncall: the secret in secret has 5 bytes; at least 16"), "\(serve.stderr)")
+    }
+}
