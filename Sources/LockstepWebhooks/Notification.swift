@@ -25,7 +25,7 @@ public enum NotificationKind: String, Sendable, CaseIterable, Comparable {
 
 /// One notification: what happened, where, and what a person can do about it. Derived from one event
 /// of the log (and the state before it), so the same log gives the same notifications anywhere.
-public struct Notification: Hashable, Sendable {
+public struct Notice: Hashable, Sendable {
     public var kind: NotificationKind
     /// The event it comes from.
     public var sequence: UInt64
@@ -47,6 +47,22 @@ public struct Notification: Hashable, Sendable {
     /// The console view, relative to the console's base URL.
     public var consolePath: String
 
+    public init(kind: NotificationKind, sequence: UInt64, at: Instant, migration: String, plan: String, planVersion: UInt64, node: String,
+                summary: String, evidence: String, actor: String, command: String, consolePath: String) {
+        self.kind = kind
+        self.sequence = sequence
+        self.at = at
+        self.migration = migration
+        self.plan = plan
+        self.planVersion = planVersion
+        self.node = node
+        self.summary = summary
+        self.evidence = evidence
+        self.actor = actor
+        self.command = command
+        self.consolePath = consolePath
+    }
+
     /// Stable across retries and restarts: the event's sequence, the kind, and the node.
     public var id: String { "\(sequence)-\(kind.rawValue)" + (node.isEmpty ? "" : "-\(node)") }
 }
@@ -59,7 +75,7 @@ public struct NotificationDeriver: Sendable {
     public init(state: LogState) { self.state = state }
 
     /// Folds `record` (at `sequence`) in, returning its notifications.
-    public mutating func take(_ record: LogRecord, sequence: UInt64) -> [Notification] {
+    public mutating func take(_ record: LogRecord, sequence: UInt64) -> [Notice] {
         switch record {
         case .migration(let recorded):
             let before = state.migrations[recorded.migration]
@@ -84,7 +100,7 @@ public struct NotificationDeriver: Sendable {
             state.evolve(record, sequence: sequence)
             guard case .freezeDeclared(let freeze) = recorded.event else { return [] }
             let scope = freeze.services.isEmpty ? "every service" : freeze.services.joined(separator: ", ")
-            return [Notification(
+            return [Notice(
                 kind: .freezeStarted, sequence: sequence, at: recorded.metadata.recordedAt, migration: "", plan: "", planVersion: 0, node: "",
                 summary: "\(freeze.stopsLine ? "line stopped" : "freeze") \(freeze.id) on \(scope) by \(freeze.declaredBy.isEmpty ? "?" : freeze.declaredBy)"
                     + "\(freeze.until.map { " until \($0)" } ?? ""): \(freeze.reason)",
@@ -102,13 +118,13 @@ public struct NotificationDeriver: Sendable {
     }
 
     static func note(_ kind: NotificationKind, _ recorded: RecordedEvent, _ sequence: UInt64, _ migration: MigrationState, node: String = "",
-                     summary: String, evidence: String = "", command: String = "") -> Notification {
-        Notification(kind: kind, sequence: sequence, at: recorded.metadata.recordedAt, migration: migration.id.rawValue, plan: migration.plan.name,
+                     summary: String, evidence: String = "", command: String = "") -> Notice {
+        Notice(kind: kind, sequence: sequence, at: recorded.metadata.recordedAt, migration: migration.id.rawValue, plan: migration.plan.name,
                      planVersion: migration.plan.version, node: node, summary: "\(migration.id): \(summary)", evidence: evidence,
                      actor: recorded.metadata.actor.description, command: command, consolePath: "/ui#/migration/\(migration.id.rawValue)")
     }
 
-    static func notifications(of recorded: RecordedEvent, sequence: UInt64, migration: MigrationState) -> [Notification] {
+    static func notifications(of recorded: RecordedEvent, sequence: UInt64, migration: MigrationState) -> [Notice] {
         let id = migration.id.rawValue
         switch recorded.event {
         case .migrationPaused(let reason, let lineStop):

@@ -100,7 +100,7 @@ public struct WebhookDispatcher: Service {
                 continue
             }
             // Derive the page's notifications first (the bounded queue), then deliver them in order.
-            var queue: [(note: Notification, through: UInt64)] = []
+            var queue: [(note: Notice, through: UInt64)] = []
             for stored in page {
                 let record: LogRecord
                 do { record = try History.check(stored, against: deriver.state) } catch {
@@ -120,7 +120,7 @@ public struct WebhookDispatcher: Service {
     }
 
     /// Delivers `note` until the receiver takes it or the attempts run out; false if cancelled first.
-    func deliver(_ note: Notification, to webhook: WebhookConfig.Webhook, client: HTTPClient) async -> Bool {
+    func deliver(_ note: Notice, to webhook: WebhookConfig.Webhook, client: HTTPClient) async -> Bool {
         let base = config.consoleURL.isEmpty ? await consoleBase() : config.consoleURL
         let body = WebhookPayload.body(note, webhook: webhook.name, format: webhook.format, consoleURL: base)
         var delivery = WebhookDelivery(id: note.id, webhook: webhook.name, kind: note.kind.rawValue, sequence: note.sequence, migration: note.migration,

@@ -8,7 +8,7 @@ public enum WebhookPayload {
     public static let evidenceCharactersMax = 2_000
 
     /// The body in `format`: Lockstep's JSON object, or a Slack message. Keys are sorted.
-    public static func body(_ note: Notification, webhook: String, format: WebhookConfig.PayloadFormat, consoleURL: String) -> [UInt8] {
+    public static func body(_ note: Notice, webhook: String, format: WebhookConfig.PayloadFormat, consoleURL: String) -> [UInt8] {
         let console = consoleURL + note.consolePath
         let evidence = note.evidence.count > evidenceCharactersMax ? String(note.evidence.prefix(evidenceCharactersMax)) + "…" : note.evidence
         let object: [String: Any]
