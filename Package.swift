@@ -344,7 +344,7 @@ let package = Package(
                     exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",
-            dependencies: ["LockstepEngine", "LockstepWire", "CSQLite", "LockstepTestSupport"],
+            dependencies: ["LockstepEngine", "LockstepPlan", "LockstepWire", "CSQLite", "LockstepTestSupport"],
             exclude: ["Golden", "Shim"]
         ),
     ],

@@ -10,7 +10,7 @@ struct PlanCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Check, apply and list plans.",
-        subcommands: [Lint.self, Apply.self, List.self]
+        subcommands: [Lint.self, Apply.self, Diff.self, List.self]
     )
 }
 
