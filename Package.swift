@@ -340,7 +340,8 @@ let package = Package(
                                                              .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                              .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                                                              .product(name: "Logging", package: "swift-log"),
-                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                             .product(name: "Yams", package: "Yams")],
                     exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",

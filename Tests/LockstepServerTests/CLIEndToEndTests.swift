@@ -261,6 +261,26 @@ import LockstepService
         }
         let verified = try await runLockstep(["history", "verify", "--data", directory + "/data"])
         #expect(verified.status == 0)
+        // Its report (issue 20) accounts for every event of the migration's history, and says what happened.
+        let report = try await runLockstep(["migration", "report", "ledger-split-demo-1", "--data", directory + "/data", "--format", "json"])
+        #expect(report.status == 0, "\(report.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(report.stdout.utf8)) as? [String: Any])
+        let reported = (object["timeline"] as? [[String: Any]] ?? []).compactMap { ($0["sequence"] as? NSNumber)?.uint64Value }
+        let export = try await runLockstep(["history", "export", "--data", directory + "/data"])
+        let history = export.stdout.split(separator: "\n").compactMap { line -> UInt64? in
+            guard line.contains(#""stream":"migration/ledger-split-demo-1""#),
+                  let event = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { return nil }
+            return (event["sequence"] as? NSNumber)?.uint64Value
+        }
+        #expect(!history.isEmpty && reported == history, "every event of the migration is in the report's timeline, in order")
+        #expect(object["status"] as? String == "succeeded")
+        #expect((object["integrity"] as? [String: Any])?["verified"] as? Bool == true)
+        let nodes = object["nodes"] as? [[String: Any]] ?? []
+        #expect(nodes.first { $0["node"] as? String == "backfill-ledger" }?["failed_attempts"] as? Int == 1, "\(nodes)")
+        let people = (object["people"] as? [[String: Any]] ?? []).map { "\($0["who"] ?? "") \($0["action"] ?? "")" }
+        #expect(people.contains("bob approved"), "\(people)")
+        let html = try await runLockstep(["migration", "report", "ledger-split-demo-1", "--data", directory + "/data", "--format", "html"])
+        #expect(html.stdout.contains("<svg") && !html.stdout.contains("<script"))
         // Its agents were separate processes, and stopped.
         for service in ["payments", "orders", "ledger"] {
             let log = try String(contentsOfFile: "\(directory)/agent-\(service).log", encoding: .utf8)

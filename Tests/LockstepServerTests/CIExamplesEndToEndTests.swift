@@ -1,0 +1,107 @@
+import Foundation
+import LockstepTestSupport
+import Testing
+import Yams
+
+/// examples/ci (issue 20): the commands the GitHub Actions workflow and the GitLab CI job run, run here
+/// against a real server with the reference agent, with the exit statuses a pipeline acts on.
+@Suite(.serialized, .timeLimit(.minutes(4)))
+struct CIExamplesEndToEndTests {
+    static let examples = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("examples/ci").path
+
+    /// Every shell line of both pipelines that mentions lockstep.
+    static func pipelineCommands() throws -> [String] {
+        var commands: [String] = []
+        func collect(_ node: Node, key: String?) {
+            switch node {
+            case .scalar(let scalar):
+                if let key, ["run", "script", "before_script"].contains(key) { commands += scalar.string.split(separator: "\n").map(String.init) }
+            case .sequence(let sequence):
+                for item in sequence { collect(item, key: key) }
+            case .mapping(let mapping):
+                for (k, v) in mapping { collect(v, key: k.string) }
+            default:
+                break
+            }
+        }
+        for file in ["github-actions.yml", "gitlab-ci.yml"] {
+            let text = try String(contentsOfFile: "\(examples)/\(file)", encoding: .utf8)
+            collect(try #require(try Yams.compose(yaml: text)), key: nil)
+        }
+        return commands.filter { $0.contains("lockstep") }
+    }
+
+    @Test func bothPipelinesRunLockstepOnlyThroughTheScriptThisTestRuns() throws {
+        let commands = try Self.pipelineCommands()
+        let viaScript = commands.filter { $0.hasPrefix("examples/ci/lockstep-ci ") }
+        // Installing the binary is the only other line naming lockstep.
+        #expect(commands.allSatisfy { $0.hasPrefix("examples/ci/lockstep-ci ") || $0.contains("curl -fsSL") }, "\(commands)")
+        #expect(Set(viaScript) == ["examples/ci/lockstep-ci check migrations/*.yaml", "examples/ci/lockstep-ci deploy --timeout 3h migrations/*.yaml"],
+                "\(viaScript)")
+        #expect(viaScript.count == 4, "check and deploy in each pipeline")
+    }
+
+    @Test func checkAndDeployAnswerWithTheStatusesAPipelineActsOn() async throws {
+        let bench = try await GateBench(
+            [.init(name: "ci", role: "operator", token: "ci-token-ccccccccccccccccccccccc"),
+             .init(name: "orders-agent", role: "agent", services: ["orders"], token: "agent-token-ooooooooooooooooooo")],
+            handlers: Dictionary(uniqueKeysWithValues: ["add-column", "drop-column", "backfill", "unbackfill"].map { ($0, WaitEndToEndTests.handler) }))
+        let directory = bench.directory
+        // A repository's migrations/ directory, and the script copied beside it as the pipelines call it.
+        try FileManager.default.createDirectory(atPath: directory + "/repo/migrations", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: directory + "/repo/examples/ci", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.examples + "/lockstep-ci", toPath: directory + "/repo/examples/ci/lockstep-ci")
+        try WaitEndToEndTests.plan("orders-split").write(toFile: directory + "/repo/migrations/orders-split.yaml", atomically: true, encoding: .utf8)
+        let agent = try bench.agent("orders", as: "orders-agent")
+        defer { agent.kill(SIGKILL) }
+        let binary = try lockstepBinary()
+        func ci(_ arguments: String, server: Bool = true) async throws -> ProcessOutput {
+            var environment = ["LOCKSTEP": binary, "LOCKSTEP_TOKEN": bench.token("ci"), "PATH": "/usr/bin:/bin"]
+            if server { environment["LOCKSTEP_SERVER"] = bench.server.grpc }
+            return try await ChildProcess("/bin/sh", ["-c", "cd \(directory)/repo && \(arguments)"], environment: environment).wait(seconds: 120)
+        }
+
+        // A change: lint, rehearse, and the diff against a plan not applied yet.
+        let check = try await ci("examples/ci/lockstep-ci check migrations/*.yaml")
+        #expect(check.status == 0, "\(check)")
+        #expect(check.stdout.contains("ok: plan orders-split") && check.stdout.contains("result: succeeded")
+                && check.stdout.contains("plan orders-split is not applied yet"), "\(check.stdout)")
+
+        // The main branch: applied, started, waited for, succeeded.
+        let deploy = try await ci("examples/ci/lockstep-ci deploy --timeout 3h migrations/*.yaml")
+        #expect(deploy.status == 0, "\(deploy)")
+        #expect(deploy.stdout.contains("orders-split@1 applied (content hash"), "\(deploy.stdout)")
+        #expect(deploy.stdout.split(separator: "\n").last?.hasSuffix(": succeeded") == true, "\(deploy.stdout)")
+        #expect(!deploy.stdout.contains("\u{1B}"), "no terminal control sequences in a CI log")
+
+        // Nothing changed: nothing started; the diff says so.
+        let again = try await ci("examples/ci/lockstep-ci deploy --timeout 3h migrations/*.yaml")
+        #expect(again.status == 0 && again.stdout.contains("orders-split@1 unchanged") && again.stdout.contains("nothing to start"), "\(again)")
+        let same = try await ci("examples/ci/lockstep-ci check migrations/*.yaml")
+        #expect(same.status == 0 && same.stdout.contains("no changes: migrations/orders-split.yaml is orders-split@1"), "\(same.stdout)")
+
+        // A change whose backfill fails: it rolls back, and the job fails with 5.
+        #expect(FileManager.default.createFile(atPath: directory + "/fail", contents: Data()))
+        try WaitEndToEndTests.plan("orders-split").replacingOccurrences(of: "action: backfill", with: "action: backfill\n    params: { batch: 10 }")
+            .write(toFile: directory + "/repo/migrations/orders-split.yaml", atomically: true, encoding: .utf8)
+        let diff = try await ci("examples/ci/lockstep-ci check migrations/*.yaml")
+        #expect(diff.status == 0 && diff.stdout.contains("~ node backfill: params.batch (none) → 10"), "\(diff.stdout)")
+        let rolledBack = try await ci("examples/ci/lockstep-ci deploy migrations/*.yaml")
+        #expect(rolledBack.status == 5, "\(rolledBack)")
+        #expect(rolledBack.stdout.contains("orders-split@2 applied") && rolledBack.stdout.contains("rolled back"), "\(rolledBack.stdout)")
+        try FileManager.default.removeItem(atPath: directory + "/fail")
+
+        // A gate nobody approves in time: 8, naming the command that approves it.
+        try WaitEndToEndTests.plan("orders-split", gated: true).write(toFile: directory + "/repo/migrations/orders-split.yaml", atomically: true, encoding: .utf8)
+        let gated = try await ci("examples/ci/lockstep-ci deploy --timeout 3s migrations/*.yaml")
+        #expect(gated.status == 8, "\(gated)")
+        #expect(gated.stdout.contains("backfill awaits approval") && gated.stdout.contains("lockstep migration approve"), "\(gated.stdout)")
+
+        // A broken plan fails the check (1), before anything reaches the server.
+        try "name: broken\nnodes: []\n".write(toFile: directory + "/repo/migrations/broken.yaml", atomically: true, encoding: .utf8)
+        let broken = try await ci("examples/ci/lockstep-ci check migrations/broken.yaml", server: false)
+        #expect(broken.status == 1, "\(broken)")
+        _ = try await bench.server.stop()
+    }
+}
