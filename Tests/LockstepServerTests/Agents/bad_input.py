@@ -406,6 +406,8 @@ ROUTES = [
           aim={"from_ms": {"id": "bad-input-freeze", "reason": "probe", "until_ms": "2"},
                "until_ms": {"id": "bad-input-freeze", "reason": "probe", "from_ms": "1"}}, mutating=True),
     Route("/v1/freezes/list", "MigrationService", "ListFreezes", agent_pb2.ListFreezesRequest, [], {}, ok_on_empty=True),
+    Route("/v1/webhooks/deliveries", "MigrationService", "ListWebhookDeliveries", agent_pb2.ListWebhookDeliveriesRequest,
+          [("webhook", 1, "id"), ("status", 2, "opaque"), ("limit", 3, "u32")], {"limit": 1}, ok_on_empty=True),
     Route("/v1/freezes/end", "MigrationService", "EndFreeze", agent_pb2.EndFreezeRequest,
           [("id", 1, "id"), ("reason", 2, "text")], {"id": "bad-input-no-such-freeze", "reason": "probe"}, mutating=True),
     Route("/v1/line/stop", "MigrationService", "StopLine", agent_pb2.StopLineRequest,
