@@ -238,6 +238,7 @@ let package = Package(
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepGRPC",
+                "LockstepPlan",
                 "LockstepWebhooks",
                 "LockstepHTTP",
                 "LockstepService",
@@ -334,7 +335,7 @@ let package = Package(
         // Shared by the test targets: temporary directories, child processes bounded in time, the built binary.
         .target(name: "LockstepTestSupport", dependencies: ["LockstepPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],
                 path: "Tests/LockstepTestSupport"),
-        .testTarget(name: "LockstepWebhooksTests", dependencies: ["LockstepWebhooks", "LockstepCore", "LockstepEngine", "LockstepStore", "LockstepWire"]),
+        .testTarget(name: "LockstepWebhooksTests", dependencies: ["LockstepWebhooks", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepStore", "LockstepWire"]),
         .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
                                                              "LockstepAPI",
                                                              .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -19,7 +19,7 @@ extension MigrationReport {
 
     /// "+3m 05s": an instant as an offset from the migration's start.
     func offset(_ at: Instant) -> String {
-        "+" + Self.durationText(at.millisecondsSinceEpoch.subtractingReportingOverflow(startedAt.millisecondsSinceEpoch).partialValue)
+        at < startedAt ? "-" + Self.durationText(Self.elapsed(at, startedAt)) : "+" + Self.durationText(Self.elapsed(startedAt, at))
     }
 
     var headline: String {
@@ -44,7 +44,17 @@ extension MigrationReport {
 
     public var markdown: String {
         func cell(_ text: String) -> String {
-            text.isEmpty ? "-" : text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
+            guard !text.isEmpty else { return "-" }
+            // Scalar by scalar: a line break of any kind would end the row, a pipe the cell.
+            var out = ""
+            for scalar in text.unicodeScalars {
+                switch scalar {
+                case "|": out += "\\|"
+                case "\n", "\r", "\u{0B}", "\u{0C}", "\u{85}", "\u{2028}", "\u{2029}": out += " "
+                default: out.unicodeScalars.append(scalar)
+                }
+            }
+            return out
         }
         func table(_ header: [String], _ rows: [[String]]) -> [String] {
             ["| " + header.joined(separator: " | ") + " |", "|" + header.map { _ in " --- |" }.joined()]
@@ -146,20 +156,7 @@ extension MigrationReport {
     /// One self-contained page: the summary, a Gantt chart of the nodes over time (inline SVG), and the
     /// tables of the Markdown form. No script and nothing loaded from elsewhere.
     public var html: String {
-        func escape(_ text: String) -> String {
-            var out = ""
-            for character in text {
-                switch character {
-                case "&": out += "&amp;"
-                case "<": out += "&lt;"
-                case ">": out += "&gt;"
-                case "\"": out += "&quot;"
-                case "'": out += "&#39;"
-                default: out.append(character)
-                }
-            }
-            return out
-        }
+        func escape(_ text: String) -> String { Self.htmlEscaped(text) }
         func table(_ header: [String], _ rows: [[String]]) -> String {
             "<table><thead><tr>" + header.map { "<th>\(escape($0))</th>" }.joined() + "</tr></thead><tbody>\n"
                 + rows.map { "<tr>" + $0.map { "<td>\(escape($0.isEmpty ? "-" : $0))</td>" }.joined() + "</tr>" }.joined(separator: "\n")
@@ -216,6 +213,24 @@ extension MigrationReport {
             """
     }
 
+    /// `text` safe inside HTML and SVG text and attribute values. Scalar by scalar, not character by
+    /// character: a character may join a `<` to a scalar before it (U+0600 and `<` are one grapheme), and
+    /// a comparison of characters would let it through.
+    static func htmlEscaped(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+
     /// Colours of the chart's bars, by status.
     static let barColours: [(status: String, colour: String)] = [
         ("waiting_for_services", "#c9ced8"), ("waiting_for_window", "#b8a97c"), ("awaiting_approval", "#f0b429"), ("ready", "#9fb3c8"), ("retry_wait", "#e3803a"),
@@ -235,13 +250,14 @@ extension MigrationReport {
             let x = labelWidth + fraction * chartWidth
             svg.append("<line x1=\"\(x)\" y1=\"\(top - 6)\" x2=\"\(x)\" y2=\"\(top + Double(rows.count) * rowHeight)\" stroke=\"#d4d8e0\"/>")
             let anchor = fraction == 0 ? "start" : fraction == 1 ? "end" : "middle"
-            svg.append("<text x=\"\(x)\" y=\"\(top - 10)\" text-anchor=\"\(anchor)\">+\(Self.durationText(Int64(fraction * total)))</text>")
+            let label = fraction == 0 ? 0 : fraction == 1 ? millis : millis / 2
+            svg.append("<text x=\"\(x)\" y=\"\(top - 10)\" text-anchor=\"\(anchor)\">+\(Self.durationText(label))</text>")
         }
         for (index, node) in rows.enumerated() {
             let y = top + Double(index) * rowHeight
             svg.append("<text x=\"0\" y=\"\(y + 15)\">\(escape(node))</text>")
             for span in spans where span.node == node {
-                let from = Double(span.from.millisecondsSinceEpoch.subtractingReportingOverflow(startedAt.millisecondsSinceEpoch).partialValue)
+                let from = Double(Self.elapsed(startedAt, span.from))
                 let x = labelWidth + max(0, min(1, from / total)) * chartWidth
                 let width = max(2, Double(span.millis) / total * chartWidth)
                 let colour = Self.barColours.first { $0.status == span.status }?.colour ?? "#555"

@@ -21,7 +21,8 @@ public struct MigrationReport: Hashable, Sendable {
     public struct Span: Hashable, Sendable {
         public var node: String
         /// A node status as the API shows it (`waiting_for_services`, `awaiting_approval`, `running`,
-        /// `baking`, `rolling_back`, …), or `retry_wait` for a ready node waiting out a retry's backoff.
+        /// `baking`, `rolling_back`, …), or `retry_wait` for a ready node waiting out a retry's backoff
+        /// (as of the event that began the span: statuses are read at each event's time).
         public var status: String
         public var from: Instant
         /// Where it ended; the report's end when it had not ended yet (`open`).
@@ -29,7 +30,7 @@ public struct MigrationReport: Hashable, Sendable {
         public var open: Bool
         /// The event that began it.
         public var sequence: UInt64
-        public var millis: Int64 { max(0, to.millisecondsSinceEpoch - from.millisecondsSinceEpoch) }
+        public var millis: Int64 { MigrationReport.elapsed(from, to) }
     }
 
     /// One node's part: its outcome, its attempts and the time it spent in each status.
@@ -76,7 +77,7 @@ public struct MigrationReport: Hashable, Sendable {
         /// `rolled_back`, `failed` or `in_progress`.
         public var outcome: String
         public var nodes: [String]
-        public var millis: Int64? { to.map { max(0, $0.millisecondsSinceEpoch - from.millisecondsSinceEpoch) } }
+        public var millis: Int64? { to.map { MigrationReport.elapsed(from, $0) } }
     }
 
     /// A judgement with evidence: an analysis at the end of a bake, or a preflight check's result.
@@ -128,7 +129,15 @@ public struct MigrationReport: Hashable, Sendable {
     public var timeline: [Entry]
     public var integrity: Integrity
 
-    public var millis: Int64 { max(0, endedAt.millisecondsSinceEpoch - startedAt.millisecondsSinceEpoch) }
+    public var millis: Int64 { Self.elapsed(startedAt, endedAt) }
+
+    /// Milliseconds from `from` to `to`: 0 when `to` is not later, `Int64.max` when the difference does not
+    /// fit (stored times are outside values: any two must give a duration without trapping).
+    public static func elapsed(_ from: Instant, _ to: Instant) -> Int64 {
+        let (difference, overflow) = to.millisecondsSinceEpoch.subtractingReportingOverflow(from.millisecondsSinceEpoch)
+        if overflow { return to > from ? .max : 0 }
+        return max(0, difference)
+    }
 }
 
 /// Why a report cannot be drawn.
@@ -193,7 +202,7 @@ private struct Builder {
         if display == .ready || display == .waitingForServices, state.status == .running, state.windowsClosed(node, at: now) {
             return NodeDisplayStatus.waitingForWindow.rawValue
         }
-        if display == .ready, let state = state.node(node), state.retryAt != nil, state.attempts > 0 {
+        if display == .ready, let retryAt = state.node(node)?.retryAt, retryAt > now {
             return "retry_wait"
         }
         return display.rawValue
@@ -284,7 +293,7 @@ private struct Builder {
 
     func partiallyMigratedMillis(end: Instant, state: MigrationState) -> Int64 {
         guard let firstChange else { return 0 }
-        return max(0, (settledAt ?? end).millisecondsSinceEpoch - firstChange.millisecondsSinceEpoch)
+        return MigrationReport.elapsed(firstChange, settledAt ?? end)
     }
 
     func nodeSummaries(_ state: MigrationState) -> [MigrationReport.NodeSummary] {

@@ -39,6 +39,18 @@ public enum PlanDiff {
         if kept != keptBefore {
             lines.append("~ order: \(kept.map(\.rawValue).joined(separator: ", ")) (was \(keptBefore.map(\.rawValue).joined(separator: ", ")))")
         }
+        // The content differs in a way the JSON view cannot show (params that read back equal, such as
+        // numbers beyond a double's precision): never "no changes" when applying would make a version.
+        if lines.isEmpty {
+            for node in new.nodes {
+                guard let before = old.node(node.id) else { continue }
+                if before.paramsJSON != node.paramsJSON { lines.append("~ node \(node.id): params \(before.paramsJSON) → \(node.paramsJSON)") }
+                if before.rollback?.paramsJSON != node.rollback?.paramsJSON {
+                    lines.append("~ node \(node.id): rollback params \(before.rollback?.paramsJSON ?? "(none)") → \(node.rollback?.paramsJSON ?? "(none)")")
+                }
+            }
+        }
+        if lines.isEmpty { lines.append("~ plan: the content differs (content hash \(old.hashed().contentHash) → \(new.hashed().contentHash))") }
         return lines
     }
 

@@ -1,27 +1,6 @@
 import LockstepCore
 import LockstepEngine
-
-/// What a webhook may be told about (its `events:`), by stable name.
-public enum NotificationKind: String, Sendable, CaseIterable, Comparable {
-    /// A node reached its approval gate: it waits for people.
-    case approvalNeeded = "approval_needed"
-    /// A migration paused: by a person, an analysis, a failure under `on_failure: pause`, or a stop of the line.
-    case migrationPaused = "migration_paused"
-    /// A migration aborted and began rolling back (with what set it off).
-    case rollbackStarted = "rollback_started"
-    case migrationRolledBack = "migration_rolled_back"
-    /// It failed: a rollback step failed, or an irreversible node stops the rollback.
-    case migrationFailed = "migration_failed"
-    case migrationSucceeded = "migration_succeeded"
-    /// A preflight check failed (the node is blocked, or the migration rolls back).
-    case checkFailed = "check_failed"
-    /// An analysis judged a bake `fail`.
-    case analysisFailed = "analysis_failed"
-    /// A freeze (or a stop of the line) was declared.
-    case freezeStarted = "freeze_started"
-
-    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
-}
+import LockstepPlan
 
 /// One notification: what happened, where, and what a person can do about it. Derived from one event
 /// of the log (and the state before it), so the same log gives the same notifications anywhere.

@@ -1,3 +1,4 @@
+import LockstepPlan
 import AsyncHTTPClient
 import Foundation
 import LockstepCore

@@ -1,3 +1,4 @@
+import LockstepPlan
 import Crypto
 import Foundation
 import LockstepCore

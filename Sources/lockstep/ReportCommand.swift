@@ -47,7 +47,8 @@ extension MigrationsCommand {
                             integrity = .init(headSequence: head.sequence, headHashHex: head.chainHash.hex, verified: false,
                                               problem: "the log is corrupted at sequence \(position): \(reason)")
                         }
-                        return (try await History.migrationEvents(migration, in: log), integrity)
+                        // Only what the verification covered, even if the log grew meanwhile.
+                        return (try await History.migrationEvents(migration, in: log, through: integrity.headSequence), integrity)
                     }
                 }
             } else {
@@ -97,7 +98,7 @@ extension MigrationsCommand {
                     $0.stream = RecordedEvent.stream(of: migration)
                     $0.pageSize = 1_000
                 })
-                for envelope in page.events {
+                for envelope in page.events where envelope.sequence <= integrity.headSequence {
                     guard case .migration(let recorded) = try EventRecordCodec.domainRecord(envelope.record), recorded.migration == migration,
                           recorded.streamVersion == UInt64(events.count) + 1
                     else {
@@ -105,7 +106,8 @@ extension MigrationsCommand {
                     }
                     events.append((envelope.sequence, recorded))
                 }
-                guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
+                // Only what the verification covered, even if the log grew meanwhile.
+                guard page.nextAfterSequence > position, page.nextAfterSequence < integrity.headSequence, !page.events.isEmpty else { break }
                 position = page.nextAfterSequence
             }
             return (events, integrity)

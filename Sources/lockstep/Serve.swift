@@ -1,3 +1,4 @@
+import LockstepPlan
 import ArgumentParser
 import Foundation
 import LockstepPostgres

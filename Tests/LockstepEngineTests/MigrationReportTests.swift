@@ -1,6 +1,7 @@
 import Foundation
 import LockstepCore
 import LockstepEngine
+import LockstepPlan
 import LockstepStore
 import Testing
 
@@ -85,6 +86,57 @@ import Testing
         unverified.integrity = .init(headSequence: 246, headHashHex: "00", verified: false, problem: "the log is corrupted at sequence 7: chain")
         #expect(unverified.markdown.contains("NOT verified: the log is corrupted at sequence 7: chain"))
         #expect(unverified.html.contains("class=\"unverified\""))
+    }
+
+    /// A history written by anyone: hostile text in reasons and evidence, times at the ends of Int64.
+    static func hostile() throws -> MigrationReport {
+        let load = PlanFile.lint(yaml: """
+            name: hostile
+            services:
+              orders: { owners: [orders-team] }
+            nodes:
+              - id: n1
+                service: orders
+                phase: expand
+                action: apply
+                retry: { max_attempts: 3, backoff: 1s }
+            """)
+        let plan = try #require(load.plan).hashed()
+        let id = MigrationID("m1")
+        let node = NodeID("n1")
+        let hostile = "\u{0600}<img src=x onerror=alert(1)> | pipe\r\nnew row </title><script>x</script>"
+        func event(_ version: UInt64, _ at: Int64, _ event: MigrationEvent) -> (sequence: UInt64, event: RecordedEvent) {
+            (version, RecordedEvent(migration: id, streamVersion: version,
+                                    metadata: EventMetadata(recordedAt: Instant(millisecondsSinceEpoch: at), actor: Actor(kind: "user", id: hostile),
+                                                            triggeredBy: .user), event: event))
+        }
+        let events = [
+            event(1, .min, .migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: Instant(millisecondsSinceEpoch: .min), startedBy: hostile))),
+            event(2, .min, .stepLeased(StepLeased(node: node, attempt: 1, token: FencingToken(1), agent: hostile, grantedAt: Instant(millisecondsSinceEpoch: .min),
+                                                  expiresAt: Instant(millisecondsSinceEpoch: .max)))),
+            event(3, .max, .stepFailed(StepFailed(node: node, attempt: 1, token: FencingToken(1), reason: hostile, retryable: true,
+                                                  retryAt: Instant(millisecondsSinceEpoch: .max)))),
+            event(4, 0, .migrationAborted(AbortReport(reason: hostile, rollback: [], nothingToUndo: [], cannotUndo: [], skipped: [node], blockedBy: nil,
+                                                      abandoned: [], failed: [node], trigger: .operator))),
+            event(5, .max, .migrationRolledBack),
+        ]
+        return try MigrationReport(events: events, integrity: .init(headSequence: 5, headHashHex: "00", verified: true))
+    }
+
+    @Test func hostileTextAndExtremeTimesNeitherTrapNorBreakOut() throws {
+        let report = try Self.hostile()
+        #expect(report.millis == .max)
+        #expect(report.spans.allSatisfy { $0.millis >= 0 })
+        let html = report.html
+        #expect(!html.contains("<img") && !html.contains("<script"), "no markup from the history")
+        #expect(html.contains("&lt;/title&gt;&lt;script&gt;"), "a title the text tries to close stays text")
+        #expect(html.contains("&lt;img src=x onerror=alert(1)&gt;"))
+        // Markdown: every row of the timeline is one line (no line break or pipe from the text ends it).
+        let rows = report.markdown.split(separator: "\n").filter { $0.hasPrefix("| 3 |") || $0.hasPrefix("| 4 |") }
+        #expect(rows.count == 2, "\(report.markdown)")
+        #expect(rows.allSatisfy { !$0.contains("\r") && $0.contains("\\| pipe") })
+        #expect(report.json.contains("onerror"), "JSON carries the text as it is, escaped by the encoder")
+        _ = try JSONSerialization.jsonObject(with: Data(report.json.utf8))
     }
 
     @Test func aHistoryWithoutTheStartIsRefused() throws {

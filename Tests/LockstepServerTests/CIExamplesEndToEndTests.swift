@@ -75,9 +75,27 @@ struct CIExamplesEndToEndTests {
         #expect(deploy.stdout.split(separator: "\n").last?.hasSuffix(": succeeded") == true, "\(deploy.stdout)")
         #expect(!deploy.stdout.contains("\u{1B}"), "no terminal control sequences in a CI log")
 
-        // Nothing changed: nothing started; the diff says so.
+        // Nothing changed: the job follows the version's migration (no second one) and answers with its outcome.
         let again = try await ci("examples/ci/lockstep-ci deploy --timeout 3h migrations/*.yaml")
-        #expect(again.status == 0 && again.stdout.contains("orders-split@1 unchanged") && again.stdout.contains("nothing to start"), "\(again)")
+        #expect(again.status == 0 && again.stdout.contains("orders-split@1 unchanged")
+                && again.stdout.contains("migration orders-split-v1 exists; waiting for it"), "\(again)")
+        let list = try await bench.lockstep(["migration", "list"], as: "ci")
+        #expect(list.stdout.components(separatedBy: "orders-split-v").count == 2, "one migration: \(list.stdout)")
+        // Its report from the server and from the log itself are the same, and list every event of its stream.
+        let fromServer = try await bench.lockstep(["migration", "report", "orders-split-v1", "--format", "json"], as: "ci")
+        let fromLog = try await ChildProcess(binary, ["migration", "report", "orders-split-v1", "--format", "json", "--data", bench.server.data + "/data"])
+            .wait(seconds: 60)
+        #expect(fromServer.status == 0 && fromLog.status == 0, "\(fromServer.stderr) \(fromLog.stderr)")
+        func timeline(_ json: String) throws -> [UInt64] {
+            let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+            return (object?["timeline"] as? [[String: Any]] ?? []).compactMap { ($0["sequence"] as? NSNumber)?.uint64Value }
+        }
+        let exported = try await bench.lockstep(["history", "export"], as: "ci").stdout.split(separator: "\n")
+            .filter { $0.contains(#""stream":"migration/orders-split-v1""#) }
+            .compactMap { ((try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any])?["sequence"] as? NSNumber }.map(\.uint64Value)
+        #expect(try timeline(fromServer.stdout) == exported && !exported.isEmpty, "every event of the migration, in order")
+        #expect(try timeline(fromLog.stdout) == exported)
+        #expect(fromServer.stdout.contains(#""status" : "succeeded""#), "\(fromServer.stdout.prefix(600))")
         let same = try await ci("examples/ci/lockstep-ci check migrations/*.yaml")
         #expect(same.status == 0 && same.stdout.contains("no changes: migrations/orders-split.yaml is orders-split@1"), "\(same.stdout)")
 
@@ -91,6 +109,9 @@ struct CIExamplesEndToEndTests {
         #expect(rolledBack.status == 5, "\(rolledBack)")
         #expect(rolledBack.stdout.contains("orders-split@2 applied") && rolledBack.stdout.contains("rolled back"), "\(rolledBack.stdout)")
         try FileManager.default.removeItem(atPath: directory + "/fail")
+        // Run again: the version's migration rolled back, so the job stays red (a green re-run would deploy nothing).
+        let rerun = try await ci("examples/ci/lockstep-ci deploy migrations/*.yaml")
+        #expect(rerun.status == 5 && rerun.stdout.contains("orders-split@2 unchanged"), "\(rerun)")
 
         // A gate nobody approves in time: 8, naming the command that approves it.
         try WaitEndToEndTests.plan("orders-split", gated: true).write(toFile: directory + "/repo/migrations/orders-split.yaml", atomically: true, encoding: .utf8)

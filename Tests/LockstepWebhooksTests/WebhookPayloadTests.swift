@@ -1,3 +1,4 @@
+import LockstepPlan
 import Foundation
 import LockstepCore
 import LockstepWebhooks
