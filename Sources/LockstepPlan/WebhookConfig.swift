@@ -51,26 +51,24 @@ public struct WebhookConfig: Sendable, Equatable {
         public var format: PayloadFormat
         /// The most one attempt may take, in milliseconds (connect, send, answer).
         public var timeoutMillis: Int64
-        /// Attempts in all, the first included; after the last the delivery is `failed`.
-        public var attempts: Int
         /// The wait before the first retry, in milliseconds; it doubles each retry, up to `backoffMaxMillis`.
         public var backoffMillis: Int64
         public var backoffMaxMillis: Int64
         /// Notifications read ahead from the log and waiting to be delivered, at most (a count).
         public var queueMax: Int
 
+        /// Values out of their ranges are brought into them (the file's are checked first, with a message).
         public init(name: String, url: URL, secret: [UInt8], events: Set<NotificationKind> = Set(NotificationKind.allCases), format: PayloadFormat = .lockstep,
-                    timeoutMillis: Int64 = 5_000, attempts: Int = 8, backoffMillis: Int64 = 1_000, backoffMaxMillis: Int64 = 300_000, queueMax: Int = 256) {
+                    timeoutMillis: Int64 = 5_000, backoffMillis: Int64 = 1_000, backoffMaxMillis: Int64 = 300_000, queueMax: Int = 256) {
             self.name = name
             self.url = url
             self.secret = secret
             self.events = events
             self.format = format
-            self.timeoutMillis = timeoutMillis
-            self.attempts = attempts
-            self.backoffMillis = backoffMillis
-            self.backoffMaxMillis = backoffMaxMillis
-            self.queueMax = queueMax
+            self.timeoutMillis = min(max(timeoutMillis, 100), 60_000)
+            self.backoffMillis = max(backoffMillis, 10)
+            self.backoffMaxMillis = max(backoffMaxMillis, self.backoffMillis)
+            self.queueMax = min(max(queueMax, 1), 10_000)
         }
 
         /// The wait before attempt `attempt` (2 or later): `backoff` doubled per earlier retry, at most `backoffMax`.
@@ -100,17 +98,26 @@ public struct WebhookConfigError: Error, Equatable, CustomStringConvertible {
 }
 
 extension WebhookConfig {
+    /// At most `limit` bytes of the regular file at `path`, or why not (never more read than `limit` + 1).
+    package static func read(_ path: String, limit: Int, what: String) throws(WebhookConfigError) -> [UInt8] {
+        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
+        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: path) else { throw .init("cannot read \(what) \(path) (it must be a regular file)") }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
+        guard data.count <= limit else { throw .init("\(what) \(path) is over \(limit) bytes") }
+        return [UInt8](data)
+    }
+
     /// Reads the file at `path`; a secret file named relative to it is read relative to its directory.
     public static func load(path: String) throws(WebhookConfigError) -> WebhookConfig {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .init("cannot read the webhooks file \(path)") }
-        guard data.count <= fileBytesMax else { throw .init("\(path) is \(data.count) bytes; a webhooks file has at most \(fileBytesMax)") }
+        let data = Data(try read(path, limit: fileBytesMax, what: "the webhooks file"))
         guard let text = String(data: data, encoding: .utf8) else { throw .init("\(path) is not UTF-8") }
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do throws(WebhookConfigError) {
             return try parse(text) { file throws(WebhookConfigError) in
                 let full = file.hasPrefix("/") ? file : directory + "/" + file
-                guard let bytes = FileManager.default.contents(atPath: full) else { throw .init("cannot read secret_file \(full)") }
-                return [UInt8](bytes)
+                // One byte over the most a secret may have, so a longer one is refused as such.
+                return try read(full, limit: 1_026, what: "secret_file")
             }
         } catch {
             throw .init("\(path): \(error.description)")
@@ -131,7 +138,9 @@ extension WebhookConfig {
             }
             config.consoleURL = text.hasSuffix("/") ? String(text.dropLast()) : text
         }
-        guard let list = fields["webhooks"]?.sequence else { throw .init("webhooks must be a list") }
+        guard let list = fields["webhooks"]?.sequence, !list.isEmpty else {
+            throw .init("webhooks must be a list of at least one webhook (without any, leave --webhooks out)")
+        }
         guard list.count <= webhooksMax else { throw .init("\(list.count) webhooks; at most \(webhooksMax)") }
         for item in list {
             let webhook = try Self.webhook(item, readSecret: readSecret)
@@ -156,7 +165,7 @@ extension WebhookConfig {
     static func webhook(_ node: Node, readSecret: (String) throws(WebhookConfigError) -> [UInt8]) throws(WebhookConfigError) -> Webhook {
         guard let mapping = node.mapping else { throw .init("each webhook must be a mapping") }
         let fields = try Self.fields(mapping, allowed: [
-            "name", "url", "secret_file", "events", "format", "timeout", "attempts", "backoff", "max_backoff", "queue_max",
+            "name", "url", "secret_file", "events", "format", "timeout", "backoff", "max_backoff", "queue_max",
         ], in: "a webhook")
         guard let name = fields["name"]?.string, !name.isEmpty, name.utf8.count <= 64,
               name.utf8.allSatisfy({ (0x61...0x7A).contains($0) || (0x30...0x39).contains($0) || $0 == 0x2D || $0 == 0x5F })
@@ -208,7 +217,6 @@ extension WebhookConfig {
             return value
         }
         if let timeout = try duration("timeout", 100...60_000) { webhook.timeoutMillis = timeout }
-        if let attempts = try count("attempts", 1...20) { webhook.attempts = attempts }
         if let backoff = try duration("backoff", 10...3_600_000) { webhook.backoffMillis = backoff }
         if let most = try duration("max_backoff", 10...86_400_000) { webhook.backoffMaxMillis = most }
         guard webhook.backoffMaxMillis >= webhook.backoffMillis else { throw fail("max_backoff must be at least backoff") }

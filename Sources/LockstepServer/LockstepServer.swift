@@ -347,13 +347,12 @@ public enum LockstepServer {
         }
         var services: [any Service] = [app, GRPCServerService(server: grpc), wakeups, watchWakeups, follower]
         if let webhooks = options.webhooks, !isReplica {
-            let cursorFile: String? = if case .sqlite(let path) = options.store {
-                URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("webhooks.cursor.json").path
-            } else {
-                nil
+            let cursors: any WebhookCursors = switch options.store {
+            case .sqlite(let path): WebhookCursorFile(path: URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("webhooks.cursor.json").path)
+            case .postgres(let client, _): PostgresWebhookCursors(client: client)
             }
-            services.append(WebhookDispatcher(config: webhooks, log: log, start: await coordinator.state, cursorFile: cursorFile, deliveries: webhookDeliveries,
-                                              metrics: metrics, wake: webhookWake, clock: clock, logger: logger,
+            services.append(WebhookDispatcher(config: webhooks, log: log, start: await coordinator.state, cursors: cursors, deliveries: webhookDeliveries,
+                                              metrics: metrics, wake: webhookWake, wallClock: options.wallClock, logger: logger,
                                               consoleBase: { await bound.wait()?.http ?? "" }))
         }
         services += [announcer, closer]

@@ -4,11 +4,11 @@ import Synchronization
 /// One notification's delivery to one webhook, as `lockstep webhook deliveries` shows it.
 public struct WebhookDelivery: Hashable, Sendable {
     public enum Status: String, Sendable, CaseIterable {
-        /// Waiting for its first attempt, or between attempts (`nextAttemptAt`).
+        /// Not taken yet: before its first attempt, or between attempts (`nextAttemptAt`); retried until it is.
         case pending
         /// The receiver answered 2xx.
         case delivered
-        /// Every attempt failed; the next notification goes on.
+        /// The receiver refused it for good (a 4xx other than 408, 425 and 429); the next notification goes on.
         case failed
     }
 

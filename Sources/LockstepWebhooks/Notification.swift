@@ -63,6 +63,11 @@ public struct NotificationDeriver: Sendable {
             let after = state.migrations[recorded.migration] ?? before.flatMap { MigrationState.evolve($0, recorded.event) }
             guard let migration = after ?? before else { return [] }
             var notes = Self.notifications(of: recorded, sequence: sequence, migration: migration)
+            // A check that keeps failing on its rechecks is told once, when it starts failing.
+            if case .checkReported(let check) = recorded.event, check.outcome == .fail,
+               before?.node(check.node)?.checks.first(where: { $0.check == check.check })?.outcome == .fail {
+                notes.removeAll { $0.kind == .checkFailed }
+            }
             // A node newly at its gate (after a completion, a start, a resume…).
             if let after {
                 for node in Self.awaitingApproval(after) where !gatedBefore.contains(node) {

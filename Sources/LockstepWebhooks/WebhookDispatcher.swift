@@ -9,6 +9,7 @@ import Logging
 import Metrics
 import NIOCore
 import NIOHTTP1
+import PostgresNIO
 import ServiceLifecycle
 import Synchronization
 
@@ -17,72 +18,100 @@ import Synchronization
 ///
 /// Each webhook has its own reader of the **log** (not of the coordinator): it reads at most `queue_max`
 /// events ahead of what it delivered, derives their notifications, and delivers them one at a time, in
-/// log order, retrying each with back-off until it is delivered or out of attempts. A receiver that is
-/// down therefore holds back only its own reader: the coordinator appends at its own pace, nothing is
-/// buffered without bound, and no event is skipped. Where it got to is kept in a cursor file (with a
-/// SQLite log), so a restart goes on from there; deliveries are at least once (receivers dedupe on
-/// `Lockstep-Delivery`).
+/// log order. A notification the receiver does not take is tried again, with back-off, until it does:
+/// only an answer that says it never will (a 4xx other than 408, 425 and 429) gives it up. A receiver
+/// that is down therefore holds back only its own reader: the coordinator appends at its own pace,
+/// nothing is buffered without bound, and no notification is skipped. Where each reader got to is kept
+/// by a `WebhookCursors` store, so a restart goes on from there; deliveries are at least once
+/// (receivers dedupe on `Lockstep-Delivery`).
 public struct WebhookDispatcher: Service {
     let config: WebhookConfig
     let log: any EventLog
     /// The state to begin from: the log folded through `start.lastSequence`.
     let start: LogState
-    /// Where each webhook's cursor is kept (nil: not kept; each start begins at the head).
-    let cursorFile: String?
+    let cursors: any WebhookCursors
     let deliveries: WebhookDeliveryLog
     let metrics: ServerMetrics
     let wake: WebhookWake
-    /// Lockstep's clock (recorded times): the signature's timestamp.
-    let clock: @Sendable () -> Instant
+    /// The wall clock: the signature's timestamp (receivers compare it with theirs) and the times shown.
+    let wallClock: @Sendable () -> Instant
     let logger: Logger
     /// The server's own JSON URL, for console links when the config names no `console_url`.
     let consoleBase: @Sendable () async -> String
 
-    public init(config: WebhookConfig, log: any EventLog, start: LogState, cursorFile: String?, deliveries: WebhookDeliveryLog, metrics: ServerMetrics,
-                wake: WebhookWake, clock: @escaping @Sendable () -> Instant, logger: Logger, consoleBase: @escaping @Sendable () async -> String) {
-        self.consoleBase = consoleBase
+    public init(config: WebhookConfig, log: any EventLog, start: LogState, cursors: any WebhookCursors, deliveries: WebhookDeliveryLog, metrics: ServerMetrics,
+                wake: WebhookWake, wallClock: @escaping @Sendable () -> Instant, logger: Logger, consoleBase: @escaping @Sendable () async -> String) {
         self.config = config
         self.log = log
         self.start = start
-        self.cursorFile = cursorFile
+        self.cursors = cursors
         self.deliveries = deliveries
         self.metrics = metrics
         self.wake = wake
-        self.clock = clock
+        self.wallClock = wallClock
         self.logger = logger
+        self.consoleBase = consoleBase
     }
 
     public func run() async throws {
-        var clientConfiguration = HTTPClient.Configuration()
-        clientConfiguration.redirectConfiguration = .disallow
-        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(30))
-        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
-        let cursors = CursorFile(path: cursorFile)
         await cancelWhenGracefulShutdown {
+            // Where each webhook goes on from: its cursor, or the head (kept at once, so a restart before
+            // the first delivery does not skip what came meanwhile). One replay per distinct cursor.
+            let saved = await cursors.load(logger: logger)
+            var states: [UInt64: LogState] = [start.lastSequence: start]
+            var begin: [String: LogState] = [:]
+            for webhook in config.webhooks {
+                guard let cursor = saved[webhook.name], cursor < start.lastSequence else {
+                    if let cursor = saved[webhook.name], cursor > start.lastSequence {
+                        logger.warning("webhook \(webhook.name): its cursor \(cursor) is past the log's head \(start.lastSequence); going on from the head")
+                    }
+                    begin[webhook.name] = start
+                    if saved[webhook.name] != start.lastSequence { await cursors.save(webhook.name, start.lastSequence, logger: logger) }
+                    continue
+                }
+                if states[cursor] == nil {
+                    guard let state = await replay(through: cursor) else { return }
+                    states[cursor] = state
+                }
+                begin[webhook.name] = states[cursor]
+                logger.info("webhook \(webhook.name): going on from sequence \(cursor)")
+            }
             await withTaskGroup(of: Void.self) { group in
                 for webhook in config.webhooks {
-                    group.addTask { await deliver(to: webhook, client: client, cursors: cursors) }
+                    guard let state = begin[webhook.name] else { continue }
+                    group.addTask { await deliver(to: webhook, from: state) }
                 }
             }
         }
-        try? await client.shutdown()
-        wake.close()
+        // Ended early only by a cancellation: wait for the group's shutdown (ending first fails the group).
+        try? await gracefulShutdown()
+    }
+
+    /// The log folded through `cursor`, retried until it can be read (nil when cancelled first).
+    func replay(through cursor: UInt64) async -> LogState? {
+        while !Task.isCancelled {
+            do { return try await History.replay(log, through: cursor) } catch {
+                logger.error("webhooks: cannot replay the log to sequence \(cursor) (\(error)); trying again in 5 s")
+                try? await Task.sleep(for: .seconds(5))
+            }
+        }
+        return nil
     }
 
     /// One webhook's reader and deliverer, until cancelled.
-    func deliver(to webhook: WebhookConfig.Webhook, client: HTTPClient, cursors: CursorFile) async {
-        var deriver: NotificationDeriver
-        if let saved = cursors.value(webhook.name), saved < start.lastSequence {
-            do {
-                deriver = NotificationDeriver(state: try await History.replay(log, through: saved))
-                logger.info("webhook \(webhook.name): going on from sequence \(saved)")
-            } catch {
-                logger.error("webhook \(webhook.name): cannot replay to its cursor \(saved) (\(error)); starting at the head, \(start.lastSequence)")
-                deriver = NotificationDeriver(state: start)
-            }
-        } else {
-            deriver = NotificationDeriver(state: start)
-        }
+    func deliver(to webhook: WebhookConfig.Webhook, from state: LogState) async {
+        var clientConfiguration = HTTPClient.Configuration()
+        clientConfiguration.redirectConfiguration = .disallow
+        clientConfiguration.connectionPool = .init(idleTimeout: .seconds(30))
+        // Connect and every read within the webhook's timeout, as well as the whole head (execute's deadline).
+        clientConfiguration.timeout = .init(connect: .milliseconds(webhook.timeoutMillis), read: .milliseconds(webhook.timeoutMillis))
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
+        await read(for: webhook, from: state, client: client)
+        try? await client.shutdown()
+    }
+
+    func read(for webhook: WebhookConfig.Webhook, from state: LogState, client: HTTPClient) async {
+        var deriver = NotificationDeriver(state: state)
         let lag = Gauge(label: "lockstep_webhook_lag_events", dimensions: [("webhook", webhook.name)], factory: metrics.factory)
         while !Task.isCancelled {
             let cursor = deriver.state.lastSequence
@@ -90,51 +119,61 @@ public struct WebhookDispatcher: Service {
             let page: [StoredEvent]
             do {
                 page = try await log.read(after: cursor, limit: webhook.queueMax)
-                if let head = try? await log.head() { lag.record(Int64(clamping: head.sequence - min(head.sequence, cursor))) }
             } catch {
                 logger.warning("webhook \(webhook.name): cannot read the log after \(cursor): \(error)")
                 try? await Task.sleep(for: .seconds(1))
                 continue
             }
+            await recordLag(lag, cursor: cursor)
             if page.isEmpty {
                 await wake.wait(since: generation, atMost: .seconds(1))
                 continue
             }
             // Derive the page's notifications first (the bounded queue), then deliver them in order.
-            var queue: [(note: Notice, through: UInt64)] = []
+            var queue: [Notice] = []
             for stored in page {
                 let record: LogRecord
                 do { record = try History.check(stored, against: deriver.state) } catch {
-                    logger.error("webhook \(webhook.name): the log is damaged at \(stored.sequence) (\(error)); its deliveries stop")
+                    // Nothing after damage is read: this webhook waits (the coordinator reports the damage).
+                    logger.error("webhook \(webhook.name): the log is damaged at \(stored.sequence) (\(error)); its deliveries stop until a restart")
+                    while !Task.isCancelled { try? await Task.sleep(for: .seconds(3_600)) }
                     return
                 }
-                for note in deriver.take(record, sequence: stored.sequence) where webhook.events.contains(note.kind) {
-                    queue.append((note, stored.sequence))
-                }
+                queue += deriver.take(record, sequence: stored.sequence).filter { webhook.events.contains($0.kind) }
             }
-            for (note, _) in queue {
-                let done = await deliver(note, to: webhook, client: client)
-                if !done { return }  // cancelled: the cursor stays before it, so it is sent again after a restart
+            for note in queue {
+                // Cancelled: the cursor stays before it, so it is sent again after a restart.
+                guard await deliver(note, to: webhook, client: client, lag: lag) else { return }
             }
-            cursors.set(webhook.name, deriver.state.lastSequence)
+            await cursors.save(webhook.name, deriver.state.lastSequence, logger: logger)
         }
     }
 
-    /// Delivers `note` until the receiver takes it or the attempts run out; false if cancelled first.
-    func deliver(_ note: Notice, to webhook: WebhookConfig.Webhook, client: HTTPClient) async -> Bool {
+    func recordLag(_ lag: Gauge, cursor: UInt64) async {
+        if let head = try? await log.head() { lag.record(Int64(clamping: head.sequence - min(head.sequence, cursor))) }
+    }
+
+    /// Whether an answer says the receiver will never take this notification (it is given up).
+    static func isRefusal(_ status: UInt) -> Bool { (400..<500).contains(status) && ![408, 425, 429].contains(status) }
+
+    /// Delivers `note` until the receiver takes it or refuses it for good; false if cancelled first.
+    func deliver(_ note: Notice, to webhook: WebhookConfig.Webhook, client: HTTPClient, lag: Gauge) async -> Bool {
         let base = config.consoleURL.isEmpty ? await consoleBase() : config.consoleURL
         let body = WebhookPayload.body(note, webhook: webhook.name, format: webhook.format, consoleURL: base)
         var delivery = WebhookDelivery(id: note.id, webhook: webhook.name, kind: note.kind.rawValue, sequence: note.sequence, migration: note.migration,
                                        node: note.node)
         deliveries.record(delivery)
-        for attempt in 1...webhook.attempts {
+        var attempt = 0
+        while !Task.isCancelled {
+            attempt += 1
             if attempt > 1 {
                 let wait = webhook.backoff(before: attempt)
-                delivery.nextAttemptAt = clock().adding(milliseconds: wait)
+                delivery.nextAttemptAt = wallClock().adding(milliseconds: wait)
                 deliveries.record(delivery)
                 do { try await Task.sleep(for: .milliseconds(wait)) } catch { return false }
+                await recordLag(lag, cursor: note.sequence - 1)
             }
-            let now = clock()
+            let now = wallClock()
             let timestamp = now.millisecondsSinceEpoch / 1_000
             var request = HTTPClientRequest(url: webhook.url.absoluteString)
             request.method = .POST
@@ -147,38 +186,40 @@ public struct WebhookDispatcher: Service {
             request.headers.add(name: "lockstep-signature", value: WebhookPayload.signature(secret: webhook.secret, timestamp: timestamp, body: body))
             request.body = .bytes(ByteBuffer(bytes: body))
             let result: String
-            var ok = false
+            var status: UInt?
             do {
+                // The answer's status is all that counts; its body is not read.
                 let response = try await client.execute(request, timeout: .milliseconds(webhook.timeoutMillis))
-                // What the receiver says is not kept (at most 16 KiB is read, then dropped).
-                _ = try? await response.body.collect(upTo: 16 * 1024)
-                ok = (200..<300).contains(response.status.code)
+                status = response.status.code
                 result = "HTTP \(response.status.code)"
-                count(webhook, ok ? "ok" : "http_error")
             } catch {
                 if Task.isCancelled { return false }
                 result = Self.describe(error, timeoutMillis: webhook.timeoutMillis)
-                count(webhook, result.hasPrefix("timed out") ? "timeout" : "connection_error")
             }
             delivery.attempts = attempt
             delivery.lastResult = result
             delivery.lastAttemptAt = now
             delivery.nextAttemptAt = nil
-            if ok {
-                delivery.status = .delivered
+            let outcome: String? = switch status {
+            case let code? where (200..<300).contains(code): "delivered"
+            case let code? where Self.isRefusal(code): "refused"
+            default: nil
+            }
+            count(webhook, status.map { (200..<300).contains($0) ? "ok" : "http_error" } ?? (result.hasPrefix("timed out") ? "timeout" : "connection_error"))
+            if let outcome {
+                delivery.status = outcome == "delivered" ? .delivered : .failed
                 deliveries.record(delivery)
-                Counter(label: "lockstep_webhook_deliveries_total", dimensions: [("webhook", webhook.name), ("outcome", "delivered")], factory: metrics.factory)
+                Counter(label: "lockstep_webhook_deliveries_total", dimensions: [("webhook", webhook.name), ("outcome", outcome)], factory: metrics.factory)
                     .increment()
+                if outcome == "refused" {
+                    logger.error("webhook \(webhook.name): the receiver refused delivery \(note.id) for good (\(result)); going on with the next")
+                }
                 return true
             }
             deliveries.record(delivery)
-            logger.warning("webhook \(webhook.name): delivery \(note.id) attempt \(attempt) of \(webhook.attempts): \(result)")
+            logger.warning("webhook \(webhook.name): delivery \(note.id) attempt \(attempt): \(result); trying again")
         }
-        delivery.status = .failed
-        deliveries.record(delivery)
-        Counter(label: "lockstep_webhook_deliveries_total", dimensions: [("webhook", webhook.name), ("outcome", "failed")], factory: metrics.factory).increment()
-        logger.error("webhook \(webhook.name): delivery \(note.id) failed after \(webhook.attempts) attempts; going on with the next")
-        return true
+        return false
     }
 
     func count(_ webhook: WebhookConfig.Webhook, _ result: String) {
@@ -190,7 +231,7 @@ public struct WebhookDispatcher: Service {
             return "timed out after \(timeoutMillis) ms"
         }
         let text = String(describing: error)
-        if text.contains("connectTimeout") || text.contains("deadlineExceeded") { return "timed out after \(timeoutMillis) ms" }
+        if text.contains("connectTimeout") || text.contains("deadlineExceeded") || text.contains("readTimeout") { return "timed out after \(timeoutMillis) ms" }
         if text.contains("refused") || text.contains("ECONNREFUSED") { return "connection refused" }
         return String(text.prefix(200))
     }
@@ -201,7 +242,6 @@ public final class WebhookWake: Sendable {
     private struct State {
         /// Appends signalled so far.
         var generation: UInt64 = 0
-        var closed = false
         var waiters: [UUID: CheckedContinuation<Void, Never>] = [:]
     }
     private let state = Mutex(State())
@@ -212,15 +252,6 @@ public final class WebhookWake: Sendable {
     public func signal() {
         let waiters = state.withLock { state in
             state.generation &+= 1
-            defer { state.waiters = [:] }
-            return state.waiters
-        }
-        for waiter in waiters.values { waiter.resume() }
-    }
-
-    func close() {
-        let waiters = state.withLock { state in
-            state.closed = true
             defer { state.waiters = [:] }
             return state.waiters
         }
@@ -240,8 +271,9 @@ public final class WebhookWake: Sendable {
             group.addTask { [self] in
                 await withTaskCancellationHandler {
                     await withCheckedContinuation { continuation in
+                        // Cancelled before this registers (the handler below then found nothing): return at once.
                         let now = state.withLock { state -> Bool in
-                            if state.closed || state.generation != generation { return true }
+                            if state.generation != generation || Task.isCancelled { return true }
                             state.waiters[id] = continuation
                             return false
                         }
@@ -258,33 +290,87 @@ public final class WebhookWake: Sendable {
     }
 }
 
-/// Each webhook's cursor (the last sequence whose notifications were all delivered or given up on),
-/// kept in a small JSON file replaced atomically.
-final class CursorFile: Sendable {
-    let path: String?
-    private let values: Mutex<[String: UInt64]>
+/// Where each webhook's reader got to: the last sequence whose notifications were all delivered (or
+/// refused for good). Kept by the writer, read at its start.
+public protocol WebhookCursors: Sendable {
+    func load(logger: Logger) async -> [String: UInt64]
+    func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async
+}
 
-    init(path: String?) {
-        self.path = path
-        var loaded: [String: UInt64] = [:]
-        if let path, let data = FileManager.default.contents(atPath: path),
-           let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
-            for (name, value) in object { if let number = value as? NSNumber { loaded[name] = number.uint64Value } }
+/// Cursors in a small JSON file beside a SQLite log (`DIR/webhooks.cursor.json`), replaced atomically.
+public final class WebhookCursorFile: WebhookCursors {
+    let path: String
+    private let values = Mutex<[String: UInt64]>([:])
+
+    public init(path: String) { self.path = path }
+
+    public func load(logger: Logger) async -> [String: UInt64] {
+        guard FileManager.default.fileExists(atPath: path) else { return [:] }
+        guard let data = try? WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file"),
+              let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any]
+        else {
+            logger.error("the webhook cursor file \(path) cannot be read; every webhook goes on from the log's head")
+            return [:]
         }
-        values = Mutex(loaded)
+        var loaded: [String: UInt64] = [:]
+        for (name, value) in object { if let number = value as? NSNumber, number.int64Value >= 0 { loaded[name] = number.uint64Value } }
+        values.withLock { $0 = loaded }
+        return loaded
     }
 
-    func value(_ webhook: String) -> UInt64? { values.withLock { $0[webhook] } }
-
-    func set(_ webhook: String, _ sequence: UInt64) {
-        let snapshot = values.withLock { values -> [String: UInt64]? in
-            guard values[webhook] != sequence else { return nil }
+    public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {
+        // Under the lock, so a later cursor is never replaced by an earlier snapshot.
+        values.withLock { values in
+            guard values[webhook] != sequence else { return }
             values[webhook] = sequence
-            return values
+            let data = (try? JSONSerialization.data(withJSONObject: values, options: [.sortedKeys])) ?? Data()
+            let temporary = path + ".tmp-\(getpid())"
+            guard FileManager.default.createFile(atPath: temporary, contents: data), rename(temporary, path) == 0 else {
+                logger.warning("cannot write the webhook cursor file \(path); a restart will deliver again from the last cursor written")
+                return
+            }
         }
-        guard let path, let snapshot else { return }
-        let data = (try? JSONSerialization.data(withJSONObject: snapshot, options: [.sortedKeys])) ?? Data()
-        let temporary = path + ".tmp"
-        if FileManager.default.createFile(atPath: temporary, contents: data) { _ = rename(temporary, path) }
+    }
+}
+
+/// Cursors in the PostgreSQL database the log is in (table `lockstep_webhook_cursors`), so the writer
+/// that takes over after a failover goes on where the last one got to.
+public final class PostgresWebhookCursors: WebhookCursors {
+    let client: PostgresClient
+
+    public init(client: PostgresClient) { self.client = client }
+
+    static let table = "CREATE TABLE IF NOT EXISTS lockstep_webhook_cursors (webhook text PRIMARY KEY, sequence bigint NOT NULL CHECK (sequence >= 0))"
+
+    public func load(logger: Logger) async -> [String: UInt64] {
+        // Two coordinators creating the table at once: one of them fails, and reads it on its second try.
+        for attempt in 1...3 {
+            do {
+                try await client.query(PostgresQuery(unsafeSQL: Self.table), logger: logger)
+                var loaded: [String: UInt64] = [:]
+                for try await (name, sequence) in try await client.query("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger)
+                    .decode((String, Int64).self) where sequence >= 0 {
+                    loaded[name] = UInt64(sequence)
+                }
+                return loaded
+            } catch {
+                logger.warning("webhook cursors: cannot read lockstep_webhook_cursors (attempt \(attempt) of 3): \(String(reflecting: error))")
+                try? await Task.sleep(for: .milliseconds(200 * attempt))
+            }
+        }
+        logger.error("webhook cursors: unreadable; every webhook goes on from the log's head")
+        return [:]
+    }
+
+    public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {
+        let value = Int64(clamping: sequence)
+        do {
+            try await client.query("""
+                INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
+                ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
+                """, logger: logger)
+        } catch {
+            logger.warning("webhook cursors: cannot save \(webhook)'s cursor \(sequence): \(String(reflecting: error)); a restart delivers again from the last one saved")
+        }
     }
 }

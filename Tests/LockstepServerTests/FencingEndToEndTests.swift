@@ -10,9 +10,12 @@ final class ServerProcess: @unchecked Sendable {
     /// The gRPC listener, HOST:PORT.
     let grpc: String
 
-    /// `mode` is `--dev`, or `--config FILE`; `store` a PostgreSQL address (nil: a data directory).
-    init(_ mode: [String] = ["--dev"], store: String? = nil) async throws {
-        data = temporaryDirectory()
+    /// `mode` is `--dev`, or `--config FILE`; `store` a PostgreSQL address (nil: a data directory, `data`
+    /// or a new one).
+    init(_ mode: [String] = ["--dev"], store: String? = nil, data: String? = nil) async throws {
+        let data = data ?? temporaryDirectory()
+        self.data = data
+        try? FileManager.default.removeItem(atPath: data + "/ready.json")
         let ready = data + "/ready.json"
         let log = store.map { ["--store", $0] } ?? ["--data", data + "/data"]
         process = try ChildProcess(try lockstepBinary(), ["serve"] + log + ["--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready] + mode)

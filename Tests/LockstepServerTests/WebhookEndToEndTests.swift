@@ -47,13 +47,14 @@ struct WebhookEndToEndTests {
                         secret_file: secret
                         backoff: 100ms
                         max_backoff: 2s
-                        attempts: 20
                         timeout: 2s
                       - name: chat
                         url: http://127.0.0.1:\(port)/hooks/slack
                         secret_file: secret
                         format: slack
                         events: [migration_succeeded]
+                        backoff: 100ms
+                        max_backoff: 2s
                     """.write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
             })
         defer { receiver?.kill(SIGKILL) }
@@ -116,7 +117,55 @@ struct WebhookEndToEndTests {
         #expect(metrics.contains(#"lockstep_webhook_deliveries_total{webhook="chat",outcome="delivered"} 1"#), "\(metrics)")
         #expect(metrics.contains(#"lockstep_webhook_attempts_total{webhook="oncall",result="http_error"} 2"#), "\(metrics)")
         #expect(metrics.contains(#"lockstep_webhook_attempts_total{webhook="oncall",result="connection_error"}"#), "\(metrics)")
-        _ = try await bench.server.stop()
+        let stopped = try await bench.server.stop()
+        #expect(stopped.status == 0 && !stopped.stderr.contains("finished unexpectedly"), "\(stopped.stderr.suffix(2_000))")
+    }
+
+    @Test func aRestartGoesOnFromTheCursorAndDeliversWhatWasPending() async throws {
+        let directory = temporaryDirectory()
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
+        // A port where nobody listens yet: the receiver's, stopped.
+        var (receiver, port) = try await Self.receiver(directory)
+        receiver.kill(SIGKILL)
+        _ = try await receiver.wait(seconds: 10)
+        try """
+            webhooks:
+              - name: oncall
+                url: http://127.0.0.1:\(port)/hooks
+                secret_file: secret
+                events: [freeze_started]
+                backoff: 100ms
+                max_backoff: 500ms
+            """.write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
+        let first = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"])
+        let cli = { (arguments: [String], server: ServerProcess) in
+            try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc]).wait(seconds: 60)
+        }
+        #expect(try await cli(["freeze", "add", "--service", "orders", "--reason", "quarter close", "--id", "q4"], first).status == 0)
+        try await eventually("the freeze's notification is pending, refused by the closed port", seconds: 30) {
+            let pending = try await cli(["webhook", "deliveries", "--status", "pending", "--output", "json"], first).stdout
+            return pending.contains("freeze_started") && pending.contains("connection refused")
+        }
+        // Stopped with a delivery pending: a clean stop, and the cursor still before it.
+        let stopped = try await first.stop()
+        #expect(stopped.status == 0 && !stopped.stderr.contains("finished unexpectedly"), "\(stopped.stderr.suffix(2_000))")
+        let cursor = try String(contentsOfFile: first.data + "/data/webhooks.cursor.json", encoding: .utf8)
+        #expect(cursor.contains("\"oncall\""), "\(cursor)")
+
+        // The receiver comes up, then the server again on the same log: the pending notification arrives.
+        (receiver, _) = try await Self.receiver(directory, port: port)
+        defer { receiver.kill(SIGKILL) }
+        let second = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"], data: first.data)
+        try await eventually("the freeze's notification delivered after the restart", seconds: 30) {
+            Self.received(directory).contains { $0["event"] as? String == "freeze_started" && $0["status"] as? Int == 204 }
+        }
+        let got = Self.received(directory)
+        #expect(got.count == 1 && got.allSatisfy { $0["verified"] as? Bool == true }, "\(got)")
+        let body = try #require(got.first?["body"] as? [String: Any])
+        #expect((body["summary"] as? String)?.hasPrefix("freeze q4 on orders by") == true && (body["links"] as? [String: String])?["command"] == "lockstep freeze end q4",
+                "\(body)")
+        let again = try await second.stop()
+        #expect(again.status == 0, "\(again.stderr.suffix(2_000))")
     }
 
     @Test func aBadWebhooksFileStopsTheServerWithWhatIsWrong() async throws {

@@ -375,7 +375,8 @@ public nonisolated struct Lockstep_V1_WebhookDelivery: Sendable {
 
   public var nodeID: String = String()
 
-  /// pending (waiting for its first attempt or between attempts), delivered, failed (out of attempts).
+  /// pending (not taken yet: retried until it is), delivered, failed (refused for good: a 4xx other
+  /// than 408, 425 and 429).
   public var status: String = String()
 
   public var attempts: UInt32 = 0

@@ -22,8 +22,8 @@ func fuzzPlan(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         let config = try WebhookConfig.parse(text) { _ throws(WebhookConfigError) in Array("0123456789abcdef0123456789abcdef".utf8) }
         precondition(config.webhooks.count <= WebhookConfig.webhooksMax, "more webhooks than the limit were accepted")
         for webhook in config.webhooks {
-            precondition((1...20).contains(webhook.attempts) && webhook.backoffMaxMillis >= webhook.backoffMillis, "a webhook out of its limits was accepted")
-            _ = webhook.backoff(before: webhook.attempts)
+            precondition((1...10_000).contains(webhook.queueMax) && webhook.backoffMaxMillis >= webhook.backoffMillis, "a webhook out of its limits was accepted")
+            _ = webhook.backoff(before: 64)
         }
     } catch {
         precondition(!error.description.isEmpty, "a refusal without a reason")
