@@ -122,6 +122,13 @@ struct WebhookEndToEndTests {
     }
 
     @Test func aRestartGoesOnFromTheCursorAndDeliversWhatWasPending() async throws {
+        try await Self.restart(store: nil)
+    }
+
+    /// With the receiver down, a freeze's notification is pending when the server stops; the receiver
+    /// comes up, a server starts again on the same log (`store`: PostgreSQL; nil: the same data
+    /// directory), and the notification arrives, once.
+    static func restart(store: String?) async throws {
         let directory = temporaryDirectory()
         try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
         // A port where nobody listens yet: the receiver's, stopped.
@@ -137,7 +144,7 @@ struct WebhookEndToEndTests {
                 backoff: 100ms
                 max_backoff: 500ms
             """.write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
-        let first = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"])
+        let first = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"], store: store)
         let cli = { (arguments: [String], server: ServerProcess) in
             try await ChildProcess(try lockstepBinary(), arguments, environment: ["LOCKSTEP_SERVER": server.grpc]).wait(seconds: 60)
         }
@@ -149,13 +156,15 @@ struct WebhookEndToEndTests {
         // Stopped with a delivery pending: a clean stop, and the cursor still before it.
         let stopped = try await first.stop()
         #expect(stopped.status == 0 && !stopped.stderr.contains("finished unexpectedly"), "\(stopped.stderr.suffix(2_000))")
-        let cursor = try String(contentsOfFile: first.data + "/data/webhooks.cursor.json", encoding: .utf8)
-        #expect(cursor.contains("\"oncall\""), "\(cursor)")
+        if store == nil {
+            let cursor = try String(contentsOfFile: first.data + "/data/webhooks.cursor.json", encoding: .utf8)
+            #expect(cursor.contains("\"oncall\""), "\(cursor)")
+        }
 
         // The receiver comes up, then the server again on the same log: the pending notification arrives.
         (receiver, _) = try await Self.receiver(directory, port: port)
         defer { receiver.kill(SIGKILL) }
-        let second = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"], data: first.data)
+        let second = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"], store: store, data: first.data)
         try await eventually("the freeze's notification delivered after the restart", seconds: 30) {
             Self.received(directory).contains { $0["event"] as? String == "freeze_started" && $0["status"] as? Int == 204 }
         }
@@ -178,5 +187,16 @@ struct WebhookEndToEndTests {
             .wait(seconds: 30)
         #expect(serve.status == 2)
         #expect(serve.stderr.contains("webhook oncall: the secret in secret has 5 bytes; at least 16"), "\(serve.stderr)")
+    }
+}
+
+/// The same restart on PostgreSQL: the cursor is in the log's database (`lockstep_webhook_cursors`), so
+/// the next writer goes on from it. (Named for the suite's PostgreSQL group, ops/test.)
+@Suite(.serialized, .timeLimit(.minutes(3)))
+struct WebhookPostgresTests {
+    @Test func aWriterOnTheSameDatabaseGoesOnFromTheCursor() async throws {
+        let postgres = TestPostgres.shared
+        let store = try await postgres.url(try await postgres.makeDatabase())
+        try await WebhookEndToEndTests.restart(store: store)
     }
 }
