@@ -241,6 +241,7 @@ let package = Package(
                 "LockstepGRPC",
                 "LockstepPlan",
                 "LockstepWebhooks",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 "LockstepHTTP",
                 "LockstepService",
                 "LockstepStore",

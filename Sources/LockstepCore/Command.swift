@@ -11,6 +11,8 @@ public enum Command: Hashable, Sendable {
     case plans(PlanCommand)
     /// Decided by the freezes.
     case freezes(FreezeCommand)
+    /// Signed checkpoints (Checkpoint.swift).
+    case checkpoints(CheckpointCommand)
 
     /// The stream the command's events go to: one command per stream is decided and appended at a time.
     public var stream: String {
@@ -19,6 +21,7 @@ public enum Command: Hashable, Sendable {
         case .serviceLeases(let command): RecordedEvent.stream(of: command.migration)
         case .plans(.apply(let plan)): RecordedPlanEvent.stream(of: plan.name)
         case .freezes(let command): RecordedFreezeEvent.stream(of: command.id)
+        case .checkpoints(.record(let checkpoint)): RecordedCheckpoint.stream(of: checkpoint.sequence)
         }
     }
 }
@@ -60,6 +63,8 @@ public enum Ruling: Hashable, Sendable {
     case planEvent(String, PlanEvent)
     /// Append `event` to freeze `id`'s stream.
     case freezeEvent(String, FreezeEvent)
+    /// Append `checkpoint` to its own stream (`checkpoint/SEQUENCE`, version 1).
+    case checkpoint(Checkpoint)
     /// The plan's newest version already has this content: nothing to record.
     case planUnchanged(version: UInt64)
     /// Nothing happens, and why.
@@ -93,6 +98,8 @@ extension LogState {
             return ruling(decideServiceLeases(command, now: now), migration: command.migration)
         case .migration(let id, let command):
             return ruling(decideMigration(id, command, now: now), migration: id)
+        case .checkpoints(let command):
+            return decideCheckpoint(command)
         }
     }
 

@@ -61,6 +61,9 @@ public struct LogState: Hashable, Sendable {
         case .freeze(let event):
             evolve(freeze: event)
             lastSequence = max(lastSequence, sequence)
+        case .checkpoint:
+            // A statement about the log, not part of any state it decides with.
+            lastSequence = max(lastSequence, sequence)
         }
     }
 
@@ -72,6 +75,8 @@ public struct LogState: Hashable, Sendable {
         case .plan(let event): UInt64(plans[event.plan]?.count ?? 0)
         // A freeze's stream holds its declaration and, once, its end (after which it leaves the state).
         case .freeze(let event): freezes[event.freeze] != nil ? 1 : 0
+        // Each checkpoint has a stream of its own, written once.
+        case .checkpoint: 0
         }
     }
 

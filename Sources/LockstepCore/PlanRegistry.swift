@@ -35,12 +35,14 @@ public enum LogRecord: Hashable, Sendable {
     case migration(RecordedEvent)
     case plan(RecordedPlanEvent)
     case freeze(RecordedFreezeEvent)
+    case checkpoint(RecordedCheckpoint)
 
     public var stream: String {
         switch self {
         case .migration(let e): RecordedEvent.stream(of: e.migration)
         case .plan(let e): RecordedPlanEvent.stream(of: e.plan)
         case .freeze(let e): RecordedFreezeEvent.stream(of: e.freeze)
+        case .checkpoint(let e): RecordedCheckpoint.stream(of: e.checkpoint.sequence)
         }
     }
 
@@ -49,6 +51,7 @@ public enum LogRecord: Hashable, Sendable {
         case .migration(let e): e.streamVersion
         case .plan(let e): e.streamVersion
         case .freeze(let e): e.streamVersion
+        case .checkpoint(let e): e.streamVersion
         }
     }
 
@@ -57,6 +60,7 @@ public enum LogRecord: Hashable, Sendable {
         case .migration(let e): e.metadata
         case .plan(let e): e.metadata
         case .freeze(let e): e.metadata
+        case .checkpoint(let e): e.metadata
         }
     }
 
@@ -65,6 +69,7 @@ public enum LogRecord: Hashable, Sendable {
         case .migration(let e): e.event.typeName
         case .plan(let e): e.event.typeName
         case .freeze(let e): e.event.typeName
+        case .checkpoint: "checkpoint_signed"
         }
     }
 }

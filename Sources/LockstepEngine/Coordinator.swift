@@ -195,7 +195,7 @@ public actor Coordinator {
             case .success(let zones): command = .migration(id, .start(id: started, plan: plan, startedBy: startedBy, zones: zones))
             case .failure(let unknown): throw .rejected(.unknownTimeZone(unknown.zones))
             }
-        case .migration, .serviceLeases(.forceRelease), .serviceLeases(.yieldToFreeze), .freezes:
+        case .migration, .serviceLeases(.forceRelease), .serviceLeases(.yieldToFreeze), .freezes, .checkpoints:
             break
         }
         // First what opening the log left owed (bookkeeping an old history lacks, grants a crash cut off),

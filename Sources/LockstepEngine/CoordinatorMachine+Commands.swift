@@ -75,6 +75,9 @@ extension CoordinatorMachine {
             let base: UInt64 = state.freezes[id] != nil ? 1 : 0
             return append([.freeze(RecordedFreezeEvent(freeze: id, streamVersion: base + 1, metadata: pending.metadata, event: event))],
                           for: pending, after: base)
+        case .checkpoint(let checkpoint):
+            // Its own stream, written once: a second checkpoint of the same sequence is a conflict.
+            return append([.checkpoint(RecordedCheckpoint(streamVersion: 1, metadata: pending.metadata, checkpoint: checkpoint))], for: pending, after: 0)
         case .migrationEvents(let id, let events):
             // Valid, and nothing to record: only a heartbeat, which the shell sends as `heartbeat`.
             guard !events.isEmpty else { return ([.tell(caller, .performed(Performed(result: CommandResult(events: [], receipt: nil))))], false) }
@@ -125,6 +128,8 @@ extension CoordinatorMachine {
                 state.evolve(record, sequence: receipt.firstSequence + UInt64(offset))
             }
             change = Change(migration: nil, services: services, at: pending.now)
+        case .checkpoints:
+            for (offset, record) in records.enumerated() { state.evolve(record, sequence: receipt.firstSequence + UInt64(offset)) }
         case .migration(let id, _), .serviceLeases(.grant(let id, _, _)), .serviceLeases(.forceRelease(let id, _, _)),
              .serviceLeases(.yieldToFreeze(let id, _)):
             // The plan, read before the fold: an append that settles the migration takes it out of the live state.

@@ -37,6 +37,8 @@ extension CoordinatorMachine {
             case .freeze(let freezeEvent):
                 frozen.formUnion(frozenServices(freezeEvent.event))
                 state.evolve(event.record, sequence: event.sequence)
+            case .checkpoint:
+                state.evolve(event.record, sequence: event.sequence)
             case .migration(let migrationEvent):
                 let id = migrationEvent.migration
                 if recorded[id] == nil {

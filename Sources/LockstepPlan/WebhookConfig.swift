@@ -100,12 +100,10 @@ public struct WebhookConfigError: Error, Equatable, CustomStringConvertible {
 extension WebhookConfig {
     /// At most `limit` bytes of the regular file at `path`, or why not (never more read than `limit` + 1).
     package static func read(_ path: String, limit: Int, what: String) throws(WebhookConfigError) -> [UInt8] {
-        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
-        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: path) else { throw .init("cannot read \(what) \(path) (it must be a regular file)") }
-        defer { try? handle.close() }
-        let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
-        guard data.count <= limit else { throw .init("\(what) \(path) is over \(limit) bytes") }
-        return [UInt8](data)
+        switch BoundedFile.read(path, limit: limit, what: what) {
+        case .success(let bytes): return bytes
+        case .failure(let problem): throw .init(problem.description)
+        }
     }
 
     /// Reads the file at `path`; a secret file named relative to it is read relative to its directory.
@@ -222,5 +220,24 @@ extension WebhookConfig {
         guard webhook.backoffMaxMillis >= webhook.backoffMillis else { throw fail("max_backoff must be at least backoff") }
         if let queue = try count("queue_max", 1...10_000) { webhook.queueMax = queue }
         return webhook
+    }
+}
+
+/// Files read from outside (configs, keys, checkpoints): regular files only, and never more than a limit.
+package enum BoundedFile {
+    package struct Problem: Error, CustomStringConvertible {
+        package var description: String
+    }
+
+    /// At most `limit` bytes of the regular file at `path` (never more read than `limit` + 1), or why not.
+    package static func read(_ path: String, limit: Int, what: String) -> Result<[UInt8], Problem> {
+        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
+        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: path) else {
+            return .failure(Problem(description: "cannot read \(what) \(path) (it must be a regular file)"))
+        }
+        defer { try? handle.close() }
+        let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
+        guard data.count <= limit else { return .failure(Problem(description: "\(what) \(path) is over \(limit) bytes")) }
+        return .success([UInt8](data))
     }
 }

@@ -53,6 +53,8 @@ extension LockstepServer {
         public var logBytesMax: Int64?
         /// Where notifications go (`--webhooks FILE`, docs/webhooks.md); delivered by the writer only.
         public var webhooks: WebhookConfig?
+        /// Signed checkpoints (docs/history.md); nil: none (`--no-signing`, or `--dev`). The writer signs.
+        public var signing: SigningOptions?
         /// How often the timers look for expired leases, passed deadlines and owed grants, in milliseconds.
         /// The least time between two runs of the timers (a change wakes them early, but not more often).
         public var timerTickMillis = 50

@@ -355,6 +355,10 @@ public enum LockstepServer {
                                               metrics: metrics, wake: webhookWake, wallClock: options.wallClock, logger: logger,
                                               consoleBase: { await bound.wait()?.http ?? "" }))
         }
+        if let signing = options.signing, !isReplica {
+            services.append(CheckpointService(options: signing, coordinator: coordinator, log: log, wake: webhookWake, wallClock: options.wallClock,
+                                              metrics: metrics, logger: logger))
+        }
         services += [announcer, closer]
         return Built(services: services, bound: bound)
     }

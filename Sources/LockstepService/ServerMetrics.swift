@@ -45,6 +45,10 @@ public struct ServerMetrics: Sendable {
     package let nodesWaitingForWindow: Metrics.Gauge
     /// Migrations paused by a stop of the line.
     package let linePauses: Metrics.Counter
+    /// Checkpoints signed and recorded in the log (docs/history.md).
+    package let checkpointsSigned: Metrics.Counter
+    /// Checkpoint copies that could not be kept elsewhere (the checkpoints directory, the witness).
+    package let checkpointCopiesFailed: Metrics.Counter
 
     /// Counts a commit that failed for a storage reason, by its code (`storage_full`, `writes_stopped`).
     package func failedCommit(_ code: String) {
@@ -158,6 +162,8 @@ public struct ServerMetrics: Sendable {
         freezesInForce = Metrics.Gauge(label: "lockstep_freezes_in_force", factory: factory)
         nodesWaitingForWindow = Metrics.Gauge(label: "lockstep_nodes_waiting_for_window", factory: factory)
         linePauses = Metrics.Counter(label: "lockstep_line_stop_pauses_total", factory: factory)
+        checkpointsSigned = Metrics.Counter(label: "lockstep_checkpoints_signed_total", factory: factory)
+        checkpointCopiesFailed = Metrics.Counter(label: "lockstep_checkpoint_copies_failed_total", factory: factory)
         partiallyMigrated = Metrics.Timer(label: "lockstep_partially_migrated_seconds", factory: factory)
     }
 

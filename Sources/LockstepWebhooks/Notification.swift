@@ -90,7 +90,7 @@ public struct NotificationDeriver: Sendable {
                     + "\(freeze.until.map { " until \($0)" } ?? ""): \(freeze.reason)",
                 evidence: "", actor: recorded.metadata.actor.description,
                 command: freeze.stopsLine ? "lockstep line resume \(freeze.id)" : "lockstep freeze end \(freeze.id)", consolePath: "/ui#/leases")]
-        case .plan:
+        case .plan, .checkpoint:
             state.evolve(record, sequence: sequence)
             return []
         }

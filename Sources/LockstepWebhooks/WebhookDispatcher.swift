@@ -259,10 +259,10 @@ public final class WebhookWake: Sendable {
     }
 
     /// Appends signalled so far (read before looking at the log, then passed to `wait`).
-    var generation: UInt64 { state.withLock { $0.generation } }
+    package var generation: UInt64 { state.withLock { $0.generation } }
 
     /// Returns once an append is signalled after `generation`, or after `atMost`, or when cancelled.
-    func wait(since generation: UInt64, atMost: Duration) async {
+    package func wait(since generation: UInt64, atMost: Duration) async {
         let id = UUID()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {

@@ -1,3 +1,4 @@
+import Foundation
 import LockstepCore
 import SwiftProtobuf
 
@@ -59,6 +60,14 @@ public enum EventRecordCodec {
             switch event.event {
             case .planApplied(let plan): wire.payload.planApplied = .with { $0.plan = Lockstep_V1_PlanSnapshot(plan) }
             }
+        case .checkpoint(let event):
+            wire.payload.checkpointSigned = .with {
+                $0.sequence = event.checkpoint.sequence
+                $0.chainHash = Data(event.checkpoint.chainHash)
+                $0.signedAtMs = event.checkpoint.signedAt.millisecondsSinceEpoch
+                $0.keyID = event.checkpoint.keyID
+                $0.signature = Data(event.checkpoint.signature)
+            }
         case .freeze(let event):
             switch event.event {
             case .freezeDeclared(let freeze):
@@ -105,6 +114,7 @@ public enum EventRecordCodec {
     /// The domain record a wire record describes, for any stream.
     public static func domainRecord(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> LogRecord {
         if let freeze = RecordedFreezeEvent.freeze(ofStream: record.stream) { return .freeze(try freezeEvent(record, freeze: freeze)) }
+        if record.stream.hasPrefix("checkpoint/") { return .checkpoint(try checkpointEvent(record)) }
         guard let plan = RecordedPlanEvent.plan(ofStream: record.stream) else { return .migration(try domainEvent(record)) }
         let metadata = try metadata(of: record)
         guard case .planApplied(let applied) = record.payload.kind else {
@@ -112,6 +122,24 @@ public enum EventRecordCodec {
         }
         return .plan(RecordedPlanEvent(plan: plan, streamVersion: record.streamVersion, metadata: metadata,
                                        event: .planApplied(try PlanSnapshot(applied.plan))))
+    }
+
+    /// The checkpoint a wire record of a checkpoint stream describes: version 1 of `checkpoint/SEQUENCE`,
+    /// naming its own sequence, its fields the right shape.
+    static func checkpointEvent(_ record: Lockstep_V1_EventRecord) throws(RecordDecodingError) -> RecordedCheckpoint {
+        guard let sequence = RecordedCheckpoint.sequence(ofStream: record.stream) else {
+            throw .invalidField("a checkpoint stream is named checkpoint/SEQUENCE, not \(record.stream.prefix(128))")
+        }
+        let metadata = try metadata(of: record)
+        guard case .checkpointSigned(let signed) = record.payload.kind else {
+            throw .payloadDoesNotFitStream(stream: record.stream, payload: record.payload.kind == nil ? "missing" : "not a checkpoint")
+        }
+        guard record.streamVersion == 1 else { throw .invalidField("a checkpoint stream holds one checkpoint, at version 1") }
+        guard signed.sequence == sequence else { throw .invalidField("checkpoint_signed names sequence \(signed.sequence), not the stream's \(sequence)") }
+        let checkpoint = Checkpoint(sequence: signed.sequence, chainHash: [UInt8](signed.chainHash), signedAt: Instant(millisecondsSinceEpoch: signed.signedAtMs),
+                                    keyID: signed.keyID, signature: [UInt8](signed.signature))
+        if let problem = checkpoint.shapeProblem { throw .invalidField(problem) }
+        return RecordedCheckpoint(streamVersion: record.streamVersion, metadata: metadata, checkpoint: checkpoint)
     }
 
     /// The domain event a wire record of freeze `id`'s stream describes: a declaration first, then its end,

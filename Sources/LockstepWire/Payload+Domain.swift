@@ -234,6 +234,8 @@ extension MigrationEvent {
             self = .migrationRolledBack
         case .planApplied:
             throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "plan_applied")
+        case .checkpointSigned:
+            throw .payloadDoesNotFitStream(stream: "a migration stream", payload: "checkpoint_signed")
         case .migrationPaused(let paused):
             self = .migrationPaused(reason: paused.reason, lineStop: paused.lineStop)
         case .migrationResumed(let resumed):

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepClient
 import LockstepCore
+import LockstepEngine
 import LockstepServer
 import LockstepStore
 import LockstepWire
@@ -53,11 +54,14 @@ struct Demo: AsyncParsableCommand {
             The migration \(status). Everything is kept in \(directory):
               data/events.sqlite   the event log (hash-chained; replayable byte for byte)
               auth.json            who may do what (token hashes; the tokens are in tokens.json)
+              signing.key          the key checkpoints of the log are signed with (keys.json: its public key)
+              checkpoints/         the signed checkpoints, kept outside the log
               handlers/            the script each agent ran for each action
               *.log                the server's and each agent's log
 
             Try next:
-              \(binary) history verify --data \(files.dataDirectory)
+              \(binary) history verify --data \(files.dataDirectory) --checkpoints \(directory)/checkpoints --public-key \(directory)/keys.json
+              \(binary) migration report ledger-split-demo-1 --data \(files.dataDirectory) --format html --out \(directory)/report.html
               \(binary) history replay --data \(files.dataDirectory) --at 10
               \(binary) history export --data \(files.dataDirectory)
             """)
@@ -68,8 +72,15 @@ struct Demo: AsyncParsableCommand {
     /// migration settled.
     private func runDemo(_ files: DemoFiles, _ children: DemoChildren) async throws -> String {
         print("Lockstep demo: everything is kept in \(files.directory)\n")
+        // The key checkpoints are signed with, and the directory they are also kept in (docs/history.md).
+        let signer = CheckpointSigner.generate()
+        guard FileManager.default.createFile(atPath: files.directory + "/signing.key", contents: Data(signer.fileText.utf8), attributes: [.posixPermissions: 0o600])
+        else { throw CommandFailure(message: "cannot write \(files.directory)/signing.key", exitCode: 2) }
+        try CheckpointKeys(keys: [.init(publicKey: signer.publicKey)]).json.write(toFile: files.directory + "/keys.json", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: files.directory + "/checkpoints", withIntermediateDirectories: true)
         let server = try children.spawn(files, ["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",
-                                      "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready], log: "server.log")
+                                      "--grpc-listen", "127.0.0.1:0", "--ready-file", files.ready, "--signing-key", files.directory + "/signing.key",
+                                      "--checkpoint-dir", files.directory + "/checkpoints", "--checkpoint-every-events", "20"], log: "server.log")
         let (address, console) = try await files.waitForReady(server)
         print("coordinator: lockstep serve on \(address) (gRPC), log in \(files.directory)/server.log")
         // The web console, open while the migration runs; the link signs the browser in as bob.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LockstepClient
 import LockstepCore
 import LockstepEngine
 import LockstepStore
@@ -59,25 +60,136 @@ extension HistoryCommand {
         @OptionGroup var server: ServerOptions
         @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+        @Option(help: "Also compare the log with the signed checkpoints kept in DIR/checkpoints.ndjson (needs --public-key).")
+        var checkpoints: String?
+        @Option(help: "The keys file checkpoints are verified with (`lockstep keys show`); also checks the log's own checkpoints.")
+        var publicKey: String?
+        @Option(help: "Verify a bundle (`history export --bundle`) instead: offline, no server, no database.")
+        var bundle: String?
 
         func run() async throws {
-            guard let location = try local.location(environment: false) else {
-                return try await server.run { lockstep in
-                    let verification = Verification(try await lockstep.verify())
-                    try verification.print(output)
-                }
-            }
             try await reportingFailures {
+                let keys = try publicKey.map { path throws in
+                    do { return try CheckpointKeys.load(path) } catch { throw CommandFailure(message: String(describing: error), exitCode: 2) }
+                }
+                if let bundle { return try await verifyBundle(bundle, keys: keys) }
+                if checkpoints != nil && keys == nil { throw CommandFailure(message: "--checkpoints needs --public-key: the keys that signed them", exitCode: 64) }
+                guard let location = try local.location(environment: false) else {
+                    var verification: Verification?
+                    try await server.run { lockstep in
+                        var result = Verification(try await lockstep.verify())
+                        if let keys, result.ok {
+                            result.audit = try await Self.audit(keys: keys, directory: checkpoints, head: result.headSequence,
+                                                                logCheckpoints: { try await Self.serverCheckpoints(lockstep, head: result.headSequence) },
+                                                                chainHash: { sequence in
+                                                                    let page = try await lockstep.events(.with { $0.afterSequence = sequence - 1; $0.pageSize = 1 })
+                                                                    return page.events.first.flatMap { $0.sequence == sequence ? [UInt8]($0.chainHash) : nil }
+                                                                })
+                        }
+                        verification = result
+                    }
+                    try verification?.print(output)
+                    return
+                }
                 try await withReadOnlyLog(location) { log in
-                    let verification: Verification
+                    var verification: Verification
                     do {
                         verification = Verification(try await HistoryVerifier.verify(log))
                     } catch EventLogError.corrupted(let position, let reason) {
                         // The same answer as the server's for a broken history: ok false, the code, where.
                         verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
                     }
+                    if let keys {
+                        let head = verification.ok ? verification.headSequence : ((try? await log.head().sequence) ?? 0)
+                        verification.audit = try await Self.audit(keys: keys, directory: checkpoints, head: head,
+                                                                  logCheckpoints: { try await Self.logCheckpoints(log) },
+                                                                  chainHash: { sequence in try await log.read(after: sequence - 1, limit: 1).first.map { $0.chainHash.bytes } })
+                    }
                     try verification.print(output)
                 }
+            }
+        }
+
+        /// The checkpoints to compare (the log's own and those of `directory`), audited against the log.
+        static func audit(keys: CheckpointKeys, directory: String?, head: UInt64, logCheckpoints: () async throws -> [Checkpoint],
+                          chainHash: (UInt64) async throws -> [UInt8]?) async throws -> CheckpointSummary {
+            var all = try await logCheckpoints().map { (source: "log", checkpoint: $0) }
+            let fromLog = all.count
+            var findings: [CheckpointFinding] = []
+            if let directory {
+                do {
+                    let loaded = try CheckpointFiles.load(directory: directory)
+                    all += loaded.checkpoints
+                    findings += loaded.malformed
+                } catch {
+                    throw CommandFailure(message: error.description, exitCode: 2)
+                }
+            }
+            findings += try await CheckpointAudit.audit(all, keys: keys, head: head, chainHash: chainHash)
+            let good = all.map(\.checkpoint.sequence).filter { sequence in !findings.contains { $0.sequence == sequence } }
+            return CheckpointSummary(checked: all.count, inLog: fromLog, elsewhere: all.count - fromLog, newest: good.max() ?? 0, findings: findings)
+        }
+
+        /// The checkpoints recorded in the log (streams `checkpoint/SEQUENCE`).
+        static func logCheckpoints(_ log: any EventLog) async throws -> [Checkpoint] {
+            var found: [Checkpoint] = []
+            var after = ""
+            while true {
+                let streams = try await log.streams(withPrefix: "checkpoint/", after: after, limit: 1_000)
+                for stream in streams {
+                    for stored in try await log.read(stream: stream, after: 0, limit: 2) {
+                        if case .checkpoint(let recorded) = try EventRecordCodec.decodeAny(stored.record) { found.append(recorded.checkpoint) }
+                    }
+                }
+                guard let last = streams.last else { break }
+                after = last
+            }
+            return found
+        }
+
+        /// The checkpoints recorded in the log, read through the API (every event up to `head`, filtered).
+        static func serverCheckpoints(_ lockstep: LockstepClient, head: UInt64) async throws -> [Checkpoint] {
+            var found: [Checkpoint] = []
+            var position: UInt64 = 0
+            while position < head {
+                let page = try await lockstep.events(.with { $0.afterSequence = position; $0.pageSize = 1_000 })
+                for envelope in page.events where envelope.record.stream.hasPrefix("checkpoint/") {
+                    if case .checkpoint(let recorded) = try EventRecordCodec.domainRecord(envelope.record) { found.append(recorded.checkpoint) }
+                }
+                guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
+                position = page.nextAfterSequence
+            }
+            return found
+        }
+
+        func verifyBundle(_ path: String, keys: CheckpointKeys?) async throws {
+            let bytes: [UInt8]
+            do { bytes = try CheckpointFiles.read(path, limit: 1 << 31, what: "the bundle") } catch {
+                throw CommandFailure(message: error.description, exitCode: 2)
+            }
+            let report = await HistoryBundle.verify(bytes, keys: keys, keysSource: publicKey ?? "")
+            switch output {
+            case .json:
+                let object: [String: Any] = [
+                    "ok": report.problems.isEmpty, "events": report.events, "head_sequence": report.headSequence, "head_chain_hash": report.headChainHash,
+                    "digest": report.digest, "checkpoints": report.checkpoints, "newest_checkpoint": report.newestCheckpoint, "keys_from": report.keysFrom,
+                    "problems": report.problems,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+                Swift.print(String(decoding: data, as: UTF8.self))
+            case .table:
+                if report.problems.isEmpty {
+                    Swift.print("""
+                        ok: bundle of \(counted(report.events, "event")), verified offline
+                        head sequence: \(report.headSequence)
+                        head hash: \(report.headChainHash)
+                        state digest: \(report.digest)
+                        checkpoints: \(report.checkpoints) verified with keys from \(report.keysFrom); the newest vouches for sequence \(report.newestCheckpoint)
+                        """)
+                }
+            }
+            guard report.problems.isEmpty else {
+                throw CommandFailure(message: "the bundle does not verify:\n" + report.problems.map { "  " + $0 }.joined(separator: "\n"), exitCode: 1)
             }
         }
     }
@@ -125,8 +237,26 @@ extension HistoryCommand {
         @OptionGroup(title: "The log itself, instead of a server") var local: StoreOptions
         @Option(help: "Start after this sequence.")
         var after: UInt64 = 0
+        @Option(help: "Write a bundle instead (the events as stored, checkpoints and keys, verifiable offline); from --data or --store only.")
+        var bundle: String?
+        @Option(help: "With --bundle: add the checkpoints kept in DIR/checkpoints.ndjson.") var checkpoints: String?
+        @Option(help: "With --bundle: add these public keys (a keys file).") var publicKey: String?
 
         func run() async throws {
+            if let bundle {
+                return try await reportingFailures {
+                    guard let location = try local.location(environment: false) else {
+                        throw CommandFailure(message: "a bundle holds the events as stored: write it from the log itself, --data DIR or --store URL", exitCode: 64)
+                    }
+                    let keys = try publicKey.map { path throws in
+                        do { return try CheckpointKeys.load(path) } catch { throw CommandFailure(message: String(describing: error), exitCode: 2) }
+                    }
+                    try await withReadOnlyLog(location) { log in
+                        let written = try await HistoryBundle.write(log, to: bundle, checkpointsDirectory: checkpoints, keys: keys)
+                        Swift.print("wrote \(bundle): \(counted(written.events, "event")), \(counted(written.checkpoints, "checkpoint")), \(counted(keys?.keys.count ?? 0, "key"))")
+                    }
+                }
+            }
             let out = FileHandle.standardOutput
             guard let location = try local.location(environment: false) else {
                 return try await server.run { lockstep in
@@ -205,6 +335,8 @@ struct Verification {
     var snapshotChecked: UInt64 = 0
     var problemCode = ""
     var problem = ""
+    /// With --public-key: what the checkpoints show.
+    var audit: CheckpointSummary?
 
     init(_ report: VerificationReport) {
         ok = true
@@ -241,6 +373,9 @@ struct Verification {
         var lines = ["ok: \(counted(events, "event")), \(counted(migrations, "migration")), \(counted(plans, "plan"))", "head sequence: \(headSequence)",
                      "head hash: \(headChainHash)", "state digest: \(digest)"]
         if snapshotChecked > 0 { lines.append("snapshot checked at: \(snapshotChecked)") }
+        if let audit {
+            lines.append("checkpoints: \(audit.checked) checked (\(audit.inLog) in the log, \(audit.elsewhere) kept elsewhere); the newest good one vouches for sequence \(audit.newest)")
+        }
         return lines
     }
 
@@ -252,6 +387,13 @@ struct Verification {
         } else {
             object.merge(["problem_code": problemCode, "problem": problem]) { _, new in new }
         }
+        if let audit {
+            object["ok"] = ok && audit.findings.isEmpty
+            object["checkpoints"] = [
+                "checked": audit.checked, "in_log": audit.inLog, "elsewhere": audit.elsewhere, "newest": audit.newest,
+                "findings": audit.findings.map { ["kind": $0.kind.rawValue, "sequence": $0.sequence, "source": $0.source, "detail": $0.detail] as [String: Any] },
+            ] as [String: Any]
+        }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
@@ -262,9 +404,22 @@ struct Verification {
         case .json: Swift.print(json)
         case .table: if ok { Swift.print(table.joined(separator: "\n")) }
         }
+        if ok, let audit, !audit.findings.isEmpty {
+            throw CommandFailure(message: "the checkpoints show the log was altered:\n" + audit.findings.map { "  " + $0.description }.joined(separator: "\n"), exitCode: 1)
+        }
         guard ok else {
             let position = problemCode == ErrorCode.logCorrupted.rawValue ? problem.replacingOccurrences(of: "the log is corrupted at", with: "corrupted at") : problem
             throw CommandFailure(message: position, exitCode: 1)
         }
     }
+}
+
+
+/// What `history verify --public-key` found of the checkpoints.
+struct CheckpointSummary {
+    var checked: Int
+    var inLog: Int
+    var elsewhere: Int
+    var newest: UInt64
+    var findings: [CheckpointFinding]
 }

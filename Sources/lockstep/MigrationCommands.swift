@@ -193,7 +193,7 @@ struct EventLine {
             text = "\(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)  (\(recorded.metadata.actor.kind) \(recorded.metadata.actor.id))"
         case .freeze(let recorded):
             text = "\(recorded.event.typeName.padding(toLength: 25, withPad: " ", startingAt: 0)) \(recorded.event.summary)  (\(recorded.metadata.actor.kind) \(recorded.metadata.actor.id))"
-        case .plan:
+        case .plan, .checkpoint:
             return nil
         }
     }

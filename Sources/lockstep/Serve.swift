@@ -1,6 +1,7 @@
 import LockstepPlan
 import ArgumentParser
 import Foundation
+import LockstepEngine
 import LockstepPostgres
 import LockstepServer
 import LockstepWebhooks
@@ -56,6 +57,18 @@ struct Serve: AsyncParsableCommand {
     var logBytesMax: Int64?
     @Option(help: "Webhooks to notify (YAML: URL, events, format, signing secret, retries; docs/webhooks.md).")
     var webhooks: String?
+    @Option(help: "The Ed25519 key checkpoints are signed with (`lockstep keys generate`; docs/history.md). Required unless --no-signing or --dev.")
+    var signingKey: String?
+    @Flag(help: "Serve without signed checkpoints (say so explicitly: a missing key is otherwise an error).")
+    var noSigning = false
+    @Option(help: "With --signing-key: also append each checkpoint to DIR/checkpoints.ndjson (another disk, a mounted bucket).")
+    var checkpointDir: String?
+    @Option(help: "With --signing-key: also POST each checkpoint to this URL (a witness).")
+    var checkpointWitness: String?
+    @Option(help: "With --signing-key: a checkpoint every this many events (1...1000000; default 1000).")
+    var checkpointEveryEvents: UInt64?
+    @Option(help: "With --signing-key: a checkpoint at least this often while events are appended (1s...1d; default 60s).")
+    var checkpointEvery: DurationArgument?
 
     func run() async throws {
         let (host, port) = try Self.hostAndPort(httpListen, "--http-listen")
@@ -134,6 +147,7 @@ struct Serve: AsyncParsableCommand {
                 options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
             }
             try applyLimits(&options.limits)
+            options.signing = try signing()
             if let webhooks {
                 do {
                     options.webhooks = try WebhookConfig.load(path: webhooks)
@@ -177,5 +191,52 @@ struct Serve: AsyncParsableCommand {
             throw ValidationError("\(option) must be HOST:PORT with a port 0...65535, not \(value)")
         }
         return (String(value[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), port)
+    }
+
+    /// The checkpoint signing the flags ask for: a key (read now; unreadable is an error), explicitly
+    /// none, or none under --dev. Never a silent unsigned mode.
+    func signing() throws -> SigningOptions? {
+        let extras = checkpointDir != nil || checkpointWitness != nil || checkpointEveryEvents != nil || checkpointEvery != nil
+        guard let signingKey else {
+            // (Without an authorization config the server refuses to start anyway, and says why.)
+            if noSigning || dev || config == nil {
+                if extras { throw ValidationError("--checkpoint-dir, --checkpoint-witness and --checkpoint-every* need --signing-key") }
+                return nil
+            }
+            throw ValidationError("""
+                refusing to serve without signed checkpoints: pass --signing-key FILE (make one with `lockstep keys generate`), \
+                or --no-signing to serve without them (docs/history.md)
+                """)
+        }
+        if noSigning { throw ValidationError("--signing-key and --no-signing exclude each other") }
+        var signing: SigningOptions
+        do {
+            signing = SigningOptions(signer: try CheckpointSigner(file: signingKey))
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        if let checkpointDir {
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: checkpointDir, isDirectory: &isDirectory), isDirectory.boolValue,
+                  FileManager.default.isWritableFile(atPath: checkpointDir)
+            else { throw ValidationError("--checkpoint-dir \(checkpointDir) must be a directory this process can write") }
+            signing.directory = checkpointDir
+        }
+        if let checkpointWitness {
+            guard let url = URL(string: checkpointWitness), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
+                throw ValidationError("--checkpoint-witness must be an http:// or https:// URL")
+            }
+            signing.witness = url
+        }
+        if let checkpointEveryEvents {
+            guard (1...1_000_000).contains(checkpointEveryEvents) else { throw ValidationError("--checkpoint-every-events must be 1...1000000") }
+            signing.everyEvents = checkpointEveryEvents
+        }
+        if let checkpointEvery {
+            guard (1_000...86_400_000).contains(checkpointEvery.millis) else { throw ValidationError("--checkpoint-every must be from 1s to 1d") }
+            signing.everyMillis = checkpointEvery.millis
+        }
+        return signing
     }
 }

@@ -43,6 +43,8 @@ struct LeaseLedger {
             freezeEvents.append(event)
             grantAll(at: seconds)
             return .accepted([])
+        case .checkpoint:
+            return .accepted([])
         }
     }
 

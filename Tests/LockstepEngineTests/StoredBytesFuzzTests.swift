@@ -76,6 +76,7 @@ import Testing
             case .migration(let event): #expect(try EventRecordCodec.encode(event) == bytes)
             case .plan(let event): #expect(try EventRecordCodec.encode(event) == bytes)
             case .freeze(let event): #expect(try EventRecordCodec.encode(.freeze(event)) == bytes)
+            case .checkpoint(let event): #expect(try EventRecordCodec.encode(.checkpoint(event)) == bytes)
             }
         }
     }

@@ -73,12 +73,13 @@ func copyDatabase(_ path: String) throws -> String {
 let scenarioEventCount: UInt64 = 59
 
 /// Drives a deterministic history with fixed instants: the scenario behind the golden histories.
-func recordScenario(on coordinator: Coordinator) async throws {
+/// `clockStart` shifts every recorded time: the same story, other bytes (a forgery's).
+func recordScenario(on coordinator: Coordinator, clockStart: Int64 = 0) async throws {
     let split = MigrationID("ledger-split-1")
     let side = MigrationID("cache-warmup-1")
     let doomed = MigrationID("index-rebuild-1")
     let plan = ExamplePlans.ledgerSplit
-    var clock: Int64 = 0
+    var clock: Int64 = clockStart
     func now() -> Instant { clock += 1; return t(clock) }
     func run(_ command: MigrationCommand, _ id: MigrationID, _ context: CommandContext) async throws {
         _ = try await coordinator.execute(command, migration: id, context: context, now: now())

@@ -261,6 +261,11 @@ import LockstepService
         }
         let verified = try await runLockstep(["history", "verify", "--data", directory + "/data"])
         #expect(verified.status == 0)
+        // Its server signed checkpoints (issue 21), kept outside the log too: the log verifies against them.
+        let checked = try await runLockstep(["history", "verify", "--data", directory + "/data", "--checkpoints", directory + "/checkpoints",
+                                             "--public-key", directory + "/keys.json"])
+        #expect(checked.status == 0 && checked.stdout.contains("kept elsewhere"), "\(checked)")
+        #expect(!checked.stdout.contains("checkpoints: 0 checked"), "\(checked.stdout)")
         // Its report (issue 20) accounts for every event of the migration's history, and says what happened.
         let report = try await runLockstep(["migration", "report", "ledger-split-demo-1", "--data", directory + "/data", "--format", "json"])
         #expect(report.status == 0, "\(report.stderr)")

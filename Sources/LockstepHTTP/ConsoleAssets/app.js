@@ -174,6 +174,7 @@ function summary(event) {
     case 'break_glass': return `${node}BREAK-GLASS by ${p.by || '?'} overrides its ${p.scope || '?'}: ${p.justification || ''}`;
     case 'freeze_declared': return `${p.stops_line ? 'line stopped' : 'freeze'} ${p.id || '?'} on ${services(p.services) || 'every service'}: ${p.reason || ''}`;
     case 'freeze_ended': return `freeze ${p.id || '?'} ended by ${p.by || '?'}${p.reason ? ': ' + p.reason : ''}`;
+    case 'checkpoint_signed': return `checkpoint of event ${p.sequence || '?'} signed with key ${p.key_id || '?'}`;
     default: return kindOf(event);
   }
 }

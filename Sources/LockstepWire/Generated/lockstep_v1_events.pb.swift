@@ -263,7 +263,7 @@ public nonisolated struct Lockstep_V1_EventRecord: @unchecked Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The stream the event belongs to: "migration/ID" or "plan/NAME".
+  /// The stream the event belongs to: "migration/ID", "plan/NAME", "freeze/ID" or "checkpoint/SEQUENCE".
   public var stream: String {
     get {_storage._stream}
     set {_uniqueStorage()._stream = newValue}
@@ -575,6 +575,14 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     set {kind = .checkReported(newValue)}
   }
 
+  public var checkpointSigned: Lockstep_V1_CheckpointSigned {
+    get {
+      if case .checkpointSigned(let v)? = kind {return v}
+      return Lockstep_V1_CheckpointSigned()
+    }
+    set {kind = .checkpointSigned(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -605,8 +613,35 @@ public nonisolated struct Lockstep_V1_EventPayload: Sendable {
     case freezeDeclared(Lockstep_V1_FreezeDeclared)
     case freezeEnded(Lockstep_V1_FreezeEnded)
     case checkReported(Lockstep_V1_CheckReported)
+    case checkpointSigned(Lockstep_V1_CheckpointSigned)
 
   }
+
+  public init() {}
+}
+
+/// A signed checkpoint (docs/history.md): the coordinator vouches that event `sequence` has chain hash
+/// `chain_hash`, signing the ASCII bytes "lockstep-checkpoint-v1 SEQUENCE CHAIN_HASH_HEX SIGNED_AT_MS"
+/// with the Ed25519 key `key_id` names. Stored in stream "checkpoint/SEQUENCE", version 1.
+public nonisolated struct Lockstep_V1_CheckpointSigned: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var sequence: UInt64 = 0
+
+  /// 32 bytes.
+  public var chainHash: Data = Data()
+
+  public var signedAtMs: Int64 = 0
+
+  /// The first 16 lower-case hex digits of the SHA-256 of the raw 32-byte public key.
+  public var keyID: String = String()
+
+  /// 64 bytes.
+  public var signature: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -1968,7 +2003,7 @@ nonisolated extension Lockstep_V1_EventEnvelope: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".EventPayload"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0\u{3}break_glass\0\u{3}freeze_declared\0\u{3}freeze_ended\0\u{3}check_reported\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}migration_started\0\u{3}step_leased\0\u{3}step_completed\0\u{3}step_failed\0\u{3}migration_paused\0\u{3}migration_resumed\0\u{3}migration_aborted\0\u{3}migration_succeeded\0\u{3}migration_failed\0\u{3}approval_granted\0\u{3}approval_rejected\0\u{3}migration_rolled_back\0\u{3}plan_applied\0\u{3}step_progress\0\u{3}service_leases_requested\0\u{3}service_leases_withdrawn\0\u{3}service_leases_granted\0\u{3}service_leases_released\0\u{3}exposure_stage_reached\0\u{3}metric_sampled\0\u{3}analysis_evaluated\0\u{3}analysis_overridden\0\u{3}rollback_reordered\0\u{3}break_glass\0\u{3}freeze_declared\0\u{3}freeze_ended\0\u{3}check_reported\0\u{3}checkpoint_signed\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2327,6 +2362,19 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
           self.kind = .checkReported(v)
         }
       }()
+      case 28: try {
+        var v: Lockstep_V1_CheckpointSigned?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .checkpointSigned(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .checkpointSigned(v)
+        }
+      }()
       default: break
       }
     }
@@ -2446,6 +2494,10 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
       guard case .checkReported(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 27)
     }()
+    case .checkpointSigned?: try {
+      guard case .checkpointSigned(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 28)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -2453,6 +2505,56 @@ nonisolated extension Lockstep_V1_EventPayload: SwiftProtobuf.Message, SwiftProt
 
   public static func ==(lhs: Lockstep_V1_EventPayload, rhs: Lockstep_V1_EventPayload) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CheckpointSigned: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CheckpointSigned"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{3}chain_hash\0\u{3}signed_at_ms\0\u{3}key_id\0\u{1}signature\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 2: try { try decoder.decodeSingularBytesField(value: &self.chainHash) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.signedAtMs) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.keyID) }()
+      case 5: try { try decoder.decodeSingularBytesField(value: &self.signature) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 1)
+    }
+    if !self.chainHash.isEmpty {
+      try visitor.visitSingularBytesField(value: self.chainHash, fieldNumber: 2)
+    }
+    if self.signedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.signedAtMs, fieldNumber: 3)
+    }
+    if !self.keyID.isEmpty {
+      try visitor.visitSingularStringField(value: self.keyID, fieldNumber: 4)
+    }
+    if !self.signature.isEmpty {
+      try visitor.visitSingularBytesField(value: self.signature, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CheckpointSigned, rhs: Lockstep_V1_CheckpointSigned) -> Bool {
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.chainHash != rhs.chainHash {return false}
+    if lhs.signedAtMs != rhs.signedAtMs {return false}
+    if lhs.keyID != rhs.keyID {return false}
+    if lhs.signature != rhs.signature {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,174 @@
+import Foundation
+import LockstepCore
+import LockstepStore
+import LockstepWire
+
+// History bundles (issue 21, docs/history.md, "Bundles"): the events as stored, the checkpoints and the
+// public keys in one file anyone can verify offline, with no server and no database; ops/verify-bundle
+// checks the same file in Python.
+//
+// NDJSON, one object per line:
+//   {"lockstep_bundle": 1, "head_sequence": N, "head_chain_hash": HEX, "events": N}   first
+//   {"key": {"key_id", "public_key" (base64), "valid_from_ms", "valid_until_ms"?}}      zero or more
+//   {"event": {"sequence", "chain_hash" (hex), "record" (base64 of the stored bytes)}}  every event, 1 to N
+//   {"checkpoint": {"sequence", "chain_hash", "signed_at_ms", "key_id", "signature", "source"}}
+// The chain: hash(n) = SHA-256(hash(n-1) || big-endian uint64 n || record bytes), hash(0) = 32 zero bytes.
+
+public enum HistoryBundle {
+    public static let format = 1
+
+    /// Writes the bundle of `log` (its checkpoint events included) to `path`, with the checkpoints of
+    /// `checkpointsDirectory` and `keys`. Stops at the first damaged event (the log must verify).
+    public static func write(_ log: any EventLog, to path: String, checkpointsDirectory: String?, keys: CheckpointKeys?) async throws -> (events: UInt64, checkpoints: Int) {
+        let head = try await log.head()
+        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
+            throw CheckpointError("cannot write \(path)")
+        }
+        defer { try? out.close() }
+        func line(_ object: [String: Any]) throws {
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+            try out.write(contentsOf: data + Data("\n".utf8))
+        }
+        try line(["lockstep_bundle": format, "head_sequence": head.sequence, "head_chain_hash": head.chainHash.hex, "events": head.sequence])
+        for key in keys?.keys ?? [] { try line(["key": key.json]) }
+        var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
+        var position: UInt64 = 0
+        var previous = ChainHash.genesis
+        while position < head.sequence {
+            let page = try await log.read(after: position, limit: History.pageEventsMax)
+            guard !page.isEmpty else { break }
+            for stored in page where stored.sequence <= head.sequence {
+                guard previous.next(sequence: stored.sequence, record: stored.record) == stored.chainHash else {
+                    throw EventLogError.corrupted(position: stored.sequence, reason: "the chain breaks here; a bundle is written only of a log that verifies")
+                }
+                previous = stored.chainHash
+                try line(["event": ["sequence": stored.sequence, "chain_hash": stored.chainHash.hex, "record": Data(stored.record).base64EncodedString()]])
+                if stored.stream.hasPrefix("checkpoint/"), case .checkpoint(let recorded) = try EventRecordCodec.decodeAny(stored.record) {
+                    checkpoints.append(("log", recorded.checkpoint))
+                }
+            }
+            position = page.last?.sequence ?? head.sequence
+        }
+        if let checkpointsDirectory {
+            let loaded = try CheckpointFiles.load(directory: checkpointsDirectory)
+            checkpoints += loaded.checkpoints.map { (CheckpointFiles.fileName, $0.checkpoint) }
+        }
+        for (source, checkpoint) in checkpoints {
+            guard var object = try JSONSerialization.jsonObject(with: Data(CheckpointFiles.line(checkpoint).utf8)) as? [String: Any] else { continue }
+            object["source"] = source
+            try line(["checkpoint": object])
+        }
+        return (head.sequence, checkpoints.count)
+    }
+
+    /// What verifying a bundle found.
+    public struct Report: Sendable {
+        public var events: UInt64 = 0
+        public var headSequence: UInt64 = 0
+        public var headChainHash = ""
+        public var digest = ""
+        public var checkpoints = 0
+        /// The newest sequence a checkpoint that verified vouches for.
+        public var newestCheckpoint: UInt64 = 0
+        /// Where the keys came from: "bundle" or the file given.
+        public var keysFrom = ""
+        /// Problems: the chain, the records, the head, the checkpoints. Empty: it verifies.
+        public var problems: [String] = []
+    }
+
+    /// Verifies a bundle's bytes: the chain from the first event, each record decoded and folded in order
+    /// (as a replay checks it), the head it claims, and every checkpoint (its signature with `keys`, or
+    /// with the bundle's own keys when nil; that it vouches for an event the bundle holds, with its hash).
+    public static func verify(_ bytes: [UInt8], keys trusted: CheckpointKeys?, keysSource: String = "") async -> Report {
+        var report = Report()
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        guard let first = lines.first, let header = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any],
+              (header["lockstep_bundle"] as? NSNumber)?.intValue == format,
+              let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
+              let headHash = header["head_chain_hash"] as? String
+        else {
+            report.problems.append("not a Lockstep bundle (its first line is not a bundle header of format \(format))")
+            return report
+        }
+        report.headSequence = headSequence
+        report.headChainHash = headHash
+        var bundleKeys: [CheckpointKeys.Key] = []
+        var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
+        var chain = ChainHash.genesis
+        var state = LogState()
+        var hashes: [UInt64: [UInt8]] = [:]
+        for (index, line) in lines.dropFirst().enumerated() {
+            let where_ = "line \(index + 2)"
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+                report.problems.append("\(where_): not JSON")
+                continue
+            }
+            if let key = object["key"] as? [String: Any] {
+                do { bundleKeys += try CheckpointKeys.parse(Array((try JSONSerialization.data(withJSONObject: ["keys": [key]])))).keys } catch {
+                    report.problems.append("\(where_): \(error)")
+                }
+            } else if let event = object["event"] as? [String: Any] {
+                guard report.problems.isEmpty || !report.problems.last!.hasPrefix("the chain") else { continue }
+                guard let sequence = (event["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
+                      let recordText = event["record"] as? String, let record = Data(base64Encoded: recordText),
+                      let hashText = event["chain_hash"] as? String, let claimed = [UInt8](hex: hashText)
+                else {
+                    report.problems.append("\(where_): an event line needs sequence, chain_hash and record")
+                    continue
+                }
+                guard sequence == report.events + 1 else {
+                    report.problems.append("the chain: event \(sequence) at \(where_) does not follow event \(report.events)")
+                    break
+                }
+                let bytes = [UInt8](record)
+                chain = chain.next(sequence: sequence, record: bytes)
+                guard chain.bytes == claimed else {
+                    report.problems.append("the chain: event \(sequence)'s record does not hash to its chain hash: it was altered")
+                    break
+                }
+                report.events = sequence
+                hashes[sequence] = claimed
+                guard let stored = ChainHash(bytes: claimed) else { continue }
+                do {
+                    // The bundle holds no rows: the record's own stream and version stand for them, and are
+                    // checked against the state folded so far, as a replay checks them.
+                    let decoded = try EventRecordCodec.decodeAny(bytes)
+                    let row = StoredEvent(sequence: sequence, stream: decoded.stream, streamVersion: decoded.streamVersion, record: bytes, chainHash: stored)
+                    let recordValue = try History.check(row, against: state)
+                    state.evolve(recordValue, sequence: sequence)
+                    if case .checkpoint(let recorded) = recordValue { checkpoints.append(("log", recorded.checkpoint)) }
+                } catch {
+                    report.problems.append("event \(sequence): \(error)")
+                    break
+                }
+            } else if let checkpoint = object["checkpoint"] as? [String: Any] {
+                let source = (checkpoint["source"] as? String) ?? "bundle"
+                guard let data = try? JSONSerialization.data(withJSONObject: checkpoint) else { continue }
+                switch CheckpointFiles.parse(line: Substring(String(decoding: data, as: UTF8.self))) {
+                case .success(let parsed):
+                    // The log's own were read from its events above; the others came from outside it.
+                    if source != "log" { checkpoints.append((source, parsed)) }
+                case .failure(let error): report.problems.append("\(where_): \(error)")
+                }
+            } else {
+                report.problems.append("\(where_): neither a key, an event nor a checkpoint")
+            }
+        }
+        if report.events != headSequence { report.problems.append("the bundle says its head is event \(headSequence), but it holds events up to \(report.events)") }
+        else if chain.hex != headHash && headSequence > 0 { report.problems.append("the bundle's head hash is not its last event's chain hash") }
+        report.digest = state.digest.hex
+        let keys: CheckpointKeys
+        if let trusted {
+            keys = trusted
+            report.keysFrom = keysSource
+        } else {
+            keys = CheckpointKeys(keys: bundleKeys)
+            report.keysFrom = "the bundle itself"
+        }
+        report.checkpoints = checkpoints.count
+        let findings = await CheckpointAudit.audit(checkpoints, keys: keys, head: report.events) { hashes[$0] }
+        report.problems += findings.map(\.description)
+        report.newestCheckpoint = checkpoints.map(\.checkpoint.sequence).filter { sequence in !findings.contains { $0.sequence == sequence } }.max() ?? 0
+        return report
+    }
+}
