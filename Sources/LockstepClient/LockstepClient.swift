@@ -269,6 +269,12 @@ public struct LockstepClient: Sendable {
     public func verify() async throws(LockstepClientError) -> Lockstep_V1_VerifyHistoryResponse {
         try await call { try await $0.history.verifyHistory(.init(), metadata: $1) }
     }
+    public func explain(_ request: Lockstep_V1_ExplainRequest) async throws(LockstepClientError) -> Lockstep_V1_ExplainResponse {
+        try await call { try await $0.history.explainMigration(request, metadata: $1) }
+    }
+    public func diff(_ request: Lockstep_V1_DiffHistoryRequest) async throws(LockstepClientError) -> Lockstep_V1_DiffHistoryResponse {
+        try await call { try await $0.history.diffHistory(request, metadata: $1) }
+    }
     public func stage(_ request: Lockstep_V1_StageRequest) async throws(LockstepClientError) -> Lockstep_V1_Stage {
         try await call { try await $0.stages.getStage(request, metadata: $1) }
     }

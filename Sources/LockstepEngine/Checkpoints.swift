@@ -20,9 +20,9 @@ public struct CheckpointError: Error, Equatable, CustomStringConvertible {
 public struct CheckpointSigner: Sendable {
     /// The 32-byte private key (its seed); the key itself is made from it when it signs.
     let seed: [UInt8]
-    var key: Curve25519.Signing.PrivateKey {
+    var key: Curve25519.Signing.PrivateKey? {
         // The seed was checked when it was read or made: 32 bytes.
-        (try? Curve25519.Signing.PrivateKey(rawRepresentation: seed)) ?? Curve25519.Signing.PrivateKey()
+        try? Curve25519.Signing.PrivateKey(rawRepresentation: seed)
     }
 
     public init(key: Curve25519.Signing.PrivateKey) { self.seed = Array(key.rawRepresentation) }
@@ -44,15 +44,29 @@ public struct CheckpointSigner: Sendable {
     /// A new key.
     public static func generate() -> CheckpointSigner { CheckpointSigner(key: Curve25519.Signing.PrivateKey()) }
 
+    /// Writes the key file at `path`: created with mode 0600 (never readable by others, not even for a
+    /// moment), and never over an existing file.
+    public func write(to path: String) throws(CheckpointError) {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else {
+            throw CheckpointError(errno == EEXIST ? "\(path) exists; a key is never overwritten" : "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        defer { close(descriptor) }
+        let bytes = Array(fileText.utf8)
+        let written = bytes.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
+        guard written == bytes.count, fsync(descriptor) == 0 else { throw CheckpointError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    }
+
     /// The key file's text.
     public var fileText: String { "\(Self.header)\n\(Data(seed).base64EncodedString())\n" }
 
-    public var publicKey: [UInt8] { Array(key.publicKey.rawRepresentation) }
+    public var publicKey: [UInt8] { key.map { Array($0.publicKey.rawRepresentation) } ?? [] }
     public var keyID: String { CheckpointKeys.keyID(of: publicKey) }
 
     /// The checkpoint of event `sequence` (chain hash `chainHash`), signed at `at`.
     public func sign(sequence: UInt64, chainHash: [UInt8], at: Instant) throws(CheckpointError) -> Checkpoint {
         let message = Checkpoint.message(sequence: sequence, chainHash: chainHash, signedAtMillis: at.millisecondsSinceEpoch)
+        guard let key else { throw CheckpointError("the signing key is not a key") }
         let signature: Data
         do { signature = try key.signature(for: message) } catch { throw CheckpointError("signing failed: \(error)") }
         return Checkpoint(sequence: sequence, chainHash: chainHash, signedAt: at, keyID: keyID, signature: [UInt8](signature))
@@ -211,22 +225,28 @@ public enum CheckpointFiles {
         return .success(checkpoint)
     }
 
-    /// Appends `checkpoint` to DIR/checkpoints.ndjson (created if need be) and syncs it to disk.
+    /// Appends `checkpoint` to DIR/checkpoints.ndjson (created if need be) with one `write` in append mode,
+    /// and syncs it to disk: writers sharing the file never overwrite each other, and a line a crash cut
+    /// short is ended before the next, so it costs only itself.
     public static func append(_ checkpoint: Checkpoint, directory: String) throws(CheckpointError) {
         let path = directory + "/" + fileName
-        if !FileManager.default.fileExists(atPath: path) {
-            guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o644]) else {
-                throw CheckpointError("cannot create \(path)")
+        let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw CheckpointError("cannot open \(path) to append: \(String(cString: strerror(errno)))") }
+        defer { close(descriptor) }
+        var text = line(checkpoint) + "\n"
+        let size = lseek(descriptor, 0, SEEK_END)
+        if size > 0 {
+            var last: UInt8 = 0
+            let reader = open(path, O_RDONLY | O_CLOEXEC)
+            if reader >= 0 {
+                if pread(reader, &last, 1, size - 1) == 1, last != 0x0A { text = "\n" + text }
+                close(reader)
             }
         }
-        guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError("cannot open \(path) to append") }
-        defer { try? handle.close() }
-        do {
-            try handle.seekToEnd()
-            try handle.write(contentsOf: Data((line(checkpoint) + "\n").utf8))
-            try handle.synchronize()
-        } catch {
-            throw CheckpointError("cannot append to \(path): \(error)")
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
+        guard written == bytes.count, fsync(descriptor) == 0 else {
+            throw CheckpointError("cannot append to \(path): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -282,7 +302,8 @@ public enum CheckpointAudit {
 }
 
 extension Array where Element == UInt8 {
-    /// The bytes of a lower- or upper-case hex string with an even number of digits.
+    /// The bytes of a lower-case hex string with an even number of digits (the one spelling Lockstep
+    /// writes: another would let one text stand for the same bytes as another).
     public init?(hex: String) {
         let digits = Array(hex.utf8)
         guard digits.count % 2 == 0, digits.count <= 1_024 else { return nil }
@@ -292,7 +313,6 @@ extension Array where Element == UInt8 {
             switch digit {
             case 0x30...0x39: digit - 0x30
             case 0x61...0x66: digit - 0x61 + 10
-            case 0x41...0x46: digit - 0x41 + 10
             default: nil
             }
         }

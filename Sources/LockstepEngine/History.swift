@@ -143,6 +143,10 @@ public enum History {
         guard record.streamVersion == current + 1 else {
             throw .corrupted(position: stored.sequence, reason: "stream \(stored.stream) jumps from version \(current) to \(record.streamVersion)")
         }
+        // A checkpoint vouches for an event before its own.
+        if case .checkpoint(let recorded) = record, recorded.checkpoint.sequence >= stored.sequence {
+            throw .corrupted(position: stored.sequence, reason: "a checkpoint at sequence \(stored.sequence) vouches for event \(recorded.checkpoint.sequence), which is not before it")
+        }
         guard case .migration(let event) = record else { return }
         let isStart: Bool
         if case .migrationStarted(let started) = event.event {

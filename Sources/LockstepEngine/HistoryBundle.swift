@@ -79,13 +79,16 @@ public enum HistoryBundle {
     /// Verifies a bundle's bytes: the chain from the first event, each record decoded and folded in order
     /// (as a replay checks it), the head it claims, and every checkpoint (its signature with `keys`, or
     /// with the bundle's own keys when nil; that it vouches for an event the bundle holds, with its hash).
-    public static func verify(_ bytes: [UInt8], keys trusted: CheckpointKeys?, keysSource: String = "") async -> Report {
+    /// `elsewhere`: checkpoints kept outside the bundle (a trusted directory), checked against it too.
+    public static func verify(_ bytes: [UInt8], keys trusted: CheckpointKeys?, keysSource: String = "",
+                              elsewhere: [(source: String, checkpoint: Checkpoint)] = []) async -> Report {
         var report = Report()
         let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
         guard let first = lines.first, let header = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any],
               (header["lockstep_bundle"] as? NSNumber)?.intValue == format,
               let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
-              let headHash = header["head_chain_hash"] as? String
+              (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence,
+              let headHash = header["head_chain_hash"] as? String, [UInt8](hex: headHash)?.count == 32
         else {
             report.problems.append("not a Lockstep bundle (its first line is not a bundle header of format \(format))")
             return report
@@ -94,6 +97,8 @@ public enum HistoryBundle {
         report.headChainHash = headHash
         var bundleKeys: [CheckpointKeys.Key] = []
         var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
+        // The bundle's lines for the log's own checkpoints, which must be exactly those its events hold.
+        var logLines: [Checkpoint] = []
         var chain = ChainHash.genesis
         var state = LogState()
         var hashes: [UInt64: [UInt8]] = [:]
@@ -104,7 +109,11 @@ public enum HistoryBundle {
                 continue
             }
             if let key = object["key"] as? [String: Any] {
-                do { bundleKeys += try CheckpointKeys.parse(Array((try JSONSerialization.data(withJSONObject: ["keys": [key]])))).keys } catch {
+                do {
+                    let parsed = try CheckpointKeys.parse(Array((try JSONSerialization.data(withJSONObject: ["keys": [key]])))).keys
+                    for key in parsed where !bundleKeys.contains(key) { bundleKeys.append(key) }
+                    if bundleKeys.count > CheckpointKeys.keysMax { report.problems.append("\(where_): more than \(CheckpointKeys.keysMax) keys") }
+                } catch {
                     report.problems.append("\(where_): \(error)")
                 }
             } else if let event = object["event"] as? [String: Any] {
@@ -147,17 +156,23 @@ public enum HistoryBundle {
                 switch CheckpointFiles.parse(line: Substring(String(decoding: data, as: UTF8.self))) {
                 case .success(let parsed):
                     // The log's own were read from its events above; the others came from outside it.
-                    if source != "log" { checkpoints.append((source, parsed)) }
+                    if source == "log" { logLines.append(parsed) } else { checkpoints.append((source, parsed)) }
                 case .failure(let error): report.problems.append("\(where_): \(error)")
                 }
             } else {
                 report.problems.append("\(where_): neither a key, an event nor a checkpoint")
             }
         }
+        let fromEvents = checkpoints.filter { $0.source == "log" }.map(\.checkpoint)
+        if Set(logLines) != Set(fromEvents) || logLines.count != fromEvents.count {
+            report.problems.append("the bundle's checkpoint lines marked \"log\" are not the checkpoints its events hold")
+        }
+        checkpoints += elsewhere
         if report.events != headSequence { report.problems.append("the bundle says its head is event \(headSequence), but it holds events up to \(report.events)") }
         else if chain.hex != headHash && headSequence > 0 { report.problems.append("the bundle's head hash is not its last event's chain hash") }
         report.digest = state.digest.hex
         let keys: CheckpointKeys
+        if bundleKeys.count > CheckpointKeys.keysMax { bundleKeys = [] }
         if let trusted {
             keys = trusted
             report.keysFrom = keysSource

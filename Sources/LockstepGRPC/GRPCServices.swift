@@ -268,6 +268,22 @@ package struct GRPCHistoryService: Lockstep_V1_HistoryService.ServiceProtocol {
         }
     }
 
+    package func explainMigration(request: ServerRequest<Lockstep_V1_ExplainRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ExplainResponse>
+    {
+        try await answer(request, .explainMigration, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await history.explain(input, principal: principal)
+        }
+    }
+
+    package func diffHistory(request: ServerRequest<Lockstep_V1_DiffHistoryRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_DiffHistoryResponse>
+    {
+        try await answer(request, .diffHistory, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in
+            try await history.diff(input, principal: principal)
+        }
+    }
+
     package init(history: HistoryAPI, metrics: ServerMetrics, authenticate: @escaping @Sendable (String?, String?) throws(APIError) -> Principal) {
         self.history = history
         self.metrics = metrics

@@ -135,6 +135,8 @@ package struct HTTPRoutes: Sendable {
         route(router, .listEvents, &served, history.listEvents)
         route(router, .stateAt, &served, history.stateAt)
         route(router, .verifyHistory, &served, history.verify)
+        route(router, .explainMigration, &served, history.explain)
+        route(router, .diffHistory, &served, history.diff)
         // Every event after a sequence (of one stream, or all), as NDJSON in `lockstep history export`'s
         // format: one event per line, the content of the gRPC export's envelopes.
         gate(router, .exportEvents, &served, Lockstep_V1_ListEventsRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in

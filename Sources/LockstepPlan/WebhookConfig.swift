@@ -231,8 +231,10 @@ package enum BoundedFile {
 
     /// At most `limit` bytes of the regular file at `path` (never more read than `limit` + 1), or why not.
     package static func read(_ path: String, limit: Int, what: String) -> Result<[UInt8], Problem> {
-        let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType
-        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: path) else {
+        // A symbolic link is followed (secrets are often mounted as links); what it names must be a regular file.
+        let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+        let type = (try? FileManager.default.attributesOfItem(atPath: resolved))?[.type] as? FileAttributeType
+        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: resolved) else {
             return .failure(Problem(description: "cannot read \(what) \(path) (it must be a regular file)"))
         }
         defer { try? handle.close() }

@@ -25,17 +25,27 @@ public struct SigningOptions: Sendable {
     public init(signer: CheckpointSigner) { self.signer = signer }
 }
 
-/// Signs a checkpoint of the log's head every `everyEvents` events and every `everyMillis` of activity,
-/// and once more at shutdown; records it in the log (stream `checkpoint/SEQUENCE`), appends it to the
-/// checkpoints file, and posts it to the witness. One service of the writer's group.
+/// Signs a checkpoint of the coordinator's head every `everyEvents` events and every `everyMillis` of
+/// activity, and once more at shutdown; keeps it in the checkpoints file and posts it to the witness (once
+/// each), then records it in the log (stream `checkpoint/SEQUENCE`), retrying only that with back-off.
+/// The first service of the writer's group, so the last one stopped: its shutdown checkpoint comes after
+/// every other write. An idle head is signed once: its checkpoint's own event is not activity.
 struct CheckpointService: Service {
     let options: SigningOptions
     let coordinator: Coordinator
     let log: any EventLog
     let wake: WebhookWake
-    let wallClock: @Sendable () -> Instant
+    /// The server's clock (recorded times never go backwards).
+    let clock: @Sendable () -> Instant
     let metrics: ServerMetrics
     let logger: Logger
+
+    /// Where the loop got to: the last sequence counted as signed, and a checkpoint signed and kept
+    /// elsewhere but not recorded in the log yet.
+    struct Progress: Sendable {
+        var last: UInt64
+        var pending: Checkpoint?
+    }
 
     func run() async throws {
         let client: HTTPClient? = options.witness.map { _ in
@@ -44,49 +54,77 @@ struct CheckpointService: Service {
             configuration.timeout = .init(connect: .seconds(5), read: .seconds(5))
             return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         }
-        let start = await lastSigned()
-        // The sequence signed last, when the loop ended (a graceful shutdown cancels it).
-        let last = await cancelWhenGracefulShutdown { () async -> UInt64 in
-            var last = start
+        let start = Progress(last: await lastSigned(), pending: nil)
+        var progress = await cancelWhenGracefulShutdown { () async -> Progress in
+            var progress = start
             var lastAt = ContinuousClock.now
+            var backoff = Duration.seconds(1)
             while !Task.isCancelled {
                 let generation = wake.generation
-                if let head = try? await log.head(), head.sequence > last {
-                    let due = head.sequence - last >= options.everyEvents || ContinuousClock.now - lastAt >= .milliseconds(options.everyMillis)
-                    if due, await sign(head, client: client) {
-                        // The checkpoint's own event is the head now: the next one is due after more events.
-                        last = (try? await log.head().sequence) ?? head.sequence
+                if progress.pending == nil {
+                    let head = await coordinator.appliedSequence
+                    if head > progress.last, head - progress.last >= options.everyEvents || ContinuousClock.now - lastAt >= .milliseconds(options.everyMillis) {
+                        progress.pending = await signAndKeep(head, client: client)
+                    }
+                }
+                if let checkpoint = progress.pending {
+                    if await record(checkpoint, into: &progress) {
                         lastAt = ContinuousClock.now
+                        backoff = .seconds(1)
+                    } else {
+                        try? await Task.sleep(for: backoff)
+                        backoff = min(backoff * 2, .seconds(60))
+                        continue
                     }
                 }
                 await wake.wait(since: generation, atMost: .milliseconds(min(options.everyMillis, 1_000)))
             }
-            return last
+            return progress
         }
-        // At shutdown (the listeners still serve: this service stops before them): the head as it is now.
-        if let head = try? await log.head(), head.sequence > last { _ = await sign(head, client: client) }
+        // At shutdown, after every other service stopped: what is pending, then the head if it moved.
+        if let checkpoint = progress.pending { _ = await record(checkpoint, into: &progress) }
+        let head = await coordinator.appliedSequence
+        if head > progress.last, let checkpoint = await signAndKeep(head, client: client) { _ = await record(checkpoint, into: &progress) }
         try? await client?.shutdown()
     }
 
-    /// The newest sequence a checkpoint event of the log vouches for's own position (0 when none): where
-    /// the events since the last checkpoint are counted from.
+    /// The head a restart starts counting from: the log's, when its last event is a checkpoint's (nothing
+    /// happened since); else 0, so a checkpoint is due as soon as enough was appended.
     func lastSigned() async -> UInt64 {
-        guard let head = try? await log.head() else { return 0 }
-        // The last event is a checkpoint's own: nothing was appended since.
-        if let last = try? await log.read(after: head.sequence - min(head.sequence, 1), limit: 1).first, last.stream.hasPrefix("checkpoint/") {
-            return head.sequence
-        }
-        return 0
+        let head = await coordinator.appliedSequence
+        guard head > 0, let last = try? await log.read(after: head - 1, limit: 1).first, last.sequence == head else { return 0 }
+        return last.stream.hasPrefix("checkpoint/") ? head : 0
     }
 
-    /// Signs `head`, records it, keeps it elsewhere; false when it could not be recorded.
-    func sign(_ head: LogHead, client: HTTPClient?) async -> Bool {
+    /// Records `checkpoint` in the log; on success, counts from it (from its own event when nothing else
+    /// was appended meanwhile, so an idle head is not signed again).
+    func record(_ checkpoint: Checkpoint, into progress: inout Progress) async -> Bool {
+        do {
+            let result = try await coordinator.execute(.checkpoints(.record(checkpoint)), context: CommandContext(actor: .coordinator, triggeredBy: .coordinator),
+                                                       now: clock())
+            metrics.checkpointsSigned.increment()
+            let own = result.receipt?.lastSequence ?? checkpoint.sequence
+            progress.last = own == checkpoint.sequence + 1 ? own : checkpoint.sequence
+            progress.pending = nil
+            return true
+        } catch {
+            logger.warning("checkpoint \(checkpoint.sequence) is kept elsewhere but not recorded in the log yet (trying again): \(error)")
+            return false
+        }
+    }
+
+    /// Signs event `sequence` and keeps the checkpoint elsewhere (the file, the witness), once.
+    func signAndKeep(_ sequence: UInt64, client: HTTPClient?) async -> Checkpoint? {
+        guard let stored = try? await log.read(after: sequence - 1, limit: 1).first, stored.sequence == sequence else {
+            logger.error("cannot read event \(sequence) to sign a checkpoint of it")
+            return nil
+        }
         let checkpoint: Checkpoint
         do {
-            checkpoint = try options.signer.sign(sequence: head.sequence, chainHash: head.chainHash.bytes, at: wallClock())
+            checkpoint = try options.signer.sign(sequence: sequence, chainHash: stored.chainHash.bytes, at: clock())
         } catch {
             logger.error("cannot sign a checkpoint: \(error)")
-            return false
+            return nil
         }
         // Elsewhere first: it is a true statement about the log whether or not its own event is recorded.
         if let directory = options.directory {
@@ -96,15 +134,7 @@ struct CheckpointService: Service {
             }
         }
         if let witness = options.witness, let client { await post(checkpoint, to: witness, client: client) }
-        do {
-            _ = try await coordinator.execute(.checkpoints(.record(checkpoint)), context: CommandContext(actor: .coordinator, triggeredBy: .coordinator),
-                                              now: wallClock())
-            metrics.checkpointsSigned.increment()
-            return true
-        } catch {
-            logger.warning("checkpoint \(checkpoint.sequence) was kept elsewhere but not recorded in the log: \(error)")
-            return false
-        }
+        return checkpoint
     }
 
     func post(_ checkpoint: Checkpoint, to witness: URL, client: HTTPClient) async {

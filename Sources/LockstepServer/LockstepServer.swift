@@ -356,8 +356,12 @@ public enum LockstepServer {
                                               consoleBase: { await bound.wait()?.http ?? "" }))
         }
         if let signing = options.signing, !isReplica {
-            services.append(CheckpointService(options: signing, coordinator: coordinator, log: log, wake: webhookWake, wallClock: options.wallClock,
-                                              metrics: metrics, logger: logger))
+            // First, so stopped last: the shutdown checkpoint comes after every other write.
+            services.insert(CheckpointService(options: signing, coordinator: coordinator, log: log, wake: webhookWake, clock: clock,
+                                              metrics: metrics, logger: logger), at: 0)
+            logger.info("signing checkpoints with key \(signing.signer.keyID) every \(signing.everyEvents) events or \(signing.everyMillis) ms of activity, and at shutdown\(signing.directory.map { "; kept in \($0)" } ?? "")")
+        } else if !isReplica {
+            logger.notice("checkpoints are not signed (--no-signing or --dev): a truncated or replaced log cannot be told from the real one (docs/history.md)")
         }
         services += [announcer, closer]
         return Built(services: services, bound: bound)

@@ -131,21 +131,68 @@ public struct HistoryAPI: Sendable {
         }
     }
 
+    public func explain(_ request: Lockstep_V1_ExplainRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ExplainResponse {
+        try APIError.checkIdentifier(request.migrationID, "migration_id")
+        if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node_id") }
+        let id = MigrationID(request.migrationID)
+        let events: [(sequence: UInt64, event: RecordedEvent)]
+        do throws(EventLogError) { events = try await History.migrationEvents(id, in: coordinator.log) } catch { throw APIError(.storage(error)) }
+        if events.isEmpty { throw APIError(.rejected(.migrationNotFound(id))) }
+        let explanation: HistoryExplain.Explanation
+        do throws(HistoryExplain.Failure) {
+            explanation = try HistoryExplain.explain(events, node: request.nodeID.isEmpty ? nil : NodeID(request.nodeID))
+        } catch {
+            throw APIError.invalid(error.description)
+        }
+        return .with {
+            $0.headline = explanation.headline
+            $0.links = explanation.links.map { link in
+                .with {
+                    $0.sequence = link.sequence
+                    $0.atMs = link.at.millisecondsSinceEpoch
+                    $0.actor = link.actor
+                    $0.text = link.text
+                }
+            }
+        }
+    }
+
+    public func diff(_ request: Lockstep_V1_DiffHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_DiffHistoryResponse {
+        if !request.migrationID.isEmpty { try APIError.checkIdentifier(request.migrationID, "migration_id") }
+        guard request.hasFrom, request.hasTo, request.from.at != nil, request.to.at != nil else {
+            throw APIError.invalid("a diff needs two points, from and to: each a sequence or a time_ms")
+        }
+        let from = try await sequence(of: request.from)
+        let to = try await sequence(of: request.to)
+        guard from <= to else { throw APIError.invalid("from (sequence \(from)) must not come after to (sequence \(to))") }
+        let old: LogState
+        let new: LogState
+        do {
+            old = from == 0 ? LogState(keepingSettled: true) : try await History.replay(coordinator.log, through: from, keepingSettled: true)
+            new = to == 0 ? LogState(keepingSettled: true) : try await History.replay(coordinator.log, through: to, keepingSettled: true)
+        } catch {
+            if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
+            throw APIError(.storage(error))
+        }
+        return .with {
+            $0.fromSequence = from
+            $0.toSequence = to
+            $0.changes = HistoryDiff.changes(from: old, to: new, migration: request.migrationID.isEmpty ? nil : MigrationID(request.migrationID))
+        }
+    }
+
+    private func sequence(of point: Lockstep_V1_HistoryPoint) async throws(APIError) -> UInt64 {
+        switch point.at {
+        case .sequence(let sequence)?: sequence
+        case .timeMs(let time)?: try await lastSequence(recordedAtOrBefore: Instant(millisecondsSinceEpoch: time))
+        case nil: 0
+        }
+    }
+
     /// The last event recorded at or before `time` (0 when none was).
     private func lastSequence(recordedAtOrBefore time: Instant) async throws(APIError) -> UInt64 {
-        var position: UInt64 = 0
-        var found: UInt64 = 0
-        while true {
-            let page = try await read(after: position, limit: Self.scanPageEventsMax)
-            guard !page.isEmpty else { return found }
-            for stored in page {
-                position = stored.sequence
-                guard let record = try? EventRecordCodec.decodeRecord(stored.record) else {
-                    throw APIError(.storage(.corrupted(position: stored.sequence, reason: "the record does not decode")))
-                }
-                // Recorded times follow the wall clock, which may step back: take the last one at or before.
-                if record.recordedAtMs <= time.millisecondsSinceEpoch { found = stored.sequence }
-            }
+        do throws(EventLogError) { return try await History.lastSequence(in: coordinator.log, recordedAtOrBefore: time) } catch {
+            throw APIError(.storage(error))
         }
     }
 

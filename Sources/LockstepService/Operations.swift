@@ -122,6 +122,10 @@ extension APIOperation {
                                           "StateAtRequest", "StateAtResponse")
     public static let verifyHistory = APIOperation("history/verify", "verify the history", roles: readers, "HistoryService", "VerifyHistory",
                                                 "VerifyHistoryRequest", "VerifyHistoryResponse")
+    public static let explainMigration = APIOperation("history/explain", "read the history", roles: readers, "HistoryService", "ExplainMigration",
+                                                   "ExplainRequest", "ExplainResponse")
+    public static let diffHistory = APIOperation("history/diff", "read the history", roles: readers, "HistoryService", "DiffHistory",
+                                              "DiffHistoryRequest", "DiffHistoryResponse")
 
     /// Every operation, in the order the API documents them.
     public static let all: [APIOperation] = [
@@ -130,7 +134,7 @@ extension APIOperation {
         releaseServiceLease, listServiceLeases, recordMetric,
         declareFreeze, listFreezes, endFreeze, stopLine, breakGlass, listWebhookDeliveries,
         stage,
-        listEvents, exportEvents, stateAt, verifyHistory,
+        listEvents, exportEvents, stateAt, verifyHistory, explainMigration, diffHistory,
     ]
 
     /// The table as JSON lines, one operation each (what `lockstep debug operations` prints).

@@ -73,9 +73,19 @@ struct Demo: AsyncParsableCommand {
     private func runDemo(_ files: DemoFiles, _ children: DemoChildren) async throws -> String {
         print("Lockstep demo: everything is kept in \(files.directory)\n")
         // The key checkpoints are signed with, and the directory they are also kept in (docs/history.md).
-        let signer = CheckpointSigner.generate()
-        guard FileManager.default.createFile(atPath: files.directory + "/signing.key", contents: Data(signer.fileText.utf8), attributes: [.posixPermissions: 0o600])
-        else { throw CommandFailure(message: "cannot write \(files.directory)/signing.key", exitCode: 2) }
+        let keyFile = files.directory + "/signing.key"
+        let signer: CheckpointSigner
+        do {
+            // A directory used before keeps its key (its checkpoints were signed with it).
+            if FileManager.default.fileExists(atPath: keyFile) {
+                signer = try CheckpointSigner(file: keyFile)
+            } else {
+                signer = CheckpointSigner.generate()
+                try signer.write(to: keyFile)
+            }
+        } catch {
+            throw CommandFailure(message: error.description, exitCode: 2)
+        }
         try CheckpointKeys(keys: [.init(publicKey: signer.publicKey)]).json.write(toFile: files.directory + "/keys.json", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: files.directory + "/checkpoints", withIntermediateDirectories: true)
         let server = try children.spawn(files, ["serve", "--config", files.auth, "--data", files.dataDirectory, "--http-listen", "127.0.0.1:0",

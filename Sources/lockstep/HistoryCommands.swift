@@ -10,7 +10,7 @@ struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "history",
         abstract: "Verify, replay and export the event history (for governance and incident review).",
-        subcommands: [Verify.self, Replay.self, Export.self]
+        subcommands: [Verify.self, Replay.self, Export.self, Explain.self, Diff.self]
     )
 }
 
@@ -99,8 +99,8 @@ extension HistoryCommand {
                         // The same answer as the server's for a broken history: ok false, the code, where.
                         verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
                     }
-                    if let keys {
-                        let head = verification.ok ? verification.headSequence : ((try? await log.head().sequence) ?? 0)
+                    if let keys, verification.ok {
+                        let head = verification.headSequence
                         verification.audit = try await Self.audit(keys: keys, directory: checkpoints, head: head,
                                                                   logCheckpoints: { try await Self.logCheckpoints(log) },
                                                                   chainHash: { sequence in try await log.read(after: sequence - 1, limit: 1).first.map { $0.chainHash.bytes } })
@@ -164,10 +164,20 @@ extension HistoryCommand {
 
         func verifyBundle(_ path: String, keys: CheckpointKeys?) async throws {
             let bytes: [UInt8]
-            do { bytes = try CheckpointFiles.read(path, limit: 1 << 31, what: "the bundle") } catch {
+            do { bytes = try CheckpointFiles.read(path, limit: 1 << 30, what: "the bundle") } catch {
                 throw CommandFailure(message: error.description, exitCode: 2)
             }
-            let report = await HistoryBundle.verify(bytes, keys: keys, keysSource: publicKey ?? "")
+            var elsewhere: [(source: String, checkpoint: Checkpoint)] = []
+            if let checkpoints {
+                do {
+                    let loaded = try CheckpointFiles.load(directory: checkpoints)
+                    elsewhere = loaded.checkpoints
+                    if let bad = loaded.malformed.first { throw CommandFailure(message: bad.description, exitCode: 1) }
+                } catch let error as CheckpointError {
+                    throw CommandFailure(message: error.description, exitCode: 2)
+                }
+            }
+            let report = await HistoryBundle.verify(bytes, keys: keys, keysSource: publicKey ?? "", elsewhere: elsewhere)
             switch output {
             case .json:
                 let object: [String: Any] = [
@@ -250,6 +260,9 @@ extension HistoryCommand {
                     }
                     let keys = try publicKey.map { path throws in
                         do { return try CheckpointKeys.load(path) } catch { throw CommandFailure(message: String(describing: error), exitCode: 2) }
+                    }
+                    guard !FileManager.default.fileExists(atPath: bundle) else {
+                        throw CommandFailure(message: "\(bundle) exists; a bundle is never written over a file", exitCode: 1)
                     }
                     try await withReadOnlyLog(location) { log in
                         let written = try await HistoryBundle.write(log, to: bundle, checkpointsDirectory: checkpoints, keys: keys)

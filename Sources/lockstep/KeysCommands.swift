@@ -27,12 +27,9 @@ extension KeysCommand {
         @Option(help: "From when the key is valid (ISO 8601; default: now).") var validFrom: InstantArgument?
 
         func run() async throws {
-            guard !FileManager.default.fileExists(atPath: privateKey) else {
-                throw CommandFailure(message: "\(privateKey) exists; a key is never overwritten", exitCode: 1)
-            }
             let signer = CheckpointSigner.generate()
-            guard FileManager.default.createFile(atPath: privateKey, contents: Data(signer.fileText.utf8), attributes: [.posixPermissions: 0o600]) else {
-                throw CommandFailure(message: "cannot write \(privateKey)", exitCode: 2)
+            do { try signer.write(to: privateKey) } catch {
+                throw CommandFailure(message: error.description, exitCode: error.description.contains("never overwritten") ? 1 : 2)
             }
             let from = validFrom.map { Instant(millisecondsSinceEpoch: $0.millis == 0 ? WallClock.now().millisecondsSinceEpoch : $0.millis) } ?? WallClock.now()
             print(CheckpointKeys(keys: [.init(publicKey: signer.publicKey, validFrom: from)]).json)

@@ -171,7 +171,8 @@ import Testing
         #expect(head != nil && python.stdout.contains(String(head!)))
 
         // One byte of one event's record flipped (inside its base64): both refuse it.
-        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: bundle)))
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: bundle)))
+        var bytes = original
         let text = String(decoding: bytes, as: UTF8.self)
         let marker = try #require(text.range(of: "\"record\":\"", options: [], range: text.index(text.startIndex, offsetBy: text.count / 2)..<text.endIndex))
         let offset = text.utf8.distance(from: text.startIndex, to: marker.upperBound) + 8
@@ -181,6 +182,41 @@ import Testing
         #expect(swiftBad.status == 1 && swiftBad.stderr.contains("it was altered"), "\(swiftBad)")
         let pythonBad = try await ChildProcess("/usr/bin/python3", [verifier, bundle, "--keys", directory + "/keys.json"]).wait(seconds: 60)
         #expect(pythonBad.status == 1 && pythonBad.stderr.contains("it was altered"), "\(pythonBad)")
+
+        // A flip in each other kind of line: an upper-cased hex digit of a chain hash, the header's count, a
+        // checkpoint line's signature. Both refuse each.
+        try Data(original).write(to: URL(fileURLWithPath: bundle))
+        let lines = String(decoding: original, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let eventLine = try #require(lines.firstIndex { $0.hasPrefix("{\"event\"") })
+        let checkpointLine = try #require(lines.lastIndex { $0.hasPrefix("{\"checkpoint\"") })
+        func flipped(_ index: Int, _ edit: (String) -> String) -> String {
+            var copy = lines
+            copy[index] = edit(copy[index])
+            return copy.joined(separator: "\n")
+        }
+        let cases: [(String, String)] = [
+            ("an upper-cased hex digit", flipped(eventLine) { line in
+                guard let range = line.range(of: #"[a-f]"#, options: .regularExpression, range: line.range(of: "chain_hash")!.upperBound..<line.endIndex) else { return line }
+                return line.replacingCharacters(in: range, with: line[range].uppercased())
+            }),
+            ("the header's count", flipped(0) { $0.replacingOccurrences(of: "\"events\":\(scenarioEventCount + 1)", with: "\"events\":\(scenarioEventCount + 2)") }),
+            ("a checkpoint's signature", flipped(checkpointLine) { line in
+                guard let range = line.range(of: "\"signature\":\"") else { return line }
+                let at = range.upperBound
+                return line.replacingCharacters(in: at..<line.index(after: at), with: line[at] == "A" ? "B" : "A")
+            }),
+        ]
+        for (what, text) in cases {
+            #expect(text != String(decoding: original, as: UTF8.self), "\(what) changed the bundle")
+            try text.write(toFile: bundle, atomically: true, encoding: .utf8)
+            let swiftFlip = try await runLockstep(["history", "verify", "--bundle", bundle, "--public-key", directory + "/keys.json"])
+            let pythonFlip = try await ChildProcess("/usr/bin/python3", [verifier, bundle, "--keys", directory + "/keys.json"]).wait(seconds: 60)
+            #expect(swiftFlip.status == 1, "Swift took \(what): \(swiftFlip)")
+            #expect(pythonFlip.status == 1, "Python took \(what): \(pythonFlip)")
+        }
+        // A bundle is never written over a file.
+        let again = try await runLockstep(["history", "export", "--data", directory, "--bundle", bundle])
+        #expect(again.status == 1 && again.stderr.contains("never written over a file"), "\(again)")
     }
 }
 

@@ -109,6 +109,26 @@ struct CIExamplesEndToEndTests {
         #expect(rolledBack.status == 5, "\(rolledBack)")
         #expect(rolledBack.stdout.contains("orders-split@2 applied") && rolledBack.stdout.contains("rolled back"), "\(rolledBack.stdout)")
         try FileManager.default.removeItem(atPath: directory + "/fail")
+        // Why it rolled back, from the server and from the log itself alike (issue 21).
+        let why = try await bench.lockstep(["history", "explain", "orders-split-v2"], as: "ci")
+        let whyLocal = try await ChildProcess(binary, ["history", "explain", "orders-split-v2", "--data", bench.server.data + "/data"]).wait(seconds: 60)
+        #expect(why.status == 0 && why.stdout == whyLocal.stdout, "\(why)\n\(whyLocal)")
+        #expect(why.stdout.hasPrefix("orders-split-v2 is rolled_back: node backfill failed") && why.stdout.contains("abort (retries_exhausted)")
+                && why.stdout.contains("backfill: attempt 1 failed"), "\(why.stdout)")
+        let node = try await bench.lockstep(["history", "explain", "orders-split-v2", "backfill", "--output", "json"], as: "ci")
+        #expect(node.status == 0 && node.stdout.contains("\"headline\"") && node.stdout.contains("backfill of orders-split-v2 is"), "\(node.stdout)")
+        let unknown = try await bench.lockstep(["history", "explain", "nope"], as: "ci")
+        #expect(unknown.status == 1 && unknown.stderr.contains("migration_not_found"), "\(unknown)")
+        // What changed while it ran: the same from the server and the log.
+        let pastEnd = try await bench.lockstep(["history", "diff", "--at", "1", "--at", "200000", "--migration", "orders-split-v2"], as: "ci")
+        #expect(pastEnd.status == 1 && pastEnd.stderr.contains("invalid_argument"), "a point past the log end is refused: \(pastEnd)")
+        let head = try await bench.lockstep(["history", "verify", "--output", "json"], as: "ci")
+        let headSequence = (try JSONSerialization.jsonObject(with: Data(head.stdout.utf8)) as? [String: Any])?["head_sequence"] as? Int ?? 0
+        let changed = try await bench.lockstep(["history", "diff", "--at", "1", "--at", String(headSequence), "--migration", "orders-split-v2"], as: "ci")
+        let changedLocal = try await ChildProcess(binary, ["history", "diff", "--at", "1", "--at", String(headSequence), "--migration", "orders-split-v2",
+                                                           "--data", bench.server.data + "/data"]).wait(seconds: 60)
+        #expect(changed.status == 0 && changed.stdout == changedLocal.stdout, "\(changed)\n\(changedLocal)")
+        #expect(changed.stdout.contains("+ migration orders-split-v2 (plan orders-split@2, started by ci): rolled_back"), "\(changed.stdout)")
         // Run again: the version's migration rolled back, so the job stays red (a green re-run would deploy nothing).
         let rerun = try await ci("examples/ci/lockstep-ci deploy migrations/*.yaml")
         #expect(rerun.status == 5 && rerun.stdout.contains("orders-split@2 unchanged"), "\(rerun)")

@@ -31,7 +31,13 @@ struct CheckpointEndToEndTests {
         let stopped = try await server.stop()
         #expect(stopped.status == 0, "\(stopped.stderr.suffix(2_000))")
         let lines = try String(contentsOfFile: directory + "/kept/checkpoints.ndjson", encoding: .utf8).split(separator: "\n")
-        #expect(lines.count >= 2, "one while running, one at shutdown: \(lines)")
+        let sequences = lines.compactMap { ((try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any])?["sequence"] as? Int }
+        // Between two checkpoints, at least one event besides the first's own: an idle head is never signed again.
+        #expect(!sequences.isEmpty && zip(sequences, sequences.dropFirst()).allSatisfy { $1 > $0 + 1 }, "\(sequences)")
+        // The last vouches for the last event before its own: nothing after the shutdown checkpoint.
+        let head = try await runLockstep(["history", "verify", "--data", server.data + "/data", "--output", "json"])
+        let headSequence = (try JSONSerialization.jsonObject(with: Data(head.stdout.utf8)) as? [String: Any])?["head_sequence"] as? Int
+        #expect(sequences.last.map { $0 + 1 } == headSequence, "\(sequences) against head \(headSequence ?? -1)")
 
         let verified = try await runLockstep(["history", "verify", "--data", server.data + "/data", "--checkpoints", directory + "/kept",
                                               "--public-key", directory + "/keys.json"])

@@ -5853,6 +5853,32 @@ public enum Lockstep_V1_HistoryService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ExplainMigration" metadata.
+        public enum ExplainMigration: Sendable {
+            /// Request type for "ExplainMigration".
+            public typealias Input = Lockstep_V1_ExplainRequest
+            /// Response type for "ExplainMigration".
+            public typealias Output = Lockstep_V1_ExplainResponse
+            /// Descriptor for "ExplainMigration".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "ExplainMigration",
+                type: .unary
+            )
+        }
+        /// Namespace for "DiffHistory" metadata.
+        public enum DiffHistory: Sendable {
+            /// Request type for "DiffHistory".
+            public typealias Input = Lockstep_V1_DiffHistoryRequest
+            /// Response type for "DiffHistory".
+            public typealias Output = Lockstep_V1_DiffHistoryResponse
+            /// Descriptor for "DiffHistory".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.HistoryService"),
+                method: "DiffHistory",
+                type: .unary
+            )
+        }
         /// Namespace for "ExportEvents" metadata.
         public enum ExportEvents: Sendable {
             /// Request type for "ExportEvents".
@@ -5871,6 +5897,8 @@ public enum Lockstep_V1_HistoryService: Sendable {
             ListEvents.descriptor,
             GetStateAt.descriptor,
             VerifyHistory.descriptor,
+            ExplainMigration.descriptor,
+            DiffHistory.descriptor,
             ExportEvents.descriptor
         ]
     }
@@ -5943,6 +5971,42 @@ extension Lockstep_V1_HistoryService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_VerifyHistoryRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_VerifyHistoryResponse>
+
+        /// Handle the "ExplainMigration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_ExplainRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ExplainResponse` messages.
+        func explainMigration(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_ExplainRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ExplainResponse>
+
+        /// Handle the "DiffHistory" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_DiffHistoryRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_DiffHistoryResponse` messages.
+        func diffHistory(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_DiffHistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_DiffHistoryResponse>
 
         /// Handle the "ExportEvents" method.
         ///
@@ -6019,6 +6083,42 @@ extension Lockstep_V1_HistoryService {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse>
 
+        /// Handle the "ExplainMigration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ExplainRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ExplainResponse` message.
+        func explainMigration(
+            request: GRPCCore.ServerRequest<Lockstep_V1_ExplainRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ExplainResponse>
+
+        /// Handle the "DiffHistory" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DiffHistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_DiffHistoryResponse` message.
+        func diffHistory(
+            request: GRPCCore.ServerRequest<Lockstep_V1_DiffHistoryRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_DiffHistoryResponse>
+
         /// Handle the "ExportEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -6092,6 +6192,42 @@ extension Lockstep_V1_HistoryService {
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_VerifyHistoryResponse
 
+        /// Handle the "ExplainMigration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_ExplainRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ExplainResponse` to respond with.
+        func explainMigration(
+            request: Lockstep_V1_ExplainRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ExplainResponse
+
+        /// Handle the "DiffHistory" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_DiffHistoryRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_DiffHistoryResponse` to respond with.
+        func diffHistory(
+            request: Lockstep_V1_DiffHistoryRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_DiffHistoryResponse
+
         /// Handle the "ExportEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -6153,6 +6289,28 @@ extension Lockstep_V1_HistoryService.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.ExplainMigration.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ExplainRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ExplainResponse>(),
+            handler: { request, context in
+                try await self.explainMigration(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Lockstep_V1_HistoryService.Method.DiffHistory.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_DiffHistoryRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_DiffHistoryResponse>(),
+            handler: { request, context in
+                try await self.diffHistory(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Lockstep_V1_HistoryService.Method.ExportEvents.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ListEventsRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_EventEnvelope>(),
@@ -6196,6 +6354,28 @@ extension Lockstep_V1_HistoryService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_VerifyHistoryResponse> {
         let response = try await self.verifyHistory(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func explainMigration(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_ExplainRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ExplainResponse> {
+        let response = try await self.explainMigration(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func diffHistory(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_DiffHistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_DiffHistoryResponse> {
+        let response = try await self.diffHistory(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -6249,6 +6429,32 @@ extension Lockstep_V1_HistoryService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_VerifyHistoryResponse>(
             message: try await self.verifyHistory(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func explainMigration(
+        request: GRPCCore.ServerRequest<Lockstep_V1_ExplainRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ExplainResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ExplainResponse>(
+            message: try await self.explainMigration(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func diffHistory(
+        request: GRPCCore.ServerRequest<Lockstep_V1_DiffHistoryRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_DiffHistoryResponse> {
+        return GRPCCore.ServerResponse<Lockstep_V1_DiffHistoryResponse>(
+            message: try await self.diffHistory(
                 request: request.message,
                 context: context
             ),
@@ -6342,6 +6548,52 @@ extension Lockstep_V1_HistoryService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_VerifyHistoryResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_VerifyHistoryResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ExplainMigration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ExplainRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ExplainRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ExplainResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func explainMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ExplainRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ExplainRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ExplainResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ExplainResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "DiffHistory" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DiffHistoryRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_DiffHistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_DiffHistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func diffHistory<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_DiffHistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_DiffHistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_DiffHistoryResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_DiffHistoryResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "ExportEvents" method.
@@ -6480,6 +6732,74 @@ extension Lockstep_V1_HistoryService {
             )
         }
 
+        /// Call the "ExplainMigration" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_ExplainRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_ExplainRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ExplainResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func explainMigration<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_ExplainRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_ExplainRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ExplainResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ExplainResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.ExplainMigration.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "DiffHistory" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_DiffHistoryRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_DiffHistoryRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_DiffHistoryResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func diffHistory<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_DiffHistoryRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_DiffHistoryRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_DiffHistoryResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_DiffHistoryResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_HistoryService.Method.DiffHistory.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "ExportEvents" method.
         ///
         /// > Source IDL Documentation:
@@ -6589,6 +6909,64 @@ extension Lockstep_V1_HistoryService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_VerifyHistoryRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_VerifyHistoryResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainMigration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_ExplainRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainMigration<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_ExplainRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ExplainResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.explainMigration(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ExplainRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ExplainResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DiffHistory" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_DiffHistoryRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func diffHistory<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_DiffHistoryRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_DiffHistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.diffHistory(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_DiffHistoryRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_DiffHistoryResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -6708,6 +7086,72 @@ extension Lockstep_V1_HistoryService.ClientProtocol {
             metadata: metadata
         )
         return try await self.verifyHistory(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ExplainMigration" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Why a migration (or one of its nodes) is where it is: the chain of decisions back to its start.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func explainMigration<Result>(
+        _ message: Lockstep_V1_ExplainRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ExplainResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_ExplainRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.explainMigration(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "DiffHistory" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > What changed between two points of the log: migrations, nodes, service leases, gates, exposure, freezes.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func diffHistory<Result>(
+        _ message: Lockstep_V1_DiffHistoryRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_DiffHistoryResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_DiffHistoryRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.diffHistory(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -395,6 +395,10 @@ ROUTES = [
           [("sequence", 1, "u64"), ("time_ms", 2, "i64")], {"sequence": "1"}, aim={"time_ms": {"sequence": None}},
           ok_on_empty=True),  # {} = the whole log (docs/api.md)
     Route("/v1/history/verify", "HistoryService", "VerifyHistory", agent_pb2.VerifyHistoryRequest, [], {}, ok_on_empty=True),
+    Route("/v1/history/explain", "HistoryService", "ExplainMigration", agent_pb2.ExplainRequest,
+          [("migration_id", 1, "id"), ("node_id", 2, "id")], {"migration_id": UNKNOWN_MIGRATION}, aim={"node_id": {"migration_id": REAL}}),
+    Route("/v1/history/diff", "HistoryService", "DiffHistory", agent_pb2.DiffHistoryRequest,
+          [("migration_id", 3, "id")], {"migration_id": UNKNOWN_MIGRATION}),  # no points: refused
     Route("/v1/service-leases/release", "MigrationService", "ReleaseServiceLease", agent_pb2.ReleaseServiceLeaseRequest,
           [("service", 1, "id"), ("reason", 2, "text")], {"service": "bad-input-no-such-service", "reason": "probe"},
           aim={"reason": {"service": FIRST_SERVICE}}, mutating=True),
