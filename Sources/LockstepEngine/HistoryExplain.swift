@@ -1,4 +1,5 @@
 import LockstepCore
+import LockstepWire
 
 // `lockstep history explain` (issue 21, docs/history.md): why a migration, or one of its nodes, is where
 // it is, answered from the log: the chain of decisions back to the start, each with what triggered it,
@@ -178,5 +179,21 @@ public enum HistoryExplain {
         links.sort { $0.sequence > $1.sequence }
         links.append(start)
         return Explanation(headline: headline, links: links)
+    }
+}
+
+extension Lockstep_V1_ExplainResponse {
+    /// The API's form of an explanation (the server's answer, and the CLI's from a log it reads itself).
+    public init(_ explanation: HistoryExplain.Explanation) {
+        self.init()
+        headline = explanation.headline
+        links = explanation.links.map { link in
+            .with {
+                $0.sequence = link.sequence
+                $0.atMs = link.at.millisecondsSinceEpoch
+                $0.actor = link.actor
+                $0.text = link.text
+            }
+        }
     }
 }

@@ -144,17 +144,7 @@ public struct HistoryAPI: Sendable {
         } catch {
             throw APIError.invalid(error.description)
         }
-        return .with {
-            $0.headline = explanation.headline
-            $0.links = explanation.links.map { link in
-                .with {
-                    $0.sequence = link.sequence
-                    $0.atMs = link.at.millisecondsSinceEpoch
-                    $0.actor = link.actor
-                    $0.text = link.text
-                }
-            }
-        }
+        return Lockstep_V1_ExplainResponse(explanation)
     }
 
     public func diff(_ request: Lockstep_V1_DiffHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_DiffHistoryResponse {

@@ -54,17 +54,7 @@ extension HistoryCommand {
                     do { explanation = try HistoryExplain.explain(events, node: node.map(NodeID.init)) } catch {
                         throw CommandFailure(message: String(describing: error), exitCode: 1)
                     }
-                    try show(.with {
-                        $0.headline = explanation.headline
-                        $0.links = explanation.links.map { link in
-                            .with {
-                                $0.sequence = link.sequence
-                                $0.atMs = link.at.millisecondsSinceEpoch
-                                $0.actor = link.actor
-                                $0.text = link.text
-                            }
-                        }
-                    })
+                    try show(Lockstep_V1_ExplainResponse(explanation))
                 }
             }
         }
