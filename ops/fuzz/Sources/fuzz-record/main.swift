@@ -15,6 +15,11 @@ func fuzzRecord(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         case .migration(let event): _ = event.metadata.recordedAt.description
         case .plan(let event): _ = event.metadata.recordedAt.description
         case .freeze(let event): _ = event.metadata.recordedAt.description
+        case .checkpoint(let event):
+            // A checkpoint that decodes has its shape, and its signed message is well formed.
+            precondition(event.checkpoint.shapeProblem == nil, "a checkpoint of the wrong shape decoded")
+            _ = event.checkpoint.message
+            _ = event.checkpoint.signedAt.description
         }
     }
     if let state = try? LogState(canonicalBytes: bytes) {
