@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import LockstepCore
 import LockstepStore
@@ -8,7 +9,8 @@ import LockstepWire
 // checks the same file in Python.
 //
 // NDJSON, one object per line:
-//   {"lockstep_bundle": 1, "head_sequence": N, "head_chain_hash": HEX, "events": N}   first
+//   {"body_sha256": HEX, "events": N, "head_chain_hash": HEX, "head_sequence": N, "lockstep_bundle": 1}   first
+//     (body_sha256: the SHA-256 of every byte after this line's newline, so no byte of the body can change)
 //   {"key": {"key_id", "public_key" (base64), "valid_from_ms", "valid_until_ms"?}}      zero or more
 //   {"event": {"sequence", "chain_hash" (hex), "record" (base64 of the stored bytes)}}  every event, 1 to N
 //   {"checkpoint": {"sequence", "chain_hash", "signed_at_ms", "key_id", "signature", "source"}}
@@ -21,15 +23,18 @@ public enum HistoryBundle {
     /// `checkpointsDirectory` and `keys`. Stops at the first damaged event (the log must verify).
     public static func write(_ log: any EventLog, to path: String, checkpointsDirectory: String?, keys: CheckpointKeys?) async throws -> (events: UInt64, checkpoints: Int) {
         let head = try await log.head()
-        guard FileManager.default.createFile(atPath: path, contents: nil), let out = FileHandle(forWritingAtPath: path) else {
-            throw CheckpointError("cannot write \(path)")
+        // The body first, to a file beside the bundle, hashed as it is written; then the header and the body.
+        let bodyPath = path + ".body-\(getpid())"
+        guard FileManager.default.createFile(atPath: bodyPath, contents: nil), let out = FileHandle(forWritingAtPath: bodyPath) else {
+            throw CheckpointError("cannot write \(bodyPath)")
         }
-        defer { try? out.close() }
+        defer { try? FileManager.default.removeItem(atPath: bodyPath) }
+        var digest = SHA256()
         func line(_ object: [String: Any]) throws {
-            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
-            try out.write(contentsOf: data + Data("\n".utf8))
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) + Data("\n".utf8)
+            digest.update(data: data)
+            try out.write(contentsOf: data)
         }
-        try line(["lockstep_bundle": format, "head_sequence": head.sequence, "head_chain_hash": head.chainHash.hex, "events": head.sequence])
         for key in keys?.keys ?? [] { try line(["key": key.json]) }
         var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
         var position: UInt64 = 0
@@ -58,6 +63,14 @@ public enum HistoryBundle {
             object["source"] = source
             try line(["checkpoint": object])
         }
+        try out.close()
+        let header: [String: Any] = [
+            "lockstep_bundle": format, "head_sequence": head.sequence, "head_chain_hash": head.chainHash.hex, "events": head.sequence,
+            "body_sha256": Array(digest.finalize()).hexString,
+        ]
+        var bundle = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]) + Data("\n".utf8)
+        bundle += try Data(contentsOf: URL(fileURLWithPath: bodyPath))
+        guard FileManager.default.createFile(atPath: path, contents: bundle) else { throw CheckpointError("cannot write \(path)") }
         return (head.sequence, checkpoints.count)
     }
 
@@ -83,14 +96,23 @@ public enum HistoryBundle {
     public static func verify(_ bytes: [UInt8], keys trusted: CheckpointKeys?, keysSource: String = "",
                               elsewhere: [(source: String, checkpoint: Checkpoint)] = []) async -> Report {
         var report = Report()
-        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n")
+        // The header, then the body its body_sha256 covers: every byte after the header's newline.
+        guard let newline = bytes.firstIndex(of: 0x0A) else {
+            report.problems.append("not a Lockstep bundle (its first line is not a bundle header of format \(format))")
+            return report
+        }
+        let body = bytes[(newline + 1)...]
+        let lines = [Substring(String(decoding: bytes[..<newline], as: UTF8.self))] + String(decoding: body, as: UTF8.self).split(separator: "\n")
         guard let first = lines.first, let header = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any],
+              let canonical = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]),
+              String(decoding: canonical, as: UTF8.self) == first,
+              let bodyHash = header["body_sha256"] as? String, bodyHash == Array(SHA256.hash(data: Array(body))).hexString,
               (header["lockstep_bundle"] as? NSNumber)?.intValue == format,
               let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
               (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence,
               let headHash = header["head_chain_hash"] as? String, [UInt8](hex: headHash)?.count == 32
         else {
-            report.problems.append("not a Lockstep bundle (its first line is not a bundle header of format \(format))")
+            report.problems.append("not a Lockstep bundle, or altered: its first line is not a bundle header of format \(format) whose body_sha256 is the SHA-256 of the rest (it was altered)")
             return report
         }
         report.headSequence = headSequence
@@ -111,6 +133,7 @@ public enum HistoryBundle {
             if let key = object["key"] as? [String: Any] {
                 do {
                     let parsed = try CheckpointKeys.parse(Array((try JSONSerialization.data(withJSONObject: ["keys": [key]])))).keys
+                    guard bundleKeys.count <= CheckpointKeys.keysMax else { continue }
                     for key in parsed where !bundleKeys.contains(key) { bundleKeys.append(key) }
                     if bundleKeys.count > CheckpointKeys.keysMax { report.problems.append("\(where_): more than \(CheckpointKeys.keysMax) keys") }
                 } catch {
@@ -169,7 +192,7 @@ public enum HistoryBundle {
         }
         checkpoints += elsewhere
         if report.events != headSequence { report.problems.append("the bundle says its head is event \(headSequence), but it holds events up to \(report.events)") }
-        else if chain.hex != headHash && headSequence > 0 { report.problems.append("the bundle's head hash is not its last event's chain hash") }
+        else if chain.hex != headHash { report.problems.append("the bundle's head hash is not its last event's chain hash") }
         report.digest = state.digest.hex
         let keys: CheckpointKeys
         if bundleKeys.count > CheckpointKeys.keysMax { bundleKeys = [] }
@@ -183,7 +206,8 @@ public enum HistoryBundle {
         report.checkpoints = checkpoints.count
         let findings = await CheckpointAudit.audit(checkpoints, keys: keys, head: report.events) { hashes[$0] }
         report.problems += findings.map(\.description)
-        report.newestCheckpoint = checkpoints.map(\.checkpoint.sequence).filter { sequence in !findings.contains { $0.sequence == sequence } }.max() ?? 0
+        let bad = Set(findings.map(\.sequence))
+        report.newestCheckpoint = checkpoints.map(\.checkpoint.sequence).filter { !bad.contains($0) }.max() ?? 0
         return report
     }
 }

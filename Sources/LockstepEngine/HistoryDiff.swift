@@ -27,7 +27,7 @@ public enum HistoryDiff {
                 }
             }
         }
-        let oldMigrations = Dictionary(uniqueKeysWithValues: old.everyMigrationInOrder.map { ($0.id, $0) })
+        let oldMigrations = Dictionary(old.everyMigrationInOrder.map { ($0.id, $0) }, uniquingKeysWith: { _, last in last })
         let newMigrations = new.everyMigrationInOrder.filter { migration == nil || $0.id == migration }
         for after in newMigrations {
             guard let before = oldMigrations[after.id] else {

@@ -98,9 +98,14 @@ public enum HistoryExplain {
                 }
             }
         }
+        // Newest first, as every chain reads.
+        if final.status == .succeeded || final.status == .running { links.sort { $0.sequence > $1.sequence } }
         if links.last?.sequence != start.sequence { links.append(start) }
         return Explanation(headline: headline, links: links)
     }
+
+    /// The most links a node's chain lists; the older ones are counted in one line.
+    public static let nodeLinksMax = 200
 
     /// What set off an abort or a pause, from the events before it: its trigger's evidence.
     static func cause(of entry: (sequence: UInt64, event: RecordedEvent), before earlier: ArraySlice<(sequence: UInt64, event: RecordedEvent)>,
@@ -109,8 +114,12 @@ public enum HistoryExplain {
         func latest(_ match: (MigrationEvent) -> Bool) -> (sequence: UInt64, event: RecordedEvent)? { earlier.last { match($0.event.event) } }
         let trigger: AbortTrigger? = if case .migrationAborted(let report) = entry.event.event { report.trigger } else { nil }
         // A rejected gate is a person's decision, whatever recorded the abort after it.
-        if let rejected = latest({ if case .approvalRejected = $0 { true } else { false } }), trigger == .operator || trigger == nil {
-            links.append(link(rejected, nil))
+        if trigger == .operator, case .migrationAborted = entry.event.event {
+            let before = Array(earlier.suffix(2))
+            if let rejected = before.last(where: { if case .approvalRejected = $0.event.event { true } else { false } }),
+               before.last.map({ if case .approvalRejected = $0.event.event { true } else if case .migrationPaused = $0.event.event { true } else { false } }) == true {
+                links.append(link(rejected, nil))
+            }
         }
         switch trigger {
         case .metric?:
@@ -147,13 +156,12 @@ public enum HistoryExplain {
         case .deadline?, .operator?:
             break
         case nil:
-            // A pause: its own cause, where there is one recorded before it.
-            if case .migrationPaused(let reason, _) = entry.event.event {
-                if let analysis = latest({ if case .analysisEvaluated(let record) = $0 { record.decision == .pause } else { false } }),
-                   reason.contains("analysis") {
-                    links.append(link(analysis, nil))
-                } else if let failed = latest({ if case .stepFailed(let failed) = $0 { failed.retryAt == nil } else { false } }), reason.contains("failed") {
-                    links.append(link(failed, nil))
+            // A pause: its cause is the event recorded with it, just before it in the stream (an analysis, a
+            // failed step, a rejected gate), when it is one of those.
+            if case .migrationPaused = entry.event.event, let previous = earlier.last {
+                switch previous.event.event {
+                case .analysisEvaluated, .stepFailed, .approvalRejected: if !links.contains(where: { $0.sequence == previous.sequence }) { links.append(link(previous, nil)) }
+                default: break
                 }
             }
         }
@@ -167,7 +175,7 @@ public enum HistoryExplain {
         var headline = "\(node) of \(final.id) is \(status.rawValue)"
         if let state = final.node(node), state.attempts > 0 { headline += " after \(counted(state.attempts, "attempt"))" }
         var links = events.filter { $0.event.event.reportNode == node }.reversed().map { link($0, nil) }
-        // The migration's own decisions that moved it: an abort, pauses and resumes.
+        // The abort that concerned it.
         let shared = events.filter { entry in
             switch entry.event.event {
             case .migrationAborted(let report): report.rollback.contains(node) || report.skipped.contains(node) || report.abandoned.contains(node)
@@ -177,6 +185,12 @@ public enum HistoryExplain {
         }
         links += shared.map { link($0, nil) }
         links.sort { $0.sequence > $1.sequence }
+        if links.count > nodeLinksMax, let oldest = links.last {
+            let hidden = links.count - nodeLinksMax
+            links = Array(links.prefix(nodeLinksMax))
+            links.append(Link(sequence: oldest.sequence, at: oldest.at, actor: oldest.actor,
+                              text: "… and \(hidden) earlier event(s) of \(node) (history export has every one)"))
+        }
         links.append(start)
         return Explanation(headline: headline, links: links)
     }

@@ -164,6 +164,9 @@ public struct HistoryAPI: Sendable {
             if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
             throw APIError(.storage(error))
         }
+        if !request.migrationID.isEmpty, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == request.migrationID }) {
+            throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
+        }
         return .with {
             $0.fromSequence = from
             $0.toSequence = to

@@ -115,6 +115,9 @@ extension HistoryCommand {
                     }
                     let old = try await state(from)
                     let new = try await state(to)
+                    if let migration, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == migration }) {
+                        throw CommandFailure(message: "\(ErrorCode.migrationNotFound.rawValue): migration \(migration) is not in the log by sequence \(to)", exitCode: 1)
+                    }
                     try show(.with {
                         $0.fromSequence = from
                         $0.toSequence = to

@@ -129,6 +129,8 @@ struct CIExamplesEndToEndTests {
                                                            "--data", bench.server.data + "/data"]).wait(seconds: 60)
         #expect(changed.status == 0 && changed.stdout == changedLocal.stdout, "\(changed)\n\(changedLocal)")
         #expect(changed.stdout.contains("+ migration orders-split-v2 (plan orders-split@2, started by ci): rolled_back"), "\(changed.stdout)")
+        let nobody = try await bench.lockstep(["history", "diff", "--at", "1", "--at", String(headSequence), "--migration", "nope"], as: "ci")
+        #expect(nobody.status == 1 && nobody.stderr.contains("migration_not_found"), "\(nobody)")
         // Run again: the version's migration rolled back, so the job stays red (a green re-run would deploy nothing).
         let rerun = try await ci("examples/ci/lockstep-ci deploy migrations/*.yaml")
         #expect(rerun.status == 5 && rerun.stdout.contains("orders-split@2 unchanged"), "\(rerun)")
