@@ -54,7 +54,8 @@ public struct CheckpointSigner: Sendable {
         defer { close(descriptor) }
         let bytes = Array(fileText.utf8)
         let written = bytes.withUnsafeBytes { Foundation.write(descriptor, $0.baseAddress, $0.count) }
-        guard written == bytes.count, fsync(descriptor) == 0 else { throw CheckpointError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard written == bytes.count, fsync(descriptor) == 0 else { throw CheckpointError("cannot write \(path) (\(written) of \(bytes.count) bytes written)") }
+        CheckpointFiles.syncDirectory(of: path)
     }
 
     /// The key file's text.
@@ -230,6 +231,7 @@ public enum CheckpointFiles {
     /// short is ended before the next, so it costs only itself.
     public static func append(_ checkpoint: Checkpoint, directory: String) throws(CheckpointError) {
         let path = directory + "/" + fileName
+        let created = !FileManager.default.fileExists(atPath: path)
         let descriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
         guard descriptor >= 0 else { throw CheckpointError("cannot open \(path) to append: \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
@@ -246,8 +248,18 @@ public enum CheckpointFiles {
         let bytes = Array(text.utf8)
         let written = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
         guard written == bytes.count, fsync(descriptor) == 0 else {
-            throw CheckpointError("cannot append to \(path): \(String(cString: strerror(errno)))")
+            throw CheckpointError("cannot append to \(path) (\(written) of \(bytes.count) bytes written)")
         }
+        if created { syncDirectory(of: path) }
+    }
+
+    /// Syncs the directory holding `path`, so a file just created there survives a power cut.
+    static func syncDirectory(of path: String) {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        let descriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { return }
+        _ = fsync(descriptor)
+        close(descriptor)
     }
 
     /// Every line of DIR/checkpoints.ndjson: checkpoints with their FILE:LINE, and the lines that are not.

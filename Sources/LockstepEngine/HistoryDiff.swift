@@ -87,6 +87,17 @@ public enum HistoryDiff {
 }
 
 extension History {
+    /// The states right after events `from` and `to` (`from` ≤ `to`; 0: before the first event), settled
+    /// migrations kept: one fold, copied at `from` and carried on to `to`.
+    public static func states(_ log: any EventLog, from: UInt64, to: UInt64) async throws(EventLogError) -> (from: LogState, to: LogState) {
+        guard from <= to else { throw .invalidRequest("the first point (sequence \(from)) comes after the second (\(to))") }
+        var state = LogState(keepingSettled: true)
+        if from > 0 { try await fold(log, into: &state, through: from) }
+        let first = state
+        if to > from { try await fold(log, into: &state, through: to) }
+        return (first, state)
+    }
+
     /// The last event recorded at or before `time` (0 when none was). Recorded times follow the wall clock,
     /// which may step back: the last one at or before, not the first after.
     public static func lastSequence(in log: any EventLog, recordedAtOrBefore time: Instant) async throws(EventLogError) -> UInt64 {

@@ -45,6 +45,8 @@ struct CheckpointService: Service {
     struct Progress: Sendable {
         var last: UInt64
         var pending: Checkpoint?
+        /// The newest checkpoint the witness took (a shutdown that cancelled its post sends it again).
+        var posted: UInt64 = 0
     }
 
     func run() async throws {
@@ -64,7 +66,10 @@ struct CheckpointService: Service {
                 if progress.pending == nil {
                     let head = await coordinator.appliedSequence
                     if head > progress.last, head - progress.last >= options.everyEvents || ContinuousClock.now - lastAt >= .milliseconds(options.everyMillis) {
-                        progress.pending = await signAndKeep(head, client: client)
+                        if let (checkpoint, posted) = await signAndKeep(head, client: client) {
+                            progress.pending = checkpoint
+                            if posted { progress.posted = checkpoint.sequence }
+                        }
                     }
                 }
                 if let checkpoint = progress.pending {
@@ -81,10 +86,14 @@ struct CheckpointService: Service {
             }
             return progress
         }
-        // At shutdown, after every other service stopped: what is pending, then the head if it moved.
-        if let checkpoint = progress.pending { _ = await record(checkpoint, into: &progress) }
+        // At shutdown, after every other service stopped: what is pending (posted again if its post was
+        // cut short), then the head if it moved.
+        if let checkpoint = progress.pending {
+            if let witness = options.witness, let client, progress.posted < checkpoint.sequence { _ = await post(checkpoint, to: witness, client: client) }
+            _ = await record(checkpoint, into: &progress)
+        }
         let head = await coordinator.appliedSequence
-        if head > progress.last, let checkpoint = await signAndKeep(head, client: client) { _ = await record(checkpoint, into: &progress) }
+        if head > progress.last, let (checkpoint, _) = await signAndKeep(head, client: client) { _ = await record(checkpoint, into: &progress) }
         try? await client?.shutdown()
     }
 
@@ -107,14 +116,25 @@ struct CheckpointService: Service {
             progress.last = own == checkpoint.sequence + 1 ? own : checkpoint.sequence
             progress.pending = nil
             return true
+        } catch .storage(.versionConflict) {
+            // Already recorded (its stream exists): by this writer before a lost answer, or by another.
+            progress.last = max(progress.last, checkpoint.sequence)
+            progress.pending = nil
+            return true
+        } catch .rejected(let rejection) {
+            // The core will never take it (it vouches for an event the log does not hold): sign afresh later.
+            logger.error("checkpoint \(checkpoint.sequence) was refused: \(rejection)")
+            progress.pending = nil
+            return true
         } catch {
             logger.warning("checkpoint \(checkpoint.sequence) is kept elsewhere but not recorded in the log yet (trying again): \(error)")
             return false
         }
     }
 
-    /// Signs event `sequence` and keeps the checkpoint elsewhere (the file, the witness), once.
-    func signAndKeep(_ sequence: UInt64, client: HTTPClient?) async -> Checkpoint? {
+    /// Signs event `sequence` and keeps the checkpoint elsewhere (the file, the witness), once; says
+    /// whether the witness took it.
+    func signAndKeep(_ sequence: UInt64, client: HTTPClient?) async -> (Checkpoint, posted: Bool)? {
         guard let stored = try? await log.read(after: sequence - 1, limit: 1).first, stored.sequence == sequence else {
             logger.error("cannot read event \(sequence) to sign a checkpoint of it")
             return nil
@@ -133,11 +153,14 @@ struct CheckpointService: Service {
                 logger.error("cannot keep checkpoint \(checkpoint.sequence) in \(directory): \(error)")
             }
         }
-        if let witness = options.witness, let client { await post(checkpoint, to: witness, client: client) }
-        return checkpoint
+        var posted = false
+        if let witness = options.witness, let client { posted = await post(checkpoint, to: witness, client: client) }
+        return (checkpoint, posted)
     }
 
-    func post(_ checkpoint: Checkpoint, to witness: URL, client: HTTPClient) async {
+    /// Posts `checkpoint` to the witness; whether it answered 2xx.
+    @discardableResult
+    func post(_ checkpoint: Checkpoint, to witness: URL, client: HTTPClient) async -> Bool {
         var request = HTTPClientRequest(url: witness.absoluteString)
         request.method = .POST
         request.headers.add(name: "content-type", value: "application/json")
@@ -147,11 +170,13 @@ struct CheckpointService: Service {
             guard (200..<300).contains(response.status.code) else {
                 metrics.checkpointCopiesFailed.increment()
                 logger.warning("the checkpoint witness \(witness) answered \(response.status.code) to checkpoint \(checkpoint.sequence)")
-                return
+                return false
             }
+            return true
         } catch {
             metrics.checkpointCopiesFailed.increment()
             logger.warning("the checkpoint witness \(witness) did not take checkpoint \(checkpoint.sequence): \(error)")
+            return false
         }
     }
 }

@@ -158,8 +158,7 @@ public struct HistoryAPI: Sendable {
         let old: LogState
         let new: LogState
         do {
-            old = from == 0 ? LogState(keepingSettled: true) : try await History.replay(coordinator.log, through: from, keepingSettled: true)
-            new = to == 0 ? LogState(keepingSettled: true) : try await History.replay(coordinator.log, through: to, keepingSettled: true)
+            (old, new) = try await History.states(coordinator.log, from: from, to: to)
         } catch {
             if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
             throw APIError(.storage(error))

@@ -110,11 +110,7 @@ extension HistoryCommand {
                     let from = try await sequence(request.from)
                     let to = try await sequence(request.to)
                     guard from <= to else { throw CommandFailure(message: "the first point (sequence \(from)) comes after the second (\(to))", exitCode: 64) }
-                    func state(_ through: UInt64) async throws -> LogState {
-                        through == 0 ? LogState(keepingSettled: true) : try await History.replay(log, through: through, keepingSettled: true)
-                    }
-                    let old = try await state(from)
-                    let new = try await state(to)
+                    let (old, new) = try await History.states(log, from: from, to: to)
                     if let migration, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == migration }) {
                         throw CommandFailure(message: "\(ErrorCode.migrationNotFound.rawValue): migration \(migration) is not in the log by sequence \(to)", exitCode: 1)
                     }
