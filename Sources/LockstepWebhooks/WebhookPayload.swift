@@ -2,6 +2,7 @@ import LockstepPlan
 import Crypto
 import Foundation
 import LockstepCore
+import LockstepStore
 
 /// The bytes a webhook is sent for a notification, and their signature (docs/webhooks.md).
 public enum WebhookPayload {
@@ -66,9 +67,6 @@ public enum WebhookPayload {
         var message = Array("\(timestamp).".utf8)
         message.append(contentsOf: body)
         let code = HMAC<SHA256>.authenticationCode(for: message, using: SymmetricKey(data: secret))
-        return "sha256=" + code.map { byte in
-            let hex = String(byte, radix: 16)
-            return byte < 16 ? "0" + hex : hex
-        }.joined()
+        return "sha256=" + Array(code).hexString
     }
 }

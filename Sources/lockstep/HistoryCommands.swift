@@ -150,14 +150,9 @@ extension HistoryCommand {
         /// The checkpoints recorded in the log, read through the API (every event up to `head`, filtered).
         static func serverCheckpoints(_ lockstep: LockstepClient, head: UInt64) async throws -> [Checkpoint] {
             var found: [Checkpoint] = []
-            var position: UInt64 = 0
-            while position < head {
-                let page = try await lockstep.events(.with { $0.afterSequence = position; $0.pageSize = 1_000 })
-                for envelope in page.events where envelope.record.stream.hasPrefix("checkpoint/") {
-                    if case .checkpoint(let recorded) = try EventRecordCodec.domainRecord(envelope.record) { found.append(recorded.checkpoint) }
-                }
-                guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
-                position = page.nextAfterSequence
+            try await eachEvent(lockstep, through: head) { envelope in
+                guard envelope.record.stream.hasPrefix("checkpoint/") else { return }
+                if case .checkpoint(let recorded) = try EventRecordCodec.domainRecord(envelope.record) { found.append(recorded.checkpoint) }
             }
             return found
         }

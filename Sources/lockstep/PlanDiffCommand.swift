@@ -70,20 +70,10 @@ extension PlanCommand {
         /// Every applied version of `name`, oldest first, from the plan's stream on the server.
         static func appliedVersions(of name: String, _ lockstep: LockstepClient) async throws -> [PlanSnapshot] {
             var versions: [PlanSnapshot] = []
-            var position: UInt64 = 0
-            while true {
-                let page = try await lockstep.events(.with {
-                    $0.afterSequence = position
-                    $0.stream = RecordedPlanEvent.stream(of: name)
-                    $0.pageSize = 1_000
-                })
-                for envelope in page.events {
-                    if case .plan(let recorded) = try EventRecordCodec.domainRecord(envelope.record), case .planApplied(let plan) = recorded.event {
-                        versions.append(plan)
-                    }
+            try await eachEvent(lockstep, stream: RecordedPlanEvent.stream(of: name)) { envelope in
+                if case .plan(let recorded) = try EventRecordCodec.domainRecord(envelope.record), case .planApplied(let plan) = recorded.event {
+                    versions.append(plan)
                 }
-                guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
-                position = page.nextAfterSequence
             }
             return versions
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepClient
+import LockstepWire
 import SwiftProtobuf
 
 /// Which server a command talks to, and as whom. Flags win over the environment.
@@ -108,4 +109,21 @@ func isoTime(_ millis: Int64) -> String {
     let formatter = ISO8601DateFormatter()
     formatter.formatOptions = [.withInternetDateTime]
     return formatter.string(from: Date(timeIntervalSince1970: Double(millis) / 1_000))
+}
+
+/// Every event of `stream` ("" = every stream) on the server, page by page from the first, up to and
+/// including `through` (nil = the end), each handed to `body` in order.
+func eachEvent(_ lockstep: LockstepClient, stream: String = "", through: UInt64? = nil,
+               _ body: (Lockstep_V1_EventEnvelope) throws -> Void) async throws {
+    var position: UInt64 = 0
+    while through.map({ position < $0 }) ?? true {
+        let page = try await lockstep.events(.with {
+            $0.afterSequence = position
+            $0.stream = stream
+            $0.pageSize = 1_000
+        })
+        for envelope in page.events where through.map({ envelope.sequence <= $0 }) ?? true { try body(envelope) }
+        guard page.nextAfterSequence > position, !page.events.isEmpty else { break }
+        position = page.nextAfterSequence
+    }
 }

@@ -91,24 +91,14 @@ extension MigrationsCommand {
                 headSequence: verified.headSequence, headHashHex: verified.headChainHash.hexString, verified: verified.ok,
                 problem: verified.ok ? "" : verified.problem)
             var events: [(sequence: UInt64, event: RecordedEvent)] = []
-            var position: UInt64 = 0
-            while true {
-                let page = try await lockstep.events(.with {
-                    $0.afterSequence = position
-                    $0.stream = RecordedEvent.stream(of: migration)
-                    $0.pageSize = 1_000
-                })
-                for envelope in page.events where envelope.sequence <= integrity.headSequence {
-                    guard case .migration(let recorded) = try EventRecordCodec.domainRecord(envelope.record), recorded.migration == migration,
-                          recorded.streamVersion == UInt64(events.count) + 1
-                    else {
-                        throw CommandFailure(message: "the server sent event \(envelope.sequence) out of migration \(migration)'s order", exitCode: 1)
-                    }
-                    events.append((envelope.sequence, recorded))
+            // Only what the verification covered, even if the log grew meanwhile.
+            try await eachEvent(lockstep, stream: RecordedEvent.stream(of: migration), through: integrity.headSequence) { envelope in
+                guard case .migration(let recorded) = try EventRecordCodec.domainRecord(envelope.record), recorded.migration == migration,
+                      recorded.streamVersion == UInt64(events.count) + 1
+                else {
+                    throw CommandFailure(message: "the server sent event \(envelope.sequence) out of migration \(migration)'s order", exitCode: 1)
                 }
-                // Only what the verification covered, even if the log grew meanwhile.
-                guard page.nextAfterSequence > position, page.nextAfterSequence < integrity.headSequence, !page.events.isEmpty else { break }
-                position = page.nextAfterSequence
+                events.append((envelope.sequence, recorded))
             }
             return (events, integrity)
         }
