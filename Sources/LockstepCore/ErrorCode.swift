@@ -61,6 +61,8 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case invalidRequest = "invalid_request"
     case storageUnavailable = "storage_unavailable"
     case migrationOverloaded = "migration_overloaded"
+    /// Events asked for were archived out of the live log (`lockstep history archive`, docs/history.md).
+    case logArchived = "log_archived"
 
     // The API's edge: requests, principals and per-client limits.
     case malformedRequest = "malformed_request"

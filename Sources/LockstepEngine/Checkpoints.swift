@@ -284,7 +284,9 @@ public enum CheckpointAudit {
     /// What `checkpoints` show about a log whose head is `head` and whose chain hash at a sequence is
     /// `chainHash(at:)`: each checkpoint's signature (with `keys`), then whether the log still holds the
     /// event it vouches for, with the same chain hash.
-    public static func audit(_ checkpoints: [(source: String, checkpoint: Checkpoint)], keys: CheckpointKeys, head: UInt64,
+    /// `base`: the last event archived out of the log; a checkpoint before it vouches for an event only
+    /// the archive segments hold (its signature is still checked).
+    public static func audit(_ checkpoints: [(source: String, checkpoint: Checkpoint)], keys: CheckpointKeys, head: UInt64, base: UInt64 = 0,
                              chainHash: (UInt64) async throws -> [UInt8]?) async rethrows -> [CheckpointFinding] {
         var findings: [CheckpointFinding] = []
         for (source, checkpoint) in checkpoints {
@@ -298,6 +300,7 @@ public enum CheckpointAudit {
                 findings.append(CheckpointFinding(kind: problem, sequence: checkpoint.sequence, source: source, detail: detail))
                 continue
             }
+            if checkpoint.sequence < base { continue }
             guard checkpoint.sequence <= head else {
                 findings.append(CheckpointFinding(kind: .truncated, sequence: checkpoint.sequence, source: source,
                                                   detail: "the log ends at sequence \(head), but a checkpoint signed at \(checkpoint.signedAt) vouches for event \(checkpoint.sequence): its newest events are gone"))

@@ -65,6 +65,7 @@ extension EventLogError {
         case .busy: .storageBusy
         case .invalidRequest: .invalidRequest
         case .unavailable: .storageUnavailable
+        case .archived: .logArchived
         }
     }
 }

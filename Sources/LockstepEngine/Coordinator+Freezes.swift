@@ -35,13 +35,13 @@ extension Coordinator {
     public func declareFreeze(_ freeze: Freeze, context: CommandContext, now: Instant) async throws(CommandError) -> Freeze {
         var freeze = freeze
         freeze.declaredBy = context.actor.id
-        // An ended freeze has left the live state but not the log: its id stays taken (the append's
-        // expected version 0 would refuse it too, as a conflict no retry can resolve).
+        // An ended freeze has left the live state but not the log (nor, once archived, the versions the
+        // log keeps of its streams): its id stays taken (the append's expected version 0 would refuse it
+        // too, as a conflict no retry can resolve).
         if state.freezes[freeze.id] == nil {
-            let stream = RecordedFreezeEvent.stream(of: freeze.id)
-            let earlier: [StoredEvent]
-            do { earlier = try await log.read(stream: stream, after: 0, limit: 1) } catch { throw .storage(error) }
-            if !earlier.isEmpty { throw .rejected(.freezeExists(freeze.id)) }
+            let version: UInt64
+            do { version = try await log.streamVersion(of: RecordedFreezeEvent.stream(of: freeze.id)) } catch { throw .storage(error) }
+            if version > 0 { throw .rejected(.freezeExists(freeze.id)) }
         }
         _ = try await execute(.freezes(.declare(freeze)), context: context, now: now)
         await yieldServicesToFreezes(now: now)

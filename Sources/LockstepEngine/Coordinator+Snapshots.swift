@@ -47,11 +47,11 @@ extension Coordinator {
     private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> UInt64 {
         let sequence = state.lastSequence
         let bytes = state.canonicalBytes
-        let page = try await log.read(after: sequence - 1, limit: 1)
-        guard let event = page.first, event.sequence == sequence else {
+        // (The base's link when nothing was appended since events were archived.)
+        guard let chainHash = try await log.chainHash(at: sequence) else {
             throw .corrupted(position: sequence, reason: "event \(sequence) could not be read back for the snapshot")
         }
-        try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: event.chainHash, state: bytes,
+        try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: chainHash, state: bytes,
                                             digest: StateDigest(canonicalBytes: bytes).bytes))
         return sequence
     }

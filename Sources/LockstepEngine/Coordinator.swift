@@ -153,12 +153,19 @@ public actor Coordinator {
                 throw .corrupted(position: snapshot.sequence, reason: "the snapshot's state is as of \(state.lastSequence), not \(snapshot.sequence)")
             }
             // The snapshot must belong to this history: its event must exist with the same chain link.
-            let named = try await log.read(after: snapshot.sequence - 1, limit: 1).first
+            // (At the base, the event was archived: the base keeps its link.)
+            let base = try await log.base()
+            let named = base?.sequence == snapshot.sequence ? base.map { StoredEvent(sequence: $0.sequence, stream: "", streamVersion: 0, record: [], chainHash: $0.chainHash) }
+                : try await log.read(after: snapshot.sequence - 1, limit: 1).first
             guard let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
                 throw .corrupted(position: snapshot.sequence, reason: named == nil
                     ? "the snapshot names event \(snapshot.sequence), which is missing" : "the snapshot's chain hash differs from event \(snapshot.sequence)'s")
             }
             snapshotSequence = snapshot.sequence
+        } else if let base = try await log.base() {
+            // Events were archived (and the snapshot at the base is of an older format): start from the base.
+            state = try History.state(at: base)
+            snapshotSequence = base.sequence
         }
         try await History.fold(log, into: &state)
         return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents,

@@ -164,12 +164,31 @@ public enum History {
         }
     }
 
+    /// The state a log's base holds (`EventLog.base()`), its digest and position checked: where a
+    /// replay of a log whose first events were archived starts.
+    public static func state(at base: Snapshot) throws(EventLogError) -> LogState {
+        guard StateDigest(canonicalBytes: base.state).bytes == base.digest else {
+            throw .corrupted(position: base.sequence, reason: "the base's digest does not match its state bytes")
+        }
+        let state: LogState
+        do { state = try LogState(canonicalBytes: base.state) } catch {
+            throw .corrupted(position: base.sequence, reason: "the base's state does not decode: \(error)")
+        }
+        guard state.lastSequence == base.sequence else {
+            throw .corrupted(position: base.sequence, reason: "the base's state is as of \(state.lastSequence), not \(base.sequence)")
+        }
+        return state
+    }
+
     /// The state as of event `through` (or the end of the log), replayed from the first event.
     /// The time recorded in the log's last event, or nil for an empty log: where the server's clock
     /// starts at the earliest, so recorded times never go backwards across a restart.
     public static func lastRecordedAt(_ log: any EventLog) async throws(EventLogError) -> Instant? {
         let head = try await log.head()
-        guard head.sequence > 0, let last = try await log.read(after: head.sequence - 1, limit: 1).first else { return nil }
+        // (A log whose every event was archived has no time of its own; archival always leaves the
+        // checkpoint event after its cut, so this is only a log archived by hand.)
+        guard head.sequence > 0, head.sequence > (try await log.baseHead()).sequence,
+              let last = try await log.read(after: head.sequence - 1, limit: 1).first else { return nil }
         do {
             return Instant(millisecondsSinceEpoch: try EventRecordCodec.decodeRecord(last.record).recordedAtMs)
         } catch {

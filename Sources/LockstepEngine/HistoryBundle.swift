@@ -20,9 +20,18 @@ public enum HistoryBundle {
     public static let format = 1
 
     /// Writes the bundle of `log` (its checkpoint events included) to `path`, with the checkpoints of
-    /// `checkpointsDirectory` and `keys`. Stops at the first damaged event (the log must verify).
-    public static func write(_ log: any EventLog, to path: String, checkpointsDirectory: String?, keys: CheckpointKeys?) async throws -> (events: UInt64, checkpoints: Int) {
-        let head = try await log.head()
+    /// `checkpointsDirectory` and `keys`: from the log's base (`EventLog.base()`; genesis unless events
+    /// were archived) to `end` (default: the head). Stops at the first damaged event (the log must verify).
+    ///
+    /// An archive segment (`HistoryArchive`) is a bundle with `endCheckpoint`, the signed checkpoint of
+    /// its last event, and the header field `archive_segment`; its base is in `base_sequence` and
+    /// `base_chain_hash` whenever it does not start at genesis. The file is created (never over another),
+    /// written and synced before this returns, its directory too.
+    public static func write(_ log: any EventLog, to path: String, checkpointsDirectory: String?, keys: CheckpointKeys?,
+                             through end: LogHead? = nil, endCheckpoint: Checkpoint? = nil) async throws -> (events: UInt64, checkpoints: Int) {
+        let head: LogHead
+        if let end { head = end } else { head = try await log.head() }
+        let base = try await log.baseHead()
         // The body first, to a file beside the bundle, hashed as it is written; then the header and the body.
         let bodyPath = path + ".body-\(getpid())"
         guard FileManager.default.createFile(atPath: bodyPath, contents: nil), let out = FileHandle(forWritingAtPath: bodyPath) else {
@@ -37,10 +46,10 @@ public enum HistoryBundle {
         }
         for key in keys?.keys ?? [] { try line(["key": key.json]) }
         var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
-        var position: UInt64 = 0
-        var previous = ChainHash.genesis
+        var position = base.sequence
+        var previous = base.chainHash
         while position < head.sequence {
-            let page = try await log.read(after: position, limit: History.pageEventsMax)
+            let page = try await log.read(after: position, limit: Int(min(UInt64(History.pageEventsMax), head.sequence - position)))
             guard !page.isEmpty else { break }
             for stored in page where stored.sequence <= head.sequence {
                 guard previous.next(sequence: stored.sequence, record: stored.record) == stored.chainHash else {
@@ -54,29 +63,92 @@ public enum HistoryBundle {
             }
             position = page.last?.sequence ?? head.sequence
         }
+        guard position == head.sequence, previous == head.chainHash else {
+            throw EventLogError.corrupted(position: position + 1, reason: "the log ends at \(position), not at the bundle's end \(head.sequence) with its hash")
+        }
         if let checkpointsDirectory {
             let loaded = try CheckpointFiles.load(directory: checkpointsDirectory)
-            checkpoints += loaded.checkpoints.map { (CheckpointFiles.fileName, $0.checkpoint) }
+            // Those for the events this bundle holds (older ones vouch for archived events, newer ones for later events).
+            checkpoints += loaded.checkpoints.filter { end == nil || (base.sequence < $0.checkpoint.sequence && $0.checkpoint.sequence <= head.sequence) }
+                .map { (CheckpointFiles.fileName, $0.checkpoint) }
         }
+        if let endCheckpoint { checkpoints.append((endSource, endCheckpoint)) }
         for (source, checkpoint) in checkpoints {
             guard var object = try JSONSerialization.jsonObject(with: Data(CheckpointFiles.line(checkpoint).utf8)) as? [String: Any] else { continue }
             object["source"] = source
             try line(["checkpoint": object])
         }
         try out.close()
-        let header: [String: Any] = [
-            "lockstep_bundle": format, "head_sequence": head.sequence, "head_chain_hash": head.chainHash.hex, "events": head.sequence,
+        var header: [String: Any] = [
+            "lockstep_bundle": format, "head_sequence": head.sequence, "head_chain_hash": head.chainHash.hex, "events": head.sequence - base.sequence,
             "body_sha256": Array(digest.finalize()).hexString,
         ]
-        var bundle = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]) + Data("\n".utf8)
-        bundle += try Data(contentsOf: URL(fileURLWithPath: bodyPath))
-        guard FileManager.default.createFile(atPath: path, contents: bundle) else { throw CheckpointError("cannot write \(path)") }
-        return (head.sequence, checkpoints.count)
+        if base.sequence > 0 {
+            header["base_sequence"] = base.sequence
+            header["base_chain_hash"] = base.chainHash.hex
+        }
+        if endCheckpoint != nil { header["archive_segment"] = 1 }
+        let headerLine = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]) + Data("\n".utf8)
+        try writeDurably(path, header: [UInt8](headerLine), bodyFrom: bodyPath)
+        return (head.sequence - base.sequence, checkpoints.count)
+    }
+
+    /// The `source` of an archive segment's end checkpoint.
+    public static let endSource = "archive_end"
+
+    /// Creates `path` (never over an existing file) holding `header` then the bytes of `bodyPath`, copied
+    /// in chunks, and syncs the file and its directory.
+    static func writeDurably(_ path: String, header: [UInt8], bodyFrom bodyPath: String) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw CheckpointError(errno == EEXIST ? "\(path) exists; a bundle is never written over a file" : "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        var closed = false
+        defer { if !closed { close(descriptor) } }
+        func put(_ bytes: UnsafeRawBufferPointer) throws {
+            var offset = 0
+            while offset < bytes.count {
+                let written = Foundation.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
+                guard written > 0 else { throw CheckpointError("cannot write \(path): \(String(cString: strerror(errno)))") }
+                offset += written
+            }
+        }
+        do {
+            try header.withUnsafeBytes { try put($0) }
+            guard let body = FileHandle(forReadingAtPath: bodyPath) else { throw CheckpointError("cannot read \(bodyPath)") }
+            defer { try? body.close() }
+            while let chunk = try body.read(upToCount: 1 << 20), !chunk.isEmpty {
+                try chunk.withUnsafeBytes { try put($0) }
+            }
+            guard fsync(descriptor) == 0 else { throw CheckpointError("cannot sync \(path): \(String(cString: strerror(errno)))") }
+            closed = true
+            guard close(descriptor) == 0 else { throw CheckpointError("cannot close \(path): \(String(cString: strerror(errno)))") }
+        } catch {
+            // A bundle cut short is never left behind to be taken for a whole one.
+            unlink(path)
+            throw error
+        }
+        CheckpointFiles.syncDirectory(of: path)
+    }
+
+    /// The base a bundle's header names: the event before its first (genesis when it names none).
+    /// Nil when the fields are malformed, or present for a base of 0.
+    static func base(of header: [String: Any]) -> LogHead? {
+        guard let sequence = header["base_sequence"] else { return header["base_chain_hash"] == nil ? .genesis : nil }
+        guard let sequence = (sequence as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }), sequence > 0,
+              let text = header["base_chain_hash"] as? String, let bytes = [UInt8](hex: text), let hash = ChainHash(bytes: bytes) else { return nil }
+        return LogHead(sequence: sequence, chainHash: hash)
     }
 
     /// What verifying a bundle found.
     public struct Report: Sendable {
+        /// Events it holds (after its base).
         public var events: UInt64 = 0
+        /// The event before its first (0: it starts at genesis) and that event's chain hash.
+        public var baseSequence: UInt64 = 0
+        public var baseChainHash = ""
+        /// Whether it is an archive segment (`lockstep history archive`), which must end at a signed checkpoint.
+        public var isArchiveSegment = false
         public var headSequence: UInt64 = 0
         public var headChainHash = ""
         public var digest = ""
@@ -109,21 +181,26 @@ public enum HistoryBundle {
               let bodyHash = header["body_sha256"] as? String, bodyHash == Array(SHA256.hash(data: Array(body))).hexString,
               (header["lockstep_bundle"] as? NSNumber)?.intValue == format,
               let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
-              (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence,
-              let headHash = header["head_chain_hash"] as? String, [UInt8](hex: headHash)?.count == 32
+              let headHash = header["head_chain_hash"] as? String, [UInt8](hex: headHash)?.count == 32,
+              let base = Self.base(of: header), base.sequence <= headSequence,
+              (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence - base.sequence
         else {
             report.problems.append("not a Lockstep bundle, or altered: its first line is not a bundle header of format \(format) whose body_sha256 is the SHA-256 of the rest (it was altered)")
             return report
         }
         report.headSequence = headSequence
         report.headChainHash = headHash
+        report.baseSequence = base.sequence
+        report.baseChainHash = base.chainHash.hex
+        report.isArchiveSegment = (header["archive_segment"] as? NSNumber)?.intValue == 1
         var bundleKeys: [CheckpointKeys.Key] = []
         var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
         // The bundle's lines for the log's own checkpoints, which must be exactly those its events hold.
         var logLines: [Checkpoint] = []
-        var chain = ChainHash.genesis
+        var chain = base.chainHash
+        var last = base.sequence
         var state = LogState()
-        var hashes: [UInt64: [UInt8]] = [:]
+        var hashes: [UInt64: [UInt8]] = [base.sequence: base.chainHash.bytes]
         for (index, line) in lines.dropFirst().enumerated() {
             let where_ = "line \(index + 2)"
             guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
@@ -148,8 +225,8 @@ public enum HistoryBundle {
                     report.problems.append("\(where_): an event line needs sequence, chain_hash and record")
                     continue
                 }
-                guard sequence == report.events + 1 else {
-                    report.problems.append("the chain: event \(sequence) at \(where_) does not follow event \(report.events)")
+                guard sequence == last + 1 else {
+                    report.problems.append("the chain: event \(sequence) at \(where_) does not follow event \(last)")
                     break
                 }
                 let bytes = [UInt8](record)
@@ -158,9 +235,22 @@ public enum HistoryBundle {
                     report.problems.append("the chain: event \(sequence)'s record does not hash to its chain hash: it was altered")
                     break
                 }
-                report.events = sequence
+                last = sequence
+                report.events = sequence - base.sequence
                 hashes[sequence] = claimed
                 guard let stored = ChainHash(bytes: claimed) else { continue }
+                if base.sequence > 0 {
+                    // A segment after the first: its streams go on from the earlier segments' state, which it does
+                    // not hold, so the order of its streams is checked when the segments are replayed as one
+                    // history (`history verify --archive`); here each record must decode.
+                    do {
+                        if case .checkpoint(let recorded) = try EventRecordCodec.decodeAny(bytes) { checkpoints.append(("log", recorded.checkpoint)) }
+                    } catch {
+                        report.problems.append("event \(sequence): \(error)")
+                        break
+                    }
+                    continue
+                }
                 do {
                     // The bundle holds no rows: the record's own stream and version stand for them, and are
                     // checked against the state folded so far, as a replay checks them.
@@ -191,9 +281,10 @@ public enum HistoryBundle {
             report.problems.append("the bundle's checkpoint lines marked \"log\" are not the checkpoints its events hold")
         }
         checkpoints += elsewhere
-        if report.events != headSequence { report.problems.append("the bundle says its head is event \(headSequence), but it holds events up to \(report.events)") }
+        if last != headSequence { report.problems.append("the bundle says its head is event \(headSequence), but it holds events up to \(last)") }
         else if chain.hex != headHash { report.problems.append("the bundle's head hash is not its last event's chain hash") }
-        report.digest = state.digest.hex
+        // (The state of a segment after the first is known only with the segments before it.)
+        report.digest = base.sequence == 0 ? state.digest.hex : ""
         let keys: CheckpointKeys
         if bundleKeys.count > CheckpointKeys.keysMax { bundleKeys = [] }
         if let trusted {
@@ -204,10 +295,13 @@ public enum HistoryBundle {
             report.keysFrom = "the bundle itself"
         }
         report.checkpoints = checkpoints.count
-        let findings = await CheckpointAudit.audit(checkpoints, keys: keys, head: report.events) { hashes[$0] }
+        let findings = await CheckpointAudit.audit(checkpoints, keys: keys, head: last, base: base.sequence) { hashes[$0] }
         report.problems += findings.map(\.description)
         let bad = Set(findings.map(\.sequence))
         report.newestCheckpoint = checkpoints.map(\.checkpoint.sequence).filter { !bad.contains($0) }.max() ?? 0
+        if report.isArchiveSegment, report.newestCheckpoint != headSequence || last != headSequence {
+            report.problems.append("an archive segment ends at a signed checkpoint of its last event (\(headSequence)); this one's newest verified checkpoint vouches for \(report.newestCheckpoint)")
+        }
         return report
     }
 }

@@ -19,7 +19,12 @@ extension PostgresEventLog {
                 """)
         }
         var events = try await page()
+        // Not the event after `sequence` first: archived (before the base), or damage.
+        if let first = events.first, first.0.sequence != sequence + 1, let base = try await base(), sequence < base.sequence {
+            throw .archived(through: base.sequence)
+        }
         if events.isEmpty, sequence > 0, try await head().sequence > sequence {
+            if let base = try await base(), sequence < base.sequence { throw .archived(through: base.sequence) }
             // Nothing after `sequence` but a head past it: either a commit landed between the two reads
             // (events and head commit together, so a read after the head's sees them), or events are
             // missing. Asked once more, a page still empty is damage.
@@ -32,8 +37,11 @@ extension PostgresEventLog {
         for (event, previous) in events {
             guard event.sequence == expected else { throw .corrupted(position: expected, reason: "event \(expected) is missing") }
             if verifier == nil {
-                guard sequence == 0 || previous != nil else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
-                verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: previous!))
+                var link = sequence == 0 ? ChainHash.genesis : previous
+                // The event before the page was the last one archived: the base keeps its link.
+                if link == nil, let base = try await base(), base.sequence == sequence { link = base.chainHash }
+                guard let link else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
+                verifier = ChainVerifier(after: LogHead(sequence: sequence, chainHash: link))
             }
             try verifier?.check(event)
             expected += 1
@@ -50,7 +58,16 @@ extension PostgresEventLog {
             WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
             """)
         var verifier = StreamReadVerifier()
-        for (event, previous) in events { try verifier.check(event, previous: previous) }
+        var base: Snapshot??
+        for (event, previous) in events {
+            var previous = previous
+            if previous == nil, event.sequence > 1 {
+                // The event before it is not stored: the base's when it was the last one archived.
+                if base == nil { base = .some(try await self.base()) }
+                if let known = base ?? nil, known.sequence == event.sequence - 1 { previous = known.chainHash }
+            }
+            try verifier.check(event, previous: previous)
+        }
         return events.map(\.0)
     }
 
@@ -101,9 +118,11 @@ extension PostgresEventLog {
         return try await bounded { client, logger in
             // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
             var names: [String] = []
+            // (Streams whose every event was archived keep their version here but are not listed.)
             let rows = try await client.query("""
-                SELECT stream FROM lockstep_streams WHERE stream > \(after) AND starts_with(stream, \(prefix))
-                ORDER BY stream LIMIT \(Int64(limit))
+                SELECT s.stream FROM lockstep_streams s WHERE s.stream > \(after) AND starts_with(s.stream, \(prefix))
+                    AND EXISTS (SELECT 1 FROM lockstep_events e WHERE e.stream = s.stream)
+                ORDER BY s.stream LIMIT \(Int64(limit))
                 """, logger: logger)
             for try await name in rows.decode(String.self) { names.append(name) }
             return names
@@ -115,8 +134,7 @@ extension PostgresEventLog {
     public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
         try snapshot.validate()
         if let stopped { throw stopped }
-        let named = try await read(after: snapshot.sequence &- 1, limit: 1).first
-        guard snapshot.sequence >= 1, let named, named.sequence == snapshot.sequence, named.chainHash == snapshot.chainHash else {
+        guard snapshot.sequence >= 1, try await chainHash(at: snapshot.sequence) == snapshot.chainHash else {
             throw .invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
         }
         // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
@@ -147,6 +165,72 @@ extension PostgresEventLog {
                                 state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
             }
             return nil
+        }
+    }
+
+    // MARK: - Archival
+
+    public func base() async throws(EventLogError) -> Snapshot? {
+        return try await bounded { client, logger in
+            // The table is made by the first archival: a log never archived has none.
+            for try await present in try await client.query("SELECT to_regclass('lockstep_base') IS NOT NULL", logger: logger).decode(Bool.self)
+                where !present { return nil }
+            let rows = try await client.query("SELECT sequence, chain_hash, state, digest FROM lockstep_base WHERE id = 1", logger: logger)
+            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+                return Snapshot(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the base's"),
+                                state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
+            }
+            return nil
+        }
+    }
+
+    /// Moves the events through `snapshot.sequence` out, in one transaction that takes no lock appends
+    /// wait for (it deletes rows before the head; appends add rows after it), so coordinators run on.
+    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+        try snapshot.validate()
+        if let stopped { throw stopped }
+        let sequence = Int64(clamping: snapshot.sequence)
+        try await bounded { client, logger in
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query("""
+                    CREATE TABLE IF NOT EXISTS lockstep_base (
+                        id integer PRIMARY KEY CHECK (id = 1), sequence bigint NOT NULL, chain_hash bytea NOT NULL, state bytea NOT NULL,
+                        digest bytea NOT NULL)
+                    """, logger: logger)
+                var base: Int64 = 0
+                for try await found in try await connection.query("SELECT sequence FROM lockstep_base WHERE id = 1 FOR UPDATE", logger: logger)
+                    .decode(Int64.self) { base = found }
+                var head: Int64 = 0
+                for try await found in try await connection.query("SELECT sequence FROM lockstep_head WHERE id = 1", logger: logger).decode(Int64.self) {
+                    head = found
+                }
+                guard sequence > base, sequence <= head else {
+                    throw EventLogError.invalidRequest("cannot archive through event \(sequence): the live log holds events \(base + 1) to \(head)")
+                }
+                var matches = false
+                for try await hash in try await connection.query("SELECT chain_hash FROM lockstep_events WHERE sequence = \(sequence)", logger: logger)
+                    .decode(ByteBuffer.self) { matches = Array(hash.readableBytesView) == snapshot.chainHash.bytes }
+                guard matches else { throw EventLogError.invalidRequest("the archive's end does not match event \(sequence) of this log") }
+                // Streams keep their versions in lockstep_streams; a checkpoint's stream is written once, at a
+                // sequence no later checkpoint repeats, so the archived ones are dropped from it.
+                try await connection.query("""
+                    DELETE FROM lockstep_streams WHERE starts_with(stream, 'checkpoint/')
+                        AND stream IN (SELECT stream FROM lockstep_events WHERE sequence <= \(sequence))
+                    """, logger: logger)
+                try await connection.query("DELETE FROM lockstep_events WHERE sequence <= \(sequence)", logger: logger)
+                try await connection.query("""
+                    INSERT INTO lockstep_base (id, sequence, chain_hash, state, digest)
+                    VALUES (1, \(sequence), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)), \(ByteBuffer(bytes: snapshot.digest)))
+                    ON CONFLICT (id) DO UPDATE SET sequence = EXCLUDED.sequence, chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state,
+                        digest = EXCLUDED.digest
+                    """, logger: logger)
+                try await connection.query("DELETE FROM lockstep_snapshots WHERE sequence < \(sequence)", logger: logger)
+                try await connection.query("""
+                    INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
+                    VALUES (\(sequence), \(ByteBuffer(bytes: snapshot.chainHash.bytes)), \(ByteBuffer(bytes: snapshot.state)), \(ByteBuffer(bytes: snapshot.digest)))
+                    ON CONFLICT (sequence) DO UPDATE SET chain_hash = EXCLUDED.chain_hash, state = EXCLUDED.state, digest = EXCLUDED.digest
+                    """, logger: logger)
+            }
         }
     }
 

@@ -54,7 +54,7 @@ public actor PostgresEventLog: EventLog {
         [("lock_timeout", "\(max(1, transactionMillisMax / 3))")]
     }
 
-    let client: PostgresClient
+    package let client: PostgresClient
     /// The event loop an append transaction starts on and its watchdog is scheduled on.
     let loop: any EventLoop = PostgresClient.defaultEventLoopGroup.any()
     let logger: Logger
@@ -280,7 +280,7 @@ public actor PostgresEventLog: EventLog {
     private func landed(_ planned: Planned) async throws(EventLogError) -> Bool {
         let now = try await settledHead()
         guard planned.head.sequence > planned.before.sequence, now.sequence >= planned.head.sequence else { return false }
-        return try await read(after: planned.head.sequence - 1, limit: 1).first?.chainHash == planned.head.chainHash
+        return try await chainHash(at: planned.head.sequence) == planned.head.chainHash
     }
 
     /// The transaction failed after its inserts (at COMMIT, or on the way to it): whether it committed is

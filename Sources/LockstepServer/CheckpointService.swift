@@ -135,13 +135,13 @@ struct CheckpointService: Service {
     /// Signs event `sequence` and keeps the checkpoint elsewhere (the file, the witness), once; says
     /// whether the witness took it.
     func signAndKeep(_ sequence: UInt64, client: HTTPClient?) async -> (Checkpoint, posted: Bool)? {
-        guard let stored = try? await log.read(after: sequence - 1, limit: 1).first, stored.sequence == sequence else {
+        guard let chainHash = try? await log.chainHash(at: sequence) else {
             logger.error("cannot read event \(sequence) to sign a checkpoint of it")
             return nil
         }
         let checkpoint: Checkpoint
         do {
-            checkpoint = try options.signer.sign(sequence: sequence, chainHash: stored.chainHash.bytes, at: clock())
+            checkpoint = try options.signer.sign(sequence: sequence, chainHash: chainHash.bytes, at: clock())
         } catch {
             logger.error("cannot sign a checkpoint: \(error)")
             return nil

@@ -31,7 +31,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .unauthenticated
             case .permissionDenied, .requesterCannotApprove, .notAnApprover, .notLeaseHolder, .csrfRejected, .breakGlassNotAdmin:
                 self = .forbidden
-            case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound, .freezeNotFound:
+            case .migrationNotFound, .unknownNode, .serviceNotLeased, .routeNotFound, .notFound, .freezeNotFound, .logArchived:
                 self = .notFound
             case .migrationAlreadyExists, .alreadyExists, .freezeExists:
                 self = .alreadyExists

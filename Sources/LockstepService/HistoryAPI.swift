@@ -106,6 +106,7 @@ public struct HistoryAPI: Sendable {
                 $0.digest = report.digest.hex
                 $0.migrations = UInt64(report.migrations)
                 $0.plans = UInt64(report.plans)
+                $0.baseSequence = report.base
             }
         } catch {
             // A broken history is an answer, not a failure of the call.

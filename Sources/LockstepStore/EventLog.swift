@@ -34,6 +34,39 @@ public protocol EventLog: Sendable {
     /// it against the event it names when they read that event (see `Coordinator.open`, `HistoryVerifier`),
     /// so a damaged log is reported at the event's position, not the snapshot's.
     func latestSnapshot() async throws(EventLogError) -> Snapshot?
+
+    /// Where the live log starts, when events were archived out of it (`archive(through:)`): the last
+    /// archived event's sequence and chain link (the next event's chain check starts there) with the
+    /// state folded through it. Nil when nothing was archived (the log starts at genesis).
+    func base() async throws(EventLogError) -> Snapshot?
+
+    /// Moves every event through `snapshot.sequence` out of the live log, in one transaction, once they
+    /// are safely written elsewhere (an archive segment, `HistoryArchive`): the snapshot, the state
+    /// folded through that event, becomes the log's base; the versions the archived events left each
+    /// stream at are kept, so appends go on from them and a settled migration's id is never reused.
+    /// Reads before the base then fail with `archived`.
+    func archive(through snapshot: Snapshot) async throws(EventLogError)
+}
+
+extension EventLog {
+    /// A log that cannot archive starts at genesis.
+    public func base() async throws(EventLogError) -> Snapshot? { nil }
+
+    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+        throw .invalidRequest("this log does not archive events")
+    }
+
+    /// The chain hash of event `sequence` (at least 1), the base's when it is the base's event; nil when
+    /// the log holds no such event.
+    public func chainHash(at sequence: UInt64) async throws(EventLogError) -> ChainHash? {
+        if let base = try await base(), base.sequence == sequence { return base.chainHash }
+        return try await read(after: sequence - 1, limit: 1).first.flatMap { $0.sequence == sequence ? $0.chainHash : nil }
+    }
+
+    /// The head the live log starts after: the base's, or genesis.
+    public func baseHead() async throws(EventLogError) -> LogHead {
+        try await base().map { LogHead(sequence: $0.sequence, chainHash: $0.chainHash) } ?? .genesis
+    }
 }
 
 /// One atomic append to one stream.

@@ -18,6 +18,9 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
     case invalidRequest(String)
     /// The database could not be opened or read.
     case unavailable(String)
+    /// The events asked for (through `through`) were moved out of the live log into archive segments
+    /// (`lockstep history archive`, docs/history.md): read them from the segments, or from `through` on.
+    case archived(through: UInt64)
 
     public var code: String {
         switch self {
@@ -30,6 +33,7 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
         case .busy: "storage_busy"
         case .invalidRequest: "invalid_request"
         case .unavailable: "storage_unavailable"
+        case .archived: "log_archived"
         }
     }
 
@@ -55,6 +59,9 @@ public enum EventLogError: Error, Hashable, Sendable, CustomStringConvertible {
             "\(code): \(why)"
         case .unavailable(let why):
             "\(code): \(why)"
+        case .archived(let through):
+            "\(code): events 1 to \(through) were archived out of the live log; read them from the archive segments "
+                + "(`lockstep history verify|replay --archive FILE …`), or read from event \(through) on"
         }
     }
 }

@@ -59,12 +59,17 @@ extension SQLiteEventLog {
 
     public func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) {
         try snapshot.validate()
+        try await onWriter { writer in try SQLiteSchema.saveSnapshot(writer, snapshot) }
+    }
+
+    /// Runs `body` on the writer connection's queue, after the fail-stop check there (so a commit that
+    /// failed just before cannot be followed by this write); a storage fault in it stops writes.
+    private func onWriter(_ body: @escaping @Sendable (SQLiteConnection) throws -> Void) async throws(EventLogError) {
         guard let writer else { throw .writesStopped(reason: "the log was opened read-only") }
         try await onQueue(writerQueue) { () throws(EventLogError) in
-            // Checked here, on the writer queue, so a commit that failed just before cannot be followed by this write.
             if let stopped = self.writesStopped { throw stopped }
             do {
-                try SQLiteSchema.saveSnapshot(writer, snapshot)
+                try body(writer)
             } catch let error as EventLogError {
                 throw error
             } catch {
@@ -80,6 +85,18 @@ extension SQLiteEventLog {
         return try await onQueue(readerQueue) { () throws(EventLogError) in
             try SQLiteSchema.latestSnapshot(reader)
         }
+    }
+
+    // MARK: - Archival
+
+    public func base() async throws(EventLogError) -> Snapshot? {
+        let reader = self.reader
+        return try await onQueue(readerQueue) { () throws(EventLogError) in try SQLiteSchema.base(reader) }
+    }
+
+    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+        try snapshot.validate()
+        try await onWriter { writer in try SQLiteSchema.archive(writer, through: snapshot) }
     }
 
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).

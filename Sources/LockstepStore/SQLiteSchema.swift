@@ -32,6 +32,17 @@ enum SQLiteSchema {
             state BLOB NOT NULL,
             digest BLOB NOT NULL
         ) STRICT;
+        CREATE TABLE IF NOT EXISTS log_base (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            sequence INTEGER NOT NULL,
+            chain_hash BLOB NOT NULL,
+            state BLOB NOT NULL,
+            digest BLOB NOT NULL
+        ) STRICT;
+        CREATE TABLE IF NOT EXISTS stream_bases (
+            stream TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) STRICT;
         """
 
     /// Creates the schema on a new database, or checks the version of an existing one.
@@ -77,7 +88,94 @@ enum SQLiteSchema {
         let statement = try db.statement("SELECT stream_version FROM events WHERE stream = ?1 ORDER BY stream_version DESC LIMIT 1")
         defer { statement.reset() }
         try statement.bind(1, stream)
-        return try statement.step() ? statement.uint64(0) : 0
+        if try statement.step() { return statement.uint64(0) }
+        // No live event: the version its archived events left it at, if any were archived.
+        guard let archived = try optionalStatement(db, "SELECT version FROM stream_bases WHERE stream = ?1") else { return 0 }
+        defer { archived.reset() }
+        try archived.bind(1, stream)
+        return try archived.step() ? archived.uint64(0) : 0
+    }
+
+    /// `statement(sql)`, or nil when a table it reads does not exist (a database written before
+    /// archival existed, opened read-only: nothing was archived from it).
+    static func optionalStatement(_ db: SQLiteConnection, _ sql: String) throws(SQLiteError) -> SQLiteConnection.Statement? {
+        do { return try db.statement(sql) } catch {
+            if error.message.contains("no such table") { return nil }
+            throw error
+        }
+    }
+
+    /// Runs `sql` with `snapshot`'s sequence, chain hash, state and digest bound to ?1 to ?4.
+    private static func write(_ snapshot: Snapshot, _ db: SQLiteConnection, _ sql: String) throws {
+        let insert = try db.statement(sql)
+        try insert.bind(1, snapshot.sequence)
+        try insert.bind(2, snapshot.chainHash.bytes)
+        try insert.bind(3, snapshot.state)
+        try insert.bind(4, snapshot.digest)
+        try insert.run()
+    }
+
+    /// The log's base (`EventLog.base()`), nil when nothing was archived.
+    static func base(_ db: SQLiteConnection) throws(EventLogError) -> Snapshot? {
+        try snapshotRow(db, "SELECT sequence, chain_hash, state, digest FROM log_base WHERE id = 1", whose: "the base's", optional: true)
+    }
+
+    /// The one row `sql` selects as (sequence, chain_hash, state, digest), its hash's width checked; nil
+    /// when there is none (or, `optional`, when its table does not exist).
+    private static func snapshotRow(_ db: SQLiteConnection, _ sql: String, whose: String, optional: Bool = false) throws(EventLogError) -> Snapshot? {
+        do {
+            guard let statement = optional ? try optionalStatement(db, sql) : try db.statement(sql) else { return nil }
+            defer { statement.reset() }
+            guard try statement.step() else { return nil }
+            let sequence = statement.uint64(0)
+            guard let hash = ChainHash(bytes: statement.blob(1)) else {
+                throw EventLogError.corrupted(position: sequence, reason: "\(whose) chain hash is not 32 bytes")
+            }
+            return Snapshot(sequence: sequence, chainHash: hash, state: statement.blob(2), digest: statement.blob(3))
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(String(describing: error))
+        }
+    }
+
+    /// Moves the events through `snapshot.sequence` out (`EventLog.archive(through:)`), in one transaction.
+    static func archive(_ db: SQLiteConnection, through snapshot: Snapshot) throws {
+        try db.execute("BEGIN IMMEDIATE")
+        do {
+            let head = try recordedHead(db)
+            let base = try base(db)
+            guard snapshot.sequence > (base?.sequence ?? 0), snapshot.sequence <= head.sequence else {
+                throw EventLogError.invalidRequest("cannot archive through event \(snapshot.sequence): the live log holds events \((base?.sequence ?? 0) + 1) to \(head.sequence)")
+            }
+            let check = try db.statement("SELECT chain_hash FROM events WHERE sequence = ?1")
+            try check.bind(1, snapshot.sequence)
+            let matches = try check.step() && check.blob(0) == snapshot.chainHash.bytes
+            check.reset()
+            guard matches else {
+                throw EventLogError.invalidRequest("the archive's end does not match event \(snapshot.sequence) of this log")
+            }
+            // Each stream's version as the archived events leave it (a checkpoint's stream is written once, at
+            // a sequence no later checkpoint repeats: none is kept).
+            let versions = try db.statement(
+                "INSERT OR REPLACE INTO stream_bases (stream, version) SELECT stream, MAX(stream_version) FROM events "
+                    + "WHERE sequence <= ?1 AND stream NOT LIKE 'checkpoint/%' GROUP BY stream")
+            try versions.bind(1, snapshot.sequence)
+            try versions.run()
+            let delete = try db.statement("DELETE FROM events WHERE sequence <= ?1")
+            try delete.bind(1, snapshot.sequence)
+            try delete.run()
+            try write(snapshot, db, "INSERT OR REPLACE INTO log_base (id, sequence, chain_hash, state, digest) VALUES (1, ?1, ?2, ?3, ?4)")
+            // The coordinator starts from the base: older snapshots name events that are gone.
+            let snapshots = try db.statement("DELETE FROM snapshots WHERE sequence < ?1")
+            try snapshots.bind(1, snapshot.sequence)
+            try snapshots.run()
+            try write(snapshot, db, "INSERT OR REPLACE INTO snapshots (sequence, chain_hash, state, digest) VALUES (?1, ?2, ?3, ?4)")
+            try db.execute("COMMIT")
+        } catch {
+            if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
+            throw error
+        }
     }
 
     /// Stream names with `prefix` after `after` (byte order: SQLite's BINARY collation compares UTF-8
@@ -117,27 +215,44 @@ enum SQLiteSchema {
             var verifier = ChainVerifier(after: .genesis)
             var events: [StoredEvent] = []
             events.reserveCapacity(limit)
-            var first = sequence > 0
+            var first = true
             while try statement.step() {
                 let row = try verifiedRow(statement)
                 if first {
-                    // Event `sequence` itself: its stored link is where this page's chain check starts.
                     first = false
-                    guard row.sequence == sequence else {
-                        throw EventLogError.corrupted(position: sequence, reason: "event \(sequence) is missing")
+                    if sequence > 0, row.sequence == sequence {
+                        // Event `sequence` itself: its stored link is where this page's chain check starts.
+                        verifier = ChainVerifier(after: LogHead(sequence: row.sequence, chainHash: row.chainHash))
+                        continue
                     }
-                    verifier = ChainVerifier(after: LogHead(sequence: row.sequence, chainHash: row.chainHash))
-                    continue
+                    if sequence > 0 || row.sequence != 1 {
+                        // The event the page starts after is not stored: archived (the base names it) or missing.
+                        verifier = try startAfterMissing(db, sequence)
+                    }
                 }
+                // (A page that starts at the base read one row more than it returns.)
+                if events.count == limit { break }
                 // Check the link on SQLite's own buffer, then copy the bytes once.
                 try verifier.check(sequence: row.sequence, record: row.record, chainHash: row.chainHash)
                 events.append(StoredEvent(sequence: row.sequence, stream: statement.text(1), streamVersion: statement.uint64(2),
                                           record: Array(row.record), chainHash: row.chainHash))
             }
+            // Nothing stored after `sequence`: past the head, or every event there was archived.
+            if first, let base = try base(db), sequence < base.sequence { throw EventLogError.archived(through: base.sequence) }
             return events
         } catch {
             throw readFailure(error, after: sequence)
         }
+    }
+
+    /// Where a page's chain check starts when event `sequence` (the one it reads after) is not stored:
+    /// at the base when that is the base's event, `archived` before it, else the event is missing.
+    private static func startAfterMissing(_ db: SQLiteConnection, _ sequence: UInt64) throws(EventLogError) -> ChainVerifier {
+        let base = try base(db)
+        if let base, sequence < base.sequence { throw .archived(through: base.sequence) }
+        if let base, sequence == base.sequence { return ChainVerifier(after: LogHead(sequence: base.sequence, chainHash: base.chainHash)) }
+        if sequence == 0 { return ChainVerifier(after: .genesis) }
+        throw .corrupted(position: sequence, reason: "event \(sequence) is missing")
     }
 
     /// A read's failure as the log reports it: SQLite's corruption codes as `corrupted` after `sequence`.
@@ -164,6 +279,7 @@ enum SQLiteSchema {
             try statement.bind(3, Int64(limit))
             var verifier = StreamReadVerifier()
             var events: [StoredEvent] = []
+            var base: Snapshot??
             while try statement.step() {
                 let row = try verifiedRow(statement)
                 var previous: ChainHash?
@@ -173,6 +289,10 @@ enum SQLiteSchema {
                         throw EventLogError.corrupted(position: row.sequence - 1, reason: "the stored chain hash is not 32 bytes")
                     }
                     previous = ChainHash(unchecked: hash)
+                } else if row.sequence > 1 {
+                    // The event before it is not stored: the base's when it was the last one archived.
+                    if base == nil { base = .some(try Self.base(db)) }
+                    if let known = base ?? nil, known.sequence == row.sequence - 1 { previous = known.chainHash }
                 }
                 let version = statement.uint64(2)
                 try verifier.check(sequence: row.sequence, streamVersion: version, record: row.record, chainHash: row.chainHash, previous: previous)
@@ -206,18 +326,15 @@ enum SQLiteSchema {
         do {
             let check = try db.statement("SELECT chain_hash FROM events WHERE sequence = ?1")
             try check.bind(1, snapshot.sequence)
-            let matches = try check.step() && check.blob(0) == snapshot.chainHash.bytes
+            var matches = try check.step() && check.blob(0) == snapshot.chainHash.bytes
             check.reset()
+            if !matches, let base = try base(db) {
+                matches = base.sequence == snapshot.sequence && base.chainHash == snapshot.chainHash
+            }
             guard matches else {
                 throw EventLogError.invalidRequest("snapshot at \(snapshot.sequence) does not match an event of this log")
             }
-            let insert = try db.statement(
-                "INSERT OR REPLACE INTO snapshots (sequence, chain_hash, state, digest) VALUES (?1, ?2, ?3, ?4)")
-            try insert.bind(1, snapshot.sequence)
-            try insert.bind(2, snapshot.chainHash.bytes)
-            try insert.bind(3, snapshot.state)
-            try insert.bind(4, snapshot.digest)
-            try insert.run()
+            try write(snapshot, db, "INSERT OR REPLACE INTO snapshots (sequence, chain_hash, state, digest) VALUES (?1, ?2, ?3, ?4)")
             let prune = try db.statement(
                 "DELETE FROM snapshots WHERE sequence NOT IN (SELECT sequence FROM snapshots ORDER BY sequence DESC LIMIT ?1)")
             try prune.bind(1, Int64(EventLogLimits.snapshotsRetainedMax))
@@ -231,20 +348,7 @@ enum SQLiteSchema {
 
     /// The newest snapshot row, with its own shape checked (not yet against the event it names).
     static func latestSnapshot(_ db: SQLiteConnection) throws(EventLogError) -> Snapshot? {
-        do {
-            let statement = try db.statement("SELECT sequence, chain_hash, state, digest FROM snapshots ORDER BY sequence DESC LIMIT 1")
-            defer { statement.reset() }
-            guard try statement.step() else { return nil }
-            let sequence = statement.uint64(0)
-            guard let hash = ChainHash(bytes: statement.blob(1)) else {
-                throw EventLogError.corrupted(position: sequence, reason: "the snapshot's chain hash is not 32 bytes")
-            }
-            return Snapshot(sequence: sequence, chainHash: hash, state: statement.blob(2), digest: statement.blob(3))
-        } catch let error as EventLogError {
-            throw error
-        } catch {
-            throw .unavailable(String(describing: error))
-        }
+        try snapshotRow(db, "SELECT sequence, chain_hash, state, digest FROM snapshots ORDER BY sequence DESC LIMIT 1", whose: "the snapshot's")
     }
 
     /// Refuses to write on after a tail that differs from the head recorded at the last commit (rows
@@ -253,7 +357,9 @@ enum SQLiteSchema {
         let head = try recordedHead(db)
         let statement = try db.statement("SELECT sequence, chain_hash FROM events ORDER BY sequence DESC LIMIT 1")
         defer { statement.reset() }
-        let last = try statement.step() ? LogHead(sequence: statement.uint64(0), chainHash: ChainHash(bytes: statement.blob(1)) ?? .genesis) : .genesis
+        // With every event archived, the last one is the base's.
+        let last = try statement.step() ? LogHead(sequence: statement.uint64(0), chainHash: ChainHash(bytes: statement.blob(1)) ?? .genesis)
+            : try base(db).map { LogHead(sequence: $0.sequence, chainHash: $0.chainHash) } ?? .genesis
         guard last != head else { return }
         let position = min(last.sequence, head.sequence) + (last.sequence == head.sequence ? 0 : 1)
         throw EventLogError.corrupted(position: position, reason:

@@ -10,7 +10,7 @@ struct HistoryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "history",
         abstract: "Verify, replay and export the event history (for governance and incident review).",
-        subcommands: [Verify.self, Replay.self, Export.self, Explain.self, Diff.self]
+        subcommands: [Verify.self, Replay.self, Export.self, Explain.self, Diff.self, Archive.self]
     )
 }
 
@@ -66,6 +66,9 @@ extension HistoryCommand {
         var publicKey: String?
         @Option(help: "Verify a bundle (`history export --bundle`) instead: offline, no server, no database.")
         var bundle: String?
+        @Option(name: .customLong("archive"), help: ArgumentHelp("An archive segment (`history archive`); repeat for each, in any order.",
+                                                                  discussion: "The segments, then the log given (--data or --store) if any, are verified as one history."))
+        var archives: [String] = []
 
         func run() async throws {
             try await reportingFailures {
@@ -74,6 +77,7 @@ extension HistoryCommand {
                 }
                 if let bundle { return try await verifyBundle(bundle, keys: keys) }
                 if checkpoints != nil && keys == nil { throw CommandFailure(message: "--checkpoints needs --public-key: the keys that signed them", exitCode: 64) }
+                if !archives.isEmpty { return try await verifyArchived(keys: keys) }
                 guard let location = try local.location(environment: false) else {
                     var verification: Verification?
                     try await server.run { lockstep in
@@ -101,9 +105,9 @@ extension HistoryCommand {
                     }
                     if let keys, verification.ok {
                         let head = verification.headSequence
-                        verification.audit = try await Self.audit(keys: keys, directory: checkpoints, head: head,
+                        verification.audit = try await Self.audit(keys: keys, directory: checkpoints, head: head, base: verification.base,
                                                                   logCheckpoints: { try await Self.logCheckpoints(log) },
-                                                                  chainHash: { sequence in try await log.read(after: sequence - 1, limit: 1).first.map { $0.chainHash.bytes } })
+                                                                  chainHash: { sequence in try await log.chainHash(at: sequence)?.bytes })
                     }
                     try verification.print(output)
                 }
@@ -111,7 +115,7 @@ extension HistoryCommand {
         }
 
         /// The checkpoints to compare (the log's own and those of `directory`), audited against the log.
-        static func audit(keys: CheckpointKeys, directory: String?, head: UInt64, logCheckpoints: () async throws -> [Checkpoint],
+        static func audit(keys: CheckpointKeys, directory: String?, head: UInt64, base: UInt64 = 0, logCheckpoints: () async throws -> [Checkpoint],
                           chainHash: (UInt64) async throws -> [UInt8]?) async throws -> CheckpointSummary {
             var all = try await logCheckpoints().map { (source: "log", checkpoint: $0) }
             let fromLog = all.count
@@ -125,7 +129,7 @@ extension HistoryCommand {
                     throw CommandFailure(message: error.description, exitCode: 2)
                 }
             }
-            findings += try await CheckpointAudit.audit(all, keys: keys, head: head, chainHash: chainHash)
+            findings += try await CheckpointAudit.audit(all, keys: keys, head: head, base: base, chainHash: chainHash)
             let good = all.map(\.checkpoint.sequence).filter { sequence in !findings.contains { $0.sequence == sequence } }
             return CheckpointSummary(checked: all.count, inLog: fromLog, elsewhere: all.count - fromLog, newest: good.max() ?? 0, findings: findings)
         }
@@ -157,6 +161,37 @@ extension HistoryCommand {
             return found
         }
 
+        /// The archive segments, each as a bundle (its chain, records and end checkpoint), then the
+        /// segments and the live log (if given) as one history.
+        func verifyArchived(keys: CheckpointKeys?) async throws {
+            for path in archives {
+                let bytes: [UInt8]
+                do { bytes = try CheckpointFiles.read(path, limit: ArchiveSegment.fileBytesMax, what: "the archive segment") } catch {
+                    throw CommandFailure(message: error.description, exitCode: 2)
+                }
+                let report = await HistoryBundle.verify(bytes, keys: keys, keysSource: publicKey ?? "")
+                guard report.problems.isEmpty else {
+                    throw CommandFailure(message: "the archive segment \(path) does not verify:\n" + report.problems.map { "  " + $0 }.joined(separator: "\n"), exitCode: 1)
+                }
+                guard report.isArchiveSegment else { throw CommandFailure(message: "\(path) is not an archive segment (written by `lockstep history archive`)", exitCode: 1) }
+            }
+            try await withArchivedHistory(archives, local: local) { history in
+                var verification: Verification
+                do {
+                    verification = Verification(try await HistoryVerifier.verify(history, also: history.liveBase.map { [$0] } ?? []))
+                } catch EventLogError.corrupted(let position, let reason) {
+                    verification = Verification(problemCode: ErrorCode.logCorrupted.rawValue, problem: "the log is corrupted at sequence \(position): \(reason)")
+                }
+                verification.segments = history.segments.count
+                if let keys, verification.ok {
+                    verification.audit = try await Self.audit(keys: keys, directory: checkpoints, head: verification.headSequence,
+                                                              logCheckpoints: { try await Self.logCheckpoints(history) },
+                                                              chainHash: { sequence in try await history.chainHash(at: sequence)?.bytes })
+                }
+                try verification.print(output)
+            }
+        }
+
         func verifyBundle(_ path: String, keys: CheckpointKeys?) async throws {
             let bytes: [UInt8]
             do { bytes = try CheckpointFiles.read(path, limit: 1 << 30, what: "the bundle") } catch {
@@ -178,17 +213,18 @@ extension HistoryCommand {
                 let object: [String: Any] = [
                     "ok": report.problems.isEmpty, "events": report.events, "head_sequence": report.headSequence, "head_chain_hash": report.headChainHash,
                     "digest": report.digest, "checkpoints": report.checkpoints, "newest_checkpoint": report.newestCheckpoint, "keys_from": report.keysFrom,
-                    "problems": report.problems,
+                    "problems": report.problems, "base_sequence": report.baseSequence, "archive_segment": report.isArchiveSegment,
                 ]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
                 Swift.print(String(decoding: data, as: UTF8.self))
             case .table:
                 if report.problems.isEmpty {
+                    if report.baseSequence > 0 { Swift.print("ok: \(report.isArchiveSegment ? "archive segment" : "bundle") of \(counted(report.events, "event")), verified offline\nbase sequence: \(report.baseSequence)") }
+                    else { Swift.print("ok: \(report.isArchiveSegment ? "archive segment" : "bundle") of \(counted(report.events, "event")), verified offline") }
                     Swift.print("""
-                        ok: bundle of \(counted(report.events, "event")), verified offline
                         head sequence: \(report.headSequence)
                         head hash: \(report.headChainHash)
-                        state digest: \(report.digest)
+                        state digest: \(report.digest.isEmpty ? "(known with the segments before it: history verify --archive)" : report.digest)
                         checkpoints: \(report.checkpoints) verified with keys from \(report.keysFrom); the newest vouches for sequence \(report.newestCheckpoint)
                         """)
                 }
@@ -209,8 +245,17 @@ extension HistoryCommand {
         var at: UInt64?
         @Option(help: "Output format: table or json.")
         var output: OutputFormat = .table
+        @Option(name: .customLong("archive"), help: "An archive segment (`history archive`), replayed before the log given; repeat for each.")
+        var archives: [String] = []
 
         func run() async throws {
+            if !archives.isEmpty {
+                return try await reportingFailures {
+                    try await withArchivedHistory(archives, local: local) { history in
+                        try print(Lockstep_V1_StateAtResponse(try await History.replay(history, through: at, keepingSettled: true)))
+                    }
+                }
+            }
             guard let location = try local.location(environment: false) else {
                 return try await server.run { lockstep in
                     // No --at: no point named, which the server answers with the whole log.
@@ -341,6 +386,10 @@ struct Verification {
     var headChainHash = ""
     var digest = ""
     var snapshotChecked: UInt64 = 0
+    /// The event the walk started after: the live log's base when its first events were archived.
+    var base: UInt64 = 0
+    /// With --archive: the segments walked before the live log.
+    var segments = 0
     var problemCode = ""
     var problem = ""
     /// With --public-key: what the checkpoints show.
@@ -355,6 +404,7 @@ struct Verification {
         headChainHash = report.head.chainHash.hex
         digest = report.digest.hex
         snapshotChecked = report.snapshotChecked ?? 0
+        base = report.base
     }
 
     init(_ response: Lockstep_V1_VerifyHistoryResponse) {
@@ -366,6 +416,7 @@ struct Verification {
         headChainHash = response.headChainHash.hexString
         digest = response.digest
         snapshotChecked = response.snapshotChecked
+        base = response.baseSequence
         problemCode = response.problemCode
         problem = response.problem
     }
@@ -381,6 +432,10 @@ struct Verification {
         var lines = ["ok: \(counted(events, "event")), \(counted(migrations, "migration")), \(counted(plans, "plan"))", "head sequence: \(headSequence)",
                      "head hash: \(headChainHash)", "state digest: \(digest)"]
         if snapshotChecked > 0 { lines.append("snapshot checked at: \(snapshotChecked)") }
+        if segments > 0 { lines.append("archive segments: \(segments), then the live log") }
+        if base > 0 {
+            lines.append("base: \(base) (events 1 to \(base) were archived; verify them with --archive SEGMENT …)")
+        }
         if let audit {
             lines.append("checkpoints: \(audit.checked) checked (\(audit.inLog) in the log, \(audit.elsewhere) kept elsewhere); the newest good one vouches for sequence \(audit.newest)")
         }
@@ -392,6 +447,9 @@ struct Verification {
         if ok {
             object.merge(["events": events, "migrations": migrations, "plans": plans, "head_sequence": headSequence,
                           "head_chain_hash": headChainHash, "digest": digest, "snapshot_checked": snapshotChecked]) { _, new in new }
+            // (Only for an archived history: the same lines as ever otherwise.)
+            if base > 0 { object["base_sequence"] = base }
+            if segments > 0 { object["archive_segments"] = segments }
         } else {
             object.merge(["problem_code": problemCode, "problem": problem]) { _, new in new }
         }
@@ -430,4 +488,16 @@ struct CheckpointSummary {
     var elsewhere: Int
     var newest: UInt64
     var findings: [CheckpointFinding]
+}
+
+/// Runs `body` on the archive segments at `paths` followed by the log `local` names (read-only), or on
+/// the segments alone when it names none.
+func withArchivedHistory<Result>(_ paths: [String], local: StoreOptions, _ body: (ArchivedHistory) async throws -> Result) async throws -> Result {
+    func open(_ live: (any EventLog)?) async throws -> ArchivedHistory {
+        do { return try await ArchivedHistory.open(segments: paths, live: live) } catch let error as CheckpointError {
+            throw CommandFailure(message: error.description, exitCode: 1)
+        }
+    }
+    guard let location = try local.location(environment: false) else { return try await body(try await open(nil)) }
+    return try await withReadOnlyLog(location) { log in try await body(try await open(log)) }
 }

@@ -1352,6 +1352,10 @@ public nonisolated struct Lockstep_V1_VerifyHistoryResponse: Sendable {
 
   public var plans: UInt64 = 0
 
+  /// The last event archived out of the live log (`lockstep history archive`): the walk started after
+  /// it, from the state kept there (0 = the log starts at genesis).
+  public var baseSequence: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -3977,7 +3981,7 @@ nonisolated extension Lockstep_V1_DiffHistoryResponse: SwiftProtobuf.Message, Sw
 
 nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".VerifyHistoryResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ok\0\u{1}events\0\u{3}head_sequence\0\u{3}head_chain_hash\0\u{3}snapshot_checked\0\u{1}digest\0\u{3}problem_code\0\u{1}problem\0\u{1}migrations\0\u{1}plans\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}ok\0\u{1}events\0\u{3}head_sequence\0\u{3}head_chain_hash\0\u{3}snapshot_checked\0\u{1}digest\0\u{3}problem_code\0\u{1}problem\0\u{1}migrations\0\u{1}plans\0\u{3}base_sequence\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3995,6 +3999,7 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
       case 8: try { try decoder.decodeSingularStringField(value: &self.problem) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.migrations) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.plans) }()
+      case 11: try { try decoder.decodeSingularUInt64Field(value: &self.baseSequence) }()
       default: break
       }
     }
@@ -4031,6 +4036,9 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
     if self.plans != 0 {
       try visitor.visitSingularUInt64Field(value: self.plans, fieldNumber: 10)
     }
+    if self.baseSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.baseSequence, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4045,6 +4053,7 @@ nonisolated extension Lockstep_V1_VerifyHistoryResponse: SwiftProtobuf.Message, 
     if lhs.problem != rhs.problem {return false}
     if lhs.migrations != rhs.migrations {return false}
     if lhs.plans != rhs.plans {return false}
+    if lhs.baseSequence != rhs.baseSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
