@@ -40,8 +40,9 @@ public enum HistoryArchive {
 
     /// The cut for `before` in `log`: the latest event at or before it that ends a segment by the rules
     /// above, with its checkpoint verified by `keys` (from the log's own checkpoint events, or
-    /// `elsewhere`, the checkpoints file). `notAfter`: the newest event every webhook has delivered.
-    public static func plan(_ log: any EventLog, before: Before, keys: CheckpointKeys, elsewhere: [Checkpoint] = [], notAfter: UInt64? = nil,
+    /// `elsewhere`, the checkpoints file). `delivered`: each webhook's cursor, the newest event it has
+    /// delivered (nothing it has yet to deliver is archived).
+    public static func plan(_ log: any EventLog, before: Before, keys: CheckpointKeys, elsewhere: [Checkpoint] = [], delivered: [String: UInt64] = [:],
                             eventsMax: UInt64 = segmentEventsMax) async throws -> Plan {
         let baseSnapshot = try await log.base()
         let base = baseSnapshot.map { LogHead(sequence: $0.sequence, chainHash: $0.chainHash) } ?? .genesis
@@ -90,7 +91,10 @@ public enum HistoryArchive {
         // The live log keeps at least its last event (what the server's clock starts from).
         limit(head.sequence &- 1, "the live log keeps its last event (\(head.sequence))")
         limit(base.sequence + eventsMax, "a segment holds at most \(eventsMax) events; archive again for the rest")
-        if let notAfter { limit(notAfter, "a webhook has delivered only up to event \(notAfter)") }
+        // (The first of the slowest in name order, so the sentence is the same every time.)
+        if let slowest = delivered.sorted(by: { ($0.value, $0.key) < ($1.value, $1.key) }).first {
+            limit(slowest.value, "webhook \(slowest.key) has delivered only up to event \(slowest.value) (a webhook no longer configured keeps its cursor: delete it)")
+        }
         guard candidate > base.sequence else {
             throw CheckpointError(asked <= base.sequence
                 ? "nothing to archive: the live log already starts after event \(base.sequence)"

@@ -100,12 +100,17 @@ extension History {
 
     /// The last event recorded at or before `time` (0 when none was). Recorded times follow the wall clock,
     /// which may step back: the last one at or before, not the first after.
+    /// On a log whose first events were archived, the answer must be after its base: else `archived`.
     public static func lastSequence(in log: any EventLog, recordedAtOrBefore time: Instant) async throws(EventLogError) -> UInt64 {
-        var position: UInt64 = 0
-        var found: UInt64 = 0
+        let base = try await log.baseHead().sequence
+        var position = base
+        var found = base
         while true {
             let page = try await log.read(after: position, limit: pageEventsMax)
-            guard !page.isEmpty else { return found }
+            guard !page.isEmpty else {
+                if found == base, base > 0 { throw .archived(through: base) }
+                return found
+            }
             for stored in page {
                 position = stored.sequence
                 guard let record = try? EventRecordCodec.decodeRecord(stored.record) else {

@@ -51,10 +51,10 @@ extension HistoryCommand {
                 let before: HistoryArchive.Before = self.before.point.timeMs > 0
                     ? .time(Instant(millisecondsSinceEpoch: self.before.point.timeMs)) : .sequence(self.before.point.sequence)
                 try await withArchivableLog(location) { log, cursors in
-                    let delivered = await cursors?.load(logger: Logger(label: "lockstep.archive")).values.min()
+                    let delivered = await cursors?.load(logger: Logger(label: "lockstep.archive")) ?? [:]
                     let plan: HistoryArchive.Plan
                     do {
-                        plan = try await HistoryArchive.plan(log, before: before, keys: keys, elsewhere: elsewhere, notAfter: delivered, eventsMax: eventsMax)
+                        plan = try await HistoryArchive.plan(log, before: before, keys: keys, elsewhere: elsewhere, delivered: delivered, eventsMax: eventsMax)
                     } catch let error as CheckpointError {
                         throw CommandFailure(message: error.description, exitCode: 1)
                     }

@@ -35,17 +35,18 @@ extension HistoryCommand {
         @Argument(help: "The migration's id.") var migration: String
         @Argument(help: "One of its nodes (default: the migration as a whole).") var node: String?
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+        @OptionGroup(title: "Archive segments, read before the log") var archive: ArchiveOptions
 
         func run() async throws {
             let request = Lockstep_V1_ExplainRequest.with {
                 $0.migrationID = migration
                 $0.nodeID = node ?? ""
             }
-            guard let location = try local.location(environment: false) else {
+            guard let history = try localHistory(local, archive) else {
                 return try await server.run { lockstep in try show(try await lockstep.explain(request)) }
             }
             try await reportingFailures {
-                try await withReadOnlyLog(location) { log in
+                try await history.read { log in
                     let events = try await History.migrationEvents(MigrationID(migration), in: log)
                     guard !events.isEmpty else {
                         throw CommandFailure(message: "\(ErrorCode.migrationNotFound.rawValue): migration \(migration) is not in this history", exitCode: 1)
@@ -84,6 +85,7 @@ extension HistoryCommand {
         @Option(help: "The two points: --at A --at B.") var at: [HistoryPointArgument] = []
         @Option(help: "Only this migration (and the services its plan names).") var migration: String?
         @Option(help: "Output format: table or json.") var output: OutputFormat = .table
+        @OptionGroup(title: "Archive segments, read before the log") var archive: ArchiveOptions
 
         func validate() throws {
             guard at.count == 2 else { throw ValidationError("give two points: --at A --at B (a sequence, or an ISO 8601 time)") }
@@ -95,11 +97,11 @@ extension HistoryCommand {
                 $0.to = at[1].point
                 $0.migrationID = migration ?? ""
             }
-            guard let location = try local.location(environment: false) else {
+            guard let history = try localHistory(local, archive) else {
                 return try await server.run { lockstep in try show(try await lockstep.diff(request)) }
             }
             try await reportingFailures {
-                try await withReadOnlyLog(location) { log in
+                try await history.read { log in
                     func sequence(_ point: Lockstep_V1_HistoryPoint) async throws -> UInt64 {
                         switch point.at {
                         case .sequence(let sequence)?: sequence

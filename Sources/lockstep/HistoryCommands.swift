@@ -66,9 +66,8 @@ extension HistoryCommand {
         var publicKey: String?
         @Option(help: "Verify a bundle (`history export --bundle`) instead: offline, no server, no database.")
         var bundle: String?
-        @Option(name: .customLong("archive"), help: ArgumentHelp("An archive segment (`history archive`); repeat for each, in any order.",
-                                                                  discussion: "The segments, then the log given (--data or --store) if any, are verified as one history."))
-        var archives: [String] = []
+        @OptionGroup(title: "Archive segments, verified with the log as one history") var archive: ArchiveOptions
+        var archives: [String] { archive.archives }
 
         func run() async throws {
             try await reportingFailures {
@@ -245,25 +244,17 @@ extension HistoryCommand {
         var at: UInt64?
         @Option(help: "Output format: table or json.")
         var output: OutputFormat = .table
-        @Option(name: .customLong("archive"), help: "An archive segment (`history archive`), replayed before the log given; repeat for each.")
-        var archives: [String] = []
+        @OptionGroup(title: "Archive segments, replayed before the log") var archive: ArchiveOptions
 
         func run() async throws {
-            if !archives.isEmpty {
-                return try await reportingFailures {
-                    try await withArchivedHistory(archives, local: local) { history in
-                        try print(Lockstep_V1_StateAtResponse(try await History.replay(history, through: at, keepingSettled: true)))
-                    }
-                }
-            }
-            guard let location = try local.location(environment: false) else {
+            guard let history = try localHistory(local, archive) else {
                 return try await server.run { lockstep in
                     // No --at: no point named, which the server answers with the whole log.
                     try print(try await lockstep.state(.with { if let at { $0.sequence = at } }))
                 }
             }
             try await reportingFailures {
-                try await withReadOnlyLog(location) { log in
+                try await history.read { log in
                     try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at, keepingSettled: true)))
                 }
             }
@@ -291,11 +282,12 @@ extension HistoryCommand {
         var bundle: String?
         @Option(help: "With --bundle: add the checkpoints kept in DIR/checkpoints.ndjson.") var checkpoints: String?
         @Option(help: "With --bundle: add these public keys (a keys file).") var publicKey: String?
+        @OptionGroup(title: "Archive segments, exported before the log") var archive: ArchiveOptions
 
         func run() async throws {
             if let bundle {
                 return try await reportingFailures {
-                    guard let location = try local.location(environment: false) else {
+                    guard let history = try localHistory(local, archive) else {
                         throw CommandFailure(message: "a bundle holds the events as stored: write it from the log itself, --data DIR or --store URL", exitCode: 64)
                     }
                     let keys = try publicKey.map { path throws in
@@ -304,14 +296,14 @@ extension HistoryCommand {
                     guard !FileManager.default.fileExists(atPath: bundle) else {
                         throw CommandFailure(message: "\(bundle) exists; a bundle is never written over a file", exitCode: 1)
                     }
-                    try await withReadOnlyLog(location) { log in
+                    try await history.read { log in
                         let written = try await HistoryBundle.write(log, to: bundle, checkpointsDirectory: checkpoints, keys: keys)
                         Swift.print("wrote \(bundle): \(counted(written.events, "event")), \(counted(written.checkpoints, "checkpoint")), \(counted(keys?.keys.count ?? 0, "key"))")
                     }
                 }
             }
             let out = FileHandle.standardOutput
-            guard let location = try local.location(environment: false) else {
+            guard let history = try localHistory(local, archive) else {
                 return try await server.run { lockstep in
                     var position = after
                     while true {
@@ -331,7 +323,7 @@ extension HistoryCommand {
                 }
             }
             try await reportingFailures {
-                try await withReadOnlyLog(location) { log in
+                try await history.read { log in
                     var position = after
                     while true {
                         // Every intact event before damage is printed, then the damage is reported (exit 1).
@@ -490,6 +482,13 @@ struct CheckpointSummary {
     var findings: [CheckpointFinding]
 }
 
+/// Archive segments (`lockstep history archive`) read before the log: `--archive FILE`, repeated.
+struct ArchiveOptions: ParsableArguments {
+    @Option(name: .customLong("archive"), help: ArgumentHelp("An archive segment (`history archive`), read before the log given (if any); repeat for each, in any order.",
+                                                              valueName: "segment"))
+    var archives: [String] = []
+}
+
 /// Runs `body` on the archive segments at `paths` followed by the log `local` names (read-only), or on
 /// the segments alone when it names none.
 func withArchivedHistory<Result>(_ paths: [String], local: StoreOptions, _ body: (ArchivedHistory) async throws -> Result) async throws -> Result {
@@ -500,4 +499,24 @@ func withArchivedHistory<Result>(_ paths: [String], local: StoreOptions, _ body:
     }
     guard let location = try local.location(environment: false) else { return try await body(try await open(nil)) }
     return try await withReadOnlyLog(location) { log in try await body(try await open(log)) }
+}
+
+/// The history the flags name, read directly (read-only): the archive segments, then the log `local`
+/// names; nil when they name neither (the command asks the server instead).
+func localHistory(_ local: StoreOptions, _ archive: ArchiveOptions) throws -> LocalHistory? {
+    let location = try local.location(environment: false)
+    guard location != nil || !archive.archives.isEmpty else { return nil }
+    return LocalHistory(location: location, archives: archive.archives, local: local)
+}
+
+struct LocalHistory {
+    var location: StoreOptions.Location?
+    var archives: [String]
+    var local: StoreOptions
+
+    /// Runs `body` on it.
+    func read<Result>(_ body: (any EventLog) async throws -> Result) async throws -> Result {
+        if archives.isEmpty, let location { return try await withReadOnlyLog(location, body) }
+        return try await withArchivedHistory(archives, local: local) { try await body($0) }
+    }
 }

@@ -30,14 +30,15 @@ extension MigrationsCommand {
         @Argument(help: "The migration's id.") var id: String
         @Option(help: "md, html or json.") var format: ReportFormat = .md
         @Option(help: "Write it to this file instead of standard output.") var out: String?
+        @OptionGroup(title: "Archive segments, read before the log") var archive: ArchiveOptions
 
         func run() async throws {
             guard !id.isEmpty, id.utf8.count <= 256, !id.contains("/") else { throw ValidationError("\(id) is not a migration id") }
             let migration = MigrationID(id)
             let drawn: (events: [(sequence: UInt64, event: RecordedEvent)], integrity: MigrationReport.Integrity)
-            if let location = try local.location(environment: false) {
+            if let history = try localHistory(local, archive) {
                 drawn = try await reportingFailures {
-                    try await withReadOnlyLog(location) { log in
+                    try await history.read { log in
                         let integrity: MigrationReport.Integrity
                         do {
                             let verified = try await HistoryVerifier.verify(log)

@@ -68,6 +68,10 @@ import Testing
         #expect(replayBefore.status == 0, "\(replayBefore)")
         let replayAtBefore = try await runLockstep(["history", "replay", "--data", directory, "--at", String(signed[4]), "--output", "json"])
         #expect(replayAtBefore.status == 0, "\(replayAtBefore)")
+        let exportBefore = try await runLockstep(["history", "export", "--data", directory])
+        let explainBefore = try await runLockstep(["history", "explain", "long-1", "--data", directory])
+        let reportBefore = try await runLockstep(["migration", "report", "m-0", "--data", directory, "--format", "json"])
+        #expect(exportBefore.status == 0 && explainBefore.status == 0 && reportBefore.status == 0, "\(explainBefore) \(reportBefore)")
         let headBefore = try #require(Self.line(before, "head hash: "))
         let digestBefore = try #require(Self.line(before, "state digest: "))
 
@@ -112,6 +116,15 @@ import Testing
         // Replay to a sequence inside the second segment: the same state as the unarchived log gave.
         let replayAtAfter = try await runLockstep(["history", "replay", "--data", directory, "--at", String(signed[4]), "--output", "json"] + segments)
         #expect(replayAtAfter.status == 0 && replayAtAfter.stdout == replayAtBefore.stdout, "\(replayAtAfter)")
+        // Export, explain and report read across the segments as they read the log before.
+        let exportAfter = try await runLockstep(["history", "export", "--data", directory] + segments)
+        #expect(exportAfter.status == 0 && exportAfter.stdout == exportBefore.stdout, "\(exportAfter.stderr)")
+        let explainAfter = try await runLockstep(["history", "explain", "long-1", "--data", directory] + segments)
+        #expect(explainAfter.status == 0 && explainAfter.stdout == explainBefore.stdout, "\(explainAfter)")
+        let reportAfter = try await runLockstep(["migration", "report", "m-0", "--data", directory, "--format", "json"] + segments)
+        #expect(reportAfter.status == 0 && reportAfter.stdout == reportBefore.stdout, "\(reportAfter.stderr)")
+        let gone = try await runLockstep(["history", "explain", "m-0", "--data", directory])
+        #expect(gone.status == 1 && gone.stderr.contains("not in this history"), "\(gone)")
         // The live log alone verifies from its base, and says where the rest is.
         let live = try await runLockstep(["history", "verify", "--data", directory, "--public-key", directory + "/keys.json",
                                           "--checkpoints", directory + "/checkpoints"])
@@ -184,5 +197,88 @@ import Testing
         try await coordinator.saveSnapshot()
         let latest = try await log.latestSnapshot()
         #expect(latest?.sequence == headNow.sequence)
+    }
+}
+
+/// Archival on PostgreSQL while a coordinator runs on the same database: the cut held back by a webhook
+/// that has not delivered (its cursor in `lockstep_webhook_cursors`) and by a migration that had not
+/// settled; the coordinator writes on and reports the base; restarted, it opens from the base; the
+/// segments and the database verify and replay as one history, to the digest from before.
+@Suite(.serialized) struct PostgresArchiveTests {
+    /// `lockstep serve --dev` on `store`; returns the process and its gRPC address.
+    static func serve(_ store: String) async throws -> (ChildProcess, String) {
+        let directory = temporaryDirectory()
+        let ready = directory + "/ready.json"
+        let process = try ChildProcess(try lockstepBinary(), ["serve", "--store", store, "--dev", "--http-listen", "127.0.0.1:0",
+                                                             "--grpc-listen", "127.0.0.1:0", "--ready-file", ready])
+        let deadline = Date().addingTimeInterval(30)
+        while !FileManager.default.fileExists(atPath: ready) {
+            guard Date() < deadline else {
+                process.kill(SIGTERM)
+                throw TestFailure("the server never became ready: \(try await process.wait(seconds: 10))")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: ready))) as? [String: String]
+        return (process, try #require(json?["grpc"]))
+    }
+
+    @Test func archivalRunsBesideARunningCoordinatorAndTheHistoryStaysWhole() async throws {
+        let directory = temporaryDirectory()
+        let signed = try await ArchiveTests.longHistory(directory)
+        let postgres = TestPostgres.shared
+        let database = try await postgres.makeDatabase()
+        let store = try await postgres.url(database)
+        let copied = try await runLockstep(["store", "copy", "--from", directory, "--to", store])
+        #expect(copied.status == 0, "\(copied)")
+        let before = try await runLockstep(["history", "verify", "--store", store])
+        let replayBefore = try await runLockstep(["history", "replay", "--store", store, "--output", "json"])
+        #expect(before.status == 0 && replayBefore.status == 0, "\(before) \(replayBefore)")
+        // A webhook that has delivered up to round 5's checkpoint only.
+        _ = try await postgres.psql(database, """
+            CREATE TABLE IF NOT EXISTS lockstep_webhook_cursors (webhook text PRIMARY KEY, sequence bigint NOT NULL CHECK (sequence >= 0));
+            INSERT INTO lockstep_webhook_cursors VALUES ('audit', \(signed[5]))
+            """)
+        let (server, grpc) = try await Self.serve(store)
+        do {
+            func archive(_ sequence: UInt64, _ name: String) async throws -> ProcessOutput {
+                try await runLockstep(["history", "archive", "--store", store, "--before", String(sequence), "--to", directory + "/\(name)",
+                                       "--public-key", directory + "/keys.json"])
+            }
+            // Held back by the webhook to round 5, then by long-1 (started in round 2, settled in round 6) to round 1.
+            let first = try await archive(signed[7] + 1, "segment-1.ndjson")
+            #expect(first.status == 0 && first.stdout.contains("events 1 to \(signed[1])"), "\(first)")
+            #expect(first.stderr.contains("webhook audit has delivered only up to event \(signed[5])") && first.stderr.contains("migration long-1"), "\(first.stderr)")
+            // The coordinator writes on meanwhile.
+            let freeze = try await runLockstep(["freeze", "add", "--server", grpc, "--reason", "archival test", "--id", "after-archive", "--service", "svc-0"])
+            #expect(freeze.status == 0, "\(freeze)")
+            _ = try await postgres.psql(database, "UPDATE lockstep_webhook_cursors SET sequence = 1000000")
+            let second = try await archive(signed[7] + 1, "segment-2.ndjson")
+            #expect(second.status == 0 && second.stdout.contains("events \(signed[1] + 1) to \(signed[7])"), "\(second)")
+            let served = try await runLockstep(["history", "verify", "--server", grpc])
+            #expect(served.status == 0 && served.stdout.contains("base: \(signed[7])"), "\(served)")
+            // Archived migrations are not listed from the live log, and their ids stay taken.
+            let rows = try await postgres.psql(database, "SELECT count(*) FROM lockstep_events WHERE stream = 'migration/m-0'")
+            #expect(rows.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(rows)")
+        } catch {
+            server.kill(SIGTERM)
+            throw error
+        }
+        server.kill(SIGTERM)
+        _ = try await server.wait(seconds: 30)
+        // Restarted, a coordinator opens from the base.
+        let (again, grpcAgain) = try await Self.serve(store)
+        let served = try await runLockstep(["history", "verify", "--server", grpcAgain])
+        again.kill(SIGTERM)
+        _ = try await again.wait(seconds: 30)
+        #expect(served.status == 0 && served.stdout.contains("base: \(signed[7])"), "\(served)")
+
+        // The segments and the database as one history: the digest before, plus the freeze since.
+        let segments = ["segment-2.ndjson", "segment-1.ndjson"].flatMap { ["--archive", directory + "/\($0)"] }
+        let after = try await runLockstep(["history", "verify", "--store", store, "--public-key", directory + "/keys.json"] + segments)
+        #expect(after.status == 0 && after.stdout.contains("archive segments: 2"), "\(after)")
+        let headBefore = try #require(ArchiveTests.line(before, "head sequence: ")).dropFirst("head sequence: ".count)
+        let replayAt = try await runLockstep(["history", "replay", "--store", store, "--at", String(headBefore), "--output", "json"] + segments)
+        #expect(replayAt.status == 0 && replayAt.stdout == replayBefore.stdout, "\(replayAt)")
     }
 }
