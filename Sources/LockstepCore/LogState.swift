@@ -34,6 +34,12 @@ public struct LogState: Hashable, Sendable {
         if keepingSettled { settledKept = [:] }
     }
 
+    /// Keeps the settled migrations the fold retires from now on in `settledKept` (a state decoded from
+    /// a log's base, folded on for a reviewer: those settled before the base were archived with it).
+    public mutating func keepSettledFromNowOn() {
+        if settledKept == nil { settledKept = [:] }
+    }
+
     /// Every migration the fold has seen, the settled ones kept in `settledKept` included, sorted by id.
     public var everyMigrationInOrder: [MigrationState] {
         (Array(migrations.values) + (settledKept.map { Array($0.values) } ?? [])).sorted { $0.id < $1.id }

@@ -26,17 +26,12 @@ public struct ArchiveSegment: Sendable {
         guard let handle = FileHandle(forReadingAtPath: path) else { throw CheckpointError("cannot read the archive segment \(path)") }
         defer { try? handle.close() }
         let start = (try? handle.read(upToCount: 4_096)) ?? Data()
-        guard let newline = start.firstIndex(of: 0x0A),
-              let header = try? JSONSerialization.jsonObject(with: start[..<newline]) as? [String: Any],
-              (header["archive_segment"] as? NSNumber)?.intValue == 1,
-              let base = HistoryBundle.base(of: header),
-              let sequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
-              let text = header["head_chain_hash"] as? String, let bytes = [UInt8](hex: text), let hash = ChainHash(bytes: bytes),
-              sequence > base.sequence
+        guard let newline = start.firstIndex(of: 0x0A), let header = HistoryBundle.Header(start[..<newline]), header.isArchiveSegment,
+              header.head.sequence > header.base.sequence
         else {
-            throw CheckpointError("\(path) is not an archive segment (written by `lockstep history archive`)")
+            throw CheckpointError("\(path) is not an archive segment (written by `lockstep history archive`), or its header was altered")
         }
-        return ArchiveSegment(path: path, base: base, head: LogHead(sequence: sequence, chainHash: hash))
+        return ArchiveSegment(path: path, base: header.base, head: header.head)
     }
 
     /// The segment's events, with the body's hash, the chain from its base to its head and each record's
@@ -46,9 +41,9 @@ public struct ArchiveSegment: Sendable {
         do { bytes = try CheckpointFiles.read(path, limit: Self.fileBytesMax, what: "the archive segment") } catch {
             throw .unavailable(error.description)
         }
-        guard let newline = bytes.firstIndex(of: 0x0A),
-              let header = try? JSONSerialization.jsonObject(with: Data(bytes[..<newline])) as? [String: Any],
-              let bodyHash = header["body_sha256"] as? String, bodyHash == Array(SHA256.hash(data: Array(bytes[(newline + 1)...]))).hexString
+        // The header read now must be the one `open` read (the file may have changed since), and cover the body.
+        guard let newline = bytes.firstIndex(of: 0x0A), let header = HistoryBundle.Header(bytes[..<newline]), header.isArchiveSegment,
+              header.base == base, header.head == head, header.bodySHA256 == Array(SHA256.hash(data: Array(bytes[(newline + 1)...]))).hexString
         else {
             throw .corrupted(position: base.sequence + 1, reason: "the archive segment \(path) was altered (its body does not hash to its header's body_sha256)")
         }

@@ -8,10 +8,13 @@ extension Coordinator {
     public func migration(_ id: MigrationID) -> MigrationState? { state.migrations[id] }
 
     /// Migration `id`, settled or not: from the live state, else folded from its stream in the log
-    /// (settled migrations leave the live state; see `LogState.evolve`). Nil when it never started.
+    /// (settled migrations leave the live state; see `LogState.evolve`). Nil when it never started;
+    /// `archived` when its events were archived out of the log (its stream keeps its version).
     public func readMigration(_ id: MigrationID) async throws(EventLogError) -> MigrationState? {
         if let live = state.migrations[id] { return live }
-        return try await History.migration(id, in: log)
+        if let settled = try await History.migration(id, in: log) { return settled }
+        guard try await log.streamVersion(of: RecordedEvent.stream(of: id)) > 0 else { return nil }
+        throw .archived(through: try await log.baseHead().sequence)
     }
 
     /// Up to `limit` migrations with ids after `after` (all when empty), in id order, settled ones

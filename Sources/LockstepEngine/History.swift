@@ -236,9 +236,23 @@ public enum History {
 
     /// `keepingSettled`: keep the migrations that settled on the way in `LogState.settledKept` (what a
     /// reviewer's state-at shows), at the cost of holding every migration of the history.
+    ///
+    /// On a log whose first events were archived, a replay to a point at or after its base starts from the
+    /// state kept there (the migrations settled before it are in the archive segments, not in `settledKept`);
+    /// one before the base fails with `archived` (read the segments too: `ArchivedHistory`).
     public static func replay(_ log: any EventLog, through: UInt64? = nil, keepingSettled: Bool = false) async throws(EventLogError) -> LogState {
-        var state = LogState(keepingSettled: keepingSettled)
+        var state = try await start(of: log, through: through ?? .max, keepingSettled: keepingSettled)
         try await fold(log, into: &state, through: through)
+        return state
+    }
+
+    /// The state a fold of `log` up to `through` starts from: empty, or the base's when the log has one
+    /// at or before `through`.
+    static func start(of log: any EventLog, through: UInt64, keepingSettled: Bool) async throws(EventLogError) -> LogState {
+        guard let base = try await log.base() else { return LogState(keepingSettled: keepingSettled) }
+        guard base.sequence <= through else { throw .archived(through: base.sequence) }
+        var state = try state(at: base)
+        if keepingSettled { state.keepSettledFromNowOn() }
         return state
     }
 }

@@ -55,12 +55,18 @@ public enum HistoryArchive {
         var settled: [MigrationID: UInt64] = [:]
         var claims = elsewhere
         var beforeTime: UInt64 = base.sequence
+        // Where the segment would pass 90 % of the largest file a reader takes (an event's line holds its
+        // record in base64, about 4/3 of it, and some 200 bytes of JSON).
+        var segmentBytes: UInt64 = 0
+        var bytesFull: UInt64?
         var position = base.sequence
         while position < head.sequence {
             let page = try await log.read(after: position, limit: History.pageEventsMax)
             guard !page.isEmpty else { break }
             for stored in page {
                 let record = try History.check(stored, against: state)
+                segmentBytes += UInt64(stored.record.count) * 4 / 3 + 200
+                if bytesFull == nil, segmentBytes > UInt64(ArchiveSegment.fileBytesMax) / 10 * 9 { bytesFull = stored.sequence }
                 if case .time(let time) = before, record.metadata.recordedAt < time { beforeTime = stored.sequence }
                 state.evolve(record, sequence: stored.sequence)
                 switch record {
@@ -91,6 +97,7 @@ public enum HistoryArchive {
         // The live log keeps at least its last event (what the server's clock starts from).
         limit(head.sequence &- 1, "the live log keeps its last event (\(head.sequence))")
         limit(base.sequence + eventsMax, "a segment holds at most \(eventsMax) events; archive again for the rest")
+        if let bytesFull { limit(bytesFull - 1, "a segment file is at most \(ArchiveSegment.fileBytesMax >> 20) MiB; archive again for the rest") }
         // (The first of the slowest in name order, so the sentence is the same every time.)
         if let slowest = delivered.sorted(by: { ($0.value, $0.key) < ($1.value, $1.key) }).first {
             limit(slowest.value, "webhook \(slowest.key) has delivered only up to event \(slowest.value) (a webhook no longer configured keeps its cursor: delete it)")
@@ -171,8 +178,16 @@ public enum HistoryArchive {
             throw CheckpointError("the segment written to \(path) holds \(events.count) events, not \(plan.events); nothing was archived")
         }
         let bytesOfState = plan.state.canonicalBytes
-        try await log.archive(through: Snapshot(sequence: plan.cut.sequence, chainHash: plan.cut.chainHash, state: bytesOfState,
-                                                digest: StateDigest(canonicalBytes: bytesOfState).bytes))
+        do {
+            try await log.archive(through: Snapshot(sequence: plan.cut.sequence, chainHash: plan.cut.chainHash, state: bytesOfState,
+                                                    digest: StateDigest(canonicalBytes: bytesOfState).bytes), after: plan.base.sequence)
+        } catch {
+            // The store may have committed after all (a bound that ran out, a lost answer): the segment is whole
+            // and verified, and may now be the only copy of its events.
+            throw CheckpointError("the segment \(path) was written and verified, but moving its events out of the live log failed: \(error). "
+                + "Keep the segment: if the deletion committed after all, it holds the only copy of events \(plan.base.sequence + 1) to \(plan.cut.sequence) "
+                + "(`lockstep history verify --archive \(path) …` tells); else delete it and archive again")
+        }
         return Outcome(plan: plan, checkpointsInSegment: written.checkpoints)
     }
 }

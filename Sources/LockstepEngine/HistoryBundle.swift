@@ -131,6 +131,37 @@ public enum HistoryBundle {
         CheckpointFiles.syncDirectory(of: path)
     }
 
+    /// A bundle's first line, every field checked: compact JSON with sorted keys (one text for one
+    /// header), format 1, the head, the base, `events` = head − base, `archive_segment` absent or 1.
+    public struct Header: Sendable {
+        public var head: LogHead
+        public var base: LogHead
+        public var bodySHA256: String
+        public var isArchiveSegment: Bool
+
+        public init?(_ line: some Collection<UInt8>) {
+            let text = String(decoding: line, as: UTF8.self)
+            guard let header = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+                  let canonical = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]),
+                  String(decoding: canonical, as: UTF8.self) == text,
+                  let bodyHash = header["body_sha256"] as? String, [UInt8](hex: bodyHash)?.count == 32,
+                  (header["lockstep_bundle"] as? NSNumber)?.intValue == HistoryBundle.format,
+                  let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
+                  let headText = header["head_chain_hash"] as? String, let headBytes = [UInt8](hex: headText), let headHash = ChainHash(bytes: headBytes),
+                  let base = HistoryBundle.base(of: header), base.sequence <= headSequence,
+                  (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence - base.sequence
+            else { return nil }
+            let segment = header["archive_segment"]
+            guard segment == nil || (segment as? NSNumber)?.intValue == 1 else { return nil }
+            guard Set(header.keys).isSubset(of: ["body_sha256", "lockstep_bundle", "head_sequence", "head_chain_hash", "events", "base_sequence",
+                                                 "base_chain_hash", "archive_segment"]) else { return nil }
+            self.head = LogHead(sequence: headSequence, chainHash: headHash)
+            self.base = base
+            self.bodySHA256 = bodyHash
+            self.isArchiveSegment = segment != nil
+        }
+    }
+
     /// The base a bundle's header names: the event before its first (genesis when it names none).
     /// Nil when the fields are malformed, or present for a base of 0.
     static func base(of header: [String: Any]) -> LogHead? {
@@ -175,24 +206,18 @@ public enum HistoryBundle {
         }
         let body = bytes[(newline + 1)...]
         let lines = [Substring(String(decoding: bytes[..<newline], as: UTF8.self))] + String(decoding: body, as: UTF8.self).split(separator: "\n")
-        guard let first = lines.first, let header = try? JSONSerialization.jsonObject(with: Data(first.utf8)) as? [String: Any],
-              let canonical = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]),
-              String(decoding: canonical, as: UTF8.self) == first,
-              let bodyHash = header["body_sha256"] as? String, bodyHash == Array(SHA256.hash(data: Array(body))).hexString,
-              (header["lockstep_bundle"] as? NSNumber)?.intValue == format,
-              let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
-              let headHash = header["head_chain_hash"] as? String, [UInt8](hex: headHash)?.count == 32,
-              let base = Self.base(of: header), base.sequence <= headSequence,
-              (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence - base.sequence
-        else {
+        guard let header = Header(bytes[..<newline]), header.bodySHA256 == Array(SHA256.hash(data: Array(body))).hexString else {
             report.problems.append("not a Lockstep bundle, or altered: its first line is not a bundle header of format \(format) whose body_sha256 is the SHA-256 of the rest (it was altered)")
             return report
         }
+        let headSequence = header.head.sequence
+        let headHash = header.head.chainHash.hex
+        let base = header.base
         report.headSequence = headSequence
         report.headChainHash = headHash
         report.baseSequence = base.sequence
         report.baseChainHash = base.chainHash.hex
-        report.isArchiveSegment = (header["archive_segment"] as? NSNumber)?.intValue == 1
+        report.isArchiveSegment = header.isArchiveSegment
         var bundleKeys: [CheckpointKeys.Key] = []
         var checkpoints: [(source: String, checkpoint: Checkpoint)] = []
         // The bundle's lines for the log's own checkpoints, which must be exactly those its events hold.

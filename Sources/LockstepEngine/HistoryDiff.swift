@@ -91,8 +91,8 @@ extension History {
     /// migrations kept: one fold, copied at `from` and carried on to `to`.
     public static func states(_ log: any EventLog, from: UInt64, to: UInt64) async throws(EventLogError) -> (from: LogState, to: LogState) {
         guard from <= to else { throw .invalidRequest("the first point (sequence \(from)) comes after the second (\(to))") }
-        var state = LogState(keepingSettled: true)
-        if from > 0 { try await fold(log, into: &state, through: from) }
+        var state = try await start(of: log, through: from, keepingSettled: true)
+        if from > state.lastSequence { try await fold(log, into: &state, through: from) }
         let first = state
         if to > from { try await fold(log, into: &state, through: to) }
         return (first, state)

@@ -15,9 +15,10 @@ extension PostgresEventLog {
 
     /// Runs one read (or a snapshot's write) on the client, bounded by `transactionMillisMax` for the same
     /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
-    func bounded<T: Sendable>(_ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(EventLogError) -> T {
+    /// `millis`: another bound than `transactionMillisMax` (an archival's one long transaction).
+    func bounded<T: Sendable>(millis: Int64? = nil, _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(EventLogError) -> T {
         let answer = OneShot<T>()
-        let limit = Duration.milliseconds(options.transactionMillisMax)
+        let limit = Duration.milliseconds(millis ?? options.transactionMillisMax)
         let work = Task { [client, logger] in
             do { answer.end(.success(try await body(client, logger))) } catch { answer.end(.failure(error)) }
         }

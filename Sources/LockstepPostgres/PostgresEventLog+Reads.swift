@@ -23,7 +23,7 @@ extension PostgresEventLog {
         if let first = events.first, first.0.sequence != sequence + 1, let base = try await base(), sequence < base.sequence {
             throw .archived(through: base.sequence)
         }
-        if events.isEmpty, sequence > 0, try await head().sequence > sequence {
+        if events.isEmpty, try await head().sequence > sequence {
             if let base = try await base(), sequence < base.sequence { throw .archived(through: base.sequence) }
             // Nothing after `sequence` but a head past it: either a commit landed between the two reads
             // (events and head commit together, so a read after the head's sees them), or events are
@@ -38,8 +38,12 @@ extension PostgresEventLog {
             guard event.sequence == expected else { throw .corrupted(position: expected, reason: "event \(expected) is missing") }
             if verifier == nil {
                 var link = sequence == 0 ? ChainHash.genesis : previous
-                // The event before the page was the last one archived: the base keeps its link.
-                if link == nil, let base = try await base(), base.sequence == sequence { link = base.chainHash }
+                // The event before the page was the last one archived: the base keeps its link. (An archival
+                // that committed since the page was read moved the base past it: archived, not damage.)
+                if link == nil, let base = try await base() {
+                    if base.sequence == sequence { link = base.chainHash }
+                    if sequence < base.sequence { throw .archived(through: base.sequence) }
+                }
                 guard let link else { throw .corrupted(position: sequence, reason: "event \(sequence) is missing") }
                 verifier = ChainVerifier(after: LogHead(sequence: sequence, chainHash: link))
             }
@@ -65,6 +69,8 @@ extension PostgresEventLog {
                 // The event before it is not stored: the base's when it was the last one archived.
                 if base == nil { base = .some(try await self.base()) }
                 if let known = base ?? nil, known.sequence == event.sequence - 1 { previous = known.chainHash }
+                // (Archived meanwhile, past this event: the page is stale, not damaged.)
+                if let known = base ?? nil, known.sequence >= event.sequence { throw .archived(through: known.sequence) }
             }
             try verifier.check(event, previous: previous)
         }
@@ -186,11 +192,12 @@ extension PostgresEventLog {
 
     /// Moves the events through `snapshot.sequence` out, in one transaction that takes no lock appends
     /// wait for (it deletes rows before the head; appends add rows after it), so coordinators run on.
-    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+    public func archive(through snapshot: Snapshot, after expected: UInt64) async throws(EventLogError) {
         try snapshot.validate()
         if let stopped { throw stopped }
         let sequence = Int64(clamping: snapshot.sequence)
-        try await bounded { client, logger in
+        // Deleting up to a segment's worth of rows may take far longer than an append's bound.
+        try await bounded(millis: Self.archiveMillisMax) { client, logger in
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query("""
                     CREATE TABLE IF NOT EXISTS lockstep_base (
@@ -203,6 +210,9 @@ extension PostgresEventLog {
                 var head: Int64 = 0
                 for try await found in try await connection.query("SELECT sequence FROM lockstep_head WHERE id = 1", logger: logger).decode(Int64.self) {
                     head = found
+                }
+                guard base == Int64(clamping: expected) else {
+                    throw EventLogError.invalidRequest("the live log's base moved from \(expected) to \(base) meanwhile (another archival): nothing was archived")
                 }
                 guard sequence > base, sequence <= head else {
                     throw EventLogError.invalidRequest("cannot archive through event \(sequence): the live log holds events \(base + 1) to \(head)")
@@ -233,6 +243,9 @@ extension PostgresEventLog {
             }
         }
     }
+
+    /// The bound on an archival's transaction, in milliseconds.
+    static let archiveMillisMax: Int64 = 600_000
 
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
     public func snapshotCount() async throws(EventLogError) -> Int {

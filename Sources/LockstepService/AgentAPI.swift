@@ -281,7 +281,10 @@ public struct AgentAPI: Sendable {
     /// included (read from their streams): a report that comes after the migration settled is answered
     /// migration_settled, as any command to it.
     private func checkLease(_ migration: MigrationID, _ node: NodeID, principal: Principal) async throws(APIError) {
-        let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
+        // (An archived migration reads as a missing one: an agent learns nothing of either.)
+        let found = try await APIError.reading { () throws(EventLogError) -> MigrationState? in
+            do throws(EventLogError) { return try await coordinator.readMigration(migration) } catch .archived { return nil }
+        }
         let spec = found?.plan.node(node)
         // A missing migration or node reads the same as another service's: agents cannot probe.
         guard let spec, principal.mayReport(on: spec) else {

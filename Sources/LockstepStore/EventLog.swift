@@ -44,15 +44,16 @@ public protocol EventLog: Sendable {
     /// are safely written elsewhere (an archive segment, `HistoryArchive`): the snapshot, the state
     /// folded through that event, becomes the log's base; the versions the archived events left each
     /// stream at are kept, so appends go on from them and a settled migration's id is never reused.
-    /// Reads before the base then fail with `archived`.
-    func archive(through snapshot: Snapshot) async throws(EventLogError)
+    /// Reads before the base then fail with `archived`. `expected`: the base the segment starts after
+    /// (0: genesis); another archival that moved it meanwhile makes this refuse, archiving nothing.
+    func archive(through snapshot: Snapshot, after expected: UInt64) async throws(EventLogError)
 }
 
 extension EventLog {
     /// A log that cannot archive starts at genesis.
     public func base() async throws(EventLogError) -> Snapshot? { nil }
 
-    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+    public func archive(through snapshot: Snapshot, after expected: UInt64) async throws(EventLogError) {
         throw .invalidRequest("this log does not archive events")
     }
 

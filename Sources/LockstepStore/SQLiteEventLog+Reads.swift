@@ -94,9 +94,9 @@ extension SQLiteEventLog {
         return try await onQueue(readerQueue) { () throws(EventLogError) in try SQLiteSchema.base(reader) }
     }
 
-    public func archive(through snapshot: Snapshot) async throws(EventLogError) {
+    public func archive(through snapshot: Snapshot, after expected: UInt64) async throws(EventLogError) {
         try snapshot.validate()
-        try await onWriter { writer in try SQLiteSchema.archive(writer, through: snapshot) }
+        try await onWriter { writer in try SQLiteSchema.archive(writer, through: snapshot, after: expected) }
     }
 
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).

@@ -140,11 +140,14 @@ enum SQLiteSchema {
     }
 
     /// Moves the events through `snapshot.sequence` out (`EventLog.archive(through:)`), in one transaction.
-    static func archive(_ db: SQLiteConnection, through snapshot: Snapshot) throws {
+    static func archive(_ db: SQLiteConnection, through snapshot: Snapshot, after expected: UInt64) throws {
         try db.execute("BEGIN IMMEDIATE")
         do {
             let head = try recordedHead(db)
             let base = try base(db)
+            guard (base?.sequence ?? 0) == expected else {
+                throw EventLogError.invalidRequest("the live log's base moved from \(expected) to \(base?.sequence ?? 0) meanwhile (another archival): nothing was archived")
+            }
             guard snapshot.sequence > (base?.sequence ?? 0), snapshot.sequence <= head.sequence else {
                 throw EventLogError.invalidRequest("cannot archive through event \(snapshot.sequence): the live log holds events \((base?.sequence ?? 0) + 1) to \(head.sequence)")
             }

@@ -294,7 +294,14 @@ public final class WebhookWake: Sendable {
 /// refused for good). Kept by the writer, read at its start.
 public protocol WebhookCursors: Sendable {
     func load(logger: Logger) async -> [String: UInt64]
+    /// The cursors, or why they cannot be read (`load` goes on without them; archival must not).
+    func read() async throws -> [String: UInt64]
     func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async
+}
+
+/// Why the webhook cursors cannot be read.
+public struct WebhookCursorError: Error, CustomStringConvertible {
+    public var description: String
 }
 
 /// Cursors in a small JSON file beside a SQLite log (`DIR/webhooks.cursor.json`), replaced atomically.
@@ -305,16 +312,25 @@ public final class WebhookCursorFile: WebhookCursors {
     public init(path: String) { self.path = path }
 
     public func load(logger: Logger) async -> [String: UInt64] {
+        do {
+            let loaded = try await read()
+            values.withLock { $0 = loaded }
+            return loaded
+        } catch {
+            logger.error("\(error); every webhook goes on from the log's head")
+            return [:]
+        }
+    }
+
+    public func read() async throws -> [String: UInt64] {
         guard FileManager.default.fileExists(atPath: path) else { return [:] }
         guard let data = try? WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file"),
               let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any]
         else {
-            logger.error("the webhook cursor file \(path) cannot be read; every webhook goes on from the log's head")
-            return [:]
+            throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
         }
         var loaded: [String: UInt64] = [:]
         for (name, value) in object { if let number = value as? NSNumber, number.int64Value >= 0 { loaded[name] = number.uint64Value } }
-        values.withLock { $0 = loaded }
         return loaded
     }
 
@@ -360,6 +376,21 @@ public final class PostgresWebhookCursors: WebhookCursors {
         }
         logger.error("webhook cursors: unreadable; every webhook goes on from the log's head")
         return [:]
+    }
+
+    public func read() async throws -> [String: UInt64] {
+        let logger = Logger(label: "lockstep.webhooks")
+        var present = false
+        for try await found in try await client.query("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger).decode(Bool.self) {
+            present = found
+        }
+        guard present else { return [:] }
+        var loaded: [String: UInt64] = [:]
+        for try await (name, sequence) in try await client.query("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger)
+            .decode((String, Int64).self) where sequence >= 0 {
+            loaded[name] = UInt64(sequence)
+        }
+        return loaded
     }
 
     public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {

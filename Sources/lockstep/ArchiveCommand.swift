@@ -51,7 +51,11 @@ extension HistoryCommand {
                 let before: HistoryArchive.Before = self.before.point.timeMs > 0
                     ? .time(Instant(millisecondsSinceEpoch: self.before.point.timeMs)) : .sequence(self.before.point.sequence)
                 try await withArchivableLog(location) { log, cursors in
-                    let delivered = await cursors?.load(logger: Logger(label: "lockstep.archive")) ?? [:]
+                    // Unreadable cursors are a refusal: what a webhook has yet to deliver must not be archived.
+                    let delivered: [String: UInt64]
+                    do { delivered = try await cursors?.read() ?? [:] } catch {
+                        throw CommandFailure(message: "cannot read the webhook cursors, so nothing was archived: \(error)", exitCode: 2)
+                    }
                     let plan: HistoryArchive.Plan
                     do {
                         plan = try await HistoryArchive.plan(log, before: before, keys: keys, elsewhere: elsewhere, delivered: delivered, eventsMax: eventsMax)

@@ -82,8 +82,11 @@ extension HistoryCommand {
                     try await server.run { lockstep in
                         var result = Verification(try await lockstep.verify())
                         if let keys, result.ok {
+                            // On an archived log the API serves events after the base only (not the base's own
+                            // link): checkpoints up to the base have their signatures checked.
                             result.audit = try await Self.audit(keys: keys, directory: checkpoints, head: result.headSequence,
-                                                                logCheckpoints: { try await Self.serverCheckpoints(lockstep, head: result.headSequence) },
+                                                                base: result.base == 0 ? 0 : result.base + 1,
+                                                                logCheckpoints: { try await Self.serverCheckpoints(lockstep, after: result.base, head: result.headSequence) },
                                                                 chainHash: { sequence in
                                                                     let page = try await lockstep.events(.with { $0.afterSequence = sequence - 1; $0.pageSize = 1 })
                                                                     return page.events.first.flatMap { $0.sequence == sequence ? [UInt8]($0.chainHash) : nil }
@@ -136,6 +139,18 @@ extension HistoryCommand {
         /// The checkpoints recorded in the log (streams `checkpoint/SEQUENCE`).
         static func logCheckpoints(_ log: any EventLog) async throws -> [Checkpoint] {
             var found: [Checkpoint] = []
+            if log is ArchivedHistory {
+                // Segments are files read whole: one pass in order, not a look-up per checkpoint stream.
+                var position: UInt64 = 0
+                while true {
+                    let page = try await log.read(after: position, limit: History.pageEventsMax)
+                    guard let last = page.last else { return found }
+                    for stored in page where stored.stream.hasPrefix("checkpoint/") {
+                        if case .checkpoint(let recorded) = try EventRecordCodec.decodeAny(stored.record) { found.append(recorded.checkpoint) }
+                    }
+                    position = last.sequence
+                }
+            }
             var after = ""
             while true {
                 let streams = try await log.streams(withPrefix: "checkpoint/", after: after, limit: 1_000)
@@ -151,9 +166,9 @@ extension HistoryCommand {
         }
 
         /// The checkpoints recorded in the log, read through the API (every event up to `head`, filtered).
-        static func serverCheckpoints(_ lockstep: LockstepClient, head: UInt64) async throws -> [Checkpoint] {
+        static func serverCheckpoints(_ lockstep: LockstepClient, after base: UInt64, head: UInt64) async throws -> [Checkpoint] {
             var found: [Checkpoint] = []
-            try await eachEvent(lockstep, through: head) { envelope in
+            try await eachEvent(lockstep, after: base, through: head) { envelope in
                 guard envelope.record.stream.hasPrefix("checkpoint/") else { return }
                 if case .checkpoint(let recorded) = try EventRecordCodec.domainRecord(envelope.record) { found.append(recorded.checkpoint) }
             }
@@ -256,6 +271,9 @@ extension HistoryCommand {
             try await reportingFailures {
                 try await history.read { log in
                     try print(Lockstep_V1_StateAtResponse(try await History.replay(log, through: at, keepingSettled: true)))
+                    if let base = try await log.base() {
+                        FileHandle.standardError.write(Data("note: replayed from the live log's base (event \(base.sequence)); migrations settled before it are in the archive segments (--archive SEGMENT …)\n".utf8))
+                    }
                 }
             }
         }

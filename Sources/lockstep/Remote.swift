@@ -113,9 +113,9 @@ func isoTime(_ millis: Int64) -> String {
 
 /// Every event of `stream` ("" = every stream) on the server, page by page from the first, up to and
 /// including `through` (nil = the end), each handed to `body` in order.
-func eachEvent(_ lockstep: LockstepClient, stream: String = "", through: UInt64? = nil,
+func eachEvent(_ lockstep: LockstepClient, stream: String = "", after: UInt64 = 0, through: UInt64? = nil,
                _ body: (Lockstep_V1_EventEnvelope) throws -> Void) async throws {
-    var position: UInt64 = 0
+    var position = after
     while through.map({ position < $0 }) ?? true {
         let page = try await lockstep.events(.with {
             $0.afterSequence = position

@@ -48,6 +48,10 @@ extension StoreCommand {
         }
 
         static func copy(from source: any EventLog, to target: any EventLog) async throws {
+            if let base = try await source.base() {
+                throw CommandFailure(message: "the source log starts after event \(base.sequence): events 1 to \(base.sequence) were archived (lockstep history archive). "
+                    + "store copy copies whole logs; an archived log stays where it is (its segments hold the rest)", exitCode: 2)
+            }
             let before = try await target.head()
             guard before.sequence == 0 else {
                 throw CommandFailure(message: "the target already holds \(before.sequence) events; copy only into an empty store", exitCode: 2)

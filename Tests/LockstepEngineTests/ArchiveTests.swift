@@ -130,7 +130,9 @@ import Testing
                                           "--checkpoints", directory + "/checkpoints"])
         #expect(live.status == 0 && live.stdout.contains("base: \(signed[8])") && Self.line(live, "state digest: ") == digestBefore, "\(live)")
         let replayLive = try await runLockstep(["history", "replay", "--data", directory])
-        #expect(replayLive.status == 2 && replayLive.stderr.contains("log_archived"), "\(replayLive)")
+        #expect(replayLive.status == 0 && replayLive.stderr.contains("replayed from the live log's base (event \(signed[8]))"), "\(replayLive)")
+        let replayArchived = try await runLockstep(["history", "replay", "--data", directory, "--at", "5"])
+        #expect(replayArchived.status == 2 && replayArchived.stderr.contains("log_archived"), "\(replayArchived)")
 
         // Each segment verifies on its own, in Swift and in Python.
         let verifier = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -173,6 +175,15 @@ import Testing
         let signed = try await Self.longHistory(directory, rounds: 4)
         let archived = try await archive(directory, before: String(signed[1] + 1), to: directory + "/segment-1.ndjson")
         #expect(archived.status == 0, "\(archived)")
+        // Webhook cursors that cannot be read hold everything back.
+        try "{not json".write(toFile: directory + "/webhooks.cursor.json", atomically: true, encoding: .utf8)
+        let unreadable = try await archive(directory, before: String(signed[3] + 1), to: directory + "/segment-2.ndjson")
+        #expect(unreadable.status == 2 && unreadable.stderr.contains("cannot read the webhook cursors"), "\(unreadable)")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/segment-2.ndjson"))
+        try FileManager.default.removeItem(atPath: directory + "/webhooks.cursor.json")
+        // The plans and their versions are in the base: plan list reads them as before.
+        let plans = try await runLockstep(["plan", "list", "--data", directory])
+        #expect(plans.status == 0 && plans.stdout.contains("chain-2"), "\(plans)")
         let log = try SQLiteEventLog(path: directory + "/events.sqlite")
         let base = try #require(try await log.base())
         #expect(base.sequence == signed[1])
@@ -183,8 +194,26 @@ import Testing
         #expect(page.map(\.sequence) == [signed[1] + 1, signed[1] + 2, signed[1] + 3])
         let atBase = try await log.chainHash(at: signed[1])
         #expect(atBase == base.chainHash)
+        // Replays, diffs and time look-ups from the base on work; before it they say where the events went.
+        let head = try await log.head()
+        let replayed = try await History.replay(log, through: signed[2], keepingSettled: true)
+        #expect(replayed.lastSequence == signed[2] && replayed.everyMigrationInOrder.map(\.id.rawValue).contains("m-2"))
+        await #expect(throws: EventLogError.archived(through: signed[1])) { _ = try await History.replay(log, through: signed[1] - 1) }
+        let (old, new) = try await History.states(log, from: signed[1], to: head.sequence)
+        #expect(old.lastSequence == signed[1] && new.lastSequence == head.sequence)
+        await #expect(throws: EventLogError.archived(through: signed[1])) { _ = try await History.lastSequence(in: log, recordedAtOrBefore: t(1)) }
+        let late = try await History.lastSequence(in: log, recordedAtOrBefore: t(1_000_000))
+        #expect(late == head.sequence)
+        // An archival from a base that has moved meanwhile archives nothing.
+        let stale = Snapshot(sequence: signed[2], chainHash: try #require(try await log.chainHash(at: signed[2])), state: [], digest: [UInt8](repeating: 0, count: 32))
+        await #expect(throws: EventLogError.invalidRequest("the live log's base moved from 0 to \(signed[1]) meanwhile (another archival): nothing was archived")) {
+            try await log.archive(through: stale, after: 0)
+        }
         // The coordinator opens from the base and goes on; archived migrations' ids stay taken.
         let coordinator = try await Coordinator.open(log: log)
+        // An archived migration is not a missing one: reading it says where its events went.
+        await #expect(throws: EventLogError.archived(through: signed[1])) { _ = try await coordinator.readMigration(MigrationID("m-0")) }
+        #expect(try await coordinator.readMigration(MigrationID("never")) == nil)
         let started = try await coordinator.start(MigrationID("m-after"), plan: ExamplePlans.chain(length: 1), context: user, now: t(10_000))
         #expect(started.receipt != nil)
         await #expect(throws: CommandError.rejected(.migrationAlreadyExists(MigrationID("m-0")))) {
@@ -197,6 +226,58 @@ import Testing
         try await coordinator.saveSnapshot()
         let latest = try await log.latestSnapshot()
         #expect(latest?.sequence == headNow.sequence)
+    }
+}
+
+/// Segments come from outside (a bucket, a colleague, an attacker): whatever their bytes, verifying or
+/// reading one never traps, and any change to a segment is refused.
+@Suite struct ArchiveSegmentFuzzTests {
+    @Test func mutatedSegmentsAreRefusedAndNeverTrap() async throws {
+        let directory = temporaryDirectory()
+        let signed = try await ArchiveTests.longHistory(directory, rounds: 3)
+        let archived = try await runLockstep(["history", "archive", "--data", directory, "--before", String(signed[1] + 1), "--to", directory + "/segment.ndjson",
+                                              "--public-key", directory + "/keys.json"])
+        #expect(archived.status == 0, "\(archived)")
+        let keys = try CheckpointKeys.load(directory + "/keys.json")
+        let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: directory + "/segment.ndjson")))
+        #expect(await HistoryBundle.verify(original, keys: keys).problems.isEmpty)
+        var random = SeededGenerator(seed: 0xA2C4)
+        let lines = original.split(separator: 0x0A, omittingEmptySubsequences: false).map(Array.init)
+        let path = directory + "/mutated.ndjson"
+        var refused = 0
+        for round in 0..<600 {
+            var bytes = original
+            switch round % 6 {
+            case 0: bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
+            case 1: bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &random)))
+            case 2: bytes.insert(UInt8.random(in: 0...255, using: &random), at: Int.random(in: 0...bytes.count, using: &random))
+            case 3:
+                // A line dropped or repeated, the header kept.
+                var edited = lines
+                let index = Int.random(in: 1..<edited.count, using: &random)
+                if Bool.random(using: &random) { edited.remove(at: index) } else { edited.insert(edited[index], at: index) }
+                bytes = Array(edited.joined(separator: [0x0A]))
+            case 4:
+                // A digit of the header changed (its counts, base or head).
+                let newline = bytes.firstIndex(of: 0x0A)!
+                let digits = bytes[..<newline].indices.filter { (0x30...0x39).contains(bytes[$0]) }
+                let at = digits[Int.random(in: 0..<digits.count, using: &random)]
+                bytes[at] = bytes[at] == 0x39 ? 0x30 : bytes[at] + 1
+            default: bytes = (0..<Int.random(in: 0...256, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            }
+            guard bytes != original else { continue }
+            let report = await HistoryBundle.verify(bytes, keys: keys)
+            #expect(!report.problems.isEmpty, "a changed segment verified (round \(round))")
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do {
+                let history = try await ArchivedHistory.open(segments: [path], live: nil)
+                _ = try await HistoryVerifier.verify(history)
+                Issue.record("a changed segment was read as a history (round \(round))")
+            } catch {
+                refused += 1
+            }
+        }
+        #expect(refused > 500)
     }
 }
 
@@ -255,7 +336,8 @@ import Testing
             _ = try await postgres.psql(database, "UPDATE lockstep_webhook_cursors SET sequence = 1000000")
             let second = try await archive(signed[7] + 1, "segment-2.ndjson")
             #expect(second.status == 0 && second.stdout.contains("events \(signed[1] + 1) to \(signed[7])"), "\(second)")
-            let served = try await runLockstep(["history", "verify", "--server", grpc])
+            let served = try await runLockstep(["history", "verify", "--server", grpc, "--public-key", directory + "/keys.json",
+                                                "--checkpoints", directory + "/checkpoints"])
             #expect(served.status == 0 && served.stdout.contains("base: \(signed[7])"), "\(served)")
             // Archived migrations are not listed from the live log, and their ids stay taken.
             let rows = try await postgres.psql(database, "SELECT count(*) FROM lockstep_events WHERE stream = 'migration/m-0'")
