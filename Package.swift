@@ -348,7 +348,8 @@ let package = Package(
                     exclude: ["Agents"]),
         .testTarget(
             name: "LockstepEngineTests",
-            dependencies: ["LockstepEngine", "LockstepPlan", "LockstepWire", "CSQLite", "LockstepTestSupport"],
+            dependencies: ["LockstepEngine", "LockstepPlan", "LockstepWire", "CSQLite", "LockstepTestSupport",
+                           .product(name: "Crypto", package: "swift-crypto")],
             exclude: ["Golden", "Shim"]
         ),
     ],

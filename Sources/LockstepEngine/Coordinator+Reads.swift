@@ -8,13 +8,21 @@ extension Coordinator {
     public func migration(_ id: MigrationID) -> MigrationState? { state.migrations[id] }
 
     /// Migration `id`, settled or not: from the live state, else folded from its stream in the log
-    /// (settled migrations leave the live state; see `LogState.evolve`). Nil when it never started;
-    /// `archived` when its events were archived out of the log (its stream keeps its version).
+    /// (settled migrations leave the live state; see `LogState.evolve`). Nil when it never started, or
+    /// when its events were archived out of the log (`readMigrationSayingArchived` tells those apart).
     public func readMigration(_ id: MigrationID) async throws(EventLogError) -> MigrationState? {
         if let live = state.migrations[id] { return live }
-        if let settled = try await History.migration(id, in: log) { return settled }
-        guard try await log.streamVersion(of: RecordedEvent.stream(of: id)) > 0 else { return nil }
-        throw .archived(through: try await log.baseHead().sequence)
+        return try await History.migration(id, in: log)
+    }
+
+    /// `readMigration`, but a migration whose events were archived (its stream keeps its version in a log
+    /// with a base) is `archived`, not nil: what a reviewer's read answers.
+    public func readMigrationSayingArchived(_ id: MigrationID) async throws(EventLogError) -> MigrationState? {
+        if let found = try await readMigration(id) { return found }
+        guard let base = try await log.base(), try await log.streamVersion(of: RecordedEvent.stream(of: id)) > 0 else { return nil }
+        // (A start that committed meanwhile has events: read once more before saying archived.)
+        if let started = try await readMigration(id) { return started }
+        throw .archived(through: base.sequence)
     }
 
     /// Up to `limit` migrations with ids after `after` (all when empty), in id order, settled ones

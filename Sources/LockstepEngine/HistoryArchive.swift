@@ -181,6 +181,10 @@ public enum HistoryArchive {
         do {
             try await log.archive(through: Snapshot(sequence: plan.cut.sequence, chainHash: plan.cut.chainHash, state: bytesOfState,
                                                     digest: StateDigest(canonicalBytes: bytesOfState).bytes), after: plan.base.sequence)
+        } catch .invalidRequest(let why) {
+            // Refused inside a transaction that rolled back: nothing moved, the segment is not needed.
+            try? FileManager.default.removeItem(atPath: path)
+            throw CheckpointError("nothing was archived: \(why)")
         } catch {
             // The store may have committed after all (a bound that ran out, a lost answer): the segment is whole
             // and verified, and may now be the only copy of its events.

@@ -145,14 +145,14 @@ public enum HistoryBundle {
                   let canonical = try? JSONSerialization.data(withJSONObject: header, options: [.sortedKeys, .withoutEscapingSlashes]),
                   String(decoding: canonical, as: UTF8.self) == text,
                   let bodyHash = header["body_sha256"] as? String, [UInt8](hex: bodyHash)?.count == 32,
-                  (header["lockstep_bundle"] as? NSNumber)?.intValue == HistoryBundle.format,
+                  (header["lockstep_bundle"] as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }) == HistoryBundle.format,
                   let headSequence = (header["head_sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
                   let headText = header["head_chain_hash"] as? String, let headBytes = [UInt8](hex: headText), let headHash = ChainHash(bytes: headBytes),
                   let base = HistoryBundle.base(of: header), base.sequence <= headSequence,
                   (header["events"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }) == headSequence - base.sequence
             else { return nil }
             let segment = header["archive_segment"]
-            guard segment == nil || (segment as? NSNumber)?.intValue == 1 else { return nil }
+            guard segment == nil || (segment as? NSNumber).flatMap({ Int(exactly: $0.doubleValue) }) == 1 else { return nil }
             guard Set(header.keys).isSubset(of: ["body_sha256", "lockstep_bundle", "head_sequence", "head_chain_hash", "events", "base_sequence",
                                                  "base_chain_hash", "archive_segment"]) else { return nil }
             self.head = LogHead(sequence: headSequence, chainHash: headHash)

@@ -407,10 +407,29 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         closed = true
         var out = context.channel.allocator.buffer(capacity: 0)
         session.drain(into: &out)
+        let channel = context.channel
         if out.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in Self.lingeringClose(channel) }
         } else {
             context.close(promise: nil)
+        }
+    }
+
+    /// How long a connection closed after its last frames (a GOAWAY) goes on reading, and discarding, what
+    /// the client still sends.
+    static let lingerMillis: Int64 = 2_000
+
+    /// Closes `channel` after its last frames without losing them: closing a socket with unread input makes
+    /// the kernel send a reset, which can destroy the GOAWAY before the client reads it (a flood's client is
+    /// still sending). So the output is shut first (the client reads the GOAWAY, then the end), the input
+    /// is read and discarded (`channelRead` drops it while closing) until the client closes or
+    /// `lingerMillis` pass, then the channel closes. Where half-closing is not supported (TLS), it closes.
+    private static func lingeringClose(_ channel: any Channel) {
+        let shut = channel.eventLoop.makePromise(of: Void.self)
+        channel.close(mode: .output, promise: shut)
+        shut.futureResult.whenComplete { result in
+            guard case .success = result else { return channel.close(promise: nil) }
+            channel.eventLoop.scheduleTask(in: .milliseconds(lingerMillis)) { channel.close(promise: nil) }
         }
     }
 }

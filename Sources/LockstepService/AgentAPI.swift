@@ -282,9 +282,7 @@ public struct AgentAPI: Sendable {
     /// migration_settled, as any command to it.
     private func checkLease(_ migration: MigrationID, _ node: NodeID, principal: Principal) async throws(APIError) {
         // (An archived migration reads as a missing one: an agent learns nothing of either.)
-        let found = try await APIError.reading { () throws(EventLogError) -> MigrationState? in
-            do throws(EventLogError) { return try await coordinator.readMigration(migration) } catch .archived { return nil }
-        }
+        let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
         let spec = found?.plan.node(node)
         // A missing migration or node reads the same as another service's: agents cannot probe.
         guard let spec, principal.mayReport(on: spec) else {

@@ -92,7 +92,8 @@ public struct OperatorAPI: Sendable {
         try APIError.checkIdentifier(request.migrationID, "migration_id")
         let id = MigrationID(request.migrationID)
         // Settled ones too: they have left the live state, and are read from their streams.
-        guard let migration = try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigration(id) }) else {
+        // (Readers only: an archived one says where its events went.)
+        guard let migration = try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigrationSayingArchived(id) }) else {
             throw APIError(.rejected(.migrationNotFound(id)))
         }
         return Lockstep_V1_Migration(migration, in: await coordinator.state, at: clock())

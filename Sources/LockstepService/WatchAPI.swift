@@ -26,7 +26,7 @@ public struct WatchAPI: Sendable {
         if let problem = MigrationState.identifierProblem(request.migrationID, what: "migration_id") { throw APIError.invalid(problem) }
         let id = MigrationID(request.migrationID)
         // A settled migration is watched too: its events, then the end.
-        guard try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigration(id) }) != nil else {
+        guard try await APIError.reading({ () throws(EventLogError) in try await coordinator.readMigrationSayingArchived(id) }) != nil else {
             throw APIError(.rejected(.migrationNotFound(id)))
         }
         return WatchEvents(coordinator: coordinator, wakeups: wakeups, migration: id, owner: principal.name,

@@ -90,7 +90,12 @@ public struct WebhookDispatcher: Service {
     /// The log folded through `cursor`, retried until it can be read (nil when cancelled first).
     func replay(through cursor: UInt64) async -> LogState? {
         while !Task.isCancelled {
-            do { return try await History.replay(log, through: cursor) } catch {
+            do { return try await History.replay(log, through: cursor) } catch .archived(let base) {
+                // Archived past the cursor (archival keeps delivered events only when it can read the cursors):
+                // what lies between is gone from the live log; go on from its base, and say so.
+                logger.error("webhooks: events \(cursor + 1) to \(base) were archived before they were delivered; going on from sequence \(base)")
+                return await replay(through: base)
+            } catch {
                 logger.error("webhooks: cannot replay the log to sequence \(cursor) (\(error)); trying again in 5 s")
                 try? await Task.sleep(for: .seconds(5))
             }
