@@ -127,31 +127,15 @@ public struct H2ConnectionState: Sendable {
             streams[id] = Stream(body: ByteBuffer())
             return []
         case .header(let id, let name, let value):
-            guard var stream = streams[id], !stream.dispatched else { return [] }
-            // Counted before it is kept: a list over the limit keeps nothing more (HPACK still decodes it,
-            // so the connection's compression state stays in step).
-            stream.headerBytes = stream.headerBytes.addingSaturating(name.utf8.count + value.utf8.count + 32)
-            stream.headerFields += 1
-            if stream.headerBytes > limits.headerListBytesMax || stream.headerFields > limits.headerFieldsMax {
-                stream.headersTooLarge = true
-                stream.headers = []
-            } else if !stream.headersTooLarge {
-                switch name {
-                case ":method": stream.method = value
-                case ":scheme": stream.scheme = value
-                case ":authority": stream.authority = value
-                case ":path": stream.path = value
-                default:
-                    if !name.hasPrefix(":") { stream.headers.append((name, value)) }
-                }
-            }
-            streams[id] = stream
+            // Every stream change is made where the stream is stored (`streams.values[index]`): a copy taken
+            // out and written back would copy its header list and body on every field and every chunk.
+            guard let index = streams.index(forKey: id) else { return [] }
+            Self.add(header: name, value, to: &streams.values[index], listBytesMax: limits.headerListBytesMax, fieldsMax: limits.headerFieldsMax)
             return []
         case .headersEnded(let id, let endStream):
-            guard var stream = streams[id] else { return [] }
-            if stream.headersTooLarge {
-                stream.dispatched = true
-                streams[id] = stream
+            guard let index = streams.index(forKey: id) else { return [] }
+            if streams.values[index].headersTooLarge {
+                streams.values[index].dispatched = true
                 return [.answer(id, status: 431)]
             }
             if endStream { return dispatch(id) }
@@ -164,26 +148,23 @@ public struct H2ConnectionState: Sendable {
             if endStream { return dispatch(id) }
             return []
         case .data(let id, var bytes):
-            guard var stream = streams[id] else { return [] }
+            guard let index = streams.index(forKey: id) else { return [] }
             let count = bytes.readableBytes
             // Every byte goes back to the client's windows at once (a body larger than the stream window
             // must be able to arrive); what is kept is bounded per stream and per connection instead.
             let consumed = H2Action.consume(id, bytes: count, streamOpen: true)
-            if stream.dispatched { return [consumed] }
-            if stream.body.readableBytes.addingSaturating(count) > limits.requestBodyBytesMax {
-                drop(&stream)
-                streams[id] = stream
+            if streams.values[index].dispatched { return [consumed] }
+            if streams.values[index].body.readableBytes.addingSaturating(count) > limits.requestBodyBytesMax {
+                bufferedBytes -= Self.drop(&streams.values[index])
                 return [.answer(id, status: 413), consumed]
             }
             if bufferedBytes.addingSaturating(count) > limits.connectionBufferedBytesMax {
                 // Other requests of this connection hold the rest: this one is refused, and may be retried.
-                drop(&stream)
-                streams[id] = stream
+                bufferedBytes -= Self.drop(&streams.values[index])
                 return [.reset(id, .refusedStream), consumed]
             }
             bufferedBytes += count
-            stream.body.writeBuffer(&bytes)
-            streams[id] = stream
+            streams.values[index].body.writeBuffer(&bytes)
             return [consumed]
         case .dataFrame(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
@@ -199,7 +180,7 @@ public struct H2ConnectionState: Sendable {
             return []
         case .streamClosed(let id, let code):
             guard var stream = streams.removeValue(forKey: id) else { return [] }
-            drop(&stream)
+            bufferedBytes -= Self.drop(&stream)
             return handlersRunning.contains(id) ? [.cancelled(id, code: code)] : []
         }
     }
@@ -207,9 +188,8 @@ public struct H2ConnectionState: Sendable {
     /// `requestBodyMillisMax` has passed since stream `id`'s head: a request still waiting for its body
     /// is refused (408) and its body given up; one handed over or gone is left alone.
     public mutating func bodyOverdue(_ id: Int32) -> [H2Action] {
-        guard !terminated, var stream = streams[id], !stream.dispatched else { return [] }
-        drop(&stream)
-        streams[id] = stream
+        guard !terminated, let index = streams.index(forKey: id), !streams.values[index].dispatched else { return [] }
+        bufferedBytes -= Self.drop(&streams.values[index])
         return [.answer(id, status: 408)]
     }
 
@@ -224,23 +204,50 @@ public struct H2ConnectionState: Sendable {
     }
 
     private mutating func dispatch(_ id: Int32) -> [H2Action] {
-        guard var stream = streams[id], !stream.dispatched else { return [] }
-        stream.dispatched = true
-        let head = H2RequestHead(method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path, headers: stream.headers)
-        let body = stream.body
+        guard let index = streams.index(forKey: id), !streams.values[index].dispatched else { return [] }
+        let (head, body) = Self.take(&streams.values[index])
         bufferedBytes -= body.readableBytes
-        stream.body = ByteBuffer()
-        stream.headers = []
-        streams[id] = stream
         handlersRunning.insert(id)
         return [.dispatch(id, head, body: body)]
     }
 
-    /// Gives up a request's body (refused, or its stream closed first): no longer buffered here.
-    private mutating func drop(_ stream: inout Stream) {
-        bufferedBytes -= stream.body.readableBytes
+    /// Takes a stream's request out of it (head and body), marking it handed over.
+    private static func take(_ stream: inout Stream) -> (H2RequestHead, ByteBuffer) {
+        stream.dispatched = true
+        var headers: [(name: String, value: String)] = []
+        swap(&headers, &stream.headers)
+        var body = ByteBuffer()
+        swap(&body, &stream.body)
+        return (H2RequestHead(method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path, headers: headers), body)
+    }
+
+    /// One field of a stream's header list. Counted before it is kept: a list over the limit keeps nothing
+    /// more (HPACK still decodes it, so the connection's compression state stays in step).
+    private static func add(header name: String, _ value: String, to stream: inout Stream, listBytesMax: Int, fieldsMax: Int) {
+        guard !stream.dispatched else { return }
+        stream.headerBytes = stream.headerBytes.addingSaturating(name.utf8.count + value.utf8.count + 32)
+        stream.headerFields += 1
+        if stream.headerBytes > listBytesMax || stream.headerFields > fieldsMax {
+            stream.headersTooLarge = true
+            stream.headers = []
+        } else if !stream.headersTooLarge {
+            switch name {
+            case ":method": stream.method = value
+            case ":scheme": stream.scheme = value
+            case ":authority": stream.authority = value
+            case ":path": stream.path = value
+            default:
+                if !name.hasPrefix(":") { stream.headers.append((name, value)) }
+            }
+        }
+    }
+
+    /// Gives up a request's body (refused, or its stream closed first): the bytes no longer buffered here.
+    private static func drop(_ stream: inout Stream) -> Int {
+        let freed = stream.body.readableBytes
         stream.body = ByteBuffer()
         stream.dispatched = true
+        return freed
     }
 
     private mutating func terminate(_ reason: String) -> [H2Action] {

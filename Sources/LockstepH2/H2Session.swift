@@ -117,14 +117,13 @@ public final class H2Session {
     /// Starts the response on stream `id`. With `body` false, the headers end the stream; otherwise the body
     /// comes from `write` and `finish`.
     public func respond(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) throws {
-        let fields = [(":status", String(status))] + headers
         if body {
             outbound[id] = Outbound()
             var provider = nghttp2_data_provider()
             provider.read_callback = Self.readBody
-            try Self.withFields(fields) { try Self.check(nghttp2_submit_response(session, id, $0, $1, &provider)) }
+            try Self.withFields(headers, status: status) { try Self.check(nghttp2_submit_response(session, id, $0, $1, &provider)) }
         } else {
-            try Self.withFields(fields) { try Self.check(nghttp2_submit_response(session, id, $0, $1, nil)) }
+            try Self.withFields(headers, status: status) { try Self.check(nghttp2_submit_response(session, id, $0, $1, nil)) }
         }
     }
 
@@ -132,26 +131,35 @@ public final class H2Session {
     /// already had more than `responseBufferBytesMax` waiting (a writer that does not wait for its pace;
     /// the caller resets it). One write of any size is taken: a large message is not refused for its size.
     public func write(_ id: Int32, _ bytes: ByteBuffer) -> Bool {
-        guard var stream = outbound[id], !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return false }
-        stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
-        stream.queue.append(bytes)
-        let wake = stream.deferred
-        stream.deferred = false
-        outbound[id] = stream
+        // In place (through the dictionary's values): a copy of the entry would copy its queue's storage.
+        guard let index = outbound.index(forKey: id) else { return false }
+        let wake: Bool? = Self.modify(&outbound.values[index]) { stream in
+            guard !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return nil }
+            stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
+            stream.queue.append(bytes)
+            defer { stream.deferred = false }
+            return stream.deferred
+        }
+        guard let wake else { return false }
         if wake { nghttp2_session_resume_data(session, id) }
         return true
     }
 
     /// Ends a body started with `respond(body: true)`, with trailers (gRPC's status) or without.
     public func finish(_ id: Int32, trailers: [(String, String)]?) {
-        guard var stream = outbound[id], !stream.finished else { return }
-        stream.finished = true
-        stream.trailers = trailers
-        let wake = stream.deferred
-        stream.deferred = false
-        outbound[id] = stream
+        guard let index = outbound.index(forKey: id) else { return }
+        let wake = Self.modify(&outbound.values[index]) { stream in
+            guard !stream.finished else { return false }
+            stream.finished = true
+            stream.trailers = trailers
+            defer { stream.deferred = false }
+            return stream.deferred
+        }
         if wake { nghttp2_session_resume_data(session, id) }
     }
+
+    /// Runs `body` on `stream` where it is stored.
+    private static func modify<T>(_ stream: inout Outbound, _ body: (inout Outbound) -> T) -> T { body(&stream) }
 
     /// Whether stream `id`'s answer has ended (`finish`), its last frames perhaps not sent yet.
     public func isFinished(_ id: Int32) -> Bool { outbound[id]?.finished ?? false }
@@ -271,10 +279,20 @@ public final class H2Session {
     private static let readBody: nghttp2_data_source_read_callback = { session, id, buffer, length, flags, _, user in
         guard let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
         let me = H2Session.me(user)
-        guard var stream = me.outbound[id] else {
+        guard let index = me.outbound.index(forKey: id) else {
             flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
             return 0
         }
+        // In place: a copy of the entry would copy its queue's storage on every call.
+        return modify(&me.outbound.values[index]) { stream in
+            fill(&stream, session: session, id: id, buffer: buffer, length: length, flags: flags)
+        }
+    }
+
+    /// Copies up to `length` queued bytes of `stream` into `buffer`, setting libnghttp2's flags (the end,
+    /// trailers after it); `NGHTTP2_ERR_DEFERRED` when nothing is queued yet.
+    private static func fill(_ stream: inout Outbound, session: OpaquePointer?, id: Int32, buffer: UnsafeMutablePointer<UInt8>, length: Int,
+                             flags: UnsafeMutablePointer<UInt32>) -> Int {
         var copied = 0
         while copied < length, var chunk = stream.queue.first {
             let take = min(length - copied, chunk.readableBytes)
@@ -296,11 +314,9 @@ public final class H2Session {
                 }
             } else if copied == 0 {
                 stream.deferred = true
-                me.outbound[id] = stream
                 return Int(NGHTTP2_ERR_DEFERRED.rawValue)
             }
         }
-        me.outbound[id] = stream
         return copied
     }
 
@@ -308,24 +324,38 @@ public final class H2Session {
 
     /// Calls `body` with the fields as an `nghttp2_nv` array pointing into one byte buffer that lives for
     /// the call (libnghttp2 copies fields when a frame is submitted).
-    private static func withFields<T>(_ fields: [(String, String)], _ body: (UnsafePointer<nghttp2_nv>, Int) throws -> T) rethrows -> T {
+    /// `status`, when given, goes first as `:status`. One allocation for the bytes; the `nghttp2_nv` array
+    /// is temporary (on the stack when small).
+    private static func withFields<T>(_ fields: [(String, String)], status: Int? = nil,
+                                      _ body: (UnsafePointer<nghttp2_nv>, Int) throws -> T) rethrows -> T {
         var bytes: [UInt8] = []
-        var spans: [(name: Range<Int>, value: Range<Int>)] = []
-        for (name, value) in fields {
-            let nameStart = bytes.count
-            bytes.append(contentsOf: name.utf8)
-            let valueStart = bytes.count
-            bytes.append(contentsOf: value.utf8)
-            spans.append((nameStart..<valueStart, valueStart..<bytes.count))
-        }
-        bytes.append(0)
-        return try bytes.withUnsafeMutableBufferPointer { storage in
-            let base = storage.baseAddress!
-            let fields = spans.map {
-                nghttp2_nv(name: base + $0.name.lowerBound, value: base + $0.value.lowerBound, namelen: $0.name.count, valuelen: $0.value.count,
-                           flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue))
+        bytes.reserveCapacity(fields.reduce(16) { $0 + $1.0.utf8.count + $1.1.utf8.count })
+        let count = fields.count + (status == nil ? 0 : 1)
+        return try withUnsafeTemporaryAllocation(of: (name: Range<Int>, value: Range<Int>).self, capacity: max(1, count)) { spans in
+            var next = 0
+            func add(_ name: some Sequence<UInt8>, _ value: some Sequence<UInt8>) {
+                let nameStart = bytes.count
+                bytes.append(contentsOf: name)
+                let valueStart = bytes.count
+                bytes.append(contentsOf: value)
+                spans.initializeElement(at: next, to: (nameStart..<valueStart, valueStart..<bytes.count))
+                next += 1
             }
-            return try fields.withUnsafeBufferPointer { try body($0.baseAddress!, $0.count) }
+            if let status { add(":status".utf8, String(status).utf8) }
+            for (name, value) in fields { add(name.utf8, value.utf8) }
+            bytes.append(0)
+            return try bytes.withUnsafeMutableBufferPointer { storage in
+                let base = storage.baseAddress!
+                return try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(1, count)) { nvs in
+                    for index in 0..<count {
+                        let span = spans[index]
+                        nvs.initializeElement(at: index, to: nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
+                                                                        namelen: span.name.count, valuelen: span.value.count,
+                                                                        flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+                    }
+                    return try body(UnsafePointer(nvs.baseAddress!), count)
+                }
+            }
         }
     }
 
