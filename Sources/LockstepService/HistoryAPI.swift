@@ -86,7 +86,9 @@ public struct HistoryAPI: Sendable {
         let state: LogState
         do {
             // Every migration started by then, settled ones included (the live state holds only the unsettled).
-            state = through == 0 ? LogState() : try await History.replay(coordinator.log, through: through, keepingSettled: true)
+            // (Sequence 0 is the empty state only where the log starts at genesis; before an archived base, replay says so.)
+            let base = try await coordinator.log.baseHead().sequence
+            state = through == 0 && base == 0 ? LogState() : try await History.replay(coordinator.log, through: through, keepingSettled: true)
         } catch {
             if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
             throw APIError(.storage(error))
@@ -132,13 +134,24 @@ public struct HistoryAPI: Sendable {
         }
     }
 
+    /// The error for a migration these reads did not find: `log_archived` when its events were archived
+    /// out of the log, else `migration_not_found`.
+    private func notFound(_ id: MigrationID) async throws(APIError) -> APIError {
+        do throws(EventLogError) {
+            _ = try await coordinator.readMigrationSayingArchived(id)
+        } catch {
+            return APIError(.storage(error))
+        }
+        return APIError(.rejected(.migrationNotFound(id)))
+    }
+
     public func explain(_ request: Lockstep_V1_ExplainRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ExplainResponse {
         try APIError.checkIdentifier(request.migrationID, "migration_id")
         if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node_id") }
         let id = MigrationID(request.migrationID)
         let events: [(sequence: UInt64, event: RecordedEvent)]
         do throws(EventLogError) { events = try await History.migrationEvents(id, in: coordinator.log) } catch { throw APIError(.storage(error)) }
-        if events.isEmpty { throw APIError(.rejected(.migrationNotFound(id))) }
+        if events.isEmpty { throw try await notFound(id) }
         let explanation: HistoryExplain.Explanation
         do throws(HistoryExplain.Failure) {
             explanation = try HistoryExplain.explain(events, node: request.nodeID.isEmpty ? nil : NodeID(request.nodeID))
@@ -165,7 +178,7 @@ public struct HistoryAPI: Sendable {
             throw APIError(.storage(error))
         }
         if !request.migrationID.isEmpty, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == request.migrationID }) {
-            throw APIError(.rejected(.migrationNotFound(MigrationID(request.migrationID))))
+            throw try await notFound(MigrationID(request.migrationID))
         }
         return .with {
             $0.fromSequence = from

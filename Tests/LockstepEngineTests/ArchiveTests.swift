@@ -359,6 +359,13 @@ import Testing
             let served = try await runLockstep(["history", "verify", "--server", grpc, "--public-key", directory + "/keys.json",
                                                 "--checkpoints", directory + "/checkpoints"])
             #expect(served.status == 0 && served.stdout.contains("base: \(signed[7])"), "\(served)")
+            // A reader asking the server about an archived migration is told where its events went.
+            let explained = try await runLockstep(["history", "explain", "m-0", "--server", grpc])
+            #expect(explained.status != 0 && explained.stderr.contains("log_archived"), "\(explained)")
+            let shown = try await runLockstep(["migration", "status", "m-0", "--server", grpc])
+            #expect(shown.status != 0 && shown.stderr.contains("log_archived"), "\(shown)")
+            let never = try await runLockstep(["migration", "status", "never-started", "--server", grpc])
+            #expect(never.status != 0 && never.stderr.contains("migration_not_found"), "\(never)")
             // Archived migrations are not listed from the live log, and their ids stay taken.
             let rows = try await postgres.psql(database, "SELECT count(*) FROM lockstep_events WHERE stream = 'migration/m-0'")
             #expect(rows.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(rows)")
