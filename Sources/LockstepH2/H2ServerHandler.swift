@@ -377,7 +377,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Writes what the session has to send, while the socket takes it; closes once the session is done.
     private func flush() {
         // Never inside libnghttp2's own send (a stream closing while it writes reports from in there).
-        guard !draining, let context, context.channel.isActive else { return }
+        // (Nothing more once closed: the last frames were written, and the output is being shut.)
+        guard !draining, !closed, let context, context.channel.isActive else { return }
         draining = true
         defer { draining = false }
         if context.channel.isWritable {
@@ -407,12 +408,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         closed = true
         var out = context.channel.allocator.buffer(capacity: 0)
         session.drain(into: &out)
-        let channel = context.channel
-        if out.readableBytes > 0 {
-            context.writeAndFlush(wrapOutboundOut(out)).assumeIsolated().whenComplete { _ in Self.lingeringClose(channel) }
-        } else {
-            context.close(promise: nil)
-        }
+        if out.readableBytes > 0 { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
+        Self.lingeringClose(context.channel)
     }
 
     /// How long a connection closed after its last frames (a GOAWAY) goes on reading, and discarding, what
@@ -421,15 +418,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Closes `channel` after its last frames without losing them: closing a socket with unread input makes
     /// the kernel send a reset, which can destroy the GOAWAY before the client reads it (a flood's client is
-    /// still sending). So the output is shut first (the client reads the GOAWAY, then the end), the input
-    /// is read and discarded (`channelRead` drops it while closing) until the client closes or
-    /// `lingerMillis` pass, then the channel closes. Where half-closing is not supported (TLS), it closes.
+    /// still sending). So the output is shut once the writes queued before it are out (NIO queues the
+    /// half-close behind them; over TLS it sends close_notify first): the client reads the GOAWAY, then the
+    /// end. The input is read and discarded meanwhile (`channelRead` drops it while closing) until the
+    /// client closes, which closes the channel, or `lingerMillis` after this call, when it is closed
+    /// whatever the client does (one that reads nothing cannot hold it). A channel that cannot half-close
+    /// closes at once.
     private static func lingeringClose(_ channel: any Channel) {
+        channel.eventLoop.scheduleTask(in: .milliseconds(lingerMillis)) { channel.close(promise: nil) }
         let shut = channel.eventLoop.makePromise(of: Void.self)
         channel.close(mode: .output, promise: shut)
-        shut.futureResult.whenComplete { result in
-            guard case .success = result else { return channel.close(promise: nil) }
-            channel.eventLoop.scheduleTask(in: .milliseconds(lingerMillis)) { channel.close(promise: nil) }
-        }
+        shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
     }
 }
