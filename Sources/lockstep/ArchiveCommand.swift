@@ -97,13 +97,8 @@ func withArchivableLog<Result>(_ location: StoreOptions.Location, _ body: (any E
         let cursors = URL(fileURLWithPath: directory).appendingPathComponent("webhooks.cursor.json").path
         return try await body(log, FileManager.default.fileExists(atPath: cursors) ? WebhookCursorFile(path: cursors) : nil)
     case .postgres(let address, let password):
-        do {
-            return try await PostgresEventLog.withLog(address.configuration(password: password), create: false) { log in
-                try await body(log, PostgresWebhookCursors(client: log.client))
-            }
-        } catch let error as EventLogError {
-            if case .corrupted = error { throw error }
-            throw CommandFailure(message: "\(address): \(error)", exitCode: 2)
+        return try await withPostgresLog(address, password: password, create: false) { log in
+            try await body(log, PostgresWebhookCursors(client: log.client))
         }
     }
 }

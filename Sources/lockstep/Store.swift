@@ -76,11 +76,19 @@ func withReadOnlyLog<Result>(_ location: StoreOptions.Location, _ body: (any Eve
     case .sqlite(let directory):
         return try await body(try openReadOnly(try DataOptions.at(directory)))
     case .postgres(let address, let password):
-        do {
-            return try await PostgresEventLog.withLog(address.configuration(password: password), create: false) { try await body($0) }
-        } catch let error as EventLogError {
-            if case .corrupted = error { throw error }
-            throw CommandFailure(message: "\(address): \(error)", exitCode: 2)
-        }
+        return try await withPostgresLog(address, password: password, create: false) { try await body($0) }
+    }
+}
+
+/// Runs `body` on the log in the PostgreSQL database at `address` (its tables made first with `create`);
+/// a log that cannot be used is a `CommandFailure` naming the address (exit 2), a corrupted one stays
+/// `corrupted` (exit 1).
+func withPostgresLog<Result>(_ address: PostgresAddress, password: String?, create: Bool,
+                             _ body: (PostgresEventLog) async throws -> Result) async throws -> Result {
+    do {
+        return try await PostgresEventLog.withLog(address.configuration(password: password), create: create) { try await body($0) }
+    } catch let error as EventLogError {
+        if case .corrupted = error { throw error }
+        throw CommandFailure(message: "\(address): \(error)", exitCode: 2)
     }
 }

@@ -99,11 +99,6 @@ func withWritableLog<Result>(_ location: StoreOptions.Location, _ body: (any Eve
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         return try await body(try SQLiteEventLog(path: location.databasePath!))
     case .postgres(let address, let password):
-        do {
-            return try await PostgresEventLog.withLog(address.configuration(password: password), create: true) { try await body($0) }
-        } catch let error as EventLogError {
-            if case .corrupted = error { throw error }
-            throw CommandFailure(message: "\(address): \(error)", exitCode: 2)
-        }
+        return try await withPostgresLog(address, password: password, create: true) { try await body($0) }
     }
 }
