@@ -179,6 +179,11 @@ import Testing
     @Test func theLiveLogGoesOnFromItsBaseAndKeepsArchivedIdsTaken() async throws {
         let directory = temporaryDirectory()
         let signed = try await Self.longHistory(directory, rounds: 4)
+        // --events-max bounds a segment: the cut moves back to the last checkpoint within it, and says why.
+        let bounded = try await archive(directory, before: String(signed[1] + 1), to: directory + "/segment-1.ndjson",
+                                        extra: ["--dry-run", "--events-max", String(signed[0] + 2)])
+        #expect(bounded.status == 0 && bounded.stdout.contains("would archive events 1 to \(signed[0]) "), "\(bounded)")
+        #expect(bounded.stderr.contains("a segment holds at most \(signed[0] + 2) events"), "\(bounded)")
         let archived = try await archive(directory, before: String(signed[1] + 1), to: directory + "/segment-1.ndjson")
         #expect(archived.status == 0, "\(archived)")
         // Webhook cursors that cannot be read hold everything back.
