@@ -79,9 +79,13 @@ public enum H2Action: Equatable, Sendable {
 
 /// One connection's streams and abuse accounting, as a value: events in, actions out, time passed in as
 /// monotonic nanoseconds. No channel, no libnghttp2, no clock, so every limit is tested with tables of events.
+///
+/// Streams live in a table of slots (`StreamTable`): a request's fields and body are changed where they are
+/// stored, never copied out and back, and the events of one stream, which libnghttp2 reports one after
+/// another, find it without hashing.
 public struct H2ConnectionState: Sendable {
     public let limits: H2Limits
-    private var streams: [Int32: Stream] = [:]
+    private var streams = StreamTable()
     /// Request body bytes held for requests not yet handed over, all streams together.
     private(set) var bufferedBytes = 0
     /// Streams handed to the application whose handler has not finished, open or reset.
@@ -98,7 +102,7 @@ public struct H2ConnectionState: Sendable {
         var headerBytes = 0
         var headerFields = 0
         var headersTooLarge = false
-        var body: ByteBuffer
+        var body = ByteBuffer()
         var bodyTooLarge = false
         /// Handed to the application (or answered by the engine): later body bytes are discarded.
         var dispatched = false
@@ -115,87 +119,96 @@ public struct H2ConnectionState: Sendable {
     public var streamsTracked: Int { streams.count }
     public var handlersInFlight: Int { handlersRunning.count }
 
+    /// The actions for `event`, in order.
     public mutating func on(_ event: H2Event, nowNanos: UInt64) -> [H2Action] {
-        guard !terminated else { return [] }
+        var actions: [H2Action] = []
+        on(event, nowNanos: nowNanos) { actions.append($0) }
+        return actions
+    }
+
+    /// Decides `event`, handing each action to `perform` in order (no array per event on the hot path).
+    public mutating func on(_ event: H2Event, nowNanos: UInt64, _ perform: (H2Action) -> Void) {
+        guard !terminated else { return }
         switch event {
         case .requestBegan(let id):
             // libnghttp2 refuses streams over SETTINGS_MAX_CONCURRENT_STREAMS itself; handlers still running
             // on reset streams are ours to count.
             if handlersRunning.count >= Int(limits.concurrentStreamsMax) {
-                return [.reset(id, .refusedStream)]
+                return perform(.reset(id, .refusedStream))
             }
-            streams[id] = Stream(body: ByteBuffer())
-            return []
+            streams.open(id)
         case .header(let id, let name, let value):
-            // Every stream change is made where the stream is stored (`streams.values[index]`): a copy taken
-            // out and written back would copy its header list and body on every field and every chunk.
-            guard let index = streams.index(forKey: id) else { return [] }
-            Self.add(header: name, value, to: &streams.values[index], listBytesMax: limits.headerListBytesMax, fieldsMax: limits.headerFieldsMax)
-            return []
+            guard let slot = streams.find(id) else { return }
+            Self.add(header: name, value, to: &streams.slots[slot], listBytesMax: limits.headerListBytesMax, fieldsMax: limits.headerFieldsMax)
         case .headersEnded(let id, let endStream):
-            guard let index = streams.index(forKey: id) else { return [] }
-            if streams.values[index].headersTooLarge {
-                streams.values[index].dispatched = true
-                return [.answer(id, status: 431)]
+            guard let slot = streams.find(id) else { return }
+            if streams.slots[slot].headersTooLarge {
+                streams.slots[slot].dispatched = true
+                return perform(.answer(id, status: 431))
             }
-            if endStream { return dispatch(id) }
-            return limits.requestBodyMillisMax == nil ? [] : [.awaitBody(id)]
+            if endStream { return dispatch(id, slot: slot, perform) }
+            if limits.requestBodyMillisMax != nil { perform(.awaitBody(id)) }
         case .otherHeaders(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
-                return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
+                return perform(terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s"))
             }
             // Trailers end the request as END_STREAM on DATA does (their fields are not kept).
-            if endStream { return dispatch(id) }
-            return []
+            if endStream, let slot = streams.find(id) { dispatch(id, slot: slot, perform) }
         case .data(let id, var bytes):
-            guard let index = streams.index(forKey: id) else { return [] }
+            guard let slot = streams.find(id) else { return }
             let count = bytes.readableBytes
             // Every byte goes back to the client's windows at once (a body larger than the stream window
             // must be able to arrive); what is kept is bounded per stream and per connection instead.
             let consumed = H2Action.consume(id, bytes: count, streamOpen: true)
-            if streams.values[index].dispatched { return [consumed] }
-            if streams.values[index].body.readableBytes.addingSaturating(count) > limits.requestBodyBytesMax {
-                bufferedBytes -= Self.drop(&streams.values[index])
-                return [.answer(id, status: 413), consumed]
+            if streams.slots[slot].dispatched { return perform(consumed) }
+            if streams.slots[slot].body.readableBytes.addingSaturating(count) > limits.requestBodyBytesMax {
+                bufferedBytes -= Self.drop(&streams.slots[slot])
+                perform(.answer(id, status: 413))
+                return perform(consumed)
             }
             if bufferedBytes.addingSaturating(count) > limits.connectionBufferedBytesMax {
                 // Other requests of this connection hold the rest: this one is refused, and may be retried.
-                bufferedBytes -= Self.drop(&streams.values[index])
-                return [.reset(id, .refusedStream), consumed]
+                bufferedBytes -= Self.drop(&streams.slots[slot])
+                perform(.reset(id, .refusedStream))
+                return perform(consumed)
             }
             bufferedBytes += count
-            streams.values[index].body.writeBuffer(&bytes)
-            return [consumed]
+            streams.slots[slot].body.writeBuffer(&bytes)
+            perform(consumed)
         case .dataFrame(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
-                return terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s")
+                return perform(terminate("more empty frames than \(limits.emptyFrames.burst) at once or \(limits.emptyFrames.perSecond)/s"))
             }
-            return endStream ? dispatch(id) : []
+            if endStream, let slot = streams.find(id) { dispatch(id, slot: slot, perform) }
         case .ping:
-            return pings.take(nowNanos: nowNanos) ? [] : terminate("more PING frames than \(limits.pings.burst) at once or \(limits.pings.perSecond)/s")
+            if !pings.take(nowNanos: nowNanos) {
+                perform(terminate("more PING frames than \(limits.pings.burst) at once or \(limits.pings.perSecond)/s"))
+            }
         case .settings:
-            return settings.take(nowNanos: nowNanos)
-                ? [] : terminate("more SETTINGS frames than \(limits.settingsFrames.burst) at once or \(limits.settingsFrames.perSecond)/s")
+            if !settings.take(nowNanos: nowNanos) {
+                perform(terminate("more SETTINGS frames than \(limits.settingsFrames.burst) at once or \(limits.settingsFrames.perSecond)/s"))
+            }
         case .peerReset:
-            return []
+            break
         case .streamClosed(let id, let code):
-            guard var stream = streams.removeValue(forKey: id) else { return [] }
-            bufferedBytes -= Self.drop(&stream)
-            return handlersRunning.contains(id) ? [.cancelled(id, code: code)] : []
+            guard let slot = streams.find(id) else { return }
+            bufferedBytes -= streams.slots[slot].body.readableBytes
+            streams.close(id, slot: slot)
+            if handlersRunning.contains(id) { perform(.cancelled(id, code: code)) }
         }
     }
 
     /// `requestBodyMillisMax` has passed since stream `id`'s head: a request still waiting for its body
     /// is refused (408) and its body given up; one handed over or gone is left alone.
     public mutating func bodyOverdue(_ id: Int32) -> [H2Action] {
-        guard !terminated, let index = streams.index(forKey: id), !streams.values[index].dispatched else { return [] }
-        bufferedBytes -= Self.drop(&streams.values[index])
+        guard !terminated, let slot = streams.find(id), !streams.slots[slot].dispatched else { return [] }
+        bufferedBytes -= Self.drop(&streams.slots[slot])
         return [.answer(id, status: 408)]
     }
 
     /// Whether stream `id` is still waiting for the rest of its body (not handed over, refused or closed).
     public func awaitsBody(_ id: Int32) -> Bool {
-        streams[id].map { !$0.dispatched } ?? false
+        streams.peek(id).map { !streams.slots[$0].dispatched } ?? false
     }
 
     /// The application finished stream `id` (answered, reset, or gave up after a cancel).
@@ -203,22 +216,26 @@ public struct H2ConnectionState: Sendable {
         handlersRunning.remove(id)
     }
 
-    private mutating func dispatch(_ id: Int32) -> [H2Action] {
-        guard let index = streams.index(forKey: id), !streams.values[index].dispatched else { return [] }
-        let (head, body) = Self.take(&streams.values[index])
+    private mutating func dispatch(_ id: Int32, slot: Int, _ perform: (H2Action) -> Void) {
+        guard !streams.slots[slot].dispatched else { return }
+        let (head, body) = Self.take(&streams.slots[slot])
         bufferedBytes -= body.readableBytes
         handlersRunning.insert(id)
-        return [.dispatch(id, head, body: body)]
+        perform(.dispatch(id, head, body: body))
     }
 
     /// Takes a stream's request out of it (head and body), marking it handed over.
     private static func take(_ stream: inout Stream) -> (H2RequestHead, ByteBuffer) {
         stream.dispatched = true
-        var headers: [(name: String, value: String)] = []
-        swap(&headers, &stream.headers)
+        var head = H2RequestHead(method: "", scheme: "", authority: "", path: "", headers: [])
+        swap(&head.method, &stream.method)
+        swap(&head.scheme, &stream.scheme)
+        swap(&head.authority, &stream.authority)
+        swap(&head.path, &stream.path)
+        swap(&head.headers, &stream.headers)
         var body = ByteBuffer()
         swap(&body, &stream.body)
-        return (H2RequestHead(method: stream.method, scheme: stream.scheme, authority: stream.authority, path: stream.path, headers: headers), body)
+        return (head, body)
     }
 
     /// One field of a stream's header list. Counted before it is kept: a list over the limit keeps nothing
@@ -237,7 +254,7 @@ public struct H2ConnectionState: Sendable {
             case ":authority": stream.authority = value
             case ":path": stream.path = value
             default:
-                if !name.hasPrefix(":") { stream.headers.append((name, value)) }
+                if name.utf8.first != UInt8(ascii: ":") { stream.headers.append((name, value)) }
             }
         }
     }
@@ -250,9 +267,59 @@ public struct H2ConnectionState: Sendable {
         return freed
     }
 
-    private mutating func terminate(_ reason: String) -> [H2Action] {
+    private mutating func terminate(_ reason: String) -> H2Action {
         terminated = true
-        return [.terminate(.enhanceYourCalm, reason: reason)]
+        return .terminate(.enhanceYourCalm, reason: reason)
+    }
+}
+
+/// The streams of one connection: slots reused as streams close (so the storage stays as large as the
+/// most streams open at once), found by id through one dictionary, and the last one found remembered,
+/// since a stream's events (its header fields, its data) arrive one after another.
+struct StreamTable: Sendable {
+    /// Indexed by slot; a free slot holds an empty stream.
+    var slots: ContiguousArray<H2ConnectionState.Stream> = []
+    private var free: [Int] = []
+    private var slotOf: [Int32: Int] = [:]
+    /// The stream found last and its slot (`id` 0: none; client streams are odd and positive).
+    private var last: (id: Int32, slot: Int) = (0, 0)
+
+    var count: Int { slotOf.count }
+
+    mutating func open(_ id: Int32) {
+        if let existing = find(id) {
+            slots[existing] = .init()
+            return
+        }
+        let slot: Int
+        if let reused = free.popLast() {
+            slot = reused
+        } else {
+            slot = slots.count
+            slots.append(.init())
+        }
+        slotOf[id] = slot
+        last = (id, slot)
+    }
+
+    mutating func find(_ id: Int32) -> Int? {
+        if id != 0, last.id == id { return last.slot }
+        guard let slot = slotOf[id] else { return nil }
+        last = (id, slot)
+        return slot
+    }
+
+    func peek(_ id: Int32) -> Int? {
+        if id != 0, last.id == id { return last.slot }
+        return slotOf[id]
+    }
+
+    /// Frees stream `id`'s slot (found at `slot`), dropping what it held.
+    mutating func close(_ id: Int32, slot: Int) {
+        slotOf[id] = nil
+        slots[slot] = .init()
+        free.append(slot)
+        if last.id == id { last = (0, 0) }
     }
 }
 

@@ -24,9 +24,11 @@ public struct H2Request: Sendable {
     public let stream: Int32
     public let head: H2RequestHead
     public let body: ByteBuffer
-    public let remoteAddress: SocketAddress?
     /// The connection (its TLS handler knows the client's certificate).
     public let channel: any Channel
+
+    /// The client's address (asked of the connection when wanted: most requests never ask).
+    public var remoteAddress: SocketAddress? { channel.remoteAddress }
 }
 
 /// The application behind the engine. Called on the connection's event loop, once per request, without a
@@ -71,7 +73,8 @@ public struct H2Response: Sendable {
     /// Starts the answer: the status and fields, then a body through `write` and `finish` (`body` true),
     /// or nothing more (`body` false: the headers end the stream).
     public func head(status: Int, headers: [(String, String)], body: Bool) {
-        onLoop { $0.head(stream, status: status, headers: headers, body: body) }
+        if let handler = here { return handler.head(stream, status: status, headers: headers, body: body) }
+        hop { $0.head(stream, status: status, headers: headers, body: body) }
     }
 
     /// Queues body bytes. The future completes once the stream has at most `responseBufferLowBytes`
@@ -81,36 +84,48 @@ public struct H2Response: Sendable {
     @discardableResult
     public func write(_ bytes: ByteBuffer) -> EventLoopFuture<Void> {
         let paced = handler.eventLoop.makePromise(of: Void.self)
-        onLoop { $0.write(stream, bytes, paced: paced) }
+        if let handler = here {
+            handler.write(stream, bytes, paced: paced)
+        } else {
+            hop { $0.write(stream, bytes, paced: paced) }
+        }
         return paced.futureResult
     }
 
     /// Ends the body, with trailers or without.
     public func finish(trailers: [(String, String)]? = nil) {
-        onLoop { $0.finish(stream, trailers: trailers) }
+        if let handler = here { return handler.finish(stream, trailers: trailers) }
+        hop { $0.finish(stream, trailers: trailers) }
     }
 
     /// A whole answer at once (with trailers after the body, when given).
     public func send(status: Int, headers: [(String, String)], body: ByteBuffer?, trailers: [(String, String)]? = nil) {
-        onLoop { handler in
-            handler.head(stream, status: status, headers: headers, body: body != nil)
-            if let body {
-                handler.write(stream, body, paced: nil)
-                handler.finish(stream, trailers: trailers)
-            }
+        if let handler = here { return Self.send(handler, stream, status: status, headers: headers, body: body, trailers: trailers) }
+        hop { Self.send($0, stream, status: status, headers: headers, body: body, trailers: trailers) }
+    }
+
+    private static func send(_ handler: H2ServerHandler, _ stream: Int32, status: Int, headers: [(String, String)], body: ByteBuffer?,
+                             trailers: [(String, String)]?) {
+        handler.head(stream, status: status, headers: headers, body: body != nil)
+        if let body {
+            handler.write(stream, body, paced: nil)
+            handler.finish(stream, trailers: trailers)
         }
     }
 
     public func reset(_ code: H2ErrorCode) {
-        onLoop { $0.reset(stream, code) }
+        if let handler = here { return handler.reset(stream, code) }
+        hop { $0.reset(stream, code) }
     }
 
-    private func onLoop(_ work: @escaping @Sendable (H2ServerHandler) -> Void) {
-        if handler.eventLoop.inEventLoop {
-            work(handler.value)
-        } else {
-            let handler = handler
-            handler.eventLoop.execute { work(handler.value) }
-        }
+    /// The handler, when called on its event loop (then it is used at once: no closure, no task).
+    private var here: H2ServerHandler? {
+        handler.eventLoop.inEventLoop ? handler.value : nil
+    }
+
+    /// Runs `work` on the handler's event loop, called from elsewhere.
+    private func hop(_ work: @escaping @Sendable (H2ServerHandler) -> Void) {
+        let handler = handler
+        handler.eventLoop.execute { work(handler.value) }
     }
 }

@@ -4,7 +4,7 @@ import NIOCore
 /// Serves HTTP/2 on one connection with libnghttp2 (`H2Session`), deciding with `H2ConnectionState`: this
 /// handler only moves bytes and performs the state machine's actions. Bytes in go to the session as they
 /// arrive; bytes out are gathered into one buffer and written once per read burst or per loop tick.
-public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandler {
+public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandler, H2SessionDelegate {
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
@@ -55,7 +55,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     public func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        session.onEvent = { [unowned self] event in handle(event) }
+        session.delegate = self
         // Our SETTINGS go out first, before the client's preface is read.
         if context.channel.isActive {
             armIdle(context)
@@ -72,7 +72,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     public func handlerRemoved(context: ChannelHandlerContext) {
-        session.onEvent = nil
+        session.delegate = nil
         release()
         self.context = nil
     }
@@ -108,25 +108,37 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// Decides an event as libnghttp2 reports it (inside its callback) and performs the actions.
-    private func handle(_ event: H2Event) {
+    public func session(_ event: H2Event) {
         guard let context else { return }
         let before = state.streamsTracked
-        // Within a read, the time it began (the flood limits' buckets need no finer clock): one clock
-        // read per read, not per frame.
-        for action in state.on(event, nowNanos: reading ? lastReadNanos : clock()) { perform(action, context: context) }
-        if case .streamClosed(let id, let code) = event {
+        // Gathered first, performed after: performing reads and changes `state` too. Within a read, the
+        // time it began (the flood limits' buckets need no finer clock): one clock read per read, not per frame.
+        var actions = ActionList()
+        state.on(event, nowNanos: reading ? lastReadNanos : clock()) { actions.append($0) }
+        actions.drain { perform($0, context: context) }
+        // Only a stream opening or closing changes what is tracked; a header field, the commonest event,
+        // ends here.
+        switch event {
+        case .requestBegan:
+            guard state.streamsTracked > before else { return }
+            observer?.streamOpened()
+            if let idle = idleTimer {
+                idle.cancel()
+                idleTimer = nil
+            }
+        case .streamClosed(let id, let code):
             open.removeValue(forKey: id)?.succeed(code)
             dropWriter(id)
             forgetBodiesArrived()
-        }
-        let after = state.streamsTracked
-        if case .peerReset(let id) = event { resetByPeer.insert(id) }
-        if after > before { observer?.streamOpened() }
-        if case .streamClosed(let id, _) = event {
-            let reset = resetByPeer.remove(id) != nil
+            let reset = !resetByPeer.isEmpty && resetByPeer.remove(id) != nil
+            let after = state.streamsTracked
             if after < before { observer?.streamClosed(reset: reset) }
+            if after == 0 { armIdle(context) }
+        case .peerReset(let id):
+            resetByPeer.insert(id)
+        default:
+            break
         }
-        if after == 0 { armIdle(context) } else if idleTimer != nil { idleTimer?.cancel(); idleTimer = nil }
     }
 
     /// Pings a connection that has been silent for `keepaliveMillis`, and closes it if it stays silent
@@ -208,7 +220,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             let closed = context.eventLoop.makePromise(of: UInt32.self)
             open[id] = closed
             let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
-            responder.respond(to: H2Request(stream: id, head: head, body: body, remoteAddress: context.channel.remoteAddress, channel: context.channel), response)
+            responder.respond(to: H2Request(stream: id, head: head, body: body, channel: context.channel), response)
         case .answer(let id, let status):
             let refusal = responder.refusal(status: status)
             do {
@@ -342,7 +354,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Fails a stream's waiting writer (its stream closed).
     private func dropWriter(_ id: Int32) {
-        guard let waiting = pacing.removeValue(forKey: id) else { return }
+        guard !pacing.isEmpty, let waiting = pacing.removeValue(forKey: id) else { return }
         waiting.stall?.cancel()
         waiting.promise.fail(H2StreamGone(stream: id))
     }
@@ -429,5 +441,33 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         let shut = channel.eventLoop.makePromise(of: Void.self)
         channel.close(mode: .output, promise: shut)
         shut.futureResult.whenFailure { _ in channel.close(promise: nil) }
+    }
+}
+
+/// The actions of one event, in order, kept on the stack: an event has at most two but for a flood's
+/// terminate, so the array behind them is for what never happens.
+private struct ActionList {
+    private var first: H2Action?
+    private var second: H2Action?
+    private var more: [H2Action] = []
+
+    mutating func append(_ action: H2Action) {
+        if first == nil {
+            first = action
+        } else if second == nil {
+            second = action
+        } else {
+            more.append(action)
+        }
+    }
+
+    /// Hands each action to `body` in order, moving it out (no copy of a request's head and body).
+    mutating func drain(_ body: (H2Action) -> Void) {
+        guard let first = first.take() else { return }
+        body(first)
+        guard let second = second.take() else { return }
+        body(second)
+        for action in more { body(action) }
+        more = []
     }
 }

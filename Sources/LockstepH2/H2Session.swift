@@ -10,6 +10,11 @@ public struct H2SessionError: Error, Equatable, CustomStringConvertible, Sendabl
     public var description: String { "http2_session_failed: libnghttp2 \(code) (\(String(cString: nghttp2_strerror(Int32(clamping: code)))))" }
 }
 
+/// Told what libnghttp2 reports (`H2Session.delegate`), inside its callbacks.
+public protocol H2SessionDelegate: AnyObject {
+    func session(_ event: H2Event)
+}
+
 /// The one place that calls libnghttp2: an `nghttp2_session` on the server side with `H2Limits` set, its
 /// callbacks turned into `H2Event`s, and response bodies served from per-stream queues.
 ///
@@ -21,14 +26,15 @@ public final class H2Session {
     /// Where events go, as libnghttp2 reports them: while it reads (`receive`), and while it writes
     /// (`drain`: a stream closes once its last frame is sent). Called inside libnghttp2's callbacks, so it
     /// may submit frames and terminate the session (a flood is cut off at the frame that crossed the limit,
-    /// and libnghttp2 ignores the rest of the bytes), never read or drain. The owner holds the session,
-    /// so this must not hold the owner strongly.
-    public var onEvent: ((H2Event) -> Void)?
-    /// Response bodies not yet taken by libnghttp2, by stream.
+    /// and libnghttp2 ignores the rest of the bytes), never read or drain. Not retained: the delegate owns
+    /// the session, and clears this before it goes.
+    public unowned(unsafe) var delegate: (any H2SessionDelegate)?
+    /// Response bodies not yet taken by libnghttp2, by stream: references, so a body's queue is changed
+    /// where it is, never copied out of the table and back.
     private var outbound: [Int32: Outbound] = [:]
     private let allocator = ByteBufferAllocator()
 
-    struct Outbound {
+    final class Outbound {
         var queue = CircularBuffer<ByteBuffer>()
         var bufferedBytes = 0
         var finished = false
@@ -86,7 +92,7 @@ public final class H2Session {
 
     // MARK: Bytes in and out
 
-    /// Feeds a client's bytes to the session; its events go to `onEvent`.
+    /// Feeds a client's bytes to the session; its events go to `delegate`.
     public func receive(_ bytes: ByteBuffer) -> H2SessionError? {
         let read = bytes.withUnsafeReadableBytes { raw in
             nghttp2_session_mem_recv(session, raw.bindMemory(to: UInt8.self).baseAddress, raw.count)
@@ -131,35 +137,26 @@ public final class H2Session {
     /// already had more than `responseBufferBytesMax` waiting (a writer that does not wait for its pace;
     /// the caller resets it). One write of any size is taken: a large message is not refused for its size.
     public func write(_ id: Int32, _ bytes: ByteBuffer) -> Bool {
-        // In place (through the dictionary's values): a copy of the entry would copy its queue's storage.
-        guard let index = outbound.index(forKey: id) else { return false }
-        let wake: Bool? = Self.modify(&outbound.values[index]) { stream in
-            guard !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return nil }
-            stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
-            stream.queue.append(bytes)
-            defer { stream.deferred = false }
-            return stream.deferred
+        guard let stream = outbound[id], !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return false }
+        stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
+        stream.queue.append(bytes)
+        if stream.deferred {
+            stream.deferred = false
+            nghttp2_session_resume_data(session, id)
         }
-        guard let wake else { return false }
-        if wake { nghttp2_session_resume_data(session, id) }
         return true
     }
 
     /// Ends a body started with `respond(body: true)`, with trailers (gRPC's status) or without.
     public func finish(_ id: Int32, trailers: [(String, String)]?) {
-        guard let index = outbound.index(forKey: id) else { return }
-        let wake = Self.modify(&outbound.values[index]) { stream in
-            guard !stream.finished else { return false }
-            stream.finished = true
-            stream.trailers = trailers
-            defer { stream.deferred = false }
-            return stream.deferred
+        guard let stream = outbound[id], !stream.finished else { return }
+        stream.finished = true
+        stream.trailers = trailers
+        if stream.deferred {
+            stream.deferred = false
+            nghttp2_session_resume_data(session, id)
         }
-        if wake { nghttp2_session_resume_data(session, id) }
     }
-
-    /// Runs `body` on `stream` where it is stored.
-    private static func modify<T>(_ stream: inout Outbound, _ body: (inout Outbound) -> T) -> T { body(&stream) }
 
     /// Whether stream `id`'s answer has ended (`finish`), its last frames perhaps not sent yet.
     public func isFinished(_ id: Int32) -> Bool { outbound[id]?.finished ?? false }
@@ -197,54 +194,56 @@ public final class H2Session {
 
     // MARK: Callbacks
 
-    private static func me(_ user: UnsafeMutableRawPointer?) -> H2Session {
-        Unmanaged<H2Session>.fromOpaque(user!).takeUnretainedValue()
+    /// Reports `event` to the delegate, from inside a callback (`user` is the session, alive for the call:
+    /// it is neither retained nor released).
+    private static func report(_ user: UnsafeMutableRawPointer?, _ event: H2Event) {
+        Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef { $0.delegate?.session(event) }
     }
 
     private static func install(_ callbacks: OpaquePointer) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame else { return 0 }
             if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                H2Session.me(user).onEvent?(.requestBegan(frame.pointee.hd.stream_id))
+                H2Session.report(user, .requestBegan(frame.pointee.hd.stream_id))
             }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
             guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-            H2Session.me(user).onEvent?(.header(frame.pointee.hd.stream_id,
+            H2Session.report(user, .header(frame.pointee.hd.stream_id,
                                            name: String(decoding: UnsafeBufferPointer(start: name, count: nameCount), as: UTF8.self),
                                            value: String(decoding: UnsafeBufferPointer(start: value, count: valueCount), as: UTF8.self)))
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, id, data, count, user in
             guard let data else { return 0 }
-            let me = H2Session.me(user)
-            var bytes = me.allocator.buffer(capacity: count)
-            bytes.writeBytes(UnsafeRawBufferPointer(start: data, count: count))
-            me.onEvent?(.data(id, bytes))
+            Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef { me in
+                var bytes = me.allocator.buffer(capacity: count)
+                bytes.writeBytes(UnsafeRawBufferPointer(start: data, count: count))
+                me.delegate?.session(.data(id, bytes))
+            }
             return 0
         }
-        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, user in
+        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { session, frame, user in
             guard let frame else { return 0 }
             let header = frame.pointee.hd
             let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
-            let me = H2Session.me(user)
             switch Int(header.type) {
             case Int(NGHTTP2_HEADERS.rawValue):
                 if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
-                    me.onEvent?(.headersEnded(header.stream_id, endStream: endStream))
+                    H2Session.report(user, .headersEnded(header.stream_id, endStream: endStream))
                 } else {
-                    me.onEvent?(.otherHeaders(header.stream_id, length: header.length, endStream: endStream))
+                    H2Session.report(user, .otherHeaders(header.stream_id, length: header.length, endStream: endStream))
                 }
             case Int(NGHTTP2_DATA.rawValue):
-                me.onEvent?(.dataFrame(header.stream_id, length: header.length, endStream: endStream))
+                H2Session.report(user, .dataFrame(header.stream_id, length: header.length, endStream: endStream))
             case Int(NGHTTP2_RST_STREAM.rawValue):
                 // Only for a stream that is still there: a reset of one already closed gets no close to match.
-                if nghttp2_session_find_stream(me.session, header.stream_id) != nil { me.onEvent?(.peerReset(header.stream_id)) }
+                if nghttp2_session_find_stream(session, header.stream_id) != nil { H2Session.report(user, .peerReset(header.stream_id)) }
             case Int(NGHTTP2_PING.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.ping) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { H2Session.report(user, .ping) }
             case Int(NGHTTP2_SETTINGS.rawValue):
-                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { me.onEvent?(.settings) }
+                if header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0 { H2Session.report(user, .settings) }
             default:
                 break
             }
@@ -268,9 +267,8 @@ public final class H2Session {
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, id, code, user in
-            let me = H2Session.me(user)
-            me.outbound[id] = nil
-            me.onEvent?(.streamClosed(id, code: code))
+            Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef { $0.outbound[id] = nil }
+            H2Session.report(user, .streamClosed(id, code: code))
             return 0
         }
     }
@@ -278,20 +276,16 @@ public final class H2Session {
     /// libnghttp2 asks for up to `length` body bytes of stream `id`.
     private static let readBody: nghttp2_data_source_read_callback = { session, id, buffer, length, flags, _, user in
         guard let buffer, let flags else { return Int(NGHTTP2_ERR_CALLBACK_FAILURE.rawValue) }
-        let me = H2Session.me(user)
-        guard let index = me.outbound.index(forKey: id) else {
+        guard let stream = Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef({ $0.outbound[id] }) else {
             flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
             return 0
         }
-        // In place: a copy of the entry would copy its queue's storage on every call.
-        return modify(&me.outbound.values[index]) { stream in
-            fill(&stream, session: session, id: id, buffer: buffer, length: length, flags: flags)
-        }
+        return fill(stream, session: session, id: id, buffer: buffer, length: length, flags: flags)
     }
 
     /// Copies up to `length` queued bytes of `stream` into `buffer`, setting libnghttp2's flags (the end,
     /// trailers after it); `NGHTTP2_ERR_DEFERRED` when nothing is queued yet.
-    private static func fill(_ stream: inout Outbound, session: OpaquePointer?, id: Int32, buffer: UnsafeMutablePointer<UInt8>, length: Int,
+    private static func fill(_ stream: Outbound, session: OpaquePointer?, id: Int32, buffer: UnsafeMutablePointer<UInt8>, length: Int,
                              flags: UnsafeMutablePointer<UInt32>) -> Int {
         var copied = 0
         while copied < length, var chunk = stream.queue.first {
@@ -322,40 +316,41 @@ public final class H2Session {
 
     // MARK: Helpers
 
-    /// Calls `body` with the fields as an `nghttp2_nv` array pointing into one byte buffer that lives for
-    /// the call (libnghttp2 copies fields when a frame is submitted).
-    /// `status`, when given, goes first as `:status`. One allocation for the bytes; the `nghttp2_nv` array
-    /// is temporary (on the stack when small).
+    /// Calls `body` with the fields as an `nghttp2_nv` array pointing into bytes that live for the call
+    /// (libnghttp2 copies fields when a frame is submitted). `status`, when given, goes first as `:status`.
+    /// Both the bytes and the array are temporary: on the stack when they are small, as an answer's are.
     private static func withFields<T>(_ fields: [(String, String)], status: Int? = nil,
                                       _ body: (UnsafePointer<nghttp2_nv>, Int) throws -> T) rethrows -> T {
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(fields.reduce(16) { $0 + $1.0.utf8.count + $1.1.utf8.count })
+        let statusText = status.map { String($0) } ?? ""
+        var byteCount = status == nil ? 0 : 7 + statusText.utf8.count
+        for (name, value) in fields { byteCount = byteCount.addingSaturating(name.utf8.count + value.utf8.count) }
         let count = fields.count + (status == nil ? 0 : 1)
-        return try withUnsafeTemporaryAllocation(of: (name: Range<Int>, value: Range<Int>).self, capacity: max(1, count)) { spans in
-            var next = 0
-            func add(_ name: some Sequence<UInt8>, _ value: some Sequence<UInt8>) {
-                let nameStart = bytes.count
-                bytes.append(contentsOf: name)
-                let valueStart = bytes.count
-                bytes.append(contentsOf: value)
-                spans.initializeElement(at: next, to: (nameStart..<valueStart, valueStart..<bytes.count))
-                next += 1
-            }
-            if let status { add(":status".utf8, String(status).utf8) }
-            for (name, value) in fields { add(name.utf8, value.utf8) }
-            bytes.append(0)
-            return try bytes.withUnsafeMutableBufferPointer { storage in
-                let base = storage.baseAddress!
-                return try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(1, count)) { nvs in
-                    for index in 0..<count {
-                        let span = spans[index]
-                        nvs.initializeElement(at: index, to: nghttp2_nv(name: base + span.name.lowerBound, value: base + span.value.lowerBound,
-                                                                        namelen: span.name.count, valuelen: span.value.count,
-                                                                        flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
-                    }
-                    return try body(UnsafePointer(nvs.baseAddress!), count)
+        return try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, byteCount)) { bytes in
+            try withUnsafeTemporaryAllocation(of: nghttp2_nv.self, capacity: max(1, count)) { nvs in
+                var used = 0
+                var next = 0
+                func add(_ name: String, _ value: String) {
+                    let nameAt = bytes.baseAddress! + used
+                    used += copy(name, to: nameAt)
+                    let valueAt = bytes.baseAddress! + used
+                    used += copy(value, to: valueAt)
+                    nvs.initializeElement(at: next, to: nghttp2_nv(name: nameAt, value: valueAt, namelen: valueAt - nameAt, valuelen: bytes.baseAddress! + used - valueAt,
+                                                                   flags: UInt8(NGHTTP2_NV_FLAG_NONE.rawValue)))
+                    next += 1
                 }
+                if status != nil { add(":status", statusText) }
+                for (name, value) in fields { add(name, value) }
+                return try body(UnsafePointer(nvs.baseAddress!), count)
             }
+        }
+    }
+
+    /// Copies `string`'s UTF-8 bytes to `destination`; how many.
+    private static func copy(_ string: String, to destination: UnsafeMutablePointer<UInt8>) -> Int {
+        var string = string
+        return string.withUTF8 { utf8 in
+            if let source = utf8.baseAddress { destination.initialize(from: source, count: utf8.count) }
+            return utf8.count
         }
     }
 

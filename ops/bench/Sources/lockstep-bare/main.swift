@@ -17,12 +17,14 @@ import SwiftProtobuf
 // grpc-swift-2's server on the engine's transport) answering the same bytes as an immediately-answered
 // agent poll, with no Lockstep work behind them; and a third port where the engine answers on the event
 // loop itself (no router, no task): the engine's own floor.
-// Usage: lockstep-bare HTTP_PORT GRPC_PORT [ENGINE_PORT]
+// Usage: lockstep-bare HTTP_PORT GRPC_PORT [ENGINE_PORT [EVENT_LOOPS]]
 
 let arguments = CommandLine.arguments
 let httpPort = arguments.count > 1 ? Int(arguments[1]) ?? 18_080 : 18_080
 let grpcPort = arguments.count > 2 ? Int(arguments[2]) ?? 19_090 : 19_090
 let enginePort = arguments.count > 3 ? Int(arguments[3]) ?? 19_091 : 19_091
+// Event-loop threads (as `lockstep serve --event-loops`): before anything takes the shared group.
+if arguments.count > 4, let loops = Int(arguments[4]), loops > 0 { NIOSingletons.groupLoopCountSuggestion = loops }
 let answer = Lockstep_V1_PollResponse.with { $0.retryAfterMs = 1_000 }
 var options = JSONEncodingOptions()
 options.preserveProtoFieldNames = true
