@@ -127,9 +127,10 @@ public struct H2ConnectionState: Sendable {
     }
 
     /// Decides `event`, handing each action to `perform` in order (no array per event on the hot path).
-    public mutating func on(_ event: H2Event, nowNanos: UInt64, _ perform: (H2Action) -> Void) {
+    /// The event is taken: a header field's strings and a chunk's bytes move into the stream.
+    public mutating func on(_ event: consuming H2Event, nowNanos: UInt64, _ perform: (consuming H2Action) -> Void) {
         guard !terminated else { return }
-        switch event {
+        switch consume event {
         case .requestBegan(let id):
             // libnghttp2 refuses streams over SETTINGS_MAX_CONCURRENT_STREAMS itself; handlers still running
             // on reset streams are ours to count.
@@ -173,7 +174,11 @@ public struct H2ConnectionState: Sendable {
                 return perform(consumed)
             }
             bufferedBytes += count
-            streams.slots[slot].body.writeBuffer(&bytes)
+            if streams.slots[slot].body.readableBytes == 0 {
+                streams.slots[slot].body = bytes  // the first chunk, commonly the whole body: kept, not copied
+            } else {
+                streams.slots[slot].body.writeBuffer(&bytes)
+            }
             perform(consumed)
         case .dataFrame(let id, let length, let endStream):
             if length == 0 && !endStream && !emptyFrames.take(nowNanos: nowNanos) {
@@ -216,7 +221,7 @@ public struct H2ConnectionState: Sendable {
         handlersRunning.remove(id)
     }
 
-    private mutating func dispatch(_ id: Int32, slot: Int, _ perform: (H2Action) -> Void) {
+    private mutating func dispatch(_ id: Int32, slot: Int, _ perform: (consuming H2Action) -> Void) {
         guard !streams.slots[slot].dispatched else { return }
         let (head, body) = Self.take(&streams.slots[slot])
         bufferedBytes -= body.readableBytes
@@ -254,7 +259,9 @@ public struct H2ConnectionState: Sendable {
             case ":authority": stream.authority = value
             case ":path": stream.path = value
             default:
-                if name.utf8.first != UInt8(ascii: ":") { stream.headers.append((name, value)) }
+                guard name.utf8.first != UInt8(ascii: ":") else { return }
+                if stream.headers.isEmpty { stream.headers.reserveCapacity(8) }  // one allocation for a usual request's fields
+                stream.headers.append((name, value))
             }
         }
     }

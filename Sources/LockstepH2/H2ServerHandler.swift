@@ -108,36 +108,43 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// Decides an event as libnghttp2 reports it (inside its callback) and performs the actions.
-    public func session(_ event: H2Event) {
-        guard let context else { return }
+    public func session(_ event: consuming H2Event) {
+        // What is done after the state machine, noted before it takes the event: only a stream opening or
+        // closing changes what is tracked, and a header field, the commonest event, needs nothing more.
+        enum After { case nothing, opened, closed(Int32, code: UInt32), peerReset(Int32) }
+        let after: After
+        switch event {
+        case .requestBegan: after = .opened
+        case .streamClosed(let id, let code): after = .closed(id, code: code)
+        case .peerReset(let id): after = .peerReset(id)
+        default: after = .nothing
+        }
         let before = state.streamsTracked
         // Gathered first, performed after: performing reads and changes `state` too. Within a read, the
         // time it began (the flood limits' buckets need no finer clock): one clock read per read, not per frame.
         var actions = ActionList()
         state.on(event, nowNanos: reading ? lastReadNanos : clock()) { actions.append($0) }
-        actions.drain { perform($0, context: context) }
-        // Only a stream opening or closing changes what is tracked; a header field, the commonest event,
-        // ends here.
-        switch event {
-        case .requestBegan:
+        if !actions.isEmpty, let context { actions.drain { perform($0, context: context) } }
+        switch after {
+        case .nothing:
+            break
+        case .opened:
             guard state.streamsTracked > before else { return }
             observer?.streamOpened()
             if let idle = idleTimer {
                 idle.cancel()
                 idleTimer = nil
             }
-        case .streamClosed(let id, let code):
+        case .closed(let id, let code):
             open.removeValue(forKey: id)?.succeed(code)
             dropWriter(id)
             forgetBodiesArrived()
             let reset = !resetByPeer.isEmpty && resetByPeer.remove(id) != nil
-            let after = state.streamsTracked
-            if after < before { observer?.streamClosed(reset: reset) }
-            if after == 0 { armIdle(context) }
+            let tracked = state.streamsTracked
+            if tracked < before { observer?.streamClosed(reset: reset) }
+            if tracked == 0, let context { armIdle(context) }
         case .peerReset(let id):
             resetByPeer.insert(id)
-        default:
-            break
         }
     }
 
@@ -213,8 +220,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     // MARK: Actions
 
-    private func perform(_ action: H2Action, context: ChannelHandlerContext) {
-        switch action {
+    private func perform(_ action: consuming H2Action, context: ChannelHandlerContext) {
+        switch consume action {
         case .dispatch(let id, let head, let body):
             forgetBodiesArrived()
             let closed = context.eventLoop.makePromise(of: UInt32.self)
@@ -451,7 +458,9 @@ private struct ActionList {
     private var second: H2Action?
     private var more: [H2Action] = []
 
-    mutating func append(_ action: H2Action) {
+    var isEmpty: Bool { first == nil }
+
+    mutating func append(_ action: consuming H2Action) {
         if first == nil {
             first = action
         } else if second == nil {
@@ -462,7 +471,7 @@ private struct ActionList {
     }
 
     /// Hands each action to `body` in order, moving it out (no copy of a request's head and body).
-    mutating func drain(_ body: (H2Action) -> Void) {
+    mutating func drain(_ body: (consuming H2Action) -> Void) {
         guard let first = first.take() else { return }
         body(first)
         guard let second = second.take() else { return }

@@ -12,7 +12,8 @@ public struct H2SessionError: Error, Equatable, CustomStringConvertible, Sendabl
 
 /// Told what libnghttp2 reports (`H2Session.delegate`), inside its callbacks.
 public protocol H2SessionDelegate: AnyObject {
-    func session(_ event: H2Event)
+    /// Takes the event (its fields and bytes move on without a copy).
+    func session(_ event: consuming H2Event)
 }
 
 /// The one place that calls libnghttp2: an `nghttp2_session` on the server side with `H2Limits` set, its
@@ -35,7 +36,10 @@ public final class H2Session {
     private let allocator = ByteBufferAllocator()
 
     final class Outbound {
-        var queue = CircularBuffer<ByteBuffer>()
+        /// Queued body bytes in order: the first chunk here (most answers are one write, and need no
+        /// queue), those behind it in `rest`. `first` is nil only when nothing is queued.
+        var first: ByteBuffer?
+        var rest: CircularBuffer<ByteBuffer>?
         var bufferedBytes = 0
         var finished = false
         var trailers: [(String, String)]?
@@ -139,7 +143,12 @@ public final class H2Session {
     public func write(_ id: Int32, _ bytes: ByteBuffer) -> Bool {
         guard let stream = outbound[id], !stream.finished, stream.bufferedBytes <= limits.responseBufferBytesMax else { return false }
         stream.bufferedBytes = stream.bufferedBytes.addingSaturating(bytes.readableBytes)
-        stream.queue.append(bytes)
+        if stream.first == nil {
+            stream.first = bytes
+        } else {
+            if stream.rest == nil { stream.rest = CircularBuffer(initialCapacity: 4) }
+            stream.rest?.append(bytes)
+        }
         if stream.deferred {
             stream.deferred = false
             nghttp2_session_resume_data(session, id)
@@ -196,8 +205,9 @@ public final class H2Session {
 
     /// Reports `event` to the delegate, from inside a callback (`user` is the session, alive for the call:
     /// it is neither retained nor released).
-    private static func report(_ user: UnsafeMutableRawPointer?, _ event: H2Event) {
-        Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef { $0.delegate?.session(event) }
+    private static func report(_ user: UnsafeMutableRawPointer?, _ event: consuming H2Event) {
+        guard let delegate = Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef({ $0.delegate }) else { return }
+        delegate.session(event)
     }
 
     private static func install(_ callbacks: OpaquePointer) {
@@ -288,17 +298,23 @@ public final class H2Session {
     private static func fill(_ stream: Outbound, session: OpaquePointer?, id: Int32, buffer: UnsafeMutablePointer<UInt8>, length: Int,
                              flags: UnsafeMutablePointer<UInt32>) -> Int {
         var copied = 0
-        while copied < length, var chunk = stream.queue.first {
+        while copied < length, var chunk = stream.first {
             let take = min(length - copied, chunk.readableBytes)
             chunk.readWithUnsafeReadableBytes { raw in
-                (buffer + copied).update(from: raw.bindMemory(to: UInt8.self).baseAddress!, count: take)
+                if take > 0 { (buffer + copied).update(from: raw.bindMemory(to: UInt8.self).baseAddress!, count: take) }
                 return take
             }
             copied += take
-            if chunk.readableBytes == 0 { stream.queue.removeFirst() } else { stream.queue[stream.queue.startIndex] = chunk }
+            if chunk.readableBytes > 0 {
+                stream.first = chunk
+            } else if let next = stream.rest?.popFirst() {
+                stream.first = next
+            } else {
+                stream.first = nil
+            }
         }
         stream.bufferedBytes -= copied
-        if stream.queue.isEmpty {
+        if stream.first == nil {
             if stream.finished {
                 flags.pointee |= UInt32(NGHTTP2_DATA_FLAG_EOF.rawValue)
                 if let trailers = stream.trailers {
@@ -347,11 +363,18 @@ public final class H2Session {
 
     /// Copies `string`'s UTF-8 bytes to `destination`; how many.
     private static func copy(_ string: String, to destination: UnsafeMutablePointer<UInt8>) -> Int {
-        var string = string
-        return string.withUTF8 { utf8 in
+        let copied = string.utf8.withContiguousStorageIfAvailable { utf8 in
             if let source = utf8.baseAddress { destination.initialize(from: source, count: utf8.count) }
             return utf8.count
         }
+        if let copied { return copied }
+        // A string without contiguous UTF-8 (bridged): byte by byte.
+        var count = 0
+        for byte in string.utf8 {
+            (destination + count).initialize(to: byte)
+            count += 1
+        }
+        return count
     }
 
     private static func check(_ result: Int32) throws {
