@@ -82,6 +82,10 @@ enum GRPCRequest {
         [("content-type", "application/grpc")] + status(Status(code: Status.Code(code), message: message))
     }
 
+    /// A response's fields, and the trailers of one that succeeded without trailing metadata: made once.
+    static let headers = [("content-type", "application/grpc")]
+    static let okTrailers = status(Status(code: .ok, message: ""))
+
     static func status(_ status: Status) -> [(String, String)] {
         var fields = [("grpc-status", String(status.code.rawValue))]
         // At most 1 KiB of UTF-8 (3 KiB once encoded), so the trailers always fit one header block.

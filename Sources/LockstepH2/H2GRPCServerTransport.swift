@@ -316,8 +316,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             switch answer {
             case .message(let bytes, let trailing):
                 // Whole, in one hop onto the loop, with nothing waiting on the client's window.
-                response.send(status: 200, headers: [("content-type", "application/grpc")], body: GRPCRequest.framed(bytes),
-                              trailers: GRPCRequest.status(Status(code: .ok, message: "")) + GRPCRequest.fields(trailing))
+                response.send(status: 200, headers: GRPCRequest.headers, body: GRPCRequest.framed(bytes),
+                              trailers: trailing.isEmpty ? GRPCRequest.okTrailers : GRPCRequest.okTrailers + GRPCRequest.fields(trailing))
             case .failure(let error):
                 response.head(status: 200, headers: GRPCRequest.trailersOnly(code: error.code, message: error.message) + GRPCRequest.fields(error.metadata),
                               body: false)

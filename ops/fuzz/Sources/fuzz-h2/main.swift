@@ -30,7 +30,7 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     var clock: UInt64 = 0
     var dispatched: [Int32] = []
     var awaitingBodies: [Int32] = []
-    session.onEvent = { event in
+    let sink = EventSink { event in
         clock &+= 1_000_000
         for action in state.on(event, nowNanos: clock) {
             switch action {
@@ -52,6 +52,7 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
             }
         }
     }
+    session.delegate = sink
     var preface = ByteBuffer(string: "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     preface.writeBytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  // an empty SETTINGS frame
     var out = ByteBuffer()
@@ -80,8 +81,17 @@ func fuzzH2(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         out.clear()
         session.drain(into: &out)
     }
-    session.onEvent = nil
+    session.delegate = nil
+    withExtendedLifetime(sink) {}
     return 0
+}
+
+/// Hands the session's events to a closure: the fuzz target's stand-in for the server handler. The
+/// session does not retain its delegate; the caller keeps it alive.
+final class EventSink: H2SessionDelegate {
+    let handle: (H2Event) -> Void
+    init(_ handle: @escaping (H2Event) -> Void) { self.handle = handle }
+    func session(_ event: consuming H2Event) { handle(event) }
 }
 
 runFuzzer(fuzzH2)
