@@ -59,9 +59,8 @@ def probes(binary):
     return events
 
 
-def measure(name, pid, url, data, headers, events):
-    h2load = ["h2load", "-c", "4", "-m", "16", "-d", data] + [part for header in headers for part in ("-H", header)]
-    subprocess.run(h2load + ["-n", "2000", url], capture_output=True, check=True)
+def run_measured(name, pid, h2load, url, events):
+    """h2load's measured run under `perf stat -e task-clock,EVENTS`: each event's count."""
     stat_file = os.path.join(work, f"{name}.stat")
     stat = subprocess.Popen(["perf", "stat", "-x", ",", "-e", ",".join(["task-clock"] + events), "-p", str(pid), "-o", stat_file])
     try:
@@ -76,10 +75,18 @@ def measure(name, pid, url, data, headers, events):
         fields = line.strip().split(",")
         if len(fields) > 2 and fields[0].replace(".", "").isdigit():
             figures[fields[2]] = float(fields[0])
-    per = lambda event: figures.get(event, 0.0) / args.requests
-    row = f"| {name} | {per('task-clock') * 1000:.2f} |"
+    return figures
+
+
+def measure(name, pid, url, data, headers, events):
+    """Two measured runs: CPU alone (a uprobe costs a trap, so it is not counted then), then the calls."""
+    h2load = ["h2load", "-c", "4", "-m", "16", "-d", data] + [part for header in headers for part in ("-H", header)]
+    subprocess.run(h2load + ["-n", "2000", url], capture_output=True, check=True)
+    cpu = run_measured(name, pid, h2load, url, [])
+    calls = run_measured(name, pid, h2load, url, events) if events else {}
+    row = f"| {name} | {cpu.get('task-clock', 0.0) * 1000 / args.requests:.2f} |"
     for event in ("probe_libswiftCore:swift_retain", "probe_libswiftCore:swift_release", "probe_libswiftCore:swift_allocObject", "probe_libc:malloc"):
-        row += f" {per(event):.1f} |" if event in figures else " – |"
+        row += f" {calls[event] / args.requests:.1f} |" if event in calls else " – |"
     print(row, flush=True)
 
 
