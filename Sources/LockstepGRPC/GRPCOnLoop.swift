@@ -38,7 +38,7 @@ extension GRPCAgentService {
         let reply = call.reply
         let departure = DepartureSignal()
         reply.closed.whenComplete { _ in departure.markGone() }
-        let (metrics, timer, lane) = (metrics, pollTimer, lane)
+        let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, retryLaterBytes)
         agents.drive(poll, gone: { departure.isGone }, departure: departure, run: { work, dropped in
             // Through the lane shared with the JSON port; the transport's task group runs the work, and
             // once it takes no more (shutting down) the poll is answered so.
@@ -52,6 +52,8 @@ extension GRPCAgentService {
         }) { end in
             timer.record(duration: ContinuousClock.now - began)
             switch end {
+            case .success(let response) where !response.hasStep:
+                reply.send(.message(retryLater, trailing: [:]))  // the answer when no step came, encoded once
             case .success(let response):
                 guard let bytes = try? response.serializedBytes() as [UInt8] else {
                     return reply.send(.failure(RPCError(code: .internalError, message: "internal: the answer could not be encoded",

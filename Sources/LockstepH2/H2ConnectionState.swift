@@ -137,7 +137,8 @@ public struct H2ConnectionState: Sendable {
             if handlersRunning.count >= Int(limits.concurrentStreamsMax) {
                 return perform(.reset(id, .refusedStream))
             }
-            streams.open(id)
+            // A request start on an id already open (libnghttp2 never reports one): what it held is dropped.
+            bufferedBytes -= streams.open(id)
         case .header(let id, let name, let value):
             guard let slot = streams.find(id) else { return }
             Self.add(header: name, value, to: &streams.slots[slot], listBytesMax: limits.headerListBytesMax, fieldsMax: limits.headerFieldsMax)
@@ -293,10 +294,12 @@ struct StreamTable: Sendable {
 
     var count: Int { slotOf.count }
 
-    mutating func open(_ id: Int32) {
+    /// Opens stream `id` in a free slot; the request-body bytes dropped (when `id` was open already).
+    mutating func open(_ id: Int32) -> Int {
         if let existing = find(id) {
+            let dropped = slots[existing].body.readableBytes
             slots[existing] = .init()
-            return
+            return dropped
         }
         let slot: Int
         if let reused = free.popLast() {
@@ -307,6 +310,7 @@ struct StreamTable: Sendable {
         }
         slotOf[id] = slot
         last = (id, slot)
+        return 0
     }
 
     mutating func find(_ id: Int32) -> Int? {

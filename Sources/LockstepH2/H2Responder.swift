@@ -27,7 +27,8 @@ public struct H2Request: Sendable {
     /// The connection (its TLS handler knows the client's certificate).
     public let channel: any Channel
 
-    /// The client's address (asked of the connection when wanted: most requests never ask).
+    /// The client's address, asked of the connection when wanted (most requests never ask): nil once the
+    /// connection has closed, so a handler that wants it for later reads it when the request arrives.
     public var remoteAddress: SocketAddress? { channel.remoteAddress }
 }
 

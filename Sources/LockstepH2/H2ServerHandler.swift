@@ -109,6 +109,9 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
 
     /// Decides an event as libnghttp2 reports it (inside its callback) and performs the actions.
     public func session(_ event: consuming H2Event) {
+        // The session reports only between handlerAdded and handlerRemoved (the delegate is set after the
+        // context and cleared before it), so actions always have a context to be performed on.
+        assert(context != nil, "an HTTP/2 event with no channel to act on")
         // What is done after the state machine, noted before it takes the event: only a stream opening or
         // closing changes what is tracked, and a header field, the commonest event, needs nothing more.
         enum After { case nothing, opened, closed(Int32, code: UInt32), peerReset(Int32) }

@@ -61,6 +61,8 @@ public struct ServerMetrics: Sendable {
     }
     /// From a migration's first exposure stage to its end (succeeded, rolled back or failed).
     package let partiallyMigrated: Metrics.Timer
+    /// The request timers made so far (`request(_:transport:)`).
+    private let requestTimers = RequestTimers()
     /// Migrations exposing something now, and since when (lost on restart: the timer starts again).
     package let exposedSince = ExposedSince()
 
@@ -179,8 +181,33 @@ public struct ServerMetrics: Sendable {
         MetricsSystem.bootstrap(factory)
     }
 
+    /// The timer of requests of one method on one transport: made on first use (so `/metrics` lists the
+    /// methods that were called), then kept. A registry look-up takes its lock and matches the labels,
+    /// which is not what every request should pay.
     package func request(_ method: String, transport: String) -> Metrics.Timer {
-        Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)], factory: factory)
+        requestTimers.timer(method, transport) {
+            Metrics.Timer(label: "lockstep_request_duration_seconds", dimensions: [("method", method), ("transport", transport)], factory: factory)
+        }
+    }
+
+    /// Request timers by method and transport, each made once.
+    private final class RequestTimers: Sendable {
+        private struct Key: Hashable {
+            let method: String
+            let transport: String
+        }
+        /// Bounded by the API's operations times two transports.
+        private let made = Mutex<[Key: Metrics.Timer]>([:])
+
+        func timer(_ method: String, _ transport: String, make: () -> Metrics.Timer) -> Metrics.Timer {
+            made.withLock { made in
+                let key = Key(method: method, transport: transport)
+                if let timer = made[key] { return timer }
+                let timer = make()
+                made[key] = timer
+                return timer
+            }
+        }
     }
 
     /// Counts what an error says about the system (stale reports are a fencing signal worth watching).
