@@ -29,6 +29,8 @@ package enum ClientIdentity {
     /// On gRPC: the certificate the TLS handshake of the RPC's connection verified, or nil.
     package static func fingerprint(of context: ServerContext) async -> String? {
         guard let transport = context.transportSpecific as? H2GRPCServerTransport.Context, transport.tls else { return nil }
+        // Read on the event loop as the RPC was accepted (`Configuration.clientIdentity`): no hop.
+        if case .read(let fingerprint) = transport.clientIdentity { return fingerprint }
         return await fingerprint(of: transport.channel)
     }
 }

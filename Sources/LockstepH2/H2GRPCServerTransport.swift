@@ -40,6 +40,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// Unary calls the application answers where they arrive, on the connection's event loop, with no
         /// task and no thread switch (`OnLoopCall`); nil for a call it leaves to the server and its handlers.
         public var onLoop: (@Sendable (OnLoopCall) -> OnLoopAnswer?)?
+        /// Who the client is, read from its connection on the connection's event loop as each RPC is
+        /// accepted (for example, a fingerprint of its TLS certificate) and handed to its handler in
+        /// `Context.clientIdentity`: the handler, in a task, then needs no hop back onto the loop to ask.
+        /// Nil: not read (a handler asks the channel itself).
+        public var clientIdentity: (@Sendable (any Channel) -> String?)?
 
         public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
                     configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
@@ -131,6 +136,15 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         public let channel: any Channel
         /// Whether connections are TLS (`Configuration.tls`): without it there is no certificate to ask for.
         public let tls: Bool
+        /// What `Configuration.clientIdentity` read as the RPC was accepted.
+        public let clientIdentity: PeerIdentity
+    }
+
+    /// Whether the transport read who the client is (`Configuration.clientIdentity`), and what it found
+    /// (nil: nobody, for example no certificate).
+    public enum PeerIdentity: Sendable {
+        case notRead
+        case read(String?)
     }
 
     private let configuration: Configuration
@@ -255,6 +269,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let messages: [[UInt8]]
         let response: H2Response
         let channel: any Channel
+        let clientIdentity: PeerIdentity
     }
 
     private static func run(_ rpc: Accepted, localPeer: String, tls: Bool,
@@ -270,7 +285,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             for message in rpc.messages { parts.yield(.message(message)) }
             parts.finish()
             var context = ServerContext(descriptor: rpc.descriptor, remotePeer: peer(rpc.channel.remoteAddress), localPeer: localPeer, cancellation: handle)
-            context.transportSpecific = Context(channel: rpc.channel, tls: tls)
+            context.transportSpecific = Context(channel: rpc.channel, tls: tls, clientIdentity: rpc.clientIdentity)
             await streamHandler(RPCStream(descriptor: rpc.descriptor, inbound: RPCAsyncSequence(wrapping: inbound),
                                           outbound: RPCWriter.Closable(wrapping: writer)), context)
             // A handler that returned without a status (it should not) leaves no stream open.
@@ -303,7 +318,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                                                   tls: transport.configuration.tls, reply: OnLoopReply(response: response, transport: transport))) {
                     return Self.send(answer, to: response)
                 }
-                let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel)
+                let identity: PeerIdentity = transport.configuration.clientIdentity.map { .read($0(request.channel)) } ?? .notRead
+                let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel,
+                                   clientIdentity: identity)
                 if case .terminated = transport.acceptor.yield(.rpc(rpc)) {
                     response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }

@@ -250,6 +250,8 @@ public enum LockstepServer {
         let pollLane = PollLane(limit: 256)
         let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate, lane: pollLane)
         grpcConfiguration.onLoop = { call in agentService.onLoop(call) }
+        // With client certificates, each RPC's is read where it arrives, not with a hop from its handler.
+        if mutualTLS { grpcConfiguration.clientIdentity = { ClientIdentity.fingerprintOnLoop(of: $0) } }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)
         // JSON: HTTP/1.1 on Hummingbird, HTTP/2 on the engine, one port and one route table (the
         // router); over TLS, ALPN decides (h2, else HTTP/1.1); in plaintext, the first bytes (h2c with
