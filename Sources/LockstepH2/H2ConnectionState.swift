@@ -103,7 +103,6 @@ public struct H2ConnectionState: Sendable {
         var headerFields = 0
         var headersTooLarge = false
         var body = ByteBuffer()
-        var bodyTooLarge = false
         /// Handed to the application (or answered by the engine): later body bytes are discarded.
         var dispatched = false
     }
