@@ -3,10 +3,18 @@ import NIOCore
 import Synchronization
 
 /// The writer behind an RPC's `Outbound`: response parts to HEADERS, length-prefixed DATA and trailers.
+///
+/// A message is queued without waiting for it to be sent: the writer waits, before the next message, for
+/// the one before to be paced (`H2Response.write`: its stream down to `responseBufferLowBytes`). A stream
+/// then holds at most that plus two messages, and a unary answer (headers, its one message, the status)
+/// goes to the event loop in one burst, written in one flush, with no round trip back to the handler's
+/// task between its parts.
 final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
     typealias Element = RPCResponsePart<[UInt8]>
     let response: H2Response
     private let phase = Mutex(Phase.idle)
+    /// The pacing of the last message queued: the next message waits for it.
+    private let pacing = Mutex<EventLoopFuture<Void>?>(nil)
 
     enum Phase { case idle, headersSent, statusSent }
 
@@ -30,11 +38,16 @@ final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {
                 return true
             }
             if headersFirst { response.head(status: 200, headers: [("content-type", "application/grpc")], body: true) }
-            do {
-                try await response.write(GRPCRequest.framed(bytes)).get()
-            } catch {
-                throw RPCError(code: .cancelled, message: "the client's stream closed")
+            // The previous message at the client's pace (or its stream gone) before this one is queued.
+            if let previous = pacing.withLock({ $0.take() }) {
+                do {
+                    try await previous.get()
+                } catch {
+                    throw RPCError(code: .cancelled, message: "the client's stream closed")
+                }
             }
+            let paced = response.write(GRPCRequest.framed(bytes))
+            pacing.withLock { $0 = paced }
         case .status(let status, let metadata):
             let before = phase.withLock { phase in
                 let before = phase
