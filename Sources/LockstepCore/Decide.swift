@@ -252,7 +252,7 @@ extension MigrationState {
             let reached = (self.node(node)?.exposure.reached ?? 0) + 1
             events.append(.exposureStageReached(ExposureStageReached(node: node, stage: reached, bakeUntil: now.adding(milliseconds: bake))))
         case .forward:
-            if status != .aborting && nodes.allSatisfy({ $0.id == node || $0.status == .succeeded }) { events.append(.migrationSucceeded) }
+            if status != .aborting && nodes.indices.allSatisfy({ nodes[$0].status == .succeeded || nodes[$0].id == node }) { events.append(.migrationSucceeded) }
         case .rollback:
             if rollbackQueue == [node] { events.append(.migrationRolledBack) }
         case .check:

@@ -19,10 +19,17 @@ extension MigrationState {
     /// and the instant it passes it (measured from the lease's recorded grant time).
     var startToCloseDeadlines: [(node: NodeID, token: FencingToken, limitMillis: Int64, at: Instant)] {
         guard !status.isSettled else { return [] }
-        return nodes.compactMap { node in
-            guard let lease = node.lease, let limit = plan.node(node.id)?.timeouts.startToCloseMillis else { return nil }
-            return (node.id, lease.token, limit, lease.grantedAt.adding(milliseconds: limit))
+        var deadlines: [(node: NodeID, token: FencingToken, limitMillis: Int64, at: Instant)] = []
+        for index in nodes.indices {
+            guard let lease = nodes[index].lease else { continue }
+            let id = nodes[index].id
+            // The spec sits at the node's index (plan order); looked up by id only if that ever did not hold.
+            let limit = index < plan.nodes.count && plan.nodes[index].id == id ? plan.nodes[index].timeouts.startToCloseMillis
+                : plan.node(id)?.timeouts.startToCloseMillis
+            guard let limit else { continue }
+            deadlines.append((id, lease.token, limit, lease.grantedAt.adding(milliseconds: limit)))
         }
+        return deadlines
     }
 
     /// The earliest instant at which a running step passes its node's `start_to_close` (`timeOutStep`),
@@ -46,10 +53,12 @@ extension MigrationState {
     public var nextDeadline: Instant? {
         guard status == .running || status == .paused else { return nil }
         var earliest = plan.deadlineMillis.map { startedAt.adding(milliseconds: $0) }
-        for (index, spec) in plan.nodes.enumerated() {
-            guard let millis = spec.deadlineMillis else { continue }
+        // By index, the specs read in place: this runs after every command, over every node of the plan.
+        for index in plan.nodes.indices {
+            guard let millis = plan.nodes[index].deadlineMillis else { continue }
             // A node's state sits at its spec's index; looked up by id only if that ever did not hold.
-            let status = index < nodes.count && nodes[index].id == spec.id ? nodes[index].status : node(spec.id)?.status
+            let id = plan.nodes[index].id
+            let status = index < nodes.count && nodes[index].id == id ? nodes[index].status : node(id)?.status
             guard status != .succeeded else { continue }
             let at = startedAt.adding(milliseconds: millis)
             earliest = min(earliest ?? at, at)

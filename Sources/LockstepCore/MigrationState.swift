@@ -215,7 +215,11 @@ public struct MigrationState: Hashable, Sendable {
     }
 
     /// Index of node `id` in `nodes` (which follows plan order).
-    public func nodeIndex(_ id: NodeID) -> Int? { nodes.firstIndex { $0.id == id } }
+    ///
+    /// The walks over `nodes` on the command path go by index and read fields in place: iterating the
+    /// array (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, a
+    /// retain for each of its strings and arrays, and they run after every command over every node.
+    public func nodeIndex(_ id: NodeID) -> Int? { nodes.indices.first { nodes[$0].id == id } }
 
     /// The state of node `id`.
     public func node(_ id: NodeID) -> NodeState? { nodeIndex(id).map { nodes[$0] } }
@@ -265,7 +269,12 @@ public struct MigrationState: Hashable, Sendable {
     /// The earliest end of a bake, for the engine's timer (running migrations only).
     public var nextBakeEnd: Instant? {
         guard status == .running else { return nil }
-        return nodes.compactMap { $0.status == .baking && !$0.exposure.awaitingDecision ? $0.exposure.bakeUntil : nil }.min()
+        var earliest: Instant?
+        for index in nodes.indices where nodes[index].status == .baking && !nodes[index].exposure.awaitingDecision {
+            guard let until = nodes[index].exposure.bakeUntil else { continue }
+            earliest = min(earliest ?? until, until)
+        }
+        return earliest
     }
 
     /// Whether node `id` has not started transitioning its services (pending, no attempt, no stage, no

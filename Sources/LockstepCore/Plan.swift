@@ -201,7 +201,7 @@ public struct PlanSnapshot: Hashable, Sendable {
     }
 
     /// The node with `id`, if the plan has one.
-    public func node(_ id: NodeID) -> NodeSpec? { nodes.first { $0.id == id } }
+    public func node(_ id: NodeID) -> NodeSpec? { nodes.indices.first { nodes[$0].id == id }.map { nodes[$0] } }
 
     /// The owner groups that may approve `node`'s gate: the gate's own list, else the owners of the
     /// node's services, in plan order without repeats.

@@ -41,15 +41,18 @@ extension MigrationState {
 
     /// The rule for the node at `index` (of `nodes`, which follows plan order); `needsMet` says whether
     /// everything it needs has succeeded (the caller may know faster than a search).
+    ///
+    /// These helpers read the node's fields in place (`nodes[index].status`): a copy of a whole
+    /// `NodeState` retains each of its strings and arrays, and the bookkeeping visits every node of the
+    /// plan after each command.
     private func wantsServices(at index: Int, needsMet: () -> Bool) -> StepKind? {
-        let node = nodes[index]
         switch status {
         case .running:
-            guard node.status == .pending, node.rejection == nil, node.attempts < CoreLimits.attemptsMax else { return nil }
-            if let gate = plan.nodes[index].approval, node.approvals.count < Int(gate.minimum) { return nil }
+            guard nodes[index].status == .pending, nodes[index].rejection == nil, nodes[index].attempts < CoreLimits.attemptsMax else { return nil }
+            if let minimum = plan.nodes[index].approval?.minimum, nodes[index].approvals.count < Int(minimum) { return nil }
             return needsMet() ? .forward : nil
         case .aborting:
-            return rollbackQueue.first == node.id && node.rollbackAttempts < CoreLimits.attemptsMax ? .rollback : nil
+            return nodes[index].rollbackAttempts < CoreLimits.attemptsMax && rollbackQueue.first == nodes[index].id ? .rollback : nil
         case .paused, .succeeded, .failed, .rolledBack:
             return nil
         }
@@ -59,25 +62,31 @@ extension MigrationState {
     /// it is between retries, or an abort abandoned its step and has yet to undo it. Such a node asks
     /// for its services if it holds none.
     private func midTransition(at index: Int) -> Bool {
-        let node = nodes[index]
-        if node.lease != nil { return true }
+        if nodes[index].lease != nil { return true }
         switch status {
-        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0 || node.stopped))
-            || (node.status == .failed && node.exposure.reached > 0)  // failed mid-rollout: its exposure is still out
-        case .aborting: return node.status == .failed && rollbackQueue.contains(node.id)
+        case .running, .paused: return betweenSteps(at: index)
+        case .aborting: return nodes[index].status == .failed && rollbackQueue.contains(nodes[index].id)
         case .succeeded, .failed, .rolledBack: return false
         }
     }
 
     private func keepsServices(at index: Int, wants: StepKind?) -> Bool {
-        let node = nodes[index]
-        if wants != nil || node.lease != nil { return true }
+        if wants != nil || nodes[index].lease != nil { return true }
         switch status {
-        // Between retries, baking, between exposure stages, or failed with its exposure still out.
-        case .running, .paused: return node.status == .baking || (node.status == .pending && (node.attempts > 0 || node.exposure.reached > 0 || node.stopped))
-            || (node.status == .failed && node.exposure.reached > 0)
-        case .aborting, .failed: return rollbackQueue.contains(node.id)  // still to undo, or could not be undone
+        case .running, .paused: return betweenSteps(at: index)
+        case .aborting, .failed: return rollbackQueue.contains(nodes[index].id)  // still to undo, or could not be undone
         case .succeeded, .rolledBack: return false
+        }
+    }
+
+    /// Between retries, baking, between exposure stages, stopped by a pause, or failed with its exposure
+    /// still out (failed mid-rollout).
+    private func betweenSteps(at index: Int) -> Bool {
+        switch nodes[index].status {
+        case .baking: true
+        case .pending: nodes[index].attempts > 0 || nodes[index].exposure.reached > 0 || nodes[index].stopped
+        case .failed: nodes[index].exposure.reached > 0
+        case .running, .succeeded, .rolledBack, .rollingBack, .skipped: false
         }
     }
 
@@ -107,32 +116,39 @@ extension MigrationState {
             after.evolve(.rollbackReordered(reordered))
             return [.rollbackReordered(reordered)] + after.serviceLeaseBookkeeping()
         }
-        // One pass to index the nodes, so each node's needs are checked without searching.
-        var position: [NodeID: Int] = [:]
-        position.reserveCapacity(nodes.count)
-        for (index, node) in nodes.enumerated() { position[node.id] = index }
-        var events: [MigrationEvent] = []
-        for (index, spec) in plan.nodes.enumerated() {
-            let node = nodes[index]
-            let wants = wantsServices(at: index) {
-                spec.needs.allSatisfy { need in position[need].map { nodes[$0].status == .succeeded } ?? false }
+        // The nodes indexed once, when a node first needs its needs checked, so each is checked without
+        // searching (nodes follow plan order).
+        var position: [NodeID: Int]?
+        func needsMet(_ index: Int) -> Bool {
+            if position == nil {
+                var built: [NodeID: Int] = [:]
+                built.reserveCapacity(nodes.count)
+                for index in nodes.indices { built[nodes[index].id] = index }
+                position = built
             }
+            return plan.nodes[index].needs.allSatisfy { need in position?[need].map { nodes[$0].status == .succeeded } ?? false }
+        }
+        var events: [MigrationEvent] = []
+        for index in plan.nodes.indices {
+            let wants = wantsServices(at: index) { needsMet(index) }
             // A node that would keep its services but holds none (a history written before service
             // leases, or one whose services an operator took) asks for them like a node that wants them.
-            let keeps = keepsServices(at: index, wants: wants)
             // (A check runs before a forward step: it asks as that step would.)
-            let needs = wants ?? (midTransition(at: index) ? (node.lease.map { $0.kind == .check ? .forward : $0.kind } ?? (status == .aborting ? .rollback : .forward)) : nil)
-            switch node.serviceLeases {
-            case .held where !keeps:
+            func needs() -> StepKind? {
+                wants ?? (midTransition(at: index) ? (nodes[index].lease.map { $0.kind == .check ? .forward : $0.kind } ?? (status == .aborting ? .rollback : .forward)) : nil)
+            }
+            switch nodes[index].serviceLeases {
+            case .held where !keepsServices(at: index, wants: wants):
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(
-                    node: node.id, services: spec.services, reason: releaseReason(node))))
-            case .requested where needs == nil:
+                    node: nodes[index].id, services: plan.nodes[index].services, reason: releaseReason(nodes[index]))))
+            case .requested where needs() == nil:
+                let node = nodes[index]
                 events.append(.serviceLeasesWithdrawn(node: node.id, reason: "migration \(id) is \(status.rawValue) and node \(node.id) is \(node.status.rawValue)"))
             case .none:
-                if let kind = needs {
-                    events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: node.id, services: spec.services, kind: kind)))
+                if let kind = needs() {
+                    events.append(.serviceLeasesRequested(ServiceLeasesRequested(node: nodes[index].id, services: plan.nodes[index].services, kind: kind)))
                 }
-            default:
+            case .held, .requested:
                 break
             }
         }

@@ -56,9 +56,10 @@ extension CoordinatorMachine {
 
         /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
         public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
-            migration.nodes.compactMap { node in
-                node.lease.map { lease in
-                    StepLeaseTimer(node: node.id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
+            // By index, in place (a walk that copied each node out cost a retain per field, every append).
+            migration.nodes.indices.compactMap { index in
+                migration.nodes[index].lease.map { lease in
+                    StepLeaseTimer(node: migration.nodes[index].id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
                         lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch))
                 }
             }
