@@ -116,17 +116,24 @@ extension MigrationState {
             after.evolve(.rollbackReordered(reordered))
             return [.rollbackReordered(reordered)] + after.serviceLeaseBookkeeping()
         }
-        // The nodes indexed once, when a node first needs its needs checked, so each is checked without
-        // searching (nodes follow plan order).
-        var position: [NodeID: Int]?
-        func needsMet(_ index: Int) -> Bool {
-            if position == nil {
+        // A need is looked for among the few nodes just before the one that needs it (plans are mostly
+        // written in dependency order); past those, in an index of the nodes built once, when first wanted
+        // (nodes follow plan order). Either way the same node is found.
+        var indexed: [NodeID: Int]?
+        func position(of need: NodeID, before index: Int) -> Int? {
+            for candidate in stride(from: index - 1, through: max(0, index - 8), by: -1) where nodes[candidate].id == need {
+                return candidate
+            }
+            if indexed == nil {
                 var built: [NodeID: Int] = [:]
                 built.reserveCapacity(nodes.count)
                 for index in nodes.indices { built[nodes[index].id] = index }
-                position = built
+                indexed = built
             }
-            return plan.nodes[index].needs.allSatisfy { need in position?[need].map { nodes[$0].status == .succeeded } ?? false }
+            return indexed?[need]
+        }
+        func needsMet(_ index: Int) -> Bool {
+            plan.nodes[index].needs.allSatisfy { need in position(of: need, before: index).map { nodes[$0].status == .succeeded } ?? false }
         }
         var events: [MigrationEvent] = []
         for index in plan.nodes.indices {

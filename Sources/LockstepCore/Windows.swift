@@ -239,7 +239,8 @@ extension PlanSnapshot {
 
     /// Whether the plan, a service or a node declares any window.
     public var hasWindows: Bool {
-        !windows.isEmpty || services.contains { !$0.windows.isEmpty } || nodes.contains { !$0.windows.isEmpty }
+        // By index, the specs read in place (asked after every append, over every node of the plan).
+        !windows.isEmpty || services.indices.contains { !services[$0].windows.isEmpty } || nodes.indices.contains { !nodes[$0].windows.isEmpty }
     }
 
     /// The levels of windows that apply to `node`'s forward steps: the plan's, each of its services', its

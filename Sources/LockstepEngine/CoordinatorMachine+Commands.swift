@@ -145,14 +145,24 @@ extension CoordinatorMachine {
             // A pause for a node nobody took: the migration's waits start again when it resumes.
             if case .migration(_, .scheduleToStartExceeded) = pending.command { waitingSince[id] = nil }
             if let transitions = migrationPlan ?? state.migrations[id]?.plan {
-                change = Change(migration: id, services: Set(transitions.nodes.flatMap(\.services)), events: recorded.map(\.event),
-                                at: pending.now)
+                change = Change(migration: id, services: Self.services(of: transitions), events: recorded.map(\.event), at: pending.now)
             }
         }
         noteFolded(receipt.firstSequence...receipt.lastSequence)
         var actions: [Action] = change.map { [.changed($0)] } ?? []
         actions.append(.tell(caller, .performed(Performed(result: CommandResult(events: recorded, receipt: receipt), plan: plan))))
         return actions + advance(pending.command.stream)
+    }
+
+    /// Every service the nodes of `plan` transition. By index, the specs read in place, and a node naming
+    /// the same services as the one before (most plans' run of nodes on one service) is not hashed again:
+    /// this runs after every append of a migration.
+    static func services(of plan: PlanSnapshot) -> Set<String> {
+        var services = Set<String>()
+        for index in plan.nodes.indices where index == 0 || plan.nodes[index].services != plan.nodes[index - 1].services {
+            services.formUnion(plan.nodes[index].services)
+        }
+        return services
     }
 
     /// The services whose polls a freeze event concerns: its own, or for a freeze of every service, those

@@ -82,7 +82,8 @@ extension CoordinatorMachine {
             deadline = migration.nextDeadline
             stepTimeout = migration.nextStepTimeout
             bakeEnd = migration.nextBakeEnd
-            schedulesToStart = migration.plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil }
+            // By index: iterating the specs would copy each one out (this runs after every append).
+            schedulesToStart = migration.plan.nodes.indices.contains { migration.plan.nodes[$0].timeouts.scheduleToStartMillis != nil }
             hasWindows = migration.plan.hasWindows
         }
     }

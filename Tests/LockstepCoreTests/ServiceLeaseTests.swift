@@ -194,6 +194,26 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         #expect(ledger.leases("m", "c").isRequested)
     }
 
+    /// The bookkeeping looks for a need among the few nodes just before the one that needs it, and past
+    /// those in an index: a need listed far before, or after, its dependent is found all the same.
+    @Test func needsFarFromOrAfterTheirNodeInPlanOrderAreFound() {
+        // "late" (listed first) needs "root" (listed last); "far" needs "root" too, eleven places away.
+        let fillers = (0..<10).map { NodeSpec(id: NodeID("f\($0)"), services: ["f\($0)"], phase: .custom, action: "w", needs: [NodeID("late")]) }
+        let plan = PlanSnapshot(name: "scattered", version: 1, contentHash: "h-scattered", nodes:
+            [NodeSpec(id: NodeID("late"), services: ["orders"], phase: .custom, action: "w", needs: [NodeID("root")]),
+             NodeSpec(id: NodeID("far"), services: ["ledger"], phase: .custom, action: "w", needs: [NodeID("root")])]
+            + fillers + [NodeSpec(id: NodeID("root"), services: ["base"], phase: .custom, action: "w")])
+        var ledger = LeaseLedger()
+        start(&ledger, "m", plan)
+        #expect(ledger.holder("base") == "m/root")
+        #expect(ledger.holder("orders") == nil && ledger.holder("ledger") == nil && ledger.leases("m", "late") == ServiceLeaseStatus.none)
+        runStep(&ledger, "m", "root")
+        #expect(ledger.holder("orders") == "m/late" && ledger.holder("ledger") == "m/far")
+        #expect(ledger.leases("m", "f0") == ServiceLeaseStatus.none && ledger.leases("m", "f9") == ServiceLeaseStatus.none)
+        runStep(&ledger, "m", "late")
+        #expect(ledger.holder("f0") == "m/f0" && ledger.holder("f9") == "m/f9")
+    }
+
     /// Found in review: `a` completes (releasing s); `b` (s, u) and `c` (s) become ready in the same
     /// append, `b` first in line. The hand-over must not give s to `c` ahead of `b`.
     @Test func aHandOverNeverJumpsAnEarlierRequestOfTheSameAppend() {
