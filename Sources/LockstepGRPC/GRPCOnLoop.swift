@@ -22,7 +22,7 @@ extension GRPCAgentService {
         guard call.descriptor.service == method.service && call.descriptor.method == method.method, call.message.count <= AgentAPI.pollBytesOnLoopMax,
               let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
-        let poll: AgentAPI.PollCursor
+        var poll: AgentAPI.PollCursor
         do throws(APIError) {
             let principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
             try principal.require(.poll)
@@ -35,11 +35,17 @@ extension GRPCAgentService {
         if let timeout = call.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) {
             guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
         }
-        let reply = call.reply
+        let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, retryLaterBytes)
+        // Answered at its first look (most polls that find nothing): nothing allocated for waiting.
+        var found: AgentAPI.PollLook?
+        if let answer = agents.answerAtOnce(&poll, found: &found) {
+            timer.record(duration: ContinuousClock.now - began)
+            return Self.answer(answer, retryLater: retryLater)
+        }
+        let reply = call.makeReply()
         let departure = DepartureSignal()
         reply.closed.whenComplete { _ in departure.markGone() }
-        let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, retryLaterBytes)
-        agents.drive(poll, gone: { departure.isGone }, departure: departure, run: { work, dropped in
+        agents.drive(poll, after: found, gone: { departure.isGone }, departure: departure, run: { work, dropped in
             // Through the lane shared with the JSON port; the transport's task group runs the work, and
             // once it takes no more (shutting down) the poll is answered so.
             lane.submit(work, deliver: { reply.run($0) }, dropped: {
@@ -52,20 +58,25 @@ extension GRPCAgentService {
         }) { end in
             timer.record(duration: ContinuousClock.now - began)
             switch end {
-            case .success(let response) where !response.hasStep:
-                reply.send(.message(retryLater, trailing: [:]))  // the answer when no step came, encoded once
             case .success(let response):
-                guard let bytes = try? response.serializedBytes() as [UInt8] else {
-                    return reply.send(.failure(RPCError(code: .internalError, message: "internal: the answer could not be encoded",
-                                                        metadata: ["lockstep-error-code": "internal"])))
-                }
-                reply.send(.message(bytes, trailing: [:]))
+                reply.send(Self.answer(response, retryLater: retryLater))
             case .failure(let error):
                 metrics.record(error)
                 reply.send(.failure(error.rpcError))
             }
         }
         return .later
+    }
+
+    /// A poll's answer as the transport sends it: `retryLater` (the answer when no step came, encoded
+    /// once) or the step, encoded.
+    private static func answer(_ response: Lockstep_V1_PollResponse, retryLater: [UInt8]) -> H2GRPCServerTransport.OnLoopAnswer {
+        guard response.hasStep else { return .message(retryLater, trailing: [:]) }
+        guard let bytes = try? response.serializedBytes() as [UInt8] else {
+            return .failure(RPCError(code: .internalError, message: "internal: the answer could not be encoded",
+                                     metadata: ["lockstep-error-code": "internal"]))
+        }
+        return .message(bytes, trailing: [:])
     }
 
     /// `grpc-timeout` in milliseconds (PROTOCOL-HTTP2: up to 8 digits and a unit, H M S m u n), rounded

@@ -87,8 +87,12 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         public let channel: any Channel
         /// Whether connections are TLS (`Configuration.tls`).
         public let tls: Bool
-        /// How to answer later (after `.later`), from any thread.
-        public let reply: OnLoopReply
+        let response: H2Response
+        let transport: H2GRPCServerTransport
+
+        /// How to answer later (after `.later`), from any thread. Made when asked for (a call answered at
+        /// once allocates none): ask once, and keep it.
+        public func makeReply() -> OnLoopReply { OnLoopReply(response: response, transport: transport) }
     }
 
     /// How `Configuration.onLoop` answers a call: its response message, or an error, each with metadata
@@ -315,7 +319,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             case .rpc(let descriptor, let metadata, let messages):
                 if messages.count == 1, let onLoop = transport.configuration.onLoop,
                    let answer = onLoop(OnLoopCall(descriptor: descriptor, metadata: metadata, message: messages[0], channel: request.channel,
-                                                  tls: transport.configuration.tls, reply: OnLoopReply(response: response, transport: transport))) {
+                                                  tls: transport.configuration.tls, response: response, transport: transport)) {
                     return Self.send(answer, to: response)
                 }
                 let identity: PeerIdentity = transport.configuration.clientIdentity.map { .read($0(request.channel)) } ?? .notRead

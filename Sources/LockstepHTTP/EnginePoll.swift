@@ -51,46 +51,75 @@ package final class EnginePoll: Sendable {
         method == "POST" && (path == Self.path || path.hasPrefix(Self.pathWithQuery))
     }
 
-    /// Serves one poll, on its connection's event loop: `presence` is its stream's, `run` queues more
-    /// work on the connection (through the lane), `send` writes the answer.
-    package func serve(_ request: H2Request, presence: ClientPresence, run: @escaping Run, send: @escaping Send) {
+    /// Serves one poll, on its connection's event loop, answering on `response`; `work` takes a piece of
+    /// the poll's work to run in its connection's task group (through the lane).
+    ///
+    /// A poll answered at its first look (most: nothing to lease and no wait left) allocates nothing for
+    /// waiting: its stream's presence, the callback that marks it gone and the closures that run it later
+    /// are made only for a poll that parks or looks at the coordinator.
+    package func serve(_ request: H2Request, _ response: H2Response, work: JSONOnEngine.Work) {
         let began = ContinuousClock.now
-        let answer: Send = { [timer] status, fields, body in
-            timer.record(duration: ContinuousClock.now - began)
-            send(status, fields, body)
+        let send: Send = { status, fields, body in
+            response.send(status: status, headers: fields + [("date", HTTPDate.now())], body: body)
         }
-        // A field's value; several fields of one name joined, as `HTTPFields` reads them for the route.
-        let field = { (name: String) -> String? in
-            var found: String?
-            for (key, value) in request.head.headers where key == name {
-                found = found.map { $0 + ", " + value } ?? value
-            }
-            return found
-        }
-        if routes.refuseBrowsers, field("origin") != nil {
+        if routes.refuseBrowsers, Self.field("origin", of: request) != nil {
             // Neither counted nor timed, as on the route, where the edge middleware answers it.
             return refuse(HTTPRoutes.browserRefusal, counted: false, send)
         }
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
-            let principal = try routes.authenticateOnLoop(field("authorization"), request.channel)
+            let principal = try routes.authenticateOnLoop(Self.field("authorization", of: request), request.channel)
             try principal.require(.poll)
-            poll = try routes.agents.beginPoll(try routes.decodeWhole(contentType: field("content-type"), request.body), principal: principal)
+            poll = try routes.agents.beginPoll(try routes.decodeWhole(contentType: Self.field("content-type", of: request), request.body),
+                                               principal: principal)
         } catch {
-            return refuse(error, answer)
+            timer.record(duration: ContinuousClock.now - began)
+            return refuse(error, send)
         }
-        let gone: @Sendable () -> Bool = { presence.isGone }
-        routes.agents.drive(poll, gone: gone, departure: presence, run: run) { [self] end in
-            switch end {
-            case .success(let response) where !response.hasStep:
-                answer(200, retryLaterFields, retryLater)
-            case .success(let response):
-                let body = HTTPRoutes.jsonBytes(response)
-                answer(200, Self.fields(body, serverName: serverName), body)
-            case .failure(let error):
-                refuse(error, answer)
-            }
+        var found: AgentAPI.PollLook?
+        if let answer = routes.agents.answerAtOnce(&poll, found: &found) {
+            timer.record(duration: ContinuousClock.now - began)
+            return self.answer(.success(answer), send)
         }
+        let presence = ClientPresence(inputClosedMeansGone: false)
+        response.closed.whenComplete { _ in presence.markGone() }
+        let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
+            if case .enqueued = work.yield(job) { return true }
+            return false
+        }
+        // A connection that takes no more work is closing: the stream is refused, to be retried.
+        let run: Run = { [lane] job, dropped in
+            lane.submit(job, deliver: deliver, dropped: {
+                dropped()
+                response.reset(.refusedStream)
+            })
+        }
+        routes.agents.drive(poll, after: found, gone: { presence.isGone }, departure: presence, run: run) { [self, timer] end in
+            timer.record(duration: ContinuousClock.now - began)
+            answer(end, send)
+        }
+    }
+
+    /// A driven poll's end, answered: a step, `retryLater` (encoded once), or the error.
+    private func answer(_ end: Result<Lockstep_V1_PollResponse, APIError>, _ send: Send) {
+        switch end {
+        case .success(let response) where !response.hasStep:
+            send(200, retryLaterFields, retryLater)
+        case .success(let response):
+            let body = HTTPRoutes.jsonBytes(response)
+            send(200, Self.fields(body, serverName: serverName), body)
+        case .failure(let error):
+            refuse(error, send)
+        }
+    }
+
+    /// A field's value; several fields of one name joined, as `HTTPFields` reads them for the route.
+    private static func field(_ name: String, of request: H2Request) -> String? {
+        var found: String?
+        for (key, value) in request.head.headers where key == name {
+            found = found.map { $0 + ", " + value } ?? value
+        }
+        return found
     }
 
     /// A JSON answer's fields.

@@ -46,26 +46,13 @@ package struct JSONOnEngine: H2Responder {
 
     package func respond(to request: H2Request, _ response: H2Response) {
         guard let work else { return response.reset(.internalError) }
-        let presence = ClientPresence(inputClosedMeansGone: false)
-        response.closed.whenComplete { _ in presence.markGone() }
         // A poll with a cookie (the console's session, which only the route reads) goes through the route.
         if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax,
            !request.head.headers.contains(where: { $0.0 == "cookie" }) {
-            let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { job in
-                if case .enqueued = work.yield(job) { return true }
-                return false
-            }
-            // A connection that takes no more work is closing: the stream is refused, to be retried.
-            let run: EnginePoll.Run = { job, dropped in
-                poll.lane.submit(job, deliver: deliver, dropped: {
-                    dropped()
-                    response.reset(.refusedStream)
-                })
-            }
-            return poll.serve(request, presence: presence, run: run) { status, fields, body in
-                response.send(status: status, headers: fields + [("date", HTTPDate.now())], body: body)
-            }
+            return poll.serve(request, response, work: work)
         }
+        let presence = ClientPresence(inputClosedMeansGone: false)
+        response.closed.whenComplete { _ in presence.markGone() }
         guard let head = Self.head(request.head) else {
             return response.send(status: 400, headers: [("content-length", "0"), ("date", HTTPDate.now())], body: nil)
         }

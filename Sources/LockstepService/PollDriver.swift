@@ -22,7 +22,25 @@ extension AgentAPI {
     package func drive(_ poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
                        end: @escaping PollEnd) {
         var poll = poll
-        guard let found = lookAtOnce(&poll) else { return lookLater(poll, gone: gone, departure: departure, run: run, end: end) }
+        let found = lookAtOnce(&poll)
+        drive(poll, after: found, gone: gone, departure: departure, run: run, end: end)
+    }
+
+    /// The first look of `drive`, made by a caller that answers at once without allocating what a poll
+    /// that waits needs (its departure signal, its closures): most polls that find nothing have no wait
+    /// left (`wait_ms` 0) and are answered here. The answer, with the poll ended; or nil, and the poll
+    /// goes on with `drive(_:after:...)` given `found`.
+    package func answerAtOnce(_ poll: inout PollCursor, found: inout PollLook?) -> Lockstep_V1_PollResponse? {
+        found = lookAtOnce(&poll)
+        guard case .answer(let response)? = found else { return nil }
+        endPoll(poll)
+        return response
+    }
+
+    /// `drive`, after its first look (`answerAtOnce`) found `found`: nil, a look at the coordinator, or a park.
+    package func drive(_ poll: PollCursor, after found: PollLook?, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,
+                       run: @escaping PollRun, end: @escaping PollEnd) {
+        guard let found else { return lookLater(poll, gone: gone, departure: departure, run: run, end: end) }
         settle(poll, found, gone: gone, departure: departure, run: run, end: end)
     }
 
