@@ -143,7 +143,14 @@ extension CanonicalReader {
             ServiceSpec(name: try r.string(), owners: try r.strings(), windows: try r.windows())
         }
         let deadline = try optionalI64()
+        let nodesOffset = offset
         let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.nodeSpec() }
+        // As PlanValidation insists for a plan applied: the walks over a migration's nodes find a node by
+        // its id, near its dependents first (ServiceLeases.swift), which is one answer only when ids are unique.
+        var ids = Set<NodeID>()
+        for node in nodes where !ids.insert(node.id).inserted {
+            throw .invalidValue(offset: nodesOffset, what: "plan \(name) lists node \(node.id) twice")
+        }
         return PlanSnapshot(name: name, version: version, contentHash: hash, description: description, owners: owners,
                             services: services, deadlineMillis: deadline, nodes: nodes, windows: try windows(),
                             onPause: try enumeration(PausePolicy.self))

@@ -6,7 +6,7 @@ import Synchronization
 ///
 /// A message is queued without waiting for it to be sent: the writer waits, before the next message, for
 /// the one before to be paced (`H2Response.write`: its stream down to `responseBufferLowBytes`). A stream
-/// then holds at most that plus two messages, and a unary answer (headers, its one message, the status)
+/// then holds at most that plus one message, and a unary answer (headers, its one message, the status)
 /// goes to the event loop in one burst, written in one flush, with no round trip back to the handler's
 /// task between its parts.
 final class GRPCWriter: ClosableRPCWriterProtocol, Sendable {

@@ -13,23 +13,10 @@ extension AgentAPI {
     /// How a driven poll ends: its answer (a step, or `retryLater`), or the error it is refused with.
     package typealias PollEnd = @Sendable (Result<Lockstep_V1_PollResponse, APIError>) -> Void
 
-    /// Drives a poll to its end without a task while it waits, for a transport that serves it from its
-    /// event loop (the JSON port's HTTP/2, gRPC): a first look with no hop (`lookAtOnce`); a poll whose
-    /// service is held looks at the coordinator as a piece of work given to `run`; a poll with nothing
-    /// to lease parks as an entry in the wakeup table (`Wakeups.park`), holding `end`, until a change,
-    /// its deadline, its client going (`departure`, checked with `gone`) or shutdown resumes it, and it
-    /// looks again as new work or ends with `retryLater`. `end` is called once, from any thread.
-    package func drive(_ poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
-                       end: @escaping PollEnd) {
-        var poll = poll
-        let found = lookAtOnce(&poll)
-        drive(poll, after: found, gone: gone, departure: departure, run: run, end: end)
-    }
-
-    /// The first look of `drive`, made by a caller that answers at once without allocating what a poll
-    /// that waits needs (its departure signal, its closures): most polls that find nothing have no wait
-    /// left (`wait_ms` 0) and are answered here. The answer, with the poll ended; or nil, and the poll
-    /// goes on with `drive(_:after:...)` given `found`.
+    /// The first look of a poll served from an event loop (the JSON port's HTTP/2, gRPC), with no hop
+    /// (`lookAtOnce`), made before anything a waiting poll needs is allocated (its departure signal, its
+    /// closures): most polls that find nothing have no wait left (`wait_ms` 0) and are answered here.
+    /// The answer, with the poll ended; or nil, and the poll goes on with `drive(_:after:...)` given `found`.
     package func answerAtOnce(_ poll: inout PollCursor, found: inout PollLook?) -> Lockstep_V1_PollResponse? {
         found = lookAtOnce(&poll)
         guard case .answer(let response)? = found else { return nil }
@@ -37,7 +24,12 @@ extension AgentAPI {
         return response
     }
 
-    /// `drive`, after its first look (`answerAtOnce`) found `found`: nil, a look at the coordinator, or a park.
+    /// Drives a poll to its end without a task while it waits, after its first look (`answerAtOnce`)
+    /// found `found`: a poll whose service is held (nil) looks at the coordinator as a piece of work given
+    /// to `run`; a poll with nothing to lease parks as an entry in the wakeup table (`Wakeups.park`),
+    /// holding `end`, until a change, its deadline, its client going (`departure`, checked with `gone`) or
+    /// shutdown resumes it, and it looks again as new work or ends with `retryLater`. `end` is called
+    /// once, from any thread.
     package func drive(_ poll: PollCursor, after found: PollLook?, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,
                        run: @escaping PollRun, end: @escaping PollEnd) {
         guard let found else { return lookLater(poll, gone: gone, departure: departure, run: run, end: end) }

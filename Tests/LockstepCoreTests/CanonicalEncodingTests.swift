@@ -48,6 +48,17 @@ import Testing
         #expect(positions.map { $0! } == positions.map { $0! }.sorted())
     }
 
+    /// Stored bytes are checked as a plan applied is: a plan that lists a node twice (which no command
+    /// can record) is refused, not folded into a state whose node lookups would depend on the search.
+    @Test func aPlanListingANodeTwiceIsRejected() {
+        var twice = plan
+        twice.nodes.append(twice.nodes[0])
+        var log = LogState()
+        log.evolve(migration: migrationID, sequence: 1, .migrationStarted(MigrationStarted(migration: migrationID, plan: twice, startedAt: t(0))))
+        #expect(throws: CanonicalDecodingError.self) { try LogState(canonicalBytes: log.canonicalBytes) }
+        #expect((try? LogState(canonicalBytes: sampleState().canonicalBytes)) != nil)
+    }
+
     @Test func truncatedBytesAreRejected() {
         let bytes = sampleState().canonicalBytes
         for cut in [0, 4, 5, 13, bytes.count / 2, bytes.count - 1] {
