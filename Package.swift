@@ -306,6 +306,12 @@ let package = Package(
             dependencies: ["LockstepClient", "LockstepWire"],
             path: "ops/bench/Sources/lockstep-wake"
         ),
+        // Lease cycles with a compiled gRPC client (LockstepClient) for ops/bench/compare: is the Python client the limit?
+        .executableTarget(
+            name: "lockstep-leases",
+            dependencies: ["LockstepClient", "LockstepWire"],
+            path: "ops/bench/Sources/lockstep-leases"
+        ),
         // The floor of our HTTP/2 stack for ops/bench/api: the same libraries, answering the same bytes, no Lockstep work.
         .executableTarget(
             name: "lockstep-bare",

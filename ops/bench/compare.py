@@ -7,7 +7,8 @@ Each figure is the median of RUNS runs with min and max. Pairs:
   size (the limit), and against the `eventsourcing` library (PyPI) on SQLite;
 - replay events/s of 1M events from disk against a raw SELECT scan (lockstep-bench);
 - lease acquire -> renew -> release cycles/s at 1 and 64 clients through the public gRPC API, against
-  etcd (lease grant -> keep-alive -> txn put -> revoke), the same Python client for both;
+  etcd (lease grant -> keep-alive -> txn put -> revoke), the same Python client for both; and Lockstep's
+  cycle with a compiled client (lockstep-leases) against the Python one, to show which rows that client limits;
 - agent calls/s and p50/p99 (gRPC and JSON), 10,000 parked polls, wake-up latency (ops/bench/api.py);
 - on PostgreSQL (ops/bench/postgres.py, a private server): durable appends/s at 1, 16, 64 writers against
   pgbench committing the same shape; lease cycles/s beside SQLite's; takeover p50/p99 over 20 kills;
@@ -113,10 +114,12 @@ if "leases" in ONLY:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def cycles(kind, target, clients, server):
-        """Cycles/s, and the server's CPU time per cycle in µs (what the client costs is not in it)."""
+        """Cycles/s, and the server's CPU time per cycle in µs (what the client costs is not in it). `kind`
+        "compiled": Lockstep's cycle with the compiled client (lockstep-leases) instead of Python's."""
         before = cpu_seconds(server.pid)
-        out = subprocess.run([sys.executable, os.path.join(BENCH, "lease_cycles.py"), kind, target, str(clients), str(cycle_seconds), stubs],
-                             capture_output=True, text=True, timeout=900, check=True).stdout
+        client = ([os.path.join(RELEASE, "lockstep-leases"), target, str(clients), str(cycle_seconds)] if kind == "compiled" else
+                  [sys.executable, os.path.join(BENCH, "lease_cycles.py"), kind, target, str(clients), str(cycle_seconds), stubs])
+        out = subprocess.run(client, capture_output=True, text=True, timeout=900, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         return result["rate"], (cpu_seconds(server.pid) - before) * 1e6 / max(1, result["cycles"])
 
@@ -134,7 +137,7 @@ if "leases" in ONLY:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port(etcd_port)
     for clients in (1, 64):
-        ours, theirs, our_cpu, their_cpu = [], [], [], []
+        ours, theirs, our_cpu, their_cpu, compiled, compiled_cpu = [], [], [], [], [], []
         for _ in range(RUNS):  # interleaved, so drift hits both alike
             rate, cpu = cycles("lockstep", lockstep_target, clients, server)
             ours.append(rate)
@@ -142,11 +145,20 @@ if "leases" in ONLY:
             rate, cpu = cycles("etcd", f"127.0.0.1:{etcd_port}", clients, etcd)
             theirs.append(rate)
             their_cpu.append(cpu)
+            rate, cpu = cycles("compiled", lockstep_target, clients, server)
+            compiled.append(rate)
+            compiled_cpu.append(cpu)
         plural = "s" if clients > 1 else ""
         add(f"lease cycles/s (acquire, renew, release) through the gRPC API, {clients} client{plural}",
             summary(ours), summary(theirs), "etcd 3.4 (grant, keep-alive, txn put, revoke)", target=2.0)
         add(f"server CPU µs per lease cycle, {clients} client{plural}",
             summary(our_cpu), summary(their_cpu), "etcd 3.4 (ratio: its CPU ÷ ours; clients not counted)", higher_is_better=False, unit="µs")
+        # The same cycle with a compiled client: a ratio well over 1 says the Python client limits the rows above.
+        add(f"lease cycles/s, compiled client (lockstep-leases), {clients} client{plural}",
+            summary(compiled), summary(ours), "the same server with the Python client (ratio: compiled ÷ Python)")
+        add(f"server CPU µs per lease cycle, compiled client, {clients} client{plural}",
+            summary(compiled_cpu), summary(our_cpu), "the same with the Python client (ratio: its CPU ÷ the compiled client's)",
+            higher_is_better=False, unit="µs")
     stop(server)
     stop(etcd)
 
