@@ -23,10 +23,7 @@ extension MigrationState {
         for index in nodes.indices {
             guard let lease = nodes[index].lease else { continue }
             let id = nodes[index].id
-            // The spec sits at the node's index (plan order); looked up by id only if that ever did not hold.
-            let limit = index < plan.nodes.count && plan.nodes[index].id == id ? plan.nodes[index].timeouts.startToCloseMillis
-                : plan.node(id)?.timeouts.startToCloseMillis
-            guard let limit else { continue }
+            guard let spec = plan.nodeIndex(id, hint: index), let limit = plan.nodes[spec].timeouts.startToCloseMillis else { continue }
             deadlines.append((id, lease.token, limit, lease.grantedAt.adding(milliseconds: limit)))
         }
         return deadlines
@@ -53,13 +50,10 @@ extension MigrationState {
     public var nextDeadline: Instant? {
         guard status == .running || status == .paused else { return nil }
         var earliest = plan.deadlineMillis.map { startedAt.adding(milliseconds: $0) }
-        // By index, the specs read in place: this runs after every command, over every node of the plan.
+        // By index, in place (see `nodeIndex`): this runs after every command, over every node of the plan.
         for index in plan.nodes.indices {
             guard let millis = plan.nodes[index].deadlineMillis else { continue }
-            // A node's state sits at its spec's index; looked up by id only if that ever did not hold.
-            let id = plan.nodes[index].id
-            let status = index < nodes.count && nodes[index].id == id ? nodes[index].status : node(id)?.status
-            guard status != .succeeded else { continue }
+            guard nodeIndex(plan.nodes[index].id, hint: index).map({ nodes[$0].status }) != .succeeded else { continue }
             let at = startedAt.adding(milliseconds: millis)
             earliest = min(earliest ?? at, at)
         }

@@ -221,6 +221,13 @@ public struct MigrationState: Hashable, Sendable {
     /// retain for each of its strings and arrays, and they run after every command over every node.
     public func nodeIndex(_ id: NodeID) -> Int? { nodes.indices.first { nodes[$0].id == id } }
 
+    /// `nodeIndex`, trying `hint` first: the index of its spec in the plan, where it always is (both
+    /// follow plan order); searched by id only if that ever did not hold.
+    func nodeIndex(_ id: NodeID, hint: Int) -> Int? {
+        if nodes.indices.contains(hint), nodes[hint].id == id { return hint }
+        return nodeIndex(id)
+    }
+
     /// The state of node `id`.
     public func node(_ id: NodeID) -> NodeState? { nodeIndex(id).map { nodes[$0] } }
 

@@ -201,7 +201,14 @@ public struct PlanSnapshot: Hashable, Sendable {
     }
 
     /// The node with `id`, if the plan has one.
-    public func node(_ id: NodeID) -> NodeSpec? { nodes.indices.first { nodes[$0].id == id }.map { nodes[$0] } }
+    public func node(_ id: NodeID) -> NodeSpec? { nodeIndex(id).map { nodes[$0] } }
+
+    /// The index of node `id` in `nodes`, trying `hint` first (a migration's node state sits at its
+    /// spec's index); by index, in place (see `MigrationState.nodeIndex`).
+    func nodeIndex(_ id: NodeID, hint: Int? = nil) -> Int? {
+        if let hint, nodes.indices.contains(hint), nodes[hint].id == id { return hint }
+        return nodes.indices.first { nodes[$0].id == id }
+    }
 
     /// The owner groups that may approve `node`'s gate: the gate's own list, else the owners of the
     /// node's services, in plan order without repeats.

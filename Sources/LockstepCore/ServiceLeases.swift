@@ -41,10 +41,8 @@ extension MigrationState {
 
     /// The rule for the node at `index` (of `nodes`, which follows plan order); `needsMet` says whether
     /// everything it needs has succeeded (the caller may know faster than a search).
-    ///
-    /// These helpers read the node's fields in place (`nodes[index].status`): a copy of a whole
-    /// `NodeState` retains each of its strings and arrays, and the bookkeeping visits every node of the
-    /// plan after each command.
+    /// (These helpers read fields in place, as `nodeIndex` explains: the bookkeeping visits every node
+    /// after each command.)
     private func wantsServices(at index: Int, needsMet: () -> Bool) -> StepKind? {
         switch status {
         case .running:

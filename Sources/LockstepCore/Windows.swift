@@ -239,7 +239,7 @@ extension PlanSnapshot {
 
     /// Whether the plan, a service or a node declares any window.
     public var hasWindows: Bool {
-        // By index, the specs read in place (asked after every append, over every node of the plan).
+        // By index, in place (see `MigrationState.nodeIndex`): asked after every append.
         !windows.isEmpty || services.indices.contains { !services[$0].windows.isEmpty } || nodes.indices.contains { !nodes[$0].windows.isEmpty }
     }
 

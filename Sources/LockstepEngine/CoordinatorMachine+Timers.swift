@@ -56,7 +56,7 @@ extension CoordinatorMachine {
 
         /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
         public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
-            // By index, in place (a walk that copied each node out cost a retain per field, every append).
+            // By index, in place (see `MigrationState.nodeIndex`): asked after every append.
             migration.nodes.indices.compactMap { index in
                 migration.nodes[index].lease.map { lease in
                     StepLeaseTimer(node: migration.nodes[index].id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
@@ -82,7 +82,7 @@ extension CoordinatorMachine {
             deadline = migration.nextDeadline
             stepTimeout = migration.nextStepTimeout
             bakeEnd = migration.nextBakeEnd
-            // By index: iterating the specs would copy each one out (this runs after every append).
+            // By index, in place (see `MigrationState.nodeIndex`).
             schedulesToStart = migration.plan.nodes.indices.contains { migration.plan.nodes[$0].timeouts.scheduleToStartMillis != nil }
             hasWindows = migration.plan.hasWindows
         }

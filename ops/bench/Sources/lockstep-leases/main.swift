@@ -23,10 +23,6 @@ struct Count: Sendable {
 enum Leases {
     static let chainNodes = 100
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
-
     static func plan(_ service: String) -> String {
         let nodes = (0..<chainNodes).map { index in
             "  - { id: s\(index), service: \(service), phase: custom, action: work\(index > 0 ? ", needs: [s\(index - 1)]" : "") }"
@@ -80,7 +76,7 @@ enum Leases {
                     count.errors += 1
                 }
             }
-            count.seconds = seconds(ContinuousClock.now - began)
+            count.seconds = (ContinuousClock.now - began) / .seconds(1)
             return count
         }
     }
@@ -107,6 +103,6 @@ let report: [String: Double] = [
     "errors": Double(counts.reduce(0) { $0 + $1.errors }),
     "rate": counts.reduce(0) { $0 + ($1.seconds > 0 ? Double($1.cycles) / $1.seconds : 0) },
     "seconds": seconds,
-    "wall_seconds": Leases.seconds(ContinuousClock.now - started),
+    "wall_seconds": (ContinuousClock.now - started) / .seconds(1),
 ]
 print(String(decoding: try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys]), as: UTF8.self))
