@@ -166,6 +166,8 @@ public enum EventLogLimits {
     public static let appendQueueEventsMax = 65_536
     /// Commits between explicit WAL checkpoints of the SQLite log.
     public static let checkpointIntervalCommits = 1_000
+    /// Largest the SQLite log's WAL may stay after a checkpoint, in bytes (`SQLiteEventLog.Options.walBytesMax`).
+    public static let walBytesMax: Int64 = 64 << 20
     /// Streams whose versions the SQLite writer remembers between commits (the cache is cleared past it).
     public static let streamVersionCacheEntriesMax = 100_000
     /// Snapshots kept; older ones are deleted when a new one is saved.

@@ -27,20 +27,29 @@ public final class SQLiteEventLog: EventLog {
     }
 
     /// Settings with defaults; tests lower the limits to exercise them.
+    ///
+    /// The fields are declared largest first so the struct packs to 35 bytes. Declared in another order
+    /// (56 bytes), a debug build with Swift 6.3.1 crashed in the caller of an `init` that threw before
+    /// the log was open (`anUnopenablePathIsAClearError`, a bad pointer in the `#expect` closure); the
+    /// cause was not pinned down, and that test keeps watch.
     public struct Options: Sendable {
-        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
-        public var exclusiveWriter = true
         /// Most events waiting for a commit; beyond it appends are refused with `overloaded`.
         public var appendQueueEventsMax = EventLogLimits.appendQueueEventsMax
         /// Commits between explicit WAL checkpoints (SQLite's own auto-checkpoint is off: it would
         /// swallow a sync error, and a sync error must stop writes).
         public var checkpointIntervalCommits = EventLogLimits.checkpointIntervalCommits
-        /// Only for the durability test's control run, which must be able to lose acknowledged events
-        /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
-        public var unsafeSkipCommitSyncForTesting = false
+        /// Largest the WAL may stay after a checkpoint, in bytes: past it the checkpoint waits for the
+        /// readers (up to the busy timeout) and truncates the WAL, and each WAL reset shrinks the file
+        /// to this size. Without it, readers that are always reading keep the WAL from ever restarting.
+        public var walBytesMax = EventLogLimits.walBytesMax
         /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
         /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
         public var databaseBytesMax: Int64?
+        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
+        public var exclusiveWriter = true
+        /// Only for the durability test's control run, which must be able to lose acknowledged events
+        /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
+        public var unsafeSkipCommitSyncForTesting = false
         public init() {}
     }
 
@@ -101,7 +110,8 @@ public final class SQLiteEventLog: EventLog {
             if mode == .readWrite {
                 lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
                 let writer = try SQLiteConnection(path: path, readOnly: false)
-                try Self.configureDurability(writer, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL")
+                try Self.configureDurability(writer, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL",
+                                             walBytesMax: options.walBytesMax)
                 if let bytes = options.databaseBytesMax { try Self.limitSize(writer, bytes: bytes) }
                 try SQLiteSchema.migrate(writer)
                 try SQLiteSchema.checkTailMatchesHead(writer)
@@ -122,8 +132,9 @@ public final class SQLiteEventLog: EventLog {
     }
 
     /// WAL and `synchronous=FULL`, each read back: a setting that did not take is a refusal to start.
-    /// Auto-checkpoints are off; `checkpointIfDue` runs them where a sync error can stop writes.
-    private static func configureDurability(_ db: SQLiteConnection, synchronous level: String) throws {
+    /// Auto-checkpoints are off; `checkpointIfDue` runs them where a sync error can stop writes. A WAL
+    /// reset leaves the file at most `walBytesMax` bytes (`journal_size_limit`).
+    private static func configureDurability(_ db: SQLiteConnection, synchronous level: String, walBytesMax: Int64) throws {
         let journal = try db.scalarText("PRAGMA journal_mode=WAL")
         guard journal?.lowercased() == "wal" else {
             throw EventLogError.unavailable("journal_mode reads back \(journal ?? "nothing"), not wal")
@@ -138,6 +149,10 @@ public final class SQLiteEventLog: EventLog {
         let autocheckpoint = try db.scalarText("PRAGMA wal_autocheckpoint")
         guard autocheckpoint == "0" else {
             throw EventLogError.unavailable("wal_autocheckpoint reads back \(autocheckpoint ?? "nothing"), not 0")
+        }
+        let walLimit = try db.scalarText("PRAGMA journal_size_limit = \(max(0, walBytesMax))")
+        guard walLimit == String(max(0, walBytesMax)) else {
+            throw EventLogError.unavailable("journal_size_limit reads back \(walLimit ?? "nothing"), not \(walBytesMax)")
         }
     }
 
@@ -312,13 +327,32 @@ public final class SQLiteEventLog: EventLog {
 
     /// Moves the WAL into the database every `checkpointIntervalCommits` commits. The commits are
     /// already durable in the WAL; a sync error here still stops all later writes.
+    ///
+    /// A passive checkpoint never waits, so it cannot move frames a reader may still need, and SQLite
+    /// restarts the WAL only once a checkpoint moved all of them: with readers always reading (watches,
+    /// history pages), the WAL would grow with every commit. When the WAL holds more than `walBytesMax`
+    /// after the passive pass, a truncating checkpoint waits for the readers (the busy timeout) and
+    /// empties it; if they outlast the wait, the next interval tries again.
     private func checkpointIfDue(_ db: SQLiteConnection) {
         guard writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits else { return }
         writerState.commitsSinceCheckpoint = 0
-        let rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
+        var walFrames: Int32 = 0
+        var rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, &walFrames, nil)
+        let pageSize = ((try? db.scalarText("PRAGMA page_size")) ?? nil).flatMap { Int64($0) } ?? 4_096
+        if rc == SQLITE_OK, Self.walBytes(frames: walFrames, pageSize: pageSize) > options.walBytesMax {
+            rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
+        }
         if rc != SQLITE_OK && rc != SQLITE_BUSY {
             stopWrites(.writesStopped(reason: "checkpoint failed: " + SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db.handle))).description))
         }
+    }
+
+    /// The size of a WAL holding `frames` frames of `pageSize`-byte pages (each frame has a 24-byte
+    /// header; the file a 32-byte one), saturating.
+    static func walBytes(frames: Int32, pageSize: Int64) -> Int64 {
+        let frame = pageSize.addingReportingOverflow(24).partialValue
+        let (bytes, overflow) = Int64(max(frames, 0)).multipliedReportingOverflow(by: frame)
+        return overflow ? .max : bytes.addingReportingOverflow(32).overflow ? .max : bytes + 32
     }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.
