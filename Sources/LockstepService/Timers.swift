@@ -27,13 +27,29 @@ package final class TimerWake: Sendable {
         waiter?.resume()
     }
 
+    /// Why a wait ended.
+    package enum Ending: Sendable, Equatable {
+        /// A signal (or the waiter's cancellation) ended it.
+        case signalled
+        /// `timeout` passed first.
+        case timedOut
+    }
+
     /// Returns at a signal (at once if one came since the last wait), after `timeout`, or when cancelled.
-    package func wait(upTo timeout: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(for: timeout) }
-            group.addTask { await self.signalled() }
-            await group.next()
+    @discardableResult
+    package func wait(upTo timeout: Duration) async -> Ending {
+        await withTaskGroup(of: Ending.self) { group in
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return .timedOut
+            }
+            group.addTask {
+                await self.signalled()
+                return .signalled
+            }
+            let ending = await group.next() ?? .signalled
             group.cancelAll()
+            return ending
         }
     }
 

@@ -27,12 +27,9 @@ public final class SQLiteEventLog: EventLog {
     }
 
     /// Settings with defaults; tests lower the limits to exercise them.
-    ///
-    /// The fields are declared largest first so the struct packs to 35 bytes. Declared in another order
-    /// (56 bytes), a debug build with Swift 6.3.1 crashed in the caller of an `init` that threw before
-    /// the log was open (`anUnopenablePathIsAClearError`, a bad pointer in the `#expect` closure); the
-    /// cause was not pinned down, and that test keeps watch.
     public struct Options: Sendable {
+        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
+        public var exclusiveWriter = true
         /// Most events waiting for a commit; beyond it appends are refused with `overloaded`.
         public var appendQueueEventsMax = EventLogLimits.appendQueueEventsMax
         /// Commits between explicit WAL checkpoints (SQLite's own auto-checkpoint is off: it would
@@ -42,14 +39,12 @@ public final class SQLiteEventLog: EventLog {
         /// readers (up to the busy timeout) and truncates the WAL, and each WAL reset shrinks the file
         /// to this size. Without it, readers that are always reading keep the WAL from ever restarting.
         public var walBytesMax = EventLogLimits.walBytesMax
-        /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
-        /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
-        public var databaseBytesMax: Int64?
-        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
-        public var exclusiveWriter = true
         /// Only for the durability test's control run, which must be able to lose acknowledged events
         /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
         public var unsafeSkipCommitSyncForTesting = false
+        /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
+        /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
+        public var databaseBytesMax: Int64?
         public init() {}
     }
 

@@ -310,7 +310,7 @@ import Testing
 /// that has not delivered (its cursor in `lockstep_webhook_cursors`) and by a migration that had not
 /// settled; the coordinator writes on and reports the base; restarted, it opens from the base; the
 /// segments and the database verify and replay as one history, to the digest from before.
-@Suite(.serialized) struct PostgresArchiveTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresArchiveTests {
     /// `lockstep serve --dev` on `store`; returns the process and its gRPC address.
     static func serve(_ store: String) async throws -> (ChildProcess, String) {
         let directory = temporaryDirectory()

@@ -77,7 +77,7 @@ enum Following {
     }
 }
 
-@Suite(.serialized) struct PostgresFollowerTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresFollowerTests {
     @Test func aReplicaOnPostgreSQLFollowsTheWriter() async throws {
         let database = try await TestPostgres.shared.makeDatabase()
         let log = try await TestPostgres.shared.openLog(database)

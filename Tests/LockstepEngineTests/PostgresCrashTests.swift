@@ -8,7 +8,7 @@ import Testing
 /// Crash durability with the log on PostgreSQL: the writer process killed with SIGKILL mid-burst, and
 /// the database itself crashed (`pg_ctl stop -m immediate`) and restarted under a running writer. Every
 /// acknowledged event is in the log exactly once, the log verifies, and the writer reconnects by itself.
-@Suite(.serialized) struct PostgresCrashTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresCrashTests {
     @Test func everyAcknowledgedEventSurvivesSIGKILL() async throws {
         let database = try await TestPostgres.shared.makeDatabase()
         let url = try await TestPostgres.shared.url(database)

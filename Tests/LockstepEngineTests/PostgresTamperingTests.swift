@@ -9,7 +9,7 @@ import Testing
 /// in a data directory, `lockstep store copy` into a database of its own (the heads must agree), the
 /// database edited by hand with psql, then `lockstep history verify --store`: each alteration is found at
 /// its exact position, exit 1.
-@Suite(.serialized) struct PostgresTamperingTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresTamperingTests {
     /// The scenario's SQLite log, recorded once (with a snapshot at its head).
     static let recorded: Task<String, any Error> = Task {
         let directory = temporaryDirectory()

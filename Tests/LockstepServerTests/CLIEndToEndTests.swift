@@ -6,7 +6,7 @@ import LockstepService
 
 /// Issue 6's end-to-end test: the built `lockstep` binary used as a user would, against a real
 /// `lockstep serve` on loopback, with reference agents as separate processes.
-@Suite(.serialized) struct CLIEndToEndTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct CLIEndToEndTests {
     static let tokens = ["alice": "operator-token-aaaaaaaaaaaaaaaa", "bob": "approver-token-bbbbbbbbbbbbbbbb",
                          "ledger-agent": "agent-token-cccccccccccccccccc", "orders-agent": "agent-token-dddddddddddddddddd"]
 

@@ -10,8 +10,10 @@ import LockstepService
 /// the history shows the evidence.
 @Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
 struct ExposureEndToEndTests {
-    /// The bake is long enough for two samples to arrive through the CLI on a loaded CI machine (a bake
-    /// that ends first is inconclusive and pauses, which would fail this test for the wrong reason).
+    /// The bake is long enough for two samples to arrive and the stage to be asked on a loaded CI machine
+    /// (a bake that ends first is inconclusive and pauses, or moves on, which would fail this test for the
+    /// wrong reason). 10 s was not: under the whole suite on a slow machine the stage was already 50 % when
+    /// asked for 10 %.
     static let plan = """
         name: canary
         services:
@@ -29,7 +31,7 @@ struct ExposureEndToEndTests {
             action: set-weight
             params: { target: pricing-v2 }
             needs: [deploy]
-            exposure: { stages: [10, 50, 100], bake: 10s }
+            exposure: { stages: [10, 50, 100], bake: 20s }
             analysis:
               metrics:
                 - { name: error_rate, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 2 }

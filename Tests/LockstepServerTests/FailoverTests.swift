@@ -6,7 +6,7 @@ import Testing
 /// PostgreSQL database, reference agents given all three addresses, a migration running; the writer is
 /// SIGKILLed mid-step, again and again. Each time another takes over, the agents follow by themselves,
 /// the migration finishes, the history verifies, and no step completes twice.
-@Suite(.serialized) struct FailoverTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct FailoverTests {
     static let plan = """
         name: failover
         services:

@@ -9,7 +9,7 @@ import Testing
 
 /// A replica's follower on a real PostgreSQL cluster: notifications are a hint, so a replica that never
 /// hears one still follows the writer by reading the log every `catchUpMillis`.
-@Suite(.serialized) struct ReplicaTailTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct ReplicaTailTests {
     @Test func aReplicaWhoseNotificationsNeverArriveCatchesUpByReadingTheLog() async throws {
         let database = try await TestPostgres.shared.makeDatabase()
         let log = try await TestPostgres.shared.openLog(database)

@@ -6,7 +6,7 @@ import Testing
 /// coordinator that is not the writer serves reads and watches from a live state that follows the log,
 /// says how far it has applied it, refuses writes with `not_writer` naming the writer, and clients given
 /// both addresses are sent on to the writer by themselves.
-@Suite(.serialized) struct ReplicaTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct ReplicaTests {
     @Test(.timeLimit(.minutes(3)))
     func replicasServeReadsAndWatchesAndSendWritesToTheWriter() async throws {
         // No takeover is tested here: a TTL a loaded CI machine cannot outlast by accident (with 1 s, a

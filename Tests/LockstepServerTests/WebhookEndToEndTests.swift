@@ -192,7 +192,7 @@ struct WebhookEndToEndTests {
 
 /// The same restart on PostgreSQL: the cursor is in the log's database (`lockstep_webhook_cursors`), so
 /// the next writer goes on from it. (Named for the suite's PostgreSQL group, ops/test.)
-@Suite(.serialized, .timeLimit(.minutes(3)))
+@Suite(.serialized, .timeLimit(.minutes(3)), .dropsPostgresDatabases)
 struct WebhookPostgresTests {
     @Test func aWriterOnTheSameDatabaseGoesOnFromTheCursor() async throws {
         let postgres = TestPostgres.shared

@@ -1,9 +1,10 @@
 import LockstepPostgres
 import LockstepStore
+import LockstepTestSupport
 import Testing
 
 /// The contract every `EventLog` keeps; runs against each implementation.
-@Suite struct EventLogConformanceTests {
+@Suite(.dropsPostgresDatabases) struct EventLogConformanceTests {
     @Test(arguments: LogKind.allCases)
     func appendAssignsGaplessSequencesAndContiguousVersions(kind: LogKind) async throws {
         let log = try await kind.make()

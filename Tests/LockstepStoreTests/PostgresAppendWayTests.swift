@@ -8,7 +8,7 @@ import Testing
 /// cluster: a writer's batch goes ahead in one statement chained onto the head its last commit left, and
 /// whenever that is no longer the head, or a stream is not at the version the batch expects, the
 /// statement writes nothing and the locked way decides, exactly as if the batch had never gone ahead.
-@Suite(.serialized) struct PostgresAppendWayTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresAppendWayTests {
     func request(_ stream: String, _ expected: UInt64, _ records: String...) -> AppendRequest {
         AppendRequest(stream: stream, expectedVersion: expected, records: records.map { Array($0.utf8) })
     }

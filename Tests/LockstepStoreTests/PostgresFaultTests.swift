@@ -7,7 +7,7 @@ import Testing
 /// How the log on PostgreSQL answers when a transaction fails, on a real cluster: a COMMIT whose answer
 /// is lost is resolved from the log (committed, or not), storage faults stop writes, a full disk is
 /// `storage_full`, and nothing is ever acknowledged that is not there.
-@Suite(.serialized) struct PostgresFaultTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresFaultTests {
     static let cutter = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("commit-cutter.py").path
 
     func request(_ stream: String, _ expected: UInt64, _ record: String = "r") -> AppendRequest {

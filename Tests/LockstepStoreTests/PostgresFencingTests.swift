@@ -6,7 +6,7 @@ import LockstepTestSupport
 import Testing
 
 /// One writer at a time on a shared database: the leadership lease says who, the epoch makes sure.
-@Suite(.serialized) struct PostgresFencingTests {
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresFencingTests {
     func request(_ stream: String, _ expected: UInt64, _ record: String) -> AppendRequest {
         AppendRequest(stream: stream, expectedVersion: expected, records: [Array(record.utf8)])
     }

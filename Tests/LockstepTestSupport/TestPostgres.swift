@@ -3,6 +3,7 @@ import Logging
 import LockstepPostgres
 import LockstepStore
 import PostgresNIO
+import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -52,8 +53,19 @@ public actor TestPostgres {
         _ = try await started()
         databases += 1
         let name = "lockstep_test_\(databases)"
+        guard let scope = MadeDatabases.current else {
+            Issue.record("\(name) was made outside a test carrying .dropsPostgresDatabases: it would be kept to the end of the run")
+            try await psql("postgres", "CREATE DATABASE \(name)")
+            return name
+        }
         try await psql("postgres", "CREATE DATABASE \(name)")
+        scope.add(name, on: self)
         return name
+    }
+
+    /// Drops `database`, ending the connections still on it (`DropsPostgresDatabases`).
+    func drop(_ database: String) async throws {
+        try await psql("postgres", "DROP DATABASE IF EXISTS \(database) WITH (FORCE)")
     }
 
     /// The address `lockstep --store` takes for `database` (trust authentication: no password).
@@ -116,7 +128,8 @@ public actor TestPostgres {
     }
 
     private static func start() async throws -> Cluster {
-        let directory = temporaryDirectory() + "/postgres"
+        let parent = temporaryDirectory(removedAtExit: false)
+        let directory = parent + "/postgres"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0 { _ = try await run("/bin/chown", ["-R", "nobody", directory], asRoot: true) }
         let data = directory + "/data"
@@ -125,14 +138,18 @@ public actor TestPostgres {
         let cluster = Cluster(port: port, directory: directory, data: data)
         try pgctl("-D \(data) -w -l \(directory)/server.log -o '\(serverOptions(port, directory))' start", cluster)
         // Stopped when this process is gone, however it ends (exit, crash, a killed test run): a watchdog
-        // shell polls for it once a second, then stops the cluster.
+        // shell polls for it once a second, then stops the cluster and removes its files (unless
+        // LOCKSTEP_KEEP_TEST_FILES is set).
         let stop = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -m immediate stop"
-        _ = system("(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop)) > /dev/null 2>&1 &")
+        let remove = ProcessInfo.processInfo.environment["LOCKSTEP_KEEP_TEST_FILES"] == nil ? "; rm -rf \(parent)" : ""
+        _ = system("(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop)\(remove)) > /dev/null 2>&1 &")
         return cluster
     }
 
+    /// The WAL kept small (32 MB, PostgreSQL's least): a `CREATE DATABASE` writes its 7 MB template into
+    /// the WAL, and with the default 1 GB the suites' WAL reached 225 MB before a checkpoint recycled it.
     static func serverOptions(_ port: Int, _ directory: String) -> String {
-        "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=300"
+        "-p \(port) -k \(directory) -c listen_addresses=127.0.0.1 -c max_connections=300 -c max_wal_size=32MB -c min_wal_size=32MB"
     }
 
     /// Runs `pg_ctl ARGUMENTS` through system(3), not Process: the server pg_ctl leaves running inherits
