@@ -29,10 +29,12 @@ package final class TimerWake: Sendable {
 
     /// Why a wait ended.
     package enum Ending: Sendable, Equatable {
-        /// A signal (or the waiter's cancellation) ended it.
+        /// A signal ended it.
         case signalled
         /// `timeout` passed first.
         case timedOut
+        /// The waiting task was cancelled.
+        case cancelled
     }
 
     /// Returns at a signal (at once if one came since the last wait), after `timeout`, or when cancelled.
@@ -40,12 +42,16 @@ package final class TimerWake: Sendable {
     package func wait(upTo timeout: Duration) async -> Ending {
         await withTaskGroup(of: Ending.self) { group in
             group.addTask {
-                try? await Task.sleep(for: timeout)
-                return .timedOut
+                do {
+                    try await Task.sleep(for: timeout)
+                    return .timedOut
+                } catch {
+                    return .cancelled
+                }
             }
             group.addTask {
                 await self.signalled()
-                return .signalled
+                return Task.isCancelled ? .cancelled : .signalled
             }
             let ending = await group.next() ?? .signalled
             group.cancelAll()

@@ -36,7 +36,7 @@ public final class SQLiteEventLog: EventLog {
         /// swallow a sync error, and a sync error must stop writes).
         public var checkpointIntervalCommits = EventLogLimits.checkpointIntervalCommits
         /// Largest the WAL may stay after a checkpoint, in bytes: past it the checkpoint waits for the
-        /// readers (up to the busy timeout) and truncates the WAL, and each WAL reset shrinks the file
+        /// readers (up to `walTruncateWaitMillis`) and truncates the WAL, and each WAL reset shrinks the file
         /// to this size. Without it, readers that are always reading keep the WAL from ever restarting.
         public var walBytesMax = EventLogLimits.walBytesMax
         /// Only for the durability test's control run, which must be able to lose acknowledged events
@@ -208,6 +208,8 @@ public final class SQLiteEventLog: EventLog {
             if batch.isEmpty { return }
             let results = commit(batch.map(\.request))
             for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
+            // After the answers: a checkpoint that waits for readers delays no acknowledgement.
+            if let writer, writesStopped == nil { checkpointIfDue(writer) }
         }
     }
 
@@ -268,7 +270,6 @@ public final class SQLiteEventLog: EventLog {
                 return .failure(.outcomeUnknown(reason: reason))
             }
         }
-        checkpointIfDue(db)
         return results
     }
 
@@ -326,8 +327,10 @@ public final class SQLiteEventLog: EventLog {
     /// A passive checkpoint never waits, so it cannot move frames a reader may still need, and SQLite
     /// restarts the WAL only once a checkpoint moved all of them: with readers always reading (watches,
     /// history pages), the WAL would grow with every commit. When the WAL holds more than `walBytesMax`
-    /// after the passive pass, a truncating checkpoint waits for the readers (the busy timeout) and
-    /// empties it; if they outlast the wait, the next interval tries again.
+    /// after the passive pass, a truncating checkpoint waits for the readers (at most
+    /// `walTruncateWaitMillis`, then the connection's usual busy timeout again) and empties it; if they
+    /// outlast the wait, the next interval tries again. It runs after the batch's appends are answered,
+    /// so the wait holds up only the next commit.
     private func checkpointIfDue(_ db: SQLiteConnection) {
         guard writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits else { return }
         writerState.commitsSinceCheckpoint = 0
@@ -335,19 +338,25 @@ public final class SQLiteEventLog: EventLog {
         var rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, &walFrames, nil)
         let pageSize = ((try? db.scalarText("PRAGMA page_size")) ?? nil).flatMap { Int64($0) } ?? 4_096
         if rc == SQLITE_OK, Self.walBytes(frames: walFrames, pageSize: pageSize) > options.walBytesMax {
+            sqlite3_busy_timeout(db.handle, Self.walTruncateWaitMillis)
             rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
+            sqlite3_busy_timeout(db.handle, SQLiteConnection.busyTimeoutMillis)
         }
         if rc != SQLITE_OK && rc != SQLITE_BUSY {
             stopWrites(.writesStopped(reason: "checkpoint failed: " + SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db.handle))).description))
         }
     }
 
+    /// Longest a truncating checkpoint waits for readers, in milliseconds.
+    static let walTruncateWaitMillis: Int32 = 1_000
+
     /// The size of a WAL holding `frames` frames of `pageSize`-byte pages (each frame has a 24-byte
     /// header; the file a 32-byte one), saturating.
     static func walBytes(frames: Int32, pageSize: Int64) -> Int64 {
-        let frame = pageSize.addingReportingOverflow(24).partialValue
-        let (bytes, overflow) = Int64(max(frames, 0)).multipliedReportingOverflow(by: frame)
-        return overflow ? .max : bytes.addingReportingOverflow(32).overflow ? .max : bytes + 32
+        let (frame, frameOverflow) = max(pageSize, 0).addingReportingOverflow(24)
+        let (bytes, bytesOverflow) = Int64(max(frames, 0)).multipliedReportingOverflow(by: frame)
+        let (file, fileOverflow) = bytes.addingReportingOverflow(32)
+        return frameOverflow || bytesOverflow || fileOverflow ? .max : file
     }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.

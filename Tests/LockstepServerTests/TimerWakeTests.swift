@@ -33,7 +33,7 @@ import Testing
         let waiter = Task { await wake.wait(upTo: .seconds(600)) }
         try? await Task.sleep(for: .milliseconds(100))
         waiter.cancel()
-        #expect(await waiter.value == .signalled)
+        #expect(await waiter.value == .cancelled)
     }
 
     /// Signals racing waits: each of 200 rounds must end by its signal. A round that slept through would

@@ -225,6 +225,7 @@ import Testing
         options.walBytesMax = 1 << 20
         let log = try SQLiteEventLog(path: path, options: options)
         let writing = Atomic<Bool>(true)
+        defer { writing.store(false, ordering: .relaxed) }
         let reader = Task {
             var reads = 0
             while writing.load(ordering: .relaxed) {

@@ -14,13 +14,15 @@ public struct DropsPostgresDatabases: TestTrait, SuiteTrait, TestScoping {
         // A suite's own scope holds no databases; each of its test cases gets one of its own.
         guard testCase != nil else { return try await function() }
         let made = MadeDatabases()
+        // In a task of its own: a test cancelled (its time limit) would cancel the drops' waits too.
+        let dropAll = { await Task { await made.dropAll() }.value }
         do {
             try await MadeDatabases.$current.withValue(made) { try await function() }
         } catch {
-            await made.dropAll()
+            await dropAll()
             throw error
         }
-        await made.dropAll()
+        await dropAll()
     }
 }
 
