@@ -209,7 +209,7 @@ public final class SQLiteEventLog: EventLog {
             let results = commit(batch.map(\.request))
             for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
             // After the answers: a checkpoint that waits for readers delays no acknowledgement.
-            if let writer, writesStopped == nil { checkpointIfDue(writer) }
+            if let writer { checkpointIfDue(writer) }
         }
     }
 
@@ -332,7 +332,8 @@ public final class SQLiteEventLog: EventLog {
     /// outlast the wait, the next interval tries again. It runs after the batch's appends are answered,
     /// so the wait holds up only the next commit.
     private func checkpointIfDue(_ db: SQLiteConnection) {
-        guard writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits else { return }
+        // The counter first: the stopped flag takes a lock, and this runs after every batch.
+        guard writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits, writesStopped == nil else { return }
         writerState.commitsSinceCheckpoint = 0
         var walFrames: Int32 = 0
         var rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, &walFrames, nil)

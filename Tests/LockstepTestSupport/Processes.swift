@@ -14,13 +14,15 @@ public func temporaryDirectory(removedAtExit: Bool = true) -> String {
     return path
 }
 
+/// `LOCKSTEP_KEEP_TEST_FILES` is set: the test files stay after the run.
+let keepTestFiles = ProcessInfo.processInfo.environment["LOCKSTEP_KEEP_TEST_FILES"] != nil
+
 /// The directories `temporaryDirectory` made, removed by an `atexit` handler.
 private enum TemporaryDirectories {
     static let made = Mutex<[String]>([])
-    static let keep = ProcessInfo.processInfo.environment["LOCKSTEP_KEEP_TEST_FILES"] != nil
 
     static func add(_ path: String) {
-        guard !keep else { return }
+        guard !keepTestFiles else { return }
         let first = made.withLock { made in
             made.append(path)
             return made.count == 1

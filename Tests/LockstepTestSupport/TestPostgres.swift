@@ -53,13 +53,12 @@ public actor TestPostgres {
         _ = try await started()
         databases += 1
         let name = "lockstep_test_\(databases)"
-        guard let scope = MadeDatabases.current else {
-            Issue.record("\(name) was made outside a test carrying .dropsPostgresDatabases: it would be kept to the end of the run")
-            try await psql("postgres", "CREATE DATABASE \(name)")
-            return name
-        }
         try await psql("postgres", "CREATE DATABASE \(name)")
-        scope.add(name, on: self)
+        if let scope = MadeDatabases.current {
+            scope.add(name, on: self)
+        } else {
+            Issue.record("\(name) was made outside a test carrying .dropsPostgresDatabases: it would be kept to the end of the run")
+        }
         return name
     }
 
@@ -141,7 +140,7 @@ public actor TestPostgres {
         // shell polls for it once a second, then stops the cluster and removes its files (unless
         // LOCKSTEP_KEEP_TEST_FILES is set).
         let stop = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -m immediate stop"
-        let remove = ProcessInfo.processInfo.environment["LOCKSTEP_KEEP_TEST_FILES"] == nil ? "; rm -rf \(parent)" : ""
+        let remove = keepTestFiles ? "" : "; rm -rf \(parent)"
         _ = system("(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop)\(remove)) > /dev/null 2>&1 &")
         return cluster
     }
