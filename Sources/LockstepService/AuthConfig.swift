@@ -101,21 +101,51 @@ public struct AuthConfig: Sendable {
         guard let header else {
             throw APIError(.unauthenticated, "this server needs a bearer token: send Authorization: Bearer TOKEN")
         }
-        guard header.count > 7, header.prefix(7).lowercased() == "bearer ", let principal = principal(forToken: String(header.dropFirst(7))) else {
+        // Read in place: every authenticated request comes through here, so nothing is copied or lowercased.
+        let bytes = header.utf8
+        guard bytes.count > Self.bearer.count, zip(bytes, Self.bearer).allSatisfy({ Self.asciiLowercased($0) == $1 }),
+              let principal = byTokenHash[Self.hash(utf8: bytes.dropFirst(Self.bearer.count))] else {
             throw APIError(.unauthenticated, "the bearer token is not known to this server")
         }
         return principal
     }
 
+    /// `bearer ` in lowercase: the scheme's name is case-insensitive.
+    private static let bearer: [UInt8] = Array("bearer ".utf8)
+
+    private static func asciiLowercased(_ byte: UInt8) -> UInt8 { (0x41...0x5A).contains(byte) ? byte | 0x20 : byte }
+
     /// The principal a bearer token belongs to, if any.
     public func principal(forToken token: String) -> Principal? { byTokenHash[Self.hash(token)] }
 
     /// The hex SHA-256 of a token, as the config stores it.
-    public static func hash(_ token: String) -> String { hash(bytes: Array(token.utf8)) }
+    public static func hash(_ token: String) -> String { hash(utf8: token.utf8[...]) }
 
     /// The hex SHA-256 of `bytes` (a certificate's DER, for `client_certificate_sha256`).
-    public static func hash(bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+    public static func hash(bytes: [UInt8]) -> String { hex(SHA256.hash(data: bytes)) }
+
+    private static func hash(utf8: Substring.UTF8View) -> String {
+        var hasher = SHA256()
+        var text = Substring(utf8)
+        text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        return hex(hasher.finalize())
+    }
+
+    /// A digest in lowercase hex, written into the string's own storage: one allocation, where a string
+    /// per byte, joined, made dozens on every authenticated request.
+    private static func hex(_ digest: SHA256.Digest) -> String {
+        String(unsafeUninitializedCapacity: SHA256.byteCount * 2) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            var index = 0
+            digest.withUnsafeBytes { bytes in
+                for byte in bytes {
+                    buffer[index] = digits.utf8Start[Int(byte >> 4)]
+                    buffer[index + 1] = digits.utf8Start[Int(byte & 0x0f)]
+                    index += 2
+                }
+            }
+            return index
+        }
     }
 
     /// A hex SHA-256 (64 hex digits, any case), lowercased; or an error naming the field and how to make one.

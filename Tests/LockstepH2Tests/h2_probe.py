@@ -56,6 +56,7 @@ from hyperframe.frame import (
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 CASE_DEADLINE = 10.0                                     # seconds per case
 SILENCE = float(os.environ.get("H2_PROBE_SILENCE", "2.0"))  # idle read cutoff
+ANSWER_WAIT = 8.0                                        # most seconds to wait for an answer we know is coming
 MAX_FRAME = 16384                 # default SETTINGS_MAX_FRAME_SIZE (§6.5.2)
 
 # Setting identifiers (RFC 9113 §6.5.2)
@@ -292,7 +293,8 @@ class Connection:
         """Client preface + our SETTINGS; wait for the server's SETTINGS
         (which handle() ACKs)."""
         self.send(PREFACE, SettingsFrame(0, settings=settings or {}))
-        if not self.pump(until=lambda: self.obs["settings"] is not None):
+        # Waits on what it waits for, not on a short silence: a loaded machine may answer late.
+        if not self.pump(until=lambda: self.obs["settings"] is not None, silence=ANSWER_WAIT):
             raise ProbeError("no SETTINGS frame from server")
 
     def stream_ended(self, stream_id):
@@ -320,6 +322,7 @@ def case_get(c):
     """Baseline: one GET (§8.1)."""
     c.handshake()
     c.send(*c.get_frames(1))
+    c.pump(until=lambda: c.stream_ended(1), silence=ANSWER_WAIT)
 
 
 def case_post(c):
@@ -328,6 +331,7 @@ def case_post(c):
     block = c.encoder.encode(c.request_headers("POST"))
     c.send(*c.headers_frames(1, block, end_stream=False),
            DataFrame(1, data=b"hello", flags=["END_STREAM"]))
+    c.pump(until=lambda: c.stream_ended(1), silence=ANSWER_WAIT)
 
 
 def case_body_over_limit(c):

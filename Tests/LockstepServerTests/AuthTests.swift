@@ -43,6 +43,17 @@ import LockstepService
             try auth.authenticate("Basic b3JkZXJz")
         }
         #expect(try auth.authenticate("Bearer orders-agent-token-0123456789").name == "orders-agent")
+        // The scheme's name in any case; the token exactly; nothing but the scheme is no token.
+        #expect(try auth.authenticate("bEARER orders-agent-token-0123456789").name == "orders-agent")
+        for header in ["Bearer ", "Bearer", "Bearer\u{0}orders-agent-token-0123456789", "Bearer  orders-agent-token-0123456789",
+                       "Bearer ORDERS-agent-token-0123456789", "Bearér orders-agent-token-0123456789", "Bearer orders-agent-token-0123456789 "] {
+            #expect(throws: APIError(.unauthenticated, "the bearer token is not known to this server"), "\(header)") { try auth.authenticate(header) }
+        }
+        // FIPS 180-2's two-block vector, through the bytes' path (certificates) and the token's.
+        let twoBlocks = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+        #expect(AuthConfig.hash(bytes: Array(twoBlocks.utf8)) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
+        #expect(AuthConfig.hash(twoBlocks) == AuthConfig.hash(bytes: Array(twoBlocks.utf8)))
+        #expect(AuthConfig.hash("") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
     }
 
     @Test func everyMistakeInTheConfigIsNamedWhereItIs() {

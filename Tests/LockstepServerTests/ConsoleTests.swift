@@ -132,7 +132,7 @@ struct ConsoleBrowserTests {
             service: checkout
             phase: live
             action: set-weight
-            exposure: { stages: [100], bake: 3s }
+            exposure: { stages: [100], bake: 10s }
             analysis:
               metrics:
                 - { name: error_rate, pass: { max: 0.01 }, marginal: { max: 0.02 }, min_samples: 2 }

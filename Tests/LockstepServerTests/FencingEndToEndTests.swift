@@ -71,8 +71,9 @@ final class ServerProcess: @unchecked Sendable {
         let started = try await server.post("/v1/migrations", #"{"plan": "fenced", "migration_id": "m1"}"#)
         #expect(started.hasSuffix("\n200"), "\(started)")
 
-        // The first agent takes the step (token 1, TTL 1 s) and is frozen before it can report.
-        let first = try ChildProcess("/usr/bin/env", ["python3", Self.agentScript, server.url, "orders", "agent-1", "3"])
+        // The first agent takes the step (token 1, TTL 1 s) and is frozen before it can report (it holds
+        // the step 10 s, so even a loaded machine freezes it in time).
+        let first = try ChildProcess("/usr/bin/env", ["python3", Self.agentScript, server.url, "orders", "agent-1", "10"])
         try await first.waitForOutput("leased m1/backfill 1 ttl 1000", seconds: 30)
         first.kill(SIGSTOP)
         // Its lease expires on the server's clock; the retry (after its 1 s backoff) goes to a second agent.

@@ -99,13 +99,13 @@ import Testing
         let script = Self.agents + "/h2_poll_reset.py"
         try await InProcessServerTests.withServer { _, http in
             let clock = ContinuousClock()
-            let client = try ChildProcess("/usr/bin/env", ["python3", script, String(http.dropFirst("http://".count)), "4"])
+            let client = try ChildProcess("/usr/bin/env", ["python3", script, String(http.dropFirst("http://".count)), "10"])
             let parkedBy = clock.now + .seconds(30)
             while try await InProcessServerTests.metric(http, "lockstep_parked_polls") < 1 {
                 guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
                 try await Task.sleep(for: .milliseconds(20))
             }
-            // The client resets the stream 4 s after it sent the poll, and keeps its connection 13 s more.
+            // The client resets the stream 10 s after it sent the poll (time enough for a loaded machine to show it parked), and keeps its connection 13 s more.
             let leftBy = clock.now + .seconds(20)
             while try await InProcessServerTests.metric(http, "lockstep_parked_polls") > 0 {
                 guard clock.now < leftBy else { Issue.record("the reset poll stayed parked"); return }

@@ -97,6 +97,8 @@ import Testing
     }
 
     static let oneStep = oneStepPlan()
+    /// `oneStep` with a TTL no stall of a loaded machine outlives, for tests that are not about expiry.
+    static let oneStepLongLease = oneStepPlan(timeouts: "{ heartbeat: 10s }")
 
     /// A plan of one node, `work`, on service `svc`.
     static func oneStepPlan(action: String = "work", timeouts: String = "{ heartbeat: 1s }", attempts: Int = 3) -> String {
@@ -115,7 +117,7 @@ import Testing
     }
 
     @Test func sigtermLetsTheRunningHandlerFinishAndReportsIt() async throws {
-        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "touch \"$out/started\"\nsleep 2\n"])
+        let setup = try await setUp(plan: Self.oneStepLongLease, handlers: ["work": "touch \"$out/started\"\nsleep 2\n"])
         let agent = try setup.agent()
         try await eventually("the handler started") { setup.file("started") != nil }
         agent.kill(SIGTERM)
@@ -127,7 +129,7 @@ import Testing
 
     /// The handler closes its output first (`exec > /dev/null`): it must still be stoppable.
     @Test func sigtermPastTheGraceStopsTheHandlerAndFailsTheStepRetryably() async throws {
-        let setup = try await setUp(plan: Self.oneStep, handlers: ["work": "exec > /dev/null 2>&1\ntrap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
+        let setup = try await setUp(plan: Self.oneStepLongLease, handlers: ["work": "exec > /dev/null 2>&1\ntrap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
         let agent = try setup.agent(extra: ["--shutdown-grace-ms", "300"])
         try await eventually("the handler started") { setup.file("started") != nil }
         agent.kill(SIGTERM)

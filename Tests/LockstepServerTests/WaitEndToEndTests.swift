@@ -67,7 +67,7 @@ struct WaitEndToEndTests {
         try FileManager.default.removeItem(atPath: directory + "/fail")
 
         // At a gate nobody approves: 8 when the timeout passes, saying who must act.
-        let gated = try await bench.lockstep(["migration", "start", "gated", "--id", "m3", "--wait", "--timeout", "3s"], as: "olga")
+        let gated = try await bench.lockstep(["migration", "start", "gated", "--id", "m3", "--wait", "--timeout", "10s"], as: "olga")
         #expect(gated.status == 8, "\(gated)")
         #expect(gated.stdout.contains("m3: still running when the timeout passed: backfill awaits approval (0 of 1; lockstep migration approve m3 backfill)"),
                 "\(gated.stdout)")

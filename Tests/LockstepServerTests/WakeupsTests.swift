@@ -173,7 +173,8 @@ import Testing
         let client = TestDeparture()
         let seen = wakeups.generation
         let parked = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders", departure: client) }
-        while wakeups.parkedCount == 0 { await Task.yield() }
+        // The caller parks under the table's lock and then registers with its client: wait for both.
+        while wakeups.parkedCount == 0 || client.registered == 0 { await Task.yield() }
         #expect(client.registered == 1)
         client.go()
         #expect(await parked.value == .lookAgain)

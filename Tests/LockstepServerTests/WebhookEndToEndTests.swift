@@ -47,7 +47,7 @@ struct WebhookEndToEndTests {
                         secret_file: secret
                         backoff: 100ms
                         max_backoff: 2s
-                        timeout: 2s
+                        timeout: 5s
                       - name: chat
                         url: http://127.0.0.1:\(port)/hooks/slack
                         secret_file: secret

@@ -114,9 +114,10 @@ import Testing
             parameters: PostgresEventLog.sessionParameters(transactionMillisMax: options.transactionMillisMax))
         let log = try await PostgresEventLog.open(client: client, options: options)
         _ = try await log.append(request("a", 0, "a1"))
-        async let held = TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head FOR UPDATE; SELECT pg_sleep(3); COMMIT;")
+        // Held until this test lets it go (a fixed sleep could end before a loaded machine's append arrives).
+        async let held = TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head FOR UPDATE; SELECT pg_sleep(120); COMMIT;")
         try await eventually("the psql session holds the head row", seconds: 10) {
-            try await TestPostgres.shared.psql(database, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.query LIKE '%pg_sleep(3)%' AND l.mode = 'RowShareLock' AND a.pid <> pg_backend_pid()") != "0\n"
+            try await TestPostgres.shared.psql(database, "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.query LIKE '%pg_sleep(120)%' AND l.mode = 'RowShareLock' AND a.pid <> pg_backend_pid()") != "0\n"
         }
         do {
             _ = try await log.append(request("a", 1, "a2"))
@@ -125,7 +126,9 @@ import Testing
             #expect(error.code == "storage_unavailable" && error.description.contains("lock_timeout"), "\(error)")
         }
         #expect(await log.writesStopped == nil, "nothing of it was written: no reason to stop")
-        _ = try await held
+        // Let it go: the session's sleep is cancelled, which ends its transaction (psql reports the cancel).
+        _ = try await TestPostgres.shared.psql(database, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(120)%' AND pid <> pg_backend_pid()")
+        _ = try? await held
         #expect(try await log.append(request("a", 1, "a2")) == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
         try await expectChained(log, count: 2)
     }
