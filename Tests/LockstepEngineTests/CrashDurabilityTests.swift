@@ -139,6 +139,8 @@ func checkAcknowledged(_ acks: [Ack], in log: any EventLog) async throws {
         try await child.waitForOutput("ready", seconds: 30)
         var random = SeededGenerator(seed: seed)
         try await Task.sleep(for: .milliseconds(Int.random(in: 700...1_200, using: &random)))
+        // A loaded machine may have appended little by then: kill it once it has appended enough to bite.
+        try await eventually("the harness appended enough to bite", seconds: 60) { Ack.parse(child.stdout).count > 150 }
         child.kill(SIGKILL)
         let output = try await child.wait(seconds: 10)
         return (Ack.parse(output.stdout), directory)

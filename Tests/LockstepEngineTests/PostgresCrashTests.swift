@@ -38,9 +38,11 @@ import Testing
         let postgres = TestPostgres()
         let database = try await postgres.makeDatabase()
         let child = try ChildProcess(try lockstepBinary(), ["debug", "append-load", "--store", try await postgres.url(database), "--writers", "8",
-                                                            "--seconds", "12", "--tag", "crash", "--retry-unavailable"])
+                                                            "--seconds", "20", "--tag", "crash", "--retry-unavailable"])
         try await child.waitForOutput("ready", seconds: 30)
         try await Task.sleep(for: .milliseconds(1_500))
+        // On a loaded machine 1.5 s may not be enough appends: crash once there are.
+        try await eventually("appends before the crash", seconds: 10) { Ack.parse(child.stdout).count > 50 }
         try await postgres.crash()
         let crashedAt = Ack.parse(child.stdout).count
         try await Task.sleep(for: .milliseconds(1_500))

@@ -84,18 +84,21 @@ import Testing
         }
 
         /// The holder of the live leadership lease ("" while none).
-        func writer() async throws -> String {
-            try await postgres.psql(database, "SELECT holder FROM lockstep_leader WHERE expires_at > clock_timestamp()")
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-        }
+        /// The writer, waiting (up to 20 s) while the lease is between holders: on a loaded machine a
+        /// renewal can come after the lease lapsed, and nobody holds it for a moment.
+        func writer() async throws -> String { try await writer(other: nil) }
 
         /// Waits for a writer other than `old`; returns it.
-        func takeover(from old: String) async throws -> String {
-            try await eventually("a standby takes over from \(old)", seconds: 20) {
-                let now = (try? await self.writer()) ?? ""
-                return !now.isEmpty && now != old
+        func takeover(from old: String) async throws -> String { try await writer(other: old) }
+
+        private func writer(other old: String?) async throws -> String {
+            var found = ""
+            try await eventually(old.map { "a standby takes over from \($0)" } ?? "a writer holds the lease", seconds: 20) {
+                found = (try? await postgres.psql(database, "SELECT holder FROM lockstep_leader WHERE expires_at > clock_timestamp()")
+                    .trimmingCharacters(in: .whitespacesAndNewlines)) ?? ""
+                return !found.isEmpty && found != old
             }
-            return try await writer()
+            return found
         }
 
         /// The migration succeeded, the history verifies, no step completed twice, and every step an agent
@@ -164,7 +167,8 @@ import Testing
         try await Task.sleep(for: .milliseconds(1_000))
         process.kill(SIGCONT)
         try await eventually("the thawed writer says it was deposed", seconds: 15) { process.stderr.contains("deposed as the writer") }
-        #expect(try await world.writer() == successor, "the thawed one does not take the lease back")
+        // Not `== successor`: on a loaded machine a third process may take over from the successor too.
+        #expect(try await world.writer() != frozen, "the thawed one does not take the lease back (the successor was \(successor))")
         try await world.checkTheEnd()
         // Every event after the takeover was written under the successor's epoch: the log verifies as one
         // chain, and the thawed process wrote nothing after it stood down.
