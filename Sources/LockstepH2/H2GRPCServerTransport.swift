@@ -88,11 +88,12 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// Whether connections are TLS (`Configuration.tls`).
         public let tls: Bool
         let response: H2Response
-        let transport: H2GRPCServerTransport
+        /// Where the connection's RPCs and work go (`track`).
+        let connection: AsyncStream<ConnectionItem>.Continuation
 
         /// How to answer later (after `.later`), from any thread. Made when asked for (a call answered at
         /// once allocates none): ask once, and keep it.
-        public func makeReply() -> OnLoopReply { OnLoopReply(response: response, transport: transport) }
+        public func makeReply() -> OnLoopReply { OnLoopReply(response: response, connection: connection) }
     }
 
     /// How `Configuration.onLoop` answers a call: its response message, or an error, each with metadata
@@ -108,7 +109,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     /// the one its other RPCs run in (no loose task).
     public struct OnLoopReply: Sendable {
         let response: H2Response
-        let transport: H2GRPCServerTransport
+        let connection: AsyncStream<ConnectionItem>.Continuation
         /// Set by the first `send`: a second one is dropped (it would start a second response).
         let sent = Sent()
 
@@ -126,10 +127,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             GRPCResponder.send(answer, to: response)
         }
 
-        /// Runs `work` in the transport's task group; false, and nothing runs, once the transport has
-        /// stopped taking work (it is shutting down).
+        /// Runs `work` in its connection's task group, on the connection's event loop; false, and
+        /// nothing runs, once the connection or the transport has stopped taking work (closed, or
+        /// shutting down).
         public func run(_ work: @escaping @Sendable () async -> Void) -> Bool {
-            if case .enqueued = transport.acceptor.yield(.work(work)) { return true }
+            if case .enqueued = connection.yield(.work(work)) { return true }
             return false
         }
     }
@@ -156,8 +158,15 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     private let accepted: AsyncStream<Item>
     private let acceptor: AsyncStream<Item>.Continuation
 
-    /// What the transport's task group runs: an RPC for the server, or a piece of an on-loop call's work.
+    /// What the transport's task group runs: each connection's RPCs and work, in a task group of its own
+    /// on the connection's event loop (`LoopTaskExecutor`), so an RPC reaches its handler, and the
+    /// coordinator, without a thread switch.
     enum Item: Sendable {
+        case connection(AsyncStream<ConnectionItem>, any EventLoop)
+    }
+
+    /// What a connection's task group runs: an RPC for the server, or a piece of an on-loop call's work.
+    enum ConnectionItem: Sendable {
         case rpc(Accepted)
         case work(@Sendable () async -> Void)
     }
@@ -167,6 +176,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     struct State {
         var listener: (any Channel)?
         var connections: [ObjectIdentifier: any Channel] = [:]
+        /// Where each open connection hands its RPCs; finished when it closes or the transport shuts down.
+        var rpcs: [ObjectIdentifier: AsyncStream<ConnectionItem>.Continuation] = [:]
         var shuttingDown = false
     }
 
@@ -184,7 +195,6 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     }
 
     public func listen(streamHandler: @escaping @Sendable (RPCStream<Inbound, Outbound>, ServerContext) async -> Void) async throws {
-        let responder = GRPCResponder(transport: self)
         let limits = configuration.limits
         let logger = logger
         let configuration = configuration
@@ -198,9 +208,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                 .childChannelInitializer { [self] channel in
                     channel.eventLoop.makeCompletedFuture {
                         try configuration.configureConnection(channel)
-                        try channel.pipeline.syncOperations.addHandler(H2ServerHandler(limits: limits, responder: responder, logger: logger,
-                                                                                       observer: configuration.makeObserver(channel)))
-                        track(channel)
+                        let rpcs = track(channel)
+                        try channel.pipeline.syncOperations.addHandler(H2ServerHandler(limits: limits, responder: GRPCResponder(transport: self, rpcs: rpcs),
+                                                                                       logger: logger, observer: configuration.makeObserver(channel)))
                     }
                 }
                 .bind(host: configuration.host, port: configuration.port).get()
@@ -219,14 +229,23 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             await withDiscardingTaskGroup { group in
                 for await item in accepted {
                     switch item {
-                    case .rpc(let rpc): group.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
-                    case .work(let work): group.addTask { await work() }
+                    case .connection(let rpcs, let loop):
+                        group.addTask(executorPreference: LoopTaskExecutor(loop)) {
+                            await withDiscardingTaskGroup { connection in
+                                for await item in rpcs {
+                                    switch item {
+                                    case .rpc(let rpc): connection.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
+                                    case .work(let work): connection.addTask { await work() }
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
         } onCancel: {
             listener.close(promise: nil)
-            acceptor.finish()
+            finishAccepting()
             closeConnections()
         }
         // Every RPC has ended: no connection outlives the transport (after a graceful shutdown they have
@@ -254,15 +273,37 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         }
         listener.close(promise: nil)
         for connection in connections { connection.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
-        acceptor.finish()
+        finishAccepting()
         // RPCs that outlast the grace period are cut: their connections close, which cancels them.
         listener.eventLoop.scheduleTask(in: .milliseconds(configuration.graceMillis)) { [self] in closeConnections() }
     }
 
-    private func track(_ channel: any Channel) {
+    /// Takes no more RPCs or work: what was handed over still runs; what comes now is told the server is
+    /// shutting down.
+    private func finishAccepting() {
+        acceptor.finish()
+        for rpcs in state.withLock({ Array($0.rpcs.values) }) { rpcs.finish() }
+    }
+
+    /// Tracks `channel` until it closes, and gives it where its RPCs go: a stream run by a task group of
+    /// its own on the connection's loop (finished at once when the transport no longer takes work).
+    private func track(_ channel: any Channel) -> AsyncStream<ConnectionItem>.Continuation {
         let id = ObjectIdentifier(channel)
-        state.withLock { $0.connections[id] = channel }
-        channel.closeFuture.whenComplete { [self] _ in _ = state.withLock { $0.connections.removeValue(forKey: id) } }
+        // Bounded by the streams the engine lets in on one connection.
+        let (rpcs, sink) = AsyncStream.makeStream(of: ConnectionItem.self)
+        state.withLock { state in
+            state.connections[id] = channel
+            state.rpcs[id] = sink
+        }
+        if case .terminated = acceptor.yield(.connection(rpcs, channel.eventLoop)) { sink.finish() }
+        channel.closeFuture.whenComplete { [self] _ in
+            let closed = state.withLock { state in
+                state.connections.removeValue(forKey: id)
+                return state.rpcs.removeValue(forKey: id)
+            }
+            closed?.finish()
+        }
+        return sink
     }
 
     // MARK: One RPC
@@ -309,6 +350,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     /// Checks a request on the event loop and hands it to `listen`.
     struct GRPCResponder: H2Responder {
         let transport: H2GRPCServerTransport
+        /// The connection's RPCs and work (`track`).
+        let rpcs: AsyncStream<ConnectionItem>.Continuation
 
         func respond(to request: H2Request, _ response: H2Response) {
             switch GRPCRequest.parse(head: request.head, body: request.body, messageBytesMax: transport.configuration.messageBytesMax) {
@@ -319,13 +362,13 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
             case .rpc(let descriptor, let metadata, let messages):
                 if messages.count == 1, let onLoop = transport.configuration.onLoop,
                    let answer = onLoop(OnLoopCall(descriptor: descriptor, metadata: metadata, message: messages[0], channel: request.channel,
-                                                  tls: transport.configuration.tls, response: response, transport: transport)) {
+                                                  tls: transport.configuration.tls, response: response, connection: rpcs)) {
                     return Self.send(answer, to: response)
                 }
                 let identity: PeerIdentity = transport.configuration.clientIdentity.map { .read($0(request.channel)) } ?? .notRead
                 let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel,
                                    clientIdentity: identity)
-                if case .terminated = transport.acceptor.yield(.rpc(rpc)) {
+                if case .terminated = rpcs.yield(.rpc(rpc)) {
                     response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }
             }

@@ -96,9 +96,13 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
         switch value {
         case .http1(let http1):
             await self.http1.handle(value: http1, logger: logger)
-        case .engine(_, let requests):
-            await withDiscardingTaskGroup { group in
-                for await work in requests { group.addTask { await work() } }
+        case .engine(let channel, let requests):
+            // On the connection's own loop: a request reaches its route, and the coordinator, on the
+            // thread that read it (`LoopTaskExecutor`).
+            await withTaskExecutorPreference(LoopTaskExecutor(channel.eventLoop)) {
+                await withDiscardingTaskGroup { group in
+                    for await work in requests { group.addTask { await work() } }
+                }
             }
         case .pending(let decided, _):
             do {

@@ -34,7 +34,7 @@ import Testing
                             _ = try await coordinator.execute(.completeStep(node: ready, token: step.token), migration: id, context: agent, now: t(2))
                         } catch {
                             #expect(error.code == "waiting_for_service_lease")
-                            try await Task.sleep(for: .milliseconds(1))
+                            await Task.yield()
                         }
                     }
                 }

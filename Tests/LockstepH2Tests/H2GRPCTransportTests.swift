@@ -3,6 +3,7 @@ import GRPCCore
 import LockstepH2
 import LockstepTestSupport
 import Logging
+import NIOCore
 import Synchronization
 import Testing
 
@@ -49,6 +50,21 @@ import Testing
 }
 
 extension H2GRPCTransportTests {
+    /// An RPC runs on the event loop that read it, and so does a default actor it calls (the
+    /// coordinator is one): no thread switch between the request, the actor and the answer.
+    @Test func anRPCAndTheActorItCallsRunOnTheConnectionsEventLoop() async throws {
+        let service = EchoService()
+        let transport = H2GRPCServerTransport(configuration: .init(host: "127.0.0.1", port: 0), logger: Logger(label: "test"))
+        let server = GRPCServer(transport: transport, services: [service])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await server.serve() }
+            defer { server.beginGracefulShutdown() }
+            let port = try #require(try await transport.listeningAddress.port)
+            let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "where"]).wait(seconds: 120)
+            #expect(run.stdout == String(repeating: "handler on its loop: true, actor on its loop: true\n", count: 3), "\(run)")
+        }
+    }
+
     @Test func aGracefulShutdownEndsAnRPCThatOutlastsTheGracePeriod() async throws {
         let service = EchoService()
         var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
@@ -79,6 +95,12 @@ final class EchoService: RegistrableRPCService {
     let cancelled = Atomic<Int>(0)
     /// `Wait` calls in their handler now.
     let waiting = Atomic<Int>(0)
+    /// A default actor `Where` calls.
+    let placement = Placement()
+
+    actor Placement {
+        func onLoop(_ loop: (any EventLoop)?) -> Bool { loop?.inEventLoop ?? false }
+    }
 
     struct Bytes: MessageSerializer, MessageDeserializer {
         func serialize<Out: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Out { Out(message) }
@@ -117,6 +139,12 @@ final class EchoService: RegistrableRPCService {
                 }
                 return [:]
             }
+        }
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Where"), deserializer: Bytes(), serializer: Bytes()) { [self] _, context in
+            let loop = (context.transportSpecific as? H2GRPCServerTransport.Context)?.channel.eventLoop
+            let handler = loop?.inEventLoop ?? false
+            let actor = await placement.onLoop(loop)
+            return StreamingServerResponse(single: ServerResponse(message: Array("handler on its loop: \(handler), actor on its loop: \(actor)".utf8)))
         }
         router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Fail"), deserializer: Bytes(), serializer: Bytes()) { _, _ in
             StreamingServerResponse(error: RPCError(code: .notFound, message: "no such thing"))

@@ -1,5 +1,5 @@
 """Calls the `test.Echo` service of H2GRPCTransportTests with grpcio on raw bytes and prints one line per
-check (the Swift test compares them). Usage: python3 grpc_probe.py HOST:PORT [wait-long]"""
+check (the Swift test compares them). Usage: python3 grpc_probe.py HOST:PORT [wait-long | where]"""
 import sys
 import time
 import grpc
@@ -15,6 +15,12 @@ if sys.argv[2:] == ["wait-long"]:
         print("wait-long OK", flush=True)
     except grpc.RpcError as error:
         print(f"wait-long {error.code().name}", flush=True)
+    sys.exit(0)
+
+if sys.argv[2:] == ["where"]:
+    # Where the server ran three calls on one connection (its handler, and a default actor it called).
+    for _ in range(3):
+        print(channel.unary_unary("/test.Echo/Where", request_serializer=identity, response_deserializer=identity)(b"", timeout=60).decode(), flush=True)
     sys.exit(0)
 
 
