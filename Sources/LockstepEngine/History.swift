@@ -209,6 +209,17 @@ public enum History {
     public static func migrationEvents(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError)
         -> [(sequence: UInt64, event: RecordedEvent)]
     {
+        // A stream has no length limit (progress and metric samples pile up while a migration runs): its
+        // decoding runs on Swift's global executor, never on the event loop a request (a late report to a
+        // settled migration) arrived on.
+        try await withTaskExecutorPreference(globalConcurrentExecutor) { () async throws(EventLogError) in
+            try await readMigrationEvents(id, in: log, through: through)
+        }
+    }
+
+    private static func readMigrationEvents(_ id: MigrationID, in log: any EventLog, through: UInt64?) async throws(EventLogError)
+        -> [(sequence: UInt64, event: RecordedEvent)]
+    {
         let stream = RecordedEvent.stream(of: id)
         var events: [(sequence: UInt64, event: RecordedEvent)] = []
         var after: UInt64 = 0

@@ -6,6 +6,12 @@ import LockstepWire
 import SwiftProtobuf
 
 extension GRPCAgentService {
+    /// Whether `descriptor` names a method of `AgentService`: the agents' calls, small and bounded, which
+    /// run on their connection's event loop (`H2GRPCServerTransport.Configuration.runsOnLoop`).
+    package static func isAgentMethod(_ descriptor: MethodDescriptor) -> Bool {
+        descriptor.service == Lockstep_V1_AgentService.Method.Poll.descriptor.service
+    }
+
     /// `Poll` served where it arrives, on the connection's event loop with no task
     /// (`H2GRPCServerTransport.Configuration.onLoop`), through the same gate as every method
     /// (authentication, roles, the timer, errors with their stable code): a poll with nothing to lease is
@@ -46,10 +52,13 @@ extension GRPCAgentService {
         let departure = DepartureSignal()
         reply.closed.whenComplete { _ in departure.markGone() }
         agents.drive(poll, after: found, gone: { departure.isGone }, departure: departure, run: { work, dropped in
-            // Through the lane shared with the JSON port; the transport's task group runs the work, and
-            // once it takes no more (shutting down) the poll is answered so.
+            // Through the lane shared with the JSON port; the connection's task group runs the work, and
+            // once it takes no more (the connection closed, or the server is shutting down) the poll is
+            // answered so, if anyone is still there to hear it.
             lane.submit(work, deliver: { reply.run($0) }, dropped: {
                 dropped()
+                // Its connection closed (the client went): nobody to answer, and no refusal to count.
+                if departure.isGone { return }
                 let error = APIError(.shuttingDown, "the server is shutting down")
                 metrics.record(error)
                 timer.record(duration: ContinuousClock.now - began)

@@ -45,6 +45,10 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// `Context.clientIdentity`: the handler, in a task, then needs no hop back onto the loop to ask.
         /// Nil: not read (a handler asks the channel itself).
         public var clientIdentity: (@Sendable (any Channel) -> String?)?
+        /// Whether a method's RPCs run on their connection's event loop (`LoopTaskExecutor`: no thread
+        /// switch to the handler, nor to a default actor it calls); false: on Swift's global executor. For
+        /// small, bounded calls only: a method whose work or answer may be large must not hold a loop.
+        public var runsOnLoop: @Sendable (MethodDescriptor) -> Bool = { _ in true }
 
         public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
                     configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
@@ -105,8 +109,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
     }
 
     /// A call answered later (`OnLoopAnswer.later`): its answer, sent once from any thread; when its
-    /// stream closed (the client reset it or went); and work run meanwhile in the transport's task group,
-    /// the one its other RPCs run in (no loose task).
+    /// stream closed (the client reset it or went); and work run meanwhile in its connection's task
+    /// group, on the connection's event loop, where its other RPCs run (no loose task).
     public struct OnLoopReply: Sendable {
         let response: H2Response
         let connection: AsyncStream<ConnectionItem>.Continuation
@@ -234,7 +238,12 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                             await withDiscardingTaskGroup { connection in
                                 for await item in rpcs {
                                     switch item {
-                                    case .rpc(let rpc): connection.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
+                                    case .rpc(let rpc) where configuration.runsOnLoop(rpc.descriptor):
+                                        connection.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
+                                    case .rpc(let rpc):
+                                        connection.addTask(executorPreference: globalConcurrentExecutor) {
+                                            await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler)
+                                        }
                                     case .work(let work): connection.addTask { await work() }
                                     }
                                 }
@@ -291,11 +300,19 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let id = ObjectIdentifier(channel)
         // Bounded by the streams the engine lets in on one connection.
         let (rpcs, sink) = AsyncStream.makeStream(of: ConnectionItem.self)
-        state.withLock { state in
+        let shuttingDown = state.withLock { state in
             state.connections[id] = channel
             state.rpcs[id] = sink
+            return state.shuttingDown
         }
-        if case .terminated = acceptor.yield(.connection(rpcs, channel.eventLoop)) { sink.finish() }
+        // Accepted as the listener closed: its RPCs are told the server is shutting down, and it is told
+        // to finish (GOAWAY), as the connections open when the shutdown began were.
+        if shuttingDown { channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) } }
+        if shuttingDown {
+            sink.finish()
+        } else if case .terminated = acceptor.yield(.connection(rpcs, channel.eventLoop)) {
+            sink.finish()
+        }
         channel.closeFuture.whenComplete { [self] _ in
             let closed = state.withLock { state in
                 state.connections.removeValue(forKey: id)

@@ -61,19 +61,34 @@ package struct JSONOnEngine: H2Responder {
         context.wholeBody = request.body
         let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
         let (router, logger, serverName, routed) = (router, logger, serverName, context)
+        // An agent's call (small and bounded) runs on the connection's event loop, as its connection's
+        // group does; every other route (operators, reviewers, the console, watches: work or answers that
+        // may be large) on Swift's global executor, holding no loop.
+        let onLoop = request.head.path.hasPrefix(Self.agentPaths)
         let yielded = work.yield {
-            var answer: Response
-            do {
-                answer = try await router.respond(to: hummingbird, context: routed)
-            } catch {
-                logger.debug("a JSON route failed", metadata: ["error": "\(error)"])
-                answer = Response(status: .internalServerError)
+            if onLoop { return await Self.serve(hummingbird, routed, router, logger, serverName, response) }
+            await withTaskExecutorPreference(globalConcurrentExecutor) {
+                await Self.serve(hummingbird, routed, router, logger, serverName, response)
             }
-            answer.headers[.server] = serverName
-            await Self.write(answer, to: response)
         }
         // The connection's handling has ended (it is closing): the stream is refused, to be retried.
         if case .terminated = yielded { response.reset(.refusedStream) }
+    }
+
+    /// The agents' routes (`/v1/agent/…`), served on the event loop.
+    package static let agentPaths = "/v1/agent/"
+
+    private static func serve(_ hummingbird: Request, _ routed: LockstepRequestContext, _ router: RouterResponder<LockstepRequestContext>, _ logger: Logger, _ serverName: String,
+                              _ response: H2Response) async {
+        var answer: Response
+        do {
+            answer = try await router.respond(to: hummingbird, context: routed)
+        } catch {
+            logger.debug("a JSON route failed", metadata: ["error": "\(error)"])
+            answer = Response(status: .internalServerError)
+        }
+        answer.headers[.server] = serverName
+        await write(answer, to: response)
     }
 
     package func refusal(status: Int) -> H2Refusal {

@@ -76,52 +76,46 @@ public struct HistoryAPI: Sendable {
     }
 
     public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
-        // Replays or reads the whole log: off the event loop the request may have arrived on.
-        try await offLoop { () async throws(APIError) in
-            let through: UInt64?
-            switch request.at {
-            case .sequence(let sequence): through = sequence
-            case .timeMs(let time): through = try await lastSequence(recordedAtOrBefore: Instant(millisecondsSinceEpoch: time))
-            // Neither: the whole log, as it stands.
-            case nil: through = nil
-            }
-            let state: LogState
-            do throws(EventLogError) {
-                // Every migration started by then, settled ones included (the live state holds only the unsettled).
-                // (Sequence 0 is the empty state only where the log starts at genesis; before an archived base, replay says so.)
-                let base = try await coordinator.log.baseHead().sequence
-                state = through == 0 && base == 0 ? LogState() : try await History.replay(coordinator.log, through: through, keepingSettled: true)
-            } catch {
-                if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
-                throw APIError(.storage(error))
-            }
-            return Lockstep_V1_StateAtResponse(state)
+        let through: UInt64?
+        switch request.at {
+        case .sequence(let sequence): through = sequence
+        case .timeMs(let time): through = try await lastSequence(recordedAtOrBefore: Instant(millisecondsSinceEpoch: time))
+        // Neither: the whole log, as it stands.
+        case nil: through = nil
         }
+        let state: LogState
+        do {
+            // Every migration started by then, settled ones included (the live state holds only the unsettled).
+            // (Sequence 0 is the empty state only where the log starts at genesis; before an archived base, replay says so.)
+            let base = try await coordinator.log.baseHead().sequence
+            state = through == 0 && base == 0 ? LogState() : try await History.replay(coordinator.log, through: through, keepingSettled: true)
+        } catch {
+            if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
+            throw APIError(.storage(error))
+        }
+        return Lockstep_V1_StateAtResponse(state)
     }
 
     public func verify(_ request: Lockstep_V1_VerifyHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_VerifyHistoryResponse {
-        // Replays or reads the whole log: off the event loop the request may have arrived on.
-        try await offLoop { () async throws(APIError) in
-            do throws(EventLogError) {
-                let report = try await HistoryVerifier.verify(coordinator.log)
-                return .with {
-                    $0.ok = true
-                    $0.events = report.events
-                    $0.headSequence = report.head.sequence
-                    $0.headChainHash = Data(report.head.chainHash.bytes)
-                    $0.snapshotChecked = report.snapshotChecked ?? 0
-                    $0.digest = report.digest.hex
-                    $0.migrations = UInt64(report.migrations)
-                    $0.plans = UInt64(report.plans)
-                    $0.baseSequence = report.base
-                }
-            } catch {
-                // A broken history is an answer, not a failure of the call.
-                return .with {
-                    $0.ok = false
-                    $0.problemCode = error.code
-                    $0.problem = APIError.withoutCode(error.description, error.code)
-                }
+        do {
+            let report = try await HistoryVerifier.verify(coordinator.log)
+            return .with {
+                $0.ok = true
+                $0.events = report.events
+                $0.headSequence = report.head.sequence
+                $0.headChainHash = Data(report.head.chainHash.bytes)
+                $0.snapshotChecked = report.snapshotChecked ?? 0
+                $0.digest = report.digest.hex
+                $0.migrations = UInt64(report.migrations)
+                $0.plans = UInt64(report.plans)
+                $0.baseSequence = report.base
+            }
+        } catch {
+            // A broken history is an answer, not a failure of the call.
+            return .with {
+                $0.ok = false
+                $0.problemCode = error.code
+                $0.problem = APIError.withoutCode(error.description, error.code)
             }
         }
     }
@@ -152,50 +146,44 @@ public struct HistoryAPI: Sendable {
     }
 
     public func explain(_ request: Lockstep_V1_ExplainRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ExplainResponse {
-        // Replays or reads the whole log: off the event loop the request may have arrived on.
-        try await offLoop { () async throws(APIError) in
-            try APIError.checkIdentifier(request.migrationID, "migration_id")
-            if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node_id") }
-            let id = MigrationID(request.migrationID)
-            let events: [(sequence: UInt64, event: RecordedEvent)]
-            do throws(EventLogError) { events = try await History.migrationEvents(id, in: coordinator.log) } catch { throw APIError(.storage(error)) }
-            if events.isEmpty { throw try await notFound(id) }
-            let explanation: HistoryExplain.Explanation
-            do throws(HistoryExplain.Failure) {
-                explanation = try HistoryExplain.explain(events, node: request.nodeID.isEmpty ? nil : NodeID(request.nodeID))
-            } catch {
-                throw APIError.invalid(error.description)
-            }
-            return Lockstep_V1_ExplainResponse(explanation)
+        try APIError.checkIdentifier(request.migrationID, "migration_id")
+        if !request.nodeID.isEmpty { try APIError.checkIdentifier(request.nodeID, "node_id") }
+        let id = MigrationID(request.migrationID)
+        let events: [(sequence: UInt64, event: RecordedEvent)]
+        do throws(EventLogError) { events = try await History.migrationEvents(id, in: coordinator.log) } catch { throw APIError(.storage(error)) }
+        if events.isEmpty { throw try await notFound(id) }
+        let explanation: HistoryExplain.Explanation
+        do throws(HistoryExplain.Failure) {
+            explanation = try HistoryExplain.explain(events, node: request.nodeID.isEmpty ? nil : NodeID(request.nodeID))
+        } catch {
+            throw APIError.invalid(error.description)
         }
+        return Lockstep_V1_ExplainResponse(explanation)
     }
 
     public func diff(_ request: Lockstep_V1_DiffHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_DiffHistoryResponse {
-        // Replays or reads the whole log: off the event loop the request may have arrived on.
-        try await offLoop { () async throws(APIError) in
-            if !request.migrationID.isEmpty { try APIError.checkIdentifier(request.migrationID, "migration_id") }
-            guard request.hasFrom, request.hasTo, request.from.at != nil, request.to.at != nil else {
-                throw APIError.invalid("a diff needs two points, from and to: each a sequence or a time_ms")
-            }
-            let from = try await sequence(of: request.from)
-            let to = try await sequence(of: request.to)
-            guard from <= to else { throw APIError.invalid("from (sequence \(from)) must not come after to (sequence \(to))") }
-            let old: LogState
-            let new: LogState
-            do throws(EventLogError) {
-                (old, new) = try await History.states(coordinator.log, from: from, to: to)
-            } catch {
-                if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
-                throw APIError(.storage(error))
-            }
-            if !request.migrationID.isEmpty, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == request.migrationID }) {
-                throw try await notFound(MigrationID(request.migrationID))
-            }
-            return .with {
-                $0.fromSequence = from
-                $0.toSequence = to
-                $0.changes = HistoryDiff.changes(from: old, to: new, migration: request.migrationID.isEmpty ? nil : MigrationID(request.migrationID))
-            }
+        if !request.migrationID.isEmpty { try APIError.checkIdentifier(request.migrationID, "migration_id") }
+        guard request.hasFrom, request.hasTo, request.from.at != nil, request.to.at != nil else {
+            throw APIError.invalid("a diff needs two points, from and to: each a sequence or a time_ms")
+        }
+        let from = try await sequence(of: request.from)
+        let to = try await sequence(of: request.to)
+        guard from <= to else { throw APIError.invalid("from (sequence \(from)) must not come after to (sequence \(to))") }
+        let old: LogState
+        let new: LogState
+        do {
+            (old, new) = try await History.states(coordinator.log, from: from, to: to)
+        } catch {
+            if case .invalidRequest(let why) = error { throw APIError.invalid(why) }
+            throw APIError(.storage(error))
+        }
+        if !request.migrationID.isEmpty, !new.everyMigrationInOrder.contains(where: { $0.id.rawValue == request.migrationID }) {
+            throw try await notFound(MigrationID(request.migrationID))
+        }
+        return .with {
+            $0.fromSequence = from
+            $0.toSequence = to
+            $0.changes = HistoryDiff.changes(from: old, to: new, migration: request.migrationID.isEmpty ? nil : MigrationID(request.migrationID))
         }
     }
 
@@ -230,11 +218,4 @@ public struct HistoryAPI: Sendable {
     package init(coordinator: Coordinator) {
         self.coordinator = coordinator
     }
-}
-
-/// Runs `body` on Swift's global executor, whatever executor the request arrived on: work that may take
-/// long (a replay, a whole-log verify) must not hold an event loop, where a connection's requests run
-/// (`LoopTaskExecutor`, docs/http2-engine.md).
-package func offLoop<T: Sendable>(_ body: () async throws(APIError) -> T) async throws(APIError) -> T {
-    try await withTaskExecutorPreference(globalConcurrentExecutor, operation: body)
 }

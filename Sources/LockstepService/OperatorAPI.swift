@@ -14,8 +14,7 @@ public struct OperatorAPI: Sendable {
     package var webhooks: (names: [String], deliveries: WebhookDeliveryLog)?
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ApplyPlanResponse {
-        // A plan file of up to a mebibyte is parsed off the event loop the request may have arrived on.
-        let load = try await offLoop { PlanFile.lint(yaml: request.planYaml) }
+        let load = PlanFile.lint(yaml: request.planYaml)
         guard load.errors.isEmpty, let plan = load.plan else {
             let findings = load.errors.prefix(10).map { "line \($0.line): \($0.code): \($0.message)" }.joined(separator: "; ")
             throw APIError(.invalidPlan, "the plan has \(load.errors.count) lint error(s), nothing was applied: \(findings)")
@@ -37,7 +36,7 @@ public struct OperatorAPI: Sendable {
 
     /// Lints a plan file's text and says what is wrong where, applying nothing (operators and readers).
     public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ValidatePlanResponse {
-        let load = try await offLoop { PlanFile.lint(yaml: request.planYaml) }
+        let load = PlanFile.lint(yaml: request.planYaml)
         return .with {
             $0.valid = load.errors.isEmpty && load.plan != nil
             $0.findings = load.findings.map { finding in

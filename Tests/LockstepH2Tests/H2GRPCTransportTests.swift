@@ -52,16 +52,20 @@ import Testing
 extension H2GRPCTransportTests {
     /// An RPC runs on the event loop that read it, and so does a default actor it calls (the
     /// coordinator is one): no thread switch between the request, the actor and the answer.
-    @Test func anRPCAndTheActorItCallsRunOnTheConnectionsEventLoop() async throws {
+    /// A method `runsOnLoop` declines runs on Swift's global executor instead, and so does the actor.
+    @Test(arguments: [true, false])
+    func anRPCAndTheActorItCallsRunOnTheConnectionsEventLoop(onLoop: Bool) async throws {
         let service = EchoService()
-        let transport = H2GRPCServerTransport(configuration: .init(host: "127.0.0.1", port: 0), logger: Logger(label: "test"))
+        var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
+        configuration.runsOnLoop = { _ in onLoop }
+        let transport = H2GRPCServerTransport(configuration: configuration, logger: Logger(label: "test"))
         let server = GRPCServer(transport: transport, services: [service])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.serve() }
             defer { server.beginGracefulShutdown() }
             let port = try #require(try await transport.listeningAddress.port)
             let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "where"]).wait(seconds: 120)
-            #expect(run.stdout == String(repeating: "handler on its loop: true, actor on its loop: true\n", count: 3), "\(run)")
+            #expect(run.stdout == String(repeating: "handler on its loop: \(onLoop), actor on its loop: \(onLoop)\n", count: 3), "\(run)")
         }
     }
 

@@ -2,6 +2,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import LockstepAPI
+import LockstepGRPC
+import LockstepHTTP
 import LockstepServer
 import LockstepService
 import LockstepTestSupport
@@ -20,6 +22,22 @@ import Testing
         let declared = APIOperation.all.map { "\($0.service)/\($0.method)" }
         #expect(Set(served) == Set(declared), "served, not declared: \(Set(served).subtracting(declared)); declared, not served: \(Set(declared).subtracting(served))")
         #expect(served.count == declared.count)
+    }
+
+    /// The same operations run on their connection's event loop on both transports: the agents' calls,
+    /// small and bounded (`runsOnLoop` for gRPC, the `/v1/agent/` paths on the JSON engine); every other
+    /// runs on Swift's global executor (docs/http2-engine.md, "Where requests run").
+    @Test func theAgentsCallsAndOnlyThoseRunOnTheLoopOnBothTransports() {
+        let methods = Lockstep_V1_AgentService.Method.descriptors + Lockstep_V1_MigrationService.Method.descriptors
+            + Lockstep_V1_StageService.Method.descriptors + Lockstep_V1_HistoryService.Method.descriptors
+        var onLoop: [String] = []
+        for operation in APIOperation.all {
+            let descriptor = methods.first { "\($0.service.fullyQualifiedService)/\($0.method)" == "\(operation.service)/\(operation.method)" }
+            let grpc = descriptor.map(GRPCAgentService.isAgentMethod) ?? false
+            #expect(grpc == operation.path.hasPrefix(JSONOnEngine.agentPaths), "\(operation.name)")
+            if grpc { onLoop.append(operation.name) }
+        }
+        #expect(onLoop.sorted() == ["agent/complete", "agent/fail", "agent/heartbeat", "agent/poll", "agent/progress"], "\(onLoop)")
     }
 
     /// The proto file's `rpc` lines name the same request and response messages, and the same streams.
