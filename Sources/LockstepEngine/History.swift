@@ -201,7 +201,10 @@ public enum History {
     /// Every event is checked as a full replay checks it (bytes, stream and version, the start).
     /// Nil when the stream has no event at or before `through`.
     public static func migration(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> MigrationState? {
-        LogState.migration(replaying: try await migrationEvents(id, in: log, through: through).map { ($0.sequence, $0.event.event) })
+        // Read and folded on Swift's global executor, as `migrationEvents` says why.
+        try await withTaskExecutorPreference(globalConcurrentExecutor) { () async throws(EventLogError) in
+            LogState.migration(replaying: try await migrationEvents(id, in: log, through: through).map { ($0.sequence, $0.event.event) })
+        }
     }
 
     /// Migration `id`'s events up to global sequence `through` (or the end of the log), checked as

@@ -45,10 +45,11 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// `Context.clientIdentity`: the handler, in a task, then needs no hop back onto the loop to ask.
         /// Nil: not read (a handler asks the channel itself).
         public var clientIdentity: (@Sendable (any Channel) -> String?)?
-        /// Whether a method's RPCs run on their connection's event loop (`LoopTaskExecutor`: no thread
-        /// switch to the handler, nor to a default actor it calls); false: on Swift's global executor. For
-        /// small, bounded calls only: a method whose work or answer may be large must not hold a loop.
-        public var runsOnLoop: @Sendable (MethodDescriptor) -> Bool = { _ in true }
+        /// Whether an RPC (its method, and the bytes of its request messages) runs on its connection's
+        /// event loop (`LoopTaskExecutor`: no thread switch to the handler, nor to a default actor it
+        /// calls); false, the default: on Swift's global executor. For small, bounded calls only: work or
+        /// a message that may be large must not hold a loop.
+        public var runsOnLoop: @Sendable (_ method: MethodDescriptor, _ messageBytes: Int) -> Bool = { _, _ in false }
 
         public init(host: String, port: Int, limits: H2Limits = H2Limits(), messageBytesMax: Int = 1 << 20,
                     configureListener: @escaping @Sendable (any Channel) -> EventLoopFuture<Void> = { $0.eventLoop.makeSucceededVoidFuture() },
@@ -238,7 +239,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                             await withDiscardingTaskGroup { connection in
                                 for await item in rpcs {
                                     switch item {
-                                    case .rpc(let rpc) where configuration.runsOnLoop(rpc.descriptor):
+                                    case .rpc(let rpc) where configuration.runsOnLoop(rpc.descriptor, rpc.messages.reduce(0) { $0 + $1.count }):
                                         connection.addTask { await Self.run(rpc, localPeer: localPeer, tls: configuration.tls, streamHandler) }
                                     case .rpc(let rpc):
                                         connection.addTask(executorPreference: globalConcurrentExecutor) {

@@ -61,10 +61,11 @@ package struct JSONOnEngine: H2Responder {
         context.wholeBody = request.body
         let hummingbird = Request(head: head, body: RequestBody(buffer: request.body))
         let (router, logger, serverName, routed) = (router, logger, serverName, context)
-        // An agent's call (small and bounded) runs on the connection's event loop, as its connection's
-        // group does; every other route (operators, reviewers, the console, watches: work or answers that
-        // may be large) on Swift's global executor, holding no loop.
-        let onLoop = request.head.path.hasPrefix(Self.agentPaths)
+        // An agent's call with a small body (as a poll's must be to be served on the loop) runs on the
+        // connection's event loop, as its connection's group does; a larger one, and every other route
+        // (operators, reviewers, the console, watches: work or answers that may be large), on Swift's
+        // global executor, holding no loop.
+        let onLoop = request.head.path.hasPrefix(Self.agentPaths) && request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax
         let yielded = work.yield {
             if onLoop { return await Self.serve(hummingbird, routed, router, logger, serverName, response) }
             await withTaskExecutorPreference(globalConcurrentExecutor) {

@@ -250,9 +250,10 @@ public enum LockstepServer {
         let pollLane = PollLane(limit: 256)
         let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate, lane: pollLane)
         grpcConfiguration.onLoop = { call in agentService.onLoop(call) }
-        // The agents' calls (small and bounded) run on their connection's loop; operators' and reviewers'
-        // (replays, exports, large plans and answers) on Swift's global executor.
-        grpcConfiguration.runsOnLoop = { GRPCAgentService.isAgentMethod($0) }
+        // The agents' calls run on their connection's loop when their message is small (as a poll must be
+        // to be decoded there); a larger one, and operators' and reviewers' calls (replays, exports,
+        // large plans and answers), on Swift's global executor.
+        grpcConfiguration.runsOnLoop = { GRPCAgentService.isAgentMethod($0) && $1 <= AgentAPI.pollBytesOnLoopMax }
         // With client certificates, each RPC's is read where it arrives, not with a hop from its handler.
         if mutualTLS { grpcConfiguration.clientIdentity = { ClientIdentity.fingerprintOnLoop(of: $0) } }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)

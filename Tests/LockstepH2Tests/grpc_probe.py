@@ -18,9 +18,10 @@ if sys.argv[2:] == ["wait-long"]:
     sys.exit(0)
 
 if sys.argv[2:] == ["where"]:
-    # Where the server ran three calls on one connection (its handler, and a default actor it called).
-    for _ in range(3):
-        print(channel.unary_unary("/test.Echo/Where", request_serializer=identity, response_deserializer=identity)(b"", timeout=60).decode(), flush=True)
+    # Where the server ran four calls on one connection (its handler, and a default actor it called), the
+    # last with a 5,000-byte message.
+    for message in (b"", b"", b"", b"x" * 5000):
+        print(channel.unary_unary("/test.Echo/Where", request_serializer=identity, response_deserializer=identity)(message, timeout=60).decode(), flush=True)
     sys.exit(0)
 
 

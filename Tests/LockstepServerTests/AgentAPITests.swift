@@ -132,6 +132,7 @@ struct AgentAPITests {
         try await waitUntilParked(1, server)
         impatient.kill(SIGKILL)
         #expect(try await impatient.wait(seconds: 30).status != 0)
+        try await waitUntilParked(0, server)
         #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1"}"#).contains(#""lease_id":"m1/expand""#))
         #expect(try await server.post("/v1/agent/complete", #"{"lease_id": "m1/expand", "fencing_token": "1"}"#).hasSuffix("\n200"))
         // The completion made switch ready and woke the abandoned poll: it must not have taken the step.
