@@ -308,9 +308,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         }
         // Accepted as the listener closed: its RPCs are told the server is shutting down, and it is told
         // to finish (GOAWAY), as the connections open when the shutdown began were.
-        if shuttingDown { channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) } }
         if shuttingDown {
             sink.finish()
+            channel.eventLoop.execute { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
         } else if case .terminated = acceptor.yield(.connection(rpcs, channel.eventLoop)) {
             sink.finish()
         }

@@ -56,15 +56,9 @@ extension H2GRPCTransportTests {
     /// executor instead, and so does the actor.
     @Test(arguments: [true, false])
     func anRPCAndTheActorItCallsRunOnTheConnectionsEventLoop(onLoop: Bool) async throws {
-        let service = EchoService()
         var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
         configuration.runsOnLoop = { _, bytes in onLoop && bytes <= 4_096 }
-        let transport = H2GRPCServerTransport(configuration: configuration, logger: Logger(label: "test"))
-        let server = GRPCServer(transport: transport, services: [service])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.serve() }
-            defer { server.beginGracefulShutdown() }
-            let port = try #require(try await transport.listeningAddress.port)
+        try await Self.serving(EchoService(), configuration) { _, _, port in
             let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "where"]).wait(seconds: 120)
             // The fourth call's message is over the bound: it runs on the global executor either way.
             #expect(run.stdout == String(repeating: "handler on its loop: \(onLoop), actor on its loop: \(onLoop)\n", count: 3)
@@ -72,16 +66,25 @@ extension H2GRPCTransportTests {
         }
     }
 
-    @Test func aGracefulShutdownEndsAnRPCThatOutlastsTheGracePeriod() async throws {
-        let service = EchoService()
-        var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
-        configuration.graceMillis = 300
+    /// Serves `service` on a transport made of `configuration` while `body` runs (given the server, the
+    /// group serving it, and the port), then shuts the server down.
+    static func serving(_ service: EchoService, _ configuration: H2GRPCServerTransport.Configuration,
+                        _ body: (GRPCServer<H2GRPCServerTransport>, inout ThrowingTaskGroup<Void, any Error>, Int) async throws -> Void) async throws {
         let transport = H2GRPCServerTransport(configuration: configuration, logger: Logger(label: "test"))
         let server = GRPCServer(transport: transport, services: [service])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await server.serve() }
             defer { server.beginGracefulShutdown() }
             let port = try #require(try await transport.listeningAddress.port)
+            try await body(server, &group, port)
+        }
+    }
+
+    @Test func aGracefulShutdownEndsAnRPCThatOutlastsTheGracePeriod() async throws {
+        let service = EchoService()
+        var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
+        configuration.graceMillis = 300
+        try await Self.serving(service, configuration) { server, group, port in
             let waiting = try ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "wait-long"])
             try await eventually("the call is in its handler", seconds: 90) { service.waiting.load(ordering: .relaxed) == 1 }
             let began = ContinuousClock.now
