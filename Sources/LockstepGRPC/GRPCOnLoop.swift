@@ -12,6 +12,12 @@ extension GRPCAgentService {
         descriptor.service == Lockstep_V1_AgentService.Method.Poll.descriptor.service
     }
 
+    /// Whether an RPC runs on its connection's event loop (`H2GRPCServerTransport.Configuration.runsOnLoop`):
+    /// an agent's method with a message of at most `AgentAPI.pollBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`).
+    @Sendable package static func runsOnLoop(_ descriptor: MethodDescriptor, _ messageBytes: Int) -> Bool {
+        AgentAPI.runsOnLoop(agentCall: isAgentMethod(descriptor), requestBytes: messageBytes)
+    }
+
     /// `Poll` served where it arrives, on the connection's event loop with no task
     /// (`H2GRPCServerTransport.Configuration.onLoop`), through the same gate as every method
     /// (authentication, roles, the timer, errors with their stable code): a poll with nothing to lease is

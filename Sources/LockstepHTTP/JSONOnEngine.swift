@@ -65,7 +65,7 @@ package struct JSONOnEngine: H2Responder {
         // connection's event loop, as its connection's group does; a larger one, and every other route
         // (operators, reviewers, the console, watches: work or answers that may be large), on Swift's
         // global executor, holding no loop.
-        let onLoop = request.head.path.hasPrefix(Self.agentPaths) && request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax
+        let onLoop = Self.runsOnLoop(path: request.head.path, bodyBytes: request.body.readableBytes)
         let yielded = work.yield {
             if onLoop { return await Self.serve(hummingbird, routed, router, logger, serverName, response) }
             await withTaskExecutorPreference(globalConcurrentExecutor) {
@@ -78,6 +78,12 @@ package struct JSONOnEngine: H2Responder {
 
     /// The agents' routes (`/v1/agent/…`), served on the event loop.
     package static let agentPaths = "/v1/agent/"
+
+    /// Whether a request runs on its connection's event loop: an agent's route with a body of at most
+    /// `AgentAPI.pollBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`, the rule gRPC applies too).
+    package static func runsOnLoop(path: String, bodyBytes: Int) -> Bool {
+        AgentAPI.runsOnLoop(agentCall: path.hasPrefix(agentPaths), requestBytes: bodyBytes)
+    }
 
     private static func serve(_ hummingbird: Request, _ routed: LockstepRequestContext, _ router: RouterResponder<LockstepRequestContext>, _ logger: Logger, _ serverName: String,
                               _ response: H2Response) async {

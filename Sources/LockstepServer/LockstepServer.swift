@@ -253,7 +253,7 @@ public enum LockstepServer {
         // The agents' calls run on their connection's loop when their message is small (as a poll must be
         // to be decoded there); a larger one, and operators' and reviewers' calls (replays, exports,
         // large plans and answers), on Swift's global executor.
-        grpcConfiguration.runsOnLoop = { GRPCAgentService.isAgentMethod($0) && $1 <= AgentAPI.pollBytesOnLoopMax }
+        grpcConfiguration.runsOnLoop = GRPCAgentService.runsOnLoop
         // With client certificates, each RPC's is read where it arrives, not with a hop from its handler.
         if mutualTLS { grpcConfiguration.clientIdentity = { ClientIdentity.fingerprintOnLoop(of: $0) } }
         let grpcTransport = H2GRPCServerTransport(configuration: grpcConfiguration, logger: logger)

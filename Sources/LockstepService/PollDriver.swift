@@ -6,6 +6,14 @@ extension AgentAPI {
     /// the same answer, so no request holds a loop for a long decode.
     package static let pollBytesOnLoopMax = 4_096
 
+    /// Whether a request runs on its connection's event loop: an agent's call (poll, heartbeat, progress,
+    /// complete, fail) whose request is at most `pollBytesOnLoopMax` bytes. Every other request, and an
+    /// agent's larger one, runs on Swift's global executor, holding no loop. The one rule both transports
+    /// apply (`GRPCAgentService.runsOnLoop`, `JSONOnEngine.runsOnLoop`), each saying what an agent's call is.
+    package static func runsOnLoop(agentCall: Bool, requestBytes: Int) -> Bool {
+        agentCall && requestBytes <= pollBytesOnLoopMax
+    }
+
     /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group);
     /// runs the second closure instead when that no longer takes work (it is closing).
     package typealias PollRun = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void

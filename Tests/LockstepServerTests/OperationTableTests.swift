@@ -40,6 +40,32 @@ import Testing
         #expect(onLoop.sorted() == ["agent/complete", "agent/fail", "agent/heartbeat", "agent/poll", "agent/progress"], "\(onLoop)")
     }
 
+    /// The bound on both transports: an agent's call runs on the loop up to `AgentAPI.pollBytesOnLoopMax`
+    /// bytes of request and not one byte more (a large report is decoded off the loop); every other
+    /// operation never does, whatever its size. The server installs these very predicates
+    /// (`GRPCAgentService.runsOnLoop` as the gRPC transport's `runsOnLoop`; `JSONOnEngine` asks its own).
+    @Test func anAgentsCallRunsOnTheLoopUpToTheBoundAndNotOneByteMoreOnBothTransports() {
+        let methods = Lockstep_V1_AgentService.Method.descriptors + Lockstep_V1_MigrationService.Method.descriptors
+            + Lockstep_V1_StageService.Method.descriptors + Lockstep_V1_HistoryService.Method.descriptors
+        let bound = AgentAPI.pollBytesOnLoopMax
+        #expect(bound == 4_096)
+        for operation in APIOperation.all {
+            guard let descriptor = methods.first(where: { "\($0.service.fullyQualifiedService)/\($0.method)" == "\(operation.service)/\(operation.method)" }) else {
+                Issue.record("\(operation.name) has no gRPC method")
+                continue
+            }
+            let agent = operation.name.hasPrefix("agent/")
+            for bytes in [0, 43, bound, bound + 1, 1 << 20, Int.max] {
+                let expected = agent && bytes <= bound
+                #expect(GRPCAgentService.runsOnLoop(descriptor, bytes) == expected, "\(operation.name), \(bytes) bytes over gRPC")
+                #expect(JSONOnEngine.runsOnLoop(path: operation.path, bodyBytes: bytes) == expected, "\(operation.name), \(bytes) bytes over JSON")
+            }
+        }
+        // A path that only starts like an agent's route is not one.
+        #expect(!JSONOnEngine.runsOnLoop(path: "/v1/agents", bodyBytes: 10))
+        #expect(!JSONOnEngine.runsOnLoop(path: "/v1/migrations/list", bodyBytes: 10))
+    }
+
     /// The proto file's `rpc` lines name the same request and response messages, and the same streams.
     @Test func theProtoFileDeclaresTheTablesMessages() throws {
         let proto = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Protos/lockstep/v1/agent.proto")
