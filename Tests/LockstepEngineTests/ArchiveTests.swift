@@ -259,6 +259,7 @@ import Testing
         let originalEvents = try ArchiveSegment.open(directory + "/segment.ndjson").events()
         var refused = 0
         for round in 0..<600 {
+            await yieldToOtherTests()
             var bytes = original
             switch round % 6 {
             case 0: bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)

@@ -2,6 +2,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import LockstepTestSupport
 import Testing
 
 /// A seeded simulation of step leases: agents take steps, heartbeat, stall past their TTL, crash, report
@@ -17,6 +18,7 @@ import Testing
         var expiries = 0
         var staleRefused = 0
         for seed in UInt64(1_000 + batch * Self.seedsPerBatch)..<UInt64(1_000 + (batch + 1) * Self.seedsPerBatch) {
+            await yieldToOtherTests()
             let counts = try await run(seed: seed)
             expiries += counts.expiries
             staleRefused += counts.staleRefused

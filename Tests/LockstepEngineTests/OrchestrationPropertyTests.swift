@@ -1,6 +1,7 @@
 import Foundation
 import LockstepCore
 import LockstepEngine
+import LockstepTestSupport
 import Testing
 
 /// A random plan: a DAG of `count` nodes over three services, each node needing a random subset of
@@ -143,6 +144,7 @@ func randomPlan(_ random: inout SeededGenerator) -> PlanSnapshot {
             #expect(rollbackFailures > 0, "batch \(batch) never failed a rollback step")
         }
         for seed in UInt64(batch * 25)..<UInt64(batch * 25 + 25) {
+            await yieldToOtherTests()
             var random = SeededGenerator(seed: seed)
             let plan = randomPlan(&random)
             var options = Rehearsal.Options()

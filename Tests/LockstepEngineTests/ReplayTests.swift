@@ -2,6 +2,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import LockstepTestSupport
 import Testing
 
 @Suite struct ReplayTests {
@@ -201,6 +202,7 @@ import Testing
         let plan = ExamplePlans.chain(length: 10)
         let metadata = EventMetadata(recordedAt: t(0), actor: Actor(kind: "agent", id: "test"), triggeredBy: .agent)
         for index in first..<(first + migrations) {
+            await yieldToOtherTests()
             let id = MigrationID("m-\(index)")
             var events: [MigrationEvent] = [.migrationStarted(MigrationStarted(migration: id, plan: plan, startedAt: t(0)))]
             for node in plan.nodes {
@@ -226,6 +228,7 @@ import Testing
         var expected = LogState()
         var position: UInt64 = 0
         while let page = Optional(try await log.read(after: position, limit: 1_000)), let last = page.last {
+            await yieldToOtherTests()
             for stored in page { expected.evolve(try History.check(stored, against: expected), sequence: stored.sequence) }
             position = last.sequence
         }

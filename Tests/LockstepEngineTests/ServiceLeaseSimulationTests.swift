@@ -3,6 +3,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import LockstepTestSupport
 import Testing
 
 /// An in-memory log that fails on purpose, from a seed: some appends are refused before anything is
@@ -76,6 +77,7 @@ actor FaultyEventLog: EventLog {
     func serviceAndStepLeaseInvariantsHold(batch: Int) async throws {
         var total = Counts()
         for seed in UInt64(5_000 + batch * Self.seedsPerBatch)..<UInt64(5_000 + (batch + 1) * Self.seedsPerBatch) {
+            await yieldToOtherTests()
             total.add(try await run(seed: seed).counts)
         }
         print("service-lease simulation batch \(batch): \(total)")
@@ -111,6 +113,7 @@ actor FaultyEventLog: EventLog {
         let migrationsMax = Int.random(in: 2...4, using: &random)
 
         for _ in 0..<500 {
+            await yieldToOtherTests()
             let state = await coordinator.state
             switch Int.random(in: 0..<20, using: &random) {
             case 0 where ids.count < migrationsMax, 1 where ids.count < migrationsMax:

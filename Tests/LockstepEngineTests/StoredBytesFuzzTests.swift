@@ -2,6 +2,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import LockstepTestSupport
 import Testing
 
 /// Stored bytes come from outside (a disk, an operator, an attacker): decoding them must never trap,
@@ -21,6 +22,7 @@ import Testing
         var decoded = 0
         var rejected = 0
         for round in 0..<5_000 {
+            if round % 100 == 0 { await yieldToOtherTests() }
             var bytes = records[round % records.count]
             switch round % 4 {
             case 0: bytes[Int.random(in: 0..<bytes.count, using: &random)] = UInt8.random(in: 0...255, using: &random)
@@ -53,13 +55,14 @@ import Testing
         #expect(throws: RecordDecodingError.invalidField("triggered_by")) { try EventRecordCodec.domainEvent(record) }
     }
 
-    @Test func randomSnapshotBytesNeverTrap() {
+    @Test func randomSnapshotBytesNeverTrap() async {
         var random = SeededGenerator(seed: 0x5A9)
         var valid = LogState()
         valid.evolve(migration: MigrationID("m"), sequence: 1, .migrationStarted(MigrationStarted(
             migration: MigrationID("m"), plan: ExamplePlans.ledgerSplit, startedAt: t(0))))
         let bytes = valid.canonicalBytes
         for round in 0..<3_000 {
+            if round % 100 == 0 { await yieldToOtherTests() }
             var mutated = bytes
             for _ in 0...(round % 3) {
                 mutated[Int.random(in: 0..<mutated.count, using: &random)] = UInt8.random(in: 0...255, using: &random)

@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from loopback import free_port, stop, wait_for_port
+from loopback import free_port, stop, stopped_at_exit, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.environ.get("LOCKSTEP_BENCH_BIN") or os.path.join(ROOT, ".build-release", "release")
@@ -46,7 +46,7 @@ processes = []
 
 
 def start(argv, **kwargs):
-    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "a"), **kwargs)
+    process = stopped_at_exit(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "a"), **kwargs))
     processes.append(process)
     return process
 

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from loopback import free_port, stop, wait_for_file, wait_for_port
+from loopback import free_port, stop, stopped_at_exit, wait_for_file, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, ".build-release", "release")
@@ -129,42 +129,45 @@ if "leases" in ONLY:
 
     data = os.path.join(work, "lockstep-data")
     ready = os.path.join(work, "ready.json")
-    server = subprocess.Popen([os.path.join(RELEASE, "lockstep"), "serve", "--dev", "--data", data, "--http-listen", "127.0.0.1:0",
-                               "--grpc-listen", "127.0.0.1:0", "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = stopped_at_exit(subprocess.Popen([os.path.join(RELEASE, "lockstep"), "serve", "--dev", "--data", data, "--http-listen", "127.0.0.1:0",
+                                               "--grpc-listen", "127.0.0.1:0", "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wait_for_file(ready)
     lockstep_target = json.load(open(ready))["grpc"]
     etcd_port, peer_port = free_port(), free_port()
-    etcd = subprocess.Popen([shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", os.path.join(work, "etcd"),
+    etcd = stopped_at_exit(subprocess.Popen([shutil.which("etcd") or "/usr/bin/etcd", "--data-dir", os.path.join(work, "etcd"),
                              "--listen-client-urls", f"http://127.0.0.1:{etcd_port}", "--advertise-client-urls", f"http://127.0.0.1:{etcd_port}",
                              "--listen-peer-urls", f"http://127.0.0.1:{peer_port}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
                              "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_for_port(etcd_port)
-    for clients in (1, 64):
-        ours, theirs, our_cpu, their_cpu, compiled, compiled_cpu = [], [], [], [], [], []
-        for _ in range(RUNS):  # interleaved, so drift hits both alike
-            rate, cpu = cycles("lockstep", lockstep_target, clients, server)
-            ours.append(rate)
-            our_cpu.append(cpu)
-            rate, cpu = cycles("etcd", f"127.0.0.1:{etcd_port}", clients, etcd)
-            theirs.append(rate)
-            their_cpu.append(cpu)
-            rate, cpu = cycles("compiled", lockstep_target, clients, server)
-            compiled.append(rate)
-            compiled_cpu.append(cpu)
-        plural = "s" if clients > 1 else ""
-        add(f"lease cycles/s (acquire, renew, release) through the gRPC API, {clients} client{plural}",
-            summary(ours), summary(theirs), "etcd 3.4 (grant, keep-alive, txn put, revoke)", target=2.0)
-        add(f"server CPU µs per lease cycle, {clients} client{plural}",
-            summary(our_cpu), summary(their_cpu), "etcd 3.4 (ratio: its CPU ÷ ours; clients not counted)", higher_is_better=False, unit="µs")
-        # The same cycle with a compiled client: a ratio well over 1 says the Python client limits the rows above.
-        add(f"lease cycles/s, compiled client (lockstep-leases), {clients} client{plural}",
-            summary(compiled), summary(ours), "the same server with the Python client (ratio: compiled ÷ Python)")
-        add(f"server CPU µs per lease cycle, compiled client, {clients} client{plural}",
-            summary(compiled_cpu), summary(our_cpu), "the same with the Python client (ratio: its CPU ÷ the compiled client's)",
-            higher_is_better=False, unit="µs")
-    stop(server)
-    stop(etcd)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        wait_for_port(etcd_port)
+        for clients in (1, 64):
+            ours, theirs, our_cpu, their_cpu, compiled, compiled_cpu = [], [], [], [], [], []
+            for _ in range(RUNS):  # interleaved, so drift hits both alike
+                rate, cpu = cycles("lockstep", lockstep_target, clients, server)
+                ours.append(rate)
+                our_cpu.append(cpu)
+                rate, cpu = cycles("etcd", f"127.0.0.1:{etcd_port}", clients, etcd)
+                theirs.append(rate)
+                their_cpu.append(cpu)
+                rate, cpu = cycles("compiled", lockstep_target, clients, server)
+                compiled.append(rate)
+                compiled_cpu.append(cpu)
+            plural = "s" if clients > 1 else ""
+            add(f"lease cycles/s (acquire, renew, release) through the gRPC API, {clients} client{plural}",
+                summary(ours), summary(theirs), "etcd 3.4 (grant, keep-alive, txn put, revoke)", target=2.0)
+            add(f"server CPU µs per lease cycle, {clients} client{plural}",
+                summary(our_cpu), summary(their_cpu), "etcd 3.4 (ratio: its CPU ÷ ours; clients not counted)", higher_is_better=False, unit="µs")
+            # The same cycle with a compiled client: a ratio well over 1 says the Python client limits the rows above.
+            add(f"lease cycles/s, compiled client (lockstep-leases), {clients} client{plural}",
+                summary(compiled), summary(ours), "the same server with the Python client (ratio: compiled ÷ Python)")
+            add(f"server CPU µs per lease cycle, compiled client, {clients} client{plural}",
+                summary(compiled_cpu), summary(our_cpu), "the same with the Python client (ratio: its CPU ÷ the compiled client's)",
+                higher_is_better=False, unit="µs")
+    finally:
+        # Whatever ends the figures (a failed run, ^C), neither server outlives them.
+        stop(server)
+        stop(etcd)
 
 # MARK: the API (ops/bench/api.py: h2load, bare libraries, nghttpd, parked polls, wake-up)
 

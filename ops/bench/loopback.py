@@ -1,5 +1,6 @@
 """Process and port helpers the bench scripts share (ops/bench/api.py, ops/bench/compare.py): everything
 they start listens on 127.0.0.1 only."""
+import atexit
 import os
 import signal
 import socket
@@ -42,3 +43,10 @@ def stop(process):
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def stopped_at_exit(process):
+    """`process`, stopped when the script ends if it still runs then, whatever ended the script (a
+    missing tool, a failed figure, ^C): no server a benchmark started outlives it."""
+    atexit.register(lambda: process.poll() is None and stop(process))
+    return process

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 
-from loopback import free_port, stop, wait_for_port
+from loopback import free_port, stop, stopped_at_exit, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.environ.get("LOCKSTEP_BENCH_BIN") or os.path.join(ROOT, ".build-release", "release")
@@ -113,13 +113,14 @@ json_headers = ["content-type: application/json"]
 for target in args.targets:
     if target == "engine":
         ports = [free_port() for _ in range(3)]
-        server = subprocess.Popen([os.path.join(RELEASE, "lockstep-bare"), *map(str, ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = stopped_at_exit(subprocess.Popen([os.path.join(RELEASE, "lockstep-bare"), *map(str, ports)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for_port(ports[2])
         measure("the engine answering inline (lockstep-bare)", server.pid, f"http://127.0.0.1:{ports[2]}/v1/agent/poll", poll, json_headers, events)
     elif target in ("json", "grpc"):
         http_port, grpc_port = free_port(), free_port()
         server = subprocess.Popen([lockstep, "serve", "--data", tempfile.mkdtemp(dir=work), "--dev", "--http-listen", f"127.0.0.1:{http_port}",
                                    "--grpc-listen", f"127.0.0.1:{grpc_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stopped_at_exit(server)
         wait_for_port(http_port)
         wait_for_port(grpc_port)
         if target == "json":
@@ -129,7 +130,7 @@ for target in args.targets:
                     ["content-type: application/grpc", "te: trailers"], events)
     elif target == "nghttpd":
         port = free_port()
-        server = subprocess.Popen([shutil.which("nghttpd"), "--no-tls", "-d", docroot, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = stopped_at_exit(subprocess.Popen([shutil.which("nghttpd"), "--no-tls", "-d", docroot, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for_port(port)
         measure("nghttpd (C)", server.pid, f"http://127.0.0.1:{port}/poll", poll, json_headers, [])
     else:
