@@ -13,7 +13,7 @@ extension GRPCAgentService {
     }
 
     /// Whether an RPC runs on its connection's event loop (`H2GRPCServerTransport.Configuration.runsOnLoop`):
-    /// an agent's method with a message of at most `AgentAPI.pollBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`).
+    /// an agent's method with a message of at most `AgentAPI.agentRequestBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`).
     @Sendable package static func runsOnLoop(_ descriptor: MethodDescriptor, _ messageBytes: Int) -> Bool {
         AgentAPI.runsOnLoop(agentCall: isAgentMethod(descriptor), requestBytes: messageBytes)
     }
@@ -31,7 +31,7 @@ extension GRPCAgentService {
         let method = Lockstep_V1_AgentService.Method.Poll.descriptor
         // A poll is a few dozen bytes: a larger message is decoded by the server, in a task, so nobody
         // (authenticated or not) holds a loop for a long decode.
-        guard call.descriptor.service == method.service && call.descriptor.method == method.method, call.message.count <= AgentAPI.pollBytesOnLoopMax,
+        guard call.descriptor.service == method.service && call.descriptor.method == method.method, AgentAPI.runsOnLoop(agentCall: true, requestBytes: call.message.count),
               let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         var poll: AgentAPI.PollCursor

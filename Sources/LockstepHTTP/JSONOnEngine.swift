@@ -47,7 +47,7 @@ package struct JSONOnEngine: H2Responder {
     package func respond(to request: H2Request, _ response: H2Response) {
         guard let work else { return response.reset(.internalError) }
         // A poll with a cookie (the console's session, which only the route reads) goes through the route.
-        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), request.body.readableBytes <= AgentAPI.pollBytesOnLoopMax,
+        if let poll, EnginePoll.serves(method: request.head.method, path: request.head.path), AgentAPI.runsOnLoop(agentCall: true, requestBytes: request.body.readableBytes),
            !request.head.headers.contains(where: { $0.0 == "cookie" }) {
             return poll.serve(request, response, work: work)
         }
@@ -80,7 +80,7 @@ package struct JSONOnEngine: H2Responder {
     package static let agentPaths = "/v1/agent/"
 
     /// Whether a request runs on its connection's event loop: an agent's route with a body of at most
-    /// `AgentAPI.pollBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`, the rule gRPC applies too).
+    /// `AgentAPI.agentRequestBytesOnLoopMax` bytes (`AgentAPI.runsOnLoop`, the rule gRPC applies too).
     package static func runsOnLoop(path: String, bodyBytes: Int) -> Bool {
         AgentAPI.runsOnLoop(agentCall: path.hasPrefix(agentPaths), requestBytes: bodyBytes)
     }

@@ -1,17 +1,19 @@
 import LockstepWire
 
 extension AgentAPI {
-    /// Largest poll (JSON body or protobuf message) a transport serves on its event loop, in bytes. A
-    /// poll is a few dozen bytes; a larger one is decoded in a task (the route, GRPCCore's handler), with
-    /// the same answer, so no request holds a loop for a long decode.
-    package static let pollBytesOnLoopMax = 4_096
+    /// Largest agent request a transport handles on its event loop, in bytes: the protobuf message on
+    /// gRPC (without its 5-byte frame prefix), the body on the JSON port's HTTP/2. An agent's call is a
+    /// few dozen bytes; a larger one is decoded off the loop (in a task, by the route or GRPCCore's
+    /// handler), with the same answer, so no request holds a loop for a long decode.
+    package static let agentRequestBytesOnLoopMax = 4_096
 
     /// Whether a request runs on its connection's event loop: an agent's call (poll, heartbeat, progress,
-    /// complete, fail) whose request is at most `pollBytesOnLoopMax` bytes. Every other request, and an
+    /// complete, fail) whose request is at most `agentRequestBytesOnLoopMax` bytes. Every other request, and an
     /// agent's larger one, runs on Swift's global executor, holding no loop. The one rule both transports
-    /// apply (`GRPCAgentService.runsOnLoop`, `JSONOnEngine.runsOnLoop`), each saying what an agent's call is.
+    /// apply (`GRPCAgentService.runsOnLoop`, `JSONOnEngine.runsOnLoop`, and the polls each answers with no
+    /// task at all), each saying what an agent's call is. (JSON over HTTP/1.1 is Hummingbird's, not the engine's.)
     package static func runsOnLoop(agentCall: Bool, requestBytes: Int) -> Bool {
-        agentCall && requestBytes <= pollBytesOnLoopMax
+        agentCall && requestBytes <= agentRequestBytesOnLoopMax
     }
 
     /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group);

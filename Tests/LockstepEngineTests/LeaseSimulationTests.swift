@@ -1,8 +1,8 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
-import LockstepWire
 import LockstepTestSupport
+import LockstepWire
 import Testing
 
 /// A seeded simulation of step leases: agents take steps, heartbeat, stall past their TTL, crash, report
@@ -42,6 +42,7 @@ import Testing
         let agents = ["agent-a", "agent-b", "agent-c"]
 
         for _ in 0..<400 {
+            await yieldToOtherTests()
             guard let state = try await coordinator.readMigration(id), !state.status.isSettled else { break }
             switch Int.random(in: 0..<10, using: &random) {
             case 0, 1:

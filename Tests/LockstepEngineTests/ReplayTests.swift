@@ -1,8 +1,8 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
-import LockstepWire
 import LockstepTestSupport
+import LockstepWire
 import Testing
 
 @Suite struct ReplayTests {

@@ -2,8 +2,8 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepStore
-import LockstepWire
 import LockstepTestSupport
+import LockstepWire
 import Testing
 
 /// An in-memory log that fails on purpose, from a seed: some appends are refused before anything is

@@ -1,8 +1,8 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
-import LockstepWire
 import LockstepTestSupport
+import LockstepWire
 import Testing
 
 /// Stored bytes come from outside (a disk, an operator, an attacker): decoding them must never trap,

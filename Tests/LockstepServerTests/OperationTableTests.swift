@@ -40,14 +40,15 @@ import Testing
         #expect(onLoop.sorted() == ["agent/complete", "agent/fail", "agent/heartbeat", "agent/poll", "agent/progress"], "\(onLoop)")
     }
 
-    /// The bound on both transports: an agent's call runs on the loop up to `AgentAPI.pollBytesOnLoopMax`
+    /// The bound on both transports: an agent's call runs on the loop up to `AgentAPI.agentRequestBytesOnLoopMax`
     /// bytes of request and not one byte more (a large report is decoded off the loop); every other
-    /// operation never does, whatever its size. The server installs these very predicates
-    /// (`GRPCAgentService.runsOnLoop` as the gRPC transport's `runsOnLoop`; `JSONOnEngine` asks its own).
+    /// operation never does, whatever its size. These are the predicates the server installs
+    /// (`GRPCAgentService.runsOnLoop` as the gRPC transport's `runsOnLoop`; `JSONOnEngine` asks its own);
+    /// that it installs them is read in LockstepServer.swift, not tested.
     @Test func anAgentsCallRunsOnTheLoopUpToTheBoundAndNotOneByteMoreOnBothTransports() {
         let methods = Lockstep_V1_AgentService.Method.descriptors + Lockstep_V1_MigrationService.Method.descriptors
             + Lockstep_V1_StageService.Method.descriptors + Lockstep_V1_HistoryService.Method.descriptors
-        let bound = AgentAPI.pollBytesOnLoopMax
+        let bound = AgentAPI.agentRequestBytesOnLoopMax
         #expect(bound == 4_096)
         for operation in APIOperation.all {
             guard let descriptor = methods.first(where: { "\($0.service.fullyQualifiedService)/\($0.method)" == "\(operation.service)/\(operation.method)" }) else {
@@ -61,8 +62,12 @@ import Testing
                 #expect(JSONOnEngine.runsOnLoop(path: operation.path, bodyBytes: bytes) == expected, "\(operation.name), \(bytes) bytes over JSON")
             }
         }
-        // A path that only starts like an agent's route is not one.
+        // The paths a request really has: a query stays an agent's call; a path that only starts like an
+        // agent's route is not one; an empty segment (which the router drops) errs the safe way, off the loop.
+        #expect(JSONOnEngine.runsOnLoop(path: "/v1/agent/poll?wait_ms=0", bodyBytes: 43))
         #expect(!JSONOnEngine.runsOnLoop(path: "/v1/agents", bodyBytes: 10))
+        #expect(!JSONOnEngine.runsOnLoop(path: "/v1/agent", bodyBytes: 10))
+        #expect(!JSONOnEngine.runsOnLoop(path: "//v1/agent/poll", bodyBytes: 10))
         #expect(!JSONOnEngine.runsOnLoop(path: "/v1/migrations/list", bodyBytes: 10))
     }
 

@@ -41,13 +41,11 @@ RUNS = 1 if args.quick else 3
 REQUESTS = 5_000 if args.quick else 30_000
 WAKES = 50 if args.quick else 300
 work = tempfile.mkdtemp(prefix="lockstep-api-bench-")
-processes = []
 
 
 
 def start(argv, **kwargs):
     process = stopped_at_exit(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "a"), **kwargs))
-    processes.append(process)
     return process
 
 
@@ -162,8 +160,8 @@ if "parked" in ONLY:
             f.write('{"service": "nothing-to-do", "agent_id": "bench", "wait_ms": 60000}')
         wait_target = (["-H", "content-type: application/json"], f"http://127.0.0.1:{http_port}/v1/agent/poll")
     rss_before = int(open(f"/proc/{server.pid}/status").read().split("VmRSS:")[1].split()[0])
-    holder = subprocess.Popen(["h2load", "-n", str(PARKED), "-c", str(connections), "-m", "100", "-d", wait_body, *wait_target[0], wait_target[1]],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    holder = stopped_at_exit(subprocess.Popen(["h2load", "-n", str(PARKED), "-c", str(connections), "-m", "100", "-d", wait_body, *wait_target[0], wait_target[1]],
+                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     parked = 0
     deadline = time.time() + 50
     while time.time() < deadline and parked < PARKED:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 
-from loopback import free_port, stop, stopped_at_exit, wait_for_file, wait_for_port
+from loopback import free_port, run_stopping, stop, stopped_at_exit, wait_for_file, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASE = os.path.join(ROOT, ".build-release", "release")
@@ -74,7 +74,7 @@ if "appends" in ONLY or "replay" in ONLY:
     argv = [os.path.join(RELEASE, "lockstep-bench"), "--json", output, "--runs", str(RUNS), "--seconds", str(SECONDS)]
     if args.quick:
         argv += ["--replay-events", "100000"]
-    subprocess.run(argv, check=True, timeout=1_500)
+    run_stopping(argv, timeout=1_500)
     bench_rows = json.load(open(output))
     for row in bench_rows:
         name = row["name"]
@@ -165,7 +165,7 @@ if "leases" in ONLY:
                 summary(compiled_cpu), summary(our_cpu), "the same with the Python client (ratio: its CPU ÷ the compiled client's)",
                 higher_is_better=False, unit="µs")
     finally:
-        # Whatever ends the figures (a failed run, ^C), neither server outlives them.
+        # Stopped as soon as the figures are done (and, should they fail, by stopped_at_exit anyway).
         stop(server)
         stop(etcd)
 
@@ -174,7 +174,7 @@ if "leases" in ONLY:
 if "api" in ONLY:
     section("the API: ops/bench/api.py")
     output = os.path.join(work, "api.json")
-    subprocess.run([sys.executable, os.path.join(BENCH, "api.py"), "--json", output] + (["--quick"] if args.quick else []), check=True, timeout=1_200)
+    run_stopping([sys.executable, os.path.join(BENCH, "api.py"), "--json", output] + (["--quick"] if args.quick else []), timeout=1_200)
     api = json.load(open(output))
     calls = api["calls"]
 
@@ -205,8 +205,8 @@ if "postgres" in ONLY:
         subprocess.run([sys.executable, "-m", "grpc_tools.protoc", "-I", os.path.join(ROOT, "Protos"), f"--python_out={stubs}",
                         f"--grpc_python_out={stubs}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"], check=True)
     output = os.path.join(work, "postgres.json")
-    subprocess.run([sys.executable, os.path.join(BENCH, "postgres.py"), os.path.join(RELEASE, "lockstep"), stubs, "--json", output]
-                   + (["--quick"] if args.quick else []), check=True, timeout=1_500)
+    run_stopping([sys.executable, os.path.join(BENCH, "postgres.py"), os.path.join(RELEASE, "lockstep"), stubs, "--json", output]
+                 + (["--quick"] if args.quick else []), timeout=1_500)
     pg = json.load(open(output))
     for writers, figure in pg["appends"].items():
         plural = "s" if writers != "1" else ""

@@ -28,6 +28,8 @@ import tempfile
 import threading
 import time
 
+from loopback import stop, stopped_at_exit
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 parser = argparse.ArgumentParser()
 parser.add_argument("--lockstep", default=None)
@@ -64,8 +66,9 @@ class Client:
 work = tempfile.mkdtemp(prefix="lockstep-console-bench-")
 http_port, grpc_port = free_port(), free_port()
 ready = os.path.join(work, "ready.json")
-server = subprocess.Popen([binary, "serve", "--data", os.path.join(work, "data"), "--dev", "--http-listen", f"127.0.0.1:{http_port}",
-                           "--grpc-listen", f"127.0.0.1:{grpc_port}", "--ready-file", ready], stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "server.log"), "w"))
+server = stopped_at_exit(subprocess.Popen([binary, "serve", "--data", os.path.join(work, "data"), "--dev", "--http-listen", f"127.0.0.1:{http_port}",
+                                           "--grpc-listen", f"127.0.0.1:{grpc_port}", "--ready-file", ready], stdout=subprocess.DEVNULL,
+                                          stderr=open(os.path.join(work, "server.log"), "w")))
 try:
     deadline = time.time() + 60
     while not os.path.exists(ready):
@@ -180,6 +183,5 @@ try:
     print(json.dumps({"events": len(events), "nodes": len(migration["nodes"]), "api_ms": sum(api_seconds) * 1000,
                       "load_ms": loads, "drawn_ms": drawn, "history_ms": read, "as_of_ms": as_of}))
 finally:
-    server.terminate()
-    server.wait(timeout=30)
+    stop(server)
     shutil.rmtree(work, ignore_errors=True)

@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from loopback import free_port, stop, wait_for_file, wait_for_port
+from loopback import free_port, stop, stopped_at_exit, wait_for_file, wait_for_port
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 parser = argparse.ArgumentParser()
@@ -158,7 +158,7 @@ def appends(cluster):
 def serve(arguments, ready=None):
     argv = [args.lockstep, "serve", "--dev"] + arguments + (["--ready-file", ready] if ready else [])
     log = open(os.path.join(work, f"serve-{time.monotonic_ns()}.log"), "w")
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
+    return stopped_at_exit(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log))
 
 
 def alive(process):
@@ -290,7 +290,10 @@ def replica_lag(cluster):
     """From an event's arrival on a watch on the writer to its arrival on a watch on a replica (pauses and
     resumes appended on the writer, one at a time)."""
     world = Coordinators(cluster, cluster.database())
+    deadline = time.monotonic() + 60
     while True:
+        if time.monotonic() > deadline:
+            raise SystemExit("replica lag: no coordinator became the writer and took the probe's start within 60 s")
         slot = world.writer_slot()
         if slot is not None:
             try:
