@@ -65,9 +65,17 @@ extension H2Responder {
 public struct H2Response: Sendable {
     let handler: NIOLoopBound<H2ServerHandler>
     public let stream: Int32
-    /// Completes when the stream closes, with the RST_STREAM code (0 when it ended normally, and when the
-    /// connection closed before it). A parked request waits on this to stop its work.
-    public let closed: EventLoopFuture<UInt32>
+    /// Completes when the stream closes, with the RST_STREAM code (0 when it ended normally, when the
+    /// connection closed before it, and when the stream had closed before this was first asked for). A
+    /// parked request waits on this to stop its work. Made when first asked for: an answer that never
+    /// asks costs no promise.
+    public var closed: EventLoopFuture<UInt32> {
+        let loop = handler.eventLoop
+        if let handler = here { return handler.closed(stream, on: loop) }
+        let promise = loop.makePromise(of: UInt32.self)
+        hop { $0.closed(stream, on: loop).cascade(to: promise) }
+        return promise.futureResult
+    }
 
     public var eventLoop: EventLoop { handler.eventLoop }
 

@@ -14,8 +14,14 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private let logger: Logger
     private let clock: @Sendable () -> UInt64
     private var context: ChannelHandlerContext?
-    /// Streams whose answer has not ended: the promise behind `H2Response.closed`.
-    private var open: [Int32: EventLoopPromise<UInt32>] = [:]
+    /// Streams handed to the application and not closed, each with the promise behind its
+    /// `H2Response.closed`, made only when someone asks (most answers never do: a promise is an allocation
+    /// and, for a generic class, run-time metadata look-ups when it is made and freed).
+    private var open: [Int32: ClosedListener] = [:]
+
+    private struct ClosedListener {
+        var promise: EventLoopPromise<UInt32>?
+    }
     /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
     /// each with its stall cut-off.
     private var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
@@ -87,7 +93,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
-        for (_, promise) in open { promise.succeed(0) }
+        for (_, listener) in open { listener.promise?.succeed(0) }
         open.removeAll()
         for id in Array(pacing.keys) { dropWriter(id) }
         bodyTimer?.cancel()
@@ -139,7 +145,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
                 idleTimer = nil
             }
         case .closed(let id, let code):
-            open.removeValue(forKey: id)?.succeed(code)
+            open.removeValue(forKey: id)?.promise?.succeed(code)
             dropWriter(id)
             forgetBodiesArrived()
             let reset = !resetByPeer.isEmpty && resetByPeer.remove(id) != nil
@@ -227,9 +233,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         switch consume action {
         case .dispatch(let id, let head, let body):
             forgetBodiesArrived()
-            let closed = context.eventLoop.makePromise(of: UInt32.self)
-            open[id] = closed
-            let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id, closed: closed.futureResult)
+            open[id] = ClosedListener()
+            let response = H2Response(handler: NIOLoopBound(self, eventLoop: context.eventLoop), stream: id)
             responder.respond(to: H2Request(stream: id, head: head, body: body, channel: context.channel), response)
         case .answer(let id, let status):
             let refusal = responder.refusal(status: status)
@@ -260,7 +265,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         case .consume(let id, let bytes, let streamOpen):
             session.consume(id, bytes: bytes, streamOpen: streamOpen)
         case .cancelled(let id, let code):
-            open.removeValue(forKey: id)?.succeed(code)
+            open.removeValue(forKey: id)?.promise?.succeed(code)
         case .terminate(let code, let reason):
             logger.notice("closing an HTTP/2 connection: \(reason)", metadata: ["peer": "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"])
             session.terminate(code)
@@ -296,6 +301,16 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     // MARK: What H2Response calls, on the event loop
+
+    /// `H2Response.closed` for stream `id`: its promise's future, made now if nobody asked before; a
+    /// stream already closed gives a future already completed, with 0 (its code was not kept).
+    func closed(_ id: Int32, on eventLoop: any EventLoop) -> EventLoopFuture<UInt32> {
+        guard let listener = open[id] else { return eventLoop.makeSucceededFuture(0) }
+        if let promise = listener.promise { return promise.futureResult }
+        let promise = eventLoop.makePromise(of: UInt32.self)
+        open[id]?.promise = promise
+        return promise.futureResult
+    }
 
     func head(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) {
         // A stream that closed before its handler answered: the handler is done with it all the same

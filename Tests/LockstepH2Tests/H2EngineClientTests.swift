@@ -22,6 +22,20 @@ import Testing
         }
     }
 
+    /// `H2Response.closed` is made when first asked for: asked after the stream closed (from another
+    /// thread), it still completes, with 0, and a request whose handler never asks needs none to close.
+    @Test func closedFirstAskedForAfterTheStreamClosedStillCompletes() async throws {
+        try await H2TestServer.with { server in
+            let answer = try await curl(["-w", "%{http_code}", server.url + "/late-closed"])
+            #expect(answer.stdout == "answered\n200", "\(answer)")
+            try await eventually("closed completes when asked for after the stream closed", seconds: 10) {
+                server.application.lateClosed.load(ordering: .relaxed) == 0
+            }
+            let echo = try await curl(["-w", "%{http_code}", server.url + "/echo"])
+            #expect(echo.stdout == "GET /echo\n200", "\(echo)")
+        }
+    }
+
     @Test func aLargeStreamedAnswerArrivesWholeThroughTheFlowControlWindows() async throws {
         try await H2TestServer.with { server in
             // 4 MiB: 16 times the 256 KiB stream window curl starts with, and over the 1 MiB the stream may buffer.
