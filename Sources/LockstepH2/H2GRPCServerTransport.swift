@@ -331,6 +331,9 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let metadata: Metadata
         let messages: [[UInt8]]
         let response: H2Response
+        /// `response.closed`, asked for on the loop when the RPC arrived (asked later from a task off the
+        /// loop, it would cost a promise and a hop more).
+        let closed: EventLoopFuture<UInt32>
         let channel: any Channel
         let clientIdentity: PeerIdentity
     }
@@ -340,7 +343,7 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         await withServerContextRPCCancellationHandle { handle in
             let writer = GRPCWriter(response: rpc.response)
             // A reset stream or a closed connection before the status went out cancels the RPC.
-            rpc.response.closed.whenSuccess { _ in
+            rpc.closed.whenSuccess { _ in
                 if !writer.statusSent { handle.cancel() }
             }
             let (inbound, parts) = AsyncThrowingStream.makeStream(of: RPCRequestPart<[UInt8]>.self, throwing: (any Error).self)
@@ -384,8 +387,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
                     return Self.send(answer, to: response)
                 }
                 let identity: PeerIdentity = transport.configuration.clientIdentity.map { .read($0(request.channel)) } ?? .notRead
-                let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, channel: request.channel,
-                                   clientIdentity: identity)
+                let rpc = Accepted(descriptor: descriptor, metadata: metadata, messages: messages, response: response, closed: response.closed,
+                                   channel: request.channel, clientIdentity: identity)
                 if case .terminated = rpcs.yield(.rpc(rpc)) {
                     response.head(status: 200, headers: trailersOnly(.unavailable, "the server is shutting down", .shuttingDown), body: false)
                 }

@@ -68,7 +68,9 @@ public struct H2Response: Sendable {
     /// Completes when the stream closes, with the RST_STREAM code (0 when it ended normally, when the
     /// connection closed before it, and when the stream had closed before this was first asked for). A
     /// parked request waits on this to stop its work. Made when first asked for: an answer that never
-    /// asks costs no promise.
+    /// asks costs no promise. Ask once, on the event loop if possible, and keep it: asked off the loop it
+    /// costs a promise and a hop (and the code is the one known when the hop runs), and it needs the
+    /// loop to be running.
     public var closed: EventLoopFuture<UInt32> {
         let loop = handler.eventLoop
         if let handler = here { return handler.closed(stream, on: loop) }

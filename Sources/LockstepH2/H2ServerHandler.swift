@@ -93,8 +93,11 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
-        for (_, listener) in open { listener.promise?.succeed(0) }
+        // Emptied first: a close callback that asks `closed` for another stream gets a completed future,
+        // not a promise nobody would complete.
+        let listeners = open
         open.removeAll()
+        for (_, listener) in listeners { listener.promise?.succeed(0) }
         for id in Array(pacing.keys) { dropWriter(id) }
         bodyTimer?.cancel()
         bodyTimer = nil

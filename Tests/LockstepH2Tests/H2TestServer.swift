@@ -65,8 +65,8 @@ final class H2TestServer: Sendable {
 /// - `/blob?bytes=N`: N bytes in one write;
 /// - `/later`: the answer from another thread 20 ms later (an answer that leaves the event loop);
 /// - `/hold`: no answer; counts the requests held and those whose stream then closed (`held`, `released`);
-/// - `/late-closed`: 200 at once, and `closed` first asked for 50 ms later from another thread, after the
-///   stream closed; `lateClosed` records the code it completes with;
+/// - `/late-closed`: 200 at once, without asking for `closed`; the response is kept in `lateResponse`, for
+///   a test to ask after the stream closed;
 /// - anything else: 404.
 /// Every request counts in `ended` once its stream has closed.
 final class TestApplication: H2Responder {
@@ -74,17 +74,14 @@ final class TestApplication: H2Responder {
     let released = Atomic<Int>(0)
     /// Requests whose stream has closed (`H2Response.closed` completed), however they ended.
     let ended = Atomic<Int>(0)
-    /// The code `/late-closed`'s `closed` completed with (-1: not yet).
-    let lateClosed = Atomic<Int>(-1)
+    /// The last `/late-closed` request's response.
+    let lateResponse = Mutex<H2Response?>(nil)
 
     func respond(to request: H2Request, _ response: H2Response) {
         let path = request.head.path
         if path == "/late-closed" {
-            response.send(status: 200, headers: [], body: ByteBuffer(string: "answered\n"))
-            DispatchQueue.global().asyncAfter(deadline: .now() + .milliseconds(50)) { [self] in
-                response.closed.whenSuccess { [self] code in lateClosed.store(Int(code), ordering: .relaxed) }
-            }
-            return
+            lateResponse.withLock { $0 = response }
+            return response.send(status: 200, headers: [], body: ByteBuffer(string: "answered\n"))
         }
         response.closed.whenComplete { [self] _ in ended.add(1, ordering: .relaxed) }
         if path == "/echo" {
