@@ -203,7 +203,7 @@ public enum History {
     public static func migration(_ id: MigrationID, in log: any EventLog, through: UInt64? = nil) async throws(EventLogError) -> MigrationState? {
         // Read and folded on Swift's global executor, as `migrationEvents` says why.
         try await withTaskExecutorPreference(globalConcurrentExecutor) { () async throws(EventLogError) in
-            LogState.migration(replaying: try await migrationEvents(id, in: log, through: through).map { ($0.sequence, $0.event.event) })
+            LogState.migration(replaying: try await readMigrationEvents(id, in: log, through: through).map { ($0.sequence, $0.event.event) })
         }
     }
 

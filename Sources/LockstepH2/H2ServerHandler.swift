@@ -8,23 +8,23 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     public typealias InboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private let session: H2Session
-    private var state: H2ConnectionState
+    let session: H2Session
+    var state: H2ConnectionState
     private let responder: any H2Responder
-    private let logger: Logger
+    let logger: Logger
     private let clock: @Sendable () -> UInt64
-    private var context: ChannelHandlerContext?
+    var context: ChannelHandlerContext?
     /// Streams handed to the application and not closed, each with the promise behind its
     /// `H2Response.closed`, made only when someone asks (most answers never do: a promise is an allocation
     /// and, for a generic class, run-time metadata look-ups when it is made and freed).
-    private var open: [Int32: ClosedListener] = [:]
+    var open: [Int32: ClosedListener] = [:]
 
-    private struct ClosedListener {
+    struct ClosedListener {
         var promise: EventLoopPromise<UInt32>?
     }
     /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
     /// each with its stall cut-off.
-    private var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
+    var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
     /// Requests that were waiting for their body, in arrival order, each with when it is overdue
     /// (`requestBodyMillisMax`, the same for every request, so the first is always the soonest). One
     /// timer, armed for the first, checks them: a request per timer cost a scheduled task per POST. Those
@@ -38,7 +38,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var closing = false
     private var closed = false
 
-    private let observer: (any H2StreamObserver)?
+    let observer: (any H2StreamObserver)?
     /// Armed while no stream is open: GOAWAY and close at `connectionIdleMillisMax`.
     private var idleTimer: Scheduled<Void>?
     /// The keepalive check, and when the connection last read anything and last pinged (monotonic ns).
@@ -303,109 +303,10 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         }
     }
 
-    // MARK: What H2Response calls, on the event loop
-
-    /// `H2Response.closed` for stream `id`: its promise's future, made now if nobody asked before; a
-    /// stream already closed gives a future already completed, with 0 (its code was not kept).
-    func closed(_ id: Int32, on eventLoop: any EventLoop) -> EventLoopFuture<UInt32> {
-        guard let listener = open[id] else { return eventLoop.makeSucceededFuture(0) }
-        if let promise = listener.promise { return promise.futureResult }
-        let promise = eventLoop.makePromise(of: UInt32.self)
-        open[id]?.promise = promise
-        return promise.futureResult
-    }
-
-    func head(_ id: Int32, status: Int, headers: [(String, String)], body: Bool) {
-        // A stream that closed before its handler answered: the handler is done with it all the same
-        // (else its slot counted against the stream limit for ever).
-        guard open[id] != nil else { return state.handlerFinished(id) }
-        do {
-            try session.respond(id, status: status, headers: headers, body: body)
-        } catch {
-            logger.warning("an HTTP/2 answer could not be sent: \(error)")
-            session.reset(id, .internalError)
-            state.handlerFinished(id)
-        }
-        if !body { state.handlerFinished(id) }
-        scheduleFlush()
-    }
-
-    func write(_ id: Int32, _ bytes: ByteBuffer, paced: EventLoopPromise<Void>?) {
-        // Gone, or its answer already ended: a late write (a handler cancelled as it finished) is dropped.
-        // Resetting here would put RST_STREAM ahead of the trailers still queued (a gRPC deadline's
-        // status arrived as CANCELLED).
-        guard open[id] != nil, !session.isFinished(id) else {
-            paced?.fail(H2StreamGone(stream: id))
-            return
-        }
-        if !session.write(id, bytes) {
-            logger.notice("resetting an HTTP/2 stream: its writer went on past \(state.limits.responseBufferBytesMax) bytes not yet sent, or wrote after the end")
-            paced?.fail(H2StreamGone(stream: id))
-            session.reset(id, .cancel)
-            state.handlerFinished(id)
-        } else if let paced {
-            if session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
-                paced.succeed()
-            } else if let waiting = pacing[id] {
-                waiting.promise.futureResult.cascade(to: paced)
-            } else {
-                pacing[id] = (paced, stallCutoff(id))
-            }
-        }
-        scheduleFlush()
-    }
-
-    /// Wakes the writers whose stream has drained to `responseBufferLowBytes` (after libnghttp2 took bytes).
-    private func wakeWriters() {
-        guard !pacing.isEmpty else { return }
-        for (id, waiting) in pacing where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
-            pacing[id] = nil
-            waiting.stall?.cancel()
-            if open[id] != nil { waiting.promise.succeed() } else { waiting.promise.fail(H2StreamGone(stream: id)) }
-        }
-    }
-
-    /// Resets stream `id` if its writer is still waiting `stalledReaderMillisMax` from now.
-    private func stallCutoff(_ id: Int32) -> Scheduled<Void>? {
-        guard let millis = state.limits.stalledReaderMillisMax, let context else { return nil }
-        return context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(millis)) { [self] in
-            guard let waiting = pacing.removeValue(forKey: id) else { return }
-            logger.notice("resetting an HTTP/2 stream: its client read nothing for \(millis) ms")
-            waiting.promise.fail(H2StreamGone(stream: id))
-            observer?.streamStalled()
-            // Ended or not: a reader that takes nothing more does not hold the stream.
-            if open[id] != nil { session.reset(id, .cancel) }
-            state.handlerFinished(id)
-            scheduleFlush()
-        }
-    }
-
-    /// Fails a stream's waiting writer (its stream closed).
-    private func dropWriter(_ id: Int32) {
-        guard !pacing.isEmpty, let waiting = pacing.removeValue(forKey: id) else { return }
-        waiting.stall?.cancel()
-        waiting.promise.fail(H2StreamGone(stream: id))
-    }
-
-    func finish(_ id: Int32, trailers: [(String, String)]?) {
-        guard open[id] != nil else { return state.handlerFinished(id) }
-        session.finish(id, trailers: trailers)
-        state.handlerFinished(id)
-        scheduleFlush()
-    }
-
-    func reset(_ id: Int32, _ code: H2ErrorCode) {
-        // An answer that has ended is left to be sent whole (its trailers are its status).
-        guard open[id] != nil, !session.isFinished(id) else { return state.handlerFinished(id) }
-        session.reset(id, code)
-        state.handlerFinished(id)
-        scheduleFlush()
-    }
-
     // MARK: Bytes out
 
     /// One flush per loop tick for answers given outside a read (a read burst flushes at its end).
-    private func scheduleFlush() {
+    func scheduleFlush() {
         guard !reading, !flushScheduled, let context else { return }
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in
