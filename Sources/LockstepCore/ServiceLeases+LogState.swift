@@ -117,10 +117,7 @@ extension LogState {
     /// however many migrations the log holds. (A node between retries keeps its services; one that
     /// lost them gets a step only after a grant, which is a change like any other.)
     public func step(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
-        guard let holder = holder(ofService: service), let migration = migrations[holder.migration],
-              migration.status == .running || migration.status == .aborting,
-              let spec = migration.plan.node(holder.node), spec.services.first == service,
-              let node = migration.node(holder.node) else { return (nil, nil) }
+        guard let (migration, spec, node) = stepHolder(ofService: service) else { return (nil, nil) }
         let nextRetry = node.retryAt.flatMap { $0 > now ? $0 : nil }
         guard node.serviceLeases.isHeld, node.lease == nil else { return (nil, nextRetry) }
         // A forward step under a freeze waits for the freeze's end (nil when open-ended: its end is a
@@ -142,6 +139,26 @@ extension LogState {
         default: false
         }
         return (ready ? (migration.id, node.id, spec) : nil, nextRetry)
+    }
+
+    /// The node holding `service` that `step(forService:at:)` looks at: its migration runs or aborts,
+    /// and `service` is the node's first.
+    private func stepHolder(ofService service: String) -> (MigrationState, NodeSpec, NodeState)? {
+        guard let holder = holder(ofService: service), let migration = migrations[holder.migration],
+              migration.status == .running || migration.status == .aborting,
+              let spec = migration.plan.node(holder.node), spec.services.first == service,
+              let node = migration.node(holder.node) else { return nil }
+        return (migration, spec, node)
+    }
+
+    /// Whether `step(forService:at:)` can find a step for `service` at any time before the log changes:
+    /// false when no node holds the service for a step, or its node waits for a grant, or already has a
+    /// step leased. Those end only with an append, which is a change (the time alone never ends them),
+    /// so a poll of such a service has nothing to lease until the change that wakes it. (A retry
+    /// backoff, a freeze, a window, a failed check end with the time: those services stay true.)
+    public func mayHaveStep(forService service: String) -> Bool {
+        guard let (_, _, node) = stepHolder(ofService: service) else { return false }
+        return node.serviceLeases.isHeld && node.lease == nil
     }
 
     /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.

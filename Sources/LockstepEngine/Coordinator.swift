@@ -47,8 +47,8 @@ public actor Coordinator {
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
 
-    /// The services some node holds, published after every fold for readers on any thread (polls).
-    public nonisolated let heldServices: HeldServices
+    /// The services a poll may find a step for, published after every fold for readers on any thread (polls).
+    public nonisolated let stepServices: StepServices
 
     /// Called after every append is folded in (the server wakes parked polls and watches with it). Must not block.
     private var changeObserver: (@Sendable (Change) -> Void)?
@@ -81,7 +81,7 @@ public actor Coordinator {
                 }
             case .changed(let change):
                 // Before the change is signalled: whoever it wakes finds the services as they are now.
-                heldServices.publish(machine.state.serviceLeases.holders)
+                stepServices.publish(machine.state)
                 changeObserver?(change)
             case .writeSnapshot, .timer:
                 // Asked for only by `takeDueSnapshot` and `runTimers`, which perform them themselves.
@@ -124,7 +124,7 @@ public actor Coordinator {
         self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
         self.monotonic = monotonic
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
-        self.heldServices = HeldServices(state.serviceLeases.holders)
+        self.stepServices = StepServices(state)
         self.machine = CoordinatorMachine(state: state, snapshotSequence: snapshotSequence, commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax,
                                           snapshotIntervalEvents: snapshotIntervalEvents, nanos: monotonic())
         self.snapshotIntervalEvents = snapshotIntervalEvents

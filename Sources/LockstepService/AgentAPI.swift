@@ -125,13 +125,15 @@ public struct AgentAPI: Sendable {
     }
 
     /// A look that needs no hop to the coordinator, made on the caller's thread (a connection's event
-    /// loop): when no node holds the poll's service there is no step to lease and no retry backoff to
-    /// wait for (`HeldServices`), so the poll is answered `retryLater` (its wait over) or parks. Nil when
-    /// a node holds the service: `look` asks the coordinator.
+    /// loop, or the thread whose change woke the poll): when no node holds the poll's service for a step,
+    /// or its node waits for a grant or has its step leased already, there is no step to lease and no
+    /// retry backoff to wait for until the log changes (`StepServices`), so the poll is answered
+    /// `retryLater` (its wait over) or parks. Nil when the service may have a step: `look` asks the
+    /// coordinator.
     public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
-        // The generation first: a change after it that makes the service held wakes the park at once.
+        // The generation first: a change after it that may give the service a step wakes the park at once.
         let seen = wakeups.generation
-        guard !coordinator.heldServices.contains(poll.request.service) else { return nil }
+        guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
         poll.wokenAt = nil
         return waitOn(poll, seen: seen, nextRetry: nil)
     }

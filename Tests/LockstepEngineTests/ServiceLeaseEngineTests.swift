@@ -46,26 +46,47 @@ import Testing
         #expect(try await History.replay(log) == (await coordinator.state))
     }
 
-    /// `HeldServices`, which polls read without a hop to the coordinator: published with every fold and
-    /// before the change is signalled (the observer, which wakes polls, already sees the grant), and from
-    /// the state a coordinator opens with.
-    @Test func theHeldServicesFollowEveryGrantAndReleaseAndArePublishedBeforeTheChangeIsSignalled() async throws {
+    /// `StepServices`, which polls read without a hop to the coordinator: a service is in it while its
+    /// holding node may have a step, and out of it while nobody holds it or its step is leased; published
+    /// with every fold and before the change is signalled (the observer, which wakes polls, already sees
+    /// the grant, the lease, its end), and from the state a coordinator opens with.
+    @Test func theServicesWithAStepFollowEveryGrantLeaseAndReleaseAndArePublishedBeforeTheChangeIsSignalled() async throws {
         let log = InMemoryEventLog()
         let coordinator = try await Coordinator.open(log: log)
         let seen = Mutex<[Bool]>([])
-        await coordinator.observeChanges { _ in seen.withLock { $0.append(coordinator.heldServices.contains("orders")) } }
-        #expect(!coordinator.heldServices.contains("orders"))
+        await coordinator.observeChanges { _ in seen.withLock { $0.append(coordinator.stepServices.contains("orders")) } }
+        #expect(!coordinator.stepServices.contains("orders"))
         let id = MigrationID("m")
-        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 1, service: "orders"), context: user, now: t(0))
-        #expect(coordinator.heldServices.contains("orders") && !coordinator.heldServices.contains("load"))
+        _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 2, service: "orders"), context: user, now: t(0))
+        #expect(coordinator.stepServices.contains("orders") && !coordinator.stepServices.contains("load"))
         #expect(seen.withLock { $0.last } == true)
         // A coordinator opened on the log starts from what the log holds.
-        #expect(try await Coordinator.open(log: log).heldServices.contains("orders"))
+        #expect(try await Coordinator.open(log: log).stepServices.contains("orders"))
         let node = try #require(await coordinator.readMigration(id)?.nodes.first?.id)
         let leased = try await coordinator.execute(.leaseStep(node: node, agent: "a", ttlMillis: 60_000), migration: id, context: agent, now: t(1))
         guard case .stepLeased(let step) = leased.events.first?.event else { Issue.record("not leased: \(leased.events)"); return }
-        _ = try await coordinator.execute(.completeStep(node: node, token: step.token), migration: id, context: agent, now: t(2))
-        #expect(!coordinator.heldServices.contains("orders"))
+        // Held, but its step is leased: nothing for another poll until the lease ends (an append).
+        #expect(await coordinator.state.holder(ofService: "orders") != nil)
+        #expect(!coordinator.stepServices.contains("orders"))
+        #expect(seen.withLock { $0.last } == false)
+        #expect(try await !Coordinator.open(log: log).stepServices.contains("orders"))
+        // Given back: the step is there again, for the next poll.
+        _ = try await coordinator.execute(.returnStep(node: node, token: step.token, by: "a"), migration: id, context: agent, now: t(2))
+        #expect(coordinator.stepServices.contains("orders"))
+        #expect(seen.withLock { $0.last } == true)
+        // Leased again and completed: the next node of the chain holds the service, its step free to lease.
+        let again = try await coordinator.execute(.leaseStep(node: node, agent: "a", ttlMillis: 60_000), migration: id, context: agent, now: t(3))
+        guard case .stepLeased(let second) = again.events.first?.event else { Issue.record("not leased: \(again.events)"); return }
+        #expect(!coordinator.stepServices.contains("orders"))
+        _ = try await coordinator.execute(.completeStep(node: node, token: second.token), migration: id, context: agent, now: t(4))
+        #expect(coordinator.stepServices.contains("orders"))
+        let last = try #require(await coordinator.readMigration(id)?.nodes.last?.id)
+        let third = try await coordinator.execute(.leaseStep(node: last, agent: "a", ttlMillis: 60_000), migration: id, context: agent, now: t(5))
+        guard case .stepLeased(let final) = third.events.first?.event else { Issue.record("not leased: \(third.events)"); return }
+        _ = try await coordinator.execute(.completeStep(node: last, token: final.token), migration: id, context: agent, now: t(6))
+        // Settled: nobody holds it.
+        #expect(await coordinator.state.holder(ofService: "orders") == nil)
+        #expect(!coordinator.stepServices.contains("orders"))
         #expect(seen.withLock { $0.last } == false)
     }
 

@@ -67,9 +67,12 @@ actor FaultyEventLog: EventLog {
 
     struct Counts {
         var contended = 0, staleRefused = 0, restarts = 0, forcedReleases = 0, expiries = 0, settled = 0
+        /// Looks at a held service with no step for a poll (its node's step leased, or waiting for a grant).
+        var heldWithoutStep = 0
         mutating func add(_ other: Counts) {
             contended += other.contended; staleRefused += other.staleRefused; restarts += other.restarts
             forcedReleases += other.forcedReleases; expiries += other.expiries; settled += other.settled
+            heldWithoutStep += other.heldWithoutStep
         }
     }
 
@@ -87,6 +90,7 @@ actor FaultyEventLog: EventLog {
         #expect(total.restarts > 0, "batch \(batch): the coordinator never had to restart")
         #expect(total.expiries > 0, "batch \(batch): no lease expired")
         #expect(total.settled > 0, "batch \(batch): no migration settled")
+        #expect(total.heldWithoutStep > 0, "batch \(batch): no held service was ever without a step for a poll")
     }
 
     @Test func theSameSeedGivesTheSameHistory() async throws {
@@ -227,6 +231,17 @@ actor FaultyEventLog: EventLog {
                         "seed \(seed): \(service): the step found through the holder differs from the scan")
                 #expect(scanned.steps.count <= 1, "seed \(seed): \(service) has two steps at once")
                 #expect(nextRetry == scanned.nextRetry, "seed \(seed): \(service): the retry found through the holder differs from the scan")
+                // A service a poll parks on without asking the coordinator has no step at any time
+                // until the log changes; and the coordinator published what its state says.
+                let mayHaveStep = live.mayHaveStep(forService: service)
+                #expect(coordinator.stepServices.contains(service) == mayHaveStep, "seed \(seed): \(service): the published set differs from the state")
+                if !mayHaveStep {
+                    if live.holder(ofService: service) != nil { counts.heldWithoutStep += 1 }
+                    for later in [wall, wall + 1_000, wall + 3_600_000, wall + 400 * 86_400_000] {
+                        #expect(live.step(forService: service, at: t(later)).step == nil && Self.scanForSteps(live, service: service, now: t(later)).steps.isEmpty,
+                                "seed \(seed): \(service) has a step at \(later) though no poll asks for it")
+                    }
+                }
             }
         }
         // Settled migrations that hold nothing have left the live state; every migration, live or not,

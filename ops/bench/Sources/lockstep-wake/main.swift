@@ -5,8 +5,9 @@ import Synchronization
 
 // lockstep-wake: wake-up latency with a compiled client (ops/bench/api runs it; docs/benchmarks.md).
 // AGENTS agents park gRPC polls on service `wake`; WAKES times, one migration of a one-node plan on
-// that service is started, and one parked poll is answered with its step (the agent completes it and
-// parks again). Measured on the monotonic clock, per migration:
+// that service is started once the previous one's step is completed (so the service is free and the
+// append that readies the step is the start's own), and one parked poll is answered with its step (the
+// agent completes it and parks again). Measured on the monotonic clock, per migration:
 //   from the start sent      to the poll answered: an upper bound of "append → answered" (it includes
 //                                                   the start's own request and appends);
 //   from the start answered  to the poll answered: a lower bound (the start is answered after the append
@@ -18,6 +19,8 @@ struct Times {
     var sent: [String: ContinuousClock.Instant] = [:]
     var started: [String: ContinuousClock.Instant] = [:]
     var answered: [String: ContinuousClock.Instant] = [:]
+    /// The agent's completion answered: the migration's service is free again.
+    var completed: Set<String> = []
 }
 
 /// What the agents and the operator share (a class: the locks cannot be copied into tasks).
@@ -61,6 +64,7 @@ enum Wake {
                                     $0.leaseID = answer.step.leaseID
                                     $0.fencingToken = answer.step.fencingToken
                                 })
+                                _ = times.withLock { $0.completed.insert(answer.step.migrationID) }
                             }
                         }
                     }
@@ -75,7 +79,11 @@ enum Wake {
                         })
                         times.withLock { $0.started[migration] = .now }
                         let deadline = ContinuousClock.now + .seconds(30)
-                        while times.withLock({ $0.answered[migration] == nil }) {
+                        // Until the step is completed, not only leased: the next start must find the
+                        // service free, so the append that readies its step is the start's own. (Started
+                        // while this one still completes, it waits for this one's completion and release,
+                        // and the figure measured that chain of appends, not a wake-up.)
+                        while !times.withLock({ $0.completed.contains(migration) }) {
                             guard ContinuousClock.now < deadline else {
                                 throw LockstepClientError(code: "timeout", message: "\(migration) was never answered")
                             }
