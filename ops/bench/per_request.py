@@ -14,6 +14,7 @@ Targets, each its own server on loopback, 4 connections x 16 streams (h2load):
 Usage: per_request.py [--requests N] [TARGET ...]   (after ops/bench/api builds the release binaries)
 """
 import argparse
+import atexit
 import os
 import shutil
 import subprocess
@@ -43,8 +44,17 @@ def library(binary, name):
     return None
 
 
+def remove_probes(events):
+    """Deletes the uprobes this script placed: a placed uprobe stays defined in the kernel until it is
+    deleted (it traps only while a perf session enables it, but the next run, or another user, finds it
+    there and cannot tell whose it is)."""
+    for event in events:
+        subprocess.run(["perf", "probe", "-d", event], capture_output=True)
+
+
 def probes(binary):
-    """perf events for the runtime calls, placed as uprobes; empty when perf may not (not root)."""
+    """perf events for the runtime calls, placed as uprobes (those this script placed are deleted when it
+    ends, however it ends); empty when perf may not (not root)."""
     wanted = [(library(binary, "libswiftCore.so"), symbol) for symbol in ("swift_retain", "swift_release", "swift_allocObject")]
     wanted.append((library(binary, "libc.so.6"), "malloc"))
     events = []
@@ -54,6 +64,9 @@ def probes(binary):
         group = "probe_libc" if symbol == "malloc" else "probe_libswiftCore"
         placed = subprocess.run(["perf", "probe", "-x", path, symbol], capture_output=True, text=True)
         listed = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
+        if placed.returncode == 0:
+            # Ours: deleted at exit (an exception, ^C, SIGTERM and SIGHUP included: loopback turns those into an exit).
+            atexit.register(remove_probes, [f"{group}:{symbol}"])
         if placed.returncode == 0 or f"{group}:{symbol}" in listed:
             events.append(f"{group}:{symbol}")
     return events
