@@ -329,9 +329,10 @@ public struct AgentAPI: Sendable {
             }
             // An exposure node's step sets its next stage; its rollback returns it to its start (with
             // the node's own action when it has no rollback action).
-            // Read after the lease: the stage it sets cannot move until this step completes.
+            // Read after the lease: the stage it sets cannot move until this step completes. (A node
+            // without exposure stages has none: no look at the coordinator for it.)
             let stage = switch leased.kind {
-            case .forward: await coordinator.migration(migration)?.nextStage(of: node)
+            case .forward: spec.exposure == nil ? nil : await coordinator.migration(migration)?.nextStage(of: node)
             case .rollback: spec.exposure?.start
             case .check: ExposureStage?.none
             }
