@@ -119,7 +119,7 @@ extension LogState {
     public func step(forService service: String, at now: Instant) -> (step: (MigrationID, NodeID, NodeSpec)?, nextRetry: Instant?) {
         guard let (migration, spec, node) = stepHolder(ofService: service) else { return (nil, nil) }
         let nextRetry = node.retryAt.flatMap { $0 > now ? $0 : nil }
-        guard node.serviceLeases.isHeld, node.lease == nil else { return (nil, nextRetry) }
+        guard Self.takesSteps(node) else { return (nil, nextRetry) }
         // A forward step under a freeze waits for the freeze's end (nil when open-ended: its end is a
         // change), one outside its windows for them to open.
         if migration.status == .running, let hold = forwardHold(node.id, of: migration, at: now) {
@@ -146,9 +146,15 @@ extension LogState {
     private func stepHolder(ofService service: String) -> (MigrationState, NodeSpec, NodeState)? {
         guard let holder = holder(ofService: service), let migration = migrations[holder.migration],
               migration.status == .running || migration.status == .aborting,
-              let spec = migration.plan.node(holder.node), spec.services.first == service,
-              let node = migration.node(holder.node) else { return nil }
-        return (migration, spec, node)
+              let index = migration.plan.nodeIndex(holder.node), migration.plan.nodes[index].services.first == service,
+              let nodeIndex = migration.nodeIndex(holder.node, hint: index) else { return nil }
+        return (migration, migration.plan.nodes[index], migration.nodes[nodeIndex])
+    }
+
+    /// Whether the node holding a service for a step can have one: it holds all its services and has no
+    /// step leased.
+    private static func takesSteps(_ node: NodeState) -> Bool {
+        node.serviceLeases.isHeld && node.lease == nil
     }
 
     /// Whether `step(forService:at:)` can find a step for `service` at any time before the log changes:
@@ -158,7 +164,7 @@ extension LogState {
     /// backoff, a freeze, a window, a failed check end with the time: those services stay true.)
     public func mayHaveStep(forService service: String) -> Bool {
         guard let (_, _, node) = stepHolder(ofService: service) else { return false }
-        return node.serviceLeases.isHeld && node.lease == nil
+        return Self.takesSteps(node)
     }
 
     /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.

@@ -81,7 +81,7 @@ public actor Coordinator {
                 }
             case .changed(let change):
                 // Before the change is signalled: whoever it wakes finds the services as they are now.
-                stepServices.publish(machine.state)
+                stepServices.publish(machine.state, after: change.migration)
                 changeObserver?(change)
             case .writeSnapshot, .timer:
                 // Asked for only by `takeDueSnapshot` and `runTimers`, which perform them themselves.

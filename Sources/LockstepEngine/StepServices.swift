@@ -24,22 +24,32 @@ public final class StepServices: Sendable {
         services.withLock { $0.contains(service) }
     }
 
-    /// Replaces the set with `state`'s (the set is left alone when it is the same). Costs a look-up or
-    /// three per held service.
-    func publish(_ state: LogState) {
-        let current = services.withLock { $0 }
-        var same = true
-        var count = 0
-        for service in state.serviceLeases.holders.keys where state.mayHaveStep(forService: service) {
-            count += 1
-            if !current.contains(service) {
-                same = false
-                break
-            }
+    /// Brings the set up to date with `state` after an append to migration `migration`'s stream (nil:
+    /// any other stream, or a follower's page of several; then the whole set is computed again).
+    ///
+    /// Whether a service is in the set depends on its holder and on the holder's migration alone, and
+    /// both change only with an append to a migration's stream: the holder's own (a lease, its end, a
+    /// release, the migration settling), or the stream of the migration granted the service (after the
+    /// holder before released it, in its own append). So after an append to `migration`'s stream, only
+    /// services that migration holds now, and services of the set nobody holds any more, are looked at
+    /// again: a look-up in the holders for each service of the set and each service held, and the node
+    /// look-ups only for that migration's services. (The simulation checks the set against the whole
+    /// state after every step.)
+    func publish(_ state: LogState, after migration: MigrationID?) {
+        guard let migration else {
+            let next = Self.services(of: state)
+            services.withLock { if $0 != next { $0 = next } }
+            return
         }
-        guard !same || count != current.count else { return }
-        let next = Self.services(of: state)
-        services.withLock { $0 = next }
+        let current = services.withLock { $0 }
+        var next = current
+        let holders = state.serviceLeases.holders
+        // Released (by this migration, or as it settled): no holder, no step.
+        for service in current where holders[service] == nil { next.remove(service) }
+        for (service, holder) in holders where holder.migration == migration {
+            if state.mayHaveStep(forService: service) { next.insert(service) } else { next.remove(service) }
+        }
+        if next != current { services.withLock { $0 = next } }
     }
 
     private static func services(of state: LogState) -> Set<String> {

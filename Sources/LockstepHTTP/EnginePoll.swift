@@ -8,10 +8,11 @@ import Metrics
 /// `POST /v1/agent/poll` on the engine (the JSON port's HTTP/2), served from the connection's event loop:
 /// the same checks and answers as the route (`HTTPRoutes.gate`: the `--dev` browser refusal,
 /// authentication, the principal's roles, the body's checks, the errors and the request timer), made where
-/// the request arrived, without a task or a thread switch. A poll whose service no node holds has nothing
-/// to lease (`AgentAPI.lookAtOnce`), so it is answered there, or parks there: an entry in the wakeup table
-/// (`Wakeups.park`, through `AgentAPI.drive`, which gRPC's poll shares) holding its stream's answer. Only a poll that needs the coordinator (its service is
-/// held), or one woken from its park (a change, its deadline, its stream closing, shutdown), runs as a
+/// the request arrived, without a task or a thread switch. A poll whose service has no step until the log
+/// changes (no node holds it, or its step is leased: `StepServices`) has nothing to lease
+/// (`AgentAPI.lookAtOnce`), so it is answered there, or parks there: an entry in the wakeup table
+/// (`Wakeups.park`, through `AgentAPI.drive`, which gRPC's poll shares) holding its stream's answer. Only a poll that needs the coordinator (its service may
+/// have a step), or one woken from its park (a change, its deadline, its stream closing, shutdown), runs as a
 /// piece of its connection's work, through the `PollLane`.
 ///
 /// A class: every closure a parked poll keeps captures one reference to it, not a copy of the routes.

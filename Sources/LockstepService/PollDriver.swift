@@ -35,7 +35,7 @@ extension AgentAPI {
     }
 
     /// Drives a poll to its end without a task while it waits, after its first look (`answerAtOnce`)
-    /// found `found`: a poll whose service is held (nil) looks at the coordinator as a piece of work given
+    /// found `found`: a poll whose service may have a step (nil; `StepServices`) looks at the coordinator as a piece of work given
     /// to `run`; a poll with nothing to lease parks as an entry in the wakeup table (`Wakeups.park`),
     /// holding `end`, until a change, its deadline, its client going (`departure`, checked with `gone`) or
     /// shutdown resumes it, and it looks again as new work or ends with `retryLater`. `end` is called
@@ -93,7 +93,8 @@ extension AgentAPI {
             endPoll(poll)
             return end(.success(retryLater))
         }
-        // Where it was woken, when that needs no hop (its service still free): no work queued for it.
+        // Where it was woken, when that needs no hop (its service has no step: nobody holds it, or its
+        // step is leased): no work queued for it.
         var cursor = poll
         if !gone(), let found = lookAtOnce(&cursor) { return settle(cursor, found, gone: gone, departure: departure, run: run, end: end) }
         lookLater(poll, gone: gone, departure: departure, run: run, end: end)

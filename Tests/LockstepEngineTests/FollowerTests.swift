@@ -27,9 +27,16 @@ enum Following {
         return changes.withLock { $0 }
     }
 
-    /// Follows page by page (a small page, so pages split appends) until the head.
+    /// Follows page by page (a small page, so pages split appends) until the head; after each page, the
+    /// services the replica publishes as having a step for polls are what its state says.
     static func followToTheHead(_ replica: Coordinator, log: any EventLog) async throws {
-        while try await replica.follow(limit: 7) > 0 {}
+        while try await replica.follow(limit: 7) > 0 {
+            let state = await replica.state
+            let services = Set(state.migrations.values.flatMap { $0.plan.nodes.flatMap(\.services) }).union(state.serviceLeases.holders.keys)
+            for service in services {
+                #expect(replica.stepServices.contains(service) == state.mayHaveStep(forService: service), "\(service) at \(state.lastSequence)")
+            }
+        }
         #expect(await replica.appliedSequence == (try await log.head()).sequence)
     }
 

@@ -244,6 +244,41 @@ struct AgentAPITests {
         _ = try await server.stop()
     }
 
+    /// Polls of a service whose step is leased park where they arrive, without asking the coordinator
+    /// (`StepServices`), and still get the step however its lease ends: a failure that will be retried
+    /// (the woken poll asks, finds the backoff, and is answered when it ends, with attempt 2) and a lease
+    /// that expires (an append by the coordinator's timer; a lost agent uses no attempt), each with a new
+    /// fencing token.
+    @Test func pollsParkedWhileAStepRunsGetItWhenItsLeaseEndsByFailureOrExpiry() async throws {
+        let server = try await ServerProcess()
+        let plan = """
+            name: busy
+            services:
+              orders: { owners: [orders-team] }
+            nodes:
+              - { id: expand, service: orders, phase: expand, action: add-column, retry: { max_attempts: 3, backoff: 1s }, timeouts: { heartbeat: 1s } }
+            """
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "busy", "migration_id": "m1"}"#).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "a"}"#).contains(#""fencing_token":"1""#))
+        // Busy: an immediate poll is told to come back, and a waiting one parks.
+        #expect(try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "b"}"#).contains("retry_after_ms"))
+        let second = try parkPoll(server, service: "orders", agent: "b")
+        try await waitUntilParked(1, server)
+        #expect(try await server.post("/v1/agent/fail", #"{"lease_id": "m1/expand", "fencing_token": "1", "reason": "x", "retryable": true}"#)
+            .contains(#""will_retry":true"#))
+        let afterFailure = try await second.wait(seconds: 15)
+        #expect(afterFailure.stdout.contains(#""attempt":2"#) && afterFailure.stdout.contains(#""fencing_token":"2""#), "\(afterFailure)")
+        // Leased to b, which never beats: parked polls get it when the lease expires (1 s TTL).
+        let third = try parkPoll(server, service: "orders", agent: "c")
+        try await waitUntilParked(1, server)
+        let afterExpiry = try await third.wait(seconds: 15)
+        // A lost agent is not the step failing: still attempt 2, under a new token.
+        #expect(afterExpiry.stdout.contains(#""attempt":2"#) && afterExpiry.stdout.contains(#""fencing_token":"3""#), "\(afterExpiry)")
+        _ = try await server.stop()
+    }
+
     /// A poll whose client has gone leaves its place at once (issue 14: it used to stay parked until a
     /// change woke it, holding its principal's count), so the change that readies a step reaches a live
     /// poll straight away. (A woken poll whose client went in the instant between wake and look still

@@ -125,7 +125,9 @@ if "calls" in ONLY:
     assert post(http_port, "/v1/agent/poll", {"service": "orders", "agent_id": "bench"}) == (200, {"retry_after_ms": 1000})
     # A service whose one step is leased to another agent: what the other agents of a service see while
     # a step runs (nothing to lease until it ends).
-    busy_plan = "name: busy\nservices:\n  busy: { owners: [o] }\nnodes:\n  - id: step\n    service: busy\n    phase: custom\n    action: w\n"
+    # (Its lease lasts a day, so it cannot expire while the rows run and be leased by the benchmark's polls.)
+    busy_plan = ("name: busy\nservices:\n  busy: { owners: [o] }\nnodes:\n  - id: step\n    service: busy\n    phase: custom\n    action: w\n"
+                 "    timeouts: { start_to_close: 25h, heartbeat: 24h }\n")
     assert post(http_port, "/v1/plans", {"plan_yaml": busy_plan})[0] == 200
     assert post(http_port, "/v1/migrations", {"plan": "busy", "migration_id": "busy-1"})[0] == 200
     assert "step" in post(http_port, "/v1/agent/poll", {"service": "busy", "agent_id": "holder"})[1]
@@ -149,6 +151,9 @@ if "calls" in ONLY:
         for name, url, data, headers in targets:  # interleaved, so drift hits every row alike
             samples[name].append(h2load(url, data, headers))
     figures = {name: median_of(runs) for name, runs in samples.items()}
+    # The busy service stayed busy: its step is still the holder's first lease.
+    assert post(http_port, "/v1/agent/poll", {"service": "busy", "agent_id": "bench"}) == (200, {"retry_after_ms": 1000})
+    assert post(http_port, "/v1/agent/heartbeat", {"lease_id": "busy-1/step", "fencing_token": "1"})[0] == 200
     for process in (server, bare, nghttpd):
         stop(process)
 
@@ -228,7 +233,10 @@ if "wake" in ONLY:
         assert post(http_port, "/v1/migrations", {"plan": "wake", "migration_id": migration})[0] == 200
         # Until its step is completed: the next start then finds the service free, and the append that
         # readies its step is its own (started earlier, it would wait for this one's release).
+        deadline = time.monotonic() + 30
         while migration not in completed:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"wake-up: {migration} was never answered and completed within 30 s")
             time.sleep(0.001)
     done.set()
     # The server's own figure: from the change signalled (right after the append that readied the
