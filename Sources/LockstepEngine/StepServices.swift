@@ -24,8 +24,9 @@ public final class StepServices: Sendable {
         services.withLock { $0.contains(service) }
     }
 
-    /// Brings the set up to date with `state` after an append to migration `migration`'s stream (nil:
-    /// any other stream, or a follower's page of several; then the whole set is computed again).
+    /// Brings the set up to date with `state` after an append to migration `migration`'s stream (nil: a
+    /// plan's or a freeze's; then the whole set is computed again). A follower's page tells one change
+    /// per migration it touched, each published in turn.
     ///
     /// Whether a service is in the set depends on its holder and on the holder's migration alone, and
     /// both change only with an append to a migration's stream: the holder's own (a lease, its end, a

@@ -84,6 +84,11 @@ def h2load(url, data, headers, requests=REQUESTS, clients=4, streams=16):
     return rate, latencies[len(latencies) // 2] / 1_000, latencies[int(len(latencies) * 0.99)] / 1_000
 
 
+def one_step_plan(service, extra=""):
+    """A plan named after `service` with one step on it (`extra`: more lines of the step's YAML)."""
+    return f"name: {service}\nservices:\n  {service}: {{ owners: [o] }}\nnodes:\n  - id: step\n    service: {service}\n    phase: custom\n    action: w\n{extra}"
+
+
 def grpc_frame(path):
     # PollRequest{service: "orders", agent_id: "bench"} in protobuf wire format, in a gRPC frame.
     message = b"\x0a\x06orders" + b"\x12\x05bench"
@@ -126,8 +131,7 @@ if "calls" in ONLY:
     # A service whose one step is leased to another agent: what the other agents of a service see while
     # a step runs (nothing to lease until it ends).
     # (Its lease lasts a day, so it cannot expire while the rows run and be leased by the benchmark's polls.)
-    busy_plan = ("name: busy\nservices:\n  busy: { owners: [o] }\nnodes:\n  - id: step\n    service: busy\n    phase: custom\n    action: w\n"
-                 "    timeouts: { start_to_close: 25h, heartbeat: 24h }\n")
+    busy_plan = one_step_plan("busy", "    timeouts: { start_to_close: 25h, heartbeat: 24h }\n")
     assert post(http_port, "/v1/plans", {"plan_yaml": busy_plan})[0] == 200
     assert post(http_port, "/v1/migrations", {"plan": "busy", "migration_id": "busy-1"})[0] == 200
     assert "step" in post(http_port, "/v1/agent/poll", {"service": "busy", "agent_id": "holder"})[1]
@@ -196,7 +200,7 @@ if "parked" in ONLY:
 if "wake" in ONLY:
 
     server, http_port, grpc_port = serve()
-    plan = "name: wake\nservices:\n  wake: { owners: [o] }\nnodes:\n  - id: step\n    service: wake\n    phase: custom\n    action: w\n"
+    plan = one_step_plan("wake")
     assert post(http_port, "/v1/plans", {"plan_yaml": plan})[0] == 200
     sent = {}
     latencies = []
