@@ -183,6 +183,34 @@ import Testing
         #expect(try await readAll(log).count == 10)
     }
 
+    /// The passive checkpoint runs on its own queue: commits go on while one is under way (here held
+    /// as long as the test wants), and the next is handed over once it ends.
+    @Test(.timeLimit(.minutes(1))) func commitsDoNotWaitForAPassiveCheckpoint() async throws {
+        var options = SQLiteEventLog.Options()
+        options.checkpointIntervalCommits = 5
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options)
+        let held = DispatchSemaphore(value: 0)
+        log.checkpointQueue.async { held.wait() }
+        var version: UInt64 = 0
+        for _ in 0..<50 {
+            version = try await log.append(AppendRequest(stream: "a", expectedVersion: version, records: [bytes("\(version)")])).streamVersion
+        }
+        #expect(log.backgroundCheckpoints == 0, "the first checkpoint waits behind the held queue")
+        held.signal()
+        try await eventually { log.backgroundCheckpoints == 1 }
+        for _ in 0..<5 {
+            version = try await log.append(AppendRequest(stream: "a", expectedVersion: version, records: [bytes("\(version)")])).streamVersion
+        }
+        try await eventually { log.backgroundCheckpoints == 2 }
+        #expect(try await readAll(log).count == 55)
+    }
+
+    /// Polls `condition` every 10 ms for up to 10 s.
+    func eventually(_ condition: () -> Bool) async throws {
+        for _ in 0..<1_000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(condition())
+    }
+
     @Test func anotherWriterOnTheSameFileInvalidatesTheVersionCache() async throws {
         // Two logs on one file stand for two processes: the second writes behind the first one's back.
         let path = temporaryDirectory() + "/events.sqlite"

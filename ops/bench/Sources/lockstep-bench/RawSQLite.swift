@@ -24,6 +24,52 @@ enum RawSQLite {
     /// `events` inserts committed `batch` at a time on average: a fractional batch (2.5) alternates
     /// commit sizes (2, 3, 2, 3, ...) so the reference commits exactly as often as the run it mirrors.
     static func appends(path: String, events: Int, batch: Double, streams: Int, record: [UInt8]) -> Double {
+        withAppendStatements(path) { db, insert, head in
+            let hash = [UInt8](repeating: 0xAB, count: 32)
+            let names = (0..<streams).map { "raw-\($0)" }
+            var versions = [Int64](repeating: 0, count: streams)
+            var sequence: Int64 = 0
+            let start = Date()
+            var commitsDone = 0.0
+            while sequence < Int64(events) {
+                exec(db, "BEGIN IMMEDIATE")
+                commitsDone += 1
+                let upTo = min(Int64(events), max(sequence + 1, Int64((commitsDone * max(1, batch)).rounded(.down))))
+                while sequence < upTo {
+                    sequence += 1
+                    let stream = Int(sequence) % streams
+                    versions[stream] += 1
+                    insertRow(insert, sequence: sequence, stream: names[stream], version: versions[stream], record: record, hash: hash)
+                }
+                updateHead(head, sequence: sequence, hash: hash)
+                exec(db, "COMMIT")
+            }
+            return Double(events) / Date().timeIntervalSince(start)
+        }
+    }
+
+    /// Commits `commits` single-row transactions (plus the head update) with SQLite's own
+    /// auto-checkpoint, which runs inside `COMMIT`. Returns each commit's latency in milliseconds, sorted.
+    static func commitLatencies(path: String, commits: Int, record: [UInt8]) -> [Double] {
+        withAppendStatements(path) { db, insert, head in
+            exec(db, "PRAGMA wal_autocheckpoint=1000")
+            let hash = [UInt8](repeating: 0xAB, count: 32)
+            var samples: [Double] = []
+            samples.reserveCapacity(commits)
+            for sequence in Int64(1)...Int64(max(1, commits)) {
+                let began = ContinuousClock.now
+                exec(db, "BEGIN IMMEDIATE")
+                insertRow(insert, sequence: sequence, stream: "raw", version: sequence, record: record, hash: hash)
+                updateHead(head, sequence: sequence, hash: hash)
+                exec(db, "COMMIT")
+                samples.append(milliseconds(ContinuousClock.now - began))
+            }
+            return samples.sorted()
+        }
+    }
+
+    /// Runs `body` with a connection to `path` and the two statements of an append, then closes them.
+    static func withAppendStatements<T>(_ path: String, _ body: (OpaquePointer, OpaquePointer, OpaquePointer) -> T) -> T {
         let db = open(path)
         defer { sqlite3_close(db) }
         var insert: OpaquePointer?
@@ -31,35 +77,26 @@ enum RawSQLite {
         var head: OpaquePointer?
         sqlite3_prepare_v2(db, "UPDATE log_head SET sequence = ?1, chain_hash = ?2 WHERE id = 1", -1, &head, nil)
         defer { sqlite3_finalize(insert); sqlite3_finalize(head) }
-        let hash = [UInt8](repeating: 0xAB, count: 32)
-        let names = (0..<streams).map { "raw-\($0)" }
-        var versions = [Int64](repeating: 0, count: streams)
-        var sequence: Int64 = 0
-        let start = Date()
-        var commitsDone = 0.0
-        while sequence < Int64(events) {
-            exec(db, "BEGIN IMMEDIATE")
-            commitsDone += 1
-            let upTo = min(Int64(events), max(sequence + 1, Int64((commitsDone * max(1, batch)).rounded(.down))))
-            while sequence < upTo {
-                sequence += 1
-                let stream = Int(sequence) % streams
-                versions[stream] += 1
-                sqlite3_reset(insert)
-                sqlite3_bind_int64(insert, 1, sequence)
-                sqlite3_bind_text(insert, 2, names[stream], -1, nil)
-                sqlite3_bind_int64(insert, 3, versions[stream])
-                record.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 4, $0.baseAddress, Int32($0.count), nil) }
-                hash.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 5, $0.baseAddress, Int32($0.count), nil) }
-                precondition(sqlite3_step(insert) == SQLITE_DONE)
-            }
-            sqlite3_reset(head)
-            sqlite3_bind_int64(head, 1, sequence)
-            hash.withUnsafeBytes { _ = sqlite3_bind_blob(head, 2, $0.baseAddress, Int32($0.count), nil) }
-            precondition(sqlite3_step(head) == SQLITE_DONE)
-            exec(db, "COMMIT")
-        }
-        return Double(events) / Date().timeIntervalSince(start)
+        return body(db, insert!, head!)
+    }
+
+    /// One event row through the prepared `INSERT`.
+    static func insertRow(_ insert: OpaquePointer, sequence: Int64, stream: String, version: Int64, record: [UInt8], hash: [UInt8]) {
+        sqlite3_reset(insert)
+        sqlite3_bind_int64(insert, 1, sequence)
+        sqlite3_bind_text(insert, 2, stream, -1, nil)
+        sqlite3_bind_int64(insert, 3, version)
+        record.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 4, $0.baseAddress, Int32($0.count), nil) }
+        hash.withUnsafeBytes { _ = sqlite3_bind_blob(insert, 5, $0.baseAddress, Int32($0.count), nil) }
+        precondition(sqlite3_step(insert) == SQLITE_DONE)
+    }
+
+    /// The head row's update, as each of Lockstep's commits makes it.
+    static func updateHead(_ head: OpaquePointer, sequence: Int64, hash: [UInt8]) {
+        sqlite3_reset(head)
+        sqlite3_bind_int64(head, 1, sequence)
+        hash.withUnsafeBytes { _ = sqlite3_bind_blob(head, 2, $0.baseAddress, Int32($0.count), nil) }
+        precondition(sqlite3_step(head) == SQLITE_DONE)
     }
 
     /// Scans every event row in order, touching every column. Returns rows/s.

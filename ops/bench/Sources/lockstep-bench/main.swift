@@ -7,7 +7,8 @@ import Synchronization
 
 // lockstep-bench: durable append throughput (group commit), lease cycles through the coordinator and
 // replay speed, each against the raw SQLite C API measured in the same run. Usage: lockstep-bench
-//   [--quick] [--runs N] [--seconds S] [--replay-events N] [--dir DIR] [--only appends|lease-cycles|replay]
+//   [--quick] [--runs N] [--seconds S] [--replay-events N] [--dir DIR] [--only appends|append-latency|lease-cycles|replay]
+//   [--latency-appends N]
 //   [--agents N] [--snapshot-interval EVENTS]
 
 let arguments = CommandLine.arguments
@@ -76,7 +77,7 @@ func lockstepAppends(writers: Int) async throws -> (perSecond: Double, eventsPer
 }
 
 var rows: [Row] = []
-/// `--only appends|lease-cycles|replay` runs one section (profiling aid).
+/// `--only appends|append-latency|lease-cycles|replay` runs one section (profiling aid).
 let only = option("--only")
 func wanted(_ section: String) -> Bool { only == nil || only == section }
 for writers in [1, 16, 64] where wanted("appends") {
@@ -98,6 +99,50 @@ for writers in [1, 16, 64] where wanted("appends") {
                     ours: Figure(samples: ours), reference: Figure(samples: reference),
                     referenceName: "raw SQLite, same batch", target: writers == 64 ? 0.8 : nil))
     print("appends with \(writers) writers: done")
+}
+
+// MARK: Append latency
+
+/// One writer appends `count` single events back to back, each waiting for the one before: every
+/// append is its own commit, so every checkpoint lands between two of them. Returns each append's
+/// latency (call → answer, monotonic clock) in milliseconds, sorted.
+func appendLatencies(count: Int) async throws -> [Double] {
+    let log = try SQLiteEventLog(path: freshPath())
+    var samples: [Double] = []
+    samples.reserveCapacity(count)
+    for version in 0..<count {
+        let began = ContinuousClock.now
+        _ = try await log.append(AppendRequest(stream: "latency", expectedVersion: UInt64(version), records: [sampleRecord]))
+        samples.append(milliseconds(ContinuousClock.now - began))
+    }
+    return samples.sorted()
+}
+
+func milliseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
+}
+
+/// `sorted`'s value at quantile `q` (nearest rank).
+func quantile(_ sorted: [Double], _ q: Double) -> Double {
+    sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int((Double(sorted.count) * q).rounded(.up)) - 1)]
+}
+
+if only == "append-latency" || only == nil {
+    let count = option("--latency-appends").flatMap(Int.init) ?? (quick ? 3_000 : 10_000)
+    print("append latency: \(count) appends of one event, one writer, each its own commit (ms)")
+    print("run | p50 | p99 | p99.9 | max | over 2 ms || raw SQLite, auto-checkpoint in COMMIT: p50 | p99 | p99.9 | max | over 2 ms")
+    for run in 1...runs {
+        let ours = try await appendLatencies(count: count)
+        let referencePath = freshPath()
+        _ = try SQLiteEventLog(path: referencePath)  // the identical schema
+        let raw = RawSQLite.commitLatencies(path: referencePath, commits: count, record: sampleRecord)
+        let cells = [ours, raw].map { samples in
+            [0.5, 0.99, 0.999, 1].map { String(format: "%.3f", quantile(samples, $0)) }.joined(separator: " | ")
+                + " | \(samples.filter { $0 > 2 }.count)"
+        }
+        print("\(run) | \(cells[0]) || \(cells[1])")
+    }
+    print("")
 }
 
 // MARK: Lease cycles
