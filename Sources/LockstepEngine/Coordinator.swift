@@ -51,10 +51,14 @@ public actor Coordinator {
     public nonisolated let stepServices: StepServices
 
     /// Called after every append is folded in (the server wakes parked polls and watches with it). Must not block.
-    private var changeObserver: (@Sendable (Change) -> Void)?
+    private var changeObserver: (@Sendable (Change, ContinuousClock.Instant) -> Void)?
+    /// When the commit being folded in ended (`EventLog.appendTimed`), while its append's report is fed.
+    private var foldingCommitEnd: ContinuousClock.Instant?
 
-    /// Sets the function called after every append is folded into the live state.
-    public func observeChanges(_ observer: @escaping @Sendable (Change) -> Void) { changeObserver = observer }
+    /// Sets the function called after every append is folded into the live state, with when that
+    /// append's commit ended on the monotonic clock (for a change this coordinator did not append, a
+    /// follower's page: when it was folded in).
+    public func observeChanges(_ observer: @escaping @Sendable (Change, ContinuousClock.Instant) -> Void) { changeObserver = observer }
 
     /// Failures the timers met since the last `tick` (other than lost races).
     var timerFailures: [CommandError] = []
@@ -82,7 +86,7 @@ public actor Coordinator {
             case .changed(let change):
                 // Before the change is signalled: whoever it wakes finds the services as they are now.
                 stepServices.publish(machine.state, after: change.migration)
-                changeObserver?(change)
+                changeObserver?(change, foldingCommitEnd ?? .now)
             case .writeSnapshot, .timer:
                 // Asked for only by `takeDueSnapshot` and `runTimers`, which perform them themselves.
                 assertionFailure("\(action) reached feed")
@@ -234,8 +238,10 @@ public actor Coordinator {
                 throw error
             case .append(let request):
                 do {
-                    let receipt = try await log.append(request)
-                    word = report(.appended(caller, receipt, nanos: monotonic()), for: caller)
+                    let timed = try await log.appendTimed(request)
+                    foldingCommitEnd = timed.committedAt
+                    word = report(.appended(caller, timed.receipt, nanos: monotonic()), for: caller)
+                    foldingCommitEnd = nil
                 } catch {
                     word = report(.appendFailed(caller, error), for: caller)
                 }

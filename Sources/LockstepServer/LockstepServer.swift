@@ -140,10 +140,10 @@ public enum LockstepServer {
         let isReplica = options.replica != nil
         metrics.appliedSequence.record(Int64(clamping: await coordinator.appliedSequence))
         let webhookWake = WebhookWake()
-        await coordinator.observeChanges { change in
+        await coordinator.observeChanges { change, committedAt in
             timerWake.signal()
             webhookWake.signal()
-            wakeups.signal(change.services)
+            wakeups.signal(change.services, at: committedAt)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
             // What the writer counts (migrations started, settled, steps timed) is counted once, by it.
             if !isReplica { metrics.record(change) }

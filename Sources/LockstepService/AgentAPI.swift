@@ -51,8 +51,8 @@ public struct AgentAPI: Sendable {
     package let wakeups: Wakeups
     package let limits: APILimits
     package let clock: @Sendable () -> Instant
-    /// Told, for each poll woken by a change that then took a step, how long from the change being
-    /// signalled (right after its append) to the step leased and about to be answered.
+    /// Told, for each poll woken by a change that then took a step, how long from the commit of the
+    /// change's append to the answer handed to the poll's transport (`answered`).
     package var observeWakeUp: @Sendable (Duration) -> Void = { _ in }
 
     /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
@@ -68,6 +68,7 @@ public struct AgentAPI: Sendable {
         while !clientGone() && !Task.isCancelled {
             switch try await look(&poll, clientGone: clientGone) {
             case .answer(let answer):
+                answered(poll)
                 return answer
             case .park(let seen, let millis):
                 let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure)
@@ -86,6 +87,8 @@ public struct AgentAPI: Sendable {
         let giveUp: ContinuousClock.Instant
         /// Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
         var wokenAt: ContinuousClock.Instant?
+        /// When the change happened that woke this poll and that it is answered with a step for.
+        var answersWakeOf: ContinuousClock.Instant?
 
         public var service: String { request.service }
         public var owner: String { principal.name }
@@ -116,7 +119,7 @@ public struct AgentAPI: Sendable {
         let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, principal: poll.principal,
                                                             clientGone: clientGone)
         if let step {
-            if let woken = poll.wokenAt { observeWakeUp(.now - woken) }
+            poll.answersWakeOf = poll.wokenAt
             poll.wokenAt = nil
             return .answer(.with { $0.step = step })
         }
@@ -162,7 +165,13 @@ public struct AgentAPI: Sendable {
 
     /// A poll is over: a wake it holds and did not look with goes to the next parked poll.
     public func endPoll(_ poll: PollCursor) {
-        if poll.wokenAt != nil { wakeups.passOn(poll.request.service) }
+        if let changed = poll.wokenAt { wakeups.passOn(poll.request.service, changedAt: changed) }
+    }
+
+    /// A poll's answer has been handed to its transport: a poll woken by a change and answered with a
+    /// step records the wake-up, from that change's commit to now (`lockstep_poll_wakeup_seconds`).
+    package func answered(_ poll: PollCursor) {
+        if let changed = poll.answersWakeOf { observeWakeUp(.now - changed) }
     }
 
     // A report on a live migration's node that is the principal's is checked and performed in one turn

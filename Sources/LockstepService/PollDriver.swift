@@ -72,6 +72,7 @@ extension AgentAPI {
         case .answer(let response):
             endPoll(poll)
             end(.success(response))
+            answered(poll)
         case .park(let seen, let millis):
             let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure) { outcome in
                 var cursor = poll

@@ -18,7 +18,7 @@ public struct ServerMetrics: Sendable {
     /// BEGIN to the end of COMMIT, including the WAL fsync.
     package let commitDuration: Metrics.Timer
     package let parkedPolls: Metrics.Gauge
-    /// From a change being signalled (right after its append) to a poll it woke leasing a step.
+    /// From the commit of the append that readied a step to the parked poll it woke answered with it.
     package let pollWakeUp: Metrics.Timer
     package let openWatches: Metrics.Gauge
     package let stepLeasesHeld: Metrics.Gauge

@@ -30,7 +30,7 @@ package final class Wakeups: Service, Sendable {
     }
 
     package enum Outcome: Equatable, Sendable {
-        /// A change concerning the caller's key woke it; `signalledAt` is when the change was signalled.
+        /// A change concerning the caller's key woke it; `signalledAt` is when the change happened (`signal`'s `at`).
         case woken(signalledAt: ContinuousClock.Instant)
         /// Something changed before the caller parked, or its wait timed out: look again.
         case lookAgain
@@ -207,9 +207,9 @@ package final class Wakeups: Service, Sendable {
     /// Entries in `key`'s line, departed callers included (for tests of the bound).
     package func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
 
-    /// A change concerning `keys`: wakes the parked callers of those keys the policy says.
-    package func signal(_ keys: Set<String>) {
-        let now = ContinuousClock.now
+    /// A change concerning `keys`: wakes the parked callers of those keys the policy says. `at` is when
+    /// the change happened (its append's commit ended), which each woken caller is told (`Outcome.woken`).
+    package func signal(_ keys: Set<String>, at changed: ContinuousClock.Instant = .now) {
         let waking = state.withLock { state in
             state.generation &+= 1
             return keys.flatMap { key -> [Waiter] in
@@ -219,14 +219,13 @@ package final class Wakeups: Service, Sendable {
                 }
             }
         }
-        for waiter in waking { waiter.resume(returning: now) }
+        for waiter in waking { waiter.resume(returning: changed) }
     }
 
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
-    /// having looked (its client went away), so the change it was woken for is not lost.
-    package func passOn(_ key: String) {
-        let now = ContinuousClock.now
-        state.withLock { $0.oldest(of: key) }?.resume(returning: now)
+    /// having looked (its client went away), so the change it was woken for (at `changed`) is not lost.
+    package func passOn(_ key: String, changedAt changed: ContinuousClock.Instant = .now) {
+        state.withLock { $0.oldest(of: key) }?.resume(returning: changed)
     }
 
     /// Wakes everyone and parks nobody from now on (graceful shutdown).

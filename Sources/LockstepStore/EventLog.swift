@@ -7,6 +7,11 @@ public protocol EventLog: Sendable {
     /// Returns only once the events are durable. A conflict appends nothing.
     func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt
 
+    /// `append`, and when its commit ended on the monotonic clock: where a wake-up's measured time starts
+    /// (`lockstep_poll_wakeup_seconds`). By default, when the append returned; a log that can tell the
+    /// moment its commit ended, before handing the answer over, says that.
+    func appendTimed(_ request: AppendRequest) async throws(EventLogError) -> TimedAppend
+
     /// Up to `limit` events with sequence greater than `sequence`, in order, with contiguity and the
     /// hash chain verified from event `sequence` on.
     func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
@@ -86,6 +91,22 @@ public struct AppendRequest: Hashable, Sendable {
 }
 
 /// Where an acknowledged append landed.
+/// An append's receipt and when its commit ended (`EventLog.appendTimed`).
+public struct TimedAppend: Sendable {
+    public var receipt: AppendReceipt
+    public var committedAt: ContinuousClock.Instant
+    public init(receipt: AppendReceipt, committedAt: ContinuousClock.Instant) {
+        self.receipt = receipt
+        self.committedAt = committedAt
+    }
+}
+
+extension EventLog {
+    public func appendTimed(_ request: AppendRequest) async throws(EventLogError) -> TimedAppend {
+        TimedAppend(receipt: try await append(request), committedAt: .now)
+    }
+}
+
 public struct AppendReceipt: Hashable, Sendable {
     public var firstSequence: UInt64
     public var lastSequence: UInt64

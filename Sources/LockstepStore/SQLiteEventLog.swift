@@ -76,7 +76,7 @@ public final class SQLiteEventLog: EventLog {
 
     private struct PendingAppend {
         var request: AppendRequest
-        var continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>
+        var continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>
     }
 
     private struct PendingAppends {
@@ -185,10 +185,16 @@ public final class SQLiteEventLog: EventLog {
     // MARK: - Appends
 
     public func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
+        try await appendTimed(request).receipt
+    }
+
+    /// `append`, with the moment its transaction's `COMMIT` returned, taken on the writer's queue
+    /// before the answers are handed back.
+    public func appendTimed(_ request: AppendRequest) async throws(EventLogError) -> TimedAppend {
         try request.validate()
         guard writer != nil else { throw .writesStopped(reason: "the log was opened read-only") }
         let limit = options.appendQueueEventsMax
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<AppendReceipt, EventLogError>, Never>) in
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>) in
             let action: (startDrain: Bool, refusal: EventLogError?) = pending.withLock { state in
                 if let stopped = state.stopped { return (false, stopped) }
                 if state.queuedEvents + request.records.count > limit {
@@ -215,7 +221,10 @@ public final class SQLiteEventLog: EventLog {
             let batch = takeBatch()
             if batch.isEmpty { return }
             let results = commit(batch.map(\.request))
-            for (item, result) in zip(batch, results) { item.continuation.resume(returning: result) }
+            let committedAt = ContinuousClock.now
+            for (item, result) in zip(batch, results) {
+                item.continuation.resume(returning: result.map { TimedAppend(receipt: $0, committedAt: committedAt) })
+            }
             // After the answers: a checkpoint that waits for readers delays no acknowledgement.
             if let writer { checkpointIfDue(writer) }
         }

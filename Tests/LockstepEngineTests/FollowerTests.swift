@@ -13,7 +13,7 @@ enum Following {
     /// changes the replica announced (migration ids, in order).
     static func check(writer: Coordinator, replica: Coordinator, log: any EventLog) async throws -> [String] {
         let changes = Mutex<[String]>([])
-        await replica.observeChanges { change in changes.withLock { $0.append(change.migration?.rawValue ?? "plans") } }
+        await replica.observeChanges { change, _ in changes.withLock { $0.append(change.migration?.rawValue ?? "plans") } }
         try await recordScenario(on: writer)
         try await followToTheHead(replica, log: log)
         #expect(await replica.digest == writer.digest, "after the first scenario")

@@ -3,6 +3,7 @@ import LockstepEngine
 import LockstepStore
 import LockstepTestSupport
 import LockstepWire
+import Synchronization
 import Testing
 
 @Suite struct ReplayTests {
@@ -147,6 +148,20 @@ import Testing
                                           context: user, now: t(0))
         }
         #expect(await log.head().sequence == 0)
+    }
+
+    /// A change is told with when its append's commit ended (`EventLog.appendTimed`), not when it was
+    /// folded in: where a wake-up's measured time starts.
+    @Test func aChangeIsToldWithItsCommitsEnd() async throws {
+        let log = GatedEventLog()
+        let committed = ContinuousClock.now - .seconds(3_600)
+        await log.stampCommits(at: committed)
+        let coordinator = try await Coordinator.open(log: log)
+        let told = Mutex<[ContinuousClock.Instant]>([])
+        await coordinator.observeChanges { _, at in told.withLock { $0.append(at) } }
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2), context: user, now: t(0))
+        let instants = told.withLock { $0 }
+        #expect(!instants.isEmpty && instants.allSatisfy { $0 == committed }, "\(instants)")
     }
 
     @Test func commandsWaitingOnOneMigrationAreBounded() async throws {

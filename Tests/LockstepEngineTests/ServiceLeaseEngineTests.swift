@@ -54,7 +54,7 @@ import Testing
         let log = InMemoryEventLog()
         let coordinator = try await Coordinator.open(log: log)
         let seen = Mutex<[Bool]>([])
-        await coordinator.observeChanges { _ in seen.withLock { $0.append(coordinator.stepServices.contains("orders")) } }
+        await coordinator.observeChanges { _, _ in seen.withLock { $0.append(coordinator.stepServices.contains("orders")) } }
         #expect(!coordinator.stepServices.contains("orders"))
         let id = MigrationID("m")
         _ = try await coordinator.start(id, plan: ExamplePlans.chain(length: 2, service: "orders"), context: user, now: t(0))

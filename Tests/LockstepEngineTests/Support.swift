@@ -174,6 +174,14 @@ actor GatedEventLog: EventLog {
         waiters.removeAll()
     }
 
+    /// What `appendTimed` says as the commit's end; nil: when the append returned.
+    private var commitEnd: ContinuousClock.Instant?
+    func stampCommits(at instant: ContinuousClock.Instant) { commitEnd = instant }
+
+    func appendTimed(_ request: AppendRequest) async throws(EventLogError) -> TimedAppend {
+        TimedAppend(receipt: try await append(request), committedAt: commitEnd ?? .now)
+    }
+
     func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
         if !isOpen {
             held += 1

@@ -134,15 +134,23 @@ import Testing
                 _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
                 _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
             }
+            let started = clock.now
             let answer = try await parked.wait(seconds: 30).stdout
             #expect(answer.contains(#""lease_id":"m1/expand""#) && answer.hasSuffix("\n2 200"), "\(answer)")
             #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
+            // One wake-up, from the commit that readied the step to the answer handed to the connection:
+            // after the migration was started, so shorter than the whole wait.
+            let waited = clock.now - started + .milliseconds(1)
+            #expect(try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_count") == 1)
+            let wake = try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_sum")
+            #expect(wake > 0 && wake < Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18, "\(wake) s")
             // Nothing more for this service: the wait runs out and is answered.
             let began = clock.now
             let empty = try await curl(["--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
                                         "--data-binary", #"{"service": "orders", "agent_id": "h2-2", "wait_ms": 300}"#, http + "/v1/agent/poll"])
             #expect(empty.contains(#""retry_after_ms""#) && empty.hasSuffix("\n2 200") && clock.now - began >= .milliseconds(300), "\(empty)")
             #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
+            #expect(try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_count") == 1, "a poll answered without a step is no wake-up")
         }
     }
 }

@@ -38,6 +38,18 @@ import Testing
         #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "a") == .lookAgain)
     }
 
+    /// A woken caller is told when its change happened (the `at` of `signal`), and a wake passed on keeps it.
+    @Test func aWakeCarriesWhenItsChangeHappenedAndKeepsItWhenPassedOn() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let changed = ContinuousClock.now - .seconds(60)
+        let first = await park(wakeups)
+        let second = await park(wakeups)
+        wakeups.signal([""], at: changed)
+        #expect(await first.value == .woken(signalledAt: changed))
+        wakeups.passOn("", changedAt: changed)
+        #expect(await second.value == .woken(signalledAt: changed))
+    }
+
     @Test func cancellationAndShutdownEndAParkedWaitAtOnce() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         let cancelled = await park(wakeups)

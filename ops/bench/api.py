@@ -243,10 +243,10 @@ if "wake" in ONLY:
                 raise SystemExit(f"wake-up: {migration} was never answered and completed within 30 s")
             time.sleep(0.001)
     done.set()
-    # The server's own figure: from the change signalled (right after the append that readied the
-    # step) to the woken poll leasing it, as a histogram; a quantile is reported as its bucket's bound.
+    # The server's own figure: from the commit of the append that readied the step to the woken poll's
+    # answer handed to its connection, as a histogram; a quantile is reported as its bucket's bound.
     def server_side(http_port):
-        """(wakes, p50 bound, p99 bound) of the server's wake-up histogram, in ms (buckets every 0.1 ms to 2 ms)."""
+        """(wakes, p50 bound, p99 bound, share within 2 ms) of the server's wake-up histogram, in ms (buckets every 0.1 ms to 2 ms)."""
         metrics = subprocess.run(["curl", "-s", f"http://127.0.0.1:{http_port}/metrics"], capture_output=True, text=True).stdout
         buckets = sorted((float(line.split('le="')[1].split('"')[0]), float(line.split()[-1]))
                          for line in metrics.splitlines() if line.startswith("lockstep_poll_wakeup_seconds_bucket"))
@@ -255,10 +255,11 @@ if "wake" in ONLY:
         def bucket_bound(quantile):
             return next((bound * 1_000 for bound, seen in buckets if seen >= quantile * count), float("inf"))
 
-        return count, bucket_bound(0.5), bucket_bound(0.99)
+        within = next((seen for bound, seen in buckets if abs(bound - 0.002) < 1e-9), 0)
+        return count, bucket_bound(0.5), bucket_bound(0.99), within / max(count, 1)
 
 
-    woken, server_p50, server_p99 = server_side(http_port)
+    woken, server_p50, server_p99, server_within = server_side(http_port)
     stop(server)
     # The same with a compiled client (lockstep-wake: LockstepClient over gRPC), on a fresh server: the
     # Python client's own time is most of the figure above.
@@ -268,7 +269,8 @@ if "wake" in ONLY:
         server, http_port, grpc_port = serve()
         compiled = json.loads(subprocess.run([wake_binary, f"127.0.0.1:{grpc_port}", "32", str(WAKES)], capture_output=True, text=True,
                                              timeout=600, check=True).stdout)
-        compiled["server_wakes"], compiled["server_p50_at_most_ms"], compiled["server_p99_at_most_ms"] = server_side(http_port)
+        (compiled["server_wakes"], compiled["server_p50_at_most_ms"], compiled["server_p99_at_most_ms"],
+         compiled["server_within_2ms"]) = server_side(http_port)
         stop(server)
     wake = sorted(latencies)
     wake_p50, wake_p99 = wake[len(wake) // 2] * 1_000, wake[int(len(wake) * 0.99)] * 1_000
@@ -303,16 +305,18 @@ if "parked" in ONLY:
 if "wake" in ONLY:
     print(f"\nwake-up, start sent → parked poll answered with its step ({len(wake)} wakes, 32 parked agents): "
           f"p50 {wake_p50:.2f} ms, p99 {wake_p99:.2f} ms")
-    print(f"wake-up, server side, change signalled after the append → woken poll's step leased ({woken:.0f} wakes): "
-          f"p50 ≤ {server_p50:g} ms, p99 ≤ {server_p99:g} ms (bucket bounds)")
-    report["wake_ms"] = {"p50": wake_p50, "p99": wake_p99, "server_p50_at_most": server_p50, "server_p99_at_most": server_p99}
+    print(f"wake-up, server side, the readying append's commit → woken poll's answer handed to its connection ({woken:.0f} wakes): "
+          f"p50 ≤ {server_p50:g} ms, p99 ≤ {server_p99:g} ms (bucket bounds), {server_within:.1%} within 2 ms (target: p99 < 2 ms, so ≥ 99 %)")
+    report["wake_ms"] = {"p50": wake_p50, "p99": wake_p99, "server_p50_at_most": server_p50, "server_p99_at_most": server_p99,
+                         "server_within_2ms": server_within}
     if compiled:
         print(f"wake-up, compiled gRPC client (lockstep-wake, {compiled['wakes']:.0f} wakes, 32 parked agents): "
               f"start answered → poll answered p50 {compiled['from_start_answered_p50_ms']:.2f} ms, p99 {compiled['from_start_answered_p99_ms']:.2f} ms "
               f"(a lower bound of append → answered: the start is answered after the append that readies the step); "
               f"start sent → poll answered p50 {compiled['from_start_sent_p50_ms']:.2f} ms, p99 {compiled['from_start_sent_p99_ms']:.2f} ms "
               f"(an upper bound: it includes the start's own appends) (target: p99 < 2 ms); "
-              f"its server's side p50 ≤ {compiled['server_p50_at_most_ms']:g} ms, p99 ≤ {compiled['server_p99_at_most_ms']:g} ms")
+              f"its server's side p50 ≤ {compiled['server_p50_at_most_ms']:g} ms, p99 ≤ {compiled['server_p99_at_most_ms']:g} ms, "
+              f"{compiled['server_within_2ms']:.1%} within 2 ms")
         report["wake_ms"]["compiled"] = compiled
 if args.json:
     with open(args.json, "w") as f:
