@@ -22,7 +22,7 @@ extension LogState {
             if case .requested(.forward, _) = state.serviceLeases, let hold = forwardHold(node, of: migration, at: now) {
                 return .rejected(hold.rejection(of: node))
             }
-            guard grantableServiceRequests(through: through, at: now).contains(where: { $0.migration == id && $0.node == node }) else {
+            guard isServiceRequestGrantable(migration: id, node: node, through: through, at: now) else {
                 return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
             }
             return .accepted(migration.withServiceLeaseBookkeeping([.serviceLeasesGranted(ServiceLeasesGranted(
@@ -64,12 +64,14 @@ extension LogState {
         for case .serviceLeasesReleased(let event) in events where !event.forced { released.formUnion(event.services) }
         guard !released.isEmpty else { return decision }
         // Services somebody is in line for: those of the queue, then of each request of this append in
-        // its order (granted or not), so a hand-over never jumps an earlier request.
-        var inLine = Set(serviceLeases.queue.flatMap(\.services))
+        // its order (granted or not), so a hand-over never jumps an earlier request. Looked for only for
+        // a request the release could serve (no set of the whole queue is built for every release).
+        var earlier: [String] = []
         var grants: [MigrationEvent] = []
         for case .serviceLeasesRequested(let request) in events {
-            defer { inLine.formUnion(request.services) }
-            guard request.services.allSatisfy(released.contains), !request.services.contains(where: inLine.contains) else { continue }
+            defer { earlier.append(contentsOf: request.services) }
+            guard request.services.allSatisfy(released.contains), !request.services.contains(where: earlier.contains),
+                  !serviceLeases.queue.contains(where: { $0.services.contains(where: request.services.contains) }) else { continue }
             // A forward step under a freeze or outside its windows does not take services it may not use
             // (the lease queue grants them when the hold ends).
             if request.kind == .forward, let migration = migrations[id], isForwardHeld(request.node, of: migration, at: now) { continue }
@@ -83,9 +85,19 @@ extension LogState {
     /// a forward step's request under a freeze or outside its windows is set aside, so neither ever holds
     /// up a rollback (or anybody else).
     public func grantableServiceRequests(through: UInt64, at now: Instant) -> [ServiceRequest] {
+        serviceLeases.grantable(through: through, setAside: grantSetAside(at: now))
+    }
+
+    /// Whether `node` of `migration`'s request is among `grantableServiceRequests(through:at:)`.
+    func isServiceRequestGrantable(migration: MigrationID, node: NodeID, through: UInt64, at now: Instant) -> Bool {
+        serviceLeases.isGrantable(migration: migration, node: node, through: through, setAside: grantSetAside(at: now))
+    }
+
+    /// Which requests the lease queue sets aside at `now`: forward steps under a freeze or outside their windows.
+    private func grantSetAside(at now: Instant) -> (ServiceRequest) -> Bool {
         // The freezes in force, found once per call (not per request).
         let inForce = freezes.values.filter { $0.isActive(at: now) }
-        return serviceLeases.grantable(through: through) { request in
+        return { request in
             guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
             if !inForce.isEmpty, let services = Self.freezable(request.node, of: migration), inForce.contains(where: { $0.covers(services) }) { return true }
             return migration.windowsClosed(request.node, at: now)

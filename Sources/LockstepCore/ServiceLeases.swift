@@ -258,15 +258,31 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
     /// Requests `setAside` says so of (forward steps under a freeze) neither get their services nor
     /// hold up the requests behind them; they keep their place for when it no longer does.
     public func grantable(through: UInt64, setAside: (ServiceRequest) -> Bool = { _ in false }) -> [ServiceRequest] {
-        var taken = Set(holders.keys)
+        // Services named by earlier requests; held ones are looked up where they are (no set of them is built).
+        var named = Set<String>()
         var result: [ServiceRequest] = []
         for request in queue {
             guard request.sequence <= through else { break }
             if setAside(request) { continue }
-            if request.services.allSatisfy({ !taken.contains($0) }) { result.append(request) }
-            taken.formUnion(request.services)
+            if request.services.allSatisfy({ holders[$0] == nil && !named.contains($0) }) { result.append(request) }
+            named.formUnion(request.services)
         }
         return result
+    }
+
+    /// Whether the request of `node` of `migration` is among `grantable(through:setAside:)`, found
+    /// without listing the others: only the earlier requests that name one of its services are asked
+    /// `setAside` (a grant's own check, made for every grant, stays as cheap as the line is short).
+    public func isGrantable(migration: MigrationID, node: NodeID, through: UInt64, setAside: (ServiceRequest) -> Bool = { _ in false }) -> Bool {
+        guard let position = queue.firstIndex(where: { $0.migration == migration && $0.node == node }) else { return false }
+        let request = queue[position]
+        for earlier in queue[..<position] {
+            // `grantable` stops at the first request recorded after `through` (the line is in sequence
+            // order, so this only keeps the two alike should that ever change).
+            guard earlier.sequence <= through else { return false }
+            if earlier.services.contains(where: request.services.contains), !setAside(earlier) { return false }
+        }
+        return request.sequence <= through && !setAside(request) && request.services.allSatisfy { holders[$0] == nil }
     }
 
     /// What `node` of `migration` waits for: for each of `services`, its holder or the first earlier request naming it.
