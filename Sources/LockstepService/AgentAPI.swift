@@ -63,7 +63,7 @@ public struct AgentAPI: Sendable {
     public func poll(_ request: Lockstep_V1_PollRequest, principal: Principal,
                      clientGone: @Sendable () -> Bool = { false }, departure: (any Departure)? = nil) async throws(APIError) -> Lockstep_V1_PollResponse {
         var poll = try beginPoll(request, principal: principal)
-        // Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
+        // However it ends, a wake it holds and did not look with goes on to the next parked poll.
         defer { endPoll(poll) }
         while !clientGone() && !Task.isCancelled {
             switch try await look(&poll, clientGone: clientGone) {
@@ -156,8 +156,8 @@ public struct AgentAPI: Sendable {
     package func resumed(_ poll: inout PollCursor, _ outcome: Wakeups.Outcome) -> Bool {
         switch outcome {
         case .woken(let at): poll.wokenAt = at
-        // Cancelled right as a change woke it: the wake may be this poll's; hand it on to be sure.
-        case .cancelled: poll.wokenAt = poll.wokenAt ?? .now
+        // Cancelled as a change woke it: that wake is this poll's, and goes on (`endPoll`) with its instant.
+        case .cancelled(let wokenBy?): poll.wokenAt = poll.wokenAt ?? wokenBy
         default: break
         }
         return outcome.looksAgain

@@ -30,16 +30,17 @@ package final class Wakeups: Service, Sendable {
     }
 
     package enum Outcome: Equatable, Sendable {
-        /// A change concerning the caller's key woke it; `signalledAt` is when the change happened (`signal`'s `at`).
-        case woken(signalledAt: ContinuousClock.Instant)
+        /// A change concerning the caller's key woke it; `changedAt` is when the change happened (`signal`'s `at`).
+        case woken(changedAt: ContinuousClock.Instant)
         /// Something changed before the caller parked, or its wait timed out: look again.
         case lookAgain
         /// Too many are parked (overall or for this principal): answer now.
         case full
         /// The server is shutting down: answer now.
         case closed
-        /// The waiting task was cancelled (its caller went away): stop.
-        case cancelled
+        /// The waiting task was cancelled (its caller went away): stop. `wokenBy`: when the change happened
+        /// that woke it as it was cancelled (that wake is this caller's, and must go on), nil when none did.
+        case cancelled(wokenBy: ContinuousClock.Instant?)
 
         /// Whether the caller should look again (woken, or for any other reason).
         var looksAgain: Bool {
@@ -248,7 +249,7 @@ package final class Wakeups: Service, Sendable {
     /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
     package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
               departure: (any Departure)? = nil) async -> Outcome {
-        if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled }
+        if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled(wokenBy: nil) }
         let id: UInt64
         switch admit(after: seen, owner: owner, enforceLimit: enforceLimit) {
         case .answer(let outcome): return outcome
@@ -276,8 +277,10 @@ package final class Wakeups: Service, Sendable {
             self.resume(id, with: nil)
         }
         if state.withLock({ $0.closed }) { return .closed }
-        if Task.isCancelled { return .cancelled }
-        return signalledAt.map { .woken(signalledAt: $0) } ?? .lookAgain
+        // A change and the cancellation each take the waiter out under the lock; whichever came first
+        // resumed it, so `signalledAt` says whether a change's wake was this caller's.
+        if Task.isCancelled { return .cancelled(wokenBy: signalledAt) }
+        return signalledAt.map { .woken(changedAt: $0) } ?? .lookAgain
     }
 
     /// Whether a caller that saw generation `seen` may park: its id, or the outcome to answer at once.
@@ -314,7 +317,7 @@ package final class Wakeups: Service, Sendable {
         let waiter = Waiter(owner: owner, key: key, resume: { [weak self] instant in
             if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
             if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
-            then(instant.map { .woken(signalledAt: $0) } ?? .lookAgain)
+            then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
         }, deadline: .now + .milliseconds(millis))
         let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
         guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }

@@ -126,7 +126,7 @@ public struct WatchEvents: AsyncSequence, Sendable {
                 }
                 let first = await group.next() ?? nil
                 group.cancelAll()
-                return first ?? .cancelled
+                return first ?? .cancelled(wokenBy: nil)
             }
         }
     }

@@ -90,7 +90,6 @@ public struct AppendRequest: Hashable, Sendable {
     }
 }
 
-/// Where an acknowledged append landed.
 /// An append's receipt and when its commit ended (`EventLog.appendTimed`).
 public struct TimedAppend: Sendable {
     public var receipt: AppendReceipt
@@ -107,6 +106,7 @@ extension EventLog {
     }
 }
 
+/// Where an acknowledged append landed.
 public struct AppendReceipt: Hashable, Sendable {
     public var firstSequence: UInt64
     public var lastSequence: UInt64

@@ -14,8 +14,10 @@ import Darwin
 /// in flight are queued and committed together in the next transaction (group commit): one
 /// `BEGIN IMMEDIATE … COMMIT` and one fsync for the whole batch, with each append's expected version
 /// still checked on its own. The first I/O or sync error stops writes for good (fail-stop): nothing
-/// after it is acknowledged, and nothing is retried. Reads use a separate read-only connection, and
-/// most of each WAL checkpoint's work runs on a third connection on its own queue, beside the commits.
+/// after it is acknowledged, and nothing is retried. (A checkpoint that fails while a commit is in
+/// flight does not take back that commit's acknowledgement: its WAL frames were synced.) Reads use a
+/// separate read-only connection, and most of each WAL checkpoint's work runs on a third connection on
+/// its own queue, beside the commits.
 /// One process writes a data directory at a time: a read-write log holds an exclusive lock on
 /// `PATH.lock` for its lifetime.
 public final class SQLiteEventLog: EventLog {
@@ -93,6 +95,8 @@ public final class SQLiteEventLog: EventLog {
         var streamVersions: [String: UInt64] = [:]
         var lastCommittedHead: LogHead?
         var commitsSinceCheckpoint = 0
+        /// When the last `COMMIT` returned (`appendTimed`).
+        var lastCommitEnd = ContinuousClock.now
     }
 
     /// Opens (and in `.readWrite` mode creates) the log at `path`, verifying that the durability
@@ -107,17 +111,12 @@ public final class SQLiteEventLog: EventLog {
         do {
             if mode == .readWrite {
                 lock = options.exclusiveWriter ? try WriterLock(path: path + ".lock") : nil
-                let writer = try SQLiteConnection(path: path, readOnly: false)
-                try Self.configureDurability(writer, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL",
-                                             walBytesMax: options.walBytesMax)
+                let writer = try Self.openForWriting(path, options)
                 if let bytes = options.databaseBytesMax { try Self.limitSize(writer, bytes: bytes) }
                 try SQLiteSchema.migrate(writer)
                 try SQLiteSchema.checkTailMatchesHead(writer)
                 self.writer = writer
-                let connection = try SQLiteConnection(path: path, readOnly: false)
-                try Self.configureDurability(connection, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL",
-                                             walBytesMax: options.walBytesMax)
-                checkpointer = Checkpointer(connection: connection)
+                checkpointer = Checkpointer(connection: try Self.openForWriting(path, options))
             } else {
                 lock = nil
                 self.writer = nil
@@ -132,6 +131,19 @@ public final class SQLiteEventLog: EventLog {
         } catch {
             throw .unavailable(String(describing: error))
         }
+    }
+
+    /// A read-write connection with the log's durability settings (the writer's, the checkpointer's).
+    private static func openForWriting(_ path: String, _ options: Options) throws -> SQLiteConnection {
+        let connection = try SQLiteConnection(path: path, readOnly: false)
+        try configureDurability(connection, synchronous: options.unsafeSkipCommitSyncForTesting ? "NORMAL" : "FULL",
+                                walBytesMax: options.walBytesMax)
+        return connection
+    }
+
+    /// The database's page size, in bytes (4,096 if it cannot be read).
+    static func pageSize(of db: SQLiteConnection) -> Int64 {
+        ((try? db.scalarText("PRAGMA page_size")) ?? nil).flatMap { Int64($0) } ?? 4_096
     }
 
     /// WAL and `synchronous=FULL`, each read back: a setting that did not take is a refusal to start.
@@ -162,8 +174,7 @@ public final class SQLiteEventLog: EventLog {
     /// Sets `max_page_count` to `bytes` worth of pages and reads it back (never below the pages in use:
     /// SQLite keeps the current size then, and the next append that grows the file is refused).
     private static func limitSize(_ db: SQLiteConnection, bytes: Int64) throws {
-        let pageSize = Int64(try db.scalarText("PRAGMA page_size") ?? "") ?? 4_096
-        let pages = max(1, bytes / max(pageSize, 1))
+        let pages = max(1, bytes / max(pageSize(of: db), 1))
         let set = try db.scalarText("PRAGMA max_page_count = \(pages)")
         guard let set, Int64(set) != nil else { throw EventLogError.unavailable("max_page_count reads back \(set ?? "nothing")") }
     }
@@ -221,7 +232,8 @@ public final class SQLiteEventLog: EventLog {
             let batch = takeBatch()
             if batch.isEmpty { return }
             let results = commit(batch.map(\.request))
-            let committedAt = ContinuousClock.now
+            // Successes exist only when this batch's COMMIT returned, which set the stamp.
+            let committedAt = writerState.lastCommitEnd
             for (item, result) in zip(batch, results) {
                 item.continuation.resume(returning: result.map { TimedAppend(receipt: $0, committedAt: committedAt) })
             }
@@ -270,6 +282,7 @@ public final class SQLiteEventLog: EventLog {
             try update.run()
             committing = true
             try db.execute("COMMIT")
+            writerState.lastCommitEnd = ContinuousClock.now
             remember(written.versions, head: written.head)
             if let observer {
                 observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
@@ -365,32 +378,49 @@ public final class SQLiteEventLog: EventLog {
         let due = writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits
         guard due || checkpointer.finishWanted.load(ordering: .acquiring), writesStopped == nil else { return }
         guard checkpointer.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        // Again now that no other checkpoint runs: one that failed since the check above stopped writes,
+        // and nothing is retried after a failure.
+        guard writesStopped == nil else { return checkpointer.running.store(false, ordering: .releasing) }
         if checkpointer.finishWanted.exchange(false, ordering: .acquiringAndReleasing) {
             defer { checkpointer.running.store(false, ordering: .releasing) }
-            var walFrames: Int32 = 0
-            var rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, &walFrames, nil)
+            let (passed, walFrames) = Self.passiveCheckpoint(db)
+            var rc = passed
             if rc == SQLITE_OK, Self.walBytes(frames: walFrames, pageSize: checkpointer.pageSize) > options.walBytesMax {
                 sqlite3_busy_timeout(db.handle, Self.walTruncateWaitMillis)
                 rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_TRUNCATE, nil, nil)
                 sqlite3_busy_timeout(db.handle, SQLiteConnection.busyTimeoutMillis)
             }
-            if rc != SQLITE_OK && rc != SQLITE_BUSY { stopWrites(Self.checkpointFailure(rc, db)) }
+            if rc != SQLITE_OK && rc != SQLITE_BUSY { checkpointFailed(rc, db) }
             return
         }
         writerState.commitsSinceCheckpoint = 0
         checkpointQueue.async { [weak self, checkpointer] in
-            let rc = checkpointer.passive()
-            if rc != SQLITE_OK && rc != SQLITE_BUSY {
-                self?.stopWrites(Self.checkpointFailure(rc, checkpointer.connection))
-            } else {
+            defer { checkpointer.running.store(false, ordering: .releasing) }
+            // Writes stopped (a commit failed) since it was handed over: nothing more is written.
+            guard let self, self.writesStopped == nil else { return }
+            let (rc, _) = Self.passiveCheckpoint(checkpointer.connection)
+            if rc == SQLITE_OK || rc == SQLITE_BUSY {
+                if rc == SQLITE_OK { checkpointer.passes.add(1, ordering: .relaxed) }
                 checkpointer.finishWanted.store(true, ordering: .releasing)
+            } else {
+                self.checkpointFailed(rc, checkpointer.connection)
             }
-            checkpointer.running.store(false, ordering: .releasing)
         }
     }
 
-    private static func checkpointFailure(_ rc: Int32, _ db: SQLiteConnection) -> EventLogError {
-        .writesStopped(reason: "checkpoint failed: " + SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db.handle))).description)
+    /// One passive checkpoint on `db`: its result code and the frames the WAL holds.
+    private static func passiveCheckpoint(_ db: SQLiteConnection) -> (Int32, Int32) {
+        var walFrames: Int32 = 0
+        let rc = sqlite3_wal_checkpoint_v2(db.handle, nil, SQLITE_CHECKPOINT_PASSIVE, &walFrames, nil)
+        return (rc, walFrames)
+    }
+
+    /// A checkpoint's failure stops writes, and is told like a commit's (readiness, log lines).
+    private func checkpointFailed(_ rc: Int32, _ db: SQLiteConnection) {
+        let failure = EventLogError.writesStopped(
+            reason: "checkpoint failed: " + SQLiteError(code: rc, message: String(cString: sqlite3_errmsg(db.handle))).description)
+        failureObserver?(failure)
+        stopWrites(failure)
     }
 
     let checkpointQueue = DispatchQueue(label: "lockstep.sqlite.checkpoint")
@@ -399,7 +429,7 @@ public final class SQLiteEventLog: EventLog {
 
     /// The checkpointer's connection and the flags it shares with the writer. The connection is touched
     /// only while `running` is held (on `checkpointQueue`).
-    private final class Checkpointer: @unchecked Sendable {
+    private final class Checkpointer: Sendable {
         let connection: SQLiteConnection
         /// A checkpoint is under way: the background pass, or the writer's (`checkpointIfDue`).
         let running = Atomic<Bool>(false)
@@ -411,14 +441,7 @@ public final class SQLiteEventLog: EventLog {
 
         init(connection: SQLiteConnection) {
             self.connection = connection
-            pageSize = ((try? connection.scalarText("PRAGMA page_size")) ?? nil).flatMap { Int64($0) } ?? 4_096
-        }
-
-        /// One passive checkpoint; its result code.
-        func passive() -> Int32 {
-            let rc = sqlite3_wal_checkpoint_v2(connection.handle, nil, SQLITE_CHECKPOINT_PASSIVE, nil, nil)
-            if rc == SQLITE_OK { passes.add(1, ordering: .relaxed) }
-            return rc
+            pageSize = SQLiteEventLog.pageSize(of: connection)
         }
     }
 

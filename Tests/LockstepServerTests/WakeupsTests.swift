@@ -45,23 +45,23 @@ import Testing
         let first = await park(wakeups)
         let second = await park(wakeups)
         wakeups.signal([""], at: changed)
-        #expect(await first.value == .woken(signalledAt: changed))
+        #expect(await first.value == .woken(changedAt: changed))
         wakeups.passOn("", changedAt: changed)
-        #expect(await second.value == .woken(signalledAt: changed))
+        #expect(await second.value == .woken(changedAt: changed))
     }
 
     @Test func cancellationAndShutdownEndAParkedWaitAtOnce() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         let cancelled = await park(wakeups)
         cancelled.cancel()
-        #expect(await cancelled.value == .cancelled)
+        #expect(await cancelled.value == .cancelled(wokenBy: nil))
         #expect(wakeups.parkedCount == 0)
         // Cancelled before it parks: it does not park.
         let early = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a")
         }
-        #expect(await early.value == .cancelled)
+        #expect(await early.value == .cancelled(wokenBy: nil))
         let parked = await park(wakeups)
         wakeups.close()
         #expect(await parked.value == .closed)
@@ -124,7 +124,7 @@ import Testing
         guard case .woken = await second.value else { Issue.record("pass-on did not wake the next caller"); return }
         #expect(wakeups.parkedCount == 1)
         third.cancel()
-        #expect(await third.value == .cancelled)
+        #expect(await third.value == .cancelled(wokenBy: nil))
         wakeups.passOn("orders")  // nobody left: nothing happens
         #expect(wakeups.parkedCount == 0)
     }
