@@ -15,8 +15,12 @@ struct Figure {
 func timed<T>(_ body: () async throws -> T) async rethrows -> (T, Double) {
     let start = ContinuousClock.now
     let result = try await body()
-    let elapsed = ContinuousClock.now - start
-    return (result, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    return (result, seconds(ContinuousClock.now - start))
+}
+
+/// `duration` in seconds.
+func seconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
 }
 
 func format(_ value: Double) -> String {

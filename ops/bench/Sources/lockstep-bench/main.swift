@@ -118,9 +118,7 @@ func appendLatencies(count: Int) async throws -> [Double] {
     return samples.sorted()
 }
 
-func milliseconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15
-}
+func milliseconds(_ duration: Duration) -> Double { seconds(duration) * 1_000 }
 
 /// `sorted`'s value at quantile `q` (nearest rank).
 func quantile(_ sorted: [Double], _ q: Double) -> Double {
