@@ -111,6 +111,19 @@ extension LogState {
     }
 
     private func decideMigration(_ id: MigrationID, _ command: MigrationCommand, now: Instant) -> Decision {
+        decideMigration(id, command, on: migrations[id], now: now)
+    }
+
+    /// Decides leasing a step (`command`, a `leaseStep`) of migration `migration` as the events of an
+    /// append not yet folded leave it (`MigrationState.evolve`), with this state's freezes and windows:
+    /// the lease the engine adds to the append that readies the step, for a poll parked on its service.
+    public func decideLease(_ command: MigrationCommand, of migration: MigrationState, now: Instant) -> Decision {
+        guard case .leaseStep = command else { return .rejected(.invalidArgument("only a step's lease joins another command's append")) }
+        return decideMigration(migration.id, command, on: migration, now: now)
+    }
+
+    /// `decideMigration` on `current`, the migration as the command finds it (nil: not live).
+    private func decideMigration(_ id: MigrationID, _ command: MigrationCommand, on current: MigrationState?, now: Instant) -> Decision {
         if case .start(let started, let plan, _, _) = command {
             // The events land in `id`'s stream: a start naming another migration would write a log
             // that replay must refuse.
@@ -119,35 +132,35 @@ extension LogState {
             }
             // A migration runs only a plan version from the registry, exactly as registered (its content
             // hash, computed by the engine when it was applied, is evidence: never taken from a caller).
-            if migrations[id] == nil, self.plan(plan.name, version: plan.version) != plan {
+            if current == nil, self.plan(plan.name, version: plan.version) != plan {
                 return .rejected(.planNotRegistered(plan.name, version: plan.version))
             }
-        } else if migrations[id] == nil {
+        } else if current == nil {
             return .rejected(.migrationNotFound(id))
         }
         if case .pause(_, let stop) = command, !stop.isEmpty, freezes[stop]?.stopsLine != true {
             return .rejected(.invalidArgument("freeze \(stop) is not a stop of the line in force; a pause may name only one"))
         }
         // A node a freeze or its windows hold is not waiting for an agent: nobody may take its step.
-        if case .scheduleToStartExceeded(let node) = command, let migration = migrations[id], isForwardHeld(node, of: migration, at: now) {
+        if case .scheduleToStartExceeded(let node) = command, let migration = current, isForwardHeld(node, of: migration, at: now) {
             return .rejected(.notWaitingForAgent(node))
         }
-        var decision = handOver(MigrationState.decide(migrations[id], command, now: now), migration: id, now: now)
+        var decision = handOver(MigrationState.decide(current, command, now: now), migration: id, now: now)
         // A node that gave its services back to a freeze or a closed window waits for that, not for the services.
-        if case .leaseStep(let node, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = migrations[id],
+        if case .leaseStep(let node, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = current,
            migration.status == .running, let hold = forwardHold(node, of: migration, at: now) {
             return .rejected(hold.rejection(of: node))
         }
         // No forward step starts under a freeze or outside its windows (rollback steps always may), unless
         // an admin broke the glass for its node.
-        if case .accepted(let events) = decision, let migration = migrations[id] {
+        if case .accepted(let events) = decision, let migration = current {
             for case .stepLeased(let leased) in events where leased.kind != .rollback {
                 if let hold = forwardHold(leased.node, of: migration, at: now) { decision = .rejected(hold.rejection(of: leased.node)) }
             }
         }
         // Name who holds what a node waits for (the migration alone knows only that it waits).
         if case .rejected(.waitingForServices(let node, let waits)) = decision, waits.isEmpty,
-           let spec = migrations[id]?.plan.node(node) {
+           let spec = current?.plan.node(node) {
             return .rejected(.waitingForServices(node, waits: serviceLeases.waits(migration: id, node: node, services: spec.services)))
         }
         return decision

@@ -54,6 +54,8 @@ public actor Coordinator {
     private var changeObserver: (@Sendable (Change, ContinuousClock.Instant) -> Void)?
     /// When the commit being folded in ended (`EventLog.appendTimed`), while its append's report is fed.
     private var foldingCommitEnd: ContinuousClock.Instant?
+    /// Takes a parked poll of a service out of its table, for a step a command readies (`claimSteps`).
+    var stepClaimer: (@Sendable (String) -> StepClaim?)?
 
     /// Sets the function called after every append is folded into the live state, with when that
     /// append's commit ended on the monotonic clock (for a change this coordinator did not append, a
@@ -104,7 +106,7 @@ public actor Coordinator {
     }
 
     /// Feeds what `caller` reports (the outcome of what the machine asked of it); the machine always answers it.
-    private func report(_ input: CoordinatorMachine.Input, for caller: CoordinatorMachine.Caller) -> Word {
+    func report(_ input: CoordinatorMachine.Input, for caller: CoordinatorMachine.Caller) -> Word {
         guard let word = feed(input, for: caller) else { preconditionFailure("the machine left caller \(caller) without a word after \(input)") }
         return word
     }
@@ -230,15 +232,23 @@ public actor Coordinator {
         let metadata = EventMetadata(recordedAt: now, actor: context.actor, triggeredBy: context.triggeredBy,
                                      causationID: context.causationID, correlationID: context.correlationID)
         var (caller, word) = await ask { .command($0, command, metadata: metadata, now: now) }
+        // Parked polls claimed for steps this command readies: each is told how it ended, whatever the command's end.
+        var claims: [(StepClaim, ttlMillis: Int64)] = []
+        var committedAt: ContinuousClock.Instant?
         while true {
             switch word {
             case .performed(let performed):
+                if !claims.isEmpty { settle(claims, performed, committedAt: committedAt) }
                 return performed
             case .refused(let error):
+                if !claims.isEmpty { settle(claims, nil, committedAt: nil) }
                 throw error
+            case .claimFor(let offers):
+                word = claim(offers, for: caller, now: now, into: &claims)
             case .append(let request):
                 do {
                     let timed = try await log.appendTimed(request)
+                    committedAt = timed.committedAt
                     foldingCommitEnd = timed.committedAt
                     word = report(.appended(caller, timed.receipt, nanos: monotonic()), for: caller)
                     foldingCommitEnd = nil
@@ -300,7 +310,7 @@ public actor Coordinator {
             case .alive(let ttlMillis, let stop): return HeartbeatAnswer(ttlMillis: ttlMillis, stop: stop)
             case .refused(let error): throw error
             case .lookUp(let id, let fold): word = await lookUp(id, fold: fold, for: caller)
-            case .append, .performed, .runGrantPass, .resumed: preconditionFailure("a heartbeat was answered with \(word)")
+            case .append, .claimFor, .performed, .runGrantPass, .resumed: preconditionFailure("a heartbeat was answered with \(word)")
             }
         }
     }

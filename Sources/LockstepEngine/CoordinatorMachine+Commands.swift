@@ -81,6 +81,11 @@ extension CoordinatorMachine {
         case .migrationEvents(let id, let events):
             // Valid, and nothing to record: only a heartbeat, which the shell sends as `heartbeat`.
             guard !events.isEmpty else { return ([.tell(caller, .performed(Performed(result: CommandResult(events: [], receipt: nil))))], false) }
+            let offers = stepOffers(id, events)
+            if !offers.isEmpty {
+                inFlight[caller] = .offering(pending, migration: id, events: events, offers: offers)
+                return ([.tell(caller, .claimFor(offers))], true)
+            }
             let base = state.migrations[id]?.version ?? 0
             let records = events.enumerated().map { offset, event in
                 LogRecord.migration(RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: pending.metadata, event: event))
@@ -90,7 +95,7 @@ extension CoordinatorMachine {
     }
 
     /// Asks the caller to append `records` to its command's stream, expecting the stream at `base`.
-    private mutating func append(_ records: [LogRecord], for pending: Pending, after base: UInt64) -> (actions: [Action], inFlight: Bool) {
+    mutating func append(_ records: [LogRecord], for pending: Pending, after base: UInt64) -> (actions: [Action], inFlight: Bool) {
         let bytes: [[UInt8]]
         do {
             bytes = try records.map { record throws(RecordEncodingError) in try EventRecordCodec.encode(record) }
@@ -149,8 +154,15 @@ extension CoordinatorMachine {
             }
         }
         noteFolded(receipt.firstSequence...receipt.lastSequence)
+        // Leases claimed by parked polls went into the append too: answered to the shell apart, not as the command's own events.
+        var claims: [RecordedEvent?] = []
+        if let claimed = claimedRecords.removeValue(forKey: caller) {
+            claims = claimed.map { $0.flatMap { recorded.indices.contains($0) ? recorded[$0] : nil } }
+            let leases = Set(claimed.compactMap { $0 })
+            recorded = recorded.indices.filter { !leases.contains($0) }.map { recorded[$0] }
+        }
         var actions: [Action] = change.map { [.changed($0)] } ?? []
-        actions.append(.tell(caller, .performed(Performed(result: CommandResult(events: recorded, receipt: receipt), plan: plan))))
+        actions.append(.tell(caller, .performed(Performed(result: CommandResult(events: recorded, receipt: receipt), plan: plan, claims: claims))))
         return actions + advance(pending.command.stream)
     }
 
@@ -199,7 +211,7 @@ extension CoordinatorMachine {
         case .heartbeatLookingUp(let pending)?:
             guard case .migration(let id, let command) = pending.command else { preconditionFailure("a heartbeat names a migration") }
             return [.tell(caller, .refused(.rejected(Self.absence(of: id, command, found: found, now: pending.now))))]
-        case .appending?, nil:
+        case .appending?, .offering?, nil:
             assertionFailure("caller \(caller) reported a look-up it was not asked for")
             return []
         }

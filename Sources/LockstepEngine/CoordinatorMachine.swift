@@ -67,6 +67,8 @@ public struct CoordinatorMachine: Sendable {
         /// Events another coordinator appended, read from the shared log in order from `foldedThrough + 1`
         /// (a replica following the writer, docs/operations.md), at monotonic `nanos`.
         case followed([FollowedEvent], nanos: UInt64)
+        /// The parked polls `caller` claimed of the steps it was offered (`Word.claimFor`; none claimed: empty).
+        case claimed(Caller, [StepClaimed])
     }
 
     /// What the caller found: the version of the stream of a migration being started (0: it never
@@ -80,6 +82,9 @@ public struct CoordinatorMachine: Sendable {
     public enum Word: Hashable, Sendable {
         /// Append this, then report `appended` or `appendFailed`.
         case append(AppendRequest)
+        /// The command readies these steps: claim the longest-parked poll of each one's service, if any,
+        /// then report `claimed` (see CoordinatorMachine+Claims).
+        case claimFor([StepOffer])
         /// Read migration `id` from the log, then report `lookedUp` (its stream's version, or when `fold`
         /// the migration folded from its stream) or `lookUpFailed`.
         case lookUp(MigrationID, fold: Bool)
@@ -103,6 +108,8 @@ public struct CoordinatorMachine: Sendable {
         public var result: CommandResult
         /// For a plan: its version now, and whether this command made it.
         public var plan: PlanVersion?
+        /// For each claim reported (`claimed`), in order: the lease recorded for it, or nil (not leased).
+        public var claims: [RecordedEvent?] = []
     }
 
     /// A plan's version after applying it, and whether the application made it.
@@ -154,6 +161,9 @@ public struct CoordinatorMachine: Sendable {
         case lookingUp(Pending)
         /// Looking up the migration a heartbeat names (heartbeats take no turn).
         case heartbeatLookingUp(Pending)
+        /// Claiming parked polls for the steps `events` (decided for migration `id`) ready, holding the
+        /// stream's turn (so the migration is as they were decided on when the claims come back).
+        case offering(Pending, migration: MigrationID, events: [MigrationEvent], offers: [StepOffer])
     }
 
     /// Whether the log still takes writes.
@@ -188,6 +198,11 @@ public struct CoordinatorMachine: Sendable {
     var turns: [String: Deque<Pending>] = [:]
     /// Callers doing what the machine asked (an append, a look-up), by number.
     var inFlight: [Caller: Flight] = [:]
+    /// Whether steps a command readies are offered to parked polls (`Word.claimFor`): set by a shell
+    /// that has polls to claim with (a server's coordinator); off, commands append only their own events.
+    public var offersSteps = false
+    /// For each caller appending claimed leases with its command: each claim's record index, or nil.
+    var claimedRecords: [Caller: [Int?]] = [:]
     var latch: Latch = .writing
     var grantPass: GrantPass = .idle
     /// The latest time any caller asked for a pass with: what a pass records, so grants never precede
@@ -273,6 +288,7 @@ public struct CoordinatorMachine: Sendable {
                 assertionFailure("caller \(caller) reported an append it was not asked for")
                 return []
             }
+            claimedRecords[caller] = nil
             return [.tell(caller, .refused(.storage(error)))] + advance(pending.command.stream)
 
         case .lookedUp(let caller, let found):
@@ -282,7 +298,7 @@ public struct CoordinatorMachine: Sendable {
             switch inFlight.removeValue(forKey: caller) {
             case .lookingUp(let pending)?: return [.tell(caller, .refused(.storage(error)))] + advance(pending.command.stream)
             case .heartbeatLookingUp?: return [.tell(caller, .refused(.storage(error)))]
-            case .appending?, nil:
+            case .appending?, .offering?, nil:
                 assertionFailure("caller \(caller) reported a look-up it was not asked for")
                 return []
             }
@@ -344,6 +360,9 @@ public struct CoordinatorMachine: Sendable {
 
         case .followed(let events, let nanos):
             return followed(events, nanos: nanos)
+
+        case .claimed(let caller, let claims):
+            return claimed(caller, claims)
 
         case .timersDue(let phase, let now, let nanos):
             return timersDue(phase, now: now, nanos: nanos).map(Action.timer)

@@ -315,7 +315,7 @@ public struct AgentAPI: Sendable {
         let (candidate, nextRetry) = await coordinator.leasableStep(forService: service, at: clock())
         if let (migration, node, spec) = candidate {
             guard !clientGone() && !Task.isCancelled else { return (nil, nil, false) }
-            let ttl = min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
+            let ttl = leaseTTLMillis(spec)
             let result: CommandResult
             do {
                 result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl, holder: principal.name), migration: migration,
@@ -328,52 +328,75 @@ public struct AgentAPI: Sendable {
             // The caller went away while the lease was being recorded: give the step back at once (the
             // attempt is not counted) instead of leaving it to expire.
             if clientGone() || Task.isCancelled {
-                do throws(CommandError) {
-                    _ = try await coordinator.execute(.returnStep(node: node, token: leased.token, by: principal.name), migration: migration,
-                                                      context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
-                } catch {
-                    // Refused (the migration moved on) or not recorded (storage): the lease then expires as any lost agent's.
-                }
+                await giveBack(leased, migration: migration, principal: principal)
                 return (nil, nextRetry, true)
             }
-            // An exposure node's step sets its next stage; its rollback returns it to its start (with
-            // the node's own action when it has no rollback action).
-            // Read after the lease: the stage it sets cannot move until this step completes. (A node
-            // without exposure stages has none: no look at the coordinator for it.)
+            // An exposure node's forward step sets its next stage, read after the lease: the stage cannot
+            // move until this step completes. (A node without exposure stages has none: no look at the
+            // coordinator for it.)
             let stage = switch leased.kind {
             case .forward: spec.exposure == nil ? nil : await coordinator.migration(migration)?.nextStage(of: node)
-            case .rollback: spec.exposure?.start
-            case .check: ExposureStage?.none
+            case .rollback, .check: ExposureStage?.none
             }
-            // A check runs its own action (the check's name) with its own params.
-            let check = spec.checks.first { $0.name == leased.check }
-            return (.with {
-                $0.migrationID = migration.rawValue
-                $0.nodeID = node.rawValue
-                $0.kind = Lockstep_V1_StepKind(leased.kind)
-                switch leased.kind {
-                case .forward:
-                    $0.action = spec.action
-                    $0.paramsJson = spec.paramsJSON
-                case .rollback:
-                    $0.action = spec.rollback?.action ?? (spec.exposure != nil ? spec.action : "")
-                    $0.paramsJson = spec.rollback?.paramsJSON ?? (spec.exposure != nil ? spec.paramsJSON : "{}")
-                case .check:
-                    $0.action = leased.check
-                    $0.paramsJson = check?.paramsJSON ?? "{}"
-                }
-                if let stage {
-                    $0.stage = stage.name
-                    if let percent = stage.percent { $0.stagePercent = percent }
-                }
-                $0.attempt = leased.attempt
-                $0.leaseID = "\(migration.rawValue)/\(node.rawValue)"
-                $0.fencingToken = leased.token.rawValue
-                $0.ttlMs = UInt32(clamping: ttl)
-                $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
-            }, nil, true)
+            return (Self.step(migration: migration, node: node, spec: spec, lease: leased, ttlMillis: ttl, nextStage: stage), nil, true)
         }
         return (nil, nextRetry, true)
+    }
+
+    /// The step a lease gives its agent: what to run (a forward step, its rollback, or a check), with the
+    /// params, the exposure stage it sets (`nextStage`, for a forward step), and the lease's terms.
+    static func step(migration: MigrationID, node: NodeID, spec: NodeSpec, lease leased: StepLeased, ttlMillis ttl: Int64,
+                     nextStage: ExposureStage?) -> Lockstep_V1_Step {
+        // A rollback returns an exposure node to its start (with the node's own action when it has no rollback action).
+        let stage = switch leased.kind {
+        case .forward: nextStage
+        case .rollback: spec.exposure?.start
+        case .check: ExposureStage?.none
+        }
+        // A check runs its own action (the check's name) with its own params.
+        let check = spec.checks.first { $0.name == leased.check }
+        return .with {
+            $0.migrationID = migration.rawValue
+            $0.nodeID = node.rawValue
+            $0.kind = Lockstep_V1_StepKind(leased.kind)
+            switch leased.kind {
+            case .forward:
+                $0.action = spec.action
+                $0.paramsJson = spec.paramsJSON
+            case .rollback:
+                $0.action = spec.rollback?.action ?? (spec.exposure != nil ? spec.action : "")
+                $0.paramsJson = spec.rollback?.paramsJSON ?? (spec.exposure != nil ? spec.paramsJSON : "{}")
+            case .check:
+                $0.action = leased.check
+                $0.paramsJson = check?.paramsJSON ?? "{}"
+            }
+            if let stage {
+                $0.stage = stage.name
+                if let percent = stage.percent { $0.stagePercent = percent }
+            }
+            $0.attempt = leased.attempt
+            $0.leaseID = "\(migration.rawValue)/\(node.rawValue)"
+            $0.fencingToken = leased.token.rawValue
+            $0.ttlMs = UInt32(clamping: ttl)
+            $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
+        }
+    }
+
+    /// A step lease's TTL for a node with `spec`, in milliseconds: the node's heartbeat timeout, else the
+    /// server's default, within the core's bounds.
+    func leaseTTLMillis(_ spec: NodeSpec) -> Int64 {
+        min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
+    }
+
+    /// Gives back a step leased to a caller that went away before its answer could be handed over, so it
+    /// need not wait for the lease to expire (its attempt is not counted).
+    func giveBack(_ leased: StepLeased, migration: MigrationID, principal: Principal) async {
+        do throws(CommandError) {
+            _ = try await coordinator.execute(.returnStep(node: leased.node, token: leased.token, by: principal.name), migration: migration,
+                                              context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
+        } catch {
+            // Refused (the migration moved on) or not recorded (storage): the lease then expires as any lost agent's.
+        }
     }
 
     /// Refusals that mean another caller or event got there first: the poll tries the next candidate.

@@ -1,3 +1,5 @@
+import LockstepCore
+import LockstepEngine
 import LockstepWire
 
 extension AgentAPI {
@@ -74,7 +76,8 @@ extension AgentAPI {
             end(.success(response))
             answered(poll)
         case .park(let seen, let millis):
-            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure) { outcome in
+            let claim = claim(for: poll, gone: gone, departure: departure, run: run, end: end)
+            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure, claim: claim) { outcome in
                 var cursor = poll
                 let again = resumed(&cursor, outcome)
                 continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
@@ -85,6 +88,31 @@ extension AgentAPI {
                 let again = resumed(&cursor, now)
                 continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
             }
+        }
+    }
+
+    /// How the coordinator leases a parked poll the step an append readies, in that append (`Wakeups.claim`):
+    /// the poll is answered with the step; or, when the lease could not be made, it looks again as a
+    /// woken poll. A poll whose client went meanwhile gives the step back at once.
+    private func claim(for poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
+                       end: @escaping PollEnd) -> StepClaim {
+        StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
+                  ttlMillis: { leaseTTLMillis($0) }) { ended in
+            guard case .leased(let leased) = ended else {
+                return continueWith(poll, lookAgain: true, gone: gone, departure: departure, run: run, end: end)
+            }
+            var cursor = poll
+            cursor.wokenAt = nil
+            guard !gone() else {
+                run({ await giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }, {})
+                return end(.success(retryLater))
+            }
+            cursor.answersWakeOf = leased.committedAt
+            end(.success(.with {
+                $0.step = Self.step(migration: leased.migration, node: leased.node, spec: leased.spec, lease: leased.lease,
+                                    ttlMillis: leased.ttlMillis, nextStage: leased.nextStage)
+            }))
+            answered(cursor)
         }
     }
 

@@ -1,4 +1,5 @@
 import HeapModule
+import LockstepEngine
 import ServiceLifecycle
 import Synchronization
 
@@ -57,6 +58,8 @@ package final class Wakeups: Service, Sendable {
         /// Resumes the caller: a waiting task's continuation, or a parked entry's callback (`park`).
         let resume: @Sendable (ContinuousClock.Instant?) -> Void
         let deadline: ContinuousClock.Instant
+        /// How a parked poll is leased a step in the append that readies it (`claim`), nil: it is only woken.
+        var claim: StepClaim? = nil
 
         func resume(returning instant: ContinuousClock.Instant?) {
             resume(instant)
@@ -139,6 +142,21 @@ package final class Wakeups: Service, Sendable {
                 }
                 lines[key] = line
                 if let waiter = remove(id) { return waiter }
+            }
+            return nil
+        }
+
+        /// Removes and returns the longest-parked caller of `key` when it can be claimed (nil: none is
+        /// parked, or the longest-parked one can only be woken, and keeps its place).
+        mutating func claimable(of key: String) -> Waiter? {
+            while let line = lines[key], line.head < line.ids.count {
+                guard let waiter = parked[line.ids[line.head]] else {
+                    // A caller that left: dropped from the front, as `oldest` would.
+                    lines[key]?.head += 1
+                    continue
+                }
+                guard waiter.claim != nil else { return nil }
+                return oldest(of: key)
             }
             return nil
         }
@@ -229,6 +247,13 @@ package final class Wakeups: Service, Sendable {
         state.withLock { $0.oldest(of: key) }?.resume(returning: changed)
     }
 
+    /// Takes the longest-parked caller of `key` out of the table when it parked with a claim (`park`'s
+    /// `claim`), for the coordinator to lease it the step an append readies (CoordinatorMachine+Claims).
+    /// Nil when nobody is parked on `key`, the longest-parked caller can only be woken, or the table is closed.
+    package func claim(_ key: String) -> StepClaim? {
+        state.withLock { state in state.closed ? nil : state.claimable(of: key) }?.claim
+    }
+
     /// Wakes everyone and parks nobody from now on (graceful shutdown).
     package func close() {
         let waking = state.withLock { state in
@@ -305,8 +330,10 @@ package final class Wakeups: Service, Sendable {
     /// out, its client gone: look again; closed), on whichever thread ends it. Returns the outcome when
     /// the caller was not parked (answer it yourself; `then` never runs), nil once it is parked.
     /// What an HTTP/2 stream on the engine parks with: a parked poll is this entry, not a task.
+    /// A caller parked with a `claim` may instead be taken out by `claim(_:)`: then the claim's `deliver`
+    /// runs once, and `then` never does.
     package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", departure: (any Departure)? = nil,
-                      then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
+                      claim: StepClaim? = nil, then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
         let id: UInt64
         switch admit(after: seen, owner: owner, enforceLimit: true) {
         case .answer(let outcome): return outcome
@@ -314,11 +341,19 @@ package final class Wakeups: Service, Sendable {
         }
         // The departure's registration, withdrawn once the entry is resumed some other way.
         let token = Mutex<Int?>(nil)
-        let waiter = Waiter(owner: owner, key: key, resume: { [weak self] instant in
+        var waiter = Waiter(owner: owner, key: key, resume: { [weak self] instant in
             if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
             if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
             then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
         }, deadline: .now + .milliseconds(millis))
+        if var claim {
+            let deliver = claim.deliver
+            claim.deliver = { end in
+                if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
+                deliver(end)
+            }
+            waiter.claim = claim
+        }
         let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
         guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }
         if let departure {

@@ -182,12 +182,20 @@ actor GatedEventLog: EventLog {
         TimedAppend(receipt: try await append(request), committedAt: commitEnd ?? .now)
     }
 
+    /// Appends made (acknowledged or failed).
+    private(set) var appendCount = 0
+    private var appendFailure: EventLogError?
+    /// Every later append fails with `error` (nil: they succeed again).
+    func failAppends(with error: EventLogError?) { appendFailure = error }
+
     func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt {
         if !isOpen {
             held += 1
             await withCheckedContinuation { waiters.append($0) }
             held -= 1
         }
+        appendCount += 1
+        if let appendFailure { throw appendFailure }
         return try await inner.append(request)
     }
 

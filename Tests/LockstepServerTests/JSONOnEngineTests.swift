@@ -130,13 +130,17 @@ import Testing
                 guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
                 try await Task.sleep(for: .milliseconds(20))
             }
+            var commits = 0.0
             try await LockstepClient.connect(to: grpc) { lockstep in
                 _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
+                commits = try await InProcessServerTests.metric(http, "lockstep_commits_total")
                 _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
             }
             let started = clock.now
             let answer = try await parked.wait(seconds: 30).stdout
             #expect(answer.contains(#""lease_id":"m1/expand""#) && answer.hasSuffix("\n2 200"), "\(answer)")
+            // The start's commit, then the grant's with the parked poll's lease in it: no commit for the lease alone.
+            #expect(try await InProcessServerTests.metric(http, "lockstep_commits_total") - commits == 2)
             #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
             // One wake-up, from the commit that readied the step to the answer handed to the connection:
             // after the migration was started, so shorter than the whole wait.

@@ -1,0 +1,87 @@
+import LockstepCore
+import LockstepStore
+import LockstepWire
+
+/// A parked poll the coordinator may lease a step to in the append that readies the step
+/// (CoordinatorMachine+Claims): who would hold the lease, and how the poll is told.
+public struct StepClaim: Sendable {
+    /// The agent the step is leased to (the poll's `agent_id`).
+    public var agent: String
+    /// The principal the lease is granted to, and the context its event records.
+    public var holder: String
+    public var context: CommandContext
+    /// The lease's TTL for a node with this spec, in milliseconds.
+    public var ttlMillis: @Sendable (NodeSpec) -> Int64
+    /// Told once, from the coordinator, how the claim ended. Must not block.
+    public var deliver: @Sendable (StepClaimEnd) -> Void
+
+    public init(agent: String, holder: String, context: CommandContext, ttlMillis: @escaping @Sendable (NodeSpec) -> Int64,
+                deliver: @escaping @Sendable (StepClaimEnd) -> Void) {
+        self.agent = agent
+        self.holder = holder
+        self.context = context
+        self.ttlMillis = ttlMillis
+        self.deliver = deliver
+    }
+}
+
+/// How a claim ended: the step leased to it, in an append whose commit ended at `committedAt`; or not
+/// leased (the lease was refused, or the append failed), and the poll looks again as any woken poll.
+public enum StepClaimEnd: Sendable {
+    case leased(LeasedClaim)
+    case notLeased
+}
+
+/// A step leased to a claiming poll: what its answer is built from.
+public struct LeasedClaim: Sendable {
+    public var migration: MigrationID
+    public var node: NodeID
+    public var spec: NodeSpec
+    public var lease: StepLeased
+    public var ttlMillis: Int64
+    /// The exposure stage a forward step sets next (read after the lease, which holds it still).
+    public var nextStage: ExposureStage?
+    /// When the commit of the append that readied the step, and leased it, ended.
+    public var committedAt: ContinuousClock.Instant
+}
+
+extension Coordinator {
+    /// Sets who is asked for a parked poll when a command readies a step: `claim` takes the
+    /// longest-parked claimable poll of a service out of its table (nil: none), or is nil to stop.
+    public func claimSteps(with claim: (@Sendable (String) -> StepClaim?)?) {
+        stepClaimer = claim
+        machine.offersSteps = claim != nil
+    }
+
+    /// Claims a parked poll for each offered step the claimer has one for; reports them to the machine.
+    func claim(_ offers: [CoordinatorMachine.StepOffer], for caller: CoordinatorMachine.Caller, now: Instant,
+               into claims: inout [(StepClaim, ttlMillis: Int64)]) -> Word {
+        var claimed: [CoordinatorMachine.StepClaimed] = []
+        if let stepClaimer {
+            for (index, offer) in offers.enumerated() {
+                guard let claim = stepClaimer(offer.service) else { continue }
+                let ttl = claim.ttlMillis(offer.spec)
+                claims.append((claim, ttl))
+                let metadata = EventMetadata(recordedAt: now, actor: claim.context.actor, triggeredBy: claim.context.triggeredBy,
+                                             causationID: claim.context.causationID, correlationID: claim.context.correlationID)
+                claimed.append(.init(offer: index, agent: claim.agent, holder: claim.holder, ttlMillis: ttl, metadata: metadata))
+            }
+        }
+        return report(.claimed(caller, claimed), for: caller)
+    }
+
+    /// Tells each claim how it ended: its lease (in `performed.claims`, by position), or not leased.
+    func settle(_ claims: [(StepClaim, ttlMillis: Int64)], _ performed: CoordinatorMachine.Performed?, committedAt: ContinuousClock.Instant?) {
+        for (index, (claim, ttl)) in claims.enumerated() {
+            guard let performed, let committedAt, performed.claims.indices.contains(index), let recorded = performed.claims[index],
+                  case .stepLeased(let lease) = recorded.event, let migration = machine.state.migrations[recorded.migration],
+                  let spec = migration.plan.node(lease.node) else {
+                claim.deliver(.notLeased)
+                continue
+            }
+            let stage = lease.kind == .forward && spec.exposure != nil ? migration.nextStage(of: lease.node) : nil
+            claim.deliver(.leased(LeasedClaim(migration: recorded.migration, node: lease.node, spec: spec, lease: lease, ttlMillis: ttl,
+                                              nextStage: stage, committedAt: committedAt)))
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+import Synchronization
+import Testing
+@testable import LockstepService
+
+/// A parked poll leased the step an append readies, in that append (`Wakeups.claim`, `StepClaim`):
+/// answered with no look at the coordinator and no commit of its own.
+@Suite struct ClaimedPollTests {
+    static func claim(_ agent: String, told: @escaping @Sendable (String) -> Void) -> StepClaim {
+        StepClaim(agent: agent, holder: "orders-agent", context: CommandContext(actor: Actor(kind: "agent", id: "orders-agent"), triggeredBy: .agent),
+                  ttlMillis: { _ in 1_000 }) { _ in told(agent) }
+    }
+
+    /// The table gives the longest-parked poll of a service to a claim only when it parked with one; a
+    /// poll that can only be woken keeps its place; a departed one is passed over; a claimed one's
+    /// registration with its client is withdrawn when it is told; nobody is claimed once closed.
+    @Test func theLongestParkedPollIsClaimedOnlyWhenItParkedWithAClaim() {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let outcomes = Mutex<[Wakeups.Outcome]>([])
+        let ends = Mutex<[String]>([])
+        let record: @Sendable (Wakeups.Outcome) -> Void = { outcome in outcomes.withLock { $0.append(outcome) } }
+        let told: @Sendable (String) -> Void = { agent in ends.withLock { $0.append(agent) } }
+        #expect(wakeups.claim("orders") == nil)
+        // Woken only, then claimable: the first keeps its place and nobody is claimed.
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", then: record) == nil)
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", claim: Self.claim("c1", told: told), then: record) == nil)
+        #expect(wakeups.claim("orders") == nil && wakeups.parkedCount == 2)
+        wakeups.signal(["orders"])
+        #expect(outcomes.withLock { $0.count } == 1)
+        #expect(wakeups.claim("other") == nil)
+        #expect(wakeups.claim("orders")?.agent == "c1" && wakeups.parkedCount == 0)
+        #expect(wakeups.claim("orders") == nil)
+        // One whose client went is passed over; the claimed one's registration is withdrawn when it is told.
+        let gone = WakeupsTests.TestDeparture()
+        let stays = WakeupsTests.TestDeparture()
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: gone, claim: Self.claim("c2", told: told), then: record) == nil)
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: stays, claim: Self.claim("c3", told: told), then: record) == nil)
+        gone.go()
+        #expect(outcomes.withLock { $0.count } == 2 && outcomes.withLock { $0[1] } == .lookAgain)
+        let claimed = wakeups.claim("orders")
+        #expect(claimed?.agent == "c3" && stays.registered == 1)
+        claimed?.deliver(.notLeased)
+        #expect(stays.registered == 0 && ends.withLock { $0 } == ["c3"])
+        // Its `then` never runs: it was claimed, not woken.
+        stays.go()
+        #expect(outcomes.withLock { $0.count } == 2)
+        // Closed: nobody is claimed.
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", claim: Self.claim("c4", told: told), then: record) == nil)
+        wakeups.close()
+        #expect(wakeups.claim("orders") == nil && outcomes.withLock { $0.last } == .closed)
+    }
+
+    /// A poll driven on an engine transport parks with a claim: the grant that readies its service's
+    /// step leases it the step in the same append, and it is answered from there, with no look at the
+    /// coordinator, its wake-up recorded. A poll whose client went before it could be answered gives the
+    /// step back at once.
+    @Test func aDrivenPollIsAnsweredWithTheStepLeasedInTheAppendThatReadiedIt() async throws {
+        let log = InMemoryEventLog()
+        let coordinator = try await Coordinator.open(log: log)
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        await coordinator.claimSteps { wakeups.claim($0) }
+        let now = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
+        let wakes = Mutex<[Duration]>([])
+        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: { now }) { wake in wakes.withLock { $0.append(wake) } }
+        let principal = Principal(name: "orders-agent", roles: [.agent], services: ["orders"])
+        let answers = Mutex<[Result<Lockstep_V1_PollResponse, APIError>]>([])
+        let looks = Mutex(0)
+        let run: AgentAPI.PollRun = { work, _ in
+            looks.withLock { $0 += 1 }
+            Task { await work() }
+        }
+        func drive(_ agent: String, gone: @escaping @Sendable () -> Bool) throws {
+            var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000 }, principal: principal)
+            var found: AgentAPI.PollLook?
+            #expect(agents.answerAtOnce(&poll, found: &found) == nil)
+            agents.drive(poll, after: found, gone: gone, departure: nil, run: run) { answer in answers.withLock { $0.append(answer) } }
+        }
+        func answered(_ count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while answers.withLock({ $0.count }) < count {
+                guard ContinuousClock.now < deadline else { throw CancellationError() }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        try drive("a1") { false }
+        #expect(wakeups.parkedCount == 1)
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: now)
+        try await answered(1)
+        let step = try answers.withLock { $0[0] }.get().step
+        let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
+        #expect(step.leaseID == "m/step-0" && step.fencingToken == lease.token.rawValue && lease.agent == "a1" && lease.holder == "orders-agent")
+        #expect(step.action == "work" && step.attempt == 1 && step.ttlMs == UInt32(agents.leaseTTLMillis(ExamplePlans.chain(length: 2, service: "orders").nodes[0])))
+        #expect(looks.withLock { $0 } == 0, "the poll looked at the coordinator")
+        #expect(wakes.withLock { $0.count } == 1 && wakeups.parkedCount == 0)
+
+        // The next poll's client goes while it is parked; the completion readies step-1 and leases it to
+        // that poll, which gives it back, unstarted, and is answered with nothing.
+        let left = Mutex(false)
+        try drive("a2") { left.withLock { $0 } }
+        #expect(wakeups.parkedCount == 1)
+        left.withLock { $0 = true }
+        _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
+                                          context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: now)
+        try await answered(2)
+        #expect(try answers.withLock { $0[1] }.get().hasStep == false)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1"))?.lastFailure?.contains("returned unstarted") != true {
+            guard ContinuousClock.now < deadline else { Issue.record("the step was not given back"); return }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+        let next = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1")))
+        #expect(next.lease == nil && next.attempts == 0 && next.lastToken.rawValue == 1, "leased once, then given back")
+        #expect(wakes.withLock { $0.count } == 1)
+    }
+}
