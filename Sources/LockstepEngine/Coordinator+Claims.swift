@@ -26,10 +26,12 @@ public struct StepClaim: Sendable {
 }
 
 /// How a claim ended: the step leased to it, in an append whose commit ended at `committedAt`; or not
-/// leased (the lease was refused, or the append failed), and the poll looks again as any woken poll.
+/// leased, and the poll looks again: woken by the change whose commit ended at `changedAt` (its lease was
+/// refused: a freeze, a closed window, a gate), or with no change (nil: the command was refused or its
+/// append failed; after an unknown commit outcome writes have stopped, and a lease that did land expires).
 public enum StepClaimEnd: Sendable {
     case leased(LeasedClaim)
-    case notLeased
+    case notLeased(changedAt: ContinuousClock.Instant?)
 }
 
 /// A step leased to a claiming poll: what its answer is built from.
@@ -76,7 +78,7 @@ extension Coordinator {
             guard let performed, let committedAt, performed.claims.indices.contains(index), let recorded = performed.claims[index],
                   case .stepLeased(let lease) = recorded.event, let migration = machine.state.migrations[recorded.migration],
                   let spec = migration.plan.node(lease.node) else {
-                claim.deliver(.notLeased)
+                claim.deliver(.notLeased(changedAt: performed == nil ? nil : committedAt))
                 continue
             }
             let stage = lease.kind == .forward && spec.exposure != nil ? migration.nextStage(of: lease.node) : nil

@@ -86,7 +86,11 @@ extension CoordinatorMachine {
         }
         if !claims.isEmpty { claimedRecords[caller] = leasedAt }
         let (actions, inFlight) = append(logRecords, for: pending, after: base)
-        if !inFlight { claimedRecords[caller] = nil }
+        guard inFlight else {
+            // Refused before any append (the records did not encode): the stream's next command starts.
+            claimedRecords[caller] = nil
+            return actions + advance(pending.command.stream)
+        }
         return actions
     }
 }

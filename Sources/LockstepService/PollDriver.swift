@@ -98,13 +98,18 @@ extension AgentAPI {
                        end: @escaping PollEnd) -> StepClaim {
         StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
                   ttlMillis: { leaseTTLMillis($0) }) { ended in
-            guard case .leased(let leased) = ended else {
-                return continueWith(poll, lookAgain: true, gone: gone, departure: departure, run: run, end: end)
-            }
             var cursor = poll
+            guard case .leased(let leased) = ended else {
+                // Woken by the change (when there was one), as any woken poll: it holds the wake until it looks.
+                if case .notLeased(let changed?) = ended { cursor.wokenAt = changed }
+                return continueWith(cursor, lookAgain: true, gone: gone, departure: departure, run: run, end: end)
+            }
             cursor.wokenAt = nil
             guard !gone() else {
-                run({ await giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }, {})
+                // Its connection is likely closing and takes no more work: then the step is given back from a
+                // task of its own (one command), not left to expire.
+                let giveBack = { @Sendable in await self.giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }
+                run(giveBack, { Task { await giveBack() } })
                 return end(.success(retryLater))
             }
             cursor.answersWakeOf = leased.committedAt

@@ -115,6 +115,6 @@ import Testing
             _ = try await coordinator.execute(.completeStep(node: NodeID("step-1"), token: next.lease.token), migration: MigrationID("m"),
                                               context: context, now: t(4))
         }
-        guard ended.withLock({ $0.count }) == 3, case .notLeased = ended.withLock({ $0[2] }) else { Issue.record("\(ended.withLock { $0 })"); return }
+        guard ended.withLock({ $0.count }) == 3, case .notLeased(changedAt: nil) = ended.withLock({ $0[2] }) else { Issue.record("\(ended.withLock { $0 })"); return }
     }
 }

@@ -42,7 +42,7 @@ import Testing
         #expect(outcomes.withLock { $0.count } == 2 && outcomes.withLock { $0[1] } == .lookAgain)
         let claimed = wakeups.claim("orders")
         #expect(claimed?.agent == "c3" && stays.registered == 1)
-        claimed?.deliver(.notLeased)
+        claimed?.deliver(.notLeased(changedAt: nil))
         #expect(stays.registered == 0 && ends.withLock { $0 } == ["c3"])
         // Its `then` never runs: it was claimed, not woken.
         stays.go()
@@ -72,7 +72,7 @@ import Testing
             looks.withLock { $0 += 1 }
             Task { await work() }
         }
-        func drive(_ agent: String, gone: @escaping @Sendable () -> Bool) throws {
+        func drive(_ agent: String, run: @escaping AgentAPI.PollRun = run, gone: @escaping @Sendable () -> Bool) throws {
             var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000 }, principal: principal)
             var found: AgentAPI.PollLook?
             #expect(agents.answerAtOnce(&poll, found: &found) == nil)
@@ -97,10 +97,12 @@ import Testing
         #expect(looks.withLock { $0 } == 0, "the poll looked at the coordinator")
         #expect(wakes.withLock { $0.count } == 1 && wakeups.parkedCount == 0)
 
-        // The next poll's client goes while it is parked; the completion readies step-1 and leases it to
-        // that poll, which gives it back, unstarted, and is answered with nothing.
+        // The next poll's client goes while it is parked, and its connection takes no more work; the
+        // completion readies step-1 and leases it to that poll, which gives it back, unstarted, and is
+        // answered with nothing.
         let left = Mutex(false)
-        try drive("a2") { left.withLock { $0 } }
+        let closing: AgentAPI.PollRun = { _, dropped in dropped() }
+        try drive("a2", run: closing) { left.withLock { $0 } }
         #expect(wakeups.parkedCount == 1)
         left.withLock { $0 = true }
         _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
