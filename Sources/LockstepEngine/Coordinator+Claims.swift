@@ -5,6 +5,13 @@ import LockstepWire
 /// A parked poll the coordinator may lease a step to in the append that readies the step
 /// (CoordinatorMachine+Claims): who would hold the lease, and how the poll is told.
 public struct StepClaim: Sendable {
+    /// The same claim, told through `deliver` instead.
+    public func delivering(to deliver: @escaping @Sendable (StepClaimEnd) -> Void) -> StepClaim {
+        var claim = self
+        claim.deliver = deliver
+        return claim
+    }
+
     /// The agent the step is leased to (the poll's `agent_id`).
     public var agent: String
     /// The principal the lease is granted to, and the context its event records.
@@ -29,13 +36,13 @@ public struct StepClaim: Sendable {
 /// leased, and the poll looks again: woken by the change whose commit ended at `changedAt` (its lease was
 /// refused: a freeze, a closed window, a gate), or with no change (nil: the command was refused or its
 /// append failed; after an unknown commit outcome writes have stopped, and a lease that did land expires).
-public enum StepClaimEnd: Sendable {
+public enum StepClaimEnd: Hashable, Sendable {
     case leased(LeasedClaim)
     case notLeased(changedAt: ContinuousClock.Instant?)
 }
 
 /// A step leased to a claiming poll: what its answer is built from.
-public struct LeasedClaim: Sendable {
+public struct LeasedClaim: Hashable, Sendable {
     public var migration: MigrationID
     public var node: NodeID
     public var spec: NodeSpec

@@ -143,7 +143,7 @@ public enum LockstepServer {
         await coordinator.observeChanges { change, committedAt in
             timerWake.signal()
             webhookWake.signal()
-            wakeups.signal(change.services, at: committedAt)
+            wakeups.signalSteps(of: change, committedAt: committedAt, stepServices: coordinator.stepServices)
             watchWakeups.signal(change.migration.map { [$0.rawValue] } ?? [])
             // What the writer counts (migrations started, settled, steps timed) is counted once, by it.
             if !isReplica { metrics.record(change) }

@@ -71,8 +71,25 @@ public struct AgentAPI: Sendable {
                 answered(poll)
                 return answer
             case .park(let seen, let millis):
-                let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure)
-                guard resumed(&poll, outcome) else { return retryLater }
+                let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure,
+                                                 claim: stepClaim(for: poll))
+                switch outcome {
+                case .claimed(.leased(let leased)):
+                    // Leased in the append that readied the step: answered as its own lease would be.
+                    poll.wokenAt = nil
+                    guard !clientGone() && !Task.isCancelled else {
+                        await giveBack(leased.lease, migration: leased.migration, principal: principal)
+                        return retryLater
+                    }
+                    poll.answersWakeOf = leased.committedAt
+                    answered(poll)
+                    return .with { $0.step = Self.step(leased) }
+                case .claimed(.notLeased(let changed)):
+                    // Not leased: it looks again, holding the change's wake (if there was one) as any woken poll.
+                    poll.wokenAt = changed
+                default:
+                    guard resumed(&poll, outcome) else { return retryLater }
+                }
             }
         }
         return retryLater
@@ -380,6 +397,18 @@ public struct AgentAPI: Sendable {
             $0.ttlMs = UInt32(clamping: ttl)
             $0.heartbeatIntervalMs = UInt32(clamping: max(1, ttl / 3))
         }
+    }
+
+    /// The step of a lease made in the append that readied it (a claim).
+    static func step(_ leased: LeasedClaim) -> Lockstep_V1_Step {
+        step(migration: leased.migration, node: leased.node, spec: leased.spec, lease: leased.lease, ttlMillis: leased.ttlMillis, nextStage: leased.nextStage)
+    }
+
+    /// How a poll parked now may be leased the step an append readies, in that append (`Wakeups.claim`):
+    /// its agent, its principal as the lease's holder and the event's actor, the lease's TTL; told through `deliver`.
+    func stepClaim(for poll: PollCursor, deliver: @escaping @Sendable (StepClaimEnd) -> Void = { _ in }) -> StepClaim {
+        StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
+                  ttlMillis: { leaseTTLMillis($0) }, deliver: deliver)
     }
 
     /// A step lease's TTL for a node with `spec`, in milliseconds: the node's heartbeat timeout, else the

@@ -96,8 +96,7 @@ extension AgentAPI {
     /// woken poll. A poll whose client went meanwhile gives the step back at once.
     private func claim(for poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
                        end: @escaping PollEnd) -> StepClaim {
-        StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
-                  ttlMillis: { leaseTTLMillis($0) }) { ended in
+        stepClaim(for: poll) { ended in
             var cursor = poll
             guard case .leased(let leased) = ended else {
                 // Woken by the change (when there was one), as any woken poll: it holds the wake until it looks.
@@ -113,10 +112,7 @@ extension AgentAPI {
                 return end(.success(retryLater))
             }
             cursor.answersWakeOf = leased.committedAt
-            end(.success(.with {
-                $0.step = Self.step(migration: leased.migration, node: leased.node, spec: leased.spec, lease: leased.lease,
-                                    ttlMillis: leased.ttlMillis, nextStage: leased.nextStage)
-            }))
+            end(.success(.with { $0.step = Self.step(leased) }))
             answered(cursor)
         }
     }

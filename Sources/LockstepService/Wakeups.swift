@@ -12,9 +12,9 @@ import Synchronization
 ///
 /// Whom a change wakes is the `policy`: watches all want every event (`.everyone`); polls of one service
 /// race for the same steps, so a change wakes only the longest-parked poll of the service (`.oldest`),
-/// which looks and either takes a step (its lease is itself a change, which wakes the next poll, and so
-/// on while steps are left) or parks again. A woken poll that leaves without having looked must
-/// `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
+/// which looks and either takes a step or parks again (`signalSteps` wakes polls only of services that
+/// may have a step; a poll may also be claimed, taken out and leased the step in the append that
+/// readies it: `claim`). A woken poll that leaves without having looked must `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
 /// step and all but one parking again (a thundering herd that cost about 4× in wake-up latency p99).
 ///
 /// Parking is bounded (overall and per principal), follows task cancellation, and ends for everyone at
@@ -42,11 +42,14 @@ package final class Wakeups: Service, Sendable {
         /// The waiting task was cancelled (its caller went away): stop. `wokenBy`: when the change happened
         /// that woke it as it was cancelled (that wake is this caller's, and must go on), nil when none did.
         case cancelled(wokenBy: ContinuousClock.Instant?)
+        /// The caller, parked with a claim, was claimed by the coordinator (`claim(_:)`) and this is how
+        /// that ended: a step leased to it, or none (look again). It may have been cancelled meanwhile.
+        case claimed(StepClaimEnd)
 
         /// Whether the caller should look again (woken, or for any other reason).
         var looksAgain: Bool {
             switch self {
-            case .woken, .lookAgain: true
+            case .woken, .lookAgain, .claimed: true
             case .full, .closed, .cancelled: false
             }
         }
@@ -241,6 +244,15 @@ package final class Wakeups: Service, Sendable {
         for waiter in waking { waiter.resume(returning: changed) }
     }
 
+    /// A change folded into the coordinator's state (its commit ended at `committedAt`), told to parked
+    /// polls: the longest-parked poll of each of its services that may have a step now (`stepServices`,
+    /// published before the change is told) is woken. A poll of any other service would look, find
+    /// nothing and park again at the back of its line; and a poll waiting as a task would still be on
+    /// its way back when the grant that follows a start came to claim it (`claim`).
+    package func signalSteps(of change: Coordinator.Change, committedAt: ContinuousClock.Instant, stepServices: StepServices) {
+        signal(change.services.filter { stepServices.contains($0) }, at: committedAt)
+    }
+
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
     /// having looked (its client went away), so the change it was woken for (at `changed`) is not lost.
     package func passOn(_ key: String, changedAt changed: ContinuousClock.Instant = .now) {
@@ -272,8 +284,10 @@ package final class Wakeups: Service, Sendable {
 
     /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
     /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
+    /// With a `claim` (its own `deliver` is not used), the coordinator may instead claim the caller for a
+    /// step an append readies: the wait then ends, once that append is done, with `.claimed`.
     package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
-              departure: (any Departure)? = nil) async -> Outcome {
+              departure: (any Departure)? = nil, claim: StepClaim? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled(wokenBy: nil) }
         let id: UInt64
         switch admit(after: seen, owner: owner, enforceLimit: enforceLimit) {
@@ -284,16 +298,18 @@ package final class Wakeups: Service, Sendable {
         // A caller whose client goes is resumed by the departure itself (no task waits for it).
         var departureToken: Int?
         defer { if let departureToken { departure?.withdraw(departureToken) } }
-        let signalledAt = await withTaskCancellationHandler {
-            await withCheckedContinuation { continuation in
+        let resumed = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Resumed, Never>) in
                 let (parkedNow, earliest) = state.withLock { state -> (Bool, Bool) in
                     // Checked again under the lock that parks: a change, a shutdown or a cancellation
                     // since the check above must not be slept through.
                     guard !Task.isCancelled else { return (false, false) }
-                    let waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: $0) }, deadline: deadline)
+                    var waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: .signalled($0)) }, deadline: deadline)
+                    // Claimed, the waiter is out of the table: only the claim's end resumes it.
+                    waiter.claim = claim?.delivering { continuation.resume(returning: .claimed($0)) }
                     return state.park(waiter, id: id, after: seen, enforceLimit: enforceLimit, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
                 }
-                if !parkedNow { continuation.resume(returning: nil) }
+                if !parkedNow { continuation.resume(returning: .signalled(nil)) }
                 if parkedNow, let departure { departureToken = departure.onDeparture { [weak self] in self?.resume(id, with: nil) } }
                 // The sweeper sleeps until the earliest deadline it knew: tell it of an earlier one.
                 if earliest { sweeperWake.signal() }
@@ -301,11 +317,23 @@ package final class Wakeups: Service, Sendable {
         } onCancel: {
             self.resume(id, with: nil)
         }
+        let signalledAt: ContinuousClock.Instant?
+        switch resumed {
+        case .claimed(let end): return .claimed(end)
+        case .signalled(let instant): signalledAt = instant
+        }
         if state.withLock({ $0.closed }) { return .closed }
         // A change and the cancellation each take the waiter out under the lock; whichever came first
         // resumed it, so `signalledAt` says whether a change's wake was this caller's.
         if Task.isCancelled { return .cancelled(wokenBy: signalledAt) }
         return signalledAt.map { .woken(changedAt: $0) } ?? .lookAgain
+    }
+
+    /// How a waiting task was resumed: by a change, its deadline, its client, cancellation or shutdown
+    /// (`signalled`, with the change's instant when a change woke it), or by the end of a claim.
+    private enum Resumed {
+        case signalled(ContinuousClock.Instant?)
+        case claimed(StepClaimEnd)
     }
 
     /// Whether a caller that saw generation `seen` may park: its id, or the outcome to answer at once.

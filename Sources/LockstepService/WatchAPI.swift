@@ -93,7 +93,8 @@ public struct WatchEvents: AsyncSequence, Sendable {
                 let outcome = await waitForChange(after: seen)
                 admitted = true
                 switch outcome {
-                case .woken, .lookAgain:
+                case .woken, .lookAgain, .claimed:
+                    // (A watch parks with no claim: it is never claimed.)
                     continue
                 case .cancelled:
                     finished = true

@@ -9,6 +9,30 @@ import Testing
 /// A parked poll leased the step an append readies, in that append (`Wakeups.claim`, `StepClaim`):
 /// answered with no look at the coordinator and no commit of its own.
 @Suite struct ClaimedPollTests {
+    static let now = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
+    static let principal = Principal(name: "orders-agent", roles: [.agent], services: ["orders"])
+
+    /// The wake-ups the agents' API recorded.
+    final class WakeUps: Sendable {
+        private let seen = Mutex<[Duration]>([])
+        func record(_ wake: Duration) { seen.withLock { $0.append(wake) } }
+        var count: Int { seen.withLock { $0.count } }
+    }
+
+    /// A coordinator on an in-memory log and a wakeup table wired as the server wires them (changes wake
+    /// parked polls, readied steps are claimed), with the agents' API on both, recording wake-ups.
+    static func wired() async throws -> (Coordinator, Wakeups, AgentAPI, WakeUps) {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog())
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        await coordinator.observeChanges { change, committedAt in
+            wakeups.signalSteps(of: change, committedAt: committedAt, stepServices: coordinator.stepServices)
+        }
+        await coordinator.claimSteps { wakeups.claim($0) }
+        let wakes = WakeUps()
+        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: { now }) { wakes.record($0) }
+        return (coordinator, wakeups, agents, wakes)
+    }
+
     static func claim(_ agent: String, told: @escaping @Sendable (String) -> Void) -> StepClaim {
         StepClaim(agent: agent, holder: "orders-agent", context: CommandContext(actor: Actor(kind: "agent", id: "orders-agent"), triggeredBy: .agent),
                   ttlMillis: { _ in 1_000 }) { _ in told(agent) }
@@ -58,14 +82,9 @@ import Testing
     /// coordinator, its wake-up recorded. A poll whose client went before it could be answered gives the
     /// step back at once.
     @Test func aDrivenPollIsAnsweredWithTheStepLeasedInTheAppendThatReadiedIt() async throws {
-        let log = InMemoryEventLog()
-        let coordinator = try await Coordinator.open(log: log)
-        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
-        await coordinator.claimSteps { wakeups.claim($0) }
-        let now = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
-        let wakes = Mutex<[Duration]>([])
-        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: { now }) { wake in wakes.withLock { $0.append(wake) } }
-        let principal = Principal(name: "orders-agent", roles: [.agent], services: ["orders"])
+        let (coordinator, wakeups, agents, wakes) = try await Self.wired()
+        let now = Self.now
+        let principal = Self.principal
         let answers = Mutex<[Result<Lockstep_V1_PollResponse, APIError>]>([])
         let looks = Mutex(0)
         let run: AgentAPI.PollRun = { work, _ in
@@ -95,7 +114,7 @@ import Testing
         #expect(step.leaseID == "m/step-0" && step.fencingToken == lease.token.rawValue && lease.agent == "a1" && lease.holder == "orders-agent")
         #expect(step.action == "work" && step.attempt == 1 && step.ttlMs == UInt32(agents.leaseTTLMillis(ExamplePlans.chain(length: 2, service: "orders").nodes[0])))
         #expect(looks.withLock { $0 } == 0, "the poll looked at the coordinator")
-        #expect(wakes.withLock { $0.count } == 1 && wakeups.parkedCount == 0)
+        #expect(wakes.count == 1 && wakeups.parkedCount == 0)
 
         // The next poll's client goes while it is parked, and its connection takes no more work; the
         // completion readies step-1 and leases it to that poll, which gives it back, unstarted, and is
@@ -116,6 +135,46 @@ import Testing
         }
         let next = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1")))
         #expect(next.lease == nil && next.attempts == 0 && next.lastToken.rawValue == 1, "leased once, then given back")
-        #expect(wakes.withLock { $0.count } == 1)
+        #expect(wakes.count == 1)
+    }
+
+    /// A poll that waits as a task (HTTP/1.1, gRPC off the loop) is claimed the same way: its wait ends
+    /// `.claimed` once the append is done, and `poll` answers with the step; one whose caller went gives it back.
+    @Test func aPollWaitingAsATaskIsAnsweredWithTheStepLeasedInTheAppendThatReadiedIt() async throws {
+        let (coordinator, wakeups, agents, wakes) = try await Self.wired()
+        let now = Self.now
+        let principal = Self.principal
+        func parked() async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while wakeups.parkedCount == 0 {
+                guard ContinuousClock.now < deadline else { throw CancellationError() }
+                try await Task.sleep(for: .milliseconds(1))
+            }
+        }
+        let first = Task {
+            try await agents.poll(.with { $0.service = "orders"; $0.agentID = "a1"; $0.waitMs = 60_000 }, principal: principal)
+        }
+        try await parked()
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: now)
+        let step = try await first.value.step
+        let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
+        #expect(step.leaseID == "m/step-0" && step.fencingToken == lease.token.rawValue && lease.agent == "a1")
+        #expect(wakes.count == 1 && wakeups.parkedCount == 0)
+
+        // The next poll's caller goes while it waits; the completion leases it step-1, which it gives back.
+        let left = Mutex(false)
+        let second = Task {
+            try await agents.poll(.with { $0.service = "orders"; $0.agentID = "a2"; $0.waitMs = 60_000 }, principal: principal,
+                                  clientGone: { left.withLock { $0 } })
+        }
+        try await parked()
+        left.withLock { $0 = true }
+        _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
+                                          context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: now)
+        #expect(try await second.value.hasStep == false)
+        let next = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1")))
+        #expect(next.lease == nil && next.lastToken.rawValue == 1 && next.lastFailure?.contains("returned unstarted") == true)
+        #expect(wakes.count == 1)
     }
 }

@@ -116,31 +116,57 @@ import Testing
                     "the connection served on after the reset: \(seen)")
         }
     }
-    /// A JSON poll over HTTP/2 parks as an entry in the wakeup table (`EnginePoll`, no task) and is woken
-    /// by the change that readies its step, which it leases; one whose wait runs out is answered with
-    /// `retry_after_ms`; both leave the table.
+
+    /// Parks a curl poll of service orders (`version`: curl's option for the HTTP version), then applies
+    /// the plan and starts m1, whose grant readies the poll's step. The poll's answer with curl's
+    /// "VERSION CODE" line, the commits from the start to that answer, and when the start was answered;
+    /// nil when the poll never parked.
+    static func pollAcrossAStart(_ version: String, agent: String, grpc: String, http: String) async throws
+        -> (answer: String, commits: Double, started: ContinuousClock.Instant)? {
+        let parked = try ChildProcess("/usr/bin/curl", ["-sS", version, "-X", "POST", "-H", "content-type: application/json",
+                                                       "--data-binary", #"{"service": "orders", "agent_id": "\#(agent)", "wait_ms": 60000}"#,
+                                                       "-w", "\n%{http_version} %{http_code}", http + "/v1/agent/poll"])
+        let parkedBy = ContinuousClock.now + .seconds(30)
+        while try await InProcessServerTests.metric(http, "lockstep_parked_polls") < 1 {
+            guard ContinuousClock.now < parkedBy else { return nil }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        var commits = 0.0
+        try await LockstepClient.connect(to: grpc) { lockstep in
+            _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
+            commits = try await InProcessServerTests.metric(http, "lockstep_commits_total")
+            _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
+        }
+        let started = ContinuousClock.now
+        let answer = try await parked.wait(seconds: 30).stdout
+        return (answer, try await InProcessServerTests.metric(http, "lockstep_commits_total") - commits, started)
+    }
+
+    /// An HTTP/1.1 poll (a task waiting, not an entry on the engine) is leased the step in the grant's
+    /// commit too: no commit of its own.
+    @Test func aParkedHTTP11PollIsLeasedTheStepInTheGrantsCommit() async throws {
+        try await InProcessServerTests.withServer { grpc, http in
+            guard let (answer, commits, _) = try await Self.pollAcrossAStart("--http1.1", agent: "h1-1", grpc: grpc, http: http) else {
+                Issue.record("the poll never parked"); return
+            }
+            #expect(answer.contains(#""lease_id":"m1/expand""#) && answer.hasSuffix("\n1.1 200"), "\(answer)")
+            #expect(commits == 2)
+            #expect(try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_count") == 1)
+        }
+    }
+
+    /// A JSON poll over HTTP/2 parks as an entry in the wakeup table (`EnginePoll`, no task) and is
+    /// leased the step in the commit of the grant that readies it; one whose wait runs out is answered
+    /// with `retry_after_ms`; both leave the table.
     @Test func aParkedHTTP2PollIsWokenByTheChangeAndLeasesTheStep() async throws {
         try await InProcessServerTests.withServer { grpc, http in
             let clock = ContinuousClock()
-            let parked = try ChildProcess("/usr/bin/curl", ["-sS", "--http2-prior-knowledge", "-X", "POST", "-H", "content-type: application/json",
-                                                           "--data-binary", #"{"service": "orders", "agent_id": "h2-1", "wait_ms": 60000}"#,
-                                                           "-w", "\n%{http_version} %{http_code}", http + "/v1/agent/poll"])
-            let parkedBy = clock.now + .seconds(30)
-            while try await InProcessServerTests.metric(http, "lockstep_parked_polls") < 1 {
-                guard clock.now < parkedBy else { Issue.record("the poll never parked"); return }
-                try await Task.sleep(for: .milliseconds(20))
+            guard let (answer, commits, started) = try await Self.pollAcrossAStart("--http2-prior-knowledge", agent: "h2-1", grpc: grpc, http: http) else {
+                Issue.record("the poll never parked"); return
             }
-            var commits = 0.0
-            try await LockstepClient.connect(to: grpc) { lockstep in
-                _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
-                commits = try await InProcessServerTests.metric(http, "lockstep_commits_total")
-                _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
-            }
-            let started = clock.now
-            let answer = try await parked.wait(seconds: 30).stdout
             #expect(answer.contains(#""lease_id":"m1/expand""#) && answer.hasSuffix("\n2 200"), "\(answer)")
             // The start's commit, then the grant's with the parked poll's lease in it: no commit for the lease alone.
-            #expect(try await InProcessServerTests.metric(http, "lockstep_commits_total") - commits == 2)
+            #expect(commits == 2)
             #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
             // One wake-up, from the commit that readied the step to the answer handed to the connection:
             // after the migration was started, so shorter than the whole wait.
