@@ -5,9 +5,9 @@ import Synchronization
 /// thread without a hop to the coordinator. A step can be leased only for a service whose holding node
 /// holds all its services and has no step leased; anything else ends only with an append (a grant, a
 /// release, a lease's end), never with the time alone. So a poll for a service outside the set is
-/// answered, or parked, where it arrived, or where a change woke it: the change that wakes the
-/// longest-parked poll of a service when another poll leases its step costs that poll no look at the
-/// coordinator.
+/// answered, or parked, where it arrived, or where a change woke it, with no look at the coordinator;
+/// and a change wakes no poll of a service outside the set (`Wakeups.signalSteps`): another poll's
+/// lease of its step, for one, wakes nobody.
 ///
 /// The coordinator publishes the set after each append is folded in and before the change is signalled
 /// (`Coordinator.feed`): a poll that reads the wake-up generation, then finds its service outside here,
