@@ -114,12 +114,12 @@ extension LogState {
         decideMigration(id, command, on: migrations[id], now: now)
     }
 
-    /// Decides leasing a step (`command`, a `leaseStep`) of migration `migration` as the events of an
-    /// append not yet folded leave it (`MigrationState.evolve`), with this state's freezes and windows:
-    /// the lease the engine adds to the append that readies the step, for a poll parked on its service.
-    public func decideLease(_ command: MigrationCommand, of migration: MigrationState, now: Instant) -> Decision {
-        guard case .leaseStep = command else { return .rejected(.invalidArgument("only a step's lease joins another command's append")) }
-        return decideMigration(migration.id, command, on: migration, now: now)
+    /// Decides leasing node `node`'s step to `agent` (principal `holder`, for `ttlMillis`) in migration
+    /// `migration` as the events of an append not yet folded leave it (`MigrationState.evolve`), with this
+    /// state's freezes and windows: the lease the engine adds to the append that readies the step, for a
+    /// poll parked on its service. Decided exactly as that poll's own `leaseStep`.
+    public func decideLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, of migration: MigrationState, now: Instant) -> Decision {
+        decideMigration(migration.id, .leaseStep(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder), on: migration, now: now)
     }
 
     /// `decideMigration` on `current`, the migration as the command finds it (nil: not live).

@@ -14,8 +14,9 @@ public struct StepClaim: Sendable {
 
     /// The agent the step is leased to (the poll's `agent_id`).
     public var agent: String
-    /// The principal the lease is granted to, and the context its event records.
+    /// The principal the lease is granted to.
     public var holder: String
+    /// What the lease's event records as its actor and cause (the poll's principal, `triggered_by: agent`).
     public var context: CommandContext
     /// The lease's TTL for a node with this spec, in milliseconds.
     public var ttlMillis: @Sendable (NodeSpec) -> Int64
@@ -37,15 +38,19 @@ public struct StepClaim: Sendable {
 /// refused: a freeze, a closed window, a gate), or with no change (nil: the command was refused or its
 /// append failed; after an unknown commit outcome writes have stopped, and a lease that did land expires).
 public enum StepClaimEnd: Hashable, Sendable {
+    /// The step was leased to the claim, in the append that readied it.
     case leased(LeasedClaim)
+    /// No step was leased to it; `changedAt`: when the change it was claimed for committed (nil: none did).
     case notLeased(changedAt: ContinuousClock.Instant?)
 }
 
 /// A step leased to a claiming poll: what its answer is built from.
 public struct LeasedClaim: Hashable, Sendable {
+    /// The migration and node whose step was leased, and the node's spec.
     public var migration: MigrationID
     public var node: NodeID
     public var spec: NodeSpec
+    /// The lease as recorded (`step_leased`), and its TTL in milliseconds.
     public var lease: StepLeased
     public var ttlMillis: Int64
     /// The exposure stage a forward step sets next (read after the lease, which holds it still).

@@ -7,25 +7,32 @@ import LockstepWire
 // offered to the polls parked on its service: the shell claims the longest-parked one, if any, and the
 // machine decides that poll's lease on the migration as the events leave it and appends it with them.
 // The woken poll then needs no commit of its own: the change and its lease are one commit (docs/api.md,
-// "Long polls"). Pure, like the rest of the machine: the shell does the claiming and reports back.
+// `POST /v1/agent/poll`). Pure, like the rest of the machine: the shell does the claiming and reports back.
 extension CoordinatorMachine {
     /// A step readied by a command's events, offered to a poll parked on `service` (the node's first
     /// service: the one `LogState.step(forService:at:)` finds it by).
     public struct StepOffer: Hashable, Sendable {
+        /// The migration and node whose step it is.
         public var migration: MigrationID
         public var node: NodeID
+        /// The node's first service, whose parked polls may claim it.
         public var service: String
+        /// The node's spec (what the claiming poll's lease TTL is computed from).
         public var spec: NodeSpec
     }
 
     /// A parked poll's claim of `offers[offer]`: the lease to decide for it, recorded with `metadata`.
     public struct StepClaimed: Hashable, Sendable {
+        /// The offer's index in `claimFor`'s list.
         public var offer: Int
+        /// The lease's agent, its holder (the poll's principal) and TTL in milliseconds.
         public var agent: String
         public var holder: String
         public var ttlMillis: Int64
+        /// What the lease's event records (the poll's principal as actor, `triggered_by: agent`).
         public var metadata: EventMetadata
 
+        /// A claim of `offers[offer]` for `agent`.
         public init(offer: Int, agent: String, holder: String, ttlMillis: Int64, metadata: EventMetadata) {
             self.offer = offer
             self.agent = agent
@@ -68,9 +75,10 @@ extension CoordinatorMachine {
                 leasedAt.append(nil)
                 continue
             }
-            let command = MigrationCommand.leaseStep(node: offers[claim.offer].node, agent: claim.agent, ttlMillis: claim.ttlMillis, holder: claim.holder)
+            let decision = state.decideLease(node: offers[claim.offer].node, agent: claim.agent, ttlMillis: claim.ttlMillis, holder: claim.holder,
+                                             of: migration, now: pending.now)
             // A lease is one event (its bookkeeping is inert); anything else is not a lease this poll can be given.
-            guard case .accepted(let leased) = state.decideLease(command, of: migration, now: pending.now), leased.count == 1,
+            guard case .accepted(let leased) = decision, leased.count == 1,
                   case .stepLeased = leased[0] else {
                 leasedAt.append(nil)
                 continue
@@ -81,9 +89,7 @@ extension CoordinatorMachine {
             records.append((leased[0], claim.metadata))
         }
         let base = state.migrations[id]?.version ?? 0
-        let logRecords = records.enumerated().map { offset, record in
-            LogRecord.migration(RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: record.metadata, event: record.event))
-        }
+        let logRecords = Self.numbered(records, migration: id, after: base)
         if !claims.isEmpty { claimedRecords[caller] = leasedAt }
         let (actions, inFlight) = append(logRecords, for: pending, after: base)
         guard inFlight else {

@@ -87,10 +87,14 @@ extension CoordinatorMachine {
                 return ([.tell(caller, .claimFor(offers))], true)
             }
             let base = state.migrations[id]?.version ?? 0
-            let records = events.enumerated().map { offset, event in
-                LogRecord.migration(RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: pending.metadata, event: event))
-            }
-            return append(records, for: pending, after: base)
+            return append(Self.numbered(events.map { ($0, pending.metadata) }, migration: id, after: base), for: pending, after: base)
+        }
+    }
+
+    /// Migration `id`'s records of `events`, each with its metadata, numbered on from stream version `base`.
+    static func numbered(_ events: [(event: MigrationEvent, metadata: EventMetadata)], migration id: MigrationID, after base: UInt64) -> [LogRecord] {
+        events.enumerated().map { offset, record in
+            LogRecord.migration(RecordedEvent(migration: id, streamVersion: base + UInt64(offset) + 1, metadata: record.metadata, event: record.event))
         }
     }
 

@@ -200,7 +200,7 @@ public struct CoordinatorMachine: Sendable {
     var inFlight: [Caller: Flight] = [:]
     /// Whether steps a command readies are offered to parked polls (`Word.claimFor`): set by a shell
     /// that has polls to claim with (a server's coordinator); off, commands append only their own events.
-    public var offersSteps = false
+    var offersSteps = false
     /// For each caller appending claimed leases with its command: each claim's record index, or nil.
     var claimedRecords: [Caller: [Int?]] = [:]
     var latch: Latch = .writing

@@ -148,8 +148,8 @@ public enum LockstepServer {
             // What the writer counts (migrations started, settled, steps timed) is counted once, by it.
             if !isReplica { metrics.record(change) }
         }
-        // A step an append readies is leased, in that append, to the longest-parked poll of its service
-        // (on the engine's transports), which then needs no commit of its own. Only the writer appends.
+        // A step an append readies is leased, in that append, to the longest-parked poll of its service,
+        // which then needs no commit of its own. Only the writer appends.
         if !isReplica { await coordinator.claimSteps { wakeups.claim($0) } }
         // Recorded times and every duration measured through them run on the monotonic clock, from the
         // wall clock at start (never before the log's last recorded time).

@@ -44,6 +44,14 @@ extension AgentAPI {
         }
     }
 
+    /// The answer to a poll leased a step in the append that readied it (a claim), with the poll's
+    /// wake-up dated from that append's commit (`answered`).
+    func answer(_ poll: inout PollCursor, claimed leased: LeasedClaim) -> Lockstep_V1_PollResponse {
+        poll.wokenAt = nil
+        poll.answersWakeOf = leased.committedAt
+        return .with { $0.step = Self.step(leased) }
+    }
+
     /// The step of a lease made in the append that readied it (a claim).
     static func step(_ leased: LeasedClaim) -> Lockstep_V1_Step {
         step(migration: leased.migration, node: leased.node, spec: leased.spec, lease: leased.lease, ttlMillis: leased.ttlMillis, nextStage: leased.nextStage)

@@ -73,23 +73,17 @@ public struct AgentAPI: Sendable {
             case .park(let seen, let millis):
                 let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure,
                                                  claim: stepClaim(for: poll))
-                switch outcome {
-                case .claimed(.leased(let leased)):
+                if case .claimed(.leased(let leased)) = outcome {
                     // Leased in the append that readied the step: answered as its own lease would be.
-                    poll.wokenAt = nil
                     guard !clientGone() && !Task.isCancelled else {
                         await giveBack(leased.lease, migration: leased.migration, principal: principal)
                         return retryLater
                     }
-                    poll.answersWakeOf = leased.committedAt
+                    let answer = answer(&poll, claimed: leased)
                     answered(poll)
-                    return .with { $0.step = Self.step(leased) }
-                case .claimed(.notLeased(let changed)):
-                    // Not leased: it looks again, holding the change's wake (if there was one) as any woken poll.
-                    poll.wokenAt = changed
-                default:
-                    guard resumed(&poll, outcome) else { return retryLater }
+                    return answer
                 }
+                guard resumed(&poll, outcome) else { return retryLater }
             }
         }
         return retryLater
@@ -175,6 +169,8 @@ public struct AgentAPI: Sendable {
         case .woken(let at): poll.wokenAt = at
         // Cancelled as a change woke it: that wake is this poll's, and goes on (`endPoll`) with its instant.
         case .cancelled(let wokenBy?): poll.wokenAt = poll.wokenAt ?? wokenBy
+        // Claimed and not leased: it looks again, holding the change's wake (if there was one) as any woken poll.
+        case .claimed(.notLeased(let changed?)): poll.wokenAt = changed
         default: break
         }
         return outcome.looksAgain

@@ -76,7 +76,7 @@ extension AgentAPI {
             end(.success(response))
             answered(poll)
         case .park(let seen, let millis):
-            let claim = claim(for: poll, gone: gone, departure: departure, run: run, end: end)
+            let claim = drivenClaim(for: poll, gone: gone, departure: departure, run: run, end: end)
             let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure, claim: claim) { outcome in
                 var cursor = poll
                 let again = resumed(&cursor, outcome)
@@ -94,16 +94,14 @@ extension AgentAPI {
     /// How the coordinator leases a parked poll the step an append readies, in that append (`Wakeups.claim`):
     /// the poll is answered with the step; or, when the lease could not be made, it looks again as a
     /// woken poll. A poll whose client went meanwhile gives the step back at once.
-    private func claim(for poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
+    private func drivenClaim(for poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
                        end: @escaping PollEnd) -> StepClaim {
         stepClaim(for: poll) { ended in
             var cursor = poll
             guard case .leased(let leased) = ended else {
-                // Woken by the change (when there was one), as any woken poll: it holds the wake until it looks.
-                if case .notLeased(let changed?) = ended { cursor.wokenAt = changed }
-                return continueWith(cursor, lookAgain: true, gone: gone, departure: departure, run: run, end: end)
+                let again = resumed(&cursor, .claimed(ended))
+                return continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
             }
-            cursor.wokenAt = nil
             guard !gone() else {
                 // Its connection is likely closing and takes no more work: then the step is given back from a
                 // task of its own (one command), not left to expire.
@@ -111,8 +109,7 @@ extension AgentAPI {
                 run(giveBack, { Task { await giveBack() } })
                 return end(.success(retryLater))
             }
-            cursor.answersWakeOf = leased.committedAt
-            end(.success(.with { $0.step = Self.step(leased) }))
+            end(.success(answer(&cursor, claimed: leased)))
             answered(cursor)
         }
     }

@@ -374,13 +374,11 @@ package final class Wakeups: Service, Sendable {
             if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
             then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
         }, deadline: .now + .milliseconds(millis))
-        if var claim {
-            let deliver = claim.deliver
-            claim.deliver = { end in
+        waiter.claim = claim.map { claim in
+            claim.delivering { end in
                 if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
-                deliver(end)
+                claim.deliver(end)
             }
-            waiter.claim = claim
         }
         let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
         guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }

@@ -119,7 +119,7 @@ import Testing
 
     /// Parks a curl poll of service orders (`version`: curl's option for the HTTP version), then applies
     /// the plan and starts m1, whose grant readies the poll's step. The poll's answer with curl's
-    /// "VERSION CODE" line, the commits from the start to that answer, and when the start was answered;
+    /// "VERSION CODE" line, the commits from the start to that answer, and when the start was sent;
     /// nil when the poll never parked.
     static func pollAcrossAStart(_ version: String, agent: String, grpc: String, http: String) async throws
         -> (answer: String, commits: Double, started: ContinuousClock.Instant)? {
@@ -132,12 +132,13 @@ import Testing
             try await Task.sleep(for: .milliseconds(20))
         }
         var commits = 0.0
+        var started = ContinuousClock.now
         try await LockstepClient.connect(to: grpc) { lockstep in
             _ = try await lockstep.applyPlan(.with { $0.planYaml = InProcessServerTests.plan })
             commits = try await InProcessServerTests.metric(http, "lockstep_commits_total")
+            started = ContinuousClock.now
             _ = try await lockstep.startMigration(.with { $0.plan = "in-process"; $0.migrationID = "m1" })
         }
-        let started = ContinuousClock.now
         let answer = try await parked.wait(seconds: 30).stdout
         return (answer, try await InProcessServerTests.metric(http, "lockstep_commits_total") - commits, started)
     }
@@ -158,7 +159,7 @@ import Testing
     /// A JSON poll over HTTP/2 parks as an entry in the wakeup table (`EnginePoll`, no task) and is
     /// leased the step in the commit of the grant that readies it; one whose wait runs out is answered
     /// with `retry_after_ms`; both leave the table.
-    @Test func aParkedHTTP2PollIsWokenByTheChangeAndLeasesTheStep() async throws {
+    @Test func aParkedHTTP2PollIsLeasedTheStepInTheGrantsCommit() async throws {
         try await InProcessServerTests.withServer { grpc, http in
             let clock = ContinuousClock()
             guard let (answer, commits, started) = try await Self.pollAcrossAStart("--http2-prior-knowledge", agent: "h2-1", grpc: grpc, http: http) else {
@@ -169,7 +170,7 @@ import Testing
             #expect(commits == 2)
             #expect(try await InProcessServerTests.metric(http, "lockstep_parked_polls") == 0)
             // One wake-up, from the commit that readied the step to the answer handed to the connection:
-            // after the migration was started, so shorter than the whole wait.
+            // after the start was sent, so shorter than the time since.
             let waited = clock.now - started + .milliseconds(1)
             #expect(try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_count") == 1)
             let wake = try await InProcessServerTests.metric(http, "lockstep_poll_wakeup_seconds_sum")

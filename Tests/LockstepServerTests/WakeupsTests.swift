@@ -1,4 +1,7 @@
+import LockstepCore
+@testable import LockstepEngine
 @testable import LockstepServer
+import LockstepStore
 import Synchronization
 import Testing
 @testable import LockstepService
@@ -238,5 +241,27 @@ import Testing
         #expect(outcomes.withLock { Array($0[3...]) } == [.closed, .closed])
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "c", then: record) == .closed)
         #expect(wakeups.parkedCount == 0 && outcomes.withLock { $0.count } == 5)
+    }
+
+    /// `signalSteps` wakes polls only of services that may have a step now (`StepServices`): a change that
+    /// leaves a service without one (nobody holds it, its node waits for a grant) wakes none of its polls,
+    /// which keep their place; the generation moves all the same, so a poll in the middle of a look looks again.
+    @Test func aChangeWakesOnlyPollsOfServicesThatMayHaveAStep() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog())
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let outcomes = Mutex<[Wakeups.Outcome]>([])
+        let record: @Sendable (Wakeups.Outcome) -> Void = { outcome in outcomes.withLock { $0.append(outcome) } }
+        #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", then: record) == nil)
+        let change = Coordinator.Change(migration: nil, services: ["orders", "billing"])
+        let before = wakeups.generation
+        wakeups.signalSteps(of: change, committedAt: .now, stepServices: coordinator.stepServices)
+        #expect(wakeups.generation != before && outcomes.withLock { $0.isEmpty } && wakeups.parkedCount == 1)
+        // Its node holds orders with no step leased (no claimer: the step is left for a poll to take).
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 1, service: "orders"), context: alice,
+                                        now: Instant(millisecondsSinceEpoch: 1_800_000_000_000))
+        #expect(coordinator.stepServices.contains("orders"))
+        wakeups.signalSteps(of: change, committedAt: .now, stepServices: coordinator.stepServices)
+        guard case .woken? = outcomes.withLock({ $0.first }), wakeups.parkedCount == 0 else { Issue.record("\(outcomes.withLock { $0 })"); return }
     }
 }
