@@ -48,6 +48,7 @@ extension AgentAPI {
     /// wake-up dated from that append's commit (`answered`).
     func answer(_ poll: inout PollCursor, claimed leased: LeasedClaim) -> Lockstep_V1_PollResponse {
         poll.wokenAt = nil
+        poll.watchesRetry = false
         poll.answersWakeOf = leased.committedAt
         return .with { $0.step = Self.step(leased) }
     }

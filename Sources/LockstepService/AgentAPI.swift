@@ -100,6 +100,10 @@ public struct AgentAPI: Sendable {
         var wokenAt: ContinuousClock.Instant?
         /// When the change happened that woke this poll and that it is answered with a step for.
         var answersWakeOf: ContinuousClock.Instant?
+        /// Its last look found its service's step waiting for a retry backoff: the end of a backoff appends
+        /// nothing, so only polls that saw it wait for it. Should this one end before looking again, the
+        /// next parked poll of the service is woken to take the wait over (`endPoll`).
+        var watchesRetry = false
 
         public var service: String { request.service }
         public var owner: String { principal.name }
@@ -132,10 +136,11 @@ public struct AgentAPI: Sendable {
         if let step {
             poll.answersWakeOf = poll.wokenAt
             poll.wokenAt = nil
+            poll.watchesRetry = false
             return .answer(.with { $0.step = step })
         }
         if looked { poll.wokenAt = nil }
-        return waitOn(poll, seen: seen, nextRetry: nextRetry)
+        return waitOn(&poll, seen: seen, nextRetry: nextRetry, looked: looked)
     }
 
     /// A look that needs no hop to the coordinator, made on the caller's thread (a connection's event
@@ -149,12 +154,14 @@ public struct AgentAPI: Sendable {
         let seen = wakeups.generation
         guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
         poll.wokenAt = nil
-        return waitOn(poll, seen: seen, nextRetry: nil)
+        return waitOn(&poll, seen: seen, nextRetry: nil)
     }
 
     /// Nothing to lease: answer `retryLater` when the poll's wait is over, else park until its end or
     /// the end of a retry backoff, whichever is first.
-    private func waitOn(_ poll: PollCursor, seen: UInt64, nextRetry: Instant?) -> PollLook {
+    private func waitOn(_ poll: inout PollCursor, seen: UInt64, nextRetry: Instant?, looked: Bool = true) -> PollLook {
+        // (A poll that did not look, its client gone, keeps what it watched: `endPoll` passes it on.)
+        if looked { poll.watchesRetry = nextRetry != nil }
         let left = poll.giveUp - ContinuousClock.now
         guard left > .zero else { return .answer(retryLater) }
         // A retry backoff ending appends nothing, so nothing signals: wake up for it.
@@ -178,7 +185,12 @@ public struct AgentAPI: Sendable {
 
     /// A poll is over: a wake it holds and did not look with goes to the next parked poll.
     public func endPoll(_ poll: PollCursor) {
-        if let changed = poll.wokenAt { wakeups.passOn(poll.request.service, changedAt: changed) }
+        if let changed = poll.wokenAt {
+            wakeups.passOn(poll.request.service, changedAt: changed)
+        } else if poll.watchesRetry {
+            // Nothing changed: the next poll just looks again, and waits for the backoff's end itself.
+            wakeups.passOn(poll.request.service, changedAt: nil)
+        }
     }
 
     /// A poll's answer has been handed to its transport: a poll woken by a change and answered with a

@@ -254,8 +254,9 @@ package final class Wakeups: Service, Sendable {
     }
 
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
-    /// having looked (its client went away), so the change it was woken for (at `changed`) is not lost.
-    package func passOn(_ key: String, changedAt changed: ContinuousClock.Instant = .now) {
+    /// having looked (its client went away), so the change it was woken for (at `changed`) is not lost;
+    /// nil when no change is passed on, only a look (the caller then looks again: `.lookAgain`).
+    package func passOn(_ key: String, changedAt changed: ContinuousClock.Instant?) {
         state.withLock { $0.oldest(of: key) }?.resume(returning: changed)
     }
 

@@ -21,7 +21,7 @@ import Testing
 
     /// A coordinator on an in-memory log and a wakeup table wired as the server wires them (changes wake
     /// parked polls, readied steps are claimed), with the agents' API on both, recording wake-ups.
-    static func wired() async throws -> (Coordinator, Wakeups, AgentAPI, WakeUps) {
+    static func wired(clock: @escaping @Sendable () -> Instant = { now }) async throws -> (Coordinator, Wakeups, AgentAPI, WakeUps) {
         let coordinator = try await Coordinator.open(log: InMemoryEventLog())
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         await coordinator.observeChanges { change, committedAt in
@@ -29,7 +29,7 @@ import Testing
         }
         await coordinator.claimSteps { wakeups.claim($0) }
         let wakes = WakeUps()
-        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: { now }) { wakes.record($0) }
+        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: clock) { wakes.record($0) }
         return (coordinator, wakeups, agents, wakes)
     }
 
@@ -176,5 +176,55 @@ import Testing
         let next = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1")))
         #expect(next.lease == nil && next.lastToken.rawValue == 1 && next.lastFailure?.contains("returned unstarted") == true)
         #expect(wakes.count == 1)
+    }
+
+    /// The end of a retry backoff appends nothing, so only the poll woken by the failure waits for it.
+    /// When that poll's client goes before the backoff ends, the next parked poll takes the wait over
+    /// (before, it slept until its own deadline, up to 30 s) and leases the step once the backoff is over.
+    @Test func whenThePollWaitingForARetryLeavesTheNextParkedPollTakesTheWaitOver() async throws {
+        let time = Mutex(Self.now)
+        let (coordinator, wakeups, agents, _) = try await Self.wired { time.withLock { $0 } }
+        let sweeper = Task { await wakeups.run() }
+        defer { sweeper.cancel() }
+        let node = NodeSpec(id: NodeID("step-0"), services: ["orders"], phase: .custom, action: "work",
+                            retry: RetryPolicy(maxAttempts: 3, backoffInitialMillis: 300, backoffMaxMillis: 300))
+        let plan = PlanSnapshot(name: "retried", version: 1, contentHash: "", nodes: [node]).hashed()
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: plan, context: alice, now: Self.now)
+        let first = try await agents.poll(.with { $0.service = "orders"; $0.agentID = "a0"; $0.waitMs = 0 }, principal: Self.principal)
+        #expect(first.hasStep)
+        // Two polls park while the step runs.
+        let answers = Mutex<[String: Lockstep_V1_PollResponse]>([:])
+        let looks = Mutex(0)
+        let leaving = WakeupsTests.TestDeparture()
+        let left = Mutex(false)
+        for agent in ["a1", "a2"] {
+            var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000 }, principal: Self.principal)
+            var found: AgentAPI.PollLook?
+            #expect(agents.answerAtOnce(&poll, found: &found) == nil)
+            agents.drive(poll, after: found, gone: { agent == "a1" && left.withLock { $0 } }, departure: agent == "a1" ? leaving : nil, run: { work, _ in
+                looks.withLock { $0 += 1 }
+                Task { await work() }
+            }) { answer in answers.withLock { $0[agent] = try? answer.get() } }
+        }
+        #expect(wakeups.parkedCount == 2)
+        // The step fails, to be retried after 300 ms: the failure wakes a1 only, which waits for the backoff.
+        _ = try await coordinator.execute(.failStep(node: NodeID("step-0"), token: FencingToken(first.step.fencingToken), reason: "flaky", retryable: true),
+                                          migration: MigrationID("m"), context: CommandContext(actor: Self.principal.agentActor, triggeredBy: .agent),
+                                          now: Self.now)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while looks.withLock({ $0 }) < 1 || wakeups.parkedCount < 2 {
+            guard ContinuousClock.now < deadline else { Issue.record("a1 never looked and parked again"); return }
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        // a1's client goes; the backoff passes (on the API's clock): a2 takes the wait over and leases the step.
+        left.withLock { $0 = true }
+        leaving.go()
+        time.withLock { $0 = Instant(millisecondsSinceEpoch: $0.millisecondsSinceEpoch + 301) }
+        while answers.withLock({ $0["a2"] }) == nil {
+            guard ContinuousClock.now < deadline else { Issue.record("a2 slept on after a1 left"); return }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(answers.withLock { $0["a2"]?.step.attempt } == 2 && answers.withLock { $0["a1"]?.hasStep } == false)
     }
 }

@@ -123,12 +123,12 @@ import Testing
         }
         #expect(wakeups.parkedCount == 2)  // the second and third sleep on
         // A caller that left after its timer does not take a wake: the next live one does.
-        wakeups.passOn("orders")
+        wakeups.passOn("orders", changedAt: .now)
         guard case .woken = await second.value else { Issue.record("pass-on did not wake the next caller"); return }
         #expect(wakeups.parkedCount == 1)
         third.cancel()
         #expect(await third.value == .cancelled(wokenBy: nil))
-        wakeups.passOn("orders")  // nobody left: nothing happens
+        wakeups.passOn("orders", changedAt: .now)  // nobody left: nothing happens
         #expect(wakeups.parkedCount == 0)
     }
 
