@@ -8,17 +8,48 @@ import Testing
 struct WebhookEndToEndTests {
     static let receiverScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/webhook_receiver.py").path
 
-    /// The receiver on `port` (0: any), answering 500 to its first `failFirst` requests.
-    static func receiver(_ directory: String, port: Int = 0, failFirst: Int = 0) async throws -> (ChildProcess, Int) {
-        let portFile = directory + "/receiver-port-\(UUID().uuidString)"
-        let process = try ChildProcess("/usr/bin/python3", [receiverScript, "--port-file", portFile, "--out", directory + "/received.jsonl",
-                                                            "--secret-file", directory + "/secret", "--fail-first", String(failFirst), "--port", String(port)])
-        var bound = 0
-        try await eventually("the receiver listens", seconds: 20) {
-            bound = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
-            return bound > 0
+    /// The Python receiver on a loopback port of its own, answering 500 to its first `failFirst` requests.
+    /// Down, it keeps the port bound without listening: deliveries are refused, and no other test's server
+    /// can take the port before it comes up again (a stopped receiver's port could be).
+    struct Receiver {
+        let process: ChildProcess
+        let port: Int
+        let control: String
+        let stateFile: String
+
+        init(_ directory: String, failFirst: Int = 0, down: Bool = false) async throws {
+            let portFile = directory + "/receiver-port-\(UUID().uuidString)"
+            control = portFile + ".down"
+            stateFile = portFile + ".state"
+            if down { _ = FileManager.default.createFile(atPath: control, contents: nil) }
+            process = try ChildProcess("/usr/bin/python3", [WebhookEndToEndTests.receiverScript, "--port-file", portFile, "--out", directory + "/received.jsonl",
+                                                            "--secret-file", directory + "/secret", "--fail-first", String(failFirst), "--down-file", control])
+            var bound = 0
+            try await eventually("the receiver has its port", seconds: 20) {
+                bound = Int((try? String(contentsOfFile: portFile, encoding: .utf8)) ?? "") ?? 0
+                return bound > 0
+            }
+            port = bound
+            try await settle(down: down)
         }
-        return (process, bound)
+
+        /// Takes the receiver down (refusing connections) or up again, on the same port.
+        func set(down: Bool) async throws {
+            if down {
+                _ = FileManager.default.createFile(atPath: control, contents: nil)
+            } else {
+                try FileManager.default.removeItem(atPath: control)
+            }
+            try await settle(down: down)
+        }
+
+        private func settle(down: Bool) async throws {
+            try await eventually("the receiver is \(down ? "down" : "up")", seconds: 20) {
+                (try? String(contentsOfFile: stateFile, encoding: .utf8)) == (down ? "down" : "up")
+            }
+        }
+
+        func stop() { process.kill(SIGKILL) }
     }
 
     /// Every request the receiver got, oldest first.
@@ -29,8 +60,7 @@ struct WebhookEndToEndTests {
     }
 
     @Test func deliveriesAreSignedRetriedAfter500AndNoneIsLostWhileTheReceiverIsDown() async throws {
-        var receiver: ChildProcess?
-        var port = 0
+        var receiver: Receiver?
         let bench = try await GateBench(
             [.init(name: "olga", role: "operator", token: "operator-token-oooooooooooooooo"),
              .init(name: "ann", role: "approver", token: "approver-token-aaaaaaaaaaaaaaaa", groups: ["orders-team"]),
@@ -39,17 +69,18 @@ struct WebhookEndToEndTests {
             serverArguments: ["--webhooks", "DIR/webhooks.yaml"],
             prepare: { directory in
                 try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
-                (receiver, port) = try await Self.receiver(directory, failFirst: 2)
+                let receiving = try await Receiver(directory, failFirst: 2)
+                receiver = receiving
                 try """
                     webhooks:
                       - name: oncall
-                        url: http://127.0.0.1:\(port)/hooks/lockstep
+                        url: http://127.0.0.1:\(receiving.port)/hooks/lockstep
                         secret_file: secret
                         backoff: 100ms
                         max_backoff: 2s
                         timeout: 5s
                       - name: chat
-                        url: http://127.0.0.1:\(port)/hooks/slack
+                        url: http://127.0.0.1:\(receiving.port)/hooks/slack
                         secret_file: secret
                         format: slack
                         events: [migration_succeeded]
@@ -57,7 +88,7 @@ struct WebhookEndToEndTests {
                         max_backoff: 2s
                     """.write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
             })
-        defer { receiver?.kill(SIGKILL) }
+        defer { receiver?.stop() }
         let directory = bench.directory
         try WaitEndToEndTests.plan("gated", gated: true).write(toFile: directory + "/gated.yaml", atomically: true, encoding: .utf8)
         #expect(try await bench.lockstep(["plan", "apply", directory + "/gated.yaml"], as: "olga").status == 0)
@@ -81,8 +112,7 @@ struct WebhookEndToEndTests {
         #expect(links["console"] == bench.server.url + "/ui#/migration/m1")
 
         // The receiver goes down; the approval lets the migration succeed meanwhile.
-        receiver?.kill(SIGKILL)
-        _ = try await receiver?.wait(seconds: 10)
+        try await receiver?.set(down: true)
         #expect(try await bench.lockstep(["migration", "approve", "m1", "backfill"], as: "ann").status == 0)
         try await eventually("m1 succeeded", seconds: 60) {
             try await bench.lockstep(["migration", "status", "m1"], as: "olga").stdout.contains("succeeded")
@@ -97,7 +127,7 @@ struct WebhookEndToEndTests {
         #expect(try await bench.lockstep(["history", "verify"], as: "olga").status == 0)
 
         // Back on the same port: nothing is lost.
-        (receiver, _) = try await Self.receiver(directory, port: port)
+        try await receiver?.set(down: false)
         try await eventually("the success delivered to both webhooks", seconds: 60) {
             let delivered = Self.received(directory).filter { $0["event"] as? String == "migration_succeeded" && $0["status"] as? Int == 204 }
             return delivered.count == 2
@@ -131,14 +161,13 @@ struct WebhookEndToEndTests {
     static func restart(store: String?) async throws {
         let directory = temporaryDirectory()
         try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
-        // A port where nobody listens yet: the receiver's, stopped.
-        var (receiver, port) = try await Self.receiver(directory)
-        receiver.kill(SIGKILL)
-        _ = try await receiver.wait(seconds: 10)
+        // A port where nobody listens yet: the receiver's, down.
+        let receiver = try await Receiver(directory, down: true)
+        defer { receiver.stop() }
         try """
             webhooks:
               - name: oncall
-                url: http://127.0.0.1:\(port)/hooks
+                url: http://127.0.0.1:\(receiver.port)/hooks
                 secret_file: secret
                 events: [freeze_started]
                 backoff: 100ms
@@ -162,8 +191,7 @@ struct WebhookEndToEndTests {
         }
 
         // The receiver comes up, then the server again on the same log: the pending notification arrives.
-        (receiver, _) = try await Self.receiver(directory, port: port)
-        defer { receiver.kill(SIGKILL) }
+        try await receiver.set(down: false)
         let second = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"], store: store, data: first.data)
         try await eventually("the freeze's notification delivered after the restart", seconds: 30) {
             Self.received(directory).contains { $0["event"] as? String == "freeze_started" && $0["status"] as? Int == 204 }

@@ -183,19 +183,41 @@ public actor TestPostgres {
         return output.stdout
     }
 
-    /// A loopback port nothing listens on now.
+    /// A loopback port nothing listens on now, kept from every other bind(0) on the machine for the next
+    /// 60 s: it is left with a connection in TIME_WAIT on it, which an explicit bind with SO_REUSEADDR (our
+    /// servers, PostgreSQL, the test proxies) may reuse and the kernel's choice of a free port may not. A
+    /// port merely found free and closed could be handed to the next test's server before its own starts
+    /// (or restarts) on it.
     public static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        func loopback(_ port: UInt16) -> sockaddr_in {
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = port.bigEndian
+            return address
         }
-        guard bound else { throw PostgresUnavailable(description: "no free loopback port") }
+        func withSockaddr<R>(_ address: inout sockaddr_in, _ body: (UnsafeMutablePointer<sockaddr>, inout socklen_t) -> R) -> R {
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            return withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, &length) }
+            }
+        }
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client); close(listener) }
+        var one: Int32 = 1
+        var address = loopback(0)
+        let listening = setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+            && withSockaddr(&address) { bind(listener, $0, $1) == 0 && getsockname(listener, $0, &$1) == 0 } && listen(listener, 1) == 0
+        guard listening, listener >= 0, client >= 0 else { throw PostgresUnavailable(description: "no free loopback port") }
+        var target = address
+        guard withSockaddr(&target, { pointer, length in connect(client, pointer, length) == 0 }) else {
+            throw PostgresUnavailable(description: "cannot connect to a loopback port of its own")
+        }
+        // The accepted side closes first: its half, on the port, waits in TIME_WAIT.
+        let accepted = accept(listener, nil, nil)
+        guard accepted >= 0 else { throw PostgresUnavailable(description: "cannot accept on a loopback port of its own") }
+        close(accepted)
         return Int(UInt16(bigEndian: address.sin_port))
     }
 }

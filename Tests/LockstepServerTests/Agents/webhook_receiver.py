@@ -3,13 +3,21 @@
 tells receivers to, answers 500 to the first --fail-first requests (to see retries), and appends one
 JSON line per request to --out: the headers, the body, whether the signature verified, the status sent.
 
-    webhook_receiver.py --port-file F --out F --secret-file F [--fail-first N] [--port P]
+    webhook_receiver.py --port-file F --out F --secret-file F [--fail-first N] [--down-file F]
+
+While --down-file exists the receiver is down: it keeps its port bound (SO_REUSEADDR) but does not
+listen, so a delivery is refused (ECONNREFUSED) and no other process's bind(0) is given the port
+meanwhile; when the file is gone it listens again on the same port. A test that stopped the receiver
+instead would free its port for the next test server on the machine to take. The port is written to
+--port-file once, and "up" or "down" to --port-file.state after each change.
 """
 import argparse
 import hashlib
 import hmac
 import json
 import os
+import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -18,7 +26,7 @@ parser.add_argument("--port-file", required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--secret-file", required=True)
 parser.add_argument("--fail-first", type=int, default=0)
-parser.add_argument("--port", type=int, default=0)
+parser.add_argument("--down-file")
 args = parser.parse_args()
 secret = open(args.secret_file, "rb").read().rstrip(b"\r\n")
 seen = {"requests": 0}
@@ -58,8 +66,44 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-with open(args.port_file + ".tmp", "w") as f:
-    f.write(str(server.server_address[1]))
-os.replace(args.port_file + ".tmp", args.port_file)
-server.serve_forever()
+def down_wanted():
+    return args.down_file is not None and os.path.exists(args.down_file)
+
+
+def publish(path, text):
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+    os.replace(path + ".tmp", path)
+
+
+def hold(port):
+    """The port bound, not listening: connections to it are refused, and bind(0) elsewhere skips it."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", port))
+    return held
+
+
+def serve(port):
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+held, server = (hold(0), None) if down_wanted() else (None, serve(0))
+port = (held.getsockname() if held else server.server_address)[1]
+publish(args.port_file, str(port))
+published = None
+while True:
+    state = "down" if held else "up"
+    if state != published:
+        publish(args.port_file + ".state", state)
+        published = state
+    time.sleep(0.02)
+    if server and down_wanted():
+        server.shutdown()
+        server.server_close()
+        held, server = hold(port), None
+    elif held and not down_wanted():
+        held.close()
+        held, server = None, serve(port)
