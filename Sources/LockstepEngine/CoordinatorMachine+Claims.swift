@@ -68,7 +68,7 @@ extension CoordinatorMachine {
         records.reserveCapacity(events.count + claims.count)
         for event in events { records.append((event, pending.metadata)) }
         var after = state.migrations[id]
-        if after != nil { for event in events { after?.evolve(event) } }
+        for event in events { after?.evolve(event) }
         var leasedAt: [Int?] = []
         for claim in claims {
             guard offers.indices.contains(claim.offer), var migration = after else {
@@ -90,11 +90,9 @@ extension CoordinatorMachine {
         }
         let base = state.migrations[id]?.version ?? 0
         let logRecords = Self.numbered(records, migration: id, after: base)
-        if !claims.isEmpty { claimedRecords[caller] = leasedAt }
-        let (actions, inFlight) = append(logRecords, for: pending, after: base)
+        let (actions, inFlight) = append(logRecords, for: pending, after: base, claimed: claims.isEmpty ? [] : leasedAt)
         guard inFlight else {
             // Refused before any append (the records did not encode): the stream's next command starts.
-            claimedRecords[caller] = nil
             return actions + advance(pending.command.stream)
         }
         return actions

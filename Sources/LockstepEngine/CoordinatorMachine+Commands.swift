@@ -98,15 +98,16 @@ extension CoordinatorMachine {
         }
     }
 
-    /// Asks the caller to append `records` to its command's stream, expecting the stream at `base`.
-    mutating func append(_ records: [LogRecord], for pending: Pending, after base: UInt64) -> (actions: [Action], inFlight: Bool) {
+    /// Asks the caller to append `records` to its command's stream, expecting the stream at `base`
+    /// (`claimed`: where the leases claimed with the command are among them, `CoordinatorMachine+Claims`).
+    mutating func append(_ records: [LogRecord], for pending: Pending, after base: UInt64, claimed: [Int?] = []) -> (actions: [Action], inFlight: Bool) {
         let bytes: [[UInt8]]
         do {
             bytes = try records.map { record throws(RecordEncodingError) in try EventRecordCodec.encode(record) }
         } catch {
             return ([.tell(pending.caller, .refused(.storage(.invalidRequest(error.description))))], false)
         }
-        inFlight[pending.caller] = .appending(pending, records: records)
+        inFlight[pending.caller] = .appending(pending, records: records, claimed: claimed)
         return ([.tell(pending.caller, .append(AppendRequest(stream: pending.command.stream, expectedVersion: base, records: bytes)))], true)
     }
 
@@ -114,7 +115,7 @@ extension CoordinatorMachine {
     /// lease timers follow the migration's leases, watchers are told, the caller is answered, and the
     /// stream's next command starts.
     mutating func appended(_ caller: Caller, _ receipt: AppendReceipt, nanos: UInt64) -> [Action] {
-        guard case .appending(let pending, let records)? = inFlight.removeValue(forKey: caller) else {
+        guard case .appending(let pending, let records, let claimed)? = inFlight.removeValue(forKey: caller) else {
             assertionFailure("caller \(caller) reported an append it was not asked for")
             return []
         }
@@ -160,7 +161,7 @@ extension CoordinatorMachine {
         noteFolded(receipt.firstSequence...receipt.lastSequence)
         // Leases claimed by parked polls went into the append too: answered to the shell apart, not as the command's own events.
         var claims: [RecordedEvent?] = []
-        if let claimed = claimedRecords.removeValue(forKey: caller) {
+        if !claimed.isEmpty {
             claims = claimed.map { $0.flatMap { recorded.indices.contains($0) ? recorded[$0] : nil } }
             let leases = Set(claimed.compactMap { $0 })
             recorded = recorded.indices.filter { !leases.contains($0) }.map { recorded[$0] }

@@ -155,8 +155,9 @@ public struct CoordinatorMachine: Sendable {
 
     /// What a caller the machine is waiting for is doing.
     enum Flight: Hashable, Sendable {
-        /// Appending `records` for its command, holding the stream's turn.
-        case appending(Pending, records: [LogRecord])
+        /// Appending `records` for its command, holding the stream's turn; `claimed`: each claim's record
+        /// index (nil: not leased), for leases parked polls claimed in the same append.
+        case appending(Pending, records: [LogRecord], claimed: [Int?])
         /// Looking up the migration its command names, holding the stream's turn.
         case lookingUp(Pending)
         /// Looking up the migration a heartbeat names (heartbeats take no turn).
@@ -201,8 +202,6 @@ public struct CoordinatorMachine: Sendable {
     /// Whether steps a command readies are offered to parked polls (`Word.claimFor`): set by a shell
     /// that has polls to claim with (a server's coordinator); off, commands append only their own events.
     var offersSteps = false
-    /// For each caller appending claimed leases with its command: each claim's record index, or nil.
-    var claimedRecords: [Caller: [Int?]] = [:]
     var latch: Latch = .writing
     var grantPass: GrantPass = .idle
     /// The latest time any caller asked for a pass with: what a pass records, so grants never precede
@@ -284,11 +283,10 @@ public struct CoordinatorMachine: Sendable {
                 // request) leave it writing; a second failure after the stop changes nothing.
                 break
             }
-            guard case .appending(let pending, _)? = inFlight.removeValue(forKey: caller) else {
+            guard case .appending(let pending, _, _)? = inFlight.removeValue(forKey: caller) else {
                 assertionFailure("caller \(caller) reported an append it was not asked for")
                 return []
             }
-            claimedRecords[caller] = nil
             return [.tell(caller, .refused(.storage(error)))] + advance(pending.command.stream)
 
         case .lookedUp(let caller, let found):

@@ -136,32 +136,39 @@ package final class Wakeups: Service, Sendable {
 
         /// Removes and returns the longest-parked caller of `key`, if any.
         mutating func oldest(of key: String) -> Waiter? {
-            while var line = lines[key], line.head < line.ids.count {
-                let id = line.ids[line.head]
-                line.head += 1
-                if line.head > 1_024 && line.head * 2 > line.ids.count {
-                    line.ids.removeFirst(line.head)
-                    line.head = 0
-                }
-                lines[key] = line
-                if let waiter = remove(id) { return waiter }
-            }
-            return nil
+            guard let id = front(of: key) else { return nil }
+            dropFront(of: key)
+            return remove(id)
         }
 
         /// Removes and returns the longest-parked caller of `key` when it can be claimed (nil: none is
         /// parked, or the longest-parked one can only be woken, and keeps its place).
         mutating func claimable(of key: String) -> Waiter? {
+            guard let id = front(of: key), parked[id]?.claim != nil else { return nil }
+            return oldest(of: key)
+        }
+
+        /// The longest-parked caller of `key` still parked, the callers that left before it dropped from
+        /// the front of its line (nil: none is parked).
+        private mutating func front(of key: String) -> UInt64? {
             while let line = lines[key], line.head < line.ids.count {
-                guard let waiter = parked[line.ids[line.head]] else {
-                    // A caller that left: dropped from the front, as `oldest` would.
-                    lines[key]?.head += 1
-                    continue
-                }
-                guard waiter.claim != nil else { return nil }
-                return oldest(of: key)
+                let id = line.ids[line.head]
+                if parked[id] != nil { return id }
+                dropFront(of: key)
             }
             return nil
+        }
+
+        /// Moves `key`'s line past its front id; once over 1,024 ids, and half of the line, are behind
+        /// its head, they are dropped.
+        private mutating func dropFront(of key: String) {
+            guard var line = lines.removeValue(forKey: key) else { return }
+            line.head += 1
+            if line.head > 1_024 && line.head * 2 > line.ids.count {
+                line.ids.removeFirst(line.head)
+                line.head = 0
+            }
+            lines[key] = line
         }
 
         /// Removes and returns the callers whose deadline is at or before `now`.
