@@ -28,11 +28,78 @@ extension GRPCAgentService {
     /// deadline answers it DEADLINE_EXCEEDED, as before).
     package func onLoop(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
         // By name: the transport's descriptor does not know the method's type, which the generated one has.
-        let method = Lockstep_V1_AgentService.Method.Poll.descriptor
-        // A poll is a few dozen bytes: a larger message is decoded by the server, in a task, so nobody
-        // (authenticated or not) holds a loop for a long decode.
-        guard call.descriptor.service == method.service && call.descriptor.method == method.method, AgentAPI.runsOnLoop(agentCall: true, requestBytes: call.message.count),
-              let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
+        // An agent's message is a few dozen bytes: a larger one is decoded by the server, in a task, so
+        // nobody (authenticated or not) holds a loop for a long decode.
+        typealias Method = Lockstep_V1_AgentService.Method
+        guard call.descriptor.service == Method.Poll.descriptor.service, AgentAPI.runsOnLoop(agentCall: true, requestBytes: call.message.count) else {
+            return nil
+        }
+        switch call.descriptor.method {
+        case Method.Poll.descriptor.method: return poll(call)
+        case Method.Heartbeat.descriptor.method:
+            return report(call, .heartbeat) { (input: Lockstep_V1_HeartbeatRequest, principal) throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+        case Method.ReportProgress.descriptor.method:
+            return report(call, .reportProgress) { (input: Lockstep_V1_ReportProgressRequest, principal) throws(APIError) in
+                try await agents.reportProgress(input, principal: principal)
+            }
+        case Method.Complete.descriptor.method:
+            return report(call, .complete) { (input: Lockstep_V1_CompleteRequest, principal) throws(APIError) in try await agents.complete(input, principal: principal) }
+        case Method.Fail.descriptor.method:
+            return report(call, .fail) { (input: Lockstep_V1_FailRequest, principal) throws(APIError) in try await agents.fail(input, principal: principal) }
+        default: return nil
+        }
+    }
+
+    /// An agent's report (`Heartbeat`, `ReportProgress`, `Complete`, `Fail`) taken where it arrives: checked
+    /// on the loop through the same gate as on the server (authentication, roles, the timer, errors with
+    /// their stable code), then its work (a command to the coordinator) run as a piece of its connection's
+    /// work, on the same loop, without GRPCCore's machinery for one RPC (its task, streams and writer).
+    /// Left to the server (nil): a message that does not decode (the server's malformed answer), and a
+    /// call with a `grpc-timeout` (GRPCCore's deadline answers it DEADLINE_EXCEEDED).
+    private func report<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
+        _ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation, _ body: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
+    ) -> H2GRPCServerTransport.OnLoopAnswer? {
+        guard !call.metadata.contains(where: { $0.key == "grpc-timeout" }), let input = try? In(serializedBytes: call.message) else { return nil }
+        let began = ContinuousClock.now
+        let (metrics, timer) = (metrics, metrics.request(operation.name, transport: "grpc"))
+        let principal: Principal
+        do throws(APIError) {
+            principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
+            try principal.require(operation)
+        } catch {
+            metrics.record(error)
+            timer.record(duration: ContinuousClock.now - began)
+            return .failure(error.rpcError)
+        }
+        let reply = call.makeReply()
+        let taken = reply.run {
+            let answer: H2GRPCServerTransport.OnLoopAnswer
+            do throws(APIError) {
+                let output = try await body(input, principal)
+                answer = (try? output.serializedBytes() as [UInt8]).map { .message($0, trailing: [:]) } ?? Self.unencodable
+            } catch {
+                metrics.record(error)
+                answer = .failure(error.rpcError)
+            }
+            timer.record(duration: ContinuousClock.now - began)
+            reply.send(answer)
+        }
+        guard taken else {
+            // The connection takes no more work: it is closing, or the server is shutting down.
+            let error = APIError(.shuttingDown, "the server is shutting down")
+            metrics.record(error)
+            timer.record(duration: ContinuousClock.now - began)
+            return .failure(error.rpcError)
+        }
+        return .later
+    }
+
+    private static let unencodable = H2GRPCServerTransport.OnLoopAnswer.failure(
+        RPCError(code: .internalError, message: "internal: the answer could not be encoded", metadata: ["lockstep-error-code": "internal"]))
+
+    /// `Poll` on the loop (`onLoop`).
+    private func poll(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
+        guard let input = try? Lockstep_V1_PollRequest(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
@@ -87,10 +154,7 @@ extension GRPCAgentService {
     /// once) or the step, encoded.
     private static func answer(_ response: Lockstep_V1_PollResponse, retryLater: [UInt8]) -> H2GRPCServerTransport.OnLoopAnswer {
         guard response.hasStep else { return .message(retryLater, trailing: [:]) }
-        guard let bytes = try? response.serializedBytes() as [UInt8] else {
-            return .failure(RPCError(code: .internalError, message: "internal: the answer could not be encoded",
-                                     metadata: ["lockstep-error-code": "internal"]))
-        }
+        guard let bytes = try? response.serializedBytes() as [UInt8] else { return unencodable }
         return .message(bytes, trailing: [:])
     }
 

@@ -23,9 +23,12 @@ struct GRPCTests {
     static let testsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     static let protos = testsDirectory.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Protos").path
 
-    @Test func aPythonClientGeneratedFromTheProtosRunsAFullCycle() async throws {
-        let operatorToken = "operator-token-cccccccccccccccc"
-        let agentToken = "agent-token-dddddddddddddddddddd"
+    static let operatorToken = "operator-token-cccccccccccccccc"
+    static let agentToken = "agent-token-dddddddddddddddddddd"
+
+    /// A server with an operator (olga) and an agent of orders, and `script` (in `Agents/`, on
+    /// `grpc_session.py`) run against it to its end.
+    static func runPythonClient(_ script: String) async throws -> (ServerProcess, ProcessOutput) {
         let directory = temporaryDirectory()
         try """
             {"principals": [
@@ -36,9 +39,13 @@ struct GRPCTests {
         try AgentAPITests.plan.write(toFile: directory + "/plan.yaml", atomically: true, encoding: .utf8)
         let server = try await ServerProcess(["--config", directory + "/auth.json"])
         let client = try await ChildProcess("/usr/bin/env", [
-            "python3", Self.testsDirectory.appendingPathComponent("Agents/grpc-client.py").path, Self.protos, server.grpc,
-            operatorToken, agentToken, directory + "/plan.yaml",
+            "python3", testsDirectory.appendingPathComponent("Agents/" + script).path, protos, server.grpc, operatorToken, agentToken, directory + "/plan.yaml",
         ]).wait(seconds: 120)
+        return (server, client)
+    }
+
+    @Test func aPythonClientGeneratedFromTheProtosRunsAFullCycle() async throws {
+        let (server, client) = try await Self.runPythonClient("grpc-client.py")
         #expect(client.status == 0, "\(client.stdout)\n\(client.stderr)")
         // The watch's 3 s deadline is the client's and the server's (grpc-timeout): whichever fires first
         // ends the stream. The client's own reads DEADLINE_EXCEEDED; under the whole suite the call was
@@ -65,6 +72,31 @@ struct GRPCTests {
         let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
         #expect(export.contains(#""step_progress""#) && export.contains(#""message":"half way""#))
         #expect(export.contains(#""actor":{"kind":"user","id":"olga"}"#) && export.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#))
+    }
+
+    /// An agent's reports are taken on the event loop when they carry no `grpc-timeout`
+    /// (`GRPCAgentService.report`) and by GRPCCore's server when they do: each report, sent both ways,
+    /// gets the same answer (status, message, `lockstep-error-code`), the step's completion included.
+    @Test func anAgentsReportsAnswerAlikeOnTheLoopAndThroughTheServer() async throws {
+        let (server, client) = try await Self.runPythonClient("grpc_reports.py")
+        #expect(client.status == 0, "\(client.stdout)\n\(client.stderr)")
+        #expect(client.stdout.split(separator: "\n") == [
+            "same heartbeat: OK ",
+            "same heartbeat stale token: FAILED_PRECONDITION stale_fencing_token",
+            "same heartbeat unknown lease: PERMISSION_DENIED permission_denied",  // no node of that name: not the agent's service
+            "same heartbeat bad lease id: INVALID_ARGUMENT invalid_argument",
+            "same heartbeat no token: UNAUTHENTICATED unauthenticated",
+            "same heartbeat as operator: PERMISSION_DENIED permission_denied",
+            "same progress stale token: FAILED_PRECONDITION stale_fencing_token",
+            "same progress over 100: INVALID_ARGUMENT invalid_argument",
+            "same fail stale token: FAILED_PRECONDITION stale_fencing_token",
+            "same complete stale token: FAILED_PRECONDITION stale_fencing_token",
+            "completed OK, again FAILED_PRECONDITION no_active_lease",
+        ], "\(client.stdout)\n\(client.stderr)")
+        // Timed as on the server: 12 heartbeats, 6 of them on the loop.
+        let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "Authorization: Bearer \(Self.operatorToken)", server.url + "/metrics"]).wait(seconds: 30).stdout
+        #expect(metrics.contains(#"lockstep_request_duration_seconds_count{method="agent/heartbeat",transport="grpc"} 12"#), "\(metrics)")
+        _ = try await server.stop()
     }
 
     /// `grpc-timeout` as the on-loop poll reads it (PROTOCOL-HTTP2: 1 to 8 digits and a unit); anything

@@ -5,24 +5,7 @@ heartbeat, progress, complete), then reports once more with the same token to sh
 
 Usage: grpc-client.py PROTOS_DIR HOST:PORT OPERATOR_TOKEN AGENT_TOKEN PLAN_FILE
 """
-import subprocess
-import sys
-import tempfile
-
-protos, target, operator_token, agent_token, plan_file = sys.argv[1:6]
-generated = tempfile.mkdtemp()
-subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", protos, f"--python_out={generated}",
-                       f"--grpc_python_out={generated}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"])
-sys.path.insert(0, generated)
-
-import grpc  # noqa: E402
-from lockstep.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
-
-channel = grpc.insecure_channel(target)
-operator = [("authorization", f"Bearer {operator_token}")]
-agent = [("authorization", f"Bearer {agent_token}")]
-migrations = agent_pb2_grpc.MigrationServiceStub(channel)
-agents = agent_pb2_grpc.AgentServiceStub(channel)
+from grpc_session import agent, agent_pb2, agents, grpc, migrations, operator, plan_file
 
 applied = migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml=open(plan_file).read()), metadata=operator, timeout=30)
 print(f"applied {applied.name}@{applied.version} changed={applied.changed}", flush=True)
