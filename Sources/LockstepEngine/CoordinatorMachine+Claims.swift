@@ -90,7 +90,7 @@ extension CoordinatorMachine {
         }
         let base = state.migrations[id]?.version ?? 0
         let logRecords = Self.numbered(records, migration: id, after: base)
-        let (actions, inFlight) = append(logRecords, for: pending, after: base, claimed: claims.isEmpty ? [] : leasedAt)
+        let (actions, inFlight) = append(logRecords, for: pending, after: base, claimed: leasedAt)
         guard inFlight else {
             // Refused before any append (the records did not encode): the stream's next command starts.
             return actions + advance(pending.command.stream)

@@ -3,6 +3,7 @@ import LockstepAPI
 import LockstepH2
 import LockstepService
 import LockstepWire
+import Metrics
 import SwiftProtobuf
 
 extension GRPCAgentService {
@@ -18,14 +19,14 @@ extension GRPCAgentService {
         AgentAPI.runsOnLoop(agentCall: isAgentMethod(descriptor), requestBytes: messageBytes)
     }
 
-    /// `Poll` served where it arrives, on the connection's event loop with no task
+    /// An agent's call taken where it arrives, on the connection's event loop
     /// (`H2GRPCServerTransport.Configuration.onLoop`), through the same gate as every method
-    /// (authentication, roles, the timer, errors with their stable code): a poll with nothing to lease is
-    /// answered there or parks there as an entry in the wakeup table (`AgentAPI.drive`, as the JSON port's
-    /// HTTP/2 poll), and a poll that needs the coordinator looks at it as a piece of the transport's work.
-    /// Left to the server and its handler (nil): every other method, a message that does not decode (the
-    /// server's malformed answer), and a poll whose `grpc-timeout` ends before its wait (GRPCCore's
-    /// deadline answers it DEADLINE_EXCEEDED, as before).
+    /// (authentication, roles, the timer, errors with their stable code): `Poll` with no task (`poll`) and
+    /// the reports, `Heartbeat`, `ReportProgress`, `Complete` and `Fail`, their command run as a piece of
+    /// the connection's work (`report`). Left to the server and its handler (nil): the operators' and
+    /// reviewers' methods, a message over 4 KiB or that does not decode (the server's malformed answer),
+    /// a poll whose `grpc-timeout` ends before its wait and a report with any `grpc-timeout` (GRPCCore's
+    /// deadline answers those DEADLINE_EXCEEDED).
     package func onLoop(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
         // By name: the transport's descriptor does not know the method's type, which the generated one has.
         // An agent's message is a few dozen bytes: a larger one is decoded by the server, in a task, so
@@ -59,17 +60,16 @@ extension GRPCAgentService {
     private func report<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
         _ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation, _ body: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
     ) -> H2GRPCServerTransport.OnLoopAnswer? {
+        assert(In.protoMessageName == operation.request && Out.protoMessageName == operation.response,
+               "\(operation.method) takes \(In.protoMessageName) and answers \(Out.protoMessageName); the table says \(operation.request), \(operation.response)")
         guard !call.metadata.contains(where: { $0.key == "grpc-timeout" }), let input = try? In(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         let (metrics, timer) = (metrics, metrics.request(operation.name, transport: "grpc"))
         let principal: Principal
         do throws(APIError) {
-            principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
-            try principal.require(operation)
+            principal = try admit(call, operation)
         } catch {
-            metrics.record(error)
-            timer.record(duration: ContinuousClock.now - began)
-            return .failure(error.rpcError)
+            return refuse(error, timer: timer, began: began)
         }
         let reply = call.makeReply()
         let taken = reply.run {
@@ -84,15 +84,26 @@ extension GRPCAgentService {
             timer.record(duration: ContinuousClock.now - began)
             reply.send(answer)
         }
-        guard taken else {
-            // The connection takes no more work: it is closing, or the server is shutting down.
-            let error = APIError(.shuttingDown, "the server is shutting down")
-            metrics.record(error)
-            timer.record(duration: ContinuousClock.now - began)
-            return .failure(error.rpcError)
-        }
-        return .later
+        // The connection takes no more work: it is closing, or the server is shutting down.
+        return taken ? .later : refuse(Self.shuttingDown, timer: timer, began: began)
     }
+
+    /// The gate every call taken on the loop goes through, as the server's handlers do (`opening`): the
+    /// caller authenticated (by its client certificate too, read where the call arrived) and allowed `operation`.
+    private func admit(_ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation) throws(APIError) -> Principal {
+        let principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
+        try principal.require(operation)
+        return principal
+    }
+
+    /// `error` answered, counted and timed, as the server's handlers do.
+    private func refuse(_ error: APIError, timer: Metrics.Timer, began: ContinuousClock.Instant) -> H2GRPCServerTransport.OnLoopAnswer {
+        metrics.record(error)
+        timer.record(duration: ContinuousClock.now - began)
+        return .failure(error.rpcError)
+    }
+
+    private static let shuttingDown = APIError(.shuttingDown, "the server is shutting down")
 
     private static let unencodable = H2GRPCServerTransport.OnLoopAnswer.failure(
         RPCError(code: .internalError, message: "internal: the answer could not be encoded", metadata: ["lockstep-error-code": "internal"]))
@@ -103,13 +114,9 @@ extension GRPCAgentService {
         let began = ContinuousClock.now
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
-            let principal = try authenticate(credentials(call.metadata), call.tls ? ClientIdentity.fingerprintOnLoop(of: call.channel) : nil)
-            try principal.require(.poll)
-            poll = try agents.beginPoll(input, principal: principal)
+            poll = try agents.beginPoll(input, principal: try admit(call, .poll))
         } catch {
-            metrics.record(error)
-            pollTimer.record(duration: ContinuousClock.now - began)
-            return .failure(error.rpcError)
+            return refuse(error, timer: pollTimer, began: began)
         }
         if let timeout = call.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) {
             guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
@@ -132,10 +139,7 @@ extension GRPCAgentService {
                 dropped()
                 // Its connection closed (the client went): nobody to answer, and no refusal to count.
                 if departure.isGone { return }
-                let error = APIError(.shuttingDown, "the server is shutting down")
-                metrics.record(error)
-                timer.record(duration: ContinuousClock.now - began)
-                reply.send(.failure(error.rpcError))
+                reply.send(refuse(Self.shuttingDown, timer: timer, began: began))
             })
         }) { end in
             timer.record(duration: ContinuousClock.now - began)

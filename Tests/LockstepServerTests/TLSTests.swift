@@ -117,7 +117,7 @@ struct TLSTests {
             "python3", GRPCTests.testsDirectory.appendingPathComponent("Agents/grpc-tls-probe.py").path, GRPCTests.protos, server.grpc,
             d + "/ca.pem", d + "/client.pem", d + "/client.key",
         ]).wait(seconds: 120)
-        #expect(probe.stdout == "mtls list 1 m1\n", "\(probe.stdout)\n\(probe.stderr)")
+        #expect(probe.stdout == "mtls list 1 m1\nmtls heartbeat PERMISSION_DENIED PERMISSION_DENIED\n", "\(probe.stdout)\n\(probe.stderr)")
         _ = try await server.stop()
         let export = try await runLockstep(["history", "export", "--data", server.data + "/data"]).stdout
         #expect(export.contains(#""actor":{"kind":"user","id":"alice"}"#))

@@ -24,7 +24,8 @@ import Testing
     @Test func aFreePortIsHeldFromOtherBindsButTakenBySO_REUSEADDR() throws {
         let port = try TestPostgres.freePort()
         #expect(port > 0)
-        // A connection in TIME_WAIT holds it: a plain bind (as bind(0) would) is refused for 60 s ...
+        // A connection in TIME_WAIT holds it: a plain bind is refused for 60 s (and bind(0), which the
+        // kernel checks the same way, skips it; with net.ipv4.ip_autobind_reuse at its default, 0) ...
         #expect(Self.bindAndListen(port, reuse: false) == EADDRINUSE)
         // ... and a server binding it with SO_REUSEADDR, as ours and PostgreSQL do, listens on it.
         #expect(Self.bindAndListen(port, reuse: true) == nil)

@@ -2,7 +2,8 @@
 """Polls once over gRPC with TLS, trusting only the given certificate; prints the answer.
 
 Usage: grpc-tls-probe.py PROTOS_DIR HOST:PORT CA_PEM [CLIENT_CERT_PEM CLIENT_KEY_PEM]
-Without a client certificate it polls (the server must run --dev); with one it lists migrations.
+Without a client certificate it polls (the server must run --dev); with one it lists migrations and
+sends a heartbeat both ways (on the loop and through the server).
 """
 import subprocess
 import sys
@@ -30,3 +31,14 @@ if len(sys.argv) > 5:
     migrations = agent_pb2_grpc.MigrationServiceStub(grpc.secure_channel(target, credentials))
     listed = migrations.ListMigrations(agent_pb2.ListMigrationsRequest(), timeout=30)
     print(f"mtls list {len(listed.migrations)} {' '.join(m.migration_id for m in listed.migrations)}", flush=True)
+    # A report, taken on the loop (no timeout) and by the server (a timeout): the certificate names an
+    # operator both ways, who may not report (an unread certificate would be UNAUTHENTICATED).
+    agents = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(target, credentials))
+    codes = []
+    for timeout in (None, 30):
+        try:
+            agents.Heartbeat(agent_pb2.HeartbeatRequest(lease_id="m1/expand", fencing_token=1), timeout=timeout)
+            codes.append("OK")
+        except grpc.RpcError as error:
+            codes.append(error.code().name)
+    print(f"mtls heartbeat {' '.join(codes)}", flush=True)

@@ -30,6 +30,8 @@ reports = [
     ("heartbeat bad lease id", agents.Heartbeat, agent_pb2.HeartbeatRequest(lease_id="no slash", fencing_token=1), agent),
     ("heartbeat no token", agents.Heartbeat, agent_pb2.HeartbeatRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), []),
     ("heartbeat as operator", agents.Heartbeat, agent_pb2.HeartbeatRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), operator),
+    ("progress", agents.ReportProgress,
+     agent_pb2.ReportProgressRequest(lease_id=step.lease_id, fencing_token=step.fencing_token, percent=50, message="half"), agent),
     ("progress stale token", agents.ReportProgress,
      agent_pb2.ReportProgressRequest(lease_id=step.lease_id, fencing_token=stale, percent=50, message="half"), agent),
     ("progress over 100", agents.ReportProgress,

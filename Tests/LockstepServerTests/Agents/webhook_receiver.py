@@ -5,8 +5,8 @@ JSON line per request to --out: the headers, the body, whether the signature ver
 
     webhook_receiver.py --port-file F --out F --secret-file F [--fail-first N] [--down-file F]
 
-While --down-file exists the receiver is down: it keeps its port bound (SO_REUSEADDR) but does not
-listen, so a delivery is refused (ECONNREFUSED) and no other process's bind(0) is given the port
+While --down-file exists the receiver is down: it keeps its port bound (SO_REUSEADDR, SO_REUSEPORT)
+but does not listen, so a delivery is refused (ECONNREFUSED) and no other process's bind(0) is given the port
 meanwhile; when the file is gone it listens again on the same port. A test that stopped the receiver
 instead would free its port for the next test server on the machine to take. The port is written to
 --port-file once, and "up" or "down" to --port-file.state after each change.
@@ -77,15 +77,24 @@ def publish(path, text):
 
 
 def hold(port):
-    """The port bound, not listening: connections to it are refused, and bind(0) elsewhere skips it."""
+    """The port bound, not listening: connections to it are refused, and bind(0) elsewhere skips it.
+    SO_REUSEPORT (ours alone: the tests' servers do not set it) lets the holder and the listener be bound
+    at once, so the port is never free between the two."""
     held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     held.bind(("127.0.0.1", port))
     return held
 
 
+class Server(ThreadingHTTPServer):
+    def server_bind(self):
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 def serve(port):
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -100,10 +109,13 @@ while True:
         publish(args.port_file + ".state", state)
         published = state
     time.sleep(0.02)
+    # The new socket is bound before the old one is closed: the port is never without one of them.
     if server and down_wanted():
+        held = hold(port)
         server.shutdown()
         server.server_close()
-        held, server = hold(port), None
+        server = None
     elif held and not down_wanted():
+        server = serve(port)
         held.close()
-        held, server = None, serve(port)
+        held = None
