@@ -77,7 +77,7 @@ struct GRPCTests {
     /// An agent's reports are taken on the event loop when they carry no `grpc-timeout`
     /// (`GRPCAgentService.report`) and by GRPCCore's server when they do: each report, sent both ways,
     /// gets the same answer (status, message, `lockstep-error-code`), the step's completion included.
-    /// (Which way answered is not visible from outside; the profile shows it: docs/benchmarks.md,
+    /// (Which way answered is not visible from outside; the profile shows it: docs/benchmarks-api-history.md,
     /// session 26. `TLSTests` checks a report under mutual TLS both ways.)
     @Test func anAgentsReportsAnswerAlikeOnTheLoopAndThroughTheServer() async throws {
         let (server, client) = try await Self.runPythonClient("grpc_reports.py")
