@@ -184,8 +184,11 @@ import Testing
     }
 
     /// The passive checkpoint runs on its own queue: commits go on while one is under way (here held
-    /// as long as the test wants), and the next is handed over once it ends.
-    @Test(.timeLimit(.minutes(1))) func commitsDoNotWaitForAPassiveCheckpoint() async throws {
+    /// as long as the test wants), and the next is handed over once it ends. (The limit guards against a
+    /// hang. It was one minute, and a CI run stalled every test for its first 20 s, when every suite
+    /// starts at once; a sibling with 10 commits took 21 s and this one ran out of time. 3 minutes, as
+    /// the suites' other limits.)
+    @Test(.timeLimit(.minutes(3))) func commitsDoNotWaitForAPassiveCheckpoint() async throws {
         var options = SQLiteEventLog.Options()
         options.checkpointIntervalCommits = 5
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options)
