@@ -4,6 +4,7 @@ import NIOCore
 import LockstepService
 import LockstepWire
 import Metrics
+import Synchronization
 
 /// `POST /v1/agent/poll` on the engine (the JSON port's HTTP/2), served from the connection's event loop:
 /// the same checks and answers as the route (`HTTPRoutes.gate`: the `--dev` browser refusal,
@@ -20,10 +21,6 @@ package final class EnginePoll: Sendable {
     /// Hands a piece of a poll's work to its connection; runs the second closure instead when that
     /// connection is closing (the work was dropped).
     package typealias Run = AgentAPI.PollRun
-    /// Sends a whole answer: its status, fields (`content-type`, `content-length`, `server`, `lockstep-writer`)
-    /// and body. Nothing waits for the client to read it, so no reader that stopped holds a lane place.
-    package typealias Send = @Sendable (_ status: Int, _ fields: [(String, String)], _ body: ByteBuffer) -> Void
-
     let routes: HTTPRoutes
     let timer: Metrics.Timer
     /// Polls looking at the coordinator at once, over every connection (`PollLane`).
@@ -33,6 +30,9 @@ package final class EnginePoll: Sendable {
     /// The answer when no step came (`AgentAPI.retryLater`), encoded once, and its fields.
     private let retryLater: ByteBuffer
     private let retryLaterFields: [(String, String)]
+    /// `retryLaterFields` with the `date` field, made again when the date changes (once a second): the
+    /// answer of most polls, so none of them builds its fields.
+    private let retryLaterDated = Mutex<(date: String, fields: [(String, String)])>(("", []))
 
     /// `lane` bounds the looks at the coordinator of every poll served from an event loop (gRPC's too).
     package init(routes: HTTPRoutes, serverName: String, lane: PollLane) {
@@ -60,12 +60,9 @@ package final class EnginePoll: Sendable {
     /// are made only for a poll that parks or looks at the coordinator.
     package func serve(_ request: H2Request, _ response: H2Response, work: JSONOnEngine.Work) {
         let began = ContinuousClock.now
-        let send: Send = { status, fields, body in
-            response.send(status: status, headers: fields + [("date", HTTPDate.now())], body: body)
-        }
         if routes.refuseBrowsers, Self.field("origin", of: request) != nil {
             // Neither counted nor timed, as on the route, where the edge middleware answers it.
-            return refuse(HTTPRoutes.browserRefusal, counted: false, send)
+            return refuse(HTTPRoutes.browserRefusal, counted: false, on: response)
         }
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
@@ -75,12 +72,12 @@ package final class EnginePoll: Sendable {
                                                principal: principal)
         } catch {
             timer.record(duration: ContinuousClock.now - began)
-            return refuse(error, send)
+            return refuse(error, on: response)
         }
         var found: AgentAPI.PollLook?
         if let answer = routes.agents.answerAtOnce(&poll, found: &found) {
             timer.record(duration: ContinuousClock.now - began)
-            return self.answer(.success(answer), send)
+            return self.answer(.success(answer), on: response)
         }
         let presence = ClientPresence(inputClosedMeansGone: false)
         response.closed.whenComplete { _ in presence.markGone() }
@@ -97,20 +94,26 @@ package final class EnginePoll: Sendable {
         }
         routes.agents.drive(poll, after: found, gone: { presence.isGone }, departure: presence, run: run) { [self, timer] end in
             timer.record(duration: ContinuousClock.now - began)
-            answer(end, send)
+            answer(end, on: response)
         }
     }
 
-    /// A driven poll's end, answered: a step, `retryLater` (encoded once), or the error.
-    private func answer(_ end: Result<Lockstep_V1_PollResponse, APIError>, _ send: Send) {
+    /// A driven poll's end, answered whole on `stream` (nothing waits for the client to read it, so no
+    /// reader that stopped holds a lane place): a step, `retryLater` (encoded once), or the error.
+    private func answer(_ end: Result<Lockstep_V1_PollResponse, APIError>, on stream: H2Response) {
         switch end {
         case .success(let response) where !response.hasStep:
-            send(200, retryLaterFields, retryLater)
+            let date = HTTPDate.now()
+            let fields = retryLaterDated.withLock { cached in
+                if cached.date != date { cached = (date, retryLaterFields + [("date", date)]) }
+                return cached.fields
+            }
+            stream.send(status: 200, headers: fields, body: retryLater)
         case .success(let response):
             let body = HTTPRoutes.jsonBytes(response)
-            send(200, Self.fields(body, serverName: serverName), body)
+            stream.send(status: 200, headers: Self.fields(body, serverName: serverName) + [("date", HTTPDate.now())], body: body)
         case .failure(let error):
-            refuse(error, send)
+            refuse(error, on: stream)
         }
     }
 
@@ -130,11 +133,12 @@ package final class EnginePoll: Sendable {
 
     /// An error answered as the route answers it (`HTTPRoutes.refusal`): counted (the `--dev` browser
     /// refusal is not, as on the route), its status and `ErrorBody`, and the writer on a replica.
-    private func refuse(_ error: APIError, counted: Bool = true, _ answer: Send) {
+    private func refuse(_ error: APIError, counted: Bool = true, on stream: H2Response) {
         if counted { routes.metrics.record(error) }
         let body = HTTPRoutes.jsonBytes(error.body)
         var fields = Self.fields(body, serverName: serverName)
         if let writer = error.writer { fields.append(("lockstep-writer", writer)) }
-        answer(Int(error.kind.httpStatus), fields, body)
+        fields.append(("date", HTTPDate.now()))
+        stream.send(status: Int(error.kind.httpStatus), headers: fields, body: body)
     }
 }

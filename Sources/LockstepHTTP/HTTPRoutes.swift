@@ -238,11 +238,23 @@ package struct HTTPRoutes: Sendable {
 
     /// Required, so a web page cannot send a body without a CORS preflight (a "simple" request).
     static func checkContentType(_ type: String?) throws(APIError) {
-        guard let type, type.lowercased().hasPrefix("application/json") else {
+        guard let type, isJSON(type) else {
             let got = type.map { " (got \($0.prefix(100)))" } ?? " (no content-type)"
             throw APIError(.unsupportedMediaType, "send the body as application/json\(got)")
         }
     }
+
+    /// Whether a content type is `application/json` (with parameters or without), its case ignored: read
+    /// in place, since every request with a body comes through here.
+    static func isJSON(_ type: String) -> Bool {
+        let bytes = type.utf8
+        guard bytes.count >= jsonType.count else { return false }
+        // Upper-case ASCII letters folded to lower case; every other byte as it is.
+        return zip(bytes, jsonType).allSatisfy { ((0x41...0x5A).contains($0) ? $0 | 0x20 : $0) == $1 }
+    }
+
+    /// `application/json` in lowercase.
+    private static let jsonType: [UInt8] = Array("application/json".utf8)
 
     /// A whole JSON body as `In`.
     static func decode<In: SwiftProtobuf.Message>(_ body: ByteBuffer) throws(APIError) -> In {
