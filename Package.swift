@@ -90,7 +90,7 @@ let package = Package(
             ],
             // The engine runs on one event loop per connection and its state is reached only from there:
             // release builds leave out the run-time exclusivity checks (8 % of a request's CPU, measured in
-            // docs/benchmarks.md); debug builds, which run the tests, keep them.
+            // docs/benchmarks-api-history.md); debug builds, which run the tests, keep them.
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         // glibc's heap statistics for /metrics (lockstep_heap_in_use_bytes).

@@ -32,21 +32,23 @@ extension GRPCAgentService {
         // An agent's message is a few dozen bytes: a larger one is decoded by the server, in a task, so
         // nobody (authenticated or not) holds a loop for a long decode.
         typealias Method = Lockstep_V1_AgentService.Method
-        guard call.descriptor.service == Method.Poll.descriptor.service, AgentAPI.runsOnLoop(agentCall: true, requestBytes: call.message.count) else {
-            return nil
-        }
+        guard Self.runsOnLoop(call.descriptor, call.message.count) else { return nil }
         switch call.descriptor.method {
         case Method.Poll.descriptor.method: return poll(call)
         case Method.Heartbeat.descriptor.method:
-            return report(call, .heartbeat) { (input: Lockstep_V1_HeartbeatRequest, principal) throws(APIError) in try await agents.heartbeat(input, principal: principal) }
+            return report(call, .heartbeat, reportTimers.heartbeat) { (input: Lockstep_V1_HeartbeatRequest, principal) throws(APIError) in
+                try await agents.heartbeat(input, principal: principal)
+            }
         case Method.ReportProgress.descriptor.method:
-            return report(call, .reportProgress) { (input: Lockstep_V1_ReportProgressRequest, principal) throws(APIError) in
+            return report(call, .reportProgress, reportTimers.progress) { (input: Lockstep_V1_ReportProgressRequest, principal) throws(APIError) in
                 try await agents.reportProgress(input, principal: principal)
             }
         case Method.Complete.descriptor.method:
-            return report(call, .complete) { (input: Lockstep_V1_CompleteRequest, principal) throws(APIError) in try await agents.complete(input, principal: principal) }
+            return report(call, .complete, reportTimers.complete) { (input: Lockstep_V1_CompleteRequest, principal) throws(APIError) in
+                try await agents.complete(input, principal: principal)
+            }
         case Method.Fail.descriptor.method:
-            return report(call, .fail) { (input: Lockstep_V1_FailRequest, principal) throws(APIError) in try await agents.fail(input, principal: principal) }
+            return report(call, .fail, reportTimers.fail) { (input: Lockstep_V1_FailRequest, principal) throws(APIError) in try await agents.fail(input, principal: principal) }
         default: return nil
         }
     }
@@ -58,13 +60,14 @@ extension GRPCAgentService {
     /// Left to the server (nil): a message that does not decode (the server's malformed answer), and a
     /// call with a `grpc-timeout` (GRPCCore's deadline answers it DEADLINE_EXCEEDED).
     private func report<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
-        _ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation, _ body: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
+        _ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation, _ timer: Metrics.Timer,
+        _ body: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
     ) -> H2GRPCServerTransport.OnLoopAnswer? {
         assert(In.protoMessageName == operation.request && Out.protoMessageName == operation.response,
                "\(operation.method) takes \(In.protoMessageName) and answers \(Out.protoMessageName); the table says \(operation.request), \(operation.response)")
-        guard !call.metadata.contains(where: { $0.key == "grpc-timeout" }), let input = try? In(serializedBytes: call.message) else { return nil }
+        guard Self.timeout(of: call) == nil, let input = try? In(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
-        let (metrics, timer) = (metrics, metrics.request(operation.name, transport: "grpc"))
+        let metrics = metrics
         let principal: Principal
         do throws(APIError) {
             principal = try admit(call, operation)
@@ -105,6 +108,11 @@ extension GRPCAgentService {
 
     private static let shuttingDown = APIError(.shuttingDown, "the server is shutting down")
 
+    /// The call's `grpc-timeout`, as sent (nil: none).
+    private static func timeout(of call: H2GRPCServerTransport.OnLoopCall) -> String? {
+        call.metadata[stringValues: "grpc-timeout"].first(where: { _ in true })
+    }
+
     private static let unencodable = H2GRPCServerTransport.OnLoopAnswer.failure(
         RPCError(code: .internalError, message: "internal: the answer could not be encoded", metadata: ["lockstep-error-code": "internal"]))
 
@@ -118,7 +126,7 @@ extension GRPCAgentService {
         } catch {
             return refuse(error, timer: pollTimer, began: began)
         }
-        if let timeout = call.metadata[stringValues: "grpc-timeout"].first(where: { _ in true }) {
+        if let timeout = Self.timeout(of: call) {
             guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
         }
         let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, retryLaterBytes)

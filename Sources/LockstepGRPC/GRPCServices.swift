@@ -15,6 +15,8 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     package let authenticate: @Sendable (String?, String?) throws(APIError) -> Principal
     /// The poll's timer (`onLoop` records into it without looking it up each call).
     let pollTimer: Metrics.Timer
+    /// The reports' timers, for the same reason.
+    let reportTimers: (heartbeat: Metrics.Timer, progress: Metrics.Timer, complete: Metrics.Timer, fail: Metrics.Timer)
     /// `AgentAPI.retryLater` in protobuf, encoded once: the answer of most polls served on the loop.
     let retryLaterBytes: [UInt8]
     /// Bounds the looks at the coordinator of the polls served from the event loop (`onLoop`).
@@ -65,6 +67,8 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         self.authenticate = authenticate
         self.lane = lane
         pollTimer = metrics.request(APIOperation.poll.name, transport: "grpc")
+        reportTimers = (metrics.request(APIOperation.heartbeat.name, transport: "grpc"), metrics.request(APIOperation.reportProgress.name, transport: "grpc"),
+                        metrics.request(APIOperation.complete.name, transport: "grpc"), metrics.request(APIOperation.fail.name, transport: "grpc"))
         retryLaterBytes = (try? agents.retryLater.serializedBytes()) ?? []
     }
 }

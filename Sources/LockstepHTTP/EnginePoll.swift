@@ -111,7 +111,7 @@ package final class EnginePoll: Sendable {
             stream.send(status: 200, headers: fields, body: retryLater)
         case .success(let response):
             let body = HTTPRoutes.jsonBytes(response)
-            stream.send(status: 200, headers: Self.fields(body, serverName: serverName) + [("date", HTTPDate.now())], body: body)
+            Self.send(on: stream, status: 200, fields: Self.fields(body, serverName: serverName), body: body)
         case .failure(let error):
             refuse(error, on: stream)
         }
@@ -138,7 +138,13 @@ package final class EnginePoll: Sendable {
         let body = HTTPRoutes.jsonBytes(error.body)
         var fields = Self.fields(body, serverName: serverName)
         if let writer = error.writer { fields.append(("lockstep-writer", writer)) }
+        Self.send(on: stream, status: Int(error.kind.httpStatus), fields: fields, body: body)
+    }
+
+    /// A whole answer with `fields` and the `date` field.
+    private static func send(on stream: H2Response, status: Int, fields: [(String, String)], body: ByteBuffer) {
+        var fields = fields
         fields.append(("date", HTTPDate.now()))
-        stream.send(status: Int(error.kind.httpStatus), headers: fields, body: body)
+        stream.send(status: status, headers: fields, body: body)
     }
 }

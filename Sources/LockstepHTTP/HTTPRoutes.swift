@@ -244,8 +244,8 @@ package struct HTTPRoutes: Sendable {
         }
     }
 
-    /// Whether a content type is `application/json` (with parameters or without), its case ignored: read
-    /// in place, since every request with a body comes through here.
+    /// Whether a content type begins with `application/json` (so with parameters or without), its ASCII
+    /// letters in any case: read in place, since every request with a body comes through here.
     static func isJSON(_ type: String) -> Bool {
         let bytes = type.utf8
         guard bytes.count >= jsonType.count else { return false }

@@ -5,7 +5,7 @@ import Synchronization
 /// in arrival order, each handed to its own connection when a place frees. A burst of polls (100,000
 /// agents arriving within a second) then costs closures while it waits for the coordinator, which takes
 /// one look at a time anyway, not a task each: at that peak a task in flight held about 20 KB, and the
-/// allocator kept that RSS after the polls had parked (docs/benchmarks.md).
+/// allocator kept that RSS after the polls had parked (docs/benchmarks-api-history.md).
 package final class PollLane: Sendable {
     private struct Waiting: Sendable {
         let work: @Sendable () async -> Void

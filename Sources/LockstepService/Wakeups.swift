@@ -145,7 +145,8 @@ package final class Wakeups: Service, Sendable {
         /// parked, or the longest-parked one can only be woken, and keeps its place).
         mutating func claimable(of key: String) -> Waiter? {
             guard let id = front(of: key), parked[id]?.claim != nil else { return nil }
-            return oldest(of: key)
+            dropFront(of: key)
+            return remove(id)
         }
 
         /// The longest-parked caller of `key` still parked, the callers that left before it dropped from

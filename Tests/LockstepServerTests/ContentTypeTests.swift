@@ -2,8 +2,8 @@
 import Testing
 
 /// The content type every JSON request with a body must carry (`HTTPRoutes.isJSON`, read in place on
-/// every request): `application/json`, with parameters or without, its ASCII letters in any case, and
-/// nothing that only looks like it.
+/// every request): one that begins with `application/json`, its ASCII letters in any case; no byte
+/// that only looks like one of them.
 @Suite struct ContentTypeTests {
     @Test(arguments: [
         ("application/json", true),

@@ -2,8 +2,9 @@ import Glibc
 import LockstepTestSupport
 import Testing
 
-/// `TestPostgres.freePort()` hands out a port that the next test's server cannot be given by the kernel
-/// meanwhile, while the process it is meant for binds it as our servers and PostgreSQL do.
+/// `TestPostgres.freePort()` hands out a port held by a connection in TIME_WAIT: a plain bind of it is
+/// refused (the kernel's choice for bind(0) skips such a port too; that is not checked here), while the
+/// process it is meant for binds it as our servers and PostgreSQL do.
 @Suite struct LoopbackPortTests {
     /// Binds 127.0.0.1:`port`, with SO_REUSEADDR or without, and listens; the errno when it cannot.
     static func bindAndListen(_ port: Int, reuse: Bool) -> Int32? {

@@ -184,10 +184,8 @@ import Testing
     }
 
     /// The passive checkpoint runs on its own queue: commits go on while one is under way (here held
-    /// as long as the test wants), and the next is handed over once it ends. (The limit guards against a
-    /// hang. It was one minute, and a CI run stalled every test for its first 20 s, when every suite
-    /// starts at once; a sibling with 10 commits took 21 s and this one ran out of time. 3 minutes, as
-    /// the suites' other limits.)
+    /// as long as the test wants), and the next is handed over once it ends. (Its limit is a hang's
+    /// guard: docs/testing.md, "Time limits".)
     @Test(.timeLimit(.minutes(3))) func commitsDoNotWaitForAPassiveCheckpoint() async throws {
         var options = SQLiteEventLog.Options()
         options.checkpointIntervalCommits = 5

@@ -207,9 +207,10 @@ public actor TestPostgres {
         defer { close(client); close(listener) }
         var one: Int32 = 1
         var address = loopback(0)
-        let listening = setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
+        let listening = listener >= 0 && client >= 0
+            && setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size)) == 0
             && withSockaddr(&address) { bind(listener, $0, $1) == 0 && getsockname(listener, $0, &$1) == 0 } && listen(listener, 1) == 0
-        guard listening, listener >= 0, client >= 0 else { throw PostgresUnavailable(description: "no free loopback port") }
+        guard listening else { throw PostgresUnavailable(description: "no free loopback port") }
         var target = address
         guard withSockaddr(&target, { pointer, length in connect(client, pointer, length) == 0 }) else {
             throw PostgresUnavailable(description: "cannot connect to a loopback port of its own")
