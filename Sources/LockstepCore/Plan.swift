@@ -235,3 +235,11 @@ extension PlanSnapshot {
         return writer.bytes
     }
 }
+
+extension NodeSpec {
+    /// A step lease's TTL for this node, in milliseconds: its heartbeat timeout, else `defaultMillis`,
+    /// within `CoreLimits.leaseTTLMillisMin...leaseTTLMillisMax`.
+    public func leaseTTLMillis(default defaultMillis: Int64) -> Int64 {
+        min(max(timeouts.heartbeatMillis ?? defaultMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
+    }
+}

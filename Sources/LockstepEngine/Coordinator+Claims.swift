@@ -18,19 +18,26 @@ public struct StepClaim: Sendable {
     public var holder: String
     /// What the lease's event records as its actor and cause (the poll's principal, `triggered_by: agent`).
     public var context: CommandContext
-    /// The lease's TTL for a node with this spec, in milliseconds.
-    public var ttlMillis: @Sendable (NodeSpec) -> Int64
+    /// The lease's TTL for a node whose spec sets no heartbeat timeout, in milliseconds (`ttlMillis(_:)`).
+    public var defaultTTLMillis: Int64
     /// Told once, from the coordinator, how the claim ended. Must not block.
     public var deliver: @Sendable (StepClaimEnd) -> Void
 
-    public init(agent: String, holder: String, context: CommandContext, ttlMillis: @escaping @Sendable (NodeSpec) -> Int64,
-                deliver: @escaping @Sendable (StepClaimEnd) -> Void) {
+    /// A claim is held by every parked poll that may be claimed, so it holds values and at most the one
+    /// closure it is told through: a wakeup table sets that closure only when it hands the claim over
+    /// (`Wakeups.claim`), and a caller parked there gives none (the default does nothing and allocates nothing).
+    public init(agent: String, holder: String, context: CommandContext, defaultTTLMillis: Int64,
+                deliver: @escaping @Sendable (StepClaimEnd) -> Void = { _ in }) {
         self.agent = agent
         self.holder = holder
         self.context = context
-        self.ttlMillis = ttlMillis
+        self.defaultTTLMillis = defaultTTLMillis
         self.deliver = deliver
     }
+
+    /// The lease's TTL for a node with `spec`, in milliseconds: as a poll's own lease would have it
+    /// (`NodeSpec.leaseTTLMillis(default:)`).
+    public func ttlMillis(_ spec: NodeSpec) -> Int64 { spec.leaseTTLMillis(default: defaultTTLMillis) }
 }
 
 /// How a claim ended: the step leased to it, in an append whose commit ended at `committedAt`; or not

@@ -59,17 +59,16 @@ extension AgentAPI {
     }
 
     /// How a poll parked now may be leased the step an append readies, in that append (`Wakeups.claim`):
-    /// its agent, its principal as the lease's holder and the event's actor, the lease's TTL; told through `deliver`.
-    func stepClaim(for poll: PollCursor, deliver: @escaping @Sendable (StepClaimEnd) -> Void = { _ in }) -> StepClaim {
+    /// its agent, its principal as the lease's holder and the event's actor, the lease's TTL. The wakeup
+    /// table tells the poll how the claim ended (`Wakeups.Outcome.claimed`).
+    func stepClaim(for poll: PollCursor) -> StepClaim {
         StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
-                  ttlMillis: { leaseTTLMillis($0) }, deliver: deliver)
+                  defaultTTLMillis: limits.defaultLeaseTTLMillis)
     }
 
     /// A step lease's TTL for a node with `spec`, in milliseconds: the node's heartbeat timeout, else the
-    /// server's default, within the core's bounds.
-    func leaseTTLMillis(_ spec: NodeSpec) -> Int64 {
-        min(max(spec.timeouts.heartbeatMillis ?? limits.defaultLeaseTTLMillis, CoreLimits.leaseTTLMillisMin), CoreLimits.leaseTTLMillisMax)
-    }
+    /// server's default, within the core's bounds (the same as a claim's, `StepClaim.ttlMillis`).
+    func leaseTTLMillis(_ spec: NodeSpec) -> Int64 { spec.leaseTTLMillis(default: limits.defaultLeaseTTLMillis) }
 
     /// Gives back a step leased to a caller that went away before its answer could be handed over, so it
     /// need not wait for the lease to expire (its attempt is not counted).

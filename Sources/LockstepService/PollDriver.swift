@@ -76,42 +76,36 @@ extension AgentAPI {
             end(.success(response))
             answered(poll)
         case .park(let seen, let millis):
-            let claim = drivenClaim(for: poll, gone: gone, departure: departure, run: run, end: end)
-            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure, claim: claim) { outcome in
-                var cursor = poll
-                let again = resumed(&cursor, outcome)
-                continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
+            // One closure per parked poll, which a claim's end reaches too (`Wakeups.Outcome.claimed`): a
+            // parked poll is held in memory until it is resumed, by the hundred thousand (docs/benchmarks.md).
+            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure,
+                                   claim: stepClaim(for: poll)) { outcome in
+                resumeParked(poll, outcome, gone: gone, departure: departure, run: run, end: end)
             }
             // Parked: nothing runs until it is resumed; otherwise the outcome came at once.
-            if let now {
-                var cursor = poll
-                let again = resumed(&cursor, now)
-                continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
-            }
+            if let now { resumeParked(poll, now, gone: gone, departure: departure, run: run, end: end) }
         }
     }
 
-    /// How the coordinator leases a parked poll the step an append readies, in that append (`Wakeups.claim`):
-    /// the poll is answered with the step; or, when the lease could not be made, it looks again as a
-    /// woken poll. A poll whose client went meanwhile gives the step back at once.
-    private func drivenClaim(for poll: PollCursor, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?, run: @escaping PollRun,
-                       end: @escaping PollEnd) -> StepClaim {
-        stepClaim(for: poll) { ended in
-            var cursor = poll
-            guard case .leased(let leased) = ended else {
-                let again = resumed(&cursor, .claimed(ended))
-                return continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
-            }
-            guard !gone() else {
-                // Its connection is likely closing and takes no more work: then the step is given back from a
-                // task of its own (one command), not left to expire.
-                let giveBack = { @Sendable in await self.giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }
-                run(giveBack, { Task { await giveBack() } })
-                return end(.success(retryLater))
-            }
-            end(.success(answer(&cursor, claimed: leased)))
-            answered(cursor)
+    /// A parked poll resumed. Leased the step an append readied, in that append (`Wakeups.claim`): it is
+    /// answered with the step, or gives the step back at once when its client went meanwhile. Otherwise
+    /// (woken, its deadline, claimed but not leased) it looks again as a woken poll, or ends.
+    private func resumeParked(_ poll: PollCursor, _ outcome: Wakeups.Outcome, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,
+                              run: @escaping PollRun, end: @escaping PollEnd) {
+        var cursor = poll
+        guard case .claimed(.leased(let leased)) = outcome else {
+            let again = resumed(&cursor, outcome)
+            return continueWith(cursor, lookAgain: again, gone: gone, departure: departure, run: run, end: end)
         }
+        guard !gone() else {
+            // Its connection is likely closing and takes no more work: then the step is given back from a
+            // task of its own (one command), not left to expire.
+            let giveBack = { @Sendable in await self.giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }
+            run(giveBack, { Task { await giveBack() } })
+            return end(.success(retryLater))
+        }
+        end(.success(answer(&cursor, claimed: leased)))
+        answered(cursor)
     }
 
     private func continueWith(_ poll: PollCursor, lookAgain: Bool, gone: @escaping @Sendable () -> Bool, departure: (any Departure)?,

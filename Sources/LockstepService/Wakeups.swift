@@ -58,14 +58,17 @@ package final class Wakeups: Service, Sendable {
     private struct Waiter {
         let owner: String
         let key: String
-        /// Resumes the caller: a waiting task's continuation, or a parked entry's callback (`park`).
-        let resume: @Sendable (ContinuousClock.Instant?) -> Void
+        /// Resumes the caller, signalled or claimed: a waiting task's continuation, or a parked entry's
+        /// callback (`park`).
+        let resume: @Sendable (Resumed) -> Void
         let deadline: ContinuousClock.Instant
         /// How a parked poll is leased a step in the append that readies it (`claim`), nil: it is only woken.
+        /// Its own `deliver` is not used: `claim(_:)` hands over one that resumes this caller, made then,
+        /// so a parked poll holds no closure for a claim that may never come.
         var claim: StepClaim? = nil
 
         func resume(returning instant: ContinuousClock.Instant?) {
-            resume(instant)
+            resume(.signalled(instant))
         }
     }
 
@@ -272,7 +275,8 @@ package final class Wakeups: Service, Sendable {
     /// `claim`), for the coordinator to lease it the step an append readies (CoordinatorMachine+Claims).
     /// Nil when nobody is parked on `key`, the longest-parked caller can only be woken, or the table is closed.
     package func claim(_ key: String) -> StepClaim? {
-        state.withLock { state in state.closed ? nil : state.claimable(of: key) }?.claim
+        guard let waiter = state.withLock({ state in state.closed ? nil : state.claimable(of: key) }), let claim = waiter.claim else { return nil }
+        return claim.delivering { waiter.resume(.claimed($0)) }
     }
 
     /// Wakes everyone and parks nobody from now on (graceful shutdown).
@@ -313,9 +317,9 @@ package final class Wakeups: Service, Sendable {
                     // Checked again under the lock that parks: a change, a shutdown or a cancellation
                     // since the check above must not be slept through.
                     guard !Task.isCancelled else { return (false, false) }
-                    var waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: .signalled($0)) }, deadline: deadline)
                     // Claimed, the waiter is out of the table: only the claim's end resumes it.
-                    waiter.claim = claim?.delivering { continuation.resume(returning: .claimed($0)) }
+                    var waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: $0) }, deadline: deadline)
+                    waiter.claim = claim
                     return state.park(waiter, id: id, after: seen, enforceLimit: enforceLimit, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
                 }
                 if !parkedNow { continuation.resume(returning: .signalled(nil)) }
@@ -367,8 +371,8 @@ package final class Wakeups: Service, Sendable {
     /// out, its client gone: look again; closed), on whichever thread ends it. Returns the outcome when
     /// the caller was not parked (answer it yourself; `then` never runs), nil once it is parked.
     /// What an HTTP/2 stream on the engine parks with: a parked poll is this entry, not a task.
-    /// A caller parked with a `claim` may instead be taken out by `claim(_:)`: then the claim's `deliver`
-    /// runs once, and `then` never does.
+    /// A caller parked with a `claim` (its own `deliver` is not used) may instead be taken out by
+    /// `claim(_:)`: `then` then runs once, when the claim ends, with `.claimed`.
     package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", departure: (any Departure)? = nil,
                       claim: StepClaim? = nil, then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
         let id: UInt64
@@ -378,17 +382,16 @@ package final class Wakeups: Service, Sendable {
         }
         // The departure's registration, withdrawn once the entry is resumed some other way.
         let token = Mutex<Int?>(nil)
-        var waiter = Waiter(owner: owner, key: key, resume: { [weak self] instant in
+        var waiter = Waiter(owner: owner, key: key, resume: { [weak self] resumed in
             if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
-            if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
-            then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
-        }, deadline: .now + .milliseconds(millis))
-        waiter.claim = claim.map { claim in
-            claim.delivering { end in
-                if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
-                claim.deliver(end)
+            switch resumed {
+            case .claimed(let end): then(.claimed(end))
+            case .signalled(let instant):
+                if self?.state.withLock({ $0.closed }) ?? true { return then(.closed) }
+                then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
             }
-        }
+        }, deadline: .now + .milliseconds(millis))
+        waiter.claim = claim
         let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
         guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }
         if let departure {

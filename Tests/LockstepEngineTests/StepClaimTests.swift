@@ -77,7 +77,7 @@ import Testing
         let context = CommandContext(actor: Actor(kind: "agent", id: "orders-agent"), triggeredBy: .agent)
         await coordinator.claimSteps { service in
             asked.withLock { $0.append(service) }
-            return StepClaim(agent: "a\(asked.withLock { $0.count })", holder: "orders-agent", context: context, ttlMillis: { _ in 20_000 }) { end in
+            return StepClaim(agent: "a\(asked.withLock { $0.count })", holder: "orders-agent", context: context, defaultTTLMillis: 20_000) { end in
                 ended.withLock { $0.append(end) }
             }
         }

@@ -35,12 +35,12 @@ import Testing
 
     static func claim(_ agent: String, told: @escaping @Sendable (String) -> Void) -> StepClaim {
         StepClaim(agent: agent, holder: "orders-agent", context: CommandContext(actor: Actor(kind: "agent", id: "orders-agent"), triggeredBy: .agent),
-                  ttlMillis: { _ in 1_000 }) { _ in told(agent) }
+                  defaultTTLMillis: 1_000) { _ in told(agent) }
     }
 
     /// The table gives the longest-parked poll of a service to a claim only when it parked with one; a
     /// poll that can only be woken keeps its place; a departed one is passed over; a claimed one's
-    /// registration with its client is withdrawn when it is told; nobody is claimed once closed.
+    /// registration with its client is withdrawn when its `then` is told the claim's end; nobody is claimed once closed.
     @Test func theLongestParkedPollIsClaimedOnlyWhenItParkedWithAClaim() {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         let outcomes = Mutex<[Wakeups.Outcome]>([])
@@ -67,10 +67,13 @@ import Testing
         let claimed = wakeups.claim("orders")
         #expect(claimed?.agent == "c3" && stays.registered == 1)
         claimed?.deliver(.notLeased(changedAt: nil))
-        #expect(stays.registered == 0 && ends.withLock { $0 } == ["c3"])
-        // Its `then` never runs: it was claimed, not woken.
+        // Its `then` is told how the claim ended (the claim it parked with is not: a parked poll holds no
+        // closure for a claim), and its registration is withdrawn.
+        #expect(stays.registered == 0 && outcomes.withLock { $0.count } == 3 && outcomes.withLock { $0[2] } == .claimed(.notLeased(changedAt: nil)))
+        #expect(ends.withLock { $0 }.isEmpty)
+        // Told once: its client going now resumes nothing.
         stays.go()
-        #expect(outcomes.withLock { $0.count } == 2)
+        #expect(outcomes.withLock { $0.count } == 3)
         // Closed: nobody is claimed.
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", claim: Self.claim("c4", told: told), then: record) == nil)
         wakeups.close()
