@@ -49,7 +49,10 @@ public struct APILimits: Hashable, Sendable {
 public struct AgentAPI: Sendable {
     package let coordinator: Coordinator
     package let wakeups: Wakeups
-    package let limits: APILimits
+    /// The API's limits. Held by reference: an `AgentAPI` is copied into the callback each parked poll
+    /// keeps (100,000 of them at once), and `APILimits` would be most of each copy (docs/benchmarks.md).
+    package var limits: APILimits { sharedLimits.value }
+    private let sharedLimits: SharedLimits
     package let clock: @Sendable () -> Instant
     /// Told, for each poll woken by a change that then took a step, how long from the commit of the
     /// change's append to the answer handed to the poll's transport (`answered`).
@@ -387,8 +390,13 @@ public struct AgentAPI: Sendable {
     package init(coordinator: Coordinator, wakeups: Wakeups, limits: APILimits, clock: @escaping @Sendable () -> Instant, observeWakeUp: @escaping @Sendable (Duration) -> Void = { _ in }) {
         self.coordinator = coordinator
         self.wakeups = wakeups
-        self.limits = limits
+        self.sharedLimits = SharedLimits(limits)
         self.clock = clock
         self.observeWakeUp = observeWakeUp
+    }
+
+    private final class SharedLimits: Sendable {
+        let value: APILimits
+        init(_ value: APILimits) { self.value = value }
     }
 }
