@@ -25,9 +25,9 @@ public struct StepClaim: Sendable {
 
     /// A claim is held by every parked poll that may be claimed, so it holds values and at most the one
     /// closure it is told through: a wakeup table sets that closure only when it hands the claim over
-    /// (`Wakeups.claim`), and a caller parked there gives none (the default does nothing and allocates nothing).
+    /// (`Wakeups.claim`), and a caller parked there gives one that does nothing (`{ _ in }` allocates nothing).
     public init(agent: String, holder: String, context: CommandContext, defaultTTLMillis: Int64,
-                deliver: @escaping @Sendable (StepClaimEnd) -> Void = { _ in }) {
+                deliver: @escaping @Sendable (StepClaimEnd) -> Void) {
         self.agent = agent
         self.holder = holder
         self.context = context

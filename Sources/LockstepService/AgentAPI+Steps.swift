@@ -63,7 +63,7 @@ extension AgentAPI {
     /// table tells the poll how the claim ended (`Wakeups.Outcome.claimed`).
     func stepClaim(for poll: PollCursor) -> StepClaim {
         StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
-                  defaultTTLMillis: limits.defaultLeaseTTLMillis)
+                  defaultTTLMillis: limits.defaultLeaseTTLMillis) { _ in }
     }
 
     /// A step lease's TTL for a node with `spec`, in milliseconds: the node's heartbeat timeout, else the

@@ -1,7 +1,7 @@
 import NIOConcurrencyHelpers
 
 /// Something that may go away while its caller is parked (a client), and says so at once.
-public protocol Departure: Sendable {
+public protocol Departure: AnyObject, Sendable {
     /// Runs `action` once, when it goes (at once if it has gone: then the answer is nil); the token
     /// withdraws it.
     func onDeparture(_ action: @escaping @Sendable () -> Void) -> Int?

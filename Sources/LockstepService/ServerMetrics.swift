@@ -8,7 +8,7 @@ import CMallocInfo
 /// What `/metrics` shows, in the Prometheus text format (swift-metrics, with swift-prometheus as the
 /// backend). Request latency is labelled by API method and transport, never by raw URL, so the number
 /// of series stays bounded.
-public struct ServerMetrics: Sendable {
+public final class ServerMetrics: Sendable {
     package let registry: PrometheusCollectorRegistry
     package let factory: PrometheusMetricsFactory
 

@@ -3,41 +3,45 @@ import LockstepTestSupport
 import Testing
 
 /// What a parked poll costs the server's heap, over JSON (the engine's HTTP/2) and over gRPC: a real
-/// `lockstep serve` holds polls parked by h2load (100 streams per connection, as `ops/bench/api.py`
-/// parks 100,000), and its heap in use (`lockstep_heap_in_use_bytes`, glibc's `mallinfo2`) may grow by
-/// at most a budget per parked poll. This is the class of defect the benchmark once found only when run
-/// by hand: something added to every parked poll (two closures and a copy of the claim, about 0.9 KB
-/// each, took 100,000 polls from 289 MB to 406 MB). The budget is memory, not time: a build's figure
-/// repeats within a few percent. The connections' own buffers are counted in it, spread over their
-/// 100 streams each.
+/// `lockstep serve` holds polls parked by h2load, and its heap in use (`lockstep_heap_in_use_bytes`,
+/// glibc's `mallinfo2`) may grow by at most a budget per parked poll. This is the class of defect the
+/// benchmark once found only when run by hand: something added to every parked poll (two closures and a
+/// copy of the claim, about 0.9 KB each, took 100,000 polls from 289 MB to 406 MB). The budget is memory,
+/// not time: a build's figure repeats within a few percent. The connections' own buffers are counted in
+/// it, so the polls come 250 to a connection (the server allows 256), over 16 connections: a receive
+/// buffer grown more or less by how reads were batched on a loaded machine moves the figure little.
 @Suite(.serialized) struct ParkedPollMemoryTests {
     static let polls = 4_000
     static let h2load = "/usr/bin/h2load"
 
-    /// Heap bytes per parked poll allowed, by transport: what the debug build measures (2,858 and 2,859
-    /// bytes over JSON, 3,565 and 3,567 over gRPC, in two runs) and about 15 % more. The build before a
-    /// parked poll lost its two extra closures measured 3,882 over JSON and 4,703–4,713 over gRPC, and fails here.
-    static let budgetBytes = ["json": 3_300, "grpc": 4_100]
+    /// Heap bytes per parked poll allowed, by transport: what the debug build measures (2,411 and 2,415
+    /// bytes over JSON, 2,550 and 2,567 over gRPC, in two runs) and about 15 % more. The build before
+    /// session 27's changes measured 3,621 over JSON and 4,424–4,431 over gRPC, and fails here.
+    static let budgetBytes = ["json": 2_800, "grpc": 3_000]
 
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: h2load), "needs h2load (ops/test installs nghttp2-client)"),
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: h2load) && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"),
+                   "needs h2load and curl (ops/test installs them)"),
           .timeLimit(.minutes(3)), arguments: ["json", "grpc"])
     func aParkedPollStaysWithinItsHeapBudget(over transport: String) async throws {
         let server = try await ServerProcess(["--dev", "--parked-polls-max", "\(Self.polls)", "--parked-polls-per-principal", "\(Self.polls)"])
         let body = temporaryDirectory() + "/poll"
         let target: [String]
         if transport == "grpc" {
-            // PollRequest{service: "nothing-to-do", agent_id: "bench", wait_ms: 60000} in a gRPC frame.
-            let message: [UInt8] = [0x0a, 0x0d] + Array("nothing-to-do".utf8) + [0x12, 0x05] + Array("bench".utf8) + [0x20, 0xe0, 0xd4, 0x03]
+            // PollRequest{service: "nothing-to-do", agent_id: "bench", wait_ms: 30000 (the server's cap)} in a gRPC frame.
+            let message: [UInt8] = [0x0a, 0x0d] + Array("nothing-to-do".utf8) + [0x12, 0x05] + Array("bench".utf8) + [0x20, 0xb0, 0xea, 0x01]
             try Data([0, 0, 0, 0, UInt8(message.count)] + message).write(to: URL(fileURLWithPath: body))
             target = ["-H", "content-type: application/grpc", "-H", "te: trailers", "http://\(server.grpc)/lockstep.v1.AgentService/Poll"]
         } else {
-            try Data(#"{"service": "nothing-to-do", "agent_id": "bench", "wait_ms": 60000}"#.utf8).write(to: URL(fileURLWithPath: body))
+            try Data(#"{"service": "nothing-to-do", "agent_id": "bench", "wait_ms": 30000}"#.utf8).write(to: URL(fileURLWithPath: body))
             target = ["-H", "content-type: application/json", server.url + "/v1/agent/poll"]
         }
         let before = try await Self.metrics(server)
-        let holder = try ChildProcess(Self.h2load, ["-n", "\(Self.polls)", "-c", "\(Self.polls / 100)", "-m", "100", "-d", body] + target)
+        // A heap figure of 0 (no mallinfo2) would pass any budget.
+        #expect(before.heapBytes > 0)
+        let holder = try ChildProcess(Self.h2load, ["-n", "\(Self.polls)", "-c", "\(Self.polls / 250)", "-m", "250", "-d", body] + target)
         var held = before
-        let deadline = Date().addingTimeInterval(90)
+        // Within the polls' wait (30 s, from their arrival).
+        let deadline = Date().addingTimeInterval(25)
         while held.parked < Self.polls && Date() < deadline {
             try await Task.sleep(for: .milliseconds(200))
             held = try await Self.metrics(server)
