@@ -20,7 +20,8 @@ public struct StepClaim: Sendable {
     public var context: CommandContext
     /// The lease's TTL for a node whose spec sets no heartbeat timeout, in milliseconds (`ttlMillis(_:)`).
     public var defaultTTLMillis: Int64
-    /// Told once, from the coordinator, how the claim ended. Must not block.
+    /// Told once, from the coordinator, how a claim handed to it ended. Must not block. (A claim a poll
+    /// parks with in a wakeup table is not told: the table hands over one that resumes the poll.)
     public var deliver: @Sendable (StepClaimEnd) -> Void
 
     /// A claim is held by every parked poll that may be claimed, so it holds values and at most the one

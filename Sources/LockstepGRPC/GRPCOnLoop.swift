@@ -72,7 +72,7 @@ extension GRPCAgentService {
         do throws(APIError) {
             principal = try admit(call, operation)
         } catch {
-            return refuse(error, timer: timer, began: began)
+            return Self.refuse(error, metrics: metrics, timer: timer, began: began)
         }
         let reply = call.makeReply()
         let taken = reply.run {
@@ -88,7 +88,7 @@ extension GRPCAgentService {
             reply.send(answer)
         }
         // The connection takes no more work: it is closing, or the server is shutting down.
-        return taken ? .later : refuse(Self.shuttingDown, timer: timer, began: began)
+        return taken ? .later : Self.refuse(Self.shuttingDown, metrics: metrics, timer: timer, began: began)
     }
 
     /// The gate every call taken on the loop goes through, as the server's handlers do (`opening`): the
@@ -99,8 +99,9 @@ extension GRPCAgentService {
         return principal
     }
 
-    /// `error` answered, counted and timed, as the server's handlers do.
-    private func refuse(_ error: APIError, timer: Metrics.Timer, began: ContinuousClock.Instant) -> H2GRPCServerTransport.OnLoopAnswer {
+    /// `error` answered, counted and timed, as the server's handlers do. Static: a parked poll's callback
+    /// that may refuse then holds the metrics, not a copy of the service.
+    private static func refuse(_ error: APIError, metrics: ServerMetrics, timer: Metrics.Timer, began: ContinuousClock.Instant) -> H2GRPCServerTransport.OnLoopAnswer {
         metrics.record(error)
         timer.record(duration: ContinuousClock.now - began)
         return .failure(error.rpcError)
@@ -124,7 +125,7 @@ extension GRPCAgentService {
         do throws(APIError) {
             poll = try agents.beginPoll(input, principal: try admit(call, .poll))
         } catch {
-            return refuse(error, timer: pollTimer, began: began)
+            return Self.refuse(error, metrics: metrics, timer: pollTimer, began: began)
         }
         if let timeout = Self.timeout(of: call) {
             guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
@@ -147,7 +148,7 @@ extension GRPCAgentService {
                 dropped()
                 // Its connection closed (the client went): nobody to answer, and no refusal to count.
                 if departure.isGone { return }
-                reply.send(refuse(Self.shuttingDown, timer: timer, began: began))
+                reply.send(Self.refuse(Self.shuttingDown, metrics: metrics, timer: timer, began: began))
             })
         }) { end in
             timer.record(duration: ContinuousClock.now - began)

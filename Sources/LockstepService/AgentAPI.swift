@@ -50,7 +50,7 @@ public struct AgentAPI: Sendable {
     package let coordinator: Coordinator
     package let wakeups: Wakeups
     /// The API's limits. Held by reference: an `AgentAPI` is copied into the callback each parked poll
-    /// keeps (100,000 of them at once), and `APILimits` would be most of each copy (docs/benchmarks.md).
+    /// keeps (100,000 of them at once), and `APILimits` would be most of each copy (docs/benchmarks-api-history.md).
     package var limits: APILimits { sharedLimits.value }
     private let sharedLimits: SharedLimits
     package let clock: @Sendable () -> Instant
