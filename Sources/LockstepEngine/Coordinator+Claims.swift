@@ -24,9 +24,8 @@ public struct StepClaim: Sendable {
     /// parks with in a wakeup table is not told: the table hands over one that resumes the poll.)
     public var deliver: @Sendable (StepClaimEnd) -> Void
 
-    /// A claim is held by every parked poll that may be claimed, so it holds values and at most the one
-    /// closure it is told through: a wakeup table sets that closure only when it hands the claim over
-    /// (`Wakeups.claim`), and a caller parked there gives one that does nothing (`{ _ in }` allocates nothing).
+    /// Every parked poll that may be claimed holds one, so a claim holds values and only the closure it is
+    /// told through (a poll parked in a wakeup table gives `{ _ in }`, which allocates nothing).
     public init(agent: String, holder: String, context: CommandContext, defaultTTLMillis: Int64,
                 deliver: @escaping @Sendable (StepClaimEnd) -> Void) {
         self.agent = agent
