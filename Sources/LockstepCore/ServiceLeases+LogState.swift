@@ -63,15 +63,15 @@ extension LogState {
         var released = Set<String>()
         for case .serviceLeasesReleased(let event) in events where !event.forced { released.formUnion(event.services) }
         guard !released.isEmpty else { return decision }
-        // Services somebody is in line for: those of the queue, then of each request of this append in
+        // Services somebody is in line for: those of the lines, then of each request of this append in
         // its order (granted or not), so a hand-over never jumps an earlier request. Looked for only for
-        // a request the release could serve (no set of the whole queue is built for every release).
+        // a request the release could serve.
         var earlier: [String] = []
         var grants: [MigrationEvent] = []
         for case .serviceLeasesRequested(let request) in events {
             defer { earlier.append(contentsOf: request.services) }
             guard request.services.allSatisfy(released.contains), !request.services.contains(where: earlier.contains),
-                  !serviceLeases.queue.contains(where: { $0.services.contains(where: request.services.contains) }) else { continue }
+                  !serviceLeases.hasRequests(forAnyOf: request.services) else { continue }
             // A forward step under a freeze or outside its windows does not take services it may not use
             // (the lease queue grants them when the hold ends).
             if request.kind == .forward, let migration = migrations[id], isForwardHeld(request.node, of: migration, at: now) { continue }

@@ -240,11 +240,26 @@ public struct ServiceRequest: Hashable, Sendable {
 
 /// The service leases of a whole log: an index of what the migrations' nodes say (they are the source
 /// of truth, in the canonical state), kept for fast grants and waits.
+///
+/// Requests are kept by who asked and in one line per service, not in one list of the whole queue: a
+/// grant, a grant's check, a wait or a request's fold looks at the lines of the services concerned (a
+/// grant pass at the head of each free service's line), so its cost does not grow with the number of
+/// requests waiting elsewhere. (It was a pass over the whole queue after every command that released
+/// or asked for services: with a few hundred migrations in line, the largest cost of a lease cycle.)
 public struct ServiceLeaseIndex: Hashable, Sendable {
     /// Holder by service name. Never iterated for anything that matters: use `holdersInOrder`.
     public private(set) var holders: [String: ServiceHolder] = [:]
-    /// Requests in line, oldest (lowest sequence) first.
-    public private(set) var queue: [ServiceRequest] = []
+    /// Requests in line by who asked. Never iterated for anything that matters: use `queue`.
+    private var requests: [Asker: ServiceRequest] = [:]
+    /// Each service's line: the requests naming it, oldest (lowest sequence) first. A service nobody is
+    /// in line for has no entry. Iterated only by `grantable`, whose answer is sorted.
+    private var lines: [String: [ServiceRequest]] = [:]
+
+    /// Who asked: a node of a migration has one request at most.
+    struct Asker: Hashable, Sendable {
+        var migration: MigrationID
+        var node: NodeID
+    }
 
     public init() {}
 
@@ -253,47 +268,59 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
         holders.keys.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }.map { ($0, holders[$0]!) }
     }
 
+    /// Every request in line, oldest (lowest sequence) first. Built on each call: for views and tests.
+    public var queue: [ServiceRequest] {
+        requests.values.sorted { $0.isInLine(before: $1) }
+    }
+
+    /// Whether anybody is in line at all.
+    public var hasRequests: Bool { !requests.isEmpty }
+
+    /// Whether anybody is in line for one of `services`.
+    public func hasRequests(forAnyOf services: [String]) -> Bool {
+        services.contains { lines[$0] != nil }
+    }
+
     /// The requests that may be granted now, in line order, considering only those recorded up to
     /// `through`: a request is grantable when none of its services is held or named by an earlier one.
     /// Requests `setAside` says so of (forward steps under a freeze) neither get their services nor
     /// hold up the requests behind them; they keep their place for when it no longer does.
+    ///
+    /// So a grantable request heads, past the set-aside ones, the line of every service it names, and
+    /// none of them is held: only the heads of free services' lines are looked at.
     public func grantable(through: UInt64, setAside: (ServiceRequest) -> Bool = { _ in false }) -> [ServiceRequest] {
-        // Services named by earlier requests; held ones are looked up where they are (no set of them is built).
-        var named = Set<String>()
-        var result: [ServiceRequest] = []
-        for request in queue {
-            guard request.sequence <= through else { break }
-            if setAside(request) { continue }
-            if request.services.allSatisfy({ holders[$0] == nil && !named.contains($0) }) { result.append(request) }
-            named.formUnion(request.services)
+        var heads: [String: ServiceRequest] = [:]
+        for (service, line) in lines where holders[service] == nil {
+            // Lines are in sequence order: a head recorded after `through` has nothing recorded before it.
+            if let head = line.first(where: { !setAside($0) }), head.sequence <= through { heads[service] = head }
         }
-        return result
+        var result: [ServiceRequest] = []
+        // Each request once, from its first service (which a grantable one heads, as it heads all of them).
+        for (service, head) in heads where head.services.first == service {
+            if head.services.allSatisfy({ heads[$0].map { $0.asker == head.asker } ?? false }) { result.append(head) }
+        }
+        return result.sorted { $0.isInLine(before: $1) }
     }
 
     /// Whether the request of `node` of `migration` is among `grantable(through:setAside:)`, found
-    /// without listing the others: only the earlier requests that name one of its services are asked
-    /// `setAside` (a grant's own check, made for every grant, stays as cheap as the line is short).
+    /// without listing the others: only the earlier requests in its services' lines are asked `setAside`.
     public func isGrantable(migration: MigrationID, node: NodeID, through: UInt64, setAside: (ServiceRequest) -> Bool = { _ in false }) -> Bool {
-        guard let position = queue.firstIndex(where: { $0.migration == migration && $0.node == node }) else { return false }
-        let request = queue[position]
-        for earlier in queue[..<position] {
-            // `grantable` stops at the first request recorded after `through` (the line is in sequence
-            // order, so this only keeps the two alike should that ever change).
-            guard earlier.sequence <= through else { return false }
-            if earlier.services.contains(where: request.services.contains), !setAside(earlier) { return false }
+        let asker = Asker(migration: migration, node: node)
+        guard let request = requests[asker], request.sequence <= through, !setAside(request) else { return false }
+        return request.services.allSatisfy { service in
+            holders[service] == nil && (lines[service] ?? []).prefix { $0.asker != asker }.allSatisfy(setAside)
         }
-        return request.sequence <= through && !setAside(request) && request.services.allSatisfy { holders[$0] == nil }
     }
 
     /// What `node` of `migration` waits for: for each of `services`, its holder or the first earlier request naming it.
     public func waits(migration: MigrationID, node: NodeID, services: [String]) -> [ServiceWait] {
-        let position = queue.firstIndex { $0.migration == migration && $0.node == node } ?? queue.endIndex
+        let own = requests[Asker(migration: migration, node: node)]
         var waits: [ServiceWait] = []
         for service in services {
             if let holder = holders[service] {
                 if holder.migration == migration && holder.node == node { continue }
                 waits.append(ServiceWait(service: service, migration: holder.migration, node: holder.node, holds: true))
-            } else if let earlier = queue[..<position].first(where: { $0.services.contains(service) }) {
+            } else if let earlier = lines[service]?.first, own.map({ earlier.isInLine(before: $0) }) ?? true {
                 waits.append(ServiceWait(service: service, migration: earlier.migration, node: earlier.node, holds: false))
             }
         }
@@ -303,16 +330,12 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
     mutating func apply(_ event: MigrationEvent, of migration: MigrationID, sequence: UInt64) {
         switch event {
         case .serviceLeasesRequested(let requested):
-            removeRequest(migration: migration, node: requested.node)
-            let request = ServiceRequest(migration: migration, node: requested.node, services: requested.services,
-                                         kind: requested.kind, sequence: sequence)
-            // Appends are folded in acknowledgement order, which can differ from sequence order.
-            let index = queue.lastIndex { $0.sequence < sequence }.map { $0 + 1 } ?? 0
-            queue.insert(request, at: index)
+            removeRequest(Asker(migration: migration, node: requested.node))
+            insert(ServiceRequest(migration: migration, node: requested.node, services: requested.services, kind: requested.kind, sequence: sequence))
         case .serviceLeasesWithdrawn(let node, _):
-            removeRequest(migration: migration, node: node)
+            removeRequest(Asker(migration: migration, node: node))
         case .serviceLeasesGranted(let granted):
-            removeRequest(migration: migration, node: granted.node)
+            removeRequest(Asker(migration: migration, node: granted.node))
             for service in granted.services { holders[service] = ServiceHolder(migration: migration, node: granted.node, since: granted.at) }
         case .serviceLeasesReleased(let released):
             for service in released.services where holders[service].map({ $0.migration == migration && $0.node == released.node }) ?? false {
@@ -323,8 +346,22 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
         }
     }
 
-    private mutating func removeRequest(migration: MigrationID, node: NodeID) {
-        queue.removeAll { $0.migration == migration && $0.node == node }
+    private mutating func insert(_ request: ServiceRequest) {
+        requests[request.asker] = request
+        for (offset, service) in request.services.enumerated() where !request.services[..<offset].contains(service) {
+            // Appends are folded in acknowledgement order, which can differ from sequence order (so the
+            // place is looked for from the back, where it nearly always is).
+            let index = lines[service]?.lastIndex { $0.isInLine(before: request) }.map { $0 + 1 } ?? 0
+            lines[service, default: []].insert(request, at: index)
+        }
+    }
+
+    private mutating func removeRequest(_ asker: Asker) {
+        guard let request = requests.removeValue(forKey: asker) else { return }
+        for service in request.services {
+            lines[service]?.removeAll { $0.asker == asker }
+            if lines[service]?.isEmpty == true { lines[service] = nil }
+        }
     }
 
     /// The index of `migrations` (used when a state is decoded from canonical bytes).
@@ -334,12 +371,21 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
                 switch node.serviceLeases {
                 case .none: break
                 case .requested(let kind, let sequence):
-                    queue.append(ServiceRequest(migration: migration.id, node: node.id, services: spec.services, kind: kind, sequence: sequence))
+                    insert(ServiceRequest(migration: migration.id, node: node.id, services: spec.services, kind: kind, sequence: sequence))
                 case .held(let since):
                     for service in spec.services { holders[service] = ServiceHolder(migration: migration.id, node: node.id, since: since) }
                 }
             }
         }
-        queue.sort { ($0.sequence, $0.migration, $0.node.rawValue) < ($1.sequence, $1.migration, $1.node.rawValue) }
+    }
+}
+
+extension ServiceRequest {
+    var asker: ServiceLeaseIndex.Asker { ServiceLeaseIndex.Asker(migration: migration, node: node) }
+
+    /// Line order: by the global sequence of the request's event (ties, which one log cannot hold, by
+    /// migration and node).
+    func isInLine(before other: ServiceRequest) -> Bool {
+        (sequence, migration, node.rawValue) < (other.sequence, other.migration, other.node.rawValue)
     }
 }

@@ -9,13 +9,13 @@ extension Coordinator {
     @discardableResult
     public func saveSnapshot() async throws(EventLogError) -> UInt64? {
         guard state.lastSequence > 0, machine.isConsistent(lastSequence: state.lastSequence) else { return nil }
-        let sequence = try await Self.writeSnapshot(of: state, to: log)
-        machine.handle(.snapshotSaved(sequence: sequence))
+        let (sequence, bytes) = try await Self.writeSnapshot(of: state, to: log)
+        machine.handle(.snapshotSaved(sequence: sequence, bytes: bytes))
         return sequence
     }
 
-    /// Writes a snapshot when one is due (`snapshotIntervalEvents` since the last, every appended event
-    /// folded in, none being written), in the caller's task: the server's timer service calls it after
+    /// Writes a snapshot when one is due (`CoordinatorMachine.snapshotDueEvents` since the last: the
+    /// interval, or more after a large one; every appended event folded in, none being written), in the caller's task: the server's timer service calls it after
     /// each tick, so no command waits for it and no loose task runs it. The state is copied on the actor
     /// (copy-on-write: cheap) and encoded and stored off it. A failure is thrown to the caller (the server
     /// logs it); either way the next snapshot waits another interval, so a failing one is not retried
@@ -24,11 +24,11 @@ extension Coordinator {
     public nonisolated func writeSnapshotIfDue() async throws(EventLogError) -> UInt64? {
         guard let copy = await takeDueSnapshot() else { return nil }
         do {
-            let sequence = try await Self.writeSnapshot(of: copy, to: log)
-            await snapshotFinished(at: sequence)
+            let (sequence, bytes) = try await Self.writeSnapshot(of: copy, to: log)
+            await snapshotFinished(at: sequence, bytes: bytes)
             return sequence
         } catch {
-            await snapshotFinished(at: copy.lastSequence)
+            await snapshotFinished(at: copy.lastSequence, bytes: nil)
             throw error
         }
     }
@@ -39,12 +39,13 @@ extension Coordinator {
         return state
     }
 
-    private func snapshotFinished(at sequence: UInt64) {
-        machine.handle(.snapshotEnded(sequence: sequence))
+    private func snapshotFinished(at sequence: UInt64, bytes: Int?) {
+        machine.handle(.snapshotEnded(sequence: sequence, bytes: bytes))
     }
 
-    /// Encodes `state` and stores it as the snapshot at its last sequence.
-    private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> UInt64 {
+    /// Encodes `state` and stores it as the snapshot at its last sequence; returns that sequence and the
+    /// state's size in bytes.
+    private static func writeSnapshot(of state: LogState, to log: any EventLog) async throws(EventLogError) -> (sequence: UInt64, bytes: Int) {
         let sequence = state.lastSequence
         let bytes = state.canonicalBytes
         // (The base's link when nothing was appended since events were archived.)
@@ -53,6 +54,6 @@ extension Coordinator {
         }
         try await log.saveSnapshot(Snapshot(sequence: sequence, chainHash: chainHash, state: bytes,
                                             digest: StateDigest(canonicalBytes: bytes).bytes))
-        return sequence
+        return (sequence, bytes.count)
     }
 }

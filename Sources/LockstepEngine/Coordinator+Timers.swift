@@ -106,7 +106,7 @@ extension Coordinator {
         let windows = machine.tracksWindows
         if !state.freezes.isEmpty || windows { await yieldServicesToFreezes(now: now) }
         // A window that opened may let a request set aside under it be granted (nothing records its opening).
-        if machine.grantPassOwed || (windows && !state.serviceLeases.queue.isEmpty) { await grantServiceLeases(now: now) }
+        if machine.grantPassOwed || (windows && state.serviceLeases.hasRequests) { await grantServiceLeases(now: now) }
         report.failures = timerFailures
         timerFailures = []
         return report

@@ -87,7 +87,7 @@ public actor Coordinator {
                 }
             case .changed(let change):
                 // Before the change is signalled: whoever it wakes finds the services as they are now.
-                stepServices.publish(machine.state, after: change.migration)
+                stepServices.publish(machine.state, after: change)
                 changeObserver?(change, foldingCommitEnd ?? .now)
             case .writeSnapshot, .timer:
                 // Asked for only by `takeDueSnapshot` and `runTimers`, which perform them themselves.
@@ -124,14 +124,15 @@ public actor Coordinator {
     /// Default for `commandsWaitingPerMigrationMax`.
     public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
-    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotIntervalEvents: UInt64,
+    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotBytes: Int, snapshotIntervalEvents: UInt64,
                  commandsWaitingPerMigrationMax: Int, grantAppendsInFlightMax: Int, monotonic: @escaping MonotonicClock) {
         self.log = log
         self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
         self.monotonic = monotonic
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
         self.stepServices = StepServices(state)
-        self.machine = CoordinatorMachine(state: state, snapshotSequence: snapshotSequence, commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax,
+        self.machine = CoordinatorMachine(state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes,
+                                          commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax,
                                           snapshotIntervalEvents: snapshotIntervalEvents, nanos: monotonic())
         self.snapshotIntervalEvents = snapshotIntervalEvents
         self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
@@ -145,6 +146,7 @@ public actor Coordinator {
                             monotonic: @escaping MonotonicClock = systemMonotonicClock) async throws(EventLogError) -> Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
+        var snapshotBytes = 0
         if let snapshot = try await log.latestSnapshot(), snapshot.isCurrentFormat {
             // (A snapshot written by an older build, in an older canonical format, is skipped: full replay.)
             guard StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
@@ -168,13 +170,14 @@ public actor Coordinator {
                     ? "the snapshot names event \(snapshot.sequence), which is missing" : "the snapshot's chain hash differs from event \(snapshot.sequence)'s")
             }
             snapshotSequence = snapshot.sequence
+            snapshotBytes = snapshot.state.count
         } else if let base = try await log.base() {
             // Events were archived (and the snapshot at the base is of an older format): start from the base.
             state = try History.state(at: base)
             snapshotSequence = base.sequence
         }
         try await History.fold(log, into: &state)
-        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotIntervalEvents: snapshotIntervalEvents,
+        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes, snapshotIntervalEvents: snapshotIntervalEvents,
                            commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, grantAppendsInFlightMax: grantAppendsInFlightMax,
                            monotonic: monotonic)
     }
@@ -217,8 +220,8 @@ public actor Coordinator {
         let result = try await perform(command, context: context, now: now).result
         // (Nothing can be granted while nobody waits: a hand-over already granted in the same append.)
         // A freeze's end (or a break-glass) may let a request set aside under it be granted.
-        let mayGrant = result.events.contains(where: { $0.event.changesServiceQueues }) || command.changesFreezes
-        if machine.grantPassOwed || (!machine.state.serviceLeases.queue.isEmpty && mayGrant) {
+        let mayGrant = command.changesFreezes ? machine.state.serviceLeases.hasRequests : mayHaveMadeGrantsPossible(result.events)
+        if machine.grantPassOwed || mayGrant {
             await grantServiceLeases(now: now)
         }
         return result
@@ -375,12 +378,30 @@ extension Command {
     }
 }
 
-extension MigrationEvent {
-    /// Whether the event changes a service's queue or frees a service (so a grant may have become possible).
-    var changesServiceQueues: Bool {
-        switch self {
-        case .serviceLeasesRequested, .serviceLeasesWithdrawn, .serviceLeasesReleased: true
-        default: false
+extension Coordinator {
+    /// Whether `events`, folded in, may have made a service-lease request grantable: they freed services,
+    /// took a request out of line or put one in, and somebody is in line for one of those services. A
+    /// request is grantable only at the head of each of its services' lines with none of them held, so
+    /// nothing else can change that; a command far from every line runs no grant pass (it used to run
+    /// one whenever anybody anywhere was in line, and its caller waited for that pass's grants).
+    func mayHaveMadeGrantsPossible(_ events: [RecordedEvent]) -> Bool {
+        let leases = machine.state.serviceLeases
+        guard leases.hasRequests else { return false }
+        for recorded in events {
+            switch recorded.event {
+            case .serviceLeasesRequested(let requested):
+                if leases.hasRequests(forAnyOf: requested.services) { return true }
+            case .serviceLeasesReleased(let released):
+                if leases.hasRequests(forAnyOf: released.services) { return true }
+            case .serviceLeasesWithdrawn(let node, _):
+                // The services of the node's request, from its plan (any line, should its migration have
+                // left the live state with the withdrawal).
+                guard let services = machine.state.migrations[recorded.migration]?.plan.node(node)?.services else { return true }
+                if leases.hasRequests(forAnyOf: services) { return true }
+            default:
+                continue
+            }
         }
+        return false
     }
 }

@@ -57,10 +57,10 @@ public struct CoordinatorMachine: Sendable {
         case grantOwed(reconcile: Bool)
         /// The shell asks whether a snapshot of the live state is due.
         case snapshotWanted
-        /// The snapshot asked for ended, written or not, as of `sequence`.
-        case snapshotEnded(sequence: UInt64)
-        /// A snapshot the shell wrote on its own (`Coordinator.saveSnapshot`) is at `sequence`.
-        case snapshotSaved(sequence: UInt64)
+        /// The snapshot asked for ended as of `sequence`: written, `bytes` long, or failed (nil).
+        case snapshotEnded(sequence: UInt64, bytes: Int?)
+        /// A snapshot the shell wrote on its own (`Coordinator.saveSnapshot`), `bytes` long, is at `sequence`.
+        case snapshotSaved(sequence: UInt64, bytes: Int)
         /// One phase of the timer policy at wall `now` and monotonic `nanos`: what is due, in the order
         /// every shell performs it (see `TimerPhase`).
         case timersDue(TimerPhase, now: Instant, nanos: UInt64)
@@ -190,8 +190,22 @@ public struct CoordinatorMachine: Sendable {
 
     /// Most commands that may wait for their turn on one stream; more are refused as overloaded.
     public let commandsWaitingPerStreamMax: Int
-    /// A snapshot is due after this many events since the last one (0 = never).
+    /// A snapshot is due after this many events since the last one (0 = never), or, after a large one,
+    /// after `snapshotDueEvents`.
     public let snapshotIntervalEvents: UInt64
+    /// Events the next snapshot waits for at least, per byte of the last one. A snapshot encodes, hashes
+    /// and stores the whole live state, so with the interval alone its cost per event grows with the
+    /// state; waiting one event per this many bytes keeps it at about as many bytes encoded per event,
+    /// whatever the state's size. Start-up then replays at most that many events after the snapshot it
+    /// reads, so opening stays in proportion to the state it loads.
+    public static let snapshotBytesPerEvent: UInt64 = 64
+    /// The size of the last snapshot, in bytes (0: none known).
+    public private(set) var lastSnapshotBytes: UInt64
+    /// Events after the last snapshot before the next is due: the interval, or one event per
+    /// `snapshotBytesPerEvent` bytes of the last snapshot when that is more (0: never).
+    public var snapshotDueEvents: UInt64 {
+        snapshotIntervalEvents == 0 ? 0 : max(snapshotIntervalEvents, lastSnapshotBytes / Self.snapshotBytesPerEvent)
+    }
 
     /// The live fold of the log.
     public internal(set) var state: LogState
@@ -227,11 +241,14 @@ public struct CoordinatorMachine: Sendable {
     var waitingSince: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
 
     /// A machine for the live state `state` (folded from the log), whose newest snapshot is at
-    /// `snapshotSequence`, at monotonic `nanos`: every live lease starts a fresh TTL.
-    public init(state: LogState, snapshotSequence: UInt64, commandsWaitingPerStreamMax: Int, snapshotIntervalEvents: UInt64, nanos: UInt64) {
+    /// `snapshotSequence` and `snapshotBytes` long (0: unknown), at monotonic `nanos`: every live lease
+    /// starts a fresh TTL.
+    public init(state: LogState, snapshotSequence: UInt64, snapshotBytes: Int = 0, commandsWaitingPerStreamMax: Int,
+                snapshotIntervalEvents: UInt64, nanos: UInt64) {
         self.state = state
         self.foldedThrough = state.lastSequence
         self.lastSnapshotSequence = snapshotSequence
+        self.lastSnapshotBytes = UInt64(max(0, snapshotBytes))
         self.commandsWaitingPerStreamMax = commandsWaitingPerStreamMax
         self.snapshotIntervalEvents = snapshotIntervalEvents
         for migration in state.migrationsInOrder {
@@ -341,19 +358,23 @@ public struct CoordinatorMachine: Sendable {
             return []
 
         case .snapshotWanted:
+            // (Saturating: an interval from the configuration may be as large as UInt64 allows.)
+            let (due, overflow) = lastSnapshotSequence.addingReportingOverflow(snapshotDueEvents)
             guard snapshotIntervalEvents > 0, snapshotting == .idle, isConsistent(lastSequence: state.lastSequence),
-                  foldedThrough >= lastSnapshotSequence &+ snapshotIntervalEvents else { return [] }
+                  !overflow, foldedThrough >= due else { return [] }
             snapshotting = .writing
             return [.writeSnapshot(sequence: foldedThrough)]
 
-        case .snapshotEnded(let sequence):
+        case .snapshotEnded(let sequence, let bytes):
             assert(snapshotting == .writing, "a snapshot ended that was not being written")
             snapshotting = .idle
             lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+            if let bytes { lastSnapshotBytes = UInt64(max(0, bytes)) }
             return []
 
-        case .snapshotSaved(let sequence):
+        case .snapshotSaved(let sequence, let bytes):
             lastSnapshotSequence = max(lastSnapshotSequence, sequence)
+            lastSnapshotBytes = UInt64(max(0, bytes))
             return []
 
         case .followed(let events, let nanos):

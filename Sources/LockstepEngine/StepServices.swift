@@ -24,33 +24,35 @@ public final class StepServices: Sendable {
         services.withLock { $0.contains(service) }
     }
 
-    /// Brings the set up to date with `state` after an append to migration `migration`'s stream (nil: a
-    /// plan's or a freeze's; then the whole set is computed again). A follower's page tells one change
-    /// per migration it touched, each published in turn.
+    /// Brings the set up to date with `state` after `change` was folded in (a change of no migration, a
+    /// plan's or a freeze's: the whole set is computed again). A follower's page tells one change per
+    /// migration it touched, each published in turn.
     ///
     /// Whether a service is in the set depends on its holder and on the holder's migration alone, and
     /// both change only with an append to a migration's stream: the holder's own (a lease, its end, a
     /// release, the migration settling), or the stream of the migration granted the service (after the
-    /// holder before released it, in its own append). So after an append to `migration`'s stream, only
-    /// services that migration holds now, and services of the set nobody holds any more, are looked at
-    /// again: a look-up in the holders for each service of the set and each service held, and the node
-    /// look-ups only for that migration's services. (The simulation checks the set against the whole
-    /// state after every step.)
-    func publish(_ state: LogState, after migration: MigrationID?) {
-        guard let migration else {
+    /// holder before released it, in its own append). Either way the service is one that migration's plan
+    /// transitions, which `change.services` names. So only those services are looked at again: a look-up
+    /// in the holders and, for a held one, the node look-ups of its holder's migration. The work is the
+    /// size of one plan's service list, whatever the number of services and migrations live (it was a
+    /// pass over every holder, and a copy of the whole set, after each append). The simulation checks the
+    /// set against the whole state after every step.
+    func publish(_ state: LogState, after change: CoordinatorMachine.Change) {
+        guard change.migration != nil else {
             let next = Self.services(of: state)
             services.withLock { if $0 != next { $0 = next } }
             return
         }
-        let current = services.withLock { $0 }
-        var next = current
         let holders = state.serviceLeases.holders
-        // Released (by this migration, or as it settled): no holder, no step.
-        for service in current where holders[service] == nil { next.remove(service) }
-        for (service, holder) in holders where holder.migration == migration {
-            if state.mayHaveStep(forService: service) { next.insert(service) } else { next.remove(service) }
+        var present: [String] = []
+        var absent: [String] = []
+        for service in change.services {
+            if holders[service] != nil, state.mayHaveStep(forService: service) { present.append(service) } else { absent.append(service) }
         }
-        if next != current { services.withLock { $0 = next } }
+        services.withLock { set in
+            for service in absent { set.remove(service) }
+            for service in present { set.insert(service) }
+        }
     }
 
     private static func services(of state: LogState) -> Set<String> {

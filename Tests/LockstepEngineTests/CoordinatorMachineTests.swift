@@ -199,12 +199,48 @@ import Testing
         _ = Self.drive(&machine, 22, machine.handle(.command(22, .migration(Self.a, .resume), metadata: Self.metadata, now: t(2))))
         #expect(machine.handle(.snapshotWanted) == [])
         // It ended (written or failed) as of `through`: the next waits another interval from there.
-        machine.handle(.snapshotEnded(sequence: through))
+        machine.handle(.snapshotEnded(sequence: through, bytes: 100))
         #expect(machine.lastSnapshotSequence == through && machine.state.lastSequence < through + 5)
         #expect(machine.handle(.snapshotWanted) == [])
         // Never, with interval 0.
         var never = Self.running(snapshotInterval: 0)
         #expect(never.handle(.snapshotWanted) == [])
+    }
+
+    /// A snapshot encodes the whole live state: after a large one the next waits one event per
+    /// `snapshotBytesPerEvent` bytes of it when that is more than the interval, so the snapshots' cost
+    /// per event stays the same whatever the state's size. A failed write keeps the last size known;
+    /// the size read at open counts like a written one; and no interval, however large, wraps around.
+    @Test func aLargeSnapshotPutsTheNextOneFurtherOff() {
+        let perEvent = CoordinatorMachine.snapshotBytesPerEvent
+        // The plan (1), then migration a (2...3): 3 events, with an interval of 2.
+        var machine = Self.running(snapshotInterval: 2)
+        #expect(machine.handle(.snapshotWanted) == [.writeSnapshot(sequence: 3)])
+        // A snapshot of 3 events' worth of bytes: the next is due 3 events later, not 2.
+        machine.handle(.snapshotEnded(sequence: 3, bytes: Int(3 * perEvent)))
+        #expect(machine.snapshotDueEvents == 3 && machine.lastSnapshotBytes == 3 * perEvent)
+        let b = MigrationID("b")
+        _ = Self.drive(&machine, 3, machine.handle(.command(3, .migration(b, .start(id: b, plan: Self.plan, startedBy: "alice")), metadata: Self.metadata, now: t(0))))
+        #expect(machine.foldedThrough == 5)
+        #expect(machine.handle(.snapshotWanted) == [])
+        _ = Self.drive(&machine, 4, machine.handle(.command(4, .migration(b, .pause(reason: "p")), metadata: Self.metadata, now: t(1))))
+        #expect(machine.foldedThrough >= 6)
+        #expect(machine.handle(.snapshotWanted) == [.writeSnapshot(sequence: machine.foldedThrough)])
+        // A failed write: the size known stays, and the next waits from where it was asked.
+        machine.handle(.snapshotEnded(sequence: machine.foldedThrough, bytes: nil))
+        #expect(machine.snapshotDueEvents == 3)
+        // A small snapshot: back to the interval.
+        machine.handle(.snapshotSaved(sequence: machine.foldedThrough, bytes: 10))
+        #expect(machine.snapshotDueEvents == 2)
+
+        // The size of the snapshot read at open counts.
+        let opened = CoordinatorMachine(state: LogState(), snapshotSequence: 0, snapshotBytes: Int(1_000 * perEvent), commandsWaitingPerStreamMax: 2,
+                                        snapshotIntervalEvents: 10, nanos: 0)
+        #expect(opened.snapshotDueEvents == 1_000)
+        // An interval as large as UInt64 allows never comes due (it does not wrap around to "now").
+        var huge = Self.running(snapshotInterval: .max)
+        huge.handle(.snapshotSaved(sequence: 1, bytes: 10))
+        #expect(huge.foldedThrough == 3 && huge.handle(.snapshotWanted) == [])
     }
 
     @Test func theTimerPolicyIsOneOrderOfPhasesAndEachFindsItsDueCommands() {
