@@ -3,7 +3,9 @@
 
 Lockstep: poll (leases the next step) -> heartbeat (renews) -> complete (releases), each client on its
 own service with a chain plan, so a client always has a next step (the completion hands its service
-lease on in the same append).
+lease on in the same append). The services are new for each run: a run leaves its migrations part-way,
+and a later run on the same services would queue behind them, so each of its cycles would also wait for
+a grant from the lease queue (another append): a different cycle, in a state that grows run by run.
 etcd: lease grant -> keep-alive -> txn (put a key under the lease if it does not exist: a lock) ->
 revoke (which deletes the key), each client on its own key.
 
@@ -31,14 +33,14 @@ def lockstep_plan(service):
     return f"name: chain-{service}\nservices:\n  {service}: {{ owners: [bench] }}\nnodes:\n{nodes}\n"
 
 
-def lockstep_client(target, client, seconds, stubs, counts, index):
+def lockstep_client(target, client, seconds, stubs, counts, index, run_token):
     sys.path.insert(0, stubs)
     import grpc
     from lockstep.v1 import agent_pb2, agent_pb2_grpc
     channel = grpc.insecure_channel(target)
     agents = agent_pb2_grpc.AgentServiceStub(channel)
     migrations = agent_pb2_grpc.MigrationServiceStub(channel)
-    service = f"bench{client}"
+    service = f"bench{client}-{run_token}"
     migrations.ApplyPlan(agent_pb2.ApplyPlanRequest(plan_yaml=lockstep_plan(service)))
     run = 0
     prefix = f"{service}-{int(time.time() * 1000)}"
@@ -67,7 +69,7 @@ def lockstep_client(target, client, seconds, stubs, counts, index):
     channel.close()
 
 
-def etcd_client(target, client, seconds, stubs, counts, index):
+def etcd_client(target, client, seconds, stubs, counts, index, run_token):
     sys.path.insert(0, stubs)
     import grpc
     import etcd_min_pb2 as pb
@@ -98,10 +100,10 @@ def etcd_client(target, client, seconds, stubs, counts, index):
     channel.close()
 
 
-def process(kind, target, first, clients, seconds, stubs, queue):
+def process(kind, target, first, clients, seconds, stubs, queue, run_token):
     counts = [(0, 0, 1.0)] * clients
     body = lockstep_client if kind == "lockstep" else etcd_client
-    threads = [threading.Thread(target=body, args=(target, first + i, seconds, stubs, counts, i)) for i in range(clients)]
+    threads = [threading.Thread(target=body, args=(target, first + i, seconds, stubs, counts, i, run_token)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -114,10 +116,11 @@ def main():
     kind, target, clients, seconds, stubs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
     queue = multiprocessing.Queue()
     started = time.time()
+    run_token = f"{int(started * 1000):x}"  # this run's services: bench<N>-<token>
     workers = []
     for first in range(0, clients, THREADS_PER_PROCESS):
         count = min(THREADS_PER_PROCESS, clients - first)
-        worker = multiprocessing.Process(target=process, args=(kind, target, first, count, seconds, stubs, queue))
+        worker = multiprocessing.Process(target=process, args=(kind, target, first, count, seconds, stubs, queue, run_token))
         worker.start()
         workers.append(worker)
     totals = [queue.get(timeout=seconds + 300) for _ in workers]

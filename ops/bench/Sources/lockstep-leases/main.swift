@@ -6,7 +6,7 @@ import LockstepWire
 // grpc-swift-2), the cycle ops/bench/lease_cycles.py runs with Python's grpcio, so ops/bench/compare can
 // show whether that client is what limits a row (docs/benchmarks.md): poll (leases the next step) ->
 // heartbeat (renews) -> complete (releases), each client on its own service with a 100-node chain plan
-// and its own connection. Each client is timed from the end of its own set-up; the rate is the sum of the
+// and its own connection. The services are new for each run, as lease_cycles.py explains. Each client is timed from the end of its own set-up; the rate is the sum of the
 // clients' rates. (An etcd mode with grpc-swift-2 stubs of ops/bench/protos/etcd_min.proto was tried and
 // left out: against etcd 3.4, about half of one client's calls failed "stream unexpectedly closed", so
 // its figures meant nothing.)
@@ -30,11 +30,11 @@ enum Leases {
         return "name: chain-\(service)\nservices:\n  \(service): { owners: [bench] }\nnodes:\n" + nodes.joined(separator: "\n") + "\n"
     }
 
-    /// A Lockstep client: its own service (`compiled<N>`: the Python client's are `bench<N>`), a chain
-    /// that starts again when it ends, so a poll always finds a step.
-    static func lockstep(target: String, index: Int, for duration: Duration) async throws -> Count {
+    /// A Lockstep client: its own service (`compiled<N>-<run>`: the Python client's are `bench<N>-<run>`),
+    /// a chain that starts again when it ends, so a poll always finds a step.
+    static func lockstep(target: String, index: Int, run: String, for duration: Duration) async throws -> Count {
         try await LockstepClient.connect(to: target) { client in
-            let service = "compiled\(index)"
+            let service = "compiled\(index)-\(run)"
             _ = try await client.applyPlan(.with { $0.planYaml = plan(service) })
             let prefix = "\(service)-\(Int(Date().timeIntervalSince1970 * 1_000))"
             var run = 0
@@ -90,9 +90,11 @@ guard arguments.count == 4, let clients = Int(arguments[2]), (1...1_024).contain
 }
 let duration = Duration.milliseconds(Int64(seconds * 1_000))
 let started = ContinuousClock.now
+// This run's services (see `Leases.lockstep`): new for each run.
+let run = String(Int(Date().timeIntervalSince1970 * 1_000), radix: 16)
 let counts = try await withThrowingTaskGroup(of: Count.self) { group in
     for index in 0..<clients {
-        group.addTask { try await Leases.lockstep(target: arguments[1], index: index, for: duration) }
+        group.addTask { try await Leases.lockstep(target: arguments[1], index: index, run: run, for: duration) }
     }
     var counts: [Count] = []
     for try await count in group { counts.append(count) }
