@@ -30,11 +30,11 @@ enum Leases {
         return "name: chain-\(service)\nservices:\n  \(service): { owners: [bench] }\nnodes:\n" + nodes.joined(separator: "\n") + "\n"
     }
 
-    /// A Lockstep client: its own service (`compiled<N>-<run>`: the Python client's are `bench<N>-<run>`),
+    /// A Lockstep client: its own service (`comp<N>-<run>`: the Python client's are `bench<N>-<run>`),
     /// a chain that starts again when it ends, so a poll always finds a step.
     static func lockstep(target: String, index: Int, run: String, for duration: Duration) async throws -> Count {
         try await LockstepClient.connect(to: target) { client in
-            let service = "compiled\(index)-\(run)"
+            let service = "comp\(index)-\(run)"
             _ = try await client.applyPlan(.with { $0.planYaml = plan(service) })
             let prefix = "\(service)-\(Int(Date().timeIntervalSince1970 * 1_000))"
             var run = 0
@@ -90,8 +90,9 @@ guard arguments.count == 4, let clients = Int(arguments[2]), (1...1_024).contain
 }
 let duration = Duration.milliseconds(Int64(seconds * 1_000))
 let started = ContinuousClock.now
-// This run's services (see `Leases.lockstep`): new for each run.
-let run = String(Int(Date().timeIntervalSince1970 * 1_000), radix: 16)
+// This run's services (see `Leases.lockstep`): new for each run, named as lease_cycles.py names them
+// (the run's start in tenths of a second, 6 hex digits).
+let run = String(format: "%06x", Int(Date().timeIntervalSince1970 * 10) % 0x100_0000)
 let counts = try await withThrowingTaskGroup(of: Count.self) { group in
     for index in 0..<clients {
         group.addTask { try await Leases.lockstep(target: arguments[1], index: index, run: run, for: duration) }
