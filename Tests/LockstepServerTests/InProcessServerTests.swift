@@ -35,21 +35,78 @@ import LockstepService
         let logger = Logger(label: "in-process-test")
         let server = try await LockstepServer.build(options, metrics: ServerMetrics(), logger: logger)
         let group = ServiceGroup(configuration: server.groupConfiguration(logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            guard let (grpc, http) = await server.addresses() else {
-                Issue.record("the server stopped before listening")
-                return
-            }
-            do {
-                try await body(grpc, http)
-            } catch {
-                await group.triggerGracefulShutdown()
-                throw error
-            }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
+        try await Self.running(group, addresses: { await server.addresses() }, body)
+    }
+
+    /// Runs `group` (a server's services) around `body`, given the server's addresses once it listens,
+    /// then shuts it down gracefully and waits at most `stopWithin` for it to stop. A server whose
+    /// shutdown hangs (a parked poll nobody answers, a task deaf to cancellation) fails the test
+    /// instead of hanging the whole suite: a mutation that left a claimed poll unanswered once held a
+    /// run for an hour. Its tasks are then left behind, cancelled; the process ends with the suite.
+    static func running(_ group: ServiceGroup, addresses: () async -> (grpc: String, http: String)?, stopWithin limit: Duration = .seconds(60),
+                        _ body: (_ grpc: String, _ http: String) async throws -> Void) async throws {
+        let run = Task { try await group.run() }
+        var failure: (any Error)?
+        if let (grpc, http) = await addresses() {
+            do { try await body(grpc, http) } catch { failure = error }
+        } else {
+            Issue.record("the server stopped before listening")
         }
+        await group.triggerGracefulShutdown()
+        guard await Self.ends(run, within: limit) else {
+            run.cancel()
+            Issue.record("the server did not stop within \(limit) of its graceful shutdown; its tasks are left behind")
+            if let failure { throw failure }
+            return
+        }
+        if let failure { throw failure }
+        try await run.value
+    }
+
+    /// Whether `task` ends within `limit`. Waiting for a task's result cannot be cancelled, so the wait
+    /// and the limit each run in a task of their own, and the first to finish answers.
+    static func ends(_ task: Task<Void, any Error>, within limit: Duration) async -> Bool {
+        final class Once: Sendable {
+            private let taken = Mutex(false)
+            func take() -> Bool { taken.withLock { taken in defer { taken = true }; return !taken } }
+        }
+        let once = Once()
+        return await withCheckedContinuation { (answer: CheckedContinuation<Bool, Never>) in
+            Task {
+                _ = await task.result
+                if once.take() { answer.resume(returning: true) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if once.take() { answer.resume(returning: false) }
+            }
+        }
+    }
+
+    /// A server whose shutdown never ends fails its test within the bound, rather than hanging it; one that
+    /// stops in time passes.
+    @Test func aServerThatDoesNotStopFailsItsTestInsteadOfHangingIt() async throws {
+        struct Deaf: Service {
+            func run() async throws {
+                // Ignores graceful shutdown and cancellation alike: ends only when told.
+                await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
+            }
+        }
+        let logger = Logger(label: "deaf-test")
+        let clock = ContinuousClock()
+        let began = clock.now
+        await withKnownIssue("the deaf service never stops: the bound ends the wait and records it") {
+            let group = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: Deaf())], logger: logger))
+            try await Self.running(group, addresses: { ("grpc", "http") }, stopWithin: .milliseconds(300)) { _, _ in }
+        }
+        #expect(clock.now - began < .seconds(30))
+        struct Prompt: Service {
+            func run() async throws { try? await gracefulShutdown() }
+        }
+        let prompt = ServiceGroup(configuration: ServiceGroupConfiguration(services: [.init(service: Prompt())], logger: logger))
+        var ran = false
+        try await Self.running(prompt, addresses: { ("grpc", "http") }, stopWithin: .seconds(30)) { _, _ in ran = true }
+        #expect(ran)
     }
 
     /// A metric's value as the server's `/metrics` gives it (0 when absent).

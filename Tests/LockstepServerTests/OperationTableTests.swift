@@ -127,10 +127,7 @@ import Testing
         let logger = Logger(label: "operation-table-test")
         let server = try await LockstepServer.build(options, metrics: ServerMetrics(), logger: logger)
         let group = ServiceGroup(configuration: server.groupConfiguration(logger: logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            do {
-                let (grpc, http) = try #require(await server.addresses())
+        try await InProcessServerTests.running(group, addresses: { await server.addresses() }) { grpc, http in
                 let port = Int(grpc.split(separator: ":").last ?? "") ?? 0
                 let transport = try HTTP2ClientTransport.Posix(target: .ipv4(address: "127.0.0.1", port: port), transportSecurity: .plaintext)
                 try await withGRPCClient(transport: transport) { client in
@@ -152,12 +149,6 @@ import Testing
                     }
                     #expect(checked >= 50)
                 }
-            } catch {
-                await group.triggerGracefulShutdown()
-                throw error
-            }
-            await group.triggerGracefulShutdown()
-            try await tasks.waitForAll()
         }
     }
 
