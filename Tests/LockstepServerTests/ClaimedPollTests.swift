@@ -1,6 +1,7 @@
 import LockstepCore
 import LockstepEngine
 import LockstepStore
+import LockstepTestSupport
 import LockstepWire
 import Synchronization
 import Testing
@@ -160,7 +161,7 @@ import Testing
         try await parked()
         let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
         _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: now)
-        let step = try await first.value.step
+        let step = try await value(of: first, "the parked poll").step
         let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
         #expect(step.leaseID == "m/step-0" && step.fencingToken == lease.token.rawValue && lease.agent == "a1")
         #expect(wakes.count == 1 && wakeups.parkedCount == 0)
@@ -175,7 +176,7 @@ import Testing
         left.withLock { $0 = true }
         _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
                                           context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: now)
-        #expect(try await second.value.hasStep == false)
+        #expect(try await value(of: second, "the poll whose client went").hasStep == false)
         let next = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-1")))
         #expect(next.lease == nil && next.lastToken.rawValue == 1 && next.lastFailure?.contains("returned unstarted") == true)
         #expect(wakes.count == 1)

@@ -1,4 +1,5 @@
 import LockstepService
+import LockstepTestSupport
 import Synchronization
 import Testing
 
@@ -9,6 +10,13 @@ import Testing
         let lane = PollLane(limit: 2)
         let log = Mutex<(running: Int, most: Int, order: [Int])>((0, 0, []))
         let (done, doneSink) = AsyncStream.makeStream(of: Int.self)
+        // Should the lane lose a piece of work, the stream ends (and the counts below fail) instead of
+        // waiting for ever.
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(30))
+            doneSink.finish()
+        }
+        defer { watchdog.cancel() }
         // Each connection runs what it is handed in a task of its own, as the connection's group does.
         let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { work in
             Task { await work() }
@@ -24,7 +32,7 @@ import Testing
                 doneSink.yield(index)
             }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") })
         }
-        while lane.runningCount < 2 { await Task.yield() }
+        try await yieldUntil("two pieces of work running") { lane.runningCount >= 2 }
         #expect(lane.waitingCount == 3)
         // Nothing waiting starts while both places are held.
         try await Task.sleep(for: .milliseconds(50))
@@ -42,15 +50,16 @@ import Testing
         #expect(finished == [0, 2, 3, 4])
         #expect(Array(log.withLock { $0.order }.dropFirst(2)) == [2, 3, 4], "the waiting ones start in arrival order")
         // The last one gives its place back just after it says it is done.
-        while lane.runningCount > 1 { await Task.yield() }
+        try await yieldUntil("one piece of work running") { lane.runningCount <= 1 }
         #expect(lane.waitingCount == 0)
         released.withLock { $0 = 2 }
         for await index in done {
             finished.append(index)
             if finished.count == 5 { break }
         }
+        #expect(finished.count == 5)
         #expect(log.withLock { $0.most } <= 2)
-        while lane.runningCount > 0 { await Task.yield() }
+        try await yieldUntil("no work running") { lane.runningCount == 0 }
         #expect(lane.waitingCount == 0)
     }
 
@@ -65,7 +74,7 @@ import Testing
         }
         lane.submit({ ran.withLock { $0 += 1 } }, deliver: closed, dropped: { dropped.withLock { $0 += 1 } })
         lane.submit({ ran.withLock { $0 += 1 } }, deliver: open, dropped: { dropped.withLock { $0 += 1 } })
-        while ran.withLock({ $0 }) < 1 || lane.runningCount > 0 { await Task.yield() }
+        try await yieldUntil("the open connection's work ran") { ran.withLock({ $0 }) >= 1 && lane.runningCount == 0 }
         #expect(dropped.withLock { $0 } == 1 && ran.withLock { $0 } == 1 && lane.waitingCount == 0)
     }
 }

@@ -2,6 +2,7 @@ import LockstepCore
 @testable import LockstepEngine
 @testable import LockstepServer
 import LockstepStore
+import LockstepTestSupport
 import Synchronization
 import Testing
 @testable import LockstepService
@@ -9,11 +10,11 @@ import Testing
 
 @Suite struct WakeupsTests {
     /// Parks a caller and waits until it is parked.
-    private func park(_ wakeups: Wakeups, owner: String = "a", key: String = "", millis: Int = 600_000) async -> Task<Wakeups.Outcome, Never> {
+    private func park(_ wakeups: Wakeups, owner: String = "a", key: String = "", millis: Int = 600_000) async throws -> Task<Wakeups.Outcome, Never> {
         let before = wakeups.parkedCount
         let seen = wakeups.generation
         let task = Task { await wakeups.wait(after: seen, millis: millis, owner: owner, key: key) }
-        while wakeups.parkedCount == before { await Task.yield() }
+        try await yieldUntil("a caller parked") { wakeups.parkedCount != before }
         return task
     }
 
@@ -27,14 +28,14 @@ import Testing
     @Test func parkedCallersAreBoundedInAllAndPerPrincipal() async throws {
         let wakeups = Wakeups(policy: .everyone, parkedMax: 2, parkedPerOwnerMax: 1)
         let seen = wakeups.generation
-        let first = await park(wakeups, owner: "a", key: "k")
+        let first = try await park(wakeups, owner: "a", key: "k")
         // The same principal again: over its own limit, answered at once.
         #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "a", key: "k") == .full)
-        let second = await park(wakeups, owner: "b", key: "k")
+        let second = try await park(wakeups, owner: "b", key: "k")
         // A third principal: over the overall limit.
         #expect(await wakeups.wait(after: seen, millis: 60_000, owner: "c", key: "k") == .full)
         wakeups.signal(["k"])
-        let woken = (await first.value, await second.value)
+        let woken = (try await value(of: first), try await value(of: second))
         #expect(woken.0.looksAgain && woken.1.looksAgain)
         #expect(wakeups.parkedCount == 0)
         // A caller that looked before a change does not park at all: it looks again.
@@ -45,29 +46,29 @@ import Testing
     @Test func aWakeCarriesWhenItsChangeHappenedAndKeepsItWhenPassedOn() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         let changed = ContinuousClock.now - .seconds(60)
-        let first = await park(wakeups)
-        let second = await park(wakeups)
+        let first = try await park(wakeups)
+        let second = try await park(wakeups)
         wakeups.signal([""], at: changed)
-        #expect(await first.value == .woken(changedAt: changed))
+        #expect(try await value(of: first) == .woken(changedAt: changed))
         wakeups.passOn("", changedAt: changed)
-        #expect(await second.value == .woken(changedAt: changed))
+        #expect(try await value(of: second) == .woken(changedAt: changed))
     }
 
     @Test func cancellationAndShutdownEndAParkedWaitAtOnce() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
-        let cancelled = await park(wakeups)
+        let cancelled = try await park(wakeups)
         cancelled.cancel()
-        #expect(await cancelled.value == .cancelled(wokenBy: nil))
+        #expect(try await value(of: cancelled) == .cancelled(wokenBy: nil))
         #expect(wakeups.parkedCount == 0)
         // Cancelled before it parks: it does not park.
         let early = Task {
             withUnsafeCurrentTask { $0?.cancel() }
             return await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a")
         }
-        #expect(await early.value == .cancelled(wokenBy: nil))
-        let parked = await park(wakeups)
+        #expect(try await value(of: early) == .cancelled(wokenBy: nil))
+        let parked = try await park(wakeups)
         wakeups.close()
-        #expect(await parked.value == .closed)
+        #expect(try await value(of: parked) == .closed)
         #expect(await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "b") == .closed)
         #expect(wakeups.parkedCount == 0)
     }
@@ -85,26 +86,26 @@ import Testing
     @Test func aChangeWakesOnlyTheCallersItConcernsButStopsAnyoneFromParkingOnAStaleLook() async throws {
         let wakeups = Wakeups(policy: .everyone, parkedMax: 10, parkedPerOwnerMax: 10)
         let seen = wakeups.generation
-        let orders = await park(wakeups, key: "orders")
-        let ledger = await park(wakeups, key: "ledger")
+        let orders = try await park(wakeups, key: "orders")
+        let ledger = try await park(wakeups, key: "ledger")
         wakeups.signal(["orders"])
-        guard case .woken = await orders.value else { Issue.record("orders' caller was not woken by the change"); return }
+        guard case .woken = try await value(of: orders) else { Issue.record("orders' caller was not woken by the change"); return }
         #expect(wakeups.parkedCount == 1)  // ledger's caller sleeps on
         // A caller that looked before that change does not park, whatever its key: it looks again.
         #expect(await wakeups.wait(after: seen, millis: 600_000, owner: "b", key: "payments") == .lookAgain)
         wakeups.signal([])  // a change concerning no parked caller: nobody wakes
         #expect(wakeups.parkedCount == 1)
         wakeups.signal(["ledger"])
-        guard case .woken = await ledger.value else { Issue.record("ledger's caller was not woken"); return }
+        guard case .woken = try await value(of: ledger) else { Issue.record("ledger's caller was not woken"); return }
     }
 
     @Test func everyoneWakesEveryCallerOfTheKey() async throws {
         let wakeups = Wakeups(policy: .everyone, parkedMax: 10, parkedPerOwnerMax: 10)
         var watchers: [Task<Wakeups.Outcome, Never>] = []
-        for _ in 0..<3 { watchers.append(await park(wakeups, key: "m1")) }
+        for _ in 0..<3 { watchers.append(try await park(wakeups, key: "m1")) }
         wakeups.signal(["m1"])
         for watcher in watchers {
-            let outcome = await watcher.value
+            let outcome = try await value(of: watcher)
             #expect(outcome.looksAgain)
         }
         #expect(wakeups.parkedCount == 0)
@@ -112,30 +113,30 @@ import Testing
 
     @Test func oldestWakesOnlyTheLongestParkedCallerOfEachKeyAndAPassOnWakesTheNext() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
-        let first = await park(wakeups, key: "orders")
-        let second = await park(wakeups, key: "orders")
-        let third = await park(wakeups, key: "orders")
-        let other = await park(wakeups, key: "ledger")
+        let first = try await park(wakeups, key: "orders")
+        let second = try await park(wakeups, key: "orders")
+        let third = try await park(wakeups, key: "orders")
+        let other = try await park(wakeups, key: "ledger")
         wakeups.signal(["orders", "ledger"])
-        guard case .woken = await first.value, case .woken = await other.value else {
+        guard case .woken = try await value(of: first), case .woken = try await value(of: other) else {
             Issue.record("the longest-parked caller of each key was not woken")
             return
         }
         #expect(wakeups.parkedCount == 2)  // the second and third sleep on
         // A caller that left after its timer does not take a wake: the next live one does.
         wakeups.passOn("orders", changedAt: .now)
-        guard case .woken = await second.value else { Issue.record("pass-on did not wake the next caller"); return }
+        guard case .woken = try await value(of: second) else { Issue.record("pass-on did not wake the next caller"); return }
         #expect(wakeups.parkedCount == 1)
         third.cancel()
-        #expect(await third.value == .cancelled(wokenBy: nil))
+        #expect(try await value(of: third) == .cancelled(wokenBy: nil))
         wakeups.passOn("orders", changedAt: .now)  // nobody left: nothing happens
         #expect(wakeups.parkedCount == 0)
     }
 
     @Test func callersThatTimedOutAreSkippedAndTheirLineStaysBounded() async throws {
         let wakeups = Wakeups(policy: .oldest, parkedMax: 1_000, parkedPerOwnerMax: 1_000)
-        await withSweeper(wakeups) {
-            let survivor = await park(wakeups, key: "orders")
+        try await withSweeper(wakeups) {
+            let survivor = try await park(wakeups, key: "orders")
             // Many callers park and time out behind it; the line is compacted as they leave.
             for _ in 0..<100 {
                 #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders") == .lookAgain)
@@ -143,7 +144,7 @@ import Testing
             #expect(wakeups.parkedCount == 1)
             #expect(wakeups.lineLength(of: "orders") <= 2 * 1 + 64)
             wakeups.signal(["orders"])
-            guard case .woken = await survivor.value else { Issue.record("the survivor was not woken"); return }
+            guard case .woken = try await value(of: survivor) else { Issue.record("the survivor was not woken"); return }
             #expect(wakeups.lineLength(of: "orders") == 0)
         }
     }
@@ -153,9 +154,9 @@ import Testing
         try await withSweeper(wakeups) {
             // 3,000 callers park for 10 minutes and are each woken at once by a change.
             for _ in 0..<3_000 {
-                let caller = await park(wakeups, key: "orders")
+                let caller = try await park(wakeups, key: "orders")
                 wakeups.signal(["orders"])
-                _ = await caller.value
+                _ = try await value(of: caller)
             }
             #expect(wakeups.parkedCount == 0)
             // Departures compact the departed callers' deadlines (the sweeper sleeps until the earliest).
@@ -189,19 +190,19 @@ import Testing
         let seen = wakeups.generation
         let parked = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders", departure: client) }
         // The caller parks under the table's lock and then registers with its client: wait for both.
-        while wakeups.parkedCount == 0 || client.registered == 0 { await Task.yield() }
+        try await yieldUntil("the caller parked and registered") { wakeups.parkedCount > 0 && client.registered > 0 }
         #expect(client.registered == 1)
         client.go()
-        #expect(await parked.value == .lookAgain)
+        #expect(try await value(of: parked) == .lookAgain)
         #expect(wakeups.parkedCount == 0 && client.registered == 0)
         // Gone before it parks: it does not stay parked. Woken by a change: its registration is withdrawn.
         #expect(await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a", departure: client) == .lookAgain)
         #expect(wakeups.parkedCount == 0)
         let other = TestDeparture()
         let woken = Task { await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: other) }
-        while wakeups.parkedCount == 0 { await Task.yield() }
+        try await yieldUntil("the caller parked") { wakeups.parkedCount > 0 }
         wakeups.signal(["orders"])
-        _ = await woken.value
+        _ = try await value(of: woken)
         #expect(other.registered == 0)
     }
     /// `park`: the same wait as an entry with a callback, no task. Each way it can end calls back once
@@ -210,24 +211,24 @@ import Testing
         let wakeups = Wakeups(policy: .oldest, parkedMax: 2, parkedPerOwnerMax: 2)
         let outcomes = Mutex<[Wakeups.Outcome]>([])
         let record: @Sendable (Wakeups.Outcome) -> Void = { outcome in outcomes.withLock { $0.append(outcome) } }
-        func recorded(_ count: Int) async { while outcomes.withLock({ $0.count }) < count { await Task.yield() } }
+        func recorded(_ count: Int) async throws { try await yieldUntil("\(count) callbacks") { outcomes.withLock({ $0.count }) >= count } }
         // Woken by a change of its key.
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", then: record) == nil)
         #expect(wakeups.parkedCount == 1)
         wakeups.signal(["orders"])
-        await recorded(1)
+        try await recorded(1)
         guard case .woken = outcomes.withLock({ $0[0] }) else { Issue.record("\(outcomes.withLock { $0 })"); return }
         // Its client goes: look again (the caller then sees it gone); the registration is spent.
         let client = TestDeparture()
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: client, then: record) == nil)
         #expect(client.registered == 1)
         client.go()
-        await recorded(2)
+        try await recorded(2)
         #expect(outcomes.withLock { $0[1] } == .lookAgain && client.registered == 0)
         // Its deadline passes (the sweeper resumes it).
-        await withSweeper(wakeups) {
+        try await withSweeper(wakeups) {
             #expect(wakeups.park(after: wakeups.generation, millis: 50, owner: "a", then: record) == nil)
-            await recorded(3)
+            try await recorded(3)
         }
         #expect(outcomes.withLock { $0[2] } == .lookAgain)
         // At once, without parking: a stale look, then the limits.
@@ -237,7 +238,7 @@ import Testing
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "b", then: record) == .full)
         // Shutdown: both parked entries are told it is closed; nobody parks afterwards.
         wakeups.close()
-        await recorded(5)
+        try await recorded(5)
         #expect(outcomes.withLock { Array($0[3...]) } == [.closed, .closed])
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "c", then: record) == .closed)
         #expect(wakeups.parkedCount == 0 && outcomes.withLock { $0.count } == 5)
