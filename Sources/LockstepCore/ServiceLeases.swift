@@ -277,7 +277,7 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
     public var hasRequests: Bool { !requests.isEmpty }
 
     /// Whether anybody is in line for one of `services`.
-    public func hasRequests(forAnyOf services: [String]) -> Bool {
+    public func hasRequests(forAnyOf services: some Sequence<String>) -> Bool {
         services.contains { lines[$0] != nil }
     }
 

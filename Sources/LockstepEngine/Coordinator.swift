@@ -42,7 +42,8 @@ public actor Coordinator {
     /// migrations; copy-on-write, so a copy costs nothing until the machine changes the state).
     package var state: LogState { machine.state }
 
-    /// A snapshot is saved after this many events since the last one (0 = never).
+    /// A snapshot is saved after this many events since the last one (0 = never), or later after a large
+    /// one (`CoordinatorMachine.snapshotDueEvents`).
     public let snapshotIntervalEvents: UInt64
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
@@ -125,6 +126,7 @@ public actor Coordinator {
     public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
     private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotBytes: Int, snapshotIntervalEvents: UInt64,
+                 snapshotBytesPerEvent: UInt64,
                  commandsWaitingPerMigrationMax: Int, grantAppendsInFlightMax: Int, monotonic: @escaping MonotonicClock) {
         self.log = log
         self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
@@ -133,7 +135,8 @@ public actor Coordinator {
         self.stepServices = StepServices(state)
         self.machine = CoordinatorMachine(state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes,
                                           commandsWaitingPerStreamMax: commandsWaitingPerMigrationMax,
-                                          snapshotIntervalEvents: snapshotIntervalEvents, nanos: monotonic())
+                                          snapshotIntervalEvents: snapshotIntervalEvents, snapshotBytesPerEvent: snapshotBytesPerEvent,
+                                          nanos: monotonic())
         self.snapshotIntervalEvents = snapshotIntervalEvents
         self.commandsWaitingPerMigrationMax = commandsWaitingPerMigrationMax
     }
@@ -141,6 +144,7 @@ public actor Coordinator {
     /// Opens a coordinator on `log`: loads the newest snapshot (checking its digest) and replays only
     /// the tail after it.
     public static func open(log: any EventLog, snapshotIntervalEvents: UInt64 = defaultSnapshotIntervalEvents,
+                            snapshotBytesPerEvent: UInt64 = CoordinatorMachine.defaultSnapshotBytesPerEvent,
                             commandsWaitingPerMigrationMax: Int = defaultCommandsWaitingPerMigrationMax,
                             grantAppendsInFlightMax: Int = defaultGrantAppendsInFlightMax,
                             monotonic: @escaping MonotonicClock = systemMonotonicClock) async throws(EventLogError) -> Coordinator {
@@ -177,7 +181,8 @@ public actor Coordinator {
             snapshotSequence = base.sequence
         }
         try await History.fold(log, into: &state)
-        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes, snapshotIntervalEvents: snapshotIntervalEvents,
+        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes,
+                           snapshotIntervalEvents: snapshotIntervalEvents, snapshotBytesPerEvent: snapshotBytesPerEvent,
                            commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, grantAppendsInFlightMax: grantAppendsInFlightMax,
                            monotonic: monotonic)
     }
@@ -380,10 +385,13 @@ extension Command {
 
 extension Coordinator {
     /// Whether `events`, folded in, may have made a service-lease request grantable: they freed services,
-    /// took a request out of line or put one in, and somebody is in line for one of those services. A
-    /// request is grantable only at the head of each of its services' lines with none of them held, so
-    /// nothing else can change that; a command far from every line runs no grant pass (it used to run
-    /// one whenever anybody anywhere was in line, and its caller waited for that pass's grants).
+    /// took a request out of line or put one in, or changed a migration's status (which decides whether
+    /// a freeze sets its forward requests aside), and somebody is in line for one of those services (for
+    /// a status, of the migration's plan). A request is grantable only at the head of each of its
+    /// services' lines with none of them held and past the set-aside ones, so nothing else can change
+    /// that but the time and freezes (the timer's passes, `changesFreezes`); a command far from every
+    /// line runs no grant pass (it used to run one whenever anybody anywhere was in line, and its caller
+    /// waited for that pass's grants).
     func mayHaveMadeGrantsPossible(_ events: [RecordedEvent]) -> Bool {
         let leases = machine.state.serviceLeases
         guard leases.hasRequests else { return false }
@@ -398,6 +406,11 @@ extension Coordinator {
                 // left the live state with the withdrawal).
                 guard let services = machine.state.migrations[recorded.migration]?.plan.node(node)?.services else { return true }
                 if leases.hasRequests(forAnyOf: services) { return true }
+            case .migrationPaused, .migrationResumed, .migrationAborted, .migrationRolledBack, .migrationSucceeded, .migrationFailed:
+                // A request of this migration may no longer be set aside, or may be now (and free those
+                // behind it): any line of its plan's services.
+                guard let plan = machine.state.migrations[recorded.migration]?.plan else { return true }
+                if leases.hasRequests(forAnyOf: CoordinatorMachine.services(of: plan)) { return true }
             default:
                 continue
             }

@@ -193,18 +193,21 @@ public struct CoordinatorMachine: Sendable {
     /// A snapshot is due after this many events since the last one (0 = never), or, after a large one,
     /// after `snapshotDueEvents`.
     public let snapshotIntervalEvents: UInt64
-    /// Events the next snapshot waits for at least, per byte of the last one. A snapshot encodes, hashes
-    /// and stores the whole live state, so with the interval alone its cost per event grows with the
-    /// state; waiting one event per this many bytes keeps it at about as many bytes encoded per event,
-    /// whatever the state's size. Start-up then replays at most that many events after the snapshot it
-    /// reads, so opening stays in proportion to the state it loads.
-    public static let snapshotBytesPerEvent: UInt64 = 64
+    /// Bytes of the last snapshot per event the next one waits for (0: the interval alone). A snapshot
+    /// encodes, hashes and stores the whole live state, so with the interval alone its cost per event
+    /// grows with the state; waiting one event per this many bytes of the last snapshot keeps it at about
+    /// this many bytes encoded per event, whatever the state's size. Start-up then replays at most one
+    /// event per this many bytes of the snapshot it loads, so opening stays in proportion to the state.
+    public let snapshotBytesPerEvent: UInt64
+    /// Default for `snapshotBytesPerEvent`.
+    public static let defaultSnapshotBytesPerEvent: UInt64 = 64
     /// The size of the last snapshot, in bytes (0: none known).
     public private(set) var lastSnapshotBytes: UInt64
     /// Events after the last snapshot before the next is due: the interval, or one event per
     /// `snapshotBytesPerEvent` bytes of the last snapshot when that is more (0: never).
     public var snapshotDueEvents: UInt64 {
-        snapshotIntervalEvents == 0 ? 0 : max(snapshotIntervalEvents, lastSnapshotBytes / Self.snapshotBytesPerEvent)
+        guard snapshotIntervalEvents > 0, snapshotBytesPerEvent > 0 else { return snapshotIntervalEvents }
+        return max(snapshotIntervalEvents, lastSnapshotBytes / snapshotBytesPerEvent)
     }
 
     /// The live fold of the log.
@@ -254,11 +257,12 @@ public struct CoordinatorMachine: Sendable {
     /// `snapshotSequence` and `snapshotBytes` long (0: unknown), at monotonic `nanos`: every live lease
     /// starts a fresh TTL.
     public init(state: LogState, snapshotSequence: UInt64, snapshotBytes: Int = 0, commandsWaitingPerStreamMax: Int,
-                snapshotIntervalEvents: UInt64, nanos: UInt64) {
+                snapshotIntervalEvents: UInt64, snapshotBytesPerEvent: UInt64 = defaultSnapshotBytesPerEvent, nanos: UInt64) {
         self.state = state
         self.foldedThrough = state.lastSequence
         self.lastSnapshotSequence = snapshotSequence
         self.lastSnapshotBytes = UInt64(max(0, snapshotBytes))
+        self.snapshotBytesPerEvent = snapshotBytesPerEvent
         self.commandsWaitingPerStreamMax = commandsWaitingPerStreamMax
         self.snapshotIntervalEvents = snapshotIntervalEvents
         for migration in state.migrationsInOrder {

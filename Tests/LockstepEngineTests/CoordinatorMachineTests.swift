@@ -232,7 +232,7 @@ import Testing
     /// per event stays the same whatever the state's size. A failed write keeps the last size known;
     /// the size read at open counts like a written one; and no interval, however large, wraps around.
     @Test func aLargeSnapshotPutsTheNextOneFurtherOff() {
-        let perEvent = CoordinatorMachine.snapshotBytesPerEvent
+        let perEvent = CoordinatorMachine.defaultSnapshotBytesPerEvent
         // The plan (1), then migration a (2...3): 3 events, with an interval of 2.
         var machine = Self.running(snapshotInterval: 2)
         #expect(machine.handle(.snapshotWanted) == [.writeSnapshot(sequence: 3)])
@@ -257,6 +257,10 @@ import Testing
         let opened = CoordinatorMachine(state: LogState(), snapshotSequence: 0, snapshotBytes: Int(1_000 * perEvent), commandsWaitingPerStreamMax: 2,
                                         snapshotIntervalEvents: 10, nanos: 0)
         #expect(opened.snapshotDueEvents == 1_000)
+        // With no bytes per event, the interval alone (the simulations keep their cadence so).
+        let fixed = CoordinatorMachine(state: LogState(), snapshotSequence: 0, snapshotBytes: Int(1_000 * perEvent), commandsWaitingPerStreamMax: 2,
+                                       snapshotIntervalEvents: 10, snapshotBytesPerEvent: 0, nanos: 0)
+        #expect(fixed.snapshotDueEvents == 10)
         // An interval as large as UInt64 allows never comes due (it does not wrap around to "now").
         var huge = Self.running(snapshotInterval: .max)
         huge.handle(.snapshotSaved(sequence: 1, bytes: 10))

@@ -105,7 +105,7 @@ actor FaultyEventLog: EventLog {
         let log = FaultyEventLog(seed: seed)
         let clock = ManualMonotonicClock()
         func open() async throws -> Coordinator {
-            try await Coordinator.open(log: log, snapshotIntervalEvents: 50, grantAppendsInFlightMax: 1, monotonic: clock.clock)
+            try await Coordinator.open(log: log, snapshotIntervalEvents: 50, snapshotBytesPerEvent: 0, grantAppendsInFlightMax: 1, monotonic: clock.clock)
         }
         var coordinator = try await open()
         var counts = Counts()

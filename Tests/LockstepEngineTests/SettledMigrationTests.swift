@@ -18,7 +18,7 @@ import Testing
 
     @Test func theLiveStateAndItsSnapshotsDoNotGrowWithSettledHistory() async throws {
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite")
-        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 1)
+        let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: 1, snapshotBytesPerEvent: 0)
         _ = try await coordinator.applyPlan(ExamplePlans.chain(length: 2), context: user, now: t(0))
         try await Self.runToSuccess(MigrationID("m-000"), on: coordinator, at: 1)
         let afterOne = await coordinator.state.canonicalBytes.count

@@ -13,7 +13,7 @@ import Testing
         // Should the lane lose a piece of work, the stream ends (and the counts below fail) instead of
         // waiting for ever.
         let watchdog = Task {
-            try await Task.sleep(for: .seconds(30))
+            try await Task.sleep(for: .seconds(120))
             doneSink.finish()
         }
         defer { watchdog.cancel() }
