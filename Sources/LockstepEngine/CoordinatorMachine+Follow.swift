@@ -46,9 +46,9 @@ extension CoordinatorMachine {
                     recorded[id] = []
                 }
                 // The plan, read before the fold: an event that settles the migration takes it out of the live state.
-                if let plan = state.migrations[id]?.plan { services[id, default: []].formUnion(cachedServices(of: plan)) }
+                let before = state.migrations[id]?.plan
                 state.evolve(migration: id, sequence: event.sequence, migrationEvent.event)
-                if let plan = state.migrations[id]?.plan { services[id, default: []].formUnion(cachedServices(of: plan)) }
+                if let plan = before ?? state.migrations[id]?.plan { services[id, default: []].formUnion(cachedServices(of: plan)) }
                 recorded[id, default: []].append(migrationEvent.event)
             }
             expected += 1

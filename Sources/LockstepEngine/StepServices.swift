@@ -43,11 +43,10 @@ public final class StepServices: Sendable {
             services.withLock { if $0 != next { $0 = next } }
             return
         }
-        let holders = state.serviceLeases.holders
         var present: [String] = []
         var absent: [String] = []
         for service in change.services {
-            if holders[service] != nil, state.mayHaveStep(forService: service) { present.append(service) } else { absent.append(service) }
+            if state.mayHaveStep(forService: service) { present.append(service) } else { absent.append(service) }
         }
         services.withLock { set in
             for service in absent { set.remove(service) }

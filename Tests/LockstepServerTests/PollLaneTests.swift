@@ -32,7 +32,7 @@ import Testing
                 doneSink.yield(index)
             }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") })
         }
-        try await yieldUntil("two pieces of work running") { lane.runningCount >= 2 }
+        try await eventually("two pieces of work running", seconds: 120, every: nil) { lane.runningCount >= 2 }
         #expect(lane.waitingCount == 3)
         // Nothing waiting starts while both places are held.
         try await Task.sleep(for: .milliseconds(50))
@@ -50,7 +50,7 @@ import Testing
         #expect(finished == [0, 2, 3, 4])
         #expect(Array(log.withLock { $0.order }.dropFirst(2)) == [2, 3, 4], "the waiting ones start in arrival order")
         // The last one gives its place back just after it says it is done.
-        try await yieldUntil("one piece of work running") { lane.runningCount <= 1 }
+        try await eventually("one piece of work running", seconds: 120, every: nil) { lane.runningCount <= 1 }
         #expect(lane.waitingCount == 0)
         released.withLock { $0 = 2 }
         for await index in done {
@@ -59,7 +59,7 @@ import Testing
         }
         #expect(finished.count == 5)
         #expect(log.withLock { $0.most } <= 2)
-        try await yieldUntil("no work running") { lane.runningCount == 0 }
+        try await eventually("no work running", seconds: 120, every: nil) { lane.runningCount == 0 }
         #expect(lane.waitingCount == 0)
     }
 
@@ -74,7 +74,7 @@ import Testing
         }
         lane.submit({ ran.withLock { $0 += 1 } }, deliver: closed, dropped: { dropped.withLock { $0 += 1 } })
         lane.submit({ ran.withLock { $0 += 1 } }, deliver: open, dropped: { dropped.withLock { $0 += 1 } })
-        try await yieldUntil("the open connection's work ran") { ran.withLock({ $0 }) >= 1 && lane.runningCount == 0 }
+        try await eventually("the open connection's work ran", seconds: 120, every: nil) { ran.withLock({ $0 }) >= 1 && lane.runningCount == 0 }
         #expect(dropped.withLock { $0 } == 1 && ran.withLock { $0 } == 1 && lane.waitingCount == 0)
     }
 }

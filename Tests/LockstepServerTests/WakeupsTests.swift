@@ -14,7 +14,7 @@ import Testing
         let before = wakeups.parkedCount
         let seen = wakeups.generation
         let task = Task { await wakeups.wait(after: seen, millis: millis, owner: owner, key: key) }
-        try await yieldUntil("a caller parked") { wakeups.parkedCount != before }
+        try await eventually("a caller parked", seconds: 120, every: nil) { wakeups.parkedCount != before }
         return task
     }
 
@@ -190,7 +190,7 @@ import Testing
         let seen = wakeups.generation
         let parked = Task { await wakeups.wait(after: seen, millis: 600_000, owner: "a", key: "orders", departure: client) }
         // The caller parks under the table's lock and then registers with its client: wait for both.
-        try await yieldUntil("the caller parked and registered") { wakeups.parkedCount > 0 && client.registered > 0 }
+        try await eventually("the caller parked and registered", seconds: 120, every: nil) { wakeups.parkedCount > 0 && client.registered > 0 }
         #expect(client.registered == 1)
         client.go()
         #expect(try await value(of: parked) == .lookAgain)
@@ -200,7 +200,7 @@ import Testing
         #expect(wakeups.parkedCount == 0)
         let other = TestDeparture()
         let woken = Task { await wakeups.wait(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", departure: other) }
-        try await yieldUntil("the caller parked") { wakeups.parkedCount > 0 }
+        try await eventually("the caller parked", seconds: 120, every: nil) { wakeups.parkedCount > 0 }
         wakeups.signal(["orders"])
         _ = try await value(of: woken)
         #expect(other.registered == 0)
@@ -211,7 +211,7 @@ import Testing
         let wakeups = Wakeups(policy: .oldest, parkedMax: 2, parkedPerOwnerMax: 2)
         let outcomes = Mutex<[Wakeups.Outcome]>([])
         let record: @Sendable (Wakeups.Outcome) -> Void = { outcome in outcomes.withLock { $0.append(outcome) } }
-        func recorded(_ count: Int) async throws { try await yieldUntil("\(count) callbacks") { outcomes.withLock({ $0.count }) >= count } }
+        func recorded(_ count: Int) async throws { try await eventually("\(count) callbacks", seconds: 120, every: nil) { outcomes.withLock({ $0.count }) >= count } }
         // Woken by a change of its key.
         #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", then: record) == nil)
         #expect(wakeups.parkedCount == 1)

@@ -47,15 +47,6 @@ public func value<Success: Sendable>(of task: Task<Success, any Error>, within l
     return try await task.value
 }
 
-/// Yields until `condition` holds, for at most `limit`; then fails naming `what`.
-public func yieldUntil(_ what: String, within limit: Duration = .seconds(120), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + limit
-    while !condition() {
-        guard ContinuousClock.now < deadline else { throw TestFailure("never happened within \(limit): \(what)") }
-        await Task.yield()
-    }
-}
-
 /// A flag taken once.
 private final class Once: Sendable {
     private let taken = Mutex(false)

@@ -165,12 +165,14 @@ public func runLockstep(_ arguments: [String], seconds: Double = 60) async throw
 }
 
 
-/// Waits until `check` holds, polling every 50 ms, at most `seconds`; then fails naming `what`.
-public func eventually(_ what: String, seconds: Double = 30, _ check: () async throws -> Bool) async throws {
+/// Waits until `check` holds, polling every `pause` (nil: yielding in between, for checks of in-process
+/// state that a test makes thousands of times), at most `seconds`; then fails naming `what`.
+public func eventually(_ what: String, seconds: Double = 30, every pause: Duration? = .milliseconds(50),
+                       _ check: () async throws -> Bool) async throws {
     let deadline = Date().addingTimeInterval(seconds)
     while try await !check() {
         guard Date() < deadline else { throw TestFailure("never happened: \(what)") }
-        try await Task.sleep(for: .milliseconds(50))
+        if let pause { try await Task.sleep(for: pause) } else { await Task.yield() }
     }
 }
 
