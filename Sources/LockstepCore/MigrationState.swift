@@ -219,10 +219,14 @@ public struct MigrationState: Hashable, Sendable {
     /// The walks over `nodes` on the command path go by index and read fields in place: iterating the
     /// array (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, a
     /// retain for each of its strings and arrays, and they run after every command over every node.
-    public func nodeIndex(_ id: NodeID) -> Int? { nodes.indices.first { nodes[$0].id == id } }
+    /// A node's state sits at its spec's index in the plan, which the plan finds by id at once; searched
+    /// in order only if that ever did not hold.
+    public func nodeIndex(_ id: NodeID) -> Int? {
+        if let spec = plan.nodeIndex(id), nodes.indices.contains(spec), nodes[spec].id == id { return spec }
+        return nodes.indices.first { nodes[$0].id == id }
+    }
 
-    /// `nodeIndex`, trying `hint` first: the index of its spec in the plan, where it always is (both
-    /// follow plan order); searched by id only if that ever did not hold.
+    /// `nodeIndex`, trying `hint` first (the index of its spec in the plan, where it always is).
     func nodeIndex(_ id: NodeID, hint: Int) -> Int? {
         if nodes.indices.contains(hint), nodes[hint].id == id { return hint }
         return nodeIndex(id)

@@ -33,7 +33,18 @@ public enum PlanValidation {
                 return "node \(node.id) needs \(need), which is not in the plan"
             }
         }
-        return cycle(in: plan).map { "dependency cycle: \($0.map(\.rawValue).joined(separator: " -> "))" }
+        return cycle(in: plan).map(cycleMessage)
+    }
+
+    /// Most nodes a cycle's message names; the rest are counted (a cycle may run through every node).
+    public static let cycleNodesNamedMax = 12
+
+    /// "dependency cycle: a -> b -> a", naming at most `cycleNodesNamedMax` nodes before the one it closes on.
+    public static func cycleMessage(_ cycle: [NodeID]) -> String {
+        let path = cycle.dropLast()
+        let named = path.prefix(cycleNodesNamedMax).map(\.rawValue)
+        let more = path.count > cycleNodesNamedMax ? ["(\(path.count - cycleNodesNamedMax) more)"] : []
+        return "dependency cycle: " + (named + more + cycle.suffix(1).map(\.rawValue)).joined(separator: " -> ")
     }
 
     /// Problems with a node's params, timeouts, retry policy, rollback, gate and deadline.
@@ -132,7 +143,7 @@ public enum PlanValidation {
             }
         }
         if !plan.services.isEmpty {
-            for service in node.services where !plan.services.contains(where: { $0.name == service }) {
+            for service in node.services where !plan.declares(service: service) {
                 return "node \(node.id) names service \(service), which the plan does not declare"
             }
         }

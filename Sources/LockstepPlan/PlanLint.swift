@@ -34,9 +34,15 @@ enum PlanLint {
         }
         let cycle = PlanValidation.cycle(in: plan)
         if let cycle {
-            error(map.line(of: cycle[0], in: plan), "dependency_cycle", "dependency cycle: \(cycle.map(\.rawValue).joined(separator: " -> "))")
+            error(map.line(of: cycle[0], in: plan), "dependency_cycle", PlanValidation.cycleMessage(cycle))
         }
-        let ancestors = cycle == nil ? Self.ancestors(plan) : [:]
+        let ancestry = cycle == nil ? Ancestry(plan) : nil
+        // The nodes that move each service, in plan order; and the irreversible ones, as a row of bits.
+        var movers: [String: [Int]] = [:]
+        for (index, node) in plan.nodes.enumerated() where movingPhases.contains(node.phase) {
+            for service in Set(node.services) { movers[service, default: []].append(index) }
+        }
+        let irreversible = ancestry?.row(where: { plan.nodes[$0].irreversible })
         for (index, node) in plan.nodes.enumerated() {
             let line = map.line(ofNode: index)
             if node.irreversible && node.approval == nil {
@@ -46,16 +52,24 @@ enum PlanLint {
                 error(map.line(ofNode: index, field: "approvals"), "gate_without_approvers",
                       "node \(node.id) has an approval gate but no owner group can approve it (add from: or owners to its services)")
             }
-            if cycle == nil, removingPhases.contains(node.phase) {
+            // (Positions are a node id's first, as lookups by id find them.)
+            let position = plan.nodeIndex(node.id) ?? index
+            if let ancestry, removingPhases.contains(node.phase) {
                 for service in node.services {
-                    for mover in plan.nodes where mover.id != node.id && movingPhases.contains(mover.phase) && mover.services.contains(service)
-                        && !(ancestors[node.id]?.contains(mover.id) ?? false) {
-                        error(line, "contract_before_move",
-                              "\(node.phase.rawValue) node \(node.id) does not depend on \(mover.id), which moves \(service)'s readers or writers; add it to needs")
+                    let missing = (movers[service] ?? []).filter { mover in
+                        plan.nodes[mover].id != node.id && !ancestry.depends(position, on: plan.nodeIndex(plan.nodes[mover].id) ?? mover)
                     }
+                    guard !missing.isEmpty else { continue }
+                    // One finding per node and service, however many movers it misses (a finding per pair
+                    // would grow with the square of the plan).
+                    let named = missing.prefix(Self.moversNamedMax).map { plan.nodes[$0].id.rawValue }.joined(separator: ", ")
+                    let more = missing.count > Self.moversNamedMax ? " (and \(missing.count - Self.moversNamedMax) more)" : ""
+                    let (which, them) = missing.count == 1 ? ("moves", "it") : ("move", "them")
+                    error(line, "contract_before_move",
+                          "\(node.phase.rawValue) node \(node.id) does not depend on \(named)\(more), which \(which) \(service)'s readers or writers; add \(them) to needs")
                 }
             }
-            let afterIrreversible = ancestors[node.id]?.contains { plan.node($0)?.irreversible ?? false } ?? false
+            let afterIrreversible = irreversible.map { ancestry?.depends(position, onAnyOf: $0) ?? false } ?? false
             // An exposure node is undone by its own action returning the exposure to its start.
             if node.rollback == nil && node.exposure == nil && !node.irreversible && !afterIrreversible && node.phase != .verify {
                 warning(line, "no_rollback", "node \(node.id) has no rollback action and depends on nothing irreversible: an abort cannot undo it")
@@ -125,21 +139,64 @@ enum PlanLint {
         return out
     }
 
-    /// Every node's transitive dependencies (for an acyclic plan).
-    static func ancestors(_ plan: PlanSnapshot) -> [NodeID: Set<NodeID>] {
-        var result: [NodeID: Set<NodeID>] = [:]
-        let needs = Dictionary(plan.nodes.map { ($0.id, $0.needs) }, uniquingKeysWith: { first, _ in first })
-        func visit(_ id: NodeID) -> Set<NodeID> {
-            if let known = result[id] { return known }
-            var all = Set<NodeID>()
-            for need in needs[id] ?? [] where needs[need] != nil {
-                all.insert(need)
-                all.formUnion(visit(need))
+    /// Most movers one `contract_before_move` finding names; the rest are counted.
+    static let moversNamedMax = 5
+}
+
+/// Which nodes each node of an acyclic plan depends on, directly or through others: a row of bits per
+/// node (bit j: the node at index j), each row the union of its needs' rows, filled needs first. For
+/// 1,000 nodes that is 16 words per row and per dependency, where a set of ids per node grew with the
+/// square of the plan (and a lookup by id per ancestor with its cube).
+struct Ancestry {
+    private let count: Int
+    private let words: Int
+    private var bits: [UInt64]
+
+    /// `plan` should have no cycle (`PlanValidation.cycle`); on one, the rows stop short instead of
+    /// looping. Needs resolve to a node id's first position; needs that name no node are left out.
+    init(_ plan: PlanSnapshot) {
+        count = plan.nodes.count
+        words = (count + 63) / 64
+        bits = Array(repeating: 0, count: words * count)
+        var entered = [Bool](repeating: false, count: count)
+        // Depth first without recursion: a node's row is filled once every node it needs has its own.
+        for root in plan.nodes.indices where !entered[root] {
+            entered[root] = true
+            var stack = [(node: root, next: 0)]
+            while let top = stack.last {
+                let needs = plan.nodes[top.node].needs
+                if top.next < needs.count {
+                    stack[stack.count - 1].next += 1
+                    if let need = plan.nodeIndex(needs[top.next]), !entered[need] {
+                        entered[need] = true
+                        stack.append((need, 0))
+                    }
+                    continue
+                }
+                stack.removeLast()
+                for need in needs {
+                    guard let index = plan.nodeIndex(need) else { continue }
+                    for word in 0..<words { bits[top.node * words + word] |= bits[index * words + word] }
+                    bits[top.node * words + index / 64] |= 1 << UInt64(index % 64)
+                }
             }
-            result[id] = all
-            return all
         }
-        for node in plan.nodes { _ = visit(node.id) }
-        return result
+    }
+
+    /// Whether the node at `node` depends on the node at `other`.
+    func depends(_ node: Int, on other: Int) -> Bool {
+        bits[node * words + other / 64] & (1 << UInt64(other % 64)) != 0
+    }
+
+    /// Whether the node at `node` depends on any node of `mask` (a `row(where:)`).
+    func depends(_ node: Int, onAnyOf mask: [UInt64]) -> Bool {
+        (0..<words).contains { bits[node * words + $0] & mask[$0] != 0 }
+    }
+
+    /// A row with the bits of the positions `include` takes.
+    func row(where include: (Int) -> Bool) -> [UInt64] {
+        var row = [UInt64](repeating: 0, count: words)
+        for position in 0..<count where include(position) { row[position / 64] |= 1 << UInt64(position % 64) }
+        return row
     }
 }
