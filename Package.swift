@@ -297,7 +297,7 @@ let package = Package(
         // `swift build -c release --product lockstep-bench`: figures for docs/benchmarks.md (see ops/bench/run).
         .executableTarget(
             name: "lockstep-bench",
-            dependencies: ["LockstepEngine", "LockstepStore", "LockstepWire", "LockstepCore", "CSQLite"],
+            dependencies: ["LockstepEngine", "LockstepStore", "LockstepWire", "LockstepCore", "LockstepPlan", "CSQLite"],
             path: "ops/bench/Sources/lockstep-bench"
         ),
         // Wake-up latency with a compiled gRPC client (LockstepClient) for ops/bench/api.

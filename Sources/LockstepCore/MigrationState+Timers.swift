@@ -20,10 +20,11 @@ extension MigrationState {
     var startToCloseDeadlines: [(node: NodeID, token: FencingToken, limitMillis: Int64, at: Instant)] {
         guard !status.isSettled else { return [] }
         var deadlines: [(node: NodeID, token: FencingToken, limitMillis: Int64, at: Instant)] = []
-        for index in nodes.indices {
-            guard let lease = nodes[index].lease else { continue }
-            let id = nodes[index].id
-            guard let spec = plan.nodeIndex(id, hint: index), let limit = plan.nodes[spec].timeouts.startToCloseMillis else { continue }
+        // Only the nodes whose spec sets one (the plan keeps their indices): this runs after every append.
+        for spec in plan.nodesWithStartToClose {
+            let id = plan.nodes[spec].id
+            guard let limit = plan.nodes[spec].timeouts.startToCloseMillis, let index = nodeIndex(id, hint: spec),
+                  let lease = nodes[index].lease else { continue }
             deadlines.append((id, lease.token, limit, lease.grantedAt.adding(milliseconds: limit)))
         }
         return deadlines
@@ -50,8 +51,8 @@ extension MigrationState {
     public var nextDeadline: Instant? {
         guard status == .running || status == .paused else { return nil }
         var earliest = plan.deadlineMillis.map { startedAt.adding(milliseconds: $0) }
-        // By index, in place (see `nodeIndex`): this runs after every command, over every node of the plan.
-        for index in plan.nodes.indices {
+        // Only the nodes with a deadline (the plan keeps their indices): this runs after every append.
+        for index in plan.nodesWithDeadline {
             guard let millis = plan.nodes[index].deadlineMillis else { continue }
             guard nodeIndex(plan.nodes[index].id, hint: index).map({ nodes[$0].status }) != .succeeded else { continue }
             let at = startedAt.adding(milliseconds: millis)

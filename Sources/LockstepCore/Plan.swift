@@ -184,9 +184,9 @@ public struct PlanSnapshot: Hashable, Sendable {
     public var windows: [ChangeWindow]
     /// What running steps do when the migration is paused.
     public var onPause: PausePolicy
-    /// Where each node id and service name sits in `nodes` and `services`: kept with them (set in `init`,
-    /// refreshed whenever either changes), so a lookup by id costs the same in a plan of 1,000 nodes as in
-    /// one of 3. Derived, so not part of equality.
+    /// Where each node id and service name sits in `nodes` and `services`, and which nodes need each node:
+    /// kept with them (set in `init`, rebuilt whenever either changes), so a lookup by id costs the same in
+    /// a plan of 1,000 nodes as in one of 3. Derived, so not part of equality.
     private var lookup: PlanLookup
 
     public init(name: String, version: UInt64, contentHash: String, description: String = "", owners: [String] = [],
@@ -214,6 +214,21 @@ public struct PlanSnapshot: Hashable, Sendable {
         if let hint, nodes.indices.contains(hint), nodes[hint].id == id { return hint }
         return lookup.nodes[id]
     }
+
+    /// The indices of the nodes that need node `id`, in plan order.
+    public func nodesNeeding(_ id: NodeID) -> [Int] { lookup.neededBy[id] ?? [] }
+
+    /// The indices of the nodes with a deadline, in plan order.
+    var nodesWithDeadline: [Int] { lookup.withDeadline }
+
+    /// The indices of the nodes with a `start_to_close` timeout, in plan order.
+    var nodesWithStartToClose: [Int] { lookup.withStartToClose }
+
+    /// Whether some node sets a `schedule_to_start` timeout.
+    public var schedulesToStart: Bool { lookup.schedulesToStart }
+
+    /// Whether the plan, a service or a node declares change windows.
+    public var hasWindows: Bool { !windows.isEmpty || lookup.serviceOrNodeWindows }
 
     /// Whether the plan declares `service` under `services`.
     public func declares(service: String) -> Bool { lookup.services[service] != nil }
@@ -255,37 +270,43 @@ extension NodeSpec {
     }
 }
 
-/// A plan's node ids and service names to their places (`PlanSnapshot.lookup`).
+/// A plan's node ids and service names to their places, and who needs whom (`PlanSnapshot.lookup`).
 struct PlanLookup: Hashable, Sendable {
     /// Each node id to its first index in `nodes` (a plan that names one twice is invalid, and the
     /// first is the one a search in order finds).
     private(set) var nodes: [NodeID: Int] = [:]
     /// Each service name to every index it is declared at, in order.
     private(set) var services: [String: [Int]] = [:]
+    /// Each node id to the indices of the nodes that need it, in order.
+    private(set) var neededBy: [NodeID: [Int]] = [:]
+    /// The indices of the nodes with a deadline, and of those with a `start_to_close`, in order.
+    private(set) var withDeadline: [Int] = []
+    private(set) var withStartToClose: [Int] = []
+    /// Some node sets a `schedule_to_start`; some service or node declares change windows.
+    private(set) var schedulesToStart = false
+    private(set) var serviceOrNodeWindows = false
+
+    private init() {}
 
     init(nodes: [NodeSpec], services: [ServiceSpec]) {
         refresh(nodes: nodes, services: services)
     }
 
-    /// Rebuilt only when the ids or names moved (a change to a node's other fields leaves it as it is).
+    /// Built again from scratch: plans are built whole and rarely changed after (tests change a field).
     mutating func refresh(nodes: [NodeSpec], services: [ServiceSpec]) {
-        var firsts = 0
-        let nodesHold = nodes.indices.allSatisfy { position in
-            guard let first = self.nodes[nodes[position].id] else { return false }
-            if first == position { firsts += 1 }
-            return first == position || (first < position && nodes[first].id == nodes[position].id)
+        self = PlanLookup()
+        self.nodes.reserveCapacity(nodes.count)
+        for position in nodes.indices {
+            if self.nodes[nodes[position].id] == nil { self.nodes[nodes[position].id] = position }
+            for need in nodes[position].needs where neededBy[need]?.last != position { neededBy[need, default: []].append(position) }
+            if nodes[position].deadlineMillis != nil { withDeadline.append(position) }
+            if nodes[position].timeouts.startToCloseMillis != nil { withStartToClose.append(position) }
+            schedulesToStart = schedulesToStart || nodes[position].timeouts.scheduleToStartMillis != nil
+            serviceOrNodeWindows = serviceOrNodeWindows || !nodes[position].windows.isEmpty
         }
-        if !nodesHold || firsts != self.nodes.count {
-            var index: [NodeID: Int] = [:]
-            index.reserveCapacity(nodes.count)
-            for position in nodes.indices where index[nodes[position].id] == nil { index[nodes[position].id] = position }
-            self.nodes = index
-        }
-        let declarations = self.services.values.reduce(0) { $0 + $1.count }
-        if declarations != services.count || !services.indices.allSatisfy({ self.services[services[$0].name]?.contains($0) ?? false }) {
-            var index: [String: [Int]] = [:]
-            for position in services.indices { index[services[position].name, default: []].append(position) }
-            self.services = index
+        for position in services.indices {
+            self.services[services[position].name, default: []].append(position)
+            serviceOrNodeWindows = serviceOrNodeWindows || !services[position].windows.isEmpty
         }
     }
 

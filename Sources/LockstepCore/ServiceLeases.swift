@@ -102,12 +102,36 @@ extension MigrationState {
         if inert && !events.isEmpty { return events }
         var after = self
         for event in events { after.evolve(event) }
-        return events + after.serviceLeaseBookkeeping()
+        let bookkeeping = after.serviceLeaseBookkeeping(reviewing: after.nodesToReview(after: events, from: self))
+        // Looking at some nodes only is right when the state was consistent before (every command leaves
+        // it so; opening reconciles a history that is not): then it finds what looking at all finds.
+        assert(bookkeeping == after.serviceLeaseBookkeeping() || !serviceLeaseBookkeeping().isEmpty,
+               "the bookkeeping of the nodes \(events) touched differs from the bookkeeping of all")
+        return events + bookkeeping
+    }
+
+    /// The indices of the nodes whose bookkeeping `events` (folded into this state from `before`) may
+    /// have changed, in plan order: the nodes they name and the nodes that need those. A node's rules
+    /// read only its own state, its needs' statuses, the migration's status and its rollback queue; nil
+    /// (look at every node) when the events changed the status or the queue, or name no single node.
+    func nodesToReview(after events: [MigrationEvent], from before: MigrationState) -> [Int]? {
+        guard !events.isEmpty, status == before.status, rollbackQueue == before.rollbackQueue else { return nil }
+        var review = Set<Int>()
+        for event in events {
+            guard let node = event.soleNode else { return nil }
+            guard let index = nodeIndex(node) else { continue }  // (names no node of this plan: changes nothing)
+            review.insert(index)
+            review.formUnion(plan.nodesNeeding(node))
+        }
+        return review.sorted()
     }
 
     /// The bookkeeping events this state calls for: none when it is consistent, which every state a
     /// coordinator builds is after each command.
-    public func serviceLeaseBookkeeping() -> [MigrationEvent] {
+    public func serviceLeaseBookkeeping() -> [MigrationEvent] { serviceLeaseBookkeeping(reviewing: nil) }
+
+    /// The bookkeeping of the nodes at `review` (indices in plan order), or of every node when nil.
+    private func serviceLeaseBookkeeping(reviewing review: [Int]?) -> [MigrationEvent] {
         guard nodes.count == plan.nodes.count else { return [] }
         if let reordered = rollbackReorder() {
             var after = self
@@ -134,7 +158,7 @@ extension MigrationState {
             plan.nodes[index].needs.allSatisfy { need in position(of: need, before: index).map { nodes[$0].status == .succeeded } ?? false }
         }
         var events: [MigrationEvent] = []
-        for index in plan.nodes.indices {
+        for index in review ?? Array(plan.nodes.indices) where nodes.indices.contains(index) {
             let wants = wantsServices(at: index) { needsMet(index) }
             // A node that would keep its services but holds none (a history written before service
             // leases, or one whose services an operator took) asks for them like a node that wants them.
@@ -387,5 +411,40 @@ extension ServiceRequest {
     /// migration and node).
     func isInLine(before other: ServiceRequest) -> Bool {
         (sequence, migration, node.rawValue) < (other.sequence, other.migration, other.node.rawValue)
+    }
+}
+
+extension MigrationEvent {
+    /// The node an event concerns, if any.
+    public var reportNode: NodeID? {
+        switch self {
+        case .stepLeased(let e): e.node
+        case .stepCompleted(let e): e.node
+        case .stepFailed(let e): e.node
+        case .stepProgress(let e): e.node
+        case .approvalGranted(let e), .approvalRejected(let e): e.node
+        case .migrationFailed(let node, _): node
+        case .serviceLeasesRequested(let e): e.node
+        case .serviceLeasesWithdrawn(let node, _): node
+        case .serviceLeasesGranted(let e): e.node
+        case .serviceLeasesReleased(let e): e.node
+        case .exposureStageReached(let e): e.node
+        case .metricSampled(let e): e.node
+        case .analysisEvaluated(let e): e.node
+        case .analysisOverridden(let node, _): node
+        case .rollbackReordered(let e): e.node
+        case .breakGlass(let e): e.node
+        case .checkReported(let e): e.node
+        case .migrationStarted, .migrationPaused, .migrationResumed, .migrationAborted, .migrationRolledBack, .migrationSucceeded: nil
+        }
+    }
+
+    /// The one node this event changes, or nil for an event that changes the migration as a whole (its
+    /// status or its rollback queue, as `migration_failed` and `rollback_reordered` do, naming a node).
+    var soleNode: NodeID? {
+        switch self {
+        case .migrationFailed, .rollbackReordered: nil
+        default: reportNode
+        }
     }
 }

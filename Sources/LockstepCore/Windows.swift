@@ -237,12 +237,6 @@ extension PlanSnapshot {
         return Array(Set(all.map(\.zone))).sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
     }
 
-    /// Whether the plan, a service or a node declares any window.
-    public var hasWindows: Bool {
-        // By index, in place (see `MigrationState.nodeIndex`): asked after every append.
-        !windows.isEmpty || services.indices.contains { !services[$0].windows.isEmpty } || nodes.indices.contains { !nodes[$0].windows.isEmpty }
-    }
-
     /// The levels of windows that apply to `node`'s forward steps: the plan's, each of its services', its
     /// own; only levels that declare any. Each level is open when one of its windows is.
     public func windowLevels(of node: NodeSpec) -> [[ChangeWindow]] {

@@ -82,8 +82,7 @@ extension CoordinatorMachine {
             deadline = migration.nextDeadline
             stepTimeout = migration.nextStepTimeout
             bakeEnd = migration.nextBakeEnd
-            // By index, in place (see `MigrationState.nodeIndex`).
-            schedulesToStart = migration.plan.nodes.indices.contains { migration.plan.nodes[$0].timeouts.scheduleToStartMillis != nil }
+            schedulesToStart = migration.plan.schedulesToStart
             hasWindows = migration.plan.hasWindows
         }
     }

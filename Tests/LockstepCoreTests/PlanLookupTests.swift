@@ -9,7 +9,9 @@ import Testing
         var nodeIndex: [Int?]
         var declares: [Bool]
         var approvers: [[String]]
-        var description: String { "\(nodeIndex) \(declares) \(approvers)" }
+        var needing: [[Int]]
+        var timersAndWindows: [Bool]
+        var description: String { "\(nodeIndex) \(declares) \(approvers) \(needing) \(timersAndWindows)" }
 
         init(_ plan: PlanSnapshot, ids: [NodeID], services: [String]) {
             nodeIndex = ids.map { id in plan.nodes.indices.first { plan.nodes[$0].id == id } }
@@ -22,12 +24,17 @@ import Testing
                 }
                 return groups
             }
+            needing = ids.map { id in plan.nodes.indices.filter { plan.nodes[$0].needs.contains(id) } }
+            timersAndWindows = [plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil },
+                                !plan.windows.isEmpty || plan.services.contains { !$0.windows.isEmpty } || plan.nodes.contains { !$0.windows.isEmpty }]
         }
 
         init(lookedUp plan: PlanSnapshot, ids: [NodeID], services: [String]) {
             nodeIndex = ids.map { plan.nodeIndex($0) }
             declares = services.map { plan.declares(service: $0) }
             approvers = plan.nodes.map { plan.approverGroups(for: $0) }
+            needing = ids.map { plan.nodesNeeding($0) }
+            timersAndWindows = [plan.schedulesToStart, plan.hasWindows]
         }
     }
 
@@ -48,21 +55,29 @@ import Testing
         func node() -> NodeSpec {
             // Ids and services repeat on purpose: lookups must find the first, as a walk does.
             var spec = NodeSpec(id: ids[random.next(ids.count)], services: (0..<(1 + random.next(3))).map { (_: Int) in names[random.next(names.count)] },
-                                phase: .custom, action: "a")
+                                phase: .custom, action: "a", needs: (0..<random.next(3)).map { (_: Int) in ids[random.next(ids.count)] })
             if random.next(3) == 0 { spec.approval = ApprovalGate(minimum: 1, from: random.next(2) == 0 ? [] : ["gate-group"]) }
+            if random.next(6) == 0 { spec.timeouts.scheduleToStartMillis = 60_000 }
+            if random.next(6) == 0 { spec.windows = [window] }
             return spec
         }
+        let window = ChangeWindow(days: 0x1F, startMinute: 540, endMinute: 1_020, zone: "UTC")
         func service() -> ServiceSpec {
-            ServiceSpec(name: names[random.next(names.count)], owners: (0..<random.next(3)).map { (_: Int) in "team-\(random.next(4))" })
+            ServiceSpec(name: names[random.next(names.count)], owners: (0..<random.next(3)).map { (_: Int) in "team-\(random.next(4))" },
+                        windows: random.next(6) == 0 ? [window] : [])
         }
         var plan = PlanSnapshot(name: "p", version: 1, contentHash: "", services: (0..<4).map { _ in service() },
                                 nodes: (0..<6).map { _ in node() })
         for step in 0..<40 {
-            switch random.next(8) {
+            switch random.next(12) {
             case 0: plan.nodes.append(node())
             case 1: if !plan.nodes.isEmpty { plan.nodes.remove(at: random.next(plan.nodes.count)) }
             case 2: if !plan.nodes.isEmpty { plan.nodes[random.next(plan.nodes.count)].id = ids[random.next(ids.count)] }
             case 3: plan.nodes.reverse()
+            case 7: if !plan.nodes.isEmpty { plan.nodes[random.next(plan.nodes.count)].needs = [ids[random.next(ids.count)]] }
+            case 8: if !plan.nodes.isEmpty { plan.nodes[random.next(plan.nodes.count)].timeouts.scheduleToStartMillis = nil }
+            case 9: if !plan.nodes.isEmpty { plan.nodes[random.next(plan.nodes.count)].windows = [] }
+            case 10: plan.windows = plan.windows.isEmpty ? [window] : []
             case 4: plan.services.append(service())
             case 5: if !plan.services.isEmpty { plan.services[random.next(plan.services.count)].name = names[random.next(names.count)] }
             case 6: if !plan.services.isEmpty { plan.services.swapAt(0, random.next(plan.services.count)) }

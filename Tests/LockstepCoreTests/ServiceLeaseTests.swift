@@ -369,6 +369,53 @@ func runStep(_ ledger: inout LeaseLedger, _ id: String, _ node: String) {
         #expect(decoded.serviceLeases.queue.map(\.migration.rawValue) == ["m2", "m3"])
     }
 
+    /// The bookkeeping after a command looks only at the nodes its events name and the nodes that need
+    /// those (`nodesToReview`); a fan-out and fan-in plan with a gate, driven through completions,
+    /// a failure with a retry, a pause, a forced release and an abort, stays consistent as a whole.
+    @Test func lookingOnlyAtTheNodesACommandTouchedLeavesEveryNodeConsistent() {
+        let diamond = PlanSnapshot(name: "diamond", version: 1, contentHash: "h-diamond", owners: ["ops"], nodes: [
+            NodeSpec(id: NodeID("root"), services: ["orders"], phase: .expand, action: "w", rollback: RollbackSpec(action: "u")),
+            NodeSpec(id: NodeID("left"), services: ["ledger"], phase: .custom, action: "w", needs: [NodeID("root")], rollback: RollbackSpec(action: "u")),
+            NodeSpec(id: NodeID("right"), services: ["billing"], phase: .custom, action: "w", needs: [NodeID("root")],
+                     retry: RetryPolicy(maxAttempts: 3), rollback: RollbackSpec(action: "u")),
+            NodeSpec(id: NodeID("join"), services: ["orders", "ledger"], phase: .custom, action: "w", needs: [NodeID("left"), NodeID("right")],
+                     rollback: RollbackSpec(action: "u"), approval: ApprovalGate(minimum: 1, from: ["ops"])),
+            NodeSpec(id: NodeID("after"), services: ["payments"], phase: .custom, action: "w", needs: [NodeID("join")], rollback: RollbackSpec(action: "u")),
+        ])
+        var ledger = LeaseLedger()
+        start(&ledger, "m", diamond)
+        start(&ledger, "other", servicePlan("o", ["billing"]))
+        func consistent(_ step: String) {
+            for migration in ledger.state.migrationsInOrder { #expect(migration.serviceLeaseBookkeeping() == [], "after \(step): \(migration.id)") }
+        }
+        consistent("the starts")
+        runStep(&ledger, "m", "root")
+        consistent("root")
+        #expect(ledger.leases("m", "left") == .held(since: t(1)) && ledger.leases("m", "right").isRequested)
+        runStep(&ledger, "m", "left")
+        consistent("left")
+        runStep(&ledger, "other", "work")
+        consistent("other")
+        guard case .accepted(let leased) = ledger.run("m", .leaseStep(node: NodeID("right"), agent: "a", ttlMillis: 10_000)),
+              case .stepLeased(let step) = leased.first else { Issue.record("right was not leased"); return }
+        ledger.run("m", .failStep(node: NodeID("right"), token: step.token, reason: "flaky", retryable: true))
+        consistent("a failure with a retry")
+        ledger.run("m", .pause(reason: "look"))
+        consistent("the pause")
+        ledger.run("m", .resume)
+        consistent("the resume")
+        runStep(&ledger, "m", "right")
+        consistent("right")
+        ledger.run("m", .approve(node: NodeID("join"), approver: "bob", groups: ["ops"], comment: ""))
+        consistent("the approval")
+        runStep(&ledger, "m", "join")
+        consistent("join")
+        ledger.forceRelease("m", NodeID("after"), reason: "let another through")
+        consistent("the forced release")
+        ledger.run("m", .abort(reason: "stop"))
+        consistent("the abort")
+    }
+
     @Test func everyDecisionLeavesTheBookkeepingConsistent() {
         var ledger = LeaseLedger()
         start(&ledger, "m", twoStepPlan)

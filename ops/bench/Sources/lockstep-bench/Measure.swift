@@ -18,6 +18,13 @@ func timed<T>(_ body: () async throws -> T) async rethrows -> (T, Double) {
     return (result, seconds(ContinuousClock.now - start))
 }
 
+/// Seconds taken by `body`, on the monotonic clock.
+func timedSync<T>(_ body: () throws -> T) rethrows -> (T, Double) {
+    let start = ContinuousClock.now
+    let result = try body()
+    return (result, seconds(ContinuousClock.now - start))
+}
+
 /// `duration` in seconds.
 func seconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18

@@ -1,6 +1,7 @@
 import Foundation
 import LockstepCore
 import LockstepEngine
+import LockstepPlan
 import LockstepStore
 import LockstepWire
 import Synchronization
@@ -149,16 +150,16 @@ if only == "append-latency" || only == nil {
 /// heartbeat → complete cycles through the coordinator for `seconds`. Each cycle appends its
 /// step_leased, then step_completed + the node's service release + the next node's request, then the
 /// next node's grant (the lease queue): 5 events in 3 appends. Returns cycles/s, events/s, events per commit.
-func leaseCycles(agents: Int) async throws -> (cyclesPerSecond: Double, eventsPerCycle: Double, eventsPerCommit: Double) {
+func leaseCycles(agents: Int, chain: Int = 100) async throws -> (cyclesPerSecond: Double, eventsPerCycle: Double, eventsPerCommit: Double) {
     let commits = Mutex((commits: 0, events: 0))
     let log = try SQLiteEventLog(path: freshPath()) { commit in commits.withLock { $0.commits += 1; $0.events += commit.events } }
     let coordinator = try await Coordinator.open(log: log, snapshotIntervalEvents: UInt64(option("--snapshot-interval").flatMap(Int.init) ?? 10_000))
     let operatorContext = CommandContext(actor: Actor(kind: "user", id: "bench"), triggeredBy: .user)
     var plans: [PlanSnapshot] = []
     for agent in 0..<agents {
-        let chain = ExamplePlans.chain(length: 100, service: "service-\(agent)", name: "cycle-\(agent)")
-        let applied = try await coordinator.applyPlan(chain, context: operatorContext, now: WallClock.now())
-        plans.append(await coordinator.state.plan(chain.name, version: applied.version)!)
+        let plan = ExamplePlans.chain(length: chain, service: "service-\(agent)", name: "cycle-\(agent)")
+        let applied = try await coordinator.applyPlan(plan, context: operatorContext, now: WallClock.now())
+        plans.append(await coordinator.state.plan(plan.name, version: applied.version)!)
     }
     let before = try await log.head().sequence
     commits.withLock { $0 = (0, 0) }
@@ -219,6 +220,52 @@ for agents in (option("--agents").map { [Int($0) ?? 1] } ?? [1, 64]) where wante
                     ours: Figure(samples: ours), reference: Figure(samples: reference),
                     referenceName: "raw SQLite appends of the same events", target: 0.7))
     print("lease cycles with \(agents) agents: done")
+}
+
+// MARK: Plan size
+
+/// A plan of `nodes` nodes, each transitioning 16 of `nodes` declared services and needing the 40 nodes
+/// before it (as YAML, about 380 KB at 1,000 nodes: within the 1 MiB a plan file may have).
+func widePlanYAML(nodes: Int) -> String {
+    var yaml = "name: wide\nservices:\n"
+    for index in 0..<nodes { yaml += "  s\(index): { owners: [t\(index % 50)] }\n" }
+    yaml += "nodes:\n"
+    for index in 0..<nodes {
+        let services = (0..<16).map { "s\((index * 16 + $0) % nodes)" }.joined(separator: ",")
+        let needs = (max(0, index - 40)..<index).map { "n\($0)" }.joined(separator: ",")
+        yaml += "  - {id: n\(index),services: [\(services)],phase: custom,action: w,approvals: {minimum: 1}"
+            + (needs.isEmpty ? "" : ",needs: [\(needs)]") + "}\n"
+    }
+    return yaml
+}
+
+/// Nodes per second read, linted and validated (`PlanFile.lint`, what applying a plan runs) for a plan of `nodes` nodes.
+func planNodesPerSecond(nodes: Int) -> Double {
+    let yaml = widePlanYAML(nodes: nodes)
+    let (load, elapsed) = timedSync { PlanFile.lint(yaml: yaml) }
+    precondition(load.plan?.nodes.count == nodes && load.errors.isEmpty, "the plan did not read: \(load.errors.prefix(3))")
+    return Double(nodes) / elapsed
+}
+
+if wanted("plan-size") {
+    // The cost of a plan should grow with its size, not its square: a ratio near 1 says linear.
+    var large: [Double] = []
+    var small: [Double] = []
+    for _ in 0..<max(3, runs) {
+        small.append(planNodesPerSecond(nodes: 100))
+        large.append(planNodesPerSecond(nodes: CoreLimits.planNodesMax))
+    }
+    rows.append(Row(name: "plan read + lint + validation, nodes/s, \(CoreLimits.planNodesMax) nodes (16 services, 40 needs each)",
+                    ours: Figure(samples: large), reference: Figure(samples: small), referenceName: "the same shape at 100 nodes", target: 0.5))
+    var long: [Double] = []
+    var short: [Double] = []
+    for _ in 0..<runs {
+        short.append(try await leaseCycles(agents: 64, chain: 100).cyclesPerSecond)
+        long.append(try await leaseCycles(agents: 64, chain: CoreLimits.planNodesMax).cyclesPerSecond)
+    }
+    rows.append(Row(name: "lease cycles/s, 64 agents, chains of \(CoreLimits.planNodesMax) nodes", ours: Figure(samples: long),
+                    reference: Figure(samples: short), referenceName: "the same with chains of 100 nodes", target: 0.8))
+    print("plan size: done")
 }
 
 // MARK: Replay
