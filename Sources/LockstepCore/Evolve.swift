@@ -167,6 +167,7 @@ extension MigrationState {
             cannotUndo = report.cannotUndo
             // No bake is judged and no decision awaited any more; a rollback does not wait out a
             // forward retry's backoff.
+            let undoing = Set(report.rollback)
             for index in nodes.indices {
                 nodes[index].exposure.bakeUntil = nil
                 nodes[index].exposure.awaitingDecision = false
@@ -175,7 +176,7 @@ extension MigrationState {
                     nodes[index].lease = nil
                     nodes[index].progress = nil
                 }
-                if report.rollback.contains(nodes[index].id) { nodes[index].retryAt = nil }
+                if undoing.contains(nodes[index].id) { nodes[index].retryAt = nil }
             }
             for id in report.abandoned {
                 updateNode(id) { node in

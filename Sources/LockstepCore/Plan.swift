@@ -230,6 +230,9 @@ public struct PlanSnapshot: Hashable, Sendable {
     /// Whether the plan, a service or a node declares change windows.
     public var hasWindows: Bool { !windows.isEmpty || lookup.serviceOrNodeWindows }
 
+    /// The indices in `services` where `service` is declared, in order.
+    public func declarations(of service: String) -> [Int] { lookup.services[service] ?? [] }
+
     /// Whether the plan declares `service` under `services`.
     public func declares(service: String) -> Bool { lookup.services[service] != nil }
 
@@ -238,11 +241,10 @@ public struct PlanSnapshot: Hashable, Sendable {
     public func approverGroups(for node: NodeSpec) -> [String] {
         if let gate = node.approval, !gate.from.isEmpty { return gate.from }
         // The declarations the node names, in plan order (found by name, not by a walk over every service).
-        var declared: [Int] = []
-        for service in node.services { declared += lookup.services[service] ?? [] }
         var groups: [String] = []
-        for index in Set(declared).sorted() {
-            for owner in services[index].owners where !groups.contains(owner) { groups.append(owner) }
+        var seen = Set<String>()
+        for index in Set(node.services.flatMap { declarations(of: $0) }).sorted() {
+            for owner in services[index].owners where seen.insert(owner).inserted { groups.append(owner) }
         }
         return groups
     }

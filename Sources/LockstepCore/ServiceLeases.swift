@@ -59,20 +59,22 @@ extension MigrationState {
     /// Whether the node at `index` is in the middle of transitioning its services: a step of it runs,
     /// it is between retries, or an abort abandoned its step and has yet to undo it. Such a node asks
     /// for its services if it holds none.
-    private func midTransition(at index: Int) -> Bool {
+    /// (`queued` answers whether a node is in the rollback queue: a set, when every node is asked.)
+    private func midTransition(at index: Int, queued: Set<NodeID>? = nil) -> Bool {
         if nodes[index].lease != nil { return true }
         switch status {
         case .running, .paused: return betweenSteps(at: index)
-        case .aborting: return nodes[index].status == .failed && rollbackQueue.contains(nodes[index].id)
+        case .aborting: return nodes[index].status == .failed && (queued?.contains(nodes[index].id) ?? rollbackQueue.contains(nodes[index].id))
         case .succeeded, .failed, .rolledBack: return false
         }
     }
 
-    private func keepsServices(at index: Int, wants: StepKind?) -> Bool {
+    private func keepsServices(at index: Int, wants: StepKind?, queued: Set<NodeID>? = nil) -> Bool {
         if wants != nil || nodes[index].lease != nil { return true }
         switch status {
         case .running, .paused: return betweenSteps(at: index)
-        case .aborting, .failed: return rollbackQueue.contains(nodes[index].id)  // still to undo, or could not be undone
+        case .aborting, .failed:  // still to undo, or could not be undone
+            return queued?.contains(nodes[index].id) ?? rollbackQueue.contains(nodes[index].id)
         case .succeeded, .rolledBack: return false
         }
     }
@@ -91,11 +93,11 @@ extension MigrationState {
     /// `events` followed by the service-lease bookkeeping they imply: releases, withdrawals and new
     /// requests, node by node in plan order.
     func withServiceLeaseBookkeeping(_ events: [MigrationEvent]) -> [MigrationEvent] {
-        // Leasing a step, reporting progress or being granted services changes nothing any node wants
-        // or keeps (the state was consistent before): skip the work, which is most commands.
+        // Leasing a step, reporting progress or a metric sample, or being granted services changes nothing
+        // any node wants or keeps (the state was consistent before): skip the work, which is most commands.
         let inert = events.allSatisfy { event in
             switch event {
-            case .stepLeased, .stepProgress, .serviceLeasesGranted: true
+            case .stepLeased, .stepProgress, .serviceLeasesGranted, .metricSampled: true
             default: false
             }
         }
@@ -158,16 +160,18 @@ extension MigrationState {
             plan.nodes[index].needs.allSatisfy { need in position(of: need, before: index).map { nodes[$0].status == .succeeded } ?? false }
         }
         var events: [MigrationEvent] = []
+        // Asked for each node an aborting or failed migration looks at: once, not a search per node.
+        let queued: Set<NodeID>? = rollbackQueue.count > 8 ? Set(rollbackQueue) : nil
         for index in review ?? Array(plan.nodes.indices) where nodes.indices.contains(index) {
             let wants = wantsServices(at: index) { needsMet(index) }
             // A node that would keep its services but holds none (a history written before service
             // leases, or one whose services an operator took) asks for them like a node that wants them.
             // (A check runs before a forward step: it asks as that step would.)
             func needs() -> StepKind? {
-                wants ?? (midTransition(at: index) ? (nodes[index].lease.map { $0.kind == .check ? .forward : $0.kind } ?? (status == .aborting ? .rollback : .forward)) : nil)
+                wants ?? (midTransition(at: index, queued: queued) ? (nodes[index].lease.map { $0.kind == .check ? .forward : $0.kind } ?? (status == .aborting ? .rollback : .forward)) : nil)
             }
             switch nodes[index].serviceLeases {
-            case .held where !keepsServices(at: index, wants: wants):
+            case .held where !keepsServices(at: index, wants: wants, queued: queued):
                 events.append(.serviceLeasesReleased(ServiceLeasesReleased(
                     node: nodes[index].id, services: plan.nodes[index].services, reason: releaseReason(nodes[index]))))
             case .requested where needs() == nil:

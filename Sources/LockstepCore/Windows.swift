@@ -242,7 +242,10 @@ extension PlanSnapshot {
     public func windowLevels(of node: NodeSpec) -> [[ChangeWindow]] {
         var levels: [[ChangeWindow]] = []
         if !windows.isEmpty { levels.append(windows) }
-        for service in services where !service.windows.isEmpty && node.services.contains(service.name) { levels.append(service.windows) }
+        // The declarations of the node's services, in plan order (found by name, not by a walk over every service).
+        for index in Set(node.services.flatMap { declarations(of: $0) }).sorted() where !services[index].windows.isEmpty {
+            levels.append(services[index].windows)
+        }
         if !node.windows.isEmpty { levels.append(node.windows) }
         return levels
     }
@@ -364,7 +367,13 @@ extension PlanSnapshot {
     /// What would hold node `node`'s forward step back at `now` by its windows, read with `zones` (for
     /// lint: a node whose windows never open together).
     public func windowWait(of node: NodeID, zones: [ZoneOffsets], at now: Instant) -> WindowWait? {
-        MigrationState(started: MigrationStarted(migration: MigrationID("lint"), plan: self, startedAt: now, zones: zones)).windowWait(node, at: now)
+        windowWaits(zones: zones, at: now)(node)
+    }
+
+    /// `windowWait` for any node of the plan, from one migration state built once (lint asks for every node).
+    public func windowWaits(zones: [ZoneOffsets], at now: Instant) -> (NodeID) -> WindowWait? {
+        let state = MigrationState(started: MigrationStarted(migration: MigrationID("lint"), plan: self, startedAt: now, zones: zones))
+        return { state.windowWait($0, at: now) }
     }
 }
 

@@ -99,8 +99,9 @@ enum PlanLint {
     static func windowFindings(_ plan: PlanSnapshot, map: PlanSourceMap, now: Instant) -> [PlanFinding] {
         guard plan.hasWindows, case .success(let zones) = TimeZoneDatabase.offsets(for: plan, from: now) else { return [] }
         var out: [PlanFinding] = []
+        let windowWait = plan.windowWaits(zones: zones, at: now)
         for (index, node) in plan.nodes.enumerated() {
-            guard let wait = plan.windowWait(of: node.id, zones: zones, at: now), wait.opensAt == nil else { continue }
+            guard let wait = windowWait(node.id), wait.opensAt == nil else { continue }
             let levels = plan.windowLevels(of: node).map { $0.map(\.description).joined(separator: " or ") }
             out.append(PlanFinding(.warning, line: node.windows.isEmpty ? map.line(ofNode: index) : map.line(ofNode: index, field: "windows"),
                                    code: "window_never_opens",

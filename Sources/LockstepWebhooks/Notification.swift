@@ -58,7 +58,7 @@ public struct NotificationDeriver: Sendable {
         switch record {
         case .migration(let recorded):
             let before = state.migrations[recorded.migration]
-            let gatedBefore = before.map(Self.awaitingApproval) ?? []
+            let gatedBefore = Set(before.map(Self.awaitingApproval) ?? [])
             state.evolve(record, sequence: sequence)
             let after = state.migrations[recorded.migration] ?? before.flatMap { MigrationState.evolve($0, recorded.event) }
             guard let migration = after ?? before else { return [] }

@@ -11,7 +11,8 @@ import Testing
         var approvers: [[String]]
         var needing: [[Int]]
         var timersAndWindows: [Bool]
-        var description: String { "\(nodeIndex) \(declares) \(approvers) \(needing) \(timersAndWindows)" }
+        var windowLevels: [[[ChangeWindow]]]
+        var description: String { "\(nodeIndex) \(declares) \(approvers) \(needing) \(timersAndWindows) \(windowLevels)" }
 
         init(_ plan: PlanSnapshot, ids: [NodeID], services: [String]) {
             nodeIndex = ids.map { id in plan.nodes.indices.first { plan.nodes[$0].id == id } }
@@ -27,6 +28,11 @@ import Testing
             needing = ids.map { id in plan.nodes.indices.filter { plan.nodes[$0].needs.contains(id) } }
             timersAndWindows = [plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil },
                                 !plan.windows.isEmpty || plan.services.contains { !$0.windows.isEmpty } || plan.nodes.contains { !$0.windows.isEmpty }]
+            windowLevels = plan.nodes.map { node in
+                var levels: [[ChangeWindow]] = plan.windows.isEmpty ? [] : [plan.windows]
+                for service in plan.services where !service.windows.isEmpty && node.services.contains(service.name) { levels.append(service.windows) }
+                return node.windows.isEmpty ? levels : levels + [node.windows]
+            }
         }
 
         init(lookedUp plan: PlanSnapshot, ids: [NodeID], services: [String]) {
@@ -35,6 +41,7 @@ import Testing
             approvers = plan.nodes.map { plan.approverGroups(for: $0) }
             needing = ids.map { plan.nodesNeeding($0) }
             timersAndWindows = [plan.schedulesToStart, plan.hasWindows]
+            windowLevels = plan.nodes.map { plan.windowLevels(of: $0) }
         }
     }
 
@@ -64,7 +71,7 @@ import Testing
         let window = ChangeWindow(days: 0x1F, startMinute: 540, endMinute: 1_020, zone: "UTC")
         func service() -> ServiceSpec {
             ServiceSpec(name: names[random.next(names.count)], owners: (0..<random.next(3)).map { (_: Int) in "team-\(random.next(4))" },
-                        windows: random.next(6) == 0 ? [window] : [])
+                        windows: random.next(4) == 0 ? [ChangeWindow(days: 0x1F, startMinute: UInt16(random.next(600)), endMinute: 1_200, zone: "UTC")] : [])
         }
         var plan = PlanSnapshot(name: "p", version: 1, contentHash: "", services: (0..<4).map { _ in service() },
                                 nodes: (0..<6).map { _ in node() })
