@@ -67,6 +67,10 @@ public struct H2Limits: Sendable, Equatable {
     public var requestBodyMillisMax: Int64? = nil
     /// A connection with no stream open this long gets GOAWAY and is closed (nil: never).
     public var connectionIdleMillisMax: Int64? = nil
+    /// After a graceful shutdown's GOAWAY, a connection still open this long later is closed, its
+    /// streams in flight with it: a client that stopped reading a watch does not hold the shutdown for
+    /// the stalled-reader limit (nil: never).
+    public var shutdownGraceMillis: Int64? = nil
 
     public init() {}
 

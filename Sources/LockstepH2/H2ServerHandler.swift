@@ -41,6 +41,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     let observer: (any H2StreamObserver)?
     /// Armed while no stream is open: GOAWAY and close at `connectionIdleMillisMax`.
     private var idleTimer: Scheduled<Void>?
+    /// Armed by a graceful shutdown: close at `shutdownGraceMillis`, whatever is still in flight.
+    private var graceTimer: Scheduled<Void>?
     /// The keepalive check, and when the connection last read anything and last pinged (monotonic ns).
     private var keepalive: Scheduled<Void>?
     private var lastReadNanos: UInt64 = 0
@@ -93,6 +95,8 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         stopKeepalive()
         idleTimer?.cancel()
         idleTimer = nil
+        graceTimer?.cancel()
+        graceTimer = nil
         // Emptied first: a close callback that asks `closed` for another stream gets a completed future,
         // not a promise nobody would complete.
         let listeners = open
@@ -216,11 +220,19 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
 
     /// A graceful shutdown (`ChannelShouldQuiesceEvent`): GOAWAY naming the last stream taken; the
-    /// streams in flight finish, then the connection closes.
+    /// streams in flight finish, then the connection closes; at `shutdownGraceMillis` it closes anyway.
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             session.goaway()
             flush()
+            if graceTimer == nil, let millis = state.limits.shutdownGraceMillis {
+                graceTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(max(0, millis))) { [self] in
+                    graceTimer = nil
+                    guard let context = self.context, !closed else { return }
+                    logger.notice("closing an HTTP/2 connection still open \(millis) ms after the shutdown began (shutdown_grace)")
+                    close(context)
+                }
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }

@@ -272,6 +272,8 @@ public enum LockstepServer {
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))
         }
+        // A graceful shutdown ends both ports' HTTP/2 connections within the same grace as gRPC's.
+        jsonLimits.shutdownGraceMillis = grpcConfiguration.graceMillis
         let engineLimits = jsonLimits
         let server = HTTPServerBuilder { responder in
             HTTP1AndEngineChannel(

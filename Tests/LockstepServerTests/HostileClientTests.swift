@@ -194,6 +194,34 @@ struct HostileClientTests {
 }
 
 extension HostileClientTests {
+    /// Regression: a graceful shutdown waited for a JSON watch over HTTP/2 whose client never opened its
+    /// window (nor answered a PING): the server exited 41 s after SIGTERM, when the keepalive gave up on
+    /// the client (a client answering PINGs would hold it to the stalled-reader limit). Both ports'
+    /// HTTP/2 connections are now closed 5 s into the shutdown, as gRPC's always were.
+    @Test(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+    func aWatchWhoseClientReadsNothingDoesNotHoldTheShutdown() async throws {
+        let server = try await ServerProcess(["--dev"])
+        let plan = "name: p\nservices:\n  s: { owners: [t] }\nnodes:\n  - { id: n, service: s, phase: custom, action: a, rollback: { action: u } }\n"
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
+        #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
+        #expect(try await server.post("/v1/migrations", #"{"plan": "p", "migration_id": "m1"}"#).hasSuffix("\n200"))
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/stalled_watch.py").path
+        let marker = server.data + "/watch-sent"
+        let client = try ChildProcess("/usr/bin/env", ["python3", script, String(server.url.dropFirst("http://".count)), "m1", marker])
+        try await eventually("the watch was sent") { FileManager.default.fileExists(atPath: marker) }
+        try await Task.sleep(for: .milliseconds(500))
+        let began = ContinuousClock.now
+        server.process.kill(SIGTERM)
+        let stopped = try await server.process.wait(seconds: 60)
+        let took = ContinuousClock.now - began
+        client.kill(SIGTERM)
+        _ = try? await client.wait(seconds: 10)
+        #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
+        #expect(stopped.stderr.contains("(shutdown_grace)"), "\(stopped.stderr.suffix(1_000))")
+        // 5 s of grace and the rest of the shutdown; the keepalive alone would take 40 s.
+        #expect(took < .seconds(25), "the server took \(took) to stop")
+    }
+
     /// Regression: under the usual open-file limit of 1,024, one client holding ~1,100 idle connections
     /// made the server stop answering and then die (SIGILL in libdispatch's worker monitor, 8 of 22
     /// rounds). Now the connections that fit below the limit less its reserve are admitted, the rest
