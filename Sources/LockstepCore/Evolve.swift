@@ -169,8 +169,9 @@ extension MigrationState {
             // forward retry's backoff.
             let undoing = Set(report.rollback)
             for index in nodes.indices {
-                nodes[index].exposure.bakeUntil = nil
-                nodes[index].exposure.awaitingDecision = false
+                // (Written only where set: a node's rarely set fields stay shared until one changes.)
+                if nodes[index].exposure.bakeUntil != nil { nodes[index].exposure.bakeUntil = nil }
+                if nodes[index].exposure.awaitingDecision { nodes[index].exposure.awaitingDecision = false }
                 // A check running now is abandoned: its report, if it comes, finds no lease.
                 if nodes[index].lease?.kind == .check {
                     nodes[index].lease = nil

@@ -123,29 +123,55 @@ public struct NodeState: Hashable, Sendable {
     public var lastToken: FencingToken
     /// The live lease while a step runs.
     public var lease: StepLease?
-    /// Why the last attempt failed, if it did.
-    public var lastFailure: String?
     /// No new attempt before this instant (retry backoff).
     public var retryAt: Instant?
-    /// Approvals of the node's gate, in the order given.
-    public var approvals: [GateDecision]
-    /// The rejection that blocks the node, if any.
-    public var rejection: GateDecision?
-    /// The latest progress report of the live step.
-    public var progress: StepProgress?
     /// Leases that expired without their attempt being counted (lost agents; `CoreLimits.agentsLostMax`).
     public var agentsLost: UInt32
     /// The node's claim on its services' transition leases.
     public var serviceLeases: ServiceLeaseStatus
-    /// An exposure node's stages and bake.
-    public var exposure: ExposureProgress
-    /// What admins overrode for this node (break-glass), sorted, each once.
-    public var breakGlass: [BreakGlassScope] = []
-    /// The latest result of each of its checks, in the order they first reported.
-    public var checks: [CheckResult] = []
     /// Its last step was stopped by a pause (`on_pause: stop`): it may be halfway through changing its
     /// services, so it keeps them until its next step.
     public var stopped = false
+    /// The fields most nodes never set, behind one shared reference until one of them changes: a copy of
+    /// a migration's nodes (a command folds its events into one to decide its bookkeeping) retains one
+    /// thing per node for them, not a dozen.
+    private var rare = RareNodeFields.Shared()
+
+    /// Why the last attempt failed, if it did.
+    public var lastFailure: String? {
+        get { rare.fields.lastFailure }
+        set { if newValue != rare.fields.lastFailure { rare.fields.lastFailure = newValue } }
+    }
+    /// Approvals of the node's gate, in the order given.
+    public var approvals: [GateDecision] {
+        get { rare.fields.approvals }
+        _modify { yield &rare.fields.approvals }
+    }
+    /// The rejection that blocks the node, if any.
+    public var rejection: GateDecision? {
+        get { rare.fields.rejection }
+        set { if newValue != rare.fields.rejection { rare.fields.rejection = newValue } }
+    }
+    /// The latest progress report of the live step.
+    public var progress: StepProgress? {
+        get { rare.fields.progress }
+        set { if newValue != rare.fields.progress { rare.fields.progress = newValue } }
+    }
+    /// An exposure node's stages and bake.
+    public var exposure: ExposureProgress {
+        get { rare.fields.exposure }
+        _modify { yield &rare.fields.exposure }
+    }
+    /// What admins overrode for this node (break-glass), sorted, each once.
+    public var breakGlass: [BreakGlassScope] {
+        get { rare.fields.breakGlass }
+        _modify { yield &rare.fields.breakGlass }
+    }
+    /// The latest result of each of its checks, in the order they first reported.
+    public var checks: [CheckResult] {
+        get { rare.fields.checks }
+        _modify { yield &rare.fields.checks }
+    }
 
     public init(id: NodeID, status: NodeStatus = .pending, attempts: UInt32 = 0, rollbackAttempts: UInt32 = 0,
                 lastToken: FencingToken = FencingToken(0), lease: StepLease? = nil, lastFailure: String? = nil,
@@ -158,13 +184,47 @@ public struct NodeState: Hashable, Sendable {
         self.rollbackAttempts = rollbackAttempts
         self.lastToken = lastToken
         self.lease = lease
-        self.lastFailure = lastFailure
         self.retryAt = retryAt
-        self.approvals = approvals
-        self.rejection = rejection
-        self.progress = progress
         self.serviceLeases = serviceLeases
-        self.exposure = exposure
+        let fields = RareNodeFields(lastFailure: lastFailure, approvals: approvals, rejection: rejection, progress: progress, exposure: exposure)
+        // A node that sets none of them shares the one empty box (a plan of 1,000 nodes starts 1,000 of them).
+        if fields != RareNodeFields() { rare.fields = fields }
+    }
+}
+
+/// `NodeState`'s rarely set fields, and the copy-on-write reference that holds them.
+struct RareNodeFields: Hashable, Sendable {
+    var lastFailure: String?
+    var approvals: [GateDecision] = []
+    var rejection: GateDecision?
+    var progress: StepProgress?
+    var exposure = ExposureProgress()
+    var breakGlass: [BreakGlassScope] = []
+    var checks: [CheckResult] = []
+
+    /// Shared by every copy until one of them changes a field (then that one gets its own). Compared and
+    /// hashed by the fields, so a node's equality is what it was with the fields in place.
+    struct Shared: Hashable, Sendable {
+        // Mutated only through `fields`' modify, which first makes it the sole reference: the usual
+        // copy-on-write discipline, so no two threads ever write one box or read one being written.
+        private final class Box: @unchecked Sendable {
+            var fields: RareNodeFields
+            init(_ fields: RareNodeFields) { self.fields = fields }
+        }
+        /// The box of a node that has set none of them (never written: every write first copies it).
+        private static let none = Box(RareNodeFields())
+        private var box = Shared.none
+
+        var fields: RareNodeFields {
+            get { box.fields }
+            _modify {
+                if !isKnownUniquelyReferenced(&box) { box = Box(box.fields) }
+                yield &box.fields
+            }
+        }
+
+        static func == (lhs: Shared, rhs: Shared) -> Bool { lhs.box === rhs.box || lhs.box.fields == rhs.box.fields }
+        func hash(into hasher: inout Hasher) { box.fields.hash(into: &hasher) }
     }
 }
 
