@@ -89,6 +89,7 @@ extension CoordinatorMachine {
 
     /// Brings migration `id`'s timer marks up to date with the live state (none once it has settled).
     mutating func markTimers(of id: MigrationID) {
+        windowChanges[id] = nil
         guard state.unsettled.contains(id), let migration = state.migrations[id] else {
             timerMarks[id] = nil
             return
@@ -144,7 +145,7 @@ extension CoordinatorMachine {
     /// The earliest wall instant at which a timer phase has work, seen at wall `now` and monotonic
     /// `nanos`: a deadline, a bake's end, a start_to_close, a lease's expiry or a schedule_to_start (these
     /// two run on the monotonic clock and are placed on the wall clock from `now`). Nil when nothing is due.
-    public func nextTimerDue(now: Instant, nanos: UInt64) -> Instant? {
+    public mutating func nextTimerDue(now: Instant, nanos: UInt64) -> Instant? {
         func wall(_ deadline: UInt64) -> Instant {
             let ahead = deadline > nanos ? deadline - nanos : 0
             return now.adding(milliseconds: Int64(clamping: ahead / 1_000_000) + (ahead % 1_000_000 > 0 ? 1 : 0))
@@ -152,11 +153,32 @@ extension CoordinatorMachine {
         // A freeze's end time (one whose end failed to record stays due), and the next instant one comes into force.
         let freezes = state.freezes.isEmpty ? [] : [state.freezes.values.compactMap(\.until).min(), state.nextFreezeBoundary(after: now)]
         // The next instant a waiting node's change windows open or close.
-        let windows = marked(\.hasWindows).map { $0.nextWindowChange(after: now) }
+        let windows = marked(\.hasWindows).map { windowChange(of: $0, after: now) }
         var due = ([nextDeadline, nextBakeEnd, nextStepTimeout] + freezes + windows).compactMap { $0 }
         if let lease = nextLeaseDeadlineNanos { due.append(wall(lease)) }
         if let waited = nextScheduleToStartNanos { due.append(wall(waited)) }
         return due.min()
+    }
+
+    /// When `migration`'s windows next open or close after `now`. Worked out (every waiting node, every
+    /// window edge, sorted) only when the migration changed or the last answer has passed: until then,
+    /// with nothing changed, the next change is the same instant. An answer of none (nothing waits, or no
+    /// change within the search) is kept a minute at most.
+    mutating func windowChange(of migration: MigrationState, after now: Instant) -> Instant? {
+        if let known = windowChanges[migration.id], known.asOf <= now,
+           now < (known.next ?? known.asOf.adding(milliseconds: WindowChange.noneKeptMillis)) {
+            return known.next
+        }
+        let next = migration.nextWindowChange(after: now)
+        windowChanges[migration.id] = WindowChange(asOf: now, next: next)
+        return next
+    }
+
+    /// The next change of a migration's windows, worked out at `asOf`.
+    struct WindowChange: Hashable, Sendable {
+        var asOf: Instant
+        var next: Instant?
+        static let noneKeptMillis: Int64 = 60_000
     }
 
     /// Whether any unsettled migration's plan sets a schedule_to_start (the phase looks only then).

@@ -250,6 +250,9 @@ public struct CoordinatorMachine: Sendable {
 
     /// What each unsettled migration's timers wait for (see `TimerMarks`).
     var timerMarks: [MigrationID: TimerMarks] = [:]
+    /// The next change of each windowed migration's change windows, as last worked out (`nextTimerDue`);
+    /// forgotten when the migration changes.
+    var windowChanges: [MigrationID: WindowChange] = [:]
     /// For each node waiting for an agent: since when (monotonic nanoseconds), and for how long it may.
     var waitingSince: [MigrationID: [NodeID: (since: UInt64, limitMillis: Int64)]] = [:]
 

@@ -65,6 +65,21 @@ func recordWindowScenario(on coordinator: Coordinator) async throws {
         #expect(await coordinator.migration(id)?.node(NodeID("step-0"))?.serviceLeases.isRequested == true)
     }
 
+    /// The next window change is worked out once and kept while nothing changes (the timer asks after
+    /// every pass); a change to the migration, here an admin breaking the glass on its window, forgets it.
+    @Test func theNextWindowChangeIsKeptUntilTheMigrationChanges() async throws {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), snapshotIntervalEvents: 0)
+        let id = MigrationID("w-1")
+        _ = try await coordinator.start(id, plan: officeHoursPlan("office", service: "orders"), context: user, now: march2026(15.5))
+        #expect(await coordinator.nextTimerDue(now: march2026(15.6)) == march2026(79))
+        #expect(await coordinator.nextTimerDue(now: march2026(40)) == march2026(79))
+        let admin = CommandContext(actor: Actor(kind: "user", id: "root"), triggeredBy: .user)
+        _ = try await coordinator.execute(.breakGlass(node: NodeID("step-0"), scope: .window, by: "root", admin: true, justification: "sev1"),
+                                          migration: id, context: admin, now: march2026(40.1))
+        // Its window no longer holds the node: nothing is due at Monday's opening any more.
+        #expect(await coordinator.nextTimerDue(now: march2026(40.2)) == nil)
+    }
+
     @Test func aPlanNamingAZoneThisMachineDoesNotKnowIsRefusedAtApply() async throws {
         let coordinator = try await Coordinator.open(log: InMemoryEventLog(), snapshotIntervalEvents: 0)
         var plan = ExamplePlans.chain(length: 1, service: "orders", name: "mars")
