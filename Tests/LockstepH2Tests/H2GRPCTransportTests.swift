@@ -20,13 +20,7 @@ import Testing
 
     @Test func grpcioCallsAServiceOnTheEngine() async throws {
         let service = EchoService()
-        let transport = H2GRPCServerTransport(configuration: .init(host: "127.0.0.1", port: 0, messageBytesMax: 1_000), logger: Logger(label: "test"))
-        let server = GRPCServer(transport: transport, services: [service])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.serve() }
-            // Whatever happens below, the server stops, so the group can end.
-            defer { server.beginGracefulShutdown() }
-            let port = try #require(try await transport.listeningAddress.port)
+        try await Self.serving(service, .init(host: "127.0.0.1", port: 0, messageBytesMax: 1_000)) { _, _, port in
             let run = try await ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)"]).wait(seconds: 400)
             let lines = run.stdout.split(separator: "\n").map(String.init)
             #expect(lines == [
@@ -67,30 +61,35 @@ extension H2GRPCTransportTests {
     }
 
     /// Serves `service` on a transport made of `configuration` while `body` runs (given the server, the
-    /// group serving it, and the port), then shuts the server down.
+    /// task serving it, and the port), then shuts the server down and waits, at most 120 s, for it to stop.
     static func serving(_ service: EchoService, _ configuration: H2GRPCServerTransport.Configuration,
-                        _ body: (GRPCServer<H2GRPCServerTransport>, inout ThrowingTaskGroup<Void, any Error>, Int) async throws -> Void) async throws {
+                        _ body: (GRPCServer<H2GRPCServerTransport>, Task<Void, any Error>, Int) async throws -> Void) async throws {
         let transport = H2GRPCServerTransport(configuration: configuration, logger: Logger(label: "test"))
         let server = GRPCServer(transport: transport, services: [service])
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await server.serve() }
-            defer { server.beginGracefulShutdown() }
+        let serving = Task { try await server.serve() }
+        var failure: (any Error)?
+        do {
             let port = try #require(try await transport.listeningAddress.port)
-            try await body(server, &group, port)
+            try await body(server, serving, port)
+        } catch {
+            failure = error
         }
+        server.beginGracefulShutdown()
+        try await value(of: serving, within: .seconds(120), "the gRPC server's serve")
+        if let failure { throw failure }
     }
 
     @Test func aGracefulShutdownEndsAnRPCThatOutlastsTheGracePeriod() async throws {
         let service = EchoService()
         var configuration = H2GRPCServerTransport.Configuration(host: "127.0.0.1", port: 0)
         configuration.graceMillis = 300
-        try await Self.serving(service, configuration) { server, group, port in
+        try await Self.serving(service, configuration) { server, serving, port in
             let waiting = try ChildProcess("/usr/bin/env", ["python3", "-u", Self.probe, "127.0.0.1:\(port)", "wait-long"])
             try await eventually("the call is in its handler", seconds: 90) { service.waiting.load(ordering: .relaxed) == 1 }
             let began = ContinuousClock.now
             server.beginGracefulShutdown()
             // serve() returns once the grace period closed the connection and the RPC ended.
-            try await group.next()
+            try await value(of: serving, within: .seconds(120), "the gRPC server's serve")
             #expect(ContinuousClock.now - began < .seconds(60), "\(ContinuousClock.now - began)")
             let answer = try await waiting.wait(seconds: 90)
             #expect(answer.stdout == "wait-long UNAVAILABLE\n", "\(answer)")

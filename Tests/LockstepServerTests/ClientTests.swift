@@ -56,7 +56,7 @@ import LockstepService
             }
         }
         // The watch ends by itself when the migration settles.
-        try await watcher.value
+        try await value(of: watcher, within: .seconds(120), "the watch of c1")
         #expect(events.value >= 10)
         try await LockstepClient.connect(to: server.grpc, token: tokens["alice"]) { alice in
             #expect(try await alice.migration(.with { $0.migrationID = "c1" }).status == .succeeded)
