@@ -241,11 +241,14 @@ extension CanonicalReader {
         var node = NodeState(id: id, status: status, attempts: attempts, rollbackAttempts: rollbackAttempts, lastToken: lastToken,
                              lease: lease, lastFailure: failure, retryAt: retryAt, approvals: approvals, rejection: rejection, progress: progress,
                              serviceLeases: serviceLeases, exposure: exposure, agentsLost: agentsLost)
-        node.breakGlass = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.enumeration(BreakGlassScope.self) }
-        node.checks = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> CheckResult in
+        let breakGlass = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.enumeration(BreakGlassScope.self) }
+        let checks = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> CheckResult in
             CheckResult(check: try r.string(), outcome: try r.enumeration(CheckOutcome.self), valueMicros: try r.optionalI64(), evidence: try r.string(),
                         at: Instant(millisecondsSinceEpoch: try r.i64()))
         }
+        // Written only when set: a node that sets none of its rarely set fields keeps sharing the empty box.
+        if !breakGlass.isEmpty { node.breakGlass = breakGlass }
+        if !checks.isEmpty { node.checks = checks }
         node.stopped = try bool()
         return node
     }

@@ -409,3 +409,29 @@ public struct BreakGlass: Hashable, Sendable {
         self.at = at
     }
 }
+
+extension MigrationEvent {
+    /// The node an event concerns, if any.
+    public var reportNode: NodeID? {
+        switch self {
+        case .stepLeased(let e): e.node
+        case .stepCompleted(let e): e.node
+        case .stepFailed(let e): e.node
+        case .stepProgress(let e): e.node
+        case .approvalGranted(let e), .approvalRejected(let e): e.node
+        case .migrationFailed(let node, _): node
+        case .serviceLeasesRequested(let e): e.node
+        case .serviceLeasesWithdrawn(let node, _): node
+        case .serviceLeasesGranted(let e): e.node
+        case .serviceLeasesReleased(let e): e.node
+        case .exposureStageReached(let e): e.node
+        case .metricSampled(let e): e.node
+        case .analysisEvaluated(let e): e.node
+        case .analysisOverridden(let node, _): node
+        case .rollbackReordered(let e): e.node
+        case .breakGlass(let e): e.node
+        case .checkReported(let e): e.node
+        case .migrationStarted, .migrationPaused, .migrationResumed, .migrationAborted, .migrationRolledBack, .migrationSucceeded: nil
+        }
+    }
+}

@@ -134,7 +134,7 @@ public struct NodeState: Hashable, Sendable {
     public var stopped = false
     /// The fields most nodes never set, behind one shared reference until one of them changes: a copy of
     /// a migration's nodes (a command folds its events into one to decide its bookkeeping) retains one
-    /// thing per node for them, not a dozen.
+    /// thing per node for them, not seven.
     private var rare = RareNodeFields.Shared()
 
     /// Why the last attempt failed, if it did.
@@ -277,12 +277,14 @@ public struct MigrationState: Hashable, Sendable {
     /// Index of node `id` in `nodes` (which follows plan order).
     ///
     /// The walks over `nodes` on the command path go by index and read fields in place: iterating the
-    /// array (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, a
-    /// retain for each of its strings and arrays, and they run after every command over every node.
+    /// array (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, with a
+    /// retain for each of its reference-counted fields.
     /// A node's state sits at its spec's index in the plan, which the plan finds by id at once; searched
-    /// in order only if that ever did not hold.
+    /// in order only if that ever did not hold (never, in a state folded from a valid log).
     public func nodeIndex(_ id: NodeID) -> Int? {
         if let spec = plan.nodeIndex(id), nodes.indices.contains(spec), nodes[spec].id == id { return spec }
+        // An id the plan does not have is not among nodes built from it either.
+        if plan.nodeIndex(id) == nil, nodes.count == plan.nodes.count { return nil }
         return nodes.indices.first { nodes[$0].id == id }
     }
 

@@ -233,6 +233,10 @@ public struct PlanSnapshot: Hashable, Sendable {
     /// The indices in `services` where `service` is declared, in order.
     public func declarations(of service: String) -> [Int] { lookup.services[service] ?? [] }
 
+    /// The indices in `services` of the declarations of `node`'s services, in plan order, each once
+    /// (found by name, not by a walk over every service).
+    public func serviceDeclarations(of node: NodeSpec) -> [Int] { Set(node.services.flatMap { declarations(of: $0) }).sorted() }
+
     /// Whether the plan declares `service` under `services`.
     public func declares(service: String) -> Bool { lookup.services[service] != nil }
 
@@ -240,10 +244,9 @@ public struct PlanSnapshot: Hashable, Sendable {
     /// node's services, in plan order without repeats.
     public func approverGroups(for node: NodeSpec) -> [String] {
         if let gate = node.approval, !gate.from.isEmpty { return gate.from }
-        // The declarations the node names, in plan order (found by name, not by a walk over every service).
         var groups: [String] = []
         var seen = Set<String>()
-        for index in Set(node.services.flatMap { declarations(of: $0) }).sorted() {
+        for index in serviceDeclarations(of: node) {
             for owner in services[index].owners where seen.insert(owner).inserted { groups.append(owner) }
         }
         return groups

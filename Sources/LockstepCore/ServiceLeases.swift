@@ -41,8 +41,8 @@ extension MigrationState {
 
     /// The rule for the node at `index` (of `nodes`, which follows plan order); `needsMet` says whether
     /// everything it needs has succeeded (the caller may know faster than a search).
-    /// (These helpers read fields in place, as `nodeIndex` explains: the bookkeeping visits every node
-    /// after each command.)
+    /// (These helpers read fields in place, as `nodeIndex` explains: the bookkeeping may visit every node
+    /// of a command's migration.)
     private func wantsServices(at index: Int, needsMet: () -> Bool) -> StepKind? {
         switch status {
         case .running:
@@ -141,20 +141,13 @@ extension MigrationState {
             return [.rollbackReordered(reordered)] + after.serviceLeaseBookkeeping()
         }
         // A need is looked for among the few nodes just before the one that needs it (plans are mostly
-        // written in dependency order); past those, in an index of the nodes built once, when first wanted
-        // (nodes follow plan order). Either way the same node is found.
-        var indexed: [NodeID: Int]?
+        // written in dependency order); past those, through the plan's lookup. Either way the same node is
+        // found (ids are unique in a plan a migration runs).
         func position(of need: NodeID, before index: Int) -> Int? {
             for candidate in stride(from: index - 1, through: max(0, index - 8), by: -1) where nodes[candidate].id == need {
                 return candidate
             }
-            if indexed == nil {
-                var built: [NodeID: Int] = [:]
-                built.reserveCapacity(nodes.count)
-                for index in nodes.indices { built[nodes[index].id] = index }
-                indexed = built
-            }
-            return indexed?[need]
+            return nodeIndex(need)
         }
         func needsMet(_ index: Int) -> Bool {
             plan.nodes[index].needs.allSatisfy { need in position(of: need, before: index).map { nodes[$0].status == .succeeded } ?? false }
@@ -419,30 +412,6 @@ extension ServiceRequest {
 }
 
 extension MigrationEvent {
-    /// The node an event concerns, if any.
-    public var reportNode: NodeID? {
-        switch self {
-        case .stepLeased(let e): e.node
-        case .stepCompleted(let e): e.node
-        case .stepFailed(let e): e.node
-        case .stepProgress(let e): e.node
-        case .approvalGranted(let e), .approvalRejected(let e): e.node
-        case .migrationFailed(let node, _): node
-        case .serviceLeasesRequested(let e): e.node
-        case .serviceLeasesWithdrawn(let node, _): node
-        case .serviceLeasesGranted(let e): e.node
-        case .serviceLeasesReleased(let e): e.node
-        case .exposureStageReached(let e): e.node
-        case .metricSampled(let e): e.node
-        case .analysisEvaluated(let e): e.node
-        case .analysisOverridden(let node, _): node
-        case .rollbackReordered(let e): e.node
-        case .breakGlass(let e): e.node
-        case .checkReported(let e): e.node
-        case .migrationStarted, .migrationPaused, .migrationResumed, .migrationAborted, .migrationRolledBack, .migrationSucceeded: nil
-        }
-    }
-
     /// The one node this event changes, or nil for an event that changes the migration as a whole (its
     /// status or its rollback queue, as `migration_failed` and `rollback_reordered` do, naming a node).
     var soleNode: NodeID? {

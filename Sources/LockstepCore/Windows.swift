@@ -242,8 +242,7 @@ extension PlanSnapshot {
     public func windowLevels(of node: NodeSpec) -> [[ChangeWindow]] {
         var levels: [[ChangeWindow]] = []
         if !windows.isEmpty { levels.append(windows) }
-        // The declarations of the node's services, in plan order (found by name, not by a walk over every service).
-        for index in Set(node.services.flatMap { declarations(of: $0) }).sorted() where !services[index].windows.isEmpty {
+        for index in serviceDeclarations(of: node) where !services[index].windows.isEmpty {
             levels.append(services[index].windows)
         }
         if !node.windows.isEmpty { levels.append(node.windows) }

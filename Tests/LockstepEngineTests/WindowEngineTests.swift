@@ -65,9 +65,10 @@ func recordWindowScenario(on coordinator: Coordinator) async throws {
         #expect(await coordinator.migration(id)?.node(NodeID("step-0"))?.serviceLeases.isRequested == true)
     }
 
-    /// The next window change is worked out once and kept while nothing changes (the timer asks after
-    /// every pass); a change to the migration, here an admin breaking the glass on its window, forgets it.
-    @Test func theNextWindowChangeIsKeptUntilTheMigrationChanges() async throws {
+    /// The next window change is kept while nothing changes (the timer asks after every pass), so a
+    /// change to the migration must forget it: here an admin breaks the glass on its window. (That the
+    /// answer is kept, not worked out again, is not visible here: the answer is the same.)
+    @Test func aChangeToTheMigrationForgetsItsNextWindowChange() async throws {
         let coordinator = try await Coordinator.open(log: InMemoryEventLog(), snapshotIntervalEvents: 0)
         let id = MigrationID("w-1")
         _ = try await coordinator.start(id, plan: officeHoursPlan("office", service: "orders"), context: user, now: march2026(15.5))

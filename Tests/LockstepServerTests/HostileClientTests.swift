@@ -208,8 +208,7 @@ extension HostileClientTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/stalled_watch.py").path
         let marker = server.data + "/watch-sent"
         let client = try ChildProcess("/usr/bin/env", ["python3", script, String(server.url.dropFirst("http://".count)), "m1", marker])
-        try await eventually("the watch was sent") { FileManager.default.fileExists(atPath: marker) }
-        try await Task.sleep(for: .milliseconds(500))
+        try await eventually("the watch is open (its response's HEADERS arrived)", seconds: 60) { FileManager.default.fileExists(atPath: marker) }
         let began = ContinuousClock.now
         server.process.kill(SIGTERM)
         let stopped = try await server.process.wait(seconds: 60)
