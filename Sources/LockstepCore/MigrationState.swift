@@ -282,9 +282,11 @@ public struct MigrationState: Hashable, Sendable {
     /// A node's state sits at its spec's index in the plan, which the plan finds by id at once; searched
     /// in order only if that ever did not hold (never, in a state folded from a valid log).
     public func nodeIndex(_ id: NodeID) -> Int? {
-        if let spec = plan.nodeIndex(id), nodes.indices.contains(spec), nodes[spec].id == id { return spec }
-        // An id the plan does not have is not among nodes built from it either.
-        if plan.nodeIndex(id) == nil, nodes.count == plan.nodes.count { return nil }
+        if let spec = plan.nodeIndex(id) {
+            if nodes.indices.contains(spec), nodes[spec].id == id { return spec }
+        } else if nodes.count == plan.nodes.count {
+            return nil  // an id the plan does not have is not among nodes built from it either
+        }
         return nodes.indices.first { nodes[$0].id == id }
     }
 

@@ -175,11 +175,11 @@ public struct PlanSnapshot: Hashable, Sendable {
     public var description: String
     /// Owner groups of the plan as a whole.
     public var owners: [String]
-    public var services: [ServiceSpec] { didSet { lookup.refresh(nodes: nodes, services: services) } }
+    public var services: [ServiceSpec] { didSet { lookup = PlanLookup(nodes: nodes, services: services) } }
     /// Milliseconds after start by which the whole migration must have succeeded.
     public var deadlineMillis: Int64?
     /// Nodes in plan order; order is part of the plan and decides tie-breaks.
-    public var nodes: [NodeSpec] { didSet { lookup.refresh(nodes: nodes, services: services) } }
+    public var nodes: [NodeSpec] { didSet { lookup = PlanLookup(nodes: nodes, services: services) } }
     /// When forward steps of any node may start (with the services' and the node's own); none = any time.
     public var windows: [ChangeWindow]
     /// What running steps do when the migration is paused.
@@ -217,6 +217,9 @@ public struct PlanSnapshot: Hashable, Sendable {
 
     /// The indices of the nodes that need node `id`, in plan order.
     public func nodesNeeding(_ id: NodeID) -> [Int] { lookup.neededBy[id] ?? [] }
+
+    /// Every service the plan's nodes transition (found once, when the plan is built).
+    public var transitionedServices: Set<String> { lookup.transitioned }
 
     /// The indices of the nodes with a deadline, in plan order.
     var nodesWithDeadline: [Int] { lookup.withDeadline }
@@ -284,6 +287,8 @@ struct PlanLookup: Hashable, Sendable {
     private(set) var services: [String: [Int]] = [:]
     /// Each node id to the indices of the nodes that need it, in order.
     private(set) var neededBy: [NodeID: [Int]] = [:]
+    /// Every service the nodes transition.
+    private(set) var transitioned: Set<String> = []
     /// The indices of the nodes with a deadline, and of those with a `start_to_close`, in order.
     private(set) var withDeadline: [Int] = []
     private(set) var withStartToClose: [Int] = []
@@ -291,19 +296,14 @@ struct PlanLookup: Hashable, Sendable {
     private(set) var schedulesToStart = false
     private(set) var serviceOrNodeWindows = false
 
-    private init() {}
-
+    /// Built whole, and again from scratch on any change: plans are built whole and rarely changed after.
     init(nodes: [NodeSpec], services: [ServiceSpec]) {
-        refresh(nodes: nodes, services: services)
-    }
-
-    /// Built again from scratch: plans are built whole and rarely changed after (tests change a field).
-    mutating func refresh(nodes: [NodeSpec], services: [ServiceSpec]) {
-        self = PlanLookup()
         self.nodes.reserveCapacity(nodes.count)
         for position in nodes.indices {
             if self.nodes[nodes[position].id] == nil { self.nodes[nodes[position].id] = position }
             for need in nodes[position].needs where neededBy[need]?.last != position { neededBy[need, default: []].append(position) }
+            // (A node naming the services the one before did, as a run of nodes on one service does, is not hashed again.)
+            if position == 0 || nodes[position].services != nodes[position - 1].services { transitioned.formUnion(nodes[position].services) }
             if nodes[position].deadlineMillis != nil { withDeadline.append(position) }
             if nodes[position].timeouts.startToCloseMillis != nil { withStartToClose.append(position) }
             schedulesToStart = schedulesToStart || nodes[position].timeouts.scheduleToStartMillis != nil

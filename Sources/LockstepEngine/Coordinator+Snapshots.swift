@@ -19,7 +19,7 @@ extension Coordinator {
     /// caller's task: the server's timer service calls it after each tick, so no command waits for it and
     /// no loose task runs it. The state is copied on the actor (copy-on-write: cheap) and encoded and
     /// stored off it. A failure is thrown to the caller (the server logs it); either way the next snapshot
-    /// waits another interval, so a failing one is not retried on every tick. Returns the snapshot's sequence, nil when none was due.
+    /// waits as long again (`snapshotDueEvents`), so a failing one is not retried on every tick. Returns the snapshot's sequence, nil when none was due.
     @discardableResult
     public nonisolated func writeSnapshotIfDue() async throws(EventLogError) -> UInt64? {
         guard let copy = await takeDueSnapshot() else { return nil }

@@ -410,7 +410,7 @@ extension Coordinator {
                 // A request of this migration may no longer be set aside, or may be now (and free those
                 // behind it): any line of its plan's services.
                 guard let plan = machine.state.migrations[recorded.migration]?.plan else { return true }
-                if leases.hasRequests(forAnyOf: machine.cachedServices(of: plan)) { return true }
+                if leases.hasRequests(forAnyOf: plan.transitionedServices) { return true }
             default:
                 continue
             }

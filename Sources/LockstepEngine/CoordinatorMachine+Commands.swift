@@ -155,7 +155,7 @@ extension CoordinatorMachine {
             // A pause for a node nobody took: the migration's waits start again when it resumes.
             if case .migration(_, .scheduleToStartExceeded) = pending.command { waitingSince[id] = nil }
             if let transitions = migrationPlan ?? state.migrations[id]?.plan {
-                change = Change(migration: id, services: cachedServices(of: transitions), events: recorded.map(\.event), at: pending.now)
+                change = Change(migration: id, services: transitions.transitionedServices, events: recorded.map(\.event), at: pending.now)
             }
         }
         noteFolded(receipt.firstSequence...receipt.lastSequence)
@@ -169,27 +169,6 @@ extension CoordinatorMachine {
         var actions: [Action] = change.map { [.changed($0)] } ?? []
         actions.append(.tell(caller, .performed(Performed(result: CommandResult(events: recorded, receipt: receipt), plan: plan, claims: claims))))
         return actions + advance(pending.command.stream)
-    }
-
-    /// `services(of: plan)`, from the cache of plan versions (an append of a migration tells them, and
-    /// comparing a hundred nodes' service lists was 5 % of a lease cycle's CPU).
-    mutating func cachedServices(of plan: PlanSnapshot) -> Set<String> {
-        let key = PlanVersionKey(name: plan.name, version: plan.version, contentHash: plan.contentHash)
-        if let known = planServices[key] { return known }
-        if planServices.count >= Self.planServicesCachedMax { planServices.removeAll() }
-        let services = Self.services(of: plan)
-        planServices[key] = services
-        return services
-    }
-
-    /// Every service the nodes of `plan` transition. By index, the specs read in place, and a node naming
-    /// the same services as the one before (most plans' run of nodes on one service) is not hashed again.
-    static func services(of plan: PlanSnapshot) -> Set<String> {
-        var services = Set<String>()
-        for index in plan.nodes.indices where index == 0 || plan.nodes[index].services != plan.nodes[index - 1].services {
-            services.formUnion(plan.nodes[index].services)
-        }
-        return services
     }
 
     /// The services whose polls a freeze event concerns: its own, or for a freeze of every service, those

@@ -48,7 +48,7 @@ extension CoordinatorMachine {
                 // The plan, read before the fold: an event that settles the migration takes it out of the live state.
                 let before = state.migrations[id]?.plan
                 state.evolve(migration: id, sequence: event.sequence, migrationEvent.event)
-                if let plan = before ?? state.migrations[id]?.plan { services[id, default: []].formUnion(cachedServices(of: plan)) }
+                if let plan = before ?? state.migrations[id]?.plan { services[id, default: []].formUnion(plan.transitionedServices) }
                 recorded[id, default: []].append(migrationEvent.event)
             }
             expected += 1

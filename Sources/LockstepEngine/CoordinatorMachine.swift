@@ -237,16 +237,6 @@ public struct CoordinatorMachine: Sendable {
     var snapshotting: Snapshotting = .idle
     /// For each migration with live step leases, each lease's timer.
     var leaseDeadlines: [MigrationID: [NodeID: LeaseDeadline]] = [:]
-    /// The services each plan version transitions (`services(of:)`), found once per version: every
-    /// append of a migration tells its plan's, and a plan version never changes. At most
-    /// `planServicesCachedMax` versions; past that the cache starts again.
-    var planServices: [PlanVersionKey: Set<String>] = [:]
-    static let planServicesCachedMax = 1_024
-    struct PlanVersionKey: Hashable, Sendable {
-        var name: String
-        var version: UInt64
-        var contentHash: String
-    }
 
     /// What each unsettled migration's timers wait for (see `TimerMarks`).
     var timerMarks: [MigrationID: TimerMarks] = [:]

@@ -42,7 +42,7 @@ enum PlanLint {
         for (index, node) in plan.nodes.enumerated() where movingPhases.contains(node.phase) {
             for service in Set(node.services) { movers[service, default: []].append(index) }
         }
-        let irreversible = ancestry?.row(where: { plan.nodes[$0].irreversible })
+        let irreversible = ancestry?.row(where: { plan.nodes[$0].irreversible }) ?? []
         for (index, node) in plan.nodes.enumerated() {
             let line = map.line(ofNode: index)
             if node.irreversible && node.approval == nil {
@@ -69,7 +69,7 @@ enum PlanLint {
                           "\(node.phase.rawValue) node \(node.id) does not depend on \(named)\(more), which \(which) \(service)'s readers or writers; add \(them) to needs")
                 }
             }
-            let afterIrreversible = irreversible.map { ancestry?.depends(position, onAnyOf: $0) ?? false } ?? false
+            let afterIrreversible = ancestry?.depends(position, onAnyOf: irreversible) ?? false
             // An exposure node is undone by its own action returning the exposure to its start.
             if node.rollback == nil && node.exposure == nil && !node.irreversible && !afterIrreversible && node.phase != .verify {
                 warning(line, "no_rollback", "node \(node.id) has no rollback action and depends on nothing irreversible: an abort cannot undo it")

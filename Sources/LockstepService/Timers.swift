@@ -105,7 +105,7 @@ package enum CoordinatorTimers {
             do throws(EventLogError) {
                 try await coordinator.writeSnapshotIfDue()
             } catch {
-                // Costs only start-up time (the events are durable); the next one waits another interval.
+                // Costs only start-up time (the events are durable); the next one waits as long again (`snapshotDueEvents`).
                 snapshotFailed(error)
             }
             await everyRun()

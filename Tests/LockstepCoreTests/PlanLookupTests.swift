@@ -11,8 +11,9 @@ import Testing
         var approvers: [[String]]
         var needing: [[Int]]
         var timersAndWindows: [Bool]
+        var transitioned: Set<String>
         var windowLevels: [[[ChangeWindow]]]
-        var description: String { "\(nodeIndex) \(declares) \(approvers) \(needing) \(timersAndWindows) \(windowLevels)" }
+        var description: String { "\(nodeIndex) \(declares) \(approvers) \(needing) \(timersAndWindows) \(windowLevels) \(transitioned)" }
 
         init(_ plan: PlanSnapshot, ids: [NodeID], services: [String]) {
             nodeIndex = ids.map { id in plan.nodes.indices.first { plan.nodes[$0].id == id } }
@@ -26,6 +27,7 @@ import Testing
                 return groups
             }
             needing = ids.map { id in plan.nodes.indices.filter { plan.nodes[$0].needs.contains(id) } }
+            transitioned = Set(plan.nodes.flatMap(\.services))
             timersAndWindows = [plan.nodes.contains { $0.timeouts.scheduleToStartMillis != nil },
                                 !plan.windows.isEmpty || plan.services.contains { !$0.windows.isEmpty } || plan.nodes.contains { !$0.windows.isEmpty }]
             windowLevels = plan.nodes.map { node in
@@ -40,6 +42,7 @@ import Testing
             declares = services.map { plan.declares(service: $0) }
             approvers = plan.nodes.map { plan.approverGroups(for: $0) }
             needing = ids.map { plan.nodesNeeding($0) }
+            transitioned = plan.transitionedServices
             timersAndWindows = [plan.schedulesToStart, plan.hasWindows]
             windowLevels = plan.nodes.map { plan.windowLevels(of: $0) }
         }

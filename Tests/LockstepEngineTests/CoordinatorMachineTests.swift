@@ -207,26 +207,6 @@ import Testing
         #expect(never.handle(.snapshotWanted) == [])
     }
 
-    /// The services an append tells come from a cache of plan versions: the same set `services(of:)`
-    /// finds, a version with other content (another hash) is not mistaken for a known one, and the
-    /// cache holds at most `planServicesCachedMax` versions.
-    @Test func thePlanServicesCacheAgreesWithThePlanAndIsBounded() {
-        var machine = Self.machine()
-        let orders = ExamplePlans.chain(length: 3, service: "orders", name: "p").hashed()
-        var billing = ExamplePlans.chain(length: 3, service: "billing", name: "p").hashed()
-        billing.version = orders.version
-        #expect(orders.contentHash != billing.contentHash)
-        #expect(machine.cachedServices(of: orders) == ["orders"])
-        #expect(machine.cachedServices(of: billing) == ["billing"])
-        #expect(machine.cachedServices(of: orders) == CoordinatorMachine.services(of: orders))
-        for version in 0..<UInt64(CoordinatorMachine.planServicesCachedMax + 10) {
-            var plan = orders
-            plan.version = version + 100
-            #expect(machine.cachedServices(of: plan) == ["orders"])
-            #expect(machine.planServices.count <= CoordinatorMachine.planServicesCachedMax)
-        }
-    }
-
     /// A snapshot encodes the whole live state: after a large one the next waits one event per
     /// `snapshotBytesPerEvent` bytes of it when that is more than the interval, so the snapshots' cost
     /// per event stays the same whatever the state's size. A failed write keeps the last size known;

@@ -28,23 +28,13 @@ public func ends<Success: Sendable, Failure: Error>(_ task: Task<Success, Failur
 /// `task`'s value, waited for at most `limit`; past that the task is cancelled and the wait fails,
 /// naming `what`. The bound is for code that loses a wake-up, not for a slow machine: the whole suite
 /// runs at once on two cores, and a test has been seen to stall for tens of seconds behind others.
-public func value<Success: Sendable>(of task: Task<Success, Never>, within limit: Duration = .seconds(120),
-                                     _ what: String = "the task") async throws -> Success {
+public func value<Success: Sendable, Failure: Error>(of task: Task<Success, Failure>, within limit: Duration = .seconds(120),
+                                                     _ what: String = "the task") async throws -> Success {
     guard await ends(task, within: limit) else {
         task.cancel()
         throw TestFailure("\(what) did not end within \(limit)")
     }
-    return await task.value
-}
-
-/// A throwing task's value, waited for at most `limit` (see `value(of:within:_:)`).
-public func value<Success: Sendable>(of task: Task<Success, any Error>, within limit: Duration = .seconds(120),
-                                     _ what: String = "the task") async throws -> Success {
-    guard await ends(task, within: limit) else {
-        task.cancel()
-        throw TestFailure("\(what) did not end within \(limit)")
-    }
-    return try await task.value
+    return try await task.result.get()
 }
 
 /// A flag taken once.
