@@ -25,7 +25,7 @@ public struct CanonicalWriter: Sendable {
         u8(1)
         write(&self, value)
     }
-    mutating func array<T>(_ values: [T], _ write: (inout CanonicalWriter, T) -> Void) {
+    mutating func array<C: Collection>(_ values: C, _ write: (inout CanonicalWriter, C.Element) -> Void) {
         u32(UInt32(values.count))
         for value in values { write(&self, value) }
     }

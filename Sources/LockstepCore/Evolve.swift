@@ -198,7 +198,7 @@ extension MigrationState {
         case .migrationFailed(let node, let reason):
             status = .failed
             statusReason = "node \(node) failed: \(reason)"
-            for index in nodes.indices where nodes[index].lease != nil {
+            for index in nodes.leased {
                 nodes[index].lease = nil
                 nodes[index].status = .failed
             }

@@ -244,7 +244,7 @@ public struct MigrationState: Hashable, Sendable {
     /// Why the migration is paused, aborting, rolled back or failed.
     public var statusReason: String?
     /// Node states in plan order.
-    public var nodes: [NodeState]
+    public var nodes: NodeStates
     /// Nodes in the order they succeeded: rollback runs in the reverse of it.
     public var completionOrder: [NodeID]
     /// While aborting: the rollback steps still to run, next first.
@@ -267,7 +267,7 @@ public struct MigrationState: Hashable, Sendable {
         self.startedAt = startedAt
         self.startedBy = startedBy
         self.statusReason = statusReason
-        self.nodes = nodes
+        self.nodes = NodeStates(nodes)
         self.completionOrder = completionOrder
         self.rollbackQueue = rollbackQueue
         self.cannotUndo = cannotUndo

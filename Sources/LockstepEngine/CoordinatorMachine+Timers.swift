@@ -56,8 +56,8 @@ extension CoordinatorMachine {
 
         /// The live leases of `migration`, each with the TTL it was granted with (at least the core's minimum).
         public static func leases(of migration: MigrationState) -> [StepLeaseTimer] {
-            // By index, in place (see `MigrationState.nodeIndex`): asked after every append.
-            migration.nodes.indices.compactMap { index in
+            // Asked after every append: only the nodes that hold a lease, read in place by index.
+            migration.nodes.leased.compactMap { index in
                 migration.nodes[index].lease.map { lease in
                     StepLeaseTimer(node: migration.nodes[index].id, token: lease.token, ttlMillis: max(CoreLimits.leaseTTLMillisMin,
                         lease.expiresAt.millisecondsSinceEpoch - lease.grantedAt.millisecondsSinceEpoch))

@@ -74,3 +74,13 @@ func released(_ node: String, _ services: [String], _ status: String) -> Migrati
 func requested(_ node: String, _ services: [String], kind: StepKind = .forward) -> MigrationEvent {
     .serviceLeasesRequested(ServiceLeasesRequested(node: NodeID(node), services: services, kind: kind))
 }
+
+/// A generator that is the same on every machine (no system randomness), for the suites that change
+/// states at random.
+struct Seeded {
+    var state: UInt64
+    mutating func next(_ bound: Int) -> Int {
+        state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        return Int((state >> 33) % UInt64(bound))
+    }
+}

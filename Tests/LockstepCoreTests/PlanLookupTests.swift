@@ -48,15 +48,6 @@ import Testing
         }
     }
 
-    /// A generator that is the same on every machine (no system randomness).
-    struct Seeded {
-        var state: UInt64
-        mutating func next(_ bound: Int) -> Int {
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Int((state >> 33) % UInt64(bound))
-        }
-    }
-
     @Test(arguments: 0..<20)
     func lookupsAnswerAsAWalkInOrderDoesAfterEveryChange(seed: Int) {
         var random = Seeded(state: UInt64(seed) &+ 1)
