@@ -33,15 +33,18 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     private let tls: NIOSSLContext?
     /// How long a plaintext connection may take to send enough bytes to tell its protocol.
     private let prefaceReadTimeout: TimeAmount
+    /// How long an HTTP/1.1 connection may stay open once a graceful shutdown began (`ShutdownGraceCloser`).
+    private let shutdownGrace: TimeAmount
 
     package var responder: Responder { http1.responder }
 
     package init(responder: @escaping Responder, http1: HTTP1Channel.Configuration, tls: NIOSSLContext?, prefaceReadTimeout: TimeAmount,
-                 makeEngine: @escaping @Sendable (any Channel, JSONOnEngine.Work) throws -> H2ServerHandler) {
+                 shutdownGrace: TimeAmount, makeEngine: @escaping @Sendable (any Channel, JSONOnEngine.Work) throws -> H2ServerHandler) {
         self.http1 = HTTP1Channel(responder: responder, configuration: http1)
         self.makeEngine = makeEngine
         self.tls = tls
         self.prefaceReadTimeout = prefaceReadTimeout
+        self.shutdownGrace = shutdownGrace
     }
 
     package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
@@ -75,7 +78,12 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     }
 
     private func configureHTTP1(_ channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        http1.setup(channel: channel, logger: logger).map { .http1($0) }
+        do {
+            try channel.pipeline.syncOperations.addHandler(ShutdownGraceCloser(grace: shutdownGrace, logger: logger))
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+        return http1.setup(channel: channel, logger: logger).map { .http1($0) }
     }
 
     private func configureEngine(_ channel: any Channel) -> EventLoopFuture<Value> {

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import NIOHTTPTypes
 import LockstepService
@@ -34,6 +35,52 @@ package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannel
             }
         }
         context.fireChannelWritabilityChanged()
+    }
+
+    package func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+        context.fireChannelInactive()
+    }
+
+    package func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
+    }
+}
+
+/// Closes an HTTP/1.1 connection still open `grace` after a graceful shutdown began
+/// (`ChannelShouldQuiesceEvent`), as the HTTP/2 engine does its connections (`H2Limits.shutdownGraceMillis`).
+/// Hummingbird closes an HTTP/1.1 connection once its request in flight is answered; a watch or an export
+/// whose client reads nothing is never answered to the end, and would hold the shutdown until the
+/// stalled-reader cut. Sits first in the connection's pipeline, so it sees the event before the HTTP
+/// handlers, which keep it.
+package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = NIOAny
+    package typealias InboundOut = NIOAny
+
+    private let grace: TimeAmount
+    private let logger: Logger
+    private var timer: Scheduled<Void>?
+
+    package init(grace: TimeAmount, logger: Logger) {
+        self.grace = grace
+        self.logger = logger
+    }
+
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.fireChannelRead(data)
+    }
+
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent, timer == nil {
+            let grace = self.grace, logger = self.logger
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: grace) {
+                logger.notice("closing an HTTP/1.1 connection still open \(grace.nanoseconds / 1_000_000) ms after the shutdown began (shutdown_grace)")
+                context.close(promise: nil)
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     package func channelInactive(context: ChannelHandlerContext) {

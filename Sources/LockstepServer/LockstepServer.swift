@@ -272,15 +272,16 @@ public enum LockstepServer {
         let jsonTLS = try options.tls.map { tls in
             try NIOSSLContext(configuration: TLSPolicy.configuration(tls, clientCA: options.tlsClientCA, protocols: ["h2", "http/1.1"]))
         }
-        // A graceful shutdown ends both ports' HTTP/2 connections within the same grace as gRPC's.
+        // A graceful shutdown ends both ports' connections, HTTP/2 and HTTP/1.1, within the same grace as gRPC's.
         jsonLimits.shutdownGraceMillis = grpcConfiguration.graceMillis
         let engineLimits = jsonLimits
+        let http1Grace = TimeAmount.milliseconds(grpcConfiguration.graceMillis)
         let server = HTTPServerBuilder { responder in
             HTTP1AndEngineChannel(
                 responder: responder,
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
-                tls: jsonTLS, prefaceReadTimeout: idle,
+                tls: jsonTLS, prefaceReadTimeout: idle, shutdownGrace: http1Grace,
                 makeEngine: { connection, work in
                     try H2ServerHandler(limits: engineLimits, responder: jsonOnEngine.serving(into: work), logger: logger,
                                     observer: StreamBudget(gate: gate, peer: connection.remoteAddress?.ipAddress ?? "unknown", channel: connection,

@@ -221,6 +221,41 @@ extension HostileClientTests {
         #expect(took < .seconds(25), "the server took \(took) to stop")
     }
 
+    /// Regression: a graceful shutdown waited for an HTTP/1.1 export whose client read nothing: the
+    /// server exited 29 s after SIGTERM, when the stalled-reader cut closed the connection. HTTP/1.1
+    /// connections are now closed 5 s into the shutdown too (`ShutdownGraceCloser`).
+    @Test func anHTTP1ExportWhoseClientReadsNothingDoesNotHoldTheShutdown() async throws {
+        // A log of several megabytes (its NDJSON is larger still), so the export fills the client's window
+        // and the server's socket buffer (at most 4 MiB on loopback) and waits on its reader.
+        let data = temporaryDirectory()
+        var bytes = 0
+        for round in 0..<10 where bytes < 6 << 20 {
+            let load = try await ChildProcess(try lockstepBinary(), ["debug", "append-load", "--data", data + "/data", "--seconds", "2",
+                                                                     "--writers", "8", "--tag", "r\(round)"]).wait(seconds: 120)
+            try #require(load.status == 0, "\(load.stderr.suffix(1_000))")
+            bytes = try FileManager.default.contentsOfDirectory(atPath: data + "/data").reduce(0) { sum, name in
+                sum + ((try? FileManager.default.attributesOfItem(atPath: data + "/data/" + name)[.size] as? Int) ?? 0)
+            }
+        }
+        try #require(bytes >= 6 << 20, "the log holds \(bytes) bytes; the export might fit in the socket buffers")
+        let server = try await ServerProcess(["--dev"], data: data)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/stalled_export.py").path
+        let marker = data + "/export-open"
+        let client = try ChildProcess("/usr/bin/env", ["python3", script, server.url, marker])
+        try await eventually("the export began (its status line arrived)", seconds: 60) { FileManager.default.fileExists(atPath: marker) }
+        let began = ContinuousClock.now
+        server.process.kill(SIGTERM)
+        let stopped = try await server.process.wait(seconds: 60)
+        let took = ContinuousClock.now - began
+        client.kill(SIGTERM)
+        _ = try? await client.wait(seconds: 10)
+        #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
+        #expect(stopped.stderr.contains("closing an HTTP/1.1 connection still open 5000 ms after the shutdown began (shutdown_grace)"),
+                "\(stopped.stderr.suffix(1_000))")
+        // 5 s of grace and the rest of the shutdown; the stalled-reader cut alone would take 30 s.
+        #expect(took < .seconds(25), "the server took \(took) to stop")
+    }
+
     /// Regression: under the usual open-file limit of 1,024, one client holding ~1,100 idle connections
     /// made the server stop answering and then die (SIGILL in libdispatch's worker monitor, 8 of 22
     /// rounds). Now the connections that fit below the limit less its reserve are admitted, the rest

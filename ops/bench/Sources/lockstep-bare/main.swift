@@ -55,7 +55,7 @@ router.post("/v1/agent/poll") { request, _ -> Response in
 }
 let engineResponder = JSONOnEngine(router: router.buildResponder(), logger: logger, serverName: "lockstep-bare") { _ in ByteBuffer() }
 let server = HTTPServerBuilder { responder in
-    HTTP1AndEngineChannel(responder: responder, http1: .init(), tls: nil, prefaceReadTimeout: .seconds(30)) { _, work in
+    HTTP1AndEngineChannel(responder: responder, http1: .init(), tls: nil, prefaceReadTimeout: .seconds(30), shutdownGrace: .seconds(5)) { _, work in
         try H2ServerHandler(limits: H2Limits(), responder: engineResponder.serving(into: work), logger: logger)
     }
 }
