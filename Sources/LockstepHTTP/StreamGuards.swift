@@ -12,7 +12,7 @@ package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannel
 
     private let limit: TimeAmount
     private let cut: @Sendable () -> Void
-    private var timer: Scheduled<Void>?
+    private var timer = ConnectionTimer()
 
     package init(limit: TimeAmount, cut: @escaping @Sendable () -> Void) {
         self.limit = limit
@@ -25,28 +25,23 @@ package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannel
 
     package func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
-            timer?.cancel()
-            timer = nil
-        } else if timer == nil {
+            timer.cancel()
+        } else if !timer.isArmed {
             let cut = self.cut
-            timer = context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
+            timer.arm(context.eventLoop.assumeIsolated().scheduleTask(in: limit) {
                 cut()
                 context.close(promise: nil)
-            }
+            })
         }
         context.fireChannelWritabilityChanged()
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         context.fireChannelInactive()
     }
 
-    package func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
-    }
+    package func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
 }
 
 /// Closes an HTTP/1.1 connection still open `grace` after a graceful shutdown began
@@ -61,7 +56,7 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
 
     private let grace: TimeAmount
     private let logger: Logger
-    private var timer: Scheduled<Void>?
+    private var timer = ConnectionTimer()
 
     package init(grace: TimeAmount, logger: Logger) {
         self.grace = grace
@@ -73,26 +68,22 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
     }
 
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ChannelShouldQuiesceEvent, timer == nil {
+        if event is ChannelShouldQuiesceEvent, !timer.isArmed {
             let grace = self.grace, logger = self.logger
-            timer = context.eventLoop.assumeIsolated().scheduleTask(in: grace) {
+            timer.arm(context.eventLoop.assumeIsolated().scheduleTask(in: grace) {
                 logger.notice("closing an HTTP/1.1 connection still open \(grace.nanoseconds / 1_000_000) ms after the shutdown began (shutdown_grace)")
                 context.close(promise: nil)
-            }
+            })
         }
         context.fireUserInboundEventTriggered(event)
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        timer.cancel()
         context.fireChannelInactive()
     }
 
-    package func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
-    }
+    package func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
 }
 
 /// Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) right after a `413` or `408` answer
@@ -122,5 +113,16 @@ package final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelH
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
         }
+    }
+}
+
+/// A connection handler's one timer: armed once, cancelled when the connection or the handler goes.
+struct ConnectionTimer {
+    private var scheduled: Scheduled<Void>?
+    var isArmed: Bool { scheduled != nil }
+    mutating func arm(_ timer: Scheduled<Void>) { scheduled = timer }
+    mutating func cancel() {
+        scheduled?.cancel()
+        scheduled = nil
     }
 }

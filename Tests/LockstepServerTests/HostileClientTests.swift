@@ -194,6 +194,18 @@ struct HostileClientTests {
 }
 
 extension HostileClientTests {
+    /// Sends `server` SIGTERM and waits for it to exit (at most 60 s), then kills `client`: how it ended
+    /// and how long it took.
+    static func stop(_ server: ServerProcess, thenKill client: ChildProcess) async throws -> (ProcessOutput, Duration) {
+        let began = ContinuousClock.now
+        server.process.kill(SIGTERM)
+        let stopped = try await server.process.wait(seconds: 60)
+        let took = ContinuousClock.now - began
+        client.kill(SIGTERM)
+        _ = try? await client.wait(seconds: 10)
+        return (stopped, took)
+    }
+
     /// Regression: a graceful shutdown waited for a JSON watch over HTTP/2 whose client never opened its
     /// window (nor answered a PING): the server exited 41 s after SIGTERM, when the keepalive gave up on
     /// the client (a client answering PINGs would hold it to the stalled-reader limit). Both ports'
@@ -209,12 +221,7 @@ extension HostileClientTests {
         let marker = server.data + "/watch-sent"
         let client = try ChildProcess("/usr/bin/env", ["python3", script, String(server.url.dropFirst("http://".count)), "m1", marker])
         try await eventually("the watch is open (its response's HEADERS arrived)", seconds: 60) { FileManager.default.fileExists(atPath: marker) }
-        let began = ContinuousClock.now
-        server.process.kill(SIGTERM)
-        let stopped = try await server.process.wait(seconds: 60)
-        let took = ContinuousClock.now - began
-        client.kill(SIGTERM)
-        _ = try? await client.wait(seconds: 10)
+        let (stopped, took) = try await Self.stop(server, thenKill: client)
         #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
         #expect(stopped.stderr.contains("(shutdown_grace)"), "\(stopped.stderr.suffix(1_000))")
         // 5 s of grace and the rest of the shutdown; the keepalive alone would take 40 s.
@@ -243,12 +250,7 @@ extension HostileClientTests {
         let marker = data + "/export-open"
         let client = try ChildProcess("/usr/bin/env", ["python3", script, server.url, marker])
         try await eventually("the export began (its status line arrived)", seconds: 60) { FileManager.default.fileExists(atPath: marker) }
-        let began = ContinuousClock.now
-        server.process.kill(SIGTERM)
-        let stopped = try await server.process.wait(seconds: 60)
-        let took = ContinuousClock.now - began
-        client.kill(SIGTERM)
-        _ = try? await client.wait(seconds: 10)
+        let (stopped, took) = try await Self.stop(server, thenKill: client)
         #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
         #expect(stopped.stderr.contains("closing an HTTP/1.1 connection still open 5000 ms after the shutdown began (shutdown_grace)"),
                 "\(stopped.stderr.suffix(1_000))")
