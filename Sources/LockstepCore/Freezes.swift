@@ -152,13 +152,24 @@ extension LogState {
     }
 
     /// The first freeze (by id) in force at `now` over any of `services`.
+    ///
+    /// This runs on every poll, forward lease and grant pass: it asks the index for the freezes over
+    /// every service and over each of `services`, each list sorted by id, and takes each list's first in
+    /// force, not a walk over every freeze and its services (up to 1,000 × 64).
     public func freeze(covering services: [String], at now: Instant) -> Freeze? {
         guard !freezes.isEmpty else { return nil }
-        // The least id among those in force over the services, without sorting them all (this runs on every poll).
         var first: Freeze?
-        for freeze in freezes.values where freeze.isActive(at: now) && freeze.covers(services) {
-            if first.map({ freeze.id.utf8.lexicographicallyPrecedes($0.id.utf8) }) ?? true { first = freeze }
+        func firstInForce(_ ids: [String]) {
+            for id in ids {
+                if let first, !id.utf8.lexicographicallyPrecedes(first.id.utf8) { return }
+                if let freeze = freezes[id], freeze.isActive(at: now) {
+                    first = freeze
+                    return
+                }
+            }
         }
+        firstInForce(freezeIndex.everyService)
+        for service in services { firstInForce(freezeIndex.byService[service] ?? []) }
         return first
     }
 
@@ -207,5 +218,26 @@ extension LogState {
         case .freezeDeclared(let freeze): freezes[freeze.id] = freeze
         case .freezeEnded(let ended): freezes[ended.id] = nil
         }
+    }
+}
+
+/// Which freezes cover which services: the ids of those over every service, and of those over each
+/// service named, each list sorted by id (`LogState.freeze(covering:at:)`).
+struct FreezeIndex: Hashable, Sendable {
+    private(set) var everyService: [String] = []
+    private(set) var byService: [String: [String]] = [:]
+
+    init() {}
+
+    init(_ freezes: [String: Freeze]) {
+        for freeze in freezes.values {
+            if freeze.services.isEmpty {
+                everyService.append(freeze.id)
+            } else {
+                for service in Set(freeze.services) { byService[service, default: []].append(freeze.id) }
+            }
+        }
+        everyService.sort { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+        byService = byService.mapValues { $0.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
     }
 }

@@ -17,7 +17,11 @@ public struct LogState: Hashable, Sendable {
     /// migration as of sequence N". Not part of the canonical bytes, so not of the digest.
     public private(set) var settledKept: [MigrationID: MigrationState]?
     /// Freezes declared and not ended, by id. Never iterated for anything that matters: use `freezesInOrder`.
-    public internal(set) var freezes: [String: Freeze]
+    public internal(set) var freezes: [String: Freeze] {
+        didSet { freezeIndex = FreezeIndex(freezes) }
+    }
+    /// Which freezes cover which services, rebuilt when `freezes` changes (rarely: a freeze's events).
+    private(set) var freezeIndex = FreezeIndex()
 
     public init() {
         self.migrations = [:]
@@ -47,6 +51,7 @@ public struct LogState: Hashable, Sendable {
 
     init(migrations: [MigrationID: MigrationState], plans: [String: [PlanSnapshot]], freezes: [String: Freeze], lastSequence: UInt64) {
         self.freezes = freezes
+        self.freezeIndex = FreezeIndex(freezes)
         self.migrations = migrations
         self.plans = plans
         self.lastSequence = lastSequence

@@ -48,6 +48,31 @@ import Testing
         guard case .accepted = lease(&ledger, "m1", "work", at: 20) else { Issue.record("the freeze ended at 20 s"); return }
     }
 
+    /// The freeze over some services is found through an index by service; it must be the one a walk
+    /// over every freeze finds (the least id in force over any of them), after any declares and ends.
+    @Test(arguments: 0..<8)
+    func theFreezeFoundIsTheOneAWalkOverEveryFreezeFinds(seed: Int) {
+        var random = Seeded(state: UInt64(seed) &+ 11)
+        let services = (0..<6).map { "s\($0)" }
+        var ledger = LeaseLedger()
+        for round in 0..<120 {
+            let id = "f\(random.next(30))"
+            if ledger.state.freezes[id] == nil {
+                let covered = random.next(5) == 0 ? [] : Array(Set((0...random.next(3)).map { _ in services[random.next(services.count)] })).sorted()
+                let from = Int64(random.next(40)), until = random.next(3) == 0 ? nil : Optional(from + 1 + Int64(random.next(40)))
+                ledger.run(freeze(id, covered, from: from, until: until), at: 0)
+            } else {
+                ledger.run(.freezes(.end(id: id, by: "olga", reason: "done")), at: 0)
+            }
+            for asked in [[services[random.next(6)]], [services[random.next(6)], services[random.next(6)]], []] {
+                let now = t(Int64(random.next(90)))
+                let walked = ledger.state.freezesInOrder.first { $0.isActive(at: now) && $0.covers(asked) }
+                #expect(ledger.state.freeze(covering: asked, at: now) == walked, "round \(round): \(asked)")
+            }
+        }
+        #expect(!ledger.state.freezes.isEmpty)
+    }
+
     @Test func aFreezeOfEveryServiceHoldsEveryForwardStep() {
         var ledger = LeaseLedger()
         start(&ledger, "m1", servicePlan("a", ["orders"]))
