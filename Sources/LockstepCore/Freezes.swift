@@ -155,7 +155,7 @@ extension LogState {
     ///
     /// This runs on every poll, forward lease and grant pass: it asks the index for the freezes over
     /// every service and over each of `services`, each list sorted by id, and takes each list's first in
-    /// force, not a walk over every freeze and its services (up to 1,000 × 64).
+    /// force, not a walk over every freeze and its services (up to 1,000 × 64 × 16).
     public func freeze(covering services: [String], at now: Instant) -> Freeze? {
         guard !freezes.isEmpty else { return nil }
         var first: Freeze?
@@ -215,14 +215,19 @@ extension LogState {
     /// Folds in a freeze event.
     mutating func evolve(freeze event: RecordedFreezeEvent) {
         switch event.event {
-        case .freezeDeclared(let freeze): freezes[freeze.id] = freeze
-        case .freezeEnded(let ended): freezes[ended.id] = nil
+        case .freezeDeclared(let freeze):
+            if let replaced = freezes.updateValue(freeze, forKey: freeze.id) { freezeIndex.remove(replaced) }
+            freezeIndex.insert(freeze)
+        case .freezeEnded(let ended):
+            if let ended = freezes.removeValue(forKey: ended.id) { freezeIndex.remove(ended) }
         }
     }
 }
 
 /// Which freezes cover which services: the ids of those over every service, and of those over each
-/// service named, each list sorted by id (`LogState.freeze(covering:at:)`).
+/// service named, each list sorted by id (`LogState.freeze(covering:at:)`). A freeze's declaration or
+/// end changes only its own services' lists (a binary search each), so a replay of many freeze events
+/// does not rebuild it per event.
 struct FreezeIndex: Hashable, Sendable {
     private(set) var everyService: [String] = []
     private(set) var byService: [String: [String]] = [:]
@@ -230,14 +235,39 @@ struct FreezeIndex: Hashable, Sendable {
     init() {}
 
     init(_ freezes: [String: Freeze]) {
-        for freeze in freezes.values {
-            if freeze.services.isEmpty {
-                everyService.append(freeze.id)
-            } else {
-                for service in Set(freeze.services) { byService[service, default: []].append(freeze.id) }
-            }
+        for freeze in freezes.values { insert(freeze) }
+    }
+
+    mutating func insert(_ freeze: Freeze) {
+        if freeze.services.isEmpty { return Self.insert(freeze.id, into: &everyService) }
+        for service in Set(freeze.services) { Self.insert(freeze.id, into: &byService[service, default: []]) }
+    }
+
+    mutating func remove(_ freeze: Freeze) {
+        if freeze.services.isEmpty { return Self.remove(freeze.id, from: &everyService) }
+        for service in Set(freeze.services) {
+            Self.remove(freeze.id, from: &byService[service, default: []])
+            if byService[service]?.isEmpty == true { byService[service] = nil }
         }
-        everyService.sort { $0.utf8.lexicographicallyPrecedes($1.utf8) }
-        byService = byService.mapValues { $0.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) } }
+    }
+
+    /// Where `id` is, or goes, in `ids` (sorted by UTF-8 bytes).
+    private static func place(of id: String, in ids: [String]) -> Int {
+        var low = 0, high = ids.count
+        while low < high {
+            let middle = low + (high - low) / 2
+            if ids[middle].utf8.lexicographicallyPrecedes(id.utf8) { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    private static func insert(_ id: String, into ids: inout [String]) {
+        let at = place(of: id, in: ids)
+        if at == ids.count || ids[at] != id { ids.insert(id, at: at) }
+    }
+
+    private static func remove(_ id: String, from ids: inout [String]) {
+        let at = place(of: id, in: ids)
+        if at < ids.count, ids[at] == id { ids.remove(at: at) }
     }
 }

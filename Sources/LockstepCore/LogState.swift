@@ -17,11 +17,10 @@ public struct LogState: Hashable, Sendable {
     /// migration as of sequence N". Not part of the canonical bytes, so not of the digest.
     public private(set) var settledKept: [MigrationID: MigrationState]?
     /// Freezes declared and not ended, by id. Never iterated for anything that matters: use `freezesInOrder`.
-    public internal(set) var freezes: [String: Freeze] {
-        didSet { freezeIndex = FreezeIndex(freezes) }
-    }
-    /// Which freezes cover which services, rebuilt when `freezes` changes (rarely: a freeze's events).
-    private(set) var freezeIndex = FreezeIndex()
+    public internal(set) var freezes: [String: Freeze]
+    /// Which freezes cover which services: built with the state, kept as freezes are declared and ended
+    /// (`evolve(freeze:)` changes both; nothing else writes either).
+    var freezeIndex = FreezeIndex()
 
     public init() {
         self.migrations = [:]

@@ -276,8 +276,8 @@ public struct MigrationState: Hashable, Sendable {
 
     /// Index of node `id` in `nodes` (which follows plan order).
     ///
-    /// The walks over `nodes` on the command path go by index and read fields in place: iterating the
-    /// array (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, with a
+    /// The walks over `nodes` on the command path go by index and read fields in place: iterating them
+    /// (`for node in nodes`, `map`, `compactMap`, `allSatisfy`) copies each `NodeState` out, with a
     /// retain for each of its reference-counted fields.
     /// A node's state sits at its spec's index in the plan, which the plan finds by id at once; searched
     /// in order only if that ever did not hold (never, in a state folded from a valid log).

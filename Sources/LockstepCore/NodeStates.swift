@@ -42,9 +42,9 @@ public struct NodeStates: RandomAccessCollection, MutableCollection, Hashable, S
     @inlinable public func index(before i: Int) -> Int { i - 1 }
 
     @inlinable public subscript(position: Int) -> NodeState {
-        get {
+        _read {
             precondition(position >= 0 && position < count, "node index \(position) out of range 0..<\(count)")
-            return chunks[position >> Self.chunkShift][position & Self.placeMask]
+            yield chunks[position >> Self.chunkShift][position & Self.placeMask]
         }
         _modify {
             precondition(position >= 0 && position < count, "node index \(position) out of range 0..<\(count)")

@@ -33,7 +33,7 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     private let tls: NIOSSLContext?
     /// How long a plaintext connection may take to send enough bytes to tell its protocol.
     private let prefaceReadTimeout: TimeAmount
-    /// How long an HTTP/1.1 connection may stay open once a graceful shutdown began (`ShutdownGraceCloser`).
+    /// How long a connection may stay open once a graceful shutdown began (`ShutdownGraceCloser`).
     private let shutdownGrace: TimeAmount
 
     package var responder: Responder { http1.responder }
@@ -49,6 +49,10 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
 
     package func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            // First, before TLS and the protocol's choice: it sees a shutdown however far the connection
+            // got (a TLS handshake still running passes the event on unbuffered), and its close does not
+            // wait for a TLS close_notify the stalled client would never answer.
+            try channel.pipeline.syncOperations.addHandler(ShutdownGraceCloser(grace: shutdownGrace, logger: logger))
             let decided: EventLoopFuture<Value>
             if let tls {
                 try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
@@ -78,12 +82,7 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
     }
 
     private func configureHTTP1(_ channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        do {
-            try channel.pipeline.syncOperations.addHandler(ShutdownGraceCloser(grace: shutdownGrace, logger: logger))
-        } catch {
-            return channel.eventLoop.makeFailedFuture(error)
-        }
-        return http1.setup(channel: channel, logger: logger).map { .http1($0) }
+        http1.setup(channel: channel, logger: logger).map { .http1($0) }
     }
 
     private func configureEngine(_ channel: any Channel) -> EventLoopFuture<Value> {

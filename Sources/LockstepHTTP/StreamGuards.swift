@@ -44,12 +44,13 @@ package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannel
     package func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
 }
 
-/// Closes an HTTP/1.1 connection still open `grace` after a graceful shutdown began
-/// (`ChannelShouldQuiesceEvent`), as the HTTP/2 engine does its connections (`H2Limits.shutdownGraceMillis`).
-/// Hummingbird closes an HTTP/1.1 connection once its request in flight is answered; a watch or an export
-/// whose client reads nothing is never answered to the end, and would hold the shutdown until the
-/// stalled-reader cut. Sits first in the connection's pipeline, so it sees the event before the HTTP
-/// handlers, which keep it.
+/// Closes a JSON-port connection still open `grace` after a graceful shutdown began
+/// (`ChannelShouldQuiesceEvent`), whatever it has in flight. Hummingbird closes an HTTP/1.1 connection
+/// once its request in flight is answered; a watch or an export whose client reads nothing is never
+/// answered to the end, and would hold the shutdown until the stalled-reader cut. (The HTTP/2 engine
+/// closes its connections at the same grace itself, `H2Limits.shutdownGraceMillis`; this bounds them too.)
+/// Sits first in the connection's pipeline, before TLS: it sees the event before any handler that keeps
+/// or drops it, and its close skips the TLS close_notify.
 package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannelHandler {
     package typealias InboundIn = NIOAny
     package typealias InboundOut = NIOAny
@@ -71,7 +72,7 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
         if event is ChannelShouldQuiesceEvent, !timer.isArmed {
             let grace = self.grace, logger = self.logger
             timer.arm(context.eventLoop.assumeIsolated().scheduleTask(in: grace) {
-                logger.notice("closing an HTTP/1.1 connection still open \(grace.nanoseconds / 1_000_000) ms after the shutdown began (shutdown_grace)")
+                logger.notice("closing a connection still open \(grace.nanoseconds / 1_000_000) ms after the shutdown began (shutdown_grace)")
                 context.close(promise: nil)
             })
         }

@@ -51,7 +51,7 @@ import Testing
     /// The freeze over some services is found through an index by service; it must be the one a walk
     /// over every freeze finds (the least id in force over any of them), after any declares and ends.
     @Test(arguments: 0..<8)
-    func theFreezeFoundIsTheOneAWalkOverEveryFreezeFinds(seed: Int) {
+    func theFreezeFoundIsTheOneAWalkOverEveryFreezeFinds(seed: Int) throws {
         var random = Seeded(state: UInt64(seed) &+ 11)
         let services = (0..<6).map { "s\($0)" }
         var ledger = LeaseLedger()
@@ -64,10 +64,14 @@ import Testing
             } else {
                 ledger.run(.freezes(.end(id: id, by: "olga", reason: "done")), at: 0)
             }
+            // The state restored from its canonical bytes (a snapshot) builds its index afresh: the same answers.
+            let restored = try #require(try? LogState(canonicalBytes: ledger.state.canonicalBytes))
+            #expect(restored == ledger.state)
             for asked in [[services[random.next(6)]], [services[random.next(6)], services[random.next(6)]], []] {
                 let now = t(Int64(random.next(90)))
                 let walked = ledger.state.freezesInOrder.first { $0.isActive(at: now) && $0.covers(asked) }
                 #expect(ledger.state.freeze(covering: asked, at: now) == walked, "round \(round): \(asked)")
+                #expect(restored.freeze(covering: asked, at: now) == walked, "round \(round), restored: \(asked)")
             }
         }
         #expect(!ledger.state.freezes.isEmpty)

@@ -64,6 +64,30 @@ import Testing
         #expect(NodeStates(plain) != NodeStates(plain.dropLast()))
     }
 
+    /// `MutableCollection`'s own algorithms write through the same subscript: the leased positions follow.
+    @Test func swapsSortsAndReversesKeepTheLeasedPositions() {
+        var array = (0..<70).map { index in
+            var node = NodeState(id: NodeID("n\(index)"))
+            node.attempts = UInt32((index * 37) % 70)
+            if index % 9 == 0 { node.lease = Self.lease(UInt64(index)) }
+            return node
+        }
+        var nodes = NodeStates(array)
+        nodes.swapAt(0, 65)
+        array.swapAt(0, 65)
+        nodes.sort { $0.attempts < $1.attempts }
+        array.sort { $0.attempts < $1.attempts }
+        nodes.reverse()
+        array.reverse()
+        _ = nodes.partition { $0.lease != nil }
+        _ = array.partition { $0.lease != nil }
+        nodes[40...].sort { $0.attempts < $1.attempts }
+        array[40...].sort { $0.attempts < $1.attempts }
+        #expect(Array(nodes) == array)
+        #expect(nodes.leased == array.indices.filter { array[$0].lease != nil })
+        #expect(nodes.leased.count == 8)
+    }
+
     @Test func aCopyChangedLeavesTheOriginalAsItWas() {
         let original = NodeStates((0..<100).map { NodeState(id: NodeID("n\($0)")) })
         var copy = original

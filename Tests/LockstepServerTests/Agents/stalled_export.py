@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""stalled_export.py HOST:PORT MARKER: asks for the whole history as NDJSON over HTTP/1.1 with a receive
-buffer of 4 KiB set before connecting (a small TCP window), writes MARKER once the response's status line
-arrives, then reads nothing more and holds the connection until it is closed or 120 s pass."""
+"""stalled_export.py URL MARKER [CA]: asks for the whole history as NDJSON over HTTP/1.1 (over TLS, ALPN
+http/1.1, trusting CA, when URL is https) with a receive buffer of 4 KiB set before connecting (a small TCP
+window), writes MARKER once the response's status line arrives, then reads nothing more and holds the
+connection until it is closed or 120 s pass."""
 import socket
+import ssl
 import sys
 import time
 
-host, port = sys.argv[1].replace("http://", "").rsplit(":", 1)
+url = sys.argv[1]
+host, port = url.split("://", 1)[1].rsplit(":", 1)
 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 sock.connect((host, int(port)))
+if url.startswith("https://"):
+    context = ssl.create_default_context(cafile=sys.argv[3])
+    context.set_alpn_protocols(["http/1.1"])
+    sock = context.wrap_socket(sock, server_hostname=host)
 body = b'{"after_sequence": "0"}'
 sock.sendall(b"POST /v1/history/export HTTP/1.1\r\nhost: lockstep\r\ncontent-type: application/json\r\n"
              b"content-length: %d\r\n\r\n" % len(body) + body)
