@@ -95,11 +95,12 @@ extension LogState {
 
     /// Which requests the lease queue sets aside at `now`: forward steps under a freeze or outside their windows.
     private func grantSetAside(at now: Instant) -> (ServiceRequest) -> Bool {
-        // The freezes in force, found once per call (not per request).
-        let inForce = freezes.values.filter { $0.isActive(at: now) }
+        // A freeze through the index by service (`freeze(covering:at:)`), not a walk over every freeze
+        // in force and its services per request asked.
+        let anyFreeze = !freezes.isEmpty
         return { request in
             guard request.kind == .forward, let migration = migrations[request.migration] else { return false }
-            if !inForce.isEmpty, let services = Self.freezable(request.node, of: migration), inForce.contains(where: { $0.covers(services) }) { return true }
+            if anyFreeze, let services = Self.freezable(request.node, of: migration), freeze(covering: services, at: now) != nil { return true }
             return migration.windowsClosed(request.node, at: now)
         }
     }

@@ -373,14 +373,18 @@ public struct ServiceLeaseIndex: Hashable, Sendable {
             // Appends are folded in acknowledgement order, which can differ from sequence order (so the
             // place is looked for from the back, where it nearly always is).
             let index = lines[service]?.lastIndex { $0.isInLine(before: request) }.map { $0 + 1 } ?? 0
+            assert(lines[service]?.contains { $0.asker == request.asker } != true, "\(request.asker) is in \(service)'s line twice")
             lines[service, default: []].insert(request, at: index)
         }
     }
 
+    /// An asker is in a service's line at most once (`insert` places it once per service, and a request
+    /// replaces the asker's earlier one only after this removed it), so the first match is the only one:
+    /// the search stops there (the head, for a grant) instead of scanning the whole line.
     private mutating func removeRequest(_ asker: Asker) {
         guard let request = requests.removeValue(forKey: asker) else { return }
         for service in request.services {
-            lines[service]?.removeAll { $0.asker == asker }
+            if let index = lines[service]?.firstIndex(where: { $0.asker == asker }) { lines[service]?.remove(at: index) }
             if lines[service]?.isEmpty == true { lines[service] = nil }
         }
     }
