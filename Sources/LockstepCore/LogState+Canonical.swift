@@ -172,6 +172,11 @@ extension CanonicalReader {
         let startedBy = try string()
         let reason = try optionalString()
         let nodes = try array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.node() }
+        // Node states follow the plan, one per node in its order (the service-lease index and every
+        // lookup by id rely on it): a state where they do not was not made by a fold.
+        guard nodes.count == plan.nodes.count, zip(nodes, plan.nodes).allSatisfy({ $0.id == $1.id }) else {
+            throw .invalidValue(offset: offset, what: "node states of migration \(id) that do not follow its plan's nodes")
+        }
         let completionOrder = try nodeIDs()
         let rollbackQueue = try nodeIDs()
         let cannotUndo = try nodeIDs()

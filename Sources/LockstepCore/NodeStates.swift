@@ -36,10 +36,15 @@ public struct NodeStates: RandomAccessCollection, MutableCollection, Hashable, S
 
     public init(arrayLiteral nodes: NodeState...) { self.init(nodes) }
 
+    /// Indices are a plain range: a `for index in nodes.indices` loop holds no copy of the nodes, so
+    /// writes in it stay in place.
+    public typealias Indices = Range<Int>
+
     @inlinable public var startIndex: Int { 0 }
     @inlinable public var endIndex: Int { count }
     @inlinable public func index(after i: Int) -> Int { i + 1 }
     @inlinable public func index(before i: Int) -> Int { i - 1 }
+    @inlinable public var indices: Range<Int> { 0..<count }
 
     @inlinable public subscript(position: Int) -> NodeState {
         _read {

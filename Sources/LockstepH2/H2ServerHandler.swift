@@ -228,7 +228,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             if graceTimer == nil, let millis = state.limits.shutdownGraceMillis {
                 graceTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(max(0, millis))) { [self] in
                     graceTimer = nil
-                    guard let context = self.context, !closed else { return }
+                    guard let context = self.context, !closed, context.channel.isActive else { return }
                     logger.notice("closing an HTTP/2 connection still open \(millis) ms after the shutdown began (shutdown_grace)")
                     close(context)
                 }

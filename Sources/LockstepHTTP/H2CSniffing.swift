@@ -47,7 +47,7 @@ public enum H2CSniffingError: Error, Sendable, Hashable {
 /// `NIOTypedApplicationProtocolNegotiationHandler`, but it is triggered by the bytes it reads, not by a
 /// TLS ALPN event.
 ///
-/// Put it first in a fresh child channel pipeline. When the protocol is known, it calls
+/// Put it before the protocol handlers (handlers that pass everything on may precede it). When the protocol is known, it calls
 /// `configurator`, which must add the protocol handlers after it (for example
 /// `pipeline.syncOperations.addHandler(...)`, which appends). When the returned future succeeds, the handler
 /// succeeds ``protocolNegotiationResult``, replays every inbound read and user event it held back in

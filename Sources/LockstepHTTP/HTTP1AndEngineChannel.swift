@@ -91,6 +91,7 @@ package struct HTTP1AndEngineChannel: HTTPChannelHandler {
             // engine's stream limit, not by this stream.
             let (requests, work) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
             try channel.pipeline.syncOperations.addHandler(try makeEngine(channel, work))
+            try channel.pipeline.syncOperations.handler(type: ShutdownGraceCloser.self).engineServes()
             channel.closeFuture.whenComplete { _ in work.finish() }
             return .engine(channel, requests)
         }

@@ -47,17 +47,22 @@ package final class StalledReaderCutoff: ChannelInboundHandler, RemovableChannel
 /// Closes a JSON-port connection still open `grace` after a graceful shutdown began
 /// (`ChannelShouldQuiesceEvent`), whatever it has in flight. Hummingbird closes an HTTP/1.1 connection
 /// once its request in flight is answered; a watch or an export whose client reads nothing is never
-/// answered to the end, and would hold the shutdown until the stalled-reader cut. (The HTTP/2 engine
-/// closes its connections at the same grace itself, `H2Limits.shutdownGraceMillis`; this bounds them too.)
+/// answered to the end, and would hold the shutdown until the stalled-reader cut.
 /// Sits first in the connection's pipeline, before TLS: it sees the event before any handler that keeps
-/// or drops it, and its close skips the TLS close_notify.
+/// or drops it (a TLS handshake still running passes it on unbuffered), and its close skips the TLS
+/// close_notify. On a connection the HTTP/2 engine serves, the engine closes at the same grace itself,
+/// draining what it can (`H2Limits.shutdownGraceMillis`): there this waits `engineBackstop` longer, for
+/// an event the engine never saw (one that arrived during the handshake).
 package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannelHandler {
     package typealias InboundIn = NIOAny
     package typealias InboundOut = NIOAny
 
-    private let grace: TimeAmount
+    private var grace: TimeAmount
     private let logger: Logger
     private var timer = ConnectionTimer()
+    /// How much later than the grace it closes a connection the HTTP/2 engine serves (past the engine's
+    /// own close and its linger).
+    static let engineBackstop = TimeAmount.seconds(3)
 
     package init(grace: TimeAmount, logger: Logger) {
         self.grace = grace
@@ -72,6 +77,8 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
         if event is ChannelShouldQuiesceEvent, !timer.isArmed {
             let grace = self.grace, logger = self.logger
             timer.arm(context.eventLoop.assumeIsolated().scheduleTask(in: grace) {
+                // (A timer already taken off the queue runs even if cancelled in the same pass.)
+                guard context.channel.isActive else { return }
                 logger.notice("closing a connection still open \(grace.nanoseconds / 1_000_000) ms after the shutdown began (shutdown_grace)")
                 context.close(promise: nil)
             })
@@ -85,6 +92,12 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
     }
 
     package func handlerRemoved(context: ChannelHandlerContext) { timer.cancel() }
+
+    /// The connection is now served by the HTTP/2 engine, which closes it at the grace itself: unless
+    /// the shutdown already began, this closes it only `engineBackstop` after the grace.
+    package func engineServes() {
+        if !timer.isArmed { grace = grace + Self.engineBackstop }
+    }
 }
 
 /// Closes the connection (HTTP/1.1) or resets the stream (HTTP/2) right after a `413` or `408` answer
