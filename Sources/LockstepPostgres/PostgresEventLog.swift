@@ -227,8 +227,9 @@ public actor PostgresEventLog: EventLog {
         return try own.get()
     }
 
-    /// One transaction for `requests` (`retried`: the locked way's second run of a batch sent ahead).
-    private func commit(_ requests: [AppendRequest], retried: Bool = false) async -> [Result<AppendReceipt, EventLogError>] {
+    /// One transaction for `requests` (`retried`: the locked way's run of a batch sent ahead that did not
+    /// commit; `reconnects`: how many of those runs found their connection already closed).
+    private func commit(_ requests: [AppendRequest], retried: Bool = false, reconnects: Int = 0) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
         let began = ContinuousClock.now
         let progress = TransactionProgress()
@@ -239,7 +240,16 @@ public actor PostgresEventLog: EventLog {
             let failure = Self.failure(error)
             if case .versionConflict = failure {} else { options.failureObserver?(failure) }
             if case .writesStopped = failure, stopped == nil { stopped = failure }
-            guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(failure) } }
+            guard let inserted = progress.state.withLock({ $0.planned }) else {
+                // The locked way's run of a batch sent ahead failed before its inserts were done (most
+                // often: the pool handed it the connection the batch's failure closed, not yet dropped).
+                // That transaction commits nothing, and nothing of the batch landed: it runs again (twice
+                // at most) to read the reason.
+                if retried, reconnects < 2, stopped == nil, case .unavailable = failure {
+                    return await commit(requests, retried: true, reconnects: reconnects + 1)
+                }
+                return requests.map { _ in .failure(failure) }
+            }
             if progress.state.withLock({ $0.syncing }), !(error is TransactionOverran), !retried, stopped == nil,
                (try? await landed(inserted)) == false {
                 // A batch sent ahead failed at its commit, where postgres-nio cannot read PostgreSQL's error
