@@ -240,12 +240,12 @@ struct FreezeIndex: Hashable, Sendable {
 
     mutating func insert(_ freeze: Freeze) {
         if freeze.services.isEmpty { return Self.insert(freeze.id, into: &everyService) }
-        for service in Set(freeze.services) { Self.insert(freeze.id, into: &byService[service, default: []]) }
+        for service in freeze.services { Self.insert(freeze.id, into: &byService[service, default: []]) }
     }
 
     mutating func remove(_ freeze: Freeze) {
         if freeze.services.isEmpty { return Self.remove(freeze.id, from: &everyService) }
-        for service in Set(freeze.services) {
+        for service in freeze.services {
             Self.remove(freeze.id, from: &byService[service, default: []])
             if byService[service]?.isEmpty == true { byService[service] = nil }
         }

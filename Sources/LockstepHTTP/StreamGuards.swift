@@ -69,10 +69,6 @@ package final class ShutdownGraceCloser: ChannelInboundHandler, RemovableChannel
         self.logger = logger
     }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        context.fireChannelRead(data)
-    }
-
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent, !timer.isArmed {
             let grace = self.grace, logger = self.logger

@@ -227,9 +227,9 @@ public actor PostgresEventLog: EventLog {
         return try own.get()
     }
 
-    /// One transaction for `requests` (`retried`: the locked way's run of a batch sent ahead that did not
-    /// commit; `reconnects`: how many of those runs found their connection already closed).
-    private func commit(_ requests: [AppendRequest], retried: Bool = false, reconnects: Int = 0) async -> [Result<AppendReceipt, EventLogError>] {
+    /// One transaction for `requests`. `reruns`: 0 for the first run; from 1, the locked way's runs of a
+    /// batch sent ahead that did not commit.
+    private func commit(_ requests: [AppendRequest], reruns: Int = 0) async -> [Result<AppendReceipt, EventLogError>] {
         if let stopped { return requests.map { _ in .failure(stopped) } }
         let began = ContinuousClock.now
         let progress = TransactionProgress()
@@ -245,18 +245,18 @@ public actor PostgresEventLog: EventLog {
                 // often: the pool handed it the connection the batch's failure closed, not yet dropped).
                 // That transaction commits nothing, and nothing of the batch landed: it runs again (twice
                 // at most) to read the reason.
-                if retried, reconnects < 2, stopped == nil, case .unavailable = failure {
-                    return await commit(requests, retried: true, reconnects: reconnects + 1)
+                if (1...2).contains(reruns), stopped == nil, case .unavailable = failure {
+                    return await commit(requests, reruns: reruns + 1)
                 }
                 return requests.map { _ in .failure(failure) }
             }
-            if progress.state.withLock({ $0.syncing }), !(error is TransactionOverran), !retried, stopped == nil,
+            if progress.state.withLock({ $0.syncing }), !(error is TransactionOverran), reruns == 0, stopped == nil,
                (try? await landed(inserted)) == false {
                 // A batch sent ahead failed at its commit, where postgres-nio cannot read PostgreSQL's error
                 // (it closes the connection), and nothing of it was written: the locked way runs it again
                 // and reports the reason with its SQLSTATE (a storage fault there stops writes).
                 logger.notice("a batch sent ahead did not commit; the locked way runs it again", metadata: ["error": "\(failure)"])
-                return await commit(requests, retried: true)
+                return await commit(requests, reruns: 1)
             }
             return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran)
         }

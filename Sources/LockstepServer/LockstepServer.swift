@@ -275,13 +275,13 @@ public enum LockstepServer {
         // A graceful shutdown ends both ports' connections, HTTP/2 and HTTP/1.1, within the same grace as gRPC's.
         jsonLimits.shutdownGraceMillis = grpcConfiguration.graceMillis
         let engineLimits = jsonLimits
-        let http1Grace = TimeAmount.milliseconds(grpcConfiguration.graceMillis)
+        let jsonGrace = TimeAmount.milliseconds(grpcConfiguration.graceMillis)
         let server = HTTPServerBuilder { responder in
             HTTP1AndEngineChannel(
                 responder: responder,
                 http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
-                tls: jsonTLS, prefaceReadTimeout: idle, shutdownGrace: http1Grace,
+                tls: jsonTLS, prefaceReadTimeout: idle, shutdownGrace: jsonGrace,
                 makeEngine: { connection, work in
                     try H2ServerHandler(limits: engineLimits, responder: jsonOnEngine.serving(into: work), logger: logger,
                                     observer: StreamBudget(gate: gate, peer: connection.remoteAddress?.ipAddress ?? "unknown", channel: connection,
