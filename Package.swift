@@ -223,6 +223,7 @@ let package = Package(
                 "LockstepCore",
                 "LockstepEngine",
                 "LockstepPlan",
+                "LockstepPostgres",
                 "LockstepService",
                 "LockstepStore",
                 "LockstepWire",

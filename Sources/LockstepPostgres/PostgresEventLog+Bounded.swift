@@ -17,22 +17,13 @@ extension PostgresEventLog {
     /// reason as a transaction: past it the read is abandoned and fails as `storage_unavailable`.
     /// `millis`: another bound than `transactionMillisMax` (an archival's one long transaction).
     func bounded<T: Sendable>(millis: Int64? = nil, _ body: @escaping @Sendable (PostgresClient, Logger) async throws -> T) async throws(EventLogError) -> T {
-        let answer = OneShot<T>()
-        let limit = Duration.milliseconds(millis ?? options.transactionMillisMax)
-        let work = Task { [client, logger] in
-            do { answer.end(.success(try await body(client, logger))) } catch { answer.end(.failure(error)) }
-        }
-        let watchdog = Task {
-            guard (try? await Task.sleep(for: limit)) != nil else { return }
-            answer.end(.failure(EventLogError.unavailable("PostgreSQL did not answer within \(limit)")))
-        }
-        let result = await answer.wait()
-        watchdog.cancel()
-        _ = work
-        switch result {
-        case .success(let value): return value
-        case .failure(let error as EventLogError): throw error
-        case .failure(let error): throw .unavailable(Self.describe(error))
+        let (client, logger) = (client, logger)
+        do {
+            return try await PostgresDeadline.run(within: .milliseconds(millis ?? options.transactionMillisMax)) { try await body(client, logger) }
+        } catch let error as EventLogError {
+            throw error
+        } catch {
+            throw .unavailable(Self.describe(error))
         }
     }
 

@@ -86,40 +86,49 @@ public actor PostgresEventLog: EventLog {
     /// Why writes stopped (a storage fault, an unknown outcome, deposition), nil while they go on.
     public var writesStopped: EventLogError? { stopped }
 
+    /// The bound on opening (`open`), in milliseconds: its transaction waits for another coordinator
+    /// preparing the schema, which takes well under a second.
+    static let openMillisMax: Int64 = 60_000
+
     /// Opens the log on `client`'s database, creating its tables when they do not exist yet (`create`), or
     /// refusing a database without them (governance commands, which never alter what they read).
     public static func open(client: PostgresClient, options: Options = Options(), create: Bool = true,
                             logger: Logger = Logger(label: "lockstep.postgres")) async throws(EventLogError) -> PostgresEventLog {
-        var lockTimeoutMillis: Int64 = 0
+        let lockTimeoutMillis: Int64
         do {
-            if create {
-                // One transaction, serialized between coordinators starting together (concurrent CREATE
-                // TABLE IF NOT EXISTS can collide); the lock is the transaction's, released at its end.
-                // A schema already in place is left untouched: its DDL (ALTER TABLE takes an exclusive
-                // lock even when the column exists) would queue behind a running writer's locks and make
-                // the writer's next statement queue behind it, a deadlock PostgreSQL broke by failing this
-                // coordinator's start (a CI run: three coordinators starting on one database).
-                try await client.withTransaction(logger: logger) { connection in
-                    // Another coordinator preparing the schema is waited for, whatever the session's lock_timeout.
-                    try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
-                    try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
-                    var ready = false
-                    for try await present in try await connection.query(PostgresQuery(unsafeSQL: schemaReady), logger: logger).decode(Bool.self) {
-                        ready = present
+            // Bounded (`PostgresDeadline`): a database that stopped answering fails the start instead of holding it.
+            lockTimeoutMillis = try await PostgresDeadline.run(within: .milliseconds(openMillisMax)) { () async throws -> Int64 in
+                var lockTimeoutMillis: Int64 = 0
+                if create {
+                    // One transaction, serialized between coordinators starting together (concurrent CREATE
+                    // TABLE IF NOT EXISTS can collide); the lock is the transaction's, released at its end.
+                    // A schema already in place is left untouched: its DDL (ALTER TABLE takes an exclusive
+                    // lock even when the column exists) would queue behind a running writer's locks and make
+                    // the writer's next statement queue behind it, a deadlock PostgreSQL broke by failing this
+                    // coordinator's start (a CI run: three coordinators starting on one database).
+                    try await client.withTransaction(logger: logger) { connection in
+                        // Another coordinator preparing the schema is waited for, whatever the session's lock_timeout.
+                        try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
+                        try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
+                        var ready = false
+                        for try await present in try await connection.query(PostgresQuery(unsafeSQL: schemaReady), logger: logger).decode(Bool.self) {
+                            ready = present
+                        }
+                        guard !ready else { return }
+                        for statement in schema { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
                     }
-                    guard !ready else { return }
-                    for statement in schema { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                } else {
+                    var found = false
+                    for try await present in try await client.query("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger).decode(Bool.self) {
+                        found = present
+                    }
+                    guard found else { throw EventLogError.invalidRequest("this database holds no Lockstep log (no lockstep_head table)") }
                 }
-            } else {
-                var found = false
-                for try await present in try await client.query("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger).decode(Bool.self) {
-                    found = present
+                for try await milliseconds in try await client.query("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
+                                                                     logger: logger).decode(Int64.self) {
+                    lockTimeoutMillis = milliseconds
                 }
-                guard found else { throw EventLogError.invalidRequest("this database holds no Lockstep log (no lockstep_head table)") }
-            }
-            for try await milliseconds in try await client.query("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
-                                                                 logger: logger).decode(Int64.self) {
-                lockTimeoutMillis = milliseconds
+                return lockTimeoutMillis
             }
         } catch let error as EventLogError {
             throw error

@@ -47,7 +47,10 @@ public struct PostgresLeadership: Sendable {
     /// Takes the lease if nobody holds it (or its holder let it lapse): the epoch goes up by one in the
     /// lease row and the head row, in one transaction. Returns the new epoch, or nil if another holds it.
     public func tryAcquire() async throws -> Int64? {
-        try await client.withTransaction(logger: logger) { connection -> Int64? in
+        let (client, logger, holder, address, ttlMillis) = (client, logger, holder, address, ttlMillis)
+        // A take that overran here but committed there only delays the next one: the lease is ours,
+        // unrenewed, and lapses after a TTL.
+        return try await PostgresDeadline.run(within: longCallLimit) { try await client.withTransaction(logger: logger) { connection -> Int64? in
             // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
             // again later (the database ends that transaction: `idleInTransactionMillis`).
             try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
@@ -65,18 +68,21 @@ public struct PostgresLeadership: Sendable {
             // The fence: from this commit on, an append under an older epoch writes nothing.
             try await connection.query("UPDATE lockstep_head SET epoch = \(epoch) WHERE id = 1", logger: logger)
             return epoch
-        }
+        } }
     }
 
     /// Extends the lease held under `epoch` by a TTL from now. False: it is no longer ours (another
     /// coordinator took over); throws when the database cannot be asked.
     public func renew(epoch: Int64) async throws -> Bool {
-        let rows = try await client.query("""
-            UPDATE lockstep_leader SET expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond'
-            WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) RETURNING epoch
-            """, logger: logger)
-        for try await _ in rows.decode(Int64.self) { return true }
-        return false
+        let (client, logger, holder, ttlMillis) = (client, logger, holder, ttlMillis)
+        return try await PostgresDeadline.run(within: renewLimit) {
+            let rows = try await client.query("""
+                UPDATE lockstep_leader SET expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond'
+                WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) RETURNING epoch
+                """, logger: logger)
+            for try await _ in rows.decode(Int64.self) { return true }
+            return false
+        }
     }
 
     /// How long the database lets a writer's transaction sit idle before it ends it (and its locks),
@@ -87,16 +93,32 @@ public struct PostgresLeadership: Sendable {
 
     /// Gives the lease up at once (a graceful stop), so a standby need not wait out the TTL.
     public func release(epoch: Int64) async throws {
-        try await client.query("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
-                               logger: logger)
+        let (client, logger, holder) = (client, logger, holder)
+        try await PostgresDeadline.run(within: releaseLimit) {
+            _ = try await client.query("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
+                                   logger: logger)
+        }
     }
 
     /// The lease as the table has it now.
     public func current() async throws -> Holder? {
-        let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
-        for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
-            return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
+        let (client, logger) = (client, logger)
+        return try await PostgresDeadline.run(within: longCallLimit) {
+            let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
+            for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
+                return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
+            }
+            return nil
         }
-        return nil
     }
+
+    /// The bound on a renewal (`PostgresDeadline`): a third of the TTL, so a keeper whose renewals hang
+    /// still sees its lease lapse on time.
+    var renewLimit: Duration { .milliseconds(max(100, ttlMillis / 3)) }
+    /// The bound on a release: a graceful stop does not wait long on a database that stopped answering
+    /// (a standby then waits out the TTL instead).
+    var releaseLimit: Duration { .milliseconds(min(2_000, max(100, ttlMillis / 3))) }
+    /// The bound on a take and a look at the holder: half the TTL (a take waits up to a quarter TTL for
+    /// the head row's lock).
+    var longCallLimit: Duration { .milliseconds(max(200, ttlMillis / 2)) }
 }

@@ -48,6 +48,10 @@ extension LockstepServer {
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
+        /// The longest a graceful stop (SIGTERM, SIGINT) of `run` may take, in seconds, before the process
+        /// exits with status 1 (`runWithStopBound`). Its connections get 5 s of grace (8 s on the gRPC
+        /// port's backstop) and the leadership lease's release at most 2 s.
+        public var stopSecondsMax = 15
         /// A quota on the log's database file, in bytes: past it appends fail with `storage_full` (as on a
         /// full disk) while reads, polls and watches go on. nil: no quota.
         public var logBytesMax: Int64?

@@ -13,6 +13,7 @@ import PostgresNIO
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import UnixSignals
 import LockstepGRPC
 import LockstepHTTP
 import LockstepService
@@ -27,16 +28,48 @@ public enum LockstepServer {
         var configured = Logger(label: "lockstep")
         configured.logLevel = .info
         let logger = configured
+        let group: ServiceGroup
         switch options.store {
         case .sqlite:
             let server = try await build(options, metrics: metrics, logger: logger)
-            try await ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)).run()
+            group = ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         case .postgres(let client, _):
             // The client first: it must run before the log can be opened, and it stops last.
             var configuration = ServiceGroupConfiguration(services: [client, ServerOnPostgres(options: options, metrics: metrics, logger: logger)],
                                                           logger: logger)
             configuration.gracefulShutdownSignals = [.sigterm, .sigint]
-            try await ServiceGroup(configuration: configuration).run()
+            group = ServiceGroup(configuration: configuration)
+        }
+        try await runWithStopBound(group, seconds: options.stopSecondsMax, logger: logger)
+    }
+
+    /// Runs `group` until it ends; once SIGTERM or SIGINT came, for `seconds` at most: a graceful stop
+    /// that has not ended by then (a store that stopped answering keeps a request's append, and so the
+    /// gRPC server's stop, waiting for its outcome) is logged and the process exits with status 1 at
+    /// once. That is as safe as a crash (the log holds everything acknowledged) and lets a supervisor
+    /// restart it on time.
+    static func runWithStopBound(_ group: ServiceGroup, seconds: Int, logger: Logger) async throws {
+        try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return true
+            }
+            tasks.addTask {
+                var stopping = false
+                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
+                    logger.notice("\(signal): stopping gracefully, for \(seconds) s at most")
+                    stopping = true
+                    break
+                }
+                // Cancelled when the group ends first.
+                guard stopping, (try? await Task.sleep(for: .seconds(seconds))) != nil else { return false }
+                logger.error("the graceful stop did not end within \(seconds) s (a store that stopped answering?); exiting now with status 1. Everything acknowledged is in the log")
+                fflush(nil)
+                _exit(1)
+            }
+            // The group's end (or failure) decides; the stop watch is then cancelled.
+            while let groupEnded = try await tasks.next(), !groupEnded {}
+            tasks.cancelAll()
         }
     }
 

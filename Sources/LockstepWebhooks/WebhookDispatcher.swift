@@ -1,4 +1,5 @@
 import LockstepPlan
+import LockstepPostgres
 import AsyncHTTPClient
 import Foundation
 import LockstepCore
@@ -361,19 +362,21 @@ public final class PostgresWebhookCursors: WebhookCursors {
 
     public init(client: PostgresClient) { self.client = client }
 
+    /// The bound on each call (`PostgresDeadline`): a database that stopped answering must not hold a
+    /// delivery loop, or a stop, for ever.
+    static let callLimit = Duration.seconds(5)
+
     static let table = "CREATE TABLE IF NOT EXISTS lockstep_webhook_cursors (webhook text PRIMARY KEY, sequence bigint NOT NULL CHECK (sequence >= 0))"
 
     public func load(logger: Logger) async -> [String: UInt64] {
         // Two coordinators creating the table at once: one of them fails, and reads it on its second try.
         for attempt in 1...3 {
             do {
-                try await client.query(PostgresQuery(unsafeSQL: Self.table), logger: logger)
-                var loaded: [String: UInt64] = [:]
-                for try await (name, sequence) in try await client.query("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger)
-                    .decode((String, Int64).self) where sequence >= 0 {
-                    loaded[name] = UInt64(sequence)
+                let client = client
+                return try await PostgresDeadline.run(within: Self.callLimit) {
+                    try await client.query(PostgresQuery(unsafeSQL: Self.table), logger: logger)
+                    return try await Self.cursors(client, logger)
                 }
-                return loaded
             } catch {
                 logger.warning("webhook cursors: cannot read lockstep_webhook_cursors (attempt \(attempt) of 3): \(String(reflecting: error))")
                 try? await Task.sleep(for: .milliseconds(200 * attempt))
@@ -384,12 +387,18 @@ public final class PostgresWebhookCursors: WebhookCursors {
     }
 
     public func read() async throws -> [String: UInt64] {
-        let logger = Logger(label: "lockstep.webhooks")
-        var present = false
-        for try await found in try await client.query("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger).decode(Bool.self) {
-            present = found
+        let (client, logger) = (client, Logger(label: "lockstep.webhooks"))
+        return try await PostgresDeadline.run(within: Self.callLimit) {
+            var present = false
+            for try await found in try await client.query("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger).decode(Bool.self) {
+                present = found
+            }
+            return present ? try await Self.cursors(client, logger) : [:]
         }
-        guard present else { return [:] }
+    }
+
+    /// The table's cursors (a negative one, which the table's CHECK refuses, is skipped).
+    private static func cursors(_ client: PostgresClient, _ logger: Logger) async throws -> [String: UInt64] {
         var loaded: [String: UInt64] = [:]
         for try await (name, sequence) in try await client.query("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger)
             .decode((String, Int64).self) where sequence >= 0 {
@@ -401,10 +410,13 @@ public final class PostgresWebhookCursors: WebhookCursors {
     public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {
         let value = Int64(clamping: sequence)
         do {
-            try await client.query("""
-                INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
-                ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
-                """, logger: logger)
+            let client = client
+            try await PostgresDeadline.run(within: Self.callLimit) {
+                _ = try await client.query("""
+                    INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
+                    ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
+                    """, logger: logger)
+            }
         } catch {
             logger.warning("webhook cursors: cannot save \(webhook)'s cursor \(sequence): \(String(reflecting: error)); a restart delivers again from the last one saved")
         }

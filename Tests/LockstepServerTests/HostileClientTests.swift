@@ -281,6 +281,36 @@ extension HostileClientTests {
         #expect(took < .seconds(25), "the server took \(took) to stop")
     }
 
+    /// A TLS handshake that never ends (the client sent a record header and nothing more) does not hold a
+    /// graceful shutdown either: the closer sits before the TLS handler, so it sees the shutdown and
+    /// closes the connection 5 s into it, with no close_notify to wait for.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs openssl (ops/test installs it)"))
+    func aTLSHandshakeThatNeverEndsDoesNotHoldTheShutdown() async throws {
+        let data = temporaryDirectory()
+        let certificate = data + "/cert.pem"
+        let made = try await ChildProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", data + "/key.pem", "-out", certificate,
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ]).wait(seconds: 60)
+        try #require(made.status == 0, "\(made.stderr)")
+        let server = try await ServerProcess(["--dev", "--tls-cert", certificate, "--tls-key", data + "/key.pem"], data: data)
+        let address = try #require(server.url.split(separator: "/").last?.split(separator: ":"))
+        let marker = data + "/handshake-begun"
+        let client = try ChildProcess("/usr/bin/env", ["python3", "-c", """
+            import socket, sys, time
+            s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+            s.sendall(b"\\x16\\x03\\x01")  # a handshake record's header, and nothing of the record
+            open(sys.argv[3], "w").close()
+            time.sleep(120)
+            """, String(address[0]), String(address[1]), marker])
+        try await eventually("the handshake began", seconds: 30) { FileManager.default.fileExists(atPath: marker) }
+        let (stopped, took) = try await Self.stop(server, thenKill: client)
+        #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
+        #expect(stopped.stderr.contains("(shutdown_grace)"), "\(stopped.stderr.suffix(1_000))")
+        // 5 s of grace and the rest of the shutdown; the stop's own bound (15 s) would end it with status 1.
+        #expect(took < .seconds(12), "the server took \(took) to stop")
+    }
+
     /// Regression: under the usual open-file limit of 1,024, one client holding ~1,100 idle connections
     /// made the server stop answering and then die (SIGILL in libdispatch's worker monitor, 8 of 22
     /// rounds). Now the connections that fit below the limit less its reserve are admitted, the rest

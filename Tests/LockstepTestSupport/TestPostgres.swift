@@ -109,6 +109,31 @@ public actor TestPostgres {
         try Self.pgctl("-D \(cluster.data) -w -l \(cluster.directory)/server.log -o '\(Self.serverOptions(cluster.port, cluster.directory))' start", cluster)
     }
 
+    /// Stops every process of the cluster (SIGSTOP to the postmaster and its children): connections stay
+    /// open and nothing answers, as with a database host that hangs. `thaw` undoes it.
+    public func freeze() async throws { try signalAll(SIGSTOP, try await started()) }
+
+    /// Lets a frozen cluster go on (SIGCONT).
+    public func thaw() async throws { try signalAll(SIGCONT, try await started()) }
+
+    /// Sends `signal` to the cluster's postmaster (the first line of postmaster.pid) and to every process
+    /// whose parent it is (the backends, and the background workers).
+    private func signalAll(_ signal: Int32, _ cluster: Cluster) throws {
+        let pidFile = try String(contentsOfFile: cluster.data + "/postmaster.pid", encoding: .utf8)
+        guard let line = pidFile.split(separator: "\n").first, let postmaster = Int32(line) else {
+            throw PostgresUnavailable(description: "postmaster.pid names no process: \(pidFile.prefix(100))")
+        }
+        var pids = [postmaster]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // After the command's closing parenthesis: the state, then the parent's pid.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, Int32(fields[1]) == postmaster { pids.append(pid) }
+        }
+        for pid in pids { kill(pid, signal) }
+    }
+
     /// The cluster, started by the first caller; callers arriving while it starts wait for that start
     /// (the actor is re-entered at the await: without this, each would start a cluster of its own).
     private func started() async throws -> Cluster {
