@@ -63,14 +63,17 @@ extension PostgresEventLog {
         }
         private let state = Mutex(State())
 
-        func end(_ result: Result<T, any Error>) {
-            let waiter = state.withLock { state -> CheckedContinuation<Result<T, any Error>, Never>? in
-                guard state.result == nil else { return nil }
+        /// Gives `result` as the answer unless one was given already; whether it was.
+        @discardableResult
+        func end(_ result: Result<T, any Error>) -> Bool {
+            let (first, waiter) = state.withLock { state -> (Bool, CheckedContinuation<Result<T, any Error>, Never>?) in
+                guard state.result == nil else { return (false, nil) }
                 state.result = result
                 defer { state.waiter = nil }
-                return state.waiter
+                return (true, state.waiter)
             }
             waiter?.resume(returning: result)
+            return first
         }
 
         func wait() async -> Result<T, any Error> {
