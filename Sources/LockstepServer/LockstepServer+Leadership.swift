@@ -28,10 +28,10 @@ extension LockstepServer {
             // The tables first, so the lease row exists (idempotent; serialized between coordinators).
             _ = try await PostgresEventLog.open(client: client, logger: logger)
             while !Task.isShuttingDownGracefully {
-                guard let epoch = try await standBy(lease) else { return }
+                guard let (epoch, askedAt) = try await standBy(lease) else { return }
                 var term = options
                 term.writerEpoch = epoch
-                let keeper = LeadershipKeeper(lease: lease, epoch: epoch, logger: logger)
+                let keeper = LeadershipKeeper(lease: lease, epoch: epoch, askedAt: askedAt, logger: logger)
                 let server: Built
                 do {
                     // The lease is kept while the server is built (catching up to the head can take longer
@@ -53,8 +53,12 @@ extension LockstepServer {
                 do {
                     try await ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger)).run()
                     // A graceful stop: hand over at once instead of making a standby wait out the TTL.
-                    try? await lease.release(epoch: epoch)
-                    logger.notice("released the leadership lease (epoch \(epoch))")
+                    do {
+                        try await lease.release(epoch: epoch)
+                        logger.notice("released the leadership lease (epoch \(epoch))")
+                    } catch {
+                        logger.warning("the leadership lease could not be released (\(PostgresEventLog.describe(error))); a standby takes over once it lapses")
+                    }
                     return
                 } catch let deposed as Deposed {
                     metrics.depositions.increment()
@@ -63,18 +67,20 @@ extension LockstepServer {
             }
         }
 
-        /// Waits for the lease, asking every quarter TTL, serving as a replica meanwhile; its epoch, or nil
-        /// on a graceful stop first.
-        func standBy(_ lease: PostgresLeadership) async throws -> Int64? {
+        /// Waits for the lease, asking every quarter TTL, serving as a replica meanwhile; its epoch and when
+        /// the take that got it was sent (the lease runs a TTL from a moment after that), or nil on a
+        /// graceful stop first.
+        func standBy(_ lease: PostgresLeadership) async throws -> (epoch: Int64, askedAt: ContinuousClock.Instant)? {
             metrics.writerEpoch.record(0)
-            func took(_ epoch: Int64) -> Int64 {
+            func took(_ epoch: Int64, _ askedAt: ContinuousClock.Instant) -> (epoch: Int64, askedAt: ContinuousClock.Instant) {
                 metrics.writerEpoch.record(epoch)
                 logger.notice("took the leadership lease: the writer now, epoch \(epoch)", metadata: ["holder": "\(lease.holder)"])
-                return epoch
+                return (epoch, askedAt)
             }
             // Asked once before building a replica, which a coordinator that finds the lease free (the only
             // one, or the first) would build only to drop it.
-            if let epoch = try? await lease.tryAcquire() { return took(epoch) }
+            let first = ContinuousClock.now
+            if let epoch = try? await lease.tryAcquire() { return took(epoch, first) }
             let status = StandbyStatus()
             var said: String?
             /// Reads who holds the lease into `status` (what `/readyz` and a refused write say).
@@ -98,10 +104,11 @@ extension LockstepServer {
                 defer { group.cancelAll() }
                 while !Task.isShuttingDownGracefully {
                     do {
+                        let asked = ContinuousClock.now
                         if let epoch = try await lease.tryAcquire() {
                             group.cancelAll()
                             while await group.next() != nil {}
-                            return took(epoch)
+                            return took(epoch, asked)
                         }
                         try await observe()
                     } catch {
@@ -195,10 +202,30 @@ extension LockstepServer {
     struct LeadershipKeeper: Service {
         let lease: PostgresLeadership
         let epoch: Int64
+        /// When the last renewal that succeeded was sent (at first, the take that got the lease): the
+        /// lease runs a TTL from a moment after it. Kept across runs (one while the server is built, one in
+        /// its group).
+        let renewal: Renewal
         let logger: Logger
 
+        /// The moment a lease was last extended from, at the earliest.
+        final class Renewal: Sendable {
+            private let sent: Mutex<ContinuousClock.Instant>
+            init(_ sent: ContinuousClock.Instant) { self.sent = Mutex(sent) }
+            var last: ContinuousClock.Instant {
+                get { sent.withLock { $0 } }
+                set { sent.withLock { $0 = newValue } }
+            }
+        }
+
+        init(lease: PostgresLeadership, epoch: Int64, askedAt: ContinuousClock.Instant, logger: Logger) {
+            self.lease = lease
+            self.epoch = epoch
+            self.renewal = Renewal(askedAt)
+            self.logger = logger
+        }
+
         func run() async throws {
-            var renewed = ContinuousClock.now
             let ttl = Duration.milliseconds(lease.ttlMillis)
             while !Task.isShuttingDownGracefully {
                 do {
@@ -207,14 +234,20 @@ extension LockstepServer {
                     return
                 }
                 if Task.isCancelled { return }
+                // Each renewal may take the time left on the lease, no more: past it the lease may be
+                // another's. A renewal that succeeds extends it from when the database ran it, so from when
+                // it was sent at the earliest.
+                let sent = ContinuousClock.now
+                let left = renewal.last + ttl - sent
+                guard left > .zero else { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
                 do {
-                    guard try await lease.renew(epoch: epoch) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
-                    renewed = ContinuousClock.now
+                    guard try await lease.renew(epoch: epoch, within: left) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
+                    renewal.last = sent
                 } catch let deposed as Deposed {
                     throw deposed
                 } catch {
                     logger.warning("the leadership lease could not be renewed: \(PostgresEventLog.describe(error))")
-                    if ContinuousClock.now - renewed >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                    if ContinuousClock.now - renewal.last >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
                 }
             }
         }

@@ -48,10 +48,11 @@ extension LockstepServer {
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
-        /// The longest a graceful stop (SIGTERM, SIGINT) of `run` may take, in seconds, before the process
-        /// exits with status 1 (`runWithStopBound`). Its connections get 5 s of grace (8 s on the gRPC
-        /// port's backstop) and the leadership lease's release at most 2 s.
-        public var stopSecondsMax = 15
+        /// The longest a graceful stop (SIGTERM, SIGINT) of `run` may take, in milliseconds, before the
+        /// process exits with status 1 (`runWithStopBound`). Its stages run one after another: the gRPC
+        /// port's connections get 5 s of grace, the JSON port's 5 s (8 s for the engine's backstop), the
+        /// shutdown checkpoint's witness 5 s, the leadership lease's release 2 s.
+        public var stopMillisMax: Int64 = 25_000
         /// A quota on the log's database file, in bytes: past it appends fail with `storage_full` (as on a
         /// full disk) while reads, polls and watches go on. nil: no quota.
         public var logBytesMax: Int64?

@@ -32,23 +32,23 @@ public enum LockstepServer {
         switch options.store {
         case .sqlite:
             let server = try await build(options, metrics: metrics, logger: logger)
-            group = ServiceGroup(configuration: server.groupConfiguration(gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            group = ServiceGroup(configuration: server.groupConfiguration(logger: logger))
         case .postgres(let client, _):
             // The client first: it must run before the log can be opened, and it stops last.
-            var configuration = ServiceGroupConfiguration(services: [client, ServerOnPostgres(options: options, metrics: metrics, logger: logger)],
-                                                          logger: logger)
-            configuration.gracefulShutdownSignals = [.sigterm, .sigint]
-            group = ServiceGroup(configuration: configuration)
+            group = ServiceGroup(configuration: ServiceGroupConfiguration(
+                services: [client, ServerOnPostgres(options: options, metrics: metrics, logger: logger)], logger: logger))
         }
-        try await runWithStopBound(group, seconds: options.stopSecondsMax, logger: logger)
+        try await runWithStopBound(group, millis: options.stopMillisMax, logger: logger)
     }
 
-    /// Runs `group` until it ends; once SIGTERM or SIGINT came, for `seconds` at most: a graceful stop
-    /// that has not ended by then (a store that stopped answering keeps a request's append, and so the
-    /// gRPC server's stop, waiting for its outcome) is logged and the process exits with status 1 at
-    /// once. That is as safe as a crash (the log holds everything acknowledged) and lets a supervisor
-    /// restart it on time.
-    static func runWithStopBound(_ group: ServiceGroup, seconds: Int, logger: Logger) async throws {
+    /// Runs `group` until it ends. SIGTERM and SIGINT (trapped here before the group starts, so none is
+    /// missed) stop it gracefully, for `millis` at most: a stop that has not ended by then (a store that
+    /// stopped answering keeps a request's append, and so the gRPC server's stop, waiting for its outcome)
+    /// is logged and the process exits with status 1 at once. For the log that is as safe as a crash
+    /// (everything acknowledged is in it); what a graceful stop does last is skipped (the signed
+    /// shutdown checkpoint, the leadership lease's release, the last webhook cursors).
+    static func runWithStopBound(_ group: ServiceGroup, millis: Int64, logger: Logger) async throws {
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         try await withThrowingTaskGroup(of: Bool.self) { tasks in
             tasks.addTask {
                 try await group.run()
@@ -56,14 +56,16 @@ public enum LockstepServer {
             }
             tasks.addTask {
                 var stopping = false
-                for await signal in await UnixSignalsSequence(trapping: .sigterm, .sigint) {
-                    logger.notice("\(signal): stopping gracefully, for \(seconds) s at most")
+                for await signal in signals {
+                    logger.notice("\(signal): stopping gracefully, for \(millis) ms at most")
                     stopping = true
                     break
                 }
+                guard stopping else { return false }
+                await group.triggerGracefulShutdown()
                 // Cancelled when the group ends first.
-                guard stopping, (try? await Task.sleep(for: .seconds(seconds))) != nil else { return false }
-                logger.error("the graceful stop did not end within \(seconds) s (a store that stopped answering?); exiting now with status 1. Everything acknowledged is in the log")
+                guard (try? await Task.sleep(for: .milliseconds(millis))) != nil else { return false }
+                logger.error("the graceful stop did not end within \(millis) ms (a store that stopped answering?); exiting now with status 1. Everything acknowledged is in the log")
                 fflush(nil)
                 _exit(1)
             }

@@ -411,10 +411,11 @@ public final class PostgresWebhookCursors: WebhookCursors {
         let value = Int64(clamping: sequence)
         do {
             let client = client
+            // Never backwards: a save that gave up here may still land after a later one.
             try await PostgresDeadline.run(within: Self.callLimit) {
                 _ = try await client.query("""
                     INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
-                    ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
+                    ON CONFLICT (webhook) DO UPDATE SET sequence = GREATEST(lockstep_webhook_cursors.sequence, EXCLUDED.sequence)
                     """, logger: logger)
             }
         } catch {

@@ -47,6 +47,8 @@ struct Serve: AsyncParsableCommand {
     var requestBodyTimeoutMs: Int64?
     @Option(help: "Cut a stream whose reader has taken nothing for this many milliseconds (default 30000).")
     var stalledReaderTimeoutMs: Int64?
+    @Option(help: "After SIGTERM or SIGINT, exit with status 1 if the graceful stop has not ended within this many milliseconds (default 25000).")
+    var stopTimeoutMs: Int64?
     @Option(help: "With --store: this coordinator's name among several on one database (default HOSTNAME-PID).")
     var coordinatorId: String?
     @Option(help: "With --store: the gRPC address clients reach this coordinator at, recorded for the others to name (default --grpc-listen).")
@@ -147,6 +149,10 @@ struct Serve: AsyncParsableCommand {
                 options.limits.parkedPollsPerPrincipalMax = parkedPollsPerPrincipal
             }
             try applyLimits(&options.limits)
+            if let stopTimeoutMs {
+                guard (1_000...3_600_000).contains(stopTimeoutMs) else { throw ValidationError("--stop-timeout-ms must be 1000...3600000, not \(stopTimeoutMs)") }
+                options.stopMillisMax = stopTimeoutMs
+            }
             options.signing = try signing()
             if let webhooks {
                 do {

@@ -281,7 +281,7 @@ extension HostileClientTests {
         #expect(took < .seconds(25), "the server took \(took) to stop")
     }
 
-    /// A TLS handshake that never ends (the client sent a record header and nothing more) does not hold a
+    /// A TLS handshake that never ends (the client sent 3 bytes of a record header, nothing more) does not hold a
     /// graceful shutdown either: the closer sits before the TLS handler, so it sees the shutdown and
     /// closes the connection 5 s into it, with no close_notify to wait for.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs openssl (ops/test installs it)"))
@@ -299,7 +299,7 @@ extension HostileClientTests {
         let client = try ChildProcess("/usr/bin/env", ["python3", "-c", """
             import socket, sys, time
             s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-            s.sendall(b"\\x16\\x03\\x01")  # a handshake record's header, and nothing of the record
+            s.sendall(b"\\x16\\x03\\x01")  # the first 3 bytes of a handshake record's header, and nothing more
             open(sys.argv[3], "w").close()
             time.sleep(120)
             """, String(address[0]), String(address[1]), marker])

@@ -25,11 +25,11 @@ import Testing
         #expect(try await leaderB.tryAcquire() == nil, "a live lease is not taken")
         #expect(try await leaderB.current() == .init(epoch: epochA, holder: "a", address: "a:1", lapsed: false))
         _ = try await a.append(request("s", 0, "a1"))
-        #expect(try await leaderA.renew(epoch: epochA))
+        #expect(try await leaderA.renew(epoch: epochA, within: .seconds(10)))
 
         // A's last renewal is for 1 ms (as if it stopped renewing); once the lease lapses by the database's
         // clock, B takes over.
-        #expect(try await PostgresLeadership(client: clientA, holder: "a", address: "a:1", ttlMillis: 1, logger: Logger(label: "a")).renew(epoch: epochA))
+        #expect(try await PostgresLeadership(client: clientA, holder: "a", address: "a:1", ttlMillis: 1, logger: Logger(label: "a")).renew(epoch: epochA, within: .seconds(10)))
         try await Task.sleep(for: .milliseconds(20))
         let epochB = try #require(try await leaderB.tryAcquire())
         #expect(epochB == epochA + 1)
@@ -41,7 +41,7 @@ import Testing
             #expect(error.code == "writes_stopped" && error.description.contains("deposed"), "\(error)")
         }
         #expect(await a.writesStopped != nil)
-        #expect(try await leaderA.renew(epoch: epochA) == false, "the lease is B's now")
+        #expect(try await leaderA.renew(epoch: epochA, within: .seconds(10)) == false, "the lease is B's now")
         #expect(try await b.append(request("s", 1, "b1")).firstSequence == 2)
 
         // A graceful stop hands over at once.

@@ -164,7 +164,9 @@ public actor TestPostgres {
         // Stopped when this process is gone, however it ends (exit, crash, a killed test run): a watchdog
         // shell polls for it once a second, then stops the cluster and removes its files (unless
         // LOCKSTEP_KEEP_TEST_FILES is set).
-        let stop = "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -m immediate stop"
+        // A cluster a test froze (`freeze`) is let go first: a stopped process cannot be stopped.
+        let thaw = "pm=$(head -1 \(data)/postmaster.pid); kill -CONT $pm; pkill -CONT -P $pm; "
+        let stop = thaw + "\(getuid() == 0 ? "/usr/sbin/runuser -u nobody -- " : "")\(tool("pg_ctl")) -D \(data) -m immediate stop"
         let remove = keepTestFiles ? "" : "; rm -rf \(parent)"
         _ = system("(while kill -0 \(getpid()) 2>/dev/null; do sleep 1; done; \(stop)\(remove)) > /dev/null 2>&1 &")
         return cluster
