@@ -101,6 +101,19 @@ public struct LockstepClient: Sendable {
     let targets: [String]
     let rotation: Rotation
     let metadata: Metadata
+    /// How long a call may take before it fails `deadline_exceeded` and the next call goes to the next
+    /// server (a poll: its wait on top; a history call: 10 minutes at least). Without it a call to a
+    /// server that froze (SIGSTOP, a paused VM) would wait for ever.
+    let timeout: Duration
+
+    /// The default `timeout`.
+    public static let callTimeoutDefault = Duration.seconds(60)
+    /// The least time a history call (verify, a state, an explanation, a diff, a page of events) gets:
+    /// it reads the log on the server, as long as the log is.
+    static let historyTimeoutMin = Duration.seconds(600)
+    /// HTTP/2 PINGs on a connection with calls in progress (30 s after the last read, answered within
+    /// 10 s, else the connection closes): a watch or an export from a server that froze ends too.
+    static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: false)
 
     /// The server calls go to now (`HOST:PORT`).
     public var currentTarget: String { targets[rotation.current.withLock { $0 }] }
@@ -111,10 +124,10 @@ public struct LockstepClient: Sendable {
     /// Connects to `target` (`HOST:PORT`, `[IPv6]:PORT`), runs `body` with a client, then closes the
     /// connection. `trustedCertificate` (a PEM file) switches to TLS and trusts only that certificate.
     public static func connect<Result: Sendable>(
-        to target: String, token: String? = nil, trustedCertificate: String? = nil,
+        to target: String, token: String? = nil, trustedCertificate: String? = nil, timeout: Duration = callTimeoutDefault,
         _ body: (LockstepClient) async throws -> Result
     ) async throws -> Result {
-        try await connect(to: [target], token: token, trustedCertificate: trustedCertificate, body)
+        try await connect(to: [target], token: token, trustedCertificate: trustedCertificate, timeout: timeout, body)
     }
 
     /// Connects to several servers (the coordinators of one PostgreSQL log, docs/operations.md): calls go
@@ -122,7 +135,7 @@ public struct LockstepClient: Sendable {
     /// goes to the next server, so a caller that retries transient failures (the reference agent does)
     /// follows a takeover, or the loss of the server it talked to, by itself.
     public static func connect<Result: Sendable>(
-        to targets: [String], token: String? = nil, trustedCertificate: String? = nil,
+        to targets: [String], token: String? = nil, trustedCertificate: String? = nil, timeout: Duration = callTimeoutDefault,
         _ body: (LockstepClient) async throws -> Result
     ) async throws -> Result {
         guard !targets.isEmpty, targets.count <= 16 else {
@@ -138,12 +151,15 @@ public struct LockstepClient: Sendable {
             }
             let host = String(target[..<colon]).trimmingCharacters(in: ["[", "]"])
             let resolvable: any ResolvableTarget = host.contains(":") ? .ipv6(address: host, port: port) : .dns(host: host, port: port)
-            clients.append(GRPCClient(transport: try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security)))
+            var config = HTTP2ClientTransport.Posix.Config.defaults
+            config.connection.keepalive = keepalive
+            clients.append(GRPCClient(transport: try HTTP2ClientTransport.Posix(target: resolvable, transportSecurity: security, config: config)))
         }
         let lockstep = LockstepClient(
             connections: clients.map { Connection(agents: .init(wrapping: $0), migrations: .init(wrapping: $0), history: .init(wrapping: $0),
                                                   stages: .init(wrapping: $0)) },
-            targets: targets, rotation: Rotation(count: targets.count), metadata: token.map { ["authorization": "Bearer \($0)"] } ?? [:])
+            targets: targets, rotation: Rotation(count: targets.count), metadata: token.map { ["authorization": "Bearer \($0)"] } ?? [:],
+            timeout: timeout)
         return try await withThrowingTaskGroup(of: Void.self) { group in
             for client in clients { group.addTask { try await client.runConnections() } }
             defer { for client in clients { client.beginGracefulShutdown() } }
@@ -154,95 +170,96 @@ public struct LockstepClient: Sendable {
     // MARK: Agents
 
     public func poll(_ request: Lockstep_V1_PollRequest) async throws(LockstepClientError) -> Lockstep_V1_PollResponse {
-        try await call { try await $0.agents.poll(request, metadata: $1) }
+        try await call(waiting: .milliseconds(Int64(request.waitMs))) { try await $0.agents.poll(request, metadata: $1, options: $2) }
     }
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest) async throws(LockstepClientError) -> Lockstep_V1_HeartbeatResponse {
-        try await call { try await $0.agents.heartbeat(request, metadata: $1) }
+        try await call { try await $0.agents.heartbeat(request, metadata: $1, options: $2) }
     }
     public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest) async throws(LockstepClientError) -> Lockstep_V1_ReportProgressResponse {
-        try await call { try await $0.agents.reportProgress(request, metadata: $1) }
+        try await call { try await $0.agents.reportProgress(request, metadata: $1, options: $2) }
     }
     public func complete(_ request: Lockstep_V1_CompleteRequest) async throws(LockstepClientError) -> Lockstep_V1_CompleteResponse {
-        try await call { try await $0.agents.complete(request, metadata: $1) }
+        try await call { try await $0.agents.complete(request, metadata: $1, options: $2) }
     }
     public func fail(_ request: Lockstep_V1_FailRequest) async throws(LockstepClientError) -> Lockstep_V1_FailResponse {
-        try await call { try await $0.agents.fail(request, metadata: $1) }
+        try await call { try await $0.agents.fail(request, metadata: $1, options: $2) }
     }
 
     // MARK: Operators and approvers
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ApplyPlanResponse {
-        try await call { try await $0.migrations.applyPlan(request, metadata: $1) }
+        try await call { try await $0.migrations.applyPlan(request, metadata: $1, options: $2) }
     }
     public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ValidatePlanResponse {
-        try await call { try await $0.migrations.validatePlan(request, metadata: $1) }
+        try await call { try await $0.migrations.validatePlan(request, metadata: $1, options: $2) }
     }
     public func plans() async throws(LockstepClientError) -> Lockstep_V1_ListPlansResponse {
-        try await call { try await $0.migrations.listPlans(.init(), metadata: $1) }
+        try await call { try await $0.migrations.listPlans(.init(), metadata: $1, options: $2) }
     }
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_StartMigrationResponse {
-        try await call { try await $0.migrations.startMigration(request, metadata: $1) }
+        try await call { try await $0.migrations.startMigration(request, metadata: $1, options: $2) }
     }
     public func migration(_ request: Lockstep_V1_GetMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_Migration {
-        try await call { try await $0.migrations.getMigration(request, metadata: $1) }
+        try await call { try await $0.migrations.getMigration(request, metadata: $1, options: $2) }
     }
     public func migrations(_ request: Lockstep_V1_ListMigrationsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListMigrationsResponse {
-        try await call { try await $0.migrations.listMigrations(request, metadata: $1) }
+        try await call { try await $0.migrations.listMigrations(request, metadata: $1, options: $2) }
     }
     public func pause(_ request: Lockstep_V1_PauseMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.pauseMigration(request, metadata: $1) }
+        try await call { try await $0.migrations.pauseMigration(request, metadata: $1, options: $2) }
     }
     public func resume(_ request: Lockstep_V1_ResumeMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.resumeMigration(request, metadata: $1) }
+        try await call { try await $0.migrations.resumeMigration(request, metadata: $1, options: $2) }
     }
     public func abort(_ request: Lockstep_V1_AbortMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.abortMigration(request, metadata: $1) }
+        try await call { try await $0.migrations.abortMigration(request, metadata: $1, options: $2) }
     }
     public func approve(_ request: Lockstep_V1_GateDecisionRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.approve(request, metadata: $1) }
+        try await call { try await $0.migrations.approve(request, metadata: $1, options: $2) }
     }
     public func reject(_ request: Lockstep_V1_GateDecisionRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.reject(request, metadata: $1) }
+        try await call { try await $0.migrations.reject(request, metadata: $1, options: $2) }
     }
     public func releaseServiceLease(_ request: Lockstep_V1_ReleaseServiceLeaseRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.releaseServiceLease(request, metadata: $1) }
+        try await call { try await $0.migrations.releaseServiceLease(request, metadata: $1, options: $2) }
     }
 
     public func declareFreeze(_ request: Lockstep_V1_DeclareFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
-        try await call { try await $0.migrations.declareFreeze(request, metadata: $1) }
+        try await call { try await $0.migrations.declareFreeze(request, metadata: $1, options: $2) }
     }
     public func webhookDeliveries(_ request: Lockstep_V1_ListWebhookDeliveriesRequest) async throws(LockstepClientError)
         -> Lockstep_V1_ListWebhookDeliveriesResponse
     {
-        try await call { try await $0.migrations.listWebhookDeliveries(request, metadata: $1) }
+        try await call { try await $0.migrations.listWebhookDeliveries(request, metadata: $1, options: $2) }
     }
 
     public func listFreezes(_ request: Lockstep_V1_ListFreezesRequest) async throws(LockstepClientError) -> Lockstep_V1_ListFreezesResponse {
-        try await call { try await $0.migrations.listFreezes(request, metadata: $1) }
+        try await call { try await $0.migrations.listFreezes(request, metadata: $1, options: $2) }
     }
     public func endFreeze(_ request: Lockstep_V1_EndFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
-        try await call { try await $0.migrations.endFreeze(request, metadata: $1) }
+        try await call { try await $0.migrations.endFreeze(request, metadata: $1, options: $2) }
     }
     public func stopLine(_ request: Lockstep_V1_StopLineRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
-        try await call { try await $0.migrations.stopLine(request, metadata: $1) }
+        try await call { try await $0.migrations.stopLine(request, metadata: $1, options: $2) }
     }
     public func breakGlass(_ request: Lockstep_V1_BreakGlassRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
-        try await call { try await $0.migrations.breakGlass(request, metadata: $1) }
+        try await call { try await $0.migrations.breakGlass(request, metadata: $1, options: $2) }
     }
 
     public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest) async throws(LockstepClientError) -> Lockstep_V1_RecordMetricResponse {
-        try await call { try await $0.migrations.recordMetric(request, metadata: $1) }
+        try await call { try await $0.migrations.recordMetric(request, metadata: $1, options: $2) }
     }
 
     public func serviceLeases() async throws(LockstepClientError) -> Lockstep_V1_ListServiceLeasesResponse {
-        try await call { try await $0.migrations.listServiceLeases(.init(), metadata: $1) }
+        try await call { try await $0.migrations.listServiceLeases(.init(), metadata: $1, options: $2) }
     }
 
     /// Calls `each` with every event of the migration after `request.afterSequence`, live, until it settles.
     public func watch(_ request: Lockstep_V1_WatchRequest,
                       _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
-        try await call { connection, metadata in
-            try await connection.migrations.watch(request, metadata: metadata) { response in
+        // A stream has no deadline (it lasts as long as its reader likes); the keepalive ends it if its server froze.
+        try await call(deadline: false) { connection, metadata, options in
+            try await connection.migrations.watch(request, metadata: metadata, options: options) { response in
                 for try await envelope in response.messages { try await each(envelope) }
             }
         }
@@ -251,49 +268,53 @@ public struct LockstepClient: Sendable {
     // MARK: Reviewers and services
 
     public func events(_ request: Lockstep_V1_ListEventsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListEventsResponse {
-        try await call { try await $0.history.listEvents(request, metadata: $1) }
+        try await call(history: true) { try await $0.history.listEvents(request, metadata: $1, options: $2) }
     }
     /// Every event after `request.afterSequence` (of `request.stream`, or all), streamed: `each` is called
     /// for every event in order, and the server reads the log at the pace `each` takes them.
     public func export(_ request: Lockstep_V1_ListEventsRequest,
                        _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
-        try await call { connection, metadata in
-            try await connection.history.exportEvents(request, metadata: metadata) { response in
+        try await call(deadline: false) { connection, metadata, options in
+            try await connection.history.exportEvents(request, metadata: metadata, options: options) { response in
                 for try await envelope in response.messages { try await each(envelope) }
             }
         }
     }
     public func state(_ request: Lockstep_V1_StateAtRequest) async throws(LockstepClientError) -> Lockstep_V1_StateAtResponse {
-        try await call { try await $0.history.getStateAt(request, metadata: $1) }
+        try await call(history: true) { try await $0.history.getStateAt(request, metadata: $1, options: $2) }
     }
     public func verify() async throws(LockstepClientError) -> Lockstep_V1_VerifyHistoryResponse {
-        try await call { try await $0.history.verifyHistory(.init(), metadata: $1) }
+        try await call(history: true) { try await $0.history.verifyHistory(.init(), metadata: $1, options: $2) }
     }
     public func explain(_ request: Lockstep_V1_ExplainRequest) async throws(LockstepClientError) -> Lockstep_V1_ExplainResponse {
-        try await call { try await $0.history.explainMigration(request, metadata: $1) }
+        try await call(history: true) { try await $0.history.explainMigration(request, metadata: $1, options: $2) }
     }
     public func diff(_ request: Lockstep_V1_DiffHistoryRequest) async throws(LockstepClientError) -> Lockstep_V1_DiffHistoryResponse {
-        try await call { try await $0.history.diffHistory(request, metadata: $1) }
+        try await call(history: true) { try await $0.history.diffHistory(request, metadata: $1, options: $2) }
     }
     public func stage(_ request: Lockstep_V1_StageRequest) async throws(LockstepClientError) -> Lockstep_V1_Stage {
-        try await call { try await $0.stages.getStage(request, metadata: $1) }
+        try await call { try await $0.stages.getStage(request, metadata: $1, options: $2) }
     }
 
     /// Calls the current server. A replica's `not_writer` names the writer: when that is one of this
     /// client's addresses, calls move there and this one is sent again at once (nothing was written by
     /// the replica, so that is safe); otherwise, as after `unavailable` or `shutting_down`, the next call
     /// goes to the next address.
-    private func call<Result: Sendable>(hops: Int = 0, _ body: (Connection, Metadata) async throws -> Result) async throws(LockstepClientError) -> Result {
+    private func call<Result: Sendable>(hops: Int = 0, deadline: Bool = true, waiting: Duration = .zero, history: Bool = false,
+                                        _ body: (Connection, Metadata, CallOptions) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
+        var options = CallOptions.defaults
+        if deadline { options.timeout = (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting }
         do {
-            return try await body(connections[index], metadata)
+            return try await body(connections[index], metadata, options)
         } catch let error as RPCError {
             let failure = LockstepClientError(error)
             if failure.code == ErrorCode.notWriter.rawValue, let writer = failure.writer, let target = targets.firstIndex(of: writer), target != index, hops < targets.count {
-                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, body) }
+                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, deadline: deadline, waiting: waiting, history: history, body) }
                 throw failure
             }
-            if [ErrorCode.unavailable, .shuttingDown, .notWriter].map(\.rawValue).contains(failure.code) { rotation.advance(from: index) }
+            // A deadline passed: the server may have frozen, so the next call goes to the next one too.
+            if [ErrorCode.unavailable, .shuttingDown, .notWriter, .deadlineExceeded].map(\.rawValue).contains(failure.code) { rotation.advance(from: index) }
             throw failure
         } catch let error as LockstepClientError {
             throw error

@@ -16,6 +16,10 @@ struct ServerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("PEM certificate to trust: connect over TLS.", discussion: "Default: $LOCKSTEP_TLS_CA."))
     var tlsCa: String?
 
+    @Option(help: ArgumentHelp("How long a call may take, in milliseconds, before it fails deadline_exceeded (a poll's wait comes on top; history calls get 600000 at least).",
+                               discussion: "Default: $LOCKSTEP_CALL_TIMEOUT_MS, else 60000. Without a bound a call to a server that froze would wait for ever."))
+    var callTimeoutMs: Int64?
+
     static let defaultAddress = "127.0.0.1:9090"
 
     var address: String { server ?? environment("LOCKSTEP_SERVER") ?? Self.defaultAddress }
@@ -23,6 +27,14 @@ struct ServerOptions: ParsableArguments {
     var addresses: [String] { address.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } }
     var bearer: String? { token ?? environment("LOCKSTEP_TOKEN") }
     var trusted: String? { tlsCa ?? environment("LOCKSTEP_TLS_CA") }
+    /// The call timeout from the flag or the environment, checked (100 ms to a day).
+    func timeout() throws -> Duration {
+        guard let text = callTimeoutMs.map(String.init) ?? environment("LOCKSTEP_CALL_TIMEOUT_MS") else { return LockstepClient.callTimeoutDefault }
+        guard let millis = Int64(text), (100...86_400_000).contains(millis) else {
+            throw ValidationError("--call-timeout-ms (or $LOCKSTEP_CALL_TIMEOUT_MS) must be 100...86400000, not \(text)")
+        }
+        return .milliseconds(millis)
+    }
 
     /// Whether a server was named (a flag or the environment), as opposed to the default address.
     var named: Bool { server != nil || environment("LOCKSTEP_SERVER") != nil }
@@ -38,7 +50,7 @@ struct ServerOptions: ParsableArguments {
         try await reportingFailures {
             do {
                 let addresses = self.addresses
-                try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted) { lockstep in
+                try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted, timeout: try timeout()) { lockstep in
                     // With several servers, a command that could not reach one runs again on the next (the
                     // client has moved on); each is tried once.
                     var attempt = 1
@@ -76,6 +88,9 @@ extension CommandFailure {
                       exitCode: RemoteExit.unreachable)
         case "shutting_down":
             self.init(message: error.description, exitCode: RemoteExit.unreachable)
+        case "deadline_exceeded":
+            self.init(message: "deadline_exceeded: the Lockstep server at \(server) did not answer in time (\(error.message)); a server that froze, or one overloaded? --call-timeout-ms sets the bound",
+                      exitCode: RemoteExit.unreachable)
         case "unauthenticated", "permission_denied":
             self.init(message: error.description, exitCode: RemoteExit.denied)
         default:

@@ -209,6 +209,16 @@ import LockstepService
         // Bad input on the command line: the parser's usage error.
         let usage = try await world.lockstep(["migration", "start", "e2e@zero"])
         #expect(usage.status == 64 && usage.stderr.contains("PLAN@VERSION"), "\(usage)")
+        let badTimeout = try await world.lockstep(["migration", "list", "--call-timeout-ms", "5"])
+        #expect(badTimeout.status == 64 && badTimeout.stderr.contains("--call-timeout-ms (or $LOCKSTEP_CALL_TIMEOUT_MS) must be 100...86400000, not 5"), "\(badTimeout)")
+        // The server frozen (SIGSTOP: its connections stay open, nothing answers): the call gives up at its
+        // deadline and says so. Before, it waited for ever.
+        world.server.process.kill(SIGSTOP)
+        let askedFrozen = Date()
+        let frozen = try await world.lockstep(["migration", "list", "--call-timeout-ms", "1500"], seconds: 60)
+        world.server.process.kill(SIGCONT)
+        #expect(frozen.status == 3 && frozen.stderr.contains("deadline_exceeded: the Lockstep server at \(world.address) did not answer in time"), "\(frozen)")
+        #expect(Date().timeIntervalSince(askedFrozen) < 20)
         _ = try await world.server.stop()
         // The server down: said so, with where we looked, promptly.
         let began = Date()
