@@ -10,8 +10,8 @@ import Synchronization
 /// connection, or a place in the pool's queue, until then). Used by the log's reads
 /// (`PostgresEventLog.bounded`), the leadership lease, the log's opening and the webhook cursors.
 ///
-/// Calls left running that way are counted (`Overruns`): while a database hangs, a renewal every third
-/// of a TTL would otherwise pile up tasks for as long as it hangs. At `Overruns.callsMax` a new call
+/// Calls left running that way are counted (`Overruns`): while a database hangs, reads, a standby's
+/// takes and looks would otherwise pile up tasks for as long as it hangs. At `Overruns.callsMax` a new call
 /// fails at once, sending nothing, until some of them end or are presumed lost (10 minutes past their
 /// bound: postgres-nio may never end one whose connection closed under it, and a count that never came
 /// down would refuse every call until a restart).
@@ -30,7 +30,8 @@ public enum PostgresDeadline {
 
     /// The calls still running after their watchdog (or their caller's cancellation) answered for them.
     public final class Overruns: Sendable {
-        /// The process's count, shared by every call that names no other.
+        /// The process's count for the log's reads, shared by every call that names no other (the
+        /// leadership lease and the webhook cursors keep their own).
         public static let shared = Overruns(callsMax: 256)
 
         /// How many may run past their bound at once, in calls.
@@ -83,6 +84,8 @@ public enum PostgresDeadline {
     /// is cancelled first); `TooManyOverrun`, without running `body`, while `overruns` is at its limit.
     public static func run<T: Sendable>(within limit: Duration, overruns: Overruns = .shared,
                                         _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        // A caller already cancelled sends nothing.
+        try Task.checkCancellation()
         let stuck = overruns.count
         guard stuck < overruns.callsMax else { throw TooManyOverrun(count: stuck) }
         let answer = PostgresEventLog.OneShot<T>()
@@ -94,8 +97,9 @@ public enum PostgresDeadline {
             if !answer.end(result), let id = overrun.callEnded() { overruns.ended(id) }
         }
         @Sendable func answerFor(_ error: any Error) {
-            guard answer.end(.failure(error)) else { return }
+            // Counted before the answer wakes the caller, so the caller sees it counted.
             let id = overruns.began()
+            guard answer.end(.failure(error)) else { return overruns.ended(id) }
             if overrun.counted(id) { overruns.ended(id) }
         }
         let watchdog = Task {

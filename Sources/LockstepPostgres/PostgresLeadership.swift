@@ -1,6 +1,5 @@
 import Logging
 import PostgresNIO
-import Synchronization
 
 /// Which of several coordinators on one database writes: a lease row (`lockstep_leader`) with a TTL,
 /// as River and Oban elect. The lease says who *should* write; what makes a deposed writer harmless is
@@ -36,8 +35,9 @@ public struct PostgresLeadership: Sendable {
     /// How long a lease lasts without renewal, in milliseconds.
     public let ttlMillis: Int64
     let logger: Logger
-    /// The epochs `tryAcquire` returned, shared by copies of this value.
-    private let served = ServedEpochs()
+    /// The lease's own budget of calls running past their bound (`PostgresDeadline.Overruns`): reads
+    /// piling up on a database that restarted must not leave a coordinator unable to renew or take it.
+    private let overruns = PostgresDeadline.Overruns(callsMax: 64)
 
     public init(client: PostgresClient, holder: String, address: String, ttlMillis: Int64, logger: Logger) {
         self.client = client
@@ -50,45 +50,24 @@ public struct PostgresLeadership: Sendable {
     /// Takes the lease if nobody holds it (or its holder let it lapse): the epoch goes up by one in the
     /// lease row and the head row, in one transaction. Returns the new epoch, or nil if another holds it.
     ///
-    /// A take is bounded (`takeLimit`), and one that gave up here may have committed there, or may
-    /// still (it waited for a lock): the row then names this coordinator under the epoch that take set,
-    /// never served. Such an epoch is taken up, by the next take or at once when the take failed, so no
-    /// TTL passes with nobody writing. Only the epoch this process's last take set is taken up (not one
-    /// a previous process under the same `--coordinator-id` held), and never one it served before: it
-    /// stood down from that, and appends of that term still in flight must stay fenced out.
+    /// Bounded by a TTL (`takeLimit`; it may wait up to a quarter TTL for each of two locks). A take that
+    /// gave up here but committed there leaves the lease in this coordinator's name, never used, until it
+    /// lapses a TTL later (its next take finds it held and waits): a TTL without a writer, never two
+    /// writers. (Taking such an epoch up was tried and dropped: by name and number alone it cannot be told
+    /// from another process's under the same `--coordinator-id`.)
     public func tryAcquire() async throws -> Int64? {
-        do {
-            let epoch = try await take()
-            if let epoch { served.record(epoch) }
-            return epoch
-        } catch {
-            if let held = try? await current(), held.holder == holder, !held.lapsed, served.unserved(held.epoch) {
-                served.record(held.epoch)
-                return held.epoch
-            }
-            throw error
-        }
-    }
-
-    private func take() async throws -> Int64? {
-        let (client, logger, holder, address, ttlMillis, served) = (client, logger, holder, address, ttlMillis, served)
-        return try await PostgresDeadline.run(within: takeLimit) { try await client.withTransaction(logger: logger) { connection -> Int64? in
+        let (client, logger, holder, address, ttlMillis) = (client, logger, holder, address, ttlMillis)
+        return try await PostgresDeadline.run(within: takeLimit, overruns: overruns) { try await client.withTransaction(logger: logger) { connection -> Int64? in
             // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
             // again later (the database ends that transaction: `idleInTransactionMillis`).
             try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
-            var current: (epoch: Int64, holder: String, lapsed: Bool)?
-            for try await (epoch, named, lapsed) in try await connection.query(
-                "SELECT epoch, holder, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger)
-                .decode((Int64, String, Bool).self) {
-                current = (epoch, named, lapsed)
+            var current: (epoch: Int64, lapsed: Bool)?
+            for try await (epoch, lapsed) in try await connection.query(
+                "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
+                current = (epoch, lapsed)
             }
-            guard let current else { return nil }
-            // An earlier take of ours that gave up and committed after all.
-            if current.holder == holder, !current.lapsed, served.unserved(current.epoch) { return current.epoch }
-            guard current.lapsed else { return nil }
+            guard let current, current.lapsed else { return nil }
             let epoch = current.epoch + 1
-            // Before the update is sent: if it lands after this take gave up, the epoch is known as ours.
-            served.attempt(epoch)
             try await connection.query("""
                 UPDATE lockstep_leader SET epoch = \(epoch), holder = \(holder), address = \(address),
                     expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond' WHERE id = 1
@@ -100,16 +79,17 @@ public struct PostgresLeadership: Sendable {
     }
 
     /// Extends the lease held under `epoch` by a TTL from now, waiting `limit` at most (the keeper gives
-    /// the time left on the lease). False: it is no longer ours (another coordinator took over, or this one
-    /// released it); throws when the database cannot be asked.
+    /// at most the time left on the lease). False: it is no longer ours (another coordinator took over, it
+    /// lapsed, or this one released it); throws when the database cannot be asked.
     public func renew(epoch: Int64, within limit: Duration) async throws -> Bool {
         let (client, logger, holder, ttlMillis) = (client, logger, holder, ttlMillis)
-        return try await PostgresDeadline.run(within: limit) {
-            // Not a released lease: a renewal that gave up here and reaches the database after the
-            // release must not bring the lease back, or a standby would wait out the TTL after all.
+        return try await PostgresDeadline.run(within: limit, overruns: overruns) {
+            // Only a lease still running: a renewal that gave up here and reaches the database after the
+            // lease lapsed, or after the release (`-infinity`), must not bring it back, or a standby would
+            // wait out another TTL for a coordinator that stood down.
             let rows = try await client.query("""
                 UPDATE lockstep_leader SET expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond'
-                WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) AND expires_at <> '-infinity' RETURNING epoch
+                WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) AND expires_at > clock_timestamp() RETURNING epoch
                 """, logger: logger)
             for try await _ in rows.decode(Int64.self) { return true }
             return false
@@ -125,7 +105,7 @@ public struct PostgresLeadership: Sendable {
     /// Gives the lease up at once (a graceful stop), so a standby need not wait out the TTL.
     public func release(epoch: Int64) async throws {
         let (client, logger, holder) = (client, logger, holder)
-        try await PostgresDeadline.run(within: releaseLimit) {
+        try await PostgresDeadline.run(within: releaseLimit, overruns: overruns) {
             _ = try await client.query("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
                                    logger: logger)
         }
@@ -134,7 +114,7 @@ public struct PostgresLeadership: Sendable {
     /// The lease as the table has it now.
     public func current() async throws -> Holder? {
         let (client, logger) = (client, logger)
-        return try await PostgresDeadline.run(within: lookLimit) {
+        return try await PostgresDeadline.run(within: lookLimit, overruns: overruns) {
             let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
             for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
                 return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
@@ -150,14 +130,4 @@ public struct PostgresLeadership: Sendable {
     var takeLimit: Duration { .milliseconds(ttlMillis) }
     /// The bound on a look at the holder: half the TTL.
     var lookLimit: Duration { .milliseconds(max(200, ttlMillis / 2)) }
-}
-
-/// The epochs of one process's takes: the one its last take set (0: none), and the highest it served
-/// (each epoch `tryAcquire` returns begins a term).
-final class ServedEpochs: Sendable {
-    private let value = Mutex<(attempted: Int64, served: Int64)>((0, 0))
-    /// Whether `epoch` is the one the last take set and no term has served it.
-    func unserved(_ epoch: Int64) -> Bool { value.withLock { epoch == $0.attempted && epoch > $0.served } }
-    func attempt(_ epoch: Int64) { value.withLock { $0.attempted = max($0.attempted, epoch) } }
-    func record(_ epoch: Int64) { value.withLock { $0.served = max($0.served, epoch) } }
 }

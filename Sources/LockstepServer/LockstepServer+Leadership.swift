@@ -228,26 +228,39 @@ extension LockstepServer {
         func run() async throws {
             let ttl = Duration.milliseconds(lease.ttlMillis)
             while !Task.isShuttingDownGracefully {
+                // A third of a TTL after the last renewal that succeeded (however long ago that was: this
+                // run may follow the one during the build), and no sooner than a tenth of one after a
+                // failed try.
                 do {
-                    try await cancelWhenGracefulShutdown { try await Task.sleep(for: ttl / 3) }
+                    try await cancelWhenGracefulShutdown {
+                        try await Task.sleep(until: renewal.last + ttl / 3, clock: .continuous)
+                    }
                 } catch {
                     return
                 }
                 if Task.isCancelled { return }
-                // Each renewal may take the time left on the lease, no more: past it the lease may be
-                // another's. A renewal that succeeds extends it from when the database ran it, so from when
-                // it was sent at the earliest.
+                // Each try may take a third of a TTL, and never past the lease's end: past that the lease
+                // may be another's. A renewal that succeeds extends it from when the database ran it, so
+                // from when it was sent at the earliest.
                 let sent = ContinuousClock.now
                 let left = renewal.last + ttl - sent
                 guard left > .zero else { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
                 do {
-                    guard try await lease.renew(epoch: epoch, within: left) else { throw Deposed(reason: "another coordinator holds the leadership lease") }
+                    guard try await lease.renew(epoch: epoch, within: min(left, ttl / 3)) else {
+                        throw Deposed(reason: "the leadership lease is another coordinator's, or lapsed")
+                    }
                     renewal.last = sent
                 } catch let deposed as Deposed {
                     throw deposed
                 } catch {
+                    if Task.isCancelled { return }
                     logger.warning("the leadership lease could not be renewed: \(PostgresEventLog.describe(error))")
                     if ContinuousClock.now - renewal.last >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                    do {
+                        try await cancelWhenGracefulShutdown { try await Task.sleep(for: ttl / 10) }
+                    } catch {
+                        return
+                    }
                 }
             }
         }

@@ -41,10 +41,17 @@ public enum LockstepServer {
         try await runWithStopBound(group, millis: options.stopMillisMax, logger: logger)
     }
 
+    /// Logs `why` and ends the process with status 1 at once (no graceful anything).
+    static func exitNow(_ why: String, logger: Logger) -> Never {
+        logger.error("\(why); exiting now with status 1. Everything acknowledged is in the log")
+        fflush(nil)
+        _exit(1)
+    }
+
     /// Runs `group` until it ends. SIGTERM and SIGINT (trapped here before the group starts, so none is
     /// missed) stop it gracefully, for `millis` at most: a stop that has not ended by then (a store that
     /// stopped answering keeps a request's append, and so the gRPC server's stop, waiting for its outcome)
-    /// is logged and the process exits with status 1 at once. For the log that is as safe as a crash
+    /// is logged and the process exits with status 1 at once, as on a second signal. For the log that is as safe as a crash
     /// (everything acknowledged is in it); what a graceful stop does last is skipped (the signed
     /// shutdown checkpoint, the leadership lease's release, the last webhook cursors).
     static func runWithStopBound(_ group: ServiceGroup, millis: Int64, logger: Logger) async throws {
@@ -55,19 +62,22 @@ public enum LockstepServer {
                 return true
             }
             tasks.addTask {
-                var stopping = false
-                for await signal in signals {
-                    logger.notice("\(signal): stopping gracefully, for \(millis) ms at most")
-                    stopping = true
-                    break
+                // The first signal stops the group gracefully and starts the clock; a second one, or the
+                // clock running out, ends the process at once. (Cancelled, all of it, when the group ends.)
+                await withTaskGroup(of: Void.self) { clock in
+                    var stopping = false
+                    for await signal in signals {
+                        guard !stopping else { exitNow("\(signal) again during the graceful stop", logger: logger) }
+                        stopping = true
+                        logger.notice("\(signal): stopping gracefully, for \(millis) ms at most (a second SIGTERM or SIGINT exits at once)")
+                        await group.triggerGracefulShutdown()
+                        clock.addTask {
+                            guard (try? await Task.sleep(for: .milliseconds(millis))) != nil else { return }
+                            exitNow("the graceful stop did not end within \(millis) ms (a store that stopped answering?)", logger: logger)
+                        }
+                    }
                 }
-                guard stopping else { return false }
-                await group.triggerGracefulShutdown()
-                // Cancelled when the group ends first.
-                guard (try? await Task.sleep(for: .milliseconds(millis))) != nil else { return false }
-                logger.error("the graceful stop did not end within \(millis) ms (a store that stopped answering?); exiting now with status 1. Everything acknowledged is in the log")
-                fflush(nil)
-                _exit(1)
+                return false
             }
             // The group's end (or failure) decides; the stop watch is then cancelled.
             while let groupEnded = try await tasks.next(), !groupEnded {}

@@ -365,6 +365,8 @@ public final class PostgresWebhookCursors: WebhookCursors {
     /// The bound on each call (`PostgresDeadline`): a database that stopped answering must not hold a
     /// delivery loop, or a stop, for ever.
     static let callLimit = Duration.seconds(5)
+    /// The cursors' own budget of calls running past that bound (`PostgresDeadline.Overruns`).
+    static let overruns = PostgresDeadline.Overruns(callsMax: 16)
 
     static let table = "CREATE TABLE IF NOT EXISTS lockstep_webhook_cursors (webhook text PRIMARY KEY, sequence bigint NOT NULL CHECK (sequence >= 0))"
 
@@ -373,7 +375,7 @@ public final class PostgresWebhookCursors: WebhookCursors {
         for attempt in 1...3 {
             do {
                 let client = client
-                return try await PostgresDeadline.run(within: Self.callLimit) {
+                return try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
                     try await client.query(PostgresQuery(unsafeSQL: Self.table), logger: logger)
                     return try await Self.cursors(client, logger)
                 }
@@ -388,7 +390,7 @@ public final class PostgresWebhookCursors: WebhookCursors {
 
     public func read() async throws -> [String: UInt64] {
         let (client, logger) = (client, Logger(label: "lockstep.webhooks"))
-        return try await PostgresDeadline.run(within: Self.callLimit) {
+        return try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
             var present = false
             for try await found in try await client.query("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger).decode(Bool.self) {
                 present = found
@@ -411,11 +413,13 @@ public final class PostgresWebhookCursors: WebhookCursors {
         let value = Int64(clamping: sequence)
         do {
             let client = client
-            // Never backwards: a save that gave up here may still land after a later one.
-            try await PostgresDeadline.run(within: Self.callLimit) {
+            // (A save that gave up here may still land after a later one and move the cursor back: a
+            // restart then delivers those events again, as after a crash. Not GREATEST: a cursor past the
+            // log's head is pulled back on purpose.)
+            try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
                 _ = try await client.query("""
                     INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
-                    ON CONFLICT (webhook) DO UPDATE SET sequence = GREATEST(lockstep_webhook_cursors.sequence, EXCLUDED.sequence)
+                    ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
                     """, logger: logger)
             }
         } catch {

@@ -281,11 +281,9 @@ extension HostileClientTests {
         #expect(took < .seconds(25), "the server took \(took) to stop")
     }
 
-    /// A TLS handshake that never ends (the client sent 3 bytes of a record header, nothing more) does not hold a
-    /// graceful shutdown either: the closer sits before the TLS handler, so it sees the shutdown and
-    /// closes the connection 5 s into it, with no close_notify to wait for.
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs openssl (ops/test installs it)"))
-    func aTLSHandshakeThatNeverEndsDoesNotHoldTheShutdown() async throws {
+    /// A TLS server, and a client that began a handshake with it (the first 3 bytes of a handshake
+    /// record's header) and sends nothing more, its handshake under way.
+    static func serverWithAHandshakeThatNeverEnds() async throws -> (ServerProcess, ChildProcess) {
         let data = temporaryDirectory()
         let certificate = data + "/cert.pem"
         let made = try await ChildProcess("/usr/bin/openssl", [
@@ -299,16 +297,42 @@ extension HostileClientTests {
         let client = try ChildProcess("/usr/bin/env", ["python3", "-c", """
             import socket, sys, time
             s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
-            s.sendall(b"\\x16\\x03\\x01")  # the first 3 bytes of a handshake record's header, and nothing more
+            s.sendall(b"\\x16\\x03\\x01")
             open(sys.argv[3], "w").close()
             time.sleep(120)
             """, String(address[0]), String(address[1]), marker])
         try await eventually("the handshake began", seconds: 30) { FileManager.default.fileExists(atPath: marker) }
+        return (server, client)
+    }
+
+    /// A TLS handshake that never ends (the client sent 3 bytes of a record header, nothing more) does not hold a
+    /// graceful shutdown either: the closer sits before the TLS handler, so it sees the shutdown and
+    /// closes the connection 5 s into it, with no close_notify to wait for.
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs openssl (ops/test installs it)"))
+    func aTLSHandshakeThatNeverEndsDoesNotHoldTheShutdown() async throws {
+        let (server, client) = try await Self.serverWithAHandshakeThatNeverEnds()
         let (stopped, took) = try await Self.stop(server, thenKill: client)
         #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
         #expect(stopped.stderr.contains("(shutdown_grace)"), "\(stopped.stderr.suffix(1_000))")
-        // 5 s of grace and the rest of the shutdown; the stop's own bound (15 s) would end it with status 1.
+        // 5 s of grace and the rest of the shutdown; the stop's own bound (25 s) would end it with status 1.
         #expect(took < .seconds(12), "the server took \(took) to stop")
+    }
+
+    /// A second SIGTERM during a graceful stop ends the process at once, with status 1 (the first is held
+    /// by a TLS handshake that never ends, for its 5 s of grace).
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/openssl"), "needs openssl (ops/test installs it)"))
+    func aSecondSignalDuringTheStopExitsAtOnce() async throws {
+        let (server, client) = try await Self.serverWithAHandshakeThatNeverEnds()
+        defer { client.kill(SIGKILL) }
+        server.process.kill(SIGTERM)
+        try await eventually("the stop began", seconds: 10) { server.process.stderr.contains("SIGTERM: stopping gracefully") }
+        let asked = ContinuousClock.now
+        server.process.kill(SIGTERM)
+        let stopped = try await server.process.wait(seconds: 60)
+        let took = ContinuousClock.now - asked
+        #expect(stopped.status == 1, "\(stopped.stderr.suffix(1_000))")
+        #expect(stopped.stderr.contains("SIGTERM again during the graceful stop; exiting now with status 1"), "\(stopped.stderr.suffix(1_000))")
+        #expect(took < .seconds(3), "the second signal took \(took) to end it")
     }
 
     /// Regression: under the usual open-file limit of 1,024, one client holding ~1,100 idle connections

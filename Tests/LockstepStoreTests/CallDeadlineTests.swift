@@ -5,12 +5,27 @@ import Testing
 /// `PostgresDeadline`, without a database: a call that outlives its bound is answered for, and the calls
 /// left running past their bound are limited, so a database that hangs for an hour piles up no tasks.
 @Suite struct CallDeadlineTests {
-    /// A call that never answers in time: its body sleeps until the test lets it go.
+    /// A call that never answers in time: its body waits until the test opens the gate (any number of
+    /// bodies at once).
     final class Gate: Sendable {
-        let release: AsyncStream<Void>
-        let open: AsyncStream<Void>.Continuation
-        init() { (release, open) = AsyncStream.makeStream(of: Void.self) }
-        func wait() async { for await _ in release { return } }
+        private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+        func wait() async {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> Bool in
+                    if !state.open { state.waiters.append(continuation) }
+                    return state.open
+                }
+                if now { continuation.resume() }
+            }
+        }
+        func open() {
+            let waiters = state.withLock { state in
+                state.open = true
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
     }
 
     final class Flag: Sendable {
@@ -41,7 +56,7 @@ import Testing
         #expect(refused?.count == 3)
         #expect(refused.map { "\($0)" } == "3 calls to PostgreSQL are still running past their time bound; not sending another until some end")
         // The database answers again: the calls end, the count with them, and calls go through again.
-        gate.open.finish()
+        gate.open()
         try await eventuallyTrue { overruns.count == 0 }
         #expect(try await PostgresDeadline.run(within: .seconds(30), overruns: overruns) { 8 } == 8)
     }
