@@ -76,23 +76,35 @@ public final class ChildProcess: @unchecked Sendable {
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
         process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
+        // Tied to this test process's life: a run that crashes or is killed leaves no server running
+        // (they used to be found, reparented to init, an hour later). The kernel sends the signal when
+        // the thread that started the child ends, so one thread that lives as long as the process starts
+        // every child (`Spawner`).
+        if let setpriv = Spawner.setpriv {
+            process.executableURL = URL(fileURLWithPath: setpriv)
+            process.arguments = ["--pdeathsig", "KILL", "--", executable] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+        }
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         process.standardInput = FileHandle.nullDevice
         if !environment.isEmpty {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
         }
-        // Foundation's Process passes on the calling thread's signal mask, and the threads a test runs
-        // on block almost every signal: a child would start with SIGTERM blocked and never see it.
-        // Spawn it as a shell would, with nothing blocked.
-        var nothingBlocked = sigset_t()
-        var callers = sigset_t()
-        sigemptyset(&nothingBlocked)
-        pthread_sigmask(SIG_SETMASK, &nothingBlocked, &callers)
-        defer { pthread_sigmask(SIG_SETMASK, &callers, nil) }
-        try process.run()
+        let process = process
+        try Spawner.shared.run {
+            // Foundation's Process passes on the calling thread's signal mask, and the threads a test runs
+            // on block almost every signal: a child would start with SIGTERM blocked and never see it.
+            // Spawn it as a shell would, with nothing blocked.
+            var nothingBlocked = sigset_t()
+            var callers = sigset_t()
+            sigemptyset(&nothingBlocked)
+            pthread_sigmask(SIG_SETMASK, &nothingBlocked, &callers)
+            defer { pthread_sigmask(SIG_SETMASK, &callers, nil) }
+            try process.run()
+        }
     }
 
     /// A child nobody holds any more is not left running: a test that stopped half-way (a failed
@@ -186,5 +198,45 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
+    }
+}
+
+/// The thread that starts every `ChildProcess`: it lives as long as the test process, so a child started
+/// with `setpriv --pdeathsig KILL` is killed exactly when the test process ends, however it ends.
+final class Spawner: @unchecked Sendable {
+    static let shared = Spawner()
+    /// util-linux's setpriv, where there is one.
+    static let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    private let condition = NSCondition()
+    private var jobs: [@Sendable () -> Void] = []
+
+    private init() {
+        let thread = Thread { [self] in
+            while true {
+                condition.lock()
+                while jobs.isEmpty { condition.wait() }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job()
+            }
+        }
+        thread.name = "lockstep-test-spawner"
+        thread.start()
+    }
+
+    /// Runs `body` on the spawner's thread and waits for it (a spawn takes a few milliseconds).
+    func run(_ body: @escaping @Sendable () throws -> Void) throws {
+        let done = DispatchSemaphore(value: 0)
+        let failure = Mutex<(any Error)?>(nil)
+        condition.lock()
+        jobs.append {
+            do { try body() } catch { failure.withLock { $0 = error } }
+            done.signal()
+        }
+        condition.signal()
+        condition.unlock()
+        done.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 }
