@@ -268,10 +268,12 @@ public struct ReferenceAgent: Sendable {
             do { try await Task.sleep(for: every) } catch { return }
             let sentAt = ContinuousClock.now
             do throws(LockstepClientError) {
+                // Bounded by the interval (1 s at least): one stuck on a server that froze gives way to the
+                // next, on the next address, before the lease runs out.
                 let beat = try await lockstep.heartbeat(.with {
                     $0.leaseID = step.leaseID
                     $0.fencingToken = step.fencingToken
-                })
+                }, timeout: max(every, .seconds(1)))
                 shared.lease.withLock { lease in
                     lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
                     if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
@@ -333,7 +335,7 @@ public struct ReferenceAgent: Sendable {
             $0.fencingToken = step.fencingToken
             $0.percent = percent
             $0.message = message
-        })
+        }, timeout: max(Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs))), .seconds(1)))
     }
 
     /// Completes or fails the step, trying again while the server is only temporarily unable to take it

@@ -111,9 +111,12 @@ public struct LockstepClient: Sendable {
     /// The least time a history call (verify, a state, an explanation, a diff, a page of events) gets:
     /// it reads the log on the server, as long as the log is.
     static let historyTimeoutMin = Duration.seconds(600)
-    /// HTTP/2 PINGs on a connection with calls in progress (30 s after the last read, answered within
-    /// 10 s, else the connection closes): a watch or an export from a server that froze ends too.
-    static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: false)
+    /// HTTP/2 PINGs on every connection, every 30 s, each answered within 10 s or the connection closes:
+    /// a watch or an export from a server that froze ends too. Also while no call is in progress: the
+    /// transport stops its timer when a connection's calls drop to none and never starts it again, so a
+    /// watch opened after another call would have none. (The server still closes a connection idle
+    /// past `--idle-timeout-ms`: PINGs do not count as work there.)
+    static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: true)
 
     /// The server calls go to now (`HOST:PORT`).
     public var currentTarget: String { targets[rotation.current.withLock { $0 }] }
@@ -172,11 +175,14 @@ public struct LockstepClient: Sendable {
     public func poll(_ request: Lockstep_V1_PollRequest) async throws(LockstepClientError) -> Lockstep_V1_PollResponse {
         try await call(waiting: .milliseconds(Int64(request.waitMs))) { try await $0.agents.poll(request, metadata: $1, options: $2) }
     }
-    public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest) async throws(LockstepClientError) -> Lockstep_V1_HeartbeatResponse {
-        try await call { try await $0.agents.heartbeat(request, metadata: $1, options: $2) }
+    /// `timeout`: a bound for this call shorter than the client's (an agent gives its heartbeat interval:
+    /// a heartbeat stuck on a server that froze must give way to the next, on the next address, before
+    /// the step's lease runs out).
+    public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, timeout: Duration? = nil) async throws(LockstepClientError) -> Lockstep_V1_HeartbeatResponse {
+        try await call(within: timeout) { try await $0.agents.heartbeat(request, metadata: $1, options: $2) }
     }
-    public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest) async throws(LockstepClientError) -> Lockstep_V1_ReportProgressResponse {
-        try await call { try await $0.agents.reportProgress(request, metadata: $1, options: $2) }
+    public func reportProgress(_ request: Lockstep_V1_ReportProgressRequest, timeout: Duration? = nil) async throws(LockstepClientError) -> Lockstep_V1_ReportProgressResponse {
+        try await call(within: timeout) { try await $0.agents.reportProgress(request, metadata: $1, options: $2) }
     }
     public func complete(_ request: Lockstep_V1_CompleteRequest) async throws(LockstepClientError) -> Lockstep_V1_CompleteResponse {
         try await call { try await $0.agents.complete(request, metadata: $1, options: $2) }
@@ -300,17 +306,17 @@ public struct LockstepClient: Sendable {
     /// client's addresses, calls move there and this one is sent again at once (nothing was written by
     /// the replica, so that is safe); otherwise, as after `unavailable` or `shutting_down`, the next call
     /// goes to the next address.
-    private func call<Result: Sendable>(hops: Int = 0, deadline: Bool = true, waiting: Duration = .zero, history: Bool = false,
+    private func call<Result: Sendable>(hops: Int = 0, deadline: Bool = true, waiting: Duration = .zero, history: Bool = false, within: Duration? = nil,
                                         _ body: (Connection, Metadata, CallOptions) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
         var options = CallOptions.defaults
-        if deadline { options.timeout = (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting }
+        if deadline { options.timeout = min(within ?? .seconds(Int64.max), (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting) }
         do {
             return try await body(connections[index], metadata, options)
         } catch let error as RPCError {
             let failure = LockstepClientError(error)
             if failure.code == ErrorCode.notWriter.rawValue, let writer = failure.writer, let target = targets.firstIndex(of: writer), target != index, hops < targets.count {
-                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, deadline: deadline, waiting: waiting, history: history, body) }
+                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, deadline: deadline, waiting: waiting, history: history, within: within, body) }
                 throw failure
             }
             // A deadline passed: the server may have frozen, so the next call goes to the next one too.

@@ -25,8 +25,8 @@ extension GRPCAgentService {
     /// the reports, `Heartbeat`, `ReportProgress`, `Complete` and `Fail`, their command run as a piece of
     /// the connection's work (`report`). Left to the server and its handler (nil): the operators' and
     /// reviewers' methods, a message over 4 KiB or that does not decode (the server's malformed answer),
-    /// a poll whose `grpc-timeout` ends before its wait and a report with any `grpc-timeout` (GRPCCore's
-    /// deadline answers those DEADLINE_EXCEEDED).
+    /// a poll whose `grpc-timeout` ends before its wait (GRPCCore's deadline answers it DEADLINE_EXCEEDED),
+    /// and a `grpc-timeout` that does not parse.
     package func onLoop(_ call: H2GRPCServerTransport.OnLoopCall) -> H2GRPCServerTransport.OnLoopAnswer? {
         // By name: the transport's descriptor does not know the method's type, which the generated one has.
         // An agent's message is a few dozen bytes: a larger one is decoded by the server, in a task, so
@@ -58,14 +58,22 @@ extension GRPCAgentService {
     /// their stable code), then its work (a command to the coordinator) run as a piece of its connection's
     /// work, on the same loop, without GRPCCore's machinery for one RPC (its task, streams and writer).
     /// Left to the server (nil): a message that does not decode (the server's malformed answer), and a
-    /// call with a `grpc-timeout` (GRPCCore's deadline answers it DEADLINE_EXCEEDED).
+    /// `grpc-timeout` that does not parse. A call's deadline is kept by a timer on the loop, which answers
+    /// DEADLINE_EXCEEDED (`deadline_exceeded`) if the answer is not sent by then.
     private func report<In: SwiftProtobuf.Message, Out: SwiftProtobuf.Message>(
         _ call: H2GRPCServerTransport.OnLoopCall, _ operation: APIOperation, _ timer: Metrics.Timer,
         _ body: @escaping @Sendable (In, Principal) async throws(APIError) -> Out
     ) -> H2GRPCServerTransport.OnLoopAnswer? {
         assert(In.protoMessageName == operation.request && Out.protoMessageName == operation.response,
                "\(operation.method) takes \(In.protoMessageName) and answers \(Out.protoMessageName); the table says \(operation.request), \(operation.response)")
-        guard Self.timeout(of: call) == nil, let input = try? In(serializedBytes: call.message) else { return nil }
+        // A `grpc-timeout` (the Swift client sends one with every call) is kept here too, by a timer on
+        // the loop: one that does not parse goes to the server, which refuses it as malformed.
+        var deadline: Int64?
+        if let timeout = Self.timeout(of: call) {
+            guard let millis = Self.timeoutMillis(timeout) else { return nil }
+            deadline = millis
+        }
+        guard let input = try? In(serializedBytes: call.message) else { return nil }
         let began = ContinuousClock.now
         let metrics = metrics
         let principal: Principal
@@ -75,6 +83,14 @@ extension GRPCAgentService {
             return Self.refuse(error, metrics: metrics, timer: timer, began: began)
         }
         let reply = call.makeReply()
+        // Past the deadline the caller is told so (the command's work, already under way, goes on, as under
+        // GRPCCore's deadline); the first answer is the one sent.
+        let expiry = deadline.map { millis in
+            call.channel.eventLoop.scheduleTask(in: .milliseconds(millis)) {
+                metrics.record(Self.deadlinePassed)
+                reply.send(.failure(Self.deadlinePassed.rpcError))
+            }
+        }
         let taken = reply.run {
             let answer: H2GRPCServerTransport.OnLoopAnswer
             do throws(APIError) {
@@ -85,6 +101,7 @@ extension GRPCAgentService {
                 answer = .failure(error.rpcError)
             }
             timer.record(duration: ContinuousClock.now - began)
+            expiry?.cancel()
             reply.send(answer)
         }
         // The connection takes no more work: it is closing, or the server is shutting down.
@@ -108,6 +125,8 @@ extension GRPCAgentService {
     }
 
     private static let shuttingDown = APIError(.shuttingDown, "the server is shutting down")
+    /// A report whose `grpc-timeout` passed before its answer (`report`).
+    private static let deadlinePassed = APIError(.deadlineExceeded, "the call's grpc-timeout passed before its answer; the report may still have been recorded")
 
     /// The call's `grpc-timeout`, as sent (nil: none).
     private static func timeout(of call: H2GRPCServerTransport.OnLoopCall) -> String? {

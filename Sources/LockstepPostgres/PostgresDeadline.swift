@@ -81,11 +81,10 @@ public enum PostgresDeadline {
     }
 
     /// `body`'s result, or `Overran` once `limit` passed first (a `CancellationError` once the caller
-    /// is cancelled first); `TooManyOverrun`, without running `body`, while `overruns` is at its limit.
+    /// is cancelled first: the call is still sent, and runs on, so a last write made while stopping, a
+    /// webhook cursor's, still goes out); `TooManyOverrun`, without running `body`, while `overruns` is at its limit.
     public static func run<T: Sendable>(within limit: Duration, overruns: Overruns = .shared,
                                         _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-        // A caller already cancelled sends nothing.
-        try Task.checkCancellation()
         let stuck = overruns.count
         guard stuck < overruns.callsMax else { throw TooManyOverrun(count: stuck) }
         let answer = PostgresEventLog.OneShot<T>()

@@ -196,7 +196,8 @@ extension LockstepServer {
         var reason: String
     }
 
-    /// Renews the writer's lease every third of its TTL; throws `Deposed` (which stops the writer's group)
+    /// Renews the writer's lease a third of its TTL after the last renewal that succeeded (a tenth of a
+    /// TTL after a failed try); throws `Deposed` (which stops the writer's group)
     /// when the lease is another's, or when no renewal has succeeded for a whole TTL (by the monotonic
     /// clock): past that a standby may have taken over, and the fence would refuse every append anyway.
     struct LeadershipKeeper: Service {
@@ -227,6 +228,7 @@ extension LockstepServer {
 
         func run() async throws {
             let ttl = Duration.milliseconds(lease.ttlMillis)
+            var retrying = false
             while !Task.isShuttingDownGracefully {
                 // A third of a TTL after the last renewal that succeeded (however long ago that was: this
                 // run may follow the one during the build), and no sooner than a tenth of one after a
@@ -245,17 +247,22 @@ extension LockstepServer {
                 let sent = ContinuousClock.now
                 let left = renewal.last + ttl - sent
                 guard left > .zero else { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                // The first try after a success may take all the time left (a slow database is not a lost
+                // lease); tries after a failure a third of a TTL each.
+                let bound = retrying ? min(left, ttl / 3) : left
                 do {
-                    guard try await lease.renew(epoch: epoch, within: min(left, ttl / 3)) else {
+                    guard try await lease.renew(epoch: epoch, within: bound) else {
                         throw Deposed(reason: "the leadership lease is another coordinator's, or lapsed")
                     }
                     renewal.last = sent
+                    retrying = false
                 } catch let deposed as Deposed {
                     throw deposed
                 } catch {
                     if Task.isCancelled { return }
                     logger.warning("the leadership lease could not be renewed: \(PostgresEventLog.describe(error))")
                     if ContinuousClock.now - renewal.last >= ttl { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }
+                    retrying = true
                     do {
                         try await cancelWhenGracefulShutdown { try await Task.sleep(for: ttl / 10) }
                     } catch {

@@ -6,7 +6,7 @@ import Testing
 /// frozen with SIGSTOP: connections stay open, nothing answers). Before, its leadership renewals waited
 /// for ever, so it never stood down, and SIGTERM never ended the process: the lease's release and a
 /// request's append waited on the database. Now every query is bounded (`PostgresDeadline`), a renewal
-/// by the time left on the lease, and a graceful stop by `--stop-timeout-ms` (`runWithStopBound`).
+/// never past the lease's end, and a graceful stop by `--stop-timeout-ms` (`runWithStopBound`).
 @Suite(.serialized, .dropsPostgresDatabases) struct PostgresStopTests {
     /// One cluster for both tests (a cluster of its own: freezing the shared one would stall the other
     /// suites' tests).
