@@ -264,16 +264,20 @@ public struct ReferenceAgent: Sendable {
     /// transient failure is tried again next time (the watchdog decides when it is too late).
     private func heartbeats(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
         let every = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
+        // After a transient failure the next try comes soon (it goes to the next address), not a whole
+        // interval later: one stuck heartbeat must not cost the lease.
+        var pause = every
         while !Task.isCancelled {
-            do { try await Task.sleep(for: every) } catch { return }
+            do { try await Task.sleep(for: pause) } catch { return }
+            pause = every
             let sentAt = ContinuousClock.now
             do throws(LockstepClientError) {
-                // Bounded by the interval (1 s at least): one stuck on a server that froze gives way to the
-                // next, on the next address, before the lease runs out.
+                // Bounded by the interval (200 ms at least): one stuck on a server that froze gives way to
+                // the next, on the next address, before the lease runs out.
                 let beat = try await lockstep.heartbeat(.with {
                     $0.leaseID = step.leaseID
                     $0.fencingToken = step.fencingToken
-                }, timeout: max(every, .seconds(1)))
+                }, timeout: max(every, .milliseconds(200)))
                 shared.lease.withLock { lease in
                     lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
                     if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
@@ -295,7 +299,10 @@ public struct ReferenceAgent: Sendable {
                 }
             } catch {
                 if Task.isCancelled { return }
-                if error.isTransient { continue }
+                if error.isTransient {
+                    pause = min(every / 4, .milliseconds(250))
+                    continue
+                }
                 return lose("\(error)", control: control, shared: shared)
             }
         }
@@ -335,7 +342,7 @@ public struct ReferenceAgent: Sendable {
             $0.fencingToken = step.fencingToken
             $0.percent = percent
             $0.message = message
-        }, timeout: max(Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs))), .seconds(1)))
+        }, timeout: max(Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs))), .milliseconds(200)))
     }
 
     /// Completes or fails the step, trying again while the server is only temporarily unable to take it

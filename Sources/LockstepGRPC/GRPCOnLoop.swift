@@ -87,25 +87,30 @@ extension GRPCAgentService {
         // GRPCCore's deadline); the first answer is the one sent.
         let expiry = deadline.map { millis in
             call.channel.eventLoop.scheduleTask(in: .milliseconds(millis)) {
-                metrics.record(Self.deadlinePassed)
-                reply.send(.failure(Self.deadlinePassed.rpcError))
+                // Counted once: only by the side whose answer went out.
+                if reply.send(.failure(Self.deadlinePassed.rpcError)) { metrics.record(Self.deadlinePassed) }
             }
         }
         let taken = reply.run {
             let answer: H2GRPCServerTransport.OnLoopAnswer
+            var refusal: APIError?
             do throws(APIError) {
                 let output = try await body(input, principal)
                 answer = (try? output.serializedBytes() as [UInt8]).map { .message($0, trailing: [:]) } ?? Self.unencodable
             } catch {
-                metrics.record(error)
+                refusal = error
                 answer = .failure(error.rpcError)
             }
             timer.record(duration: ContinuousClock.now - began)
             expiry?.cancel()
-            reply.send(answer)
+            if reply.send(answer), let refusal { metrics.record(refusal) }
         }
         // The connection takes no more work: it is closing, or the server is shutting down.
-        return taken ? .later : Self.refuse(Self.shuttingDown, metrics: metrics, timer: timer, began: began)
+        guard taken else {
+            expiry?.cancel()
+            return Self.refuse(Self.shuttingDown, metrics: metrics, timer: timer, began: began)
+        }
+        return .later
     }
 
     /// The gate every call taken on the loop goes through, as the server's handlers do (`opening`): the

@@ -125,11 +125,13 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         /// Completes when the call's stream closes (answered, reset, or its connection ended).
         public var closed: EventLoopFuture<UInt32> { response.closed }
 
-        /// Sends the answer (`.later` sends nothing); only the first answer is sent.
-        public func send(_ answer: OnLoopAnswer) {
-            if case .later = answer { return }
-            guard !sent.flag.exchange(true, ordering: .relaxed) else { return }
+        /// Sends the answer (`.later` sends nothing); only the first answer is sent. Whether this one was.
+        @discardableResult
+        public func send(_ answer: OnLoopAnswer) -> Bool {
+            if case .later = answer { return false }
+            guard !sent.flag.exchange(true, ordering: .relaxed) else { return false }
             GRPCResponder.send(answer, to: response)
+            return true
         }
 
         /// Runs `work` in its connection's task group, on the connection's event loop; false, and

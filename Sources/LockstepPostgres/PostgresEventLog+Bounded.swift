@@ -55,7 +55,7 @@ extension PostgresEventLog {
         func wait() async -> Result<Bool, any Error> { await answer.wait() }
     }
 
-    /// One answer, from whichever side gives it first (the work, or its watchdog).
+    /// One answer, from whichever side gives it first (the work, its watchdog, or its caller's cancellation).
     final class OneShot<T: Sendable>: Sendable {
         private struct State {
             var waiter: CheckedContinuation<Result<T, any Error>, Never>?

@@ -241,9 +241,8 @@ extension LockstepServer {
                     return
                 }
                 if Task.isCancelled { return }
-                // Each try may take a third of a TTL, and never past the lease's end: past that the lease
-                // may be another's. A renewal that succeeds extends it from when the database ran it, so
-                // from when it was sent at the earliest.
+                // No try runs past the lease's end: past that the lease may be another's. A renewal that
+                // succeeds extends it from when the database ran it, so from when it was sent at the earliest.
                 let sent = ContinuousClock.now
                 let left = renewal.last + ttl - sent
                 guard left > .zero else { throw Deposed(reason: "the lease could not be renewed for \(ttl)") }

@@ -89,7 +89,7 @@ extension LockstepServer {
         public var holder = "\(ProcessInfo.processInfo.hostName)-\(ProcessInfo.processInfo.processIdentifier)"
         /// Where clients reach this coordinator (gRPC `HOST:PORT`), recorded in the lease for the others to name.
         public var address = ""
-        /// How long the lease lasts without renewal, in milliseconds; the writer renews it every third of it.
+        /// How long the lease lasts without renewal, in milliseconds; the writer renews it a third of it after its last renewal.
         public var ttlMillis: Int64 = 5_000
         public init() {}
     }

@@ -3,7 +3,6 @@ import LockstepH2
 import Logging
 import ServiceLifecycle
 import Synchronization
-import UnixSignals
 import LockstepGRPC
 import LockstepHTTP
 import LockstepService
@@ -20,10 +19,8 @@ extension LockstepServer {
         /// The group's configuration: any service that returns or throws ends the group. Every service runs
         /// until the group shuts it down (none returns early: a service that finished while the group was
         /// shutting another down would be taken for a failure).
-        public func groupConfiguration(gracefulShutdownSignals: [UnixSignal] = [], logger: Logger) -> ServiceGroupConfiguration {
-            var configuration = ServiceGroupConfiguration(services: services, logger: logger)
-            configuration.gracefulShutdownSignals = gracefulShutdownSignals
-            return configuration
+        public func groupConfiguration(logger: Logger) -> ServiceGroupConfiguration {
+            ServiceGroupConfiguration(services: services, logger: logger)
         }
 
         /// The gRPC address (`HOST:PORT`) and the JSON URL once both listen; nil if the server stopped first.

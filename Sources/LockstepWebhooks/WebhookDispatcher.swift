@@ -58,7 +58,10 @@ public struct WebhookDispatcher: Service {
         await cancelWhenGracefulShutdown {
             // Where each webhook goes on from: its cursor, or the head (kept at once, so a restart before
             // the first delivery does not skip what came meanwhile). One replay per distinct cursor.
-            let saved = await cursors.load(logger: logger)
+            let loaded = await cursors.load(logger: logger)
+            // Stopping (or deposed) while they were read: nothing is saved, nothing delivered.
+            if Task.isCancelled { return }
+            let saved = loaded ?? [:]
             var states: [UInt64: LogState] = [start.lastSequence: start]
             var begin: [String: LogState] = [:]
             for webhook in config.webhooks {
@@ -67,7 +70,7 @@ public struct WebhookDispatcher: Service {
                         logger.warning("webhook \(webhook.name): its cursor \(cursor) is past the log's head \(start.lastSequence); going on from the head")
                     }
                     begin[webhook.name] = start
-                    if saved[webhook.name] != start.lastSequence { await cursors.save(webhook.name, start.lastSequence, logger: logger) }
+                    if loaded != nil, saved[webhook.name] != start.lastSequence { await cursors.save(webhook.name, start.lastSequence, logger: logger) }
                     continue
                 }
                 if states[cursor] == nil {
@@ -299,7 +302,9 @@ public final class WebhookWake: Sendable {
 /// Where each webhook's reader got to: the last sequence whose notifications were all delivered (or
 /// refused for good). Kept by the writer, read at its start.
 public protocol WebhookCursors: Sendable {
-    func load(logger: Logger) async -> [String: UInt64]
+    /// The cursors; nil when they cannot be read (or the caller was cancelled meanwhile): every webhook
+    /// then goes on from the log's head, which is not saved before its first delivery.
+    func load(logger: Logger) async -> [String: UInt64]?
     /// The cursors, or why they cannot be read (`load` goes on without them; archival must not).
     func read() async throws -> [String: UInt64]
     func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async
@@ -317,14 +322,14 @@ public final class WebhookCursorFile: WebhookCursors {
 
     public init(path: String) { self.path = path }
 
-    public func load(logger: Logger) async -> [String: UInt64] {
+    public func load(logger: Logger) async -> [String: UInt64]? {
         do {
             let loaded = try await read()
             values.withLock { $0 = loaded }
             return loaded
         } catch {
             logger.error("\(error); every webhook goes on from the log's head")
-            return [:]
+            return nil
         }
     }
 
@@ -370,9 +375,9 @@ public final class PostgresWebhookCursors: WebhookCursors {
 
     static let table = "CREATE TABLE IF NOT EXISTS lockstep_webhook_cursors (webhook text PRIMARY KEY, sequence bigint NOT NULL CHECK (sequence >= 0))"
 
-    public func load(logger: Logger) async -> [String: UInt64] {
+    public func load(logger: Logger) async -> [String: UInt64]? {
         // Two coordinators creating the table at once: one of them fails, and reads it on its second try.
-        for attempt in 1...3 {
+        for attempt in 1...3 where !Task.isCancelled {
             do {
                 let client = client
                 return try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
@@ -385,7 +390,7 @@ public final class PostgresWebhookCursors: WebhookCursors {
             }
         }
         logger.error("webhook cursors: unreadable; every webhook goes on from the log's head")
-        return [:]
+        return nil
     }
 
     public func read() async throws -> [String: UInt64] {

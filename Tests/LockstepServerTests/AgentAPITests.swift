@@ -256,7 +256,7 @@ struct AgentAPITests {
             services:
               orders: { owners: [orders-team] }
             nodes:
-              - { id: expand, service: orders, phase: expand, action: add-column, retry: { max_attempts: 3, backoff: 1s }, timeouts: { heartbeat: 1s } }
+              - { id: expand, service: orders, phase: expand, action: add-column, retry: { max_attempts: 3, backoff: 1s }, timeouts: { heartbeat: 3s } }
             """
         let body = String(decoding: try JSONSerialization.data(withJSONObject: ["plan_yaml": plan]), as: UTF8.self)
         #expect(try await server.post("/v1/plans", body).hasSuffix("\n200"))
@@ -270,7 +270,8 @@ struct AgentAPITests {
             .contains(#""will_retry":true"#))
         let afterFailure = try await second.wait(seconds: 15)
         #expect(afterFailure.stdout.contains(#""attempt":2"#) && afterFailure.stdout.contains(#""fencing_token":"2""#), "\(afterFailure)")
-        // Leased to b, which never beats: parked polls get it when the lease expires (1 s TTL).
+        // Leased to b, which never beats: parked polls get it when the lease expires (3 s TTL: with 1 s, a
+        // loaded CI machine once let a's lease expire before its failure was posted).
         let third = try parkPoll(server, service: "orders", agent: "c")
         try await waitUntilParked(1, server)
         let afterExpiry = try await third.wait(seconds: 15)

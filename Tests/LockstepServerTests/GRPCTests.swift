@@ -74,8 +74,8 @@ struct GRPCTests {
         #expect(export.contains(#""actor":{"kind":"user","id":"olga"}"#) && export.contains(#""actor":{"kind":"agent","id":"orders-agent"}"#))
     }
 
-    /// An agent's reports are taken on the event loop when they carry no `grpc-timeout`
-    /// (`GRPCAgentService.report`) and by GRPCCore's server when they do: each report, sent both ways,
+    /// An agent's reports are taken on the event loop when they are small (`GRPCOnLoop.report`) and by
+    /// GRPCCore's server when they are over 4 KiB (here: padded with an unknown field): each report, sent both ways,
     /// gets the same answer (status, message, `lockstep-error-code`); then the step completes on the loop
     /// and its completion sent again through the server is refused.
     /// (Which way answered is not visible from outside; the profile shows it: docs/benchmarks-api-history.md,

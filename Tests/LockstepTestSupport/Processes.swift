@@ -80,6 +80,8 @@ public final class ChildProcess: @unchecked Sendable {
         // (they used to be found, reparented to init, an hour later). The kernel sends the signal when
         // the thread that started the child ends, so one thread that lives as long as the process starts
         // every child (`Spawner`).
+        // Under setpriv a missing program would only show as a child exiting 127: say so here, as before.
+        guard FileManager.default.isExecutableFile(atPath: executable) else { throw TestFailure("\(executable) is not an executable file") }
         if let setpriv = Spawner.setpriv {
             process.executableURL = URL(fileURLWithPath: setpriv)
             process.arguments = ["--pdeathsig", "KILL", "--", executable] + arguments
@@ -208,6 +210,7 @@ final class Spawner: @unchecked Sendable {
     /// util-linux's setpriv, where there is one.
     static let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
+    private static let threadName = "lockstep-test-spawner"
     private let condition = NSCondition()
     private var jobs: [@Sendable () -> Void] = []
 
@@ -221,12 +224,14 @@ final class Spawner: @unchecked Sendable {
                 job()
             }
         }
-        thread.name = "lockstep-test-spawner"
+        thread.name = Self.threadName
         thread.start()
     }
 
-    /// Runs `body` on the spawner's thread and waits for it (a spawn takes a few milliseconds).
+    /// Runs `body` on the spawner's thread and waits for it (a spawn takes a few milliseconds); on that
+    /// thread itself, at once (waiting there would never end).
     func run(_ body: @escaping @Sendable () throws -> Void) throws {
+        if Thread.current.name == Self.threadName { return try body() }
         let done = DispatchSemaphore(value: 0)
         let failure = Mutex<(any Error)?>(nil)
         condition.lock()

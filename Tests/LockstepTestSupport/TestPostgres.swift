@@ -123,7 +123,9 @@ public actor TestPostgres {
         guard let line = pidFile.split(separator: "\n").first, let postmaster = Int32(line) else {
             throw PostgresUnavailable(description: "postmaster.pid names no process: \(pidFile.prefix(100))")
         }
-        var pids = [postmaster]
+        // The postmaster first, so no backend is forked after the scan and left running.
+        kill(postmaster, signal)
+        var pids: [Int32] = []
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
             guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
                   let close = stat.lastIndex(of: ")") else { continue }

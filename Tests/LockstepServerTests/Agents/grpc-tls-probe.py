@@ -31,13 +31,16 @@ if len(sys.argv) > 5:
     migrations = agent_pb2_grpc.MigrationServiceStub(grpc.secure_channel(target, credentials))
     listed = migrations.ListMigrations(agent_pb2.ListMigrationsRequest(), timeout=30)
     print(f"mtls list {len(listed.migrations)} {' '.join(m.migration_id for m in listed.migrations)}", flush=True)
-    # A report, taken on the loop (no timeout) and by the server (a timeout): the certificate names an
-    # operator both ways, who may not report (an unread certificate would be UNAUTHENTICATED).
+    # A report, taken on the loop (small) and by the server (padded past 4 KiB with an unknown field): the
+    # certificate names an operator both ways, who may not report (an unread certificate would be
+    # UNAUTHENTICATED).
     agents = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(target, credentials))
     codes = []
-    for timeout in (None, 30):
+    for padding in (b"", b"\xc2\x3e" + b"\x88\x27" + b"x" * 5000):
+        heartbeat = agent_pb2.HeartbeatRequest()
+        heartbeat.ParseFromString(agent_pb2.HeartbeatRequest(lease_id="m1/expand", fencing_token=1).SerializeToString() + padding)
         try:
-            agents.Heartbeat(agent_pb2.HeartbeatRequest(lease_id="m1/expand", fencing_token=1), timeout=timeout)
+            agents.Heartbeat(heartbeat, timeout=30)
             codes.append("OK")
         except grpc.RpcError as error:
             codes.append(error.code().name)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""An agent's reports over gRPC, each sent twice: with a grpc-timeout (served by GRPCCore's server and
-its handler) and without one (taken on the connection's event loop, GRPCOnLoop.report). Prints one line
-per report: `same NAME: CODE ERROR-CODE` when both ways answered alike (status, message and trailing
-lockstep-error-code), else `differ NAME: …` with both answers.
+"""An agent's reports over gRPC, each sent twice: padded past 4 KiB with an unknown field (served by
+GRPCCore's server and its handler: the event loop takes only small messages) and as it is (taken on the
+connection's event loop, GRPCOnLoop.report). Prints one line per report: `same NAME: CODE ERROR-CODE`
+when both ways answered alike (status, message and trailing lockstep-error-code), else `differ NAME: …`
+with both answers.
 
 Usage: grpc_reports.py PROTOS_DIR HOST:PORT OPERATOR_TOKEN AGENT_TOKEN PLAN_FILE
 """
@@ -14,9 +15,16 @@ step = agents.Poll(agent_pb2.PollRequest(service="orders", agent_id="py-agent", 
 assert step.lease_id, "no step leased"
 
 
-def outcome(call, request, metadata, timeout):
+def padded(request):
+    """`request` with an unknown field (number 1000, 5,000 bytes) that decoding skips: over the loop's 4 KiB."""
+    copy = type(request)()
+    copy.ParseFromString(request.SerializeToString() + b"\xc2\x3e" + b"\x88\x27" + b"x" * 5000)
+    return copy
+
+
+def outcome(call, request, metadata, through_server):
     try:
-        answer = call(request, metadata=metadata, timeout=timeout) if timeout else call(request, metadata=metadata)
+        answer = call(padded(request) if through_server else request, metadata=metadata, timeout=30)
         return ("OK", answer.SerializeToString().hex(), "")
     except grpc.RpcError as error:
         return (error.code().name, error.details(), dict(error.trailing_metadata() or ()).get("lockstep-error-code", ""))
@@ -40,14 +48,14 @@ reports = [
     ("complete stale token", agents.Complete, agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=stale), agent),
 ]
 for name, call, request, metadata in reports:
-    through_server = outcome(call, request, metadata, 30)
-    on_loop = outcome(call, request, metadata, None)
+    through_server = outcome(call, request, metadata, True)
+    on_loop = outcome(call, request, metadata, False)
     if through_server == on_loop:
         print(f"same {name}: {on_loop[0]} {on_loop[2]}", flush=True)
     else:
-        print(f"differ {name}: with grpc-timeout {through_server}, without {on_loop}", flush=True)
+        print(f"differ {name}: through the server {through_server}, on the loop {on_loop}", flush=True)
 
 # The step completes on the loop; a second completion (on the server) is refused as stale.
-done = outcome(agents.Complete, agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), agent, None)
-again = outcome(agents.Complete, agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), agent, 30)
+done = outcome(agents.Complete, agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), agent, False)
+again = outcome(agents.Complete, agent_pb2.CompleteRequest(lease_id=step.lease_id, fencing_token=step.fencing_token), agent, True)
 print(f"completed {done[0]}, again {again[0]} {again[2]}", flush=True)
