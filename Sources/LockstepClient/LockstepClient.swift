@@ -310,7 +310,10 @@ public struct LockstepClient: Sendable {
                                         _ body: (Connection, Metadata, CallOptions) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
         var options = CallOptions.defaults
-        if deadline { options.timeout = min(within ?? .seconds(Int64.max), (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting) }
+        if deadline {
+            let bound = (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting
+            options.timeout = within.map { min($0, bound) } ?? bound
+        }
         do {
             return try await body(connections[index], metadata, options)
         } catch let error as RPCError {

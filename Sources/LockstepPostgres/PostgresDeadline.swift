@@ -89,7 +89,7 @@ public enum PostgresDeadline {
         guard stuck < overruns.callsMax else { throw TooManyOverrun(count: stuck) }
         let answer = PostgresEventLog.OneShot<T>()
         let overrun = Overrun()
-        let work = Task {
+        Task {
             let result: Result<T, any Error>
             do { result = .success(try await body()) } catch { result = .failure(error) }
             // Answered for already, and counted: out of the count now.
@@ -111,7 +111,6 @@ public enum PostgresDeadline {
             answerFor(CancellationError())
         }
         watchdog.cancel()
-        _ = work
         return try result.get()
     }
 }

@@ -211,6 +211,8 @@ import LockstepService
         #expect(usage.status == 64 && usage.stderr.contains("PLAN@VERSION"), "\(usage)")
         let badTimeout = try await world.lockstep(["migration", "list", "--call-timeout-ms", "5"])
         #expect(badTimeout.status == 64 && badTimeout.stderr.contains("--call-timeout-ms (or $LOCKSTEP_CALL_TIMEOUT_MS) must be 100...86400000, not 5"), "\(badTimeout)")
+        let badStop = try await world.lockstep(["serve", "--dev", "--data", world.directory + "/unused", "--stop-timeout-ms", "999"])
+        #expect(badStop.status == 64 && badStop.stderr.contains("--stop-timeout-ms must be 1000...3600000, not 999"), "\(badStop)")
         // The server frozen (SIGSTOP: its connections stay open, nothing answers): the call gives up at its
         // deadline and says so. Before, it waited for ever.
         world.server.process.kill(SIGSTOP)

@@ -261,13 +261,7 @@ extension HostileClientTests {
         }
         try #require(exportBytes > 2 * sendBufferMax, "the export is \(exportBytes) bytes; the kernel may buffer \(sendBufferMax) for it")
         let certificate = data + "/cert.pem"
-        if tls {
-            let made = try await ChildProcess("/usr/bin/openssl", [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", data + "/key.pem", "-out", certificate,
-                "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            ]).wait(seconds: 60)
-            try #require(made.status == 0, "\(made.stderr)")
-        }
+        if tls { try await Self.makeLoopbackCertificate(in: data) }
         let server = try await ServerProcess(["--dev"] + (tls ? ["--tls-cert", certificate, "--tls-key", data + "/key.pem"] : []), data: data)
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/stalled_export.py").path
         let marker = data + "/export-open"
@@ -281,17 +275,21 @@ extension HostileClientTests {
         #expect(took < .seconds(25), "the server took \(took) to stop")
     }
 
+    /// A self-signed certificate for 127.0.0.1 and its key: `directory`/cert.pem and key.pem.
+    static func makeLoopbackCertificate(in directory: String) async throws {
+        let made = try await ChildProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out", directory + "/cert.pem",
+            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ]).wait(seconds: 60)
+        try #require(made.status == 0, "\(made.stderr)")
+    }
+
     /// A TLS server, and a client that began a handshake with it (the first 3 bytes of a handshake
     /// record's header) and sends nothing more, its handshake under way.
     static func serverWithAHandshakeThatNeverEnds() async throws -> (ServerProcess, ChildProcess) {
         let data = temporaryDirectory()
-        let certificate = data + "/cert.pem"
-        let made = try await ChildProcess("/usr/bin/openssl", [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", data + "/key.pem", "-out", certificate,
-            "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ]).wait(seconds: 60)
-        try #require(made.status == 0, "\(made.stderr)")
-        let server = try await ServerProcess(["--dev", "--tls-cert", certificate, "--tls-key", data + "/key.pem"], data: data)
+        try await makeLoopbackCertificate(in: data)
+        let server = try await ServerProcess(["--dev", "--tls-cert", data + "/cert.pem", "--tls-key", data + "/key.pem"], data: data)
         let address = try #require(server.url.split(separator: "/").last?.split(separator: ":"))
         let marker = data + "/handshake-begun"
         let client = try ChildProcess("/usr/bin/env", ["python3", "-c", """
