@@ -255,19 +255,16 @@ public actor PostgresEventLog: EventLog {
                 // That transaction commits nothing, and nothing of the batch landed: it runs again (twice
                 // at most) to read the reason.
                 if (1...2).contains(reruns), stopped == nil, case .unavailable = failure {
+                    try? await Task.sleep(for: .milliseconds(50 * reruns))
                     return await commit(requests, reruns: reruns + 1)
                 }
                 return requests.map { _ in .failure(failure) }
             }
-            if progress.state.withLock({ $0.syncing }), !(error is TransactionOverran), reruns == 0, stopped == nil,
-               (try? await landed(inserted)) == false {
-                // A batch sent ahead failed at its commit, where postgres-nio cannot read PostgreSQL's error
-                // (it closes the connection), and nothing of it was written: the locked way runs it again
-                // and reports the reason with its SQLSTATE (a storage fault there stops writes).
-                logger.notice("a batch sent ahead did not commit; the locked way runs it again", metadata: ["error": "\(failure)"])
-                return await commit(requests, reruns: 1)
-            }
-            return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran)
+            // A batch sent ahead that failed at its commit, where postgres-nio cannot read PostgreSQL's error
+            // (it closes the connection), runs again the locked way once the log shows nothing of it was
+            // written, to report the reason with its SQLSTATE (a storage fault there stops writes).
+            let rerun = progress.state.withLock({ $0.syncing }) && !(error is TransactionOverran) && reruns == 0
+            return await resolve(inserted, failure: failure, commitMayStillLand: error is TransactionOverran, rerunIfAbsent: rerun ? requests : nil)
         }
         guard let inserted = progress.state.withLock({ $0.planned }) else { return requests.map { _ in .failure(.unavailable("the transaction ran no inserts")) } }
         known = inserted.head
@@ -307,7 +304,10 @@ public actor PostgresEventLog: EventLog {
     /// have ended on is there with the chain hash it computed; otherwise nothing of it was written (another
     /// writer's events there, or none). While the log cannot be read (the database restarting) it is asked again
     /// with back-off for `resolveMillisMax`; then nobody knows, and the log stops taking writes.
-    private func resolve(_ planned: Planned, failure: EventLogError, commitMayStillLand: Bool = false) async -> [Result<AppendReceipt, EventLogError>] {
+    /// `rerunIfAbsent`: a batch sent ahead that failed at its commit; when the log shows it absent it runs
+    /// again the locked way (however long the log took to answer: the pool may hand out the closed
+    /// connection first).
+    private func resolve(_ planned: Planned, failure: EventLogError, commitMayStillLand: Bool = false, rerunIfAbsent requests: [AppendRequest]? = nil) async -> [Result<AppendReceipt, EventLogError>] {
         let reason = failure.description
         let deadline = ContinuousClock.now + .milliseconds(options.resolveMillisMax)
         var pause = Duration.milliseconds(100)
@@ -319,6 +319,10 @@ public actor PostgresEventLog: EventLog {
                 }
                 // Not there. A COMMIT that overran may still land, so that is no answer; otherwise it never will.
                 if commitMayStillLand { break }
+                if let requests, stopped == nil {
+                    logger.notice("a batch sent ahead did not commit; the locked way runs it again", metadata: ["error": "\(failure)"])
+                    return await commit(requests, reruns: 1)
+                }
                 return planned.results.map { result in
                     if case .failure = result { return result }
                     return .failure(stopped ?? failure)
