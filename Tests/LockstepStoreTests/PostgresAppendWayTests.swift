@@ -27,6 +27,22 @@ import Testing
         #expect(try await log.head() == LogHead(sequence: UInt64(count), chainHash: previous))
     }
 
+    /// A log that has sent a batch ahead (two events, stream `a` at version 2), on a database where every
+    /// insert into the log now fails at its commit with a storage fault (SQLSTATE 58030), after
+    /// `afterSeconds` in the trigger.
+    func aLogWhoseNextCommitFails(afterSeconds: Double = 0) async throws -> (database: String, log: PostgresEventLog) {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(request("a", 0, "a1"))
+        _ = try await log.append(request("a", 1, "a2"))
+        #expect(await log.committedAhead == 1)
+        try await TestPostgres.shared.psql(database, """
+            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(\(afterSeconds)); RAISE EXCEPTION 'simulated' USING ERRCODE = '58030'; END $$;
+            CREATE CONSTRAINT TRIGGER io AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault();
+            """)
+        return (database, log)
+    }
+
     @Test func aWritersBatchesGoAheadAfterTheFirst() async throws {
         let (_, client) = try await TestPostgres.shared.makeClient()
         let log = try await PostgresEventLog.open(client: client)
@@ -82,15 +98,7 @@ import Testing
     /// (it closes the connection); the locked way runs the batch again and reads it: a storage fault there
     /// stops writes, as it does on the locked way, and nothing is written.
     @Test func aStorageFaultAtTheCommitOfABatchSentAheadStopsWrites() async throws {
-        let (database, client) = try await TestPostgres.shared.makeClient()
-        let log = try await PostgresEventLog.open(client: client)
-        _ = try await log.append(request("a", 0, "a1"))
-        _ = try await log.append(request("a", 1, "a2"))
-        #expect(await log.committedAhead == 1)
-        try await TestPostgres.shared.psql(database, """
-            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '58030'; END $$;
-            CREATE CONSTRAINT TRIGGER io AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault();
-            """)
+        let (database, log) = try await aLogWhoseNextCommitFails()
         do {
             _ = try await log.append(request("a", 2, "a3"))
             Issue.record("an append that hit an I/O error at its commit was acknowledged")
@@ -108,15 +116,7 @@ import Testing
     /// first version took a failed read for "committed or not, unknown" and answered "the connection to
     /// PostgreSQL closed".)
     @Test func aBatchSentAheadWhoseOutcomeCannotBeReadAtOnceStillRunsTheLockedWay() async throws {
-        let (database, client) = try await TestPostgres.shared.makeClient()
-        let log = try await PostgresEventLog.open(client: client)
-        _ = try await log.append(request("a", 0, "a1"))
-        _ = try await log.append(request("a", 1, "a2"))
-        #expect(await log.committedAhead == 1)
-        try await TestPostgres.shared.psql(database, """
-            CREATE FUNCTION fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.5); RAISE EXCEPTION 'simulated' USING ERRCODE = '58030'; END $$;
-            CREATE CONSTRAINT TRIGGER io AFTER INSERT ON lockstep_events DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fault();
-            """)
+        let (database, log) = try await aLogWhoseNextCommitFails(afterSeconds: 0.5)
         // While the batch's commit sleeps in the trigger, another session queues for the head row: it gets
         // the row when the batch fails and holds it for 2.5 s, past the log's lock_timeout (5 s / 3).
         async let held: Void = {
