@@ -12,6 +12,9 @@ public struct LockstepClientError: Error, Hashable, Sendable, CustomStringConver
     public var message: String
     /// With `not_writer`: the writer's address, as the replica named it (`lockstep-writer`).
     public var writer: String?
+    /// A write whose answer never came (the connection was lost after the request may have gone out, its
+    /// deadline passed, or the server could not tell whether it committed): it may have been carried out.
+    public var mayHaveRun = false
 
     public init(code: String, message: String) {
         self.code = code
@@ -97,9 +100,16 @@ public struct LockstepClient: Sendable {
         }
     }
 
+    /// Whether anything a caller did through this client may have taken effect (`mayHaveHadEffects`).
+    final class Effects: Sendable {
+        let happened = Mutex(false)
+        func note() { happened.withLock { $0 = true } }
+    }
+
     let connections: [Connection]
     let targets: [String]
     let rotation: Rotation
+    let effects = Effects()
     let metadata: Metadata
     /// How long a call may take before it fails `deadline_exceeded` and the next call goes to the next
     /// server (a poll: its wait on top; a history call: 10 minutes at least). Without it a call to a
@@ -117,6 +127,12 @@ public struct LockstepClient: Sendable {
     /// watch opened after another call would have none. (The server still closes a connection idle
     /// past `--idle-timeout-ms`: PINGs do not count as work there.)
     static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: true)
+
+    /// Whether a call of this client may have changed something on a server (a write that succeeded, or
+    /// whose answer was lost) or handed its caller a streamed message. Once it has, repeating the caller's
+    /// work on the next server (as the CLI does after `unavailable`) could carry a write out twice, or
+    /// print events twice; before, it cannot.
+    public var mayHaveHadEffects: Bool { effects.happened.withLock { $0 } }
 
     /// The server calls go to now (`HOST:PORT`).
     public var currentTarget: String { targets[rotation.current.withLock { $0 }] }
@@ -197,19 +213,19 @@ public struct LockstepClient: Sendable {
         try await call { try await $0.migrations.applyPlan(request, metadata: $1, options: $2) }
     }
     public func validatePlan(_ request: Lockstep_V1_ApplyPlanRequest) async throws(LockstepClientError) -> Lockstep_V1_ValidatePlanResponse {
-        try await call { try await $0.migrations.validatePlan(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.validatePlan(request, metadata: $1, options: $2) }
     }
     public func plans() async throws(LockstepClientError) -> Lockstep_V1_ListPlansResponse {
-        try await call { try await $0.migrations.listPlans(.init(), metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.listPlans(.init(), metadata: $1, options: $2) }
     }
     public func startMigration(_ request: Lockstep_V1_StartMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_StartMigrationResponse {
         try await call { try await $0.migrations.startMigration(request, metadata: $1, options: $2) }
     }
     public func migration(_ request: Lockstep_V1_GetMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_Migration {
-        try await call { try await $0.migrations.getMigration(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.getMigration(request, metadata: $1, options: $2) }
     }
     public func migrations(_ request: Lockstep_V1_ListMigrationsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListMigrationsResponse {
-        try await call { try await $0.migrations.listMigrations(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.listMigrations(request, metadata: $1, options: $2) }
     }
     public func pause(_ request: Lockstep_V1_PauseMigrationRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
         try await call { try await $0.migrations.pauseMigration(request, metadata: $1, options: $2) }
@@ -236,11 +252,11 @@ public struct LockstepClient: Sendable {
     public func webhookDeliveries(_ request: Lockstep_V1_ListWebhookDeliveriesRequest) async throws(LockstepClientError)
         -> Lockstep_V1_ListWebhookDeliveriesResponse
     {
-        try await call { try await $0.migrations.listWebhookDeliveries(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.listWebhookDeliveries(request, metadata: $1, options: $2) }
     }
 
     public func listFreezes(_ request: Lockstep_V1_ListFreezesRequest) async throws(LockstepClientError) -> Lockstep_V1_ListFreezesResponse {
-        try await call { try await $0.migrations.listFreezes(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.listFreezes(request, metadata: $1, options: $2) }
     }
     public func endFreeze(_ request: Lockstep_V1_EndFreezeRequest) async throws(LockstepClientError) -> Lockstep_V1_FreezeResponse {
         try await call { try await $0.migrations.endFreeze(request, metadata: $1, options: $2) }
@@ -257,16 +273,19 @@ public struct LockstepClient: Sendable {
     }
 
     public func serviceLeases() async throws(LockstepClientError) -> Lockstep_V1_ListServiceLeasesResponse {
-        try await call { try await $0.migrations.listServiceLeases(.init(), metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.migrations.listServiceLeases(.init(), metadata: $1, options: $2) }
     }
 
     /// Calls `each` with every event of the migration after `request.afterSequence`, live, until it settles.
     public func watch(_ request: Lockstep_V1_WatchRequest,
                       _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
         // A stream has no deadline (it lasts as long as its reader likes); the keepalive ends it if its server froze.
-        try await call(deadline: false) { connection, metadata, options in
+        try await call(writes: false, deadline: false) { connection, metadata, options in
             try await connection.migrations.watch(request, metadata: metadata, options: options) { response in
-                for try await envelope in response.messages { try await each(envelope) }
+                for try await envelope in response.messages {
+                    effects.note()
+                    try await each(envelope)
+                }
             }
         }
     }
@@ -274,39 +293,43 @@ public struct LockstepClient: Sendable {
     // MARK: Reviewers and services
 
     public func events(_ request: Lockstep_V1_ListEventsRequest) async throws(LockstepClientError) -> Lockstep_V1_ListEventsResponse {
-        try await call(history: true) { try await $0.history.listEvents(request, metadata: $1, options: $2) }
+        try await call(writes: false, history: true) { try await $0.history.listEvents(request, metadata: $1, options: $2) }
     }
     /// Every event after `request.afterSequence` (of `request.stream`, or all), streamed: `each` is called
     /// for every event in order, and the server reads the log at the pace `each` takes them.
     public func export(_ request: Lockstep_V1_ListEventsRequest,
                        _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
-        try await call(deadline: false) { connection, metadata, options in
+        try await call(writes: false, deadline: false) { connection, metadata, options in
             try await connection.history.exportEvents(request, metadata: metadata, options: options) { response in
-                for try await envelope in response.messages { try await each(envelope) }
+                for try await envelope in response.messages {
+                    effects.note()
+                    try await each(envelope)
+                }
             }
         }
     }
     public func state(_ request: Lockstep_V1_StateAtRequest) async throws(LockstepClientError) -> Lockstep_V1_StateAtResponse {
-        try await call(history: true) { try await $0.history.getStateAt(request, metadata: $1, options: $2) }
+        try await call(writes: false, history: true) { try await $0.history.getStateAt(request, metadata: $1, options: $2) }
     }
     public func verify() async throws(LockstepClientError) -> Lockstep_V1_VerifyHistoryResponse {
-        try await call(history: true) { try await $0.history.verifyHistory(.init(), metadata: $1, options: $2) }
+        try await call(writes: false, history: true) { try await $0.history.verifyHistory(.init(), metadata: $1, options: $2) }
     }
     public func explain(_ request: Lockstep_V1_ExplainRequest) async throws(LockstepClientError) -> Lockstep_V1_ExplainResponse {
-        try await call(history: true) { try await $0.history.explainMigration(request, metadata: $1, options: $2) }
+        try await call(writes: false, history: true) { try await $0.history.explainMigration(request, metadata: $1, options: $2) }
     }
     public func diff(_ request: Lockstep_V1_DiffHistoryRequest) async throws(LockstepClientError) -> Lockstep_V1_DiffHistoryResponse {
-        try await call(history: true) { try await $0.history.diffHistory(request, metadata: $1, options: $2) }
+        try await call(writes: false, history: true) { try await $0.history.diffHistory(request, metadata: $1, options: $2) }
     }
     public func stage(_ request: Lockstep_V1_StageRequest) async throws(LockstepClientError) -> Lockstep_V1_Stage {
-        try await call { try await $0.stages.getStage(request, metadata: $1, options: $2) }
+        try await call(writes: false) { try await $0.stages.getStage(request, metadata: $1, options: $2) }
     }
 
     /// Calls the current server. A replica's `not_writer` names the writer: when that is one of this
     /// client's addresses, calls move there and this one is sent again at once (nothing was written by
     /// the replica, so that is safe); otherwise, as after `unavailable` or `shutting_down`, the next call
-    /// goes to the next address.
-    private func call<Result: Sendable>(hops: Int = 0, deadline: Bool = true, waiting: Duration = .zero, history: Bool = false, within: Duration? = nil,
+    /// goes to the next address. `writes`: the call may change something on the server (every call but
+    /// the reads), noted in `mayHaveHadEffects` when it succeeds or when its outcome is open.
+    private func call<Result: Sendable>(writes: Bool = true, hops: Int = 0, deadline: Bool = true, waiting: Duration = .zero, history: Bool = false, within: Duration? = nil,
                                         _ body: (Connection, Metadata, CallOptions) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
         var options = CallOptions.defaults
@@ -315,11 +338,19 @@ public struct LockstepClient: Sendable {
             options.timeout = within.map { min($0, bound) } ?? bound
         }
         do {
-            return try await body(connections[index], metadata, options)
+            let result = try await body(connections[index], metadata, options)
+            if writes { effects.note() }
+            return result
         } catch let error as RPCError {
-            let failure = LockstepClientError(error)
+            var failure = LockstepClientError(error)
+            if writes, Self.mayHaveRun(error) {
+                failure.mayHaveRun = true
+                effects.note()
+            }
             if failure.code == ErrorCode.notWriter.rawValue, let writer = failure.writer, let target = targets.firstIndex(of: writer), target != index, hops < targets.count {
-                if rotation.move(from: index, to: target) { return try await call(hops: hops + 1, deadline: deadline, waiting: waiting, history: history, within: within, body) }
+                if rotation.move(from: index, to: target) {
+                    return try await call(writes: writes, hops: hops + 1, deadline: deadline, waiting: waiting, history: history, within: within, body)
+                }
                 throw failure
             }
             // A deadline passed: the server may have frozen, so the next call goes to the next one too.
@@ -329,7 +360,30 @@ public struct LockstepClient: Sendable {
             throw error
         } catch {
             rotation.advance(from: index)
-            throw LockstepClientError(code: ErrorCode.unavailable.rawValue, message: "the call failed: \(error)")
+            var failure = LockstepClientError(code: ErrorCode.unavailable.rawValue, message: "the call failed: \(error)")
+            if writes {
+                failure.mayHaveRun = true
+                effects.note()
+            }
+            throw failure
         }
     }
+
+    /// Whether a write that failed with `error` may have been carried out. A server's own answer says
+    /// (only `commit_outcome_unknown` leaves it open; `not_writer` and `shutting_down` refuse before
+    /// running anything); without one, only a transport failure that shows the request never left (no
+    /// connection could be made, or the channel was not ready) rules it out.
+    static func mayHaveRun(_ error: RPCError) -> Bool {
+        if let code = error.metadata[stringValues: "lockstep-error-code"].first(where: { _ in true }) {
+            return code == ErrorCode.commitOutcomeUnknown.rawValue
+        }
+        return !(error.code == .unavailable && neverSent.contains { error.message.contains($0) })
+    }
+
+    /// How grpc-swift-nio-transport (2.x) words the failures of a call that never left: the connection
+    /// could not be made or the channel had none ready (`CLIEndToEndTests` checks that a refused first
+    /// address is still recognised, so a rewording there shows up as a test failure, not as a re-run).
+    static let neverSent = ["Could not establish a connection", "'wait for ready' isn't enabled", "no subchannel available",
+                            "Failed to resolve server name", "closed the connection before completing the HTTP/2 connection preface",
+                            "subchannel isn't ready", "subchannel is unavailable", "Channel is shutting down"]
 }

@@ -55,27 +55,35 @@ public struct PostgresLeadership: Sendable {
     /// lapses a TTL later (its next take finds it held and waits): a TTL without a writer, never two
     /// writers. (Taking such an epoch up was tried and dropped: by name and number alone it cannot be told
     /// from another process's under the same `--coordinator-id`.)
+    ///
+    /// A lease that is running is seen without a lock: a standby's look must never hold the lease row, or
+    /// one frozen in the middle of it (a pause, SIGSTOP) would hold the writer's renewals until the
+    /// database ended its transaction (`idleInTransactionMillis`, half a TTL or more) and depose a healthy
+    /// writer. Only a lapsed lease is locked and taken.
     public func tryAcquire() async throws -> Int64? {
         let (client, logger, holder, address, ttlMillis) = (client, logger, holder, address, ttlMillis)
-        return try await PostgresDeadline.run(within: takeLimit, overruns: overruns) { try await client.withTransaction(logger: logger) { connection -> Int64? in
-            // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
-            // again later (the database ends that transaction: `idleInTransactionMillis`).
-            try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
-            var current: (epoch: Int64, lapsed: Bool)?
-            for try await (epoch, lapsed) in try await connection.query(
-                "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
-                current = (epoch, lapsed)
+        return try await PostgresDeadline.run(within: takeLimit, overruns: overruns) {
+            if let held = try await Self.look(client, logger), !held.lapsed { return nil }
+            return try await client.withTransaction(logger: logger) { connection -> Int64? in
+                // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
+                // again later (the database ends that transaction: `idleInTransactionMillis`).
+                try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
+                var current: (epoch: Int64, lapsed: Bool)?
+                for try await (epoch, lapsed) in try await connection.query(
+                    "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
+                    current = (epoch, lapsed)
+                }
+                guard let current, current.lapsed else { return nil }
+                let epoch = current.epoch + 1
+                try await connection.query("""
+                    UPDATE lockstep_leader SET epoch = \(epoch), holder = \(holder), address = \(address),
+                        expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond' WHERE id = 1
+                    """, logger: logger)
+                // The fence: from this commit on, an append under an older epoch writes nothing.
+                try await connection.query("UPDATE lockstep_head SET epoch = \(epoch) WHERE id = 1", logger: logger)
+                return epoch
             }
-            guard let current, current.lapsed else { return nil }
-            let epoch = current.epoch + 1
-            try await connection.query("""
-                UPDATE lockstep_leader SET epoch = \(epoch), holder = \(holder), address = \(address),
-                    expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond' WHERE id = 1
-                """, logger: logger)
-            // The fence: from this commit on, an append under an older epoch writes nothing.
-            try await connection.query("UPDATE lockstep_head SET epoch = \(epoch) WHERE id = 1", logger: logger)
-            return epoch
-        } }
+        }
     }
 
     /// Extends the lease held under `epoch` by a TTL from now, waiting `limit` at most (the keeper gives
@@ -114,13 +122,16 @@ public struct PostgresLeadership: Sendable {
     /// The lease as the table has it now.
     public func current() async throws -> Holder? {
         let (client, logger) = (client, logger)
-        return try await PostgresDeadline.run(within: lookLimit, overruns: overruns) {
-            let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
-            for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
-                return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
-            }
-            return nil
+        return try await PostgresDeadline.run(within: lookLimit, overruns: overruns) { try await Self.look(client, logger) }
+    }
+
+    /// The lease row, read without a lock.
+    private static func look(_ client: PostgresClient, _ logger: Logger) async throws -> Holder? {
+        let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
+        for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
+            return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
         }
+        return nil
     }
 
     /// The bound on a release (`PostgresDeadline`): a graceful stop does not wait long on a database

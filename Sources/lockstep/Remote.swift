@@ -52,13 +52,14 @@ struct ServerOptions: ParsableArguments {
                 let addresses = self.addresses
                 try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted, timeout: try timeout()) { lockstep in
                     // With several servers, a command that could not reach one runs again on the next (the
-                    // client has moved on); each is tried once.
+                    // client has moved on); each is tried once. Not once anything of it may have taken
+                    // effect: a write that went out (its answer lost), or events already printed.
                     var attempt = 1
                     while true {
                         do {
                             return try await body(lockstep)
                         } catch let error as LockstepClientError where error.code == "unavailable" || error.code == "shutting_down" {
-                            guard attempt < addresses.count else { throw error }
+                            guard attempt < addresses.count, !lockstep.mayHaveHadEffects else { throw error }
                             attempt += 1
                         }
                     }
@@ -83,6 +84,9 @@ enum RemoteExit {
 extension CommandFailure {
     init(remote error: LockstepClientError, server: String) {
         switch error.code {
+        case "unavailable" where error.mayHaveRun:
+            self.init(message: "unavailable: the connection to the Lockstep server at \(server) was lost before the answer (\(error.message)); the command may have been carried out: look (`lockstep migration status`, `lockstep freeze list`, `lockstep history export`) before running it again",
+                      exitCode: RemoteExit.unreachable)
         case "unavailable":
             self.init(message: "unavailable: cannot reach the Lockstep server at \(server) (\(error.message)); is `lockstep serve` running there? Set --server or LOCKSTEP_SERVER",
                       exitCode: RemoteExit.unreachable)

@@ -229,6 +229,27 @@ import LockstepService
         #expect(Date().timeIntervalSince(began) < 20)
     }
 
+    /// With several servers the CLI runs a command again on the next one after `unavailable`, but only while
+    /// nothing of it can have taken effect. Before, a write whose answer was lost (carried out, then the
+    /// connection dropped) ran again on the next address: `freeze add` declared two freezes.
+    @Test func aWriteWhoseAnswerIsLostIsNotRunAgainOnTheNextServer() async throws {
+        let world = try await world()
+        let cutterPort = try TestPostgres.freePort()
+        let cutter = try ChildProcess("/usr/bin/env", ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/answer-cutter.py").path,
+                                                       "\(cutterPort)", String(world.address.split(separator: ":").last ?? "")])
+        defer { cutter.kill(SIGKILL) }
+        try await cutter.waitForOutput("ready", seconds: 10)
+        let lost = try await world.lockstep(["freeze", "add", "--service", "orders", "--reason", "quarter close"], server: "127.0.0.1:\(cutterPort),\(world.address)")
+        #expect(lost.status == 3 && lost.stderr.contains("was lost before the answer") && lost.stderr.contains("may have been carried out"), "\(lost)")
+        let listed = try await world.lockstep(["freeze", "list", "--output", "json"])
+        #expect(listed.stdout.components(separatedBy: "quarter close").count == 2, "one freeze, not two: \(listed.stdout)")
+        // A first address that refuses connections: nothing went out, so the write runs on the next one
+        // (this also checks that the transport's wording of a call that never left is still recognised).
+        let refused = try await world.lockstep(["freeze", "add", "--service", "orders", "--reason", "year end"], server: "127.0.0.1:\(try TestPostgres.freePort()),\(world.address)")
+        #expect(refused.status == 0, "\(refused)")
+        #expect(try await world.lockstep(["freeze", "list", "--output", "json"]).stdout.contains("year end"))
+    }
+
     @Test func migrationListShowsAtMostItsLimitAndSaysWhenThereIsMore() async throws {
         let world = try await world()
         #expect(try await world.lockstep(["plan", "apply", world.directory + "/plan.yaml"]).status == 0)

@@ -120,12 +120,7 @@ import Testing
         // While the batch's commit sleeps in the trigger, another session queues for the head row: it gets
         // the row when the batch fails and holds it for 2.5 s, past the log's lock_timeout (5 s / 3).
         async let held: Void = {
-            var polls = 0
-            while try await TestPostgres.shared.psql(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "0\n" {
-                polls += 1
-                try #require(polls < 250, "the batch's commit never reached the trigger's sleep")
-                try await Task.sleep(for: .milliseconds(20))
-            }
+            try await TestPostgres.shared.waitForASessionInPgSleep(database)
             try await TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head WHERE id = 1 FOR UPDATE; SELECT pg_sleep(2.5); COMMIT;")
         }()
         do {

@@ -52,6 +52,26 @@ import Testing
 
     /// A writer appending as fast as it can while another takes over: every append the old writer had
     /// acknowledged is in the log, and none of its events comes after the new writer's first.
+    /// A standby's take of a lease that is running takes no lock on the lease row, so a standby frozen in
+    /// the middle of one cannot hold the writer's renewals (before, it locked the row first: frozen there,
+    /// the writer's renewals waited until the database ended the standby's transaction, half a TTL or more,
+    /// and a healthy writer could lose its lease). Here another session holds the row locked, past B's
+    /// lock_timeout: B still sees the lease held, where the locking take failed.
+    @Test func aStandbysLookAtARunningLeaseTakesNoLock() async throws {
+        let (database, clientA) = try await TestPostgres.shared.makeClient()
+        let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())
+        _ = try await PostgresEventLog.open(client: clientA)
+        let leaderA = PostgresLeadership(client: clientA, holder: "a", address: "a:1", ttlMillis: 60_000, logger: Logger(label: "a"))
+        let leaderB = PostgresLeadership(client: clientB, holder: "b", address: "b:1", ttlMillis: 400, logger: Logger(label: "b"))
+        let epoch = try #require(try await leaderA.tryAcquire())
+        async let held = TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_leader WHERE id = 1 FOR UPDATE; SELECT pg_sleep(2); COMMIT;")
+        try await TestPostgres.shared.waitForASessionInPgSleep(database)
+        #expect(try await leaderB.tryAcquire() == nil, "a running lease is not taken")
+        #expect(try await leaderB.current()?.holder == "a")
+        _ = try await held
+        #expect(try await leaderA.renew(epoch: epoch, within: .seconds(10)))
+    }
+
     @Test func appendsRacingATakeoverNeverInterleave() async throws {
         let (database, clientA) = try await TestPostgres.shared.makeClient()
         let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())

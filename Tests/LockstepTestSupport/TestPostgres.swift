@@ -97,6 +97,17 @@ public actor TestPostgres {
                                                       "-v", "ON_ERROR_STOP=1", "-c", sql])
     }
 
+    /// Waits (5 s at most) until a session of `database` is inside `pg_sleep`: a test's transaction holding
+    /// its locks, or a trigger's pause, has got there.
+    public func waitForASessionInPgSleep(_ database: String) async throws {
+        var polls = 0
+        while try await psql(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "0\n" {
+            polls += 1
+            guard polls < 250 else { throw PostgresUnavailable(description: "no session of \(database) reached pg_sleep within 5 s") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     /// Stops the cluster at once (`pg_ctl stop -m immediate`: a crash, as far as the database is concerned).
     public func crash() async throws {
         let cluster = try await started()

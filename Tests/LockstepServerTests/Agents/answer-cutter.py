@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""A TCP proxy in front of a Lockstep server that loses the answer to the first gRPC call, for CLIEndToEndTests.
+
+Usage: answer-cutter.py LISTEN_PORT TARGET_PORT
+
+Forwards every connection to 127.0.0.1:TARGET_PORT frame by frame. The first request stream a client opens
+(its HEADERS frame) is passed on whole; the server's frames on that stream are read and dropped until it
+ends the stream (its trailers: the call was carried out and answered), and then both sides are closed:
+the client sees its connection lost with the call in fact done. Later connections pass through. Prints
+"ready" once it listens.
+"""
+import socket
+import socketserver
+import sys
+import threading
+
+listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+HEADERS, END_STREAM = 1, 0x1
+state = {"cut": None, "done": False}
+lock = threading.Lock()
+
+
+def frames(sock, prefix=b""):
+    """Yields the raw bytes of each whole frame read from sock (after `prefix`, which is passed as is)."""
+    buffer = b""
+    if prefix:
+        while len(buffer) < len(prefix):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            buffer += chunk
+        yield buffer[: len(prefix)]
+        buffer = buffer[len(prefix):]
+    while True:
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[0:3], "big"):
+            size = 9 + int.from_bytes(buffer[0:3], "big")
+            yield buffer[:size]
+            buffer = buffer[size:]
+        chunk = sock.recv(65536)
+        if not chunk:
+            return
+        buffer += chunk
+
+
+def close(pair):
+    for side in pair:
+        try:
+            side.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        side.close()
+
+
+def upstream(client, server, pair):
+    try:
+        for frame in frames(client, PREFACE):
+            if len(frame) >= 9 and frame[3] == HEADERS:
+                stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+                with lock:
+                    if state["cut"] is None and not state["done"]:
+                        state["cut"] = (id(pair), stream)
+            server.sendall(frame)
+    except OSError:
+        pass
+
+
+def downstream(server, client, pair):
+    try:
+        for frame in frames(server):
+            stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+            with lock:
+                cut = state["cut"] == (id(pair), stream)
+            if cut:
+                if frame[4] & END_STREAM:
+                    with lock:
+                        state["done"] = True
+                    break
+                continue
+            client.sendall(frame)
+    except OSError:
+        pass
+    close(pair)
+
+
+class Proxy(socketserver.BaseRequestHandler):
+    def handle(self):
+        server = socket.create_connection(("127.0.0.1", target_port))
+        pair = (self.request, server)
+        down = threading.Thread(target=downstream, args=(server, self.request, pair), daemon=True)
+        down.start()
+        upstream(self.request, server, pair)
+        down.join()
+
+
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer.daemon_threads = True
+with socketserver.ThreadingTCPServer(("127.0.0.1", listen_port), Proxy) as proxy:
+    print("ready", flush=True)
+    proxy.serve_forever()
