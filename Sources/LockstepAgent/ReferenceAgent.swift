@@ -350,6 +350,9 @@ public struct ReferenceAgent: Sendable {
     private func report(_ step: Lockstep_V1_Step, name: String, _ lockstep: LockstepClient, shared: StepShared,
                         failure: (reason: String, retryable: Bool)?, check: Lockstep_V1_CheckResult? = nil, stopped: Bool = false) async {
         var delay = Duration.milliseconds(100)
+        // Whether an earlier try may have been taken (its answer lost): then a refusal of this one most
+        // likely says the step was already reported, not that the report failed.
+        var mayHaveBeenTaken = false
         for attempt in 1...Self.reportAttemptsMax {
             do throws(LockstepClientError) {
                 if let failure {
@@ -372,10 +375,17 @@ public struct ReferenceAgent: Sendable {
                 }
                 return
             } catch {
+                let earlier = mayHaveBeenTaken
+                mayHaveBeenTaken = mayHaveBeenTaken || error.mayHaveRun
+                let look = "`lockstep migration status` shows the step"
                 if let lost = shared.lost.withLock({ $0 }) {
+                    // Taking the report ends the lease, so a lost lease after a lost answer is no news.
+                    if mayHaveBeenTaken { return say("\(name): a report's answer was lost and the lease has ended since (\(lost)): the report was most likely taken; \(look)") }
                     return say("\(name): lease lost before the report was taken (\(lost)); nothing reported")
                 }
                 guard error.isTransient && attempt < Self.reportAttemptsMax else {
+                    if error.mayHaveRun { return say("\(name): the report's answer was lost (\(error)) and no tries are left: it may have been taken; \(look)") }
+                    if earlier { return say("\(name): an earlier try's answer was lost and this one was refused (\(error)): the report was most likely taken then; \(look)") }
                     return say("\(name): the report was refused: \(error)")
                 }
                 try? await Task.sleep(for: delay)

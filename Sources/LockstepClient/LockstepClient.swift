@@ -369,21 +369,27 @@ public struct LockstepClient: Sendable {
         }
     }
 
-    /// Whether a write that failed with `error` may have been carried out. A server's own answer says
-    /// (only `commit_outcome_unknown` leaves it open; `not_writer` and `shutting_down` refuse before
-    /// running anything); without one, only a transport failure that shows the request never left (no
-    /// connection could be made, or the channel was not ready) rules it out.
+    /// Whether a write that failed with `error` may have been carried out. A server's own answer mostly
+    /// says it was not (a rejection, `not_writer`, `shutting_down`, a limit), except the answers that
+    /// leave it open (`openOutcomes`: the commit's outcome unknown, the server's deadline passing while the
+    /// work went on, an answer that could not be encoded after the work was done); without one, only a
+    /// transport failure that shows the request never left (no connection could be made, the channel was
+    /// not ready) rules it out.
     static func mayHaveRun(_ error: RPCError) -> Bool {
         if let code = error.metadata[stringValues: "lockstep-error-code"].first(where: { _ in true }) {
-            return code == ErrorCode.commitOutcomeUnknown.rawValue
+            return openOutcomes.contains(code)
         }
         return !(error.code == .unavailable && neverSent.contains { error.message.contains($0) })
     }
+
+    /// The server's answers after which a write may still have been carried out.
+    static let openOutcomes: Set<String> = Set([ErrorCode.commitOutcomeUnknown, .deadlineExceeded, .cancelled, .unknown, .internalError].map(\.rawValue))
 
     /// How grpc-swift-nio-transport (2.x) words the failures of a call that never left: the connection
     /// could not be made or the channel had none ready (`CLIEndToEndTests` checks that a refused first
     /// address is still recognised, so a rewording there shows up as a test failure, not as a re-run).
     static let neverSent = ["Could not establish a connection", "'wait for ready' isn't enabled", "no subchannel available",
                             "Failed to resolve server name", "closed the connection before completing the HTTP/2 connection preface",
-                            "subchannel isn't ready", "subchannel is unavailable", "Channel is shutting down"]
+                            "subchannel isn't ready", "subchannel is unavailable", "Channel is shutting down", "channel is shutdown",
+                            "channel is closed", "Transport is shut down", "Transport is shutting down", "The channel was closed"]
 }

@@ -120,8 +120,10 @@ extension HistoryCommand {
             }
             let out = FileHandle.standardOutput
             guard let history = try localHistory(local, archive) else {
+                // Where the export stands: a run on the next address after `unavailable` goes on from there
+                // (a page the reads returned is printed; no event twice).
+                var position = after
                 return try await server.run { lockstep in
-                    var position = after
                     while true {
                         let page = try await lockstep.events(.with {
                             $0.afterSequence = position

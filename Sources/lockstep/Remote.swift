@@ -56,11 +56,20 @@ struct ServerOptions: ParsableArguments {
                     // effect: a write that went out (its answer lost), or events already printed.
                     var attempt = 1
                     while true {
+                        let target = lockstep.currentTarget
                         do {
                             return try await body(lockstep)
                         } catch let error as LockstepClientError where error.code == "unavailable" || error.code == "shutting_down" {
-                            guard attempt < addresses.count, !lockstep.mayHaveHadEffects else { throw error }
+                            guard attempt < addresses.count, !lockstep.mayHaveHadEffects else {
+                                // This call did not go through, but an earlier one of the command took effect.
+                                if lockstep.mayHaveHadEffects, !error.mayHaveRun {
+                                    throw CommandFailure(partlyDone: error, server: target, notRunAgain: attempt < addresses.count)
+                                }
+                                throw CommandFailure(remote: error, server: target)
+                            }
                             attempt += 1
+                        } catch let error as LockstepClientError {
+                            throw CommandFailure(remote: error, server: target)
                         }
                     }
                 }
@@ -82,11 +91,23 @@ enum RemoteExit {
 }
 
 extension CommandFailure {
+    /// How to find out what a command that stopped half-way did.
+    static let look = "look (`lockstep migration status`, `lockstep freeze list`, `lockstep history export`) before running it again"
+
+    /// A call of a command could not reach its server after an earlier call of it took effect: the command
+    /// is not run again on the next address (it would repeat that).
+    init(partlyDone error: LockstepClientError, server: String, notRunAgain: Bool) {
+        self.init(message: "\(error.code): the Lockstep server at \(server) could not be reached (\(error.message)) after part of the command had taken effect\(notRunAgain ? "; it was not run again on the next address" : ""): \(Self.look)",
+                  exitCode: RemoteExit.unreachable)
+    }
+
     init(remote error: LockstepClientError, server: String) {
         switch error.code {
         case "unavailable" where error.mayHaveRun:
-            self.init(message: "unavailable: the connection to the Lockstep server at \(server) was lost before the answer (\(error.message)); the command may have been carried out: look (`lockstep migration status`, `lockstep freeze list`, `lockstep history export`) before running it again",
+            self.init(message: "unavailable: the connection to the Lockstep server at \(server) was lost before the answer (\(error.message)); the command may have been carried out: \(Self.look)",
                       exitCode: RemoteExit.unreachable)
+        case "commit_outcome_unknown":
+            self.init(message: "\(error.description); the command may have been carried out: \(Self.look)", exitCode: RemoteExit.unreachable)
         case "unavailable":
             self.init(message: "unavailable: cannot reach the Lockstep server at \(server) (\(error.message)); is `lockstep serve` running there? Set --server or LOCKSTEP_SERVER",
                       exitCode: RemoteExit.unreachable)

@@ -61,7 +61,20 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
             fflush(nil)
         }
     }
-    defer { events.cancel() }
+    do {
+        return try await waitForSettling(id, lockstep, events: events, deadline: deadline)
+    } catch {
+        // The watch is over before the error leaves (a command run again on the next address must not
+        // find a line of this one printed after it decided nothing was).
+        events.cancel()
+        _ = await events.result
+        throw error
+    }
+}
+
+/// `waitFor`'s loop: the migration's status every 500 ms until it settles, pauses or `deadline` passes.
+private func waitForSettling(_ id: String, _ lockstep: LockstepClient, events: Task<Void, any Error>,
+                             deadline: ContinuousClock.Instant?) async throws -> WaitOutcome {
     while true {
         let migration = try await lockstep.migration(.with { $0.migrationID = id })
         let reason = migration.statusReason

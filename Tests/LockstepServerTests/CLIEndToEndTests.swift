@@ -46,6 +46,9 @@ import LockstepService
 
         """
 
+    /// A proxy that loses the answer to one gRPC call (`Agents/answer-cutter.py`).
+    static let answerCutter = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/answer-cutter.py").path
+
     struct World {
         let server: ServerProcess
         let directory: String
@@ -235,8 +238,7 @@ import LockstepService
     @Test func aWriteWhoseAnswerIsLostIsNotRunAgainOnTheNextServer() async throws {
         let world = try await world()
         let cutterPort = try TestPostgres.freePort()
-        let cutter = try ChildProcess("/usr/bin/env", ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/answer-cutter.py").path,
-                                                       "\(cutterPort)", String(world.address.split(separator: ":").last ?? "")])
+        let cutter = try ChildProcess("/usr/bin/env", ["python3", Self.answerCutter, "\(cutterPort)", String(world.address.split(separator: ":").last ?? "")])
         defer { cutter.kill(SIGKILL) }
         try await cutter.waitForOutput("ready", seconds: 10)
         let lost = try await world.lockstep(["freeze", "add", "--service", "orders", "--reason", "quarter close"], server: "127.0.0.1:\(cutterPort),\(world.address)")
@@ -248,6 +250,55 @@ import LockstepService
         let refused = try await world.lockstep(["freeze", "add", "--service", "orders", "--reason", "year end"], server: "127.0.0.1:\(try TestPostgres.freePort()),\(world.address)")
         #expect(refused.status == 0, "\(refused)")
         #expect(try await world.lockstep(["freeze", "list", "--output", "json"]).stdout.contains("year end"))
+    }
+
+    /// The reference agent retries a report after `unavailable`; when the first try was carried out and only
+    /// its answer was lost, the retry is refused (and the lease has ended): the agent says the report was
+    /// most likely taken, not that it was refused or that nothing was reported. The step completes once.
+    @Test func anAgentWhoseReportsAnswerIsLostSaysItWasMostLikelyTaken() async throws {
+        let world = try await world()
+        try "name: cut\nservices:\n  orders: { owners: [orders-team] }\nnodes:\n  - id: switch\n    service: orders\n    phase: live\n    action: flip-flag\n"
+            .write(toFile: world.directory + "/cut.yaml", atomically: true, encoding: .utf8)
+        #expect(try await world.lockstep(["plan", "apply", world.directory + "/cut.yaml"]).status == 0)
+        #expect(try await world.lockstep(["migration", "start", "cut@1", "--id", "c1"]).status == 0)
+        let cutterPort = try TestPostgres.freePort()
+        let cutter = try ChildProcess("/usr/bin/env", ["python3", Self.answerCutter, "\(cutterPort)", String(world.address.split(separator: ":").last ?? ""), "Complete"])
+        defer { cutter.kill(SIGKILL) }
+        try await cutter.waitForOutput("ready", seconds: 10)
+        let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", world.directory + "/handlers", "--id", "orders-1"],
+                                     environment: world.environment("orders-agent", server: "127.0.0.1:\(cutterPort)"))
+        defer { agent.kill(SIGKILL) }
+        try await eventually("the migration succeeds") {
+            try await world.lockstep(["migration", "status", "c1", "--output", "json"]).stdout.contains("MIGRATION_STATUS_SUCCEEDED")
+        }
+        try await agent.waitForOutput("the report was most likely taken", seconds: 30)
+        #expect(!agent.stdout.contains("the report was refused") && !agent.stdout.contains("nothing reported"), "\(agent.stdout)")
+        let events = try await world.lockstep(["history", "export"])
+        #expect(events.stdout.components(separatedBy: "step_completed").count == 2, "one completion: \(events.stdout)")
+    }
+
+    /// `history export` from a server reads the log a page (1,000 events) at a time; when a page's call
+    /// fails `unavailable`, the export goes on from the last event it printed on the next address. Before,
+    /// it started again from the beginning and printed the first page twice.
+    @Test func anExportCutOffAfterAPageGoesOnFromThereOnTheNextServer() async throws {
+        let directory = temporaryDirectory()
+        let load = try await ChildProcess(try lockstepBinary(), ["debug", "append-load", "--data", directory + "/data", "--seconds", "1", "--writers", "2"]).wait(seconds: 60)
+        try #require(load.status == 0, "\(load)")
+        let local = try await ChildProcess(try lockstepBinary(), ["history", "export", "--data", directory + "/data"]).wait(seconds: 60)
+        let lines = local.stdout.split(separator: "\n").count
+        try #require(local.status == 0 && lines > 1_000, "two pages at least: \(lines) events")
+        let server = try await ServerProcess(data: directory)
+        defer { server.process.kill(SIGKILL) }
+        let cutterPort = try TestPostgres.freePort()
+        let cutter = try ChildProcess("/usr/bin/env", ["python3", Self.answerCutter, "\(cutterPort)", String(server.grpc.split(separator: ":").last ?? ""), "ListEvents#2"])
+        defer { cutter.kill(SIGKILL) }
+        try await cutter.waitForOutput("ready", seconds: 10)
+        let exported = try await ChildProcess(try lockstepBinary(), ["history", "export"], environment: ["LOCKSTEP_SERVER": "127.0.0.1:\(cutterPort),\(server.grpc)"]).wait(seconds: 60)
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let exportedLines = exported.stdout.split(separator: "\n").count
+        #expect(exportedLines == lines, "every event once")
+        let same = exported.stdout == local.stdout
+        #expect(same, "the export through the servers is the log's own")
     }
 
     @Test func migrationListShowsAtMostItsLimitAndSaysWhenThereIsMore() async throws {

@@ -116,9 +116,10 @@ import Testing
     /// first version took a failed read for "committed or not, unknown" and answered "the connection to
     /// PostgreSQL closed".)
     @Test func aBatchSentAheadWhoseOutcomeCannotBeReadAtOnceStillRunsTheLockedWay() async throws {
-        let (database, log) = try await aLogWhoseNextCommitFails(afterSeconds: 0.5)
-        // While the batch's commit sleeps in the trigger, another session queues for the head row: it gets
-        // the row when the batch fails and holds it for 2.5 s, past the log's lock_timeout (5 s / 3).
+        let (database, log) = try await aLogWhoseNextCommitFails(afterSeconds: 2)
+        // While the batch's commit sleeps in the trigger (2 s), another session queues for the head row the
+        // batch updated: it gets the row when the batch fails and holds it for 2.5 s, past the log's
+        // lock_timeout (5 s / 3), so the log's first read of the outcome fails.
         async let held: Void = {
             try await TestPostgres.shared.waitForASessionInPgSleep(database)
             try await TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head WHERE id = 1 FOR UPDATE; SELECT pg_sleep(2.5); COMMIT;")

@@ -50,8 +50,6 @@ import Testing
         #expect(try await leaderC.tryAcquire() == epochB + 1)
     }
 
-    /// A writer appending as fast as it can while another takes over: every append the old writer had
-    /// acknowledged is in the log, and none of its events comes after the new writer's first.
     /// A standby's take of a lease that is running takes no lock on the lease row, so a standby frozen in
     /// the middle of one cannot hold the writer's renewals (before, it locked the row first: frozen there,
     /// the writer's renewals waited until the database ended the standby's transaction, half a TTL or more,
@@ -72,6 +70,8 @@ import Testing
         #expect(try await leaderA.renew(epoch: epoch, within: .seconds(10)))
     }
 
+    /// A writer appending as fast as it can while another takes over: every append the old writer had
+    /// acknowledged is in the log, and none of its events comes after the new writer's first.
     @Test func appendsRacingATakeoverNeverInterleave() async throws {
         let (database, clientA) = try await TestPostgres.shared.makeClient()
         let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())

@@ -101,7 +101,7 @@ public actor TestPostgres {
     /// its locks, or a trigger's pause, has got there.
     public func waitForASessionInPgSleep(_ database: String) async throws {
         var polls = 0
-        while try await psql(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "0\n" {
+        while try await psql(database, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND datname = current_database()") == "0\n" {
             polls += 1
             guard polls < 250 else { throw PostgresUnavailable(description: "no session of \(database) reached pg_sleep within 5 s") }
             try await Task.sleep(for: .milliseconds(20))

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """A TCP proxy in front of a Lockstep server that loses the answer to the first gRPC call, for CLIEndToEndTests.
 
-Usage: answer-cutter.py LISTEN_PORT TARGET_PORT
+Usage: answer-cutter.py LISTEN_PORT TARGET_PORT [METHOD[#N]]
 
 Forwards every connection to 127.0.0.1:TARGET_PORT frame by frame. The first request stream a client opens
-(its HEADERS frame) is passed on whole; the server's frames on that stream are read and dropped until it
+(its HEADERS frame; with METHOD, the first whose :path ends in /METHOD, e.g. Complete; with #N, the Nth
+such) is passed on whole; the server's frames on that stream are read and dropped until it
 ends the stream (its trailers: the call was carried out and answered), and then both sides are closed:
 the client sees its connection lost with the call in fact done. Later connections pass through. Prints
 "ready" once it listens.
@@ -14,10 +15,14 @@ import socketserver
 import sys
 import threading
 
+import hpack
+
 listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
+method, _, nth = (sys.argv[3] if len(sys.argv) > 3 else "").partition("#")
+nth = int(nth or "1")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS, END_STREAM = 1, 0x1
-state = {"cut": None, "done": False}
+HEADERS, CONTINUATION, END_STREAM, END_HEADERS, PADDED, PRIORITY = 1, 9, 0x1, 0x4, 0x8, 0x20
+state = {"cut": None, "seen": 0}  # cut: (connection, stream) of the call whose answer is lost, set once
 lock = threading.Lock()
 
 
@@ -52,14 +57,33 @@ def close(pair):
         side.close()
 
 
+def block_fragment(frame):
+    """The header block fragment of a HEADERS or CONTINUATION frame (padding and priority removed)."""
+    flags, payload = frame[4], frame[9:]
+    if frame[3] == HEADERS:
+        pad = payload[0] if flags & PADDED else 0
+        payload = payload[1:] if flags & PADDED else payload
+        payload = payload[5:] if flags & PRIORITY else payload
+        payload = payload[: len(payload) - pad]
+    return payload
+
+
 def upstream(client, server, pair):
+    decoder, block, stream = hpack.Decoder(), b"", 0
     try:
         for frame in frames(client, PREFACE):
-            if len(frame) >= 9 and frame[3] == HEADERS:
-                stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
-                with lock:
-                    if state["cut"] is None and not state["done"]:
-                        state["cut"] = (id(pair), stream)
+            if len(frame) >= 9 and frame[3] in (HEADERS, CONTINUATION):
+                if frame[3] == HEADERS:
+                    block, stream = b"", int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
+                block += block_fragment(frame)
+                if frame[4] & END_HEADERS:
+                    # Every block is decoded, in order, to keep the connection's HPACK table in step.
+                    path = dict(decoder.decode(block)).get(":path", "")
+                    with lock:
+                        if state["cut"] is None and (not method or path.endswith("/" + method)):
+                            state["seen"] += 1
+                            if state["seen"] == nth:
+                                state["cut"] = (id(pair), stream)
             server.sendall(frame)
     except OSError:
         pass
@@ -73,8 +97,6 @@ def downstream(server, client, pair):
                 cut = state["cut"] == (id(pair), stream)
             if cut:
                 if frame[4] & END_STREAM:
-                    with lock:
-                        state["done"] = True
                     break
                 continue
             client.sendall(frame)
