@@ -40,6 +40,7 @@ struct GRPCTests {
         let server = try await ServerProcess(["--config", directory + "/auth.json"])
         let client = try await ChildProcess("/usr/bin/env", [
             "python3", testsDirectory.appendingPathComponent("Agents/" + script).path, protos, server.grpc, operatorToken, agentToken, directory + "/plan.yaml",
+            server.data + "/data/events.sqlite",
         ]).wait(seconds: 120)
         return (server, client)
     }
@@ -100,6 +101,19 @@ struct GRPCTests {
         // Every heartbeat timed, either way: 12.
         let metrics = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "Authorization: Bearer \(Self.operatorToken)", server.url + "/metrics"]).wait(seconds: 30).stdout
         #expect(metrics.contains(#"lockstep_request_duration_seconds_count{method="agent/heartbeat",transport="grpc"} 12"#), "\(metrics)")
+        _ = try await server.stop()
+    }
+
+    /// A report whose `grpc-timeout` passes while the log is busy (here: SQLite's write lock held by the
+    /// client): the event loop's deadline timer answers DEADLINE_EXCEEDED with the code and a message
+    /// saying the report may still be recorded, and it is, once the log takes it.
+    @Test func aReportWhoseDeadlinePassesIsAnsweredAndStillRecorded() async throws {
+        let (server, client) = try await Self.runPythonClient("grpc_report_deadline.py")
+        #expect(client.status == 0, "\(client.stdout)\n\(client.stderr)")
+        #expect(client.stdout.split(separator: "\n") == [
+            "answered grpc-status=4 code=deadline_exceeded may-still-be-recorded=True while-the-log-was-busy=True",
+            "recorded after its deadline",
+        ], "\(client.stdout)\n\(client.stderr)")
         _ = try await server.stop()
     }
 
