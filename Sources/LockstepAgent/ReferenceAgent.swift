@@ -82,18 +82,24 @@ public struct ReferenceAgent: Sendable {
         // to another address is tried there at once (a takeover is noticed as soon as the new writer
         // serves), and the back-off applies once every address has failed in a row.
         var moved = 0
+        // Each poll's name: a poll whose answer was lost is sent again under the same name, so a step it
+        // leased comes back instead of waiting out its lease as an agent lost (`poll_id`, docs/api.md).
+        var pollID = Self.newPollID()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let began = ContinuousClock.now
             let target = lockstep.currentTarget
             let polled: Lockstep_V1_PollResponse
+            let named = pollID
             do {
                 polled = try await cancelWhenGracefulShutdown {
                     try await lockstep.poll(.with {
                         $0.service = service
                         $0.agentID = agentID
                         $0.waitMs = pollWaitMillis
+                        $0.pollID = named
                     })
                 }
+                pollID = Self.newPollID()
                 backoff = .milliseconds(200)
                 moved = 0
             } catch {
@@ -393,6 +399,9 @@ public struct ReferenceAgent: Sendable {
             }
         }
     }
+
+    /// A fresh poll name: `poll-` and a random UUID.
+    static func newPollID() -> String { "poll-" + UUID().uuidString.lowercased() }
 
     /// `progress: 40 working on shard 3` → (40, "working on shard 3"); percent 0...100.
     static func progressLine(_ line: String) -> (UInt32, String)? {

@@ -195,15 +195,14 @@ extension MigrationState {
     /// What node `node`'s checks before its step of `kind` decide about a lease at `now`: a check lease
     /// for the first not freshly passing, the refusal while one's failure blocks it, or nil when every
     /// check is fresh and the step itself may be leased.
-    func checkLease(node: NodeID, nodeState: NodeState, before kind: StepKind, agent: String, ttlMillis: Int64, holder: String,
-                    now: Instant) -> Decision? {
+    func checkLease(node: NodeID, nodeState: NodeState, before kind: StepKind, _ taker: LeaseTaker, ttlMillis: Int64, now: Instant) -> Decision? {
         switch checkDue(node, at: now, before: kind) {
         case .blocked(let result, let recheckAt)?:
             return .rejected(.checkFailed(node, check: result.check, evidence: result.evidence, recheckAt: recheckAt))
         case .run(let check)?:
             return .accepted([.stepLeased(StepLeased(
-                node: node, attempt: 1, token: nodeState.lastToken.next, agent: agent, grantedAt: now,
-                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: holder, check: check.name))])
+                node: node, attempt: 1, token: nodeState.lastToken.next, agent: taker.agent, grantedAt: now,
+                expiresAt: now.adding(milliseconds: ttlMillis), kind: .check, holder: taker.holder, check: check.name, pollID: taker.pollID))])
         case nil:
             return nil
         }

@@ -118,8 +118,8 @@ extension LogState {
     /// `migration` as the events of an append not yet folded leave it (`MigrationState.evolve`), with this
     /// state's freezes and windows: the lease the engine adds to the append that readies the step, for a
     /// poll parked on its service. Decided exactly as that poll's own `leaseStep`.
-    public func decideLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, of migration: MigrationState, now: Instant) -> Decision {
-        decideMigration(migration.id, .leaseStep(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder), on: migration, now: now)
+    public func decideLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, pollID: String = "", of migration: MigrationState, now: Instant) -> Decision {
+        decideMigration(migration.id, .leaseStep(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, pollID: pollID), on: migration, now: now)
     }
 
     /// `decideMigration` on `current`, the migration as the command finds it (nil: not live).
@@ -147,7 +147,7 @@ extension LogState {
         }
         var decision = handOver(MigrationState.decide(current, command, now: now), migration: id, now: now)
         // A node that gave its services back to a freeze or a closed window waits for that, not for the services.
-        if case .leaseStep(let node, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = current,
+        if case .leaseStep(let node, _, _, _, _) = command, case .rejected(.waitingForServices) = decision, let migration = current,
            migration.status == .running, let hold = forwardHold(node, of: migration, at: now) {
             return .rejected(hold.rejection(of: node))
         }

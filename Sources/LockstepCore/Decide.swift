@@ -40,15 +40,17 @@ extension MigrationState {
         switch command {
         case .start:
             return .rejected(.migrationAlreadyExists(state.id))
-        case .leaseStep(let node, let agent, let ttlMillis, let holder):
+        case .leaseStep(let node, let agent, let ttlMillis, let holder, let pollID):
             if let problem = validateIdentifier(agent, what: "agent id") { return .rejected(.invalidArgument(problem)) }
+            if !pollID.isEmpty, let problem = validateIdentifier(pollID, what: "poll id") { return .rejected(.invalidArgument(problem)) }
+            let taker = LeaseTaker(agent: agent, holder: holder, pollID: pollID)
             guard (CoreLimits.leaseTTLMillisMin...CoreLimits.leaseTTLMillisMax).contains(ttlMillis) else {
                 return .rejected(.invalidArgument(
                     "lease TTL \(ttlMillis) ms is outside \(CoreLimits.leaseTTLMillisMin)...\(CoreLimits.leaseTTLMillisMax) ms"))
             }
             return state.status == .aborting
-                ? state.decideRollbackLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
-                : state.decideLease(node: node, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now)
+                ? state.decideRollbackLease(node: node, taker, ttlMillis: ttlMillis, now: now)
+                : state.decideLease(node: node, taker, ttlMillis: ttlMillis, now: now)
         case .completeStep(let node, let token, let by, let check):
             if let check {
                 if let problem = validateReason(check.evidence) { return .rejected(.invalidArgument(problem)) }
@@ -186,7 +188,7 @@ extension MigrationState {
 
     // MARK: - Steps
 
-    private func decideLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, now: Instant) -> Decision {
+    private func decideLease(node: NodeID, _ taker: LeaseTaker, ttlMillis: Int64, now: Instant) -> Decision {
         guard status == .running else { return .rejected(.migrationNotRunning(id, status: status)) }
         guard let nodeState = self.node(node), let spec = plan.node(node) else { return .rejected(.unknownNode(node)) }
         guard nodeState.status == .pending, needsSatisfied(node) else {
@@ -203,15 +205,15 @@ extension MigrationState {
         // One of its checks runs now: nothing else until it reports.
         if nodeState.lease != nil { return .rejected(.nodeNotReady(node, status: .running, waitingOn: [])) }
         // Its checks first: the first not freshly passing runs (a check lease), or blocks while it failed.
-        if let checking = checkLease(node: node, nodeState: nodeState, before: .forward, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now) {
+        if let checking = checkLease(node: node, nodeState: nodeState, before: .forward, taker, ttlMillis: ttlMillis, now: now) {
             return checking
         }
         return .accepted([.stepLeased(StepLeased(
-            node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: agent,
-            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward, holder: holder))])
+            node: node, attempt: nodeState.attempts + 1, token: nodeState.lastToken.next, agent: taker.agent,
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .forward, holder: taker.holder, pollID: taker.pollID))])
     }
 
-    private func decideRollbackLease(node: NodeID, agent: String, ttlMillis: Int64, holder: String, now: Instant) -> Decision {
+    private func decideRollbackLease(node: NodeID, _ taker: LeaseTaker, ttlMillis: Int64, now: Instant) -> Decision {
         guard let nodeState = self.node(node) else { return .rejected(.unknownNode(node)) }
         guard rollbackQueue.first == node, nodeState.lease == nil else {
             return .rejected(.noRollbackDue(node, next: rollbackQueue.first == node ? nil : rollbackQueue.first))
@@ -220,12 +222,12 @@ extension MigrationState {
         guard nodeState.rollbackAttempts < CoreLimits.attemptsMax else { return .rejected(.noRollbackDue(node, next: nil)) }
         guard nodeState.serviceLeases.isHeld else { return .rejected(.waitingForServices(node, waits: [])) }
         // Its checks before a rollback first, as before a forward step.
-        if let checking = checkLease(node: node, nodeState: nodeState, before: .rollback, agent: agent, ttlMillis: ttlMillis, holder: holder, now: now) {
+        if let checking = checkLease(node: node, nodeState: nodeState, before: .rollback, taker, ttlMillis: ttlMillis, now: now) {
             return checking
         }
         return .accepted([.stepLeased(StepLeased(
-            node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: agent,
-            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback, holder: holder))])
+            node: node, attempt: nodeState.rollbackAttempts + 1, token: nodeState.lastToken.next, agent: taker.agent,
+            grantedAt: now, expiresAt: now.adding(milliseconds: ttlMillis), kind: .rollback, holder: taker.holder, pollID: taker.pollID))])
     }
 
     /// Checks that a report comes from the live lease holder (its token, and its principal when the lease

@@ -42,7 +42,8 @@ extension MigrationState {
             updateNode(leased.node) { node in
                 node.lastToken = max(node.lastToken, leased.token)
                 node.lease = StepLease(token: leased.token, agent: leased.agent, grantedAt: leased.grantedAt,
-                                       expiresAt: leased.expiresAt, kind: leased.kind, holder: leased.holder, check: leased.check)
+                                       expiresAt: leased.expiresAt, kind: leased.kind, holder: leased.holder, check: leased.check,
+                                       pollID: leased.pollID)
                 // A check changes nothing: the node stays pending, its attempts and backoff as they were.
                 if leased.kind == .check { return }
                 node.retryAt = nil

@@ -5,7 +5,7 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
-    public static let canonicalFormat: UInt8 = 8
+    public static let canonicalFormat: UInt8 = 9
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
     public var canonicalBytes: [UInt8] {
@@ -102,6 +102,7 @@ extension CanonicalWriter {
             w.string(lease.kind.rawValue)
             w.string(lease.holder)
             w.string(lease.check)
+            w.string(lease.pollID)
         }
         optional(n.lastFailure) { $0.string($1) }
         optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
@@ -219,7 +220,7 @@ extension CanonicalReader {
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
                       grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()),
-                      kind: try r.enumeration(StepKind.self), holder: try r.string(), check: try r.string())
+                      kind: try r.enumeration(StepKind.self), holder: try r.string(), check: try r.string(), pollID: try r.string())
         }
         let failure = try optionalString()
         let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))

@@ -9,7 +9,8 @@ public enum MigrationCommand: Hashable, Sendable {
     case start(id: MigrationID, plan: PlanSnapshot, startedBy: String, zones: [ZoneOffsets] = [])
     /// Grant `agent` a lease on `node`'s next step (forward, or rollback while aborting) for `ttlMillis`,
     /// held by principal `holder` (attested by the engine from authentication; empty when there is none).
-    case leaseStep(node: NodeID, agent: String, ttlMillis: Int64, holder: String = "")
+    /// `pollID`: the agent's name for the poll, recorded with the lease (`StepLeased.pollID`).
+    case leaseStep(node: NodeID, agent: String, ttlMillis: Int64, holder: String = "", pollID: String = "")
     /// The holder of `token` reports `node`'s step done. `by`, like every report's, is the reporting
     /// principal (attested); a lease granted to a named principal takes reports from it only.
     case completeStep(node: NodeID, token: FencingToken, by: String = "", check: CheckReport? = nil)
@@ -72,4 +73,12 @@ extension MigrationCommand {
     public static func start(id: MigrationID, plan: PlanSnapshot) -> MigrationCommand {
         .start(id: id, plan: plan, startedBy: "")
     }
+}
+
+/// Who takes a step lease: the agent named in the poll, the principal it authenticated as (the lease's
+/// holder, "" when none), and the agent's name for the poll ("" when none).
+struct LeaseTaker {
+    var agent: String
+    var holder: String
+    var pollID: String
 }

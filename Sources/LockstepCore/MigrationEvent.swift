@@ -110,8 +110,11 @@ public struct StepLeased: Hashable, Sendable {
     public var holder: String
     /// For a check lease: the check to run ("" otherwise).
     public var check: String
+    /// The agent's name for the poll the lease answered ("" when it gave none): a poll sent again with
+    /// the same name, after its answer was lost, gets this lease again.
+    public var pollID: String
     public init(node: NodeID, attempt: UInt32, token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward,
-                holder: String = "", check: String = "") {
+                holder: String = "", check: String = "", pollID: String = "") {
         self.node = node
         self.attempt = attempt
         self.token = token
@@ -121,6 +124,7 @@ public struct StepLeased: Hashable, Sendable {
         self.kind = kind
         self.holder = holder
         self.check = check
+        self.pollID = pollID
     }
 }
 

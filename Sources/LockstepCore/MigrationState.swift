@@ -74,8 +74,10 @@ public struct StepLease: Hashable, Sendable {
     public var holder: String
     /// For a check lease: the check it runs ("" otherwise).
     public var check: String
+    /// The agent's name for the poll it answered ("" when none): `StepLeased.pollID`.
+    public var pollID: String
     public init(token: FencingToken, agent: String, grantedAt: Instant, expiresAt: Instant, kind: StepKind = .forward, holder: String = "",
-                check: String = "") {
+                check: String = "", pollID: String = "") {
         self.token = token
         self.agent = agent
         self.grantedAt = grantedAt
@@ -83,6 +85,7 @@ public struct StepLease: Hashable, Sendable {
         self.kind = kind
         self.holder = holder
         self.check = check
+        self.pollID = pollID
     }
 }
 

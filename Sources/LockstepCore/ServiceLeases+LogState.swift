@@ -154,6 +154,23 @@ extension LogState {
         return (ready ? (migration.id, node.id, spec) : nil, nextRetry)
     }
 
+    /// The step lease that poll `pollID` of `agent` (principal `holder`) took on `service`'s step, if it
+    /// is still running: what the same poll sent again, after its answer was lost, gets back (nil: no
+    /// such lease, or no name). As recorded, with the attempt it runs.
+    public func leaseTaken(forService service: String, agent: String, holder: String, pollID: String)
+        -> (migration: MigrationID, node: NodeID, spec: NodeSpec, lease: StepLeased)? {
+        guard !pollID.isEmpty, let (migration, spec, node) = stepHolder(ofService: service), let lease = node.lease,
+              lease.pollID == pollID, lease.agent == agent, lease.holder == holder else { return nil }
+        let attempt = switch lease.kind {
+        case .forward: node.attempts
+        case .rollback: node.rollbackAttempts
+        case .check: UInt32(1)
+        }
+        return (migration.id, node.id, spec, StepLeased(node: node.id, attempt: attempt, token: lease.token, agent: lease.agent, grantedAt: lease.grantedAt,
+                                                        expiresAt: lease.expiresAt, kind: lease.kind, holder: lease.holder, check: lease.check,
+                                                        pollID: lease.pollID))
+    }
+
     /// The node holding `service` that `step(forService:at:)` looks at: its migration runs or aborts,
     /// and `service` is the node's first.
     private func stepHolder(ofService service: String) -> (MigrationState, NodeSpec, NodeState)? {

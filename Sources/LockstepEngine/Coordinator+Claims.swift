@@ -16,6 +16,8 @@ public struct StepClaim: Sendable {
     public var agent: String
     /// The principal the lease is granted to.
     public var holder: String
+    /// The agent's name for the poll ("" when none), recorded with the lease.
+    public var pollID: String
     /// What the lease's event records as its actor and cause (the poll's principal, `triggered_by: agent`).
     public var context: CommandContext
     /// The lease's TTL for a node whose spec sets no heartbeat timeout, in milliseconds (`ttlMillis(_:)`).
@@ -26,10 +28,11 @@ public struct StepClaim: Sendable {
 
     /// Every parked poll that may be claimed holds one, so a claim holds values and only the closure it is
     /// told through (a poll parked in a wakeup table gives `{ _ in }`, which allocates nothing).
-    public init(agent: String, holder: String, context: CommandContext, defaultTTLMillis: Int64,
+    public init(agent: String, holder: String, pollID: String = "", context: CommandContext, defaultTTLMillis: Int64,
                 deliver: @escaping @Sendable (StepClaimEnd) -> Void) {
         self.agent = agent
         self.holder = holder
+        self.pollID = pollID
         self.context = context
         self.defaultTTLMillis = defaultTTLMillis
         self.deliver = deliver
@@ -85,7 +88,7 @@ extension Coordinator {
                 claims.append((claim, ttl))
                 let metadata = EventMetadata(recordedAt: now, actor: claim.context.actor, triggeredBy: claim.context.triggeredBy,
                                              causationID: claim.context.causationID, correlationID: claim.context.correlationID)
-                claimed.append(.init(offer: index, agent: claim.agent, holder: claim.holder, ttlMillis: ttl, metadata: metadata))
+                claimed.append(.init(offer: index, agent: claim.agent, holder: claim.holder, ttlMillis: ttl, metadata: metadata, pollID: claim.pollID))
             }
         }
         return report(.claimed(caller, claimed), for: caller)

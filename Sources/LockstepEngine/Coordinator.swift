@@ -350,6 +350,12 @@ public actor Coordinator {
         machine.state.step(forService: service, at: now)
     }
 
+    /// `LogState.leaseTaken(forService:agent:holder:pollID:)` on the live state, in one hop.
+    public func leaseTaken(forService service: String, agent: String, holder: String, pollID: String)
+        -> (migration: MigrationID, node: NodeID, spec: NodeSpec, lease: StepLeased)? {
+        machine.state.leaseTaken(forService: service, agent: agent, holder: holder, pollID: pollID)
+    }
+
     /// Step leases live now (for metrics).
     public var liveStepLeaseCount: Int { machine.liveStepLeaseCount }
 

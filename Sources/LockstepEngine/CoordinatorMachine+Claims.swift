@@ -31,14 +31,17 @@ extension CoordinatorMachine {
         public var ttlMillis: Int64
         /// What the lease's event records (the poll's principal as actor, `triggered_by: agent`).
         public var metadata: EventMetadata
+        /// The agent's name for the poll ("" when none).
+        public var pollID: String
 
         /// A claim of `offers[offer]` for `agent`.
-        public init(offer: Int, agent: String, holder: String, ttlMillis: Int64, metadata: EventMetadata) {
+        public init(offer: Int, agent: String, holder: String, ttlMillis: Int64, metadata: EventMetadata, pollID: String = "") {
             self.offer = offer
             self.agent = agent
             self.holder = holder
             self.ttlMillis = ttlMillis
             self.metadata = metadata
+            self.pollID = pollID
         }
     }
 
@@ -76,7 +79,7 @@ extension CoordinatorMachine {
                 continue
             }
             let decision = state.decideLease(node: offers[claim.offer].node, agent: claim.agent, ttlMillis: claim.ttlMillis, holder: claim.holder,
-                                             of: migration, now: pending.now)
+                                             pollID: claim.pollID, of: migration, now: pending.now)
             // A lease is one event (its bookkeeping is inert); anything else is not a lease this poll can be given.
             guard case .accepted(let leased) = decision, leased.count == 1,
                   case .stepLeased = leased[0] else {

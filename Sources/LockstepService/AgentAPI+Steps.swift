@@ -62,7 +62,8 @@ extension AgentAPI {
     /// its agent, its principal as the lease's holder and the event's actor, the lease's TTL. The wakeup
     /// table tells the poll how the claim ended (`Wakeups.Outcome.claimed`).
     func stepClaim(for poll: PollCursor) -> StepClaim {
-        StepClaim(agent: poll.request.agentID, holder: poll.owner, context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
+        StepClaim(agent: poll.request.agentID, holder: poll.owner, pollID: poll.request.pollID,
+                  context: CommandContext(actor: poll.principal.agentActor, triggeredBy: .agent),
                   defaultTTLMillis: limits.defaultLeaseTTLMillis) { _ in }
     }
 

@@ -107,6 +107,8 @@ public struct AgentAPI: Sendable {
         /// nothing, so only polls that saw it wait for it. Should this one end before looking again, the
         /// next parked poll of the service is woken to take the wait over (`endPoll`).
         var watchesRetry = false
+        /// Whether it asked for the lease an earlier send of the same poll took (`poll_id`; once, first).
+        var askedForItsLease = false
 
         public var service: String { request.service }
         public var owner: String { principal.name }
@@ -125,6 +127,7 @@ public struct AgentAPI: Sendable {
     public func beginPoll(_ request: Lockstep_V1_PollRequest, principal: Principal) throws(APIError) -> PollCursor {
         try validate(request.service, "service")
         try validate(request.agentID, "agent_id")
+        if !request.pollID.isEmpty { try validate(request.pollID, "poll_id") }
         try principal.requireAgent(of: request.service)
         let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
         return PollCursor(request: request, principal: principal, giveUp: ContinuousClock.now + .milliseconds(wait))
@@ -132,10 +135,11 @@ public struct AgentAPI: Sendable {
 
     /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
     public func look(_ poll: inout PollCursor, clientGone: @Sendable () -> Bool) async throws(APIError) -> PollLook {
+        if let again = await leaseTakenBefore(&poll) { return .answer(again) }
         if let found = lookAtOnce(&poll) { return found }
         let seen = wakeups.generation
-        let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, principal: poll.principal,
-                                                            clientGone: clientGone)
+        let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, pollID: poll.request.pollID,
+                                                            principal: poll.principal, clientGone: clientGone)
         if let step {
             poll.answersWakeOf = poll.wokenAt
             poll.wokenAt = nil
@@ -153,11 +157,31 @@ public struct AgentAPI: Sendable {
     /// `retryLater` (its wait over) or parks. Nil when the service may have a step: `look` asks the
     /// coordinator.
     public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
+        // A named poll asks the coordinator first whether it was sent before and took a step (`look`).
+        if !poll.request.pollID.isEmpty && !poll.askedForItsLease { return nil }
         // The generation first: a change after it that may give the service a step wakes the park at once.
         let seen = wakeups.generation
         guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
         poll.wokenAt = nil
         return waitOn(&poll, seen: seen, nextRetry: nil)
+    }
+
+    /// A poll named `poll_id` sent again after its answer was lost: the step its first send leased, if
+    /// that lease still runs under the same agent and principal (asked once, on the poll's first look).
+    /// The same answer as then; nothing is appended.
+    private func leaseTakenBefore(_ poll: inout PollCursor) async -> Lockstep_V1_PollResponse? {
+        guard !poll.request.pollID.isEmpty, !poll.askedForItsLease else { return nil }
+        poll.askedForItsLease = true
+        guard let taken = await coordinator.leaseTaken(forService: poll.request.service, agent: poll.request.agentID, holder: poll.principal.name,
+                                                       pollID: poll.request.pollID) else { return nil }
+        let stage = switch taken.lease.kind {
+        case .forward: taken.spec.exposure == nil ? nil : await coordinator.migration(taken.migration)?.nextStage(of: taken.node)
+        case .rollback, .check: ExposureStage?.none
+        }
+        return .with {
+            $0.step = Self.step(migration: taken.migration, node: taken.node, spec: taken.spec, lease: taken.lease, ttlMillis: leaseTTLMillis(taken.spec),
+                                nextStage: stage)
+        }
     }
 
     /// Nothing to lease: answer `retryLater` when the poll's wait is over, else park until its end or
@@ -336,7 +360,7 @@ public struct AgentAPI: Sendable {
     /// Leases the step of `service` that may start now (see `LogState.step(forService:at:)`). Another
     /// agent may take it first: then there is nothing to lease. `looked` is false when the caller went
     /// away before the step was tried.
-    private func leaseNext(service: String, agent: String, principal: Principal,
+    private func leaseNext(service: String, agent: String, pollID: String, principal: Principal,
                            clientGone: @Sendable () -> Bool) async throws(APIError) -> (Lockstep_V1_Step?, nextRetry: Instant?, looked: Bool) {
         // One hop, small values back: a copy of the whole state held across the lease below would make
         // the coordinator copy its migrations on its next change (copy-on-write).
@@ -346,7 +370,7 @@ public struct AgentAPI: Sendable {
             let ttl = leaseTTLMillis(spec)
             let result: CommandResult
             do {
-                result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl, holder: principal.name), migration: migration,
+                result = try await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: ttl, holder: principal.name, pollID: pollID), migration: migration,
                                                        context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
             } catch {
                 if case .rejected(let rejection) = error, Self.takenMeanwhile(rejection) { return (nil, nextRetry, true) }

@@ -26,6 +26,7 @@ extension Lockstep_V1_EventPayload {
                 $0.kind = Lockstep_V1_StepKind(leased.kind)
                 $0.holder = leased.holder
                 $0.check = leased.check
+                $0.pollID = leased.pollID
             }
         case .stepCompleted(let completed):
             stepCompleted = .with {
@@ -208,7 +209,7 @@ extension MigrationEvent {
                 node: NodeID(leased.nodeID), attempt: leased.attempt, token: FencingToken(leased.fencingToken),
                 agent: leased.agentID, grantedAt: Instant(millisecondsSinceEpoch: leased.grantedAtMs),
                 expiresAt: Instant(millisecondsSinceEpoch: leased.expiresAtMs), kind: try StepKind(leased.kind), holder: leased.holder,
-                check: leased.check))
+                check: leased.check, pollID: leased.pollID))
         case .stepCompleted(let completed):
             self = .stepCompleted(StepCompleted(
                 node: NodeID(completed.nodeID), attempt: completed.attempt, token: FencingToken(completed.fencingToken),

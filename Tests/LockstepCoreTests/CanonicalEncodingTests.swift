@@ -22,8 +22,8 @@ import Testing
     }
 
     @Test func theEmptyStateHasFixedBytes() {
-        // "LSST", format 7, last sequence 0, zero migrations, zero plans, zero freezes.
-        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        // "LSST", format 9, last sequence 0, zero migrations, zero plans, zero freezes.
+        #expect(LogState().canonicalBytes == [0x4C, 0x53, 0x53, 0x54, 0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
     }
 
     @Test func migrationsAreEncodedInIdOrderWhateverTheInsertionOrder() {
@@ -69,8 +69,8 @@ import Testing
     @Test func garbageIsRejectedWithoutTrapping() {
         #expect(throws: CanonicalDecodingError.badMagic) { try LogState(canonicalBytes: Array("XXXX".utf8) + [1]) }
         var wrongFormat = LogState().canonicalBytes
-        wrongFormat[4] = 9
-        #expect(throws: CanonicalDecodingError.unsupportedFormat(9)) { try LogState(canonicalBytes: wrongFormat) }
+        wrongFormat[4] = 8  // the format before step leases recorded their poll's name
+        #expect(throws: CanonicalDecodingError.unsupportedFormat(8)) { try LogState(canonicalBytes: wrongFormat) }
         #expect(throws: CanonicalDecodingError.trailingBytes(offset: 25)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
         // A huge element count must not allocate: it is rejected as truncated.
         var hugeCount = LogState().canonicalBytes

@@ -32,6 +32,26 @@ struct AgentAPITests {
         return server
     }
 
+    /// A named poll (`poll_id`) over JSON: sent again, it gets the step its first send leased (the same
+    /// token, nothing appended); another name, or another agent under the same name, gets nothing; a bad
+    /// name is refused.
+    @Test func aNamedPollSentAgainGetsTheSameStep() async throws {
+        let server = try await started()
+        let first = try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1", "wait_ms": 0, "poll_id": "p-1"}"#)
+        #expect(first.hasSuffix("\n200") && first.contains(#""fencing_token":"1""#), "\(first)")
+        let head = try await server.post("/v1/history/verify", "{}")
+        let again = try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1", "wait_ms": 0, "poll_id": "p-1"}"#)
+        #expect(again == first, "the same answer: \(again)")
+        #expect(try await server.post("/v1/history/verify", "{}") == head, "nothing appended")
+        for other in [#"{"service": "orders", "agent_id": "o1", "wait_ms": 0, "poll_id": "p-2"}"#, #"{"service": "orders", "agent_id": "o2", "wait_ms": 0, "poll_id": "p-1"}"#] {
+            let answer = try await server.post("/v1/agent/poll", other)
+            #expect(answer.hasSuffix("\n200") && !answer.contains("fencing_token"), "\(other): \(answer)")
+        }
+        let bad = try await server.post("/v1/agent/poll", #"{"service": "orders", "agent_id": "o1", "poll_id": "p 1"}"#)
+        #expect(bad.hasSuffix("\n400") && bad.contains("invalid_argument") && bad.contains("poll_id"), "\(bad)")
+        _ = try await server.stop()
+    }
+
     @Test func badInputGetsItsOwnErrorAndAppendsNothing() async throws {
         let server = try await started()
         func expectError(_ path: String, _ body: String, _ status: Int, _ code: String, contentType: String = "application/json") async throws {

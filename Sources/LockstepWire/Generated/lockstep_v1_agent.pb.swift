@@ -510,6 +510,12 @@ public nonisolated struct Lockstep_V1_PollRequest: Sendable {
   /// How long to wait for a step, in milliseconds (0 = answer at once). The server caps it.
   public var waitMs: UInt32 = 0
 
+  /// Optional: the agent's name for this poll (an identifier, unique per poll of the agent: a UUID).
+  /// Send the same poll again with the same name when its answer was lost (a transport failure): if it
+  /// leased a step that is still running under this agent and principal, the same step comes back (no
+  /// new lease), instead of it waiting out its lease as an agent lost.
+  public var pollID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -2337,7 +2343,7 @@ nonisolated extension Lockstep_V1_BreakGlassRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".PollRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}agent_id\0\u{1}capabilities\0\u{3}wait_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}service\0\u{3}agent_id\0\u{1}capabilities\0\u{3}wait_ms\0\u{3}poll_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2349,6 +2355,7 @@ nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProto
       case 2: try { try decoder.decodeSingularStringField(value: &self.agentID) }()
       case 3: try { try decoder.decodeRepeatedStringField(value: &self.capabilities) }()
       case 4: try { try decoder.decodeSingularUInt32Field(value: &self.waitMs) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pollID) }()
       default: break
       }
     }
@@ -2367,6 +2374,9 @@ nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProto
     if self.waitMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.waitMs, fieldNumber: 4)
     }
+    if !self.pollID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pollID, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2375,6 +2385,7 @@ nonisolated extension Lockstep_V1_PollRequest: SwiftProtobuf.Message, SwiftProto
     if lhs.agentID != rhs.agentID {return false}
     if lhs.capabilities != rhs.capabilities {return false}
     if lhs.waitMs != rhs.waitMs {return false}
+    if lhs.pollID != rhs.pollID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1493,6 +1493,9 @@ public nonisolated struct Lockstep_V1_StepLeased: Sendable {
   /// For a check lease: the check to run.
   public var check: String = String()
 
+  /// The agent's name for the poll the lease answered (PollRequest.poll_id); empty when it gave none.
+  public var pollID: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -4083,7 +4086,7 @@ nonisolated extension Lockstep_V1_MigrationStarted: SwiftProtobuf.Message, Swift
 
 nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StepLeased"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0\u{1}holder\0\u{1}check\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}node_id\0\u{1}attempt\0\u{3}fencing_token\0\u{3}agent_id\0\u{3}granted_at_ms\0\u{3}expires_at_ms\0\u{1}kind\0\u{1}holder\0\u{1}check\0\u{3}poll_id\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -4100,6 +4103,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
       case 7: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.holder) }()
       case 9: try { try decoder.decodeSingularStringField(value: &self.check) }()
+      case 10: try { try decoder.decodeSingularStringField(value: &self.pollID) }()
       default: break
       }
     }
@@ -4133,6 +4137,9 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if !self.check.isEmpty {
       try visitor.visitSingularStringField(value: self.check, fieldNumber: 9)
     }
+    if !self.pollID.isEmpty {
+      try visitor.visitSingularStringField(value: self.pollID, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -4146,6 +4153,7 @@ nonisolated extension Lockstep_V1_StepLeased: SwiftProtobuf.Message, SwiftProtob
     if lhs.kind != rhs.kind {return false}
     if lhs.holder != rhs.holder {return false}
     if lhs.check != rhs.check {return false}
+    if lhs.pollID != rhs.pollID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
