@@ -9,6 +9,8 @@ public struct CanonicalWriter: Sendable {
     /// Writing a plan's content for its hash: fields added after plans were first hashed are written
     /// only when present (behind a marker), so a plan that does not use them keeps its hash.
     var forContentHash = false
+    /// The canonical state format being written (`LogState.canonicalFormat`, or an older one still read).
+    var format = LogState.canonicalFormat
     public init() {}
 
     mutating func u8(_ value: UInt8) { bytes.append(value) }
@@ -44,6 +46,8 @@ public enum CanonicalDecodingError: Error, Hashable, Sendable {
 public struct CanonicalReader {
     let bytes: [UInt8]
     public private(set) var offset = 0
+    /// The canonical state format being read (set from the state's format byte).
+    var format = LogState.canonicalFormat
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     mutating func take(_ count: Int) throws(CanonicalDecodingError) -> ArraySlice<UInt8> {

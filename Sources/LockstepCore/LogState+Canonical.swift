@@ -5,13 +5,22 @@ extension LogState {
     /// Leading bytes of every canonical state encoding.
     public static let canonicalMagic: [UInt8] = Array("LSST".utf8)
     /// Version of the canonical format; bump it (and keep reading the old one) on any change.
+    /// 9: a step lease records its poll's name. 8 is still read: an archived log's base state may be in it
+    /// (docs/history.md), and its leases have no name.
     public static let canonicalFormat: UInt8 = 9
+    /// The older formats still read (`init(canonicalBytes:)`).
+    public static let canonicalFormatsRead: ClosedRange<UInt8> = 8...9
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
-    public var canonicalBytes: [UInt8] {
+    public var canonicalBytes: [UInt8] { canonicalBytes(format: Self.canonicalFormat) }
+
+    /// The canonical bytes of this state in `format` (one of `canonicalFormatsRead`): what a state read
+    /// in an older format re-encodes to, to check it was canonical. Format 8 drops the leases' poll names.
+    public func canonicalBytes(format: UInt8) -> [UInt8] {
         var writer = CanonicalWriter()
+        writer.format = format
         for byte in Self.canonicalMagic { writer.u8(byte) }
-        writer.u8(Self.canonicalFormat)
+        writer.u8(format)
         writer.u64(lastSequence)
         writer.array(migrationsInOrder) { $0.migration($1) }
         writer.array(plansInOrder) { w, entry in
@@ -27,7 +36,8 @@ extension LogState {
         var reader = CanonicalReader(bytes)
         for expected in Self.canonicalMagic where try reader.u8() != expected { throw .badMagic }
         let format = try reader.u8()
-        guard format == Self.canonicalFormat else { throw .unsupportedFormat(format) }
+        guard Self.canonicalFormatsRead.contains(format) else { throw .unsupportedFormat(format) }
+        reader.format = format
         let lastSequence = try reader.u64()
         let list = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) in try r.migration() }
         let planList = try reader.array { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> (String, [PlanSnapshot]) in
@@ -49,7 +59,7 @@ extension LogState {
         for freeze in freezeList { freezes[freeze.id] = freeze }
         self.init(migrations: migrations, plans: plans, freezes: freezes, lastSequence: lastSequence)
         // Canonical means one encoding per state: duplicates or a different order would re-encode differently.
-        guard canonicalBytes == bytes else { throw .invalidValue(offset: 0, what: "non-canonical migration order") }
+        guard canonicalBytes(format: format) == bytes else { throw .invalidValue(offset: 0, what: "non-canonical migration order") }
     }
 }
 
@@ -102,7 +112,7 @@ extension CanonicalWriter {
             w.string(lease.kind.rawValue)
             w.string(lease.holder)
             w.string(lease.check)
-            w.string(lease.pollID)
+            if w.format >= 9 { w.string(lease.pollID) }
         }
         optional(n.lastFailure) { $0.string($1) }
         optional(n.retryAt) { $0.i64($1.millisecondsSinceEpoch) }
@@ -220,7 +230,7 @@ extension CanonicalReader {
         let lease = try optional { (r: inout CanonicalReader) throws(CanonicalDecodingError) -> StepLease in
             StepLease(token: FencingToken(try r.u64()), agent: try r.string(),
                       grantedAt: Instant(millisecondsSinceEpoch: try r.i64()), expiresAt: Instant(millisecondsSinceEpoch: try r.i64()),
-                      kind: try r.enumeration(StepKind.self), holder: try r.string(), check: try r.string(), pollID: try r.string())
+                      kind: try r.enumeration(StepKind.self), holder: try r.string(), check: try r.string(), pollID: try r.format >= 9 ? r.string() : "")
         }
         let failure = try optionalString()
         let retryAt = try optionalI64().map(Instant.init(millisecondsSinceEpoch:))

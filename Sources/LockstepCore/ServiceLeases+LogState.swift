@@ -156,11 +156,16 @@ extension LogState {
 
     /// The step lease that poll `pollID` of `agent` (principal `holder`) took on `service`'s step, if it
     /// is still running: what the same poll sent again, after its answer was lost, gets back (nil: no
-    /// such lease, or no name). As recorded, with the attempt it runs.
+    /// such lease, or no name, or its step was asked to stop). As recorded, with the attempt it runs. Its
+    /// migration may be paused (a step leased before the pause runs on).
     public func leaseTaken(forService service: String, agent: String, holder: String, pollID: String)
         -> (migration: MigrationID, node: NodeID, spec: NodeSpec, lease: StepLeased)? {
-        guard !pollID.isEmpty, let (migration, spec, node) = stepHolder(ofService: service), let lease = node.lease,
-              lease.pollID == pollID, lease.agent == agent, lease.holder == holder else { return nil }
+        guard !pollID.isEmpty, let held = self.holder(ofService: service), let migration = migrations[held.migration],
+              let index = migration.plan.nodeIndex(held.node), migration.plan.nodes[index].services.first == service,
+              let nodeIndex = migration.nodeIndex(held.node, hint: index) else { return nil }
+        let (spec, node) = (migration.plan.nodes[index], migration.nodes[nodeIndex])
+        guard let lease = node.lease, lease.pollID == pollID, lease.agent == agent, lease.holder == holder,
+              migration.stopRequested(node.id, token: lease.token) == nil else { return nil }
         let attempt = switch lease.kind {
         case .forward: node.attempts
         case .rollback: node.rollbackAttempts

@@ -75,8 +75,8 @@ extension AgentAPI {
     /// need not wait for the lease to expire (its attempt is not counted).
     func giveBack(_ leased: StepLeased, migration: MigrationID, principal: Principal) async {
         do throws(CommandError) {
-            _ = try await coordinator.execute(.returnStep(node: leased.node, token: leased.token, by: principal.name), migration: migration,
-                                              context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
+            _ = try await coordinator.giveBack(node: leased.node, token: leased.token, by: principal.name, migration: migration,
+                                               context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: clock())
         } catch {
             // Refused (the migration moved on) or not recorded (storage): the lease then expires as any lost agent's.
         }

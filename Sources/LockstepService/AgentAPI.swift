@@ -172,15 +172,11 @@ public struct AgentAPI: Sendable {
     private func leaseTakenBefore(_ poll: inout PollCursor) async -> Lockstep_V1_PollResponse? {
         guard !poll.request.pollID.isEmpty, !poll.askedForItsLease else { return nil }
         poll.askedForItsLease = true
-        guard let taken = await coordinator.leaseTaken(forService: poll.request.service, agent: poll.request.agentID, holder: poll.principal.name,
-                                                       pollID: poll.request.pollID) else { return nil }
-        let stage = switch taken.lease.kind {
-        case .forward: taken.spec.exposure == nil ? nil : await coordinator.migration(taken.migration)?.nextStage(of: taken.node)
-        case .rollback, .check: ExposureStage?.none
-        }
+        guard let taken = await coordinator.leaseTakenAgain(forService: poll.request.service, agent: poll.request.agentID, holder: poll.principal.name,
+                                                            pollID: poll.request.pollID) else { return nil }
         return .with {
-            $0.step = Self.step(migration: taken.migration, node: taken.node, spec: taken.spec, lease: taken.lease, ttlMillis: leaseTTLMillis(taken.spec),
-                                nextStage: stage)
+            $0.step = Self.step(migration: taken.migration, node: taken.node, spec: taken.spec, lease: taken.lease, ttlMillis: taken.ttlMillis,
+                                nextStage: taken.stage)
         }
     }
 

@@ -69,8 +69,10 @@ import Testing
     @Test func garbageIsRejectedWithoutTrapping() {
         #expect(throws: CanonicalDecodingError.badMagic) { try LogState(canonicalBytes: Array("XXXX".utf8) + [1]) }
         var wrongFormat = LogState().canonicalBytes
-        wrongFormat[4] = 8  // the format before step leases recorded their poll's name
-        #expect(throws: CanonicalDecodingError.unsupportedFormat(8)) { try LogState(canonicalBytes: wrongFormat) }
+        wrongFormat[4] = 7  // formats before 8 are no longer read
+        #expect(throws: CanonicalDecodingError.unsupportedFormat(7)) { try LogState(canonicalBytes: wrongFormat) }
+        wrongFormat[4] = 10
+        #expect(throws: CanonicalDecodingError.unsupportedFormat(10)) { try LogState(canonicalBytes: wrongFormat) }
         #expect(throws: CanonicalDecodingError.trailingBytes(offset: 25)) { try LogState(canonicalBytes: LogState().canonicalBytes + [0]) }
         // A huge element count must not allocate: it is rejected as truncated.
         var hugeCount = LogState().canonicalBytes

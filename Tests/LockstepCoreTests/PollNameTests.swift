@@ -32,6 +32,13 @@ import Testing
         #expect(ledger.state.leaseTaken(forService: "orders", agent: "orders-1", holder: "bot", pollID: "poll-1") == nil)
     }
 
+    @Test func aPausedMigrationsRunningStepIsStillFound() {
+        var ledger = started()
+        ledger.run("m1", .leaseStep(node: work, agent: "orders-1", ttlMillis: 10_000, holder: "bot", pollID: "poll-1"), at: 1)
+        ledger.run("m1", .pause(reason: "look at the dashboards"), at: 2)
+        #expect(ledger.state.leaseTaken(forService: "orders", agent: "orders-1", holder: "bot", pollID: "poll-1") != nil, "a step leased before the pause runs on")
+    }
+
     @Test func aLeaseWithoutANameIsNeverGivenToAPollThatHasOne() {
         var ledger = started()
         ledger.run("m1", .leaseStep(node: work, agent: "orders-1", ttlMillis: 10_000, holder: "bot"), at: 1)
@@ -43,6 +50,23 @@ import Testing
         var ledger = started()
         #expect(ledger.run("m1", .leaseStep(node: work, agent: "orders-1", ttlMillis: 10_000, pollID: "no spaces"), at: 1)
             == .rejected(.invalidArgument("poll id \"no spaces\" may only contain letters, digits, '-', '_', '.', '@' and ':'")))
+    }
+
+    /// An archived log's base state may have been written in format 8, before leases had names
+    /// (docs/history.md): it is still read, canonically, its leases unnamed.
+    @Test func aStateInTheFormatBeforePollNamesIsStillRead() throws {
+        var unnamed = started()
+        unnamed.run("m1", .leaseStep(node: work, agent: "orders-1", ttlMillis: 10_000, holder: "bot"), at: 1)
+        let old = unnamed.state.canonicalBytes(format: 8)
+        #expect(old[4] == 8 && old.count == unnamed.state.canonicalBytes.count - 4, "format 8: no poll name (its 4-byte length) in the lease")
+        let decoded = try LogState(canonicalBytes: old)
+        #expect(decoded == unnamed.state)
+        // A named lease written in format 8 loses its name, and reads back unnamed.
+        var named = started()
+        named.run("m1", .leaseStep(node: work, agent: "orders-1", ttlMillis: 10_000, holder: "bot", pollID: "poll-1"), at: 1)
+        #expect(try LogState(canonicalBytes: named.state.canonicalBytes(format: 8)) == unnamed.state)
+        // Bytes in format 8 that are not its canonical form are refused, as in the current format.
+        #expect(throws: CanonicalDecodingError.self) { try LogState(canonicalBytes: named.state.canonicalBytes(format: 8) + [0]) }
     }
 
     @Test func theNameSurvivesTheCanonicalEncoding() throws {

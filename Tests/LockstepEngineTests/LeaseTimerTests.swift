@@ -146,3 +146,46 @@ final class ManualMonotonicClock: Sendable {
         }
     }
 }
+
+/// A named poll sent again gets the lease its first send took (`Coordinator.leaseTakenAgain`): renewed
+/// then, since its agent counts the TTL from that answer; never once the lease timer has it past its
+/// deadline; and a give-back of a lease handed out again does nothing.
+@Suite struct LeaseTakenAgainTests {
+    func named(ttlMillis: Int64, clock: ManualMonotonicClock) async throws -> Coordinator {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), monotonic: clock.clock)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 1), context: user, now: t(0))
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-1", ttlMillis: ttlMillis, holder: "bot", pollID: "poll-1"),
+                                          migration: MigrationID("m"), context: agent, now: t(0))
+        return coordinator
+    }
+
+    @Test func theLeaseHandedOutAgainIsRenewedAsByAHeartbeat() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await named(ttlMillis: 1_000, clock: clock)
+        clock.advance(millis: 900)
+        let again = try #require(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1"))
+        #expect(again.lease.token == FencingToken(1) && again.ttlMillis == 1_000 && again.lease.attempt == 1)
+        // Its TTL started again at 900 ms: not due at 1,899 ms, due at 1,900.
+        clock.advance(millis: 999)
+        #expect(await coordinator.expireDueLeases(now: t(2)).isEmpty)
+        clock.advance(millis: 1)
+        #expect(await coordinator.expireDueLeases(now: t(2)).map(\.1) == [NodeID("step-0")])
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") == nil, "expired: gone")
+    }
+
+    @Test func aLeasePastItsDeadlineIsNotHandedOutAgain() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await named(ttlMillis: 1_000, clock: clock)
+        clock.advance(millis: 1_000)  // due, its expiry not appended yet
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") == nil)
+    }
+
+    @Test func aGiveBackOfALeaseHandedOutAgainDoesNothing() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await named(ttlMillis: 10_000, clock: clock)
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") != nil)
+        let returned = try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"), context: agent, now: t(1))
+        #expect(returned == nil)
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(1), "still leased")
+    }
+}

@@ -254,17 +254,26 @@ import LockstepService
 
     /// Migration `migration` of a one-node plan (`switch`, service orders, heartbeat 5 s) started, and an
     /// orders agent reaching the server through `answer-cutter.py`, which loses the answer to the agent's
-    /// first call of `method` (Poll, Complete).
-    static func orderAgentLosingAnAnswer(_ world: World, to method: String, migration: String) async throws -> (cutter: ChildProcess, agent: ChildProcess) {
+    /// first call of `method` (Poll, Complete). `parkedFirst`: the agent's poll is parked before the
+    /// migration starts, so the start's own append leases it the step (a claim).
+    static func orderAgentLosingAnAnswer(_ world: World, to method: String, migration: String, parkedFirst: Bool = false) async throws
+        -> (cutter: ChildProcess, agent: ChildProcess) {
         try "name: one\nservices:\n  orders: { owners: [orders-team] }\nnodes:\n  - id: switch\n    service: orders\n    phase: live\n    action: flip-flag\n    timeouts: { heartbeat: 5s }\n"
             .write(toFile: world.directory + "/one.yaml", atomically: true, encoding: .utf8)
         #expect(try await world.lockstep(["plan", "apply", world.directory + "/one.yaml"]).status == 0)
-        #expect(try await world.lockstep(["migration", "start", "one@1", "--id", migration]).status == 0)
+        if !parkedFirst { #expect(try await world.lockstep(["migration", "start", "one@1", "--id", migration]).status == 0) }
         let cutterPort = try TestPostgres.freePort()
         let cutter = try ChildProcess("/usr/bin/env", ["python3", answerCutter, "\(cutterPort)", String(world.address.split(separator: ":").last ?? ""), method])
         try await cutter.waitForOutput("ready", seconds: 10)
         let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", world.directory + "/handlers", "--id", "orders-1"],
                                      environment: world.environment("orders-agent", server: "127.0.0.1:\(cutterPort)"))
+        if parkedFirst {
+            try await eventually("the agent's poll is parked") {
+                try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "Authorization: Bearer \(tokens["alice"]!)", world.server.url + "/metrics"])
+                    .wait(seconds: 30).stdout.contains("lockstep_parked_polls 1")
+            }
+            #expect(try await world.lockstep(["migration", "start", "one@1", "--id", migration]).status == 0)
+        }
         return (cutter, agent)
     }
 
@@ -287,11 +296,18 @@ import LockstepService
     /// The reference agent names each poll (`poll_id`) and sends a poll whose answer was lost again under
     /// the same name: the step that poll leased comes back, and runs at once. Before, the step waited out
     /// its lease (5 s here) and was leased again, its first lease recorded as an agent lost.
-    @Test func aPollWhoseAnswerIsLostGetsItsStepBackWhenSentAgain() async throws {
+    /// Either way a step is leased: by the poll's own look (the migration started first), or in the append
+    /// that readied it, to the poll parked on its service (a claim).
+    @Test(arguments: [false, true])
+    func aPollWhoseAnswerIsLostGetsItsStepBackWhenSentAgain(parkedFirst: Bool) async throws {
         let world = try await world()
-        let (cutter, agent) = try await Self.orderAgentLosingAnAnswer(world, to: "Poll", migration: "n1")
+        let (cutter, agent) = try await Self.orderAgentLosingAnAnswer(world, to: "Poll", migration: "n1", parkedFirst: parkedFirst)
         defer { cutter.kill(SIGKILL); agent.kill(SIGKILL) }
         try await agent.waitForOutput("cannot poll", seconds: 30)
+        // The answer lost carried the step (a poll answered with nothing to do is 8 bytes).
+        try await cutter.waitForOutput("cut ", seconds: 10)
+        let cut = cutter.stdout.split(separator: "\n").first { $0.hasPrefix("cut ") }.flatMap { Int($0.split(separator: " ")[1]) } ?? 0
+        #expect(cut > 40, "\(cutter.stdout)")
         try await eventually("the migration succeeds") {
             try await world.lockstep(["migration", "status", "n1", "--output", "json"]).stdout.contains("MIGRATION_STATUS_SUCCEEDED")
         }

@@ -8,7 +8,7 @@ Forwards every connection to 127.0.0.1:TARGET_PORT frame by frame. The first req
 such) is passed on whole; the server's frames on that stream are read and dropped until it
 ends the stream (its trailers: the call was carried out and answered), and then both sides are closed:
 the client sees its connection lost with the call in fact done. Later connections pass through. Prints
-"ready" once it listens.
+"ready" once it listens, and "cut N bytes" (the answer's DATA dropped) when it has cut.
 """
 import socket
 import socketserver
@@ -21,7 +21,7 @@ listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
 method, _, nth = (sys.argv[3] if len(sys.argv) > 3 else "").partition("#")
 nth = int(nth or "1")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-HEADERS, CONTINUATION, END_STREAM, END_HEADERS, PADDED, PRIORITY = 1, 9, 0x1, 0x4, 0x8, 0x20
+DATA, HEADERS, CONTINUATION, END_STREAM, END_HEADERS, PADDED, PRIORITY = 0, 1, 9, 0x1, 0x4, 0x8, 0x20
 state = {"cut": None, "seen": 0}  # cut: (connection, stream) of the call whose answer is lost, set once
 lock = threading.Lock()
 
@@ -90,13 +90,16 @@ def upstream(client, server, pair):
 
 
 def downstream(server, client, pair):
+    dropped = 0
     try:
         for frame in frames(server):
             stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
             with lock:
                 cut = state["cut"] == (id(pair), stream)
             if cut:
+                dropped += len(frame) - 9 if frame[3] == DATA else 0
                 if frame[4] & END_STREAM:
+                    print(f"cut {dropped} bytes", flush=True)
                     break
                 continue
             client.sendall(frame)
