@@ -390,7 +390,10 @@ public struct ReferenceAgent: Sendable {
                     return say("\(name): lease lost before the report was taken (\(lost)); nothing reported")
                 }
                 guard error.isTransient && attempt < Self.reportAttemptsMax else {
-                    if error.mayHaveRun { return say("\(name): the report's answer was lost (\(error)) and no tries are left: it may have been taken; \(look)") }
+                    if error.mayHaveRun {
+                        return say(error.isTransient ? "\(name): the report's answer was lost (\(error)) and no tries are left: it may have been taken; \(look)"
+                                                     : "\(name): the report's outcome is unknown (\(error)): it may have been taken; \(look)")
+                    }
                     if earlier { return say("\(name): an earlier try's answer was lost and this one was refused (\(error)): the report was most likely taken then; \(look)") }
                     return say("\(name): the report was refused: \(error)")
                 }

@@ -103,6 +103,7 @@ public struct LockstepClient: Sendable {
     /// Whether anything a caller did through this client may have taken effect (`mayHaveHadEffects`).
     final class Effects: Sendable {
         let happened = Mutex(false)
+        /// A write went out (and succeeded, or its outcome is open).
         func note() { happened.withLock { $0 = true } }
     }
 
@@ -128,10 +129,11 @@ public struct LockstepClient: Sendable {
     /// past `--idle-timeout-ms`: PINGs do not count as work there.)
     static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: true)
 
-    /// Whether a call of this client may have changed something on a server (a write that succeeded, or
-    /// whose answer was lost) or handed its caller a streamed message. Once it has, repeating the caller's
-    /// work on the next server (as the CLI does after `unavailable`) could carry a write out twice, or
-    /// print events twice; before, it cannot.
+    /// Whether a call of this client may have changed something on a server: a write that succeeded, or
+    /// whose outcome is open (`LockstepClientError.mayHaveRun`). Once it has, repeating the caller's work
+    /// on the next server (as the CLI does after `unavailable`) could carry a write out twice; before, it
+    /// cannot. (Reads, streams included, never count: a caller that prints as it reads goes on from where
+    /// it stopped, as the CLI's watches and exports do.)
     public var mayHaveHadEffects: Bool { effects.happened.withLock { $0 } }
 
     /// The server calls go to now (`HOST:PORT`).
@@ -282,10 +284,7 @@ public struct LockstepClient: Sendable {
         // A stream has no deadline (it lasts as long as its reader likes); the keepalive ends it if its server froze.
         try await call(writes: false, deadline: false) { connection, metadata, options in
             try await connection.migrations.watch(request, metadata: metadata, options: options) { response in
-                for try await envelope in response.messages {
-                    effects.note()
-                    try await each(envelope)
-                }
+                for try await envelope in response.messages { try await each(envelope) }
             }
         }
     }
@@ -301,10 +300,7 @@ public struct LockstepClient: Sendable {
                        _ each: @escaping @Sendable (Lockstep_V1_EventEnvelope) async throws -> Void) async throws(LockstepClientError) {
         try await call(writes: false, deadline: false) { connection, metadata, options in
             try await connection.history.exportEvents(request, metadata: metadata, options: options) { response in
-                for try await envelope in response.messages {
-                    effects.note()
-                    try await each(envelope)
-                }
+                for try await envelope in response.messages { try await each(envelope) }
             }
         }
     }

@@ -8,7 +8,7 @@ extension LogState {
     /// 9: a step lease records its poll's name. 8 is still read: an archived log's base state may be in it
     /// (docs/history.md), and its leases have no name.
     public static let canonicalFormat: UInt8 = 9
-    /// The older formats still read (`init(canonicalBytes:)`).
+    /// The formats read (`init(canonicalBytes:)`): this one and the older ones still read.
     public static let canonicalFormatsRead: ClosedRange<UInt8> = 8...9
 
     /// The canonical bytes of this state (see `CanonicalWriter`).
@@ -17,6 +17,7 @@ extension LogState {
     /// The canonical bytes of this state in `format` (one of `canonicalFormatsRead`): what a state read
     /// in an older format re-encodes to, to check it was canonical. Format 8 drops the leases' poll names.
     public func canonicalBytes(format: UInt8) -> [UInt8] {
+        precondition(Self.canonicalFormatsRead.contains(format), "format \(format) is not one this build writes")
         var writer = CanonicalWriter()
         writer.format = format
         for byte in Self.canonicalMagic { writer.u8(byte) }

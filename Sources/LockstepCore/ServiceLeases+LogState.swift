@@ -160,12 +160,8 @@ extension LogState {
     /// migration may be paused (a step leased before the pause runs on).
     public func leaseTaken(forService service: String, agent: String, holder: String, pollID: String)
         -> (migration: MigrationID, node: NodeID, spec: NodeSpec, lease: StepLeased)? {
-        guard !pollID.isEmpty, let held = self.holder(ofService: service), let migration = migrations[held.migration],
-              let index = migration.plan.nodeIndex(held.node), migration.plan.nodes[index].services.first == service,
-              let nodeIndex = migration.nodeIndex(held.node, hint: index) else { return nil }
-        let (spec, node) = (migration.plan.nodes[index], migration.nodes[nodeIndex])
-        guard let lease = node.lease, lease.pollID == pollID, lease.agent == agent, lease.holder == holder,
-              migration.stopRequested(node.id, token: lease.token) == nil else { return nil }
+        guard !pollID.isEmpty, let (migration, spec, node) = firstServiceHolder(of: service), let lease = node.lease,
+              lease.pollID == pollID, lease.agent == agent, lease.holder == holder, migration.stopRequested(node.id, token: lease.token) == nil else { return nil }
         let attempt = switch lease.kind {
         case .forward: node.attempts
         case .rollback: node.rollbackAttempts
@@ -179,8 +175,14 @@ extension LogState {
     /// The node holding `service` that `step(forService:at:)` looks at: its migration runs or aborts,
     /// and `service` is the node's first.
     private func stepHolder(ofService service: String) -> (MigrationState, NodeSpec, NodeState)? {
+        guard let found = firstServiceHolder(of: service), found.0.status == .running || found.0.status == .aborting else { return nil }
+        return found
+    }
+
+    /// The node holding `service` when `service` is the node's first (whose agents run its steps), with
+    /// its migration (in any live status) and spec.
+    private func firstServiceHolder(of service: String) -> (MigrationState, NodeSpec, NodeState)? {
         guard let holder = holder(ofService: service), let migration = migrations[holder.migration],
-              migration.status == .running || migration.status == .aborting,
               let index = migration.plan.nodeIndex(holder.node), migration.plan.nodes[index].services.first == service,
               let nodeIndex = migration.nodeIndex(holder.node, hint: index) else { return nil }
         return (migration, migration.plan.nodes[index], migration.nodes[nodeIndex])

@@ -32,8 +32,9 @@ public actor Coordinator {
     /// Callers waiting for the machine's word, by number.
     private var parked: [CoordinatorMachine.Caller: CheckedContinuation<Word, Never>] = [:]
     private var nextCaller: CoordinatorMachine.Caller = 0
-    /// Step leases being given back (`giveBack`), and the last ones handed out again to a named poll
-    /// (`leaseTakenAgain`): each keeps the other from happening to the same lease.
+    /// Step leases being given back (`giveBack`; as many as give-backs in flight, one per lease), and the
+    /// last ones handed out again to a named poll (`leaseTakenAgain`; `RecentLeaseKeys.capacity`): each
+    /// keeps the other from happening to the same lease.
     private var returning: Set<LeaseKey> = []
     private var handedAgain = RecentLeaseKeys()
 
@@ -380,8 +381,7 @@ public actor Coordinator {
     public func giveBack(node: NodeID, token: FencingToken, by principal: String, migration id: MigrationID, context: CommandContext,
                          now: Instant) async throws(CommandError) -> CommandResult? {
         let key = LeaseKey(migration: id, node: node, token: token)
-        guard !handedAgain.contains(key) else { return nil }
-        returning.insert(key)
+        guard !handedAgain.contains(key), returning.insert(key).inserted else { return nil }
         defer { returning.remove(key) }
         return try await execute(.returnStep(node: node, token: token, by: principal), migration: id, context: context, now: now)
     }
@@ -471,8 +471,10 @@ struct RecentLeaseKeys: Sendable {
     private var order: [LeaseKey] = []
     private var next = 0
 
+    /// Whether `key` is among the last remembered.
     func contains(_ key: LeaseKey) -> Bool { keys.contains(key) }
 
+    /// Remembers `key`, forgetting the oldest when `capacity` are remembered.
     mutating func insert(_ key: LeaseKey) {
         guard keys.insert(key).inserted else { return }
         if order.count < Self.capacity {

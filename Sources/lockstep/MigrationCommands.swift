@@ -39,6 +39,7 @@ extension MigrationsCommand {
             }
             if timeout != nil && !wait { throw ValidationError("--timeout needs --wait") }
             var outcome = WaitOutcome.succeeded
+            let printed = PrintedUpTo()
             try await server.run { lockstep in
                 let started = try await lockstep.startMigration(.with {
                     $0.plan = name
@@ -47,7 +48,7 @@ extension MigrationsCommand {
                 })
                 print(started.migrationID)
                 fflush(nil)
-                if wait { outcome = try await waitFor(started.migrationID, lockstep, timeout: timeout) }
+                if wait { outcome = try await waitFor(started.migrationID, lockstep, timeout: timeout, printed: printed) }
             }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
         }
@@ -129,17 +130,23 @@ extension MigrationsCommand {
 
         func run() async throws {
             var settled = Lockstep_V1_MigrationStatus.unspecified
+            // Run again on the next address, a watch goes on after the last event it printed.
+            let printed = PrintedUpTo()
             try await server.run { lockstep in
                 if output == .json {
-                    try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+                    try await lockstep.watch(.with {
+                        $0.migrationID = id
+                        $0.afterSequence = printed.value
+                    }) { envelope in
                         let hash = envelope.chainHash.hexString
                         print(try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record))
                         fflush(nil)
+                        printed.printed(envelope.sequence)
                     }
                     settled = try await lockstep.migration(.with { $0.migrationID = id }).status
                     return
                 }
-                settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1)
+                settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1, printed: printed)
             }
             if settled != .succeeded { throw ExitCode(5) }
         }
@@ -148,13 +155,17 @@ extension MigrationsCommand {
 
 /// Follows migration `id` until it settles and returns its final status. `live`: redraw the whole view
 /// (at most ten times a second) on a terminal; otherwise one line per event, then the final view.
-func follow(_ id: String, _ lockstep: LockstepClient, live: Bool) async throws -> Lockstep_V1_MigrationStatus {
+func follow(_ id: String, _ lockstep: LockstepClient, live: Bool, printed: PrintedUpTo = PrintedUpTo()) async throws -> Lockstep_V1_MigrationStatus {
     let frames = FrameClock()
-    try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+    try await lockstep.watch(.with {
+        $0.migrationID = id
+        if !live { $0.afterSequence = printed.value }
+    }) { envelope in
         if !live {
             let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
             print("#\(envelope.sequence) \(line.text)")
             fflush(nil)
+            printed.printed(envelope.sequence)
             return
         }
         guard frames.due() else { return }

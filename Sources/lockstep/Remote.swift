@@ -7,7 +7,7 @@ import SwiftProtobuf
 /// Which server a command talks to, and as whom. Flags win over the environment.
 struct ServerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The coordinator's gRPC address, HOST:PORT (the ready file's \"grpc\" value); several, comma-separated, for coordinators sharing one PostgreSQL log.",
-                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090. With several, a command that cannot reach one tries the next."))
+                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090. With several, a command that cannot reach one tries the next, unless a write of it may already have been carried out."))
     var server: String?
 
     @Option(help: ArgumentHelp("Bearer token.", discussion: "Default: $LOCKSTEP_TOKEN; none under `serve --dev`."))
@@ -106,16 +106,19 @@ extension CommandFailure {
         case "unavailable" where error.mayHaveRun:
             self.init(message: "unavailable: the connection to the Lockstep server at \(server) was lost before the answer (\(error.message)); the command may have been carried out: \(Self.look)",
                       exitCode: RemoteExit.unreachable)
-        case "commit_outcome_unknown":
-            self.init(message: "\(error.description); the command may have been carried out: \(Self.look)", exitCode: RemoteExit.unreachable)
         case "unavailable":
             self.init(message: "unavailable: cannot reach the Lockstep server at \(server) (\(error.message)); is `lockstep serve` running there? Set --server or LOCKSTEP_SERVER",
                       exitCode: RemoteExit.unreachable)
         case "shutting_down":
             self.init(message: error.description, exitCode: RemoteExit.unreachable)
         case "deadline_exceeded":
-            self.init(message: "deadline_exceeded: the Lockstep server at \(server) did not answer in time (\(error.message)); a server that froze, or one overloaded? --call-timeout-ms sets the bound",
+            self.init(message: "deadline_exceeded: the Lockstep server at \(server) did not answer in time (\(error.message)); a server that froze, or one overloaded? --call-timeout-ms sets the bound"
+                          + (error.mayHaveRun ? "; the command may have been carried out: \(Self.look)" : ""),
                       exitCode: RemoteExit.unreachable)
+        case _ where error.mayHaveRun:
+            // The server could not say whether the write was carried out (`commit_outcome_unknown`, an
+            // answer it could not encode after the work was done, …).
+            self.init(message: "\(error.description); the command may have been carried out: \(Self.look)", exitCode: RemoteExit.unreachable)
         case "unauthenticated", "permission_denied":
             self.init(message: error.description, exitCode: RemoteExit.denied)
         default:

@@ -3,6 +3,7 @@ import Foundation
 import LockstepClient
 import LockstepCore
 import LockstepWire
+import Synchronization
 
 // `lockstep migration wait` and `migration start --wait` (issue 20): follow a migration in a pipeline and
 // answer with an exit status per outcome, one plain line per event (no terminal control sequences).
@@ -43,21 +44,36 @@ extension MigrationsCommand {
 
         func run() async throws {
             var outcome = WaitOutcome.succeeded
-            try await server.run { lockstep in outcome = try await waitFor(id, lockstep, timeout: timeout) }
+            let printed = PrintedUpTo()
+            try await server.run { lockstep in outcome = try await waitFor(id, lockstep, timeout: timeout, printed: printed) }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
         }
     }
 }
 
-/// Prints every event of migration `id` as a line while it runs, and returns how the wait ended: the
-/// migration settled, paused, or `timeout` passed.
-func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument?) async throws -> WaitOutcome {
+/// The last event a watch printed (its global sequence): run again on the next address after
+/// `unavailable`, the command's watch goes on after it, so no line is printed twice.
+final class PrintedUpTo: Sendable {
+    private let sequence = Mutex<UInt64>(0)
+    /// The last sequence printed (0: none yet).
+    var value: UInt64 { sequence.withLock { $0 } }
+    /// Notes that the event at `sequence` was printed.
+    func printed(_ sequence: UInt64) { self.sequence.withLock { $0 = max($0, sequence) } }
+}
+
+/// Prints every event of migration `id` as a line while it runs (after `printed`'s, when a run before
+/// this one printed some), and returns how the wait ended: the migration settled, paused, or `timeout` passed.
+func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument?, printed: PrintedUpTo = PrintedUpTo()) async throws -> WaitOutcome {
     let deadline = timeout.map { ContinuousClock.now + .milliseconds($0.millis) }
     // The events, as plain lines, from the migration's start (the server ends the stream when it settles).
     let events = Task {
-        try await lockstep.watch(.with { $0.migrationID = id }) { envelope in
+        try await lockstep.watch(.with {
+            $0.migrationID = id
+            $0.afterSequence = printed.value
+        }) { envelope in
             let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
             print("#\(envelope.sequence) \(line.text)")
+            printed.printed(envelope.sequence)
             fflush(nil)
         }
     }

@@ -22,7 +22,7 @@ method, _, nth = (sys.argv[3] if len(sys.argv) > 3 else "").partition("#")
 nth = int(nth or "1")
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, CONTINUATION, END_STREAM, END_HEADERS, PADDED, PRIORITY = 0, 1, 9, 0x1, 0x4, 0x8, 0x20
-state = {"cut": None, "seen": 0}  # cut: (connection, stream) of the call whose answer is lost, set once
+state = {"cut": None, "seen": 0}  # cut: (connection, stream) of the call whose answer is lost, set once (never cleared)
 lock = threading.Lock()
 
 
@@ -83,7 +83,7 @@ def upstream(client, server, pair):
                         if state["cut"] is None and (not method or path.endswith("/" + method)):
                             state["seen"] += 1
                             if state["seen"] == nth:
-                                state["cut"] = (id(pair), stream)
+                                state["cut"] = (pair, stream)
             server.sendall(frame)
     except OSError:
         pass
@@ -95,7 +95,7 @@ def downstream(server, client, pair):
         for frame in frames(server):
             stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
             with lock:
-                cut = state["cut"] == (id(pair), stream)
+                cut = state["cut"] is not None and state["cut"][0] is pair and state["cut"][1] == stream
             if cut:
                 dropped += len(frame) - 9 if frame[3] == DATA else 0
                 if frame[4] & END_STREAM:
