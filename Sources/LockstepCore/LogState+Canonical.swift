@@ -17,7 +17,7 @@ extension LogState {
     /// The canonical bytes of this state in `format` (one of `canonicalFormatsRead`): what a state read
     /// in an older format re-encodes to, to check it was canonical. Format 8 drops the leases' poll names.
     public func canonicalBytes(format: UInt8) -> [UInt8] {
-        precondition(Self.canonicalFormatsRead.contains(format), "format \(format) is not one this build writes")
+        precondition(Self.canonicalFormatsRead.contains(format), "format \(format) is not one this build reads")
         var writer = CanonicalWriter()
         writer.format = format
         for byte in Self.canonicalMagic { writer.u8(byte) }

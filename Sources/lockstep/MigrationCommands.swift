@@ -39,7 +39,7 @@ extension MigrationsCommand {
             }
             if timeout != nil && !wait { throw ValidationError("--timeout needs --wait") }
             var outcome = WaitOutcome.succeeded
-            let printed = PrintedUpTo()
+            var startedID = ""
             try await server.run { lockstep in
                 let started = try await lockstep.startMigration(.with {
                     $0.plan = name
@@ -48,7 +48,13 @@ extension MigrationsCommand {
                 })
                 print(started.migrationID)
                 fflush(nil)
-                if wait { outcome = try await waitFor(started.migrationID, lockstep, timeout: timeout, printed: printed) }
+                startedID = started.migrationID
+            }
+            // The wait on a client of its own: it only reads, so it may run again on the next address
+            // (after the last line it printed), where the start must not.
+            if wait {
+                let printed = PrintedUpTo()
+                try await server.run { lockstep in outcome = try await waitFor(startedID, lockstep, timeout: timeout, printed: printed) }
             }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
         }

@@ -53,7 +53,8 @@ struct ServerOptions: ParsableArguments {
                 try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted, timeout: try timeout()) { lockstep in
                     // With several servers, a command that could not reach one runs again on the next (the
                     // client has moved on); each is tried once. Not once anything of it may have taken
-                    // effect: a write that went out (its answer lost), or events already printed.
+                    // effect: a write that went out (its answer lost). Commands that print as they read go
+                    // on from the last event they printed.
                     var attempt = 1
                     while true {
                         let target = lockstep.currentTarget
@@ -115,12 +116,12 @@ extension CommandFailure {
             self.init(message: "deadline_exceeded: the Lockstep server at \(server) did not answer in time (\(error.message)); a server that froze, or one overloaded? --call-timeout-ms sets the bound"
                           + (error.mayHaveRun ? "; the command may have been carried out: \(Self.look)" : ""),
                       exitCode: RemoteExit.unreachable)
+        case "unauthenticated", "permission_denied":
+            self.init(message: error.description, exitCode: RemoteExit.denied)
         case _ where error.mayHaveRun:
             // The server could not say whether the write was carried out (`commit_outcome_unknown`, an
             // answer it could not encode after the work was done, …).
             self.init(message: "\(error.description); the command may have been carried out: \(Self.look)", exitCode: RemoteExit.unreachable)
-        case "unauthenticated", "permission_denied":
-            self.init(message: error.description, exitCode: RemoteExit.denied)
         default:
             self.init(message: error.description, exitCode: RemoteExit.refused)
         }

@@ -66,15 +66,23 @@ final class PrintedUpTo: Sendable {
 func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument?, printed: PrintedUpTo = PrintedUpTo()) async throws -> WaitOutcome {
     let deadline = timeout.map { ContinuousClock.now + .milliseconds($0.millis) }
     // The events, as plain lines, from the migration's start (the server ends the stream when it settles).
+    // A watch cut off by a transient failure (its server gone: the client has moved to the next address)
+    // is opened again after the last line printed, while the status below goes on.
     let events = Task {
-        try await lockstep.watch(.with {
-            $0.migrationID = id
-            $0.afterSequence = printed.value
-        }) { envelope in
-            let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
-            print("#\(envelope.sequence) \(line.text)")
-            printed.printed(envelope.sequence)
-            fflush(nil)
+        while !Task.isCancelled {
+            do {
+                return try await lockstep.watch(.with {
+                    $0.migrationID = id
+                    $0.afterSequence = printed.value
+                }) { envelope in
+                    let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
+                    print("#\(envelope.sequence) \(line.text)")
+                    printed.printed(envelope.sequence)
+                    fflush(nil)
+                }
+            } catch let error as LockstepClientError where error.isTransient {
+                try await Task.sleep(for: .milliseconds(200))
+            }
         }
     }
     do {
