@@ -255,15 +255,16 @@ import LockstepService
     /// Migration `migration` of a one-node plan (`switch`, service orders, heartbeat 5 s) started, and an
     /// orders agent reaching the server through `answer-cutter.py`, which loses the answer to the agent's
     /// first call of `method` (Poll, Complete). `parkedFirst`: the agent's poll is parked before the
-    /// migration starts, so the start's own append leases it the step (a claim).
-    static func orderAgentLosingAnAnswer(_ world: World, to method: String, migration: String, parkedFirst: Bool = false) async throws
-        -> (cutter: ChildProcess, agent: ChildProcess) {
+    /// migration starts, so the start's own append leases it the step (a claim). `cutting`: more of the
+    /// proxy's arguments (`reset-after=K`). The proxy's address is `127.0.0.1:cutterPort`.
+    static func orderAgentLosingAnAnswer(_ world: World, to method: String, migration: String, parkedFirst: Bool = false, cutting: [String] = []) async throws
+        -> (cutter: ChildProcess, agent: ChildProcess, cutterPort: Int) {
         try "name: one\nservices:\n  orders: { owners: [orders-team] }\nnodes:\n  - id: switch\n    service: orders\n    phase: live\n    action: flip-flag\n    timeouts: { heartbeat: 5s }\n"
             .write(toFile: world.directory + "/one.yaml", atomically: true, encoding: .utf8)
         #expect(try await world.lockstep(["plan", "apply", world.directory + "/one.yaml"]).status == 0)
         if !parkedFirst { #expect(try await world.lockstep(["migration", "start", "one@1", "--id", migration]).status == 0) }
         let cutterPort = try TestPostgres.freePort()
-        let cutter = try ChildProcess("/usr/bin/env", ["python3", answerCutter, "\(cutterPort)", String(world.address.split(separator: ":").last ?? ""), method])
+        let cutter = try ChildProcess("/usr/bin/env", ["python3", answerCutter, "\(cutterPort)", String(world.address.split(separator: ":").last ?? ""), method] + cutting)
         try await cutter.waitForOutput("ready", seconds: 10)
         let agent = try ChildProcess(try lockstepBinary(), ["agent", "--service", "orders", "--handlers", world.directory + "/handlers", "--id", "orders-1"],
                                      environment: world.environment("orders-agent", server: "127.0.0.1:\(cutterPort)"))
@@ -274,7 +275,7 @@ import LockstepService
             }
             #expect(try await world.lockstep(["migration", "start", "one@1", "--id", migration]).status == 0)
         }
-        return (cutter, agent)
+        return (cutter, agent, cutterPort)
     }
 
     /// The reference agent retries a report after `unavailable`; when the first try was carried out and only
@@ -282,7 +283,7 @@ import LockstepService
     /// most likely taken, not that it was refused or that nothing was reported. The step completes once.
     @Test func anAgentWhoseReportsAnswerIsLostSaysItWasMostLikelyTaken() async throws {
         let world = try await world()
-        let (cutter, agent) = try await Self.orderAgentLosingAnAnswer(world, to: "Complete", migration: "c1")
+        let (cutter, agent, _) = try await Self.orderAgentLosingAnAnswer(world, to: "Complete", migration: "c1")
         defer { cutter.kill(SIGKILL); agent.kill(SIGKILL) }
         try await eventually("the migration succeeds") {
             try await world.lockstep(["migration", "status", "c1", "--output", "json"]).stdout.contains("MIGRATION_STATUS_SUCCEEDED")
@@ -301,7 +302,7 @@ import LockstepService
     @Test(arguments: [false, true])
     func aPollWhoseAnswerIsLostGetsItsStepBackWhenSentAgain(parkedFirst: Bool) async throws {
         let world = try await world()
-        let (cutter, agent) = try await Self.orderAgentLosingAnAnswer(world, to: "Poll", migration: "n1", parkedFirst: parkedFirst)
+        let (cutter, agent, _) = try await Self.orderAgentLosingAnAnswer(world, to: "Poll", migration: "n1", parkedFirst: parkedFirst)
         defer { cutter.kill(SIGKILL); agent.kill(SIGKILL) }
         try await agent.waitForOutput("cannot poll", seconds: 30)
         // The answer lost carried the step (a poll answered with nothing to do is 8 bytes).
@@ -315,6 +316,23 @@ import LockstepService
         #expect(events.components(separatedBy: "\"step_leased\"").count == 2, "one lease: \(events)")
         #expect(!events.contains("taken as lost"), "\(events)")
         #expect(events.contains("\"poll_id\":\"poll-"), "the lease records the poll's name: \(events)")
+    }
+
+    /// `migration wait` watches the migration while it polls its status: when a transient failure cuts
+    /// the watch off (here the proxy resets the watch's stream after two events; the connection and the
+    /// status polls go on), the watch is opened again after the last line printed. Before, the event lines
+    /// stopped there and the wait still ended with its summary, every line after the cut missing.
+    @Test func aWaitWhoseWatchIsCutOffOpensItAgainAfterItsLastLine() async throws {
+        let world = try await world()
+        let (cutter, agent, cutterPort) = try await Self.orderAgentLosingAnAnswer(world, to: "Watch", migration: "w1", cutting: ["reset-after=2"])
+        defer { cutter.kill(SIGKILL); agent.kill(SIGKILL) }
+        let waited = try await world.lockstep(["migration", "wait", "w1"], server: "127.0.0.1:\(cutterPort),\(world.address)")
+        #expect(cutter.stdout.contains("reset"), "the watch was cut off: \(cutter.stdout)")
+        #expect(waited.status == 0, "\(waited)")
+        let lines = waited.stdout.split(separator: "\n").filter { $0.hasPrefix("#") }
+        #expect(Set(lines).count == lines.count, "no line twice: \(waited.stdout)")
+        let events = try await world.lockstep(["history", "export"]).stdout.split(separator: "\n").count
+        #expect(lines.count == events - 1, "every event of the migration once (the plan's event is not the migration's): \(waited.stdout)")
     }
 
     /// `history export` from a server reads the log a page (1,000 events) at a time; when a page's call

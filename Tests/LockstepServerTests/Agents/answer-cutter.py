@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A TCP proxy in front of a Lockstep server that loses the answer to the first gRPC call, for CLIEndToEndTests.
 
-Usage: answer-cutter.py LISTEN_PORT TARGET_PORT [METHOD[#N]]
+Usage: answer-cutter.py LISTEN_PORT TARGET_PORT [METHOD[#N] [reset-after=K]]
 
 Forwards every connection to 127.0.0.1:TARGET_PORT frame by frame. The first request stream a client opens
 (its HEADERS frame; with METHOD, the first whose :path ends in /METHOD, e.g. Complete; with #N, the Nth
@@ -9,6 +9,10 @@ such) is passed on whole; the server's frames on that stream are read and droppe
 ends the stream (its trailers: the call was carried out and answered), and then both sides are closed:
 the client sees its connection lost with the call in fact done. Later connections pass through. Prints
 "ready" once it listens, and "cut N bytes" (the answer's DATA dropped) when it has cut.
+
+With reset-after=K the cut call's first K DATA frames (a stream's first K messages) are passed on, and
+then the stream alone is reset towards the client (RST_STREAM, CANCEL; the server's further frames on it
+are dropped): the connection and its other calls go on.
 """
 import socket
 import socketserver
@@ -20,6 +24,7 @@ import hpack
 listen_port, target_port = int(sys.argv[1]), int(sys.argv[2])
 method, _, nth = (sys.argv[3] if len(sys.argv) > 3 else "").partition("#")
 nth = int(nth or "1")
+reset_after = int(sys.argv[4].partition("=")[2]) if len(sys.argv) > 4 else None
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, CONTINUATION, END_STREAM, END_HEADERS, PADDED, PRIORITY = 0, 1, 9, 0x1, 0x4, 0x8, 0x20
 state = {"cut": None, "seen": 0}  # cut: (connection, stream) of the call whose answer is lost, set once (never cleared)
@@ -90,12 +95,25 @@ def upstream(client, server, pair):
 
 
 def downstream(server, client, pair):
+    global reset_after
     dropped = 0
     try:
         for frame in frames(server):
             stream = int.from_bytes(frame[5:9], "big") & 0x7FFFFFFF
             with lock:
                 cut = state["cut"] is not None and state["cut"][0] is pair and state["cut"][1] == stream
+            if cut and reset_after is not None:
+                if frame[3] == DATA and reset_after > 0:
+                    reset_after -= 1
+                    client.sendall(frame)
+                elif reset_after == 0:
+                    reset_after = -1
+                    rst = (4).to_bytes(3, "big") + bytes([3, 0]) + stream.to_bytes(4, "big") + (8).to_bytes(4, "big")
+                    client.sendall(rst)
+                    print("reset", flush=True)
+                elif reset_after > 0:
+                    client.sendall(frame)
+                continue
             if cut:
                 dropped += len(frame) - 9 if frame[3] == DATA else 0
                 if frame[4] & END_STREAM:
