@@ -32,11 +32,11 @@ public actor Coordinator {
     /// Callers waiting for the machine's word, by number.
     private var parked: [CoordinatorMachine.Caller: CheckedContinuation<Word, Never>] = [:]
     private var nextCaller: CoordinatorMachine.Caller = 0
-    /// Step leases being given back (`giveBack`; as many as give-backs in flight, one per lease), and the
+    /// Step leases being given back (`giveBack`, Coordinator+LeaseHandOut.swift; as many as give-backs in flight, one per lease), and the
     /// last ones handed out again to a named poll (`leaseTakenAgain`; `RecentLeaseKeys.capacity`): each
     /// keeps the other from happening to the same lease.
-    private var returning: Set<LeaseKey> = []
-    private var handedAgain = RecentLeaseKeys()
+    var returning: Set<LeaseKey> = []
+    var handedAgain = RecentLeaseKeys()
 
     /// What the machine says to a caller.
     typealias Word = CoordinatorMachine.Word
@@ -355,37 +355,6 @@ public actor Coordinator {
         machine.state.step(forService: service, at: now)
     }
 
-    /// A named poll sent again after its answer was lost (docs/api.md, `poll_id`): the lease its first
-    /// send took (`LogState.leaseTaken`), renewed as a heartbeat would renew it (its TTL starts again now,
-    /// since the agent counts from the answer), with its TTL in milliseconds and the exposure stage it
-    /// sets. Nil when there is none, when the lease timer has it past its deadline (its expiry is under
-    /// way), or when the step is being given back (`giveBack`): the two exclude each other, so a step
-    /// handed out again is never also offered again.
-    public func leaseTakenAgain(forService service: String, agent: String, holder: String, pollID: String)
-        -> (migration: MigrationID, node: NodeID, spec: NodeSpec, lease: StepLeased, ttlMillis: Int64, stage: ExposureStage?)? {
-        guard let taken = machine.state.leaseTaken(forService: service, agent: agent, holder: holder, pollID: pollID) else { return nil }
-        let key = LeaseKey(migration: taken.migration, node: taken.node, token: taken.lease.token)
-        let nanos = monotonic()
-        guard !returning.contains(key), let deadline = machine.leaseDeadlines[taken.migration]?[taken.node], deadline.token == taken.lease.token,
-              deadline.deadlineNanos > nanos else { return nil }
-        machine.renewLease(taken.migration, node: taken.node, token: taken.lease.token, nanos: nanos)
-        handedAgain.insert(key)
-        let stage = taken.lease.kind == .forward && taken.spec.exposure != nil ? machine.state.migrations[taken.migration]?.nextStage(of: taken.node) : nil
-        return (taken.migration, taken.node, taken.spec, taken.lease,
-                taken.lease.expiresAt.millisecondsSinceEpoch - taken.lease.grantedAt.millisecondsSinceEpoch, stage)
-    }
-
-    /// Gives back the step leased under `token` to a poll whose client went before its answer reached it
-    /// (`returnStep`, as `by`), unless the lease was handed out again meanwhile (`leaseTakenAgain`): then
-    /// nothing is done. Nil when nothing was done.
-    public func giveBack(node: NodeID, token: FencingToken, by principal: String, migration id: MigrationID, context: CommandContext,
-                         now: Instant) async throws(CommandError) -> CommandResult? {
-        let key = LeaseKey(migration: id, node: node, token: token)
-        guard !handedAgain.contains(key), returning.insert(key).inserted else { return nil }
-        defer { returning.remove(key) }
-        return try await execute(.returnStep(node: node, token: token, by: principal), migration: id, context: context, now: now)
-    }
-
     /// Step leases live now (for metrics).
     public var liveStepLeaseCount: Int { machine.liveStepLeaseCount }
 
@@ -452,37 +421,5 @@ extension Coordinator {
             }
         }
         return false
-    }
-}
-
-/// One step lease: its migration, node and fencing token.
-struct LeaseKey: Hashable, Sendable {
-    var migration: MigrationID
-    var node: NodeID
-    var token: FencingToken
-}
-
-/// The last `capacity` lease keys inserted (older ones are forgotten): a give-back follows the lease it
-/// returns within moments, so only the newest hand-outs need remembering.
-struct RecentLeaseKeys: Sendable {
-    /// How many are remembered, in leases.
-    static let capacity = 1_024
-    private var keys: Set<LeaseKey> = []
-    private var order: [LeaseKey] = []
-    private var next = 0
-
-    /// Whether `key` is among the last remembered.
-    func contains(_ key: LeaseKey) -> Bool { keys.contains(key) }
-
-    /// Remembers `key`, forgetting the oldest when `capacity` are remembered.
-    mutating func insert(_ key: LeaseKey) {
-        guard keys.insert(key).inserted else { return }
-        if order.count < Self.capacity {
-            order.append(key)
-        } else {
-            keys.remove(order[next])
-            order[next] = key
-            next = (next + 1) % Self.capacity
-        }
     }
 }

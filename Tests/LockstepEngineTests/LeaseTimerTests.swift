@@ -1,5 +1,5 @@
 import LockstepCore
-import LockstepEngine
+@testable import LockstepEngine
 import LockstepStore
 import LockstepWire
 import Synchronization
@@ -187,5 +187,21 @@ final class ManualMonotonicClock: Sendable {
         let returned = try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"), context: agent, now: t(1))
         #expect(returned == nil)
         #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(1), "still leased")
+    }
+}
+
+/// The hand-outs a give-back checks are bounded: the newest `RecentLeaseKeys.capacity` (1,024 leases).
+@Suite struct RecentLeaseKeysTests {
+    @Test func theOldestIsForgottenPastTheCapacityAndTheNewestKept() {
+        func key(_ index: Int) -> LeaseKey { LeaseKey(migration: MigrationID("m"), node: NodeID("n\(index)"), token: FencingToken(UInt64(index))) }
+        var keys = RecentLeaseKeys()
+        for index in 0..<RecentLeaseKeys.capacity { keys.insert(key(index)) }
+        keys.insert(key(0))  // already there: changes nothing
+        #expect(keys.contains(key(0)) && keys.contains(key(RecentLeaseKeys.capacity - 1)))
+        keys.insert(key(RecentLeaseKeys.capacity))
+        #expect(!keys.contains(key(0)), "the oldest is forgotten")
+        #expect(keys.contains(key(1)) && keys.contains(key(RecentLeaseKeys.capacity)))
+        for index in 1...RecentLeaseKeys.capacity { keys.insert(key(RecentLeaseKeys.capacity + index)) }
+        #expect((0...RecentLeaseKeys.capacity).allSatisfy { !keys.contains(key($0)) } && keys.contains(key(2 * RecentLeaseKeys.capacity)))
     }
 }

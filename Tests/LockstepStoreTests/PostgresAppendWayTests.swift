@@ -43,6 +43,17 @@ import Testing
         return (database, log)
     }
 
+    /// The log's next append (stream `a` at version 2) fails `writes_stopped` with the storage fault's
+    /// SQLSTATE (58030).
+    func expectTheNextAppendStopsWrites(_ log: PostgresEventLog) async {
+        do {
+            _ = try await log.append(request("a", 2, "a3"))
+            Issue.record("an append that hit an I/O error at its commit was acknowledged")
+        } catch {
+            #expect(error.code == "writes_stopped" && error.description.contains("58030"), "\(error)")
+        }
+    }
+
     @Test func aWritersBatchesGoAheadAfterTheFirst() async throws {
         let (_, client) = try await TestPostgres.shared.makeClient()
         let log = try await PostgresEventLog.open(client: client)
@@ -99,12 +110,7 @@ import Testing
     /// stops writes, as it does on the locked way, and nothing is written.
     @Test func aStorageFaultAtTheCommitOfABatchSentAheadStopsWrites() async throws {
         let (database, log) = try await aLogWhoseNextCommitFails()
-        do {
-            _ = try await log.append(request("a", 2, "a3"))
-            Issue.record("an append that hit an I/O error at its commit was acknowledged")
-        } catch {
-            #expect(error.code == "writes_stopped" && error.description.contains("58030"), "\(error)")
-        }
+        await expectTheNextAppendStopsWrites(log)
         #expect(await log.writesStopped != nil)
         #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "2\n")
     }
@@ -124,12 +130,7 @@ import Testing
             try await TestPostgres.shared.waitForASessionInPgSleep(database)
             try await TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_head WHERE id = 1 FOR UPDATE; SELECT pg_sleep(2.5); COMMIT;")
         }()
-        do {
-            _ = try await log.append(request("a", 2, "a3"))
-            Issue.record("an append that hit an I/O error at its commit was acknowledged")
-        } catch {
-            #expect(error.code == "writes_stopped" && error.description.contains("58030"), "\(error)")
-        }
+        await expectTheNextAppendStopsWrites(log)
         try await held
         #expect(await log.writesStopped != nil)
         #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "2\n")
