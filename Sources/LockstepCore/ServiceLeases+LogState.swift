@@ -204,6 +204,22 @@ extension LogState {
         return Self.takesSteps(node)
     }
 
+    /// The name of the poll that took the step lease running at the node holding `service` for steps
+    /// (`StepLeased.pollID`), nil when that node has no lease or an unnamed one. `leaseTaken` finds a
+    /// lease only there, so a named poll whose name this is not has no lease to get back.
+    public func leasePollID(ofService service: String) -> String? {
+        guard let (_, _, node) = firstServiceHolder(of: service), let lease = node.lease, !lease.pollID.isEmpty else { return nil }
+        return lease.pollID
+    }
+
+    /// `mayHaveStep(forService:)` and `leasePollID(ofService:)` in one look-up of the holder (what
+    /// `StepServices` publishes after each append).
+    public func stepsAndLeaseName(ofService service: String) -> (mayHaveStep: Bool, leasePollID: String?) {
+        guard let (migration, _, node) = firstServiceHolder(of: service) else { return (false, nil) }
+        let named = node.lease.flatMap { $0.pollID.isEmpty ? nil : $0.pollID }
+        return ((migration.status == .running || migration.status == .aborting) && Self.takesSteps(node), named)
+    }
+
     /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.
     public func serviceWaits(migration id: MigrationID, node: NodeID) -> [ServiceWait] {
         guard let migration = migrations[id], let state = migration.node(node), !state.serviceLeases.isHeld,

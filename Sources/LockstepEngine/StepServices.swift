@@ -13,48 +13,77 @@ import Synchronization
 /// (`Coordinator.feed`): a poll that reads the wake-up generation, then finds its service outside here,
 /// parks after that generation, and the change that may give the service a step wakes it.
 public final class StepServices: Sendable {
-    private let services: Mutex<Set<String>>
+    /// What is published: the services that may have a step, and the name of the poll that took each
+    /// named step lease running at a service's holder (`LogState.leasePollID(ofService:)`).
+    private struct Published {
+        var steps: Set<String>
+        var leasePollIDs: [String: String]
+    }
+
+    private let published: Mutex<Published>
 
     init(_ state: LogState) {
-        services = Mutex(Self.services(of: state))
+        published = Mutex(Self.published(of: state))
     }
 
     /// Whether a poll of `service` may find a step now.
     public func contains(_ service: String) -> Bool {
-        services.withLock { $0.contains(service) }
+        published.withLock { $0.steps.contains(service) }
     }
 
-    /// Brings the set up to date with `state` after `change` was folded in (a change of no migration, a
-    /// plan's or a freeze's: the whole set is computed again). A follower's page tells one change per
-    /// migration it touched, each published in turn.
+    /// Whether the step lease running at `service`'s holder was taken by a poll named `pollID`: only
+    /// then can a named poll sent again get a lease back (`Coordinator.leaseTakenAgain`), so a named poll
+    /// asks the coordinator for it only then, and otherwise looks as an unnamed poll does, with no hop.
+    /// A send of the same poll whose lease is appended after this look is not seen by it (as a poll that
+    /// asked the coordinator before that append would not see it either).
+    public func hasLease(ofService service: String, takenBy pollID: String) -> Bool {
+        published.withLock { $0.leasePollIDs[service] == pollID }
+    }
+
+    /// Brings what is published up to date with `state` after `change` was folded in (a change of no
+    /// migration, a plan's or a freeze's: all of it is computed again). A follower's page tells one
+    /// change per migration it touched, each published in turn.
     ///
-    /// Whether a service is in the set depends on its holder and on the holder's migration alone, and
-    /// both change only with an append to a migration's stream: the holder's own (a lease, its end, a
-    /// release, the migration settling), or the stream of the migration granted the service (after the
-    /// holder before released it, in its own append). Either way the service is one that migration's plan
-    /// transitions, which `change.services` names. So only those services are looked at again: a look-up
-    /// in the holders and, for a held one, the node look-ups of its holder's migration. The work is the
-    /// size of one plan's service list, whatever the number of services and migrations live (it was a
-    /// pass over every holder, and a copy of the whole set, after each append). The simulation checks the
-    /// set against the whole state after every step.
+    /// Whether a service is in the set, and the name of its holder's lease, depend on its holder and on
+    /// the holder's migration alone, and both change only with an append to a migration's stream: the
+    /// holder's own (a lease, its end, a release, the migration settling), or the stream of the migration
+    /// granted the service (after the holder before released it, in its own append). Either way the
+    /// service is one that migration's plan transitions, which `change.services` names. So only those
+    /// services are looked at again: a look-up in the holders and, for a held one, the node look-ups of
+    /// its holder's migration. The work is the size of one plan's service list, whatever the number of
+    /// services and migrations live (it was a pass over every holder, and a copy of the whole set, after
+    /// each append). The simulation checks both against the whole state after every step.
     func publish(_ state: LogState, after change: CoordinatorMachine.Change) {
         guard change.migration != nil else {
-            let next = Self.services(of: state)
-            services.withLock { if $0 != next { $0 = next } }
+            let next = Self.published(of: state)
+            published.withLock { $0 = next }
             return
         }
-        var present: [String] = []
-        var absent: [String] = []
+        var looks: [(service: String, mayHaveStep: Bool, leasePollID: String?)] = []
+        looks.reserveCapacity(change.services.count)
         for service in change.services {
-            if state.mayHaveStep(forService: service) { present.append(service) } else { absent.append(service) }
+            let (mayHaveStep, leasePollID) = state.stepsAndLeaseName(ofService: service)
+            looks.append((service, mayHaveStep, leasePollID))
         }
-        services.withLock { set in
-            for service in absent { set.remove(service) }
-            for service in present { set.insert(service) }
+        published.withLock { published in
+            for look in looks {
+                if look.mayHaveStep { published.steps.insert(look.service) } else { published.steps.remove(look.service) }
+                if let name = look.leasePollID {
+                    published.leasePollIDs[look.service] = name
+                } else if !published.leasePollIDs.isEmpty {
+                    published.leasePollIDs.removeValue(forKey: look.service)
+                }
+            }
         }
     }
 
-    private static func services(of state: LogState) -> Set<String> {
-        Set(state.serviceLeases.holders.keys.filter { state.mayHaveStep(forService: $0) })
+    private static func published(of state: LogState) -> Published {
+        var published = Published(steps: [], leasePollIDs: [:])
+        for service in state.serviceLeases.holders.keys {
+            let (mayHaveStep, leasePollID) = state.stepsAndLeaseName(ofService: service)
+            if mayHaveStep { published.steps.insert(service) }
+            if let leasePollID { published.leasePollIDs[service] = leasePollID }
+        }
+        return published
     }
 }

@@ -107,7 +107,8 @@ public struct AgentAPI: Sendable {
         /// nothing, so only polls that saw it wait for it. Should this one end before looking again, the
         /// next parked poll of the service is woken to take the wait over (`endPoll`).
         var watchesRetry = false
-        /// Whether it asked for the lease an earlier send of the same poll took (`poll_id`; once, first).
+        /// Whether it asked the coordinator for the lease an earlier send of the same poll took
+        /// (`poll_id`): at most once, on a look that found that lease published under its name.
         var askedForItsLease = false
 
         public var service: String { request.service }
@@ -157,8 +158,8 @@ public struct AgentAPI: Sendable {
     /// `retryLater` (its wait over) or parks. Nil when the service may have a step: `look` asks the
     /// coordinator.
     public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
-        // A named poll asks the coordinator first whether it was sent before and took a step (`look`).
-        if !poll.request.pollID.isEmpty && !poll.askedForItsLease { return nil }
+        // A named poll whose name the service's running lease carries asks the coordinator for it (`look`).
+        if mayGetItsLeaseBack(poll) { return nil }
         // The generation first: a change after it that may give the service a step wakes the park at once.
         let seen = wakeups.generation
         guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
@@ -166,11 +167,20 @@ public struct AgentAPI: Sendable {
         return waitOn(&poll, seen: seen, nextRetry: nil)
     }
 
+    /// Whether `poll` is named, has not asked for its lease yet, and the step lease running at its
+    /// service's holder was taken under its name (`StepServices.hasLease`, read with no hop): only then
+    /// may an earlier send of it have a lease to get back.
+    private func mayGetItsLeaseBack(_ poll: PollCursor) -> Bool {
+        !poll.request.pollID.isEmpty && !poll.askedForItsLease
+            && coordinator.stepServices.hasLease(ofService: poll.request.service, takenBy: poll.request.pollID)
+    }
+
     /// A poll named `poll_id` sent again after its answer was lost: the step its first send leased, if
-    /// that lease still runs under the same agent and principal (asked once, on the poll's first look).
+    /// that lease still runs under the same agent and principal (asked at most once, on a look that finds
+    /// the lease published under its name; a named poll that finds none looks as an unnamed one does).
     /// The same answer as then; nothing is appended.
     private func leaseTakenBefore(_ poll: inout PollCursor) async -> Lockstep_V1_PollResponse? {
-        guard !poll.request.pollID.isEmpty, !poll.askedForItsLease else { return nil }
+        guard mayGetItsLeaseBack(poll) else { return nil }
         poll.askedForItsLease = true
         guard let taken = await coordinator.leaseTakenAgain(forService: poll.request.service, agent: poll.request.agentID, holder: poll.principal.name,
                                                             pollID: poll.request.pollID) else { return nil }

@@ -149,10 +149,11 @@ final class ManualMonotonicClock: Sendable {
 
 /// A named poll sent again gets the lease its first send took (`Coordinator.leaseTakenAgain`): renewed
 /// then, since its agent counts the TTL from that answer; never once the lease timer has it past its
-/// deadline; and a give-back of a lease handed out again does nothing.
+/// deadline; a give-back of a lease handed out again does nothing, and a lease being given back is not
+/// handed out.
 @Suite struct LeaseTakenAgainTests {
-    func named(ttlMillis: Int64, clock: ManualMonotonicClock) async throws -> Coordinator {
-        let coordinator = try await Coordinator.open(log: InMemoryEventLog(), monotonic: clock.clock)
+    func named(ttlMillis: Int64, clock: ManualMonotonicClock, log: any EventLog = InMemoryEventLog()) async throws -> Coordinator {
+        let coordinator = try await Coordinator.open(log: log, monotonic: clock.clock)
         _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 1), context: user, now: t(0))
         _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-1", ttlMillis: ttlMillis, holder: "bot", pollID: "poll-1"),
                                           migration: MigrationID("m"), context: agent, now: t(0))
@@ -187,6 +188,22 @@ final class ManualMonotonicClock: Sendable {
         let returned = try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"), context: agent, now: t(1))
         #expect(returned == nil)
         #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(1), "still leased")
+    }
+
+    @Test func aLeaseBeingGivenBackIsNotHandedOutAgain() async throws {
+        let clock = ManualMonotonicClock()
+        let log = GatedEventLog()
+        let coordinator = try await named(ttlMillis: 10_000, clock: clock, log: log)
+        await log.close()
+        let giving = Task {
+            try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"), context: agent, now: t(1))
+        }
+        try await waitUntil { await log.held == 1 }
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") == nil, "handed out while being given back")
+        await log.open()
+        #expect(try await giving.value != nil, "the give-back went on")
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease == nil, "given back")
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") == nil)
     }
 }
 

@@ -69,10 +69,12 @@ actor FaultyEventLog: EventLog {
         var contended = 0, staleRefused = 0, restarts = 0, forcedReleases = 0, expiries = 0, settled = 0
         /// Looks at a held service with no step for a poll (its node's step leased, or waiting for a grant).
         var heldWithoutStep = 0
+        /// Looks at a service whose holder's step lease was taken by a named poll.
+        var namedLeases = 0
         mutating func add(_ other: Counts) {
             contended += other.contended; staleRefused += other.staleRefused; restarts += other.restarts
             forcedReleases += other.forcedReleases; expiries += other.expiries; settled += other.settled
-            heldWithoutStep += other.heldWithoutStep
+            heldWithoutStep += other.heldWithoutStep; namedLeases += other.namedLeases
         }
     }
 
@@ -91,6 +93,7 @@ actor FaultyEventLog: EventLog {
         #expect(total.expiries > 0, "batch \(batch): no lease expired")
         #expect(total.settled > 0, "batch \(batch): no migration settled")
         #expect(total.heldWithoutStep > 0, "batch \(batch): no held service was ever without a step for a poll")
+        #expect(total.namedLeases > 0, "batch \(batch): no running lease was ever taken by a named poll")
     }
 
     @Test func theSameSeedGivesTheSameHistory() async throws {
@@ -112,6 +115,7 @@ actor FaultyEventLog: EventLog {
         var wall: Int64 = 0
         var held: [Held] = []
         var crashed: Set<String> = []
+        var pollNames: Set<String> = []
         let agents = ["agent-a", "agent-b", "agent-c", "agent-d"]
         var ids: [MigrationID] = []
         let migrationsMax = Int.random(in: 2...4, using: &random)
@@ -149,10 +153,11 @@ actor FaultyEventLog: EventLog {
                 let agent = agents.randomElement(using: &random)!
                 guard !crashed.contains(agent) else { continue }
                 if !state.serviceWaits(migration: id, node: node).isEmpty { counts.contended += 1 }
-                if let result = try? await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: 1_000), migration: id,
+                if let result = try? await coordinator.execute(.leaseStep(node: node, agent: agent, ttlMillis: 1_000, pollID: Self.pollName(id, node, agent)), migration: id,
                                                                 context: agentContext(agent), now: t(wall)),
                    case .stepLeased(let leased) = result.events.first?.event {
                     held.append(Held(migration: id, node: node, token: leased.token, agent: agent))
+                    if !leased.pollID.isEmpty { pollNames.insert(leased.pollID) }
                 }
             case 9:
                 // Operators: approve what waits for approval, pause, resume, abort, force-release what a failed migration holds.
@@ -235,6 +240,13 @@ actor FaultyEventLog: EventLog {
                 // until the log changes; and the coordinator published what its state says.
                 let mayHaveStep = live.mayHaveStep(forService: service)
                 #expect(coordinator.stepServices.contains(service) == mayHaveStep, "seed \(seed): \(service): the published set differs from the state")
+                let named = live.leasePollID(ofService: service)
+                #expect(live.stepsAndLeaseName(ofService: service) == (mayHaveStep, named), "seed \(seed): \(service): the combined look differs")
+                for name in pollNames.union(named.map { [$0] } ?? []) {
+                    #expect(coordinator.stepServices.hasLease(ofService: service, takenBy: name) == (named == name),
+                            "seed \(seed): \(service): the published lease name differs from the state (\(name), \(named ?? "none"))")
+                }
+                if named != nil { counts.namedLeases += 1 }
                 if !mayHaveStep {
                     if live.holder(ofService: service) != nil { counts.heldWithoutStep += 1 }
                     for later in [wall, wall + 1_000, wall + 3_600_000, wall + 400 * 86_400_000] {
@@ -282,6 +294,11 @@ actor FaultyEventLog: EventLog {
             }
         }
         return (steps, nextRetry)
+    }
+
+    /// The name the simulated agent gives the poll that leases `node` (agent-d names none).
+    static func pollName(_ migration: MigrationID, _ node: NodeID, _ agent: String) -> String {
+        agent == "agent-d" ? "" : "poll-\(migration.rawValue)-\(node.rawValue)-\(agent)"
     }
 
     func agentContext(_ agent: String) -> CommandContext { CommandContext(actor: Actor(kind: "agent", id: agent), triggeredBy: .agent) }

@@ -10,7 +10,9 @@ import Testing
 /// the engine's stream-closed report does).
 @Suite(.serialized, .timeLimit(.minutes(3))) struct JSONOnEngineTests {
     func curl(_ arguments: [String]) async throws -> String {
-        try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_version} %{http_code}"] + arguments).wait(seconds: 30).stdout
+        let run = try await ChildProcess("/usr/bin/curl", ["-sS", "-w", "\n%{http_version} %{http_code}"] + arguments).wait(seconds: 30)
+        // A transfer that got no answer (000) carries curl's own word for why, for the failure's message.
+        return run.stdout.hasSuffix(" 000") ? run.stdout + "\ncurl exited \(run.status): " + run.stderr : run.stdout
     }
 
     struct Seen: Decodable { let status: String?; let body: String; let ended: Bool; let reset_code: Int?; let sent: Int }

@@ -1,0 +1,51 @@
+import LockstepCore
+import LockstepEngine
+import LockstepWire
+import Testing
+@testable import LockstepService
+
+/// A named poll (`poll_id`) looks as an unnamed one does, on the caller's thread with no hop to the
+/// coordinator, unless the step lease running at its service's holder was taken under its name
+/// (`StepServices.hasLease`): only then may it get a lease back, and only then does it ask.
+@Suite struct NamedPollLookTests {
+    @Test func aNamedPollAsksTheCoordinatorOnlyWhenTheRunningLeaseCarriesItsName() async throws {
+        let (coordinator, _, agents, _) = try await ClaimedPollTests.wired()
+        let principal = ClaimedPollTests.principal
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: ClaimedPollTests.now)
+        func poll(_ name: String, agent: String = "a1") throws -> AgentAPI.PollCursor {
+            try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000; $0.pollID = name }, principal: principal)
+        }
+        func parksAtOnce(_ poll: inout AgentAPI.PollCursor) -> Bool {
+            if case .park = agents.lookAtOnce(&poll) { return true }
+            return false
+        }
+
+        // The step is free: a poll looks at the coordinator, named or not, and leases it under its name.
+        var first = try poll("p-1")
+        #expect(agents.lookAtOnce(&first) == nil)
+        guard case .answer(let answer) = try await agents.look(&first, clientGone: { false }) else { Issue.record("the first poll got no step"); return }
+        #expect(answer.step.leaseID == "m/step-0")
+        #expect(coordinator.stepServices.hasLease(ofService: "orders", takenBy: "p-1"))
+        #expect(!coordinator.stepServices.hasLease(ofService: "orders", takenBy: "p-2") && !coordinator.stepServices.hasLease(ofService: "other", takenBy: "p-1"))
+
+        // Another name, or none: no lease to get back and the step is leased, so it parks where it is.
+        var other = try poll("p-2")
+        #expect(parksAtOnce(&other) && !other.askedForItsLease)
+        var unnamed = try poll("")
+        #expect(parksAtOnce(&unnamed))
+
+        // The same name sent again asks, and gets the same step back; asked once, it does not ask again.
+        var again = try poll("p-1")
+        #expect(agents.lookAtOnce(&again) == nil)
+        guard case .answer(let same) = try await agents.look(&again, clientGone: { false }) else { Issue.record("the poll sent again got nothing"); return }
+        #expect(same == answer && again.askedForItsLease)
+        #expect(parksAtOnce(&again))
+
+        // The step completed: its name is no longer published.
+        let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
+        _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
+                                          context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: ClaimedPollTests.now)
+        #expect(!coordinator.stepServices.hasLease(ofService: "orders", takenBy: "p-1"))
+    }
+}
