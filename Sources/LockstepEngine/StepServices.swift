@@ -55,8 +55,9 @@ public final class StepServices: Sendable {
     /// each append). The simulation checks both against the whole state after every step.
     func publish(_ state: LogState, after change: CoordinatorMachine.Change) {
         guard change.migration != nil else {
-            let next = Self.published(of: state)
-            published.withLock { $0 = next }
+            var next = Self.published(of: state)
+            // The old value is released after the lock (`next` holds it then), not while polls wait.
+            published.withLock { swap(&$0, &next) }
             return
         }
         var looks: [(service: String, mayHaveStep: Bool, leasePollID: String?)] = []

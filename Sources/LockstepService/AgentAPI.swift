@@ -136,9 +136,11 @@ public struct AgentAPI: Sendable {
 
     /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
     public func look(_ poll: inout PollCursor, clientGone: @Sendable () -> Bool) async throws(APIError) -> PollLook {
-        if let again = await leaseTakenBefore(&poll) { return .answer(again) }
-        if let found = lookAtOnce(&poll) { return found }
+        // The generation first, before the name is looked for: a lease published under this poll's name
+        // after it (its first send's, committed meanwhile) ends a park at once, and the next look asks.
         let seen = wakeups.generation
+        if let again = await leaseTakenBefore(&poll) { return .answer(again) }
+        if let found = lookAtOnce(&poll, seen: seen, nameLookedFor: true) { return found }
         let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, pollID: poll.request.pollID,
                                                             principal: poll.principal, clientGone: clientGone)
         if let step {
@@ -155,13 +157,18 @@ public struct AgentAPI: Sendable {
     /// loop, or the thread whose change woke the poll): when no node holds the poll's service for a step,
     /// or its node waits for a grant or has its step leased already, there is no step to lease and no
     /// retry backoff to wait for until the log changes (`StepServices`), so the poll is answered
-    /// `retryLater` (its wait over) or parks. Nil when the service may have a step: `look` asks the
-    /// coordinator.
+    /// `retryLater` (its wait over) or parks. Nil when the service may have a step, or when the poll may
+    /// get a lease back under its name: `look` asks the coordinator.
     public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
-        // A named poll whose name the service's running lease carries asks the coordinator for it (`look`).
-        if mayGetItsLeaseBack(poll) { return nil }
-        // The generation first: a change after it that may give the service a step wakes the park at once.
-        let seen = wakeups.generation
+        // The generation first: a change after it that may give the service a step, or publishes a lease
+        // under this poll's name, ends the park at once.
+        lookAtOnce(&poll, seen: wakeups.generation, nameLookedFor: false)
+    }
+
+    /// `lookAtOnce` after generation `seen`; `nameLookedFor`: the caller looked for the poll's lease
+    /// under its name after reading `seen` (`look`), so a name published since is a change after `seen`.
+    private func lookAtOnce(_ poll: inout PollCursor, seen: UInt64, nameLookedFor: Bool) -> PollLook? {
+        if !nameLookedFor && mayGetItsLeaseBack(poll) { return nil }
         guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
         poll.wokenAt = nil
         return waitOn(&poll, seen: seen, nextRetry: nil)

@@ -42,6 +42,12 @@ import Testing
         #expect(same == answer && again.askedForItsLease)
         #expect(parksAtOnce(&again))
 
+        // The same name from another agent asks once, gets nothing back (the lease is not its own), and parks.
+        var impostor = try poll("p-1", agent: "a2")
+        #expect(agents.lookAtOnce(&impostor) == nil)
+        guard case .park = try await agents.look(&impostor, clientGone: { false }) else { Issue.record("another agent's poll got the step"); return }
+        #expect(impostor.askedForItsLease && parksAtOnce(&impostor))
+
         // The step completed: its name is no longer published.
         let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
         _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
