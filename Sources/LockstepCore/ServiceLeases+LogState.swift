@@ -212,8 +212,8 @@ extension LogState {
         return lease.pollID
     }
 
-    /// `mayHaveStep(forService:)` and `leasePollID(ofService:)` in one look-up of the holder (what
-    /// `StepServices` publishes after each append).
+    /// Both `mayHaveStep(forService:)` and `leasePollID(ofService:)`, found with one look-up of the
+    /// holder: what `StepServices` publishes after each append.
     public func stepsAndLeaseName(ofService service: String) -> (mayHaveStep: Bool, leasePollID: String?) {
         guard let (migration, _, node) = firstServiceHolder(of: service) else { return (false, nil) }
         let named = node.lease.flatMap { $0.pollID.isEmpty ? nil : $0.pollID }

@@ -53,7 +53,8 @@ public actor Coordinator {
     /// Where lease TTLs are measured.
     public let monotonic: MonotonicClock
 
-    /// The services a poll may find a step for, published after every fold for readers on any thread (polls).
+    /// The services a poll may find a step for, and the names of the polls that took the running step
+    /// leases, published after every fold for readers on any thread (polls).
     public nonisolated let stepServices: StepServices
 
     /// Called after every append is folded in (the server wakes parked polls and watches with it). Must not block.

@@ -5,11 +5,15 @@ import Synchronization
 /// thread without a hop to the coordinator. A step can be leased only for a service whose holding node
 /// holds all its services and has no step leased; anything else ends only with an append (a grant, a
 /// release, a lease's end), never with the time alone. So a poll for a service outside the set is
-/// answered, or parked, where it arrived, or where a change woke it, with no look at the coordinator;
-/// and a change wakes no poll of a service outside the set (`Wakeups.signalSteps`): another poll's
-/// lease of its step, for one, wakes nobody.
+/// answered, or parked, where it arrived, or where a change woke it, with no look at the coordinator
+/// (unless it is a named poll whose name the service's running lease carries: `hasLease`); and a change
+/// wakes no poll of a service outside the set (`Wakeups.signalSteps`): another poll's lease of its step,
+/// for one, wakes nobody.
 ///
-/// The coordinator publishes the set after each append is folded in and before the change is signalled
+/// Beside the set, the name of the poll that took the step lease running at each service's holder
+/// (`hasLease`): a named poll sent again asks the coordinator for its lease only when its name is there.
+///
+/// The coordinator publishes both after each append is folded in and before the change is signalled
 /// (`Coordinator.feed`): a poll that reads the wake-up generation, then finds its service outside here,
 /// parks after that generation, and the change that may give the service a step wakes it.
 public final class StepServices: Sendable {

@@ -136,8 +136,9 @@ public struct AgentAPI: Sendable {
 
     /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
     public func look(_ poll: inout PollCursor, clientGone: @Sendable () -> Bool) async throws(APIError) -> PollLook {
-        // The generation first, before the name is looked for: a lease published under this poll's name
-        // after it (its first send's, committed meanwhile) ends a park at once, and the next look asks.
+        // The generation first, before the name is looked for: should a lease be published under this
+        // poll's name after it (its first send's, committed meanwhile), the park is refused (the
+        // generation moved) and the poll looks again, and that look asks.
         let seen = wakeups.generation
         if let again = await leaseTakenBefore(&poll) { return .answer(again) }
         if let found = lookAtOnce(&poll, seen: seen, nameLookedFor: true) { return found }
@@ -160,8 +161,8 @@ public struct AgentAPI: Sendable {
     /// `retryLater` (its wait over) or parks. Nil when the service may have a step, or when the poll may
     /// get a lease back under its name: `look` asks the coordinator.
     public func lookAtOnce(_ poll: inout PollCursor) -> PollLook? {
-        // The generation first: a change after it that may give the service a step, or publishes a lease
-        // under this poll's name, ends the park at once.
+        // The generation first: after a change that may give the service a step, or publishes a lease
+        // under this poll's name, the park is refused and the poll looks again.
         lookAtOnce(&poll, seen: wakeups.generation, nameLookedFor: false)
     }
 

@@ -9,7 +9,7 @@ import Testing
 /// (`StepServices.hasLease`): only then may it get a lease back, and only then does it ask.
 @Suite struct NamedPollLookTests {
     @Test func aNamedPollAsksTheCoordinatorOnlyWhenTheRunningLeaseCarriesItsName() async throws {
-        let (coordinator, _, agents, _) = try await ClaimedPollTests.wired()
+        let (coordinator, wakeups, agents, _) = try await ClaimedPollTests.wired()
         let principal = ClaimedPollTests.principal
         let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
         _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: ClaimedPollTests.now)
@@ -48,10 +48,22 @@ import Testing
         guard case .park = try await agents.look(&impostor, clientGone: { false }) else { Issue.record("another agent's poll got the step"); return }
         #expect(impostor.askedForItsLease && parksAtOnce(&impostor))
 
-        // The step completed: its name is no longer published.
+        // A poll named p-3 looks while nothing runs under its name, and may park after the generation it
+        // read; before it parks, step-0 completes and an earlier send of p-3 leases step-1 (its answer
+        // lost). The park is refused (changes came after that generation), and the next look finds the
+        // name published, asks, and gets step-1 back.
+        var late = try poll("p-3")
+        guard case .park(let seen, _) = agents.lookAtOnce(&late) else { Issue.record("p-3 did not park at once"); return }
         let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
         _ = try await coordinator.execute(.completeStep(node: NodeID("step-0"), token: lease.token), migration: MigrationID("m"),
                                           context: CommandContext(actor: principal.agentActor, triggeredBy: .agent), now: ClaimedPollTests.now)
-        #expect(!coordinator.stepServices.hasLease(ofService: "orders", takenBy: "p-1"))
+        #expect(!coordinator.stepServices.hasLease(ofService: "orders", takenBy: "p-1"), "step-0's name went with its lease")
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-1"), agent: "a1", ttlMillis: 30_000, holder: principal.name, pollID: "p-3"),
+                                          migration: MigrationID("m"), context: CommandContext(actor: principal.agentActor, triggeredBy: .agent),
+                                          now: ClaimedPollTests.now)
+        #expect(wakeups.park(after: seen, millis: 60_000, owner: principal.name, key: "orders") { _ in } == .lookAgain)
+        #expect(agents.lookAtOnce(&late) == nil)
+        guard case .answer(let got) = try await agents.look(&late, clientGone: { false }) else { Issue.record("p-3 did not get its lease back"); return }
+        #expect(got.step.leaseID == "m/step-1")
     }
 }
