@@ -60,7 +60,9 @@ import Testing
         let clientB = await TestPostgres.shared.client(database, port: try await TestPostgres.shared.port())
         _ = try await PostgresEventLog.open(client: clientA)
         let leaderA = PostgresLeadership(client: clientA, holder: "a", address: "a:1", ttlMillis: 60_000, logger: Logger(label: "a"))
-        let leaderB = PostgresLeadership(client: clientB, holder: "b", address: "b:1", ttlMillis: 400, logger: Logger(label: "b"))
+        // B's TTL bounds its take (1.6 s: room for a loaded machine) and sets its lock_timeout (400 ms), both
+        // shorter than the 2 s the other session holds the row.
+        let leaderB = PostgresLeadership(client: clientB, holder: "b", address: "b:1", ttlMillis: 1_600, logger: Logger(label: "b"))
         let epoch = try #require(try await leaderA.tryAcquire())
         async let held = TestPostgres.shared.psql(database, "BEGIN; SELECT 1 FROM lockstep_leader WHERE id = 1 FOR UPDATE; SELECT pg_sleep(2); COMMIT;")
         try await TestPostgres.shared.waitForASessionInPgSleep(database)
@@ -101,14 +103,18 @@ import Testing
             group.addTask {
                 // Once A has written something (however loaded the machine), B waits for A's lease to lapse.
                 while try await a.head().sequence < 20 { try await Task.sleep(for: .milliseconds(10)) }
-                while true {
+                for _ in 0..<600 {  // 30 s at most
                     try await Task.sleep(for: .milliseconds(50))
-                    if let epoch = try await leaderB.tryAcquire() {
+                    // A take that gets no answer within its bound (B's TTL, 200 ms: on a loaded
+                    // machine beside eight writers) is tried again, as the leadership keeper does; one
+                    // that committed all the same costs B its own TTL, never a second writer.
+                    if let epoch = try? await leaderB.tryAcquire() {
                         await b.fence(epoch: epoch)
                         for round in 0..<20 { _ = try await b.append(request("b", UInt64(round), "b")) }
                         return []
                     }
                 }
+                throw TestFailure("B did not take over within 30 s")
             }
             return try await group.reduce(into: [UInt64]()) { $0 += $1 }
         }
