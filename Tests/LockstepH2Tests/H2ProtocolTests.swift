@@ -27,12 +27,14 @@ import Testing
 
     /// `silence`: how long the probe reads on with nothing arriving before it stops (a case that ends in the
     /// server closing the connection waits longer, so a loaded machine's slow close is still seen).
-    func probe(_ server: H2TestServer, _ name: String, silence: String = "0.5") async throws -> Observed {
+    /// `pastItsDeadline`: the probe may still be reading when its 10 s run ends ("send timed out"), as a
+    /// live client on a loaded machine, answering PINGs, can be; what it observed is then still checked.
+    func probe(_ server: H2TestServer, _ name: String, silence: String = "0.5", pastItsDeadline: Bool = false) async throws -> Observed {
         let run = try await ChildProcess("/usr/bin/env", ["python3", Self.probe, "127.0.0.1", "\(server.port)", name], environment: ["H2_PROBE_SILENCE": silence]).wait(seconds: 30)
         guard let observed = try? JSONDecoder().decode(Observed.self, from: Data(run.stdout.utf8)) else {
             throw TestFailure("the probe printed no observation: \(run)")
         }
-        #expect(observed.error == nil, "the probe itself failed: \(run)")
+        #expect(observed.error == nil || (pastItsDeadline && observed.error == "ProbeError: send timed out"), "the probe itself failed: \(run)")
         return observed
     }
 
@@ -136,7 +138,7 @@ import Testing
         limits.keepaliveTimeoutMillis = 2_000
         try await H2TestServer.with(limits: limits) { server in
             // A live client answers the PINGs and keeps its parked stream.
-            let alive = try await probe(server, "hold")
+            let alive = try await probe(server, "hold", pastItsDeadline: true)
             #expect(alive.pings >= 3 && alive.goaway == nil && !alive.closed, "\(alive)")
             // One that answers nothing (dead without closing) is closed about 2.3 s after it went silent.
             let deaf = try await probe(server, "deaf-after-hold")

@@ -196,13 +196,17 @@ class Connection:
         self.inbuf = self.inbuf[9 + length:]
         return frame
 
-    def pump(self, until=None, silence=SILENCE):
+    def pump(self, until=None, silence=SILENCE, eager=False):
         """Handle incoming frames until `until()` holds, the server closes,
         `silence` seconds pass with no input, or the case deadline passes.
-        Returns True iff `until()` became true."""
+        Returns True iff `until()` became true. `eager`: `until()` is asked
+        after every frame, not only once the frames read so far are handled
+        (for a case that answers what it reads, so reading never pauses)."""
         while True:
             while (frame := self._next_frame()) is not None:
                 self.handle(frame)
+                if eager and until is not None and until():
+                    return True
             if until is not None and until():
                 return True
             if self.closed or self.remaining() <= 0:
@@ -376,7 +380,7 @@ def case_hold(c):
     until three PINGs came (the connection must stay open)."""
     c.handshake()
     c.send(*c.get_frames(1, path="/hold"))
-    c.pump(until=lambda: c.obs["pings"] >= 3, silence=5)
+    c.pump(until=lambda: c.obs["pings"] >= 3, silence=5, eager=True)
 
 
 def case_reset_later(c):
