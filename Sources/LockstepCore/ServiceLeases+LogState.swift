@@ -175,8 +175,13 @@ extension LogState {
     /// The node holding `service` that `step(forService:at:)` looks at: its migration runs or aborts,
     /// and `service` is the node's first.
     private func stepHolder(ofService service: String) -> (MigrationState, NodeSpec, NodeState)? {
-        guard let found = firstServiceHolder(of: service), found.0.status == .running || found.0.status == .aborting else { return nil }
+        guard let found = firstServiceHolder(of: service), Self.leasesSteps(found.0) else { return nil }
         return found
+    }
+
+    /// Whether `migration` leases steps at all: it runs or aborts.
+    private static func leasesSteps(_ migration: MigrationState) -> Bool {
+        migration.status == .running || migration.status == .aborting
     }
 
     /// The node holding `service` when `service` is the node's first (whose agents run its steps), with
@@ -204,20 +209,15 @@ extension LogState {
         return Self.takesSteps(node)
     }
 
-    /// The name of the poll that took the step lease running at the node holding `service` for steps
-    /// (`StepLeased.pollID`), nil when that node has no lease or an unnamed one. `leaseTaken` finds a
-    /// lease only there, so a named poll whose name this is not has no lease to get back.
-    public func leasePollID(ofService service: String) -> String? {
-        guard let (_, _, node) = firstServiceHolder(of: service), let lease = node.lease, !lease.pollID.isEmpty else { return nil }
-        return lease.pollID
-    }
-
-    /// Both `mayHaveStep(forService:)` and `leasePollID(ofService:)`, found with one look-up of the
-    /// holder: what `StepServices` publishes after each append.
+    /// What `StepServices` publishes for `service` after each append, found with one look-up of the
+    /// holder: `mayHaveStep(forService:)` (which the simulations keep as the oracle), and the name of the
+    /// poll that took the step lease running at the node holding `service` for steps (`StepLeased.pollID`;
+    /// nil when that node has no lease or an unnamed one). `leaseTaken` finds a lease only there, so a
+    /// named poll whose name this is not has no lease to get back.
     public func stepsAndLeaseName(ofService service: String) -> (mayHaveStep: Bool, leasePollID: String?) {
         guard let (migration, _, node) = firstServiceHolder(of: service) else { return (false, nil) }
         let named = node.lease.flatMap { $0.pollID.isEmpty ? nil : $0.pollID }
-        return ((migration.status == .running || migration.status == .aborting) && Self.takesSteps(node), named)
+        return (Self.leasesSteps(migration) && Self.takesSteps(node), named)
     }
 
     /// What node `node` of migration `id` waits for, when it wants its services and does not hold them.

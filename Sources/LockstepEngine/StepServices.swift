@@ -18,7 +18,7 @@ import Synchronization
 /// parks after that generation, and the change that may give the service a step wakes it.
 public final class StepServices: Sendable {
     /// What is published: the services that may have a step, and the name of the poll that took each
-    /// named step lease running at a service's holder (`LogState.leasePollID(ofService:)`).
+    /// named step lease running at a service's holder (`LogState.stepsAndLeaseName(ofService:)`).
     private struct Published {
         var steps: Set<String>
         var leasePollIDs: [String: String]
@@ -33,6 +33,12 @@ public final class StepServices: Sendable {
     /// Whether a poll of `service` may find a step now.
     public func contains(_ service: String) -> Bool {
         published.withLock { $0.steps.contains(service) }
+    }
+
+    /// For a poll of `service` named `pollID` (may be empty), in one read: whether it may find a step now
+    /// (`contains`), and whether the running lease carries its name (`hasLease`).
+    public func look(_ service: String, pollID: String) -> (mayHaveStep: Bool, leaseIsItsOwn: Bool) {
+        published.withLock { ($0.steps.contains(service), !pollID.isEmpty && $0.leasePollIDs[service] == pollID) }
     }
 
     /// Whether the step lease running at `service`'s holder was taken by a poll named `pollID`: only
@@ -75,7 +81,7 @@ public final class StepServices: Sendable {
                 if look.mayHaveStep { published.steps.insert(look.service) } else { published.steps.remove(look.service) }
                 if let name = look.leasePollID {
                     published.leasePollIDs[look.service] = name
-                } else if !published.leasePollIDs.isEmpty {
+                } else {
                     published.leasePollIDs.removeValue(forKey: look.service)
                 }
             }

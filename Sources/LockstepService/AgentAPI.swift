@@ -169,8 +169,10 @@ public struct AgentAPI: Sendable {
     /// `lookAtOnce` after generation `seen`; `nameLookedFor`: the caller looked for the poll's lease
     /// under its name after reading `seen` (`look`), so a name published since is a change after `seen`.
     private func lookAtOnce(_ poll: inout PollCursor, seen: UInt64, nameLookedFor: Bool) -> PollLook? {
-        if !nameLookedFor && mayGetItsLeaseBack(poll) { return nil }
-        guard !coordinator.stepServices.contains(poll.request.service) else { return nil }
+        // One read of what is published: the name only while the poll may still ask for its lease.
+        let asks = !nameLookedFor && !poll.askedForItsLease
+        let published = coordinator.stepServices.look(poll.request.service, pollID: asks ? poll.request.pollID : "")
+        guard !published.leaseIsItsOwn, !published.mayHaveStep else { return nil }
         poll.wokenAt = nil
         return waitOn(&poll, seen: seen, nextRetry: nil)
     }

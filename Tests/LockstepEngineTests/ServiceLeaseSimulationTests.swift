@@ -241,8 +241,8 @@ actor FaultyEventLog: EventLog {
                 // until the log changes; and the coordinator published what its state says.
                 let mayHaveStep = live.mayHaveStep(forService: service)
                 #expect(coordinator.stepServices.contains(service) == mayHaveStep, "seed \(seed): \(service): the published set differs from the state")
-                let named = live.leasePollID(ofService: service)
-                #expect(live.stepsAndLeaseName(ofService: service) == (mayHaveStep, named), "seed \(seed): \(service): the combined look differs")
+                let (steps, named) = live.stepsAndLeaseName(ofService: service)
+                #expect(steps == mayHaveStep, "seed \(seed): \(service): the combined look differs")
                 for name in pollNames.union(named.map { [$0] } ?? []) {
                     #expect(coordinator.stepServices.hasLease(ofService: service, takenBy: name) == (named == name),
                             "seed \(seed): \(service): the published lease name differs from the state (\(name), \(named ?? "none"))")
