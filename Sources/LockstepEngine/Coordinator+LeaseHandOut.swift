@@ -3,7 +3,7 @@ import LockstepStore
 
 // A named poll sent again after its answer was lost gets the lease its first send took (docs/api.md,
 // `poll_id`): the hand-out, and the give-back it must exclude. Their state is the actor's `returning`
-// and `handedAgain`.
+// (the give-backs in flight) and the mark on the lease's timer (`CoordinatorMachine.handOutAgain`).
 extension Coordinator {
     /// A named poll sent again after its answer was lost (docs/api.md, `poll_id`): the lease its first
     /// send took (`LogState.leaseTaken`), renewed as a heartbeat would renew it (its TTL starts again now,
@@ -18,8 +18,7 @@ extension Coordinator {
         let nanos = monotonic()
         guard !returning.contains(key), let deadline = machine.leaseDeadlines[taken.migration]?[taken.node], deadline.token == taken.lease.token,
               deadline.deadlineNanos > nanos else { return nil }
-        machine.renewLease(taken.migration, node: taken.node, token: taken.lease.token, nanos: nanos)
-        handedAgain.insert(key)
+        machine.handOutAgain(taken.migration, node: taken.node, token: taken.lease.token, nanos: nanos)
         let stage = taken.lease.kind == .forward && taken.spec.exposure != nil ? machine.state.migrations[taken.migration]?.nextStage(of: taken.node) : nil
         return (taken.migration, taken.node, taken.spec, taken.lease,
                 taken.lease.expiresAt.millisecondsSinceEpoch - taken.lease.grantedAt.millisecondsSinceEpoch, stage)
@@ -27,11 +26,12 @@ extension Coordinator {
 
     /// Gives back the step leased under `token` to a poll whose client went before its answer reached it
     /// (`returnStep`, as `by`), unless the lease was handed out again meanwhile (`leaseTakenAgain`): then
-    /// nothing is done. Nil when nothing was done.
+    /// nothing is done, however long ago that was while the lease runs (the mark lives with the lease).
+    /// Nil when nothing was done.
     public func giveBack(node: NodeID, token: FencingToken, by principal: String, migration id: MigrationID, context: CommandContext,
                          now: Instant) async throws(CommandError) -> CommandResult? {
         let key = LeaseKey(migration: id, node: node, token: token)
-        guard !handedAgain.contains(key), returning.insert(key).inserted else { return nil }
+        guard !machine.wasHandedOutAgain(id, node: node, token: token), returning.insert(key).inserted else { return nil }
         defer { returning.remove(key) }
         return try await execute(.returnStep(node: node, token: token, by: principal), migration: id, context: context, now: now)
     }
@@ -42,29 +42,4 @@ struct LeaseKey: Hashable, Sendable {
     var migration: MigrationID
     var node: NodeID
     var token: FencingToken
-}
-
-/// The last `capacity` lease keys inserted (older ones are forgotten): a give-back follows the lease it
-/// returns within moments, so only the newest hand-outs need remembering.
-struct RecentLeaseKeys: Sendable {
-    /// How many are remembered, in leases.
-    static let capacity = 1_024
-    private var keys: Set<LeaseKey> = []
-    private var order: [LeaseKey] = []
-    private var next = 0
-
-    /// Whether `key` is among the last remembered.
-    func contains(_ key: LeaseKey) -> Bool { keys.contains(key) }
-
-    /// Remembers `key`, forgetting the oldest when `capacity` are remembered.
-    mutating func insert(_ key: LeaseKey) {
-        guard keys.insert(key).inserted else { return }
-        if order.count < Self.capacity {
-            order.append(key)
-        } else {
-            keys.remove(order[next])
-            order[next] = key
-            next = (next + 1) % Self.capacity
-        }
-    }
 }

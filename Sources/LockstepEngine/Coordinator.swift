@@ -32,11 +32,10 @@ public actor Coordinator {
     /// Callers waiting for the machine's word, by number.
     private var parked: [CoordinatorMachine.Caller: CheckedContinuation<Word, Never>] = [:]
     private var nextCaller: CoordinatorMachine.Caller = 0
-    /// Step leases being given back (`giveBack`, Coordinator+LeaseHandOut.swift; as many as give-backs in flight, one per lease), and the
-    /// last ones handed out again to a named poll (`leaseTakenAgain`; `RecentLeaseKeys.capacity`): each
-    /// keeps the other from happening to the same lease.
+    /// Step leases being given back (`giveBack`, Coordinator+LeaseHandOut.swift; as many as give-backs in
+    /// flight, one per lease): none of them is handed out again to a named poll (`leaseTakenAgain`), as a
+    /// lease handed out again (marked on its timer, `CoordinatorMachine.handOutAgain`) is never given back.
     var returning: Set<LeaseKey> = []
-    var handedAgain = RecentLeaseKeys()
 
     /// What the machine says to a caller.
     typealias Word = CoordinatorMachine.Word

@@ -232,6 +232,22 @@ extension CoordinatorMachine {
         leaseDeadlines[migration]?[node] = deadline
     }
 
+    /// `migration`/`node`'s lease with `token` is handed out again to a named poll sent again, at monotonic
+    /// `nanos`: renewed (`renewLease`) and marked, so a give-back of it does nothing while it runs
+    /// (`wasHandedOutAgain`). The mark lives in the lease's timer, so it is bounded by the live leases and
+    /// never forgotten while its lease runs.
+    mutating func handOutAgain(_ migration: MigrationID, node: NodeID, token: FencingToken, nanos: UInt64) {
+        renewLease(migration, node: node, token: token, nanos: nanos)
+        guard leaseDeadlines[migration]?[node]?.token == token else { return }
+        leaseDeadlines[migration]?[node]?.handedOutAgain = true
+    }
+
+    /// Whether `migration`/`node`'s lease with `token` runs and was handed out again (`handOutAgain`).
+    func wasHandedOutAgain(_ migration: MigrationID, node: NodeID, token: FencingToken) -> Bool {
+        guard let deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return false }
+        return deadline.handedOutAgain
+    }
+
     /// The leases past their deadline at monotonic `nanos`, in (migration, node) order, so every shell
     /// expires them in the same order.
     func leasesDue(nanos: UInt64) -> [(migration: MigrationID, node: NodeID, token: FencingToken)] {

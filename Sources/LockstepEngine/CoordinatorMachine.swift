@@ -143,6 +143,9 @@ public struct CoordinatorMachine: Sendable {
         var token: FencingToken
         var ttlMillis: Int64
         var deadlineNanos: UInt64
+        /// Whether the lease was handed out again to a named poll sent again (`handOutAgain`): a give-back
+        /// of it must then do nothing. Kept while the lease runs, gone with it.
+        var handedOutAgain = false
     }
 
     /// A command as asked.

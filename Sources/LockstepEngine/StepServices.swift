@@ -50,6 +50,18 @@ public final class StepServices: Sendable {
         published.withLock { $0.leasePollIDs[service] == pollID }
     }
 
+    /// For a change of `services`, in one read: those that may have a step now (`contains`), and the
+    /// name of each named step lease running at one of their holders (`hasLease`), for `Wakeups.signalSteps`.
+    public func wakeable(_ services: Set<String>) -> (steps: Set<String>, leaseNames: [(key: String, name: String)]) {
+        published.withLock { published in
+            var leaseNames: [(key: String, name: String)] = []
+            for service in services {
+                if let name = published.leasePollIDs[service] { leaseNames.append((service, name)) }
+            }
+            return (services.filter { published.steps.contains($0) }, leaseNames)
+        }
+    }
+
     /// Brings what is published up to date with `state` after `change` was folded in (a change of no
     /// migration, a plan's or a freeze's: all of it is computed again). A follower's page tells one
     /// change per migration it touched, each published in turn.

@@ -74,8 +74,8 @@ public struct AgentAPI: Sendable {
                 answered(poll)
                 return answer
             case .park(let seen, let millis):
-                let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, departure: departure,
-                                                 claim: stepClaim(for: poll))
+                let outcome = await wakeups.wait(after: seen, millis: millis, owner: principal.name, key: request.service, name: poll.parkName,
+                                                 departure: departure, claim: stepClaim(for: poll))
                 if case .claimed(.leased(let leased)) = outcome {
                     // Leased in the append that readied the step: answered as its own lease would be.
                     guard !clientGone() && !Task.isCancelled else {
@@ -111,6 +111,9 @@ public struct AgentAPI: Sendable {
         /// (`poll_id`): at most once, on a look that found that lease published under its name.
         var askedForItsLease = false
 
+        /// The name it parks under (`Wakeups.wait`'s `name`): its `poll_id` while it may still ask for
+        /// the lease an earlier send took, so the commit that publishes that lease wakes it.
+        var parkName: String? { request.pollID.isEmpty || askedForItsLease ? nil : request.pollID }
         public var service: String { request.service }
         public var owner: String { principal.name }
     }

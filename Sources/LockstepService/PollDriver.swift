@@ -78,7 +78,7 @@ extension AgentAPI {
         case .park(let seen, let millis):
             // One closure per parked poll, which a claim's end reaches too (`Wakeups.Outcome.claimed`): a
             // parked poll is held in memory until it is resumed, by the hundred thousand (docs/benchmarks.md).
-            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, departure: departure,
+            let now = wakeups.park(after: seen, millis: millis, owner: poll.owner, key: poll.service, name: poll.parkName, departure: departure,
                                    claim: stepClaim(for: poll)) { outcome in
                 resumeParked(poll, outcome, gone: gone, departure: departure, run: run, end: end)
             }

@@ -61,6 +61,9 @@ package final class Wakeups: Service, Sendable {
     private final class Waiter: Sendable {
         let owner: String
         let key: String
+        /// The name it is also woken by (`signal`'s `names`): a named poll that may get back, under its
+        /// name, a lease an earlier send of it took. Nil for every other caller.
+        let name: String?
         /// Resumes the caller, signalled or claimed: a waiting task's continuation, or a parked entry's
         /// callback (`park`).
         let resume: @Sendable (Resumed) -> Void
@@ -70,9 +73,11 @@ package final class Wakeups: Service, Sendable {
         /// so a parked poll holds no closure for a claim that may never come.
         let claim: StepClaim?
 
-        init(owner: String, key: String, resume: @escaping @Sendable (Resumed) -> Void, deadline: ContinuousClock.Instant, claim: StepClaim? = nil) {
+        init(owner: String, key: String, name: String? = nil, resume: @escaping @Sendable (Resumed) -> Void, deadline: ContinuousClock.Instant,
+             claim: StepClaim? = nil) {
             self.owner = owner
             self.key = key
+            self.name = name
             self.resume = resume
             self.deadline = deadline
             self.claim = claim
@@ -97,10 +102,19 @@ package final class Wakeups: Service, Sendable {
         var live = 0
     }
 
+    /// A named caller's key and name (`Waiter.name`).
+    private struct Named: Hashable {
+        let key: String
+        let name: String
+    }
+
     private struct State {
         var generation: UInt64 = 0
         var parked: [UInt64: Waiter] = [:]
         var lines: [String: Line] = [:]
+        /// The named callers parked, by key and name (the newest of two with the same key and name): at
+        /// most one entry per parked caller.
+        var named: [Named: UInt64] = [:]
         /// Every parked caller's deadline; entries of callers that left are dropped when they come up,
         /// or all at once when they outnumber the parked callers (so it stays about twice their count).
         var deadlines = Heap<Deadline>()
@@ -122,6 +136,7 @@ package final class Wakeups: Service, Sendable {
             parkedByOwner[waiter.owner, default: 0] += 1
             lines[waiter.key, default: Line()].ids.append(id)
             lines[waiter.key, default: Line()].live += 1
+            if let name = waiter.name { named[Named(key: waiter.key, name: name)] = id }
             deadlines.insert(Deadline(at: waiter.deadline, id: id))
             return (true, earliest)
         }
@@ -131,6 +146,7 @@ package final class Wakeups: Service, Sendable {
             parkedByOwner[waiter.owner, default: 1] -= 1
             if parkedByOwner[waiter.owner] == 0 { parkedByOwner[waiter.owner] = nil }
             lines[waiter.key]?.live -= 1
+            if let name = waiter.name, named[Named(key: waiter.key, name: name)] == id { named[Named(key: waiter.key, name: name)] = nil }
             if let line = lines[waiter.key] {
                 if line.live == 0 {
                     lines[waiter.key] = nil
@@ -196,6 +212,12 @@ package final class Wakeups: Service, Sendable {
             return due
         }
 
+        /// Removes and returns the caller parked on `key` under `name`, if any.
+        mutating func named(_ name: String, of key: String) -> Waiter? {
+            guard !named.isEmpty, let id = named[Named(key: key, name: name)] else { return nil }
+            return remove(id)
+        }
+
         mutating func all(of key: String) -> [Waiter] {
             guard let line = lines[key] else { return [] }
             return line.ids[line.head...].compactMap { remove($0) }
@@ -245,23 +267,31 @@ package final class Wakeups: Service, Sendable {
 
     package var parkedCount: Int { state.withLock { $0.parked.count } }
 
+    /// Named callers indexed by their name (for tests of the bound: at most the parked callers).
+    package var namedEntries: Int { state.withLock { $0.named.count } }
+
     /// Deadlines kept, of departed callers included (for tests of the bound).
     package var deadlineEntries: Int { state.withLock { $0.deadlines.count } }
 
     /// Entries in `key`'s line, departed callers included (for tests of the bound).
     package func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
 
-    /// A change concerning `keys`: wakes the parked callers of those keys the policy says. `at` is when
-    /// the change happened (its append's commit ended), which each woken caller is told (`Outcome.woken`).
-    package func signal(_ keys: Set<String>, at changed: ContinuousClock.Instant = .now) {
+    /// A change concerning `keys`: wakes the parked callers of those keys the policy says, and the
+    /// caller parked on each of `names`' keys under its name (whatever the policy). `at` is when the
+    /// change happened (its append's commit ended), which each woken caller is told (`Outcome.woken`).
+    package func signal(_ keys: Set<String>, names: [(key: String, name: String)] = [], at changed: ContinuousClock.Instant = .now) {
         let waking = state.withLock { state in
             state.generation &+= 1
-            return keys.flatMap { key -> [Waiter] in
+            var waking = keys.flatMap { key -> [Waiter] in
                 switch policy {
                 case .everyone: state.all(of: key)
                 case .oldest: state.oldest(of: key).map { [$0] } ?? []
                 }
             }
+            for (key, name) in names {
+                if let waiter = state.named(name, of: key) { waking.append(waiter) }
+            }
+            return waking
         }
         for waiter in waking { waiter.resume(returning: changed) }
     }
@@ -271,8 +301,14 @@ package final class Wakeups: Service, Sendable {
     /// published before the change is told) is woken. A poll of any other service would look, find
     /// nothing and park again at the back of its line; and a poll waiting as a task would still be on
     /// its way back when the grant that follows a start came to claim it (`claim`).
+    ///
+    /// So is a named poll parked under the name the running lease of one of its services carries: a
+    /// poll sent again while its first send's lease was being committed, which found no lease under its
+    /// name then (docs/api.md, `poll_id`). It looks again and gets the lease back; without this wake it
+    /// waited out its wait, as the lease's own commit leaves the service with no step and wakes nobody.
     package func signalSteps(of change: Coordinator.Change, committedAt: ContinuousClock.Instant, stepServices: StepServices) {
-        signal(change.services.filter { stepServices.contains($0) }, at: committedAt)
+        let published = stepServices.wakeable(change.services)
+        signal(published.steps, names: published.leaseNames, at: committedAt)
     }
 
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without
@@ -299,6 +335,7 @@ package final class Wakeups: Service, Sendable {
             let waking = Array(state.parked.values)
             state.parked = [:]
             state.lines = [:]
+            state.named = [:]
             state.parkedByOwner = [:]
             state.deadlines = Heap()
             return waking
@@ -311,7 +348,8 @@ package final class Wakeups: Service, Sendable {
     /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
     /// With a `claim` (its own `deliver` is not used), the coordinator may instead claim the caller for a
     /// step an append readies: the wait then ends, once that append is done, with `.claimed`.
-    package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", enforceLimit: Bool = true,
+    /// A caller with a `name` is also woken by a change that names it (`signal`'s `names`).
+    package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", name: String? = nil, enforceLimit: Bool = true,
               departure: (any Departure)? = nil, claim: StepClaim? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled(wokenBy: nil) }
         let id: UInt64
@@ -330,7 +368,8 @@ package final class Wakeups: Service, Sendable {
                     // since the check above must not be slept through.
                     guard !Task.isCancelled else { return (false, false) }
                     // Claimed, the waiter is out of the table: only the claim's end resumes it.
-                    let waiter = Waiter(owner: owner, key: key, resume: { continuation.resume(returning: $0) }, deadline: deadline, claim: claim)
+                    let waiter = Waiter(owner: owner, key: key, name: name, resume: { continuation.resume(returning: $0) }, deadline: deadline,
+                                        claim: claim)
                     return state.park(waiter, id: id, after: seen, enforceLimit: enforceLimit, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
                 }
                 if !parkedNow { continuation.resume(returning: .signalled(nil)) }
@@ -384,7 +423,7 @@ package final class Wakeups: Service, Sendable {
     /// What an HTTP/2 stream on the engine parks with: a parked poll is this entry, not a task.
     /// A caller parked with a `claim` (its own `deliver` is not used) may instead be taken out by
     /// `claim(_:)`: `then` then runs once, when the claim ends, with `.claimed`.
-    package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", departure: (any Departure)? = nil,
+    package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", name: String? = nil, departure: (any Departure)? = nil,
                       claim: StepClaim? = nil, then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
         let id: UInt64
         switch admit(after: seen, owner: owner, enforceLimit: true) {
@@ -393,7 +432,7 @@ package final class Wakeups: Service, Sendable {
         }
         // The departure's registration, withdrawn once the entry is resumed some other way.
         let token = Mutex<Int?>(nil)
-        let waiter = Waiter(owner: owner, key: key, resume: { [weak self] resumed in
+        let waiter = Waiter(owner: owner, key: key, name: name, resume: { [weak self] resumed in
             if let registered = token.withLock({ $0 }) { departure?.withdraw(registered) }
             switch resumed {
             case .claimed(let end): then(.claimed(end))

@@ -207,18 +207,48 @@ final class ManualMonotonicClock: Sendable {
     }
 }
 
-/// The hand-outs a give-back checks are bounded: the newest `RecentLeaseKeys.capacity` (1,024 leases).
-@Suite struct RecentLeaseKeysTests {
-    @Test func theOldestIsForgottenPastTheCapacityAndTheNewestKept() {
-        func key(_ index: Int) -> LeaseKey { LeaseKey(migration: MigrationID("m"), node: NodeID("n\(index)"), token: FencingToken(UInt64(index))) }
-        var keys = RecentLeaseKeys()
-        for index in 0..<RecentLeaseKeys.capacity { keys.insert(key(index)) }
-        keys.insert(key(0))  // already there: changes nothing
-        #expect(keys.contains(key(0)) && keys.contains(key(RecentLeaseKeys.capacity - 1)))
-        keys.insert(key(RecentLeaseKeys.capacity))
-        #expect(!keys.contains(key(0)), "the oldest is forgotten")
-        #expect(keys.contains(key(1)) && keys.contains(key(RecentLeaseKeys.capacity)))
-        for index in 1...RecentLeaseKeys.capacity { keys.insert(key(RecentLeaseKeys.capacity + index)) }
-        #expect((0...RecentLeaseKeys.capacity).allSatisfy { !keys.contains(key($0)) } && keys.contains(key(2 * RecentLeaseKeys.capacity)))
+/// A lease handed out again is marked on its own timer, not in a list of recent hand-outs: its give-back
+/// does nothing however many other leases were handed out again meanwhile, and the mark goes with the lease.
+@Suite struct HandedOutAgainMarkTests {
+    @Test func aGiveBackLongAfterTheHandOutStillDoesNothing() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await LeaseTakenAgainTests().named(ttlMillis: 600_000, clock: clock)
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") != nil)
+        // More leases handed out again, one after another, than the 1,024 the mark's old list remembered.
+        // Plans have at most 1,000 nodes: two migrations of 550 steps, one after the other.
+        for run in 0..<2 {
+            let other = MigrationID("other-\(run)")
+            _ = try await coordinator.start(other, plan: ExamplePlans.chain(length: 550, service: "other"), context: user, now: t(0))
+            for index in 0..<550 {
+                let node = NodeID("step-\(index)")
+                let name = "p-\(run)-\(index)"
+                _ = try await coordinator.execute(.leaseStep(node: node, agent: "agent-2", ttlMillis: 600_000, holder: "bot-2", pollID: name),
+                                                  migration: other, context: agent, now: t(0))
+                let again = try #require(await coordinator.leaseTakenAgain(forService: "other", agent: "agent-2", holder: "bot-2", pollID: name))
+                _ = try await coordinator.execute(.completeStep(node: node, token: again.lease.token), migration: other, context: agent, now: t(0))
+            }
+        }
+        #expect(await coordinator.machine.liveStepLeaseCount == 1, "the marks went with their leases")
+        let returned = try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"),
+                                                      context: agent, now: t(1))
+        #expect(returned == nil)
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token == FencingToken(1), "still leased")
+    }
+
+    @Test func theMarkGoesWithItsLease() async throws {
+        let clock = ManualMonotonicClock()
+        let coordinator = try await LeaseTakenAgainTests().named(ttlMillis: 1_000, clock: clock)
+        #expect(await coordinator.leaseTakenAgain(forService: "load", agent: "agent-1", holder: "bot", pollID: "poll-1") != nil)
+        #expect(await coordinator.machine.wasHandedOutAgain(MigrationID("m"), node: NodeID("step-0"), token: FencingToken(1)))
+        clock.advance(millis: 1_000)
+        #expect(await coordinator.expireDueLeases(now: t(1)).map(\.1) == [NodeID("step-0")])
+        #expect(await !coordinator.machine.wasHandedOutAgain(MigrationID("m"), node: NodeID("step-0"), token: FencingToken(1)))
+        // Leased again (a new token, unmarked): its give-back goes ahead.
+        _ = try await coordinator.execute(.leaseStep(node: NodeID("step-0"), agent: "agent-1", ttlMillis: 1_000, holder: "bot", pollID: "poll-2"),
+                                          migration: MigrationID("m"), context: agent, now: t(2))
+        let token = try #require(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease?.token)
+        #expect(await !coordinator.machine.wasHandedOutAgain(MigrationID("m"), node: NodeID("step-0"), token: token))
+        #expect(try await coordinator.giveBack(node: NodeID("step-0"), token: token, by: "bot", migration: MigrationID("m"), context: agent, now: t(2)) != nil)
+        #expect(try await coordinator.readMigration(MigrationID("m"))?.node(NodeID("step-0"))?.lease == nil, "given back")
     }
 }

@@ -1,6 +1,7 @@
 import LockstepCore
 import LockstepEngine
 import LockstepWire
+import Synchronization
 import Testing
 @testable import LockstepService
 
@@ -66,4 +67,55 @@ import Testing
         guard case .answer(let got) = try await agents.look(&late, clientGone: { false }) else { Issue.record("p-3 did not get its lease back"); return }
         #expect(got.step.leaseID == "m/step-1")
     }
+
+    /// A poll sent again while its first send is still parked (its client lost the connection, the server
+    /// has not noticed): the append that readies the step leases it to the first send (a claim) and
+    /// leaves the service with no step, which wakes no poll of the service; the poll sent again parked
+    /// under its name is woken by that append all the same, asks, and gets the same step back at once,
+    /// waiting as a task or driven as an entry in the table (before, it waited out its whole wait).
+    @Test(arguments: [false, true]) func aNamedPollParkedBeforeItsLeaseIsCommittedIsWokenByThatCommit(driven: Bool) async throws {
+        let (coordinator, wakeups, agents, _) = try await ClaimedPollTests.wired()
+        let principal = ClaimedPollTests.principal
+        let answers = Answers()
+        func send(_ agent: String) throws {
+            let request = Lockstep_V1_PollRequest.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000; $0.pollID = "p-1" }
+            if driven {
+                var poll = try agents.beginPoll(request, principal: principal)
+                var found: AgentAPI.PollLook?
+                #expect(agents.answerAtOnce(&poll, found: &found) == nil)
+                agents.drive(poll, after: found, gone: { false }, departure: nil, run: { work, _ in Task { await work() } }) { answer in
+                    if case .success(let answer) = answer { answers.list.withLock { $0.append(answer) } }
+                }
+            } else {
+                Task { [agents, answers] in
+                    let answer = try await agents.poll(request, principal: principal)
+                    answers.list.withLock { $0.append(answer) }
+                }
+            }
+        }
+        func until(_ what: String, _ condition: @Sendable () -> Bool) async throws {
+            let deadline = ContinuousClock.now + .seconds(10)
+            while !condition() {
+                guard ContinuousClock.now < deadline else { Issue.record("\(what): not within 10 s"); throw CancellationError() }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        try send("a1")
+        try await until("the first send parked") { wakeups.parkedCount == 1 }
+        try send("a1")
+        try await until("the send again parked") { wakeups.parkedCount == 2 }
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: ClaimedPollTests.now)
+        try await until("both sends answered") { answers.list.withLock { $0.count } == 2 }
+        let both = answers.list.withLock { $0 }
+        #expect(both[0].step.leaseID == "m/step-0" && both[0] == both[1], "the send again got the first send's step")
+        #expect(wakeups.parkedCount == 0)
+        let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
+        #expect(lease.token.rawValue == both[0].step.fencingToken && lease.pollID == "p-1")
+    }
+}
+
+/// Answers collected from polls running concurrently.
+private final class Answers: Sendable {
+    let list = Mutex<[Lockstep_V1_PollResponse]>([])
 }

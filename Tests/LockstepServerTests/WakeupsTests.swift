@@ -10,10 +10,11 @@ import Testing
 
 @Suite struct WakeupsTests {
     /// Parks a caller and waits until it is parked.
-    private func park(_ wakeups: Wakeups, owner: String = "a", key: String = "", millis: Int = 600_000) async throws -> Task<Wakeups.Outcome, Never> {
+    private func park(_ wakeups: Wakeups, owner: String = "a", key: String = "", name: String? = nil, millis: Int = 600_000) async throws
+        -> Task<Wakeups.Outcome, Never> {
         let before = wakeups.parkedCount
         let seen = wakeups.generation
-        let task = Task { await wakeups.wait(after: seen, millis: millis, owner: owner, key: key) }
+        let task = Task { await wakeups.wait(after: seen, millis: millis, owner: owner, key: key, name: name) }
         try await eventually("a caller parked", seconds: 120, every: nil) { wakeups.parkedCount != before }
         return task
     }
@@ -146,6 +147,45 @@ import Testing
             wakeups.signal(["orders"])
             guard case .woken = try await value(of: survivor) else { Issue.record("the survivor was not woken"); return }
             #expect(wakeups.lineLength(of: "orders") == 0)
+        }
+    }
+
+    /// A named caller (a poll that may get a lease back under its name) is woken by a change naming it on
+    /// its key, whatever the policy and its place in the line; the name on another key wakes nobody; and
+    /// the table of names holds only parked callers, however they leave.
+    @Test func aNamedCallerIsWokenByItsNameOnItsKeyAndItsNameGoesWithIt() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 1_000, parkedPerOwnerMax: 1_000)
+        try await withSweeper(wakeups) {
+            let oldest = try await park(wakeups, key: "orders")
+            let named = try await park(wakeups, key: "orders", name: "p-1")
+            let elsewhere = try await park(wakeups, key: "ledger", name: "p-1")
+            #expect(wakeups.namedEntries == 2)
+            wakeups.signal([], names: [("orders", "p-1")])
+            guard case .woken = try await value(of: named) else { Issue.record("the named caller was not woken"); return }
+            #expect(wakeups.parkedCount == 2 && wakeups.namedEntries == 1, "only the named caller of that key was woken")
+            wakeups.signal([], names: [("orders", "p-1"), ("orders", "p-2")])
+            #expect(wakeups.parkedCount == 2, "nobody else is named so")
+            // Woken by its key, cancelled or timed out: its name goes with it.
+            wakeups.signal(["ledger"])
+            guard case .woken = try await value(of: elsewhere) else { Issue.record("the key's caller was not woken"); return }
+            let cancelled = try await park(wakeups, key: "orders", name: "p-3")
+            cancelled.cancel()
+            _ = await cancelled.value
+            for index in 0..<100 {
+                #expect(await wakeups.wait(after: wakeups.generation, millis: 1, owner: "a", key: "orders", name: "p-\(index)") == .lookAgain)
+            }
+            #expect(wakeups.parkedCount == 1 && wakeups.namedEntries == 0)
+            // Two parked under one name: the newer is woken by it; the older's wake comes by its key.
+            let older = try await park(wakeups, key: "orders", name: "p-4")
+            let newer = try await park(wakeups, key: "orders", name: "p-4")
+            wakeups.signal([], names: [("orders", "p-4")])
+            guard case .woken = try await value(of: newer) else { Issue.record("the newer was not woken"); return }
+            #expect(wakeups.parkedCount == 2 && wakeups.namedEntries == 0)
+            wakeups.signal(["orders"])
+            wakeups.signal(["orders"])
+            _ = try await value(of: oldest)
+            _ = try await value(of: older)
+            #expect(wakeups.parkedCount == 0)
         }
     }
 
