@@ -513,7 +513,9 @@ public nonisolated struct Lockstep_V1_PollRequest: Sendable {
   /// Optional: the agent's name for this poll (an identifier, unique per poll of the agent: a UUID).
   /// Send the same poll again with the same name when its answer was lost (a transport failure): if it
   /// leased a step that is still running under this agent and principal, the same step comes back (no
-  /// new lease), instead of it waiting out its lease as an agent lost.
+  /// new lease, nothing appended) and its lease is renewed as by a heartbeat, instead of it waiting out
+  /// its lease as an agent lost. A lease past its deadline, or being given back because the first
+  /// send's client was seen to go, is not handed out again (docs/api.md, "Naming a poll").
   public var pollID: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
