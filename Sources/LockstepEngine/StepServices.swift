@@ -8,7 +8,8 @@ import Synchronization
 /// answered, or parked, where it arrived, or where a change woke it, with no look at the coordinator
 /// (unless it is a named poll whose name the service's running lease carries: `hasLease`); and a change
 /// wakes no poll of a service outside the set (`Wakeups.signalSteps`): another poll's lease of its step,
-/// for one, wakes nobody.
+/// for one, wakes nobody but the poll parked under the name that lease carries, if any (a send again of
+/// the poll that took it: `wakeable`).
 ///
 /// Beside the set, the name of the poll that took the step lease running at each service's holder
 /// (`hasLease`): a named poll sent again asks the coordinator for its lease only when its name is there.

@@ -143,7 +143,12 @@ public struct AgentAPI: Sendable {
         // poll's name after it (its first send's, committed meanwhile), the park is refused (the
         // generation moved) and the poll looks again, and that look asks.
         let seen = wakeups.generation
-        if let again = await leaseTakenBefore(&poll) { return .answer(again) }
+        if let again = await leaseTakenBefore(&poll) {
+            // Its lease, not a step of its service (which has none while the lease runs): a wake it holds
+            // (by its name) is not passed on when it ends, and its answer is no wake-up's.
+            poll.wokenAt = nil
+            return .answer(again)
+        }
         if let found = lookAtOnce(&poll, seen: seen, nameLookedFor: true) { return found }
         let (step, nextRetry, looked) = try await leaseNext(service: poll.request.service, agent: poll.request.agentID, pollID: poll.request.pollID,
                                                             principal: poll.principal, clientGone: clientGone)

@@ -14,7 +14,8 @@ import Synchronization
 /// race for the same steps, so a change wakes only the longest-parked poll of the service (`.oldest`),
 /// which looks and either takes a step or parks again (`signalSteps` wakes polls only of services that
 /// may have a step; a poll may also be claimed, taken out and leased the step in the append that
-/// readies it: `claim`). A woken poll that leaves without having looked must `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
+/// readies it: `claim`). Besides, a change may name callers (`signal`'s `names`): each is woken whatever
+/// the policy, a named poll whose service's running lease carries its name (`signalSteps`). A woken poll that leaves without having looked must `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
 /// step and all but one parking again (a thundering herd that cost about 4× in wake-up latency p99).
 ///
 /// Parking is bounded (overall and per principal), follows task cancellation, and ends for everyone at
@@ -112,8 +113,9 @@ package final class Wakeups: Service, Sendable {
         var generation: UInt64 = 0
         var parked: [UInt64: Waiter] = [:]
         var lines: [String: Line] = [:]
-        /// The named callers parked, by key and name (the newest of two with the same key and name): at
-        /// most one entry per parked caller.
+        /// The named callers parked, by key and name: at most one entry per parked caller. Of two parked
+        /// with the same key and name (a poll sent three times, the first two still parked), the newest
+        /// is here; should it leave first, the older is woken by its key only.
         var named: [Named: UInt64] = [:]
         /// Every parked caller's deadline; entries of callers that left are dropped when they come up,
         /// or all at once when they outnumber the parked callers (so it stays about twice their count).

@@ -67,8 +67,12 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
     let deadline = timeout.map { ContinuousClock.now + .milliseconds($0.millis) }
     // The events, as plain lines, from the migration's start (the server ends the stream when it settles).
     // A watch cut off by a transient failure (its server gone: the client has moved to the next address)
-    // is opened again after the last line printed, while the status below goes on.
+    // is opened again after the last line printed, while the status below goes on: at once after one
+    // that had printed something new, otherwise after a pause doubling from 200 ms to 5 s (the status
+    // loop ends the wait should the server stay away).
     let events = Task {
+        var pause = Duration.milliseconds(200)
+        var printedBefore = printed.value
         while !Task.isCancelled {
             do {
                 return try await lockstep.watch(.with {
@@ -81,7 +85,13 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
                     fflush(nil)
                 }
             } catch let error as LockstepClientError where error.isTransient {
-                try await Task.sleep(for: .milliseconds(200))
+                if printed.value != printedBefore {
+                    printedBefore = printed.value
+                    pause = .milliseconds(200)
+                    continue
+                }
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(5))
             }
         }
     }

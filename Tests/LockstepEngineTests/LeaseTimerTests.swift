@@ -229,6 +229,10 @@ final class ManualMonotonicClock: Sendable {
             }
         }
         #expect(await coordinator.machine.liveStepLeaseCount == 1, "the marks went with their leases")
+        // Its own migration appends meanwhile (its timers are matched to its leases again after each).
+        _ = try await coordinator.execute(.reportProgress(node: NodeID("step-0"), token: FencingToken(1), percent: 50, message: "half"),
+                                          migration: MigrationID("m"), context: agent, now: t(1))
+        _ = try await coordinator.execute(.heartbeat(node: NodeID("step-0"), token: FencingToken(1)), migration: MigrationID("m"), context: agent, now: t(1))
         let returned = try await coordinator.giveBack(node: NodeID("step-0"), token: FencingToken(1), by: "bot", migration: MigrationID("m"),
                                                       context: agent, now: t(1))
         #expect(returned == nil)

@@ -104,12 +104,18 @@ import Testing
         try await until("the first send parked") { wakeups.parkedCount == 1 }
         try send("a1")
         try await until("the send again parked") { wakeups.parkedCount == 2 }
+        // Another poll of the service, parked behind both: the commit leaves the service with no step, so
+        // nothing may wake it, neither the commit nor the send again when it ends (it holds no wake of a step).
+        let bystander = Answers()
+        #expect(wakeups.park(after: wakeups.generation, millis: 60_000, owner: principal.name, key: "orders") { outcome in
+            bystander.outcomes.withLock { $0.append(outcome) }
+        } == nil)
         let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
         _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: ClaimedPollTests.now)
         try await until("both sends answered") { answers.list.withLock { $0.count } == 2 }
         let both = answers.list.withLock { $0 }
         #expect(both[0].step.leaseID == "m/step-0" && both[0] == both[1], "the send again got the first send's step")
-        #expect(wakeups.parkedCount == 0)
+        #expect(wakeups.parkedCount == 1 && bystander.outcomes.withLock { $0.isEmpty }, "the poll parked behind was woken")
         let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
         #expect(lease.token.rawValue == both[0].step.fencingToken && lease.pollID == "p-1")
     }
@@ -118,4 +124,5 @@ import Testing
 /// Answers collected from polls running concurrently.
 private final class Answers: Sendable {
     let list = Mutex<[Lockstep_V1_PollResponse]>([])
+    let outcomes = Mutex<[Wakeups.Outcome]>([])
 }

@@ -186,6 +186,16 @@ import Testing
             _ = try await value(of: oldest)
             _ = try await value(of: older)
             #expect(wakeups.parkedCount == 0)
+            // Claimed, or there at shutdown: its name goes too.
+            let ignore: @Sendable (Wakeups.Outcome) -> Void = { _ in }
+            #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", name: "p-5",
+                                 claim: ClaimedPollTests.claim("c1") { _ in }, then: ignore) == nil)
+            #expect(wakeups.namedEntries == 1)
+            #expect(wakeups.claim("orders") != nil && wakeups.namedEntries == 0)
+            #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "a", key: "orders", name: "p-6", then: ignore) == nil)
+            #expect(wakeups.namedEntries == 1)
+            wakeups.close()
+            #expect(wakeups.namedEntries == 0 && wakeups.parkedCount == 0)
         }
     }
 
