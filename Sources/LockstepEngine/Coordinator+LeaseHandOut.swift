@@ -3,7 +3,7 @@ import LockstepStore
 
 // A named poll sent again after its answer was lost gets the lease its first send took (docs/api.md,
 // `poll_id`): the hand-out, and the give-back it must exclude. Their state is the actor's `returning`
-// (the give-backs in flight) and the mark on the lease's timer (`CoordinatorMachine.handOutAgain`).
+// (the give-backs in flight) and the mark on the lease's timer (`CoordinatorMachine.renewLease`).
 extension Coordinator {
     /// A named poll sent again after its answer was lost (docs/api.md, `poll_id`): the lease its first
     /// send took (`LogState.leaseTaken`), renewed as a heartbeat would renew it (its TTL starts again now,
@@ -18,7 +18,7 @@ extension Coordinator {
         let nanos = monotonic()
         guard !returning.contains(key), let deadline = machine.leaseDeadlines[taken.migration]?[taken.node], deadline.token == taken.lease.token,
               deadline.deadlineNanos > nanos else { return nil }
-        machine.handOutAgain(taken.migration, node: taken.node, token: taken.lease.token, nanos: nanos)
+        machine.renewLease(taken.migration, node: taken.node, token: taken.lease.token, nanos: nanos, handedOutAgain: true)
         let stage = taken.lease.kind == .forward && taken.spec.exposure != nil ? machine.state.migrations[taken.migration]?.nextStage(of: taken.node) : nil
         return (taken.migration, taken.node, taken.spec, taken.lease,
                 taken.lease.expiresAt.millisecondsSinceEpoch - taken.lease.grantedAt.millisecondsSinceEpoch, stage)

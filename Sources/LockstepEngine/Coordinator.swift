@@ -34,7 +34,7 @@ public actor Coordinator {
     private var nextCaller: CoordinatorMachine.Caller = 0
     /// Step leases being given back (`giveBack`, Coordinator+LeaseHandOut.swift; as many as give-backs in
     /// flight, one per lease): none of them is handed out again to a named poll (`leaseTakenAgain`), as a
-    /// lease handed out again (marked on its timer, `CoordinatorMachine.handOutAgain`) is never given back.
+    /// lease handed out again (marked on its timer, `CoordinatorMachine.renewLease`) is never given back.
     var returning: Set<LeaseKey> = []
 
     /// What the machine says to a caller.
@@ -91,9 +91,9 @@ public actor Coordinator {
                 } else {
                     assertionFailure("the machine spoke to caller \(target), who is not waiting")
                 }
-            case .changed(let change):
+            case .changed(var change):
                 // Before the change is signalled: whoever it wakes finds the services as they are now.
-                stepServices.publish(machine.state, after: change)
+                change.leasesNamed = stepServices.publish(machine.state, after: change)
                 changeObserver?(change, foldingCommitEnd ?? .now)
             case .writeSnapshot, .timer:
                 // Asked for only by `takeDueSnapshot` and `runTimers`, which perform them themselves.

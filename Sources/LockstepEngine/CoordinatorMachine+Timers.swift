@@ -225,24 +225,18 @@ extension CoordinatorMachine {
     }
 
     /// `migration`/`node`'s lease with `token` is renewed at monotonic `nanos` (what an accepted heartbeat
-    /// does; a heartbeat with another token was refused by the core before it got here).
-    mutating func renewLease(_ migration: MigrationID, node: NodeID, token: FencingToken, nanos: UInt64) {
+    /// does; a heartbeat with another token was refused by the core before it got here). `handedOutAgain`:
+    /// it is renewed because it was handed out again to a named poll sent again, and is marked so: a
+    /// give-back of it then does nothing while it runs (`wasHandedOutAgain`). The mark lives in the lease's
+    /// timer, so it is bounded by the live leases and never forgotten while its lease runs.
+    mutating func renewLease(_ migration: MigrationID, node: NodeID, token: FencingToken, nanos: UInt64, handedOutAgain: Bool = false) {
         guard var deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return }
         deadline.deadlineNanos = nanos &+ UInt64(max(0, deadline.ttlMillis)) &* 1_000_000
+        if handedOutAgain { deadline.handedOutAgain = true }
         leaseDeadlines[migration]?[node] = deadline
     }
 
-    /// `migration`/`node`'s lease with `token` is handed out again to a named poll sent again, at monotonic
-    /// `nanos`: renewed (`renewLease`) and marked, so a give-back of it does nothing while it runs
-    /// (`wasHandedOutAgain`). The mark lives in the lease's timer, so it is bounded by the live leases and
-    /// never forgotten while its lease runs.
-    mutating func handOutAgain(_ migration: MigrationID, node: NodeID, token: FencingToken, nanos: UInt64) {
-        renewLease(migration, node: node, token: token, nanos: nanos)
-        guard leaseDeadlines[migration]?[node]?.token == token else { return }
-        leaseDeadlines[migration]?[node]?.handedOutAgain = true
-    }
-
-    /// Whether `migration`/`node`'s lease with `token` runs and was handed out again (`handOutAgain`).
+    /// Whether `migration`/`node`'s lease with `token` runs and was handed out again (`renewLease`'s `handedOutAgain`).
     func wasHandedOutAgain(_ migration: MigrationID, node: NodeID, token: FencingToken) -> Bool {
         guard let deadline = leaseDeadlines[migration]?[node], deadline.token == token else { return false }
         return deadline.handedOutAgain

@@ -125,6 +125,10 @@ public struct CoordinatorMachine: Sendable {
         /// The migration events the append recorded (none for a plan), and the command's time.
         public var events: [MigrationEvent] = []
         public var at: Instant?
+        /// The services whose running step lease the append gave a poll's name, with the name (set by the
+        /// coordinator as it publishes the change: `StepServices.publish`): a send again of that poll
+        /// parked under the name is woken (`Wakeups.signalSteps`).
+        public var leasesNamed: [String: String] = [:]
     }
 
     public enum Action: Hashable, Sendable {
@@ -143,7 +147,7 @@ public struct CoordinatorMachine: Sendable {
         var token: FencingToken
         var ttlMillis: Int64
         var deadlineNanos: UInt64
-        /// Whether the lease was handed out again to a named poll sent again (`handOutAgain`): a give-back
+        /// Whether the lease was handed out again to a named poll sent again (`renewLease`): a give-back
         /// of it must then do nothing. Kept while the lease runs, gone with it.
         var handedOutAgain = false
     }

@@ -9,7 +9,7 @@ import Synchronization
 /// (unless it is a named poll whose name the service's running lease carries: `hasLease`); and a change
 /// wakes no poll of a service outside the set (`Wakeups.signalSteps`): another poll's lease of its step,
 /// for one, wakes nobody but the poll parked under the name that lease carries, if any (a send again of
-/// the poll that took it: `wakeable`).
+/// the poll that took it: `publish` returns the names it publishes anew).
 ///
 /// Beside the set, the name of the poll that took the step lease running at each service's holder
 /// (`hasLease`): a named poll sent again asks the coordinator for its lease only when its name is there.
@@ -51,16 +51,9 @@ public final class StepServices: Sendable {
         published.withLock { $0.leasePollIDs[service] == pollID }
     }
 
-    /// For a change of `services`, in one read: those that may have a step now (`contains`), and the
-    /// name of each named step lease running at one of their holders (`hasLease`), for `Wakeups.signalSteps`.
-    public func wakeable(_ services: Set<String>) -> (steps: Set<String>, leaseNames: [(key: String, name: String)]) {
-        published.withLock { published in
-            var leaseNames: [(key: String, name: String)] = []
-            for service in services {
-                if let name = published.leasePollIDs[service] { leaseNames.append((service, name)) }
-            }
-            return (services.filter { published.steps.contains($0) }, leaseNames)
-        }
+    /// Those of `services` that may have a step now (`contains`), in one read (`Wakeups.signalSteps`).
+    public func steps(among services: Set<String>) -> Set<String> {
+        published.withLock { published in services.filter { published.steps.contains($0) } }
     }
 
     /// Brings what is published up to date with `state` after `change` was folded in (a change of no
@@ -76,12 +69,16 @@ public final class StepServices: Sendable {
     /// its holder's migration. The work is the size of one plan's service list, whatever the number of
     /// services and migrations live (it was a pass over every holder, and a copy of the whole set, after
     /// each append). The simulation checks both against the whole state after every step.
-    func publish(_ state: LogState, after change: CoordinatorMachine.Change) {
+    ///
+    /// Returns the services whose running step lease this change gave a name (a named poll's lease taken
+    /// or claimed), with the name: none for a change of no migration, which takes no lease.
+    @discardableResult
+    func publish(_ state: LogState, after change: CoordinatorMachine.Change) -> [String: String] {
         guard change.migration != nil else {
             var next = Self.published(of: state)
             // The old value is released after the lock (`next` holds it then), not while polls wait.
             published.withLock { swap(&$0, &next) }
-            return
+            return [:]
         }
         var looks: [(service: String, mayHaveStep: Bool, leasePollID: String?)] = []
         looks.reserveCapacity(change.services.count)
@@ -89,15 +86,17 @@ public final class StepServices: Sendable {
             let (mayHaveStep, leasePollID) = state.stepsAndLeaseName(ofService: service)
             looks.append((service, mayHaveStep, leasePollID))
         }
-        published.withLock { published in
+        return published.withLock { published in
+            var named: [String: String] = [:]
             for look in looks {
                 if look.mayHaveStep { published.steps.insert(look.service) } else { published.steps.remove(look.service) }
                 if let name = look.leasePollID {
-                    published.leasePollIDs[look.service] = name
+                    if published.leasePollIDs.updateValue(name, forKey: look.service) != name { named[look.service] = name }
                 } else {
                     published.leasePollIDs.removeValue(forKey: look.service)
                 }
             }
+            return named
         }
     }
 

@@ -96,7 +96,10 @@ extension Wakeups {
             parkedByOwner[waiter.owner, default: 1] -= 1
             if parkedByOwner[waiter.owner] == 0 { parkedByOwner[waiter.owner] = nil }
             lines[waiter.key]?.live -= 1
-            if let name = waiter.name, named[Named(key: waiter.key, name: name)] == id { named[Named(key: waiter.key, name: name)] = nil }
+            if let name = waiter.name {
+                let entry = Named(key: waiter.key, name: name)
+                if named[entry] == id { named[entry] = nil }
+            }
             if let line = lines[waiter.key] {
                 if line.live == 0 {
                     lines[waiter.key] = nil

@@ -15,8 +15,10 @@ import Synchronization
 /// which looks and either takes a step or parks again (`signalSteps` wakes polls only of services that
 /// may have a step; a poll may also be claimed, taken out and leased the step in the append that
 /// readies it: `claim`). Besides, a change may name callers (`signal`'s `names`): each is woken whatever
-/// the policy, a named poll whose service's running lease carries its name (`signalSteps`). A woken poll that leaves without having looked must `passOn` its wake. Waking one instead of all keeps N agents of a service from all racing to one
-/// step and all but one parking again (a thundering herd that cost about 4× in wake-up latency p99).
+/// the policy, a named poll whose service's running lease its append named (`signalSteps`). A poll woken
+/// by its key that leaves without having looked must `passOn` its wake. Waking one instead of all keeps
+/// N agents of a service from all racing to one step and all but one parking again (a thundering herd
+/// that cost about 4× in wake-up latency p99).
 ///
 /// Parking is bounded (overall and per principal), follows task cancellation, and ends for everyone at
 /// shutdown. Signalling is synchronous and never blocks (a short lock), so the coordinator calls it
@@ -109,23 +111,23 @@ package final class Wakeups: Service, Sendable {
     package func lineLength(of key: String) -> Int { state.withLock { $0.lines[key].map { $0.ids.count - $0.head } ?? 0 } }
 
     /// A change concerning `keys`: wakes the parked callers of those keys the policy says, and the
-    /// caller parked on each of `names`' keys under its name (whatever the policy). `at` is when the
-    /// change happened (its append's commit ended), which each woken caller is told (`Outcome.woken`).
-    package func signal(_ keys: Set<String>, names: [(key: String, name: String)] = [], at changed: ContinuousClock.Instant = .now) {
-        let waking = state.withLock { state in
+    /// caller parked on each key of `names` under the name given (whatever the policy). `at` is when the
+    /// change happened (its append's commit ended), which each caller woken by its key is told
+    /// (`Outcome.woken`); a caller woken by its name is told to look again (`Outcome.lookAgain`): it
+    /// holds no wake of its key's (no step came), so none is passed on should it leave without looking.
+    package func signal(_ keys: Set<String>, names: [String: String] = [:], at changed: ContinuousClock.Instant = .now) {
+        let (waking, named) = state.withLock { state in
             state.generation &+= 1
-            var waking = keys.flatMap { key -> [Waiter] in
+            let waking = keys.flatMap { key -> [Waiter] in
                 switch policy {
                 case .everyone: state.all(of: key)
                 case .oldest: state.oldest(of: key).map { [$0] } ?? []
                 }
             }
-            for (key, name) in names {
-                if let waiter = state.named(name, of: key) { waking.append(waiter) }
-            }
-            return waking
+            return (waking, names.compactMap { key, name in state.named(name, of: key) })
         }
         for waiter in waking { waiter.resume(returning: changed) }
+        for waiter in named { waiter.resume(returning: nil) }
     }
 
     /// A change folded into the coordinator's state (its commit ended at `committedAt`), told to parked
@@ -134,13 +136,13 @@ package final class Wakeups: Service, Sendable {
     /// nothing and park again at the back of its line; and a poll waiting as a task would still be on
     /// its way back when the grant that follows a start came to claim it (`claim`).
     ///
-    /// So is a named poll parked under the name the running lease of one of its services carries: a
-    /// poll sent again while its first send's lease was being committed, which found no lease under its
-    /// name then (docs/api.md, `poll_id`). It looks again and gets the lease back; without this wake it
-    /// waited out its wait, as the lease's own commit leaves the service with no step and wakes nobody.
+    /// So is a named poll parked under the name this append gave the running lease of one of its
+    /// services (`Change.leasesNamed`): a poll sent again while its first send's lease was being
+    /// committed, which found no lease under its name then (docs/api.md, `poll_id`). It looks again and
+    /// gets the lease back; without this wake it waited out its wait, as the lease's own commit leaves
+    /// the service with no step and wakes nobody.
     package func signalSteps(of change: Coordinator.Change, committedAt: ContinuousClock.Instant, stepServices: StepServices) {
-        let published = stepServices.wakeable(change.services)
-        signal(published.steps, names: published.leaseNames, at: committedAt)
+        signal(stepServices.steps(among: change.services), names: change.leasesNamed, at: committedAt)
     }
 
     /// Hands a wake on to the next parked caller of `key`: called by a woken caller that leaves without

@@ -68,12 +68,13 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
     // The events, as plain lines, from the migration's start (the server ends the stream when it settles).
     // A watch cut off by a transient failure (its server gone: the client has moved to the next address)
     // is opened again after the last line printed, while the status below goes on: at once after one
-    // that had printed something new, otherwise after a pause doubling from 200 ms to 5 s (the status
-    // loop ends the wait should the server stay away).
+    // that had printed something new, otherwise after a pause doubling from 200 ms to 5 s, back to
+    // 200 ms after a watch that lasted 5 s (the status loop ends the wait should the server stay away).
     let events = Task {
         var pause = Duration.milliseconds(200)
         var printedBefore = printed.value
         while !Task.isCancelled {
+            let opened = ContinuousClock.now
             do {
                 return try await lockstep.watch(.with {
                     $0.migrationID = id
@@ -90,6 +91,7 @@ func waitFor(_ id: String, _ lockstep: LockstepClient, timeout: DurationArgument
                     pause = .milliseconds(200)
                     continue
                 }
+                if ContinuousClock.now - opened >= .seconds(5) { pause = .milliseconds(200) }
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(5))
             }

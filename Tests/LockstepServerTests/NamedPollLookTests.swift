@@ -1,5 +1,6 @@
 import LockstepCore
 import LockstepEngine
+import LockstepTestSupport
 import LockstepWire
 import Synchronization
 import Testing
@@ -76,7 +77,7 @@ import Testing
     @Test(arguments: [false, true]) func aNamedPollParkedBeforeItsLeaseIsCommittedIsWokenByThatCommit(driven: Bool) async throws {
         let (coordinator, wakeups, agents, _) = try await ClaimedPollTests.wired()
         let principal = ClaimedPollTests.principal
-        let answers = Answers()
+        let answers = Collected<Lockstep_V1_PollResponse>()
         func send(_ agent: String) throws {
             let request = Lockstep_V1_PollRequest.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000; $0.pollID = "p-1" }
             if driven {
@@ -84,45 +85,37 @@ import Testing
                 var found: AgentAPI.PollLook?
                 #expect(agents.answerAtOnce(&poll, found: &found) == nil)
                 agents.drive(poll, after: found, gone: { false }, departure: nil, run: { work, _ in Task { await work() } }) { answer in
-                    if case .success(let answer) = answer { answers.list.withLock { $0.append(answer) } }
+                    if case .success(let answer) = answer { answers.items.withLock { $0.append(answer) } }
                 }
             } else {
                 Task { [agents, answers] in
                     let answer = try await agents.poll(request, principal: principal)
-                    answers.list.withLock { $0.append(answer) }
+                    answers.items.withLock { $0.append(answer) }
                 }
             }
         }
-        func until(_ what: String, _ condition: @Sendable () -> Bool) async throws {
-            let deadline = ContinuousClock.now + .seconds(10)
-            while !condition() {
-                guard ContinuousClock.now < deadline else { Issue.record("\(what): not within 10 s"); throw CancellationError() }
-                try await Task.sleep(for: .milliseconds(2))
-            }
-        }
         try send("a1")
-        try await until("the first send parked") { wakeups.parkedCount == 1 }
+        try await eventually("the first send parked", seconds: 10, every: .milliseconds(2)) { wakeups.parkedCount == 1 }
         try send("a1")
-        try await until("the send again parked") { wakeups.parkedCount == 2 }
+        try await eventually("the send again parked", seconds: 10, every: .milliseconds(2)) { wakeups.parkedCount == 2 }
         // Another poll of the service, parked behind both: the commit leaves the service with no step, so
         // nothing may wake it, neither the commit nor the send again when it ends (it holds no wake of a step).
-        let bystander = Answers()
+        let bystander = Collected<Wakeups.Outcome>()
         #expect(wakeups.park(after: wakeups.generation, millis: 60_000, owner: principal.name, key: "orders") { outcome in
-            bystander.outcomes.withLock { $0.append(outcome) }
+            bystander.items.withLock { $0.append(outcome) }
         } == nil)
         let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
         _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice, now: ClaimedPollTests.now)
-        try await until("both sends answered") { answers.list.withLock { $0.count } == 2 }
-        let both = answers.list.withLock { $0 }
+        try await eventually("both sends answered", seconds: 10, every: .milliseconds(2)) { answers.items.withLock { $0.count } == 2 }
+        let both = answers.items.withLock { $0 }
         #expect(both[0].step.leaseID == "m/step-0" && both[0] == both[1], "the send again got the first send's step")
-        #expect(wakeups.parkedCount == 1 && bystander.outcomes.withLock { $0.isEmpty }, "the poll parked behind was woken")
+        #expect(wakeups.parkedCount == 1 && bystander.items.withLock { $0.isEmpty }, "the poll parked behind was woken")
         let lease = try #require(await coordinator.state.migrations[MigrationID("m")]?.node(NodeID("step-0"))?.lease)
         #expect(lease.token.rawValue == both[0].step.fencingToken && lease.pollID == "p-1")
     }
 }
 
-/// Answers collected from polls running concurrently.
-private final class Answers: Sendable {
-    let list = Mutex<[Lockstep_V1_PollResponse]>([])
-    let outcomes = Mutex<[Wakeups.Outcome]>([])
+/// What concurrent work hands back (answers, outcomes), in the order it came.
+private final class Collected<Element: Sendable>: Sendable {
+    let items = Mutex<[Element]>([])
 }
