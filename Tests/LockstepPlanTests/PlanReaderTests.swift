@@ -1,0 +1,225 @@
+import Foundation
+import LockstepCore
+import LockstepEngine
+import LockstepPlan
+import Testing
+
+// The plan reader beyond lint's findings: durations, the schema's keys, hostile YAML, mutated plans,
+// baselines and change windows as read (the shared `header`, `found` and `example` are in PlanLintTests.swift).
+
+@Suite struct DurationTests {
+    @Test func durationsParseWithTheirUnits() {
+        let plan = { (text: String) in PlanFile.read(yaml: header + "  - id: a\n    service: orders\n    phase: custom\n    action: x\n    deadline: \(text)\n").plan?.nodes.first?.deadlineMillis }
+        #expect(plan("500ms") == 500)
+        #expect(plan("30s") == 30_000)
+        #expect(plan("10m") == 600_000)
+        #expect(plan("2h") == 7_200_000)
+        #expect(plan("1d") == 86_400_000)
+        #expect(plan("1.5h") == nil)
+        #expect(plan("-1s") == nil)
+        #expect(plan("99999999999999999d") == nil)
+    }
+}
+
+@Suite struct PlanSchemaTests {
+    /// docs/plan.schema.json and the reader must know the same keys, or one of them drifted.
+    @Test func theSchemaAndTheReaderKnowTheSameFields() throws {
+        let path = URL(fileURLWithPath: examplesDirectory).deletingLastPathComponent().appendingPathComponent("docs/plan.schema.json")
+        let schema = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: path)) as? [String: Any])
+        let top = try #require(schema["properties"] as? [String: Any])
+        #expect(Set(top.keys) == PlanFile.planKeys)
+        let node = try #require((schema["$defs"] as? [String: Any])?["node"] as? [String: Any])
+        #expect(Set(try #require(node["properties"] as? [String: Any]).keys) == PlanFile.nodeKeys)
+        let phases = try #require(((node["properties"] as? [String: Any])?["phase"] as? [String: Any])?["enum"] as? [String])
+        #expect(phases == Phase.allCases.map(\.rawValue))
+    }
+}
+
+@Suite struct HostilePlanTests {
+    func node(_ extra: String) -> String {
+        header + "  - id: n\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n" + extra
+    }
+
+    @Test func yaml11ScalarsStayStringsAndBase60NeverTraps() throws {
+        let load = PlanFile.lint(yaml: node("    params: {t: 1:0:0:0:0:0:0:0:0:0:0, country: NO, mode: 0755, v: 2026_11, when: 1:30, n: 42, f: 1.5, b: true, z: ~}\n"))
+        #expect(load.findings == [])
+        #expect(load.plan?.nodes.first?.paramsJSON
+            == #"{"b":true,"country":"NO","f":"1.5","mode":"0755","n":42,"t":"1:0:0:0:0:0:0:0:0:0:0","v":"2026_11","when":"1:30","z":null}"#)
+        #expect(found(node("    retry: { max_attempts: 1:0:0:0:0:0:0:0:0:0:0 }\n")) == ["11 error invalid_value"])
+    }
+
+    @Test func anchorsAndAliasesAreRefusedBeforeAnythingExpands() {
+        let bomb = "name: x\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        #expect(found(bomb) == ["2 error yaml_alias"])
+        #expect(found(node("    params: { p: *c }\n")) == ["11 error yaml_alias"])
+        // Quoted text, comments and block scalars are not aliases.
+        #expect(found(node("    params: { glob: \"*.sql\", note: '&amp' }  # *not* an alias\n")) == [])
+        #expect(found("name: p\ndescription: |\n  - *bold* text &more\nservices:\n  orders: { owners: [t] }\nnodes:\n  - id: n\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n") == [])
+    }
+
+    @Test func malformedNeedsAreReportedNotDropped() {
+        #expect(found(node("    needs: [[n2]]\n")) == ["11 error invalid_value"])
+        #expect(found(node("    needs: [{n2: x}]\n")) == ["11 error invalid_value"])
+        #expect(found(node("    needs: {n2: x}\n")) == ["11 error invalid_value"])
+    }
+
+    @Test func duplicateKeysAreReportedWithALine() {
+        let load = PlanFile.lint(yaml: node("    action: y\n"))
+        #expect(load.findings.map(\.code) == ["yaml_syntax"])
+        #expect(load.findings.first?.line ?? 0 > 0)
+    }
+}
+
+@Suite struct PlanReaderFuzzTests {
+    /// Byte- and token-level mutations of the examples must never trap the reader: every outcome is a plan
+    /// or findings. `LOCKSTEP_FUZZ_ROUNDS` raises the count.
+    @Test func mutatedPlansNeverTrap() async throws {
+        let rounds = Int(ProcessInfo.processInfo.environment["LOCKSTEP_FUZZ_ROUNDS"] ?? "") ?? 2_000
+        let sources = [try example("ledger-split.yaml"), try example("api-version-swap.yaml")]
+        let tokens = ["&a ", "*a", "!!binary ", "? ", "- ", ": ", "{", "}", "[", "]", "\"", "'", "|\n", ">\n", "#", "\t", "1:0:0:0:0:0:0:0:0:0:0",
+                      "99999999999999999999", "-0", "0x1f", "0o17", ".inf", "null", "~", "needs: [", "\u{0}", "\u{FEFF}", "é", "\n  - id: x\n"]
+        var state: UInt64 = 0x5EED
+        func next() -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return Int(truncatingIfNeeded: (z ^ (z >> 31)) >> 1)
+        }
+        var plans = 0
+        for round in 0..<rounds {
+            // Seconds of CPU: the other tests get the thread back now and then (LockstepTestSupport's yieldToOtherTests).
+            if round % 50 == 0 { await Task.yield() }
+            var text = Array(sources[round % 2].unicodeScalars)
+            for _ in 0...(next() % 4) {
+                let at = next() % max(1, text.count)
+                switch next() % 3 {
+                case 0: text.insert(contentsOf: tokens[next() % tokens.count].unicodeScalars, at: at)
+                case 1: text.removeSubrange(at..<min(text.count, at + 1 + next() % 8))
+                default: if let scalar = Unicode.Scalar(UInt32(next() % 0x7F)) { text[at] = scalar }
+                }
+            }
+            var yaml = ""
+            yaml.unicodeScalars.append(contentsOf: text)
+            let load = PlanFile.lint(yaml: yaml)
+            if load.errors.isEmpty { plans += 1 }
+        }
+        #expect(plans > 0 && plans < rounds, "mutations must sometimes keep and sometimes break the plan")
+    }
+
+    @Test func aPlanWithoutABaselineRuleKeepsTheContentHashItHadBeforeBaselinesExisted() throws {
+        let plan = try #require(PlanFile.lint(yaml: try example("checkout-canary.yaml")).plan)
+        // What `lockstep plan apply` printed for it before analysis against a baseline existed.
+        #expect(plan.hashed().contentHash == "fcea752d0380c72de4f8a94a914656e2bb5000c4fb7298c29c56ae5a1a873bb2")
+    }
+
+    @Test func baselineRulesReadAsWrittenAndBadOnesAreFound() throws {
+        let node = """
+              - id: route
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [10, 50], bake: 1m }
+                analysis:
+                  metrics:
+                    - name: error_rate
+                      pass: { max: 0.02 }
+                      marginal: { max: 0.05 }
+                      min_samples: 3
+                      BASELINE
+
+            """
+        func plan(_ baseline: String) -> String { header + node.replacingOccurrences(of: "BASELINE", with: baseline) }
+        let good = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1, max_increase: 0.005 }, marginal: { max_ratio: 1.25 } }"))
+        #expect(good.errors.isEmpty, "\(good.findings)")
+        let check = try #require(good.plan?.nodes.first?.analysis?.metrics.first)
+        #expect(check.baseline == BaselineRule(pass: BaselineLimits(ratioMicros: 1_100_000, differenceMicros: 5_000),
+                                               marginal: BaselineLimits(ratioMicros: 1_250_000)))
+        // The node ends at 50 %: a baseline is left. At 100 % none is, and lint says so.
+        #expect(!good.findings.contains { $0.code == "baseline_without_source" })
+        let toTheEnd = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1 } }").replacingOccurrences(of: "stages: [10, 50]", with: "stages: [10, 100]"))
+        #expect(toTheEnd.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["warning baseline_without_source"], "\(toTheEnd.findings)")
+        // marginal defaults to pass
+        let defaulted = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1 } }")).plan?.nodes.first?.analysis?.metrics.first?.baseline
+        #expect(defaulted?.marginal == BaselineLimits(ratioMicros: 1_100_000))
+        // min_ratio belongs to higher-is-better metrics; a marginal stricter than pass; no limit at all; not a number.
+        for bad in ["baseline: { pass: { min_ratio: 0.9 } }", "baseline: { pass: { max_ratio: 1.2 }, marginal: { max_ratio: 1.1 } }",
+                    "baseline: { pass: {} }", "baseline: { pass: { max_ratio: lots } }", "baseline: { marginal: { max_ratio: 1.1 } }",
+                    "baseline: 1.1"] {
+            let load = PlanFile.lint(yaml: plan(bad))
+            #expect(!load.errors.isEmpty, "\(bad) was taken")
+        }
+    }
+
+    @Test func aRehearsalJudgesTheCanaryAgainstItsBaseline() async throws {
+        // checkout-canary with a baseline rule on error_rate: at most 1.5 times the baseline.
+        let yaml = try example("checkout-canary.yaml").replacingOccurrences(
+            of: "          pass: { max: 0.01 }\n", with: "          pass: { max: 0.01 }\n          baseline: { pass: { max_ratio: 1.5 } }\n")
+        let plan = try #require(PlanFile.lint(yaml: yaml).plan).hashed()
+        #expect(plan.nodes[1].analysis?.metrics.first?.baseline != nil)
+        // The canary at 0.008 everywhere passes its absolute threshold; against a baseline at 0.002 from stage 2 on, it fails there.
+        var options = Rehearsal.Options()
+        options.metrics = [NodeID("route-checkout"): ["error_rate": [8_000]]]
+        options.baselines = [NodeID("route-checkout"): ["error_rate": [8_000, 2_000]]]
+        let failing = try await Rehearsal(plan: plan, options: options).run()
+        #expect(failing.final.status == .rolledBack)
+        let verdicts = failing.timeline.compactMap { entry -> String? in
+            guard case .analysisEvaluated(let record) = entry.event else { return nil }
+            return "\(record.stage) \(record.outcome.rawValue) \(record.evidence[0].relativeOutcome?.rawValue ?? "-")"
+        }
+        #expect(verdicts == ["1 pass pass", "2 fail fail"])
+        // Without a baseline trace the baseline reports what the canary does: every stage passes.
+        options.baselines = [:]
+        #expect(try await Rehearsal(plan: plan, options: options).run().final.status == .succeeded)
+    }
+
+    // MARK: - Change windows
+
+    func windowed(plan planWindows: String = "", node nodeWindows: String = "", service serviceWindows: String = "") -> String {
+        """
+        name: windowed
+        \(planWindows.isEmpty ? "" : "windows: \(planWindows)")
+        services:
+          orders:
+            owners: [orders-team]
+            \(serviceWindows.isEmpty ? "" : "windows: \(serviceWindows)")
+        nodes:
+          - id: expand
+            service: orders
+            phase: expand
+            action: add-column
+            rollback: { action: drop-column }
+            \(nodeWindows.isEmpty ? "" : "windows: \(nodeWindows)")
+        """
+    }
+
+    @Test func windowsAreReadAtEveryLevelAndEachBadOneIsReportedAtItsLine() throws {
+        let load = PlanFile.lint(yaml: windowed(plan: #"["Mon-Fri 09:00-16:00 Europe/Berlin"]"#, node: #""daily 06:00-20:00 UTC""#,
+                                                service: #"["Tue 04:00-12:00 America/New_York", "Thu 04:00-12:00 America/New_York"]"#))
+        #expect(load.findings.isEmpty, "\(load.findings)")
+        let plan = try #require(load.plan)
+        #expect(plan.windows.map(\.description) == ["Mon-Fri 09:00-16:00 Europe/Berlin"])
+        #expect(plan.services[0].windows.map(\.description) == ["Tue 04:00-12:00 America/New_York", "Thu 04:00-12:00 America/New_York"])
+        #expect(plan.nodes[0].windows.map(\.description) == ["Mon-Sun 06:00-20:00 UTC"])
+        #expect(plan.windowZones == ["America/New_York", "Europe/Berlin", "UTC"])
+        // A window that is not one, and a zone nobody knows, each at its own line.
+        let bad = PlanFile.lint(yaml: windowed(node: #"["Mon-Fri 9-16 UTC", "Mon-Fri 09:00-16:00 Mars/Olympus_Mons"]"#))
+        #expect(bad.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["error invalid_window", "error unknown_time_zone"], "\(bad.findings)")
+        #expect(bad.findings.allSatisfy { $0.line == 13 }, "\(bad.findings.map(\.line))")
+        let tooMany = PlanFile.lint(yaml: windowed(plan: "[" + Array(repeating: #""Mon 09:00-10:00 UTC""#, count: 17).joined(separator: ", ") + "]"))
+        #expect(tooMany.errors.contains { $0.message.contains("the limit is 16") }, "\(tooMany.findings)")
+    }
+
+    @Test func lintWarnsAboutWindowsThatNeverOpenTogether() throws {
+        let monday = Instant(millisecondsSinceEpoch: 1_774_828_800_000)  // 2026-03-30T00:00Z
+        let never = PlanFile.lint(yaml: windowed(plan: #""Mon-Fri 09:00-17:00 UTC""#, node: #""Sat 09:00-10:00 UTC""#), now: monday)
+        #expect(never.findings.map { "\($0.severity.rawValue) \($0.code)" } == ["warning window_never_opens"], "\(never.findings)")
+        #expect(never.findings.first?.message.contains("Mon-Fri 09:00-17:00 UTC; and Sat 09:00-10:00 UTC") == true, "\(never.findings)")
+        // Offsets count: 09:00-10:00 in Berlin is 07:00-08:00 UTC in summer, which a 08:00-09:00 UTC window never meets.
+        let offset = PlanFile.lint(yaml: windowed(plan: #""Mon 08:00-09:00 UTC""#, node: #""Mon 09:00-10:00 Europe/Berlin""#), now: monday)
+        #expect(offset.findings.map(\.code) == ["window_never_opens"], "\(offset.findings)")
+        let winter = PlanFile.lint(yaml: windowed(plan: #""Mon 08:00-09:00 UTC""#, node: #""Mon 09:00-10:00 Europe/Berlin""#),
+                                   now: Instant(millisecondsSinceEpoch: 1_768_780_800_000))  // 2026-01-19T00:00Z, +01:00
+        #expect(winter.findings.isEmpty, "\(winter.findings)")
+    }
+}
