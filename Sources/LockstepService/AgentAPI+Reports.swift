@@ -74,7 +74,7 @@ extension AgentAPI {
     /// A report on the step `leaseID` names: in one turn when the migration is live and the node the
     /// principal's, else checked the slow way first.
     @discardableResult
-    func report(_ leaseID: String, _ principal: Principal, _ command: @Sendable (NodeID) -> MigrationCommand) async throws(APIError) -> CommandResult {
+    private func report(_ leaseID: String, _ principal: Principal, _ command: @Sendable (NodeID) -> MigrationCommand) async throws(APIError) -> CommandResult {
         let context = CommandContext(actor: principal.agentActor, triggeredBy: .agent)
         return try await reporting(leaseID, principal) { migration, node, permitted throws(CommandError) in
             try await coordinator.execute(command(node), migration: migration, node: node, context: context, now: clock(), ifPermitted: permitted)
@@ -85,7 +85,7 @@ extension AgentAPI {
 
     /// The one way of every report: `inOneTurn` (the coordinator checks `permitted` and acts in the same
     /// turn; nil when it did not act), else the slow check (`checkLease`, which says why), then `checked`.
-    func reporting<T>(_ leaseID: String, _ principal: Principal,
+    private func reporting<T>(_ leaseID: String, _ principal: Principal,
                               inOneTurn: (MigrationID, NodeID, _ permitted: @escaping @Sendable (NodeSpec) -> Bool) async throws(CommandError) -> T?,
                               checked: (MigrationID, NodeID) async throws(CommandError) -> T) async throws(APIError) -> T {
         let (migration, node) = try Self.leaseParts(leaseID)
@@ -96,19 +96,19 @@ extension AgentAPI {
     }
 
     /// A coordinator call whose refusal or failure becomes the API's error.
-    static func commanding<T>(_ body: () async throws(CommandError) -> T) async throws(APIError) -> T {
+    private static func commanding<T>(_ body: () async throws(CommandError) -> T) async throws(APIError) -> T {
         do { return try await body() } catch { throw APIError(error) }
     }
 
     /// The step a lease id names ("MIGRATION/NODE"), checked against the principal's services.
-    func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
+    private func lease(_ id: String, principal: Principal) async throws(APIError) -> (MigrationID, NodeID) {
         let (migration, node) = try Self.leaseParts(id)
         try await checkLease(migration, node, principal: principal)
         return (migration, node)
     }
 
     /// The migration and node a lease id names ("MIGRATION/NODE"), both checked as identifiers.
-    static func leaseParts(_ id: String) throws(APIError) -> (MigrationID, NodeID) {
+    private static func leaseParts(_ id: String) throws(APIError) -> (MigrationID, NodeID) {
         let parts = id.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
@@ -121,7 +121,7 @@ extension AgentAPI {
     /// Whether the principal may report on node `node` of migration `migration`, settled migrations
     /// included (read from their streams): a report that comes after the migration settled is answered
     /// migration_settled, as any command to it.
-    func checkLease(_ migration: MigrationID, _ node: NodeID, principal: Principal) async throws(APIError) {
+    private func checkLease(_ migration: MigrationID, _ node: NodeID, principal: Principal) async throws(APIError) {
         // (An archived migration reads as a missing one: an agent learns nothing of either.)
         let found = try await APIError.reading { () throws(EventLogError) in try await coordinator.readMigration(migration) }
         let spec = found?.plan.node(node)

@@ -15,12 +15,13 @@ import Testing
         list.drain { out.append($0) }
         #expect(out == actions)
         #expect(list.isEmpty)
-        // Drained, it holds nothing, and is used again from its first slot.
+        // Drained, it holds nothing, and is used again from its first slot, its array too.
         list.drain { out.append($0) }
         #expect(out.count == count)
-        list.append(.awaitBody(7))
+        let more: [H2Action] = [.awaitBody(7), .awaitBody(9), .cancelled(11, code: 8)]
+        for action in more { list.append(action) }
         var again: [H2Action] = []
         list.drain { again.append($0) }
-        #expect(again == [.awaitBody(7)])
+        #expect(again == more)
     }
 }

@@ -163,6 +163,17 @@ let header = """
         #expect(found(node(stages: 1, metrics: CoreLimits.analysisMetricsMax + 1)).contains("13 error invalid_value"))
     }
 
+    @Test func aCheckWithoutFreshnessIsAWarningAtItsOwnLine() throws {
+        let yaml = header + "  - id: a\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n    checks:\n"
+            + "      - name: fresh\n        pass: ok\n        fresh_for: 1h\n      - name: unfresh\n        pass: ok\n"
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false)
+        let line = try #require(lines.firstIndex { $0.contains("name: unfresh") }) + 1
+        let lint = PlanFile.lint(yaml: yaml)
+        #expect(found(yaml) == ["\(line) warning check_without_freshness"], "\(lint.findings)")
+        #expect(lint.findings.first?.message == "check unfresh of a sets no fresh_for: a pass counts however old it is when the step starts (add fresh_for: 1h)")
+        #expect(lint.plan?.nodes.first?.checks.map(\.freshForMillis) == [3_600_000, nil])
+    }
+
     @Test func aCycleIsNamedAtItsFirstNode() {
         let yaml = header + """
               - id: a
