@@ -174,6 +174,26 @@ let header = """
         #expect(lint.plan?.nodes.first?.checks.map(\.freshForMillis) == [3_600_000, nil])
     }
 
+    @Test func aCheckOrAMetricNamedTwiceAndAPlanWithoutServicesAreErrors() {
+        let yaml = header + """
+              - id: a
+                service: orders
+                phase: live
+                action: route
+                exposure: { stages: [50, 100], bake: 1m }
+                analysis:
+                  metrics:
+                    - { name: errors, pass: { max: 0.01 }, marginal: { max: 0.02 } }
+                    - { name: errors, pass: { max: 0.02 }, marginal: { max: 0.03 } }
+                checks:
+                  - { name: lag, pass: ok, fresh_for: 1h }
+                  - { name: lag, pass: ok, fresh_for: 1h }
+            """
+        #expect(found(yaml) == ["14 error duplicate_metric", "17 error duplicate_check"])
+        let empty = "name: p\nservices: {}\nnodes:\n  - id: a\n    service: orders\n    phase: custom\n    action: x\n"
+        #expect(found(empty).contains("1 error no_services"), "\(found(empty))")
+    }
+
     @Test func aCycleIsNamedAtItsFirstNode() {
         let yaml = header + """
               - id: a
