@@ -12,9 +12,10 @@ import Synchronization
 /// the request arrived, without a task or a thread switch. A poll whose service has no step until the log
 /// changes (no node holds it, or its step is leased: `StepServices`) has nothing to lease
 /// (`AgentAPI.lookAtOnce`), so it is answered there, or parks there: an entry in the wakeup table
-/// (`Wakeups.park`, through `AgentAPI.drive`, which gRPC's poll shares) holding its stream's answer. Only a poll that needs the coordinator (its service may
-/// have a step, or it is a named poll whose lease is published under its name), or one woken from its park (a change, its deadline, its stream closing, shutdown), runs as a
-/// piece of its connection's work, through the `PollLane`.
+/// (`Wakeups.park`, through `AgentAPI.drive`, which gRPC's poll shares) holding its stream's answer.
+/// Only a poll that needs the coordinator (its service may have a step, or it is a named poll whose
+/// lease is published under its name), or one woken from its park (a change, its deadline, its stream
+/// closing, shutdown), runs as a piece of its connection's work, through the `PollLane`.
 ///
 /// A class: every closure a parked poll keeps captures one reference to it, not a copy of the routes.
 package final class EnginePoll: Sendable {
