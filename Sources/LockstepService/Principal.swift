@@ -5,29 +5,111 @@ import LockstepCore
 public struct Principal: Hashable, Sendable {
     public enum Role: String, Hashable, Sendable, CaseIterable {
         case agent, `operator`, approver, auditor, admin
+
+        // Compared and hashed by case. The standard library's defaults for a raw-value enum compare and
+        // hash the raw value, a String made and hashed on every role check of every call (`perf`:
+        // `String.hash(into:)` under `Set.contains` in each call's gate, docs/benchmarks-api-history.md,
+        // session 35).
+        private var ordinal: Int {
+            switch self {
+            case .agent: 0
+            case .operator: 1
+            case .approver: 2
+            case .auditor: 3
+            case .admin: 4
+            }
+        }
+
+        public static func == (lhs: Role, rhs: Role) -> Bool { lhs.ordinal == rhs.ordinal }
+        public func hash(into hasher: inout Hasher) { hasher.combine(ordinal) }
     }
 
-    public var name: String
-    public var roles: Set<Role>
+    public var name: String {
+        get { storage.name }
+        set { unique().name = newValue }
+    }
+    public var roles: Set<Role> {
+        get { storage.roles }
+        set { unique().roles = newValue }
+    }
     /// For agents: the services they may poll, lease and report for (empty = none).
-    public var services: Set<String>
+    public var services: Set<String> {
+        get { storage.services }
+        set { unique().services = newValue }
+    }
     /// For approvers: the owner groups they belong to (used by approvals).
-    public var ownerGroups: Set<String>
+    public var ownerGroups: Set<String> {
+        get { storage.ownerGroups }
+        set { unique().ownerGroups = newValue }
+    }
 
     public init(name: String, roles: Set<Role>, services: Set<String> = [], ownerGroups: Set<String> = []) {
-        self.name = name
-        self.roles = roles
-        self.services = services
-        self.ownerGroups = ownerGroups
+        storage = Storage(name: name, roles: roles, services: services, ownerGroups: ownerGroups)
     }
 
     /// `lockstep serve --dev` only: a person on loopback who may do everything, and who belongs to every
     /// owner group a gate asks for (separation of duties still holds: nobody approves their own request).
-    public var isDeveloper = false
+    public var isDeveloper: Bool {
+        get { storage.isDeveloper }
+        set { unique().isDeveloper = newValue }
+    }
 
     /// Set on a replica (docs/operations.md): the refusal every operation that writes gets, naming the
     /// writer, after the caller's roles are checked (so nobody without them learns who writes).
-    package var writesElsewhere: APIError?
+    package var writesElsewhere: APIError? {
+        get { storage.writesElsewhere }
+        set { unique().writesElsewhere = newValue }
+    }
+
+    /// The fields, behind one reference: a principal is copied into every call's work (a poll's cursor,
+    /// a report's closure), and a copy of six counted fields cost six retains and six releases a call
+    /// (docs/benchmarks-api-history.md, session 35). Copied on write.
+    private var storage: Storage
+
+    private final class Storage: @unchecked Sendable {
+        // Mutated only through `unique()`, on a storage no other principal shares.
+        var name: String
+        var roles: Set<Role>
+        var services: Set<String>
+        var ownerGroups: Set<String>
+        var isDeveloper = false
+        var writesElsewhere: APIError?
+
+        init(name: String, roles: Set<Role>, services: Set<String>, ownerGroups: Set<String>) {
+            self.name = name
+            self.roles = roles
+            self.services = services
+            self.ownerGroups = ownerGroups
+        }
+
+        func copy() -> Storage {
+            let copy = Storage(name: name, roles: roles, services: services, ownerGroups: ownerGroups)
+            copy.isDeveloper = isDeveloper
+            copy.writesElsewhere = writesElsewhere
+            return copy
+        }
+    }
+
+    /// The storage, made this principal's own first if another shares it.
+    private mutating func unique() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return storage
+    }
+
+    public static func == (lhs: Principal, rhs: Principal) -> Bool {
+        let (l, r) = (lhs.storage, rhs.storage)
+        return l === r || (l.name == r.name && l.roles == r.roles && l.services == r.services && l.ownerGroups == r.ownerGroups
+                           && l.isDeveloper == r.isDeveloper && l.writesElsewhere == r.writesElsewhere)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(storage.name)
+        hasher.combine(storage.roles)
+        hasher.combine(storage.services)
+        hasher.combine(storage.ownerGroups)
+        hasher.combine(storage.isDeveloper)
+        hasher.combine(storage.writesElsewhere)
+    }
 
     /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.
     public static let developer = developer(named: "dev")
