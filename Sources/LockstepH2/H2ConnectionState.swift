@@ -89,7 +89,7 @@ public struct H2ConnectionState: Sendable {
     /// Request body bytes held for requests not yet handed over, all streams together.
     private(set) var bufferedBytes = 0
     /// Streams handed to the application whose handler has not finished, open or reset.
-    private var handlersRunning: Set<Int32> = []
+    private var handlersRunning = StreamIDMap<Void>()
     private var pings: H2TokenBucket
     private var settings: H2TokenBucket
     private var emptyFrames: H2TokenBucket
@@ -281,13 +281,13 @@ public struct H2ConnectionState: Sendable {
 }
 
 /// The streams of one connection: slots reused as streams close (so the storage stays as large as the
-/// most streams open at once), found by id through one dictionary, and the last one found remembered,
-/// since a stream's events (its header fields, its data) arrive one after another.
+/// most streams open at once), found by id through one map (`StreamIDMap`), and the last one found
+/// remembered, since a stream's events (its header fields, its data) arrive one after another.
 struct StreamTable: Sendable {
     /// Indexed by slot; a free slot holds an empty stream.
     var slots: ContiguousArray<H2ConnectionState.Stream> = []
     private var free: [Int] = []
-    private var slotOf: [Int32: Int] = [:]
+    private var slotOf = StreamIDMap<Int>()
     /// The stream found last and its slot (`id` 0: none; client streams are odd and positive).
     private var last: (id: Int32, slot: Int) = (0, 0)
 

@@ -21,7 +21,16 @@ extension H2GRPCServerTransport {
 enum GRPCRequest {
     typealias Parsed = H2GRPCServerTransport.Decoded
 
-    static func parse(head: H2RequestHead, body: ByteBuffer, messageBytesMax: Int) -> Parsed {
+    /// The method of a connection's last call, which its next calls mostly repeat (an agent polls): a
+    /// path the same as the last one is that method again, with no Strings cut from it and no descriptor
+    /// made (the path is then the same String too: `H2HeaderText.Repeated`, so comparing it is a pointer
+    /// compare). One per connection, used only on the connection's event loop.
+    final class LastMethod: @unchecked Sendable {
+        fileprivate var path = ""
+        fileprivate var descriptor: MethodDescriptor?
+    }
+
+    static func parse(head: H2RequestHead, body: ByteBuffer, messageBytesMax: Int, lastMethod: LastMethod? = nil) -> Parsed {
         // application/grpc, or with a suffix (+proto) or parameters; not application/grpc-web.
         guard let contentType = head.first("content-type"),
               contentType == "application/grpc" || contentType.hasPrefix("application/grpc+") || contentType.hasPrefix("application/grpc;") else {
@@ -31,13 +40,19 @@ enum GRPCRequest {
         if let encoding = head.first("grpc-encoding"), encoding != "identity" {
             return .refused(.unimplemented, "compression \(encoding) is not supported (send identity)", .unsupportedEncoding)
         }
-        let path = head.path.utf8
-        guard path.first == UInt8(ascii: "/"), let slash = path.lastIndex(of: UInt8(ascii: "/")), slash != path.startIndex,
-              path.index(after: slash) != path.endIndex else {
-            return .refused(.unimplemented, "the path \(head.path) names no method (/package.Service/Method)", .noMethod)
+        let descriptor: MethodDescriptor
+        if let lastMethod, let last = lastMethod.descriptor, lastMethod.path == head.path {
+            descriptor = last
+        } else {
+            let path = head.path.utf8
+            guard path.first == UInt8(ascii: "/"), let slash = path.lastIndex(of: UInt8(ascii: "/")), slash != path.startIndex,
+                  path.index(after: slash) != path.endIndex else {
+                return .refused(.unimplemented, "the path \(head.path) names no method (/package.Service/Method)", .noMethod)
+            }
+            descriptor = MethodDescriptor(fullyQualifiedService: String(head.path[head.path.index(after: head.path.startIndex)..<slash]),
+                                          method: String(head.path[head.path.index(after: slash)...]))
+            if let lastMethod { (lastMethod.path, lastMethod.descriptor) = (head.path, descriptor) }
         }
-        let service = String(head.path[head.path.index(after: head.path.startIndex)..<slash])
-        let method = String(head.path[head.path.index(after: slash)...])
         var metadata = Metadata()
         for (name, value) in head.headers {
             switch name {
@@ -64,7 +79,7 @@ enum GRPCRequest {
             guard let bytes = body.readBytes(length: Int(length)) else { return .refused(.internalError, "a message is cut short", .malformed) }
             messages.append(bytes)
         }
-        return .rpc(MethodDescriptor(fullyQualifiedService: service, method: method), metadata, messages)
+        return .rpc(descriptor, metadata, messages)
     }
 
     /// A message as gRPC sends it: uncompressed, after its 4-byte length.

@@ -375,9 +375,12 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let transport: H2GRPCServerTransport
         /// The connection's RPCs and work (`track`).
         let rpcs: AsyncStream<ConnectionItem>.Continuation
+        /// The method of this connection's last call (`GRPCRequest.LastMethod`).
+        let lastMethod = GRPCRequest.LastMethod()
 
         func respond(to request: H2Request, _ response: H2Response) {
-            switch GRPCRequest.parse(head: request.head, body: request.body, messageBytesMax: transport.configuration.messageBytesMax) {
+            switch GRPCRequest.parse(head: request.head, body: request.body, messageBytesMax: transport.configuration.messageBytesMax,
+                                     lastMethod: lastMethod) {
             case .notGRPC(let status):
                 response.send(status: status, headers: [("content-length", "0")], body: nil)
             case .refused(let code, let message, let why):

@@ -17,7 +17,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     /// Streams handed to the application and not closed, each with the promise behind its
     /// `H2Response.closed`, made only when someone asks (most answers never do: a promise is an allocation
     /// and, for a generic class, run-time metadata look-ups when it is made and freed).
-    var open: [Int32: ClosedListener] = [:]
+    var open = StreamIDMap<ClosedListener>()
 
     struct ClosedListener {
         var promise: EventLoopPromise<UInt32>?
@@ -99,7 +99,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         graceTimer = nil
         // Emptied first: a close callback that asks `closed` for another stream gets a completed future,
         // not a promise nobody would complete.
-        let listeners = open
+        let listeners = open.entries
         open.removeAll()
         for (_, listener) in listeners { listener.promise?.succeed(0) }
         for id in Array(pacing.keys) { dropWriter(id) }

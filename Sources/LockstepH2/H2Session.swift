@@ -32,8 +32,11 @@ public final class H2Session {
     public unowned(unsafe) var delegate: (any H2SessionDelegate)?
     /// Response bodies not yet taken by libnghttp2, by stream: references, so a body's queue is changed
     /// where it is, never copied out of the table and back.
-    private var outbound: [Int32: Outbound] = [:]
+    private var outbound = StreamIDMap<Outbound>()
     private let allocator = ByteBufferAllocator()
+    /// The last `:path`, `:authority` and `user-agent` of this connection's requests, whose values its
+    /// next requests mostly repeat (`H2HeaderText.Repeated`).
+    private var repeated = H2HeaderText.Repeated()
 
     final class Outbound {
         /// Queued body bytes in order: the first chunk here (most answers are one write, and need no
@@ -220,9 +223,11 @@ public final class H2Session {
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
             guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
-            H2Session.report(user, .header(frame.pointee.hd.stream_id,
-                                           name: String(decoding: UnsafeBufferPointer(start: name, count: nameCount), as: UTF8.self),
-                                           value: String(decoding: UnsafeBufferPointer(start: value, count: valueCount), as: UTF8.self)))
+            let field = H2HeaderText.name(UnsafeBufferPointer(start: name, count: nameCount))
+            let text = Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef {
+                $0.repeated.value(UnsafeBufferPointer(start: value, count: valueCount), of: field)
+            }
+            H2Session.report(user, .header(frame.pointee.hd.stream_id, name: field, value: text))
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, id, data, count, user in

@@ -1,0 +1,90 @@
+@testable import LockstepH2
+import NIOCore
+import Testing
+
+/// Header names and values made Strings (`H2HeaderText`): the common ones from its tables, anything else
+/// decoded. Either way the String is what `String(decoding:as:)` makes of the bytes.
+@Suite struct H2HeaderTextTests {
+    func decoded(_ bytes: [UInt8], by text: (UnsafeBufferPointer<UInt8>) -> String) -> String {
+        bytes.withUnsafeBufferPointer(text)
+    }
+
+    @Test func everyKnownNameAndValueReadsAsItsBytes() {
+        for name in H2HeaderText.knownNames {
+            #expect(decoded(Array(name.utf8), by: H2HeaderText.name) == name)
+            #expect(name == name.lowercased(), "HTTP/2 field names are lowercase: \(name)")
+        }
+        for value in H2HeaderText.knownValues {
+            #expect(decoded(Array(value.utf8), by: H2HeaderText.value) == value)
+        }
+        // A value is not taken for a name, nor a name for a value.
+        #expect(decoded(Array("POST".utf8), by: H2HeaderText.name) == "POST")
+        #expect(decoded(Array(":path".utf8), by: H2HeaderText.value) == ":path")
+    }
+
+    @Test(arguments: [
+        Array("x-request-id".utf8), Array("content-typ".utf8), Array("content-typf".utf8), Array("POSTS".utf8),
+        Array("application/grpc+proto".utf8), [], [0xFF, 0xFE, 0x41], Array("ünïcode".utf8),
+    ])
+    func anythingElseIsDecodedAsBefore(bytes: [UInt8]) {
+        #expect(decoded(bytes, by: H2HeaderText.name) == String(decoding: bytes, as: UTF8.self))
+        #expect(decoded(bytes, by: H2HeaderText.value) == String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Bytes that differ from a known value only in their last byte are not taken for it.
+    @Test func aNearMissIsNotTheKnownValue() {
+        var bytes = Array("application/json".utf8)
+        bytes[bytes.count - 1] = UInt8(ascii: "x")
+        #expect(decoded(bytes, by: H2HeaderText.value) == "application/jsox")
+        #expect(decoded(Array("application/json".utf8), by: H2HeaderText.value) == "application/json")
+    }
+
+    /// A connection's repeated values: each value read is the String of its own bytes, whether it repeats
+    /// the field's last value or not (invalid UTF-8 repaired, and the repaired text not taken for the bytes).
+    @Test func aRepeatedValueIsTheSameTextAndAChangedOneIsNew() {
+        var repeated = H2HeaderText.Repeated()
+        let sequence: [(String, [UInt8])] = [
+            (":path", Array("/lockstep.v1.AgentService/Poll".utf8)), (":path", Array("/lockstep.v1.AgentService/Poll".utf8)),
+            (":path", Array("/lockstep.v1.AgentService/Complete".utf8)), (":path", Array("/v1/agent/poll".utf8)),
+            (":authority", Array("127.0.0.1:8443".utf8)), (":authority", Array("127.0.0.1:8444".utf8)),
+            ("user-agent", [0x61, 0xFF, 0x62]), ("user-agent", [0x61, 0xFF, 0x62]),
+            ("user-agent", Array("a\u{FFFD}b".utf8)), ("user-agent", []), ("x-other", Array("anything at all, and long".utf8)),
+            (":path", Array("/lockstep.v1.AgentService/Poll".utf8)),
+        ]
+        for (name, bytes) in sequence {
+            let text = bytes.withUnsafeBufferPointer { repeated.value($0, of: name) }
+            #expect(text == String(decoding: bytes, as: UTF8.self), "\(name)")
+        }
+    }
+}
+
+/// A connection's last gRPC method (`GRPCRequest.LastMethod`): a call to the same path is read as the same
+/// method, a call to another path as its own, and a path that names no method is refused however many
+/// good calls came before it.
+@Suite struct GRPCLastMethodTests {
+    func head(_ path: String) -> H2RequestHead {
+        H2RequestHead(method: "POST", scheme: "http", authority: "localhost", path: path, headers: [("content-type", "application/grpc")])
+    }
+
+    func method(_ path: String, _ last: GRPCRequest.LastMethod) -> String? {
+        guard case .rpc(let descriptor, _, _) = GRPCRequest.parse(head: head(path), body: ByteBuffer(), messageBytesMax: 1_024, lastMethod: last)
+        else { return nil }
+        return descriptor.fullyQualifiedMethod
+    }
+
+    @Test func theSamePathIsTheSameMethodAndAnotherIsItsOwn() {
+        let last = GRPCRequest.LastMethod()
+        #expect(method("/lockstep.v1.AgentService/Poll", last) == "lockstep.v1.AgentService/Poll")
+        #expect(method("/lockstep.v1.AgentService/Poll", last) == "lockstep.v1.AgentService/Poll")
+        #expect(method("/lockstep.v1.AgentService/Complete", last) == "lockstep.v1.AgentService/Complete")
+        #expect(method("/lockstep.v1.MigrationService/Complete", last) == "lockstep.v1.MigrationService/Complete")
+        for bad in ["/nothing", "lockstep.v1.AgentService/Poll", "/lockstep.v1.AgentService/", ""] {
+            guard case .refused(.unimplemented, _, .noMethod) = GRPCRequest.parse(head: head(bad), body: ByteBuffer(), messageBytesMax: 1_024,
+                                                                                 lastMethod: last) else {
+                Issue.record("\(bad) was not refused")
+                continue
+            }
+        }
+        #expect(method("/lockstep.v1.AgentService/Poll", last) == "lockstep.v1.AgentService/Poll")
+    }
+}
