@@ -147,7 +147,7 @@ extension GRPCAgentService {
         let began = ContinuousClock.now
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
-            poll = try agents.beginPoll(input, principal: try admit(call, .poll))
+            poll = try agents.beginPoll(input, principal: try admit(call, .poll), at: began)
         } catch {
             return Self.refuse(error, metrics: metrics, timer: pollTimer, began: began)
         }

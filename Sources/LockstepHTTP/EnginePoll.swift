@@ -70,7 +70,7 @@ package final class EnginePoll: Sendable {
             let principal = try routes.authenticateOnLoop(Self.field("authorization", of: request), request.channel)
             try principal.require(.poll)
             poll = try routes.agents.beginPoll(try routes.decodeWhole(contentType: Self.field("content-type", of: request), request.body),
-                                               principal: principal)
+                                               principal: principal, at: began)
         } catch {
             timer.record(duration: ContinuousClock.now - began)
             return refuse(error, on: response)

@@ -98,6 +98,9 @@ public struct AgentAPI: Sendable {
         let request: Lockstep_V1_PollRequest
         let principal: Principal
         let giveUp: ContinuousClock.Instant
+        /// Whether it waits at all (`wait_ms` over 0): one that does not is answered when it finds nothing,
+        /// with no clock read to compare with `giveUp`.
+        let waits: Bool
         /// Set while this poll holds a wake it has not looked with (parked polls are woken one at a time).
         var wokenAt: ContinuousClock.Instant?
         /// When the change happened that woke this poll and that it is answered with a step for.
@@ -127,14 +130,16 @@ public struct AgentAPI: Sendable {
     /// The answer when no step came: poll again after this long.
     public var retryLater: Lockstep_V1_PollResponse { .with { $0.retryAfterMs = limits.pollRetryAfterMillis } }
 
-    /// Checks a poll (its names, the principal's right to its service) and starts its wait.
-    public func beginPoll(_ request: Lockstep_V1_PollRequest, principal: Principal) throws(APIError) -> PollCursor {
+    /// Checks a poll (its names, the principal's right to its service) and starts its wait, at `now` (the
+    /// caller's reading of the clock, when it has one: a call's transport times it from its arrival).
+    public func beginPoll(_ request: Lockstep_V1_PollRequest, principal: Principal, at now: ContinuousClock.Instant = .now) throws(APIError)
+        -> PollCursor {
         try validate(request.service, "service")
         try validate(request.agentID, "agent_id")
         if !request.pollID.isEmpty { try validate(request.pollID, "poll_id") }
         try principal.requireAgent(of: request.service)
         let wait = Int(min(request.waitMs, limits.pollWaitMillisMax))
-        return PollCursor(request: request, principal: principal, giveUp: ContinuousClock.now + .milliseconds(wait))
+        return PollCursor(request: request, principal: principal, giveUp: now + .milliseconds(wait), waits: wait > 0)
     }
 
     /// One look for a step: leased and answered, the wait over (answered with `retryLater`), or park.
@@ -213,6 +218,7 @@ public struct AgentAPI: Sendable {
     private func waitOn(_ poll: inout PollCursor, seen: UInt64, nextRetry: Instant?, looked: Bool = true) -> PollLook {
         // (A poll that did not look, its client gone, keeps what it watched: `endPoll` passes it on.)
         if looked { poll.watchesRetry = nextRetry != nil }
+        guard poll.waits else { return .answer(retryLater) }
         let left = poll.giveUp - ContinuousClock.now
         guard left > .zero else { return .answer(retryLater) }
         // A retry backoff ending appends nothing, so nothing signals: wake up for it.
