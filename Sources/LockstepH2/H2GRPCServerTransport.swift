@@ -379,6 +379,8 @@ public final class H2GRPCServerTransport: ServerTransport, Sendable {
         let lastMethod = GRPCRequest.LastMethod()
 
         func respond(to request: H2Request, _ response: H2Response) {
+            // The engine calls its responder on the connection's loop, the only place `lastMethod` is used.
+            assert(request.channel.eventLoop.inEventLoop, "a gRPC request answered off its connection's event loop")
             switch GRPCRequest.parse(head: request.head, body: request.body, messageBytesMax: transport.configuration.messageBytesMax,
                                      lastMethod: lastMethod) {
             case .notGRPC(let status):

@@ -7,8 +7,17 @@
 /// with a string literal: no allocation, no reference counting, and no table to retain (a switch, not an
 /// array). Anything else is decoded as before (invalid UTF-8 repaired, as `String(decoding:as:)` does).
 enum H2HeaderText {
-    /// Pseudo-headers and the fields clients of the API send (curl, grpcio, grpc-swift, h2load, browsers).
     static func name(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+        knownName(bytes) ?? String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func value(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+        knownValue(bytes) ?? String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Pseudo-headers and the fields clients of the API send (curl, grpcio, grpc-swift, h2load, browsers),
+    /// as literals; nil for any other name.
+    static func knownName(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
         let b = bytes
         switch b.count {
         case 2: if b.is("te") { return "te" }
@@ -34,11 +43,11 @@ enum H2HeaderText {
         case 20: if b.is("grpc-accept-encoding") { return "grpc-accept-encoding" }
         default: break
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return nil
     }
 
-    /// Values of those fields that do not vary by request.
-    static func value(_ bytes: UnsafeBufferPointer<UInt8>) -> String {
+    /// Values of those fields that do not vary by request, as literals; nil for any other value.
+    static func knownValue(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
         let b = bytes
         switch b.count {
         case 3:
@@ -61,7 +70,7 @@ enum H2HeaderText {
         case 23: if b.is("identity, deflate, gzip") { return "identity, deflate, gzip" }
         default: break
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return nil
     }
 
     /// The values of a connection's last request that its next ones mostly repeat: the path (an agent
@@ -86,15 +95,14 @@ enum H2HeaderText {
 
         private static func reuse(_ last: inout String, _ bytes: UnsafeBufferPointer<UInt8>) -> String {
             var same = last.utf8.count == bytes.count
-            if same {
-                same = last.utf8.withContiguousStorageIfAvailable { $0.elementsEqual(bytes) } ?? last.utf8.elementsEqual(bytes)
-            }
+            if same { same = last.utf8.withContiguousStorageIfAvailable { $0.sameBytes(as: bytes) } ?? last.utf8.elementsEqual(bytes) }
             if !same { last = H2HeaderText.value(bytes) }
             return last
         }
     }
 
-    /// Every name and value answered from a literal (for the tests).
+    /// Every name and value `knownName` and `knownValue` answer with a literal (the tests hold the two
+    /// to each other).
     static let knownNames = [
         "te", ":path", "accept", "origin", "cookie", ":method", ":scheme", ":authority", "user-agent", "content-type", "grpc-timeout",
         "authorization", "grpc-encoding", "content-length", "accept-encoding", "grpc-accept-encoding",
@@ -105,12 +113,28 @@ enum H2HeaderText {
     ]
 }
 
-private extension UnsafeBufferPointer<UInt8> {
-    /// Whether these bytes are `literal`'s (the caller has matched the length).
-    func `is`(_ literal: StaticString) -> Bool {
-        guard count == literal.utf8CodeUnitCount, let base = baseAddress else { return false }
-        let other = literal.utf8Start
-        for index in 0..<count where base[index] != other[index] { return false }
+extension UnsafeBufferPointer<UInt8> {
+    /// Whether these bytes are `literal`'s.
+    fileprivate func `is`(_ literal: StaticString) -> Bool {
+        sameBytes(as: UnsafeBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount))
+    }
+
+    /// Whether these are the same bytes as `other`'s, compared eight at a time (`Sequence.elementsEqual`
+    /// goes through iterators a byte at a time: 1.2 % of a gRPC call's CPU for its three repeated fields).
+    func sameBytes(as other: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard count == other.count else { return false }
+        guard count > 0, let base = baseAddress, let otherBase = other.baseAddress else { return true }
+        let (mine, theirs) = (UnsafeRawPointer(base), UnsafeRawPointer(otherBase))
+        var offset = 0
+        while offset + 8 <= count {
+            guard mine.loadUnaligned(fromByteOffset: offset, as: UInt64.self) == theirs.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            else { return false }
+            offset += 8
+        }
+        while offset < count {
+            guard base[offset] == otherBase[offset] else { return false }
+            offset += 1
+        }
         return true
     }
 }

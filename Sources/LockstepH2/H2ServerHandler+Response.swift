@@ -56,7 +56,7 @@ extension H2ServerHandler {
     /// Wakes the writers whose stream has drained to `responseBufferLowBytes` (after libnghttp2 took bytes).
     func wakeWriters() {
         guard !pacing.isEmpty else { return }
-        for (id, waiting) in pacing where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
+        for (id, waiting) in pacing.entries where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
             pacing[id] = nil
             waiting.stall?.cancel()
             if open[id] != nil { waiting.promise.succeed() } else { waiting.promise.fail(H2StreamGone(stream: id)) }

@@ -24,7 +24,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     }
     /// Writers waiting for their stream's buffer to drain (`H2Response.write`'s future), one per stream,
     /// each with its stall cut-off.
-    var pacing: [Int32: (promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)] = [:]
+    var pacing = StreamIDMap<(promise: EventLoopPromise<Void>, stall: Scheduled<Void>?)>()
     /// Requests that were waiting for their body, in arrival order, each with when it is overdue
     /// (`requestBodyMillisMax`, the same for every request, so the first is always the soonest). One
     /// timer, armed for the first, checks them: a request per timer cost a scheduled task per POST. Those
@@ -48,7 +48,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
     private var lastReadNanos: UInt64 = 0
     private var pingSentNanos: UInt64?
     /// Streams the client reset, until they close (what the observer counts).
-    private var resetByPeer: Set<Int32> = []
+    private var resetByPeer = StreamIDMap<Void>()
 
     /// `clock` gives monotonic nanoseconds (the flood limits' buckets); tests pass their own.
     public init(limits: H2Limits, responder: any H2Responder, logger: Logger, observer: (any H2StreamObserver)? = nil,
@@ -102,7 +102,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         let listeners = open.entries
         open.removeAll()
         for (_, listener) in listeners { listener.promise?.succeed(0) }
-        for id in Array(pacing.keys) { dropWriter(id) }
+        for (id, _) in pacing.entries { dropWriter(id) }
         bodyTimer?.cancel()
         bodyTimer = nil
         awaitingBody.removeAll()
@@ -155,7 +155,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
             open.removeValue(forKey: id)?.promise?.succeed(code)
             dropWriter(id)
             forgetBodiesArrived()
-            let reset = !resetByPeer.isEmpty && resetByPeer.remove(id) != nil
+            let reset = !resetByPeer.isEmpty && resetByPeer.removeValue(forKey: id) != nil
             let tracked = state.streamsTracked
             if tracked < before { observer?.streamClosed(reset: reset) }
             if tracked == 0, let context { armIdle(context) }

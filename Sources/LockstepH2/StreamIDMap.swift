@@ -16,28 +16,36 @@
 /// back (no tombstones), so a table that churns through millions of streams stays as fast as a new one.
 /// Id 0 marks an empty slot: it is the connection's own id, never a stream's.
 struct StreamIDMap<Value> {
-    /// `keys[i] == 0`: slot `i` is empty (and `values[i]` nil).
-    private var keys: ContiguousArray<Int32>
-    private var values: ContiguousArray<Value?>
+    /// `keys[i] == 0`: slot `i` is empty (and `values[i]` nil). No slots until the first entry (a
+    /// connection's tables cost nothing while it is idle).
+    private var keys: ContiguousArray<Int32> = []
+    private var values: ContiguousArray<Value?> = []
     /// `keys.count - 1`; the capacity is a power of two.
-    private var mask: Int
+    private var mask = 0
     /// 32 - log2(capacity): the multiplication's top bits are the slot.
-    private var shift: UInt32
+    private var shift: UInt32 = 32
     private(set) var count = 0
 
-    /// An empty map with room for `capacity` entries before it grows (at least 4).
-    init(capacity: Int = 8) {
+    /// An empty map, with no storage until its first entry.
+    init() {}
+
+    /// An empty map with room for `capacity` entries before it grows.
+    init(capacity: Int) {
         var slots = 8
         while slots < 2 * capacity { slots *= 2 }
-        keys = ContiguousArray(repeating: 0, count: slots)
-        values = ContiguousArray(repeating: nil, count: slots)
-        mask = slots - 1
-        shift = UInt32(32 - slots.trailingZeroBitCount)
+        resize(to: slots)
     }
 
     var isEmpty: Bool { count == 0 }
 
-    /// The slot `id` would sit in with no collision.
+    /// How many entries fit before the map grows (half its slots).
+    var capacity: Int { keys.count / 2 }
+
+    /// The slot `id` would sit in with no collision, in a table of `slots` slots (a power of two).
+    static func home(_ id: Int32, slots: Int) -> Int {
+        Int((UInt32(bitPattern: id) &* 0x9E37_79B1) >> UInt32(32 - slots.trailingZeroBitCount))
+    }
+
     private func home(_ id: Int32) -> Int {
         Int((UInt32(bitPattern: id) &* 0x9E37_79B1) >> shift)
     }
@@ -64,11 +72,13 @@ struct StreamIDMap<Value> {
                 removeValue(forKey: id)
                 return
             }
-            precondition(id != 0, "stream id 0 is the connection's, not a stream's")
+            // Stream 0 is the connection's: libnghttp2 reports no stream events for it.
+            guard id != 0 else { return assertionFailure("stream id 0 is the connection's, not a stream's") }
+            if keys.isEmpty { resize(to: 8) }
             var (index, found) = slot(of: id)
             if !found {
                 if 2 * (count + 1) > keys.count {
-                    grow()
+                    resize(to: keys.count * 2)
                     index = slot(of: id).index
                 }
                 keys[index] = id
@@ -123,9 +133,9 @@ struct StreamIDMap<Value> {
         keys.indices.compactMap { index in values[index].map { (keys[index], $0) } }
     }
 
-    private mutating func grow() {
+    /// Moves every entry into a table of `slots` slots (a power of two, at least twice the entries).
+    private mutating func resize(to slots: Int) {
         let (oldKeys, oldValues) = (keys, values)
-        let slots = keys.count * 2
         keys = ContiguousArray(repeating: 0, count: slots)
         values = ContiguousArray(repeating: nil, count: slots)
         mask = slots - 1

@@ -55,15 +55,14 @@ public struct Principal: Hashable, Sendable {
     }
 
     /// Set on a replica (docs/operations.md): the refusal every operation that writes gets, naming the
-    /// writer, after the caller's roles are checked (so nobody without them learns who writes).
-    package var writesElsewhere: APIError? {
-        get { storage.writesElsewhere }
-        set { unique().writesElsewhere = newValue }
-    }
+    /// writer, after the caller's roles are checked (so nobody without them learns who writes). Beside the
+    /// shared fields, not among them: a replica sets it on every call, on a principal whose fields its
+    /// token table shares, which would otherwise copy them every time.
+    package var writesElsewhere: APIError?
 
     /// The fields, behind one reference: a principal is copied into every call's work (a poll's cursor,
-    /// a report's closure), and a copy of six counted fields cost six retains and six releases a call
-    /// (docs/benchmarks-api-history.md, session 35). Copied on write.
+    /// a report's closure), and a copy of its name and three sets cost a retain and a release each, every
+    /// call (docs/benchmarks-api-history.md, session 35). Copied on write.
     private var storage: Storage
 
     private final class Storage: @unchecked Sendable {
@@ -73,7 +72,6 @@ public struct Principal: Hashable, Sendable {
         var services: Set<String>
         var ownerGroups: Set<String>
         var isDeveloper = false
-        var writesElsewhere: APIError?
 
         init(name: String, roles: Set<Role>, services: Set<String>, ownerGroups: Set<String>) {
             self.name = name
@@ -85,7 +83,6 @@ public struct Principal: Hashable, Sendable {
         func copy() -> Storage {
             let copy = Storage(name: name, roles: roles, services: services, ownerGroups: ownerGroups)
             copy.isDeveloper = isDeveloper
-            copy.writesElsewhere = writesElsewhere
             return copy
         }
     }
@@ -98,8 +95,9 @@ public struct Principal: Hashable, Sendable {
 
     public static func == (lhs: Principal, rhs: Principal) -> Bool {
         let (l, r) = (lhs.storage, rhs.storage)
+        guard lhs.writesElsewhere == rhs.writesElsewhere else { return false }
         return l === r || (l.name == r.name && l.roles == r.roles && l.services == r.services && l.ownerGroups == r.ownerGroups
-                           && l.isDeveloper == r.isDeveloper && l.writesElsewhere == r.writesElsewhere)
+                           && l.isDeveloper == r.isDeveloper)
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -108,7 +106,7 @@ public struct Principal: Hashable, Sendable {
         hasher.combine(storage.services)
         hasher.combine(storage.ownerGroups)
         hasher.combine(storage.isDeveloper)
-        hasher.combine(storage.writesElsewhere)
+        hasher.combine(writesElsewhere)
     }
 
     /// `lockstep serve --dev`: one principal that may do everything, for loopback experiments only.

@@ -9,12 +9,14 @@ import Testing
         bytes.withUnsafeBufferPointer(text)
     }
 
-    @Test func everyKnownNameAndValueReadsAsItsBytes() {
+    @Test func everyKnownNameAndValueIsALiteralThatReadsAsItsBytes() {
         for name in H2HeaderText.knownNames {
+            #expect(Array(name.utf8).withUnsafeBufferPointer(H2HeaderText.knownName) == name, "\(name) is answered with a literal")
             #expect(decoded(Array(name.utf8), by: H2HeaderText.name) == name)
             #expect(name == name.lowercased(), "HTTP/2 field names are lowercase: \(name)")
         }
         for value in H2HeaderText.knownValues {
+            #expect(Array(value.utf8).withUnsafeBufferPointer(H2HeaderText.knownValue) == value, "\(value) is answered with a literal")
             #expect(decoded(Array(value.utf8), by: H2HeaderText.value) == value)
         }
         // A value is not taken for a name, nor a name for a value.
@@ -29,6 +31,24 @@ import Testing
     func anythingElseIsDecodedAsBefore(bytes: [UInt8]) {
         #expect(decoded(bytes, by: H2HeaderText.name) == String(decoding: bytes, as: UTF8.self))
         #expect(decoded(bytes, by: H2HeaderText.value) == String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// Bytes compared eight at a time and then one by one: equal only when every byte is, at any length and
+    /// wherever they differ.
+    @Test func sameBytesFindsADifferenceAnywhere() {
+        for count in 0...19 {
+            let bytes = (0..<count).map { UInt8(truncatingIfNeeded: $0 * 7 + 1) }
+            bytes.withUnsafeBufferPointer { mine in
+                #expect(mine.sameBytes(as: mine))
+                #expect(Array(bytes).withUnsafeBufferPointer { mine.sameBytes(as: $0) })
+                #expect(!(bytes + [0]).withUnsafeBufferPointer { mine.sameBytes(as: $0) })
+                for position in 0..<count {
+                    var other = bytes
+                    other[position] ^= 0x20
+                    #expect(!other.withUnsafeBufferPointer { mine.sameBytes(as: $0) }, "\(count) bytes, differing at \(position)")
+                }
+            }
+        }
     }
 
     /// Bytes that differ from a known value only in their last byte are not taken for it.

@@ -57,12 +57,11 @@ import Testing
     /// from its front, middle or end keeps every other id reachable.
     @Test(arguments: [0, 3, 6])
     func collidingIdsStayReachableAfterAnyRemoval(removedAt: Int) {
-        // With 16 slots (room for 8 before growing), collect odd ids whose home is the table's last slot.
+        // With 16 slots (room for 8 before growing), odd ids whose home is the table's last slot.
         var map = StreamIDMap<Int>(capacity: 8)
-        let slots: UInt32 = 16
+        #expect(map.capacity == 8)
         let colliding = Array((1..<Int32(100_000)).lazy.filter { $0 % 2 == 1 }
-            .filter { (UInt32(bitPattern: $0) &* 0x9E37_79B1) >> (32 - UInt32(slots.trailingZeroBitCount)) == slots - 1 }
-            .prefix(7))
+            .filter { StreamIDMap<Int>.home($0, slots: 16) == 15 }.prefix(7))
         #expect(colliding.count == 7)
         var model: [Int32: Int] = [:]
         for (value, id) in colliding.enumerated() {
@@ -70,6 +69,7 @@ import Testing
             model[id] = value
         }
         expectSame(map, model, probing: colliding)
+        #expect(map.capacity == 8, "seven entries fit without growing, so they stayed in one run")
         #expect(map.removeValue(forKey: colliding[removedAt]) == removedAt)
         model[colliding[removedAt]] = nil
         expectSame(map, model, probing: colliding)
@@ -82,6 +82,15 @@ import Testing
         }
     }
 
+    @Test func holdsNothingUntilItsFirstEntry() {
+        var map = StreamIDMap<Int>()
+        #expect(map.capacity == 0 && map.isEmpty && map[1] == nil && !map.contains(1) && map.removeValue(forKey: 1) == nil)
+        map.removeAll()
+        #expect(map.entries.isEmpty)
+        map[1] = 10
+        #expect(map.capacity == 4 && map[1] == 10 && map.count == 1)
+    }
+
     @Test func growsPastItsFirstCapacityAndAnswersForIdsItNeverHeld() {
         var map = StreamIDMap<Int>(capacity: 4)
         var model: [Int32: Int] = [:]
@@ -91,6 +100,7 @@ import Testing
             model[id] = Int(id) * 10
         }
         expectSame(map, model, probing: ids + [2, 4, 2_001, Int32.max, -1, 0])
+        #expect(map.capacity >= 1_000)
         #expect(map[0] == nil)
         #expect(!map.contains(0))
         #expect(map.removeValue(forKey: 0) == nil)

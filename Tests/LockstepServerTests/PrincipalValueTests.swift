@@ -10,7 +10,6 @@ import Testing
             for other in Principal.Role.allCases {
                 #expect((role == other) == (role.rawValue == other.rawValue), "\(role) and \(other)")
             }
-            #expect(role.hashValue == Principal.Role(rawValue: role.rawValue)!.hashValue)
         }
         #expect(Set(Principal.Role.allCases).count == Principal.Role.allCases.count)
         #expect(Set([Principal.Role.agent, .admin]).contains(.admin) && !Set([Principal.Role.agent]).contains(.auditor))
@@ -53,11 +52,23 @@ import Testing
             for (otherIndex, other) in APIOperation.all.enumerated() {
                 #expect((operation == other) == (index == otherIndex), "\(operation.name) and \(other.name)")
             }
-            #expect(operation.hashValue == APIOperation.all[index].hashValue)
         }
         #expect(Set(APIOperation.all).count == APIOperation.all.count)
         // Fields read through the reference are the table's.
         #expect(APIOperation.poll.name == "agent/poll" && APIOperation.poll.service == "lockstep.v1.AgentService")
         #expect(APIOperation.poll.method == "Poll" && APIOperation.poll.writes && APIOperation.poll.roles == [.agent])
+    }
+
+    /// Two operations made apart (two references) with the same fields are equal and hash alike; one field
+    /// different, and they are not equal.
+    @Test func operationsMadeApartAreEqualFieldByField() {
+        func poll(summary: String = "poll for steps", roles: Set<Principal.Role> = [.agent], path: String? = nil, writes: Bool = true) -> APIOperation {
+            APIOperation("agent/poll", summary, roles: roles, "AgentService", "Poll", "PollRequest", "PollResponse", path: path, writes: writes)
+        }
+        #expect(poll() == APIOperation.poll && poll().hashValue == APIOperation.poll.hashValue)
+        #expect(poll() == poll())
+        for changed in [poll(summary: "other"), poll(roles: [.operator]), poll(path: "/v1/elsewhere"), poll(writes: false)] {
+            #expect(changed != APIOperation.poll)
+        }
     }
 }
