@@ -154,7 +154,7 @@ extension GRPCAgentService {
         if let timeout = Self.timeout(of: call) {
             guard let millis = Self.timeoutMillis(timeout), millis > Int64(min(input.waitMs, agents.limits.pollWaitMillisMax)) else { return nil }
         }
-        let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, retryLaterBytes)
+        let (metrics, timer, lane, retryLater) = (metrics, pollTimer, lane, self.retryLater)
         // Answered at its first look (most polls that find nothing): nothing allocated for waiting.
         var found: AgentAPI.PollLook?
         if let answer = agents.answerAtOnce(&poll, found: &found) {
@@ -189,8 +189,9 @@ extension GRPCAgentService {
 
     /// A poll's answer as the transport sends it: `retryLater` (the answer when no step came, encoded
     /// once) or the step, encoded.
-    private static func answer(_ response: Lockstep_V1_PollResponse, retryLater: [UInt8]) -> H2GRPCServerTransport.OnLoopAnswer {
-        guard response.hasStep else { return .message(retryLater, trailing: [:]) }
+    private static func answer(_ response: Lockstep_V1_PollResponse, retryLater: H2GRPCServerTransport.FramedMessage)
+        -> H2GRPCServerTransport.OnLoopAnswer {
+        guard response.hasStep else { return .framed(retryLater) }
         guard let bytes = try? response.serializedBytes() as [UInt8] else { return unencodable }
         return .message(bytes, trailing: [:])
     }

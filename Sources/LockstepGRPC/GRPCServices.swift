@@ -1,6 +1,7 @@
 import Foundation
 import GRPCCore
 import LockstepAPI
+import LockstepH2
 import LockstepStore
 import LockstepWire
 import Metrics
@@ -17,8 +18,8 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
     let pollTimer: Metrics.Timer
     /// The reports' timers, for the same reason.
     let reportTimers: (heartbeat: Metrics.Timer, progress: Metrics.Timer, complete: Metrics.Timer, fail: Metrics.Timer)
-    /// `AgentAPI.retryLater` in protobuf, encoded once: the answer of most polls served on the loop.
-    let retryLaterBytes: [UInt8]
+    /// `AgentAPI.retryLater` in protobuf, encoded and framed once: the answer of most polls served on the loop.
+    let retryLater: H2GRPCServerTransport.FramedMessage
     /// Bounds the looks at the coordinator of the polls served from the event loop (`onLoop`).
     let lane: PollLane
 
@@ -69,7 +70,7 @@ package struct GRPCAgentService: Lockstep_V1_AgentService.ServiceProtocol {
         pollTimer = metrics.request(APIOperation.poll.name, transport: "grpc")
         reportTimers = (metrics.request(APIOperation.heartbeat.name, transport: "grpc"), metrics.request(APIOperation.reportProgress.name, transport: "grpc"),
                         metrics.request(APIOperation.complete.name, transport: "grpc"), metrics.request(APIOperation.fail.name, transport: "grpc"))
-        retryLaterBytes = (try? agents.retryLater.serializedBytes()) ?? []
+        retryLater = H2GRPCServerTransport.FramedMessage((try? agents.retryLater.serializedBytes()) ?? [])
     }
 }
 

@@ -107,4 +107,16 @@ import Testing
         }
         #expect(method("/lockstep.v1.AgentService/Poll", last) == "lockstep.v1.AgentService/Poll")
     }
+
+    /// A message framed once: gRPC's prefix (uncompressed, its length big-endian) then the message, the
+    /// buffer made at its final size; reading a copy of it leaves it whole for the next call.
+    @Test func aFramedMessageIsPrefixedAndReusable() {
+        let message = H2GRPCServerTransport.FramedMessage([7, 8, 9])
+        var first = message.buffer
+        #expect(first.readBytes(length: first.readableBytes) == [0, 0, 0, 0, 3, 7, 8, 9])
+        #expect(message.buffer.readableBytes == 8 && message.buffer.capacity == 8)
+        #expect(H2GRPCServerTransport.FramedMessage([]).buffer.readableBytesView.elementsEqual([0, 0, 0, 0, 0]))
+        let large = [UInt8](repeating: 1, count: 70_000)
+        #expect(Array(H2GRPCServerTransport.FramedMessage(large).buffer.readableBytesView.prefix(5)) == [0, 0, 1, 0x11, 0x70])
+    }
 }
