@@ -125,12 +125,21 @@ final class EchoService: RegistrableRPCService {
             for value in request.metadata[binaryValues: "x-echo-bin"] { echoed.addBinary(value, forKey: "x-echo-bin") }
             return StreamingServerResponse(single: ServerResponse(message: message, metadata: echoed, trailingMetadata: ["x-done": "yes"]))
         }
-        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Wait"), deserializer: Bytes(), serializer: Bytes()) { [self] _, context in
-            StreamingServerResponse { _ in
+        router.registerHandler(forMethod: MethodDescriptor(fullyQualifiedService: "test.Echo", method: "Wait"), deserializer: Bytes(), serializer: Bytes()) { [self] request, context in
+            var message: [UInt8] = []
+            for try await part in request.messages { message += part }
+            // "linger": once cancelled, answer only 0.5 s later. A call with a deadline is cancelled by the
+            // server's copy of that deadline, which starts when the call arrives, after the client's began:
+            // an answer (OK: the handler returns normally) sent at once could reach the client before its
+            // own deadline fired, and the client would see OK instead of DEADLINE_EXCEEDED. A faster server
+            // made that race show (session 35).
+            let linger = message == Array("linger".utf8)
+            return StreamingServerResponse { _ in
                 self.waiting.add(1, ordering: .relaxed)
                 defer { self.waiting.subtract(1, ordering: .relaxed) }
                 while !context.cancellation.isCancelled && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
                 if context.cancellation.isCancelled { self.cancelled.add(1, ordering: .relaxed) }
+                if linger { try? await Task.sleep(for: .milliseconds(500)) }
                 return [:]
             }
         }

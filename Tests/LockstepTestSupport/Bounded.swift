@@ -11,7 +11,9 @@ public func ends<Success: Sendable, Failure: Error>(_ task: Task<Success, Failur
     let once = Once()
     return await withCheckedContinuation { (answer: CheckedContinuation<Bool, Never>) in
         let timer = Task {
-            try? await Task.sleep(for: limit)
+            // Cancelled: the task ended, and its end answers. (Going on after a cancelled sleep raced the
+            // end's answer, and a task that ended at once was once reported as not ending.)
+            guard (try? await Task.sleep(for: limit)) != nil else { return }
             // Let the jobs queued behind a pool that other tests kept busy run first (the task's own end
             // may be among them), so a starved pool is not taken for a task that never ends.
             for _ in 0..<32 { await Task.yield() }
@@ -19,8 +21,8 @@ public func ends<Success: Sendable, Failure: Error>(_ task: Task<Success, Failur
         }
         Task {
             _ = await task.result
-            timer.cancel()
             if once.take() { answer.resume(returning: true) }
+            timer.cancel()
         }
     }
 }
