@@ -187,8 +187,8 @@ extension GRPCAgentService {
         return .later
     }
 
-    /// A poll's answer as the transport sends it: `retryLater` (the answer when no step came, encoded
-    /// once) or the step, encoded.
+    /// A poll's answer as the transport sends it: `retryLater` (the answer when no step came, encoded and
+    /// framed once) or the step, encoded.
     private static func answer(_ response: Lockstep_V1_PollResponse, retryLater: H2GRPCServerTransport.FramedMessage)
         -> H2GRPCServerTransport.OnLoopAnswer {
         guard response.hasStep else { return .framed(retryLater) }

@@ -84,8 +84,8 @@ enum GRPCRequest {
 
     /// A message as gRPC sends it: uncompressed, after its 4-byte length.
     static func framed(_ bytes: [UInt8]) -> ByteBuffer {
-        // One allocation, of the size it ends at.
-        var framed = ByteBufferAllocator().buffer(capacity: 5 + bytes.count)
+        var framed = ByteBuffer()
+        framed.reserveCapacity(5 + bytes.count)
         framed.writeInteger(UInt8(0))
         framed.writeInteger(UInt32(truncatingIfNeeded: bytes.count))
         framed.writeBytes(bytes)

@@ -120,7 +120,8 @@ extension UnsafeBufferPointer<UInt8> {
     }
 
     /// Whether these are the same bytes as `other`'s, compared eight at a time (`Sequence.elementsEqual`
-    /// goes through iterators a byte at a time: 1.2 % of a gRPC call's CPU for its three repeated fields).
+    /// goes through iterators a byte at a time: 1.2 % of a gRPC call's samples for its three repeated
+    /// fields, docs/benchmarks-api-history.md, session 35).
     func sameBytes(as other: UnsafeBufferPointer<UInt8>) -> Bool {
         guard count == other.count else { return false }
         guard count > 0, let base = baseAddress, let otherBase = other.baseAddress else { return true }

@@ -25,87 +25,72 @@ public struct Principal: Hashable, Sendable {
     }
 
     public var name: String {
-        get { storage.name }
-        set { unique().name = newValue }
+        get { storage.fields.name }
+        set { change { $0.name = newValue } }
     }
     public var roles: Set<Role> {
-        get { storage.roles }
-        set { unique().roles = newValue }
+        get { storage.fields.roles }
+        set { change { $0.roles = newValue } }
     }
     /// For agents: the services they may poll, lease and report for (empty = none).
     public var services: Set<String> {
-        get { storage.services }
-        set { unique().services = newValue }
+        get { storage.fields.services }
+        set { change { $0.services = newValue } }
     }
     /// For approvers: the owner groups they belong to (used by approvals).
     public var ownerGroups: Set<String> {
-        get { storage.ownerGroups }
-        set { unique().ownerGroups = newValue }
+        get { storage.fields.ownerGroups }
+        set { change { $0.ownerGroups = newValue } }
     }
 
     public init(name: String, roles: Set<Role>, services: Set<String> = [], ownerGroups: Set<String> = []) {
-        storage = Storage(name: name, roles: roles, services: services, ownerGroups: ownerGroups)
+        storage = Storage(Fields(name: name, roles: roles, services: services, ownerGroups: ownerGroups))
     }
 
     /// `lockstep serve --dev` only: a person on loopback who may do everything, and who belongs to every
     /// owner group a gate asks for (separation of duties still holds: nobody approves their own request).
     public var isDeveloper: Bool {
-        get { storage.isDeveloper }
-        set { unique().isDeveloper = newValue }
+        get { storage.fields.isDeveloper }
+        set { change { $0.isDeveloper = newValue } }
     }
 
     /// Set on a replica (docs/operations.md): the refusal every operation that writes gets, naming the
     /// writer, after the caller's roles are checked (so nobody without them learns who writes). Beside the
     /// shared fields, not among them: a replica sets it on every call, on a principal whose fields its
-    /// token table shares, which would otherwise copy them every time.
+    /// token table shares, which would otherwise be made again every time.
     package var writesElsewhere: APIError?
 
     /// The fields, behind one reference: a principal is copied into every call's work (a poll's cursor,
     /// a report's closure), and a copy of its name and three sets cost a retain and a release each, every
-    /// call (docs/benchmarks-api-history.md, session 35). Copied on write.
+    /// call (docs/benchmarks-api-history.md, session 35). Never changed: a change makes new storage
+    /// (principals are changed only as they are made, never on a call's path).
     private var storage: Storage
 
-    private final class Storage: @unchecked Sendable {
-        // Mutated only through `unique()`, on a storage no other principal shares.
+    private struct Fields: Hashable, Sendable {
         var name: String
         var roles: Set<Role>
         var services: Set<String>
         var ownerGroups: Set<String>
         var isDeveloper = false
-
-        init(name: String, roles: Set<Role>, services: Set<String>, ownerGroups: Set<String>) {
-            self.name = name
-            self.roles = roles
-            self.services = services
-            self.ownerGroups = ownerGroups
-        }
-
-        func copy() -> Storage {
-            let copy = Storage(name: name, roles: roles, services: services, ownerGroups: ownerGroups)
-            copy.isDeveloper = isDeveloper
-            return copy
-        }
     }
 
-    /// The storage, made this principal's own first if another shares it.
-    private mutating func unique() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
-        return storage
+    private final class Storage: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
+    }
+
+    private mutating func change(_ body: (inout Fields) -> Void) {
+        var fields = storage.fields
+        body(&fields)
+        storage = Storage(fields)
     }
 
     public static func == (lhs: Principal, rhs: Principal) -> Bool {
-        let (l, r) = (lhs.storage, rhs.storage)
-        guard lhs.writesElsewhere == rhs.writesElsewhere else { return false }
-        return l === r || (l.name == r.name && l.roles == r.roles && l.services == r.services && l.ownerGroups == r.ownerGroups
-                           && l.isDeveloper == r.isDeveloper)
+        lhs.writesElsewhere == rhs.writesElsewhere && (lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields)
     }
 
     public func hash(into hasher: inout Hasher) {
-        hasher.combine(storage.name)
-        hasher.combine(storage.roles)
-        hasher.combine(storage.services)
-        hasher.combine(storage.ownerGroups)
-        hasher.combine(storage.isDeveloper)
+        hasher.combine(storage.fields)
         hasher.combine(writesElsewhere)
     }
 

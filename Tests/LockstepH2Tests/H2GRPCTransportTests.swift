@@ -99,7 +99,8 @@ extension H2GRPCTransportTests {
 }
 
 /// `test.Echo`, on raw bytes: `Say` echoes the message and the `x-echo` metadata; `Wait` waits until
-/// cancelled; `Count` streams N (the 4-byte request) messages of 1,024 bytes; `Fail` answers NOT_FOUND.
+/// cancelled (and, sent "linger", answers only 0.5 s after that); `Count` streams N (the 4-byte request)
+/// messages of 1,024 bytes; `Fail` answers NOT_FOUND.
 final class EchoService: RegistrableRPCService {
     let cancelled = Atomic<Int>(0)
     /// `Wait` calls in their handler now.
