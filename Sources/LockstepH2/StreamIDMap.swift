@@ -5,8 +5,8 @@
 /// listened to).
 ///
 /// Swift's `Dictionary` hashes every key with SipHash under a per-process seed, which is what makes it
-/// safe against keys chosen to collide. A request touched five of these tables by its id, a dozen
-/// look-ups, inserts and removals in all: hashing and the dictionaries' look-ups were 4.2 % of the
+/// safe against keys chosen to collide. A request touched four of these tables by its id (paced writers
+/// and peer resets are two more), a dozen look-ups, inserts and removals in all: hashing and the dictionaries' look-ups were 4.2 % of the
 /// engine's samples answering inline, 3.5 % of a gRPC call's (`perf`, docs/benchmarks-api-history.md,
 /// session 35). Here the id is hashed by one multiplication
 /// (Fibonacci hashing) into an open-addressed table with linear probing, kept at most half full.

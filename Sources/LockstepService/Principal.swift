@@ -47,6 +47,8 @@ public struct Principal: Hashable, Sendable {
         storage = Storage(Fields(name: name, roles: roles, services: services, ownerGroups: ownerGroups))
     }
 
+    private init(storage: Storage) { self.storage = storage }
+
     /// `lockstep serve --dev` only: a person on loopback who may do everything, and who belongs to every
     /// owner group a gate asks for (separation of duties still holds: nobody approves their own request).
     public var isDeveloper: Bool {
@@ -99,9 +101,8 @@ public struct Principal: Hashable, Sendable {
 
     /// A `--dev` principal named `name`: how a second person (an approver) acts on loopback.
     public static func developer(named name: String) -> Principal {
-        var principal = Principal(name: name, roles: Set(Role.allCases), services: [])
-        principal.isDeveloper = true
-        return principal
+        // Made whole, in one storage: under `--dev` a token `as:NAME` makes one on every call.
+        Principal(storage: Storage(Fields(name: name, roles: Set(Role.allCases), services: [], ownerGroups: [], isDeveloper: true)))
     }
 
     /// Under `--dev`, who the caller is: `dev`, or NAME for a bearer token `as:NAME` (any other token is

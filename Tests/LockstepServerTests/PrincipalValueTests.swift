@@ -45,6 +45,9 @@ import Testing
             #expect(changed != a, "change \(index)")
         }
         #expect(Principal.developer == Principal.developer(named: "dev"))
+        let developer = Principal.developer(named: "ann")
+        #expect(developer.name == "ann" && developer.isDeveloper && developer.roles == Set(Principal.Role.allCases))
+        #expect(developer.services.isEmpty && developer.ownerGroups.isEmpty && developer.writesElsewhere == nil)
     }
 
     @Test func everyOperationEqualsItselfAndNoOther() {
