@@ -72,7 +72,6 @@ public final class StepServices: Sendable {
     ///
     /// Returns the services whose running step lease this change gave a name (a named poll's lease taken
     /// or claimed), with the name: none for a change of no migration, which takes no lease.
-    @discardableResult
     func publish(_ state: LogState, after change: CoordinatorMachine.Change) -> [String: String] {
         guard change.migration != nil else {
             var next = Self.published(of: state)

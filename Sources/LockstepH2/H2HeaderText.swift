@@ -100,17 +100,6 @@ enum H2HeaderText {
             return last
         }
     }
-
-    /// Every name and value `knownName` and `knownValue` answer with a literal (the tests hold the two
-    /// to each other).
-    static let knownNames = [
-        "te", ":path", "accept", "origin", "cookie", ":method", ":scheme", ":authority", "user-agent", "content-type", "grpc-timeout",
-        "authorization", "grpc-encoding", "content-length", "accept-encoding", "grpc-accept-encoding",
-    ]
-    static let knownValues = [
-        "GET", "*/*", "POST", "http", "gzip", "https", "trailers", "identity", "gzip, deflate", "application/grpc", "application/json",
-        "application/x-ndjson", "identity,deflate,gzip", "identity, deflate, gzip",
-    ]
 }
 
 extension UnsafeBufferPointer<UInt8> {

@@ -56,8 +56,11 @@ extension H2ServerHandler {
     /// Wakes the writers whose stream has drained to `responseBufferLowBytes` (after libnghttp2 took bytes).
     func wakeWriters() {
         guard !pacing.isEmpty else { return }
-        for (id, waiting) in pacing.entries where session.bufferedBytes(id) <= state.limits.responseBufferLowBytes {
-            pacing[id] = nil
+        // The drained ones first (an array only when some are): waking a writer may pace another.
+        var drained: [Int32] = []
+        pacing.forEach { id, _ in if session.bufferedBytes(id) <= state.limits.responseBufferLowBytes { drained.append(id) } }
+        for id in drained {
+            guard session.bufferedBytes(id) <= state.limits.responseBufferLowBytes, let waiting = pacing.removeValue(forKey: id) else { continue }
             waiting.stall?.cancel()
             if open[id] != nil { waiting.promise.succeed() } else { waiting.promise.fail(H2StreamGone(stream: id)) }
         }

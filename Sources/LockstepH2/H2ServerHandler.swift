@@ -102,7 +102,7 @@ public final class H2ServerHandler: ChannelInboundHandler, RemovableChannelHandl
         let listeners = open.entries
         open.removeAll()
         for (_, listener) in listeners { listener.promise?.succeed(0) }
-        for (id, _) in pacing.entries { dropWriter(id) }
+        for (id, _) in pacing.entries { dropWriter(id) }  // dropWriter changes the map
         bodyTimer?.cancel()
         bodyTimer = nil
         awaitingBody.removeAll()

@@ -30,26 +30,17 @@ struct StreamIDMap<Value> {
     /// An empty map, with no storage until its first entry.
     init() {}
 
-    /// An empty map with room for `capacity` entries before it grows.
-    init(capacity: Int) {
-        var slots = 8
-        while slots < 2 * capacity { slots *= 2 }
-        resize(to: slots)
-    }
-
     var isEmpty: Bool { count == 0 }
 
     /// How many entries fit before the map grows (half its slots).
     var capacity: Int { keys.count / 2 }
 
-    /// The slot `id` would sit in with no collision, in a table of `slots` slots (a power of two).
-    static func home(_ id: Int32, slots: Int) -> Int {
-        Int((UInt32(bitPattern: id) &* 0x9E37_79B1) >> UInt32(32 - slots.trailingZeroBitCount))
-    }
-
-    private func home(_ id: Int32) -> Int {
+    /// The slot `id` would sit in with no collision, in a table of 2^(32 - `shift`) slots.
+    static func home(_ id: Int32, shift: UInt32) -> Int {
         Int((UInt32(bitPattern: id) &* 0x9E37_79B1) >> shift)
     }
+
+    private func home(_ id: Int32) -> Int { Self.home(id, shift: shift) }
 
     /// The slot holding `id`, or the empty slot where it would go.
     private func slot(of id: Int32) -> (index: Int, found: Bool) {
@@ -129,9 +120,18 @@ struct StreamIDMap<Value> {
         count = 0
     }
 
-    /// The entries, in no particular order.
+    /// Calls `body` with each entry, in no particular order, copying nothing.
+    func forEach(_ body: (Int32, Value) -> Void) {
+        for index in keys.indices {
+            if let value = values[index] { body(keys[index], value) }
+        }
+    }
+
+    /// The entries, in no particular order (an array: for a caller that changes the map as it goes).
     var entries: [(id: Int32, value: Value)] {
-        keys.indices.compactMap { index in values[index].map { (keys[index], $0) } }
+        var entries: [(id: Int32, value: Value)] = []
+        forEach { entries.append(($0, $1)) }
+        return entries
     }
 
     /// Moves every entry into a table of `slots` slots (a power of two, at least twice the entries).

@@ -183,8 +183,7 @@ public struct AgentAPI: Sendable {
     /// under its name after reading `seen` (`look`), so a name published since is a change after `seen`.
     private func lookAtOnce(_ poll: inout PollCursor, seen: UInt64, nameLookedFor: Bool) -> PollLook? {
         // One read of what is published: the name only while the poll may still ask for its lease.
-        let asks = !nameLookedFor && !poll.askedForItsLease
-        let published = coordinator.stepServices.look(poll.request.service, pollID: asks ? poll.request.pollID : "")
+        let published = coordinator.stepServices.look(poll.request.service, pollID: nameLookedFor ? "" : poll.parkName ?? "")
         guard !published.leaseIsItsOwn, !published.mayHaveStep else { return nil }
         poll.wokenAt = nil
         return waitOn(&poll, seen: seen, nextRetry: nil)
@@ -194,8 +193,8 @@ public struct AgentAPI: Sendable {
     /// service's holder was taken under its name (`StepServices.hasLease`, read with no hop): only then
     /// may an earlier send of it have a lease to get back.
     private func mayGetItsLeaseBack(_ poll: PollCursor) -> Bool {
-        !poll.request.pollID.isEmpty && !poll.askedForItsLease
-            && coordinator.stepServices.hasLease(ofService: poll.request.service, takenBy: poll.request.pollID)
+        guard let name = poll.parkName else { return false }
+        return coordinator.stepServices.hasLease(ofService: poll.request.service, takenBy: name)
     }
 
     /// A poll named `poll_id` sent again after its answer was lost: the step its first send leased, if

@@ -8,28 +8,28 @@
 /// One operation of the API.
 public struct APIOperation: Hashable, Sendable {
     /// Its name: the metric label (`method`) on both transports, and the JSON route's path under `/v1/`.
-    public var name: String { fields.name }
+    public var name: String { storage.fields.name }
     /// What a caller does with it, in words, for refusals ("apply plans").
-    public var summary: String { fields.summary }
+    public var summary: String { storage.fields.summary }
     /// Who may call it (an admin may call anything). Finer rules that depend on the request (an agent
     /// acts only for its services) are the service layer's.
-    public var roles: Set<Principal.Role> { fields.roles }
+    public var roles: Set<Principal.Role> { storage.fields.roles }
     /// The gRPC service (fully qualified) and method.
-    public var service: String { fields.service }
-    public var method: String { fields.method }
+    public var service: String { storage.fields.service }
+    public var method: String { storage.fields.method }
     /// The request and response messages (full protobuf names).
-    public var request: String { fields.request }
-    public var response: String { fields.response }
+    public var request: String { storage.fields.request }
+    public var response: String { storage.fields.response }
     /// The response is a stream: gRPC server-streaming, NDJSON over HTTP, pulled at the reader's pace.
-    public var streams: Bool { fields.streams }
+    public var streams: Bool { storage.fields.streams }
     /// The JSON route's verb: POST with the request as a JSON body, or GET (a cacheable read, with the
     /// request in the path and query).
-    public var verb: Verb { fields.verb }
+    public var verb: Verb { storage.fields.verb }
     /// The JSON route's path (Hummingbird's syntax: `:name` is a path parameter).
-    public var path: String { fields.path }
+    public var path: String { storage.fields.path }
     /// It writes (appends, or holds a step lease's timer): only the writer serves it; a replica answers
     /// `not_writer` naming the writer. Every other operation is a read any coordinator serves.
-    public var writes: Bool { fields.writes }
+    public var writes: Bool { storage.fields.writes }
 
     public enum Verb: String, Hashable, Sendable {
         case get = "GET", post = "POST"
@@ -38,37 +38,33 @@ public struct APIOperation: Hashable, Sendable {
     /// The fields, behind one reference: every call passes its operation along (the gate, the timer, the
     /// refusal), and a copy of eight counted fields cost eight retains and eight releases
     /// (docs/benchmarks-api-history.md, session 35). Never changed once made.
-    private let fields: Fields
+    private let storage: Storage
 
-    private final class Fields: Sendable {
+    private struct Fields: Hashable, Sendable {
         let name, summary, service, method, request, response, path: String
         let roles: Set<Principal.Role>
         let streams, writes: Bool
         let verb: Verb
+    }
 
-        init(name: String, summary: String, roles: Set<Principal.Role>, service: String, method: String, request: String, response: String,
-             streams: Bool, verb: Verb, path: String, writes: Bool) {
-            (self.name, self.summary, self.roles, self.service, self.method) = (name, summary, roles, service, method)
-            (self.request, self.response, self.streams, self.verb, self.path, self.writes) = (request, response, streams, verb, path, writes)
-        }
+    private final class Storage: Sendable {
+        let fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
     }
 
     init(_ name: String, _ summary: String, roles: Set<Principal.Role>, _ service: String, _ method: String,
          _ request: String, _ response: String, streams: Bool = false, verb: Verb = .post, path: String? = nil, writes: Bool = false) {
-        fields = Fields(name: name, summary: summary, roles: roles, service: "lockstep.v1." + service, method: method,
-                        request: "lockstep.v1." + request, response: "lockstep.v1." + response, streams: streams, verb: verb,
-                        path: path ?? "/v1/" + name, writes: writes)
+        storage = Storage(Fields(name: name, summary: summary, service: "lockstep.v1." + service, method: method,
+                                 request: "lockstep.v1." + request, response: "lockstep.v1." + response, path: path ?? "/v1/" + name,
+                                 roles: roles, streams: streams, writes: writes, verb: verb))
     }
 
     public static func == (lhs: APIOperation, rhs: APIOperation) -> Bool {
-        let (l, r) = (lhs.fields, rhs.fields)
-        return l === r || (l.name == r.name && l.summary == r.summary && l.roles == r.roles && l.service == r.service && l.method == r.method
-                           && l.request == r.request && l.response == r.response && l.streams == r.streams && l.verb == r.verb
-                           && l.path == r.path && l.writes == r.writes)
+        lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
     }
 
     /// By name: operations that are equal have one name (the table's names are distinct, `OperationTableTests`).
-    public func hash(into hasher: inout Hasher) { hasher.combine(fields.name) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(storage.fields.name) }
 }
 
 extension APIOperation {

@@ -22,7 +22,7 @@ extension Wakeups {
         /// so a parked poll holds no closure for a claim that may never come.
         let claim: StepClaim?
 
-        init(owner: String, key: String, name: String? = nil, resume: @escaping @Sendable (Resumed) -> Void, deadline: ContinuousClock.Instant,
+        init(owner: String, key: String, name: String?, resume: @escaping @Sendable (Resumed) -> Void, deadline: ContinuousClock.Instant,
              claim: StepClaim? = nil) {
             self.owner = owner
             self.key = key

@@ -5,17 +5,27 @@ import Testing
 /// Header names and values made Strings (`H2HeaderText`): the common ones from its tables, anything else
 /// decoded. Either way the String is what `String(decoding:as:)` makes of the bytes.
 @Suite struct H2HeaderTextTests {
+    /// Every name and value `knownName` and `knownValue` answer with a literal.
+    static let knownNames = [
+        "te", ":path", "accept", "origin", "cookie", ":method", ":scheme", ":authority", "user-agent", "content-type", "grpc-timeout",
+        "authorization", "grpc-encoding", "content-length", "accept-encoding", "grpc-accept-encoding",
+    ]
+    static let knownValues = [
+        "GET", "*/*", "POST", "http", "gzip", "https", "trailers", "identity", "gzip, deflate", "application/grpc", "application/json",
+        "application/x-ndjson", "identity,deflate,gzip", "identity, deflate, gzip",
+    ]
+
     func decoded(_ bytes: [UInt8], by text: (UnsafeBufferPointer<UInt8>) -> String) -> String {
         bytes.withUnsafeBufferPointer(text)
     }
 
     @Test func everyKnownNameAndValueIsALiteralThatReadsAsItsBytes() {
-        for name in H2HeaderText.knownNames {
+        for name in Self.knownNames {
             #expect(Array(name.utf8).withUnsafeBufferPointer(H2HeaderText.knownName) == name, "\(name) is answered with a literal")
             #expect(decoded(Array(name.utf8), by: H2HeaderText.name) == name)
             #expect(name == name.lowercased(), "HTTP/2 field names are lowercase: \(name)")
         }
-        for value in H2HeaderText.knownValues {
+        for value in Self.knownValues {
             #expect(Array(value.utf8).withUnsafeBufferPointer(H2HeaderText.knownValue) == value, "\(value) is answered with a literal")
             #expect(decoded(Array(value.utf8), by: H2HeaderText.value) == value)
         }

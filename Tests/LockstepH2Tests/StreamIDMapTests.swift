@@ -1,22 +1,11 @@
 @testable import LockstepH2
+import LockstepTestSupport
 import Testing
 
 /// The engine's map by stream id (`StreamIDMap`): the same answers as a `Dictionary` under any sequence
 /// of inserts, updates and removals, including ids that all want the same slot (which the peer could
 /// choose), removals in the middle of a run of them, runs that wrap past the table's end, and growth.
 @Suite struct StreamIDMapTests {
-    /// A fixed generator (splitmix64): the same operations on every run and machine.
-    struct Generator: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     /// `map` holds exactly `model`: every id answers as the model does, and so do the counts and entries.
     func expectSame(_ map: StreamIDMap<Int>, _ model: [Int32: Int], probing ids: some Sequence<Int32>) {
         #expect(map.count == model.count)
@@ -31,7 +20,7 @@ import Testing
 
     @Test(arguments: [1, 2, 3])
     func answersAsADictionaryDoesUnderRandomUse(seed: UInt64) {
-        var generator = Generator(state: seed)
+        var generator = SeededGenerator(seed: seed)
         var map = StreamIDMap<Int>()
         var model: [Int32: Int] = [:]
         // Ids from a small range, so inserts, updates and removals of the same ids mix.
@@ -57,11 +46,10 @@ import Testing
     /// from its front, middle or end keeps every other id reachable.
     @Test(arguments: [0, 3, 6])
     func collidingIdsStayReachableAfterAnyRemoval(removedAt: Int) {
-        // With 16 slots (room for 8 before growing), odd ids whose home is the table's last slot.
-        var map = StreamIDMap<Int>(capacity: 8)
-        #expect(map.capacity == 8)
+        // Seven entries fill a map to 16 slots (room for 8): odd ids whose home there is the last slot.
+        var map = StreamIDMap<Int>()
         let colliding = Array((1..<Int32(100_000)).lazy.filter { $0 % 2 == 1 }
-            .filter { StreamIDMap<Int>.home($0, slots: 16) == 15 }.prefix(7))
+            .filter { StreamIDMap<Int>.home($0, shift: 28) == 15 }.prefix(7))
         #expect(colliding.count == 7)
         var model: [Int32: Int] = [:]
         for (value, id) in colliding.enumerated() {
@@ -69,7 +57,7 @@ import Testing
             model[id] = value
         }
         expectSame(map, model, probing: colliding)
-        #expect(map.capacity == 8, "seven entries fit without growing, so they stayed in one run")
+        #expect(map.capacity == 8, "seven entries sit in 16 slots, so they share one run")
         #expect(map.removeValue(forKey: colliding[removedAt]) == removedAt)
         model[colliding[removedAt]] = nil
         expectSame(map, model, probing: colliding)
@@ -92,7 +80,7 @@ import Testing
     }
 
     @Test func growsPastItsFirstCapacityAndAnswersForIdsItNeverHeld() {
-        var map = StreamIDMap<Int>(capacity: 4)
+        var map = StreamIDMap<Int>()
         var model: [Int32: Int] = [:]
         let ids = (0..<1_000).map { Int32($0 * 2 + 1) }
         for id in ids {

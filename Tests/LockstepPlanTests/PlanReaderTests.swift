@@ -78,14 +78,8 @@ import Testing
         let sources = [try example("ledger-split.yaml"), try example("api-version-swap.yaml")]
         let tokens = ["&a ", "*a", "!!binary ", "? ", "- ", ": ", "{", "}", "[", "]", "\"", "'", "|\n", ">\n", "#", "\t", "1:0:0:0:0:0:0:0:0:0:0",
                       "99999999999999999999", "-0", "0x1f", "0o17", ".inf", "null", "~", "needs: [", "\u{0}", "\u{FEFF}", "é", "\n  - id: x\n"]
-        var state: UInt64 = 0x5EED
-        func next() -> Int {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return Int(truncatingIfNeeded: (z ^ (z >> 31)) >> 1)
-        }
+        var generator = SplitMix64(seed: 0x5EED)
+        func next() -> Int { Int(truncatingIfNeeded: generator.next() >> 1) }
         var plans = 0
         for round in 0..<rounds {
             // Seconds of CPU: the other tests get the thread back now and then (LockstepTestSupport's yieldToOtherTests).
