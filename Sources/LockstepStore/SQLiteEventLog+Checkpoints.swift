@@ -26,6 +26,12 @@ extension SQLiteEventLog {
     /// most `walTruncateWaitMillis`, then the connection's usual busy timeout again) and empties it; if
     /// they outlast the wait, the next interval tries again. Both run after the batch's appends are
     /// answered, so they hold up only the next commit.
+    /// Whether `checkpointIfDue` may have work (a commit in place leaves it to the writer's queue).
+    var checkpointDue: Bool {
+        guard let checkpointer else { return false }
+        return writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits || checkpointer.finishWanted.load(ordering: .acquiring)
+    }
+
     func checkpointIfDue(_ db: SQLiteConnection) {
         guard let checkpointer else { return }
         // The counter first: the stopped flag takes a lock, and this runs after every batch.

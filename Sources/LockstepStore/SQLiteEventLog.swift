@@ -13,7 +13,8 @@ import Darwin
 /// Writes go through one writer connection on one serial queue. Appends that arrive while a commit is
 /// in flight are queued and committed together in the next transaction (group commit): one
 /// `BEGIN IMMEDIATE … COMMIT` and one fsync for the whole batch, with each append's expected version
-/// still checked on its own. The first I/O or sync error stops writes for good (fail-stop): nothing
+/// still checked on its own. An append that finds the log idle and its commits quick is committed on
+/// the thread that makes it, still on the queue (`Options.commitsInPlace`). The first I/O or sync error stops writes for good (fail-stop): nothing
 /// after it is acknowledged, and nothing is retried. (A checkpoint that fails while a commit is in
 /// flight does not take back that commit's acknowledgement: its WAL frames were synced.) Reads use a
 /// separate read-only connection, and most of each WAL checkpoint's work runs on a third connection on
@@ -48,6 +49,9 @@ public final class SQLiteEventLog: EventLog {
         /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
         /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
         public var databaseBytesMax: Int64?
+        /// When an append is committed on the thread that makes it instead of waking the writer's queue
+        /// (`CommitsInPlace`); nil: never.
+        public var commitsInPlace: CommitsInPlace? = CommitsInPlace()
         public init() {}
     }
 
@@ -86,7 +90,18 @@ public final class SQLiteEventLog: EventLog {
         var queue: [PendingAppend] = []
         var queuedEvents = 0
         var draining = false
+        /// When the last drain ended (nil while one runs) and how long its last commit took (nil before
+        /// the first): what `Options.commitsInPlace` decides by.
+        var idleSince: ContinuousClock.Instant? = .now
+        var lastCommitTook: Duration?
         var stopped: EventLogError?
+
+        /// A drain ends: the writer has nothing to commit.
+        mutating func endDrain(lastCommitTook: Duration?) {
+            draining = false
+            idleSince = .now
+            self.lastCommitTook = lastCommitTook
+        }
     }
 
     /// Writer-side memory. Stream versions spare each append a query; they are trusted only while the
@@ -96,8 +111,9 @@ public final class SQLiteEventLog: EventLog {
         var streamVersions: [String: UInt64] = [:]
         var lastCommittedHead: LogHead?
         var commitsSinceCheckpoint = 0
-        /// When the last `COMMIT` returned (`appendTimed`).
+        /// When the last `COMMIT` returned (`appendTimed`), and how long that commit took from its `BEGIN`.
         var lastCommitEnd = ContinuousClock.now
+        var lastCommitTook: Duration?
     }
 
     /// Opens (and in `.readWrite` mode creates) the log at `path`, verifying that the durability
@@ -206,47 +222,88 @@ public final class SQLiteEventLog: EventLog {
         try request.validate()
         guard writer != nil else { throw .writesStopped(reason: "the log was opened read-only") }
         let limit = options.appendQueueEventsMax
+        let inPlace = options.commitsInPlace
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>) in
-            let action: (startDrain: Bool, refusal: EventLogError?) = pending.withLock { state in
-                if let stopped = state.stopped { return (false, stopped) }
+            let action: Start = pending.withLock { state in
+                if let stopped = state.stopped { return .refuse(stopped) }
                 if state.queuedEvents + request.records.count > limit {
-                    return (false, .overloaded("\(state.queuedEvents) events are waiting for a commit; the limit is \(limit) events"))
+                    return .refuse(.overloaded("\(state.queuedEvents) events are waiting for a commit; the limit is \(limit) events"))
                 }
                 state.queue.append(PendingAppend(request: request, continuation: continuation))
                 state.queuedEvents += request.records.count
-                if state.draining { return (false, nil) }
+                if state.draining { return .queued }
                 state.draining = true
-                return (true, nil)
+                defer { state.idleSince = nil }
+                let here = inPlace?.allows(idleSince: state.idleSince, lastCommitTook: state.lastCommitTook, now: .now) ?? false
+                return here ? .commitHere : .wakeWriter
             }
-            if let refusal = action.refusal {
-                continuation.resume(returning: .failure(refusal))
-            } else if action.startDrain {
-                writerQueue.async { self.drain() }
+            switch action {
+            case .refuse(let refusal): continuation.resume(returning: .failure(refusal))
+            case .queued: break
+            case .wakeWriter: writerQueue.async { self.drain() }
+            // On the queue, run by this thread (libdispatch runs `sync` work on the caller when the queue is free).
+            case .commitHere: writerQueue.sync { self.commitInPlace() }
             }
         }
         return try result.get()
     }
 
+    /// What an append does once it is checked (`appendTimed`).
+    private enum Start {
+        case refuse(EventLogError)
+        /// The drain under way takes it.
+        case queued
+        /// The writer's queue drains it.
+        case wakeWriter
+        /// The appending thread commits it (`commitInPlace`).
+        case commitHere
+    }
+
     /// Commits queued appends, batch after batch, until the queue is empty. Runs on `writerQueue`.
     private func drain() {
-        while true {
-            let batch = takeBatch()
-            if batch.isEmpty { return }
-            let results = commit(batch.map(\.request))
-            // Successes exist only when this batch's COMMIT returned, which set the stamp.
-            let committedAt = writerState.lastCommitEnd
-            for (item, result) in zip(batch, results) {
-                item.continuation.resume(returning: result.map { TimedAppend(receipt: $0, committedAt: committedAt) })
-            }
+        while commitNextBatch() {
             // After the answers: a checkpoint that waits for readers delays no acknowledgement.
             if let writer { checkpointIfDue(writer) }
         }
     }
 
+    /// One batch committed by the appending thread, on `writerQueue` (`Options.commitsInPlace`): appends
+    /// queued meanwhile, and a checkpoint due, are left to the writer's queue, so the caller is held for
+    /// one commit, never for a checkpoint that waits for readers.
+    private func commitInPlace() {
+        guard commitNextBatch() else { return }
+        let due = checkpointDue
+        let lastCommitTook = writerState.lastCommitTook
+        let handOn = pending.withLock { state in
+            if due || !state.queue.isEmpty { return true }
+            state.endDrain(lastCommitTook: lastCommitTook)
+            return false
+        }
+        guard handOn else { return }
+        writerQueue.async {
+            if let writer = self.writer, due { self.checkpointIfDue(writer) }
+            self.drain()
+        }
+    }
+
+    /// Commits the next batch and answers its appends; false when there was none (the drain is over).
+    private func commitNextBatch() -> Bool {
+        let batch = takeBatch()
+        if batch.isEmpty { return false }
+        let results = commit(batch.map(\.request))
+        // Successes exist only when this batch's COMMIT returned, which set the stamp.
+        let committedAt = writerState.lastCommitEnd
+        for (item, result) in zip(batch, results) {
+            item.continuation.resume(returning: result.map { TimedAppend(receipt: $0, committedAt: committedAt) })
+        }
+        return true
+    }
+
     /// The queued appends for the next transaction (at most `commitBatchEventsMax` events, at least one
     /// append); an empty batch ends the drain.
     private func takeBatch() -> [PendingAppend] {
-        pending.withLock { state in
+        let lastCommitTook = writerState.lastCommitTook
+        return pending.withLock { state in
             var events = 0
             var taken = 0
             for item in state.queue {
@@ -257,7 +314,7 @@ public final class SQLiteEventLog: EventLog {
             let batch = Array(state.queue.prefix(taken))
             state.queue.removeFirst(taken)
             state.queuedEvents -= events
-            if batch.isEmpty { state.draining = false }
+            if batch.isEmpty { state.endDrain(lastCommitTook: lastCommitTook) }
             return batch
         }
     }
@@ -283,7 +340,9 @@ public final class SQLiteEventLog: EventLog {
             try update.run()
             committing = true
             try db.execute("COMMIT")
-            writerState.lastCommitEnd = ContinuousClock.now
+            let end = ContinuousClock.now
+            writerState.lastCommitEnd = end
+            writerState.lastCommitTook = began.duration(to: end)
             remember(written.versions, head: written.head)
             if let observer {
                 observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
@@ -351,6 +410,9 @@ public final class SQLiteEventLog: EventLog {
         writerState.lastCommittedHead = head
         writerState.commitsSinceCheckpoint += 1
     }
+
+    /// Appends waiting for a commit (tests).
+    var queuedAppends: Int { pending.withLock { $0.queue.count } }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.
     /// Why writes stopped (fail-stop), nil while they go on.

@@ -57,7 +57,7 @@ import Testing
         #expect(refused.map { "\($0)" } == "3 calls to PostgreSQL are still running past their time bound; not sending another until some end")
         // The database answers again: the calls end, the count with them, and calls go through again.
         gate.open()
-        try await eventuallyTrue { overruns.count == 0 }
+        try await eventually("no overruns are left", seconds: 10, every: .milliseconds(10)) { overruns.count == 0 }
         #expect(try await PostgresDeadline.run(within: .seconds(30), overruns: overruns) { 8 } == 8)
     }
 
@@ -69,10 +69,5 @@ import Testing
             try await PostgresDeadline.run(within: .seconds(30), overruns: overruns) { () async throws -> Int in throw Refused() }
         }
         #expect(overruns.count == 0)
-    }
-
-    private func eventuallyTrue(_ check: () -> Bool) async throws {
-        for _ in 0..<1_000 where !check() { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(check())
     }
 }

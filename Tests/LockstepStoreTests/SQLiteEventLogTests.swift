@@ -198,18 +198,12 @@ import Testing
         }
         #expect(log.backgroundCheckpoints == 0, "the first checkpoint waits behind the held queue")
         held.signal()
-        try await eventually { log.backgroundCheckpoints == 1 }
+        try await eventually("the first background checkpoint ran", seconds: 10, every: .milliseconds(10)) { log.backgroundCheckpoints == 1 }
         for _ in 0..<5 {
             version = try await log.append(AppendRequest(stream: "a", expectedVersion: version, records: [bytes("\(version)")])).streamVersion
         }
-        try await eventually { log.backgroundCheckpoints == 2 }
+        try await eventually("the second background checkpoint ran", seconds: 10, every: .milliseconds(10)) { log.backgroundCheckpoints == 2 }
         #expect(try await readAll(log).count == 55)
-    }
-
-    /// Polls `condition` every 10 ms for up to 10 s.
-    func eventually(_ condition: () -> Bool) async throws {
-        for _ in 0..<1_000 where !condition() { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(condition())
     }
 
     @Test func anotherWriterOnTheSameFileInvalidatesTheVersionCache() async throws {

@@ -1,0 +1,132 @@
+import Foundation
+@testable import LockstepStore
+import Synchronization
+import Testing
+
+/// `SQLiteEventLog.Options.commitsInPlace`: an append to an idle log with quick commits is committed by
+/// the appending task itself; otherwise, and for appends queued meanwhile, by the writer's queue.
+@Suite struct SQLiteCommitsInPlaceTests {
+    /// Who appended, read by the commit observer: a commit in place runs inside the appending task and
+    /// sees its value; one on the writer's queue runs in no task and sees nil.
+    enum Appending {
+        @TaskLocal static var caller: String?
+    }
+
+    /// Per commit, the appending task's name (nil: the writer's queue).
+    final class Commits: Sendable {
+        private let callers = Mutex<[String?]>([])
+        func record(_ caller: String?) { callers.withLock { $0.append(caller) } }
+        var all: [String?] { callers.withLock { $0 } }
+    }
+
+    /// A log whose commit observer records who committed each batch.
+    func log(_ inPlace: SQLiteEventLog.CommitsInPlace?, checkpointEvery: Int? = nil) throws -> (SQLiteEventLog, Commits) {
+        var options = SQLiteEventLog.Options()
+        options.commitsInPlace = inPlace
+        if let checkpointEvery { options.checkpointIntervalCommits = checkpointEvery }
+        let commits = Commits()
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options) { _ in commits.record(Appending.caller) }
+        return (log, commits)
+    }
+
+    /// Appends `count` events to stream "a" one after another, each once the writer's queue is free (a
+    /// drain that answered the last append may still be ending), named "append N".
+    func appendOneByOne(_ log: SQLiteEventLog, _ count: Int) async throws {
+        for version in 0..<count {
+            log.writerQueue.sync {}
+            try await Appending.$caller.withValue("append \(version)") {
+                let receipt = try await log.append(AppendRequest(stream: "a", expectedVersion: UInt64(version), records: [bytes("\(version)")]))
+                #expect(receipt.lastSequence == UInt64(version) + 1)
+            }
+        }
+    }
+
+    static let always = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(3_600))
+
+    @Test func anAppendToAnIdleLogIsCommittedByTheAppendingTaskOnceACommitWasTimed() async throws {
+        let (log, commits) = try log(Self.always)
+        try await appendOneByOne(log, 4)
+        // The first: nothing known of the disk yet, so the writer's queue.
+        #expect(commits.all == [nil, "append 1", "append 2", "append 3"])
+        #expect(try await readAll(log).map(\.record) == (0..<4).map { bytes("\($0)") })
+    }
+
+    @Test(arguments: [
+        ("turned off", nil),
+        ("not idle long enough", SQLiteEventLog.CommitsInPlace(idleAtLeast: .seconds(3_600), lastCommitAtMost: .seconds(3_600))),
+        ("the last commit too slow", SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .zero)),
+    ] as [(String, SQLiteEventLog.CommitsInPlace?)])
+    func otherwiseTheWritersQueueCommits(_ why: String, _ inPlace: SQLiteEventLog.CommitsInPlace?) async throws {
+        let (log, commits) = try log(inPlace)
+        try await appendOneByOne(log, 4)
+        #expect(commits.all == [nil, nil, nil, nil], "\(why)")
+    }
+
+    /// Appends made while one commits in place are left to the writer's queue, which commits them in one
+    /// batch: the appending task is held for its own commit only. (Under a steady stream of appends the
+    /// default rule sends them all to the writer's queue: `SQLiteEventLogTests.concurrentAppendsShareCommits`.)
+    @Test(.timeLimit(.minutes(2))) func appendsMadeMeanwhileAreCommittedTogetherByTheWritersQueue() async throws {
+        var options = SQLiteEventLog.Options()
+        options.commitsInPlace = Self.always
+        let commits = Mutex<[Commit]>([])
+        let holding = Atomic<Bool>(false)
+        let release = DispatchSemaphore(value: 0)
+        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options) { commit in
+            let caller = Appending.caller
+            commits.withLock { $0.append(Commit(caller: caller, appends: commit.appends)) }
+            // The commit in place is held here, inside it, until the test has the others queued.
+            if caller == "held" {
+                holding.store(true, ordering: .releasing)
+                _ = release.wait(timeout: .now() + 30)
+            }
+        }
+        try await appendOneByOne(log, 1)
+        let meanwhile = 8
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try await Appending.$caller.withValue("held") {
+                    _ = try await log.append(AppendRequest(stream: "held", expectedVersion: 0, records: [bytes("h")]))
+                }
+            }
+            try await eventually("the commit in place is under way", seconds: 30, every: .milliseconds(5)) { holding.load(ordering: .acquiring) }
+            for index in 0..<meanwhile {
+                group.addTask {
+                    try await Appending.$caller.withValue("meanwhile") {
+                        _ = try await log.append(AppendRequest(stream: "m\(index)", expectedVersion: 0, records: [bytes("m")]))
+                    }
+                }
+            }
+            try await eventually("the others are queued", seconds: 30, every: .milliseconds(5)) { log.queuedAppends == meanwhile }
+            release.signal()
+            try await group.waitForAll()
+        }
+        #expect(commits.withLock { $0 } == [Commit(caller: nil, appends: 1), Commit(caller: "held", appends: 1), Commit(caller: nil, appends: meanwhile)])
+        #expect(try await log.head().sequence == UInt64(2 + meanwhile))
+    }
+
+    struct Commit: Equatable {
+        var caller: String?
+        var appends: Int
+    }
+
+    /// A checkpoint due after a commit in place runs on the writer's queue, which the commit hands on to.
+    @Test func aCheckpointDueAfterACommitInPlaceIsHandedToTheWritersQueue() async throws {
+        let (log, commits) = try log(Self.always, checkpointEvery: 2)
+        try await appendOneByOne(log, 10)
+        try await eventually("a background checkpoint ran", seconds: 10, every: .milliseconds(10)) { log.backgroundCheckpoints >= 1 }
+        #expect(commits.all.dropFirst().allSatisfy { $0 != nil })
+        #expect(try await readAll(log).count == 10)
+    }
+
+    @Test func theRuleReadsTheIdleTimeAndTheLastCommitsDuration() {
+        let rule = SQLiteEventLog.CommitsInPlace()
+        #expect(rule == SQLiteEventLog.CommitsInPlace(idleAtLeast: .microseconds(150), lastCommitAtMost: .milliseconds(1)))
+        let now = ContinuousClock.now
+        let idle = now - .microseconds(150)
+        #expect(rule.allows(idleSince: idle, lastCommitTook: .milliseconds(1), now: now))
+        #expect(!rule.allows(idleSince: now - .microseconds(149), lastCommitTook: .microseconds(200), now: now))
+        #expect(!rule.allows(idleSince: idle, lastCommitTook: .microseconds(1_001), now: now))
+        #expect(!rule.allows(idleSince: nil, lastCommitTook: .microseconds(200), now: now), "a drain is running")
+        #expect(!rule.allows(idleSince: idle, lastCommitTook: nil, now: now), "no commit timed yet")
+    }
+}
