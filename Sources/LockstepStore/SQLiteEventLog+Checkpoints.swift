@@ -26,17 +26,9 @@ extension SQLiteEventLog {
     /// most `walTruncateWaitMillis`, then the connection's usual busy timeout again) and empties it; if
     /// they outlast the wait, the next interval tries again. Both run after the batch's appends are
     /// answered, so they hold up only the next commit.
-    /// Whether `checkpointIfDue` may have work (a commit in place leaves it to the writer's queue).
-    var checkpointDue: Bool {
-        guard let checkpointer else { return false }
-        return writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits || checkpointer.finishWanted.load(ordering: .acquiring)
-    }
-
     func checkpointIfDue(_ db: SQLiteConnection) {
-        guard let checkpointer else { return }
         // The counter first: the stopped flag takes a lock, and this runs after every batch.
-        let due = writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits
-        guard due || checkpointer.finishWanted.load(ordering: .acquiring), writesStopped == nil else { return }
+        guard let checkpointer, checkpointDue, writesStopped == nil else { return }
         guard checkpointer.running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         // Again now that no other checkpoint runs: one that failed since the check above stopped writes,
         // and nothing is retried after a failure.
@@ -66,6 +58,13 @@ extension SQLiteEventLog {
                 self.checkpointFailed(rc, checkpointer.connection)
             }
         }
+    }
+
+    /// Whether `checkpointIfDue` has work: the interval's commits are done, or a background pass ended
+    /// and the writer's is next. (A commit in place leaves it to the writer's queue.) On `writerQueue`.
+    var checkpointDue: Bool {
+        guard let checkpointer else { return false }
+        return writerState.commitsSinceCheckpoint >= options.checkpointIntervalCommits || checkpointer.finishWanted.load(ordering: .acquiring)
     }
 
     /// One passive checkpoint on `db`: its result code and the frames the WAL holds.

@@ -66,7 +66,7 @@ extension SQLiteEventLog {
     /// failed just before cannot be followed by this write); a storage fault in it stops writes.
     private func onWriter(_ body: @escaping @Sendable (SQLiteConnection) throws -> Void) async throws(EventLogError) {
         guard let writer else { throw .writesStopped(reason: "the log was opened read-only") }
-        try await onQueue(writerQueue) { () throws(EventLogError) in
+        try await onWriterQueue { () throws(EventLogError) in
             if let stopped = self.writesStopped { throw stopped }
             do {
                 try body(writer)

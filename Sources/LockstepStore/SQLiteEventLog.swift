@@ -22,39 +22,6 @@ import Darwin
 /// One process writes a data directory at a time: a read-write log holds an exclusive lock on
 /// `PATH.lock` for its lifetime.
 public final class SQLiteEventLog: EventLog {
-    /// How the database is opened.
-    public enum Mode: Sendable {
-        /// Creates the database if needed and accepts appends.
-        case readWrite
-        /// Only reads; used by governance commands so they never alter the evidence.
-        case readOnly
-    }
-
-    /// Settings with defaults; tests lower the limits to exercise them.
-    public struct Options: Sendable {
-        /// Hold an exclusive lock on `PATH.lock` (read-write mode). Only tests that play two writers turn it off.
-        public var exclusiveWriter = true
-        /// Most events waiting for a commit; beyond it appends are refused with `overloaded`.
-        public var appendQueueEventsMax = EventLogLimits.appendQueueEventsMax
-        /// Commits between explicit WAL checkpoints (SQLite's own auto-checkpoint is off: it would
-        /// swallow a sync error, and a sync error must stop writes).
-        public var checkpointIntervalCommits = EventLogLimits.checkpointIntervalCommits
-        /// Largest the WAL may stay after a checkpoint, in bytes: past it the checkpoint waits for the
-        /// readers (up to `walTruncateWaitMillis`) and truncates the WAL, and each WAL reset shrinks the file
-        /// to this size. Without it, readers that are always reading keep the WAL from ever restarting.
-        public var walBytesMax = EventLogLimits.walBytesMax
-        /// Only for the durability test's control run, which must be able to lose acknowledged events
-        /// (proving the harness detects loss): commits without fsync (`synchronous=NORMAL`). Never use it.
-        public var unsafeSkipCommitSyncForTesting = false
-        /// A quota on the database file, in bytes (SQLite's `max_page_count`, read back): past it appends
-        /// fail with `storage_full` as on a full disk, and reads go on. nil: as large as the disk allows.
-        public var databaseBytesMax: Int64?
-        /// When an append is committed on the thread that makes it instead of waking the writer's queue
-        /// (`CommitsInPlace`); nil: never.
-        public var commitsInPlace: CommitsInPlace? = CommitsInPlace()
-        public init() {}
-    }
-
     /// The database file.
     public let path: String
     public let mode: Mode
@@ -74,7 +41,8 @@ public final class SQLiteEventLog: EventLog {
 
     /// What one group commit did (`LogCommit`, shared with the other durable logs).
     public typealias Commit = LogCommit
-    /// Told about every successful commit (metrics, benchmarks). Runs on the commit queue: keep it short.
+    /// Told about every successful commit (metrics, benchmarks). Runs on the writer's queue, on the
+    /// appending thread when the commit is in place (an event loop, often): keep it short.
     public typealias CommitObserver = @Sendable (LogCommit) -> Void
     /// Receives one call per transaction that failed for a storage reason (disk full, an I/O error):
     /// what the server's readiness and log lines are made of.
@@ -89,19 +57,28 @@ public final class SQLiteEventLog: EventLog {
     private struct PendingAppends {
         var queue: [PendingAppend] = []
         var queuedEvents = 0
-        var draining = false
-        /// When the last drain ended (nil while one runs) and how long its last commit took (nil before
-        /// the first): what `Options.commitsInPlace` decides by.
-        var idleSince: ContinuousClock.Instant? = .now
+        var writer = WriterPhase.idle(since: .now)
+        /// Other work on the writer's queue, queued or running (snapshots, archives, a settings read):
+        /// while there is any, no append commits in place, as it would wait behind that work.
+        var otherWriterWork = 0
+        /// How long the last commit took, successful or not (nil before the first): with the phase,
+        /// what `Options.commitsInPlace` decides by.
         var lastCommitTook: Duration?
         var stopped: EventLogError?
 
         /// A drain ends: the writer has nothing to commit.
         mutating func endDrain(lastCommitTook: Duration?) {
-            draining = false
-            idleSince = .now
+            writer = .idle(since: .now)
             self.lastCommitTook = lastCommitTook
         }
+    }
+
+    /// What the writer's queue is doing for appends.
+    private enum WriterPhase {
+        /// Nothing since the instant given: the next append starts a drain.
+        case idle(since: ContinuousClock.Instant)
+        /// A drain runs (on the queue, or in place), and takes every append queued meanwhile.
+        case draining
     }
 
     /// Writer-side memory. Stream versions spare each append a query; they are trusted only while the
@@ -111,8 +88,9 @@ public final class SQLiteEventLog: EventLog {
         var streamVersions: [String: UInt64] = [:]
         var lastCommittedHead: LogHead?
         var commitsSinceCheckpoint = 0
-        /// When the last `COMMIT` returned (`appendTimed`), and how long that commit took from its `BEGIN`.
+        /// When the last `COMMIT` returned (`appendTimed`).
         var lastCommitEnd = ContinuousClock.now
+        /// How long the last commit took from its `BEGIN`, to its `COMMIT` returned or its failure.
         var lastCommitTook: Duration?
     }
 
@@ -199,7 +177,7 @@ public final class SQLiteEventLog: EventLog {
     /// The durability pragmas as the writer connection reports them now: (journal_mode, synchronous).
     public func durabilitySettings() async throws(EventLogError) -> (journalMode: String, synchronous: Int) {
         guard let writer else { throw .writesStopped(reason: "the log was opened read-only") }
-        return try await onQueue(writerQueue) { () throws(EventLogError) in
+        return try await onWriterQueue { () throws(EventLogError) in
             do throws(SQLiteError) {
                 let journal = try writer.scalarText("PRAGMA journal_mode") ?? ""
                 let synchronous = Int(try writer.scalarText("PRAGMA synchronous") ?? "") ?? -1
@@ -231,17 +209,17 @@ public final class SQLiteEventLog: EventLog {
                 }
                 state.queue.append(PendingAppend(request: request, continuation: continuation))
                 state.queuedEvents += request.records.count
-                if state.draining { return .queued }
-                state.draining = true
-                defer { state.idleSince = nil }
-                let here = inPlace?.allows(idleSince: state.idleSince, lastCommitTook: state.lastCommitTook, now: .now) ?? false
+                guard case .idle(let since) = state.writer else { return .queued }
+                state.writer = .draining
+                let here = state.otherWriterWork == 0
+                    && inPlace?.allows(idleSince: since, lastCommitTook: state.lastCommitTook, now: .now) == true
                 return here ? .commitHere : .wakeWriter
             }
             switch action {
             case .refuse(let refusal): continuation.resume(returning: .failure(refusal))
             case .queued: break
             case .wakeWriter: writerQueue.async { self.drain() }
-            // On the queue, run by this thread (libdispatch runs `sync` work on the caller when the queue is free).
+            // `sync` runs the work on this thread; the queue has nothing else (no drain, no other work).
             case .commitHere: writerQueue.sync { self.commitInPlace() }
             }
         }
@@ -326,6 +304,9 @@ public final class SQLiteEventLog: EventLog {
         var committing = false
         var results: [Result<AppendReceipt, EventLogError>] = []
         let began = ContinuousClock.now
+        // A failed commit is timed too: one that waited out a lock or a slow error sends the next idle
+        // append to the writer's queue, as a slow success does.
+        defer { writerState.lastCommitTook = began.duration(to: .now) }
         do {
             try db.execute("BEGIN IMMEDIATE")
             let written = try insert(requests, into: db)
@@ -340,9 +321,7 @@ public final class SQLiteEventLog: EventLog {
             try update.run()
             committing = true
             try db.execute("COMMIT")
-            let end = ContinuousClock.now
-            writerState.lastCommitEnd = end
-            writerState.lastCommitTook = began.duration(to: end)
+            writerState.lastCommitEnd = ContinuousClock.now
             remember(written.versions, head: written.head)
             if let observer {
                 observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
@@ -411,8 +390,19 @@ public final class SQLiteEventLog: EventLog {
         writerState.commitsSinceCheckpoint += 1
     }
 
-    /// Appends waiting for a commit (tests).
+    /// Appends waiting for a commit, and other work on the writer's queue (tests).
     var queuedAppends: Int { pending.withLock { $0.queue.count } }
+    var otherWriterWorkCount: Int { pending.withLock { $0.otherWriterWork } }
+
+    /// Runs `body` on the writer's queue, counted as other work there while it is queued or runs (no
+    /// append commits in place meanwhile: it would wait behind `body`).
+    func onWriterQueue<T: Sendable>(_ body: @escaping @Sendable () throws(EventLogError) -> T) async throws(EventLogError) -> T {
+        pending.withLock { $0.otherWriterWork += 1 }
+        return try await onQueue(writerQueue) { () throws(EventLogError) in
+            defer { self.pending.withLock { $0.otherWriterWork -= 1 } }
+            return try body()
+        }
+    }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.
     /// Why writes stopped (fail-stop), nil while they go on.
@@ -428,26 +418,5 @@ public final class SQLiteEventLog: EventLog {
             return state.queue
         }
         for item in queued { item.continuation.resume(returning: .failure(failure)) }
-    }
-}
-
-/// An exclusive `flock` on a lock file beside the database, held while the log is open: two processes
-/// writing one data directory would each miss the other's events.
-final class WriterLock: Sendable {
-    private let descriptor: Int32
-
-    init(path: String) throws(EventLogError) {
-        let descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else { throw .unavailable("cannot open lock file \(path): errno \(errno)") }
-        guard flock(descriptor, LOCK_EX | LOCK_NB) == 0 else {
-            close(descriptor)
-            throw .unavailable("another process is writing this log (\(path) is locked); one Lockstep process writes a data directory at a time")
-        }
-        self.descriptor = descriptor
-    }
-
-    deinit {
-        flock(descriptor, LOCK_UN)
-        close(descriptor)
     }
 }
