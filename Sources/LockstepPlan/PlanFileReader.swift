@@ -185,7 +185,8 @@ struct Reader {
 
     // MARK: - Values
 
-    /// The fields of a mapping by name, reporting unknown and duplicate keys.
+    /// The fields of a mapping by name, reporting unknown keys. (A key twice never reaches here: the YAML
+    /// parser refuses it first, `yaml_syntax`, `PlanReaderTests.duplicateKeysAreReportedWithALine`.)
     mutating func fields(_ mapping: Node.Mapping, allowed: Set<String>, in context: String) -> [String: Node] {
         var result: [String: Node] = [:]
         for (key, value) in mapping {
@@ -195,7 +196,6 @@ struct Reader {
                 error(line, "unknown_field", "\(context) has an unknown field \"\(name)\"; known fields are \(allowed.sorted().joined(separator: ", "))")
                 continue
             }
-            if result[name] != nil { error(line, "duplicate_field", "\(context) has \"\(name)\" twice") }
             result[name] = value
         }
         return result
