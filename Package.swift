@@ -336,7 +336,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["h2_probe.py", "grpc_probe.py"]
+            exclude: ["h2_probe.py", "h2_probe_connection.py", "grpc_probe.py"]
         ),
         .testTarget(name: "LockstepPlanTests", dependencies: ["LockstepPlan", "LockstepEngine"]),
         .testTarget(

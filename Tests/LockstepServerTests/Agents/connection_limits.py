@@ -12,82 +12,10 @@ import select
 import socket
 import sys
 import time
-import urllib.request
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-# With --tls CA: the JSON listener speaks TLS; connections negotiate ALPN (h2 for HTTP/2 checks).
-TLS_CA = None
-
-
-def connect(address, alpn="http/1.1"):
-    host, port = address.rsplit(":", 1)
-    sock = socket.create_connection((host, int(port)), timeout=5)
-    if TLS_CA is None:
-        return sock
-    import ssl
-    context = ssl.create_default_context(cafile=TLS_CA)
-    context.set_alpn_protocols([alpn])
-    return context.wrap_socket(sock, server_hostname=host)
-
-
-def refused_at_once(address):
-    """Whether a new connection is closed at once (refused), counting a failed TLS handshake as that."""
-    try:
-        sock = connect(address)
-    except OSError:
-        return True
-    try:
-        return closed_within(sock, 2) is not None
-    except OSError:
-        return True
-    finally:
-        sock.close()
-
-
-def closed_within(sock, seconds):
-    """Seconds until the server closed `sock` (reading and dropping what it sends), or None."""
-    began = time.monotonic()
-    while time.monotonic() - began < seconds:
-        ready, _, _ = select.select([sock], [], [], 0.1)
-        if not ready:
-            continue
-        try:
-            if sock.recv(65536) == b"":
-                return time.monotonic() - began
-        except (ConnectionResetError, BrokenPipeError):
-            return time.monotonic() - began
-    return None
-
-
-def healthz(sock):
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-    answer = b""
-    deadline = time.monotonic() + 5
-    while b"ok\n" not in answer and time.monotonic() < deadline:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        answer += chunk
-    return answer.startswith(b"HTTP/1.1 200")
-
-
-def post(http, path, body):
-    request = urllib.request.Request(f"http://{http}{path}", data=json.dumps(body).encode(),
-                                     headers={"content-type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"{}")
-
-
-def metric(http, name):
-    with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
-                return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
+import connection_limits_net as net
+from connection_limits_net import (EMPTY_SETTINGS, PREFACE, closed_within, connect, h2_post, healthz, make_history, metric, post,
+                                   refused_at_once, wait_for_metric)
 
 def check_idle(http, grpc, idle):
     bound = idle + 2.0
@@ -127,27 +55,6 @@ def check_idle(http, grpc, idle):
         took = closed_within(sock, bound + 5)
         assert took is not None, f"an idle {name} connection stayed open past {bound + 5} s"
         print(f"ok: an idle {name} connection closed after {took:.1f} s")
-
-
-def h2_post(http, path, body, window=None, send=True):
-    """A new h2c connection with one POST of JSON `body` on stream 1 (sent unless `send` is False);
-    `window` sets the client's initial stream window (a reader that then never opens it further)."""
-    import h2.config
-    import h2.connection
-    import h2.settings
-
-    sock = connect(http, alpn="h2")
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
-    conn.initiate_connection()
-    if window is not None:
-        conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
-    data = json.dumps(body).encode()
-    conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "https" if TLS_CA else "http"), (":authority", http),
-                          ("content-type", "application/json"), ("content-length", str(len(data)))])
-    conn.send_data(1, data, end_stream=True)
-    if send:
-        sock.sendall(conn.data_to_send())
-    return sock, conn
 
 
 def check_busy_connections_stay(http, grpc_address, migration, idle):
@@ -241,26 +148,6 @@ def check_per_peer(http, grpc, per_peer):
     print(f"ok: lockstep_connections_refused_total = {refused:g}")
 
 
-PLAN = """name: stall
-services:
-  orders: { owners: [orders-team] }
-nodes:
-  - id: only
-    service: orders
-    phase: expand
-    action: noop
-"""
-
-
-def make_history(http, migration, events):
-    post(http, "/v1/plans", {"plan_yaml": PLAN})
-    post(http, "/v1/migrations", {"plan": "stall", "migration_id": migration})
-    step = post(http, "/v1/agent/poll", {"service": "orders", "agent_id": "a1", "wait_ms": 5000})["step"]
-    for i in range(events):
-        post(http, "/v1/agent/progress", {"lease_id": step["lease_id"], "fencing_token": step["fencing_token"],
-                                            "percent": i % 100, "message": "m" * 400})
-
-
 def check_stalled_watch(http, migration, stall_seconds):
     import h2.config
     import h2.connection
@@ -300,20 +187,9 @@ def check_stalled_watch(http, migration, stall_seconds):
     print(f"ok: lockstep_stalled_readers_cut_total = {cut:g}")
 
 
-def wait_for_metric(http, name, value, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if metric(http, name) == value:
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def check_reset_polls_and_watches(http, migration):
     """Polls and watches whose client resets their stream (even in the same write as the request) or
     closes its HTTP/1 connection leave at once: the parked-poll and open-watch gauges drop to 0."""
-    import h2.config
-    import h2.connection
 
     for what, path, body, gauge in (("poll", "/v1/agent/poll", {"service": "nobody", "agent_id": "a9", "wait_ms": 30000}, "lockstep_parked_polls"),
                                      ("watch", "/v1/migrations/watch", {"migration_id": migration, "after_sequence": "1000000"}, "lockstep_open_watches")):
@@ -471,7 +347,7 @@ def check_rapid_reset(http, budget):
             sock.sendall(conn.data_to_send())
             for index in range(100):
                 stream = 1 + 2 * index
-                conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https" if TLS_CA else "http"),
+                conn.send_headers(stream, [(":method", "GET"), (":path", "/healthz"), (":scheme", "https" if net.TLS_CA else "http"),
                                            (":authority", http)])
                 conn.reset_stream(stream)
                 sock.sendall(conn.data_to_send())
@@ -484,7 +360,7 @@ def check_rapid_reset(http, budget):
     assert cut is not None and cut <= budget + 200, f"{sent} resets over {time.monotonic() - began:.0f} s were not cut off"
     refused_from = time.monotonic()
     assert refused_at_once(http), "a new connection from the address was admitted at once"
-    print(f"ok: rapid reset{' over TLS' if TLS_CA else ''} cut off after {cut} resets from one address (budget {budget} in 10 s); "
+    print(f"ok: rapid reset{' over TLS' if net.TLS_CA else ''} cut off after {cut} resets from one address (budget {budget} in 10 s); "
           "new connections refused")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -543,8 +419,7 @@ def main():
                              "server whose idle limit is long enough not to close the held connections meanwhile)")
     parser.add_argument("--tls", help="a CA file: the JSON listener speaks TLS (the resets check supports it)")
     args = parser.parse_args()
-    global TLS_CA
-    TLS_CA = args.tls
+    net.TLS_CA = args.tls
     checks = set(args.checks.split(","))
     if "streams" in checks:
         make_history(args.http, "stall-1", 300)
