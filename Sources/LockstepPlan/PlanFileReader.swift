@@ -185,8 +185,9 @@ struct Reader {
 
     // MARK: - Values
 
-    /// The fields of a mapping by name, reporting unknown keys. (A key twice never reaches here: the YAML
-    /// parser refuses it first, `yaml_syntax`, `PlanReaderTests.duplicateKeysAreReportedWithALine`.)
+    /// The fields of a mapping by name, reporting unknown and duplicate keys. (The YAML parser refuses a
+    /// key written twice the same way, `yaml_syntax`; one written with a tag the second time, `!x id`, is
+    /// a different key to it and reaches here.)
     mutating func fields(_ mapping: Node.Mapping, allowed: Set<String>, in context: String) -> [String: Node] {
         var result: [String: Node] = [:]
         for (key, value) in mapping {
@@ -196,6 +197,7 @@ struct Reader {
                 error(line, "unknown_field", "\(context) has an unknown field \"\(name)\"; known fields are \(allowed.sorted().joined(separator: ", "))")
                 continue
             }
+            if result[name] != nil { error(line, "duplicate_field", "\(context) has \"\(name)\" twice") }
             result[name] = value
         }
         return result

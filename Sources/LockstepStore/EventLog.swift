@@ -193,6 +193,12 @@ public enum EventLogLimits {
     public static let streamVersionCacheEntriesMax = 100_000
     /// Snapshots kept; older ones are deleted when a new one is saved.
     public static let snapshotsRetainedMax = 3
+    /// How long the SQLite writer must have had nothing to do for an append to be committed in place
+    /// (`SQLiteEventLog.CommitsInPlace.idleAtLeast`).
+    public static let commitInPlaceIdleMin: Duration = .microseconds(150)
+    /// Longest the SQLite log's last commit may have taken for the next to be committed in place
+    /// (`SQLiteEventLog.CommitsInPlace.lastCommitAtMost`).
+    public static let commitInPlaceLastCommitMax: Duration = .milliseconds(1)
 }
 
 extension AppendRequest {

@@ -2,20 +2,14 @@ import CSQLite
 import Dispatch
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
 /// The durable event log: one SQLite database in WAL mode with `synchronous=FULL`.
 ///
 /// Writes go through one writer connection on one serial queue. Appends that arrive while a commit is
 /// in flight are queued and committed together in the next transaction (group commit): one
 /// `BEGIN IMMEDIATE … COMMIT` and one fsync for the whole batch, with each append's expected version
 /// still checked on its own. An append that finds the log idle and its commits quick is committed on
-/// the thread that makes it, still on the queue (`Options.commitsInPlace`). The first I/O or sync error stops writes for good (fail-stop): nothing
-/// after it is acknowledged, and nothing is retried. (A checkpoint that fails while a commit is in
+/// the thread that makes it, still on the queue (`Options.commitsInPlace`). The first I/O or sync
+/// error stops writes for good (fail-stop): nothing after it is acknowledged, and nothing is retried. (A checkpoint that fails while a commit is in
 /// flight does not take back that commit's acknowledgement: its WAL frames were synced.) Reads use a
 /// separate read-only connection, and most of each WAL checkpoint's work runs on a third connection on
 /// its own queue, beside the commits.
@@ -34,7 +28,7 @@ public final class SQLiteEventLog: EventLog {
     /// Passive checkpoints, on their own connection and queue (read-write mode only; SQLiteEventLog+Checkpoints.swift).
     let checkpointer: Checkpointer?
     let checkpointQueue = DispatchQueue(label: "lockstep.sqlite.checkpoint")
-    private let pending = Mutex(PendingAppends())
+    private let pending = Mutex(SQLiteAppendQueue<PendingAppend>())
     /// Touched only on `writerQueue`.
     let writerState = WriterState()
     private let observer: CommitObserver?
@@ -45,40 +39,14 @@ public final class SQLiteEventLog: EventLog {
     /// appending thread when the commit is in place (an event loop, often): keep it short.
     public typealias CommitObserver = @Sendable (LogCommit) -> Void
     /// Receives one call per transaction that failed for a storage reason (disk full, an I/O error):
-    /// what the server's readiness and log lines are made of.
+    /// what the server's readiness and log lines are made of. Runs where the commit ran (the appending
+    /// thread, for a commit in place).
     public typealias FailureObserver = @Sendable (EventLogError) -> Void
     let failureObserver: FailureObserver?
 
     private struct PendingAppend {
         var request: AppendRequest
         var continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>
-    }
-
-    private struct PendingAppends {
-        var queue: [PendingAppend] = []
-        var queuedEvents = 0
-        var writer = WriterPhase.idle(since: .now)
-        /// Other work on the writer's queue, queued or running (snapshots, archives, a settings read):
-        /// while there is any, no append commits in place, as it would wait behind that work.
-        var otherWriterWork = 0
-        /// How long the last commit took, successful or not (nil before the first): with the phase,
-        /// what `Options.commitsInPlace` decides by.
-        var lastCommitTook: Duration?
-        var stopped: EventLogError?
-
-        /// A drain ends: the writer has nothing to commit.
-        mutating func endDrain(lastCommitTook: Duration?) {
-            writer = .idle(since: .now)
-            self.lastCommitTook = lastCommitTook
-        }
-    }
-
-    /// What the writer's queue is doing for appends.
-    private enum WriterPhase {
-        /// Nothing since the instant given: the next append starts a drain.
-        case idle(since: ContinuousClock.Instant)
-        /// A drain runs (on the queue, or in place), and takes every append queued meanwhile.
-        case draining
     }
 
     /// Writer-side memory. Stream versions spare each append a query; they are trusted only while the
@@ -200,41 +168,23 @@ public final class SQLiteEventLog: EventLog {
         try request.validate()
         guard writer != nil else { throw .writesStopped(reason: "the log was opened read-only") }
         let limit = options.appendQueueEventsMax
-        let inPlace = options.commitsInPlace
+        let rule = options.commitsInPlace
+        let checkpointRunning = checkpointer?.running.load(ordering: .relaxed) ?? false
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>) in
-            let action: Start = pending.withLock { state in
-                if let stopped = state.stopped { return .refuse(stopped) }
-                if state.queuedEvents + request.records.count > limit {
-                    return .refuse(.overloaded("\(state.queuedEvents) events are waiting for a commit; the limit is \(limit) events"))
-                }
-                state.queue.append(PendingAppend(request: request, continuation: continuation))
-                state.queuedEvents += request.records.count
-                guard case .idle(let since) = state.writer else { return .queued }
-                state.writer = .draining
-                let here = state.otherWriterWork == 0
-                    && inPlace?.allows(idleSince: since, lastCommitTook: state.lastCommitTook, now: .now) == true
-                return here ? .commitHere : .wakeWriter
+            let start = pending.withLock { queue in
+                queue.enqueue(PendingAppend(request: request, continuation: continuation), events: request.records.count, limit: limit,
+                              rule: rule, checkpointRunning: checkpointRunning, now: .now)
             }
-            switch action {
+            switch start {
             case .refuse(let refusal): continuation.resume(returning: .failure(refusal))
             case .queued: break
             case .wakeWriter: writerQueue.async { self.drain() }
-            // `sync` runs the work on this thread; the queue has nothing else (no drain, no other work).
-            case .commitHere: writerQueue.sync { self.commitInPlace() }
+            // `sync` runs the work on this thread. Nothing else is on the queue: no drain, and other work
+            // arriving from now on is held until the commit in place ends.
+            case .commitInPlace: writerQueue.sync { self.commitInPlace() }
             }
         }
         return try result.get()
-    }
-
-    /// What an append does once it is checked (`appendTimed`).
-    private enum Start {
-        case refuse(EventLogError)
-        /// The drain under way takes it.
-        case queued
-        /// The writer's queue drains it.
-        case wakeWriter
-        /// The appending thread commits it (`commitInPlace`).
-        case commitHere
     }
 
     /// Commits queued appends, batch after batch, until the queue is empty. Runs on `writerQueue`.
@@ -247,28 +197,41 @@ public final class SQLiteEventLog: EventLog {
 
     /// One batch committed by the appending thread, on `writerQueue` (`Options.commitsInPlace`): appends
     /// queued meanwhile, and a checkpoint due, are left to the writer's queue, so the caller is held for
-    /// one commit, never for a checkpoint that waits for readers.
+    /// one commit, never for a checkpoint that waits for readers; other work held meanwhile is enqueued.
     private func commitInPlace() {
-        guard commitNextBatch() else { return }
+        if let begun = beginWithoutWaiting() { _ = commitNextBatch(begun: begun) }
         let due = checkpointDue
         let lastCommitTook = writerState.lastCommitTook
-        let handOn = pending.withLock { state in
-            if due || !state.queue.isEmpty { return true }
-            state.endDrain(lastCommitTook: lastCommitTook)
-            return false
+        let (handOn, otherWork) = pending.withLock { $0.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now) }
+        if handOn {
+            writerQueue.async {
+                if let writer = self.writer, due { self.checkpointIfDue(writer) }
+                self.drain()
+            }
         }
-        guard handOn else { return }
-        writerQueue.async {
-            if let writer = self.writer, due { self.checkpointIfDue(writer) }
-            self.drain()
-        }
+        for work in otherWork { writerQueue.async(execute: work) }
+    }
+
+    /// `BEGIN IMMEDIATE` on the writer connection without waiting for a lock, for a commit in place: it
+    /// began then (nil: another connection holds the write lock, a tool's or a checkpoint's, or writes
+    /// stopped; the batch is left queued, for the writer's queue, which waits for the lock as usual).
+    private func beginWithoutWaiting() -> ContinuousClock.Instant? {
+        guard let writer, writesStopped == nil else { return nil }
+        let began = ContinuousClock.now
+        sqlite3_busy_timeout(writer.handle, 0)
+        defer { sqlite3_busy_timeout(writer.handle, SQLiteConnection.busyTimeoutMillis) }
+        return (try? writer.execute("BEGIN IMMEDIATE")) == nil ? nil : began
     }
 
     /// Commits the next batch and answers its appends; false when there was none (the drain is over).
-    private func commitNextBatch() -> Bool {
+    /// `begun`: its transaction was begun then (`beginWithoutWaiting`).
+    private func commitNextBatch(begun: ContinuousClock.Instant? = nil) -> Bool {
         let batch = takeBatch()
-        if batch.isEmpty { return false }
-        let results = commit(batch.map(\.request))
+        if batch.isEmpty {
+            if begun != nil { try? writer?.execute("ROLLBACK") }
+            return false
+        }
+        let results = commit(batch.map(\.request), begun: begun)
         // Successes exist only when this batch's COMMIT returned, which set the stamp.
         let committedAt = writerState.lastCommitEnd
         for (item, result) in zip(batch, results) {
@@ -281,34 +244,22 @@ public final class SQLiteEventLog: EventLog {
     /// append); an empty batch ends the drain.
     private func takeBatch() -> [PendingAppend] {
         let lastCommitTook = writerState.lastCommitTook
-        return pending.withLock { state in
-            var events = 0
-            var taken = 0
-            for item in state.queue {
-                if taken > 0 && events + item.request.records.count > EventLogLimits.commitBatchEventsMax { break }
-                events += item.request.records.count
-                taken += 1
-            }
-            let batch = Array(state.queue.prefix(taken))
-            state.queue.removeFirst(taken)
-            state.queuedEvents -= events
-            if batch.isEmpty { state.endDrain(lastCommitTook: lastCommitTook) }
-            return batch
-        }
+        return pending.withLock { $0.takeBatch(eventsMax: EventLogLimits.commitBatchEventsMax, lastCommitTook: lastCommitTook, now: .now) }
     }
 
     /// One transaction for `requests`: each is checked against its expected version on its own.
-    private func commit(_ requests: [AppendRequest]) -> [Result<AppendReceipt, EventLogError>] {
-        if let stopped = pending.withLock({ $0.stopped }) { return requests.map { _ in .failure(stopped) } }
+    /// `begun`: the transaction was begun then (a commit in place).
+    private func commit(_ requests: [AppendRequest], begun: ContinuousClock.Instant? = nil) -> [Result<AppendReceipt, EventLogError>] {
         guard let db = writer else { return requests.map { _ in .failure(.writesStopped(reason: "read-only")) } }
+        if let stopped = pending.withLock({ $0.stopped }) {
+            if begun != nil { try? db.execute("ROLLBACK") }
+            return requests.map { _ in .failure(stopped) }
+        }
         var committing = false
         var results: [Result<AppendReceipt, EventLogError>] = []
-        let began = ContinuousClock.now
-        // A failed commit is timed too: one that waited out a lock or a slow error sends the next idle
-        // append to the writer's queue, as a slow success does.
-        defer { writerState.lastCommitTook = began.duration(to: .now) }
+        let began = begun ?? ContinuousClock.now
         do {
-            try db.execute("BEGIN IMMEDIATE")
+            if begun == nil { try db.execute("BEGIN IMMEDIATE") }
             let written = try insert(requests, into: db)
             results = written.results
             if written.events == 0 {
@@ -322,11 +273,15 @@ public final class SQLiteEventLog: EventLog {
             committing = true
             try db.execute("COMMIT")
             writerState.lastCommitEnd = ContinuousClock.now
+            writerState.lastCommitTook = began.duration(to: writerState.lastCommitEnd)
             remember(written.versions, head: written.head)
             if let observer {
                 observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
             }
         } catch {
+            // Timed too: a commit that waited out a lock or a slow error sends the next idle append to
+            // the writer's queue, as a slow success does.
+            writerState.lastCommitTook = began.duration(to: .now)
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
             let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))
             failureObserver?(failure)
@@ -391,17 +346,23 @@ public final class SQLiteEventLog: EventLog {
     }
 
     /// Appends waiting for a commit, and other work on the writer's queue (tests).
-    var queuedAppends: Int { pending.withLock { $0.queue.count } }
-    var otherWriterWorkCount: Int { pending.withLock { $0.otherWriterWork } }
+    var queuedAppends: Int { pending.withLock { $0.queued.count } }
+    var otherWriterWork: Int { pending.withLock { $0.otherWork } }
 
     /// Runs `body` on the writer's queue, counted as other work there while it is queued or runs (no
-    /// append commits in place meanwhile: it would wait behind `body`).
+    /// append commits in place meanwhile: it would wait behind `body`), and held while a commit in place
+    /// runs (enqueued when it ends).
     func onWriterQueue<T: Sendable>(_ body: @escaping @Sendable () throws(EventLogError) -> T) async throws(EventLogError) -> T {
-        pending.withLock { $0.otherWriterWork += 1 }
-        return try await onQueue(writerQueue) { () throws(EventLogError) in
-            defer { self.pending.withLock { $0.otherWriterWork -= 1 } }
-            return try body()
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, EventLogError>, Never>) in
+            let work: @Sendable () -> Void = {
+                let result: Result<T, EventLogError>
+                do throws(EventLogError) { result = .success(try body()) } catch { result = .failure(error) }
+                self.pending.withLock { $0.otherWorkEnded() }
+                continuation.resume(returning: result)
+            }
+            if let now = pending.withLock({ $0.otherWorkArrives(work) }) { writerQueue.async(execute: now) }
         }
+        return try result.get()
     }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.
@@ -409,14 +370,7 @@ public final class SQLiteEventLog: EventLog {
     var writesStopped: EventLogError? { pending.withLock { $0.stopped } }
 
     func stopWrites(_ failure: EventLogError) {
-        let queued: [PendingAppend] = pending.withLock { state in
-            if state.stopped == nil { state.stopped = failure }
-            defer {
-                state.queue.removeAll()
-                state.queuedEvents = 0
-            }
-            return state.queue
-        }
+        let queued = pending.withLock { $0.stop(failure) }
         for item in queued { item.continuation.resume(returning: .failure(failure)) }
     }
 }

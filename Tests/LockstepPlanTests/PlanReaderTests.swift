@@ -67,6 +67,8 @@ import Testing
         let load = PlanFile.lint(yaml: node("    action: y\n"))
         #expect(load.findings.map(\.code) == ["yaml_syntax"])
         #expect(load.findings.first?.line ?? 0 > 0)
+        // With a tag the parser takes it for another key: the reader finds the field twice.
+        #expect(found(node("    !x action: y\n")) == ["11 error duplicate_field"])
     }
 }
 

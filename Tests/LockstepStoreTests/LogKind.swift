@@ -32,3 +32,22 @@ func readAll(_ log: any EventLog, page: Int = 7) async throws -> [StoredEvent] {
         events += next
     }
 }
+
+/// `writers` tasks at once, each appending `appendsEach` one-event appends to its own stream `wN`, one
+/// after another; `around` wraps each append (a task-local value, say).
+func appendBurst(to log: any EventLog, writers: Int, appendsEach: Int,
+                 around: @escaping @Sendable (Int, () async throws -> Void) async throws -> Void = { _, append in try await append() })
+    async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for writer in 0..<writers {
+            group.addTask {
+                for version in 0..<appendsEach {
+                    try await around(writer) {
+                        _ = try await log.append(AppendRequest(stream: "w\(writer)", expectedVersion: UInt64(version), records: [bytes("e")]))
+                    }
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+}

@@ -46,16 +46,7 @@ import Testing
             commits.withLock { $0.append((commit.events, commit.appends)) }
         }
         let writers = 64
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for writer in 0..<writers {
-                group.addTask {
-                    for version in 0..<4 {
-                        _ = try await log.append(AppendRequest(stream: "w\(writer)", expectedVersion: UInt64(version), records: [bytes("e")]))
-                    }
-                }
-            }
-            try await group.waitForAll()
-        }
+        try await appendBurst(to: log, writers: writers, appendsEach: 4)
         let recorded = commits.withLock { $0 }
         #expect(recorded.map(\.events).reduce(0, +) == writers * 4)
         // With 64 writers in flight, commits must batch: far fewer transactions than appends.
