@@ -46,11 +46,11 @@ extension SQLiteEventLog {
     /// cycle's time and 7–9 % of its server CPU (docs/benchmarks-api-history.md, session 36). What it
     /// costs: the appending thread (the event loop that read the agent's request, or a thread of Swift's
     /// cooperative pool) is held through the commit, and so is anything it would have appended meanwhile:
-    /// - it never waits for a lock: its `BEGIN IMMEDIATE` has no busy timeout, and when another
-    ///   connection holds the write lock the append is left to the writer's queue, which waits;
+    /// - it never waits for a lock: its `BEGIN IMMEDIATE` has no busy timeout, and when another process
+    ///   holds the write lock the append is left to the writer's queue, which waits;
     /// - appends made by other threads meanwhile are left to the writer's queue, which commits them
-    ///   together; so is a checkpoint due, so the appender is held for one commit, never for a checkpoint
-    ///   waiting for readers;
+    ///   together (those made during its `BEGIN`, microseconds, join its batch); so is a checkpoint due,
+    ///   so the appender is held for one commit, never for a checkpoint waiting for readers;
     /// - appends in quick succession (each sooner than `idleAtLeast` after the writer last ran out,
     ///   as under load, or a burst from one thread after its first) go to the writer's queue and batch
     ///   as before: a burst from one thread costs one fsync more than before, not one per append;

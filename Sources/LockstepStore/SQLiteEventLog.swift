@@ -169,11 +169,13 @@ public final class SQLiteEventLog: EventLog {
         guard writer != nil else { throw .writesStopped(reason: "the log was opened read-only") }
         let limit = options.appendQueueEventsMax
         let rule = options.commitsInPlace
-        let checkpointRunning = checkpointer?.running.load(ordering: .relaxed) ?? false
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<TimedAppend, EventLogError>, Never>) in
             let start = pending.withLock { queue in
-                queue.enqueue(PendingAppend(request: request, continuation: continuation), events: request.records.count, limit: limit,
-                              rule: rule, checkpointRunning: checkpointRunning, now: .now)
+                // Read under the lock: a drain that started a checkpoint set `running` before it took
+                // the lock to go idle.
+                let checkpointRunning = checkpointer?.running.load(ordering: .acquiring) ?? false
+                return queue.enqueue(PendingAppend(request: request, continuation: continuation), events: request.records.count,
+                                     limit: limit, rule: rule, checkpointRunning: checkpointRunning, now: .now)
             }
             switch start {
             case .refuse(let refusal): continuation.resume(returning: .failure(refusal))
@@ -203,18 +205,19 @@ public final class SQLiteEventLog: EventLog {
         let due = checkpointDue
         let lastCommitTook = writerState.lastCommitTook
         let (handOn, otherWork) = pending.withLock { $0.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now) }
+        // Other work held meanwhile first, in the order it came: a drain handed on may run long.
+        for work in otherWork { writerQueue.async(execute: work) }
         if handOn {
             writerQueue.async {
                 if let writer = self.writer, due { self.checkpointIfDue(writer) }
                 self.drain()
             }
         }
-        for work in otherWork { writerQueue.async(execute: work) }
     }
 
     /// `BEGIN IMMEDIATE` on the writer connection without waiting for a lock, for a commit in place: it
-    /// began then (nil: another connection holds the write lock, a tool's or a checkpoint's, or writes
-    /// stopped; the batch is left queued, for the writer's queue, which waits for the lock as usual).
+    /// began then (nil: another process holds the write lock, a tool or its truncating checkpoint, or
+    /// writes stopped; the batch is left queued, for the writer's queue, which waits for the lock).
     private func beginWithoutWaiting() -> ContinuousClock.Instant? {
         guard let writer, writesStopped == nil else { return nil }
         let began = ContinuousClock.now
@@ -264,6 +267,7 @@ public final class SQLiteEventLog: EventLog {
             results = written.results
             if written.events == 0 {
                 try db.execute("ROLLBACK")
+                writerState.lastCommitTook = began.duration(to: .now)
                 return results
             }
             let update = try db.statement("UPDATE log_head SET sequence = ?1, chain_hash = ?2 WHERE id = 1")
@@ -347,6 +351,7 @@ public final class SQLiteEventLog: EventLog {
 
     /// Appends waiting for a commit, and other work on the writer's queue (tests).
     var queuedAppends: Int { pending.withLock { $0.queued.count } }
+    var drainingOnTheQueue: Bool { pending.withLock { $0.phase == .draining } }
     var otherWriterWork: Int { pending.withLock { $0.otherWork } }
 
     /// Runs `body` on the writer's queue, counted as other work there while it is queued or runs (no

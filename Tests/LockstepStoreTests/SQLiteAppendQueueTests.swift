@@ -99,6 +99,18 @@ import Testing
         #expect(queue.queuedEvents == 0)
     }
 
+    /// Writes stop (a checkpoint failed on its own queue) during a commit in place: the queued append is
+    /// refused by the stop, the batch is empty, and the commit's end leaves the writer idle.
+    @Test func aStopDuringACommitInPlaceLeavesTheWriterIdle() {
+        var queue = idleQueue()
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .commitInPlace)
+        #expect(queue.stop(.writesStopped(reason: "checkpoint failed")) == [1])
+        #expect(queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: start) == [])
+        #expect(queue.phase == .committingInPlace)
+        #expect(!queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(200), now: start).handOn)
+        #expect(queue.phase == .idle(since: start))
+    }
+
     @Test func stoppingReturnsTheQueuedAndRefusesTheRest() {
         var queue = Queue()
         _ = queue.enqueue(0, events: 1, limit: 10, rule: nil, checkpointRunning: false, now: start)

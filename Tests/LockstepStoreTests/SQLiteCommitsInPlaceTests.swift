@@ -98,11 +98,15 @@ import Testing
                 }
             }
             try await eventually("the others are queued", seconds: 30, every: .milliseconds(5)) { log.queuedAppends == meanwhile }
+            // Other work arriving meanwhile is held until the commit in place ends, then runs.
+            group.addTask { _ = try await log.durabilitySettings() }
+            try await eventually("the other work is counted", seconds: 30, every: .milliseconds(5)) { log.otherWriterWork == 1 }
             release.signal()
             try await group.waitForAll()
         }
         #expect(commits.withLock { $0 } == [Commit(caller: nil, appends: 1), Commit(caller: "held", appends: 1), Commit(caller: nil, appends: meanwhile)])
         #expect(try await log.head().sequence == UInt64(2 + meanwhile))
+        #expect(log.otherWriterWork == 0)
     }
 
     struct Commit: Equatable {
@@ -187,7 +191,9 @@ import Testing
                 _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("2")]))
             }
         }
-        try await Task.sleep(for: .milliseconds(200))
+        // Left to the writer's queue, whose BEGIN now waits for the lock (a commit in place waiting for it
+        // would stay in its phase, and be recorded by its name).
+        try await eventually("the writer's queue took the append", seconds: 10, every: .milliseconds(5)) { log.drainingOnTheQueue }
         try other.execute("ROLLBACK")
         try await appended.value
         #expect(commits.all == [nil, "append 1", nil])
