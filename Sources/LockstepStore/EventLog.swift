@@ -193,8 +193,8 @@ public enum EventLogLimits {
     public static let streamVersionCacheEntriesMax = 100_000
     /// Snapshots kept; older ones are deleted when a new one is saved.
     public static let snapshotsRetainedMax = 3
-    /// How long the SQLite writer must have had nothing to do for an append to be committed in place
-    /// (`SQLiteEventLog.CommitsInPlace.idleAtLeast`).
+    /// How long since the SQLite writer's last commit (its last drain's end) for an append to be
+    /// committed in place (`SQLiteEventLog.CommitsInPlace.idleAtLeast`).
     public static let commitInPlaceIdleMin: Duration = .microseconds(150)
     /// Longest the SQLite log's last commit may have taken for the next to be committed in place
     /// (`SQLiteEventLog.CommitsInPlace.lastCommitAtMost`).

@@ -13,7 +13,7 @@ struct SQLiteAppendQueue<Item> {
     /// Other work that arrived during a commit in place: enqueued when it ends, so the appending
     /// thread never waits behind it.
     private(set) var otherWorkHeld: [@Sendable () -> Void] = []
-    /// How long the last commit took, successful or not (nil before the first).
+    /// How long the last commit took (a failed or empty transaction only when longer; nil before the first).
     private(set) var lastCommitTook: Duration?
     /// Why writes stopped (fail-stop), nil while they go on.
     private(set) var stopped: EventLogError?
@@ -41,9 +41,10 @@ struct SQLiteAppendQueue<Item> {
 
     /// An append of `events` arrives `now`: refused (writes stopped, or `limit` events already waiting),
     /// queued behind a drain, or starting one, in place when `rule` allows it, nothing else is on the
-    /// writer's queue and no background checkpoint (with its fsync) is running.
-    mutating func enqueue(_ item: Item, events: Int, limit: Int, rule: SQLiteEventLog.CommitsInPlace?, checkpointRunning: Bool,
-                          now: ContinuousClock.Instant) -> Start {
+    /// writer's queue and no background checkpoint (with its fsync) is running. The clock and the
+    /// checkpoint flag are read only when a drain starts and `rule` is set.
+    mutating func enqueue(_ item: Item, events: Int, limit: Int, rule: SQLiteEventLog.CommitsInPlace?,
+                          checkpointRunning: @autoclosure () -> Bool, now: @autoclosure () -> ContinuousClock.Instant) -> Start {
         if let stopped { return .refuse(stopped) }
         if queuedEvents + events > limit {
             return .refuse(.overloaded("\(queuedEvents) events are waiting for a commit; the limit is \(limit) events"))
@@ -51,7 +52,7 @@ struct SQLiteAppendQueue<Item> {
         queued.append((item, events))
         queuedEvents += events
         guard case .idle(let since) = phase else { return .queued }
-        if otherWork == 0, !checkpointRunning, rule?.allows(idleSince: since, lastCommitTook: lastCommitTook, now: now) == true {
+        if let rule, otherWork == 0, !checkpointRunning(), rule.allows(idleSince: since, lastCommitTook: lastCommitTook, now: now()) {
             phase = .committingInPlace
             return .commitInPlace
         }
@@ -61,7 +62,7 @@ struct SQLiteAppendQueue<Item> {
 
     /// The next batch: the queued appends in order, up to `eventsMax` events (at least one append).
     /// None left ends a drain (`lastCommitTook` is the writer's last commit's).
-    mutating func takeBatch(eventsMax: Int, lastCommitTook: Duration?, now: ContinuousClock.Instant) -> [Item] {
+    mutating func takeBatch(eventsMax: Int, lastCommitTook: Duration?, now: @autoclosure () -> ContinuousClock.Instant) -> [Item] {
         var events = 0
         var taken = 0
         for entry in queued {
@@ -73,7 +74,7 @@ struct SQLiteAppendQueue<Item> {
         queued.removeFirst(taken)
         queuedEvents -= events
         if batch.isEmpty && phase == .draining {
-            phase = .idle(since: now)
+            phase = .idle(since: now())
             self.lastCommitTook = lastCommitTook
         }
         return batch
@@ -81,9 +82,9 @@ struct SQLiteAppendQueue<Item> {
 
     /// A commit in place ended: the drain is handed on to the writer's queue when appends were queued
     /// meanwhile or a checkpoint is due (`handOn`), else the writer is idle from `now`. Other work held
-    /// meanwhile is returned, to be enqueued now.
+    /// meanwhile is returned (`held`), to be enqueued now.
     mutating func endCommitInPlace(checkpointDue: Bool, lastCommitTook: Duration?, now: ContinuousClock.Instant)
-        -> (handOn: Bool, otherWork: [@Sendable () -> Void]) {
+        -> (handOn: Bool, held: [@Sendable () -> Void]) {
         let held = otherWorkHeld
         otherWorkHeld = []
         self.lastCommitTook = lastCommitTook

@@ -35,32 +35,17 @@ extension SQLiteEventLog {
         public init() {}
     }
 
-    /// When an append is committed on the thread that makes it instead of waking the writer's queue: the
-    /// writer has had nothing to do for at least `idleAtLeast` (no drain, no other work queued, no
-    /// background checkpoint running), and its last commit, successful or not, took at most
-    /// `lastCommitAtMost` from `BEGIN` (its fsync included). Still one commit at a time, on the writer's
-    /// queue (`sync`, run by the appending thread); other work that arrives meanwhile is held until it ends.
-    ///
-    /// Why: an append that finds the writer idle would wake it, and the writer would wake the appender
-    /// with the answer: two sleeping threads per commit, which at one agent cost 5–6 % of a lease
-    /// cycle's time and 7–9 % of its server CPU (docs/benchmarks-api-history.md, session 36). What it
-    /// costs: the appending thread (the event loop that read the agent's request, or a thread of Swift's
-    /// cooperative pool) is held through the commit, and so is anything it would have appended meanwhile:
-    /// - it never waits for a lock: its `BEGIN IMMEDIATE` has no busy timeout, and when another process
-    ///   holds the write lock the append is left to the writer's queue, which waits;
-    /// - appends made by other threads meanwhile are left to the writer's queue, which commits them
-    ///   together (those made during its `BEGIN`, microseconds, join its batch); so is a checkpoint due,
-    ///   so the appender is held for one commit, never for a checkpoint waiting for readers;
-    /// - appends in quick succession (each sooner than `idleAtLeast` after the writer last ran out,
-    ///   as under load, or a burst from one thread after its first) go to the writer's queue and batch
-    ///   as before: a burst from one thread costs one fsync more than before, not one per append;
-    /// - after a commit over `lastCommitAtMost` nobody is held until a commit on the queue is quick
-    ///   again; the first commit, with nothing known of the disk, goes to the queue. The bound is a
-    ///   forecast from the last commit, not a limit: a disk that stalls in the middle of a commit in
-    ///   place holds its thread (one event loop, with its connections) until the commit ends, where it
-    ///   would have held only the writer's queue.
+    /// When an append is committed on the thread that makes it instead of waking the writer's queue: no
+    /// commit for at least `idleAtLeast` and, at that moment, no drain, other work or background
+    /// checkpoint on the writer's side; and the last commit took at most `lastCommitAtMost` from `BEGIN`
+    /// (its fsync included; a failed or empty transaction counts only if it took longer). Still one commit
+    /// at a time, on the writer's queue (`sync`, run by the appending thread), whose `BEGIN IMMEDIATE` never
+    /// waits for a lock (held elsewhere, the append is left to the queue); appends and other work that
+    /// arrive meanwhile, and a checkpoint due, are left to the queue. It spares two thread wake-ups per
+    /// commit, and holds the appending thread (often an event loop) through one commit: what that costs,
+    /// and why the rule, in docs/event-log.md, "Commits in place".
     public struct CommitsInPlace: Sendable, Equatable {
-        /// How long the writer must have had nothing to commit.
+        /// How long since the last commit (a drain's end) the writer must have had nothing to commit.
         public var idleAtLeast: Duration
         /// Longest the last commit may have taken, from `BEGIN` to `COMMIT` returned.
         public var lastCommitAtMost: Duration

@@ -58,7 +58,8 @@ public final class SQLiteEventLog: EventLog {
         var commitsSinceCheckpoint = 0
         /// When the last `COMMIT` returned (`appendTimed`).
         var lastCommitEnd = ContinuousClock.now
-        /// How long the last commit took from its `BEGIN`, to its `COMMIT` returned or its failure.
+        /// How long the last commit took from its `BEGIN` to its `COMMIT` returned (raised, never lowered, by
+        /// a failed or empty transaction: `slowedBy`).
         var lastCommitTook: Duration?
     }
 
@@ -204,9 +205,9 @@ public final class SQLiteEventLog: EventLog {
         if let begun = beginWithoutWaiting() { _ = commitNextBatch(begun: begun) }
         let due = checkpointDue
         let lastCommitTook = writerState.lastCommitTook
-        let (handOn, otherWork) = pending.withLock { $0.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now) }
+        let (handOn, held) = pending.withLock { $0.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now) }
         // Other work held meanwhile first, in the order it came: a drain handed on may run long.
-        for work in otherWork { writerQueue.async(execute: work) }
+        for work in held { writerQueue.async(execute: work) }
         if handOn {
             writerQueue.async {
                 if let writer = self.writer, due { self.checkpointIfDue(writer) }
@@ -267,7 +268,7 @@ public final class SQLiteEventLog: EventLog {
             results = written.results
             if written.events == 0 {
                 try db.execute("ROLLBACK")
-                writerState.lastCommitTook = began.duration(to: .now)
+                slowedBy(began)
                 return results
             }
             let update = try db.statement("UPDATE log_head SET sequence = ?1, chain_hash = ?2 WHERE id = 1")
@@ -283,9 +284,7 @@ public final class SQLiteEventLog: EventLog {
                 observer(Commit(events: written.events, appends: requests.count, durationNanos: LogCommit.nanoseconds(since: began)))
             }
         } catch {
-            // Timed too: a commit that waited out a lock or a slow error sends the next idle append to
-            // the writer's queue, as a slow success does.
-            writerState.lastCommitTook = began.duration(to: .now)
+            slowedBy(began)
             if sqlite3_get_autocommit(db.handle) == 0 { try? db.execute("ROLLBACK") }
             let failure = (error as? SQLiteError)?.logError ?? .writesStopped(reason: String(describing: error))
             failureObserver?(failure)
@@ -299,6 +298,15 @@ public final class SQLiteEventLog: EventLog {
             }
         }
         return results
+    }
+
+    /// A transaction begun at `began` ended without a commit (a failure, or only version conflicts): it
+    /// can only raise the forecast `lastCommitTook` (one that waited out a lock sends the next idle append
+    /// to the writer's queue, as a slow commit does); a quick one, with no fsync, lowers nothing, and
+    /// before the first commit there is nothing to raise.
+    private func slowedBy(_ began: ContinuousClock.Instant) {
+        guard let last = writerState.lastCommitTook else { return }
+        writerState.lastCommitTook = max(last, began.duration(to: .now))
     }
 
     /// Inserts every request whose expected version holds, chaining each event to the one before.
@@ -365,7 +373,7 @@ public final class SQLiteEventLog: EventLog {
                 self.pending.withLock { $0.otherWorkEnded() }
                 continuation.resume(returning: result)
             }
-            if let now = pending.withLock({ $0.otherWorkArrives(work) }) { writerQueue.async(execute: now) }
+            if let runNow = pending.withLock({ $0.otherWorkArrives(work) }) { writerQueue.async(execute: runNow) }
         }
         return try result.get()
     }

@@ -80,6 +80,7 @@ class Connection:
         self.decoder.max_header_list_size = 1 << 20
         self.inbuf = b""
         self.closed = False
+        self.deaf = False             # set by a case: stop answering PINGs
         self.unacked_conn_bytes = 0   # DATA received since our last conn WINDOW_UPDATE
         self._block = None            # (kind, stream_id, bytearray) while a header block is open
         self.obs = {
@@ -207,7 +208,7 @@ class Connection:
                 self.obs["ping_acks"] += 1
             else:
                 self.obs["pings"] += 1
-                if not getattr(self, "deaf", False):
+                if not self.deaf:
                     self.send(PingFrame(0, opaque_data=f.opaque_data, flags=["ACK"]))
         elif isinstance(f, WindowUpdateFrame):
             self.obs["window_updates"] += 1

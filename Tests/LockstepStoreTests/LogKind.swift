@@ -51,3 +51,8 @@ func appendBurst(to log: any EventLog, writers: Int, appendsEach: Int,
         try await group.waitForAll()
     }
 }
+
+extension SQLiteEventLog.CommitsInPlace {
+    /// A rule that always allows a commit in place (no idle time, any last commit quick enough).
+    static let always = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(3_600))
+}

@@ -5,7 +5,6 @@ import Testing
 /// place and other work on the writer's queue do, at given instants.
 @Suite struct SQLiteAppendQueueTests {
     typealias Queue = SQLiteAppendQueue<Int>
-    let always = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(3_600))
     let start = ContinuousClock.now
 
     /// A queue whose writer has committed once (taking `took`) and has been idle since `start`.
@@ -20,13 +19,13 @@ import Testing
 
     @Test func anAppendToAnIdleWriterCommitsInPlaceAndTheNextWaitsForTheHandOn() {
         var queue = idleQueue()
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .commitInPlace)
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .commitInPlace)
         #expect(queue.phase == .committingInPlace)
-        #expect(queue.enqueue(2, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .queued)
+        #expect(queue.enqueue(2, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .queued)
         #expect(queue.takeBatch(eventsMax: 1, lastCommitTook: nil, now: start) == [1])
         // One queued meanwhile: handed on, the writer's queue drains it.
         let end = queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(300), now: start)
-        #expect(end.handOn && end.otherWork.isEmpty)
+        #expect(end.handOn && end.held.isEmpty)
         #expect(queue.phase == .draining && queue.lastCommitTook == .microseconds(300))
         #expect(queue.takeBatch(eventsMax: 10, lastCommitTook: .microseconds(300), now: start) == [2])
         let later = start + .milliseconds(1)
@@ -36,12 +35,12 @@ import Testing
 
     @Test func aCommitInPlaceWithNothingQueuedLeavesTheWriterIdleUnlessACheckpointIsDue() {
         var queue = idleQueue()
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .commitInPlace)
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .commitInPlace)
         #expect(queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: start) == [1])
         let end = start + .microseconds(500)
         #expect(!queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(250), now: end).handOn)
         #expect(queue.phase == .idle(since: end))
-        #expect(queue.enqueue(2, events: 1, limit: 10, rule: always, checkpointRunning: false, now: end) == .commitInPlace)
+        #expect(queue.enqueue(2, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: end) == .commitInPlace)
         #expect(queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: end) == [2])
         #expect(queue.endCommitInPlace(checkpointDue: true, lastCommitTook: .microseconds(250), now: end).handOn)
         #expect(queue.phase == .draining)
@@ -51,14 +50,14 @@ import Testing
         var queue = idleQueue()
         #expect(queue.enqueue(1, events: 1, limit: 10, rule: nil, checkpointRunning: false, now: start) == .wakeWriter, "turned off")
         queue = idleQueue()
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: true, now: start) == .wakeWriter,
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: true, now: start) == .wakeWriter,
                 "a background checkpoint runs")
         queue = idleQueue(took: nil)
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .wakeWriter,
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .wakeWriter,
                 "no commit timed")
         queue = idleQueue()
         #expect(queue.otherWorkArrives({}) != nil)
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .wakeWriter,
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .wakeWriter,
                 "other work on the queue")
         queue.otherWorkEnded()
         #expect(queue.otherWork == 0)
@@ -78,12 +77,12 @@ import Testing
     /// appending thread, between its decision and its `sync`, never finds it ahead on the queue.
     @Test func otherWorkDuringACommitInPlaceIsHeldUntilItEnds() {
         var queue = idleQueue()
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .commitInPlace)
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .commitInPlace)
         #expect(queue.otherWorkArrives({}) == nil)
         #expect(queue.otherWork == 1 && queue.otherWorkHeld.count == 1)
         _ = queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: start)
         let end = queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(250), now: start)
-        #expect(end.otherWork.count == 1 && queue.otherWorkHeld.isEmpty)
+        #expect(end.held.count == 1 && queue.otherWorkHeld.isEmpty)
         #expect(queue.otherWork == 1, "counted until it ends on the queue")
     }
 
@@ -103,7 +102,7 @@ import Testing
     /// refused by the stop, the batch is empty, and the commit's end leaves the writer idle.
     @Test func aStopDuringACommitInPlaceLeavesTheWriterIdle() {
         var queue = idleQueue()
-        #expect(queue.enqueue(1, events: 1, limit: 10, rule: always, checkpointRunning: false, now: start) == .commitInPlace)
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .commitInPlace)
         #expect(queue.stop(.writesStopped(reason: "checkpoint failed")) == [1])
         #expect(queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: start) == [])
         #expect(queue.phase == .committingInPlace)

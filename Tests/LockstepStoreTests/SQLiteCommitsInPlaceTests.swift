@@ -13,18 +13,18 @@ import Testing
     }
 
     /// Per commit, the appending task's name (nil: the writer's queue).
-    final class Commits: Sendable {
+    final class Callers: Sendable {
         private let callers = Mutex<[String?]>([])
         func record(_ caller: String?) { callers.withLock { $0.append(caller) } }
         var all: [String?] { callers.withLock { $0 } }
     }
 
     /// A log whose commit observer records who committed each batch.
-    func log(_ inPlace: SQLiteEventLog.CommitsInPlace?, checkpointEvery: Int? = nil) throws -> (SQLiteEventLog, Commits) {
+    func log(_ inPlace: SQLiteEventLog.CommitsInPlace?, checkpointEvery: Int? = nil) throws -> (SQLiteEventLog, Callers) {
         var options = SQLiteEventLog.Options()
         options.commitsInPlace = inPlace
         if let checkpointEvery { options.checkpointIntervalCommits = checkpointEvery }
-        let commits = Commits()
+        let commits = Callers()
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options) { _ in commits.record(Appending.caller) }
         return (log, commits)
     }
@@ -41,10 +41,9 @@ import Testing
         }
     }
 
-    static let always = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(3_600))
 
     @Test func anAppendToAnIdleLogIsCommittedByTheAppendingTaskOnceACommitWasTimed() async throws {
-        let (log, commits) = try log(Self.always)
+        let (log, commits) = try log(.always)
         try await appendOneByOne(log, 4)
         // The first: nothing known of the disk yet, so the writer's queue.
         #expect(commits.all == [nil, "append 1", "append 2", "append 3"])
@@ -68,7 +67,7 @@ import Testing
     /// any machine of two cores or more.)
     @Test(.timeLimit(.minutes(2))) func appendsMadeMeanwhileAreCommittedTogetherByTheWritersQueue() async throws {
         var options = SQLiteEventLog.Options()
-        options.commitsInPlace = Self.always
+        options.commitsInPlace = .always
         let commits = Mutex<[Commit]>([])
         let holding = Atomic<Bool>(false)
         let release = DispatchSemaphore(value: 0)
@@ -117,7 +116,7 @@ import Testing
     /// A commit in place hands a checkpoint due on to the writer's queue. Here every commit after the
     /// first is in place until a checkpoint runs, so without the hand-on none would ever run.
     @Test func aCheckpointDueAfterACommitInPlaceIsHandedOn() async throws {
-        let (log, commits) = try log(Self.always, checkpointEvery: 2)
+        let (log, commits) = try log(.always, checkpointEvery: 2)
         try await appendOneByOne(log, 10)
         try await eventually("a background checkpoint ran", seconds: 10, every: .milliseconds(10)) { log.backgroundCheckpoints >= 1 }
         #expect(commits.all.prefix(2) == [nil, "append 1"])
@@ -127,7 +126,7 @@ import Testing
     /// Other work on the writer's queue (a snapshot being stored, here held) sends an append to the
     /// writer's queue, to wait there behind it, instead of holding the appending thread in `sync`.
     @Test(.timeLimit(.minutes(2))) func otherWorkOnTheWritersQueueSendsAnAppendThere() async throws {
-        let (log, commits) = try log(Self.always)
+        let (log, commits) = try log(.always)
         try await appendOneByOne(log, 1)
         let release = DispatchSemaphore(value: 0)
         let held = Task { try await log.onWriterQueue { _ = release.wait(timeout: .now() + 30) } }
@@ -149,9 +148,9 @@ import Testing
     /// by the failure observer inside the appending task), and the appends after it are answered too.
     @Test(.timeLimit(.minutes(2))) func aFailedCommitInPlaceAnswersItsAppendAndTheNext() async throws {
         var options = SQLiteEventLog.Options()
-        options.commitsInPlace = Self.always
+        options.commitsInPlace = .always
         options.databaseBytesMax = 256 * 1_024
-        let failures = Commits()
+        let failures = Callers()
         let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options,
                                      failureObserver: { _ in failures.record(Appending.caller) })
         let record = [UInt8](repeating: 7, count: 16 * 1_024)
@@ -178,10 +177,10 @@ import Testing
     /// waits, and commits it once the lock is let go.
     @Test(.timeLimit(.minutes(2))) func anAppendThatFindsTheWriteLockHeldIsLeftToTheWritersQueue() async throws {
         var options = SQLiteEventLog.Options()
-        options.commitsInPlace = Self.always
+        options.commitsInPlace = .always
         options.exclusiveWriter = false
         let path = temporaryDirectory() + "/events.sqlite"
-        let commits = Commits()
+        let commits = Callers()
         let log = try SQLiteEventLog(path: path, options: options) { _ in commits.record(Appending.caller) }
         try await appendOneByOne(log, 2)
         let other = try SQLiteConnection(path: path, readOnly: false)
@@ -191,9 +190,9 @@ import Testing
                 _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 2, records: [bytes("2")]))
             }
         }
-        // Left to the writer's queue, whose BEGIN now waits for the lock (a commit in place waiting for it
-        // would stay in its phase, and be recorded by its name).
-        try await eventually("the writer's queue took the append", seconds: 10, every: .milliseconds(5)) { log.drainingOnTheQueue }
+        // Left to the writer's queue at once, whose BEGIN now waits for the lock. A commit in place that
+        // waited for it would keep its phase for SQLite's whole busy timeout (5 s), twice this bound.
+        try await eventually("the writer's queue took the append", seconds: 2.5, every: .milliseconds(5)) { log.drainingOnTheQueue }
         try other.execute("ROLLBACK")
         try await appended.value
         #expect(commits.all == [nil, "append 1", nil])
@@ -206,7 +205,7 @@ import Testing
         options.commitsInPlace = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(1))
         options.exclusiveWriter = false
         let path = temporaryDirectory() + "/events.sqlite"
-        let commits = Commits()
+        let commits = Callers()
         let log = try SQLiteEventLog(path: path, options: options) { _ in commits.record(Appending.caller) }
         try await appendOneByOne(log, 2)
         #expect(commits.all == [nil, "append 1"])
@@ -228,7 +227,7 @@ import Testing
     /// While a background checkpoint runs (its fsync beside the commits; here held), appends go to the
     /// writer's queue.
     @Test(.timeLimit(.minutes(2))) func appendsWhileABackgroundCheckpointRunsGoToTheWritersQueue() async throws {
-        let (log, commits) = try log(Self.always, checkpointEvery: 2)
+        let (log, commits) = try log(.always, checkpointEvery: 2)
         let held = DispatchSemaphore(value: 0)
         log.checkpointQueue.async { _ = held.wait(timeout: .now() + 30) }
         try await appendOneByOne(log, 4)

@@ -17,6 +17,7 @@ import connection_limits_net as net
 from connection_limits_net import (EMPTY_SETTINGS, PREFACE, closed_within, connect, h2_post, healthz, make_history, metric, post,
                                    refused_at_once, wait_for_metric)
 
+
 def check_idle(http, grpc, idle):
     bound = idle + 2.0
     sock = connect(http)
@@ -190,7 +191,6 @@ def check_stalled_watch(http, migration, stall_seconds):
 def check_reset_polls_and_watches(http, migration):
     """Polls and watches whose client resets their stream (even in the same write as the request) or
     closes its HTTP/1 connection leave at once: the parked-poll and open-watch gauges drop to 0."""
-
     for what, path, body, gauge in (("poll", "/v1/agent/poll", {"service": "nobody", "agent_id": "a9", "wait_ms": 30000}, "lockstep_parked_polls"),
                                      ("watch", "/v1/migrations/watch", {"migration_id": migration, "after_sequence": "1000000"}, "lockstep_open_watches")):
         for same_write in (True, False):
