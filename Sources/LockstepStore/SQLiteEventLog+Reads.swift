@@ -111,8 +111,14 @@ extension SQLiteEventLog {
 
     /// Runs `body` on `queue` and hands back its result.
     func onQueue<T: Sendable>(_ queue: DispatchQueue, _ body: @escaping @Sendable () throws(EventLogError) -> T) async throws(EventLogError) -> T {
+        try await run(body) { queue.async(execute: $0) }
+    }
+
+    /// Hands `enqueue` the work that runs `body` and resumes the caller with its result, and waits for it.
+    func run<T: Sendable>(_ body: @escaping @Sendable () throws(EventLogError) -> T,
+                          enqueue: (@escaping @Sendable () -> Void) -> Void) async throws(EventLogError) -> T {
         let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, EventLogError>, Never>) in
-            queue.async {
+            enqueue {
                 do throws(EventLogError) { continuation.resume(returning: .success(try body())) } catch {
                     continuation.resume(returning: .failure(error))
                 }

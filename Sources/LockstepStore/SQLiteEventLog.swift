@@ -366,16 +366,13 @@ public final class SQLiteEventLog: EventLog {
     /// append commits in place meanwhile: it would wait behind `body`), and held while a commit in place
     /// runs (enqueued when it ends).
     func onWriterQueue<T: Sendable>(_ body: @escaping @Sendable () throws(EventLogError) -> T) async throws(EventLogError) -> T {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, EventLogError>, Never>) in
-            let work: @Sendable () -> Void = {
-                let result: Result<T, EventLogError>
-                do throws(EventLogError) { result = .success(try body()) } catch { result = .failure(error) }
-                self.pending.withLock { $0.otherWorkEnded() }
-                continuation.resume(returning: result)
-            }
+        try await run({ () throws(EventLogError) in
+            // Ended before its caller is resumed.
+            defer { self.pending.withLock { $0.otherWorkEnded() } }
+            return try body()
+        }, enqueue: { work in
             if let runNow = pending.withLock({ $0.otherWorkArrives(work) }) { writerQueue.async(execute: runNow) }
-        }
-        return try result.get()
+        })
     }
 
     /// Fail-stop: refuses every queued and later write. Never retried, never undone until restart.

@@ -20,13 +20,25 @@ import Testing
     }
 
     /// A log whose commit observer records who committed each batch.
-    func log(_ inPlace: SQLiteEventLog.CommitsInPlace?, checkpointEvery: Int? = nil) throws -> (SQLiteEventLog, Callers) {
+    func log(_ inPlace: SQLiteEventLog.CommitsInPlace?, checkpointEvery: Int? = nil, path: String = temporaryDirectory() + "/events.sqlite",
+             exclusiveWriter: Bool = true) throws -> (SQLiteEventLog, Callers) {
         var options = SQLiteEventLog.Options()
         options.commitsInPlace = inPlace
+        options.exclusiveWriter = exclusiveWriter
         if let checkpointEvery { options.checkpointIntervalCommits = checkpointEvery }
         let commits = Callers()
-        let log = try SQLiteEventLog(path: temporaryDirectory() + "/events.sqlite", options: options) { _ in commits.record(Appending.caller) }
+        let log = try SQLiteEventLog(path: path, options: options) { _ in commits.record(Appending.caller) }
         return (log, commits)
+    }
+
+    /// A log with two events appended one by one (the first by the writer's queue, the second in place
+    /// if `inPlace` allows), and another read-write connection to its database, to take the write lock.
+    func logBesideAnotherConnection(_ inPlace: SQLiteEventLog.CommitsInPlace) async throws -> (SQLiteEventLog, Callers, SQLiteConnection) {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let (log, commits) = try log(inPlace, path: path, exclusiveWriter: false)
+        try await appendOneByOne(log, 2)
+        #expect(commits.all == [nil, "append 1"])
+        return (log, commits, try SQLiteConnection(path: path, readOnly: false))
     }
 
     /// Appends `count` events to stream "a" one after another, named "append N", each followed by a wait
@@ -176,14 +188,7 @@ import Testing
     /// committed in place, where its thread would wait out the lock: the writer's queue takes it and
     /// waits, and commits it once the lock is let go.
     @Test(.timeLimit(.minutes(2))) func anAppendThatFindsTheWriteLockHeldIsLeftToTheWritersQueue() async throws {
-        var options = SQLiteEventLog.Options()
-        options.commitsInPlace = .always
-        options.exclusiveWriter = false
-        let path = temporaryDirectory() + "/events.sqlite"
-        let commits = Callers()
-        let log = try SQLiteEventLog(path: path, options: options) { _ in commits.record(Appending.caller) }
-        try await appendOneByOne(log, 2)
-        let other = try SQLiteConnection(path: path, readOnly: false)
+        let (log, commits, other) = try await logBesideAnotherConnection(.always)
         try other.execute("BEGIN IMMEDIATE")
         let appended = Task {
             try await Appending.$caller.withValue("finds the lock held") {
@@ -201,15 +206,7 @@ import Testing
     /// A failed commit is timed as a successful one is: after one that waited out another connection's
     /// write lock (SQLite's 5 s busy timeout, on the writer's queue), the next append goes there too.
     @Test(.timeLimit(.minutes(2))) func aSlowFailedCommitSendsTheNextAppendToTheWritersQueue() async throws {
-        var options = SQLiteEventLog.Options()
-        options.commitsInPlace = SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(1))
-        options.exclusiveWriter = false
-        let path = temporaryDirectory() + "/events.sqlite"
-        let commits = Callers()
-        let log = try SQLiteEventLog(path: path, options: options) { _ in commits.record(Appending.caller) }
-        try await appendOneByOne(log, 2)
-        #expect(commits.all == [nil, "append 1"])
-        let other = try SQLiteConnection(path: path, readOnly: false)
+        let (log, commits, other) = try await logBesideAnotherConnection(SQLiteEventLog.CommitsInPlace(idleAtLeast: .zero, lastCommitAtMost: .seconds(1)))
         try other.execute("BEGIN IMMEDIATE")
         await #expect(throws: EventLogError.self) {
             try await Appending.$caller.withValue("waits out the lock") {
