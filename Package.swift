@@ -307,11 +307,12 @@ let package = Package(
             dependencies: ["LockstepClient", "LockstepWire"],
             path: "ops/bench/Sources/lockstep-wake"
         ),
-        // Lease cycles with a compiled gRPC client (LockstepClient) for ops/bench/compare: is the Python client the limit?
+        // Lease cycles of Lockstep and etcd with one client on libnghttp2 (blocking, a thread per client) for
+        // ops/bench/compare: the servers' rates with as little of a client as can be (docs/benchmarks.md).
         .executableTarget(
-            name: "lockstep-leases",
-            dependencies: ["LockstepClient", "LockstepWire"],
-            path: "ops/bench/Sources/lockstep-leases"
+            name: "lockstep-leases-h2",
+            dependencies: ["CNGHTTP2", "LockstepWire", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "ops/bench/Sources/lockstep-leases-h2"
         ),
         // The floor of our HTTP/2 stack for ops/bench/api: the same libraries, answering the same bytes, no Lockstep work.
         .executableTarget(
