@@ -10,15 +10,21 @@ struct H2CallError: Error, CustomStringConvertible {
 /// session, making one unary gRPC call at a time: the cheapest client a thread can be, so a benchmark's
 /// figure is the server's (docs/benchmarks.md, "The lease client"). Not thread-safe: one thread owns it.
 ///
-/// A call writes what the session has to send (the request; any window updates and settings
-/// acknowledgements queued since the last call go in the same write), then reads until its stream closes.
+/// A call gathers every frame the session has to send (the request's HEADERS and DATA, and any window
+/// updates and SETTINGS acknowledgements queued since the last call) into one write, then reads until
+/// its stream closes. A read waits at most `readTimeoutSeconds`, so a server that stops answering fails
+/// the call instead of hanging the client.
 final class H2GRPCConnection {
+    static let readTimeoutSeconds = 10
+
     private let socket: Int32
     private var session: OpaquePointer?
     private let authority: String
     /// Request headers by path, kept for the connection's life so the session need not copy them.
     private var headerBlocks: [String: HeaderBlock] = [:]
-    private let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 * 1024, alignment: 1)
+    private let readBuffer: UnsafeMutableRawBufferPointer
+    /// The frames of one flush, gathered for one write.
+    private var outgoing: [UInt8] = []
 
     // The call in flight.
     private var stream: Int32 = 0
@@ -32,34 +38,16 @@ final class H2GRPCConnection {
 
     /// Connects to `target` (`IPV4:PORT`) and sends the connection preface and an empty SETTINGS.
     init(target: String) throws {
-        let parts = target.split(separator: ":")
-        guard parts.count == 2, let port = UInt16(parts[1]) else { throw H2CallError(description: "target \(target): want IPV4:PORT") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = port.bigEndian
-        guard inet_pton(AF_INET, String(parts[0]), &address.sin_addr) == 1 else { throw H2CallError(description: "target \(target): not an IPv4 address") }
-        socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw H2CallError(description: "socket: errno \(errno)") }
         authority = target
-        var one: Int32 = 1
-        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else {
-            close(socket)
-            throw H2CallError(description: "connect \(target): errno \(errno)")
-        }
-
+        socket = try Self.connected(to: target)
+        // Everything is initialised from here: a throw below runs `deinit`, which closes and frees.
+        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 1)
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
         Self.install(callbacks!)
         var created: OpaquePointer?
-        guard nghttp2_session_client_new(&created, callbacks, nil) == 0 else {
-            close(socket)
-            throw H2CallError(description: "nghttp2_session_client_new failed")
-        }
+        guard nghttp2_session_client_new(&created, callbacks, nil) == 0 else { throw H2CallError(description: "nghttp2_session_client_new failed") }
         session = created
         nghttp2_session_set_user_data(session, Unmanaged.passUnretained(self).toOpaque())
         nghttp2_submit_settings(session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nil, 0)
@@ -70,6 +58,31 @@ final class H2GRPCConnection {
         nghttp2_session_del(session)
         close(socket)
         readBuffer.deallocate()
+    }
+
+    /// A TCP socket connected to `target`, with `TCP_NODELAY` and the read timeout; closed if anything fails.
+    private static func connected(to target: String) throws -> Int32 {
+        let parts = target.split(separator: ":")
+        guard parts.count == 2, let port = UInt16(parts[1]) else { throw H2CallError(description: "target \(target): want IPV4:PORT") }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        guard inet_pton(AF_INET, String(parts[0]), &address.sin_addr) == 1 else { throw H2CallError(description: "target \(target): not an IPv4 address") }
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard socket >= 0 else { throw H2CallError(description: "socket: errno \(errno)") }
+        var one: Int32 = 1
+        setsockopt(socket, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: readTimeoutSeconds, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else {
+            let error = errno
+            close(socket)
+            throw H2CallError(description: "connect \(target): errno \(error)")
+        }
+        return socket
     }
 
     /// Calls the unary (or client-half-closed streaming) method at `path` with one message and returns
@@ -90,12 +103,18 @@ final class H2GRPCConnection {
         provider.read_callback = Self.readBody
         stream = nghttp2_submit_request(session, nil, block.fields, block.count, &provider, nil)
         guard stream > 0 else { throw H2CallError(description: "\(path): nghttp2_submit_request \(stream)") }
+        let bytes = readBuffer.bindMemory(to: UInt8.self)
         while !closed {
             try flush()
             if closed { break }
-            let count = read(socket, readBuffer.baseAddress, readBuffer.count)
-            guard count > 0 else { throw H2CallError(description: "\(path): connection closed (read \(count), errno \(errno))") }
-            let taken = nghttp2_session_mem_recv(session, readBuffer.baseAddress!.assumingMemoryBound(to: UInt8.self), count)
+            // A request the session will not send (after a GOAWAY) never opens its stream: nothing would answer.
+            guard nghttp2_session_want_read(session) != 0 else { throw H2CallError(description: "\(path): the session has ended (GOAWAY)") }
+            let count = read(socket, bytes.baseAddress, bytes.count)
+            if count < 0, errno == EINTR { continue }
+            guard count > 0 else {
+                throw H2CallError(description: count == 0 ? "\(path): the server closed the connection" : "\(path): read: errno \(errno)")
+            }
+            let taken = nghttp2_session_mem_recv(session, bytes.baseAddress, count)
             guard taken >= 0 else { throw H2CallError(description: "\(path): nghttp2_session_mem_recv \(taken)") }
         }
         guard closeCode == 0 else { throw H2CallError(description: "\(path): stream reset (HTTP/2 error \(closeCode))") }
@@ -107,19 +126,23 @@ final class H2GRPCConnection {
         return Array(answer[5..<(5 + size)])
     }
 
-    /// Writes everything the session has queued.
+    /// Writes everything the session has queued, in one write (`mem_send` hands over one frame at a time).
     private func flush() throws {
+        outgoing.removeAll(keepingCapacity: true)
         while true {
             var data: UnsafePointer<UInt8>?
             let count = nghttp2_session_mem_send(session, &data)
             guard count >= 0 else { throw H2CallError(description: "nghttp2_session_mem_send \(count)") }
-            guard count > 0, let data else { return }
-            var written = 0
-            while written < count {
-                let wrote = write(socket, data + written, count - written)
-                guard wrote > 0 else { throw H2CallError(description: "write: errno \(errno)") }
-                written += wrote
-            }
+            guard count > 0, let data else { break }
+            outgoing.append(contentsOf: UnsafeBufferPointer(start: data, count: count))
+        }
+        var written = 0
+        while written < outgoing.count {
+            // MSG_NOSIGNAL: a connection the server has reset fails the call instead of raising SIGPIPE.
+            let wrote = outgoing.withUnsafeBytes { send(socket, $0.baseAddress! + written, $0.count - written, Int32(MSG_NOSIGNAL)) }
+            if wrote < 0, errno == EINTR { continue }
+            guard wrote > 0 else { throw H2CallError(description: "send: errno \(errno)") }
+            written += wrote
         }
     }
 

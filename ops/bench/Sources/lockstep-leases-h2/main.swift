@@ -15,7 +15,7 @@ import Synchronization
 //   half-closed, so etcd answers and ends it (Python's client cancels it after the answer instead).
 // Usage: lockstep-leases-h2 lockstep|etcd IPV4:PORT CLIENTS SECONDS. Prints one JSON object:
 // {"cycles", "errors", "rate" (the sum of the clients' rates), "seconds", "wall_seconds",
-//  "client_cpu_us_per_cycle" (this process's CPU over its clients' timed loops, per cycle)}.
+//  "client_cpu_us_per_cycle" (the client threads' CPU time over their timed loops, per cycle)}.
 
 /// One client's count: cycles, errors, the seconds it was timed for, and its thread's CPU time then.
 struct Count: Sendable {
@@ -145,34 +145,43 @@ guard arguments.count == 5, ["lockstep", "etcd"].contains(arguments[1]), let cli
     FileHandle.standardError.write(Data("usage: lockstep-leases-h2 lockstep|etcd IPV4:PORT CLIENTS(1...1024) SECONDS\n".utf8))
     exit(2)
 }
-let (kind, target) = (arguments[1], arguments[2])
-let duration = Duration.milliseconds(Int64(seconds * 1_000))
-let started = ContinuousClock.now
-// This run's services (see `Cycles.lockstep`): new for each run, named as lease_cycles.py names them
-// (the run's start in tenths of a second, 6 hex digits).
-let run = String(format: "%06x", Int(Date().timeIntervalSince1970 * 10) % 0x100_0000)
-let counts = Mutex<[Count]>([])
-let failures = Mutex<[String]>([])
-let finished = DispatchGroup()
-for index in 0..<clients {
-    finished.enter()
-    Thread.detachNewThread {
-        do {
-            let count = kind == "lockstep" ? try Cycles.lockstep(target: target, index: index, run: run, for: duration)
-                                           : try Cycles.etcd(target: target, index: index, for: duration)
-            counts.withLock { $0.append(count) }
-        } catch {
-            failures.withLock { $0.append("client \(index): \(error)") }
-        }
-        finished.leave()
-    }
+/// What the client threads report, each once.
+final class Outcomes: Sendable {
+    let list = Mutex<[Result<Count, H2CallError>]>([])
 }
-finished.wait()
-if let failure = failures.withLock({ $0.first }) {
-    FileHandle.standardError.write(Data("lockstep-leases-h2: \(failure)\n".utf8))
+
+/// Runs `clients` clients, each on a thread of its own, and returns their counts, or the first failure.
+func runClients(kind: String, target: String, clients: Int, for duration: Duration) throws(H2CallError) -> [Count] {
+    // This run's services (see `Cycles.lockstep`): new for each run, named as lease_cycles.py names them
+    // (the run's start in tenths of a second, 6 hex digits).
+    let run = String(format: "%06x", Int(Date().timeIntervalSince1970 * 10) % 0x100_0000)
+    let outcomes = Outcomes()
+    let finished = DispatchSemaphore(value: 0)
+    for index in 0..<clients {
+        Thread.detachNewThread {
+            let outcome: Result<Count, H2CallError>
+            do {
+                outcome = .success(kind == "lockstep" ? try Cycles.lockstep(target: target, index: index, run: run, for: duration)
+                                                      : try Cycles.etcd(target: target, index: index, for: duration))
+            } catch {
+                outcome = .failure(H2CallError(description: "client \(index): \(error)"))
+            }
+            outcomes.list.withLock { $0.append(outcome) }
+            finished.signal()
+        }
+    }
+    for _ in 0..<clients { finished.wait() }
+    return try outcomes.list.withLock { $0 }.map { outcome throws(H2CallError) in try outcome.get() }
+}
+
+let started = ContinuousClock.now
+let all: [Count]
+do {
+    all = try runClients(kind: arguments[1], target: arguments[2], clients: clients, for: .milliseconds(Int64(seconds * 1_000)))
+} catch {
+    FileHandle.standardError.write(Data("lockstep-leases-h2: \(error)\n".utf8))
     exit(1)
 }
-let all = counts.withLock { $0 }
 let cycles = all.reduce(0) { $0 + $1.cycles }
 let report: [String: Double] = [
     "cycles": Double(cycles),
