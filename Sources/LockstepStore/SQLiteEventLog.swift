@@ -205,9 +205,13 @@ public final class SQLiteEventLog: EventLog {
         if let begun = beginWithoutWaiting() { _ = commitNextBatch(begun: begun) }
         let due = checkpointDue
         let lastCommitTook = writerState.lastCommitTook
-        let (handOn, held) = pending.withLock { $0.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now) }
-        // Other work held meanwhile first, in the order it came: a drain handed on may run long.
-        for work in held { writerQueue.async(execute: work) }
+        // Other work held meanwhile first, in the order it came: a drain handed on may run long. Enqueued
+        // under the lock, so work arriving once the commit has ended is enqueued after it, never before.
+        let handOn = pending.withLock { state in
+            let (handOn, held) = state.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now)
+            for work in held { writerQueue.async(execute: work) }
+            return handOn
+        }
         if handOn {
             writerQueue.async {
                 if let writer = self.writer, due { self.checkpointIfDue(writer) }
@@ -371,7 +375,10 @@ public final class SQLiteEventLog: EventLog {
             defer { self.pending.withLock { $0.otherWorkEnded() } }
             return try body()
         }, enqueue: { work in
-            if let runNow = pending.withLock({ $0.otherWorkArrives(work) }) { writerQueue.async(execute: runNow) }
+            // Enqueued under the lock, as held work is: other work keeps the order it arrived in.
+            pending.withLock { state in
+                if let runNow = state.otherWorkArrives(work) { writerQueue.async(execute: runNow) }
+            }
         })
     }
 

@@ -1,4 +1,5 @@
 @testable import LockstepStore
+import Synchronization
 import Testing
 
 /// `SQLiteAppendQueue`'s decisions, without threads: what an append, a batch, the end of a commit in
@@ -84,6 +85,22 @@ import Testing
         let end = queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(250), now: start)
         #expect(end.held.count == 1 && queue.otherWorkHeld.isEmpty)
         #expect(queue.otherWork == 1, "counted until it ends on the queue")
+    }
+
+    /// Work held during a commit in place is handed back in the order it arrived (the log enqueues it
+    /// in that order, under the queue's lock, so later work cannot overtake it).
+    @Test func heldWorkIsHandedBackInTheOrderItArrived() {
+        final class Ran: Sendable { let order = Mutex<[Int]>([]) }
+        let ran = Ran()
+        var queue = idleQueue()
+        #expect(queue.enqueue(1, events: 1, limit: 10, rule: .always, checkpointRunning: false, now: start) == .commitInPlace)
+        for index in 0..<3 {
+            #expect(queue.otherWorkArrives({ ran.order.withLock { $0.append(index) } }) == nil)
+        }
+        _ = queue.takeBatch(eventsMax: 10, lastCommitTook: nil, now: start)
+        let end = queue.endCommitInPlace(checkpointDue: false, lastCommitTook: .microseconds(250), now: start)
+        end.held.forEach { $0() }
+        #expect(ran.order.withLock { $0 } == [0, 1, 2])
     }
 
     @Test func batchesKeepTheirLimitAndTheQueueItsOwn() {
