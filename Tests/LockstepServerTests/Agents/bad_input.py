@@ -36,17 +36,20 @@ scripts here do (`pip install grpcio grpcio-tools`).
 import argparse
 import json
 import os
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
+
+# This script's parts, beside it: the hostile values, the HTTP/1.1 client, the judges of an answer, the routes.
+from bad_input_http import request
+from bad_input_judge import SWIFTISH, judge_grpc, judge_http, short
+from bad_input_routes import UNKNOWN_MIGRATION, routes
+from bad_input_values import BIG_ID, BODY_MAX, LONG_ID, RANDOM_BYTES, RAW, WIRE, key, values_for, varint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -68,16 +71,7 @@ if not args.lockstep and not (args.grpc and args.http):
 
 STARTED = time.monotonic()
 TIMEOUT = args.timeout
-BODY_MAX = 1 << 20                       # docs/api.md, Limits: requestBodyBytesMax
-BIG_ID = "a" * (900 * 1024)              # a 900 KB identifier (under the body limit)
-LONG_ID = "a" * 129                      # one byte over the 128-byte identifier limit
-LONG_TEXT = "r" * 1025                   # one byte over the documented 1,024-byte maxLength of free text
-HUGE_TEXT = "r" * (900 * 1024)
-BAD_IDS = [("space", "has space"), ("slash", "a/b"), ("nul", "a\x00b"), ("newline", "a\nb"), ("unicode", "caf\u00e9"),
-           ("emoji", "x\U0001F600"), ("dotdot", "../../etc/passwd"), ("percent", "a%2Fb"), ("quote", 'a"b'),
-           ("del", "a\x7fb"), ("empty", "")]
-rng = random.Random(20240601)
-RANDOM_BYTES = bytes(rng.randrange(256) for _ in range(256))
+PLAN_TEXT = open(args.plan).read() if os.path.exists(args.plan) else "name: ledger-split\n"
 
 # ---------------------------------------------------------------------------------------------------
 # gRPC stubs, generated from Protos/ at run time.
@@ -156,121 +150,10 @@ def new_channel():
 
 new_channel()
 
-# ---------------------------------------------------------------------------------------------------
-# A small HTTP/1.1 client over a socket: full control of what is sent (bad headers, chunked bodies,
-# bodies over the limit), and the answer read while the body is still being written.
-
-
-class Answer:
-    def __init__(self, status=None, headers=None, body=b"", error=None, elapsed=0.0):
-        self.status, self.headers, self.body, self.error, self.elapsed = status, headers or {}, body, error, elapsed
-
 
 def http(method, path, body=None, headers=None, chunked=False, raw=None, timeout=TIMEOUT, read_body=True):
-    """One request on a fresh connection (Connection: close). `raw` sends those bytes as the whole request."""
-    url = urlsplit(http_base)
-    began = time.monotonic()
-    try:
-        sock = socket.create_connection((url.hostname, url.port), timeout=timeout)
-    except OSError as error:
-        return Answer(error=f"connect: {error}", elapsed=time.monotonic() - began)
-    sock.settimeout(timeout)
-    if raw is None:
-        head = [f"{method} {path} HTTP/1.1", f"host: {url.hostname}:{url.port}", "connection: close"]
-        all_headers = dict(auth_headers)
-        all_headers.update(headers if headers is not None else {"content-type": "application/json"})
-        for name, value in all_headers.items():
-            if value is not None:
-                head.append(f"{name}: {value}")
-        payload = b""
-        if body is not None:
-            if isinstance(body, str):
-                body = body.encode("utf-8", "surrogatepass")
-            if chunked:
-                head.append("transfer-encoding: chunked")
-                step = 64 * 1024
-                payload = b"".join(b"%x\r\n" % len(body[i:i + step]) + body[i:i + step] + b"\r\n" for i in range(0, len(body), step)) + b"0\r\n\r\n"
-            else:
-                head.append(f"content-length: {len(body)}")
-                payload = body
-        elif method in ("POST", "PUT", "PATCH"):
-            head.append("content-length: 0")
-        raw = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + payload
-    send_error = []
-
-    def sender():
-        try:
-            sock.sendall(raw)
-        except OSError as error:
-            send_error.append(error)
-    writer = threading.Thread(target=sender, daemon=True)
-    writer.start()
-    data = b""
-    try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-            if time.monotonic() - began > timeout:
-                raise socket.timeout()
-        if b"\r\n\r\n" not in data:
-            sock.close()
-            why = f"connection closed after {len(data)} bytes without a response" + (f" (send: {send_error[0]})" if send_error else "")
-            return Answer(error=why, body=data, elapsed=time.monotonic() - began)
-        head, rest = data.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        hdrs = {}
-        for line in lines[1:]:
-            if ":" in line:
-                name, value = line.split(":", 1)
-                hdrs[name.strip().lower()] = value.strip()
-        if method == "HEAD" or status in (204, 304) or not read_body:
-            sock.close()
-            return Answer(status, hdrs, b"", elapsed=time.monotonic() - began)
-        if "content-length" in hdrs:
-            want = int(hdrs["content-length"])
-            while len(rest) < want:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                rest += chunk
-            body_bytes = rest[:want]
-        else:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                rest += chunk
-                if time.monotonic() - began > timeout:
-                    raise socket.timeout()
-            body_bytes = dechunk(rest) if "chunked" in hdrs.get("transfer-encoding", "") else rest
-        sock.close()
-        return Answer(status, hdrs, body_bytes, elapsed=time.monotonic() - began)
-    except socket.timeout:
-        sock.close()
-        return Answer(error=f"no complete answer within {timeout:g} s" + (f" (got {len(data)} bytes)" if data else ""),
-                      elapsed=time.monotonic() - began)
-    except OSError as error:
-        sock.close()
-        return Answer(error=f"{type(error).__name__}: {error}" + (f" after {len(data)} bytes" if data else ""),
-                      elapsed=time.monotonic() - began)
-
-
-def dechunk(data):
-    out = b""
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        try:
-            size = int(size_line.split(b";")[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2:]
-    return out
+    """One request to the server's JSON listener (bad_input_http.request), with this run's token."""
+    return request(http_base, auth_headers, method, path, body, headers, chunked, raw, timeout, read_body)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,132 +185,11 @@ REAL, SETTLED, REAL_NODES = discover()
 FIRST_NODE = next(iter(REAL_NODES), "expand-ledger-schema")
 GATED_NODE = next((n for n, v in REAL_NODES.items() if v.get("approvals_needed")), "switch-reads-payments")
 FIRST_SERVICE = (REAL_NODES.get(FIRST_NODE, {}).get("services") or ["ledger"])[0]
-IDLE_SERVICE = "payments"                  # a service of the plan with no step ready: a valid poll answers at once
-UNKNOWN_MIGRATION = "bad-input-no-such-migration"
 WATCH_ID = SETTLED or UNKNOWN_MIGRATION
-BENIGN_TOKEN = "987654321"                 # matches no lease: reports are refused, never recorded
 print(f"# server grpc={grpc_target} http={http_base}; migration {REAL} (node {FIRST_NODE}, gate {GATED_NODE}), "
       f"settled {SETTLED}", flush=True)
 
-# ---------------------------------------------------------------------------------------------------
-# The routes and methods. Each field: (json name, proto field number, kind). Kinds:
-#   id      an identifier (128 bytes of letters, digits, -_.@:), looked up or validated
-#   text    free text, documented maxLength 1024
-#   yaml    a plan file's text
-#   opaque  a string the server treats as a filter or token (in-range odd values may be answered)
-#   u32 u64 i64 double bool  scalars;  strs  a repeated string
-# benign: the rest of the message, chosen so that a request that *is* accepted changes nothing,
-# except where a field is aimed at the real migration to reach a validation (then acceptance of an
-# out-of-range value shows as a moved head).
-
-
-class Route:
-    def __init__(self, path, service, method, request, fields, benign, aim=None, mutating=False, stream=False, ok_on_empty=False):
-        self.path, self.service, self.method, self.request = path, service, method, request
-        self.fields, self.benign, self.aim = fields, benign, aim or {}
-        self.mutating, self.stream, self.ok_on_empty = mutating, stream, ok_on_empty
-
-    @property
-    def grpc_path(self):
-        return f"/lockstep.v1.{self.service}/{self.method}"
-
-
-LEASE = f"{REAL}/{FIRST_NODE}"
-ROUTES = [
-    Route("/v1/agent/poll", "AgentService", "Poll", agent_pb2.PollRequest,
-          [("service", 1, "id"), ("agent_id", 2, "id"), ("capabilities", 3, "strs"), ("wait_ms", 4, "u32")],
-          {"service": IDLE_SERVICE, "agent_id": "bad-input-probe", "wait_ms": 0}),
-    Route("/v1/agent/heartbeat", "AgentService", "Heartbeat", agent_pb2.HeartbeatRequest,
-          [("lease_id", 1, "id"), ("fencing_token", 2, "u64")], {"lease_id": LEASE, "fencing_token": BENIGN_TOKEN}),
-    Route("/v1/agent/progress", "AgentService", "ReportProgress", agent_pb2.ReportProgressRequest,
-          [("lease_id", 1, "id"), ("fencing_token", 2, "u64"), ("percent", 3, "u32"), ("message", 4, "text")],
-          {"lease_id": LEASE, "fencing_token": BENIGN_TOKEN, "percent": 10, "message": "probe"}),
-    Route("/v1/agent/complete", "AgentService", "Complete", agent_pb2.CompleteRequest,
-          [("lease_id", 1, "id"), ("fencing_token", 2, "u64")], {"lease_id": LEASE, "fencing_token": BENIGN_TOKEN}),
-    Route("/v1/agent/fail", "AgentService", "Fail", agent_pb2.FailRequest,
-          [("lease_id", 1, "id"), ("fencing_token", 2, "u64"), ("reason", 3, "text"), ("retryable", 4, "bool")],
-          {"lease_id": LEASE, "fencing_token": BENIGN_TOKEN, "reason": "probe", "retryable": True}),
-    Route("/v1/plans", "MigrationService", "ApplyPlan", agent_pb2.ApplyPlanRequest, [("plan_yaml", 1, "yaml")],
-          {"plan_yaml": "name: [unterminated"}, mutating=True),
-    Route("/v1/plans/validate", "MigrationService", "ValidatePlan", agent_pb2.ApplyPlanRequest, [("plan_yaml", 1, "yaml")],
-          {"plan_yaml": "name: [unterminated"}, ok_on_empty=True),
-    Route("/v1/plans/list", "MigrationService", "ListPlans", agent_pb2.ListPlansRequest, [], {}, ok_on_empty=True),
-    Route("/v1/migrations", "MigrationService", "StartMigration", agent_pb2.StartMigrationRequest,
-          [("plan", 1, "id"), ("version", 2, "u64"), ("migration_id", 3, "id")],
-          {"plan": "bad-input-no-such-plan", "migration_id": "bad-input-m"},
-          aim={"version": {"plan": "ledger-split", "migration_id": "bad-input-m"},
-               "migration_id": {"plan": "ledger-split"}}, mutating=True),
-    Route("/v1/migrations/get", "MigrationService", "GetMigration", agent_pb2.GetMigrationRequest,
-          [("migration_id", 1, "id")], {"migration_id": UNKNOWN_MIGRATION}),
-    Route("/v1/migrations/list", "MigrationService", "ListMigrations", agent_pb2.ListMigrationsRequest,
-          [("page_size", 1, "u32"), ("page_token", 2, "opaque")], {"page_size": 1}, ok_on_empty=True),
-    Route("/v1/migrations/pause", "MigrationService", "PauseMigration", agent_pb2.PauseMigrationRequest,
-          [("migration_id", 1, "id"), ("reason", 2, "text")], {"migration_id": UNKNOWN_MIGRATION, "reason": "probe"},
-          aim={"reason": {"migration_id": REAL}}, mutating=True),
-    Route("/v1/migrations/resume", "MigrationService", "ResumeMigration", agent_pb2.ResumeMigrationRequest,
-          [("migration_id", 1, "id")], {"migration_id": UNKNOWN_MIGRATION}, mutating=True),
-    Route("/v1/migrations/approve", "MigrationService", "Approve", agent_pb2.GateDecisionRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id"), ("comment", 3, "text")],
-          {"migration_id": UNKNOWN_MIGRATION, "node_id": GATED_NODE, "comment": "probe"},
-          aim={"node_id": {"migration_id": REAL}, "comment": {"migration_id": REAL}}, mutating=True),
-    Route("/v1/migrations/reject", "MigrationService", "Reject", agent_pb2.GateDecisionRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id"), ("comment", 3, "text")],
-          {"migration_id": UNKNOWN_MIGRATION, "node_id": GATED_NODE, "comment": "probe"},
-          aim={"node_id": {"migration_id": REAL}, "comment": {"migration_id": REAL}}, mutating=True),
-    Route("/v1/service-leases/list", "MigrationService", "ListServiceLeases", agent_pb2.ListServiceLeasesRequest, [], {},
-          ok_on_empty=True),
-    Route("/v1/metrics/record", "MigrationService", "RecordMetric", agent_pb2.RecordMetricRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id"), ("name", 3, "opaque"), ("value", 4, "double"),
-           ("window_start_ms", 5, "i64"), ("window_end_ms", 6, "i64"), ("source", 7, "text"), ("cohort", 8, "opaque")],
-          {"migration_id": REAL, "node_id": FIRST_NODE, "name": "error_rate", "value": 0.5, "source": "probe"}),
-    Route("/v1/migrations/watch", "MigrationService", "Watch", agent_pb2.WatchRequest,
-          [("migration_id", 1, "id"), ("after_sequence", 2, "u64")], {"migration_id": WATCH_ID}, stream=True,
-          aim={"after_sequence": {"migration_id": WATCH_ID}}),
-    Route("/v1/stage", "StageService", "GetStage", agent_pb2.StageRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id"), ("key", 3, "key")], {"migration_id": UNKNOWN_MIGRATION},
-          aim={"node_id": {"migration_id": REAL}, "key": {"migration_id": REAL}}),
-    Route("/v1/history/events", "HistoryService", "ListEvents", agent_pb2.ListEventsRequest,
-          [("after_sequence", 1, "u64"), ("stream", 2, "stream"), ("page_size", 3, "u32")], {"page_size": 1}, ok_on_empty=True),
-    Route("/v1/history/export", "HistoryService", "ExportEvents", agent_pb2.ListEventsRequest,
-          [("after_sequence", 1, "u64"), ("stream", 2, "stream"), ("page_size", 3, "u32")], {"stream": "plan/bad-input-none"},
-          stream=True, ok_on_empty=True),
-    Route("/v1/history/state", "HistoryService", "GetStateAt", agent_pb2.StateAtRequest,
-          [("sequence", 1, "u64"), ("time_ms", 2, "i64")], {"sequence": "1"}, aim={"time_ms": {"sequence": None}},
-          ok_on_empty=True),  # {} = the whole log (docs/api.md)
-    Route("/v1/history/verify", "HistoryService", "VerifyHistory", agent_pb2.VerifyHistoryRequest, [], {}, ok_on_empty=True),
-    Route("/v1/history/explain", "HistoryService", "ExplainMigration", agent_pb2.ExplainRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id")], {"migration_id": UNKNOWN_MIGRATION}, aim={"node_id": {"migration_id": REAL}}),
-    Route("/v1/history/diff", "HistoryService", "DiffHistory", agent_pb2.DiffHistoryRequest,
-          [("migration_id", 3, "id")], {"migration_id": UNKNOWN_MIGRATION}),  # no points: refused
-    Route("/v1/service-leases/release", "MigrationService", "ReleaseServiceLease", agent_pb2.ReleaseServiceLeaseRequest,
-          [("service", 1, "id"), ("reason", 2, "text")], {"service": "bad-input-no-such-service", "reason": "probe"},
-          aim={"reason": {"service": FIRST_SERVICE}}, mutating=True),
-    # Freezes: each benign request is refused (an empty reason, an unknown freeze or migration), and
-    # the aimed ones reach the core's range checks.
-    Route("/v1/freezes", "MigrationService", "DeclareFreeze", agent_pb2.DeclareFreezeRequest,
-          [("id", 1, "id"), ("services", 2, "strs"), ("from_ms", 3, "i64"), ("until_ms", 4, "i64"), ("reason", 5, "text")],
-          {"id": "bad-input-freeze", "reason": ""},
-          aim={"from_ms": {"id": "bad-input-freeze", "reason": "probe", "until_ms": "2"},
-               "until_ms": {"id": "bad-input-freeze", "reason": "probe", "from_ms": "1"}}, mutating=True),
-    Route("/v1/freezes/list", "MigrationService", "ListFreezes", agent_pb2.ListFreezesRequest, [], {}, ok_on_empty=True),
-    Route("/v1/webhooks/deliveries", "MigrationService", "ListWebhookDeliveries", agent_pb2.ListWebhookDeliveriesRequest,
-          [("webhook", 1, "id"), ("status", 2, "opaque"), ("limit", 3, "u32")], {"limit": 1}, ok_on_empty=True),
-    Route("/v1/freezes/end", "MigrationService", "EndFreeze", agent_pb2.EndFreezeRequest,
-          [("id", 1, "id"), ("reason", 2, "text")], {"id": "bad-input-no-such-freeze", "reason": "probe"}, mutating=True),
-    Route("/v1/line/stop", "MigrationService", "StopLine", agent_pb2.StopLineRequest,
-          [("services", 1, "strs"), ("reason", 2, "text"), ("id", 3, "id")], {"id": "bad-input-stop", "reason": ""},
-          aim={"reason": {"id": "bad-input-stop", "services": ["bad-input-none"]}}, mutating=True),
-    Route("/v1/migrations/break-glass", "MigrationService", "BreakGlass", agent_pb2.BreakGlassRequest,
-          [("migration_id", 1, "id"), ("node_id", 2, "id"), ("scope", 3, "opaque"), ("justification", 4, "text")],
-          {"migration_id": UNKNOWN_MIGRATION, "node_id": FIRST_NODE, "scope": "freeze", "justification": "probe"},
-          aim={"node_id": {"migration_id": REAL, "scope": "freeze", "justification": "probe"},
-               "scope": {"migration_id": REAL, "node_id": FIRST_NODE, "justification": "probe"},
-               "justification": {"migration_id": REAL, "node_id": FIRST_NODE, "scope": "freeze"}}, mutating=True),
-    # Last: an abort that is wrongly accepted rolls the migration back.
-    Route("/v1/migrations/abort", "MigrationService", "AbortMigration", agent_pb2.AbortMigrationRequest,
-          [("migration_id", 1, "id"), ("reason", 2, "text")], {"migration_id": UNKNOWN_MIGRATION, "reason": "probe"},
-          aim={"reason": {"migration_id": REAL}}, mutating=True),
-]
+ROUTES = routes(agent_pb2, REAL, FIRST_NODE, GATED_NODE, FIRST_SERVICE, WATCH_ID)
 
 # Every operation of the server's table is probed, and nothing else: the table comes from the binary
 # (`lockstep debug operations`) when one is given.
@@ -441,251 +203,10 @@ if args.lockstep:
                          + "".join(f"  not in the table: {op}\n" for op in sorted(probed - declared)))
 
 # ---------------------------------------------------------------------------------------------------
-# Hostile values per kind: (case name, JSON value or RAW(json text), gRPC value or WIRE(bytes) or
-# None (no gRPC form), expectation). Expectations: "error" (must be a coded error), "any" (a coded
-# error or a normal answer: the value is in range), "park" (also a poll left waiting: in range, capped).
-
-
-class RAW:        # JSON text spliced in as the value
-    def __init__(self, text):
-        self.text = text
-
-
-class WIRE:       # the field's bytes on the wire, spliced into an otherwise benign message
-    def __init__(self, data):
-        self.data = data
-
-
-def varint(n):
-    n &= (1 << 70) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def key(number, wire_type):
-    return varint((number << 3) | wire_type)
-
-
-def ident_values():
-    values = [("900KB", BIG_ID, BIG_ID, "error"), ("129-bytes", LONG_ID, LONG_ID, "error")]
-    values += [(f"bad-chars-{name}", value, value, "error") for name, value in BAD_IDS if name != "empty"]
-    values += [("lone-surrogate", RAW('"a\\ud800b"'), None, "error"),
-               ("number-not-string", 12, None, "error"), ("bool-not-string", True, None, "error"),
-               ("object-not-string", {}, None, "error"), ("array-not-string", ["a"], None, "error")]
-    return values
-
-
-def text_values():
-    return [("1025-bytes", LONG_TEXT, LONG_TEXT, "error"), ("900KB", HUGE_TEXT, HUGE_TEXT, "error"),
-            ("lone-surrogate", RAW('"a\\ud800b"'), None, "error"), ("number-not-string", 12, None, "error"),
-            ("array-not-string", ["x"], None, "error")]
-
-
-def opaque_values():
-    return [("900KB", BIG_ID, BIG_ID, "any"), ("bad-chars", "a b/\u00e9\x00", "a b/\u00e9\x00", "any"),
-            ("lone-surrogate", RAW('"a\\ud800b"'), None, "error"), ("number-not-string", 12, None, "error"),
-            ("object-not-string", {}, None, "error")]
-
-
-def stream_values():  # "migration/ID" or "plan/NAME" (docs/api.md, History); empty = every stream
-    return [("900KB", BIG_ID, BIG_ID, "error"), ("no-kind", "bad-input", "bad-input", "error"),
-            ("unknown-kind", "node/x", "node/x", "error"), ("migration-129-byte-id", "migration/" + LONG_ID, "migration/" + LONG_ID, "error"),
-            ("plan-bad-chars", "plan/a b\u00e9\x00", "plan/a b\u00e9\x00", "error"), ("migration-empty-id", "migration/", "migration/", "error"),
-            ("lone-surrogate", RAW('"a\\ud800b"'), None, "error"), ("number-not-string", 12, None, "error")]
-
-
-def key_values():  # the stage's cohort key: up to 256 bytes
-    return [("257-bytes", "k" * 257, "k" * 257, "error"), ("900KB", BIG_ID, BIG_ID, "error"),
-            ("lone-surrogate", RAW('"a\\ud800b"'), None, "error"), ("number-not-string", 12, None, "error")]
-
-
-def yaml_values():
-    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
-                                                   f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
-                                                   for i in range(9))
-    plan = open(args.plan).read() if os.path.exists(args.plan) else "name: ledger-split\n"
-    return [("garbage", "%%% not yaml {{{", "%%% not yaml {{{", "error"),
-            ("billion-laughs", bomb, bomb, "error"),
-            ("deep-nesting", "x: " + "[" * 50000 + "]" * 50000, "x: " + "[" * 50000 + "]" * 50000, "error"),
-            ("900KB-scalar", "name: " + "a" * (900 * 1024), "name: " + "a" * (900 * 1024), "error"),
-            ("nul-bytes", "name: a\x00b\n", "name: a\x00b\n", "error"),
-            ("129-byte-node-id", plan.replace("expand-ledger-schema", LONG_ID), plan.replace("expand-ledger-schema", LONG_ID), "error"),
-            ("bad-char-plan-name", plan.replace("name: ledger-split", "name: ledger split/\u00e9"),
-             plan.replace("name: ledger-split", "name: ledger split/\u00e9"), "error"),
-            ("lone-surrogate", RAW('"name: a\\ud800b"'), None, "error"),
-            ("number-not-string", 12, None, "error")]
-
-
-U32_OUT = [("-1", -1), ("2^32", 4294967296), ("2^63", 9223372036854775808), ("2^64", 18446744073709551616),
-           ("-2^63", -9223372036854775808), ("fraction-1.5", 1.5), ("1e400", RAW("1e400")), ("string-abc", "abc"),
-           ("empty-string", ""), ("object", {}), ("bool", True)]
-
-
-def u32_values(expect_in_range):
-    values = [(name, value, None, "error") for name, value in U32_OUT]
-    values += [("quoted-2^32", "4294967296", None, "error"),
-               ("max-2^32-1", 4294967295, 4294967295, expect_in_range),
-               ("wire-varint-2^64-1", None, WIRE(varint((1 << 64) - 1)), expect_in_range),
-               ("wire-varint-11-bytes", None, WIRE(b"\xff" * 10 + b"\x01"), "error")]
-    return values
-
-
-def u64_values(expect_in_range):
-    return [("-1", "-1", None, "error"), ("-1-unquoted", -1, None, "error"),
-            ("2^64", "18446744073709551616", None, "error"), ("2^64-unquoted", RAW("18446744073709551616"), None, "error"),
-            ("-2^63", "-9223372036854775808", None, "error"), ("fraction-1.5", "1.5", None, "error"),
-            ("1e400", RAW("1e400"), None, "error"), ("string-abc", "abc", None, "error"), ("object", {}, None, "error"),
-            ("2^63", "9223372036854775808", 1 << 63, expect_in_range),
-            ("max-2^64-1", "18446744073709551615", (1 << 64) - 1, expect_in_range),
-            ("wire-varint-11-bytes", None, WIRE(b"\xff" * 10 + b"\x01"), "error")]
-
-
-def i64_values(expect_in_range):
-    return [("2^63", "9223372036854775808", None, "error"), ("-2^63-1", "-9223372036854775809", None, "error"),
-            ("2^64", "18446744073709551616", None, "error"), ("2^64-unquoted", RAW("18446744073709551616"), None, "error"),
-            ("fraction-1.5", "1.5", None, "error"), ("string-abc", "abc", None, "error"), ("object", {}, None, "error"),
-            ("Int64.min", "-9223372036854775808", -(1 << 63), expect_in_range),
-            ("Int64.max", "9223372036854775807", (1 << 63) - 1, expect_in_range),
-            ("-1", "-1", -1, expect_in_range)]
-
-
-def double_values():
-    return [("NaN", "NaN", float("nan"), "error"), ("Infinity", "Infinity", float("inf"), "error"),
-            ("-Infinity", "-Infinity", float("-inf"), "error"), ("1e308", 1e308, 1e308, "error"),
-            ("1e400", RAW("1e400"), None, "error"), ("string-abc", "abc", None, "error"), ("object", {}, None, "error"),
-            ("bool", True, None, "error")]
-
-
-def bool_values():
-    return [("string-yes", "yes", None, "error"), ("number-2", 2, None, "error"), ("object", {}, None, "error"),
-            ("wire-varint-2", None, WIRE(varint(2)), "any"), ("wire-varint-2^64-1", None, WIRE(varint((1 << 64) - 1)), "any")]
-
-
-def strs_values():
-    many = ["x"] * 100000
-    return [("not-an-array", "x", None, "error"), ("numbers", [1, 2], None, "error"), ("nested", [["x"]], None, "error"),
-            ("100k-entries", many, many, "any"), ("one-900KB-entry", [BIG_ID], [BIG_ID], "any"),
-            ("bad-chars-entry", ["a b\x00\u00e9"], ["a b\x00\u00e9"], "any")]
-
-
-def values_for(route, name, kind):
-    if kind == "id":
-        return ident_values()
-    if kind == "text":
-        return text_values()
-    if kind == "opaque":
-        return opaque_values()
-    if kind == "key":
-        return key_values()
-    if kind == "stream":
-        return stream_values()
-    if kind == "yaml":
-        values = yaml_values()
-        return [(n, j, g, "any" if route.method == "ValidatePlan" and isinstance(j, str) else e) for n, j, g, e in values]
-    in_range = "park" if (route.method == "Poll" and name == "wait_ms") else "any"
-    if kind == "u32":
-        if name == "percent":  # 0...100: anything over it is out of range
-            return [(n, j, g, "error") for n, j, g, _ in u32_values("error")] + [("101", 101, 101, "error")]
-        return u32_values(in_range)
-    if kind == "u64":
-        return u64_values(in_range)
-    if kind == "i64":
-        return i64_values(in_range)
-    if kind == "double":
-        return double_values()
-    if kind == "bool":
-        return bool_values()
-    if kind == "strs":
-        return strs_values()
-    raise ValueError(kind)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Checks.
-
-CODE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
-# Swift internals in a message: a generated type's name, a decoder's enum case ("in JSON: malformedString").
-SWIFTISH = re.compile(r"Lockstep_V1_|SwiftProtobuf|[A-Z][A-Za-z]*DecodingError|\b[a-z][A-Za-z]+\(\\?\"|Swift\.|NIO[A-Z]|"
-                      r"in JSON: [a-z]+[A-Z][A-Za-z]*\b|in JSON: (failure|truncated)\b")
+# Checks (the judges are in bad_input_judge.py).
 failures = []       # (kind, target, case, detail)
 notes = []
 counts = {"PASS": 0, "FAIL": 0}
-
-
-def short(text, n=220):
-    text = text if isinstance(text, str) else text.decode("utf-8", "replace")
-    text = text.replace("\n", "\\n").replace("\r", "\\r")
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
-
-
-def judge_http(answer, expect, stream=False):
-    """(ok, kind of defect or None, what came back)."""
-    if answer.error:
-        if expect == "park" and answer.error.startswith("no complete answer") and answer.elapsed >= 1.0:
-            return True, None, "accepted: the poll parked (in range, capped) until the client gave up"
-        kind = "no answer within the timeout" if answer.error.startswith("no complete answer") else "connection dropped without an HTTP answer"
-        return False, kind, answer.error
-    code_header = answer.headers.get("lockstep-error-code")
-    what = f"{answer.status} " + (f"[lockstep-error-code: {code_header}] " if code_header else "") + short(answer.body or b"(empty body)")
-    if 200 <= answer.status < 300:
-        first = (answer.body or b"").split(b"\n", 1)[0]
-        if "ndjson" in answer.headers.get("content-type", "") and first.startswith(b'{"error"'):
-            return False, "bad input refused only inside a 200 NDJSON stream (status 200, error line)", what
-        if expect in ("any", "park"):
-            return True, None, "accepted (value in range): " + what
-        return False, "accepted bad input with 2xx", what
-    if not answer.body:
-        return False, f"empty {answer.status} body (no error code)", what
-    try:
-        body = json.loads(answer.body)
-    except ValueError:
-        body = None
-    code = None
-    if isinstance(body, dict):
-        code = body.get("code")
-        if not isinstance(code, str) and isinstance(body.get("error"), dict):
-            code = body["error"].get("code")
-    if not (isinstance(code, str) and CODE_RE.match(code)) and not (code_header and CODE_RE.match(code_header)):
-        return False, f"{answer.status} body is not an ErrorBody with a code", what
-    if answer.status >= 500 and (code or code_header) not in ("commit_outcome_unknown", "writes_stopped", "storage_busy", "shutting_down"):
-        return False, f"{answer.status} server error on bad input", what
-    if isinstance(body, dict) and not body.get("message"):
-        return False, "ErrorBody without a message", what
-    return True, None, what
-
-
-def judge_grpc(outcome, expect):
-    kind_, detail = outcome[0], outcome[1]
-    if kind_ == "ok":
-        if expect in ("any", "park"):
-            return True, None, "accepted (value in range): OK " + short(detail)
-        return False, "gRPC OK on bad input", "OK " + short(detail)
-    status, details, trailers, elapsed = outcome[1:]
-    if expect == "park" and status == grpc.StatusCode.DEADLINE_EXCEEDED and elapsed >= 1.0:
-        return True, None, "accepted: the poll parked (in range, capped) until the deadline"
-    code = trailers.get("lockstep-error-code")
-    what = f"{status.name} [lockstep-error-code: {code}] {short(details or '')}"
-    if status == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return False, "no gRPC answer within the deadline", what
-    if status == grpc.StatusCode.UNAVAILABLE and not code:
-        return False, "gRPC UNAVAILABLE (connection lost) on bad input", what
-    if status in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN) and code != "commit_outcome_unknown":
-        return False, f"gRPC {status.name} on bad input", what
-    if not code:
-        swift = " naming a Swift type" if details and SWIFTISH.search(details) else ""
-        return False, f"untyped gRPC {status.name}{swift} (no lockstep-error-code trailer)", what
-    if not CODE_RE.match(code):
-        return False, "lockstep-error-code is not a stable code", what
-    if not (details or "").startswith(code + ": "):
-        return False, "gRPC message is not `CODE: sentence`", what
-    return True, None, what
 
 
 def head():
@@ -875,7 +396,7 @@ def json_cases(route):
         run_case(target, name, lambda kwargs=kwargs: http("POST", path, **kwargs), judge)
     # Field by field.
     for field, _, kind in route.fields:
-        for case, value, _, expect in values_for(route, field, kind):
+        for case, value, _, expect in values_for(route, field, kind, PLAN_TEXT):
             if value is None:
                 continue
             message = dict(jsonify_benign(route))
@@ -1024,7 +545,7 @@ def grpc_cases(route):
         run_case(target, case, lambda d=data: grpc_call(route, d), lambda o, e=expect: judge_grpc(o, e))
     # Well-formed messages with hostile values, and single fields encoded by hand.
     for field, number, kind in route.fields:
-        for case, _, value, expect in values_for(route, field, kind):
+        for case, _, value, expect in values_for(route, field, kind, PLAN_TEXT):
             if value is None:
                 continue
             overrides = dict(route.aim.get(field, {}))
