@@ -193,6 +193,10 @@ let package = Package(
             resources: [
                 .embedInCode("ConsoleAssets/index.html"),
                 .embedInCode("ConsoleAssets/app.js"),
+                .embedInCode("ConsoleAssets/ui.js"),
+                .embedInCode("ConsoleAssets/shell.js"),
+                .embedInCode("ConsoleAssets/views.js"),
+                .embedInCode("ConsoleAssets/migration.js"),
                 .embedInCode("ConsoleAssets/app.css"),
             ]
         ),

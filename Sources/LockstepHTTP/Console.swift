@@ -38,7 +38,12 @@ enum ConsoleAsset {
 
     static let files: [File] = [
         File(path: "/ui", contentType: "text/html; charset=utf-8", bytes: PackageResources.index_html),
+        // The script is ES modules: app.js starts it and imports the rest (docs/console.md).
         File(path: "/ui/app.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.app_js),
+        File(path: "/ui/ui.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.ui_js),
+        File(path: "/ui/shell.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.shell_js),
+        File(path: "/ui/views.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.views_js),
+        File(path: "/ui/migration.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.migration_js),
         File(path: "/ui/app.css", contentType: "text/css; charset=utf-8", bytes: PackageResources.app_css),
     ]
 
