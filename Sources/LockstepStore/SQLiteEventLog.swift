@@ -205,14 +205,12 @@ public final class SQLiteEventLog: EventLog {
         if let begun = beginWithoutWaiting() { _ = commitNextBatch(begun: begun) }
         let due = checkpointDue
         let lastCommitTook = writerState.lastCommitTook
-        // Other work held meanwhile first, in the order it came: a drain handed on may run long. Enqueued
-        // under the lock, so work arriving once the commit has ended is enqueued after it, never before.
-        let handOn = pending.withLock { state in
+        // Other work held meanwhile first, in the order it came (a drain handed on may run long), then the
+        // drain. Enqueued under the lock, so work arriving once the commit has ended comes after both.
+        pending.withLock { state in
             let (handOn, held) = state.endCommitInPlace(checkpointDue: due, lastCommitTook: lastCommitTook, now: .now)
             for work in held { writerQueue.async(execute: work) }
-            return handOn
-        }
-        if handOn {
+            guard handOn else { return }
             writerQueue.async {
                 if let writer = self.writer, due { self.checkpointIfDue(writer) }
                 self.drain()
