@@ -93,7 +93,14 @@ enum Cycles {
             try start(connection)
         }, cycle: { connection in
             let polled = try connection.call("/lockstep.v1.AgentService/Poll", poll, as: Lockstep_V1_PollResponse.self)
-            guard polled.hasStep else { return false }  // should not happen: the client's own service always has a next step
+            guard polled.hasStep else {
+                // Should not happen: the client's own service always has a next step. After a failed cycle
+                // (the last node's Complete or the next StartMigration lost), a new run of the chain gives
+                // it one again, so one failure does not spoil the rest of the client's run.
+                chain += 1
+                try start(connection)
+                return false
+            }
             let step = polled.step
             _ = try connection.call("/lockstep.v1.AgentService/Heartbeat", Lockstep_V1_HeartbeatRequest.with {
                 $0.leaseID = step.leaseID
