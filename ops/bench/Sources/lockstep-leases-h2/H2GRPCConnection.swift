@@ -22,7 +22,7 @@ final class H2GRPCConnection {
     private let authority: String
     /// Request headers by path, kept for the connection's life so the session need not copy them.
     private var headerBlocks: [String: HeaderBlock] = [:]
-    private let readBuffer: UnsafeMutableRawBufferPointer
+    private let readBuffer: UnsafeMutableBufferPointer<UInt8>
     /// The frames of one flush, gathered for one write.
     private var outgoing: [UInt8] = []
 
@@ -41,7 +41,7 @@ final class H2GRPCConnection {
         authority = target
         socket = try Self.connected(to: target)
         // Everything is initialised from here: a throw below runs `deinit`, which closes and frees.
-        readBuffer = .allocate(byteCount: 64 * 1024, alignment: 1)
+        readBuffer = .allocate(capacity: 64 * 1024)
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         defer { nghttp2_session_callbacks_del(callbacks) }
@@ -89,8 +89,10 @@ final class H2GRPCConnection {
     /// the first message of the answer; throws on any status but OK.
     func call(_ path: String, _ message: [UInt8]) throws -> [UInt8] {
         // The gRPC message frame: uncompressed, a 4-byte big-endian length, the message.
-        let length = UInt32(message.count)
-        body = [0, UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)] + message
+        body.removeAll(keepingCapacity: true)
+        body.append(0)
+        withUnsafeBytes(of: UInt32(message.count).bigEndian) { body.append(contentsOf: $0) }
+        body.append(contentsOf: message)
         bodySent = 0
         answer.removeAll(keepingCapacity: true)
         grpcStatus = nil
@@ -103,18 +105,17 @@ final class H2GRPCConnection {
         provider.read_callback = Self.readBody
         stream = nghttp2_submit_request(session, nil, block.fields, block.count, &provider, nil)
         guard stream > 0 else { throw H2CallError(description: "\(path): nghttp2_submit_request \(stream)") }
-        let bytes = readBuffer.bindMemory(to: UInt8.self)
         while !closed {
             try flush()
             if closed { break }
             // A request the session will not send (after a GOAWAY) never opens its stream: nothing would answer.
             guard nghttp2_session_want_read(session) != 0 else { throw H2CallError(description: "\(path): the session has ended (GOAWAY)") }
-            let count = read(socket, bytes.baseAddress, bytes.count)
+            let count = read(socket, readBuffer.baseAddress, readBuffer.count)
             if count < 0, errno == EINTR { continue }
             guard count > 0 else {
                 throw H2CallError(description: count == 0 ? "\(path): the server closed the connection" : "\(path): read: errno \(errno)")
             }
-            let taken = nghttp2_session_mem_recv(session, bytes.baseAddress, count)
+            let taken = nghttp2_session_mem_recv(session, readBuffer.baseAddress, count)
             guard taken >= 0 else { throw H2CallError(description: "\(path): nghttp2_session_mem_recv \(taken)") }
         }
         guard closeCode == 0 else { throw H2CallError(description: "\(path): stream reset (HTTP/2 error \(closeCode))") }

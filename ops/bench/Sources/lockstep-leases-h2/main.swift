@@ -41,6 +41,8 @@ extension H2GRPCConnection {
 
 enum Cycles {
     static let chainNodes = 100
+    /// The chain's last node: its completion ends a run of the chain.
+    static let lastNode = "s\(chainNodes - 1)"
 
     static func plan(_ service: String) -> String {
         let nodes = (0..<chainNodes).map { index in
@@ -110,7 +112,7 @@ enum Cycles {
                 $0.leaseID = step.leaseID
                 $0.fencingToken = step.fencingToken
             }, as: Lockstep_V1_CompleteResponse.self)
-            if step.nodeID == "s\(chainNodes - 1)" {
+            if step.nodeID == lastNode {
                 // The chain is done: start the next run of it now, so the next poll finds a step.
                 chain += 1
                 try start(connection)
