@@ -360,7 +360,7 @@ extension HostileClientTests {
 }
 
 /// Every route and method, sent malformed, truncated, oversized, overflowing and wrongly typed input
-/// (about 2,000 cases, `Agents/bad_input.py`): each answer is an error with a stable code, the head never
+/// (about 2,800 cases, `Agents/bad_input.py`): each answer is an error with a stable code, the head never
 /// moves, the server lives. The few answers without a Lockstep code are listed in the script and in
 /// docs/api.md (Errors) with why; any other is a failure.
 @Suite(.serialized) struct BadInputTests {

@@ -34,8 +34,10 @@ Python stubs are generated from Protos/ with grpcio-tools into a temporary direc
 scripts here do (`pip install grpcio grpcio-tools`).
 """
 import argparse
+import atexit
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -43,13 +45,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from urllib.parse import quote
+from types import SimpleNamespace
 
-# This script's parts, beside it: the hostile values, the HTTP/1.1 client, the judges of an answer, the routes.
+# This script's parts, beside it: the hostile values, the HTTP/1.1 client, the judges of an answer, the routes,
+# the JSON cases and the gRPC cases.
+from bad_input_grpc_cases import grpc_cases, raw_call, unknown_grpc_cases
 from bad_input_http import request
-from bad_input_judge import SWIFTISH, judge_grpc, judge_http, short
+from bad_input_json_cases import json_cases, stage_cases, unknown_route_cases
+from bad_input_judge import SWIFTISH, short
 from bad_input_routes import UNKNOWN_MIGRATION, routes
-from bad_input_values import BIG_ID, BODY_MAX, LONG_ID, RANDOM_BYTES, RAW, WIRE, key, values_for, varint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -71,11 +75,13 @@ if not args.lockstep and not (args.grpc and args.http):
 
 STARTED = time.monotonic()
 TIMEOUT = args.timeout
-PLAN_TEXT = open(args.plan).read() if os.path.exists(args.plan) else "name: ledger-split\n"
+PLAN_TEXT = pathlib.Path(args.plan).read_text() if os.path.exists(args.plan) else "name: ledger-split\n"
 
 # ---------------------------------------------------------------------------------------------------
 # gRPC stubs, generated from Protos/ at run time.
 generated = tempfile.mkdtemp(prefix="bad-input-stubs-")
+# An exit before the cases run (a SystemExit of the checks below) leaves nothing behind either.
+atexit.register(shutil.rmtree, generated, ignore_errors=True)
 subprocess.check_call([sys.executable, "-m", "grpc_tools.protoc", "-I", args.protos, f"--python_out={generated}",
                        f"--grpc_python_out={generated}", "lockstep/v1/agent.proto", "lockstep/v1/events.proto"])
 sys.path.insert(0, generated)
@@ -97,16 +103,18 @@ def start_server():
     ready = os.path.join(server_dir, "ready.json")
     if os.path.exists(ready):
         os.remove(ready)
-    log = open(os.path.join(server_dir, "server.log"), "ab")
-    server_proc = subprocess.Popen([args.lockstep, "serve", "--data", os.path.join(server_dir, "data"), "--dev",
-                                    "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready],
-                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    # The child keeps its own copy of the log's descriptor; this process closes its one at once.
+    with open(os.path.join(server_dir, "server.log"), "ab") as log:
+        server_proc = subprocess.Popen([args.lockstep, "serve", "--data", os.path.join(server_dir, "data"), "--dev",
+                                        "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0", "--ready-file", ready],
+                                       stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while not os.path.exists(ready):
         if server_proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"the server did not start (see {server_dir}/server.log)")
         time.sleep(0.05)
-    addresses = json.load(open(ready))
+    with open(ready) as file:
+        addresses = json.load(file)
     grpc_target, http_base = addresses["grpc"], addresses["http"].rstrip("/")
 
 
@@ -128,6 +136,7 @@ def cli(*argv):
 
 if args.lockstep:
     start_server()
+    atexit.register(stop_server)  # whichever server runs then; a no-op after the last block stopped it
     cli("plan", "apply", args.plan)
     cli("migration", "start", "ledger-split", "--id", "probe-running")
     cli("migration", "start", "ledger-split", "--id", "probe-settled")
@@ -151,9 +160,14 @@ def new_channel():
 new_channel()
 
 
-def http(method, path, body=None, headers=None, chunked=False, raw=None, timeout=TIMEOUT, read_body=True):
+def http(method, path, body=None, headers=None, chunked=False, raw=None, timeout=TIMEOUT):
     """One request to the server's JSON listener (bad_input_http.request), with this run's token."""
-    return request(http_base, auth_headers, method, path, body, headers, chunked, raw, timeout, read_body)
+    return request(http_base, auth_headers, method, path, body, headers, chunked, raw, timeout)
+
+
+def grpc_call(route, request_bytes, timeout=TIMEOUT):
+    """Raw request bytes to a method on the current channel (bad_input_grpc_cases.raw_call), with this run's token."""
+    return raw_call(channel, grpc_metadata, route, request_bytes, timeout)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,8 +185,10 @@ def call_json(path, message):
 def discover():
     _, listed = call_json("/v1/migrations/list", {"page_size": 1000})
     migrations = (listed or {}).get("migrations", [])
-    running = next((m["migration_id"] for m in migrations if m.get("status") in ("running", "paused")), None)
-    settled = next((m["migration_id"] for m in migrations if m.get("status") in ("succeeded", "failed", "rolled_back")), None)
+    # The JSON listener writes a status as its enum's name (MIGRATION_STATUS_RUNNING).
+    running = next((m["migration_id"] for m in migrations if m.get("status") in ("MIGRATION_STATUS_RUNNING", "MIGRATION_STATUS_PAUSED")), None)
+    settled = next((m["migration_id"] for m in migrations
+                    if m.get("status") in ("MIGRATION_STATUS_SUCCEEDED", "MIGRATION_STATUS_FAILED", "MIGRATION_STATUS_ROLLED_BACK")), None)
     any_id = running or (migrations[0]["migration_id"] if migrations else None)
     nodes = {}
     for m in migrations:
@@ -182,6 +198,10 @@ def discover():
 
 
 REAL, SETTLED, REAL_NODES = discover()
+if args.lockstep and (REAL != "probe-running" or SETTLED != "probe-settled"):
+    # The server this script started holds both: finding neither means discover() misreads the list,
+    # and the watch cases would quietly probe an unknown migration instead of a settled one.
+    raise SystemExit(f"discover() found migration {REAL!r} and settled {SETTLED!r}, not the two this script started")
 FIRST_NODE = next(iter(REAL_NODES), "expand-ledger-schema")
 GATED_NODE = next((n for n, v in REAL_NODES.items() if v.get("approvals_needed")), "switch-reads-payments")
 FIRST_SERVICE = (REAL_NODES.get(FIRST_NODE, {}).get("services") or ["ledger"])[0]
@@ -326,263 +346,9 @@ def record(ok, kind, target, case, what):
 
 
 # ---------------------------------------------------------------------------------------------------
-# JSON cases.
-
-
-def json_text(message):
-    """A JSON object from a dict whose values may be RAW."""
-    parts = []
-    for name, value in message.items():
-        encoded = value.text if isinstance(value, RAW) else json.dumps(value)
-        parts.append(f"{json.dumps(name)}: {encoded}")
-    return "{" + ", ".join(parts) + "}"
-
-
-def jsonify_benign(route):
-    return {k: (str(v) if isinstance(v, int) and not isinstance(v, bool) and k in ("fencing_token", "sequence", "after_sequence") else v)
-            for k, v in route.benign.items()}
-
-
-def http_stage(path_id, query="", headers=None):
-    return http("GET", "/v1/stage/" + path_id + query, headers=headers if headers is not None else {})
-
-
-def json_cases(route):
-    path = route.path
-    target = f"POST {path}"
-    benign = json_text(jsonify_benign(route))
-    judge_error = lambda a: judge_http(a, "error")  # noqa: E731
-    judge_ok_empty = lambda a: judge_http(a, "any" if route.ok_on_empty else "error")  # noqa: E731
-    cases = [
-        ("body:empty", dict(body=b""), judge_error),
-        ("body:not-json", dict(body="hello, lockstep"), judge_error),
-        ("body:json-array", dict(body="[]"), judge_error),
-        ("body:json-string", dict(body='"x"'), judge_error),
-        ("body:json-number", dict(body="42"), judge_error),
-        ("body:json-null", dict(body="null"), judge_error),
-        ("body:json-true", dict(body="true"), judge_error),
-        ("body:truncated", dict(body=benign[:-1]), judge_error),
-        ("body:truncated-mid-string", dict(body='{"' + (route.fields[0][0] if route.fields else "x") + '": "abc'), judge_error),
-        ("body:random-bytes", dict(body=RANDOM_BYTES), judge_error),
-        ("body:invalid-utf8-in-string", dict(body=b'{"' + (route.fields[0][0] if route.fields else "x").encode() + b'": "\xc3\x28\xff"}'),
-         judge_error),
-        ("body:trailing-garbage", dict(body=benign + "x"), judge_error),
-        ("body:two-objects", dict(body=benign + benign), judge_error),
-        ("body:deep-nesting-50k", dict(body='{"' + (route.fields[0][0] if route.fields else "x") + '": ' + "[" * 50000 + "]" * 50000 + "}"),
-         judge_error),
-        ("body:unknown-field", dict(body=benign[:-1] + (", " if route.benign else "") + '"bad_input_unknown": 1}'), judge_error),
-        ("body:unknown-enum-name-as-field", dict(body='{"kind": "STEP_KIND_BOGUS"}'), judge_error),
-        ("body:comment", dict(body="/* c */ " + benign), judge_error),
-        ("header:no-content-type", dict(body=benign, headers={}), judge_error),
-        ("header:text/plain", dict(body=benign, headers={"content-type": "text/plain"}), judge_error),
-        ("header:origin (--dev refuses browsers)", dict(body=benign, headers={"content-type": "application/json", "origin": "http://evil.example"}),
-         judge_error),
-        ("header:form-urlencoded", dict(body="a=1", headers={"content-type": "application/x-www-form-urlencoded"}), judge_error),
-        ("body:over-limit-content-length", dict(body=benign + " " * (BODY_MAX + 1 - len(benign))), judge_error),
-        ("body:over-limit-chunked", dict(body=benign + " " * (BODY_MAX + 1 - len(benign)), chunked=True), judge_error),
-        ("body:4MiB-content-length", dict(body=benign + " " * (4 * BODY_MAX - len(benign))), judge_error),
-        ("body:empty-object", dict(body="{}"), judge_ok_empty),
-    ]
-    if route.fields:
-        first = route.fields[0][0]
-        def judge_duplicate(answer):
-            ok, kind, what = judge_http(answer, "error")
-            return ok, ("duplicate JSON key accepted (last one wins)" if kind == "accepted bad input with 2xx" else kind), what
-        cases.append(("body:duplicate-key", dict(body=f'{{"{first}": {json.dumps(route.benign.get(first, "a"))}, '
-                                                      f'"{first}": {json.dumps(route.benign.get(first, "a"))}}}'), judge_duplicate))
-    if route.method == "GetStateAt":
-        cases.append(("oneof:both-sequence-and-time_ms", dict(body='{"sequence": "1", "time_ms": "1"}'), judge_error))
-    for name, kwargs, judge in cases:
-        run_case(target, name, lambda kwargs=kwargs: http("POST", path, **kwargs), judge)
-    # Field by field.
-    for field, _, kind in route.fields:
-        for case, value, _, expect in values_for(route, field, kind, PLAN_TEXT):
-            if value is None:
-                continue
-            message = dict(jsonify_benign(route))
-            message.update(route.aim.get(field, {}))
-            message[field] = value
-            message = {k: v for k, v in message.items() if v is not None}
-            timeout = 1.5 if expect == "park" else TIMEOUT
-            run_case(target, f"{field}:{case}", lambda m=message, t=timeout: http("POST", path, json_text(m), timeout=t),
-                     lambda a, e=expect: judge_http(a, e))
-
-
-def stage_cases():
-    target = "GET /v1/stage/{migration}"
-    e = lambda a: judge_http(a, "error")  # noqa: E731
-    cases = [
-        ("migration:129-bytes", lambda: http_stage(LONG_ID)),
-        ("migration:900KB-path", lambda: http_stage(BIG_ID)),
-        ("migration:64KB-path", lambda: http_stage("a" * 65536)),
-        ("migration:percent-00", lambda: http_stage("a%00b")),
-        ("migration:percent-FF-invalid-utf8", lambda: http_stage("a%FFb")),
-        ("migration:percent-2F-slash", lambda: http_stage("a%2Fb")),
-        ("migration:bad-percent-escape", lambda: http_stage("a%zzb")),
-        ("migration:unicode", lambda: http_stage(quote("caf\u00e9"))),
-        ("migration:space", lambda: http_stage("a%20b")),
-        ("migration:dotdot", lambda: http_stage("..%2F..%2Fetc")),
-        ("migration:empty", lambda: http("GET", "/v1/stage/", headers={})),
-        ("migration:two-segments", lambda: http_stage(f"{REAL}/extra")),
-        ("node:bad-chars", lambda: http_stage(REAL, "?node=" + quote("a b/\u00e9\x00"))),
-        ("node:129-bytes", lambda: http_stage(REAL, "?node=" + LONG_ID)),
-        ("node:900KB", lambda: http_stage(REAL, "?node=" + BIG_ID)),
-        ("key:257-bytes", lambda: http_stage(REAL, "?key=" + "k" * 257)),
-        ("key:900KB", lambda: http_stage(REAL, "?key=" + BIG_ID)),
-        ("key:bad-percent-escape", lambda: http_stage(REAL, "?key=%zz&node=%")),
-        ("query:repeated-node", lambda: http_stage(REAL, "?node=a&node=b")),
-        ("if-none-match:garbage", lambda: http_stage(UNKNOWN_MIGRATION, "", {"if-none-match": '"\x01' + "x" * 8000})),
-        ("header:origin (--dev refuses browsers)", lambda: http_stage(REAL, "", {"origin": "http://evil.example"})),
-    ]
-    for name, send in cases:
-        run_case(target, name, send, e)
-    run_case("GET /metrics", "header:origin (--dev refuses browsers)", lambda: http("GET", "/metrics", headers={"origin": "http://evil.example"}), e)
-
-
-def unknown_route_cases():
-    e = lambda a: judge_http(a, "error")  # noqa: E731
-    cases = [
-        ("POST", "/v1/nope"), ("POST", "/v1/agent/nope"), ("POST", "/v2/agent/poll"), ("POST", "/"), ("GET", "/"),
-        ("GET", "/v1/agent/poll"), ("PUT", "/v1/agent/poll"), ("DELETE", "/v1/migrations"), ("PATCH", "/v1/plans"),
-        ("OPTIONS", "/v1/agent/poll"), ("POST", "/healthz"), ("POST", "/metrics"), ("POST", f"/v1/stage/{UNKNOWN_MIGRATION}"),
-        ("POST", "/V1/AGENT/POLL"), ("POST", "/v1/agent/poll/extra"), ("POST", "/v1//agent/poll"), ("POST", "/v1/migrations/get/"),
-        ("BREW", "/v1/agent/poll"), ("POST", "/v1/" + "x" * 60000), ("POST", "/v1/%ZZ"),
-    ]
-    for method, path in cases:
-        shown = path if len(path) < 60 else path[:40] + f"...({len(path)} chars)"
-        run_case(f"{method} {shown}", "unknown-route-or-method",
-                 lambda m=method, p=path: http(m, p, None if m in ("GET", "OPTIONS") else "{}"), e)
-    # Not HTTP at all: the server must stay up (the answer is judged like any other).
-    run_case("raw", "garbage-request-line", lambda: http(None, None, raw=b"\x16\x03\x01garbage garbage\r\n\r\n"), e)
-    run_case("raw", "http/1.1-without-host-and-bad-header", lambda: http(None, None, raw=b"POST /v1/agent/poll HTTP/1.1\r\nbad header\r\n\r\n"), e)
-    run_case("raw", "content-length-negative", lambda: http(None, None, raw=b"POST /v1/agent/poll HTTP/1.1\r\nhost: x\r\n"
-                                                                               b"content-type: application/json\r\ncontent-length: -5\r\n\r\n{}"), e)
-
-
-# ---------------------------------------------------------------------------------------------------
-# gRPC cases.
-
-
-def grpc_call(route, request_bytes, timeout=TIMEOUT):
-    """Sends raw request bytes; ("ok", summary) or ("error", status, details, trailers, elapsed)."""
-    began = time.monotonic()
-    try:
-        if route.stream:
-            call = channel.unary_stream(route.grpc_path, request_serializer=None, response_deserializer=None)
-            responses = call(request_bytes, timeout=timeout, metadata=grpc_metadata)
-            got = [len(r) for r in responses]
-            return ("ok", f"stream of {len(got)} messages")
-        call = channel.unary_unary(route.grpc_path, request_serializer=None, response_deserializer=None)
-        response = call(request_bytes, timeout=timeout, metadata=grpc_metadata)
-        return ("ok", f"{len(response)} bytes")
-    except grpc.RpcError as error:
-        trailers = dict(error.trailing_metadata() or ())
-        return ("error", error.code(), error.details(), trailers, time.monotonic() - began)
-
-
-def benign_message(route, overrides=None):
-    message = route.request()
-    values = dict(route.benign)
-    values.update(overrides or {})
-    for name, value in values.items():
-        if value is None:
-            continue
-        descriptor = route.request.DESCRIPTOR.fields_by_name[name]
-        if descriptor.type in (descriptor.TYPE_UINT64, descriptor.TYPE_INT64, descriptor.TYPE_UINT32):
-            value = int(value)
-        repeated = descriptor.is_repeated if hasattr(descriptor, "is_repeated") else descriptor.label == descriptor.LABEL_REPEATED
-        if repeated:
-            getattr(message, name).extend(value)
-        else:
-            setattr(message, name, value)
-    return message
-
-
-def without_field(message, name):
-    copy = type(message)()
-    copy.CopyFrom(message)
-    copy.ClearField(name)
-    return copy
-
-
-def grpc_cases(route):
-    if route.service is None:
-        return
-    target = f"gRPC {route.grpc_path}"
-    empty_expect = "any" if route.ok_on_empty else "error"
-    benign_bytes = benign_message(route).SerializeToString()
-    raw_cases = [
-        ("raw:empty-message", b"", empty_expect),
-        ("raw:0xff-x16", b"\xff" * 16, "error"),
-        ("raw:random-bytes", RANDOM_BYTES, "error"),
-        ("raw:truncated-varint", b"\x08\xff", "error"),
-        ("raw:truncated-length-delimited", b"\x0a\x10abc", "error"),
-        ("raw:length-prefix-2^32", b"\x0a\xff\xff\xff\xff\x0f", "error"),
-        ("raw:wire-type-7", b"\x0f\x00", "error"),
-        ("raw:field-number-0", b"\x00\x01", "error"),
-        ("raw:unmatched-end-group", b"\x0c", "error"),
-        ("raw:unterminated-start-group", b"\x0b\x08\x01", "error"),
-        ("raw:overlong-varint-11-bytes", b"\x08" + b"\xff" * 10 + b"\x01", "error"),
-        ("raw:benign-then-truncated", benign_bytes + b"\x0a\x05ab", "error"),
-        ("raw:unknown-field-101-enum-like-varint-99", benign_bytes + key(101, 0) + varint(99), "any"),
-    ]
-    string_fields = [(n, num) for n, num, k in route.fields if k in ("id", "text", "opaque", "key", "yaml", "strs", "stream")]
-    scalar_fields = [(n, num) for n, num, k in route.fields if k in ("u32", "u64", "i64", "bool")]
-    if string_fields:
-        name, num = string_fields[0]
-        base = without_field(benign_message(route, route.aim.get(name)), name).SerializeToString()
-        raw_cases += [(f"raw:{name}-invalid-utf8", base + key(num, 2) + b"\x03\xc3\x28\xff", "error")]
-        # A known field number with another wire type is an unknown field to protobuf parsers: the
-        # message is then the benign one (no aim, so nothing is changed if it is accepted).
-        plain = without_field(benign_message(route), name).SerializeToString()
-        raw_cases += [(f"raw:{name}-as-varint (wrong wire type)", plain + key(num, 0) + b"\x01", "any"),
-                      (f"raw:{name}-as-fixed64 (wrong wire type)", plain + key(num, 1) + b"\x00" * 8, "any")]
-    if scalar_fields:
-        name, num = scalar_fields[0]
-        plain = without_field(benign_message(route), name).SerializeToString()
-        raw_cases += [(f"raw:{name}-as-length-delimited (wrong wire type)", plain + key(num, 2) + b"\x01x", "any")]
-    for case, data, expect in raw_cases:
-        run_case(target, case, lambda d=data: grpc_call(route, d), lambda o, e=expect: judge_grpc(o, e))
-    # Well-formed messages with hostile values, and single fields encoded by hand.
-    for field, number, kind in route.fields:
-        for case, _, value, expect in values_for(route, field, kind, PLAN_TEXT):
-            if value is None:
-                continue
-            overrides = dict(route.aim.get(field, {}))
-            if isinstance(value, WIRE):
-                message = without_field(benign_message(route, overrides), field).SerializeToString()
-                data = message + key(number, 0) + value.data
-            else:
-                try:
-                    overrides[field] = value
-                    data = benign_message(route, overrides).SerializeToString()
-                except (ValueError, TypeError) as error:
-                    print(f"# skipped gRPC {route.method} {field}:{case}: {error}", flush=True)
-                    continue
-            timeout = 1.5 if expect == "park" else TIMEOUT
-            run_case(target, f"{field}:{case}", lambda d=data, t=timeout: grpc_call(route, d, timeout=t),
-                     lambda o, e=expect: judge_grpc(o, e))
-    # The message just over the 1 MiB limit.
-    padding = benign_bytes + key(2000, 2) + varint(BODY_MAX + 1) + b"p" * (BODY_MAX + 1)
-    run_case(target, "raw:over-1MiB-message", lambda: grpc_call(route, padding), lambda o: judge_grpc(o, "error"))
-
-
-class RawMethod:
-    stream = False
-
-    def __init__(self, path):
-        self.grpc_path = path
-
-
-def unknown_grpc_cases():
-    for path in ["/lockstep.v1.AgentService/Nope", "/lockstep.v1.AgentService/poll", "/lockstep.v1.NopeService/Poll",
-                 "/lockstep.v2.AgentService/Poll", "/nope", "/lockstep.v1.AgentService/" + "x" * 4000]:
-        shown = path if len(path) < 60 else path[:40] + f"...({len(path)} chars)"
-        run_case(f"gRPC {shown}", "unknown-method",
-                 lambda p=path: grpc_call(RawMethod(p), b""), lambda o: judge_grpc(o, "error"))
-
-
-# ---------------------------------------------------------------------------------------------------
+# The cases (bad_input_json_cases.py, bad_input_grpc_cases.py), given what they use of this run: http and
+# grpc_call take the server's address and channel at each call, so a restarted server's new ones are used.
+probe = SimpleNamespace(run_case=run_case, http=http, grpc_call=grpc_call, timeout=TIMEOUT, plan_text=PLAN_TEXT, real=REAL)
 
 try:
     current_head = head()
@@ -590,13 +356,13 @@ try:
         raise SystemExit("cannot read the log head (POST /v1/history/verify); is the server up, and the token a reader's?")
     for route in ROUTES:
         if route.path == "/v1/stage":
-            stage_cases()
+            stage_cases(probe)
         else:
-            json_cases(route)
-    unknown_route_cases()
+            json_cases(probe, route)
+    unknown_route_cases(probe)
     for route in ROUTES:
-        grpc_cases(route)
-    unknown_grpc_cases()
+        grpc_cases(probe, route)
+    unknown_grpc_cases(probe)
     final = http("POST", "/v1/history/verify", "{}")
     print(f"# at the end: POST /v1/history/verify -> {final.status or final.error} {short(final.body or b'', 200)}", flush=True)
 finally:

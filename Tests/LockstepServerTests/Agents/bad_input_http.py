@@ -12,7 +12,7 @@ class Answer:
         self.status, self.headers, self.body, self.error, self.elapsed = status, headers or {}, body, error, elapsed
 
 
-def request(base, auth_headers, method, path, body=None, headers=None, chunked=False, raw=None, timeout=5.0, read_body=True):
+def request(base, auth_headers, method, path, body=None, headers=None, chunked=False, raw=None, timeout=5.0):
     """One request to `base` (http://HOST:PORT) on a fresh connection (Connection: close): `auth_headers`,
     then `headers` (by default a JSON content-type), a name in both taking `headers`' value. `raw` sends
     those bytes as the whole request."""
@@ -74,7 +74,7 @@ def request(base, auth_headers, method, path, body=None, headers=None, chunked=F
             if ":" in line:
                 name, value = line.split(":", 1)
                 hdrs[name.strip().lower()] = value.strip()
-        if method == "HEAD" or status in (204, 304) or not read_body:
+        if status in (204, 304):
             sock.close()
             return Answer(status, hdrs, b"", elapsed=time.monotonic() - began)
         if "content-length" in hdrs:

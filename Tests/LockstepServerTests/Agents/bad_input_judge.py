@@ -19,7 +19,7 @@ def short(text, n=220):
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
-def judge_http(answer, expect, stream=False):
+def judge_http(answer, expect):
     """(ok, kind of defect or None, what came back)."""
     if answer.error:
         if expect == "park" and answer.error.startswith("no complete answer") and answer.elapsed >= 1.0:

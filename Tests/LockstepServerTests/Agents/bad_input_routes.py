@@ -18,10 +18,10 @@ BENIGN_TOKEN = "987654321"                 # matches no lease: reports are refus
 
 
 class Route:
-    def __init__(self, path, service, method, request, fields, benign, aim=None, mutating=False, stream=False, ok_on_empty=False):
+    def __init__(self, path, service, method, request, fields, benign, aim=None, stream=False, ok_on_empty=False):
         self.path, self.service, self.method, self.request = path, service, method, request
         self.fields, self.benign, self.aim = fields, benign, aim or {}
-        self.mutating, self.stream, self.ok_on_empty = mutating, stream, ok_on_empty
+        self.stream, self.ok_on_empty = stream, ok_on_empty
 
     @property
     def grpc_path(self):
@@ -47,7 +47,7 @@ def routes(pb, real, first_node, gated_node, first_service, watch_id):
               [("lease_id", 1, "id"), ("fencing_token", 2, "u64"), ("reason", 3, "text"), ("retryable", 4, "bool")],
               {"lease_id": lease, "fencing_token": BENIGN_TOKEN, "reason": "probe", "retryable": True}),
         Route("/v1/plans", "MigrationService", "ApplyPlan", pb.ApplyPlanRequest, [("plan_yaml", 1, "yaml")],
-              {"plan_yaml": "name: [unterminated"}, mutating=True),
+              {"plan_yaml": "name: [unterminated"}),
         Route("/v1/plans/validate", "MigrationService", "ValidatePlan", pb.ApplyPlanRequest, [("plan_yaml", 1, "yaml")],
               {"plan_yaml": "name: [unterminated"}, ok_on_empty=True),
         Route("/v1/plans/list", "MigrationService", "ListPlans", pb.ListPlansRequest, [], {}, ok_on_empty=True),
@@ -55,24 +55,24 @@ def routes(pb, real, first_node, gated_node, first_service, watch_id):
               [("plan", 1, "id"), ("version", 2, "u64"), ("migration_id", 3, "id")],
               {"plan": "bad-input-no-such-plan", "migration_id": "bad-input-m"},
               aim={"version": {"plan": "ledger-split", "migration_id": "bad-input-m"},
-                   "migration_id": {"plan": "ledger-split"}}, mutating=True),
+                   "migration_id": {"plan": "ledger-split"}}),
         Route("/v1/migrations/get", "MigrationService", "GetMigration", pb.GetMigrationRequest,
               [("migration_id", 1, "id")], {"migration_id": UNKNOWN_MIGRATION}),
         Route("/v1/migrations/list", "MigrationService", "ListMigrations", pb.ListMigrationsRequest,
               [("page_size", 1, "u32"), ("page_token", 2, "opaque")], {"page_size": 1}, ok_on_empty=True),
         Route("/v1/migrations/pause", "MigrationService", "PauseMigration", pb.PauseMigrationRequest,
               [("migration_id", 1, "id"), ("reason", 2, "text")], {"migration_id": UNKNOWN_MIGRATION, "reason": "probe"},
-              aim={"reason": {"migration_id": real}}, mutating=True),
+              aim={"reason": {"migration_id": real}}),
         Route("/v1/migrations/resume", "MigrationService", "ResumeMigration", pb.ResumeMigrationRequest,
-              [("migration_id", 1, "id")], {"migration_id": UNKNOWN_MIGRATION}, mutating=True),
+              [("migration_id", 1, "id")], {"migration_id": UNKNOWN_MIGRATION}),
         Route("/v1/migrations/approve", "MigrationService", "Approve", pb.GateDecisionRequest,
               [("migration_id", 1, "id"), ("node_id", 2, "id"), ("comment", 3, "text")],
               {"migration_id": UNKNOWN_MIGRATION, "node_id": gated_node, "comment": "probe"},
-              aim={"node_id": {"migration_id": real}, "comment": {"migration_id": real}}, mutating=True),
+              aim={"node_id": {"migration_id": real}, "comment": {"migration_id": real}}),
         Route("/v1/migrations/reject", "MigrationService", "Reject", pb.GateDecisionRequest,
               [("migration_id", 1, "id"), ("node_id", 2, "id"), ("comment", 3, "text")],
               {"migration_id": UNKNOWN_MIGRATION, "node_id": gated_node, "comment": "probe"},
-              aim={"node_id": {"migration_id": real}, "comment": {"migration_id": real}}, mutating=True),
+              aim={"node_id": {"migration_id": real}, "comment": {"migration_id": real}}),
         Route("/v1/service-leases/list", "MigrationService", "ListServiceLeases", pb.ListServiceLeasesRequest, [], {},
               ok_on_empty=True),
         Route("/v1/metrics/record", "MigrationService", "RecordMetric", pb.RecordMetricRequest,
@@ -100,30 +100,30 @@ def routes(pb, real, first_node, gated_node, first_service, watch_id):
               [("migration_id", 3, "id")], {"migration_id": UNKNOWN_MIGRATION}),  # no points: refused
         Route("/v1/service-leases/release", "MigrationService", "ReleaseServiceLease", pb.ReleaseServiceLeaseRequest,
               [("service", 1, "id"), ("reason", 2, "text")], {"service": "bad-input-no-such-service", "reason": "probe"},
-              aim={"reason": {"service": first_service}}, mutating=True),
+              aim={"reason": {"service": first_service}}),
         # Freezes: each benign request is refused (an empty reason, an unknown freeze or migration), and
         # the aimed ones reach the core's range checks.
         Route("/v1/freezes", "MigrationService", "DeclareFreeze", pb.DeclareFreezeRequest,
               [("id", 1, "id"), ("services", 2, "strs"), ("from_ms", 3, "i64"), ("until_ms", 4, "i64"), ("reason", 5, "text")],
               {"id": "bad-input-freeze", "reason": ""},
               aim={"from_ms": {"id": "bad-input-freeze", "reason": "probe", "until_ms": "2"},
-                   "until_ms": {"id": "bad-input-freeze", "reason": "probe", "from_ms": "1"}}, mutating=True),
+                   "until_ms": {"id": "bad-input-freeze", "reason": "probe", "from_ms": "1"}}),
         Route("/v1/freezes/list", "MigrationService", "ListFreezes", pb.ListFreezesRequest, [], {}, ok_on_empty=True),
         Route("/v1/webhooks/deliveries", "MigrationService", "ListWebhookDeliveries", pb.ListWebhookDeliveriesRequest,
               [("webhook", 1, "id"), ("status", 2, "opaque"), ("limit", 3, "u32")], {"limit": 1}, ok_on_empty=True),
         Route("/v1/freezes/end", "MigrationService", "EndFreeze", pb.EndFreezeRequest,
-              [("id", 1, "id"), ("reason", 2, "text")], {"id": "bad-input-no-such-freeze", "reason": "probe"}, mutating=True),
+              [("id", 1, "id"), ("reason", 2, "text")], {"id": "bad-input-no-such-freeze", "reason": "probe"}),
         Route("/v1/line/stop", "MigrationService", "StopLine", pb.StopLineRequest,
               [("services", 1, "strs"), ("reason", 2, "text"), ("id", 3, "id")], {"id": "bad-input-stop", "reason": ""},
-              aim={"reason": {"id": "bad-input-stop", "services": ["bad-input-none"]}}, mutating=True),
+              aim={"reason": {"id": "bad-input-stop", "services": ["bad-input-none"]}}),
         Route("/v1/migrations/break-glass", "MigrationService", "BreakGlass", pb.BreakGlassRequest,
               [("migration_id", 1, "id"), ("node_id", 2, "id"), ("scope", 3, "opaque"), ("justification", 4, "text")],
               {"migration_id": UNKNOWN_MIGRATION, "node_id": first_node, "scope": "freeze", "justification": "probe"},
               aim={"node_id": {"migration_id": real, "scope": "freeze", "justification": "probe"},
                    "scope": {"migration_id": real, "node_id": first_node, "justification": "probe"},
-                   "justification": {"migration_id": real, "node_id": first_node, "scope": "freeze"}}, mutating=True),
+                   "justification": {"migration_id": real, "node_id": first_node, "scope": "freeze"}}),
         # Last: an abort that is wrongly accepted rolls the migration back.
         Route("/v1/migrations/abort", "MigrationService", "AbortMigration", pb.AbortMigrationRequest,
               [("migration_id", 1, "id"), ("reason", 2, "text")], {"migration_id": UNKNOWN_MIGRATION, "reason": "probe"},
-              aim={"reason": {"migration_id": real}}, mutating=True),
+              aim={"reason": {"migration_id": real}}),
     ]
