@@ -114,7 +114,7 @@ struct Demo: AsyncParsableCommand {
         let live = !plain && isatty(STDOUT_FILENO) == 1
         let status = try await withThrowingTaskGroup(of: String?.self) { group in
             group.addTask {
-                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, live: live).name }
+                try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { try await follow(migration, $0, output: live ? .live : .lines).name }
             }
             group.addTask {
                 try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await Self.approveGates(of: migration, as: $0, live: live) }

@@ -138,50 +138,52 @@ extension MigrationsCommand {
             var settled = Lockstep_V1_MigrationStatus.unspecified
             // Run again on the next address, a watch goes on after the last event it printed.
             let printed = PrintedUpTo()
+            let shown: FollowOutput = output == .json ? .ndjson : (!plain && isatty(STDOUT_FILENO) == 1 ? .live : .lines)
             try await server.run { lockstep in
-                if output == .json {
-                    try await lockstep.watch(.with {
-                        $0.migrationID = id
-                        $0.afterSequence = printed.value
-                    }) { envelope in
-                        let hash = envelope.chainHash.hexString
-                        print(try HistoryExport.line(sequence: envelope.sequence, chainHashHex: hash, record: envelope.record))
-                        fflush(nil)
-                        printed.printed(envelope.sequence)
-                    }
-                    settled = try await lockstep.migration(.with { $0.migrationID = id }).status
-                    return
-                }
-                settled = try await follow(id, lockstep, live: !plain && isatty(STDOUT_FILENO) == 1, printed: printed)
+                settled = try await follow(id, lockstep, output: shown, printed: printed)
             }
             if settled != .succeeded { throw ExitCode(5) }
         }
     }
 }
 
-/// Follows migration `id` until it settles and returns its final status. `live`: redraw the whole view
-/// (at most ten times a second) on a terminal; otherwise one line per event, then the final view.
-func follow(_ id: String, _ lockstep: LockstepClient, live: Bool, printed: PrintedUpTo = PrintedUpTo()) async throws -> Lockstep_V1_MigrationStatus {
+/// How `follow` shows a migration: a live view of it, redrawn on a terminal; one line per event, then
+/// the final view; or each event as an NDJSON line, as `history export` prints it, and no view.
+enum FollowOutput {
+    case live, lines, ndjson
+}
+
+/// Follows migration `id` until it settles and returns its final status. A live view is redrawn at most
+/// ten times a second; the other outputs print every event after `printed`'s, and advance it.
+func follow(_ id: String, _ lockstep: LockstepClient, output: FollowOutput, printed: PrintedUpTo = PrintedUpTo()) async throws
+    -> Lockstep_V1_MigrationStatus {
     let frames = FrameClock()
     try await lockstep.watch(.with {
         $0.migrationID = id
-        if !live { $0.afterSequence = printed.value }
+        if output != .live { $0.afterSequence = printed.value }
     }) { envelope in
-        if !live {
+        switch output {
+        case .live:
+            guard frames.due() else { return }
+            let migration = try await lockstep.migration(.with { $0.migrationID = id })
+            print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()))
+            fflush(nil)
+            return
+        case .lines:
             let line = (try? EventRecordCodec.domainRecord(envelope.record)).flatMap(EventLine.init) ?? EventLine(envelope)
             print("#\(envelope.sequence) \(line.text)")
-            fflush(nil)
-            printed.printed(envelope.sequence)
-            return
+        case .ndjson:
+            print(try HistoryExport.line(sequence: envelope.sequence, chainHashHex: envelope.chainHash.hexString, record: envelope.record))
         }
-        guard frames.due() else { return }
-        let migration = try await lockstep.migration(.with { $0.migrationID = id })
-        print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()))
         fflush(nil)
+        printed.printed(envelope.sequence)
     }
     let migration = try await lockstep.migration(.with { $0.migrationID = id })
-    if live { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-    print((live ? "" : "\n") + MigrationView.render(migration, now: Date()))
+    switch output {
+    case .live: print("\u{1B}[H\u{1B}[2J" + MigrationView.render(migration, now: Date()))
+    case .lines: print("\n" + MigrationView.render(migration, now: Date()))
+    case .ndjson: break
+    }
     fflush(nil)
     return migration.status
 }
