@@ -7,6 +7,10 @@ public enum H2Event: Equatable, Sendable {
     case requestBegan(Int32)
     /// One field of that request's header list (names arrive lowercased and checked by libnghttp2).
     case header(Int32, name: String, value: String)
+    /// That request's header list passed its limits (`H2HeaderBudget`): its later fields are not decoded.
+    case headerListTooLarge(Int32)
+    /// A header block passed `H2HeaderBudget.abuseFactor` times the limits: the rest of it is not decoded.
+    case headerListAbusive(Int32)
     /// The request's header list ended; `endStream` when it has no body.
     case headersEnded(Int32, endStream: Bool)
     /// Request body bytes (one DATA frame's payload, without padding).
@@ -141,6 +145,12 @@ public struct H2ConnectionState: Sendable {
         case .header(let id, let name, let value):
             guard let slot = streams.find(id) else { return }
             Self.add(header: name, value, to: &streams.slots[slot], listBytesMax: limits.headerListBytesMax, fieldsMax: limits.headerFieldsMax)
+        case .headerListTooLarge(let id):
+            guard let slot = streams.find(id) else { return }
+            streams.slots[slot].headersTooLarge = true
+            streams.slots[slot].headers = []
+        case .headerListAbusive:
+            perform(terminate("a header block past \(H2HeaderBudget.abuseFactor)× its limits (\(limits.headerListBytesMax) bytes, \(limits.headerFieldsMax) fields)"))
         case .headersEnded(let id, let endStream):
             guard let slot = streams.find(id) else { return }
             if streams.slots[slot].headersTooLarge {

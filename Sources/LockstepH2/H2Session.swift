@@ -37,6 +37,8 @@ public final class H2Session {
     /// The last `:path`, `:authority` and `user-agent` of this connection's requests, whose values its
     /// next requests mostly repeat (`H2HeaderText.Repeated`).
     private var repeated = H2HeaderText.Repeated()
+    /// The header block being decoded, counted before its fields become Strings.
+    private var headerBudget = H2HeaderBudget()
 
     final class Outbound {
         /// Queued body bytes in order: the first chunk here (most answers are one write, and need no
@@ -216,18 +218,36 @@ public final class H2Session {
     private static func install(_ callbacks: OpaquePointer) {
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, user in
             guard let frame else { return 0 }
+            Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef { $0.headerBudget.reset() }
             if frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
                 H2Session.report(user, .requestBegan(frame.pointee.hd.stream_id))
             }
             return 0
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, user in
-            guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue), frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
+            guard let frame, let name, let value, frame.pointee.hd.type == UInt8(NGHTTP2_HEADERS.rawValue) else { return 0 }
+            let id = frame.pointee.hd.stream_id
+            // Every block is counted (trailers too, whose fields are not kept); a request's fields past the
+            // limits are not decoded, and past the abuse ceiling libnghttp2 is told to skip the rest of the
+            // block (it resets the stream; the connection is closing).
+            switch Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef({ me in
+                me.headerBudget.count(nameBytes: nameCount, valueBytes: valueCount, limits: me.limits)
+            }) {
+            case .keep:
+                break
+            case .drop:
+                if frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST { H2Session.report(user, .headerListTooLarge(id)) }
+                return 0
+            case .abusive:
+                H2Session.report(user, .headerListAbusive(id))
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue
+            }
+            guard frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST else { return 0 }
             let field = H2HeaderText.name(UnsafeBufferPointer(start: name, count: nameCount))
             let text = Unmanaged<H2Session>.fromOpaque(user!)._withUnsafeGuaranteedRef {
                 $0.repeated.value(UnsafeBufferPointer(start: value, count: valueCount), of: field)
             }
-            H2Session.report(user, .header(frame.pointee.hd.stream_id, name: field, value: text))
+            H2Session.report(user, .header(id, name: field, value: text))
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, id, data, count, user in

@@ -71,6 +71,15 @@ import Testing
         #expect(feed(&state, request(3) + [.headersEnded(3, endStream: true)]).count == 1)
     }
 
+    @Test func aHeaderListTheSessionFoundTooLargeIsAnswered431AndAnAbusiveOneClosesTheConnection() {
+        var state = state()
+        // `H2HeaderBudget` in the session decides on the bytes as received; the fields after are not decoded.
+        let actions = feed(&state, request(1, extra: [("x-kept", "v")]) + [.headerListTooLarge(1), .headersEnded(1, endStream: true)])
+        #expect(actions == [.answer(1, status: 431)])
+        #expect(feed(&state, request(3) + [.headerListAbusive(3)]) == [.terminate(.enhanceYourCalm, reason: "a header block past 4× its limits (16384 bytes, 100 fields)")])
+        #expect(feed(&state, request(5) + [.headersEnded(5, endStream: true)]).isEmpty)
+    }
+
     @Test func theHundredAndFirstFieldIsAnswered431() {
         var state = state()
         let hundred = (1...96).map { ("x-\($0)", "v") }  // 4 pseudo-headers + 96 = 100 fields

@@ -124,6 +124,14 @@ import Testing
         #expect(seen.goaway?.error_code == code && seen.closed, "\(name): \(seen)")
     }
 
+    @Test func anHPACKBombClosesTheConnectionBeforeItsFieldsAreDecoded() async throws {
+        // A 4,000-byte table entry referenced by one byte per field: the header list's counted size, not
+        // the bytes received, passes 4× its limit (`H2HeaderBudget`). The GOAWAY, then the close; the GET
+        // behind it is not answered, and a new connection is (`probe`).
+        let seen = try await probe("hpack-bomb", silence: "8")
+        #expect(seen.goaway?.error_code == 0xb && seen.closed && seen.responses.isEmpty, "\(seen)")
+    }
+
     @Test func aContinuationFloodClosesTheConnectionBeforeAnyAnswer() async throws {
         // CVE-2024-27316 / CVE-2024-28182: more than `continuationsMax` CONTINUATION frames.
         let seen = try await probe("continuation-flood")

@@ -210,6 +210,18 @@ def case_big_header(c):
     c.send(*c.headers_frames(1, block), *c.get_frames(3))
 
 
+def case_hpack_bomb(c):
+    """An HPACK bomb (§4.3, §10.5.1): one 4,000-byte value inserted into the
+    dynamic table, then referenced by one byte per field 16,000 times in the
+    same 16 KB HEADERS frame, a header list of about 64 MB from 20 KB sent;
+    then a GET on stream 3. A server that bounds the work of a header list
+    (not only the bytes received) cuts the connection off."""
+    c.handshake()
+    block = c.encoder.encode(c.request_headers(extra=[("x-bomb", "b" * 4000)]), huffman=False)
+    block += b"\xbe" * 16000   # indexed field 62: the newest entry of the dynamic table, x-bomb
+    c.send(*c.headers_frames(1, block), *c.get_frames(3))
+
+
 def case_too_many_streams(c):
     """Open SETTINGS_MAX_CONCURRENT_STREAMS + 1 streams (§5.1.2): expect the
     extra one refused (RST_STREAM REFUSED_STREAM) without a connection error;
@@ -315,6 +327,7 @@ CASES = {
     "reset-later": case_reset_later,
     "bad-preface": case_bad_preface,
     "continuation-flood": case_continuation_flood,
+    "hpack-bomb": case_hpack_bomb,
     "too-many-settings": case_too_many_settings,
     "ping-flood": case_ping_flood,
     "settings-flood": case_settings_flood,
