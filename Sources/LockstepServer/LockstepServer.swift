@@ -210,14 +210,15 @@ public enum LockstepServer {
         if let webhooks = options.webhooks, !isReplica {
             operators.webhooks = (webhooks.webhooks.map(\.name), webhookDeliveries)
         }
-        let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups)
+        let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups,
+                               open: OpenWatches(openMax: options.limits.watchesMax, perPrincipalMax: options.limits.watchesPerPrincipalMax))
         let history = HistoryAPI(coordinator: coordinator)
         let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
         // The gauges are read when they are scraped, so they are current whatever the timers do.
         let refreshGauges: @Sendable () async -> Void = {
             metrics.parkedPolls.record(wakeups.parkedCount)
-            metrics.openWatches.record(watchWakeups.parkedCount)
+            metrics.openWatches.record(watches.open.count)
             metrics.openConnections.record(gate.openCount)
             if let heap = ServerMetrics.heapBytesInUse() { metrics.heapInUse.record(heap) }
             metrics.stepLeasesHeld.record(await coordinator.liveStepLeaseCount)

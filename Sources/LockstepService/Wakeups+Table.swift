@@ -72,15 +72,13 @@ extension Wakeups {
         var nextID: UInt64 = 0
         var closed = false
 
-        /// Parks `waiter` as `id` when nothing changed since `seen`, the server is open and (`enforceLimit`)
-        /// the limits allow; returns whether it parked, and whether its deadline is now the earliest.
-        mutating func park(_ waiter: Waiter, id: UInt64, after seen: UInt64, enforceLimit: Bool, parkedMax: Int, parkedPerOwnerMax: Int) -> (parked: Bool, earliest: Bool) {
+        /// Parks `waiter` as `id` when nothing changed since `seen`, the server is open and the limits
+        /// allow; returns whether it parked, and whether its deadline is now the earliest.
+        mutating func park(_ waiter: Waiter, id: UInt64, after seen: UInt64, parkedMax: Int, parkedPerOwnerMax: Int) -> (parked: Bool, earliest: Bool) {
             // Checked again under the lock that parks: a change, a shutdown or a cancellation since the
             // first check must not be slept through; the limits too (the first check was under another).
             guard !closed, generation == seen else { return (false, false) }
-            if enforceLimit {
-                guard parked.count < parkedMax, parkedByOwner[waiter.owner, default: 0] < parkedPerOwnerMax else { return (false, false) }
-            }
+            guard parked.count < parkedMax, parkedByOwner[waiter.owner, default: 0] < parkedPerOwnerMax else { return (false, false) }
             let earliest = deadlines.min.map { waiter.deadline < $0.at } ?? true
             parked[id] = waiter
             parkedByOwner[waiter.owner, default: 0] += 1

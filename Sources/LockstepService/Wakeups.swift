@@ -179,15 +179,15 @@ package final class Wakeups: Service, Sendable {
     }
 
     /// Waits until a change after generation `seen` concerning `key`, `millis` pass, or the task is
-    /// cancelled. `enforceLimit: false` lets a caller already admitted (a watch re-parking) past the limits.
+    /// cancelled.
     /// With a `claim` (its own `deliver` is not used), the coordinator may instead claim the caller for a
     /// step an append readies: the wait then ends, once that append is done, with `.claimed`.
     /// A caller with a `name` is also woken by a change that names it (`signal`'s `names`).
-    package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", name: String? = nil, enforceLimit: Bool = true,
+    package func wait(after seen: UInt64, millis: Int, owner: String, key: String = "", name: String? = nil,
               departure: (any Departure)? = nil, claim: StepClaim? = nil) async -> Outcome {
         if Task.isCancelled { return state.withLock { $0.closed } ? .closed : .cancelled(wokenBy: nil) }
         let id: UInt64
-        switch admit(after: seen, owner: owner, enforceLimit: enforceLimit) {
+        switch admit(after: seen, owner: owner) {
         case .answer(let outcome): return outcome
         case .parkAs(let admitted): id = admitted
         }
@@ -204,7 +204,7 @@ package final class Wakeups: Service, Sendable {
                     // Claimed, the waiter is out of the table: only the claim's end resumes it.
                     let waiter = Waiter(owner: owner, key: key, name: name, resume: { continuation.resume(returning: $0) }, deadline: deadline,
                                         claim: claim)
-                    return state.park(waiter, id: id, after: seen, enforceLimit: enforceLimit, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
+                    return state.park(waiter, id: id, after: seen, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax)
                 }
                 if !parkedNow { continuation.resume(returning: .signalled(nil)) }
                 if parkedNow, let departure { departureToken = departure.onDeparture { [weak self] in self?.resume(id, with: nil) } }
@@ -232,13 +232,11 @@ package final class Wakeups: Service, Sendable {
         case answer(Outcome)
     }
 
-    private func admit(after seen: UInt64, owner: String, enforceLimit: Bool) -> Admission {
+    private func admit(after seen: UInt64, owner: String) -> Admission {
         state.withLock { state in
             if state.closed { return .answer(.closed) }
             guard state.generation == seen else { return .answer(.lookAgain) }
-            if enforceLimit {
-                guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .answer(.full) }
-            }
+            guard state.parked.count < parkedMax, state.parkedByOwner[owner, default: 0] < parkedPerOwnerMax else { return .answer(.full) }
             defer { state.nextID &+= 1 }
             return .parkAs(state.nextID)
         }
@@ -253,7 +251,7 @@ package final class Wakeups: Service, Sendable {
     package func park(after seen: UInt64, millis: Int, owner: String, key: String = "", name: String? = nil, departure: (any Departure)? = nil,
                       claim: StepClaim? = nil, then: @escaping @Sendable (Outcome) -> Void) -> Outcome? {
         let id: UInt64
-        switch admit(after: seen, owner: owner, enforceLimit: true) {
+        switch admit(after: seen, owner: owner) {
         case .answer(let outcome): return outcome
         case .parkAs(let admitted): id = admitted
         }
@@ -268,7 +266,7 @@ package final class Wakeups: Service, Sendable {
                 then(instant.map { .woken(changedAt: $0) } ?? .lookAgain)
             }
         }, deadline: .now + .milliseconds(millis), claim: claim)
-        let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, enforceLimit: true, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
+        let (parked, earliest) = state.withLock { $0.park(waiter, id: id, after: seen, parkedMax: parkedMax, parkedPerOwnerMax: parkedPerOwnerMax) }
         guard parked else { return state.withLock { $0.closed } ? .closed : .lookAgain }
         if let departure {
             let registered = departure.onDeparture { [weak self] in self?.resume(id, with: nil) }
