@@ -7,6 +7,9 @@ import Yams
 public enum PlanFile {
     /// Largest plan file, in bytes.
     public static let fileBytesMax = 1 << 20
+    /// Findings reported for one file; past them, one more says how many were left out (an error when
+    /// any of those was).
+    public static let findingsMax = 500
 
     public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows", "on_pause"]
     public static let nodeKeys: Set<String> = [
@@ -28,7 +31,17 @@ public enum PlanFile {
             }
         }
         load.findings.sort { ($0.line, $0.severity == .error ? 0 : 1) < ($1.line, $1.severity == .error ? 0 : 1) }
+        load.findings = Self.bounded(load.findings)
         return load
+    }
+
+    /// The first `findingsMax` of `findings`, then one saying how many more there were.
+    static func bounded(_ findings: [PlanFinding]) -> [PlanFinding] {
+        guard findings.count > findingsMax else { return findings }
+        let left = findings[findingsMax...]
+        let errors = left.count { $0.severity == .error }
+        return Array(findings.prefix(findingsMax)) + [PlanFinding(errors > 0 ? .error : .warning, line: left.first?.line ?? 0, code: "too_many_findings",
+                                                                  "\(left.count) more findings (\(errors) of them errors) are not shown; mend these first")]
     }
 
     /// Reads `yaml` into a plan with the structural findings only (missing or unknown keys, bad values).

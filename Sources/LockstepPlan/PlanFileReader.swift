@@ -23,7 +23,11 @@ struct Reader {
         let deadline = duration(fields["deadline"], what: "deadline")
         var services: [ServiceSpec] = []
         if let node = fields["services"] {
-            if case .mapping(let serviceMap) = node {
+            if case .mapping(let serviceMap) = node, serviceMap.count > CoreLimits.planNodesMax {
+                // Refused before any is read: the lint rules' work grows with the services and nodes.
+                error(node.mark?.line ?? 0, "too_many_services", "the plan declares \(serviceMap.count) services; the limit is \(CoreLimits.planNodesMax)")
+                return nil
+            } else if case .mapping(let serviceMap) = node {
                 for (key, value) in serviceMap {
                     guard let serviceName = key.string else { continue }
                     map.serviceLines[serviceName] = key.mark?.line ?? 0
@@ -44,7 +48,10 @@ struct Reader {
         }
         var nodes: [NodeSpec] = []
         if let node = fields["nodes"] {
-            if case .sequence(let sequence) = node {
+            if case .sequence(let sequence) = node, sequence.count > CoreLimits.planNodesMax {
+                error(node.mark?.line ?? 0, "too_many_nodes", "the plan has \(sequence.count) nodes; the limit is \(CoreLimits.planNodesMax)")
+                return nil
+            } else if case .sequence(let sequence) = node {
                 for item in sequence {
                     if case .mapping(let nodeMapping) = item, let spec = nodeSpec(nodeMapping) { nodes.append(spec) }
                     else if item.mapping == nil { error(item.mark?.line ?? 0, "invalid_value", "each node must be a mapping") }

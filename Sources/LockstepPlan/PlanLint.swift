@@ -37,10 +37,14 @@ enum PlanLint {
             error(map.line(of: cycle[0], in: plan), "dependency_cycle", PlanValidation.cycleMessage(cycle))
         }
         let ancestry = cycle == nil ? Ancestry(plan) : nil
-        // The nodes that move each service, in plan order; and the irreversible ones, as a row of bits.
-        var movers: [String: [Int]] = [:]
-        for (index, node) in plan.nodes.enumerated() where movingPhases.contains(node.phase) {
-            for service in Set(node.services) { movers[service, default: []].append(index) }
+        // The nodes that move each service (at their id's first position, as lookups by id find them), and
+        // the irreversible ones, each as a row of bits: a contract node's check is one pass over a row, not
+        // a look at every mover (which grew with the square of the plan).
+        var movers: [String: [UInt64]] = [:]
+        if let ancestry {
+            for (index, node) in plan.nodes.enumerated() where movingPhases.contains(node.phase) {
+                for service in node.services { ancestry.insert(plan.nodeIndex(node.id) ?? index, into: &movers[service, default: ancestry.emptyRow]) }
+            }
         }
         let irreversible = ancestry?.row(where: { plan.nodes[$0].irreversible }) ?? []
         for (index, node) in plan.nodes.enumerated() {
@@ -56,15 +60,14 @@ enum PlanLint {
             let position = plan.nodeIndex(node.id) ?? index
             if let ancestry, removingPhases.contains(node.phase) {
                 for service in node.services {
-                    let missing = (movers[service] ?? []).filter { mover in
-                        plan.nodes[mover].id != node.id && !ancestry.depends(position, on: plan.nodeIndex(plan.nodes[mover].id) ?? mover)
-                    }
-                    guard !missing.isEmpty else { continue }
+                    guard let row = movers[service] else { continue }
+                    let (count, first) = ancestry.notDependedOn(by: position, among: row, naming: Self.moversNamedMax)
+                    guard count > 0 else { continue }
                     // One finding per node and service, however many movers it misses (a finding per pair
                     // would grow with the square of the plan).
-                    let named = missing.prefix(Self.moversNamedMax).map { plan.nodes[$0].id.rawValue }.joined(separator: ", ")
-                    let more = missing.count > Self.moversNamedMax ? " (and \(missing.count - Self.moversNamedMax) more)" : ""
-                    let (which, them) = missing.count == 1 ? ("moves", "it") : ("move", "them")
+                    let named = first.map { plan.nodes[$0].id.rawValue }.joined(separator: ", ")
+                    let more = count > Self.moversNamedMax ? " (and \(count - Self.moversNamedMax) more)" : ""
+                    let (which, them) = count == 1 ? ("moves", "it") : ("move", "them")
                     error(line, "contract_before_move",
                           "\(node.phase.rawValue) node \(node.id) does not depend on \(named)\(more), which \(which) \(service)'s readers or writers; add \(them) to needs")
                 }
@@ -192,6 +195,31 @@ struct Ancestry {
     /// Whether the node at `node` depends on any node of `mask` (a `row(where:)`).
     func depends(_ node: Int, onAnyOf mask: [UInt64]) -> Bool {
         (0..<words).contains { bits[node * words + $0] & mask[$0] != 0 }
+    }
+
+    /// A row with no bit set.
+    var emptyRow: [UInt64] { [UInt64](repeating: 0, count: words) }
+
+    /// Sets `position`'s bit in `row`.
+    func insert(_ position: Int, into row: inout [UInt64]) {
+        row[position / 64] |= 1 << UInt64(position % 64)
+    }
+
+    /// The positions of `row` that the node at `node` neither is nor depends on: how many, and the first
+    /// `naming` of them in plan order.
+    func notDependedOn(by node: Int, among row: [UInt64], naming: Int) -> (count: Int, first: [Int]) {
+        var count = 0
+        var first: [Int] = []
+        for word in 0..<words {
+            var left = row[word] & ~bits[node * words + word]
+            if word == node / 64 { left &= ~(1 << UInt64(node % 64)) }
+            count += left.nonzeroBitCount
+            while left != 0 && first.count < naming {
+                first.append(word * 64 + left.trailingZeroBitCount)
+                left &= left - 1
+            }
+        }
+        return (count, first)
     }
 
     /// A row with the bits of the positions `include` takes.

@@ -57,6 +57,28 @@ import Testing
         #expect(found("name: p\ndescription: |\n  - *bold* text &more\nservices:\n  orders: { owners: [t] }\nnodes:\n  - id: n\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n") == [])
     }
 
+    /// A plan over the node or service limit is refused before its nodes are read or any lint rule runs
+    /// (a review's 95,000-node file, under 1 MiB, took lint to 1.1 GB and 381,000 findings).
+    @Test func tooManyNodesOrServicesAreRefusedBeforeAnyIsRead() {
+        let nodes = (0...CoreLimits.planNodesMax).map { "  - id: n\($0)\n" }.joined()
+        #expect(found(header + nodes) == ["6 error too_many_nodes"])
+        let services = (0...CoreLimits.planNodesMax).map { "  s\($0): { owners: [t] }\n" }.joined()
+        #expect(found("name: p\nservices:\n" + services + "nodes:\n  - id: n\n") == ["3 error too_many_services"])
+        // At the limit, the nodes are read (and each found wanting on its own).
+        let atLimit = PlanFile.read(yaml: header + (1..<CoreLimits.planNodesMax).map { "  - id: n\($0)\n    service: orders\n    phase: custom\n    action: x\n" }.joined())
+        #expect(atLimit.plan?.nodes.count == CoreLimits.planNodesMax - 1 && atLimit.errors.isEmpty)
+    }
+
+    @Test func findingsPastTheirLimitAreCountedInOneMore() {
+        // Each node has one unknown key: one error a node, past `findingsMax`.
+        let count = PlanFile.findingsMax + 20
+        let load = PlanFile.lint(yaml: header + (0..<count).map { "  - { id: n\($0), service: orders, phase: custom, action: x, rollback: { action: u }, colour: red }\n" }.joined())
+        #expect(load.findings.count == PlanFile.findingsMax + 1)
+        let last = load.findings.last
+        #expect(last?.code == "too_many_findings" && last?.severity == .error && last?.message.hasPrefix("20 more findings (20 of them errors)") == true,
+                "\(String(describing: last))")
+    }
+
     @Test func malformedNeedsAreReportedNotDropped() {
         #expect(found(node("    needs: [[n2]]\n")) == ["11 error invalid_value"])
         #expect(found(node("    needs: [{n2: x}]\n")) == ["11 error invalid_value"])
