@@ -132,7 +132,7 @@ extension MigrationState {
                 return .rejected(.notWaitingForAgent(node))
             }
             return .accepted([.migrationPaused(reason: "schedule_to_start_exceeded: node \(node) was ready for \(Self.durationText(limit)) "
-                + "(its schedule_to_start) and no agent of \(spec.services[0]) took its step; start one, then resume")])
+                + "(its schedule_to_start) and no agent of \(spec.stepService) took its step; start one, then resume")])
         case .approve(let node, let approver, let groups, let comment):
             return state.decideGate(node: node, approver: approver, groups: groups, comment: comment, now: now, approve: true)
         case .reject(let node, let approver, let groups, let comment):

@@ -238,7 +238,7 @@ public struct Rehearsal: Sendable {
             }
             for node in requests where !inFlight.contains(where: { $0.node == node }) {
                 let spec = plan.node(node)!
-                let agent = Actor(kind: "agent", id: "\(spec.services[0])-agent")
+                let agent = Actor(kind: "agent", id: "\(spec.stepService)-agent")
                 let forward = migration.status != .aborting
                 // An agent that will die asks for the TTL a real agent would (the node's heartbeat timeout);
                 // live ones heartbeat, so theirs never runs out.
@@ -287,7 +287,7 @@ public struct Rehearsal: Sendable {
             inFlight.sort { ($0.at, $0.node.rawValue) < ($1.at, $1.node.rawValue) }
             while let step = inFlight.first, step.at <= now {
                 inFlight.removeFirst()
-                let agent = Actor(kind: "agent", id: "\(plan.node(step.node)!.services[0])-agent")
+                let agent = Actor(kind: "agent", id: "\(plan.node(step.node)?.stepService ?? "")-agent")
                 let command: MigrationCommand = step.succeeds
                     ? .completeStep(node: step.node, token: step.token, check: step.check)
                     : .failStep(node: step.node, token: step.token, reason: "rehearsed failure", retryable: true)

@@ -92,14 +92,14 @@ extension PostgresEventLog {
         var versions: [String: UInt64] = [:]
         var read = false
         for try await (sequence, hash, stored, stream, version) in rows.decode((Int64, ByteBuffer, Int64, String?, Int64?).self) {
-            if let stream, let version { versions[stream] = UInt64(version) }
+            if let stream, let version { versions[stream] = try Self.stored(version, "stream \(stream)'s version", at: sequence) }
             if read { continue }
             read = true
             let link = try chainHash(hash, at: sequence, of: "the head's")
             if let epoch, stored != epoch {
                 throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
             }
-            before = LogHead(sequence: UInt64(sequence), chainHash: link)
+            before = LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence), chainHash: link)
         }
         let planned = chain(requests, onto: before, versions: versions)
         if planned.writes, try await !write(planned, epoch: epoch, on: connection, logger: logger) {

@@ -84,7 +84,8 @@ extension PostgresEventLog {
             for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
                 let link = try Self.chainHash(hash, at: sequence, of: "its")
                 let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
-                events.append((StoredEvent(sequence: UInt64(sequence), stream: stream, streamVersion: UInt64(version),
+                events.append((StoredEvent(sequence: try Self.stored(sequence, "its sequence", at: sequence), stream: stream,
+                                           streamVersion: try Self.stored(version, "its stream version", at: sequence),
                                            record: Array(record.readableBytesView), chainHash: link), before))
             }
             return events
@@ -104,7 +105,8 @@ extension PostgresEventLog {
     private func headRow(_ query: PostgresQuery) async throws(EventLogError) -> LogHead {
         return try await bounded { client, logger in
             for try await (sequence, hash) in try await client.query(query, logger: logger).decode((Int64, ByteBuffer).self) {
-                return LogHead(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
+                return LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence),
+                               chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
             }
             throw EventLogError.corrupted(position: 0, reason: "the head row is missing")
         }
@@ -113,7 +115,7 @@ extension PostgresEventLog {
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
         return try await bounded { client, logger in
             for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
-                .decode(Int64.self) { return UInt64(version) }
+                .decode(Int64.self) { return try Self.stored(version, "stream \(stream)'s version", at: 0) }
             return 0
         }
     }
@@ -167,7 +169,8 @@ extension PostgresEventLog {
             let rows = try await client.query(
                 "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
             for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
-                return Snapshot(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the snapshot's"),
+                return Snapshot(sequence: try Self.stored(sequence, "the snapshot's sequence", at: sequence),
+                                chainHash: try Self.chainHash(hash, at: sequence, of: "the snapshot's"),
                                 state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
             }
             return nil
@@ -183,7 +186,8 @@ extension PostgresEventLog {
                 where !present { return nil }
             let rows = try await client.query("SELECT sequence, chain_hash, state, digest FROM lockstep_base WHERE id = 1", logger: logger)
             for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
-                return Snapshot(sequence: UInt64(sequence), chainHash: try Self.chainHash(hash, at: sequence, of: "the base's"),
+                return Snapshot(sequence: try Self.stored(sequence, "the base's sequence", at: sequence),
+                                chainHash: try Self.chainHash(hash, at: sequence, of: "the base's"),
                                 state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
             }
             return nil
@@ -259,6 +263,15 @@ extension PostgresEventLog {
 
     /// A stored chain hash (of the event, head or snapshot at `sequence`; `whose` says which, "its" for an
     /// event); one that is not 32 bytes is damage there.
+    /// A sequence or version read back from the database, which the schema keeps at 0 or more: a row
+    /// edited or damaged below 0 is a corrupted log, not a trap.
+    static func stored(_ value: Int64, _ what: String, at sequence: Int64) throws(EventLogError) -> UInt64 {
+        guard let stored = UInt64(exactly: value) else {
+            throw .corrupted(position: UInt64(clamping: sequence), reason: "\(what) is \(value), below 0")
+        }
+        return stored
+    }
+
     static func chainHash(_ bytes: ByteBuffer, at sequence: Int64, of whose: String) throws(EventLogError) -> ChainHash {
         guard let link = ChainHash(bytes: Array(bytes.readableBytesView)) else {
             throw .corrupted(position: UInt64(clamping: sequence), reason: "\(whose) chain hash is not 32 bytes")

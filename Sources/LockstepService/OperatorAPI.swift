@@ -138,7 +138,7 @@ public struct OperatorAPI: Sendable {
         let spec = migration?.plan.node(node)
         if !operates {
             // An agent learns nothing about nodes of other services: a missing one reads the same.
-            guard let spec, principal.mayAct(forService: spec.services[0]) else { throw principal.notItsNode(id, node) }
+            guard let spec, principal.mayAct(forService: spec.stepService) else { throw principal.notItsNode(id, node) }
         }
         guard migration != nil else { throw APIError(.rejected(.migrationNotFound(id))) }
         guard spec != nil else { throw APIError(.rejected(.unknownNode(node))) }

@@ -137,7 +137,7 @@ public struct Principal: Hashable, Sendable {
     /// Whether this principal may report on a node's step: it acts for the service the node names first
     /// (the one its steps belong to).
     package func mayReport(on node: NodeSpec) -> Bool {
-        mayAct(forService: node.services[0])
+        mayAct(forService: node.stepService)
     }
 
     package func requireAgent(of service: String) throws(APIError) {

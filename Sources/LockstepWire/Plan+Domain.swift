@@ -70,6 +70,8 @@ extension PlanSnapshot {
         var nodes: [NodeSpec] = []
         for node in wire.nodes {
             guard let phase = Phase(node.phase) else { throw .invalidField("phase of node \(node.id)") }
+            // Validated when recorded; a stored node without a service was written by something else.
+            guard !node.services.isEmpty else { throw .invalidField("services of node \(node.id) (none)") }
             let onFailure: FailurePolicy
             switch node.onFailure {
             case .rollback: onFailure = .rollback

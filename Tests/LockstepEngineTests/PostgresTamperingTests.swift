@@ -120,6 +120,15 @@ import Testing
         #expect(result.stderr.contains("corrupted at sequence 14:"), "\(result.stderr)")
     }
 
+    /// A sequence or version edited below 0 (the columns are signed) is a corrupted log at its row, not
+    /// a process that traps converting it (and, for the head, read on every start, one that crash-loops).
+    @Test(arguments: [("UPDATE lockstep_events SET stream_version = -1 WHERE sequence = 14", "corrupted at sequence 14: its stream version is -1, below 0"),
+                      ("UPDATE lockstep_head SET sequence = -5", "corrupted at sequence 0: the head's sequence is -5, below 0")])
+    func aNegativeSequenceOrVersionIsFound(sql: String, found: String) async throws {
+        let result = try await tamperedCopy(sql)
+        #expect(result.status == 1 && result.stderr.contains(found), "\(result)")
+    }
+
     @Test func aRowAddedAfterTheHeadIsFound() async throws {
         let result = try await tamperedCopy("""
             INSERT INTO lockstep_events (sequence, stream, stream_version, record, chain_hash)

@@ -55,6 +55,18 @@ import Testing
         #expect(throws: RecordDecodingError.invalidField("triggered_by")) { try EventRecordCodec.domainEvent(record) }
     }
 
+    /// A stored plan whose node names no service (validation refuses one; something else wrote it) is a
+    /// typed error, not a plan whose node a reader would index for its service.
+    @Test func aStoredNodeWithoutAServiceIsRejected() async throws {
+        let started = try #require(try await validRecords().lazy.map { try Lockstep_V1_EventRecord(serializedBytes: $0) }
+            .first { $0.payload.migrationStarted.plan.nodes.count > 0 })
+        var record = started
+        record.payload.migrationStarted.plan.nodes[0].services = []
+        let node = record.payload.migrationStarted.plan.nodes[0].id
+        #expect(throws: RecordDecodingError.invalidField("services of node \(node) (none)")) { try EventRecordCodec.domainEvent(record) }
+        #expect(throws: Never.self) { try EventRecordCodec.domainEvent(started) }
+    }
+
     @Test func randomSnapshotBytesNeverTrap() async {
         var random = SeededGenerator(seed: 0x5A9)
         var valid = LogState()
