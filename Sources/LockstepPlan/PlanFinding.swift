@@ -34,6 +34,11 @@ public struct PlanLoad: Sendable {
     public var sourceMap: PlanSourceMap
 
     public var errors: [PlanFinding] { findings.filter { $0.severity == .error } }
+
+    /// A file refused before it was read as a plan: no plan, and the one finding (at line 0) that says why.
+    public static func refused(_ code: String, _ message: String) -> PlanLoad {
+        PlanLoad(plan: nil, findings: [PlanFinding(.error, line: 0, code: code, message)], sourceMap: PlanSourceMap())
+    }
     public var warnings: [PlanFinding] { findings.filter { $0.severity == .warning } }
 }
 

@@ -227,6 +227,8 @@ extension WebhookConfig {
 package enum BoundedFile {
     package struct Problem: Error, CustomStringConvertible {
         package var description: String
+        /// The file is there and readable, but over the limit.
+        package var tooLarge = false
     }
 
     /// At most `limit` bytes of the regular file at `path` (never more read than `limit` + 1), or why not.
@@ -239,7 +241,7 @@ package enum BoundedFile {
         }
         defer { try? handle.close() }
         let data = (try? handle.read(upToCount: limit + 1)) ?? Data()
-        guard data.count <= limit else { return .failure(Problem(description: "\(what) \(path) is over \(limit) bytes")) }
+        guard data.count <= limit else { return .failure(Problem(description: "\(what) \(path) is over \(limit) bytes", tooLarge: true)) }
         return .success([UInt8](data))
     }
 }

@@ -70,9 +70,9 @@ extension PlanCommand {
             }
             // Linted here first, so the findings name lines of the file as the user wrote it.
             try await reportingFailures { _ = try usablePlan(file, refusing: "nothing was applied", exitCode: 1) }
-            guard let text = FileManager.default.contents(atPath: file) else { throw ExitCode(66) }
+            guard let text = try readPlanFile(file).text else { throw ExitCode(66) }
             try await server.run { lockstep in
-                let applied = try await lockstep.applyPlan(.with { $0.planYaml = String(decoding: text, as: UTF8.self) })
+                let applied = try await lockstep.applyPlan(.with { $0.planYaml = text })
                 print("\(applied.name)@\(applied.version) \(applied.changed ? "applied" : "unchanged") (content hash \(applied.contentHash))")
             }
         }
@@ -134,11 +134,26 @@ extension PlanCommand {
 
 /// Reads and lints the plan file at `path`; an unreadable file ends the command with exit status 66.
 func lintPlanFile(_ path: String) throws -> PlanLoad {
-    guard let data = FileManager.default.contents(atPath: path) else {
-        FileHandle.standardError.write(Data("error: cannot read \(path)\n".utf8))
+    try readPlanFile(path).load
+}
+
+/// The plan file at `path`, read no further than one byte past `PlanFile.fileBytesMax`, and linted: its
+/// text and findings, or (over the limit, or not UTF-8) no text and that one finding. An unreadable
+/// file ends the command with exit status 66.
+func readPlanFile(_ path: String) throws -> (text: String?, load: PlanLoad) {
+    switch BoundedFile.read(path, limit: PlanFile.fileBytesMax, what: "the plan file") {
+    case .failure(let problem) where problem.tooLarge:
+        return (nil, .refused("file_too_large", "the plan file is over \(PlanFile.fileBytesMax) bytes, the limit"))
+    case .failure(let problem):
+        FileHandle.standardError.write(Data("error: \(problem)\n".utf8))
         throw ExitCode(66)
+    case .success(let bytes):
+        // Never repaired: a byte that is not UTF-8 would be applied as U+FFFD, changing what was written.
+        guard let text = String(validating: bytes, as: UTF8.self) else {
+            return (nil, .refused("not_utf8", "the plan file is not UTF-8 text"))
+        }
+        return (text, PlanFile.lint(yaml: text))
     }
-    return PlanFile.lint(yaml: String(decoding: data, as: UTF8.self))
 }
 
 /// The plan in `path` when it has no lint errors; otherwise prints them and ends the command.

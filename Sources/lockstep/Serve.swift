@@ -77,9 +77,13 @@ struct Serve: AsyncParsableCommand {
         let (grpcHost, grpcPort) = try Self.hostAndPort(grpcListen, "--grpc-listen")
         var auth: AuthConfig?
         if let config {
-            guard let bytes = FileManager.default.contents(atPath: config) else { throw ValidationError("cannot read --config \(config)") }
+            let bytes: [UInt8]
+            switch BoundedFile.read(config, limit: AuthConfig.fileBytesMax, what: "--config") {
+            case .success(let read): bytes = read
+            case .failure(let problem): throw ValidationError("\(problem)")
+            }
             do {
-                auth = try AuthConfig(json: Array(bytes))
+                auth = try AuthConfig(json: bytes)
             } catch {
                 FileHandle.standardError.write(Data("error: \(config): \(error)\n".utf8))
                 throw ExitCode(2)

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import LockstepPostgres
 import LockstepStore
+import LockstepPlan
 
 /// Where the log is: a data directory (`--data`, SQLite, the default) or PostgreSQL (`--store
 /// postgres://…`). The PostgreSQL password never comes from a flag: `$LOCKSTEP_STORE_PASSWORD`, or the
@@ -57,9 +58,13 @@ struct StoreOptions: ParsableArguments {
 
     private func password(_ variables: [String: String]) throws -> String? {
         if let file = storePasswordFile ?? variables["LOCKSTEP_STORE_PASSWORD_FILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            guard let bytes = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read the password file \(file)") }
-            guard bytes.count <= 4_096, var text = String(data: bytes, encoding: .utf8) else {
-                throw ValidationError("the password file \(file) must be UTF-8 and at most 4096 bytes")
+            let bytes: [UInt8]
+            switch BoundedFile.read(file, limit: 4_096, what: "the password file") {
+            case .success(let read): bytes = read
+            case .failure(let problem): throw ValidationError("\(problem)")
+            }
+            guard var text = String(validating: bytes, as: UTF8.self) else {
+                throw ValidationError("the password file \(file) must be UTF-8")
             }
             while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
             guard !text.isEmpty else { throw ValidationError("the password file \(file) is empty") }

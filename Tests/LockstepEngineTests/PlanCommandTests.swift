@@ -34,6 +34,27 @@ import Testing
         #expect(failed.stdout.contains("\(broken):8: error: node a needs z, which is not a node of this plan [unknown_dependency]"))
     }
 
+    /// A plan file is read no further than one byte past its limit (a sparse 2 GiB file took 4.2 GB and
+    /// 14 s before), and bytes that are not UTF-8 are refused instead of applied as U+FFFD; neither is
+    /// applied, and an unreadable file is exit status 66.
+    @Test func aPlanFileOverItsLimitOrNotUTF8IsRefusedBeforeItIsRead() async throws {
+        let sparse = temporaryDirectory() + "/huge.yaml"
+        #expect(FileManager.default.createFile(atPath: sparse, contents: nil))
+        let handle = try #require(FileHandle(forWritingAtPath: sparse))
+        try handle.truncate(atOffset: 2 << 30)
+        try handle.close()
+        let huge = try await runLockstep(["plan", "lint", sparse])
+        #expect(huge.status == 1 && huge.stdout.contains("\(sparse):0: error: the plan file is over 1048576 bytes, the limit [file_too_large]"), "\(huge)")
+        let latin1 = temporaryDirectory() + "/latin1.yaml"
+        try Data("name: p\nservices: { orders: { owners: [t] } }\nnodes:\n  - { id: a, service: orders, phase: custom, action: x, params: { c: caf\u{e9} } }\n"
+            .utf8.map { $0 == 0xC3 ? 0xE9 : $0 }.filter { $0 != 0xA9 }).write(to: URL(fileURLWithPath: latin1))
+        let data = temporaryDirectory()
+        let refused = try await runLockstep(["plan", "apply", "--data", data, latin1])
+        #expect(refused.status == 1 && refused.stderr.contains("error: the plan file is not UTF-8 text [not_utf8]"), "\(refused)")
+        #expect(!FileManager.default.fileExists(atPath: data + "/events.sqlite"), "refused before the log was opened")
+        #expect(try await runLockstep(["plan", "lint", data + "/missing.yaml"]).status == 66)
+    }
+
     @Test func applyIsIdempotentAndVersionsChanges() async throws {
         let data = temporaryDirectory()
         let file = "\(Self.examples)/api-version-swap.yaml"
