@@ -25,6 +25,28 @@ enum CanonicalJSON {
         }
     }
 
+    /// The first key in `node`, depth first, that JSON could not keep as written: one that is a list or a
+    /// mapping (it would be written as an empty key), or one whose text another key of its mapping has
+    /// (`1` and `"1"`: JSON would keep one of the two values). Its line and what is wrong.
+    static func keyProblem(in node: Node) -> (line: Int, problem: String)? {
+        switch node {
+        case .mapping(let mapping):
+            var seen = Set<String>()
+            for (key, value) in mapping {
+                guard case .scalar(let scalar) = key else { return (key.mark?.line ?? 0, "have a key that is a list or a mapping; keys are text") }
+                guard seen.insert(scalar.string).inserted else { return (key.mark?.line ?? 0, "have the key \"\(scalar.string)\" twice") }
+                if let problem = keyProblem(in: value) { return problem }
+            }
+        case .sequence(let sequence):
+            for item in sequence {
+                if let problem = keyProblem(in: item) { return problem }
+            }
+        case .scalar, .alias:
+            break
+        }
+        return nil
+    }
+
     /// A JSON string literal.
     static func quote(_ text: String) -> String {
         var out = "\""

@@ -50,7 +50,7 @@ extension Reader {
             let fields = self.fields(mapping, allowed: ["name", "params", "pass", "fresh_for", "recheck", "on_fail", "before"], in: "a check of \(id)")
             guard let name = string(fields["name"], required: true, what: "check name of \(id)", line: line) else { continue }
             if !checks.allSatisfy({ $0.name != name }) { error(line, "duplicate_check", "node \(id) names check \(name) twice") }
-            var check = CheckSpec(name: name, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+            var check = CheckSpec(name: name, paramsJSON: params(fields["params"], of: "check \(name) of \(id)"))
             if let params = fields["params"], params.mapping == nil { error(params.mark?.line ?? line, "invalid_value", "params of check \(name) must be a mapping") }
             if let pass = fields["pass"] {
                 if pass.string == "ok" {

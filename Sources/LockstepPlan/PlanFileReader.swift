@@ -29,7 +29,11 @@ struct Reader {
                 return nil
             } else if case .mapping(let serviceMap) = node {
                 for (key, value) in serviceMap {
-                    guard let serviceName = key.string else { continue }
+                    guard case .scalar(let scalar) = key else {
+                        error(key.mark?.line ?? 0, "invalid_key", "a key under services is a list or a mapping; a service is named by text")
+                        continue
+                    }
+                    let serviceName = scalar.string
                     map.serviceLines[serviceName] = key.mark?.line ?? 0
                     var serviceOwners: [String] = []
                     var serviceWindows: [ChangeWindow] = []
@@ -94,7 +98,7 @@ struct Reader {
             }
         }
         let action = string(fields["action"], required: true, what: "action of \(id)", line: line) ?? ""
-        let params = fields["params"].map(CanonicalJSON.render) ?? "{}"
+        let params = self.params(fields["params"], of: "node \(id)")
         if let params = fields["params"], params.mapping == nil {
             error(lines["params"] ?? line, "invalid_value", "params of node \(id) must be a mapping")
         }
@@ -177,7 +181,7 @@ struct Reader {
         }
         let fields = self.fields(mapping, allowed: ["action", "params"], in: "rollback of \(id)")
         guard let action = string(fields["action"], required: true, what: "rollback action of \(id)", line: mapping.mark?.line ?? 0) else { return nil }
-        return RollbackSpec(action: action, paramsJSON: fields["params"].map(CanonicalJSON.render) ?? "{}")
+        return RollbackSpec(action: action, paramsJSON: params(fields["params"], of: "the rollback of \(id)"))
     }
 
     mutating func approvals(_ node: Node?, node id: NodeID) -> ApprovalGate? {
@@ -199,7 +203,11 @@ struct Reader {
         var result: [String: Node] = [:]
         for (key, value) in mapping {
             let line = key.mark?.line ?? 0
-            guard let name = key.string else { continue }
+            guard case .scalar(let scalar) = key else {
+                error(line, "invalid_key", "\(context) has a key that is a list or a mapping; fields are named by text")
+                continue
+            }
+            let name = scalar.string
             if !allowed.contains(name) {
                 error(line, "unknown_field", "\(context) has an unknown field \"\(name)\"; known fields are \(allowed.sorted().joined(separator: ", "))")
                 continue
@@ -208,6 +216,13 @@ struct Reader {
             result[name] = value
         }
         return result
+    }
+
+    /// Params as canonical JSON ("{}" when there are none); a key JSON could not keep as written is an error.
+    mutating func params(_ node: Node?, of what: String) -> String {
+        guard let node else { return "{}" }
+        if let (line, problem) = CanonicalJSON.keyProblem(in: node) { error(line, "invalid_key", "the params of \(what) \(problem)") }
+        return CanonicalJSON.render(node)
     }
 
     mutating func string(_ node: Node?, required: Bool, what: String, line: Int) -> String? {

@@ -151,11 +151,13 @@ extension WebhookConfig {
     static func fields(_ mapping: Node.Mapping, allowed: Set<String>, in context: String) throws(WebhookConfigError) -> [String: Node] {
         var result: [String: Node] = [:]
         for (key, value) in mapping {
-            guard let name = key.string else { throw .init("\(context): keys must be strings") }
+            guard case .scalar(let scalar) = key else { throw .init("\(context): keys must be strings") }
+            let name = scalar.string
             guard allowed.contains(name) else {
                 throw .init("\(context): unknown field \(name) (known: \(allowed.sorted().joined(separator: ", ")))")
             }
-            result[name] = value
+            // The parser finds a key written twice, but not one written again with a tag (`!x timeout`).
+            guard result.updateValue(value, forKey: name) == nil else { throw .init("\(context): \(name) is given twice") }
         }
         return result
     }

@@ -79,6 +79,21 @@ import Testing
                 "\(String(describing: last))")
     }
 
+    /// A key JSON could not keep as written is an error where it is, not a value lost: params keys that
+    /// are lists or mappings, or two with the same text (`1` and "1"), and such keys among a plan's fields
+    /// or services (a review saw each read "ok" and dropped or written as duplicate JSON keys).
+    @Test func keysThatAreNotTextOrReadTheSameAreRefused() {
+        #expect(found(node("    params: {1: first, \"1\": second}\n")) == ["11 error invalid_key"])
+        #expect(found(node("    params: {outer: [{? [x, y] : complex}]}\n")) == ["11 error invalid_key"])
+        #expect(found(node("    ? [irreversible]\n    : true\n")) == ["11 error invalid_key"])
+        #expect(found("name: p\nservices:\n  ? [t]\n  : { owners: [b] }\n  orders: { owners: [t] }\nnodes:\n"
+                      + "  - { id: n, service: orders, phase: custom, action: x, rollback: { action: u, params: {2: x, \"2\": y} } }\n")
+                == ["3 error invalid_key", "7 error invalid_key"])
+        // Distinct keys of any scalar kind are kept, as text.
+        #expect(PlanFile.lint(yaml: node("    params: {1: one, true: yes, b: [1, {c: d}]}\n")).plan?.nodes.first?.paramsJSON
+                == #"{"1":"one","b":[1,{"c":"d"}],"true":"yes"}"#)
+    }
+
     @Test func malformedNeedsAreReportedNotDropped() {
         #expect(found(node("    needs: [[n2]]\n")) == ["11 error invalid_value"])
         #expect(found(node("    needs: [{n2: x}]\n")) == ["11 error invalid_value"])

@@ -58,6 +58,9 @@ import Testing
         ("webhooks:\n  - name: a\n    url: http://x/\n    secret_file: s\n  - name: a\n    url: http://y/\n    secret_file: s", "webhook a is declared twice"),
         ("webhooks:\n  - &x { name: a }\n  - *x", "anchors and aliases are not allowed"),
         ("webhooks:\n  - name: a\n    url: http://x/\n    secret_file: s\n    colour: red", "unknown field colour"),
+        // Written again with a tag, a key is not the parser's duplicate: the reader finds it.
+        ("webhooks:\n  - name: a\n    url: http://x/\n    secret_file: s\n    timeout: 5s\n    !x timeout: 999h", "timeout is given twice"),
+        ("webhooks:\n  - name: a\n    url: http://x/\n    secret_file: s\n    ? [timeout]\n    : 5s", "keys must be strings"),
         ("[1, 2", "not YAML"),
     ])
     func aMistakeIsNamed(_ yaml: String, _ expected: String) {
