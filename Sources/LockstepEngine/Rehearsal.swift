@@ -135,15 +135,22 @@ public struct Rehearsal: Sendable {
         // Everything appended since the timeline's last entry (a command's events, the grants after it, the timers').
         func readTimeline() async throws {
             do throws(EventLogError) {
-                for stored in try await log.read(after: timeline.last?.sequence ?? 0, limit: EventLogLimits.readPageEventsMax) {
-                    // A record that does not decode is damage, never skipped (plan records are not the timeline's).
-                    let decoded: LogRecord
-                    do { decoded = try EventRecordCodec.decodeAny(stored.record) } catch {
-                        throw .corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")
+                // Page after page until none is left (a page may be cut short by its bytes).
+                var position = timeline.last?.sequence ?? 0
+                while true {
+                    let page = try await log.read(after: position, limit: EventLogLimits.readPageEventsMax)
+                    guard let last = page.last else { break }
+                    for stored in page {
+                        // A record that does not decode is damage, never skipped (plan records are not the timeline's).
+                        let decoded: LogRecord
+                        do { decoded = try EventRecordCodec.decodeAny(stored.record) } catch {
+                            throw .corrupted(position: stored.sequence, reason: "the record does not decode: \(error)")
+                        }
+                        guard case .migration(let recorded) = decoded else { continue }
+                        timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - options.start.millisecondsSinceEpoch,
+                                              sequence: stored.sequence, event: recorded.event, actor: recorded.metadata.actor.description))
                     }
-                    guard case .migration(let recorded) = decoded else { continue }
-                    timeline.append(Entry(offsetMillis: now.millisecondsSinceEpoch - options.start.millisecondsSinceEpoch,
-                                          sequence: stored.sequence, event: recorded.event, actor: recorded.metadata.actor.description))
+                    position = last.sequence
                 }
             } catch {
                 throw Failure.refused(.storage(error))

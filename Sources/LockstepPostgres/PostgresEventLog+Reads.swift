@@ -80,8 +80,11 @@ extension PostgresEventLog {
     func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
         return try await bounded { client, logger in
             var events: [(StoredEvent, ChainHash?)] = []
+            var budget = ReadPageBudget()
             let rows = try await client.query(query, logger: logger)
             for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+                // (Leaving the rows early: postgres-nio discards the rest of the query's.)
+                guard budget.admits(record.readableBytes) else { break }
                 let link = try Self.chainHash(hash, at: sequence, of: "its")
                 let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
                 events.append((StoredEvent(sequence: try Self.stored(sequence, "its sequence", at: sequence), stream: stream,

@@ -29,8 +29,8 @@ public struct HistoryAPI: Sendable {
         return .with {
             $0.events = envelopes
             // A short page is the last (for now): a stream's last event is seldom the log's head, and a
-            // cursor past it would only ever lead to empty pages.
-            $0.nextAfterSequence = events.count == size && last < head ? last : 0
+            // cursor past it would only ever lead to empty pages. (A page its bytes cut short is not.)
+            $0.nextAfterSequence = (events.count == size || ReadPageBudget.mayBeCut(events)) && last < head ? last : 0
         }
     }
 

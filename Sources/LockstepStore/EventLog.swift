@@ -13,13 +13,15 @@ public protocol EventLog: Sendable {
     func appendTimed(_ request: AppendRequest) async throws(EventLogError) -> TimedAppend
 
     /// Up to `limit` events with sequence greater than `sequence`, in order, with contiguity and the
-    /// hash chain verified from event `sequence` on.
+    /// hash chain verified from event `sequence` on. A page also stops before the event that would take
+    /// its records past `EventLogLimits.readPageBytesMax` (it always has the first): so it may be short
+    /// while more events follow, and only an empty page says there is nothing after `sequence`.
     func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
 
     /// Up to `limit` events of `stream` with a global sequence greater than `sequence`, in order: what a
     /// watch or a migration's history reads, at the cost of that stream, not of the whole log. Each event's
     /// link is checked against its predecessor's (the chain cannot be walked across other streams'
-    /// events), and the stream's versions must follow one another.
+    /// events), and the stream's versions must follow one another. Bounded in bytes as `read(after:limit:)` is.
     func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent]
     /// The head the log recorded at its last commit (sequence 0 and the genesis hash when empty).
     func head() async throws(EventLogError) -> LogHead
@@ -179,6 +181,9 @@ public enum EventLogLimits {
     public static let commitBatchEventsMax = 4_096
     /// Most events one read returns.
     public static let readPageEventsMax = 10_000
+    /// Most record bytes one read returns, past its first event (`ReadPageBudget`): by count alone, a
+    /// page of `readPageEventsMax` events of `recordBytesMax` each would be 10 GiB.
+    public static let readPageBytesMax = 16 << 20
     /// Most stream names one `streams(withPrefix:after:limit:)` call returns.
     public static let streamNamesPageMax = 1_000
     /// Largest snapshot state, in bytes.
@@ -230,7 +235,9 @@ extension EventLog {
             guard case .corrupted(let position, _) = error, position > sequence &+ 1 else { return ([], error) }
             let intact = min(UInt64(max(limit, 0)), position - sequence - 1)
             do {
-                return (try await read(after: sequence, limit: Int(intact)), error)
+                // A page its bytes cut short stops before the damage: the damage is for a later read.
+                let page = try await read(after: sequence, limit: Int(intact))
+                return (page, UInt64(page.count) == intact ? error : nil)
             } catch {
                 return ([], error)
             }
@@ -320,5 +327,40 @@ public struct LogCommit: Sendable {
         self.events = events
         self.appends = appends
         self.durationNanos = durationNanos
+    }
+}
+
+/// A read page's record bytes, counted against `EventLogLimits.readPageBytesMax`: every store's reads
+/// stop before the event that would pass it, and always take the first.
+public struct ReadPageBudget: Sendable {
+    private var bytes = 0
+    private var taken = false
+
+    public init() {}
+
+    /// Whether an event of `recordBytes` still fits the page; counted when it does.
+    public mutating func admits(_ recordBytes: Int) -> Bool {
+        let total = bytes.addingReportingOverflow(recordBytes)
+        guard !taken || (!total.overflow && total.partialValue <= EventLogLimits.readPageBytesMax) else { return false }
+        bytes = total.overflow ? .max : total.partialValue
+        taken = true
+        return true
+    }
+
+    /// Whether a page of `events` may have been cut short by its bytes (more may follow it, however few
+    /// events it has): its records are within one largest record of the limit.
+    public static func mayBeCut(_ events: some Sequence<StoredEvent>) -> Bool {
+        events.reduce(0) { $0.addingReportingOverflow($1.record.count).partialValue } > EventLogLimits.readPageBytesMax - EventLogLimits.recordBytesMax
+    }
+
+    /// How many of `events`, from the first, fit one page.
+    public static func count(of events: some Sequence<StoredEvent>) -> Int {
+        var budget = ReadPageBudget()
+        var count = 0
+        for event in events {
+            guard budget.admits(event.record.count) else { break }
+            count += 1
+        }
+        return count
     }
 }

@@ -36,7 +36,8 @@ public actor InMemoryEventLog: EventLog {
         let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
         guard sequence < UInt64(events.count), limit > 0 else { return [] }
         let start = Int(sequence)
-        let page = Array(events[start..<min(events.count, start + limit)])
+        let candidates = events[start..<min(events.count, start + limit)]
+        let page = Array(candidates.prefix(ReadPageBudget.count(of: candidates)))
         var verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: events[start - 1].chainHash))
         for event in page { try verifier.check(event) }
         return page
@@ -53,8 +54,10 @@ public actor InMemoryEventLog: EventLog {
         }
         var verifier = StreamReadVerifier()
         var page: [StoredEvent] = []
+        var budget = ReadPageBudget()
         for position in all[low...].prefix(limit) {
             let event = events[position]
+            guard budget.admits(event.record.count) else { break }
             try verifier.check(event, previous: position > 0 ? events[position - 1].chainHash : nil)
             page.append(event)
         }

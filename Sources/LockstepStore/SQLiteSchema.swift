@@ -218,6 +218,7 @@ enum SQLiteSchema {
             var verifier = ChainVerifier(after: .genesis)
             var events: [StoredEvent] = []
             events.reserveCapacity(limit)
+            var budget = ReadPageBudget()
             var first = true
             while try statement.step() {
                 let row = try verifiedRow(statement)
@@ -234,7 +235,7 @@ enum SQLiteSchema {
                     }
                 }
                 // (A page that starts at the base read one row more than it returns.)
-                if events.count == limit { break }
+                if events.count == limit || !budget.admits(row.record.count) { break }
                 // Check the link on SQLite's own buffer, then copy the bytes once.
                 try verifier.check(sequence: row.sequence, record: row.record, chainHash: row.chainHash)
                 events.append(StoredEvent(sequence: row.sequence, stream: statement.text(1), streamVersion: statement.uint64(2),
@@ -282,9 +283,11 @@ enum SQLiteSchema {
             try statement.bind(3, Int64(limit))
             var verifier = StreamReadVerifier()
             var events: [StoredEvent] = []
+            var budget = ReadPageBudget()
             var base: Snapshot??
             while try statement.step() {
                 let row = try verifiedRow(statement)
+                guard budget.admits(row.record.count) else { break }
                 var previous: ChainHash?
                 if statement.type(5) == SQLITE_BLOB {
                     let hash = statement.blobBuffer(5)

@@ -224,6 +224,26 @@ import Testing
         #expect(try await log.read(after: 0, limit: Int.max).count == 10)
     }
 
+    /// A page is bounded in bytes too (`EventLogLimits.readPageBytesMax`; by count alone, 10,000 records
+    /// of 1 MiB were one read): it stops before the event that would pass the limit, and the next page goes
+    /// on from there; for the whole log and for one stream alike, and for a damaged log's intact reads.
+    @Test(arguments: LogKind.allCases)
+    func readsAreBoundedInBytesAndGoOnFromWhereTheyStopped(kind: LogKind) async throws {
+        let log = try await kind.make()
+        let perPage = EventLogLimits.readPageBytesMax / EventLogLimits.recordBytesMax
+        let largest = [UInt8](repeating: 7, count: EventLogLimits.recordBytesMax)
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: Array(repeating: largest, count: perPage + 4)))
+        _ = try await log.append(AppendRequest(stream: "b", expectedVersion: 0, records: [bytes("small")]))
+        let first = try await log.read(after: 0, limit: 100)
+        #expect(first.map(\.sequence) == Array(1...UInt64(perPage)))
+        #expect(ReadPageBudget.mayBeCut(first))
+        #expect(try await log.read(after: UInt64(perPage), limit: 100).map(\.sequence) == Array(UInt64(perPage + 1)...UInt64(perPage + 5)))
+        #expect(try await log.read(stream: "a", after: 0, limit: 100).count == perPage)
+        #expect(try await log.read(stream: "a", after: UInt64(perPage), limit: 100).count == 4)
+        #expect(await log.readIntact(after: 0, limit: 100).events.count == perPage)
+        #expect(try await readAll(log, page: 1_000).count == perPage + 5)
+    }
+
     /// Regression (issue 14): reading after a sequence at or past 2^63 (from a request's `after_sequence`)
     /// answered `corrupted` on an intact SQLite log, a false tamper alarm. Past the head is simply empty.
     @Test(arguments: LogKind.allCases)
