@@ -56,7 +56,10 @@ package final class ConnectionGate: Sendable {
         var penalized: [String: ContinuousClock.Instant] = [:]
     }
 
-    /// Peers tracked for resets at most; expired entries are dropped past it.
+    /// Peers tracked for resets (and peers penalized) at most. Past it, expired entries are dropped, and
+    /// if more than half the table is still live (many peers resetting at once), only the newer half is
+    /// kept: the table never grows past the limit, and the next pass is at least half a table of new
+    /// peers away (not a pass under the lock on every reset).
     package static let resetPeersTrackedMax = 4_096
 
     package let limits: Limits
@@ -94,14 +97,27 @@ package final class ConnectionGate: Sendable {
             state.resets[peer] = entry
             if state.resets.count > Self.resetPeersTrackedMax {
                 let window = limits.resetWindow
-                state.resets = state.resets.filter { now - $0.value.since < window }
-                state.penalized = state.penalized.filter { now < $0.value }
+                state.resets = Self.newerHalf(of: state.resets.filter { now - $0.value.since < window }, by: \.since)
             }
             guard entry.count > limits.streamResetsPerPeerMax else { return false }
             state.penalized[peer] = entry.since + limits.resetWindow
             state.resets[peer] = nil
+            if state.penalized.count > Self.resetPeersTrackedMax {
+                state.penalized = Self.newerHalf(of: state.penalized.filter { now < $0.value }, by: \.self)
+            }
             return true
         }
+    }
+
+    /// Peers tracked now, for resets and as penalized.
+    package var trackedPeers: (resets: Int, penalized: Int) { state.withLock { ($0.resets.count, $0.penalized.count) } }
+
+    /// `table` when it holds at most half of `resetPeersTrackedMax`, else its entries with the latest
+    /// `key`, that many.
+    private static func newerHalf<Value>(of table: [String: Value], by key: (Value) -> ContinuousClock.Instant) -> [String: Value] {
+        let half = resetPeersTrackedMax / 2
+        guard table.count > half else { return table }
+        return Dictionary(uniqueKeysWithValues: table.sorted { key($0.value) > key($1.value) }.prefix(half).map { ($0.key, $0.value) })
     }
 
     /// Ends the count of a connection `admit` let in.
