@@ -404,7 +404,7 @@ extension MigrationState {
             (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
                 || byte == 0x2D || byte == 0x5F || byte == 0x2E || byte == 0x40 || byte == 0x3A
         }
-        return allowed ? nil : "\(what) \"\(value)\" may only contain letters, digits, '-', '_', '.', '@' and ':'"
+        return allowed ? nil : "\(what) \"\(value.quotable)\" may only contain letters, digits, '-', '_', '.', '@' and ':'"
     }
 
     static func validateReason(_ reason: String) -> String? {

@@ -154,3 +154,20 @@ extension String {
         return String(scalars)
     }
 }
+
+extension String {
+    /// This text as a message may quote it: control characters (C0, DEL, C1) written as `\u{1B}`, so
+    /// a value quoted back to whoever sent it cannot move a terminal's cursor, clear its screen or
+    /// forge a line of a log.
+    public var quotable: String {
+        var out = ""
+        for scalar in unicodeScalars {
+            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
+                out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

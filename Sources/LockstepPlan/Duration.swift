@@ -2,14 +2,29 @@
 public enum PlanDuration {
     /// Milliseconds, or nil when `text` is not a duration this format knows.
     public static func milliseconds(_ text: String) -> Int64? {
+        guard case .milliseconds(let millis) = read(text) else { return nil }
+        return millis
+    }
+
+    /// Whether `text` is written as a duration (digits and a unit) too long for milliseconds to hold:
+    /// "too long", not "not a duration", is what to say of it.
+    public static func overflows(_ text: String) -> Bool {
+        read(text) == .overflow
+    }
+
+    private enum Read: Equatable {
+        case milliseconds(Int64), overflow, notADuration
+    }
+
+    private static func read(_ text: String) -> Read {
         let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (unit, scale) in units where text.hasSuffix(unit) {
             let number = text.dropLast(unit.count)
-            guard !number.isEmpty, number.allSatisfy(\.isASCII), number.allSatisfy(\.isNumber),
-                  let value = Int64(number) else { continue }
+            guard !number.isEmpty, number.allSatisfy(\.isASCII), number.allSatisfy(\.isNumber) else { continue }
+            guard let value = Int64(number) else { return .overflow }
             let (millis, overflow) = value.multipliedReportingOverflow(by: scale)
-            return overflow ? nil : millis
+            return overflow ? .overflow : .milliseconds(millis)
         }
-        return nil
+        return .notADuration
     }
 }

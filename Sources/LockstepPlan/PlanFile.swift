@@ -77,13 +77,15 @@ public enum PlanFile {
         switch error {
         case .scanner(_, _, let mark, _), .parser(_, _, let mark, _), .composer(_, _, let mark, _): mark.line
         case .duplicatedKeysInMapping(_, let context): context.mark.line
+        // A byte libyaml's reader refuses (a NUL, a control character): the line its offset (in characters) is on.
+        case .reader(_, let offset?, _, let yaml): yaml.prefix(max(0, offset)).count { $0 == "\n" || $0 == "\r\n" } + 1
         default: 0
         }
     }
 
     static func problem(of error: YamlError) -> String {
         switch error {
-        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _): problem
+        case .scanner(_, let problem, _, _), .parser(_, let problem, _, _), .composer(_, let problem, _, _), .reader(let problem, _, _, _): problem
         case .duplicatedKeysInMapping(let duplicates, _): "duplicate keys \(duplicates.joined(separator: ", "))"
         default: "\(error)"
         }

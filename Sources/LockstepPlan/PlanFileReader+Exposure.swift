@@ -144,7 +144,7 @@ extension Reader {
         let fields = self.fields(mapping, allowed: [ratioKey, differenceKey], in: what)
         var limits = BaselineLimits()
         for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
-            guard let text = value.string, let number = Double(text), let micros = MetricSample.micros(number) else {
+            guard let text = value.string, let number = Self.decimal(text), let micros = MetricSample.micros(number) else {
                 error(value.mark?.line ?? line, "invalid_threshold", "\(key) of \(what) must be a number")
                 return nil
             }
@@ -155,6 +155,15 @@ extension Reader {
             return nil
         }
         return limits
+    }
+
+    /// `text` as a decimal number (`0.5`, `-2`, `1e-3`), nil for anything else `Double` would also take:
+    /// hexadecimal (`0x10`, which the plan's YAML reads as text), `inf`, `nan`.
+    static func decimal(_ text: String) -> Double? {
+        guard let first = text.utf8.first, first != UInt8(ascii: "e"), first != UInt8(ascii: "E"),
+              text.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-")
+                  || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }) else { return nil }
+        return Double(text)
     }
 
     /// `{ max: 0.01 }` (lower is better) or `{ min: 0.99 }` (higher is better), as millionths.
@@ -168,7 +177,7 @@ extension Reader {
             error(node.mark?.line ?? line, "invalid_threshold", "\(what) must be { max: VALUE } (lower is better) or { min: VALUE } (higher is better)")
             return nil
         }
-        guard let text = value.string, let number = Double(text), let micros = MetricSample.micros(number) else {
+        guard let text = value.string, let number = Self.decimal(text), let micros = MetricSample.micros(number) else {
             error(value.mark?.line ?? line, "invalid_threshold", "\(what) must be a number within ±\(CoreLimits.metricMicrosMagnitudeMax / 1_000_000)")
             return nil
         }

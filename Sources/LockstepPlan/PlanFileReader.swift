@@ -278,7 +278,11 @@ struct Reader {
     mutating func duration(_ node: Node?, what: String) -> Int64? {
         guard let node else { return nil }
         guard let text = node.string, let millis = PlanDuration.milliseconds(text) else {
-            error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
+            if let text = node.string, PlanDuration.overflows(text) {
+                error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(text); durations are at most 30d")
+            } else {
+                error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
+            }
             return nil
         }
         guard millis <= CoreLimits.durationMillisMax else {

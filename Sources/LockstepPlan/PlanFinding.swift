@@ -16,7 +16,8 @@ public struct PlanFinding: Hashable, Sendable, CustomStringConvertible {
         self.severity = severity
         self.line = line
         self.code = code
-        self.message = message
+        // Messages quote what the file says (names, values): never its control characters.
+        self.message = message.quotable
     }
 
     public var description: String { "\(line): \(severity.rawValue): \(message) [\(code)]" }

@@ -18,6 +18,12 @@ import Testing
         #expect(plan("1.5h") == nil)
         #expect(plan("-1s") == nil)
         #expect(plan("99999999999999999d") == nil)
+        // Written as a duration but too long to count: said to be too long, not to be no duration.
+        for text in ["99999999999999999d", "99999999999999999999999ms"] {
+            let load = PlanFile.lint(yaml: header + "  - id: a\n    service: orders\n    phase: custom\n    action: x\n    deadline: \(text)\n")
+            #expect(load.errors.map(\.message).contains("deadline of a is \(text); durations are at most 30d"), "\(load.findings)")
+        }
+        #expect(PlanDuration.overflows("99999999999999999d") && !PlanDuration.overflows("1.5h") && !PlanDuration.overflows("30d"))
     }
 }
 
@@ -94,6 +100,21 @@ import Testing
                 == #"{"1":"one","b":[1,{"c":"d"}],"true":"yes"}"#)
     }
 
+    /// A finding quotes what the file says, never its control characters: an id with a terminal escape in
+    /// it would clear the screen of whoever lints the file, or forge a line of a CI log.
+    @Test func findingsQuoteControlCharactersEscaped() {
+        let load = PlanFile.lint(yaml: header + "  - id: \"a\\e[2J\\nb\"\n    service: orders\n    phase: custom\n    action: x\n    rollback: { action: u }\n")
+        let messages = load.findings.map(\.message).joined(separator: " ")
+        #expect(messages.contains(#"a\u{1B}[2J\u{A}b"#), "\(messages)")
+        #expect(!messages.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) })
+        #expect("tab\there, ok é".quotable == #"tab\u{9}here, ok é"#)
+    }
+
+    @Test func aByteTheYAMLReaderRefusesIsReportedAtItsLine() {
+        let load = PlanFile.lint(yaml: header + "  - id: n\n    service: orders\n    phase: custom\n    action: x\u{0}y\n")
+        #expect(load.findings.map { "\($0.line) \($0.code)" } == ["9 yaml_syntax"], "\(load.findings)")
+    }
+
     @Test func malformedNeedsAreReportedNotDropped() {
         #expect(found(node("    needs: [[n2]]\n")) == ["11 error invalid_value"])
         #expect(found(node("    needs: [{n2: x}]\n")) == ["11 error invalid_value"])
@@ -165,6 +186,9 @@ import Testing
         func plan(_ baseline: String) -> String { header + node.replacingOccurrences(of: "BASELINE", with: baseline) }
         let good = PlanFile.lint(yaml: plan("baseline: { pass: { max_ratio: 1.1, max_increase: 0.005 }, marginal: { max_ratio: 1.25 } }"))
         #expect(good.errors.isEmpty, "\(good.findings)")
+        // A threshold is a decimal number: hexadecimal (text in the plan's YAML) is not taken for one.
+        #expect(PlanFile.lint(yaml: plan("").replacingOccurrences(of: "max: 0.02", with: "max: 0x10")).findings.map(\.code) == ["invalid_threshold"])
+        #expect(PlanFile.lint(yaml: plan("").replacingOccurrences(of: "max: 0.02", with: "max: 2e-2")).errors.isEmpty)
         let check = try #require(good.plan?.nodes.first?.analysis?.metrics.first)
         #expect(check.baseline == BaselineRule(pass: BaselineLimits(ratioMicros: 1_100_000, differenceMicros: 5_000),
                                                marginal: BaselineLimits(ratioMicros: 1_250_000)))
@@ -178,7 +202,7 @@ import Testing
         // min_ratio belongs to higher-is-better metrics; a marginal stricter than pass; no limit at all; not a number.
         for bad in ["baseline: { pass: { min_ratio: 0.9 } }", "baseline: { pass: { max_ratio: 1.2 }, marginal: { max_ratio: 1.1 } }",
                     "baseline: { pass: {} }", "baseline: { pass: { max_ratio: lots } }", "baseline: { marginal: { max_ratio: 1.1 } }",
-                    "baseline: 1.1"] {
+                    "baseline: 1.1", "baseline: { pass: { max_ratio: 0x10 } }", "baseline: { pass: { max_ratio: inf } }"] {
             let load = PlanFile.lint(yaml: plan(bad))
             #expect(!load.errors.isEmpty, "\(bad) was taken")
         }
