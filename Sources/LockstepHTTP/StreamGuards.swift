@@ -1,4 +1,5 @@
 import Logging
+import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
 import LockstepService
@@ -134,5 +135,68 @@ struct ConnectionTimer {
     mutating func cancel() {
         scheduled?.cancel()
         scheduled = nil
+    }
+}
+
+/// Holds an HTTP/1.1 request's header list to the limits the HTTP/2 engine holds one to
+/// (`H2Limits.headerListBytesMax`, `headerFieldsMax`, counted as RFC 9113 §6.5.2 counts a list, the
+/// method, target and authority as its pseudo-headers): over them, the request is answered 431 with the
+/// `ErrorBody` the engine sends, its body is not read, and the connection closes. (swift-nio's decoder
+/// itself answers 400 and closes past about 80 KiB of head, before this sees it.) Sits after the codec.
+package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandler {
+    package typealias InboundIn = HTTPRequestPart
+    package typealias InboundOut = HTTPRequestPart
+    package typealias OutboundIn = HTTPResponsePart
+    package typealias OutboundOut = HTTPResponsePart
+
+    private let bytesMax: Int
+    private let fieldsMax: Int
+    private let refusalBody: ByteBuffer
+    /// The request being refused: its remaining parts are dropped.
+    private var refusing = false
+
+    package init(bytesMax: Int, fieldsMax: Int, refusalBody: ByteBuffer) {
+        self.bytesMax = bytesMax
+        self.fieldsMax = fieldsMax
+        self.refusalBody = refusalBody
+    }
+
+    /// The list's size as RFC 9113 counts it, and its fields, the pseudo-headers included.
+    package static func measure(_ request: HTTPRequest) -> (bytes: Int, fields: Int) {
+        var bytes = 0
+        var fields = 0
+        func add(_ name: Int, _ value: Int) {
+            bytes = bytes.addingReportingOverflow(name &+ value &+ 32).partialValue
+            fields += 1
+        }
+        add(7, request.method.rawValue.utf8.count)
+        add(5, request.path?.utf8.count ?? 0)
+        if let authority = request.authority { add(10, authority.utf8.count) }
+        for field in request.headerFields { add(field.name.rawName.utf8.count, field.value.utf8.count) }
+        return (bytes, fields)
+    }
+
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let request):
+            let (bytes, fields) = Self.measure(request)
+            guard bytes > bytesMax || fields > fieldsMax else {
+                refusing = false
+                return context.fireChannelRead(data)
+            }
+            refusing = true
+            var head = HTTPResponse(status: .init(code: 431))
+            head.headerFields[.contentType] = "application/json"
+            head.headerFields[.contentLength] = String(refusalBody.readableBytes)
+            head.headerFields[.connection] = "close"
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            context.write(wrapOutboundOut(.body(refusalBody)), promise: nil)
+            let written = context.eventLoop.makePromise(of: Void.self)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+        case .body, .end:
+            if !refusing { context.fireChannelRead(data) }
+        }
     }
 }

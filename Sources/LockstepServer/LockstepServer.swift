@@ -322,10 +322,14 @@ public enum LockstepServer {
         jsonLimits.shutdownGraceMillis = grpcConfiguration.graceMillis
         let engineLimits = jsonLimits
         let jsonGrace = TimeAmount.milliseconds(grpcConfiguration.graceMillis)
+        // HTTP/1.1 holds a header list to the engine's limits, with the engine's answer.
+        let headerListRefusal = routes.engineRefusalBody(status: 431)
         let server = HTTPServerBuilder { responder in
             HTTP1AndEngineChannel(
                 responder: responder,
-                http1: .init(additionalChannelHandlers: [ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
+                http1: .init(additionalChannelHandlers: [HeaderListLimit(bytesMax: engineLimits.headerListBytesMax, fieldsMax: engineLimits.headerFieldsMax,
+                                                                         refusalBody: headerListRefusal),
+                                                         ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
                 tls: jsonTLS, prefaceReadTimeout: idle, shutdownGrace: jsonGrace,
                 makeEngine: { connection, work in
