@@ -1,0 +1,40 @@
+import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepWire
+import Testing
+@testable import LockstepService
+
+/// The parked-poll limits (`APILimits.parkedPollsMax`, `parkedPollsPerPrincipalMax`) through the agents'
+/// API, not only the wake-up table's: a poll past them is answered at once, empty, with when to retry.
+@Suite(.timeLimit(.minutes(1))) struct ParkedPollLimitTests {
+    @Test func aPollPastTheParkedLimitsIsAnsweredAtOnceWithARetry() async throws {
+        let now = Instant(millisecondsSinceEpoch: 1_800_000_000_000)
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 2, parkedPerOwnerMax: 1)
+        let agents = AgentAPI(coordinator: try await Coordinator.open(log: InMemoryEventLog()), wakeups: wakeups, limits: APILimits(), clock: { now })
+        func agent(_ name: String) -> Principal { Principal(name: name, roles: [.agent], services: ["orders"]) }
+        func poll(_ principal: Principal, _ id: String) async throws -> Lockstep_V1_PollResponse {
+            try await agents.poll(.with { $0.service = "orders"; $0.agentID = id; $0.waitMs = 60_000 }, principal: principal)
+        }
+        func parked(_ count: Int) async throws {
+            let deadline = ContinuousClock.now + .seconds(20)
+            while wakeups.parkedCount < count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(wakeups.parkedCount == count)
+        }
+        let first = Task { try await poll(agent("a"), "a1") }
+        try await parked(1)
+        // Principal a's one place is taken: its second poll does not wait its 60 s.
+        let began = ContinuousClock.now
+        let refused = try await poll(agent("a"), "a2")
+        #expect(!refused.hasStep && refused.retryAfterMs > 0 && ContinuousClock.now - began < .seconds(20), "\(refused)")
+        // Another principal parks, and then the server's two places are taken.
+        let second = Task { try await poll(agent("b"), "b1") }
+        try await parked(2)
+        let full = try await poll(agent("c"), "c1")
+        #expect(!full.hasStep && full.retryAfterMs > 0 && wakeups.parkedCount == 2)
+        first.cancel()
+        second.cancel()
+        _ = await first.result
+        _ = await second.result
+    }
+}
