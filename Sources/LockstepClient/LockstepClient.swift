@@ -127,6 +127,8 @@ public struct LockstepClient: Sendable {
     /// transport stops its timer when a connection's calls drop to none and never starts it again, so a
     /// watch opened after another call would have none. (The server still closes a connection idle
     /// past `--idle-timeout-ms`: PINGs do not count as work there.)
+    /// The largest message a call takes, in bytes: a page of history with room for its envelopes.
+    static let messageBytesMax = 32 << 20
     static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: true)
 
     /// Whether a call of this client may have changed something on a server: a write that succeeded, or
@@ -329,6 +331,10 @@ public struct LockstepClient: Sendable {
                                         _ body: (Connection, Metadata, CallOptions) async throws -> Result) async throws(LockstepClientError) -> Result {
         let index = rotation.current.withLock { $0 }
         var options = CallOptions.defaults
+        // A history page holds up to 16 MiB of records (`EventLogLimits.readPageBytesMax`), past the
+        // transport's 4 MiB default; grpc-swift-nio-transport bounds what a call receives by this field.
+        options.maxRequestMessageBytes = Self.messageBytesMax
+        options.maxResponseMessageBytes = Self.messageBytesMax
         if deadline {
             let bound = (history ? max(timeout, Self.historyTimeoutMin) : timeout) + waiting
             options.timeout = within.map { min($0, bound) } ?? bound

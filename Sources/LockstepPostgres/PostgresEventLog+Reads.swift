@@ -13,9 +13,12 @@ extension PostgresEventLog {
         guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
         func page() async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
             try await select("""
-                SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
-                FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-                WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+                SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
+                  SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous,
+                         row_number() OVER w AS n, sum(octet_length(e.record)) OVER w AS through
+                  FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+                  WHERE e.sequence > \(Int64(sequence)) WINDOW w AS (ORDER BY e.sequence) ORDER BY e.sequence LIMIT \(Int64(limit))
+                ) page WHERE n = 1 OR through <= \(Int64(options.readPageBytesMax)) ORDER BY sequence
                 """)
         }
         var events = try await page()
@@ -57,9 +60,12 @@ extension PostgresEventLog {
         let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
         guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
         let events = try await select("""
-            SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash
-            FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-            WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+            SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
+              SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous,
+                     row_number() OVER w AS n, sum(octet_length(e.record)) OVER w AS through
+              FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+              WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) WINDOW w AS (ORDER BY e.sequence) ORDER BY e.sequence LIMIT \(Int64(limit))
+            ) page WHERE n = 1 OR through <= \(Int64(options.readPageBytesMax)) ORDER BY sequence
             """)
         var verifier = StreamReadVerifier()
         var base: Snapshot??
@@ -77,14 +83,15 @@ extension PostgresEventLog {
         return events.map(\.0)
     }
 
+    /// The rows of a page query. The page's bytes are bounded in the query itself (a running sum of the
+    /// records' lengths, `Options.readPageBytesMax`, the first row always in), as `ReadPageBudget`
+    /// bounds the other stores' pages: every row is read to the end here (leaving a row stream early
+    /// crashed postgres-nio 1.x's row state machine when the connection then ended).
     func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
         return try await bounded { client, logger in
             var events: [(StoredEvent, ChainHash?)] = []
-            var budget = ReadPageBudget()
             let rows = try await client.query(query, logger: logger)
             for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
-                // (Leaving the rows early: postgres-nio discards the rest of the query's.)
-                guard budget.admits(record.readableBytes) else { break }
                 let link = try Self.chainHash(hash, at: sequence, of: "its")
                 let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
                 events.append((StoredEvent(sequence: try Self.stored(sequence, "its sequence", at: sequence), stream: stream,

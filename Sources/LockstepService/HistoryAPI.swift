@@ -19,9 +19,9 @@ public struct HistoryAPI: Sendable {
         try APIError.checkStream(request.stream)
         let size = request.pageSize == 0 ? Self.pageSizeDefault : min(Int(request.pageSize), Self.pageSizeMax)
         // One stream is read on its own (its cost is its own length, not the log's).
-        let events = request.stream.isEmpty
+        let (events, damaged) = request.stream.isEmpty
             ? try await read(after: request.afterSequence, limit: size)
-            : try await read(stream: request.stream, after: request.afterSequence, limit: size)
+            : (try await read(stream: request.stream, after: request.afterSequence, limit: size), false)
         let last = events.last?.sequence ?? request.afterSequence
         let head = await coordinator.state.lastSequence
         var envelopes: [Lockstep_V1_EventEnvelope] = []
@@ -29,8 +29,9 @@ public struct HistoryAPI: Sendable {
         return .with {
             $0.events = envelopes
             // A short page is the last (for now): a stream's last event is seldom the log's head, and a
-            // cursor past it would only ever lead to empty pages. (A page its bytes cut short is not.)
-            $0.nextAfterSequence = (events.count == size || ReadPageBudget.mayBeCut(events)) && last < head ? last : 0
+            // cursor past it would only ever lead to empty pages. A page its bytes cut short is not, nor
+            // one that stops before damage: the next page, from there, reports the damage.
+            $0.nextAfterSequence = (events.count == size || damaged || ReadPageBudget.mayBeCut(events)) && last < head ? last : 0
         }
     }
 
@@ -120,11 +121,12 @@ public struct HistoryAPI: Sendable {
         }
     }
 
-    /// Events after `sequence`; at damage, the intact events before it (the next read reports the damage).
-    private func read(after sequence: UInt64, limit: Int) async throws(APIError) -> [StoredEvent] {
+    /// Events after `sequence`; at damage, the intact events before it and `damaged` (the next read,
+    /// after them, reports the damage).
+    private func read(after sequence: UInt64, limit: Int) async throws(APIError) -> (events: [StoredEvent], damaged: Bool) {
         let (events, damage) = await coordinator.log.readIntact(after: sequence, limit: limit)
         if let damage, events.isEmpty { throw APIError(.storage(damage)) }
-        return events
+        return (events, damage != nil)
     }
 
     /// Events of `stream` after `sequence`.

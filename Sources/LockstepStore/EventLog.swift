@@ -247,21 +247,24 @@ extension EventLog {
 
 extension EventLog {
     /// `read(stream:after:limit:)`, but at damage the intact events of the stream before it are returned
-    /// with the error (found one event at a time: only a damaged log pays for it).
+    /// with the error (found one event at a time: only a damaged log pays for it). Bounded as a page is,
+    /// in events and bytes; a page that stops before it reaches the damage leaves it to a later read.
     public func readIntact(stream: String, after sequence: UInt64, limit: Int) async -> (events: [StoredEvent], damage: EventLogError?) {
         do {
             return (try await read(stream: stream, after: sequence, limit: limit), nil)
         } catch {
             var intact: [StoredEvent] = []
-            while intact.count < limit {
+            var budget = ReadPageBudget()
+            while intact.count < min(max(limit, 0), EventLogLimits.readPageEventsMax) {
                 do {
                     guard let next = try await read(stream: stream, after: intact.last?.sequence ?? sequence, limit: 1).first else { break }
+                    guard budget.admits(next.record.count) else { return (intact, nil) }
                     intact.append(next)
                 } catch {
                     return (intact, error)
                 }
             }
-            return (intact, error)
+            return (intact, intact.isEmpty ? error : nil)
         }
     }
 }

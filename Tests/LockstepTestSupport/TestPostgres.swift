@@ -30,9 +30,9 @@ public actor TestPostgres {
     public init() {}
 
     /// A new, empty database on the cluster (started on first use), with a running client, and the log on it.
-    public func makeLog() async throws -> PostgresEventLog {
+    public func makeLog(options: PostgresEventLog.Options = .init()) async throws -> PostgresEventLog {
         let (_, client) = try await makeClient()
-        return try await PostgresEventLog.open(client: client)
+        return try await PostgresEventLog.open(client: client, options: options)
     }
 
     /// The log in `database` (created if need be), on a running client.
