@@ -2,21 +2,17 @@
 public enum PlanDuration {
     /// Milliseconds, or nil when `text` is not a duration this format knows.
     public static func milliseconds(_ text: String) -> Int64? {
-        guard case .milliseconds(let millis) = read(text) else { return nil }
+        guard case .milliseconds(let millis) = parse(text) else { return nil }
         return millis
     }
 
-    /// Whether `text` is written as a duration (digits and a unit) too long for milliseconds to hold:
-    /// "too long", not "not a duration", is what to say of it.
-    public static func overflows(_ text: String) -> Bool {
-        read(text) == .overflow
-    }
-
-    private enum Read: Equatable {
+    /// What `text` is: a duration, one written as a duration (digits and a unit) too long for
+    /// milliseconds to hold ("too long", not "not a duration", is what to say of it), or neither.
+    public enum Parsed: Equatable {
         case milliseconds(Int64), overflow, notADuration
     }
 
-    private static func read(_ text: String) -> Read {
+    public static func parse(_ text: String) -> Parsed {
         let units: [(String, Int64)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (unit, scale) in units where text.hasSuffix(unit) {
             let number = text.dropLast(unit.count)

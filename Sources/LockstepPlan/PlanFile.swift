@@ -7,9 +7,10 @@ import Yams
 public enum PlanFile {
     /// Largest plan file, in bytes.
     public static let fileBytesMax = 1 << 20
-    /// Findings reported for one file; past them, one more says how many were left out (an error when
-    /// any of those was).
+    /// Findings reported for one file; past them, one more (`unshownCode`) says how many were left out
+    /// (an error when any of those was). The reader keeps no more than these either, only counts the rest.
     public static let findingsMax = 500
+    public static let unshownCode = "too_many_findings"
 
     public static let planKeys: Set<String> = ["name", "description", "owners", "services", "deadline", "nodes", "windows", "on_pause"]
     public static let nodeKeys: Set<String> = [
@@ -31,17 +32,23 @@ public enum PlanFile {
             }
         }
         load.findings.sort { ($0.line, $0.severity == .error ? 0 : 1) < ($1.line, $1.severity == .error ? 0 : 1) }
-        load.findings = Self.bounded(load.findings)
-        return load
+        return Self.bounded(load)
     }
 
-    /// The first `findingsMax` of `findings`, then one saying how many more there were.
-    static func bounded(_ findings: [PlanFinding]) -> [PlanFinding] {
-        guard findings.count > findingsMax else { return findings }
-        let left = findings[findingsMax...]
-        let errors = left.count { $0.severity == .error }
-        return Array(findings.prefix(findingsMax)) + [PlanFinding(errors > 0 ? .error : .warning, line: left.first?.line ?? 0, code: "too_many_findings",
-                                                                  "\(left.count) more findings (\(errors) of them errors) are not shown; mend these first")]
+    /// `load` with its first `findingsMax` findings, the rest counted in `unshown`, and then, when any
+    /// are, one more finding saying how many.
+    static func bounded(_ load: PlanLoad) -> PlanLoad {
+        var load = load
+        if load.findings.count > findingsMax {
+            let left = load.findings[findingsMax...]
+            load.unshown.findings += left.count
+            load.unshown.errors += left.count { $0.severity == .error }
+            load.findings.removeSubrange(findingsMax...)
+        }
+        guard load.unshown.findings > 0 else { return load }
+        load.findings.append(PlanFinding(load.unshown.errors > 0 ? .error : .warning, line: load.findings.last?.line ?? 0, code: unshownCode,
+                                         "\(load.unshown.findings) more findings (\(load.unshown.errors) of them errors) are not shown; mend these first"))
+        return load
     }
 
     /// Reads `yaml` into a plan with the structural findings only (missing or unknown keys, bad values).
@@ -70,7 +77,9 @@ public enum PlanFile {
             return PlanLoad(plan: nil, findings: reader.findings, sourceMap: reader.map)
         }
         let plan = reader.plan(mapping)
-        return PlanLoad(plan: plan, findings: reader.findings, sourceMap: reader.map)
+        var load = PlanLoad(plan: plan, findings: reader.findings, sourceMap: reader.map)
+        load.unshown = (reader.unshownErrors, reader.unshownErrors)
+        return load
     }
 
     static func line(of error: YamlError) -> Int {

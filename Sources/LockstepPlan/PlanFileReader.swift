@@ -9,9 +9,12 @@ import Yams
 /// Walks the YAML tree, building the plan and collecting findings.
 struct Reader {
     var findings: [PlanFinding] = []
+    /// Errors past `PlanFile.findingsMax`: counted, not kept (a 1 MiB file can hold half a million).
+    var unshownErrors = 0
     var map = PlanSourceMap()
 
     mutating func error(_ line: Int, _ code: String, _ message: String) {
+        guard findings.count < PlanFile.findingsMax else { return unshownErrors += 1 }
         findings.append(PlanFinding(.error, line: line, code: code, message))
     }
 
@@ -19,7 +22,7 @@ struct Reader {
         let fields = self.fields(mapping, allowed: PlanFile.planKeys, in: "the plan")
         let name = string(fields["name"], required: true, what: "name", line: mapping.mark?.line ?? 1) ?? ""
         let description = string(fields["description"], required: false, what: "description", line: 0) ?? ""
-        let owners = strings(fields["owners"], what: "owners")
+        let owners = strings(fields["owners"], what: "owners", max: CoreLimits.ownerGroupsMax)
         let deadline = duration(fields["deadline"], what: "deadline")
         var services: [ServiceSpec] = []
         if let node = fields["services"] {
@@ -39,7 +42,7 @@ struct Reader {
                     var serviceWindows: [ChangeWindow] = []
                     if case .mapping(let details) = value {
                         let serviceFields = self.fields(details, allowed: ["owners", "windows"], in: "service \(serviceName)")
-                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)")
+                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)", max: CoreLimits.ownerGroupsMax)
                         serviceWindows = windows(serviceFields["windows"], of: "service \(serviceName)")
                     } else if !(value.string ?? "").isEmpty || value.tag.description != "tag:yaml.org,2002:null" {
                         error(value.mark?.line ?? 0, "invalid_value", "service \(serviceName) must be a mapping with owners")
@@ -87,7 +90,7 @@ struct Reader {
         var nodeLines = PlanSourceMap.NodeLines(line: line, fields: lines)
         defer { map.nodes.append(nodeLines) }
 
-        var services = strings(fields["services"], what: "services of \(id)")
+        var services = strings(fields["services"], what: "services of \(id)", max: CoreLimits.nodeServicesMax)
         if let single = string(fields["service"], required: false, what: "service of \(id)", line: line) { services.insert(single, at: 0) }
         if services.isEmpty { error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])") }
         var phase = Phase.custom
@@ -103,7 +106,9 @@ struct Reader {
             error(lines["params"] ?? line, "invalid_value", "params of node \(id) must be a mapping")
         }
         var needs: [NodeID] = []
-        if let needsNode = fields["needs"] {
+        if let needsNode = fields["needs"], let count = needsNode.sequence?.count, count > CoreLimits.nodeNeedsMax {
+            error(needsNode.mark?.line ?? line, "too_many_entries", "needs of \(id) lists \(count) nodes; the limit is \(CoreLimits.nodeNeedsMax)")
+        } else if let needsNode = fields["needs"] {
             if needsNode.mapping != nil { error(needsNode.mark?.line ?? line, "invalid_value", "needs of \(id) must be a list of node ids") }
             for entry in needsNode.sequence.map(Array.init) ?? (needsNode.mapping == nil ? [needsNode] : []) {
                 guard case .scalar = entry, let need = entry.string, !need.isEmpty else {
@@ -191,7 +196,7 @@ struct Reader {
         }
         let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
         let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)", in: 1...Int(CoreLimits.approvalsMax)) ?? 1
-        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)"))
+        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)", max: CoreLimits.ownerGroupsMax))
     }
 
     // MARK: - Values
@@ -237,11 +242,16 @@ struct Reader {
         return scalar.string
     }
 
-    mutating func strings(_ node: Node?, what: String) -> [String] {
+    /// A list of names; one longer than `max` is refused before it is read (`too_many_entries`).
+    mutating func strings(_ node: Node?, what: String, max: Int = CoreLimits.planNodesMax) -> [String] {
         guard let node else { return [] }
         guard case .sequence(let sequence) = node else {
             if let single = node.string, !single.isEmpty { return [single] }
             error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a list of names")
+            return []
+        }
+        guard sequence.count <= max else {
+            error(node.mark?.line ?? 0, "too_many_entries", "\(what) lists \(sequence.count) names; the limit is \(max)")
             return []
         }
         return sequence.compactMap { item in
@@ -277,18 +287,17 @@ struct Reader {
 
     mutating func duration(_ node: Node?, what: String) -> Int64? {
         guard let node else { return nil }
-        guard let text = node.string, let millis = PlanDuration.milliseconds(text) else {
-            if let text = node.string, PlanDuration.overflows(text) {
-                error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(text); durations are at most 30d")
-            } else {
-                error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
-            }
-            return nil
+        let text = node.string ?? ""
+        switch PlanDuration.parse(text) {
+        case .milliseconds(let millis) where millis <= CoreLimits.durationMillisMax:
+            return millis
+        case .milliseconds, .overflow:
+            // (At most 32 characters of it quoted: a run of digits can be most of a file.)
+            let shown = text.count > 32 ? text.prefix(32) + "…" : Substring(text)
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(shown); durations are at most \(CoreLimits.durationMillisMax / 86_400_000)d")
+        case .notADuration:
+            error(node.mark?.line ?? 0, "invalid_duration", "\(what) must be a duration such as 500ms, 30s, 10m, 2h or 1d")
         }
-        guard millis <= CoreLimits.durationMillisMax else {
-            error(node.mark?.line ?? 0, "invalid_duration", "\(what) is \(text); durations are at most 30d")
-            return nil
-        }
-        return millis
+        return nil
     }
 }

@@ -34,13 +34,22 @@ public struct PlanLoad: Sendable {
     /// Where things were defined, for findings raised later.
     public var sourceMap: PlanSourceMap
 
+    /// Findings left out of `findings` (past `PlanFile.findingsMax`; one more finding counts them): how
+    /// many, and how many of them are errors.
+    public var unshown = (findings: 0, errors: 0)
+
     public var errors: [PlanFinding] { findings.filter { $0.severity == .error } }
+    public var warnings: [PlanFinding] { findings.filter { $0.severity == .warning } }
+    /// Every error and warning found, shown or not (the finding that counts the rest is neither).
+    public var errorCount: Int { findings.count { $0.severity == .error && $0.code != PlanFile.unshownCode } + unshown.errors }
+    public var warningCount: Int {
+        findings.count { $0.severity == .warning && $0.code != PlanFile.unshownCode } + unshown.findings - unshown.errors
+    }
 
     /// A file refused before it was read as a plan: no plan, and the one finding (at line 0) that says why.
     public static func refused(_ code: String, _ message: String) -> PlanLoad {
         PlanLoad(plan: nil, findings: [PlanFinding(.error, line: 0, code: code, message)], sourceMap: PlanSourceMap())
     }
-    public var warnings: [PlanFinding] { findings.filter { $0.severity == .warning } }
 }
 
 import LockstepCore

@@ -233,13 +233,14 @@ package enum BoundedFile {
         package var tooLarge = false
     }
 
-    /// At most `limit` bytes of the regular file at `path` (never more read than `limit` + 1), or why not.
+    /// At most `limit` bytes of the file at `path` (never more read than `limit` + 1), or why not.
     package static func read(_ path: String, limit: Int, what: String) -> Result<[UInt8], Problem> {
-        // A symbolic link is followed (secrets are often mounted as links); what it names must be a regular file.
+        // A symbolic link is followed (secrets are often mounted as links). A pipe or a device is read as
+        // a file is (`plan lint /dev/stdin`), no further than the limit; a directory is refused.
         let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         let type = (try? FileManager.default.attributesOfItem(atPath: resolved))?[.type] as? FileAttributeType
-        guard type == .typeRegular, let handle = FileHandle(forReadingAtPath: resolved) else {
-            return .failure(Problem(description: "cannot read \(what) \(path) (it must be a regular file)"))
+        guard let type, type != .typeDirectory, let handle = FileHandle(forReadingAtPath: resolved) else {
+            return .failure(Problem(description: "cannot read \(what) \(path) (it must be a file that exists and can be read)"))
         }
         defer { try? handle.close() }
         let data = (try? handle.read(upToCount: limit + 1)) ?? Data()

@@ -17,7 +17,7 @@ public struct OperatorAPI: Sendable {
         let load = PlanFile.lint(yaml: request.planYaml)
         guard load.errors.isEmpty, let plan = load.plan else {
             let findings = load.errors.prefix(10).map { "line \($0.line): \($0.code): \($0.message)" }.joined(separator: "; ")
-            throw APIError(.invalidPlan, "the plan has \(load.errors.count) lint error(s), nothing was applied: \(findings)")
+            throw APIError(.invalidPlan, "the plan has \(load.errorCount) lint error(s), nothing was applied: \(findings)")
         }
         let applied: (version: UInt64, changed: Bool)
         do {

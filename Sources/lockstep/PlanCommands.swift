@@ -34,7 +34,7 @@ extension PlanCommand {
                 if load.findings.isEmpty, let plan = load.plan {
                     print("\(file): ok: plan \(plan.name), \(counted(plan.nodes.count, "node")), \(counted(plan.services.count, "service"))")
                 } else {
-                    print("\(file): \(load.errors.count) error(s), \(load.warnings.count) warning(s)")
+                    print("\(file): \(load.errorCount) error(s), \(load.warningCount) warning(s)")
                 }
             case .json:
                 let encoder = JSONEncoder()
@@ -68,9 +68,9 @@ extension PlanCommand {
                 try await applyLocally(location)
                 return
             }
-            // Linted here first, so the findings name lines of the file as the user wrote it.
-            try await reportingFailures { _ = try usablePlan(file, refusing: "nothing was applied", exitCode: 1) }
-            guard let text = try readPlanFile(file).text else { throw ExitCode(66) }
+            // Linted here first, so the findings name lines of the file as the user wrote it; the text
+            // linted is the text sent (the file is read once).
+            let text = try await reportingFailures { try usablePlanText(file, refusing: "nothing was applied", exitCode: 1) }
             try await server.run { lockstep in
                 let applied = try await lockstep.applyPlan(.with { $0.planYaml = text })
                 print("\(applied.name)@\(applied.version) \(applied.changed ? "applied" : "unchanged") (content hash \(applied.contentHash))")
@@ -158,10 +158,20 @@ func readPlanFile(_ path: String) throws -> (text: String?, load: PlanLoad) {
 
 /// The plan in `path` when it has no lint errors; otherwise prints them and ends the command.
 func usablePlan(_ path: String, refusing consequence: String, exitCode: Int32) throws -> PlanSnapshot {
-    let load = try lintPlanFile(path)
-    guard load.errors.isEmpty, let plan = load.plan else {
+    try usable(path, readPlanFile(path), refusing: consequence, exitCode: exitCode).plan
+}
+
+/// The text of the plan file at `path` when it has no lint errors, as `usablePlan` reads it.
+func usablePlanText(_ path: String, refusing consequence: String, exitCode: Int32) throws -> String {
+    try usable(path, readPlanFile(path), refusing: consequence, exitCode: exitCode).text
+}
+
+private func usable(_ path: String, _ read: (text: String?, load: PlanLoad), refusing consequence: String, exitCode: Int32) throws
+    -> (plan: PlanSnapshot, text: String) {
+    let load = read.load
+    guard load.errors.isEmpty, let plan = load.plan, let text = read.text else {
         for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: path) + "\n").utf8)) }
-        throw CommandFailure(message: "\(path) has \(load.errors.count) lint error(s); \(consequence)", exitCode: exitCode)
+        throw CommandFailure(message: "\(path) has \(load.errorCount) lint error(s); \(consequence)", exitCode: exitCode)
     }
-    return plan
+    return (plan, text)
 }

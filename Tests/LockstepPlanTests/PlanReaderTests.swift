@@ -23,7 +23,10 @@ import Testing
             let load = PlanFile.lint(yaml: header + "  - id: a\n    service: orders\n    phase: custom\n    action: x\n    deadline: \(text)\n")
             #expect(load.errors.map(\.message).contains("deadline of a is \(text); durations are at most 30d"), "\(load.findings)")
         }
-        #expect(PlanDuration.overflows("99999999999999999d") && !PlanDuration.overflows("1.5h") && !PlanDuration.overflows("30d"))
+        #expect(PlanDuration.parse("99999999999999999d") == .overflow && PlanDuration.parse("1.5h") == .notADuration && PlanDuration.parse("30d") == .milliseconds(2_592_000_000))
+        let long = String(repeating: "9", count: 100) + "d"
+        #expect(PlanFile.lint(yaml: header + "  - id: a\n    service: orders\n    phase: custom\n    action: x\n    deadline: \(long)\n").errors
+                    .contains { $0.message == "deadline of a is \(long.prefix(32))…; durations are at most 30d" })
     }
 }
 
@@ -75,11 +78,22 @@ import Testing
         #expect(atLimit.plan?.nodes.count == CoreLimits.planNodesMax - 1 && atLimit.errors.isEmpty)
     }
 
+    /// A node's lists are refused past their limits before they are read: one `needs` of 60,000 entries
+    /// was 60,000 `unknown_dependency` findings (a review's estimate for 1 MiB: half a million).
+    @Test func aNodesListsPastTheirLimitsAreRefusedBeforeTheyAreRead() {
+        let needs = Array(repeating: "x", count: 60_000).joined(separator: ", ")
+        #expect(found(header + "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u }, needs: [\(needs)] }\n")
+                == ["6 error too_many_entries"])
+        let services = (0...CoreLimits.nodeServicesMax).map { "s\($0)" }.joined(separator: ", ")
+        #expect(found(header + "  - { id: a, services: [\(services)], phase: custom, action: x, rollback: { action: u } }\n")
+                == ["6 error too_many_entries", "6 error missing_field"])
+    }
+
     @Test func findingsPastTheirLimitAreCountedInOneMore() {
         // Each node has one unknown key: one error a node, past `findingsMax`.
         let count = PlanFile.findingsMax + 20
         let load = PlanFile.lint(yaml: header + (0..<count).map { "  - { id: n\($0), service: orders, phase: custom, action: x, rollback: { action: u }, colour: red }\n" }.joined())
-        #expect(load.findings.count == PlanFile.findingsMax + 1)
+        #expect(load.findings.count == PlanFile.findingsMax + 1 && load.errorCount == count && load.warningCount == 0)
         let last = load.findings.last
         #expect(last?.code == "too_many_findings" && last?.severity == .error && last?.message.hasPrefix("20 more findings (20 of them errors)") == true,
                 "\(String(describing: last))")
@@ -108,6 +122,8 @@ import Testing
         #expect(messages.contains(#"a\u{1B}[2J\u{A}b"#), "\(messages)")
         #expect(!messages.unicodeScalars.contains { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) })
         #expect("tab\there, ok é".quotable == #"tab\u{9}here, ok é"#)
+        // Reordering controls and separators are escaped too, and quoting twice changes nothing.
+        #expect("x\u{202E}y\u{2028}z".quotable == #"x\u{202E}y\u{2028}z"# && "x\u{1B}".quotable.quotable == "x\u{1B}".quotable)
     }
 
     @Test func aByteTheYAMLReaderRefusesIsReportedAtItsLine() {
