@@ -156,16 +156,18 @@ extension String {
 }
 
 extension String {
-    /// This text as a message may quote it: control characters (C0, DEL, C1) written as `\u{1B}`, so
-    /// a value quoted back to whoever sent it cannot move a terminal's cursor, clear its screen or
-    /// forge a line of a log.
+    /// This text as a message may quote it: control characters (C0, DEL, C1), the line and paragraph
+    /// separators and the bidirectional controls written as `\u{1B}`, so a value quoted back to whoever
+    /// sent it cannot move a terminal's cursor, clear its screen, forge a line of a log or reorder what
+    /// is shown. Quoting twice changes nothing (a backslash stays as it is: a message built of quoted
+    /// values may be quoted whole again).
     public var quotable: String {
         var out = ""
         for scalar in unicodeScalars {
-            if scalar.value < 0x20 || (0x7F...0x9F).contains(scalar.value) {
+            switch scalar.value {
+            case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x2028...0x202E, 0x2066...0x2069:
                 out += "\\u{" + String(scalar.value, radix: 16, uppercase: true) + "}"
-            } else {
-                out.unicodeScalars.append(scalar)
+            default: out.unicodeScalars.append(scalar)
             }
         }
         return out

@@ -172,6 +172,8 @@ extension CanonicalReader {
     mutating func nodeSpec() throws(CanonicalDecodingError) -> NodeSpec {
         let id = NodeID(try string())
         let services = try strings()
+        // Validated when recorded; a snapshot's node without a service was written by something else.
+        if services.isEmpty { throw .invalidValue(offset: offset, what: "services of node \(id.rawValue.quotable) (none)") }
         let phase = try enumeration(Phase.self)
         let action = try string()
         let params = try string()

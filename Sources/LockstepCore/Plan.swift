@@ -110,7 +110,8 @@ public struct NodeSpec: Hashable, Sendable {
     /// The services this node transitions; more than one makes it a cross-service transition.
     public var services: [String]
     /// The service this node's steps belong to, the first it names ("" for a node that names none, which
-    /// validation refuses and a stored plan's decoding too: never indexed, so no plan can trap a reader).
+    /// validation refuses, and the decoding of a stored record or snapshot too: never indexed, so no plan
+    /// can trap a reader).
     public var stepService: String { services.first ?? "" }
     public var phase: Phase
     /// What the agent runs.

@@ -63,7 +63,7 @@ public struct ChangeWindow: Hashable, Sendable, CustomStringConvertible {
     public static func parse(_ text: String) -> Result<ChangeWindow, WindowSyntaxError> {
         let fields = text.split(separator: " ", omittingEmptySubsequences: true)
         guard fields.count == 3 else {
-            return .failure(WindowSyntaxError("window \"\(text.prefix(utf8Bytes: 80))\" is not DAYS HH:MM-HH:MM ZONE (for example Mon-Fri 09:00-16:00 Europe/Berlin)"))
+            return .failure(WindowSyntaxError("window \"\(text.prefix(utf8Bytes: 80).quotable)\" is not DAYS HH:MM-HH:MM ZONE (for example Mon-Fri 09:00-16:00 Europe/Berlin)"))
         }
         var days: UInt8 = 0
         if fields[0].lowercased() == "daily" {
@@ -73,7 +73,7 @@ public struct ChangeWindow: Hashable, Sendable, CustomStringConvertible {
                 let ends = part.split(separator: "-", omittingEmptySubsequences: false)
                 let indices = ends.map { end in dayNames.firstIndex { $0.lowercased() == end.lowercased() } }
                 guard (1...2).contains(indices.count), let first = indices[0], let last = indices[indices.count - 1] else {
-                    return .failure(WindowSyntaxError("window days \"\(String(fields[0]).prefix(utf8Bytes: 40))\" must be days (Mon ... Sun) or ranges of them (Mon-Fri), separated by commas, or daily"))
+                    return .failure(WindowSyntaxError("window days \"\(String(fields[0]).prefix(utf8Bytes: 40).quotable)\" must be days (Mon ... Sun) or ranges of them (Mon-Fri), separated by commas, or daily"))
                 }
                 var day = first
                 while true {
@@ -85,7 +85,7 @@ public struct ChangeWindow: Hashable, Sendable, CustomStringConvertible {
         }
         let hours = fields[1].split(separator: "-", omittingEmptySubsequences: false)
         guard hours.count == 2, let start = minute(of: hours[0], allowing24: false), let end = minute(of: hours[1], allowing24: true) else {
-            return .failure(WindowSyntaxError("window hours \"\(String(fields[1]).prefix(utf8Bytes: 40))\" must be HH:MM-HH:MM (00:00 to 24:00)"))
+            return .failure(WindowSyntaxError("window hours \"\(String(fields[1]).prefix(utf8Bytes: 40).quotable)\" must be HH:MM-HH:MM (00:00 to 24:00)"))
         }
         guard start != end else {
             return .failure(WindowSyntaxError("window hours \(fields[1]) open and close at the same minute; for a whole day write 00:00-24:00"))
@@ -112,7 +112,7 @@ public struct ChangeWindow: Hashable, Sendable, CustomStringConvertible {
                 || byte == 0x2F || byte == 0x5F || byte == 0x2D || byte == 0x2B
         }
         guard !zone.isEmpty, zone.utf8.count <= 64, allowed, !zone.hasPrefix("/"), !zone.hasSuffix("/"), !zone.contains("//"), !zone.contains("..") else {
-            return "time zone \"\(zone.prefix(utf8Bytes: 80))\" is not a time-zone name such as Europe/Berlin or UTC"
+            return "time zone \"\(zone.prefix(utf8Bytes: 80).quotable)\" is not a time-zone name such as Europe/Berlin or UTC"
         }
         return nil
     }

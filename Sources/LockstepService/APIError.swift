@@ -114,7 +114,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         if let id = RecordedEvent.migration(ofStream: stream) { return try checkIdentifier(id.rawValue, "stream's migration id") }
         if let plan = RecordedPlanEvent.plan(ofStream: stream) { return try checkIdentifier(plan, "stream's plan name") }
         if let freeze = RecordedFreezeEvent.freeze(ofStream: stream) { return try checkIdentifier(freeze, "stream's freeze id") }
-        throw APIError(.invalidStream, "stream \"\(stream.prefix(64))\" is not migration/ID, plan/NAME or freeze/ID")
+        throw APIError(.invalidStream, "stream \"\(String(stream.prefix(64)).quotable)\" is not migration/ID, plan/NAME or freeze/ID")
     }
     public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 

@@ -57,7 +57,7 @@ public struct AuthConfig: Sendable {
             var roles: Set<Principal.Role> = []
             for role in roleNames {
                 guard let known = Principal.Role(rawValue: role) else {
-                    throw Invalid(description: "\(at).roles: unknown role \"\(role)\" (known: \(Principal.Role.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    throw Invalid(description: "\(at).roles: unknown role \"\(role.quotable)\" (known: \(Principal.Role.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
                 roles.insert(known)
             }
@@ -158,7 +158,7 @@ public struct AuthConfig: Sendable {
 
     private static func onlyKeys(_ object: [String: Any], _ allowed: Set<String>, at: String) throws(Invalid) {
         if let unknown = object.keys.filter({ !allowed.contains($0) }).sorted().first {
-            throw Invalid(description: "\(at): unknown key \"\(unknown)\" (allowed: \(allowed.sorted().joined(separator: ", ")))")
+            throw Invalid(description: "\(at): unknown key \"\(unknown.quotable)\" (allowed: \(allowed.sorted().joined(separator: ", ")))")
         }
     }
 

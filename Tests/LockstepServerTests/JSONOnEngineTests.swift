@@ -45,7 +45,9 @@ import Testing
             let fields = (1...100).flatMap { ["-H", "x-field-\($0): v"] }
             for (flag, version) in [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")] {
                 for headers in [["-H", big], fields] {
-                    let refused = try await curl([flag] + headers + ["-X", "POST", "-H", "content-type: application/json", "--data-binary", "{}", poll])
+                    // (No body: the answer comes before the route, and a body still being sent when the
+                    // stream ends races curl's own framing on a loaded machine.)
+                    let refused = try await curl([flag] + headers + ["-X", "POST", poll])
                     #expect(refused.contains(#""code":"resource_exhausted""#) && refused.hasSuffix("\n\(version) 431"), "\(flag): \(refused)")
                 }
             }

@@ -111,6 +111,7 @@ def start_server():
     deadline = time.monotonic() + 30
     while not os.path.exists(ready):
         if server_proc.poll() is not None or time.monotonic() > deadline:
+            stop_server()  # one that never wrote its ready file is not left running
             raise SystemExit(f"the server did not start (see {server_dir}/server.log)")
         time.sleep(0.05)
     with open(ready) as file:
