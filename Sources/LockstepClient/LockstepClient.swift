@@ -122,13 +122,13 @@ public struct LockstepClient: Sendable {
     /// The least time a history call (verify, a state, an explanation, a diff, a page of events) gets:
     /// it reads the log on the server, as long as the log is.
     static let historyTimeoutMin = Duration.seconds(600)
+    /// The largest message a call takes, in bytes: a page of history with room for its envelopes.
+    static let messageBytesMax = 32 << 20
     /// HTTP/2 PINGs on every connection, every 30 s, each answered within 10 s or the connection closes:
     /// a watch or an export from a server that froze ends too. Also while no call is in progress: the
     /// transport stops its timer when a connection's calls drop to none and never starts it again, so a
     /// watch opened after another call would have none. (The server still closes a connection idle
     /// past `--idle-timeout-ms`: PINGs do not count as work there.)
-    /// The largest message a call takes, in bytes: a page of history with room for its envelopes.
-    static let messageBytesMax = 32 << 20
     static let keepalive = HTTP2ClientTransport.Config.Keepalive(time: .seconds(30), timeout: .seconds(10), allowWithoutCalls: true)
 
     /// Whether a call of this client may have changed something on a server: a write that succeeded, or

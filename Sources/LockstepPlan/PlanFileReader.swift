@@ -92,7 +92,10 @@ struct Reader {
 
         var services = strings(fields["services"], what: "services of \(id)", max: CoreLimits.nodeServicesMax)
         if let single = string(fields["service"], required: false, what: "service of \(id)", line: line) { services.insert(single, at: 0) }
-        if services.isEmpty { error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])") }
+        // (A list refused for its length has said so already.)
+        if services.isEmpty, (fields["services"]?.sequence?.count ?? 0) <= CoreLimits.nodeServicesMax {
+            error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])")
+        }
         var phase = Phase.custom
         if let text = string(fields["phase"], required: true, what: "phase of \(id)", line: line) {
             if let known = Phase(rawValue: text) { phase = known } else {

@@ -233,14 +233,16 @@ package enum BoundedFile {
         package var tooLarge = false
     }
 
-    /// At most `limit` bytes of the file at `path` (never more read than `limit` + 1), or why not.
-    package static func read(_ path: String, limit: Int, what: String) -> Result<[UInt8], Problem> {
-        // A symbolic link is followed (secrets are often mounted as links). A pipe or a device is read as
-        // a file is (`plan lint /dev/stdin`), no further than the limit; a directory is refused.
+    /// At most `limit` bytes of the regular file at `path` (never more read than `limit` + 1), or why not.
+    /// `streams`: a pipe or a device is read too, to its end or the limit (`plan lint /dev/stdin`); only a
+    /// command a person runs allows it (a server reading its secrets must not wait on a pipe).
+    package static func read(_ path: String, limit: Int, what: String, streams: Bool = false) -> Result<[UInt8], Problem> {
+        // A symbolic link is followed (secrets are often mounted as links); what it names must be a regular file.
         let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         let type = (try? FileManager.default.attributesOfItem(atPath: resolved))?[.type] as? FileAttributeType
-        guard let type, type != .typeDirectory, let handle = FileHandle(forReadingAtPath: resolved) else {
-            return .failure(Problem(description: "cannot read \(what) \(path) (it must be a file that exists and can be read)"))
+        let readable = type == .typeRegular || (streams && type != nil && type != .typeDirectory)
+        guard readable, let handle = FileHandle(forReadingAtPath: resolved) else {
+            return .failure(Problem(description: "cannot read \(what) \(path) (it must be \(streams ? "a file" : "a regular file") that exists and can be read)"))
         }
         defer { try? handle.close() }
         let data = (try? handle.read(upToCount: limit + 1)) ?? Data()

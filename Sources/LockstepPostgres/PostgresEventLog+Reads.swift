@@ -14,11 +14,12 @@ extension PostgresEventLog {
         func page() async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
             try await select("""
                 SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
-                  SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous,
-                         row_number() OVER w AS n, sum(octet_length(e.record)) OVER w AS through
-                  FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-                  WHERE e.sequence > \(Int64(sequence)) WINDOW w AS (ORDER BY e.sequence) ORDER BY e.sequence LIMIT \(Int64(limit))
-                ) page WHERE n = 1 OR through <= \(Int64(options.readPageBytesMax)) ORDER BY sequence
+                  SELECT *, row_number() OVER w AS n, sum(octet_length(record)) OVER w AS through FROM (
+                    SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous
+                    FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+                    WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+                  ) limited WINDOW w AS (ORDER BY sequence)
+                ) page WHERE n = 1 OR through <= \(Int64(pageBytesMax)) ORDER BY sequence
                 """)
         }
         var events = try await page()
@@ -61,11 +62,12 @@ extension PostgresEventLog {
         guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
         let events = try await select("""
             SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
-              SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous,
-                     row_number() OVER w AS n, sum(octet_length(e.record)) OVER w AS through
-              FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
-              WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) WINDOW w AS (ORDER BY e.sequence) ORDER BY e.sequence LIMIT \(Int64(limit))
-            ) page WHERE n = 1 OR through <= \(Int64(options.readPageBytesMax)) ORDER BY sequence
+              SELECT *, row_number() OVER w AS n, sum(octet_length(record)) OVER w AS through FROM (
+                SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous
+                FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
+                WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
+              ) limited WINDOW w AS (ORDER BY sequence)
+            ) page WHERE n = 1 OR through <= \(Int64(pageBytesMax)) ORDER BY sequence
             """)
         var verifier = StreamReadVerifier()
         var base: Snapshot??
@@ -82,6 +84,11 @@ extension PostgresEventLog {
         }
         return events.map(\.0)
     }
+
+    /// `Options.readPageBytesMax`, within 1 byte and `EventLogLimits.readPageBytesMax` (what `ListEvents`
+    /// judges a cut page by). The limit goes first in each query, the running sum after it (a window
+    /// ahead of the limit would sort the whole tail of a stream first).
+    var pageBytesMax: Int { min(max(options.readPageBytesMax, 1), EventLogLimits.readPageBytesMax) }
 
     /// The rows of a page query. The page's bytes are bounded in the query itself (a running sum of the
     /// records' lengths, `Options.readPageBytesMax`, the first row always in), as `ReadPageBudget`

@@ -40,9 +40,9 @@ public actor PostgresEventLog: EventLog {
         /// from this side, which fails whatever it waits for (a query on a connection whose server died
         /// can otherwise wait forever in postgres-nio 1.33), and the outcome is resolved from the log.
         public var transactionMillisMax: Int64 = 5_000
-        /// Record bytes one read returns at most, past its first event (`EventLogLimits.readPageBytesMax`;
-        /// lower only in tests, whose pages then need not move tens of megabytes).
-        public var readPageBytesMax = EventLogLimits.readPageBytesMax
+        /// Record bytes one read returns at most, past its first event (`EventLogLimits.readPageBytesMax`,
+        /// and never more; lower only in tests, whose pages then need not move tens of megabytes).
+        package var readPageBytesMax = EventLogLimits.readPageBytesMax
 
         public init() {}
     }

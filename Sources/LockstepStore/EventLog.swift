@@ -257,14 +257,21 @@ extension EventLog {
             var budget = ReadPageBudget()
             while intact.count < min(max(limit, 0), EventLogLimits.readPageEventsMax) {
                 do {
-                    guard let next = try await read(stream: stream, after: intact.last?.sequence ?? sequence, limit: 1).first else { break }
+                    // (The stream ended without damage found one event at a time: the page's error stands.)
+                    guard let next = try await read(stream: stream, after: intact.last?.sequence ?? sequence, limit: 1).first else { return (intact, error) }
+                    // Each read checks its one event: the versions between them are checked here.
+                    if let last = intact.last, next.streamVersion != last.streamVersion &+ 1 {
+                        return (intact, .corrupted(position: next.sequence,
+                                                   reason: "stream version \(next.streamVersion) follows \(last.streamVersion) (a version is missing or repeated)"))
+                    }
                     guard budget.admits(next.record.count) else { return (intact, nil) }
                     intact.append(next)
                 } catch {
                     return (intact, error)
                 }
             }
-            return (intact, intact.isEmpty ? error : nil)
+            // Stopped on its count before the damage: the damage is for a later page.
+            return (intact, nil)
         }
     }
 }

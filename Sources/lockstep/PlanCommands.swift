@@ -141,7 +141,7 @@ func lintPlanFile(_ path: String) throws -> PlanLoad {
 /// text and findings, or (over the limit, or not UTF-8) no text and that one finding. An unreadable
 /// file ends the command with exit status 66.
 func readPlanFile(_ path: String) throws -> (text: String?, load: PlanLoad) {
-    switch BoundedFile.read(path, limit: PlanFile.fileBytesMax, what: "the plan file") {
+    switch BoundedFile.read(path, limit: PlanFile.fileBytesMax, what: "the plan file", streams: true) {
     case .failure(let problem) where problem.tooLarge:
         return (nil, .refused("file_too_large", "the plan file is over \(PlanFile.fileBytesMax) bytes, the limit"))
     case .failure(let problem):
