@@ -9,23 +9,25 @@
 /// closed with GOAWAY ENHANCE_YOUR_CALM (a client told SETTINGS_MAX_HEADER_LIST_SIZE has no reason to
 /// send it), and libnghttp2 skips its checks and callbacks for the rest of the block (it still decodes
 /// its HPACK, as it must to keep the table in step, until the connection closes).
-struct H2HeaderBudget: Equatable {
-    enum Verdict: Equatable {
+package struct H2HeaderBudget: Equatable {
+    package enum Verdict: Equatable {
         case keep, drop, abusive
     }
 
-    static let abuseFactor = 4
-    private(set) var bytes = 0
-    private(set) var fields = 0
+    package static let abuseFactor = 4
+    package private(set) var bytes = 0
+    package private(set) var fields = 0
 
     /// A new header block (a HEADERS frame) begins.
+    package init() {}
+
     mutating func reset() {
         bytes = 0
         fields = 0
     }
 
     /// Counts one field of `nameBytes` and `valueBytes` octets; what to do with it.
-    mutating func count(nameBytes: Int, valueBytes: Int, limits: H2Limits) -> Verdict {
+    package mutating func count(nameBytes: Int, valueBytes: Int, limits: H2Limits) -> Verdict {
         bytes = bytes.addingSaturating(nameBytes).addingSaturating(valueBytes).addingSaturating(32)
         fields = fields.addingSaturating(1)
         if bytes <= limits.headerListBytesMax && fields <= limits.headerFieldsMax { return .keep }

@@ -302,7 +302,7 @@ package struct HTTPRoutes: Sendable {
         case .malformedNumber: "a number is malformed or out of range (64-bit integers go as strings)"
         case .numberRange: "a number is out of range for its field"
         case .malformedBool: "a boolean is malformed"
-        case .unknownField(let name): "it has an unknown field \"\(String(name.prefix(64)).quotable)\""
+        case .unknownField(let name): "it has an unknown field \"\(name.prefix(64))\""
         case .unrecognizedEnumValue: "an enum field has an unknown value"
         case .invalidUTF8: "it is not valid UTF-8"
         case .leadingZero: "a number has a leading zero"

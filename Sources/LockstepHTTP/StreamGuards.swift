@@ -2,6 +2,7 @@ import Logging
 import HTTPTypes
 import NIOCore
 import NIOHTTPTypes
+import LockstepH2
 import LockstepService
 
 /// Closes a channel that has been unwritable (its peer not reading what it was sent) for longer than
@@ -149,38 +150,30 @@ package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandl
     package typealias OutboundIn = HTTPResponsePart
     package typealias OutboundOut = HTTPResponsePart
 
-    private let bytesMax: Int
-    private let fieldsMax: Int
+    private let limits: H2Limits
     private let refusalBody: ByteBuffer
     /// The request being refused: its remaining parts are dropped.
     private var refusing = false
 
-    package init(bytesMax: Int, fieldsMax: Int, refusalBody: ByteBuffer) {
-        self.bytesMax = bytesMax
-        self.fieldsMax = fieldsMax
+    package init(limits: H2Limits, refusalBody: ByteBuffer) {
+        self.limits = limits
         self.refusalBody = refusalBody
     }
 
-    /// The list's size as RFC 9113 counts it, and its fields, the pseudo-headers included.
-    package static func measure(_ request: HTTPRequest) -> (bytes: Int, fields: Int) {
-        var bytes = 0
-        var fields = 0
-        func add(_ name: Int, _ value: Int) {
-            bytes = bytes.addingReportingOverflow(name &+ value &+ 32).partialValue
-            fields += 1
-        }
-        add(7, request.method.rawValue.utf8.count)
-        add(5, request.path?.utf8.count ?? 0)
-        if let authority = request.authority { add(10, authority.utf8.count) }
-        for field in request.headerFields { add(field.name.rawName.utf8.count, field.value.utf8.count) }
-        return (bytes, fields)
+    /// Whether `request`'s list is within the limits, counted field by field as the engine counts a block
+    /// (`H2HeaderBudget`), the method, target and authority as its pseudo-headers.
+    package static func fits(_ request: HTTPRequest, limits: H2Limits) -> Bool {
+        var budget = H2HeaderBudget()
+        func keeps(_ name: Int, _ value: Int) -> Bool { budget.count(nameBytes: name, valueBytes: value, limits: limits) == .keep }
+        guard keeps(7, request.method.rawValue.utf8.count), keeps(5, request.path?.utf8.count ?? 0) else { return false }
+        if let authority = request.authority, !keeps(10, authority.utf8.count) { return false }
+        return request.headerFields.allSatisfy { keeps($0.name.rawName.utf8.count, $0.value.utf8.count) }
     }
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let request):
-            let (bytes, fields) = Self.measure(request)
-            guard bytes > bytesMax || fields > fieldsMax else {
+            guard !Self.fits(request, limits: limits) else {
                 refusing = false
                 return context.fireChannelRead(data)
             }

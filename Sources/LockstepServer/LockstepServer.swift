@@ -327,8 +327,7 @@ public enum LockstepServer {
         let server = HTTPServerBuilder { responder in
             HTTP1AndEngineChannel(
                 responder: responder,
-                http1: .init(additionalChannelHandlers: [HeaderListLimit(bytesMax: engineLimits.headerListBytesMax, fieldsMax: engineLimits.headerFieldsMax,
-                                                                         refusalBody: headerListRefusal),
+                http1: .init(additionalChannelHandlers: [HeaderListLimit(limits: engineLimits, refusalBody: headerListRefusal),
                                                          ClientPresence(), StalledReaderCutoff(limit: stalled, cut: cutStalled), RefusedBodyCloser()],
                              idleTimeout: idle),
                 tls: jsonTLS, prefaceReadTimeout: idle, shutdownGrace: jsonGrace,

@@ -78,9 +78,11 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
     /// or trailer so a client can go there (empty while no coordinator holds the leadership lease).
     public var writer: String?
 
+    /// `message` may quote what a client sent: its control characters are written escaped (`quotable`),
+    /// here, for every answer, so no site that quotes has to remember it.
     public init(_ code: ErrorCode, _ message: String) {
         self.errorCode = code
-        self.message = message
+        self.message = message.quotable
     }
 
     /// A write refused by a replica, naming the writer it should go to.
@@ -114,7 +116,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
         if let id = RecordedEvent.migration(ofStream: stream) { return try checkIdentifier(id.rawValue, "stream's migration id") }
         if let plan = RecordedPlanEvent.plan(ofStream: stream) { return try checkIdentifier(plan, "stream's plan name") }
         if let freeze = RecordedFreezeEvent.freeze(ofStream: stream) { return try checkIdentifier(freeze, "stream's freeze id") }
-        throw APIError(.invalidStream, "stream \"\(String(stream.prefix(64)).quotable)\" is not migration/ID, plan/NAME or freeze/ID")
+        throw APIError(.invalidStream, "stream \"\(stream.prefix(64))\" is not migration/ID, plan/NAME or freeze/ID")
     }
     public static func invalid(_ what: String) -> APIError { APIError(.invalidArgument, what) }
 

@@ -111,7 +111,7 @@ extension AgentAPI {
     private static func leaseParts(_ id: String) throws(APIError) -> (MigrationID, NodeID) {
         let parts = id.split(separator: "/", omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
-            throw APIError.invalid("lease_id \"\(String(id.prefix(300)).quotable)\" is not MIGRATION/NODE")
+            throw APIError.invalid("lease_id \"\(id.prefix(300))\" is not MIGRATION/NODE")
         }
         try APIError.checkIdentifier(String(parts[0]), "lease_id's migration")
         try APIError.checkIdentifier(String(parts[1]), "lease_id's node")

@@ -14,6 +14,13 @@ import Testing
 @Suite struct ErrorCodeTests {
     static let apiDoc = DocExamplesTests.repository.appendingPathComponent("docs/api.md")
 
+    /// Every answer's sentence writes what it quotes of a request with its control characters escaped
+    /// (docs/api.md, "Errors"): once, where an `APIError` is made, not at each place that quotes.
+    @Test func anErrorsSentenceQuotesControlCharactersEscaped() {
+        #expect(APIError(.invalidArgument, "lease_id \"a\u{1B}[2J\nb\" is not MIGRATION/NODE").message == #"lease_id "a\u{1B}[2J\u{A}b" is not MIGRATION/NODE"#)
+        #expect(APIError.invalid("x\u{202E}y").body.message == #"x\u{202E}y"#)
+    }
+
     /// The rows of docs/api.md's error table: (HTTP status, gRPC status or nil, the codes it names).
     static func documentedRows() throws -> [(http: Int, grpc: String?, codes: [String])] {
         let text = try String(contentsOf: apiDoc, encoding: .utf8)

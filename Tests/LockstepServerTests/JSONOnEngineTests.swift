@@ -36,12 +36,10 @@ import Testing
             let seen = try JSONDecoder().decode(Seen.self, from: Data(run.stdout.utf8))
             #expect(seen.status == "413" && seen.body.contains(#""code":"body_too_large""#) && seen.ended, "\(run.stdout)")
             #expect(seen.reset_code == 0 && seen.sent < 3_000_000, "\(run.stdout)")
-            // A header list over the engine's limit: 431, the same shape of answer.
+            // A header list over the engine's limit: 431, the same shape of answer; and HTTP/1.1 holds a list
+            // to the same limits, bytes and fields, with the same answer (it had only swift-nio's 80 KiB,
+            // answered 400).
             let big = "x-big: " + String(repeating: "x", count: 20_000)
-            let answer = try await curl(["--http2-prior-knowledge", "-H", big, "-X", "POST", "-H", "content-type: application/json", "--data-binary", "{}", poll])
-            #expect(answer.contains(#""code":"resource_exhausted""#) && answer.hasSuffix("\n2 431"), "\(answer)")
-            // HTTP/1.1 holds a list to the same limits, bytes and fields, with the same answer (it had only
-            // swift-nio's 80 KiB, answered 400).
             let fields = (1...100).flatMap { ["-H", "x-field-\($0): v"] }
             for (flag, version) in [("--http1.1", "1.1"), ("--http2-prior-knowledge", "2")] {
                 for headers in [["-H", big], fields] {
