@@ -83,7 +83,7 @@ extension PostgresEventLog {
         // One statement: one row per stream found (the head's columns repeated), one row when none is.
         let names = Array(Set(requests.map(\.stream))).sorted()
         try checkOpen(connection)
-        let rows = try await connection.query("""
+        let rows = try await connection.rows("""
             WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
             SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version
             FROM head LEFT JOIN lockstep_streams s ON s.stream = ANY(\(names))
@@ -91,7 +91,8 @@ extension PostgresEventLog {
         var before = LogHead.genesis
         var versions: [String: UInt64] = [:]
         var read = false
-        for try await (sequence, hash, stored, stream, version) in rows.decode((Int64, ByteBuffer, Int64, String?, Int64?).self) {
+        for row in rows {
+            let (sequence, hash, stored, stream, version) = try row.decode((Int64, ByteBuffer, Int64, String?, Int64?).self)
             if let stream, let version { versions[stream] = try Self.stored(version, "stream \(stream)'s version", at: sequence) }
             if read { continue }
             read = true
@@ -118,6 +119,8 @@ extension PostgresEventLog {
         try checkOpen(connection)
         let rows = try await connection.execute(WriteStatement(planned: planned, epoch: epoch), logger: logger)
         // Read to the end: an error (a constraint, a trigger, the disk) may come after the first row.
+        // (A prepared statement's rows come only as a row sequence, not collected (`PostgresRows.swift`);
+        // this one's answer is one row at most, sent by the database in one write with its statement's end.)
         var wrote = false
         for try await _ in rows { wrote = true }
         return wrote

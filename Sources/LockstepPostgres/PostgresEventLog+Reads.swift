@@ -92,15 +92,13 @@ extension PostgresEventLog {
 
     /// The rows of a page query. The page's bytes are bounded in the query itself (a running sum of the
     /// records' lengths, `Options.readPageBytesMax`, the first row always in), as `ReadPageBudget`
-    /// bounds the other stores' pages, so every row it sends is read. (Session 38 saw postgres-nio's row
-    /// state machine trap, "no read has been forwarded yet", when a connection ended under a row stream
-    /// waiting for demand: in full-suite runs reading 16 MiB pages from a loaded database, both while
-    /// this loop still left its rows early and after; not since the test's pages are 3 MiB.)
+    /// bounds the other stores' pages, and its rows are collected as they arrive (`PostgresRows.swift`:
+    /// a connection ending in the middle of them fails the read instead of trapping in postgres-nio).
     func select(_ query: PostgresQuery) async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
         return try await bounded { client, logger in
             var events: [(StoredEvent, ChainHash?)] = []
-            let rows = try await client.query(query, logger: logger)
-            for try await (sequence, stream, version, record, hash, previous) in rows.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self) {
+            for row in try await client.rows(query, logger: logger) {
+                let (sequence, stream, version, record, hash, previous) = try row.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self)
                 let link = try Self.chainHash(hash, at: sequence, of: "its")
                 let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
                 events.append((StoredEvent(sequence: try Self.stored(sequence, "its sequence", at: sequence), stream: stream,
@@ -123,7 +121,8 @@ extension PostgresEventLog {
 
     private func headRow(_ query: PostgresQuery) async throws(EventLogError) -> LogHead {
         return try await bounded { client, logger in
-            for try await (sequence, hash) in try await client.query(query, logger: logger).decode((Int64, ByteBuffer).self) {
+            for row in try await client.rows(query, logger: logger) {
+                let (sequence, hash) = try row.decode((Int64, ByteBuffer).self)
                 return LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence),
                                chainHash: try Self.chainHash(hash, at: sequence, of: "the head's"))
             }
@@ -133,8 +132,9 @@ extension PostgresEventLog {
 
     public func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 {
         return try await bounded { client, logger in
-            for try await version in try await client.query("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger)
-                .decode(Int64.self) { return try Self.stored(version, "stream \(stream)'s version", at: 0) }
+            for row in try await client.rows("SELECT version FROM lockstep_streams WHERE stream = \(stream)", logger: logger) {
+                return try Self.stored(try row.decode(Int64.self), "stream \(stream)'s version", at: 0)
+            }
             return 0
         }
     }
@@ -146,12 +146,12 @@ extension PostgresEventLog {
             // UTF-8 byte order: the column's collation is "C"; the prefix is matched as a string, not a LIKE pattern.
             var names: [String] = []
             // (Streams whose every event was archived keep their version here but are not listed.)
-            let rows = try await client.query("""
+            let rows = try await client.rows("""
                 SELECT s.stream FROM lockstep_streams s WHERE s.stream > \(after) AND starts_with(s.stream, \(prefix))
                     AND EXISTS (SELECT 1 FROM lockstep_events e WHERE e.stream = s.stream)
                 ORDER BY s.stream LIMIT \(Int64(limit))
                 """, logger: logger)
-            for try await name in rows.decode(String.self) { names.append(name) }
+            for row in rows { names.append(try row.decode(String.self)) }
             return names
         }
     }
@@ -185,9 +185,10 @@ extension PostgresEventLog {
 
     public func latestSnapshot() async throws(EventLogError) -> Snapshot? {
         return try await bounded { client, logger in
-            let rows = try await client.query(
+            let rows = try await client.rows(
                 "SELECT sequence, chain_hash, state, digest FROM lockstep_snapshots ORDER BY sequence DESC LIMIT 1", logger: logger)
-            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+            for row in rows {
+                let (sequence, hash, state, digest) = try row.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self)
                 return Snapshot(sequence: try Self.stored(sequence, "the snapshot's sequence", at: sequence),
                                 chainHash: try Self.chainHash(hash, at: sequence, of: "the snapshot's"),
                                 state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
@@ -201,10 +202,10 @@ extension PostgresEventLog {
     public func base() async throws(EventLogError) -> Snapshot? {
         return try await bounded { client, logger in
             // The table is made by the first archival: a log never archived has none.
-            for try await present in try await client.query("SELECT to_regclass('lockstep_base') IS NOT NULL", logger: logger).decode(Bool.self)
-                where !present { return nil }
-            let rows = try await client.query("SELECT sequence, chain_hash, state, digest FROM lockstep_base WHERE id = 1", logger: logger)
-            for try await (sequence, hash, state, digest) in rows.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self) {
+            for row in try await client.rows("SELECT to_regclass('lockstep_base') IS NOT NULL", logger: logger)
+                where !(try row.decode(Bool.self)) { return nil }
+            for row in try await client.rows("SELECT sequence, chain_hash, state, digest FROM lockstep_base WHERE id = 1", logger: logger) {
+                let (sequence, hash, state, digest) = try row.decode((Int64, ByteBuffer, ByteBuffer, ByteBuffer).self)
                 return Snapshot(sequence: try Self.stored(sequence, "the base's sequence", at: sequence),
                                 chainHash: try Self.chainHash(hash, at: sequence, of: "the base's"),
                                 state: Array(state.readableBytesView), digest: Array(digest.readableBytesView))
@@ -228,11 +229,12 @@ extension PostgresEventLog {
                         digest bytea NOT NULL)
                     """, logger: logger)
                 var base: Int64 = 0
-                for try await found in try await connection.query("SELECT sequence FROM lockstep_base WHERE id = 1 FOR UPDATE", logger: logger)
-                    .decode(Int64.self) { base = found }
+                for row in try await connection.rows("SELECT sequence FROM lockstep_base WHERE id = 1 FOR UPDATE", logger: logger) {
+                    base = try row.decode(Int64.self)
+                }
                 var head: Int64 = 0
-                for try await found in try await connection.query("SELECT sequence FROM lockstep_head WHERE id = 1", logger: logger).decode(Int64.self) {
-                    head = found
+                for row in try await connection.rows("SELECT sequence FROM lockstep_head WHERE id = 1", logger: logger) {
+                    head = try row.decode(Int64.self)
                 }
                 guard base == Int64(clamping: expected) else {
                     throw EventLogError.invalidRequest("the live log's base moved from \(expected) to \(base) meanwhile (another archival): nothing was archived")
@@ -241,8 +243,9 @@ extension PostgresEventLog {
                     throw EventLogError.invalidRequest("cannot archive through event \(sequence): the live log holds events \(base + 1) to \(head)")
                 }
                 var matches = false
-                for try await hash in try await connection.query("SELECT chain_hash FROM lockstep_events WHERE sequence = \(sequence)", logger: logger)
-                    .decode(ByteBuffer.self) { matches = Array(hash.readableBytesView) == snapshot.chainHash.bytes }
+                for row in try await connection.rows("SELECT chain_hash FROM lockstep_events WHERE sequence = \(sequence)", logger: logger) {
+                    matches = Array(try row.decode(ByteBuffer.self).readableBytesView) == snapshot.chainHash.bytes
+                }
                 guard matches else { throw EventLogError.invalidRequest("the archive's end does not match event \(sequence) of this log") }
                 // Streams keep their versions in lockstep_streams; a checkpoint's stream is written once, at a
                 // sequence no later checkpoint repeats, so the archived ones are dropped from it.
@@ -273,8 +276,8 @@ extension PostgresEventLog {
     /// How many snapshots are stored (at most `EventLogLimits.snapshotsRetainedMax`).
     public func snapshotCount() async throws(EventLogError) -> Int {
         return try await bounded { client, logger in
-            for try await count in try await client.query("SELECT count(*) FROM lockstep_snapshots", logger: logger).decode(Int64.self) {
-                return Int(count)
+            for row in try await client.rows("SELECT count(*) FROM lockstep_snapshots", logger: logger) {
+                return Int(clamping: try row.decode(Int64.self))
             }
             return 0
         }

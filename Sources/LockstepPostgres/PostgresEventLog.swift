@@ -114,22 +114,21 @@ public actor PostgresEventLog: EventLog {
                         try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
                         try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
                         var ready = false
-                        for try await present in try await connection.query(PostgresQuery(unsafeSQL: schemaReady), logger: logger).decode(Bool.self) {
-                            ready = present
+                        for row in try await connection.rows(PostgresQuery(unsafeSQL: schemaReady), logger: logger) {
+                            ready = try row.decode(Bool.self)
                         }
                         guard !ready else { return }
                         for statement in schema { try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger) }
                     }
                 } else {
                     var found = false
-                    for try await present in try await client.query("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger).decode(Bool.self) {
-                        found = present
+                    for row in try await client.rows("SELECT to_regclass('lockstep_head') IS NOT NULL", logger: logger) {
+                        found = try row.decode(Bool.self)
                     }
                     guard found else { throw EventLogError.invalidRequest("this database holds no Lockstep log (no lockstep_head table)") }
                 }
-                for try await milliseconds in try await client.query("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'",
-                                                                     logger: logger).decode(Int64.self) {
-                    lockTimeoutMillis = milliseconds
+                for row in try await client.rows("SELECT setting::bigint FROM pg_settings WHERE name = 'lock_timeout'", logger: logger) {
+                    lockTimeoutMillis = try row.decode(Int64.self)
                 }
                 return lockTimeoutMillis
             }

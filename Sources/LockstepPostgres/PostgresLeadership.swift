@@ -69,9 +69,9 @@ public struct PostgresLeadership: Sendable {
                 // again later (the database ends that transaction: `idleInTransactionMillis`).
                 try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
                 var current: (epoch: Int64, lapsed: Bool)?
-                for try await (epoch, lapsed) in try await connection.query(
-                    "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger).decode((Int64, Bool).self) {
-                    current = (epoch, lapsed)
+                for row in try await connection.rows(
+                    "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger) {
+                    current = try row.decode((Int64, Bool).self)
                 }
                 guard let current, current.lapsed else { return nil }
                 let epoch = current.epoch + 1
@@ -95,12 +95,11 @@ public struct PostgresLeadership: Sendable {
             // Only a lease still running: a renewal that gave up here and reaches the database after the
             // lease lapsed, or after the release (`-infinity`), must not bring it back, or a standby would
             // wait out another TTL for a coordinator that stood down.
-            let rows = try await client.query("""
+            let rows = try await client.rows("""
                 UPDATE lockstep_leader SET expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond'
                 WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder) AND expires_at > clock_timestamp() RETURNING epoch
                 """, logger: logger)
-            for try await _ in rows.decode(Int64.self) { return true }
-            return false
+            return !rows.isEmpty
         }
     }
 
@@ -127,8 +126,8 @@ public struct PostgresLeadership: Sendable {
 
     /// The lease row, read without a lock.
     private static func look(_ client: PostgresClient, _ logger: Logger) async throws -> Holder? {
-        let rows = try await client.query("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger)
-        for try await (epoch, holder, address, lapsed) in rows.decode((Int64, String, String, Bool).self) {
+        for row in try await client.rows("SELECT epoch, holder, address, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1", logger: logger) {
+            let (epoch, holder, address, lapsed) = try row.decode((Int64, String, String, Bool).self)
             return Holder(epoch: epoch, holder: holder, address: address, lapsed: lapsed)
         }
         return nil

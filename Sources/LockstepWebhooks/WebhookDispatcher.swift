@@ -397,8 +397,8 @@ public final class PostgresWebhookCursors: WebhookCursors {
         let (client, logger) = (client, Logger(label: "lockstep.webhooks"))
         return try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
             var present = false
-            for try await found in try await client.query("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger).decode(Bool.self) {
-                present = found
+            for row in try await client.rows("SELECT to_regclass('lockstep_webhook_cursors') IS NOT NULL", logger: logger) {
+                present = try row.decode(Bool.self)
             }
             return present ? try await Self.cursors(client, logger) : [:]
         }
@@ -407,9 +407,9 @@ public final class PostgresWebhookCursors: WebhookCursors {
     /// The table's cursors (a negative one, which the table's CHECK refuses, is skipped).
     private static func cursors(_ client: PostgresClient, _ logger: Logger) async throws -> [String: UInt64] {
         var loaded: [String: UInt64] = [:]
-        for try await (name, sequence) in try await client.query("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger)
-            .decode((String, Int64).self) where sequence >= 0 {
-            loaded[name] = UInt64(sequence)
+        for row in try await client.rows("SELECT webhook, sequence FROM lockstep_webhook_cursors", logger: logger) {
+            let (name, sequence) = try row.decode((String, Int64).self)
+            if sequence >= 0 { loaded[name] = UInt64(sequence) }
         }
         return loaded
     }

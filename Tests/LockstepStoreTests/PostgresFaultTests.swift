@@ -14,15 +14,26 @@ import Testing
         AppendRequest(stream: stream, expectedVersion: expected, records: [Array(record.utf8)])
     }
 
-    @Test func aCommitWhoseAnswerIsLostIsFoundCommittedAndAcknowledged() async throws {
+    /// A log on a new database, reached through `commit-cutter.py`: the database's name, the file that
+    /// arms the proxy, and the proxy (the caller's to kill).
+    func logBehindTheCutter() async throws -> (PostgresEventLog, database: String, arm: String, proxy: ChildProcess) {
         let postgres = TestPostgres.shared
         let database = try await postgres.makeDatabase()
         let proxyPort = try TestPostgres.freePort()
         let arm = temporaryDirectory() + "/arm"
         let proxy = try ChildProcess("/usr/bin/env", ["python3", Self.cutter, "\(proxyPort)", "\(try await postgres.port())", arm])
+        do {
+            try await proxy.waitForOutput("ready", seconds: 10)
+            return (try await PostgresEventLog.open(client: await postgres.client(database, port: proxyPort)), database, arm, proxy)
+        } catch {
+            proxy.kill(SIGKILL)
+            throw error
+        }
+    }
+
+    @Test func aCommitWhoseAnswerIsLostIsFoundCommittedAndAcknowledged() async throws {
+        let (log, database, arm, proxy) = try await logBehindTheCutter()
         defer { proxy.kill(SIGKILL) }
-        try await proxy.waitForOutput("ready", seconds: 10)
-        let log = try await PostgresEventLog.open(client: await postgres.client(database, port: proxyPort))
         _ = try await log.append(request("a", 0))
 
         // The writer's next batch is sent ahead, committed on its own: its answer is lost.
@@ -34,10 +45,38 @@ import Testing
         _ = FileManager.default.createFile(atPath: arm, contents: Data("COMMIT".utf8))
         #expect(try await log.append(request("a", 2, "lost again")) == AppendReceipt(firstSequence: 3, lastSequence: 3, streamVersion: 3))
         #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut a COMMIT")
-        #expect(try await postgres.psql(database, "SELECT count(*) FROM lockstep_events") == "3\n")
+        #expect(try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events") == "3\n")
         // The log goes on, on a fresh connection, dense.
         #expect(try await log.append(request("b", 0)).firstSequence == 4)
         #expect(try await log.head().sequence == 4)
+    }
+
+    /// A connection that ends in the middle of a page's rows (a database restarted, a network cut) fails
+    /// the read as `storage_unavailable`, and the next read, on a new connection, has the whole page.
+    /// postgres-nio 1.33's row stream traps ("no read has been forwarded yet") when the rows still in the
+    /// socket arrive with the end of the connection while its consumer has not asked for more: the log's
+    /// reads must never leave a page's rows waiting on a consumer.
+    @Test(arguments: 0..<8) func aConnectionEndingInTheMiddleOfAPageFailsTheReadAndTheNextOneHasItAll(round: Int) async throws {
+        let (log, _, arm, proxy) = try await logBehindTheCutter()
+        defer { proxy.kill(SIGKILL) }
+        // 3,000 small events: a page of them is about 450 KB of rows, many socket reads.
+        let record = [UInt8](repeating: UInt8(ascii: "r"), count: 60)
+        for batch in 0..<3 {
+            _ = try await log.append(AppendRequest(stream: "s", expectedVersion: UInt64(batch * 1_000),
+                                                   records: Array(repeating: record, count: 1_000)))
+        }
+        // Cut at a different point each round: early in the rows, and deep into them.
+        let cut = 8_192 + round * 40_000
+        _ = FileManager.default.createFile(atPath: arm, contents: Data("rows:\(cut):row_number()".utf8))
+        do {
+            let events = try await log.read(after: 0, limit: 4_096)
+            Issue.record("a page whose connection ended after \(cut) bytes was read whole: \(events.count) events")
+        } catch {
+            #expect(error.code == "storage_unavailable", "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut the page's rows")
+        let events = try await log.read(after: 0, limit: 4_096)
+        #expect(events.count == 3_000 && events.last?.sequence == 3_000)
     }
 
     @Test func aConnectionLostDuringACommitThatDidNotCommitIsRefusedAndNothingIsWritten() async throws {

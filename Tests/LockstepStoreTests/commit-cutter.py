@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A TCP proxy in front of PostgreSQL that loses a COMMIT's answer, for PostgresFaultTests.
+"""A TCP proxy in front of PostgreSQL that loses a COMMIT's answer, or ends a connection mid-result, for PostgresFaultTests.
 
 Usage: commit-cutter.py LISTEN_PORT TARGET_PORT ARM_FILE
 
@@ -7,8 +7,12 @@ Forwards every connection to 127.0.0.1:TARGET_PORT. ARM_FILE holds the bytes tha
 (the log's locked way) or the writing statement's name (its Bind, sent ahead and committed on its own). When a client sends
 them while ARM_FILE exists, the proxy deletes ARM_FILE, forwards the message, waits for the server's
 ReadyForQuery (so the transaction has committed), and closes both sides without passing the answer on:
-the client sees its connection lost during the commit, with the transaction in fact committed. Prints
-"ready" once it listens.
+the client sees its connection lost during the commit, with the transaction in fact committed.
+
+ARM_FILE holding "rows:N:MARK" instead: when a client sends MARK (a query's text), the proxy deletes ARM_FILE,
+forwards the query, passes on the first N bytes of the server's answer at once and closes both sides: the
+client's connection ends in the middle of a result whose rows it has not all read. Prints "ready" once
+it listens.
 """
 import os
 import socket
@@ -36,7 +40,14 @@ def pipe(source, sink, client_side, pair):
             if not data:
                 break
             mark = armed()
-            if client_side and mark and mark in data:
+            if client_side and mark and mark.startswith(b"rows:"):
+                _, length, query = mark.split(b":", 2)
+                if query in data:
+                    os.unlink(arm_file)
+                    pair["cut after"] = int(length)
+                    sink.sendall(data)
+                    continue
+            elif client_side and mark and mark in data:
                 os.unlink(arm_file)
                 pair["cut"] = True
                 sink.sendall(data)
@@ -53,6 +64,17 @@ def pipe(source, sink, client_side, pair):
                     pass
                 break
             if not client_side and pair.get("cut"):
+                break
+            if not client_side and "cut after" in pair:
+                # The answer's first bytes, all at once, then the end of the connection.
+                answer = data
+                pair["server"].settimeout(5)
+                while len(answer) < pair["cut after"]:
+                    chunk = source.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                sink.sendall(answer[:pair["cut after"]])
                 break
             sink.sendall(data)
     except OSError:
