@@ -53,6 +53,9 @@ public struct ArchiveSegment: Sendable {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
                 throw .corrupted(position: chain.head.sequence + 1, reason: "\(path): a line is not JSON")
             }
+            if let key = JSONKeys.firstRepeated(in: line) {
+                throw .corrupted(position: chain.head.sequence + 1, reason: "\(path): a line names \"\(key.quotable)\" twice in one object")
+            }
             guard let event = object["event"] as? [String: Any] else { continue }
             guard let sequence = (event["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
                   let recordText = event["record"] as? String, let record = Data(base64Encoded: recordText),

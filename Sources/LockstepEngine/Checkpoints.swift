@@ -119,6 +119,7 @@ public struct CheckpointKeys: Hashable, Sendable {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let list = object["keys"] as? [[String: Any]] else {
             throw CheckpointError("a keys file is a JSON object with a list `keys` (`lockstep keys show` prints an entry)")
         }
+        if let key = JSONKeys.firstRepeated(in: bytes) { throw CheckpointError("a keys file names \"\(key.quotable)\" twice in one object") }
         guard !list.isEmpty, list.count <= keysMax else { throw CheckpointError("a keys file lists 1 to \(keysMax) keys, not \(list.count)") }
         var keys: [Key] = []
         for (index, entry) in list.enumerated() {
@@ -213,7 +214,7 @@ public enum CheckpointFiles {
 
     /// The checkpoint a line describes, or why not.
     public static func parse(line: Substring) -> Result<Checkpoint, CheckpointError> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], JSONKeys.firstRepeated(in: line.utf8) == nil,
               let sequence = (object["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
               let hashHex = object["chain_hash"] as? String, let chainHash = [UInt8](hex: hashHex),
               let signedAt = (object["signed_at_ms"] as? NSNumber).flatMap({ Int64(exactly: $0.doubleValue) }),

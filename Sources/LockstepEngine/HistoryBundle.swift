@@ -232,6 +232,10 @@ public enum HistoryBundle {
                 report.problems.append("\(where_): not JSON")
                 continue
             }
+            if let key = JSONKeys.firstRepeated(in: line.utf8) {
+                report.problems.append("\(where_): names \"\(key.quotable)\" twice in one object")
+                continue
+            }
             if let key = object["key"] as? [String: Any] {
                 do {
                     let parsed = try CheckpointKeys.parse(Array((try JSONSerialization.data(withJSONObject: ["keys": [key]])))).keys

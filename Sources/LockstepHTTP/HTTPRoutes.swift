@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
@@ -258,11 +259,16 @@ package struct HTTPRoutes: Sendable {
 
     /// A whole JSON body as `In`.
     static func decode<In: SwiftProtobuf.Message>(_ body: ByteBuffer) throws(APIError) -> In {
+        let bytes = Array(body.readableBytesView)
+        let message: In
         do {
-            return try In(jsonUTF8Bytes: Array(body.readableBytesView), options: JSONDecodingOptions())
+            message = try In(jsonUTF8Bytes: bytes, options: JSONDecodingOptions())
         } catch {
             throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(Self.explain(error))")
         }
+        // swift-protobuf keeps the last of a key written twice: the request would mean what its last copy says.
+        if let key = JSONKeys.firstRepeated(in: bytes) { throw APIError.malformed("the body names \"\(key)\" twice") }
+        return message
     }
 
     /// The request body, up to `requestBodyBytesMax` bytes and within `requestBodyMillisMax` of its head:

@@ -39,6 +39,9 @@ public struct AuthConfig: Sendable {
             throw Invalid(description: "the config is not valid JSON: \(error.localizedDescription)")
         }
         guard let object = root as? [String: Any] else { throw Invalid(description: "the config must be a JSON object with \"principals\"") }
+        if let key = JSONKeys.firstRepeated(in: json) {
+            throw Invalid(description: "the config names \"\(key.quotable)\" twice in one object: which one is meant?")
+        }
         try Self.onlyKeys(object, ["principals"], at: "the config")
         guard let list = object["principals"] as? [Any] else { throw Invalid(description: "\"principals\" must be a list") }
         guard list.count <= Self.principalsMax else { throw Invalid(description: "\(list.count) principals; the limit is \(Self.principalsMax)") }

@@ -304,6 +304,23 @@ import Testing
             }
         }
         #expect(refused > 400)
+
+        // An event line naming "record" twice, its last copy the true record (the one JSON parsers keep,
+        // so the chain holds), the body's hash recomputed: a reader keeping the first copy would read
+        // another history. Refused by both.
+        var edited = lines
+        let index = try #require(edited.firstIndex { String(decoding: $0, as: UTF8.self).contains(#""record":""#) })
+        edited[index] = Array(String(decoding: edited[index], as: UTF8.self)
+            .replacingOccurrences(of: #""record":""#, with: #""record":"AAAA","record":""#).utf8)
+        var header = String(decoding: edited[0], as: UTF8.self)
+        let body = Array(edited.dropFirst().joined(separator: [0x0A]))
+        let range = try #require(header.range(of: #""body_sha256":"[0-9a-f]{64}""#, options: .regularExpression))
+        header.replaceSubrange(range, with: "\"body_sha256\":\"\(Array(SHA256.hash(data: body)).hexString)\"")
+        let twice = Array(header.utf8) + [0x0A] + body
+        let report = await HistoryBundle.verify(twice, keys: keys)
+        #expect(report.problems.contains { $0.contains(#"names "record" twice"#) }, "\(report.problems)")
+        try Data(twice).write(to: URL(fileURLWithPath: path))
+        #expect { _ = try ArchiveSegment.open(path).events() } throws: { "\($0)".contains(#"names "record" twice"#) }
     }
 }
 

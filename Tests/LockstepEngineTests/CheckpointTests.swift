@@ -50,6 +50,13 @@ import Testing
         // Rotation: valid from a later time, or only until an earlier one.
         #expect(CheckpointKeys(keys: [.init(publicKey: signer.publicKey, validFrom: Self.signedAt.adding(milliseconds: 1))]).problem(with: checkpoint) == .keyNotValid)
         #expect(CheckpointKeys(keys: [.init(publicKey: signer.publicKey, validUntil: Self.signedAt)]).problem(with: checkpoint) == .keyNotValid)
+        // Its line reads back; the same line naming a key twice does not (which sequence it signs would
+        // depend on the reader).
+        let line = CheckpointFiles.line(checkpoint)
+        #expect((try? CheckpointFiles.parse(line: Substring(line)).get())?.sequence == 42)
+        let twice = line.replacingOccurrences(of: #""sequence":42"#, with: #""sequence":41,"sequence":42"#)
+        #expect(twice != line)
+        #expect((try? CheckpointFiles.parse(line: Substring(twice)).get()) == nil)
         // The key file reads back as the same key.
         let path = temporaryDirectory() + "/k"
         try signer.fileText.write(toFile: path, atomically: true, encoding: .utf8)
@@ -71,6 +78,12 @@ import Testing
         let signer = CheckpointSigner.generate()
         let wrongID = #"{"keys": [{"key_id": "0000000000000000", "public_key": "\#(Data(signer.publicKey).base64EncodedString())"}]}"#
         #expect { _ = try CheckpointKeys.parse(Array(wrongID.utf8)) } throws: { ($0 as? CheckpointError)?.description.contains("is not this key's id") == true }
+        // Trust material that says one thing twice: which key is trusted would depend on the reader.
+        let other = Data(CheckpointSigner.generate().publicKey).base64EncodedString()
+        let twice = #"{"keys": [{"public_key": "\#(other)", "public_key": "\#(Data(signer.publicKey).base64EncodedString())"}]}"#
+        #expect { _ = try CheckpointKeys.parse(Array(twice.utf8)) } throws: {
+            ($0 as? CheckpointError)?.description == #"a keys file names "public_key" twice in one object"#
+        }
     }
 
     @Test func theCheckpointIsAnEventReplayAndVerifyReadAndItIsRecordedOncePerSequence() async throws {

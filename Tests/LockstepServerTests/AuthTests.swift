@@ -61,6 +61,10 @@ import LockstepService
         #expect(refusal("not json").hasPrefix("the config is not valid JSON"))
         #expect(refusal("[]") == #"the config must be a JSON object with "principals""#)
         #expect(refusal(#"{"principals": [], "extra": 1}"#).hasPrefix(#"the config: unknown key "extra""#))
+        // A key written twice would mean its last copy, whatever a reviewer reads first.
+        #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)", "roles": ["admin"]}]}"#)
+                == #"the config names "roles" twice in one object: which one is meant?"#)
+        #expect(refusal(#"{"principals": [], "principals": []}"#) == #"the config names "principals" twice in one object: which one is meant?"#)
         #expect(refusal(#"{"principals": [{\#(agent), "token_sha256": "\#(hash)", "colour": "red"}]}"#).hasPrefix(#"principals[0]: unknown key "colour""#))
         #expect(refusal(#"{"principals": [{"name": "a", "roles": ["opertor"], "token_sha256": "\#(hash)"}]}"#)
             == #"principals[0].roles: unknown role "opertor" (known: agent, operator, approver, auditor, admin)"#)

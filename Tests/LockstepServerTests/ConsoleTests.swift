@@ -175,6 +175,7 @@ struct ConsoleBrowserTests {
             ("not JSON", "{", "application/json", nil, "malformed_request"),
             ("a token that is not a string", #"{"token": 5}"#, "application/json", nil, "\n400"),
             ("another field", #"{"token": "x", "as": "admin"}"#, "application/json", nil, "\n400"),
+            ("the token twice (the parser keeps the last, the good one)", #"{"token": "x", "token": "\#(alice)"}"#, "application/json", nil, "\n400"),
             ("a form", "token=x", "application/x-www-form-urlencoded", nil, "unsupported_media_type"),
             ("over 4 KiB", #"{"token": "\#(String(repeating: "t", count: 5_000))"}"#, "application/json", nil, "body_too_large"),
             ("an unknown token", #"{"token": "not-a-token-of-anyone"}"#, "application/json", nil, "unauthenticated"),

@@ -331,8 +331,6 @@ KNOWN = [
     ("empty 400 body", r"^(migration:900KB-path|node:900KB|key:900KB|if-none-match:garbage|unknown-route-or-method|garbage-request-line|"
      r"http/1.1-without-host-and-bad-header|content-length-negative)$",
      "NIO's HTTP/1.1 parser refuses the framing itself (a request line or header it cannot parse, or over its size limit) with a bare 400 and closes"),
-    ("duplicate JSON key accepted", r"^body:duplicate-key$",
-     "swift-protobuf's JSON decoder takes the last of duplicate keys"),
 ]
 counts["KNOWN"] = 0
 

@@ -5,7 +5,8 @@ import SwiftProtobuf
 
 /// Any bytes as each API request message, in protobuf and in JSON (the first byte picks the message and
 /// the encoding): decoding never traps, and what decodes goes through the checks the edge applies before
-/// anything reaches `decide` (identifiers, numbers, instants), none of which may trap either.
+/// anything reaches `decide` (identifiers, numbers, instants, a JSON key written twice), none of which
+/// may trap either.
 // Exported too: libFuzzer's archive brings its own `main`, which names this symbol (ours runs first).
 @_cdecl("LLVMFuzzerTestOneInput")
 func fuzzRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
@@ -19,6 +20,8 @@ func fuzzRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let message: (any SwiftProtobuf.Message)?
     if json {
         message = try? type.init(jsonUTF8Bytes: body, options: JSONDecodingOptions())
+        // The edge's duplicate-key check runs on bodies that decoded; on any bytes it must answer, not trap.
+        _ = JSONKeys.firstRepeated(in: body)
     } else {
         message = try? type.init(serializedBytes: body)
     }

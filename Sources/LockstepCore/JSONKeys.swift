@@ -1,0 +1,99 @@
+/// Duplicate keys in JSON from outside. The parsers Lockstep reads JSON with keep the last of an
+/// object's keys written twice (Foundation's `JSONSerialization`, swift-protobuf's JSON decoding), so a
+/// config, a request or a verified file that says one thing twice would mean what its last copy says,
+/// whatever a reader (or another tool, which may keep the first) takes it for. Every such input is
+/// refused instead: the auth config, the checkpoint keys and checkpoint lines, archive segments and
+/// history bundles, the JSON API's bodies and the console's sign-in.
+public enum JSONKeys {
+    /// The first key an object in `json` holds twice, or nil. Keys are compared as the strings they
+    /// stand for, escapes undone (`"a"` and `"\u0061"` are one key) and compared as Swift compares
+    /// strings (canonical equivalence, as a `[String: Any]` of them does). `json` must already have
+    /// parsed as JSON: this follows its structure, it does not check it. One pass, no recursion.
+    public static func firstRepeated(in json: some Sequence<UInt8>) -> String? {
+        // One frame per open object or array: an object's keys so far (nil for an array), and whether
+        // the next string in it is a key.
+        var frames: [(keys: Set<String>?, keyNext: Bool)] = []
+        var bytes = json.makeIterator()
+        while let byte = bytes.next() {
+            switch byte {
+            case UInt8(ascii: "{"): frames.append(([], true))
+            case UInt8(ascii: "["): frames.append((nil, false))
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): _ = frames.popLast()
+            case UInt8(ascii: ","): if let last = frames.indices.last, frames[last].keys != nil { frames[last].keyNext = true }
+            case UInt8(ascii: ":"): if let last = frames.indices.last { frames[last].keyNext = false }
+            case UInt8(ascii: "\""):
+                guard let last = frames.indices.last, frames[last].keyNext else {
+                    skipString(&bytes)
+                    continue
+                }
+                let key = readString(&bytes)
+                guard frames[last].keys?.insert(key).inserted != false else { return key }
+            default: continue
+            }
+        }
+        return nil
+    }
+
+    /// Past the closing quote of a string whose opening quote was read.
+    private static func skipString<Bytes: IteratorProtocol<UInt8>>(_ bytes: inout Bytes) {
+        while let byte = bytes.next() {
+            if byte == UInt8(ascii: "\\") { _ = bytes.next() } else if byte == UInt8(ascii: "\"") { return }
+        }
+    }
+
+    /// The text of a string whose opening quote was read, through its closing quote, escapes undone
+    /// (a lone surrogate is U+FFFD).
+    private static func readString<Bytes: IteratorProtocol<UInt8>>(_ bytes: inout Bytes) -> String {
+        var text: [UInt8] = []
+        var pendingHigh: UInt32?
+        func append(_ scalar: UInt32) { UTF8.encode(Unicode.Scalar(scalar) ?? "\u{FFFD}") { text.append($0) } }
+        func flushHigh() {
+            if pendingHigh != nil { append(0xFFFD) }
+            pendingHigh = nil
+        }
+        while let byte = bytes.next(), byte != UInt8(ascii: "\"") {
+            guard byte == UInt8(ascii: "\\"), let escaped = bytes.next() else {
+                flushHigh()
+                text.append(byte)
+                continue
+            }
+            guard escaped == UInt8(ascii: "u") else {
+                flushHigh()
+                text.append(Self.simpleEscapes[escaped] ?? escaped)
+                continue
+            }
+            var unit: UInt32 = 0
+            for _ in 0..<4 { unit = unit << 4 | UInt32(hexValue(bytes.next())) }
+            switch unit {
+            case 0xD800...0xDBFF:
+                flushHigh()
+                pendingHigh = unit
+            case 0xDC00...0xDFFF:
+                if let high = pendingHigh {
+                    append(0x10000 + (high - 0xD800) << 10 + (unit - 0xDC00))
+                    pendingHigh = nil
+                } else {
+                    append(0xFFFD)
+                }
+            default:
+                flushHigh()
+                append(unit)
+            }
+        }
+        flushHigh()
+        return String(decoding: text, as: UTF8.self)
+    }
+
+    /// What `\b`, `\f`, `\n`, `\r` and `\t` stand for (`\"`, `\\` and `\/` stand for themselves).
+    private static let simpleEscapes: [UInt8: UInt8] = [
+        UInt8(ascii: "b"): 0x08, UInt8(ascii: "f"): 0x0C, UInt8(ascii: "n"): 0x0A, UInt8(ascii: "r"): 0x0D, UInt8(ascii: "t"): 0x09,
+    ]
+
+    private static func hexValue(_ byte: UInt8?) -> UInt8 {
+        switch byte {
+        case let digit? where (0x30...0x39).contains(digit): digit - 0x30
+        case let letter? where (0x61...0x66).contains(letter | 0x20): (letter | 0x20) - 0x61 + 10
+        default: 0
+        }
+    }
+}
