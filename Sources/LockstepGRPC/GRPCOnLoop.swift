@@ -164,7 +164,7 @@ extension GRPCAgentService {
         let reply = call.makeReply()
         let departure = DepartureSignal()
         reply.closed.whenComplete { _ in departure.markGone() }
-        agents.drive(poll, after: found, gone: { departure.isGone }, departure: departure, run: { work, dropped in
+        agents.drive(poll, after: found, gone: { departure.isGone }, departure: departure, run: { work, dropped, overflowed in
             // Through the lane shared with the JSON port; the connection's task group runs the work, and
             // once it takes no more (the connection closed, or the server is shutting down) the poll is
             // answered so, if anyone is still there to hear it.
@@ -173,7 +173,7 @@ extension GRPCAgentService {
                 // Its connection closed (the client went): nobody to answer, and no refusal to count.
                 if departure.isGone { return }
                 reply.send(Self.refuse(Self.shuttingDown, metrics: metrics, timer: timer, began: began))
-            })
+            }, overflowed: overflowed)
         }) { end in
             timer.record(duration: ContinuousClock.now - began)
             switch end {

@@ -87,11 +87,11 @@ package final class EnginePoll: Sendable {
             return false
         }
         // A connection that takes no more work is closing: the stream is refused, to be retried.
-        let run: Run = { [lane] job, dropped in
+        let run: Run = { [lane] job, dropped, overflowed in
             lane.submit(job, deliver: deliver, dropped: {
                 dropped()
                 response.reset(.refusedStream)
-            })
+            }, overflowed: overflowed)
         }
         routes.agents.drive(poll, after: found, gone: { presence.isGone }, departure: presence, run: run) { [self, timer] end in
             timer.record(duration: ContinuousClock.now - began)

@@ -18,9 +18,11 @@ extension AgentAPI {
         agentCall && requestBytes <= agentRequestBytesOnLoopMax
     }
 
-    /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group);
-    /// runs the second closure instead when that no longer takes work (it is closing).
-    package typealias PollRun = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void) -> Void
+    /// Hands a piece of a poll's work to whoever runs it (its connection's or transport's task group,
+    /// through the `PollLane`); runs `dropped` instead when that no longer takes work (it is closing), or
+    /// `overflowed` when the lane's waiting line is full.
+    package typealias PollRun = @Sendable (_ work: @escaping @Sendable () async -> Void, _ dropped: @escaping @Sendable () -> Void,
+                                           _ overflowed: @escaping @Sendable () -> Void) -> Void
 
     /// How a driven poll ends: its answer (a step, or `retryLater`), or the error it is refused with.
     package typealias PollEnd = @Sendable (Result<Lockstep_V1_PollResponse, APIError>) -> Void
@@ -101,7 +103,7 @@ extension AgentAPI {
             // Its connection is likely closing and takes no more work: then the step is given back from a
             // task of its own (one command), not left to expire.
             let giveBack = { @Sendable in await self.giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }
-            run(giveBack, { Task { await giveBack() } })
+            run(giveBack, { Task { await giveBack() } }, { Task { await giveBack() } })
             return end(.success(retryLater))
         }
         end(.success(answer(&cursor, claimed: leased)))
@@ -128,6 +130,10 @@ extension AgentAPI {
         }, {
             // Nobody will read the answer; a wake it holds goes on.
             endPoll(poll)
+        }, {
+            // Too many polls wait to look: this one is answered as one that found nothing.
+            endPoll(poll)
+            end(.success(retryLater))
         })
     }
 }

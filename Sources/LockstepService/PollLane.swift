@@ -1,11 +1,14 @@
 import DequeModule
+import Metrics
 import Synchronization
 
 /// At most `limit` pieces of poll work run at once over all connections; the rest wait here as closures,
 /// in arrival order, each handed to its own connection when a place frees. A burst of polls (100,000
 /// agents arriving within a second) then costs closures while it waits for the coordinator, which takes
 /// one look at a time anyway, not a task each: at that peak a task in flight held about 20 KB, and the
-/// allocator kept that RSS after the polls had parked (docs/benchmarks-api-history.md).
+/// allocator kept that RSS after the polls had parked (docs/benchmarks-api-history.md). At most
+/// `waitingMax` wait: past that a poll is answered at once as one that found nothing (`overflowed`, so
+/// with `retry_after_ms`), as a poll past the parked limit is.
 package final class PollLane: Sendable {
     private struct Waiting: Sendable {
         let work: @Sendable () async -> Void
@@ -20,26 +23,47 @@ package final class PollLane: Sendable {
     }
 
     private let state = Mutex(State())
+    /// Pieces of work running at once, in pieces.
     package let limit: Int
+    /// Pieces of work waiting for a place at once, in pieces (polls).
+    package let waitingMax: Int
+    /// Counts the pieces refused with `waitingMax` waiting (`lockstep_poll_lane_overflows_total`).
+    private let overflows: Metrics.Counter?
 
-    package init(limit: Int) { self.limit = max(1, limit) }
+    /// The server's: 256 running, 131,072 waiting (a burst of 100,000 agents polling at once waits
+    /// whole; each waiting poll is a few hundred bytes of closures).
+    package init(limit: Int, waitingMax: Int = 131_072, overflows: Metrics.Counter? = nil) {
+        self.limit = max(1, limit)
+        self.waitingMax = max(0, waitingMax)
+        self.overflows = overflows
+    }
 
     /// Pieces of work waiting for a place (for tests and metrics).
     package var waitingCount: Int { state.withLock { $0.waiting.count } }
     package var runningCount: Int { state.withLock { $0.running } }
 
+    /// Runs `work` through `deliver` (its connection) once a place is free; `dropped` when its connection
+    /// takes no more work; `overflowed` (and nothing else) when `waitingMax` pieces wait already.
     package func submit(_ work: @escaping @Sendable () async -> Void, deliver: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Bool,
-                        dropped: @escaping @Sendable () -> Void) {
+                        dropped: @escaping @Sendable () -> Void, overflowed: @Sendable () -> Void) {
         let item = Waiting(work: work, deliver: deliver, dropped: dropped)
-        let now = state.withLock { state -> Bool in
+        enum Admission { case now, waiting, full }
+        let admission = state.withLock { state -> Admission in
             guard state.running < limit else {
+                guard state.waiting.count < waitingMax else { return .full }
                 state.waiting.append(item)
-                return false
+                return .waiting
             }
             state.running += 1
-            return true
+            return .now
         }
-        if now { start(item) }
+        switch admission {
+        case .now: start(item)
+        case .waiting: break
+        case .full:
+            overflows?.increment()
+            overflowed()
+        }
     }
 
     /// Runs `item` in the place it holds; when its connection takes no more work, the place goes to the

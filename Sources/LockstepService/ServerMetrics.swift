@@ -25,6 +25,8 @@ public final class ServerMetrics: Sendable {
     package let serviceLeasesHeld: Metrics.Gauge
     package let stepLeasesExpired: Metrics.Counter
     package let staleTokenRejections: Metrics.Counter
+    /// Polls answered at once because `PollLane.waitingMax` polls waited already.
+    package let pollLaneOverflows: Metrics.Counter
     /// Steps of the wall clock away from Lockstep's clock (over 1 s), seen by the timers.
     package let wallClockSteps: Metrics.Counter
     /// Connections open on both listeners.
@@ -154,6 +156,7 @@ public final class ServerMetrics: Sendable {
         serviceLeasesHeld = Metrics.Gauge(label: "lockstep_service_leases_held", factory: factory)
         stepLeasesExpired = Metrics.Counter(label: "lockstep_step_leases_expired_total", factory: factory)
         staleTokenRejections = Metrics.Counter(label: "lockstep_stale_token_rejections_total", factory: factory)
+        pollLaneOverflows = Metrics.Counter(label: "lockstep_poll_lane_overflows_total", factory: factory)
         wallClockSteps = Metrics.Counter(label: "lockstep_wall_clock_steps_total", factory: factory)
         openConnections = Metrics.Gauge(label: "lockstep_open_connections", factory: factory)
         heapInUse = Metrics.Gauge(label: "lockstep_heap_in_use_bytes", factory: factory)

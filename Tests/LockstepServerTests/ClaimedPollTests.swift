@@ -91,7 +91,7 @@ import Testing
         let principal = Self.principal
         let answers = Mutex<[Result<Lockstep_V1_PollResponse, APIError>]>([])
         let looks = Mutex(0)
-        let run: AgentAPI.PollRun = { work, _ in
+        let run: AgentAPI.PollRun = { work, _, _ in
             looks.withLock { $0 += 1 }
             Task { await work() }
         }
@@ -124,7 +124,7 @@ import Testing
         // completion readies step-1 and leases it to that poll, which gives it back, unstarted, and is
         // answered with nothing.
         let left = Mutex(false)
-        let closing: AgentAPI.PollRun = { _, dropped in dropped() }
+        let closing: AgentAPI.PollRun = { _, dropped, _ in dropped() }
         try drive("a2", run: closing) { left.withLock { $0 } }
         #expect(wakeups.parkedCount == 1)
         left.withLock { $0 = true }
@@ -206,7 +206,7 @@ import Testing
             var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000 }, principal: Self.principal)
             var found: AgentAPI.PollLook?
             #expect(agents.answerAtOnce(&poll, found: &found) == nil)
-            agents.drive(poll, after: found, gone: { agent == "a1" && left.withLock { $0 } }, departure: agent == "a1" ? leaving : nil, run: { work, _ in
+            agents.drive(poll, after: found, gone: { agent == "a1" && left.withLock { $0 } }, departure: agent == "a1" ? leaving : nil, run: { work, _, _ in
                 looks.withLock { $0 += 1 }
                 Task { await work() }
             }) { answer in answers.withLock { $0[agent] = try? answer.get() } }

@@ -84,7 +84,7 @@ import Testing
                 var poll = try agents.beginPoll(request, principal: principal)
                 var found: AgentAPI.PollLook?
                 #expect(agents.answerAtOnce(&poll, found: &found) == nil)
-                agents.drive(poll, after: found, gone: { false }, departure: nil, run: { work, _ in Task { await work() } }) { answer in
+                agents.drive(poll, after: found, gone: { false }, departure: nil, run: { work, _, _ in Task { await work() } }) { answer in
                     if case .success(let answer) = answer { answers.items.withLock { $0.append(answer) } }
                 }
             } else {

@@ -2,6 +2,7 @@ import LockstepCore
 import LockstepEngine
 import LockstepStore
 import LockstepWire
+import Synchronization
 import Testing
 @testable import LockstepService
 
@@ -36,5 +37,24 @@ import Testing
         second.cancel()
         _ = await first.result
         _ = await second.result
+    }
+
+    @Test func aPollThePollLaneHasNoRoomForIsAnsweredAtOnceWithARetry() async throws {
+        let agents = AgentAPI(coordinator: try await Coordinator.open(log: InMemoryEventLog()), wakeups: Wakeups(policy: .oldest, parkedMax: 2, parkedPerOwnerMax: 1),
+                              limits: APILimits(), clock: { Instant(millisecondsSinceEpoch: 1_800_000_000_000) })
+        let principal = Principal(name: "a", roles: [.agent], services: ["orders"])
+        let poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = "a1"; $0.waitMs = 60_000 }, principal: principal)
+        let ended = Mutex<[Lockstep_V1_PollResponse]>([])
+        // A look that must wait for a place in the lane, whose line is full: it is never run, and the
+        // poll ends at once, empty, with when to retry (not left unanswered, nor answered as shutting down).
+        agents.drive(poll, after: nil, gone: { false }, departure: nil, run: { _, _, overflowed in overflowed() }) { end in
+            guard case .success(let response) = end else {
+                Issue.record("\(end)")
+                return
+            }
+            ended.withLock { $0.append(response) }
+        }
+        let answers = ended.withLock { $0 }
+        #expect(answers.count == 1 && !answers[0].hasStep && answers[0].retryAfterMs > 0, "\(answers)")
     }
 }

@@ -4,7 +4,8 @@ import Synchronization
 import Testing
 
 /// `PollLane`: at most its limit of pieces of poll work run at once; the rest wait as closures, in
-/// arrival order; work whose connection takes none is dropped and its place goes on.
+/// arrival order, at most `waitingMax` of them (past it, refused at once); work whose connection takes
+/// none is dropped and its place goes on.
 @Suite struct PollLaneTests {
     @Test func atMostTheLimitRunAtOnceTheRestWaitInOrderAndAllRun() async throws {
         let lane = PollLane(limit: 2)
@@ -30,7 +31,7 @@ import Testing
                 if index < 2 { while released.withLock({ $0 }) <= index { try? await Task.sleep(for: .milliseconds(1)) } }
                 log.withLock { $0.running -= 1 }
                 doneSink.yield(index)
-            }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") })
+            }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") }, overflowed: { Issue.record("nothing overflows here") })
         }
         try await eventually("two pieces of work running", seconds: 120, every: nil) { lane.runningCount >= 2 }
         #expect(lane.waitingCount == 3)
@@ -72,9 +73,37 @@ import Testing
             Task { await work() }
             return true
         }
-        lane.submit({ ran.withLock { $0 += 1 } }, deliver: closed, dropped: { dropped.withLock { $0 += 1 } })
-        lane.submit({ ran.withLock { $0 += 1 } }, deliver: open, dropped: { dropped.withLock { $0 += 1 } })
+        lane.submit({ ran.withLock { $0 += 1 } }, deliver: closed, dropped: { dropped.withLock { $0 += 1 } }, overflowed: {})
+        lane.submit({ ran.withLock { $0 += 1 } }, deliver: open, dropped: { dropped.withLock { $0 += 1 } }, overflowed: {})
         try await eventually("the open connection's work ran", seconds: 120, every: nil) { ran.withLock({ $0 }) >= 1 && lane.runningCount == 0 }
         #expect(dropped.withLock { $0 } == 1 && ran.withLock { $0 } == 1 && lane.waitingCount == 0)
+    }
+
+    @Test func pastItsWaitingLimitWorkIsRefusedAtOnceAndNoneOfItRuns() async throws {
+        let lane = PollLane(limit: 1, waitingMax: 2)
+        let held = Mutex(true)
+        let ran = Mutex<[Int]>([])
+        let overflowed = Mutex<[Int]>([])
+        let deliver: @Sendable (@escaping @Sendable () async -> Void) -> Bool = { work in
+            Task { await work() }
+            return true
+        }
+        for index in 0..<5 {
+            lane.submit({
+                // The first holds the one place until released.
+                while index == 0, held.withLock({ $0 }) { try? await Task.sleep(for: .milliseconds(1)) }
+                ran.withLock { $0.append(index) }
+            }, deliver: deliver, dropped: { Issue.record("nothing is dropped here") }, overflowed: { overflowed.withLock { $0.append(index) } })
+        }
+        // One running, two waiting, two refused at once (before anything ran).
+        #expect(lane.runningCount == 1 && lane.waitingCount == 2)
+        #expect(overflowed.withLock { $0 } == [3, 4])
+        held.withLock { $0 = false }
+        try await eventually("the admitted work ran", seconds: 120, every: nil) { ran.withLock { $0.count } == 3 && lane.runningCount == 0 }
+        #expect(ran.withLock { $0 } == [0, 1, 2])
+        // With room again, work is admitted again.
+        lane.submit({ ran.withLock { $0.append(5) } }, deliver: deliver, dropped: {}, overflowed: { overflowed.withLock { $0.append(5) } })
+        try await eventually("the next work ran", seconds: 120, every: nil) { ran.withLock { $0.count } == 4 }
+        #expect(overflowed.withLock { $0 } == [3, 4])
     }
 }
