@@ -9,10 +9,8 @@ extension Reader {
     /// zone checked against this machine's time-zone database.
     mutating func windows(_ node: Node?, of what: String) -> [ChangeWindow] {
         guard let node else { return [] }
-        let texts = strings(node, what: "windows of \(what)")
-        if texts.count > CoreLimits.windowsPerLevelMax {
-            error(node.mark?.line ?? 0, "invalid_value", "\(what) declares \(texts.count) windows; the limit is \(CoreLimits.windowsPerLevelMax)")
-        }
+        // More than the limit: refused before any is parsed (`too_many_entries`).
+        let texts = strings(node, what: "windows of \(what)", max: CoreLimits.windowsPerLevelMax)
         let items = node.sequence.map(Array.init) ?? [node]
         var windows: [ChangeWindow] = []
         for (index, text) in texts.enumerated() {
@@ -37,8 +35,10 @@ extension Reader {
             error(node.mark?.line ?? 0, "invalid_value", "checks of \(id) must be a list of { name, pass, fresh_for }")
             return []
         }
-        if sequence.count > CoreLimits.checksPerNodeMax {
-            error(node.mark?.line ?? 0, "invalid_value", "node \(id) has \(sequence.count) checks; the limit is \(CoreLimits.checksPerNodeMax)")
+        guard sequence.count <= CoreLimits.checksPerNodeMax else {
+            // Refused before any is read: each would be parsed and judged on its own.
+            error(node.mark?.line ?? 0, "too_many_entries", "node \(id) has \(sequence.count) checks; the limit is \(CoreLimits.checksPerNodeMax)")
+            return []
         }
         var checks: [CheckSpec] = []
         for item in sequence {

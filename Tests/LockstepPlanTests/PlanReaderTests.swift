@@ -87,6 +87,24 @@ import Testing
         let services = (0...CoreLimits.nodeServicesMax).map { "s\($0)" }.joined(separator: ", ")
         #expect(found(header + "  - { id: a, services: [\(services)], phase: custom, action: x, rollback: { action: u } }\n")
                 == ["6 error too_many_entries"])
+        // Every other list with a limit of its own: owners (of the plan and of a service) and a gate's
+        // groups, windows (each would be parsed, its zone looked up) and checks.
+        let groups = (0...CoreLimits.ownerGroupsMax).map { "g\($0)" }.joined(separator: ", ")
+        let node = "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u } }\n"
+        #expect(found("name: p\nowners: [\(groups)]\nservices:\n  orders: { owners: [t] }\nnodes:\n" + node) == ["2 error too_many_entries"])
+        #expect(found("name: p\nservices:\n  orders: { owners: [\(groups)] }\nnodes:\n" + node) == ["3 error too_many_entries"])
+        #expect(found(header + "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u }, approvals: { minimum: 1, from: [\(groups)] } }\n")
+                == ["6 error too_many_entries"])
+        let windows = Array(repeating: "\"Mon 09:00-10:00 Nowhere/Zone\"", count: CoreLimits.windowsPerLevelMax + 1).joined(separator: ", ")
+        #expect(found(header + "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u }, windows: [\(windows)] }\n")
+                == ["6 error too_many_entries"])
+        let checks = Array(repeating: "{ name: c, pass: ok }", count: CoreLimits.checksPerNodeMax + 1).joined(separator: ", ")
+        #expect(found(header + "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u }, checks: [\(checks)] }\n")
+                == ["6 error too_many_entries"])
+        // At their limits, read (the unknown zones found one by one, the checks' missing freshness too).
+        let atLimit = Array(repeating: "\"Mon 09:00-10:00 Nowhere/Zone\"", count: CoreLimits.windowsPerLevelMax).joined(separator: ", ")
+        #expect(found(header + "  - { id: a, service: orders, phase: custom, action: x, rollback: { action: u }, windows: [\(atLimit)] }\n").count
+                == CoreLimits.windowsPerLevelMax)
     }
 
     @Test func findingsPastTheirLimitAreCountedInOneMore() {
