@@ -5,11 +5,81 @@
 /// refused instead: the auth config, the checkpoint keys and checkpoint lines, archive segments and
 /// history bundles, the JSON API's bodies and the console's sign-in.
 public enum JSONKeys {
-    /// The first key an object in `json` holds twice, or nil. Keys are compared as the strings they
-    /// stand for, escapes undone (`"a"` and `"\u0061"` are one key) and compared as Swift compares
-    /// strings (canonical equivalence, as a `[String: Any]` of them does). `json` must already have
-    /// parsed as JSON: this follows its structure, it does not check it. One pass, no recursion.
-    public static func firstRepeated(in json: some Sequence<UInt8>) -> String? {
+    /// A key an object in `json` holds twice, or nil. Keys are compared as the strings they stand for,
+    /// escapes undone (`"a"` and `"\u0061"` are one key), and as Swift compares strings (canonical
+    /// equivalence, as a `[String: Any]` of them does). `json` must already have parsed as JSON: this
+    /// follows its structure, it does not check it; on any bytes it answers, without recursion.
+    ///
+    /// Every JSON body of the API comes through here, so keys of plain ASCII without escapes (every
+    /// field name of the API) are compared as bytes where they lie, sorted per object (no hashing, no
+    /// copy, two allocations a document); a document with any other key is read again as text.
+    public static func firstRepeated(in json: some Collection<UInt8>) -> String? {
+        if let answer = json.withContiguousStorageIfAvailable({ repeated(in: $0) }) { return answer }
+        return Array(json).withUnsafeBufferPointer { repeated(in: $0) }
+    }
+
+    private static func repeated(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        switch plainKeys(bytes) {
+        case .none: nil
+        case .repeated(let key): key
+        case .textNeeded: repeatedText(bytes)
+        }
+    }
+
+    private enum Plain {
+        case none
+        case repeated(String)
+        /// A key with an escape or a byte past ASCII: compared as bytes, it could differ from one that
+        /// stands for the same text.
+        case textNeeded
+    }
+
+    /// The pass over keys that are plain ASCII without escapes.
+    private static func plainKeys(_ bytes: UnsafeBufferPointer<UInt8>) -> Plain {
+        // The keys of every open object, innermost last, as ranges of `bytes`; one frame per open object
+        // or array: where its keys begin, and whether the next string in it is a key.
+        var keys: [Range<Int>] = []
+        var frames: [(firstKey: Int, object: Bool, keyNext: Bool)] = []
+        keys.reserveCapacity(16)
+        frames.reserveCapacity(8)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            index += 1
+            switch byte {
+            case UInt8(ascii: "{"): frames.append((keys.count, true, true))
+            case UInt8(ascii: "["): frames.append((keys.count, false, false))
+            case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                guard let frame = frames.popLast() else { continue }
+                if keys.count - frame.firstKey > 1 {
+                    keys[frame.firstKey...].sort { bytes[$0].lexicographicallyPrecedes(bytes[$1]) }
+                    for at in frame.firstKey..<(keys.count - 1) where bytes[keys[at]].elementsEqual(bytes[keys[at + 1]]) {
+                        return .repeated(String(decoding: bytes[keys[at]], as: UTF8.self))
+                    }
+                }
+                keys.removeSubrange(frame.firstKey...)
+            case UInt8(ascii: ","): if let last = frames.indices.last, frames[last].object { frames[last].keyNext = true }
+            case UInt8(ascii: ":"): if let last = frames.indices.last { frames[last].keyNext = false }
+            case UInt8(ascii: "\""):
+                let start = index
+                var plain = true
+                while index < bytes.count, bytes[index] != UInt8(ascii: "\"") {
+                    if bytes[index] == UInt8(ascii: "\\") || bytes[index] >= 0x80 { plain = false }
+                    index += bytes[index] == UInt8(ascii: "\\") ? 2 : 1
+                }
+                let stop = min(index, bytes.count)
+                index += 1
+                guard let last = frames.indices.last, frames[last].keyNext else { continue }
+                guard plain else { return .textNeeded }
+                keys.append(start..<stop)
+            default: continue
+            }
+        }
+        return .none
+    }
+
+    /// Every key read as the text it stands for: the first one an object holds twice.
+    private static func repeatedText(_ json: UnsafeBufferPointer<UInt8>) -> String? {
         // One frame per open object or array: an object's keys so far (nil for an array), and whether
         // the next string in it is a key.
         var frames: [(keys: Set<String>?, keyNext: Bool)] = []

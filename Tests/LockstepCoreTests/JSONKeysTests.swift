@@ -34,6 +34,15 @@ import Testing
         #expect(repeated(#""a""#) == nil)
     }
 
+    @Test func anObjectOfManyKeysIsCheckedWhole() {
+        // 50,000 keys (a 1 MiB body holds about that many): sorted per object, not compared pairwise.
+        let keys = (0..<50_000).map { #""k\#($0)": 1"# }
+        #expect(repeated("{" + keys.joined(separator: ", ") + "}") == nil)
+        #expect(repeated("{" + (keys + [#""k31337": 2"#]).joined(separator: ", ") + "}") == "k31337")
+        // A key with an escape anywhere: the whole document is read as text, with the same answer.
+        #expect(repeated("{" + (keys + [#""k31337": 2"#, #""\u00e9": 3"#]).joined(separator: ", ") + "}") == "k31337")
+    }
+
     @Test func anyBytesAreAnsweredWithoutATrap() {
         // Not JSON: followed as far as it goes, never trapping (deep nesting included: no recursion).
         for text in [#"{"a"#, #"{"a": "\u"#, #"{"a": "\ud83d"#, "}}]]", String(repeating: "[{", count: 100_000), #"{"\"#] {
