@@ -103,9 +103,10 @@ extension PostgresEventLog {
             before = LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence), chainHash: link)
         }
         let planned = chain(requests, onto: before, versions: versions)
-        if planned.writes, try await !write(planned, epoch: epoch, on: connection, logger: logger) {
+        if planned.writes {
+            try await write(planned, epoch: epoch, on: connection, logger: logger)
             // The head and the versions were read under the head's lock in this transaction.
-            throw EventLogError.unavailable("the head moved under its own lock")
+            guard try await landed(planned, on: connection, logger: logger) else { throw EventLogError.unavailable("the head moved under its own lock") }
         }
         return planned
     }
@@ -113,23 +114,30 @@ extension PostgresEventLog {
     /// The one writing statement: when the head is still `planned.before` under `epoch` (nil: any) and
     /// every touched stream is at its prior version, inserts the events, moves the streams' versions and
     /// the head, and tells replicas (one notification per committed batch, delivered at commit; a hint
-    /// only: a replica that misses it reads from its last sequence anyway). Returns whether it wrote;
-    /// when it did not, nothing was written.
-    static func write(_ planned: Planned, epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+    /// only: a replica that misses it reads from its last sequence anyway). Whether it wrote is asked
+    /// afterwards (`landed(_:on:)`): the statement returns no rows, since a prepared statement's rows come
+    /// through postgres-nio's row sequence, which traps when the connection ends right after a row
+    /// (`PostgresRows.swift`), and its command tag cannot be read without a row sequence (1.33.2's
+    /// `execute` for statements without rows traps reading it).
+    static func write(_ planned: Planned, epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws {
         try checkOpen(connection)
-        let rows = try await connection.execute(WriteStatement(planned: planned, epoch: epoch), logger: logger)
-        // Read to the end: an error (a constraint, a trigger, the disk) may come after the first row.
-        // (A prepared statement's rows come only as a row sequence, not collected (`PostgresRows.swift`);
-        // this one's answer is one row at most, sent by the database in one write with its statement's end.)
-        var wrote = false
-        for try await _ in rows { wrote = true }
-        return wrote
+        // No rows: the sequence ends as it is made, and an error of the statement (a constraint, a
+        // trigger, the disk) fails the call instead.
+        for try await _ in try await connection.execute(WriteStatement(planned: planned, epoch: epoch), logger: logger) {}
+    }
+
+    /// Whether `planned`'s last event is in the log with its chain hash, asked on `connection` after a
+    /// statement sent on it (postgres-nio sends this only once that statement's commit was answered):
+    /// the hash is the batch's own, so it is there exactly when the batch committed.
+    static func landed(_ planned: Planned, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
+        let rows = try await connection.rows("SELECT chain_hash FROM lockstep_events WHERE sequence = \(Int64(planned.head.sequence))", logger: logger)
+        return try rows.first.map { Array(try $0.decode(ByteBuffer.self).readableBytesView) == planned.head.chainHash.bytes } ?? false
     }
 }
 
 /// The writing statement, prepared once per connection (PostgreSQL parses it once; each append only binds).
 struct WriteStatement: PostgresPreparedStatement {
-    static let name = "lockstep_write_v1"
+    static let name = "lockstep_write_v2"
     // Every data-modifying part of a WITH runs to completion whether or not the query reads it; each
     // reads `ready`, which has one row when the checks hold and none otherwise. In READ COMMITTED the
     // head's lock waits for any other writer and then sees its row as committed, so a head that still
@@ -151,12 +159,13 @@ struct WriteStatement: PostgresPreparedStatement {
             INSERT INTO lockstep_streams (stream, version)
             SELECT v.* FROM ready, unnest($4::text[], $11::bigint[]) AS v(stream, version)
             ON CONFLICT (stream) DO UPDATE SET version = EXCLUDED.version),
-        moved AS (
-            UPDATE lockstep_head SET sequence = $12, chain_hash = $13 WHERE id = (SELECT id FROM ready) RETURNING sequence)
-        SELECT moved.sequence FROM moved, pg_notify('\(PostgresEventLog.notificationChannel)', moved.sequence::text) AS notified
+        notified AS (
+            SELECT id, pg_notify('\(PostgresEventLog.notificationChannel)', $12::bigint::text) FROM ready)
+        UPDATE lockstep_head SET sequence = $12, chain_hash = $13 FROM notified WHERE lockstep_head.id = notified.id
         """
 
-    typealias Row = Int64
+    /// No rows (`PostgresEventLog.write`).
+    typealias Row = ()
 
     let planned: PostgresEventLog.Planned
     let epoch: Int64?
@@ -179,5 +188,5 @@ struct WriteStatement: PostgresPreparedStatement {
         return bindings
     }
 
-    func decodeRow(_ row: PostgresRow) throws -> Int64 { try row.decode(Int64.self) }
+    func decodeRow(_ row: PostgresRow) throws {}
 }

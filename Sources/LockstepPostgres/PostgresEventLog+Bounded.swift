@@ -36,7 +36,7 @@ extension PostgresEventLog {
             /// Set by the watchdog when the transaction overran before its inserts were done: it must not
             /// commit any more (it rolls back if it ever gets that far).
             var abandoned = false
-            /// Set once a batch sent ahead was executed and its commit is being waited for (`SELECT 1`).
+            /// Set once a batch sent ahead was executed and whether it landed is being asked (its commit waited for).
             var syncing = false
         }
         let state = Mutex(State())
@@ -102,10 +102,11 @@ extension PostgresEventLog {
     /// notices it closed; there is at most one per overrun.
     ///
     /// `ahead` (see `PostgresEventLog+Append.swift`) is tried first, as one statement PostgreSQL commits on
-    /// its own at the end of the exchange; postgres-nio hands back its rows before that commit is
-    /// answered, so a trivial query follows on the same connection, which postgres-nio sends only once the
+    /// its own at the end of the exchange; postgres-nio hands back its answer before that commit is
+    /// answered, so a query follows on the same connection, which postgres-nio sends only once the
     /// commit was answered without an error (an error there closes the connection, failing the query, and
-    /// the outcome is read from the log). When `ahead` wrote nothing, the locked way runs.
+    /// the outcome is read from the log): whether the batch's last event is there with its chain hash
+    /// (`landed(_:on:)`; the statement itself returns no rows). When `ahead` wrote nothing, the locked way runs.
     ///
     /// The task runs on a SwiftNIO event loop (`EventLoopTaskExecutor`): the log's own loop while it leases
     /// a connection, then the connection's, so its round trips resume without a switch of threads; its
@@ -132,9 +133,8 @@ extension PostgresEventLog {
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
                         if let ahead {
                             try progress.sending(ahead, limit: limit)
-                            let wrote: Bool
                             do {
-                                wrote = try await Self.write(ahead, epoch: epoch, on: connection, logger: logger)
+                                try await Self.write(ahead, epoch: epoch, on: connection, logger: logger)
                             } catch let error as PSQLError where error.code == .server {
                                 // PostgreSQL refused the statement while running it (a lock wait past
                                 // lock_timeout, a constraint, a storage fault): its implicit transaction
@@ -143,13 +143,12 @@ extension PostgresEventLog {
                                 progress.wroteNothing()
                                 throw error
                             }
-                            if wrote {
-                                progress.state.withLock { $0.syncing = true }
-                                try Self.checkOpen(connection)
-                                try await connection.query("SELECT 1", logger: logger)
-                                return true
-                            }
+                            // Whether it wrote, asked once its commit was answered: a failure from here
+                            // leaves the outcome to be read from the log.
+                            progress.state.withLock { $0.syncing = true }
+                            if try await Self.landed(ahead, on: connection, logger: logger) { return true }
                             progress.wroteNothing()
+                            progress.state.withLock { $0.syncing = false }
                         }
                         try await connection.withTransaction(logger: logger) { connection in
                             try progress.sending(try await Self.locked(requests, epoch: epoch, on: connection, logger: logger), limit: limit)

@@ -112,7 +112,7 @@ public actor PostgresEventLog: EventLog {
                     try await client.withTransaction(logger: logger) { connection in
                         // Another coordinator preparing the schema is waited for, whatever the session's lock_timeout.
                         try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
-                        try await connection.query("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
+                        _ = try await connection.rows("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)
                         var ready = false
                         for row in try await connection.rows(PostgresQuery(unsafeSQL: schemaReady), logger: logger) {
                             ready = try row.decode(Bool.self)

@@ -6,17 +6,24 @@ import PostgresNIO
 /// (postgres-nio's `EventLoopFuture` query), never through a `PostgresRowSequence`. That sequence's
 /// consumer asks for more rows from another thread; when the connection ends (a database restarted, a
 /// network cut) while rows wait for that ask, postgres-nio 1.33 traps (`RowStreamStateMachine`: "no read
-/// has been forwarded yet") and takes the process with it. Collected, rows are asked for on the loop as
-/// soon as they arrive, so none ever wait, and an ended connection fails the query. What a query can
-/// return is bounded in the query itself (a page by `readPageBytesMax`, a list by its `LIMIT`, the rest
-/// one row). `PostgresFaultTests` ends a page's connection in the middle of its rows.
+/// has been forwarded yet") and takes the process with it, even for one row when the connection ends
+/// between it and the statement's end. Collected, rows are asked for on the loop as soon as they arrive,
+/// so none ever wait, and an ended connection fails the query. What a query can return is bounded in the
+/// query itself (a page by `readPageBytesMax`, a list by its `LIMIT`, the rest one row); a page is held
+/// twice while it is decoded (its rows, then its events). The writing statement, prepared, returns no
+/// rows at all (`WriteStatement`). `PostgresFaultTests` ends connections in the middle of a page's rows
+/// and right after a one-row answer's row.
 extension PostgresConnection {
     /// `query`'s rows, all of them, once the database has sent the last. Nothing is sent on a connection
     /// already closed (postgres-nio 1.33 would wait forever for its answer): `storage_unavailable` at once.
     package func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
         try PostgresEventLog.checkOpen(self)
-        let result: EventLoopFuture<PostgresQueryResult> = self.query(query, logger: logger)
-        return try await result.get().rows
+        // Sent from the connection's loop, so the collecting is attached to the query in the same turn of
+        // the loop that starts its rows (attached from another thread, it would be queued to the loop,
+        // and rows could arrive first with nobody asking for more).
+        return try await eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
+            self.query(query, logger: logger)
+        }.get().rows
     }
 }
 
@@ -26,16 +33,14 @@ extension PostgresClient {
     /// it end): nothing is sent on it, and another is leased after a pause (10 ms, then 40 ms, for the
     /// pool to see it), `rowsLeasesMax` leases in all.
     package func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        for lease in 1...Self.rowsLeasesMax {
-            let last = lease == Self.rowsLeasesMax
+        for lease in 1..<Self.rowsLeasesMax {
             let rows = try await withConnection { connection -> [PostgresRow]? in
-                if connection.isClosed, !last { return nil }
-                return try await connection.rows(query, logger: logger)
+                connection.isClosed ? nil : try await connection.rows(query, logger: logger)
             }
             if let rows { return rows }
             try await Task.sleep(for: .milliseconds(10 * lease * lease))
         }
-        throw EventLogError.unavailable("the connection to PostgreSQL closed")
+        return try await withConnection { connection in try await connection.rows(query, logger: logger) }
     }
 
     /// How many connections `rows` leases for one query at most, in leases.

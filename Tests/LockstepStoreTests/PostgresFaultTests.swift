@@ -79,6 +79,28 @@ import Testing
         #expect(events.count == 3_000 && events.last?.sequence == 3_000)
     }
 
+    /// The same right after a one-row answer's row, before its statement's end: the read fails, the
+    /// process lives, the next read has it. And an append whose connection ends right after its writing
+    /// statement's answer (which carries no rows) is acknowledged from the log.
+    @Test(arguments: 0..<6) func aConnectionEndingRightAfterAOneRowAnswersRowFailsTheRead(round: Int) async throws {
+        let (log, _, arm, proxy) = try await logBehindTheCutter()
+        defer { proxy.kill(SIGKILL) }
+        _ = try await log.append(request("a", 0))
+        _ = FileManager.default.createFile(atPath: arm, contents: Data("rows:row:SELECT sequence, chain_hash FROM lockstep_head".utf8))
+        do {
+            let head = try await log.head()
+            Issue.record("a head whose connection ended after its row was read: \(head)")
+        } catch {
+            #expect(error.code == "storage_unavailable", "\(error)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut the head's answer")
+        #expect(try await log.head().sequence == 1)
+        _ = FileManager.default.createFile(atPath: arm, contents: Data("rows:row:\(WriteStatement.name)".utf8))
+        #expect(try await log.append(request("a", 1, "cut")) == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))
+        #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut the append's answer")
+        #expect(try await log.read(after: 0, limit: 10).count == 2)
+    }
+
     @Test func aConnectionLostDuringACommitThatDidNotCommitIsRefusedAndNothingIsWritten() async throws {
         let (database, client) = try await TestPostgres.shared.makeClient()
         let log = try await PostgresEventLog.open(client: client)

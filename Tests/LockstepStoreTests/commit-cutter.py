@@ -11,8 +11,9 @@ the client sees its connection lost during the commit, with the transaction in f
 
 ARM_FILE holding "rows:N:MARK" instead: when a client sends MARK (a query's text), the proxy deletes ARM_FILE,
 forwards the query, passes on the first N bytes of the server's answer at once and closes both sides: the
-client's connection ends in the middle of a result whose rows it has not all read. Prints "ready" once
-it listens.
+client's connection ends in the middle of a result whose rows it has not all read. N may be "row": the
+answer up to the end of its first DataRow or CommandComplete (a statement prepared on the way answered
+whole). Prints "ready" once it listens.
 """
 import os
 import socket
@@ -33,6 +34,22 @@ def armed():
         return None
 
 
+def cut_at(answer, spec):
+    """Where to cut `answer` by `spec` (a byte count, or "row": after the first DataRow or CommandComplete),
+    and how much of it may be passed on meanwhile (whole messages, in "row" mode)."""
+    if spec != "row":
+        return (int(spec) if len(answer) >= int(spec) else None), 0
+    at = 0
+    while at + 5 <= len(answer):
+        end = at + 1 + int.from_bytes(answer[at + 1:at + 5], "big")
+        if end > len(answer):
+            break
+        if answer[at:at + 1] in (b"D", b"C"):
+            return end, at
+        at = end
+    return None, at
+
+
 def pipe(source, sink, client_side, pair):
     try:
         while True:
@@ -44,7 +61,7 @@ def pipe(source, sink, client_side, pair):
                 _, length, query = mark.split(b":", 2)
                 if query in data:
                     os.unlink(arm_file)
-                    pair["cut after"] = int(length)
+                    pair["cut after"] = length.decode()
                     sink.sendall(data)
                     continue
             elif client_side and mark and mark in data:
@@ -67,14 +84,21 @@ def pipe(source, sink, client_side, pair):
                 break
             if not client_side and "cut after" in pair:
                 # The answer's first bytes, all at once, then the end of the connection.
+                # (In "row" mode the messages before it go on as they come: a statement prepared on the
+                # way is answered before the client sends the rest.)
                 answer = data
-                pair["server"].settimeout(5)
-                while len(answer) < pair["cut after"]:
+                while True:
+                    cut, ready = cut_at(answer, pair["cut after"])
+                    if cut is not None:
+                        sink.sendall(answer[:cut])
+                        break
+                    sink.sendall(answer[:ready])
+                    answer = answer[ready:]
                     chunk = source.recv(65536)
                     if not chunk:
+                        sink.sendall(answer)
                         break
                     answer += chunk
-                sink.sendall(answer[:pair["cut after"]])
                 break
             sink.sendall(data)
     except OSError:
