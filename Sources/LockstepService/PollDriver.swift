@@ -131,8 +131,10 @@ extension AgentAPI {
             // Nobody will read the answer; a wake it holds goes on.
             endPoll(poll)
         }, {
-            // Too many polls wait to look: this one is answered as one that found nothing.
-            endPoll(poll)
+            // Too many polls wait to look: this one is answered as one that found nothing, and a wake it
+            // holds is not passed on (`endPoll`): the next parked poll would resume here, find the line
+            // as full and pass it on again, through every poll parked on the service in one call stack.
+            // Its agent retries after `retry_after_ms` and looks for itself.
             end(.success(retryLater))
         })
     }

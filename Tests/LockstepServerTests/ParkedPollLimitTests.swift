@@ -57,4 +57,24 @@ import Testing
         let answers = ended.withLock { $0 }
         #expect(answers.count == 1 && !answers[0].hasStep && answers[0].retryAfterMs > 0, "\(answers)")
     }
+
+    /// A woken poll the lane has no room for does not pass its wake on: the next parked poll would resume
+    /// in the same call, find the line as full and pass it on again, through every poll parked on the
+    /// service in one call stack (a review's finding: 10,000 parked polls deep).
+    @Test func aWokenPollThePollLaneHasNoRoomForDoesNotPassItsWakeOn() async throws {
+        let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
+        let agents = AgentAPI(coordinator: try await Coordinator.open(log: InMemoryEventLog()), wakeups: wakeups,
+                              limits: APILimits(), clock: { Instant(millisecondsSinceEpoch: 1_800_000_000_000) })
+        let resumed = Mutex(0)
+        for _ in 0..<3 {
+            #expect(wakeups.park(after: wakeups.generation, millis: 600_000, owner: "b", key: "orders") { _ in resumed.withLock { $0 += 1 } } == nil)
+        }
+        var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = "a1"; $0.waitMs = 60_000 },
+                                        principal: Principal(name: "a", roles: [.agent], services: ["orders"]))
+        poll.wokenAt = .now
+        let answered = Mutex(0)
+        agents.drive(poll, after: nil, gone: { false }, departure: nil, run: { _, _, overflowed in overflowed() }) { _ in answered.withLock { $0 += 1 } }
+        #expect(answered.withLock { $0 } == 1)
+        #expect(resumed.withLock { $0 } == 0 && wakeups.parkedCount == 3, "the parked polls keep their places")
+    }
 }
