@@ -13,17 +13,53 @@ public enum JSONKeys {
     /// Every JSON body of the API comes through here, so keys of plain ASCII without escapes (every
     /// field name of the API) are compared as bytes where they lie, sorted per object (no hashing, no
     /// copy, two allocations a document); a document with any other key is read again as text.
-    public static func firstRepeated(in json: some Collection<UInt8>) -> String? {
-        if let answer = json.withContiguousStorageIfAvailable({ repeated(in: $0) }) { return answer }
-        return Array(json).withUnsafeBufferPointer { repeated(in: $0) }
+    ///
+    /// `protobufFields`: keys are compared as the protobuf fields they name, as swift-protobuf's JSON
+    /// decoding takes them: a field's proto name and its JSON name (`lease_id`, `leaseId`) are one key,
+    /// answered by its JSON name. (For a message without map fields, whose keys are all field names.)
+    public static func firstRepeated(in json: some Collection<UInt8>, protobufFields: Bool = false) -> String? {
+        if let answer = json.withContiguousStorageIfAvailable({ repeated(in: $0, protobufFields) }) { return answer }
+        return Array(json).withUnsafeBufferPointer { repeated(in: $0, protobufFields) }
     }
 
-    private static func repeated(in bytes: UnsafeBufferPointer<UInt8>) -> String? {
-        switch plainKeys(bytes) {
+    private static func repeated(in bytes: UnsafeBufferPointer<UInt8>, _ protobufFields: Bool) -> String? {
+        switch plainKeys(bytes, protobufFields) {
         case .none: nil
         case .repeated(let key): key
-        case .textNeeded: repeatedText(bytes)
+        case .textNeeded: repeatedText(bytes, protobufFields)
         }
+    }
+
+    /// A key's bytes as they are, or as the JSON name of the protobuf field they name (protoc's rule:
+    /// an underscore dropped and the letter after it upper-cased).
+    private struct KeyBytes: Sequence, IteratorProtocol {
+        var rest: Slice<UnsafeBufferPointer<UInt8>>
+        let protobufFields: Bool
+
+        mutating func next() -> UInt8? {
+            guard var byte = rest.popFirst() else { return nil }
+            guard protobufFields, byte == UInt8(ascii: "_") else { return byte }
+            while byte == UInt8(ascii: "_") {
+                guard let after = rest.popFirst() else { return nil }
+                byte = after
+            }
+            return (0x61...0x7A).contains(byte) ? byte - 0x20 : byte
+        }
+    }
+
+    /// The same for a key read as text.
+    private static func fieldName(_ key: String) -> String {
+        var name = ""
+        var upper = false
+        for character in key {
+            if character == "_" {
+                upper = true
+            } else {
+                name += upper ? character.uppercased() : String(character)
+                upper = false
+            }
+        }
+        return name
     }
 
     private enum Plain {
@@ -35,7 +71,8 @@ public enum JSONKeys {
     }
 
     /// The pass over keys that are plain ASCII without escapes.
-    private static func plainKeys(_ bytes: UnsafeBufferPointer<UInt8>) -> Plain {
+    private static func plainKeys(_ bytes: UnsafeBufferPointer<UInt8>, _ protobufFields: Bool) -> Plain {
+        func key(_ range: Range<Int>) -> KeyBytes { KeyBytes(rest: bytes[range], protobufFields: protobufFields) }
         // The keys of every open object, innermost last, as ranges of `bytes`; one frame per open object
         // or array: where its keys begin, and whether the next string in it is a key.
         var keys: [Range<Int>] = []
@@ -52,9 +89,9 @@ public enum JSONKeys {
             case UInt8(ascii: "}"), UInt8(ascii: "]"):
                 guard let frame = frames.popLast() else { continue }
                 if keys.count - frame.firstKey > 1 {
-                    keys[frame.firstKey...].sort { bytes[$0].lexicographicallyPrecedes(bytes[$1]) }
-                    for at in frame.firstKey..<(keys.count - 1) where bytes[keys[at]].elementsEqual(bytes[keys[at + 1]]) {
-                        return .repeated(String(decoding: bytes[keys[at]], as: UTF8.self))
+                    keys[frame.firstKey...].sort { key($0).lexicographicallyPrecedes(key($1)) }
+                    for at in frame.firstKey..<(keys.count - 1) where key(keys[at]).elementsEqual(key(keys[at + 1])) {
+                        return .repeated(String(decoding: Array(key(keys[at])), as: UTF8.self))
                     }
                 }
                 keys.removeSubrange(frame.firstKey...)
@@ -79,7 +116,7 @@ public enum JSONKeys {
     }
 
     /// Every key read as the text it stands for: the first one an object holds twice.
-    private static func repeatedText(_ json: UnsafeBufferPointer<UInt8>) -> String? {
+    private static func repeatedText(_ json: UnsafeBufferPointer<UInt8>, _ protobufFields: Bool) -> String? {
         // One frame per open object or array: an object's keys so far (nil for an array), and whether
         // the next string in it is a key.
         var frames: [(keys: Set<String>?, keyNext: Bool)] = []
@@ -96,7 +133,7 @@ public enum JSONKeys {
                     skipString(&bytes)
                     continue
                 }
-                let key = readString(&bytes)
+                let key = protobufFields ? fieldName(readString(&bytes)) : readString(&bytes)
                 guard frames[last].keys?.insert(key).inserted != false else { return key }
             default: continue
             }

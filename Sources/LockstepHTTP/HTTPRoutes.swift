@@ -266,8 +266,9 @@ package struct HTTPRoutes: Sendable {
         } catch {
             throw APIError.malformed("the body is not a valid \(In.protoMessageName) in JSON: \(Self.explain(error))")
         }
-        // swift-protobuf keeps the last of a key written twice: the request would mean what its last copy says.
-        if let key = JSONKeys.firstRepeated(in: bytes) { throw APIError.malformed("the body names \"\(key)\" twice") }
+        // swift-protobuf keeps the last of a field given twice (under one name, or as `lease_id` and
+        // `leaseId`): the request would mean what its last copy says. (No request message has a map field.)
+        if let field = JSONKeys.firstRepeated(in: bytes, protobufFields: true) { throw APIError.malformed("the body gives field \(field) twice") }
         return message
     }
 

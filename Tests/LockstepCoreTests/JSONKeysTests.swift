@@ -34,6 +34,18 @@ import Testing
         #expect(repeated(#""a""#) == nil)
     }
 
+    @Test func asProtobufFieldsAProtoNameAndItsJSONNameAreOneKey() {
+        func field(_ json: String) -> String? { JSONKeys.firstRepeated(in: Array(json.utf8), protobufFields: true) }
+        #expect(field(#"{"lease_id": "a", "leaseId": "b"}"#) == "leaseId")
+        #expect(field(#"{"fencing_token": "1", "lease_id": "a", "fencing_token": "2"}"#) == "fencingToken")
+        #expect(field(#"{"step": {"wait_ms": 1, "waitMs": 2}}"#) == "waitMs")
+        #expect(field(#"{"lease\u005fid": "a", "leaseId": "b"}"#) == "leaseId")
+        #expect(field(#"{"lease_id": "a", "fencing_token": "b", "leaseid": "c"}"#) == nil)
+        #expect(field(#"{"a_1": 1, "a1": 2}"#) == "a1")
+        // As text they are different keys.
+        #expect(repeated(#"{"lease_id": "a", "leaseId": "b"}"#) == nil)
+    }
+
     @Test func anObjectOfManyKeysIsCheckedWhole() {
         // 50,000 keys (a 1 MiB body holds about that many): sorted per object, not compared pairwise.
         let keys = (0..<50_000).map { #""k\#($0)": 1"# }

@@ -5,6 +5,7 @@ Each case is run by `probe.run_case`; `probe` is bad_input.py's context: run_cas
 server's JSON listener, taken at each call), timeout (per request), plan_text and real (the migration).
 """
 import json
+import re
 from urllib.parse import quote
 
 from bad_input_judge import judge_http
@@ -72,6 +73,11 @@ def json_cases(probe, route):
         # A key written twice: swift-protobuf would keep the last; the edge refuses it (malformed_request).
         cases.append(("body:duplicate-key", dict(body=f'{{"{first}": {json.dumps(route.benign.get(first, "a"))}, '
                                                       f'"{first}": {json.dumps(route.benign.get(first, "a"))}}}'), judge_error))
+        # The same field under its proto name and its JSON name (lease_id, leaseId): one field, given twice.
+        if "_" in first:
+            camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), first)
+            cases.append(("body:duplicate-field-json-name", dict(body=f'{{"{first}": {json.dumps(route.benign.get(first, "a"))}, '
+                                                                      f'"{camel}": {json.dumps(route.benign.get(first, "a"))}}}'), judge_error))
     if route.method == "GetStateAt":
         cases.append(("oneof:both-sequence-and-time_ms", dict(body='{"sequence": "1", "time_ms": "1"}'), judge_error))
     for name, kwargs, judge in cases:
