@@ -214,8 +214,11 @@ public enum CheckpointFiles {
 
     /// The checkpoint a line describes, or why not.
     public static func parse(line: Substring) -> Result<Checkpoint, CheckpointError> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], JSONKeys.firstRepeated(in: line.utf8) == nil,
-              let sequence = (object["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
+        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            return .failure(CheckpointError("not a checkpoint line"))
+        }
+        if let key = JSONKeys.firstRepeated(in: line.utf8) { return .failure(CheckpointError("a checkpoint line names \"\(key.quotable)\" twice")) }
+        guard let sequence = (object["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
               let hashHex = object["chain_hash"] as? String, let chainHash = [UInt8](hex: hashHex),
               let signedAt = (object["signed_at_ms"] as? NSNumber).flatMap({ Int64(exactly: $0.doubleValue) }),
               let keyID = object["key_id"] as? String,

@@ -340,6 +340,10 @@ public final class WebhookCursorFile: WebhookCursors {
         else {
             throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
         }
+        // A webhook's cursor written twice (by hand): which one holds is not for the parser to pick.
+        if let name = JSONKeys.firstRepeated(in: data) {
+            throw WebhookCursorError(description: "the webhook cursor file \(path) gives webhook \(name.quotable)'s cursor twice")
+        }
         var loaded: [String: UInt64] = [:]
         for (name, value) in object { if let number = value as? NSNumber, number.int64Value >= 0 { loaded[name] = number.uint64Value } }
         return loaded
