@@ -129,7 +129,7 @@ extension PostgresEventLog {
             }
             defer { watchdog.cancel() }
             do {
-                let wentAhead = try await client.withConnection { connection in
+                let wentAhead = try await client.withOpenConnection { connection in
                     try await withTaskExecutorPreference(EventLoopTaskExecutor(connection.eventLoop)) {
                         if let ahead {
                             try progress.sending(ahead, limit: limit)

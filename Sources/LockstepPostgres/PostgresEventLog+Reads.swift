@@ -166,7 +166,7 @@ extension PostgresEventLog {
         }
         // A snapshot abandoned by the bound may still land later: harmless, it is verified when read.
         try await bounded { client, logger in
-            try await client.withTransaction(logger: logger) { connection in
+            try await client.withOpenTransaction(logger: logger) { connection in
                 try Self.checkOpen(connection)
                 try await connection.query("""
                     INSERT INTO lockstep_snapshots (sequence, chain_hash, state, digest)
@@ -222,7 +222,7 @@ extension PostgresEventLog {
         let sequence = Int64(clamping: snapshot.sequence)
         // Deleting up to a segment's worth of rows may take far longer than an append's bound.
         try await bounded(millis: Self.archiveMillisMax) { client, logger in
-            try await client.withTransaction(logger: logger) { connection in
+            try await client.withOpenTransaction(logger: logger) { connection in
                 try await connection.query("""
                     CREATE TABLE IF NOT EXISTS lockstep_base (
                         id integer PRIMARY KEY CHECK (id = 1), sequence bigint NOT NULL, chain_hash bytea NOT NULL, state bytea NOT NULL,

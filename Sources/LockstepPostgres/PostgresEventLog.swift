@@ -109,7 +109,7 @@ public actor PostgresEventLog: EventLog {
                     // lock even when the column exists) would queue behind a running writer's locks and make
                     // the writer's next statement queue behind it, a deadlock PostgreSQL broke by failing this
                     // coordinator's start (a CI run: three coordinators starting on one database).
-                    try await client.withTransaction(logger: logger) { connection in
+                    try await client.withOpenTransaction(logger: logger) { connection in
                         // Another coordinator preparing the schema is waited for, whatever the session's lock_timeout.
                         try await connection.query("SET LOCAL lock_timeout = 0", logger: logger)
                         _ = try await connection.rows("SELECT pg_advisory_xact_lock(7475012016)", logger: logger)

@@ -64,7 +64,7 @@ public struct PostgresLeadership: Sendable {
         let (client, logger, holder, address, ttlMillis) = (client, logger, holder, address, ttlMillis)
         return try await PostgresDeadline.run(within: takeLimit, overruns: overruns) {
             if let held = try await Self.look(client, logger), !held.lapsed { return nil }
-            return try await client.withTransaction(logger: logger) { connection -> Int64? in
+            return try await client.withOpenTransaction(logger: logger) { connection -> Int64? in
                 // A writer frozen inside an append holds the head row; wait a quarter TTL at most, then ask
                 // again later (the database ends that transaction: `idleInTransactionMillis`).
                 try await connection.query(PostgresQuery(unsafeSQL: "SET LOCAL lock_timeout = \(max(50, ttlMillis / 4))"), logger: logger)
@@ -113,8 +113,8 @@ public struct PostgresLeadership: Sendable {
     public func release(epoch: Int64) async throws {
         let (client, logger, holder) = (client, logger, holder)
         try await PostgresDeadline.run(within: releaseLimit, overruns: overruns) {
-            _ = try await client.query("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
-                                   logger: logger)
+            try await client.run("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
+                             logger: logger)
         }
     }
 

@@ -28,21 +28,40 @@ extension PostgresConnection {
 }
 
 extension PostgresClient {
-    /// `query`'s rows, all of them, on a connection leased for the query. The pool may hand out a
-    /// connection that has just closed (a database restarted, a connection cut, before the pool has seen
-    /// it end): nothing is sent on it, and another is leased after a pause (10 ms, then 40 ms, for the
-    /// pool to see it), `rowsLeasesMax` leases in all.
+    /// `query`'s rows, all of them, on an open connection (`withOpenConnection`).
     package func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        for lease in 1..<Self.rowsLeasesMax {
-            let rows = try await withConnection { connection -> [PostgresRow]? in
-                connection.isClosed ? nil : try await connection.rows(query, logger: logger)
-            }
-            if let rows { return rows }
-            try await Task.sleep(for: .milliseconds(10 * lease * lease))
-        }
-        return try await withConnection { connection in try await connection.rows(query, logger: logger) }
+        try await withOpenConnection { connection in try await connection.rows(query, logger: logger) }
     }
 
-    /// How many connections `rows` leases for one query at most, in leases.
-    package static let rowsLeasesMax = 3
+    /// `query`, whose rows (if any) are not read, on an open connection: a statement or a transaction's
+    /// part that returns no rows.
+    package func run(_ query: PostgresQuery, logger: Logger) async throws {
+        _ = try await withOpenConnection { connection in try await connection.rows(query, logger: logger) }
+    }
+
+    /// `body` in a transaction on an open connection (`withOpenConnection`).
+    package func withOpenTransaction<T: Sendable>(logger: Logger, _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await withOpenConnection { connection in try await connection.withTransaction(logger: logger) { try await body($0) } }
+    }
+
+    /// `body` on a leased connection that is open. The pool may hand out a connection that has just
+    /// closed (a database restarted, a connection cut, before the pool has seen it end), and postgres-nio
+    /// 1.33 waits forever for the answer to anything written on one: it is given back unused and another
+    /// is leased after a pause (10 ms, then 40 ms, for the pool to see it), `leasesMax` leases in all;
+    /// the last one, closed too, fails at once (`storage_unavailable`). Every call Lockstep makes to
+    /// PostgreSQL leases this way but LISTEN (which fails and listens again).
+    package func withOpenConnection<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        for lease in 1..<Self.leasesMax {
+            let result: T? = try await withConnection { connection in connection.isClosed ? nil : try await body(connection) }
+            if let result { return result }
+            try await Task.sleep(for: .milliseconds(10 * lease * lease))
+        }
+        return try await withConnection { connection in
+            try PostgresEventLog.checkOpen(connection)
+            return try await body(connection)
+        }
+    }
+
+    /// How many connections `withOpenConnection` leases for one call at most, in leases.
+    package static let leasesMax = 3
 }
