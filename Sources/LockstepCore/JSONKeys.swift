@@ -49,17 +49,17 @@ public enum JSONKeys {
 
     /// The same for a key read as text.
     private static func fieldName(_ key: String) -> String {
-        var name = ""
+        var name: [UInt8] = []
         var upper = false
-        for character in key {
-            if character == "_" {
+        for byte in key.utf8 {
+            if byte == UInt8(ascii: "_") {
                 upper = true
             } else {
-                name += upper ? character.uppercased() : String(character)
+                name.append(upper && (0x61...0x7A).contains(byte) ? byte - 0x20 : byte)
                 upper = false
             }
         }
-        return name
+        return String(decoding: name, as: UTF8.self)
     }
 
     private enum Plain {

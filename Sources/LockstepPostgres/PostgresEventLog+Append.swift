@@ -9,10 +9,10 @@ import PostgresNIO
 ///   it chains the batch before asking anything and sends one statement, committed on its own
 ///   (PostgreSQL's implicit transaction), that locks the head, checks that it is still that head under
 ///   this writer's epoch and that every stream is at the version the batch expects, and only then
-///   inserts. Two round trips instead of four; see `transaction` for the second.
+///   inserts. Two round trips instead of four; see `transaction` for the second (whether it wrote).
 /// - **Locked** (the first append, after any failure, and whenever the statement above wrote nothing):
 ///   BEGIN, read the head `FOR UPDATE` with the versions of the batch's streams, check each request on
-///   its own, the same writing statement, COMMIT.
+///   its own, the same writing statement (unprepared, so whether it wrote is its command tag), COMMIT.
 extension PostgresEventLog {
     /// A batch chained onto a head: each request's result, the head it leaves and the head before, and
     /// the rows the writing statement inserts.
@@ -104,9 +104,14 @@ extension PostgresEventLog {
         }
         let planned = chain(requests, onto: before, versions: versions)
         if planned.writes {
-            try await write(planned, epoch: epoch, on: connection, logger: logger)
+            // Unprepared here (the rarer way: the first batch, after a failure or a conflict), so its
+            // result is collected with its command tag: `UPDATE 1` when it wrote, in one round trip.
+            let statement = WriteStatement(planned: planned, epoch: epoch)
+            let result = try await connection.result(PostgresQuery(unsafeSQL: WriteStatement.sql, binds: try statement.makeBindings()), logger: logger)
             // The head and the versions were read under the head's lock in this transaction.
-            guard try await landed(planned, on: connection, logger: logger) else { throw EventLogError.unavailable("the head moved under its own lock") }
+            guard result.metadata.rows == 1 else {
+                throw EventLogError.unavailable("the head or a stream's version changed under the head's lock; nothing was written")
+            }
         }
         return planned
     }
@@ -114,8 +119,8 @@ extension PostgresEventLog {
     /// The one writing statement: when the head is still `planned.before` under `epoch` (nil: any) and
     /// every touched stream is at its prior version, inserts the events, moves the streams' versions and
     /// the head, and tells replicas (one notification per committed batch, delivered at commit; a hint
-    /// only: a replica that misses it reads from its last sequence anyway). Whether it wrote is asked
-    /// afterwards (`landed(_:on:)`): the statement returns no rows, since a prepared statement's rows come
+    /// only: a replica that misses it reads from its last sequence anyway). Sent ahead, prepared: whether
+    /// it wrote is asked afterwards (`landed(_:on:)`): the statement returns no rows, since a prepared statement's rows come
     /// through postgres-nio's row sequence, which traps when the connection ends right after a row
     /// (`PostgresRows.swift`), and its command tag cannot be read without a row sequence (1.33.2's
     /// `execute` for statements without rows traps reading it).
@@ -126,9 +131,9 @@ extension PostgresEventLog {
         for try await _ in try await connection.execute(WriteStatement(planned: planned, epoch: epoch), logger: logger) {}
     }
 
-    /// Whether `planned`'s last event is in the log with its chain hash, asked on `connection` after a
-    /// statement sent on it (postgres-nio sends this only once that statement's commit was answered):
-    /// the hash is the batch's own, so it is there exactly when the batch committed.
+    /// Whether `planned`'s last event is in the log with its chain hash, asked on `connection` after the
+    /// writing statement sent ahead (postgres-nio sends this only once that statement's implicit commit
+    /// was answered): the hash is the batch's own, so it is there exactly when the batch committed.
     static func landed(_ planned: Planned, on connection: PostgresConnection, logger: Logger) async throws -> Bool {
         let rows = try await connection.rows("SELECT chain_hash FROM lockstep_events WHERE sequence = \(Int64(planned.head.sequence))", logger: logger)
         return try rows.first.map { Array(try $0.decode(ByteBuffer.self).readableBytesView) == planned.head.chainHash.bytes } ?? false

@@ -38,6 +38,8 @@ extension PostgresEventLog {
             var abandoned = false
             /// Set once a batch sent ahead was executed and whether it landed is being asked (its commit waited for).
             var syncing = false
+            /// Set by the watchdog when it answered for the transaction, whatever it had got to.
+            var overran = false
         }
         let state = Mutex(State())
         let answer = OneShot<Bool>()
@@ -49,8 +51,16 @@ extension PostgresEventLog {
                 state.planned = planned
             }
         }
-        /// The statement sent ahead checked and wrote nothing: nothing of it can commit.
-        func wroteNothing() { state.withLock { $0.planned = nil } }
+        /// The statement sent ahead checked and wrote nothing: nothing of it can commit. Once the watchdog
+        /// answered for the transaction (its caller already reading the outcome from the log), the locked
+        /// way must not run it any more: abandoned.
+        func wroteNothing() {
+            state.withLock { state in
+                state.planned = nil
+                state.syncing = false
+                if state.overran { state.abandoned = true }
+            }
+        }
         func end(_ result: Result<Bool, any Error>) { answer.end(result) }
         func wait() async -> Result<Bool, any Error> { await answer.wait() }
     }
@@ -121,6 +131,7 @@ extension PostgresEventLog {
         let work = Task(executorPreference: EventLoopTaskExecutor(loop)) { [client] in
             let watchdog = loop.scheduleTask(in: amount) {
                 let inserted = progress.state.withLock { state in
+                    state.overran = true
                     if state.planned == nil { state.abandoned = true }
                     return state.planned != nil
                 }
@@ -139,7 +150,8 @@ extension PostgresEventLog {
                                 // PostgreSQL refused the statement while running it (a lock wait past
                                 // lock_timeout, a constraint, a storage fault): its implicit transaction
                                 // rolled back and nothing of it was written. (An error at its commit comes
-                                // after its rows, and postgres-nio reports it as an unexpected message.)
+                                // after the statement's end, which postgres-nio has answered: it reports it
+                                // as an unexpected message and closes the connection, failing `landed`.)
                                 progress.wroteNothing()
                                 throw error
                             }
@@ -148,7 +160,6 @@ extension PostgresEventLog {
                             progress.state.withLock { $0.syncing = true }
                             if try await Self.landed(ahead, on: connection, logger: logger) { return true }
                             progress.wroteNothing()
-                            progress.state.withLock { $0.syncing = false }
                         }
                         try await connection.withTransaction(logger: logger) { connection in
                             try progress.sending(try await Self.locked(requests, epoch: epoch, on: connection, logger: logger), limit: limit)

@@ -113,8 +113,8 @@ public struct PostgresLeadership: Sendable {
     public func release(epoch: Int64) async throws {
         let (client, logger, holder) = (client, logger, holder)
         try await PostgresDeadline.run(within: releaseLimit, overruns: overruns) {
-            try await client.run("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
-                             logger: logger)
+            try await client.perform("UPDATE lockstep_leader SET expires_at = '-infinity' WHERE id = 1 AND epoch = \(epoch) AND holder = \(holder)",
+                                     logger: logger)
         }
     }
 

@@ -17,13 +17,18 @@ extension PostgresConnection {
     /// `query`'s rows, all of them, once the database has sent the last. Nothing is sent on a connection
     /// already closed (postgres-nio 1.33 would wait forever for its answer): `storage_unavailable` at once.
     package func rows(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await result(query, logger: logger).rows
+    }
+
+    /// `query`'s rows and its command tag's count (`metadata.rows`), the same way.
+    package func result(_ query: PostgresQuery, logger: Logger) async throws -> PostgresQueryResult {
         try PostgresEventLog.checkOpen(self)
         // Sent from the connection's loop, so the collecting is attached to the query in the same turn of
         // the loop that starts its rows (attached from another thread, it would be queued to the loop,
         // and rows could arrive first with nobody asking for more).
         return try await eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
             self.query(query, logger: logger)
-        }.get().rows
+        }.get()
     }
 }
 
@@ -35,7 +40,7 @@ extension PostgresClient {
 
     /// `query`, whose rows (if any) are not read, on an open connection: a statement or a transaction's
     /// part that returns no rows.
-    package func run(_ query: PostgresQuery, logger: Logger) async throws {
+    package func perform(_ query: PostgresQuery, logger: Logger) async throws {
         _ = try await withOpenConnection { connection in try await connection.rows(query, logger: logger) }
     }
 

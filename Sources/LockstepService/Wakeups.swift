@@ -16,7 +16,9 @@ import Synchronization
 /// may have a step; a poll may also be claimed, taken out and leased the step in the append that
 /// readies it: `claim`). Besides, a change may name callers (`signal`'s `names`): each is woken whatever
 /// the policy, a named poll whose service's running lease its append named (`signalSteps`). A poll woken
-/// by its key that leaves without having looked must `passOn` its wake. Waking one instead of all keeps
+/// by its key that leaves without having looked must `passOn` its wake, but for one the poll lane had no
+/// room for (`PollDriver`: passed on, it would go through every poll parked on the service in one call
+/// stack; its agent retries and looks). Waking one instead of all keeps
 /// N agents of a service from all racing to one step and all but one parking again (a thundering herd
 /// that cost about 4× in wake-up latency p99).
 ///

@@ -385,7 +385,7 @@ public final class PostgresWebhookCursors: WebhookCursors {
             do {
                 let client = client
                 return try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
-                    try await client.run(PostgresQuery(unsafeSQL: Self.table), logger: logger)
+                    try await client.perform(PostgresQuery(unsafeSQL: Self.table), logger: logger)
                     return try await Self.cursors(client, logger)
                 }
             } catch {
@@ -426,7 +426,7 @@ public final class PostgresWebhookCursors: WebhookCursors {
             // restart then delivers those events again, as after a crash. Not GREATEST: a cursor past the
             // log's head is pulled back on purpose.)
             try await PostgresDeadline.run(within: Self.callLimit, overruns: Self.overruns) {
-                try await client.run("""
+                try await client.perform("""
                     INSERT INTO lockstep_webhook_cursors (webhook, sequence) VALUES (\(webhook), \(value))
                     ON CONFLICT (webhook) DO UPDATE SET sequence = EXCLUDED.sequence
                     """, logger: logger)

@@ -80,3 +80,18 @@ import Testing
         }
     }
 }
+
+/// The API bodies' duplicate check compares keys as protobuf field names (`protobufFields`), which is
+/// right only while every key of a request is a field name: no map field (its keys are free text, and
+/// `a_b` and `aB` would be two keys taken for one) and no custom `json_name` (a third name for a field).
+@Suite struct RequestProtosTests {
+    @Test func theProtosHaveNoMapFieldsAndNoCustomJSONNames() throws {
+        let protos = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../Protos").standardized
+        let files = try #require(FileManager.default.enumerator(atPath: protos.path)).compactMap { $0 as? String }.filter { $0.hasSuffix(".proto") }
+        #expect(files.count >= 2, "the protos were not found at \(protos.path)")
+        for file in files {
+            let text = try String(contentsOf: protos.appendingPathComponent(file), encoding: .utf8)
+            #expect(!text.contains("map<") && !text.contains("json_name"), "\(file): JSONKeys.firstRepeated(protobufFields:) would misjudge its keys")
+        }
+    }
+}
