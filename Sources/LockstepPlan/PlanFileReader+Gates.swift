@@ -10,7 +10,7 @@ extension Reader {
     mutating func windows(_ node: Node?, of what: String) -> [ChangeWindow] {
         guard let node else { return [] }
         // More than the limit: refused before any is parsed (`too_many_entries`).
-        let texts = strings(node, what: "windows of \(what)", max: CoreLimits.windowsPerLevelMax)
+        let texts = strings(node, what: "the windows of \(what)", max: CoreLimits.windowsPerLevelMax)
         let items = node.sequence.map(Array.init) ?? [node]
         var windows: [ChangeWindow] = []
         for (index, text) in texts.enumerated() {

@@ -254,7 +254,7 @@ struct Reader {
             return []
         }
         guard sequence.count <= max else {
-            error(node.mark?.line ?? 0, "too_many_entries", "\(what) lists \(sequence.count) names; the limit is \(max)")
+            error(node.mark?.line ?? 0, "too_many_entries", "\(what) lists \(sequence.count) entries; the limit is \(max)")
             return []
         }
         return sequence.compactMap { item in

@@ -82,7 +82,6 @@ extension PostgresEventLog {
     static func locked(_ requests: [AppendRequest], epoch: Int64?, on connection: PostgresConnection, logger: Logger) async throws -> Planned {
         // One statement: one row per stream found (the head's columns repeated), one row when none is.
         let names = Array(Set(requests.map(\.stream))).sorted()
-        try checkOpen(connection)
         let rows = try await connection.rows("""
             WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
             SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version

@@ -51,6 +51,10 @@ extension PostgresEventLog {
                 state.planned = planned
             }
         }
+        /// Throws when the watchdog abandoned the transaction: nothing more of it is sent.
+        func checkNotAbandoned(limit: Duration) throws {
+            guard !state.withLock({ $0.abandoned }) else { throw TransactionOverran(description: "abandoned after \(limit)") }
+        }
         /// The statement sent ahead checked and wrote nothing: nothing of it can commit. Once the watchdog
         /// answered for the transaction (its caller already reading the outcome from the log), the locked
         /// way must not run it any more: abandoned.
@@ -161,6 +165,8 @@ extension PostgresEventLog {
                             if try await Self.landed(ahead, on: connection, logger: logger) { return true }
                             progress.wroteNothing()
                         }
+                        // Not begun at all once the watchdog answered for the batch (`wroteNothing`).
+                        try progress.checkNotAbandoned(limit: limit)
                         try await connection.withTransaction(logger: logger) { connection in
                             try progress.sending(try await Self.locked(requests, epoch: epoch, on: connection, logger: logger), limit: limit)
                         }

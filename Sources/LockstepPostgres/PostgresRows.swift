@@ -9,7 +9,8 @@ import PostgresNIO
 /// has been forwarded yet") and takes the process with it, even for one row when the connection ends
 /// between it and the statement's end. Collected, rows are asked for on the loop as soon as they arrive,
 /// so none ever wait, and an ended connection fails the query. What a query can return is bounded in the
-/// query itself (a page by `readPageBytesMax`, a list by its `LIMIT`, the rest one row); a page is held
+/// query itself (a page by `readPageBytesMax`, a list by its `LIMIT`, the webhook cursors by the webhooks
+/// configured, the rest one row); a page is held
 /// twice while it is decoded (its rows, then its events). The writing statement, prepared, returns no
 /// rows at all (`WriteStatement`). `PostgresFaultTests` ends connections in the middle of a page's rows
 /// and right after a one-row answer's row.
@@ -25,10 +26,9 @@ extension PostgresConnection {
         try PostgresEventLog.checkOpen(self)
         // Sent from the connection's loop, so the collecting is attached to the query in the same turn of
         // the loop that starts its rows (attached from another thread, it would be queued to the loop,
-        // and rows could arrive first with nobody asking for more).
-        return try await eventLoop.flatSubmit { () -> EventLoopFuture<PostgresQueryResult> in
-            self.query(query, logger: logger)
-        }.get()
+        // and rows could arrive first with nobody asking for more). The append's calls are on it already.
+        let send: @Sendable () -> EventLoopFuture<PostgresQueryResult> = { self.query(query, logger: logger) }
+        return try await (eventLoop.inEventLoop ? send() : eventLoop.flatSubmit(send)).get()
     }
 }
 

@@ -103,7 +103,9 @@ extension AgentAPI {
             // Its connection is likely closing and takes no more work: then the step is given back from a
             // task of its own (one command), not left to expire.
             let giveBack = { @Sendable in await self.giveBack(leased.lease, migration: leased.migration, principal: poll.principal) }
-            run(giveBack, { Task { await giveBack() } }, { Task { await giveBack() } })
+            // Should its connection take no work, or the lane have no room: from a task of its own.
+            let alone: @Sendable () -> Void = { Task { await giveBack() } }
+            run(giveBack, alone, alone)
             return end(.success(retryLater))
         }
         end(.success(answer(&cursor, claimed: leased)))

@@ -7,8 +7,9 @@ import Synchronization
 /// agents arriving within a second) then costs closures while it waits for the coordinator, which takes
 /// one look at a time anyway, not a task each: at that peak a task in flight held about 20 KB, and the
 /// allocator kept that RSS after the polls had parked (docs/benchmarks-api-history.md). At most
-/// `waitingMax` wait: past that a poll is answered at once as one that found nothing (`overflowed`, so
-/// with `retry_after_ms`), as a poll past the parked limit is.
+/// `waitingMax` wait: past that a piece is refused (`overflowed`): a poll's look is answered at once as
+/// one that found nothing, with `retry_after_ms` (as a poll past the parked limit is); a step's give-back
+/// runs from a task of its own.
 package final class PollLane: Sendable {
     private struct Waiting: Sendable {
         let work: @Sendable () async -> Void
@@ -30,8 +31,8 @@ package final class PollLane: Sendable {
     /// Counts the pieces refused with `waitingMax` waiting (`lockstep_poll_lane_overflows_total`).
     private let overflows: Metrics.Counter?
 
-    /// The server's: 256 running, 131,072 waiting (a burst of 100,000 agents polling at once waits
-    /// whole; each waiting poll is a few hundred bytes of closures).
+    /// `waitingMax` 131,072 by default, the server's (with `limit` 256): a burst of 100,000 agents
+    /// polling at once waits whole; each waiting poll is a few hundred bytes of closures.
     package init(limit: Int, waitingMax: Int = 131_072, overflows: Metrics.Counter? = nil) {
         self.limit = max(1, limit)
         self.waitingMax = max(0, waitingMax)

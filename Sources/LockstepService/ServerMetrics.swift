@@ -25,7 +25,8 @@ public final class ServerMetrics: Sendable {
     package let serviceLeasesHeld: Metrics.Gauge
     package let stepLeasesExpired: Metrics.Counter
     package let staleTokenRejections: Metrics.Counter
-    /// Polls answered at once because `PollLane.waitingMax` polls waited already.
+    /// Pieces of poll work refused because `PollLane.waitingMax` waited already: a poll's look (the poll
+    /// is answered at once) or a step's give-back (then given back from a task of its own).
     package let pollLaneOverflows: Metrics.Counter
     /// Steps of the wall clock away from Lockstep's clock (over 1 s), seen by the timers.
     package let wallClockSteps: Metrics.Counter

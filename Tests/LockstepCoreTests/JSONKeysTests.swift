@@ -61,7 +61,7 @@ import Testing
             _ = repeated(text)
         }
         // Bytes drawn from JSON's punctuation (a fixed xorshift sequence: the same run everywhere).
-        let alphabet = [UInt8](#"{}[]",:\u0d8"#.utf8)
+        let alphabet = [UInt8](#"{}[]",:\u0d8_a"#.utf8)
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         for _ in 0..<2_000 {
             let bytes = (0..<64).map { _ -> UInt8 in
@@ -69,6 +69,7 @@ import Testing
                 return alphabet[Int(state % UInt64(alphabet.count))]
             }
             _ = JSONKeys.firstRepeated(in: bytes)
+            _ = JSONKeys.firstRepeated(in: bytes, protobufFields: true)
         }
     }
 
@@ -91,7 +92,9 @@ import Testing
         #expect(files.count >= 2, "the protos were not found at \(protos.path)")
         for file in files {
             let text = try String(contentsOf: protos.appendingPathComponent(file), encoding: .utf8)
-            #expect(!text.contains("map<") && !text.contains("json_name"), "\(file): JSONKeys.firstRepeated(protobufFields:) would misjudge its keys")
+            for kind in ["map<", "json_name", "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.Any"] {
+                #expect(!text.contains(kind), "\(file) uses \(kind): JSONKeys.firstRepeated(protobufFields:) would misjudge its keys")
+            }
         }
     }
 }

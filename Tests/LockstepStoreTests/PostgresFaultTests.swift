@@ -37,9 +37,10 @@ import Testing
         _ = try await log.append(request("a", 0))
 
         // The writer's next batch is sent ahead, committed on its own: its answer is lost. (The statement's
-        // name between two zero bytes is its Bind, the unnamed portal's end before it: not its Parse, which
-        // prepares it on the connection first.)
-        _ = FileManager.default.createFile(atPath: arm, contents: Data([0] + Array(WriteStatement.name.utf8) + [0]))
+        // name is matched as its Bind has it, after the unnamed portal's zero byte and before the zero high
+        // byte of its count of parameter formats: not as its Parse, which prepares it on the connection
+        // first, has it, followed by the statement's text.)
+        _ = FileManager.default.createFile(atPath: arm, contents: Data([0] + Array(WriteStatement.name.utf8) + [0, 0]))
         let receipt = try await log.append(request("a", 1, "lost answer"))
         #expect(!FileManager.default.fileExists(atPath: arm), "the proxy must have cut the statement sent ahead")
         #expect(receipt == AppendReceipt(firstSequence: 2, lastSequence: 2, streamVersion: 2))

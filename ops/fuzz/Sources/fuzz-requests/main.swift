@@ -21,6 +21,7 @@ func fuzzRequests(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     if json {
         message = try? type.init(jsonUTF8Bytes: body, options: JSONDecodingOptions())
         // The edge's duplicate-key check runs on bodies that decoded; on any bytes it must answer, not trap.
+        _ = JSONKeys.firstRepeated(in: body, protobufFields: true)
         _ = JSONKeys.firstRepeated(in: body)
     } else {
         message = try? type.init(serializedBytes: body)
