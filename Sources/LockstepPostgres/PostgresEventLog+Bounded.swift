@@ -51,6 +51,15 @@ extension PostgresEventLog {
                 state.planned = planned
             }
         }
+        /// The watchdog answers for the transaction: abandoned when its inserts were not sent (it can
+        /// never commit). Whether they were (its outcome is then read from the log).
+        func overrun() -> Bool {
+            state.withLock { state in
+                state.overran = true
+                if state.planned == nil { state.abandoned = true }
+                return state.planned != nil
+            }
+        }
         /// Throws when the watchdog abandoned the transaction: nothing more of it is sent.
         func checkNotAbandoned(limit: Duration) throws {
             guard !state.withLock({ $0.abandoned }) else { throw TransactionOverran(description: "abandoned after \(limit)") }
@@ -134,11 +143,7 @@ extension PostgresEventLog {
         let loop = self.loop
         let work = Task(executorPreference: EventLoopTaskExecutor(loop)) { [client] in
             let watchdog = loop.scheduleTask(in: amount) {
-                let inserted = progress.state.withLock { state in
-                    state.overran = true
-                    if state.planned == nil { state.abandoned = true }
-                    return state.planned != nil
-                }
+                let inserted = progress.overrun()
                 logger.warning("an append transaction took longer than \(limit)\(inserted ? " after its inserts; its outcome is read from the log" : "; abandoned, nothing written")")
                 progress.end(.failure(TransactionOverran(description: "the transaction took longer than \(limit)")))
             }
