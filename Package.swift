@@ -360,6 +360,8 @@ let package = Package(
                                                              .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                                                              .product(name: "NIOCore", package: "swift-nio"),
                                                              .product(name: "NIOPosix", package: "swift-nio"),
+                                                             .product(name: "NIOEmbedded", package: "swift-nio"),
+                                                             .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                              .product(name: "Yams", package: "Yams")],

@@ -152,7 +152,8 @@ package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandl
 
     private let limits: H2Limits
     private let refusalBody: ByteBuffer
-    /// The request being refused: its remaining parts are dropped.
+    /// A request was refused: the connection is closing, and every part after it (the rest of that
+    /// request, and any request pipelined behind it) is dropped.
     private var refusing = false
 
     package init(limits: H2Limits, refusalBody: ByteBuffer) {
@@ -171,12 +172,10 @@ package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandl
     }
 
     package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !refusing else { return }
         switch unwrapInboundIn(data) {
         case .head(let request):
-            guard !Self.fits(request, limits: limits) else {
-                refusing = false
-                return context.fireChannelRead(data)
-            }
+            guard !Self.fits(request, limits: limits) else { return context.fireChannelRead(data) }
             refusing = true
             var head = HTTPResponse(status: .init(code: 431))
             head.headerFields[.contentType] = "application/json"
@@ -189,7 +188,7 @@ package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandl
             let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
             written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
         case .body, .end:
-            if !refusing { context.fireChannelRead(data) }
+            context.fireChannelRead(data)
         }
     }
 }
