@@ -7,9 +7,9 @@ public enum H2Event: Equatable, Sendable {
     case requestBegan(Int32)
     /// One field of that request's header list (names arrive lowercased and checked by libnghttp2).
     case header(Int32, name: String, value: String)
-    /// That request's header list passed its limits (`H2HeaderBudget`): its later fields are not decoded.
+    /// That request's header list passed its limits (`H2HeaderBudget`): its later fields never become Strings.
     case headerListTooLarge(Int32)
-    /// A header block passed `H2HeaderBudget.abuseFactor` times the limits: the rest of it is not decoded.
+    /// A header block passed `H2HeaderBudget.abuseFactor` times the limits: none of the rest of it becomes a String.
     case headerListAbusive(Int32)
     /// The request's header list ended; `endStream` when it has no body.
     case headersEnded(Int32, endStream: Bool)

@@ -18,9 +18,9 @@ package struct H2HeaderBudget: Equatable {
     package private(set) var bytes = 0
     package private(set) var fields = 0
 
-    /// A new header block (a HEADERS frame) begins.
     package init() {}
 
+    /// A new header block (a HEADERS frame) begins.
     mutating func reset() {
         bytes = 0
         fields = 0

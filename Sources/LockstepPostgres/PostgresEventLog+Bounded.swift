@@ -47,7 +47,7 @@ extension PostgresEventLog {
         /// outcome to be read from the log. Throws when the watchdog abandoned the transaction first.
         func sending(_ planned: Planned, limit: Duration) throws {
             try state.withLock { state in
-                guard !state.abandoned else { throw TransactionOverran(description: "abandoned after \(limit)") }
+                guard !state.abandoned else { throw TransactionOverran.abandoned(after: limit) }
                 state.planned = planned
             }
         }
@@ -62,7 +62,7 @@ extension PostgresEventLog {
         }
         /// Throws when the watchdog abandoned the transaction: nothing more of it is sent.
         func checkNotAbandoned(limit: Duration) throws {
-            guard !state.withLock({ $0.abandoned }) else { throw TransactionOverran(description: "abandoned after \(limit)") }
+            guard !state.withLock({ $0.abandoned }) else { throw TransactionOverran.abandoned(after: limit) }
         }
         /// The statement sent ahead checked and wrote nothing: nothing of it can commit. Once the watchdog
         /// answered for the transaction (its caller already reading the outcome from the log), the locked
@@ -114,6 +114,9 @@ extension PostgresEventLog {
     /// The transaction outlived `transactionMillisMax`.
     struct TransactionOverran: Error, CustomStringConvertible {
         var description: String
+
+        /// The watchdog answered for the transaction before this part of it began.
+        static func abandoned(after limit: Duration) -> TransactionOverran { TransactionOverran(description: "abandoned after \(limit)") }
     }
 
     /// Runs one append transaction, bounded in time. postgres-nio 1.33 can leave a query waiting forever

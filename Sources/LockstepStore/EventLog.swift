@@ -255,15 +255,13 @@ extension EventLog {
         } catch {
             var intact: [StoredEvent] = []
             var budget = ReadPageBudget()
+            var versions = StreamReadVerifier()
             while intact.count < min(max(limit, 0), EventLogLimits.readPageEventsMax) {
                 do {
                     // (The stream ended without damage found one event at a time: the page's error stands.)
                     guard let next = try await read(stream: stream, after: intact.last?.sequence ?? sequence, limit: 1).first else { return (intact, error) }
                     // Each read checks its one event: the versions between them are checked here.
-                    if let last = intact.last, next.streamVersion != last.streamVersion &+ 1 {
-                        return (intact, .corrupted(position: next.sequence,
-                                                   reason: "stream version \(next.streamVersion) follows \(last.streamVersion) (a version is missing or repeated)"))
-                    }
+                    try versions.checkVersion(next.streamVersion, at: next.sequence)
                     guard budget.admits(next.record.count) else { return (intact, nil) }
                     intact.append(next)
                 } catch {
@@ -298,13 +296,18 @@ public struct StreamReadVerifier: Sendable {
         if let failure { throw failure }
     }
 
-    public mutating func check(sequence: UInt64, streamVersion: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash,
-                               previous: ChainHash?) throws(EventLogError) {
-        if let lastVersion, streamVersion != lastVersion + 1 {
+    /// Versions follow one another: `streamVersion` (at `sequence`) comes right after the last one checked.
+    public mutating func checkVersion(_ streamVersion: UInt64, at sequence: UInt64) throws(EventLogError) {
+        if let lastVersion, streamVersion != lastVersion &+ 1 {
             throw .corrupted(position: sequence, reason: "stream version \(streamVersion) follows \(lastVersion) (a version is missing or repeated)")
         }
-        guard streamVersion >= 1 else { throw .corrupted(position: sequence, reason: "stream version 0 is stored") }
         lastVersion = streamVersion
+    }
+
+    public mutating func check(sequence: UInt64, streamVersion: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash,
+                               previous: ChainHash?) throws(EventLogError) {
+        try checkVersion(streamVersion, at: sequence)
+        guard streamVersion >= 1 else { throw .corrupted(position: sequence, reason: "stream version 0 is stored") }
         let before: LogHead
         if sequence == 1 {
             before = .genesis
