@@ -48,6 +48,10 @@ extension LockstepServer {
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
         public var limits = APILimits()
+        /// The poll lane (`PollLane`): polls served from the event loops looking at the coordinator at
+        /// once, and waiting for a place, in polls. Fixed for servers; tests make the line short to reach
+        /// its overflow through the transports.
+        package var pollLane = (running: 256, waitingMax: 131_072)
         /// The longest a graceful stop (SIGTERM, SIGINT) of `run` may take, in milliseconds, before the
         /// process exits with status 1 (`runWithStopBound`). Its stages run one after another: the gRPC
         /// port's connections get 5 s of grace, the JSON port's 5 s (8 s for the engine's backstop), the

@@ -295,8 +295,8 @@ public enum LockstepServer {
         }
         // The agent calls that need no hop are answered on the event loop they arrive on (GRPCOnLoop.swift).
         // At most 256 polls served from the event loops (JSON over HTTP/2, gRPC) look at the coordinator
-        // at once; the rest wait in line as closures (PollLane).
-        let pollLane = PollLane(limit: 256, overflows: metrics.pollLaneOverflows)
+        // at once; the rest wait in line as closures, at most 131,072 (PollLane).
+        let pollLane = PollLane(limit: options.pollLane.running, waitingMax: options.pollLane.waitingMax, overflows: metrics.pollLaneOverflows)
         let agentService = GRPCAgentService(agents: agents, metrics: metrics, authenticate: authenticate, lane: pollLane)
         grpcConfiguration.onLoop = { call in agentService.onLoop(call) }
         // The agents' calls run on their connection's loop when their message is small (as a poll must be

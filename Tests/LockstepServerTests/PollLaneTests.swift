@@ -1,3 +1,5 @@
+import Foundation
+import LockstepClient
 import LockstepService
 import LockstepTestSupport
 import Synchronization
@@ -105,5 +107,48 @@ import Testing
         lane.submit({ ran.withLock { $0.append(5) } }, deliver: deliver, dropped: {}, overflowed: { overflowed.withLock { $0.append(5) } })
         try await eventually("the next work ran", seconds: 120, every: nil) { ran.withLock { $0.count } == 4 }
         #expect(overflowed.withLock { $0 } == [3, 4])
+    }
+}
+
+/// The lane's overflow through the transports, on a real server whose lane is one place with no line:
+/// a burst of polls read together (one write on one connection), over JSON on HTTP/2 and over gRPC, is
+/// answered whole: the first poll leases the step; every other one that finds the place taken is
+/// answered at once with when to retry (none left unanswered, none reset), and the overflows are counted.
+@Suite(.enabled(if: pythonHas("h2"), "needs python3 with h2 (ops/test installs it)"))
+struct PollLaneOverflowEndToEndTests {
+    static let plan = """
+        name: burst
+        services:
+          orders: { owners: [orders-team] }
+        nodes:
+          - { id: expand, service: orders, phase: expand, action: add-column }
+        """
+
+    struct Seen: Decodable {
+        let answered: Int
+        let steps: Int
+        let retry_later: Int
+        let other: [String]
+    }
+
+    @Test(arguments: ["json", "grpc"])
+    func aBurstPastTheLanesLineIsAnsweredWholeWithRetries(_ mode: String) async throws {
+        try await InProcessServerTests.withServer({ options in
+            options.pollLane = (running: 1, waitingMax: 0)
+        }) { grpc, http in
+            try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = Self.plan })
+                _ = try await lockstep.startMigration(.with { $0.plan = "burst"; $0.migrationID = "m1" })
+            }
+            let port = mode == "json" ? String(http.dropFirst("http://".count)) : grpc
+            let run = try await ChildProcess("/usr/bin/env", ["python3", JSONOnEngineTests.agents + "/h2_poll_burst.py", port, "orders", "16", mode])
+                .wait(seconds: 60)
+            let seen = try JSONDecoder().decode(Seen.self, from: Data(run.stdout.utf8))
+            #expect(seen.answered == 16 && seen.steps == 1 && seen.retry_later == 15 && seen.other.isEmpty, "\(run.stdout) \(run.stderr)")
+            #expect(try await InProcessServerTests.metric(http, "lockstep_poll_lane_overflows_total") >= 1)
+            // The step went to one poll of the burst, once.
+            let migration = try await LockstepClient.connect(to: grpc) { try await $0.migration(.with { $0.migrationID = "m1" }) }
+            #expect(migration.nodes.first?.lease.agentID.hasPrefix("burst-") == true && migration.nodes.first?.attempts == 1, "\(migration)")
+        }
     }
 }
