@@ -22,7 +22,7 @@ import Testing
 
     /// A coordinator on an in-memory log and a wakeup table wired as the server wires them (changes wake
     /// parked polls, readied steps are claimed), with the agents' API on both, recording wake-ups.
-    static func wired(clock: @escaping @Sendable () -> Instant = { now }) async throws -> (Coordinator, Wakeups, AgentAPI, WakeUps) {
+    static func wired(limits: APILimits = APILimits(), clock: @escaping @Sendable () -> Instant = { now }) async throws -> (Coordinator, Wakeups, AgentAPI, WakeUps) {
         let coordinator = try await Coordinator.open(log: InMemoryEventLog())
         let wakeups = Wakeups(policy: .oldest, parkedMax: 10, parkedPerOwnerMax: 10)
         await coordinator.observeChanges { change, committedAt in
@@ -30,7 +30,7 @@ import Testing
         }
         await coordinator.claimSteps { wakeups.claim($0) }
         let wakes = WakeUps()
-        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: APILimits(), clock: clock) { wakes.record($0) }
+        let agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: limits, clock: clock) { wakes.record($0) }
         return (coordinator, wakeups, agents, wakes)
     }
 
@@ -187,7 +187,11 @@ import Testing
     /// (before, it slept until its own deadline, up to 30 s) and leases the step once the backoff is over.
     @Test func whenThePollWaitingForARetryLeavesTheNextParkedPollTakesTheWaitOver() async throws {
         let time = Mutex(Self.now)
-        let (coordinator, wakeups, agents, _) = try await Self.wired { time.withLock { $0 } }
+        // The parked polls may wait 600 s, far past the test's bound (120 s, what a loaded machine's
+        // thread pool has needed): a poll that slept on after a1 left is told apart from a slow machine.
+        var limits = APILimits()
+        limits.pollWaitMillisMax = 600_000
+        let (coordinator, wakeups, agents, _) = try await Self.wired(limits: limits) { time.withLock { $0 } }
         let sweeper = Task { await wakeups.run() }
         defer { sweeper.cancel() }
         let node = NodeSpec(id: NodeID("step-0"), services: ["orders"], phase: .custom, action: "work",
@@ -203,7 +207,7 @@ import Testing
         let leaving = WakeupsTests.TestDeparture()
         let left = Mutex(false)
         for agent in ["a1", "a2"] {
-            var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 60_000 }, principal: Self.principal)
+            var poll = try agents.beginPoll(.with { $0.service = "orders"; $0.agentID = agent; $0.waitMs = 600_000 }, principal: Self.principal)
             var found: AgentAPI.PollLook?
             #expect(agents.answerAtOnce(&poll, found: &found) == nil)
             agents.drive(poll, after: found, gone: { agent == "a1" && left.withLock { $0 } }, departure: agent == "a1" ? leaving : nil, run: { work, _, _ in
@@ -216,7 +220,7 @@ import Testing
         _ = try await coordinator.execute(.failStep(node: NodeID("step-0"), token: FencingToken(first.step.fencingToken), reason: "flaky", retryable: true),
                                           migration: MigrationID("m"), context: CommandContext(actor: Self.principal.agentActor, triggeredBy: .agent),
                                           now: Self.now)
-        let deadline = ContinuousClock.now + .seconds(10)
+        let deadline = ContinuousClock.now + .seconds(120)
         while looks.withLock({ $0 }) < 1 || wakeups.parkedCount < 2 {
             guard ContinuousClock.now < deadline else { Issue.record("a1 never looked and parked again"); return }
             try await Task.sleep(for: .milliseconds(1))
