@@ -2,8 +2,9 @@
 /// object's keys written twice (Foundation's `JSONSerialization`, swift-protobuf's JSON decoding), so a
 /// config, a request or a verified file that says one thing twice would mean what its last copy says,
 /// whatever a reader (or another tool, which may keep the first) takes it for. Every such input is
-/// refused instead: the auth config, the checkpoint keys and checkpoint lines, archive segments and
-/// history bundles, the webhook cursor file, the JSON API's bodies and the console's sign-in.
+/// refused instead: the JSON API's bodies here, every JSON file and line through `StrictJSON`
+/// (LockstepEngine: the auth config, the console's sign-in, the checkpoint keys and checkpoint lines,
+/// archive segments and history bundles, the webhook cursor file).
 public enum JSONKeys {
     /// A key an object in `json` holds twice, or nil. Keys are compared as the strings they stand for,
     /// escapes undone (`"a"` and `"\u0061"` are one key), and as Swift compares strings (canonical

@@ -50,11 +50,9 @@ public struct ArchiveSegment: Sendable {
         var events: [StoredEvent] = []
         var chain = ChainVerifier(after: base)
         for line in bytes[(newline + 1)...].split(separator: 0x0A) {
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any] else {
-                throw .corrupted(position: chain.head.sequence + 1, reason: "\(path): a line is not JSON")
-            }
-            if let key = JSONKeys.firstRepeated(in: line) {
-                throw .corrupted(position: chain.head.sequence + 1, reason: "\(path): a line names \"\(key.quotable)\" twice in one object")
+            let object: [String: Any]
+            do throws(StrictJSON.Refusal) { object = try StrictJSON.object(line) } catch {
+                throw .corrupted(position: chain.head.sequence + 1, reason: "\(path): a line \(error)")
             }
             guard let event = object["event"] as? [String: Any] else { continue }
             guard let sequence = (event["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),

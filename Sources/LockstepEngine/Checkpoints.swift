@@ -116,10 +116,13 @@ public struct CheckpointKeys: Hashable, Sendable {
     }
 
     public static func parse(_ bytes: [UInt8]) throws(CheckpointError) -> CheckpointKeys {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any], let list = object["keys"] as? [[String: Any]] else {
-            throw CheckpointError("a keys file is a JSON object with a list `keys` (`lockstep keys show` prints an entry)")
+        let shape = "a keys file is a JSON object with a list `keys` (`lockstep keys show` prints an entry)"
+        let object: [String: Any]
+        do throws(StrictJSON.Refusal) { object = try StrictJSON.object(bytes) } catch {
+            if case .repeated = error { throw CheckpointError("a keys file \(error)") }
+            throw CheckpointError(shape)
         }
-        if let key = JSONKeys.firstRepeated(in: bytes) { throw CheckpointError("a keys file names \"\(key.quotable)\" twice in one object") }
+        guard let list = object["keys"] as? [[String: Any]] else { throw CheckpointError(shape) }
         guard !list.isEmpty, list.count <= keysMax else { throw CheckpointError("a keys file lists 1 to \(keysMax) keys, not \(list.count)") }
         var keys: [Key] = []
         for (index, entry) in list.enumerated() {
@@ -214,10 +217,11 @@ public enum CheckpointFiles {
 
     /// The checkpoint a line describes, or why not.
     public static func parse(line: Substring) -> Result<Checkpoint, CheckpointError> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+        let object: [String: Any]
+        do throws(StrictJSON.Refusal) { object = try StrictJSON.object(line.utf8) } catch {
+            if case .repeated = error { return .failure(CheckpointError("a checkpoint line \(error)")) }
             return .failure(CheckpointError("not a checkpoint line"))
         }
-        if let key = JSONKeys.firstRepeated(in: line.utf8) { return .failure(CheckpointError("a checkpoint line names \"\(key.quotable)\" twice")) }
         guard let sequence = (object["sequence"] as? NSNumber).flatMap({ UInt64(exactly: $0.doubleValue) }),
               let hashHex = object["chain_hash"] as? String, let chainHash = [UInt8](hex: hashHex),
               let signedAt = (object["signed_at_ms"] as? NSNumber).flatMap({ Int64(exactly: $0.doubleValue) }),

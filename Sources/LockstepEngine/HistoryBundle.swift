@@ -228,12 +228,9 @@ public enum HistoryBundle {
         var hashes: [UInt64: [UInt8]] = [base.sequence: base.chainHash.bytes]
         for (index, line) in lines.dropFirst().enumerated() {
             let where_ = "line \(index + 2)"
-            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-                report.problems.append("\(where_): not JSON")
-                continue
-            }
-            if let key = JSONKeys.firstRepeated(in: line.utf8) {
-                report.problems.append("\(where_): names \"\(key.quotable)\" twice in one object")
+            let object: [String: Any]
+            do throws(StrictJSON.Refusal) { object = try StrictJSON.object(line.utf8) } catch {
+                report.problems.append("\(where_) \(error)")
                 continue
             }
             if let key = object["key"] as? [String: Any] {

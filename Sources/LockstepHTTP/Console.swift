@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import LockstepCore
+import LockstepEngine
 import Hummingbird
 import LockstepService
 import NIOCore
@@ -115,8 +116,7 @@ extension HTTPRoutes {
         try Self.checkContentType(request.headers[.contentType])
         let body = if let whole = context.wholeBody { whole } else { try await collectBody(request) }
         guard body.readableBytes <= 4_096 else { throw APIError(.bodyTooLarge, "a sign-in is at most 4,096 bytes") }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any], object.count == 1,
-              let token = object["token"] as? String, !token.isEmpty, JSONKeys.firstRepeated(in: body.readableBytesView) == nil else {
+        guard let object = try? StrictJSON.object(body.readableBytesView), object.count == 1, let token = object["token"] as? String, !token.isEmpty else {
             throw APIError.malformed(#"sign in with {"token": "…"}: one field, the bearer token"#)
         }
         let principal = try console.signIn(token)

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import LockstepCore
+import LockstepEngine
 
 /// Who may call the API: principals with roles, each known by the SHA-256 of its bearer token (the
 /// tokens themselves are never stored). Read from a JSON file; anything unexpected is an error that
@@ -32,15 +33,13 @@ public struct AuthConfig: Sendable {
 
     public init(json: [UInt8]) throws(Invalid) {
         guard json.count <= Self.fileBytesMax else { throw Invalid(description: "the config is \(json.count) bytes; the limit is \(Self.fileBytesMax) bytes") }
-        let root: Any
-        do {
-            root = try JSONSerialization.jsonObject(with: Data(json))
-        } catch {
-            throw Invalid(description: "the config is not valid JSON: \(error.localizedDescription)")
-        }
-        guard let object = root as? [String: Any] else { throw Invalid(description: "the config must be a JSON object with \"principals\"") }
-        if let key = JSONKeys.firstRepeated(in: json) {
-            throw Invalid(description: "the config names \"\(key.quotable)\" twice in one object: which one is meant?")
+        let object: [String: Any]
+        do throws(StrictJSON.Refusal) { object = try StrictJSON.object(json) } catch {
+            switch error {
+            case .notJSON(let why): throw Invalid(description: "the config is not valid JSON: \(why)")
+            case .notAnObject: throw Invalid(description: "the config must be a JSON object with \"principals\"")
+            case .repeated: throw Invalid(description: "the config \(error): which one is meant?")
+            }
         }
         try Self.onlyKeys(object, ["principals"], at: "the config")
         guard let list = object["principals"] as? [Any] else { throw Invalid(description: "\"principals\" must be a list") }

@@ -335,14 +335,16 @@ public final class WebhookCursorFile: WebhookCursors {
 
     public func read() async throws -> [String: UInt64] {
         guard FileManager.default.fileExists(atPath: path) else { return [:] }
-        guard let data = try? WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file"),
-              let object = try? JSONSerialization.jsonObject(with: Data(data)) as? [String: Any]
-        else {
+        guard let data = try? WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file") else {
             throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
         }
-        // A webhook's cursor written twice (by hand): which one holds is not for the parser to pick.
-        if let name = JSONKeys.firstRepeated(in: data) {
-            throw WebhookCursorError(description: "the webhook cursor file \(path) gives webhook \(name.quotable)'s cursor twice")
+        let object: [String: Any]
+        do throws(StrictJSON.Refusal) { object = try StrictJSON.object(data) } catch {
+            // A webhook's cursor written twice (by hand): which one holds is not for the parser to pick.
+            if case .repeated(let name) = error {
+                throw WebhookCursorError(description: "the webhook cursor file \(path) gives webhook \(name.quotable)'s cursor twice")
+            }
+            throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
         }
         var loaded: [String: UInt64] = [:]
         for (name, value) in object { if let number = value as? NSNumber, number.int64Value >= 0 { loaded[name] = number.uint64Value } }
