@@ -20,10 +20,8 @@ extension Reader {
                   "exposure of \(id) needs stages: a list of percentages (1, 10, 50, 100) or of stage names (\(ExposureSpec.namedStages.joined(separator: ", ")))")
             return nil
         }
-        guard sequence.count <= CoreLimits.exposureStagesMax else {
-            error(stagesNode.mark?.line ?? line, "invalid_value", "exposure of \(id) has \(sequence.count) stages; the limit is \(CoreLimits.exposureStagesMax)")
-            return nil
-        }
+        guard withinLimit(sequence.count, max: CoreLimits.exposureStagesMax, at: stagesNode.mark?.line ?? line, { "exposure of \(id) has \($0) stages" })
+        else { return nil }
         var stages: [ExposureStage] = []
         let percentages = sequence.allSatisfy { Int($0.string ?? "") != nil }
         for item in sequence {
@@ -72,10 +70,8 @@ extension Reader {
                   "analysis of \(id) needs metrics: a list of {name, pass, marginal, min_samples}")
             return nil
         }
-        guard sequence.count <= CoreLimits.analysisMetricsMax else {
-            error(metricsNode.mark?.line ?? line, "invalid_value", "analysis of \(id) judges \(sequence.count) metrics; the limit is \(CoreLimits.analysisMetricsMax)")
-            return nil
-        }
+        guard withinLimit(sequence.count, max: CoreLimits.analysisMetricsMax, at: metricsNode.mark?.line ?? line, { "analysis of \(id) judges \($0) metrics" })
+        else { return nil }
         var checks: [MetricCheck] = []
         for item in sequence {
             guard case .mapping(let metric) = item else {

@@ -10,7 +10,7 @@ extension Reader {
     mutating func windows(_ node: Node?, of what: String) -> [ChangeWindow] {
         guard let node else { return [] }
         // More than the limit: refused before any is parsed (`too_many_entries`).
-        let texts = strings(node, what: "the windows of \(what)", max: CoreLimits.windowsPerLevelMax)
+        let texts = strings(node, what: "the windows of \(what)", max: CoreLimits.windowsPerLevelMax) ?? []
         let items = node.sequence.map(Array.init) ?? [node]
         var windows: [ChangeWindow] = []
         for (index, text) in texts.enumerated() {
@@ -35,11 +35,7 @@ extension Reader {
             error(node.mark?.line ?? 0, "invalid_value", "checks of \(id) must be a list of { name, pass, fresh_for }")
             return []
         }
-        guard sequence.count <= CoreLimits.checksPerNodeMax else {
-            // Refused before any is read: each would be parsed and judged on its own.
-            error(node.mark?.line ?? 0, "too_many_entries", "node \(id) has \(sequence.count) checks; the limit is \(CoreLimits.checksPerNodeMax)")
-            return []
-        }
+        guard withinLimit(sequence.count, max: CoreLimits.checksPerNodeMax, at: node.mark?.line ?? 0, { "node \(id) has \($0) checks" }) else { return [] }
         var checks: [CheckSpec] = []
         for item in sequence {
             let line = item.mark?.line ?? 0

@@ -22,7 +22,7 @@ struct Reader {
         let fields = self.fields(mapping, allowed: PlanFile.planKeys, in: "the plan")
         let name = string(fields["name"], required: true, what: "name", line: mapping.mark?.line ?? 1) ?? ""
         let description = string(fields["description"], required: false, what: "description", line: 0) ?? ""
-        let owners = strings(fields["owners"], what: "owners", max: CoreLimits.ownerGroupsMax)
+        let owners = strings(fields["owners"], what: "owners", max: CoreLimits.ownerGroupsMax) ?? []
         let deadline = duration(fields["deadline"], what: "deadline")
         var services: [ServiceSpec] = []
         if let node = fields["services"] {
@@ -42,7 +42,7 @@ struct Reader {
                     var serviceWindows: [ChangeWindow] = []
                     if case .mapping(let details) = value {
                         let serviceFields = self.fields(details, allowed: ["owners", "windows"], in: "service \(serviceName)")
-                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)", max: CoreLimits.ownerGroupsMax)
+                        serviceOwners = strings(serviceFields["owners"], what: "owners of \(serviceName)", max: CoreLimits.ownerGroupsMax) ?? []
                         serviceWindows = windows(serviceFields["windows"], of: "service \(serviceName)")
                     } else if !(value.string ?? "").isEmpty || value.tag.description != "tag:yaml.org,2002:null" {
                         error(value.mark?.line ?? 0, "invalid_value", "service \(serviceName) must be a mapping with owners")
@@ -90,10 +90,11 @@ struct Reader {
         var nodeLines = PlanSourceMap.NodeLines(line: line, fields: lines)
         defer { map.nodes.append(nodeLines) }
 
-        var services = strings(fields["services"], what: "services of \(id)", max: CoreLimits.nodeServicesMax)
+        let listed = strings(fields["services"], what: "services of \(id)", max: CoreLimits.nodeServicesMax)
+        var services = listed ?? []
         if let single = string(fields["service"], required: false, what: "service of \(id)", line: line) { services.insert(single, at: 0) }
         // (A list refused for its length has said so already.)
-        if services.isEmpty, (fields["services"]?.sequence?.count ?? 0) <= CoreLimits.nodeServicesMax {
+        if services.isEmpty, listed != nil {
             error(line, "missing_field", "node \(id) names no service (service: NAME or services: [A, B])")
         }
         var phase = Phase.custom
@@ -109,9 +110,8 @@ struct Reader {
             error(lines["params"] ?? line, "invalid_value", "params of node \(id) must be a mapping")
         }
         var needs: [NodeID] = []
-        if let needsNode = fields["needs"], let count = needsNode.sequence?.count, count > CoreLimits.nodeNeedsMax {
-            error(needsNode.mark?.line ?? line, "too_many_entries", "needs of \(id) lists \(count) nodes; the limit is \(CoreLimits.nodeNeedsMax)")
-        } else if let needsNode = fields["needs"] {
+        if let needsNode = fields["needs"],
+           withinLimit(needsNode.sequence?.count ?? 0, max: CoreLimits.nodeNeedsMax, at: needsNode.mark?.line ?? line, { "needs of \(id) lists \($0) nodes" }) {
             if needsNode.mapping != nil { error(needsNode.mark?.line ?? line, "invalid_value", "needs of \(id) must be a list of node ids") }
             for entry in needsNode.sequence.map(Array.init) ?? (needsNode.mapping == nil ? [needsNode] : []) {
                 guard case .scalar = entry, let need = entry.string, !need.isEmpty else {
@@ -199,7 +199,7 @@ struct Reader {
         }
         let fields = self.fields(mapping, allowed: ["minimum", "from"], in: "approvals of \(id)")
         let minimum = integer(fields["minimum"], what: "approvals minimum of \(id)", in: 1...Int(CoreLimits.approvalsMax)) ?? 1
-        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)", max: CoreLimits.ownerGroupsMax))
+        return ApprovalGate(minimum: UInt32(minimum), from: strings(fields["from"], what: "approvals from of \(id)", max: CoreLimits.ownerGroupsMax) ?? [])
     }
 
     // MARK: - Values
@@ -245,18 +245,24 @@ struct Reader {
         return scalar.string
     }
 
-    /// A list of names; one longer than `max` is refused before it is read (`too_many_entries`).
-    mutating func strings(_ node: Node?, what: String, max: Int = CoreLimits.planNodesMax) -> [String] {
+    /// Whether a list of `count` entries is within its limit, `max`; past it `too_many_entries` is noted
+    /// at `line`, saying `counted(count)` ("needs of a lists 65 nodes"), and the caller reads none of its
+    /// entries (each would be parsed and judged on its own, and the lint rules' work grows with them).
+    mutating func withinLimit(_ count: Int, max: Int, at line: Int, _ counted: (Int) -> String) -> Bool {
+        guard count > max else { return true }
+        error(line, "too_many_entries", "\(counted(count)); the limit is \(max)")
+        return false
+    }
+
+    /// A list of names (or one name); nil when it is longer than `max` (`too_many_entries`, none read).
+    mutating func strings(_ node: Node?, what: String, max: Int = CoreLimits.planNodesMax) -> [String]? {
         guard let node else { return [] }
         guard case .sequence(let sequence) = node else {
             if let single = node.string, !single.isEmpty { return [single] }
             error(node.mark?.line ?? 0, "invalid_value", "\(what) must be a list of names")
             return []
         }
-        guard sequence.count <= max else {
-            error(node.mark?.line ?? 0, "too_many_entries", "\(what) lists \(sequence.count) entries; the limit is \(max)")
-            return []
-        }
+        guard withinLimit(sequence.count, max: max, at: node.mark?.line ?? 0, { "\(what) lists \($0) entries" }) else { return nil }
         return sequence.compactMap { item in
             guard let text = item.string, !text.isEmpty else {
                 error(item.mark?.line ?? 0, "invalid_value", "\(what) must contain names")

@@ -159,8 +159,8 @@ let header = """
                 """
         }
         #expect(found(node(stages: CoreLimits.exposureStagesMax, metrics: CoreLimits.analysisMetricsMax)) == [])
-        #expect(found(node(stages: CoreLimits.exposureStagesMax + 1, metrics: 1)).contains("10 error invalid_value"))
-        #expect(found(node(stages: 1, metrics: CoreLimits.analysisMetricsMax + 1)).contains("13 error invalid_value"))
+        #expect(found(node(stages: CoreLimits.exposureStagesMax + 1, metrics: 1)).contains("10 error too_many_entries"))
+        #expect(found(node(stages: 1, metrics: CoreLimits.analysisMetricsMax + 1)).contains("13 error too_many_entries"))
     }
 
     @Test func aCheckWithoutFreshnessIsAWarningAtItsOwnLine() throws {
