@@ -140,7 +140,7 @@ public final class ArchivedHistory: EventLog, Sendable {
         let events = try events(of: index)
         let first = Int(sequence - segments[index].base.sequence)
         let candidates = events[first..<min(events.count, first + limit)]
-        return Array(candidates.prefix(ReadPageBudget.count(of: candidates)))
+        return ReadPageBudget.page(of: candidates)
     }
 
     public func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
@@ -149,13 +149,12 @@ public final class ArchivedHistory: EventLog, Sendable {
         for index in segments.indices where segments[index].head.sequence > sequence && found.count < limit {
             found += try events(of: index).lazy.filter { $0.sequence > sequence && $0.stream == stream }.prefix(limit - found.count)
         }
-        // Within the page's bytes: only a page the segments left room in goes on into the live log.
-        let fitting = ReadPageBudget.count(of: found)
-        if fitting < found.count { return Array(found.prefix(fitting)) }
-        if found.count < limit, let live {
-            found += try await live.read(stream: stream, after: max(sequence, segmentsEnd), limit: limit - found.count)
-        }
-        return Array(found.prefix(ReadPageBudget.count(of: found)))
+        // Within the page's bytes: only a page the segments left room in goes on into the live log, with
+        // the room they left.
+        var budget = ReadPageBudget()
+        let archived = budget.take(found)
+        guard archived.count == found.count, found.count < limit, let live else { return archived }
+        return archived + budget.take(try await live.read(stream: stream, after: max(sequence, segmentsEnd), limit: limit - found.count))
     }
 
     public func head() async throws(EventLogError) -> LogHead {

@@ -366,14 +366,19 @@ public struct ReadPageBudget: Sendable {
         events.reduce(0) { $0.addingReportingOverflow($1.record.count).partialValue } > EventLogLimits.readPageBytesMax - EventLogLimits.recordBytesMax
     }
 
-    /// How many of `events`, from the first, fit one page.
-    public static func count(of events: some Sequence<StoredEvent>) -> Int {
-        var budget = ReadPageBudget()
-        var count = 0
+    /// The events of `events`, from the first, that still fit the page; counted.
+    public mutating func take(_ events: some Sequence<StoredEvent>) -> [StoredEvent] {
+        var taken: [StoredEvent] = []
         for event in events {
-            guard budget.admits(event.record.count) else { break }
-            count += 1
+            guard admits(event.record.count) else { break }
+            taken.append(event)
         }
-        return count
+        return taken
+    }
+
+    /// The events of `events`, from the first, that fit one page.
+    public static func page(of events: some Sequence<StoredEvent>) -> [StoredEvent] {
+        var budget = ReadPageBudget()
+        return budget.take(events)
     }
 }

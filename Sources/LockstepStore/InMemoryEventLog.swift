@@ -37,7 +37,7 @@ public actor InMemoryEventLog: EventLog {
         guard sequence < UInt64(events.count), limit > 0 else { return [] }
         let start = Int(sequence)
         let candidates = events[start..<min(events.count, start + limit)]
-        let page = Array(candidates.prefix(ReadPageBudget.count(of: candidates)))
+        let page = ReadPageBudget.page(of: candidates)
         var verifier = ChainVerifier(after: sequence == 0 ? .genesis : LogHead(sequence: sequence, chainHash: events[start - 1].chainHash))
         for event in page { try verifier.check(event) }
         return page
