@@ -70,7 +70,7 @@ extension PlanCommand {
             }
             // Linted here first, so the findings name lines of the file as the user wrote it; the text
             // linted is the text sent (the file is read once).
-            let text = try await reportingFailures { try usablePlanText(file, refusing: "nothing was applied", exitCode: 1) }
+            let text = try await reportingFailures { try usablePlan(file, refusing: "nothing was applied", exitCode: 1).text }
             try await server.run { lockstep in
                 let applied = try await lockstep.applyPlan(.with { $0.planYaml = text })
                 print("\(applied.name)@\(applied.version) \(applied.changed ? "applied" : "unchanged") (content hash \(applied.contentHash))")
@@ -79,7 +79,7 @@ extension PlanCommand {
 
         private func applyLocally(_ location: StoreOptions.Location) async throws {
             try await reportingFailures {
-                let plan = try usablePlan(file, refusing: "nothing was applied", exitCode: 1)
+                let plan = try usablePlan(file, refusing: "nothing was applied", exitCode: 1).plan
                 try await withWritableLog(location) { log in
                     let coordinator = try await Coordinator.open(log: log)
                     let context = CommandContext(actor: Actor(kind: "user", id: actor), triggeredBy: .user)
@@ -156,18 +156,10 @@ func readPlanFile(_ path: String) throws -> (text: String?, load: PlanLoad) {
     }
 }
 
-/// The plan in `path` when it has no lint errors; otherwise prints them and ends the command.
-func usablePlan(_ path: String, refusing consequence: String, exitCode: Int32) throws -> PlanSnapshot {
-    try usable(path, readPlanFile(path), refusing: consequence, exitCode: exitCode).plan
-}
-
-/// The text of the plan file at `path` when it has no lint errors, as `usablePlan` reads it.
-func usablePlanText(_ path: String, refusing consequence: String, exitCode: Int32) throws -> String {
-    try usable(path, readPlanFile(path), refusing: consequence, exitCode: exitCode).text
-}
-
-private func usable(_ path: String, _ read: (text: String?, load: PlanLoad), refusing consequence: String, exitCode: Int32) throws
-    -> (plan: PlanSnapshot, text: String) {
+/// The plan in `path`, and its file's text, when it has no lint errors; otherwise prints them and ends
+/// the command.
+func usablePlan(_ path: String, refusing consequence: String, exitCode: Int32) throws -> (plan: PlanSnapshot, text: String) {
+    let read = try readPlanFile(path)
     let load = read.load
     guard load.errors.isEmpty, let plan = load.plan, let text = read.text else {
         for finding in load.errors { FileHandle.standardError.write(Data((finding.formatted(file: path) + "\n").utf8)) }

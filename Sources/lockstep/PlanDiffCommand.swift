@@ -32,7 +32,7 @@ extension PlanCommand {
         }
 
         func compare() async throws {
-            let plan = try usablePlan(file, refusing: "nothing to compare", exitCode: 1)
+            let plan = try usablePlan(file, refusing: "nothing to compare", exitCode: 1).plan
             var versions: [PlanSnapshot] = []
             if let location = try local.location(environment: false) {
                 let state = try await withReadOnlyLog(location) { try await History.replay($0) }

@@ -103,7 +103,7 @@ struct Rehearse: AsyncParsableCommand {
     }
 
     func run() async throws {
-        try await reportingFailures { try await rehearse(usablePlan(file, refusing: "nothing was rehearsed", exitCode: 2).hashed()) }
+        try await reportingFailures { try await rehearse(usablePlan(file, refusing: "nothing was rehearsed", exitCode: 2).plan.hashed()) }
     }
 
     /// `NODE[:N]` given to `flag`: a node of `plan` and a count (1 when absent).
