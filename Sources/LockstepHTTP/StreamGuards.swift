@@ -119,13 +119,19 @@ package final class RefusedBodyCloser: ChannelOutboundHandler, RemovableChannelH
         case .end:
             guard closeAfterEnd else { return context.write(data, promise: promise) }
             closeAfterEnd = false
-            let written = context.eventLoop.makePromise(of: Void.self)
-            written.futureResult.cascade(to: promise)
-            context.writeAndFlush(data, promise: written)
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+            writeThenClose(context, data, promise: promise)
         }
     }
+}
+
+/// Writes and flushes `data` (an answer's last part) from `context`, and closes its channel (the
+/// connection, or the HTTP/2 stream) once it is written, whether or not the write succeeded.
+func writeThenClose(_ context: ChannelHandlerContext, _ data: NIOAny, promise: EventLoopPromise<Void>?) {
+    let written = context.eventLoop.makePromise(of: Void.self)
+    written.futureResult.cascade(to: promise)
+    context.writeAndFlush(data, promise: written)
+    let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+    written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
 }
 
 /// A connection handler's one timer: armed once, cancelled when the connection or the handler goes.
@@ -144,11 +150,10 @@ struct ConnectionTimer {
 /// method, target and authority as its pseudo-headers): over them, the request is answered 431 with the
 /// `ErrorBody` the engine sends, its body is not read, and the connection closes. (swift-nio's decoder
 /// itself answers 400 and closes past about 80 KiB of head, before this sees it.) Sits after the codec.
-package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandler {
+/// (Inbound only: its refusal is written from its place, so the responses it lets through pass it by.)
+package final class HeaderListLimit: ChannelInboundHandler, RemovableChannelHandler {
     package typealias InboundIn = HTTPRequestPart
     package typealias InboundOut = HTTPRequestPart
-    package typealias OutboundIn = HTTPResponsePart
-    package typealias OutboundOut = HTTPResponsePart
 
     private let limits: H2Limits
     private let refusalBody: ByteBuffer
@@ -181,12 +186,9 @@ package final class HeaderListLimit: ChannelDuplexHandler, RemovableChannelHandl
             head.headerFields[.contentType] = "application/json"
             head.headerFields[.contentLength] = String(refusalBody.readableBytes)
             head.headerFields[.connection] = "close"
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
-            context.write(wrapOutboundOut(.body(refusalBody)), promise: nil)
-            let written = context.eventLoop.makePromise(of: Void.self)
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: written)
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            written.futureResult.whenComplete { _ in loopBound.value.close(promise: nil) }
+            context.write(NIOAny(HTTPResponsePart.head(head)), promise: nil)
+            context.write(NIOAny(HTTPResponsePart.body(refusalBody)), promise: nil)
+            writeThenClose(context, NIOAny(HTTPResponsePart.end(nil)), promise: nil)
         case .body, .end:
             context.fireChannelRead(data)
         }
