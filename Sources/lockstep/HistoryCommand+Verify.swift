@@ -43,13 +43,18 @@ extension HistoryCommand {
                     var verification: Verification?
                     try await server.run { lockstep in
                         var result = Verification(try await lockstep.verify())
+                        // The server's answer is outside input: a base past its head is not a log.
+                        guard result.base <= result.headSequence else {
+                            throw CommandFailure(message: "the server answered a base (\(result.base)) past its head (\(result.headSequence))", exitCode: 1)
+                        }
                         if let keys, result.ok {
                             // On an archived log the API serves events after the base only (not the base's own
                             // link): checkpoints up to the base have their signatures checked.
                             result.audit = try await Self.audit(keys: keys, directory: checkpoints, head: result.headSequence,
-                                                                base: result.base == 0 ? 0 : result.base + 1,
+                                                                base: result.base == 0 ? 0 : min(result.base, .max - 1) + 1,
                                                                 logCheckpoints: { try await Self.serverCheckpoints(lockstep, after: result.base, head: result.headSequence) },
                                                                 chainHash: { sequence in
+                                                                    guard sequence > 0 else { return nil }
                                                                     let page = try await lockstep.events(.with { $0.afterSequence = sequence - 1; $0.pageSize = 1 })
                                                                     return page.events.first.flatMap { $0.sequence == sequence ? [UInt8]($0.chainHash) : nil }
                                                                 })

@@ -67,6 +67,10 @@ extension StoreCommand {
                     while end < page.endIndex, page[end].stream == page[start].stream, end - start < EventLogLimits.appendRequestEventsMax { end += 1 }
                     let run = page[start..<end]
                     let first = run.first!
+                    // Stored bytes are outside input: the chain covers records, not stream versions.
+                    guard first.streamVersion >= 1 else {
+                        throw CommandFailure(message: "event \(first.sequence) of the source has stream version 0; the source log is damaged", exitCode: 1)
+                    }
                     let receipt = try await target.append(AppendRequest(stream: first.stream, expectedVersion: first.streamVersion - 1,
                                                                         records: run.map(\.record)))
                     guard receipt.firstSequence == first.sequence, receipt.lastSequence == run.last!.sequence else {

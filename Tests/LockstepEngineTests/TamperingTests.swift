@@ -147,6 +147,18 @@ import Testing
         #expect(result.stderr.contains("corrupted at sequence 14: the row says"))
     }
 
+    /// Regression: `store copy` took a source event's stream version less one, unchecked: a version edited
+    /// to 0 trapped the process. Now the copy stops at that event, exit 1, and says why.
+    @Test func aStreamVersionOfZeroStopsACopyInsteadOfTrappingIt() async throws {
+        let directory = temporaryDirectory()
+        let coordinator = try await Coordinator.open(log: try SQLiteEventLog(path: directory + "/events.sqlite"), snapshotIntervalEvents: 0)
+        try await recordScenario(on: coordinator)
+        let copy = try copyDatabase(directory + "/events.sqlite")
+        try editDatabase(copy + "/events.sqlite", "UPDATE events SET stream_version = 0 WHERE sequence = 1")
+        let copied = try await runLockstep(["store", "copy", "--from", copy, "--to", temporaryDirectory()])
+        #expect(copied.status == 1 && copied.stderr.contains("event 1 of the source has stream version 0"), "\(copied)")
+    }
+
     @Test func aRowAddedAfterTheHeadIsFound() async throws {
         let result = try await tamperedCopy("""
             INSERT INTO events (sequence, stream, stream_version, record, chain_hash)
