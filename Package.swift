@@ -354,7 +354,7 @@ let package = Package(
         .target(name: "LockstepTestSupport", dependencies: ["LockstepPostgres", .product(name: "PostgresNIO", package: "postgres-nio")],
                 path: "Tests/LockstepTestSupport"),
         .testTarget(name: "LockstepWebhooksTests", dependencies: ["LockstepWebhooks", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepStore", "LockstepWire"]),
-        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
+        .testTarget(name: "LockstepServerTests", dependencies: ["LockstepServer", "LockstepService", "LockstepHTTP", "LockstepGRPC", "LockstepClient", "LockstepAgent", "LockstepCore", "LockstepEngine", "LockstepPlan", "LockstepWire", "LockstepTestSupport",
                                                              "LockstepAPI", "LockstepH2",
                                                              .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                              .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),

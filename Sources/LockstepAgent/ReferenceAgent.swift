@@ -122,11 +122,18 @@ public struct ReferenceAgent: Sendable {
                 done += 1
                 if let stepsMax, done >= stepsMax { break }
             } else if ContinuousClock.now - began < .milliseconds(100) {
-                // Answered at once (the server is full or shutting down): wait as it suggests.
-                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(Int(polled.retryAfterMs))) }
+                // Answered at once (the server is full or shutting down): wait as it suggests, within
+                // reason (the answer is outside input: 0 would poll in a tight loop, 2^32 - 1 ms sleep 49 days).
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: Self.retryPause(afterMillis: polled.retryAfterMs)) }
             }
         }
         say("stopped")
+    }
+
+    /// The pause before the next poll after an empty answer that came at once: the server's
+    /// `retry_after_ms`, held to 100 ms … 30 s.
+    package static func retryPause(afterMillis suggested: UInt32) -> Duration {
+        .milliseconds(Int(min(max(suggested, 100), 30_000)))
     }
 
     enum Outcome: Equatable {
@@ -275,6 +282,10 @@ public struct ReferenceAgent: Sendable {
         var pause = every
         while !Task.isCancelled {
             do { try await Task.sleep(for: pause) } catch { return }
+            // Lost (the watchdog gave up on it, or a heartbeat was refused): the agent will not report on
+            // this lease, so it renews it no more (a late acknowledgement would keep the step from the next
+            // agent for another TTL).
+            if shared.lost.withLock({ $0 != nil }) { return }
             pause = every
             let sentAt = ContinuousClock.now
             do throws(LockstepClientError) {

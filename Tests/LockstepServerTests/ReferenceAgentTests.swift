@@ -1,4 +1,5 @@
 import Foundation
+import LockstepAgent
 import LockstepTestSupport
 import Testing
 
@@ -302,5 +303,14 @@ import Testing
         #expect(ran.status == 0, "\(ran)")
         try await eventually("the migration succeeded", seconds: 30) { try await !setup.events("migration_succeeded").isEmpty }
         _ = try await setup.server.stop()
+    }
+}
+
+/// The agent's pause after an empty poll answered at once: the server's `retry_after_ms`, which is
+/// outside input, held to 100 ms … 30 s (0 polled in a tight loop; 2^32 - 1 slept 49 days).
+@Suite struct AgentRetryPauseTests {
+    @Test(arguments: [(UInt32(0), 100), (1, 100), (100, 100), (750, 750), (30_000, 30_000), (30_001, 30_000), (.max, 30_000)])
+    func theServersRetryAfterIsHeldToItsBounds(_ suggested: UInt32, _ millis: Int) {
+        #expect(ReferenceAgent.retryPause(afterMillis: suggested) == .milliseconds(millis))
     }
 }
