@@ -46,6 +46,8 @@ struct Demo: AsyncParsableCommand {
             }
         } catch {
             await children.stopAll()
+            // Its exit status, as every command's (docs/cli.md), not swift-argument-parser's 1.
+            try await reportingFailures { () async throws -> Void in throw error }
             throw error
         }
         let binary = files.binary

@@ -28,8 +28,10 @@ extension KeysCommand {
 
         func run() async throws {
             let signer = CheckpointSigner.generate()
-            do { try signer.write(to: privateKey) } catch {
-                throw CommandFailure(message: error.description, exitCode: error.description.contains("never overwritten") ? 1 : 2)
+            try await reportingFailures {
+                do { try signer.write(to: privateKey) } catch {
+                    throw CommandFailure(message: "\(error)", exitCode: "\(error)".contains("never overwritten") ? 1 : 2)
+                }
             }
             let from = validFrom.map { Instant(millisecondsSinceEpoch: $0.millis == 0 ? WallClock.now().millisecondsSinceEpoch : $0.millis) } ?? WallClock.now()
             print(CheckpointKeys(keys: [.init(publicKey: signer.publicKey, validFrom: from)]).json)
@@ -44,9 +46,10 @@ extension KeysCommand {
         @Option(help: "Until when the key is valid (ISO 8601; default: still valid).") var validUntil: InstantArgument?
 
         func run() async throws {
-            let signer: CheckpointSigner
-            do { signer = try CheckpointSigner(file: privateKey) } catch {
-                throw CommandFailure(message: error.description, exitCode: 2)
+            let signer = try await reportingFailures {
+                do { return try CheckpointSigner(file: privateKey) } catch {
+                    throw CommandFailure(message: "\(error)", exitCode: 66)
+                }
             }
             let from = Instant(millisecondsSinceEpoch: validFrom?.millis ?? 0)
             let until = validUntil.map { Instant(millisecondsSinceEpoch: $0.millis) }

@@ -99,6 +99,11 @@ extension MigrationsCommand {
                         $0.pageToken = token
                     })
                     all += page.migrations
+                    // A page that brings nothing, or names itself as the next, would be asked for forever.
+                    guard !page.migrations.isEmpty, page.nextPageToken != token else {
+                        token = ""
+                        break
+                    }
                     token = page.nextPageToken
                 } while !token.isEmpty && all.count < limit
                 switch output {

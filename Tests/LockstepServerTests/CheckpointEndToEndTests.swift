@@ -16,6 +16,11 @@ struct CheckpointEndToEndTests {
         let mode = (try FileManager.default.attributesOfItem(atPath: directory + "/signing.key")[.posixPermissions] as? NSNumber)?.intValue
         #expect(mode == 0o600)
         #expect(try await runLockstep(["keys", "generate", "--private-key", directory + "/signing.key"]).status == 1, "a key is never overwritten")
+        // The other failures have statuses of their own (docs/cli.md), not swift-argument-parser's 1.
+        let unwritable = try await runLockstep(["keys", "generate", "--private-key", directory + "/no/such/dir/signing.key"])
+        #expect(unwritable.status == 2 && unwritable.stderr.hasPrefix("error: "), "\(unwritable)")
+        let missing = try await runLockstep(["keys", "show", "--private-key", directory + "/missing.key"])
+        #expect(missing.status == 66 && missing.stderr.hasPrefix("error: "), "\(missing)")
 
         let server = try await ServerProcess(["--dev", "--signing-key", directory + "/signing.key", "--checkpoint-dir", directory + "/kept",
                                               "--checkpoint-every-events", "3"])
