@@ -123,9 +123,10 @@ extension HTTPRoutes {
         guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
             throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
         }
-        // A browser holds one session: the one its cookie named ends with this sign-in.
-        if let previous = console.sessionID(request) { console.sessions.end(id: previous) }
+        // A browser holds one session: the one its cookie named ends with this sign-in, once the new one is
+        // open (a sign-in refused for the sessions' limit leaves the browser the session it had).
         let (id, csrf) = try console.sessions.open(for: principal)
+        if let previous = console.sessionID(request), previous != id { console.sessions.end(id: previous) }
         var response = consoleJSON(.ok, sessionBody(principal, csrf: csrf))
         response.headers[.setCookie] = cookie(value: id, maxAgeSeconds: console.sessions.limits.lifetimeMillisMax / 1_000)
         return response
