@@ -333,6 +333,8 @@ public struct LockstepClient: Sendable {
         var options = CallOptions.defaults
         // A history page holds up to 16 MiB of records (`EventLogLimits.readPageBytesMax`), past the
         // transport's 4 MiB default; grpc-swift-nio-transport bounds what a call receives by this field.
+        // Requests get the same room: one past the server's 1 MiB limit reaches the server, which refuses
+        // it with its stable code (`body_too_large`), instead of the transport refusing it here with none.
         options.maxRequestMessageBytes = Self.messageBytesMax
         options.maxResponseMessageBytes = Self.messageBytesMax
         if deadline {
