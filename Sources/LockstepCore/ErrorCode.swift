@@ -80,6 +80,8 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     case csrfRejected = "csrf_rejected"
     /// A console sign-in while the server holds its most sessions.
     case tooManySessions = "too_many_sessions"
+    /// Too many history calls that read the whole log run at once (overall, or for this principal).
+    case tooManyHistoryReads = "too_many_history_reads"
     case shuttingDown = "shutting_down"
     /// A write sent to a replica (one of several coordinators on PostgreSQL that is not the writer): the
     /// answer names the writer's address (`lockstep-writer`), where the call goes instead.
@@ -109,7 +111,7 @@ public enum ErrorCode: String, CaseIterable, Hashable, Sendable {
     public var isTransient: Bool {
         switch self {
         case .unavailable, .shuttingDown, .notWriter, .deadlineExceeded, .migrationOverloaded, .logOverloaded, .storageBusy, .storageUnavailable,
-             .commitOutcomeUnknown, .tooManyWatchers, .tooManySessions, .requestTimeout:
+             .commitOutcomeUnknown, .tooManyWatchers, .tooManySessions, .tooManyHistoryReads, .requestTimeout:
             true
         default:
             false

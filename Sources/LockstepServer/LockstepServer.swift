@@ -212,7 +212,7 @@ public enum LockstepServer {
         }
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups,
                                open: OpenWatches(openMax: options.limits.watchesMax, perPrincipalMax: options.limits.watchesPerPrincipalMax))
-        let history = HistoryAPI(coordinator: coordinator)
+        let history = HistoryAPI(coordinator: coordinator, limits: options.limits)
         let stages = StageAPI(coordinator: coordinator)
         let router = Router(context: LockstepRequestContext.self)
         // The gauges are read when they are scraped, so they are current whatever the timers do.

@@ -45,7 +45,7 @@ public struct APIError: Error, Hashable, Sendable, CustomStringConvertible {
                 self = .tooLarge
             case .unsupportedMediaType:
                 self = .unsupportedMediaType
-            case .migrationOverloaded, .logOverloaded, .storageBusy, .tooManyWatchers, .tooManySessions:
+            case .migrationOverloaded, .logOverloaded, .storageBusy, .tooManyWatchers, .tooManySessions, .tooManyHistoryReads:
                 self = .overloaded
             case .requestTimeout, .deadlineExceeded:
                 self = .requestTimeout

@@ -39,6 +39,10 @@ public struct APILimits: Hashable, Sendable {
     /// this long is cut, in milliseconds; until then it holds at most one flow-control window and one
     /// page of events.
     public var stalledReaderMillisMax: Int64 = 30_000
+    /// History calls reading the whole log (state at a point, verify, diff) at once, and per principal
+    /// (`WholeLogReads`; past them `too_many_history_reads`).
+    public var historyReadsMax = 4
+    public var historyReadsPerPrincipalMax = 2
 
     public init() {}
 }

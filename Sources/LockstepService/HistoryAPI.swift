@@ -8,6 +8,8 @@ import LockstepWire
 /// time, and a full verification of the chain. Operators, approvers and auditors may read it.
 public struct HistoryAPI: Sendable {
     package let coordinator: Coordinator
+    /// The calls that read the whole log, bounded (`WholeLogReads`).
+    package let wholeLogReads: WholeLogReads
 
     /// Most events in one page, and the default.
     public static let pageSizeMax = 1_000
@@ -77,6 +79,10 @@ public struct HistoryAPI: Sendable {
     }
 
     public func stateAt(_ request: Lockstep_V1_StateAtRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_StateAtResponse {
+        try await wholeLogReads.run(for: principal.name) { () async throws(APIError) in try await stateAt(request) }
+    }
+
+    private func stateAt(_ request: Lockstep_V1_StateAtRequest) async throws(APIError) -> Lockstep_V1_StateAtResponse {
         let through: UInt64?
         switch request.at {
         case .sequence(let sequence): through = sequence
@@ -98,6 +104,10 @@ public struct HistoryAPI: Sendable {
     }
 
     public func verify(_ request: Lockstep_V1_VerifyHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_VerifyHistoryResponse {
+        try await wholeLogReads.run(for: principal.name) { () async throws(APIError) in await verifyWhole() }
+    }
+
+    private func verifyWhole() async -> Lockstep_V1_VerifyHistoryResponse {
         do {
             let report = try await HistoryVerifier.verify(coordinator.log)
             return .with {
@@ -164,6 +174,10 @@ public struct HistoryAPI: Sendable {
     }
 
     public func diff(_ request: Lockstep_V1_DiffHistoryRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_DiffHistoryResponse {
+        try await wholeLogReads.run(for: principal.name) { () async throws(APIError) in try await diff(request) }
+    }
+
+    private func diff(_ request: Lockstep_V1_DiffHistoryRequest) async throws(APIError) -> Lockstep_V1_DiffHistoryResponse {
         if !request.migrationID.isEmpty { try APIError.checkIdentifier(request.migrationID, "migration_id") }
         guard request.hasFrom, request.hasTo, request.from.at != nil, request.to.at != nil else {
             throw APIError.invalid("a diff needs two points, from and to: each a sequence or a time_ms")
@@ -217,7 +231,8 @@ public struct HistoryAPI: Sendable {
         }
     }
 
-    package init(coordinator: Coordinator) {
+    package init(coordinator: Coordinator, limits: APILimits = APILimits()) {
         self.coordinator = coordinator
+        wholeLogReads = WholeLogReads(max: limits.historyReadsMax, perPrincipalMax: limits.historyReadsPerPrincipalMax)
     }
 }
