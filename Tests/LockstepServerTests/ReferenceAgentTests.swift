@@ -128,6 +128,21 @@ import Testing
         _ = try await setup.server.stop()
     }
 
+    /// A handler that starts something in the background and exits (a daemon that keeps the handler's
+    /// stdout and stderr open): the step ends with the handler, not with the pipes; swift-subprocess stops
+    /// reading them when the handler is reaped.
+    @Test func aHandlerThatLeavesABackgroundProcessHoldingItsOutputCompletesWhenItExits() async throws {
+        let setup = try await setUp(plan: Self.oneStepLongLease, handlers: ["work": "sleep 60 &\necho \"$!\" > \"$out/daemon\"\necho started it\n"])
+        let agent = try setup.agent(steps: 1)
+        let began = ContinuousClock.now
+        let output = try await agent.wait(seconds: 50)
+        #expect(output.status == 0 && output.stdout.contains("m1/work: completed"), "\(output)")
+        #expect(ContinuousClock.now - began < .seconds(50), "the step waited for the background process")
+        #expect(try await setup.events("step_completed").count == 1)
+        if let daemon = setup.file("daemon").flatMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) { kill(daemon, SIGKILL) }
+        _ = try await setup.server.stop()
+    }
+
     /// The handler closes its output first (`exec > /dev/null`): it must still be stoppable.
     @Test func sigtermPastTheGraceStopsTheHandlerAndFailsTheStepRetryably() async throws {
         let setup = try await setUp(plan: Self.oneStepLongLease, handlers: ["work": "exec > /dev/null 2>&1\ntrap 'touch \"$out/terminated\"; exit 143' TERM\ntouch \"$out/started\"\nsleep 30 & wait\n"])
