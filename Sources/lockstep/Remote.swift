@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LockstepClient
+import LockstepCore
 import LockstepWire
 import SwiftProtobuf
 
@@ -51,8 +52,8 @@ struct ServerOptions: ParsableArguments {
             do {
                 let addresses = self.addresses
                 try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted, timeout: try timeout()) { lockstep in
-                    // With several servers, a command that could not reach one runs again on the next (the
-                    // client has moved on); each is tried once. Not once anything of it may have taken
+                    // With several servers, a command that could not reach one, or reached a replica that
+                    // named no writer it knows, runs again on the next (the client has moved on); each is tried once. Not once anything of it may have taken
                     // effect: a write that went out (its answer lost). Commands that print as they read go
                     // on from the last event they printed.
                     var attempt = 1
@@ -60,7 +61,7 @@ struct ServerOptions: ParsableArguments {
                         let target = lockstep.currentTarget
                         do {
                             return try await body(lockstep)
-                        } catch let error as LockstepClientError where error.code == "unavailable" || error.code == "shutting_down" {
+                        } catch let error as LockstepClientError where ["unavailable", "shutting_down", "not_writer"].contains(error.code) {
                             guard attempt < addresses.count, !lockstep.mayHaveHadEffects else {
                                 // This call did not go through, but an earlier one of the command took effect.
                                 if lockstep.mayHaveHadEffects, !error.mayHaveRun {
@@ -118,6 +119,10 @@ extension CommandFailure {
                       exitCode: RemoteExit.unreachable)
         case "unauthenticated", "permission_denied":
             self.init(message: error.description, exitCode: RemoteExit.denied)
+        case _ where ErrorCode(rawValue: error.code).map({ $0.isTransient && $0 != .commitOutcomeUnknown }) == true && !error.mayHaveRun:
+            // Not now (no writer, a limit, a busy store): nothing was done, and the same command may go
+            // through later; not a refusal of it.
+            self.init(message: "\(error.description); nothing was done: try again later", exitCode: RemoteExit.unreachable)
         case _ where error.mayHaveRun:
             // The server could not say whether the write was carried out (`commit_outcome_unknown`, an
             // answer it could not encode after the work was done, …).

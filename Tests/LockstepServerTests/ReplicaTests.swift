@@ -43,7 +43,8 @@ import Testing
 
         // Writes sent to the replica alone are refused, naming the writer; nothing is appended.
         let refused = try await onReplica(["plan", "apply", world.directory + "/plan.yaml"])
-        #expect(refused.status != 0 && refused.stderr.contains("not_writer") && refused.stderr.contains(writer), "\(refused)")
+        // (Exit 3, docs/cli.md: nothing was done, and the same command goes through where the writer is.)
+        #expect(refused.status == 3 && refused.stderr.contains("not_writer") && refused.stderr.contains(writer), "\(refused)")
         let pause = try await ChildProcess("/usr/bin/curl", ["-sS", "-i", "-X", "POST", replicaHTTP + "/v1/migrations/pause", "-H", "content-type: application/json",
                                                              "--data", #"{"migration_id":"f1","reason":"no"}"#]).wait(seconds: 10).stdout
         #expect(pause.contains(" 503") && pause.contains(#""code":"not_writer""#) && pause.lowercased().contains("lockstep-writer: \(writerAddress)"), "\(pause)")
