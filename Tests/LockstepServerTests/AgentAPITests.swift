@@ -74,6 +74,12 @@ struct AgentAPITests {
                                                                "--data-binary", #"{"plan": "two-services"}"#, "-w", "\n%{http_code}",
                                                                server.url + "/v1/migrations"]).wait(seconds: 30).stdout
         #expect(browser.hasSuffix("\n403") && browser.contains("Origin"), "\(browser)")
+        // A page on a name that resolves here (DNS rebinding) sends no Origin on its GETs: its Host is refused.
+        for (host, status) in [("evil.example", "403"), ("127.0.0.1.evil.example", "403"), ("localhost", "200"), ("127.0.0.1", "200"), ("[::1]", "200")] {
+            let got = try await ChildProcess("/usr/bin/curl", ["-sS", "-H", "host: \(host):8080", "-w", "\n%{http_code}", server.url + "/metrics"])
+                .wait(seconds: 30).stdout
+            #expect(got.hasSuffix("\n" + status) && (status == "200" || got.contains("loopback names only")), "\(host): \(got.suffix(300))")
+        }
         let large = "{\"service\": \"" + String(repeating: "x", count: (1 << 20) + 1) + "\"}"
         let largeFile = temporaryDirectory() + "/large.json"
         try large.write(toFile: largeFile, atomically: true, encoding: .utf8)

@@ -27,7 +27,7 @@ def check_idle(http, grpc, idle):
     print(f"ok: idle HTTP/1.1 keep-alive closed after {took:.1f} s (idle limit {idle} s)")
 
     sock = connect(http)
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
     began = time.monotonic()
     closed = None
     while time.monotonic() - began < bound + 2:
@@ -104,7 +104,7 @@ def check_busy_connections_stay(http, grpc_address, migration, idle):
 
 def check_body_timeout(http, body_seconds):
     sock = connect(http)
-    sock.sendall(b"POST /v1/plans/list HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+    sock.sendall(b"POST /v1/plans/list HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
     began = time.monotonic()
     answer = b""
     while time.monotonic() - began < body_seconds + 3 and b"request_timeout" not in answer:
@@ -209,7 +209,7 @@ def check_reset_polls_and_watches(http, migration):
     # HTTP/1.1: the client sends its poll and closes its side.
     sock = connect(http)
     body = json.dumps({"service": "nobody", "agent_id": "a9", "wait_ms": 30000}).encode()
-    sock.sendall(b"POST /v1/agent/poll HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: "
+    sock.sendall(b"POST /v1/agent/poll HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: "
                  + str(len(body)).encode() + b"\r\n\r\n" + body)
     assert wait_for_metric(http, "lockstep_parked_polls", 1, 5), "the HTTP/1.1 poll never parked"
     sock.shutdown(socket.SHUT_WR)
@@ -223,7 +223,7 @@ def check_refused_body_is_not_read(http):
     HTTP/2 resets the stream (the landed build read all 16 MiB over HTTP/1.1, all 8 MiB over HTTP/2)."""
     total = 16 * 1024 * 1024
     sock = connect(http)
-    sock.sendall(b"POST /v1/plans HTTP/1.1\r\nHost: t\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % total)
+    sock.sendall(b"POST /v1/plans HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % total)
     sock.setblocking(False)
     sent, answer, closed = 0, b"", False
     began = time.monotonic()

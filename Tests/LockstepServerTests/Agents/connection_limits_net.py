@@ -59,7 +59,7 @@ def closed_within(sock, seconds):
 
 
 def healthz(sock):
-    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
     answer = b""
     deadline = time.monotonic() + 5
     while b"ok\n" not in answer and time.monotonic() < deadline:

@@ -18,7 +18,7 @@ if url.startswith("https://"):
     context.set_alpn_protocols(["http/1.1"])
     sock = context.wrap_socket(sock, server_hostname=host)
 body = b'{"after_sequence": "0"}'
-sock.sendall(b"POST /v1/history/export HTTP/1.1\r\nhost: lockstep\r\ncontent-type: application/json\r\n"
+sock.sendall(b"POST /v1/history/export HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
              b"content-length: %d\r\n\r\n" % len(body) + body)
 sock.settimeout(120)
 head = b""

@@ -16,7 +16,7 @@ sock = socket.create_connection((host, int(port)))
 conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
 conn.initiate_connection()
 conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
-conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", "lockstep"),
+conn.send_headers(1, [(":method", "POST"), (":path", "/v1/migrations/watch"), (":scheme", "http"), (":authority", "localhost"),
                       ("content-type", "application/json")])
 conn.send_data(1, json.dumps({"migration_id": sys.argv[2]}).encode(), end_stream=True)
 sock.sendall(conn.data_to_send())
