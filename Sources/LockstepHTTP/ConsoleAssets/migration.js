@@ -116,6 +116,12 @@ async function follow(view) {
       return;
     } catch (failure) {
       if (view.signal.aborted || failure.status === 401 || !session) return;
+      // Refused (another tab signed in as someone else, or out, and this page's CSRF token is stale):
+      // asking again changes nothing.
+      if (failure.status === 403) {
+        status(`Live updates stopped (${failure.code || 'error'}: ${failure.message}); reload the page.`);
+        return;
+      }
       failures += 1;
       const wait = Math.min(30, 2 ** Math.min(failures, 5));
       status(`Live updates stopped (${failure.code || 'error'}: ${failure.message}); trying again in ${wait} s.`);

@@ -22,7 +22,8 @@ export async function api(path, body = {}, signal) {
   let answer;
   try { answer = JSON.parse(text); } catch { throw new APIError('bad_answer', `the server answered ${response.status} with something that is not JSON`, response.status); }
   if (!response.ok) {
-    if (response.status === 401) { session = null; renderWho(); if (viewAbort) viewAbort.abort(); }
+    // Signed out, or (csrf_rejected) signed in as someone else from another tab: this page's session is gone.
+    if (response.status === 401 || answer.code === 'csrf_rejected') { session = null; renderWho(); if (viewAbort) viewAbort.abort(); }
     throw new APIError(answer.code || 'error', answer.message || `HTTP ${response.status}`, response.status);
   }
   return answer;
