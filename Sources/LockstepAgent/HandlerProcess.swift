@@ -38,11 +38,14 @@ enum HandlerProcess {
 
         /// SIGTERM to the handler's process group now, SIGKILL after `grace` if it has not exited.
         /// Returns false when there was nothing to stop (it had finished, or a stop was already asked for).
+        /// `accepted` runs when the stop is taken, before the handler can be marked finished: what it
+        /// marks is seen by whoever reads it once `run` has returned.
         @discardableResult
-        func stop(grace: Duration) -> Bool {
+        func stop(grace: Duration, accepted: () -> Void = {}) -> Bool {
             let group = state.withLock { state -> pid_t?? in
                 guard !state.finished, !state.stopRequested else { return .none }
                 state.stopRequested = true
+                accepted()
                 return .some(state.processGroup)
             }
             guard let group else { return false }

@@ -251,9 +251,9 @@ public struct ReferenceAgent: Sendable {
                 say("\(name): stopping; the handler has \(grace) to finish")
                 Task {
                     try? await Task.sleep(for: grace)
-                    // Marked first, so the outcome reads it; unmarked if there was nothing left to stop.
-                    shared.stoppedForShutdown.withLock { $0 = true }
-                    if !control.stop(grace: .seconds(5)) { shared.stoppedForShutdown.withLock { $0 = false } }
+                    // Marked as the stop is taken, before the handler can be marked finished: a handler that
+                    // ended first is reported as it ended (it was marked, then unmarked, and read in between).
+                    control.stop(grace: .seconds(5)) { shared.stoppedForShutdown.withLock { $0 = true } }
                 }
             }
         } catch {
@@ -301,18 +301,11 @@ public struct ReferenceAgent: Sendable {
                 }
                 // The migration was paused and its plan says running steps stop: stop the handler (SIGTERM,
                 // SIGKILL after the grace), keep heartbeating until it has, then report it stopped.
-                // Marked first, so the outcome reads it; unmarked when there was nothing left to stop (a handler
-                // that already ended reports how it ended).
-                if beat.stop, shared.stoppedByCoordinator.withLock({ mark in
-                    guard mark == nil else { return false }
-                    mark = beat.stopReason
-                    return true
-                }) {
-                    if control.stop(grace: Self.stopGrace) {
-                        say("\(step.migrationID)/\(step.nodeID): told to stop (\(beat.stopReason)); stopping the handler")
-                    } else {
-                        shared.stoppedByCoordinator.withLock { $0 = nil }
-                    }
+                // Marked as the stop is taken, before the handler can be marked finished, so the outcome reads
+                // it; a handler that already ended reports how it ended.
+                if beat.stop, shared.stoppedByCoordinator.withLock({ $0 == nil }),
+                   control.stop(grace: Self.stopGrace, accepted: { shared.stoppedByCoordinator.withLock { $0 = beat.stopReason } }) {
+                    say("\(step.migrationID)/\(step.nodeID): told to stop (\(beat.stopReason)); stopping the handler")
                 }
             } catch {
                 if Task.isCancelled { return }
