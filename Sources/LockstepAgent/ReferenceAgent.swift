@@ -260,7 +260,8 @@ public struct ReferenceAgent: Sendable {
             return .noHandler("agent \(agentID) could not start \(path): \(error)")
         }
         if let why = shared.lost.withLock({ $0 }) { return .leaseLost(why) }
-        if shared.stoppedForShutdown.withLock({ $0 }) { return .stopped }
+        // (A handler that exited 0 as the grace ran out, before it was reaped, is reported as it ended.)
+        if shared.stoppedForShutdown.withLock({ $0 }), ran.exit != .status(0) { return .stopped }
         return .exited(ran.exit, stderr: ran.stderrTail)
     }
 

@@ -30,7 +30,7 @@ struct Demo: AsyncParsableCommand {
 
     func run() async throws {
         let directory = data ?? FileManager.default.temporaryDirectory.appendingPathComponent("lockstep-demo-\(getpid())").path
-        let files = try DemoFiles(directory: directory)
+        let files = try await reportingFailures { try DemoFiles(directory: directory) }
         let children = DemoChildren()
         let status: String
         do {

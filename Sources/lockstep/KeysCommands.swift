@@ -48,7 +48,8 @@ extension KeysCommand {
         func run() async throws {
             let signer = try await reportingFailures {
                 do { return try CheckpointSigner(file: privateKey) } catch {
-                    throw CommandFailure(message: "\(error)", exitCode: 66)
+                    // 66 for a file that cannot be read; one read that is no key is refused (1).
+                    throw CommandFailure(message: "\(error)", exitCode: FileManager.default.isReadableFile(atPath: privateKey) ? 1 : 66)
                 }
             }
             let from = Instant(millisecondsSinceEpoch: validFrom?.millis ?? 0)

@@ -54,7 +54,13 @@ extension MigrationsCommand {
             // (after the last line it printed), where the start must not.
             if wait {
                 let printed = PrintedUpTo()
-                try await server.run { lockstep in outcome = try await waitFor(startedID, lockstep, timeout: timeout, printed: printed) }
+                do {
+                    try await server.run { lockstep in outcome = try await waitFor(startedID, lockstep, timeout: timeout, printed: printed) }
+                } catch let failure as ExitCode {
+                    // The start was carried out: run again, the command would start another.
+                    FileHandle.standardError.write(Data("note: migration \(startedID) was started; follow it with `lockstep migration wait \(startedID)`\n".utf8))
+                    throw failure
+                }
             }
             if outcome.exitCode != 0 { throw ExitCode(outcome.exitCode) }
         }

@@ -8,7 +8,7 @@ import SwiftProtobuf
 /// Which server a command talks to, and as whom. Flags win over the environment.
 struct ServerOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The coordinator's gRPC address, HOST:PORT (the ready file's \"grpc\" value); several, comma-separated, for coordinators sharing one PostgreSQL log.",
-                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090. With several, a command that cannot reach one tries the next, unless a write of it may already have been carried out."))
+                               discussion: "Default: $LOCKSTEP_SERVER, else 127.0.0.1:9090. With several, a command that cannot reach one (or finds it shutting down, or a replica naming no writer among them) tries the next, unless a write of it may already have been carried out."))
     var server: String?
 
     @Option(help: ArgumentHelp("Bearer token.", discussion: "Default: $LOCKSTEP_TOKEN; none under `serve --dev`."))
@@ -122,7 +122,7 @@ extension CommandFailure {
         case _ where ErrorCode(rawValue: error.code).map({ $0.isTransient && $0 != .commitOutcomeUnknown }) == true && !error.mayHaveRun:
             // Not now (no writer, a limit, a busy store): nothing was done, and the same command may go
             // through later; not a refusal of it.
-            self.init(message: "\(error.description); nothing was done: try again later", exitCode: RemoteExit.unreachable)
+            self.init(message: "\(error.description); this call was not carried out: it may go through later", exitCode: RemoteExit.unreachable)
         case _ where error.mayHaveRun:
             // The server could not say whether the write was carried out (`commit_outcome_unknown`, an
             // answer it could not encode after the work was done, …).

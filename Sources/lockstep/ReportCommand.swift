@@ -71,8 +71,10 @@ extension MigrationsCommand {
             case .json: report.json
             }
             if let out {
-                do { try Data(text.utf8).write(to: URL(fileURLWithPath: out)) } catch {
-                    throw CommandFailure(message: "cannot write \(out): \(error.localizedDescription)", exitCode: 2)
+                try await reportingFailures {
+                    do { try Data(text.utf8).write(to: URL(fileURLWithPath: out)) } catch {
+                        throw CommandFailure(message: "cannot write \(out): \(error.localizedDescription)", exitCode: 2)
+                    }
                 }
             } else {
                 FileHandle.standardOutput.write(Data(text.utf8))

@@ -67,9 +67,14 @@ extension StoreCommand {
                     while end < page.endIndex, page[end].stream == page[start].stream, end - start < EventLogLimits.appendRequestEventsMax { end += 1 }
                     let run = page[start..<end]
                     let first = run.first!
-                    // Stored bytes are outside input: the chain covers records, not stream versions.
+                    // Stored bytes are outside input: the chain covers records, not stream versions. The target
+                    // numbers the batch from its first, so every one after it must follow on.
                     guard first.streamVersion >= 1 else {
                         throw CommandFailure(message: "event \(first.sequence) of the source has stream version 0; the source log is damaged", exitCode: 1)
+                    }
+                    if let (offset, skipped) = run.enumerated().first(where: { $0.element.streamVersion != first.streamVersion &+ UInt64($0.offset) }) {
+                        throw CommandFailure(message: "event \(skipped.sequence) of the source has stream version \(skipped.streamVersion) where \(first.streamVersion &+ UInt64(offset)) "
+                                             + "follows; the source log is damaged", exitCode: 1)
                     }
                     let receipt = try await target.append(AppendRequest(stream: first.stream, expectedVersion: first.streamVersion - 1,
                                                                         records: run.map(\.record)))

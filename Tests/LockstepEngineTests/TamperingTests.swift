@@ -157,6 +157,13 @@ import Testing
         try editDatabase(copy + "/events.sqlite", "UPDATE events SET stream_version = 0 WHERE sequence = 1")
         let copied = try await runLockstep(["store", "copy", "--from", copy, "--to", temporaryDirectory()])
         #expect(copied.status == 1 && copied.stderr.contains("event 1 of the source has stream version 0"), "\(copied)")
+        // A version out of step inside a run of one stream's events (copied in one append, numbered from
+        // its first): refused, not silently renumbered.
+        let skipped = try copyDatabase(directory + "/events.sqlite")
+        try editDatabase(skipped + "/events.sqlite", "UPDATE events SET stream_version = stream_version + 100000 WHERE sequence = "
+                         + "(SELECT min(e.sequence) FROM events e JOIN events p ON p.sequence = e.sequence - 1 AND p.stream = e.stream)")
+        let renumbered = try await runLockstep(["store", "copy", "--from", skipped, "--to", temporaryDirectory()])
+        #expect(renumbered.status == 1 && renumbered.stderr.contains("follows; the source log is damaged"), "\(renumbered)")
     }
 
     @Test func aRowAddedAfterTheHeadIsFound() async throws {
