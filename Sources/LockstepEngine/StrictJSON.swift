@@ -4,8 +4,9 @@ import LockstepCore
 /// A JSON object from outside, read as Foundation's `JSONSerialization` reads it, less what that parser
 /// would read wrongly without a word: an object holding a key twice (it keeps the last copy; see
 /// `JSONKeys`). Every JSON file and line Lockstep reads goes through here: the auth config, the console's
-/// sign-in, the checkpoint keys and checkpoint lines, archive segments, history bundles, the webhook
-/// cursor file. (The API's bodies, decoded by swift-protobuf, are checked by `JSONKeys` itself, with
+/// sign-in, the checkpoint keys and checkpoint lines, archive segments, history bundles' lines, the
+/// webhook cursor file. (A bundle's or segment's header line is read by `HistoryBundle.Header`, which
+/// takes it only when it is its own canonical form: a key given twice never is.) (The API's bodies, decoded by swift-protobuf, are checked by `JSONKeys` itself, with
 /// field names compared as fields.)
 public enum StrictJSON {
     /// Why bytes are not a JSON object this reads; its description is a predicate ("is not JSON").

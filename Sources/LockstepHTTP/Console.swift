@@ -123,10 +123,9 @@ extension HTTPRoutes {
         guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
             throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
         }
-        // A browser holds one session: the one its cookie named ends with this sign-in, once the new one is
-        // open (a sign-in refused for the sessions' limit leaves the browser the session it had).
-        let (id, csrf) = try console.sessions.open(for: principal)
-        if let previous = console.sessionID(request), previous != id { console.sessions.end(id: previous) }
+        // A browser holds one session: the one its cookie named ends with this sign-in, in the same step
+        // as the new one opens (a sign-in refused at the sessions' limit leaves the browser the one it had).
+        let (id, csrf) = try console.sessions.open(for: principal, replacing: console.sessionID(request))
         var response = consoleJSON(.ok, sessionBody(principal, csrf: csrf))
         response.headers[.setCookie] = cookie(value: id, maxAgeSeconds: console.sessions.limits.lifetimeMillisMax / 1_000)
         return response

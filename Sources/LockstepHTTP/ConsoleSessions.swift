@@ -66,17 +66,21 @@ package final class ConsoleSessions: Sendable {
     package var count: Int { state.withLock { $0.sessions.count } }
 
     /// Opens a session for `principal`: its id (for the cookie) and its CSRF token.
-    package func open(for principal: Principal) throws(APIError) -> (id: String, csrfToken: String) {
+    package func open(for principal: Principal, replacing previous: String? = nil) throws(APIError) -> (id: String, csrfToken: String) {
         let id = random().hexString
         let csrf = random().hexString
         let at = now()
         let opened: Bool = state.withLock { state in
             dropExpired(&state, at: at)
-            let own = state.sessions.filter { $0.value.principal.name == principal.name }
-            if own.count >= limits.sessionsPerPrincipalMax, let oldest = own.min(by: { $0.value.serial < $1.value.serial }) {
-                state.sessions[oldest.key] = nil
-            }
-            guard state.sessions.count < limits.sessionsMax else { return false }
+            // The session the browser held (`previous`) ends with this sign-in, and only if it is admitted:
+            // it does not count against the limits, and its place is not taken from another browser.
+            let replaced = previous.map { AuthConfig.hash($0) }.flatMap { state.sessions[$0] == nil ? nil : $0 }
+            let own = state.sessions.filter { $0.value.principal.name == principal.name && $0.key != replaced }
+            let evicted = own.count >= limits.sessionsPerPrincipalMax ? own.min(by: { $0.value.serial < $1.value.serial })?.key : nil
+            let freed = (replaced == nil ? 0 : 1) + (evicted == nil ? 0 : 1)
+            guard state.sessions.count - freed < limits.sessionsMax else { return false }
+            if let replaced { state.sessions[replaced] = nil }
+            if let evicted { state.sessions[evicted] = nil }
             state.serial &+= 1
             state.sessions[AuthConfig.hash(id)] = Session(principal: principal, csrfToken: csrf, signedIn: at, lastUsed: at, serial: state.serial)
             return true

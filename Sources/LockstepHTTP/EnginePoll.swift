@@ -65,6 +65,9 @@ package final class EnginePoll: Sendable {
             // Neither counted nor timed, as on the route, where the edge middleware answers it.
             return refuse(HTTPRoutes.browserRefusal, counted: false, on: response)
         }
+        if routes.refuseBrowsers, !request.head.authority.isEmpty, !HTTPRoutes.isLoopback(authority: request.head.authority) {
+            return refuse(HTTPRoutes.hostRefusal, counted: false, on: response)
+        }
         var poll: AgentAPI.PollCursor
         do throws(APIError) {
             let principal = try routes.authenticateOnLoop(Self.field("authorization", of: request), request.channel)

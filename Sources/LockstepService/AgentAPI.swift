@@ -41,8 +41,8 @@ public struct APILimits: Hashable, Sendable {
     public var stalledReaderMillisMax: Int64 = 30_000
     /// History calls reading the whole log (state at a point, verify, diff) at once, and per principal
     /// (`WholeLogReads`; past them `too_many_history_reads`).
-    public var historyReadsMax = 4
-    public var historyReadsPerPrincipalMax = 2
+    public var historyReadsMax = 8
+    public var historyReadsPerPrincipalMax = 4
 
     public init() {}
 }

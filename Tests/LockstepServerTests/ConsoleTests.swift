@@ -59,6 +59,28 @@ struct ConsoleSessionTests {
         #expect(throws: Never.self) { try sessions.open(for: Principal(name: "carol", roles: [.auditor])) }
     }
 
+    /// A browser signing in again replaces the session it held, in one step: at a principal's limit no
+    /// other browser's session is ended for it, and at the server's limit it is admitted (its own place
+    /// is freed), while a refused sign-in leaves it the session it had.
+    @Test func aSignInAgainReplacesTheBrowsersOwnSession() throws {
+        var limits = ConsoleSessions.Limits()
+        limits.sessionsMax = 3
+        limits.sessionsPerPrincipalMax = 2
+        let sessions = ConsoleSessions(limits: limits, now: { ContinuousClock.now })
+        let other = try sessions.open(for: Self.alice)
+        let mine = try sessions.open(for: Self.alice)
+        let again = try sessions.open(for: Self.alice, replacing: mine.id)
+        #expect(sessions.session(id: other.id) != nil, "another browser's session was ended for a sign-in that replaced its own")
+        #expect(sessions.session(id: mine.id) == nil && sessions.session(id: again.id) != nil && sessions.count == 2)
+        // The server full: a browser with a session signs in again (as someone else, too); one without is refused.
+        let bobs = try sessions.open(for: Self.bob)
+        #expect(sessions.count == 3)
+        let switched = try sessions.open(for: Principal(name: "carol", roles: [.auditor]), replacing: bobs.id)
+        #expect(sessions.session(id: bobs.id) == nil && sessions.session(id: switched.id) != nil && sessions.count == 3)
+        #expect(throws: APIError.self) { try sessions.open(for: Principal(name: "dave", roles: [.auditor]), replacing: "not-a-session") }
+        #expect(sessions.session(id: switched.id) != nil && sessions.count == 3)
+    }
+
     @Test func aCookieNamesASessionOnlyInTheShapeTheServerMakes() {
         let id = String(repeating: "ab", count: 32)
         #expect(ConsoleSessions.sessionID(inCookies: "theme=dark; lockstep_session=\(id); other=1") == id)

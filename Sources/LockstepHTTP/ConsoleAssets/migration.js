@@ -176,12 +176,13 @@ function instantControl(view, asOf) {
   const describe = i => { const e = events[i]; label.textContent = `event ${e.sequence} · ${time(e.record.recorded_at_ms)} · ${kindOf(e)}`; };
   describe(index);
   slider.addEventListener('input', () => describe(Number(slider.value)));
-  // Each instant is a replay of the log on the server (at most 2 at once per principal): one for where
+  // Each instant is a replay of the log on the server (at most 4 at once per principal): one for where
   // the slider comes to rest, not one per step on its way.
   let resting;
   slider.addEventListener('change', () => {
     clearTimeout(resting);
-    resting = setTimeout(() => setParams({at: events[Number(slider.value)].sequence}), 300);
+    // (Not once the page has moved on: the slider is gone from it.)
+    resting = setTimeout(() => { if (slider.isConnected) setParams({at: events[Number(slider.value)].sequence}); }, 300);
   });
   const sequence = el('input', {type: 'number', id: 'instant-sequence', min: 0, value: at || '', placeholder: 'sequence', class: 'narrow'});
   sequence.addEventListener('change', () => setParams({at: sequence.value}));
