@@ -43,6 +43,10 @@ public struct APILimits: Hashable, Sendable {
     /// (`WholeLogReads`; past them `too_many_history_reads`).
     public var historyReadsMax = 8
     public var historyReadsPerPrincipalMax = 4
+    /// Exports of the history (`history/export`, `ExportEvents`) running at once, and per principal
+    /// (past them `too_many_history_reads`); each reads the log at its reader's pace.
+    public var exportsMax = 16
+    public var exportsPerPrincipalMax = 4
 
     public init() {}
 }

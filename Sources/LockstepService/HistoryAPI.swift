@@ -8,8 +8,9 @@ import LockstepWire
 /// time, and a full verification of the chain. Operators, approvers and auditors may read it.
 public struct HistoryAPI: Sendable {
     package let coordinator: Coordinator
-    /// The calls that read the whole log, bounded (`WholeLogReads`).
+    /// The calls that read the whole log, bounded (`WholeLogReads`): replays and checks, and exports.
     package let wholeLogReads: WholeLogReads
+    package let exports: WholeLogReads
 
     /// Most events in one page, and the default.
     public static let pageSizeMax = 1_000
@@ -66,6 +67,9 @@ public struct HistoryAPI: Sendable {
     private func exportPages(_ request: Lockstep_V1_ListEventsRequest, principal: Principal,
                              _ body: ([StoredEvent]) async throws -> Void) async throws {
         try APIError.checkStream(request.stream)
+        // Its place is held while it reads, at its reader's pace (a stalled reader is cut: APILimits).
+        try exports.enter(for: principal.name)
+        defer { exports.leave(for: principal.name) }
         var position = request.afterSequence
         while true {
             let (page, damage) = request.stream.isEmpty
@@ -234,5 +238,6 @@ public struct HistoryAPI: Sendable {
     package init(coordinator: Coordinator, limits: APILimits = APILimits()) {
         self.coordinator = coordinator
         wholeLogReads = WholeLogReads(max: limits.historyReadsMax, perPrincipalMax: limits.historyReadsPerPrincipalMax)
+        exports = WholeLogReads(max: limits.exportsMax, perPrincipalMax: limits.exportsPerPrincipalMax, what: "exports of the history")
     }
 }

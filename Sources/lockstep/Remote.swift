@@ -52,9 +52,10 @@ struct ServerOptions: ParsableArguments {
             do {
                 let addresses = self.addresses
                 try await LockstepClient.connect(to: addresses, token: bearer, trustedCertificate: trusted, timeout: try timeout()) { lockstep in
-                    // With several servers, a command that could not reach one, or reached a replica that
-                    // named no writer it knows, runs again on the next (the client has moved on); each is tried once. Not once anything of it may have taken
-                    // effect: a write that went out (its answer lost). Commands that print as they read go
+                    // With several servers, a command that could not reach one, found it shutting down, or
+                    // reached a replica that named no writer it knows, runs again on the next (the client has
+                    // moved on); each is tried once. Not once anything of it may have taken effect: a write
+                    // that went out (its answer lost). Commands that print as they read go
                     // on from the last event they printed.
                     var attempt = 1
                     while true {
@@ -120,8 +121,8 @@ extension CommandFailure {
         case "unauthenticated", "permission_denied":
             self.init(message: error.description, exitCode: RemoteExit.denied)
         case _ where ErrorCode(rawValue: error.code).map({ $0.isTransient && $0 != .commitOutcomeUnknown }) == true && !error.mayHaveRun:
-            // Not now (no writer, a limit, a busy store): nothing was done, and the same command may go
-            // through later; not a refusal of it.
+            // Not now (no writer, a limit, a busy store): this call did nothing, and may go through later;
+            // not a refusal of it. (An earlier call of the command may have taken effect: `start --wait` says so.)
             self.init(message: "\(error.description); this call was not carried out: it may go through later", exitCode: RemoteExit.unreachable)
         case _ where error.mayHaveRun:
             // The server could not say whether the write was carried out (`commit_outcome_unknown`, an

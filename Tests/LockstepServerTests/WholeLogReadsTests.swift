@@ -1,4 +1,8 @@
 import LockstepCore
+import LockstepEngine
+import LockstepStore
+import LockstepTestSupport
+import LockstepWire
 import LockstepService
 import Synchronization
 import Testing
@@ -56,5 +60,61 @@ import Testing
         held.releaseAll()
         for task in alices { try await task.value }
         #expect(reads.running == 0)
+    }
+}
+
+/// The history API's whole-log calls go through their limits: a state at a point, a verification and a
+/// diff through the replays' (here taken up by hand), an export through the exports' (held open by its
+/// reader), each refused with `too_many_history_reads` and nothing else happening.
+@Suite(.timeLimit(.minutes(1))) struct HistoryAPIReadLimitTests {
+    static let reviewer = Principal(name: "rita", roles: [.auditor])
+
+    static func history() async throws -> HistoryAPI {
+        let coordinator = try await Coordinator.open(log: InMemoryEventLog())
+        let alice = CommandContext(actor: Actor(kind: "user", id: "alice"), triggeredBy: .user)
+        _ = try await coordinator.start(MigrationID("m"), plan: ExamplePlans.chain(length: 2, service: "orders"), context: alice,
+                                        now: Instant(millisecondsSinceEpoch: 1_800_000_000_000))
+        var limits = APILimits()
+        limits.historyReadsMax = 1
+        limits.exportsMax = 1
+        return HistoryAPI(coordinator: coordinator, limits: limits)
+    }
+
+    static func code(_ call: () async throws -> Void) async -> ErrorCode? {
+        do {
+            try await call()
+            return nil
+        } catch let error as APIError {
+            return error.errorCode
+        } catch {
+            return .unknown
+        }
+    }
+
+    @Test func replaysVerificationsAndDiffsPastTheLimitAreRefused() async throws {
+        let history = try await Self.history()
+        #expect(await Self.code { _ = try await history.stateAt(.init(), principal: Self.reviewer) } == nil)
+        try history.wholeLogReads.enter(for: "someone-else")
+        #expect(await Self.code { _ = try await history.stateAt(.init(), principal: Self.reviewer) } == .tooManyHistoryReads)
+        #expect(await Self.code { _ = try await history.verify(.init(), principal: Self.reviewer) } == .tooManyHistoryReads)
+        #expect(await Self.code {
+            _ = try await history.diff(.with { $0.from.sequence = 1; $0.to.sequence = 2 }, principal: Self.reviewer)
+        } == .tooManyHistoryReads)
+        history.wholeLogReads.leave(for: "someone-else")
+        #expect(await Self.code { _ = try await history.verify(.init(), principal: Self.reviewer) } == nil)
+    }
+
+    @Test func anExportHoldsItsPlaceWhileItsReaderReads() async throws {
+        let history = try await Self.history()
+        let held = WholeLogReadsTests.Held()
+        let first = Task {
+            try await history.export(.init(), principal: Self.reviewer) { _ in await held.hold() }
+        }
+        while held.count < 1 { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(await Self.code { try await history.export(.init(), principal: Self.reviewer) { _ in } } == .tooManyHistoryReads)
+        held.releaseAll()
+        try await first.value
+        #expect(history.exports.running == 0)
+        #expect(await Self.code { try await history.export(.init(), principal: Self.reviewer) { _ in } } == nil)
     }
 }
