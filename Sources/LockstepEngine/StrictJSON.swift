@@ -5,9 +5,9 @@ import LockstepCore
 /// would read wrongly without a word: an object holding a key twice (it keeps the last copy; see
 /// `JSONKeys`). Every JSON file and line Lockstep reads goes through here: the auth config, the console's
 /// sign-in, the checkpoint keys and checkpoint lines, archive segments, history bundles' lines, the
-/// webhook cursor file. (A bundle's or segment's header line is read by `HistoryBundle.Header`, which
-/// takes it only when it is its own canonical form: a key given twice never is.) (The API's bodies, decoded by swift-protobuf, are checked by `JSONKeys` itself, with
-/// field names compared as fields.)
+/// webhook cursor file. A bundle's or segment's header line is read by `HistoryBundle.Header`, which
+/// takes it only when it is its own canonical form (a key given twice never is); the API's bodies,
+/// decoded by swift-protobuf, are checked by `JSONKeys` itself, with field names compared as fields.
 public enum StrictJSON {
     /// Why bytes are not a JSON object this reads; its description is a predicate ("is not JSON").
     public enum Refusal: Error, Equatable, CustomStringConvertible {

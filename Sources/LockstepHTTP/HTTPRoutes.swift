@@ -142,9 +142,11 @@ package struct HTTPRoutes: Sendable {
         // format: one event per line, the content of the gRPC export's envelopes.
         gate(router, .exportEvents, &served, Lockstep_V1_ListEventsRequest.self, Lockstep_V1_EventEnvelope.self) { request, context, principal throws(APIError) in
             let input: Lockstep_V1_ListEventsRequest = try await decode(request, context)
-            // Refused before the stream starts, so the answer is a 400, not an error line after a 200.
+            // Refused before the stream starts, so the answer is a 400 (or a 429), not an error line after a
+            // 200 (an export that lost a race for the last place still ends in one).
             try APIError.checkStream(input.stream)
             let history = self.history
+            guard history.exports.hasRoom(for: principal.name) else { throw history.exports.refusal }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: ResponseBody { writer in
                 do {
                     try await history.export(input, principal: principal) { lines in try await writer.write(ByteBuffer(string: lines)) }

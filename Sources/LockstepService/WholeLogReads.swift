@@ -45,9 +45,18 @@ package final class WholeLogReads: Sendable {
             state.byPrincipal[principal, default: 0] += 1
             return true
         }
-        guard admitted else {
-            throw APIError(.tooManyHistoryReads, "\(max) \(what) run at once at most, \(perPrincipalMax) per principal; retry when one has ended")
-        }
+        guard admitted else { throw refusal }
+    }
+
+    /// Whether `principal` would be admitted now (a stream's route asks before it answers 200; `enter`
+    /// still decides).
+    package func hasRoom(for principal: String) -> Bool {
+        state.withLock { $0.running < max && $0.byPrincipal[principal, default: 0] < perPrincipalMax }
+    }
+
+    /// What a call past the limits is answered.
+    package var refusal: APIError {
+        APIError(.tooManyHistoryReads, "\(max) \(what) run at once at most, \(perPrincipalMax) per principal; retry when one has ended")
     }
 
     package func leave(for principal: String) {

@@ -36,12 +36,13 @@ import Testing
         }
         while held.count < 3 { try await Task.sleep(for: .milliseconds(5)) }
         #expect(reads.running == 3)
+        #expect(!reads.hasRoom(for: "carol") && reads.refusal.errorCode == .tooManyHistoryReads)
         // Alice's two places and the server's three are taken: refused, for her and for anyone.
         #expect(await Self.refusal(reads, "alice") == .tooManyHistoryReads)
         #expect(await Self.refusal(reads, "carol") == .tooManyHistoryReads)
         held.releaseAll()
         for task in running { try await task.value }
-        #expect(reads.running == 0)
+        #expect(reads.running == 0 && reads.hasRoom(for: "alice"))
         // Freed: a call runs; one that fails gives its place back too.
         #expect(await Self.refusal(reads, "alice") == nil)
         let failed = await { () async -> Bool in
