@@ -61,12 +61,9 @@ package final class EnginePoll: Sendable {
     /// are made only for a poll that parks or looks at the coordinator.
     package func serve(_ request: H2Request, _ response: H2Response, work: JSONOnEngine.Work) {
         let began = ContinuousClock.now
-        if routes.refuseBrowsers, Self.field("origin", of: request) != nil {
+        if routes.refuseBrowsers, let refusal = HTTPRoutes.devRefusal(hasOrigin: Self.field("origin", of: request) != nil, authority: request.head.authority) {
             // Neither counted nor timed, as on the route, where the edge middleware answers it.
-            return refuse(HTTPRoutes.browserRefusal, counted: false, on: response)
-        }
-        if routes.refuseBrowsers, !request.head.authority.isEmpty, !HTTPRoutes.isLoopback(authority: request.head.authority) {
-            return refuse(HTTPRoutes.hostRefusal, counted: false, on: response)
+            return refuse(refusal, counted: false, on: response)
         }
         var poll: AgentAPI.PollCursor
         do throws(APIError) {

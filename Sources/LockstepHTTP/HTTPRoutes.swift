@@ -370,27 +370,6 @@ package struct HTTPRoutes: Sendable {
         return Self.jsonBytes(error.body)
     }
 
-    /// `--dev` serves no web page but its console: a request with an `Origin` header is refused unless it
-    /// is the console's (its pages and sign-in, or a call with its session cookie).
-    package static let browserRefusal = APIError(.permissionDenied, "--dev serves no browsers but its own console: requests with an Origin header are refused (sign in to the console at /ui)")
-    package static let hostRefusal = APIError(.permissionDenied, "--dev serves loopback names only (localhost, 127.0.0.1, [::1]): a request for another host name is refused "
-                                              + "(a web page on a name made to resolve here, DNS rebinding, sends no Origin on its own GETs)")
-
-    /// Whether `authority` (a request's `Host`, or HTTP/2's `:authority`) names this machine's loopback:
-    /// `localhost`, an address in 127.0.0.0/8 or `::1`, with or without a port.
-    package static func isLoopback(authority: String) -> Bool {
-        var host = Substring(authority.lowercased())
-        if host.hasPrefix("[") {
-            guard let close = host.firstIndex(of: "]") else { return false }
-            host = host[host.index(after: host.startIndex)..<close]
-            return host == "::1"
-        }
-        if let colon = host.lastIndex(of: ":") { host = host[..<colon] }
-        if host == "localhost" { return true }
-        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
-        return parts.count == 4 && parts[0] == "127" && parts.allSatisfy { $0.count <= 3 && UInt8($0) != nil }
-    }
-
     /// An error as the API answers it: its `ErrorBody` with its HTTP status.
     package func errorResponse(_ error: APIError) -> Response {
         var response = json(error.body, status: .init(code: error.kind.httpStatus))
@@ -428,32 +407,5 @@ package struct HTTPRoutes: Sendable {
         self.writeProblem = writeProblem
         self.refuseBrowsers = refuseBrowsers
         self.console = console
-    }
-}
-
-/// What every request passes through first: under `--dev`, a request from a web page (an `Origin`
-/// header) is refused on every route, GET included, but the console's (under `/ui`, or with its session
-/// cookie, which the route's `caller` then checks), and so is one for a host name other than loopback's
-/// (a page on a name made to resolve to 127.0.0.1 sends no `Origin` on its own GETs); and a path or method no route serves is answered
-/// with an `ErrorBody` like every other error (`404 route_not_found`), not an empty body.
-package struct EdgeMiddleware: RouterMiddleware {
-    package typealias Context = LockstepRequestContext
-    package let refuseBrowsers: Bool
-    package let answer: @Sendable (APIError) -> Response
-
-    package func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if refuseBrowsers, request.headers[.origin] != nil, !ConsoleAsset.isConsole(request) {
-            return answer(HTTPRoutes.browserRefusal)
-        }
-        if refuseBrowsers, let authority = request.head.authority, !HTTPRoutes.isLoopback(authority: authority) {
-            return answer(HTTPRoutes.hostRefusal)
-        }
-        do {
-            return try await next(request, context)
-        } catch let error as HTTPError where error.status == .notFound || error.status == .methodNotAllowed {
-            let path = String(request.uri.path.prefix(100))
-            return answer(APIError(.routeNotFound,
-                                   "nothing is served at \(request.method.rawValue.prefix(16)) \(path) (docs/api.md lists the routes: JSON calls are POSTs under /v1/)"))
-        }
     }
 }
