@@ -271,6 +271,10 @@ public struct LockstepClient: Sendable {
     public func breakGlass(_ request: Lockstep_V1_BreakGlassRequest) async throws(LockstepClientError) -> Lockstep_V1_ChangeResponse {
         try await call { try await $0.migrations.breakGlass(request, metadata: $1, options: $2) }
     }
+    /// A one-time link that signs a browser in to the console as this client's principal (docs/console.md).
+    public func createConsoleLink() async throws(LockstepClientError) -> Lockstep_V1_ConsoleLink {
+        try await call(writes: false) { try await $0.migrations.createConsoleLink(Lockstep_V1_CreateConsoleLinkRequest(), metadata: $1, options: $2) }
+    }
 
     public func recordMetric(_ request: Lockstep_V1_RecordMetricRequest) async throws(LockstepClientError) -> Lockstep_V1_RecordMetricResponse {
         try await call { try await $0.migrations.recordMetric(request, metadata: $1, options: $2) }

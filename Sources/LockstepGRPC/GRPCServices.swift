@@ -211,6 +211,12 @@ package struct GRPCMigrationService: Lockstep_V1_MigrationService.ServiceProtoco
         try await answer(request, .breakGlass, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.breakGlass(input, principal: principal) }
     }
 
+    package func createConsoleLink(request: ServerRequest<Lockstep_V1_CreateConsoleLinkRequest>, context: ServerContext) async throws
+        -> ServerResponse<Lockstep_V1_ConsoleLink>
+    {
+        try await answer(request, .createConsoleLink, context: context, metrics: metrics, authenticate: authenticate) { input, principal throws(APIError) in try await operators.createConsoleLink(input, principal: principal) }
+    }
+
     package func recordMetric(request: ServerRequest<Lockstep_V1_RecordMetricRequest>, context: ServerContext) async throws
         -> ServerResponse<Lockstep_V1_RecordMetricResponse>
     {

@@ -12,18 +12,39 @@ package struct ConsoleAccess: Sendable {
     /// The principal a sign-in token belongs to: the auth config's bearer tokens, or under `--dev` the
     /// console secret printed at start.
     package let signIn: @Sendable (String) throws(APIError) -> Principal
-    /// The listener has TLS: the cookie is marked `Secure` and named with the `__Host-` prefix.
+    /// The one-time codes of sign-in links (`lockstep console link`), shared with the API that makes them.
+    package let links: ConsoleLinks
+    /// Under `--dev`, the secret made at start: its link (the ready file's `console_sign_in`) signs in as
+    /// often as it is followed, for as long as the server runs.
+    package let devCode: String?
+    /// The listener has TLS, or the browser reaches it through https (`--public-url`): the cookie is
+    /// marked `Secure` and named with the `__Host-` prefix.
     package let secureCookie: Bool
+    /// `--public-url`'s origin: a browser's `Origin` equal to it is the console's own (as is one whose
+    /// host and port are the request's `Host`).
+    package let publicOrigin: String?
     /// The session cookie's name on this listener.
     package var cookieName: String { secureCookie ? ConsoleSessions.secureCookieName : ConsoleSessions.cookieName }
 
     /// The session id a request's cookies carry, if any.
     func sessionID(_ request: Request) -> String? { ConsoleSessions.sessionID(inCookies: request.headers[.cookie], named: cookieName) }
 
-    package init(sessions: ConsoleSessions, signIn: @escaping @Sendable (String) throws(APIError) -> Principal, secureCookie: Bool) {
+    package init(sessions: ConsoleSessions, signIn: @escaping @Sendable (String) throws(APIError) -> Principal, links: ConsoleLinks,
+                 devCode: String? = nil, secureCookie: Bool, publicOrigin: String? = nil) {
         self.sessions = sessions
         self.signIn = signIn
+        self.links = links
+        self.devCode = devCode
         self.secureCookie = secureCookie
+        self.publicOrigin = publicOrigin
+    }
+
+    /// The principal a sign-in link's code signs in as: a code is spent by its first use.
+    func use(code: String) throws(APIError) -> Principal {
+        if let principal = links.use(code) { return principal }
+        if let devCode, ConsoleSessions.sameSecret(code, devCode) { return try signIn(devCode) }
+        throw APIError(.unauthenticated, "this sign-in link was used already, has expired (a link is good for one sign-in within "
+                       + "\(links.limits.lifetimeMillisMax / 60_000) minutes) or comes from another coordinator: make a new one with `lockstep console link`")
     }
 
     /// Only people who read migrations have a console: operators, approvers, auditors, admins.
@@ -110,16 +131,22 @@ extension HTTPRoutes {
         }
     }
 
-    /// Signs in with `{"token": "…"}`: the token's principal, if it may use the console, gets a session.
+    /// Signs in with `{"token": "…"}` (the form) or `{"code": "…"}` (a sign-in link): the principal, if it
+    /// may use the console, gets a session.
     private func signIn(_ request: Request, _ context: LockstepRequestContext) async throws(APIError) -> Response {
         try checkOrigin(request)
         try Self.checkContentType(request.headers[.contentType])
         let body = if let whole = context.wholeBody { whole } else { try await collectBody(request) }
         guard body.readableBytes <= 4_096 else { throw APIError(.bodyTooLarge, "a sign-in is at most 4,096 bytes") }
-        guard let object = try? StrictJSON.object(body.readableBytesView), object.count == 1, let token = object["token"] as? String, !token.isEmpty else {
-            throw APIError.malformed(#"sign in with {"token": "…"}: one field, the bearer token"#)
+        let object = try? StrictJSON.object(body.readableBytesView)
+        let principal: Principal
+        if let object, object.count == 1, let token = object["token"] as? String, !token.isEmpty {
+            principal = try console.signIn(token)
+        } else if let object, object.count == 1, let code = object["code"] as? String, !code.isEmpty {
+            principal = try console.use(code: code)
+        } else {
+            throw APIError.malformed(#"sign in with {"token": "…"} (the bearer token) or {"code": "…"} (a sign-in link's code): one field"#)
         }
-        let principal = try console.signIn(token)
         guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
             throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
         }
@@ -147,12 +174,13 @@ extension HTTPRoutes {
     }
 
     /// A request with an `Origin` (a browser's) must come from the page this server served: the same
-    /// host and port, and `Sec-Fetch-Site` (when sent) same-origin.
+    /// host and port as its `Host`, or `--public-url`'s origin; and `Sec-Fetch-Site` (when sent) same-origin.
     private func checkOrigin(_ request: Request) throws(APIError) {
         if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!], site != "same-origin", site != "none" {
             throw APIError(.csrfRejected, "the console takes requests from its own pages only (Sec-Fetch-Site: \(site.prefix(32)))")
         }
         guard let origin = request.headers[.origin] else { return }
+        if let publicOrigin = console.publicOrigin, origin.lowercased() == publicOrigin { return }
         let authority = request.head.authority ?? ""
         let host = origin.split(separator: "/", omittingEmptySubsequences: true).dropFirst().first.map(String.init) ?? ""
         guard !authority.isEmpty, host.lowercased() == authority.lowercased() else {

@@ -116,6 +116,7 @@ package struct HTTPRoutes: Sendable {
         route(router, .stopLine, &served, operators.stopLine)
         route(router, .breakGlass, &served, operators.breakGlass)
         route(router, .listWebhookDeliveries, &served, operators.listWebhookDeliveries)
+        route(router, .createConsoleLink, &served, operators.createConsoleLink)
         // GET, so caches and conditional requests work: the ETag is the migration's version, and a
         // matching If-None-Match answers 304 with no body.
         gate(router, .stage, &served, Lockstep_V1_StageRequest.self, Lockstep_V1_Stage.self) { request, context, principal throws(APIError) in

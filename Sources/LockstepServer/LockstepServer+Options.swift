@@ -3,6 +3,7 @@ import Foundation
 import LockstepCore
 import LockstepEngine
 import LockstepService
+import LockstepHTTP
 import LockstepWebhooks
 import PostgresNIO
 
@@ -47,6 +48,10 @@ extension LockstepServer {
         public var tlsClientCA: String?
         /// Written once both listeners accept requests: `{"grpc": "HOST:PORT", "http": "http://HOST:PORT"}`.
         public var readyFile: String?
+        /// Where browsers reach the JSON/HTTP listener when a proxy stands in front (`--public-url`):
+        /// console sign-in links and webhook links are made under it, and under https the console's
+        /// cookie is `Secure` (docs/console.md).
+        package var publicURL: PublicURL?
         public var limits = APILimits()
         /// The poll lane (`PollLane`): polls served from the event loops looking at the coordinator at
         /// once, and waiting for a place, in polls. Fixed for servers; tests make the line short to reach

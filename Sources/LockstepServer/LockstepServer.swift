@@ -120,6 +120,7 @@ public enum LockstepServer {
         // The web console signs people in with the same tokens; under `--dev`, with a secret made at start
         // and printed with the console's address (a web page elsewhere on the machine cannot know it).
         let devConsoleSecret = options.dev ? ConsoleSessions.newSecret() : nil
+        let consoleLinks = ConsoleLinks()
         let console = ConsoleAccess(sessions: ConsoleSessions(), signIn: { token throws(APIError) in
             if let devConsoleSecret {
                 guard ConsoleSessions.sameSecret(token, devConsoleSecret) else {
@@ -128,7 +129,8 @@ public enum LockstepServer {
                 return try authenticate(nil, nil)
             }
             return try authenticate("Bearer " + token, nil)
-        }, secureCookie: options.tls != nil)
+        }, links: consoleLinks, devCode: devConsoleSecret, secureCookie: options.tls != nil || options.publicURL?.isHTTPS == true,
+           publicOrigin: options.publicURL?.origin)
 
         // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
         // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
@@ -210,6 +212,11 @@ public enum LockstepServer {
         if let webhooks = options.webhooks, !isReplica {
             operators.webhooks = (webhooks.webhooks.map(\.name), webhookDeliveries)
         }
+        // Where browsers reach the JSON listener: `--public-url`, else its own address once bound.
+        let bound = BoundAddresses()
+        let publicOrigin = options.publicURL?.origin
+        let publicBase: @Sendable () -> String? = { publicOrigin ?? bound.current?.http }
+        operators.consoleLinks = (consoleLinks, { publicBase().map { $0 + "/ui" } })
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups,
                                open: OpenWatches(openMax: options.limits.watchesMax, perPrincipalMax: options.limits.watchesPerPrincipalMax))
         let history = HistoryAPI(coordinator: coordinator, limits: options.limits)
@@ -373,14 +380,13 @@ public enum LockstepServer {
                 logger.warning("a snapshot could not be written (start-up will replay more of the log): \(error)")
             }
         }
-        let bound = BoundAddresses()
         let announcer = AnnouncerService {
             guard let grpcAddress = try? await grpcTransport.listeningAddress, let port = grpcAddress.port else { return }
             logger.info("serving gRPC\(options.tls == nil ? "" : mutualTLS ? " over mutual TLS" : " over TLS") on \(bracketed(options.grpcHost)):\(port)")
             var iterator = httpBound.makeAsyncIterator()
             guard let http = await iterator.next() else { return }
             let grpc = "\(bracketed(options.grpcHost)):\(port)"
-            let signIn = devConsoleSecret.map { http + "/ui#token=" + $0 }
+            let signIn = devConsoleSecret.map { http + "/ui#code=" + $0 }
             if let signIn { logger.notice("the console (--dev): \(signIn)") }
             if let readyFile, !isReplica, !writeReadyFile(readyFile, grpc: grpc, http: http, consoleSignIn: signIn) {
                 logger.error("could not write the ready file \(readyFile)")
@@ -414,7 +420,10 @@ public enum LockstepServer {
             }
             services.append(WebhookDispatcher(config: webhooks, log: log, start: await coordinator.state, cursors: cursors, deliveries: webhookDeliveries,
                                               metrics: metrics, wake: webhookWake, wallClock: options.wallClock, logger: logger,
-                                              consoleBase: { await bound.wait()?.http ?? "" }))
+                                              consoleBase: {
+                                                  if let publicOrigin { return publicOrigin }
+                                                  return await bound.wait()?.http ?? ""
+                                              }))
         }
         if let signing = options.signing, !isReplica {
             // First, so stopped last: the shutdown checkpoint comes after every other write.

@@ -46,6 +46,9 @@ final class BoundAddresses: Sendable {
         for waiter in waiters { waiter.resume(returning: (grpc, http)) }
     }
 
+    /// The addresses, if bound (without waiting).
+    var current: (grpc: String, http: String)? { state.withLock { $0.value } }
+
     func close() {
         let waiters = state.withLock { state in
             state.closed = true

@@ -125,6 +125,9 @@ extension APIOperation {
     /// Operators reach the core, which takes it from admins only (`break_glass_not_admin`).
     public static let breakGlass = APIOperation("migrations/break-glass", "break the glass", roles: [.operator], "MigrationService", "BreakGlass",
                                              "BreakGlassRequest", "ChangeResponse", writes: true)
+    /// Everyone with a console (its roles are the readers'), for themselves: a one-time sign-in link.
+    public static let createConsoleLink = APIOperation("console/links", "make console sign-in links", roles: readers, "MigrationService",
+                                                    "CreateConsoleLink", "CreateConsoleLinkRequest", "ConsoleLink")
 
     /// Readers, and agents of a service the migration changes (checked by the service layer).
     public static let stage = APIOperation("stage", "read stages", roles: readers.union([.agent]), "StageService", "GetStage",
@@ -148,7 +151,7 @@ extension APIOperation {
         poll, heartbeat, reportProgress, complete, fail,
         applyPlan, validatePlan, listPlans, startMigration, getMigration, listMigrations, pause, resume, abort, approve, reject, watch,
         releaseServiceLease, listServiceLeases, recordMetric,
-        declareFreeze, listFreezes, endFreeze, stopLine, breakGlass, listWebhookDeliveries,
+        declareFreeze, listFreezes, endFreeze, stopLine, breakGlass, listWebhookDeliveries, createConsoleLink,
         stage,
         listEvents, exportEvents, stateAt, verifyHistory, explainMigration, diffHistory,
     ]

@@ -95,8 +95,10 @@ struct Demo: AsyncParsableCommand {
                                       "--checkpoint-dir", files.directory + "/checkpoints", "--checkpoint-every-events", "20"], log: "server.log")
         let (address, console) = try await files.waitForReady(server)
         print("coordinator: lockstep serve on \(address) (gRPC), log in \(files.directory)/server.log")
-        // The web console, open while the migration runs; the link signs the browser in as bob.
-        print("console: \(console) (sign in as bob, the approver: \(console)#token=\(files.tokens["bob"] ?? ""))")
+        // The web console, open while the migration runs; the link signs one browser in as bob, with a
+        // one-time code (bob's token stays in tokens.json).
+        let bobsLink = try await LockstepClient.connect(to: address, token: files.tokens["bob"]) { try await $0.createConsoleLink() }
+        print("console: \(console) (sign in as bob, the approver, within \(bobsLink.expiresInMs / 60_000) minutes: \(bobsLink.link))")
 
         let migration = "ledger-split-demo-1"
         try await LockstepClient.connect(to: address, token: files.tokens["alice"]) { alice in

@@ -6,7 +6,7 @@ struct Lockstep: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lockstep",
         abstract: "An event-sourced migration coordinator: plans, leases, and a tamper-evident history.",
-        subcommands: [Demo.self, Serve.self, PlanCommand.self, MigrationsCommand.self, LeaseCommand.self, FreezeCommand.self, LineCommand.self, MetricCommand.self, WebhookCommand.self, HistoryCommand.self, KeysCommand.self, Rehearse.self,
+        subcommands: [Demo.self, Serve.self, PlanCommand.self, MigrationsCommand.self, LeaseCommand.self, FreezeCommand.self, LineCommand.self, MetricCommand.self, ConsoleCommand.self, WebhookCommand.self, HistoryCommand.self, KeysCommand.self, Rehearse.self,
                       AgentCommand.self, AuthCommand.self, StoreCommand.self, DebugCommand.self]
     )
 }

@@ -4,6 +4,7 @@ import Foundation
 import LockstepEngine
 import LockstepPostgres
 import LockstepServer
+import LockstepHTTP
 import LockstepWebhooks
 import LockstepService
 import Logging
@@ -28,6 +29,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Where the JSON/HTTP API listens (HOST:PORT; port 0 picks a free port).") var httpListen = "127.0.0.1:8080"
     @Option(help: "Where the gRPC API listens (HOST:PORT; port 0 picks a free port).") var grpcListen = "127.0.0.1:9090"
     @Option(help: "Write the bound addresses here as JSON once the server accepts requests.") var readyFile: String?
+    @Option(help: "Where browsers reach --http-listen through a proxy (https://HOST[:PORT]): console and webhook links are made under it; with https the console's cookie is Secure.")
+    var publicURL: String?
     @Option(help: "PEM certificate chain: serve both listeners over TLS (with --tls-key).") var tlsCert: String?
     @Option(help: "PEM private key of --tls-cert.") var tlsKey: String?
     @Option(help: "PEM CA certificates client certificates must be signed by: mutual TLS (needs --tls-cert).") var tlsClientCa: String?
@@ -136,6 +139,14 @@ struct Serve: AsyncParsableCommand {
                                           address: address.description)
             }
             options.tls = tls.map { (certificateChain: $0.0, privateKey: $0.1) }
+            if let publicURL {
+                guard !dev else { throw ValidationError("--public-url is for a server behind a proxy; --dev serves loopback only") }
+                do {
+                    options.publicURL = try PublicURL(parsing: publicURL)
+                } catch {
+                    throw ValidationError("--public-url \(publicURL.prefix(100)): \(error)")
+                }
+            }
             if let tlsClientCa {
                 guard tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
                 guard FileManager.default.isReadableFile(atPath: tlsClientCa) else { throw ValidationError("cannot read \(tlsClientCa)") }

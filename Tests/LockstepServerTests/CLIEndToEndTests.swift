@@ -270,7 +270,8 @@ import LockstepService
         #expect(demo.status == 0, "\(demo)")
         for line in ["alice (operator): migration start → ledger-split-demo-1", "backfill-ledger: attempt 1 failed",
                      "bob (approver): migration approve ledger-split-demo-1 switch-reads-payments", "migration_succeeded",
-                     "$ lockstep history verify\nok: ", "The migration succeeded. Everything is kept in \(directory)"] {
+                     "$ lockstep history verify\nok: ", "(sign in as bob, the approver, within 5 minutes: http://127.0.0.1:", "/ui#code=",
+                     "The migration succeeded. Everything is kept in \(directory)"] {
             #expect(demo.stdout.contains(line), "the demo's output lacks \(line)")
         }
         let verified = try await runLockstep(["history", "verify", "--data", directory + "/data"])

@@ -23,7 +23,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -136,6 +135,7 @@ try:
     # The page in Chromium.
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -146,6 +146,9 @@ try:
     loads, drawn, read = [], [], []
     try:
         driver.get(sign_in)
+        # The page asks before it uses a sign-in link (docs/console.md).
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.XPATH, "//button[text()='Sign in with the link']"))
+        driver.find_element(By.XPATH, "//button[text()='Sign in with the link']").click()
         WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.querySelector('#who button') !== null"))
         for _ in range(args.loads):
             driver.get("about:blank")

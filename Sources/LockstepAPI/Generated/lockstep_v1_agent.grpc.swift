@@ -1393,6 +1393,19 @@ public enum Lockstep_V1_MigrationService: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "CreateConsoleLink" metadata.
+        public enum CreateConsoleLink: Sendable {
+            /// Request type for "CreateConsoleLink".
+            public typealias Input = Lockstep_V1_CreateConsoleLinkRequest
+            /// Response type for "CreateConsoleLink".
+            public typealias Output = Lockstep_V1_ConsoleLink
+            /// Descriptor for "CreateConsoleLink".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "lockstep.v1.MigrationService"),
+                method: "CreateConsoleLink",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "lockstep.v1.MigrationService" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             ApplyPlan.descriptor,
@@ -1415,7 +1428,8 @@ public enum Lockstep_V1_MigrationService: Sendable {
             ListWebhookDeliveries.descriptor,
             EndFreeze.descriptor,
             StopLine.descriptor,
-            BreakGlass.descriptor
+            BreakGlass.descriptor,
+            CreateConsoleLink.descriptor
         ]
     }
 }
@@ -1764,6 +1778,25 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.StreamingServerRequest<Lockstep_V1_BreakGlassRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "CreateConsoleLink" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+        /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Lockstep_V1_CreateConsoleLinkRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Lockstep_V1_ConsoleLink` messages.
+        func createConsoleLink(
+            request: GRPCCore.StreamingServerRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ConsoleLink>
     }
 
     /// Service protocol for the "lockstep.v1.MigrationService" service.
@@ -2096,6 +2129,25 @@ extension Lockstep_V1_MigrationService {
             request: GRPCCore.ServerRequest<Lockstep_V1_BreakGlassRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>
+
+        /// Handle the "CreateConsoleLink" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+        /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_CreateConsoleLinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Lockstep_V1_ConsoleLink` message.
+        func createConsoleLink(
+            request: GRPCCore.ServerRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ConsoleLink>
     }
 
     /// Simple service protocol for the "lockstep.v1.MigrationService" service.
@@ -2427,6 +2479,25 @@ extension Lockstep_V1_MigrationService {
             request: Lockstep_V1_BreakGlassRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Lockstep_V1_ChangeResponse
+
+        /// Handle the "CreateConsoleLink" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+        /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+        ///
+        /// - Parameters:
+        ///   - request: A `Lockstep_V1_CreateConsoleLinkRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Lockstep_V1_ConsoleLink` to respond with.
+        func createConsoleLink(
+            request: Lockstep_V1_CreateConsoleLinkRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Lockstep_V1_ConsoleLink
     }
 }
 
@@ -2665,6 +2736,17 @@ extension Lockstep_V1_MigrationService.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Lockstep_V1_MigrationService.Method.CreateConsoleLink.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_CreateConsoleLinkRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_ConsoleLink>(),
+            handler: { request, context in
+                try await self.createConsoleLink(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -2896,6 +2978,17 @@ extension Lockstep_V1_MigrationService.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ChangeResponse> {
         let response = try await self.breakGlass(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func createConsoleLink(
+        request: GRPCCore.StreamingServerRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Lockstep_V1_ConsoleLink> {
+        let response = try await self.createConsoleLink(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -3176,6 +3269,19 @@ extension Lockstep_V1_MigrationService.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse> {
         return GRPCCore.ServerResponse<Lockstep_V1_ChangeResponse>(
             message: try await self.breakGlass(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func createConsoleLink(
+        request: GRPCCore.ServerRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Lockstep_V1_ConsoleLink> {
+        return GRPCCore.ServerResponse<Lockstep_V1_ConsoleLink>(
+            message: try await self.createConsoleLink(
                 request: request.message,
                 context: context
             ),
@@ -3619,6 +3725,30 @@ extension Lockstep_V1_MigrationService {
             deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ChangeResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ChangeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "CreateConsoleLink" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+        /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_CreateConsoleLinkRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_CreateConsoleLinkRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ConsoleLink` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func createConsoleLink<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_CreateConsoleLinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ConsoleLink>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ConsoleLink>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -4294,6 +4424,41 @@ extension Lockstep_V1_MigrationService {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "CreateConsoleLink" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+        /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Lockstep_V1_CreateConsoleLinkRequest` message.
+        ///   - serializer: A serializer for `Lockstep_V1_CreateConsoleLinkRequest` messages.
+        ///   - deserializer: A deserializer for `Lockstep_V1_ConsoleLink` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func createConsoleLink<Result>(
+            request: GRPCCore.ClientRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+            serializer: some GRPCCore.MessageSerializer<Lockstep_V1_CreateConsoleLinkRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Lockstep_V1_ConsoleLink>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ConsoleLink>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Lockstep_V1_MigrationService.Method.CreateConsoleLink.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -4843,6 +5008,36 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_BreakGlassRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ChangeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateConsoleLink" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+    /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Lockstep_V1_CreateConsoleLinkRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createConsoleLink<Result>(
+        request: GRPCCore.ClientRequest<Lockstep_V1_CreateConsoleLinkRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ConsoleLink>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.createConsoleLink(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Lockstep_V1_CreateConsoleLinkRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Lockstep_V1_ConsoleLink>(),
             options: options,
             onResponse: handleResponse
         )
@@ -5478,6 +5673,40 @@ extension Lockstep_V1_MigrationService.ClientProtocol {
             metadata: metadata
         )
         return try await self.breakGlass(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "CreateConsoleLink" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A link that signs one browser in to this coordinator's web console as the caller, once, within
+    /// > minutes (docs/console.md): the bearer token itself never goes into an address.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func createConsoleLink<Result>(
+        _ message: Lockstep_V1_CreateConsoleLinkRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Lockstep_V1_ConsoleLink>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Lockstep_V1_CreateConsoleLinkRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.createConsoleLink(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -21,7 +21,7 @@ setViews((parts, params, signal) => {
 
 // Only view addresses (#/…) are routed: the skip link's #main is a place on the page.
 window.addEventListener('hashchange', () => {
-  if (location.hash.startsWith('#token=')) arrive();
+  if (location.hash.startsWith('#code=') || location.hash.startsWith('#token=')) arrive();
   else if (location.hash.startsWith('#/') || location.hash === '') render();
 });
 arrive();

@@ -159,7 +159,7 @@ function renderSignIn(problem) {
   const error = el('p', {class: 'error', role: 'alert'}, problem || '');
   const form = el('form', {class: 'signin', onsubmit: async submitted => {
     submitted.preventDefault();
-    try { await signIn(token.value); } catch (failure) { error.textContent = `${failure.code || 'error'}: ${failure.message}`; }
+    try { await signIn({token: token.value}); } catch (failure) { error.textContent = `${failure.code || 'error'}: ${failure.message}`; }
   }},
   el('h2', {}, 'Sign in'),
   el('p', {class: 'muted'}, 'With your bearer token (the same one the CLI uses). The browser keeps a session cookie, not the token.'),
@@ -169,8 +169,9 @@ function renderSignIn(problem) {
   token.focus();
 }
 
-async function signIn(token) {
-  const response = await fetch('/ui/session', {method: 'POST', credentials: 'same-origin', headers: {'content-type': 'application/json'}, body: JSON.stringify({token})});
+/** Signs in with `{token}` (the form) or `{code}` (a link's one-time code). */
+async function signIn(credential) {
+  const response = await fetch('/ui/session', {method: 'POST', credentials: 'same-origin', headers: {'content-type': 'application/json'}, body: JSON.stringify(credential)});
   const answer = await response.json();
   if (!response.ok) throw new APIError(answer.code, answer.message, response.status);
   session = answer;
@@ -192,15 +193,16 @@ async function signOut() {
 
 // MARK: arriving
 
-/** The page opened (or a sign-in link followed): take a link's token out of the address, find the
- * session, and sign in with the link only when nobody is, or when the person signed in says so. */
+/** The page opened (or a sign-in link followed): take a link's code out of the address, find the
+ * session, and use the link only when the person at the browser says so, signed in or not (a link
+ * someone sent must not make this browser act as them unawares, nor swap a session silently). */
 export async function arrive() {
   const hash = location.hash;
-  let token = null;
-  if (hash.startsWith('#token=')) {
-    // A sign-in link: the token is taken out of the address before anything else.
+  let code = null;
+  if (hash.startsWith('#code=') || hash.startsWith('#token=')) {
+    // The link's secret is taken out of the address before anything else.
     history.replaceState(null, '', '/ui#/migrations');
-    try { token = decodeURIComponent(hash.slice('#token='.length)); } catch { token = hash.slice('#token='.length); }
+    code = hash.startsWith('#code=') ? hash.slice('#code='.length) : null;
   }
   try {
     const response = await fetch('/ui/session', {credentials: 'same-origin'});
@@ -208,19 +210,26 @@ export async function arrive() {
     if (answer.signed_in) session = answer;
   } catch { /* not signed in */ }
   renderWho();
-  if (token && session) {
-    // Signed in already: a link someone sent must not swap the session without asking.
-    if (viewAbort) viewAbort.abort();
+  if (hash.startsWith('#token=')) {
+    // Links no longer carry bearer tokens: one would sit in the browser's history and wherever it was sent.
+    if (session) return render();
+    return renderSignIn('A sign-in link with a token in it is not accepted: make a one-time link with `lockstep console link`, or sign in here.');
+  }
+  if (!code) return render();
+  if (viewAbort) viewAbort.abort();
+  const use = () => signIn({code}).catch(failure => renderSignIn(`${failure.code || 'error'}: ${failure.message}`));
+  if (session) {
     const mine = session.principal;
     return show(el('section', {class: 'signin'}, el('h2', {}, 'Switch accounts?'),
-      el('p', {}, `You are signed in as ${mine}. The link you opened signs this browser in with another token.`),
+      el('p', {}, `You are signed in as ${mine}. The link you opened signs this browser in as whoever made it.`),
       el('div', {class: 'actions'},
-        el('button', {type: 'button', class: 'primary', onclick: () => signIn(token).catch(failure => renderSignIn(`${failure.code || 'error'}: ${failure.message}`))}, 'Use the link\'s account'),
+        el('button', {type: 'button', class: 'primary', onclick: use}, 'Use the link\'s account'),
         el('button', {type: 'button', onclick: () => render()}, `Stay ${mine}`))));
   }
-  if (token) {
-    try { await signIn(token); } catch (failure) { renderSignIn(`${failure.code || 'error'}: ${failure.message}`); }
-    return;
-  }
-  await render();
+  return show(el('section', {class: 'signin'}, el('h2', {}, 'Sign in with this link?'),
+    el('p', {}, 'The link signs this browser in as whoever made it (with `lockstep console link`), once. '
+      + 'Use it only if it is yours or you were expecting it: what you do here is recorded as theirs.'),
+    el('div', {class: 'actions'},
+      el('button', {type: 'button', class: 'primary', onclick: use}, 'Sign in with the link'),
+      el('button', {type: 'button', onclick: () => renderSignIn()}, 'Sign in with a token instead'))));
 }

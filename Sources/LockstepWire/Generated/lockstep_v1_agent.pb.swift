@@ -322,6 +322,38 @@ public nonisolated struct Lockstep_V1_ListFreezesRequest: Sendable {
   public init() {}
 }
 
+public nonisolated struct Lockstep_V1_CreateConsoleLinkRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A console sign-in link: good for one sign-in, on the coordinator that made it (sessions and codes
+/// live in its memory), until it expires.
+public nonisolated struct Lockstep_V1_ConsoleLink: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The console's address with the code in its fragment, `…/ui#code=CODE`: under the server's
+  /// --public-url, else its HTTP listener's address.
+  public var link: String = String()
+
+  /// The code alone: 64 hex digits.
+  public var code: String = String()
+
+  /// How long the code stays good from now, in milliseconds.
+  public var expiresInMs: Int64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Lockstep_V1_ListFreezesResponse: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1984,6 +2016,65 @@ nonisolated extension Lockstep_V1_ListFreezesRequest: SwiftProtobuf.Message, Swi
   }
 
   public static func ==(lhs: Lockstep_V1_ListFreezesRequest, rhs: Lockstep_V1_ListFreezesRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_CreateConsoleLinkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CreateConsoleLinkRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_CreateConsoleLinkRequest, rhs: Lockstep_V1_CreateConsoleLinkRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lockstep_V1_ConsoleLink: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ConsoleLink"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}link\0\u{1}code\0\u{3}expires_in_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.link) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.code) }()
+      case 3: try { try decoder.decodeSingularInt64Field(value: &self.expiresInMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.link.isEmpty {
+      try visitor.visitSingularStringField(value: self.link, fieldNumber: 1)
+    }
+    if !self.code.isEmpty {
+      try visitor.visitSingularStringField(value: self.code, fieldNumber: 2)
+    }
+    if self.expiresInMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.expiresInMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lockstep_V1_ConsoleLink, rhs: Lockstep_V1_ConsoleLink) -> Bool {
+    if lhs.link != rhs.link {return false}
+    if lhs.code != rhs.code {return false}
+    if lhs.expiresInMs != rhs.expiresInMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

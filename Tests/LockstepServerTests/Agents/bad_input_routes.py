@@ -109,6 +109,7 @@ def routes(pb, real, first_node, gated_node, first_service, watch_id):
               aim={"from_ms": {"id": "bad-input-freeze", "reason": "probe", "until_ms": "2"},
                    "until_ms": {"id": "bad-input-freeze", "reason": "probe", "from_ms": "1"}}),
         Route("/v1/freezes/list", "MigrationService", "ListFreezes", pb.ListFreezesRequest, [], {}, ok_on_empty=True),
+        Route("/v1/console/links", "MigrationService", "CreateConsoleLink", pb.CreateConsoleLinkRequest, [], {}, ok_on_empty=True),
         Route("/v1/webhooks/deliveries", "MigrationService", "ListWebhookDeliveries", pb.ListWebhookDeliveriesRequest,
               [("webhook", 1, "id"), ("status", 2, "opaque"), ("limit", 3, "u32")], {"limit": 1}, ok_on_empty=True),
         Route("/v1/freezes/end", "MigrationService", "EndFreeze", pb.EndFreezeRequest,

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 from selenium import webdriver
@@ -127,11 +128,33 @@ def node_status(node):
     return driver.execute_script("const n = document.querySelector(`g.node[data-node='${arguments[0]}']`); return n ? n.getAttribute('data-status') : null;", node)
 
 
+def console_link(token):
+    """A one-time sign-in link, made by `lockstep console link` (the token never goes into an address)."""
+    made = subprocess.run([LOCKSTEP, "console", "link", "--server", GRPC, "--token", token], capture_output=True, text=True, timeout=60)
+    check(made.returncode == 0 and "/ui#code=" in made.stdout, f"lockstep console link makes a link: {made.stdout} {made.stderr}")
+    return made.stdout.strip()
+
+
 try:
-    # 1. The operator signs in with a link (the token leaves the address at once).
+    # 1. A link with a bearer token in it is not used (the token leaves the address at once); the operator
+    # signs in with a one-time link instead, once she says so; the same link used again signs nobody in.
     driver.get(f"{URL}/ui#token={ALICE}")
+    until(lambda: "not accepted" in driver.find_element(By.TAG_NAME, "main").text, "a link carrying a token is refused")
+    check(ALICE not in driver.current_url and "alice" not in driver.find_element(By.ID, "who").text, "its token has left the address, and nobody is signed in")
+    link = console_link(ALICE)
+    driver.get(link)
+    until(lambda: "Sign in with this link?" in driver.find_element(By.TAG_NAME, "main").text, "a link asks before it signs a browser in")
+    check("code=" not in driver.current_url and "alice" not in driver.find_element(By.ID, "who").text, "its code has left the address, and nobody is signed in yet")
+    driver.find_element(By.XPATH, "//button[text()='Sign in with the link']").click()
     until(lambda: "alice" in driver.find_element(By.ID, "who").text, "alice is signed in by her link")
-    check("token" not in driver.current_url, "the token is no longer in the address")
+    again = urllib.request.Request(f"{URL}/ui/session", data=json.dumps({"code": link.split("#code=")[1]}).encode(),
+                                   headers={"content-type": "application/json"})
+    try:
+        urllib.request.urlopen(again, timeout=30)
+        spent = "signed in again"
+    except urllib.error.HTTPError as refused:
+        spent = (refused.code, json.loads(refused.read())["code"])
+    check(spent == (401, "unauthenticated"), f"the link's code signs in once only: {spent}")
     cookies = driver.get_cookies()
     session = [c for c in cookies if c["name"] == "lockstep_session"]
     check(session and session[0]["httpOnly"] and session[0].get("sameSite") == "Strict", f"the session cookie is HttpOnly and SameSite=Strict: {session}")
@@ -167,9 +190,9 @@ try:
     # 3. The approver signs in with the form and approves with a comment full of markup.
     sign_in_with_form(BOB)
     # A sign-in link opened while signed in asks before it swaps the session.
-    driver.get(f"{URL}/ui#token={CAROL}")
+    driver.get(console_link(CAROL))
     until(lambda: "Switch accounts?" in driver.find_element(By.TAG_NAME, "main").text, "a link opened while signed in asks first")
-    check("token" not in driver.current_url, "and its token has left the address")
+    check("code=" not in driver.current_url, "and its code has left the address")
     driver.find_element(By.XPATH, "//button[text()='Stay bob']").click()
     until(lambda: "bob" in driver.find_element(By.ID, "who").text and driver.find_elements(By.CSS_SELECTOR, "table"), "staying keeps bob signed in")
     visit("/migration/m1?node=switch", "aside.panel", "approver")

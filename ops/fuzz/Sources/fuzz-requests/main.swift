@@ -41,6 +41,7 @@ enum RequestTypes {
         Lockstep_V1_AbortMigrationRequest.self, Lockstep_V1_GateDecisionRequest.self, Lockstep_V1_ReleaseServiceLeaseRequest.self,
         Lockstep_V1_ListServiceLeasesRequest.self, Lockstep_V1_DeclareFreezeRequest.self, Lockstep_V1_ListFreezesRequest.self,
         Lockstep_V1_EndFreezeRequest.self, Lockstep_V1_StopLineRequest.self, Lockstep_V1_BreakGlassRequest.self,
+        Lockstep_V1_CreateConsoleLinkRequest.self,
     ]
 
     /// The edge's checks on a decoded request's fields; every one must answer, none may trap.

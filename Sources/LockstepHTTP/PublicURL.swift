@@ -1,0 +1,73 @@
+/// The address browsers reach the JSON/HTTP listener at when it is not the listener's own
+/// (`--public-url`, docs/console.md): a proxy in front that ends TLS, or a name the server does not know
+/// itself by. Console sign-in links and webhook links are made under it; under `https` the console's
+/// session cookie is `Secure` (and `__Host-`) though the listener itself speaks plain HTTP; and a
+/// browser's `Origin` equal to it is the console's own.
+package struct PublicURL: Sendable, Equatable {
+    /// `scheme://host[:port]`, scheme and host in lower case, no path: what a browser sends as `Origin`.
+    package let origin: String
+    package let isHTTPS: Bool
+
+    /// Longest accepted, in bytes.
+    package static let lengthMax = 512
+
+    /// Parses `http://HOST[:PORT]` or `https://HOST[:PORT]`, with at most a trailing `/`. The console's
+    /// pages and the API live at the root (`/ui`, `/v1/…`), so a path prefix cannot be served and is
+    /// refused, as are user info, a query and a fragment. Throws what is wrong, in words.
+    package init(parsing text: String) throws(PublicURLProblem) {
+        guard text.utf8.count <= Self.lengthMax else { throw PublicURLProblem("it is longer than \(Self.lengthMax) bytes") }
+        let lowered = text.lowercased()
+        let rest: Substring
+        if lowered.hasPrefix("https://") {
+            isHTTPS = true
+            rest = lowered.dropFirst("https://".count)
+        } else if lowered.hasPrefix("http://") {
+            isHTTPS = false
+            rest = lowered.dropFirst("http://".count)
+        } else {
+            throw PublicURLProblem("it must start with https:// or http://")
+        }
+        let authority = rest.hasSuffix("/") ? rest.dropLast() : rest
+        guard !authority.contains("/") else {
+            throw PublicURLProblem("it has a path: the console and the API are served at the root (/ui, /v1/…), so the proxy must pass them there")
+        }
+        guard !authority.isEmpty else { throw PublicURLProblem("it names no host") }
+        guard authority.unicodeScalars.allSatisfy(Self.isAuthorityCharacter) else {
+            throw PublicURLProblem("it has user info, a query, a fragment, a space or a character no host name has")
+        }
+        // HOST, HOST:PORT, [V6] or [V6]:PORT.
+        let host: Substring, port: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw PublicURLProblem("an IPv6 address must be closed with ]") }
+            host = authority[...close]
+            let after = authority[authority.index(after: close)...]
+            guard after.isEmpty || after.hasPrefix(":") else { throw PublicURLProblem("only :PORT may follow an IPv6 address") }
+            port = after.isEmpty ? nil : after.dropFirst()
+        } else {
+            let parts = authority.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            host = parts[0]
+            port = parts.count == 2 ? parts[1] : nil
+        }
+        guard host.count > (host.hasPrefix("[") ? 2 : 0), !host.hasPrefix("."), !host.hasPrefix("-") else { throw PublicURLProblem("it names no host") }
+        if let port {
+            guard !port.isEmpty, port.count <= 5, port.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
+                  let number = Int(port), (1...65_535).contains(number) else {
+                throw PublicURLProblem("its port must be 1...65535")
+            }
+        }
+        origin = (isHTTPS ? "https://" : "http://") + authority
+    }
+
+    private static func isAuthorityCharacter(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar {
+        case "a"..."z", "0"..."9", ".", "-", ":", "[", "]": true
+        default: false
+        }
+    }
+}
+
+/// What is wrong with a `--public-url`, in words.
+package struct PublicURLProblem: Error, CustomStringConvertible {
+    package let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import LockstepHTTP
+import LockstepService
+import LockstepTestSupport
+import Testing
+
+/// The console's one-time sign-in links (docs/console.md): the codes' limits in process, `--public-url`'s
+/// parsing, and the whole path through a real `lockstep serve`, the CLI and curl.
+struct ConsoleLinkTests {
+    static let alice = ConsoleSessionTests.alice
+    static let bob = ConsoleSessionTests.bob
+
+    @Test func aCodeSignsInOnceWithinItsLifetimeAndCodesAreBounded() throws {
+        var limits = ConsoleLinks.Limits()
+        limits.codesMax = 3
+        limits.codesPerPrincipalMax = 2
+        limits.lifetimeMillisMax = 1_000
+        let clock = ConsoleSessionTests.Clock()
+        let links = ConsoleLinks(limits: limits, now: { clock.read() })
+        // Once: the first use spends it.
+        let code = try links.make(for: Self.alice)
+        #expect(code.utf8.count == 64 && code.utf8.allSatisfy { ("0"..."9").contains(Character(UnicodeScalar($0))) || ("a"..."f").contains(Character(UnicodeScalar($0))) })
+        #expect(links.use(code)?.name == "alice")
+        #expect(links.use(code) == nil, "a code signed in twice")
+        #expect(links.use("") == nil && links.use(String(repeating: "0", count: 64)) == nil)
+        // Per principal: a third code replaces the principal's oldest.
+        let first = try links.make(for: Self.alice)
+        let second = try links.make(for: Self.alice)
+        let third = try links.make(for: Self.alice)
+        #expect(links.count == 2)
+        #expect(links.use(first) == nil)
+        // In all: past the limit a new code is refused with a stable code, and no other is ended for it.
+        _ = try links.make(for: Self.bob)
+        do {
+            _ = try links.make(for: Principal(name: "carol", roles: [.auditor]))
+            Issue.record("a fourth code was made past a limit of three")
+        } catch {
+            #expect(error.errorCode == .tooManySessions)
+        }
+        #expect(links.count == 3)
+        // Age: a code not used within its lifetime is good for nothing, and its place is freed.
+        clock.advance(.milliseconds(999))
+        #expect(links.use(second)?.name == "alice")
+        clock.advance(.milliseconds(1))
+        #expect(links.use(third) == nil, "a code used 1 s after it was made, at a lifetime of 1 s")
+        #expect(throws: Never.self) { try links.make(for: Principal(name: "carol", roles: [.auditor])) }
+        #expect(links.count == 1)
+    }
+
+    @Test func publicURLsAreTheOriginsABrowserSends() throws {
+        let accepted: [(String, String, Bool)] = [
+            ("https://lockstep.example.com", "https://lockstep.example.com", true),
+            ("HTTPS://Lockstep.Example.COM/", "https://lockstep.example.com", true),
+            ("http://10.0.0.5:8080", "http://10.0.0.5:8080", false),
+            ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443", true),
+        ]
+        for (text, origin, https) in accepted {
+            let parsed = try PublicURL(parsing: text)
+            #expect(parsed.origin == origin && parsed.isHTTPS == https, "\(text)")
+        }
+        let refused: [(String, String)] = [
+            ("lockstep.example.com", "https://"), ("ftp://lockstep.example.com", "https://"), ("https://", "no host"),
+            ("https://lockstep.example.com/console", "path"), ("https://a.example/ui/", "path"),
+            ("https://user@lockstep.example.com", "user info"), ("https://a.example?x=1", "query"), ("https://a.example#f", "fragment"),
+            ("https://a.example:0", "port"), ("https://a.example:65536", "port"), ("https://a.example:", "port"), ("https://a.example:8x", "port"),
+            ("https://[::1", "closed"), ("https://[::1]x", "PORT"), ("https://[]", "no host"), ("https://:443", "no host"),
+            ("https://-a.example", "no host"), ("https://a b.example", "space"), ("https://" + String(repeating: "a", count: 600), "longer"),
+        ]
+        for (text, why) in refused {
+            do {
+                let parsed = try PublicURL(parsing: text)
+                Issue.record("\(text) was accepted as \(parsed.origin)")
+            } catch {
+                #expect(error.description.contains(why), "\(text): \(error)")
+            }
+        }
+    }
+
+    /// Any text: parsing never traps, and what it accepts is an origin of the accepted shape.
+    @Test func anyTextParsesToAnOriginOrAReason() async {
+        var random = SeededGenerator(seed: 41)
+        let pieces = ["https://", "http://", "HTTP://", "a", "example", ".", "-", ":", "8443", "99999", "/", "[", "]", "::1", "@", "?", "#", " ", "é", "\u{0}", "%2F"]
+        for round in 0..<20_000 {
+            if round % 500 == 0 { await yieldToOtherTests() }
+            let text = (0..<Int.random(in: 0...8, using: &random)).map { _ in pieces.randomElement(using: &random)! }.joined()
+            do {
+                let parsed = try PublicURL(parsing: text)
+                let rest = parsed.origin.drop { $0 != "/" }.dropFirst(2)
+                #expect((parsed.origin.hasPrefix("https://") || parsed.origin.hasPrefix("http://")) && !rest.isEmpty && !rest.contains("/"), "\(text)")
+            } catch {
+                #expect(!error.description.isEmpty)
+            }
+        }
+    }
+}
+
+/// The whole path with real processes: `lockstep console link` asks a server started with
+/// `--public-url https://…` for a link, and curl signs in with its code as a browser would.
+@Suite(.serialized, .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct ConsoleLinkEndToEndTests {
+    @Test func aLinkFromTheCLISignsInOnceUnderThePublicURL() async throws {
+        let directory = temporaryDirectory()
+        var tokens: [String: String] = [:]
+        var principals: [[String: Any]] = []
+        for (name, roles) in [("alice", ["operator"]), ("agent", ["agent"])] {
+            let token = ConsoleSessions.newSecret()
+            tokens[name] = token
+            principals.append(["name": name, "roles": roles, "token_sha256": AuthConfig.hash(token)].merging(name == "agent" ? ["services": ["orders"]] : [:]) { a, _ in a })
+        }
+        let config = directory + "/auth.json"
+        try JSONSerialization.data(withJSONObject: ["principals": principals]).write(to: URL(fileURLWithPath: config))
+        let publicURL = "https://console.example:8443"
+        let server = try await ServerProcess(["--config", config, "--public-url", publicURL + "/"])
+        let alice = try #require(tokens["alice"])
+
+        // The CLI prints the link alone on stdout, under the public URL.
+        let made = try await ChildProcess(try lockstepBinary(), ["console", "link", "--server", server.grpc, "--token", alice]).wait(seconds: 60)
+        #expect(made.status == 0, "\(made.stderr)")
+        let link = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(link.hasPrefix(publicURL + "/ui#code="), "\(link)")
+        #expect(made.stderr.contains("one sign-in within 5 minutes"), "\(made.stderr)")
+        let code = String(link.dropFirst((publicURL + "/ui#code=").count))
+
+        // Its code signs in once, from the public origin, with a Secure __Host- cookie though the listener is plain HTTP.
+        func signIn(_ body: String, origin: String? = nil) async throws -> String {
+            try await ChildProcess("/usr/bin/curl", ["-sS", "-i", "-X", "POST", "-H", "content-type: application/json"] + (origin.map { ["-H", "origin: \($0)"] } ?? [])
+                                   + ["--data-binary", body, "-w", "\n%{http_code}", server.url + "/ui/session"]).wait(seconds: 30).stdout
+        }
+        let first = try await signIn(#"{"code": "\#(code)"}"#, origin: publicURL)
+        #expect(first.hasSuffix("\n200") && first.contains(#""principal":"alice""#), "\(first)")
+        #expect(first.lowercased().contains("set-cookie: __host-lockstep_session=") && first.contains("; Secure"), "\(first)")
+        let again = try await signIn(#"{"code": "\#(code)"}"#)
+        #expect(again.hasSuffix("\n401") && again.contains("used already"), "\(again)")
+
+        // The JSON route makes one too; refused: an agent (no console), another site's page, two credentials at once.
+        let json = try await server.post("/v1/console/links", "{}", token: alice)
+        #expect(json.hasSuffix("\n200") && json.contains(#""link":"\#(publicURL)/ui#code="#) && json.contains(#""expires_in_ms":"300000""#), "\(json)")
+        let agents = try await server.post("/v1/console/links", "{}", token: tokens["agent"] ?? "")
+        #expect(agents.hasSuffix("\n403") && agents.contains("permission_denied"), "\(agents)")
+        let second = try #require(json.split(separator: "#code=").last?.prefix(64)).description
+        let elsewhere = try await signIn(#"{"code": "\#(second)"}"#, origin: "https://evil.example")
+        #expect(elsewhere.contains("csrf_rejected") && !elsewhere.hasSuffix("\n200"), "\(elsewhere)")
+        let both = try await signIn(#"{"code": "\#(second)", "token": "\#(alice)"}"#)
+        #expect(both.hasSuffix("\n400"), "\(both)")
+        _ = try await server.stop()
+    }
+
+    @Test func aPublicURLThatCannotBeServedStopsTheServerBeforeItStarts() async throws {
+        let config = temporaryDirectory() + "/auth.json"
+        let principals: [[String: Any]] = [["name": "alice", "roles": ["operator"], "token_sha256": AuthConfig.hash(ConsoleSessions.newSecret())]]
+        try JSONSerialization.data(withJSONObject: ["principals": principals]).write(to: URL(fileURLWithPath: config))
+        for (url, why) in [("https://lockstep.example.com/console", "path"), ("lockstep.example.com", "https://")] {
+            let data = temporaryDirectory()
+            let serve = try await ChildProcess(try lockstepBinary(), ["serve", "--data", data, "--no-signing", "--config", config, "--public-url", url,
+                                                                     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]).wait(seconds: 60)
+            #expect(serve.status == 64 && serve.stderr.contains("--public-url") && serve.stderr.contains(why), "\(url): \(serve.status) \(serve.stderr)")
+        }
+    }
+}
