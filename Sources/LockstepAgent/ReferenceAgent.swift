@@ -136,6 +136,17 @@ public struct ReferenceAgent: Sendable {
         .milliseconds(Int(min(max(suggested, 100), 30_000)))
     }
 
+    /// The shortest lease TTL a Lockstep server gives (a plan's `timeouts.heartbeat` is held to it). A
+    /// step whose lease is shorter (outside input: a broken server's) cannot be kept: its handler is not run.
+    package static let leaseTTLMillisMin: UInt32 = 100
+
+    /// How often a lease of `ttlMillis` is heartbeaten: the server's `heartbeat_interval_ms`, 50 ms at
+    /// least, and at least three times per TTL (an interval at or past the TTL, outside input too, would
+    /// lose the lease between two heartbeats).
+    package static func heartbeatPace(ttlMillis: UInt32, intervalMillis: UInt32) -> Duration {
+        .milliseconds(Int(min(max(intervalMillis, 50), max(ttlMillis / 3, 1))))
+    }
+
     enum Outcome: Equatable {
         /// The handler exited; `stderr` is the end of what it wrote there.
         case exited(HandlerProcess.Exit, stderr: String)
@@ -154,6 +165,16 @@ public struct ReferenceAgent: Sendable {
         say("\(name) \(kind) attempt \(step.attempt), token \(step.fencingToken): \(step.action)\(step.stage.isEmpty ? "" : " (stage \(step.stage))")")
         let control = HandlerProcess.Control()
         let shared = StepShared(ttl: .milliseconds(Int(step.ttlMs)))
+        guard step.ttlMs >= Self.leaseTTLMillisMin else {
+            say("\(name): not run: its lease lasts \(step.ttlMs) ms, shorter than any Lockstep server gives (\(Self.leaseTTLMillisMin) ms at least)")
+            await report(step, name: name, lockstep, shared: shared,
+                         failure: ("agent \(agentID) cannot keep a lease of \(step.ttlMs) ms (\(Self.leaseTTLMillisMin) ms at least); \(step.action) was not run", retryable: true))
+            return
+        }
+        let pace = Self.heartbeatPace(ttlMillis: step.ttlMs, intervalMillis: step.heartbeatIntervalMs)
+        if pace < .milliseconds(Int(step.heartbeatIntervalMs)) {
+            say("\(name): the server asks for a heartbeat every \(step.heartbeatIntervalMs) ms on a lease of \(step.ttlMs) ms; heartbeating every \(pace)")
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await heartbeats(step, lockstep, control: control, shared: shared) }
             group.addTask { await watchLease(control: control, shared: shared) }
@@ -277,7 +298,7 @@ public struct ReferenceAgent: Sendable {
     /// Heartbeats every `heartbeat_interval_ms`. A refused heartbeat means the lease is gone; a
     /// transient failure is tried again next time (the watchdog decides when it is too late).
     private func heartbeats(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
-        let every = Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs)))
+        let every = Self.heartbeatPace(ttlMillis: step.ttlMs, intervalMillis: step.heartbeatIntervalMs)
         // After a transient failure the next try comes soon (it goes to the next address), not a whole
         // interval later: one stuck heartbeat must not cost the lease.
         var pause = every
@@ -296,9 +317,12 @@ public struct ReferenceAgent: Sendable {
                     $0.leaseID = step.leaseID
                     $0.fencingToken = step.fencingToken
                 }, timeout: max(every, .milliseconds(200)))
+                // A TTL shorter than any server gives is not believed (the watchdog would end the step at
+                // once): the next heartbeat, a third of the step's TTL later at most, finds out whether the
+                // lease still holds.
                 shared.lease.withLock { lease in
                     lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
-                    if beat.ttlMs > 0 { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
+                    if beat.ttlMs >= Self.leaseTTLMillisMin { lease.ttl = .milliseconds(Int(beat.ttlMs)) }
                 }
                 // The migration was paused and its plan says running steps stop: stop the handler (SIGTERM,
                 // SIGKILL after the grace), keep heartbeating until it has, then report it stopped.
@@ -353,7 +377,7 @@ public struct ReferenceAgent: Sendable {
             $0.fencingToken = step.fencingToken
             $0.percent = percent
             $0.message = message
-        }, timeout: max(Duration.milliseconds(Int(max(50, step.heartbeatIntervalMs))), .milliseconds(200)))
+        }, timeout: max(Self.heartbeatPace(ttlMillis: step.ttlMs, intervalMillis: step.heartbeatIntervalMs), .milliseconds(200)))
     }
 
     /// Completes or fails the step, trying again while the server is only temporarily unable to take it

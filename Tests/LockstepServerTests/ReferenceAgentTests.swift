@@ -1,5 +1,7 @@
 import Foundation
-import LockstepAgent
+@testable import LockstepAgent
+import LockstepClient
+import LockstepWire
 import LockstepTestSupport
 import Testing
 
@@ -327,5 +329,40 @@ import Testing
     @Test(arguments: [(UInt32(0), 100), (1, 100), (100, 100), (750, 750), (30_000, 30_000), (30_001, 30_000), (.max, 30_000)])
     func theServersRetryAfterIsHeldToItsBounds(_ suggested: UInt32, _ millis: Int) {
         #expect(ReferenceAgent.retryPause(afterMillis: suggested) == .milliseconds(millis))
+    }
+}
+
+/// A step's lease as the agent is told it (outside input: a broken server's): a TTL shorter than any
+/// server gives is refused before the handler runs, and a heartbeat interval at or past the TTL is
+/// not followed (heartbeats come at least three times per TTL).
+@Suite struct AgentLeaseBoundsTests {
+    @Test(arguments: [(UInt32(100), UInt32(33), 33), (100, 0, 33), (3_000, 1_000, 1_000), (3_000, 3_000, 1_000), (3_000, .max, 1_000),
+                      (30_000, 0, 50), (30_000, 20, 50), (.max, .max, Int(UInt32.max / 3))])
+    func heartbeatsComeAtLeastThreeTimesPerTTL(_ ttl: UInt32, _ interval: UInt32, _ millis: Int) {
+        #expect(ReferenceAgent.heartbeatPace(ttlMillis: ttl, intervalMillis: interval) == .milliseconds(millis))
+    }
+
+    @Test func aStepWhoseLeaseCannotBeKeptIsNotRun() async throws {
+        let directory = temporaryDirectory()
+        try FileManager.default.createDirectory(atPath: directory + "/handlers", withIntermediateDirectories: true)
+        try "#!/bin/sh\ntouch \"$(dirname \"$0\")/../ran\"\n".write(toFile: directory + "/handlers/work", atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: directory + "/handlers/work")
+        let server = try await ServerProcess()
+        let agent = ReferenceAgent(service: "svc", agentID: "agent-1", handlers: directory + "/handlers", pollWaitMillis: 1_000, shutdownGrace: .seconds(1), stepsMax: 1)
+        for ttl: UInt32 in [0, 99] {
+            let step = Lockstep_V1_Step.with {
+                $0.migrationID = "m1"
+                $0.nodeID = "n1"
+                $0.action = "work"
+                $0.leaseID = "no-such-lease"
+                $0.fencingToken = 1
+                $0.ttlMs = ttl
+                $0.heartbeatIntervalMs = ttl / 3
+            }
+            // Its failure report is refused (the server never leased it); what matters is that nothing ran.
+            try await LockstepClient.connect(to: server.grpc) { await agent.runStep(step, $0) }
+            #expect(!FileManager.default.fileExists(atPath: directory + "/ran"), "a step with a lease of \(ttl) ms was run")
+        }
+        _ = try await server.stop()
     }
 }
