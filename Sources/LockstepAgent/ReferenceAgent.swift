@@ -138,7 +138,7 @@ public struct ReferenceAgent: Sendable {
 
     /// The shortest lease TTL a Lockstep server gives (a plan's `timeouts.heartbeat` is held to it). A
     /// step whose lease is shorter (outside input: a broken server's) cannot be kept: its handler is not run.
-    package static let leaseTTLMillisMin: UInt32 = 100
+    package static let leaseTTLMillisMin = UInt32(CoreLimits.leaseTTLMillisMin)
 
     /// How often a lease of `ttlMillis` is heartbeaten: the server's `heartbeat_interval_ms`, 50 ms at
     /// least, and at least three times per TTL (an interval at or past the TTL, outside input too, would

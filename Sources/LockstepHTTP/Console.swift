@@ -39,10 +39,11 @@ package struct ConsoleAccess: Sendable {
         self.publicOrigin = publicOrigin
     }
 
-    /// The principal a sign-in link's code signs in as: a code is spent by its first use.
-    func use(code: String) throws(APIError) -> Principal {
-        if let principal = links.use(code) { return principal }
-        if let devCode, ConsoleSessions.sameSecret(code, devCode) { return try signIn(devCode) }
+    /// Signs in with a sign-in link's code: `admit` opens the session for the principal it signs in as,
+    /// and the code is spent when it has (a session refused leaves the link good).
+    func use<Admitted>(code: String, _ admit: (Principal) throws(APIError) -> Admitted) throws(APIError) -> Admitted {
+        if let admitted = try links.use(code, admit) { return admitted }
+        if let devCode, ConsoleSessions.sameSecret(code, devCode) { return try admit(try signIn(devCode)) }
         throw APIError(.unauthenticated, "this sign-in link was used already, has expired (a link is good for one sign-in within "
                        + "\(links.limits.lifetimeMillisMax / 60_000) minutes) or comes from another coordinator: make a new one with `lockstep console link`")
     }
@@ -139,20 +140,26 @@ extension HTTPRoutes {
         let body = if let whole = context.wholeBody { whole } else { try await collectBody(request) }
         guard body.readableBytes <= 4_096 else { throw APIError(.bodyTooLarge, "a sign-in is at most 4,096 bytes") }
         let object = try? StrictJSON.object(body.readableBytesView)
-        let principal: Principal
+        let previous = console.sessionID(request)
+        let sessions = console.sessions
+        let admit = { (principal: Principal) throws(APIError) -> (principal: Principal, id: String, csrf: String) in
+            guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
+                throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
+            }
+            // A browser holds one session: the one its cookie named ends with this sign-in, in the same step
+            // as the new one opens (a sign-in refused at the sessions' limit leaves the browser the one it had).
+            let (id, csrf) = try sessions.open(for: principal, replacing: previous)
+            return (principal, id, csrf)
+        }
+        let (principal, id, csrf): (Principal, String, String)
         if let object, object.count == 1, let token = object["token"] as? String, !token.isEmpty {
-            principal = try console.signIn(token)
+            (principal, id, csrf) = try admit(try console.signIn(token))
         } else if let object, object.count == 1, let code = object["code"] as? String, !code.isEmpty {
-            principal = try console.use(code: code)
+            // The code is spent once the session is open: one refused at the limit leaves the link good.
+            (principal, id, csrf) = try console.use(code: code, admit)
         } else {
             throw APIError.malformed(#"sign in with {"token": "…"} (the bearer token) or {"code": "…"} (a sign-in link's code): one field"#)
         }
-        guard !principal.roles.isDisjoint(with: ConsoleAccess.consoleRoles) else {
-            throw APIError(.permissionDenied, "\(principal.name) may not use the console (needs one of the roles admin, approver, auditor, operator)")
-        }
-        // A browser holds one session: the one its cookie named ends with this sign-in, in the same step
-        // as the new one opens (a sign-in refused at the sessions' limit leaves the browser the one it had).
-        let (id, csrf) = try console.sessions.open(for: principal, replacing: console.sessionID(request))
         var response = consoleJSON(.ok, sessionBody(principal, csrf: csrf))
         response.headers[.setCookie] = cookie(value: id, maxAgeSeconds: console.sessions.limits.lifetimeMillisMax / 1_000)
         return response

@@ -11,11 +11,17 @@ package struct PublicURL: Sendable, Equatable {
     /// Longest accepted, in bytes.
     package static let lengthMax = 512
 
-    /// Parses `http://HOST[:PORT]` or `https://HOST[:PORT]`, with at most a trailing `/`. The console's
-    /// pages and the API live at the root (`/ui`, `/v1/…`), so a path prefix cannot be served and is
-    /// refused, as are user info, a query and a fragment. Throws what is wrong, in words.
+    /// Parses `http://HOST[:PORT]` or `https://HOST[:PORT]`, with at most a trailing `/`, into the origin
+    /// a browser sends: scheme and host in lower case, the port as a number and left out when it is the
+    /// scheme's own (443, 80). The console's pages and the API live at the root (`/ui`, `/v1/…`), so a
+    /// path prefix cannot be served and is refused, as are user info, a query, a fragment and any byte
+    /// outside printable ASCII (an internationalized name goes in its `xn--` form). Throws what is
+    /// wrong, in words.
     package init(parsing text: String) throws(PublicURLProblem) {
         guard text.utf8.count <= Self.lengthMax else { throw PublicURLProblem("it is longer than \(Self.lengthMax) bytes") }
+        guard text.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw PublicURLProblem("it has a space, a control character or a character outside ASCII (write an international name in its xn-- form)")
+        }
         let lowered = text.lowercased()
         let rest: Substring
         if lowered.hasPrefix("https://") {
@@ -31,15 +37,18 @@ package struct PublicURL: Sendable, Equatable {
         guard !authority.contains("/") else {
             throw PublicURLProblem("it has a path: the console and the API are served at the root (/ui, /v1/…), so the proxy must pass them there")
         }
-        guard !authority.isEmpty else { throw PublicURLProblem("it names no host") }
-        guard authority.unicodeScalars.allSatisfy(Self.isAuthorityCharacter) else {
-            throw PublicURLProblem("it has user info, a query, a fragment, a space or a character no host name has")
+        guard authority.allSatisfy({ "abcdefghijklmnopqrstuvwxyz0123456789.-:[]".contains($0) }) else {
+            throw PublicURLProblem("it has user info, a query, a fragment or a character no host name has")
         }
         // HOST, HOST:PORT, [V6] or [V6]:PORT.
         let host: Substring, port: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw PublicURLProblem("an IPv6 address must be closed with ]") }
             host = authority[...close]
+            let address = host.dropFirst().dropLast()
+            guard address.filter({ $0 == ":" }).count >= 2, address.allSatisfy({ "0123456789abcdef:.".contains($0) }) else {
+                throw PublicURLProblem("[\(address)] is not an IPv6 address")
+            }
             let after = authority[authority.index(after: close)...]
             guard after.isEmpty || after.hasPrefix(":") else { throw PublicURLProblem("only :PORT may follow an IPv6 address") }
             port = after.isEmpty ? nil : after.dropFirst()
@@ -47,22 +56,20 @@ package struct PublicURL: Sendable, Equatable {
             let parts = authority.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             host = parts[0]
             port = parts.count == 2 ? parts[1] : nil
+            guard !host.isEmpty, !host.hasPrefix("."), !host.hasPrefix("-") else { throw PublicURLProblem("it names no host") }
+            guard !host.contains("["), !host.contains("]") else { throw PublicURLProblem("only an IPv6 address goes in brackets") }
         }
-        guard host.count > (host.hasPrefix("[") ? 2 : 0), !host.hasPrefix("."), !host.hasPrefix("-") else { throw PublicURLProblem("it names no host") }
+        var number: Int?
         if let port {
-            guard !port.isEmpty, port.count <= 5, port.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-                  let number = Int(port), (1...65_535).contains(number) else {
+            guard !port.isEmpty, port.count <= 5, port.allSatisfy(\.isASCIIDigit), let value = Int(port), (1...65_535).contains(value) else {
                 throw PublicURLProblem("its port must be 1...65535")
             }
+            number = value
         }
-        origin = (isHTTPS ? "https://" : "http://") + authority
-    }
-
-    private static func isAuthorityCharacter(_ scalar: Unicode.Scalar) -> Bool {
-        switch scalar {
-        case "a"..."z", "0"..."9", ".", "-", ":", "[", "]": true
-        default: false
-        }
+        // A browser leaves the scheme's own port out of the Origin it sends.
+        let https = isHTTPS
+        let shown = number.flatMap { $0 == (https ? 443 : 80) ? nil : ":\($0)" } ?? ""
+        origin = (https ? "https://" : "http://") + host + shown
     }
 }
 
@@ -70,4 +77,8 @@ package struct PublicURL: Sendable, Equatable {
 package struct PublicURLProblem: Error, CustomStringConvertible {
     package let description: String
     init(_ description: String) { self.description = description }
+}
+
+extension Character {
+    fileprivate var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }

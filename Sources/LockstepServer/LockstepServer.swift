@@ -215,8 +215,16 @@ public enum LockstepServer {
         // Where browsers reach the JSON listener: `--public-url`, else its own address once bound.
         let bound = BoundAddresses()
         let publicOrigin = options.publicURL?.origin
-        let publicBase: @Sendable () -> String? = { publicOrigin ?? bound.current?.http }
-        operators.consoleLinks = (consoleLinks, { publicBase().map { $0 + "/ui" } })
+        let httpHost = options.httpHost
+        operators.consoleLinks = (consoleLinks, { () throws(APIError) -> String in
+            if let publicOrigin { return publicOrigin + "/ui" }
+            guard !Self.isUnspecified(httpHost) else {
+                throw APIError(.failedPrecondition, "this coordinator listens on \(bracketed(httpHost)), an address no browser can open, and has no --public-url: "
+                               + "start it with --public-url (where browsers reach it) to make sign-in links")
+            }
+            guard let http = bound.current?.http else { throw APIError(.unavailable, "this coordinator's console is not listening yet; ask again in a moment") }
+            return http + "/ui"
+        })
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups,
                                open: OpenWatches(openMax: options.limits.watchesMax, perPrincipalMax: options.limits.watchesPerPrincipalMax))
         let history = HistoryAPI(coordinator: coordinator, limits: options.limits)
@@ -361,6 +369,9 @@ public enum LockstepServer {
                 try? await channel.pipeline.addHandler(ConnectionAdmission(gate: gate, listener: "HTTP", logger: logger, refused: refused), position: .first).get()
                 let port = channel.localAddress?.port ?? options.httpPort
                 logger.info("serving JSON over HTTP/1.1 and HTTP/2 on \(scheme)://\(bracketed(options.httpHost)):\(port)")
+                if options.publicURL == nil, isUnspecified(options.httpHost) {
+                    logger.warning("listening on \(bracketed(options.httpHost)) with no --public-url: webhook payloads' console links name that address, which no browser can open, and console sign-in links are refused; give --public-url (where browsers reach this server), or the webhooks' console_url")
+                }
                 httpBoundSink.yield("\(scheme)://\(bracketed(options.httpHost)):\(port)")
                 httpBoundSink.finish()
             },
@@ -449,4 +460,7 @@ public enum LockstepServer {
 
     /// An IPv6 literal in brackets, as URLs and gRPC targets need it.
     static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
+
+    /// A listen address that is every interface's (`0.0.0.0`, `::`), which no client can connect to by name.
+    static func isUnspecified(_ host: String) -> Bool { ["0.0.0.0", "::", "[::]", ""].contains(host) }
 }

@@ -4,9 +4,7 @@ import LockstepWire
 // principal, so that a browser is signed in without the bearer token going into an address.
 extension OperatorAPI {
     public func createConsoleLink(_ request: Lockstep_V1_CreateConsoleLinkRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ConsoleLink {
-        guard let address = await consoleLinks.address() else {
-            throw APIError(.unavailable, "this coordinator's console is not listening yet; ask again in a moment")
-        }
+        let address = try consoleLinks.address()
         let code = try consoleLinks.codes.make(for: principal)
         return .with {
             $0.link = address + "#code=" + code

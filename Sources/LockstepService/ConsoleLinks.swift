@@ -75,15 +75,28 @@ package final class ConsoleLinks: Sendable {
         return code
     }
 
-    /// The principal `code` signs in as, once: the code is spent by this call whatever comes next.
-    /// Nil when it is unknown, spent or expired.
-    package func use(_ code: String) -> Principal? {
+    /// Signs in with `code`: `admit` is given the principal it signs in as (and opens the session), and
+    /// the code is spent only when `admit` succeeds: one refused (at the sessions' limit) leaves the link
+    /// good. Nil when the code is unknown, spent or expired. One use at a time: a second use of the same
+    /// code waits for the first and finds it spent.
+    package func use<Admitted>(_ code: String, _ admit: (Principal) throws(APIError) -> Admitted) throws(APIError) -> Admitted? {
         let key = AuthConfig.hash(code)
         let at = now()
-        return state.withLock { state in
-            guard let found = state.codes.removeValue(forKey: key), !expired(found, at: at) else { return nil }
-            return found.principal
+        return try state.withLock { state throws(APIError) -> Admitted? in
+            guard let found = state.codes[key] else { return nil }
+            guard !expired(found, at: at) else {
+                state.codes[key] = nil
+                return nil
+            }
+            let admitted = try admit(found.principal)
+            state.codes[key] = nil
+            return admitted
         }
+    }
+
+    /// The principal `code` signs in as, spending it (tests).
+    package func use(_ code: String) -> Principal? {
+        try? use(code) { (principal: Principal) throws(APIError) in principal } ?? nil
     }
 
     private func expired(_ code: Code, at: ContinuousClock.Instant) -> Bool {

@@ -12,9 +12,11 @@ public struct OperatorAPI: Sendable {
     package let randomSuffix: @Sendable () -> String
     /// The webhooks this server delivers to (by name) and their recent deliveries (docs/webhooks.md).
     package var webhooks: (names: [String], deliveries: WebhookDeliveryLog)?
-    /// The console's one-time sign-in codes, and the address its links start with (`…/ui`; nil until the
-    /// HTTP listener is bound), docs/console.md.
-    package var consoleLinks: (codes: ConsoleLinks, address: @Sendable () async -> String?) = (ConsoleLinks(), { nil })
+    /// The console's one-time sign-in codes, and the address its links start with (`…/ui`), or why there
+    /// is none a browser could open (docs/console.md).
+    package var consoleLinks: (codes: ConsoleLinks, address: @Sendable () throws(APIError) -> String) = (ConsoleLinks(), { () throws(APIError) -> String in
+        throw APIError(.unavailable, "this coordinator serves no console")
+    })
 
     public func applyPlan(_ request: Lockstep_V1_ApplyPlanRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_ApplyPlanResponse {
         let load = PlanFile.lint(yaml: request.planYaml)

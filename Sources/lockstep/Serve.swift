@@ -146,6 +146,9 @@ struct Serve: AsyncParsableCommand {
                 } catch {
                     throw ValidationError("--public-url \(publicURL.prefix(100)): \(error)")
                 }
+                guard tls == nil || options.publicURL?.isHTTPS == true else {
+                    throw ValidationError("--public-url \(publicURL.prefix(100)) is http:// but the listener speaks TLS: its console cookie is Secure, which a browser on http:// does not keep; name the https:// address")
+                }
             }
             if let tlsClientCa {
                 guard tls != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }

@@ -45,6 +45,10 @@ struct ConsoleLinkTests {
         #expect(links.use(third) == nil, "a code used 1 s after it was made, at a lifetime of 1 s")
         #expect(throws: Never.self) { try links.make(for: Principal(name: "carol", roles: [.auditor])) }
         #expect(links.count == 1)
+        // A sign-in refused after the code was found (at the sessions' limit) leaves the code good.
+        let kept = try links.make(for: Self.bob)
+        #expect(throws: APIError.self) { try links.use(kept) { (_: Principal) throws(APIError) -> Int in throw APIError(.tooManySessions, "full") } }
+        #expect(links.use(kept)?.name == "bob" && links.use(kept) == nil)
     }
 
     @Test func publicURLsAreTheOriginsABrowserSends() throws {
@@ -53,6 +57,10 @@ struct ConsoleLinkTests {
             ("HTTPS://Lockstep.Example.COM/", "https://lockstep.example.com", true),
             ("http://10.0.0.5:8080", "http://10.0.0.5:8080", false),
             ("https://[2001:db8::1]:8443", "https://[2001:db8::1]:8443", true),
+            // As a browser sends it: the scheme's own port left out, a port as a number.
+            ("https://lockstep.example.com:443", "https://lockstep.example.com", true), ("http://a.example:80/", "http://a.example", false),
+            ("https://a.example:0443", "https://a.example", true), ("https://a.example:08443", "https://a.example:8443", true),
+            ("http://a.example:443", "http://a.example:443", false),
         ]
         for (text, origin, https) in accepted {
             let parsed = try PublicURL(parsing: text)
@@ -63,7 +71,9 @@ struct ConsoleLinkTests {
             ("https://lockstep.example.com/console", "path"), ("https://a.example/ui/", "path"),
             ("https://user@lockstep.example.com", "user info"), ("https://a.example?x=1", "query"), ("https://a.example#f", "fragment"),
             ("https://a.example:0", "port"), ("https://a.example:65536", "port"), ("https://a.example:", "port"), ("https://a.example:8x", "port"),
-            ("https://[::1", "closed"), ("https://[::1]x", "PORT"), ("https://[]", "no host"), ("https://:443", "no host"),
+            ("https://[::1", "closed"), ("https://[::1]x", "PORT"), ("https://[]", "IPv6"), ("https://:443", "no host"),
+            ("https://[example]", "IPv6"), ("https://[:]", "IPv6"), ("https://a[b.example", "brackets"), ("https://a]:80", "brackets"),
+            ("https://\u{212A}.example", "outside ASCII"), ("https://caf\u{E9}.example", "outside ASCII"),
             ("https://-a.example", "no host"), ("https://a b.example", "space"), ("https://" + String(repeating: "a", count: 600), "longer"),
         ]
         for (text, why) in refused {
@@ -76,21 +86,24 @@ struct ConsoleLinkTests {
         }
     }
 
-    /// Any text: parsing never traps, and what it accepts is an origin of the accepted shape.
-    @Test func anyTextParsesToAnOriginOrAReason() async {
+    /// Any text: parsing never traps, and what it accepts is an origin as a browser sends it, which
+    /// parses to itself.
+    @Test func anyTextParsesToAnOriginOrAReason() async throws {
         var random = SeededGenerator(seed: 41)
-        let pieces = ["https://", "http://", "HTTP://", "a", "example", ".", "-", ":", "8443", "99999", "/", "[", "]", "::1", "@", "?", "#", " ", "é", "\u{0}", "%2F"]
+        let pieces = ["https://", "http://", "HTTP://", "a", "example", ".", "-", ":", "443", "8443", "080", "99999", "/", "[", "]", "::1", "@", "?", "#",
+                      " ", "é", "\u{0}", "%2F"]
+        var accepted = 0
         for round in 0..<20_000 {
             if round % 500 == 0 { await yieldToOtherTests() }
             let text = (0..<Int.random(in: 0...8, using: &random)).map { _ in pieces.randomElement(using: &random)! }.joined()
-            do {
-                let parsed = try PublicURL(parsing: text)
-                let rest = parsed.origin.drop { $0 != "/" }.dropFirst(2)
-                #expect((parsed.origin.hasPrefix("https://") || parsed.origin.hasPrefix("http://")) && !rest.isEmpty && !rest.contains("/"), "\(text)")
-            } catch {
-                #expect(!error.description.isEmpty)
-            }
+            guard let parsed = try? PublicURL(parsing: text) else { continue }
+            accepted += 1
+            let rest = parsed.origin.drop { $0 != "/" }.dropFirst(2)
+            #expect((parsed.origin.hasPrefix("https://") || parsed.origin.hasPrefix("http://")) && !rest.isEmpty && !rest.contains("/"), "\(text)")
+            #expect(!parsed.origin.hasSuffix(parsed.isHTTPS ? ":443" : ":80") && parsed.origin == parsed.origin.lowercased(), "\(text)")
+            #expect(try PublicURL(parsing: parsed.origin) == parsed, "\(text)")
         }
+        #expect(accepted > 100, "only \(accepted) of 20,000 texts were origins: the pieces no longer make any")
     }
 }
 
@@ -142,6 +155,22 @@ struct ConsoleLinkEndToEndTests {
         #expect(elsewhere.contains("csrf_rejected") && !elsewhere.hasSuffix("\n200"), "\(elsewhere)")
         let both = try await signIn(#"{"code": "\#(second)", "token": "\#(alice)"}"#)
         #expect(both.hasSuffix("\n400"), "\(both)")
+        // Refused before it was looked at, the code is still good.
+        let later = try await signIn(#"{"code": "\#(second)"}"#)
+        #expect(later.hasSuffix("\n200"), "\(later)")
+        // A console session may not make links (each would open a new session: a session renewing itself
+        // past its 12 hours); its cookie and CSRF token are refused where a bearer token is taken.
+        let cookie = try #require(later.split(separator: "\r\n").first { $0.lowercased().hasPrefix("set-cookie: ") }?
+            .dropFirst("set-cookie: ".count).split(separator: ";").first).description
+        let csrf = try #require(later.split(separator: "\"csrf_token\":\"").last?.prefix(64)).description
+        let fromSession = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "-H", "cookie: \(cookie)",
+                                                                   "-H", "x-lockstep-csrf: \(csrf)", "--data", "{}", "-w", "\n%{http_code}",
+                                                                   server.url + "/v1/console/links"]).wait(seconds: 30).stdout
+        #expect(fromSession.hasSuffix("\n403") && fromSession.contains("bearer token"), "\(fromSession)")
+        let plansFromSession = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "-H", "cookie: \(cookie)",
+                                                                        "-H", "x-lockstep-csrf: \(csrf)", "--data", "{}", "-w", "\n%{http_code}",
+                                                                        server.url + "/v1/plans/list"]).wait(seconds: 30).stdout
+        #expect(plansFromSession.hasSuffix("\n200"), "the session itself works: \(plansFromSession)")
         _ = try await server.stop()
     }
 
@@ -149,10 +178,13 @@ struct ConsoleLinkEndToEndTests {
         let config = temporaryDirectory() + "/auth.json"
         let principals: [[String: Any]] = [["name": "alice", "roles": ["operator"], "token_sha256": AuthConfig.hash(ConsoleSessions.newSecret())]]
         try JSONSerialization.data(withJSONObject: ["principals": principals]).write(to: URL(fileURLWithPath: config))
-        for (url, why) in [("https://lockstep.example.com/console", "path"), ("lockstep.example.com", "https://")] {
+        // (The TLS files are only checked for being readable before the URL is judged.)
+        for (url, why, tls) in [("https://lockstep.example.com/console", "path", false), ("lockstep.example.com", "https://", false),
+                                ("http://lockstep.example.com", "Secure", true)] {
             let data = temporaryDirectory()
             let serve = try await ChildProcess(try lockstepBinary(), ["serve", "--data", data, "--no-signing", "--config", config, "--public-url", url,
-                                                                     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]).wait(seconds: 60)
+                                                                     "--http-listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"]
+                                                   + (tls ? ["--tls-cert", config, "--tls-key", config] : [])).wait(seconds: 60)
             #expect(serve.status == 64 && serve.stderr.contains("--public-url") && serve.stderr.contains(why), "\(url): \(serve.status) \(serve.stderr)")
         }
     }

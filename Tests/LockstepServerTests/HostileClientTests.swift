@@ -267,7 +267,22 @@ extension HostileClientTests {
         let marker = data + "/export-open"
         let client = try ChildProcess("/usr/bin/env", ["python3", script, server.url, marker, certificate])
         try await eventually("the export began (its status line arrived)", seconds: 60) { FileManager.default.fileExists(atPath: marker) }
+        var others: [ChildProcess] = []
+        if !tls {
+            // Stalled exports hold their places (`--dev` callers are one principal, 4 exports at once): a
+            // fifth is refused before its stream starts, a 429 with its code, not a 200 whose line is an error.
+            for index in 1...3 {
+                others.append(try ChildProcess("/usr/bin/env", ["python3", script, server.url, marker + "-\(index)", certificate]))
+                try await eventually("export \(index + 1) began", seconds: 60) { FileManager.default.fileExists(atPath: marker + "-\(index)") }
+            }
+            let fifth = try await server.post("/v1/history/export", "{}")
+            #expect(fifth.hasSuffix("\n429") && fifth.contains(#""code":"too_many_history_reads""#), "\(fifth.suffix(500))")
+        }
         let (stopped, took) = try await Self.stop(server, thenKill: client)
+        for other in others {
+            other.kill(SIGKILL)
+            _ = try? await other.wait(seconds: 10)
+        }
         #expect(stopped.status == 0, "\(stopped.stderr.suffix(1_000))")
         #expect(stopped.stderr.contains("closing a connection still open 5000 ms after the shutdown began (shutdown_grace)"),
                 "\(stopped.stderr.suffix(1_000))")

@@ -212,12 +212,22 @@ export async function arrive() {
   renderWho();
   if (hash.startsWith('#token=')) {
     // Links no longer carry bearer tokens: one would sit in the browser's history and wherever it was sent.
-    if (session) return render();
-    return renderSignIn('A sign-in link with a token in it is not accepted: make a one-time link with `lockstep console link`, or sign in here.');
+    const notice = 'A sign-in link with a token in it is not accepted: make a one-time link with `lockstep console link`, or sign in here.';
+    if (!session) return renderSignIn(notice);
+    if (viewAbort) viewAbort.abort();
+    return show(el('section', {class: 'signin'}, el('h2', {}, 'Link not used'),
+      el('p', {}, `${notice} You are still signed in as ${session.principal}.`),
+      el('div', {class: 'actions'}, el('button', {type: 'button', class: 'primary', onclick: () => render()}, 'Continue'))));
   }
   if (!code) return render();
   if (viewAbort) viewAbort.abort();
-  const use = () => signIn({code}).catch(failure => renderSignIn(`${failure.code || 'error'}: ${failure.message}`));
+  // Once: a second click while the first sign-in is on its way would find the code spent.
+  let using = false;
+  const use = () => {
+    if (using) return;
+    using = true;
+    return signIn({code}).catch(failure => renderSignIn(`${failure.code || 'error'}: ${failure.message}`));
+  };
   if (session) {
     const mine = session.principal;
     return show(el('section', {class: 'signin'}, el('h2', {}, 'Switch accounts?'),

@@ -190,6 +190,11 @@ try:
     # 3. The approver signs in with the form and approves with a comment full of markup.
     sign_in_with_form(BOB)
     # A sign-in link opened while signed in asks before it swaps the session.
+    driver.get(f"{URL}/ui#token={CAROL}")
+    until(lambda: "Link not used" in driver.find_element(By.TAG_NAME, "main").text, "a link carrying a token, opened while signed in, says it was not used")
+    check(CAROL not in driver.current_url, "and its token has left the address")
+    driver.find_element(By.XPATH, "//button[text()='Continue']").click()
+    until(lambda: "bob" in driver.find_element(By.ID, "who").text and driver.find_elements(By.CSS_SELECTOR, "table"), "bob is still signed in")
     driver.get(console_link(CAROL))
     until(lambda: "Switch accounts?" in driver.find_element(By.TAG_NAME, "main").text, "a link opened while signed in asks first")
     check("code=" not in driver.current_url, "and its code has left the address")
