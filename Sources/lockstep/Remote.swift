@@ -100,7 +100,12 @@ extension CommandFailure {
     /// A call of a command could not reach its server after an earlier call of it took effect: the command
     /// is not run again on the next address (it would repeat that).
     init(partlyDone error: LockstepClientError, server: String, notRunAgain: Bool) {
-        self.init(message: "\(error.code): the Lockstep server at \(server) could not be reached (\(error.message)) after part of the command had taken effect\(notRunAgain ? "; it was not run again on the next address" : ""): \(Self.look)",
+        let what = switch error.code {
+        case "shutting_down": "was shutting down"
+        case "not_writer": "is not the writer (\(error.writer.map { "it names \($0)" } ?? "it names no writer"))"
+        default: "could not be reached"
+        }
+        self.init(message: "\(error.code): the Lockstep server at \(server) \(what) (\(error.message)) after part of the command had taken effect\(notRunAgain ? "; it was not run again on the next address" : ""): \(Self.look)",
                   exitCode: RemoteExit.unreachable)
     }
 

@@ -315,6 +315,13 @@ extension HostileClientTests {
             time.sleep(120)
             """, String(address[0]), String(address[1]), marker])
         try await eventually("the handshake began", seconds: 30) { FileManager.default.fileExists(atPath: marker) }
+        // And the server has accepted it (a connection still in the listener's backlog is not one the stop
+        // waits for: the stop would end at once). The gauge counts the scrape's own connection too.
+        try await eventually("the server accepted the handshake's connection", seconds: 30) {
+            let metrics = try await ChildProcess("/usr/bin/curl", ["-sk", server.url + "/metrics"]).wait(seconds: 10).stdout
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_open_connections ") }
+            return (line?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 2
+        }
         return (server, client)
     }
 
