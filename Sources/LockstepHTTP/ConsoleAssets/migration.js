@@ -332,23 +332,33 @@ function timeline(view) {
   }}, 'Export these events (NDJSON)');
   const full = density === 'full';
   const head = full ? ['Sequence', 'Time', 'Event', 'Actor', 'Triggered by', 'Summary'] : ['Seq', 'Time', 'Summary'];
-  const rows = [];
-  for (const event of shown) {
-    const raw = el('tr', {hidden: true}, el('td', {colspan: head.length}, el('pre', {}, JSON.stringify(event, null, 2))));
-    const toggle = el('button', {type: 'button', 'aria-expanded': 'false', onclick: () => {
-      raw.hidden = !raw.hidden; toggle.setAttribute('aria-expanded', String(!raw.hidden));
-    }}, String(event.sequence));
-    const cells = full
-      ? [toggle, time(event.record.recorded_at_ms), kindOf(event), actorOf(event), triggerOf(event), summary(event)]
-      : [toggle, time(event.record.recorded_at_ms).slice(11), `${summary(event)} — ${actorOf(event)}`];
-    rows.push(el('tr', {'data-kind': kindOf(event)}, cells.map(c => el('td', {}, c))), raw);
-  }
+  const rows = shown.flatMap(event => timelineRows(event, full, head.length));
   return [
     el('div', {class: 'controls'}, select('timeline-node', 'Node', node, nodes, 'node'), select('timeline-kind', 'Event', kind, kinds, 'kind'),
       el('label', {for: 'density'}, 'Density', densityInput), exportButton),
     el('p', {class: 'muted'}, `${shown.length} of ${view.events.length} events. The sequence number shows the raw event.`),
     el('div', {class: 'scroll'}, el('table', {id: 'timeline'}, el('thead', {}, el('tr', {}, head.map(h => el('th', {scope: 'col'}, h)))), el('tbody', {}, rows))),
   ];
+}
+
+/** An event's two rows (its line, and its raw JSON shown by a click), made once per event and density
+ * and kept: a live event's redraw makes only the new event's rows and moves the rest, and a raw event
+ * someone opened stays open. The raw JSON is made when first shown. */
+const timelineRowCache = new WeakMap();
+function timelineRows(event, full, columns) {
+  const cached = timelineRowCache.get(event);
+  if (cached && cached.full === full) return cached.rows;
+  const raw = el('tr', {hidden: true});
+  const toggle = el('button', {type: 'button', 'aria-expanded': 'false', onclick: () => {
+    if (!raw.firstChild) raw.append(el('td', {colspan: columns}, el('pre', {}, JSON.stringify(event, null, 2))));
+    raw.hidden = !raw.hidden; toggle.setAttribute('aria-expanded', String(!raw.hidden));
+  }}, String(event.sequence));
+  const cells = full
+    ? [toggle, time(event.record.recorded_at_ms), kindOf(event), actorOf(event), triggerOf(event), summary(event)]
+    : [toggle, time(event.record.recorded_at_ms).slice(11), `${summary(event)} — ${actorOf(event)}`];
+  const rows = [el('tr', {'data-kind': kindOf(event)}, cells.map(c => el('td', {}, c))), raw];
+  timelineRowCache.set(event, {full, rows});
+  return rows;
 }
 
 // MARK: evidence

@@ -218,6 +218,16 @@ try:
     check(not driver.find_elements(By.CSS_SELECTOR, "main img, main b, main script"), "and none of it became elements")
     stable(lambda: driver.find_element(By.CSS_SELECTOR, '#timeline tbody tr[data-kind="approval_granted"] button').click())
     until(lambda: '"approval_granted"' in stable(lambda: driver.find_element(By.ID, "timeline").text), "the raw event is a click away")
+    # Live events redraw the timeline without closing the raw event being read.
+    def recorded():
+        text = stable(lambda: driver.find_element(By.TAG_NAME, "main").text)
+        return int(text.split(" events.")[0].rsplit(" of ", 1)[1]) if " events." in text else 0
+    before = recorded()
+    for verb, body in (("pause", {"migration_id": "m1", "reason": "the timeline's live redraw"}), ("resume", {"migration_id": "m1"})):
+        status, answer = call(f"/v1/migrations/{verb}", body, ALICE)
+        check(status == 200, f"the operator's {verb} is recorded: {answer}")
+    until(lambda: recorded() >= before + 2, "the pause and the resume reach the timeline live")
+    check('"approval_granted"' in stable(lambda: driver.find_element(By.ID, "timeline").text), "the raw event opened stays open through the redraw")
     driver.get(f"{URL}/ui#/migration/m1?tab=timeline&density=compact")
     until(lambda: driver.find_elements(By.CSS_SELECTOR, "#timeline tbody tr"), "the compact timeline loads")
     shot("timeline-compact")
