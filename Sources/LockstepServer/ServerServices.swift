@@ -33,15 +33,16 @@ final class BoundAddresses: Sendable {
     private struct State {
         var value: (grpc: String, http: String)?
         var closed = false
-        var waiters: [CheckedContinuation<(grpc: String, http: String)?, Never>] = []
+        var waiters: [UInt64: CheckedContinuation<(grpc: String, http: String)?, Never>] = [:]
+        var nextWaiter: UInt64 = 0
     }
     private let state = Mutex(State())
 
     func set(grpc: String, http: String) {
         let waiters = state.withLock { state in
             state.value = (grpc, http)
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return state.waiters.values
         }
         for waiter in waiters { waiter.resume(returning: (grpc, http)) }
     }
@@ -52,21 +53,31 @@ final class BoundAddresses: Sendable {
     func close() {
         let waiters = state.withLock { state in
             state.closed = true
-            defer { state.waiters = [] }
-            return state.waiters
+            defer { state.waiters = [:] }
+            return state.waiters.values
         }
         for waiter in waiters { waiter.resume(returning: nil) }
     }
 
+    /// The addresses once bound; nil if the server stops first, or the caller is cancelled (a webhook
+    /// delivery waiting for its console links' base must not outlive its task).
     func wait() async -> (grpc: String, http: String)? {
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { state -> (grpc: String, http: String)?? in
-                if let value = state.value { return .some(value) }
-                if state.closed { return .some(nil) }
-                state.waiters.append(continuation)
-                return nil
+        let id = state.withLock { state -> UInt64 in
+            state.nextWaiter &+= 1
+            return state.nextWaiter
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { continuation in
+                let now = state.withLock { state -> (grpc: String, http: String)?? in
+                    if let value = state.value { return .some(value) }
+                    if state.closed || Task.isCancelled { return .some(nil) }
+                    state.waiters[id] = continuation
+                    return nil
+                }
+                if let now { continuation.resume(returning: now) }
             }
-            if let now { continuation.resume(returning: now) }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: nil)
         }
     }
 }

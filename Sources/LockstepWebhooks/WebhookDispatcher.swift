@@ -128,6 +128,13 @@ public struct WebhookDispatcher: Service {
             let page: [StoredEvent]
             do {
                 page = try await log.read(after: cursor, limit: webhook.queueMax)
+            } catch .archived(let base) {
+                // Archived past this cursor (one archival could not hold back: its cursor was not saved):
+                // what lies between is gone from the live log; go on from its base, and say so.
+                logger.error("webhook \(webhook.name): events \(cursor + 1) to \(base) were archived before they were delivered; going on from sequence \(base)")
+                guard let state = await replay(through: base) else { return }
+                deriver = NotificationDeriver(state: state)
+                continue
             } catch {
                 logger.warning("webhook \(webhook.name): cannot read the log after \(cursor): \(error)")
                 try? await Task.sleep(for: .seconds(1))
@@ -335,8 +342,11 @@ public final class WebhookCursorFile: WebhookCursors {
 
     public func read() async throws -> [String: UInt64] {
         guard FileManager.default.fileExists(atPath: path) else { return [:] }
-        guard let data = try? WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file") else {
-            throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
+        let data: [UInt8]
+        do {
+            data = try WebhookConfig.read(path, limit: 1 << 20, what: "the webhook cursor file")
+        } catch {
+            throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read: \(error)")
         }
         let object: [String: Any]
         do throws(StrictJSON.Refusal) { object = try StrictJSON.object(data) } catch {
@@ -346,21 +356,32 @@ public final class WebhookCursorFile: WebhookCursors {
             }
             throw WebhookCursorError(description: "the webhook cursor file \(path) cannot be read")
         }
-        var loaded: [String: UInt64] = [:]
-        for (name, value) in object { if let number = value as? NSNumber, number.int64Value >= 0 { loaded[name] = number.uint64Value } }
-        return loaded
+        // Each cursor a whole number of events, 0 or more: `true`, `0.5` or `-1` is a file edited wrong, and
+        // is refused naming the webhook (skipped, the webhook would go on from the head and lose its backlog).
+        var cursors: [String: UInt64] = [:]
+        for (name, value) in object {
+            let text = (try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed])) ?? Data()
+            guard let cursor = try? JSONDecoder().decode(UInt64.self, from: text), cursor <= UInt64(Int64.max) else {
+                throw WebhookCursorError(description: "the webhook cursor file \(path) gives webhook \(name.quotable) a cursor that is not a whole number of events, 0 or more")
+            }
+            cursors[name] = cursor
+        }
+        return cursors
     }
 
     public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {
         // Under the lock, so a later cursor is never replaced by an earlier snapshot.
+        // Replaced whole and synced (a crash leaves the old cursors or the new, never an empty file that would
+        // send every webhook to the head and skip its backlog).
         values.withLock { values in
             guard values[webhook] != sequence else { return }
             values[webhook] = sequence
-            let data = (try? JSONSerialization.data(withJSONObject: values, options: [.sortedKeys])) ?? Data()
-            let temporary = path + ".tmp-\(getpid())"
-            guard FileManager.default.createFile(atPath: temporary, contents: data), rename(temporary, path) == 0 else {
-                logger.warning("cannot write the webhook cursor file \(path); a restart will deliver again from the last cursor written")
+            guard let data = try? JSONSerialization.data(withJSONObject: values, options: [.sortedKeys]) else {
+                logger.warning("cannot encode the webhook cursors; a restart will deliver again from the last cursor written")
                 return
+            }
+            if let problem = DurableFile.replace(path, with: Array(data)) {
+                logger.warning("cannot write the webhook cursor file \(path) (\(problem)); a restart will deliver again from the last cursor written")
             }
         }
     }

@@ -36,7 +36,7 @@ public enum WebhookPayload {
             blocks.append(["type": "actions", "elements": [
                 ["type": "button", "text": ["type": "plain_text", "text": "Open in Lockstep"], "url": console],
             ]])
-            object = ["text": "\(title(note.kind)): \(note.summary)", "blocks": blocks]
+            object = ["text": "\(title(note.kind)): \(slackEscaped(note.summary))", "blocks": blocks]
         }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return [UInt8](data)

@@ -1,6 +1,7 @@
 import Foundation
 import LockstepTestSupport
 import LockstepWebhooks
+import Logging
 import Testing
 
 /// The cursor file beside a SQLite log: read back as written, and a file that says a webhook's cursor
@@ -16,5 +17,24 @@ import Testing
         await #expect { _ = try await file.read() } throws: { "\($0)".contains("gives webhook audit's cursor twice") }
         try "not json".write(toFile: path, atomically: true, encoding: .utf8)
         await #expect { _ = try await file.read() } throws: { "\($0)".contains("cannot be read") }
+        // A cursor that is not a whole number of events, 0 or more, is refused naming its webhook (skipped,
+        // that webhook would go on from the head and lose its backlog; 0.5 would send the whole history).
+        for value in ["true", "0.5", "-1", #""5""#, "null", "18446744073709551615", "1e30"] {
+            try #"{"audit": 5, "deploys": \#(value)}"#.write(toFile: path, atomically: true, encoding: .utf8)
+            await #expect { _ = try await file.read() } throws: { "\($0)".contains("deploys") }
+        }
+    }
+
+    /// Saved whole and synced: what is read back is every cursor saved, and no temporary file is left.
+    @Test func savesReplaceTheFileWhole() async throws {
+        let directory = temporaryDirectory()
+        let path = directory + "/webhooks.cursor.json"
+        let file = WebhookCursorFile(path: path)
+        let logger = Logger(label: "test")
+        await file.save("audit", 5, logger: logger)
+        await file.save("deploys", 9, logger: logger)
+        await file.save("audit", 6, logger: logger)
+        #expect(try await WebhookCursorFile(path: path).read() == ["audit": 6, "deploys": 9])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["webhooks.cursor.json"])
     }
 }

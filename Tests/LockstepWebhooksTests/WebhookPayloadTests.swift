@@ -37,6 +37,16 @@ import Testing
         #expect(button?["url"] as? String == "https://l.example/ui#/migration/m1")
     }
 
+    /// A summary carries reasons people and agents wrote: in Slack's fallback text too, `<!channel>` and
+    /// `<url|label>` arrive as text, not as a mention or a link.
+    @Test func slacksTextEscapesWhatPeopleWrote() throws {
+        var note = Self.note
+        note.summary = "m1 paused: <!channel> see <https://evil.example|the runbook> & more"
+        let body = WebhookPayload.body(note, webhook: "chat", format: .slack, consoleURL: "https://l.example")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        #expect(object["text"] as? String == "Approval needed: m1 paused: &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt; &amp; more")
+    }
+
     @Test func longEvidenceIsCut() {
         var note = Self.note
         note.evidence = String(repeating: "x", count: 10_000)
