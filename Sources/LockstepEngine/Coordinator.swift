@@ -27,6 +27,10 @@ public actor Coordinator {
     /// The log (within the package: the history and watch APIs read it directly, as any reader of
     /// the log may; nothing outside writes around the machine).
     package let log: any EventLog
+    /// The last event folded and its chain hash, as this coordinator checked it: what a replica's next
+    /// page must chain from (the log checks a page against the hash it holds now, which a restore or a
+    /// rewritten row could have changed since).
+    var followedLink: LogHead
     /// The engine: the live state and everything around it. This actor feeds it inputs and performs its actions.
     var machine: CoordinatorMachine
     /// Callers waiting for the machine's word, by number.
@@ -130,10 +134,11 @@ public actor Coordinator {
     /// Default for `commandsWaitingPerMigrationMax`.
     public static let defaultCommandsWaitingPerMigrationMax = 1_024
 
-    private init(log: any EventLog, state: LogState, snapshotSequence: UInt64, snapshotBytes: Int, snapshotIntervalEvents: UInt64,
+    private init(log: any EventLog, state: LogState, link: LogHead, snapshotSequence: UInt64, snapshotBytes: Int, snapshotIntervalEvents: UInt64,
                  snapshotBytesPerEvent: UInt64,
                  commandsWaitingPerMigrationMax: Int, grantAppendsInFlightMax: Int, monotonic: @escaping MonotonicClock) {
         self.log = log
+        self.followedLink = link
         self.grantAppendsInFlightMax = max(1, grantAppendsInFlightMax)
         self.monotonic = monotonic
         // After a restart nobody knows how long ago the last heartbeat came: every live lease gets a fresh TTL.
@@ -156,6 +161,8 @@ public actor Coordinator {
         var state = LogState()
         var snapshotSequence: UInt64 = 0
         var snapshotBytes = 0
+        // The chain hash of the last event folded (a replica checks that what it follows chains from it).
+        var link = LogHead.genesis
         if let snapshot = try await log.latestSnapshot(), snapshot.isCurrentFormat {
             // (A snapshot written by an older build, in an older canonical format, is skipped: full replay.)
             guard StateDigest(canonicalBytes: snapshot.state).bytes == snapshot.digest else {
@@ -180,13 +187,15 @@ public actor Coordinator {
             }
             snapshotSequence = snapshot.sequence
             snapshotBytes = snapshot.state.count
+            link = LogHead(sequence: snapshot.sequence, chainHash: snapshot.chainHash)
         } else if let base = try await log.base() {
             // Events were archived (and the snapshot at the base is of an older format): start from the base.
             state = try History.state(at: base)
             snapshotSequence = base.sequence
+            link = LogHead(sequence: base.sequence, chainHash: base.chainHash)
         }
-        try await History.fold(log, into: &state)
-        return Coordinator(log: log, state: state, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes,
+        try await History.fold(log, into: &state) { stored, _ throws(EventLogError) in link = LogHead(sequence: stored.sequence, chainHash: stored.chainHash) }
+        return Coordinator(log: log, state: state, link: link, snapshotSequence: snapshotSequence, snapshotBytes: snapshotBytes,
                            snapshotIntervalEvents: snapshotIntervalEvents, snapshotBytesPerEvent: snapshotBytesPerEvent,
                            commandsWaitingPerMigrationMax: commandsWaitingPerMigrationMax, grantAppendsInFlightMax: grantAppendsInFlightMax,
                            monotonic: monotonic)

@@ -31,7 +31,7 @@ extension PostgresEventLog {
 
     /// Chains `requests` onto `before`, each checked on its own, in order, against `versions` (the
     /// streams' versions before the batch; a stream not there is empty).
-    static func chain(_ requests: [AppendRequest], onto before: LogHead, versions start: [String: UInt64]) -> Planned {
+    static func chain(_ requests: [AppendRequest], onto before: LogHead, versions start: [String: UInt64]) throws(EventLogError) -> Planned {
         var planned = Planned(before: before, head: before)
         var versions = start
         var touched: [String: UInt64] = [:]
@@ -42,6 +42,13 @@ extension PostgresEventLog {
                 continue
             }
             if touched[request.stream] == nil { touched[request.stream] = actual }
+            // The head and the versions were read from the database (outside input): a sequence or a version
+            // at bigint's end (edited by hand) stops the append, rather than trapping on the next.
+            let room = UInt64(Int64.max)
+            guard planned.head.sequence < room, UInt64(request.records.count) <= room - planned.head.sequence,
+                  actual < room, UInt64(request.records.count) <= room - actual else {
+                throw .corrupted(position: planned.head.sequence, reason: "the head's sequence \(planned.head.sequence) or stream \(request.stream)'s version \(actual) leaves no room for \(request.records.count) more events in a bigint")
+            }
             let first = planned.head.sequence + 1
             var version = actual
             for record in request.records {
@@ -72,7 +79,7 @@ extension PostgresEventLog {
     static func ahead(_ requests: [AppendRequest], onto known: LogHead) -> Planned? {
         var assumed: [String: UInt64] = [:]
         for request in requests where assumed[request.stream] == nil { assumed[request.stream] = request.expectedVersion }
-        let planned = chain(requests, onto: known, versions: assumed)
+        guard let planned = try? chain(requests, onto: known, versions: assumed) else { return nil }
         guard planned.writes, planned.results.allSatisfy({ if case .success = $0 { true } else { false } }) else { return nil }
         return planned
     }
@@ -101,7 +108,7 @@ extension PostgresEventLog {
             }
             before = LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence), chainHash: link)
         }
-        let planned = chain(requests, onto: before, versions: versions)
+        let planned = try chain(requests, onto: before, versions: versions)
         if planned.writes {
             // Unprepared here (the rarer way: the first batch, after a failure or a conflict), so its
             // result is collected with its command tag: `UPDATE 1` when it wrote, in one round trip.

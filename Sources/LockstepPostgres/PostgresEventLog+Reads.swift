@@ -240,7 +240,7 @@ extension PostgresEventLog {
                     throw EventLogError.invalidRequest("the live log's base moved from \(expected) to \(base) meanwhile (another archival): nothing was archived")
                 }
                 guard sequence > base, sequence <= head else {
-                    throw EventLogError.invalidRequest("cannot archive through event \(sequence): the live log holds events \(base + 1) to \(head)")
+                    throw EventLogError.invalidRequest("cannot archive through event \(sequence): the live log holds the events after \(base) to \(head)")
                 }
                 var matches = false
                 for row in try await connection.rows("SELECT chain_hash FROM lockstep_events WHERE sequence = \(sequence)", logger: logger) {

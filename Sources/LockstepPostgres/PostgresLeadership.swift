@@ -1,4 +1,5 @@
 import Logging
+import LockstepStore
 import PostgresNIO
 
 /// Which of several coordinators on one database writes: a lease row (`lockstep_leader`) with a TTL,
@@ -73,8 +74,17 @@ public struct PostgresLeadership: Sendable {
                     "SELECT epoch, expires_at < clock_timestamp() FROM lockstep_leader WHERE id = 1 FOR UPDATE", logger: logger) {
                     current = try row.decode((Int64, Bool).self)
                 }
-                guard let current, current.lapsed else { return nil }
-                let epoch = current.epoch + 1
+                guard let current else {
+                    throw EventLogError.corrupted(position: 0, reason: "the leadership lease's row (lockstep_leader, id 1) is missing, so no coordinator can take it: "
+                                                  + "restore it with the epoch lockstep_head holds (INSERT INTO lockstep_leader (id, epoch, holder, address, expires_at) "
+                                                  + "SELECT 1, epoch, '', '', clock_timestamp() FROM lockstep_head)")
+                }
+                guard current.lapsed else { return nil }
+                // A stored value (outside input): an epoch at bigint's end, edited by hand, stops the take here.
+                let (epoch, overflow) = current.epoch.addingReportingOverflow(1)
+                guard !overflow else {
+                    throw EventLogError.corrupted(position: 0, reason: "the leadership lease's epoch is \(current.epoch), at its limit: no coordinator can take it (reset lockstep_leader.epoch and lockstep_head.epoch together)")
+                }
                 try await connection.query("""
                     UPDATE lockstep_leader SET epoch = \(epoch), holder = \(holder), address = \(address),
                         expires_at = clock_timestamp() + \(ttlMillis) * interval '1 millisecond' WHERE id = 1

@@ -84,6 +84,62 @@ enum Following {
     }
 }
 
+/// A log that can be swapped for another under its readers: a database restored, or rewritten, under a
+/// running replica.
+final class SwappableLog: EventLog, Sendable {
+    let current: Mutex<any EventLog>
+    init(_ log: any EventLog) { current = Mutex(log) }
+    func swap(to log: any EventLog) { current.withLock { $0 = log } }
+    var log: any EventLog { current.withLock { $0 } }
+    func append(_ request: AppendRequest) async throws(EventLogError) -> AppendReceipt { try await log.append(request) }
+    func read(after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] { try await log.read(after: sequence, limit: limit) }
+    func read(stream: String, after sequence: UInt64, limit: Int) async throws(EventLogError) -> [StoredEvent] {
+        try await log.read(stream: stream, after: sequence, limit: limit)
+    }
+    func head() async throws(EventLogError) -> LogHead { try await log.head() }
+    func streamVersion(of stream: String) async throws(EventLogError) -> UInt64 { try await log.streamVersion(of: stream) }
+    func streams(withPrefix prefix: String, after: String, limit: Int) async throws(EventLogError) -> [String] {
+        try await log.streams(withPrefix: prefix, after: after, limit: limit)
+    }
+    func saveSnapshot(_ snapshot: Snapshot) async throws(EventLogError) { try await log.saveSnapshot(snapshot) }
+    func latestSnapshot() async throws(EventLogError) -> Snapshot? { try await log.latestSnapshot() }
+}
+
+@Suite struct FollowerRewriteTests {
+    /// The log rewritten under a replica (a restore, an edited row): its event N differs from the one the
+    /// replica folded, and event N + 1 chains from the new one, so the log itself reads as sound. The
+    /// replica checks the chain from what it folded, and refuses the page.
+    @Test func aReplicaRefusesALogRewrittenUnderIt() async throws {
+        let original = InMemoryEventLog()
+        let writer = try await Coordinator.open(log: original)
+        try await recordScenario(on: writer)
+        let log = SwappableLog(original)
+        let replica = try await Coordinator.open(log: log)
+        let folded = await replica.appliedSequence
+        try await recordExposureScenario(on: writer)
+        // The same history with event `folded` altered, and what followed it chained onto the altered one.
+        let rewritten = InMemoryEventLog()
+        var after: UInt64 = 0
+        while true {
+            let page = try await original.read(after: after, limit: 500)
+            guard !page.isEmpty else { break }
+            for event in page {
+                let record = event.sequence == folded ? event.record + [0x20] : event.record
+                _ = try await rewritten.append(AppendRequest(stream: event.stream, expectedVersion: event.streamVersion - 1, records: [record]))
+            }
+            after = page.last?.sequence ?? after
+        }
+        log.swap(to: rewritten)
+        do {
+            _ = try await replica.follow()
+            Issue.record("a replica folded a page chained onto an event it never folded")
+        } catch {
+            #expect(error.description.contains("does not chain from event \(folded) as this coordinator folded it"), "\(error)")
+        }
+        #expect(await replica.appliedSequence == folded)
+    }
+}
+
 @Suite(.serialized, .dropsPostgresDatabases) struct PostgresFollowerTests {
     @Test func aReplicaOnPostgreSQLFollowsTheWriter() async throws {
         let database = try await TestPostgres.shared.makeDatabase()

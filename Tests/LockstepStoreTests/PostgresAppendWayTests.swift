@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 @testable import LockstepPostgres
 import LockstepStore
 import LockstepTestSupport
@@ -209,5 +210,51 @@ import Testing
         }
         #expect(try await log.streamVersion(of: "s") == 2)
         try await expectChained(log, count: 1 + 1 + 12)
+    }
+}
+
+/// Stored values at bigint's end (edited by hand) are outside input too: an append onto a head, or a
+/// stream version, with no room left, and a leadership take past the last epoch, are refused as a
+/// corrupted log instead of trapping the writer.
+@Suite(.serialized, .dropsPostgresDatabases) struct PostgresStoredLimitTests {
+    @Test func aHeadOrAVersionAtTheEndOfBigintStopsTheAppend() async throws {
+        for (sql, request) in [
+            ("UPDATE lockstep_head SET sequence = 9223372036854775807",
+             AppendRequest(stream: "a", expectedVersion: 1, records: [Array("a2".utf8)])),
+            ("UPDATE lockstep_streams SET version = 9223372036854775807 WHERE stream = 'a'",
+             AppendRequest(stream: "a", expectedVersion: UInt64(Int64.max), records: [Array("a2".utf8)])),
+        ] {
+            let (database, client) = try await TestPostgres.shared.makeClient()
+            let log = try await PostgresEventLog.open(client: client)
+            _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [Array("a1".utf8)]))
+            try await TestPostgres.shared.psql(database, sql)
+            do {
+                _ = try await log.append(request)
+                Issue.record("an append past bigint's end was acknowledged (\(sql))")
+            } catch {
+                #expect(error.description.contains("leaves no room"), "\(sql): \(error)")
+            }
+        }
+    }
+
+    @Test func aLeadershipTakePastTheLastEpochIsRefused() async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        _ = try await PostgresEventLog.open(client: client)
+        let leader = PostgresLeadership(client: client, holder: "a", address: "a:1", ttlMillis: 60_000, logger: Logger(label: "a"))
+        try await TestPostgres.shared.psql(database, "UPDATE lockstep_leader SET epoch = 9223372036854775807, expires_at = clock_timestamp() - interval '1 second' WHERE id = 1")
+        do {
+            _ = try await leader.tryAcquire()
+            Issue.record("a take past the last epoch succeeded")
+        } catch {
+            #expect("\(error)".contains("at its limit"), "\(error)")
+        }
+        // The lease's row deleted: said, not a standby that waits for ever without a word.
+        try await TestPostgres.shared.psql(database, "DELETE FROM lockstep_leader")
+        do {
+            _ = try await leader.tryAcquire()
+            Issue.record("a take with no lease row did not say why it cannot take it")
+        } catch {
+            #expect("\(error)".contains("row (lockstep_leader, id 1) is missing"), "\(error)")
+        }
     }
 }
