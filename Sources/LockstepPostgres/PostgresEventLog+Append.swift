@@ -91,22 +91,40 @@ extension PostgresEventLog {
         let names = Array(Set(requests.map(\.stream))).sorted()
         let rows = try await connection.rows("""
             WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
-            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version
+            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version,
+                (SELECT e.chain_hash FROM lockstep_events e WHERE e.sequence = head.sequence),
+                EXISTS (SELECT 1 FROM lockstep_events e WHERE e.sequence > head.sequence)
             FROM head LEFT JOIN lockstep_streams s ON s.stream = ANY(\(names))
             """, logger: logger)
-        var before = LogHead.genesis
+        var before: LogHead?
         var versions: [String: UInt64] = [:]
-        var read = false
+        var atHead: (stored: ByteBuffer?, pastIt: Bool) = (nil, false)
         for row in rows {
-            let (sequence, hash, stored, stream, version) = try row.decode((Int64, ByteBuffer, Int64, String?, Int64?).self)
+            let (sequence, hash, stored, stream, version, eventAtHead, pastHead) = try row.decode((Int64, ByteBuffer, Int64, String?, Int64?, ByteBuffer?, Bool).self)
             if let stream, let version { versions[stream] = try Self.stored(version, "stream \(stream)'s version", at: sequence) }
-            if read { continue }
-            read = true
+            if before != nil { continue }
             let link = try chainHash(hash, at: sequence, of: "the head's")
             if let epoch, stored != epoch {
                 throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
             }
             before = LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence), chainHash: link)
+            atHead = (eventAtHead, pastHead)
+        }
+        // The head row is stored bytes too: it must name the last event, with its chain hash (an edited or
+        // deleted row would chain the batch onto the wrong event, leave a gap, or collide with an event).
+        guard let before else {
+            throw EventLogError.corrupted(position: 0, reason: "the log's head row (lockstep_head, id 1) is missing")
+        }
+        guard !atHead.pastIt else {
+            throw EventLogError.corrupted(position: before.sequence + 1, reason: "the head row says \(before.sequence), but events follow it")
+        }
+        if let stored = atHead.stored {
+            guard Array(stored.readableBytesView) == before.chainHash.bytes else {
+                throw EventLogError.corrupted(position: before.sequence, reason: "the head row's chain hash is not event \(before.sequence)'s")
+            }
+        } else if before.sequence > 0, try await Self.baseLink(at: before.sequence, on: connection, logger: logger) != before.chainHash {
+            // Not stored: archived (the base keeps its link), or missing.
+            throw EventLogError.corrupted(position: before.sequence, reason: "the head row names event \(before.sequence), which is neither in the log nor its archived base")
         }
         let planned = try chain(requests, onto: before, versions: versions)
         if planned.writes {
@@ -120,6 +138,18 @@ extension PostgresEventLog {
             }
         }
         return planned
+    }
+
+    /// The chain hash the archived base keeps for event `sequence`, if the base is that event.
+    static func baseLink(at sequence: UInt64, on connection: PostgresConnection, logger: Logger) async throws -> ChainHash? {
+        var exists = false
+        for row in try await connection.rows("SELECT to_regclass('lockstep_base') IS NOT NULL", logger: logger) { exists = try row.decode(Bool.self) }
+        guard exists else { return nil }
+        var link: ChainHash?
+        for row in try await connection.rows("SELECT chain_hash FROM lockstep_base WHERE id = 1 AND sequence = \(Int64(clamping: sequence))", logger: logger) {
+            link = ChainHash(bytes: Array(try row.decode(ByteBuffer.self).readableBytesView))
+        }
+        return link
     }
 
     /// The one writing statement: when the head is still `planned.before` under `epoch` (nil: any) and

@@ -218,11 +218,12 @@ import Testing
 /// corrupted log instead of trapping the writer.
 @Suite(.serialized, .dropsPostgresDatabases) struct PostgresStoredLimitTests {
     @Test func aHeadOrAVersionAtTheEndOfBigintStopsTheAppend() async throws {
-        for (sql, request) in [
+        // (A head at the end names no event: found before any arithmetic on it.)
+        for (sql, request, found) in [
             ("UPDATE lockstep_head SET sequence = 9223372036854775807",
-             AppendRequest(stream: "a", expectedVersion: 1, records: [Array("a2".utf8)])),
+             AppendRequest(stream: "a", expectedVersion: 1, records: [Array("a2".utf8)]), "neither in the log"),
             ("UPDATE lockstep_streams SET version = 9223372036854775807 WHERE stream = 'a'",
-             AppendRequest(stream: "a", expectedVersion: UInt64(Int64.max), records: [Array("a2".utf8)])),
+             AppendRequest(stream: "a", expectedVersion: UInt64(Int64.max), records: [Array("a2".utf8)]), "leaves no room"),
         ] {
             let (database, client) = try await TestPostgres.shared.makeClient()
             let log = try await PostgresEventLog.open(client: client)
@@ -232,9 +233,30 @@ import Testing
                 _ = try await log.append(request)
                 Issue.record("an append past bigint's end was acknowledged (\(sql))")
             } catch {
-                #expect(error.description.contains("leaves no room"), "\(sql): \(error)")
+                #expect(error.code == "log_corrupted" && error.description.contains(found), "\(sql): \(error)")
             }
         }
+    }
+
+    /// The head row is stored bytes too: deleted, moved back over events, moved forward past them, or
+    /// given another hash, it stops the append (it chained onto genesis, collided with an event, or left a gap).
+    @Test(arguments: [("DELETE FROM lockstep_head", "head row (lockstep_head, id 1) is missing"),
+                      ("UPDATE lockstep_head SET sequence = 1", "but events follow it"),
+                      ("UPDATE lockstep_head SET sequence = 5", "neither in the log nor its archived base"),
+                      ("UPDATE lockstep_head SET chain_hash = decode(repeat('11', 32), 'hex')", "chain hash is not event 2's")])
+    func aHeadRowThatDoesNotNameTheLastEventStopsTheAppend(sql: String, found: String) async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [Array("a1".utf8), Array("a2".utf8)]))
+        try await TestPostgres.shared.psql(database, sql)
+        do {
+            _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 2, records: [Array("a3".utf8)]))
+            Issue.record("an append onto a head row edited by hand was acknowledged (\(sql))")
+        } catch {
+            #expect(error.code == "log_corrupted" && error.description.contains(found), "\(sql): \(error)")
+        }
+        let count = try await TestPostgres.shared.psql(database, "SELECT count(*) FROM lockstep_events").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(count == "2", "nothing was appended")
     }
 
     @Test func aLeadershipTakePastTheLastEpochIsRefused() async throws {
