@@ -47,23 +47,42 @@ extension LockstepServer {
                     metrics.depositions.increment()
                     logger.error("deposed while taking over (epoch \(epoch)): \(deposed.reason); a standby again")
                     continue
+                } catch {
+                    // Catching up failed (the database went away, a damaged log): hand the lease back at once
+                    // rather than hold it for a TTL with nobody writing, and stand by again after a quarter TTL
+                    // (a fault that persists does not make this coordinator take and drop it in a tight loop).
+                    logger.error("the takeover failed (epoch \(epoch)): \(error); a standby again")
+                    await release(lease, epoch: epoch)
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, options.leadership.ttlMillis / 4))) }
+                    continue
                 }
                 let services = [ServiceGroupConfiguration.ServiceConfiguration(service: keeper, failureTerminationBehavior: .gracefullyShutdownGroup)]
                     + server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
                 do {
                     try await ServiceGroup(configuration: ServiceGroupConfiguration(services: services, logger: logger)).run()
                     // A graceful stop: hand over at once instead of making a standby wait out the TTL.
-                    do {
-                        try await lease.release(epoch: epoch)
-                        logger.notice("released the leadership lease (epoch \(epoch))")
-                    } catch {
-                        logger.warning("the leadership lease could not be released (\(PostgresEventLog.describe(error))); a standby takes over once it lapses")
-                    }
+                    await release(lease, epoch: epoch)
                     return
                 } catch let deposed as Deposed {
                     metrics.depositions.increment()
                     logger.error("deposed as the writer (epoch \(epoch)): \(deposed.reason); stopped serving, now a standby")
+                } catch {
+                    // A service of the writer failed (a port taken, storage stopped): the process ends with the
+                    // error, and the lease goes back first instead of lapsing a TTL later.
+                    await release(lease, epoch: epoch)
+                    throw error
                 }
+            }
+        }
+
+        /// Gives the lease held under `epoch` back (a standby takes over at once), or says why not (it
+        /// lapses a TTL after its last renewal).
+        func release(_ lease: PostgresLeadership, epoch: Int64) async {
+            do {
+                try await lease.release(epoch: epoch)
+                logger.notice("released the leadership lease (epoch \(epoch))")
+            } catch {
+                logger.warning("the leadership lease could not be released (\(PostgresEventLog.describe(error))); a standby takes over once it lapses")
             }
         }
 
