@@ -13,9 +13,9 @@ extension PostgresEventLog {
         guard limit > 0, sequence < UInt64(Int64.max) else { return [] }
         func page() async throws(EventLogError) -> [(StoredEvent, ChainHash?)] {
             try await select("""
-                SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
+                SELECT sequence, stream, stream_version, record, chain_hash, previous, bytes, stream_bytes FROM (
                   SELECT *, row_number() OVER w AS n, sum(octet_length(record)) OVER w AS through FROM (
-                    SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous
+                    SELECT e.sequence, \(unescaped: Self.boundedColumns), e.chain_hash, p.chain_hash AS previous
                     FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
                     WHERE e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
                   ) limited WINDOW w AS (ORDER BY sequence)
@@ -61,9 +61,9 @@ extension PostgresEventLog {
         let limit = min(max(limit, 0), EventLogLimits.readPageEventsMax)
         guard limit > 0, sequence < UInt64(Int64.max), !stream.isEmpty, stream.utf8.count <= EventLogLimits.streamNameBytesMax else { return [] }
         let events = try await select("""
-            SELECT sequence, stream, stream_version, record, chain_hash, previous FROM (
+            SELECT sequence, stream, stream_version, record, chain_hash, previous, bytes, stream_bytes FROM (
               SELECT *, row_number() OVER w AS n, sum(octet_length(record)) OVER w AS through FROM (
-                SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash AS previous
+                SELECT e.sequence, \(unescaped: Self.boundedColumns), e.chain_hash, p.chain_hash AS previous
                 FROM lockstep_events e LEFT JOIN lockstep_events p ON p.sequence = e.sequence - 1
                 WHERE e.stream = \(stream) AND e.sequence > \(Int64(sequence)) ORDER BY e.sequence LIMIT \(Int64(limit))
               ) limited WINDOW w AS (ORDER BY sequence)
@@ -85,6 +85,12 @@ extension PostgresEventLog {
         return events.map(\.0)
     }
 
+    /// A page's stream and record columns, each only when within what an append may write (else NULL,
+    /// and its length tells how far over it is), then their lengths.
+    static let boundedColumns = "CASE WHEN octet_length(e.stream) <= \(EventLogLimits.streamNameBytesMax) THEN e.stream END AS stream, e.stream_version, "
+        + "CASE WHEN octet_length(e.record) <= \(EventLogLimits.recordBytesMax) THEN e.record END AS record, "
+        + "octet_length(e.record) AS bytes, octet_length(e.stream) AS stream_bytes"
+
     /// `Options.readPageBytesMax`, within 1 byte and `EventLogLimits.readPageBytesMax` (what `ListEvents`
     /// judges a cut page by). The limit goes first in each query, the running sum after it (a window
     /// ahead of the limit would sort the whole tail of a stream first).
@@ -98,7 +104,16 @@ extension PostgresEventLog {
         return try await bounded { client, logger in
             var events: [(StoredEvent, ChainHash?)] = []
             for row in try await client.rows(query, logger: logger) {
-                let (sequence, stream, version, record, hash, previous) = try row.decode((Int64, String, Int64, ByteBuffer, ByteBuffer, ByteBuffer?).self)
+                let (sequence, name, version, bytes, hash, previous, recordLength, streamLength) = try row.decode(
+                    (Int64, String?, Int64, ByteBuffer?, ByteBuffer, ByteBuffer?, Int64, Int64).self)
+                // Stored bytes past what an append may write (a row edited by hand) are damage, found before
+                // they are fetched: the page's first row is always in it, whatever its size.
+                guard let record = bytes else {
+                    throw EventLogError.corrupted(position: UInt64(clamping: sequence), reason: "its record is \(recordLength) bytes, over the \(EventLogLimits.recordBytesMax) a record may have")
+                }
+                guard let stream = name else {
+                    throw EventLogError.corrupted(position: UInt64(clamping: sequence), reason: "its stream name is \(streamLength) bytes, over the \(EventLogLimits.streamNameBytesMax) a name may have")
+                }
                 let link = try Self.chainHash(hash, at: sequence, of: "its")
                 let before = previous.flatMap { ChainHash(bytes: Array($0.readableBytesView)) }
                 events.append((StoredEvent(sequence: try Self.stored(sequence, "its sequence", at: sequence), stream: stream,

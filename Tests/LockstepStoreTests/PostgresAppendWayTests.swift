@@ -259,6 +259,31 @@ import Testing
         #expect(count == "2", "nothing was appended")
     }
 
+    /// A record or a stream name edited past what an append may write is found before it is fetched (a
+    /// page's first row is always in it, whatever its size: a 500 MB row would be read whole).
+    @Test(arguments: [("UPDATE lockstep_events SET record = decode(repeat('00', 2097152), 'hex') WHERE sequence = 1", "its record is 2097152 bytes"),
+                      ("UPDATE lockstep_events SET stream = repeat('s', 300) WHERE sequence = 1", "its stream name is 300 bytes")])
+    func anOversizedStoredRowIsDamageNotARead(sql: String, found: String) async throws {
+        let (database, client) = try await TestPostgres.shared.makeClient()
+        let log = try await PostgresEventLog.open(client: client)
+        _ = try await log.append(AppendRequest(stream: "a", expectedVersion: 0, records: [Array("a1".utf8)]))
+        try await TestPostgres.shared.psql(database, "ALTER TABLE lockstep_events DROP CONSTRAINT IF EXISTS lockstep_events_stream_stream_version_key; \(sql)")
+        do {
+            _ = try await log.read(after: 0, limit: 10)
+            Issue.record("an oversized row was read (\(sql))")
+        } catch {
+            #expect(error.code == "log_corrupted" && error.description.contains(found), "\(sql): \(error)")
+        }
+        if !sql.contains("stream =") {
+            do {
+                _ = try await log.read(stream: "a", after: 0, limit: 10)
+                Issue.record("an oversized row was read by its stream (\(sql))")
+            } catch {
+                #expect(error.code == "log_corrupted" && error.description.contains(found), "\(sql): \(error)")
+            }
+        }
+    }
+
     @Test func aLeadershipTakePastTheLastEpochIsRefused() async throws {
         let (database, client) = try await TestPostgres.shared.makeClient()
         _ = try await PostgresEventLog.open(client: client)
