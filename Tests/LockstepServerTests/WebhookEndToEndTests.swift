@@ -228,3 +228,59 @@ struct WebhookPostgresTests {
         try await WebhookEndToEndTests.restart(store: store)
     }
 }
+
+/// Receivers that misbehave (`Agents/webhook_hostile.py`): one that never answers costs each attempt its
+/// `timeout` and is retried; a 410 is a refusal for good and the webhook goes on; a 301 is a failed
+/// attempt and is not followed; a 200 whose body is 1 GiB, trickled, is delivered without reading it;
+/// and the server stops promptly with a request hanging.
+@Suite(.serialized) struct WebhookHostileReceiverTests {
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Agents/webhook_hostile.py").path
+
+    struct Delivery: Decodable {
+        let webhook: String
+        let status: String
+        let attempts: Int?
+        let last_result: String?
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func hangingRefusingRedirectingAndFloodingReceiversAreBounded() async throws {
+        let directory = temporaryDirectory()
+        let receiver = try ChildProcess("/usr/bin/env", ["python3", Self.script, "--port-file", directory + "/port", "--out", directory + "/requests"])
+        defer { receiver.kill(SIGKILL) }
+        try await eventually("the receiver listens", seconds: 30) { FileManager.default.fileExists(atPath: directory + "/port") }
+        let port = try String(contentsOfFile: directory + "/port", encoding: .utf8)
+        try "0123456789abcdef0123456789abcdef\n".write(toFile: directory + "/secret", atomically: true, encoding: .utf8)
+        let hooks = ["hang", "gone", "moved", "huge"].map { name in
+            "  - name: \(name)\n    url: http://127.0.0.1:\(port)/\(name)\n    secret_file: secret\n    events: [freeze_started]\n"
+                + "    timeout: 500ms\n    backoff: 100ms\n    max_backoff: 200ms\n"
+        }
+        try ("webhooks:\n" + hooks.joined()).write(toFile: directory + "/webhooks.yaml", atomically: true, encoding: .utf8)
+        let server = try await ServerProcess(["--dev", "--webhooks", directory + "/webhooks.yaml"])
+        #expect(try await server.post("/v1/freezes", #"{"reason": "a hostile receiver test"}"#).hasSuffix("\n200"))
+
+        func deliveries() async throws -> [String: Delivery] {
+            let answer = try await server.post("/v1/webhooks/deliveries", "{}")
+            struct Page: Decodable { let deliveries: [Delivery]? }
+            let page = try JSONDecoder().decode(Page.self, from: Data(answer.dropLast(4).utf8))
+            return Dictionary((page.deliveries ?? []).map { ($0.webhook, $0) }) { _, last in last }
+        }
+        try await eventually("each receiver was tried and judged", seconds: 60) {
+            let seen = try await deliveries()
+            return seen["gone"]?.status == "failed" && seen["huge"]?.status == "delivered"
+                && (seen["hang"]?.attempts ?? 0) >= 2 && (seen["moved"]?.attempts ?? 0) >= 2
+        }
+        let seen = try await deliveries()
+        #expect(seen["hang"]?.status == "pending" && seen["hang"]?.last_result?.contains("timed out after 500 ms") == true, "\(String(describing: seen["hang"]))")
+        #expect(seen["moved"]?.status == "pending" && seen["moved"]?.last_result == "HTTP 301", "\(String(describing: seen["moved"]))")
+        #expect(seen["gone"]?.attempts == 1 && seen["gone"]?.last_result == "HTTP 410", "\(String(describing: seen["gone"]))")
+        #expect(seen["huge"]?.attempts == 1, "\(String(describing: seen["huge"]))")
+        let requests = (try? String(contentsOfFile: directory + "/requests", encoding: .utf8)) ?? ""
+        #expect(!requests.contains("/target"), "the redirect was followed: \(requests)")
+
+        // A request hanging does not hold the stop.
+        let asked = ContinuousClock.now
+        let stopped = try await server.stop()
+        #expect(stopped.status == 0 && ContinuousClock.now - asked < .seconds(20), "\(stopped.stderr.suffix(1_000))")
+    }
+}
