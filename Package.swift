@@ -197,6 +197,7 @@ let package = Package(
                 .embedInCode("ConsoleAssets/shell.js"),
                 .embedInCode("ConsoleAssets/views.js"),
                 .embedInCode("ConsoleAssets/migration.js"),
+                .embedInCode("ConsoleAssets/migration-tabs.js"),
                 .embedInCode("ConsoleAssets/app.css"),
             ]
         ),

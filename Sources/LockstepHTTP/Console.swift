@@ -68,6 +68,7 @@ enum ConsoleAsset {
         File(path: "/ui/shell.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.shell_js),
         File(path: "/ui/views.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.views_js),
         File(path: "/ui/migration.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.migration_js),
+        File(path: "/ui/migration-tabs.js", contentType: "text/javascript; charset=utf-8", bytes: PackageResources.migration_tabs_js),
         File(path: "/ui/app.css", contentType: "text/css; charset=utf-8", bytes: PackageResources.app_css),
     ]
 

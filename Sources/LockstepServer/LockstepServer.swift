@@ -117,20 +117,8 @@ public enum LockstepServer {
             }
         }
         let authenticate = authenticating
-        // The web console signs people in with the same tokens; under `--dev`, with a secret made at start
-        // and printed with the console's address (a web page elsewhere on the machine cannot know it).
-        let devConsoleSecret = options.dev ? ConsoleSessions.newSecret() : nil
-        let consoleLinks = ConsoleLinks()
-        let console = ConsoleAccess(sessions: ConsoleSessions(), signIn: { token throws(APIError) in
-            if let devConsoleSecret {
-                guard ConsoleSessions.sameSecret(token, devConsoleSecret) else {
-                    throw APIError(.unauthenticated, "under --dev the console signs in with the link the server printed at start (its ready file's console_sign_in)")
-                }
-                return try authenticate(nil, nil)
-            }
-            return try authenticate("Bearer " + token, nil)
-        }, links: consoleLinks, devCode: devConsoleSecret, secureCookie: options.tls != nil || options.publicURL?.isHTTPS == true,
-           publicOrigin: options.publicURL?.origin)
+        let console = Self.consoleAccess(options, authenticate: authenticate)
+        let devConsoleSecret = console.devCode
 
         // Every connection is a file: take the hard limit, and keep a reserve below it for the log,
         // snapshots and the runtime (running out kills the process in libdispatch's worker monitor).
@@ -212,19 +200,9 @@ public enum LockstepServer {
         if let webhooks = options.webhooks, !isReplica {
             operators.webhooks = (webhooks.webhooks.map(\.name), webhookDeliveries)
         }
-        // Where browsers reach the JSON listener: `--public-url`, else its own address once bound.
         let bound = BoundAddresses()
         let publicOrigin = options.publicURL?.origin
-        let httpHost = options.httpHost
-        operators.consoleLinks = (consoleLinks, { () throws(APIError) -> String in
-            if let publicOrigin { return publicOrigin + "/ui" }
-            guard !Self.isUnspecified(httpHost) else {
-                throw APIError(.failedPrecondition, "this coordinator listens on \(bracketed(httpHost)), an address no browser can open, and has no --public-url: "
-                               + "start it with --public-url (where browsers reach it) to make sign-in links")
-            }
-            guard let http = bound.current?.http else { throw APIError(.unavailable, "this coordinator's console is not listening yet; ask again in a moment") }
-            return http + "/ui"
-        })
+        operators.consoleLinks = (console.links, Self.consoleAddress(options, bound: bound))
         let watches = WatchAPI(coordinator: coordinator, wakeups: watchWakeups,
                                open: OpenWatches(openMax: options.limits.watchesMax, perPrincipalMax: options.limits.watchesPerPrincipalMax))
         let history = HistoryAPI(coordinator: coordinator, limits: options.limits)
@@ -460,7 +438,4 @@ public enum LockstepServer {
 
     /// An IPv6 literal in brackets, as URLs and gRPC targets need it.
     static func bracketed(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
-
-    /// A listen address that is every interface's (`0.0.0.0`, `::`), which no client can connect to by name.
-    static func isUnspecified(_ host: String) -> Bool { ["0.0.0.0", "::", "[::]", ""].contains(host) }
 }

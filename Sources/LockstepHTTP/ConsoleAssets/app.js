@@ -4,7 +4,7 @@
 //
 // This module starts it: it names the view of each address for the shell, follows the address, and
 // signs in. Its parts: ui.js (the DOM and the words), shell.js (the session, the API, routing, signing
-// in), views.js (the lists) and migration.js (one migration).
+// in), views.js (the lists), migration.js (one migration) and migration-tabs.js (its history's tabs).
 import {arrive, render, setViews} from './shell.js';
 import {renderMigration} from './migration.js';
 import {renderIntegrity, renderLeases, renderMigrations, renderPlans} from './views.js';
