@@ -28,9 +28,9 @@ extension ReferenceAgent {
     /// step whose lease is shorter (outside input: a broken server's) cannot be kept: its handler is not run.
     package static let leaseTTLMillisMin = UInt32(CoreLimits.leaseTTLMillisMin)
 
-    /// How often a lease of `ttlMillis` is heartbeaten: the server's `heartbeat_interval_ms`, 50 ms at
-    /// least, and at least three times per TTL (an interval at or past the TTL, outside input too, would
-    /// lose the lease between two heartbeats).
+    /// How often a lease of `ttlMillis` is heartbeaten: the server's `heartbeat_interval_ms`, raised to
+    /// 50 ms if below, and lowered to a third of the TTL if above (an interval at or past the TTL, outside
+    /// input too, would lose the lease between two heartbeats); so under 50 ms only for a TTL under 150 ms.
     package static func heartbeatPace(ttlMillis: UInt32, intervalMillis: UInt32) -> Duration {
         .milliseconds(Int(min(max(intervalMillis, 50), max(ttlMillis / 3, 1))))
     }
@@ -47,16 +47,22 @@ extension ReferenceAgent {
     /// Heartbeats every `heartbeat_interval_ms`. A refused heartbeat means the lease is gone; a
     /// transient failure is tried again next time (the watchdog decides when it is too late).
     func heartbeats(_ step: Lockstep_V1_Step, _ lockstep: LockstepClient, control: HandlerProcess.Control, shared: StepShared) async {
-        let every = Self.heartbeatPace(ttlMillis: step.ttlMs, intervalMillis: step.heartbeatIntervalMs)
+        // At the pace of the lease's current TTL: a heartbeat may answer a new one (shorter: the pace follows).
+        func pace() -> Duration {
+            let ttl = shared.lease.withLock { $0.ttl }
+            return Self.heartbeatPace(ttlMillis: UInt32(clamping: ttl.components.seconds * 1_000 + ttl.components.attoseconds / 1_000_000_000_000_000),
+                                      intervalMillis: step.heartbeatIntervalMs)
+        }
         // After a transient failure the next try comes soon (it goes to the next address), not a whole
         // interval later: one stuck heartbeat must not cost the lease.
-        var pause = every
+        var pause = pace()
         while !Task.isCancelled {
             do { try await Task.sleep(for: pause) } catch { return }
             // Lost (the watchdog gave up on it, or a heartbeat was refused): the agent will not report on
             // this lease, so it renews it no more (a late acknowledgement would keep the step from the next
             // agent for another TTL).
             if shared.lost.withLock({ $0 != nil }) { return }
+            let every = pace()
             pause = every
             let sentAt = ContinuousClock.now
             do throws(LockstepClientError) {
@@ -67,8 +73,8 @@ extension ReferenceAgent {
                     $0.fencingToken = step.fencingToken
                 }, timeout: max(every, .milliseconds(200)))
                 // A TTL shorter than any server gives is not believed (the watchdog would end the step at
-                // once): the next heartbeat, a third of the step's TTL later at most, finds out whether the
-                // lease still holds.
+                // once): the next heartbeat, a third of the TTL believed later at most, finds out whether the
+                // lease still holds. One that is believed sets the pace of the next.
                 shared.lease.withLock { lease in
                     lease.acknowledgedSentAt = max(lease.acknowledgedSentAt, sentAt)
                     if beat.ttlMs >= Self.leaseTTLMillisMin { lease.ttl = .milliseconds(Int(beat.ttlMs)) }

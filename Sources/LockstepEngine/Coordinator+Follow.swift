@@ -19,9 +19,11 @@ extension Coordinator {
         guard page[0].sequence == from + 1 else {
             throw .corrupted(position: from + 1, reason: "the log's next event after \(from) is \(page[0].sequence)")
         }
+        // Another follow may have folded while this one read: the machine skips what it already holds.
+        guard machine.foldedThrough == from, followedLink.sequence == from else { return 0 }
         // Chained from the event this coordinator folded last, as it checked it (the log chains the page
         // onto the hash it holds for event `from` now, which a restore or a rewritten row could have changed).
-        guard followedLink.sequence == from, followedLink.chainHash.next(sequence: page[0].sequence, record: page[0].record) == page[0].chainHash else {
+        guard followedLink.chainHash.next(sequence: page[0].sequence, record: page[0].record) == page[0].chainHash else {
             throw .corrupted(position: page[0].sequence, reason: "event \(page[0].sequence) does not chain from event \(from) as this coordinator folded it: "
                              + "the log was rewritten or restored under it")
         }
@@ -36,10 +38,9 @@ extension Coordinator {
             versions[stored.stream] = record.streamVersion
             events.append(.init(sequence: stored.sequence, record: record))
         }
-        // Another follow may have folded while this one read: the machine skips what it already holds.
-        guard machine.foldedThrough == from else { return 0 }
         feed(.followed(events, nanos: monotonic()))
-        if let last = page.last { followedLink = LogHead(sequence: last.sequence, chainHash: last.chainHash) }
+        // Only what was folded moves the link (the machine folds nothing while an append of its own is in flight).
+        if let last = page.last, machine.foldedThrough == last.sequence { followedLink = LogHead(sequence: last.sequence, chainHash: last.chainHash) }
         return events.count
     }
 }

@@ -333,12 +333,13 @@ package struct HTTPRoutes: Sendable {
 
     /// The gate's check: who calls (`caller`), and whether their roles allow `operation`.
     func admit(_ request: Request, _ context: LockstepRequestContext, to operation: APIOperation) async throws(APIError) -> Principal {
-        // A console session may not make sign-in links: each would sign in a new session, and a session
-        // renewing itself so would outlive its 12 hours (and hand out links without its token).
-        if operation == .createConsoleLink, request.headers[.authorization] == nil, console.sessionID(request) != nil {
-            throw APIError(.permissionDenied, "sign-in links are made with a bearer token (lockstep console link), not from a console session")
-        }
         let principal = try await caller(request, context)
+        // A console session may not make sign-in links: each would sign in a new session, and a session
+        // renewing itself so would outlive its 12 hours (and hand out links without its token). (A stale
+        // session was refused above as unauthenticated.)
+        if operation == .createConsoleLink, request.headers[.authorization] == nil, console.sessionID(request) != nil {
+            throw APIError(.permissionDenied, "sign-in links are made with a bearer token or a client certificate (lockstep console link), not from a console session")
+        }
         try principal.require(operation)
         return principal
     }

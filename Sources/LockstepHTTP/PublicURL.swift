@@ -1,3 +1,5 @@
+import Foundation
+
 /// The address browsers reach the JSON/HTTP listener at when it is not the listener's own
 /// (`--public-url`, docs/console.md): a proxy in front that ends TLS, or a name the server does not know
 /// itself by. Console sign-in links and webhook links are made under it; under `https` the console's
@@ -41,23 +43,33 @@ package struct PublicURL: Sendable, Equatable {
             throw PublicURLProblem("it has user info, a query, a fragment or a character no host name has")
         }
         // HOST, HOST:PORT, [V6] or [V6]:PORT.
-        let host: Substring, port: Substring?
+        var host: String
+        let port: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw PublicURLProblem("an IPv6 address must be closed with ]") }
-            host = authority[...close]
-            let address = host.dropFirst().dropLast()
-            guard address.filter({ $0 == ":" }).count >= 2, address.allSatisfy({ "0123456789abcdef:.".contains($0) }) else {
+            let address = authority[authority.index(after: authority.startIndex)..<close]
+            // As a browser writes it in an Origin (zeros compressed, lower case): the system's own form.
+            guard let canonical = Self.canonical(String(address), family: AF_INET6) else {
                 throw PublicURLProblem("[\(address)] is not an IPv6 address")
             }
+            host = "[" + canonical + "]"
             let after = authority[authority.index(after: close)...]
             guard after.isEmpty || after.hasPrefix(":") else { throw PublicURLProblem("only :PORT may follow an IPv6 address") }
             port = after.isEmpty ? nil : after.dropFirst()
         } else {
             let parts = authority.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            host = parts[0]
+            host = String(parts[0])
             port = parts.count == 2 ? parts[1] : nil
             guard !host.isEmpty, !host.hasPrefix("."), !host.hasPrefix("-") else { throw PublicURLProblem("it names no host") }
             guard !host.contains("["), !host.contains("]") else { throw PublicURLProblem("only an IPv6 address goes in brackets") }
+            // A name whose last label is a number is an IPv4 address to a browser, which writes it as four
+            // decimal numbers (`127.1` is `127.0.0.1`): only that form is taken, as it is.
+            let last = host.split(separator: ".").last.map(String.init) ?? host
+            if last.allSatisfy(\.isASCIIDigit) || last.hasPrefix("0x") {
+                guard let canonical = Self.canonical(host, family: AF_INET), canonical == host else {
+                    throw PublicURLProblem("\(host) is not an IPv4 address in four decimal numbers (0 to 255, no leading zeros)")
+                }
+            }
         }
         var number: Int?
         if let port {
@@ -70,6 +82,15 @@ package struct PublicURL: Sendable, Equatable {
         let https = isHTTPS
         let shown = number.flatMap { $0 == (https ? 443 : 80) ? nil : ":\($0)" } ?? ""
         origin = (https ? "https://" : "http://") + host + shown
+    }
+
+    /// `address` in the system's presentation form for `family` (inet_pton, then inet_ntop), if it is one.
+    private static func canonical(_ address: String, family: Int32) -> String? {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        guard inet_pton(family, address, &bytes) == 1 else { return nil }
+        var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        guard inet_ntop(family, bytes, &text, socklen_t(text.count)) != nil else { return nil }
+        return String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 

@@ -91,16 +91,13 @@ extension PostgresEventLog {
         let names = Array(Set(requests.map(\.stream))).sorted()
         let rows = try await connection.rows("""
             WITH head AS (SELECT sequence, chain_hash, epoch FROM lockstep_head WHERE id = 1 FOR UPDATE)
-            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version,
-                (SELECT e.chain_hash FROM lockstep_events e WHERE e.sequence = head.sequence),
-                EXISTS (SELECT 1 FROM lockstep_events e WHERE e.sequence > head.sequence)
+            SELECT head.sequence, head.chain_hash, head.epoch, s.stream, s.version
             FROM head LEFT JOIN lockstep_streams s ON s.stream = ANY(\(names))
             """, logger: logger)
         var before: LogHead?
         var versions: [String: UInt64] = [:]
-        var atHead: (stored: ByteBuffer?, pastIt: Bool) = (nil, false)
         for row in rows {
-            let (sequence, hash, stored, stream, version, eventAtHead, pastHead) = try row.decode((Int64, ByteBuffer, Int64, String?, Int64?, ByteBuffer?, Bool).self)
+            let (sequence, hash, stored, stream, version) = try row.decode((Int64, ByteBuffer, Int64, String?, Int64?).self)
             if let stream, let version { versions[stream] = try Self.stored(version, "stream \(stream)'s version", at: sequence) }
             if before != nil { continue }
             let link = try chainHash(hash, at: sequence, of: "the head's")
@@ -108,12 +105,24 @@ extension PostgresEventLog {
                 throw EventLogError.writesStopped(reason: "deposed: this coordinator wrote under epoch \(epoch); another took over (epoch \(stored))")
             }
             before = LogHead(sequence: try Self.stored(sequence, "the head's sequence", at: sequence), chainHash: link)
-            atHead = (eventAtHead, pastHead)
         }
         // The head row is stored bytes too: it must name the last event, with its chain hash (an edited or
         // deleted row would chain the batch onto the wrong event, leave a gap, or collide with an event).
+        // Asked in a statement of its own, after the lock: in READ COMMITTED a statement whose FOR UPDATE
+        // waited for another append's commit sees the new head row, but its subqueries would not see the
+        // events that commit added.
         guard let before else {
             throw EventLogError.corrupted(position: 0, reason: "the log's head row (lockstep_head, id 1) is missing")
+        }
+        var atHead: (stored: ByteBuffer?, pastIt: Bool) = (nil, false)
+        let head = Int64(clamping: before.sequence)
+        for row in try await connection.rows("""
+            SELECT (SELECT chain_hash FROM lockstep_events WHERE sequence = \(head)), EXISTS (SELECT 1 FROM lockstep_events WHERE sequence > \(head))
+            """, logger: logger) {
+            atHead = try row.decode((ByteBuffer?, Bool).self)
+        }
+        guard before.sequence > 0 || before.chainHash == .genesis else {
+            throw EventLogError.corrupted(position: 0, reason: "the head row names no event but its chain hash is not the genesis hash")
         }
         guard !atHead.pastIt else {
             throw EventLogError.corrupted(position: before.sequence + 1, reason: "the head row says \(before.sequence), but events follow it")

@@ -27,6 +27,8 @@ extension LockstepServer {
                                            ttlMillis: options.leadership.ttlMillis, logger: logger)
             // The tables first, so the lease row exists (idempotent; serialized between coordinators).
             _ = try await PostgresEventLog.open(client: client, logger: logger)
+            // Takeovers that failed in a row (each replays the log): the next waits longer, up to 8 TTLs.
+            var failedTakeovers = 0
             while !Task.isShuttingDownGracefully {
                 guard let (epoch, askedAt) = try await standBy(lease) else { return }
                 var term = options
@@ -51,11 +53,14 @@ extension LockstepServer {
                     // Catching up failed (the database went away, a damaged log): hand the lease back at once
                     // rather than hold it for a TTL with nobody writing, and stand by again after a quarter TTL
                     // (a fault that persists does not make this coordinator take and drop it in a tight loop).
-                    logger.error("the takeover failed (epoch \(epoch)): \(error); a standby again")
+                    failedTakeovers += 1
+                    let pause = Duration.milliseconds(min(options.leadership.ttlMillis * 8, max(50, options.leadership.ttlMillis / 4) << min(failedTakeovers - 1, 5)))
+                    logger.error("the takeover failed (epoch \(epoch)): \(PostgresEventLog.describe(error)); a standby again, asking for the lease again in \(pause)")
                     await release(lease, epoch: epoch)
-                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .milliseconds(max(50, options.leadership.ttlMillis / 4))) }
+                    try? await cancelWhenGracefulShutdown { try await Task.sleep(for: pause) }
                     continue
                 }
+                failedTakeovers = 0
                 let services = [ServiceGroupConfiguration.ServiceConfiguration(service: keeper, failureTerminationBehavior: .gracefullyShutdownGroup)]
                     + server.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
                 do {

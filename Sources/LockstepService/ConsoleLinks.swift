@@ -76,21 +76,26 @@ package final class ConsoleLinks: Sendable {
     }
 
     /// Signs in with `code`: `admit` is given the principal it signs in as (and opens the session), and
-    /// the code is spent only when `admit` succeeds: one refused (at the sessions' limit) leaves the link
-    /// good. Nil when the code is unknown, spent or expired. One use at a time: a second use of the same
-    /// code waits for the first and finds it spent.
+    /// the code is spent unless `admit` fails: one refused (at the sessions' limit) puts the link back,
+    /// good for the rest of its time. Nil when the code is unknown, spent or expired. The code is taken
+    /// out while `admit` runs (outside the lock), so a second use of it meanwhile finds nothing.
     package func use<Admitted>(_ code: String, _ admit: (Principal) throws(APIError) -> Admitted) throws(APIError) -> Admitted? {
         let key = AuthConfig.hash(code)
         let at = now()
-        return try state.withLock { state throws(APIError) -> Admitted? in
-            guard let found = state.codes[key] else { return nil }
-            guard !expired(found, at: at) else {
-                state.codes[key] = nil
-                return nil
+        let taken: Code? = state.withLock { state in
+            guard let found = state.codes.removeValue(forKey: key), !expired(found, at: at) else { return nil }
+            return found
+        }
+        guard let taken else { return nil }
+        do {
+            return try admit(taken.principal)
+        } catch {
+            // Back as it was (its age counts from when it was made); over the limits meanwhile, it is not.
+            state.withLock { state in
+                let own = state.codes.values.filter { $0.principal.name == taken.principal.name }.count
+                if state.codes.count < limits.codesMax, own < limits.codesPerPrincipalMax { state.codes[key] = taken }
             }
-            let admitted = try admit(found.principal)
-            state.codes[key] = nil
-            return admitted
+            throw error
         }
     }
 

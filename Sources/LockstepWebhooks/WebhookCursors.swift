@@ -33,17 +33,34 @@ public struct WebhookCursorError: Error, CustomStringConvertible {
 /// Cursors in a small JSON file beside a SQLite log (`DIR/webhooks.cursor.json`), replaced whole and synced.
 public final class WebhookCursorFile: WebhookCursors {
     let path: String
-    private let values = Mutex<[String: UInt64]>([:])
+    /// The cursors, and how many saves changed them (the writer skips a snapshot older than one written).
+    private let values = Mutex<(cursors: [String: UInt64], generation: UInt64)>(([:], 0))
+    private let writer = Writer()
+
+    /// Writes the file, one snapshot at a time, the newest only: the sync runs outside the cursors' lock,
+    /// so a webhook saving waits (an await) instead of blocking a thread.
+    private actor Writer {
+        var written: UInt64 = 0
+        func write(_ bytes: [UInt8], generation: UInt64, to path: String) -> String? {
+            guard generation > written else { return nil }
+            written = generation
+            return DurableFile.replace(path, with: bytes)
+        }
+    }
 
     public init(path: String) { self.path = path }
 
     public func load(logger: Logger) async -> [String: UInt64]? {
         do {
             let loaded = try await read()
-            values.withLock { $0 = loaded }
+            values.withLock { $0.cursors = loaded }
             return loaded
         } catch {
-            logger.error("\(error); every webhook goes on from the log's head")
+            // Kept aside, as it was: the first save would otherwise replace it with only the webhooks saved
+            // since, and the evidence with it.
+            let aside = path + ".unreadable"
+            let moved = FileManager.default.fileExists(atPath: path) && rename(path, aside) == 0
+            logger.error("\(error); every webhook goes on from the log's head\(moved ? " (the file is kept as \(aside))" : "")")
             return nil
         }
     }
@@ -78,19 +95,22 @@ public final class WebhookCursorFile: WebhookCursors {
     }
 
     public func save(_ webhook: String, _ sequence: UInt64, logger: Logger) async {
-        // Under the lock, so a later cursor is never replaced by an earlier snapshot.
-        // Replaced whole and synced (a crash leaves the old cursors or the new, never an empty file that would
-        // send every webhook to the head and skip its backlog).
-        values.withLock { values in
-            guard values[webhook] != sequence else { return }
-            values[webhook] = sequence
-            guard let data = try? JSONSerialization.data(withJSONObject: values, options: [.sortedKeys]) else {
-                logger.warning("cannot encode the webhook cursors; a restart will deliver again from the last cursor written")
-                return
-            }
-            if let problem = DurableFile.replace(path, with: Array(data)) {
-                logger.warning("cannot write the webhook cursor file \(path) (\(problem)); a restart will deliver again from the last cursor written")
-            }
+        // The snapshot is taken under the lock, numbered, and written newest only, so a later cursor is
+        // never replaced by an earlier snapshot. Replaced whole and synced (a crash leaves the old cursors
+        // or the new, never an empty file that would send every webhook to the head and skip its backlog).
+        let snapshot: (data: Data?, generation: UInt64)? = values.withLock { values in
+            guard values.cursors[webhook] != sequence else { return nil }
+            values.cursors[webhook] = sequence
+            values.generation &+= 1
+            return (try? JSONSerialization.data(withJSONObject: values.cursors, options: [.sortedKeys]), values.generation)
+        }
+        guard let snapshot else { return }
+        guard let data = snapshot.data else {
+            logger.warning("cannot encode the webhook cursors; a restart will deliver again from the last cursor written")
+            return
+        }
+        if let problem = await writer.write(Array(data), generation: snapshot.generation, to: path) {
+            logger.warning("cannot write the webhook cursor file \(path) (\(problem)); a restart will deliver again from the last cursor written")
         }
     }
 }

@@ -30,7 +30,7 @@ public enum WebhookPayload {
             if !evidence.isEmpty {
                 blocks.append(["type": "section", "text": ["type": "mrkdwn", "text": "```\(slackEscaped(evidence))```"]])
             }
-            var context = ["by \(note.actor)", "event #\(note.sequence) at \(note.at)"]
+            var context = ["by \(slackEscaped(note.actor))", "event #\(note.sequence) at \(note.at)"]
             if !note.command.isEmpty { context.insert("`\(slackEscaped(note.command))`", at: 0) }
             blocks.append(["type": "context", "elements": context.map { ["type": "mrkdwn", "text": $0] }])
             blocks.append(["type": "actions", "elements": [

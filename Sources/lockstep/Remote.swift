@@ -87,7 +87,8 @@ struct ServerOptions: ParsableArguments {
 enum RemoteExit {
     /// The server refused: a rejection, a conflict, an unknown migration, bad input.
     static let refused: Int32 = 1
-    /// The server could not be reached (or is shutting down).
+    /// The call did not go through and may later: the server could not be reached, is shutting down, is
+    /// not the writer, or refused it for now (a limit, no writer).
     static let unreachable: Int32 = 3
     /// Not authenticated, or not permitted.
     static let denied: Int32 = 4
@@ -97,8 +98,9 @@ extension CommandFailure {
     /// How to find out what a command that stopped half-way did.
     static let look = "look (`lockstep migration status`, `lockstep freeze list`, `lockstep history export`) before running it again"
 
-    /// A call of a command could not reach its server after an earlier call of it took effect: the command
-    /// is not run again on the next address (it would repeat that).
+    /// A call of a command did not go through (its server unreachable, shutting down, or not the writer)
+    /// after an earlier call of it took effect: the command is not run again on the next address (it
+    /// would repeat that).
     init(partlyDone error: LockstepClientError, server: String, notRunAgain: Bool) {
         let what = switch error.code {
         case "shutting_down": "was shutting down"

@@ -307,6 +307,13 @@ extension HostileClientTests {
         let server = try await ServerProcess(["--dev", "--tls-cert", data + "/cert.pem", "--tls-key", data + "/key.pem"], data: data)
         let address = try #require(server.url.split(separator: "/").last?.split(separator: ":"))
         let marker = data + "/handshake-begun"
+        func openConnections() async throws -> Double {
+            let metrics = try await ChildProcess("/usr/bin/curl", ["-sk", server.url + "/metrics"]).wait(seconds: 10).stdout
+            let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_open_connections ") }
+            return line?.split(separator: " ").last.flatMap { Double($0) } ?? 0
+        }
+        // Before the client: the scrape's own connection (and any the server still holds), the baseline.
+        let baseline = try await openConnections()
         let client = try ChildProcess("/usr/bin/env", ["python3", "-c", """
             import socket, sys, time
             s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
@@ -316,12 +323,8 @@ extension HostileClientTests {
             """, String(address[0]), String(address[1]), marker])
         try await eventually("the handshake began", seconds: 30) { FileManager.default.fileExists(atPath: marker) }
         // And the server has accepted it (a connection still in the listener's backlog is not one the stop
-        // waits for: the stop would end at once). The gauge counts the scrape's own connection too.
-        try await eventually("the server accepted the handshake's connection", seconds: 30) {
-            let metrics = try await ChildProcess("/usr/bin/curl", ["-sk", server.url + "/metrics"]).wait(seconds: 10).stdout
-            let line = metrics.split(separator: "\n").first { $0.hasPrefix("lockstep_open_connections ") }
-            return (line?.split(separator: " ").last.flatMap { Double($0) } ?? 0) >= 2
-        }
+        // waits for: the stop would end at once): one more than the baseline, the scrape's own counted in both.
+        try await eventually("the server accepted the handshake's connection", seconds: 30) { try await openConnections() >= baseline + 1 }
         return (server, client)
     }
 

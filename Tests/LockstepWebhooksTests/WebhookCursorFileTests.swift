@@ -25,6 +25,20 @@ import Testing
         }
     }
 
+    /// A file that cannot be read is kept aside at start (every webhook goes on from the head), so the
+    /// saves that follow do not write over it and the cursors it held.
+    @Test func anUnreadableFileIsKeptAside() async throws {
+        let directory = temporaryDirectory()
+        let path = directory + "/webhooks.cursor.json"
+        try #"{"audit": 5, "deploys": true}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let file = WebhookCursorFile(path: path)
+        #expect(await file.load(logger: Logger(label: "test")) == nil)
+        #expect(try String(contentsOfFile: path + ".unreadable", encoding: .utf8) == #"{"audit": 5, "deploys": true}"#)
+        await file.save("audit", 6, logger: Logger(label: "test"))
+        #expect(try await WebhookCursorFile(path: path).read() == ["audit": 6])
+        #expect(FileManager.default.fileExists(atPath: path + ".unreadable"))
+    }
+
     /// Saved whole and synced: what is read back is every cursor saved, and no temporary file is left.
     @Test func savesReplaceTheFileWhole() async throws {
         let directory = temporaryDirectory()

@@ -24,11 +24,14 @@ export async function renderMigration(id, params, signal) {
     header.replaceChildren(...migrationHead(view));
     // A live refresh does not replay both instants again (that tab is about the past).
     if (live && tab === 'changes') return;
-    const focused = document.activeElement && document.activeElement.getAttribute ? document.activeElement.getAttribute('data-node') : null;
+    const active = document.activeElement;
+    const focused = active && active.getAttribute ? active.getAttribute('data-node') : null;
     body.replaceChildren(...migrationTab(view, tab));
     if (focused) {
       const again = [...body.querySelectorAll('g.node')].find(n => n.getAttribute('data-node') === focused);
       if (again) again.focus();
+    } else if (active && active !== document.body && body.contains(active)) {
+      active.focus();  // a kept element (a timeline row's toggle) moved into the new table: focus stays on it
     }
   };
   // A change of what the page shows of the same migration (a node, a filter): no new reads.
