@@ -34,6 +34,8 @@ extension LockstepServer {
                 var term = options
                 term.writerEpoch = epoch
                 let keeper = LeadershipKeeper(lease: lease, epoch: epoch, askedAt: askedAt, logger: logger)
+                let (renewal, ttl) = (keeper.renewal, Duration.milliseconds(options.leadership.ttlMillis))
+                term.leadershipHeld = { ContinuousClock.now < renewal.last + ttl }
                 let server: Built
                 do {
                     // The lease is kept while the server is built (catching up to the head can take longer

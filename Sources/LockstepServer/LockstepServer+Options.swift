@@ -52,6 +52,9 @@ extension LockstepServer {
         /// console sign-in links and webhook links are made under it, and under https the console's
         /// cookie is `Secure` (docs/console.md).
         package var publicURL: PublicURL?
+        /// On PostgreSQL, while this coordinator writes: whether its leadership lease is still its own by its
+        /// keeper's count (heartbeats are refused `not_writer` once it is not).
+        package var leadershipHeld: (@Sendable () -> Bool)?
         public var limits = APILimits()
         /// The poll lane (`PollLane`): polls served from the event loops looking at the coordinator at
         /// once, and waiting for a place, in polls. Fixed for servers; tests make the line short to reach

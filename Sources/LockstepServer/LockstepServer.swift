@@ -192,6 +192,7 @@ public enum LockstepServer {
         let clock: @Sendable () -> Instant = { serverClock.now() }
         var agents = AgentAPI(coordinator: coordinator, wakeups: wakeups, limits: limits, clock: clock)
         agents.observeWakeUp = { metrics.pollWakeUp.record(duration: $0) }
+        if let held = options.leadershipHeld { agents.leadershipHeld = held }
         var operators = OperatorAPI(coordinator: coordinator, clock: clock) {
             String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPadded(to: 8)
         }

@@ -11,6 +11,9 @@ extension AgentAPI {
     // is checked the slow way (`lease`), which says why, and then performed.
 
     public func heartbeat(_ request: Lockstep_V1_HeartbeatRequest, principal: Principal) async throws(APIError) -> Lockstep_V1_HeartbeatResponse {
+        guard leadershipHeld() else {
+            throw APIError(.notWriter, "this coordinator's leadership lease has run out (another may have taken over): heartbeat the writer")
+        }
         let token = FencingToken(request.fencingToken)
         let answer = try await reporting(request.leaseID, principal) { migration, node, permitted throws(CommandError) in
             try await coordinator.heartbeat(migration: migration, node: node, token: token, by: principal.name, now: clock(), ifPermitted: permitted)

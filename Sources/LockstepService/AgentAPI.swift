@@ -64,6 +64,10 @@ public struct AgentAPI: Sendable {
     /// Told, for each poll woken by a change that then took a step, how long from the commit of the
     /// change's append to the answer handed to the poll's transport (`answered`).
     package var observeWakeUp: @Sendable (Duration) -> Void = { _ in }
+    /// On PostgreSQL, whether this writer's leadership lease is still its own by its keeper's count
+    /// (`renewal + TTL` not passed). A heartbeat is answered from memory, so a writer frozen and thawed
+    /// after a takeover must not tell an agent its lease lives; appends are fenced by the epoch anyway.
+    package var leadershipHeld: @Sendable () -> Bool = { true }
 
     /// Waits up to the request's (capped) wait for a step of `service` that may start now, leases it to
     /// the agent and returns it; or returns no step and a delay before the next poll.

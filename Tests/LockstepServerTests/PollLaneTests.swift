@@ -2,6 +2,7 @@ import Foundation
 import LockstepClient
 import LockstepService
 import LockstepTestSupport
+import LockstepWire
 import Synchronization
 import Testing
 
@@ -149,6 +150,38 @@ struct PollLaneOverflowEndToEndTests {
             // The step went to one poll of the burst, once.
             let migration = try await LockstepClient.connect(to: grpc) { try await $0.migration(.with { $0.migrationID = "m1" }) }
             #expect(migration.nodes.first?.lease.agentID.hasPrefix("burst-") == true && migration.nodes.first?.attempts == 1, "\(migration)")
+        }
+    }
+}
+
+/// A writer whose leadership lease has run out by its keeper's count (frozen, then thawed after a
+/// takeover) answers heartbeats `not_writer` instead of from memory: an agent is not told its step's
+/// lease lives by a coordinator that no longer decides it. (The keeper's count is given here.)
+@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs curl (ops/test installs it)"))
+struct LeadershipHeartbeatTests {
+    @Test func aHeartbeatToAWriterWhoseLeaseRanOutIsRefused() async throws {
+        let held = Mutex(true)
+        try await InProcessServerTests.withServer({ options in
+            options.leadershipHeld = { held.withLock { $0 } }
+        }) { grpc, http in
+            let step = try await LockstepClient.connect(to: grpc) { lockstep in
+                _ = try await lockstep.applyPlan(.with { $0.planYaml = PollLaneOverflowEndToEndTests.plan })
+                _ = try await lockstep.startMigration(.with { $0.plan = "burst"; $0.migrationID = "m1" })
+                return try await lockstep.poll(.with { $0.service = "orders"; $0.agentID = "a1"; $0.waitMs = 5_000 }).step
+            }
+            let beat = Lockstep_V1_HeartbeatRequest.with { $0.leaseID = step.leaseID; $0.fencingToken = step.fencingToken }
+            _ = try await LockstepClient.connect(to: grpc) { try await $0.heartbeat(beat) }
+            held.withLock { $0 = false }
+            do {
+                _ = try await LockstepClient.connect(to: grpc) { try await $0.heartbeat(beat) }
+                Issue.record("a writer whose lease ran out answered a heartbeat")
+            } catch let error as LockstepClientError {
+                #expect(error.code == "not_writer", "\(error)")
+            }
+            let json = try await ChildProcess("/usr/bin/curl", ["-sS", "-X", "POST", "-H", "content-type: application/json", "-H", "host: localhost",
+                                                                "--data", #"{"lease_id": "\#(step.leaseID)", "fencing_token": "\#(step.fencingToken)"}"#,
+                                                                "-w", "\n%{http_code}", http + "/v1/agent/heartbeat"]).wait(seconds: 30).stdout
+            #expect(json.hasSuffix("\n503") && json.contains("not_writer"), "\(json)")
         }
     }
 }
