@@ -210,7 +210,7 @@ enum SQLiteSchema {
     static func readVerified(_ db: SQLiteConnection, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
         do {
             let statement = try db.statement(
-                "SELECT sequence, stream, stream_version, record, chain_hash FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
+                "SELECT sequence, stream, stream_version, \(boundedRecord), chain_hash, length(record) FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
             defer { statement.reset() }
             // Read event `sequence` too: its stored link is where the chain check of this page starts.
             try statement.bind(1, sequence == 0 ? 1 : sequence)
@@ -221,7 +221,7 @@ enum SQLiteSchema {
             var budget = ReadPageBudget()
             var first = true
             while try statement.step() {
-                let row = try verifiedRow(statement)
+                let row = try verifiedRow(statement, recordLength: 5)
                 if first {
                     first = false
                     if sequence > 0, row.sequence == sequence {
@@ -275,7 +275,8 @@ enum SQLiteSchema {
     static func readStreamVerified(_ db: SQLiteConnection, stream: String, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
         do {
             let statement = try db.statement(
-                "SELECT e.sequence, e.stream, e.stream_version, e.record, e.chain_hash, p.chain_hash FROM events e "
+                "SELECT e.sequence, e.stream, e.stream_version, \(boundedRecord.replacingOccurrences(of: "record", with: "e.record")), e.chain_hash, p.chain_hash, "
+                    + "length(e.record) FROM events e "
                     + "LEFT JOIN events p ON p.sequence = e.sequence - 1 WHERE e.stream = ?1 AND e.sequence > ?2 ORDER BY e.stream_version LIMIT ?3")
             defer { statement.reset() }
             try statement.bind(1, stream)
@@ -286,7 +287,7 @@ enum SQLiteSchema {
             var budget = ReadPageBudget()
             var base: Snapshot??
             while try statement.step() {
-                let row = try verifiedRow(statement)
+                let row = try verifiedRow(statement, recordLength: 6)
                 guard budget.admits(row.record.count) else { break }
                 var previous: ChainHash?
                 if statement.type(5) == SQLITE_BLOB {
@@ -313,9 +314,16 @@ enum SQLiteSchema {
 
     /// The current row's sequence, record (SQLite's buffer, valid until the next step) and link, with
     /// column types and the hash width checked: the read side of the disk boundary.
-    private static func verifiedRow(_ statement: SQLiteConnection.Statement) throws(EventLogError)
+    /// The record column of a page, only when within what an append may write (else NULL, its length in
+    /// a column of its own): a row edited past it is damage found before its bytes are read into memory.
+    static let boundedRecord = "CASE WHEN length(record) <= \(EventLogLimits.recordBytesMax) THEN record END"
+
+    private static func verifiedRow(_ statement: SQLiteConnection.Statement, recordLength: Int32) throws(EventLogError)
         -> (sequence: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash) {
         let sequence = statement.uint64(0)
+        if statement.type(3) == SQLITE_NULL, statement.type(recordLength) == SQLITE_INTEGER {
+            throw .corrupted(position: sequence, reason: "its record is \(statement.int64(recordLength)) bytes, over the \(EventLogLimits.recordBytesMax) a record may have")
+        }
         guard statement.type(1) == SQLITE_TEXT, statement.type(2) == SQLITE_INTEGER, statement.type(3) == SQLITE_BLOB,
               statement.type(4) == SQLITE_BLOB else {
             throw .corrupted(position: sequence, reason: "a column has the wrong type")

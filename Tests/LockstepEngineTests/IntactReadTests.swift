@@ -23,3 +23,22 @@ import Testing
         #expect(whole.events.count == 5 && whole.damage == nil)
     }
 }
+
+/// A record edited past what an append may write (1 MiB) is damage found before its bytes are read
+/// into memory, on a whole-log read and a stream's alike (SQLite; PostgresStoredLimitTests on PostgreSQL).
+@Suite struct OversizedRecordTests {
+    @Test func anOversizedStoredRecordIsDamageNotARead() async throws {
+        let path = temporaryDirectory() + "/events.sqlite"
+        let log = try SQLiteEventLog(path: path)
+        _ = try await log.append(AppendRequest(stream: "s", expectedVersion: 0, records: [Array("e0".utf8), Array("e1".utf8)]))
+        try editDatabase(path, "UPDATE events SET record = zeroblob(2097152) WHERE sequence = 2")
+        for read in [0, 1] {
+            do {
+                _ = read == 0 ? try await log.read(after: 0, limit: 10) : try await log.read(stream: "s", after: 0, limit: 10)
+                Issue.record("an oversized record was read (\(read == 0 ? "the log" : "its stream"))")
+            } catch {
+                #expect(error.code == "log_corrupted" && error.description.contains("its record is 2097152 bytes"), "\(error)")
+            }
+        }
+    }
+}
