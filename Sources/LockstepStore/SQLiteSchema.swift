@@ -312,12 +312,12 @@ enum SQLiteSchema {
         }
     }
 
-    /// The current row's sequence, record (SQLite's buffer, valid until the next step) and link, with
-    /// column types and the hash width checked: the read side of the disk boundary.
     /// The record column of a page, only when within what an append may write (else NULL, its length in
     /// a column of its own): a row edited past it is damage found before its bytes are read into memory.
     static let boundedRecord = "CASE WHEN length(record) <= \(EventLogLimits.recordBytesMax) THEN record END"
 
+    /// The current row's sequence, record (SQLite's buffer, valid until the next step) and link, with
+    /// column types, the record's size and the hash width checked: the read side of the disk boundary.
     private static func verifiedRow(_ statement: SQLiteConnection.Statement, recordLength: Int32) throws(EventLogError)
         -> (sequence: UInt64, record: UnsafeRawBufferPointer, chainHash: ChainHash) {
         let sequence = statement.uint64(0)
