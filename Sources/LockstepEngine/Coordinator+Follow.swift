@@ -25,7 +25,7 @@ extension Coordinator {
         // onto the hash it holds for event `from` now, which a restore or a rewritten row could have changed).
         guard followedLink.chainHash.next(sequence: page[0].sequence, record: page[0].record) == page[0].chainHash else {
             throw .corrupted(position: page[0].sequence, reason: "event \(page[0].sequence) does not chain from event \(from) as this coordinator folded it: "
-                             + "the log was rewritten or restored under it")
+                             + "the log was rewritten or restored under it; check it (`lockstep history verify --store URL`), then restart this coordinator")
         }
         // Checked as `History.fold` checks, against the live state's stream versions and those the page
         // itself moves (nothing is folded until the whole page checks).
@@ -40,7 +40,8 @@ extension Coordinator {
         }
         feed(.followed(events, nanos: monotonic()))
         // Only what was folded moves the link (the machine folds nothing while an append of its own is in flight).
-        if let last = page.last, machine.foldedThrough == last.sequence { followedLink = LogHead(sequence: last.sequence, chainHash: last.chainHash) }
+        let last = page[page.count - 1]
+        if machine.foldedThrough == last.sequence { followedLink = LogHead(sequence: last.sequence, chainHash: last.chainHash) }
         return events.count
     }
 }

@@ -49,19 +49,14 @@ package final class ConsoleSessions: Sendable {
 
     /// `random` gives 32 unpredictable bytes each call (the system's generator; tests may pass their own).
     package init(limits: Limits = Limits(), now: @escaping @Sendable () -> ContinuousClock.Instant = { .now },
-                 random: @escaping @Sendable () -> [UInt8] = ConsoleSessions.systemRandomBytes) {
+                 random: @escaping @Sendable () -> [UInt8] = ConsoleLinks.randomBytes) {
         self.limits = limits
         self.now = now
         self.random = random
     }
 
     /// 256 unpredictable bits in hex (session ids, CSRF tokens, the `--dev` console secret).
-    package static func newSecret() -> String { systemRandomBytes().hexString }
-
-    package static func systemRandomBytes() -> [UInt8] {
-        var generator = SystemRandomNumberGenerator()
-        return (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
-    }
+    package static func newSecret() -> String { ConsoleLinks.newCode() }
 
     package var count: Int { state.withLock { $0.sessions.count } }
 

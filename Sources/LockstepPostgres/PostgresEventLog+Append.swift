@@ -114,15 +114,15 @@ extension PostgresEventLog {
         guard let before else {
             throw EventLogError.corrupted(position: 0, reason: "the log's head row (lockstep_head, id 1) is missing")
         }
+        guard before.sequence > 0 || before.chainHash == .genesis else {
+            throw EventLogError.corrupted(position: 0, reason: "the head row names no event but its chain hash is not the genesis hash")
+        }
         var atHead: (stored: ByteBuffer?, pastIt: Bool) = (nil, false)
         let head = Int64(clamping: before.sequence)
         for row in try await connection.rows("""
             SELECT (SELECT chain_hash FROM lockstep_events WHERE sequence = \(head)), EXISTS (SELECT 1 FROM lockstep_events WHERE sequence > \(head))
             """, logger: logger) {
             atHead = try row.decode((ByteBuffer?, Bool).self)
-        }
-        guard before.sequence > 0 || before.chainHash == .genesis else {
-            throw EventLogError.corrupted(position: 0, reason: "the head row names no event but its chain hash is not the genesis hash")
         }
         guard !atHead.pastIt else {
             throw EventLogError.corrupted(position: before.sequence + 1, reason: "the head row says \(before.sequence), but events follow it")

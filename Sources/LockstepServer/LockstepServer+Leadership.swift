@@ -34,8 +34,7 @@ extension LockstepServer {
                 var term = options
                 term.writerEpoch = epoch
                 let keeper = LeadershipKeeper(lease: lease, epoch: epoch, askedAt: askedAt, logger: logger)
-                let (renewal, ttl) = (keeper.renewal, Duration.milliseconds(options.leadership.ttlMillis))
-                term.leadershipHeld = { ContinuousClock.now < renewal.last + ttl }
+                term.leadershipHeld = { keeper.isHeld }
                 let server: Built
                 do {
                     // The lease is kept while the server is built (catching up to the head can take longer
@@ -244,6 +243,10 @@ extension LockstepServer {
                 set { sent.withLock { $0 = newValue } }
             }
         }
+
+        /// Whether the lease is still this coordinator's by its own count: a TTL from the last renewal that
+        /// succeeded has not passed (the database extends it from a later moment, so this errs early).
+        var isHeld: Bool { ContinuousClock.now < renewal.last + .milliseconds(lease.ttlMillis) }
 
         init(lease: PostgresLeadership, epoch: Int64, askedAt: ContinuousClock.Instant, logger: Logger) {
             self.lease = lease

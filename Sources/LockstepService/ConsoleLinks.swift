@@ -1,3 +1,4 @@
+import LockstepStore
 import Synchronization
 
 /// One-time codes that sign a browser in to the web console (docs/console.md): `lockstep console link`
@@ -44,13 +45,14 @@ package final class ConsoleLinks: Sendable {
         self.random = random
     }
 
-    /// 256 bits from the system's generator, as 64 hex digits.
-    package static func newCode() -> String {
+    /// 256 bits from the system's generator, as 64 hex digits (sign-in codes; the console's session ids,
+    /// CSRF tokens and `--dev` secret too).
+    package static func newCode() -> String { randomBytes().hexString }
+
+    /// 32 unpredictable bytes from the system's generator.
+    package static func randomBytes() -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
-        return (0..<4).map { _ in
-            let word = String(generator.next() as UInt64, radix: 16)
-            return String(repeating: "0", count: 16 - word.count) + word
-        }.joined()
+        return (0..<4).flatMap { _ in withUnsafeBytes(of: generator.next() as UInt64) { Array($0) } }
     }
 
     package var count: Int { state.withLock { $0.codes.count } }
@@ -101,7 +103,7 @@ package final class ConsoleLinks: Sendable {
 
     /// The principal `code` signs in as, spending it (tests).
     package func use(_ code: String) -> Principal? {
-        try? use(code) { (principal: Principal) throws(APIError) in principal } ?? nil
+        try? use(code) { (principal: Principal) throws(APIError) in principal }
     }
 
     private func expired(_ code: Code, at: ContinuousClock.Instant) -> Bool {

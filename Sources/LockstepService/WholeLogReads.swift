@@ -40,7 +40,7 @@ package final class WholeLogReads: Sendable {
     /// Takes a place of `principal`'s, or refuses the call; each place taken is given back by `leave`.
     package func enter(for principal: String) throws(APIError) {
         let admitted = state.withLock { state -> Bool in
-            guard state.running < max, state.byPrincipal[principal, default: 0] < perPrincipalMax else { return false }
+            guard fits(principal, in: state) else { return false }
             state.running += 1
             state.byPrincipal[principal, default: 0] += 1
             return true
@@ -51,7 +51,11 @@ package final class WholeLogReads: Sendable {
     /// Whether `principal` would be admitted now (a stream's route asks before it answers 200; `enter`
     /// still decides).
     package func hasRoom(for principal: String) -> Bool {
-        state.withLock { $0.running < max && $0.byPrincipal[principal, default: 0] < perPrincipalMax }
+        state.withLock { fits(principal, in: $0) }
+    }
+
+    private func fits(_ principal: String, in state: State) -> Bool {
+        state.running < max && state.byPrincipal[principal, default: 0] < perPrincipalMax
     }
 
     /// What a call past the limits is answered.

@@ -210,7 +210,7 @@ enum SQLiteSchema {
     static func readVerified(_ db: SQLiteConnection, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
         do {
             let statement = try db.statement(
-                "SELECT sequence, stream, stream_version, \(boundedRecord), chain_hash, length(record) FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
+                "SELECT sequence, stream, stream_version, \(boundedRecord("record")), chain_hash, length(record) FROM events WHERE sequence >= ?1 ORDER BY sequence LIMIT ?2")
             defer { statement.reset() }
             // Read event `sequence` too: its stored link is where the chain check of this page starts.
             try statement.bind(1, sequence == 0 ? 1 : sequence)
@@ -275,7 +275,7 @@ enum SQLiteSchema {
     static func readStreamVerified(_ db: SQLiteConnection, stream: String, after sequence: UInt64, limit: Int) throws(EventLogError) -> [StoredEvent] {
         do {
             let statement = try db.statement(
-                "SELECT e.sequence, e.stream, e.stream_version, \(boundedRecord.replacingOccurrences(of: "record", with: "e.record")), e.chain_hash, p.chain_hash, "
+                "SELECT e.sequence, e.stream, e.stream_version, \(boundedRecord("e.record")), e.chain_hash, p.chain_hash, "
                     + "length(e.record) FROM events e "
                     + "LEFT JOIN events p ON p.sequence = e.sequence - 1 WHERE e.stream = ?1 AND e.sequence > ?2 ORDER BY e.stream_version LIMIT ?3")
             defer { statement.reset() }
@@ -314,7 +314,7 @@ enum SQLiteSchema {
 
     /// The record column of a page, only when within what an append may write (else NULL, its length in
     /// a column of its own): a row edited past it is damage found before its bytes are read into memory.
-    static let boundedRecord = "CASE WHEN length(record) <= \(EventLogLimits.recordBytesMax) THEN record END"
+    static func boundedRecord(_ column: String) -> String { "CASE WHEN length(\(column)) <= \(EventLogLimits.recordBytesMax) THEN \(column) END" }
 
     /// The current row's sequence, record (SQLite's buffer, valid until the next step) and link, with
     /// column types, the record's size and the hash width checked: the read side of the disk boundary.

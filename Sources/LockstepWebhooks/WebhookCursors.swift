@@ -60,7 +60,7 @@ public final class WebhookCursorFile: WebhookCursors {
             // since, and the evidence with it.
             let aside = path + ".unreadable"
             let moved = FileManager.default.fileExists(atPath: path) && rename(path, aside) == 0
-            logger.error("\(error); every webhook goes on from the log's head\(moved ? " (the file is kept as \(aside))" : "")")
+            logger.error("\(error); every webhook goes on from the log's head\(moved ? " (the file is kept as \(aside): to go on from its cursors, stop the server, mend it and move it back)" : "")")
             return nil
         }
     }

@@ -17,7 +17,8 @@ struct Serve: AsyncParsableCommand {
         discussion: """
             Refuses to start without an authorization config; `--dev` serves without authentication, on \
             loopback only, and says so. Port 0 picks a free port: the bound addresses are written to \
-            --ready-file as JSON ({"grpc": "HOST:PORT", "http": "http://HOST:PORT"}) once both accept \
+            --ready-file as JSON ({"grpc": "HOST:PORT", "http": "http://HOST:PORT", "console": "http://HOST:PORT/ui"}, \
+            and under --dev "console_sign_in") once both accept \
             requests. SIGTERM or SIGINT stops it gracefully. The log is --data DIR (SQLite), or --store \
             postgres://USER@HOST:PORT/DB (or $LOCKSTEP_STORE) with the password from $LOCKSTEP_STORE_PASSWORD or \
             a file (docs/operations.md).

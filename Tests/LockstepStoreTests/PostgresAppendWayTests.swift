@@ -289,19 +289,17 @@ import Testing
         _ = try await PostgresEventLog.open(client: client)
         let leader = PostgresLeadership(client: client, holder: "a", address: "a:1", ttlMillis: 60_000, logger: Logger(label: "a"))
         try await TestPostgres.shared.psql(database, "UPDATE lockstep_leader SET epoch = 9223372036854775807, expires_at = clock_timestamp() - interval '1 second' WHERE id = 1")
-        do {
-            _ = try await leader.tryAcquire()
-            Issue.record("a take past the last epoch succeeded")
-        } catch {
-            #expect("\(error)".contains("at its limit"), "\(error)")
+        func expectRefused(_ why: String, saying found: String) async {
+            do {
+                _ = try await leader.tryAcquire()
+                Issue.record("\(why): the take succeeded")
+            } catch {
+                #expect("\(error)".contains(found), "\(why): \(error)")
+            }
         }
+        await expectRefused("a take past the last epoch", saying: "at its limit")
         // The lease's row deleted: said, not a standby that waits for ever without a word.
         try await TestPostgres.shared.psql(database, "DELETE FROM lockstep_leader")
-        do {
-            _ = try await leader.tryAcquire()
-            Issue.record("a take with no lease row did not say why it cannot take it")
-        } catch {
-            #expect("\(error)".contains("row (lockstep_leader, id 1) is missing"), "\(error)")
-        }
+        await expectRefused("a take with no lease row", saying: "row (lockstep_leader, id 1) is missing")
     }
 }

@@ -23,11 +23,16 @@ import Testing
             """#)
     }
 
+    /// `note`'s Slack body, parsed.
+    static func slack(_ note: Notice) throws -> [String: Any] {
+        let body = WebhookPayload.body(note, webhook: "chat", format: .slack, consoleURL: "https://l.example")
+        return try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+    }
+
     @Test func slacksBodyHasTextBlocksAndAButton() throws {
         var note = Self.note
         note.evidence = "error_rate <0.05> & rising"
-        let body = WebhookPayload.body(note, webhook: "chat", format: .slack, consoleURL: "https://l.example")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        let object = try Self.slack(note)
         #expect(object["text"] as? String == "Approval needed: m1: switch awaits approval (0 of 1)")
         let blocks = try #require(object["blocks"] as? [[String: Any]])
         #expect(blocks.map { $0["type"] as? String } == ["section", "section", "context", "actions"])
@@ -42,8 +47,7 @@ import Testing
     @Test func slacksTextEscapesWhatPeopleWrote() throws {
         var note = Self.note
         note.summary = "m1 paused: <!channel> see <https://evil.example|the runbook> & more"
-        let body = WebhookPayload.body(note, webhook: "chat", format: .slack, consoleURL: "https://l.example")
-        let object = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        let object = try Self.slack(note)
         #expect(object["text"] as? String == "Approval needed: m1 paused: &lt;!channel&gt; see &lt;https://evil.example|the runbook&gt; &amp; more")
     }
 

@@ -237,7 +237,7 @@ export async function arrive() {
         el('button', {type: 'button', onclick: () => render()}, `Stay ${mine}`))));
   }
   return show(el('section', {class: 'signin'}, el('h2', {}, 'Sign in with this link?'),
-    el('p', {}, 'The link signs this browser in as whoever made it (with `lockstep console link`), once. '
+    el('p', {}, 'The link signs this browser in as whoever made it (with `lockstep console link`, or `lockstep serve --dev` at start). '
       + 'Use it only if it is yours or you were expecting it: what you do here is recorded as theirs.'),
     el('div', {class: 'actions'},
       el('button', {type: 'button', class: 'primary', onclick: use}, 'Sign in with the link'),
